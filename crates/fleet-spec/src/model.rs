@@ -1,0 +1,319 @@
+//! The validated fleet: trusted types the planner and the runtime work from.
+//!
+//! Strings that reach a process or a URL are [`Text`]: the template as written plus the form
+//! shown to people (secrets as `***`, per-instance values such as `{{ port }}` as
+//! placeholders). Serializing a model gives the shown form only, so plan output, hashes and
+//! logs never contain a secret value.
+
+use crate::diag::Span;
+pub use crate::raw::{Condition, Era, OnAbort, OnFailure, RestartPolicyKind, Strategy};
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidFleet {
+    pub name: String,
+    /// The environment overlay applied, if any.
+    pub environment: Option<String>,
+    /// Directory of the fleet file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    pub secrets: BTreeMap<String, SecretRef>,
+    pub gateway: Gateway,
+    /// In file order.
+    pub servers: Vec<Server>,
+}
+
+impl ValidFleet {
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// Where a secret's value is read from when it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gateway {
+    pub listen: SocketAddr,
+    pub tokens: Vec<TokenRef>,
+}
+
+/// A gateway token, known only by its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRef {
+    pub name: String,
+    pub sha256: String,
+    /// Server names, or `["*"]`.
+    pub servers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    pub name: String,
+    /// Where the server's name is written, for diagnostics about the server as a whole.
+    #[serde(skip)]
+    pub span: Span,
+    pub transport: Transport,
+    pub depends_on: Vec<Dependency>,
+    pub priority: i32,
+    pub replicas: u32,
+    pub era: Era,
+    pub on_failure: OnFailure,
+    pub restart: Restart,
+    pub health: Health,
+    pub rollout: Rollout,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Stdio(Command),
+    Http {
+        #[serde(flatten)]
+        command: Command,
+        path: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    Remote {
+        url: Text,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, Text>,
+    },
+}
+
+impl Transport {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transport::Stdio(_) => "stdio",
+            Transport::Http { .. } => "http",
+            Transport::Remote { .. } => "remote",
+        }
+    }
+}
+
+/// An argv array with its environment. Never run through a shell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Command {
+    pub command: Text,
+    pub args: Vec<Text>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<Text>,
+}
+
+/// A templated string: what was written, and what may be shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text {
+    pub template: String,
+    pub shown: String,
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.shown)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dependency {
+    pub server: String,
+    pub condition: Condition,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Restart {
+    pub policy: RestartPolicyKind,
+    #[serde(serialize_with = "duration_text")]
+    pub backoff_initial: Duration,
+    #[serde(serialize_with = "duration_text")]
+    pub backoff_max: Duration,
+    pub backoff_multiplier: f64,
+    pub jitter: f64,
+    pub give_up_after: u32,
+    #[serde(serialize_with = "duration_text")]
+    pub stable_after: Duration,
+}
+
+/// How often a check runs and how many results in a row change its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cadence {
+    #[serde(serialize_with = "duration_text")]
+    pub interval: Duration,
+    #[serde(serialize_with = "duration_text")]
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub mcp: McpCheck,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<Check>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct McpCheck {
+    /// `timeout` is the handshake timeout.
+    pub cadence: Cadence,
+    pub expect_tools: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<SmokeCall>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_duration_text")]
+    pub max_latency: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SmokeCall {
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_contains: Option<String>,
+    pub expect_error: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub cadence: Cadence,
+    pub probe: CheckProbe,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckProbe {
+    /// GET this path on the server's own address, or this absolute URL.
+    Http { target: String, expect_status: Option<u16> },
+    /// Connect to this address; `None` = the server's own port.
+    Tcp { address: Option<String> },
+    Command { command: Text, args: Vec<Text> },
+    File { path: Text },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub strategy: Strategy,
+    pub max_surge: u32,
+    pub max_unavailable: u32,
+    #[serde(serialize_with = "duration_text")]
+    pub rollback_window: Duration,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CanaryStep>,
+    pub analysis: Analysis,
+    pub on_abort: OnAbort,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryStep {
+    pub weight: u32,
+    /// `None` waits for `mcpfleet promote`.
+    #[serde(serialize_with = "opt_duration_text")]
+    pub pause: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    #[serde(serialize_with = "duration_text")]
+    pub interval: Duration,
+    pub max_error_rate: f64,
+    pub max_latency_p95_ratio: f64,
+    pub min_requests: u32,
+    pub failure_limit: u32,
+    pub count_tool_errors: bool,
+}
+
+/// Formats a duration the way the file writes it (`1m30s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let (s, ms) = (rest / 1000, rest % 1000);
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+fn duration_text<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn opt_duration_text<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => duration_text(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Parses `500ms`, `5s`, `1.5m`, `2h`, `1m30s`.
+///
+/// # Errors
+/// A message saying what is wrong with the text.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}` is not a duration"));
+        }
+        let number: f64 = rest[..digits].parse().map_err(|_| format!("`{text}` is not a duration"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(format!("`{text}` has no unit")),
+            other => return Err(format!("`{other}` is not a unit of time")),
+        };
+        rest = &rest[unit_len..];
+        total += number * factor;
+    }
+    if total > 365.0 * 24.0 * 3600.0 {
+        return Err(format!("`{text}` is longer than a year"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, ms) in [("500ms", 500), ("5s", 5000), ("1m30s", 90_000), ("1.5m", 90_000), ("2h", 7_200_000)] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(d.as_millis(), ms, "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(90_500)), "1m30s500ms");
+        assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5 sec").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("not a unit"));
+    }
+}

@@ -1,0 +1,558 @@
+//! The fleet file as written (v1): the serde + JSON Schema description of the format.
+//!
+//! These types are deliberately loose: durations, URLs and templates are kept as located
+//! text and checked by [`crate::validate`], which turns them into the trusted
+//! [`crate::model`] types while collecting every error.
+
+use crate::de::{Recover, Spanned};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+
+/// A fleet of MCP servers, deployed and kept healthy by mcpfleet.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mcpfleet fleet file (version 1)")]
+pub struct RawFleet {
+    /// Format version of this file. Always `1`.
+    pub version: Option<Spanned<u32>>,
+    /// Name of the fleet: lowercase letters, digits and `-`; names the state directory.
+    pub name: Option<Spanned<String>>,
+    /// Values for `{{ var('name') }}`. Values may use `env()`.
+    #[serde(default)]
+    pub vars: Recover<Named<Spanned<String>>>,
+    /// Overlays applied with `--env NAME`: mappings merge key by key, other values replace.
+    #[serde(default)]
+    pub environments: Recover<Named<Recover<RawOverlay>>>,
+    /// Secret references, used as `{{ secret('name') }}`. Values are read only when a
+    /// server starts and are never stored or printed.
+    #[serde(default)]
+    pub secrets: Recover<Named<Recover<RawSecret>>>,
+    /// The client-facing gateway.
+    #[serde(default)]
+    pub gateway: Recover<RawGateway>,
+    /// Settings every server inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: Recover<RawDefaults>,
+    /// The MCP servers of the fleet, by name.
+    #[serde(default)]
+    pub servers: Named<Recover<RawServer>>,
+}
+
+/// What an environment may override.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverlay {
+    #[serde(default)]
+    pub vars: Option<Named<Spanned<String>>>,
+    #[serde(default)]
+    pub secrets: Option<Named<Recover<RawSecret>>>,
+    #[serde(default)]
+    pub gateway: Option<RawGateway>,
+    #[serde(default)]
+    pub defaults: Option<RawDefaults>,
+    /// Per-server overrides; every key of a server may appear.
+    #[serde(default)]
+    pub servers: Option<Named<Recover<RawServer>>>,
+}
+
+/// Where a secret's value comes from. Exactly one of `env` or `file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    /// Name of an environment variable of the control plane.
+    pub env: Option<Spanned<String>>,
+    /// Path of a file (relative to the fleet file) holding the value; one trailing newline
+    /// is ignored.
+    pub file: Option<Spanned<String>>,
+}
+
+/// The gateway: one Streamable HTTP endpoint per server at `/mcp/<server>`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Address to listen on, `IP:PORT`. Default `127.0.0.1:7470`. A non-loopback address
+    /// requires `auth`.
+    pub listen: Option<Spanned<String>>,
+    pub auth: Option<RawAuth>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Bearer tokens, stored by their SHA-256 (create them with `mcpfleet token create`).
+    #[serde(default)]
+    pub tokens: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub name: Spanned<String>,
+    /// Lowercase hex SHA-256 of the token (64 characters).
+    pub sha256: Spanned<String>,
+    /// Servers this token may reach; `"*"` for all.
+    #[serde(default)]
+    pub servers: Vec<Spanned<String>>,
+}
+
+/// Defaults for every server.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub restart: Option<RawRestart>,
+    pub health: Option<RawHealth>,
+    pub rollout: Option<RawRollout>,
+    pub era: Option<Spanned<Era>>,
+    pub on_failure: Option<Spanned<OnFailure>>,
+}
+
+/// One MCP server. Exactly one of `stdio`, `http` or `remote`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// A command speaking MCP on stdin/stdout; reached through the gateway.
+    pub stdio: Option<Spanned<RawCommand>>,
+    /// A command serving Streamable HTTP on the port the runtime allocates (`{{ port }}`).
+    pub http: Option<Spanned<RawHttp>>,
+    /// A server someone else runs: proxied and health-checked, never started.
+    pub remote: Option<Spanned<RawRemote>>,
+    /// Servers that must be ready (or started) before this one starts.
+    pub depends_on: Option<Spanned<RawDependsOn>>,
+    /// Order within a dependency wave: higher starts first. Default 0.
+    pub priority: Option<Spanned<i32>>,
+    /// Number of instances. Default 1.
+    pub replicas: Option<Spanned<u32>>,
+    pub restart: Option<RawRestart>,
+    pub health: Option<RawHealth>,
+    pub rollout: Option<RawRollout>,
+    /// MCP protocol era: `auto` (detect), `legacy` (≤ 2025-11-25) or `modern` (2026-07-28).
+    pub era: Option<Spanned<Era>>,
+    /// What a deployment does when this server fails its checks.
+    pub on_failure: Option<Spanned<OnFailure>>,
+    /// Free text shown in `status`.
+    pub description: Option<String>,
+}
+
+/// A program to run: an argv array, never a shell line.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub command: Spanned<String>,
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: Named<Spanned<String>>,
+    /// Working directory, relative to the fleet file.
+    pub cwd: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub command: Spanned<String>,
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: Named<Spanned<String>>,
+    pub cwd: Option<Spanned<String>>,
+    /// Path of the MCP endpoint on the server. Default `/mcp`.
+    pub path: Option<Spanned<String>>,
+    /// A fixed port instead of an allocated one (then only one replica can run).
+    pub port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    /// The server's Streamable HTTP endpoint.
+    pub url: Spanned<String>,
+    /// Extra headers sent upstream (e.g. its own credentials, via `secret()`).
+    #[serde(default)]
+    pub headers: Named<Spanned<String>>,
+}
+
+/// A list of server names, or a mapping of names to `{ condition: started|healthy }`.
+#[derive(Debug, Default)]
+pub struct RawDependsOn(pub Vec<RawDependency>);
+
+#[derive(Debug)]
+pub struct RawDependency {
+    pub server: Spanned<String>,
+    pub condition: Option<Spanned<Condition>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawDependencyOptions {
+    condition: Option<Spanned<Condition>>,
+}
+
+/// When a dependency counts as satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Condition {
+    /// Its process is running.
+    Started,
+    /// Its health checks pass (default).
+    Healthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Era {
+    /// Try `server/discover`, fall back to `initialize`.
+    #[default]
+    Auto,
+    /// Protocol revisions up to 2025-11-25 (`initialize`, sessions).
+    Legacy,
+    /// Protocol revision 2026-07-28 (stateless).
+    Modern,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Stop what this deployment started, in reverse order (default).
+    #[default]
+    Rollback,
+    /// Leave everything as it is and wait for an operator.
+    Pause,
+    /// Mark the server failed and go on with the others.
+    Continue,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRestart {
+    pub policy: Option<Spanned<RestartPolicyKind>>,
+    pub backoff: Option<RawBackoff>,
+    /// Consecutive failed starts before the server is marked crash-looping.
+    pub give_up_after: Option<Spanned<u32>>,
+    /// Running this long resets the backoff.
+    pub stable_after: Option<Spanned<DurationText>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicyKind {
+    Always,
+    #[default]
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    pub initial: Option<Spanned<DurationText>>,
+    pub max: Option<Spanned<DurationText>>,
+    pub multiplier: Option<Spanned<f64>>,
+    /// Random spread as a fraction of the delay (0 to 1).
+    pub jitter: Option<Spanned<f64>>,
+}
+
+/// Health checks. Readiness: every configured check passes `success_threshold` times in a
+/// row. Liveness: `failure_threshold` failures in a row make the instance unhealthy.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// The MCP check (always on): handshake, tool list, optional smoke call, latency.
+    pub mcp: Option<RawMcpCheck>,
+    pub http: Option<RawHttpCheck>,
+    pub tcp: Option<RawTcpCheck>,
+    pub command: Option<RawCommandCheck>,
+    pub file: Option<RawFileCheck>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcpCheck {
+    pub handshake_timeout: Option<Spanned<DurationText>>,
+    /// Tools the server must list.
+    pub expect_tools: Option<Vec<Spanned<String>>>,
+    /// A smoke call made on every check.
+    pub call: Option<Spanned<RawCall>>,
+    /// The check fails when handshake + list + call take longer.
+    pub max_latency: Option<Spanned<DurationText>>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCall {
+    pub tool: Spanned<String>,
+    /// Arguments of the call, as JSON.
+    #[serde(default)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub arguments: Option<serde_json::Value>,
+    pub expect: Option<RawExpect>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    /// Text some content item of the result must contain.
+    pub contains: Option<String>,
+    /// Whether the result must (or must not) be a tool error. Default false.
+    pub is_error: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpCheck {
+    /// Path on the server's own address (`http` servers), or a full URL.
+    pub path: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+    /// Expected status; default: any 2xx.
+    pub expect_status: Option<Spanned<u16>>,
+    pub timeout: Option<Spanned<DurationText>>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcpCheck {
+    /// `HOST:PORT`; default: the server's own port.
+    pub address: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<DurationText>>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommandCheck {
+    /// Exit status 0 = healthy.
+    pub command: Spanned<String>,
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    pub timeout: Option<Spanned<DurationText>>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileCheck {
+    /// Healthy while this file exists.
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub failure_threshold: Option<Spanned<u32>>,
+    pub success_threshold: Option<Spanned<u32>>,
+}
+
+/// How new revisions replace old ones.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub strategy: Option<Spanned<Strategy>>,
+    /// `rolling`: extra instances allowed during the update.
+    pub max_surge: Option<Spanned<u32>>,
+    /// `rolling`: instances allowed to be missing during the update.
+    pub max_unavailable: Option<Spanned<u32>>,
+    /// `blue-green`: how long the old revision is kept for an instant rollback.
+    pub rollback_window: Option<Spanned<DurationText>>,
+    /// `canary`: traffic steps.
+    pub steps: Option<Vec<Spanned<RawStep>>>,
+    pub analysis: Option<RawAnalysis>,
+    /// What happens to sessions on an aborted revision.
+    pub on_abort: Option<Spanned<OnAbort>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Recreate,
+    #[default]
+    Rolling,
+    BlueGreen,
+    Canary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnAbort {
+    /// End the sessions (clients re-initialize onto the stable revision).
+    #[default]
+    EndSessions,
+    /// Let them finish; new sessions go to stable.
+    Drain,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Percentage of new sessions sent to the new revision (1–100).
+    pub weight: Spanned<u32>,
+    /// How long to hold this step: a duration, or `{}` to wait for `mcpfleet promote`.
+    pub pause: Option<Spanned<RawPause>>,
+}
+
+#[derive(Debug)]
+pub enum RawPause {
+    For(DurationText),
+    UntilPromoted,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    pub interval: Option<Spanned<DurationText>>,
+    /// Highest tolerated share of JSON-RPC and transport errors (0–1). Default 0.05.
+    pub max_error_rate: Option<Spanned<f64>>,
+    /// Highest tolerated new-p95 / stable-p95 latency. Default 1.25.
+    pub max_latency_p95_ratio: Option<Spanned<f64>>,
+    /// Fewer requests in an interval make it inconclusive (never a pass). Default 20.
+    pub min_requests: Option<Spanned<u32>>,
+    /// Consecutive failed intervals before the rollout aborts. Default 2.
+    pub failure_limit: Option<Spanned<u32>>,
+    /// Count tool results with `isError: true` as errors. Default false.
+    pub count_tool_errors: Option<bool>,
+}
+
+/// A duration as written: a number and a unit (`ms`, `s`, `m`, `h`), possibly repeated
+/// (`1m30s`). Parsed during validation.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct DurationText(
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"), example = "5s")] pub String,
+);
+
+/// A mapping from names to values that keeps the file's order and each name's location.
+#[derive(Debug)]
+pub struct Named<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<V> Default for Named<V> {
+    fn default() -> Self {
+        Named(Vec::new())
+    }
+}
+
+impl<V: JsonSchema> JsonSchema for Named<V> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Named_{}", V::schema_name()).into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let value = generator.subschema_for::<V>();
+        schemars::json_schema!({ "type": "object", "additionalProperties": value })
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Named<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NamedVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for NamedVisitor<V> {
+            type Value = Named<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Named::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(key) = map.next_key()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(Named(entries))
+            }
+        }
+        d.deserialize_any(NamedVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDependsOn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DependsVisitor;
+        impl<'de> Visitor<'de> for DependsVisitor {
+            type Value = RawDependsOn;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of server names, or a mapping of names to `{ condition: healthy|started }`")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(RawDependsOn::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(server) = seq.next_element()? {
+                    out.push(RawDependency { server, condition: None });
+                }
+                Ok(RawDependsOn(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(server) = map.next_key()? {
+                    let options: Option<RawDependencyOptions> = map.next_value()?;
+                    out.push(RawDependency { server, condition: options.and_then(|o| o.condition) });
+                }
+                Ok(RawDependsOn(out))
+            }
+        }
+        d.deserialize_any(DependsVisitor)
+    }
+}
+
+impl JsonSchema for RawDependsOn {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DependsOn".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let options = generator.subschema_for::<RawDependencyOptions>();
+        schemars::json_schema!({
+            "description": "Servers started before this one: a list of names, or names mapped to options.",
+            "anyOf": [
+                { "type": "array", "items": { "type": "string" } },
+                { "type": "object", "additionalProperties": options }
+            ]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPause {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PauseVisitor;
+        impl<'de> Visitor<'de> for PauseVisitor {
+            type Value = RawPause;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as `5m`, or `{}` to wait for `mcpfleet promote`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawPause::For(DurationText(v.to_owned())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(RawPause::For(DurationText(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                if map.next_key::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("`pause: {}` takes no keys; write a duration or `{}`"));
+                }
+                Ok(RawPause::UntilPromoted)
+            }
+        }
+        d.deserialize_any(PauseVisitor)
+    }
+}
+
+impl JsonSchema for RawPause {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Pause".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let duration = generator.subschema_for::<DurationText>();
+        schemars::json_schema!({
+            "description": "A duration, or {} to wait for `mcpfleet promote`.",
+            "anyOf": [ duration, { "type": "object", "additionalProperties": false } ]
+        })
+    }
+}

@@ -95,9 +95,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
                 f.write_str("a located value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let _: Option<&str> = map.next_key()?;
+                let _: Option<de::IgnoredAny> = map.next_key()?;
                 let (line, column, end_line, end_column) = map.next_value()?;
-                let _: Option<&str> = map.next_key()?;
+                let _: Option<de::IgnoredAny> = map.next_key()?;
                 let value = map.next_value()?;
                 Ok(Spanned { span: Span { line, column, end_line, end_column }, value })
             }
@@ -132,7 +132,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Recover<T> {
                 f.write_str("a recoverable value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let _: Option<&str> = map.next_key()?;
+                let _: Option<de::IgnoredAny> = map.next_key()?;
                 // The deserializer has already recorded the error; dropping it is the point.
                 Ok(Recover(map.next_value().ok()))
             }

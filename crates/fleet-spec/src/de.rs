@@ -308,7 +308,7 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
 
     fn deserialize_str<V: Visitor<'a>>(self, v: V) -> Result<V::Value, DeError> {
         match self.scalar() {
-            Some((t, plain)) if !(plain && is_null_text(t)) || !plain => self.locate(v.visit_borrowed_str(t)),
+            Some((t, plain)) if !(plain && is_null_text(t)) => self.locate(v.visit_borrowed_str(t)),
             _ => Err(self.wrong("a string")),
         }
     }

@@ -137,10 +137,10 @@ pub fn load_str(name: &str, text: &str, base_dir: PathBuf, options: &LoadOptions
         return Checked { source, fleet: None, diagnostics: vec![d] };
     }
     let mut diagnostics = Vec::new();
-    if let Some(env) = &options.environment {
-        if let Err(d) = apply_environment(&mut root, env) {
-            diagnostics.push(d);
-        }
+    if let Some(env) = &options.environment
+        && let Err(d) = apply_environment(&mut root, env)
+    {
+        diagnostics.push(d);
     }
     let sink = Sink::default();
     let raw: Option<RawFleet> = decode(&root, &sink);
@@ -548,10 +548,10 @@ impl Validator {
         let (b, db) = (raw.and_then(|r| r.backoff.as_ref()), defaults.and_then(|r| r.backoff.as_ref()));
         let initial = self.duration(first(b.and_then(|b| b.initial.as_ref()), db.and_then(|b| b.initial.as_ref())), Duration::from_millis(200));
         let max = self.duration(first(b.and_then(|b| b.max.as_ref()), db.and_then(|b| b.max.as_ref())), Duration::from_secs(30));
-        if max < initial {
-            if let Some(m) = first(b.and_then(|b| b.max.as_ref()), db.and_then(|b| b.max.as_ref())) {
-                self.error("`backoff.max` is shorter than `backoff.initial`", m.span);
-            }
+        if max < initial
+            && let Some(m) = first(b.and_then(|b| b.max.as_ref()), db.and_then(|b| b.max.as_ref()))
+        {
+            self.error("`backoff.max` is shorter than `backoff.initial`", m.span);
         }
         let multiplier = first(b.and_then(|b| b.multiplier.as_ref()), db.and_then(|b| b.multiplier.as_ref()));
         if let Some(m) = multiplier.filter(|m| !(1.0..=10.0).contains(&m.value)) {

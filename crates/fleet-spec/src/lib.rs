@@ -11,6 +11,7 @@
 
 pub mod de;
 pub mod diag;
+pub mod import;
 pub mod model;
 pub mod raw;
 pub mod template;

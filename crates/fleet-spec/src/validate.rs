@@ -792,13 +792,14 @@ impl Validator {
 
     fn check_dependencies(&mut self, servers: &mut [Server], raw: &Named<Recover<RawServer>>) {
         let names: Vec<&str> = raw.0.iter().map(|(n, _)| n.value.as_str()).collect();
+        let known: std::collections::HashSet<&str> = names.iter().copied().collect();
         for server in servers.iter_mut() {
             let mut seen = BTreeSet::new();
             let mut kept = Vec::new();
             for dep in std::mem::take(&mut server.depends_on) {
                 if dep.server == server.name {
                     self.error(format!("server `{}` depends on itself", server.name), dep.span);
-                } else if !names.contains(&dep.server.as_str()) {
+                } else if !known.contains(dep.server.as_str()) {
                     let d = self.error(format!("`{}` depends on unknown server `{}`", server.name, dep.server), dep.span);
                     match did_you_mean(&dep.server, names.iter().copied()) {
                         Some(m) => d.label = Some(format!("did you mean `{m}`?")),

@@ -82,7 +82,7 @@ impl<T: JsonSchema> JsonSchema for Spanned<T> {
         T::schema_name()
     }
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        T::json_schema(generator)
+        generator.subschema_for::<T>()
     }
 }
 
@@ -99,7 +99,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
                 let (line, column, end_line, end_column) = map.next_value()?;
                 let _: Option<de::IgnoredAny> = map.next_key()?;
                 let value = map.next_value()?;
-                Ok(Spanned { span: Span { line, column, end_line, end_column }, value })
+                Ok(Spanned {
+                    span: Span {
+                        line,
+                        column,
+                        end_line,
+                        end_column,
+                    },
+                    value,
+                })
             }
         }
         d.deserialize_struct(SPANNED, SPANNED_FIELDS, V(std::marker::PhantomData))
@@ -108,8 +116,21 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
 
 /// A part of the file decoded on its own: if it is malformed, its error is recorded and the
 /// part becomes `None`, and decoding goes on with its siblings.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recover<T>(pub Option<T>);
+
+impl<T> Default for Recover<T> {
+    fn default() -> Self {
+        Recover(None)
+    }
+}
+
+impl<T> Recover<T> {
+    /// The value, if present and well-formed.
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+}
 
 impl<T: JsonSchema> JsonSchema for Recover<T> {
     fn inline_schema() -> bool {
@@ -119,7 +140,7 @@ impl<T: JsonSchema> JsonSchema for Recover<T> {
         T::schema_name()
     }
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        T::json_schema(generator)
+        generator.subschema_for::<T>()
     }
 }
 
@@ -154,7 +175,13 @@ pub(crate) struct DeError {
 
 impl DeError {
     fn new(message: impl Into<String>) -> Self {
-        DeError { span: None, message: message.into(), label: None, help: None, reported: false }
+        DeError {
+            span: None,
+            message: message.into(),
+            label: None,
+            help: None,
+            reported: false,
+        }
     }
 
     fn at(mut self, span: Span) -> Self {
@@ -187,7 +214,8 @@ impl de::Error for DeError {
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let mut e = DeError::new(format!("unknown value `{variant}`"));
-        e.label = did_you_mean(variant, expected.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+        e.label =
+            did_you_mean(variant, expected.iter().copied()).map(|s| format!("did you mean `{s}`?"));
         e.help = Some(format!("use one of: {}", expected.join(", ")));
         e
     }
@@ -237,7 +265,11 @@ impl<'a> NodeDe<'a> {
 
     fn number<T: std::str::FromStr>(&self, expected: &str) -> Result<T, DeError> {
         match self.scalar() {
-            Some((text, _)) => text.trim().replace('_', "").parse().map_err(|_| self.wrong(expected)),
+            Some((text, _)) => text
+                .trim()
+                .replace('_', "")
+                .parse()
+                .map_err(|_| self.wrong(expected)),
             None => Err(self.wrong(expected)),
         }
     }
@@ -269,7 +301,13 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
                     v.visit_bool(b)
                 } else if let Ok(i) = t.parse::<i64>() {
                     v.visit_i64(i)
-                } else if let Ok(f) = t.parse::<f64>().map_err(|_| ()).and_then(|f| if t.chars().any(|c| c.is_ascii_digit()) { Ok(f) } else { Err(()) }) {
+                } else if let Ok(f) = t.parse::<f64>().map_err(|_| ()).and_then(|f| {
+                    if t.chars().any(|c| c.is_ascii_digit()) {
+                        Ok(f)
+                    } else {
+                        Err(())
+                    }
+                }) {
                     v.visit_f64(f)
                 } else {
                     v.visit_borrowed_str(t)
@@ -283,7 +321,10 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
     }
 
     fn deserialize_bool<V: Visitor<'a>>(self, v: V) -> Result<V::Value, DeError> {
-        match self.scalar().and_then(|(t, plain)| plain.then(|| parse_bool(t)).flatten()) {
+        match self
+            .scalar()
+            .and_then(|(t, plain)| plain.then(|| parse_bool(t)).flatten())
+        {
             Some(b) => self.locate(v.visit_bool(b)),
             None => Err(self.wrong("true or false")),
         }
@@ -326,24 +367,43 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
     }
 
     fn deserialize_option<V: Visitor<'a>>(self, v: V) -> Result<V::Value, DeError> {
-        if self.node.is_null() { self.locate(v.visit_none()) } else { v.visit_some(self) }
+        if self.node.is_null() {
+            self.locate(v.visit_none())
+        } else {
+            v.visit_some(self)
+        }
     }
 
     fn deserialize_unit<V: Visitor<'a>>(self, v: V) -> Result<V::Value, DeError> {
-        if self.node.is_null() { self.locate(v.visit_unit()) } else { Err(self.wrong("nothing")) }
+        if self.node.is_null() {
+            self.locate(v.visit_unit())
+        } else {
+            Err(self.wrong("nothing"))
+        }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'a>>(self, _: &'static str, v: V) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'a>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_unit(v)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'a>>(self, _: &'static str, v: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'a>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value, DeError> {
         v.visit_newtype_struct(self)
     }
 
     fn deserialize_seq<V: Visitor<'a>>(self, v: V) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Seq(items) => self.locate(v.visit_seq(SeqDe { items: items.iter(), sink: self.sink })),
+            Value::Seq(items) => self.locate(v.visit_seq(SeqDe {
+                items: items.iter(),
+                sink: self.sink,
+            })),
             _ => Err(self.wrong("a list")),
         }
     }
@@ -352,7 +412,12 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
         self.deserialize_seq(v)
     }
 
-    fn deserialize_tuple_struct<V: Visitor<'a>>(self, _: &'static str, _: usize, v: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple_struct<V: Visitor<'a>>(
+        self,
+        _: &'static str,
+        _: usize,
+        v: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(v)
     }
 
@@ -373,11 +438,24 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
             SPANNED => {
                 let s = self.node.span;
                 let span = [s.line, s.column, s.end_line, s.end_column];
-                v.visit_map(SpecialMap { span: Some(span), value: Some(self) })
+                v.visit_map(SpecialMap {
+                    span: Some(span),
+                    value: Some(self),
+                })
             }
-            RECOVER => v.visit_map(SpecialMap { span: None, value: Some(self) }),
+            // An empty section (`health:`) is simply absent.
+            RECOVER if self.node.is_null() => v.visit_map(SpecialMap {
+                span: None,
+                value: None,
+            }),
+            RECOVER => v.visit_map(SpecialMap {
+                span: None,
+                value: Some(self),
+            }),
             _ => match &self.node.value {
-                Value::Map(entries) => self.locate(v.visit_map(MapDe::new(entries, Some(fields), self.sink))),
+                Value::Map(entries) => {
+                    self.locate(v.visit_map(MapDe::new(entries, Some(fields), self.sink)))
+                }
                 _ => Err(self.wrong("a mapping")),
             },
         }
@@ -390,11 +468,23 @@ impl<'a> Deserializer<'a> for NodeDe<'a> {
         v: V,
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
-            Value::Scalar { .. } if !self.node.is_null() => self.locate(v.visit_enum(EnumDe { tag: self, value: None })),
+            Value::Scalar { .. } if !self.node.is_null() => self.locate(v.visit_enum(EnumDe {
+                tag: self,
+                value: None,
+            })),
             Value::Map(entries) if entries.len() == 1 => {
                 let (key, value) = &entries[0];
-                let tag = NodeDe { node: key, sink: self.sink };
-                self.locate(v.visit_enum(EnumDe { tag, value: Some(NodeDe { node: value, sink: self.sink }) }))
+                let tag = NodeDe {
+                    node: key,
+                    sink: self.sink,
+                };
+                self.locate(v.visit_enum(EnumDe {
+                    tag,
+                    value: Some(NodeDe {
+                        node: value,
+                        sink: self.sink,
+                    }),
+                }))
             }
             _ => Err(self.wrong("one of the listed values")),
         }
@@ -425,9 +515,17 @@ struct SeqDe<'a> {
 impl<'a> SeqAccess<'a> for SeqDe<'a> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'a>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'a>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.items.next() {
-            Some(node) => seed.deserialize(NodeDe { node, sink: self.sink }).map(Some),
+            Some(node) => seed
+                .deserialize(NodeDe {
+                    node,
+                    sink: self.sink,
+                })
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -446,15 +544,27 @@ struct MapDe<'a> {
 }
 
 impl<'a> MapDe<'a> {
-    fn new(entries: &'a [(Node, Node)], fields: Option<&'static [&'static str]>, sink: &'a Sink) -> Self {
-        MapDe { entries: entries.iter(), fields, value: None, sink }
+    fn new(
+        entries: &'a [(Node, Node)],
+        fields: Option<&'static [&'static str]>,
+        sink: &'a Sink,
+    ) -> Self {
+        MapDe {
+            entries: entries.iter(),
+            fields,
+            value: None,
+            sink,
+        }
     }
 }
 
 impl<'a> MapAccess<'a> for MapDe<'a> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         for (key, value) in self.entries.by_ref() {
             if let Some(fields) = self.fields {
                 let name = key.as_str().unwrap_or_default();
@@ -464,14 +574,25 @@ impl<'a> MapAccess<'a> for MapDe<'a> {
                 }
             }
             self.value = Some(value);
-            return seed.deserialize(NodeDe { node: key, sink: self.sink }).map(Some);
+            return seed
+                .deserialize(NodeDe {
+                    node: key,
+                    sink: self.sink,
+                })
+                .map(Some);
         }
         Ok(None)
     }
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let node = self.value.take().ok_or_else(|| DeError::new("value requested before key"))?;
-        seed.deserialize(NodeDe { node, sink: self.sink })
+        let node = self
+            .value
+            .take()
+            .ok_or_else(|| DeError::new("value requested before key"))?;
+        seed.deserialize(NodeDe {
+            node,
+            sink: self.sink,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -488,8 +609,17 @@ struct SpecialMap<'a> {
 impl<'a> MapAccess<'a> for SpecialMap<'a> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'a>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let key = if self.span.is_some() { "$__span" } else if self.value.is_some() { "$__value" } else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let key = if self.span.is_some() {
+            "$__span"
+        } else if self.value.is_some() {
+            "$__value"
+        } else {
+            return Ok(None);
+        };
         seed.deserialize(key.into_deserializer()).map(Some)
     }
 
@@ -497,7 +627,10 @@ impl<'a> MapAccess<'a> for SpecialMap<'a> {
         if let Some(span) = self.span.take() {
             return seed.deserialize(de::value::SeqDeserializer::new(span.into_iter()));
         }
-        let inner = self.value.take().ok_or_else(|| DeError::new("value requested twice"))?;
+        let inner = self
+            .value
+            .take()
+            .ok_or_else(|| DeError::new("value requested twice"))?;
         match seed.deserialize(inner) {
             Ok(v) => Ok(v),
             // Only `Recover` ends here with an error: record it so the parent can go on.
@@ -505,7 +638,10 @@ impl<'a> MapAccess<'a> for SpecialMap<'a> {
                 let e = e.at(inner.node.span);
                 let message = e.message.clone();
                 e.report(inner.sink);
-                Err(DeError { reported: true, ..DeError::new(message) })
+                Err(DeError {
+                    reported: true,
+                    ..DeError::new(message)
+                })
             }
         }
     }
@@ -551,7 +687,11 @@ impl<'a> de::VariantAccess<'a> for EnumDe<'a> {
         }
     }
 
-    fn struct_variant<V: Visitor<'a>>(self, fields: &'static [&'static str], v: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'a>>(
+        self,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
         match self.value {
             Some(n) => n.deserialize_struct("", fields, v),
             None => Err(self.tag.wrong("a mapping with one key")),

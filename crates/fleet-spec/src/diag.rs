@@ -21,7 +21,12 @@ pub struct Span {
 impl Span {
     /// A span covering a single point, for errors about "here" rather than a token.
     pub fn point(line: u32, column: u32) -> Self {
-        Span { line, column, end_line: line, end_column: column + 1 }
+        Span {
+            line,
+            column,
+            end_line: line,
+            end_column: column + 1,
+        }
     }
 }
 
@@ -34,7 +39,10 @@ pub struct Source {
 
 impl Source {
     pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> Self {
-        Source { name: name.into(), text: text.into() }
+        Source {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 
     fn line(&self, line: u32) -> Option<&str> {
@@ -69,11 +77,20 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(message: impl Into<String>, span: Option<Span>) -> Self {
-        Diagnostic { severity: Severity::Error, message: message.into(), span, label: None, help: None }
+        Diagnostic {
+            severity: Severity::Error,
+            message: message.into(),
+            span,
+            label: None,
+            help: None,
+        }
     }
 
     pub fn warning(message: impl Into<String>, span: Option<Span>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(message, span) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(message, span)
+        }
     }
 
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
@@ -106,25 +123,62 @@ impl Diagnostic {
             }
             return out;
         };
-        let _ = writeln!(out, "  --> {}:{}:{}", source.name, span.line, span.column);
-        let number = span.line.to_string();
-        let pad = " ".repeat(number.len());
-        if let Some(text) = source.line(span.line) {
+        // A parser error at the very end points past the last line: show the last line.
+        let quoted = source
+            .line(span.line)
+            .map(|t| (span.line, t, span))
+            .or_else(|| {
+                let (index, last) = source.text.lines().enumerate().last()?;
+                let end = last.chars().count() as u32 + 1;
+                let line = index as u32 + 1;
+                Some((
+                    line,
+                    last,
+                    Span {
+                        line,
+                        column: end,
+                        end_line: line,
+                        end_column: end + 1,
+                    },
+                ))
+            });
+        let at = quoted.map_or(span, |(_, _, s)| s);
+        let _ = writeln!(out, "  --> {}:{}:{}", source.name, at.line, at.column);
+        if let Some((line, text, span)) = quoted {
+            let number = line.to_string();
+            let pad = " ".repeat(number.len());
             let width = text.chars().count() as u32;
             let start = span.column.saturating_sub(1).min(width);
-            let end = if span.end_line == span.line { span.end_column.saturating_sub(1) } else { width };
+            let end = if span.end_line == span.line {
+                span.end_column.saturating_sub(1)
+            } else {
+                width
+            };
             let carets = end.saturating_sub(start).max(1);
             // Tabs keep their width under the caret so it lines up in any terminal.
-            let lead: String =
-                text.chars().take(start as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            let lead: String = text
+                .chars()
+                .take(start as usize)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
             let shown: String = text.chars().take(200).collect();
             let _ = writeln!(out, "{pad} |");
             let _ = writeln!(out, "{number} | {shown}");
-            let label = self.label.as_deref().map(|l| format!(" {l}")).unwrap_or_default();
-            let _ = writeln!(out, "{pad} | {lead}{}{label}", "^".repeat(carets.min(200) as usize));
-        }
-        if let Some(help) = &self.help {
-            let _ = writeln!(out, "{pad} = help: {help}");
+            let label = self
+                .label
+                .as_deref()
+                .map(|l| format!(" {l}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{pad} | {lead}{}{label}",
+                "^".repeat(carets.min(200) as usize)
+            );
+            if let Some(help) = &self.help {
+                let _ = writeln!(out, "{pad} = help: {help}");
+            }
+        } else if let Some(help) = &self.help {
+            let _ = writeln!(out, "  = help: {help}");
         }
         out
     }
@@ -143,7 +197,13 @@ pub fn render_all(diagnostics: &[Diagnostic], source: &Source) -> String {
         (0, 0) => Ok(()),
         (0, w) => writeln!(out, "{}: {w} warning{}", source.name, plural(w)),
         (e, 0) => writeln!(out, "{}: {e} error{}", source.name, plural(e)),
-        (e, w) => writeln!(out, "{}: {e} error{}, {w} warning{}", source.name, plural(e), plural(w)),
+        (e, w) => writeln!(
+            out,
+            "{}: {e} error{}, {w} warning{}",
+            source.name,
+            plural(e),
+            plural(w)
+        ),
     };
     out
 }
@@ -153,7 +213,10 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1) + 1;
     candidates
         .into_iter()
@@ -163,19 +226,29 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
         .map(|(_, c)| c)
 }
 
+/// Edit distance where swapping two neighbouring letters counts as one edit (optimal string
+/// alignment), since transposed letters are the commonest typo.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut d: Vec<usize> = vec![0; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * width + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (d[(i - 1) * width + j] + 1)
+                    .min(d[i * width + j - 1] + 1)
+                    .min(d[(i - 1) * width + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * width + j - 2] + 1);
+                }
+                best
+            };
         }
     }
-    row[b.len()]
+    d[a.len() * width + b.len()]
 }
 
 #[cfg(test)]
@@ -188,5 +261,9 @@ mod tests {
         assert_eq!(did_you_mean("comand", keys), Some("command"));
         assert_eq!(did_you_mean("arg", keys), Some("args"));
         assert_eq!(did_you_mean("replicas", keys), None);
+        assert_eq!(
+            did_you_mean("sevrers", ["secrets", "servers"]),
+            Some("servers")
+        );
     }
 }

@@ -174,7 +174,10 @@ pub struct McpCheck {
     pub expect_tools: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call: Option<SmokeCall>,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_duration_text")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration_text"
+    )]
     pub max_latency: Option<Duration>,
 }
 
@@ -197,11 +200,21 @@ pub struct Check {
 #[serde(rename_all = "snake_case")]
 pub enum CheckProbe {
     /// GET this path on the server's own address, or this absolute URL.
-    Http { target: String, expect_status: Option<u16> },
+    Http {
+        target: String,
+        expect_status: Option<u16>,
+    },
     /// Connect to this address; `None` = the server's own port.
-    Tcp { address: Option<String> },
-    Command { command: Text, args: Vec<Text> },
-    File { path: Text },
+    Tcp {
+        address: Option<String>,
+    },
+    Command {
+        command: Text,
+        args: Vec<Text>,
+    },
+    File {
+        path: Text,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,13 +290,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("`{text}` is not a duration"));
         }
-        let number: f64 = rest[..digits].parse().map_err(|_| format!("`{text}` is not a duration"))?;
+        let number: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -307,7 +326,13 @@ mod tests {
 
     #[test]
     fn durations_round_trip() {
-        for (text, ms) in [("500ms", 500), ("5s", 5000), ("1m30s", 90_000), ("1.5m", 90_000), ("2h", 7_200_000)] {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("5s", 5000),
+            ("1m30s", 90_000),
+            ("1.5m", 90_000),
+            ("2h", 7_200_000),
+        ] {
             let d = parse_duration(text).unwrap();
             assert_eq!(d.as_millis(), ms, "{text}");
         }

@@ -43,6 +43,7 @@ pub struct RawFleet {
 /// What an environment may override.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Overlay")]
 pub struct RawOverlay {
     #[serde(default)]
     pub vars: Option<Named<Spanned<String>>>,
@@ -60,6 +61,7 @@ pub struct RawOverlay {
 /// Where a secret's value comes from. Exactly one of `env` or `file`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Secret")]
 pub struct RawSecret {
     /// Name of an environment variable of the control plane.
     pub env: Option<Spanned<String>>,
@@ -71,6 +73,7 @@ pub struct RawSecret {
 /// The gateway: one Streamable HTTP endpoint per server at `/mcp/<server>`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Gateway")]
 pub struct RawGateway {
     /// Address to listen on, `IP:PORT`. Default `127.0.0.1:7470`. A non-loopback address
     /// requires `auth`.
@@ -80,6 +83,7 @@ pub struct RawGateway {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Auth")]
 pub struct RawAuth {
     /// Bearer tokens, stored by their SHA-256 (create them with `mcpfleet token create`).
     #[serde(default)]
@@ -88,6 +92,7 @@ pub struct RawAuth {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Token")]
 pub struct RawToken {
     pub name: Spanned<String>,
     /// Lowercase hex SHA-256 of the token (64 characters).
@@ -100,10 +105,14 @@ pub struct RawToken {
 /// Defaults for every server.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Defaults")]
 pub struct RawDefaults {
-    pub restart: Option<RawRestart>,
-    pub health: Option<RawHealth>,
-    pub rollout: Option<RawRollout>,
+    #[serde(default)]
+    pub restart: Recover<RawRestart>,
+    #[serde(default)]
+    pub health: Recover<RawHealth>,
+    #[serde(default)]
+    pub rollout: Recover<RawRollout>,
     pub era: Option<Spanned<Era>>,
     pub on_failure: Option<Spanned<OnFailure>>,
 }
@@ -111,6 +120,7 @@ pub struct RawDefaults {
 /// One MCP server. Exactly one of `stdio`, `http` or `remote`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Server")]
 pub struct RawServer {
     /// A command speaking MCP on stdin/stdout; reached through the gateway.
     pub stdio: Option<Spanned<RawCommand>>,
@@ -124,9 +134,12 @@ pub struct RawServer {
     pub priority: Option<Spanned<i32>>,
     /// Number of instances. Default 1.
     pub replicas: Option<Spanned<u32>>,
-    pub restart: Option<RawRestart>,
-    pub health: Option<RawHealth>,
-    pub rollout: Option<RawRollout>,
+    #[serde(default)]
+    pub restart: Recover<RawRestart>,
+    #[serde(default)]
+    pub health: Recover<RawHealth>,
+    #[serde(default)]
+    pub rollout: Recover<RawRollout>,
     /// MCP protocol era: `auto` (detect), `legacy` (≤ 2025-11-25) or `modern` (2026-07-28).
     pub era: Option<Spanned<Era>>,
     /// What a deployment does when this server fails its checks.
@@ -138,6 +151,7 @@ pub struct RawServer {
 /// A program to run: an argv array, never a shell line.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Command")]
 pub struct RawCommand {
     pub command: Spanned<String>,
     #[serde(default)]
@@ -150,6 +164,7 @@ pub struct RawCommand {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Http")]
 pub struct RawHttp {
     pub command: Spanned<String>,
     #[serde(default)]
@@ -165,6 +180,7 @@ pub struct RawHttp {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Remote")]
 pub struct RawRemote {
     /// The server's Streamable HTTP endpoint.
     pub url: Spanned<String>,
@@ -185,6 +201,7 @@ pub struct RawDependency {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "DependencyOptions")]
 struct RawDependencyOptions {
     condition: Option<Spanned<Condition>>,
 }
@@ -225,6 +242,7 @@ pub enum OnFailure {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Restart")]
 pub struct RawRestart {
     pub policy: Option<Spanned<RestartPolicyKind>>,
     pub backoff: Option<RawBackoff>,
@@ -245,6 +263,7 @@ pub enum RestartPolicyKind {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Backoff")]
 pub struct RawBackoff {
     pub initial: Option<Spanned<DurationText>>,
     pub max: Option<Spanned<DurationText>>,
@@ -257,17 +276,24 @@ pub struct RawBackoff {
 /// row. Liveness: `failure_threshold` failures in a row make the instance unhealthy.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Health")]
 pub struct RawHealth {
     /// The MCP check (always on): handshake, tool list, optional smoke call, latency.
-    pub mcp: Option<RawMcpCheck>,
-    pub http: Option<RawHttpCheck>,
-    pub tcp: Option<RawTcpCheck>,
-    pub command: Option<RawCommandCheck>,
-    pub file: Option<RawFileCheck>,
+    #[serde(default)]
+    pub mcp: Recover<RawMcpCheck>,
+    #[serde(default)]
+    pub http: Recover<RawHttpCheck>,
+    #[serde(default)]
+    pub tcp: Recover<RawTcpCheck>,
+    #[serde(default)]
+    pub command: Recover<RawCommandCheck>,
+    #[serde(default)]
+    pub file: Recover<RawFileCheck>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "McpCheck")]
 pub struct RawMcpCheck {
     pub handshake_timeout: Option<Spanned<DurationText>>,
     /// Tools the server must list.
@@ -283,6 +309,7 @@ pub struct RawMcpCheck {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Call")]
 pub struct RawCall {
     pub tool: Spanned<String>,
     /// Arguments of the call, as JSON.
@@ -294,6 +321,7 @@ pub struct RawCall {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Expect")]
 pub struct RawExpect {
     /// Text some content item of the result must contain.
     pub contains: Option<String>,
@@ -303,6 +331,7 @@ pub struct RawExpect {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpCheck")]
 pub struct RawHttpCheck {
     /// Path on the server's own address (`http` servers), or a full URL.
     pub path: Option<Spanned<String>>,
@@ -317,6 +346,7 @@ pub struct RawHttpCheck {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TcpCheck")]
 pub struct RawTcpCheck {
     /// `HOST:PORT`; default: the server's own port.
     pub address: Option<Spanned<String>>,
@@ -328,6 +358,7 @@ pub struct RawTcpCheck {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CommandCheck")]
 pub struct RawCommandCheck {
     /// Exit status 0 = healthy.
     pub command: Spanned<String>,
@@ -341,6 +372,7 @@ pub struct RawCommandCheck {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "FileCheck")]
 pub struct RawFileCheck {
     /// Healthy while this file exists.
     pub path: Spanned<String>,
@@ -352,6 +384,7 @@ pub struct RawFileCheck {
 /// How new revisions replace old ones.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Rollout")]
 pub struct RawRollout {
     pub strategy: Option<Spanned<Strategy>>,
     /// `rolling`: extra instances allowed during the update.
@@ -362,7 +395,8 @@ pub struct RawRollout {
     pub rollback_window: Option<Spanned<DurationText>>,
     /// `canary`: traffic steps.
     pub steps: Option<Vec<Spanned<RawStep>>>,
-    pub analysis: Option<RawAnalysis>,
+    #[serde(default)]
+    pub analysis: Recover<RawAnalysis>,
     /// What happens to sessions on an aborted revision.
     pub on_abort: Option<Spanned<OnAbort>>,
 }
@@ -389,6 +423,7 @@ pub enum OnAbort {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Step")]
 pub struct RawStep {
     /// Percentage of new sessions sent to the new revision (1–100).
     pub weight: Spanned<u32>,
@@ -404,6 +439,7 @@ pub enum RawPause {
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Analysis")]
 pub struct RawAnalysis {
     pub interval: Option<Spanned<DurationText>>,
     /// Highest tolerated share of JSON-RPC and transport errors (0–1). Default 0.05.
@@ -486,7 +522,10 @@ impl<'de> Deserialize<'de> for RawDependsOn {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(server) = seq.next_element()? {
-                    out.push(RawDependency { server, condition: None });
+                    out.push(RawDependency {
+                        server,
+                        condition: None,
+                    });
                 }
                 Ok(RawDependsOn(out))
             }
@@ -494,7 +533,10 @@ impl<'de> Deserialize<'de> for RawDependsOn {
                 let mut out = Vec::new();
                 while let Some(server) = map.next_key()? {
                     let options: Option<RawDependencyOptions> = map.next_value()?;
-                    out.push(RawDependency { server, condition: options.and_then(|o| o.condition) });
+                    out.push(RawDependency {
+                        server,
+                        condition: options.and_then(|o| o.condition),
+                    });
                 }
                 Ok(RawDependsOn(out))
             }
@@ -535,7 +577,9 @@ impl<'de> Deserialize<'de> for RawPause {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 if map.next_key::<de::IgnoredAny>()?.is_some() {
-                    return Err(de::Error::custom("`pause: {}` takes no keys; write a duration or `{}`"));
+                    return Err(de::Error::custom(
+                        "`pause: {}` takes no keys; write a duration or `{}`",
+                    ));
                 }
                 Ok(RawPause::UntilPromoted)
             }

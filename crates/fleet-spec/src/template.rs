@@ -45,7 +45,10 @@ pub(crate) struct Scope<'a> {
 }
 
 impl Scope<'_> {
-    pub(crate) const FLEET: Scope<'static> = Scope { server: None, port: false };
+    pub(crate) const FLEET: Scope<'static> = Scope {
+        server: None,
+        port: false,
+    };
 }
 
 /// A template problem: what is wrong and what to do.
@@ -64,15 +67,19 @@ pub(crate) struct Templates {
 }
 
 impl Templates {
-    pub(crate) fn new(host: Arc<dyn Host>, vars: BTreeMap<String, String>, secrets: BTreeSet<String>) -> Self {
+    pub(crate) fn new(
+        host: Arc<dyn Host>,
+        vars: BTreeMap<String, String>,
+        secrets: BTreeSet<String>,
+    ) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(50_000));
         env.set_recursion_limit(32);
         env.add_function("env", move |name: String, default: Option<String>| {
-            host.env_var(&name).or(default).ok_or_else(|| {
-                op_error(format!("environment variable `{name}` is not set"))
-            })
+            host.env_var(&name)
+                .or(default)
+                .ok_or_else(|| op_error(format!("environment variable `{name}` is not set")))
         });
         let used_secrets = Arc::new(Mutex::new(BTreeSet::new()));
         let used = used_secrets.clone();
@@ -83,7 +90,9 @@ impl Templates {
                     .unwrap_or_default();
                 return Err(op_error(format!("unknown secret `{name}`{hint}")));
             }
-            used.lock().map_err(|_| op_error("internal lock poisoned".into()))?.insert(name);
+            used.lock()
+                .map_err(|_| op_error("internal lock poisoned".into()))?
+                .insert(name);
             Ok("***".to_string())
         });
         env.add_function("var", move |name: String| {
@@ -98,7 +107,9 @@ impl Templates {
             if (1..=256).contains(&n) {
                 Ok(format!("<random_string({n})>"))
             } else {
-                Err(op_error(format!("random_string({n}): the length must be 1 to 256")))
+                Err(op_error(format!(
+                    "random_string({n}): the length must be 1 to 256"
+                )))
             }
         });
         env.add_function("now", || "<now>".to_string());
@@ -112,10 +123,16 @@ impl Templates {
         if !(source.contains("{{") || source.contains("{%") || source.contains("{#")) {
             return Ok(source.to_string());
         }
-        let template = self.env.template_from_str(source).map_err(|e| TemplateError {
-            message: format!("invalid template: {}", detail(&e)),
-            help: Some("templates use Jinja syntax: `{{ env('NAME') }}`, `{{ secret('name') }}`".into()),
-        })?;
+        let template = self
+            .env
+            .template_from_str(source)
+            .map_err(|e| TemplateError {
+                message: format!("invalid template: {}", detail(&e)),
+                help: Some(
+                    "templates use Jinja syntax: `{{ env('NAME') }}`, `{{ secret('name') }}`"
+                        .into(),
+                ),
+            })?;
         for name in template.undeclared_variables(false) {
             if FUNCTIONS.contains(&name.as_str()) || self.env.globals().any(|(g, _)| g == name) {
                 continue;
@@ -123,7 +140,9 @@ impl Templates {
             if name == "port" && !scope.port {
                 return Err(TemplateError {
                     message: "`port` is only allocated for `http` servers".into(),
-                    help: Some("stdio servers talk over stdin/stdout; remote servers have a URL".into()),
+                    help: Some(
+                        "stdio servers talk over stdin/stdout; remote servers have a URL".into(),
+                    ),
                 });
             }
             if name == "server" && scope.server.is_none() {
@@ -137,8 +156,12 @@ impl Templates {
                 return Err(TemplateError {
                     message: format!("unknown template variable `{name}`"),
                     help: Some(match hint {
-                        Some(h) => format!("did you mean `{h}`? Values from `vars:` are read with var('{name}')"),
-                        None => format!("values from `vars:` are read with var('{name}'); environment variables with env('NAME')"),
+                        Some(h) => format!(
+                            "did you mean `{h}`? Values from `vars:` are read with var('{name}')"
+                        ),
+                        None => format!(
+                            "values from `vars:` are read with var('{name}'); environment variables with env('NAME')"
+                        ),
                     }),
                 });
             }
@@ -148,12 +171,18 @@ impl Templates {
             revision => "<revision>",
             server => context! { name => scope.server.unwrap_or_default() },
         };
-        template.render(ctx).map_err(|e| TemplateError { message: detail(&e), help: help_for(&e) })
+        template.render(ctx).map_err(|e| TemplateError {
+            message: detail(&e),
+            help: help_for(&e),
+        })
     }
 
     /// Names of the secrets the rendered templates referred to.
     pub(crate) fn used_secrets(&self) -> BTreeSet<String> {
-        self.used_secrets.lock().map(|s| s.clone()).unwrap_or_default()
+        self.used_secrets
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -162,7 +191,9 @@ fn op_error(message: String) -> minijinja::Error {
 }
 
 fn detail(e: &minijinja::Error) -> String {
-    e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string())
+    e.detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.kind().to_string())
 }
 
 fn help_for(e: &minijinja::Error) -> Option<String> {
@@ -183,7 +214,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -212,13 +247,20 @@ mod tests {
 
     fn templates() -> Templates {
         let vars = BTreeMap::from([("level".to_string(), "debug".to_string())]);
-        Templates::new(Arc::new(NoHost), vars, BTreeSet::from(["token".to_string()]))
+        Templates::new(
+            Arc::new(NoHost),
+            vars,
+            BTreeSet::from(["token".to_string()]),
+        )
     }
 
     #[test]
     fn renders_functions_and_masks_secrets() {
         let t = templates();
-        let scope = Scope { server: Some("web"), port: true };
+        let scope = Scope {
+            server: Some("web"),
+            port: true,
+        };
         let out = t.render("{{ server.name }} {{ var('level') }} {{ env('HOME') }} {{ secret('token') }} {{ port }}", scope);
         assert_eq!(out.unwrap(), "web debug /home/me *** <port>");
         assert_eq!(t.used_secrets(), BTreeSet::from(["token".to_string()]));
@@ -228,17 +270,50 @@ mod tests {
     #[test]
     fn explains_what_is_missing() {
         let t = templates();
-        let scope = Scope { server: Some("web"), port: false };
-        assert_eq!(t.render("{{ env('NOPE') }}", scope).unwrap_err().message, "environment variable `NOPE` is not set");
-        assert!(t.render("{{ secret('tokn') }}", scope).unwrap_err().message.contains("did you mean `token`"));
-        assert!(t.render("{{ port }}", scope).unwrap_err().message.contains("only allocated for `http`"));
-        assert!(t.render("{{ prot }}", scope).unwrap_err().help.unwrap().contains("did you mean `port`"));
-        assert!(t.render("{{ oops", scope).unwrap_err().message.starts_with("invalid template"));
+        let scope = Scope {
+            server: Some("web"),
+            port: false,
+        };
+        assert_eq!(
+            t.render("{{ env('NOPE') }}", scope).unwrap_err().message,
+            "environment variable `NOPE` is not set"
+        );
+        assert!(
+            t.render("{{ secret('tokn') }}", scope)
+                .unwrap_err()
+                .message
+                .contains("did you mean `token`")
+        );
+        assert!(
+            t.render("{{ port }}", scope)
+                .unwrap_err()
+                .message
+                .contains("only allocated for `http`")
+        );
+        assert!(
+            t.render("{{ prot }}", scope)
+                .unwrap_err()
+                .help
+                .unwrap()
+                .contains("did you mean `port`")
+        );
+        assert!(
+            t.render("{{ oops", scope)
+                .unwrap_err()
+                .message
+                .starts_with("invalid template")
+        );
     }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
     }

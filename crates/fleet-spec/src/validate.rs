@@ -1,7 +1,7 @@
 //! From text to a [`ValidFleet`]: read, parse, overlay the environment, decode, check and
 //! render — collecting every diagnostic on the way.
 
-use crate::de::{Recover, Spanned, decode, Sink};
+use crate::de::{Recover, Sink, Spanned, decode};
 use crate::diag::{Diagnostic, Source, Span, did_you_mean};
 use crate::model::*;
 use crate::raw::*;
@@ -29,13 +29,18 @@ pub struct LoadOptions {
 
 impl std::fmt::Debug for LoadOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadOptions").field("environment", &self.environment).finish_non_exhaustive()
+        f.debug_struct("LoadOptions")
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { environment: None, host: Arc::new(crate::template::SystemHost) }
+        LoadOptions {
+            environment: None,
+            host: Arc::new(crate::template::SystemHost),
+        }
     }
 }
 
@@ -80,16 +85,29 @@ pub struct ReadError {
 /// # Errors
 /// [`ReadError`] when the file cannot be opened or read; everything else is a diagnostic.
 pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Checked, ReadError> {
-    let read_error = |source| ReadError { path: path.to_path_buf(), source };
+    let read_error = |source| ReadError {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(read_error)?;
     let name = path.display().to_string();
     if meta.len() > MAX_FILE_BYTES as u64 {
         let d = Diagnostic::error(
-            format!("the file is {:.1} MiB; fleet files are limited to {} MiB", meta.len() as f64 / 1048576.0, MAX_FILE_BYTES >> 20),
+            format!(
+                "the file is {:.1} MiB; fleet files are limited to {} MiB",
+                meta.len() as f64 / 1048576.0,
+                MAX_FILE_BYTES >> 20
+            ),
             None,
         )
-        .with_help("is this the right file? A fleet of thousands of servers fits in well under 1 MiB");
-        return Ok(Checked { source: Source::new(name, ""), fleet: None, diagnostics: vec![d] });
+        .with_help(
+            "is this the right file? A fleet of thousands of servers fits in well under 1 MiB",
+        );
+        return Ok(Checked {
+            source: Source::new(name, ""),
+            fleet: None,
+            diagnostics: vec![d],
+        });
     }
     let bytes = std::fs::read(path).map_err(read_error)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -105,9 +123,16 @@ pub fn load_bytes(name: &str, bytes: &[u8], base_dir: PathBuf, options: &LoadOpt
             let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned();
             let line = valid.matches('\n').count() as u32 + 1;
             let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
-            let d = Diagnostic::error("the file is not UTF-8 text", Some(Span::point(line, column)))
-                .with_help("fleet files are UTF-8 YAML; is this a binary file?");
-            Checked { source: Source::new(name, valid), fleet: None, diagnostics: vec![d] }
+            let d = Diagnostic::error(
+                "the file is not UTF-8 text",
+                Some(Span::point(line, column)),
+            )
+            .with_help("fleet files are UTF-8 YAML; is this a binary file?");
+            Checked {
+                source: Source::new(name, valid),
+                fleet: None,
+                diagnostics: vec![d],
+            }
         }
     }
 }
@@ -116,25 +141,57 @@ pub fn load_bytes(name: &str, bytes: &[u8], base_dir: PathBuf, options: &LoadOpt
 pub fn load_str(name: &str, text: &str, base_dir: PathBuf, options: &LoadOptions) -> Checked {
     let source = Source::new(name, text);
     if text.len() > MAX_FILE_BYTES {
-        let d = Diagnostic::error(format!("the text is larger than {} MiB", MAX_FILE_BYTES >> 20), None);
-        return Checked { source, fleet: None, diagnostics: vec![d] };
+        let d = Diagnostic::error(
+            format!("the text is larger than {} MiB", MAX_FILE_BYTES >> 20),
+            None,
+        );
+        return Checked {
+            source,
+            fleet: None,
+            diagnostics: vec![d],
+        };
     }
     if let Some((i, _)) = text.char_indices().find(|(_, c)| *c == '\0') {
         let before = &text[..i];
         let line = before.matches('\n').count() as u32 + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
-        let d = Diagnostic::error("the file contains a NUL byte", Some(Span::point(line, column)))
-            .with_help("fleet files are YAML text; is this a binary file?");
-        return Checked { source, fleet: None, diagnostics: vec![d] };
+        let d = Diagnostic::error(
+            "the file contains a NUL byte",
+            Some(Span::point(line, column)),
+        )
+        .with_help("fleet files are YAML text; is this a binary file?");
+        return Checked {
+            source,
+            fleet: None,
+            diagnostics: vec![d],
+        };
     }
     let mut root = match yaml::parse(text) {
         Ok(root) => root,
-        Err(d) => return Checked { source, fleet: None, diagnostics: vec![d] },
+        Err(d) => {
+            return Checked {
+                source,
+                fleet: None,
+                diagnostics: vec![d],
+            };
+        }
     };
     if !matches!(root.value, yaml::Value::Map(_)) {
-        let d = Diagnostic::error(format!("a fleet file is a mapping, but this file holds {}", root.kind()), Some(root.span))
-            .with_help("start with `version: 1`, `name: …` and `servers:`; `mcpfleet init` writes an example");
-        return Checked { source, fleet: None, diagnostics: vec![d] };
+        let d = Diagnostic::error(
+            format!(
+                "a fleet file is a mapping, but this file holds {}",
+                root.kind()
+            ),
+            Some(root.span),
+        )
+        .with_help(
+            "start with `version: 1`, `name: …` and `servers:`; `mcpfleet init` writes an example",
+        );
+        return Checked {
+            source,
+            fleet: None,
+            diagnostics: vec![d],
+        };
     }
     let mut diagnostics = Vec::new();
     if let Some(env) = &options.environment
@@ -146,14 +203,22 @@ pub fn load_str(name: &str, text: &str, base_dir: PathBuf, options: &LoadOptions
     let raw: Option<RawFleet> = decode(&root, &sink);
     diagnostics.extend(sink.into_inner());
     let fleet = raw.map(|raw| {
-        let mut v = Validator { diags: Vec::new(), host: options.host.clone(), base_dir: base_dir.clone() };
+        let mut v = Validator {
+            diags: Vec::new(),
+            host: options.host.clone(),
+            base_dir: base_dir.clone(),
+        };
         let fleet = v.fleet(raw, options.environment.clone());
         diagnostics.extend(v.diags);
         fleet
     });
     diagnostics.sort_by_key(|d| (d.span.map(|s| (s.line, s.column)), d.severity));
     diagnostics.dedup();
-    Checked { source, fleet, diagnostics }
+    Checked {
+        source,
+        fleet,
+        diagnostics,
+    }
 }
 
 fn apply_environment(root: &mut Node, env: &str) -> Result<(), Diagnostic> {
@@ -163,10 +228,15 @@ fn apply_environment(root: &mut Node, env: &str) -> Result<(), Diagnostic> {
         _ => Vec::new(),
     };
     let Some(overlay) = envs.and_then(|e| e.get(env)).cloned() else {
-        let mut d = Diagnostic::error(format!("environment `{env}` is not defined in this file"), envs.map(|e| e.span));
+        let mut d = Diagnostic::error(
+            format!("environment `{env}` is not defined in this file"),
+            envs.map(|e| e.span),
+        );
         d = match did_you_mean(env, names.iter().copied()) {
             Some(s) => d.with_help(format!("did you mean `--env {s}`?")),
-            None if names.is_empty() => d.with_help("add it under `environments:`, or drop `--env`"),
+            None if names.is_empty() => {
+                d.with_help("add it under `environments:`, or drop `--env`")
+            }
             None => d.with_help(format!("defined environments: {}", names.join(", "))),
         };
         return Err(d);
@@ -212,11 +282,12 @@ impl Validator {
     fn fleet(&mut self, raw: RawFleet, environment: Option<String>) -> ValidFleet {
         match &raw.version {
             None => {
-                self.error("missing `version`", Span::point(1, 1)).help = Some("add `version: 1` at the top of the file".into());
+                self.error("missing `version`", Span::point(1, 1)).help =
+                    Some("add `version: 1` at the top of the file".into());
             }
             Some(v) if v.value != 1 => {
-                self.error(format!("unsupported version {}", v.value), v.span).help =
-                    Some("this mcpfleet reads `version: 1`".into());
+                self.error(format!("unsupported version {}", v.value), v.span)
+                    .help = Some("this mcpfleet reads `version: 1`".into());
             }
             Some(_) => {}
         }
@@ -228,7 +299,8 @@ impl Validator {
             }
             Some(n) => {
                 if !is_valid_name(&n.value) {
-                    self.error(format!("invalid fleet name `{}`", n.value), n.span).help = Some(NAME_RULE.into());
+                    self.error(format!("invalid fleet name `{}`", n.value), n.span)
+                        .help = Some(NAME_RULE.into());
                 }
                 n.value.clone()
             }
@@ -236,14 +308,25 @@ impl Validator {
         if let Recover(Some(envs)) = &raw.environments {
             for (env_name, _) in &envs.0 {
                 if !is_valid_name(&env_name.value) {
-                    self.error(format!("invalid environment name `{}`", env_name.value), env_name.span).help =
-                        Some(NAME_RULE.into());
+                    self.error(
+                        format!("invalid environment name `{}`", env_name.value),
+                        env_name.span,
+                    )
+                    .help = Some(NAME_RULE.into());
                 }
             }
         }
 
         let secrets = self.secrets(raw.secrets.0.as_ref());
-        let secret_names: BTreeSet<String> = secrets.keys().cloned().collect();
+        // Every declared name counts, even one with a broken source: its error is reported
+        // once, at the declaration, not again at each use.
+        let secret_names: BTreeSet<String> = raw
+            .secrets
+            .0
+            .iter()
+            .flat_map(|s| &s.0)
+            .map(|(name, _)| name.value.clone())
+            .collect();
         // Vars may use env() and secret(), but not other vars: their order would matter.
         let bootstrap = Templates::new(self.host.clone(), BTreeMap::new(), secret_names.clone());
         let mut vars = BTreeMap::new();
@@ -258,40 +341,71 @@ impl Validator {
         let mut servers = Vec::new();
         for (name, server) in &raw.servers.0 {
             if !is_valid_name(&name.value) {
-                self.error(format!("invalid server name `{}`", name.value), name.span).help =
-                    Some(format!("{NAME_RULE}; the name is part of the server's URL"));
+                self.error(format!("invalid server name `{}`", name.value), name.span)
+                    .help = Some(format!("{NAME_RULE}; the name is part of the server's URL"));
             }
             if let Recover(Some(server)) = server {
                 servers.push(self.server(name, server, &defaults, &templates));
             }
         }
         if raw.servers.0.is_empty() {
-            self.warning("the fleet has no servers", raw.name.as_ref().map_or(Span::point(1, 1), |n| n.span)).help =
-                Some("add servers under `servers:`".into());
+            self.warning(
+                "the fleet has no servers",
+                raw.name.as_ref().map_or(Span::point(1, 1), |n| n.span),
+            )
+            .help = Some("add servers under `servers:`".into());
         }
         self.check_dependencies(&mut servers, &raw.servers);
 
-        let used = templates.used_secrets().into_iter().chain(bootstrap.used_secrets()).collect::<BTreeSet<_>>();
+        let used = templates
+            .used_secrets()
+            .into_iter()
+            .chain(bootstrap.used_secrets())
+            .collect::<BTreeSet<_>>();
         for (name, _) in raw.secrets.0.iter().flat_map(|s| &s.0) {
             if !used.contains(&name.value) {
-                self.warning(format!("secret `{}` is declared but never used", name.value), name.span).help =
-                    Some(format!("use it as {{{{ secret('{}') }}}}, or remove it", name.value));
+                self.warning(
+                    format!("secret `{}` is declared but never used", name.value),
+                    name.span,
+                )
+                .help = Some(format!(
+                    "use it as {{{{ secret('{}') }}}}, or remove it",
+                    name.value
+                ));
             }
         }
-        ValidFleet { name, environment, base_dir: self.base_dir.clone(), secrets, gateway, servers }
+        ValidFleet {
+            name,
+            environment,
+            base_dir: self.base_dir.clone(),
+            secrets,
+            gateway,
+            servers,
+        }
     }
 
     fn secrets(&mut self, raw: Option<&Named<Recover<RawSecret>>>) -> BTreeMap<String, SecretRef> {
         let mut out = BTreeMap::new();
         for (name, secret) in raw.into_iter().flat_map(|s| &s.0) {
-            let Recover(Some(secret)) = secret else { continue };
+            let Recover(Some(secret)) = secret else {
+                continue;
+            };
             let reference = match (&secret.env, &secret.file) {
                 (Some(env), None) => {
                     if env.value.is_empty() || env.value.contains(['=', '\0']) {
-                        self.error(format!("invalid environment variable name `{}`", env.value), env.span);
+                        self.error(
+                            format!("invalid environment variable name `{}`", env.value),
+                            env.span,
+                        );
                     } else if self.host.env_var(&env.value).is_none() {
-                        self.warning(format!("secret `{}` reads ${}, which is not set here", name.value, env.value), env.span)
-                            .help = Some("servers using it will fail to start until it is set".into());
+                        self.warning(
+                            format!(
+                                "secret `{}` reads ${}, which is not set here",
+                                name.value, env.value
+                            ),
+                            env.span,
+                        )
+                        .help = Some("servers using it will fail to start until it is set".into());
                     }
                     SecretRef::Env(env.value.clone())
                 }
@@ -304,13 +418,16 @@ impl Validator {
                     SecretRef::File(path)
                 }
                 (Some(_), Some(file)) => {
-                    self.error(format!("secret `{}` sets both `env` and `file`", name.value), file.span).help =
-                        Some("keep one source".into());
+                    self.error(
+                        format!("secret `{}` sets both `env` and `file`", name.value),
+                        file.span,
+                    )
+                    .help = Some("keep one source".into());
                     continue;
                 }
                 (None, None) => {
-                    self.error(format!("secret `{}` has no source", name.value), name.span).help =
-                        Some("write `{ env: VARIABLE }` or `{ file: ./path }`".into());
+                    self.error(format!("secret `{}` has no source", name.value), name.span)
+                        .help = Some("write `{ env: VARIABLE }` or `{ file: ./path }`".into());
                     continue;
                 }
             };
@@ -319,40 +436,68 @@ impl Validator {
         out
     }
 
-    fn gateway(&mut self, raw: Option<&RawGateway>, servers: &Named<Recover<RawServer>>) -> Gateway {
+    fn gateway(
+        &mut self,
+        raw: Option<&RawGateway>,
+        servers: &Named<Recover<RawServer>>,
+    ) -> Gateway {
         let default_listen: SocketAddr = DEFAULT_LISTEN.parse().expect("constant address");
         let listen = match raw.and_then(|g| g.listen.as_ref()) {
             None => default_listen,
-            Some(l) => match l.value.parse::<SocketAddr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.error(format!("`{}` is not an IP:PORT address", l.value), l.span).help =
+            Some(l) => {
+                match l.value.parse::<SocketAddr>() {
+                    Ok(a) => a,
+                    Err(_) => {
+                        self.error(format!("`{}` is not an IP:PORT address", l.value), l.span).help =
                         Some("write e.g. `127.0.0.1:7470` or `[::1]:7470`; host names are not resolved".into());
-                    default_listen
+                        default_listen
+                    }
                 }
-            },
+            }
         };
         let mut tokens = Vec::new();
         let mut names = BTreeSet::new();
-        for token in raw.and_then(|g| g.auth.as_ref()).map(|a| a.tokens.as_slice()).unwrap_or_default() {
+        for token in raw
+            .and_then(|g| g.auth.as_ref())
+            .map(|a| a.tokens.as_slice())
+            .unwrap_or_default()
+        {
             let t = &token.value;
             if !names.insert(t.name.value.clone()) {
-                self.error(format!("duplicate token name `{}`", t.name.value), t.name.span);
+                self.error(
+                    format!("duplicate token name `{}`", t.name.value),
+                    t.name.span,
+                );
             }
             let hash = &t.sha256.value;
-            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            if hash.len() != 64
+                || !hash
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            {
                 self.error("`sha256` must be 64 lowercase hex characters", t.sha256.span).help =
                     Some("store the token's SHA-256, never the token: `mcpfleet token create NAME` prints both".into());
             }
             for s in &t.servers {
                 if s.value != "*" && !servers.0.iter().any(|(n, _)| n.value == s.value) {
-                    let d = self.error(format!("token `{}` names unknown server `{}`", t.name.value, s.value), s.span);
-                    d.label = did_you_mean(&s.value, servers.0.iter().map(|(n, _)| n.value.as_str()))
-                        .map(|m| format!("did you mean `{m}`?"));
+                    let d = self.error(
+                        format!(
+                            "token `{}` names unknown server `{}`",
+                            t.name.value, s.value
+                        ),
+                        s.span,
+                    );
+                    d.label =
+                        did_you_mean(&s.value, servers.0.iter().map(|(n, _)| n.value.as_str()))
+                            .map(|m| format!("did you mean `{m}`?"));
                 }
             }
             if t.servers.is_empty() {
-                self.error(format!("token `{}` reaches no server", t.name.value), token.span).help =
+                self.error(
+                    format!("token `{}` reaches no server", t.name.value),
+                    token.span,
+                )
+                .help =
                     Some("list servers it may reach under `servers:`, or `[\"*\"]` for all".into());
             }
             tokens.push(TokenRef {
@@ -362,7 +507,9 @@ impl Validator {
             });
         }
         if !listen.ip().is_loopback() && tokens.is_empty() {
-            let span = raw.and_then(|g| g.listen.as_ref()).map_or(Span::point(1, 1), |l| l.span);
+            let span = raw
+                .and_then(|g| g.listen.as_ref())
+                .map_or(Span::point(1, 1), |l| l.span);
             self.error(format!("the gateway would listen on {listen} without authentication"), span).help =
                 Some("add tokens under `gateway.auth.tokens` (mcpfleet token create NAME), or listen on 127.0.0.1".into());
         }
@@ -371,10 +518,16 @@ impl Validator {
 
     fn render(&mut self, templates: &Templates, text: &Spanned<String>, scope: Scope<'_>) -> Text {
         match templates.render(&text.value, scope) {
-            Ok(shown) => Text { template: text.value.clone(), shown },
+            Ok(shown) => Text {
+                template: text.value.clone(),
+                shown,
+            },
             Err(e) => {
                 self.error(e.message, text.span).help = e.help;
-                Text { template: text.value.clone(), shown: text.value.clone() }
+                Text {
+                    template: text.value.clone(),
+                    shown: text.value.clone(),
+                }
             }
         }
     }
@@ -392,14 +545,26 @@ impl Validator {
         if program.shown.trim().is_empty() {
             self.error("the command is empty", command.span).help =
                 Some("name the program to run; its arguments go in `args:`".into());
-        } else if program.template.contains(' ') && args.is_empty() && !Path::new(&program.shown).exists() {
-            self.error(format!("`{}` looks like a shell line, but commands are not run by a shell", program.shown), command.span)
-                .help = Some("put the program in `command:` and each argument in `args:`".into());
+        } else if program.template.contains(' ')
+            && args.is_empty()
+            && !Path::new(&program.shown).exists()
+        {
+            self.error(
+                format!(
+                    "`{}` looks like a shell line, but commands are not run by a shell",
+                    program.shown
+                ),
+                command.span,
+            )
+            .help = Some("put the program in `command:` and each argument in `args:`".into());
         }
         let mut vars = BTreeMap::new();
         for (key, value) in &env.0 {
             if key.value.is_empty() || key.value.contains(['=', '\0']) {
-                self.error(format!("invalid environment variable name `{}`", key.value), key.span);
+                self.error(
+                    format!("invalid environment variable name `{}`", key.value),
+                    key.span,
+                );
             }
             vars.insert(key.value.clone(), self.render(t, value, scope));
         }
@@ -420,7 +585,8 @@ impl Validator {
             }
             Ok(d) => d,
             Err(message) => {
-                self.error(format!("invalid duration: {message}"), text.span).help =
+                self.error(format!("invalid duration: {message}"), text.span)
+                    .help =
                     Some("write a number and a unit: `500ms`, `5s`, `2m`, `1h`, `1m30s`".into());
                 default
             }
@@ -438,7 +604,13 @@ impl Validator {
         }
     }
 
-    fn server(&mut self, name: &Spanned<String>, raw: &RawServer, defaults: &RawDefaults, t: &Templates) -> Server {
+    fn server(
+        &mut self,
+        name: &Spanned<String>,
+        raw: &RawServer,
+        defaults: &RawDefaults,
+        t: &Templates,
+    ) -> Server {
         let n = name.value.as_str();
         let transports: Vec<(&str, Span)> = [
             raw.stdio.as_ref().map(|s| ("stdio", s.span)),
@@ -449,32 +621,46 @@ impl Validator {
         .flatten()
         .collect();
         if transports.is_empty() {
-            self.error(format!("server `{n}` has no transport"), name.span).help =
-                Some("give it exactly one of `stdio:`, `http:` or `remote:`".into());
+            self.error(format!("server `{n}` has no transport"), name.span)
+                .help = Some("give it exactly one of `stdio:`, `http:` or `remote:`".into());
         }
         if let [(a, _), (b, span), ..] = transports.as_slice() {
-            self.error(format!("server `{n}` sets both `{a}` and `{b}`"), *span).help =
+            self.error(format!("server `{n}` sets both `{a}` and `{b}`"), *span)
+                .help =
                 Some("a server has exactly one transport; split it into two servers".into());
         }
-        let scope = Scope { server: Some(n), port: raw.http.is_some() };
+        let scope = Scope {
+            server: Some(n),
+            port: raw.http.is_some(),
+        };
         let transport = if let Some(http) = &raw.http {
             let h = &http.value;
             let command = self.command(t, scope, &h.command, &h.args, &h.env, h.cwd.as_ref());
-            let path = h.path.as_ref().map_or_else(|| "/mcp".to_string(), |p| p.value.clone());
+            let path = h
+                .path
+                .as_ref()
+                .map_or_else(|| "/mcp".to_string(), |p| p.value.clone());
             if let Some(p) = h.path.as_ref().filter(|p| !p.value.starts_with('/')) {
-                self.error("`path` must start with `/`", p.span).help = Some(format!("write `/{}`", p.value));
+                self.error("`path` must start with `/`", p.span).help =
+                    Some(format!("write `/{}`", p.value));
             }
             if let Some(port) = h.port.as_ref().filter(|p| p.value == 0) {
                 self.error("port 0 cannot be reached", port.span).help =
                     Some("leave `port` out to let mcpfleet allocate one, and pass `{{ port }}` to the server".into());
             }
-            let mentions_port = std::iter::once(&h.command).chain(&h.args).chain(h.env.0.iter().map(|(_, v)| v))
+            let mentions_port = std::iter::once(&h.command)
+                .chain(&h.args)
+                .chain(h.env.0.iter().map(|(_, v)| v))
                 .any(|s| s.value.contains("port"));
             if h.port.is_none() && !mentions_port {
                 self.warning(format!("http server `{n}` is never told which port to listen on"), http.span).help =
                     Some("pass the allocated port, e.g. `args: [\"--port\", \"{{ port }}\"]`, or set a fixed `port:`".into());
             }
-            Transport::Http { command, path, port: h.port.as_ref().map(|p| p.value) }
+            Transport::Http {
+                command,
+                path,
+                port: h.port.as_ref().map(|p| p.value),
+            }
         } else if let Some(stdio) = &raw.stdio {
             let s = &stdio.value;
             Transport::Stdio(self.command(t, scope, &s.command, &s.args, &s.env, s.cwd.as_ref()))
@@ -482,26 +668,51 @@ impl Validator {
             let r = &remote.value;
             let url = self.render(t, &r.url, scope);
             self.check_url(&url, r.url.span);
-            let headers = r.headers.0.iter().map(|(k, v)| (k.value.clone(), self.render(t, v, scope))).collect();
+            let headers = r
+                .headers
+                .0
+                .iter()
+                .map(|(k, v)| (k.value.clone(), self.render(t, v, scope)))
+                .collect();
             Transport::Remote { url, headers }
         } else {
-            Transport::Stdio(Command { command: Text { template: String::new(), shown: String::new() }, args: vec![], env: BTreeMap::new(), cwd: None })
+            Transport::Stdio(Command {
+                command: Text {
+                    template: String::new(),
+                    shown: String::new(),
+                },
+                args: vec![],
+                env: BTreeMap::new(),
+                cwd: None,
+            })
         };
 
         let replicas = self.count(raw.replicas.as_ref(), 1, 1, "replicas");
         if let (Some(r), true) = (&raw.replicas, replicas > 1) {
             if raw.remote.is_some() {
-                self.error("a remote server cannot have replicas: mcpfleet does not run it", r.span);
+                self.error(
+                    "a remote server cannot have replicas: mcpfleet does not run it",
+                    r.span,
+                );
             } else if raw.http.as_ref().is_some_and(|h| h.value.port.is_some()) {
-                self.error("replicas of an http server with a fixed `port` would collide", r.span).help =
-                    Some("remove `port:` and pass `{{ port }}` so each replica gets its own".into());
+                self.error(
+                    "replicas of an http server with a fixed `port` would collide",
+                    r.span,
+                )
+                .help = Some(
+                    "remove `port:` and pass `{{ port }}` so each replica gets its own".into(),
+                );
             }
         }
-        let depends_on = raw.depends_on.iter().flat_map(|d| &d.value.0).map(|d| Dependency {
-            server: d.server.value.clone(),
-            condition: d.condition.as_ref().map_or(Condition::Healthy, |c| c.value),
-            span: d.server.span,
-        });
+        let depends_on = raw
+            .depends_on
+            .iter()
+            .flat_map(|d| &d.value.0)
+            .map(|d| Dependency {
+                server: d.server.value.clone(),
+                condition: d.condition.as_ref().map_or(Condition::Healthy, |c| c.value),
+                span: d.server.span,
+            });
         Server {
             name: n.to_string(),
             span: name.span,
@@ -510,10 +721,11 @@ impl Validator {
             priority: raw.priority.as_ref().map_or(0, |p| p.value),
             replicas,
             era: first(raw.era.as_ref(), defaults.era.as_ref()).map_or(Era::Auto, |e| e.value),
-            on_failure: first(raw.on_failure.as_ref(), defaults.on_failure.as_ref()).map_or(OnFailure::Rollback, |e| e.value),
-            restart: self.restart(raw.restart.as_ref(), defaults.restart.as_ref()),
-            health: self.health(raw.health.as_ref(), defaults.health.as_ref(), t, scope),
-            rollout: self.rollout(raw.rollout.as_ref(), defaults.rollout.as_ref(), replicas),
+            on_failure: first(raw.on_failure.as_ref(), defaults.on_failure.as_ref())
+                .map_or(OnFailure::Rollback, |e| e.value),
+            restart: self.restart(raw.restart.get(), defaults.restart.get()),
+            health: self.health(raw.health.get(), defaults.health.get(), t, scope),
+            rollout: self.rollout(raw.rollout.get(), defaults.rollout.get(), replicas),
             description: raw.description.clone(),
         }
     }
@@ -524,8 +736,13 @@ impl Validator {
         }
         match url::Url::parse(&url.shown) {
             Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                self.error(format!("URL scheme `{}` is not supported", u.scheme()), span).help =
-                    Some("remote servers speak Streamable HTTP: use an http:// or https:// URL".into());
+                self.error(
+                    format!("URL scheme `{}` is not supported", u.scheme()),
+                    span,
+                )
+                .help = Some(
+                    "remote servers speak Streamable HTTP: use an http:// or https:// URL".into(),
+                );
             }
             Ok(u) if u.host().is_none() => {
                 self.error("the URL has no host", span);
@@ -533,8 +750,11 @@ impl Validator {
             Ok(u) => {
                 let local = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
                 if u.scheme() == "http" && !local {
-                    self.warning("plain http:// to a remote host sends credentials unencrypted", span).help =
-                        Some("use https://".into());
+                    self.warning(
+                        "plain http:// to a remote host sends credentials unencrypted",
+                        span,
+                    )
+                    .help = Some("use https://".into());
                 }
             }
             Err(e) => {
@@ -545,33 +765,65 @@ impl Validator {
     }
 
     fn restart(&mut self, raw: Option<&RawRestart>, defaults: Option<&RawRestart>) -> Restart {
-        let (b, db) = (raw.and_then(|r| r.backoff.as_ref()), defaults.and_then(|r| r.backoff.as_ref()));
-        let initial = self.duration(first(b.and_then(|b| b.initial.as_ref()), db.and_then(|b| b.initial.as_ref())), Duration::from_millis(200));
-        let max = self.duration(first(b.and_then(|b| b.max.as_ref()), db.and_then(|b| b.max.as_ref())), Duration::from_secs(30));
+        let (b, db) = (
+            raw.and_then(|r| r.backoff.as_ref()),
+            defaults.and_then(|r| r.backoff.as_ref()),
+        );
+        let initial = self.duration(
+            first(
+                b.and_then(|b| b.initial.as_ref()),
+                db.and_then(|b| b.initial.as_ref()),
+            ),
+            Duration::from_millis(200),
+        );
+        let max = self.duration(
+            first(
+                b.and_then(|b| b.max.as_ref()),
+                db.and_then(|b| b.max.as_ref()),
+            ),
+            Duration::from_secs(30),
+        );
         if max < initial
-            && let Some(m) = first(b.and_then(|b| b.max.as_ref()), db.and_then(|b| b.max.as_ref()))
+            && let Some(m) = first(
+                b.and_then(|b| b.max.as_ref()),
+                db.and_then(|b| b.max.as_ref()),
+            )
         {
             self.error("`backoff.max` is shorter than `backoff.initial`", m.span);
         }
-        let multiplier = first(b.and_then(|b| b.multiplier.as_ref()), db.and_then(|b| b.multiplier.as_ref()));
+        let multiplier = first(
+            b.and_then(|b| b.multiplier.as_ref()),
+            db.and_then(|b| b.multiplier.as_ref()),
+        );
         if let Some(m) = multiplier.filter(|m| !(1.0..=10.0).contains(&m.value)) {
             self.error("`multiplier` must be between 1 and 10", m.span);
         }
-        let jitter = first(b.and_then(|b| b.jitter.as_ref()), db.and_then(|b| b.jitter.as_ref()));
+        let jitter = first(
+            b.and_then(|b| b.jitter.as_ref()),
+            db.and_then(|b| b.jitter.as_ref()),
+        );
         if let Some(j) = jitter.filter(|j| !(0.0..=1.0).contains(&j.value)) {
             self.error("`jitter` is a fraction from 0 to 1", j.span);
         }
-        let pick = |f: fn(&RawRestart) -> Option<&Spanned<u32>>| first(raw.and_then(f), defaults.and_then(f));
+        let pick = |f: fn(&RawRestart) -> Option<&Spanned<u32>>| {
+            first(raw.and_then(f), defaults.and_then(f))
+        };
         Restart {
-            policy: first(raw.and_then(|r| r.policy.as_ref()), defaults.and_then(|r| r.policy.as_ref()))
-                .map_or(RestartPolicyKind::OnFailure, |p| p.value),
+            policy: first(
+                raw.and_then(|r| r.policy.as_ref()),
+                defaults.and_then(|r| r.policy.as_ref()),
+            )
+            .map_or(RestartPolicyKind::OnFailure, |p| p.value),
             backoff_initial: initial,
             backoff_max: max.max(initial),
             backoff_multiplier: multiplier.map_or(2.0, |m| m.value),
             jitter: jitter.map_or(0.2, |j| j.value),
             give_up_after: self.count(pick(|r| r.give_up_after.as_ref()), 10, 1, "give_up_after"),
             stable_after: self.duration(
-                first(raw.and_then(|r| r.stable_after.as_ref()), defaults.and_then(|r| r.stable_after.as_ref())),
+                first(
+                    raw.and_then(|r| r.stable_after.as_ref()),
+                    defaults.and_then(|r| r.stable_after.as_ref()),
+                ),
                 Duration::from_secs(60),
             ),
         }
@@ -589,8 +841,8 @@ impl Validator {
         let interval = self.duration(interval, Duration::from_secs(10));
         let timeout_value = self.duration(timeout, default_timeout);
         if let Some(t) = timeout.filter(|_| timeout_value > interval) {
-            self.warning("the timeout is longer than the check interval", t.span).help =
-                Some("checks will overlap; raise `interval` or lower the timeout".into());
+            self.warning("the timeout is longer than the check interval", t.span)
+                .help = Some("checks will overlap; raise `interval` or lower the timeout".into());
         }
         Cadence {
             interval,
@@ -600,12 +852,21 @@ impl Validator {
         }
     }
 
-    fn health(&mut self, raw: Option<&RawHealth>, defaults: Option<&RawHealth>, t: &Templates, scope: Scope<'_>) -> Health {
-        let mcp = raw.and_then(|h| h.mcp.as_ref());
-        let dmcp = defaults.and_then(|h| h.mcp.as_ref());
+    fn health(
+        &mut self,
+        raw: Option<&RawHealth>,
+        defaults: Option<&RawHealth>,
+        t: &Templates,
+        scope: Scope<'_>,
+    ) -> Health {
+        let mcp = raw.and_then(|h| h.mcp.get());
+        let dmcp = defaults.and_then(|h| h.mcp.get());
         macro_rules! pick {
             ($a:expr, $b:expr, $f:ident) => {
-                first($a.and_then(|c| c.$f.as_ref()), $b.and_then(|c| c.$f.as_ref()))
+                first(
+                    $a.and_then(|c| c.$f.as_ref()),
+                    $b.and_then(|c| c.$f.as_ref()),
+                )
             };
         }
         let cadence = self.cadence(
@@ -630,25 +891,47 @@ impl Validator {
             if call.tool.value.trim().is_empty() {
                 self.error("the smoke call names no tool", call.tool.span);
             }
-            let arguments = call.arguments.clone().unwrap_or_else(|| serde_json::json!({}));
+            let arguments = call
+                .arguments
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({}));
             if !arguments.is_object() {
-                self.error("`arguments` must be a mapping of argument names to values", c.span);
+                self.error(
+                    "`arguments` must be a mapping of argument names to values",
+                    c.span,
+                );
             }
             SmokeCall {
                 tool: call.tool.value.clone(),
                 arguments,
                 expect_contains: call.expect.as_ref().and_then(|e| e.contains.clone()),
-                expect_error: call.expect.as_ref().and_then(|e| e.is_error).unwrap_or(false),
+                expect_error: call
+                    .expect
+                    .as_ref()
+                    .and_then(|e| e.is_error)
+                    .unwrap_or(false),
             }
         });
-        let max_latency = pick!(mcp, dmcp, max_latency).map(|m| self.duration(Some(m), Duration::from_secs(1)));
-        let mcp = McpCheck { cadence, expect_tools, call, max_latency };
+        let max_latency =
+            pick!(mcp, dmcp, max_latency).map(|m| self.duration(Some(m), Duration::from_secs(1)));
+        let mcp = McpCheck {
+            cadence,
+            expect_tools,
+            call,
+            max_latency,
+        };
 
         let mut others = Vec::new();
-        let http = raw.and_then(|h| h.http.as_ref());
-        let dhttp = defaults.and_then(|h| h.http.as_ref());
+        let http = raw.and_then(|h| h.http.get());
+        let dhttp = defaults.and_then(|h| h.http.get());
         if let Some(c) = http.or(dhttp) {
-            let cadence = self.cadence(pick!(http, dhttp, interval), pick!(http, dhttp, timeout), pick!(http, dhttp, failure_threshold), pick!(http, dhttp, success_threshold), Duration::from_secs(2));
+            let cadence = self.cadence(
+                pick!(http, dhttp, interval),
+                pick!(http, dhttp, timeout),
+                pick!(http, dhttp, failure_threshold),
+                pick!(http, dhttp, success_threshold),
+                Duration::from_secs(2),
+            );
             let target = match (&c.path, &c.url) {
                 (Some(p), None) if p.value.starts_with('/') => p.value.clone(),
                 (Some(p), None) => {
@@ -666,72 +949,143 @@ impl Validator {
                 }
                 (None, None) => "/".to_string(),
             };
-            if let Some(s) = c.expect_status.as_ref().filter(|s| !(100..=599).contains(&s.value)) {
+            if let Some(s) = c
+                .expect_status
+                .as_ref()
+                .filter(|s| !(100..=599).contains(&s.value))
+            {
                 self.error("`expect_status` must be an HTTP status (100–599)", s.span);
             }
-            others.push(Check { cadence, probe: CheckProbe::Http { target, expect_status: c.expect_status.as_ref().map(|s| s.value) } });
+            others.push(Check {
+                cadence,
+                probe: CheckProbe::Http {
+                    target,
+                    expect_status: c.expect_status.as_ref().map(|s| s.value),
+                },
+            });
         }
-        let tcp = raw.and_then(|h| h.tcp.as_ref());
-        let dtcp = defaults.and_then(|h| h.tcp.as_ref());
+        let tcp = raw.and_then(|h| h.tcp.get());
+        let dtcp = defaults.and_then(|h| h.tcp.get());
         if let Some(c) = tcp.or(dtcp) {
-            let cadence = self.cadence(pick!(tcp, dtcp, interval), pick!(tcp, dtcp, timeout), pick!(tcp, dtcp, failure_threshold), pick!(tcp, dtcp, success_threshold), Duration::from_secs(2));
-            if let Some(a) = c.address.as_ref().filter(|a| a.value.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err())) {
+            let cadence = self.cadence(
+                pick!(tcp, dtcp, interval),
+                pick!(tcp, dtcp, timeout),
+                pick!(tcp, dtcp, failure_threshold),
+                pick!(tcp, dtcp, success_threshold),
+                Duration::from_secs(2),
+            );
+            if let Some(a) = c.address.as_ref().filter(|a| {
+                a.value
+                    .rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            }) {
                 self.error(format!("`{}` is not a HOST:PORT address", a.value), a.span);
             }
             if c.address.is_none() && !scope.port {
-                self.error("a tcp check without `address` needs an http server's port", cadence_span(tcp.or(dtcp))).help =
-                    Some("give `address: HOST:PORT`".into());
+                self.error(
+                    "a tcp check without `address` needs an http server's port",
+                    cadence_span(tcp.or(dtcp)),
+                )
+                .help = Some("give `address: HOST:PORT`".into());
             }
-            others.push(Check { cadence, probe: CheckProbe::Tcp { address: c.address.as_ref().map(|a| a.value.clone()) } });
+            others.push(Check {
+                cadence,
+                probe: CheckProbe::Tcp {
+                    address: c.address.as_ref().map(|a| a.value.clone()),
+                },
+            });
         }
-        let cmd = raw.and_then(|h| h.command.as_ref());
-        let dcmd = defaults.and_then(|h| h.command.as_ref());
+        let cmd = raw.and_then(|h| h.command.get());
+        let dcmd = defaults.and_then(|h| h.command.get());
         if let Some(c) = cmd.or(dcmd) {
-            let cadence = self.cadence(pick!(cmd, dcmd, interval), pick!(cmd, dcmd, timeout), pick!(cmd, dcmd, failure_threshold), pick!(cmd, dcmd, success_threshold), Duration::from_secs(5));
+            let cadence = self.cadence(
+                pick!(cmd, dcmd, interval),
+                pick!(cmd, dcmd, timeout),
+                pick!(cmd, dcmd, failure_threshold),
+                pick!(cmd, dcmd, success_threshold),
+                Duration::from_secs(5),
+            );
             let command = self.render(t, &c.command, scope);
             if command.shown.trim().is_empty() {
                 self.error("the check command is empty", c.command.span);
             }
             let args = c.args.iter().map(|a| self.render(t, a, scope)).collect();
-            others.push(Check { cadence, probe: CheckProbe::Command { command, args } });
+            others.push(Check {
+                cadence,
+                probe: CheckProbe::Command { command, args },
+            });
         }
-        let file = raw.and_then(|h| h.file.as_ref());
-        let dfile = defaults.and_then(|h| h.file.as_ref());
+        let file = raw.and_then(|h| h.file.get());
+        let dfile = defaults.and_then(|h| h.file.get());
         if let Some(c) = file.or(dfile) {
-            let cadence = self.cadence(pick!(file, dfile, interval), None, pick!(file, dfile, failure_threshold), pick!(file, dfile, success_threshold), Duration::from_secs(1));
+            let cadence = self.cadence(
+                pick!(file, dfile, interval),
+                None,
+                pick!(file, dfile, failure_threshold),
+                pick!(file, dfile, success_threshold),
+                Duration::from_secs(1),
+            );
             let path = self.render(t, &c.path, scope);
             if path.shown.trim().is_empty() {
                 self.error("the file check names no path", c.path.span);
             }
-            others.push(Check { cadence, probe: CheckProbe::File { path } });
+            others.push(Check {
+                cadence,
+                probe: CheckProbe::File { path },
+            });
         }
         Health { mcp, others }
     }
 
-    fn rollout(&mut self, raw: Option<&RawRollout>, defaults: Option<&RawRollout>, replicas: u32) -> Rollout {
+    fn rollout(
+        &mut self,
+        raw: Option<&RawRollout>,
+        defaults: Option<&RawRollout>,
+        replicas: u32,
+    ) -> Rollout {
         macro_rules! pick {
             ($f:ident) => {
-                first(raw.and_then(|r| r.$f.as_ref()), defaults.and_then(|r| r.$f.as_ref()))
+                first(
+                    raw.and_then(|r| r.$f.as_ref()),
+                    defaults.and_then(|r| r.$f.as_ref()),
+                )
             };
         }
         let strategy = pick!(strategy).map_or(Strategy::Rolling, |s| s.value);
         let max_surge = pick!(max_surge).map_or(1, |v| v.value);
         let max_unavailable = pick!(max_unavailable).map_or(0, |v| v.value);
         if strategy == Strategy::Rolling && max_surge == 0 && max_unavailable == 0 {
-            let span = pick!(max_surge).or(pick!(max_unavailable)).map_or(Span::point(1, 1), |s| s.span);
-            self.error("a rolling update needs `max_surge` or `max_unavailable` above 0", span).help =
-                Some("with both at 0 no instance could ever be replaced".into());
+            let span = pick!(max_surge)
+                .or(pick!(max_unavailable))
+                .map_or(Span::point(1, 1), |s| s.span);
+            self.error(
+                "a rolling update needs `max_surge` or `max_unavailable` above 0",
+                span,
+            )
+            .help = Some("with both at 0 no instance could ever be replaced".into());
         }
         if let Some(u) = pick!(max_unavailable).filter(|u| u.value > replicas) {
-            self.warning(format!("`max_unavailable` ({}) is more than the {replicas} replica(s)", u.value), u.span);
+            self.warning(
+                format!(
+                    "`max_unavailable` ({}) is more than the {replicas} replica(s)",
+                    u.value
+                ),
+                u.span,
+            );
         }
         let rollback_window = self.duration(pick!(rollback_window), Duration::from_secs(300));
         let mut steps = Vec::new();
         if let Some(raw_steps) = pick!(steps) {
             let span = raw_steps.first().map_or(Span::point(1, 1), |s| s.span);
             if strategy != Strategy::Canary {
-                self.error(format!("`steps` only apply to the canary strategy, but this server uses `{}`", strategy_name(strategy)), span)
-                    .help = Some("set `strategy: canary`, or remove `steps`".into());
+                self.error(
+                    format!(
+                        "`steps` only apply to the canary strategy, but this server uses `{}`",
+                        strategy_name(strategy)
+                    ),
+                    span,
+                )
+                .help = Some("set `strategy: canary`, or remove `steps`".into());
             }
             let mut last = 0;
             for step in raw_steps {
@@ -739,37 +1093,59 @@ impl Validator {
                 if !(1..=100).contains(&w.value) {
                     self.error("a canary weight is a percentage from 1 to 100", w.span);
                 } else if w.value <= last {
-                    self.error(format!("canary weights must increase: {} follows {last}", w.value), w.span);
+                    self.error(
+                        format!("canary weights must increase: {} follows {last}", w.value),
+                        w.span,
+                    );
                 }
                 last = last.max(w.value);
                 let pause = match &step.value.pause {
                     None => Some(Duration::ZERO),
-                    Some(Spanned { value: RawPause::UntilPromoted, .. }) => None,
-                    Some(Spanned { value: RawPause::For(text), span }) => {
-                        Some(self.duration(Some(&Spanned::new(text.clone(), *span)), Duration::from_secs(60)))
-                    }
+                    Some(Spanned {
+                        value: RawPause::UntilPromoted,
+                        ..
+                    }) => None,
+                    Some(Spanned {
+                        value: RawPause::For(text),
+                        span,
+                    }) => Some(self.duration(
+                        Some(&Spanned::new(text.clone(), *span)),
+                        Duration::from_secs(60),
+                    )),
                 };
-                steps.push(CanaryStep { weight: w.value, pause });
+                steps.push(CanaryStep {
+                    weight: w.value,
+                    pause,
+                });
             }
         } else if strategy == Strategy::Canary {
             let span = pick!(strategy).map_or(Span::point(1, 1), |s| s.span);
             self.error("the canary strategy needs `steps`", span).help =
                 Some("e.g. `steps: [{ weight: 10, pause: 2m }, { weight: 50, pause: 5m }]`".into());
         }
-        let a = raw.and_then(|r| r.analysis.as_ref());
-        let da = defaults.and_then(|r| r.analysis.as_ref());
+        let a = raw.and_then(|r| r.analysis.get());
+        let da = defaults.and_then(|r| r.analysis.get());
         macro_rules! apick {
             ($f:ident) => {
-                first(a.and_then(|r| r.$f.as_ref()), da.and_then(|r| r.$f.as_ref()))
+                first(
+                    a.and_then(|r| r.$f.as_ref()),
+                    da.and_then(|r| r.$f.as_ref()),
+                )
             };
         }
         let max_error_rate = apick!(max_error_rate);
         if let Some(r) = max_error_rate.filter(|r| !(0.0..=1.0).contains(&r.value)) {
-            self.error("`max_error_rate` is a fraction from 0 to 1 (0.05 = 5 %)", r.span);
+            self.error(
+                "`max_error_rate` is a fraction from 0 to 1 (0.05 = 5 %)",
+                r.span,
+            );
         }
         let ratio = apick!(max_latency_p95_ratio);
         if let Some(r) = ratio.filter(|r| r.value <= 0.0 || r.value.is_nan()) {
-            self.error("`max_latency_p95_ratio` must be above 0 (1.25 = 25 % slower than stable)", r.span);
+            self.error(
+                "`max_latency_p95_ratio` must be above 0 (1.25 = 25 % slower than stable)",
+                r.span,
+            );
         }
         let analysis = Analysis {
             interval: self.duration(apick!(interval), Duration::from_secs(10)),
@@ -777,7 +1153,10 @@ impl Validator {
             max_latency_p95_ratio: ratio.map_or(1.25, |r| r.value),
             min_requests: apick!(min_requests).map_or(20, |v| v.value),
             failure_limit: self.count(apick!(failure_limit), 2, 1, "failure_limit"),
-            count_tool_errors: a.and_then(|a| a.count_tool_errors).or(da.and_then(|a| a.count_tool_errors)).unwrap_or(false),
+            count_tool_errors: a
+                .and_then(|a| a.count_tool_errors)
+                .or(da.and_then(|a| a.count_tool_errors))
+                .unwrap_or(false),
         };
         Rollout {
             strategy,
@@ -798,12 +1177,23 @@ impl Validator {
             let mut kept = Vec::new();
             for dep in std::mem::take(&mut server.depends_on) {
                 if dep.server == server.name {
-                    self.error(format!("server `{}` depends on itself", server.name), dep.span);
+                    self.error(
+                        format!("server `{}` depends on itself", server.name),
+                        dep.span,
+                    );
                 } else if !known.contains(dep.server.as_str()) {
-                    let d = self.error(format!("`{}` depends on unknown server `{}`", server.name, dep.server), dep.span);
+                    let d = self.error(
+                        format!(
+                            "`{}` depends on unknown server `{}`",
+                            server.name, dep.server
+                        ),
+                        dep.span,
+                    );
                     match did_you_mean(&dep.server, names.iter().copied()) {
                         Some(m) => d.label = Some(format!("did you mean `{m}`?")),
-                        None => d.help = Some(format!("servers in this fleet: {}", names.join(", "))),
+                        None => {
+                            d.help = Some(format!("servers in this fleet: {}", names.join(", ")))
+                        }
                     }
                 } else if !seen.insert(dep.server.clone()) {
                     self.warning(format!("`{}` is listed twice", dep.server), dep.span);
@@ -817,7 +1207,9 @@ impl Validator {
 }
 
 fn cadence_span(check: Option<&RawTcpCheck>) -> Span {
-    check.and_then(|c| c.interval.as_ref().map(|i| i.span)).unwrap_or(Span::point(1, 1))
+    check
+        .and_then(|c| c.interval.as_ref().map(|i| i.span))
+        .unwrap_or(Span::point(1, 1))
 }
 
 fn strategy_name(s: Strategy) -> &'static str {

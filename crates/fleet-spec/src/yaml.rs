@@ -26,7 +26,10 @@ pub struct Node {
 pub enum Value {
     /// A scalar as written. `plain` is false for quoted and block scalars, which are always
     /// strings; plain ones are resolved (null, bool, number) by whoever reads them.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in file order; keys are scalars.
     Map(Vec<(Node, Node)>),
@@ -48,7 +51,10 @@ impl Node {
     /// Looks up a key of a mapping node.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -105,8 +111,17 @@ fn span(s: &YamlSpan) -> Span {
 }
 
 enum Frame {
-    Seq { start: Span, anchor: usize, items: Vec<Node> },
-    Map { start: Span, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
+    Seq {
+        start: Span,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Span,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
 }
 
 /// Parses one YAML document into a located tree.
@@ -137,8 +152,13 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(Diagnostic::error("a fleet file holds exactly one YAML document", Some(here))
-                        .with_help("remove this `---` and everything after it, or split it into another file"));
+                    return Err(Diagnostic::error(
+                        "a fleet file holds exactly one YAML document",
+                        Some(here),
+                    )
+                    .with_help(
+                        "remove this `---` and everything after it, or split it into another file",
+                    ));
                 }
                 None
             }
@@ -150,7 +170,10 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                 if nodes > MAX_NODES {
                     return Err(alias_budget(here));
                 }
-                Some(Node { span: here, ..node.clone() })
+                Some(Node {
+                    span: here,
+                    ..node.clone()
+                })
             }
             Event::Scalar(text, style, anchor, tag) => {
                 if let Some(tag) = tag
@@ -165,7 +188,10 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                 nodes += 1;
                 let node = Node {
                     span: here,
-                    value: Value::Scalar { text: text.into_owned(), plain: style == ScalarStyle::Plain },
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    },
                 };
                 if anchor > 0 {
                     anchors.insert(anchor, (node.clone(), 1));
@@ -173,29 +199,57 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                 Some(node)
             }
             Event::SequenceStart(anchor, _) => {
-                push_frame(&mut stack, Frame::Seq { start: here, anchor, items: Vec::new() }, here)?;
+                push_frame(
+                    &mut stack,
+                    Frame::Seq {
+                        start: here,
+                        anchor,
+                        items: Vec::new(),
+                    },
+                    here,
+                )?;
                 None
             }
             Event::MappingStart(anchor, _) => {
-                let frame = Frame::Map { start: here, anchor, entries: Vec::new(), key: None };
+                let frame = Frame::Map {
+                    start: here,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                };
                 push_frame(&mut stack, frame, here)?;
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { start, anchor, items }) => {
+                Some(Frame::Seq {
+                    start,
+                    anchor,
+                    items,
+                }) => {
                     nodes += 1;
-                    let node = Node { span: join(start, here), value: Value::Seq(items) };
+                    let node = Node {
+                        span: join(start, here),
+                        value: Value::Seq(items),
+                    };
                     remember(&mut anchors, anchor, &node);
                     Some(node)
                 }
                 _ => unreachable_event(here)?,
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { start, anchor, entries, .. }) => {
+                Some(Frame::Map {
+                    start,
+                    anchor,
+                    entries,
+                    ..
+                }) => {
                     nodes += 1;
                     let entries = apply_merge_keys(entries)?;
                     check_duplicate_keys(&entries)?;
-                    let node = Node { span: join(start, here), value: Value::Map(entries) };
+                    let node = Node {
+                        span: join(start, here),
+                        value: Value::Map(entries),
+                    };
                     remember(&mut anchors, anchor, &node);
                     Some(node)
                 }
@@ -209,8 +263,11 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
                 Some(Frame::Map { entries, key, .. }) => match key.take() {
                     None => {
                         if !matches!(node.value, Value::Scalar { .. }) {
-                            return Err(Diagnostic::error("mapping keys must be plain names", Some(node.span))
-                                .with_help("use a simple string as the key"));
+                            return Err(Diagnostic::error(
+                                "mapping keys must be plain names",
+                                Some(node.span),
+                            )
+                            .with_help("use a simple string as the key"));
                         }
                         *key = Some(node);
                     }
@@ -227,8 +284,11 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
 
 fn push_frame(stack: &mut Vec<Frame>, frame: Frame, here: Span) -> Result<(), Diagnostic> {
     if stack.len() >= MAX_DEPTH {
-        return Err(Diagnostic::error(format!("YAML nested more than {MAX_DEPTH} levels deep"), Some(here))
-            .with_help("a fleet file never needs this depth; flatten the structure"));
+        return Err(Diagnostic::error(
+            format!("YAML nested more than {MAX_DEPTH} levels deep"),
+            Some(here),
+        )
+        .with_help("a fleet file never needs this depth; flatten the structure"));
     }
     stack.push(frame);
     Ok(())
@@ -241,16 +301,26 @@ fn remember(anchors: &mut HashMap<usize, (Node, usize)>, anchor: usize, node: &N
 }
 
 fn alias_budget(here: Span) -> Diagnostic {
-    Diagnostic::error(format!("YAML aliases expand to more than {MAX_NODES} nodes"), Some(here))
-        .with_help("this looks like an alias bomb; write the values out or reference fewer anchors")
+    Diagnostic::error(
+        format!("YAML aliases expand to more than {MAX_NODES} nodes"),
+        Some(here),
+    )
+    .with_help("this looks like an alias bomb; write the values out or reference fewer anchors")
 }
 
 fn unreachable_event<T>(here: Span) -> Result<T, Diagnostic> {
-    Err(Diagnostic::error("invalid YAML: unbalanced collection", Some(here)))
+    Err(Diagnostic::error(
+        "invalid YAML: unbalanced collection",
+        Some(here),
+    ))
 }
 
 fn join(start: Span, end: Span) -> Span {
-    Span { end_line: end.end_line, end_column: end.end_column, ..start }
+    Span {
+        end_line: end.end_line,
+        end_column: end.end_column,
+        ..start
+    }
 }
 
 /// `<<: *base` (or `<<: [*a, *b]`) copies the keys of the referenced mappings that this
@@ -275,8 +345,11 @@ fn apply_merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Dia
             match source.value {
                 Value::Map(from) => merged.extend(from),
                 _ => {
-                    return Err(Diagnostic::error("a merge key (`<<`) takes a mapping or a list of mappings", Some(source.span))
-                        .with_help("write `<<: *anchor` where the anchor names a mapping"));
+                    return Err(Diagnostic::error(
+                        "a merge key (`<<`) takes a mapping or a list of mappings",
+                        Some(source.span),
+                    )
+                    .with_help("write `<<: *anchor` where the anchor names a mapping"));
                 }
             }
         }
@@ -298,9 +371,11 @@ fn check_duplicate_keys(entries: &[(Node, Node)]) -> Result<(), Diagnostic> {
     for (key, _) in entries {
         let name = key.as_str().unwrap_or_default();
         if let Some(first) = seen.insert(name, key.span) {
-            return Err(Diagnostic::error(format!("duplicate key `{name}`"), Some(key.span))
-                .with_label(format!("first defined on line {}", first.line))
-                .with_help("keep one of the two; YAML would silently drop the first"));
+            return Err(
+                Diagnostic::error(format!("duplicate key `{name}`"), Some(key.span))
+                    .with_label(format!("first defined on line {}", first.line))
+                    .with_help("keep one of the two; YAML would silently drop the first"),
+            );
         }
     }
     Ok(())

@@ -11,7 +11,10 @@ struct FixedHost(Vec<(&'static str, &'static str)>);
 
 impl Host for FixedHost {
     fn env_var(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
     }
     fn file_exists(&self, _: &Path) -> bool {
         true
@@ -21,12 +24,19 @@ impl Host for FixedHost {
 fn options(environment: Option<&str>) -> LoadOptions {
     LoadOptions {
         environment: environment.map(str::to_string),
-        host: Arc::new(FixedHost(vec![("GITHUB_TOKEN", "ghp_supersecretvalue"), ("HOME", "/home/tester")])),
+        host: Arc::new(FixedHost(vec![
+            ("GITHUB_TOKEN", "ghp_supersecretvalue"),
+            ("HOME", "/home/tester"),
+        ])),
     }
 }
 
 fn devtools() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/devtools.yaml")).unwrap()
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/devtools.yaml"
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -38,8 +48,13 @@ fn the_devtools_example_is_valid() {
     let search = fleet.server("search").unwrap();
     assert_eq!(search.replicas, 2);
     assert_eq!(search.rollout.steps.len(), 3);
-    assert_eq!(search.rollout.steps[2].pause, None, "`pause: {{}}` waits for promote");
-    let Transport::Http { command, path, .. } = &search.transport else { panic!("search is http") };
+    assert_eq!(
+        search.rollout.steps[2].pause, None,
+        "`pause: {{}}` waits for promote"
+    );
+    let Transport::Http { command, path, .. } = &search.transport else {
+        panic!("search is http")
+    };
     assert_eq!(path, "/mcp");
     let args: Vec<&str> = command.args.iter().map(|a| a.shown.as_str()).collect();
     assert_eq!(args, ["--port", "<port>", "--name", "search"]);
@@ -48,16 +63,27 @@ fn the_devtools_example_is_valid() {
 
 #[test]
 fn an_environment_overlays_the_base() {
-    let fleet = load_str("devtools.yaml", &devtools(), PathBuf::new(), &options(Some("production"))).into_valid().unwrap();
+    let fleet = load_str(
+        "devtools.yaml",
+        &devtools(),
+        PathBuf::new(),
+        &options(Some("production")),
+    )
+    .into_valid()
+    .unwrap();
     assert_eq!(fleet.gateway.listen.to_string(), "0.0.0.0:7470");
     assert_eq!(fleet.gateway.tokens.len(), 1);
-    let Transport::Stdio(github) = &fleet.server("github").unwrap().transport else { panic!() };
+    let Transport::Stdio(github) = &fleet.server("github").unwrap().transport else {
+        panic!()
+    };
     assert_eq!(github.env["LOG_LEVEL"].shown, "info");
 }
 
 #[test]
 fn secret_values_never_reach_the_model_output() {
-    let fleet = load_str("devtools.yaml", &devtools(), PathBuf::new(), &options(None)).into_valid().unwrap();
+    let fleet = load_str("devtools.yaml", &devtools(), PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
     let json = serde_json::to_string(&fleet).unwrap();
     assert!(!json.contains("ghp_supersecretvalue"));
     assert!(json.contains("\"GITHUB_PERSONAL_ACCESS_TOKEN\":\"***\""));
@@ -67,13 +93,23 @@ fn secret_values_never_reach_the_model_output() {
 fn one_broken_server_does_not_hide_the_others() {
     let text = "version: 1\nname: demo\nservers:\n  a:\n    stdio: [oops]\n  b:\n    stdio: { command: b, argz: [] }\n  c:\n    stdio: { command: c }\n    replicas: 0\n";
     let checked = load_str("f.yaml", text, PathBuf::new(), &options(None));
-    let lines: Vec<(u32, &str)> =
-        checked.diagnostics.iter().map(|d| (d.span.unwrap().line, d.message.as_str())).collect();
+    let lines: Vec<(u32, &str)> = checked
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.unwrap().line, d.message.as_str()))
+        .collect();
     assert_eq!(
         lines,
-        [(5, "expected a mapping, found a list"), (7, "unknown key `argz`"), (10, "`replicas` must be at least 1")]
+        [
+            (5, "expected a mapping, found a list"),
+            (7, "unknown key `argz`"),
+            (10, "`replicas` must be at least 1")
+        ]
     );
-    assert_eq!(checked.diagnostics[1].label.as_deref(), Some("did you mean `args`?"));
+    assert_eq!(
+        checked.diagnostics[1].label.as_deref(),
+        Some("did you mean `args`?")
+    );
 }
 
 #[test]
@@ -83,7 +119,16 @@ fn adversarial_inputs_get_errors_not_panics() {
     for i in 0..20_000 {
         keys.push_str(&format!("  s{i}:\n    stdio: {{ command: c }}\n"));
     }
-    for text in [deep.as_str(), "{{{{", ": : :", "\u{feff}", "- - - -", "a: !!binary aGk=", "a: !custom x", keys.as_str()] {
+    for text in [
+        deep.as_str(),
+        "{{{{",
+        ": : :",
+        "\u{feff}",
+        "- - - -",
+        "a: !!binary aGk=",
+        "a: !custom x",
+        keys.as_str(),
+    ] {
         let checked = load_str("f.yaml", text, PathBuf::new(), &options(None));
         if text.len() < 1000 {
             assert!(!checked.is_valid(), "{text:?} should be invalid");

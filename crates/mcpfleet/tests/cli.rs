@@ -1,0 +1,219 @@
+//! The command line as users run it: the real binary, real files, exact output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const SECRET_VALUE: &str = "ghp_test_secret_value_0123456789";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs mcpfleet with a fixed, minimal environment so output does not depend on the caller.
+fn mcpfleet(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/home/tester")
+        .env("GITHUB_TOKEN", SECRET_VALUE)
+        .output()
+        .expect("run mcpfleet")
+}
+
+fn transcript(out: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcpfleet-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn every_broken_fleet_file_gets_a_located_error() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures().join("invalid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "only {} broken fixtures", files.len());
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        let relative = format!("invalid/{name}.yaml");
+        let mut args = vec!["validate", relative.as_str()];
+        let extra: Vec<&str> = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# args: "))
+            .map(|a| a.split(' ').collect())
+            .unwrap_or_default();
+        args.extend(extra);
+        let out = mcpfleet(&args, &fixtures());
+        let shown = transcript(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {shown}");
+        assert!(shown.contains("error: "), "{name}: {shown}");
+        assert!(!shown.contains("panicked"), "{name}: {shown}");
+        assert!(
+            !shown.contains(SECRET_VALUE),
+            "{name} leaked a secret: {shown}"
+        );
+        insta::with_settings!({ snapshot_path => "snapshots/invalid", prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(name, shown);
+        });
+    }
+}
+
+#[test]
+fn validate_reports_json_for_machines() {
+    let out = mcpfleet(
+        &[
+            "validate",
+            "invalid/unknown-dependency.yaml",
+            "--output",
+            "json",
+        ],
+        &fixtures(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["errors"], 1);
+    let d = &report["diagnostics"][0];
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["span"]["line"], 8);
+    assert_eq!(d["label"], "did you mean `database`?");
+
+    let out = mcpfleet(
+        &["validate", "examples/devtools.yaml", "--output", "json"],
+        &repo(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["valid"].as_bool(),
+            report["servers"].as_u64(),
+            report["waves"].as_u64()
+        ),
+        (Some(true), Some(6), Some(3))
+    );
+}
+
+#[test]
+fn plans_of_the_example_fleet() {
+    for format in ["text", "json", "dot", "mermaid"] {
+        let out = mcpfleet(
+            &["plan", "examples/devtools.yaml", "--format", format],
+            &repo(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        let shown = transcript(&out);
+        assert!(!shown.contains(SECRET_VALUE));
+        insta::with_settings!({ snapshot_path => "snapshots/plan", prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(format!("devtools-{format}"), shown);
+        });
+    }
+    let out = mcpfleet(
+        &[
+            "plan",
+            "examples/devtools.yaml",
+            "--env",
+            "production",
+            "--output",
+            "json",
+        ],
+        &repo(),
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["environment"], "production");
+}
+
+#[test]
+fn plan_refuses_an_invalid_file() {
+    let out = mcpfleet(&["plan", "invalid/dependency-cycle.yaml"], &fixtures());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dependency cycle"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let dir = scratch_dir("usage");
+    let out = mcpfleet(&["validate"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mcpfleet init"));
+    assert_eq!(
+        mcpfleet(&["validate", "missing.yaml"], &dir).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        mcpfleet(&["plan", "--format", "svg"], &dir).status.code(),
+        Some(2)
+    );
+    assert_eq!(mcpfleet(&["frobnicate"], &dir).status.code(), Some(2));
+}
+
+#[test]
+fn a_ten_megabyte_file_is_refused_quickly() {
+    let dir = scratch_dir("big");
+    let big = dir.join("big.yaml");
+    let line = "# ".to_string() + &"x".repeat(1000) + "\n";
+    std::fs::write(&big, line.repeat(10 * 1024)).unwrap();
+    let out = mcpfleet(&["validate", "big.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fleet files are limited to 8 MiB"));
+}
+
+#[test]
+fn init_writes_a_valid_starter_and_never_overwrites() {
+    let dir = scratch_dir("init");
+    let out = mcpfleet(&["init"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let out = mcpfleet(&["validate"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    std::fs::write(dir.join("mcpfleet.yaml"), "mine").unwrap();
+    let out = mcpfleet(&["init"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mcpfleet.yaml")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn import_writes_a_fleet_file_that_validates() {
+    let dir = scratch_dir("import");
+    let source = repo().join("crates/fleet-spec/tests/import/claude_desktop_config.json");
+    let out = mcpfleet(
+        &[
+            "import",
+            "claude-desktop",
+            source.to_str().unwrap(),
+            "--name",
+            "desk",
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let written = std::fs::read_to_string(dir.join("mcpfleet.yaml")).unwrap();
+    assert!(written.contains("name: \"desk\""), "{written}");
+    let out = mcpfleet(&["validate"], &dir);
+    assert!(out.status.success(), "{}", transcript(&out));
+    let out = mcpfleet(&["import", "vscode", "nope.json"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask <task>`: the chores of this repository, as one Rust program so they run the
+//! same everywhere.
+//!
+//! - `schema [--check]`  write (or verify) schema/mcpfleet.schema.json from the Rust types
+//! - `ci`                the whole CI gate: fmt, clippy, schema, tests, benchmark smoke
+//! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
+//!   generated fleet with the release binary; writes bench-results/validate.json
+
+mod bench;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["schema"] => schema(false),
+        ["schema", "--check"] => schema(true),
+        ["ci"] => ci(),
+        ["bench", "validate", rest @ ..] => bench::validate(rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask schema [--check] | ci | bench validate [--servers N] [--runs N] [--smoke]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+const SCHEMA_PATH: &str = "schema/mcpfleet.schema.json";
+
+fn schema(check: bool) -> Result<()> {
+    let path = root().join(SCHEMA_PATH);
+    let fresh = serde_json::to_string_pretty(&fleet_spec::json_schema())? + "\n";
+    if check {
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != fresh {
+            bail!("{SCHEMA_PATH} is stale: run `cargo xtask schema` and commit the result");
+        }
+        println!("{SCHEMA_PATH} is up to date");
+    } else {
+        std::fs::write(&path, fresh).with_context(|| format!("write {}", path.display()))?;
+        println!("wrote {SCHEMA_PATH}");
+    }
+    Ok(())
+}
+
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("start {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// The CI gate. Everything is built once in the dev profile and reused by every step.
+fn ci() -> Result<()> {
+    run("cargo", &["fmt", "--all", "--check"])?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    schema(true)?;
+    run("cargo", &["test", "--workspace", "--locked"])?;
+    bench::validate(&["--smoke"])?;
+    eprintln!("CI gate passed");
+    Ok(())
+}

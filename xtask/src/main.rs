@@ -83,7 +83,7 @@ fn ci() -> Result<()> {
         ],
     )?;
     schema(true)?;
-    run("cargo", &["test", "--workspace", "--locked"])?;
+    run("cargo", &["test", "--workspace"])?;
     bench::validate(&["--smoke"])?;
     eprintln!("CI gate passed");
     Ok(())

@@ -21,6 +21,8 @@ pub struct ValidFleet {
     /// Directory of the fleet file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// `vars`, as written and as shown; instances render them again with real values.
+    pub vars: BTreeMap<String, Text>,
     pub secrets: BTreeMap<String, SecretRef>,
     pub gateway: Gateway,
     /// In file order.

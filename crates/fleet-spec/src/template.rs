@@ -4,13 +4,15 @@
 //! only), `random_string(n)`, `now()`, `base64(text)` (also a filter), `server.name`,
 //! `revision`.
 //!
-//! This module renders for *planning*: secrets are shown as `***` and never read, and values
-//! that only exist once an instance starts (`port`, `revision`, `random_string`, `now`)
-//! become placeholders such as `<port>`. The runtime renders the same templates again with
-//! real values when it starts an instance.
+//! Two modes ([`Mode`]). *Plan* (validate, plan, everything shown to people): secrets are
+//! shown as `***` and never read, and values that only exist once an instance starts
+//! (`port`, `revision`, `random_string`, `now`) become placeholders such as `<port>`.
+//! *Instance* (starting a process): everything is real, secrets included; the result goes
+//! to the process and nowhere else.
 
 use crate::diag::did_you_mean;
-use minijinja::{Environment, ErrorKind, UndefinedBehavior, context};
+use crate::model::{SecretRef, Text, ValidFleet};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value, context};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,11 @@ pub trait Host: Send + Sync {
     fn env_var(&self, name: &str) -> Option<String>;
     /// Whether a file exists (secret files are checked, never read, while planning).
     fn file_exists(&self, path: &Path) -> bool;
+    /// Reads a secret file when an instance starts.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    fn read_file(&self, path: &Path) -> std::io::Result<String>;
 }
 
 /// The real machine.
@@ -34,6 +41,18 @@ impl Host for SystemHost {
     fn file_exists(&self, path: &Path) -> bool {
         path.is_file()
     }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// What the per-instance functions produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Validate and plan: secrets are never read, per-instance values are placeholders.
+    Plan,
+    /// Start an instance: real values, secrets included.
+    Instance { port: Option<u16>, revision: u64 },
 }
 
 /// Where a string sits, which decides what it may use.
@@ -63,37 +82,49 @@ const VARIABLES: &[&str] = &["port", "server", "revision"];
 
 pub(crate) struct Templates {
     env: Environment<'static>,
+    mode: Mode,
     used_secrets: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Templates {
+    /// `secrets` maps every declared name to its source (`None` where the source is broken;
+    /// the name still counts as declared so its uses do not cascade into more errors).
     pub(crate) fn new(
         host: Arc<dyn Host>,
         vars: BTreeMap<String, String>,
-        secrets: BTreeSet<String>,
+        secrets: BTreeMap<String, Option<SecretRef>>,
+        mode: Mode,
     ) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(50_000));
         env.set_recursion_limit(32);
+        let env_host = host.clone();
         env.add_function("env", move |name: String, default: Option<String>| {
-            host.env_var(&name)
+            env_host
+                .env_var(&name)
                 .or(default)
                 .ok_or_else(|| op_error(format!("environment variable `{name}` is not set")))
         });
         let used_secrets = Arc::new(Mutex::new(BTreeSet::new()));
         let used = used_secrets.clone();
         env.add_function("secret", move |name: String| {
-            if !secrets.contains(&name) {
-                let hint = did_you_mean(&name, secrets.iter().map(String::as_str))
+            let Some(source) = secrets.get(&name) else {
+                let hint = did_you_mean(&name, secrets.keys().map(String::as_str))
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
                 return Err(op_error(format!("unknown secret `{name}`{hint}")));
-            }
+            };
             used.lock()
                 .map_err(|_| op_error("internal lock poisoned".into()))?
-                .insert(name);
-            Ok("***".to_string())
+                .insert(name.clone());
+            match (mode, source) {
+                (Mode::Plan, _) => Ok("***".to_string()),
+                (Mode::Instance { .. }, Some(source)) => read_secret(host.as_ref(), &name, source),
+                (Mode::Instance { .. }, None) => {
+                    Err(op_error(format!("secret `{name}` has no valid source")))
+                }
+            }
         });
         env.add_function("var", move |name: String| {
             vars.get(&name).cloned().ok_or_else(|| {
@@ -103,22 +134,31 @@ impl Templates {
                 op_error(format!("unknown var `{name}`{hint}"))
             })
         });
-        env.add_function("random_string", |n: u32| {
-            if (1..=256).contains(&n) {
-                Ok(format!("<random_string({n})>"))
-            } else {
-                Err(op_error(format!(
+        env.add_function("random_string", move |n: u32| {
+            if !(1..=256).contains(&n) {
+                return Err(op_error(format!(
                     "random_string({n}): the length must be 1 to 256"
-                )))
+                )));
+            }
+            match mode {
+                Mode::Plan => Ok(format!("<random_string({n})>")),
+                Mode::Instance { .. } => random_string(n as usize),
             }
         });
-        env.add_function("now", || "<now>".to_string());
+        env.add_function("now", move || match mode {
+            Mode::Plan => "<now>".to_string(),
+            Mode::Instance { .. } => rfc3339(std::time::SystemTime::now()),
+        });
         env.add_function("base64", |text: String| base64(text.as_bytes()));
         env.add_filter("base64", |text: String| base64(text.as_bytes()));
-        Templates { env, used_secrets }
+        Templates {
+            env,
+            mode,
+            used_secrets,
+        }
     }
 
-    /// Renders a string for planning. Strings without template syntax are returned as is.
+    /// Renders a string. Strings without template syntax are returned as is.
     pub(crate) fn render(&self, source: &str, scope: Scope<'_>) -> Result<String, TemplateError> {
         if !(source.contains("{{") || source.contains("{%") || source.contains("{#")) {
             return Ok(source.to_string());
@@ -166,9 +206,16 @@ impl Templates {
                 });
             }
         }
+        let (port, revision) = match self.mode {
+            Mode::Plan => (Value::from("<port>"), Value::from("<revision>")),
+            Mode::Instance { port, revision } => (
+                port.map_or(Value::UNDEFINED, Value::from),
+                Value::from(revision),
+            ),
+        };
         let ctx = context! {
-            port => "<port>",
-            revision => "<revision>",
+            port => port,
+            revision => revision,
             server => context! { name => scope.server.unwrap_or_default() },
         };
         template.render(ctx).map_err(|e| TemplateError {
@@ -184,6 +231,147 @@ impl Templates {
             .map(|s| s.clone())
             .unwrap_or_default()
     }
+}
+
+/// Templates for starting the instances of one server revision: real values, secrets
+/// included. What they render goes to the process and nowhere else.
+pub struct InstanceTemplates {
+    templates: Templates,
+}
+
+impl std::fmt::Debug for InstanceTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceTemplates")
+            .field("mode", &self.templates.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A template could not be rendered for an instance (an unset variable, an unreadable secret
+/// file). The message never contains a secret value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderError {
+    pub message: String,
+}
+
+impl InstanceTemplates {
+    /// Prepares rendering for one instance: `port` is its allocated port (http servers).
+    ///
+    /// # Errors
+    /// A `vars` value cannot be rendered here (e.g. its environment variable is unset).
+    pub fn new(
+        fleet: &ValidFleet,
+        host: Arc<dyn Host>,
+        port: Option<u16>,
+        revision: u64,
+    ) -> Result<Self, RenderError> {
+        let mode = Mode::Instance { port, revision };
+        let secrets: BTreeMap<String, Option<SecretRef>> = fleet
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        let bootstrap = Templates::new(host.clone(), BTreeMap::new(), secrets.clone(), mode);
+        let mut vars = BTreeMap::new();
+        for (name, text) in &fleet.vars {
+            let value = bootstrap
+                .render(&text.template, Scope::FLEET)
+                .map_err(|e| RenderError {
+                    message: format!("var `{name}`: {}", e.message),
+                })?;
+            vars.insert(name.clone(), value);
+        }
+        Ok(InstanceTemplates {
+            templates: Templates::new(host, vars, secrets, mode),
+        })
+    }
+
+    /// Renders one of a server's strings.
+    ///
+    /// # Errors
+    /// The template fails with real values (unset variable, unreadable secret).
+    pub fn render(&self, text: &Text, server: &str) -> Result<String, RenderError> {
+        let port = matches!(self.templates.mode, Mode::Instance { port: Some(_), .. });
+        self.templates
+            .render(
+                &text.template,
+                Scope {
+                    server: Some(server),
+                    port,
+                },
+            )
+            .map_err(|e| RenderError { message: e.message })
+    }
+}
+
+fn read_secret(
+    host: &dyn Host,
+    name: &str,
+    source: &SecretRef,
+) -> Result<String, minijinja::Error> {
+    match source {
+        SecretRef::Env(var) => host.env_var(var).ok_or_else(|| {
+            op_error(format!(
+                "secret `{name}`: environment variable `{var}` is not set"
+            ))
+        }),
+        SecretRef::File(path) => host
+            .read_file(path)
+            .map(|v| {
+                v.strip_suffix('\n')
+                    .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                    .unwrap_or(&v)
+                    .to_string()
+            })
+            .map_err(|e| {
+                op_error(format!(
+                    "secret `{name}`: cannot read {}: {e}",
+                    path.display()
+                ))
+            }),
+    }
+}
+
+/// Letters and digits from the operating system's random source.
+fn random_string(n: usize) -> Result<String, minijinja::Error> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(n);
+    let mut buf = [0u8; 64];
+    while out.len() < n {
+        getrandom::fill(&mut buf).map_err(|e| op_error(format!("no random source: {e}")))?;
+        // Rejection sampling keeps every character equally likely.
+        for b in buf.iter().filter(|b| usize::from(**b) < 248) {
+            if out.len() < n {
+                out.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `2026-11-22T03:04:05Z`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn op_error(message: String) -> minijinja::Error {
@@ -238,20 +426,59 @@ mod tests {
     struct NoHost;
     impl Host for NoHost {
         fn env_var(&self, name: &str) -> Option<String> {
-            (name == "HOME").then(|| "/home/me".to_string())
+            match name {
+                "HOME" => Some("/home/me".to_string()),
+                "TOKEN" => Some("s3cr3t".to_string()),
+                _ => None,
+            }
         }
         fn file_exists(&self, _: &Path) -> bool {
             false
         }
+        fn read_file(&self, _: &Path) -> std::io::Result<String> {
+            Ok("from-file\n".to_string())
+        }
+    }
+
+    fn templates_in(mode: Mode) -> Templates {
+        let vars = BTreeMap::from([("level".to_string(), "debug".to_string())]);
+        let secrets = BTreeMap::from([
+            ("token".to_string(), Some(SecretRef::Env("TOKEN".into()))),
+            ("key".to_string(), Some(SecretRef::File("/k".into()))),
+        ]);
+        Templates::new(Arc::new(NoHost), vars, secrets, mode)
     }
 
     fn templates() -> Templates {
-        let vars = BTreeMap::from([("level".to_string(), "debug".to_string())]);
-        Templates::new(
-            Arc::new(NoHost),
-            vars,
-            BTreeSet::from(["token".to_string()]),
-        )
+        templates_in(Mode::Plan)
+    }
+
+    #[test]
+    fn instance_mode_renders_real_values() {
+        let t = templates_in(Mode::Instance {
+            port: Some(4321),
+            revision: 7,
+        });
+        let scope = Scope {
+            server: Some("web"),
+            port: true,
+        };
+        let out = t.render(
+            "{{ port }} {{ revision }} {{ secret('token') }} {{ secret('key') }}",
+            scope,
+        );
+        assert_eq!(out.unwrap(), "4321 7 s3cr3t from-file");
+        let random = t.render("{{ random_string(32) }}", scope).unwrap();
+        assert_eq!(random.len(), 32);
+        assert!(random.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(random, t.render("{{ random_string(32) }}", scope).unwrap());
+    }
+
+    #[test]
+    fn rfc3339_formats_civil_time() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_316_645);
+        assert_eq!(rfc3339(t), "2026-11-22T03:04:05Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::de::{Recover, Sink, Spanned, decode};
 use crate::diag::{Diagnostic, Source, Span, did_you_mean};
 use crate::model::*;
 use crate::raw::*;
-use crate::template::{Host, Scope, Templates};
+use crate::template::{Host, Mode, Scope, Templates};
 use crate::yaml::{self, Node};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -320,21 +320,30 @@ impl Validator {
         let secrets = self.secrets(raw.secrets.0.as_ref());
         // Every declared name counts, even one with a broken source: its error is reported
         // once, at the declaration, not again at each use.
-        let secret_names: BTreeSet<String> = raw
+        let declared: BTreeMap<String, Option<SecretRef>> = raw
             .secrets
             .0
             .iter()
             .flat_map(|s| &s.0)
-            .map(|(name, _)| name.value.clone())
+            .map(|(name, _)| (name.value.clone(), secrets.get(&name.value).cloned()))
             .collect();
         // Vars may use env() and secret(), but not other vars: their order would matter.
-        let bootstrap = Templates::new(self.host.clone(), BTreeMap::new(), secret_names.clone());
+        let bootstrap = Templates::new(
+            self.host.clone(),
+            BTreeMap::new(),
+            declared.clone(),
+            Mode::Plan,
+        );
         let mut vars = BTreeMap::new();
         for (key, value) in raw.vars.0.iter().flat_map(|v| &v.0) {
-            let shown = self.render(&bootstrap, value, Scope::FLEET);
-            vars.insert(key.value.clone(), shown.shown);
+            let text = self.render(&bootstrap, value, Scope::FLEET);
+            vars.insert(key.value.clone(), text);
         }
-        let templates = Templates::new(self.host.clone(), vars, secret_names);
+        let shown = vars
+            .iter()
+            .map(|(k, v): (&String, &Text)| (k.clone(), v.shown.clone()))
+            .collect();
+        let templates = Templates::new(self.host.clone(), shown, declared, Mode::Plan);
         let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
         let defaults = raw.defaults.0.unwrap_or_default();
 
@@ -378,6 +387,7 @@ impl Validator {
             name,
             environment,
             base_dir: self.base_dir.clone(),
+            vars,
             secrets,
             gateway,
             servers,

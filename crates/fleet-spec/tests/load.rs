@@ -2,6 +2,7 @@
 
 use fleet_spec::model::Transport;
 use fleet_spec::template::Host;
+use fleet_spec::template::InstanceTemplates;
 use fleet_spec::{LoadOptions, load_str};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,12 @@ impl Host for FixedHost {
     }
     fn file_exists(&self, _: &Path) -> bool {
         true
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            path.display().to_string(),
+        ))
     }
 }
 
@@ -134,4 +141,34 @@ fn adversarial_inputs_get_errors_not_panics() {
             assert!(!checked.is_valid(), "{text:?} should be invalid");
         }
     }
+}
+
+#[test]
+fn instances_render_real_values_that_plans_never_show() {
+    let fleet = load_str("devtools.yaml", &devtools(), PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    let host: Arc<dyn Host> = Arc::new(FixedHost(vec![("GITHUB_TOKEN", "ghp_supersecretvalue")]));
+    let github = fleet.server("github").unwrap();
+    let Transport::Stdio(command) = &github.transport else {
+        panic!()
+    };
+    let t = InstanceTemplates::new(&fleet, host.clone(), None, 3).unwrap();
+    let token = t
+        .render(&command.env["GITHUB_PERSONAL_ACCESS_TOKEN"], "github")
+        .unwrap();
+    assert_eq!(token, "ghp_supersecretvalue");
+    assert_eq!(command.env["GITHUB_PERSONAL_ACCESS_TOKEN"].shown, "***");
+
+    let search = fleet.server("search").unwrap();
+    let Transport::Http { command, .. } = &search.transport else {
+        panic!()
+    };
+    let t = InstanceTemplates::new(&fleet, host, Some(40123), 3).unwrap();
+    let args: Vec<String> = command
+        .args
+        .iter()
+        .map(|a| t.render(a, "search").unwrap())
+        .collect();
+    assert_eq!(args, ["--port", "40123", "--name", "search"]);
 }

@@ -2,11 +2,14 @@
 //! same everywhere.
 //!
 //! - `schema [--check]`  write (or verify) schema/mcpfleet.schema.json from the Rust types
-//! - `ci`                the whole CI gate: fmt, clippy, schema, tests, benchmark smoke
+//! - `peers`             install the third-party MCP servers the interop tests use
+//!                       (Node 22, npm and PyPI packages) into target/peers
+//! - `ci`                the whole CI gate: peers, fmt, clippy, schema, tests, benchmark smoke
 //! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
 //!   generated fleet with the release binary; writes bench-results/validate.json
 
 mod bench;
+mod peers;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -19,10 +22,11 @@ fn main() -> Result<()> {
         ["schema"] => schema(false),
         ["schema", "--check"] => schema(true),
         ["ci"] => ci(),
+        ["peers"] => peers::install(),
         ["bench", "validate", rest @ ..] => bench::validate(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | ci | bench validate [--servers N] [--runs N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke]"
             );
             std::process::exit(2);
         }
@@ -69,6 +73,7 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
 
 /// The CI gate. Everything is built once in the dev profile and reused by every step.
 fn ci() -> Result<()> {
+    peers::install()?;
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
         "cargo",

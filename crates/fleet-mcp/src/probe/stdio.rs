@@ -1,0 +1,424 @@
+//! A long-lived MCP session over a stdio instance's own pipes.
+//!
+//! The runtime owns the process; we get its stdin/stdout. The handshake is done here,
+//! on raw lines, rather than by rmcp's `serve_with_lifecycle`, because over one pair
+//! of pipes there is no second chance: rmcp's `Auto` waits a fixed 10 s for an
+//! unanswered `server/discover` (longer than a typical 5 s handshake timeout) and its
+//! legacy fallback reuses request id 0, so a late discover reply would be taken for
+//! the `initialize` answer. Our discover/initialize use ids of their own, the discover
+//! wait is half the handshake budget, and noise on stdout fails loudly. Once the
+//! session is up it is handed to rmcp (`serve_directly`) for `tools/list` and
+//! `tools/call`.
+
+mod lines;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fleet_spec::model::{Era, McpCheck};
+use rmcp::ClientCacheConfig;
+use rmcp::model::{
+    ClientConfig, ClientJsonRpcMessage, ClientRequest, DiscoverRequest, DiscoverRequestParams,
+    DiscoverResult, ErrorData, InitializeRequest, InitializeResult, ProtocolVersion, RequestId,
+    RequestMetaObject, ServerPeerInfo,
+};
+use rmcp::service::{RoleClient, RunningService, serve_directly};
+use serde_json::{Value, json};
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::time::Instant;
+
+use self::lines::{Inbound, LineTransport, Noise};
+use crate::era::{self, AfterDiscover};
+use crate::probe::{Budget, Handshake, exercise};
+use crate::report::{CheckFailure, CheckKind, CheckPass, CheckReport, DetectedEra};
+
+const DISCOVER_ID: &str = "mcpfleet-discover";
+const INITIALIZE_ID: &str = "mcpfleet-initialize";
+/// How long [`StdioSession::close`] waits for rmcp to wind the session down.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An MCP client session on a stdio server's pipes, kept open for repeated checks.
+///
+/// Dropping it closes the pipes too; [`close`](Self::close) does so in order.
+#[derive(Debug)]
+pub struct StdioSession {
+    service: RunningService<RoleClient, ClientConfig>,
+    handshake: Handshake,
+    noise: Arc<Noise>,
+    /// Noise lines already reported by a check.
+    noise_reported: AtomicU64,
+}
+
+impl StdioSession {
+    /// Does the handshake on the instance's pipes, then the first full check.
+    ///
+    /// `Ok` means a session exists — the report may still be a failure (a tool not yet
+    /// listed, a failing smoke call), and [`check`](Self::check) can be run again.
+    ///
+    /// # Errors
+    ///
+    /// `Err(report)` when no session could be established: the handshake timed out
+    /// (`check.cadence.timeout`), was refused, the server closed stdout, or wrote
+    /// non-JSON-RPC output before answering. The pipes are closed by then, which tells
+    /// a well-behaved server to exit; the runtime reaps it.
+    ///
+    /// `Era::Auto` sends `server/discover` first. Some older stdio servers exit on any
+    /// request before `initialize`; the report says so, and `era: legacy` avoids it.
+    pub async fn connect(
+        stdin: ChildStdin,
+        stdout: ChildStdout,
+        era: Era,
+        check: &McpCheck,
+    ) -> Result<(StdioSession, CheckReport), CheckReport> {
+        let started = Instant::now();
+        let mut transport = LineTransport::new(stdin, stdout);
+        let noise = transport.noise();
+        let limit = check.cadence.timeout;
+        let deadline = started + limit;
+        let established =
+            match tokio::time::timeout_at(deadline, handshake(&mut transport, era, deadline)).await
+            {
+                Ok(Ok(established)) => established,
+                Ok(Err(failure)) => return Err(report(started, Err(failure))),
+                Err(_) => {
+                    return Err(report(
+                        started,
+                        Err(CheckFailure::HandshakeTimeout { after: limit }),
+                    ));
+                }
+            };
+        let handshake =
+            Handshake::from_peer_info(established.era, &established.info, started.elapsed());
+        let client = era::client_config(established.info.protocol_version.clone());
+        let service = serve_directly(client, transport, Some(established.info));
+        // A probe must ask the server every time; rmcp would answer a repeated
+        // tools/list from its cache, and serve a stale copy when the server fails.
+        service
+            .peer()
+            .set_response_cache_config(ClientCacheConfig::disabled())
+            .await;
+        let session = StdioSession {
+            service,
+            handshake,
+            noise,
+            noise_reported: AtomicU64::new(0),
+        };
+        let outcome = session.exercise(check, Budget::new(started, check)).await;
+        Ok((session, report(started, outcome)))
+    }
+
+    /// Re-lists tools and runs the smoke call on this session (liveness).
+    /// `max_latency` applies to tools/list + call; there is no handshake to count.
+    pub async fn check(&self, check: &McpCheck) -> CheckReport {
+        let started = Instant::now();
+        let outcome = self.exercise(check, Budget::new(started, check)).await;
+        report(started, outcome)
+    }
+
+    /// The era the handshake settled on.
+    pub fn era(&self) -> DetectedEra {
+        self.handshake.era
+    }
+
+    /// The negotiated (legacy) or selected (modern) protocol revision.
+    pub fn protocol_version(&self) -> &str {
+        &self.handshake.protocol_version
+    }
+
+    /// `serverInfo.name`, empty when the server did not say.
+    pub fn server_name(&self) -> &str {
+        &self.handshake.server_name
+    }
+
+    /// Whether the server has closed its stdout (it exited, or is about to).
+    pub fn is_closed(&self) -> bool {
+        self.service.is_closed() || self.service.peer().is_transport_closed()
+    }
+
+    /// Ends the session: closes stdin (a stdio server's cue to exit) and stops reading.
+    /// Waiting for the process to exit is the runtime's job.
+    pub async fn close(mut self) {
+        if let Ok(None) = self.service.close_with_timeout(CLOSE_TIMEOUT).await {
+            tracing::debug!("stdio session did not wind down within {CLOSE_TIMEOUT:?}");
+        }
+    }
+
+    async fn exercise(&self, check: &McpCheck, budget: Budget) -> Result<CheckPass, CheckFailure> {
+        if self.is_closed() {
+            return Err(CheckFailure::Disconnected {
+                message: "the server closed stdout (has it exited? its stderr log says why)"
+                    .to_owned(),
+            });
+        }
+        let outcome = exercise(self.service.peer(), check, &self.handshake, budget).await;
+        let noise = self.noise.snapshot();
+        let reported = self.noise_reported.swap(noise.lines, Ordering::Relaxed);
+        match outcome {
+            Ok(_) if noise.lines > reported => Err(CheckFailure::Protocol {
+                message: noise_message(noise.lines - reported, noise.first.as_deref()),
+            }),
+            Err(CheckFailure::Disconnected { .. }) if self.is_closed() => {
+                Err(CheckFailure::Disconnected {
+                    message: "the server closed stdout during the check (has it exited?)"
+                        .to_owned(),
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+fn report(started: Instant, outcome: Result<CheckPass, CheckFailure>) -> CheckReport {
+    CheckReport {
+        kind: CheckKind::Mcp,
+        took: started.elapsed(),
+        outcome,
+    }
+}
+
+fn noise_message(lines: u64, first: Option<&str>) -> String {
+    let what = if lines == 1 {
+        "a line that is not JSON-RPC".to_owned()
+    } else {
+        format!("{lines} lines that are not JSON-RPC")
+    };
+    format!(
+        "the server wrote {what} to stdout (first: {:?}); stdout must carry only MCP messages — log to stderr",
+        first.unwrap_or("")
+    )
+}
+
+/// A session the handshake established, before rmcp takes it over.
+struct Established {
+    era: DetectedEra,
+    info: ServerPeerInfo,
+}
+
+async fn handshake(
+    transport: &mut LineTransport,
+    era: Era,
+    deadline: Instant,
+) -> Result<Established, CheckFailure> {
+    match era {
+        Era::Legacy => initialize(transport, None).await,
+        Era::Modern => match discover(transport).await? {
+            Discovered::Modern(established) => Ok(*established),
+            Discovered::NotModern(why) => Err(CheckFailure::Handshake {
+                message: format!(
+                    "{why}: the server does not speak the modern protocol (era: modern); use era: legacy or auto"
+                ),
+            }),
+        },
+        Era::Auto => {
+            // Half the budget for discover, so a legacy server that ignores it still
+            // gets its initialize in time.
+            let discover_deadline = Instant::now() + (deadline - Instant::now()) / 2;
+            match tokio::time::timeout_at(discover_deadline, discover(transport)).await {
+                Ok(Ok(Discovered::Modern(established))) => Ok(*established),
+                Ok(Ok(Discovered::NotModern(why))) => initialize(transport, Some(&why)).await,
+                Ok(Err(failure)) => Err(failure),
+                Err(_) => initialize(transport, Some("server/discover went unanswered")).await,
+            }
+        }
+    }
+}
+
+enum Discovered {
+    Modern(Box<Established>),
+    NotModern(String),
+}
+
+async fn discover(transport: &mut LineTransport) -> Result<Discovered, CheckFailure> {
+    let offer = era::modern_versions()
+        .into_iter()
+        .next()
+        .unwrap_or(ProtocolVersion::LATEST);
+    let client = era::client_config(offer.clone());
+    let mut request = DiscoverRequest::new(DiscoverRequestParams {});
+    request
+        .extensions
+        .insert(RequestMetaObject::with_client_context(
+            offer,
+            client.client_info,
+            client.capabilities,
+        ));
+    let message = ClientJsonRpcMessage::request(
+        ClientRequest::DiscoverRequest(request),
+        RequestId::String(DISCOVER_ID.into()),
+    );
+    send(transport, &message, "server/discover").await?;
+    let reply = await_reply(transport, DISCOVER_ID).await.map_err(|stop| {
+        stop.into_failure(
+            "after server/discover — older stdio servers exit on a request before initialize; use era: legacy for this server",
+        )
+    })?;
+    let result = match reply {
+        Ok(result) => result,
+        Err(error) => {
+            return match era::after_discover_error(&error) {
+                AfterDiscover::FallBack(why) => Ok(Discovered::NotModern(why)),
+                AfterDiscover::Fail(message) => Err(CheckFailure::Handshake { message }),
+            };
+        }
+    };
+    let result: DiscoverResult = match serde_json::from_value(result) {
+        Ok(result) => result,
+        Err(e) => {
+            return Ok(Discovered::NotModern(format!(
+                "server/discover returned something other than a DiscoverResult ({e})"
+            )));
+        }
+    };
+    match era::select_modern(&result.supported_versions) {
+        Some(version) => Ok(Discovered::Modern(Box::new(Established {
+            era: DetectedEra::Modern,
+            info: ServerPeerInfo::from_discover_result(version, result),
+        }))),
+        None => match era::after_no_common_version(&result.supported_versions) {
+            AfterDiscover::FallBack(why) => Ok(Discovered::NotModern(why)),
+            AfterDiscover::Fail(message) => Err(CheckFailure::Handshake { message }),
+        },
+    }
+}
+
+/// The legacy handshake. `after_discover` says why we are here under `era: auto`.
+async fn initialize(
+    transport: &mut LineTransport,
+    after_discover: Option<&str>,
+) -> Result<Established, CheckFailure> {
+    let context = |message: String| match after_discover {
+        Some(why) => format!("{message} (after {why})"),
+        None => message,
+    };
+    let request = InitializeRequest::new(era::client_config(era::LEGACY_OFFER));
+    let message = ClientJsonRpcMessage::request(
+        ClientRequest::InitializeRequest(request),
+        RequestId::String(INITIALIZE_ID.into()),
+    );
+    send(transport, &message, "initialize").await?;
+    let reply = await_reply(transport, INITIALIZE_ID)
+        .await
+        .map_err(|stop| {
+            stop.into_failure(
+                "before answering initialize (has it exited? its stderr log says why)",
+            )
+        })?;
+    let result = reply.map_err(|error| CheckFailure::Handshake {
+        message: context(format!(
+            "the server answered initialize with {}",
+            era::rpc_error_text(&error)
+        )),
+    })?;
+    let result: InitializeResult =
+        serde_json::from_value(result).map_err(|e| CheckFailure::Handshake {
+            message: context(format!("malformed initialize result: {e}")),
+        })?;
+    transport
+        .send_value(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+        .await
+        .map_err(|e| CheckFailure::Handshake {
+            message: format!("could not send notifications/initialized: {e}"),
+        })?;
+    // A server may answer initialize with a revision that has no initialize; rmcp
+    // then carries the lifecycle in per-request _meta, which is the modern era.
+    let era = if result.protocol_version.has_initialize() {
+        DetectedEra::Legacy
+    } else {
+        DetectedEra::Modern
+    };
+    Ok(Established {
+        era,
+        info: result.into(),
+    })
+}
+
+async fn send(
+    transport: &LineTransport,
+    message: &ClientJsonRpcMessage,
+    what: &str,
+) -> Result<(), CheckFailure> {
+    let value = serde_json::to_value(message).map_err(|e| CheckFailure::Handshake {
+        message: format!("could not encode {what}: {e}"),
+    })?;
+    transport
+        .send_value(&value)
+        .await
+        .map_err(|e| CheckFailure::Handshake {
+            message: format!("could not write {what} to the server's stdin: {e} (has it exited?)"),
+        })
+}
+
+/// Why waiting for a reply stopped.
+enum Stop {
+    /// stdout closed.
+    Closed,
+    /// A line that is not JSON-RPC.
+    Noise(String),
+}
+
+impl Stop {
+    fn into_failure(self, closed_context: &str) -> CheckFailure {
+        CheckFailure::Handshake {
+            message: match self {
+                Stop::Closed => format!("the server closed stdout {closed_context}"),
+                Stop::Noise(sample) => noise_message(1, Some(&sample)),
+            },
+        }
+    }
+}
+
+/// Reads until the reply to request `id`, answering pings and skipping notifications
+/// and replies to other ids (a late `server/discover` answer, say).
+async fn await_reply(
+    transport: &mut LineTransport,
+    id: &str,
+) -> Result<Result<Value, ErrorData>, Stop> {
+    loop {
+        let value = match transport.next().await {
+            None => return Err(Stop::Closed),
+            Some(Inbound::Noise(sample)) => return Err(Stop::Noise(sample)),
+            Some(Inbound::Json(value)) => value,
+        };
+        let message_id = value.get("id");
+        if let Some(method) = value.get("method").and_then(Value::as_str) {
+            if let Some(request_id) = message_id {
+                answer_server_request(transport, method, request_id).await;
+            }
+            continue;
+        }
+        let ours = match message_id {
+            Some(Value::String(s)) => s == id,
+            // An error without an id is the server failing to read our request.
+            None | Some(Value::Null) => value.get("error").is_some(),
+            Some(_) => false,
+        };
+        if !ours {
+            continue;
+        }
+        if let Some(error) = value.get("error") {
+            let error = serde_json::from_value::<ErrorData>(error.clone()).unwrap_or_else(|_| {
+                ErrorData::internal_error(format!("malformed JSON-RPC error: {error}"), None)
+            });
+            return Ok(Err(error));
+        }
+        return Ok(Ok(value.get("result").cloned().unwrap_or(Value::Null)));
+    }
+}
+
+/// Before the session is up, a server may only ping (legacy); anything else is
+/// refused so it does not wait on us.
+async fn answer_server_request(transport: &LineTransport, method: &str, id: &Value) {
+    let reply = if method == "ping" {
+        json!({ "jsonrpc": "2.0", "id": id, "result": {} })
+    } else {
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": -32601, "message": "the probe answers no requests before the handshake completes" },
+        })
+    };
+    if let Err(e) = transport.send_value(&reply).await {
+        tracing::debug!("could not answer the server's {method}: {e}");
+    }
+}

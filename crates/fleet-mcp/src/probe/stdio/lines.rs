@@ -1,0 +1,305 @@
+//! stdio framing: one JSON-RPC message per line on the instance's own pipes.
+//!
+//! Ours rather than rmcp's `AsyncRwTransport` because a probe must *see* what that
+//! transport forgives: rmcp silently skips lines that are not JSON, so a server that
+//! logs to stdout would pass a probe and then corrupt a real client's stream. Here
+//! every non-JSON line is recorded as [`Noise`], and the handshake can read raw
+//! replies (with ids of its own choosing) before rmcp takes over the session.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rmcp::service::{RoleClient, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use serde_json::Value;
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
+};
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The longest line accepted from a server (rmcp's stdio limit too).
+const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
+/// How much of a noise line is kept for the report.
+const NOISE_SAMPLE_CHARS: usize = 160;
+
+/// One line from the server's stdout.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A JSON object: a message, or something pretending to be one.
+    Json(Value),
+    /// Anything else (already recorded in [`Noise`]); the text is a bounded sample.
+    Noise(String),
+}
+
+/// Non-protocol output seen on stdout over the session's life.
+#[derive(Debug, Default)]
+pub(crate) struct Noise {
+    inner: Mutex<NoiseLog>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct NoiseLog {
+    /// Noise lines seen so far.
+    pub(crate) lines: u64,
+    /// A sample of the first noise line.
+    pub(crate) first: Option<String>,
+}
+
+impl Noise {
+    fn record(&self, sample: &str) {
+        let mut log = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        log.lines += 1;
+        if log.first.is_none() {
+            log.first = Some(sample.to_owned());
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> NoiseLog {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A client transport over a child's stdin/stdout.
+#[derive(Debug)]
+pub(crate) struct LineTransport {
+    inbound: mpsc::Receiver<Inbound>,
+    stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
+    noise: Arc<Noise>,
+    reader: JoinHandle<()>,
+}
+
+impl LineTransport {
+    pub(crate) fn new(stdin: ChildStdin, stdout: ChildStdout) -> Self {
+        let (tx, inbound) = mpsc::channel(64);
+        let noise = Arc::new(Noise::default());
+        let reader = tokio::spawn(read_lines(stdout, tx, noise.clone()));
+        Self {
+            inbound,
+            stdin: Arc::new(tokio::sync::Mutex::new(Some(stdin))),
+            noise,
+            reader,
+        }
+    }
+
+    pub(crate) fn noise(&self) -> Arc<Noise> {
+        self.noise.clone()
+    }
+
+    /// The next line; `None` once stdout is closed.
+    pub(crate) async fn next(&mut self) -> Option<Inbound> {
+        self.inbound.recv().await
+    }
+
+    /// Writes one message as one line.
+    ///
+    /// # Errors
+    ///
+    /// The pipe's write error, or `NotConnected` after [`Transport::close`].
+    pub(crate) async fn send_value(&self, message: &Value) -> std::io::Result<()> {
+        write_line(&self.stdin, serde_json::to_vec(message)?).await
+    }
+}
+
+impl Drop for LineTransport {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn write_line(
+    stdin: &tokio::sync::Mutex<Option<ChildStdin>>,
+    mut line: Vec<u8>,
+) -> std::io::Result<()> {
+    line.push(b'\n');
+    let mut stdin = stdin.lock().await;
+    let Some(pipe) = stdin.as_mut() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "stdin is closed",
+        ));
+    };
+    pipe.write_all(&line).await?;
+    pipe.flush().await
+}
+
+impl Transport<RoleClient> for LineTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let stdin = self.stdin.clone();
+        async move { write_line(&stdin, serde_json::to_vec(&item)?).await }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        // Cancellation-safe: rmcp polls this inside `select!`, and a channel receive
+        // loses nothing when dropped.
+        loop {
+            match self.inbound.recv().await? {
+                Inbound::Json(value) => match serde_json::from_value(value) {
+                    Ok(message) => return Some(message),
+                    // Well-formed JSON that rmcp has no type for (a custom
+                    // notification, say): not ours to judge, like rmcp itself.
+                    Err(e) => tracing::debug!("skipping an unrecognised message: {e}"),
+                },
+                Inbound::Noise(_) => {}
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        // Closing stdin is how a stdio client says goodbye; the server should exit.
+        if let Some(mut stdin) = self.stdin.lock().await.take() {
+            let _ = stdin.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+async fn read_lines(stdout: ChildStdout, tx: mpsc::Sender<Inbound>, noise: Arc<Noise>) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let inbound = match read_bounded_line(&mut reader, &mut line).await {
+            Ok(LineRead::Eof) => return,
+            Ok(LineRead::TooLong) => {
+                Inbound::Noise(format!("a line longer than {MAX_LINE_BYTES} bytes"))
+            }
+            Ok(LineRead::Line) => match classify(&line) {
+                Some(inbound) => inbound,
+                None => continue,
+            },
+            Err(e) => {
+                tracing::debug!("reading the server's stdout failed: {e}");
+                return;
+            }
+        };
+        if let Inbound::Noise(sample) = &inbound {
+            noise.record(sample);
+        }
+        if tx.send(inbound).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `None` for a blank line (tolerated: some servers end messages with `\r\n\r\n`).
+fn classify(line: &[u8]) -> Option<Inbound> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    match serde_json::from_slice::<Value>(line) {
+        Ok(value @ Value::Object(_)) => Some(Inbound::Json(value)),
+        _ => {
+            let text = String::from_utf8_lossy(line);
+            let mut sample: String = text.chars().take(NOISE_SAMPLE_CHARS).collect();
+            if sample.len() < text.len() {
+                sample.push('…');
+            }
+            Some(Inbound::Noise(sample))
+        }
+    }
+}
+
+enum LineRead {
+    Line,
+    TooLong,
+    Eof,
+}
+
+/// Reads one line without ever buffering more than [`MAX_LINE_BYTES`] of it.
+async fn read_bounded_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+) -> std::io::Result<LineRead> {
+    let n = (&mut *reader)
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', line)
+        .await?;
+    if n == 0 {
+        return Ok(LineRead::Eof);
+    }
+    if line.ends_with(b"\n") || (line.len() as u64) <= MAX_LINE_BYTES {
+        // A complete line, or the last bytes before EOF.
+        return Ok(LineRead::Line);
+    }
+    // Too long: drop the rest of it, in bounded pieces.
+    loop {
+        line.clear();
+        let n = (&mut *reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', line)
+            .await?;
+        if n == 0 || line.ends_with(b"\n") {
+            line.clear();
+            return Ok(LineRead::TooLong);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_objects_are_messages_and_the_rest_is_noise() {
+        assert!(matches!(
+            classify(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n"),
+            Some(Inbound::Json(_))
+        ));
+        assert!(matches!(
+            classify(b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n"),
+            Some(Inbound::Json(_))
+        ));
+        assert!(classify(b"  \r\n").is_none());
+        for noise in [
+            &b"Server started on stdio\n"[..],
+            b"42\n",
+            b"[1,2]\n",
+            b"{oops\n",
+        ] {
+            assert!(
+                matches!(classify(noise), Some(Inbound::Noise(_))),
+                "{noise:?}"
+            );
+        }
+        let long = format!("{}\n", "x".repeat(1000));
+        let Some(Inbound::Noise(sample)) = classify(long.as_bytes()) else {
+            panic!("expected noise");
+        };
+        assert_eq!(sample.chars().count(), NOISE_SAMPLE_CHARS + 1);
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_whole_and_the_last_one_may_lack_a_newline() {
+        let input: &[u8] = b"{\"a\":1}\n{\"b\":2}";
+        let mut reader = BufReader::new(input);
+        let mut line = Vec::new();
+        assert!(matches!(
+            read_bounded_line(&mut reader, &mut line).await.unwrap(),
+            LineRead::Line
+        ));
+        assert_eq!(line, b"{\"a\":1}\n");
+        line.clear();
+        assert!(matches!(
+            read_bounded_line(&mut reader, &mut line).await.unwrap(),
+            LineRead::Line
+        ));
+        assert_eq!(line, b"{\"b\":2}");
+        line.clear();
+        assert!(matches!(
+            read_bounded_line(&mut reader, &mut line).await.unwrap(),
+            LineRead::Eof
+        ));
+    }
+}

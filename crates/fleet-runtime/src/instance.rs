@@ -1,0 +1,191 @@
+//! What the engine asks a runtime to run, and what the runtime reports back.
+
+use crate::pipes::StdioPipes;
+use fleet_spec::model::Restart;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// Names one instance: server, revision and replica, e.g. `search-r3-1`.
+///
+/// The process runtime uses it in file names (logs, pidfiles), so it must be 1–200
+/// characters of `A-Z a-z 0-9 . _ -` and must not start with `.` or `-`; `start` checks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceId(pub String);
+
+impl InstanceId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Why this id cannot name files, if it cannot.
+    pub(crate) fn file_name_problem(&self) -> Option<&'static str> {
+        let s = self.0.as_str();
+        if s.is_empty() || s.len() > 200 {
+            Some("must be 1 to 200 characters long")
+        } else if s.starts_with(['.', '-']) {
+            Some("must not start with `.` or `-`")
+        } else if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            Some("may contain only ASCII letters, digits, `.`, `_` and `-`")
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InstanceId {
+    fn from(s: &str) -> Self {
+        InstanceId(s.to_owned())
+    }
+}
+
+/// Everything a runtime needs to run one instance. Fully rendered: no templates, no secret
+/// references, no relative paths the runtime would have to guess about.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub id: InstanceId,
+    pub server: String,
+    pub revision: u64,
+    /// A path (absolute, or relative to `cwd` when it contains a `/`) or a bare name looked
+    /// up on the instance's `PATH`.
+    pub program: String,
+    pub args: Vec<String>,
+    /// Added to (and overriding) the small inherited environment; see
+    /// [`process::INHERITED_ENV`](crate::process::INHERITED_ENV).
+    pub env: Vec<(String, String)>,
+    /// Working directory; `None` = the control plane's.
+    pub cwd: Option<PathBuf>,
+    pub io: InstanceIo,
+    pub restart: Restart,
+    /// How long a stopping instance gets after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// What the instance's stdin and stdout are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceIo {
+    /// stdin/stdout carry the MCP protocol; they are handed to the caller in
+    /// [`Lifecycle::Running`]. stderr goes to the log.
+    Stdio,
+    /// The instance talks over the network; stdin is `/dev/null`, stdout and stderr go to
+    /// the log.
+    Logged,
+}
+
+/// What happened to an instance, in order.
+///
+/// A typical life: `Running` → (`Exited` → `BackingOff` → `Running`)* → `Exited` → `Stopped`.
+/// After `Exited` the runtime sends, depending on the restart policy: `BackingOff` (a new
+/// start follows), `CrashLooping` (no more starts), or nothing (the policy says not to
+/// restart; the instance stays known, idle, until `stop`). A failed re-spawn sends
+/// `SpawnFailed` instead of `Running`/`Exited` and counts as a failed start. `Stopped` is
+/// always last.
+#[derive(Debug)]
+pub enum Lifecycle {
+    /// A process is running. `pipes` is `Some` for [`InstanceIo::Stdio`] only, and new after
+    /// every restart (the old ones reach EOF / broken pipe when the old process dies).
+    Running { pid: u32, pipes: Option<StdioPipes> },
+    /// The process ended (by itself, or because it was stopped or restarted).
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        ran_for: Duration,
+    },
+    /// The next start comes after `delay`; `attempt` counts consecutive failed starts.
+    BackingOff { attempt: u32, delay: Duration },
+    /// `failures` consecutive failed starts reached `give_up_after`: no more restarts until
+    /// an explicit [`restart`](crate::Runtime::restart).
+    CrashLooping { failures: u32 },
+    /// Stopped by [`stop`](crate::Runtime::stop); final.
+    Stopped,
+    /// A re-spawn failed (the program or working directory vanished, …). The message names
+    /// what is missing and what to do.
+    SpawnFailed { error: String },
+}
+
+/// A started instance: its id and its lifecycle events.
+#[derive(Debug)]
+pub struct Instance {
+    pub id: InstanceId,
+    /// Unbounded so the supervisor never waits for the engine; a dropped receiver is fine.
+    pub events: mpsc::UnboundedReceiver<Lifecycle>,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    /// Being spawned.
+    Starting,
+    Running,
+    /// Waiting to start again.
+    BackingOff,
+    /// Gave up restarting.
+    CrashLooping,
+    /// Ended and will not restart (restart policy), until `restart` or `stop`.
+    Exited,
+    /// `stop` is in progress.
+    Stopping,
+    Stopped,
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::BackingOff => "backing-off",
+            InstanceState::CrashLooping => "crash-looping",
+            InstanceState::Exited => "exited",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        })
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    pub ran_for: Duration,
+}
+
+impl ExitInfo {
+    /// A non-zero exit or death by signal.
+    pub fn is_failure(&self) -> bool {
+        self.code != Some(0)
+    }
+}
+
+/// A snapshot of one instance, for `mcpfleet status` and the engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub id: InstanceId,
+    pub server: String,
+    pub revision: u64,
+    /// The current process, while one runs.
+    pub pid: Option<u32>,
+    pub state: InstanceState,
+    /// Starts after the first (automatic and explicit).
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    /// When the current (or last) process started.
+    pub started_at: Option<SystemTime>,
+}

@@ -8,10 +8,19 @@
 //!   the grace period) → SIGTERM to the group (wait the grace period) → SIGKILL. Whenever
 //!   the leader exits, by itself or not, what is left of its group gets the same
 //!   SIGTERM → SIGKILL treatment before the next start. Signals go to a group only while
-//!   its leader is our child and not yet reaped, so its id cannot belong to anyone else.
-//! - **Logs**: see [`LogRotation`] and [`follow_log`].
-//! - **Restart policy** with exponential backoff, jitter and a crash-looping state: see the
-//!   [`Lifecycle`](crate::Lifecycle) events and `backoff.rs`.
+//!   its leader is our child and not yet reaped (exit is detected with `waitid(WNOWAIT)`),
+//!   so the group id cannot belong to anyone else.
+//! - **Logs**: one size-capped, rotated file per instance; see [`LogRotation`] for the
+//!   format and [`follow_log`] for `logs -f`.
+//! - **Restart policy**: `always` restarts after any exit, `on-failure` after a non-zero
+//!   exit or a death by signal, `never` never; an explicit [`restart`](Runtime::restart)
+//!   restarts whatever the policy. Every restart waits: for attempt `n` (consecutive failed
+//!   starts, from one) `initial × multiplier^(n-1)` capped at `max`, scaled by a uniform
+//!   random factor in `[1 - jitter, 1 + jitter]` (from `getrandom`) and capped at `max`
+//!   again, never under 100 ms. A run of at least `stable_after` (and at least 1 s) resets
+//!   the count. A start that ends before that counts as failed — even a clean exit under
+//!   `always`, so nothing can restart in a tight loop — and `give_up_after` failed starts
+//!   in a row make the instance [`CrashLooping`](crate::Lifecycle::CrashLooping).
 //! - **Pidfiles** with the process start time, and [`reap_leftovers`] for what a killed
 //!   control plane left running (reaped, not adopted).
 //!
@@ -123,11 +132,6 @@ impl ProcessRuntime {
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.shared.state_dir
-    }
-
-    /// The live log file of instance `id`.
-    pub fn log_path(&self, id: &InstanceId) -> PathBuf {
-        log_path(&self.shared.state_dir, id)
     }
 }
 

@@ -779,7 +779,7 @@ async fn follow_log_waits_for_a_file_that_does_not_exist_yet() {
     let dir = TempDir::new("follow-late");
     let runtime = ProcessRuntime::new(dir.path());
     let id = InstanceId("late-r1-1".into());
-    let mut lines = follow_log(runtime.log_path(&id), 10).await.unwrap();
+    let mut lines = follow_log(log_path(dir.path(), &id), 10).await.unwrap();
     let mut instance = runtime
         .start(spec("late-r1-1", "echo", &["hello"]))
         .await
@@ -805,4 +805,29 @@ fn append(path: &Path, text: &str) {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_runtime_stops_its_instances() {
+    let dir = TempDir::new("drop");
+    let runtime = ProcessRuntime::new(dir.path());
+    let mut instance = runtime
+        .start(spec("orphan-r1-1", "sleep", &["1000"]))
+        .await
+        .unwrap();
+    let pid = expect_running(next(&mut instance.events).await);
+    drop(runtime);
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited {
+            signal: Some(15),
+            ..
+        }
+    ));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Stopped
+    ));
+    assert!(!is_live(pid));
+    assert!(!pidfile_path(dir.path(), &instance.id).exists());
 }

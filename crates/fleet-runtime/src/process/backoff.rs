@@ -1,11 +1,5 @@
-//! Restart decisions: whether to restart, how long to wait, when to give up.
-//!
-//! Every automatic restart waits. For attempt `n` (consecutive failed starts, counted from
-//! one) the wait is `initial × multiplier^(n-1)`, capped at `max`, then scaled by a uniform
-//! factor in `[1 - jitter, 1 + jitter]` and capped at `max` again, so `max` is a hard
-//! ceiling. Floors keep a spec with tiny durations from spinning: no wait is shorter than
-//! [`MIN_DELAY`] and
-//! no run shorter than [`MIN_STABLE`] counts as stable.
+//! Restart decisions: whether to restart, how long to wait, when to give up. The rules are
+//! described in the `process` module docs.
 
 use crate::instance::ExitInfo;
 use fleet_spec::model::{Restart, RestartPolicyKind};

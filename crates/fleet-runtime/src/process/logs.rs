@@ -1,16 +1,5 @@
-//! Instance log files: size-capped, rotated, followable.
-//!
-//! One file per instance, `STATE/logs/<id>.log`, shared by all of the instance's restarts.
-//! Lines are written raw, as the process printed them (stdout and stderr interleaved line by
-//! line, never mid-line), plus marker lines the runtime writes itself, all starting with
-//! `--- `: `--- started pid N at TIME`, `--- exited code N after 1.5s at TIME` (or `signal N
-//! (SIGKILL)`), `--- spawn failed: …`. A line longer than the cap (64 KiB, or the file cap if
-//! smaller) is cut into several.
-//!
-//! When a write would take the file past `max_bytes`, the file is rotated: `.log.2` →
-//! `.log.3`, `.log.1` → `.log.2`, `.log` → `.log.1`, and a fresh `.log` begins; the oldest
-//! beyond `keep` is overwritten. So an instance never uses more than
-//! `(keep + 1) × max_bytes` of disk.
+//! Instance log files: size-capped, rotated, followable. The format is described on
+//! [`LogRotation`].
 
 use crate::instance::InstanceId;
 use std::fs::{self, File, OpenOptions};
@@ -23,6 +12,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Size cap and retention of instance log files.
+///
+/// One file per instance, `STATE/logs/<id>.log` ([`log_path`]), shared by all its
+/// restarts. Lines are raw, as the process printed them (stdout — unless it is the stdio
+/// protocol — and stderr, interleaved line by line, never mid-line), plus marker lines
+/// starting with `--- `: `--- started pid N at TIME`, `--- exited code N after 1.500s at
+/// TIME` (or `signal 9 (SIGKILL)`), `--- spawn failed: …`, `--- crash-looping: …`. A line
+/// longer than 64 KiB (or `max_bytes`) is cut into several.
+///
+/// A write that would take the file past `max_bytes` rotates first: `.log.2` → `.log.3`,
+/// `.log.1` → `.log.2`, `.log` → `.log.1` ([`rotated_log_path`]), and a fresh `.log`
+/// begins; the oldest beyond `keep` is dropped. An instance uses at most
+/// `(keep + 1) × max_bytes` of disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogRotation {
     /// Largest size of one file, in bytes (at least 256).
@@ -270,6 +271,7 @@ pub async fn follow_log(
     match follower.open().await {
         Ok(true) => {
             follower.read_new(&mut tail).await.map_err(read_error)?;
+            tail.drain(..tail.len().saturating_sub(from_end_lines));
             if tail.len() < from_end_lines {
                 let older = tokio::fs::read(rotated_log_path(&path, 1))
                     .await

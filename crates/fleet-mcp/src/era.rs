@@ -117,9 +117,32 @@ pub(crate) fn versions_text(versions: &[ProtocolVersion]) -> String {
         .join(", ")
 }
 
-/// `JSON-RPC error -32601 (Method not found)`.
+/// How much of an error's `data` a one-line reason shows.
+const ERROR_DATA_CHARS: usize = 200;
+
+/// `JSON-RPC error -32601 (Method not found)`, plus `data` when there is some
+/// (-32022 says which versions the server supports there).
 pub(crate) fn rpc_error_text(error: &ErrorData) -> String {
-    format!("JSON-RPC error {} ({})", error.code.0, error.message)
+    let mut text = format!("JSON-RPC error {} ({})", error.code.0, error.message);
+    if let Some(data) = &error.data {
+        let data = data.to_string();
+        let mut short: String = data.chars().take(ERROR_DATA_CHARS).collect();
+        if short.len() < data.len() {
+            short.push('…');
+        }
+        text.push_str(&format!(" data: {short}"));
+    }
+    text
+}
+
+/// A hint for an `initialize` the server refused: -32022 there means a server that
+/// speaks only the modern protocol.
+pub(crate) fn initialize_refusal_hint(error: &ErrorData) -> &'static str {
+    if error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION {
+        " — the server may speak only the modern protocol: use era: auto or modern"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -282,9 +282,11 @@ fn describe(error: &ClientInitializeError) -> String {
             };
             format!("{context}: {inner}")
         }
-        ClientInitializeError::JsonRpcError(e) => {
-            format!("the server answered with {}", era::rpc_error_text(e))
-        }
+        ClientInitializeError::JsonRpcError(e) => format!(
+            "the server answered with {}{}",
+            era::rpc_error_text(e),
+            era::initialize_refusal_hint(e)
+        ),
         ClientInitializeError::ConnectionClosed(what) => {
             format!("the connection closed while waiting for the {what}")
         }

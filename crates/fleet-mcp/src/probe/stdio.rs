@@ -306,8 +306,9 @@ async fn initialize(
         })?;
     let result = reply.map_err(|error| CheckFailure::Handshake {
         message: context(format!(
-            "the server answered initialize with {}",
-            era::rpc_error_text(&error)
+            "the server answered initialize with {}{}",
+            era::rpc_error_text(&error),
+            era::initialize_refusal_hint(&error)
         )),
     })?;
     let result: InitializeResult =

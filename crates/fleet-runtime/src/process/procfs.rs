@@ -122,15 +122,15 @@ pub(crate) async fn wait_exited_unreaped(pid: u32) {
         if has_exited_unreaped(pid) {
             return;
         }
-        let tick = tokio::time::sleep(Duration::from_millis(500));
         match sigchld.as_mut() {
             Some(sigchld) => {
                 tokio::select! {
                     _ = sigchld.recv() => {}
-                    () = tick => {}
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
             }
-            None => tick.await,
+            // No signal driver in this tokio runtime: poll.
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }

@@ -25,17 +25,27 @@ use tokio::time::Instant;
 /// tokens) that no MCP server should see unless the fleet file passes them on explicitly.
 /// These five are what ordinary programs need to run at all: `PATH` to find helpers (`npx`
 /// spawning `node`), `HOME` for caches and config (npm, uv, pip), `LANG` for text encoding,
-/// `TMPDIR` for temporary files, `USER` for tools that ask who they run as.
+/// `TMPDIR` for temporary files, `USER` for tools that ask who they run as. `PATH` defaults
+/// to `/usr/local/bin:/usr/bin:/bin` when the control plane has none; a bare program name
+/// is looked up on the instance's `PATH` (absolute entries only).
 pub const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR", "USER"];
 
 /// `PATH` when the control plane has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// The instance's whole environment: the inherited variables, then the spec's (later wins).
+/// The instance's whole environment: the inherited variables (with a default `PATH` if the
+/// control plane has none), then the spec's (later wins).
 pub(crate) fn environment(spec_env: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = INHERITED_ENV
         .iter()
-        .filter_map(|&name| Some((name.to_owned(), std::env::var(name).ok()?)))
+        .filter_map(|&name| {
+            let value = std::env::var(name).ok();
+            let value = match name {
+                "PATH" => Some(value.unwrap_or_else(|| DEFAULT_PATH.to_owned())),
+                _ => value,
+            };
+            Some((name.to_owned(), value?))
+        })
         .collect();
     for (name, value) in spec_env {
         env.retain(|(n, _)| n != name);

@@ -152,12 +152,19 @@ impl StdioSession {
             });
         }
         let outcome = exercise(self.service.peer(), check, &self.handshake, budget).await;
-        let noise = self.noise.snapshot();
-        let reported = self.noise_reported.swap(noise.lines, Ordering::Relaxed);
         match outcome {
-            Ok(_) if noise.lines > reported => Err(CheckFailure::Protocol {
-                message: noise_message(noise.lines - reported, noise.first.as_deref()),
-            }),
+            // Reported on a check that would otherwise pass, so it is never lost
+            // behind another failure.
+            Ok(_) if self.noise.snapshot().lines > self.noise_reported.load(Ordering::Relaxed) => {
+                let noise = self.noise.snapshot();
+                let reported = self.noise_reported.swap(noise.lines, Ordering::Relaxed);
+                Err(CheckFailure::Protocol {
+                    message: noise_message(
+                        noise.lines.saturating_sub(reported),
+                        noise.latest.as_deref(),
+                    ),
+                })
+            }
             Err(CheckFailure::Disconnected { .. }) if self.is_closed() => {
                 Err(CheckFailure::Disconnected {
                     message: "the server closed stdout during the check (has it exited?)"
@@ -177,15 +184,15 @@ fn report(started: Instant, outcome: Result<CheckPass, CheckFailure>) -> CheckRe
     }
 }
 
-fn noise_message(lines: u64, first: Option<&str>) -> String {
+fn noise_message(lines: u64, latest: Option<&str>) -> String {
     let what = if lines == 1 {
         "a line that is not JSON-RPC".to_owned()
     } else {
         format!("{lines} lines that are not JSON-RPC")
     };
     format!(
-        "the server wrote {what} to stdout (first: {:?}); stdout must carry only MCP messages — log to stderr",
-        first.unwrap_or("")
+        "the server wrote {what} to stdout ({:?}); stdout must carry only MCP messages — log to stderr",
+        latest.unwrap_or("")
     )
 }
 

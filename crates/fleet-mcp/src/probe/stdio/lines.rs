@@ -42,17 +42,15 @@ pub(crate) struct Noise {
 pub(crate) struct NoiseLog {
     /// Noise lines seen so far.
     pub(crate) lines: u64,
-    /// A sample of the first noise line.
-    pub(crate) first: Option<String>,
+    /// A sample of the latest noise line.
+    pub(crate) latest: Option<String>,
 }
 
 impl Noise {
     fn record(&self, sample: &str) {
         let mut log = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         log.lines += 1;
-        if log.first.is_none() {
-            log.first = Some(sample.to_owned());
-        }
+        log.latest = Some(sample.to_owned());
     }
 
     pub(crate) fn snapshot(&self) -> NoiseLog {

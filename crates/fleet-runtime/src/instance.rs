@@ -1,11 +1,11 @@
 //! What the engine asks a runtime to run, and what the runtime reports back.
 
-use crate::pipes::StdioPipes;
 use fleet_spec::model::Restart;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 
 /// Names one instance: server, revision and replica, e.g. `search-r3-1`.
@@ -84,6 +84,19 @@ pub enum InstanceIo {
     /// The instance talks over the network; stdin is `/dev/null`, stdout and stderr go to
     /// the log.
     Logged,
+}
+
+/// The protocol pipes of a [`InstanceIo::Stdio`] instance; the caller owns them.
+///
+/// Closing `stdin` (dropping it) is how a stdio server is asked to exit: the runtime cannot
+/// close a handle it has given away, so the caller closes it before
+/// [`stop`](crate::Runtime::stop), which then gives the instance half its grace period to
+/// exit on its own before signalling it. The old pipes of a restarted instance reach EOF /
+/// broken pipe.
+#[derive(Debug)]
+pub struct StdioPipes {
+    pub stdin: ChildStdin,
+    pub stdout: ChildStdout,
 }
 
 /// What happened to an instance, in order.

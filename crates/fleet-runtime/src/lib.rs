@@ -19,15 +19,16 @@
 
 mod error;
 mod instance;
-mod pipes;
 pub mod process;
 
 pub use error::{RuntimeError, StartError};
 pub use instance::{
     ExitInfo, Instance, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
-    Lifecycle,
+    Lifecycle, StdioPipes,
 };
-pub use pipes::{InstanceStdin, InstanceStdout, StdioPipes};
+pub use process::{
+    LogRotation, ProcessRuntime, ReapOutcome, Reaped, follow_log, log_path, reap_leftovers,
+};
 
 use std::future::Future;
 

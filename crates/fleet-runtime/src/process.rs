@@ -4,8 +4,9 @@
 //!   and executed with its argv array.
 //! - **A small environment**: [`INHERITED_ENV`] plus the spec's `env`.
 //! - **A process group per instance.** Stopping signals the whole group, so helpers an MCP
-//!   server spawned (`npx` → `node`) go too. Stop = close stdin (stdio instances; wait half
-//!   the grace period) → SIGTERM to the group (wait the grace period) → SIGKILL. Whenever
+//!   server spawned (`npx` → `node`) go too. Stop = (stdio instances: the caller has closed
+//!   stdin, see [`StdioPipes`](crate::StdioPipes); wait half the grace period for an exit on
+//!   EOF) → SIGTERM to the group (wait the grace period) → SIGKILL. Whenever
 //!   the leader exits, by itself or not, what is left of its group gets the same
 //!   SIGTERM → SIGKILL treatment before the next start. Signals go to a group only while
 //!   its leader is our child and not yet reaped (exit is detected with `waitid(WNOWAIT)`),
@@ -34,7 +35,7 @@ mod procfs;
 mod spawn;
 mod supervisor;
 
-pub use logs::{LogError, LogRotation, follow_log, log_path, rotated_log_path};
+pub use logs::{LogRotation, follow_log, log_path, rotated_log_path};
 pub use pidfile::{Pidfile, ReapOutcome, Reaped, pidfile_path, reap_leftovers};
 pub use spawn::INHERITED_ENV;
 

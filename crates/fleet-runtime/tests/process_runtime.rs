@@ -4,14 +4,15 @@
 //! output); the runtime itself never runs a shell. Every wait is on a condition with a
 //! generous deadline, never a bare sleep.
 
-use fleet_runtime::process::{
-    LogRotation, Pidfile, ProcessRuntime, ReapOutcome, follow_log, log_path, pidfile_path,
-    reap_leftovers, rotated_log_path,
-};
+use fleet_runtime::process::{Pidfile, pidfile_path, rotated_log_path};
 use fleet_runtime::{
     InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle, Runtime, StartError,
 };
+use fleet_runtime::{
+    LogRotation, ProcessRuntime, ReapOutcome, follow_log, log_path, reap_leftovers,
+};
 use fleet_spec::model::{Restart, RestartPolicyKind};
+use futures::{Stream, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
@@ -573,8 +574,9 @@ async fn stdio_pipes_round_trip_and_stderr_goes_to_the_log() {
     };
     let (mut stdin, stdout) = (pipes.stdin, pipes.stdout);
     let mut stdout = BufReader::new(stdout).lines();
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     stdin
-        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
+        .write_all(format!("{request}\n").as_bytes())
         .await
         .unwrap();
     stdin.flush().await.unwrap();
@@ -582,12 +584,10 @@ async fn stdio_pipes_round_trip_and_stderr_goes_to_the_log() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        echoed.as_deref(),
-        Some("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}")
-    );
+    assert_eq!(echoed.as_deref(), Some(request));
 
-    // Stop closes stdin first; `cat` exits by itself, no signal needed.
+    // The caller closes stdin, then stops: `cat` exits on EOF, no signal needed.
+    drop(stdin);
     runtime.stop(&instance.id).await.unwrap();
     assert!(matches!(
         next(&mut instance.events).await,
@@ -597,14 +597,39 @@ async fn stdio_pipes_round_trip_and_stderr_goes_to_the_log() {
             ..
         }
     ));
-    let err = stdin.write_all(b"late\n").await.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
     let log = read_log(dir.path(), "echo-r1-1");
     assert!(log.contains("\ndiagnostics\n"), "{log}");
     assert!(
         !log.contains("jsonrpc"),
         "stdout is the protocol, not the log: {log}"
     );
+}
+
+#[tokio::test]
+async fn stopping_a_stdio_instance_whose_stdin_is_open_signals_after_half_the_grace() {
+    let dir = TempDir::new("stdio-open");
+    let runtime = ProcessRuntime::new(dir.path());
+    let mut s = spec("held-r1-1", "cat", &[]);
+    s.io = InstanceIo::Stdio;
+    s.stop_grace = Duration::from_millis(600);
+    let mut instance = runtime.start(s).await.unwrap();
+    let Lifecycle::Running {
+        pipes: Some(_pipes),
+        ..
+    } = next(&mut instance.events).await
+    else {
+        panic!("stdio instances come with pipes");
+    };
+    let begun = Instant::now();
+    runtime.stop(&instance.id).await.unwrap();
+    assert!(begun.elapsed() >= Duration::from_millis(300));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited {
+            signal: Some(15),
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -742,6 +767,13 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     assert!(reap_leftovers(dir.path()).await.is_empty());
 }
 
+async fn expect_line(lines: &mut (impl Stream<Item = String> + Unpin), want: &str) {
+    let got = tokio::time::timeout(DEADLINE, lines.next())
+        .await
+        .expect("timed out waiting for a log line");
+    assert_eq!(got.as_deref(), Some(want));
+}
+
 #[tokio::test]
 async fn follow_log_tails_then_follows_across_rotation() {
     let dir = TempDir::new("follow");
@@ -749,29 +781,38 @@ async fn follow_log_tails_then_follows_across_rotation() {
     std::fs::write(rotated_log_path(&path, 1), "old 1\nold 2\n").unwrap();
     std::fs::write(&path, "a\nb\n").unwrap();
 
-    let mut lines = follow_log(&path, 3).await.unwrap();
-    let mut expect = async |want: &str| {
-        let got = tokio::time::timeout(DEADLINE, lines.recv()).await.unwrap();
-        assert_eq!(got.as_deref(), Some(want));
-    };
-    expect("old 2").await;
-    expect("a").await;
-    expect("b").await;
+    let mut lines = follow_log(&path, 3, true);
+    expect_line(&mut lines, "old 2").await;
+    expect_line(&mut lines, "a").await;
+    expect_line(&mut lines, "b").await;
 
     append(&path, "c\npartial");
-    expect("c").await;
+    expect_line(&mut lines, "c").await;
     append(&path, " line\n");
-    expect("partial line").await;
+    expect_line(&mut lines, "partial line").await;
 
-    // Rotate the way the writer does: rename, keep writing to the old file briefly, then
-    // start a new one.
+    // Rotate the way the writer does: rename, (a late line lands in the old file), then a
+    // new file.
     std::fs::rename(&path, rotated_log_path(&path, 1)).unwrap();
     append(&rotated_log_path(&path, 1), "last of old\n");
     std::fs::write(&path, "first of new\n").unwrap();
-    expect("last of old").await;
-    expect("first of new").await;
+    expect_line(&mut lines, "last of old").await;
+    expect_line(&mut lines, "first of new").await;
     append(&path, "second of new\n");
-    expect("second of new").await;
+    expect_line(&mut lines, "second of new").await;
+}
+
+#[tokio::test]
+async fn log_tail_without_follow_ends() {
+    let dir = TempDir::new("tail");
+    let path = dir.path().join("x.log");
+    std::fs::write(&path, "1\n2\n3\n").unwrap();
+    let lines: Vec<String> = follow_log(&path, 2, false).collect().await;
+    assert_eq!(lines, ["2", "3"]);
+    let none: Vec<String> = follow_log(dir.path().join("missing.log"), 2, false)
+        .collect()
+        .await;
+    assert!(none.is_empty());
 }
 
 #[tokio::test]
@@ -779,13 +820,13 @@ async fn follow_log_waits_for_a_file_that_does_not_exist_yet() {
     let dir = TempDir::new("follow-late");
     let runtime = ProcessRuntime::new(dir.path());
     let id = InstanceId("late-r1-1".into());
-    let mut lines = follow_log(log_path(dir.path(), &id), 10).await.unwrap();
+    let mut lines = follow_log(log_path(dir.path(), &id), 10, true);
     let mut instance = runtime
         .start(spec("late-r1-1", "echo", &["hello"]))
         .await
         .unwrap();
     let pid = expect_running(next(&mut instance.events).await);
-    let first = tokio::time::timeout(DEADLINE, lines.recv())
+    let first = tokio::time::timeout(DEADLINE, lines.next())
         .await
         .unwrap()
         .unwrap();
@@ -793,11 +834,7 @@ async fn follow_log_waits_for_a_file_that_does_not_exist_yet() {
         first.starts_with(&format!("--- started pid {pid} at ")),
         "{first}"
     );
-    let second = tokio::time::timeout(DEADLINE, lines.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(second, "hello");
+    expect_line(&mut lines, "hello").await;
     runtime.stop(&id).await.unwrap();
 }
 

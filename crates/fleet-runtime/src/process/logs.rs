@@ -2,6 +2,7 @@
 //! [`LogRotation`].
 
 use crate::instance::InstanceId;
+use futures::Stream;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
@@ -234,67 +235,46 @@ where
     })
 }
 
-/// Why a log could not be followed.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// The log file exists but could not be read.
-    #[error("cannot read log `{}`: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
 /// How often a follower looks for new lines and rotation.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
-/// Follows a log file like `tail -F`: first the last `from_end_lines` lines (reaching into
-/// `<path>.1` when the live file has fewer), then every new line as it is written, across
-/// rotations. A file that does not exist yet is waited for. Lines come without their `\n`,
-/// invalid UTF-8 replaced. Following stops when the receiver is dropped.
+/// The lines of a log file, like `tail -n N` or, with `follow`, `tail -F`.
 ///
-/// # Errors
+/// First the last `from_end_lines` lines (reaching into `<path>.1` when the live file has
+/// fewer); then, with `follow`, every new line as it is written, across rotations, forever
+/// — a file that does not exist yet is waited for. Lines come without their `\n`, invalid
+/// UTF-8 replaced. A file that cannot be read yields one `--- cannot read log …` line and
+/// ends the stream. Dropping the stream stops the reading.
 ///
-/// [`LogError::Read`] when the existing file cannot be read (permissions).
-pub async fn follow_log(
+/// Must be called within a tokio runtime (the reading runs on a task of its own).
+pub fn follow_log(
     path: impl Into<PathBuf>,
     from_end_lines: usize,
-) -> Result<mpsc::Receiver<String>, LogError> {
+    follow: bool,
+) -> impl Stream<Item = String> + Send + Unpin + 'static {
     let path = path.into();
-    let read_error = |source| LogError::Read {
-        path: path.clone(),
-        source,
-    };
-    let mut follower = Follower::new(path.clone());
-    let mut tail = Vec::new();
-    match follower.open().await {
-        Ok(true) => {
-            follower.read_new(&mut tail).await.map_err(read_error)?;
-            tail.drain(..tail.len().saturating_sub(from_end_lines));
-            if tail.len() < from_end_lines {
-                let older = tokio::fs::read(rotated_log_path(&path, 1))
-                    .await
-                    .unwrap_or_default();
-                let mut older = split_lines(&older);
-                older.append(&mut tail);
-                tail = older;
-            }
-        }
-        Ok(false) => {}
-        Err(e) => return Err(read_error(e)),
-    }
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, mut rx) = mpsc::channel(1024);
     tokio::spawn(async move {
-        let skip = tail.len().saturating_sub(from_end_lines);
-        for line in tail.into_iter().skip(skip) {
+        let mut follower = Follower::new(path.clone());
+        let tail = match follower.tail(from_end_lines).await {
+            Ok(tail) => tail,
+            Err(e) => {
+                let _ = tx
+                    .send(format!("--- cannot read log {}: {e}", path.display()))
+                    .await;
+                return;
+            }
+        };
+        for line in tail {
             if tx.send(line).await.is_err() {
                 return;
             }
         }
-        follower.run(tx).await;
+        if follow {
+            follower.run(tx).await;
+        }
     });
-    Ok(rx)
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn split_lines(bytes: &[u8]) -> Vec<String> {
@@ -340,6 +320,26 @@ impl Follower {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Opens the live file and returns its last `n` complete lines, topped up from
+    /// `<path>.1` when it has fewer; reading goes on from there.
+    async fn tail(&mut self, n: usize) -> io::Result<Vec<String>> {
+        let mut tail = Vec::new();
+        if self.open().await? {
+            self.read_new(&mut tail).await?;
+            tail.drain(..tail.len().saturating_sub(n));
+        }
+        if tail.len() < n {
+            let older = tokio::fs::read(rotated_log_path(&self.path, 1))
+                .await
+                .unwrap_or_default();
+            let mut older = split_lines(&older);
+            older.drain(..older.len().saturating_sub(n - tail.len()));
+            older.append(&mut tail);
+            tail = older;
+        }
+        Ok(tail)
     }
 
     /// Reads to the current end of the open file, appending complete lines to `out`.

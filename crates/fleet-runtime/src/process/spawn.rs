@@ -5,8 +5,7 @@ use super::logs::{LogWriter, spawn_line_copier};
 use super::pidfile::Pidfile;
 use super::procfs;
 use crate::error::StartError;
-use crate::instance::{InstanceIo, InstanceSpec};
-use crate::pipes::{StdinCloser, StdioPipes, stdio_pipes};
+use crate::instance::{InstanceIo, InstanceSpec, StdioPipes};
 use nix::sys::signal::Signal;
 use std::ffi::OsStr;
 use std::io;
@@ -114,10 +113,8 @@ pub(crate) struct Spawned {
     pub(crate) pid: u32,
     pub(crate) started: Instant,
     pub(crate) started_at: SystemTime,
-    /// For [`InstanceIo::Stdio`]: the pipes (taken by the `Running` event) and the handle to
-    /// close stdin on stop.
+    /// For [`InstanceIo::Stdio`]: the pipes, taken by the `Running` event.
     pub(crate) pipes: Option<StdioPipes>,
-    pub(crate) stdin: Option<StdinCloser>,
     /// Tasks copying stdout/stderr to the log; they end at EOF.
     pub(crate) copiers: Vec<JoinHandle<()>>,
     pub(crate) pidfile: PathBuf,
@@ -179,14 +176,11 @@ pub(crate) async fn spawn(
     if let Some(stderr) = child.stderr.take() {
         copiers.push(spawn_line_copier(stderr, cx.log.clone(), cx.max_line));
     }
-    let (pipes, stdin) = match (spec.io, child.stdin.take(), child.stdout.take()) {
-        (InstanceIo::Stdio, Some(stdin), Some(stdout)) => {
-            let (pipes, closer) = stdio_pipes(stdin, stdout);
-            (Some(pipes), Some(closer))
-        }
+    let pipes = match (spec.io, child.stdin.take(), child.stdout.take()) {
+        (InstanceIo::Stdio, Some(stdin), Some(stdout)) => Some(StdioPipes { stdin, stdout }),
         (_, _, stdout) => {
             copiers.extend(stdout.map(|out| spawn_line_copier(out, cx.log.clone(), cx.max_line)));
-            (None, None)
+            None
         }
     };
     cx.log
@@ -231,7 +225,6 @@ pub(crate) async fn spawn(
         started,
         started_at,
         pipes,
-        stdin,
         copiers,
         pidfile,
     })

@@ -4,8 +4,9 @@ use super::backoff::{Decision, Ending, FailureCount, random_unit};
 use super::logs::LogWriter;
 use super::spawn::{SpawnContext, Spawned, spawn};
 use super::{Shared, lock, pidfile, procfs};
-use crate::instance::{ExitInfo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle};
-use crate::pipes::StdinCloser;
+use crate::instance::{
+    ExitInfo, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
+};
 use nix::sys::signal::Signal;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
@@ -153,7 +154,6 @@ impl Supervisor {
             mut child,
             pid,
             started,
-            stdin,
             copiers,
             pidfile,
             ..
@@ -167,7 +167,7 @@ impl Supervisor {
             None => Reason::Exited,
             Some(None | Some(Control::Stop)) => {
                 self.update(|s| s.state = InstanceState::Stopping);
-                self.terminate(pid, stdin.as_ref(), exited.as_mut()).await;
+                self.terminate(pid, exited.as_mut()).await;
                 Reason::Stop
             }
             Some(Some(Control::Restart(ack))) => {
@@ -183,9 +183,6 @@ impl Supervisor {
         // The leader is an unreaped zombie: its group id is still ours to signal.
         self.clear_group(pid).await;
         let status = child.wait().await.ok();
-        if let Some(stdin) = stdin {
-            stdin.close();
-        }
         pidfile::remove(&pidfile).await;
         finish_copiers(copiers).await;
 
@@ -214,19 +211,12 @@ impl Supervisor {
         }
     }
 
-    /// Stdin closed (stdio) → wait grace/2 → SIGTERM to the group → wait grace → SIGKILL.
-    async fn terminate<F: Future<Output = ()>>(
-        &self,
-        pid: u32,
-        stdin: Option<&StdinCloser>,
-        mut exited: Pin<&mut F>,
-    ) {
+    /// (stdio: wait grace/2 for an exit on EOF, the caller having closed stdin) → SIGTERM to
+    /// the group → wait grace → SIGKILL.
+    async fn terminate<F: Future<Output = ()>>(&self, pid: u32, mut exited: Pin<&mut F>) {
         let grace = self.spec.stop_grace;
-        if let Some(stdin) = stdin {
-            stdin.close();
-            if timeout(grace / 2, exited.as_mut()).await.is_ok() {
-                return;
-            }
+        if self.spec.io == InstanceIo::Stdio && timeout(grace / 2, exited.as_mut()).await.is_ok() {
+            return;
         }
         procfs::signal_group(pid, Signal::SIGTERM);
         if timeout(grace, exited.as_mut()).await.is_ok() {

@@ -350,11 +350,10 @@ fn random_string(n: usize) -> Result<String, minijinja::Error> {
     Ok(out)
 }
 
-/// `2026-11-22T03:04:05Z`.
+/// `2026-11-22T03:04:05.123Z` (UTC, milliseconds).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -367,7 +366,7 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60
@@ -477,8 +476,8 @@ mod tests {
     #[test]
     fn rfc3339_formats_civil_time() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_316_645);
-        assert_eq!(rfc3339(t), "2026-11-22T03:04:05Z");
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(t), "2026-11-22T03:04:05.000Z");
+        assert_eq!(rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(7)), "1970-01-01T00:00:00.007Z");
     }
 
     #[test]

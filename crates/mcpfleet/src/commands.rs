@@ -14,7 +14,7 @@ const INVALID: u8 = 1;
 
 /// Loads a fleet file and runs every offline check on it: the file's own rules, then the
 /// dependency graph's.
-fn check(file: &Path, environment: Option<String>) -> Result<Checked> {
+pub(crate) fn check(file: &Path, environment: Option<String>) -> Result<Checked> {
     if !file.exists() {
         if file == Path::new("mcpfleet.yaml") {
             bail!(
@@ -34,7 +34,7 @@ fn check(file: &Path, environment: Option<String>) -> Result<Checked> {
     Ok(checked)
 }
 
-fn print_diagnostics(checked: &Checked) {
+pub(crate) fn print_diagnostics(checked: &Checked) {
     if !checked.diagnostics.is_empty() {
         eprint!("{}", render_all(&checked.diagnostics, &checked.source));
     }

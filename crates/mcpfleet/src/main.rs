@@ -1,8 +1,10 @@
 //! The `mcpfleet` command line. Thin by design: it parses arguments, calls the library
 //! crates and prints what they return. Exit codes: 0 success, 1 the fleet file (or the
-//! imported file) is invalid, 2 usage or I/O error.
+//! imported file, a deployment, a check) failed, 2 usage or I/O error, 3 no control plane
+//! is running.
 
 mod commands;
+mod fleet;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -74,6 +76,57 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Start the fleet's control plane and deploy the fleet, wave by wave, each server
+    /// gated on its health checks. Runs in the foreground until Ctrl-C (or `-d`).
+    Up {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
+        /// Run the control plane in the background and return once the fleet is deployed.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long = "detached-child", hide = true)]
+        detached_child: bool,
+    },
+    /// Show every server's state, endpoint and last check.
+    Status {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print a server's log (stderr; also stdout for http servers).
+    Logs {
+        server: String,
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        /// Keep printing new lines as they are written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run every health check of the running fleet once and report; exit 1 if any fails.
+    Check {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Stop every server (dependents first) and the control plane.
+    Down {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Write a commented starter fleet file.
     Init {
         #[arg(default_value = "mcpfleet.yaml")]
@@ -82,6 +135,29 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Runs an async command on a multi-threaded runtime (only the commands that need one).
+fn block_on(
+    f: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// The control plane logs through tracing: warnings in the foreground (progress lines say
+/// the rest), everything to the log file when detached. `MCPFLEET_LOG` overrides.
+fn init_logging(detached: bool) {
+    let default = if detached { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!detached)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -109,6 +185,34 @@ fn main() -> ExitCode {
             force,
         } => commands::import(kind, &file, &out, name, force, json),
         Command::Init { file, force } => commands::init(&file, force),
+        Command::Up {
+            file,
+            environment,
+            detach,
+            state_dir,
+            detached_child,
+        } => {
+            init_logging(detached_child);
+            let args = fleet::UpArgs {
+                file,
+                environment,
+                detach,
+                detached_child,
+                state_dir,
+                json,
+            };
+            block_on(fleet::up(args))
+        }
+        Command::Status { file, state_dir } => block_on(fleet::status(&file, state_dir, json)),
+        Command::Logs {
+            server,
+            file,
+            follow,
+            lines,
+            state_dir,
+        } => block_on(fleet::logs(&file, state_dir, &server, lines, follow)),
+        Command::Check { file, state_dir } => block_on(fleet::check(&file, state_dir, json)),
+        Command::Down { file, state_dir } => block_on(fleet::down(&file, state_dir, json)),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,203 @@
+//! A small HTTP/1.1 client over the control plane's unix socket.
+
+use crate::types::{ApiError, CheckRun, Event, Status};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use tokio::net::UnixStream;
+
+/// Why a call to the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket: no control plane runs for this fleet.
+    #[error(
+        "no control plane is running for this fleet (nothing listens on {socket}); start one with `mcpfleet up`"
+    )]
+    NotRunning { socket: PathBuf },
+    /// The connection failed or broke.
+    #[error("talking to the control plane failed: {0}")]
+    Transport(String),
+    /// The control plane answered with an error.
+    #[error("{message}")]
+    Api { status: u16, message: String },
+    /// The answer was not what this version of mcpfleet expects.
+    #[error("unexpected answer from the control plane: {0}")]
+    Decode(String),
+}
+
+/// A client of one control plane.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+/// A streamed answer, read line by line.
+#[derive(Debug)]
+pub struct Lines {
+    body: Incoming,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    /// The next complete line (without its newline); `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// The stream broke.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(i) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=i).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..i]).into_owned()));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+                None if self.buffer.is_empty() => return Ok(None),
+                None => {
+                    return Ok(Some(
+                        String::from_utf8_lossy(&std::mem::take(&mut self.buffer)).into_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The next event of an event stream.
+    ///
+    /// # Errors
+    /// The stream broke or carried something that is not an event.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, ClientError> {
+        match self.next_line().await? {
+            Some(line) => serde_json::from_str(&line)
+                .map(Some)
+                .map_err(|e| ClientError::Decode(e.to_string())),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Client {
+    /// A client of the control plane whose state directory is `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        Client {
+            socket: state_dir.join(crate::SOCKET),
+        }
+    }
+
+    /// Whether a control plane answers on the socket.
+    pub async fn is_running(&self) -> bool {
+        UnixStream::connect(&self.socket).await.is_ok()
+    }
+
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.json(Method::GET, "/v1/status").await
+    }
+
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn check(&self) -> Result<CheckRun, ClientError> {
+        self.json(Method::POST, "/v1/check").await
+    }
+
+    /// Asks the control plane to stop every server and exit. The answer streams the events
+    /// of the shutdown and ends once everything is stopped.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn shutdown(&self) -> Result<Lines, ClientError> {
+        self.stream(Method::POST, "/v1/shutdown").await
+    }
+
+    /// The event history, then (with `follow`) live events until the stream ends.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn events(&self, follow: bool) -> Result<Lines, ClientError> {
+        self.stream(Method::GET, &format!("/v1/events?follow={follow}"))
+            .await
+    }
+
+    /// The last `lines` lines of a server's log, then (with `follow`) new lines as written.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn logs(
+        &self,
+        server: &str,
+        lines: usize,
+        follow: bool,
+    ) -> Result<Lines, ClientError> {
+        self.stream(
+            Method::GET,
+            &format!("/v1/servers/{server}/logs?lines={lines}&follow={follow}"),
+        )
+        .await
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let response = self.send(method, path).await?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        serde_json::from_slice(&body.to_bytes()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn stream(&self, method: Method, path: &str) -> Result<Lines, ClientError> {
+        let response = self.send(method, path).await?;
+        Ok(Lines {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+
+    async fn send(&self, method: Method, path: &str) -> Result<Response<Incoming>, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|_| ClientError::NotRunning {
+                    socket: self.socket.clone(),
+                })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "mcpfleet")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if response.status() == StatusCode::OK {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let message = serde_json::from_slice::<ApiError>(&body.to_bytes())
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("the control plane answered {status}"));
+        Err(ClientError::Api { status, message })
+    }
+}

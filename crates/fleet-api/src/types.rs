@@ -1,0 +1,160 @@
+//! The admin API's data. Field names are part of the documented `--output json` contract:
+//! add fields, never rename or remove them.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub fleet: String,
+    /// Process id of the control plane.
+    pub pid: u32,
+    pub state_dir: String,
+    pub deployment: Deployment,
+    /// In plan order: wave by wave.
+    pub servers: Vec<ServerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub state: DeploymentState,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Why it failed, paused or was rolled back.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentState {
+    InProgress,
+    Succeeded,
+    /// A server failed and `on_failure: continue` let the others go on, or nothing could
+    /// be undone.
+    Failed,
+    /// A server failed and what the deployment started was stopped (`on_failure: rollback`).
+    RolledBack,
+    /// A server failed and everything was left as it was (`on_failure: pause`).
+    Paused,
+    Stopping,
+    Stopped,
+}
+
+impl DeploymentState {
+    /// Whether the deployment has come to an end (successful or not).
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            DeploymentState::InProgress | DeploymentState::Stopping
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub name: String,
+    /// `stdio`, `http` or `remote`.
+    pub transport: String,
+    /// Dependency wave (0 = no dependencies).
+    pub wave: usize,
+    pub state: ServerState,
+    /// Why it is not ready (the failed check, the exit, the dependency it waits for).
+    pub reason: Option<String>,
+    /// Where clients reach it, when it has an address of its own.
+    pub endpoint: Option<String>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerState {
+    /// Waiting for its dependencies.
+    Pending,
+    /// Its process is being started.
+    Starting,
+    /// Started; readiness checks are running.
+    Checking,
+    Ready,
+    /// Was ready; liveness checks now fail.
+    Unhealthy,
+    /// Exited and waiting to be started again.
+    Restarting,
+    /// Failed to start too many times in a row; no more restarts.
+    CrashLooping,
+    /// Did not become ready (or cannot start at all).
+    Failed,
+    Stopping,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub pid: Option<u32>,
+    pub state: ServerState,
+    pub restarts: u32,
+    pub port: Option<u16>,
+    pub last_check: Option<CheckSummary>,
+}
+
+/// The latest result of an instance's checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub at: String,
+    /// `mcp`, `http`, `tcp`, `command` or `file`.
+    pub kind: String,
+    pub passed: bool,
+    pub took_ms: f64,
+    /// What passed ("legacy 2025-06-18, 4 tools, handshake 3 ms") or why it failed.
+    pub detail: String,
+}
+
+/// `POST /v1/check`: every check of every running instance, once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRun {
+    pub passed: bool,
+    pub results: Vec<InstanceChecks>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceChecks {
+    pub server: String,
+    pub instance: String,
+    pub checks: Vec<CheckSummary>,
+}
+
+/// Something that happened, for `up`'s progress, `events` and later the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: String,
+    pub kind: EventKind,
+    pub server: Option<String>,
+    pub instance: Option<String>,
+    pub message: String,
+}
+
+/// DESIGN.md §9 event types, plus the instance lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    DeploymentStarted,
+    DeploymentCompleted,
+    DeploymentFailed,
+    ServerStarting,
+    ServerReady,
+    ServerFailed,
+    ServerStopped,
+    HealthCheckPassed,
+    HealthCheckFailed,
+    InstanceExited,
+    InstanceRestarted,
+    CrashLooping,
+    RollbackStarted,
+    RollbackCompleted,
+}
+
+/// An error body: every non-2xx answer carries one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

@@ -1,0 +1,184 @@
+//! The control plane: one long-running process per fleet that owns the fleet's state
+//! directory, runs the engine over the process runtime and serves the admin API on a unix
+//! socket in that directory.
+//!
+//! Owns: the state directory (created 0700, locked so only one control plane runs per
+//! fleet), reaping what a killed predecessor left, the admin routes, shutdown on signal or
+//! request. Does not own: deployment logic (fleet-engine), process supervision
+//! (fleet-runtime), the command line (mcpfleet).
+
+mod api;
+mod state_dir;
+
+pub use state_dir::{StateDir, StateDirError, default_state_dir};
+
+use fleet_api::types::DeploymentState;
+use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
+use fleet_plan::Plan;
+use fleet_runtime::ProcessRuntime;
+use fleet_spec::model::ValidFleet;
+use fleet_spec::template::Host;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory is unusable or locked by another control plane.
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    /// The admin socket could not be opened.
+    #[error("cannot listen on {path}: {source}")]
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct ControlPlane {
+    engine: Engine<ProcessRuntime>,
+    state_dir: StateDir,
+    shutdown_requested: watch::Sender<bool>,
+    finished: watch::Receiver<bool>,
+    /// The admin API server; it finishes the answers in flight (the shutdown's above all)
+    /// before the process exits.
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPlane {
+    /// Takes the state directory, reaps leftovers of a killed predecessor, opens the admin
+    /// socket and starts deploying `fleet` in the background.
+    ///
+    /// # Errors
+    /// See [`StartError`].
+    pub async fn start(
+        fleet: ValidFleet,
+        plan: Plan,
+        state_dir: StateDir,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, StartError> {
+        let reaped = fleet_runtime::reap_leftovers(state_dir.path()).await;
+        for r in &reaped {
+            tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
+        }
+        let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
+        let config = EngineConfig {
+            state_dir: state_dir.path().to_path_buf(),
+            host,
+            concurrency: 32,
+        };
+        let engine = Engine::new(runtime, config, &fleet.name);
+        let (shutdown_requested, _) = watch::channel(false);
+        let (finished_tx, finished) = watch::channel(false);
+        let socket = state_dir.socket_path();
+        let listener = state_dir
+            .bind_socket()
+            .map_err(|source| StartError::Socket {
+                path: socket.display().to_string(),
+                source,
+            })?;
+        let router = api::router(api::AppState {
+            engine: engine.clone(),
+            state_dir: state_dir.path().to_path_buf(),
+            shutdown_requested: shutdown_requested.clone(),
+            finished: finished.clone(),
+        });
+        let mut done = finished.clone();
+        let server = tokio::spawn(async move {
+            let stop = async move {
+                let _ = done.wait_for(|f| *f).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!("admin API stopped: {e}");
+            }
+        });
+        let fleet = Arc::new(fleet);
+        let deploying = engine.clone();
+        tokio::spawn(async move { deploying.deploy(fleet, &plan).await });
+        let plane = ControlPlane {
+            engine,
+            state_dir,
+            shutdown_requested,
+            finished,
+            server,
+        };
+        plane.watch_finish(finished_tx);
+        Ok(plane)
+    }
+
+    fn watch_finish(&self, finished: watch::Sender<bool>) {
+        let mut rx = self.shutdown_requested.subscribe();
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            if async { rx.wait_for(|r| *r).await.is_ok() }.await {
+                engine.shutdown().await;
+                finished.send_replace(true);
+            }
+        });
+    }
+
+    pub fn engine(&self) -> &Engine<ProcessRuntime> {
+        &self.engine
+    }
+
+    pub fn state_dir(&self) -> &StateDir {
+        &self.state_dir
+    }
+
+    /// Waits for the first deployment to end.
+    pub async fn deployment(&self) -> DeploymentOutcome {
+        let mut changes = self.engine.watch();
+        loop {
+            let status = self.engine.status();
+            if status.deployment.state.is_final()
+                || status.deployment.state == DeploymentState::Stopping
+            {
+                return DeploymentOutcome {
+                    state: status.deployment.state,
+                    reason: status.deployment.reason,
+                };
+            }
+            if changes.changed().await.is_err() {
+                return DeploymentOutcome {
+                    state: DeploymentState::Failed,
+                    reason: Some("the engine stopped".into()),
+                };
+            }
+        }
+    }
+
+    /// Asks for a graceful shutdown (as `POST /v1/shutdown` does).
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested.send_replace(true);
+    }
+
+    /// Runs until SIGINT, SIGTERM or a shutdown request, then stops every server in reverse
+    /// dependency order.
+    pub async fn run_until_shutdown(mut self) {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async move {
+            match terminate.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => self.request_shutdown(),
+            () = term => self.request_shutdown(),
+            _ = async { self.shutdown_requested.subscribe().wait_for(|r| *r).await.is_ok() } => {}
+        }
+        let _ = self.finished.wait_for(|f| *f).await;
+        // Streams that never end by themselves (`logs -f`, `events -f`) must not hold the
+        // process: give answers in flight a moment, then go.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server).await;
+        self.state_dir.remove_socket();
+    }
+}

@@ -1,0 +1,688 @@
+//! One instance, from start to stop: start it, gate it on its readiness checks, watch its
+//! liveness, follow its restarts.
+
+use crate::{STOP_GRACE, Shared};
+use fleet_api::types::{CheckSummary, EventKind, ServerState};
+use fleet_mcp::{
+    CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
+};
+use fleet_runtime::{InstanceId, InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
+use fleet_spec::model::{Cadence, CheckProbe, Server, Transport, ValidFleet};
+use fleet_spec::template::InstanceTemplates;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The revision every instance runs until the revision store exists.
+const REVISION: u64 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Readiness {
+    Pending,
+    Ready,
+    Failed(String),
+}
+
+/// Where the MCP check reaches the instance.
+enum Target {
+    /// Its stdin/stdout, handed over by the runtime at every (re)start.
+    Stdio,
+    /// A Streamable HTTP endpoint.
+    Url {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// A check other than the MCP one, resolved for this instance.
+struct OtherCheck {
+    spec: Result<CheckSpec, String>,
+    cadence: Cadence,
+    kind: CheckKind,
+}
+
+pub(crate) struct InstanceMonitor<R> {
+    shared: Arc<Shared<R>>,
+    server: Server,
+    id: InstanceId,
+    target: Target,
+    others: Vec<OtherCheck>,
+    readiness: watch::Sender<Readiness>,
+    /// Set once the instance has been ready: from then on failures restart it instead of
+    /// failing the deployment.
+    was_ready: AtomicBool,
+    stopped: AtomicBool,
+    stop_requested: watch::Sender<bool>,
+    session: tokio::sync::Mutex<Option<StdioSession>>,
+    last_detail: Mutex<Option<String>>,
+}
+
+impl<R: Runtime + 'static> InstanceMonitor<R> {
+    /// Starts replica `replica` of `server` and the task that watches it.
+    ///
+    /// # Errors
+    /// The instance cannot be started: a template fails with real values, the port is taken,
+    /// the program or working directory does not exist.
+    pub(crate) async fn start(
+        shared: Arc<Shared<R>>,
+        fleet: Arc<ValidFleet>,
+        server: Server,
+        replica: u32,
+    ) -> Result<Arc<Self>, String> {
+        let id = InstanceId(format!("{}-r{REVISION}-{replica}", server.name));
+        let port = match &server.transport {
+            Transport::Http {
+                port: Some(fixed), ..
+            } => Some(claim_port(*fixed)?),
+            Transport::Http { port: None, .. } => Some(free_port()?),
+            _ => None,
+        };
+        let templates = InstanceTemplates::new(&fleet, shared.config.host.clone(), port, REVISION)
+            .map_err(|e| format!("cannot render its templates: {e}"))?;
+        let render = |t: &fleet_spec::model::Text| {
+            templates.render(t, &server.name).map_err(|e| e.to_string())
+        };
+        let (target, command) = match &server.transport {
+            Transport::Stdio(c) => (Target::Stdio, Some(c)),
+            Transport::Http { command, path, .. } => {
+                let url = format!("http://127.0.0.1:{}{path}", port.unwrap_or_default());
+                (
+                    Target::Url {
+                        url,
+                        headers: Vec::new(),
+                    },
+                    Some(command),
+                )
+            }
+            Transport::Remote { url, headers } => {
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), render(v)?)))
+                    .collect::<Result<_, String>>()?;
+                (
+                    Target::Url {
+                        url: render(url)?,
+                        headers,
+                    },
+                    None,
+                )
+            }
+        };
+        let others = server
+            .health
+            .others
+            .iter()
+            .map(|c| OtherCheck {
+                spec: resolve_check(&c.probe, &fleet.base_dir, port, &target, &render),
+                cadence: c.cadence,
+                kind: match c.probe {
+                    CheckProbe::Http { .. } => CheckKind::Http,
+                    CheckProbe::Tcp { .. } => CheckKind::Tcp,
+                    CheckProbe::Command { .. } => CheckKind::Command,
+                    CheckProbe::File { .. } => CheckKind::File,
+                },
+            })
+            .collect();
+
+        let monitor = Arc::new(InstanceMonitor {
+            shared: shared.clone(),
+            server: server.clone(),
+            id: id.clone(),
+            target,
+            others,
+            readiness: watch::channel(Readiness::Pending).0,
+            was_ready: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            stop_requested: watch::channel(false).0,
+            session: tokio::sync::Mutex::new(None),
+            last_detail: Mutex::new(None),
+        });
+        shared.update(|s| {
+            if let Some(i) = s.instance(&server.name, &id.0) {
+                i.port = port;
+            }
+            if let Target::Url { url, .. } = &monitor.target {
+                s.set_endpoint(&server.name, url.clone());
+            }
+        });
+
+        let Some(command) = command else {
+            // A remote server: nothing to start, only to check.
+            tokio::spawn(monitor.clone().watch_remote());
+            return Ok(monitor);
+        };
+        let program = render(&command.command)?;
+        let spec = InstanceSpec {
+            id: id.clone(),
+            server: server.name.clone(),
+            revision: REVISION,
+            program: resolve_program(&program, &fleet.base_dir),
+            args: command.args.iter().map(&render).collect::<Result<_, _>>()?,
+            env: command
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render(v)?)))
+                .collect::<Result<_, String>>()?,
+            cwd: command
+                .cwd
+                .as_ref()
+                .map(|c| render(c).map(|c| fleet.base_dir.join(c)))
+                .transpose()?,
+            io: if matches!(server.transport, Transport::Stdio(_)) {
+                InstanceIo::Stdio
+            } else {
+                InstanceIo::Logged
+            },
+            restart: server.restart.clone(),
+            stop_grace: STOP_GRACE,
+        };
+        let instance = shared
+            .runtime
+            .start(spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(monitor.clone().watch_process(instance.events));
+        Ok(monitor)
+    }
+
+    pub(crate) fn server(&self) -> &str {
+        &self.server.name
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id.0
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn last_detail(&self) -> Option<String> {
+        self.last_detail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the instance is ready for the first time.
+    ///
+    /// # Errors
+    /// Why it will not become ready.
+    pub(crate) async fn wait_ready(&self) -> Result<(), String> {
+        let mut rx = self.readiness.subscribe();
+        let state = rx
+            .wait_for(|r| *r != Readiness::Pending)
+            .await
+            .map_err(|_| "its monitor stopped".to_string())?;
+        match &*state {
+            Readiness::Failed(why) => Err(why.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn stop(&self) {
+        self.stop_requested.send_replace(true);
+        if let Some(session) = self.session.lock().await.take() {
+            session.close().await;
+        }
+        if !matches!(self.target, Target::Url { .. }) || self.is_process() {
+            let _ = self.shared.runtime.stop(&self.id).await;
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+        self.set_state(ServerState::Stopped, None);
+    }
+
+    fn is_process(&self) -> bool {
+        !matches!(self.server.transport, Transport::Remote { .. })
+    }
+
+    /// Runs every check once, now (for `mcpfleet check`).
+    pub(crate) async fn check_now(&self) -> Vec<CheckSummary> {
+        let mut out = vec![summary(&self.mcp_check(None).await)];
+        for other in &self.others {
+            out.push(summary(&self.run_other(other).await));
+        }
+        out
+    }
+
+    fn set_state(&self, state: ServerState, reason: Option<String>) {
+        self.shared
+            .update(|s| s.set_instance(&self.server.name, &self.id.0, state, reason));
+    }
+
+    fn record(&self, report: &CheckReport) {
+        let summary = summary(report);
+        if summary.passed {
+            *self.last_detail.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(summary.detail.clone());
+        }
+        self.shared
+            .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
+    }
+
+    fn fail_readiness(&self, why: String) {
+        self.readiness.send_if_modified(|r| {
+            if *r == Readiness::Pending {
+                *r = Readiness::Failed(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Follows the runtime's account of the process.
+    async fn watch_process(
+        self: Arc<Self>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<Lifecycle>,
+    ) {
+        let mut pending: Option<Lifecycle> = None;
+        loop {
+            let event = match pending.take() {
+                Some(e) => e,
+                None => match events.recv().await {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            match event {
+                Lifecycle::Running { pid, pipes } => {
+                    let restarted = self.was_ready.load(Ordering::SeqCst);
+                    self.shared.update(|s| {
+                        if let Some(i) = s.instance(&self.server.name, &self.id.0) {
+                            i.pid = Some(pid);
+                            if restarted {
+                                i.restarts += 1;
+                            }
+                        }
+                    });
+                    if restarted {
+                        self.shared.emit(
+                            EventKind::InstanceRestarted,
+                            Some(&self.server.name),
+                            Some(&self.id.0),
+                            format!("running again as pid {pid}"),
+                        );
+                    }
+                    self.set_state(ServerState::Checking, None);
+                    tokio::select! {
+                        ready = self.become_ready(pipes) => match ready {
+                            Ok(()) => {
+                                self.was_ready.store(true, Ordering::SeqCst);
+                                self.readiness.send_replace(Readiness::Ready);
+                                self.set_state(ServerState::Ready, None);
+                                pending = self.stay_live(&mut events).await;
+                            }
+                            Err(why) => self.not_ready(why).await,
+                        },
+                        event = events.recv() => {
+                            // The process ended before it was ready.
+                            if let Some(Lifecycle::Exited { code, signal, .. }) = &event
+                                && !self.was_ready.load(Ordering::SeqCst)
+                                && !*self.stop_requested.borrow()
+                            {
+                                self.not_ready(format!("exited ({}) before it was ready", exit_text(*code, *signal))).await;
+                            }
+                            pending = event;
+                        }
+                    }
+                }
+                Lifecycle::Exited {
+                    code,
+                    signal,
+                    ran_for,
+                } => {
+                    *self.session.lock().await = None;
+                    if !*self.stop_requested.borrow() {
+                        let why = format!(
+                            "exited ({}) after {}",
+                            exit_text(code, signal),
+                            fleet_spec::model::format_duration(ran_for)
+                        );
+                        self.set_state(ServerState::Restarting, Some(why.clone()));
+                        self.shared.emit(
+                            EventKind::InstanceExited,
+                            Some(&self.server.name),
+                            Some(&self.id.0),
+                            why,
+                        );
+                    }
+                }
+                Lifecycle::BackingOff { attempt, delay } => {
+                    let why = format!(
+                        "restart {attempt} in {}",
+                        fleet_spec::model::format_duration(delay)
+                    );
+                    self.set_state(ServerState::Restarting, Some(why));
+                }
+                Lifecycle::CrashLooping { failures } => {
+                    let why = format!(
+                        "crash-looping: {failures} failed starts in a row; not restarting it again"
+                    );
+                    self.fail_readiness(why.clone());
+                    self.set_state(ServerState::CrashLooping, Some(why.clone()));
+                    self.shared.emit(
+                        EventKind::CrashLooping,
+                        Some(&self.server.name),
+                        Some(&self.id.0),
+                        why,
+                    );
+                }
+                Lifecycle::SpawnFailed { error } => {
+                    self.fail_readiness(error.clone());
+                    self.set_state(ServerState::Failed, Some(error));
+                }
+                Lifecycle::Stopped => break,
+            }
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// A readiness failure: during its first start it fails the deployment (and the instance
+    /// is stopped); later it counts as a crash and the runtime restarts it with backoff.
+    async fn not_ready(&self, why: String) {
+        let message = format!("not ready: {why}");
+        self.shared.emit(
+            EventKind::HealthCheckFailed,
+            Some(&self.server.name),
+            Some(&self.id.0),
+            message.clone(),
+        );
+        if self.was_ready.load(Ordering::SeqCst) {
+            self.set_state(ServerState::Unhealthy, Some(message));
+            let _ = self.shared.runtime.restart(&self.id).await;
+        } else {
+            self.fail_readiness(why.clone());
+            self.set_state(ServerState::Failed, Some(why));
+            let _ = self.shared.runtime.stop(&self.id).await;
+        }
+    }
+
+    /// Runs the checks until each has passed its `success_threshold` times in a row, within
+    /// the handshake timeout.
+    async fn become_ready(&self, pipes: Option<StdioPipes>) -> Result<(), String> {
+        let mcp = &self.server.health.mcp;
+        let started = Instant::now();
+        let deadline = started + mcp.cadence.timeout;
+        if let (Target::Stdio, Some(pipes)) = (&self.target, pipes) {
+            let (session, report) =
+                StdioSession::connect(pipes.stdin, pipes.stdout, self.server.era, mcp)
+                    .await
+                    .map_err(|report| describe_failure(&report))?;
+            self.record(&report);
+            *self.session.lock().await = Some(session);
+        }
+        let mut trackers: Vec<HealthTracker> = std::iter::once(&mcp.cadence)
+            .chain(self.others.iter().map(|o| &o.cadence))
+            .map(HealthTracker::new)
+            .collect();
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let mut reports = vec![self.mcp_check(Some(deadline)).await];
+            for other in &self.others {
+                reports.push(self.run_other(other).await);
+            }
+            let mut all_ready = true;
+            for (tracker, report) in trackers.iter_mut().zip(&reports) {
+                self.record(report);
+                all_ready &= tracker.observe(report) == Verdict::Ready;
+            }
+            if all_ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let failed = reports
+                    .iter()
+                    .find(|r| r.outcome.is_err())
+                    .unwrap_or(&reports[0]);
+                return Err(describe_failure(failed));
+            }
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Liveness: each check at its own interval until the process leaves the running state;
+    /// returns the lifecycle event that ended it.
+    async fn stay_live(
+        &self,
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<Lifecycle>,
+    ) -> Option<Lifecycle> {
+        let checks = 1 + self.others.len();
+        let cadence = |i: usize| {
+            if i == 0 {
+                self.server.health.mcp.cadence
+            } else {
+                self.others[i - 1].cadence
+            }
+        };
+        let mut trackers: Vec<HealthTracker> =
+            (0..checks).map(|i| ready_tracker(&cadence(i))).collect();
+        let mut due: Vec<Instant> = (0..checks)
+            .map(|i| Instant::now() + cadence(i).interval)
+            .collect();
+        loop {
+            let (next, at) = due
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| **t)
+                .map(|(i, t)| (i, *t))
+                .unwrap_or((0, Instant::now()));
+            tokio::select! {
+                event = events.recv() => return event,
+                () = tokio::time::sleep_until(at.into()) => {
+                    let report = if next == 0 { self.mcp_check(None).await } else { self.run_other(&self.others[next - 1]).await };
+                    self.record(&report);
+                    due[next] = Instant::now() + cadence(next).interval;
+                    if trackers[next].observe(&report) == Verdict::Unhealthy {
+                        self.not_ready(format!("{} after {} failed checks in a row", describe_failure(&report), cadence(next).failure_threshold)).await;
+                        trackers[next] = ready_tracker(&cadence(next));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn mcp_check(&self, deadline: Option<Instant>) -> CheckReport {
+        let mcp = &self.server.health.mcp;
+        match &self.target {
+            Target::Url { url, headers } => {
+                let probe = fleet_mcp::probe_http(url, headers, self.server.era, mcp);
+                match deadline {
+                    None => probe.await,
+                    Some(d) => match tokio::time::timeout_at(d.into(), probe).await {
+                        Ok(report) => report,
+                        Err(_) => failed(
+                            CheckKind::Mcp,
+                            CheckFailure::HandshakeTimeout {
+                                after: mcp.cadence.timeout,
+                            },
+                        ),
+                    },
+                }
+            }
+            Target::Stdio => match self.session.lock().await.as_ref() {
+                Some(session) => session.check(mcp).await,
+                None => failed(
+                    CheckKind::Mcp,
+                    CheckFailure::Disconnected {
+                        message: "no MCP session: the process is not running".into(),
+                    },
+                ),
+            },
+        }
+    }
+
+    async fn run_other(&self, other: &OtherCheck) -> CheckReport {
+        match &other.spec {
+            Ok(spec) => fleet_mcp::run_check(spec, other.cadence.timeout).await,
+            Err(why) => failed(
+                other.kind,
+                CheckFailure::Connect {
+                    target: "check".into(),
+                    message: why.clone(),
+                },
+            ),
+        }
+    }
+
+    /// A remote server: checked like any other, never started or restarted.
+    async fn watch_remote(self: Arc<Self>) {
+        self.set_state(ServerState::Checking, None);
+        match self.become_ready(None).await {
+            Ok(()) => {
+                self.was_ready.store(true, Ordering::SeqCst);
+                self.readiness.send_replace(Readiness::Ready);
+                self.set_state(ServerState::Ready, None);
+            }
+            Err(why) => {
+                self.fail_readiness(why.clone());
+                self.set_state(ServerState::Failed, Some(why));
+                return;
+            }
+        }
+        let mcp = self.server.health.mcp.cadence;
+        let mut tracker = ready_tracker(&mcp);
+        let mut stop = self.stop_requested.subscribe();
+        loop {
+            tokio::select! {
+                _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
+                () = tokio::time::sleep(mcp.interval) => {
+                    let report = self.mcp_check(None).await;
+                    self.record(&report);
+                    match tracker.observe(&report) {
+                        Verdict::Unhealthy => self.set_state(ServerState::Unhealthy, Some(describe_failure(&report))),
+                        Verdict::Ready => self.set_state(ServerState::Ready, None),
+                        Verdict::Pending => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn failed(kind: CheckKind, failure: CheckFailure) -> CheckReport {
+    CheckReport {
+        kind,
+        took: Duration::ZERO,
+        outcome: Err(failure),
+    }
+}
+
+/// A tracker for liveness: it starts where readiness left off, ready.
+fn ready_tracker(cadence: &Cadence) -> HealthTracker {
+    let mut tracker = HealthTracker::new(cadence);
+    while tracker.record(true) != Verdict::Ready {}
+    tracker
+}
+
+fn summary(report: &CheckReport) -> CheckSummary {
+    CheckSummary {
+        at: crate::state::now(),
+        kind: report.kind.to_string(),
+        passed: report.outcome.is_ok(),
+        took_ms: report.took.as_secs_f64() * 1000.0,
+        detail: match &report.outcome {
+            Ok(pass) => pass.detail.clone(),
+            Err(failure) => failure.to_string(),
+        },
+    }
+}
+
+fn describe_failure(report: &CheckReport) -> String {
+    match &report.outcome {
+        Ok(pass) => pass.detail.clone(),
+        Err(failure) => format!("{} check failed: {failure}", report.kind),
+    }
+}
+
+fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        (None, None) => "unknown status".into(),
+    }
+}
+
+/// `./server` and `bin/server` are relative to the fleet file; a bare name is looked up in
+/// PATH by the runtime.
+fn resolve_program(program: &str, base_dir: &Path) -> String {
+    if program.contains('/') && !Path::new(program).is_absolute() {
+        base_dir.join(program).display().to_string()
+    } else {
+        program.to_string()
+    }
+}
+
+/// A port the OS says is free now. Another program could take it before the server binds
+/// it; the server then fails its readiness check with a clear message and is restarted.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot allocate a port: {e}"))
+}
+
+fn claim_port(port: u16) -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", port)).map(|_| port).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("port {port} is already in use by another program; stop it, choose another `port:`, or remove `port:` to let mcpfleet allocate one")
+        } else {
+            format!("cannot use port {port}: {e}")
+        }
+    })
+}
+
+fn resolve_check(
+    probe: &CheckProbe,
+    base_dir: &Path,
+    port: Option<u16>,
+    target: &Target,
+    render: &dyn Fn(&fleet_spec::model::Text) -> Result<String, String>,
+) -> Result<CheckSpec, String> {
+    let absolute = |p: String| -> PathBuf { base_dir.join(p) };
+    Ok(match probe {
+        CheckProbe::Http {
+            target: t,
+            expect_status,
+        } => {
+            let url = if t.starts_with('/') {
+                match (port, target) {
+                    (Some(port), _) => format!("http://127.0.0.1:{port}{t}"),
+                    (None, Target::Url { url, .. }) => {
+                        let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+                        format!("{origin}{t}")
+                    }
+                    (None, Target::Stdio) => {
+                        return Err("an http check of a stdio server needs a full `url`".into());
+                    }
+                }
+            } else {
+                t.clone()
+            };
+            CheckSpec::Http {
+                url,
+                expect_status: *expect_status,
+            }
+        }
+        CheckProbe::Tcp { address } => match (address, port) {
+            (Some(a), _) => CheckSpec::Tcp { address: a.clone() },
+            (None, Some(port)) => CheckSpec::Tcp {
+                address: format!("127.0.0.1:{port}"),
+            },
+            (None, None) => {
+                return Err("a tcp check of a server without a port needs `address`".into());
+            }
+        },
+        CheckProbe::Command { command, args } => CheckSpec::Command {
+            program: resolve_program(&render(command)?, base_dir),
+            args: args.iter().map(render).collect::<Result<_, _>>()?,
+            cwd: Some(base_dir.to_path_buf()),
+        },
+        CheckProbe::File { path } => CheckSpec::File {
+            path: absolute(render(path)?),
+        },
+    })
+}

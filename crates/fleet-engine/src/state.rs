@@ -1,0 +1,244 @@
+//! The fleet as the engine sees it, and its translation into the admin API's [`Status`].
+
+use fleet_api::types::{
+    CheckSummary, Deployment, DeploymentState, InstanceStatus, ServerState, ServerStatus, Status,
+};
+use fleet_plan::Plan;
+use fleet_spec::model::ValidFleet;
+use std::path::Path;
+
+pub(crate) fn now() -> String {
+    fleet_spec::template::rfc3339(std::time::SystemTime::now())
+}
+
+pub(crate) fn state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Pending => "pending",
+        ServerState::Starting => "starting",
+        ServerState::Checking => "checking",
+        ServerState::Ready => "ready",
+        ServerState::Unhealthy => "unhealthy",
+        ServerState::Restarting => "restarting",
+        ServerState::CrashLooping => "crash-looping",
+        ServerState::Failed => "failed",
+        ServerState::Stopping => "stopping",
+        ServerState::Stopped => "stopped",
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FleetState {
+    fleet: String,
+    deployment: Deployment,
+    servers: Vec<ServerRecord>,
+    /// Set when a failure means no further server should start.
+    aborted: bool,
+}
+
+#[derive(Debug)]
+struct ServerRecord {
+    name: String,
+    transport: String,
+    wave: usize,
+    state: ServerState,
+    reason: Option<String>,
+    endpoint: Option<String>,
+    instances: Vec<InstanceStatus>,
+    /// Has been ready: from then on its state follows its instances.
+    deployed: bool,
+}
+
+impl FleetState {
+    pub(crate) fn new(fleet: &str) -> Self {
+        FleetState {
+            fleet: fleet.to_string(),
+            deployment: Deployment {
+                state: DeploymentState::InProgress,
+                started_at: now(),
+                finished_at: None,
+                reason: None,
+            },
+            servers: Vec::new(),
+            aborted: false,
+        }
+    }
+
+    pub(crate) fn begin(&mut self, fleet: &ValidFleet, plan: &Plan) {
+        self.fleet = fleet.name.clone();
+        self.deployment = Deployment {
+            state: DeploymentState::InProgress,
+            started_at: now(),
+            finished_at: None,
+            reason: None,
+        };
+        self.aborted = false;
+        self.servers = plan
+            .waves
+            .iter()
+            .flat_map(|w| w.servers.iter().map(move |s| (w.index, s)))
+            .map(|(wave, s)| ServerRecord {
+                name: s.name.clone(),
+                transport: s.transport.clone(),
+                wave,
+                state: ServerState::Pending,
+                reason: None,
+                endpoint: None,
+                instances: Vec::new(),
+                deployed: false,
+            })
+            .collect();
+    }
+
+    pub(crate) fn finish(&mut self, state: DeploymentState, reason: Option<String>) {
+        self.deployment.state = state;
+        self.deployment.reason = reason;
+        self.deployment.finished_at = Some(now());
+    }
+
+    pub(crate) fn set_deployment(&mut self, state: DeploymentState) {
+        self.deployment.state = state;
+    }
+
+    fn server_mut(&mut self, name: &str) -> Option<&mut ServerRecord> {
+        self.servers.iter_mut().find(|s| s.name == name)
+    }
+
+    pub(crate) fn set_server(&mut self, name: &str, state: ServerState, reason: Option<String>) {
+        if let Some(s) = self.server_mut(name) {
+            s.state = state;
+            s.reason = reason;
+            s.deployed = match state {
+                ServerState::Ready => true,
+                ServerState::Stopping | ServerState::Stopped | ServerState::Failed => false,
+                _ => s.deployed,
+            };
+        }
+    }
+
+    pub(crate) fn set_endpoint(&mut self, name: &str, endpoint: String) {
+        if let Some(s) = self.server_mut(name)
+            && s.endpoint.is_none()
+        {
+            s.endpoint = Some(endpoint);
+        }
+    }
+
+    /// The record of one instance, created on first use.
+    pub(crate) fn instance(&mut self, server: &str, id: &str) -> Option<&mut InstanceStatus> {
+        let s = self.server_mut(server)?;
+        if let Some(i) = s.instances.iter().position(|i| i.id == id) {
+            return s.instances.get_mut(i);
+        }
+        s.instances.push(InstanceStatus {
+            id: id.to_string(),
+            pid: None,
+            state: ServerState::Starting,
+            restarts: 0,
+            port: None,
+            last_check: None,
+        });
+        s.instances.last_mut()
+    }
+
+    /// Sets an instance's state and derives its server's: the server is as good as its
+    /// worst instance once it has been ready (a deployment in progress sets it directly).
+    pub(crate) fn set_instance(
+        &mut self,
+        server: &str,
+        id: &str,
+        state: ServerState,
+        reason: Option<String>,
+    ) {
+        if let Some(i) = self.instance(server, id) {
+            i.state = state;
+        }
+        let Some(s) = self.server_mut(server) else {
+            return;
+        };
+        if s.deployed {
+            let worst = s
+                .instances
+                .iter()
+                .map(|i| i.state)
+                .max_by_key(|st| severity(*st))
+                .unwrap_or(state);
+            s.state = worst;
+            s.reason = if worst == ServerState::Ready {
+                None
+            } else {
+                reason
+            };
+        }
+    }
+
+    pub(crate) fn record_check(&mut self, server: &str, id: &str, summary: CheckSummary) {
+        if let Some(i) = self.instance(server, id) {
+            i.last_check = Some(summary);
+        }
+    }
+
+    pub(crate) fn server_state(&self, name: &str) -> ServerState {
+        self.servers
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(ServerState::Stopped, |s| s.state)
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        self.aborted
+    }
+
+    pub(crate) fn abort_if(&mut self, abort: bool) {
+        self.aborted |= abort;
+    }
+
+    /// Server names by wave, last wave first.
+    pub(crate) fn waves_in_reverse(&self) -> Vec<Vec<String>> {
+        let last = self.servers.iter().map(|s| s.wave).max().unwrap_or(0);
+        (0..=last)
+            .rev()
+            .map(|w| {
+                self.servers
+                    .iter()
+                    .filter(|s| s.wave == w)
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub(crate) fn to_status(&self, state_dir: &Path) -> Status {
+        Status {
+            fleet: self.fleet.clone(),
+            pid: std::process::id(),
+            state_dir: state_dir.display().to_string(),
+            deployment: self.deployment.clone(),
+            servers: self
+                .servers
+                .iter()
+                .map(|s| ServerStatus {
+                    name: s.name.clone(),
+                    transport: s.transport.clone(),
+                    wave: s.wave,
+                    state: s.state,
+                    reason: s.reason.clone(),
+                    endpoint: s.endpoint.clone(),
+                    instances: s.instances.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Higher is worse: a server shows its worst instance.
+fn severity(state: ServerState) -> u8 {
+    match state {
+        ServerState::Ready => 0,
+        ServerState::Pending | ServerState::Starting | ServerState::Checking => 1,
+        ServerState::Restarting => 2,
+        ServerState::Unhealthy => 3,
+        ServerState::Stopping | ServerState::Stopped => 4,
+        ServerState::Failed => 5,
+        ServerState::CrashLooping => 6,
+    }
+}

@@ -1,0 +1,395 @@
+//! Commands that run a fleet or talk to its control plane: `up`, `status`, `logs`, `check`,
+//! `down`. Exit codes: 0 success, 1 the fleet (or a check) failed, 2 usage or I/O error,
+//! 3 no control plane is running.
+
+use crate::commands::{check as check_file, print_diagnostics};
+use anyhow::{Context, Result, bail};
+use fleet_api::types::{DeploymentState, Event, EventKind, ServerState, Status};
+use fleet_api::{Client, ClientError};
+use fleet_control::{ControlPlane, StateDir, default_state_dir};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const FAILED: u8 = 1;
+const NOT_RUNNING: u8 = 3;
+/// The hidden flag a detached control plane is started with.
+pub(crate) const DETACHED_CHILD: &str = "--detached-child";
+
+/// Where a fleet's state lives: `--state-dir`, else derived from the fleet's name.
+fn state_dir_of(file: &Path, explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir);
+    }
+    let text = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "cannot read {} to find the fleet's name; pass the fleet file or --state-dir",
+            file.display()
+        )
+    })?;
+    let name = fleet_spec::yaml::parse(&text)
+        .ok()
+        .and_then(|root| {
+            root.get("name")
+                .and_then(|n| n.as_str().map(str::to_string))
+        })
+        .with_context(|| format!("{} has no `name:`; pass --state-dir", file.display()))?;
+    Ok(default_state_dir(&name))
+}
+
+pub(crate) struct UpArgs {
+    pub file: PathBuf,
+    pub environment: Option<String>,
+    pub detach: bool,
+    pub detached_child: bool,
+    pub state_dir: Option<PathBuf>,
+    pub json: bool,
+}
+
+pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
+    let checked = check_file(&args.file, args.environment.clone())?;
+    print_diagnostics(&checked);
+    let Ok(fleet) = checked.into_valid() else {
+        return Ok(ExitCode::from(FAILED));
+    };
+    let plan = fleet_plan::plan(&fleet, None)
+        .map_err(|_| anyhow::anyhow!("the dependency graph has a cycle"))?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&fleet.name));
+    if Client::new(&state_dir).is_running().await {
+        bail!(
+            "a control plane is already running for fleet `{}` ({}); see `mcpfleet status`, or stop it with `mcpfleet down`",
+            fleet.name,
+            state_dir.display()
+        );
+    }
+    if args.detach && !args.detached_child {
+        return detach(&args, &state_dir).await;
+    }
+    let dir = StateDir::acquire(&state_dir)?;
+    let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
+    let output = Progress::new(args.json || args.detached_child);
+    if !args.detached_child {
+        output.plan(&plan);
+    }
+    let plane = ControlPlane::start(fleet, plan, dir, host).await?;
+    let (history, mut live) = plane.engine().subscribe();
+    for event in history {
+        output.event(&event);
+    }
+    let outcome = loop {
+        tokio::select! {
+            event = live.recv() => if let Ok(event) = event { output.event(&event) },
+            outcome = plane.deployment() => break outcome,
+        }
+    };
+    while let Ok(event) = live.try_recv() {
+        output.event(&event);
+    }
+    let status = plane.engine().status();
+    output.summary(&status);
+    // A detached control plane waits for its `up -d` to read the outcome and stop it.
+    if outcome.state == DeploymentState::RolledBack && !args.detached_child {
+        plane.request_shutdown();
+        plane.run_until_shutdown().await;
+        return Ok(ExitCode::from(FAILED));
+    }
+    if !args.detached_child && !args.json {
+        eprintln!(
+            "\nmcpfleet keeps the fleet running; Ctrl-C stops it (or `mcpfleet down` from another terminal)."
+        );
+    }
+    let printer = tokio::spawn(async move {
+        while let Ok(event) = live.recv().await {
+            output.event(&event);
+        }
+    });
+    plane.run_until_shutdown().await;
+    printer.abort();
+    Ok(if outcome.state == DeploymentState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+/// `up -d`: start the control plane as a background process, follow its deployment, return.
+async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
+    // Creates the directory (0700) and checks nobody holds it, then lets the child take it.
+    drop(StateDir::acquire(state_dir)?);
+    let log = state_dir.join("control.log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let exe = std::env::current_exe().context("cannot find the mcpfleet executable")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("up")
+        .arg(&args.file)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg(DETACHED_CHILD);
+    if let Some(env) = &args.environment {
+        command.arg("--env").arg(env);
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        // Its own process group: Ctrl-C in this terminal must not reach it.
+        .process_group(0);
+    let mut child = command.spawn().context("cannot start the control plane")?;
+    let client = Client::new(state_dir);
+    let started = Instant::now();
+    while !client.is_running().await {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the control plane exited ({status}) before it was up; see {}",
+                log.display()
+            );
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "the control plane did not open its socket within 30s; see {}",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = Progress::new(args.json);
+    let mut events = client.events(true).await?;
+    while let Some(event) = events.next_event().await? {
+        output.event(&event);
+        if matches!(
+            event.kind,
+            EventKind::DeploymentCompleted | EventKind::DeploymentFailed
+        ) {
+            break;
+        }
+    }
+    let status = client.status().await?;
+    output.summary(&status);
+    if status.deployment.state == DeploymentState::RolledBack {
+        // Nothing runs any more: stop the control plane too.
+        let mut stopping = client.shutdown().await?;
+        while stopping.next_line().await?.is_some() {}
+        return Ok(ExitCode::from(FAILED));
+    }
+    if !args.json {
+        eprintln!(
+            "\nthe control plane runs in the background (pid {}); stop it with `mcpfleet down`",
+            status.pid
+        );
+    }
+    Ok(if status.deployment.state == DeploymentState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+/// Runs a client call; a missing control plane is exit code 3.
+async fn with_client<T>(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    call: impl AsyncFnOnce(Client) -> Result<T, ClientError>,
+) -> Result<Result<T, ExitCode>> {
+    let client = Client::new(&state_dir_of(file, state_dir)?);
+    match call(client).await {
+        Ok(v) => Ok(Ok(v)),
+        Err(e @ ClientError::NotRunning { .. }) => {
+            eprintln!("{e}");
+            Ok(Err(ExitCode::from(NOT_RUNNING)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn status(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let status = match with_client(file, state_dir, async |c| c.status().await).await? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        Progress::new(false).summary(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn check(file: &Path, state_dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let run = match with_client(file, state_dir, async |c| c.check().await).await? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        for instance in &run.results {
+            for c in &instance.checks {
+                let mark = if c.passed { "ok  " } else { "FAIL" };
+                println!(
+                    "{mark} {:<24} {:<8} {:>8.1} ms  {}",
+                    instance.instance, c.kind, c.took_ms, c.detail
+                );
+            }
+        }
+        if run.results.is_empty() {
+            println!("no running instance to check");
+        }
+    }
+    Ok(if run.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+pub(crate) async fn logs(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    server: &str,
+    lines: usize,
+    follow: bool,
+) -> Result<ExitCode> {
+    let mut stream = match with_client(file, state_dir, async |c| {
+        c.logs(server, lines, follow).await
+    })
+    .await?
+    {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    while let Some(line) = stream.next_line().await? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn down(file: &Path, state_dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let client = Client::new(&state_dir_of(file, state_dir)?);
+    let mut events = match client.shutdown().await {
+        Ok(events) => events,
+        Err(ClientError::NotRunning { .. }) => {
+            eprintln!("nothing to stop: no control plane is running for this fleet");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let output = Progress::new(json);
+    while let Some(event) = events.next_event().await? {
+        output.event(&event);
+    }
+    // The answer ends when the servers are stopped; the process exits right after.
+    let started = Instant::now();
+    while client.is_running().await && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !json {
+        eprintln!("stopped every server of the fleet and its control plane");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Progress output: readable lines on a terminal, timestamped lines otherwise, JSON lines
+/// with `--output json`.
+#[derive(Clone, Copy)]
+struct Progress {
+    json: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Progress {
+            json,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn plan(&self, plan: &fleet_plan::Plan) {
+        if self.json {
+            return;
+        }
+        for wave in &plan.waves {
+            let names: Vec<&str> = wave.servers.iter().map(|s| s.name.as_str()).collect();
+            eprintln!("wave {}: {}", wave.index, names.join(", "));
+        }
+    }
+
+    fn event(&self, event: &Event) {
+        if self.json {
+            println!("{}", serde_json::to_string(event).unwrap_or_default());
+            return;
+        }
+        let who = event
+            .instance
+            .as_deref()
+            .or(event.server.as_deref())
+            .unwrap_or("fleet");
+        let mark = match event.kind {
+            EventKind::ServerReady
+            | EventKind::DeploymentCompleted
+            | EventKind::HealthCheckPassed => "✓",
+            EventKind::ServerFailed
+            | EventKind::DeploymentFailed
+            | EventKind::HealthCheckFailed
+            | EventKind::CrashLooping => "✗",
+            EventKind::InstanceExited | EventKind::RollbackStarted => "!",
+            _ => "·",
+        };
+        if self.tty {
+            let time = event.time.get(11..23).unwrap_or(&event.time);
+            eprintln!("{time} {mark} {who}: {}", event.message);
+        } else {
+            eprintln!("{} {who} {:?}: {}", event.time, event.kind, event.message);
+        }
+    }
+
+    fn summary(&self, status: &Status) {
+        if self.json {
+            println!("{}", serde_json::to_string(status).unwrap_or_default());
+            return;
+        }
+        println!();
+        println!(
+            "fleet {}: deployment {:?}{}",
+            status.fleet,
+            status.deployment.state,
+            status
+                .deployment
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        println!(
+            "{:<20} {:<14} {:<7} {:>8}  ENDPOINT / REASON",
+            "SERVER", "STATE", "KIND", "RESTARTS"
+        );
+        for s in &status.servers {
+            let restarts: u32 = s.instances.iter().map(|i| i.restarts).sum();
+            let state = format!("{:?}", s.state).to_lowercase();
+            let where_ = match (&s.reason, &s.endpoint, s.state) {
+                (Some(reason), _, st) if st != ServerState::Ready => reason.clone(),
+                (_, Some(endpoint), _) => endpoint.clone(),
+                _ if s.transport == "stdio" => "stdio (the gateway will give it a URL)".into(),
+                _ => String::new(),
+            };
+            println!(
+                "{:<20} {:<14} {:<7} {:>8}  {}",
+                s.name, state, s.transport, restarts, where_
+            );
+        }
+    }
+}

@@ -26,6 +26,14 @@ pub(crate) fn modern_versions() -> Vec<ProtocolVersion> {
     versions
 }
 
+/// The revision offered in `server/discover`: our newest modern one.
+pub(crate) fn modern_offer() -> ProtocolVersion {
+    modern_versions()
+        .into_iter()
+        .next()
+        .unwrap_or(ProtocolVersion::LATEST)
+}
+
 /// How the probe introduces itself (`clientInfo`).
 pub(crate) fn client_info() -> Implementation {
     Implementation::new("mcpfleet-probe", env!("CARGO_PKG_VERSION"))

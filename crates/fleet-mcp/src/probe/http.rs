@@ -3,9 +3,10 @@
 //! The handshake uses rmcp's lifecycle modes one at a time — `Initialize` for legacy,
 //! `Discover` for modern — and does `era: auto` itself: discover on one transport,
 //! and, for anything but a modern answer, `initialize` on a fresh one. rmcp's own
-//! `ClientLifecycleMode::Auto` waits a fixed 10 s for an unanswered discover and only
-//! falls back on a JSON-RPC error; over HTTP a new connection costs nothing, so we
-//! bound the discover wait by half the handshake budget and fall back on anything.
+//! `ClientLifecycleMode::Auto` waits a fixed 10 s for an unanswered discover and,
+//! short of that, falls back only on a JSON-RPC error (a 5xx or a dropped connection
+//! fails the handshake); over HTTP a new connection costs nothing, so we bound the
+//! discover wait by half the handshake budget and fall back on anything not modern.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -189,10 +190,9 @@ async fn discover(
     url: &str,
     config: &StreamableHttpClientTransportConfig,
 ) -> Result<Discovered, CheckFailure> {
-    let versions = era::modern_versions();
-    let client = era::client_config(versions[0].clone());
+    let client = era::client_config(era::modern_offer());
     let mode = ClientLifecycleMode::Discover {
-        preferred_versions: versions,
+        preferred_versions: era::modern_versions(),
     };
     match client.serve_with_lifecycle(transport(config), mode).await {
         Ok(client) => Ok(Discovered::Modern(client)),

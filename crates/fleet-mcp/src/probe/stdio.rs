@@ -20,8 +20,8 @@ use fleet_spec::model::{Era, McpCheck};
 use rmcp::ClientCacheConfig;
 use rmcp::model::{
     ClientConfig, ClientJsonRpcMessage, ClientRequest, DiscoverRequest, DiscoverRequestParams,
-    DiscoverResult, ErrorData, InitializeRequest, InitializeResult, ProtocolVersion, RequestId,
-    RequestMetaObject, ServerPeerInfo,
+    DiscoverResult, ErrorData, InitializeRequest, InitializeResult, RequestId, RequestMetaObject,
+    ServerPeerInfo,
 };
 use rmcp::service::{RoleClient, RunningService, serve_directly};
 use serde_json::{Value, json};
@@ -237,10 +237,7 @@ enum Discovered {
 }
 
 async fn discover(transport: &mut LineTransport) -> Result<Discovered, CheckFailure> {
-    let offer = era::modern_versions()
-        .into_iter()
-        .next()
-        .unwrap_or(ProtocolVersion::LATEST);
+    let offer = era::modern_offer();
     let client = era::client_config(offer.clone());
     let mut request = DiscoverRequest::new(DiscoverRequestParams {});
     request

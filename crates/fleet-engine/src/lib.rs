@@ -347,6 +347,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// A dependency failed, so this server can never start.
     async fn wait_for_dependencies(&self, server: &Server) -> Result<(), String> {
         let mut changes = self.shared.changed.subscribe();
+        let mut shown: Option<String> = None;
         loop {
             let waiting = {
                 let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -383,13 +384,14 @@ impl<R: Runtime + 'static> Engine<R> {
                 waiting
             };
             let Some(dep) = waiting else { return Ok(()) };
-            self.shared.update(|s| {
-                s.set_server(
-                    &server.name,
-                    ServerState::Pending,
-                    Some(format!("waiting for `{dep}`")),
-                )
-            });
+            // Only a new reason is a change: every waiter wakes on every change, so
+            // re-announcing the same one would wake them all again, forever.
+            if shown.as_ref() != Some(&dep) {
+                let reason = format!("waiting for `{dep}`");
+                self.shared
+                    .update(|s| s.set_server(&server.name, ServerState::Pending, Some(reason)));
+                shown = Some(dep);
+            }
             if changes.changed().await.is_err() {
                 return Err("the engine stopped".into());
             }

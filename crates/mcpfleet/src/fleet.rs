@@ -276,6 +276,26 @@ pub(crate) async fn logs(
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn events(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    follow: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut stream = match with_client(file, state_dir, async |c| c.events(follow).await).await? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let output = Progress {
+        to_stdout: true,
+        ..Progress::new(json)
+    };
+    while let Some(event) = stream.next_event().await? {
+        output.event(&event);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn down(file: &Path, state_dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     let client = Client::new(&state_dir_of(file, state_dir)?);
     let mut events = match client.shutdown().await {
@@ -307,6 +327,8 @@ pub(crate) async fn down(file: &Path, state_dir: Option<PathBuf>, json: bool) ->
 struct Progress {
     json: bool,
     tty: bool,
+    /// Events are the output itself (`events`), not progress beside it (`up`, `down`).
+    to_stdout: bool,
 }
 
 impl Progress {
@@ -314,6 +336,15 @@ impl Progress {
         Progress {
             json,
             tty: std::io::stderr().is_terminal(),
+            to_stdout: false,
+        }
+    }
+
+    fn line(&self, text: String) {
+        if self.to_stdout {
+            println!("{text}");
+        } else {
+            eprintln!("{text}");
         }
     }
 
@@ -350,9 +381,12 @@ impl Progress {
         };
         if self.tty {
             let time = event.time.get(11..23).unwrap_or(&event.time);
-            eprintln!("{time} {mark} {who}: {}", event.message);
+            self.line(format!("{time} {mark} {who}: {}", event.message));
         } else {
-            eprintln!("{} {who} {:?}: {}", event.time, event.kind, event.message);
+            self.line(format!(
+                "{} {who} {:?}: {}",
+                event.time, event.kind, event.message
+            ));
         }
     }
 

@@ -113,6 +113,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Print what happened: deployments, starts, checks, exits, restarts.
+    Events {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        /// Keep printing events as they happen.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Run every health check of the running fleet once and report; exit 1 if any fails.
     Check {
         #[arg(default_value = "mcpfleet.yaml")]
@@ -212,6 +222,11 @@ fn main() -> ExitCode {
             state_dir,
         } => block_on(fleet::logs(&file, state_dir, &server, lines, follow)),
         Command::Check { file, state_dir } => block_on(fleet::check(&file, state_dir, json)),
+        Command::Events {
+            file,
+            follow,
+            state_dir,
+        } => block_on(fleet::events(&file, state_dir, follow, json)),
         Command::Down { file, state_dir } => block_on(fleet::down(&file, state_dir, json)),
     };
     match result {

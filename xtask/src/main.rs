@@ -3,7 +3,7 @@
 //!
 //! - `schema [--check]`  write (or verify) schema/mcpfleet.schema.json from the Rust types
 //! - `peers`             install the third-party MCP servers the interop tests use
-//!                       (Node 22, npm and PyPI packages) into target/peers
+//!   (Node 22, npm and PyPI packages) into target/peers
 //! - `ci`                the whole CI gate: peers, fmt, clippy, schema, tests, benchmark smoke
 //! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
 //!   generated fleet with the release binary; writes bench-results/validate.json

@@ -1,0 +1,12 @@
+//! Test support for mcpfleet: the `mcp-sample-server` binary (a configurable,
+//! fault-injecting MCP server) and the small helpers every integration test
+//! needs (locating that binary, free ports, scratch directories, waiting on a
+//! condition with a deadline).
+//!
+//! It deliberately holds no production logic and no fakes of production
+//! traits yet; nothing outside tests and benchmarks may depend on it.
+
+mod harness;
+pub mod sample_server;
+
+pub use harness::{free_port, sample_server_binary, scratch_dir, wait_until};

@@ -1,0 +1,448 @@
+//! `mcpfleet up` with real processes, real sockets and the real sample server: dependency
+//! waves, health gating, restarts, crash loops, rollback, and recovery from a killed control
+//! plane. Every test has its own state directory, so they run in parallel.
+
+use fleet_api::Client;
+use fleet_api::types::{EventKind, ServerState, Status};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn sample() -> String {
+    let path = bin_dir().join("mcp-sample-server");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+struct Fleet {
+    dir: PathBuf,
+}
+
+impl Fleet {
+    /// A fleet file (with `SAMPLE` replaced by the sample server's path) in a fresh directory.
+    fn new(test: &str, yaml: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcpfleet-up-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mcpfleet.yaml"), yaml.replace("SAMPLE", &sample())).unwrap();
+        Fleet { dir }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn mcpfleet(&self, args: &[&str]) -> Output {
+        self.mcpfleet_with_path(args, None)
+    }
+
+    fn mcpfleet_with_path(&self, args: &[&str], extra_path: Option<&Path>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
+        cmd.args(args)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .current_dir(&self.dir);
+        if let Some(p) = extra_path {
+            cmd.env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    p.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            );
+        }
+        cmd.output().unwrap()
+    }
+
+    fn up(&self) -> Output {
+        self.mcpfleet(&["up", "-d"])
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.state_dir())
+    }
+
+    fn status(&self) -> Status {
+        let out = self.mcpfleet(&["status", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn wait_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut f: impl FnMut(&Status) -> bool,
+    ) -> Status {
+        let start = Instant::now();
+        loop {
+            let status = self.status();
+            if f(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "timed out waiting for {what}: {status:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.mcpfleet(&["down"]);
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only a process that can still run counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+fn server<'a>(status: &'a Status, name: &str) -> &'a fleet_api::types::ServerStatus {
+    status.servers.iter().find(|s| s.name == name).unwrap()
+}
+
+fn events(fleet: &Fleet) -> Vec<fleet_api::types::Event> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut lines = fleet.client().events(false).await.unwrap();
+            let mut out = Vec::new();
+            while let Some(e) = lines.next_event().await.unwrap() {
+                out.push(e);
+            }
+            out
+        })
+}
+
+#[test]
+fn three_waves_come_up_in_dependency_order_and_go_down_in_reverse() {
+    let fleet = Fleet::new(
+        "waves",
+        r#"
+version: 1
+name: waves
+servers:
+  base:
+    stdio: { command: SAMPLE, args: ["--startup-delay", "300ms", "--name", "waves-base"] }
+    health: { mcp: { expect_tools: [echo, add] } }
+  middle:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}", "--name", "waves-middle"] }
+    depends_on: [base]
+    replicas: 2
+  top:
+    stdio: { command: SAMPLE, args: ["--name", "waves-top"] }
+    depends_on: [middle]
+    health: { mcp: { call: { tool: add, arguments: { a: 2, b: 3 }, expect: { contains: "5" } } } }
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    for s in &status.servers {
+        assert_eq!(s.state, ServerState::Ready, "{s:#?}");
+    }
+    assert_eq!(server(&status, "middle").instances.len(), 2);
+    assert!(
+        server(&status, "middle")
+            .endpoint
+            .as_deref()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+
+    // A dependent never starts before its dependency is ready.
+    let events = events(&fleet);
+    let at = |kind: EventKind, name: &str| {
+        events
+            .iter()
+            .position(|e| e.kind == kind && e.server.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {kind:?} for {name}"))
+    };
+    assert!(at(EventKind::ServerReady, "base") < at(EventKind::ServerStarting, "middle"));
+    assert!(at(EventKind::ServerReady, "middle") < at(EventKind::ServerStarting, "top"));
+
+    let pids: Vec<u32> = status
+        .servers
+        .iter()
+        .flat_map(|s| s.instances.iter().filter_map(|i| i.pid))
+        .collect();
+    assert_eq!(pids.len(), 4);
+    let out = fleet.mcpfleet(&["down", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pids.iter().all(|p| !alive(*p)), "processes survived down");
+    // Stopped in reverse order.
+    let stopped: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<fleet_api::types::Event>(l).ok())
+        .filter(|e| e.kind == EventKind::ServerStopped)
+        .filter_map(|e| e.server)
+        .collect();
+    assert_eq!(stopped, ["top", "middle", "base"]);
+}
+
+#[test]
+fn a_server_that_never_answers_fails_by_name_and_leaves_nothing_behind() {
+    let fleet = Fleet::new(
+        "silent",
+        r#"
+version: 1
+name: silent
+servers:
+  fine:
+    stdio: { command: SAMPLE, args: ["--name", "silent-fine-marker"] }
+  mute:
+    stdio: { command: SAMPLE, args: ["--never-answer", "--name", "silent-mute-marker"] }
+    depends_on: [fine]
+    health: { mcp: { handshake_timeout: 1s } }
+"#,
+    );
+    let started = Instant::now();
+    let out = fleet.up();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(shown.contains("mute"), "{shown}");
+    assert!(
+        shown.contains("handshake") && shown.contains("1s"),
+        "{shown}"
+    );
+    // Rolled back: no process of this deployment is left.
+    let start = Instant::now();
+    while !(processes_with("silent-fine-marker").is_empty()
+        && processes_with("silent-mute-marker").is_empty())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "processes survived the rollback"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_server_is_restarted_and_a_crashing_one_ends_crash_looping() {
+    let fleet = Fleet::new(
+        "restarts",
+        r#"
+version: 1
+name: restarts
+defaults:
+  restart: { backoff: { initial: 100ms, max: 400ms } }
+servers:
+  steady:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+  flaky:
+    stdio: { command: SAMPLE, args: ["--exit-after", "300ms"] }
+    restart: { policy: always, give_up_after: 3, stable_after: 30s }
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let before = fleet.status();
+    let pid = server(&before, "steady").instances[0].pid.unwrap();
+    nix_kill9(pid);
+    let after = fleet.wait_for(
+        "steady to be restarted and ready",
+        Duration::from_secs(20),
+        |s| {
+            let i = &server(s, "steady").instances[0];
+            i.restarts >= 1 && i.state == ServerState::Ready && i.pid != Some(pid)
+        },
+    );
+    assert_eq!(server(&after, "steady").state, ServerState::Ready);
+
+    let looping = fleet.wait_for("flaky to be crash-looping", Duration::from_secs(30), |s| {
+        server(s, "flaky").state == ServerState::CrashLooping
+    });
+    let flaky = server(&looping, "flaky");
+    assert!(
+        flaky
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("3 failed starts"),
+        "{flaky:#?}"
+    );
+    // No hot loop: it was started exactly give_up_after times.
+    assert_eq!(flaky.instances[0].restarts, 2, "{flaky:#?}");
+}
+
+fn nix_kill9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_killed_control_plane_leaves_no_duplicates_or_orphans_after_the_next_up() {
+    let fleet = Fleet::new(
+        "crash",
+        r#"
+version: 1
+name: crash
+servers:
+  web:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}", "--name", "crash-web-marker"] }
+    replicas: 2
+  tool:
+    stdio: { command: SAMPLE, args: ["--name", "crash-tool-marker"] }
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let first = fleet.status();
+    let old: Vec<u32> = first
+        .servers
+        .iter()
+        .flat_map(|s| s.instances.iter().filter_map(|i| i.pid))
+        .collect();
+    nix_kill9(first.pid);
+    let start = Instant::now();
+    while alive(first.pid) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let second = fleet.status();
+    assert_ne!(second.pid, first.pid);
+    assert!(
+        second.servers.iter().all(|s| s.state == ServerState::Ready),
+        "{second:#?}"
+    );
+    assert!(
+        old.iter().all(|p| !alive(*p)),
+        "an instance of the killed control plane survived"
+    );
+    assert_eq!(
+        processes_with("crash-web-marker").len(),
+        2,
+        "duplicates of web"
+    );
+    assert_eq!(
+        processes_with("crash-tool-marker").len(),
+        1,
+        "duplicates of tool"
+    );
+}
+
+#[test]
+fn bad_commands_ports_and_output_get_clear_errors() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        (
+            "missing-program",
+            "stdio: { command: /nonexistent/mcp-server }".to_string(),
+            "/nonexistent/mcp-server",
+        ),
+        (
+            "missing-cwd",
+            "stdio: { command: SAMPLE, cwd: ./no-such-dir }".to_string(),
+            "no-such-dir",
+        ),
+        (
+            "port-in-use",
+            format!(
+                "http: {{ command: SAMPLE, args: [\"--transport\", \"http\", \"--port\", \"{{{{ port }}}}\"], port: {port} }}"
+            ),
+            "already in use",
+        ),
+        (
+            "garbage-stdout",
+            "stdio: { command: SAMPLE, args: [\"--garbage-stdout\"] }".to_string(),
+            "not json-rpc",
+        ),
+    ];
+    for (name, transport, expected) in cases {
+        let yaml = format!(
+            "version: 1\nname: bad\nservers:\n  broken:\n    {transport}\n    health: {{ mcp: {{ handshake_timeout: 3s }} }}\n"
+        );
+        let fleet = Fleet::new(&format!("bad-{name}"), &yaml);
+        let out = fleet.up();
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {shown}");
+        assert!(shown.contains("broken"), "{name}: {shown}");
+        assert!(
+            shown.to_lowercase().contains(expected),
+            "{name}: expected {expected:?} in {shown}"
+        );
+        assert!(!shown.contains("panicked"), "{name}: {shown}");
+    }
+    drop(taken);
+}
+
+#[test]
+fn interop_the_reference_servers_come_up_healthy() {
+    let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/bin");
+    assert!(
+        peers.join("mcp-server-time").exists() && peers.join("mcp-server-everything").exists(),
+        "the reference servers are not installed: run `cargo xtask peers` (CI does)"
+    );
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/reference-servers.yaml"),
+    )
+    .unwrap();
+    let fleet = Fleet::new("reference", &yaml);
+    let out = fleet.mcpfleet_with_path(&["up", "-d"], Some(&peers.canonicalize().unwrap()));
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    for name in ["time", "memory", "everything"] {
+        let s = server(&status, name);
+        assert_eq!(s.state, ServerState::Ready, "{s:#?}");
+    }
+    let out = fleet.mcpfleet(&["check", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -477,7 +477,10 @@ mod tests {
     fn rfc3339_formats_civil_time() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_316_645);
         assert_eq!(rfc3339(t), "2026-11-22T03:04:05.000Z");
-        assert_eq!(rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(7)), "1970-01-01T00:00:00.007Z");
+        assert_eq!(
+            rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(7)),
+            "1970-01-01T00:00:00.007Z"
+        );
     }
 
     #[test]

@@ -446,3 +446,80 @@ fn interop_the_reference_servers_come_up_healthy() {
     let out = fleet.mcpfleet(&["check", "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn foreground_up_stops_everything_on_ctrl_c_and_logs_can_be_followed() {
+    let fleet = Fleet::new(
+        "foreground",
+        r#"
+version: 1
+name: foreground
+servers:
+  web:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}", "--name", "foreground-web-marker"] }
+  tool:
+    stdio: { command: SAMPLE, args: ["--name", "foreground-tool-marker"] }
+    depends_on: [web]
+"#,
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["up", "--state-dir"])
+        .arg(fleet.state_dir())
+        .current_dir(&fleet.dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_up = Instant::now();
+    while !fleet.state_dir().join("control.sock").exists() {
+        assert!(
+            client_up.elapsed() < Duration::from_secs(20),
+            "the control plane never opened its socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fleet.wait_for("the fleet to be ready", Duration::from_secs(20), |s| {
+        s.servers.iter().all(|s| s.state == ServerState::Ready)
+    });
+
+    // The http server's log holds what it printed on stderr; `-f` streams it.
+    let out = fleet.mcpfleet(&["logs", "web", "-n", "20"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("listening on http://127.0.0.1:"),
+        "{}",
+        text(&out)
+    );
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["logs", "web", "-f", "--state-dir"])
+        .arg(fleet.state_dir())
+        .current_dir(&fleet.dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    assert!(
+        lines.any(|l| l.unwrap().contains("listening on")),
+        "logs -f ended without the line"
+    );
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f must keep following"
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    assert_eq!(processes_with("foreground-web-marker").len(), 1);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        processes_with("foreground-web-marker").is_empty()
+            && processes_with("foreground-tool-marker").is_empty()
+    );
+    let out = fleet.mcpfleet(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}

@@ -6,6 +6,7 @@
 //! crash (`--crash-after`, `--exit-after`); 1 when it cannot serve (bad bind);
 //! 2 for a bad command line.
 
+mod conformance;
 mod era;
 mod handler;
 
@@ -238,7 +239,7 @@ async fn serve_http(args: &SampleServerArgs) -> anyhow::Result<()> {
         let factory = server.clone();
         let service: StreamableHttpService<SampleServer, LocalSessionManager> =
             StreamableHttpService::new(
-                move || Ok(factory.clone()),
+                move || Ok(factory.new_session()),
                 Default::default(),
                 http_config(&args.host),
             );

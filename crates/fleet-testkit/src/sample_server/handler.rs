@@ -1,31 +1,41 @@
-//! The MCP side of the sample server: tools, eras and per-call faults.
+//! The MCP side of the sample server: tools, eras, per-call faults, and the
+//! MCP methods behind `--conformance`.
+
+// logging/setLevel and resources/(un)subscribe are deprecated by SEP-2577
+// (2026-07-28) but still part of the legacy eras.
+#![expect(deprecated)]
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt::Display;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverResult,
-    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, DiscoverResult, GetPromptRequestParams, GetPromptResponse, Implementation,
+    InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, LoggingLevel, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_router};
 use serde::Deserialize;
 
-use super::{Era, SampleServerArgs, ToolName, injected_crash, stderr_line};
+use super::{Era, SampleServerArgs, ToolName, conformance, injected_crash, stderr_line};
 
-/// The sample server's MCP handler. Clones share the fault counters, so an
-/// HTTP server's sessions count tool calls together.
+/// The sample server's MCP handler: one per session ([`Self::new_session`]),
+/// all sharing the process-wide counters.
 #[derive(Debug, Clone)]
 pub struct SampleServer {
     settings: Arc<Settings>,
-    tool_calls: Arc<AtomicU64>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) session: Arc<Session>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -33,10 +43,55 @@ pub struct SampleServer {
 struct Settings {
     name: String,
     era: Era,
+    conformance: bool,
     latency: Option<Duration>,
     error_rate: f64,
     crash_after: Option<u64>,
     log_stderr: bool,
+}
+
+/// State of the whole process, whichever session touches it.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// tools/call received so far, for `--crash-after` and `--error-rate`.
+    tool_calls: AtomicU64,
+    /// Version of `test://watched-resource`.
+    pub(super) watched_version: AtomicU64,
+}
+
+/// State of one MCP session.
+#[derive(Debug)]
+pub(super) struct Session {
+    log_level: Mutex<LoggingLevel>,
+    subscriptions: Mutex<BTreeSet<String>>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            log_level: Mutex::new(LoggingLevel::Debug),
+            subscriptions: Mutex::default(),
+        }
+    }
+}
+
+impl Session {
+    pub(super) fn log_level(&self) -> LoggingLevel {
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn is_subscribed(&self, uri: &str) -> bool {
+        self.subscriptions().contains(uri)
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -102,22 +157,53 @@ impl SampleServer {
                 tool_router.remove_route(name);
             }
         }
+        if args.conformance {
+            tool_router.merge(conformance::tools());
+        }
         Self {
             settings: Arc::new(Settings {
                 name: args.name.clone(),
                 era: args.era,
+                conformance: args.conformance,
                 latency: args.latency,
                 error_rate: args.error_rate,
                 crash_after: args.crash_after,
                 log_stderr: args.log_stderr,
             }),
-            tool_calls: Arc::default(),
+            shared: Arc::default(),
+            session: Arc::default(),
             tool_router,
+        }
+    }
+
+    /// A handler for another session of the same server.
+    pub fn new_session(&self) -> Self {
+        Self {
+            session: Arc::default(),
+            ..self.clone()
         }
     }
 
     pub(super) fn era(&self) -> Era {
         self.settings.era
+    }
+
+    pub(super) fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Refuses what only `--conformance` serves, as a server without the
+    /// capability would.
+    fn require_conformance(&self, method: &'static str) -> Result<(), McpError> {
+        if self.settings.conformance {
+            Ok(())
+        } else {
+            Err(McpError::new(
+                rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                method,
+                None,
+            ))
+        }
     }
 
     /// Writes one line to stderr when `--log-stderr` is on.
@@ -159,7 +245,20 @@ impl ServerHandler for SampleServer {
             Era::Legacy => ProtocolVersion::LATEST_WITH_INITIALIZE,
             Era::Modern | Era::Both => ProtocolVersion::LATEST,
         };
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = if self.settings.conformance {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .enable_prompts()
+                .enable_logging()
+                .enable_completions()
+                .build()
+        } else {
+            ServerCapabilities::builder().enable_tools().build()
+        };
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 self.settings.name.clone(),
                 env!("CARGO_PKG_VERSION"),
@@ -223,12 +322,110 @@ impl ServerHandler for SampleServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let call = self.tool_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let call = self.shared.tool_calls.fetch_add(1, Ordering::SeqCst) + 1;
         self.log(format_args!("tools/call {} (call {call})", request.name));
         self.inject_faults(call).await?;
         self.tool_router
             .call(ToolCallContext::new(self, request, context))
             .await
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.log("resources/list");
+        self.require_conformance("resources/list")?;
+        conformance::resources()
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.log("resources/templates/list");
+        self.require_conformance("resources/templates/list")?;
+        conformance::resource_templates()
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.log(format_args!("resources/read {}", request.uri));
+        self.require_conformance("resources/read")?;
+        let version = self.shared.watched_version.load(Ordering::SeqCst);
+        conformance::read_resource(&request.uri, version).map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.log(format_args!("resources/subscribe {}", request.uri));
+        self.require_conformance("resources/subscribe")?;
+        self.session.subscriptions().insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.log(format_args!("resources/unsubscribe {}", request.uri));
+        self.require_conformance("resources/unsubscribe")?;
+        self.session.subscriptions().remove(&request.uri);
+        Ok(())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        self.log("prompts/list");
+        self.require_conformance("prompts/list")?;
+        conformance::prompts()
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        self.log(format_args!("prompts/get {}", request.name));
+        self.require_conformance("prompts/get")?;
+        conformance::prompt(&request.name, request.arguments.as_ref()).map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        _request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        self.log("completion/complete");
+        self.require_conformance("completion/complete")?;
+        Ok(CompleteResult::default())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.log(format_args!("logging/setLevel {:?}", request.level));
+        self.require_conformance("logging/setLevel")?;
+        *self
+            .session
+            .log_level
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = request.level;
+        Ok(())
     }
 }
 

@@ -1,6 +1,8 @@
 //! The real `mcp-sample-server` binary, spoken to with rmcp's client over
 //! stdio and Streamable HTTP.
 
+mod conformance;
+
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -272,7 +274,10 @@ async fn exit_after_exits_3() {
         server.exit_status().await.code(),
         Some(INJECTED_CRASH_EXIT_CODE)
     );
-    assert!(server.stderr_contains("injected crash"));
+    wait_until("stderr says why", DEADLINE, || {
+        server.stderr_contains("injected crash: --exit-after")
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -52,12 +52,20 @@ fn fixture<T: DeserializeOwned>(value: Value) -> Result<T, McpError> {
         .map_err(|error| McpError::internal_error(format!("malformed fixture: {error}"), None))
 }
 
+/// Deserializes a result literal marked `resultType: complete`, as rmcp's
+/// constructors mark theirs: 2026-07-28 requires the field, and rmcp strips
+/// it for legacy peers.
+fn complete<T: DeserializeOwned>(mut result: Value) -> Result<T, McpError> {
+    result["resultType"] = json!("complete");
+    fixture(result)
+}
+
 fn text_result(text: impl Into<String>) -> Result<CallToolResult, McpError> {
-    fixture(json!({"content": [{"type": "text", "text": text.into()}]}))
+    complete(json!({"content": [{"type": "text", "text": text.into()}]}))
 }
 
 fn error_result(text: impl Into<String>) -> Result<CallToolResult, McpError> {
-    fixture(json!({"content": [{"type": "text", "text": text.into()}], "isError": true}))
+    complete(json!({"content": [{"type": "text", "text": text.into()}], "isError": true}))
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -81,17 +89,17 @@ impl SampleServer {
 
     #[tool(description = "Returns image content")]
     async fn test_image_content(&self) -> Result<CallToolResult, McpError> {
-        fixture(json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}))
+        complete(json!({"content": [{"type": "image", "data": PNG, "mimeType": "image/png"}]}))
     }
 
     #[tool(description = "Returns audio content")]
     async fn test_audio_content(&self) -> Result<CallToolResult, McpError> {
-        fixture(json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}))
+        complete(json!({"content": [{"type": "audio", "data": WAV, "mimeType": "audio/wav"}]}))
     }
 
     #[tool(description = "Returns an embedded resource")]
     async fn test_embedded_resource(&self) -> Result<CallToolResult, McpError> {
-        fixture(json!({"content": [{"type": "resource", "resource": {
+        complete(json!({"content": [{"type": "resource", "resource": {
             "uri": "test://embedded-resource",
             "mimeType": "text/plain",
             "text": "This is an embedded resource content.",
@@ -100,7 +108,7 @@ impl SampleServer {
 
     #[tool(description = "Returns text, image and resource content together")]
     async fn test_multiple_content_types(&self) -> Result<CallToolResult, McpError> {
-        fixture(json!({"content": [
+        complete(json!({"content": [
             {"type": "text", "text": "Multiple content types test:"},
             {"type": "image", "data": PNG, "mimeType": "image/png"},
             {"type": "resource", "resource": {
@@ -338,7 +346,7 @@ async fn elicit(
 
 /// `resources/list`.
 pub(super) fn resources() -> Result<ListResourcesResult, McpError> {
-    fixture(json!({"resources": [
+    complete(json!({"resources": [
         {"uri": "test://static-text", "name": "static-text", "mimeType": "text/plain",
          "description": "A static text resource"},
         {"uri": "test://static-binary", "name": "static-binary", "mimeType": "image/png",
@@ -350,7 +358,7 @@ pub(super) fn resources() -> Result<ListResourcesResult, McpError> {
 
 /// `resources/templates/list`.
 pub(super) fn resource_templates() -> Result<ListResourceTemplatesResult, McpError> {
-    fixture(json!({"resourceTemplates": [
+    complete(json!({"resourceTemplates": [
         {"uriTemplate": "test://template/{id}/data", "name": "template",
          "mimeType": "application/json", "description": "Data for the given id"},
     ]}))
@@ -383,12 +391,12 @@ pub(super) fn read_resource(
             }
         },
     };
-    fixture(json!({"contents": [contents]}))
+    complete(json!({"contents": [contents]}))
 }
 
 /// `prompts/list`.
 pub(super) fn prompts() -> Result<ListPromptsResult, McpError> {
-    fixture(json!({"prompts": [
+    complete(json!({"prompts": [
         {"name": "test_simple_prompt", "description": "A prompt without arguments"},
         {"name": "test_prompt_with_arguments", "description": "A prompt with two arguments",
          "arguments": [
@@ -441,7 +449,7 @@ pub(super) fn prompt(
         ],
         _ => return Err(McpError::invalid_params(format!("no prompt {name}"), None)),
     };
-    fixture(json!({"messages": messages}))
+    complete(json!({"messages": messages}))
 }
 
 /// The fixture tools, for `--conformance`.

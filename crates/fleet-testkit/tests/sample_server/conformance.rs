@@ -203,6 +203,19 @@ async fn dynamic_tool_notifies_subscribers_of_the_watched_resource() {
     assert!(read_text(&client, watched).await.ends_with("version 1"));
 }
 
+/// rmcp's constructors mark results complete; literals must too, since
+/// 2026-07-28 requires `resultType` (rmcp strips it for legacy peers).
+#[tokio::test]
+async fn modern_results_say_they_are_complete() {
+    let (_server, stdout, mut stdin) = Server::spawn(&["--conformance", "--era", "modern"]);
+    let mut lines = BufReader::new(stdout).lines();
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "test_simple_text", "arguments": {}, "_meta": modern_meta()}});
+    send_line(&mut stdin, &call).await;
+    let response = read_json(&mut lines).await;
+    assert_eq!(response["result"]["resultType"], "complete", "{response}");
+}
+
 #[tokio::test]
 async fn without_the_flag_there_are_no_fixtures() {
     let (_server, client) = stdio_client(&[]).await;

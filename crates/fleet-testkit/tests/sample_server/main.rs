@@ -20,7 +20,7 @@ use rmcp::service::{
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt as _};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// Long enough for a loaded CI machine; only reached when something is wrong.
@@ -394,30 +394,43 @@ async fn modern_only_refuses_initialize_and_keeps_serving() {
         .await
         .unwrap();
 
-    // On stdio the refusal must not end the session: discover still works.
+    // On stdio the refusal must not end the session, nor lose what the client
+    // had already sent after it: discover still works.
     let (_server, stdout, mut stdin) = Server::spawn(&["--era", "modern"]);
     let mut lines = BufReader::new(stdout).lines();
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "test", "version": "1"}}});
-    let discover = json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": {
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                  "io.modelcontextprotocol/clientCapabilities": {}}}});
-    for request in [initialize, discover] {
-        stdin
-            .write_all(format!("{request}\n").as_bytes())
-            .await
-            .unwrap();
-    }
-    let refusal: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let discover = json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover",
+        "params": {"_meta": modern_meta()}});
+    send_line(&mut stdin, &initialize).await;
+    send_line(&mut stdin, &discover).await;
+    let refusal = read_json(&mut lines).await;
     assert_eq!(refusal["error"]["code"], -32022);
     assert_eq!(refusal["error"]["data"]["supported"], json!(["2026-07-28"]));
-    let discovered: Value =
-        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let discovered = read_json(&mut lines).await;
     assert_eq!(
         discovered["result"]["supportedVersions"],
         json!(["2026-07-28"])
     );
+}
+
+/// The `_meta` every 2026-07-28 request carries.
+fn modern_meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+           "io.modelcontextprotocol/clientCapabilities": {}})
+}
+
+async fn send_line(stdin: &mut ChildStdin, message: &Value) {
+    stdin
+        .write_all(format!("{message}\n").as_bytes())
+        .await
+        .unwrap();
+}
+
+async fn read_json(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
+    let line = lines.next_line().await.unwrap().expect("a line before EOF");
+    serde_json::from_str(&line).unwrap()
 }
 
 #[tokio::test]

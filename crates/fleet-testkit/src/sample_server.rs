@@ -40,7 +40,11 @@ const GARBAGE: &str = "mcp-sample-server: this banner is not JSON-RPC\n\
 
 /// The command line of `mcp-sample-server`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "mcp-sample-server", version, about)]
+#[command(
+    name = "mcp-sample-server",
+    version,
+    about = "A configurable, fault-injecting MCP server for mcpfleet's tests and benchmarks"
+)]
 pub struct SampleServerArgs {
     /// How clients reach the server.
     #[arg(long, value_enum, default_value_t = Transport::Stdio)]

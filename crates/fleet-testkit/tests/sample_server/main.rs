@@ -220,6 +220,22 @@ async fn http_honours_port_and_path() {
 }
 
 #[tokio::test]
+async fn startup_delay_defers_serving() {
+    let started = Instant::now();
+    let (_server, url) = Server::spawn_http(&["--startup-delay", "200ms"]).await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(
+        http_client(&url)
+            .await
+            .list_all_tools()
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
 async fn tools_flag_limits_the_tools() {
     let (_server, client) = stdio_client(&["--tools", "echo,add"]).await;
     let tools = client.list_all_tools().await.unwrap();

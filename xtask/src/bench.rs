@@ -23,13 +23,7 @@ pub(crate) fn validate(args: &[&str]) -> Result<()> {
     let fleet_path = out_dir.join(format!("fleet-{servers}.yaml"));
     std::fs::write(&fleet_path, &text)?;
 
-    // The smoke run (CI) reuses the debug build of the tests; a real run measures release.
-    let profile = if smoke { "debug" } else { "release" };
-    let mut build = vec!["build", "--quiet", "-p", "mcpfleet"];
-    if !smoke {
-        build.push("--release");
-    }
-    crate::run("cargo", &build)?;
+    let profile = binaries(smoke)?;
     let binary = root().join("target").join(profile).join("mcpfleet");
 
     let mut rows = Vec::new();
@@ -124,6 +118,37 @@ pub(crate) fn validate(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The build profile to measure. A real run builds release binaries; the smoke run (CI)
+/// reuses the debug binaries `cargo test --workspace` just built — building them again with
+/// `cargo build` would recompile dependencies whose features differ.
+fn binaries(smoke: bool) -> Result<&'static str> {
+    if smoke {
+        let dir = root().join("target/debug");
+        for bin in ["mcpfleet", "mcp-sample-server"] {
+            if !dir.join(bin).exists() {
+                bail!(
+                    "{} is missing: run `cargo test --workspace` first",
+                    dir.join(bin).display()
+                );
+            }
+        }
+        return Ok("debug");
+    }
+    crate::run(
+        "cargo",
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "mcpfleet",
+            "-p",
+            "fleet-testkit",
+        ],
+    )?;
+    Ok("release")
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
@@ -199,12 +224,7 @@ pub(crate) fn up(args: &[&str]) -> Result<()> {
     let waves = flag(args, "--waves")?.unwrap_or(if smoke { 3 } else { 10 });
     let per_wave = flag(args, "--per-wave")?.unwrap_or(if smoke { 4 } else { 20 });
     let delay_ms = flag(args, "--delay-ms")?.unwrap_or(50);
-    let profile = if smoke { "debug" } else { "release" };
-    let mut build = vec!["build", "--quiet", "-p", "mcpfleet", "-p", "fleet-testkit"];
-    if !smoke {
-        build.push("--release");
-    }
-    crate::run("cargo", &build)?;
+    let profile = binaries(smoke)?;
     let bin = root().join("target").join(profile);
     let out_dir = root().join("bench-results");
     let work = out_dir.join("up-fleet");

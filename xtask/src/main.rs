@@ -91,9 +91,50 @@ fn ci() -> Result<()> {
         ],
     )?;
     schema(true)?;
-    run("cargo", &["test", "--workspace"])?;
+    let (passed, failed) = test_workspace()?;
     bench::validate(&["--smoke"])?;
     bench::up(&["--smoke"])?;
     eprintln!("CI gate passed");
+    // The closing line CI reads: every test of the workspace, summed.
+    println!("tests: {passed} passed, {failed} failed");
     Ok(())
+}
+
+/// `cargo test --workspace --all-targets`, echoing its output and summing its results.
+fn test_workspace() -> Result<(u64, u64)> {
+    use std::io::BufRead;
+    let args = ["test", "--workspace", "--all-targets"];
+    eprintln!("+ cargo {}", args.join(" "));
+    let mut child = Command::new("cargo")
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("start cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';').find_map(|part| {
+                    part.trim()
+                        .strip_suffix(word)?
+                        .trim()
+                        .rsplit(' ')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+            };
+            passed += count(" passed").unwrap_or(0);
+            failed += count(" failed").unwrap_or(0);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() || failed > 0 {
+        bail!("tests failed: {passed} passed, {failed} failed");
+    }
+    Ok((passed, failed))
 }

@@ -90,16 +90,7 @@ async fn http(
         target: url.to_owned(),
         message,
     };
-    let parsed = reqwest::Url::parse(url).map_err(|e| connect(format!("invalid URL: {e}")))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(connect(
-                "https needs TLS, which this build of mcpfleet does not include".to_owned(),
-            ));
-        }
-        other => return Err(connect(format!("unsupported URL scheme {other:?}"))),
-    }
+    let parsed = crate::probe::http_url(url)?;
     let response = match tokio::time::timeout(timeout, http_client().get(parsed).send()).await {
         Err(_) => {
             return Err(CheckFailure::Timeout {

@@ -318,6 +318,25 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Parses a URL this build can reach: `http://` only, since there is no TLS backend yet.
+///
+/// # Errors
+/// [`CheckFailure::Connect`] naming the URL and what is wrong with it.
+pub(crate) fn http_url(url: &str) -> Result<reqwest::Url, CheckFailure> {
+    let connect = |message: String| CheckFailure::Connect {
+        target: url.to_owned(),
+        message,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| connect(format!("invalid URL: {e}")))?;
+    match parsed.scheme() {
+        "http" => Ok(parsed),
+        "https" => Err(connect(
+            "https needs TLS, which this build of mcpfleet does not include".to_owned(),
+        )),
+        other => Err(connect(format!("unsupported URL scheme {other:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use fleet_spec::model::Cadence;

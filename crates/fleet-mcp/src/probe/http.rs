@@ -103,16 +103,7 @@ fn transport_config(
         target: url.to_owned(),
         message,
     };
-    let parsed = reqwest::Url::parse(url).map_err(|e| connect(format!("invalid URL: {e}")))?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(connect(
-                "https needs TLS, which this build of mcpfleet does not include".to_owned(),
-            ));
-        }
-        other => return Err(connect(format!("unsupported URL scheme {other:?}"))),
-    }
+    crate::probe::http_url(url)?;
     let mut custom = HashMap::new();
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())

@@ -1,0 +1,332 @@
+//! The gateway's compiled view of the published [`RouteTable`]: parsed URIs, load
+//! counters that survive table swaps, metric handles; and the choice of an upstream
+//! for a new session or a stateless request (revision by weight, then the instance
+//! with the fewest outstanding requests, ties broken at random).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hyper::Uri;
+use tokio::sync::watch;
+
+use crate::metrics::{Registry, SeriesCounters};
+use crate::routes::{RouteTable, Upstream, parse_http_url};
+
+/// One upstream instance as the gateway uses it.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) id: String,
+    pub(crate) uri: Uri,
+    /// Requests (and open response streams) in flight to this instance.
+    outstanding: AtomicUsize,
+}
+
+impl Instance {
+    /// Counts a request as outstanding until the guard drops.
+    pub(crate) fn begin(self: &Arc<Self>) -> OutstandingGuard {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        OutstandingGuard(Arc::clone(self))
+    }
+}
+
+/// Decrements an instance's outstanding count on drop.
+#[derive(Debug)]
+pub(crate) struct OutstandingGuard(Arc<Instance>);
+
+impl Drop for OutstandingGuard {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Revision {
+    pub(crate) revision: u64,
+    weight: u32,
+    instances: Vec<Arc<Instance>>,
+    pub(crate) metrics: Arc<SeriesCounters>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Server {
+    revisions: Vec<Revision>,
+    /// Where requests the gateway refuses are counted.
+    pub(crate) rejections: Arc<SeriesCounters>,
+}
+
+/// A chosen upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) revision: u64,
+    pub(crate) instance: Arc<Instance>,
+    pub(crate) metrics: Arc<SeriesCounters>,
+}
+
+impl Server {
+    /// Whether a new session could be placed.
+    pub(crate) fn has_instances(&self) -> bool {
+        self.revisions
+            .iter()
+            .any(|r| r.weight > 0 && !r.instances.is_empty())
+    }
+
+    /// Picks a revision by weight among those with instances, then its least-loaded
+    /// instance. `None` when no weighted revision has an instance.
+    pub(crate) fn pick(&self) -> Option<Target> {
+        let total: u64 = self
+            .revisions
+            .iter()
+            .filter(|r| !r.instances.is_empty())
+            .map(|r| u64::from(r.weight))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut point = random_u64() % total;
+        let revision = self
+            .revisions
+            .iter()
+            .filter(|r| !r.instances.is_empty())
+            .find(|r| {
+                let weight = u64::from(r.weight);
+                if point < weight {
+                    true
+                } else {
+                    point -= weight;
+                    false
+                }
+            })?;
+        let count = revision.instances.len();
+        // usize → u64 never truncates on supported targets; the modulo keeps it small.
+        let start = usize::try_from(random_u64() % count as u64).unwrap_or(0);
+        let instance = (0..count)
+            .map(|offset| &revision.instances[(start + offset) % count])
+            .min_by_key(|i| i.outstanding.load(Ordering::Relaxed))?;
+        Some(Target {
+            revision: revision.revision,
+            instance: Arc::clone(instance),
+            metrics: Arc::clone(&revision.metrics),
+        })
+    }
+
+    /// The pinned upstream of a session, if the table still has it.
+    pub(crate) fn find(&self, revision: u64, instance_id: &str) -> Option<Target> {
+        let found = self.revisions.iter().find(|r| r.revision == revision)?;
+        let instance = found.instances.iter().find(|i| i.id == instance_id)?;
+        Some(Target {
+            revision,
+            instance: Arc::clone(instance),
+            metrics: Arc::clone(&found.metrics),
+        })
+    }
+}
+
+/// The compiled table.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    servers: HashMap<String, Server>,
+}
+
+impl Routes {
+    pub(crate) fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.get(name)
+    }
+
+    /// Servers without an instance to take new sessions, by name.
+    pub(crate) fn servers_without_instances(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| !s.has_instances())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn compile(table: &RouteTable, previous: &Self, registry: &Registry) -> Self {
+        let servers = table
+            .servers()
+            .map(|(name, revisions)| {
+                let old = previous.servers.get(name);
+                let revisions = revisions
+                    .iter()
+                    .map(|route| Revision {
+                        revision: route.revision,
+                        weight: route.weight,
+                        instances: route
+                            .instances
+                            .iter()
+                            .filter_map(|upstream| compile_instance(upstream, old))
+                            .collect(),
+                        metrics: registry.series(name, Some(route.revision)),
+                    })
+                    .collect();
+                let server = Server {
+                    revisions,
+                    rejections: registry.series(name, None),
+                };
+                (name.to_owned(), server)
+            })
+            .collect();
+        Self { servers }
+    }
+}
+
+/// Reuses the instance (and its load counter) of the previous table when the id
+/// and URL are unchanged.
+fn compile_instance(upstream: &Upstream, old: Option<&Server>) -> Option<Arc<Instance>> {
+    let Upstream::Http { id, url } = upstream;
+    // RouteTable::new validated the URL; a failure here is unreachable in practice.
+    let uri = parse_http_url(url).ok()?;
+    let reused = old.and_then(|server| {
+        server
+            .revisions
+            .iter()
+            .flat_map(|r| &r.instances)
+            .find(|i| i.id == *id && i.uri == uri)
+    });
+    Some(reused.map_or_else(
+        || {
+            Arc::new(Instance {
+                id: id.clone(),
+                uri,
+                outstanding: AtomicUsize::new(0),
+            })
+        },
+        Arc::clone,
+    ))
+}
+
+/// Follows the route-table channel; compiles a new table lazily, on the first
+/// request after it was published.
+#[derive(Debug)]
+pub(crate) struct RouteWatch {
+    state: Mutex<(watch::Receiver<RouteTable>, Arc<Routes>)>,
+    registry: Arc<Registry>,
+}
+
+impl RouteWatch {
+    pub(crate) fn new(mut receiver: watch::Receiver<RouteTable>, registry: Arc<Registry>) -> Self {
+        let routes = Routes::compile(&receiver.borrow_and_update(), &Routes::default(), &registry);
+        Self {
+            state: Mutex::new((receiver, Arc::new(routes))),
+            registry,
+        }
+    }
+
+    /// The current routes. Holds a lock only while comparing (and, after a change,
+    /// compiling) — never across an await.
+    pub(crate) fn current(&self) -> Arc<Routes> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (receiver, routes) = &mut *state;
+        // A closed channel keeps the last table.
+        if receiver.has_changed().unwrap_or(false) {
+            let compiled = Routes::compile(&receiver.borrow_and_update(), routes, &self.registry);
+            *routes = Arc::new(compiled);
+        }
+        Arc::clone(routes)
+    }
+}
+
+thread_local! {
+    static RANDOM_STATE: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    // Non-zero for xorshift; the clock only when the OS has no randomness to give.
+    getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
+    }) | 1
+}
+
+/// A fast, non-cryptographic random number for load balancing (xorshift64*).
+fn random_u64() -> u64 {
+    RANDOM_STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::RevisionRoute;
+
+    fn table(weights: &[(u64, u32, &[&str])]) -> RouteTable {
+        RouteTable::new([(
+            "s".to_owned(),
+            weights
+                .iter()
+                .map(|(revision, weight, ids)| RevisionRoute {
+                    revision: *revision,
+                    weight: *weight,
+                    instances: ids
+                        .iter()
+                        .map(|id| Upstream::http(*id, format!("http://127.0.0.1:1/{id}")))
+                        .collect(),
+                })
+                .collect(),
+        )])
+        .unwrap()
+    }
+
+    fn compile(table: &RouteTable) -> Routes {
+        Routes::compile(table, &Routes::default(), &Registry::default())
+    }
+
+    #[test]
+    fn weights_split_new_sessions() {
+        let routes = compile(&table(&[(1, 90, &["a"]), (2, 10, &["b"])]));
+        let server = routes.server("s").unwrap();
+        let canary = (0..10_000)
+            .filter(|_| server.pick().unwrap().revision == 2)
+            .count();
+        assert!((700..1300).contains(&canary), "{canary}");
+        let routes = compile(&table(&[(1, 0, &["a"]), (2, 100, &["b"])]));
+        assert!((0..100).all(|_| routes.server("s").unwrap().pick().unwrap().revision == 2));
+    }
+
+    #[test]
+    fn a_revision_without_instances_is_skipped() {
+        let routes = compile(&table(&[(1, 1, &["a"]), (2, 1000, &[])]));
+        let server = routes.server("s").unwrap();
+        assert!((0..100).all(|_| server.pick().unwrap().revision == 1));
+        let routes = compile(&table(&[(1, 0, &["a"]), (2, 1, &[])]));
+        assert!(routes.server("s").unwrap().pick().is_none());
+        assert_eq!(routes.servers_without_instances(), ["s"]);
+    }
+
+    #[test]
+    fn the_least_loaded_instance_wins() {
+        let routes = compile(&table(&[(1, 1, &["a", "b", "c"])]));
+        let server = routes.server("s").unwrap();
+        let _a = server.find(1, "a").unwrap().instance.begin();
+        let _c = server.find(1, "c").unwrap().instance.begin();
+        assert!((0..50).all(|_| server.pick().unwrap().instance.id == "b"));
+    }
+
+    #[test]
+    fn load_counters_survive_a_table_swap() {
+        let registry = Registry::default();
+        let first = Routes::compile(&table(&[(1, 1, &["a"])]), &Routes::default(), &registry);
+        let _guard = first
+            .server("s")
+            .unwrap()
+            .find(1, "a")
+            .unwrap()
+            .instance
+            .begin();
+        let second = Routes::compile(&table(&[(1, 1, &["a"]), (2, 1, &["b"])]), &first, &registry);
+        let a = second.server("s").unwrap().find(1, "a").unwrap();
+        assert_eq!(a.instance.outstanding.load(Ordering::Relaxed), 1);
+    }
+}

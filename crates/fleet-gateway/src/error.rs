@@ -1,0 +1,177 @@
+//! Every way the gateway refuses or fails a request, and the one place they become
+//! HTTP responses.
+//!
+//! Bodies are JSON-RPC error objects (`{"jsonrpc":"2.0","id":…,"error":{…}}`) so MCP
+//! clients surface them as errors of the request they sent; the id is the request's
+//! when the gateway had read it, else `null`. Codes: -32700 unparsable body, -32020
+//! header mismatch (MCP 2026-07-28), -32603 upstream failure, -32000 gateway policy.
+//! No message ever contains a token.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::jsonrpc;
+
+/// Why a request was not (successfully) forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `Host` is not the gateway's (DNS rebinding protection).
+    #[error("Host not allowed")]
+    HostNotAllowed,
+    /// `Origin` is present and not an allowed origin.
+    #[error("Origin not allowed")]
+    OriginNotAllowed,
+    /// Tokens are configured and the request has none, or an unknown one.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// The token is valid but not for this server.
+    #[error("this token may not use server `{server}`")]
+    TokenNotAllowed {
+        /// The server asked for.
+        server: String,
+    },
+    /// The route table has no such server.
+    #[error("no server named `{server}`")]
+    UnknownServer {
+        /// The server asked for.
+        server: String,
+    },
+    /// The server has no instance to take a new session or request.
+    #[error("server `{server}` has no instances")]
+    NoInstances {
+        /// The server.
+        server: String,
+    },
+    /// The body is larger than the configured limit.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request body could not be read.
+    #[error("cannot read the request body")]
+    BodyRead,
+    /// Over the token's (or client's) rate limit.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// When the next request would be accepted.
+        retry_after: Duration,
+    },
+    /// A non-initialize request without `Mcp-Session-Id` in the legacy era.
+    #[error("Mcp-Session-Id header required")]
+    MissingSession,
+    /// The session id is unknown, expired, or its instance left the route table.
+    #[error("session not found; initialize a new session")]
+    UnknownSession,
+    /// The body is not JSON.
+    #[error("the request body is not JSON")]
+    Parse,
+    /// `Mcp-Method` differs from the body's method.
+    #[error("Mcp-Method header does not match the body's method")]
+    HeaderMismatch {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// The upstream could not be reached, failed, or did not answer in time.
+    #[error("upstream {kind}")]
+    Upstream {
+        /// What went wrong.
+        kind: UpstreamFailure,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// How an upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamFailure {
+    /// The connection was refused or could not be made.
+    #[error("unreachable")]
+    Connect,
+    /// No response head within the upstream timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection broke before a complete response.
+    #[error("connection lost")]
+    Broken,
+    /// The upstream's response was larger than the gateway buffers.
+    #[error("response too large")]
+    TooLarge,
+}
+
+/// JSON-RPC error codes of gateway-made answers.
+pub(crate) mod code {
+    pub(crate) const PARSE_ERROR: i64 = -32700;
+    pub(crate) const HEADER_MISMATCH: i64 = -32020;
+    pub(crate) const INTERNAL_ERROR: i64 = -32603;
+    pub(crate) const GATEWAY_POLICY: i64 = -32000;
+}
+
+impl GatewayError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::HostNotAllowed | Self::OriginNotAllowed | Self::TokenNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::UnknownServer { .. } | Self::UnknownSession => StatusCode::NOT_FOUND,
+            Self::NoInstances { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::MissingSession | Self::Parse | Self::HeaderMismatch { .. } | Self::BodyRead => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn code(&self) -> i64 {
+        match self {
+            Self::Parse => code::PARSE_ERROR,
+            Self::HeaderMismatch { .. } => code::HEADER_MISMATCH,
+            Self::Upstream { .. } => code::INTERNAL_ERROR,
+            _ => code::GATEWAY_POLICY,
+        }
+    }
+
+    fn id(&self) -> Option<&serde_json::Value> {
+        match self {
+            Self::HeaderMismatch { id } | Self::Upstream { id, .. } => id.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The body of this error as a JSON-RPC error response.
+    pub(crate) fn json_rpc_body(&self) -> Vec<u8> {
+        jsonrpc::error_body(self.id(), self.code(), &self.to_string())
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status(),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.json_rpc_body(),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::RateLimited { retry_after } => {
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,195 @@
+//! The mcpfleet data plane: one Streamable HTTP endpoint per server
+//! (`/mcp/{server}`), fronting that server's instances.
+//!
+//! Owns:
+//! - routing: the [`RouteTable`] published by the engine on a `watch` channel (server
+//!   → revisions → weight → instances); new sessions and stateless modern requests
+//!   pick a revision by weight, then the instance with the fewest outstanding
+//!   requests;
+//! - sessions: the gateway mints its own `Mcp-Session-Id`s (256 random bits) and maps
+//!   each to (server, revision, instance, upstream session); a session stays pinned
+//!   to its revision; unknown or expired ids get 404 so clients re-initialize;
+//! - raw passthrough of JSON-RPC (never re-encoded), SSE streamed unbuffered,
+//!   `Mcp-*` headers forwarded, the client's credentials and hop-by-hop headers not;
+//! - admission: `Host`/`Origin` (DNS rebinding), scoped bearer tokens, body size,
+//!   per-token (or per-IP) rate limits, upstream timeouts;
+//! - request metrics per (server, revision) for rollout analysis and Prometheus.
+//!
+//! Does not own: which instances exist or how healthy they are (the engine decides
+//! and publishes a new [`RouteTable`]), processes (the runtime), the admin API and
+//! `/metrics` endpoint (the control plane serves [`Gateway::prometheus_text`]).
+//!
+//! Not yet: stdio upstreams ([`Upstream`] is an enum so they can be added), sharing
+//! one upstream among sessions (id rewriting), audit records, per-session
+//! concurrency limits, a sealed session id for replicated gateways.
+
+mod config;
+mod distribution;
+mod error;
+mod jsonrpc;
+mod metrics;
+mod proxy;
+mod routes;
+mod security;
+mod sessions;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, post};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
+pub use error::{GatewayError, UpstreamFailure};
+pub use metrics::{
+    Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts, RevisionStats,
+};
+pub use routes::{RevisionRoute, RouteTable, RouteTableError, Upstream};
+
+use distribution::RouteWatch;
+use metrics::Registry;
+use security::{OriginPolicy, RateLimiter, Tokens};
+use sessions::Sessions;
+
+/// State shared by every request.
+#[derive(Debug)]
+struct Shared {
+    config: GatewayConfig,
+    policy: OriginPolicy,
+    tokens: Tokens,
+    limiter: RateLimiter,
+    routes: RouteWatch,
+    sessions: Sessions,
+    registry: Arc<Registry>,
+    client: proxy::UpstreamClient,
+}
+
+/// A gateway: its router, plus read access to its metrics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    /// A gateway with `config`, following the route tables published on `routes`.
+    pub fn new(config: GatewayConfig, routes: watch::Receiver<RouteTable>) -> Self {
+        let registry = Arc::new(Registry::default());
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_timeout));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let shared = Shared {
+            policy: OriginPolicy::new(&config),
+            tokens: Tokens::new(config.tokens.clone()),
+            limiter: RateLimiter::new(config.rate_limit),
+            routes: RouteWatch::new(routes, Arc::clone(&registry)),
+            sessions: Sessions::new(config.session_idle_timeout),
+            registry,
+            client,
+            config,
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The data-plane routes: `/healthz`, `/readyz`, `POST|GET|DELETE /mcp/{server}`.
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route(
+                "/mcp/{server}",
+                post(proxy::mcp).get(proxy::mcp).delete(proxy::mcp),
+            )
+            .with_state(Arc::clone(&self.shared))
+    }
+
+    /// Every request counter and latency histogram, and live sessions per server.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared
+            .registry
+            .snapshot(self.shared.sessions.active_per_server())
+    }
+
+    /// [`Gateway::metrics`] in the Prometheus text format.
+    pub fn prometheus_text(&self) -> String {
+        self.metrics().prometheus_text()
+    }
+
+    fn requires_auth(&self) -> bool {
+        !self.shared.config.tokens.is_empty()
+    }
+}
+
+/// A router for a new gateway; use [`Gateway`] to read its metrics too.
+pub fn router(config: GatewayConfig, routes: watch::Receiver<RouteTable>) -> axum::Router {
+    Gateway::new(config, routes).router()
+}
+
+/// Why [`serve`] stopped or did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener is not on a loopback address and no token is configured.
+    #[error("refusing to serve on non-loopback {address} without bearer tokens")]
+    NonLoopbackWithoutAuth {
+        /// The listener's address.
+        address: SocketAddr,
+    },
+    /// Accepting or serving connections failed.
+    #[error("gateway listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then finishes the
+/// requests in flight (open SSE streams are ended).
+///
+/// # Errors
+/// [`ServeError::NonLoopbackWithoutAuth`] before serving anything when the listener
+/// is reachable from other machines and no token is configured;
+/// [`ServeError::Io`] when the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let address = listener.local_addr()?;
+    if !address.ip().is_loopback() && !gateway.requires_auth() {
+        return Err(ServeError::NonLoopbackWithoutAuth { address });
+    }
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+/// 200 when every server can take a new session; else 503 naming those that cannot.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let routes = shared.routes.current();
+    let missing = routes.servers_without_instances();
+    if missing.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "servers_without_instances": missing })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,465 @@
+//! In-process request metrics per (server, revision): counters by method and outcome,
+//! and a fixed-bucket latency histogram. Rollout analysis reads [`MetricsSnapshot`];
+//! `/metrics` renders the same numbers as Prometheus text (names from DESIGN §7).
+//!
+//! What "outcome" means:
+//! - `ok`: the upstream answered and, for a JSON body, it was not a JSON-RPC error;
+//! - `jsonrpc_error`: a JSON response carrying `error`, or an HTTP status ≥ 400 from
+//!   the upstream;
+//! - `transport_error`: the upstream could not be reached, timed out, or broke the
+//!   connection (also mid-way through an SSE response);
+//! - `rejected`: the gateway refused the request itself (auth, limits, sessions,
+//!   headers). Rejections are counted per server, with no revision.
+//!
+//! SSE responses are never parsed, so a JSON-RPC error inside an event stream counts
+//! as `ok`; only its transport outcome is known. Latency is until the full body for
+//! JSON responses and until the response head for SSE.
+//!
+//! The hot path only touches atomics: the per-revision series is looked up when a
+//! route table is compiled, not per request.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implied.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How a request ended (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// Answered, not an error.
+    Ok,
+    /// Answered with a JSON-RPC error (or an HTTP error status).
+    JsonRpcError,
+    /// The upstream failed at the transport level.
+    TransportError,
+    /// Refused by the gateway.
+    Rejected,
+}
+
+impl Outcome {
+    const ALL: [Self; 4] = [
+        Self::Ok,
+        Self::JsonRpcError,
+        Self::TransportError,
+        Self::Rejected,
+    ];
+
+    /// The Prometheus label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::JsonRpcError => "jsonrpc_error",
+            Self::TransportError => "transport_error",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Method labels: the MCP methods worth a series of their own, then catch-alls.
+const METHODS: [&str; 21] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "subscriptions/listen",
+    // Catch-alls and non-POST requests.
+    "notification",
+    "response",
+    "GET",
+    "DELETE",
+    "other",
+    "unknown",
+];
+
+/// The label index of a request's method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MethodLabel(usize);
+
+impl MethodLabel {
+    pub(crate) const GET: Self = Self(17);
+    pub(crate) const DELETE: Self = Self(18);
+    /// Not read (the request was refused before its body was).
+    pub(crate) const UNKNOWN: Self = Self(20);
+
+    /// The label of a POST whose body had `method` (`None`: a response or batch).
+    pub(crate) fn of(method: Option<&str>) -> Self {
+        match method {
+            None => Self(16),
+            Some(m) if m.starts_with("notifications/") => Self(15),
+            Some(m) => Self(METHODS[..15].iter().position(|k| *k == m).unwrap_or(19)),
+        }
+    }
+}
+
+/// The live counters of one (server, revision).
+#[derive(Debug)]
+pub(crate) struct SeriesCounters {
+    requests: [[AtomicU64; 4]; METHODS.len()],
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl SeriesCounters {
+    fn new() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request; `latency` is `None` for rejections (not timed).
+    pub(crate) fn record(&self, method: MethodLabel, outcome: Outcome, latency: Option<Duration>) {
+        let outcome_index = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.requests[method.0][outcome_index].fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = latency {
+            let seconds = latency.as_secs_f64();
+            let bucket = LATENCY_BUCKETS
+                .iter()
+                .position(|bound| seconds <= *bound)
+                .unwrap_or(LATENCY_BUCKETS.len());
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+}
+
+/// (server, revision); `None` = the server's rejections.
+type SeriesKey = (String, Option<u64>);
+
+/// All series, created on first use and kept for the gateway's life (counters are
+/// cumulative, as Prometheus expects).
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    series: Mutex<BTreeMap<SeriesKey, Arc<SeriesCounters>>>,
+}
+
+impl Registry {
+    pub(crate) fn series(&self, server: &str, revision: Option<u64>) -> Arc<SeriesCounters> {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series
+            .entry((server.to_owned(), revision))
+            .or_insert_with(|| Arc::new(SeriesCounters::new()))
+            .clone()
+    }
+
+    pub(crate) fn snapshot(&self, sessions_active: BTreeMap<String, u64>) -> MetricsSnapshot {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let revisions = series
+            .iter()
+            .map(|((server, revision), counters)| RevisionStats::read(server, *revision, counters))
+            .collect();
+        MetricsSnapshot {
+            revisions,
+            sessions_active,
+        }
+    }
+}
+
+/// A point-in-time copy of every counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSnapshot {
+    /// One entry per (server, revision) seen, by server then revision; rejections
+    /// have `revision: None`.
+    pub revisions: Vec<RevisionStats>,
+    /// Live legacy sessions per server (servers without sessions may be absent).
+    pub sessions_active: BTreeMap<String, u64>,
+}
+
+/// The counters of one (server, revision).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionStats {
+    /// The server.
+    pub server: String,
+    /// The revision; `None` for requests the gateway rejected.
+    pub revision: Option<u64>,
+    /// Non-zero counts by method label and outcome.
+    pub requests: Vec<MethodCount>,
+    /// Totals by outcome over all methods.
+    pub totals: OutcomeCounts,
+    /// Latency of answered requests.
+    pub latency: Histogram,
+}
+
+/// One non-zero request counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodCount {
+    /// The method label (an MCP method, or `notification`, `response`, `GET`,
+    /// `DELETE`, `other`, `unknown`).
+    pub method: &'static str,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// How many.
+    pub count: u64,
+}
+
+/// Request totals by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Answered, not an error.
+    pub ok: u64,
+    /// JSON-RPC (or HTTP status) errors from the upstream.
+    pub jsonrpc_error: u64,
+    /// Transport failures.
+    pub transport_error: u64,
+    /// Refused by the gateway.
+    pub rejected: u64,
+}
+
+impl OutcomeCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.ok + self.jsonrpc_error + self.transport_error + self.rejected
+    }
+
+    /// (JSON-RPC + transport errors) / answered-or-failed requests; `None` without
+    /// any. Rejections are the client's problem, not the revision's.
+    pub fn error_rate(&self) -> Option<f64> {
+        let errors = self.jsonrpc_error + self.transport_error;
+        let counted = self.ok + errors;
+        #[allow(clippy::cast_precision_loss)]
+        (counted > 0).then(|| errors as f64 / counted as f64)
+    }
+
+    fn add(&mut self, outcome: Outcome, count: u64) {
+        match outcome {
+            Outcome::Ok => self.ok += count,
+            Outcome::JsonRpcError => self.jsonrpc_error += count,
+            Outcome::TransportError => self.transport_error += count,
+            Outcome::Rejected => self.rejected += count,
+        }
+    }
+}
+
+/// A latency histogram with [`LATENCY_BUCKETS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    pub counts: Vec<u64>,
+    /// Sum of all observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1): an upper estimate
+    /// good enough to compare revisions. `None` without observations;
+    /// `f64::INFINITY` when it falls past the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
+impl RevisionStats {
+    fn read(server: &str, revision: Option<u64>, counters: &SeriesCounters) -> Self {
+        let mut requests = Vec::new();
+        let mut totals = OutcomeCounts::default();
+        for (method_index, by_outcome) in counters.requests.iter().enumerate() {
+            for (outcome, counter) in Outcome::ALL.iter().zip(by_outcome) {
+                let count = counter.load(Ordering::Relaxed);
+                if count > 0 {
+                    totals.add(*outcome, count);
+                    requests.push(MethodCount {
+                        method: METHODS[method_index],
+                        outcome: *outcome,
+                        count,
+                    });
+                }
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let sum_seconds = counters.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        Self {
+            server: server.to_owned(),
+            revision,
+            requests,
+            totals,
+            latency: Histogram {
+                counts: counters
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect(),
+                sum_seconds,
+            },
+        }
+    }
+}
+
+impl MetricsSnapshot {
+    /// The counters of `server` at `revision` (`None`: its rejections).
+    pub fn revision(&self, server: &str, revision: Option<u64>) -> Option<&RevisionStats> {
+        self.revisions
+            .iter()
+            .find(|r| r.server == server && r.revision == revision)
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP mcpfleet_gateway_requests_total Requests through the gateway by server, revision, method and outcome.\n");
+        out.push_str("# TYPE mcpfleet_gateway_requests_total counter\n");
+        for stats in &self.revisions {
+            let revision = revision_label(stats.revision);
+            for count in &stats.requests {
+                let _ = writeln!(
+                    out,
+                    "mcpfleet_gateway_requests_total{{server=\"{}\",revision=\"{revision}\",method=\"{}\",outcome=\"{}\"}} {}",
+                    escape(&stats.server),
+                    count.method,
+                    count.outcome.as_str(),
+                    count.count
+                );
+            }
+        }
+        out.push_str("# HELP mcpfleet_gateway_request_duration_seconds Latency of answered requests (JSON: full body; SSE: response head).\n");
+        out.push_str("# TYPE mcpfleet_gateway_request_duration_seconds histogram\n");
+        for stats in self.revisions.iter().filter(|s| s.revision.is_some()) {
+            let labels = format!(
+                "server=\"{}\",revision=\"{}\"",
+                escape(&stats.server),
+                revision_label(stats.revision)
+            );
+            let mut cumulative = 0;
+            for (index, count) in stats.latency.counts.iter().enumerate() {
+                cumulative += count;
+                let bound = LATENCY_BUCKETS
+                    .get(index)
+                    .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+                let _ = writeln!(
+                    out,
+                    "mcpfleet_gateway_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "mcpfleet_gateway_request_duration_seconds_sum{{{labels}}} {}",
+                stats.latency.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "mcpfleet_gateway_request_duration_seconds_count{{{labels}}} {cumulative}"
+            );
+        }
+        out.push_str("# HELP mcpfleet_gateway_sessions_active Live client sessions per server.\n");
+        out.push_str("# TYPE mcpfleet_gateway_sessions_active gauge\n");
+        for (server, count) in &self.sessions_active {
+            let _ = writeln!(
+                out,
+                "mcpfleet_gateway_sessions_active{{server=\"{}\"}} {count}",
+                escape(server)
+            );
+        }
+        out
+    }
+}
+
+fn revision_label(revision: Option<u64>) -> String {
+    revision.map_or_else(|| "none".to_owned(), |r| r.to_string())
+}
+
+/// Label values: backslash, quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let registry = Registry::default();
+        let series = registry.series("a", Some(2));
+        series.record(
+            MethodLabel::of(Some("tools/call")),
+            Outcome::Ok,
+            Some(Duration::from_millis(3)),
+        );
+        series.record(
+            MethodLabel::of(Some("tools/call")),
+            Outcome::JsonRpcError,
+            Some(Duration::from_millis(30)),
+        );
+        series.record(
+            MethodLabel::of(Some("notifications/initialized")),
+            Outcome::Ok,
+            Some(Duration::from_micros(10)),
+        );
+        registry
+            .series("a", None)
+            .record(MethodLabel::UNKNOWN, Outcome::Rejected, None);
+        let snapshot = registry.snapshot(BTreeMap::from([("a".to_owned(), 3)]));
+        let stats = snapshot.revision("a", Some(2)).unwrap();
+        assert_eq!(stats.totals.ok, 2);
+        assert_eq!(stats.totals.jsonrpc_error, 1);
+        assert_eq!(stats.totals.error_rate(), Some(1.0 / 3.0));
+        assert_eq!(stats.latency.count(), 3);
+        assert_eq!(stats.latency.quantile(0.5), Some(0.005));
+        assert_eq!(stats.latency.quantile(1.0), Some(0.05));
+        assert_eq!(snapshot.revision("a", None).unwrap().totals.rejected, 1);
+        let text = snapshot.prometheus_text();
+        assert!(text.contains("mcpfleet_gateway_requests_total{server=\"a\",revision=\"2\",method=\"tools/call\",outcome=\"jsonrpc_error\"} 1"), "{text}");
+        assert!(text.contains("mcpfleet_gateway_requests_total{server=\"a\",revision=\"none\",method=\"unknown\",outcome=\"rejected\"} 1"), "{text}");
+        assert!(text.contains("mcpfleet_gateway_request_duration_seconds_bucket{server=\"a\",revision=\"2\",le=\"+Inf\"} 3"), "{text}");
+        assert!(
+            text.contains("mcpfleet_gateway_sessions_active{server=\"a\"} 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn method_labels() {
+        assert_eq!(METHODS[MethodLabel::of(Some("tools/call")).0], "tools/call");
+        assert_eq!(
+            METHODS[MethodLabel::of(Some("notifications/cancelled")).0],
+            "notification"
+        );
+        assert_eq!(METHODS[MethodLabel::of(None).0], "response");
+        assert_eq!(METHODS[MethodLabel::of(Some("x/y")).0], "other");
+        assert_eq!(METHODS[MethodLabel::GET.0], "GET");
+        assert_eq!(METHODS[MethodLabel::DELETE.0], "DELETE");
+        assert_eq!(METHODS[MethodLabel::UNKNOWN.0], "unknown");
+    }
+}

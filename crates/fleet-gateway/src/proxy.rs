@@ -1,0 +1,488 @@
+//! The `/mcp/{server}` handler: admission, session mapping, era-aware routing and the
+//! raw passthrough to HTTP upstreams.
+//!
+//! Bodies go upstream as the client's bytes. JSON answers are buffered (bounded) to
+//! count JSON-RPC errors; SSE answers are relayed frame by frame, unparsed. If an
+//! upstream breaks an SSE answer to a request, the relay ends it with one JSON-RPC
+//! error event for that request's id, so the client gets an error instead of waiting.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use axum::response::IntoResponse as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::Shared;
+use crate::distribution::{OutstandingGuard, Target};
+use crate::error::{GatewayError, UpstreamFailure};
+use crate::jsonrpc;
+use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
+use crate::sessions::{Session, SessionId};
+
+pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+
+/// Request headers never forwarded: credentials (token passthrough is forbidden),
+/// hop-by-hop headers, and those the gateway sets itself.
+const DROPPED_REQUEST_HEADERS: [HeaderName; 13] = [
+    header::HOST,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+    // The gateway validated it; the upstream sees the gateway as its client.
+    header::ORIGIN,
+];
+
+/// Response headers never relayed: hop-by-hop, and the upstream's session id.
+const DROPPED_RESPONSE_HEADERS: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    MCP_SESSION_ID,
+];
+
+/// `POST|GET|DELETE /mcp/{server}`.
+pub(crate) async fn mcp(
+    State(shared): State<Arc<Shared>>,
+    Path(server): Path<String>,
+    request: Request,
+) -> Response<Body> {
+    match handle(&shared, &server, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            if !matches!(
+                error,
+                GatewayError::Upstream { .. } | GatewayError::UnknownServer { .. }
+            ) && let Some(routes) = shared.routes.current().server(&server)
+            {
+                routes
+                    .rejections
+                    .record(MethodLabel::UNKNOWN, Outcome::Rejected, None);
+            }
+            tracing::debug!(server, %error, "request refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    server: &str,
+    request: Request,
+) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    shared.policy.check(
+        host,
+        parts.headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
+    )?;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| *address);
+    let caller = shared.tokens.authorize(&parts.headers, peer, server)?;
+    shared.limiter.admit(caller)?;
+    let routes = shared.routes.current();
+    let routes = routes
+        .server(server)
+        .ok_or_else(|| GatewayError::UnknownServer {
+            server: server.to_owned(),
+        })?;
+
+    let session_id = match parts.headers.get(&MCP_SESSION_ID) {
+        Some(value) => Some(SessionId::parse(value).ok_or(GatewayError::UnknownSession)?),
+        None => None,
+    };
+    let method = parts.method.clone();
+    let body = if method == Method::POST {
+        read_body(&parts.headers, body, shared.config.max_body_bytes).await?
+    } else {
+        Bytes::new()
+    };
+    let peek = if method == Method::POST {
+        jsonrpc::peek(&body).map_err(|_| GatewayError::Parse)?
+    } else {
+        jsonrpc::Peek::default()
+    };
+    if let Some(header_method) = parts.headers.get(&MCP_METHOD)
+        && peek.method.as_deref().map(str::as_bytes) != Some(header_method.as_bytes())
+    {
+        return Err(GatewayError::HeaderMismatch { id: peek.id });
+    }
+    let label = match method {
+        Method::GET => MethodLabel::GET,
+        Method::DELETE => MethodLabel::DELETE,
+        _ => MethodLabel::of(peek.method.as_deref()),
+    };
+    strip_request_headers(&mut parts.headers);
+
+    let Some(session_id) = session_id else {
+        // No session: a new legacy session, or a stateless modern request.
+        if method != Method::POST {
+            return Err(GatewayError::MissingSession);
+        }
+        let initialize = peek.method.as_deref() == Some("initialize");
+        if !initialize && !is_modern(&parts.headers, &peek) {
+            return Err(GatewayError::MissingSession);
+        }
+        let target = routes.pick().ok_or_else(|| GatewayError::NoInstances {
+            server: server.to_owned(),
+        })?;
+        let exchange = Exchange {
+            method,
+            headers: parts.headers,
+            // A reference count, not a copy: `peek` still borrows `body`.
+            body: body.clone(),
+            label,
+            id: peek.id,
+        };
+        let mut response = forward(shared, &target, exchange).await?;
+        if initialize && let Some(upstream_session) = response.upstream_session.take() {
+            let session = Session {
+                server: Arc::from(server),
+                revision: target.revision,
+                instance: target.instance,
+                upstream_session,
+            };
+            let id = shared.sessions.insert(session).map_err(|error| {
+                tracing::error!(%error, "cannot mint a session id");
+                GatewayError::Upstream {
+                    kind: UpstreamFailure::Broken,
+                    id: None,
+                }
+            })?;
+            response
+                .response
+                .headers_mut()
+                .insert(MCP_SESSION_ID, id.header_value());
+        }
+        return Ok(response.response);
+    };
+
+    let session = shared
+        .sessions
+        .touch(&session_id, server)
+        .ok_or(GatewayError::UnknownSession)?;
+    // A session whose instance left the table is over (an aborted canary, say): 404
+    // makes the client initialize again, on what the table says now.
+    let Some(target) = routes.find(session.revision, &session.instance.id) else {
+        shared.sessions.remove(&session_id);
+        return Err(GatewayError::UnknownSession);
+    };
+    parts
+        .headers
+        .insert(MCP_SESSION_ID, session.upstream_session.clone());
+    let is_delete = method == Method::DELETE;
+    let exchange = Exchange {
+        method,
+        headers: parts.headers,
+        body: body.clone(),
+        label,
+        id: peek.id,
+    };
+    let result = forward(shared, &target, exchange).await;
+    if is_delete {
+        shared.sessions.remove(&session_id);
+    }
+    let mut response = result?.response;
+    if response.status() == StatusCode::NOT_FOUND {
+        // The upstream forgot the session (restarted, expired): so do we.
+        shared.sessions.remove(&session_id);
+    }
+    response
+        .headers_mut()
+        .insert(MCP_SESSION_ID, session_id.header_value());
+    Ok(response)
+}
+
+/// Stateless routing applies to `server/discover` and to requests that say they
+/// speak a modern revision (header or `_meta`).
+fn is_modern(headers: &HeaderMap, peek: &jsonrpc::Peek<'_>) -> bool {
+    peek.method.as_deref() == Some("server/discover")
+        || headers
+            .get(&MCP_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(jsonrpc::is_modern_revision)
+        || peek
+            .meta_protocol_version
+            .as_deref()
+            .is_some_and(jsonrpc::is_modern_revision)
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(GatewayError::BodyRead),
+    }
+}
+
+fn strip_request_headers(headers: &mut HeaderMap) {
+    strip_connection_listed(headers);
+    for name in &DROPPED_REQUEST_HEADERS {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers a `Connection` header names (they are hop-by-hop too).
+fn strip_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+/// One request on its way upstream.
+struct Exchange {
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+    label: MethodLabel,
+    id: Option<serde_json::Value>,
+}
+
+struct Forwarded {
+    response: Response<Body>,
+    upstream_session: Option<HeaderValue>,
+}
+
+async fn forward(
+    shared: &Shared,
+    target: &Target,
+    exchange: Exchange,
+) -> Result<Forwarded, GatewayError> {
+    let Exchange {
+        method,
+        headers,
+        body,
+        label,
+        id,
+    } = exchange;
+    let mut request = hyper::Request::new(Full::new(body));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = target.instance.uri.clone();
+    *request.headers_mut() = headers;
+
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started) + shared.config.upstream_timeout;
+    let guard = target.instance.begin();
+    let failure = |kind: UpstreamFailure, id: Option<serde_json::Value>| {
+        target
+            .metrics
+            .record(label, Outcome::TransportError, Some(started.elapsed()));
+        tracing::debug!(instance = target.instance.id, %kind, "upstream failure");
+        GatewayError::Upstream { kind, id }
+    };
+    let response = match tokio::time::timeout_at(deadline, shared.client.request(request)).await {
+        Err(_) => return Err(failure(UpstreamFailure::Timeout, id)),
+        Ok(Err(error)) if error.is_connect() => return Err(failure(UpstreamFailure::Connect, id)),
+        Ok(Err(_)) => return Err(failure(UpstreamFailure::Broken, id)),
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, incoming) = response.into_parts();
+    let upstream_session = parts.headers.get(&MCP_SESSION_ID).cloned();
+    strip_connection_listed(&mut parts.headers);
+    for name in &DROPPED_RESPONSE_HEADERS {
+        parts.headers.remove(name);
+    }
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let status_outcome = if parts.status.is_client_error() || parts.status.is_server_error() {
+        Outcome::JsonRpcError
+    } else {
+        Outcome::Ok
+    };
+
+    let body = if is_sse {
+        let latency = started.elapsed();
+        // A GET stream is counted when it opens; a request's stream when it ends.
+        let pending = if method == Method::POST {
+            Some(Pending {
+                metrics: Arc::clone(&target.metrics),
+                label,
+                latency,
+                outcome: status_outcome,
+            })
+        } else {
+            target.metrics.record(label, status_outcome, Some(latency));
+            None
+        };
+        let failure_event = (method == Method::POST).then_some(id).flatten();
+        Body::new(SseRelay {
+            inner: incoming,
+            failure_event,
+            pending,
+            _guard: Some(guard),
+            finished: false,
+        })
+    } else {
+        let limit = shared.config.max_response_bytes;
+        let bytes = match tokio::time::timeout_at(deadline, Limited::new(incoming, limit).collect())
+            .await
+        {
+            Err(_) => return Err(failure(UpstreamFailure::Timeout, id)),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(failure(UpstreamFailure::TooLarge, id));
+            }
+            Ok(Err(_)) => return Err(failure(UpstreamFailure::Broken, id)),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        drop(guard);
+        let outcome = if status_outcome == Outcome::Ok && jsonrpc::is_error_response(&bytes) {
+            Outcome::JsonRpcError
+        } else {
+            status_outcome
+        };
+        target
+            .metrics
+            .record(label, outcome, Some(started.elapsed()));
+        Body::from(bytes)
+    };
+    Ok(Forwarded {
+        response: Response::from_parts(parts, body),
+        upstream_session,
+    })
+}
+
+/// A request's metrics, recorded when its SSE stream ends.
+struct Pending {
+    metrics: Arc<SeriesCounters>,
+    label: MethodLabel,
+    latency: Duration,
+    outcome: Outcome,
+}
+
+impl Pending {
+    fn record(self, outcome: Option<Outcome>) {
+        self.metrics.record(
+            self.label,
+            outcome.unwrap_or(self.outcome),
+            Some(self.latency),
+        );
+    }
+}
+
+/// Relays an upstream SSE body frame by frame. Never fails: a broken upstream ends
+/// the stream, after one JSON-RPC error event when the request's id is known.
+struct SseRelay {
+    inner: Incoming,
+    failure_event: Option<serde_json::Value>,
+    pending: Option<Pending>,
+    /// Keeps the instance's outstanding count up while the stream is open.
+    _guard: Option<OutstandingGuard>,
+    finished: bool,
+}
+
+impl hyper::body::Body for SseRelay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => {
+                self.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                tracing::debug!(%error, "upstream broke an SSE stream");
+                self.finish(Some(Outcome::TransportError));
+                match self.failure_event.take() {
+                    Some(id) => {
+                        let error = GatewayError::Upstream {
+                            kind: UpstreamFailure::Broken,
+                            id: Some(id),
+                        };
+                        Poll::Ready(Some(Ok(Frame::data(sse_event(&error.json_rpc_body())))))
+                    }
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+}
+
+impl SseRelay {
+    fn finish(&mut self, outcome: Option<Outcome>) {
+        self.finished = true;
+        self._guard = None;
+        if let Some(pending) = self.pending.take() {
+            pending.record(outcome);
+        }
+    }
+}
+
+impl Drop for SseRelay {
+    fn drop(&mut self) {
+        // The client went away first: the request is counted as it began.
+        if let Some(pending) = self.pending.take() {
+            pending.record(None);
+        }
+    }
+}
+
+fn sse_event(data: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(data.len() + 24);
+    event.extend_from_slice(b"event: message\ndata: ");
+    event.extend_from_slice(data);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}

@@ -1,0 +1,288 @@
+//! Request admission: `Host` and `Origin` (DNS rebinding), bearer tokens (SHA-256,
+//! constant-time comparison, scoped to servers) and per-client token buckets.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{GatewayConfig, RateLimit, TokenConfig};
+use crate::error::GatewayError;
+
+const LOOPBACK_HOSTS: [&str; 4] = ["localhost", "127.0.0.1", "[::1]", "::1"];
+
+/// Host and Origin rules.
+#[derive(Debug)]
+pub(crate) struct OriginPolicy {
+    hosts: Vec<String>,
+    origins: Vec<String>,
+}
+
+impl OriginPolicy {
+    pub(crate) fn new(config: &GatewayConfig) -> Self {
+        let mut hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        let ip = config.listen.ip();
+        if !ip.is_unspecified() {
+            hosts.push(match ip {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            });
+        }
+        hosts.extend(config.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()));
+        let origins = config
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        Self { hosts, origins }
+    }
+
+    /// # Errors
+    /// [`GatewayError::HostNotAllowed`] or [`GatewayError::OriginNotAllowed`].
+    pub(crate) fn check(
+        &self,
+        host: Option<&str>,
+        origin: Option<&[u8]>,
+    ) -> Result<(), GatewayError> {
+        let host = host.map(host_name).ok_or(GatewayError::HostNotAllowed)?;
+        if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return Err(GatewayError::HostNotAllowed);
+        }
+        if let Some(origin) = origin {
+            let origin = std::str::from_utf8(origin).map_err(|_| GatewayError::OriginNotAllowed)?;
+            if !(is_loopback_origin(origin)
+                || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)))
+            {
+                return Err(GatewayError::OriginNotAllowed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `host[:port]` → `host` (`[v6]:port` → `[v6]`).
+fn host_name(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => authority,
+    }
+}
+
+/// `http(s)://localhost|127.0.0.1|[::1]` with any port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = host_name(rest);
+    let port_ok = match rest.strip_prefix(host) {
+        Some("") => true,
+        Some(port) => port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    };
+    port_ok
+        && ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+}
+
+/// Who a request is, for scoping and rate limiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Caller {
+    /// The index of the token in the configuration.
+    Token(usize),
+    /// No auth configured: the client's IP (unspecified when unknown, e.g. in
+    /// `oneshot` tests).
+    Client(IpAddr),
+}
+
+/// The configured tokens.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    tokens: Vec<TokenConfig>,
+}
+
+impl Tokens {
+    pub(crate) fn new(tokens: Vec<TokenConfig>) -> Self {
+        Self { tokens }
+    }
+
+    /// Authenticates the request and checks the token's scope for `server`.
+    ///
+    /// # Errors
+    /// [`GatewayError::Unauthorized`] without a valid token (when tokens are
+    /// configured), [`GatewayError::TokenNotAllowed`] for a token of other servers.
+    pub(crate) fn authorize(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+        server: &str,
+    ) -> Result<Caller, GatewayError> {
+        if self.tokens.is_empty() {
+            return Ok(Caller::Client(
+                peer.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip()),
+            ));
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()))
+            .ok_or(GatewayError::Unauthorized)?;
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // Every token is compared, and each comparison takes the same time whatever
+        // the bytes: no early exit reveals how much of a hash matched.
+        let mut found = None;
+        for (index, token) in self.tokens.iter().enumerate() {
+            if constant_time_eq(&digest, &token.sha256) {
+                found = Some(index);
+            }
+        }
+        let index = found.ok_or(GatewayError::Unauthorized)?;
+        if !self.tokens[index].allows(server) {
+            return Err(GatewayError::TokenNotAllowed {
+                server: server.to_owned(),
+            });
+        }
+        Ok(Caller::Token(index))
+    }
+}
+
+/// `Bearer <token>` (scheme case-insensitive) → the token bytes.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let token = value[SCHEME.len()..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut difference = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        difference |= x ^ y;
+    }
+    std::hint::black_box(difference) == 0
+}
+
+/// Token buckets per caller.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    limit: Option<RateLimit>,
+    buckets: Mutex<HashMap<Caller, Bucket>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Buckets idle this long are full again and can be forgotten.
+const BUCKET_SWEEP_THRESHOLD: usize = 4096;
+
+impl RateLimiter {
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        Self {
+            limit,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `caller`'s bucket.
+    ///
+    /// # Errors
+    /// [`GatewayError::RateLimited`] when the bucket is empty.
+    pub(crate) fn admit(&self, caller: Caller) -> Result<(), GatewayError> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let burst = f64::from(limit.burst.max(1));
+        let rate = limit.per_second.max(f64::MIN_POSITIVE);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= BUCKET_SWEEP_THRESHOLD {
+            // A bucket that has refilled completely carries no state worth keeping.
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(caller).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + refill).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / rate;
+            Err(GatewayError::RateLimited {
+                retry_after: Duration::from_secs_f64(wait.min(3600.0)),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_lose_their_port() {
+        assert_eq!(host_name("localhost:7470"), "localhost");
+        assert_eq!(host_name("[::1]:7470"), "[::1]");
+        assert_eq!(host_name("::1"), "::1");
+        assert_eq!(host_name("example.com"), "example.com");
+    }
+
+    #[test]
+    fn loopback_origins_with_any_port() {
+        assert!(is_loopback_origin("http://localhost:3000"));
+        assert!(is_loopback_origin("https://127.0.0.1"));
+        assert!(is_loopback_origin("http://[::1]:1"));
+        assert!(!is_loopback_origin("http://localhost.evil.com"));
+        assert!(!is_loopback_origin("http://localhost:3000@evil.com"));
+        assert!(!is_loopback_origin("null"));
+        assert!(!is_loopback_origin("ftp://localhost"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_extracted() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+    }
+
+    #[test]
+    fn buckets_refuse_past_the_burst() {
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 0.001,
+            burst: 2,
+        }));
+        let caller = Caller::Token(0);
+        assert!(limiter.admit(caller).is_ok());
+        assert!(limiter.admit(caller).is_ok());
+        assert!(matches!(
+            limiter.admit(caller),
+            Err(GatewayError::RateLimited { .. })
+        ));
+        assert!(limiter.admit(Caller::Token(1)).is_ok());
+    }
+}

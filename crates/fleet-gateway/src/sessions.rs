@@ -1,0 +1,173 @@
+//! Gateway sessions: the ids the gateway mints and what each maps to (server,
+//! revision, instance, upstream session id). A session is pinned to its revision and
+//! instance for life; it ends on `DELETE`, after the idle timeout, when the upstream
+//! forgets it (404), or when its instance leaves the route table.
+//!
+//! In memory, one map behind a mutex that is never held across an await. (A sealed,
+//! self-describing id would let gateway replicas share no state — DESIGN §7; not yet.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+
+use crate::distribution::Instance;
+
+/// A gateway session id: 256 random bits, written as 64 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SessionId([u8; 32]);
+
+impl SessionId {
+    /// A fresh id from the OS's cryptographic random source.
+    ///
+    /// # Errors
+    /// When the OS has no randomness to give.
+    pub(crate) fn mint() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// The id in an `Mcp-Session-Id` header; `None` if it cannot be one of ours.
+    pub(crate) fn parse(value: &HeaderValue) -> Option<Self> {
+        std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(crate::config::decode_hex32)
+            .map(Self)
+    }
+
+    pub(crate) fn header_value(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 64];
+        for (i, byte) in self.0.iter().enumerate() {
+            text[2 * i] = HEX[usize::from(byte >> 4)];
+            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    }
+}
+
+/// What a gateway session maps to.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub(crate) server: Arc<str>,
+    pub(crate) revision: u64,
+    pub(crate) instance: Arc<Instance>,
+    /// The upstream's `Mcp-Session-Id`.
+    pub(crate) upstream_session: HeaderValue,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    last_used: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    sessions: HashMap<SessionId, Entry>,
+    last_sweep: Instant,
+}
+
+/// Every live session.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    state: Mutex<State>,
+    idle_timeout: Duration,
+}
+
+impl Sessions {
+    pub(crate) fn new(idle_timeout: Duration) -> Self {
+        Self {
+            state: Mutex::new(State {
+                sessions: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+            idle_timeout,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers a new session and returns its id.
+    ///
+    /// # Errors
+    /// When no random id can be minted.
+    pub(crate) fn insert(&self, session: Session) -> Result<SessionId, getrandom::Error> {
+        let id = SessionId::mint()?;
+        let now = Instant::now();
+        let mut state = self.state();
+        // Expired sessions are swept now and then, as sessions are created.
+        if now.duration_since(state.last_sweep)
+            >= (self.idle_timeout / 4).max(Duration::from_secs(1))
+        {
+            let timeout = self.idle_timeout;
+            state
+                .sessions
+                .retain(|_, entry| now.duration_since(entry.last_used) < timeout);
+            state.last_sweep = now;
+        }
+        state.sessions.insert(
+            id,
+            Entry {
+                session,
+                last_used: now,
+            },
+        );
+        Ok(id)
+    }
+
+    /// The session `id` of `server`, marked as used; `None` when unknown, expired or
+    /// another server's.
+    pub(crate) fn touch(&self, id: &SessionId, server: &str) -> Option<Session> {
+        let now = Instant::now();
+        let mut state = self.state();
+        let entry = state.sessions.get_mut(id)?;
+        if now.duration_since(entry.last_used) >= self.idle_timeout {
+            state.sessions.remove(id);
+            return None;
+        }
+        if &*entry.session.server != server {
+            return None;
+        }
+        entry.last_used = now;
+        Some(entry.session.clone())
+    }
+
+    pub(crate) fn remove(&self, id: &SessionId) {
+        self.state().sessions.remove(id);
+    }
+
+    /// Live sessions per server.
+    pub(crate) fn active_per_server(&self) -> BTreeMap<String, u64> {
+        let now = Instant::now();
+        let state = self.state();
+        let mut counts = BTreeMap::new();
+        for entry in state.sessions.values() {
+            if now.duration_since(entry.last_used) < self.idle_timeout {
+                *counts.entry(entry.session.server.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_differ() {
+        let a = SessionId::mint().unwrap();
+        let b = SessionId::mint().unwrap();
+        assert_ne!(a, b);
+        let header = a.header_value();
+        assert_eq!(header.len(), 64);
+        assert!(header.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)));
+        assert_eq!(SessionId::parse(&header), Some(a));
+        assert_eq!(SessionId::parse(&HeaderValue::from_static("nope")), None);
+    }
+}

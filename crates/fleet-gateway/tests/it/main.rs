@@ -1,0 +1,231 @@
+//! fleet-gateway against real sockets and real `mcp-sample-server --transport http`
+//! upstreams, with rmcp as the MCP client. One test binary; each test starts its own
+//! gateway and upstreams. Run alone, this needs `cargo build -p fleet-testkit --bin
+//! mcp-sample-server` first (`cargo test --workspace` builds it).
+
+mod legacy;
+mod modern;
+mod security;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleet_gateway::{Gateway, GatewayConfig, RevisionRoute, RouteTable, Upstream, serve};
+use fleet_testkit::sample_server_binary;
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Generous: debug builds on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+/// A sample server on Streamable HTTP, killed on drop; its stderr lines are kept.
+struct SampleUpstream {
+    url: String,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl SampleUpstream {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(sample_server_binary())
+            .args(["--transport", "http", "--port", "0", "--log-stderr"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mcp-sample-server");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let url = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("mcp-sample-server exited before listening");
+        })
+        .await
+        .expect("mcp-sample-server did not start listening");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { url, child, log }
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+/// A gateway on a loopback port, serving until the test ends.
+struct TestGateway {
+    gateway: Gateway,
+    address: SocketAddr,
+    routes: watch::Sender<RouteTable>,
+}
+
+impl TestGateway {
+    async fn start(table: RouteTable, configure: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the gateway");
+        let address = listener.local_addr().unwrap();
+        let mut config = GatewayConfig::new(address);
+        configure(&mut config);
+        let (routes, receiver) = watch::channel(table);
+        let gateway = Gateway::new(config, receiver);
+        tokio::spawn(serve(listener, gateway.clone(), std::future::pending()));
+        Self {
+            gateway,
+            address,
+            routes,
+        }
+    }
+
+    fn url(&self, server: &str) -> String {
+        format!("http://{}/mcp/{server}", self.address)
+    }
+
+    fn publish(&self, table: RouteTable) {
+        self.routes.send_replace(table);
+    }
+}
+
+/// (revision, weight, instances as (id, url)).
+type Revision<'a> = (u64, u32, &'a [(&'a str, &'a str)]);
+
+/// One server with the given revisions.
+fn table(server: &str, revisions: &[Revision<'_>]) -> RouteTable {
+    RouteTable::new([(
+        server.to_owned(),
+        revisions
+            .iter()
+            .map(|(revision, weight, instances)| RevisionRoute {
+                revision: *revision,
+                weight: *weight,
+                instances: instances
+                    .iter()
+                    .map(|(id, url)| Upstream::http(*id, *url))
+                    .collect(),
+            })
+            .collect(),
+    )])
+    .expect("a valid route table")
+}
+
+fn transport(url: &str, token: Option<&str>) -> StreamableHttpClientTransport<reqwest::Client> {
+    let mut headers = HashMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url)
+            .custom_headers(headers)
+            .reinit_on_expired_session(false),
+    )
+}
+
+fn client_config(version: ProtocolVersion) -> ClientConfig {
+    let mut config = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("fleet-gateway-test", "0"),
+    );
+    config.protocol_version = version;
+    config
+}
+
+/// A legacy (initialize) client session through `url`.
+async fn legacy_client(url: &str, token: Option<&str>) -> Client {
+    tokio::time::timeout(
+        DEADLINE,
+        client_config(ProtocolVersion::LATEST_WITH_INITIALIZE)
+            .serve_with_lifecycle(transport(url, token), ClientLifecycleMode::Initialize),
+    )
+    .await
+    .expect("initialize in time")
+    .expect("initialize through the gateway")
+}
+
+/// A modern (server/discover, stateless) client through `url`.
+async fn modern_client(url: &str) -> Client {
+    tokio::time::timeout(
+        DEADLINE,
+        client_config(ProtocolVersion::V_2026_07_28).serve_with_lifecycle(
+            transport(url, None),
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        ),
+    )
+    .await
+    .expect("discover in time")
+    .expect("discover through the gateway")
+}
+
+fn echo(message: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new("echo").with_arguments(
+        serde_json::json!({ "message": message })
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+}
+
+/// The text of a tool result's first content item.
+fn text(result: &rmcp::model::CallToolResult) -> String {
+    let value = serde_json::to_value(result).unwrap();
+    value["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A raw `initialize` body, as a legacy client sends it.
+fn initialize_body() -> serde_json::Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "raw", "version": "0" }
+        }
+    })
+}
+
+fn raw_post(url: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+}
+
+/// `serverInfo.name` of the client's server.
+fn server_name(client: &Client) -> String {
+    client
+        .peer()
+        .peer_info()
+        .and_then(|info| info.server_info.clone())
+        .map(|info| info.name)
+        .unwrap_or_default()
+}

@@ -1,0 +1,199 @@
+//! Admission through a real socket: tokens, Host, Origin, body size, rate limits.
+
+use fleet_gateway::{RateLimit, TokenConfig};
+use sha2::{Digest as _, Sha256};
+
+use crate::{SampleUpstream, TestGateway, echo, initialize_body, legacy_client, raw_post, text};
+
+const ALPHA_TOKEN: &str = "alpha-token-0123456789abcdef";
+const BETA_TOKEN: &str = "beta-token-fedcba9876543210";
+
+fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn two_servers(url: &str) -> fleet_gateway::RouteTable {
+    let route = |id: &str| fleet_gateway::RevisionRoute {
+        revision: 1,
+        weight: 1,
+        instances: vec![fleet_gateway::Upstream::http(id, url)],
+    };
+    fleet_gateway::RouteTable::new([
+        ("alpha".to_owned(), vec![route("a")]),
+        ("beta".to_owned(), vec![route("b")]),
+    ])
+    .unwrap()
+}
+
+/// Headers and body of a response, as text, to look for leaked tokens.
+async fn everything(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let headers = format!("{:?}", response.headers());
+    let body = response.text().await.unwrap();
+    (status, format!("{headers}\n{body}"))
+}
+
+#[tokio::test]
+async fn tokens_are_required_scoped_and_never_echoed() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(two_servers(&upstream.url), |config| {
+        config.tokens = vec![
+            TokenConfig::new("alpha-ci", &hash(ALPHA_TOKEN), ["alpha"]).unwrap(),
+            TokenConfig::new("beta-ci", &hash(BETA_TOKEN), ["beta"]).unwrap(),
+        ];
+    })
+    .await;
+    let alpha = gateway.url("alpha");
+
+    let missing = raw_post(&alpha)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer");
+
+    let mut seen = Vec::new();
+    let wrong = raw_post(&alpha)
+        .bearer_auth(format!("{ALPHA_TOKEN}x"))
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    let (status, all) = everything(wrong).await;
+    assert_eq!(status, 401);
+    seen.push(all);
+
+    let other = raw_post(&alpha)
+        .bearer_auth(BETA_TOKEN)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    let (status, all) = everything(other).await;
+    assert_eq!(status, 403);
+    seen.push(all);
+
+    let ok = raw_post(&alpha)
+        .bearer_auth(ALPHA_TOKEN)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    let (status, all) = everything(ok).await;
+    assert_eq!(status, 200);
+    seen.push(all);
+    for all in &seen {
+        assert!(
+            !all.contains(ALPHA_TOKEN) && !all.contains(BETA_TOKEN),
+            "{all}"
+        );
+        assert!(!all.contains(&hash(ALPHA_TOKEN)), "{all}");
+    }
+
+    // A real client with the right token works end to end.
+    let client = legacy_client(&alpha, Some(ALPHA_TOKEN)).await;
+    let result = client.peer().call_tool(echo("authorized")).await.unwrap();
+    assert_eq!(text(&result), "authorized");
+    let rejected = gateway.gateway.metrics();
+    assert!(rejected.revision("alpha", None).unwrap().totals.rejected >= 3);
+}
+
+#[tokio::test]
+async fn forged_origins_and_hosts_are_forbidden() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(two_servers(&upstream.url), |_| {}).await;
+    let alpha = gateway.url("alpha");
+    for origin in [
+        "http://evil.example",
+        "http://localhost.evil.example:80",
+        "null",
+    ] {
+        let response = raw_post(&alpha)
+            .header("origin", origin)
+            .json(&initialize_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{origin}");
+    }
+    let local_page = raw_post(&alpha)
+        .header("origin", "http://localhost:5173")
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local_page.status(), 200);
+
+    let rebinding = raw_post(&alpha)
+        .header(
+            "host",
+            format!("attacker.example:{}", gateway.address.port()),
+        )
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebinding.status(), 403);
+    let by_name = raw_post(&alpha)
+        .header("host", format!("localhost:{}", gateway.address.port()))
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_name.status(), 200);
+}
+
+#[tokio::test]
+async fn oversize_bodies_are_refused() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(two_servers(&upstream.url), |config| {
+        config.max_body_bytes = 1024;
+    })
+    .await;
+    let mut body = initialize_body();
+    body["params"]["padding"] = "x".repeat(2048).into();
+    let response = raw_post(&gateway.url("alpha"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(!upstream.logged("initialize"));
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(two_servers(&upstream.url), |config| {
+        config.rate_limit = Some(RateLimit {
+            per_second: 0.5,
+            burst: 2,
+        });
+    })
+    .await;
+    let alpha = gateway.url("alpha");
+    for _ in 0..2 {
+        let response = raw_post(&alpha)
+            .json(&initialize_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let limited = raw_post(&alpha)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+}

@@ -33,6 +33,9 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    /// The gateway's address is taken or not allowed.
+    #[error("the gateway cannot listen on {address}: {message}")]
+    Gateway { address: String, message: String },
 }
 
 /// A running control plane.
@@ -63,11 +66,19 @@ impl ControlPlane {
         for r in &reaped {
             tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
         }
+        let gateway_listener = bind_gateway(&fleet).await?;
+        let gateway_address = gateway_listener
+            .local_addr()
+            .map_err(|e| StartError::Gateway {
+                address: fleet.gateway.listen.to_string(),
+                message: e.to_string(),
+            })?;
         let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
             host,
             concurrency: 32,
+            gateway_url: Some(format!("http://{gateway_address}")),
         };
         let engine = Engine::new(runtime, config, &fleet.name);
         let (shutdown_requested, _) = watch::channel(false);
@@ -95,6 +106,17 @@ impl ControlPlane {
                 .await
             {
                 tracing::error!("admin API stopped: {e}");
+            }
+        });
+        let gateway =
+            fleet_gateway::Gateway::new(gateway_config(&fleet, gateway_address)?, engine.routes());
+        let mut gateway_done = finished.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = gateway_done.wait_for(|f| *f).await;
+            };
+            if let Err(e) = fleet_gateway::serve(gateway_listener, gateway, stop).await {
+                tracing::error!("gateway stopped: {e}");
             }
         });
         let fleet = Arc::new(fleet);
@@ -181,4 +203,33 @@ impl ControlPlane {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server).await;
         self.state_dir.remove_socket();
     }
+}
+
+/// Binds the gateway's listener first, so a taken address fails `up` before anything starts.
+async fn bind_gateway(fleet: &ValidFleet) -> Result<tokio::net::TcpListener, StartError> {
+    let address = fleet.gateway.listen;
+    tokio::net::TcpListener::bind(address).await.map_err(|e| StartError::Gateway {
+        address: address.to_string(),
+        message: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is in use (another fleet's gateway?); set `gateway.listen` to another port".into()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+fn gateway_config(
+    fleet: &ValidFleet,
+    listen: std::net::SocketAddr,
+) -> Result<fleet_gateway::GatewayConfig, StartError> {
+    let mut config = fleet_gateway::GatewayConfig::new(listen);
+    for token in &fleet.gateway.tokens {
+        let t = fleet_gateway::TokenConfig::new(&token.name, &token.sha256, &token.servers)
+            .map_err(|e| StartError::Gateway {
+                address: listen.to_string(),
+                message: e.to_string(),
+            })?;
+        config.tokens.push(t);
+    }
+    Ok(config)
 }

@@ -13,13 +13,14 @@ mod state;
 use fleet_api::types::{
     CheckRun, DeploymentState, Event, EventKind, InstanceChecks, ServerState, Status,
 };
+use fleet_gateway::{RevisionRoute, RouteTable, Upstream};
 use fleet_plan::Plan;
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
 use monitor::InstanceMonitor;
 use state::FleetState;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub host: Arc<dyn Host>,
     /// Servers started at the same time, at most.
     pub concurrency: usize,
+    /// The gateway's base URL (`http://127.0.0.1:7470`), shown as servers' endpoints.
+    pub gateway_url: Option<String>,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -78,9 +81,46 @@ pub(crate) struct Shared<R> {
     pub(crate) events: broadcast::Sender<Event>,
     history: Mutex<VecDeque<Event>>,
     pub(crate) monitors: Mutex<Vec<Arc<InstanceMonitor<R>>>>,
+    /// Ready HTTP instances by server: the source of the gateway's route table.
+    upstreams: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    routes: watch::Sender<RouteTable>,
 }
 
 impl<R> Shared<R> {
+    /// Adds (`Some(url)`) or removes an instance from the gateway's routes and publishes the
+    /// new table. Every server has one revision for now, with all the weight.
+    pub(crate) fn set_upstream(&self, server: &str, instance: &str, url: Option<String>) {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        let instances = upstreams.entry(server.to_string()).or_default();
+        let changed = match url {
+            Some(url) => instances.insert(instance.to_string(), url.clone()).as_ref() != Some(&url),
+            None => instances.remove(instance).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        let table = upstreams.iter().map(|(server, instances)| {
+            let upstreams = instances
+                .iter()
+                .map(|(id, url)| Upstream::http(id.clone(), url.clone()))
+                .collect();
+            (
+                server.clone(),
+                vec![RevisionRoute {
+                    revision: 1,
+                    weight: 100,
+                    instances: upstreams,
+                }],
+            )
+        });
+        match RouteTable::new(table) {
+            Ok(table) => {
+                self.routes.send_replace(table);
+            }
+            Err(errors) => tracing::error!("route table rejected: {errors:?}"),
+        }
+    }
+
     /// Applies a change to the fleet state and wakes whoever waits on it.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut FleetState) -> T) -> T {
         let out = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
@@ -133,6 +173,8 @@ impl<R: Runtime + 'static> Engine<R> {
                 events,
                 history: Mutex::new(VecDeque::new()),
                 monitors: Mutex::new(Vec::new()),
+                upstreams: Mutex::new(BTreeMap::new()),
+                routes: watch::channel(RouteTable::empty()).0,
             }),
         }
     }
@@ -157,6 +199,11 @@ impl<R: Runtime + 'static> Engine<R> {
             history.iter().cloned().collect(),
             self.shared.events.subscribe(),
         )
+    }
+
+    /// The gateway's route table, updated as instances become ready or stop being ready.
+    pub fn routes(&self) -> watch::Receiver<RouteTable> {
+        self.shared.routes.subscribe()
     }
 
     /// A receiver that changes whenever the fleet's state does.

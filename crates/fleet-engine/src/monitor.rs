@@ -143,8 +143,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             if let Some(i) = s.instance(&server.name, &id.0) {
                 i.port = port;
             }
-            if let Target::Url { url, .. } = &monitor.target {
-                s.set_endpoint(&server.name, url.clone());
+            if let (Target::Url { .. }, Some(base)) = (&monitor.target, &shared.config.gateway_url)
+            {
+                s.set_endpoint(&server.name, format!("{base}/mcp/{}", server.name));
             }
         });
 
@@ -247,9 +248,16 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         out
     }
 
+    /// Records the instance's state; a ready HTTP instance takes gateway traffic, any other
+    /// state takes it out of the route table.
     fn set_state(&self, state: ServerState, reason: Option<String>) {
         self.shared
             .update(|s| s.set_instance(&self.server.name, &self.id.0, state, reason));
+        if let Target::Url { url, .. } = &self.target {
+            let ready = (state == ServerState::Ready).then(|| url.clone());
+            self.shared
+                .set_upstream(&self.server.name, &self.id.0, ready);
+        }
     }
 
     fn record(&self, report: &CheckReport) {

@@ -35,7 +35,12 @@ impl Fleet {
         let dir = std::env::temp_dir().join(format!("mcpfleet-up-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("mcpfleet.yaml"), yaml.replace("SAMPLE", &sample())).unwrap();
+        let mut yaml = yaml.replace("SAMPLE", &sample());
+        if !yaml.contains("\ngateway:") {
+            // Tests run in parallel: each gateway takes a port of its own.
+            yaml.push_str("\ngateway:\n  listen: 127.0.0.1:0\n");
+        }
+        std::fs::write(dir.join("mcpfleet.yaml"), yaml).unwrap();
         Fleet { dir }
     }
 
@@ -522,4 +527,53 @@ servers:
     );
     let out = fleet.mcpfleet(&["status"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+#[test]
+fn every_http_server_is_reachable_through_the_gateway() {
+    let fleet = Fleet::new(
+        "gateway",
+        r#"
+version: 1
+name: gateway
+servers:
+  search:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+    replicas: 2
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let endpoint = server(&status, "search").endpoint.clone().unwrap();
+    assert!(endpoint.ends_with("/mcp/search"), "{endpoint}");
+    let mut check = default_check();
+    check.call = Some(fleet_spec::model::SmokeCall {
+        tool: "echo".into(),
+        arguments: serde_json::json!({ "message": "through the gateway" }),
+        expect_contains: Some("through the gateway".into()),
+        expect_error: false,
+    });
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            fleet_mcp::probe_http(&endpoint, &[], fleet_spec::model::Era::Legacy, &check).await
+        });
+    assert!(report.passed(), "{report}");
+}
+
+fn default_check() -> fleet_spec::model::McpCheck {
+    fleet_spec::model::McpCheck {
+        cadence: fleet_spec::model::Cadence {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            failure_threshold: 3,
+            success_threshold: 1,
+        },
+        expect_tools: vec!["echo".into()],
+        call: None,
+        max_latency: None,
+    }
 }

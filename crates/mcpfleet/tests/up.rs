@@ -467,7 +467,7 @@ servers:
     depends_on: [web]
 "#,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
         .args(["up", "--state-dir"])
         .arg(fleet.state_dir())
         .current_dir(&fleet.dir)

@@ -3,6 +3,7 @@
 //! imported file, a deployment, a check) failed, 2 usage or I/O error, 3 no control plane
 //! is running.
 
+mod clients;
 mod commands;
 mod fleet;
 
@@ -137,6 +138,18 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Gateway tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print an MCP client's configuration for the servers the gateway serves.
+    ClientConfig {
+        #[arg(value_enum)]
+        kind: commands::ImportKind,
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Write a commented starter fleet file.
     Init {
         #[arg(default_value = "mcpfleet.yaml")]
@@ -170,6 +183,21 @@ fn init_logging(detached: bool) {
         .try_init();
 }
 
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a random 256-bit gateway token: shown once, stored by its SHA-256.
+    Create {
+        /// A name for the token (shown in audit logs and metrics, never the token).
+        name: String,
+        /// Servers the token may reach (default: all).
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<String>,
+        /// The fleet file the token is for (to check the server names).
+        #[arg(long, default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.output == Output::Json;
@@ -195,6 +223,16 @@ fn main() -> ExitCode {
             force,
         } => commands::import(kind, &file, &out, name, force, json),
         Command::Init { file, force } => commands::init(&file, force),
+        Command::Token(TokenCommand::Create {
+            name,
+            servers,
+            file,
+        }) => clients::token_create(&name, &servers, &file, json),
+        Command::ClientConfig {
+            kind,
+            file,
+            state_dir,
+        } => block_on(clients::client_config(kind, &file, state_dir)),
         Command::Up {
             file,
             environment,

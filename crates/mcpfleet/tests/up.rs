@@ -577,3 +577,97 @@ fn default_check() -> fleet_spec::model::McpCheck {
         max_latency: None,
     }
 }
+
+#[test]
+fn tokens_guard_the_gateway_and_client_configs_point_at_it() {
+    let fleet = Fleet::new(
+        "tokens",
+        r#"
+version: 1
+name: tokens
+servers:
+  search:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+  other:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+"#,
+    );
+    let create = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+            .args(args)
+            .current_dir(&fleet.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let token = create(&[
+        "token",
+        "create",
+        "ci",
+        "--servers",
+        "search",
+        "--output",
+        "json",
+    ]);
+    let secret = token["token"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 5 + 43, "mcpf_ + 256 bits in base64url");
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["token", "create", "x", "--servers", "serch"])
+        .current_dir(&fleet.dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // Only the hash goes into the file.
+    let path = fleet.dir.join("mcpfleet.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap().replace(
+        "gateway:\n  listen: 127.0.0.1:0\n",
+        &format!("gateway:\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - {{ name: ci, sha256: \"{}\", servers: [search] }}\n", token["sha256"].as_str().unwrap()),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let search = server(&status, "search").endpoint.clone().unwrap();
+    let other = server(&status, "other").endpoint.clone().unwrap();
+
+    let probe = |url: &str, token: Option<&str>| {
+        let headers: Vec<(String, String)> = token
+            .map(|t| vec![("Authorization".to_string(), format!("Bearer {t}"))])
+            .unwrap_or_default();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fleet_mcp::probe_http(
+                url,
+                &headers,
+                fleet_spec::model::Era::Legacy,
+                &default_check(),
+            ))
+    };
+    assert!(probe(&search, Some(&secret)).passed());
+    let without = probe(&search, None);
+    assert!(
+        !without.passed() && without.to_string().contains("Auth required"),
+        "{without}"
+    );
+    let scoped = probe(&other, Some(&secret));
+    assert!(
+        !scoped.passed() && scoped.to_string().contains("403"),
+        "{scoped}"
+    );
+    assert!(!without.to_string().contains(&secret) && !scoped.to_string().contains(&secret));
+
+    // A client configuration that points at the gateway, imported back, names the same URLs.
+    let out = fleet.mcpfleet(&["client-config", "vscode"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["servers"]["search"]["url"], search.as_str());
+    assert_eq!(
+        config["servers"]["search"]["headers"]["Authorization"],
+        "Bearer ${input:mcpfleet-token}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&secret));
+}

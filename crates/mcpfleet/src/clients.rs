@@ -2,7 +2,7 @@
 //! configurations pointing at the gateway (`client-config`).
 
 use crate::commands::{ImportKind, check as check_file, print_diagnostics};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use fleet_spec::model::{Transport, ValidFleet};
 use sha2::{Digest as _, Sha256};
 use std::path::Path;

@@ -42,6 +42,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -169,6 +170,13 @@ pub async fn serve(
     let app = gateway
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
+    // Without TCP_NODELAY a relayed SSE answer (head, then the event as its own
+    // write) stalls ~40 ms on Nagle + delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

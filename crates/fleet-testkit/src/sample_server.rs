@@ -251,6 +251,11 @@ async fn serve_http(args: &SampleServerArgs) -> anyhow::Result<()> {
             .route_service(&args.path, service)
             .layer(axum::middleware::from_fn_with_state(server, http_era_gate))
     };
+    // Small writes (an SSE event after the response head) must not wait for the peer's
+    // delayed ACK: Nagle's algorithm would add ~40 ms to every proxied call.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

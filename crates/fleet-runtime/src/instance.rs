@@ -53,8 +53,9 @@ impl From<&str> for InstanceId {
 }
 
 /// Everything a runtime needs to run one instance. Fully rendered: no templates, no secret
-/// references, no relative paths the runtime would have to guess about.
-#[derive(Debug, Clone)]
+/// references, no relative paths the runtime would have to guess about — so its arguments
+/// and environment may hold secret values, and its `Debug` shows neither.
+#[derive(Clone)]
 pub struct InstanceSpec {
     pub id: InstanceId,
     pub server: String,
@@ -72,6 +73,23 @@ pub struct InstanceSpec {
     pub restart: Restart,
     /// How long a stopping instance gets after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+}
+
+impl std::fmt::Debug for InstanceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env_names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("InstanceSpec")
+            .field("id", &self.id)
+            .field("server", &self.server)
+            .field("revision", &self.revision)
+            .field("program", &self.program)
+            .field("args", &format_args!("[{} arguments]", self.args.len()))
+            .field("env", &env_names)
+            .field("cwd", &self.cwd)
+            .field("io", &self.io)
+            .field("stop_grace", &self.stop_grace)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the instance's stdin and stdout are for.
@@ -201,4 +219,40 @@ pub struct InstanceStatus {
     pub last_exit: Option<ExitInfo>,
     /// When the current (or last) process started.
     pub started_at: Option<SystemTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_spec::model::RestartPolicyKind;
+
+    #[test]
+    fn debug_output_never_shows_arguments_or_environment_values() {
+        let spec = InstanceSpec {
+            id: InstanceId::from("web-r1-1"),
+            server: "web".into(),
+            revision: 1,
+            program: "server".into(),
+            args: vec!["--token".into(), "s3cr3t-arg".into()],
+            env: vec![("API_KEY".into(), "s3cr3t-env".into())],
+            cwd: None,
+            io: InstanceIo::Logged,
+            restart: Restart {
+                policy: RestartPolicyKind::Never,
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                backoff_multiplier: 2.0,
+                jitter: 0.0,
+                give_up_after: 1,
+                stable_after: Duration::from_secs(1),
+            },
+            stop_grace: Duration::from_secs(1),
+        };
+        let shown = format!("{spec:?}");
+        assert!(
+            shown.contains("API_KEY") && shown.contains("2 arguments"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
 }

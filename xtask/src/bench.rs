@@ -153,7 +153,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
-fn flag(args: &[&str], name: &str) -> Result<Option<usize>> {
+pub(crate) fn flag(args: &[&str], name: &str) -> Result<Option<usize>> {
     match args.iter().position(|a| *a == name) {
         None => Ok(None),
         Some(i) => {

@@ -9,8 +9,12 @@
 //!   generated fleet with the release binary; writes bench-results/validate.json
 //! - `bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke]`  deploy a generated
 //!   fleet of sample servers; overhead vs the critical path and control plane memory
+//! - `bench gateway [--calls N] [--smoke]`  MCP call latency and throughput through the
+//!   gateway vs direct and the peer bridges, and the gateway's memory per idle session;
+//!   writes bench-results/gateway.json
 
 mod bench;
+mod bench_gateway;
 mod peers;
 
 use anyhow::{Context, Result, bail};
@@ -27,9 +31,12 @@ fn main() -> Result<()> {
         ["peers"] => peers::install(),
         ["bench", "validate", rest @ ..] => bench::validate(rest),
         ["bench", "up", rest @ ..] => bench::up(rest),
+        ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
+        // Hidden: the gateway process `bench gateway` measures.
+        ["bench-gateway-serve", upstream] => bench_gateway::serve(upstream),
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke]"
             );
             std::process::exit(2);
         }
@@ -94,6 +101,7 @@ fn ci() -> Result<()> {
     let (passed, failed) = test_workspace()?;
     bench::validate(&["--smoke"])?;
     bench::up(&["--smoke"])?;
+    bench_gateway::run(&["--smoke"])?;
     eprintln!("CI gate passed");
     // The closing line CI reads: every test of the workspace, summed.
     println!("tests: {passed} passed, {failed} failed");

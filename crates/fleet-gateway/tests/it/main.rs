@@ -1,10 +1,15 @@
 //! fleet-gateway against real sockets and real `mcp-sample-server --transport http`
 //! upstreams, with rmcp as the MCP client. One test binary; each test starts its own
 //! gateway and upstreams. Run alone, this needs `cargo build -p fleet-testkit --bin
-//! mcp-sample-server` first (`cargo test --workspace` builds it).
+//! mcp-sample-server` first (`cargo test --workspace` builds it). The interop tests
+//! (`conformance`, `inspector`) also need the third-party peers from `cargo xtask
+//! peers`; without them they fail, saying so.
 
+mod conformance;
+mod inspector;
 mod legacy;
 mod modern;
+mod peers;
 mod security;
 
 use std::collections::HashMap;

@@ -1,0 +1,91 @@
+//! The official MCP inspector CLI (`@modelcontextprotocol/inspector`, `--cli`) as
+//! the client, through a gateway that requires a bearer token, in front of an HTTP
+//! upstream.
+
+use std::time::Duration;
+
+use fleet_gateway::TokenConfig;
+use fleet_testkit::scratch_dir;
+use sha2::{Digest as _, Sha256};
+
+use crate::peers::{describe, node_script, run};
+use crate::{SampleUpstream, TestGateway, table};
+
+/// One CLI call takes about a second (Node start-up included).
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "inspector-token-5f1d8a0c2b7e4963";
+
+#[tokio::test]
+async fn the_inspector_cli_lists_and_calls_tools_through_the_gateway() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(table("sample", &[(1, 100, &[("s", &upstream.url)])]), |c| {
+        let sha256: String = Sha256::digest(TOKEN.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        c.tokens = vec![TokenConfig::new("inspector", &sha256, ["sample"]).unwrap()];
+    })
+    .await;
+    let url = gateway.url("sample");
+    let dir = scratch_dir("inspector");
+    let inspector = |args: &[&str]| {
+        let mut command = node_script("inspector");
+        command
+            .args(["--cli", &url, "--transport", "http"])
+            .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+            .args(args)
+            .current_dir(&dir);
+        command
+    };
+
+    let list = run(
+        "inspector tools/list",
+        inspector(&["--method", "tools/list"]),
+        CALL_LIMIT,
+    )
+    .await;
+    assert_eq!(list.status.code(), Some(0), "{}", describe(&list));
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_else(|error| {
+        panic!(
+            "tools/list output is not JSON ({error})\n{}",
+            describe(&list)
+        )
+    });
+    let mut names: Vec<_> = listed["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools array\n{}", describe(&list)))
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["add", "echo", "fail", "sleep"],
+        "{}",
+        describe(&list)
+    );
+
+    let call = run(
+        "inspector tools/call",
+        inspector(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "echo",
+            "--tool-arg",
+            "message=hi",
+        ]),
+        CALL_LIMIT,
+    )
+    .await;
+    assert_eq!(call.status.code(), Some(0), "{}", describe(&call));
+    let result: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap_or_else(|error| {
+        panic!(
+            "tools/call output is not JSON ({error})\n{}",
+            describe(&call)
+        )
+    });
+    assert_eq!(result["content"][0]["text"], "hi", "{}", describe(&call));
+    assert_ne!(result["isError"], true, "{}", describe(&call));
+    assert!(upstream.logged("tools/call echo"));
+}

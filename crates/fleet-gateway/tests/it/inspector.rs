@@ -28,15 +28,32 @@ async fn the_inspector_cli_lists_and_calls_tools_through_the_gateway() {
     .await;
     let url = gateway.url("sample");
     let dir = scratch_dir("inspector");
-    let inspector = |args: &[&str]| {
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let inspector_with = |headers: &[&str], args: &[&str]| {
         let mut command = node_script("inspector");
         command
             .args(["--cli", &url, "--transport", "http"])
-            .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+            .args(headers)
             .args(args)
             .current_dir(&dir);
         command
     };
+    let inspector = |args: &[&str]| inspector_with(&["--header", &bearer], args);
+
+    // Without the token the gateway answers 401 and the CLI, having no TTY for an
+    // OAuth flow, gives up at once: the header below is what lets it in.
+    let refused = run(
+        "inspector without a token",
+        inspector_with(&[], &["--method", "tools/list"]),
+        CALL_LIMIT,
+    )
+    .await;
+    assert_ne!(refused.status.code(), Some(0), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("auth_required"),
+        "{}",
+        describe(&refused)
+    );
 
     let list = run(
         "inspector tools/list",

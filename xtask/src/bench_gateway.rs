@@ -40,6 +40,8 @@ const PROTOCOL_VERSION: &str = "2025-06-18";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a peer may take to start answering MCP.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections the idle sessions are opened over.
+const IDLE_CONNECTIONS: usize = 16;
 
 struct Options {
     smoke: bool,
@@ -200,9 +202,9 @@ struct Row {
 
 struct IdleMemory {
     sessions: usize,
+    connections: usize,
     before_mb: f64,
-    with_connections_mb: f64,
-    connections_closed_mb: f64,
+    after_mb: f64,
     upstream_growth_mb: f64,
 }
 
@@ -261,14 +263,21 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
 /// gone when this returns.
 async fn measure_peer(peer: Peer, options: &Options, bins: &Binaries) -> Result<(Latency, f64)> {
     let mut processes = Vec::new();
-    let url = start_peer(peer, bins, &mut processes).await?;
-    let latency = sequential(&url, options).await?;
-    let throughput = concurrent(&url, options).await?;
+    let target = start_peer(peer, bins, &mut processes).await?;
+    let latency = sequential(&target, options).await?;
+    let throughput = concurrent(&target, options).await?;
     drop(processes);
     Ok((latency, throughput))
 }
 
-async fn start_peer(peer: Peer, bins: &Binaries, processes: &mut Vec<Process>) -> Result<String> {
+/// Where a peer serves MCP, and what it calls the sample server's `echo` tool.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    tool: &'static str,
+}
+
+async fn start_peer(peer: Peer, bins: &Binaries, processes: &mut Vec<Process>) -> Result<Target> {
     let sample = bins.sample.to_str().context("sample server path")?;
     let log = |name: &str| bins.logs.join(format!("{name}.log"));
     let url = match peer {
@@ -336,27 +345,36 @@ async fn start_peer(peer: Peer, bins: &Binaries, processes: &mut Vec<Process>) -
                 "mcp-proxy (Rust)",
                 &log("mcp-proxy-rust"),
             )?);
-            format!("http://127.0.0.1:{port}/mcp")
+            format!("http://127.0.0.1:{port}/")
         }
         Peer::GatewayStdio => bail!("not built yet"),
     };
-    wait_until_serving(&url, processes).await?;
-    Ok(url)
+    // The Rust mcp-proxy serves on `/` and prefixes each tool with its backend's name.
+    let target = match peer {
+        Peer::RustProxy => Target {
+            url,
+            tool: "sample/echo",
+        },
+        _ => Target { url, tool: "echo" },
+    };
+    wait_until_serving(&target, processes).await?;
+    Ok(target)
 }
 
 fn rust_proxy_config(port: u16, upstream: &str) -> String {
     format!(
-        "[proxy]\nname = \"bench\"\n[proxy.listen]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
+        "[proxy]\nname = \"bench\"\n[proxy.listen]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         [observability]\nlog_level = \"warn\"\n\n\
          [[backends]]\nname = \"sample\"\ntransport = \"http\"\nurl = \"{upstream}\"\n"
     )
 }
 
 /// Polls with an MCP `initialize` until the peer answers, its process dies, or
 /// [`START_TIMEOUT`] passes.
-async fn wait_until_serving(url: &str, processes: &mut [Process]) -> Result<()> {
+async fn wait_until_serving(target: &Target, processes: &mut [Process]) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        match Session::open(url).await {
+        match Session::open(target).await {
             Ok(_) => return Ok(()),
             Err(error) => {
                 for process in processes.iter_mut() {
@@ -365,7 +383,7 @@ async fn wait_until_serving(url: &str, processes: &mut [Process]) -> Result<()> 
                     }
                 }
                 if Instant::now() > deadline {
-                    return Err(error.context(format!("{url} did not answer MCP in time")));
+                    return Err(error.context(format!("{} did not answer MCP in time", target.url)));
                 }
             }
         }
@@ -374,8 +392,8 @@ async fn wait_until_serving(url: &str, processes: &mut [Process]) -> Result<()> 
 }
 
 /// One session, `warmup` calls, then `calls` timed calls back to back.
-async fn sequential(url: &str, options: &Options) -> Result<Latency> {
-    let mut session = Session::open(url).await?;
+async fn sequential(target: &Target, options: &Options) -> Result<Latency> {
+    let mut session = Session::open(target).await?;
     for _ in 0..options.warmup {
         session.echo().await?;
     }
@@ -402,10 +420,10 @@ async fn sequential(url: &str, options: &Options) -> Result<Latency> {
 
 /// `sessions` sessions, opened first, then each calling back to back until the deadline;
 /// total calls per second.
-async fn concurrent(url: &str, options: &Options) -> Result<f64> {
+async fn concurrent(target: &Target, options: &Options) -> Result<f64> {
     let mut sessions = Vec::with_capacity(options.sessions);
     for _ in 0..options.sessions {
-        sessions.push(Session::open(url).await?);
+        sessions.push(Session::open(target).await?);
     }
     let started = Instant::now();
     let deadline = started + options.duration;
@@ -430,14 +448,14 @@ async fn concurrent(url: &str, options: &Options) -> Result<f64> {
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A fresh gateway and upstream; RSS after a warm-up, with `idle_sessions` sessions open
-/// on their own connections, and after those connections are closed (the sessions live on:
-/// a sample of them is called again at the end).
+/// A fresh gateway and upstream; the gateway's RSS after a warm-up and with
+/// `idle_sessions` more sessions open (a sample of them is called at the end to show they
+/// are alive).
 async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
     let mut processes = Vec::new();
-    let url = start_peer(Peer::Gateway, bins, &mut processes).await?;
+    let target = start_peer(Peer::Gateway, bins, &mut processes).await?;
     let (upstream, gateway) = (processes[0].pid(), processes[1].pid());
-    let mut warm = Session::open(&url).await?;
+    let mut warm = Session::open(&target).await?;
     for _ in 0..options.warmup {
         warm.echo().await?;
     }
@@ -445,35 +463,38 @@ async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
     let before_mb = rss_mb(gateway)?;
     let upstream_before_mb = rss_mb(upstream)?;
 
-    // A few openers at a time: opening is not what is measured, and it keeps the run short.
-    let openers = 16.min(options.idle_sessions);
+    // Sessions, not connections, are measured: 16 keep-alive connections each initialize
+    // their share of the sessions one after another and leave them open.
+    let openers = IDLE_CONNECTIONS.min(options.idle_sessions);
     let tasks: Vec<_> = (0..openers)
         .map(|i| {
-            let url = url.clone();
+            let target = target.clone();
             let count =
                 options.idle_sessions / openers + usize::from(i < options.idle_sessions % openers);
             tokio::spawn(async move {
-                let mut sessions = Vec::with_capacity(count);
+                let mut connection = Session::connect(&target).await?;
+                let mut ids = Vec::with_capacity(count);
                 for _ in 0..count {
-                    sessions.push(Session::open(&url).await?);
+                    connection.id = None;
+                    connection.initialize().await?;
+                    ids.push(connection.resumable());
                 }
-                anyhow::Ok(sessions)
+                anyhow::Ok((connection, ids))
             })
         })
         .collect();
-    let mut sessions = Vec::with_capacity(options.idle_sessions);
+    let (mut connections, mut ids) = (Vec::new(), Vec::with_capacity(options.idle_sessions));
     for task in tasks {
-        sessions.extend(task.await??);
+        let (connection, opened) = task.await??;
+        connections.push(connection);
+        ids.extend(opened);
     }
     settle().await;
-    let with_connections_mb = rss_mb(gateway)?;
-    let ids: Vec<_> = sessions.iter().map(Session::resumable).collect();
-    drop(sessions);
-    settle().await;
-    let connections_closed_mb = rss_mb(gateway)?;
+    let after_mb = rss_mb(gateway)?;
+    drop(connections);
     let upstream_growth_mb = rss_mb(upstream)? - upstream_before_mb;
     for (id, version) in ids.iter().step_by((ids.len() / 10).max(1)) {
-        let mut session = Session::resume(&url, id.clone(), version.clone()).await?;
+        let mut session = Session::resume(&target, id.clone(), version.clone()).await?;
         session
             .echo()
             .await
@@ -483,9 +504,9 @@ async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
     drop(processes);
     Ok(IdleMemory {
         sessions: options.idle_sessions,
+        connections: openers,
         before_mb,
-        with_connections_mb,
-        connections_closed_mb,
+        after_mb,
         upstream_growth_mb,
     })
 }
@@ -599,11 +620,13 @@ struct Session {
     path: String,
     id: Option<String>,
     version: String,
+    tool: &'static str,
     next_id: u64,
 }
 
 impl Session {
-    async fn connect(url: &str) -> Result<Self> {
+    async fn connect(target: &Target) -> Result<Self> {
+        let url = &target.url;
         let uri: hyper::Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
         let authority = uri.authority().context("URL without host")?.to_string();
         let address: SocketAddr = authority.parse().context("URL host is not IP:port")?;
@@ -621,13 +644,21 @@ impl Session {
             path: uri.path().to_string(),
             id: None,
             version: PROTOCOL_VERSION.to_string(),
+            tool: target.tool,
             next_id: 0,
         })
     }
 
     /// Connects and initializes a new session.
-    async fn open(url: &str) -> Result<Self> {
-        let mut session = Self::connect(url).await?;
+    async fn open(target: &Target) -> Result<Self> {
+        let mut session = Self::connect(target).await?;
+        session.initialize().await?;
+        Ok(session)
+    }
+
+    /// `initialize` and `notifications/initialized` on this connection: a new session.
+    async fn initialize(&mut self) -> Result<()> {
+        let session = self;
         let result = session
             .request(
                 "initialize",
@@ -647,7 +678,7 @@ impl Session {
         if !status.is_success() {
             bail!("notifications/initialized: HTTP {status}");
         }
-        Ok(session)
+        Ok(())
     }
 
     /// What [`Session::resume`] needs to use this session from another connection.
@@ -655,8 +686,8 @@ impl Session {
         (self.id.clone(), self.version.clone())
     }
 
-    async fn resume(url: &str, id: Option<String>, version: String) -> Result<Self> {
-        let mut session = Self::connect(url).await?;
+    async fn resume(target: &Target, id: Option<String>, version: String) -> Result<Self> {
+        let mut session = Self::connect(target).await?;
         session.id = id;
         session.version = version;
         Ok(session)
@@ -666,7 +697,7 @@ impl Session {
         let result = self
             .request(
                 "tools/call",
-                json!({ "name": "echo", "arguments": { "message": "ping" } }),
+                json!({ "name": self.tool, "arguments": { "message": "ping" } }),
             )
             .await?;
         if result["isError"] == true || result["content"][0]["text"] != "ping" {
@@ -897,13 +928,12 @@ impl Report {
             }
         }
         let idle = &self.idle;
-        let growth = idle.connections_closed_mb - idle.before_mb;
-        let growth_open = idle.with_connections_mb - idle.before_mb;
+        let growth = idle.after_mb - idle.before_mb;
         checks.push((
             format!(
-                "{} idle sessions: gateway RSS +{growth:.1} MB (target ≤ {TARGET_IDLE_RSS_MB:.0} MB); \
-                 +{growth_open:.1} MB while their {} keep-alive connections are open; upstream +{:.1} MB",
-                idle.sessions, idle.sessions, idle.upstream_growth_mb
+                "{} idle sessions (opened over {} keep-alive connections): gateway RSS +{growth:.1} MB \
+                 ({:.1} → {:.1} MB; target ≤ {TARGET_IDLE_RSS_MB:.0} MB); the upstream's +{:.1} MB",
+                idle.sessions, idle.connections, idle.before_mb, idle.after_mb, idle.upstream_growth_mb
             ),
             Some(growth <= TARGET_IDLE_RSS_MB),
         ));
@@ -936,9 +966,9 @@ impl Report {
             "ratios": ratios,
             "idle_sessions": {
                 "sessions": idle.sessions,
+                "connections": idle.connections,
                 "gateway_rss_before_mb": idle.before_mb,
-                "gateway_rss_with_connections_mb": idle.with_connections_mb,
-                "gateway_rss_connections_closed_mb": idle.connections_closed_mb,
+                "gateway_rss_after_mb": idle.after_mb,
                 "upstream_rss_growth_mb": idle.upstream_growth_mb,
             },
             "targets": {

@@ -136,10 +136,15 @@ async fn shutdown(State(state): State<AppState>) -> Response {
     let stream = futures::stream::unfold((live, finished), |(mut live, mut finished)| async move {
         tokio::select! {
             biased;
-            event = live.recv() => match event {
-                Ok(event) => Some((event, (live, finished))),
-                Err(_) => None,
-            },
+            event = async {
+                loop {
+                    match live.recv().await {
+                        // A slow reader missed some events; the fleet is not down yet.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        other => return other.ok(),
+                    }
+                }
+            } => event.map(|event| (event, (live, finished))),
             _ = async { finished.wait_for(|f| *f).await.is_ok() } => None,
         }
     });

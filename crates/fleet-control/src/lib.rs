@@ -129,6 +129,7 @@ impl ControlPlane {
             finished,
             server,
         };
+        shutdown_on_signals(plane.shutdown_requested.clone());
         plane.watch_finish(finished_tx);
         Ok(plane)
     }
@@ -174,14 +175,36 @@ impl ControlPlane {
         }
     }
 
+    /// Asks for a graceful shutdown after `delay`, unless one comes sooner.
+    pub fn request_shutdown_after(&self, delay: std::time::Duration) {
+        let shutdown = self.shutdown_requested.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            shutdown.send_replace(true);
+        });
+    }
+
     /// Asks for a graceful shutdown (as `POST /v1/shutdown` does).
     pub fn request_shutdown(&self) {
         self.shutdown_requested.send_replace(true);
     }
 
-    /// Runs until SIGINT, SIGTERM or a shutdown request, then stops every server in reverse
-    /// dependency order.
+    /// Waits for SIGINT, SIGTERM or a shutdown request, and for every server to be stopped
+    /// (in reverse dependency order).
     pub async fn run_until_shutdown(mut self) {
+        let _ = self.shutdown_requested.subscribe().wait_for(|r| *r).await;
+        let _ = self.finished.wait_for(|f| *f).await;
+        // Streams that never end by themselves (`logs -f`, `events -f`) must not hold the
+        // process: give answers in flight a moment, then go.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server).await;
+        self.state_dir.remove_socket();
+    }
+}
+
+/// SIGINT and SIGTERM ask for a graceful shutdown from the moment the control plane starts
+/// — during a deployment too, when they would otherwise kill it and leave servers running.
+fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
+    tokio::spawn(async move {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let term = async move {
@@ -193,16 +216,11 @@ impl ControlPlane {
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => self.request_shutdown(),
-            () = term => self.request_shutdown(),
-            _ = async { self.shutdown_requested.subscribe().wait_for(|r| *r).await.is_ok() } => {}
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
         }
-        let _ = self.finished.wait_for(|f| *f).await;
-        // Streams that never end by themselves (`logs -f`, `events -f`) must not hold the
-        // process: give answers in flight a moment, then go.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server).await;
-        self.state_dir.remove_socket();
-    }
+        shutdown.send_replace(true);
+    });
 }
 
 /// Binds the gateway's listener first, so a taken address fails `up` before anything starts.

@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
 
+/// Why a server did not start: another one failed, or the fleet is shutting down.
+const ABORTED: &str = "the deployment was aborted";
+
 /// Events kept for `GET /v1/events` and late subscribers.
 const HISTORY: usize = 2_000;
 
@@ -255,11 +258,32 @@ impl<R: Runtime + 'static> Engine<R> {
                 reason: None,
             },
             Some((name, why)) => {
-                let policy = fleet
-                    .server(name)
-                    .map_or(OnFailure::Rollback, |s| s.on_failure);
+                // The strictest policy among the servers that failed on their own decides.
+                let policy = failures
+                    .iter()
+                    .filter(|(_, why)| why.as_str() != ABORTED)
+                    .filter_map(|(name, _)| fleet.server(name).map(|s| s.on_failure))
+                    .max_by_key(|p| match p {
+                        OnFailure::Rollback => 2,
+                        OnFailure::Pause => 1,
+                        OnFailure::Continue => 0,
+                    })
+                    .unwrap_or(OnFailure::Rollback);
                 let reason = format!("{name}: {why}");
+                let shutting_down = matches!(
+                    shared
+                        .state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .deployment_state(),
+                    DeploymentState::Stopping | DeploymentState::Stopped
+                );
                 match policy {
+                    // A shutdown in progress stops everything anyway.
+                    _ if shutting_down => DeploymentOutcome {
+                        state: DeploymentState::Stopping,
+                        reason: Some(reason),
+                    },
                     OnFailure::Rollback => {
                         shared.emit(
                             EventKind::RollbackStarted,
@@ -333,7 +357,7 @@ impl<R: Runtime + 'static> Engine<R> {
             .unwrap_or_else(|p| p.into_inner())
             .aborted()
         {
-            return Err("the deployment was aborted".into());
+            return Err(ABORTED.into());
         }
         shared.update(|s| s.set_server(&server.name, ServerState::Starting, None));
         shared.emit(
@@ -351,22 +375,33 @@ impl<R: Runtime + 'static> Engine<R> {
         for replica in 1..=replicas {
             let monitor =
                 InstanceMonitor::start(shared.clone(), fleet.clone(), server.clone(), replica)
-                    .await;
-            match monitor {
-                Ok(m) => {
-                    shared
-                        .monitors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(m.clone());
-                    ready.push(m);
+                    .await
+                    .map_err(|why| self.fail_server(server, why))?;
+            // A shutdown or rollback may have taken its snapshot of the monitors while this
+            // one was starting: joining the list and checking for that happen under one lock.
+            let aborted = {
+                let mut monitors = shared.monitors.lock().unwrap_or_else(|p| p.into_inner());
+                let aborted = shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .aborted();
+                if !aborted {
+                    monitors.push(monitor.clone());
                 }
-                Err(why) => return Err(self.fail_server(&server.name, why)),
+                aborted
+            };
+            if aborted {
+                monitor.stop().await;
+                return Err(ABORTED.into());
             }
+            ready.push(monitor);
         }
+        // Every process runs: dependents waiting for `condition: started` may go.
+        shared.update(|s| s.set_server(&server.name, ServerState::Checking, None));
         for monitor in &ready {
             if let Err(why) = monitor.wait_ready().await {
-                return Err(self.fail_server(&server.name, why));
+                return Err(self.fail_server(server, why));
             }
         }
         let detail = ready
@@ -378,13 +413,18 @@ impl<R: Runtime + 'static> Engine<R> {
         Ok(())
     }
 
-    fn fail_server(&self, server: &str, why: String) -> String {
+    /// Marks a server failed. Unless its policy is `continue`, no further server starts.
+    fn fail_server(&self, server: &Server, why: String) -> String {
         self.shared.update(|s| {
-            s.set_server(server, ServerState::Failed, Some(why.clone()));
-            s.abort_if(true);
+            s.set_server(&server.name, ServerState::Failed, Some(why.clone()));
+            s.abort_if(server.on_failure != OnFailure::Continue);
         });
-        self.shared
-            .emit(EventKind::ServerFailed, Some(server), None, why.clone());
+        self.shared.emit(
+            EventKind::ServerFailed,
+            Some(&server.name),
+            None,
+            why.clone(),
+        );
         why
     }
 
@@ -426,7 +466,7 @@ impl<R: Runtime + 'static> Engine<R> {
                     }
                 }
                 if state.aborted() {
-                    return Err("the deployment was aborted".into());
+                    return Err(ABORTED.into());
                 }
                 waiting
             };

@@ -225,6 +225,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
     pub(crate) async fn stop(&self) {
         self.stop_requested.send_replace(true);
+        self.fail_readiness("stopped before it was ready".into());
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }
@@ -268,6 +269,24 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         }
         self.shared
             .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
+    }
+
+    /// The instance passed its readiness checks: it takes traffic — unless it is being
+    /// stopped, which the checks could not know. Returns whether it is ready.
+    fn mark_ready(&self) -> bool {
+        if *self.stop_requested.borrow() {
+            return false;
+        }
+        self.was_ready.store(true, Ordering::SeqCst);
+        self.readiness.send_if_modified(|r| {
+            let first = *r == Readiness::Pending;
+            if first {
+                *r = Readiness::Ready;
+            }
+            first
+        });
+        self.set_state(ServerState::Ready, None);
+        true
     }
 
     fn fail_readiness(&self, why: String) {
@@ -317,12 +336,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     self.set_state(ServerState::Checking, None);
                     tokio::select! {
                         ready = self.become_ready(pipes) => match ready {
-                            Ok(()) => {
-                                self.was_ready.store(true, Ordering::SeqCst);
-                                self.readiness.send_replace(Readiness::Ready);
-                                self.set_state(ServerState::Ready, None);
+                            Ok(()) if self.mark_ready() => {
                                 pending = self.stay_live(&mut events).await;
                             }
+                            Ok(()) => {}
                             Err(why) => self.not_ready(why).await,
                         },
                         event = events.recv() => {
@@ -349,7 +366,14 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                             exit_text(code, signal),
                             fleet_spec::model::format_duration(ran_for)
                         );
-                        self.set_state(ServerState::Restarting, Some(why.clone()));
+                        // `Restarting` only once the runtime says a start is coming
+                        // (`BackingOff`): its restart policy may say none is.
+                        let state = if code == Some(0) {
+                            ServerState::Stopped
+                        } else {
+                            ServerState::Failed
+                        };
+                        self.set_state(state, Some(why.clone()));
                         self.shared.emit(
                             EventKind::InstanceExited,
                             Some(&self.server.name),
@@ -382,7 +406,18 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     self.fail_readiness(error.clone());
                     self.set_state(ServerState::Failed, Some(error));
                 }
-                Lifecycle::Stopped => break,
+                Lifecycle::Stopped => {
+                    self.fail_readiness("stopped before it was ready".into());
+                    self.shared.update(|s| {
+                        if let Some(i) = s.instance(&self.server.name, &self.id.0) {
+                            i.pid = None;
+                            if i.state != ServerState::Failed {
+                                i.state = ServerState::Stopped;
+                            }
+                        }
+                    });
+                    break;
+                }
             }
         }
         self.stopped.store(true, Ordering::SeqCst);
@@ -404,6 +439,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         } else {
             self.fail_readiness(why.clone());
             self.set_state(ServerState::Failed, Some(why));
+            // Our own stop: its exit is not a crash to report.
+            self.stop_requested.send_replace(true);
             let _ = self.shared.runtime.stop(&self.id).await;
         }
     }
@@ -540,11 +577,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     async fn watch_remote(self: Arc<Self>) {
         self.set_state(ServerState::Checking, None);
         match self.become_ready(None).await {
-            Ok(()) => {
-                self.was_ready.store(true, Ordering::SeqCst);
-                self.readiness.send_replace(Readiness::Ready);
-                self.set_state(ServerState::Ready, None);
-            }
+            Ok(()) if self.mark_ready() => {}
+            Ok(()) => return,
             Err(why) => {
                 self.fail_readiness(why.clone());
                 self.set_state(ServerState::Failed, Some(why));

@@ -89,10 +89,20 @@ impl FleetState {
             .collect();
     }
 
+    /// Records how the deployment ended — unless a shutdown has overtaken it.
     pub(crate) fn finish(&mut self, state: DeploymentState, reason: Option<String>) {
-        self.deployment.state = state;
+        if !matches!(
+            self.deployment.state,
+            DeploymentState::Stopping | DeploymentState::Stopped
+        ) {
+            self.deployment.state = state;
+        }
         self.deployment.reason = reason;
         self.deployment.finished_at = Some(now());
+    }
+
+    pub(crate) fn deployment_state(&self) -> DeploymentState {
+        self.deployment.state
     }
 
     pub(crate) fn set_deployment(&mut self, state: DeploymentState) {

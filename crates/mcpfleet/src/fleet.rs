@@ -91,11 +91,24 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     }
     let status = plane.engine().status();
     output.summary(&status);
-    // A detached control plane waits for its `up -d` to read the outcome and stop it.
-    if outcome.state == DeploymentState::RolledBack && !args.detached_child {
-        plane.request_shutdown();
-        plane.run_until_shutdown().await;
-        return Ok(ExitCode::from(FAILED));
+    match outcome.state {
+        // Interrupted (Ctrl-C, SIGTERM, `down`) while deploying: everything is stopping.
+        DeploymentState::Stopping | DeploymentState::Stopped => {
+            plane.run_until_shutdown().await;
+            return Ok(ExitCode::from(FAILED));
+        }
+        // Nothing runs any more. A detached control plane gives its `up -d` time to read
+        // the outcome (it then stops it), and stops by itself if nobody does.
+        DeploymentState::RolledBack => {
+            if args.detached_child {
+                plane.request_shutdown_after(Duration::from_secs(30));
+            } else {
+                plane.request_shutdown();
+            }
+            plane.run_until_shutdown().await;
+            return Ok(ExitCode::from(FAILED));
+        }
+        _ => {}
     }
     if !args.detached_child && !args.json {
         eprintln!(

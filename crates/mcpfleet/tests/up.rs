@@ -671,3 +671,111 @@ servers:
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&secret));
 }
+
+#[test]
+fn sigterm_during_a_deployment_stops_what_it_started() {
+    let fleet = Fleet::new(
+        "interrupted",
+        r#"
+version: 1
+name: interrupted
+servers:
+  fast:
+    stdio: { command: SAMPLE, args: ["--name", "interrupted-fast-marker"] }
+  slow:
+    stdio: { command: SAMPLE, args: ["--startup-delay", "20s", "--name", "interrupted-slow-marker"] }
+    health: { mcp: { handshake_timeout: 30s, interval: 40s } }
+"#,
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["up", "--state-dir"])
+        .arg(fleet.state_dir())
+        .current_dir(&fleet.dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while processes_with("interrupted-slow-marker").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "slow never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        processes_with("interrupted-slow-marker").is_empty(),
+        "slow survived: {}",
+        text(&out)
+    );
+    assert!(
+        processes_with("interrupted-fast-marker").is_empty(),
+        "fast survived: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn on_failure_continue_and_condition_started_and_restart_never() {
+    let fleet = Fleet::new(
+        "policies",
+        r#"
+version: 1
+name: policies
+servers:
+  bad:
+    stdio: { command: SAMPLE, args: ["--never-answer"] }
+    on_failure: continue
+    health: { mcp: { handshake_timeout: 1s } }
+  slow:
+    stdio: { command: SAMPLE, args: ["--startup-delay", "1500ms"] }
+  early:
+    stdio: { command: SAMPLE }
+    depends_on: { slow: { condition: started } }
+  once:
+    stdio: { command: SAMPLE, args: ["--exit-after", "1s"] }
+    restart: { policy: never }
+"#,
+    );
+    let out = fleet.up();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed server fails the deployment: {}",
+        text(&out)
+    );
+    let status = fleet.status();
+    assert_eq!(server(&status, "bad").state, ServerState::Failed);
+    for name in ["slow", "early"] {
+        assert_eq!(
+            server(&status, name).state,
+            ServerState::Ready,
+            "`continue` lets the others go on: {status:#?}"
+        );
+    }
+    // `condition: started` does not wait for readiness.
+    let events = events(&fleet);
+    let at = |kind: EventKind, name: &str| {
+        events
+            .iter()
+            .position(|e| e.kind == kind && e.server.as_deref() == Some(name))
+            .unwrap()
+    };
+    assert!(at(EventKind::ServerStarting, "early") < at(EventKind::ServerReady, "slow"));
+    // `restart: never`: once it exits it stays down, and says so — not "restarting".
+    let done = fleet.wait_for("once to exit", Duration::from_secs(20), |s| {
+        server(s, "once").state != ServerState::Ready
+    });
+    let once = server(&done, "once");
+    assert_eq!(once.state, ServerState::Failed, "{once:#?}");
+    assert!(
+        once.reason.as_deref().unwrap_or("").contains("exited"),
+        "{once:#?}"
+    );
+}

@@ -57,6 +57,8 @@ pub(crate) struct InstanceMonitor<R> {
     stop_requested: watch::Sender<bool>,
     session: tokio::sync::Mutex<Option<StdioSession>>,
     last_detail: Mutex<Option<String>>,
+    /// (rendered, shown) pairs of texts holding secrets, replaced in everything reported.
+    redactions: Vec<(String, String)>,
 }
 
 impl<R: Runtime + 'static> InstanceMonitor<R> {
@@ -81,8 +83,20 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         };
         let templates = InstanceTemplates::new(&fleet, shared.config.host.clone(), port, REVISION)
             .map_err(|e| format!("cannot render its templates: {e}"))?;
+        // Rendered texts that carry a secret, with their shown form: what check reports say
+        // about a target (a URL with a token in it) is redacted with these.
+        let redactions = Mutex::new(Vec::new());
         let render = |t: &fleet_spec::model::Text| {
-            templates.render(t, &server.name).map_err(|e| e.to_string())
+            let out = templates
+                .render(t, &server.name)
+                .map_err(|e| e.to_string())?;
+            if t.shown.contains("***") && out != t.shown {
+                redactions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((out.clone(), t.shown.clone()));
+            }
+            Ok::<_, String>(out)
         };
         let (target, command) = match &server.transport {
             Transport::Stdio(c) => (Target::Stdio, Some(c)),
@@ -138,6 +152,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             stop_requested: watch::channel(false).0,
             session: tokio::sync::Mutex::new(None),
             last_detail: Mutex::new(None),
+            redactions: redactions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
         shared.update(|s| {
             if let Some(i) = s.instance(&server.name, &id.0) {
@@ -242,9 +257,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
     /// Runs every check once, now (for `mcpfleet check`).
     pub(crate) async fn check_now(&self) -> Vec<CheckSummary> {
-        let mut out = vec![summary(&self.mcp_check(None).await)];
+        let mut out = vec![self.summary(&self.mcp_check(None).await)];
         for other in &self.others {
-            out.push(summary(&self.run_other(other).await));
+            out.push(self.summary(&self.run_other(other).await));
         }
         out
     }
@@ -262,13 +277,39 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     }
 
     fn record(&self, report: &CheckReport) {
-        let summary = summary(report);
+        let summary = self.summary(report);
         if summary.passed {
             *self.last_detail.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(summary.detail.clone());
         }
         self.shared
             .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
+    }
+
+    fn redact(&self, text: String) -> String {
+        self.redactions
+            .iter()
+            .fold(text, |t, (real, shown)| t.replace(real.as_str(), shown))
+    }
+
+    fn summary(&self, report: &CheckReport) -> CheckSummary {
+        CheckSummary {
+            at: crate::state::now(),
+            kind: report.kind.to_string(),
+            passed: report.outcome.is_ok(),
+            took_ms: report.took.as_secs_f64() * 1000.0,
+            detail: self.redact(match &report.outcome {
+                Ok(pass) => pass.detail.clone(),
+                Err(failure) => failure.to_string(),
+            }),
+        }
+    }
+
+    fn describe_failure(&self, report: &CheckReport) -> String {
+        self.redact(match &report.outcome {
+            Ok(pass) => pass.detail.clone(),
+            Err(failure) => format!("{} check failed: {failure}", report.kind),
+        })
     }
 
     /// The instance passed its readiness checks: it takes traffic — unless it is being
@@ -455,7 +496,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             let (session, report) =
                 StdioSession::connect(pipes.stdin, pipes.stdout, self.server.era, mcp)
                     .await
-                    .map_err(|report| describe_failure(&report))?;
+                    .map_err(|report| self.describe_failure(&report))?;
             self.record(&report);
             *self.session.lock().await = Some(session);
         }
@@ -482,7 +523,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     .iter()
                     .find(|r| r.outcome.is_err())
                     .unwrap_or(&reports[0]);
-                return Err(describe_failure(failed));
+                return Err(self.describe_failure(failed));
             }
             tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 2).min(Duration::from_millis(250));
@@ -522,7 +563,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     self.record(&report);
                     due[next] = Instant::now() + cadence(next).interval;
                     if trackers[next].observe(&report) == Verdict::Unhealthy {
-                        self.not_ready(format!("{} after {} failed checks in a row", describe_failure(&report), cadence(next).failure_threshold)).await;
+                        self.not_ready(format!("{} after {} failed checks in a row", self.describe_failure(&report), cadence(next).failure_threshold)).await;
                         trackers[next] = ready_tracker(&cadence(next));
                     }
                 }
@@ -595,7 +636,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     let report = self.mcp_check(None).await;
                     self.record(&report);
                     match tracker.observe(&report) {
-                        Verdict::Unhealthy => self.set_state(ServerState::Unhealthy, Some(describe_failure(&report))),
+                        Verdict::Unhealthy => self.set_state(ServerState::Unhealthy, Some(self.describe_failure(&report))),
                         Verdict::Ready => self.set_state(ServerState::Ready, None),
                         Verdict::Pending => {}
                     }
@@ -618,26 +659,6 @@ fn ready_tracker(cadence: &Cadence) -> HealthTracker {
     let mut tracker = HealthTracker::new(cadence);
     while tracker.record(true) != Verdict::Ready {}
     tracker
-}
-
-fn summary(report: &CheckReport) -> CheckSummary {
-    CheckSummary {
-        at: crate::state::now(),
-        kind: report.kind.to_string(),
-        passed: report.outcome.is_ok(),
-        took_ms: report.took.as_secs_f64() * 1000.0,
-        detail: match &report.outcome {
-            Ok(pass) => pass.detail.clone(),
-            Err(failure) => failure.to_string(),
-        },
-    }
-}
-
-fn describe_failure(report: &CheckReport) -> String {
-    match &report.outcome {
-        Ok(pass) => pass.detail.clone(),
-        Err(failure) => format!("{} check failed: {failure}", report.kind),
-    }
 }
 
 fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {

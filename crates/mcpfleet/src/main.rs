@@ -173,7 +173,13 @@ fn block_on(
 /// The control plane logs through tracing: warnings in the foreground (progress lines say
 /// the rest), everything to the log file when detached. `MCPFLEET_LOG` overrides.
 fn init_logging(detached: bool) {
-    let default = if detached { "info" } else { "warn" };
+    // The MCP SDK and HTTP client log request URLs, which may carry a secret (a remote
+    // server's token in a query): they stay silent; mcpfleet reports failures itself.
+    let default = if detached {
+        "info,rmcp=off,reqwest=off,hyper=off,hyper_util=off"
+    } else {
+        "warn,rmcp=off,reqwest=off,hyper=off,hyper_util=off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPFLEET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -779,3 +779,46 @@ servers:
         "{once:#?}"
     );
 }
+
+#[test]
+fn a_secret_in_a_remote_url_never_reaches_output_events_or_the_state_dir() {
+    const SECRET: &str = "supersecretvalue-4f1c";
+    let fleet = Fleet::new(
+        "secret-url",
+        r#"
+version: 1
+name: secret-url
+secrets:
+  token: { env: MCPFLEET_TEST_REMOTE_TOKEN }
+servers:
+  docs:
+    remote: { url: "http://127.0.0.1:1/mcp?token={{ secret('token') }}" }
+    health: { mcp: { handshake_timeout: 1s } }
+"#,
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["up", "-d", "--state-dir"])
+        .arg(fleet.state_dir())
+        .current_dir(&fleet.dir)
+        .env("MCPFLEET_TEST_REMOTE_TOKEN", SECRET)
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("docs") && shown.contains("token=***"),
+        "{shown}"
+    );
+    assert!(!shown.contains(SECRET), "{shown}");
+    for entry in std::fs::read_dir(fleet.state_dir()).unwrap().flatten() {
+        if entry.path().is_file() {
+            let content =
+                String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned();
+            assert!(
+                !content.contains(SECRET),
+                "{} holds the secret",
+                entry.path().display()
+            );
+        }
+    }
+}

@@ -75,6 +75,18 @@ impl Fleet {
         self.mcpfleet(&["up", "-d"])
     }
 
+    /// `mcpfleet up` without `-d`: the control plane is this child process.
+    fn up_in_foreground(&self) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+            .args(["up", "--state-dir"])
+            .arg(self.state_dir())
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn client(&self) -> Client {
         Client::new(&self.state_dir())
     }
@@ -467,14 +479,7 @@ servers:
     depends_on: [web]
 "#,
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-        .args(["up", "--state-dir"])
-        .arg(fleet.state_dir())
-        .current_dir(&fleet.dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fleet.up_in_foreground();
     let client_up = Instant::now();
     while !fleet.state_dir().join("control.sock").exists() {
         assert!(
@@ -687,14 +692,7 @@ servers:
     health: { mcp: { handshake_timeout: 30s, interval: 40s } }
 "#,
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-        .args(["up", "--state-dir"])
-        .arg(fleet.state_dir())
-        .current_dir(&fleet.dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fleet.up_in_foreground();
     let start = Instant::now();
     while processes_with("interrupted-slow-marker").is_empty() {
         assert!(

@@ -176,7 +176,8 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
     }
     let output = Progress::new(args.json);
     let mut events = client.events(true).await?;
-    while let Some(event) = events.next_event().await? {
+    // A broken stream is judged below, by whether the control plane still answers.
+    while let Ok(Some(event)) = events.next_event().await {
         output.event(&event);
         if matches!(
             event.kind,
@@ -185,7 +186,14 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
             break;
         }
     }
-    let status = client.status().await?;
+    let Ok(status) = client.status().await else {
+        // The control plane ended before its deployment did: that deployment failed.
+        eprintln!(
+            "the control plane stopped during the deployment; see {}",
+            log.display()
+        );
+        return Ok(ExitCode::from(FAILED));
+    };
     output.summary(&status);
     if status.deployment.state == DeploymentState::RolledBack {
         // Nothing runs any more: stop the control plane too.

@@ -23,7 +23,7 @@ pub(crate) fn validate(args: &[&str]) -> Result<()> {
     let fleet_path = out_dir.join(format!("fleet-{servers}.yaml"));
     std::fs::write(&fleet_path, &text)?;
 
-    let profile = binaries(smoke)?;
+    let profile = binaries(smoke, &["mcpfleet", "fleet-testkit"])?;
     let binary = root().join("target").join(profile).join("mcpfleet");
 
     let mut rows = Vec::new();
@@ -121,10 +121,15 @@ pub(crate) fn validate(args: &[&str]) -> Result<()> {
 /// The build profile to measure. A real run builds release binaries; the smoke run (CI)
 /// reuses the debug binaries `cargo test --workspace` just built — building them again with
 /// `cargo build` would recompile dependencies whose features differ.
-fn binaries(smoke: bool) -> Result<&'static str> {
+pub(crate) fn binaries(smoke: bool, packages: &[&str]) -> Result<&'static str> {
     if smoke {
         let dir = root().join("target/debug");
-        for bin in ["mcpfleet", "mcp-sample-server"] {
+        let bins = packages.iter().filter_map(|p| match *p {
+            "mcpfleet" => Some("mcpfleet"),
+            "fleet-testkit" => Some("mcp-sample-server"),
+            _ => None,
+        });
+        for bin in bins {
             if !dir.join(bin).exists() {
                 bail!(
                     "{} is missing: run `cargo test --workspace` first",
@@ -134,18 +139,11 @@ fn binaries(smoke: bool) -> Result<&'static str> {
         }
         return Ok("debug");
     }
-    crate::run(
-        "cargo",
-        &[
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "mcpfleet",
-            "-p",
-            "fleet-testkit",
-        ],
-    )?;
+    let mut args = vec!["build", "--quiet", "--release"];
+    for package in packages {
+        args.extend(["-p", package]);
+    }
+    crate::run("cargo", &args)?;
     Ok("release")
 }
 
@@ -224,7 +222,7 @@ pub(crate) fn up(args: &[&str]) -> Result<()> {
     let waves = flag(args, "--waves")?.unwrap_or(if smoke { 3 } else { 10 });
     let per_wave = flag(args, "--per-wave")?.unwrap_or(if smoke { 4 } else { 20 });
     let delay_ms = flag(args, "--delay-ms")?.unwrap_or(50);
-    let profile = binaries(smoke)?;
+    let profile = binaries(smoke, &["mcpfleet", "fleet-testkit"])?;
     let bin = root().join("target").join(profile);
     let out_dir = root().join("bench-results");
     let work = out_dir.join("up-fleet");

@@ -63,37 +63,21 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         duration: Duration::from_secs(if smoke { 1 } else { 5 }),
         idle_sessions: if smoke { 20 } else { 1000 },
     };
-    let profile = if smoke {
-        "debug"
-    } else {
-        crate::run(
-            "cargo",
-            &[
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "xtask",
-                "-p",
-                "fleet-testkit",
-            ],
-        )?;
-        if cfg!(debug_assertions) {
-            // The client and the gateway are both this program: measure them optimized.
-            let release = root().join("target/release/xtask");
-            eprintln!("+ {} bench gateway {}", release.display(), args.join(" "));
-            let status = Command::new(&release)
-                .args(["bench", "gateway"])
-                .args(args)
-                .status()
-                .with_context(|| format!("start {}", release.display()))?;
-            if !status.success() {
-                bail!("bench gateway (release) failed ({status})");
-            }
-            return Ok(());
+    let profile = crate::bench::binaries(smoke, &["xtask", "fleet-testkit"])?;
+    // The client and the gateway are both this program: measure them optimized.
+    if profile == "release" && cfg!(debug_assertions) {
+        let release = root().join("target/release/xtask");
+        eprintln!("+ {} bench gateway {}", release.display(), args.join(" "));
+        let status = Command::new(&release)
+            .args(["bench", "gateway"])
+            .args(args)
+            .status()
+            .with_context(|| format!("start {}", release.display()))?;
+        if !status.success() {
+            bail!("bench gateway (release) failed ({status})");
         }
-        "release"
-    };
+        return Ok(());
+    }
     let sample = root()
         .join("target")
         .join(profile)

@@ -11,16 +11,37 @@ use std::sync::{Arc, Mutex};
 use hyper::Uri;
 use tokio::sync::watch;
 
+use crate::link::StdioLink;
 use crate::metrics::{Registry, SeriesCounters};
+use crate::pool::SessionProcesses;
 use crate::routes::{RouteTable, Upstream, parse_http_url};
 
 /// One upstream instance as the gateway uses it.
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub(crate) id: String,
-    pub(crate) uri: Uri,
+    pub(crate) kind: Kind,
     /// Requests (and open response streams) in flight to this instance.
     outstanding: AtomicUsize,
+}
+
+/// How an instance is reached.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Http(Uri),
+    Stdio(StdioLink),
+    StdioPerSession(Arc<dyn SessionProcesses>),
+}
+
+impl Kind {
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Http(a), Self::Http(b)) => a == b,
+            (Self::Stdio(a), Self::Stdio(b)) => a == b,
+            (Self::StdioPerSession(a), Self::StdioPerSession(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl Instance {
@@ -176,23 +197,27 @@ impl Routes {
 }
 
 /// Reuses the instance (and its load counter) of the previous table when the id
-/// and URL are unchanged.
+/// and the way to reach it are unchanged.
 fn compile_instance(upstream: &Upstream, old: Option<&Server>) -> Option<Arc<Instance>> {
-    let Upstream::Http { id, url } = upstream;
-    // RouteTable::new validated the URL; a failure here is unreachable in practice.
-    let uri = parse_http_url(url).ok()?;
+    let kind = match upstream {
+        // RouteTable::new validated the URL; a failure here is unreachable in practice.
+        Upstream::Http { url, .. } => Kind::Http(parse_http_url(url).ok()?),
+        Upstream::Stdio { link, .. } => Kind::Stdio(link.clone()),
+        Upstream::StdioPerSession { processes, .. } => Kind::StdioPerSession(Arc::clone(processes)),
+    };
+    let id = upstream.id();
     let reused = old.and_then(|server| {
         server
             .revisions
             .iter()
             .flat_map(|r| &r.instances)
-            .find(|i| i.id == *id && i.uri == uri)
+            .find(|i| i.id == id && i.kind.same(&kind))
     });
     Some(reused.map_or_else(
         || {
             Arc::new(Instance {
-                id: id.clone(),
-                uri,
+                id: id.to_owned(),
+                kind,
                 outstanding: AtomicUsize::new(0),
             })
         },

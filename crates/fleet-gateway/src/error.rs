@@ -44,6 +44,19 @@ pub enum GatewayError {
         /// The server.
         server: String,
     },
+    /// A per-session stdio server has `max` sessions already.
+    #[error("server `{server}` is at its limit of {max} sessions; try again when one ends")]
+    SessionLimit {
+        /// The server.
+        server: String,
+        /// Its `max_sessions`.
+        max: u32,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// A GET stream is already open on this session.
+    #[error("this session already has an open GET stream")]
+    StreamOpen,
     /// The body is larger than the configured limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -118,7 +131,8 @@ impl GatewayError {
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownServer { .. } | Self::UnknownSession => StatusCode::NOT_FOUND,
-            Self::NoInstances { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoInstances { .. } | Self::SessionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StreamOpen => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MissingSession | Self::Parse | Self::HeaderMismatch { .. } | Self::BodyRead => {
@@ -139,7 +153,9 @@ impl GatewayError {
 
     fn id(&self) -> Option<&serde_json::Value> {
         match self {
-            Self::HeaderMismatch { id } | Self::Upstream { id, .. } => id.as_ref(),
+            Self::HeaderMismatch { id }
+            | Self::Upstream { id, .. }
+            | Self::SessionLimit { id, .. } => id.as_ref(),
             _ => None,
         }
     }

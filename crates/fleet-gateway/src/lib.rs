@@ -27,11 +27,14 @@ mod config;
 mod distribution;
 mod error;
 mod jsonrpc;
+mod link;
 mod metrics;
+mod pool;
 mod proxy;
 mod routes;
 mod security;
 mod sessions;
+mod stdio_http;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,9 +54,11 @@ use tokio::sync::watch;
 
 pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
 pub use error::{GatewayError, UpstreamFailure};
+pub use link::StdioLink;
 pub use metrics::{
     Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts, RevisionStats,
 };
+pub use pool::{AcquireError, SessionProcesses, StdioLease};
 pub use routes::{RevisionRoute, RouteTable, RouteTableError, Upstream};
 
 use distribution::RouteWatch;
@@ -177,9 +182,24 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
+    // Idle sessions end on time even when no new session comes along: a per-session
+    // stdio process is stopped when its session ends.
+    let sweeper = tokio::spawn({
+        let shared = Arc::clone(&gateway.shared);
+        async move {
+            let mut tick = tokio::time::interval(shared.sessions.sweep_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                shared.sessions.sweep();
+            }
+        }
+    });
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    sweeper.abort();
+    served?;
     Ok(())
 }
 

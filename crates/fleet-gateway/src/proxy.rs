@@ -24,15 +24,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::Shared;
-use crate::distribution::{OutstandingGuard, Target};
+use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
-use crate::sessions::{Session, SessionId};
+use crate::sessions::{Session, SessionId, SessionUpstream};
+use crate::stdio_http;
 
 pub(crate) type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
-const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 
@@ -158,6 +159,19 @@ async fn handle(
         let target = routes.pick().ok_or_else(|| GatewayError::NoInstances {
             server: server.to_owned(),
         })?;
+        if !matches!(target.instance.kind, Kind::Http(_)) {
+            let body = body.clone();
+            return stdio_http::open(
+                shared,
+                server,
+                target,
+                initialize,
+                &parts.headers,
+                body,
+                label,
+            )
+            .await;
+        }
         let exchange = Exchange {
             method,
             headers: parts.headers,
@@ -172,15 +186,18 @@ async fn handle(
                 server: Arc::from(server),
                 revision: target.revision,
                 instance: target.instance,
-                upstream_session,
+                upstream: SessionUpstream::Http(upstream_session),
             };
-            let id = shared.sessions.insert(session).map_err(|error| {
-                tracing::error!(%error, "cannot mint a session id");
-                GatewayError::Upstream {
-                    kind: UpstreamFailure::Broken,
-                    id: None,
-                }
-            })?;
+            let id = shared
+                .sessions
+                .insert(Arc::new(session), None)
+                .map_err(|error| {
+                    tracing::error!(%error, "cannot mint a session id");
+                    GatewayError::Upstream {
+                        kind: UpstreamFailure::Broken,
+                        id: None,
+                    }
+                })?;
             response
                 .response
                 .headers_mut()
@@ -199,9 +216,23 @@ async fn handle(
         shared.sessions.remove(&session_id);
         return Err(GatewayError::UnknownSession);
     };
-    parts
-        .headers
-        .insert(MCP_SESSION_ID, session.upstream_session.clone());
+    let upstream_session = match &session.upstream {
+        SessionUpstream::Http(upstream_session) => upstream_session.clone(),
+        SessionUpstream::Stdio { .. } => {
+            return stdio_http::in_session(
+                shared,
+                &target,
+                session_id,
+                session,
+                &method,
+                &parts.headers,
+                body.clone(),
+                label,
+            )
+            .await;
+        }
+    };
+    parts.headers.insert(MCP_SESSION_ID, upstream_session);
     let is_delete = method == Method::DELETE;
     let exchange = Exchange {
         method,
@@ -305,7 +336,10 @@ async fn forward(
     } = exchange;
     let mut request = hyper::Request::new(Full::new(body));
     *request.method_mut() = method.clone();
-    *request.uri_mut() = target.instance.uri.clone();
+    let Kind::Http(uri) = &target.instance.kind else {
+        unreachable!("stdio upstreams are bridged, not proxied");
+    };
+    *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers;
 
     let started = Instant::now();
@@ -479,7 +513,7 @@ impl Drop for SseRelay {
     }
 }
 
-fn sse_event(data: &[u8]) -> Bytes {
+pub(crate) fn sse_event(data: &[u8]) -> Bytes {
     let mut event = Vec::with_capacity(data.len() + 24);
     event.extend_from_slice(b"event: message\ndata: ");
     event.extend_from_slice(data);

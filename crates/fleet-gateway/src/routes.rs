@@ -6,25 +6,54 @@
 //! survive table swaps, metric handles) — see `Routes` in `distribution.rs`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use hyper::Uri;
 
-/// Where an instance of a server revision is reached.
-///
-/// `#[non_exhaustive]`: stdio upstreams (the gateway owning an instance's pipes) come
-/// next.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::link::StdioLink;
+use crate::pool::SessionProcesses;
+
+/// Where an instance of a server revision is reached. Every variant has an `id`,
+/// unique within the server across all its revisions; sessions are pinned to it.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Upstream {
     /// A Streamable HTTP endpoint (`http://host:port/path`).
     Http {
-        /// Unique within the server across all its revisions; sessions are pinned to
-        /// it.
         id: String,
         /// The MCP endpoint, `http://` only (no TLS in this build).
         url: String,
     },
+    /// One long-lived stdio process every session uses (`isolation: shared`).
+    Stdio { id: String, link: StdioLink },
+    /// A process per client session (`isolation: per-session`).
+    StdioPerSession {
+        id: String,
+        processes: Arc<dyn SessionProcesses>,
+    },
 }
+
+impl PartialEq for Upstream {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Http { id: a, url: x }, Self::Http { id: b, url: y }) => a == b && x == y,
+            (Self::Stdio { id: a, link: x }, Self::Stdio { id: b, link: y }) => a == b && x == y,
+            (
+                Self::StdioPerSession {
+                    id: a,
+                    processes: x,
+                },
+                Self::StdioPerSession {
+                    id: b,
+                    processes: y,
+                },
+            ) => a == b && Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Upstream {}
 
 impl Upstream {
     /// An HTTP upstream.
@@ -35,10 +64,26 @@ impl Upstream {
         }
     }
 
+    /// A shared stdio upstream.
+    pub fn stdio(id: impl Into<String>, link: StdioLink) -> Self {
+        Self::Stdio {
+            id: id.into(),
+            link,
+        }
+    }
+
+    /// A per-session stdio upstream.
+    pub fn stdio_per_session(id: impl Into<String>, processes: Arc<dyn SessionProcesses>) -> Self {
+        Self::StdioPerSession {
+            id: id.into(),
+            processes,
+        }
+    }
+
     /// The instance id.
     pub fn id(&self) -> &str {
         match self {
-            Self::Http { id, .. } => id,
+            Self::Http { id, .. } | Self::Stdio { id, .. } | Self::StdioPerSession { id, .. } => id,
         }
     }
 }
@@ -176,8 +221,9 @@ fn validate_server(server: &str, revisions: &[RevisionRoute], errors: &mut Vec<R
                     id: instance.id().to_owned(),
                 });
             }
-            let Upstream::Http { id, url } = instance;
-            if let Err(reason) = parse_http_url(url) {
+            if let Upstream::Http { id, url } = instance
+                && let Err(reason) = parse_http_url(url)
+            {
                 errors.push(RouteTableError::BadUrl {
                     server: server.to_owned(),
                     id: id.clone(),

@@ -3,7 +3,8 @@
 //! instance for life; it ends on `DELETE`, after the idle timeout, when the upstream
 //! forgets it (404), or when its instance leaves the route table.
 //!
-//! In memory, one map behind a mutex that is never held across an await. (A sealed,
+//! In memory, one map behind a mutex that is never held across an await (nor while a
+//! session is dropped: dropping a stdio session gives its process back). (A sealed,
 //! self-describing id would let gateway replicas share no state — DESIGN §7; not yet.)
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 
 use crate::distribution::Instance;
+use crate::link::Attachment;
+use crate::pool::StdioLease;
 
 /// A gateway session id: 256 random bits, written as 64 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,19 +52,33 @@ impl SessionId {
 }
 
 /// What a gateway session maps to.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) server: Arc<str>,
     pub(crate) revision: u64,
     pub(crate) instance: Arc<Instance>,
-    /// The upstream's `Mcp-Session-Id`.
-    pub(crate) upstream_session: HeaderValue,
+    pub(crate) upstream: SessionUpstream,
+}
+
+/// The upstream side of a session.
+#[derive(Debug)]
+pub(crate) enum SessionUpstream {
+    /// The HTTP upstream's `Mcp-Session-Id`.
+    Http(HeaderValue),
+    /// The session's place on a stdio link; for `isolation: per-session`, also the
+    /// process lent to it (given back after the attachment is dropped: fields drop in
+    /// order).
+    Stdio {
+        attachment: Attachment,
+        _lease: Option<StdioLease>,
+    },
 }
 
 #[derive(Debug)]
 struct Entry {
-    session: Session,
+    session: Arc<Session>,
     last_used: Instant,
+    idle_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -92,53 +109,81 @@ impl Sessions {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers a new session and returns its id.
+    /// Remembers a new session and returns its id. `idle_timeout` shortens the
+    /// gateway's for this session (a per-session process's own timeout).
     ///
     /// # Errors
     /// When no random id can be minted.
-    pub(crate) fn insert(&self, session: Session) -> Result<SessionId, getrandom::Error> {
+    pub(crate) fn insert(
+        &self,
+        session: Arc<Session>,
+        idle_timeout: Option<Duration>,
+    ) -> Result<SessionId, getrandom::Error> {
         let id = SessionId::mint()?;
         let now = Instant::now();
-        let mut state = self.state();
-        // Expired sessions are swept now and then, as sessions are created.
-        if now.duration_since(state.last_sweep)
-            >= (self.idle_timeout / 4).max(Duration::from_secs(1))
-        {
-            let timeout = self.idle_timeout;
-            state
-                .sessions
-                .retain(|_, entry| now.duration_since(entry.last_used) < timeout);
-            state.last_sweep = now;
-        }
-        state.sessions.insert(
-            id,
-            Entry {
-                session,
-                last_used: now,
-            },
-        );
+        let idle_timeout = idle_timeout.map_or(self.idle_timeout, |t| t.min(self.idle_timeout));
+        let expired = {
+            let mut state = self.state();
+            // Expired sessions are swept now and then, as sessions are created.
+            let expired = if now.duration_since(state.last_sweep) >= self.sweep_interval() {
+                state.last_sweep = now;
+                take_expired(&mut state.sessions, now)
+            } else {
+                Vec::new()
+            };
+            state.sessions.insert(
+                id,
+                Entry {
+                    session,
+                    last_used: now,
+                    idle_timeout,
+                },
+            );
+            expired
+        };
+        // Dropped outside the lock: a session's process is given back on drop.
+        drop(expired);
         Ok(id)
+    }
+
+    /// How often [`sweep`](Self::sweep) should run.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Ends every session idle past its timeout (giving back its process).
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let expired = {
+            let mut state = self.state();
+            state.last_sweep = now;
+            take_expired(&mut state.sessions, now)
+        };
+        drop(expired);
     }
 
     /// The session `id` of `server`, marked as used; `None` when unknown, expired or
     /// another server's.
-    pub(crate) fn touch(&self, id: &SessionId, server: &str) -> Option<Session> {
+    pub(crate) fn touch(&self, id: &SessionId, server: &str) -> Option<Arc<Session>> {
         let now = Instant::now();
         let mut state = self.state();
         let entry = state.sessions.get_mut(id)?;
-        if now.duration_since(entry.last_used) >= self.idle_timeout {
-            state.sessions.remove(id);
+        if now.duration_since(entry.last_used) >= entry.idle_timeout {
+            let expired = state.sessions.remove(id);
+            drop(state);
+            drop(expired);
             return None;
         }
         if &*entry.session.server != server {
             return None;
         }
         entry.last_used = now;
-        Some(entry.session.clone())
+        Some(Arc::clone(&entry.session))
     }
 
     pub(crate) fn remove(&self, id: &SessionId) {
-        self.state().sessions.remove(id);
+        let removed = self.state().sessions.remove(id);
+        drop(removed);
     }
 
     /// Live sessions per server.
@@ -147,12 +192,24 @@ impl Sessions {
         let state = self.state();
         let mut counts = BTreeMap::new();
         for entry in state.sessions.values() {
-            if now.duration_since(entry.last_used) < self.idle_timeout {
+            if now.duration_since(entry.last_used) < entry.idle_timeout {
                 *counts.entry(entry.session.server.to_string()).or_insert(0) += 1;
             }
         }
         counts
     }
+}
+
+fn take_expired(sessions: &mut HashMap<SessionId, Entry>, now: Instant) -> Vec<Entry> {
+    let expired: Vec<SessionId> = sessions
+        .iter()
+        .filter(|(_, entry)| now.duration_since(entry.last_used) >= entry.idle_timeout)
+        .map(|(id, _)| *id)
+        .collect();
+    expired
+        .iter()
+        .filter_map(|id| sessions.remove(id))
+        .collect()
 }
 
 #[cfg(test)]

@@ -138,6 +138,8 @@ pub enum ToolName {
     Sleep,
     /// `fail {message?}` → a result with `isError: true`.
     Fail,
+    /// `whoami` → `pid N`: tells processes apart (not offered by default).
+    Whoami,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -1,8 +1,8 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`, its
-//! active legacy suite) against the sample server directly and through the gateway.
-//! The direct run is the baseline: the gateway must pass every check the server
-//! passes on its own. Compared per check from each run's `checks.json` files, not by
-//! exit code.
+//! active legacy suite) against the sample server directly and through the gateway,
+//! with the server as an HTTP upstream and as a per-session stdio upstream. The direct
+//! run is the baseline: the gateway must pass every check the server passes on its
+//! own. Compared per check from each run's `checks.json` files, not by exit code.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +12,7 @@ use std::time::Duration;
 use fleet_testkit::scratch_dir;
 
 use crate::peers::{describe, node_script, run_bounded};
+use crate::stdio::per_session;
 use crate::{SampleUpstream, TestGateway, table};
 
 /// One run of the suite takes about two seconds on loopback; this bounds a hung
@@ -43,18 +44,28 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
     let upstream = SampleUpstream::start(&["--conformance"]).await;
     let gateway =
         TestGateway::start(table("conf", &[(1, 100, &[("c", &upstream.url)])]), |_| {}).await;
+    let (_processes, stdio_table) = per_session(&["--conformance"], 64, Duration::from_secs(60));
+    let stdio_gateway = TestGateway::start(stdio_table, |_| {}).await;
 
     let direct_run = conformance("direct", &upstream.url).await;
     let direct = &direct_run.checks;
-    let through = conformance("gateway", &gateway.url("conf")).await.checks;
+    let through_http = conformance("gateway-http", &gateway.url("conf"))
+        .await
+        .checks;
+    let through_stdio = conformance("gateway-stdio", &stdio_gateway.url("solo"))
+        .await
+        .checks;
 
     let passed = |report: &Report| report.values().filter(|c| c.status == "SUCCESS").count();
     eprintln!(
-        "conformance: direct {}/{} checks passed, through the gateway {}/{}",
+        "conformance: direct {}/{} checks passed; through the gateway, HTTP upstream {}/{}, \
+         stdio upstream {}/{}",
         passed(direct),
         direct.len(),
-        passed(&through),
-        through.len()
+        passed(&through_http),
+        through_http.len(),
+        passed(&through_stdio),
+        through_stdio.len()
     );
 
     let failing: Vec<_> = direct
@@ -77,23 +88,26 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
     );
 
     let mut lost = String::new();
-    for ((scenario, id), check) in direct {
-        let (status, why) = match through.get(&(scenario.clone(), id.clone())) {
-            Some(other) => (other.status.as_str(), other.why.as_str()),
-            None => ("MISSING", ""),
-        };
-        if check.status == "SUCCESS" && status != "SUCCESS" {
-            let _ = writeln!(
-                lost,
-                "| {scenario:<30} | {id:<40} | {:<7} | {status:<7} | {why}",
-                check.status
-            );
+    for (upstream, through) in [("http", &through_http), ("stdio", &through_stdio)] {
+        for ((scenario, id), check) in direct {
+            let (status, why) = match through.get(&(scenario.clone(), id.clone())) {
+                Some(other) => (other.status.as_str(), other.why.as_str()),
+                None => ("MISSING", ""),
+            };
+            if check.status == "SUCCESS" && status != "SUCCESS" {
+                let _ = writeln!(
+                    lost,
+                    "| {upstream:<8} | {scenario:<30} | {id:<40} | {:<7} | {status:<7} | {why}",
+                    check.status
+                );
+            }
         }
     }
     assert!(
         lost.is_empty(),
         "checks the server passes directly but not through the gateway:\n\
-         | {:<30} | {:<40} | direct  | gateway | why\n{lost}",
+         | {:<8} | {:<30} | {:<40} | direct  | gateway | why\n{lost}",
+        "upstream",
         "scenario",
         "check"
     );

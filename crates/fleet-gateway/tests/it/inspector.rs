@@ -1,6 +1,6 @@
 //! The official MCP inspector CLI (`@modelcontextprotocol/inspector`, `--cli`) as
 //! the client, through a gateway that requires a bearer token, in front of an HTTP
-//! upstream.
+//! upstream; and in front of the official `server-everything` on stdio.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use fleet_gateway::TokenConfig;
 use fleet_testkit::scratch_dir;
 use sha2::{Digest as _, Sha256};
 
-use crate::peers::{describe, node_script, run};
+use crate::peers::{describe, node_script, peer, run};
+use crate::stdio::per_session_of;
 use crate::{SampleUpstream, TestGateway, table};
 
 /// One CLI call takes about a second (Node start-up included).
@@ -105,4 +106,63 @@ async fn the_inspector_cli_lists_and_calls_tools_through_the_gateway() {
     assert_eq!(result["content"][0]["text"], "hi", "{}", describe(&call));
     assert_ne!(result["isError"], true, "{}", describe(&call));
     assert!(upstream.logged("tools/call echo"));
+}
+
+#[tokio::test]
+async fn the_inspector_cli_uses_server_everything_on_stdio_through_the_gateway() {
+    let (processes, table) = per_session_of(
+        &peer("mcp-server-everything"),
+        &["stdio".to_owned()],
+        4,
+        Duration::from_secs(60),
+    );
+    let gateway = TestGateway::start(table, |_| {}).await;
+    let url = gateway.url("solo");
+    let dir = scratch_dir("inspector-everything");
+    let inspector = |args: &[&str]| {
+        let mut command = node_script("inspector");
+        command
+            .args(["--cli", &url, "--transport", "http"])
+            .args(args)
+            .current_dir(&dir);
+        command
+    };
+
+    let list = run(
+        "inspector tools/list (server-everything)",
+        inspector(&["--method", "tools/list"]),
+        CALL_LIMIT,
+    )
+    .await;
+    assert_eq!(list.status.code(), Some(0), "{}", describe(&list));
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error})\n{}", describe(&list)));
+    let names: Vec<_> = listed["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools array\n{}", describe(&list)))
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+
+    let call = run(
+        "inspector tools/call (server-everything)",
+        inspector(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "echo",
+            "--tool-arg",
+            "message=through stdio",
+        ]),
+        CALL_LIMIT,
+    )
+    .await;
+    assert_eq!(call.status.code(), Some(0), "{}", describe(&call));
+    let result: serde_json::Value = serde_json::from_slice(&call.stdout)
+        .unwrap_or_else(|error| panic!("not JSON ({error})\n{}", describe(&call)));
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("through stdio"), "{}", describe(&call));
+    // Each CLI run was its own session, on its own process.
+    assert!(processes.pids.lock().unwrap().len() >= 2);
 }

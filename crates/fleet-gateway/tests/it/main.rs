@@ -11,6 +11,7 @@ mod legacy;
 mod modern;
 mod peers;
 mod security;
+mod stdio;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

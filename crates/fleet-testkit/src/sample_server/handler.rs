@@ -141,6 +141,11 @@ impl SampleServer {
         let message = message.unwrap_or_else(|| "the fail tool failed, as asked".into());
         CallToolResult::error(vec![ContentBlock::text(message)])
     }
+
+    #[tool(description = "Name this server process: `pid N`")]
+    async fn whoami(&self) -> String {
+        format!("pid {}", std::process::id())
+    }
 }
 
 impl SampleServer {
@@ -152,6 +157,7 @@ impl SampleServer {
             (ToolName::Add, "add"),
             (ToolName::Sleep, "sleep"),
             (ToolName::Fail, "fail"),
+            (ToolName::Whoami, "whoami"),
         ] {
             if !args.tools.contains(&tool) {
                 tool_router.remove_route(name);

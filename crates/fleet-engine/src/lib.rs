@@ -558,7 +558,9 @@ impl<R: Runtime + 'static> Engine<R> {
 
 fn describe_start(server: &Server) -> String {
     match &server.transport {
-        Transport::Stdio(c) => format!("starting `{}` (stdio)", c.command.shown),
+        Transport::Stdio { command, .. } => {
+            format!("starting `{}` (stdio)", command.command.shown)
+        }
         Transport::Http { command, .. } => format!("starting `{}` (http)", command.command.shown),
         Transport::Remote { url, .. } => format!("checking {}", url.shown),
     }

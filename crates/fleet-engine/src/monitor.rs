@@ -99,7 +99,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             Ok::<_, String>(out)
         };
         let (target, command) = match &server.transport {
-            Transport::Stdio(c) => (Target::Stdio, Some(c)),
+            Transport::Stdio { command, .. } => (Target::Stdio, Some(command)),
             Transport::Http { command, path, .. } => {
                 let url = format!("http://127.0.0.1:{}{path}", port.unwrap_or_default());
                 (
@@ -186,7 +186,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 .as_ref()
                 .map(|c| render(c).map(|c| fleet.base_dir.join(c)))
                 .transpose()?,
-            io: if matches!(server.transport, Transport::Stdio(_)) {
+            io: if matches!(server.transport, Transport::Stdio { .. }) {
                 InstanceIo::Stdio
             } else {
                 InstanceIo::Logged

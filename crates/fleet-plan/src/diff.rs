@@ -318,6 +318,36 @@ servers:
     }
 
     #[test]
+    fn stdio_isolation_is_part_of_the_spec() {
+        let old = fleet("servers:\n  a: { stdio: { command: a } }\n");
+        let deployed = DeployedFleet::from_fleet(&old);
+        for changed in ["isolation: shared", "max_sessions: 4", "idle_timeout: 5m"] {
+            let new = fleet(&format!(
+                "servers:\n  a: {{ stdio: {{ command: a, {changed} }} }}\n"
+            ));
+            assert_eq!(
+                compare(
+                    &DeployedServer::from_server(&new.servers[0]),
+                    deployed.get("a")
+                ),
+                Change::Update {
+                    fields: vec!["transport".into()]
+                },
+                "{changed}"
+            );
+        }
+        let same =
+            fleet("servers:\n  a: { stdio: { command: a, isolation: per-session, warm: 1 } }\n");
+        assert_eq!(
+            compare(
+                &DeployedServer::from_server(&same.servers[0]),
+                deployed.get("a")
+            ),
+            Change::Unchanged
+        );
+    }
+
+    #[test]
     fn deletes_dependents_first() {
         let old = fleet(
             r#"

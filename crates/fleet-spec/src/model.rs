@@ -80,7 +80,11 @@ pub struct Server {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
-    Stdio(Command),
+    Stdio {
+        #[serde(flatten)]
+        command: Command,
+        isolation: Isolation,
+    },
     Http {
         #[serde(flatten)]
         command: Command,
@@ -98,9 +102,45 @@ pub enum Transport {
 impl Transport {
     pub fn kind(&self) -> &'static str {
         match self {
-            Transport::Stdio(_) => "stdio",
+            Transport::Stdio { .. } => "stdio",
             Transport::Http { .. } => "http",
             Transport::Remote { .. } => "remote",
+        }
+    }
+}
+
+/// How the client sessions of a stdio server map to its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum Isolation {
+    /// Every client session gets its own process, taken from a pool of `warm` started ones.
+    /// At `max_sessions` sessions a new one is refused until one ends; a session unused for
+    /// `idle_timeout` ends and its process is stopped. Health checks use probe instances of
+    /// their own (`replicas`), never a process a client uses.
+    PerSession {
+        warm: u32,
+        max_sessions: u32,
+        #[serde(serialize_with = "duration_text")]
+        idle_timeout: Duration,
+    },
+    /// `replicas` long-lived processes that every client session uses; the gateway keeps the
+    /// sessions apart by rewriting JSON-RPC ids, progress tokens and cancellation ids.
+    Shared,
+}
+
+impl Isolation {
+    pub const DEFAULT_WARM: u32 = 1;
+    pub const DEFAULT_MAX_SESSIONS: u32 = 32;
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+}
+
+impl Default for Isolation {
+    /// `per-session` with the default pool, cap and idle timeout.
+    fn default() -> Self {
+        Isolation::PerSession {
+            warm: Self::DEFAULT_WARM,
+            max_sessions: Self::DEFAULT_MAX_SESSIONS,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -123,7 +123,7 @@ pub struct RawDefaults {
 #[schemars(rename = "Server")]
 pub struct RawServer {
     /// A command speaking MCP on stdin/stdout; reached through the gateway.
-    pub stdio: Option<Spanned<RawCommand>>,
+    pub stdio: Option<Spanned<RawStdio>>,
     /// A command serving Streamable HTTP on the port the runtime allocates (`{{ port }}`).
     pub http: Option<Spanned<RawHttp>>,
     /// A server someone else runs: proxied and health-checked, never started.
@@ -148,11 +148,14 @@ pub struct RawServer {
     pub description: Option<String>,
 }
 
-/// A program to run: an argv array, never a shell line.
+/// A program speaking MCP on stdin/stdout: an argv array, never a shell line, and how client
+/// sessions share its processes.
+// The command keys are written out rather than flattened from a shared struct: a flattened
+// struct is decoded as a free-form map, which would lose the unknown-key check.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "Command")]
-pub struct RawCommand {
+#[schemars(rename = "Stdio")]
+pub struct RawStdio {
     pub command: Spanned<String>,
     #[serde(default)]
     pub args: Vec<Spanned<String>>,
@@ -160,6 +163,30 @@ pub struct RawCommand {
     pub env: Named<Spanned<String>>,
     /// Working directory, relative to the fleet file.
     pub cwd: Option<Spanned<String>>,
+    /// `per-session` (default): every client session gets its own process. `shared`:
+    /// `replicas` long-lived processes that every session uses.
+    pub isolation: Option<Spanned<IsolationMode>>,
+    /// `per-session` only: processes started ahead of new client sessions. Default 1; may
+    /// be 0.
+    pub warm: Option<Spanned<u32>>,
+    /// `per-session` only: most client sessions (= processes) at once; more are refused
+    /// until one ends. Default 32.
+    #[schemars(range(min = 1))]
+    pub max_sessions: Option<Spanned<u32>>,
+    /// `per-session` only: a client session unused this long ends and its process is
+    /// stopped. Default `10m`.
+    pub idle_timeout: Option<Spanned<DurationText>>,
+}
+
+/// How the client sessions of a stdio server map to its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationMode {
+    /// A process per client session, from a warm pool (default).
+    #[default]
+    PerSession,
+    /// `replicas` long-lived processes that every session uses.
+    Shared,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

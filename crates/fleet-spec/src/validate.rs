@@ -673,7 +673,10 @@ impl Validator {
             }
         } else if let Some(stdio) = &raw.stdio {
             let s = &stdio.value;
-            Transport::Stdio(self.command(t, scope, &s.command, &s.args, &s.env, s.cwd.as_ref()))
+            Transport::Stdio {
+                command: self.command(t, scope, &s.command, &s.args, &s.env, s.cwd.as_ref()),
+                isolation: self.isolation(s),
+            }
         } else if let Some(remote) = &raw.remote {
             let r = &remote.value;
             let url = self.render(t, &r.url, scope);
@@ -686,15 +689,18 @@ impl Validator {
                 .collect();
             Transport::Remote { url, headers }
         } else {
-            Transport::Stdio(Command {
-                command: Text {
-                    template: String::new(),
-                    shown: String::new(),
+            Transport::Stdio {
+                command: Command {
+                    command: Text {
+                        template: String::new(),
+                        shown: String::new(),
+                    },
+                    args: vec![],
+                    env: BTreeMap::new(),
+                    cwd: None,
                 },
-                args: vec![],
-                env: BTreeMap::new(),
-                cwd: None,
-            })
+                isolation: Isolation::default(),
+            }
         };
 
         let replicas = self.count(raw.replicas.as_ref(), 1, 1, "replicas");
@@ -737,6 +743,73 @@ impl Validator {
             health: self.health(raw.health.get(), defaults.health.get(), t, scope),
             rollout: self.rollout(raw.rollout.get(), defaults.rollout.get(), replicas),
             description: raw.description.clone(),
+        }
+    }
+
+    fn isolation(&mut self, raw: &RawStdio) -> Isolation {
+        let mode = raw
+            .isolation
+            .as_ref()
+            .map_or_else(IsolationMode::default, |m| m.value);
+        if mode == IsolationMode::Shared {
+            let pool_keys = [
+                ("warm", raw.warm.as_ref().map(|v| v.span)),
+                ("max_sessions", raw.max_sessions.as_ref().map(|v| v.span)),
+                ("idle_timeout", raw.idle_timeout.as_ref().map(|v| v.span)),
+            ];
+            for (key, span) in pool_keys {
+                if let Some(span) = span {
+                    self.error(
+                        format!("`{key}` only applies to `isolation: per-session`"),
+                        span,
+                    )
+                    .help = Some(
+                        "a shared server runs `replicas` processes that every session uses".into(),
+                    );
+                }
+            }
+            return Isolation::Shared;
+        }
+        let max_sessions = match &raw.max_sessions {
+            Some(m) if m.value == 0 => {
+                self.error("`max_sessions` must be at least 1", m.span).help = Some(
+                    "it caps the client sessions (one process each) served at once; 0 would refuse every session"
+                        .into(),
+                );
+                Isolation::DEFAULT_MAX_SESSIONS
+            }
+            Some(m) => m.value,
+            None => Isolation::DEFAULT_MAX_SESSIONS,
+        };
+        let warm = raw
+            .warm
+            .as_ref()
+            .map_or(Isolation::DEFAULT_WARM, |w| w.value);
+        if let Some(w) = raw.warm.as_ref().filter(|_| warm > max_sessions) {
+            self.error(
+                format!("`warm` ({warm}) is more than `max_sessions` ({max_sessions})"),
+                w.span,
+            )
+            .help = Some(
+                "processes beyond `max_sessions` could never serve a session; lower `warm` or raise `max_sessions`"
+                    .into(),
+            );
+        }
+        let idle_timeout = match &raw.idle_timeout {
+            Some(t) if parse_duration(&t.value.0).is_ok_and(|d| d.is_zero()) => {
+                self.error("`idle_timeout` must be longer than zero", t.span)
+                    .help = Some(format!(
+                    "a session would end as soon as it went quiet; leave the key out for the default `{}`",
+                    format_duration(Isolation::DEFAULT_IDLE_TIMEOUT)
+                ));
+                Isolation::DEFAULT_IDLE_TIMEOUT
+            }
+            t => self.duration(t.as_ref(), Isolation::DEFAULT_IDLE_TIMEOUT),
+        };
+        Isolation::PerSession {
+            warm: warm.min(max_sessions),
+            max_sessions,
+            idle_timeout,
         }
     }
 

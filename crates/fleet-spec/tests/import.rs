@@ -3,7 +3,7 @@
 
 use fleet_spec::ValidFleet;
 use fleet_spec::import::{ClientKind, ImportError, Imported, STARTER, import};
-use fleet_spec::model::{SecretRef, Text, Transport};
+use fleet_spec::model::{Isolation, SecretRef, Text, Transport};
 use fleet_spec::{LoadOptions, load_str};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,8 @@ fn assert_round_trip(
             .server(fleet_name)
             .unwrap_or_else(|| panic!("no server `{fleet_name}`"));
         match &server.transport {
-            Transport::Stdio(command) => {
+            Transport::Stdio { command, isolation } => {
+                assert_eq!(*isolation, Isolation::default(), "{fleet_name}");
                 assert_eq!(
                     command.command.shown,
                     entry["command"].as_str().unwrap(),
@@ -276,7 +277,10 @@ fn vscode_mcp_json_with_comments_and_inputs() {
         ["github", "perplexity", "notes", "docs", "legacy-events"]
     );
 
-    let Transport::Stdio(github) = &fleet.server("github").unwrap().transport else {
+    let Transport::Stdio {
+        command: github, ..
+    } = &fleet.server("github").unwrap().transport
+    else {
         panic!("stdio")
     };
     assert_eq!(github.command.shown, "npx");
@@ -296,7 +300,11 @@ fn vscode_mcp_json_with_comments_and_inputs() {
         "{{ secret('github_token') }}"
     );
 
-    let Transport::Stdio(perplexity) = &fleet.server("perplexity").unwrap().transport else {
+    let Transport::Stdio {
+        command: perplexity,
+        ..
+    } = &fleet.server("perplexity").unwrap().transport
+    else {
         panic!()
     };
     assert_eq!(perplexity.command.shown, "docker");
@@ -316,7 +324,7 @@ fn vscode_mcp_json_with_comments_and_inputs() {
         BTreeMap::from([("PERPLEXITY_API_KEY", "***")])
     );
 
-    let Transport::Stdio(notes) = &fleet.server("notes").unwrap().transport else {
+    let Transport::Stdio { command: notes, .. } = &fleet.server("notes").unwrap().transport else {
         panic!()
     };
     let home = std::env::var("HOME").expect("HOME is set for tests");
@@ -400,7 +408,7 @@ fn secrets_in_arguments_and_urls_are_moved_out() {
         );
         assert!(!imported.notes.join("\n").contains(literal));
     }
-    let Transport::Stdio(command) = &fleet.servers[0].transport else {
+    let Transport::Stdio { command, .. } = &fleet.servers[0].transport else {
         panic!()
     };
     assert_eq!(
@@ -463,7 +471,7 @@ fn template_syntax_in_imported_strings_stays_literal() {
         serde_json::json!({ "mcpServers": { "echo": { "command": "echo", "args": nasty } } });
     let imported = import(ClientKind::ClaudeDesktop, &input.to_string(), "echo").expect("imports");
     let fleet = validate(&imported);
-    let Transport::Stdio(command) = &fleet.servers[0].transport else {
+    let Transport::Stdio { command, .. } = &fleet.servers[0].transport else {
         panic!()
     };
     assert_eq!(shown(&command.args), nasty, "{}", imported.yaml);
@@ -490,7 +498,8 @@ fn unsupported_settings_are_noted_not_dropped() {
         "{notes}"
     );
     assert!(notes.contains("`cwd` `./srv` is relative"), "{notes}");
-    let Transport::Stdio(shell) = &fleet.server("shell-line").unwrap().transport else {
+    let Transport::Stdio { command: shell, .. } = &fleet.server("shell-line").unwrap().transport
+    else {
         panic!()
     };
     assert_eq!(shell.command.shown, "python");
@@ -646,7 +655,9 @@ fn starter_validates() {
         memory.health.mcp.expect_tools,
         ["create_entities", "read_graph"]
     );
-    assert!(matches!(&memory.transport, Transport::Stdio(c) if c.command.shown == "npx"));
+    assert!(
+        matches!(&memory.transport, Transport::Stdio { command: c, .. } if c.command.shown == "npx")
+    );
 }
 
 #[test]
@@ -663,7 +674,7 @@ fn hostile_strings_cannot_break_out_of_the_yaml() {
     assert_eq!(fleet.servers.len(), 1, "{}", imported.yaml);
     let server = &fleet.servers[0];
     assert_eq!(server.name, "evil-injected-remote-url-http-x");
-    let Transport::Stdio(command) = &server.transport else {
+    let Transport::Stdio { command, .. } = &server.transport else {
         panic!("{}", imported.yaml)
     };
     assert_eq!(command.command.shown, "run\u{7f}\u{202e}");

@@ -1,11 +1,12 @@
 //! Loading fleet files end to end: overlays, error collection, secrets staying secret.
 
-use fleet_spec::model::Transport;
+use fleet_spec::model::{Isolation, Transport};
 use fleet_spec::template::Host;
 use fleet_spec::template::InstanceTemplates;
 use fleet_spec::{LoadOptions, load_str};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A machine with a fixed environment, so results do not depend on who runs the tests.
 struct FixedHost(Vec<(&'static str, &'static str)>);
@@ -80,7 +81,10 @@ fn an_environment_overlays_the_base() {
     .unwrap();
     assert_eq!(fleet.gateway.listen.to_string(), "0.0.0.0:7470");
     assert_eq!(fleet.gateway.tokens.len(), 1);
-    let Transport::Stdio(github) = &fleet.server("github").unwrap().transport else {
+    let Transport::Stdio {
+        command: github, ..
+    } = &fleet.server("github").unwrap().transport
+    else {
         panic!()
     };
     assert_eq!(github.env["LOG_LEVEL"].shown, "info");
@@ -120,6 +124,99 @@ fn one_broken_server_does_not_hide_the_others() {
 }
 
 #[test]
+fn stdio_isolation_defaults_to_a_capped_process_per_session() {
+    let text = "version: 1\nname: demo\nservers:
+  plain:
+    stdio: { command: a }
+  tuned:
+    stdio: { command: b, warm: 0, max_sessions: 4, idle_timeout: 90s }
+  pooled:
+    stdio: { command: c, isolation: shared }
+    replicas: 2
+";
+    let fleet = load_str("f.yaml", text, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    let isolation = |name: &str| match &fleet.server(name).unwrap().transport {
+        Transport::Stdio { isolation, .. } => *isolation,
+        other => panic!("{name} is {}", other.kind()),
+    };
+    assert_eq!(
+        isolation("plain"),
+        Isolation::PerSession {
+            warm: 1,
+            max_sessions: 32,
+            idle_timeout: Duration::from_secs(600)
+        }
+    );
+    assert_eq!(
+        isolation("tuned"),
+        Isolation::PerSession {
+            warm: 0,
+            max_sessions: 4,
+            idle_timeout: Duration::from_secs(90)
+        }
+    );
+    assert_eq!(isolation("pooled"), Isolation::Shared);
+    // The spec plans store and hash: the settings sit beside the command, durations as written.
+    let spec = serde_json::to_value(fleet.server("tuned").unwrap()).unwrap();
+    assert_eq!(
+        spec["transport"]["stdio"]["isolation"],
+        serde_json::json!({ "mode": "per-session", "warm": 0, "max_sessions": 4, "idle_timeout": "1m30s" })
+    );
+    assert_eq!(spec["transport"]["stdio"]["command"], "b");
+    let spec = serde_json::to_value(fleet.server("pooled").unwrap()).unwrap();
+    assert_eq!(
+        spec["transport"]["stdio"]["isolation"],
+        serde_json::json!({ "mode": "shared" })
+    );
+}
+
+#[test]
+fn stdio_isolation_errors_are_located() {
+    let text = "version: 1\nname: demo\nservers:
+  a:
+    stdio: { command: a, isolation: per-sesion }
+  b:
+    stdio: { command: b, isolation: shared, warm: 2, idle_timeout: 1m }
+  c:
+    stdio: { command: c, warm: 5, max_sessions: 2 }
+  d:
+    stdio: { command: d, max_sessions: 0, idle_timeout: 0s }
+  e:
+    http: { command: e, args: ['{{ port }}'], isolation: shared, warm: 1 }
+";
+    let checked = load_str("f.yaml", text, PathBuf::new(), &options(None));
+    let found: Vec<(u32, &str, Option<&str>)> = checked
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.unwrap().line, d.message.as_str(), d.label.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                5,
+                "unknown value `per-sesion`",
+                Some("did you mean `per-session`?")
+            ),
+            (7, "`warm` only applies to `isolation: per-session`", None),
+            (
+                7,
+                "`idle_timeout` only applies to `isolation: per-session`",
+                None
+            ),
+            (9, "`warm` (5) is more than `max_sessions` (2)", None),
+            (11, "`max_sessions` must be at least 1", None),
+            (11, "`idle_timeout` must be longer than zero", None),
+            (13, "unknown key `isolation`", None),
+            (13, "unknown key `warm`", None),
+        ]
+    );
+    assert!(checked.diagnostics.iter().all(|d| d.help.is_some()));
+}
+
+#[test]
 fn adversarial_inputs_get_errors_not_panics() {
     let deep = "a: ".to_string() + &"[".repeat(10_000);
     let mut keys = String::from("version: 1\nname: x\nservers:\n");
@@ -150,7 +247,7 @@ fn instances_render_real_values_that_plans_never_show() {
         .unwrap();
     let host: Arc<dyn Host> = Arc::new(FixedHost(vec![("GITHUB_TOKEN", "ghp_supersecretvalue")]));
     let github = fleet.server("github").unwrap();
-    let Transport::Stdio(command) = &github.transport else {
+    let Transport::Stdio { command, .. } = &github.transport else {
         panic!()
     };
     let t = InstanceTemplates::new(&fleet, host.clone(), None, 3).unwrap();

@@ -93,7 +93,7 @@ pub(crate) async fn client_config(
     let mut servers = serde_json::Map::new();
     let mut skipped = Vec::new();
     for server in &fleet.servers {
-        if matches!(server.transport, Transport::Stdio(_)) {
+        if matches!(server.transport, Transport::Stdio { .. }) {
             skipped.push(server.name.as_str());
             continue;
         }

@@ -8,6 +8,7 @@
 //! running a check (fleet-mcp), the admin API (fleet-control).
 
 mod monitor;
+mod pool;
 mod state;
 
 use fleet_api::types::{
@@ -19,6 +20,7 @@ use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
 use monitor::InstanceMonitor;
+use pool::SessionPool;
 use state::FleetState;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -84,29 +86,45 @@ pub(crate) struct Shared<R> {
     pub(crate) events: broadcast::Sender<Event>,
     history: Mutex<VecDeque<Event>>,
     pub(crate) monitors: Mutex<Vec<Arc<InstanceMonitor<R>>>>,
-    /// Ready HTTP instances by server: the source of the gateway's route table.
-    upstreams: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Ready instances by server: the source of the gateway's route table.
+    upstreams: Mutex<BTreeMap<String, BTreeMap<String, Upstream>>>,
     routes: watch::Sender<RouteTable>,
+    /// Processes for the sessions of each per-session stdio server.
+    pools: Mutex<BTreeMap<String, Arc<SessionPool<R>>>>,
+}
+
+impl<R: Runtime + 'static> Shared<R> {
+    /// The session pool of `server`, made by `make` if it has none.
+    pub(crate) fn session_pool(
+        &self,
+        server: &str,
+        make: impl FnOnce() -> Arc<SessionPool<R>>,
+    ) -> Arc<SessionPool<R>> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(pools.entry(server.to_owned()).or_insert_with(make))
+    }
 }
 
 impl<R> Shared<R> {
-    /// Adds (`Some(url)`) or removes an instance from the gateway's routes and publishes the
+    /// Adds (`Some`) or removes an instance from the gateway's routes and publishes the
     /// new table. Every server has one revision for now, with all the weight.
-    pub(crate) fn set_upstream(&self, server: &str, instance: &str, url: Option<String>) {
+    pub(crate) fn set_upstream(&self, server: &str, instance: &str, upstream: Option<Upstream>) {
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         let instances = upstreams.entry(server.to_string()).or_default();
-        let changed = match url {
-            Some(url) => instances.insert(instance.to_string(), url.clone()).as_ref() != Some(&url),
+        let changed = match upstream {
+            Some(upstream) => {
+                instances
+                    .insert(instance.to_string(), upstream.clone())
+                    .as_ref()
+                    != Some(&upstream)
+            }
             None => instances.remove(instance).is_some(),
         };
         if !changed {
             return;
         }
         let table = upstreams.iter().map(|(server, instances)| {
-            let upstreams = instances
-                .iter()
-                .map(|(id, url)| Upstream::http(id.clone(), url.clone()))
-                .collect();
+            let upstreams = instances.values().cloned().collect();
             (
                 server.clone(),
                 vec![RevisionRoute {
@@ -178,6 +196,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 monitors: Mutex::new(Vec::new()),
                 upstreams: Mutex::new(BTreeMap::new()),
                 routes: watch::channel(RouteTable::empty()).0,
+                pools: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -540,6 +559,16 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .update(|s| s.set_server(server, ServerState::Stopping, None));
         futures::future::join_all(monitors.iter().map(|m| m.stop())).await;
+        let pool = self
+            .shared
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(server);
+        if let Some(pool) = pool {
+            // Out of the route table by now: no new session gets a process.
+            pool.close().await;
+        }
         self.shared
             .update(|s| s.set_server(server, ServerState::Stopped, None));
         self.shared

@@ -1,13 +1,15 @@
 //! One instance, from start to stop: start it, gate it on its readiness checks, watch its
 //! liveness, follow its restarts.
 
+use crate::pool::SessionPool;
 use crate::{STOP_GRACE, Shared};
 use fleet_api::types::{CheckSummary, EventKind, ServerState};
+use fleet_gateway::{SessionProcesses, StdioLink, Upstream};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
 use fleet_runtime::{InstanceId, InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
-use fleet_spec::model::{Cadence, CheckProbe, Server, Transport, ValidFleet};
+use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport, ValidFleet};
 use fleet_spec::template::InstanceTemplates;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The revision every instance runs until the revision store exists.
-const REVISION: u64 = 1;
+pub(crate) const REVISION: u64 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Readiness {
@@ -27,8 +29,11 @@ enum Readiness {
 
 /// Where the MCP check reaches the instance.
 enum Target {
-    /// Its stdin/stdout, handed over by the runtime at every (re)start.
-    Stdio,
+    /// Its stdin/stdout, handed over by the runtime at every (re)start. A shared
+    /// server's pipes go to a gateway link, and the checks run through it like any
+    /// session; a per-session server's instance is a probe only, checked on its own
+    /// pipes, while clients get processes of its [`SessionPool`].
+    Stdio(Isolation),
     /// A Streamable HTTP endpoint.
     Url {
         url: String,
@@ -56,6 +61,10 @@ pub(crate) struct InstanceMonitor<R> {
     stopped: AtomicBool,
     stop_requested: watch::Sender<bool>,
     session: tokio::sync::Mutex<Option<StdioSession>>,
+    /// A shared stdio server's current process, as the gateway reaches it.
+    link: Mutex<Option<StdioLink>>,
+    /// A per-session stdio server's processes for clients (replica 0 starts them).
+    pool: Mutex<Option<Arc<SessionPool<R>>>>,
     last_detail: Mutex<Option<String>>,
     /// (rendered, shown) pairs of texts holding secrets, replaced in everything reported.
     redactions: Vec<(String, String)>,
@@ -99,7 +108,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             Ok::<_, String>(out)
         };
         let (target, command) = match &server.transport {
-            Transport::Stdio { command, .. } => (Target::Stdio, Some(command)),
+            Transport::Stdio { command, isolation } => (Target::Stdio(*isolation), Some(command)),
             Transport::Http { command, path, .. } => {
                 let url = format!("http://127.0.0.1:{}{path}", port.unwrap_or_default());
                 (
@@ -151,6 +160,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             stopped: AtomicBool::new(false),
             stop_requested: watch::channel(false).0,
             session: tokio::sync::Mutex::new(None),
+            link: Mutex::new(None),
+            pool: Mutex::new(None),
             last_detail: Mutex::new(None),
             redactions: redactions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
@@ -158,8 +169,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             if let Some(i) = s.instance(&server.name, &id.0) {
                 i.port = port;
             }
-            if let (Target::Url { .. }, Some(base)) = (&monitor.target, &shared.config.gateway_url)
-            {
+            if let Some(base) = &shared.config.gateway_url {
                 s.set_endpoint(&server.name, format!("{base}/mcp/{}", server.name));
             }
         });
@@ -194,6 +204,17 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             restart: server.restart.clone(),
             stop_grace: STOP_GRACE,
         };
+        if let Target::Stdio(Isolation::PerSession {
+            warm,
+            max_sessions,
+            idle_timeout,
+        }) = monitor.target
+        {
+            let pool = shared.session_pool(&server.name, || {
+                SessionPool::new(&shared, spec.clone(), warm, max_sessions, idle_timeout)
+            });
+            *monitor.pool.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool);
+        }
         let instance = shared
             .runtime
             .start(spec)
@@ -264,15 +285,42 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         out
     }
 
-    /// Records the instance's state; a ready HTTP instance takes gateway traffic, any other
+    /// Records the instance's state; a ready instance takes gateway traffic, any other
     /// state takes it out of the route table.
     fn set_state(&self, state: ServerState, reason: Option<String>) {
         self.shared
             .update(|s| s.set_instance(&self.server.name, &self.id.0, state, reason));
-        if let Target::Url { url, .. } = &self.target {
-            let ready = (state == ServerState::Ready).then(|| url.clone());
-            self.shared
-                .set_upstream(&self.server.name, &self.id.0, ready);
+        let upstream = if state == ServerState::Ready {
+            self.upstream()
+        } else {
+            None
+        };
+        self.shared
+            .set_upstream(&self.server.name, &self.id.0, upstream);
+    }
+
+    /// How the gateway reaches this instance (for a per-session server: its pool,
+    /// warmed now that the server is known to work).
+    fn upstream(&self) -> Option<Upstream> {
+        let id = self.id.0.clone();
+        match &self.target {
+            Target::Url { url, .. } => Some(Upstream::http(id, url.clone())),
+            Target::Stdio(Isolation::Shared) => self
+                .link
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .map(|link| Upstream::stdio(id, link)),
+            Target::Stdio(Isolation::PerSession { .. }) => {
+                let pool = self
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()?;
+                pool.refill();
+                let processes: Arc<dyn SessionProcesses> = pool;
+                Some(Upstream::stdio_per_session(id, processes))
+            }
         }
     }
 
@@ -492,11 +540,29 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let mcp = &self.server.health.mcp;
         let started = Instant::now();
         let deadline = started + mcp.cadence.timeout;
-        if let (Target::Stdio, Some(pipes)) = (&self.target, pipes) {
-            let (session, report) =
-                StdioSession::connect(pipes.stdin, pipes.stdout, self.server.era, mcp)
-                    .await
-                    .map_err(|report| self.describe_failure(&report))?;
+        if let (Target::Stdio(isolation), Some(pipes)) = (&self.target, pipes) {
+            let era = self.server.era;
+            let connected = match isolation {
+                Isolation::Shared => {
+                    // Our handshake is the process's one and only: over stdio a server
+                    // keeps the era of its first exchange, and sessions need it legacy
+                    // (`initialize`) unless the server is declared modern.
+                    let era = match era {
+                        Era::Auto => Era::Legacy,
+                        declared => declared,
+                    };
+                    let link = StdioLink::shared(self.id.0.clone(), pipes.stdin, pipes.stdout);
+                    *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.clone());
+                    let (stdin, stdout) = link
+                        .connect()
+                        .ok_or("the process closed its stdout at once")?;
+                    StdioSession::connect(stdin, stdout, era, mcp).await
+                }
+                Isolation::PerSession { .. } => {
+                    StdioSession::connect(pipes.stdin, pipes.stdout, era, mcp).await
+                }
+            };
+            let (session, report) = connected.map_err(|report| self.describe_failure(&report))?;
             self.record(&report);
             *self.session.lock().await = Some(session);
         }
@@ -589,7 +655,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     },
                 }
             }
-            Target::Stdio => match self.session.lock().await.as_ref() {
+            Target::Stdio(_) => match self.session.lock().await.as_ref() {
                 Some(session) => session.check(mcp).await,
                 None => failed(
                     CheckKind::Mcp,
@@ -718,7 +784,7 @@ fn resolve_check(
                         let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
                         format!("{origin}{t}")
                     }
-                    (None, Target::Stdio) => {
+                    (None, Target::Stdio(_)) => {
                         return Err("an http check of a stdio server needs a full `url`".into());
                     }
                 }

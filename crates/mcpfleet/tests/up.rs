@@ -360,10 +360,17 @@ servers:
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let first = fleet.status();
+    // `tool` is per-session: its checked instance, and one warm process for sessions.
+    let start = Instant::now();
+    while processes_with("crash-tool-marker").len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no warm process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let old: Vec<u32> = first
         .servers
         .iter()
         .flat_map(|s| s.instances.iter().filter_map(|i| i.pid))
+        .chain(processes_with("crash-tool-marker"))
         .collect();
     nix_kill9(first.pid);
     let start = Instant::now();
@@ -388,10 +395,15 @@ servers:
         2,
         "duplicates of web"
     );
+    let start = Instant::now();
+    while processes_with("crash-tool-marker").len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no warm process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         processes_with("crash-tool-marker").len(),
-        1,
-        "duplicates of tool"
+        2,
+        "duplicates of tool (its instance and one warm process)"
     );
 }
 
@@ -818,5 +830,171 @@ servers:
                 entry.path().display()
             );
         }
+    }
+}
+
+/// A raw legacy MCP client over the gateway: initialize, then tool calls.
+struct RawSession {
+    http: reqwest::Client,
+    url: String,
+    id: String,
+}
+
+impl RawSession {
+    /// A new session; `Err(status)` when the gateway refuses it.
+    async fn open(url: &str) -> Result<Self, u16> {
+        let http = reqwest::Client::new();
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"up-test","version":"0"}}}"#;
+        let response = post(&http, url, None, body).await;
+        if response.status() != 200 {
+            return Err(response.status().as_u16());
+        }
+        let id = response.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        response.text().await.unwrap();
+        let session = RawSession {
+            http,
+            url: url.to_owned(),
+            id,
+        };
+        let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        let response = post(&session.http, url, Some(&session.id), initialized).await;
+        assert_eq!(response.status(), 202);
+        Ok(session)
+    }
+
+    /// The text of `tool`'s result.
+    async fn call(&self, id: u64, tool: &str, arguments: serde_json::Value) -> String {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": { "name": tool, "arguments": arguments }
+        })
+        .to_string();
+        let response = post(&self.http, &self.url, Some(&self.id), &body).await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        // SSE: the response is the last `data:` line.
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .unwrap_or(&text);
+        let message: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(message["id"], id, "{message}");
+        message["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no text in {message}", self.url))
+            .to_owned()
+    }
+
+    async fn close(self) {
+        let response = self
+            .http
+            .delete(&self.url)
+            .header("mcp-session-id", &self.id)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut request = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request.send().await.unwrap()
+}
+
+#[test]
+fn stdio_servers_are_reachable_through_the_gateway_per_session_and_shared() {
+    let marker = format!("stdio-gw-{}", std::process::id());
+    let fleet = Fleet::new(
+        "stdio-gateway",
+        &r#"
+version: 1
+name: stdio-gateway
+servers:
+  solo:
+    stdio:
+      command: SAMPLE
+      args: ["--transport", "stdio", "--tools", "echo,whoami", "--name", "solo-MARKER"]
+      warm: 1
+      max_sessions: 2
+  common:
+    stdio:
+      command: SAMPLE
+      args: ["--transport", "stdio", "--tools", "echo,whoami", "--name", "common-MARKER"]
+      isolation: shared
+"#
+        .replace("MARKER", &marker),
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let solo_url = server(&status, "solo").endpoint.clone().unwrap();
+    let common_url = server(&status, "common").endpoint.clone().unwrap();
+    let common_pid = server(&status, "common").instances[0].pid.unwrap();
+    let solo_probe = server(&status, "solo").instances[0].pid.unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Per-session: a process of its own for each session, never the probed one.
+        let a = RawSession::open(&solo_url).await.unwrap();
+        let b = RawSession::open(&solo_url).await.unwrap();
+        let pid_a = a.call(2, "whoami", serde_json::json!({})).await;
+        let pid_b = b.call(2, "whoami", serde_json::json!({})).await;
+        assert_ne!(pid_a, pid_b);
+        assert_ne!(pid_a, format!("pid {solo_probe}"));
+        assert_eq!(
+            a.call(3, "echo", serde_json::json!({"message": "a"})).await,
+            "a"
+        );
+        // max_sessions: 2 → the third is refused until one ends.
+        assert_eq!(RawSession::open(&solo_url).await.err(), Some(503));
+        let a_pid: u32 = pid_a.trim_start_matches("pid ").parse().unwrap();
+        a.close().await;
+        wait_until_gone(a_pid).await;
+        let c = RawSession::open(&solo_url).await.unwrap();
+        assert_ne!(c.call(2, "whoami", serde_json::json!({})).await, pid_a);
+
+        // Shared: every session on the one checked instance, ids rewritten.
+        let x = RawSession::open(&common_url).await.unwrap();
+        let y = RawSession::open(&common_url).await.unwrap();
+        let expected = format!("pid {common_pid}");
+        assert_eq!(x.call(2, "whoami", serde_json::json!({})).await, expected);
+        assert_eq!(y.call(2, "whoami", serde_json::json!({})).await, expected);
+        let (p, q) = tokio::join!(
+            x.call(7, "echo", serde_json::json!({"message": "from x"})),
+            y.call(7, "echo", serde_json::json!({"message": "from y"}))
+        );
+        assert_eq!((p.as_str(), q.as_str()), ("from x", "from y"));
+    });
+    assert!(!processes_with(&marker).is_empty());
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let left = processes_with(&marker);
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+async fn wait_until_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -25,7 +25,7 @@ use rmcp::model::{
 };
 use rmcp::service::{RoleClient, RunningService, serve_directly};
 use serde_json::{Value, json};
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use self::lines::{Inbound, LineTransport, Noise};
@@ -66,8 +66,8 @@ impl StdioSession {
     /// `Era::Auto` sends `server/discover` first. Some older stdio servers exit on any
     /// request before `initialize`; the report says so, and `era: legacy` avoids it.
     pub async fn connect(
-        stdin: ChildStdin,
-        stdout: ChildStdout,
+        stdin: impl AsyncWrite + Send + Unpin + 'static,
+        stdout: impl AsyncRead + Send + Unpin + 'static,
         era: Era,
         check: &McpCheck,
     ) -> Result<(StdioSession, CheckReport), CheckReport> {

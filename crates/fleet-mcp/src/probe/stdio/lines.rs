@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rmcp::service::{RoleClient, RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use serde_json::Value;
+use tokio::io::AsyncWrite;
 use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
 };
-use tokio::process::{ChildStdin, ChildStdout};
+
+/// The server's stdin: a child's pipe, or a virtual connection through a gateway link.
+type Stdin = Box<dyn AsyncWrite + Send + Unpin>;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -62,22 +65,32 @@ impl Noise {
 }
 
 /// A client transport over a child's stdin/stdout.
-#[derive(Debug)]
 pub(crate) struct LineTransport {
     inbound: mpsc::Receiver<Inbound>,
-    stdin: Arc<tokio::sync::Mutex<Option<ChildStdin>>>,
+    stdin: Arc<tokio::sync::Mutex<Option<Stdin>>>,
     noise: Arc<Noise>,
     reader: JoinHandle<()>,
 }
 
+impl std::fmt::Debug for LineTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineTransport")
+            .field("noise", &self.noise)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LineTransport {
-    pub(crate) fn new(stdin: ChildStdin, stdout: ChildStdout) -> Self {
+    pub(crate) fn new(
+        stdin: impl AsyncWrite + Send + Unpin + 'static,
+        stdout: impl AsyncRead + Send + Unpin + 'static,
+    ) -> Self {
         let (tx, inbound) = mpsc::channel(64);
         let noise = Arc::new(Noise::default());
         let reader = tokio::spawn(read_lines(stdout, tx, noise.clone()));
         Self {
             inbound,
-            stdin: Arc::new(tokio::sync::Mutex::new(Some(stdin))),
+            stdin: Arc::new(tokio::sync::Mutex::new(Some(Box::new(stdin)))),
             noise,
             reader,
         }
@@ -109,7 +122,7 @@ impl Drop for LineTransport {
 }
 
 async fn write_line(
-    stdin: &tokio::sync::Mutex<Option<ChildStdin>>,
+    stdin: &tokio::sync::Mutex<Option<Stdin>>,
     mut line: Vec<u8>,
 ) -> std::io::Result<()> {
     line.push(b'\n');
@@ -160,7 +173,7 @@ impl Transport<RoleClient> for LineTransport {
     }
 }
 
-async fn read_lines(stdout: ChildStdout, tx: mpsc::Sender<Inbound>, noise: Arc<Noise>) {
+async fn read_lines(stdout: impl AsyncRead + Unpin, tx: mpsc::Sender<Inbound>, noise: Arc<Noise>) {
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {

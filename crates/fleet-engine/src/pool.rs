@@ -1,0 +1,296 @@
+//! Processes for `isolation: per-session` stdio servers: one per client session, lent
+//! to the gateway through [`SessionProcesses`].
+//!
+//! A pool keeps `warm` processes started ahead of demand (a Node server takes a few
+//! hundred milliseconds to boot; a session should not wait for that), never runs more
+//! than `max_sessions` at once (leased plus warm), and stops a process as soon as its
+//! session gives it back. Pool processes run under the runtime like any instance —
+//! pidfiles, logs, reaping after a crash of the control plane — but are never
+//! restarted: a session's process that dies ends that session, and the client starts
+//! a new one. They are never health-checked either; the server's own instances
+//! (`replicas`) are, and a probed process is never handed to a client.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use fleet_gateway::{AcquireError, SessionProcesses, StdioLease};
+use fleet_runtime::{InstanceId, InstanceSpec, Lifecycle, Runtime, StdioPipes};
+use fleet_spec::model::RestartPolicyKind;
+use futures::future::BoxFuture;
+
+use crate::Shared;
+use crate::monitor::REVISION;
+
+pub(crate) struct SessionPool<R> {
+    shared: Weak<Shared<R>>,
+    /// Every process starts from this, under an id of its own.
+    spec: InstanceSpec,
+    warm: u32,
+    max: u32,
+    idle_timeout: Duration,
+    state: Mutex<PoolState>,
+    /// Woken whenever a warm start ends (ready or failed).
+    warmed: tokio::sync::Notify,
+    me: Weak<Self>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Started, not lent yet.
+    ready: VecDeque<Started>,
+    /// Being started for the warm pool.
+    starting: u32,
+    /// Every process of the pool that runs or is being started (leased, ready,
+    /// starting): what `max` bounds.
+    live: u32,
+    /// Ids of every process that may run, for stopping them all.
+    ids: BTreeSet<String>,
+    next: u64,
+    closed: bool,
+}
+
+struct Started {
+    id: InstanceId,
+    pipes: StdioPipes,
+}
+
+/// What a session's acquire does next.
+enum Next {
+    Lend(Started),
+    Start(u64),
+    Wait,
+}
+
+impl<R: Runtime + 'static> std::fmt::Debug for SessionPool<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionPool")
+            .field("server", &self.spec.server)
+            .field("warm", &self.warm)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + 'static> SessionPool<R> {
+    /// A pool for the server `spec` runs; empty until [`refill`](Self::refill).
+    pub(crate) fn new(
+        shared: &Arc<Shared<R>>,
+        mut spec: InstanceSpec,
+        warm: u32,
+        max: u32,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        spec.restart.policy = RestartPolicyKind::Never;
+        Arc::new_cyclic(|me| SessionPool {
+            shared: Arc::downgrade(shared),
+            spec,
+            warm,
+            max,
+            idle_timeout,
+            state: Mutex::new(PoolState::default()),
+            warmed: tokio::sync::Notify::new(),
+            me: me.clone(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts processes until `warm` are ready (or being started), within `max`.
+    pub(crate) fn refill(&self) {
+        let mut state = self.state();
+        while !state.closed
+            && (state.ready.len() as u32) + state.starting < self.warm
+            && state.live < self.max
+        {
+            state.live += 1;
+            state.starting += 1;
+            let number = state.next;
+            state.next += 1;
+            let me = self.me.clone();
+            tokio::spawn(async move {
+                let Some(pool) = me.upgrade() else { return };
+                let started = pool.start_one(number).await;
+                let unwanted = {
+                    let mut state = pool.state();
+                    state.starting -= 1;
+                    match started {
+                        Ok(started) if !state.closed => {
+                            state.ready.push_back(started);
+                            None
+                        }
+                        Ok(started) => {
+                            state.live -= 1;
+                            Some(started.id)
+                        }
+                        Err(why) => {
+                            state.live -= 1;
+                            tracing::warn!(server = pool.spec.server, why, "cannot warm a process");
+                            None
+                        }
+                    }
+                };
+                if let Some(id) = unwanted {
+                    pool.stop(id);
+                }
+                pool.warmed.notify_waiters();
+            });
+        }
+    }
+
+    /// Starts process `number` and waits for its pipes.
+    async fn start_one(&self, number: u64) -> Result<Started, String> {
+        let shared = self.shared.upgrade().ok_or("the engine is gone")?;
+        let mut spec = self.spec.clone();
+        spec.id = InstanceId(format!("{}-r{REVISION}-s{number}", self.spec.server));
+        let id = spec.id.clone();
+        self.state().ids.insert(id.0.clone());
+        let mut instance = shared
+            .runtime
+            .start(spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pipes = match instance.events.recv().await {
+            Some(Lifecycle::Running {
+                pipes: Some(pipes), ..
+            }) => pipes,
+            other => {
+                drop(shared);
+                self.stop(id);
+                return Err(format!("did not start: {other:?}"));
+            }
+        };
+        // Drain its events; a warm process that dies leaves the pool.
+        let me = self.me.clone();
+        let watched = id.clone();
+        tokio::spawn(async move {
+            while let Some(event) = instance.events.recv().await {
+                if matches!(event, Lifecycle::Exited { .. })
+                    && let Some(pool) = me.upgrade()
+                {
+                    let was_ready = {
+                        let mut state = pool.state();
+                        let before = state.ready.len();
+                        state.ready.retain(|s| s.id != watched);
+                        let removed = state.ready.len() < before;
+                        if removed {
+                            state.live -= 1;
+                        }
+                        removed
+                    };
+                    if was_ready {
+                        pool.stop(watched.clone());
+                        pool.refill();
+                    }
+                }
+            }
+        });
+        Ok(Started { id, pipes })
+    }
+
+    /// Stops a process in the background.
+    fn stop(&self, id: InstanceId) {
+        self.state().ids.remove(&id.0);
+        if let Some(shared) = self.shared.upgrade() {
+            tokio::spawn(async move {
+                let _ = shared.runtime.stop(&id).await;
+            });
+        }
+    }
+
+    /// No more sessions: stops every process, lent or not, and returns once they are
+    /// gone.
+    pub(crate) async fn close(&self) {
+        let ids: Vec<String> = {
+            let mut state = self.state();
+            state.closed = true;
+            state.ready.clear();
+            std::mem::take(&mut state.ids).into_iter().collect()
+        };
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let stops = ids
+            .iter()
+            .map(|id| async { shared.runtime.stop(&InstanceId(id.clone())).await });
+        futures::future::join_all(stops).await;
+    }
+
+    fn lease(&self, started: Started) -> StdioLease {
+        let Started { id, pipes } = started;
+        let release = Release {
+            pool: self.me.clone(),
+            id: Some(id.clone()),
+        };
+        StdioLease::new(id.0, pipes.stdin, pipes.stdout, release)
+    }
+}
+
+/// Gives a process back when its session ends: it is stopped, and the warm pool
+/// refilled.
+struct Release<R: Runtime + 'static> {
+    pool: Weak<SessionPool<R>>,
+    id: Option<InstanceId>,
+}
+
+impl<R: Runtime + 'static> Drop for Release<R> {
+    fn drop(&mut self) {
+        if let (Some(pool), Some(id)) = (self.pool.upgrade(), self.id.take()) {
+            pool.state().live -= 1;
+            pool.stop(id);
+            pool.refill();
+        }
+    }
+}
+
+impl<R: Runtime + 'static> SessionProcesses for SessionPool<R> {
+    fn acquire(&self) -> BoxFuture<'_, Result<StdioLease, AcquireError>> {
+        Box::pin(async move {
+            let number = loop {
+                let warmed = self.warmed.notified();
+                let next = {
+                    let mut state = self.state();
+                    if state.closed {
+                        return Err(AcquireError::Failed("the server is stopping".into()));
+                    }
+                    if let Some(started) = state.ready.pop_front() {
+                        Next::Lend(started)
+                    } else if state.live < self.max {
+                        state.live += 1;
+                        state.next += 1;
+                        Next::Start(state.next - 1)
+                    } else if state.starting > 0 {
+                        // At the cap, but a warm process is on its way.
+                        Next::Wait
+                    } else {
+                        return Err(AcquireError::AtCapacity { max: self.max });
+                    }
+                };
+                match next {
+                    Next::Lend(started) => {
+                        self.refill();
+                        return Ok(self.lease(started));
+                    }
+                    Next::Start(number) => break number,
+                    Next::Wait => warmed.await,
+                }
+            };
+            match self.start_one(number).await {
+                Ok(started) => {
+                    self.refill();
+                    Ok(self.lease(started))
+                }
+                Err(why) => {
+                    self.state().live -= 1;
+                    Err(AcquireError::Failed(why))
+                }
+            }
+        })
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+}

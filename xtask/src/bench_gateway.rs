@@ -11,7 +11,10 @@
 use crate::root;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use fleet_gateway::{Gateway, GatewayConfig, RevisionRoute, RouteTable, Upstream};
+use fleet_gateway::{
+    AcquireError, Gateway, GatewayConfig, RevisionRoute, RouteTable, SessionProcesses, StdioLease,
+    Upstream,
+};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
@@ -19,11 +22,15 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::BufRead as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Targets from the gateway issue.
@@ -201,7 +208,6 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
     let mut rows = Vec::new();
     for peer in Peer::ALL {
         let skipped = match peer {
-            Peer::GatewayStdio => Some("not built yet".to_string()),
             Peer::PythonProxy | Peer::Supergateway | Peer::RustProxy if options.smoke => {
                 Some("not run in --smoke".to_string())
             }
@@ -225,8 +231,9 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
                 peer,
                 outcome: Ok(result),
             }),
-            // The floor and the gateway are what this benchmark is for: no table without them.
-            Err(error) if matches!(peer, Peer::Direct | Peer::Gateway) => {
+            // The floor and the gateway (both upstream kinds) are what this benchmark is for:
+            // no table without them.
+            Err(error) if matches!(peer, Peer::Direct | Peer::Gateway | Peer::GatewayStdio) => {
                 return Err(error.context(peer.label()));
             }
             Err(error) => {
@@ -286,6 +293,23 @@ async fn start_peer(peer: Peer, bins: &Binaries, processes: &mut Vec<Process>) -
             processes.push(gateway);
             url
         }
+        Peer::GatewayStdio => {
+            // The gateway owns the pipes: one sample server per session, from a warm pool.
+            let (gateway, url) = Process::announcing(
+                Command::new(&bins.gateway).args([
+                    "bench-gateway-serve",
+                    "--stdio",
+                    sample,
+                    "--transport",
+                    "stdio",
+                    "--tools",
+                    "echo",
+                ]),
+                "gateway",
+            )?;
+            processes.push(gateway);
+            url
+        }
         Peer::PythonProxy => {
             let port = free_port()?;
             let mut command = Command::new(bins.peers.join("mcp-proxy"));
@@ -331,7 +355,6 @@ async fn start_peer(peer: Peer, bins: &Binaries, processes: &mut Vec<Process>) -
             )?);
             format!("http://127.0.0.1:{port}/")
         }
-        Peer::GatewayStdio => bail!("not built yet"),
     };
     // The Rust mcp-proxy serves on `/` and prefixes each tool with its backend's name.
     let target = match peer {
@@ -911,6 +934,48 @@ impl Report {
                 );
             }
         }
+        // The stdio row has no targets of its own (they were set for the HTTP path); its
+        // like-for-like comparison is with the stdio bridges.
+        if let (Some((direct, direct_rps)), Some((stdio, stdio_rps))) =
+            (self.row(Peer::Direct), self.row(Peer::GatewayStdio))
+        {
+            let added_p50 = stdio.p50_us - direct.p50_us;
+            let added_p99 = stdio.p99_us - direct.p99_us;
+            let share = stdio_rps / direct_rps;
+            checks.push((
+                format!(
+                    "gateway → stdio vs direct HTTP: {added_p50:+.0} µs at p50, {added_p99:+.0} µs at p99; \
+                     {} sessions: {stdio_rps:.0} req/s = {:.0} % of direct",
+                    options.sessions,
+                    share * 100.0,
+                ),
+                None,
+            ));
+            let mut stdio_ratios = serde_json::Map::new();
+            stdio_ratios.insert("added_p50_us".into(), json!(added_p50));
+            stdio_ratios.insert("added_p99_us".into(), json!(added_p99));
+            stdio_ratios.insert("concurrent_share_of_direct".into(), json!(share));
+            for bridge in [Peer::PythonProxy, Peer::Supergateway] {
+                let Some((other, other_rps)) = self.row(bridge) else {
+                    continue;
+                };
+                let sequential = stdio.per_second / other.per_second;
+                let concurrent = stdio_rps / other_rps;
+                checks.push((
+                    format!(
+                        "gateway → stdio vs {}: {concurrent:.1}× req/s at {} sessions, {sequential:.1}× sequential",
+                        bridge.label(),
+                        options.sessions,
+                    ),
+                    None,
+                ));
+                stdio_ratios.insert(
+                    format!("vs_{}", bridge.key()),
+                    json!({ "concurrent": concurrent, "sequential": sequential }),
+                );
+            }
+            ratios.insert(Peer::GatewayStdio.key().into(), stdio_ratios.into());
+        }
         let idle = &self.idle;
         let growth = idle.after_mb - idle.before_mb;
         checks.push((
@@ -967,14 +1032,25 @@ impl Report {
     }
 }
 
-/// `xtask bench-gateway-serve UPSTREAM_URL` (hidden): the gateway with one server,
-/// `sample`, whose single instance is `UPSTREAM_URL`; prints `listening on URL` on stderr
-/// and serves until SIGTERM or its stdin closes (the benchmark died).
-pub(crate) fn serve(upstream: &str) -> Result<()> {
+/// `xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS...` (hidden): the
+/// gateway with one server, `sample`, whose single instance is either the HTTP server at
+/// `UPSTREAM_URL` or a per-session stdio upstream running `PROGRAM ARGS` for each session
+/// (see [`StdioSpawner`]); prints `listening on URL` on stderr and serves until SIGTERM or
+/// its stdin closes (the benchmark died).
+pub(crate) fn serve(args: &[&str]) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let upstream = match args {
+            [url] if !url.starts_with('-') => Upstream::http("sample-1", *url),
+            ["--stdio", program, args @ ..] => {
+                let spawner = StdioSpawner::new(program, args);
+                spawner.fill();
+                Upstream::stdio_per_session("sample-1", Arc::new(spawner))
+            }
+            _ => bail!("usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS..."),
+        };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let address = listener.local_addr()?;
         let table = RouteTable::new([(
@@ -982,7 +1058,7 @@ pub(crate) fn serve(upstream: &str) -> Result<()> {
             vec![RevisionRoute {
                 revision: 1,
                 weight: 1,
-                instances: vec![Upstream::http("sample-1", upstream)],
+                instances: vec![upstream],
             }],
         )])
         .map_err(|errors| anyhow!("route table: {errors:?}"))?;
@@ -1007,4 +1083,117 @@ pub(crate) fn serve(upstream: &str) -> Result<()> {
         fleet_gateway::serve(listener, gateway, shutdown).await?;
         Ok(())
     })
+}
+
+/// Processes started ahead of demand, so a new session does not wait for a spawn.
+const STDIO_WARM: usize = 1;
+/// At most this many stdio processes at once, lent and warm together.
+const STDIO_MAX: u32 = 256;
+/// A session unused this long is ended by the gateway; far beyond any phase of the run.
+const STDIO_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The per-session stdio upstream of `bench-gateway-serve --stdio`: each session gets its
+/// own `PROGRAM ARGS` process, taken from a warm pool of [`STDIO_WARM`] that is refilled
+/// as it is drawn from, at most [`STDIO_MAX`] at once. A process is killed when its
+/// session ends. What the engine's pool adds (pidfiles, logs, its runtime) is left out:
+/// this measures the gateway's side of the pipes.
+#[derive(Debug)]
+struct StdioSpawner {
+    program: PathBuf,
+    args: Vec<String>,
+    /// Started, not lent yet.
+    warm: Mutex<VecDeque<tokio::process::Child>>,
+    /// Every process that runs, lent or warm: what [`STDIO_MAX`] bounds.
+    live: Arc<AtomicU32>,
+}
+
+/// Given back when a session ends, after the gateway closed the process's stdin: kills
+/// the process (`kill_on_drop`) and frees its place under the cap.
+struct StdioRelease {
+    _child: tokio::process::Child,
+    live: Arc<AtomicU32>,
+}
+
+impl Drop for StdioRelease {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl StdioSpawner {
+    fn new(program: &str, args: &[&str]) -> Self {
+        Self {
+            program: PathBuf::from(program),
+            args: args.iter().map(|a| (*a).to_string()).collect(),
+            warm: Mutex::new(VecDeque::new()),
+            live: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    fn spawn(&self) -> Result<tokio::process::Child, AcquireError> {
+        let child = tokio::process::Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| AcquireError::Failed(format!("{}: {e}", self.program.display())))?;
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(child)
+    }
+
+    fn warm(&self) -> std::sync::MutexGuard<'_, VecDeque<tokio::process::Child>> {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts processes until [`STDIO_WARM`] are waiting, within [`STDIO_MAX`]. A failed
+    /// start is left to the next `acquire`, which reports it.
+    fn fill(&self) {
+        let mut warm = self.warm();
+        while warm.len() < STDIO_WARM && self.live.load(Ordering::SeqCst) < STDIO_MAX {
+            match self.spawn() {
+                Ok(child) => warm.push_back(child),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A warm process that is still running, or a new one if there is room.
+    fn take(&self) -> Result<tokio::process::Child, AcquireError> {
+        let mut warm = self.warm();
+        while let Some(mut child) = warm.pop_front() {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Ok(child);
+            }
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.live.load(Ordering::SeqCst) >= STDIO_MAX {
+            return Err(AcquireError::AtCapacity { max: STDIO_MAX });
+        }
+        self.spawn()
+    }
+}
+
+impl SessionProcesses for StdioSpawner {
+    fn acquire(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<StdioLease, AcquireError>> + Send + '_>> {
+        Box::pin(async move {
+            let mut child = self.take()?;
+            self.fill();
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(AcquireError::Failed("a process without pipes".into()));
+            };
+            let release = StdioRelease {
+                _child: child,
+                live: Arc::clone(&self.live),
+            };
+            Ok(StdioLease::new("sample-1", stdin, stdout, release))
+        })
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        STDIO_IDLE_TIMEOUT
+    }
 }

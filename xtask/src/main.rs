@@ -33,7 +33,7 @@ fn main() -> Result<()> {
         ["bench", "up", rest @ ..] => bench::up(rest),
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
-        ["bench-gateway-serve", upstream] => bench_gateway::serve(upstream),
+        ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke]"

@@ -108,8 +108,9 @@ impl ControlPlane {
                 tracing::error!("admin API stopped: {e}");
             }
         });
-        let gateway =
-            fleet_gateway::Gateway::new(gateway_config(&fleet, gateway_address)?, engine.routes());
+        let mut gateway_config = gateway_config(&fleet, gateway_address)?;
+        gateway_config.audit = Some(audit_log(state_dir.audit_path()));
+        let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         let mut gateway_done = finished.clone();
         tokio::spawn(async move {
             let stop = async move {
@@ -234,6 +235,42 @@ async fn bind_gateway(fleet: &ValidFleet) -> Result<tokio::net::TcpListener, Sta
             e.to_string()
         },
     })
+}
+
+/// Appends every tool call the gateway reports to `path` (JSON lines, owner-only),
+/// in the background; the returned sink is the gateway's.
+fn audit_log(path: std::path::PathBuf) -> fleet_gateway::AuditSink {
+    let (sink, mut records) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .await;
+        let mut file = match file {
+            Ok(file) => tokio::io::BufWriter::new(file),
+            Err(error) => {
+                tracing::error!("cannot open the audit log {}: {error}", path.display());
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        while records.recv_many(&mut batch, 256).await > 0 {
+            for record in batch.drain(..) {
+                let mut line = serde_json::to_vec(&record).unwrap_or_default();
+                line.push(b'\n');
+                if let Err(error) = file.write_all(&line).await {
+                    tracing::error!("cannot write the audit log {}: {error}", path.display());
+                }
+            }
+            if let Err(error) = file.flush().await {
+                tracing::error!("cannot write the audit log {}: {error}", path.display());
+            }
+        }
+    });
+    sink
 }
 
 fn gateway_config(

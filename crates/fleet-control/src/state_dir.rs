@@ -2,6 +2,9 @@
 
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+/// File name of the audit log in the state directory.
+const AUDIT_LOG: &str = "audit.jsonl";
+
 use std::path::{Path, PathBuf};
 
 /// Why the state directory cannot be used.
@@ -93,6 +96,11 @@ impl StateDir {
 
     pub fn socket_path(&self) -> PathBuf {
         self.path.join(fleet_api::SOCKET)
+    }
+
+    /// The audit log: one JSON object per tool call through the gateway.
+    pub fn audit_path(&self) -> PathBuf {
+        self.path.join(AUDIT_LOG)
     }
 
     /// Binds the admin socket, replacing a stale one (we hold the lock, so it is stale).

@@ -3,6 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::audit::AuditSink;
+
 /// How the gateway behaves; everything but the routes.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -25,11 +27,16 @@ pub struct GatewayConfig {
     pub session_idle_timeout: Duration,
     /// Per token (or per client IP without auth); `None` = no limit.
     pub rate_limit: Option<RateLimit>,
+    /// Requests in flight on one session, at most; more get 429.
+    pub max_session_concurrency: usize,
+    /// Where a record of every tool call goes; `None` = counted, not recorded.
+    pub audit: Option<AuditSink>,
 }
 
 impl GatewayConfig {
-    /// Defaults: 4 MiB bodies, 60 s upstream timeout, 30 min idle sessions, no
-    /// tokens, no rate limit, loopback hosts and origins only.
+    /// Defaults: 4 MiB bodies, 60 s upstream timeout, 30 min idle sessions, 64
+    /// requests in flight per session, no tokens, no rate limit, no audit sink,
+    /// loopback hosts and origins only.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
@@ -41,6 +48,8 @@ impl GatewayConfig {
             upstream_timeout: Duration::from_secs(60),
             session_idle_timeout: Duration::from_secs(30 * 60),
             rate_limit: None,
+            max_session_concurrency: 64,
+            audit: None,
         }
     }
 }

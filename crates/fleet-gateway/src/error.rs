@@ -54,6 +54,14 @@ pub enum GatewayError {
         /// The request id.
         id: Option<serde_json::Value>,
     },
+    /// The session has `limit` requests in flight already.
+    #[error("this session has {limit} requests in flight; wait for one to finish")]
+    SessionBusy {
+        /// The per-session limit.
+        limit: usize,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
     /// A GET stream is already open on this session.
     #[error("this session already has an open GET stream")]
     StreamOpen,
@@ -134,7 +142,7 @@ impl GatewayError {
             Self::NoInstances { .. } | Self::SessionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::StreamOpen => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::SessionBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MissingSession | Self::Parse | Self::HeaderMismatch { .. } | Self::BodyRead => {
                 StatusCode::BAD_REQUEST
             }
@@ -155,7 +163,8 @@ impl GatewayError {
         match self {
             Self::HeaderMismatch { id }
             | Self::Upstream { id, .. }
-            | Self::SessionLimit { id, .. } => id.as_ref(),
+            | Self::SessionLimit { id, .. }
+            | Self::SessionBusy { id, .. } => id.as_ref(),
             _ => None,
         }
     }

@@ -16,6 +16,8 @@ pub(crate) struct Peek<'a> {
     pub(crate) id: Option<serde_json::Value>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (modern requests).
     pub(crate) meta_protocol_version: Option<Cow<'a, str>>,
+    /// `params.name`: the tool of a `tools/call`.
+    pub(crate) name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -31,6 +33,8 @@ struct Message<'a> {
 struct Params<'a> {
     #[serde(rename = "_meta", borrow)]
     meta: Option<Meta<'a>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -45,13 +49,15 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, serde_json::Error> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             let message: Message<'_> = serde_json::from_slice(body)?;
+            let (meta, name) = match message.params {
+                Some(params) => (params.meta, params.name),
+                None => (None, None),
+            };
             Ok(Peek {
                 method: message.method,
                 id: message.id,
-                meta_protocol_version: message
-                    .params
-                    .and_then(|p| p.meta)
-                    .and_then(|m| m.protocol_version),
+                meta_protocol_version: meta.and_then(|m| m.protocol_version),
+                name,
             })
         }
         _ => {

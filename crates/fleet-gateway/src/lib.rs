@@ -23,6 +23,7 @@
 //! one upstream among sessions (id rewriting), audit records, per-session
 //! concurrency limits, a sealed session id for replicated gateways.
 
+mod audit;
 mod config;
 mod distribution;
 mod error;
@@ -52,11 +53,13 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use audit::{AuditSink, ToolCallRecord, ToolOutcome};
 pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
 pub use error::{GatewayError, UpstreamFailure};
 pub use link::StdioLink;
 pub use metrics::{
-    Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts, RevisionStats,
+    Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts,
+    RevisionStats, ToolCount,
 };
 pub use pool::{AcquireError, SessionProcesses, StdioLease};
 pub use routes::{RevisionRoute, RouteTable, RouteTableError, Upstream};
@@ -191,7 +194,9 @@ pub async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                shared.sessions.sweep();
+                for session in shared.sessions.sweep() {
+                    proxy::end_upstream_session(&shared, &session);
+                }
             }
         }
     });

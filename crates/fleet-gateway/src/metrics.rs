@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::audit::ToolOutcome;
+
 /// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implied.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -107,12 +109,18 @@ impl MethodLabel {
     }
 }
 
+/// Distinct tool names counted per series; later ones are counted as `other`
+/// (tool names come from the server, and a label set must stay bounded).
+const MAX_TOOLS: usize = 256;
+
 /// The live counters of one (server, revision).
 #[derive(Debug)]
 pub(crate) struct SeriesCounters {
     requests: [[AtomicU64; 4]; METHODS.len()],
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
+    /// Tool calls by tool and [`ToolOutcome`].
+    tools: Mutex<BTreeMap<String, [u64; 4]>>,
 }
 
 impl SeriesCounters {
@@ -121,6 +129,29 @@ impl SeriesCounters {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_micros: AtomicU64::new(0),
+            tools: Mutex::default(),
+        }
+    }
+
+    /// Counts one tool call.
+    pub(crate) fn record_tool(&self, tool: &str, outcome: ToolOutcome) {
+        let index = ToolOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if tools.contains_key(tool) || tools.len() < MAX_TOOLS {
+            tool
+        } else {
+            "other"
+        };
+        match tools.get_mut(key) {
+            Some(counts) => counts[index] += 1,
+            None => {
+                let mut counts = [0; 4];
+                counts[index] = 1;
+                tools.insert(key.to_owned(), counts);
+            }
         }
     }
 
@@ -196,6 +227,19 @@ pub struct RevisionStats {
     pub totals: OutcomeCounts,
     /// Latency of answered requests.
     pub latency: Histogram,
+    /// Non-zero tool call counts by tool and outcome.
+    pub tool_calls: Vec<ToolCount>,
+}
+
+/// One non-zero tool call counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCount {
+    /// The tool's name (`other` past the first 256 names).
+    pub tool: String,
+    /// How the calls ended.
+    pub outcome: ToolOutcome,
+    /// How many.
+    pub count: u64,
 }
 
 /// One non-zero request counter.
@@ -307,7 +351,25 @@ impl RevisionStats {
         }
         #[allow(clippy::cast_precision_loss)]
         let sum_seconds = counters.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let tool_calls = counters
+            .tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|(tool, counts)| {
+                ToolOutcome::ALL
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, count)| **count > 0)
+                    .map(|(outcome, count)| ToolCount {
+                        tool: tool.clone(),
+                        outcome: *outcome,
+                        count: *count,
+                    })
+            })
+            .collect();
         Self {
+            tool_calls,
             server: server.to_owned(),
             revision,
             requests,
@@ -378,6 +440,21 @@ impl MetricsSnapshot {
                 out,
                 "mcpfleet_gateway_request_duration_seconds_count{{{labels}}} {cumulative}"
             );
+        }
+        out.push_str("# HELP mcpfleet_gateway_tool_calls_total Tool calls by server, revision, tool and outcome.\n");
+        out.push_str("# TYPE mcpfleet_gateway_tool_calls_total counter\n");
+        for stats in &self.revisions {
+            let revision = revision_label(stats.revision);
+            for count in &stats.tool_calls {
+                let _ = writeln!(
+                    out,
+                    "mcpfleet_gateway_tool_calls_total{{server=\"{}\",revision=\"{revision}\",tool=\"{}\",outcome=\"{}\"}} {}",
+                    escape(&stats.server),
+                    escape(&count.tool),
+                    count.outcome.as_str(),
+                    count.count
+                );
+            }
         }
         out.push_str("# HELP mcpfleet_gateway_sessions_active Live client sessions per server.\n");
         out.push_str("# TYPE mcpfleet_gateway_sessions_active gauge\n");

@@ -24,6 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::Shared;
+use crate::audit::{SseScan, ToolCall, ToolOutcome};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
@@ -113,6 +114,7 @@ async fn handle(
         .map(|ConnectInfo(address)| *address);
     let caller = shared.tokens.authorize(&parts.headers, peer, server)?;
     shared.limiter.admit(caller)?;
+    let token = shared.tokens.name(caller);
     let routes = shared.routes.current();
     let routes = routes
         .server(server)
@@ -146,6 +148,13 @@ async fn handle(
         _ => MethodLabel::of(peek.method.as_deref()),
     };
     strip_request_headers(&mut parts.headers);
+    let tool_call = (peek.method.as_deref() == Some("tools/call")).then(|| ToolCall {
+        server: Arc::from(server),
+        tool: peek.name.as_deref().unwrap_or("").to_owned(),
+        token: token.map(Arc::from),
+        started: Instant::now(),
+        sink: shared.config.audit.clone(),
+    });
 
     let Some(session_id) = session_id else {
         // No session: a new legacy session, or a stateless modern request.
@@ -161,16 +170,13 @@ async fn handle(
         })?;
         if !matches!(target.instance.kind, Kind::Http(_)) {
             let body = body.clone();
-            return stdio_http::open(
-                shared,
-                server,
-                target,
-                initialize,
-                &parts.headers,
+            let request = stdio_http::Request {
+                headers: &parts.headers,
                 body,
                 label,
-            )
-            .await;
+                tool_call,
+            };
+            return stdio_http::open(shared, server, target, initialize, request).await;
         }
         let exchange = Exchange {
             method,
@@ -179,6 +185,7 @@ async fn handle(
             body: body.clone(),
             label,
             id: peek.id,
+            tool_call,
         };
         let mut response = forward(shared, &target, exchange).await?;
         if initialize && let Some(upstream_session) = response.upstream_session.take() {
@@ -187,6 +194,7 @@ async fn handle(
                 revision: target.revision,
                 instance: target.instance,
                 upstream: SessionUpstream::Http(upstream_session),
+                in_flight: Arc::default(),
             };
             let id = shared
                 .sessions
@@ -216,20 +224,24 @@ async fn handle(
         shared.sessions.remove(&session_id);
         return Err(GatewayError::UnknownSession);
     };
+    let limit = shared.config.max_session_concurrency;
+    let in_flight = session.begin(limit).ok_or(GatewayError::SessionBusy {
+        limit,
+        id: peek.id.clone(),
+    })?;
     let upstream_session = match &session.upstream {
         SessionUpstream::Http(upstream_session) => upstream_session.clone(),
         SessionUpstream::Stdio { .. } => {
-            return stdio_http::in_session(
-                shared,
-                &target,
-                session_id,
-                session,
-                &method,
-                &parts.headers,
-                body.clone(),
+            let request = stdio_http::Request {
+                headers: &parts.headers,
+                body: body.clone(),
                 label,
-            )
-            .await;
+                tool_call,
+            };
+            let response =
+                stdio_http::in_session(shared, &target, session_id, session, &method, request)
+                    .await?;
+            return Ok(holding(response, in_flight));
         }
     };
     parts.headers.insert(MCP_SESSION_ID, upstream_session);
@@ -240,6 +252,7 @@ async fn handle(
         body: body.clone(),
         label,
         id: peek.id,
+        tool_call,
     };
     let result = forward(shared, &target, exchange).await;
     if is_delete {
@@ -253,7 +266,65 @@ async fn handle(
     response
         .headers_mut()
         .insert(MCP_SESSION_ID, session_id.header_value());
-    Ok(response)
+    Ok(holding(response, in_flight))
+}
+
+/// Tells an HTTP upstream that a session the gateway ended (idle) is over, in the
+/// background: it can free what it holds. Stdio sessions end with their attachment.
+pub(crate) fn end_upstream_session(shared: &Shared, session: &Session) {
+    let (SessionUpstream::Http(upstream_session), Kind::Http(uri)) =
+        (&session.upstream, &session.instance.kind)
+    else {
+        return;
+    };
+    let mut request = hyper::Request::new(Full::new(Bytes::new()));
+    *request.method_mut() = Method::DELETE;
+    *request.uri_mut() = uri.clone();
+    request
+        .headers_mut()
+        .insert(MCP_SESSION_ID, upstream_session.clone());
+    let sent = shared.client.request(request);
+    let timeout = shared.config.upstream_timeout;
+    tokio::spawn(async move {
+        if let Ok(Err(error)) = tokio::time::timeout(timeout, sent).await {
+            tracing::debug!(%error, "upstream DELETE of an idle session failed");
+        }
+    });
+}
+
+/// `response`, keeping `guard` alive until its body has been sent (or dropped).
+fn holding<G: Send + Unpin + 'static>(response: Response<Body>, guard: G) -> Response<Body> {
+    response.map(|body| {
+        Body::new(Holding {
+            body,
+            _guard: guard,
+        })
+    })
+}
+
+struct Holding<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> hyper::body::Body for Holding<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Stateless routing applies to `server/discover` and to requests that say they
@@ -315,6 +386,7 @@ struct Exchange {
     body: Bytes,
     label: MethodLabel,
     id: Option<serde_json::Value>,
+    tool_call: Option<ToolCall>,
 }
 
 struct Forwarded {
@@ -333,6 +405,7 @@ async fn forward(
         body,
         label,
         id,
+        mut tool_call,
     } = exchange;
     let mut request = hyper::Request::new(Full::new(body));
     *request.method_mut() = method.clone();
@@ -345,10 +418,13 @@ async fn forward(
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started) + shared.config.upstream_timeout;
     let guard = target.instance.begin();
-    let failure = |kind: UpstreamFailure, id: Option<serde_json::Value>| {
+    let mut failure = |kind: UpstreamFailure, id: Option<serde_json::Value>| {
         target
             .metrics
             .record(label, Outcome::TransportError, Some(started.elapsed()));
+        if let Some(call) = tool_call.take() {
+            call.finish(target, ToolOutcome::TransportError);
+        }
         tracing::debug!(instance = target.instance.id, %kind, "upstream failure");
         GatewayError::Upstream { kind, id }
     };
@@ -393,6 +469,7 @@ async fn forward(
             inner: incoming,
             failure_event,
             pending,
+            tool_call: tool_call.map(|call| (call, target.clone(), SseScan::default())),
             _guard: Some(guard),
             finished: false,
         })
@@ -417,6 +494,9 @@ async fn forward(
         target
             .metrics
             .record(label, outcome, Some(started.elapsed()));
+        if let Some(call) = tool_call {
+            call.finish(target, ToolOutcome::of_response(&bytes));
+        }
         Body::from(bytes)
     };
     Ok(Forwarded {
@@ -449,6 +529,8 @@ struct SseRelay {
     inner: Incoming,
     failure_event: Option<serde_json::Value>,
     pending: Option<Pending>,
+    /// A `tools/call`'s answer is kept to find its outcome.
+    tool_call: Option<(ToolCall, Target, SseScan)>,
     /// Keeps the instance's outstanding count up while the stream is open.
     _guard: Option<OutstandingGuard>,
     finished: bool,
@@ -467,7 +549,12 @@ impl hyper::body::Body for SseRelay {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some((_, _, scan)), Some(data)) = (&mut self.tool_call, frame.data_ref()) {
+                    scan.push(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(None) => {
                 self.finish(None);
                 Poll::Ready(None)
@@ -501,6 +588,13 @@ impl SseRelay {
         if let Some(pending) = self.pending.take() {
             pending.record(outcome);
         }
+        if let Some((call, target, scan)) = self.tool_call.take() {
+            let outcome = match outcome {
+                Some(Outcome::TransportError) => ToolOutcome::TransportError,
+                _ => scan.outcome(),
+            };
+            call.finish(&target, outcome);
+        }
     }
 }
 
@@ -509,6 +603,9 @@ impl Drop for SseRelay {
         // The client went away first: the request is counted as it began.
         if let Some(pending) = self.pending.take() {
             pending.record(None);
+        }
+        if let Some((call, target, scan)) = self.tool_call.take() {
+            call.finish(&target, scan.outcome());
         }
     }
 }

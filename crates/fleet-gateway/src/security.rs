@@ -121,6 +121,14 @@ impl Tokens {
         Self { tokens }
     }
 
+    /// The name of the token `caller` presented, if any.
+    pub(crate) fn name(&self, caller: Caller) -> Option<&str> {
+        match caller {
+            Caller::Token(index) => self.tokens.get(index).map(|t| t.name.as_str()),
+            Caller::Client(_) => None,
+        }
+    }
+
     /// Authenticates the request and checks the token's scope for `server`.
     ///
     /// # Errors

@@ -8,6 +8,7 @@
 //! self-describing id would let gateway replicas share no state — DESIGN §7; not yet.)
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,33 @@ pub(crate) struct Session {
     pub(crate) revision: u64,
     pub(crate) instance: Arc<Instance>,
     pub(crate) upstream: SessionUpstream,
+    /// Requests of this session being answered (open answer streams included).
+    pub(crate) in_flight: Arc<AtomicUsize>,
+}
+
+impl Session {
+    /// Counts a request in flight until the returned guard drops; `None` when
+    /// `limit` are already. The guard does not keep the session (and its process)
+    /// alive: an open GET stream must not outlive its session.
+    pub(crate) fn begin(&self, limit: usize) -> Option<InFlight> {
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| InFlight(Arc::clone(&self.in_flight)))
+    }
+}
+
+/// One request in flight on a session.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The upstream side of a session.
@@ -84,7 +112,6 @@ struct Entry {
 #[derive(Debug)]
 struct State {
     sessions: HashMap<SessionId, Entry>,
-    last_sweep: Instant,
 }
 
 /// Every live session.
@@ -99,7 +126,6 @@ impl Sessions {
         Self {
             state: Mutex::new(State {
                 sessions: HashMap::new(),
-                last_sweep: Instant::now(),
             }),
             idle_timeout,
         }
@@ -122,27 +148,14 @@ impl Sessions {
         let id = SessionId::mint()?;
         let now = Instant::now();
         let idle_timeout = idle_timeout.map_or(self.idle_timeout, |t| t.min(self.idle_timeout));
-        let expired = {
-            let mut state = self.state();
-            // Expired sessions are swept now and then, as sessions are created.
-            let expired = if now.duration_since(state.last_sweep) >= self.sweep_interval() {
-                state.last_sweep = now;
-                take_expired(&mut state.sessions, now)
-            } else {
-                Vec::new()
-            };
-            state.sessions.insert(
-                id,
-                Entry {
-                    session,
-                    last_used: now,
-                    idle_timeout,
-                },
-            );
-            expired
-        };
-        // Dropped outside the lock: a session's process is given back on drop.
-        drop(expired);
+        self.state().sessions.insert(
+            id,
+            Entry {
+                session,
+                last_used: now,
+                idle_timeout,
+            },
+        );
         Ok(id)
     }
 
@@ -151,15 +164,22 @@ impl Sessions {
         (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
-    /// Ends every session idle past its timeout (giving back its process).
-    pub(crate) fn sweep(&self) {
+    /// Ends every session idle past its timeout and returns them (dropping one gives
+    /// back its process; an HTTP upstream should be told with a DELETE).
+    pub(crate) fn sweep(&self) -> Vec<Arc<Session>> {
         let now = Instant::now();
-        let expired = {
-            let mut state = self.state();
-            state.last_sweep = now;
-            take_expired(&mut state.sessions, now)
-        };
-        drop(expired);
+        let mut state = self.state();
+        let expired: Vec<SessionId> = state
+            .sessions
+            .iter()
+            .filter(|(_, entry)| now.duration_since(entry.last_used) >= entry.idle_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| state.sessions.remove(id))
+            .map(|entry| entry.session)
+            .collect()
     }
 
     /// The session `id` of `server`, marked as used; `None` when unknown, expired or
@@ -198,18 +218,6 @@ impl Sessions {
         }
         counts
     }
-}
-
-fn take_expired(sessions: &mut HashMap<SessionId, Entry>, now: Instant) -> Vec<Entry> {
-    let expired: Vec<SessionId> = sessions
-        .iter()
-        .filter(|(_, entry)| now.duration_since(entry.last_used) >= entry.idle_timeout)
-        .map(|(id, _)| *id)
-        .collect();
-    expired
-        .iter()
-        .filter_map(|id| sessions.remove(id))
-        .collect()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::Shared;
+use crate::audit::{ToolCall, ToolOutcome};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
@@ -25,16 +26,23 @@ use crate::pool::AcquireError;
 use crate::proxy::{MCP_SESSION_ID, sse_event};
 use crate::sessions::{Session, SessionId, SessionUpstream};
 
+/// One client request, as the handler read it.
+pub(crate) struct Request<'a> {
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) label: MethodLabel,
+    pub(crate) tool_call: Option<ToolCall>,
+}
+
 /// A new session (`initialize`) or a stateless modern request on a stdio upstream.
 pub(crate) async fn open(
     shared: &Shared,
     server: &str,
     target: Target,
     initialize: bool,
-    headers: &HeaderMap,
-    body: Bytes,
-    label: MethodLabel,
+    request: Request<'_>,
 ) -> Result<Response<Body>, GatewayError> {
+    let body = request.body.clone();
     let message = ClientMessage::parse(&body).map_err(|_| GatewayError::Parse)?;
     let id = || {
         message
@@ -78,19 +86,11 @@ pub(crate) async fn open(
             attachment,
             _lease: lease,
         },
+        in_flight: Arc::default(),
     });
     if !initialize {
         // Stateless: the attachment (and process) live as long as the answer.
-        return post(
-            shared,
-            &target,
-            &session,
-            &message,
-            headers,
-            body.clone(),
-            label,
-        )
-        .await;
+        return post(shared, &target, &session, &message, request).await;
     }
     let session_id = shared
         .sessions
@@ -102,16 +102,7 @@ pub(crate) async fn open(
                 id: id(),
             }
         })?;
-    let mut response = post(
-        shared,
-        &target,
-        &session,
-        &message,
-        headers,
-        body.clone(),
-        label,
-    )
-    .await?;
+    let mut response = post(shared, &target, &session, &message, request).await?;
     response
         .headers_mut()
         .insert(MCP_SESSION_ID, session_id.header_value());
@@ -119,17 +110,15 @@ pub(crate) async fn open(
 }
 
 /// A request on an existing session of a stdio upstream.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn in_session(
     shared: &Shared,
     target: &Target,
     session_id: SessionId,
     session: Arc<Session>,
     method: &Method,
-    headers: &HeaderMap,
-    body: Bytes,
-    label: MethodLabel,
+    request: Request<'_>,
 ) -> Result<Response<Body>, GatewayError> {
+    let label = request.label;
     let SessionUpstream::Stdio { attachment, .. } = &session.upstream else {
         unreachable!("only stdio sessions come here");
     };
@@ -152,17 +141,9 @@ pub(crate) async fn in_session(
             sse_response(Body::from_stream(standalone_events(stream)))
         }
         _ => {
+            let body = request.body.clone();
             let message = ClientMessage::parse(&body).map_err(|_| GatewayError::Parse)?;
-            post(
-                shared,
-                target,
-                &session,
-                &message,
-                headers,
-                body.clone(),
-                label,
-            )
-            .await?
+            post(shared, target, &session, &message, request).await?
         }
     };
     response
@@ -178,53 +159,44 @@ async fn post(
     target: &Target,
     session: &Arc<Session>,
     message: &ClientMessage<'_>,
-    headers: &HeaderMap,
-    body: Bytes,
-    label: MethodLabel,
+    request: Request<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let SessionUpstream::Stdio { attachment, .. } = &session.upstream else {
         unreachable!("only stdio sessions come here");
     };
-    let started = Instant::now();
+    let Request {
+        headers,
+        body,
+        label,
+        tool_call,
+    } = request;
     let id_value = || {
         message
             .id
             .and_then(|id| serde_json::from_str(id.get()).ok())
     };
-    let broken = |id| {
-        target
-            .metrics
-            .record(label, Outcome::TransportError, Some(started.elapsed()));
-        GatewayError::Upstream {
-            kind: UpstreamFailure::Broken,
-            id,
-        }
+    let measure = Measure {
+        target: target.clone(),
+        label,
+        started: Instant::now(),
+        tool_call,
+        _guard: target.instance.begin(),
     };
     let (Some(id), true) = (message.id, message.is_request()) else {
-        attachment
-            .send(message, body)
-            .await
-            .map_err(|_| broken(None))?;
-        target
-            .metrics
-            .record(label, Outcome::Ok, Some(started.elapsed()));
+        if attachment.send(message, body).await.is_err() {
+            return Err(measure.fail(UpstreamFailure::Broken, None));
+        }
+        measure.record(None);
         return Ok(Response::builder()
             .status(StatusCode::ACCEPTED)
             .body(Body::empty())
             .unwrap_or_default());
     };
-    let guard = target.instance.begin();
     let mut deliveries = attachment.hub.begin(id, message.progress_token);
     if attachment.send(message, body).await.is_err() {
         attachment.hub.end(id);
-        return Err(broken(id_value()));
+        return Err(measure.fail(UpstreamFailure::Broken, id_value()));
     }
-    let measure = Measure {
-        target: target.clone(),
-        label,
-        started,
-        _guard: guard,
-    };
     if accepts_sse(headers) {
         let events = RequestEvents {
             deliveries,
@@ -236,20 +208,14 @@ async fn post(
         return Ok(sse_response(Body::from_stream(events.into_stream())));
     }
     // JSON: wait for the response; what else comes meanwhile goes to the GET stream.
-    let deadline = tokio::time::Instant::from_std(started) + shared.config.upstream_timeout;
+    let deadline = tokio::time::Instant::from_std(measure.started) + shared.config.upstream_timeout;
     loop {
         match tokio::time::timeout_at(deadline, deliveries.recv()).await {
             Err(_) => {
                 attachment.hub.end(id);
-                target
-                    .metrics
-                    .record(label, Outcome::TransportError, Some(started.elapsed()));
-                return Err(GatewayError::Upstream {
-                    kind: UpstreamFailure::Timeout,
-                    id: id_value(),
-                });
+                return Err(measure.fail(UpstreamFailure::Timeout, id_value()));
             }
-            Ok(None) => return Err(broken(id_value())),
+            Ok(None) => return Err(measure.fail(UpstreamFailure::Broken, id_value())),
             Ok(Some(Delivery {
                 message,
                 last: false,
@@ -258,7 +224,7 @@ async fn post(
                 message,
                 last: true,
             })) => {
-                measure.record(&message);
+                measure.record(Some(&message));
                 return Ok(Response::builder()
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(Body::from(message))
@@ -287,17 +253,19 @@ fn sse_response(body: Body) -> Response<Body> {
     response
 }
 
-/// Records a request's metrics once its response is known.
+/// Records a request's metrics (and its tool call) once its end is known.
 struct Measure {
     target: Target,
     label: MethodLabel,
     started: Instant,
+    tool_call: Option<ToolCall>,
     _guard: OutstandingGuard,
 }
 
 impl Measure {
-    fn record(self, response: &[u8]) {
-        let outcome = if jsonrpc::is_error_response(response) {
+    /// Answered: `response` for a request, `None` for what gets no response.
+    fn record(self, response: Option<&[u8]>) {
+        let outcome = if response.is_some_and(jsonrpc::is_error_response) {
             Outcome::JsonRpcError
         } else {
             Outcome::Ok
@@ -305,6 +273,22 @@ impl Measure {
         self.target
             .metrics
             .record(self.label, outcome, Some(self.started.elapsed()));
+        if let (Some(call), Some(response)) = (self.tool_call, response) {
+            call.finish(&self.target, ToolOutcome::of_response(response));
+        }
+    }
+
+    /// Failed upstream: the error for the client.
+    fn fail(self, kind: UpstreamFailure, id: Option<serde_json::Value>) -> GatewayError {
+        self.target.metrics.record(
+            self.label,
+            Outcome::TransportError,
+            Some(self.started.elapsed()),
+        );
+        if let Some(call) = self.tool_call {
+            call.finish(&self.target, ToolOutcome::TransportError);
+        }
+        GatewayError::Upstream { kind, id }
     }
 }
 
@@ -325,7 +309,7 @@ impl RequestEvents {
             if delivery.last
                 && let Some(measure) = events.measure.take()
             {
-                measure.record(&delivery.message);
+                measure.record(Some(&delivery.message));
             }
             Some((Ok(sse_event(&delivery.message)), events))
         })
@@ -335,9 +319,14 @@ impl RequestEvents {
 impl Drop for RequestEvents {
     fn drop(&mut self) {
         // The client went away before the response (or the stream ended): forget the
-        // request, so a late response is dropped rather than misrouted.
-        if self.measure.is_some() {
+        // request, so a late response is dropped rather than misrouted. Not the
+        // upstream's failure: the request is not counted; a tool call is audited as
+        // unanswered.
+        if let Some(measure) = self.measure.take() {
             self.attachment_hub.end(&self.id);
+            if let Some(call) = measure.tool_call {
+                call.finish(&measure.target, ToolOutcome::TransportError);
+            }
         }
     }
 }

@@ -984,6 +984,32 @@ servers:
         );
         assert_eq!((p.as_str(), q.as_str()), ("from x", "from y"));
     });
+    // Every tool call is in the audit log, arguments left out.
+    let audit = fleet.state_dir().join("audit.jsonl");
+    let start = Instant::now();
+    let calls = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if text.lines().count() >= 8 {
+            break text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "audit log: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let records: Vec<serde_json::Value> = calls
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.iter().any(|r| r["server"] == "common"
+        && r["tool"] == "echo"
+        && r["outcome"] == "ok"
+        && r["revision"] == 1));
+    assert!(!calls.contains("from x"), "{calls}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the audit log is readable by others");
     assert!(!processes_with(&marker).is_empty());
     let out = fleet.mcpfleet(&["down"]);
     assert!(out.status.success(), "{}", text(&out));

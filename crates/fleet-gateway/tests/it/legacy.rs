@@ -293,3 +293,34 @@ async fn readiness_names_servers_without_instances() {
     let readyz = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(readyz.status(), 200);
 }
+
+#[tokio::test]
+async fn an_idle_session_ends_upstream_too() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |c| {
+        c.session_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let response = raw_post(&gateway.url("alpha"))
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"].clone();
+    response.text().await.unwrap();
+    assert!(!upstream.logged("DELETE session"));
+    wait_until(
+        "the gateway ends the idle session upstream",
+        DEADLINE,
+        || upstream.logged("DELETE session"),
+    )
+    .await;
+    let ping = raw_post(&gateway.url("alpha"))
+        .header("mcp-session-id", session)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 404);
+}

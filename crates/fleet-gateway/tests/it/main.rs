@@ -5,6 +5,7 @@
 //! (`conformance`, `inspector`) also need the third-party peers from `cargo xtask
 //! peers`; without them they fail, saying so.
 
+mod audit;
 mod conformance;
 mod inspector;
 mod legacy;

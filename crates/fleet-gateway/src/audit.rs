@@ -1,0 +1,229 @@
+//! Tool calls: every `tools/call` through the gateway is counted per (server, revision,
+//! tool, outcome) and, when an audit sink is configured, recorded — who (the token's
+//! name), what (server, revision, tool), how it ended and how long it took. Never the
+//! arguments or the result.
+//!
+//! The outcome needs the response: a JSON body is read as it is; for an SSE answer
+//! the relay keeps the bytes of a `tools/call` stream (bounded) and reads its final
+//! response event when the stream ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::distribution::Target;
+
+/// Where audit records go.
+pub type AuditSink = mpsc::UnboundedSender<ToolCallRecord>;
+
+/// Most bytes of an SSE `tools/call` answer kept to find its outcome.
+const SCAN_LIMIT: usize = 1024 * 1024;
+
+/// How a tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolOutcome {
+    /// A result without `isError`.
+    Ok,
+    /// A result with `isError: true`: the tool ran and reported a failure.
+    ToolError,
+    /// A JSON-RPC error response.
+    JsonRpcError,
+    /// No response: the upstream failed, timed out, or the client went away first.
+    TransportError,
+}
+
+impl ToolOutcome {
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Ok,
+        Self::ToolError,
+        Self::JsonRpcError,
+        Self::TransportError,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ToolError => "tool_error",
+            Self::JsonRpcError => "jsonrpc_error",
+            Self::TransportError => "transport_error",
+        }
+    }
+
+    /// The outcome a JSON-RPC response message says.
+    pub(crate) fn of_response(message: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Response {
+            error: Option<serde::de::IgnoredAny>,
+            result: Option<ResultShape>,
+        }
+        #[derive(Deserialize)]
+        struct ResultShape {
+            #[serde(rename = "isError", default)]
+            is_error: Option<bool>,
+        }
+        match serde_json::from_slice::<Response>(message) {
+            Ok(Response { error: Some(_), .. }) => Self::JsonRpcError,
+            Ok(Response {
+                result:
+                    Some(ResultShape {
+                        is_error: Some(true),
+                    }),
+                ..
+            }) => Self::ToolError,
+            Ok(Response {
+                result: Some(_), ..
+            }) => Self::Ok,
+            _ => Self::TransportError,
+        }
+    }
+
+    /// The outcome of an SSE answer: its last event that is a response.
+    pub(crate) fn of_sse(stream: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(stream).replace("\r\n", "\n");
+        let mut outcome = Self::TransportError;
+        for event in text.split("\n\n") {
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if data.is_empty() {
+                continue;
+            }
+            let found = Self::of_response(data.join("\n").as_bytes());
+            if found != Self::TransportError {
+                outcome = found;
+            }
+        }
+        outcome
+    }
+}
+
+/// One audited tool call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCallRecord {
+    /// When the call ended.
+    #[serde(with = "unix_millis")]
+    pub time: SystemTime,
+    /// The bearer token's name; `None` when the gateway has no tokens.
+    pub token: Option<String>,
+    pub server: String,
+    pub revision: u64,
+    pub tool: String,
+    pub outcome: ToolOutcome,
+    #[serde(rename = "duration_ms", with = "millis")]
+    pub duration: Duration,
+}
+
+/// A `tools/call` on its way: finished once, by whoever sees its end.
+#[derive(Debug)]
+pub(crate) struct ToolCall {
+    pub(crate) server: Arc<str>,
+    pub(crate) tool: String,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) started: Instant,
+    pub(crate) sink: Option<AuditSink>,
+}
+
+impl ToolCall {
+    pub(crate) fn finish(self, target: &Target, outcome: ToolOutcome) {
+        target.metrics.record_tool(&self.tool, outcome);
+        if let Some(sink) = &self.sink {
+            let record = ToolCallRecord {
+                time: SystemTime::now(),
+                token: self.token.as_deref().map(str::to_owned),
+                server: self.server.to_string(),
+                revision: target.revision,
+                tool: self.tool,
+                outcome,
+                duration: self.started.elapsed(),
+            };
+            let _ = sink.send(record);
+        }
+    }
+}
+
+/// The bytes of an SSE `tools/call` answer, kept to find its outcome at the end.
+#[derive(Debug, Default)]
+pub(crate) struct SseScan {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl SseScan {
+    pub(crate) fn push(&mut self, frame: &[u8]) {
+        if self.bytes.len() + frame.len() > SCAN_LIMIT {
+            // Keep the tail: the response is the last event.
+            self.overflowed = true;
+            self.bytes.clear();
+        }
+        self.bytes
+            .extend_from_slice(&frame[frame.len().saturating_sub(SCAN_LIMIT)..]);
+    }
+
+    pub(crate) fn outcome(&self) -> ToolOutcome {
+        let outcome = ToolOutcome::of_sse(&self.bytes);
+        if outcome == ToolOutcome::TransportError && self.overflowed {
+            // Too large to judge; it did end normally.
+            ToolOutcome::Ok
+        } else {
+            outcome
+        }
+    }
+}
+
+mod unix_millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        time: &SystemTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        serializer.serialize_u64(millis)
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64() * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_read_from_json_and_sse() {
+        assert_eq!(
+            ToolOutcome::of_response(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#),
+            ToolOutcome::Ok
+        );
+        assert_eq!(
+            ToolOutcome::of_response(br#"{"id":1,"result":{"content":[],"isError":true}}"#),
+            ToolOutcome::ToolError
+        );
+        assert_eq!(
+            ToolOutcome::of_response(br#"{"id":1,"error":{"code":-1,"message":"x"}}"#),
+            ToolOutcome::JsonRpcError
+        );
+        let sse = b"id: 1\ndata: \n\nevent: message\ndata: {\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\ndata: {\"id\":1,\"result\":{\"isError\":true}}\n\n";
+        assert_eq!(ToolOutcome::of_sse(sse), ToolOutcome::ToolError);
+        assert_eq!(
+            ToolOutcome::of_sse(b"data: {\"method\":\"x\"}\n\n"),
+            ToolOutcome::TransportError
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Tool calls are counted per tool and audited (who, what, how it ended, how long),
+//! through HTTP and stdio upstreams; a session's requests in flight are bounded.
+
+use std::time::Duration;
+
+use fleet_gateway::{TokenConfig, ToolCallRecord, ToolOutcome};
+use rmcp::model::CallToolRequestParams;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use crate::stdio::per_session;
+use crate::{
+    DEADLINE, SampleUpstream, TestGateway, echo, initialize_body, legacy_client, raw_post, table,
+};
+
+const TOKEN: &str = "audit-token-0c6f3e9a8d2b4f71";
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn records(
+    receiver: &mut mpsc::UnboundedReceiver<ToolCallRecord>,
+    n: usize,
+) -> Vec<ToolCallRecord> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let record = tokio::time::timeout(DEADLINE, receiver.recv())
+            .await
+            .expect("an audit record in time")
+            .expect("the audit channel is open");
+        out.push(record);
+    }
+    out
+}
+
+fn fail(message: &str) -> CallToolRequestParams {
+    CallToolRequestParams::new("fail").with_arguments(
+        serde_json::json!({ "message": message })
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+}
+
+#[tokio::test]
+async fn every_tool_call_is_counted_and_audited_without_its_arguments() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let (sink, mut audit) = mpsc::unbounded_channel();
+    let mut tables = table("alpha", &[(1, 100, &[("a", &upstream.url)])]);
+    let (_processes, stdio) = per_session(&[], 4, Duration::from_secs(60));
+    for (server, revisions) in stdio.servers() {
+        tables = fleet_gateway::RouteTable::new(
+            tables
+                .servers()
+                .map(|(s, r)| (s.to_owned(), r.to_vec()))
+                .chain([(server.to_owned(), revisions.to_vec())]),
+        )
+        .unwrap();
+    }
+    let gateway = TestGateway::start(tables, |c| {
+        c.tokens = vec![TokenConfig::new("ci", &sha256_hex(TOKEN), ["*"]).unwrap()];
+        c.audit = Some(sink);
+    })
+    .await;
+
+    for server in ["alpha", "solo"] {
+        let client = legacy_client(&gateway.url(server), Some(TOKEN)).await;
+        client
+            .peer()
+            .call_tool(echo("secret-argument-1"))
+            .await
+            .unwrap();
+        let failed = client
+            .peer()
+            .call_tool(fail("secret-argument-2"))
+            .await
+            .unwrap();
+        assert_eq!(failed.is_error, Some(true));
+        let unknown = client
+            .peer()
+            .call_tool(CallToolRequestParams::new("no-such-tool"))
+            .await;
+        assert!(unknown.is_err(), "{unknown:?}");
+
+        let got = records(&mut audit, 3).await;
+        let summary: Vec<_> = got
+            .iter()
+            .map(|r| (r.server.as_str(), r.revision, r.tool.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (server, 1, "echo", ToolOutcome::Ok),
+                (server, 1, "fail", ToolOutcome::ToolError),
+                (server, 1, "no-such-tool", ToolOutcome::JsonRpcError),
+            ]
+        );
+        for record in &got {
+            assert_eq!(record.token.as_deref(), Some("ci"));
+            assert!(record.duration > Duration::ZERO);
+            let json = serde_json::to_string(record).unwrap();
+            assert!(!json.contains("secret-argument"), "{json}");
+            assert!(!json.contains(TOKEN), "{json}");
+        }
+    }
+    let text = gateway.gateway.prometheus_text();
+    for line in [
+        r#"mcpfleet_gateway_tool_calls_total{server="alpha",revision="1",tool="fail",outcome="tool_error"} 1"#,
+        r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="echo",outcome="ok"} 1"#,
+        r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="no-such-tool",outcome="jsonrpc_error"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_may_have_only_so_many_requests_in_flight() {
+    let upstream = SampleUpstream::start(&[]).await;
+    let gateway = TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |c| {
+        c.max_session_concurrency = 2;
+    })
+    .await;
+    let url = gateway.url("alpha");
+    let response = raw_post(&url)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    let session = response.headers()["mcp-session-id"].clone();
+    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    raw_post(&url)
+        .header("mcp-session-id", session.clone())
+        .json(&initialized)
+        .send()
+        .await
+        .unwrap();
+    let sleep = |id: u64| {
+        raw_post(&url)
+            .header("mcp-session-id", session.clone())
+            .json(&serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": { "name": "sleep", "arguments": { "ms": 30_000 } }
+            }))
+            .send()
+    };
+    // Two answers open (their streams wait for the sleeps): the limit is reached.
+    let first = sleep(1).await.unwrap();
+    let second = sleep(2).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = sleep(3).await.unwrap();
+    assert_eq!(third.status(), 429);
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["id"], 3);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests in flight"),
+        "{body}"
+    );
+    // A client that gives up on an answer frees its place (once the gateway sees the
+    // connection close).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let ping = raw_post(&url)
+            .header("mcp-session-id", session.clone())
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}))
+            .send()
+            .await
+            .unwrap();
+        if ping.status() != 429 {
+            assert_eq!(ping.status(), 200);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never freed up"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(second);
+}
+
+#[tokio::test]
+async fn tool_calls_on_a_shared_stdio_process_are_audited() {
+    let (sink, mut audit) = mpsc::unbounded_channel();
+    let (table, _child) = crate::stdio::shared_table("memory", &["--tools", "echo"]);
+    let gateway = TestGateway::start(table, |c| c.audit = Some(sink)).await;
+    let a = legacy_client(&gateway.url("memory"), None).await;
+    let b = legacy_client(&gateway.url("memory"), None).await;
+    for client in [&a, &b, &a, &b] {
+        client.peer().call_tool(echo("x")).await.unwrap();
+    }
+    let got = records(&mut audit, 4).await;
+    assert!(got.iter().all(|r| r.outcome == ToolOutcome::Ok), "{got:?}");
+}
+
+#[tokio::test]
+async fn raw_sessions_with_equal_ids_on_a_shared_process_are_audited() {
+    let (sink, mut audit) = mpsc::unbounded_channel();
+    let (table, _child) = crate::stdio::shared_table("memory", &["--tools", "echo"]);
+    let gateway = TestGateway::start(table, |c| c.audit = Some(sink)).await;
+    let url = gateway.url("memory");
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let response = raw_post(&url)
+            .json(&initialize_body())
+            .send()
+            .await
+            .unwrap();
+        let session = response.headers()["mcp-session-id"].clone();
+        response.text().await.unwrap();
+        raw_post(&url)
+            .header("mcp-session-id", session.clone())
+            .json(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await
+            .unwrap();
+        sessions.push(session);
+    }
+    for session in sessions.iter().chain(&sessions) {
+        let text = raw_post(&url)
+            .header("mcp-session-id", session.clone())
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "m"}}}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("\"m\""), "{text}");
+    }
+    let got = records(&mut audit, 4).await;
+    assert!(got.iter().all(|r| r.outcome == ToolOutcome::Ok), "{got:?}");
+}

@@ -425,6 +425,35 @@ async fn sequential(target: &Target, options: &Options) -> Result<Latency> {
     })
 }
 
+/// `bench-gateway-load URL SESSIONS SECONDS`: the sequential latency and the concurrent
+/// throughput of one endpoint, for profiling a peer by hand.
+pub(crate) fn load(url: &str, sessions: &str, seconds: &str) -> Result<()> {
+    let options = Options {
+        smoke: false,
+        calls: 2000,
+        warmup: 200,
+        sessions: sessions.parse().context("SESSIONS")?,
+        duration: Duration::from_secs(seconds.parse().context("SECONDS")?),
+        idle_sessions: 0,
+    };
+    let target = Target {
+        url: url.to_owned(),
+        tool: "echo",
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let latency = sequential(&target, &options).await?;
+        let throughput = concurrent(&target, &options).await?;
+        println!(
+            "p50 {:.0} µs, p99 {:.0} µs; {} sessions: {throughput:.0} req/s",
+            latency.p50_us, latency.p99_us, options.sessions
+        );
+        Ok(())
+    })
+}
+
 /// `sessions` sessions, opened first, then each calling back to back until the deadline;
 /// total calls per second.
 async fn concurrent(target: &Target, options: &Options) -> Result<f64> {

@@ -34,6 +34,10 @@ fn main() -> Result<()> {
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
         ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
+        // Hidden: load one endpoint by hand (e.g. under `perf`): URL SESSIONS SECONDS.
+        ["bench-gateway-load", url, sessions, seconds] => {
+            bench_gateway::load(url, sessions, seconds)
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke]"

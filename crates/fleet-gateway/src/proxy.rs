@@ -523,7 +523,44 @@ impl Pending {
     }
 }
 
-/// Relays an upstream SSE body frame by frame. Never fails: a broken upstream ends
+/// Most bytes relayed in one frame.
+const GATHER_LIMIT: usize = 64 * 1024;
+
+/// Data frames that were ready at once, joined.
+#[derive(Default)]
+struct Gathered {
+    first: Option<Bytes>,
+    more: Option<bytes::BytesMut>,
+}
+
+impl Gathered {
+    /// Adds a frame; returns the bytes gathered so far.
+    fn push(&mut self, data: Bytes) -> usize {
+        match (&self.first, &mut self.more) {
+            (None, _) => self.first = Some(data),
+            (Some(first), None) => {
+                let mut more = bytes::BytesMut::with_capacity(first.len() + data.len());
+                more.extend_from_slice(first);
+                more.extend_from_slice(&data);
+                self.more = Some(more);
+            }
+            (Some(_), Some(more)) => more.extend_from_slice(&data),
+        }
+        self.more.as_ref().map_or_else(
+            || self.first.as_ref().map_or(0, Bytes::len),
+            bytes::BytesMut::len,
+        )
+    }
+
+    fn into_bytes(self) -> Option<Bytes> {
+        match self.more {
+            Some(more) => Some(more.freeze()),
+            None => self.first,
+        }
+    }
+}
+
+/// Relays an upstream SSE body as it arrives. Never fails: a broken upstream ends
 /// the stream, after one JSON-RPC error event when the request's id is known.
 struct SseRelay {
     inner: Incoming,
@@ -547,32 +584,46 @@ impl hyper::body::Body for SseRelay {
         if self.finished {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some((_, _, scan)), Some(data)) = (&mut self.tool_call, frame.data_ref()) {
-                    scan.push(data);
+        // Everything the upstream has already sent goes out in one write: an answer's
+        // events and the stream's end often arrive together, and every separate frame
+        // costs the client (and the gateway) a wake-up and a system call.
+        let mut gathered = Gathered::default();
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers mean nothing on an event stream; only data is relayed.
+                    if let Ok(data) = frame.into_data() {
+                        if let Some((_, _, scan)) = &mut self.tool_call {
+                            scan.push(&data);
+                        }
+                        if gathered.push(data) >= GATHER_LIMIT {
+                            break;
+                        }
+                    }
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => {
-                self.finish(None);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(error))) => {
-                tracing::debug!(%error, "upstream broke an SSE stream");
-                self.finish(Some(Outcome::TransportError));
-                match self.failure_event.take() {
-                    Some(id) => {
+                Poll::Ready(None) => {
+                    self.finish(None);
+                    break;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(%error, "upstream broke an SSE stream");
+                    self.finish(Some(Outcome::TransportError));
+                    if let Some(id) = self.failure_event.take() {
                         let error = GatewayError::Upstream {
                             kind: UpstreamFailure::Broken,
                             id: Some(id),
                         };
-                        Poll::Ready(Some(Ok(Frame::data(sse_event(&error.json_rpc_body())))))
+                        gathered.push(sse_event(&error.json_rpc_body()));
                     }
-                    None => Poll::Ready(None),
+                    break;
                 }
             }
+        }
+        match gathered.into_bytes() {
+            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            None if self.finished => Poll::Ready(None),
+            None => Poll::Pending,
         }
     }
 

@@ -27,6 +27,7 @@ mod audit;
 mod config;
 mod distribution;
 mod error;
+mod hub;
 mod jsonrpc;
 mod link;
 mod metrics;

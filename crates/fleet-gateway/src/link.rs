@@ -16,7 +16,7 @@
 //! session. Only the top-level `id` and the token in `params` are ever re-encoded.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -28,12 +28,11 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _,
 use tokio::sync::{mpsc, watch};
 
 use crate::error::code;
+use crate::hub::{Hub, Routed};
 use crate::jsonrpc;
 
 /// Messages queued for a process's stdin before senders wait.
 const OUTBOX: usize = 1024;
-/// Messages kept for a session without an open GET stream.
-const BACKLOG: usize = 128;
 
 /// A stdio process's pipes, shared by the sessions attached to it. Cheap to clone;
 /// the link ends when the process closes its stdout.
@@ -686,219 +685,6 @@ impl Drop for Attachment {
         if !self.inner.shared {
             self.inner.close();
         }
-    }
-}
-
-/// What a message from the server is to a session.
-#[derive(Debug)]
-pub(crate) enum Routed {
-    /// The response to the session's request `key`.
-    Response { key: String, message: Bytes },
-    /// Progress for the session's request with progress token `token`.
-    Progress { token: String, message: Bytes },
-    /// A server→client request or a log message: for the newest request's stream.
-    Related(Bytes),
-    /// Anything else: for the session's GET stream.
-    Unrelated(Bytes),
-}
-
-/// One message delivered to a request's stream.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    pub(crate) message: Bytes,
-    /// The response that ends the request.
-    pub(crate) last: bool,
-}
-
-/// A session's side of a link: which of its requests wait for what, and where
-/// messages go that belong to no request.
-#[derive(Debug, Default)]
-pub(crate) struct Hub {
-    state: Mutex<HubState>,
-}
-
-#[derive(Debug, Default)]
-struct HubState {
-    next_seq: u64,
-    requests: HashMap<String, Slot>,
-    /// Progress token key → request key.
-    tokens: HashMap<String, String>,
-    standalone: Option<mpsc::UnboundedSender<Bytes>>,
-    backlog: VecDeque<Bytes>,
-    closed: bool,
-    /// A virtual connection's sink: everything goes here, in order.
-    raw: Option<mpsc::UnboundedSender<Bytes>>,
-}
-
-#[derive(Debug)]
-struct Slot {
-    seq: u64,
-    original: Box<RawValue>,
-    stream: mpsc::UnboundedSender<Delivery>,
-}
-
-impl Hub {
-    fn raw(sink: mpsc::UnboundedSender<Bytes>) -> Self {
-        Self {
-            state: Mutex::new(HubState {
-                raw: Some(sink),
-                ..HubState::default()
-            }),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Opens the stream of request `id` (with its progress token): it gets the
-    /// request's related messages and ends with its response.
-    pub(crate) fn begin(
-        &self,
-        id: &RawValue,
-        token: Option<&RawValue>,
-    ) -> mpsc::UnboundedReceiver<Delivery> {
-        let (stream, receiver) = mpsc::unbounded_channel();
-        let key = id_key(id);
-        let mut state = self.state();
-        if state.closed {
-            let _ = stream.send(lost(id));
-            return receiver;
-        }
-        state.next_seq += 1;
-        let seq = state.next_seq;
-        if let Some(token) = token {
-            state.tokens.insert(id_key(token), key.clone());
-        }
-        state.requests.insert(
-            key,
-            Slot {
-                seq,
-                original: id.to_owned(),
-                stream,
-            },
-        );
-        receiver
-    }
-
-    /// Forgets request `id` (its client went away, or it is answered).
-    pub(crate) fn end(&self, id: &RawValue) {
-        let key = id_key(id);
-        let mut state = self.state();
-        state.requests.remove(&key);
-        state.tokens.retain(|_, request| *request != key);
-    }
-
-    /// Opens the session's GET stream, with what was kept for it; `None` when one is
-    /// already open.
-    pub(crate) fn standalone(&self) -> Option<mpsc::UnboundedReceiver<Bytes>> {
-        let mut state = self.state();
-        if state.standalone.as_ref().is_some_and(|s| !s.is_closed()) {
-            return None;
-        }
-        let (sender, receiver) = mpsc::unbounded_channel();
-        for message in state.backlog.drain(..) {
-            let _ = sender.send(message);
-        }
-        if !state.closed {
-            state.standalone = Some(sender);
-        }
-        Some(receiver)
-    }
-
-    /// A message for the GET stream, or kept for it (the oldest dropped past the limit).
-    pub(crate) fn to_standalone(&self, message: Bytes) {
-        let mut state = self.state();
-        Self::push_standalone(&mut state, message);
-    }
-
-    fn push_standalone(state: &mut HubState, message: Bytes) {
-        if let Some(stream) = &state.standalone
-            && stream.send(message.clone()).is_ok()
-        {
-            return;
-        }
-        state.standalone = None;
-        if state.backlog.len() == BACKLOG {
-            state.backlog.pop_front();
-        }
-        state.backlog.push_back(message);
-    }
-
-    fn deliver(&self, routed: Routed) {
-        let mut state = self.state();
-        if let Some(raw) = &state.raw {
-            let message = match routed {
-                Routed::Response { message, .. }
-                | Routed::Progress { message, .. }
-                | Routed::Related(message)
-                | Routed::Unrelated(message) => message,
-            };
-            let _ = raw.send(message);
-            return;
-        }
-        match routed {
-            Routed::Response { key, message } => match state.requests.remove(&key) {
-                Some(slot) => {
-                    state.tokens.retain(|_, request| *request != key);
-                    let _ = slot.stream.send(Delivery {
-                        message,
-                        last: true,
-                    });
-                }
-                None => tracing::debug!("response to a request nobody waits for dropped"),
-            },
-            Routed::Progress { token, message } => {
-                let slot = state
-                    .tokens
-                    .get(&token)
-                    .and_then(|key| state.requests.get(key));
-                match slot {
-                    Some(slot) => {
-                        let _ = slot.stream.send(Delivery {
-                            message,
-                            last: false,
-                        });
-                    }
-                    None => Self::push_standalone(&mut state, message),
-                }
-            }
-            Routed::Related(message) => match state.requests.values().max_by_key(|slot| slot.seq) {
-                Some(slot) => {
-                    let _ = slot.stream.send(Delivery {
-                        message,
-                        last: false,
-                    });
-                }
-                None => Self::push_standalone(&mut state, message),
-            },
-            Routed::Unrelated(message) => Self::push_standalone(&mut state, message),
-        }
-    }
-
-    /// The process is gone: every open request gets a JSON-RPC error, streams end.
-    fn close(&self) {
-        let mut state = self.state();
-        state.closed = true;
-        // Ending the sink ends the virtual connection's reader.
-        state.raw = None;
-        state.standalone = None;
-        state.tokens.clear();
-        for (_, slot) in state.requests.drain() {
-            let _ = slot.stream.send(lost(&slot.original));
-        }
-    }
-}
-
-fn lost(id: &RawValue) -> Delivery {
-    let id = serde_json::from_str::<serde_json::Value>(id.get()).ok();
-    Delivery {
-        message: Bytes::from(jsonrpc::error_body(
-            id.as_ref(),
-            code::INTERNAL_ERROR,
-            "upstream connection lost: the stdio server's process ended",
-        )),
-        last: true,
     }
 }
 

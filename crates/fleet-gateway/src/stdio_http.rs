@@ -11,20 +11,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::Shared;
 use crate::audit::{ToolCall, ToolOutcome};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
+use crate::hub::{Event, EventId, Hub, Stream};
 use crate::jsonrpc;
-use crate::link::{ClientMessage, Delivery, Hub};
+use crate::link::ClientMessage;
 use crate::metrics::{MethodLabel, Outcome};
 use crate::pool::AcquireError;
-use crate::proxy::{MCP_SESSION_ID, sse_event};
+use crate::proxy::MCP_SESSION_ID;
 use crate::sessions::{Session, SessionId, SessionUpstream};
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// One client request, as the handler read it.
 pub(crate) struct Request<'a> {
@@ -134,11 +136,20 @@ pub(crate) async fn in_session(
             Response::new(Body::empty())
         }
         Method::GET => {
-            let Some(stream) = attachment.hub.standalone() else {
-                return Err(GatewayError::StreamOpen);
+            let resume = request
+                .headers
+                .get(LAST_EVENT_ID)
+                .and_then(|v| v.to_str().ok())
+                .and_then(EventId::parse);
+            let stream = match resume {
+                Some(after) => attachment.hub.resume(after),
+                None => attachment
+                    .hub
+                    .standalone()
+                    .ok_or(GatewayError::StreamOpen)?,
             };
             target.metrics.record(label, Outcome::Ok, None);
-            sse_response(Body::from_stream(standalone_events(stream)))
+            sse_response(Body::from_stream(stream_events(stream)))
         }
         _ => {
             let body = request.body.clone();
@@ -192,14 +203,15 @@ async fn post(
             .body(Body::empty())
             .unwrap_or_default());
     };
-    let mut deliveries = attachment.hub.begin(id, message.progress_token);
+    let mut stream = attachment.hub.begin(id, message.progress_token);
     if attachment.send(message, body).await.is_err() {
         attachment.hub.end(id);
         return Err(measure.fail(UpstreamFailure::Broken, id_value()));
     }
     if accepts_sse(headers) {
         let events = RequestEvents {
-            deliveries,
+            stream,
+            primed: false,
             measure: Some(measure),
             attachment_hub: Arc::clone(&attachment.hub),
             id: id.to_owned(),
@@ -210,19 +222,21 @@ async fn post(
     // JSON: wait for the response; what else comes meanwhile goes to the GET stream.
     let deadline = tokio::time::Instant::from_std(measure.started) + shared.config.upstream_timeout;
     loop {
-        match tokio::time::timeout_at(deadline, deliveries.recv()).await {
+        match tokio::time::timeout_at(deadline, stream.events.recv()).await {
             Err(_) => {
                 attachment.hub.end(id);
                 return Err(measure.fail(UpstreamFailure::Timeout, id_value()));
             }
             Ok(None) => return Err(measure.fail(UpstreamFailure::Broken, id_value())),
-            Ok(Some(Delivery {
+            Ok(Some(Event {
                 message,
                 last: false,
+                ..
             })) => attachment.hub.to_standalone(message),
-            Ok(Some(Delivery {
+            Ok(Some(Event {
                 message,
                 last: true,
+                ..
             })) => {
                 measure.record(Some(&message));
                 return Ok(Response::builder()
@@ -295,7 +309,10 @@ impl Measure {
 /// A request's SSE answer. Holds the session so a stateless request's process lives
 /// until its answer is sent.
 struct RequestEvents {
-    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    stream: Stream,
+    /// The first event, an id without data, lets a client that loses the stream
+    /// before any message resume it.
+    primed: bool,
     measure: Option<Measure>,
     attachment_hub: Arc<Hub>,
     id: Box<serde_json::value::RawValue>,
@@ -305,25 +322,32 @@ struct RequestEvents {
 impl RequestEvents {
     fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
         futures::stream::unfold(self, |mut events| async move {
-            let delivery = events.deliveries.recv().await?;
-            if delivery.last
+            if !events.primed {
+                events.primed = true;
+                let id = EventId {
+                    stream: events.stream.number,
+                    number: 0,
+                };
+                return Some((Ok(Bytes::from(format!("id: {id}\ndata: \n\n"))), events));
+            }
+            let event = events.stream.events.recv().await?;
+            if event.last
                 && let Some(measure) = events.measure.take()
             {
-                measure.record(Some(&delivery.message));
+                measure.record(Some(&event.message));
             }
-            Some((Ok(sse_event(&delivery.message)), events))
+            Some((Ok(event_frame(&event)), events))
         })
     }
 }
 
 impl Drop for RequestEvents {
     fn drop(&mut self) {
-        // The client went away before the response (or the stream ended): forget the
-        // request, so a late response is dropped rather than misrouted. Not the
-        // upstream's failure: the request is not counted; a tool call is audited as
-        // unanswered.
+        // The client went away before the response: the request goes on, its events
+        // kept for a `Last-Event-ID` resumption. Not the upstream's failure: the
+        // request is not counted; a tool call is audited as unanswered.
         if let Some(measure) = self.measure.take() {
-            self.attachment_hub.end(&self.id);
+            self.attachment_hub.detach(&self.id);
             if let Some(call) = measure.tool_call {
                 call.finish(&measure.target, ToolOutcome::TransportError);
             }
@@ -331,11 +355,21 @@ impl Drop for RequestEvents {
     }
 }
 
-fn standalone_events(
-    stream: mpsc::UnboundedReceiver<Bytes>,
+/// A GET stream: the session's own messages, or a resumed answer stream.
+fn stream_events(
+    stream: Stream,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     futures::stream::unfold(stream, |mut stream| async move {
-        let message = stream.recv().await?;
-        Some((Ok(sse_event(&message)), stream))
+        let event = stream.events.recv().await?;
+        Some((Ok(event_frame(&event)), stream))
     })
+}
+
+/// One SSE event with its id.
+fn event_frame(event: &Event) -> Bytes {
+    let mut frame = Vec::with_capacity(event.message.len() + 48);
+    frame.extend_from_slice(format!("id: {}\nevent: message\ndata: ", event.id).as_bytes());
+    frame.extend_from_slice(&event.message);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
 }

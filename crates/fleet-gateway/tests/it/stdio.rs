@@ -296,3 +296,62 @@ async fn a_process_killed_mid_call_fails_the_call_and_the_next_session_works() {
         "again"
     );
 }
+
+#[tokio::test]
+async fn a_broken_answer_stream_is_resumed_with_last_event_id() {
+    let (_spawner, table) = per_session(&["--tools", "sleep"], 4, Duration::from_secs(60));
+    let gateway = TestGateway::start(table, |_| {}).await;
+    let url = gateway.url("solo");
+    let response = raw_post(&url)
+        .json(&initialize_body())
+        .send()
+        .await
+        .unwrap();
+    let session = response.headers()["mcp-session-id"].clone();
+    response.text().await.unwrap();
+    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    raw_post(&url)
+        .header("mcp-session-id", session.clone())
+        .json(&initialized)
+        .send()
+        .await
+        .unwrap();
+
+    let sleep = serde_json::json!({
+        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": { "name": "sleep", "arguments": { "ms": 300 } }
+    });
+    let mut answer = raw_post(&url)
+        .header("mcp-session-id", session.clone())
+        .json(&sleep)
+        .send()
+        .await
+        .unwrap();
+    // The priming event names the stream; then the connection breaks.
+    let first = answer.chunk().await.unwrap().unwrap();
+    let first = String::from_utf8_lossy(&first).into_owned();
+    let last_id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no event id in {first:?}"))
+        .to_owned();
+    drop(answer);
+
+    let resumed = reqwest::Client::new()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let body = tokio::time::timeout(DEADLINE, resumed.text())
+        .await
+        .expect("the resumed stream ends with the response")
+        .unwrap();
+    assert!(body.contains("slept 300 ms"), "{body}");
+    assert!(body.contains(r#""id":5"#), "{body}");
+    let stream = last_id.split('-').next().unwrap();
+    assert!(body.contains(&format!("id: {stream}-")), "{body}");
+}

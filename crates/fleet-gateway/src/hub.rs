@@ -136,7 +136,7 @@ impl HubState {
         sink.is_some_and(|sink| sink.send(event).is_ok())
     }
 
-    fn to_standalone(&mut self, message: Bytes) {
+    fn send_standalone(&mut self, message: Bytes) {
         let sink = self.standalone.clone();
         if self.emit(STANDALONE, message, false, sink.as_ref()) {
             return;
@@ -151,7 +151,7 @@ impl HubState {
     }
 
     /// To the request's stream; kept in the log only while its client is away.
-    fn to_request(&mut self, key: &str, message: Bytes, last: bool) {
+    fn send_to_request(&mut self, key: &str, message: Bytes, last: bool) {
         let Some(slot) = self.requests.get(key) else {
             return;
         };
@@ -285,8 +285,8 @@ impl Hub {
     }
 
     /// A message for the GET stream, or kept for it (the oldest dropped past the limit).
-    pub(crate) fn to_standalone(&self, message: Bytes) {
-        self.state().to_standalone(message);
+    pub(crate) fn send_standalone(&self, message: Bytes) {
+        self.state().send_standalone(message);
     }
 
     pub(crate) fn deliver(&self, routed: Routed) {
@@ -304,14 +304,14 @@ impl Hub {
         match routed {
             Routed::Response { key, message } => {
                 if state.requests.contains_key(&key) {
-                    state.to_request(&key, message, true);
+                    state.send_to_request(&key, message, true);
                 } else {
                     tracing::debug!("response to a request nobody waits for dropped");
                 }
             }
             Routed::Progress { token, message } => match state.tokens.get(&token).cloned() {
-                Some(key) => state.to_request(&key, message, false),
-                None => state.to_standalone(message),
+                Some(key) => state.send_to_request(&key, message, false),
+                None => state.send_standalone(message),
             },
             Routed::Related(message) => {
                 // The newest request whose client is there to answer.
@@ -322,11 +322,11 @@ impl Hub {
                     .max_by_key(|(_, slot)| slot.stream)
                     .map(|(key, _)| key.clone());
                 match newest {
-                    Some(key) => state.to_request(&key, message, false),
-                    None => state.to_standalone(message),
+                    Some(key) => state.send_to_request(&key, message, false),
+                    None => state.send_standalone(message),
                 }
             }
-            Routed::Unrelated(message) => state.to_standalone(message),
+            Routed::Unrelated(message) => state.send_standalone(message),
         }
     }
 
@@ -402,7 +402,7 @@ mod tests {
     #[test]
     fn get_stream_messages_wait_for_the_stream_and_ids_round_trip() {
         let hub = Hub::default();
-        hub.to_standalone(Bytes::from_static(b"early"));
+        hub.send_standalone(Bytes::from_static(b"early"));
         let mut get = hub.standalone().unwrap();
         assert_eq!(get.events.try_recv().unwrap().message, "early");
         assert!(hub.standalone().is_none(), "one GET stream at a time");

@@ -232,7 +232,7 @@ async fn post(
                 message,
                 last: false,
                 ..
-            })) => attachment.hub.to_standalone(message),
+            })) => attachment.hub.send_standalone(message),
             Ok(Some(Event {
                 message,
                 last: true,

@@ -83,24 +83,35 @@ impl ToolOutcome {
 
     /// The outcome of an SSE answer: its last event that is a response.
     pub(crate) fn of_sse(stream: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(stream).replace("\r\n", "\n");
-        let mut outcome = Self::TransportError;
-        for event in text.split("\n\n") {
+        sse_response(stream).map_or(Self::TransportError, |r| Self::of_response(r.as_bytes()))
+    }
+}
+
+/// The data of the last event of an SSE stream that is a JSON-RPC response.
+pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Shape {
+        id: Option<serde::de::IgnoredAny>,
+        method: Option<serde::de::IgnoredAny>,
+    }
+    let text = String::from_utf8_lossy(stream).replace("\r\n", "\n");
+    text.split("\n\n")
+        .filter_map(|event| {
             let data: Vec<&str> = event
                 .lines()
                 .filter_map(|line| line.strip_prefix("data:"))
                 .map(|d| d.strip_prefix(' ').unwrap_or(d))
                 .collect();
-            if data.is_empty() {
-                continue;
+            let data = data.join("\n");
+            match serde_json::from_str::<Shape>(&data) {
+                Ok(Shape {
+                    id: Some(_),
+                    method: None,
+                }) => Some(data),
+                _ => None,
             }
-            let found = Self::of_response(data.join("\n").as_bytes());
-            if found != Self::TransportError {
-                outcome = found;
-            }
-        }
-        outcome
-    }
+        })
+        .last()
 }
 
 /// One audited tool call.
@@ -163,6 +174,11 @@ impl SseScan {
         }
         self.bytes
             .extend_from_slice(&frame[frame.len().saturating_sub(SCAN_LIMIT)..]);
+    }
+
+    /// The stream's response message, if it had one (and was not too large).
+    pub(crate) fn response(&self) -> Option<String> {
+        sse_response(&self.bytes)
     }
 
     pub(crate) fn outcome(&self) -> ToolOutcome {

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::link::StdioLink;
 use crate::metrics::{Registry, SeriesCounters};
+use crate::pins::Pinned;
 use crate::pool::SessionProcesses;
 use crate::routes::{RouteTable, Upstream, parse_http_url};
 
@@ -85,6 +86,16 @@ pub(crate) struct Target {
     pub(crate) metrics: Arc<SeriesCounters>,
 }
 
+impl Target {
+    /// Where an MRTR retry of a request answered here must go.
+    pub(crate) fn pin(&self) -> Pinned {
+        Pinned {
+            revision: self.revision,
+            instance: self.instance.id.clone(),
+        }
+    }
+}
+
 impl Server {
     /// Whether a new session could be placed.
     pub(crate) fn has_instances(&self) -> bool {
@@ -129,6 +140,20 @@ impl Server {
             revision: revision.revision,
             instance: Arc::clone(instance),
             metrics: Arc::clone(&revision.metrics),
+        })
+    }
+
+    /// The least-loaded instance of `revision` (an MRTR retry whose instance left).
+    pub(crate) fn pick_in(&self, revision: u64) -> Option<Target> {
+        let found = self.revisions.iter().find(|r| r.revision == revision)?;
+        let instance = found
+            .instances
+            .iter()
+            .min_by_key(|i| i.outstanding.load(Ordering::Relaxed))?;
+        Some(Target {
+            revision,
+            instance: Arc::clone(instance),
+            metrics: Arc::clone(&found.metrics),
         })
     }
 

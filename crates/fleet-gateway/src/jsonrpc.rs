@@ -18,6 +18,8 @@ pub(crate) struct Peek<'a> {
     pub(crate) meta_protocol_version: Option<Cow<'a, str>>,
     /// `params.name`: the tool of a `tools/call`.
     pub(crate) name: Option<Cow<'a, str>>,
+    /// `params.requestState`: an MRTR retry (modern).
+    pub(crate) request_state: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +37,8 @@ struct Params<'a> {
     meta: Option<Meta<'a>>,
     #[serde(borrow)]
     name: Option<Cow<'a, str>>,
+    #[serde(rename = "requestState", borrow)]
+    request_state: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -49,15 +53,16 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, serde_json::Error> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             let message: Message<'_> = serde_json::from_slice(body)?;
-            let (meta, name) = match message.params {
-                Some(params) => (params.meta, params.name),
-                None => (None, None),
+            let (meta, name, request_state) = match message.params {
+                Some(params) => (params.meta, params.name, params.request_state),
+                None => (None, None, None),
             };
             Ok(Peek {
                 method: message.method,
                 id: message.id,
                 meta_protocol_version: meta.and_then(|m| m.protocol_version),
                 name,
+                request_state,
             })
         }
         _ => {

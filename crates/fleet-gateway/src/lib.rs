@@ -31,6 +31,7 @@ mod hub;
 mod jsonrpc;
 mod link;
 mod metrics;
+mod pins;
 mod pool;
 mod proxy;
 mod routes;
@@ -81,6 +82,7 @@ struct Shared {
     sessions: Sessions,
     registry: Arc<Registry>,
     client: proxy::UpstreamClient,
+    pins: Arc<pins::Pins>,
 }
 
 /// A gateway: its router, plus read access to its metrics. Cheap to clone.
@@ -105,6 +107,7 @@ impl Gateway {
             sessions: Sessions::new(config.session_idle_timeout),
             registry,
             client,
+            pins: Arc::default(),
             config,
         };
         Self {

@@ -29,6 +29,7 @@ use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
+use crate::pins::{Pinned, Pins};
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
 
@@ -165,9 +166,22 @@ async fn handle(
         if !initialize && !is_modern(&parts.headers, &peek) {
             return Err(GatewayError::MissingSession);
         }
-        let target = routes.pick().ok_or_else(|| GatewayError::NoInstances {
-            server: server.to_owned(),
-        })?;
+        // An MRTR retry goes where its requestState came from.
+        let pinned = peek
+            .request_state
+            .as_deref()
+            .filter(|_| !initialize)
+            .and_then(|state| shared.pins.get(state))
+            .and_then(|pin| {
+                routes
+                    .find(pin.revision, &pin.instance)
+                    .or_else(|| routes.pick_in(pin.revision))
+            });
+        let target = pinned
+            .or_else(|| routes.pick())
+            .ok_or_else(|| GatewayError::NoInstances {
+                server: server.to_owned(),
+            })?;
         if !matches!(target.instance.kind, Kind::Http(_)) {
             let body = body.clone();
             let request = stdio_http::Request {
@@ -175,6 +189,7 @@ async fn handle(
                 body,
                 label,
                 tool_call,
+                learn_pins: !initialize,
             };
             return stdio_http::open(shared, server, target, initialize, request).await;
         }
@@ -186,6 +201,7 @@ async fn handle(
             label,
             id: peek.id,
             tool_call,
+            learn_pins: !initialize,
         };
         let mut response = forward(shared, &target, exchange).await?;
         if initialize && let Some(upstream_session) = response.upstream_session.take() {
@@ -237,6 +253,7 @@ async fn handle(
                 body: body.clone(),
                 label,
                 tool_call,
+                learn_pins: false,
             };
             let response =
                 stdio_http::in_session(shared, &target, session_id, session, &method, request)
@@ -253,6 +270,7 @@ async fn handle(
         label,
         id: peek.id,
         tool_call,
+        learn_pins: false,
     };
     let result = forward(shared, &target, exchange).await;
     if is_delete {
@@ -387,6 +405,9 @@ struct Exchange {
     label: MethodLabel,
     id: Option<serde_json::Value>,
     tool_call: Option<ToolCall>,
+    /// A stateless request: remember where an MRTR `requestState` in its answer
+    /// came from.
+    learn_pins: bool,
 }
 
 struct Forwarded {
@@ -406,6 +427,7 @@ async fn forward(
         label,
         id,
         mut tool_call,
+        learn_pins,
     } = exchange;
     let mut request = hyper::Request::new(Full::new(body));
     *request.method_mut() = method.clone();
@@ -469,7 +491,9 @@ async fn forward(
             inner: incoming,
             failure_event,
             pending,
-            tool_call: tool_call.map(|call| (call, target.clone(), SseScan::default())),
+            scan: (tool_call.is_some() || learn_pins).then(SseScan::default),
+            tool_call: tool_call.map(|call| (call, target.clone())),
+            pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
             _guard: Some(guard),
             finished: false,
         })
@@ -496,6 +520,9 @@ async fn forward(
             .record(label, outcome, Some(started.elapsed()));
         if let Some(call) = tool_call {
             call.finish(target, ToolOutcome::of_response(&bytes));
+        }
+        if learn_pins {
+            shared.pins.learn(&bytes, || target.pin());
         }
         Body::from(bytes)
     };
@@ -566,8 +593,11 @@ struct SseRelay {
     inner: Incoming,
     failure_event: Option<serde_json::Value>,
     pending: Option<Pending>,
-    /// A `tools/call`'s answer is kept to find its outcome.
-    tool_call: Option<(ToolCall, Target, SseScan)>,
+    /// The answer, kept when its response matters: a `tools/call`'s outcome, or
+    /// an MRTR `requestState` to pin.
+    scan: Option<SseScan>,
+    tool_call: Option<(ToolCall, Target)>,
+    pins: Option<(Arc<Pins>, Pinned)>,
     /// Keeps the instance's outstanding count up while the stream is open.
     _guard: Option<OutstandingGuard>,
     finished: bool,
@@ -594,7 +624,7 @@ impl hyper::body::Body for SseRelay {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers mean nothing on an event stream; only data is relayed.
                     if let Ok(data) = frame.into_data() {
-                        if let Some((_, _, scan)) = &mut self.tool_call {
+                        if let Some(scan) = &mut self.scan {
                             scan.push(&data);
                         }
                         if gathered.push(data) >= GATHER_LIMIT {
@@ -639,12 +669,16 @@ impl SseRelay {
         if let Some(pending) = self.pending.take() {
             pending.record(outcome);
         }
-        if let Some((call, target, scan)) = self.tool_call.take() {
+        let scan = self.scan.take().unwrap_or_default();
+        if let Some((call, target)) = self.tool_call.take() {
             let outcome = match outcome {
                 Some(Outcome::TransportError) => ToolOutcome::TransportError,
                 _ => scan.outcome(),
             };
             call.finish(&target, outcome);
+        }
+        if let (Some((pins, pin)), Some(response)) = (self.pins.take(), scan.response()) {
+            pins.learn(response.as_bytes(), || pin);
         }
     }
 }
@@ -655,7 +689,8 @@ impl Drop for SseRelay {
         if let Some(pending) = self.pending.take() {
             pending.record(None);
         }
-        if let Some((call, target, scan)) = self.tool_call.take() {
+        if let Some((call, target)) = self.tool_call.take() {
+            let scan = self.scan.take().unwrap_or_default();
             call.finish(&target, scan.outcome());
         }
     }

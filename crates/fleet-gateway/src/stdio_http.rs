@@ -22,6 +22,7 @@ use crate::hub::{Event, EventId, Hub, Stream};
 use crate::jsonrpc;
 use crate::link::ClientMessage;
 use crate::metrics::{MethodLabel, Outcome};
+use crate::pins::Pins;
 use crate::pool::AcquireError;
 use crate::proxy::MCP_SESSION_ID;
 use crate::sessions::{Session, SessionId, SessionUpstream};
@@ -34,6 +35,8 @@ pub(crate) struct Request<'a> {
     pub(crate) body: Bytes,
     pub(crate) label: MethodLabel,
     pub(crate) tool_call: Option<ToolCall>,
+    /// A stateless request: remember where an MRTR `requestState` came from.
+    pub(crate) learn_pins: bool,
 }
 
 /// A new session (`initialize`) or a stateless modern request on a stdio upstream.
@@ -180,6 +183,7 @@ async fn post(
         body,
         label,
         tool_call,
+        learn_pins,
     } = request;
     let id_value = || {
         message
@@ -191,6 +195,7 @@ async fn post(
         label,
         started: Instant::now(),
         tool_call,
+        pins: learn_pins.then(|| Arc::clone(&shared.pins)),
         _guard: target.instance.begin(),
     };
     let (Some(id), true) = (message.id, message.is_request()) else {
@@ -273,6 +278,7 @@ struct Measure {
     label: MethodLabel,
     started: Instant,
     tool_call: Option<ToolCall>,
+    pins: Option<Arc<Pins>>,
     _guard: OutstandingGuard,
 }
 
@@ -289,6 +295,9 @@ impl Measure {
             .record(self.label, outcome, Some(self.started.elapsed()));
         if let (Some(call), Some(response)) = (self.tool_call, response) {
             call.finish(&self.target, ToolOutcome::of_response(response));
+        }
+        if let (Some(pins), Some(response)) = (self.pins, response) {
+            pins.learn(response, || self.target.pin());
         }
     }
 

@@ -1,0 +1,112 @@
+//! MRTR pins (MCP 2026-07-28): a stateless `tools/call`, `prompts/get` or
+//! `resources/read` may be answered `input_required` with an opaque `requestState`;
+//! the client then retries with that state echoed. The retry must reach the revision
+//! (and, when it is still there, the instance) that issued the state — a canary's
+//! state means nothing to the stable revision. The gateway remembers which upstream
+//! issued each state it relays, for a while, and routes retries carrying it there.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// How long a client has to retry.
+const TTL: Duration = Duration::from_secs(10 * 60);
+/// States remembered at once; past this the oldest go first.
+const CAPACITY: usize = 10_000;
+
+/// Where a retry carrying a `requestState` goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pinned {
+    pub(crate) revision: u64,
+    pub(crate) instance: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pins {
+    states: Mutex<HashMap<String, (Pinned, Instant)>>,
+}
+
+impl Pins {
+    /// Remembers the `requestState` of `response` (one JSON-RPC message), if it asks
+    /// for input.
+    pub(crate) fn learn(&self, response: &[u8], pin: impl FnOnce() -> Pinned) {
+        // Most answers are not MRTR: skip them without parsing.
+        if !contains(response, b"input_required") {
+            return;
+        }
+        #[derive(Deserialize)]
+        struct Response {
+            result: Option<InputRequired>,
+        }
+        #[derive(Deserialize)]
+        struct InputRequired {
+            #[serde(rename = "resultType")]
+            result_type: Option<String>,
+            #[serde(rename = "requestState")]
+            request_state: Option<String>,
+        }
+        let Ok(Response {
+            result:
+                Some(InputRequired {
+                    result_type: Some(kind),
+                    request_state: Some(state),
+                }),
+        }) = serde_json::from_slice(response)
+        else {
+            return;
+        };
+        if kind != "input_required" {
+            return;
+        }
+        let now = Instant::now();
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if states.len() >= CAPACITY {
+            states.retain(|_, (_, at)| now.duration_since(*at) < TTL);
+            if states.len() >= CAPACITY
+                && let Some(oldest) = states
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(key, _)| key.clone())
+            {
+                states.remove(&oldest);
+            }
+        }
+        states.insert(state, (pin(), now));
+    }
+
+    /// Where the retry carrying `state` goes, if the gateway relayed that state.
+    pub(crate) fn get(&self, state: &str) -> Option<Pinned> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states
+            .get(state)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(pin, _)| pin.clone())
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_required_answers_pin_their_state() {
+        let pins = Pins::default();
+        let pin = || Pinned {
+            revision: 2,
+            instance: "canary-0".into(),
+        };
+        pins.learn(br#"{"id":1,"result":{"content":[]}}"#, pin);
+        pins.learn(
+            br#"{"id":1,"result":{"resultType":"input_required","inputRequests":{},"requestState":"s1"}}"#,
+            pin,
+        );
+        assert_eq!(pins.get("s1"), Some(pin()));
+        assert_eq!(pins.get("other"), None);
+    }
+}

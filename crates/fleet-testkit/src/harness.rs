@@ -1,10 +1,15 @@
-//! Helpers every integration test needs: the sample server's path, free ports,
-//! per-test scratch directories and waiting on a condition with a deadline.
+//! Helpers every integration test needs: the sample server's path, starting it
+//! (HTTP or stdio), free ports, per-test scratch directories and waiting on a
+//! condition with a deadline.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const SAMPLE_SERVER: &str = "mcp-sample-server";
 
@@ -92,4 +97,81 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     }
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     dir
+}
+
+/// `mcp-sample-server --transport http` on a free loopback port, killed on drop. Its
+/// stderr (`--log-stderr`: one line per request it handles) is kept for
+/// [`logged`](Self::logged).
+#[derive(Debug)]
+pub struct HttpSampleServer {
+    /// The MCP endpoint it announced.
+    pub url: String,
+    /// The process, for tests that kill it.
+    pub child: tokio::process::Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpSampleServer {
+    /// Starts it with `args` added and waits until it listens.
+    ///
+    /// # Panics
+    /// When it cannot start or does not listen within 30 s.
+    pub async fn start(args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(sample_server_binary())
+            .args(["--transport", "http", "--port", "0", "--log-stderr"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mcp-sample-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return url.to_owned();
+                }
+            }
+            panic!("mcp-sample-server exited before listening");
+        })
+        .await
+        .expect("mcp-sample-server did not start listening");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Self { url, child, log }
+    }
+
+    /// Whether it has logged a line containing `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|line| line.contains(needle))
+    }
+}
+
+/// `mcp-sample-server --transport stdio ARGS…` with piped stdin/stdout, stderr
+/// discarded, killed on drop.
+///
+/// # Panics
+/// When it cannot start.
+pub fn stdio_sample_server(args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(sample_server_binary())
+        .args(["--transport", "stdio"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mcp-sample-server")
 }

@@ -9,4 +9,6 @@
 mod harness;
 pub mod sample_server;
 
-pub use harness::{free_port, sample_server_binary, scratch_dir, wait_until};
+pub use harness::{
+    HttpSampleServer, free_port, sample_server_binary, scratch_dir, stdio_sample_server, wait_until,
+};

@@ -8,10 +8,10 @@ use rmcp::model::CallToolRequestParams;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use fleet_testkit::HttpSampleServer;
+
 use crate::stdio::per_session;
-use crate::{
-    DEADLINE, SampleUpstream, TestGateway, echo, initialize_body, legacy_client, raw_post, table,
-};
+use crate::{DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, table};
 
 const TOKEN: &str = "audit-token-0c6f3e9a8d2b4f71";
 
@@ -48,7 +48,7 @@ fn fail(message: &str) -> CallToolRequestParams {
 
 #[tokio::test]
 async fn every_tool_call_is_counted_and_audited_without_its_arguments() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let (sink, mut audit) = mpsc::unbounded_channel();
     let mut tables = table("alpha", &[(1, 100, &[("a", &upstream.url)])]);
     let (_processes, stdio) = per_session(&[], 4, Duration::from_secs(60));
@@ -119,7 +119,7 @@ async fn every_tool_call_is_counted_and_audited_without_its_arguments() {
 
 #[tokio::test]
 async fn a_session_may_have_only_so_many_requests_in_flight() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |c| {
         c.max_session_concurrency = 2;
     })

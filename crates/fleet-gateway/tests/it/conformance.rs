@@ -9,11 +9,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use fleet_testkit::scratch_dir;
+use fleet_testkit::{HttpSampleServer, scratch_dir};
 
 use crate::peers::{describe, node_script, run_bounded};
 use crate::stdio::per_session;
-use crate::{SampleUpstream, TestGateway, table};
+use crate::{TestGateway, table};
 
 /// One run of the suite takes about two seconds on loopback; this bounds a hung
 /// scenario (the suite has no per-scenario limit of its own for servers). Two runs
@@ -41,7 +41,7 @@ struct Run {
 
 #[tokio::test]
 async fn the_gateway_passes_every_conformance_check_the_server_passes() {
-    let upstream = SampleUpstream::start(&["--conformance"]).await;
+    let upstream = HttpSampleServer::start(&["--conformance"]).await;
     let gateway =
         TestGateway::start(table("conf", &[(1, 100, &[("c", &upstream.url)])]), |_| {}).await;
     let (_processes, stdio_table) = per_session(&["--conformance"], 64, Duration::from_secs(60));

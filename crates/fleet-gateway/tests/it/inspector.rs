@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use fleet_gateway::TokenConfig;
-use fleet_testkit::scratch_dir;
+use fleet_testkit::{HttpSampleServer, scratch_dir};
 use sha2::{Digest as _, Sha256};
 
 use crate::peers::{describe, node_script, peer, run};
 use crate::stdio::per_session_of;
-use crate::{SampleUpstream, TestGateway, table};
+use crate::{TestGateway, table};
 
 /// One CLI call takes about a second (Node start-up included).
 const CALL_LIMIT: Duration = Duration::from_secs(30);
@@ -18,7 +18,7 @@ const TOKEN: &str = "inspector-token-5f1d8a0c2b7e4963";
 
 #[tokio::test]
 async fn the_inspector_cli_lists_and_calls_tools_through_the_gateway() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(table("sample", &[(1, 100, &[("s", &upstream.url)])]), |c| {
         let sha256: String = Sha256::digest(TOKEN.as_bytes())
             .iter()

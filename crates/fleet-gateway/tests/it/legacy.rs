@@ -2,17 +2,16 @@
 
 use std::time::Duration;
 
-use fleet_testkit::wait_until;
+use fleet_testkit::{HttpSampleServer, wait_until};
 use rmcp::model::CallToolRequestParams;
 
 use crate::{
-    DEADLINE, SampleUpstream, TestGateway, echo, initialize_body, legacy_client, raw_post,
-    server_name, table, text,
+    DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, server_name, table, text,
 };
 
 #[tokio::test]
 async fn initialize_list_and_call_through_the_gateway() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway =
         TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
 
@@ -59,7 +58,7 @@ async fn initialize_list_and_call_through_the_gateway() {
 
 #[tokio::test]
 async fn the_client_sees_only_gateway_session_ids() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway =
         TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
 
@@ -105,7 +104,7 @@ async fn the_client_sees_only_gateway_session_ids() {
 
 #[tokio::test]
 async fn unknown_and_missing_sessions() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway =
         TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
     let list = serde_json::json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
@@ -146,8 +145,8 @@ async fn unknown_and_missing_sessions() {
 
 #[tokio::test]
 async fn weights_place_new_sessions_and_sessions_stay_pinned() {
-    let v1 = SampleUpstream::start(&["--name", "v1"]).await;
-    let v2 = SampleUpstream::start(&["--name", "v2"]).await;
+    let v1 = HttpSampleServer::start(&["--name", "v1"]).await;
+    let v2 = HttpSampleServer::start(&["--name", "v2"]).await;
     let split = |w1, w2| {
         table(
             "alpha",
@@ -203,7 +202,7 @@ async fn weights_place_new_sessions_and_sessions_stay_pinned() {
 
 #[tokio::test]
 async fn a_killed_upstream_is_an_error_not_a_hang_and_new_sessions_recover() {
-    let mut doomed = SampleUpstream::start(&[]).await;
+    let mut doomed = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(
         table("alpha", &[(1, 100, &[("a", &doomed.url)])]),
         |config| {
@@ -246,7 +245,7 @@ async fn a_killed_upstream_is_an_error_not_a_hang_and_new_sessions_recover() {
     );
 
     // The old session's instance is gone: its requests fail fast with a JSON-RPC error.
-    let replacement = SampleUpstream::start(&["--name", "replacement"]).await;
+    let replacement = HttpSampleServer::start(&["--name", "replacement"]).await;
     gateway.publish(table("alpha", &[(2, 100, &[("b", &replacement.url)])]));
     let fresh = legacy_client(&url, None).await;
     assert_eq!(server_name(&fresh), "replacement");
@@ -277,7 +276,7 @@ async fn an_unreachable_upstream_is_a_502_with_the_request_id() {
 
 #[tokio::test]
 async fn readiness_names_servers_without_instances() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(table("alpha", &[(1, 100, &[])]), |_| {}).await;
     let base = format!("http://{}", gateway.address);
     let healthz = reqwest::get(format!("{base}/healthz")).await.unwrap();
@@ -296,7 +295,7 @@ async fn readiness_names_servers_without_instances() {
 
 #[tokio::test]
 async fn an_idle_session_ends_upstream_too() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |c| {
         c.session_idle_timeout = Duration::from_millis(300);
     })

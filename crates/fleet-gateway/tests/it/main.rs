@@ -1,4 +1,4 @@
-//! fleet-gateway against real sockets and real `mcp-sample-server --transport http`
+//! fleet-gateway against real sockets and real `mcp-sample-server` (HTTP and stdio)
 //! upstreams, with rmcp as the MCP client. One test binary; each test starts its own
 //! gateway and upstreams. Run alone, this needs `cargo build -p fleet-testkit --bin
 //! mcp-sample-server` first (`cargo test --workspace` builds it). The interop tests
@@ -16,12 +16,9 @@ mod stdio;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_gateway::{Gateway, GatewayConfig, RevisionRoute, RouteTable, Upstream, serve};
-use fleet_testkit::sample_server_binary;
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
 };
@@ -29,58 +26,12 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 /// Generous: debug builds on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(15);
 
 type Client = RunningService<RoleClient, ClientConfig>;
-
-/// A sample server on Streamable HTTP, killed on drop; its stderr lines are kept.
-struct SampleUpstream {
-    url: String,
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl SampleUpstream {
-    async fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(sample_server_binary())
-            .args(["--transport", "http", "--port", "0", "--log-stderr"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start mcp-sample-server");
-        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let url = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = lines.next_line().await.expect("read stderr") {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    return url.to_owned();
-                }
-            }
-            panic!("mcp-sample-server exited before listening");
-        })
-        .await
-        .expect("mcp-sample-server did not start listening");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Self { url, child, log }
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
-    }
-}
 
 /// A gateway on a loopback port, serving until the test ends.
 struct TestGateway {

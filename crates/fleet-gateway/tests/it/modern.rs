@@ -1,12 +1,12 @@
 //! Modern era (2026-07-28, stateless) through the gateway.
 
-use fleet_testkit::wait_until;
+use fleet_testkit::{HttpSampleServer, wait_until};
 
-use crate::{DEADLINE, SampleUpstream, TestGateway, echo, modern_client, raw_post, table, text};
+use crate::{DEADLINE, TestGateway, echo, modern_client, raw_post, table, text};
 
 #[tokio::test]
 async fn a_stateless_call_through_the_gateway() {
-    let upstream = SampleUpstream::start(&["--era", "modern"]).await;
+    let upstream = HttpSampleServer::start(&["--era", "modern"]).await;
     let gateway =
         TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
     let client = modern_client(&gateway.url("alpha")).await;
@@ -31,7 +31,7 @@ async fn a_stateless_call_through_the_gateway() {
 
 #[tokio::test]
 async fn a_legacy_upstream_answers_discover_so_clients_fall_back() {
-    let upstream = SampleUpstream::start(&["--era", "legacy"]).await;
+    let upstream = HttpSampleServer::start(&["--era", "legacy"]).await;
     let gateway =
         TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
     let response = raw_post(&gateway.url("alpha"))
@@ -47,7 +47,7 @@ async fn a_legacy_upstream_answers_discover_so_clients_fall_back() {
 
 #[tokio::test]
 async fn a_mismatched_mcp_method_header_is_refused() {
-    let upstream = SampleUpstream::start(&["--era", "modern"]).await;
+    let upstream = HttpSampleServer::start(&["--era", "modern"]).await;
     let gateway =
         TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
     let response = raw_post(&gateway.url("alpha"))

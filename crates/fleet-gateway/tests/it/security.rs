@@ -3,7 +3,9 @@
 use fleet_gateway::{RateLimit, TokenConfig};
 use sha2::{Digest as _, Sha256};
 
-use crate::{SampleUpstream, TestGateway, echo, initialize_body, legacy_client, raw_post, text};
+use fleet_testkit::HttpSampleServer;
+
+use crate::{TestGateway, echo, initialize_body, legacy_client, raw_post, text};
 
 const ALPHA_TOKEN: &str = "alpha-token-0123456789abcdef";
 const BETA_TOKEN: &str = "beta-token-fedcba9876543210";
@@ -38,7 +40,7 @@ async fn everything(response: reqwest::Response) -> (u16, String) {
 
 #[tokio::test]
 async fn tokens_are_required_scoped_and_never_echoed() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(two_servers(&upstream.url), |config| {
         config.tokens = vec![
             TokenConfig::new("alpha-ci", &hash(ALPHA_TOKEN), ["alpha"]).unwrap(),
@@ -104,7 +106,7 @@ async fn tokens_are_required_scoped_and_never_echoed() {
 
 #[tokio::test]
 async fn forged_origins_and_hosts_are_forbidden() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(two_servers(&upstream.url), |_| {}).await;
     let alpha = gateway.url("alpha");
     for origin in [
@@ -149,7 +151,7 @@ async fn forged_origins_and_hosts_are_forbidden() {
 
 #[tokio::test]
 async fn oversize_bodies_are_refused() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(two_servers(&upstream.url), |config| {
         config.max_body_bytes = 1024;
     })
@@ -167,7 +169,7 @@ async fn oversize_bodies_are_refused() {
 
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after() {
-    let upstream = SampleUpstream::start(&[]).await;
+    let upstream = HttpSampleServer::start(&[]).await;
     let gateway = TestGateway::start(two_servers(&upstream.url), |config| {
         config.rate_limit = Some(RateLimit {
             per_second: 0.5,

@@ -6,14 +6,15 @@ use fleet_mcp::{CheckFailure, CheckKind, DetectedEra, probe_http};
 use fleet_spec::model::Era;
 use fleet_testkit::free_port;
 
+use fleet_testkit::HttpSampleServer;
+
 use crate::{
-    MARGIN, RecordingProxy, echo, failure, http_server, mcp_check, passed, smoke, sorted,
-    with_timeout,
+    MARGIN, RecordingProxy, echo, failure, mcp_check, passed, smoke, sorted, with_timeout,
 };
 
 #[tokio::test]
 async fn a_dual_era_server_is_probed_in_the_era_asked_for() {
-    let server = http_server(&["--era", "both"]).await;
+    let server = HttpSampleServer::start(&["--era", "both"]).await;
     let check = mcp_check(&["echo", "add"], Some(echo("hello", "hello")));
     for (era, detected, version) in [
         (Era::Legacy, DetectedEra::Legacy, "2025-11-25"),
@@ -34,7 +35,7 @@ async fn a_dual_era_server_is_probed_in_the_era_asked_for() {
 
 #[tokio::test]
 async fn auto_falls_back_to_initialize_on_a_legacy_only_server() {
-    let server = http_server(&["--era", "legacy"]).await;
+    let server = HttpSampleServer::start(&["--era", "legacy"]).await;
     let check = mcp_check(&["echo"], Some(echo("hi", "hi")));
     let report = probe_http(&server.url, &[], Era::Auto, &check).await;
     let facts = passed(&report);
@@ -49,14 +50,14 @@ async fn auto_falls_back_to_initialize_on_a_legacy_only_server() {
 
 #[tokio::test]
 async fn auto_finds_a_modern_only_server() {
-    let server = http_server(&["--era", "modern"]).await;
+    let server = HttpSampleServer::start(&["--era", "modern"]).await;
     let report = probe_http(&server.url, &[], Era::Auto, &mcp_check(&["echo"], None)).await;
     assert_eq!(passed(&report).era, DetectedEra::Modern);
 }
 
 #[tokio::test]
 async fn a_pinned_era_the_server_lacks_is_a_handshake_failure() {
-    let legacy_only = http_server(&["--era", "legacy"]).await;
+    let legacy_only = HttpSampleServer::start(&["--era", "legacy"]).await;
     let report = probe_http(&legacy_only.url, &[], Era::Modern, &mcp_check(&[], None)).await;
     let CheckFailure::Handshake { message } = failure(&report) else {
         panic!("expected Handshake, got {:?}", report.outcome);
@@ -67,7 +68,7 @@ async fn a_pinned_era_the_server_lacks_is_a_handshake_failure() {
     );
     assert!(message.contains("-32601"), "{message}");
 
-    let modern_only = http_server(&["--era", "modern"]).await;
+    let modern_only = HttpSampleServer::start(&["--era", "modern"]).await;
     let report = probe_http(&modern_only.url, &[], Era::Legacy, &mcp_check(&[], None)).await;
     let CheckFailure::Handshake { message } = failure(&report) else {
         panic!("expected Handshake, got {:?}", report.outcome);
@@ -77,7 +78,7 @@ async fn a_pinned_era_the_server_lacks_is_a_handshake_failure() {
 
 #[tokio::test]
 async fn missing_tools_are_named() {
-    let server = http_server(&["--tools", "echo,add"]).await;
+    let server = HttpSampleServer::start(&["--tools", "echo,add"]).await;
     let check = mcp_check(&["echo", "read_graph"], None);
     let report = probe_http(&server.url, &[], Era::Auto, &check).await;
     assert_eq!(
@@ -95,7 +96,7 @@ async fn missing_tools_are_named() {
 
 #[tokio::test]
 async fn a_tool_error_is_a_call_error_unless_expected() {
-    let server = http_server(&[]).await;
+    let server = HttpSampleServer::start(&[]).await;
     let mut call = smoke("fail", serde_json::json!({ "message": "disk on fire" }));
     let report = probe_http(
         &server.url,
@@ -118,7 +119,7 @@ async fn a_tool_error_is_a_call_error_unless_expected() {
 
 #[tokio::test]
 async fn a_json_rpc_error_from_the_call_is_a_call_error() {
-    let server = http_server(&["--error-rate", "1"]).await;
+    let server = HttpSampleServer::start(&["--error-rate", "1"]).await;
     let report = probe_http(
         &server.url,
         &[],
@@ -135,7 +136,7 @@ async fn a_json_rpc_error_from_the_call_is_a_call_error() {
 
 #[tokio::test]
 async fn a_result_without_the_expected_text_is_unexpected() {
-    let server = http_server(&[]).await;
+    let server = HttpSampleServer::start(&[]).await;
     let report = probe_http(
         &server.url,
         &[],
@@ -155,7 +156,7 @@ async fn a_result_without_the_expected_text_is_unexpected() {
 
 #[tokio::test]
 async fn a_slow_call_is_too_slow_and_the_probe_stops_waiting_at_the_limit() {
-    let server = http_server(&["--latency", "3s"]).await;
+    let server = HttpSampleServer::start(&["--latency", "3s"]).await;
     let limit = Duration::from_millis(500);
     let mut check = mcp_check(&[], Some(echo("hi", "hi")));
     check.max_latency = Some(limit);
@@ -174,7 +175,7 @@ async fn a_slow_call_is_too_slow_and_the_probe_stops_waiting_at_the_limit() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_times_out_the_handshake_promptly() {
-    let server = http_server(&["--never-answer"]).await;
+    let server = HttpSampleServer::start(&["--never-answer"]).await;
     let timeout = Duration::from_millis(800);
     for era in [Era::Legacy, Era::Modern, Era::Auto] {
         let check = with_timeout(mcp_check(&[], None), timeout);
@@ -228,7 +229,7 @@ async fn a_bad_url_or_header_is_reported_not_panicked() {
 
 #[tokio::test]
 async fn the_wrong_path_fails_the_handshake_with_the_status() {
-    let server = http_server(&[]).await;
+    let server = HttpSampleServer::start(&[]).await;
     let url = server.url.replace("/mcp", "/nope");
     let report = probe_http(&url, &[], Era::Legacy, &mcp_check(&[], None)).await;
     let CheckFailure::Handshake { message } = failure(&report) else {
@@ -239,7 +240,7 @@ async fn the_wrong_path_fails_the_handshake_with_the_status() {
 
 #[tokio::test]
 async fn headers_go_on_every_request_and_a_legacy_session_is_deleted() {
-    let server = http_server(&["--era", "both"]).await;
+    let server = HttpSampleServer::start(&["--era", "both"]).await;
     let proxy = RecordingProxy::start(&server.url).await;
     let headers = [("Authorization".to_owned(), "Bearer sesame".to_owned())];
     let check = mcp_check(&["echo"], Some(echo("hi", "hi")));

@@ -7,14 +7,11 @@ mod checks;
 mod http;
 mod stdio;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use fleet_mcp::{CheckFailure, CheckReport};
 use fleet_spec::model::{Cadence, McpCheck, SmokeCall};
-use fleet_testkit::sample_server_binary;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
 
 /// Generous: a debug-build server on a loaded CI machine.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,54 +77,6 @@ fn passed(report: &CheckReport) -> &fleet_mcp::McpFacts {
             .unwrap_or_else(|| panic!("an MCP pass without facts: {}", pass.detail)),
         Err(failure) => panic!("expected a pass, got: {failure}"),
     }
-}
-
-/// A sample server on Streamable HTTP, killed on drop.
-struct HttpServer {
-    url: String,
-    _child: Child,
-}
-
-/// Starts `mcp-sample-server --transport http --port 0 ARGS…` and waits for the
-/// address it prints on stderr.
-async fn http_server(args: &[&str]) -> HttpServer {
-    let mut child = Command::new(sample_server_binary())
-        .args(["--transport", "http", "--port", "0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mcp-sample-server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let url = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                return url.to_owned();
-            }
-        }
-        panic!("mcp-sample-server exited before listening");
-    })
-    .await
-    .expect("mcp-sample-server did not start listening");
-    // Keep draining stderr so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    HttpServer { url, _child: child }
-}
-
-/// Starts `mcp-sample-server --transport stdio ARGS…` with piped stdin/stdout.
-fn stdio_server(args: &[&str]) -> Child {
-    Command::new(sample_server_binary())
-        .args(["--transport", "stdio"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mcp-sample-server")
 }
 
 /// One request seen by a [`RecordingProxy`]: method and lower-cased header names

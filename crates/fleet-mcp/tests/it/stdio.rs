@@ -6,9 +6,10 @@ use fleet_mcp::{CheckFailure, CheckReport, DetectedEra, StdioSession};
 use fleet_spec::model::{Era, McpCheck};
 use tokio::process::Child;
 
+use fleet_testkit::stdio_sample_server;
+
 use crate::{
-    HANDSHAKE_TIMEOUT, MARGIN, echo, failure, mcp_check, passed, smoke, sorted, stdio_server,
-    with_timeout,
+    HANDSHAKE_TIMEOUT, MARGIN, echo, failure, mcp_check, passed, smoke, sorted, with_timeout,
 };
 
 async fn connect(
@@ -56,7 +57,7 @@ async fn a_session_in_each_era_checks_again_and_closes() {
         ("legacy", Era::Auto, DetectedEra::Legacy),
         ("modern", Era::Auto, DetectedEra::Modern),
     ] {
-        let mut child = stdio_server(&["--era", server_era]);
+        let mut child = stdio_sample_server(&["--era", server_era]);
         let check = mcp_check(&["echo", "add"], Some(echo("ping", "ping")));
         let (session, first) = session(connect(&mut child, era, &check).await);
         let facts = passed(&first);
@@ -77,7 +78,7 @@ async fn a_session_in_each_era_checks_again_and_closes() {
 
 #[tokio::test]
 async fn a_failing_first_check_still_yields_the_session() {
-    let mut child = stdio_server(&["--tools", "echo"]);
+    let mut child = stdio_sample_server(&["--tools", "echo"]);
     let check = mcp_check(&["echo", "add"], None);
     let (session, first) = session(connect(&mut child, Era::Legacy, &check).await);
     assert_eq!(
@@ -95,14 +96,14 @@ async fn a_failing_first_check_still_yields_the_session() {
 
 #[tokio::test]
 async fn a_pinned_era_the_server_lacks_is_a_handshake_failure() {
-    let mut child = stdio_server(&["--era", "modern"]);
+    let mut child = stdio_sample_server(&["--era", "modern"]);
     let report = no_session(connect(&mut child, Era::Legacy, &mcp_check(&[], None)).await);
     let CheckFailure::Handshake { message } = failure(&report) else {
         panic!("expected Handshake, got {:?}", report.outcome);
     };
     assert!(message.contains("-32022"), "{message}");
 
-    let mut child = stdio_server(&["--era", "legacy"]);
+    let mut child = stdio_sample_server(&["--era", "legacy"]);
     let report = no_session(connect(&mut child, Era::Modern, &mcp_check(&[], None)).await);
     let CheckFailure::Handshake { message } = failure(&report) else {
         panic!("expected Handshake, got {:?}", report.outcome);
@@ -116,7 +117,7 @@ async fn a_pinned_era_the_server_lacks_is_a_handshake_failure() {
 #[tokio::test]
 async fn garbage_on_stdout_is_a_clear_handshake_failure() {
     for era in [Era::Legacy, Era::Auto] {
-        let mut child = stdio_server(&["--garbage-stdout"]);
+        let mut child = stdio_sample_server(&["--garbage-stdout"]);
         let report = no_session(connect(&mut child, era, &mcp_check(&[], None)).await);
         let CheckFailure::Handshake { message } = failure(&report) else {
             panic!("expected Handshake, got {:?}", report.outcome);
@@ -134,7 +135,7 @@ async fn garbage_on_stdout_is_a_clear_handshake_failure() {
 async fn a_server_that_never_answers_times_out_the_handshake_promptly() {
     let timeout = Duration::from_millis(800);
     for era in [Era::Legacy, Era::Modern, Era::Auto] {
-        let mut child = stdio_server(&["--never-answer"]);
+        let mut child = stdio_sample_server(&["--never-answer"]);
         let check = with_timeout(mcp_check(&[], None), timeout);
         let report = no_session(connect(&mut child, era, &check).await);
         assert_eq!(
@@ -152,7 +153,7 @@ async fn a_server_that_never_answers_times_out_the_handshake_promptly() {
 
 #[tokio::test]
 async fn a_server_that_crashes_mid_session_is_reported_disconnected() {
-    let mut child = stdio_server(&["--crash-after", "1"]);
+    let mut child = stdio_sample_server(&["--crash-after", "1"]);
     let check = mcp_check(&["echo"], Some(echo("one", "one")));
     let (session, first) = session(connect(&mut child, Era::Auto, &check).await);
     passed(&first);
@@ -178,7 +179,7 @@ async fn a_server_that_crashes_mid_session_is_reported_disconnected() {
 
 #[tokio::test]
 async fn a_slow_call_on_a_session_is_too_slow() {
-    let mut child = stdio_server(&["--latency", "3s"]);
+    let mut child = stdio_sample_server(&["--latency", "3s"]);
     let mut check = mcp_check(
         &[],
         Some(smoke("add", serde_json::json!({ "a": 1, "b": 2 }))),

@@ -1,6 +1,7 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`, its
 //! active legacy suite) against the sample server directly and through the gateway,
-//! with the server as an HTTP upstream and as a per-session stdio upstream. The direct
+//! with the server as an HTTP upstream, a per-session stdio upstream and a shared stdio
+//! upstream (one process every scenario's session uses, ids rewritten). The direct
 //! run is the baseline: the gateway must pass every check the server passes on its
 //! own. Compared per check from each run's `checks.json` files, not by exit code.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use fleet_testkit::{HttpSampleServer, scratch_dir};
 
 use crate::peers::{describe, node_script, run_bounded};
-use crate::stdio::per_session;
+use crate::stdio::{per_session, shared_table};
 use crate::{TestGateway, table};
 
 /// One run of the suite takes about two seconds on loopback; this bounds a hung
@@ -46,6 +47,8 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
         TestGateway::start(table("conf", &[(1, 100, &[("c", &upstream.url)])]), |_| {}).await;
     let (_processes, stdio_table) = per_session(&["--conformance"], 64, Duration::from_secs(60));
     let stdio_gateway = TestGateway::start(stdio_table, |_| {}).await;
+    let (shared_table, _child) = shared_table("shared", &["--conformance"]);
+    let shared_gateway = TestGateway::start(shared_table, |_| {}).await;
 
     let direct_run = conformance("direct", &upstream.url).await;
     let direct = &direct_run.checks;
@@ -55,17 +58,21 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
     let through_stdio = conformance("gateway-stdio", &stdio_gateway.url("solo"))
         .await
         .checks;
-
+    let through_shared = conformance("gateway-shared", &shared_gateway.url("shared"))
+        .await
+        .checks;
     let passed = |report: &Report| report.values().filter(|c| c.status == "SUCCESS").count();
     eprintln!(
         "conformance: direct {}/{} checks passed; through the gateway, HTTP upstream {}/{}, \
-         stdio upstream {}/{}",
+         per-session stdio upstream {}/{}, shared stdio upstream {}/{}",
         passed(direct),
         direct.len(),
         passed(&through_http),
         through_http.len(),
         passed(&through_stdio),
-        through_stdio.len()
+        through_stdio.len(),
+        passed(&through_shared),
+        through_shared.len()
     );
 
     let failing: Vec<_> = direct
@@ -88,7 +95,11 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
     );
 
     let mut lost = String::new();
-    for (upstream, through) in [("http", &through_http), ("stdio", &through_stdio)] {
+    for (upstream, through) in [
+        ("http", &through_http),
+        ("stdio", &through_stdio),
+        ("shared", &through_shared),
+    ] {
         for ((scenario, id), check) in direct {
             let (status, why) = match through.get(&(scenario.clone(), id.clone())) {
                 Some(other) => (other.status.as_str(), other.why.as_str()),

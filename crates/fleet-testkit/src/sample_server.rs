@@ -140,6 +140,17 @@ pub enum ToolName {
     Fail,
     /// `whoami` → `pid N`: tells processes apart (not offered by default).
     Whoami,
+    /// `confirm {}` → a multi round-trip request (SEP-2322, 2026-07-28 only;
+    /// not offered by default). The first call answers `resultType:
+    /// "input_required"` with one elicitation (`inputRequests.confirm`, asking
+    /// for `{ok: boolean}`) and a `requestState` that is a handle to state
+    /// kept in this process only. The retry (`inputResponses` plus the echoed
+    /// `requestState`) answers `confirmed by <--name>` when this process
+    /// issued that state, and a JSON-RPC invalid-params error saying `unknown
+    /// requestState` when it did not: a retry that reached another process
+    /// (another revision behind a gateway) is visible. A legacy session gets
+    /// a tool error (`confirm needs the 2026-07-28 protocol`).
+    Confirm,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

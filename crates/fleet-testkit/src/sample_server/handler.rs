@@ -6,22 +6,25 @@
 #![expect(deprecated)]
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt::Display;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::handler::server::tool::{InputResponses, RequestState, ToolCallContext};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    ContentBlock, DiscoverResult, GetPromptRequestParams, GetPromptResponse, Implementation,
-    InitializeRequestParams, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, LoggingLevel, PaginatedRequestParams, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    ContentBlock, DiscoverResult, ElicitRequest, ElicitRequestParams, ElicitationSchema,
+    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
+    InitializeResult, InputRequest, InputRequests, InputRequiredResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, schemars, tool, tool_router};
@@ -50,6 +53,9 @@ struct Settings {
     log_stderr: bool,
 }
 
+/// The key of the one input request `confirm` makes.
+const CONFIRM_INPUT: &str = "confirm";
+
 /// State of the whole process, whichever session touches it.
 #[derive(Debug, Default)]
 pub(super) struct Shared {
@@ -57,6 +63,43 @@ pub(super) struct Shared {
     tool_calls: AtomicU64,
     /// Version of `test://watched-resource`.
     pub(super) watched_version: AtomicU64,
+    /// `<--name>:<pid>.<random>`: what makes this process's `confirm`
+    /// request states unique, even among processes with the same `--name`.
+    confirm_prefix: String,
+    /// `confirm` request states issued so far.
+    confirm_count: AtomicU64,
+    /// `confirm` request states issued and not yet retried.
+    pending_confirms: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    fn new(name: &str) -> Self {
+        // Seeded randomly per process; no need for a random number crate.
+        let random = std::hash::RandomState::new().hash_one(std::process::id());
+        Self {
+            confirm_prefix: format!("{name}:{}.{random:016x}", std::process::id()),
+            ..Self::default()
+        }
+    }
+
+    /// A new `confirm` request state, remembered until [`Self::take_confirm`].
+    fn issue_confirm(&self) -> String {
+        let count = self.confirm_count.fetch_add(1, Ordering::SeqCst) + 1;
+        let state = format!("{}:{count}", self.confirm_prefix);
+        self.pending_confirms().insert(state.clone());
+        state
+    }
+
+    /// Forgets `state`; whether this process issued it and it was pending.
+    fn take_confirm(&self, state: &str) -> bool {
+        self.pending_confirms().remove(state)
+    }
+
+    fn pending_confirms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pending_confirms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// State of one MCP session.
@@ -146,6 +189,93 @@ impl SampleServer {
     async fn whoami(&self) -> String {
         format!("pid {}", std::process::id())
     }
+
+    #[tool(
+        description = "Ask the client to confirm (an input_required round trip, protocol \
+                       2026-07-28 only), then answer `confirmed by <server name>`"
+    )]
+    async fn confirm(
+        &self,
+        context: RequestContext<RoleServer>,
+        RequestState(request_state): RequestState,
+        InputResponses(input_responses): InputResponses,
+    ) -> Result<CallToolResponse, McpError> {
+        let version = context.protocol_version();
+        // ISO dates compare like the days they name.
+        if version
+            .as_ref()
+            .is_none_or(|version| version.as_str() < ProtocolVersion::V_2026_07_28.as_str())
+        {
+            let spoken = version
+                .as_ref()
+                .map_or("no version", ProtocolVersion::as_str);
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "confirm needs the 2026-07-28 protocol (this session speaks {spoken})"
+            ))])
+            .into());
+        }
+        let name = self.name();
+        let Some(state) = request_state else {
+            if input_responses.is_some() {
+                return Err(McpError::invalid_params(
+                    "confirm: inputResponses without a requestState",
+                    None,
+                ));
+            }
+            let state = self.shared.issue_confirm();
+            self.log(format_args!("confirm: issued requestState {state}"));
+            return Ok(confirm_input_required(name, state).into());
+        };
+        if !self.shared.take_confirm(&state) {
+            self.log(format_args!("confirm: unknown requestState {state}"));
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown requestState {state:?}: {name} (pid {}) did not issue it, or it \
+                     was already used",
+                    std::process::id()
+                ),
+                None,
+            ));
+        }
+        self.log(format_args!("confirm: retry with requestState {state}"));
+        let Some(answer) = input_responses
+            .as_ref()
+            .and_then(|responses| responses.get(CONFIRM_INPUT))
+        else {
+            return Err(McpError::invalid_params(
+                format!("confirm: the retry has no inputResponses.{CONFIRM_INPUT}"),
+                None,
+            ));
+        };
+        if answer["action"] == "accept" && answer["content"]["ok"] == true {
+            Ok(
+                CallToolResult::success(vec![ContentBlock::text(format!("confirmed by {name}"))])
+                    .into(),
+            )
+        } else {
+            Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "not confirmed by {name}: {answer}"
+            ))])
+            .into())
+        }
+    }
+}
+
+/// `confirm`'s first answer: one elicitation asking for `{ok: boolean}`.
+fn confirm_input_required(name: &str, state: String) -> InputRequiredResult {
+    let schema = ElicitationSchema::builder()
+        .required_bool("ok")
+        .build_unchecked();
+    let elicitation = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: format!("Confirm the call to {name}?"),
+        requested_schema: schema,
+    });
+    let requests = InputRequests::from([(
+        CONFIRM_INPUT.to_owned(),
+        InputRequest::Elicitation(elicitation),
+    )]);
+    InputRequiredResult::new(Some(requests), Some(state))
 }
 
 impl SampleServer {
@@ -158,6 +288,7 @@ impl SampleServer {
             (ToolName::Sleep, "sleep"),
             (ToolName::Fail, "fail"),
             (ToolName::Whoami, "whoami"),
+            (ToolName::Confirm, "confirm"),
         ] {
             if !args.tools.contains(&tool) {
                 tool_router.remove_route(name);
@@ -176,7 +307,7 @@ impl SampleServer {
                 crash_after: args.crash_after,
                 log_stderr: args.log_stderr,
             }),
-            shared: Arc::default(),
+            shared: Arc::new(Shared::new(&args.name)),
             session: Arc::default(),
             tool_router,
         }

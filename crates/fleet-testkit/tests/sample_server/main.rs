@@ -2,6 +2,7 @@
 //! stdio and Streamable HTTP.
 
 mod conformance;
+mod mrtr;
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};

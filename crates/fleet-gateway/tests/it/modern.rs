@@ -63,3 +63,75 @@ async fn a_mismatched_mcp_method_header_is_refused() {
     assert_eq!(body["id"], 5);
     assert!(!upstream.logged("tools/call"));
 }
+
+/// A 2026-07-28 client that answers every elicitation `{ok: true}`.
+#[derive(Debug, Clone)]
+struct Confirming;
+
+impl rmcp::ClientHandler for Confirming {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut config = rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::builder()
+                .enable_elicitation()
+                .build(),
+            rmcp::model::Implementation::new("confirming", "0"),
+        );
+        config.protocol_version = rmcp::model::ProtocolVersion::V_2026_07_28;
+        config
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        Ok(
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept)
+                .with_content(serde_json::json!({"ok": true})),
+        )
+    }
+}
+
+#[tokio::test]
+async fn mrtr_retries_return_to_the_revision_that_asked() {
+    use rmcp::ClientServiceExt as _;
+    // Each revision's process accepts only the requestStates it issued.
+    let stable = HttpSampleServer::start(&["--tools", "confirm", "--name", "stable"]).await;
+    let canary = HttpSampleServer::start(&["--tools", "confirm", "--name", "canary"]).await;
+    let gateway = TestGateway::start(
+        table(
+            "alpha",
+            &[
+                (1, 50, &[("s", &stable.url)]),
+                (2, 50, &[("c", &canary.url)]),
+            ],
+        ),
+        |_| {},
+    )
+    .await;
+    let client = Confirming
+        .serve_with_lifecycle(
+            crate::transport(&gateway.url("alpha"), None),
+            rmcp::ClientLifecycleMode::Discover {
+                preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("discover through the gateway");
+    // Each call is two stateless requests, each placed by weight on its own; without
+    // pinning about half of the retries would reach the other revision and fail.
+    let mut by = std::collections::BTreeMap::new();
+    for _ in 0..20 {
+        let result = client
+            .call_tool(rmcp::model::CallToolRequestParams::new("confirm"))
+            .await
+            .expect("the retry reaches the process that issued its requestState");
+        *by.entry(text(&result)).or_insert(0) += 1;
+    }
+    // Both revisions answered first rounds: the split is real.
+    assert_eq!(
+        by.keys().collect::<Vec<_>>(),
+        ["confirmed by canary", "confirmed by stable"],
+        "{by:?}"
+    );
+}

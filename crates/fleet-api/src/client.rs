@@ -102,6 +102,15 @@ impl Client {
         self.json(Method::GET, "/v1/status").await
     }
 
+    /// The fleet's metrics in the Prometheus text format: the gateway's and the engine's.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let body = self.body(Method::GET, "/metrics").await?;
+        String::from_utf8(body.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// # Errors
     /// See [`ClientError`].
     pub async fn check(&self) -> Result<CheckRun, ClientError> {
@@ -148,13 +157,19 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<T, ClientError> {
+        let body = self.body(method, path).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The whole body of a successful answer.
+    async fn body(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
         let response = self.send(method, path).await?;
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        serde_json::from_slice(&body.to_bytes()).map_err(|e| ClientError::Decode(e.to_string()))
+        Ok(body.to_bytes())
     }
 
     async fn stream(&self, method: Method, path: &str) -> Result<Lines, ClientError> {

@@ -11,6 +11,11 @@
 //! - `GET /v1/servers/{name}/logs?lines=N&follow=true` → the log text
 //! - `POST /v1/check` → [`types::CheckRun`]: every health check, once, now
 //! - `POST /v1/shutdown` → stops every server in reverse dependency order, then the process
+//! - `GET /metrics` → the Prometheus text format (`text/plain; version=0.0.4`)
+//! - `GET /healthz` → `ok` while the control plane runs
+//!
+//! With `admin.listen` the read-only routes (`/metrics`, `/v1/status`, `/healthz`) are served
+//! on that loopback TCP address too.
 
 mod client;
 pub mod types;

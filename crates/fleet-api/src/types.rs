@@ -13,6 +13,10 @@ pub struct Status {
     pub deployment: Deployment,
     /// In plan order: wave by wave.
     pub servers: Vec<ServerStatus>,
+    /// The read-only TCP admin listener (`admin.listen`), e.g. `http://127.0.0.1:7471`;
+    /// absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

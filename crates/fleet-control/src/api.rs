@@ -1,10 +1,12 @@
 //! The admin routes (see fleet-api for the contract). Errors become responses in one place:
-//! [`ApiFailure`].
+//! [`ApiFailure`]. The unix socket serves them all; the optional TCP listener (`admin.listen`)
+//! only those that read ([`read_only_router`]).
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleet_api::types::{ApiError, CheckRun, Status};
@@ -22,17 +24,41 @@ pub(crate) struct AppState {
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
+    /// Its metrics are half of `GET /metrics`.
+    pub(crate) gateway: fleet_gateway::Gateway,
+    /// `http://<admin.listen>`, when the TCP listener runs.
+    pub(crate) admin_url: Option<String>,
 }
 
+/// Every admin route: the unix socket's.
 pub(crate) fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .route("/v1/status", get(status))
         .route("/v1/events", get(events))
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/check", post(check))
         .route("/v1/shutdown", post(shutdown))
+        .with_state(state.clone())
+        .merge(read_only_router(state))
+}
+
+/// The routes that change nothing and stream nothing: all the TCP listener serves, since
+/// the admin side has no authentication (validation keeps that listener on loopback).
+pub(crate) fn read_only_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(healthz))
         .with_state(state)
 }
+
+/// [`read_only_router`] behind a `Host` check: a web page whose domain is rebound to
+/// 127.0.0.1 (DNS rebinding) must not read the fleet's status or metrics.
+pub(crate) fn tcp_router(state: AppState) -> axum::Router {
+    read_only_router(state).layer(axum::middleware::from_fn(loopback_host_only))
+}
+
+/// The content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every error answer of the admin API.
 struct ApiFailure(StatusCode, String);
@@ -44,7 +70,51 @@ impl IntoResponse for ApiFailure {
 }
 
 async fn status(State(state): State<AppState>) -> Json<Status> {
-    Json(state.engine.status())
+    Json(crate::status(&state.engine, state.admin_url.as_deref()))
+}
+
+/// The gateway's families (requests, durations, tool calls, sessions), then the engine's
+/// (instances, restarts, failed checks, deployment duration).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.gateway.prometheus_text();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&state.engine.metrics().prometheus_text());
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn loopback_host_only(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if is_loopback_host(host) {
+        next.run(request).await
+    } else {
+        ApiFailure(
+            StatusCode::FORBIDDEN,
+            format!("the admin API answers only requests for a loopback host, not `{host}`"),
+        )
+        .into_response()
+    }
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]`…, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once(']').map_or("", |(ip, _)| ip),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn check(State(state): State<AppState>) -> Json<CheckRun> {
@@ -160,4 +230,34 @@ fn ndjson(
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn only_loopback_hosts_reach_the_tcp_listener() {
+        for host in [
+            "127.0.0.1:7471",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "localhost:7471",
+            "LOCALHOST",
+            "[::1]:7471",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example:7471",
+            "localhost.evil.example",
+            "10.0.0.1:7471",
+            "[2001:db8::1]:7471",
+            "[::1",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

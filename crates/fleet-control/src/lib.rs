@@ -1,11 +1,12 @@
 //! The control plane: one long-running process per fleet that owns the fleet's state
-//! directory, runs the engine over the process runtime and serves the admin API on a unix
-//! socket in that directory.
+//! directory, runs the engine over the process runtime and the gateway, and serves the admin
+//! API on a unix socket in that directory (and its read-only part on `admin.listen`).
 //!
 //! Owns: the state directory (created 0700, locked so only one control plane runs per
-//! fleet), reaping what a killed predecessor left, the admin routes, shutdown on signal or
-//! request. Does not own: deployment logic (fleet-engine), process supervision
-//! (fleet-runtime), the command line (mcpfleet).
+//! fleet), reaping what a killed predecessor left, the admin routes (`GET /metrics` puts the
+//! gateway's and the engine's metrics together), shutdown on signal or request. Does not
+//! own: deployment logic (fleet-engine), process supervision (fleet-runtime), the data
+//! plane (fleet-gateway), the command line (mcpfleet).
 
 mod api;
 mod state_dir;
@@ -36,6 +37,9 @@ pub enum StartError {
     /// The gateway's address is taken or not allowed.
     #[error("the gateway cannot listen on {address}: {message}")]
     Gateway { address: String, message: String },
+    /// The TCP admin listener's address (`admin.listen`) is taken or not allowed.
+    #[error("the admin API cannot listen on {address}: {message}")]
+    Admin { address: String, message: String },
 }
 
 /// A running control plane.
@@ -43,6 +47,8 @@ pub enum StartError {
 pub struct ControlPlane {
     engine: Engine<ProcessRuntime>,
     state_dir: StateDir,
+    /// `http://<admin.listen>` as bound, when the TCP admin listener runs.
+    admin_url: Option<String>,
     shutdown_requested: watch::Sender<bool>,
     finished: watch::Receiver<bool>,
     /// The admin API server; it finishes the answers in flight (the shutdown's above all)
@@ -73,6 +79,10 @@ impl ControlPlane {
                 address: fleet.gateway.listen.to_string(),
                 message: e.to_string(),
             })?;
+        let admin_listener = bind_admin(&fleet).await?;
+        let admin_url = admin_listener
+            .as_ref()
+            .map(|(_, address)| format!("http://{address}"));
         let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
@@ -81,6 +91,9 @@ impl ControlPlane {
             gateway_url: Some(format!("http://{gateway_address}")),
         };
         let engine = Engine::new(runtime, config, &fleet.name);
+        let mut gateway_config = gateway_config(&fleet, gateway_address)?;
+        gateway_config.audit = Some(audit_log(state_dir.audit_path()));
+        let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         let (shutdown_requested, _) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(false);
         let socket = state_dir.socket_path();
@@ -90,12 +103,27 @@ impl ControlPlane {
                 path: socket.display().to_string(),
                 source,
             })?;
-        let router = api::router(api::AppState {
+        let api_state = api::AppState {
             engine: engine.clone(),
             state_dir: state_dir.path().to_path_buf(),
             shutdown_requested: shutdown_requested.clone(),
             finished: finished.clone(),
-        });
+            gateway: gateway.clone(),
+            admin_url: admin_url.clone(),
+        };
+        if let Some((tcp, _)) = admin_listener {
+            let router = api::tcp_router(api_state.clone());
+            let mut done = finished.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = done.wait_for(|f| *f).await;
+                };
+                if let Err(e) = axum::serve(tcp, router).with_graceful_shutdown(stop).await {
+                    tracing::error!("admin listener stopped: {e}");
+                }
+            });
+        }
+        let router = api::router(api_state);
         let mut done = finished.clone();
         let server = tokio::spawn(async move {
             let stop = async move {
@@ -108,9 +136,6 @@ impl ControlPlane {
                 tracing::error!("admin API stopped: {e}");
             }
         });
-        let mut gateway_config = gateway_config(&fleet, gateway_address)?;
-        gateway_config.audit = Some(audit_log(state_dir.audit_path()));
-        let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         let mut gateway_done = finished.clone();
         tokio::spawn(async move {
             let stop = async move {
@@ -126,6 +151,7 @@ impl ControlPlane {
         let plane = ControlPlane {
             engine,
             state_dir,
+            admin_url,
             shutdown_requested,
             finished,
             server,
@@ -152,6 +178,11 @@ impl ControlPlane {
 
     pub fn state_dir(&self) -> &StateDir {
         &self.state_dir
+    }
+
+    /// The fleet's status as `GET /v1/status` answers it.
+    pub fn status(&self) -> fleet_api::types::Status {
+        status(&self.engine, self.admin_url.as_deref())
     }
 
     /// Waits for the first deployment to end.
@@ -202,6 +233,16 @@ impl ControlPlane {
     }
 }
 
+/// The engine's status, with what only the control plane knows.
+pub(crate) fn status(
+    engine: &Engine<ProcessRuntime>,
+    admin_url: Option<&str>,
+) -> fleet_api::types::Status {
+    let mut status = engine.status();
+    status.admin_url = admin_url.map(str::to_string);
+    status
+}
+
 /// SIGINT and SIGTERM ask for a graceful shutdown from the moment the control plane starts
 /// — during a deployment too, when they would otherwise kill it and leave servers running.
 fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
@@ -235,6 +276,29 @@ async fn bind_gateway(fleet: &ValidFleet) -> Result<tokio::net::TcpListener, Sta
             e.to_string()
         },
     })
+}
+
+/// Binds the TCP admin listener (`admin.listen`), if the fleet has one, before anything
+/// starts, and says where it listens (port 0 picks one). Validation keeps it on loopback.
+async fn bind_admin(
+    fleet: &ValidFleet,
+) -> Result<Option<(tokio::net::TcpListener, std::net::SocketAddr)>, StartError> {
+    let Some(address) = fleet.admin.listen else {
+        return Ok(None);
+    };
+    let failed = |e: std::io::Error| StartError::Admin {
+        address: address.to_string(),
+        message: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is in use (another fleet's admin listener?); set `admin.listen` to another port".into()
+        } else {
+            e.to_string()
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok(Some((listener, bound)))
 }
 
 /// Appends every tool call the gateway reports to `path` (JSON lines, owner-only),

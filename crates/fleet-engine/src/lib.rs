@@ -3,13 +3,16 @@
 //!
 //! Owns: the order of things (dependency waves, a server starts once its dependencies meet
 //! their condition), readiness and liveness scheduling, what a failed server does to the
-//! deployment (`on_failure`), shutdown in reverse dependency order, the event history and
-//! the fleet's status. Does not own: starting processes (fleet-runtime), speaking MCP or
-//! running a check (fleet-mcp), the admin API (fleet-control).
+//! deployment (`on_failure`), shutdown in reverse dependency order, the event history, the
+//! fleet's status and its metrics. Does not own: starting processes (fleet-runtime), speaking
+//! MCP or running a check (fleet-mcp), the admin API (fleet-control).
 
+mod metrics;
 mod monitor;
 mod pool;
 mod state;
+
+pub use metrics::{EngineMetrics, InstanceMetrics};
 
 use fleet_api::types::{
     CheckRun, DeploymentState, Event, EventKind, InstanceChecks, ServerState, Status,
@@ -208,6 +211,16 @@ impl<R: Runtime + 'static> Engine<R> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .to_status(&self.shared.config.state_dir)
+    }
+
+    /// Every instance's readiness, restarts and failed checks, and how long the last
+    /// deployment took.
+    pub fn metrics(&self) -> EngineMetrics {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .metrics()
     }
 
     /// The event history and a receiver of everything that follows it.

@@ -334,6 +334,14 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
     }
 
+    /// Counts a failed check for `mcpfleet_health_check_failures_total`: every liveness
+    /// check that fails, and a readiness that fails — once, not each poll of an instance
+    /// still starting up, so a restart alone does not look like failing checks.
+    fn count_check_failure(&self) {
+        self.shared
+            .update(|s| s.count_check_failure(&self.server.name, &self.id.0));
+    }
+
     fn redact(&self, text: String) -> String {
         self.redactions
             .iter()
@@ -429,7 +437,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                                 pending = self.stay_live(&mut events).await;
                             }
                             Ok(()) => {}
-                            Err(why) => self.not_ready(why).await,
+                            Err(why) => {
+                                self.count_check_failure();
+                                self.not_ready(why).await;
+                            }
                         },
                         event = events.recv() => {
                             // The process ended before it was ready.
@@ -627,6 +638,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 () = tokio::time::sleep_until(at.into()) => {
                     let report = if next == 0 { self.mcp_check(None).await } else { self.run_other(&self.others[next - 1]).await };
                     self.record(&report);
+                    if report.outcome.is_err() {
+                        self.count_check_failure();
+                    }
                     due[next] = Instant::now() + cadence(next).interval;
                     if trackers[next].observe(&report) == Verdict::Unhealthy {
                         self.not_ready(format!("{} after {} failed checks in a row", self.describe_failure(&report), cadence(next).failure_threshold)).await;
@@ -687,6 +701,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             Ok(()) if self.mark_ready() => {}
             Ok(()) => return,
             Err(why) => {
+                self.count_check_failure();
                 self.fail_readiness(why.clone());
                 self.set_state(ServerState::Failed, Some(why));
                 return;
@@ -701,6 +716,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 () = tokio::time::sleep(mcp.interval) => {
                     let report = self.mcp_check(None).await;
                     self.record(&report);
+                    if report.outcome.is_err() {
+                        self.count_check_failure();
+                    }
                     match tracker.observe(&report) {
                         Verdict::Unhealthy => self.set_state(ServerState::Unhealthy, Some(self.describe_failure(&report))),
                         Verdict::Ready => self.set_state(ServerState::Ready, None),

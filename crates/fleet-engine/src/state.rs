@@ -1,11 +1,14 @@
 //! The fleet as the engine sees it, and its translation into the admin API's [`Status`].
 
+use crate::metrics::{EngineMetrics, InstanceMetrics};
 use fleet_api::types::{
     CheckSummary, Deployment, DeploymentState, InstanceStatus, ServerState, ServerStatus, Status,
 };
 use fleet_plan::Plan;
 use fleet_spec::model::ValidFleet;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub(crate) fn now() -> String {
     fleet_spec::template::rfc3339(std::time::SystemTime::now())
@@ -33,6 +36,14 @@ pub(crate) struct FleetState {
     servers: Vec<ServerRecord>,
     /// Set when a failure means no further server should start.
     aborted: bool,
+    /// When the current (or last) deployment began, for its duration.
+    deployment_began: Instant,
+    /// How long the last finished deployment took.
+    last_deployment: Option<Duration>,
+    /// Failed checks by (server, instance) — liveness checks, failed readiness — for the
+    /// life of the control plane: a counter must not go back when a redeployment replaces
+    /// the server records.
+    check_failures: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Debug)]
@@ -60,6 +71,9 @@ impl FleetState {
             },
             servers: Vec::new(),
             aborted: false,
+            deployment_began: Instant::now(),
+            last_deployment: None,
+            check_failures: BTreeMap::new(),
         }
     }
 
@@ -72,6 +86,7 @@ impl FleetState {
             reason: None,
         };
         self.aborted = false;
+        self.deployment_began = Instant::now();
         self.servers = plan
             .waves
             .iter()
@@ -99,6 +114,7 @@ impl FleetState {
         }
         self.deployment.reason = reason;
         self.deployment.finished_at = Some(now());
+        self.last_deployment = Some(self.deployment_began.elapsed());
     }
 
     pub(crate) fn deployment_state(&self) -> DeploymentState {
@@ -187,6 +203,13 @@ impl FleetState {
         }
     }
 
+    pub(crate) fn count_check_failure(&mut self, server: &str, id: &str) {
+        *self
+            .check_failures
+            .entry((server.to_string(), id.to_string()))
+            .or_default() += 1;
+    }
+
     pub(crate) fn server_state(&self, name: &str) -> ServerState {
         self.servers
             .iter()
@@ -217,6 +240,30 @@ impl FleetState {
             .collect()
     }
 
+    /// Every instance's counters and the last deployment's duration.
+    pub(crate) fn metrics(&self) -> EngineMetrics {
+        let instances = self
+            .servers
+            .iter()
+            .flat_map(|s| s.instances.iter().map(move |i| (s, i)))
+            .map(|(s, i)| InstanceMetrics {
+                server: s.name.clone(),
+                instance: i.id.clone(),
+                up: i.state == ServerState::Ready,
+                restarts: i.restarts,
+                health_check_failures: self
+                    .check_failures
+                    .get(&(s.name.clone(), i.id.clone()))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect();
+        EngineMetrics {
+            instances,
+            last_deployment: self.last_deployment,
+        }
+    }
+
     pub(crate) fn to_status(&self, state_dir: &Path) -> Status {
         Status {
             fleet: self.fleet.clone(),
@@ -236,6 +283,7 @@ impl FleetState {
                     instances: s.instances.clone(),
                 })
                 .collect(),
+            admin_url: None,
         }
     }
 }

@@ -25,6 +25,7 @@ pub struct ValidFleet {
     pub vars: BTreeMap<String, Text>,
     pub secrets: BTreeMap<String, SecretRef>,
     pub gateway: Gateway,
+    pub admin: Admin,
     /// In file order.
     pub servers: Vec<Server>,
 }
@@ -47,6 +48,13 @@ pub enum SecretRef {
 pub struct Gateway {
     pub listen: SocketAddr,
     pub tokens: Vec<TokenRef>,
+}
+
+/// The admin side beyond the unix socket.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Admin {
+    /// The read-only TCP admin listener (metrics, status), always on a loopback address.
+    pub listen: Option<SocketAddr>,
 }
 
 /// A gateway token, known only by its hash.

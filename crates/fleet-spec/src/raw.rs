@@ -32,6 +32,9 @@ pub struct RawFleet {
     /// The client-facing gateway.
     #[serde(default)]
     pub gateway: Recover<RawGateway>,
+    /// The admin side: the control plane's API beyond its unix socket.
+    #[serde(default)]
+    pub admin: Recover<RawAdmin>,
     /// Settings every server inherits unless it sets its own.
     #[serde(default)]
     pub defaults: Recover<RawDefaults>,
@@ -51,6 +54,8 @@ pub struct RawOverlay {
     pub secrets: Option<Named<Recover<RawSecret>>>,
     #[serde(default)]
     pub gateway: Option<RawGateway>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub defaults: Option<RawDefaults>,
     /// Per-server overrides; every key of a server may appear.
@@ -79,6 +84,18 @@ pub struct RawGateway {
     /// requires `auth`.
     pub listen: Option<Spanned<String>>,
     pub auth: Option<RawAuth>,
+}
+
+/// The admin side. The admin API always listens on the unix socket `control.sock` in the
+/// state directory; `listen` adds a read-only TCP listener for Prometheus and dashboards.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Admin")]
+pub struct RawAdmin {
+    /// Address of a read-only admin listener (`GET /metrics`, `GET /v1/status`,
+    /// `GET /healthz`), `IP:PORT`. Loopback only: the admin side has no authentication.
+    /// Absent: no TCP listener.
+    pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

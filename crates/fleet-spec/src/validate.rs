@@ -345,6 +345,7 @@ impl Validator {
             .collect();
         let templates = Templates::new(self.host.clone(), shown, declared, Mode::Plan);
         let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
+        let admin = self.admin(raw.admin.0.as_ref());
         let defaults = raw.defaults.0.unwrap_or_default();
 
         let mut servers = Vec::new();
@@ -390,6 +391,7 @@ impl Validator {
             vars,
             secrets,
             gateway,
+            admin,
             servers,
         }
     }
@@ -524,6 +526,28 @@ impl Validator {
                 Some("add tokens under `gateway.auth.tokens` (mcpfleet token create NAME), or listen on 127.0.0.1".into());
         }
         Gateway { listen, tokens }
+    }
+
+    /// The admin side has no authentication yet, so its TCP listener stays on loopback.
+    fn admin(&mut self, raw: Option<&RawAdmin>) -> Admin {
+        let Some(l) = raw.and_then(|a| a.listen.as_ref()) else {
+            return Admin::default();
+        };
+        let Ok(listen) = l.value.parse::<SocketAddr>() else {
+            self.error(format!("`{}` is not an IP:PORT address", l.value), l.span)
+                .help = Some(
+                "write e.g. `127.0.0.1:7471` or `[::1]:7471`; host names are not resolved".into(),
+            );
+            return Admin::default();
+        };
+        if !listen.ip().is_loopback() {
+            self.error(format!("the admin API would listen on {listen}, which is not a loopback address"), l.span).help =
+                Some("the admin side has no authentication yet: bind it to loopback (`127.0.0.1:7471`) and put an authenticating proxy in front".into());
+            return Admin::default();
+        }
+        Admin {
+            listen: Some(listen),
+        }
     }
 
     fn render(&mut self, templates: &Templates, text: &Spanned<String>, scope: Scope<'_>) -> Text {

@@ -269,3 +269,59 @@ fn instances_render_real_values_that_plans_never_show() {
         .collect();
     assert_eq!(args, ["--port", "40123", "--name", "search"]);
 }
+
+#[test]
+fn the_admin_listener_is_optional_loopback_only_and_overlaid() {
+    let base = "version: 1\nname: demo\nservers:\n  a: { stdio: { command: a } }\n";
+    let fleet = load_str("f.yaml", base, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.admin.listen, None, "no TCP admin listener by default");
+
+    let text = format!(
+        "{base}admin: {{ listen: 127.0.0.1:0 }}\nenvironments:\n  ops: {{ admin: {{ listen: '[::1]:7471' }} }}\n  open: {{ admin: {{ listen: 0.0.0.0:7471 }} }}\n"
+    );
+    let fleet = load_str("f.yaml", &text, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.admin.listen.unwrap().to_string(), "127.0.0.1:0");
+    let fleet = load_str("f.yaml", &text, PathBuf::new(), &options(Some("ops")))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.admin.listen.unwrap().to_string(), "[::1]:7471");
+
+    let open = load_str("f.yaml", &text, PathBuf::new(), &options(Some("open")));
+    let found: Vec<(u32, &str)> = open
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.unwrap().line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            8,
+            "the admin API would listen on 0.0.0.0:7471, which is not a loopback address"
+        )]
+    );
+    assert!(
+        open.diagnostics[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("authenticating proxy"))
+    );
+
+    let text = format!("{base}admin: {{ listen: localhost:7471, port: 1 }}\n");
+    let broken = load_str("f.yaml", &text, PathBuf::new(), &options(None));
+    let found: Vec<(u32, &str)> = broken
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.unwrap().line, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (5, "`localhost:7471` is not an IP:PORT address"),
+            (5, "unknown key `port`")
+        ]
+    );
+}

@@ -1,6 +1,6 @@
-//! Commands that run a fleet or talk to its control plane: `up`, `status`, `logs`, `check`,
-//! `down`. Exit codes: 0 success, 1 the fleet (or a check) failed, 2 usage or I/O error,
-//! 3 no control plane is running.
+//! Commands that run a fleet or talk to its control plane: `up`, `status`, `metrics`,
+//! `logs`, `check`, `down`. Exit codes: 0 success, 1 the fleet (or a check) failed, 2 usage
+//! or I/O error, 3 no control plane is running.
 
 use crate::commands::{check as check_file, print_diagnostics};
 use anyhow::{Context, Result, bail};
@@ -89,7 +89,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     while let Ok(event) = live.try_recv() {
         output.event(&event);
     }
-    let status = plane.engine().status();
+    let status = plane.status();
     output.summary(&status);
     match outcome.state {
         // Interrupted (Ctrl-C, SIGTERM, `down`) while deploying: everything is stopping.
@@ -245,6 +245,17 @@ pub(crate) async fn status(
     } else {
         Progress::new(false).summary(&status);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Prometheus text as the control plane renders it; `--output json` changes nothing (the
+/// format is for machines already).
+pub(crate) async fn metrics(file: &Path, state_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let text = match with_client(file, state_dir, async |c| c.metrics().await).await? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -428,6 +439,9 @@ impl Progress {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
+        if let Some(admin) = &status.admin_url {
+            println!("admin: {admin} (metrics at {admin}/metrics)");
+        }
         println!(
             "{:<20} {:<14} {:<7} {:>8}  ENDPOINT / REASON",
             "SERVER", "STATE", "KIND", "RESTARTS"

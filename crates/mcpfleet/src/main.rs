@@ -100,6 +100,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Print the fleet's metrics in the Prometheus text format (gateway and engine).
+    Metrics {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Print a server's log (stderr; also stdout for http servers).
     Logs {
         server: String,
@@ -258,6 +265,7 @@ fn main() -> ExitCode {
             block_on(fleet::up(args))
         }
         Command::Status { file, state_dir } => block_on(fleet::status(&file, state_dir, json)),
+        Command::Metrics { file, state_dir } => block_on(fleet::metrics(&file, state_dir)),
         Command::Logs {
             server,
             file,

@@ -332,6 +332,23 @@ servers:
     );
     // No hot loop: it was started exactly give_up_after times.
     assert_eq!(flaky.instances[0].restarts, 2, "{flaky:#?}");
+    let out = fleet.mcpfleet(&["metrics"]);
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        format!(
+            "mcpfleet_instance_restarts_total{{server=\"flaky\",instance=\"{}\"}} 2",
+            flaky.instances[0].id
+        ),
+        format!(
+            "mcpfleet_instance_up{{server=\"flaky\",instance=\"{}\"}} 0",
+            flaky.instances[0].id
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
 }
 
 fn nix_kill9(pid: u32) {
@@ -579,6 +596,184 @@ servers:
             fleet_mcp::probe_http(&endpoint, &[], fleet_spec::model::Era::Legacy, &check).await
         });
     assert!(report.passed(), "{report}");
+}
+
+#[test]
+fn metrics_on_the_socket_and_the_read_only_tcp_admin_listener() {
+    let fleet = Fleet::new(
+        "metrics",
+        r#"
+version: 1
+name: metrics
+admin: { listen: 127.0.0.1:0 }
+servers:
+  search:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let endpoint = server(&status, "search").endpoint.clone().unwrap();
+    let instance = server(&status, "search").instances[0].id.clone();
+    let admin = status
+        .admin_url
+        .clone()
+        .expect("status shows the admin URL");
+    assert!(
+        admin.starts_with("http://127.0.0.1:") && !admin.ends_with(":0"),
+        "{admin}"
+    );
+    let shown = fleet.mcpfleet(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains(&format!("admin: {admin}")),
+        "{}",
+        text(&shown)
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut check = default_check();
+    check.call = Some(fleet_spec::model::SmokeCall {
+        tool: "echo".into(),
+        arguments: serde_json::json!({ "message": "counted" }),
+        expect_contains: Some("counted".into()),
+        expect_error: false,
+    });
+    let report = runtime.block_on(fleet_mcp::probe_http(
+        &endpoint,
+        &[],
+        fleet_spec::model::Era::Legacy,
+        &check,
+    ));
+    assert!(report.passed(), "{report}");
+
+    let out = fleet.mcpfleet(&["metrics"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    let up = format!("mcpfleet_instance_up{{server=\"search\",instance=\"{instance}\"}} 1");
+    assert!(metrics.lines().any(|l| l == up), "{up} missing:\n{metrics}");
+    // Polls while the instance started up are not failed checks.
+    let failures = format!(
+        "mcpfleet_health_check_failures_total{{server=\"search\",instance=\"{instance}\"}} 0"
+    );
+    assert!(
+        metrics.lines().any(|l| l == failures),
+        "{failures} missing:\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mcpfleet_gateway_requests_total{")
+                && l.contains("server=\"search\"")
+                && l.contains("method=\"tools/call\"")),
+        "no tools/call request counted:\n{metrics}"
+    );
+    for family in [
+        "mcpfleet_gateway_requests_total",
+        "mcpfleet_instance_up",
+        "mcpfleet_instance_restarts_total",
+        "mcpfleet_health_check_failures_total",
+        "mcpfleet_deployment_duration_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mcpfleet_deployment_duration_seconds ")),
+        "{metrics}"
+    );
+
+    // The TCP listener: the same families, and nothing that changes the fleet.
+    let address = admin.trim_start_matches("http://");
+    let scraped = admin_request(address, "GET", "/metrics", None);
+    assert_eq!(scraped.status, 200);
+    assert_eq!(
+        scraped.content_type.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let families = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(families(&scraped.body), families(&metrics));
+    assert!(scraped.body.lines().any(|l| l == up), "{}", scraped.body);
+
+    let over_tcp = admin_request(address, "GET", "/v1/status", None);
+    assert_eq!(over_tcp.status, 200, "{}", over_tcp.body);
+    let over_tcp: Status = serde_json::from_str(&over_tcp.body).unwrap();
+    assert_eq!(over_tcp.admin_url.as_deref(), Some(admin.as_str()));
+    assert_eq!(admin_request(address, "GET", "/healthz", None).status, 200);
+    for (method, path) in [
+        ("POST", "/v1/shutdown"),
+        ("POST", "/v1/check"),
+        ("GET", "/v1/events"),
+        ("GET", "/v1/servers/search/logs"),
+    ] {
+        let answer = admin_request(address, method, path, None);
+        assert!(
+            matches!(answer.status, 404 | 405),
+            "{method} {path} answered {}",
+            answer.status
+        );
+    }
+    // DNS rebinding: a page whose name resolves to 127.0.0.1 is not a loopback host.
+    let rebound = admin_request(address, "GET", "/v1/status", Some("attacker.example"));
+    assert_eq!(rebound.status, 403);
+    let status = fleet.status();
+    assert_eq!(server(&status, "search").state, ServerState::Ready);
+    assert!(status.deployment.state.is_final());
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = fleet.mcpfleet(&["metrics"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    body: String,
+}
+
+/// One plain HTTP/1.1 request on its own connection (`Connection: close`), read to the end.
+fn admin_request(address: &str, method: &str, path: &str, host: Option<&str>) -> Answer {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let host = host.unwrap_or(address);
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    let content_type = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-type")
+            .then(|| value.trim().to_owned())
+    });
+    Answer {
+        status,
+        content_type,
+        body: body.to_owned(),
+    }
 }
 
 fn default_check() -> fleet_spec::model::McpCheck {

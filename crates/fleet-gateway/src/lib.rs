@@ -13,6 +13,7 @@
 //!   `Mcp-*` headers forwarded, the client's credentials and hop-by-hop headers not;
 //! - admission: `Host`/`Origin` (DNS rebinding), scoped bearer tokens, body size,
 //!   per-token (or per-IP) rate limits, upstream timeouts;
+//! - the upstream connections: pooled HTTP/1.1, `https://` over TLS ([`fleet_tls`]);
 //! - request metrics per (server, revision) for rollout analysis and Prometheus.
 //!
 //! Does not own: which instances exist or how healthy they are (the engine decides
@@ -95,10 +96,10 @@ impl Gateway {
     /// A gateway with `config`, following the route tables published on `routes`.
     pub fn new(config: GatewayConfig, routes: watch::Receiver<RouteTable>) -> Self {
         let registry = Arc::new(Registry::default());
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        // The upstream client names its provider; this is for reqwest clients built
+        // elsewhere in the process, which panic without a default one.
+        fleet_tls::install_default_provider();
+        let client = upstream_client(&config);
         let shared = Shared {
             policy: OriginPolicy::new(&config),
             tokens: Tokens::new(config.tokens.clone()),
@@ -142,6 +143,22 @@ impl Gateway {
     fn requires_auth(&self) -> bool {
         !self.shared.config.tokens.is_empty()
     }
+}
+
+/// The pooled HTTP/1.1 client for `http` and `remote` upstreams: `http://` in the
+/// clear, `https://` over TLS checked against the OS trust store ([`fleet_tls`]).
+fn upstream_client(config: &GatewayConfig) -> proxy::UpstreamClient {
+    let mut tcp = HttpConnector::new();
+    // Without TCP_NODELAY a relayed SSE event waits on Nagle + delayed ACK (~40 ms).
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(config.upstream_timeout));
+    tcp.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(fleet_tls::client_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// A router for a new gateway; use [`Gateway`] to read its metrics too.

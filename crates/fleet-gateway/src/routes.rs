@@ -18,10 +18,11 @@ use crate::pool::SessionProcesses;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Upstream {
-    /// A Streamable HTTP endpoint (`http://host:port/path`).
+    /// A Streamable HTTP endpoint (`http://` or `https://host:port/path`).
     Http {
         id: String,
-        /// The MCP endpoint, `http://` only (no TLS in this build).
+        /// The MCP endpoint, `http://` or `https://` (certificates checked against
+        /// the OS trust store).
         url: String,
     },
     /// One long-lived stdio process every session uses (`isolation: shared`).
@@ -137,8 +138,10 @@ pub enum RouteTableError {
         /// The repeated instance id.
         id: String,
     },
-    /// An HTTP upstream's URL is not an absolute `http://` URL.
-    #[error("server `{server}`, instance `{id}`: `{url}` is not an http:// URL ({reason})")]
+    /// An HTTP upstream's URL is not an absolute `http://` or `https://` URL.
+    #[error(
+        "server `{server}`, instance `{id}`: `{url}` is not an http:// or https:// URL ({reason})"
+    )]
     BadUrl {
         /// The server.
         server: String,
@@ -165,7 +168,8 @@ impl RouteTable {
     ///
     /// # Errors
     /// Every problem found, not just the first: duplicate servers, revisions or
-    /// instance ids, all-zero weights, URLs that are not absolute `http://` URLs.
+    /// instance ids, all-zero weights, URLs that are not absolute `http://` or
+    /// `https://` URLs.
     pub fn new(
         servers: impl IntoIterator<Item = (String, Vec<RevisionRoute>)>,
     ) -> Result<Self, Vec<RouteTableError>> {
@@ -241,7 +245,7 @@ pub(crate) fn parse_http_url(url: &str) -> Result<Uri, String> {
         .parse()
         .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => return Err(format!("scheme `{other}` is not supported")),
         None => return Err("no scheme".to_owned()),
     }
@@ -278,7 +282,7 @@ mod tests {
                 vec![RevisionRoute {
                     revision: 1,
                     weight: 1,
-                    instances: vec![Upstream::http("y", "https://example.com/mcp")],
+                    instances: vec![Upstream::http("y", "ftp://example.com/mcp")],
                 }],
             ),
             ("b".to_owned(), vec![]),
@@ -296,6 +300,17 @@ mod tests {
         ));
         assert!(matches!(errors[3], RouteTableError::BadUrl { .. }));
         assert!(matches!(errors[4], RouteTableError::DuplicateServer { .. }));
+    }
+
+    #[test]
+    fn http_and_https_urls_are_accepted_and_nothing_else() {
+        assert!(parse_http_url("http://127.0.0.1:8080/mcp").is_ok());
+        assert!(parse_http_url("https://mcp.example.com/mcp").is_ok());
+        assert_eq!(
+            parse_http_url("ws://example.com/mcp").unwrap_err(),
+            "scheme `ws` is not supported"
+        );
+        assert_eq!(parse_http_url("/mcp").unwrap_err(), "no scheme");
     }
 
     #[test]

@@ -72,15 +72,6 @@ fn pass(detail: String) -> Result<CheckPass, CheckFailure> {
     Ok(CheckPass { detail, mcp: None })
 }
 
-/// A client per check: checks run seconds apart, and a shared client's pooled
-/// connections would tie it to the runtime that opened them.
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
-
 async fn http(
     url: &str,
     expect_status: Option<u16>,
@@ -91,7 +82,10 @@ async fn http(
         message,
     };
     let parsed = crate::probe::http_url(url)?;
-    let response = match tokio::time::timeout(timeout, http_client().get(parsed).send()).await {
+    // A client per check: checks run seconds apart, and a shared client's pooled
+    // connections would tie it to the runtime that opened them.
+    let client = crate::probe::http_client(url, false)?;
+    let response = match tokio::time::timeout(timeout, client.get(parsed).send()).await {
         Err(_) => {
             return Err(CheckFailure::Timeout {
                 during: format!("GET {url}"),

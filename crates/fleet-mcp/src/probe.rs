@@ -318,7 +318,7 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Parses a URL this build can reach: `http://` only, since there is no TLS backend yet.
+/// Parses a URL a probe can reach: `http://` or `https://`.
 ///
 /// # Errors
 /// [`CheckFailure::Connect`] naming the URL and what is wrong with it.
@@ -329,12 +329,27 @@ pub(crate) fn http_url(url: &str) -> Result<reqwest::Url, CheckFailure> {
     };
     let parsed = reqwest::Url::parse(url).map_err(|e| connect(format!("invalid URL: {e}")))?;
     match parsed.scheme() {
-        "http" => Ok(parsed),
-        "https" => Err(connect(
-            "https needs TLS, which this build of mcpfleet does not include".to_owned(),
-        )),
+        "http" | "https" => Ok(parsed),
         other => Err(connect(format!("unsupported URL scheme {other:?}"))),
     }
+}
+
+/// A reqwest client for checking `url`, with mcpfleet's TLS settings
+/// ([`fleet_tls::client_config`]: *ring*, the OS trust store) rather than reqwest's
+/// process-wide default. `keep_idle: false` closes each connection after its request.
+///
+/// # Errors
+/// [`CheckFailure::Connect`] if reqwest refuses the TLS settings.
+pub(crate) fn http_client(url: &str, keep_idle: bool) -> Result<reqwest::Client, CheckFailure> {
+    let mut builder =
+        reqwest::Client::builder().tls_backend_preconfigured(fleet_tls::client_config());
+    if !keep_idle {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder.build().map_err(|e| CheckFailure::Connect {
+        target: url.to_owned(),
+        message: format!("cannot build the HTTP client: {}", error_chain(&e)),
+    })
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! Test support for mcpfleet: the `mcp-sample-server` binary (a configurable,
 //! fault-injecting MCP server) and the small helpers every integration test
 //! needs (locating that binary, free ports, scratch directories, waiting on a
-//! condition with a deadline).
+//! condition with a deadline, TLS fixtures).
 //!
 //! It deliberately holds no production logic and no fakes of production
 //! traits yet; nothing outside tests and benchmarks may depend on it.
 
 mod harness;
 pub mod sample_server;
+mod tls;
 
 pub use harness::{
     HttpSampleServer, free_port, sample_server_binary, scratch_dir, stdio_sample_server, wait_until,
 };
+pub use tls::{ServerIdentity, TlsFront, trusting_a_test_ca};

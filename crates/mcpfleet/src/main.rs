@@ -212,6 +212,8 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any reqwest client exists: reqwest has no provider of its own in this build.
+    fleet_tls::install_default_provider();
     let cli = Cli::parse();
     let json = cli.output == Output::Json;
     let result = match cli.command {

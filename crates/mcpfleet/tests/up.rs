@@ -1038,6 +1038,8 @@ struct RawSession {
 impl RawSession {
     /// A new session; `Err(status)` when the gateway refuses it.
     async fn open(url: &str) -> Result<Self, u16> {
+        // This process has no `main` of mcpfleet's to install the rustls provider.
+        fleet_tls::install_default_provider();
         let http = reqwest::Client::new();
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"up-test","version":"0"}}}"#;
         let response = post(&http, url, None, body).await;

@@ -41,8 +41,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// with `max_latency`, by the latency limit ([`CheckFailure::TooSlow`]); the session
 /// teardown by 2 s. Worst case: a little over three timeouts.
 ///
-/// `headers` go on every request (`Authorization`, for instance). Only `http://` URLs
-/// work in this build: there is no TLS backend yet.
+/// `headers` go on every request (`Authorization`, for instance). `https://` servers
+/// must present a certificate the OS trust store vouches for ([`fleet_tls`]); one it
+/// does not is a [`CheckFailure::Connect`] naming the reason.
 pub async fn probe_http(
     url: &str,
     headers: &[(String, String)],
@@ -171,10 +172,16 @@ enum Discovered {
     NotModern(String),
 }
 
+/// A transport with a client of its own (its connections live as long as the session).
 fn transport(
+    url: &str,
     config: &StreamableHttpClientTransportConfig,
-) -> StreamableHttpClientTransport<reqwest::Client> {
-    StreamableHttpClientTransport::from_config(config.clone())
+) -> Result<StreamableHttpClientTransport<reqwest::Client>, CheckFailure> {
+    let client = crate::probe::http_client(url, true)?;
+    Ok(StreamableHttpClientTransport::with_client(
+        client,
+        config.clone(),
+    ))
 }
 
 async fn discover(
@@ -185,7 +192,10 @@ async fn discover(
     let mode = ClientLifecycleMode::Discover {
         preferred_versions: era::modern_versions(),
     };
-    match client.serve_with_lifecycle(transport(config), mode).await {
+    match client
+        .serve_with_lifecycle(transport(url, config)?, mode)
+        .await
+    {
         Ok(client) => Ok(Discovered::Modern(client)),
         Err(error) => {
             if let Some(failure) = connect_failure(url, &error) {
@@ -223,7 +233,7 @@ async fn initialize(
 ) -> Result<Client, CheckFailure> {
     let client = era::client_config(era::LEGACY_OFFER);
     client
-        .serve_with_lifecycle(transport(config), ClientLifecycleMode::Initialize)
+        .serve_with_lifecycle(transport(url, config)?, ClientLifecycleMode::Initialize)
         .await
         .map_err(|error| {
             connect_failure(url, &error).unwrap_or_else(|| CheckFailure::Handshake {

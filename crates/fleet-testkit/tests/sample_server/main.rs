@@ -60,6 +60,9 @@ impl Server {
 
     /// Spawns an HTTP server on an OS-chosen port and returns its URL.
     async fn spawn_http(args: &[&str]) -> (Self, String) {
+        // The HTTP tests' reqwest clients need a process-wide rustls provider: reqwest is
+        // built without one of its own in this workspace (fleet-tls brings ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let args = [&["--transport", "http", "--port", "0"], args].concat();
         let (server, _stdout, _stdin) = Self::spawn(&args);
         wait_until("the server prints its address", DEADLINE, || {

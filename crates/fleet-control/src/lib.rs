@@ -342,6 +342,14 @@ fn gateway_config(
     listen: std::net::SocketAddr,
 ) -> Result<fleet_gateway::GatewayConfig, StartError> {
     let mut config = fleet_gateway::GatewayConfig::new(listen);
+    let gateway = &fleet.gateway;
+    config.rate_limit = gateway.rate_limit.map(|r| fleet_gateway::RateLimit {
+        per_second: r.per_second,
+        burst: r.burst,
+    });
+    config.max_session_concurrency = gateway.max_requests_in_flight as usize;
+    config.session_idle_timeout = gateway.session_idle_timeout;
+    config.upstream_timeout = gateway.upstream_timeout;
     for token in &fleet.gateway.tokens {
         let t = fleet_gateway::TokenConfig::new(&token.name, &token.sha256, &token.servers)
             .map_err(|e| StartError::Gateway {

@@ -33,7 +33,7 @@ impl Pins {
     /// for input.
     pub(crate) fn learn(&self, response: &[u8], pin: impl FnOnce() -> Pinned) {
         // Most answers are not MRTR: skip them without parsing.
-        if !contains(response, b"input_required") {
+        if !mentions_input_required(response) {
             return;
         }
         #[derive(Deserialize)]
@@ -86,8 +86,10 @@ impl Pins {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether `bytes` may hold an MRTR answer (a cheap test before parsing).
+pub(crate) fn mentions_input_required(bytes: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"input_required";
+    bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
-use crate::pins::{Pinned, Pins};
+use crate::pins::{self, Pinned, Pins};
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
 
@@ -495,6 +495,7 @@ async fn forward(
             scan: (tool_call.is_some() || learn_pins).then(SseScan::default),
             tool_call: tool_call.map(|call| (call, target.clone())),
             pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
+            mrtr_seen: false,
             _guard: Some(guard),
             finished: false,
         })
@@ -599,6 +600,8 @@ struct SseRelay {
     scan: Option<SseScan>,
     tool_call: Option<(ToolCall, Target)>,
     pins: Option<(Arc<Pins>, Pinned)>,
+    /// The answer mentioned `input_required`: look for its response on every frame.
+    mrtr_seen: bool,
     /// Keeps the instance's outstanding count up while the stream is open.
     _guard: Option<OutstandingGuard>,
     finished: bool,
@@ -628,6 +631,8 @@ impl hyper::body::Body for SseRelay {
                         if let Some(scan) = &mut self.scan {
                             scan.push(&data);
                         }
+                        self.mrtr_seen |=
+                            self.pins.is_some() && pins::mentions_input_required(&data);
                         if gathered.push(data) >= GATHER_LIMIT {
                             break;
                         }
@@ -650,6 +655,13 @@ impl hyper::body::Body for SseRelay {
                     break;
                 }
             }
+        }
+        // An MRTR state is pinned before the client can read it and retry.
+        if self.mrtr_seen
+            && let Some(response) = self.scan.as_ref().and_then(SseScan::response)
+            && let Some((pins, pin)) = self.pins.take()
+        {
+            pins.learn(response.as_bytes(), || pin);
         }
         match gathered.into_bytes() {
             Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),

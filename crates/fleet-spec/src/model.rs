@@ -48,6 +48,26 @@ pub enum SecretRef {
 pub struct Gateway {
     pub listen: SocketAddr,
     pub tokens: Vec<TokenRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    pub max_requests_in_flight: u32,
+    #[serde(serialize_with = "duration_text")]
+    pub session_idle_timeout: Duration,
+    #[serde(serialize_with = "duration_text")]
+    pub upstream_timeout: Duration,
+}
+
+impl Gateway {
+    pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: u32 = 64;
+    pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// Requests per token (or client): `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 /// The admin side beyond the unix socket.

@@ -84,6 +84,27 @@ pub struct RawGateway {
     /// requires `auth`.
     pub listen: Option<Spanned<String>>,
     pub auth: Option<RawAuth>,
+    /// Requests per second per bearer token (per client address without auth).
+    /// Absent: no rate limit.
+    pub rate_limit: Option<RawRateLimit>,
+    /// Requests of one client session in flight at once, at most; more get 429.
+    /// Default 64.
+    pub max_requests_in_flight: Option<Spanned<u32>>,
+    /// A client session unused this long ends (its upstream session too). Default `30m`.
+    pub session_idle_timeout: Option<Spanned<DurationText>>,
+    /// How long the gateway waits for an upstream's answer to begin. Default `60s`.
+    pub upstream_timeout: Option<Spanned<DurationText>>,
+}
+
+/// A token bucket: `per_second` sustained, `burst` at once after a quiet spell.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RateLimit")]
+pub struct RawRateLimit {
+    /// Sustained requests per second (may be fractional: `0.5` = one every 2 s).
+    pub per_second: Spanned<f64>,
+    /// Requests allowed at once. Default: `per_second` rounded up (at least 1).
+    pub burst: Option<Spanned<u32>>,
 }
 
 /// The admin side. The admin API always listens on the unix socket `control.sock` in the

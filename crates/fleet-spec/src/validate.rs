@@ -525,7 +525,41 @@ impl Validator {
             self.error(format!("the gateway would listen on {listen} without authentication"), span).help =
                 Some("add tokens under `gateway.auth.tokens` (mcpfleet token create NAME), or listen on 127.0.0.1".into());
         }
-        Gateway { listen, tokens }
+        let rate_limit = raw
+            .and_then(|g| g.rate_limit.as_ref())
+            .and_then(|r| self.rate_limit(r));
+        Gateway {
+            listen,
+            tokens,
+            rate_limit,
+            max_requests_in_flight: self.count(
+                raw.and_then(|g| g.max_requests_in_flight.as_ref()),
+                Gateway::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+                1,
+                "max_requests_in_flight",
+            ),
+            session_idle_timeout: self.duration(
+                raw.and_then(|g| g.session_idle_timeout.as_ref()),
+                Gateway::DEFAULT_SESSION_IDLE_TIMEOUT,
+            ),
+            upstream_timeout: self.duration(
+                raw.and_then(|g| g.upstream_timeout.as_ref()),
+                Gateway::DEFAULT_UPSTREAM_TIMEOUT,
+            ),
+        }
+    }
+
+    fn rate_limit(&mut self, raw: &RawRateLimit) -> Option<RateLimit> {
+        let per_second = raw.per_second.value;
+        if !(per_second.is_finite() && per_second > 0.0) {
+            self.error("`per_second` must be a number above zero", raw.per_second.span)
+                .help = Some("e.g. `per_second: 20`, or `0.5` for one request every 2 s; remove `rate_limit` for none".into());
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let default_burst = per_second.ceil().min(f64::from(u32::MAX)) as u32;
+        let burst = self.count(raw.burst.as_ref(), default_burst.max(1), 1, "burst");
+        Some(RateLimit { per_second, burst })
     }
 
     /// The admin side has no authentication yet, so its TCP listener stays on loopback.

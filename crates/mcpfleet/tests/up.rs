@@ -1038,9 +1038,7 @@ struct RawSession {
 impl RawSession {
     /// A new session; `Err(status)` when the gateway refuses it.
     async fn open(url: &str) -> Result<Self, u16> {
-        // This process has no `main` of mcpfleet's to install the rustls provider.
-        fleet_tls::install_default_provider();
-        let http = reqwest::Client::new();
+        let http = http_client();
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"up-test","version":"0"}}}"#;
         let response = post(&http, url, None, body).await;
         if response.status() != 200 {
@@ -1096,6 +1094,13 @@ impl RawSession {
             .unwrap();
         assert!(response.status().is_success());
     }
+}
+
+/// A reqwest client. This process has no `main` of mcpfleet's to install the rustls
+/// provider reqwest needs, so this does.
+fn http_client() -> reqwest::Client {
+    fleet_tls::install_default_provider();
+    reqwest::Client::new()
 }
 
 async fn post(
@@ -1220,4 +1225,37 @@ async fn wait_until_gone(pid: u32) {
         assert!(Instant::now() < deadline, "pid {pid} still runs");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[test]
+fn gateway_limits_from_the_fleet_file_apply() {
+    let fleet = Fleet::new(
+        "limits",
+        r#"
+version: 1
+name: limits
+gateway:
+  listen: 127.0.0.1:0
+  rate_limit: { per_second: 0.5, burst: 1 }
+servers:
+  search:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoint = server(&fleet.status(), "search").endpoint.clone().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = http_client();
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+        assert_eq!(post(&http, &endpoint, None, ping).await.status(), 200);
+        // The one request of the burst is spent: the next waits two seconds.
+        let refused = post(&http, &endpoint, None, ping).await;
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "2");
+    });
 }

@@ -1,6 +1,7 @@
 //! What the engine counts about the fleet, and its Prometheus text (the gateway renders its
 //! own families; the control plane serves both at `GET /metrics`).
 
+use fleet_gateway::escape_label_value;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -58,8 +59,8 @@ impl EngineMetrics {
                 let _ = writeln!(
                     out,
                     "{name}{{server=\"{}\",instance=\"{}\"}} {}",
-                    escape(&i.server),
-                    escape(&i.instance),
+                    escape_label_value(&i.server),
+                    escape_label_value(&i.instance),
                     value(i)
                 );
             }
@@ -79,20 +80,6 @@ impl EngineMetrics {
 
 /// Reads one family's value off an instance.
 type InstanceValue = fn(&InstanceMetrics) -> u64;
-
-/// A label value as the text format wants it: backslash, double quote and newline escaped.
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -154,8 +141,8 @@ mcpfleet_deployment_duration_seconds 1.25
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape(r#"a\b"c"#), r#"a\\b\"c"#);
-        assert_eq!(escape("two\nlines"), "two\\nlines");
+        assert_eq!(escape_label_value(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label_value("two\nlines"), "two\\nlines");
         let metrics = EngineMetrics {
             instances: vec![InstanceMetrics {
                 server: "odd\"name".into(),

@@ -62,7 +62,7 @@ pub use error::{GatewayError, UpstreamFailure};
 pub use link::StdioLink;
 pub use metrics::{
     Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts,
-    RevisionStats, ToolCount,
+    RevisionStats, ToolCount, escape_label_value,
 };
 pub use pool::{AcquireError, SessionProcesses, StdioLease};
 pub use routes::{RevisionRoute, RouteTable, RouteTableError, Upstream};

@@ -405,7 +405,7 @@ impl MetricsSnapshot {
                 let _ = writeln!(
                     out,
                     "mcpfleet_gateway_requests_total{{server=\"{}\",revision=\"{revision}\",method=\"{}\",outcome=\"{}\"}} {}",
-                    escape(&stats.server),
+                    escape_label_value(&stats.server),
                     count.method,
                     count.outcome.as_str(),
                     count.count
@@ -417,7 +417,7 @@ impl MetricsSnapshot {
         for stats in self.revisions.iter().filter(|s| s.revision.is_some()) {
             let labels = format!(
                 "server=\"{}\",revision=\"{}\"",
-                escape(&stats.server),
+                escape_label_value(&stats.server),
                 revision_label(stats.revision)
             );
             let mut cumulative = 0;
@@ -449,8 +449,8 @@ impl MetricsSnapshot {
                 let _ = writeln!(
                     out,
                     "mcpfleet_gateway_tool_calls_total{{server=\"{}\",revision=\"{revision}\",tool=\"{}\",outcome=\"{}\"}} {}",
-                    escape(&stats.server),
-                    escape(&count.tool),
+                    escape_label_value(&stats.server),
+                    escape_label_value(&count.tool),
                     count.outcome.as_str(),
                     count.count
                 );
@@ -462,7 +462,7 @@ impl MetricsSnapshot {
             let _ = writeln!(
                 out,
                 "mcpfleet_gateway_sessions_active{{server=\"{}\"}} {count}",
-                escape(server)
+                escape_label_value(server)
             );
         }
         out
@@ -473,8 +473,9 @@ fn revision_label(revision: Option<u64>) -> String {
     revision.map_or_else(|| "none".to_owned(), |r| r.to_string())
 }
 
-/// Label values: backslash, quote and newline escaped.
-fn escape(value: &str) -> String {
+/// A Prometheus label value as the text format wants it: backslash, double quote and
+/// newline escaped. Public so every `/metrics` family is written the same way.
+pub fn escape_label_value(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use fleet_testkit::HttpSampleServer;
 
 use crate::stdio::per_session;
-use crate::{DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, table};
+use crate::{DEADLINE, TestGateway, echo, legacy_client, raw_post, raw_session, table};
 
 const TOKEN: &str = "audit-token-0c6f3e9a8d2b4f71";
 
@@ -125,19 +125,7 @@ async fn a_session_may_have_only_so_many_requests_in_flight() {
     })
     .await;
     let url = gateway.url("alpha");
-    let response = raw_post(&url)
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
-    let session = response.headers()["mcp-session-id"].clone();
-    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    raw_post(&url)
-        .header("mcp-session-id", session.clone())
-        .json(&initialized)
-        .send()
-        .await
-        .unwrap();
+    let session = raw_session(&url).await;
     let sleep = |id: u64| {
         raw_post(&url)
             .header("mcp-session-id", session.clone())
@@ -211,19 +199,7 @@ async fn raw_sessions_with_equal_ids_on_a_shared_process_are_audited() {
     let url = gateway.url("memory");
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let response = raw_post(&url)
-            .json(&initialize_body())
-            .send()
-            .await
-            .unwrap();
-        let session = response.headers()["mcp-session-id"].clone();
-        response.text().await.unwrap();
-        raw_post(&url)
-            .header("mcp-session-id", session.clone())
-            .json(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .send()
-            .await
-            .unwrap();
+        let session = raw_session(&url).await;
         sessions.push(session);
     }
     for session in sessions.iter().chain(&sessions) {

@@ -171,6 +171,24 @@ fn initialize_body() -> serde_json::Value {
     })
 }
 
+/// A raw legacy session through `url` (`initialize`, then `notifications/initialized`,
+/// answered 202): its `Mcp-Session-Id`.
+async fn raw_session(url: &str) -> reqwest::header::HeaderValue {
+    let response = raw_post(url).json(&initialize_body()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"].clone();
+    response.text().await.unwrap();
+    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = raw_post(url)
+        .header("mcp-session-id", session.clone())
+        .json(&initialized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    session
+}
+
 fn raw_post(url: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(url)

@@ -16,7 +16,9 @@ use futures::future::{BoxFuture, join_all};
 use rmcp::model::CallToolRequestParams;
 use tokio::process::{Child, Command};
 
-use crate::{DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, text};
+use crate::{
+    DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, raw_session, text,
+};
 
 fn spawn(program: &Path, args: &[String]) -> Child {
     Command::new(program)
@@ -242,20 +244,7 @@ async fn a_process_killed_mid_call_fails_the_call_and_the_next_session_works() {
     let (spawner, table) = per_session(&["--tools", "echo,sleep"], 4, Duration::from_secs(60));
     let gateway = TestGateway::start(table, |_| {}).await;
     let url = gateway.url("solo");
-    let response = raw_post(&url)
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
-    let session = response.headers()["mcp-session-id"].clone();
-    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let response = raw_post(&url)
-        .header("mcp-session-id", session.clone())
-        .json(&initialized)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    let session = raw_session(&url).await;
 
     let sleep = serde_json::json!({
         "jsonrpc": "2.0", "id": 9, "method": "tools/call",
@@ -302,20 +291,7 @@ async fn a_broken_answer_stream_is_resumed_with_last_event_id() {
     let (_spawner, table) = per_session(&["--tools", "sleep"], 4, Duration::from_secs(60));
     let gateway = TestGateway::start(table, |_| {}).await;
     let url = gateway.url("solo");
-    let response = raw_post(&url)
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
-    let session = response.headers()["mcp-session-id"].clone();
-    response.text().await.unwrap();
-    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    raw_post(&url)
-        .header("mcp-session-id", session.clone())
-        .json(&initialized)
-        .send()
-        .await
-        .unwrap();
+    let session = raw_session(&url).await;
 
     let sleep = serde_json::json!({
         "jsonrpc": "2.0", "id": 5, "method": "tools/call",

@@ -147,11 +147,13 @@ impl<R: Runtime + 'static> SessionPool<R> {
         spec.id = InstanceId(format!("{}-r{REVISION}-s{number}", self.spec.server));
         let id = spec.id.clone();
         self.state().ids.insert(id.0.clone());
-        let mut instance = shared
-            .runtime
-            .start(spec)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut instance = match shared.runtime.start(spec).await {
+            Ok(instance) => instance,
+            Err(error) => {
+                self.state().ids.remove(&id.0);
+                return Err(error.to_string());
+            }
+        };
         let pipes = match instance.events.recv().await {
             Some(Lifecycle::Running {
                 pipes: Some(pipes), ..
@@ -238,9 +240,16 @@ struct Release<R: Runtime + 'static> {
 impl<R: Runtime + 'static> Drop for Release<R> {
     fn drop(&mut self) {
         if let (Some(pool), Some(id)) = (self.pool.upgrade(), self.id.take()) {
-            pool.state().live -= 1;
-            pool.stop(id);
-            pool.refill();
+            let closed = {
+                let mut state = pool.state();
+                state.live -= 1;
+                state.closed
+            };
+            // A closed pool stopped all its processes already; its ids may be reused.
+            if !closed {
+                pool.stop(id);
+                pool.refill();
+            }
         }
     }
 }
@@ -277,16 +286,27 @@ impl<R: Runtime + 'static> SessionProcesses for SessionPool<R> {
                     Next::Wait => warmed.await,
                 }
             };
-            match self.start_one(number).await {
-                Ok(started) => {
-                    self.refill();
-                    Ok(self.lease(started))
+            // In a task of its own: a client that gives up while the process starts
+            // must not strand it (the finished lease is then dropped: stopped, slot freed).
+            let pool = self
+                .me
+                .upgrade()
+                .ok_or(AcquireError::Failed("the engine is gone".into()))?;
+            let started = tokio::spawn(async move {
+                match pool.start_one(number).await {
+                    Ok(started) => {
+                        pool.refill();
+                        Ok(pool.lease(started))
+                    }
+                    Err(why) => {
+                        pool.state().live -= 1;
+                        Err(AcquireError::Failed(why))
+                    }
                 }
-                Err(why) => {
-                    self.state().live -= 1;
-                    Err(AcquireError::Failed(why))
-                }
-            }
+            });
+            started
+                .await
+                .unwrap_or_else(|error| Err(AcquireError::Failed(error.to_string())))
         })
     }
 

@@ -150,7 +150,7 @@ impl HubState {
         }
     }
 
-    /// To the request's stream; kept in the log only while its client is away.
+    /// To the request's stream (and the log, for resumption).
     fn send_to_request(&mut self, key: &str, message: Bytes, last: bool) {
         let Some(slot) = self.requests.get(key) else {
             return;
@@ -182,6 +182,11 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A virtual connection's hub (mcpfleet's own health check), not a client's.
+    pub(crate) fn is_raw(&self) -> bool {
+        self.state().raw.is_some()
+    }
+
     /// Opens the stream of request `id` (with its progress token): it gets the
     /// request's related messages and ends with its response.
     pub(crate) fn begin(&self, id: &RawValue, token: Option<&RawValue>) -> Stream {
@@ -209,20 +214,12 @@ impl Hub {
         Stream { number, events }
     }
 
-    /// Forgets request `id`: it failed before its answer stream began.
+    /// Forgets request `id` (it failed, or was cancelled): its answer stream ends.
     pub(crate) fn end(&self, id: &RawValue) {
         let key = id_key(id);
         let mut state = self.state();
         state.requests.remove(&key);
         state.tokens.retain(|_, request| *request != key);
-    }
-
-    /// Request `id`'s client went away before the response: its events are kept for a
-    /// `Last-Event-ID` resumption instead of sent.
-    pub(crate) fn detach(&self, id: &RawValue) {
-        if let Some(slot) = self.state().requests.get_mut(&id_key(id)) {
-            slot.sink = None;
-        }
     }
 
     /// Opens the session's GET stream, with what was kept for it; `None` when one is
@@ -318,7 +315,7 @@ impl Hub {
                 let newest = state
                     .requests
                     .iter()
-                    .filter(|(_, slot)| slot.sink.is_some())
+                    .filter(|(_, slot)| slot.sink.as_ref().is_some_and(|s| !s.is_closed()))
                     .max_by_key(|(_, slot)| slot.stream)
                     .map(|(key, _)| key.clone());
                 match newest {
@@ -383,7 +380,6 @@ mod tests {
         assert_eq!(seen.message, "progress 1");
         // The client goes away; the request goes on.
         drop(first);
-        hub.detach(&raw("7"));
         hub.deliver(progress(2));
         let mut resumed = hub.resume(seen.id);
         hub.deliver(response(7));

@@ -31,6 +31,9 @@ use crate::error::code;
 use crate::hub::{Hub, Routed};
 use crate::jsonrpc;
 
+/// The attachment id no session has (ids start at 1).
+const NOBODY: u64 = 0;
+
 /// Messages queued for a process's stdin before senders wait.
 const OUTBOX: usize = 1024;
 
@@ -138,7 +141,12 @@ impl StdioLink {
             closed: watch::channel(false).0,
             state: Mutex::new(State::default()),
         });
-        tokio::spawn(write_loop(stdin, queue, inner.closed.subscribe()));
+        let writer = Arc::clone(&inner);
+        tokio::spawn(async move {
+            write_loop(stdin, queue, writer.closed.subscribe()).await;
+            // stdin is gone: whatever the process still says, no request can reach it.
+            writer.close();
+        });
         tokio::spawn(read_loop(Arc::clone(&inner), stdout));
         Self { inner }
     }
@@ -445,16 +453,27 @@ impl Inner {
 }
 
 /// The attachment with the newest request in flight, else the only one.
+/// The client session with the newest request in flight, else the only one. mcpfleet's
+/// own health check is never asked: it cannot answer for a client.
 fn newest_requester(state: &State) -> Option<u64> {
+    let is_client = |attachment: &u64| {
+        state
+            .attachments
+            .get(attachment)
+            .is_some_and(|hub| !hub.is_raw())
+    };
     state
         .pending
         .iter()
+        .filter(|(_, p)| is_client(&p.attachment))
         .max_by_key(|(number, _)| **number)
         .map(|(_, p)| p.attachment)
         .or_else(|| {
-            (state.attachments.len() == 1)
-                .then(|| state.attachments.keys().next().copied())
-                .flatten()
+            let mut clients = state.attachments.keys().filter(|a| is_client(a));
+            match (clients.next(), clients.next()) {
+                (Some(only), None) => Some(*only),
+                _ => None,
+            }
         })
 }
 
@@ -557,6 +576,12 @@ impl Attachment {
         if self.is_closed() {
             return Err(LinkClosed);
         }
+        if message.method.as_deref() == Some("notifications/cancelled")
+            && let Some(id) = message.cancelled_request
+        {
+            // Its answer stream ends now; no response will come.
+            self.hub.end(id);
+        }
         let bytes = if self.inner.shared {
             match self.rewrite(message, bytes) {
                 Some(bytes) => bytes,
@@ -615,6 +640,10 @@ impl Attachment {
                     .iter()
                     .find(|(_, p)| p.attachment == self.id && id_key(&p.original) == original)
                     .map(|(n, _)| *n)?;
+                // The server will not answer a cancelled request: forget it now.
+                if let Some(token) = state.pending.remove(&number).and_then(|p| p.token) {
+                    state.tokens.remove(&token);
+                }
                 let number = RawValue::from_string(number.to_string()).ok()?;
                 with_param(&bytes, "requestId", &number)
                     .ok()
@@ -675,6 +704,13 @@ impl Drop for Attachment {
         let mut state = self.inner.state();
         state.attachments.remove(&self.id);
         let id = self.id;
+        // The process's first `initialize` still completes for those waiting on it:
+        // its answer goes to no one (attachment 0 is never used).
+        for pending in state.pending.values_mut() {
+            if pending.attachment == id && pending.initialize {
+                pending.attachment = NOBODY;
+            }
+        }
         state.pending.retain(|_, p| p.attachment != id);
         state.tokens.retain(|_, (a, _)| *a != id);
         state.server_requests.retain(|_, a| *a != id);

@@ -241,11 +241,17 @@ async fn handle(
         shared.sessions.remove(&session_id);
         return Err(GatewayError::UnknownSession);
     };
+    // Only POSTs count: an open GET stream or a DELETE is not work in flight (and a
+    // session at its limit can still be ended).
     let limit = shared.config.max_session_concurrency;
-    let in_flight = session.begin(limit).ok_or(GatewayError::SessionBusy {
-        limit,
-        id: peek.id.clone(),
-    })?;
+    let in_flight = if method == Method::POST {
+        Some(session.begin(limit).ok_or(GatewayError::SessionBusy {
+            limit,
+            id: peek.id.clone(),
+        })?)
+    } else {
+        None
+    };
     let upstream_session = match &session.upstream {
         SessionUpstream::Http(upstream_session) => upstream_session.clone(),
         SessionUpstream::Stdio { .. } => {
@@ -658,6 +664,7 @@ impl hyper::body::Body for SseRelay {
         }
         // An MRTR state is pinned before the client can read it and retry.
         if self.mrtr_seen
+            && self.pins.is_some()
             && let Some(response) = self.scan.as_ref().and_then(SseScan::response)
             && let Some((pins, pin)) = self.pins.take()
         {

@@ -59,11 +59,16 @@ pub(crate) struct Session {
     pub(crate) revision: u64,
     pub(crate) instance: Arc<Instance>,
     pub(crate) upstream: SessionUpstream,
-    /// Requests of this session being answered (open answer streams included).
+    /// POSTs of this session being answered (their answer streams included).
     pub(crate) in_flight: Arc<AtomicUsize>,
 }
 
 impl Session {
+    /// A stdio session whose process has ended: its slot is free for a new session.
+    pub(crate) fn process_gone(&self) -> bool {
+        matches!(&self.upstream, SessionUpstream::Stdio { attachment, .. } if attachment.is_closed())
+    }
+
     /// Counts a request in flight until the returned guard drops; `None` when
     /// `limit` are already. The guard does not keep the session (and its process)
     /// alive: an open GET stream must not outlive its session.
@@ -107,6 +112,15 @@ struct Entry {
     session: Arc<Session>,
     last_used: Instant,
     idle_timeout: Duration,
+}
+
+impl Entry {
+    /// Unused for its idle timeout — and no POST in flight: a long tool call keeps its
+    /// session (an open GET stream does not).
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.last_used) >= self.idle_timeout
+            && self.session.in_flight.load(Ordering::Acquire) == 0
+    }
 }
 
 #[derive(Debug)]
@@ -172,7 +186,7 @@ impl Sessions {
         let expired: Vec<SessionId> = state
             .sessions
             .iter()
-            .filter(|(_, entry)| now.duration_since(entry.last_used) >= entry.idle_timeout)
+            .filter(|(_, entry)| entry.expired(now) || entry.session.process_gone())
             .map(|(id, _)| *id)
             .collect();
         expired
@@ -188,7 +202,7 @@ impl Sessions {
         let now = Instant::now();
         let mut state = self.state();
         let entry = state.sessions.get_mut(id)?;
-        if now.duration_since(entry.last_used) >= entry.idle_timeout {
+        if entry.expired(now) {
             let expired = state.sessions.remove(id);
             drop(state);
             drop(expired);
@@ -212,7 +226,7 @@ impl Sessions {
         let state = self.state();
         let mut counts = BTreeMap::new();
         for entry in state.sessions.values() {
-            if now.duration_since(entry.last_used) < entry.idle_timeout {
+            if !entry.expired(now) {
                 *counts.entry(entry.session.server.to_string()).or_insert(0) += 1;
             }
         }

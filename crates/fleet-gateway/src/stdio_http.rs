@@ -18,7 +18,7 @@ use crate::Shared;
 use crate::audit::{ToolCall, ToolOutcome};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
-use crate::hub::{Event, EventId, Hub, Stream};
+use crate::hub::{Event, EventId, Stream};
 use crate::jsonrpc;
 use crate::link::ClientMessage;
 use crate::metrics::{MethodLabel, Outcome};
@@ -107,7 +107,14 @@ pub(crate) async fn open(
                 id: id(),
             }
         })?;
-    let mut response = post(shared, &target, &session, &message, request).await?;
+    let mut response = match post(shared, &target, &session, &message, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            // The client never learns this session's id: end it now.
+            shared.sessions.remove(&session_id);
+            return Err(error);
+        }
+    };
     response
         .headers_mut()
         .insert(MCP_SESSION_ID, session_id.header_value());
@@ -218,8 +225,6 @@ async fn post(
             stream,
             primed: false,
             measure: Some(measure),
-            attachment_hub: Arc::clone(&attachment.hub),
-            id: id.to_owned(),
             _session: Arc::clone(session),
         };
         return Ok(sse_response(Body::from_stream(events.into_stream())));
@@ -323,8 +328,6 @@ struct RequestEvents {
     /// before any message resume it.
     primed: bool,
     measure: Option<Measure>,
-    attachment_hub: Arc<Hub>,
-    id: Box<serde_json::value::RawValue>,
     _session: Arc<Session>,
 }
 
@@ -353,13 +356,17 @@ impl RequestEvents {
 impl Drop for RequestEvents {
     fn drop(&mut self) {
         // The client went away before the response: the request goes on, its events
-        // kept for a `Last-Event-ID` resumption. Not the upstream's failure: the
-        // request is not counted; a tool call is audited as unanswered.
-        if let Some(measure) = self.measure.take() {
-            self.attachment_hub.detach(&self.id);
-            if let Some(call) = measure.tool_call {
-                call.finish(&measure.target, ToolOutcome::TransportError);
-            }
+        // kept for a `Last-Event-ID` resumption (the hub notices the closed stream on
+        // its next event; detaching here could cut off a resumption already made).
+        // Not the upstream's failure: the request is not counted; a tool call is
+        // audited as unanswered.
+        if let Some(Measure {
+            tool_call: Some(call),
+            target,
+            ..
+        }) = self.measure.take()
+        {
+            call.finish(&target, ToolOutcome::TransportError);
         }
     }
 }

@@ -11,9 +11,11 @@
 //! result and their `notifications/initialized` are not repeated.
 //!
 //! Messages from the server are routed to the session that owns them: responses by id,
-//! progress by token, server→client requests and log messages to the session with the
-//! newest request in flight (stdio carries no other hint), everything else to every
-//! session. Only the top-level `id` and the token in `params` are ever re-encoded.
+//! progress by token, server→client requests to the client session with the newest
+//! request in flight (stdio carries no other hint; never mcpfleet's health check). Other
+//! notifications go to the one session of an exclusive link (log messages on the stream
+//! of its newest request), and to every session of a shared one. Only the top-level
+//! `id` and the token (or cancelled id) in `params` are ever re-encoded.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

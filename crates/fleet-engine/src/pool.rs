@@ -182,9 +182,11 @@ impl<R: Runtime + 'static> SessionPool<R> {
                         }
                         removed
                     };
+                    // Not refilled from here: a server that dies right after starting
+                    // would be restarted in a tight loop. The next acquire or release
+                    // refills the pool.
                     if was_ready {
                         pool.stop(watched.clone());
-                        pool.refill();
                     }
                 }
             }

@@ -165,13 +165,26 @@ impl HttpSampleServer {
 /// # Panics
 /// When it cannot start.
 pub fn stdio_sample_server(args: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(sample_server_binary())
-        .args(["--transport", "stdio"])
+    let args: Vec<String> = ["--transport", "stdio"]
+        .iter()
+        .chain(args)
+        .map(|a| (*a).to_owned())
+        .collect();
+    stdio_process(&sample_server_binary(), &args)
+}
+
+/// Any stdio MCP server, `PROGRAM ARGS…`, with piped stdin/stdout, stderr discarded,
+/// killed on drop.
+///
+/// # Panics
+/// When it cannot start.
+pub fn stdio_process(program: &std::path::Path, args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("start mcp-sample-server")
+        .unwrap_or_else(|error| panic!("start {}: {error}", program.display()))
 }

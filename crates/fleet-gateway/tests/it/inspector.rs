@@ -56,34 +56,18 @@ async fn the_inspector_cli_lists_and_calls_tools_through_the_gateway() {
         describe(&refused)
     );
 
-    let list = run(
+    let listed = inspect(
         "inspector tools/list",
         inspector(&["--method", "tools/list"]),
-        CALL_LIMIT,
     )
     .await;
-    assert_eq!(list.status.code(), Some(0), "{}", describe(&list));
-    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_else(|error| {
-        panic!(
-            "tools/list output is not JSON ({error})\n{}",
-            describe(&list)
-        )
-    });
-    let mut names: Vec<_> = listed["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tools array\n{}", describe(&list)))
-        .iter()
-        .filter_map(|tool| tool["name"].as_str())
-        .collect();
-    names.sort_unstable();
     assert_eq!(
-        names,
+        tool_names(&listed),
         ["add", "echo", "fail", "sleep"],
-        "{}",
-        describe(&list)
+        "{listed}"
     );
 
-    let call = run(
+    let result = inspect(
         "inspector tools/call",
         inspector(&[
             "--method",
@@ -93,18 +77,10 @@ async fn the_inspector_cli_lists_and_calls_tools_through_the_gateway() {
             "--tool-arg",
             "message=hi",
         ]),
-        CALL_LIMIT,
     )
     .await;
-    assert_eq!(call.status.code(), Some(0), "{}", describe(&call));
-    let result: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap_or_else(|error| {
-        panic!(
-            "tools/call output is not JSON ({error})\n{}",
-            describe(&call)
-        )
-    });
-    assert_eq!(result["content"][0]["text"], "hi", "{}", describe(&call));
-    assert_ne!(result["isError"], true, "{}", describe(&call));
+    assert_eq!(result["content"][0]["text"], "hi", "{result}");
+    assert_ne!(result["isError"], true, "{result}");
     assert!(upstream.logged("tools/call echo"));
 }
 
@@ -128,24 +104,15 @@ async fn the_inspector_cli_uses_server_everything_on_stdio_through_the_gateway()
         command
     };
 
-    let list = run(
+    let listed = inspect(
         "inspector tools/list (server-everything)",
         inspector(&["--method", "tools/list"]),
-        CALL_LIMIT,
     )
     .await;
-    assert_eq!(list.status.code(), Some(0), "{}", describe(&list));
-    let listed: serde_json::Value = serde_json::from_slice(&list.stdout)
-        .unwrap_or_else(|error| panic!("not JSON ({error})\n{}", describe(&list)));
-    let names: Vec<_> = listed["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no tools array\n{}", describe(&list)))
-        .iter()
-        .filter_map(|tool| tool["name"].as_str())
-        .collect();
-    assert!(names.contains(&"echo"), "{names:?}");
+    let names = tool_names(&listed);
+    assert!(names.iter().any(|n| n == "echo"), "{names:?}");
 
-    let call = run(
+    let result = inspect(
         "inspector tools/call (server-everything)",
         inspector(&[
             "--method",
@@ -155,14 +122,34 @@ async fn the_inspector_cli_uses_server_everything_on_stdio_through_the_gateway()
             "--tool-arg",
             "message=through stdio",
         ]),
-        CALL_LIMIT,
     )
     .await;
-    assert_eq!(call.status.code(), Some(0), "{}", describe(&call));
-    let result: serde_json::Value = serde_json::from_slice(&call.stdout)
-        .unwrap_or_else(|error| panic!("not JSON ({error})\n{}", describe(&call)));
     let text = result["content"][0]["text"].as_str().unwrap_or_default();
-    assert!(text.contains("through stdio"), "{}", describe(&call));
+    assert!(text.contains("through stdio"), "{result}");
     // Each CLI run was its own session, on its own process.
     assert!(processes.pids.lock().unwrap().len() >= 2);
+}
+
+/// Runs an inspector CLI call that must succeed; its JSON output.
+async fn inspect(what: &str, command: tokio::process::Command) -> serde_json::Value {
+    let output = run(what, command, CALL_LIMIT).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{what}: output is not JSON ({error})\n{}",
+            describe(&output)
+        )
+    })
+}
+
+/// The tool names of a `tools/list` result, sorted.
+fn tool_names(listed: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = listed["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools array in {listed}"))
+        .iter()
+        .filter_map(|tool| tool["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort_unstable();
+    names
 }

@@ -6,7 +6,7 @@ use fleet_testkit::{HttpSampleServer, wait_until};
 use rmcp::model::CallToolRequestParams;
 
 use crate::{
-    DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, server_name, table, text,
+    DEADLINE, TestGateway, echo, legacy_client, raw_initialize, raw_post, server_name, table, text,
 };
 
 #[tokio::test]
@@ -64,11 +64,7 @@ async fn the_client_sees_only_gateway_session_ids() {
 
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let response = raw_post(&gateway.url("alpha"))
-            .json(&initialize_body())
-            .send()
-            .await
-            .unwrap();
+        let response = raw_initialize(&gateway.url("alpha")).await;
         assert_eq!(response.status(), 200);
         let id = response.headers()["mcp-session-id"]
             .to_str()
@@ -130,11 +126,7 @@ async fn unknown_and_missing_sessions() {
         .await
         .unwrap();
     assert_eq!(get.status(), 400);
-    let unknown = raw_post(&gateway.url("nope"))
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
+    let unknown = raw_initialize(&gateway.url("nope")).await;
     assert_eq!(unknown.status(), 404);
     let body: serde_json::Value = unknown.json().await.unwrap();
     assert!(
@@ -263,11 +255,7 @@ async fn an_unreachable_upstream_is_a_502_with_the_request_id() {
     let port = fleet_testkit::free_port();
     let dead = format!("http://127.0.0.1:{port}/mcp");
     let gateway = TestGateway::start(table("alpha", &[(1, 100, &[("a", &dead)])]), |_| {}).await;
-    let response = raw_post(&gateway.url("alpha"))
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
+    let response = raw_initialize(&gateway.url("alpha")).await;
     assert_eq!(response.status(), 502);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["id"], 1);
@@ -300,11 +288,7 @@ async fn an_idle_session_ends_upstream_too() {
         c.session_idle_timeout = Duration::from_millis(300);
     })
     .await;
-    let response = raw_post(&gateway.url("alpha"))
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
+    let response = raw_initialize(&gateway.url("alpha")).await;
     assert_eq!(response.status(), 200);
     let session = response.headers()["mcp-session-id"].clone();
     response.text().await.unwrap();

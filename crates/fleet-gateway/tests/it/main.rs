@@ -174,7 +174,7 @@ fn initialize_body() -> serde_json::Value {
 /// A raw legacy session through `url` (`initialize`, then `notifications/initialized`,
 /// answered 202): its `Mcp-Session-Id`.
 async fn raw_session(url: &str) -> reqwest::header::HeaderValue {
-    let response = raw_post(url).json(&initialize_body()).send().await.unwrap();
+    let response = raw_initialize(url).await;
     assert_eq!(response.status(), 200);
     let session = response.headers()["mcp-session-id"].clone();
     response.text().await.unwrap();
@@ -187,6 +187,11 @@ async fn raw_session(url: &str) -> reqwest::header::HeaderValue {
         .unwrap();
     assert_eq!(response.status(), 202);
     session
+}
+
+/// A raw `initialize` POST to `url`, its response unread.
+async fn raw_initialize(url: &str) -> reqwest::Response {
+    raw_post(url).json(&initialize_body()).send().await.unwrap()
 }
 
 fn raw_post(url: &str) -> reqwest::RequestBuilder {

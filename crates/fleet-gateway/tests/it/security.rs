@@ -5,7 +5,7 @@ use sha2::{Digest as _, Sha256};
 
 use fleet_testkit::HttpSampleServer;
 
-use crate::{TestGateway, echo, initialize_body, legacy_client, raw_post, text};
+use crate::{TestGateway, echo, initialize_body, legacy_client, raw_initialize, raw_post, text};
 
 const ALPHA_TOKEN: &str = "alpha-token-0123456789abcdef";
 const BETA_TOKEN: &str = "beta-token-fedcba9876543210";
@@ -50,11 +50,7 @@ async fn tokens_are_required_scoped_and_never_echoed() {
     .await;
     let alpha = gateway.url("alpha");
 
-    let missing = raw_post(&alpha)
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
+    let missing = raw_initialize(&alpha).await;
     assert_eq!(missing.status(), 401);
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
 
@@ -179,18 +175,10 @@ async fn the_rate_limit_answers_429_with_retry_after() {
     .await;
     let alpha = gateway.url("alpha");
     for _ in 0..2 {
-        let response = raw_post(&alpha)
-            .json(&initialize_body())
-            .send()
-            .await
-            .unwrap();
+        let response = raw_initialize(&alpha).await;
         assert_eq!(response.status(), 200);
     }
-    let limited = raw_post(&alpha)
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
+    let limited = raw_initialize(&alpha).await;
     assert_eq!(limited.status(), 429);
     let retry_after: u64 = limited.headers()["retry-after"]
         .to_str()

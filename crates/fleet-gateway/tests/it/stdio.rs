@@ -3,7 +3,6 @@
 //! [`SessionProcesses`] that spawns them.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,29 +10,18 @@ use std::time::Duration;
 use fleet_gateway::{
     AcquireError, RevisionRoute, RouteTable, SessionProcesses, StdioLease, StdioLink, Upstream,
 };
-use fleet_testkit::{sample_server_binary, wait_until};
+use fleet_testkit::{sample_server_binary, stdio_process, wait_until};
 use futures::future::{BoxFuture, join_all};
 use rmcp::model::CallToolRequestParams;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::{
-    DEADLINE, TestGateway, echo, initialize_body, legacy_client, raw_post, raw_session, text,
+    DEADLINE, TestGateway, echo, legacy_client, raw_initialize, raw_post, raw_session, text,
 };
-
-fn spawn(program: &Path, args: &[String]) -> Child {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mcp-sample-server")
-}
 
 /// One shared process behind `server`.
 pub(crate) fn shared_table(server: &str, args: &[&str]) -> (RouteTable, Child) {
-    let mut child = spawn(&sample_server_binary(), &sample_args(args));
+    let mut child = stdio_process(&sample_server_binary(), &sample_args(args));
     let link = StdioLink::shared(
         "shared-0",
         child.stdin.take().unwrap(),
@@ -83,7 +71,7 @@ impl SessionProcesses for Spawner {
             if self.live.load(Ordering::SeqCst) >= self.max as usize {
                 return Err(AcquireError::AtCapacity { max: self.max });
             }
-            let mut child = spawn(&self.program, &self.args);
+            let mut child = stdio_process(&self.program, &self.args);
             self.pids.lock().unwrap().extend(child.id());
             self.live.fetch_add(1, Ordering::SeqCst);
             let stdin = child.stdin.take().unwrap();
@@ -213,11 +201,7 @@ async fn per_session_servers_refuse_new_sessions_at_their_cap() {
     let (_spawner, table) = per_session(&[], 1, Duration::from_secs(60));
     let gateway = TestGateway::start(table, |_| {}).await;
     let _first = legacy_client(&gateway.url("solo"), None).await;
-    let response = raw_post(&gateway.url("solo"))
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
+    let response = raw_initialize(&gateway.url("solo")).await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["id"], 1);

@@ -50,7 +50,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 use supervisor::{Control, Supervisor};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -202,8 +201,7 @@ impl Runtime for ProcessRuntime {
                 log.line(format!("--- spawn failed: {e}").into_bytes())
                     .await;
                 // On disk before the caller hears of it (`mcpfleet logs` shows why).
-                drop(log);
-                let _ = tokio::time::timeout(Duration::from_secs(2), log_task).await;
+                log.synced().await;
                 return Err(e);
             }
         };

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Size cap and retention of instance log files.
@@ -152,7 +152,13 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Sends complete lines to an instance's log task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct LogWriter {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Entry>,
+}
+
+enum Entry {
+    Line(Vec<u8>),
+    /// Answered once every entry queued before it is written and flushed.
+    Synced(oneshot::Sender<()>),
 }
 
 impl LogWriter {
@@ -163,20 +169,36 @@ impl LogWriter {
             line.push(b'\n');
         }
         // If the log task is gone the line is lost; the process must not notice.
-        let _ = self.tx.send(line).await;
+        let _ = self.tx.send(Entry::Line(line)).await;
+    }
+
+    /// Waits until every line queued so far is on disk (or the log task is gone), so that
+    /// whoever hears of an event next can read its marker in the log.
+    pub(crate) async fn synced(&self) {
+        let (done, written) = oneshot::channel();
+        if self.tx.send(Entry::Synced(done)).await.is_ok() {
+            let _ = written.await;
+        }
     }
 }
 
 /// Starts the task that owns an instance's log file. It ends when every [`LogWriter`] is gone.
 pub(crate) fn spawn_log_task(log: RotatingLog) -> (LogWriter, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (tx, mut rx) = mpsc::channel::<Entry>(1024);
     let task = tokio::spawn(async move {
         let mut log = Some(log);
         let mut batch = Vec::new();
         let mut warned = false;
         while rx.recv_many(&mut batch, 512).await > 0 {
             let Some(mut file) = log.take() else { break };
-            let lines = std::mem::take(&mut batch);
+            let mut lines = Vec::with_capacity(batch.len());
+            let mut waiting = Vec::new();
+            for entry in batch.drain(..) {
+                match entry {
+                    Entry::Line(line) => lines.push(line),
+                    Entry::Synced(done) => waiting.push(done),
+                }
+            }
             let written = tokio::task::spawn_blocking(move || {
                 let result = lines
                     .iter()
@@ -185,6 +207,9 @@ pub(crate) fn spawn_log_task(log: RotatingLog) -> (LogWriter, JoinHandle<()>) {
                 (file, result)
             })
             .await;
+            for done in waiting {
+                let _ = done.send(());
+            }
             match written {
                 Ok((file, result)) => {
                     if let Err(e) = result

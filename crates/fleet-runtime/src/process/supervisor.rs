@@ -145,8 +145,11 @@ impl Supervisor {
         f(&mut lock(&self.status));
     }
 
+    /// Logs one of mcpfleet's own lines and waits until it is on disk: whoever hears of the
+    /// event next (a test, `mcpfleet logs`) finds its marker there.
     async fn marker(&self, text: String) {
         self.log.line(format!("--- {text}").into_bytes()).await;
+        self.log.synced().await;
     }
 
     async fn supervise(&mut self, spawned: Spawned) -> Phase {

@@ -1,0 +1,195 @@
+//! The control plane's durable state: what was deployed, how, and what happened.
+//!
+//! Owns:
+//! - **revisions**: every fleet revision (the fleet file's text and who recorded it why) and
+//!   the numbered server revisions it is made of, with their rendered specs and states;
+//! - **deployments** and their **step journal**: a step is written before its effect and
+//!   confirmed after, so that after a crash the engine can tell what it was doing
+//!   ([`StateStore::unfinished_deployments`]);
+//! - **events** and the gateway's **tool-call audit**, both paged by id;
+//! - the **schema** and its migrations, and **export/import** of the whole store as one JSON
+//!   document ([`StateExport`]).
+//!
+//! Does not own:
+//! - what a step *means*: steps are opaque JSON the engine defines and reads back;
+//! - rendering specs or computing their hashes (`fleet-spec`, `fleet-plan`);
+//! - secrets: the store never sees a secret value. Fleet files hold only secret references
+//!   and specs arrive already masked.
+//!
+//! [`StateStore`] is the trait the engine codes against (`Arc<dyn StateStore>`);
+//! [`SqliteStore`] is the embedded implementation, one database file in the state directory.
+
+mod error;
+mod model;
+mod sqlite;
+
+pub use error::StoreError;
+pub use model::{
+    AuditRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry,
+    NewDeployment, NewEvent, NewFleetRevision, NewServerRevision, RevisionState,
+    STATE_EXPORT_FORMAT, ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord,
+    StoredEvent,
+};
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// What every [`StateStore`] method returns: a boxed future, so the trait stays usable as
+/// `dyn StateStore` and a networked implementation can do real async I/O.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The control plane's durable state.
+///
+/// Every method that writes several rows does so in one transaction: after a crash either all
+/// of a call's rows are there or none are. Numbers (fleet revisions, server revisions per
+/// server, deployment ids, step sequence numbers, event and audit ids) start at 1 and only
+/// grow.
+///
+/// # Errors
+///
+/// Every method can fail with [`StoreError::Database`] (the database could not be read or
+/// written), when reading with [`StoreError::Corrupt`] (a stored row does not parse), and with
+/// [`StoreError::Invalid`] when given a number above `i64::MAX` (no store holds one; paging
+/// positions are the exception, they just reach the end). Each method lists the errors
+/// particular to it.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Records a new fleet revision, numbered one above the latest, and its server revisions.
+    ///
+    /// For each server: if the server's latest revision has the same `hash`, the fleet
+    /// revision reuses that revision's number (whatever its state); otherwise the server gets
+    /// a new revision, numbered one above its latest (or 1), in state
+    /// [`RevisionState::Pending`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] if two servers in `new.servers` have the same name.
+    fn record_fleet_revision(&self, new: NewFleetRevision) -> StoreFuture<'_, FleetRevision>;
+
+    /// The fleet revision with this number, if there is one.
+    fn fleet_revision(&self, number: u64) -> StoreFuture<'_, Option<FleetRevision>>;
+
+    /// The fleet revision with the highest number, if any was recorded.
+    fn latest_fleet_revision(&self) -> StoreFuture<'_, Option<FleetRevision>>;
+
+    /// Every fleet revision, in ascending number order, each with its source text.
+    fn fleet_revisions(&self) -> StoreFuture<'_, Vec<FleetRevision>>;
+
+    /// Revision `number` of `server`, if there is one.
+    fn server_revision(&self, server: &str, number: u64)
+    -> StoreFuture<'_, Option<ServerRevision>>;
+
+    /// Every revision of `server`, in ascending number order (empty for an unknown server).
+    fn server_revisions(&self, server: &str) -> StoreFuture<'_, Vec<ServerRevision>>;
+
+    /// Sets the state of revision `number` of `server`, with an optional reason (which
+    /// replaces the previous one).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if there is no such server revision.
+    fn set_server_revision_state(
+        &self,
+        server: &str,
+        number: u64,
+        state: RevisionState,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, ()>;
+
+    /// Starts a deployment: [`DeploymentStatus::InProgress`], started now, no steps.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] if `fleet_revision` or `from_revision` is not a recorded fleet
+    /// revision.
+    fn begin_deployment(&self, new: NewDeployment) -> StoreFuture<'_, DeploymentRecord>;
+
+    /// Journals a step *before* its effect: appended to the deployment as
+    /// [`StepState::Pending`], written now. Returns the step's sequence number within the
+    /// deployment (1, 2, …).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown deployment; [`StoreError::Conflict`] if the
+    /// deployment is already finished (succeeded, failed, rolled back or aborted).
+    fn append_step(&self, deployment: u64, step: serde_json::Value) -> StoreFuture<'_, u64>;
+
+    /// Confirms a step *after* its effect: [`StepState::Done`] or [`StepState::Failed`],
+    /// confirmed now, with an optional detail. Allowed whatever state the deployment is in, so
+    /// that crash recovery can settle steps it finds pending.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown step; [`StoreError::Conflict`] if the step was
+    /// already confirmed.
+    fn confirm_step(
+        &self,
+        deployment: u64,
+        seq: u64,
+        outcome: StepOutcome,
+        detail: Option<String>,
+    ) -> StoreFuture<'_, ()>;
+
+    /// Records the deployment's state, with an optional reason (which replaces the previous
+    /// one). A final state (succeeded, failed, rolled back, aborted) also stamps
+    /// `finished_at`; [`DeploymentStatus::Paused`] and [`DeploymentStatus::InProgress`] record
+    /// a pause and its resumption and leave the deployment unfinished.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown deployment; [`StoreError::Conflict`] if it is
+    /// already finished.
+    fn finish_deployment(
+        &self,
+        id: u64,
+        state: DeploymentStatus,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, ()>;
+
+    /// The deployment with this id, with its steps in sequence order, if there is one.
+    fn deployment(&self, id: u64) -> StoreFuture<'_, Option<DeploymentRecord>>;
+
+    /// Every deployment, in ascending id order, with its steps.
+    fn deployments(&self) -> StoreFuture<'_, Vec<DeploymentRecord>>;
+
+    /// The deployments still in progress or paused, in ascending id order, with their steps:
+    /// what crash recovery reads on start.
+    fn unfinished_deployments(&self) -> StoreFuture<'_, Vec<DeploymentRecord>>;
+
+    /// Appends events in one transaction and returns their ids, ascending, in input order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] if a revision or deployment number is beyond what the store
+    /// can hold (above `i64::MAX`).
+    fn append_events(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<u64>>;
+
+    /// Up to `limit` events with an id above `after`, in ascending id order. Page with the
+    /// last id seen; `after = 0` starts at the beginning.
+    fn events(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredEvent>>;
+
+    /// Appends tool-call audit records in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] if a duration is not a finite number or a revision number is
+    /// above `i64::MAX`.
+    fn append_audit(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, ()>;
+
+    /// Up to `limit` audit records with an id above `after`, in ascending id order.
+    fn audit(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>>;
+
+    /// The whole store as one document, read in one transaction.
+    fn export(&self) -> StoreFuture<'_, StateExport>;
+
+    /// Loads a document made by [`export`](StateStore::export) into an empty store, in one
+    /// transaction, keeping every id and number: exporting again gives the same document.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotEmpty`] if the store holds anything (nothing is changed);
+    /// [`StoreError::ExportFormat`] if the document's format is not
+    /// [`STATE_EXPORT_FORMAT`]; [`StoreError::Invalid`] if the document contradicts itself
+    /// (for example a fleet revision naming a server revision the document does not hold).
+    fn import(&self, state: StateExport) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,293 @@
+//! The records the store keeps, as the engine, the API and export documents see them.
+//!
+//! Times are RFC 3339 UTC strings with millisecond precision (`2026-11-22T03:04:05.000Z`):
+//! they sort as text and read the same in every export.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A fleet revision to record: what the user deployed, by whom and why, and the rendered
+/// server revisions it is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewFleetRevision {
+    /// The fleet's name.
+    pub fleet: String,
+    /// The fleet file's text. It holds secret references, never secret values.
+    pub source: String,
+    /// Where the fleet file was read from, as the user gave it.
+    pub source_path: String,
+    /// The environment overlay chosen with `--env`, if any.
+    pub env: Option<String>,
+    /// Who recorded it (a user name or a token name).
+    pub author: String,
+    /// Why, if the user said.
+    pub reason: Option<String>,
+    /// Every server in the fleet, rendered.
+    pub servers: Vec<NewServerRevision>,
+}
+
+/// One server of a [`NewFleetRevision`], rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewServerRevision {
+    /// The server's name (`servers.<name>`).
+    pub name: String,
+    /// The content hash of the rendered spec: equal hashes mean the same revision.
+    pub hash: String,
+    /// The rendered spec, secrets masked.
+    pub spec: serde_json::Value,
+}
+
+/// A recorded fleet revision: the set of server revisions deployed together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetRevision {
+    /// 1, 2, … in recording order.
+    pub number: u64,
+    /// The fleet's name.
+    pub fleet: String,
+    /// When it was recorded.
+    pub created_at: String,
+    /// Who recorded it.
+    pub author: String,
+    /// Why, if the user said.
+    pub reason: Option<String>,
+    /// The fleet file's text (secret references only).
+    pub source: String,
+    /// Where the fleet file was read from.
+    pub source_path: String,
+    /// The environment overlay, if any.
+    pub env: Option<String>,
+    /// Server name → the number of that server's revision in this fleet revision.
+    pub servers: BTreeMap<String, u64>,
+}
+
+/// A recorded server revision: an immutable rendered spec, numbered per server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerRevision {
+    /// The server's name.
+    pub server: String,
+    /// 1, 2, … per server.
+    pub number: u64,
+    /// The content hash of `spec`.
+    pub hash: String,
+    /// The rendered spec, secrets masked.
+    pub spec: serde_json::Value,
+    /// When it was first recorded.
+    pub created_at: String,
+    /// The fleet revision it was first recorded in.
+    pub fleet_revision: u64,
+    /// Where it stands.
+    pub state: RevisionState,
+    /// Why it is in that state, if said (e.g. why it failed).
+    pub reason: Option<String>,
+}
+
+/// Where a server revision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevisionState {
+    /// Recorded, not (yet) serving.
+    Pending,
+    /// Serving.
+    Active,
+    /// Was serving; replaced by a newer revision.
+    Superseded,
+    /// Failed to deploy or was aborted.
+    Failed,
+}
+
+/// A deployment to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeployment {
+    /// The fleet revision being deployed.
+    pub fleet_revision: u64,
+    /// The fleet revision deployed before, if any.
+    pub from_revision: Option<u64>,
+    /// A deployment or a rollback.
+    pub kind: DeploymentKind,
+    /// Why, if said.
+    pub reason: Option<String>,
+}
+
+/// What a deployment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentKind {
+    /// Moving to a new fleet revision.
+    Deploy,
+    /// Moving back to a stored fleet revision.
+    Rollback,
+}
+
+/// A recorded deployment and its step journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// 1, 2, … in start order.
+    pub id: u64,
+    /// The fleet revision being deployed.
+    pub fleet_revision: u64,
+    /// The fleet revision deployed before, if any.
+    pub from_revision: Option<u64>,
+    /// A deployment or a rollback.
+    pub kind: DeploymentKind,
+    /// Where it stands.
+    pub state: DeploymentStatus,
+    /// When it started.
+    pub started_at: String,
+    /// When it reached a final state; `None` while in progress or paused.
+    pub finished_at: Option<String>,
+    /// Why it is in its state, if said.
+    pub reason: Option<String>,
+    /// The journal, in sequence order.
+    pub steps: Vec<JournalEntry>,
+}
+
+/// Where a deployment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentStatus {
+    /// Running.
+    InProgress,
+    /// Waiting (for `promote`, `resume`, or by `on_failure: pause`).
+    Paused,
+    /// Finished: every step done.
+    Succeeded,
+    /// Finished: a step failed and nothing was rolled back.
+    Failed,
+    /// Finished: a step failed and the previous revision was restored.
+    RolledBack,
+    /// Finished: stopped by the user.
+    Aborted,
+}
+
+impl DeploymentStatus {
+    /// Whether this is a final state: the deployment will not change any more.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::InProgress | Self::Paused)
+    }
+}
+
+/// One step of a deployment's journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// 1, 2, … within the deployment.
+    pub seq: u64,
+    /// The step, as the engine described it (opaque to the store).
+    pub step: serde_json::Value,
+    /// Pending until confirmed.
+    pub state: StepState,
+    /// When it was journaled, before its effect.
+    pub written_at: String,
+    /// When it was confirmed, after its effect.
+    pub confirmed_at: Option<String>,
+    /// What the engine said when confirming (e.g. the failure).
+    pub detail: Option<String>,
+}
+
+/// Where a journaled step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Written; its effect may or may not have happened.
+    Pending,
+    /// Its effect happened.
+    Done,
+    /// Its effect failed.
+    Failed,
+}
+
+/// How a step ended, when confirming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Its effect happened.
+    Done,
+    /// Its effect failed.
+    Failed,
+}
+
+impl From<StepOutcome> for StepState {
+    fn from(outcome: StepOutcome) -> Self {
+        match outcome {
+            StepOutcome::Done => Self::Done,
+            StepOutcome::Failed => Self::Failed,
+        }
+    }
+}
+
+/// An event to record (`deployment_started`, `server_ready`, …; see DESIGN.md §9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// When it happened.
+    pub time: String,
+    /// What kind of event, e.g. `server_ready`.
+    pub kind: String,
+    /// The server it is about, if any.
+    pub server: Option<String>,
+    /// The server revision it is about, if any.
+    pub revision: Option<u64>,
+    /// The deployment it belongs to, if any.
+    pub deployment: Option<u64>,
+    /// The instance it is about, if any.
+    pub instance: Option<String>,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// A recorded event: the event and its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// 1, 2, … in recording order.
+    pub id: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// One tool call through the gateway (never its arguments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When the call was made.
+    pub time: String,
+    /// The name of the token the client used, if any (never the token itself).
+    pub token: Option<String>,
+    /// The server called.
+    pub server: String,
+    /// The server revision that answered.
+    pub revision: u64,
+    /// The tool called.
+    pub tool: String,
+    /// How it ended, e.g. `ok` or `error`.
+    pub outcome: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// A recorded audit record: the record and its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAuditRecord {
+    /// 1, 2, … in recording order.
+    pub id: u64,
+    /// The record.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+/// The format version of [`StateExport`] documents this build writes and reads.
+pub const STATE_EXPORT_FORMAT: u32 = 1;
+
+/// The whole store as one document (`mcpfleet export-state` / `import-state`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateExport {
+    /// The document's format version: [`STATE_EXPORT_FORMAT`] when written by this build.
+    pub format: u32,
+    /// Every fleet revision, ascending.
+    pub fleet_revisions: Vec<FleetRevision>,
+    /// Every server revision, by server name then number.
+    pub server_revisions: Vec<ServerRevision>,
+    /// Every deployment with its journal, ascending.
+    pub deployments: Vec<DeploymentRecord>,
+    /// Every event, ascending.
+    pub events: Vec<StoredEvent>,
+    /// Every audit record, ascending.
+    pub audit: Vec<StoredAuditRecord>,
+}

@@ -1,0 +1,903 @@
+//! The SQL behind each [`StateStore`](crate::StateStore) method, run synchronously on the
+//! store's connection. Each write is one transaction.
+
+use crate::{
+    AuditRecord, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
+    NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision, StateExport,
+    StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
+};
+use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(super) fn record_fleet_revision(
+    conn: &mut Connection,
+    new: NewFleetRevision,
+    now: &str,
+) -> Result<FleetRevision, StoreError> {
+    let mut names = BTreeSet::new();
+    if let Some(twice) = new.servers.iter().find(|s| !names.insert(s.name.as_str())) {
+        return Err(StoreError::Invalid {
+            what: format!(
+                "server `{}` appears twice in the fleet revision",
+                twice.name
+            ),
+        });
+    }
+    let tx = write(conn)?;
+    let number: u64 = tx
+        .query_row(
+            "SELECT coalesce(max(number), 0) + 1 FROM fleet_revisions",
+            [],
+            |r| r.get(0),
+        )
+        .db()?;
+    tx.execute(
+        "INSERT INTO fleet_revisions
+             (number, fleet, created_at, author, reason, source, source_path, env)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            number,
+            new.fleet,
+            now,
+            new.author,
+            new.reason,
+            new.source,
+            new.source_path,
+            new.env
+        ],
+    )
+    .db()?;
+    let mut servers = BTreeMap::new();
+    for server in &new.servers {
+        let latest: Option<(u64, String)> = tx
+            .query_row(
+                "SELECT number, hash FROM server_revisions WHERE server = ?1
+                 ORDER BY number DESC LIMIT 1",
+                [&server.name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .db()?;
+        let server_number = match latest {
+            Some((latest, hash)) if hash == server.hash => latest,
+            latest => {
+                let next = latest.map_or(1, |(n, _)| n + 1);
+                tx.execute(
+                    "INSERT INTO server_revisions
+                         (server, number, hash, spec, created_at, fleet_revision, state, reason)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+                    params![
+                        server.name,
+                        next,
+                        server.hash,
+                        server.spec.to_string(),
+                        now,
+                        number,
+                        text(RevisionState::Pending)?
+                    ],
+                )
+                .db()?;
+                next
+            }
+        };
+        tx.execute(
+            "INSERT INTO fleet_revision_servers (fleet_revision, server, server_revision)
+             VALUES (?1, ?2, ?3)",
+            params![number, server.name, server_number],
+        )
+        .db()?;
+        servers.insert(server.name.clone(), server_number);
+    }
+    tx.commit().db()?;
+    Ok(FleetRevision {
+        number,
+        fleet: new.fleet,
+        created_at: now.to_owned(),
+        author: new.author,
+        reason: new.reason,
+        source: new.source,
+        source_path: new.source_path,
+        env: new.env,
+        servers,
+    })
+}
+
+pub(super) fn fleet_revision(
+    conn: &mut Connection,
+    number: u64,
+) -> Result<Option<FleetRevision>, StoreError> {
+    Ok(select_fleet_revisions(conn, "WHERE number = ?1", [number])?.pop())
+}
+
+pub(super) fn latest_fleet_revision(
+    conn: &mut Connection,
+) -> Result<Option<FleetRevision>, StoreError> {
+    let filter = "WHERE number = (SELECT max(number) FROM fleet_revisions)";
+    Ok(select_fleet_revisions(conn, filter, [])?.pop())
+}
+
+pub(super) fn fleet_revisions(conn: &mut Connection) -> Result<Vec<FleetRevision>, StoreError> {
+    let tx = conn.transaction().db()?;
+    select_fleet_revisions(&tx, "", [])
+}
+
+pub(super) fn server_revision(
+    conn: &mut Connection,
+    server: &str,
+    number: u64,
+) -> Result<Option<ServerRevision>, StoreError> {
+    let filter = "WHERE server = ?1 AND number = ?2";
+    Ok(select_server_revisions(conn, filter, params![server, number])?.pop())
+}
+
+pub(super) fn server_revisions(
+    conn: &mut Connection,
+    server: &str,
+) -> Result<Vec<ServerRevision>, StoreError> {
+    select_server_revisions(conn, "WHERE server = ?1", [server])
+}
+
+pub(super) fn set_server_revision_state(
+    conn: &mut Connection,
+    server: &str,
+    number: u64,
+    state: RevisionState,
+    reason: Option<String>,
+) -> Result<(), StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE server_revisions SET state = ?3, reason = ?4 WHERE server = ?1 AND number = ?2",
+            params![server, number, text(state)?, reason],
+        )
+        .db()?;
+    if changed == 0 {
+        return Err(StoreError::NotFound {
+            what: format!("revision {number} of server `{server}`"),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn begin_deployment(
+    conn: &mut Connection,
+    new: NewDeployment,
+    now: &str,
+) -> Result<DeploymentRecord, StoreError> {
+    let tx = write(conn)?;
+    for number in std::iter::once(new.fleet_revision).chain(new.from_revision) {
+        let known = tx
+            .query_row(
+                "SELECT 1 FROM fleet_revisions WHERE number = ?1",
+                [number],
+                |_| Ok(()),
+            )
+            .optional()
+            .db()?;
+        if known.is_none() {
+            return Err(StoreError::NotFound {
+                what: format!("fleet revision {number}"),
+            });
+        }
+    }
+    let state = DeploymentStatus::InProgress;
+    tx.execute(
+        "INSERT INTO deployments (fleet_revision, from_revision, kind, state, started_at, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            new.fleet_revision,
+            new.from_revision,
+            text(new.kind)?,
+            text(state)?,
+            now,
+            new.reason
+        ],
+    )
+    .db()?;
+    let id = id_of_last_insert(&tx)?;
+    tx.commit().db()?;
+    Ok(DeploymentRecord {
+        id,
+        fleet_revision: new.fleet_revision,
+        from_revision: new.from_revision,
+        kind: new.kind,
+        state,
+        started_at: now.to_owned(),
+        finished_at: None,
+        reason: new.reason,
+        steps: Vec::new(),
+    })
+}
+
+pub(super) fn append_step(
+    conn: &mut Connection,
+    deployment: u64,
+    step: &serde_json::Value,
+    now: &str,
+) -> Result<u64, StoreError> {
+    let tx = write(conn)?;
+    let state = deployment_state(&tx, deployment)?;
+    if state.is_finished() {
+        return Err(StoreError::Conflict {
+            what: format!(
+                "deployment {deployment} is already finished ({}); it takes no more steps",
+                text(state)?
+            ),
+        });
+    }
+    let seq: u64 = tx
+        .query_row(
+            "SELECT coalesce(max(seq), 0) + 1 FROM journal WHERE deployment = ?1",
+            [deployment],
+            |r| r.get(0),
+        )
+        .db()?;
+    tx.execute(
+        "INSERT INTO journal (deployment, seq, step, state, written_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            deployment,
+            seq,
+            step.to_string(),
+            text(StepState::Pending)?,
+            now
+        ],
+    )
+    .db()?;
+    tx.commit().db()?;
+    Ok(seq)
+}
+
+pub(super) fn confirm_step(
+    conn: &mut Connection,
+    deployment: u64,
+    seq: u64,
+    outcome: StepOutcome,
+    detail: Option<String>,
+    now: &str,
+) -> Result<(), StoreError> {
+    let tx = write(conn)?;
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM journal WHERE deployment = ?1 AND seq = ?2",
+            [deployment, seq],
+            |r| r.get(0),
+        )
+        .optional()
+        .db()?;
+    let what = || format!("step {seq} of deployment {deployment}");
+    let state: StepState = match state {
+        None => return Err(StoreError::NotFound { what: what() }),
+        Some(state) => parse(&state, what)?,
+    };
+    if state != StepState::Pending {
+        return Err(StoreError::Conflict {
+            what: format!("{} is already confirmed ({})", what(), text(state)?),
+        });
+    }
+    tx.execute(
+        "UPDATE journal SET state = ?3, confirmed_at = ?4, detail = ?5
+         WHERE deployment = ?1 AND seq = ?2",
+        params![
+            deployment,
+            seq,
+            text(StepState::from(outcome))?,
+            now,
+            detail
+        ],
+    )
+    .db()?;
+    tx.commit().db()
+}
+
+pub(super) fn finish_deployment(
+    conn: &mut Connection,
+    id: u64,
+    state: DeploymentStatus,
+    reason: Option<String>,
+    now: &str,
+) -> Result<(), StoreError> {
+    let tx = write(conn)?;
+    let current = deployment_state(&tx, id)?;
+    if current.is_finished() {
+        return Err(StoreError::Conflict {
+            what: format!("deployment {id} is already finished ({})", text(current)?),
+        });
+    }
+    let finished_at = state.is_finished().then_some(now);
+    tx.execute(
+        "UPDATE deployments SET state = ?2, finished_at = ?3, reason = ?4 WHERE id = ?1",
+        params![id, text(state)?, finished_at, reason],
+    )
+    .db()?;
+    tx.commit().db()
+}
+
+pub(super) fn deployment(
+    conn: &mut Connection,
+    id: u64,
+) -> Result<Option<DeploymentRecord>, StoreError> {
+    let tx = conn.transaction().db()?;
+    Ok(select_deployments(&tx, "WHERE id = ?1", [id])?.pop())
+}
+
+pub(super) fn deployments(conn: &mut Connection) -> Result<Vec<DeploymentRecord>, StoreError> {
+    let tx = conn.transaction().db()?;
+    select_deployments(&tx, "", [])
+}
+
+pub(super) fn unfinished_deployments(
+    conn: &mut Connection,
+) -> Result<Vec<DeploymentRecord>, StoreError> {
+    let tx = conn.transaction().db()?;
+    let (in_progress, paused) = (
+        text(DeploymentStatus::InProgress)?,
+        text(DeploymentStatus::Paused)?,
+    );
+    select_deployments(&tx, "WHERE state IN (?1, ?2)", [in_progress, paused])
+}
+
+pub(super) fn append_events(
+    conn: &mut Connection,
+    events: &[NewEvent],
+) -> Result<Vec<u64>, StoreError> {
+    let tx = write(conn)?;
+    let mut ids = Vec::with_capacity(events.len());
+    for event in events {
+        insert_event(&tx, None, event)?;
+        ids.push(id_of_last_insert(&tx)?);
+    }
+    tx.commit().db()?;
+    Ok(ids)
+}
+
+pub(super) fn events(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, time, kind, server, revision, deployment, instance, message FROM events
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map(params![page_start(after), page_size(limit)], |r| {
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                event: NewEvent {
+                    time: r.get(1)?,
+                    kind: r.get(2)?,
+                    server: r.get(3)?,
+                    revision: r.get(4)?,
+                    deployment: r.get(5)?,
+                    instance: r.get(6)?,
+                    message: r.get(7)?,
+                },
+            })
+        })
+        .db()?;
+    rows.map(Db::db).collect()
+}
+
+pub(super) fn append_audit(
+    conn: &mut Connection,
+    records: &[AuditRecord],
+) -> Result<(), StoreError> {
+    let tx = write(conn)?;
+    for record in records {
+        insert_audit(&tx, None, record)?;
+    }
+    tx.commit().db()
+}
+
+pub(super) fn audit(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredAuditRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, time, token, server, revision, tool, outcome, duration_ms FROM audit
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map(params![page_start(after), page_size(limit)], |r| {
+            Ok(StoredAuditRecord {
+                id: r.get(0)?,
+                record: AuditRecord {
+                    time: r.get(1)?,
+                    token: r.get(2)?,
+                    server: r.get(3)?,
+                    revision: r.get(4)?,
+                    tool: r.get(5)?,
+                    outcome: r.get(6)?,
+                    duration_ms: r.get(7)?,
+                },
+            })
+        })
+        .db()?;
+    rows.map(Db::db).collect()
+}
+
+pub(super) fn export(conn: &mut Connection) -> Result<StateExport, StoreError> {
+    // One read transaction: a consistent snapshot even while the engine writes.
+    let tx = conn.transaction().db()?;
+    let state = StateExport {
+        format: STATE_EXPORT_FORMAT,
+        fleet_revisions: select_fleet_revisions(&tx, "", [])?,
+        server_revisions: select_server_revisions(&tx, "", [])?,
+        deployments: select_deployments(&tx, "", [])?,
+        events: events(&tx, 0, usize::MAX)?,
+        audit: audit(&tx, 0, usize::MAX)?,
+    };
+    Ok(state)
+}
+
+pub(super) fn import(conn: &mut Connection, state: &StateExport) -> Result<(), StoreError> {
+    if state.format != STATE_EXPORT_FORMAT {
+        return Err(StoreError::ExportFormat {
+            found: state.format,
+            supported: STATE_EXPORT_FORMAT,
+        });
+    }
+    let tx = write(conn)?;
+    let tables = [
+        "fleet_revisions",
+        "server_revisions",
+        "deployments",
+        "events",
+        "audit",
+    ];
+    for table in tables {
+        let any = tx
+            .query_row(&format!("SELECT 1 FROM {table} LIMIT 1"), [], |_| Ok(()))
+            .optional()
+            .db()?;
+        if any.is_some() {
+            return Err(StoreError::NotEmpty);
+        }
+    }
+    import_rows(&tx, state).map_err(|e| match e {
+        StoreError::Invalid { what } => StoreError::Invalid {
+            what: format!("the state export contradicts itself: {what}"),
+        },
+        other => other,
+    })?;
+    tx.commit().db()
+}
+
+fn import_rows(tx: &Connection, state: &StateExport) -> Result<(), StoreError> {
+    for rev in &state.fleet_revisions {
+        tx.execute(
+            "INSERT INTO fleet_revisions
+                 (number, fleet, created_at, author, reason, source, source_path, env)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                rev.number,
+                rev.fleet,
+                rev.created_at,
+                rev.author,
+                rev.reason,
+                rev.source,
+                rev.source_path,
+                rev.env
+            ],
+        )
+        .input()?;
+    }
+    for rev in &state.server_revisions {
+        tx.execute(
+            "INSERT INTO server_revisions
+                 (server, number, hash, spec, created_at, fleet_revision, state, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                rev.server,
+                rev.number,
+                rev.hash,
+                rev.spec.to_string(),
+                rev.created_at,
+                rev.fleet_revision,
+                text(rev.state)?,
+                rev.reason
+            ],
+        )
+        .input()?;
+    }
+    for rev in &state.fleet_revisions {
+        for (server, number) in &rev.servers {
+            tx.execute(
+                "INSERT INTO fleet_revision_servers (fleet_revision, server, server_revision)
+                 VALUES (?1, ?2, ?3)",
+                params![rev.number, server, number],
+            )
+            .input()?;
+        }
+    }
+    for d in &state.deployments {
+        tx.execute(
+            "INSERT INTO deployments
+                 (id, fleet_revision, from_revision, kind, state, started_at, finished_at, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                d.id,
+                d.fleet_revision,
+                d.from_revision,
+                text(d.kind)?,
+                text(d.state)?,
+                d.started_at,
+                d.finished_at,
+                d.reason
+            ],
+        )
+        .input()?;
+        for s in &d.steps {
+            tx.execute(
+                "INSERT INTO journal
+                     (deployment, seq, step, state, written_at, confirmed_at, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    d.id,
+                    s.seq,
+                    s.step.to_string(),
+                    text(s.state)?,
+                    s.written_at,
+                    s.confirmed_at,
+                    s.detail
+                ],
+            )
+            .input()?;
+        }
+    }
+    for e in &state.events {
+        insert_event(tx, Some(e.id), &e.event)?;
+    }
+    for a in &state.audit {
+        insert_audit(tx, Some(a.id), &a.record)?;
+    }
+    Ok(())
+}
+
+/// Inserts an event with the next id, or with `id` (import).
+fn insert_event(conn: &Connection, id: Option<u64>, e: &NewEvent) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO events (id, time, kind, server, revision, deployment, instance, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            e.time,
+            e.kind,
+            e.server,
+            e.revision,
+            e.deployment,
+            e.instance,
+            e.message
+        ],
+    )
+    .input()?;
+    Ok(())
+}
+
+/// Inserts an audit record with the next id, or with `id` (import).
+fn insert_audit(conn: &Connection, id: Option<u64>, a: &AuditRecord) -> Result<(), StoreError> {
+    // SQLite stores NaN as NULL: it would come back as a corrupt row.
+    if !a.duration_ms.is_finite() {
+        return Err(StoreError::Invalid {
+            what: format!(
+                "audit record for tool `{}` of `{}`: duration {} ms is not a finite number",
+                a.tool, a.server, a.duration_ms
+            ),
+        });
+    }
+    conn.execute(
+        "INSERT INTO audit (id, time, token, server, revision, tool, outcome, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            id,
+            a.time,
+            a.token,
+            a.server,
+            a.revision,
+            a.tool,
+            a.outcome,
+            a.duration_ms
+        ],
+    )
+    .input()?;
+    Ok(())
+}
+
+fn select_fleet_revisions(
+    conn: &Connection,
+    filter: &str,
+    params: impl Params,
+) -> Result<Vec<FleetRevision>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT number, fleet, created_at, author, reason, source, source_path, env
+             FROM fleet_revisions {filter} ORDER BY number"
+        ))
+        .db()?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok(FleetRevision {
+                number: r.get(0)?,
+                fleet: r.get(1)?,
+                created_at: r.get(2)?,
+                author: r.get(3)?,
+                reason: r.get(4)?,
+                source: r.get(5)?,
+                source_path: r.get(6)?,
+                env: r.get(7)?,
+                servers: BTreeMap::new(),
+            })
+        })
+        .db()?;
+    let mut revisions: Vec<FleetRevision> = rows.map(Db::db).collect::<Result<_, _>>()?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT server, server_revision FROM fleet_revision_servers WHERE fleet_revision = ?1",
+        )
+        .db()?;
+    for rev in &mut revisions {
+        let rows = stmt
+            .query_map([rev.number], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db()?;
+        rev.servers = rows.map(Db::db).collect::<Result<_, _>>()?;
+    }
+    Ok(revisions)
+}
+
+fn select_server_revisions(
+    conn: &Connection,
+    filter: &str,
+    params: impl Params,
+) -> Result<Vec<ServerRevision>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT server, number, hash, spec, created_at, fleet_revision, state, reason
+             FROM server_revisions {filter} ORDER BY server, number"
+        ))
+        .db()?;
+    let rows = stmt
+        .query_map(params, |r| {
+            let raw = RawServerRevision {
+                server: r.get(0)?,
+                number: r.get(1)?,
+                hash: r.get(2)?,
+                spec: r.get(3)?,
+                created_at: r.get(4)?,
+                fleet_revision: r.get(5)?,
+                state: r.get(6)?,
+                reason: r.get(7)?,
+            };
+            Ok(raw)
+        })
+        .db()?;
+    rows.map(|raw| raw.db()?.parse()).collect()
+}
+
+/// A `server_revisions` row before its JSON and state are parsed.
+struct RawServerRevision {
+    server: String,
+    number: u64,
+    hash: String,
+    spec: String,
+    created_at: String,
+    fleet_revision: u64,
+    state: String,
+    reason: Option<String>,
+}
+
+impl RawServerRevision {
+    fn parse(self) -> Result<ServerRevision, StoreError> {
+        let what = || format!("revision {} of server `{}`", self.number, self.server);
+        Ok(ServerRevision {
+            spec: parse_json(&self.spec, || format!("{}: spec", what()))?,
+            state: parse(&self.state, || format!("{}: state", what()))?,
+            server: self.server,
+            number: self.number,
+            hash: self.hash,
+            created_at: self.created_at,
+            fleet_revision: self.fleet_revision,
+            reason: self.reason,
+        })
+    }
+}
+
+fn select_deployments(
+    conn: &Connection,
+    filter: &str,
+    params: impl Params,
+) -> Result<Vec<DeploymentRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT id, fleet_revision, from_revision, kind, state, started_at, finished_at, reason
+             FROM deployments {filter} ORDER BY id"
+        ))
+        .db()?;
+    let rows = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u64>(1)?,
+                r.get::<_, Option<u64>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })
+        .db()?;
+    let mut steps = conn
+        .prepare(
+            "SELECT seq, step, state, written_at, confirmed_at, detail FROM journal
+             WHERE deployment = ?1 ORDER BY seq",
+        )
+        .db()?;
+    let mut deployments = Vec::new();
+    for row in rows {
+        let (id, fleet_revision, from_revision, kind, state, started_at, finished_at, reason) =
+            row.db()?;
+        let what = |field: &str| format!("deployment {id}: {field}");
+        deployments.push(DeploymentRecord {
+            id,
+            fleet_revision,
+            from_revision,
+            kind: parse(&kind, || what("kind"))?,
+            state: parse(&state, || what("state"))?,
+            started_at,
+            finished_at,
+            reason,
+            steps: steps
+                .query_map([id], journal_entry)
+                .db()?
+                .map(|entry| entry.db()?.parse(id))
+                .collect::<Result<_, _>>()?,
+        });
+    }
+    Ok(deployments)
+}
+
+/// A `journal` row before its JSON and state are parsed.
+struct RawJournalEntry {
+    seq: u64,
+    step: String,
+    state: String,
+    written_at: String,
+    confirmed_at: Option<String>,
+    detail: Option<String>,
+}
+
+fn journal_entry(r: &Row<'_>) -> rusqlite::Result<RawJournalEntry> {
+    Ok(RawJournalEntry {
+        seq: r.get(0)?,
+        step: r.get(1)?,
+        state: r.get(2)?,
+        written_at: r.get(3)?,
+        confirmed_at: r.get(4)?,
+        detail: r.get(5)?,
+    })
+}
+
+impl RawJournalEntry {
+    fn parse(self, deployment: u64) -> Result<JournalEntry, StoreError> {
+        let what = |field: &str| format!("step {} of deployment {deployment}: {field}", self.seq);
+        Ok(JournalEntry {
+            step: parse_json(&self.step, || what("step"))?,
+            state: parse(&self.state, || what("state"))?,
+            seq: self.seq,
+            written_at: self.written_at,
+            confirmed_at: self.confirmed_at,
+            detail: self.detail,
+        })
+    }
+}
+
+fn deployment_state(conn: &Connection, id: u64) -> Result<DeploymentStatus, StoreError> {
+    let state: Option<String> = conn
+        .query_row("SELECT state FROM deployments WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .db()?;
+    match state {
+        None => Err(StoreError::NotFound {
+            what: format!("deployment {id}"),
+        }),
+        Some(state) => parse(&state, || format!("deployment {id}: state")),
+    }
+}
+
+/// A write transaction that takes the write lock at once, so that its reads (the next
+/// number) and writes cannot interleave with another process's.
+fn write(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()
+}
+
+fn id_of_last_insert(conn: &Connection) -> Result<u64, StoreError> {
+    u64::try_from(conn.last_insert_rowid()).map_err(|_| StoreError::Corrupt {
+        what: format!("negative row id {}", conn.last_insert_rowid()),
+    })
+}
+
+/// Ids are never above `i64::MAX`: any larger `after` is past the end.
+fn page_start(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+fn page_size(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// An enum's serde spelling, which is also how it is stored.
+fn text<T: Serialize>(value: T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        other => Err(StoreError::Database(format!(
+            "cannot store {other:?} as a column value"
+        ))),
+    }
+}
+
+/// An enum from its stored serde spelling.
+fn parse<T: DeserializeOwned>(s: &str, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
+        StoreError::Corrupt {
+            what: format!("{}: {e}", what()),
+        }
+    })
+}
+
+fn parse_json(s: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        what: format!("{} is not JSON: {e}", what()),
+    })
+}
+
+/// SQLite errors as store errors.
+trait Db<T> {
+    /// A value of the wrong type or range in a row is corruption, a number too large to store
+    /// is invalid input, the rest is the database's.
+    fn db(self) -> Result<T, StoreError>;
+
+    /// As [`db`](Db::db), but a broken constraint (a duplicate id, a reference to a missing
+    /// row) is also the input's fault.
+    fn input(self) -> Result<T, StoreError>;
+}
+
+impl<T> Db<T> for rusqlite::Result<T> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(store_error)
+    }
+
+    fn input(self) -> Result<T, StoreError> {
+        self.map_err(|e| {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+                StoreError::Invalid {
+                    what: e.to_string(),
+                }
+            } else {
+                store_error(e)
+            }
+        })
+    }
+}
+
+fn store_error(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt {
+            what: e.to_string(),
+        },
+        rusqlite::Error::ToSqlConversionFailure(e) => StoreError::Invalid {
+            what: format!("a number is too large to store: {e}"),
+        },
+        e => StoreError::Database(e.to_string()),
+    }
+}

@@ -1,0 +1,630 @@
+//! The SQLite store against real database files, one temp directory per test.
+
+use fleet_store::{
+    AuditRecord, DeploymentKind, DeploymentStatus, NewDeployment, NewEvent, NewFleetRevision,
+    NewServerRevision, RevisionState, SCHEMA_VERSION, STATE_EXPORT_FORMAT, SqliteStore, StateStore,
+    StepOutcome, StepState, StoreError,
+};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A fresh directory per test, removed when the test passes.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("fleet-store-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join("state.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn open(path: &Path) -> Arc<dyn StateStore> {
+    Arc::new(SqliteStore::open(path).unwrap())
+}
+
+fn server(name: &str, hash: &str) -> NewServerRevision {
+    NewServerRevision {
+        name: name.to_owned(),
+        hash: hash.to_owned(),
+        spec: json!({ "name": name, "hash": hash, "env": { "TOKEN": "***" } }),
+    }
+}
+
+fn fleet(servers: Vec<NewServerRevision>) -> NewFleetRevision {
+    NewFleetRevision {
+        fleet: "devtools".to_owned(),
+        source: "version: 1\nname: devtools\n".to_owned(),
+        source_path: "mcpfleet.yaml".to_owned(),
+        env: Some("production".to_owned()),
+        author: "alice".to_owned(),
+        reason: None,
+        servers,
+    }
+}
+
+fn deploy(fleet_revision: u64) -> NewDeployment {
+    NewDeployment {
+        fleet_revision,
+        from_revision: None,
+        kind: DeploymentKind::Deploy,
+        reason: None,
+    }
+}
+
+fn event(kind: &str) -> NewEvent {
+    NewEvent {
+        time: "2026-01-02T03:04:05.006Z".to_owned(),
+        kind: kind.to_owned(),
+        server: Some("memory".to_owned()),
+        revision: Some(1),
+        deployment: None,
+        instance: None,
+        message: format!("{kind} happened"),
+    }
+}
+
+fn audit_record(tool: &str) -> AuditRecord {
+    AuditRecord {
+        time: "2026-01-02T03:04:05.006Z".to_owned(),
+        token: Some("ci".to_owned()),
+        server: "memory".to_owned(),
+        revision: 1,
+        tool: tool.to_owned(),
+        outcome: "ok".to_owned(),
+        duration_ms: 12.5,
+    }
+}
+
+#[tokio::test]
+async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
+    let dir = TempDir::new("numbering");
+    let store = open(&dir.db());
+
+    let first = store
+        .record_fleet_revision(fleet(vec![server("memory", "m1"), server("github", "g1")]))
+        .await
+        .unwrap();
+    assert_eq!(first.number, 1);
+    assert_eq!(first.servers["memory"], 1);
+    assert_eq!(first.servers["github"], 1);
+
+    // github changes, memory does not; search is new.
+    let second = store
+        .record_fleet_revision(fleet(vec![
+            server("memory", "m1"),
+            server("github", "g2"),
+            server("search", "s1"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(second.number, 2);
+    assert_eq!(second.servers["memory"], 1);
+    assert_eq!(second.servers["github"], 2);
+    assert_eq!(second.servers["search"], 1);
+
+    // Going back to an older hash is a new revision: only the latest one is compared.
+    let third = store
+        .record_fleet_revision(fleet(vec![server("github", "g1")]))
+        .await
+        .unwrap();
+    assert_eq!(third.servers["github"], 3);
+
+    let github = store.server_revisions("github").await.unwrap();
+    let numbers: Vec<_> = github
+        .iter()
+        .map(|r| (r.number, r.fleet_revision))
+        .collect();
+    assert_eq!(numbers, [(1, 1), (2, 2), (3, 3)]);
+    assert!(github.iter().all(|r| r.state == RevisionState::Pending));
+    assert_eq!(store.server_revisions("memory").await.unwrap().len(), 1);
+
+    assert_eq!(store.fleet_revision(2).await.unwrap(), Some(second));
+    assert_eq!(store.latest_fleet_revision().await.unwrap(), Some(third));
+    assert_eq!(store.fleet_revision(4).await.unwrap(), None);
+    let all = store.fleet_revisions().await.unwrap();
+    assert_eq!(all.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all[0], first);
+}
+
+#[tokio::test]
+async fn revision_states_and_invalid_revisions() {
+    let dir = TempDir::new("states");
+    let store = open(&dir.db());
+    assert_eq!(store.latest_fleet_revision().await.unwrap(), None);
+
+    let twice = store
+        .record_fleet_revision(fleet(vec![server("a", "1"), server("a", "2")]))
+        .await;
+    assert!(
+        matches!(&twice, Err(StoreError::Invalid { what }) if what.contains("`a` appears twice")),
+        "{twice:?}"
+    );
+    assert_eq!(store.fleet_revisions().await.unwrap(), []);
+
+    store
+        .record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let reason = Some("health check failed".to_owned());
+    store
+        .set_server_revision_state("a", 1, RevisionState::Failed, reason.clone())
+        .await
+        .unwrap();
+    let rev = store.server_revision("a", 1).await.unwrap().unwrap();
+    assert_eq!((rev.state, rev.reason), (RevisionState::Failed, reason));
+    assert_eq!(rev.spec["env"]["TOKEN"], "***");
+
+    let missing = store
+        .set_server_revision_state("a", 2, RevisionState::Active, None)
+        .await;
+    assert!(
+        matches!(&missing, Err(StoreError::NotFound { what }) if what == "revision 2 of server `a`"),
+        "{missing:?}"
+    );
+    assert_eq!(store.server_revision("b", 1).await.unwrap(), None);
+    let huge = store.fleet_revision(u64::MAX).await;
+    assert!(matches!(huge, Err(StoreError::Invalid { .. })), "{huge:?}");
+}
+
+#[tokio::test]
+async fn journal_keeps_steps_in_order_and_confirms_each_once() {
+    let dir = TempDir::new("journal");
+    let store = open(&dir.db());
+    store
+        .record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let unknown = store.begin_deployment(deploy(2)).await;
+    assert!(
+        matches!(&unknown, Err(StoreError::NotFound { what }) if what == "fleet revision 2"),
+        "{unknown:?}"
+    );
+
+    let d = store.begin_deployment(deploy(1)).await.unwrap();
+    assert_eq!(
+        (d.id, d.state, &d.finished_at),
+        (1, DeploymentStatus::InProgress, &None)
+    );
+    assert!(d.steps.is_empty());
+
+    let first = store
+        .append_step(d.id, json!({ "start": "a" }))
+        .await
+        .unwrap();
+    let second = store
+        .append_step(d.id, json!({ "route": "a" }))
+        .await
+        .unwrap();
+    assert_eq!((first, second), (1, 2));
+
+    store
+        .confirm_step(d.id, 1, StepOutcome::Done, None)
+        .await
+        .unwrap();
+    let again = store.confirm_step(d.id, 1, StepOutcome::Failed, None).await;
+    assert!(
+        matches!(&again, Err(StoreError::Conflict { what }) if what.contains("already confirmed")),
+        "{again:?}"
+    );
+    let unknown = store.confirm_step(d.id, 3, StepOutcome::Done, None).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "{unknown:?}"
+    );
+    let unknown = store.append_step(9, json!({})).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "{unknown:?}"
+    );
+
+    let record = store.deployment(d.id).await.unwrap().unwrap();
+    let steps: Vec<_> = record.steps.iter().map(|s| (s.seq, s.state)).collect();
+    assert_eq!(steps, [(1, StepState::Done), (2, StepState::Pending)]);
+    assert_eq!(record.steps[0].step, json!({ "start": "a" }));
+    assert!(record.steps[0].confirmed_at.is_some());
+    assert!(record.steps[1].confirmed_at.is_none());
+
+    // A pause leaves the deployment unfinished; a final state finishes it for good.
+    store
+        .finish_deployment(
+            d.id,
+            DeploymentStatus::Paused,
+            Some("waiting for promote".into()),
+        )
+        .await
+        .unwrap();
+    let paused = store.deployment(d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (paused.state, paused.finished_at),
+        (DeploymentStatus::Paused, None)
+    );
+    store
+        .finish_deployment(d.id, DeploymentStatus::Failed, Some("step 2 failed".into()))
+        .await
+        .unwrap();
+    // Recovery may still settle a pending step of a finished deployment...
+    store
+        .confirm_step(d.id, 2, StepOutcome::Failed, Some("exit 1".into()))
+        .await
+        .unwrap();
+    // ...but a finished deployment takes no new steps and no new state.
+    let late = store.append_step(d.id, json!({})).await;
+    assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
+    let late = store
+        .finish_deployment(d.id, DeploymentStatus::Succeeded, None)
+        .await;
+    assert!(matches!(late, Err(StoreError::Conflict { .. })), "{late:?}");
+
+    let done = store.deployment(d.id).await.unwrap().unwrap();
+    assert_eq!(done.state, DeploymentStatus::Failed);
+    assert_eq!(done.reason.as_deref(), Some("step 2 failed"));
+    assert!(done.finished_at.is_some());
+    assert_eq!(done.steps[1].state, StepState::Failed);
+    assert_eq!(done.steps[1].detail.as_deref(), Some("exit 1"));
+    assert_eq!(store.deployments().await.unwrap(), [done]);
+    assert_eq!(store.deployment(2).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_unfinished_deployment_survives_reopening() {
+    let dir = TempDir::new("reopen");
+    let store = open(&dir.db());
+    store
+        .record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let finished = store.begin_deployment(deploy(1)).await.unwrap();
+    store
+        .finish_deployment(finished.id, DeploymentStatus::Succeeded, None)
+        .await
+        .unwrap();
+    let crashed = store.begin_deployment(deploy(1)).await.unwrap();
+    store
+        .append_step(crashed.id, json!({ "start": "a" }))
+        .await
+        .unwrap();
+    // The control plane dies here: nothing is finished or closed.
+    drop(store);
+
+    let store = open(&dir.db());
+    let unfinished = store.unfinished_deployments().await.unwrap();
+    assert_eq!(unfinished.len(), 1, "{unfinished:?}");
+    assert_eq!(unfinished[0].id, crashed.id);
+    assert_eq!(unfinished[0].state, DeploymentStatus::InProgress);
+    assert_eq!(unfinished[0].steps.len(), 1);
+    assert_eq!(unfinished[0].steps[0].state, StepState::Pending);
+    assert_eq!(unfinished[0].steps[0].step, json!({ "start": "a" }));
+}
+
+/// Set for the child process of [`a_killed_writer_loses_no_acknowledged_step`].
+const CHILD_DB: &str = "FLEET_STORE_TEST_CHILD_DB";
+
+/// Not a test on its own: the child process of the kill test. It journals steps forever and
+/// prints each sequence number once `append_step` has returned.
+#[tokio::test]
+async fn journal_steps_until_killed() {
+    let Some(path) = std::env::var_os(CHILD_DB) else {
+        return;
+    };
+    let store = open(Path::new(&path));
+    store
+        .record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let d = store.begin_deployment(deploy(1)).await.unwrap();
+    loop {
+        let seq = store.append_step(d.id, json!({ "n": 1 })).await.unwrap();
+        println!("step {seq}");
+    }
+}
+
+#[test]
+fn a_killed_writer_loses_no_acknowledged_step() {
+    let dir = TempDir::new("kill");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "journal_steps_until_killed", "--nocapture"])
+        .env(CHILD_DB, dir.db())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acknowledged = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(seq) = line.unwrap().strip_prefix("step ") {
+            acknowledged = seq.parse().unwrap();
+            if acknowledged >= 20 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-write or not
+    child.wait().unwrap();
+    assert_eq!(acknowledged, 20, "the child stopped early");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let unfinished = runtime
+        .block_on(open(&dir.db()).unfinished_deployments())
+        .unwrap();
+    let steps = &unfinished[0].steps;
+    assert!(steps.len() >= acknowledged, "{} steps", steps.len());
+    assert!(steps.iter().zip(1..).all(|(s, seq)| s.seq == seq));
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_left_alone() {
+    let dir = TempDir::new("newer");
+    drop(SqliteStore::open(&dir.db()).unwrap());
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    conn.pragma_update(None, "user_version", 999).unwrap();
+    drop(conn);
+
+    let err = SqliteStore::open(&dir.db()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 999, supported, .. } if supported == SCHEMA_VERSION),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("newer mcpfleet"), "{message}");
+    assert!(message.contains("upgrade mcpfleet"), "{message}");
+    assert!(message.contains("import-state"), "{message}");
+
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 999);
+}
+
+#[tokio::test]
+async fn opening_explains_what_failed() {
+    let dir = TempDir::new("open");
+    let missing = dir.0.join("no-such-dir").join("state.db");
+    let err = SqliteStore::open(&missing).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("state directory exists"), "{err}");
+
+    let not_a_database = dir.0.join("notes.txt");
+    std::fs::write(&not_a_database, "x".repeat(4096)).unwrap();
+    let err = SqliteStore::open(&not_a_database).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn only_the_owner_can_read_the_database() {
+    let dir = TempDir::new("mode");
+    let store = open(&dir.db());
+    store.append_events(vec![event("x")]).await.unwrap();
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.db()), 0o600);
+    assert_eq!(mode(dir.0.join("state.db-wal")), 0o600);
+}
+
+/// A store with something of every kind in it.
+async fn populate(store: &dyn StateStore) {
+    store
+        .record_fleet_revision(fleet(vec![server("memory", "m1"), server("github", "g1")]))
+        .await
+        .unwrap();
+    store
+        .record_fleet_revision(fleet(vec![server("memory", "m1"), server("github", "g2")]))
+        .await
+        .unwrap();
+    store
+        .set_server_revision_state("github", 1, RevisionState::Superseded, None)
+        .await
+        .unwrap();
+    let d = store.begin_deployment(deploy(1)).await.unwrap();
+    store
+        .append_step(d.id, json!({ "start": "memory" }))
+        .await
+        .unwrap();
+    store
+        .confirm_step(d.id, 1, StepOutcome::Done, Some("ready".into()))
+        .await
+        .unwrap();
+    store
+        .finish_deployment(d.id, DeploymentStatus::Succeeded, None)
+        .await
+        .unwrap();
+    let d = store
+        .begin_deployment(NewDeployment {
+            fleet_revision: 2,
+            from_revision: Some(1),
+            kind: DeploymentKind::Rollback,
+            reason: Some("canary failed".into()),
+        })
+        .await
+        .unwrap();
+    store
+        .append_step(d.id, json!({ "stop": "github" }))
+        .await
+        .unwrap();
+    store
+        .append_events(vec![event("deployment_started"), event("server_ready")])
+        .await
+        .unwrap();
+    store
+        .append_audit(vec![audit_record("read_graph"), audit_record("search")])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn export_then_import_gives_the_same_document() {
+    let dir = TempDir::new("export");
+    let old = open(&dir.0.join("old.db"));
+    populate(&*old).await;
+    let exported = old.export().await.unwrap();
+    assert_eq!(exported.format, STATE_EXPORT_FORMAT);
+    assert_eq!(exported.fleet_revisions.len(), 2);
+    assert_eq!(exported.server_revisions.len(), 3);
+    assert_eq!(exported.deployments.len(), 2);
+    assert_eq!((exported.events.len(), exported.audit.len()), (2, 2));
+
+    // Through JSON, as `export-state` / `import-state` do.
+    let document = serde_json::to_string_pretty(&exported).unwrap();
+    let new = open(&dir.0.join("new.db"));
+    new.import(serde_json::from_str(&document).unwrap())
+        .await
+        .unwrap();
+    let reexported = new.export().await.unwrap();
+    assert_eq!(serde_json::to_string_pretty(&reexported).unwrap(), document);
+
+    // The imported store carries on numbering where the old one stopped.
+    let next = new
+        .record_fleet_revision(fleet(vec![server("memory", "m1")]))
+        .await
+        .unwrap();
+    assert_eq!((next.number, next.servers["memory"]), (3, 1));
+    assert_eq!(new.append_events(vec![event("x")]).await.unwrap(), [3]);
+    assert_eq!(new.begin_deployment(deploy(3)).await.unwrap().id, 3);
+    assert_eq!(new.unfinished_deployments().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
+    let dir = TempDir::new("import");
+    let source = open(&dir.0.join("source.db"));
+    populate(&*source).await;
+    let exported = source.export().await.unwrap();
+
+    let target = open(&dir.0.join("target.db"));
+    target.append_events(vec![event("mine")]).await.unwrap();
+    let before = target.export().await.unwrap();
+    let err = target.import(exported.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotEmpty), "{err:?}");
+    assert!(err.to_string().contains("fresh state directory"), "{err}");
+    assert_eq!(target.export().await.unwrap(), before);
+
+    let future = fleet_store::StateExport {
+        format: STATE_EXPORT_FORMAT + 1,
+        ..exported.clone()
+    };
+    let fresh = open(&dir.0.join("fresh.db"));
+    let err = fresh.import(future).await.unwrap_err();
+    assert!(matches!(err, StoreError::ExportFormat { .. }), "{err:?}");
+
+    // A document naming a server revision it does not hold: nothing is imported.
+    let mut broken = exported;
+    broken.server_revisions.pop();
+    let err = fresh.import(broken).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid { what } if what.contains("contradicts itself")),
+        "{err:?}"
+    );
+    assert_eq!(fresh.fleet_revisions().await.unwrap(), []);
+    assert_eq!(fresh.events(0, 10).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn events_and_audit_page_by_id() {
+    let dir = TempDir::new("paging");
+    let store = open(&dir.db());
+    assert_eq!(
+        store.append_events(vec![]).await.unwrap(),
+        Vec::<u64>::new()
+    );
+    let kinds = ["a", "b", "c", "d", "e"];
+    let ids = store
+        .append_events(kinds.iter().map(|k| event(k)).collect())
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+
+    let page = store.events(0, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(page[0].event, event("a"));
+    let page = store.events(2, 10).await.unwrap();
+    let kinds: Vec<_> = page.iter().map(|e| e.event.kind.as_str()).collect();
+    assert_eq!(kinds, ["c", "d", "e"]);
+    assert_eq!(store.events(5, 10).await.unwrap(), []);
+    assert_eq!(store.events(u64::MAX, usize::MAX).await.unwrap(), []);
+    assert_eq!(store.events(0, 0).await.unwrap(), []);
+
+    let tools = ["t1", "t2", "t3"];
+    store
+        .append_audit(tools.iter().map(|t| audit_record(t)).collect())
+        .await
+        .unwrap();
+    let page = store.audit(1, 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!((page[0].id, &page[0].record), (2, &audit_record("t2")));
+    assert_eq!(store.audit(0, 10).await.unwrap().len(), 3);
+
+    let nan = AuditRecord {
+        duration_ms: f64::NAN,
+        ..audit_record("t4")
+    };
+    let err = store.append_audit(vec![audit_record("t5"), nan]).await;
+    assert!(matches!(err, Err(StoreError::Invalid { .. })), "{err:?}");
+    assert_eq!(
+        store.audit(0, 10).await.unwrap().len(),
+        3,
+        "one transaction"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_row_is_reported_not_panicked_on() {
+    let dir = TempDir::new("corrupt");
+    let store = open(&dir.db());
+    store
+        .record_fleet_revision(fleet(vec![server("memory", "m1")]))
+        .await
+        .unwrap();
+    let d = store.begin_deployment(deploy(1)).await.unwrap();
+    store.append_step(d.id, json!({})).await.unwrap();
+
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    conn.execute_batch(
+        "UPDATE server_revisions SET spec = '{not json';
+         UPDATE journal SET state = 'half-done';
+         INSERT INTO events (time, kind, message, revision) VALUES ('t', 'k', 'm', -1);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let err = store.server_revision("memory", 1).await.unwrap_err();
+    let StoreError::Corrupt { what } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        what.contains("revision 1 of server `memory`: spec"),
+        "{what}"
+    );
+    assert!(matches!(
+        store.export().await,
+        Err(StoreError::Corrupt { .. })
+    ));
+
+    let err = store.unfinished_deployments().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { what } if what.contains("step 1 of deployment 1")),
+        "{err:?}"
+    );
+    let err = store.events(0, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}

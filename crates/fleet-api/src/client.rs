@@ -1,8 +1,8 @@
 //! A small HTTP/1.1 client over the control plane's unix socket.
 
-use crate::types::{ApiError, CheckRun, Event, Status};
+use crate::types::{ApiError, CheckRun, DeployRequest, DeployedServer, Event, Status};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -126,6 +126,29 @@ impl Client {
         self.stream(Method::POST, "/v1/shutdown").await
     }
 
+    /// What runs now, server by server: the base `deploy` and `plan` diff against.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn deployed(&self) -> Result<Vec<DeployedServer>, ClientError> {
+        self.json(Method::GET, "/v1/deployed").await
+    }
+
+    /// Deploys a fleet file through the running control plane. The answer streams the
+    /// deployment's events and ends with it.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a deployment already in progress is an `Api` error (409), an
+    /// invalid file one with status 422 and the located errors as its message.
+    pub async fn deploy(&self, request: &DeployRequest) -> Result<Lines, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = self.send(Method::POST, "/v1/deploy", body).await?;
+        Ok(Lines {
+            body: response.into_body(),
+            buffer: Vec::new(),
+        })
+    }
+
     /// The event history, then (with `follow`) live events until the stream ends.
     ///
     /// # Errors
@@ -163,7 +186,7 @@ impl Client {
 
     /// The whole body of a successful answer.
     async fn body(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
-        let response = self.send(method, path).await?;
+        let response = self.send(method, path, Vec::new()).await?;
         let body = response
             .into_body()
             .collect()
@@ -173,14 +196,20 @@ impl Client {
     }
 
     async fn stream(&self, method: Method, path: &str) -> Result<Lines, ClientError> {
-        let response = self.send(method, path).await?;
+        let response = self.send(method, path, Vec::new()).await?;
         Ok(Lines {
             body: response.into_body(),
             buffer: Vec::new(),
         })
     }
 
-    async fn send(&self, method: Method, path: &str) -> Result<Response<Incoming>, ClientError> {
+    /// Sends a request (`body` as JSON unless empty).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -191,11 +220,15 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "mcpfleet")
-            .body(Empty::<Bytes>::new())
+            .header("host", "mcpfleet");
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let response = sender
             .send_request(request)

@@ -66,7 +66,23 @@ pub struct ServerStatus {
     pub reason: Option<String>,
     /// Where clients reach it, when it has an address of its own.
     pub endpoint: Option<String>,
+    /// The revision serving it (the stable one while a rollout runs); absent until one is
+    /// deployed.
+    #[serde(default)]
+    pub revision: Option<u64>,
+    /// How new sessions are shared between its revisions, by revision; empty when no
+    /// revision takes traffic.
+    #[serde(default)]
+    pub traffic: Vec<RevisionWeight>,
     pub instances: Vec<InstanceStatus>,
+}
+
+/// One revision's share of a server's new sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionWeight {
+    pub revision: u64,
+    /// Relative weight; 0 = no new sessions, its sessions drain.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +110,9 @@ pub enum ServerState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     pub id: String,
+    /// The server revision it runs.
+    #[serde(default)]
+    pub revision: u64,
     pub pid: Option<u32>,
     pub state: ServerState,
     pub restarts: u32,
@@ -155,6 +174,33 @@ pub enum EventKind {
     CrashLooping,
     RollbackStarted,
     RollbackCompleted,
+}
+
+/// `POST /v1/deploy`: a fleet file, as the command line read and validated it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The file's text. It holds secret references, never secret values.
+    pub source: String,
+    /// Where it was read from (absolute): relative paths in it are relative to its folder.
+    pub path: String,
+    /// The `environments.<name>` overlay.
+    pub environment: Option<String>,
+    /// Why (`--reason`), kept with the revision.
+    pub reason: Option<String>,
+    /// Who (user@host), kept with the revision.
+    pub author: String,
+}
+
+/// `GET /v1/deployed`: one server as it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployedServer {
+    pub name: String,
+    /// The revision serving it.
+    pub revision: u64,
+    /// The spec's content hash (equal hashes: unchanged).
+    pub hash: String,
+    /// The rendered spec, secrets shown as `***`.
+    pub spec: serde_json::Value,
 }
 
 /// An error body: every non-2xx answer carries one.

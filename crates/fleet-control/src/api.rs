@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use fleet_api::types::{ApiError, CheckRun, Status};
+use fleet_api::types::{ApiError, CheckRun, DeployRequest, DeployedServer, EventKind, Status};
 use fleet_engine::Engine;
 use fleet_runtime::ProcessRuntime;
 use futures::StreamExt;
@@ -21,6 +21,7 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) engine: Engine<ProcessRuntime>,
+    pub(crate) deployer: crate::deploy::Deployer,
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
@@ -36,6 +37,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/v1/events", get(events))
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/check", post(check))
+        .route("/v1/deploy", post(deploy))
         .route("/v1/shutdown", post(shutdown))
         .with_state(state.clone())
         .merge(read_only_router(state))
@@ -47,6 +49,7 @@ pub(crate) fn read_only_router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/deployed", get(deployed))
         .route("/healthz", get(healthz))
         .with_state(state)
 }
@@ -115,6 +118,74 @@ fn is_loopback_host(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn deployed(State(state): State<AppState>) -> Json<Vec<DeployedServer>> {
+    Json(state.deployer.deployed())
+}
+
+/// Validates the fleet file, records it and deploys it, streaming the deployment's events;
+/// the answer ends with the deployment.
+async fn deploy(State(state): State<AppState>, Json(request): Json<DeployRequest>) -> Response {
+    let path = std::path::PathBuf::from(&request.path);
+    let base_dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let options = fleet_spec::LoadOptions {
+        environment: request.environment.clone(),
+        ..fleet_spec::LoadOptions::default()
+    };
+    let mut checked = fleet_spec::load_str(&request.path, &request.source, base_dir, &options);
+    if let Some(fleet) = &checked.fleet {
+        checked.diagnostics.extend(fleet_plan::check(fleet));
+    }
+    let valid = checked.is_valid();
+    let rendered = fleet_spec::diag::render_all(&checked.diagnostics, &checked.source);
+    let (true, Some(fleet)) = (valid, checked.fleet) else {
+        return ApiFailure(StatusCode::UNPROCESSABLE_ENTITY, rendered).into_response();
+    };
+    let submission = crate::deploy::Submission {
+        fleet,
+        source: request.source,
+        path: request.path,
+        author: request.author,
+        reason: request.reason,
+    };
+    let prepared = match state.deployer.prepare(submission).await {
+        Ok(prepared) => prepared,
+        Err(e @ crate::DeployError::Busy) => {
+            return ApiFailure(StatusCode::CONFLICT, e.to_string()).into_response();
+        }
+        Err(e @ crate::DeployError::Store(_)) => {
+            return ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+        Err(e) => {
+            return ApiFailure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response();
+        }
+    };
+    // Subscribed before the deployment starts: its first event is not missed.
+    let (_, live) = state.engine.subscribe();
+    tokio::spawn(prepared.run());
+    let stream = futures::stream::unfold(Some(live), |live| async move {
+        let mut live = live?;
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    let last = matches!(
+                        event.kind,
+                        EventKind::DeploymentCompleted | EventKind::DeploymentFailed
+                    );
+                    return Some((event, (!last).then_some(live)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    ndjson(
+        stream.map(|e| Ok::<_, Infallible>(serde_json::to_string(&e).unwrap_or_default() + "\n")),
+    )
 }
 
 async fn check(State(state): State<AppState>) -> Json<CheckRun> {

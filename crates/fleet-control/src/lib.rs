@@ -9,13 +9,15 @@
 //! plane (fleet-gateway), the command line (mcpfleet).
 
 mod api;
+mod deploy;
 mod state_dir;
 
+pub use deploy::{DeployError, Submission};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 
+use deploy::Deployer;
 use fleet_api::types::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
-use fleet_plan::Plan;
 use fleet_runtime::ProcessRuntime;
 use fleet_spec::model::ValidFleet;
 use fleet_spec::template::Host;
@@ -40,6 +42,12 @@ pub enum StartError {
     /// The TCP admin listener's address (`admin.listen`) is taken or not allowed.
     #[error("the admin API cannot listen on {address}: {message}")]
     Admin { address: String, message: String },
+    /// The state store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] fleet_store::StoreError),
+    /// The first deployment could not be recorded.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
 }
 
 /// A running control plane.
@@ -63,35 +71,40 @@ impl ControlPlane {
     /// # Errors
     /// See [`StartError`].
     pub async fn start(
-        fleet: ValidFleet,
-        plan: Plan,
+        submission: Submission,
         state_dir: StateDir,
         host: Arc<dyn Host>,
     ) -> Result<Self, StartError> {
+        let fleet = &submission.fleet;
         let reaped = fleet_runtime::reap_leftovers(state_dir.path()).await;
         for r in &reaped {
             tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
         }
-        let gateway_listener = bind_gateway(&fleet).await?;
+        let store = {
+            let path = state_dir.store_path();
+            tokio::task::spawn_blocking(move || fleet_store::SqliteStore::open(&path))
+                .await
+                .map_err(|e| fleet_store::StoreError::Database(e.to_string()))??
+        };
+        let gateway_listener = bind_gateway(fleet).await?;
         let gateway_address = gateway_listener
             .local_addr()
             .map_err(|e| StartError::Gateway {
                 address: fleet.gateway.listen.to_string(),
                 message: e.to_string(),
             })?;
-        let admin_listener = bind_admin(&fleet).await?;
+        let admin_listener = bind_admin(fleet).await?;
         let admin_url = admin_listener
             .as_ref()
             .map(|(_, address)| format!("http://{address}"));
         let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
-            host,
             concurrency: 32,
             gateway_url: Some(format!("http://{gateway_address}")),
         };
         let engine = Engine::new(runtime, config, &fleet.name);
-        let mut gateway_config = gateway_config(&fleet, gateway_address)?;
+        let mut gateway_config = gateway_config(fleet, gateway_address)?;
         gateway_config.audit = Some(audit_log(state_dir.audit_path()));
         let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         let (shutdown_requested, _) = watch::channel(false);
@@ -103,8 +116,11 @@ impl ControlPlane {
                 path: socket.display().to_string(),
                 source,
             })?;
+        let deployer = Deployer::new(engine.clone(), Arc::new(store), host);
+        let first = deployer.prepare(submission).await?;
         let api_state = api::AppState {
             engine: engine.clone(),
+            deployer,
             state_dir: state_dir.path().to_path_buf(),
             shutdown_requested: shutdown_requested.clone(),
             finished: finished.clone(),
@@ -145,9 +161,7 @@ impl ControlPlane {
                 tracing::error!("gateway stopped: {e}");
             }
         });
-        let fleet = Arc::new(fleet);
-        let deploying = engine.clone();
-        tokio::spawn(async move { deploying.deploy(fleet, &plan).await });
+        tokio::spawn(first.run());
         let plane = ControlPlane {
             engine,
             state_dir,

@@ -103,6 +103,11 @@ impl StateDir {
         self.path.join(AUDIT_LOG)
     }
 
+    /// The state store: revisions, deployments and their journal, events.
+    pub fn store_path(&self) -> PathBuf {
+        self.path.join("state.db")
+    }
+
     /// Binds the admin socket, replacing a stale one (we hold the lock, so it is stale).
     pub(crate) fn bind_socket(&self) -> std::io::Result<tokio::net::UnixListener> {
         let socket = self.socket_path();

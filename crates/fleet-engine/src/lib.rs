@@ -10,15 +10,17 @@
 mod metrics;
 mod monitor;
 mod pool;
+mod rollout;
 mod state;
 
 pub use metrics::{EngineMetrics, InstanceMetrics};
 
 use fleet_api::types::{
-    CheckRun, DeploymentState, Event, EventKind, InstanceChecks, ServerState, Status,
+    CheckRun, DeploymentState, Event, EventKind, InstanceChecks, RevisionWeight, ServerState,
+    Status,
 };
 use fleet_gateway::{RevisionRoute, RouteTable, Upstream};
-use fleet_plan::Plan;
+use fleet_plan::{Change, Plan};
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
@@ -42,8 +44,6 @@ const HISTORY: usize = 2_000;
 pub struct EngineConfig {
     /// Where instance logs and pidfiles live (the runtime's state directory).
     pub state_dir: PathBuf,
-    /// Where templates read environment variables and secret files.
-    pub host: Arc<dyn Host>,
     /// Servers started at the same time, at most.
     pub concurrency: usize,
     /// The gateway's base URL (`http://127.0.0.1:7470`), shown as servers' endpoints.
@@ -89,55 +89,127 @@ pub(crate) struct Shared<R> {
     pub(crate) events: broadcast::Sender<Event>,
     history: Mutex<VecDeque<Event>>,
     pub(crate) monitors: Mutex<Vec<Arc<InstanceMonitor<R>>>>,
-    /// Ready instances by server: the source of the gateway's route table.
-    upstreams: Mutex<BTreeMap<String, BTreeMap<String, Upstream>>>,
+    /// Ready instances and traffic shares: the source of the gateway's route table.
+    routing: Mutex<Routing>,
     routes: watch::Sender<RouteTable>,
-    /// Processes for the sessions of each per-session stdio server.
-    pools: Mutex<BTreeMap<String, Arc<SessionPool<R>>>>,
+    /// The release serving each server.
+    releases: Mutex<BTreeMap<String, Release>>,
+    /// Processes for the sessions of each per-session stdio server, by (server, revision).
+    pools: Mutex<BTreeMap<RevisionKey, Arc<SessionPool<R>>>>,
 }
 
 impl<R: Runtime + 'static> Shared<R> {
-    /// The session pool of `server`, made by `make` if it has none.
+    /// The session pool of `server`'s `revision`, made by `make` if it has none.
     pub(crate) fn session_pool(
         &self,
         server: &str,
+        revision: u64,
         make: impl FnOnce() -> Arc<SessionPool<R>>,
     ) -> Arc<SessionPool<R>> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(pools.entry(server.to_owned()).or_insert_with(make))
+        Arc::clone(
+            pools
+                .entry((server.to_owned(), revision))
+                .or_insert_with(make),
+        )
+    }
+}
+
+/// A server's revision: (server, revision number).
+type RevisionKey = (String, u64);
+
+/// What the route table is made of.
+#[derive(Debug, Default)]
+struct Routing {
+    /// Ready instances: server → revision → instance id → how to reach it.
+    ready: BTreeMap<String, BTreeMap<u64, BTreeMap<String, Upstream>>>,
+    /// Traffic shares: server → revision → weight. A revision missing here takes no
+    /// traffic and the gateway ends its sessions; weight 0 keeps its sessions (drain).
+    weights: BTreeMap<String, BTreeMap<u64, u32>>,
+}
+
+impl Routing {
+    /// The gateway's table: every server with weights, each revision with its ready
+    /// instances.
+    fn table(&self) -> Result<RouteTable, Vec<fleet_gateway::RouteTableError>> {
+        RouteTable::new(self.weights.iter().map(|(server, weights)| {
+            let ready = self.ready.get(server);
+            let revisions = weights
+                .iter()
+                .map(|(&revision, &weight)| RevisionRoute {
+                    revision,
+                    weight,
+                    instances: ready
+                        .and_then(|r| r.get(&revision))
+                        .map(|i| i.values().cloned().collect())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            (server.clone(), revisions)
+        }))
     }
 }
 
 impl<R> Shared<R> {
-    /// Adds (`Some`) or removes an instance from the gateway's routes and publishes the
-    /// new table. Every server has one revision for now, with all the weight.
-    pub(crate) fn set_upstream(&self, server: &str, instance: &str, upstream: Option<Upstream>) {
-        let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
-        let instances = upstreams.entry(server.to_string()).or_default();
-        let changed = match upstream {
-            Some(upstream) => {
-                instances
-                    .insert(instance.to_string(), upstream.clone())
-                    .as_ref()
-                    != Some(&upstream)
+    /// Adds (`Some`) or removes a ready instance of `server`'s `revision` and publishes
+    /// the new table if that changes it.
+    pub(crate) fn set_upstream(
+        &self,
+        server: &str,
+        revision: u64,
+        instance: &str,
+        upstream: Option<Upstream>,
+    ) {
+        self.route(|routing| {
+            let instances = routing
+                .ready
+                .entry(server.to_string())
+                .or_default()
+                .entry(revision)
+                .or_default();
+            match upstream {
+                Some(upstream) => {
+                    instances
+                        .insert(instance.to_string(), upstream.clone())
+                        .as_ref()
+                        != Some(&upstream)
+                }
+                None => instances.remove(instance).is_some(),
             }
-            None => instances.remove(instance).is_some(),
-        };
-        if !changed {
+        });
+    }
+
+    /// Sets how `server`'s new sessions are shared between its revisions, all at once (an
+    /// empty list takes the server out of the table). Revisions left out lose their
+    /// sessions; weight 0 keeps them.
+    pub(crate) fn set_weights(&self, server: &str, weights: &[(u64, u32)]) {
+        self.route(|routing| {
+            let new: BTreeMap<u64, u32> = weights.iter().copied().collect();
+            if new.is_empty() {
+                return routing.weights.remove(server).is_some();
+            }
+            routing.weights.insert(server.to_string(), new.clone()) != Some(new)
+        });
+    }
+
+    /// The weights `server`'s revisions have now.
+    pub(crate) fn weights(&self, server: &str) -> Vec<(u64, u32)> {
+        let routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        routing
+            .weights
+            .get(server)
+            .map(|w| w.iter().map(|(&r, &w)| (r, w)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Changes the routing; publishes the table when `change` says it changed.
+    fn route(&self, change: impl FnOnce(&mut Routing) -> bool) {
+        let mut routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        if !change(&mut routing) {
             return;
         }
-        let table = upstreams.iter().map(|(server, instances)| {
-            let upstreams = instances.values().cloned().collect();
-            (
-                server.clone(),
-                vec![RevisionRoute {
-                    revision: 1,
-                    weight: 100,
-                    instances: upstreams,
-                }],
-            )
-        });
-        match RouteTable::new(table) {
+        // Published under the lock: tables go out in the order their changes happened.
+        match routing.table() {
             Ok(table) => {
                 self.routes.send_replace(table);
             }
@@ -177,6 +249,55 @@ impl<R> Shared<R> {
     }
 }
 
+/// What a deployment deploys: the fleet, how to render it, and each server's revision.
+#[derive(Clone)]
+pub struct Desired {
+    pub fleet: Arc<ValidFleet>,
+    /// Where its templates read environment variables and secret files.
+    pub host: Arc<dyn Host>,
+    /// Server → the revision number its spec has in the store (1 when absent).
+    pub revisions: BTreeMap<String, u64>,
+}
+
+impl std::fmt::Debug for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desired")
+            .field("fleet", &self.fleet.name)
+            .field("revisions", &self.revisions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Desired {
+    fn release(&self, server: &Server) -> Release {
+        Release {
+            fleet: self.fleet.clone(),
+            host: self.host.clone(),
+            server: server.clone(),
+            revision: self.revisions.get(&server.name).copied().unwrap_or(1),
+        }
+    }
+}
+
+/// One server at one revision, with what rendering its templates needs.
+#[derive(Clone)]
+pub(crate) struct Release {
+    pub(crate) fleet: Arc<ValidFleet>,
+    pub(crate) host: Arc<dyn Host>,
+    pub(crate) server: Server,
+    pub(crate) revision: u64,
+}
+
+/// How many instances a server runs: a remote server is one endpoint, however many
+/// replicas it asks for.
+pub(crate) fn replica_count(server: &Server) -> u32 {
+    if matches!(server.transport, Transport::Remote { .. }) {
+        1
+    } else {
+        server.replicas
+    }
+}
+
 /// How a deployment ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentOutcome {
@@ -197,7 +318,8 @@ impl<R: Runtime + 'static> Engine<R> {
                 events,
                 history: Mutex::new(VecDeque::new()),
                 monitors: Mutex::new(Vec::new()),
-                upstreams: Mutex::new(BTreeMap::new()),
+                routing: Mutex::new(Routing::default()),
+                releases: Mutex::new(BTreeMap::new()),
                 routes: watch::channel(RouteTable::empty()).0,
                 pools: Mutex::new(BTreeMap::new()),
             }),
@@ -206,11 +328,40 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// The fleet's status, as the admin API shows it.
     pub fn status(&self) -> Status {
-        self.shared
+        let mut status = self
+            .shared
             .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .to_status(&self.shared.config.state_dir)
+            .to_status(&self.shared.config.state_dir);
+        for server in &mut status.servers {
+            server.traffic = self
+                .shared
+                .weights(&server.name)
+                .into_iter()
+                .map(|(revision, weight)| RevisionWeight { revision, weight })
+                .collect();
+        }
+        status
+    }
+
+    /// What runs now: each server's serving revision and its spec.
+    pub fn deployed(&self) -> Vec<fleet_api::types::DeployedServer> {
+        self.shared
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|release| {
+                let record = fleet_plan::DeployedServer::from_server(&release.server);
+                fleet_api::types::DeployedServer {
+                    name: record.name,
+                    revision: release.revision,
+                    hash: record.hash,
+                    spec: record.spec,
+                }
+            })
+            .collect()
     }
 
     /// Every instance's readiness, restarts and failed checks, and how long the last
@@ -246,49 +397,54 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared.changed.subscribe()
     }
 
-    /// Deploys `fleet` as `plan` orders it and returns when every server is ready or the
-    /// deployment has failed. The fleet stays supervised afterwards.
-    pub async fn deploy(&self, fleet: Arc<ValidFleet>, plan: &Plan) -> DeploymentOutcome {
+    /// Deploys `desired` as `plan` orders it and returns when every server it creates or
+    /// updates is ready, and every server it deletes is stopped — or the deployment has
+    /// failed. Unchanged servers are not touched. The fleet stays supervised afterwards.
+    pub async fn deploy(&self, desired: &Desired, plan: &Plan) -> DeploymentOutcome {
         let shared = &self.shared;
-        shared.update(|s| s.begin(&fleet, plan));
+        let fleet = &desired.fleet;
+        shared.update(|s| s.begin(fleet, plan));
         shared.emit(
             EventKind::DeploymentStarted,
             None,
             None,
-            format!(
-                "deploying {} servers in {} waves",
-                fleet.servers.len(),
-                plan.waves.len()
-            ),
+            describe_plan(plan),
         );
+        let before = shared
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let limit = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
-        let order: Vec<&str> = plan
+        let order: Vec<(&str, &Change)> = plan
             .waves
             .iter()
-            .flat_map(|w| w.servers.iter().map(|s| s.name.as_str()))
+            .flat_map(|w| w.servers.iter().map(|s| (s.name.as_str(), &s.change)))
             .collect();
-        let tasks = order
-            .iter()
-            .filter_map(|name| fleet.server(name))
-            .map(|server| {
-                let engine = self.clone();
-                let fleet = fleet.clone();
-                let limit = limit.clone();
-                let server = server.clone();
-                async move { engine.bring_up(&fleet, &server, &limit).await }
-            });
+        let tasks = order.iter().filter_map(|(name, change)| {
+            let release = desired.release(fleet.server(name)?);
+            let engine = self.clone();
+            let limit = limit.clone();
+            let change = (*change).clone();
+            Some(async move { engine.apply(release, &change, &limit).await })
+        });
         let results: Vec<Result<(), String>> = futures::future::join_all(tasks).await;
         let failures: Vec<(&str, &String)> = order
             .iter()
             .zip(&results)
-            .filter_map(|(name, r)| r.as_ref().err().map(|e| (*name, e)))
+            .filter_map(|(name, r)| r.as_ref().err().map(|e| (name.0, e)))
             .collect();
 
         let outcome = match failures.first() {
-            None => DeploymentOutcome {
-                state: DeploymentState::Succeeded,
-                reason: None,
-            },
+            None => {
+                for deleted in &plan.deletes {
+                    self.delete_server(&deleted.name).await;
+                }
+                DeploymentOutcome {
+                    state: DeploymentState::Succeeded,
+                    reason: None,
+                }
+            }
             Some((name, why)) => {
                 // The strictest policy among the servers that failed on their own decides.
                 let policy = failures
@@ -323,12 +479,18 @@ impl<R: Runtime + 'static> Engine<R> {
                             None,
                             format!("rolling back: {reason}"),
                         );
-                        self.stop_all().await;
+                        let undone = order
+                            .iter()
+                            .rev()
+                            .filter(|(_, c)| matches!(c, Change::Create | Change::Update { .. }));
+                        for (name, _) in undone {
+                            self.undo(name, before.get(*name).cloned()).await;
+                        }
                         shared.emit(
                             EventKind::RollbackCompleted,
                             None,
                             None,
-                            "every server this deployment started is stopped",
+                            "what this deployment changed is back as it was",
                         );
                         DeploymentOutcome {
                             state: DeploymentState::RolledBack,
@@ -359,14 +521,19 @@ impl<R: Runtime + 'static> Engine<R> {
         outcome
     }
 
-    /// Starts one server once its dependencies allow, and waits until it is ready.
-    async fn bring_up(
+    /// Creates or updates one server once its dependencies allow, and waits until its new
+    /// revision serves.
+    async fn apply(
         &self,
-        fleet: &Arc<ValidFleet>,
-        server: &Server,
+        release: Release,
+        change: &Change,
         limit: &Semaphore,
     ) -> Result<(), String> {
         let shared = &self.shared;
+        let server = &release.server;
+        if *change == Change::Unchanged || *change == Change::Delete {
+            return Ok(());
+        }
         self.wait_for_dependencies(server)
             .await
             .inspect_err(|why| {
@@ -383,66 +550,122 @@ impl<R: Runtime + 'static> Engine<R> {
             .acquire()
             .await
             .map_err(|_| "the engine is shutting down".to_string())?;
-        if shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .aborted()
-        {
+        if self.aborted() {
             return Err(ABORTED.into());
         }
+        let serving = self.serving(&server.name);
+        match serving {
+            Some(old) if matches!(change, Change::Update { .. }) => {
+                let on_failure = server.on_failure;
+                self.update(old, release).await.inspect_err(|_| {
+                    shared.update(|s| s.abort_if(on_failure != OnFailure::Continue));
+                })
+            }
+            _ => self.create(release).await,
+        }
+    }
+
+    /// Starts a server that has no revision running, and waits until it is ready.
+    async fn create(&self, release: Release) -> Result<(), String> {
+        let shared = &self.shared;
+        let server = &release.server;
         shared.update(|s| s.set_server(&server.name, ServerState::Starting, None));
         shared.emit(
             EventKind::ServerStarting,
             Some(&server.name),
             None,
-            describe_start(server),
+            describe_start(server, release.revision),
         );
-        let replicas = if matches!(server.transport, Transport::Remote { .. }) {
-            1
-        } else {
-            server.replicas
-        };
-        let mut ready = Vec::new();
-        for replica in 1..=replicas {
-            let monitor =
-                InstanceMonitor::start(shared.clone(), fleet.clone(), server.clone(), replica)
+        shared.set_weights(&server.name, &[(release.revision, 100)]);
+        let mut started = Vec::new();
+        for replica in 1..=replica_count(server) {
+            started.push(
+                self.start_replica(&release, replica)
                     .await
-                    .map_err(|why| self.fail_server(server, why))?;
-            // A shutdown or rollback may have taken its snapshot of the monitors while this
-            // one was starting: joining the list and checking for that happen under one lock.
-            let aborted = {
-                let mut monitors = shared.monitors.lock().unwrap_or_else(|p| p.into_inner());
-                let aborted = shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .aborted();
-                if !aborted {
-                    monitors.push(monitor.clone());
-                }
-                aborted
-            };
-            if aborted {
-                monitor.stop().await;
-                return Err(ABORTED.into());
-            }
-            ready.push(monitor);
+                    .map_err(|why| self.fail_server(server, why))?,
+            );
         }
         // Every process runs: dependents waiting for `condition: started` may go.
         shared.update(|s| s.set_server(&server.name, ServerState::Checking, None));
-        for monitor in &ready {
+        for monitor in &started {
             if let Err(why) = monitor.wait_ready().await {
                 return Err(self.fail_server(server, why));
             }
         }
-        let detail = ready
+        self.serve(&release, &started);
+        Ok(())
+    }
+
+    /// Records that `release` serves its server (started and ready), and says so.
+    fn serve(&self, release: &Release, started: &[Arc<InstanceMonitor<R>>]) {
+        let shared = &self.shared;
+        let name = &release.server.name;
+        let detail = started
             .first()
             .and_then(|m| m.last_detail())
             .unwrap_or_default();
-        shared.update(|s| s.set_server(&server.name, ServerState::Ready, None));
-        shared.emit(EventKind::ServerReady, Some(&server.name), None, detail);
-        Ok(())
+        shared
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), release.clone());
+        shared.update(|s| {
+            s.set_revision(name, release.revision);
+            s.set_server(name, ServerState::Ready, None);
+        });
+        shared.emit(
+            EventKind::ServerReady,
+            Some(name),
+            None,
+            format!("revision {}: {detail}", release.revision),
+        );
+    }
+
+    /// Starts one replica of `release` and registers its monitor.
+    ///
+    /// # Errors
+    /// The instance cannot start, or the deployment was aborted meanwhile.
+    async fn start_replica(
+        &self,
+        release: &Release,
+        replica: u32,
+    ) -> Result<Arc<InstanceMonitor<R>>, String> {
+        let shared = &self.shared;
+        let monitor = InstanceMonitor::start(shared.clone(), release, replica).await?;
+        // A shutdown or rollback may have taken its snapshot of the monitors while this
+        // one was starting: joining the list and checking for that happen under one lock.
+        let aborted = {
+            let mut monitors = shared.monitors.lock().unwrap_or_else(|p| p.into_inner());
+            let aborted = self.aborted();
+            if !aborted {
+                monitors.push(monitor.clone());
+            }
+            aborted
+        };
+        if aborted {
+            monitor.stop().await;
+            return Err(ABORTED.into());
+        }
+        Ok(monitor)
+    }
+
+    /// Whether a failure (or a shutdown) means no further server may start.
+    fn aborted(&self) -> bool {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .aborted()
+    }
+
+    /// The release serving `server`, if any.
+    fn serving(&self, server: &str) -> Option<Release> {
+        self.shared
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .cloned()
     }
 
     /// Marks a server failed. Unless its policy is `continue`, no further server starts.
@@ -572,20 +795,36 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .update(|s| s.set_server(server, ServerState::Stopping, None));
         futures::future::join_all(monitors.iter().map(|m| m.stop())).await;
-        let pool = self
-            .shared
-            .pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(server);
-        if let Some(pool) = pool {
+        let pools: Vec<_> = {
+            let mut pools = self.shared.pools.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<_> = pools.keys().filter(|(s, _)| s == server).cloned().collect();
+            keys.iter().filter_map(|k| pools.remove(k)).collect()
+        };
+        for pool in pools {
             // Out of the route table by now: no new session gets a process.
             pool.close().await;
         }
         self.shared
+            .releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(server);
+        self.shared
             .update(|s| s.set_server(server, ServerState::Stopped, None));
         self.shared
             .emit(EventKind::ServerStopped, Some(server), None, "stopped");
+    }
+
+    /// Stops a server the fleet no longer has and forgets it.
+    async fn delete_server(&self, server: &str) {
+        self.shared.set_weights(server, &[]);
+        self.stop_server(server).await;
+        self.shared
+            .monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| m.server() != server);
+        self.shared.update(|s| s.remove_server(server));
     }
 
     /// Stops everything and marks the fleet stopped.
@@ -598,14 +837,35 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 }
 
-fn describe_start(server: &Server) -> String {
+fn describe_start(server: &Server, revision: u64) -> String {
     match &server.transport {
         Transport::Stdio { command, .. } => {
-            format!("starting `{}` (stdio)", command.command.shown)
+            format!(
+                "starting `{}` (stdio), revision {revision}",
+                command.command.shown
+            )
         }
-        Transport::Http { command, .. } => format!("starting `{}` (http)", command.command.shown),
-        Transport::Remote { url, .. } => format!("checking {}", url.shown),
+        Transport::Http { command, .. } => {
+            format!(
+                "starting `{}` (http), revision {revision}",
+                command.command.shown
+            )
+        }
+        Transport::Remote { url, .. } => format!("checking {}, revision {revision}", url.shown),
     }
+}
+
+/// What a deployment is about to do, in one line.
+fn describe_plan(plan: &Plan) -> String {
+    let c = &plan.changes;
+    if plan.nothing_deployed {
+        let servers = c.create;
+        return format!("deploying {servers} servers in {} waves", plan.waves.len());
+    }
+    format!(
+        "deploying: {} to create, {} to update, {} to delete, {} unchanged",
+        c.create, c.update, c.delete, c.unchanged
+    )
 }
 
 /// How long an engine waits for anything that has no deadline of its own.

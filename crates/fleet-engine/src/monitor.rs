@@ -2,23 +2,20 @@
 //! liveness, follow its restarts.
 
 use crate::pool::SessionPool;
-use crate::{STOP_GRACE, Shared};
+use crate::{Release, STOP_GRACE, Shared};
 use fleet_api::types::{CheckSummary, EventKind, ServerState};
 use fleet_gateway::{SessionProcesses, StdioLink, Upstream};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
 use fleet_runtime::{InstanceId, InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
-use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport, ValidFleet};
+use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// The revision every instance runs until the revision store exists.
-pub(crate) const REVISION: u64 = 1;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Readiness {
@@ -51,6 +48,7 @@ struct OtherCheck {
 pub(crate) struct InstanceMonitor<R> {
     shared: Arc<Shared<R>>,
     server: Server,
+    revision: u64,
     id: InstanceId,
     target: Target,
     others: Vec<OtherCheck>,
@@ -71,18 +69,24 @@ pub(crate) struct InstanceMonitor<R> {
 }
 
 impl<R: Runtime + 'static> InstanceMonitor<R> {
-    /// Starts replica `replica` of `server` and the task that watches it.
+    /// Starts replica `replica` of the release's server and the task that watches it.
     ///
     /// # Errors
     /// The instance cannot be started: a template fails with real values, the port is taken,
     /// the program or working directory does not exist.
     pub(crate) async fn start(
         shared: Arc<Shared<R>>,
-        fleet: Arc<ValidFleet>,
-        server: Server,
+        release: &Release,
         replica: u32,
     ) -> Result<Arc<Self>, String> {
-        let id = InstanceId(format!("{}-r{REVISION}-{replica}", server.name));
+        let Release {
+            fleet,
+            host,
+            server,
+            revision,
+        } = release;
+        let (server, revision) = (server.clone(), *revision);
+        let id = InstanceId(format!("{}-r{revision}-{replica}", server.name));
         let port = match &server.transport {
             Transport::Http {
                 port: Some(fixed), ..
@@ -90,7 +94,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             Transport::Http { port: None, .. } => Some(free_port()?),
             _ => None,
         };
-        let templates = InstanceTemplates::new(&fleet, shared.config.host.clone(), port, REVISION)
+        let templates = InstanceTemplates::new(fleet, host.clone(), port, revision)
             .map_err(|e| format!("cannot render its templates: {e}"))?;
         // Rendered texts that carry a secret, with their shown form: what check reports say
         // about a target (a URL with a token in it) is redacted with these.
@@ -152,6 +156,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let monitor = Arc::new(InstanceMonitor {
             shared: shared.clone(),
             server: server.clone(),
+            revision,
             id: id.clone(),
             target,
             others,
@@ -166,9 +171,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             redactions: redactions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
         shared.update(|s| {
-            if let Some(i) = s.instance(&server.name, &id.0) {
-                i.port = port;
-            }
+            s.add_instance(&server.name, &id.0, revision, port);
             if let Some(base) = &shared.config.gateway_url {
                 s.set_endpoint(&server.name, format!("{base}/mcp/{}", server.name));
             }
@@ -183,7 +186,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let spec = InstanceSpec {
             id: id.clone(),
             server: server.name.clone(),
-            revision: REVISION,
+            revision,
             program: resolve_program(&program, &fleet.base_dir),
             args: command.args.iter().map(&render).collect::<Result<_, _>>()?,
             env: command
@@ -210,7 +213,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             idle_timeout,
         }) = monitor.target
         {
-            let pool = shared.session_pool(&server.name, || {
+            let pool = shared.session_pool(&server.name, revision, || {
                 SessionPool::new(&shared, spec.clone(), warm, max_sessions, idle_timeout)
             });
             *monitor.pool.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool);
@@ -226,6 +229,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
     pub(crate) fn server(&self) -> &str {
         &self.server.name
+    }
+
+    pub(crate) fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -296,7 +303,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             None
         };
         self.shared
-            .set_upstream(&self.server.name, &self.id.0, upstream);
+            .set_upstream(&self.server.name, self.revision, &self.id.0, upstream);
     }
 
     /// How the gateway reaches this instance (for a per-session server: its pool,
@@ -582,6 +589,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             .map(HealthTracker::new)
             .collect();
         let mut delay = Duration::from_millis(5);
+        // The last attempt may be cut short by the deadline; the one before says why the
+        // instance was not ready (a missing tool, a failed call) better than "timed out".
+        let mut earlier_failure: Option<CheckReport> = None;
         loop {
             let mut reports = vec![self.mcp_check(Some(deadline)).await];
             for other in &self.others {
@@ -595,12 +605,21 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             if all_ready {
                 return Ok(());
             }
+            let failed = reports
+                .iter()
+                .find(|r| r.outcome.is_err())
+                .unwrap_or(&reports[0]);
             if Instant::now() >= deadline {
-                let failed = reports
-                    .iter()
-                    .find(|r| r.outcome.is_err())
-                    .unwrap_or(&reports[0]);
-                return Err(self.describe_failure(failed));
+                let cut_short =
+                    matches!(failed.outcome, Err(CheckFailure::HandshakeTimeout { .. }));
+                let why = match &earlier_failure {
+                    Some(earlier) if cut_short => earlier,
+                    _ => failed,
+                };
+                return Err(self.describe_failure(why));
+            }
+            if failed.outcome.is_err() {
+                earlier_failure = Some(failed.clone());
             }
             tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 2).min(Duration::from_millis(250));

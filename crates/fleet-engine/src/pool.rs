@@ -20,7 +20,6 @@ use fleet_spec::model::RestartPolicyKind;
 use futures::future::BoxFuture;
 
 use crate::Shared;
-use crate::monitor::REVISION;
 
 pub(crate) struct SessionPool<R> {
     shared: Weak<Shared<R>>,
@@ -144,7 +143,10 @@ impl<R: Runtime + 'static> SessionPool<R> {
     async fn start_one(&self, number: u64) -> Result<Started, String> {
         let shared = self.shared.upgrade().ok_or("the engine is gone")?;
         let mut spec = self.spec.clone();
-        spec.id = InstanceId(format!("{}-r{REVISION}-s{number}", self.spec.server));
+        spec.id = InstanceId(format!(
+            "{}-r{}-s{number}",
+            self.spec.server, self.spec.revision
+        ));
         let id = spec.id.clone();
         self.state().ids.insert(id.0.clone());
         let mut instance = match shared.runtime.start(spec).await {

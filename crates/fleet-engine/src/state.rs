@@ -54,6 +54,8 @@ struct ServerRecord {
     state: ServerState,
     reason: Option<String>,
     endpoint: Option<String>,
+    /// The revision serving it; `None` until one is deployed.
+    revision: Option<u64>,
     instances: Vec<InstanceStatus>,
     /// Has been ready: from then on its state follows its instances.
     deployed: bool,
@@ -77,6 +79,9 @@ impl FleetState {
         }
     }
 
+    /// Starts a deployment of `plan`: servers it creates get a record, servers it keeps
+    /// keep theirs (instances included), in the plan's order; servers it deletes keep
+    /// theirs until they are stopped.
     pub(crate) fn begin(&mut self, fleet: &ValidFleet, plan: &Plan) {
         self.fleet = fleet.name.clone();
         self.deployment = Deployment {
@@ -87,21 +92,47 @@ impl FleetState {
         };
         self.aborted = false;
         self.deployment_began = Instant::now();
-        self.servers = plan
+        let mut old: Vec<ServerRecord> = std::mem::take(&mut self.servers);
+        let mut take = |name: &str| {
+            old.iter()
+                .position(|s| s.name == name)
+                .map(|i| old.swap_remove(i))
+        };
+        let mut servers: Vec<ServerRecord> = plan
             .waves
             .iter()
             .flat_map(|w| w.servers.iter().map(move |s| (w.index, s)))
-            .map(|(wave, s)| ServerRecord {
-                name: s.name.clone(),
-                transport: s.transport.clone(),
-                wave,
-                state: ServerState::Pending,
-                reason: None,
-                endpoint: None,
-                instances: Vec::new(),
-                deployed: false,
+            .map(|(wave, s)| match take(&s.name) {
+                Some(mut kept) => {
+                    kept.wave = wave;
+                    kept.transport = s.transport.clone();
+                    kept
+                }
+                None => ServerRecord {
+                    name: s.name.clone(),
+                    transport: s.transport.clone(),
+                    wave,
+                    state: ServerState::Pending,
+                    reason: None,
+                    endpoint: None,
+                    revision: None,
+                    instances: Vec::new(),
+                    deployed: false,
+                },
             })
             .collect();
+        // Deleted servers stop after the rest; they sort last.
+        let last = plan.waves.len();
+        servers.extend(
+            plan.deletes
+                .iter()
+                .filter_map(|d| take(&d.name))
+                .map(|mut s| {
+                    s.wave = last;
+                    s
+                }),
+        );
+        self.servers = servers;
     }
 
     /// Records how the deployment ended — unless a shutdown has overtaken it.
@@ -149,21 +180,54 @@ impl FleetState {
         }
     }
 
-    /// The record of one instance, created on first use.
+    /// The record of one instance.
     pub(crate) fn instance(&mut self, server: &str, id: &str) -> Option<&mut InstanceStatus> {
-        let s = self.server_mut(server)?;
-        if let Some(i) = s.instances.iter().position(|i| i.id == id) {
-            return s.instances.get_mut(i);
-        }
+        self.server_mut(server)?
+            .instances
+            .iter_mut()
+            .find(|i| i.id == id)
+    }
+
+    /// Records a new instance, replacing an old record of the same id.
+    pub(crate) fn add_instance(
+        &mut self,
+        server: &str,
+        id: &str,
+        revision: u64,
+        port: Option<u16>,
+    ) {
+        let Some(s) = self.server_mut(server) else {
+            return;
+        };
+        s.instances.retain(|i| i.id != id);
         s.instances.push(InstanceStatus {
             id: id.to_string(),
+            revision,
             pid: None,
             state: ServerState::Starting,
             restarts: 0,
-            port: None,
+            port,
             last_check: None,
         });
-        s.instances.last_mut()
+    }
+
+    /// Forgets the instances of `server`'s `revision` (stopped for good).
+    pub(crate) fn remove_revision(&mut self, server: &str, revision: u64) {
+        if let Some(s) = self.server_mut(server) {
+            s.instances.retain(|i| i.revision != revision);
+        }
+    }
+
+    /// Records the revision serving `server`.
+    pub(crate) fn set_revision(&mut self, server: &str, revision: u64) {
+        if let Some(s) = self.server_mut(server) {
+            s.revision = Some(revision);
+        }
+    }
+
+    /// Forgets a deleted server.
+    pub(crate) fn remove_server(&mut self, server: &str) {
+        self.servers.retain(|s| s.name != server);
     }
 
     /// Sets an instance's state and derives its server's: the server is as good as its
@@ -280,6 +344,8 @@ impl FleetState {
                     state: s.state,
                     reason: s.reason.clone(),
                     endpoint: s.endpoint.clone(),
+                    revision: s.revision,
+                    traffic: Vec::new(),
                     instances: s.instances.clone(),
                 })
                 .collect(),

@@ -6,7 +6,7 @@ use crate::commands::{check as check_file, print_diagnostics};
 use anyhow::{Context, Result, bail};
 use fleet_api::types::{DeploymentState, Event, EventKind, ServerState, Status};
 use fleet_api::{Client, ClientError};
-use fleet_control::{ControlPlane, StateDir, default_state_dir};
+use fleet_control::{ControlPlane, StateDir, Submission, default_state_dir};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,6 +50,7 @@ pub(crate) struct UpArgs {
 pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     let checked = check_file(&args.file, args.environment.clone())?;
     print_diagnostics(&checked);
+    let source = checked.source.text.to_string();
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(FAILED));
     };
@@ -75,7 +76,14 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     if !args.detached_child {
         output.plan(&plan);
     }
-    let plane = ControlPlane::start(fleet, plan, dir, host).await?;
+    let submission = Submission {
+        fleet,
+        source,
+        path: absolute(&args.file).display().to_string(),
+        author: author(),
+        reason: None,
+    };
+    let plane = ControlPlane::start(submission, dir, host).await?;
     let (history, mut live) = plane.engine().subscribe();
     for event in history {
         output.event(&event);
@@ -207,6 +215,97 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
             status.pid
         );
     }
+    Ok(if status.deployment.state == DeploymentState::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(FAILED)
+    })
+}
+
+/// `path` made absolute against the working directory (as it is, if that fails).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Who runs this command, as revisions record it: `user@host`.
+fn author() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
+}
+
+pub(crate) struct DeployArgs {
+    pub file: PathBuf,
+    pub environment: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub reason: Option<String>,
+    pub json: bool,
+}
+
+/// `deploy`: validate the file, show what would change against what runs, and deploy it
+/// through the running control plane, following its events.
+pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
+    let checked = check_file(&args.file, args.environment.clone())?;
+    print_diagnostics(&checked);
+    let source = checked.source.text.to_string();
+    let Ok(fleet) = checked.into_valid() else {
+        return Ok(ExitCode::from(FAILED));
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&fleet.name));
+    let client = Client::new(&state_dir);
+    let deployed = match client.deployed().await {
+        Ok(deployed) => deployed,
+        Err(e @ ClientError::NotRunning { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(NOT_RUNNING));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let deployed: fleet_plan::DeployedFleet = deployed
+        .into_iter()
+        .map(|s| fleet_plan::DeployedServer {
+            name: s.name,
+            hash: s.hash,
+            spec: s.spec,
+        })
+        .collect();
+    let plan = fleet_plan::plan(&fleet, Some(&deployed))
+        .map_err(|_| anyhow::anyhow!("the dependency graph has a cycle"))?;
+    let output = Progress::new(args.json);
+    if !args.json {
+        eprint!("{}", fleet_plan::render_text(&plan));
+    }
+    if plan.changes.is_empty() {
+        if !args.json {
+            eprintln!("nothing to deploy: every server runs this spec already");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let request = fleet_api::types::DeployRequest {
+        source,
+        path: absolute(&args.file).display().to_string(),
+        environment: args.environment.clone(),
+        reason: args.reason.clone(),
+        author: author(),
+    };
+    let mut events = match client.deploy(&request).await {
+        Ok(events) => events,
+        Err(ClientError::Api { message, .. }) => {
+            eprintln!("{message}");
+            return Ok(ExitCode::from(FAILED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(event) = events.next_event().await? {
+        output.event(&event);
+    }
+    let status = client.status().await?;
+    output.summary(&status);
     Ok(if status.deployment.state == DeploymentState::Succeeded {
         ExitCode::SUCCESS
     } else {

@@ -93,6 +93,20 @@ enum Command {
         #[arg(long = "detached-child", hide = true)]
         detached_child: bool,
     },
+    /// Deploy a changed fleet file through the running control plane: show what changes,
+    /// then create, update (by each server's rollout strategy) and delete servers.
+    /// Unchanged servers are not touched.
+    Deploy {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
+        /// Why, kept with the new revision (`mcpfleet history`).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Show every server's state, endpoint and last check.
     Status {
         #[arg(default_value = "mcpfleet.yaml")]
@@ -266,6 +280,18 @@ fn main() -> ExitCode {
             };
             block_on(fleet::up(args))
         }
+        Command::Deploy {
+            file,
+            environment,
+            reason,
+            state_dir,
+        } => block_on(fleet::deploy(fleet::DeployArgs {
+            file,
+            environment,
+            state_dir,
+            reason,
+            json,
+        })),
         Command::Status { file, state_dir } => block_on(fleet::status(&file, state_dir, json)),
         Command::Metrics { file, state_dir } => block_on(fleet::metrics(&file, state_dir)),
         Command::Logs {

@@ -1,0 +1,286 @@
+//! Deployments through the control plane: record the fleet file as a new revision, plan it
+//! against what runs, carry the plan out with the engine, and record how it ended.
+//!
+//! One deployment at a time: a second one asked for while one runs is refused, not queued.
+
+use fleet_api::types::{DeployedServer, DeploymentState};
+use fleet_engine::{DeploymentOutcome, Desired, Engine};
+use fleet_plan::{DeployedFleet, Plan};
+use fleet_runtime::ProcessRuntime;
+use fleet_spec::model::ValidFleet;
+use fleet_spec::template::Host;
+use fleet_store::{
+    DeploymentKind, DeploymentStatus, NewDeployment, NewFleetRevision, NewServerRevision,
+    RevisionState, StateStore, StepOutcome,
+};
+use std::sync::{Arc, Mutex};
+
+/// A validated fleet file and where it came from.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub fleet: ValidFleet,
+    /// The file's text, as read (secret references, never values).
+    pub source: String,
+    /// Where it was read from.
+    pub path: String,
+    /// Who asked (user@host).
+    pub author: String,
+    /// Why (`--reason`).
+    pub reason: Option<String>,
+}
+
+/// Why a deployment did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Another deployment is running.
+    #[error(
+        "a deployment is already in progress; wait for it (`mcpfleet status`) and deploy again"
+    )]
+    Busy,
+    /// The file is for another fleet.
+    #[error(
+        "this control plane runs fleet `{running}`, not `{submitted}`; deploy `{submitted}` with its own `mcpfleet up`"
+    )]
+    OtherFleet { running: String, submitted: String },
+    /// The file changes settings only a restart applies.
+    #[error(
+        "`{section}` changed; the gateway and admin listeners are set when the control plane starts: apply it with `mcpfleet down` then `mcpfleet up`"
+    )]
+    NeedsRestart { section: &'static str },
+    /// The dependency graph has a cycle (validation reports it, located).
+    #[error("the dependency graph has a cycle")]
+    Cycle,
+    /// The store could not record the deployment.
+    #[error("cannot record the deployment: {0}")]
+    Store(#[from] fleet_store::StoreError),
+}
+
+/// Runs deployments, one at a time, and records them.
+#[derive(Clone)]
+pub(crate) struct Deployer {
+    engine: Engine<ProcessRuntime>,
+    store: Arc<dyn StateStore>,
+    host: Arc<dyn Host>,
+    /// The fleet the last deployment submitted (its gateway and admin settings are the
+    /// running ones).
+    current: Arc<Mutex<Option<Arc<ValidFleet>>>>,
+    running: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Deployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployer").finish_non_exhaustive()
+    }
+}
+
+/// A deployment that has been planned and recorded, ready to run.
+pub(crate) struct Prepared {
+    deployer: Deployer,
+    plan: Plan,
+    desired: Desired,
+    deployment: u64,
+    _running: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("deployment", &self.deployment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deployer {
+    pub(crate) fn new(
+        engine: Engine<ProcessRuntime>,
+        store: Arc<dyn StateStore>,
+        host: Arc<dyn Host>,
+    ) -> Self {
+        Deployer {
+            engine,
+            store,
+            host,
+            current: Arc::new(Mutex::new(None)),
+            running: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// What runs now, server by server.
+    pub(crate) fn deployed(&self) -> Vec<DeployedServer> {
+        self.engine.deployed()
+    }
+
+    /// Plans `submission` against what runs and records it as a new fleet revision and a
+    /// deployment; [`Prepared::run`] carries it out.
+    ///
+    /// # Errors
+    /// See [`DeployError`].
+    pub(crate) async fn prepare(&self, submission: Submission) -> Result<Prepared, DeployError> {
+        let running = self
+            .running
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| DeployError::Busy)?;
+        let fleet = submission.fleet;
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(current) = &current {
+            check_compatible(current, &fleet)?;
+        }
+        let deployed: DeployedFleet = self
+            .engine
+            .deployed()
+            .into_iter()
+            .map(|s| fleet_plan::DeployedServer {
+                name: s.name,
+                hash: s.hash,
+                spec: s.spec,
+            })
+            .collect();
+        let plan = fleet_plan::plan(&fleet, current.is_some().then_some(&deployed))
+            .map_err(|_| DeployError::Cycle)?;
+        let previous = self.store.latest_fleet_revision().await?;
+        let revision = self
+            .store
+            .record_fleet_revision(NewFleetRevision {
+                fleet: fleet.name.clone(),
+                source: submission.source,
+                source_path: submission.path,
+                env: fleet.environment.clone(),
+                author: submission.author,
+                reason: submission.reason.clone(),
+                servers: fleet
+                    .servers
+                    .iter()
+                    .map(|server| {
+                        let record = fleet_plan::DeployedServer::from_server(server);
+                        NewServerRevision {
+                            name: record.name,
+                            hash: record.hash,
+                            spec: record.spec,
+                        }
+                    })
+                    .collect(),
+            })
+            .await?;
+        let deployment = self
+            .store
+            .begin_deployment(NewDeployment {
+                fleet_revision: revision.number,
+                from_revision: previous.map(|p| p.number),
+                kind: DeploymentKind::Deploy,
+                reason: submission.reason,
+            })
+            .await?;
+        let fleet = Arc::new(fleet);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(fleet.clone());
+        Ok(Prepared {
+            deployer: self.clone(),
+            desired: Desired {
+                fleet,
+                host: self.host.clone(),
+                revisions: revision.servers,
+            },
+            plan,
+            deployment: deployment.id,
+            _running: running,
+        })
+    }
+}
+
+impl Prepared {
+    /// Carries the deployment out and records how it ended: the deployment's state, and
+    /// each changed server's revision as serving, replaced or failed.
+    pub(crate) async fn run(self) -> DeploymentOutcome {
+        let Prepared {
+            deployer,
+            plan,
+            desired,
+            deployment,
+            _running,
+        } = self;
+        let store = &deployer.store;
+        let journal = |e: fleet_store::StoreError| {
+            tracing::error!("cannot write the deployment journal: {e}");
+        };
+        let before = deployer.engine.deployed();
+        let step = serde_json::json!({ "apply": plan.changes });
+        let seq = store
+            .append_step(deployment, step)
+            .await
+            .map_err(journal)
+            .ok();
+        let outcome = deployer.engine.deploy(&desired, &plan).await;
+        if let Some(seq) = seq {
+            let result = if outcome.state == DeploymentState::Succeeded {
+                StepOutcome::Done
+            } else {
+                StepOutcome::Failed
+            };
+            let _ = store
+                .confirm_step(deployment, seq, result, outcome.reason.clone())
+                .await
+                .map_err(journal);
+        }
+        let after = deployer.engine.deployed();
+        for (server, &revision) in &desired.revisions {
+            let serving = after.iter().find(|s| &s.name == server).map(|s| s.revision);
+            let was = before
+                .iter()
+                .find(|s| &s.name == server)
+                .map(|s| s.revision);
+            if was == Some(revision) {
+                continue;
+            }
+            let (state, reason) = if serving == Some(revision) {
+                (RevisionState::Active, None)
+            } else {
+                (RevisionState::Failed, outcome.reason.clone())
+            };
+            let _ = store
+                .set_server_revision_state(server, revision, state, reason)
+                .await
+                .map_err(journal);
+            if let (RevisionState::Active, Some(old)) = (state, was) {
+                let _ = store
+                    .set_server_revision_state(server, old, RevisionState::Superseded, None)
+                    .await
+                    .map_err(journal);
+            }
+        }
+        let status = match outcome.state {
+            DeploymentState::Succeeded => DeploymentStatus::Succeeded,
+            DeploymentState::RolledBack => DeploymentStatus::RolledBack,
+            DeploymentState::Paused => DeploymentStatus::Paused,
+            DeploymentState::InProgress => DeploymentStatus::InProgress,
+            DeploymentState::Failed | DeploymentState::Stopping | DeploymentState::Stopped => {
+                DeploymentStatus::Failed
+            }
+        };
+        let _ = store
+            .finish_deployment(deployment, status, outcome.reason.clone())
+            .await
+            .map_err(journal);
+        outcome
+    }
+}
+
+/// The settings a running control plane cannot change: its listeners and the gateway's.
+fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), DeployError> {
+    if current.name != new.name {
+        return Err(DeployError::OtherFleet {
+            running: current.name.clone(),
+            submitted: new.name.clone(),
+        });
+    }
+    if serde_json::to_value(&current.gateway).ok() != serde_json::to_value(&new.gateway).ok() {
+        return Err(DeployError::NeedsRestart { section: "gateway" });
+    }
+    if serde_json::to_value(&current.admin).ok() != serde_json::to_value(&new.admin).ok() {
+        return Err(DeployError::NeedsRestart { section: "admin" });
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! How a running server moves from its serving revision to a new one: the strategies of
+//! `rollout.strategy` (DESIGN.md §9), and putting a server back the way it was.
+//!
+//! Traffic moves through the route table's weights: a revision the table leaves out takes
+//! no traffic and its sessions end; weight 0 keeps its sessions (they drain).
+
+use crate::monitor::InstanceMonitor;
+use crate::{Engine, Release, replica_count};
+use fleet_api::types::EventKind;
+use fleet_runtime::Runtime;
+use fleet_spec::model::Strategy;
+use std::sync::Arc;
+
+impl<R: Runtime + 'static> Engine<R> {
+    /// Replaces `old` with `new` by `new`'s strategy; returns once `new` serves.
+    ///
+    /// # Errors
+    /// Why `new` did not become ready. Strategies that keep `old` running until `new` is
+    /// ready (blue-green, rolling) leave `old` serving; `recreate` leaves nothing.
+    pub(crate) async fn update(&self, old: Release, new: Release) -> Result<(), String> {
+        let name = new.server.name.clone();
+        let strategy = new.server.rollout.strategy;
+        self.shared.emit(
+            EventKind::ServerStarting,
+            Some(&name),
+            None,
+            format!(
+                "updating from revision {} to {} ({})",
+                old.revision,
+                new.revision,
+                strategy_name(strategy)
+            ),
+        );
+        match strategy {
+            Strategy::Recreate => {
+                self.stop_revision(&name, old.revision).await;
+                self.create(new).await
+            }
+            Strategy::BlueGreen => self.blue_green(old, new).await,
+            Strategy::Rolling => self.rolling(old, new).await,
+            Strategy::Canary => Err(
+                "canary rollouts are not available yet; use `strategy: blue-green` or `rolling`"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Starts every replica of `new` beside `old`, waits until all are ready, then moves
+    /// all new sessions to `new` in one route-table swap. `old` keeps its sessions for
+    /// `rollout.rollback_window` (an instant rollback is a swap back), then stops.
+    async fn blue_green(&self, old: Release, new: Release) -> Result<(), String> {
+        let name = new.server.name.clone();
+        let started = self.start_revision(&new).await?;
+        self.shared
+            .set_weights(&name, &[(old.revision, 0), (new.revision, 100)]);
+        self.serve(&new, &started);
+        let window = new.server.rollout.rollback_window;
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            // Rolled back or replaced meanwhile: whoever did that decides about `old`.
+            let still_serving = engine.serving(&name).map(|r| r.revision) == Some(new.revision);
+            if still_serving {
+                engine.shared.set_weights(&name, &[(new.revision, 100)]);
+                engine.stop_revision(&name, old.revision).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Replaces `old`'s replicas with `new`'s a few at a time: never more than `replicas +
+    /// max_surge` instances, never fewer than `replicas - max_unavailable` ready ones.
+    /// New sessions are shared in proportion to each revision's ready replicas.
+    async fn rolling(&self, old: Release, new: Release) -> Result<(), String> {
+        let name = new.server.name.clone();
+        let replicas = replica_count(&new.server);
+        let rollout = &new.server.rollout;
+        let (surge, unavailable) = (rollout.max_surge, rollout.max_unavailable);
+        let mut old_left: Vec<Arc<InstanceMonitor<R>>> = self.monitors_of(&name, old.revision);
+        let mut ready: Vec<Arc<InstanceMonitor<R>>> = Vec::new();
+        let mut next_replica = 1;
+        while ready.len() < replicas as usize {
+            let running = (old_left.len() + ready.len()) as u32;
+            // Stop what max_unavailable allows before starting anything.
+            let floor = replicas.saturating_sub(unavailable);
+            let may_stop = running.saturating_sub(floor).min(old_left.len() as u32);
+            for _ in 0..may_stop {
+                if let Some(monitor) = old_left.pop() {
+                    self.weigh(&name, &old, &new, old_left.len(), ready.len());
+                    monitor.stop().await;
+                }
+            }
+            let running = (old_left.len() + ready.len()) as u32;
+            let room = (replicas + surge).saturating_sub(running);
+            let batch = room.min(replicas - ready.len() as u32).max(1);
+            let mut batch_monitors = Vec::new();
+            for _ in 0..batch {
+                let monitor = self.start_replica(&new, next_replica).await;
+                next_replica += 1;
+                match monitor {
+                    Ok(m) => batch_monitors.push(m),
+                    Err(why) => return Err(self.abandon(&old, &new, why).await),
+                }
+            }
+            for monitor in &batch_monitors {
+                if let Err(why) = monitor.wait_ready().await {
+                    return Err(self.abandon(&old, &new, why).await);
+                }
+            }
+            ready.extend(batch_monitors);
+            // Surge used: one old replica goes for each new one ready.
+            while (old_left.len() + ready.len()) as u32 > replicas {
+                let Some(monitor) = old_left.pop() else { break };
+                self.weigh(&name, &old, &new, old_left.len(), ready.len());
+                monitor.stop().await;
+            }
+            self.weigh(&name, &old, &new, old_left.len(), ready.len());
+        }
+        self.shared.set_weights(&name, &[(new.revision, 100)]);
+        self.stop_revision(&name, old.revision).await;
+        self.serve(&new, &ready);
+        Ok(())
+    }
+
+    /// Shares new sessions by ready replicas; a revision with none left takes none.
+    fn weigh(&self, name: &str, old: &Release, new: &Release, old_ready: usize, new_ready: usize) {
+        let mut weights = Vec::new();
+        if old_ready > 0 {
+            weights.push((old.revision, old_ready as u32));
+        }
+        if new_ready > 0 {
+            weights.push((new.revision, new_ready as u32));
+        }
+        if !weights.is_empty() {
+            self.shared.set_weights(name, &weights);
+        }
+    }
+
+    /// A rolling update failed: stops what `new` started and gives `old` its traffic
+    /// back (restarting its missing replicas); returns `why`.
+    async fn abandon(&self, old: &Release, new: &Release, why: String) -> String {
+        let name = &new.server.name;
+        self.shared.set_weights(name, &[(old.revision, 100)]);
+        self.stop_revision(name, new.revision).await;
+        self.shared.emit(
+            EventKind::ServerFailed,
+            Some(name),
+            None,
+            format!("revision {} failed: {why}", new.revision),
+        );
+        why
+    }
+
+    /// Starts every replica of `release` without giving it traffic, and waits until all
+    /// are ready. On failure what it started is stopped again.
+    async fn start_revision(
+        &self,
+        release: &Release,
+    ) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {
+        let name = &release.server.name;
+        let mut started = Vec::new();
+        let mut failure = None;
+        for replica in 1..=replica_count(&release.server) {
+            match self.start_replica(release, replica).await {
+                Ok(monitor) => started.push(monitor),
+                Err(why) => {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            for monitor in &started {
+                if let Err(why) = monitor.wait_ready().await {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => Ok(started),
+            Some(why) => {
+                self.stop_revision(name, release.revision).await;
+                self.shared.emit(
+                    EventKind::ServerFailed,
+                    Some(name),
+                    None,
+                    format!("revision {} failed: {why}", release.revision),
+                );
+                Err(why)
+            }
+        }
+    }
+
+    /// Puts `server` back as it was before this deployment: its previous release serving
+    /// (restarted if `recreate` stopped it), or nothing if the deployment created it.
+    pub(crate) async fn undo(&self, server: &str, previous: Option<Release>) {
+        let Some(previous) = previous else {
+            self.stop_server(server).await;
+            self.shared.set_weights(server, &[]);
+            return;
+        };
+        let running = self.monitors_of(server, previous.revision);
+        let started = if running.is_empty() {
+            self.shared.set_weights(server, &[(previous.revision, 100)]);
+            let mut started = Vec::new();
+            for replica in 1..=replica_count(&previous.server) {
+                match InstanceMonitor::start(self.shared.clone(), &previous, replica).await {
+                    Ok(monitor) => {
+                        self.shared
+                            .monitors
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(monitor.clone());
+                        started.push(monitor);
+                    }
+                    Err(why) => {
+                        tracing::error!(server, "cannot restart the previous revision: {why}")
+                    }
+                }
+            }
+            for monitor in &started {
+                let _ = monitor.wait_ready().await;
+            }
+            started
+        } else {
+            self.shared.set_weights(server, &[(previous.revision, 100)]);
+            running
+        };
+        let others: Vec<u64> = self
+            .revisions_of(server)
+            .into_iter()
+            .filter(|&r| r != previous.revision)
+            .collect();
+        for revision in others {
+            self.stop_revision(server, revision).await;
+        }
+        self.serve(&previous, &started);
+    }
+
+    /// The live monitors of `server`'s `revision`.
+    pub(crate) fn monitors_of(&self, server: &str, revision: u64) -> Vec<Arc<InstanceMonitor<R>>> {
+        self.shared
+            .monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|m| m.server() == server && m.revision() == revision && !m.is_stopped())
+            .cloned()
+            .collect()
+    }
+
+    /// The revisions of `server` with live monitors.
+    fn revisions_of(&self, server: &str) -> Vec<u64> {
+        let mut revisions: Vec<u64> = self
+            .shared
+            .monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|m| m.server() == server && !m.is_stopped())
+            .map(|m| m.revision())
+            .collect();
+        revisions.sort_unstable();
+        revisions.dedup();
+        revisions
+    }
+
+    /// Stops `server`'s `revision` for good: its instances, its session processes, its
+    /// records.
+    pub(crate) async fn stop_revision(&self, server: &str, revision: u64) {
+        let monitors = self.monitors_of(server, revision);
+        futures::future::join_all(monitors.iter().map(|m| m.stop())).await;
+        let pool = self
+            .shared
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(server.to_string(), revision));
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
+        self.shared
+            .monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| !(m.server() == server && m.revision() == revision));
+        self.shared.update(|s| s.remove_revision(server, revision));
+    }
+}
+
+fn strategy_name(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::Recreate => "recreate",
+        Strategy::Rolling => "rolling",
+        Strategy::BlueGreen => "blue-green",
+        Strategy::Canary => "canary",
+    }
+}

@@ -152,6 +152,12 @@ pub struct Event {
     pub time: String,
     pub kind: EventKind,
     pub server: Option<String>,
+    /// The server revision it concerns, when there is one.
+    #[serde(default)]
+    pub revision: Option<u64>,
+    /// The deployment it happened in, when there is one.
+    #[serde(default)]
+    pub deployment: Option<u64>,
     pub instance: Option<String>,
     pub message: String,
 }

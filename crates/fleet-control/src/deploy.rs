@@ -183,6 +183,7 @@ impl Deployer {
                 fleet,
                 host: self.host.clone(),
                 revisions: revision.servers,
+                deployment: Some(deployment.id),
             },
             plan,
             deployment: deployment.id,

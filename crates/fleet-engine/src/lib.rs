@@ -94,6 +94,8 @@ pub(crate) struct Shared<R> {
     routes: watch::Sender<RouteTable>,
     /// The release serving each server.
     releases: Mutex<BTreeMap<String, Release>>,
+    /// The store's id of the deployment running, for its events.
+    deployment: Mutex<Option<u64>>,
     /// Processes for the sessions of each per-session stdio server, by (server, revision).
     pools: Mutex<BTreeMap<RevisionKey, Arc<SessionPool<R>>>>,
 }
@@ -231,12 +233,37 @@ impl<R> Shared<R> {
         instance: Option<&str>,
         message: impl Into<String>,
     ) {
+        let revision = instance.and_then(revision_of_instance);
+        self.publish(kind, server, revision, instance, message.into());
+    }
+
+    /// An event about one revision of a server.
+    pub(crate) fn emit_revision(
+        &self,
+        kind: EventKind,
+        server: &str,
+        revision: u64,
+        message: impl Into<String>,
+    ) {
+        self.publish(kind, Some(server), Some(revision), None, message.into());
+    }
+
+    fn publish(
+        &self,
+        kind: EventKind,
+        server: Option<&str>,
+        revision: Option<u64>,
+        instance: Option<&str>,
+        message: String,
+    ) {
         let event = Event {
             time: state::now(),
             kind,
             server: server.map(str::to_string),
+            revision,
+            deployment: *self.deployment.lock().unwrap_or_else(|p| p.into_inner()),
             instance: instance.map(str::to_string),
-            message: message.into(),
+            message,
         };
         tracing::info!(kind = ?event.kind, server = ?event.server, instance = ?event.instance, "{}", event.message);
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -257,6 +284,8 @@ pub struct Desired {
     pub host: Arc<dyn Host>,
     /// Server → the revision number its spec has in the store (1 when absent).
     pub revisions: BTreeMap<String, u64>,
+    /// The store's id of this deployment, recorded in its events.
+    pub deployment: Option<u64>,
 }
 
 impl std::fmt::Debug for Desired {
@@ -286,6 +315,13 @@ pub(crate) struct Release {
     pub(crate) host: Arc<dyn Host>,
     pub(crate) server: Server,
     pub(crate) revision: u64,
+}
+
+/// The revision in an instance id (`<server>-r<revision>-<replica>`).
+fn revision_of_instance(id: &str) -> Option<u64> {
+    let (rest, _replica) = id.rsplit_once('-')?;
+    let (_, revision) = rest.rsplit_once("-r")?;
+    revision.parse().ok()
 }
 
 /// How many instances a server runs: a remote server is one endpoint, however many
@@ -320,6 +356,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 monitors: Mutex::new(Vec::new()),
                 routing: Mutex::new(Routing::default()),
                 releases: Mutex::new(BTreeMap::new()),
+                deployment: Mutex::new(None),
                 routes: watch::channel(RouteTable::empty()).0,
                 pools: Mutex::new(BTreeMap::new()),
             }),
@@ -403,6 +440,7 @@ impl<R: Runtime + 'static> Engine<R> {
     pub async fn deploy(&self, desired: &Desired, plan: &Plan) -> DeploymentOutcome {
         let shared = &self.shared;
         let fleet = &desired.fleet;
+        *shared.deployment.lock().unwrap_or_else(|p| p.into_inner()) = desired.deployment;
         shared.update(|s| s.begin(fleet, plan));
         shared.emit(
             EventKind::DeploymentStarted,
@@ -518,6 +556,7 @@ impl<R: Runtime + 'static> Engine<R> {
             ),
             Some(reason) => shared.emit(EventKind::DeploymentFailed, None, None, reason.clone()),
         }
+        *shared.deployment.lock().unwrap_or_else(|p| p.into_inner()) = None;
         outcome
     }
 
@@ -570,10 +609,10 @@ impl<R: Runtime + 'static> Engine<R> {
         let shared = &self.shared;
         let server = &release.server;
         shared.update(|s| s.set_server(&server.name, ServerState::Starting, None));
-        shared.emit(
+        shared.emit_revision(
             EventKind::ServerStarting,
-            Some(&server.name),
-            None,
+            &server.name,
+            release.revision,
             describe_start(server, release.revision),
         );
         shared.set_weights(&server.name, &[(release.revision, 100)]);
@@ -613,10 +652,10 @@ impl<R: Runtime + 'static> Engine<R> {
             s.set_revision(name, release.revision);
             s.set_server(name, ServerState::Ready, None);
         });
-        shared.emit(
+        shared.emit_revision(
             EventKind::ServerReady,
-            Some(name),
-            None,
+            name,
+            release.revision,
             format!("revision {}: {detail}", release.revision),
         );
     }

@@ -20,10 +20,10 @@ impl<R: Runtime + 'static> Engine<R> {
     pub(crate) async fn update(&self, old: Release, new: Release) -> Result<(), String> {
         let name = new.server.name.clone();
         let strategy = new.server.rollout.strategy;
-        self.shared.emit(
+        self.shared.emit_revision(
             EventKind::ServerStarting,
-            Some(&name),
-            None,
+            &name,
+            new.revision,
             format!(
                 "updating from revision {} to {} ({})",
                 old.revision,
@@ -142,10 +142,10 @@ impl<R: Runtime + 'static> Engine<R> {
         let name = &new.server.name;
         self.shared.set_weights(name, &[(old.revision, 100)]);
         self.stop_revision(name, new.revision).await;
-        self.shared.emit(
+        self.shared.emit_revision(
             EventKind::ServerFailed,
-            Some(name),
-            None,
+            name,
+            new.revision,
             format!("revision {} failed: {why}", new.revision),
         );
         why
@@ -181,10 +181,10 @@ impl<R: Runtime + 'static> Engine<R> {
             None => Ok(started),
             Some(why) => {
                 self.stop_revision(name, release.revision).await;
-                self.shared.emit(
+                self.shared.emit_revision(
                     EventKind::ServerFailed,
-                    Some(name),
-                    None,
+                    name,
+                    release.revision,
                     format!("revision {} failed: {why}", release.revision),
                 );
                 Err(why)

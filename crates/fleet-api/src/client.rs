@@ -149,6 +149,17 @@ impl Client {
         })
     }
 
+    /// Steers the rollout of `server`: `command` is `promote`, `abort`, `pause` or
+    /// `resume`.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a server without a rollout in progress is an `Api` error (409).
+    pub async fn steer(&self, server: &str, command: &str) -> Result<(), ClientError> {
+        self.body(Method::POST, &format!("/v1/servers/{server}/{command}"))
+            .await
+            .map(drop)
+    }
+
     /// The event history, then (with `follow`) live events until the stream ends.
     ///
     /// # Errors

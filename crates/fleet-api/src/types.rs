@@ -74,7 +74,47 @@ pub struct ServerStatus {
     /// revision takes traffic.
     #[serde(default)]
     pub traffic: Vec<RevisionWeight>,
+    /// The rollout in progress (a canary), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     pub instances: Vec<InstanceStatus>,
+}
+
+/// A canary in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// `canary`.
+    pub strategy: String,
+    /// The stable revision.
+    pub from_revision: u64,
+    /// The revision being rolled out.
+    pub to_revision: u64,
+    /// The current step (1-based; 0 before the first) and how many there are.
+    pub step: usize,
+    pub steps: usize,
+    /// The new revision's share of new sessions, in percent.
+    pub weight: u32,
+    /// `progressing`, `paused`, `waiting-for-promote` or `waiting-for-a-passing-analysis`.
+    pub state: String,
+    /// Failed analysis intervals in a row (`failure_limit` aborts).
+    pub failures_in_a_row: u32,
+    pub last_analysis: Option<AnalysisSummary>,
+}
+
+/// One analysis interval's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSummary {
+    pub at: String,
+    /// `pass`, `fail` or `inconclusive` (too little traffic: never a pass).
+    pub verdict: String,
+    /// Requests to the new revision in the interval.
+    pub requests: u64,
+    /// Their error rate (a fraction), if there were any.
+    pub error_rate: Option<f64>,
+    /// p95 latency upper bounds, in milliseconds.
+    pub canary_p95_ms: Option<f64>,
+    pub stable_p95_ms: Option<f64>,
+    pub reason: String,
 }
 
 /// One revision's share of a server's new sessions.
@@ -180,6 +220,10 @@ pub enum EventKind {
     CrashLooping,
     RollbackStarted,
     RollbackCompleted,
+    /// A canary moved to its next traffic step.
+    RolloutStep,
+    /// An analysis interval failed.
+    PerformanceAlert,
 }
 
 /// `POST /v1/deploy`: a fleet file, as the command line read and validated it.

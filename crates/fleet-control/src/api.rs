@@ -38,6 +38,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/check", post(check))
         .route("/v1/deploy", post(deploy))
+        .route("/v1/servers/{name}/{command}", post(steer))
         .route("/v1/shutdown", post(shutdown))
         .with_state(state.clone())
         .merge(read_only_router(state))
@@ -186,6 +187,30 @@ async fn deploy(State(state): State<AppState>, Json(request): Json<DeployRequest
     ndjson(
         stream.map(|e| Ok::<_, Infallible>(serde_json::to_string(&e).unwrap_or_default() + "\n")),
     )
+}
+
+/// `promote`, `abort`, `pause` or `resume` the rollout of a server.
+async fn steer(
+    State(state): State<AppState>,
+    Path((name, command)): Path<(String, String)>,
+) -> Response {
+    let command = match command.as_str() {
+        "promote" => fleet_engine::RolloutCommand::Promote,
+        "abort" => fleet_engine::RolloutCommand::Abort,
+        "pause" => fleet_engine::RolloutCommand::Pause,
+        "resume" => fleet_engine::RolloutCommand::Resume,
+        other => {
+            return ApiFailure(
+                StatusCode::NOT_FOUND,
+                format!("no command `{other}` (promote, abort, pause, resume)"),
+            )
+            .into_response();
+        }
+    };
+    match state.engine.command(&name, command) {
+        Ok(()) => Json(serde_json::json!({ "server": name, "accepted": true })).into_response(),
+        Err(why) => ApiFailure(StatusCode::CONFLICT, why).into_response(),
+    }
 }
 
 async fn check(State(state): State<AppState>) -> Json<CheckRun> {

@@ -107,6 +107,7 @@ impl ControlPlane {
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
         gateway_config.audit = Some(audit_log(state_dir.audit_path()));
         let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
+        engine.watch_traffic(gateway.clone());
         let (shutdown_requested, _) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(false);
         let socket = state_dir.socket_path();

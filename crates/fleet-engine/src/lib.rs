@@ -7,12 +7,15 @@
 //! fleet's status and its metrics. Does not own: starting processes (fleet-runtime), speaking
 //! MCP or running a check (fleet-mcp), the admin API (fleet-control).
 
+mod analysis;
+mod canary;
 mod metrics;
 mod monitor;
 mod pool;
 mod rollout;
 mod state;
 
+pub use canary::RolloutCommand;
 pub use metrics::{EngineMetrics, InstanceMetrics};
 
 use fleet_api::types::{
@@ -96,6 +99,10 @@ pub(crate) struct Shared<R> {
     releases: Mutex<BTreeMap<String, Release>>,
     /// The store's id of the deployment running, for its events.
     deployment: Mutex<Option<u64>>,
+    /// Canaries in progress, by server.
+    pub(crate) rollouts: Mutex<BTreeMap<String, canary::ActiveRollout>>,
+    /// The gateway whose counters canary analysis reads.
+    pub(crate) traffic: std::sync::OnceLock<fleet_gateway::Gateway>,
     /// Processes for the sessions of each per-session stdio server, by (server, revision).
     pools: Mutex<BTreeMap<RevisionKey, Arc<SessionPool<R>>>>,
 }
@@ -318,7 +325,7 @@ pub(crate) struct Release {
 }
 
 /// The revision in an instance id (`<server>-r<revision>-<replica>`).
-fn revision_of_instance(id: &str) -> Option<u64> {
+pub(crate) fn revision_of_instance(id: &str) -> Option<u64> {
     let (rest, _replica) = id.rsplit_once('-')?;
     let (_, revision) = rest.rsplit_once("-r")?;
     revision.parse().ok()
@@ -357,6 +364,8 @@ impl<R: Runtime + 'static> Engine<R> {
                 routing: Mutex::new(Routing::default()),
                 releases: Mutex::new(BTreeMap::new()),
                 deployment: Mutex::new(None),
+                rollouts: Mutex::new(BTreeMap::new()),
+                traffic: std::sync::OnceLock::new(),
                 routes: watch::channel(RouteTable::empty()).0,
                 pools: Mutex::new(BTreeMap::new()),
             }),
@@ -371,7 +380,13 @@ impl<R: Runtime + 'static> Engine<R> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .to_status(&self.shared.config.state_dir);
+        let rollouts = self
+            .shared
+            .rollouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for server in &mut status.servers {
+            server.rollout = rollouts.get(&server.name).map(|r| r.status.clone());
             server.traffic = self
                 .shared
                 .weights(&server.name)
@@ -380,6 +395,11 @@ impl<R: Runtime + 'static> Engine<R> {
                 .collect();
         }
         status
+    }
+
+    /// Reads canary analysis traffic from `gateway` (the one fronting this engine's routes).
+    pub fn watch_traffic(&self, gateway: fleet_gateway::Gateway) {
+        let _ = self.shared.traffic.set(gateway);
     }
 
     /// What runs now: each server's serving revision and its spec.

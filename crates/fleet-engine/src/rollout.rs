@@ -38,10 +38,7 @@ impl<R: Runtime + 'static> Engine<R> {
             }
             Strategy::BlueGreen => self.blue_green(old, new).await,
             Strategy::Rolling => self.rolling(old, new).await,
-            Strategy::Canary => Err(
-                "canary rollouts are not available yet; use `strategy: blue-green` or `rolling`"
-                    .into(),
-            ),
+            Strategy::Canary => self.canary(old, new).await,
         }
     }
 
@@ -49,23 +46,35 @@ impl<R: Runtime + 'static> Engine<R> {
     /// all new sessions to `new` in one route-table swap. `old` keeps its sessions for
     /// `rollout.rollback_window` (an instant rollback is a swap back), then stops.
     async fn blue_green(&self, old: Release, new: Release) -> Result<(), String> {
-        let name = new.server.name.clone();
         let started = self.start_revision(&new).await?;
+        self.promote(&old, &new, &started);
+        Ok(())
+    }
+
+    /// Gives `new` every new session in one route-table swap and records it as serving;
+    /// `old` keeps its sessions for `rollout.rollback_window` (an instant rollback is a swap
+    /// back), then stops.
+    pub(crate) fn promote(
+        &self,
+        old: &Release,
+        new: &Release,
+        started: &[Arc<InstanceMonitor<R>>],
+    ) {
+        let name = new.server.name.clone();
         self.shared
             .set_weights(&name, &[(old.revision, 0), (new.revision, 100)]);
-        self.serve(&new, &started);
+        self.serve(new, started);
         let window = new.server.rollout.rollback_window;
-        let engine = self.clone();
+        let (engine, old, new) = (self.clone(), old.revision, new.revision);
         tokio::spawn(async move {
             tokio::time::sleep(window).await;
             // Rolled back or replaced meanwhile: whoever did that decides about `old`.
-            let still_serving = engine.serving(&name).map(|r| r.revision) == Some(new.revision);
+            let still_serving = engine.serving(&name).map(|r| r.revision) == Some(new);
             if still_serving {
-                engine.shared.set_weights(&name, &[(new.revision, 100)]);
-                engine.stop_revision(&name, old.revision).await;
+                engine.shared.set_weights(&name, &[(new, 100)]);
+                engine.stop_revision(&name, old).await;
             }
         });
-        Ok(())
     }
 
     /// Replaces `old`'s replicas with `new`'s a few at a time: never more than `replicas +
@@ -153,7 +162,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Starts every replica of `release` without giving it traffic, and waits until all
     /// are ready. On failure what it started is stopped again.
-    async fn start_revision(
+    pub(crate) async fn start_revision(
         &self,
         release: &Release,
     ) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {

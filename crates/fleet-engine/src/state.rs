@@ -274,6 +274,15 @@ impl FleetState {
             .or_default() += 1;
     }
 
+    /// Failed checks so far of the instances of `server`'s `revision`.
+    pub(crate) fn check_failures_of(&self, server: &str, revision: u64) -> u64 {
+        self.check_failures
+            .iter()
+            .filter(|((s, id), _)| s == server && crate::revision_of_instance(id) == Some(revision))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub(crate) fn server_state(&self, name: &str) -> ServerState {
         self.servers
             .iter()
@@ -346,6 +355,7 @@ impl FleetState {
                     endpoint: s.endpoint.clone(),
                     revision: s.revision,
                     traffic: Vec::new(),
+                    rollout: None,
                     instances: s.instances.clone(),
                 })
                 .collect(),

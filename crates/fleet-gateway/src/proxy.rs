@@ -498,7 +498,9 @@ async fn forward(
             inner: incoming,
             failure_event,
             pending,
-            scan: (tool_call.is_some() || learn_pins).then(SseScan::default),
+            // Every answer's response is looked at: a JSON-RPC error inside an event stream
+            // counts as one (canary analysis judges revisions by it).
+            scan: (method == Method::POST).then(SseScan::default),
             tool_call: tool_call.map(|call| (call, target.clone())),
             pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
             mrtr_seen: false,
@@ -686,10 +688,17 @@ impl SseRelay {
     fn finish(&mut self, outcome: Option<Outcome>) {
         self.finished = true;
         self._guard = None;
-        if let Some(pending) = self.pending.take() {
-            pending.record(outcome);
-        }
         let scan = self.scan.take().unwrap_or_default();
+        if let Some(pending) = self.pending.take() {
+            let answered_with_error = outcome.is_none()
+                && pending.outcome == Outcome::Ok
+                && scan.outcome() == ToolOutcome::JsonRpcError;
+            pending.record(if answered_with_error {
+                Some(Outcome::JsonRpcError)
+            } else {
+                outcome
+            });
+        }
         if let Some((call, target)) = self.tool_call.take() {
             let outcome = match outcome {
                 Some(Outcome::TransportError) => ToolOutcome::TransportError,

@@ -330,6 +330,26 @@ async fn with_client<T>(
     }
 }
 
+/// `promote`, `abort`, `pause`, `resume`: steer a server's rollout.
+pub(crate) async fn steer(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    server: &str,
+    command: &str,
+) -> Result<ExitCode> {
+    match with_client(file, state_dir, async |c| c.steer(server, command).await).await {
+        Ok(Ok(())) => {
+            eprintln!("{command}: sent to the rollout of `{server}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(code)) => Ok(code),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(FAILED))
+        }
+    }
+}
+
 pub(crate) async fn status(
     file: &Path,
     state_dir: Option<PathBuf>,

@@ -107,6 +107,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// End the current step of a server's canary now (at the last step: give the new
+    /// revision every new session).
+    Promote(Steer),
+    /// Abort a server's canary: the stable revision gets every session back.
+    Abort(Steer),
+    /// Hold a server's canary at its current step (analysis goes on).
+    Pause(Steer),
+    /// Let a paused canary go on.
+    Resume(Steer),
     /// Show every server's state, endpoint and last check.
     Status {
         #[arg(default_value = "mcpfleet.yaml")]
@@ -179,6 +188,17 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The arguments of `promote`, `abort`, `pause` and `resume`.
+#[derive(Debug, clap::Args)]
+struct Steer {
+    /// The server whose rollout to steer.
+    server: String,
+    #[arg(default_value = "mcpfleet.yaml")]
+    file: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// Runs an async command on a multi-threaded runtime (only the commands that need one).
@@ -292,6 +312,10 @@ fn main() -> ExitCode {
             reason,
             json,
         })),
+        Command::Promote(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "promote")),
+        Command::Abort(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "abort")),
+        Command::Pause(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "pause")),
+        Command::Resume(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "resume")),
         Command::Status { file, state_dir } => block_on(fleet::status(&file, state_dir, json)),
         Command::Metrics { file, state_dir } => block_on(fleet::metrics(&file, state_dir)),
         Command::Logs {

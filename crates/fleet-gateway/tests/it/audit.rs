@@ -112,6 +112,10 @@ async fn every_tool_call_is_counted_and_audited_without_its_arguments() {
         r#"mcpfleet_gateway_tool_calls_total{server="alpha",revision="1",tool="fail",outcome="tool_error"} 1"#,
         r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="echo",outcome="ok"} 1"#,
         r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="no-such-tool",outcome="jsonrpc_error"} 1"#,
+        // The error inside the answer's event stream counts as the request's outcome too:
+        // canary analysis reads these counters.
+        r#"mcpfleet_gateway_requests_total{server="alpha",revision="1",method="tools/call",outcome="jsonrpc_error"} 1"#,
+        r#"mcpfleet_gateway_requests_total{server="solo",revision="1",method="tools/call",outcome="jsonrpc_error"} 1"#,
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }

@@ -23,7 +23,7 @@ servers:
     )
 }
 
-fn instance_pids(status: &Status, server_name: &str) -> Vec<(String, u32)> {
+pub(super) fn instance_pids(status: &Status, server_name: &str) -> Vec<(String, u32)> {
     server(status, server_name)
         .instances
         .iter()

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod canary;
 mod deploy;
 
 fn bin_dir() -> PathBuf {

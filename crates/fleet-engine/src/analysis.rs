@@ -1,0 +1,359 @@
+//! Canary analysis: is the new revision as good as the stable one, judged on one interval
+//! of gateway traffic? Pure: two metric snapshots in, a verdict out.
+//!
+//! Errors are JSON-RPC errors and transport failures per answered request; tool results
+//! with `isError` count only with `count_tool_errors`. Latency compares p95 upper bounds
+//! of the interval's histograms (coarse buckets: an estimate, good enough to compare). Too
+//! little canary traffic is inconclusive, never a pass.
+
+use fleet_gateway::{Histogram, MetricsSnapshot, OutcomeCounts, RevisionStats, ToolOutcome};
+use fleet_spec::model::Analysis;
+
+/// The three outcomes of an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Pass,
+    Fail,
+    /// Fewer than `min_requests` canary requests: nothing to judge.
+    Inconclusive,
+}
+
+/// What one interval showed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct IntervalResult {
+    pub(crate) verdict: Verdict,
+    /// Canary requests answered or failed in the interval.
+    pub(crate) requests: u64,
+    /// Their error rate, when there were any.
+    pub(crate) error_rate: Option<f64>,
+    /// p95 latency upper bounds (seconds) of the canary and the stable revision.
+    pub(crate) canary_p95: Option<f64>,
+    pub(crate) stable_p95: Option<f64>,
+    /// Why it failed or was inconclusive; what passed otherwise.
+    pub(crate) reason: String,
+}
+
+/// Judges `canary` against `stable` on the traffic between `before` and `after`, plus the
+/// canary's failed health checks in the interval.
+pub(crate) fn judge(
+    analysis: &Analysis,
+    before: &MetricsSnapshot,
+    after: &MetricsSnapshot,
+    server: &str,
+    stable: u64,
+    canary: u64,
+    health_failures: u64,
+) -> IntervalResult {
+    let window = |revision| Window::between(before, after, server, revision);
+    let (c, s) = (window(canary), window(stable));
+    let mut errors = c.totals.jsonrpc_error + c.totals.transport_error;
+    if analysis.count_tool_errors {
+        errors += c.tool_errors;
+    }
+    let requests = c.totals.ok + c.totals.jsonrpc_error + c.totals.transport_error;
+    #[allow(clippy::cast_precision_loss)]
+    let error_rate = (requests > 0).then(|| errors as f64 / requests as f64);
+    let canary_p95 = c.latency.quantile(0.95);
+    let stable_p95 = s.latency.quantile(0.95);
+    let result = |verdict, reason: String| IntervalResult {
+        verdict,
+        requests,
+        error_rate,
+        canary_p95,
+        stable_p95,
+        reason,
+    };
+    if health_failures > 0 {
+        return result(
+            Verdict::Fail,
+            format!("{health_failures} failed health check(s) of revision {canary}"),
+        );
+    }
+    if requests < u64::from(analysis.min_requests) {
+        return result(
+            Verdict::Inconclusive,
+            format!(
+                "{requests} of the {} requests needed to judge revision {canary}",
+                analysis.min_requests
+            ),
+        );
+    }
+    let rate = error_rate.unwrap_or(0.0);
+    if rate > analysis.max_error_rate {
+        return result(
+            Verdict::Fail,
+            format!(
+                "error rate {:.1}% over {requests} requests is above {:.1}%",
+                rate * 100.0,
+                analysis.max_error_rate * 100.0
+            ),
+        );
+    }
+    // Latency is compared only when both sides have answers in the interval. A histogram
+    // knows a p95 only as a bucket (lower, upper]: the canary fails only when it is slower
+    // for certain — its bucket's lower bound above the ratio times the stable's upper one.
+    if let (Some(cp), Some(sp)) = (canary_p95, stable_p95)
+        && sp > 0.0
+        && lower_bound(cp) / sp > analysis.max_latency_p95_ratio
+    {
+        return result(
+            Verdict::Fail,
+            format!(
+                "p95 latency over {} is more than {:.2}× the stable revision's {} (limit {:.2}×)",
+                millis(lower_bound(cp)).trim_start_matches('≤'),
+                lower_bound(cp) / sp,
+                millis(sp),
+                analysis.max_latency_p95_ratio
+            ),
+        );
+    }
+    result(
+        Verdict::Pass,
+        format!(
+            "error rate {:.1}% over {requests} requests, p95 {}",
+            rate * 100.0,
+            canary_p95.map_or_else(|| "-".into(), millis)
+        ),
+    )
+}
+
+/// The lower bound of the latency bucket whose upper bound is `upper`.
+fn lower_bound(upper: f64) -> f64 {
+    let buckets = &fleet_gateway::LATENCY_BUCKETS;
+    match buckets.iter().position(|b| *b >= upper) {
+        Some(0) => 0.0,
+        Some(i) => buckets[i - 1],
+        None => buckets[buckets.len() - 1],
+    }
+}
+
+fn millis(seconds: f64) -> String {
+    if seconds.is_infinite() {
+        "over 30s".into()
+    } else {
+        format!("≤{}ms", seconds * 1000.0)
+    }
+}
+
+/// One revision's counters over an interval.
+#[derive(Debug)]
+struct Window {
+    totals: OutcomeCounts,
+    tool_errors: u64,
+    latency: Histogram,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            totals: OutcomeCounts::default(),
+            tool_errors: 0,
+            latency: Histogram {
+                counts: Vec::new(),
+                sum_seconds: 0.0,
+            },
+        }
+    }
+}
+
+impl Window {
+    fn between(
+        before: &MetricsSnapshot,
+        after: &MetricsSnapshot,
+        server: &str,
+        revision: u64,
+    ) -> Self {
+        let (Some(later), earlier) = (
+            after.revision(server, Some(revision)),
+            before.revision(server, Some(revision)),
+        ) else {
+            return Window::default();
+        };
+        let zero = Window::default();
+        let earlier = earlier.map_or(zero, Window::of);
+        let later = Window::of(later);
+        let minus = |a: u64, b: u64| a.saturating_sub(b);
+        Window {
+            totals: OutcomeCounts {
+                ok: minus(later.totals.ok, earlier.totals.ok),
+                jsonrpc_error: minus(later.totals.jsonrpc_error, earlier.totals.jsonrpc_error),
+                transport_error: minus(
+                    later.totals.transport_error,
+                    earlier.totals.transport_error,
+                ),
+                rejected: minus(later.totals.rejected, earlier.totals.rejected),
+            },
+            tool_errors: minus(later.tool_errors, earlier.tool_errors),
+            latency: Histogram {
+                counts: later
+                    .latency
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| minus(n, earlier.latency.counts.get(i).copied().unwrap_or(0)))
+                    .collect(),
+                sum_seconds: (later.latency.sum_seconds - earlier.latency.sum_seconds).max(0.0),
+            },
+        }
+    }
+
+    fn of(stats: &RevisionStats) -> Self {
+        Window {
+            totals: stats.totals,
+            tool_errors: stats
+                .tool_calls
+                .iter()
+                .filter(|t| t.outcome == ToolOutcome::ToolError)
+                .map(|t| t.count)
+                .sum(),
+            latency: stats.latency.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_gateway::ToolCount;
+    use std::time::Duration;
+
+    fn analysis() -> Analysis {
+        Analysis {
+            interval: Duration::from_secs(1),
+            max_error_rate: 0.05,
+            max_latency_p95_ratio: 1.25,
+            min_requests: 20,
+            failure_limit: 2,
+            count_tool_errors: false,
+        }
+    }
+
+    /// Counters of one revision: `ok` answers, `errors` JSON-RPC errors, all in the bucket
+    /// of `latency` seconds, and `tool_errors` isError results.
+    fn stats(revision: u64, ok: u64, errors: u64, latency: f64, tool_errors: u64) -> RevisionStats {
+        let bucket = fleet_gateway::LATENCY_BUCKETS
+            .iter()
+            .position(|b| latency <= *b)
+            .unwrap_or(fleet_gateway::LATENCY_BUCKETS.len());
+        let mut counts = vec![0; fleet_gateway::LATENCY_BUCKETS.len() + 1];
+        counts[bucket] = ok + errors;
+        RevisionStats {
+            server: "api".into(),
+            revision: Some(revision),
+            requests: Vec::new(),
+            totals: OutcomeCounts {
+                ok,
+                jsonrpc_error: errors,
+                ..OutcomeCounts::default()
+            },
+            latency: Histogram {
+                counts,
+                #[allow(clippy::cast_precision_loss)]
+                sum_seconds: latency * (ok + errors) as f64,
+            },
+            tool_calls: vec![ToolCount {
+                tool: "echo".into(),
+                outcome: ToolOutcome::ToolError,
+                count: tool_errors,
+            }],
+        }
+    }
+
+    fn snapshot(revisions: Vec<RevisionStats>) -> MetricsSnapshot {
+        MetricsSnapshot {
+            revisions,
+            sessions_active: Default::default(),
+        }
+    }
+
+    fn judge_interval(
+        analysis: &Analysis,
+        stable: RevisionStats,
+        canary: RevisionStats,
+    ) -> IntervalResult {
+        // Counters only grow: the interval is what was added to a non-empty start.
+        let before = snapshot(vec![stats(1, 100, 0, 0.002, 0), stats(2, 5, 0, 0.002, 0)]);
+        let add = |a: &RevisionStats, b: RevisionStats| {
+            let mut sum = b;
+            sum.totals.ok += a.totals.ok;
+            sum.totals.jsonrpc_error += a.totals.jsonrpc_error;
+            for (i, n) in a.latency.counts.iter().enumerate() {
+                sum.latency.counts[i] += n;
+            }
+            sum.tool_calls[0].count += a.tool_calls[0].count;
+            sum
+        };
+        let after = snapshot(vec![
+            add(&before.revisions[0], stable),
+            add(&before.revisions[1], canary),
+        ]);
+        judge(analysis, &before, &after, "api", 1, 2, 0)
+    }
+
+    #[test]
+    fn errors_above_the_limit_fail_and_below_pass() {
+        let a = analysis();
+        let failing = judge_interval(&a, stats(1, 100, 0, 0.002, 0), stats(2, 80, 20, 0.002, 0));
+        assert_eq!(failing.verdict, Verdict::Fail, "{failing:?}");
+        assert_eq!(failing.error_rate, Some(0.2));
+        assert!(failing.reason.contains("20.0%"), "{}", failing.reason);
+        let passing = judge_interval(&a, stats(1, 100, 0, 0.002, 0), stats(2, 99, 1, 0.002, 0));
+        assert_eq!(passing.verdict, Verdict::Pass, "{passing:?}");
+    }
+
+    #[test]
+    fn too_few_requests_are_inconclusive_even_when_all_fail() {
+        let result = judge_interval(
+            &analysis(),
+            stats(1, 100, 0, 0.002, 0),
+            stats(2, 0, 19, 0.002, 0),
+        );
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{result:?}");
+        assert_eq!(result.requests, 19);
+    }
+
+    #[test]
+    fn a_slower_canary_fails_on_its_p95_ratio() {
+        let result = judge_interval(
+            &analysis(),
+            stats(1, 100, 0, 0.002, 0),
+            stats(2, 100, 0, 0.02, 0),
+        );
+        assert_eq!(result.verdict, Verdict::Fail, "{result:?}");
+        assert!(result.reason.contains("p95"), "{}", result.reason);
+    }
+
+    #[test]
+    fn latency_within_the_histograms_resolution_is_not_a_failure() {
+        // 1.5 ms vs 0.8 ms: buckets (1, 2.5] and (0, 1] — perhaps only 1.0× apart.
+        let result = judge_interval(
+            &analysis(),
+            stats(1, 100, 0, 0.0008, 0),
+            stats(2, 100, 0, 0.0015, 0),
+        );
+        assert_eq!(result.verdict, Verdict::Pass, "{result:?}");
+    }
+
+    #[test]
+    fn tool_errors_count_only_when_configured() {
+        let mut a = analysis();
+        let canary = || stats(2, 100, 0, 0.002, 30);
+        assert_eq!(
+            judge_interval(&a, stats(1, 100, 0, 0.002, 0), canary()).verdict,
+            Verdict::Pass
+        );
+        a.count_tool_errors = true;
+        assert_eq!(
+            judge_interval(&a, stats(1, 100, 0, 0.002, 0), canary()).verdict,
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn failed_health_checks_fail_whatever_the_traffic() {
+        let empty = snapshot(Vec::new());
+        let result = judge(&analysis(), &empty, &empty, "api", 1, 2, 1);
+        assert_eq!(result.verdict, Verdict::Fail);
+        assert!(result.reason.contains("health check"), "{}", result.reason);
+    }
+}

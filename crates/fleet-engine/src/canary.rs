@@ -1,0 +1,357 @@
+//! Canary rollouts: the new revision takes a growing share of new sessions, step by step,
+//! while every `analysis.interval` judges it against the stable revision on live gateway
+//! traffic ([`crate::analysis`]). `failure_limit` failed intervals in a row abort it;
+//! `mcpfleet promote | abort | pause | resume` steer it.
+//!
+//! A step ends when its pause is over *and* an interval in it passed (too little traffic is
+//! never a pass), or on `promote`. A step with `pause: {}` waits for `promote`. After the
+//! last step the new revision gets every new session, as in blue-green.
+
+use crate::analysis::{self, IntervalResult, Verdict};
+use crate::{Engine, Release};
+use fleet_api::types::{AnalysisSummary, EventKind, RolloutStatus};
+use fleet_runtime::Runtime;
+use fleet_spec::model::OnAbort;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What `mcpfleet promote | abort | pause | resume` asks of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutCommand {
+    /// End the current step now (at the last step: give the new revision everything).
+    Promote,
+    /// Stop the rollout: the stable revision gets every session back.
+    Abort,
+    /// Hold the current step: its pause stops counting down (analysis goes on).
+    Pause,
+    /// Let a paused step count down again.
+    Resume,
+}
+
+/// A rollout in progress: how to steer it and what it shows.
+#[derive(Debug)]
+pub(crate) struct ActiveRollout {
+    pub(crate) commands: mpsc::UnboundedSender<RolloutCommand>,
+    pub(crate) status: RolloutStatus,
+}
+
+/// How a step ended.
+enum StepEnd {
+    Next,
+    Abort(String),
+}
+
+impl<R: Runtime + 'static> Engine<R> {
+    /// Runs a canary of `new` beside `old`; returns once `new` serves everything.
+    ///
+    /// # Errors
+    /// Why the canary was aborted (analysis, health, `mcpfleet abort`) or did not start; the
+    /// stable revision serves again by then.
+    pub(crate) async fn canary(&self, old: Release, new: Release) -> Result<(), String> {
+        let name = new.server.name.clone();
+        let started = self.start_revision(&new).await?;
+        let rollout = &new.server.rollout;
+        let (commands, mut inbox) = mpsc::unbounded_channel();
+        let steps = rollout.steps.len();
+        self.set_rollout(
+            &name,
+            Some(ActiveRollout {
+                commands,
+                status: RolloutStatus {
+                    strategy: "canary".into(),
+                    from_revision: old.revision,
+                    to_revision: new.revision,
+                    step: 0,
+                    steps,
+                    weight: 0,
+                    state: "progressing".into(),
+                    failures_in_a_row: 0,
+                    last_analysis: None,
+                },
+            }),
+        );
+        let mut failures = 0;
+        for (index, step) in rollout.steps.iter().enumerate() {
+            let weight = step.weight.min(100);
+            self.shared.set_weights(
+                &name,
+                &[(old.revision, 100 - weight), (new.revision, weight)],
+            );
+            self.update_rollout(&name, |s| {
+                s.step = index + 1;
+                s.weight = weight;
+            });
+            self.shared.emit_revision(
+                EventKind::RolloutStep,
+                &name,
+                new.revision,
+                format!(
+                    "step {}/{steps}: {weight}% of new sessions to revision {}{}",
+                    index + 1,
+                    new.revision,
+                    match step.pause {
+                        Some(pause) =>
+                            format!(" for {}", fleet_spec::model::format_duration(pause)),
+                        None => ", until `mcpfleet promote`".into(),
+                    }
+                ),
+            );
+            match self
+                .run_step(&old, &new, step.pause, &mut inbox, &mut failures)
+                .await
+            {
+                StepEnd::Next => {}
+                StepEnd::Abort(why) => return Err(self.abort_canary(&old, &new, why).await),
+            }
+        }
+        self.set_rollout(&name, None);
+        self.promote(&old, &new, &started);
+        Ok(())
+    }
+
+    /// Waits for one step to end, judging the canary every interval.
+    async fn run_step(
+        &self,
+        old: &Release,
+        new: &Release,
+        pause: Option<Duration>,
+        inbox: &mut mpsc::UnboundedReceiver<RolloutCommand>,
+        failures: &mut u32,
+    ) -> StepEnd {
+        let name = &new.server.name;
+        let analysis = &new.server.rollout.analysis;
+        let mut passed = false;
+        // `None`: waiting for `promote` (pause: {}) or paused by `mcpfleet pause`.
+        let mut ends_at = pause.map(|p| Instant::now() + p);
+        let mut paused_with: Option<Duration> = None;
+        // The pause is over; the step waits for a passing interval.
+        let mut over = false;
+        let mut next_tick = Instant::now() + analysis.interval;
+        let mut before = self.traffic();
+        let mut health_before = self.health_failures(name, new.revision);
+        loop {
+            let state = match (paused_with, ends_at) {
+                (Some(_), _) => "paused",
+                (None, None) => "waiting-for-promote",
+                (None, Some(_)) if over => "waiting-for-a-passing-analysis",
+                (None, Some(_)) => "progressing",
+            };
+            self.update_rollout(name, |s| s.state = state.into());
+            let step_over = async {
+                match ends_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(next_tick) => {
+                    next_tick += analysis.interval;
+                    let after = self.traffic();
+                    let health = self.health_failures(name, new.revision);
+                    let result = analysis::judge(
+                        analysis,
+                        &before,
+                        &after,
+                        name,
+                        old.revision,
+                        new.revision,
+                        health.saturating_sub(health_before),
+                    );
+                    (before, health_before) = (after, health);
+                    match result.verdict {
+                        Verdict::Pass => {
+                            *failures = 0;
+                            passed = true;
+                        }
+                        Verdict::Fail => {
+                            *failures += 1;
+                            self.shared.emit_revision(
+                                EventKind::PerformanceAlert,
+                                name,
+                                new.revision,
+                                format!(
+                                    "analysis failed ({} of {} in a row): {}",
+                                    failures, analysis.failure_limit, result.reason
+                                ),
+                            );
+                        }
+                        Verdict::Inconclusive => {}
+                    }
+                    let limit_reached = *failures >= analysis.failure_limit.max(1);
+                    self.record_analysis(name, &result, *failures);
+                    if limit_reached {
+                        return StepEnd::Abort(format!(
+                            "analysis failed {} times in a row: {}",
+                            failures, result.reason
+                        ));
+                    }
+                    if passed && over {
+                        return StepEnd::Next;
+                    }
+                }
+                () = step_over, if !over && paused_with.is_none() && ends_at.is_some() => {
+                    if passed {
+                        return StepEnd::Next;
+                    }
+                    // Over, but nothing has passed yet: the next passing interval ends it.
+                    over = true;
+                }
+                command = inbox.recv() => match command {
+                    Some(RolloutCommand::Promote) => return StepEnd::Next,
+                    Some(RolloutCommand::Abort) | None => {
+                        return StepEnd::Abort("aborted by `mcpfleet abort`".into());
+                    }
+                    Some(RolloutCommand::Pause) => {
+                        if paused_with.is_none() {
+                            paused_with = Some(ends_at.map_or(Duration::ZERO, |at| {
+                                at.saturating_duration_since(Instant::now())
+                            }));
+                            if pause.is_some() {
+                                ends_at = None;
+                            }
+                        }
+                    }
+                    Some(RolloutCommand::Resume) => {
+                        if let Some(left) = paused_with.take()
+                            && pause.is_some()
+                        {
+                            ends_at = Some(Instant::now() + left);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Ends a canary: the stable revision gets every new session back; the canary's
+    /// sessions end (clients re-initialize onto stable) or drain, per `on_abort`; its
+    /// instances stop. Returns `why`.
+    async fn abort_canary(&self, old: &Release, new: &Release, why: String) -> String {
+        let name = &new.server.name;
+        self.shared.emit_revision(
+            EventKind::RollbackStarted,
+            name,
+            new.revision,
+            format!("aborting the canary of revision {}: {why}", new.revision),
+        );
+        self.set_rollout(name, None);
+        match new.server.rollout.on_abort {
+            OnAbort::EndSessions => {
+                self.shared.set_weights(name, &[(old.revision, 100)]);
+                self.stop_revision(name, new.revision).await;
+            }
+            OnAbort::Drain => {
+                self.shared
+                    .set_weights(name, &[(old.revision, 100), (new.revision, 0)]);
+                let window = new.server.rollout.rollback_window;
+                let (engine, name, stable, canary) =
+                    (self.clone(), name.clone(), old.revision, new.revision);
+                tokio::spawn(async move {
+                    tokio::time::sleep(window).await;
+                    if engine.serving(&name).map(|r| r.revision) == Some(stable) {
+                        engine.shared.set_weights(&name, &[(stable, 100)]);
+                    }
+                    engine.stop_revision(&name, canary).await;
+                });
+            }
+        }
+        self.shared.emit_revision(
+            EventKind::RollbackCompleted,
+            name,
+            old.revision,
+            format!("revision {} serves every new session again", old.revision),
+        );
+        why
+    }
+
+    /// Steers the rollout of `server`.
+    ///
+    /// # Errors
+    /// `server` has no rollout in progress.
+    pub fn command(&self, server: &str, command: RolloutCommand) -> Result<(), String> {
+        let rollouts = self
+            .shared
+            .rollouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let active = rollouts.get(server).ok_or_else(|| {
+            format!("`{server}` has no rollout in progress (see `mcpfleet status`)")
+        })?;
+        active
+            .commands
+            .send(command)
+            .map_err(|_| format!("the rollout of `{server}` has just ended"))
+    }
+
+    fn set_rollout(&self, server: &str, rollout: Option<ActiveRollout>) {
+        let mut rollouts = self
+            .shared
+            .rollouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match rollout {
+            Some(r) => rollouts.insert(server.to_string(), r),
+            None => rollouts.remove(server),
+        };
+        drop(rollouts);
+        self.shared.changed.send_modify(|v| *v += 1);
+    }
+
+    fn update_rollout(&self, server: &str, change: impl FnOnce(&mut RolloutStatus)) {
+        let mut rollouts = self
+            .shared
+            .rollouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(active) = rollouts.get_mut(server) {
+            change(&mut active.status);
+        }
+    }
+
+    fn record_analysis(&self, server: &str, result: &IntervalResult, failures: u32) {
+        let summary = AnalysisSummary {
+            at: crate::state::now(),
+            verdict: match result.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "fail",
+                Verdict::Inconclusive => "inconclusive",
+            }
+            .into(),
+            requests: result.requests,
+            error_rate: result.error_rate,
+            canary_p95_ms: result
+                .canary_p95
+                .filter(|p| p.is_finite())
+                .map(|p| p * 1000.0),
+            stable_p95_ms: result
+                .stable_p95
+                .filter(|p| p.is_finite())
+                .map(|p| p * 1000.0),
+            reason: result.reason.clone(),
+        };
+        self.update_rollout(server, |s| {
+            s.failures_in_a_row = failures;
+            s.last_analysis = Some(summary);
+        });
+    }
+
+    /// The gateway's counters now (empty without a gateway: every interval inconclusive).
+    fn traffic(&self) -> fleet_gateway::MetricsSnapshot {
+        match self.shared.traffic.get() {
+            Some(gateway) => gateway.metrics(),
+            None => fleet_gateway::MetricsSnapshot {
+                revisions: Vec::new(),
+                sessions_active: Default::default(),
+            },
+        }
+    }
+
+    fn health_failures(&self, server: &str, revision: u64) -> u64 {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_failures_of(server, revision)
+    }
+}

@@ -56,10 +56,10 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records a new fleet revision, numbered one above the latest, and its server revisions.
     ///
-    /// For each server: if the server's latest revision has the same `hash`, the fleet
-    /// revision reuses that revision's number (whatever its state); otherwise the server gets
-    /// a new revision, numbered one above its latest (or 1), in state
-    /// [`RevisionState::Pending`].
+    /// For each server: if one of the server's revisions has the same `hash` (the same
+    /// spec, e.g. after a rollback), the fleet revision reuses that revision's number
+    /// (whatever its state); otherwise the server gets a new revision, numbered one above
+    /// its latest (or 1), in state [`RevisionState::Pending`].
     ///
     /// # Errors
     ///

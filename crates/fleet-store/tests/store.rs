@@ -124,19 +124,24 @@ async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
     assert_eq!(second.servers["github"], 2);
     assert_eq!(second.servers["search"], 1);
 
-    // Going back to an older hash is a new revision: only the latest one is compared.
+    // Going back to an older spec (a rollback) brings back its number; a new one is next.
     let third = store
         .record_fleet_revision(fleet(vec![server("github", "g1")]))
         .await
         .unwrap();
-    assert_eq!(third.servers["github"], 3);
+    assert_eq!(third.servers["github"], 1);
+    let fourth = store
+        .record_fleet_revision(fleet(vec![server("github", "g3")]))
+        .await
+        .unwrap();
+    assert_eq!(fourth.servers["github"], 3);
 
     let github = store.server_revisions("github").await.unwrap();
     let numbers: Vec<_> = github
         .iter()
         .map(|r| (r.number, r.fleet_revision))
         .collect();
-    assert_eq!(numbers, [(1, 1), (2, 2), (3, 3)]);
+    assert_eq!(numbers, [(1, 1), (2, 2), (3, 4)]);
     assert!(github.iter().all(|r| r.state == RevisionState::Pending));
     assert_eq!(store.server_revisions("memory").await.unwrap().len(), 1);
 

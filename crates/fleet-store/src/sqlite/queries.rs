@@ -51,19 +51,28 @@ pub(super) fn record_fleet_revision(
     .db()?;
     let mut servers = BTreeMap::new();
     for server in &new.servers {
-        let latest: Option<(u64, String)> = tx
+        // The same spec is the same revision, however long ago it was recorded: rolling
+        // back to it brings back its number.
+        let same: Option<u64> = tx
             .query_row(
-                "SELECT number, hash FROM server_revisions WHERE server = ?1
+                "SELECT number FROM server_revisions WHERE server = ?1 AND hash = ?2
                  ORDER BY number DESC LIMIT 1",
-                [&server.name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                [&server.name, &server.hash],
+                |r| r.get(0),
             )
             .optional()
             .db()?;
-        let server_number = match latest {
-            Some((latest, hash)) if hash == server.hash => latest,
-            latest => {
-                let next = latest.map_or(1, |(n, _)| n + 1);
+        let latest: Option<u64> = tx
+            .query_row(
+                "SELECT max(number) FROM server_revisions WHERE server = ?1",
+                [&server.name],
+                |r| r.get(0),
+            )
+            .db()?;
+        let server_number = match same {
+            Some(number) => number,
+            None => {
+                let next = latest.map_or(1, |n| n + 1);
                 tx.execute(
                     "INSERT INTO server_revisions
                          (server, number, hash, spec, created_at, fleet_revision, state, reason)

@@ -146,10 +146,11 @@ async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
     assert_eq!(store.server_revisions("memory").await.unwrap().len(), 1);
 
     assert_eq!(store.fleet_revision(2).await.unwrap(), Some(second));
-    assert_eq!(store.latest_fleet_revision().await.unwrap(), Some(third));
-    assert_eq!(store.fleet_revision(4).await.unwrap(), None);
+    assert_eq!(store.fleet_revision(3).await.unwrap(), Some(third));
+    assert_eq!(store.latest_fleet_revision().await.unwrap(), Some(fourth));
+    assert_eq!(store.fleet_revision(5).await.unwrap(), None);
     let all = store.fleet_revisions().await.unwrap();
-    assert_eq!(all.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!(all[0], first);
 }
 

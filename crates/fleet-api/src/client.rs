@@ -1,6 +1,8 @@
 //! A small HTTP/1.1 client over the control plane's unix socket.
 
-use crate::types::{ApiError, CheckRun, DeployRequest, DeployedServer, Event, Status};
+use crate::types::{
+    ApiError, CheckRun, DeployRequest, DeployedServer, Event, RollbackRequest, Status,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -141,8 +143,25 @@ impl Client {
     /// See [`ClientError`]; a deployment already in progress is an `Api` error (409), an
     /// invalid file one with status 422 and the located errors as its message.
     pub async fn deploy(&self, request: &DeployRequest) -> Result<Lines, ClientError> {
+        self.post_stream("/v1/deploy", request).await
+    }
+
+    /// Rolls the fleet (or one server) back to a stored revision through the running
+    /// control plane; streams the deployment's events like [`Client::deploy`].
+    ///
+    /// # Errors
+    /// See [`ClientError`]; no such revision is an `Api` error (422).
+    pub async fn rollback(&self, request: &RollbackRequest) -> Result<Lines, ClientError> {
+        self.post_stream("/v1/rollback", request).await
+    }
+
+    async fn post_stream(
+        &self,
+        path: &str,
+        request: &impl serde::Serialize,
+    ) -> Result<Lines, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let response = self.send(Method::POST, "/v1/deploy", body).await?;
+        let response = self.send(Method::POST, path, body).await?;
         Ok(Lines {
             body: response.into_body(),
             buffer: Vec::new(),

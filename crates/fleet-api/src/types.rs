@@ -241,6 +241,18 @@ pub struct DeployRequest {
     pub author: String,
 }
 
+/// `POST /v1/rollback`: go back to a stored revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// One server, or (absent) the whole fleet.
+    pub server: Option<String>,
+    /// A server revision (with `server`) or a fleet revision; absent: the one before.
+    pub to: Option<u64>,
+    pub reason: Option<String>,
+    /// Who (user@host).
+    pub author: String,
+}
+
 /// `GET /v1/deployed`: one server as it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployedServer {

@@ -9,7 +9,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use fleet_api::types::{ApiError, CheckRun, DeployRequest, DeployedServer, EventKind, Status};
+use fleet_api::types::{
+    ApiError, CheckRun, DeployRequest, DeployedServer, EventKind, RollbackRequest, Status,
+};
 use fleet_engine::Engine;
 use fleet_runtime::ProcessRuntime;
 use futures::StreamExt;
@@ -38,6 +40,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/check", post(check))
         .route("/v1/deploy", post(deploy))
+        .route("/v1/rollback", post(rollback))
         .route("/v1/servers/{name}/{command}", post(steer))
         .route("/v1/shutdown", post(shutdown))
         .with_state(state.clone())
@@ -152,19 +155,40 @@ async fn deploy(State(state): State<AppState>, Json(request): Json<DeployRequest
         path: request.path,
         author: request.author,
         reason: request.reason,
+        kind: crate::DeploymentKind::Deploy,
     };
-    let prepared = match state.deployer.prepare(submission).await {
-        Ok(prepared) => prepared,
-        Err(e @ crate::DeployError::Busy) => {
-            return ApiFailure(StatusCode::CONFLICT, e.to_string()).into_response();
-        }
-        Err(e @ crate::DeployError::Store(_)) => {
-            return ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-        }
-        Err(e) => {
-            return ApiFailure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response();
-        }
+    match state.deployer.prepare(submission).await {
+        Ok(prepared) => follow_deployment(&state, prepared),
+        Err(e) => deploy_failure(&e),
+    }
+}
+
+/// `POST /v1/rollback`: rolls the fleet, or one server, forward to a stored revision;
+/// streams the deployment's events like `POST /v1/deploy`.
+async fn rollback(State(state): State<AppState>, Json(request): Json<RollbackRequest>) -> Response {
+    let target = crate::RollbackTarget {
+        server: request.server,
+        to: request.to,
+        reason: request.reason,
+        author: request.author,
     };
+    match state.deployer.rollback(target).await {
+        Ok(prepared) => follow_deployment(&state, prepared),
+        Err(e) => deploy_failure(&e),
+    }
+}
+
+fn deploy_failure(e: &crate::DeployError) -> Response {
+    let status = match e {
+        crate::DeployError::Busy => StatusCode::CONFLICT,
+        crate::DeployError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiFailure(status, e.to_string()).into_response()
+}
+
+/// Runs a prepared deployment and streams its events; the answer ends with it.
+fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Response {
     // Subscribed before the deployment starts: its first event is not missed.
     let (_, live) = state.engine.subscribe();
     tokio::spawn(prepared.run());

@@ -27,6 +27,8 @@ pub struct Submission {
     pub author: String,
     /// Why (`--reason`).
     pub reason: Option<String>,
+    /// A deployment of a new file, or a rollback to a stored revision.
+    pub kind: DeploymentKind,
 }
 
 /// Why a deployment did not start.
@@ -50,6 +52,12 @@ pub enum DeployError {
     /// The dependency graph has a cycle (validation reports it, located).
     #[error("the dependency graph has a cycle")]
     Cycle,
+    /// There is nothing to roll back to.
+    #[error("{0}")]
+    NoRollbackTarget(String),
+    /// A stored revision could not be read back.
+    #[error("cannot read revision {revision} back from the store: {why}")]
+    Unreadable { revision: u64, why: String },
     /// The store could not record the deployment.
     #[error("cannot record the deployment: {0}")]
     Store(#[from] fleet_store::StoreError),
@@ -171,7 +179,7 @@ impl Deployer {
             .begin_deployment(NewDeployment {
                 fleet_revision: revision.number,
                 from_revision: previous.map(|p| p.number),
-                kind: DeploymentKind::Deploy,
+                kind: submission.kind,
                 reason: submission.reason,
             })
             .await?;
@@ -190,6 +198,191 @@ impl Deployer {
             _running: running,
         })
     }
+}
+
+/// What `mcpfleet rollback` asks for.
+#[derive(Debug, Clone)]
+pub struct RollbackTarget {
+    /// One server, or (`None`) the whole fleet.
+    pub server: Option<String>,
+    /// The revision to go back to (a server revision, or a fleet revision for the whole
+    /// fleet); `None`: the one before the current.
+    pub to: Option<u64>,
+    pub reason: Option<String>,
+    pub author: String,
+}
+
+impl Deployer {
+    /// Rolls forward to a stored revision: the whole fleet to a fleet revision, or one
+    /// server to one of its server revisions (the others stay as they are). Planned and
+    /// recorded like any deployment (kind `rollback`).
+    ///
+    /// # Errors
+    /// See [`DeployError`]: no such revision, nothing before the current one, a stored
+    /// revision that no longer validates.
+    pub(crate) async fn rollback(&self, target: RollbackTarget) -> Result<Prepared, DeployError> {
+        let store = &self.store;
+        let current = store
+            .latest_fleet_revision()
+            .await?
+            .ok_or_else(|| DeployError::NoRollbackTarget("nothing has been deployed yet".into()))?;
+        let (fleet, source, path, default_reason) = match &target.server {
+            None => {
+                let number = match target.to {
+                    Some(n) => n,
+                    None => self.previous_fleet_revision(current.number).await?,
+                };
+                let revision = store.fleet_revision(number).await?.ok_or_else(|| {
+                    DeployError::NoRollbackTarget(format!(
+                        "there is no fleet revision {number} (see `mcpfleet history`)"
+                    ))
+                })?;
+                let fleet = self.materialize(&revision).await?;
+                (
+                    fleet,
+                    revision.source,
+                    revision.source_path,
+                    format!("rollback to fleet revision {number}"),
+                )
+            }
+            Some(server) => {
+                let serving = self
+                    .engine
+                    .deployed()
+                    .into_iter()
+                    .find(|s| &s.name == server)
+                    .ok_or_else(|| {
+                        DeployError::NoRollbackTarget(format!("`{server}` is not deployed"))
+                    })?;
+                let revisions = store.server_revisions(server).await?;
+                let number = match target.to {
+                    Some(n) => n,
+                    None => revisions
+                        .iter()
+                        .rev()
+                        .find(|r| r.number != serving.revision && r.state == fleet_store::RevisionState::Superseded)
+                        .map(|r| r.number)
+                        .ok_or_else(|| {
+                            DeployError::NoRollbackTarget(format!(
+                                "`{server}` has no earlier revision that served (see `mcpfleet history {server}`)"
+                            ))
+                        })?,
+                };
+                if number == serving.revision {
+                    return Err(DeployError::NoRollbackTarget(format!(
+                        "`{server}` runs revision {number} already"
+                    )));
+                }
+                let old = revisions
+                    .iter()
+                    .find(|r| r.number == number)
+                    .ok_or_else(|| {
+                        DeployError::NoRollbackTarget(format!(
+                            "`{server}` has no revision {number} (see `mcpfleet history {server}`)"
+                        ))
+                    })?;
+                let recorded_in = store.fleet_revision(old.fleet_revision).await?.ok_or(
+                    DeployError::Unreadable {
+                        revision: old.fleet_revision,
+                        why: "missing".into(),
+                    },
+                )?;
+                let old_fleet = self.materialize(&recorded_in).await?;
+                let mut fleet = self.materialize(&current).await?;
+                let spec = old_fleet
+                    .server(server)
+                    .cloned()
+                    .ok_or(DeployError::Unreadable {
+                        revision: old.fleet_revision,
+                        why: format!("it has no server `{server}`"),
+                    })?;
+                match fleet.servers.iter_mut().find(|s| &s.name == server) {
+                    Some(slot) => *slot = spec,
+                    None => fleet.servers.push(spec),
+                }
+                (
+                    fleet,
+                    current.source,
+                    current.source_path,
+                    format!("rollback of `{server}` to revision {number}"),
+                )
+            }
+        };
+        self.prepare(Submission {
+            fleet,
+            source,
+            path,
+            author: target.author,
+            reason: Some(target.reason.unwrap_or(default_reason)),
+            kind: DeploymentKind::Rollback,
+        })
+        .await
+    }
+
+    /// The fleet revision the last successful deployment before `current` deployed.
+    async fn previous_fleet_revision(&self, current: u64) -> Result<u64, DeployError> {
+        self.store
+            .deployments()
+            .await?
+            .iter()
+            .rev()
+            .filter(|d| d.state == DeploymentStatus::Succeeded && d.fleet_revision < current)
+            .map(|d| d.fleet_revision)
+            .next()
+            .ok_or_else(|| {
+                DeployError::NoRollbackTarget(
+                    "no earlier fleet revision was deployed successfully (see `mcpfleet history`)"
+                        .into(),
+                )
+            })
+    }
+
+    /// A stored fleet revision as a fleet again: its file's text validated anew (secrets
+    /// and environment variables read now), each server at the revision the fleet revision
+    /// names (a server rolled back alone comes from the revision that first recorded it).
+    async fn materialize(
+        &self,
+        revision: &fleet_store::FleetRevision,
+    ) -> Result<ValidFleet, DeployError> {
+        let mut fleet = load_source(revision)?;
+        for (name, &number) in &revision.servers {
+            let Some(stored) = self.store.server_revision(name, number).await? else {
+                continue;
+            };
+            if stored.fleet_revision == revision.number {
+                continue;
+            }
+            let Some(origin) = self.store.fleet_revision(stored.fleet_revision).await? else {
+                continue;
+            };
+            if let (Some(spec), Some(slot)) = (
+                load_source(&origin)?.server(name).cloned(),
+                fleet.servers.iter_mut().find(|s| &s.name == name),
+            ) {
+                *slot = spec;
+            }
+        }
+        Ok(fleet)
+    }
+}
+
+/// Validates a stored fleet file again.
+fn load_source(revision: &fleet_store::FleetRevision) -> Result<ValidFleet, DeployError> {
+    let path = std::path::Path::new(&revision.source_path);
+    let base_dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let options = fleet_spec::LoadOptions {
+        environment: revision.env.clone(),
+        ..fleet_spec::LoadOptions::default()
+    };
+    let checked = fleet_spec::load_str(&revision.source_path, &revision.source, base_dir, &options);
+    let rendered = fleet_spec::diag::render_all(&checked.diagnostics, &checked.source);
+    checked.into_valid().map_err(|_| DeployError::Unreadable {
+        revision: revision.number,
+        why: format!("it no longer validates:\n{rendered}"),
+    })
 }
 
 impl Prepared {

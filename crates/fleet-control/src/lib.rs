@@ -12,7 +12,8 @@ mod api;
 mod deploy;
 mod state_dir;
 
-pub use deploy::{DeployError, Submission};
+pub use deploy::{DeployError, RollbackTarget, Submission};
+pub use fleet_store::DeploymentKind;
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 
 use deploy::Deployer;

@@ -201,6 +201,16 @@ impl<R> Shared<R> {
         });
     }
 
+    /// How many instances of `server`'s `revision` are ready (take traffic when routed).
+    pub(crate) fn ready_instances(&self, server: &str, revision: u64) -> usize {
+        let routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        routing
+            .ready
+            .get(server)
+            .and_then(|r| r.get(&revision))
+            .map_or(0, BTreeMap::len)
+    }
+
     /// The weights `server`'s revisions have now.
     pub(crate) fn weights(&self, server: &str) -> Vec<(u64, u32)> {
         let routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());

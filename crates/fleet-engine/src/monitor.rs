@@ -382,6 +382,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             return false;
         }
         self.was_ready.store(true, Ordering::SeqCst);
+        // In the routes before anyone waiting for readiness hears of it: a swap to this
+        // revision must find its instances there.
+        self.set_state(ServerState::Ready, None);
         self.readiness.send_if_modified(|r| {
             let first = *r == Readiness::Pending;
             if first {
@@ -389,7 +392,6 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             }
             first
         });
-        self.set_state(ServerState::Ready, None);
         true
     }
 

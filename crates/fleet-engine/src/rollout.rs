@@ -31,6 +31,16 @@ impl<R: Runtime + 'static> Engine<R> {
                 strategy_name(strategy)
             ),
         );
+        // Still running and ready (kept for a blue-green rollback window, say): going back
+        // to it is a route swap, whatever the strategy — no process starts.
+        let running = self.monitors_of(&name, new.revision);
+        if !running.is_empty()
+            && self.shared.ready_instances(&name, new.revision)
+                >= replica_count(&new.server) as usize
+        {
+            self.promote(&old, &new, &running);
+            return Ok(());
+        }
         match strategy {
             Strategy::Recreate => {
                 self.stop_revision(&name, old.revision).await;

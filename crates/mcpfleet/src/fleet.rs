@@ -82,6 +82,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
         path: absolute(&args.file).display().to_string(),
         author: author(),
         reason: None,
+        kind: fleet_control::DeploymentKind::Deploy,
     };
     let plane = ControlPlane::start(submission, dir, host).await?;
     let (history, mut live) = plane.engine().subscribe();
@@ -228,7 +229,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// Who runs this command, as revisions record it: `user@host`.
-fn author() -> String {
+pub(crate) fn author() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -293,7 +294,38 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
         reason: args.reason.clone(),
         author: author(),
     };
-    let mut events = match client.deploy(&request).await {
+    follow(&client, client.deploy(&request).await, output).await
+}
+
+/// `rollback`: go back to a stored revision through the running control plane, following
+/// the deployment's events.
+pub(crate) async fn rollback(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    request: fleet_api::types::RollbackRequest,
+    json: bool,
+) -> Result<ExitCode> {
+    let client = Client::new(&state_dir_of(file, state_dir)?);
+    if !client.is_running().await {
+        eprintln!("no control plane is running for this fleet; start one with `mcpfleet up`");
+        return Ok(ExitCode::from(NOT_RUNNING));
+    }
+    follow(
+        &client,
+        client.rollback(&request).await,
+        Progress::new(json),
+    )
+    .await
+}
+
+/// Prints a deployment's events as they come, then the fleet's status; exit 0 only if it
+/// succeeded.
+async fn follow(
+    client: &Client,
+    started: Result<fleet_api::Lines, ClientError>,
+    output: Progress,
+) -> Result<ExitCode> {
+    let mut events = match started {
         Ok(events) => events,
         Err(ClientError::Api { message, .. }) => {
             eprintln!("{message}");

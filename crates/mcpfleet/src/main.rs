@@ -107,6 +107,23 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Go back to a stored revision: the whole fleet to the fleet revision deployed before
+    /// (or `--to N`), or one server to its previous revision (or server revision `--to N`).
+    /// A revision still running (a blue-green rollback window) comes back by a route swap.
+    Rollback {
+        /// One server; without it, the whole fleet.
+        server: Option<String>,
+        /// The revision to go back to.
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Why, kept with the new revision.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// End the current step of a server's canary now (at the last step: give the new
     /// revision every new session).
     Promote(Steer),
@@ -312,6 +329,23 @@ fn main() -> ExitCode {
             reason,
             json,
         })),
+        Command::Rollback {
+            server,
+            to,
+            reason,
+            file,
+            state_dir,
+        } => block_on(fleet::rollback(
+            &file,
+            state_dir,
+            fleet_api::types::RollbackRequest {
+                server,
+                to,
+                reason,
+                author: fleet::author(),
+            },
+            json,
+        )),
         Command::Promote(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "promote")),
         Command::Abort(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "abort")),
         Command::Pause(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "pause")),

@@ -169,3 +169,176 @@ fn a_revision_that_fails_its_checks_leaves_the_old_one_serving() {
     let unchanged = fleet.mcpfleet(&["deploy"]);
     assert_eq!(unchanged.status.code(), Some(1), "{}", text(&unchanged));
 }
+
+/// Reads `whoami` through a fresh session: the pid of the instance new sessions reach.
+async fn new_session_pid(endpoint: &str) -> String {
+    let session = RawSession::open(endpoint).await.unwrap();
+    let pid = session.call(2, "whoami", serde_json::json!({})).await;
+    session.close().await;
+    pid
+}
+
+#[test]
+fn blue_green_serves_green_only_once_ready_and_rolls_back_by_a_route_swap() {
+    let fleet = Fleet::new("deploy-rollback", &deploy_fleet("", ""));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let before = fleet.status();
+    let endpoint = server(&before, "api").endpoint.clone().unwrap();
+    let (_, blue) = instance_pids(&before, "api")[0].clone();
+
+    // Green takes a while to start: until it passes its checks, new sessions reach blue.
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        deploy_fleet(r#", "--startup-delay", "1500ms""#, "").replace("SAMPLE", &sample())
+            + "\ngateway:\n  listen: 127.0.0.1:0\n",
+    )
+    .unwrap();
+    let dir = fleet.dir.clone();
+    let state_dir = fleet.state_dir();
+    let deploy = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+            .args(["deploy", "--state-dir"])
+            .arg(state_dir)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    fleet.wait_for("green to be starting", Duration::from_secs(20), |s| {
+        server(s, "api").instances.iter().any(|i| i.revision == 2)
+    });
+    let mut during = 0;
+    while !deploy.is_finished() {
+        let reached = runtime.block_on(new_session_pid(&endpoint));
+        if reached != format!("pid {blue}") {
+            // Only once the route table has swapped (green passed its checks).
+            let swapped = server(&fleet.status(), "api").traffic.contains(
+                &fleet_api::types::RevisionWeight {
+                    revision: 2,
+                    weight: 100,
+                },
+            );
+            assert!(
+                swapped,
+                "a new session reached green ({reached}) before it was ready"
+            );
+            break;
+        }
+        during += 1;
+    }
+    assert!(during > 0, "no session was opened while green started");
+    let deployed = deploy.join().unwrap();
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    let green = instance_pids(&fleet.status(), "api")
+        .into_iter()
+        .find(|(id, _)| id.contains("-r2-"))
+        .map(|(_, pid)| pid)
+        .unwrap();
+    assert_eq!(
+        runtime.block_on(new_session_pid(&endpoint)),
+        format!("pid {green}")
+    );
+
+    // Within the rollback window blue still runs: going back starts nothing.
+    let rolled = fleet.mcpfleet(&["rollback", "api", "--reason", "green misbehaves"]);
+    assert!(rolled.status.success(), "{}", text(&rolled));
+    let after = fleet.status();
+    let api = server(&after, "api");
+    assert_eq!(api.revision, Some(1), "{after:#?}");
+    let pids: Vec<u32> = instance_pids(&after, "api")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert!(
+        pids.contains(&blue) && pids.contains(&green),
+        "{pids:?}: nothing restarted"
+    );
+    assert_eq!(
+        runtime.block_on(new_session_pid(&endpoint)),
+        format!("pid {blue}")
+    );
+    let events = events(&fleet);
+    assert!(
+        !events.iter().any(|e| e.kind == EventKind::ServerStarting
+            && e.message.starts_with("starting")
+            && e.revision == Some(1)
+            && e.deployment.unwrap_or(0) > 2),
+        "{events:#?}"
+    );
+
+    // A second rollback undoes the first (like `kubectl rollout undo`): green again, still
+    // running, so again a swap.
+    let again = fleet.mcpfleet(&["rollback", "api"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(server(&fleet.status(), "api").revision, Some(2));
+    assert_eq!(
+        runtime.block_on(new_session_pid(&endpoint)),
+        format!("pid {green}")
+    );
+
+    // `keep` never had another revision.
+    let none = fleet.mcpfleet(&["rollback", "keep"]);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no earlier revision"),
+        "{}",
+        text(&none)
+    );
+}
+
+#[test]
+fn rolling_back_the_fleet_restarts_the_previous_revision_after_a_recreate() {
+    let recreate = |extra: &str| {
+        deploy_fleet(extra, "")
+            .replace(
+                "strategy: blue-green, rollback_window: 3s",
+                "strategy: recreate",
+            )
+            .replace("SAMPLE", &sample())
+            + "\ngateway:\n  listen: 127.0.0.1:0\n"
+    };
+    let fleet = Fleet::new(
+        "deploy-fleet-rollback",
+        "version: 1\nname: x\nservers: {}\n",
+    );
+    std::fs::write(fleet.dir.join("mcpfleet.yaml"), recreate("")).unwrap();
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, first) = instance_pids(&fleet.status(), "api")[0].clone();
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        recreate(r#", "--name", "two""#),
+    )
+    .unwrap();
+    let deployed = fleet.mcpfleet(&["deploy"]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    assert!(!alive(first), "recreate stopped revision 1");
+
+    let rolled = fleet.mcpfleet(&["rollback"]);
+    assert!(rolled.status.success(), "{}", text(&rolled));
+    let after = fleet.status();
+    assert_eq!(server(&after, "api").revision, Some(1), "{after:#?}");
+    let endpoint = server(&after, "api").endpoint.clone().unwrap();
+    let (id, pid) = instance_pids(&after, "api")[0].clone();
+    assert!(id.contains("-r1-"), "{id}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        runtime.block_on(new_session_pid(&endpoint)),
+        format!("pid {pid}")
+    );
+
+    let bad = fleet.mcpfleet(&["rollback", "--to", "99"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("no fleet revision 99"),
+        "{}",
+        text(&bad)
+    );
+}

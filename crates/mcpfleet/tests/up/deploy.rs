@@ -342,3 +342,80 @@ fn rolling_back_the_fleet_restarts_the_previous_revision_after_a_recreate() {
         text(&bad)
     );
 }
+
+#[test]
+fn a_rolling_update_keeps_enough_replicas_ready_and_never_too_many_running() {
+    let rolling = |extra: &str| {
+        format!(
+            r#"
+version: 1
+name: rolling
+servers:
+  api:
+    http:
+      command: SAMPLE
+      args: ["--transport", "http", "--port", "{{{{ port }}}}"{extra}]
+    replicas: 4
+    rollout: {{ strategy: rolling, max_surge: 1, max_unavailable: 1 }}
+gateway:
+  listen: 127.0.0.1:0
+"#
+        )
+        .replace("SAMPLE", &sample())
+    };
+    let fleet = Fleet::new("deploy-rolling", "version: 1\nname: x\nservers: {}\n");
+    std::fs::write(fleet.dir.join("mcpfleet.yaml"), rolling("")).unwrap();
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        rolling(r#", "--name", "two", "--startup-delay", "200ms""#),
+    )
+    .unwrap();
+    let dir = fleet.dir.clone();
+    let state_dir = fleet.state_dir();
+    let deploy = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+            .args(["deploy", "--state-dir"])
+            .arg(state_dir)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    });
+    let (mut fewest_ready, mut most_running, mut polls) = (usize::MAX, 0, 0);
+    while !deploy.is_finished() {
+        let status = fleet.status();
+        let instances = &server(&status, "api").instances;
+        let ready = instances
+            .iter()
+            .filter(|i| i.state == ServerState::Ready)
+            .count();
+        let running = instances
+            .iter()
+            .filter(|i| i.pid.is_some_and(alive))
+            .count();
+        fewest_ready = fewest_ready.min(ready);
+        most_running = most_running.max(running);
+        polls += 1;
+    }
+    let deployed = deploy.join().unwrap();
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    assert!(polls > 5, "only {polls} looks during the update");
+    assert!(
+        fewest_ready >= 3,
+        "{fewest_ready} ready: below replicas - max_unavailable"
+    );
+    assert!(
+        most_running <= 5,
+        "{most_running} running: above replicas + max_surge"
+    );
+    let after = fleet.status();
+    let api = server(&after, "api");
+    assert_eq!(api.revision, Some(2));
+    assert_eq!(api.instances.len(), 4, "{after:#?}");
+    assert!(
+        api.instances
+            .iter()
+            .all(|i| i.revision == 2 && i.state == ServerState::Ready)
+    );
+}

@@ -224,6 +224,8 @@ pub enum EventKind {
     RolloutStep,
     /// An analysis interval failed.
     PerformanceAlert,
+    /// At start, what a control plane that died left unfinished was settled.
+    Recovered,
 }
 
 /// `POST /v1/deploy`: a fleet file, as the command line read and validated it.

@@ -7,7 +7,7 @@ use fleet_api::types::{DeployedServer, DeploymentState};
 use fleet_engine::{DeploymentOutcome, Desired, Engine};
 use fleet_plan::{DeployedFleet, Plan};
 use fleet_runtime::ProcessRuntime;
-use fleet_spec::model::ValidFleet;
+use fleet_spec::model::{OnFailure, ValidFleet};
 use fleet_spec::template::Host;
 use fleet_store::{
     DeploymentKind, DeploymentStatus, NewDeployment, NewFleetRevision, NewServerRevision,
@@ -407,6 +407,7 @@ impl Prepared {
             .await
             .map_err(journal)
             .ok();
+        fleet_engine::failpoint("deployment-begun", None, Some(deployment)).await;
         let outcome = deployer.engine.deploy(&desired, &plan).await;
         if let Some(seq) = seq {
             let result = if outcome.state == DeploymentState::Succeeded {
@@ -454,11 +455,174 @@ impl Prepared {
                 DeploymentStatus::Failed
             }
         };
+        fleet_engine::failpoint("before-finish", None, Some(deployment)).await;
         let _ = store
             .finish_deployment(deployment, status, outcome.reason.clone())
             .await
             .map_err(journal);
         outcome
+    }
+}
+
+impl Deployer {
+    /// Settles what a control plane that died (`kill -9`, a crash, a power cut) left
+    /// unfinished, before the first deployment of this one. Its processes are gone by now
+    /// (reaped at start), so nothing of an interrupted deployment runs: it is recorded as
+    /// rolled back (`on_failure: rollback`, the default) or failed-and-resumed (`pause`,
+    /// `continue`). When `submission` is the interrupted revision itself (a restart with
+    /// the same file), a rollback brings up the last revision deployed before it instead.
+    /// Returns what to deploy and what was done, one line each.
+    ///
+    /// # Errors
+    /// The store cannot be read or written.
+    pub(crate) async fn recover(
+        &self,
+        submission: Submission,
+    ) -> Result<(Submission, Vec<String>), DeployError> {
+        let mut submission = submission;
+        let mut notes = Vec::new();
+        for interrupted in self.store.unfinished_deployments().await? {
+            let id = interrupted.id;
+            let apply = interrupted.steps.first();
+            if interrupted.state == DeploymentStatus::Paused {
+                let why = "the control plane stopped while the deployment was paused".to_string();
+                self.store
+                    .finish_deployment(id, DeploymentStatus::Failed, Some(why.clone()))
+                    .await?;
+                notes.push(format!("deployment {id}: {why}"));
+                continue;
+            }
+            if let Some(apply) = apply.filter(|a| a.state != fleet_store::StepState::Pending) {
+                // Everything was done; only the final record is missing.
+                let (state, why) = if apply.state == fleet_store::StepState::Done {
+                    (DeploymentStatus::Succeeded, None)
+                } else {
+                    (DeploymentStatus::Failed, apply.detail.clone())
+                };
+                self.store.finish_deployment(id, state, why).await?;
+                notes.push(format!(
+                    "deployment {id}: had finished; recorded as {state:?}"
+                ));
+                continue;
+            }
+            let during = interrupted
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.state == fleet_store::StepState::Pending && s.seq > 1)
+                .map_or_else(
+                    || "before it changed anything".to_string(),
+                    |s| format!("during step {} ({})", s.seq, describe_step(&s.step)),
+                );
+            let target = self
+                .store
+                .fleet_revision(interrupted.fleet_revision)
+                .await?;
+            // The servers the deployment was changing decide; before it changed any, all.
+            let touched: Vec<&str> = interrupted
+                .steps
+                .iter()
+                .filter_map(|s| s.step["server"].as_str())
+                .collect();
+            let policy = match &target {
+                Some(t) => self
+                    .materialize(t)
+                    .await
+                    .ok()
+                    .and_then(|fleet| {
+                        fleet
+                            .servers
+                            .iter()
+                            .filter(|s| touched.is_empty() || touched.contains(&s.name.as_str()))
+                            .map(|s| s.on_failure)
+                            .max_by_key(|p| strictness(*p))
+                    })
+                    .unwrap_or(OnFailure::Rollback),
+                None => OnFailure::Rollback,
+            };
+            let resubmitted = target.as_ref().is_some_and(|t| {
+                t.source == submission.source && t.env == submission.fleet.environment
+            });
+            let previous = match interrupted.from_revision {
+                Some(n) => self.store.fleet_revision(n).await?,
+                None => None,
+            };
+            let why = format!("the control plane stopped {during}");
+            match (policy, previous) {
+                (OnFailure::Rollback, Some(previous)) => {
+                    self.store
+                        .finish_deployment(
+                            id,
+                            DeploymentStatus::RolledBack,
+                            Some(format!(
+                                "{why}; rolled back to fleet revision {}",
+                                previous.number
+                            )),
+                        )
+                        .await?;
+                    notes.push(format!(
+                        "deployment {id} (fleet revision {}): {why}; rolled back to fleet revision {}",
+                        interrupted.fleet_revision, previous.number
+                    ));
+                    if resubmitted {
+                        let fleet = self.materialize(&previous).await?;
+                        submission = Submission {
+                            fleet,
+                            source: previous.source.clone(),
+                            path: previous.source_path.clone(),
+                            author: submission.author,
+                            reason: Some(format!(
+                                "recovery: deployment {id} was interrupted ({why})"
+                            )),
+                            kind: DeploymentKind::Rollback,
+                        };
+                    }
+                }
+                _ => {
+                    let state = if policy == OnFailure::Rollback {
+                        DeploymentStatus::RolledBack
+                    } else {
+                        DeploymentStatus::Failed
+                    };
+                    self.store
+                        .finish_deployment(
+                            id,
+                            state,
+                            Some(format!("{why}; deployed again at restart")),
+                        )
+                        .await?;
+                    notes.push(format!(
+                        "deployment {id} (fleet revision {}): {why}; deploying again",
+                        interrupted.fleet_revision
+                    ));
+                    if resubmitted && submission.reason.is_none() {
+                        submission.reason =
+                            Some(format!("recovery: resumes interrupted deployment {id}"));
+                    }
+                }
+            }
+        }
+        Ok((submission, notes))
+    }
+}
+
+/// How strict an `on_failure` policy is: the strictest of a fleet's servers decides.
+fn strictness(policy: OnFailure) -> u8 {
+    match policy {
+        OnFailure::Rollback => 2,
+        OnFailure::Pause => 1,
+        OnFailure::Continue => 0,
+    }
+}
+
+/// `update of api to revision 2`, from a journal step.
+fn describe_step(step: &serde_json::Value) -> String {
+    match (step["action"].as_str(), step["server"].as_str()) {
+        (Some(action), Some(server)) => format!(
+            "{action} of `{server}` to revision {}",
+            step["revision"].as_u64().unwrap_or(0)
+        ),
+        _ => step.to_string(),
     }
 }
 

@@ -87,6 +87,7 @@ impl ControlPlane {
                 .await
                 .map_err(|e| fleet_store::StoreError::Database(e.to_string()))??
         };
+        let store: Arc<dyn fleet_store::StateStore> = Arc::new(store);
         let gateway_listener = bind_gateway(fleet).await?;
         let gateway_address = gateway_listener
             .local_addr()
@@ -109,6 +110,7 @@ impl ControlPlane {
         gateway_config.audit = Some(audit_log(state_dir.audit_path()));
         let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         engine.watch_traffic(gateway.clone());
+        engine.journal_to(store.clone());
         let (shutdown_requested, _) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(false);
         let socket = state_dir.socket_path();
@@ -118,7 +120,12 @@ impl ControlPlane {
                 path: socket.display().to_string(),
                 source,
             })?;
-        let deployer = Deployer::new(engine.clone(), Arc::new(store), host);
+        let deployer = Deployer::new(engine.clone(), store, host);
+        let (submission, recovered) = deployer.recover(submission).await?;
+        for note in &recovered {
+            tracing::warn!("recovered: {note}");
+        }
+        engine.note_recovery(&recovered);
         let first = deployer.prepare(submission).await?;
         let api_state = api::AppState {
             engine: engine.clone(),

@@ -106,7 +106,7 @@ impl<R: Runtime + 'static> Engine<R> {
             }
         }
         self.set_rollout(&name, None);
-        self.promote(&old, &new, &started);
+        self.promote(&old, &new, &started).await;
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 
 mod analysis;
 mod canary;
+mod journal;
 mod metrics;
 mod monitor;
 mod pool;
@@ -16,6 +17,7 @@ mod rollout;
 mod state;
 
 pub use canary::RolloutCommand;
+pub use journal::failpoint;
 pub use metrics::{EngineMetrics, InstanceMetrics};
 
 use fleet_api::types::{
@@ -101,6 +103,8 @@ pub(crate) struct Shared<R> {
     deployment: Mutex<Option<u64>>,
     /// Canaries in progress, by server.
     pub(crate) rollouts: Mutex<BTreeMap<String, canary::ActiveRollout>>,
+    /// Where deployment steps are journaled.
+    pub(crate) journal: std::sync::OnceLock<Arc<dyn fleet_store::StateStore>>,
     /// The gateway whose counters canary analysis reads.
     pub(crate) traffic: std::sync::OnceLock<fleet_gateway::Gateway>,
     /// Processes for the sessions of each per-session stdio server, by (server, revision).
@@ -376,6 +380,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 deployment: Mutex::new(None),
                 rollouts: Mutex::new(BTreeMap::new()),
                 traffic: std::sync::OnceLock::new(),
+                journal: std::sync::OnceLock::new(),
                 routes: watch::channel(RouteTable::empty()).0,
                 pools: Mutex::new(BTreeMap::new()),
             }),
@@ -405,6 +410,14 @@ impl<R: Runtime + 'static> Engine<R> {
                 .collect();
         }
         status
+    }
+
+    /// Tells the event stream what crash recovery did at start (one line each).
+    pub fn note_recovery(&self, notes: &[String]) {
+        for note in notes {
+            self.shared
+                .emit(EventKind::Recovered, None, None, note.clone());
+        }
     }
 
     /// Reads canary analysis traffic from `gateway` (the one fronting this engine's routes).
@@ -506,7 +519,10 @@ impl<R: Runtime + 'static> Engine<R> {
         let outcome = match failures.first() {
             None => {
                 for deleted in &plan.deletes {
+                    let revision = self.serving(&deleted.name).map_or(0, |r| r.revision);
+                    let step = self.step_begins("delete", &deleted.name, revision).await;
                     self.delete_server(&deleted.name).await;
+                    self.step_ends(step, &deleted.name, &Ok(())).await;
                 }
                 DeploymentOutcome {
                     state: DeploymentState::Succeeded,
@@ -552,7 +568,11 @@ impl<R: Runtime + 'static> Engine<R> {
                             .rev()
                             .filter(|(_, c)| matches!(c, Change::Create | Change::Update { .. }));
                         for (name, _) in undone {
-                            self.undo(name, before.get(*name).cloned()).await;
+                            let previous = before.get(*name).cloned();
+                            let revision = previous.as_ref().map_or(0, |r| r.revision);
+                            let step = self.step_begins("undo", name, revision).await;
+                            self.undo(name, previous).await;
+                            self.step_ends(step, name, &Ok(())).await;
                         }
                         shared.emit(
                             EventKind::RollbackCompleted,
@@ -623,14 +643,24 @@ impl<R: Runtime + 'static> Engine<R> {
             return Err(ABORTED.into());
         }
         let serving = self.serving(&server.name);
+        let name = server.name.clone();
+        let revision = release.revision;
         match serving {
             Some(old) if matches!(change, Change::Update { .. }) => {
+                let step = self.step_begins("update", &name, revision).await;
                 let on_failure = server.on_failure;
-                self.update(old, release).await.inspect_err(|_| {
+                let result = self.update(old, release).await.inspect_err(|_| {
                     shared.update(|s| s.abort_if(on_failure != OnFailure::Continue));
-                })
+                });
+                self.step_ends(step, &name, &result).await;
+                result
             }
-            _ => self.create(release).await,
+            _ => {
+                let step = self.step_begins("create", &name, revision).await;
+                let result = self.create(release).await;
+                self.step_ends(step, &name, &result).await;
+                result
+            }
         }
     }
 

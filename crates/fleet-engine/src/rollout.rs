@@ -38,7 +38,7 @@ impl<R: Runtime + 'static> Engine<R> {
             && self.shared.ready_instances(&name, new.revision)
                 >= replica_count(&new.server) as usize
         {
-            self.promote(&old, &new, &running);
+            self.promote(&old, &new, &running).await;
             return Ok(());
         }
         match strategy {
@@ -57,20 +57,21 @@ impl<R: Runtime + 'static> Engine<R> {
     /// `rollout.rollback_window` (an instant rollback is a swap back), then stops.
     async fn blue_green(&self, old: Release, new: Release) -> Result<(), String> {
         let started = self.start_revision(&new).await?;
-        self.promote(&old, &new, &started);
+        self.promote(&old, &new, &started).await;
         Ok(())
     }
 
     /// Gives `new` every new session in one route-table swap and records it as serving;
     /// `old` keeps its sessions for `rollout.rollback_window` (an instant rollback is a swap
     /// back), then stops.
-    pub(crate) fn promote(
+    pub(crate) async fn promote(
         &self,
         old: &Release,
         new: &Release,
         started: &[Arc<InstanceMonitor<R>>],
     ) {
         let name = new.server.name.clone();
+        self.shared.failpoint("swap", Some(&name)).await;
         self.shared
             .set_weights(&name, &[(old.revision, 0), (new.revision, 100)]);
         self.serve(new, started);

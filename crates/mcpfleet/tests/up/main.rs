@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod canary;
 mod deploy;
+mod recovery;
 
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_mcpfleet"))

@@ -247,7 +247,7 @@ pub(crate) struct DeployArgs {
 
 /// `deploy`: validate the file, show what would change against what runs, and deploy it
 /// through the running control plane, following its events.
-pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
+pub(crate) async fn deploy(args: &DeployArgs) -> Result<ExitCode> {
     let checked = check_file(&args.file, args.environment.clone())?;
     print_diagnostics(&checked);
     let source = checked.source.text.to_string();
@@ -295,6 +295,39 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<ExitCode> {
         author: author(),
     };
     follow(&client, client.deploy(&request).await, output).await
+}
+
+/// `deploy --watch`: deploy, then deploy again whenever the file's content changes, until
+/// Ctrl-C or the control plane goes away (exit 3). An invalid or failed revision is
+/// reported and the watch goes on.
+pub(crate) async fn deploy_watch(args: DeployArgs) -> Result<ExitCode> {
+    let read = || std::fs::read(&args.file).ok();
+    let mut seen = read();
+    loop {
+        let code = deploy(&args).await?;
+        if code == ExitCode::from(NOT_RUNNING) {
+            return Ok(code);
+        }
+        if !args.json {
+            eprintln!(
+                "\nwatching {} for changes (Ctrl-C stops)",
+                args.file.display()
+            );
+        }
+        // A poll, not inotify: editors replace files in ways a watch can miss, and a
+        // fleet file is tiny.
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                () = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+            let now = read();
+            if now.is_some() && now != seen {
+                seen = now;
+                break;
+            }
+        }
+    }
 }
 
 /// `rollback`: go back to a stored revision through the running control plane, following

@@ -104,6 +104,9 @@ enum Command {
         /// Why, kept with the new revision (`mcpfleet history`).
         #[arg(long)]
         reason: Option<String>,
+        /// Keep watching the file and deploy every saved change (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -321,14 +324,22 @@ fn main() -> ExitCode {
             file,
             environment,
             reason,
+            watch,
             state_dir,
-        } => block_on(fleet::deploy(fleet::DeployArgs {
-            file,
-            environment,
-            state_dir,
-            reason,
-            json,
-        })),
+        } => {
+            let args = fleet::DeployArgs {
+                file,
+                environment,
+                state_dir,
+                reason,
+                json,
+            };
+            if watch {
+                block_on(fleet::deploy_watch(args))
+            } else {
+                block_on(fleet::deploy(&args))
+            }
+        }
         Command::Rollback {
             server,
             to,

@@ -419,3 +419,43 @@ gateway:
             .all(|i| i.revision == 2 && i.state == ServerState::Ready)
     );
 }
+
+#[test]
+fn deploy_watch_deploys_every_saved_change() {
+    let fleet = Fleet::new("deploy-watch", &deploy_fleet("", ""));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let write = |args: &str| {
+        std::fs::write(
+            fleet.dir.join("mcpfleet.yaml"),
+            deploy_fleet(args, "").replace("SAMPLE", &sample())
+                + "\ngateway:\n  listen: 127.0.0.1:0\n",
+        )
+        .unwrap();
+    };
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["deploy", "--watch", "--state-dir"])
+        .arg(fleet.state_dir())
+        .current_dir(&fleet.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    write(r#", "--name", "two""#);
+    fleet.wait_for("revision 2", Duration::from_secs(30), |s| {
+        server(s, "api").revision == Some(2)
+    });
+    // An invalid save in between does not end the watch; the next good one deploys.
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        "version: 1\nname: deploys\nservers: [oops\n",
+    )
+    .unwrap();
+    write(r#", "--name", "three""#);
+    fleet.wait_for("revision 3", Duration::from_secs(30), |s| {
+        server(s, "api").revision == Some(3)
+    });
+    assert!(watch.try_wait().unwrap().is_none(), "still watching");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}

@@ -192,6 +192,7 @@ impl Deployer {
                 host: self.host.clone(),
                 revisions: revision.servers,
                 deployment: Some(deployment.id),
+                is_rollback: deployment.kind == DeploymentKind::Rollback,
             },
             plan,
             deployment: deployment.id,

@@ -236,6 +236,12 @@ impl<R: Runtime + 'static> Engine<R> {
             format!("aborting the canary of revision {}: {why}", new.revision),
         );
         self.set_rollout(name, None);
+        let reason = if why.starts_with("aborted by") {
+            "abort"
+        } else {
+            "analysis"
+        };
+        self.shared.update(|s| s.count_rollback(name, reason));
         match new.server.rollout.on_abort {
             OnAbort::EndSessions => {
                 self.shared.set_weights(name, &[(old.revision, 100)]);

@@ -307,6 +307,9 @@ pub struct Desired {
     pub revisions: BTreeMap<String, u64>,
     /// The store's id of this deployment, recorded in its events.
     pub deployment: Option<u64>,
+    /// A rollback (`mcpfleet rollback`, crash recovery): counted in
+    /// `mcpfleet_rollbacks_total` for every server it updates.
+    pub is_rollback: bool,
 }
 
 impl std::fmt::Debug for Desired {
@@ -502,6 +505,13 @@ impl<R: Runtime + 'static> Engine<R> {
             .iter()
             .flat_map(|w| w.servers.iter().map(|s| (s.name.as_str(), &s.change)))
             .collect();
+        if desired.is_rollback {
+            for (name, change) in &order {
+                if matches!(change, Change::Update { .. }) {
+                    shared.update(|s| s.count_rollback(name, "command"));
+                }
+            }
+        }
         let tasks = order.iter().filter_map(|(name, change)| {
             let release = desired.release(fleet.server(name)?);
             let engine = self.clone();
@@ -571,6 +581,9 @@ impl<R: Runtime + 'static> Engine<R> {
                             let previous = before.get(*name).cloned();
                             let revision = previous.as_ref().map_or(0, |r| r.revision);
                             let step = self.step_begins("undo", name, revision).await;
+                            if previous.is_some() {
+                                shared.update(|s| s.count_rollback(name, "failed_update"));
+                            }
                             self.undo(name, previous).await;
                             self.step_ends(step, name, &Ok(())).await;
                         }

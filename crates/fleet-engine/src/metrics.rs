@@ -12,6 +12,10 @@ pub struct EngineMetrics {
     pub instances: Vec<InstanceMetrics>,
     /// How long the last finished deployment took; `None` while the first one runs.
     pub last_deployment: Option<Duration>,
+    /// Rollbacks by (server, reason): `analysis` (a canary's analysis aborted it),
+    /// `abort` (`mcpfleet abort`), `failed_update` (a failed deployment put the previous
+    /// revision back), `command` (`mcpfleet rollback`, or crash recovery).
+    pub rollbacks: Vec<((String, &'static str), u64)>,
 }
 
 /// One instance's gauges and counters.
@@ -65,6 +69,17 @@ impl EngineMetrics {
                 );
             }
         }
+        out.push_str(
+            "# HELP mcpfleet_rollbacks_total Times a server went back to an earlier revision, by reason.\n",
+        );
+        out.push_str("# TYPE mcpfleet_rollbacks_total counter\n");
+        for ((server, reason), count) in &self.rollbacks {
+            let _ = writeln!(
+                out,
+                "mcpfleet_rollbacks_total{{server=\"{}\",reason=\"{reason}\"}} {count}",
+                escape_label_value(server)
+            );
+        }
         out.push_str("# HELP mcpfleet_deployment_duration_seconds How long the last finished deployment took.\n");
         out.push_str("# TYPE mcpfleet_deployment_duration_seconds gauge\n");
         if let Some(took) = self.last_deployment {
@@ -105,6 +120,7 @@ mod tests {
                 },
             ],
             last_deployment: Some(Duration::from_millis(1_250)),
+            rollbacks: vec![(("search".into(), "analysis"), 1)],
         };
         assert_eq!(
             metrics.prometheus_text(),
@@ -121,6 +137,9 @@ mcpfleet_instance_restarts_total{server=\"notes\",instance=\"notes-r1-1\"} 0
 # TYPE mcpfleet_health_check_failures_total counter
 mcpfleet_health_check_failures_total{server=\"search\",instance=\"search-r1-1\"} 5
 mcpfleet_health_check_failures_total{server=\"notes\",instance=\"notes-r1-1\"} 0
+# HELP mcpfleet_rollbacks_total Times a server went back to an earlier revision, by reason.
+# TYPE mcpfleet_rollbacks_total counter
+mcpfleet_rollbacks_total{server=\"search\",reason=\"analysis\"} 1
 # HELP mcpfleet_deployment_duration_seconds How long the last finished deployment took.
 # TYPE mcpfleet_deployment_duration_seconds gauge
 mcpfleet_deployment_duration_seconds 1.25
@@ -152,6 +171,7 @@ mcpfleet_deployment_duration_seconds 1.25
                 health_check_failures: 0,
             }],
             last_deployment: None,
+            rollbacks: Vec::new(),
         };
         assert!(
             metrics

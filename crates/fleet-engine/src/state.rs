@@ -44,6 +44,8 @@ pub(crate) struct FleetState {
     /// life of the control plane: a counter must not go back when a redeployment replaces
     /// the server records.
     check_failures: BTreeMap<(String, String), u64>,
+    /// Rollbacks by (server, reason), for the life of the control plane.
+    rollbacks: BTreeMap<(String, &'static str), u64>,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,7 @@ impl FleetState {
             deployment_began: Instant::now(),
             last_deployment: None,
             check_failures: BTreeMap::new(),
+            rollbacks: BTreeMap::new(),
         }
     }
 
@@ -274,6 +277,13 @@ impl FleetState {
             .or_default() += 1;
     }
 
+    pub(crate) fn count_rollback(&mut self, server: &str, reason: &'static str) {
+        *self
+            .rollbacks
+            .entry((server.to_string(), reason))
+            .or_default() += 1;
+    }
+
     /// Failed checks so far of the instances of `server`'s `revision`.
     pub(crate) fn check_failures_of(&self, server: &str, revision: u64) -> u64 {
         self.check_failures
@@ -334,6 +344,11 @@ impl FleetState {
         EngineMetrics {
             instances,
             last_deployment: self.last_deployment,
+            rollbacks: self
+                .rollbacks
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
         }
     }
 

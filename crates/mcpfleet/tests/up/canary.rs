@@ -164,6 +164,11 @@ fn a_canary_that_fails_calls_is_aborted_and_stable_sessions_never_notice() {
         .expect("the abort is an event");
     assert!(abort.message.contains("error rate"), "{abort:?}");
     assert!(abort.deployment.is_some(), "{abort:?}");
+    let metrics = String::from_utf8(fleet.mcpfleet(&["metrics"]).stdout).unwrap();
+    assert!(
+        metrics.contains(r#"mcpfleet_rollbacks_total{server="api",reason="analysis"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[test]

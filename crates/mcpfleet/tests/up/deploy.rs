@@ -270,6 +270,12 @@ fn blue_green_serves_green_only_once_ready_and_rolls_back_by_a_route_swap() {
         "{events:#?}"
     );
 
+    let metrics = String::from_utf8(fleet.mcpfleet(&["metrics"]).stdout).unwrap();
+    assert!(
+        metrics.contains(r#"mcpfleet_rollbacks_total{server="api",reason="command"} 1"#),
+        "{metrics}"
+    );
+
     // A second rollback undoes the first (like `kubectl rollout undo`): green again, still
     // running, so again a swap.
     let again = fleet.mcpfleet(&["rollback", "api"]);

@@ -494,8 +494,13 @@ async fn forward(
             None
         };
         let failure_event = (method == Method::POST).then_some(id).flatten();
+        let timeout = shared.config.upstream_timeout;
         Body::new(SseRelay {
             inner: incoming,
+            // A request's answer must not hang on a stuck upstream; a GET stream may be
+            // quiet for as long as the client keeps it.
+            silence: (method == Method::POST)
+                .then(|| (timeout, Box::pin(tokio::time::sleep(timeout)))),
             failure_event,
             pending,
             // Every answer's response is looked at: a JSON-RPC error inside an event stream
@@ -571,6 +576,10 @@ struct Gathered {
 }
 
 impl Gathered {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
     /// Adds a frame; returns the bytes gathered so far.
     fn push(&mut self, data: Bytes) -> usize {
         match (&self.first, &mut self.more) {
@@ -601,6 +610,9 @@ impl Gathered {
 /// the stream, after one JSON-RPC error event when the request's id is known.
 struct SseRelay {
     inner: Incoming,
+    /// How long the upstream may stay silent before the answer ends with a timeout error,
+    /// and the timer (reset by every frame).
+    silence: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
     failure_event: Option<serde_json::Value>,
     pending: Option<Pending>,
     /// The answer, kept when its response matters: a `tools/call`'s outcome, or
@@ -632,8 +644,29 @@ impl hyper::body::Body for SseRelay {
         let mut gathered = Gathered::default();
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => break,
+                Poll::Pending => {
+                    let silent_too_long = gathered.is_empty()
+                        && self
+                            .silence
+                            .as_mut()
+                            .is_some_and(|(_, timer)| timer.as_mut().poll(cx).is_ready());
+                    if silent_too_long {
+                        self.finish(Some(Outcome::TransportError));
+                        if let Some(id) = self.failure_event.take() {
+                            let error = GatewayError::Upstream {
+                                kind: UpstreamFailure::Timeout,
+                                id: Some(id),
+                            };
+                            gathered.push(sse_event(&error.json_rpc_body()));
+                        }
+                    }
+                    break;
+                }
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let Some((limit, timer)) = &mut self.silence {
+                        let at = tokio::time::Instant::now() + *limit;
+                        timer.as_mut().reset(at);
+                    }
                     // Trailers mean nothing on an event stream; only data is relayed.
                     if let Ok(data) = frame.into_data() {
                         if let Some(scan) = &mut self.scan {
@@ -690,14 +723,7 @@ impl SseRelay {
         self._guard = None;
         let scan = self.scan.take().unwrap_or_default();
         if let Some(pending) = self.pending.take() {
-            let answered_with_error = outcome.is_none()
-                && pending.outcome == Outcome::Ok
-                && scan.outcome() == ToolOutcome::JsonRpcError;
-            pending.record(if answered_with_error {
-                Some(Outcome::JsonRpcError)
-            } else {
-                outcome
-            });
+            pending.record(outcome.or_else(|| answered_with_error(&scan)));
         }
         if let Some((call, target)) = self.tool_call.take() {
             let outcome = match outcome {
@@ -714,15 +740,21 @@ impl SseRelay {
 
 impl Drop for SseRelay {
     fn drop(&mut self) {
-        // The client went away first: the request is counted as it began.
+        // The client went away first (often right after reading the response, before the
+        // stream's end): the request counts as its response says, else as it began.
+        let scan = self.scan.take().unwrap_or_default();
         if let Some(pending) = self.pending.take() {
-            pending.record(None);
+            pending.record(answered_with_error(&scan));
         }
         if let Some((call, target)) = self.tool_call.take() {
-            let scan = self.scan.take().unwrap_or_default();
             call.finish(&target, scan.outcome());
         }
     }
+}
+
+/// `Some(JsonRpcError)` when the answer's response (seen so far) is a JSON-RPC error.
+fn answered_with_error(scan: &SseScan) -> Option<Outcome> {
+    (scan.outcome() == ToolOutcome::JsonRpcError).then_some(Outcome::JsonRpcError)
 }
 
 pub(crate) fn sse_event(data: &[u8]) -> Bytes {

@@ -225,6 +225,10 @@ async fn post(
             stream,
             primed: false,
             measure: Some(measure),
+            silence: shared.config.upstream_timeout,
+            hub: Arc::clone(&attachment.hub),
+            id: id.to_owned(),
+            ended: false,
             _session: Arc::clone(session),
         };
         return Ok(sse_response(Body::from_stream(events.into_stream())));
@@ -328,6 +332,13 @@ struct RequestEvents {
     /// before any message resume it.
     primed: bool,
     measure: Option<Measure>,
+    /// Longest wait for the next event (a response, progress, a log message) before the
+    /// request is answered with a timeout error: a stuck server must not hold the client.
+    silence: std::time::Duration,
+    hub: Arc<crate::hub::Hub>,
+    id: Box<serde_json::value::RawValue>,
+    /// Answered with a timeout: nothing more to send.
+    ended: bool,
     _session: Arc<Session>,
 }
 
@@ -342,7 +353,22 @@ impl RequestEvents {
                 };
                 return Some((Ok(Bytes::from(format!("id: {id}\ndata: \n\n"))), events));
             }
-            let event = events.stream.events.recv().await?;
+            if events.ended {
+                return None;
+            }
+            let event =
+                match tokio::time::timeout(events.silence, events.stream.events.recv()).await {
+                    Ok(event) => event?,
+                    Err(_) => {
+                        events.ended = true;
+                        events.hub.end(&events.id);
+                        let measure = events.measure.take()?;
+                        let id = serde_json::from_str(events.id.get()).ok();
+                        let error = measure.fail(UpstreamFailure::Timeout, id);
+                        let frame = crate::proxy::sse_event(&error.json_rpc_body());
+                        return Some((Ok(frame), events));
+                    }
+                };
             if event.last
                 && let Some(measure) = events.measure.take()
             {

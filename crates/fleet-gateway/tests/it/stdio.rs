@@ -315,3 +315,47 @@ async fn a_broken_answer_stream_is_resumed_with_last_event_id() {
     let stream = last_id.split('-').next().unwrap();
     assert!(body.contains(&format!("id: {stream}-")), "{body}");
 }
+
+#[tokio::test]
+async fn a_stuck_stdio_server_gets_a_timeout_error_not_a_hang() {
+    let (_spawner, table) = per_session(&["--tools", "echo,sleep"], 4, Duration::from_secs(60));
+    let gateway = TestGateway::start(table, |c| {
+        c.upstream_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let url = gateway.url("solo");
+    let session = raw_session(&url).await;
+    let sleep = serde_json::json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": { "name": "sleep", "arguments": { "ms": 60_000 } }
+    });
+    let started = std::time::Instant::now();
+    let response = raw_post(&url)
+        .header("mcp-session-id", session.clone())
+        .json(&sleep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(DEADLINE, response.text())
+        .await
+        .expect("the call ends instead of hanging")
+        .unwrap();
+    assert!(
+        body.contains(r#""id":7"#) && body.contains("error"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The session goes on.
+    let echo = serde_json::json!({
+        "jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": { "name": "echo", "arguments": { "message": "still here" } }
+    });
+    let response = raw_post(&url)
+        .header("mcp-session-id", session)
+        .json(&echo)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.text().await.unwrap().contains("still here"));
+}

@@ -114,18 +114,10 @@ fn a_canary_that_fails_calls_is_aborted_and_stable_sessions_never_notice() {
             }
             made
         });
-        let dir = fleet.dir.clone();
-        let state_dir = fleet.state_dir();
-        let deployed = tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-                .args(["deploy", "--state-dir"])
-                .arg(state_dir)
-                .current_dir(dir)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let deploy = fleet.deploy_in_background();
+        let deployed = tokio::task::spawn_blocking(move || deploy.join().unwrap())
+            .await
+            .unwrap();
         stop.store(true, Ordering::SeqCst);
         load.await.unwrap();
         (deployed, stable_load.await.unwrap())
@@ -190,16 +182,7 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
     let load = runtime.spawn(new_clients(endpoint, stop.clone(), calls.clone()));
-    let dir = fleet.dir.clone();
-    let state_dir = fleet.state_dir();
-    let deploy = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-            .args(["deploy", "--state-dir"])
-            .arg(state_dir)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    });
+    let deploy = fleet.deploy_in_background();
 
     let waiting = fleet.wait_for(
         "the second step to wait for promote",

@@ -194,16 +194,7 @@ fn blue_green_serves_green_only_once_ready_and_rolls_back_by_a_route_swap() {
             + "\ngateway:\n  listen: 127.0.0.1:0\n",
     )
     .unwrap();
-    let dir = fleet.dir.clone();
-    let state_dir = fleet.state_dir();
-    let deploy = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-            .args(["deploy", "--state-dir"])
-            .arg(state_dir)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    });
+    let deploy = fleet.deploy_in_background();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -378,16 +369,7 @@ gateway:
         rolling(r#", "--name", "two", "--startup-delay", "200ms""#),
     )
     .unwrap();
-    let dir = fleet.dir.clone();
-    let state_dir = fleet.state_dir();
-    let deploy = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-            .args(["deploy", "--state-dir"])
-            .arg(state_dir)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    });
+    let deploy = fleet.deploy_in_background();
     let (mut fewest_ready, mut most_running, mut polls) = (usize::MAX, 0, 0);
     while !deploy.is_finished() {
         let status = fleet.status();

@@ -91,6 +91,16 @@ impl Fleet {
             .unwrap()
     }
 
+    /// `mcpfleet deploy` of the fleet file as it is now, in a thread: join it for its output.
+    fn deploy_in_background(&self) -> std::thread::JoinHandle<Output> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
+        command
+            .args(["deploy", "--state-dir"])
+            .arg(self.state_dir())
+            .current_dir(&self.dir);
+        std::thread::spawn(move || command.output().unwrap())
+    }
+
     fn client(&self) -> Client {
         Client::new(&self.state_dir())
     }

@@ -52,16 +52,7 @@ fn crash_at(test: &str, phase: &str, on_failure: &str) -> (Fleet, String, Status
         crash_fleet(&marker, 2, on_failure),
     )
     .unwrap();
-    let dir = fleet.dir.clone();
-    let state_dir = fleet.state_dir();
-    let deploy = std::thread::spawn(move || {
-        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-            .args(["deploy", "--state-dir"])
-            .arg(state_dir)
-            .current_dir(dir)
-            .output()
-            .unwrap()
-    });
+    let deploy = fleet.deploy_in_background();
     let log = fleet.state_dir().join("control.log");
     let started = Instant::now();
     while !std::fs::read_to_string(&log)

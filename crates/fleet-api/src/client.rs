@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 client over the control plane's unix socket.
 
 use crate::types::{
-    ApiError, CheckRun, DeployRequest, DeployedServer, Event, RollbackRequest, Status,
+    ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, Event, EventRecord,
+    HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -76,6 +77,19 @@ impl Lines {
     /// # Errors
     /// The stream broke or carried something that is not an event.
     pub async fn next_event(&mut self) -> Result<Option<Event>, ClientError> {
+        match self.next_line().await? {
+            Some(line) => serde_json::from_str(&line)
+                .map(Some)
+                .map_err(|e| ClientError::Decode(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// The next event of a stream of recorded events (`GET /v1/events`), with its id.
+    ///
+    /// # Errors
+    /// The stream broke or carried something that is not a recorded event.
+    pub async fn next_record(&mut self) -> Result<Option<EventRecord>, ClientError> {
         match self.next_line().await? {
             Some(line) => serde_json::from_str(&line)
                 .map(Some)
@@ -179,13 +193,80 @@ impl Client {
             .map(drop)
     }
 
-    /// The event history, then (with `follow`) live events until the stream ends.
+    /// Every recorded event (from the state store, across control-plane restarts), then
+    /// (with `follow`) live events until the stream ends. Read them with
+    /// [`Lines::next_record`] (or [`Lines::next_event`] without the ids).
     ///
     /// # Errors
     /// See [`ClientError`].
     pub async fn events(&self, follow: bool) -> Result<Lines, ClientError> {
-        self.stream(Method::GET, &format!("/v1/events?follow={follow}"))
+        self.events_after(0, follow).await
+    }
+
+    /// Like [`Client::events`], from the first event with an id above `after`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn events_after(&self, after: u64, follow: bool) -> Result<Lines, ClientError> {
+        self.stream(
+            Method::GET,
+            &format!("/v1/events?after={after}&follow={follow}"),
+        )
+        .await
+    }
+
+    /// The events of this control plane's run only (since it started, from its memory,
+    /// without ids), then (with `follow`) live events: what `up -d` shows.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn run_events(&self, follow: bool) -> Result<Lines, ClientError> {
+        self.stream(
+            Method::GET,
+            &format!("/v1/events?run=current&follow={follow}"),
+        )
+        .await
+    }
+
+    /// Up to `limit` tool-call audit records with an id above `after`, oldest first.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, ClientError> {
+        self.json(
+            Method::GET,
+            &format!("/v1/audit?after={after}&limit={limit}"),
+        )
+        .await
+    }
+
+    /// Every deployment with its fleet revision, oldest first.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn history(&self) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.json(Method::GET, "/v1/history").await
+    }
+
+    /// Every revision of `server`, oldest first.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a server without revisions is an `Api` error (404).
+    pub async fn server_revisions(
+        &self,
+        server: &str,
+    ) -> Result<Vec<ServerRevisionEntry>, ClientError> {
+        self.json(Method::GET, &format!("/v1/servers/{server}/revisions"))
             .await
+    }
+
+    /// The whole state store as one JSON document (`mcpfleet export-state`), read in one
+    /// transaction while the control plane runs.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn export_state(&self) -> Result<Bytes, ClientError> {
+        self.body(Method::GET, "/v1/state/export").await
     }
 
     /// The last `lines` lines of a server's log, then (with `follow`) new lines as written.

@@ -7,7 +7,14 @@
 //!
 //! Routes (HTTP/1.1 over `<state dir>/control.sock`):
 //! - `GET /v1/status` → [`types::Status`]
-//! - `GET /v1/events?follow=true` → newline-delimited [`types::Event`]s (history, then live)
+//! - `GET /v1/events?after=ID&follow=true` → newline-delimited [`types::EventRecord`]s: the
+//!   history the state store recorded, then live; `?run=current` only this run's events
+//! - `GET /v1/events/stream` → the same as server-sent events (`id:` + `data:`), resuming
+//!   after `Last-Event-ID`
+//! - `GET /v1/audit?after=ID&limit=N` → [`types::AuditEntry`]s: tool calls through the gateway
+//! - `GET /v1/history` → [`types::HistoryEntry`]s: every deployment and its fleet revision
+//! - `GET /v1/servers/{name}/revisions` → [`types::ServerRevisionEntry`]s
+//! - `GET /v1/state/export` → the whole state store as one JSON document
 //! - `GET /v1/servers/{name}/logs?lines=N&follow=true` → the log text
 //! - `POST /v1/check` → [`types::CheckRun`]: every health check, once, now
 //! - `POST /v1/shutdown` → stops every server in reverse dependency order, then the process

@@ -202,6 +202,75 @@ pub struct Event {
     pub message: String,
 }
 
+/// `GET /v1/events`: an [`Event`] as the state store recorded it, with its id (1, 2, … in
+/// recording order; page with `?after=ID`). Serialized as the event's fields plus `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// `GET /v1/audit`: one tool call through the gateway (never its arguments or result).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// 1, 2, … in recording order; page with `?after=ID`.
+    pub id: u64,
+    /// When the call ended.
+    pub time: String,
+    /// The name of the gateway token used (never the token); absent without tokens.
+    pub token: Option<String>,
+    pub server: String,
+    /// The server revision that answered.
+    pub revision: u64,
+    pub tool: String,
+    /// `ok`, `tool_error`, `jsonrpc_error` or `transport_error`.
+    pub outcome: String,
+    pub duration_ms: f64,
+}
+
+/// `GET /v1/history`: one deployment, with the fleet revision it deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The deployment's id (1, 2, … in start order).
+    pub deployment: u64,
+    /// The fleet revision it deployed.
+    pub revision: u64,
+    /// The fleet revision that ran before, if any.
+    pub from_revision: Option<u64>,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// `in-progress`, `paused`, `succeeded`, `failed`, `rolled-back` or `aborted`.
+    pub state: String,
+    /// Why it was deployed (`--reason`), as recorded with the fleet revision.
+    pub reason: Option<String>,
+    /// Why the deployment is in its state (e.g. what failed), if said.
+    pub outcome: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Who deployed it (user@host).
+    pub author: String,
+    /// Server name → the server revision the fleet revision runs.
+    pub servers: std::collections::BTreeMap<String, u64>,
+}
+
+/// `GET /v1/servers/{name}/revisions`: one revision of a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerRevisionEntry {
+    pub server: String,
+    /// 1, 2, … per server.
+    pub number: u64,
+    /// `pending`, `active`, `superseded` or `failed`.
+    pub state: String,
+    /// The rendered spec's content hash.
+    pub hash: String,
+    pub created_at: String,
+    /// The fleet revision it was first recorded in.
+    pub fleet_revision: u64,
+    /// Why it is in its state, if said.
+    pub reason: Option<String>,
+}
+
 /// DESIGN.md §9 event types, plus the instance lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

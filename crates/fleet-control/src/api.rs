@@ -5,12 +5,13 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleet_api::types::{
-    ApiError, CheckRun, DeployRequest, DeployedServer, EventKind, RollbackRequest, Status,
+    ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, EventKind, EventRecord,
+    HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
 };
 use fleet_engine::Engine;
 use fleet_runtime::ProcessRuntime;
@@ -24,6 +25,10 @@ use tokio::sync::watch;
 pub(crate) struct AppState {
     pub(crate) engine: Engine<ProcessRuntime>,
     pub(crate) deployer: crate::deploy::Deployer,
+    /// The record of events: what `GET /v1/events` serves.
+    pub(crate) events: crate::event_log::EventLog,
+    /// Audit, history and export read it.
+    pub(crate) store: std::sync::Arc<dyn fleet_store::StateStore>,
     pub(crate) state_dir: PathBuf,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
@@ -37,6 +42,11 @@ pub(crate) struct AppState {
 pub(crate) fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/v1/events", get(events))
+        .route("/v1/events/stream", get(event_stream))
+        .route("/v1/audit", get(audit))
+        .route("/v1/history", get(history))
+        .route("/v1/state/export", get(export_state))
+        .route("/v1/servers/{name}/revisions", get(server_revisions))
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/check", post(check))
         .route("/v1/deploy", post(deploy))
@@ -242,20 +252,49 @@ async fn check(State(state): State<AppState>) -> Json<CheckRun> {
 }
 
 #[derive(Deserialize)]
-struct Follow {
+struct EventQuery {
     #[serde(default)]
     follow: bool,
+    /// Only events with a higher id.
+    #[serde(default)]
+    after: u64,
+    /// `current`: only this run's events, from the engine's memory (without ids).
+    run: Option<String>,
 }
 
-/// History, then (with `follow`) live events, one JSON object per line.
-async fn events(State(state): State<AppState>, Query(q): Query<Follow>) -> Response {
+/// The recorded events (the state store's, across restarts), then (with `follow`) live
+/// ones, one JSON object per line, each once and in id order.
+async fn events(State(state): State<AppState>, Query(q): Query<EventQuery>) -> Response {
+    match q.run.as_deref() {
+        None => {}
+        Some("current") => return run_events(&state, q.follow),
+        Some(other) => {
+            return ApiFailure(
+                StatusCode::BAD_REQUEST,
+                format!("`run={other}`: the only run that can be asked for is `current`"),
+            )
+            .into_response();
+        }
+    }
+    let records = state.events.stream(q.after, q.follow);
+    let lines = futures::stream::unfold(records, |mut rx| async move {
+        rx.recv().await.map(|record| (record, rx))
+    });
+    ndjson(lines.map(|record: EventRecord| {
+        Ok::<_, Infallible>(serde_json::to_string(&record).unwrap_or_default() + "\n")
+    }))
+}
+
+/// This control plane's events since it started, then (with `follow`) live ones: what
+/// `up -d` follows, so that an earlier run's deployment is not taken for this one's.
+fn run_events(state: &AppState, follow: bool) -> Response {
     let (history, live) = state.engine.subscribe();
     let history = futures::stream::iter(history);
     let live = futures::stream::unfold(live, |mut rx| async move {
         loop {
             match rx.recv().await {
                 Ok(event) => return Some((event, rx)),
-                // A slow reader missed some; the history endpoint still has them.
+                // A slow reader missed some; the store has them all.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
@@ -264,10 +303,196 @@ async fn events(State(state): State<AppState>, Query(q): Query<Follow>) -> Respo
     let lines = |e: fleet_api::types::Event| {
         Ok::<_, Infallible>(serde_json::to_string(&e).unwrap_or_default() + "\n")
     };
-    if q.follow {
+    if follow {
         ndjson(history.chain(live).map(lines))
     } else {
         ndjson(history.map(lines))
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<u64>,
+}
+
+/// The recorded events, then live ones, as server-sent events: `id:` the store id, `data:`
+/// the event. A client that reconnects with `Last-Event-ID` (or `?after=`) resumes after it.
+async fn event_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let last_event_id = match headers.get("last-event-id").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(id)) if id.trim().is_empty() => None,
+        Some(Ok(id)) => match id.trim().parse::<u64>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return ApiFailure(
+                    StatusCode::BAD_REQUEST,
+                    format!("Last-Event-ID `{id}` is not an event id (a whole number)"),
+                )
+                .into_response();
+            }
+        },
+        Some(Err(_)) => {
+            return ApiFailure(StatusCode::BAD_REQUEST, "Last-Event-ID is not text".into())
+                .into_response();
+        }
+    };
+    let after = last_event_id.or(q.after).unwrap_or(0);
+    let records = state.events.stream(after, true);
+    let frames = futures::stream::unfold(records, |mut rx| async move {
+        rx.recv().await.map(|record| (record, rx))
+    })
+    .map(|record: EventRecord| {
+        let data = serde_json::to_string(&record.event).unwrap_or_default();
+        Ok::<_, Infallible>(format!("id: {}\ndata: {data}\n\n", record.id))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(frames))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_page")]
+    limit: usize,
+}
+
+fn default_page() -> usize {
+    1_000
+}
+
+/// The most records one page returns, whatever `limit` asks.
+const MAX_PAGE: usize = 10_000;
+
+fn store_failure(error: &fleet_store::StoreError) -> ApiFailure {
+    ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+}
+
+/// `GET /v1/audit?after=ID&limit=N`: tool calls through the gateway, oldest first.
+async fn audit(
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Json<Vec<AuditEntry>>, ApiFailure> {
+    let records = state
+        .store
+        .audit(page.after, page.limit.min(MAX_PAGE))
+        .await
+        .map_err(|e| store_failure(&e))?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| AuditEntry {
+                id: r.id,
+                time: r.record.time,
+                token: r.record.token,
+                server: r.record.server,
+                revision: r.record.revision,
+                tool: r.record.tool,
+                outcome: r.record.outcome,
+                duration_ms: r.record.duration_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /v1/history`: every deployment with its fleet revision, oldest first.
+async fn history(State(state): State<AppState>) -> Result<Json<Vec<HistoryEntry>>, ApiFailure> {
+    let deployments = state
+        .store
+        .deployments()
+        .await
+        .map_err(|e| store_failure(&e))?;
+    let revisions: std::collections::BTreeMap<u64, fleet_store::FleetRevision> = state
+        .store
+        .fleet_revisions()
+        .await
+        .map_err(|e| store_failure(&e))?
+        .into_iter()
+        .map(|r| (r.number, r))
+        .collect();
+    Ok(Json(
+        deployments
+            .into_iter()
+            .map(|d| {
+                let revision = revisions.get(&d.fleet_revision);
+                let reason = revision.and_then(|r| r.reason.clone());
+                HistoryEntry {
+                    deployment: d.id,
+                    revision: d.fleet_revision,
+                    from_revision: d.from_revision,
+                    kind: name_of(&d.kind),
+                    state: name_of(&d.state),
+                    // The deployment's reason starts as the revision's and is replaced by
+                    // what ended it.
+                    outcome: d.reason.filter(|r| Some(r) != reason.as_ref()),
+                    reason,
+                    started_at: d.started_at,
+                    finished_at: d.finished_at,
+                    author: revision.map(|r| r.author.clone()).unwrap_or_default(),
+                    servers: revision.map(|r| r.servers.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /v1/servers/{name}/revisions`: every revision of a server, oldest first.
+async fn server_revisions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ServerRevisionEntry>>, ApiFailure> {
+    let revisions = state
+        .store
+        .server_revisions(&name)
+        .await
+        .map_err(|e| store_failure(&e))?;
+    if revisions.is_empty() {
+        let known = state
+            .store
+            .latest_fleet_revision()
+            .await
+            .map_err(|e| store_failure(&e))?
+            .map(|r| r.servers.into_keys().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        return Err(ApiFailure(
+            StatusCode::NOT_FOUND,
+            format!("no server `{name}` was ever deployed in this fleet (servers: {known})"),
+        ));
+    }
+    Ok(Json(
+        revisions
+            .into_iter()
+            .map(|r| ServerRevisionEntry {
+                server: r.server,
+                number: r.number,
+                state: name_of(&r.state),
+                hash: r.hash,
+                created_at: r.created_at,
+                fleet_revision: r.fleet_revision,
+                reason: r.reason,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /v1/state/export`: the whole store as one document, read in one transaction.
+async fn export_state(State(state): State<AppState>) -> Result<Response, ApiFailure> {
+    let export = state.store.export().await.map_err(|e| store_failure(&e))?;
+    Ok(Json(export).into_response())
+}
+
+/// A store enum's name as it serializes (`rolled-back`, `superseded`, …).
+fn name_of(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
     }
 }
 

@@ -4,19 +4,25 @@
 //!
 //! Owns: the state directory (created 0700, locked so only one control plane runs per
 //! fleet), reaping what a killed predecessor left, the admin routes (`GET /metrics` puts the
-//! gateway's and the engine's metrics together), shutdown on signal or request. Does not
+//! gateway's and the engine's metrics together), recording the engine's events and the
+//! gateway's tool calls in the state store (and serving them from it), `export-state` /
+//! `import-state` on a stopped fleet's store, shutdown on signal or request. Does not
 //! own: deployment logic (fleet-engine), process supervision (fleet-runtime), the data
 //! plane (fleet-gateway), the command line (mcpfleet).
 
 mod api;
+mod backup;
 mod deploy;
+mod event_log;
 mod state_dir;
 
+pub use backup::{BackupError, export_state, import_state};
 pub use deploy::{DeployError, RollbackTarget, Submission};
-pub use fleet_store::DeploymentKind;
+pub use fleet_store::{DeploymentKind, StateExport};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 
 use deploy::Deployer;
+use event_log::EventLog;
 use fleet_api::types::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
 use fleet_runtime::ProcessRuntime;
@@ -55,6 +61,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct ControlPlane {
     engine: Engine<ProcessRuntime>,
+    /// The engine's events, recorded in the state store.
+    events: EventLog,
     state_dir: StateDir,
     /// `http://<admin.listen>` as bound, when the TCP admin listener runs.
     admin_url: Option<String>,
@@ -106,8 +114,10 @@ impl ControlPlane {
             gateway_url: Some(format!("http://{gateway_address}")),
         };
         let engine = Engine::new(runtime, config, &fleet.name);
+        // Before anything can emit an event (recovery, the first deployment).
+        let events = EventLog::start(&engine, store.clone());
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
-        gateway_config.audit = Some(audit_log(state_dir.audit_path()));
+        gateway_config.audit = Some(event_log::audit_to_store(store.clone()));
         let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         engine.watch_traffic(gateway.clone());
         engine.journal_to(store.clone());
@@ -120,7 +130,7 @@ impl ControlPlane {
                 path: socket.display().to_string(),
                 source,
             })?;
-        let deployer = Deployer::new(engine.clone(), store, host);
+        let deployer = Deployer::new(engine.clone(), store.clone(), host);
         let (submission, recovered) = deployer.recover(submission).await?;
         for note in &recovered {
             tracing::warn!("recovered: {note}");
@@ -130,6 +140,8 @@ impl ControlPlane {
         let api_state = api::AppState {
             engine: engine.clone(),
             deployer,
+            events: events.clone(),
+            store,
             state_dir: state_dir.path().to_path_buf(),
             shutdown_requested: shutdown_requested.clone(),
             finished: finished.clone(),
@@ -173,6 +185,7 @@ impl ControlPlane {
         tokio::spawn(first.run());
         let plane = ControlPlane {
             engine,
+            events,
             state_dir,
             admin_url,
             shutdown_requested,
@@ -187,9 +200,14 @@ impl ControlPlane {
     fn watch_finish(&self, finished: watch::Sender<bool>) {
         let mut rx = self.shutdown_requested.subscribe();
         let engine = self.engine.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             if async { rx.wait_for(|r| *r).await.is_ok() }.await {
                 engine.shutdown().await;
+                // The shutdown's own events (servers stopped) are part of the record, in the
+                // store before `down` is told the fleet is down.
+                let flushed = events.flush();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
                 finished.send_replace(true);
             }
         });
@@ -322,42 +340,6 @@ async fn bind_admin(
         .map_err(failed)?;
     let bound = listener.local_addr().map_err(failed)?;
     Ok(Some((listener, bound)))
-}
-
-/// Appends every tool call the gateway reports to `path` (JSON lines, owner-only),
-/// in the background; the returned sink is the gateway's.
-fn audit_log(path: std::path::PathBuf) -> fleet_gateway::AuditSink {
-    let (sink, mut records) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt as _;
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .await;
-        let mut file = match file {
-            Ok(file) => tokio::io::BufWriter::new(file),
-            Err(error) => {
-                tracing::error!("cannot open the audit log {}: {error}", path.display());
-                return;
-            }
-        };
-        let mut batch = Vec::new();
-        while records.recv_many(&mut batch, 256).await > 0 {
-            for record in batch.drain(..) {
-                let mut line = serde_json::to_vec(&record).unwrap_or_default();
-                line.push(b'\n');
-                if let Err(error) = file.write_all(&line).await {
-                    tracing::error!("cannot write the audit log {}: {error}", path.display());
-                }
-            }
-            if let Err(error) = file.flush().await {
-                tracing::error!("cannot write the audit log {}: {error}", path.display());
-            }
-        }
-    });
-    sink
 }
 
 fn gateway_config(

@@ -2,10 +2,10 @@
 
 use std::fs::{File, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-/// File name of the audit log in the state directory.
-const AUDIT_LOG: &str = "audit.jsonl";
-
 use std::path::{Path, PathBuf};
+
+/// File name of the state store in the state directory.
+pub(crate) const STORE: &str = "state.db";
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -98,14 +98,10 @@ impl StateDir {
         self.path.join(fleet_api::SOCKET)
     }
 
-    /// The audit log: one JSON object per tool call through the gateway.
-    pub fn audit_path(&self) -> PathBuf {
-        self.path.join(AUDIT_LOG)
-    }
-
-    /// The state store: revisions, deployments and their journal, events.
+    /// The state store: revisions, deployments and their journal, events, the tool-call
+    /// audit.
     pub fn store_path(&self) -> PathBuf {
-        self.path.join("state.db")
+        self.path.join(STORE)
     }
 
     /// Binds the admin socket, replacing a stale one (we hold the lock, so it is stale).

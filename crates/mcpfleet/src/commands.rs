@@ -215,7 +215,7 @@ pub(crate) fn init(file: &Path, force: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a whole file or nothing: a temporary file in the same directory, then a rename.
+/// Writes a new file (or, with `force`, replaces one) whole or not at all.
 fn write_new_file(path: &Path, content: &str, force: bool) -> Result<()> {
     if path.exists() && !force {
         bail!(
@@ -223,6 +223,13 @@ fn write_new_file(path: &Path, content: &str, force: bool) -> Result<()> {
             path.display()
         );
     }
+    write_atomically(path, content, 0o666)
+}
+
+/// Writes a whole file or nothing: a temporary file in the same directory (created with
+/// `mode`, less the umask), then a rename over `path`.
+pub(crate) fn write_atomically(path: &Path, content: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -235,7 +242,13 @@ fn write_new_file(path: &Path, content: &str, force: bool) -> Result<()> {
         std::process::id()
     ));
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Left by a killed run with the same pid; created anew so that `mode` applies.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(content.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

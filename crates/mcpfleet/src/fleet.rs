@@ -18,7 +18,7 @@ const NOT_RUNNING: u8 = 3;
 pub(crate) const DETACHED_CHILD: &str = "--detached-child";
 
 /// Where a fleet's state lives: `--state-dir`, else derived from the fleet's name.
-fn state_dir_of(file: &Path, explicit: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn state_dir_of(file: &Path, explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         return Ok(dir);
     }
@@ -184,7 +184,8 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let output = Progress::new(args.json);
-    let mut events = client.events(true).await?;
+    // This run's events only: the store's history holds earlier runs' deployments too.
+    let mut events = client.run_events(true).await?;
     // A broken stream is judged below, by whether the control plane still answers.
     while let Ok(Some(event)) = events.next_event().await {
         output.event(&event);
@@ -379,7 +380,7 @@ async fn follow(
 }
 
 /// Runs a client call; a missing control plane is exit code 3.
-async fn with_client<T>(
+pub(crate) async fn with_client<T>(
     file: &Path,
     state_dir: Option<PathBuf>,
     call: impl AsyncFnOnce(Client) -> Result<T, ClientError>,
@@ -492,13 +493,19 @@ pub(crate) async fn logs(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `events`: every recorded event (earlier runs' too), then with `follow` live ones.
 pub(crate) async fn events(
     file: &Path,
     state_dir: Option<PathBuf>,
+    after: u64,
     follow: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let mut stream = match with_client(file, state_dir, async |c| c.events(follow).await).await? {
+    let mut stream = match with_client(file, state_dir, async |c| {
+        c.events_after(after, follow).await
+    })
+    .await?
+    {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -506,8 +513,13 @@ pub(crate) async fn events(
         to_stdout: true,
         ..Progress::new(json)
     };
-    while let Some(event) = stream.next_event().await? {
-        output.event(&event);
+    while let Some(record) = stream.next_record().await? {
+        if json {
+            // With its id, to page or resume with `--after`.
+            println!("{}", serde_json::to_string(&record)?);
+        } else {
+            output.event(&record.event);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

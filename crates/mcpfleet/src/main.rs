@@ -6,6 +6,7 @@
 mod clients;
 mod commands;
 mod fleet;
+mod record;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -164,13 +165,61 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Print what happened: deployments, starts, checks, exits, restarts.
+    /// Print what happened: deployments, starts, checks, exits, restarts — every event the
+    /// state store recorded, earlier runs of the control plane included.
     Events {
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
         /// Keep printing events as they happen.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Only events after this id (`--output json` shows each event's id).
+        #[arg(long, value_name = "ID", default_value_t = 0)]
+        after: u64,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// List every deployment (newest last) with its fleet revision, or with SERVER that
+    /// server's revisions.
+    History {
+        /// One server's revisions instead.
+        server: Option<String>,
+        #[arg(long, default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// List every tool call through the gateway: who, which tool, how it ended, how long it
+    /// took (never the arguments).
+    Audit {
+        #[arg(default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        /// Only records after this id.
+        #[arg(long, value_name = "ID", default_value_t = 0)]
+        after: u64,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Write the whole state store (revisions, deployments, events, audit) to one JSON file
+    /// (owner-only), through the control plane if one runs, else from the store directly.
+    ExportState {
+        /// Where to write it (replaced if it exists).
+        #[arg(value_name = "FILE")]
+        to: PathBuf,
+        #[arg(long, default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Load an `export-state` file into a state directory whose store is empty or absent,
+    /// while no control plane runs there. Nothing is written if it fails.
+    ImportState {
+        /// The file `export-state` wrote.
+        #[arg(value_name = "FILE")]
+        from: PathBuf,
+        #[arg(long, default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        /// Where to import (default: the fleet file's, else the exported fleet's).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -374,8 +423,29 @@ fn main() -> ExitCode {
         Command::Events {
             file,
             follow,
+            after,
             state_dir,
-        } => block_on(fleet::events(&file, state_dir, follow, json)),
+        } => block_on(fleet::events(&file, state_dir, after, follow, json)),
+        Command::History {
+            server,
+            file,
+            state_dir,
+        } => block_on(record::history(&file, state_dir, server.as_deref(), json)),
+        Command::Audit {
+            file,
+            after,
+            state_dir,
+        } => block_on(record::audit(&file, state_dir, after, json)),
+        Command::ExportState {
+            to,
+            file,
+            state_dir,
+        } => block_on(record::export_state(&to, &file, state_dir, json)),
+        Command::ImportState {
+            from,
+            file,
+            state_dir,
+        } => block_on(record::import_state(&from, &file, state_dir, json)),
         Command::Down { file, state_dir } => block_on(fleet::down(&file, state_dir, json)),
     };
     match result {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod canary;
 mod deploy;
+mod history;
 mod recovery;
 
 fn bin_dir() -> PathBuf {
@@ -1002,8 +1003,7 @@ servers:
 #[test]
 fn a_secret_in_a_remote_url_never_reaches_output_events_or_the_state_dir() {
     const SECRET: &str = "supersecretvalue-4f1c";
-    let fleet = Fleet::new(
-        "secret-url",
+    let yaml = |timeout: &str| {
         r#"
 version: 1
 name: secret-url
@@ -1012,16 +1012,23 @@ secrets:
 servers:
   docs:
     remote: { url: "http://127.0.0.1:1/mcp?token={{ secret('token') }}" }
-    health: { mcp: { handshake_timeout: 1s } }
-"#,
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-        .args(["up", "-d", "--state-dir"])
-        .arg(fleet.state_dir())
-        .current_dir(&fleet.dir)
-        .env("MCPFLEET_TEST_REMOTE_TOKEN", SECRET)
-        .output()
-        .unwrap();
+    health: { mcp: { handshake_timeout: TIMEOUT } }
+    on_failure: continue
+"#
+        .replace("TIMEOUT", timeout)
+    };
+    let fleet = Fleet::new("secret-url", &yaml("1s"));
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(fleet.state_dir())
+            .current_dir(&fleet.dir)
+            .env("MCPFLEET_TEST_REMOTE_TOKEN", SECRET)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["up", "-d"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(
@@ -1029,15 +1036,42 @@ servers:
         "{shown}"
     );
     assert!(!shown.contains(SECRET), "{shown}");
-    for entry in std::fs::read_dir(fleet.state_dir()).unwrap().flatten() {
-        if entry.path().is_file() {
-            let content =
-                String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned();
-            assert!(
-                !content.contains(SECRET),
-                "{} holds the secret",
-                entry.path().display()
-            );
+    // `on_failure: continue` keeps the control plane: a changed spec with the same secret
+    // is deployed (and fails the same way), then the state is exported.
+    let file = fleet.dir.join("mcpfleet.yaml");
+    let changed = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("handshake_timeout: 1s", "handshake_timeout: 2s");
+    std::fs::write(&file, changed).unwrap();
+    let out = run(&["deploy"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+    let out = run(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    let export = fleet.dir.join("export.json");
+    let out = run(&["export-state", export.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(SECRET));
+    let exported = std::fs::read_to_string(&export).unwrap();
+    assert!(exported.contains("token=***"), "{exported}");
+    assert!(!exported.contains(SECRET), "the export holds the secret");
+    let mut dirs = vec![fleet.state_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.is_file() {
+                let content = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                assert!(
+                    !content.contains(SECRET),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
         }
     }
 }
@@ -1200,32 +1234,45 @@ servers:
         );
         assert_eq!((p.as_str(), q.as_str()), ("from x", "from y"));
     });
-    // Every tool call is in the audit log, arguments left out.
-    let audit = fleet.state_dir().join("audit.jsonl");
+    // Every tool call is in the store's audit, arguments left out.
     let start = Instant::now();
-    let calls = loop {
-        let text = std::fs::read_to_string(&audit).unwrap_or_default();
-        if text.lines().count() >= 8 {
-            break text;
+    let records = loop {
+        let out = fleet.mcpfleet(&["audit", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if records.len() >= 8 {
+            break records;
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "audit log: {text}"
+            "audit: {records:#?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let records: Vec<serde_json::Value> = calls
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert!(records.iter().any(|r| r["server"] == "common"
         && r["tool"] == "echo"
         && r["outcome"] == "ok"
         && r["revision"] == 1));
-    assert!(!calls.contains("from x"), "{calls}");
+    let ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=records.len() as u64).collect::<Vec<_>>());
+    let shown = fleet.mcpfleet(&["audit"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains(" whoami "),
+        "{}",
+        text(&shown)
+    );
+    let db = fleet.state_dir().join("state.db");
+    for file in [db.clone(), fleet.state_dir().join("state.db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("from x"),
+            "{} holds a tool call's arguments",
+            file.display()
+        );
+    }
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(&audit).unwrap().permissions().mode();
-    assert_eq!(mode & 0o077, 0, "the audit log is readable by others");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the state store is readable by others");
     assert!(!processes_with(&marker).is_empty());
     let out = fleet.mcpfleet(&["down"]);
     assert!(out.status.success(), "{}", text(&out));

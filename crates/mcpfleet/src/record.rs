@@ -1,0 +1,282 @@
+//! Commands that read the fleet's record in the state store, and back it up: `history`,
+//! `audit`, `export-state`, `import-state`. Exit codes: 0 success, 1 refused (an import
+//! into a store that holds data, a file that is not a state export, nothing to export),
+//! 2 usage or I/O error, 3 a control plane runs where none may (import) or none answers.
+
+use crate::fleet::{state_dir_of, with_client};
+use anyhow::{Context, Result};
+use fleet_api::Client;
+use fleet_control::{BackupError, StateDirError, StateExport, default_state_dir};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const REFUSED: u8 = 1;
+const NOT_RUNNING: u8 = 3;
+
+/// `history`: every deployment, oldest first; `history SERVER`: that server's revisions.
+pub(crate) async fn history(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    server: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    if let Some(server) = server {
+        return server_history(file, state_dir, server, json).await;
+    }
+    let deployments = match with_client(file, state_dir, async |c| c.history().await).await? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&deployments)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if deployments.is_empty() {
+        println!("nothing has been deployed yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<6} {:<8} {:<8} {:<12} {:<24} {:<20} {:<24} REASON",
+        "DEPLOY", "REVISION", "KIND", "STATE", "STARTED", "AUTHOR", "SERVERS"
+    );
+    for d in &deployments {
+        let revision = match d.from_revision {
+            Some(from) => format!("{from}→{}", d.revision),
+            None => d.revision.to_string(),
+        };
+        let servers: Vec<String> = d
+            .servers
+            .iter()
+            .map(|(name, number)| format!("{name}@{number}"))
+            .collect();
+        let why = match (&d.reason, &d.outcome) {
+            (Some(reason), Some(outcome)) => format!("{reason} ({outcome})"),
+            (Some(reason), None) => reason.clone(),
+            (None, Some(outcome)) => format!("({outcome})"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<6} {:<8} {:<8} {:<12} {:<24} {:<20} {:<24} {why}",
+            d.deployment,
+            revision,
+            d.kind,
+            d.state,
+            d.started_at,
+            d.author,
+            servers.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_history(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    server: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    let revisions =
+        match with_client(file, state_dir, async |c| c.server_revisions(server).await).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(code)) => return Ok(code),
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(REFUSED));
+            }
+        };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&revisions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<8} {:<11} {:<14} {:<24} {:<14} REASON",
+        "REVISION", "STATE", "HASH", "CREATED", "FLEET REVISION"
+    );
+    for r in &revisions {
+        println!(
+            "{:<8} {:<11} {:<14} {:<24} {:<14} {}",
+            r.number,
+            r.state,
+            r.hash.get(..12).unwrap_or(&r.hash),
+            r.created_at,
+            r.fleet_revision,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How many audit records one request asks for.
+const AUDIT_PAGE: usize = 1_000;
+
+/// `audit`: every tool call through the gateway, oldest first.
+pub(crate) async fn audit(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    after: u64,
+    json: bool,
+) -> Result<ExitCode> {
+    let records = match with_client(file, state_dir, async |c| {
+        let mut all = Vec::new();
+        let mut last = after;
+        loop {
+            let page = c.audit(last, AUDIT_PAGE).await?;
+            let Some(end) = page.last() else {
+                return Ok(all);
+            };
+            last = end.id;
+            all.extend(page);
+        }
+    })
+    .await?
+    {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<6} {:<24} {:<16} {:<16} {:>3} {:<20} {:<16} {:>10}",
+        "ID", "TIME", "TOKEN", "SERVER", "REV", "TOOL", "OUTCOME", "MS"
+    );
+    for r in &records {
+        println!(
+            "{:<6} {:<24} {:<16} {:<16} {:>3} {:<20} {:<16} {:>10.1}",
+            r.id,
+            r.time,
+            r.token.as_deref().unwrap_or("-"),
+            r.server,
+            r.revision,
+            r.tool,
+            r.outcome,
+            r.duration_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export-state FILE`: the whole state store as one JSON document, written atomically and
+/// owner-only. Through the control plane when one runs (one read transaction, while it
+/// goes on working), else from the store file directly under the state directory's lock.
+pub(crate) async fn export_state(
+    out: &Path,
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let dir = state_dir_of(file, state_dir)?;
+    let client = Client::new(&dir);
+    let export: StateExport = if client.is_running().await {
+        let body = client.export_state().await?;
+        serde_json::from_slice(&body).context("the control plane's export does not parse")?
+    } else {
+        match fleet_control::export_state(&dir).await {
+            Ok(export) => export,
+            Err(e) => return Ok(backup_failure(&e, "export", &dir)),
+        }
+    };
+    let text = serde_json::to_string_pretty(&export)? + "\n";
+    crate::commands::write_atomically(out, &text, 0o600)?;
+    report(&export, "exported", &dir, out, json)
+}
+
+/// `import-state FILE`: loads an export into a state directory whose store is empty or
+/// absent, while no control plane runs; on any failure nothing is written.
+pub(crate) async fn import_state(
+    input: &Path,
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let export: StateExport = match serde_json::from_str(&text) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!(
+                "error: {}:{}:{}: not a state export (made by `mcpfleet export-state`): {e}",
+                input.display(),
+                e.line(),
+                e.column()
+            );
+            return Ok(ExitCode::from(REFUSED));
+        }
+    };
+    // The state directory: as given, else the fleet file's, else the exported fleet's.
+    let dir = match (state_dir, file.exists()) {
+        (Some(dir), _) => dir,
+        (None, true) => state_dir_of(file, None)?,
+        (None, false) => match export.fleet_revisions.last() {
+            Some(revision) => default_state_dir(&revision.fleet),
+            None => anyhow::bail!(
+                "{} holds no fleet revision to name the fleet by; pass --state-dir",
+                input.display()
+            ),
+        },
+    };
+    if Client::new(&dir).is_running().await {
+        eprintln!(
+            "error: a control plane is running with {}; an import goes only into a state directory no control plane uses: stop it with `mcpfleet down`, or import into another --state-dir",
+            dir.display()
+        );
+        return Ok(ExitCode::from(NOT_RUNNING));
+    }
+    if let Err(e) = fleet_control::import_state(&dir, export.clone()).await {
+        return Ok(backup_failure(&e, "import", &dir));
+    }
+    report(&export, "imported", &dir, input, json)
+}
+
+/// Says why an export or import did not happen; the exit code.
+fn backup_failure(error: &BackupError, what: &str, dir: &Path) -> ExitCode {
+    eprintln!(
+        "error: cannot {what} the state of {}: {error}",
+        dir.display()
+    );
+    match error {
+        BackupError::StateDir(StateDirError::Locked { .. }) => ExitCode::from(NOT_RUNNING),
+        BackupError::NoStore { .. } | BackupError::Store(_) => ExitCode::from(REFUSED),
+        BackupError::StateDir(_) | BackupError::Io { .. } => ExitCode::from(2),
+    }
+}
+
+fn report(
+    export: &StateExport,
+    done: &str,
+    dir: &Path,
+    file: &Path,
+    json: bool,
+) -> Result<ExitCode> {
+    let counts = serde_json::json!({
+        "state_dir": dir.display().to_string(),
+        "file": file.display().to_string(),
+        "format": export.format,
+        "fleet_revisions": export.fleet_revisions.len(),
+        "server_revisions": export.server_revisions.len(),
+        "deployments": export.deployments.len(),
+        "events": export.events.len(),
+        "audit": export.audit.len(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&counts)?);
+    } else {
+        let (from, to) = if done == "exported" {
+            (dir, file)
+        } else {
+            (file, dir)
+        };
+        eprintln!(
+            "{done} {} fleet revisions, {} server revisions, {} deployments, {} events and {} audit records from {} to {}",
+            export.fleet_revisions.len(),
+            export.server_revisions.len(),
+            export.deployments.len(),
+            export.events.len(),
+            export.audit.len(),
+            from.display(),
+            to.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -174,7 +174,10 @@ pub(crate) async fn export_state(
     } else {
         match fleet_control::export_state(&dir).await {
             Ok(export) => export,
-            Err(e) => return Ok(backup_failure(&e, "export", &dir)),
+            Err(e) => {
+                let what = format!("export the state of {}", dir.display());
+                return Ok(backup_failure(&e, &what));
+            }
         }
     };
     let text = serde_json::to_string_pretty(&export)? + "\n";
@@ -224,17 +227,15 @@ pub(crate) async fn import_state(
         return Ok(ExitCode::from(NOT_RUNNING));
     }
     if let Err(e) = fleet_control::import_state(&dir, export.clone()).await {
-        return Ok(backup_failure(&e, "import", &dir));
+        let what = format!("import {} into {}", input.display(), dir.display());
+        return Ok(backup_failure(&e, &what));
     }
     report(&export, "imported", &dir, input, json)
 }
 
 /// Says why an export or import did not happen; the exit code.
-fn backup_failure(error: &BackupError, what: &str, dir: &Path) -> ExitCode {
-    eprintln!(
-        "error: cannot {what} the state of {}: {error}",
-        dir.display()
-    );
+fn backup_failure(error: &BackupError, what: &str) -> ExitCode {
+    eprintln!("error: cannot {what}: {error}");
     match error {
         BackupError::StateDir(StateDirError::Locked { .. }) => ExitCode::from(NOT_RUNNING),
         BackupError::NoStore { .. } | BackupError::Store(_) => ExitCode::from(REFUSED),

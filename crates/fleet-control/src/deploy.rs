@@ -387,6 +387,11 @@ fn load_source(revision: &fleet_store::FleetRevision) -> Result<ValidFleet, Depl
 }
 
 impl Prepared {
+    /// Puts the plan's servers in the status before the admin API answers anyone.
+    pub(crate) fn announce(&self) {
+        self.deployer.engine.announce(&self.desired, &self.plan);
+    }
+
     /// Carries the deployment out and records how it ended: the deployment's state, and
     /// each changed server's revision as serving, replaced or failed.
     pub(crate) async fn run(self) -> DeploymentOutcome {

@@ -137,6 +137,7 @@ impl ControlPlane {
         }
         engine.note_recovery(&recovered);
         let first = deployer.prepare(submission).await?;
+        first.announce();
         let api_state = api::AppState {
             engine: engine.clone(),
             deployer,

@@ -480,6 +480,12 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared.changed.subscribe()
     }
 
+    /// Shows `plan`'s servers in the status (pending) before the deployment runs, so that
+    /// nobody asking right after start-up sees an empty fleet.
+    pub fn announce(&self, desired: &Desired, plan: &Plan) {
+        self.shared.update(|s| s.begin(&desired.fleet, plan));
+    }
+
     /// Deploys `desired` as `plan` orders it and returns when every server it creates or
     /// updates is ready, and every server it deletes is stopped — or the deployment has
     /// failed. Unchanged servers are not touched. The fleet stays supervised afterwards.

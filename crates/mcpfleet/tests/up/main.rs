@@ -533,7 +533,7 @@ servers:
         std::thread::sleep(Duration::from_millis(20));
     }
     fleet.wait_for("the fleet to be ready", Duration::from_secs(20), |s| {
-        s.servers.iter().all(|s| s.state == ServerState::Ready)
+        !s.servers.is_empty() && s.servers.iter().all(|s| s.state == ServerState::Ready)
     });
 
     // The http server's log holds what it printed on stderr; `-f` streams it.

@@ -12,45 +12,18 @@ use fleet_runtime::{
     LogRotation, ProcessRuntime, ReapOutcome, follow_log, log_path, reap_leftovers,
 };
 use fleet_spec::model::{Restart, RestartPolicyKind};
+use fleet_testkit::TempDir;
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// Generous: the machine running the tests may be small and busy.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A fresh directory per test, removed when the test passes.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("fleet-runtime-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 async fn wait_until<F: FnMut() -> bool>(what: &str, mut condition: F) {
     let deadline = Instant::now() + DEADLINE;

@@ -5,39 +5,17 @@ use fleet_store::{
     NewServerRevision, RevisionState, SCHEMA_VERSION, STATE_EXPORT_FORMAT, SqliteStore, StateStore,
     StepOutcome, StepState, StoreError,
 };
+use fleet_testkit::TempDir;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-/// A fresh directory per test, removed when the test passes.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("fleet-store-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("state.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// The store file in a test's directory.
+fn db(dir: &TempDir) -> PathBuf {
+    dir.path().join("state.db")
 }
 
 fn open(path: &Path) -> Arc<dyn StateStore> {
@@ -100,7 +78,7 @@ fn audit_record(tool: &str) -> AuditRecord {
 #[tokio::test]
 async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
     let dir = TempDir::new("numbering");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
 
     let first = store
         .record_fleet_revision(fleet(vec![server("memory", "m1"), server("github", "g1")]))
@@ -160,7 +138,7 @@ async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
 #[tokio::test]
 async fn revision_states_and_invalid_revisions() {
     let dir = TempDir::new("states");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     assert_eq!(store.latest_fleet_revision().await.unwrap(), None);
 
     let twice = store
@@ -200,7 +178,7 @@ async fn revision_states_and_invalid_revisions() {
 #[tokio::test]
 async fn journal_keeps_steps_in_order_and_confirms_each_once() {
     let dir = TempDir::new("journal");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     store
         .record_fleet_revision(fleet(vec![server("a", "1")]))
         .await
@@ -299,7 +277,7 @@ async fn journal_keeps_steps_in_order_and_confirms_each_once() {
 #[tokio::test]
 async fn an_unfinished_deployment_survives_reopening() {
     let dir = TempDir::new("reopen");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     store
         .record_fleet_revision(fleet(vec![server("a", "1")]))
         .await
@@ -317,7 +295,7 @@ async fn an_unfinished_deployment_survives_reopening() {
     // The control plane dies here: nothing is finished or closed.
     drop(store);
 
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     let unfinished = store.unfinished_deployments().await.unwrap();
     assert_eq!(unfinished.len(), 1, "{unfinished:?}");
     assert_eq!(unfinished[0].id, crashed.id);
@@ -361,7 +339,7 @@ fn a_killed_writer_loses_no_acknowledged_step() {
             "journal_steps_until_killed",
             "--nocapture",
         ])
-        .env(CHILD_DB, dir.db())
+        .env(CHILD_DB, db(&dir))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -382,7 +360,7 @@ fn a_killed_writer_loses_no_acknowledged_step() {
         .build()
         .unwrap();
     let unfinished = runtime
-        .block_on(open(&dir.db()).unfinished_deployments())
+        .block_on(open(&db(&dir)).unfinished_deployments())
         .unwrap();
     let steps = &unfinished[0].steps;
     assert!(steps.len() >= acknowledged, "{} steps", steps.len());
@@ -392,12 +370,12 @@ fn a_killed_writer_loses_no_acknowledged_step() {
 #[tokio::test]
 async fn a_newer_schema_is_refused_and_left_alone() {
     let dir = TempDir::new("newer");
-    drop(SqliteStore::open(&dir.db()).unwrap());
-    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    drop(SqliteStore::open(&db(&dir)).unwrap());
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     conn.pragma_update(None, "user_version", 999).unwrap();
     drop(conn);
 
-    let err = SqliteStore::open(&dir.db()).unwrap_err();
+    let err = SqliteStore::open(&db(&dir)).unwrap_err();
     assert!(
         matches!(err, StoreError::NewerSchema { found: 999, supported, .. } if supported == SCHEMA_VERSION),
         "{err:?}"
@@ -407,7 +385,7 @@ async fn a_newer_schema_is_refused_and_left_alone() {
     assert!(message.contains("upgrade mcpfleet"), "{message}");
     assert!(message.contains("import-state"), "{message}");
 
-    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
@@ -417,12 +395,12 @@ async fn a_newer_schema_is_refused_and_left_alone() {
 #[tokio::test]
 async fn opening_explains_what_failed() {
     let dir = TempDir::new("open");
-    let missing = dir.0.join("no-such-dir").join("state.db");
+    let missing = dir.path().join("no-such-dir").join("state.db");
     let err = SqliteStore::open(&missing).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
     assert!(err.to_string().contains("state directory exists"), "{err}");
 
-    let not_a_database = dir.0.join("notes.txt");
+    let not_a_database = dir.path().join("notes.txt");
     std::fs::write(&not_a_database, "x".repeat(4096)).unwrap();
     let err = SqliteStore::open(&not_a_database).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
@@ -431,11 +409,11 @@ async fn opening_explains_what_failed() {
 #[tokio::test]
 async fn only_the_owner_can_read_the_database() {
     let dir = TempDir::new("mode");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     store.append_events(vec![event("x")]).await.unwrap();
     let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(dir.db()), 0o600);
-    assert_eq!(mode(dir.0.join("state.db-wal")), 0o600);
+    assert_eq!(mode(db(&dir)), 0o600);
+    assert_eq!(mode(dir.path().join("state.db-wal")), 0o600);
 }
 
 /// A store with something of every kind in it.
@@ -491,7 +469,7 @@ async fn populate(store: &dyn StateStore) {
 #[tokio::test]
 async fn export_then_import_gives_the_same_document() {
     let dir = TempDir::new("export");
-    let old = open(&dir.0.join("old.db"));
+    let old = open(&dir.path().join("old.db"));
     populate(&*old).await;
     let exported = old.export().await.unwrap();
     assert_eq!(exported.format, STATE_EXPORT_FORMAT);
@@ -502,7 +480,7 @@ async fn export_then_import_gives_the_same_document() {
 
     // Through JSON, as `export-state` / `import-state` do.
     let document = serde_json::to_string_pretty(&exported).unwrap();
-    let new = open(&dir.0.join("new.db"));
+    let new = open(&dir.path().join("new.db"));
     new.import(serde_json::from_str(&document).unwrap())
         .await
         .unwrap();
@@ -523,11 +501,11 @@ async fn export_then_import_gives_the_same_document() {
 #[tokio::test]
 async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
     let dir = TempDir::new("import");
-    let source = open(&dir.0.join("source.db"));
+    let source = open(&dir.path().join("source.db"));
     populate(&*source).await;
     let exported = source.export().await.unwrap();
 
-    let target = open(&dir.0.join("target.db"));
+    let target = open(&dir.path().join("target.db"));
     target.append_events(vec![event("mine")]).await.unwrap();
     let before = target.export().await.unwrap();
     let err = target.import(exported.clone()).await.unwrap_err();
@@ -539,7 +517,7 @@ async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
         format: STATE_EXPORT_FORMAT + 1,
         ..exported.clone()
     };
-    let fresh = open(&dir.0.join("fresh.db"));
+    let fresh = open(&dir.path().join("fresh.db"));
     let err = fresh.import(future).await.unwrap_err();
     assert!(matches!(err, StoreError::ExportFormat { .. }), "{err:?}");
 
@@ -558,7 +536,7 @@ async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn events_and_audit_page_by_id() {
     let dir = TempDir::new("paging");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     assert_eq!(
         store.append_events(vec![]).await.unwrap(),
         Vec::<u64>::new()
@@ -606,7 +584,7 @@ async fn events_and_audit_page_by_id() {
 #[tokio::test]
 async fn a_damaged_row_is_reported_not_panicked_on() {
     let dir = TempDir::new("corrupt");
-    let store = open(&dir.db());
+    let store = open(&db(&dir));
     store
         .record_fleet_revision(fleet(vec![server("memory", "m1")]))
         .await
@@ -614,7 +592,7 @@ async fn a_damaged_row_is_reported_not_panicked_on() {
     let d = store.begin_deployment(deploy(1)).await.unwrap();
     store.append_step(d.id, json!({})).await.unwrap();
 
-    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
     conn.execute_batch(
         "UPDATE server_revisions SET spec = '{not json';
          UPDATE journal SET state = 'half-done';

@@ -99,6 +99,33 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A [`scratch_dir`] removed when it is dropped — unless the test is panicking, so that a
+/// failed test leaves its files to inspect.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty directory (see [`scratch_dir`]).
+    ///
+    /// # Panics
+    /// When the directory cannot be created.
+    pub fn new(name: &str) -> Self {
+        TempDir(scratch_dir(name))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// `mcp-sample-server --transport http` on a free loopback port, killed on drop. Its
 /// stderr (`--log-stderr`: one line per request it handles) is kept for
 /// [`logged`](Self::logged).

@@ -317,27 +317,7 @@ async fn an_answer_stream_that_goes_silent_ends_with_a_timeout_error() {
     .await;
     let url = gateway.url("alpha");
     let session = crate::raw_session(&url).await;
-    let sleep = serde_json::json!({
-        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
-        "params": { "name": "sleep", "arguments": { "ms": 60_000 } }
-    });
-    let started = std::time::Instant::now();
-    let response = raw_post(&url)
-        .header("mcp-session-id", session)
-        .json(&sleep)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(DEADLINE, response.text())
-        .await
-        .expect("the answer ends instead of hanging")
-        .unwrap();
-    assert!(
-        body.contains(r#""id":5"#) && body.contains("error"),
-        "{body}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    crate::a_stuck_call_times_out(&url, &session, 5).await;
     let stats = gateway.gateway.metrics();
     let alpha = stats.revision("alpha", Some(1)).unwrap();
     assert_eq!(alpha.totals.transport_error, 1, "{alpha:?}");

@@ -210,3 +210,33 @@ fn server_name(client: &Client) -> String {
         .map(|info| info.name)
         .unwrap_or_default()
 }
+
+/// Calls `sleep` for a minute on `session` through a gateway whose `upstream_timeout` is
+/// short: the answer must end with a JSON-RPC error for request `id`, not hang.
+pub(crate) async fn a_stuck_call_times_out(
+    url: &str,
+    session: &reqwest::header::HeaderValue,
+    id: u64,
+) {
+    let sleep = serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": { "name": "sleep", "arguments": { "ms": 60_000 } }
+    });
+    let started = std::time::Instant::now();
+    let response = raw_post(url)
+        .header("mcp-session-id", session.clone())
+        .json(&sleep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(DEADLINE, response.text())
+        .await
+        .expect("the answer ends instead of hanging")
+        .unwrap();
+    assert!(
+        body.contains(&format!(r#""id":{id}"#)) && body.contains("error"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -325,27 +325,7 @@ async fn a_stuck_stdio_server_gets_a_timeout_error_not_a_hang() {
     .await;
     let url = gateway.url("solo");
     let session = raw_session(&url).await;
-    let sleep = serde_json::json!({
-        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": { "name": "sleep", "arguments": { "ms": 60_000 } }
-    });
-    let started = std::time::Instant::now();
-    let response = raw_post(&url)
-        .header("mcp-session-id", session.clone())
-        .json(&sleep)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = tokio::time::timeout(DEADLINE, response.text())
-        .await
-        .expect("the call ends instead of hanging")
-        .unwrap();
-    assert!(
-        body.contains(r#""id":7"#) && body.contains("error"),
-        "{body}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    crate::a_stuck_call_times_out(&url, &session, 7).await;
     // The session goes on.
     let echo = serde_json::json!({
         "jsonrpc": "2.0", "id": 8, "method": "tools/call",

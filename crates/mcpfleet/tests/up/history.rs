@@ -292,9 +292,10 @@ fn export_then_import_into_a_fresh_state_dir_gives_the_same_document() {
     );
 
     let fresh = fleet.dir.join("fresh-state");
-    let import = |file: &Path| {
+    // `import-state` / `export-state` FILE against the fresh state directory.
+    let on_fresh = |command: &str, file: &Path| {
         Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-            .arg("import-state")
+            .arg(command)
             .arg(file)
             .arg("--state-dir")
             .arg(&fresh)
@@ -302,16 +303,8 @@ fn export_then_import_into_a_fresh_state_dir_gives_the_same_document() {
             .output()
             .unwrap()
     };
-    let export_fresh = |file: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
-            .arg("export-state")
-            .arg(file)
-            .arg("--state-dir")
-            .arg(&fresh)
-            .current_dir(&fleet.dir)
-            .output()
-            .unwrap()
-    };
+    let import = |file: &Path| on_fresh("import-state", file);
+    let export_fresh = |file: &Path| on_fresh("export-state", file);
 
     // Not a state export: refused, located, nothing created.
     let garbage = fleet.dir.join("garbage.json");

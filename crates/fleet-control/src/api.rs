@@ -141,23 +141,15 @@ async fn deployed(State(state): State<AppState>) -> Json<Vec<DeployedServer>> {
 /// Validates the fleet file, records it and deploys it, streaming the deployment's events;
 /// the answer ends with the deployment.
 async fn deploy(State(state): State<AppState>, Json(request): Json<DeployRequest>) -> Response {
-    let path = std::path::PathBuf::from(&request.path);
-    let base_dir = path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let options = fleet_spec::LoadOptions {
-        environment: request.environment.clone(),
-        ..fleet_spec::LoadOptions::default()
-    };
-    let mut checked = fleet_spec::load_str(&request.path, &request.source, base_dir, &options);
-    if let Some(fleet) = &checked.fleet {
-        checked.diagnostics.extend(fleet_plan::check(fleet));
-    }
-    let valid = checked.is_valid();
-    let rendered = fleet_spec::diag::render_all(&checked.diagnostics, &checked.source);
-    let (true, Some(fleet)) = (valid, checked.fleet) else {
-        return ApiFailure(StatusCode::UNPROCESSABLE_ENTITY, rendered).into_response();
+    let fleet = match crate::deploy::validate(
+        &request.source,
+        &request.path,
+        request.environment.clone(),
+    ) {
+        Ok(fleet) => fleet,
+        Err(rendered) => {
+            return ApiFailure(StatusCode::UNPROCESSABLE_ENTITY, rendered).into_response();
+        }
     };
     let submission = crate::deploy::Submission {
         fleet,

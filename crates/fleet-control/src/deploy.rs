@@ -369,21 +369,41 @@ impl Deployer {
 
 /// Validates a stored fleet file again.
 fn load_source(revision: &fleet_store::FleetRevision) -> Result<ValidFleet, DeployError> {
-    let path = std::path::Path::new(&revision.source_path);
-    let base_dir = path
+    validate(
+        &revision.source,
+        &revision.source_path,
+        revision.env.clone(),
+    )
+    .map_err(|rendered| DeployError::Unreadable {
+        revision: revision.number,
+        why: format!("it no longer validates:\n{rendered}"),
+    })
+}
+
+/// Validates fleet-file text read from `path` (relative paths in it resolve against its
+/// folder), dependency cycles included.
+///
+/// # Errors
+/// Every diagnostic, located and rendered for people.
+pub(crate) fn validate(
+    source: &str,
+    path: &str,
+    environment: Option<String>,
+) -> Result<ValidFleet, String> {
+    let base_dir = std::path::Path::new(path)
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let options = fleet_spec::LoadOptions {
-        environment: revision.env.clone(),
+        environment,
         ..fleet_spec::LoadOptions::default()
     };
-    let checked = fleet_spec::load_str(&revision.source_path, &revision.source, base_dir, &options);
+    let mut checked = fleet_spec::load_str(path, source, base_dir, &options);
+    if let Some(fleet) = &checked.fleet {
+        checked.diagnostics.extend(fleet_plan::check(fleet));
+    }
     let rendered = fleet_spec::diag::render_all(&checked.diagnostics, &checked.source);
-    checked.into_valid().map_err(|_| DeployError::Unreadable {
-        revision: revision.number,
-        why: format!("it no longer validates:\n{rendered}"),
-    })
+    checked.into_valid().map_err(|_| rendered)
 }
 
 impl Prepared {

@@ -722,18 +722,30 @@ impl SseRelay {
         self.finished = true;
         self._guard = None;
         let scan = self.scan.take().unwrap_or_default();
-        if let Some(pending) = self.pending.take() {
-            pending.record(outcome.or_else(|| answered_with_error(&scan)));
-        }
-        if let Some((call, target)) = self.tool_call.take() {
-            let outcome = match outcome {
-                Some(Outcome::TransportError) => ToolOutcome::TransportError,
-                _ => scan.outcome(),
-            };
-            call.finish(&target, outcome);
-        }
+        self.count(&scan, outcome);
         if let (Some((pins, pin)), Some(response)) = (self.pins.take(), scan.response()) {
             pins.learn(response.as_bytes(), || pin);
+        }
+    }
+
+    /// Counts the request and audits its tool call, the answer's response read once.
+    /// `failure`: the stream broke (else the response, if any, decides).
+    fn count(&mut self, scan: &SseScan, failure: Option<Outcome>) {
+        if self.pending.is_none() && self.tool_call.is_none() {
+            return;
+        }
+        let answer = scan.outcome();
+        if let Some(pending) = self.pending.take() {
+            let answered_with_error =
+                (answer == ToolOutcome::JsonRpcError).then_some(Outcome::JsonRpcError);
+            pending.record(failure.or(answered_with_error));
+        }
+        if let Some((call, target)) = self.tool_call.take() {
+            let outcome = match failure {
+                Some(Outcome::TransportError) => ToolOutcome::TransportError,
+                _ => answer,
+            };
+            call.finish(&target, outcome);
         }
     }
 }
@@ -743,18 +755,8 @@ impl Drop for SseRelay {
         // The client went away first (often right after reading the response, before the
         // stream's end): the request counts as its response says, else as it began.
         let scan = self.scan.take().unwrap_or_default();
-        if let Some(pending) = self.pending.take() {
-            pending.record(answered_with_error(&scan));
-        }
-        if let Some((call, target)) = self.tool_call.take() {
-            call.finish(&target, scan.outcome());
-        }
+        self.count(&scan, None);
     }
-}
-
-/// `Some(JsonRpcError)` when the answer's response (seen so far) is a JSON-RPC error.
-fn answered_with_error(scan: &SseScan) -> Option<Outcome> {
-    (scan.outcome() == ToolOutcome::JsonRpcError).then_some(Outcome::JsonRpcError)
 }
 
 pub(crate) fn sse_event(data: &[u8]) -> Bytes {

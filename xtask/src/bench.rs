@@ -147,7 +147,7 @@ pub(crate) fn binaries(smoke: bool, packages: &[&str]) -> Result<&'static str> {
     Ok("release")
 }
 
-fn write(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
@@ -375,7 +375,7 @@ pub(crate) fn up(args: &[&str]) -> Result<()> {
 }
 
 /// Milliseconds since midnight of an RFC 3339 UTC time (`…T03:04:05.123Z`).
-fn millis_of_day(time: &str) -> f64 {
+pub(crate) fn millis_of_day(time: &str) -> f64 {
     let t = time
         .split('T')
         .nth(1)

@@ -263,9 +263,9 @@ async fn measure_peer(peer: Peer, options: &Options, bins: &Binaries) -> Result<
 
 /// Where a peer serves MCP, and what it calls the sample server's `echo` tool.
 #[derive(Clone)]
-struct Target {
-    url: String,
-    tool: &'static str,
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) tool: &'static str,
 }
 
 async fn start_peer(peer: Peer, bins: &Binaries, processes: &mut Vec<Process>) -> Result<Target> {
@@ -649,7 +649,7 @@ impl Drop for Process {
 
 /// A legacy MCP session over one HTTP/1.1 keep-alive connection: `initialize`, then
 /// requests carrying `Mcp-Session-Id`; answers may be JSON or SSE.
-struct Session {
+pub(crate) struct Session {
     sender: SendRequest<Full<Bytes>>,
     connection: tokio::task::JoinHandle<()>,
     authority: String,
@@ -686,7 +686,7 @@ impl Session {
     }
 
     /// Connects and initializes a new session.
-    async fn open(target: &Target) -> Result<Self> {
+    pub(crate) async fn open(target: &Target) -> Result<Self> {
         let mut session = Self::connect(target).await?;
         session.initialize().await?;
         Ok(session)
@@ -744,6 +744,23 @@ impl Session {
 
     /// A request; its result, or the JSON-RPC error as an error.
     async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
+        let mut response = self.exchange(method, params).await?;
+        if !response["error"].is_null() {
+            bail!("{method}: {}", response["error"]);
+        }
+        Ok(response["result"].take())
+    }
+
+    /// `tools/call` of the target's tool without arguments: the whole JSON-RPC response,
+    /// result or error.
+    pub(crate) async fn call_tool(&mut self) -> Result<Value> {
+        let tool = self.tool;
+        self.exchange("tools/call", json!({ "name": tool, "arguments": {} }))
+            .await
+    }
+
+    /// A request and its JSON-RPC response (an HTTP error status is an error).
+    async fn exchange(&mut self, method: &str, params: Value) -> Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
         let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
@@ -754,7 +771,7 @@ impl Session {
                 String::from_utf8_lossy(&body)
             );
         }
-        let mut response = if content_type.starts_with("text/event-stream") {
+        let response: Value = if content_type.starts_with("text/event-stream") {
             sse_response(&body, id)?
         } else {
             serde_json::from_slice(&body).with_context(|| format!("{method}: answer not JSON"))?
@@ -762,10 +779,7 @@ impl Session {
         if response["id"] != id {
             bail!("{method}: answer has id {}, expected {id}", response["id"]);
         }
-        if !response["error"].is_null() {
-            bail!("{method}: {}", response["error"]);
-        }
-        Ok(response["result"].take())
+        Ok(response)
     }
 
     /// POSTs one message and reads the whole answer (a server ends the SSE stream of a POST
@@ -804,7 +818,7 @@ impl Session {
     }
 
     /// Ends the session (DELETE) so the peer can free it; best effort.
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let Some(id) = self.id.take() else { return };
         let Ok(request) = Request::builder()
             .method(Method::DELETE)

@@ -12,9 +12,13 @@
 //! - `bench gateway [--calls N] [--smoke]`  MCP call latency and throughput through the
 //!   gateway vs direct and the peer bridges, and the gateway's memory per idle session;
 //!   writes bench-results/gateway.json
+//! - `bench rollout [--runs N] [--interval-ms N] [--smoke]`  how fast a failing canary stops
+//!   getting traffic and a blue-green rollback serves the old revision; writes
+//!   bench-results/rollout.json
 
 mod bench;
 mod bench_gateway;
+mod bench_rollout;
 mod peers;
 
 use anyhow::{Context, Result, bail};
@@ -32,6 +36,7 @@ fn main() -> Result<()> {
         ["bench", "validate", rest @ ..] => bench::validate(rest),
         ["bench", "up", rest @ ..] => bench::up(rest),
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
+        ["bench", "rollout", rest @ ..] => bench_rollout::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
         ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
         // Hidden: load one endpoint by hand (e.g. under `perf`): URL SESSIONS SECONDS.
@@ -40,7 +45,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke]"
             );
             std::process::exit(2);
         }
@@ -106,6 +111,7 @@ fn ci() -> Result<()> {
     bench::validate(&["--smoke"])?;
     bench::up(&["--smoke"])?;
     bench_gateway::run(&["--smoke"])?;
+    bench_rollout::run(&["--smoke"])?;
     eprintln!("CI gate passed");
     // The closing line CI reads: every test of the workspace, summed.
     println!("tests: {passed} passed, {failed} failed");

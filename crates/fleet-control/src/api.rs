@@ -233,7 +233,7 @@ async fn steer(
             .into_response();
         }
     };
-    match state.engine.command(&name, command) {
+    match state.engine.command(&name, command).await {
         Ok(()) => Json(serde_json::json!({ "server": name, "accepted": true })).into_response(),
         Err(why) => ApiFailure(StatusCode::CONFLICT, why).into_response(),
     }

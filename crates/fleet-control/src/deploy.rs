@@ -113,6 +113,14 @@ impl Deployer {
         }
     }
 
+    /// Waits, at most `within`, until no deployment is carried out or being recorded;
+    /// false when one still is.
+    pub(crate) async fn wait_idle(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.running.lock())
+            .await
+            .is_ok()
+    }
+
     /// What runs now, server by server.
     pub(crate) fn deployed(&self) -> Vec<DeployedServer> {
         self.engine.deployed()
@@ -124,11 +132,17 @@ impl Deployer {
     /// # Errors
     /// See [`DeployError`].
     pub(crate) async fn prepare(&self, submission: Submission) -> Result<Prepared, DeployError> {
-        let running = self
-            .running
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| DeployError::Busy)?;
+        let running = match self.running.clone().try_lock_owned() {
+            Ok(running) => running,
+            // Over in the engine, its end being written to the store: a moment away, not
+            // a deployment in progress (a deploy right after `up -d` meets this).
+            Err(_) if self.engine.status().deployment.state.is_final() => {
+                tokio::time::timeout(fleet_engine::STOP_GRACE, self.running.clone().lock_owned())
+                    .await
+                    .map_err(|_| DeployError::Busy)?
+            }
+            Err(_) => return Err(DeployError::Busy),
+        };
         let fleet = submission.fleet;
         let current = self
             .current

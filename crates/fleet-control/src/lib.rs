@@ -140,7 +140,7 @@ impl ControlPlane {
         first.announce();
         let api_state = api::AppState {
             engine: engine.clone(),
-            deployer,
+            deployer: deployer.clone(),
             events: events.clone(),
             store,
             state_dir: state_dir.path().to_path_buf(),
@@ -194,17 +194,23 @@ impl ControlPlane {
             server,
         };
         shutdown_on_signals(plane.shutdown_requested.clone());
-        plane.watch_finish(finished_tx);
+        plane.watch_finish(finished_tx, deployer);
         Ok(plane)
     }
 
-    fn watch_finish(&self, finished: watch::Sender<bool>) {
+    fn watch_finish(&self, finished: watch::Sender<bool>, deployer: Deployer) {
         let mut rx = self.shutdown_requested.subscribe();
         let engine = self.engine.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
             if async { rx.wait_for(|r| *r).await.is_ok() }.await {
                 engine.shutdown().await;
+                // A deployment overtaken by the shutdown records how it ended before the
+                // process exits: otherwise the next start would take it for one a crash
+                // interrupted.
+                if !deployer.wait_idle(fleet_engine::STOP_GRACE).await {
+                    tracing::warn!("the deployment in progress did not record its end in time");
+                }
                 // The shutdown's own events (servers stopped) are part of the record, in the
                 // store before `down` is told the fleet is down.
                 let flushed = events.flush();

@@ -69,13 +69,12 @@ pub(crate) fn judge(
             format!("{health_failures} failed health check(s) of revision {canary}"),
         );
     }
-    if requests < u64::from(analysis.min_requests) {
+    // No traffic is never a pass, even with `min_requests: 0`.
+    let needed = u64::from(analysis.min_requests).max(1);
+    if requests < needed {
         return result(
             Verdict::Inconclusive,
-            format!(
-                "{requests} of the {} requests needed to judge revision {canary}",
-                analysis.min_requests
-            ),
+            format!("{requests} of the {needed} requests needed to judge revision {canary}"),
         );
     }
     let rate = error_rate.unwrap_or(0.0);
@@ -310,6 +309,16 @@ mod tests {
         );
         assert_eq!(result.verdict, Verdict::Inconclusive, "{result:?}");
         assert_eq!(result.requests, 19);
+    }
+
+    #[test]
+    fn no_traffic_is_never_a_pass_even_with_min_requests_0() {
+        let a = Analysis {
+            min_requests: 0,
+            ..analysis()
+        };
+        let result = judge_interval(&a, stats(1, 100, 0, 0.002, 0), stats(2, 0, 0, 0.002, 0));
+        assert_eq!(result.verdict, Verdict::Inconclusive, "{result:?}");
     }
 
     #[test]

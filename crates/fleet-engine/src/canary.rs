@@ -13,7 +13,7 @@ use fleet_api::types::{AnalysisSummary, EventKind, RolloutStatus};
 use fleet_runtime::Runtime;
 use fleet_spec::model::OnAbort;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// What `mcpfleet promote | abort | pause | resume` asks of a rollout.
@@ -29,10 +29,13 @@ pub enum RolloutCommand {
     Resume,
 }
 
+/// A command and the way to tell its sender it was taken.
+type Steering = (RolloutCommand, oneshot::Sender<()>);
+
 /// A rollout in progress: how to steer it and what it shows.
 #[derive(Debug)]
 pub(crate) struct ActiveRollout {
-    pub(crate) commands: mpsc::UnboundedSender<RolloutCommand>,
+    pub(crate) commands: mpsc::UnboundedSender<Steering>,
     pub(crate) status: RolloutStatus,
 }
 
@@ -40,6 +43,8 @@ pub(crate) struct ActiveRollout {
 enum StepEnd {
     Next,
     Abort(String),
+    /// The control plane is stopping: it stops every revision itself.
+    Shutdown,
 }
 
 impl<R: Runtime + 'static> Engine<R> {
@@ -103,6 +108,10 @@ impl<R: Runtime + 'static> Engine<R> {
             {
                 StepEnd::Next => {}
                 StepEnd::Abort(why) => return Err(self.abort_canary(&old, &new, why).await),
+                StepEnd::Shutdown => {
+                    self.set_rollout(&name, None);
+                    return Err(crate::SHUTTING_DOWN.into());
+                }
             }
         }
         self.set_rollout(&name, None);
@@ -116,7 +125,7 @@ impl<R: Runtime + 'static> Engine<R> {
         old: &Release,
         new: &Release,
         pause: Option<Duration>,
-        inbox: &mut mpsc::UnboundedReceiver<RolloutCommand>,
+        inbox: &mut mpsc::UnboundedReceiver<Steering>,
         failures: &mut u32,
     ) -> StepEnd {
         let name = &new.server.name;
@@ -130,7 +139,11 @@ impl<R: Runtime + 'static> Engine<R> {
         let mut next_tick = Instant::now() + analysis.interval;
         let mut before = self.traffic();
         let mut health_before = self.health_failures(name, new.revision);
+        let mut changes = self.shared.changed.subscribe();
         loop {
+            if self.shutting_down() {
+                return StepEnd::Shutdown;
+            }
             let state = match (paused_with, ends_at) {
                 (Some(_), _) => "paused",
                 (None, None) => "waiting-for-promote",
@@ -159,6 +172,9 @@ impl<R: Runtime + 'static> Engine<R> {
                         health.saturating_sub(health_before),
                     );
                     (before, health_before) = (after, health);
+                    // Failures count in a row of judged intervals: a pass resets them, an
+                    // inconclusive interval neither counts nor resets. A failure also voids
+                    // an earlier pass: the step needs a pass after it.
                     match result.verdict {
                         Verdict::Pass => {
                             *failures = 0;
@@ -166,6 +182,7 @@ impl<R: Runtime + 'static> Engine<R> {
                         }
                         Verdict::Fail => {
                             *failures += 1;
+                            passed = false;
                             self.shared.emit_revision(
                                 EventKind::PerformanceAlert,
                                 name,
@@ -186,10 +203,12 @@ impl<R: Runtime + 'static> Engine<R> {
                             failures, result.reason
                         ));
                     }
-                    if passed && over {
+                    if passed && over && paused_with.is_none() {
                         return StepEnd::Next;
                     }
                 }
+                // Any change of the fleet's state: the loop's head looks for a shutdown.
+                _ = changes.changed() => {}
                 () = step_over, if !over && paused_with.is_none() && ends_at.is_some() => {
                     if passed {
                         return StepEnd::Next;
@@ -197,7 +216,13 @@ impl<R: Runtime + 'static> Engine<R> {
                     // Over, but nothing has passed yet: the next passing interval ends it.
                     over = true;
                 }
-                command = inbox.recv() => match command {
+                steering = inbox.recv() => {
+                let command = steering.map(|(command, taken)| {
+                    // The sender may have gone (a client that hung up): the command holds.
+                    let _ = taken.send(());
+                    command
+                });
+                match command {
                     Some(RolloutCommand::Promote) => return StepEnd::Next,
                     Some(RolloutCommand::Abort) | None => {
                         return StepEnd::Abort("aborted by `mcpfleet abort`".into());
@@ -219,7 +244,8 @@ impl<R: Runtime + 'static> Engine<R> {
                             ends_at = Some(Instant::now() + left);
                         }
                     }
-                },
+                }
+                }
             }
         }
     }
@@ -236,6 +262,7 @@ impl<R: Runtime + 'static> Engine<R> {
             format!("aborting the canary of revision {}: {why}", new.revision),
         );
         self.set_rollout(name, None);
+        self.shared.set_failed(name, new.revision, true);
         let reason = if why.starts_with("aborted by") {
             "abort"
         } else {
@@ -250,16 +277,13 @@ impl<R: Runtime + 'static> Engine<R> {
             OnAbort::Drain => {
                 self.shared
                     .set_weights(name, &[(old.revision, 100), (new.revision, 0)]);
-                let window = new.server.rollout.rollback_window;
-                let (engine, name, stable, canary) =
-                    (self.clone(), name.clone(), old.revision, new.revision);
-                tokio::spawn(async move {
-                    tokio::time::sleep(window).await;
-                    if engine.serving(&name).map(|r| r.revision) == Some(stable) {
-                        engine.shared.set_weights(&name, &[(stable, 100)]);
-                    }
-                    engine.stop_revision(&name, canary).await;
-                });
+                let draining = self.monitors_of(name, new.revision);
+                self.retire_after(
+                    new.server.rollout.rollback_window,
+                    name,
+                    new.revision,
+                    draining,
+                );
             }
         }
         self.shared.emit_revision(
@@ -271,23 +295,28 @@ impl<R: Runtime + 'static> Engine<R> {
         why
     }
 
-    /// Steers the rollout of `server`.
+    /// Steers the rollout of `server`; returns once the rollout has taken the command.
     ///
     /// # Errors
-    /// `server` has no rollout in progress.
-    pub fn command(&self, server: &str, command: RolloutCommand) -> Result<(), String> {
-        let rollouts = self
-            .shared
-            .rollouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let active = rollouts.get(server).ok_or_else(|| {
-            format!("`{server}` has no rollout in progress (see `mcpfleet status`)")
-        })?;
-        active
-            .commands
-            .send(command)
-            .map_err(|_| format!("the rollout of `{server}` has just ended"))
+    /// `server` has no rollout in progress, or it ended before it took the command.
+    pub async fn command(&self, server: &str, command: RolloutCommand) -> Result<(), String> {
+        let ended = || format!("the rollout of `{server}` ended before it took the command");
+        let (taken, acknowledged) = oneshot::channel();
+        {
+            let rollouts = self
+                .shared
+                .rollouts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let active = rollouts.get(server).ok_or_else(|| {
+                format!("`{server}` has no rollout in progress (see `mcpfleet status`)")
+            })?;
+            active
+                .commands
+                .send((command, taken))
+                .map_err(|_| ended())?;
+        }
+        acknowledged.await.map_err(|_| ended())
     }
 
     fn set_rollout(&self, server: &str, rollout: Option<ActiveRollout>) {
@@ -351,6 +380,14 @@ impl<R: Runtime + 'static> Engine<R> {
                 sessions_active: Default::default(),
             },
         }
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutting_down()
     }
 
     fn health_failures(&self, server: &str, revision: u64) -> u64 {

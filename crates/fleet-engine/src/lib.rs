@@ -32,7 +32,7 @@ use fleet_spec::template::Host;
 use monitor::InstanceMonitor;
 use pool::SessionPool;
 use state::FleetState;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +40,9 @@ use tokio::sync::{Semaphore, broadcast, watch};
 
 /// Why a server did not start: another one failed, or the fleet is shutting down.
 const ABORTED: &str = "the deployment was aborted";
+
+/// Why a deployment was refused or a rollout ended: the control plane is stopping.
+const SHUTTING_DOWN: &str = "the control plane is stopping";
 
 /// Events kept for `GET /v1/events` and late subscribers.
 const HISTORY: usize = 2_000;
@@ -109,9 +112,45 @@ pub(crate) struct Shared<R> {
     pub(crate) traffic: std::sync::OnceLock<fleet_gateway::Gateway>,
     /// Processes for the sessions of each per-session stdio server, by (server, revision).
     pools: Mutex<BTreeMap<RevisionKey, Arc<SessionPool<R>>>>,
+    /// One lock per server, for the moves that act on running revisions: taking one back
+    /// by a route swap, an undo, a rollback window running out.
+    transitions: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Revisions that failed (an aborted canary), until they serve: never taken back by a
+    /// route swap.
+    failed: Mutex<BTreeSet<RevisionKey>>,
 }
 
 impl<R: Runtime + 'static> Shared<R> {
+    /// Waits for `server`'s turn to move between revisions (see `transitions`).
+    pub(crate) async fn transition(&self, server: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = Arc::clone(
+            self.transitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(server.to_owned())
+                .or_default(),
+        );
+        lock.lock_owned().await
+    }
+
+    /// Records whether `server`'s `revision` failed (see `failed`).
+    pub(crate) fn set_failed(&self, server: &str, revision: u64, failed: bool) {
+        let mut set = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (server.to_owned(), revision);
+        if failed {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    pub(crate) fn has_failed(&self, server: &str, revision: u64) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(server.to_owned(), revision))
+    }
+
     /// The session pool of `server`'s `revision`, made by `make` if it has none.
     pub(crate) fn session_pool(
         &self,
@@ -144,8 +183,15 @@ struct Routing {
 impl Routing {
     /// The gateway's table: every server with weights, each revision with its ready
     /// instances.
-    fn table(&self) -> Result<RouteTable, Vec<fleet_gateway::RouteTableError>> {
-        RouteTable::new(self.weights.iter().map(|(server, weights)| {
+    fn table(
+        &self,
+        left_out: &BTreeSet<String>,
+    ) -> Result<RouteTable, Vec<fleet_gateway::RouteTableError>> {
+        let servers = self
+            .weights
+            .iter()
+            .filter(|(server, _)| !left_out.contains(*server));
+        RouteTable::new(servers.map(|(server, weights)| {
             let ready = self.ready.get(server);
             let revisions = weights
                 .iter()
@@ -205,6 +251,21 @@ impl<R> Shared<R> {
         });
     }
 
+    /// Takes `server`'s `revision` out of its weights (its sessions end), leaving the other
+    /// revisions' shares as they are.
+    pub(crate) fn remove_weight(&self, server: &str, revision: u64) {
+        self.route(|routing| {
+            let Some(weights) = routing.weights.get_mut(server) else {
+                return false;
+            };
+            let removed = weights.remove(&revision).is_some();
+            if weights.is_empty() {
+                routing.weights.remove(server);
+            }
+            removed
+        });
+    }
+
     /// How many instances of `server`'s `revision` are ready (take traffic when routed).
     pub(crate) fn ready_instances(&self, server: &str, revision: u64) -> usize {
         let routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
@@ -232,11 +293,20 @@ impl<R> Shared<R> {
             return;
         }
         // Published under the lock: tables go out in the order their changes happened.
-        match routing.table() {
+        // A server whose entry the gateway refuses is left out (it takes no traffic), so
+        // one bad entry never freezes every other server's routes.
+        let table = routing.table(&BTreeSet::new()).or_else(|errors| {
+            for error in &errors {
+                tracing::error!("`{}` left out of the route table: {error}", error.server());
+            }
+            let left_out = errors.iter().map(|e| e.server().to_owned()).collect();
+            routing.table(&left_out)
+        });
+        match table {
             Ok(table) => {
                 self.routes.send_replace(table);
             }
-            Err(errors) => tracing::error!("route table rejected: {errors:?}"),
+            Err(errors) => tracing::error!("route table rejected: {} problems", errors.len()),
         }
     }
 
@@ -386,6 +456,8 @@ impl<R: Runtime + 'static> Engine<R> {
                 journal: std::sync::OnceLock::new(),
                 routes: watch::channel(RouteTable::empty()).0,
                 pools: Mutex::new(BTreeMap::new()),
+                transitions: Mutex::new(BTreeMap::new()),
+                failed: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -483,7 +555,11 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Shows `plan`'s servers in the status (pending) before the deployment runs, so that
     /// nobody asking right after start-up sees an empty fleet.
     pub fn announce(&self, desired: &Desired, plan: &Plan) {
-        self.shared.update(|s| s.begin(&desired.fleet, plan));
+        self.shared.update(|s| {
+            if !s.shutting_down() {
+                s.begin(&desired.fleet, plan);
+            }
+        });
     }
 
     /// Deploys `desired` as `plan` orders it and returns when every server it creates or
@@ -492,8 +568,22 @@ impl<R: Runtime + 'static> Engine<R> {
     pub async fn deploy(&self, desired: &Desired, plan: &Plan) -> DeploymentOutcome {
         let shared = &self.shared;
         let fleet = &desired.fleet;
+        // Checked under the state lock the shutdown takes too: once it has begun, no
+        // deployment starts anything it would not stop.
+        let refused = shared.update(|s| {
+            let refused = s.shutting_down();
+            if !refused {
+                s.begin(fleet, plan);
+            }
+            refused
+        });
+        if refused {
+            return DeploymentOutcome {
+                state: DeploymentState::Failed,
+                reason: Some(SHUTTING_DOWN.into()),
+            };
+        }
         *shared.deployment.lock().unwrap_or_else(|p| p.into_inner()) = desired.deployment;
-        shared.update(|s| s.begin(fleet, plan));
         shared.emit(
             EventKind::DeploymentStarted,
             None,
@@ -583,25 +673,41 @@ impl<R: Runtime + 'static> Engine<R> {
                             .iter()
                             .rev()
                             .filter(|(_, c)| matches!(c, Change::Create | Change::Update { .. }));
+                        let mut not_undone = Vec::new();
                         for (name, _) in undone {
                             let previous = before.get(*name).cloned();
                             let revision = previous.as_ref().map_or(0, |r| r.revision);
+                            let updated = previous.is_some();
                             let step = self.step_begins("undo", name, revision).await;
-                            if previous.is_some() {
+                            let result = self.undo(name, previous).await;
+                            if updated && result == Ok(true) {
                                 shared.update(|s| s.count_rollback(name, "failed_update"));
                             }
-                            self.undo(name, previous).await;
-                            self.step_ends(step, name, &Ok(())).await;
+                            let result = result.map(|_| ());
+                            self.step_ends(step, name, &result).await;
+                            if let Err(why) = result {
+                                not_undone.push(format!("{name}: {why}"));
+                            }
                         }
-                        shared.emit(
-                            EventKind::RollbackCompleted,
-                            None,
-                            None,
-                            "what this deployment changed is back as it was",
-                        );
-                        DeploymentOutcome {
-                            state: DeploymentState::RolledBack,
-                            reason: Some(reason),
+                        if not_undone.is_empty() {
+                            shared.emit(
+                                EventKind::RollbackCompleted,
+                                None,
+                                None,
+                                "what this deployment changed is back as it was",
+                            );
+                            DeploymentOutcome {
+                                state: DeploymentState::RolledBack,
+                                reason: Some(reason),
+                            }
+                        } else {
+                            DeploymentOutcome {
+                                state: DeploymentState::Failed,
+                                reason: Some(format!(
+                                    "{reason}; the rollback failed too: {}",
+                                    not_undone.join("; ")
+                                )),
+                            }
                         }
                     }
                     OnFailure::Pause => DeploymentOutcome {
@@ -727,6 +833,7 @@ impl<R: Runtime + 'static> Engine<R> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.clone(), release.clone());
+        shared.set_failed(name, release.revision, false);
         shared.update(|s| {
             s.set_revision(name, release.revision);
             s.set_server(name, ServerState::Ready, None);
@@ -748,21 +855,37 @@ impl<R: Runtime + 'static> Engine<R> {
         release: &Release,
         replica: u32,
     ) -> Result<Arc<InstanceMonitor<R>>, String> {
+        self.start_instance(release, replica, FleetState::aborted, ABORTED)
+            .await
+    }
+
+    /// Starts one replica of `release` and registers its monitor, unless `refused` says
+    /// (then) that nothing may start any more.
+    ///
+    /// # Errors
+    /// The instance cannot start, or `refused` (`why`).
+    async fn start_instance(
+        &self,
+        release: &Release,
+        replica: u32,
+        refused: fn(&FleetState) -> bool,
+        why: &str,
+    ) -> Result<Arc<InstanceMonitor<R>>, String> {
         let shared = &self.shared;
         let monitor = InstanceMonitor::start(shared.clone(), release, replica).await?;
         // A shutdown or rollback may have taken its snapshot of the monitors while this
         // one was starting: joining the list and checking for that happen under one lock.
-        let aborted = {
+        let refused = {
             let mut monitors = shared.monitors.lock().unwrap_or_else(|p| p.into_inner());
-            let aborted = self.aborted();
-            if !aborted {
+            let refused = refused(&shared.state.lock().unwrap_or_else(|p| p.into_inner()));
+            if !refused {
                 monitors.push(monitor.clone());
             }
-            aborted
+            refused
         };
-        if aborted {
+        if refused {
             monitor.stop().await;
-            return Err(ABORTED.into());
+            return Err(why.into());
         }
         Ok(monitor)
     }
@@ -947,8 +1070,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Stops everything and marks the fleet stopped.
     pub async fn shutdown(&self) {
-        self.shared
-            .update(|s| s.set_deployment(DeploymentState::Stopping));
+        self.shared.update(FleetState::shut_down);
         self.stop_all().await;
         self.shared
             .update(|s| s.set_deployment(DeploymentState::Stopped));

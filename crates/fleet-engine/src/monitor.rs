@@ -222,7 +222,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             .runtime
             .start(spec)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| monitor.redact(e.to_string()))?;
         tokio::spawn(monitor.clone().watch_process(instance.events));
         Ok(monitor)
     }
@@ -269,6 +269,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     pub(crate) async fn stop(&self) {
         self.stop_requested.send_replace(true);
         self.fail_readiness("stopped before it was ready".into());
+        // Out of the route table before the process gets its stop signal: no new session
+        // or stateless request may reach an instance that is shutting down.
+        self.shared
+            .set_upstream(&self.server.name, self.revision, &self.id.0, None);
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }

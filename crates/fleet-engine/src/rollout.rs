@@ -5,8 +5,9 @@
 //! no traffic and its sessions end; weight 0 keeps its sessions (they drain).
 
 use crate::monitor::InstanceMonitor;
-use crate::{Engine, Release, replica_count};
-use fleet_api::types::EventKind;
+use crate::state::FleetState;
+use crate::{Engine, Release, SHUTTING_DOWN, replica_count};
+use fleet_api::types::{EventKind, ServerState};
 use fleet_runtime::Runtime;
 use fleet_spec::model::Strategy;
 use std::sync::Arc;
@@ -32,15 +33,24 @@ impl<R: Runtime + 'static> Engine<R> {
             ),
         );
         // Still running and ready (kept for a blue-green rollback window, say): going back
-        // to it is a route swap, whatever the strategy — no process starts.
+        // to it is a route swap, whatever the strategy — no process starts. A revision
+        // that failed (an aborted canary still draining) is not taken back that way: it
+        // starts afresh and goes through its strategy again.
+        let transition = self.shared.transition(&name).await;
         let running = self.monitors_of(&name, new.revision);
-        if !running.is_empty()
-            && self.shared.ready_instances(&name, new.revision)
-                >= replica_count(&new.server) as usize
-        {
-            self.promote(&old, &new, &running).await;
-            return Ok(());
+        if !running.is_empty() {
+            if !self.shared.has_failed(&name, new.revision)
+                && self.shared.ready_instances(&name, new.revision)
+                    >= replica_count(&new.server) as usize
+            {
+                self.promote(&old, &new, &running).await;
+                return Ok(());
+            }
+            self.stop_revision(&name, new.revision).await;
         }
+        // The strategies below start `new` afresh: a rollback window running out meanwhile
+        // concerns other instances.
+        drop(transition);
         match strategy {
             Strategy::Recreate => {
                 self.stop_revision(&name, old.revision).await;
@@ -75,16 +85,44 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .set_weights(&name, &[(old.revision, 0), (new.revision, 100)]);
         self.serve(new, started);
-        let window = new.server.rollout.rollback_window;
-        let (engine, old, new) = (self.clone(), old.revision, new.revision);
+        let draining = self.monitors_of(&name, old.revision);
+        self.retire_after(
+            new.server.rollout.rollback_window,
+            &name,
+            old.revision,
+            draining,
+        );
+    }
+
+    /// After `window`, stops `instances` of `server`'s `revision` (kept for a rollback
+    /// window, or an aborted canary draining) and takes the revision out of the route
+    /// table — unless it serves again by then, or was started afresh (its instances are
+    /// others): whoever did that owns it now. Other revisions' weights are left as they
+    /// are, so a rollout begun meanwhile goes on undisturbed.
+    pub(crate) fn retire_after(
+        &self,
+        window: std::time::Duration,
+        server: &str,
+        revision: u64,
+        instances: Vec<Arc<InstanceMonitor<R>>>,
+    ) {
+        let (engine, server) = (self.clone(), server.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(window).await;
-            // Rolled back or replaced meanwhile: whoever did that decides about `old`.
-            let still_serving = engine.serving(&name).map(|r| r.revision) == Some(new);
-            if still_serving {
-                engine.shared.set_weights(&name, &[(new, 100)]);
-                engine.stop_revision(&name, old).await;
+            let _transition = engine.shared.transition(&server).await;
+            if engine.serving(&server).map(|r| r.revision) == Some(revision) {
+                return;
             }
+            let current = engine.monitors_of(&server, revision);
+            if current.is_empty()
+                || !current
+                    .iter()
+                    .all(|m| instances.iter().any(|i| Arc::ptr_eq(i, m)))
+            {
+                return;
+            }
+            engine.shared.remove_weight(&server, revision);
+            engine.stop_revision(&server, revision).await;
         });
     }
 
@@ -214,48 +252,91 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Puts `server` back as it was before this deployment: its previous release serving
     /// (restarted if `recreate` stopped it), or nothing if the deployment created it.
-    pub(crate) async fn undo(&self, server: &str, previous: Option<Release>) {
+    /// Revisions at weight 0 keep draining (a rollback window, an aborted canary with
+    /// `on_abort: drain`): their own timers stop them.
+    ///
+    /// Returns whether anything had to change: a strategy that kept the previous revision
+    /// serving through its failure (blue-green, rolling, canary) has left nothing to undo.
+    ///
+    /// # Errors
+    /// The previous revision cannot be started again (the server is then failed).
+    pub(crate) async fn undo(
+        &self,
+        server: &str,
+        previous: Option<Release>,
+    ) -> Result<bool, String> {
+        let _transition = self.shared.transition(server).await;
         let Some(previous) = previous else {
             self.stop_server(server).await;
             self.shared.set_weights(server, &[]);
-            return;
+            return Ok(true);
         };
-        let running = self.monitors_of(server, previous.revision);
-        let started = if running.is_empty() {
-            self.shared.set_weights(server, &[(previous.revision, 100)]);
-            let mut started = Vec::new();
-            for replica in 1..=replica_count(&previous.server) {
-                match InstanceMonitor::start(self.shared.clone(), &previous, replica).await {
-                    Ok(monitor) => {
-                        self.shared
-                            .monitors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(monitor.clone());
-                        started.push(monitor);
-                    }
-                    Err(why) => {
-                        tracing::error!(server, "cannot restart the previous revision: {why}")
-                    }
-                }
-            }
-            for monitor in &started {
-                let _ = monitor.wait_ready().await;
-            }
-            started
-        } else {
-            self.shared.set_weights(server, &[(previous.revision, 100)]);
-            running
-        };
+        let weights = self.shared.weights(server);
+        let draining: Vec<u64> = weights
+            .iter()
+            .filter(|&&(r, w)| w == 0 && r != previous.revision)
+            .map(|&(r, _)| r)
+            .collect();
         let others: Vec<u64> = self
             .revisions_of(server)
             .into_iter()
-            .filter(|&r| r != previous.revision)
+            .filter(|r| *r != previous.revision && !draining.contains(r))
             .collect();
+        let running = self.monitors_of(server, previous.revision);
+        let serves_alone = weights
+            .iter()
+            .all(|&(r, w)| (r == previous.revision) == (w > 0));
+        if !running.is_empty()
+            && others.is_empty()
+            && serves_alone
+            && self.serving(server).map(|r| r.revision) == Some(previous.revision)
+        {
+            return Ok(false);
+        }
+        let mut back: Vec<(u64, u32)> = vec![(previous.revision, 100)];
+        back.extend(draining.iter().map(|&r| (r, 0)));
+        self.shared.set_weights(server, &back);
+        let started = if running.is_empty() {
+            self.restart(&previous).await.inspect_err(|why| {
+                self.shared
+                    .update(|s| s.set_server(server, ServerState::Failed, Some(why.clone())));
+                self.shared.emit_revision(
+                    EventKind::ServerFailed,
+                    server,
+                    previous.revision,
+                    why.clone(),
+                );
+            })?
+        } else {
+            running
+        };
         for revision in others {
             self.stop_revision(server, revision).await;
         }
         self.serve(&previous, &started);
+        Ok(true)
+    }
+
+    /// Starts every replica of a revision `recreate` had stopped, and waits until all are
+    /// ready — also when the deployment has failed (that is why it runs), but not once the
+    /// control plane is stopping.
+    async fn restart(&self, release: &Release) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {
+        let mut started = Vec::new();
+        for replica in 1..=replica_count(&release.server) {
+            let monitor = self
+                .start_instance(release, replica, FleetState::shutting_down, SHUTTING_DOWN)
+                .await;
+            started.push(monitor.map_err(|why| {
+                format!("cannot start revision {} again: {why}", release.revision)
+            })?);
+        }
+        for monitor in &started {
+            monitor
+                .wait_ready()
+                .await
+                .map_err(|why| format!("revision {} did not come back: {why}", release.revision))?;
+        }
+        Ok(started)
     }
 
     /// The live monitors of `server`'s `revision`.

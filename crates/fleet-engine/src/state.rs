@@ -36,6 +36,9 @@ pub(crate) struct FleetState {
     servers: Vec<ServerRecord>,
     /// Set when a failure means no further server should start.
     aborted: bool,
+    /// Set (for good) when the engine is shutting down: no deployment may begin, no
+    /// instance may start.
+    shutting_down: bool,
     /// When the current (or last) deployment began, for its duration.
     deployment_began: Instant,
     /// How long the last finished deployment took.
@@ -46,6 +49,20 @@ pub(crate) struct FleetState {
     check_failures: BTreeMap<(String, String), u64>,
     /// Rollbacks by (server, reason), for the life of the control plane.
     rollbacks: BTreeMap<(String, &'static str), u64>,
+}
+
+impl ServerRecord {
+    /// The server is as good as its worst instance (once it has been ready).
+    fn derive_state(&mut self) {
+        if let Some(worst) = self
+            .instances
+            .iter()
+            .map(|i| i.state)
+            .max_by_key(|st| severity(*st))
+        {
+            self.state = worst;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +92,7 @@ impl FleetState {
             },
             servers: Vec::new(),
             aborted: false,
+            shutting_down: false,
             deployment_began: Instant::now(),
             last_deployment: None,
             check_failures: BTreeMap::new(),
@@ -218,6 +236,13 @@ impl FleetState {
     pub(crate) fn remove_revision(&mut self, server: &str, revision: u64) {
         if let Some(s) = self.server_mut(server) {
             s.instances.retain(|i| i.revision != revision);
+            // The state came from the worst instance, maybe one just removed.
+            if s.deployed && !s.instances.is_empty() {
+                s.derive_state();
+                if s.state == ServerState::Ready {
+                    s.reason = None;
+                }
+            }
         }
     }
 
@@ -249,14 +274,11 @@ impl FleetState {
             return;
         };
         if s.deployed {
-            let worst = s
-                .instances
-                .iter()
-                .map(|i| i.state)
-                .max_by_key(|st| severity(*st))
-                .unwrap_or(state);
-            s.state = worst;
-            s.reason = if worst == ServerState::Ready {
+            if s.instances.is_empty() {
+                s.state = state;
+            }
+            s.derive_state();
+            s.reason = if s.state == ServerState::Ready {
                 None
             } else {
                 reason
@@ -302,6 +324,18 @@ impl FleetState {
 
     pub(crate) fn aborted(&self) -> bool {
         self.aborted
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The engine is shutting down: the deployment in progress is overtaken, nothing may
+    /// start any more.
+    pub(crate) fn shut_down(&mut self) {
+        self.shutting_down = true;
+        self.aborted = true;
+        self.deployment.state = DeploymentState::Stopping;
     }
 
     pub(crate) fn abort_if(&mut self, abort: bool) {

@@ -139,8 +139,9 @@ pub enum RouteTableError {
         id: String,
     },
     /// An HTTP upstream's URL is not an absolute `http://` or `https://` URL.
+    // The URL stays out of the message: a remote server's URL may carry a secret.
     #[error(
-        "server `{server}`, instance `{id}`: `{url}` is not an http:// or https:// URL ({reason})"
+        "server `{server}`, instance `{id}`: its URL is not an http:// or https:// URL ({reason})"
     )]
     BadUrl {
         /// The server.
@@ -152,6 +153,19 @@ pub enum RouteTableError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl RouteTableError {
+    /// The server the problem is in.
+    pub fn server(&self) -> &str {
+        match self {
+            Self::DuplicateServer { server }
+            | Self::ZeroTotalWeight { server }
+            | Self::DuplicateRevision { server, .. }
+            | Self::DuplicateInstance { server, .. }
+            | Self::BadUrl { server, .. } => server,
+        }
+    }
 }
 
 impl RouteTable {

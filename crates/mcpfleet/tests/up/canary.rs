@@ -257,3 +257,171 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
     assert_eq!(late.status.code(), Some(1), "{}", text(&late));
     assert!(String::from_utf8_lossy(&late.stderr).contains("no rollout in progress"));
 }
+
+#[test]
+fn an_aborted_canary_drains_under_the_default_on_failure_and_counts_one_rollback() {
+    let rollout = r"      strategy: canary
+      steps: [{ weight: 100, pause: {} }]
+      on_abort: drain
+      rollback_window: 10m";
+    let fleet = Fleet::new("canary-drain", &canary_fleet("", rollout));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        canary_fleet(r#", "--name", "v2""#, rollout),
+    )
+    .unwrap();
+    let deploy = fleet.deploy_in_background();
+    let waiting = fleet.wait_for(
+        "the canary to take every new session",
+        Duration::from_secs(30),
+        |s| {
+            server(s, "api")
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.state == "waiting-for-promote")
+        },
+    );
+    let canary_pid = super::deploy::instance_pids(&waiting, "api")
+        .into_iter()
+        .find(|(id, _)| id.contains("-r2-"))
+        .map(|(_, pid)| pid)
+        .unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let session = runtime.block_on(RawSession::open(&endpoint)).unwrap();
+    let on_canary = runtime.block_on(try_call(&session, 2, "whoami"));
+    assert_eq!(on_canary, Ok(format!("pid {canary_pid}")));
+
+    let aborted = fleet.mcpfleet(&["abort", "api"]);
+    assert!(aborted.status.success(), "{}", text(&aborted));
+    let deployed = deploy.join().unwrap();
+    assert_eq!(deployed.status.code(), Some(1), "{}", text(&deployed));
+
+    // `on_abort: drain`: the session on the canary keeps working, new ones reach stable.
+    assert_eq!(
+        runtime.block_on(try_call(&session, 3, "whoami")),
+        Ok(format!("pid {canary_pid}")),
+        "the canary's session was ended instead of drained"
+    );
+    let after = fleet.status();
+    let api = server(&after, "api");
+    assert_eq!(api.revision, Some(1), "{after:#?}");
+    assert!(
+        api.instances.iter().any(|i| i.pid == Some(canary_pid)),
+        "the draining canary was stopped: {after:#?}"
+    );
+    let fresh = runtime.block_on(RawSession::open(&endpoint)).unwrap();
+    assert_ne!(
+        runtime.block_on(try_call(&fresh, 2, "whoami")),
+        Ok(format!("pid {canary_pid}"))
+    );
+    let metrics = String::from_utf8(fleet.mcpfleet(&["metrics"]).stdout).unwrap();
+    assert!(
+        metrics.contains(r#"mcpfleet_rollbacks_total{server="api",reason="abort"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"reason="failed_update""#),
+        "the abort was counted twice: {metrics}"
+    );
+}
+
+#[test]
+fn down_during_a_canary_records_the_deployment_as_ended() {
+    let rollout = r"      strategy: canary
+      steps: [{ weight: 50, pause: {} }]";
+    let fleet = Fleet::new("canary-down", &canary_fleet("", rollout));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        canary_fleet(r#", "--name", "v2""#, rollout),
+    )
+    .unwrap();
+    let deploy = fleet.deploy_in_background();
+    fleet.wait_for(
+        "the canary to wait for promote",
+        Duration::from_secs(30),
+        |s| {
+            server(s, "api")
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.state == "waiting-for-promote")
+        },
+    );
+    let down = fleet.mcpfleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let _ = deploy.join().unwrap();
+
+    // The next start finds nothing to recover: the deployment's end is on record.
+    let again = fleet.up();
+    assert!(again.status.success(), "{}", text(&again));
+    let events = events(&fleet);
+    assert!(
+        !events.iter().any(|e| e.kind == EventKind::Recovered),
+        "{events:#?}"
+    );
+    let history = fleet.mcpfleet(&["history"]);
+    let history = text(&history);
+    assert!(
+        history.contains("the control plane is stopping"),
+        "{history}"
+    );
+}
+
+#[test]
+fn a_rollback_window_running_out_leaves_a_later_canary_alone() {
+    let fleet_with = |args: &str, strategy: &str| canary_fleet(args, strategy);
+    let blue_green = "      strategy: blue-green\n      rollback_window: 2s";
+    let canary = "      strategy: canary\n      steps: [{ weight: 50, pause: {} }]";
+    let fleet = Fleet::new("canary-after-window", &fleet_with("", blue_green));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    // Revision 2 by blue-green: revision 1 drains for 2 s.
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        fleet_with(r#", "--name", "v2""#, blue_green),
+    )
+    .unwrap();
+    let deployed = fleet.mcpfleet(&["deploy"]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    // Revision 3 by canary, within revision 1's window.
+    std::fs::write(
+        fleet.dir.join("mcpfleet.yaml"),
+        fleet_with(r#", "--name", "v3""#, canary),
+    )
+    .unwrap();
+    let deploy = fleet.deploy_in_background();
+    let gone = fleet.wait_for(
+        "revision 1 to stop when its window runs out",
+        Duration::from_secs(30),
+        |s| {
+            let api = server(s, "api");
+            api.rollout.is_some() && api.instances.iter().all(|i| i.revision != 1)
+        },
+    );
+    let api = server(&gone, "api");
+    assert_eq!(
+        api.traffic,
+        vec![
+            fleet_api::types::RevisionWeight {
+                revision: 2,
+                weight: 50
+            },
+            fleet_api::types::RevisionWeight {
+                revision: 3,
+                weight: 50
+            },
+        ],
+        "{gone:#?}"
+    );
+    assert_eq!(api.rollout.as_ref().unwrap().state, "waiting-for-promote");
+    let promoted = fleet.mcpfleet(&["promote", "api"]);
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    let deployed = deploy.join().unwrap();
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    assert_eq!(server(&fleet.status(), "api").revision, Some(3));
+}

@@ -302,6 +302,9 @@ fn run_events(state: &AppState, follow: bool) -> Response {
     }
 }
 
+/// How long the event stream stays silent before it sends a keep-alive comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 #[derive(Deserialize)]
 struct StreamQuery {
     after: Option<u64>,
@@ -334,12 +337,19 @@ async fn event_stream(
     };
     let after = last_event_id.or(q.after).unwrap_or(0);
     let records = state.events.stream(after, true);
-    let frames = futures::stream::unfold(records, |mut rx| async move {
-        rx.recv().await.map(|record| (record, rx))
-    })
-    .map(|record: EventRecord| {
-        let data = serde_json::to_string(&record.event).unwrap_or_default();
-        Ok::<_, Infallible>(format!("id: {}\ndata: {data}\n\n", record.id))
+    // A comment line every KEEP_ALIVE while nothing happens: proxies and clients that drop
+    // silent connections keep this one.
+    let pings = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let frames = futures::stream::unfold((records, pings), |(mut rx, mut pings)| async move {
+        let frame = tokio::select! {
+            record = rx.recv() => {
+                let record: EventRecord = record?;
+                let data = serde_json::to_string(&record.event).unwrap_or_default();
+                format!("id: {}\ndata: {data}\n\n", record.id)
+            }
+            _ = pings.tick() => ": keep-alive\n\n".to_string(),
+        };
+        Some((Ok::<_, Infallible>(frame), (rx, pings)))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -372,67 +382,18 @@ async fn audit(
     State(state): State<AppState>,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiFailure> {
-    let records = state
-        .store
-        .audit(page.after, page.limit.min(MAX_PAGE))
+    crate::record::audit(state.store.as_ref(), page.after, page.limit.min(MAX_PAGE))
         .await
-        .map_err(|e| store_failure(&e))?;
-    Ok(Json(
-        records
-            .into_iter()
-            .map(|r| AuditEntry {
-                id: r.id,
-                time: r.record.time,
-                token: r.record.token,
-                server: r.record.server,
-                revision: r.record.revision,
-                tool: r.record.tool,
-                outcome: r.record.outcome,
-                duration_ms: r.record.duration_ms,
-            })
-            .collect(),
-    ))
+        .map(Json)
+        .map_err(|e| store_failure(&e))
 }
 
 /// `GET /v1/history`: every deployment with its fleet revision, oldest first.
 async fn history(State(state): State<AppState>) -> Result<Json<Vec<HistoryEntry>>, ApiFailure> {
-    let deployments = state
-        .store
-        .deployments()
+    crate::record::history(state.store.as_ref())
         .await
-        .map_err(|e| store_failure(&e))?;
-    let revisions: std::collections::BTreeMap<u64, fleet_store::FleetRevision> = state
-        .store
-        .fleet_revisions()
-        .await
-        .map_err(|e| store_failure(&e))?
-        .into_iter()
-        .map(|r| (r.number, r))
-        .collect();
-    Ok(Json(
-        deployments
-            .into_iter()
-            .map(|d| {
-                let revision = revisions.get(&d.fleet_revision);
-                let reason = revision.and_then(|r| r.reason.clone());
-                HistoryEntry {
-                    deployment: d.id,
-                    revision: d.fleet_revision,
-                    from_revision: d.from_revision,
-                    kind: name_of(&d.kind),
-                    state: name_of(&d.state),
-                    // The deployment's reason starts as the revision's and is replaced by
-                    // what ended it.
-                    outcome: d.reason.filter(|r| Some(r) != reason.as_ref()),
-                    reason,
-                    started_at: d.started_at,
-                    finished_at: d.finished_at,
-                    author: revision.map(|r| r.author.clone()).unwrap_or_default(),
-                    servers: revision.map(|r| r.servers.clone()).unwrap_or_default(),
-                }
-            })
-            .collect(),
-    ))
+        .map(Json)
+        .map_err(|e| store_failure(&e))
 }
 
 /// `GET /v1/servers/{name}/revisions`: every revision of a server, oldest first.
@@ -440,52 +401,19 @@ async fn server_revisions(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ServerRevisionEntry>>, ApiFailure> {
-    let revisions = state
-        .store
-        .server_revisions(&name)
-        .await
-        .map_err(|e| store_failure(&e))?;
-    if revisions.is_empty() {
-        let known = state
-            .store
-            .latest_fleet_revision()
-            .await
-            .map_err(|e| store_failure(&e))?
-            .map(|r| r.servers.into_keys().collect::<Vec<_>>().join(", "))
-            .unwrap_or_default();
-        return Err(ApiFailure(
-            StatusCode::NOT_FOUND,
-            format!("no server `{name}` was ever deployed in this fleet (servers: {known})"),
-        ));
+    match crate::record::server_revisions(state.store.as_ref(), &name).await {
+        Ok(revisions) => Ok(Json(revisions)),
+        Err(e @ crate::record::RecordError::UnknownServer { .. }) => {
+            Err(ApiFailure(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(crate::record::RecordError::Store(e)) => Err(store_failure(&e)),
     }
-    Ok(Json(
-        revisions
-            .into_iter()
-            .map(|r| ServerRevisionEntry {
-                server: r.server,
-                number: r.number,
-                state: name_of(&r.state),
-                hash: r.hash,
-                created_at: r.created_at,
-                fleet_revision: r.fleet_revision,
-                reason: r.reason,
-            })
-            .collect(),
-    ))
 }
 
 /// `GET /v1/state/export`: the whole store as one document, read in one transaction.
 async fn export_state(State(state): State<AppState>) -> Result<Response, ApiFailure> {
     let export = state.store.export().await.map_err(|e| store_failure(&e))?;
     Ok(Json(export).into_response())
-}
-
-/// A store enum's name as it serializes (`rolled-back`, `superseded`, …).
-fn name_of(value: &impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => String::new(),
-    }
 }
 
 #[derive(Deserialize)]

@@ -33,16 +33,8 @@ pub enum BackupError {
 /// See [`BackupError`]: no store, a control plane holds the directory
 /// ([`StateDirError::Locked`]), the store cannot be read.
 pub async fn export_state(dir: &Path) -> Result<StateExport, BackupError> {
-    let db = dir.join(crate::state_dir::STORE);
-    // Checked before taking the directory, which would create it.
-    if !db.exists() {
-        return Err(BackupError::NoStore {
-            dir: dir.to_path_buf(),
-        });
-    }
-    let _held = StateDir::acquire(dir)?;
-    let store = open(db).await?;
-    Ok(store.export().await?)
+    let stopped = crate::record::open_stopped(dir).await?;
+    Ok(stopped.store().export().await?)
 }
 
 /// Loads `state` into the state directory at `dir` (created if missing), whose store must be
@@ -60,12 +52,12 @@ pub async fn import_state(dir: &Path, state: StateExport) -> Result<(), BackupEr
         let held = StateDir::acquire(dir)?;
         let db = held.store_path();
         if db.exists() {
-            return Ok(open(db).await?.import(state).await?);
+            return Ok(open_store(db).await?.import(state).await?);
         }
         let building = dir.join(format!("{}.importing", crate::state_dir::STORE));
         remove_database(&building);
         let loaded = async {
-            let store = open(building.clone()).await?;
+            let store = open_store(building.clone()).await?;
             store.import(state).await?;
             // Closed before the rename: SQLite folds its write-ahead log into the file.
             drop(store);
@@ -87,7 +79,7 @@ pub async fn import_state(dir: &Path, state: StateExport) -> Result<(), BackupEr
     result
 }
 
-async fn open(path: PathBuf) -> Result<SqliteStore, StoreError> {
+pub(crate) async fn open_store(path: PathBuf) -> Result<SqliteStore, StoreError> {
     tokio::task::spawn_blocking(move || SqliteStore::open(&path))
         .await
         .map_err(|e| StoreError::Database(e.to_string()))?

@@ -217,7 +217,7 @@ fn kind_name(kind: EventKind) -> String {
 
 /// A stored event as the API serves it; `None` (and a warning) for a kind this build does
 /// not know (written by a newer mcpfleet, then imported).
-fn record_of(stored: StoredEvent) -> Option<EventRecord> {
+pub(crate) fn record_of(stored: StoredEvent) -> Option<EventRecord> {
     let e = stored.event;
     let kind = match serde_json::from_value(serde_json::Value::String(e.kind.clone())) {
         Ok(kind) => kind,
@@ -241,31 +241,76 @@ fn record_of(stored: StoredEvent) -> Option<EventRecord> {
 }
 
 /// Appends every tool call the gateway reports to the store's audit table, in the
-/// background; the returned sink is the gateway's. The store file is owner-only (0600), and
-/// a record never holds a call's arguments or result.
-pub(crate) fn audit_to_store(store: Arc<dyn StateStore>) -> fleet_gateway::AuditSink {
+/// background; the returned sink is the gateway's, the writer flushes what it was sent. The
+/// store file is owner-only (0600), and a record never holds a call's arguments or result.
+pub(crate) fn audit_to_store(
+    store: Arc<dyn StateStore>,
+) -> (fleet_gateway::AuditSink, AuditWriter) {
     let (sink, mut calls) = mpsc::unbounded_channel::<fleet_gateway::ToolCallRecord>();
+    let (flushes, mut flush_requests) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
     tokio::spawn(async move {
         let mut batch = Vec::new();
-        while calls.recv_many(&mut batch, BATCH).await > 0 {
-            let records: Vec<AuditRecord> = batch
-                .drain(..)
-                .map(|call| AuditRecord {
-                    time: fleet_spec::template::rfc3339(call.time),
-                    token: call.token,
-                    server: call.server,
-                    revision: call.revision,
-                    tool: call.tool,
-                    outcome: call.outcome.as_str().to_string(),
-                    duration_ms: call.duration.as_secs_f64() * 1000.0,
-                })
-                .collect();
-            if let Err(error) = store.append_audit(records).await {
-                tracing::error!("cannot record tool calls in the state store's audit: {error}");
+        loop {
+            tokio::select! {
+                received = calls.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    write_audit(store.as_ref(), &mut batch).await;
+                }
+                Some(done) = flush_requests.recv() => {
+                    // Everything sent before the request is in the channel by now.
+                    while let Ok(call) = calls.try_recv() {
+                        batch.push(call);
+                        if batch.len() == BATCH {
+                            write_audit(store.as_ref(), &mut batch).await;
+                        }
+                    }
+                    write_audit(store.as_ref(), &mut batch).await;
+                    let _ = done.send(());
+                }
             }
         }
     });
-    sink
+    (sink, AuditWriter { flushes })
+}
+
+async fn write_audit(store: &dyn StateStore, batch: &mut Vec<fleet_gateway::ToolCallRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    let records: Vec<AuditRecord> = batch
+        .drain(..)
+        .map(|call| AuditRecord {
+            time: fleet_spec::template::rfc3339(call.time),
+            token: call.token,
+            server: call.server,
+            revision: call.revision,
+            tool: call.tool,
+            outcome: call.outcome.as_str().to_string(),
+            duration_ms: call.duration.as_secs_f64() * 1000.0,
+        })
+        .collect();
+    if let Err(error) = store.append_audit(records).await {
+        tracing::error!("cannot record tool calls in the state store's audit: {error}");
+    }
+}
+
+/// Asks the audit writer to write what it was sent.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditWriter {
+    flushes: mpsc::UnboundedSender<oneshot::Sender<()>>,
+}
+
+impl AuditWriter {
+    /// Returns once every tool call reported before is in the store (or the writer is
+    /// gone).
+    pub(crate) async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.flushes.send(done).is_ok() {
+            let _ = written.await;
+        }
+    }
 }
 
 #[cfg(test)]

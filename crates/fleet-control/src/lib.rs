@@ -14,6 +14,7 @@ mod api;
 mod backup;
 mod deploy;
 mod event_log;
+pub mod record;
 mod state_dir;
 
 pub use backup::{BackupError, export_state, import_state};
@@ -117,7 +118,8 @@ impl ControlPlane {
         // Before anything can emit an event (recovery, the first deployment).
         let events = EventLog::start(&engine, store.clone());
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
-        gateway_config.audit = Some(event_log::audit_to_store(store.clone()));
+        let (audit, audit_writer) = event_log::audit_to_store(store.clone());
+        gateway_config.audit = Some(audit);
         let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
         engine.watch_traffic(gateway.clone());
         engine.journal_to(store.clone());
@@ -194,11 +196,16 @@ impl ControlPlane {
             server,
         };
         shutdown_on_signals(plane.shutdown_requested.clone());
-        plane.watch_finish(finished_tx, deployer);
+        plane.watch_finish(finished_tx, deployer, audit_writer);
         Ok(plane)
     }
 
-    fn watch_finish(&self, finished: watch::Sender<bool>, deployer: Deployer) {
+    fn watch_finish(
+        &self,
+        finished: watch::Sender<bool>,
+        deployer: Deployer,
+        audit: event_log::AuditWriter,
+    ) {
         let mut rx = self.shutdown_requested.subscribe();
         let engine = self.engine.clone();
         let events = self.events.clone();
@@ -211,9 +218,9 @@ impl ControlPlane {
                 if !deployer.wait_idle(fleet_engine::STOP_GRACE).await {
                     tracing::warn!("the deployment in progress did not record its end in time");
                 }
-                // The shutdown's own events (servers stopped) are part of the record, in the
-                // store before `down` is told the fleet is down.
-                let flushed = events.flush();
+                // The shutdown's own events (servers stopped) and the last tool calls are
+                // part of the record, in the store before `down` is told the fleet is down.
+                let flushed = futures::future::join(events.flush(), audit.flush());
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
                 finished.send_replace(true);
             }

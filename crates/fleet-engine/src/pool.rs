@@ -166,6 +166,12 @@ impl<R: Runtime + 'static> SessionPool<R> {
                 return Err(format!("did not start: {other:?}"));
             }
         };
+        // Closed while it started: `close` took its id before there was a process to stop.
+        if self.state().closed {
+            drop(shared);
+            self.stop(id);
+            return Err("the server is stopping".into());
+        }
         // Drain its events; a warm process that dies leaves the pool.
         let me = self.me.clone();
         let watched = id.clone();

@@ -493,7 +493,11 @@ pub(crate) async fn logs(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `events`: every recorded event (earlier runs' too), then with `follow` live ones.
+/// How many stored events one read of a stopped fleet's store takes.
+const EVENT_PAGE: usize = 1_000;
+
+/// `events`: every recorded event (earlier runs' too), then with `follow` live ones. A
+/// stopped fleet's events are read from its store.
 pub(crate) async fn events(
     file: &Path,
     state_dir: Option<PathBuf>,
@@ -501,25 +505,41 @@ pub(crate) async fn events(
     follow: bool,
     json: bool,
 ) -> Result<ExitCode> {
-    let mut stream = match with_client(file, state_dir, async |c| {
-        c.events_after(after, follow).await
-    })
-    .await?
-    {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
     let output = Progress {
         to_stdout: true,
         ..Progress::new(json)
     };
-    while let Some(record) = stream.next_record().await? {
+    let show = |record: &fleet_api::types::EventRecord| -> Result<()> {
         if json {
             // With its id, to page or resume with `--after`.
-            println!("{}", serde_json::to_string(&record)?);
+            println!("{}", serde_json::to_string(record)?);
         } else {
             output.event(&record.event);
         }
+        Ok(())
+    };
+    match crate::record::read(file, state_dir).await? {
+        crate::record::Source::Running(client) => {
+            let mut stream = client.events_after(after, follow).await?;
+            while let Some(record) = stream.next_record().await? {
+                show(&record)?;
+            }
+        }
+        crate::record::Source::Stopped(fleet) => {
+            let mut last = after;
+            while let Some(fleet) = &fleet {
+                let page = fleet_control::record::events(fleet.store(), last, EVENT_PAGE).await?;
+                let Some(end) = page.last() else { break };
+                last = end.id;
+                for record in &page {
+                    show(record)?;
+                }
+            }
+            if follow {
+                eprintln!("no control plane is running for this fleet: no more events will come");
+            }
+        }
+        crate::record::Source::Failed(code) => return Ok(code),
     }
     Ok(ExitCode::SUCCESS)
 }

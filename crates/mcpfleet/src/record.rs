@@ -3,10 +3,10 @@
 //! into a store that holds data, a file that is not a state export, nothing to export),
 //! 2 usage or I/O error, 3 a control plane runs where none may (import) or none answers.
 
-use crate::fleet::{state_dir_of, with_client};
+use crate::fleet::state_dir_of;
 use anyhow::{Context, Result};
 use fleet_api::Client;
-use fleet_control::{BackupError, StateDirError, StateExport, default_state_dir};
+use fleet_control::{BackupError, StateDirError, StateExport, default_state_dir, record};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,9 +23,11 @@ pub(crate) async fn history(
     if let Some(server) = server {
         return server_history(file, state_dir, server, json).await;
     }
-    let deployments = match with_client(file, state_dir, async |c| c.history().await).await? {
-        Ok(d) => d,
-        Err(code) => return Ok(code),
+    let deployments = match read(file, state_dir).await? {
+        Source::Running(client) => client.history().await?,
+        Source::Stopped(Some(fleet)) => record::history(fleet.store()).await?,
+        Source::Stopped(None) => Vec::new(),
+        Source::Failed(code) => return Ok(code),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&deployments)?);
@@ -75,15 +77,24 @@ async fn server_history(
     server: &str,
     json: bool,
 ) -> Result<ExitCode> {
-    let revisions =
-        match with_client(file, state_dir, async |c| c.server_revisions(server).await).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(code)) => return Ok(code),
-            Err(e) => {
-                eprintln!("{e}");
-                return Ok(ExitCode::from(REFUSED));
-            }
-        };
+    let revisions = match read(file, state_dir).await? {
+        Source::Running(client) => client
+            .server_revisions(server)
+            .await
+            .map_err(|e| e.to_string()),
+        Source::Stopped(Some(fleet)) => record::server_revisions(fleet.store(), server)
+            .await
+            .map_err(|e| e.to_string()),
+        Source::Stopped(None) => Err(format!("no server `{server}` was ever deployed")),
+        Source::Failed(code) => return Ok(code),
+    };
+    let revisions = match revisions {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Ok(ExitCode::from(REFUSED));
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&revisions)?);
         return Ok(ExitCode::SUCCESS);
@@ -106,6 +117,32 @@ async fn server_history(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where the record is read: the running control plane, or the store of a stopped fleet
+/// (`None`: nothing was ever deployed with this state directory).
+pub(crate) enum Source {
+    Running(Client),
+    Stopped(Option<record::StoppedFleet>),
+    /// Neither could be read; the reason was printed.
+    Failed(ExitCode),
+}
+
+/// The record of the fleet of `file` / `state_dir`, whether its control plane runs or not.
+pub(crate) async fn read(file: &Path, state_dir: Option<PathBuf>) -> Result<Source> {
+    let dir = state_dir_of(file, state_dir)?;
+    let client = Client::new(&dir);
+    if client.is_running().await {
+        return Ok(Source::Running(client));
+    }
+    Ok(match record::open_stopped(&dir).await {
+        Ok(fleet) => Source::Stopped(Some(fleet)),
+        Err(BackupError::NoStore { .. }) => Source::Stopped(None),
+        Err(e) => Source::Failed(backup_failure(
+            &e,
+            &format!("read the record in {}", dir.display()),
+        )),
+    })
+}
+
 /// How many audit records one request asks for.
 const AUDIT_PAGE: usize = 1_000;
 
@@ -116,23 +153,23 @@ pub(crate) async fn audit(
     after: u64,
     json: bool,
 ) -> Result<ExitCode> {
-    let records = match with_client(file, state_dir, async |c| {
-        let mut all = Vec::new();
-        let mut last = after;
-        loop {
-            let page = c.audit(last, AUDIT_PAGE).await?;
-            let Some(end) = page.last() else {
-                return Ok(all);
-            };
-            last = end.id;
-            all.extend(page);
-        }
-    })
-    .await?
-    {
-        Ok(r) => r,
-        Err(code) => return Ok(code),
+    let source = match read(file, state_dir).await? {
+        Source::Failed(code) => return Ok(code),
+        Source::Stopped(None) => None,
+        source => Some(source),
     };
+    let mut records = Vec::new();
+    let mut last = after;
+    while let Some(source) = &source {
+        let page = match source {
+            Source::Running(client) => client.audit(last, AUDIT_PAGE).await?,
+            Source::Stopped(Some(fleet)) => record::audit(fleet.store(), last, AUDIT_PAGE).await?,
+            Source::Stopped(None) | Source::Failed(_) => Vec::new(),
+        };
+        let Some(end) = page.last() else { break };
+        last = end.id;
+        records.extend(page);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(ExitCode::SUCCESS);

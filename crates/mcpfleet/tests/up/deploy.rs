@@ -447,3 +447,62 @@ fn deploy_watch_deploys_every_saved_change() {
     watch.kill().unwrap();
     watch.wait().unwrap();
 }
+
+#[test]
+fn history_events_and_audit_are_read_from_the_store_once_the_fleet_is_down() {
+    let fleet = Fleet::new("record-after-down", &deploy_fleet("", ""));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
+    // The last thing before `down`: a tool call the audit must not lose.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pid = runtime.block_on(new_session_pid(&endpoint));
+    assert!(pid.starts_with("pid "), "{pid}");
+    let down = fleet.mcpfleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+
+    let history = fleet.mcpfleet(&["history", "--output", "json"]);
+    assert!(history.status.success(), "{}", text(&history));
+    let history: Vec<fleet_api::types::HistoryEntry> =
+        serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].state, "succeeded");
+
+    let revisions = fleet.mcpfleet(&["history", "api", "--output", "json"]);
+    assert!(revisions.status.success(), "{}", text(&revisions));
+    let unknown = fleet.mcpfleet(&["history", "nope"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("no server `nope`"),
+        "{}",
+        text(&unknown)
+    );
+
+    let events = fleet.mcpfleet(&["events", "--output", "json"]);
+    assert!(events.status.success(), "{}", text(&events));
+    let kinds: Vec<String> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"\"deployment_completed\"".to_string()),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"\"server_stopped\"".to_string()),
+        "{kinds:?}"
+    );
+
+    let audit = fleet.mcpfleet(&["audit", "--output", "json"]);
+    assert!(audit.status.success(), "{}", text(&audit));
+    let audit: Vec<fleet_api::types::AuditEntry> = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.server == "api" && a.tool == "whoami"),
+        "{audit:?}"
+    );
+}

@@ -366,12 +366,22 @@ servers:
     }
 }
 
+/// `kill -9 PID`, returning once the process is gone (its sockets and files closed): a
+/// start right after must not find the killed one still answering.
 fn nix_kill9(pid: u32) {
     let status = Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    let killed = Instant::now();
+    while alive(pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "process {pid} still runs 10 s after kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]

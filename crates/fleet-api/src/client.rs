@@ -2,7 +2,7 @@
 
 use crate::types::{
     ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, Event, EventRecord,
-    HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
+    GatewayToken, HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -148,6 +148,14 @@ impl Client {
     /// See [`ClientError`].
     pub async fn deployed(&self) -> Result<Vec<DeployedServer>, ClientError> {
         self.json(Method::GET, "/v1/deployed").await
+    }
+
+    /// The bearer tokens the running gateway accepts (hashes), by name.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn gateway_tokens(&self) -> Result<Vec<GatewayToken>, ClientError> {
+        self.json(Method::GET, "/v1/gateway/tokens").await
     }
 
     /// Deploys a fleet file through the running control plane. The answer streams the

@@ -336,6 +336,16 @@ pub struct DeployedServer {
     pub spec: serde_json::Value,
 }
 
+/// `GET /v1/gateway/tokens`: one bearer token the running gateway accepts (its hash only).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GatewayToken {
+    pub name: String,
+    /// The token's SHA-256, hex.
+    pub sha256: String,
+    /// The servers it may reach, or `["*"]`.
+    pub servers: Vec<String>,
+}
+
 /// An error body: every non-2xx answer carries one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {

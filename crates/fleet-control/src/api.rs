@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleet_api::types::{
     ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, EventKind, EventRecord,
-    HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
+    GatewayToken, HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
 };
 use fleet_engine::Engine;
 use fleet_runtime::ProcessRuntime;
@@ -48,6 +48,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/v1/state/export", get(export_state))
         .route("/v1/servers/{name}/revisions", get(server_revisions))
         .route("/v1/servers/{name}/logs", get(logs))
+        .route("/v1/gateway/tokens", get(gateway_tokens))
         .route("/v1/check", post(check))
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
@@ -165,6 +166,18 @@ async fn deploy(State(state): State<AppState>, Json(request): Json<DeployRequest
     }
 }
 
+/// `GET /v1/gateway/tokens`: the tokens of the fleet revision deployed last, which the
+/// gateway checks (hashes only; the admin socket is owner-only).
+async fn gateway_tokens(State(state): State<AppState>) -> Json<Vec<GatewayToken>> {
+    Json(
+        state
+            .deployer
+            .current_fleet()
+            .map(|fleet| crate::token_summaries(&fleet))
+            .unwrap_or_default(),
+    )
+}
+
 /// `POST /v1/rollback`: rolls the fleet, or one server, forward to a stored revision;
 /// streams the deployment's events like `POST /v1/deploy`.
 async fn rollback(State(state): State<AppState>, Json(request): Json<RollbackRequest>) -> Response {
@@ -193,6 +206,7 @@ fn deploy_failure(e: &crate::DeployError) -> Response {
 fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Response {
     // Subscribed before the deployment starts: its first event is not missed.
     let (_, live) = state.engine.subscribe();
+    crate::swap_gateway_tokens(&state.gateway, prepared.fleet());
     tokio::spawn(prepared.run());
     let stream = futures::stream::unfold(Some(live), |live| async move {
         let mut live = live?;

@@ -121,6 +121,14 @@ impl Deployer {
             .is_ok()
     }
 
+    /// The fleet the last deployment submitted.
+    pub(crate) fn current_fleet(&self) -> Option<Arc<ValidFleet>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// What runs now, server by server.
     pub(crate) fn deployed(&self) -> Vec<DeployedServer> {
         self.engine.deployed()
@@ -421,6 +429,11 @@ pub(crate) fn validate(
 }
 
 impl Prepared {
+    /// The fleet this deployment deploys.
+    pub(crate) fn fleet(&self) -> &ValidFleet {
+        &self.desired.fleet
+    }
+
     /// Puts the plan's servers in the status before the admin API answers anyone.
     pub(crate) fn announce(&self) {
         self.deployer.engine.announce(&self.desired, &self.plan);
@@ -674,7 +687,14 @@ fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), Deploy
             submitted: new.name.clone(),
         });
     }
-    if serde_json::to_value(&current.gateway).ok() != serde_json::to_value(&new.gateway).ok() {
+    // Tokens are swapped while the gateway runs (see `Prepared::fleet`); the rest of
+    // `gateway` is the listener's.
+    let without_tokens = |gateway: &fleet_spec::model::Gateway| {
+        let mut gateway = gateway.clone();
+        gateway.tokens.clear();
+        serde_json::to_value(gateway).ok()
+    };
+    if without_tokens(&current.gateway) != without_tokens(&new.gateway) {
         return Err(DeployError::NeedsRestart { section: "gateway" });
     }
     if serde_json::to_value(&current.admin).ok() != serde_json::to_value(&new.admin).ok() {

@@ -369,13 +369,47 @@ fn gateway_config(
     config.max_session_concurrency = gateway.max_requests_in_flight as usize;
     config.session_idle_timeout = gateway.session_idle_timeout;
     config.upstream_timeout = gateway.upstream_timeout;
-    for token in &fleet.gateway.tokens {
-        let t = fleet_gateway::TokenConfig::new(&token.name, &token.sha256, &token.servers)
-            .map_err(|e| StartError::Gateway {
-                address: listen.to_string(),
-                message: e.to_string(),
-            })?;
-        config.tokens.push(t);
-    }
+    config.tokens = gateway_tokens(fleet).map_err(|message| StartError::Gateway {
+        address: listen.to_string(),
+        message,
+    })?;
     Ok(config)
+}
+
+/// The fleet file's `gateway.auth.tokens` as the gateway checks them.
+fn gateway_tokens(fleet: &ValidFleet) -> Result<Vec<fleet_gateway::TokenConfig>, String> {
+    fleet
+        .gateway
+        .tokens
+        .iter()
+        .map(|token| {
+            fleet_gateway::TokenConfig::new(&token.name, &token.sha256, &token.servers)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// The fleet file's tokens as `GET /v1/gateway/tokens` lists them, sorted by name.
+pub fn token_summaries(fleet: &ValidFleet) -> Vec<fleet_api::types::GatewayToken> {
+    let mut tokens: Vec<_> = fleet
+        .gateway
+        .tokens
+        .iter()
+        .map(|t| fleet_api::types::GatewayToken {
+            name: t.name.clone(),
+            sha256: t.sha256.to_ascii_lowercase(),
+            servers: t.servers.clone(),
+        })
+        .collect();
+    tokens.sort();
+    tokens
+}
+
+/// Gives the running gateway the tokens of `fleet` (a deployment's, as it starts).
+fn swap_gateway_tokens(gateway: &fleet_gateway::Gateway, fleet: &ValidFleet) {
+    let swapped = gateway_tokens(fleet)
+        .and_then(|tokens| gateway.set_tokens(tokens).map_err(|e| e.to_string()));
+    if let Err(why) = swapped {
+        tracing::error!("the gateway keeps its tokens: {why}");
+    }
 }

@@ -77,7 +77,8 @@ use sessions::Sessions;
 struct Shared {
     config: GatewayConfig,
     policy: OriginPolicy,
-    tokens: Tokens,
+    /// Replaced as a whole by [`Gateway::set_tokens`]; a request reads it once.
+    tokens: std::sync::RwLock<Arc<Tokens>>,
     limiter: RateLimiter,
     routes: RouteWatch,
     sessions: Sessions,
@@ -102,7 +103,7 @@ impl Gateway {
         let client = upstream_client(&config);
         let shared = Shared {
             policy: OriginPolicy::new(&config),
-            tokens: Tokens::new(config.tokens.clone()),
+            tokens: std::sync::RwLock::new(Arc::new(Tokens::new(config.tokens.clone()))),
             limiter: RateLimiter::new(config.rate_limit),
             routes: RouteWatch::new(routes, Arc::clone(&registry)),
             sessions: Sessions::new(config.session_idle_timeout),
@@ -141,7 +142,38 @@ impl Gateway {
     }
 
     fn requires_auth(&self) -> bool {
-        !self.shared.config.tokens.is_empty()
+        !self.shared.tokens().is_empty()
+    }
+
+    /// Replaces the bearer tokens while the gateway runs: the next request is checked
+    /// against `tokens` (a removed token is refused from then on, also on the sessions it
+    /// opened).
+    ///
+    /// # Errors
+    /// `tokens` is empty while the gateway listens beyond loopback (auth before exposure),
+    /// and the old tokens stay.
+    pub fn set_tokens(&self, tokens: Vec<TokenConfig>) -> Result<(), ServeError> {
+        if tokens.is_empty()
+            && self.requires_auth()
+            && !self.shared.config.listen.ip().is_loopback()
+        {
+            return Err(ServeError::NonLoopbackWithoutAuth {
+                address: self.shared.config.listen,
+            });
+        }
+        *self
+            .shared
+            .tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Tokens::new(tokens));
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// The bearer tokens now.
+    fn tokens(&self) -> Arc<Tokens> {
+        Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -114,9 +114,9 @@ async fn handle(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
-    let caller = shared.tokens.authorize(&parts.headers, peer, server)?;
-    shared.limiter.admit(caller)?;
-    let token = shared.tokens.name(caller);
+    let caller = shared.tokens().authorize(&parts.headers, peer, server)?;
+    shared.limiter.admit(&caller)?;
+    let token = caller.token_name();
     let routes = shared.routes.current();
     let routes = routes
         .server(server)

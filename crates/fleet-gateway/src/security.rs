@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
@@ -101,10 +101,11 @@ fn is_loopback_origin(origin: &str) -> bool {
 }
 
 /// Who a request is, for scoping and rate limiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Caller {
-    /// The index of the token in the configuration.
-    Token(usize),
+    /// The name of the token it presented (names are unique; a token set replaced while
+    /// the gateway runs keeps each name's rate-limit bucket).
+    Token(Arc<str>),
     /// No auth configured: the client's IP (unspecified when unknown, e.g. in
     /// `oneshot` tests).
     Client(IpAddr),
@@ -121,12 +122,8 @@ impl Tokens {
         Self { tokens }
     }
 
-    /// The name of the token `caller` presented, if any.
-    pub(crate) fn name(&self, caller: Caller) -> Option<&str> {
-        match caller {
-            Caller::Token(index) => self.tokens.get(index).map(|t| t.name.as_str()),
-            Caller::Client(_) => None,
-        }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
     }
 
     /// Authenticates the request and checks the token's scope for `server`.
@@ -158,13 +155,25 @@ impl Tokens {
                 found = Some(index);
             }
         }
-        let index = found.ok_or(GatewayError::Unauthorized)?;
-        if !self.tokens[index].allows(server) {
+        let token = found
+            .and_then(|index| self.tokens.get(index))
+            .ok_or(GatewayError::Unauthorized)?;
+        if !token.allows(server) {
             return Err(GatewayError::TokenNotAllowed {
                 server: server.to_owned(),
             });
         }
-        Ok(Caller::Token(index))
+        Ok(Caller::Token(Arc::from(token.name.as_str())))
+    }
+}
+
+impl Caller {
+    /// The name of the token it presented, if any.
+    pub(crate) fn token_name(&self) -> Option<&str> {
+        match self {
+            Caller::Token(name) => Some(name),
+            Caller::Client(_) => None,
+        }
     }
 }
 
@@ -214,7 +223,7 @@ impl RateLimiter {
     ///
     /// # Errors
     /// [`GatewayError::RateLimited`] when the bucket is empty.
-    pub(crate) fn admit(&self, caller: Caller) -> Result<(), GatewayError> {
+    pub(crate) fn admit(&self, caller: &Caller) -> Result<(), GatewayError> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
@@ -228,7 +237,7 @@ impl RateLimiter {
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets.entry(caller).or_insert(Bucket {
+        let bucket = buckets.entry(caller.clone()).or_insert(Bucket {
             tokens: burst,
             updated: now,
         });
@@ -284,13 +293,13 @@ mod tests {
             per_second: 0.001,
             burst: 2,
         }));
-        let caller = Caller::Token(0);
-        assert!(limiter.admit(caller).is_ok());
-        assert!(limiter.admit(caller).is_ok());
+        let caller = Caller::Token(Arc::from("ci"));
+        assert!(limiter.admit(&caller).is_ok());
+        assert!(limiter.admit(&caller).is_ok());
         assert!(matches!(
-            limiter.admit(caller),
+            limiter.admit(&caller),
             Err(GatewayError::RateLimited { .. })
         ));
-        assert!(limiter.admit(Caller::Token(1)).is_ok());
+        assert!(limiter.admit(&Caller::Token(Arc::from("other"))).is_ok());
     }
 }

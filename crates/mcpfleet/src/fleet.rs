@@ -282,7 +282,12 @@ pub(crate) async fn deploy(args: &DeployArgs) -> Result<ExitCode> {
     if !args.json {
         eprint!("{}", fleet_plan::render_text(&plan));
     }
-    if plan.changes.is_empty() {
+    // Tokens are the one fleet setting a deployment changes besides servers.
+    let tokens_changed = client.gateway_tokens().await? != fleet_control::token_summaries(&fleet);
+    if tokens_changed && !args.json {
+        eprintln!("Gateway tokens change (applied without a restart)");
+    }
+    if plan.changes.is_empty() && !tokens_changed {
         if !args.json {
             eprintln!("nothing to deploy: every server runs this spec already");
         }

@@ -897,6 +897,29 @@ servers:
     );
     assert!(!without.to_string().contains(&secret) && !scoped.to_string().contains(&secret));
 
+    // Rotation without a restart: deploy the file with a new token in place of the old.
+    let rotated = create(&["token", "create", "ci2", "--output", "json"]);
+    let yaml = std::fs::read_to_string(&path).unwrap().replace(
+        &format!(
+            "{{ name: ci, sha256: \"{}\", servers: [search] }}",
+            token["sha256"].as_str().unwrap()
+        ),
+        &format!(
+            "{{ name: ci2, sha256: \"{}\", servers: [\"*\"] }}",
+            rotated["sha256"].as_str().unwrap()
+        ),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let deployed = fleet.mcpfleet(&["deploy"]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    assert_eq!(fleet.status().pid, status.pid, "no restart");
+    let old = probe(&search, Some(&secret));
+    assert!(
+        !old.passed() && old.to_string().contains("Auth required"),
+        "{old}"
+    );
+    assert!(probe(&other, Some(rotated["token"].as_str().unwrap())).passed());
+
     // A client configuration that points at the gateway, imported back, names the same URLs.
     let out = fleet.mcpfleet(&["client-config", "vscode"]);
     assert!(out.status.success(), "{}", text(&out));

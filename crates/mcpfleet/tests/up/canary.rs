@@ -24,6 +24,20 @@ servers:
         + "\ngateway:\n  listen: 127.0.0.1:0\n"
 }
 
+/// Waits until `api`'s canary waits for `mcpfleet promote`.
+fn wait_for_promote(fleet: &Fleet) -> Status {
+    fleet.wait_for(
+        "the canary to wait for promote",
+        Duration::from_secs(30),
+        |s| {
+            server(s, "api")
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.state == "waiting-for-promote")
+        },
+    )
+}
+
 /// A tool call's text, or why it failed (a JSON-RPC error, a refused session).
 async fn try_call(session: &RawSession, id: u64, tool: &str) -> Result<String, String> {
     let body = serde_json::json!({
@@ -83,11 +97,7 @@ fn a_canary_that_fails_calls_is_aborted_and_stable_sessions_never_notice() {
     let endpoint = server(&status, "api").endpoint.clone().unwrap();
     let (_, stable_pid) = super::deploy::instance_pids(&status, "api")[0].clone();
     // Revision 2 fails one call in five.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        canary_fleet(r#", "--error-rate", "0.2""#, rollout),
-    )
-    .unwrap();
+    fleet.rewrite(&canary_fleet(r#", "--error-rate", "0.2""#, rollout));
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (deployed, stable_calls) = runtime.block_on(async {
@@ -172,11 +182,7 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        canary_fleet(r#", "--name", "v2""#, rollout),
-    )
-    .unwrap();
+    fleet.rewrite(&canary_fleet(r#", "--name", "v2""#, rollout));
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,22 +274,9 @@ fn an_aborted_canary_drains_under_the_default_on_failure_and_counts_one_rollback
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        canary_fleet(r#", "--name", "v2""#, rollout),
-    )
-    .unwrap();
+    fleet.rewrite(&canary_fleet(r#", "--name", "v2""#, rollout));
     let deploy = fleet.deploy_in_background();
-    let waiting = fleet.wait_for(
-        "the canary to take every new session",
-        Duration::from_secs(30),
-        |s| {
-            server(s, "api")
-                .rollout
-                .as_ref()
-                .is_some_and(|r| r.state == "waiting-for-promote")
-        },
-    );
+    let waiting = wait_for_promote(&fleet);
     let canary_pid = super::deploy::instance_pids(&waiting, "api")
         .into_iter()
         .find(|(id, _)| id.contains("-r2-"))
@@ -336,22 +329,9 @@ fn down_during_a_canary_records_the_deployment_as_ended() {
     let fleet = Fleet::new("canary-down", &canary_fleet("", rollout));
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        canary_fleet(r#", "--name", "v2""#, rollout),
-    )
-    .unwrap();
+    fleet.rewrite(&canary_fleet(r#", "--name", "v2""#, rollout));
     let deploy = fleet.deploy_in_background();
-    fleet.wait_for(
-        "the canary to wait for promote",
-        Duration::from_secs(30),
-        |s| {
-            server(s, "api")
-                .rollout
-                .as_ref()
-                .is_some_and(|r| r.state == "waiting-for-promote")
-        },
-    );
+    wait_for_promote(&fleet);
     let down = fleet.mcpfleet(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
     let _ = deploy.join().unwrap();
@@ -381,19 +361,11 @@ fn a_rollback_window_running_out_leaves_a_later_canary_alone() {
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     // Revision 2 by blue-green: revision 1 drains for 2 s.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        fleet_with(r#", "--name", "v2""#, blue_green),
-    )
-    .unwrap();
+    fleet.rewrite(&fleet_with(r#", "--name", "v2""#, blue_green));
     let deployed = fleet.mcpfleet(&["deploy"]);
     assert!(deployed.status.success(), "{}", text(&deployed));
     // Revision 3 by canary, within revision 1's window.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        fleet_with(r#", "--name", "v3""#, canary),
-    )
-    .unwrap();
+    fleet.rewrite(&fleet_with(r#", "--name", "v3""#, canary));
     let deploy = fleet.deploy_in_background();
     let gone = fleet.wait_for(
         "revision 1 to stop when its window runs out",

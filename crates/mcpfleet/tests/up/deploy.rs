@@ -62,12 +62,10 @@ fn deploy_updates_blue_green_keeps_unchanged_servers_and_deletes_removed_ones() 
     );
 
     // A changed `api`, the same `keep`, no `gone`.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        deploy_fleet(r#", "--name", "green""#, "").replace("SAMPLE", &sample())
-            + "\ngateway:\n  listen: 127.0.0.1:0\n",
-    )
-    .unwrap();
+    fleet.rewrite(
+        &(deploy_fleet(r#", "--name", "green""#, "").replace("SAMPLE", &sample())
+            + "\ngateway:\n  listen: 127.0.0.1:0\n"),
+    );
     let plan = fleet.mcpfleet(&["plan"]);
     let deployed = fleet.mcpfleet(&["deploy", "--reason", "rename api"]);
     assert!(deployed.status.success(), "{}", text(&deployed));
@@ -139,14 +137,12 @@ fn a_revision_that_fails_its_checks_leaves_the_old_one_serving() {
     let before = instance_pids(&fleet.status(), "api");
 
     // `whoami` is expected but no longer offered: revision 2 never becomes ready.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        deploy_fleet("", "")
+    fleet.rewrite(
+        &(deploy_fleet("", "")
             .replace(r#""echo,whoami""#, r#""echo""#)
             .replace("SAMPLE", &sample())
-            + "\ngateway:\n  listen: 127.0.0.1:0\n",
-    )
-    .unwrap();
+            + "\ngateway:\n  listen: 127.0.0.1:0\n"),
+    );
     let deployed = fleet.mcpfleet(&["deploy"]);
     assert_eq!(deployed.status.code(), Some(1), "{}", text(&deployed));
     let stderr = String::from_utf8_lossy(&deployed.stderr);
@@ -188,12 +184,10 @@ fn blue_green_serves_green_only_once_ready_and_rolls_back_by_a_route_swap() {
     let (_, blue) = instance_pids(&before, "api")[0].clone();
 
     // Green takes a while to start: until it passes its checks, new sessions reach blue.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        deploy_fleet(r#", "--startup-delay", "1500ms""#, "").replace("SAMPLE", &sample())
-            + "\ngateway:\n  listen: 127.0.0.1:0\n",
-    )
-    .unwrap();
+    fleet.rewrite(
+        &(deploy_fleet(r#", "--startup-delay", "1500ms""#, "").replace("SAMPLE", &sample())
+            + "\ngateway:\n  listen: 127.0.0.1:0\n"),
+    );
     let deploy = fleet.deploy_in_background();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -302,15 +296,11 @@ fn rolling_back_the_fleet_restarts_the_previous_revision_after_a_recreate() {
         "deploy-fleet-rollback",
         "version: 1\nname: x\nservers: {}\n",
     );
-    std::fs::write(fleet.dir.join("mcpfleet.yaml"), recreate("")).unwrap();
+    fleet.rewrite(&recreate(""));
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let (_, first) = instance_pids(&fleet.status(), "api")[0].clone();
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        recreate(r#", "--name", "two""#),
-    )
-    .unwrap();
+    fleet.rewrite(&recreate(r#", "--name", "two""#));
     let deployed = fleet.mcpfleet(&["deploy"]);
     assert!(deployed.status.success(), "{}", text(&deployed));
     assert!(!alive(first), "recreate stopped revision 1");
@@ -361,14 +351,10 @@ gateway:
         .replace("SAMPLE", &sample())
     };
     let fleet = Fleet::new("deploy-rolling", "version: 1\nname: x\nservers: {}\n");
-    std::fs::write(fleet.dir.join("mcpfleet.yaml"), rolling("")).unwrap();
+    fleet.rewrite(&rolling(""));
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        rolling(r#", "--name", "two", "--startup-delay", "200ms""#),
-    )
-    .unwrap();
+    fleet.rewrite(&rolling(r#", "--name", "two", "--startup-delay", "200ms""#));
     let deploy = fleet.deploy_in_background();
     let (mut fewest_ready, mut most_running, mut polls) = (usize::MAX, 0, 0);
     while !deploy.is_finished() {
@@ -414,12 +400,10 @@ fn deploy_watch_deploys_every_saved_change() {
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let write = |args: &str| {
-        std::fs::write(
-            fleet.dir.join("mcpfleet.yaml"),
-            deploy_fleet(args, "").replace("SAMPLE", &sample())
-                + "\ngateway:\n  listen: 127.0.0.1:0\n",
-        )
-        .unwrap();
+        fleet.rewrite(
+            &(deploy_fleet(args, "").replace("SAMPLE", &sample())
+                + "\ngateway:\n  listen: 127.0.0.1:0\n"),
+        );
     };
     let mut watch = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
         .args(["deploy", "--watch", "--state-dir"])
@@ -434,11 +418,7 @@ fn deploy_watch_deploys_every_saved_change() {
         server(s, "api").revision == Some(2)
     });
     // An invalid save in between does not end the watch; the next good one deploys.
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        "version: 1\nname: deploys\nservers: [oops\n",
-    )
-    .unwrap();
+    fleet.rewrite("version: 1\nname: deploys\nservers: [oops\n");
     write(r#", "--name", "three""#);
     fleet.wait_for("revision 3", Duration::from_secs(30), |s| {
         server(s, "api").revision == Some(3)

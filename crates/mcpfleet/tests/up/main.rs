@@ -93,6 +93,11 @@ impl Fleet {
     }
 
     /// `mcpfleet deploy` of the fleet file as it is now, in a thread: join it for its output.
+    /// Replaces the fleet file (before a `deploy`).
+    fn rewrite(&self, yaml: &str) {
+        std::fs::write(self.dir.join("mcpfleet.yaml"), yaml).unwrap();
+    }
+
     fn deploy_in_background(&self) -> std::thread::JoinHandle<Output> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
         command
@@ -149,15 +154,19 @@ fn text(out: &Output) -> String {
 }
 
 fn alive(pid: u32) -> bool {
-    // A zombie has exited; only a process that can still run counts.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                != Some("Z")
-        })
-        .unwrap_or(false)
+    // A zombie has exited; only a process that can still run counts. A zombie leader whose
+    // other threads are still exiting (a busy machine, a kill -9) still holds the
+    // process's files and sockets: it counts until they are gone.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        == Some("Z");
+    !zombie
+        || std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
 /// Processes whose command line contains `marker`.

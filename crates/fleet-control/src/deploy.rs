@@ -10,8 +10,8 @@ use fleet_runtime::ProcessRuntime;
 use fleet_spec::model::{OnFailure, ValidFleet};
 use fleet_spec::template::Host;
 use fleet_store::{
-    DeploymentKind, DeploymentStatus, NewDeployment, NewFleetRevision, NewServerRevision,
-    RevisionState, StateStore, StepOutcome,
+    DeploymentKind, DeploymentStatus, JournalEntry, NewFleetRevision, NewServerRevision,
+    RevisionState, StateStore, StepOutcome, StepState,
 };
 use std::sync::{Arc, Mutex};
 
@@ -150,38 +150,35 @@ impl Deployer {
             .collect();
         let plan = fleet_plan::plan(&fleet, current.is_some().then_some(&deployed))
             .map_err(|_| DeployError::Cycle)?;
-        let previous = self.store.latest_fleet_revision().await?;
-        let revision = self
+        // One transaction: a crash cannot leave a revision no deployment names. The
+        // deployment starts from the fleet revision serving, which is not the latest
+        // recorded when that one failed and was rolled back.
+        let (revision, deployment) = self
             .store
-            .record_fleet_revision(NewFleetRevision {
-                fleet: fleet.name.clone(),
-                source: submission.source,
-                source_path: submission.path,
-                env: fleet.environment.clone(),
-                author: submission.author,
-                reason: submission.reason.clone(),
-                servers: fleet
-                    .servers
-                    .iter()
-                    .map(|server| {
-                        let record = fleet_plan::DeployedServer::from_server(server);
-                        NewServerRevision {
-                            name: record.name,
-                            hash: record.hash,
-                            spec: record.spec,
-                        }
-                    })
-                    .collect(),
-            })
-            .await?;
-        let deployment = self
-            .store
-            .begin_deployment(NewDeployment {
-                fleet_revision: revision.number,
-                from_revision: previous.map(|p| p.number),
-                kind: submission.kind,
-                reason: submission.reason,
-            })
+            .record_and_begin_deployment(
+                NewFleetRevision {
+                    fleet: fleet.name.clone(),
+                    source: submission.source,
+                    source_path: submission.path,
+                    env: fleet.environment.clone(),
+                    author: submission.author,
+                    reason: submission.reason.clone(),
+                    servers: fleet
+                        .servers
+                        .iter()
+                        .map(|server| {
+                            let record = fleet_plan::DeployedServer::from_server(server);
+                            NewServerRevision {
+                                name: record.name,
+                                hash: record.hash,
+                                spec: record.spec,
+                            }
+                        })
+                        .collect(),
+                },
+                submission.kind,
+                submission.reason,
+            )
             .await?;
         let fleet = Arc::new(fleet);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(fleet.clone());
@@ -223,10 +220,10 @@ impl Deployer {
     /// revision that no longer validates.
     pub(crate) async fn rollback(&self, target: RollbackTarget) -> Result<Prepared, DeployError> {
         let store = &self.store;
-        let current = store
-            .latest_fleet_revision()
-            .await?
-            .ok_or_else(|| DeployError::NoRollbackTarget("nothing has been deployed yet".into()))?;
+        // What serves, not the latest recorded: that may have failed and been rolled back.
+        let nothing = || DeployError::NoRollbackTarget("nothing has been deployed yet".into());
+        let serving = store.serving_fleet_revision().await?.ok_or_else(nothing)?;
+        let current = store.fleet_revision(serving).await?.ok_or_else(nothing)?;
         let (fleet, source, path, default_reason) = match &target.server {
             None => {
                 let number = match target.to {
@@ -414,6 +411,11 @@ impl Prepared {
 
     /// Carries the deployment out and records how it ended: the deployment's state, and
     /// each changed server's revision as serving, replaced or failed.
+    ///
+    /// Journal order: the `apply` step is written before anything changes (if it cannot
+    /// be, nothing changes and the deployment fails), the revision states are written
+    /// before it is confirmed, the deployment's end last. So a crash after the
+    /// confirmation leaves only the final record for recovery to write.
     pub(crate) async fn run(self) -> DeploymentOutcome {
         let Prepared {
             deployer,
@@ -426,52 +428,35 @@ impl Prepared {
         let journal = |e: fleet_store::StoreError| {
             tracing::error!("cannot write the deployment journal: {e}");
         };
-        let before = deployer.engine.deployed();
-        let step = serde_json::json!({ "apply": plan.changes });
-        let seq = store
-            .append_step(deployment, step)
-            .await
-            .map_err(journal)
-            .ok();
-        fleet_engine::failpoint("deployment-begun", None, Some(deployment)).await;
-        let outcome = deployer.engine.deploy(&desired, &plan).await;
-        if let Some(seq) = seq {
-            let result = if outcome.state == DeploymentState::Succeeded {
-                StepOutcome::Done
-            } else {
-                StepOutcome::Failed
-            };
-            let _ = store
-                .confirm_step(deployment, seq, result, outcome.reason.clone())
-                .await
-                .map_err(journal);
-        }
-        let after = deployer.engine.deployed();
-        for (server, &revision) in &desired.revisions {
-            let serving = after.iter().find(|s| &s.name == server).map(|s| s.revision);
-            let was = before
-                .iter()
-                .find(|s| &s.name == server)
-                .map(|s| s.revision);
-            if was == Some(revision) {
-                continue;
-            }
-            let (state, reason) = if serving == Some(revision) {
-                (RevisionState::Active, None)
-            } else {
-                (RevisionState::Failed, outcome.reason.clone())
-            };
-            let _ = store
-                .set_server_revision_state(server, revision, state, reason)
-                .await
-                .map_err(journal);
-            if let (RevisionState::Active, Some(old)) = (state, was) {
+        let step = serde_json::json!({ APPLY: plan.changes });
+        let seq = match store.append_step(deployment, step).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                // A change the journal does not know of is one a restart after a crash
+                // could not settle.
+                let reason =
+                    format!("cannot write the deployment journal, so nothing was changed: {e}");
+                tracing::error!("deployment {deployment}: {reason}");
+                let outcome = deployer.engine.refuse(&desired, &plan, reason.clone());
                 let _ = store
-                    .set_server_revision_state(server, old, RevisionState::Superseded, None)
+                    .finish_deployment(deployment, DeploymentStatus::Failed, Some(reason))
                     .await
                     .map_err(journal);
+                return outcome;
             }
-        }
+        };
+        fleet_engine::failpoint("deployment-begun", None, Some(deployment)).await;
+        let outcome = deployer.engine.deploy(&desired, &plan).await;
+        deployer.record_revision_states(&desired, &outcome).await;
+        let result = if outcome.state == DeploymentState::Succeeded {
+            StepOutcome::Done
+        } else {
+            StepOutcome::Failed
+        };
+        let _ = store
+            .confirm_step(deployment, seq, result, outcome.reason.clone())
+            .await
+            .map_err(journal);
         let status = match outcome.state {
             DeploymentState::Succeeded => DeploymentStatus::Succeeded,
             DeploymentState::RolledBack => DeploymentStatus::RolledBack,
@@ -490,14 +475,72 @@ impl Prepared {
     }
 }
 
+/// The key of the journal step that stands for a whole deployment (`{"apply": changes}`),
+/// written before the engine's per-server steps.
+const APPLY: &str = "apply";
+
 impl Deployer {
+    /// Records each server revision of `desired` as the deployment left it: a revision
+    /// that serves is active (and any other active revision of its server superseded), one
+    /// that does not serve and was not active before has failed.
+    ///
+    /// What was active comes from the store, not from the engine: a control plane started
+    /// afresh (after `down`, or a crash) runs nothing yet, but the revisions it replaces
+    /// are still the ones recorded as active.
+    async fn record_revision_states(&self, desired: &Desired, outcome: &DeploymentOutcome) {
+        let store = &self.store;
+        let serving = self.engine.deployed();
+        let journal = |e: fleet_store::StoreError| {
+            tracing::error!("cannot record the state of a server revision: {e}");
+        };
+        for (server, &revision) in &desired.revisions {
+            let Ok(recorded) = store.server_revisions(server).await.map_err(journal) else {
+                continue;
+            };
+            let active: Vec<u64> = recorded
+                .iter()
+                .filter(|r| r.state == RevisionState::Active)
+                .map(|r| r.number)
+                .collect();
+            let serves = serving
+                .iter()
+                .any(|s| &s.name == server && s.revision == revision);
+            let changes: Vec<(u64, RevisionState, Option<String>)> = if serves {
+                if active == [revision] {
+                    continue;
+                }
+                std::iter::once((revision, RevisionState::Active, None))
+                    .chain(
+                        active
+                            .iter()
+                            .filter(|&&old| old != revision)
+                            .map(|&old| (old, RevisionState::Superseded, None)),
+                    )
+                    .collect()
+            } else if active.contains(&revision) {
+                // It served before this deployment and will when the fleet comes up again.
+                continue;
+            } else {
+                vec![(revision, RevisionState::Failed, outcome.reason.clone())]
+            };
+            for (number, state, reason) in changes {
+                let _ = store
+                    .set_server_revision_state(server, number, state, reason)
+                    .await
+                    .map_err(journal);
+            }
+        }
+    }
+
     /// Settles what a control plane that died (`kill -9`, a crash, a power cut) left
     /// unfinished, before the first deployment of this one. Its processes are gone by now
-    /// (reaped at start), so nothing of an interrupted deployment runs: it is recorded as
-    /// rolled back (`on_failure: rollback`, the default) or failed-and-resumed (`pause`,
-    /// `continue`). When `submission` is the interrupted revision itself (a restart with
-    /// the same file), a rollback brings up the last revision deployed before it instead.
-    /// Returns what to deploy and what was done, one line each.
+    /// (reaped at start), so nothing of an interrupted deployment runs: its new server
+    /// revisions are recorded as failed, and it is recorded as rolled back when `up` was
+    /// given the interrupted revision's file again (a restart with the same file) and
+    /// `on_failure: rollback` (the default) brings up the revision that served before it
+    /// instead; otherwise as failed, and the file `up` was given is deployed (`pause`,
+    /// `continue`: the interrupted one again). Returns what to deploy and what was done,
+    /// one line each.
     ///
     /// # Errors
     /// The store cannot be read or written.
@@ -509,7 +552,6 @@ impl Deployer {
         let mut notes = Vec::new();
         for interrupted in self.store.unfinished_deployments().await? {
             let id = interrupted.id;
-            let apply = interrupted.steps.first();
             if interrupted.state == DeploymentStatus::Paused {
                 let why = "the control plane stopped while the deployment was paused".to_string();
                 self.store
@@ -518,12 +560,17 @@ impl Deployer {
                 notes.push(format!("deployment {id}: {why}"));
                 continue;
             }
-            if let Some(apply) = apply.filter(|a| a.state != fleet_store::StepState::Pending) {
-                // Everything was done; only the final record is missing.
-                let (state, why) = if apply.state == fleet_store::StepState::Done {
+            let apply = interrupted
+                .steps
+                .iter()
+                .find(|s| s.step.get(APPLY).is_some());
+            if let Some(apply) = apply.filter(|a| a.state != StepState::Pending) {
+                // Everything was done, revision states included; only the final record is
+                // missing.
+                let (state, why) = if apply.state == StepState::Done {
                     (DeploymentStatus::Succeeded, None)
                 } else {
-                    (DeploymentStatus::Failed, apply.detail.clone())
+                    (unsuccessful_end(&interrupted.steps), apply.detail.clone())
                 };
                 self.store.finish_deployment(id, state, why).await?;
                 notes.push(format!(
@@ -535,7 +582,7 @@ impl Deployer {
                 .steps
                 .iter()
                 .rev()
-                .find(|s| s.state == fleet_store::StepState::Pending && s.seq > 1)
+                .find(|s| s.state == StepState::Pending && s.step.get(APPLY).is_none())
                 .map_or_else(
                     || "before it changed anything".to_string(),
                     |s| format!("during step {} ({})", s.seq, describe_step(&s.step)),
@@ -574,61 +621,115 @@ impl Deployer {
                 None => None,
             };
             let why = format!("the control plane stopped {during}");
-            match (policy, previous) {
-                (OnFailure::Rollback, Some(previous)) => {
-                    self.store
-                        .finish_deployment(
-                            id,
-                            DeploymentStatus::RolledBack,
-                            Some(format!(
-                                "{why}; rolled back to fleet revision {}",
-                                previous.number
-                            )),
-                        )
-                        .await?;
-                    notes.push(format!(
-                        "deployment {id} (fleet revision {}): {why}; rolled back to fleet revision {}",
-                        interrupted.fleet_revision, previous.number
-                    ));
-                    if resubmitted {
-                        let fleet = self.materialize(&previous).await?;
-                        submission = Submission {
-                            fleet,
-                            source: previous.source.clone(),
-                            path: previous.source_path.clone(),
-                            author: submission.author,
-                            reason: Some(format!(
-                                "recovery: deployment {id} was interrupted ({why})"
-                            )),
-                            kind: DeploymentKind::Rollback,
-                        };
+            if let Some(target) = &target {
+                self.fail_pending_revisions(target, previous.as_ref(), id, &why)
+                    .await?;
+            }
+            // Read back before anything is recorded: the record says what happens.
+            let rollback = match previous {
+                Some(previous) if resubmitted && policy == OnFailure::Rollback => {
+                    match self.materialize(&previous).await {
+                        Ok(fleet) => Ok((previous, fleet)),
+                        Err(e) => Err(format!(
+                            "fleet revision {} cannot be deployed again ({e})",
+                            previous.number
+                        )),
                     }
                 }
-                _ => {
-                    let state = if policy == OnFailure::Rollback {
-                        DeploymentStatus::RolledBack
-                    } else {
-                        DeploymentStatus::Failed
+                _ => Err(String::new()),
+            };
+            let revision = interrupted.fleet_revision;
+            let (state, ending, doing) = match rollback {
+                Ok((previous, fleet)) => {
+                    let back = format!("rolled back to fleet revision {}", previous.number);
+                    submission = Submission {
+                        fleet,
+                        source: previous.source.clone(),
+                        path: previous.source_path.clone(),
+                        author: submission.author,
+                        reason: Some(format!("recovery: deployment {id} was interrupted ({why})")),
+                        kind: DeploymentKind::Rollback,
                     };
-                    self.store
-                        .finish_deployment(
-                            id,
-                            state,
-                            Some(format!("{why}; deployed again at restart")),
-                        )
-                        .await?;
-                    notes.push(format!(
-                        "deployment {id} (fleet revision {}): {why}; deploying again",
-                        interrupted.fleet_revision
-                    ));
-                    if resubmitted && submission.reason.is_none() {
+                    (DeploymentStatus::RolledBack, back.clone(), back)
+                }
+                Err(unable) if resubmitted => {
+                    if submission.reason.is_none() {
                         submission.reason =
                             Some(format!("recovery: resumes interrupted deployment {id}"));
                     }
+                    let unable = if unable.is_empty() {
+                        unable
+                    } else {
+                        format!("{unable}; ")
+                    };
+                    (
+                        DeploymentStatus::Failed,
+                        format!("{unable}deployed again at restart"),
+                        format!("{unable}deploying again"),
+                    )
                 }
-            }
+                Err(_) => (
+                    DeploymentStatus::Failed,
+                    "replaced at restart by the fleet file `up` was given".to_string(),
+                    "nothing of it runs; deploying the fleet file `up` was given instead"
+                        .to_string(),
+                ),
+            };
+            self.store
+                .finish_deployment(id, state, Some(format!("{why}; {ending}")))
+                .await?;
+            notes.push(format!(
+                "deployment {id} (fleet revision {revision}): {why}; {doing}"
+            ));
         }
         Ok((submission, notes))
+    }
+
+    /// Records as failed the server revisions an interrupted deployment was bringing in
+    /// and never saw serving (still pending): those of `target` that `previous` (what
+    /// served before it) does not have.
+    async fn fail_pending_revisions(
+        &self,
+        target: &fleet_store::FleetRevision,
+        previous: Option<&fleet_store::FleetRevision>,
+        deployment: u64,
+        why: &str,
+    ) -> Result<(), DeployError> {
+        for (server, &number) in &target.servers {
+            if previous.and_then(|p| p.servers.get(server)) == Some(&number) {
+                continue;
+            }
+            let pending = self
+                .store
+                .server_revision(server, number)
+                .await?
+                .is_some_and(|r| r.state == RevisionState::Pending);
+            if pending {
+                self.store
+                    .set_server_revision_state(
+                        server,
+                        number,
+                        RevisionState::Failed,
+                        Some(format!("deployment {deployment} was interrupted: {why}")),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a deployment whose `apply` step was confirmed as failed ended: the engine journals an
+/// `undo` step for each server it puts back, so undo steps all done mean it rolled back.
+fn unsuccessful_end(steps: &[JournalEntry]) -> DeploymentStatus {
+    let mut undos = steps
+        .iter()
+        .filter(|s| s.step["action"] == "undo")
+        .peekable();
+    if undos.peek().is_some() && undos.all(|s| s.state == StepState::Done) {
+        DeploymentStatus::RolledBack
+    } else {
+        DeploymentStatus::Failed
     }
 }
 

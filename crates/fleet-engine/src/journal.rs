@@ -7,7 +7,9 @@
 //! `failpoint <phase> reached` and hang there, for the test to `kill -9` it. Phases:
 //! `deployment-begun`, `step-written`, `swap`, `step-confirmed`, `before-finish`.
 
-use crate::{Engine, Shared};
+use crate::{DeploymentOutcome, Desired, Engine, Shared};
+use fleet_api::types::{DeploymentState, EventKind, ServerState};
+use fleet_plan::Plan;
 use fleet_runtime::Runtime;
 use fleet_store::StepOutcome;
 use serde_json::json;
@@ -20,6 +22,12 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Writes a step (`action` on `server` at `revision`) before its effect; its number,
     /// if the journal took it.
+    ///
+    /// If the journal cannot take it, the server is marked failed with that reason and the
+    /// deployment aborted, so that the engine starts nothing more (its start of this
+    /// step's instances included): an effect the journal does not know of is one a
+    /// restart after a crash could not settle. An `undo` goes ahead all the same: it
+    /// puts back what served, which a restart would do too.
     pub(crate) async fn step_begins(
         &self,
         action: &str,
@@ -28,13 +36,43 @@ impl<R: Runtime + 'static> Engine<R> {
     ) -> Option<u64> {
         let (store, deployment) = self.journal()?;
         let step = json!({ "action": action, "server": server, "revision": revision });
-        let seq = store
-            .append_step(deployment, step)
-            .await
-            .map_err(|e| tracing::error!("cannot write the deployment journal: {e}"))
-            .ok();
+        let seq = match store.append_step(deployment, step).await {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                let why = format!(
+                    "cannot write the deployment journal before the {action} of `{server}` \
+                     to revision {revision}: {e}"
+                );
+                tracing::error!("{why}");
+                if action != "undo" {
+                    self.shared.update(|s| {
+                        s.set_server(server, ServerState::Failed, Some(why.clone()));
+                        s.abort_if(true);
+                    });
+                    self.shared
+                        .emit(EventKind::ServerFailed, Some(server), None, why);
+                }
+                None
+            }
+        };
         self.shared.failpoint("step-written", Some(server)).await;
         seq
+    }
+
+    /// Ends a deployment the journal could not take before it changed anything: failed,
+    /// with `reason`, nothing started or stopped. Followers of the deployment's events see
+    /// it start and fail.
+    pub fn refuse(&self, desired: &Desired, plan: &Plan, reason: String) -> DeploymentOutcome {
+        let shared = &self.shared;
+        shared.update(|s| {
+            s.begin(&desired.fleet, plan);
+            s.finish(DeploymentState::Failed, Some(reason.clone()));
+        });
+        shared.emit(EventKind::DeploymentFailed, None, None, reason.clone());
+        DeploymentOutcome {
+            state: DeploymentState::Failed,
+            reason: Some(reason),
+        }
     }
 
     /// Confirms a step written by [`Engine::step_begins`].

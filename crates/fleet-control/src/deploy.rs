@@ -13,6 +13,7 @@ use fleet_store::{
     DeploymentKind, DeploymentStatus, JournalEntry, NewFleetRevision, NewServerRevision,
     RevisionState, StateStore, StepOutcome, StepState,
 };
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// A validated fleet file and where it came from.
@@ -62,6 +63,10 @@ pub enum DeployError {
     #[error("cannot record the deployment: {0}")]
     Store(#[from] fleet_store::StoreError),
 }
+
+/// How long a deployment asked for waits for the previous one, already ended, to finish
+/// writing its record before it is refused as [`DeployError::Busy`].
+const RECORDING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs deployments, one at a time, and records them.
 #[derive(Clone)]
@@ -113,6 +118,14 @@ impl Deployer {
         }
     }
 
+    /// Whether the engine is carrying a deployment out (or holds it paused).
+    fn engine_deploys(&self) -> bool {
+        matches!(
+            self.engine.status().deployment.state,
+            DeploymentState::InProgress | DeploymentState::Paused
+        )
+    }
+
     /// What runs now, server by server.
     pub(crate) fn deployed(&self) -> Vec<DeployedServer> {
         self.engine.deployed()
@@ -124,11 +137,17 @@ impl Deployer {
     /// # Errors
     /// See [`DeployError`].
     pub(crate) async fn prepare(&self, submission: Submission) -> Result<Prepared, DeployError> {
-        let running = self
-            .running
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| DeployError::Busy)?;
+        let running = match self.running.clone().try_lock_owned() {
+            Ok(running) => running,
+            // The engine announces a deployment's end before the deployment's record is
+            // written: one that has ended lets go as soon as that is done.
+            Err(_) if !self.engine_deploys() => {
+                tokio::time::timeout(RECORDING_GRACE, self.running.clone().lock_owned())
+                    .await
+                    .map_err(|_| DeployError::Busy)?
+            }
+            Err(_) => return Err(DeployError::Busy),
+        };
         let fleet = submission.fleet;
         let current = self
             .current
@@ -445,9 +464,12 @@ impl Prepared {
                 return outcome;
             }
         };
+        let active = deployer.active_revisions(&desired).await;
         fleet_engine::failpoint("deployment-begun", None, Some(deployment)).await;
         let outcome = deployer.engine.deploy(&desired, &plan).await;
-        deployer.record_revision_states(&desired, &outcome).await;
+        deployer
+            .record_revision_states(&desired, &active, &outcome)
+            .await;
         let result = if outcome.state == DeploymentState::Succeeded {
             StepOutcome::Done
         } else {
@@ -480,33 +502,50 @@ impl Prepared {
 const APPLY: &str = "apply";
 
 impl Deployer {
-    /// Records each server revision of `desired` as the deployment left it: a revision
-    /// that serves is active (and any other active revision of its server superseded), one
-    /// that does not serve and was not active before has failed.
+    /// The revisions of `desired`'s servers recorded as active (serving) before it is
+    /// deployed, server by server.
     ///
-    /// What was active comes from the store, not from the engine: a control plane started
-    /// afresh (after `down`, or a crash) runs nothing yet, but the revisions it replaces
-    /// are still the ones recorded as active.
-    async fn record_revision_states(&self, desired: &Desired, outcome: &DeploymentOutcome) {
-        let store = &self.store;
+    /// From the store, not from the engine: a control plane started afresh (after `down`,
+    /// or a crash) runs nothing yet, but the revisions it replaces are still the ones
+    /// recorded as active. Read before the deployment runs, so that once it has ended only
+    /// writes stand between its end and the next deployment.
+    async fn active_revisions(&self, desired: &Desired) -> BTreeMap<String, Vec<u64>> {
+        let mut active = BTreeMap::new();
+        for server in desired.revisions.keys() {
+            match self.store.server_revisions(server).await {
+                Ok(revisions) => {
+                    let numbers = revisions
+                        .iter()
+                        .filter(|r| r.state == RevisionState::Active)
+                        .map(|r| r.number)
+                        .collect();
+                    active.insert(server.clone(), numbers);
+                }
+                Err(e) => tracing::error!("cannot read the revisions of `{server}`: {e}"),
+            }
+        }
+        active
+    }
+
+    /// Records each server revision of `desired` as the deployment left it: a revision
+    /// that serves is active (and the revisions `active` before it superseded), one that
+    /// does not serve and was not active before has failed.
+    async fn record_revision_states(
+        &self,
+        desired: &Desired,
+        active: &BTreeMap<String, Vec<u64>>,
+        outcome: &DeploymentOutcome,
+    ) {
         let serving = self.engine.deployed();
-        let journal = |e: fleet_store::StoreError| {
-            tracing::error!("cannot record the state of a server revision: {e}");
-        };
         for (server, &revision) in &desired.revisions {
-            let Ok(recorded) = store.server_revisions(server).await.map_err(journal) else {
+            let Some(active) = active.get(server) else {
                 continue;
             };
-            let active: Vec<u64> = recorded
-                .iter()
-                .filter(|r| r.state == RevisionState::Active)
-                .map(|r| r.number)
-                .collect();
             let serves = serving
                 .iter()
                 .any(|s| &s.name == server && s.revision == revision);
             let changes: Vec<(u64, RevisionState, Option<String>)> = if serves {
-                if active == [revision] {
+                if *active == [revision] {
                     continue;
                 }
                 std::iter::once((revision, RevisionState::Active, None))
@@ -524,10 +563,13 @@ impl Deployer {
                 vec![(revision, RevisionState::Failed, outcome.reason.clone())]
             };
             for (number, state, reason) in changes {
-                let _ = store
+                if let Err(e) = self
+                    .store
                     .set_server_revision_state(server, number, state, reason)
                     .await
-                    .map_err(journal);
+                {
+                    tracing::error!("cannot record revision {number} of `{server}`: {e}");
+                }
             }
         }
     }

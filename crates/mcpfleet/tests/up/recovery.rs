@@ -88,17 +88,30 @@ fn up_again(fleet: &Fleet, killed: u32) -> Status {
     status
 }
 
-/// `api`'s revisions as `(number, state)`, from `mcpfleet history api`.
-fn api_revisions(fleet: &Fleet) -> Vec<(u64, String)> {
-    let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let revisions: Vec<fleet_api::types::ServerRevisionEntry> =
-        serde_json::from_slice(&out.stdout).unwrap();
-    revisions.into_iter().map(|r| (r.number, r.state)).collect()
-}
-
-fn states(of: &[(u64, &str)]) -> Vec<(u64, String)> {
-    of.iter().map(|(n, s)| (*n, (*s).to_string())).collect()
+/// Waits until `api`'s revisions (`mcpfleet history api`) are `expected` as `(number,
+/// state)`: a deployment's followers see it end just before its record is written.
+fn assert_api_revisions(fleet: &Fleet, expected: &[(u64, &str)]) {
+    let expected: Vec<(u64, String)> = expected
+        .iter()
+        .map(|(n, s)| (*n, (*s).to_string()))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let revisions: Vec<fleet_api::types::ServerRevisionEntry> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        let found: Vec<(u64, String)> =
+            revisions.into_iter().map(|r| (r.number, r.state)).collect();
+        if found == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "api's revisions are {found:?}, not {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One live process per server instance that should run, none of the other revision.
@@ -136,18 +149,12 @@ fn assert_rolled_back(test: &str, phase: &str, during: &str) {
     assert!(note.contains(during), "{note}");
     assert!(note.contains("rolled back to fleet revision 1"), "{note}");
     // The revision the interrupted deployment brought in did not stay pending.
-    assert_eq!(
-        api_revisions(&fleet),
-        states(&[(1, "active"), (2, "failed")])
-    );
+    assert_api_revisions(&fleet, &[(1, "active"), (2, "failed")]);
     // And the fleet deploys normally afterwards.
     let deployed = fleet.mcpfleet(&["deploy"]);
     assert!(deployed.status.success(), "{}", text(&deployed));
     assert_eq!(server(&fleet.status(), "api").revision, Some(2));
-    assert_eq!(
-        api_revisions(&fleet),
-        states(&[(1, "superseded"), (2, "active")])
-    );
+    assert_api_revisions(&fleet, &[(1, "superseded"), (2, "active")]);
 }
 
 #[test]
@@ -188,10 +195,7 @@ fn killed_after_every_step_the_deployment_is_recorded_as_done() {
         "{note}"
     );
     // Written before the apply step was confirmed.
-    assert_eq!(
-        api_revisions(&fleet),
-        states(&[(1, "superseded"), (2, "active")])
-    );
+    assert_api_revisions(&fleet, &[(1, "superseded"), (2, "active")]);
 }
 
 #[test]
@@ -252,10 +256,7 @@ fn an_interrupted_deployment_goes_back_to_the_revision_serving_not_to_a_rolled_b
     // The recovery's own deployment: back to revision 1, from revision 1.
     assert_eq!(of(4).from_revision, Some(1), "{history:#?}");
     assert_eq!(of(4).servers["api"], 1);
-    assert_eq!(
-        api_revisions(&fleet),
-        states(&[(1, "active"), (2, "failed"), (3, "failed")])
-    );
+    assert_api_revisions(&fleet, &[(1, "active"), (2, "failed"), (3, "failed")]);
 }
 
 /// `up` after the crash is given another file: nothing is rolled back to, and the record
@@ -295,8 +296,5 @@ fn killed_then_started_with_another_file_deploys_that_file_and_claims_no_rollbac
         (history[2].revision, history[2].from_revision),
         (3, Some(1))
     );
-    assert_eq!(
-        api_revisions(&fleet),
-        states(&[(1, "superseded"), (2, "failed"), (3, "active")])
-    );
+    assert_api_revisions(&fleet, &[(1, "superseded"), (2, "failed"), (3, "active")]);
 }

@@ -207,9 +207,9 @@ fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Res
     // Subscribed before the deployment starts: its first event is not missed.
     let (_, live) = state.engine.subscribe();
     crate::swap_gateway_tokens(&state.gateway, prepared.fleet());
-    tokio::spawn(prepared.run());
-    let stream = futures::stream::unfold(Some(live), |live| async move {
-        let mut live = live?;
+    let run = tokio::spawn(prepared.run());
+    let stream = futures::stream::unfold(Some((live, run)), |following| async move {
+        let (mut live, run) = following?;
         loop {
             match live.recv().await {
                 Ok(event) => {
@@ -217,7 +217,14 @@ fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Res
                         event.kind,
                         EventKind::DeploymentCompleted | EventKind::DeploymentFailed
                     );
-                    return Some((event, (!last).then_some(live)));
+                    if last {
+                        // The engine says it is over before the store has it: the answer
+                        // ends once it is on record (a `history` or `rollback` right after
+                        // sees it).
+                        let _ = tokio::time::timeout(fleet_engine::STOP_GRACE, run).await;
+                        return Some((event, None));
+                    }
+                    return Some((event, Some((live, run))));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,

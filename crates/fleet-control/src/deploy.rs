@@ -10,9 +10,10 @@ use fleet_runtime::ProcessRuntime;
 use fleet_spec::model::{OnFailure, ValidFleet};
 use fleet_spec::template::Host;
 use fleet_store::{
-    DeploymentKind, DeploymentStatus, NewDeployment, NewFleetRevision, NewServerRevision,
-    RevisionState, StateStore, StepOutcome,
+    DeploymentKind, DeploymentStatus, JournalEntry, NewFleetRevision, NewServerRevision,
+    RevisionState, StateStore, StepOutcome, StepState,
 };
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// A validated fleet file and where it came from.
@@ -62,6 +63,10 @@ pub enum DeployError {
     #[error("cannot record the deployment: {0}")]
     Store(#[from] fleet_store::StoreError),
 }
+
+/// How long a deployment asked for waits for the previous one, already ended, to finish
+/// writing its record before it is refused as [`DeployError::Busy`].
+const RECORDING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs deployments, one at a time, and records them.
 #[derive(Clone)]
@@ -129,6 +134,14 @@ impl Deployer {
             .clone()
     }
 
+    /// Whether the engine is carrying a deployment out (or holds it paused).
+    fn engine_deploys(&self) -> bool {
+        matches!(
+            self.engine.status().deployment.state,
+            DeploymentState::InProgress | DeploymentState::Paused
+        )
+    }
+
     /// What runs now, server by server.
     pub(crate) fn deployed(&self) -> Vec<DeployedServer> {
         self.engine.deployed()
@@ -140,17 +153,33 @@ impl Deployer {
     /// # Errors
     /// See [`DeployError`].
     pub(crate) async fn prepare(&self, submission: Submission) -> Result<Prepared, DeployError> {
-        let running = match self.running.clone().try_lock_owned() {
-            Ok(running) => running,
-            // Over in the engine, its end being written to the store: a moment away, not
-            // a deployment in progress (a deploy right after `up -d` meets this).
-            Err(_) if self.engine.status().deployment.state.is_final() => {
-                tokio::time::timeout(fleet_engine::STOP_GRACE, self.running.clone().lock_owned())
+        let turn = self.take_turn().await?;
+        self.prepare_in_turn(turn, submission).await
+    }
+
+    /// The right to deploy: one deployment at a time.
+    ///
+    /// # Errors
+    /// [`DeployError::Busy`] while another deployment runs.
+    async fn take_turn(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, DeployError> {
+        match self.running.clone().try_lock_owned() {
+            Ok(running) => Ok(running),
+            // The engine announces a deployment's end before the deployment's record is
+            // written: one that has ended lets go as soon as that is done.
+            Err(_) if !self.engine_deploys() => {
+                tokio::time::timeout(RECORDING_GRACE, self.running.clone().lock_owned())
                     .await
-                    .map_err(|_| DeployError::Busy)?
+                    .map_err(|_| DeployError::Busy)
             }
-            Err(_) => return Err(DeployError::Busy),
-        };
+            Err(_) => Err(DeployError::Busy),
+        }
+    }
+
+    async fn prepare_in_turn(
+        &self,
+        running: tokio::sync::OwnedMutexGuard<()>,
+        submission: Submission,
+    ) -> Result<Prepared, DeployError> {
         let fleet = submission.fleet;
         let current = self
             .current
@@ -172,38 +201,35 @@ impl Deployer {
             .collect();
         let plan = fleet_plan::plan(&fleet, current.is_some().then_some(&deployed))
             .map_err(|_| DeployError::Cycle)?;
-        let previous = self.store.latest_fleet_revision().await?;
-        let revision = self
+        // One transaction: a crash cannot leave a revision no deployment names. The
+        // deployment starts from the fleet revision serving, which is not the latest
+        // recorded when that one failed and was rolled back.
+        let (revision, deployment) = self
             .store
-            .record_fleet_revision(NewFleetRevision {
-                fleet: fleet.name.clone(),
-                source: submission.source,
-                source_path: submission.path,
-                env: fleet.environment.clone(),
-                author: submission.author,
-                reason: submission.reason.clone(),
-                servers: fleet
-                    .servers
-                    .iter()
-                    .map(|server| {
-                        let record = fleet_plan::DeployedServer::from_server(server);
-                        NewServerRevision {
-                            name: record.name,
-                            hash: record.hash,
-                            spec: record.spec,
-                        }
-                    })
-                    .collect(),
-            })
-            .await?;
-        let deployment = self
-            .store
-            .begin_deployment(NewDeployment {
-                fleet_revision: revision.number,
-                from_revision: previous.map(|p| p.number),
-                kind: submission.kind,
-                reason: submission.reason,
-            })
+            .record_and_begin_deployment(
+                NewFleetRevision {
+                    fleet: fleet.name.clone(),
+                    source: submission.source,
+                    source_path: submission.path,
+                    env: fleet.environment.clone(),
+                    author: submission.author,
+                    reason: submission.reason.clone(),
+                    servers: fleet
+                        .servers
+                        .iter()
+                        .map(|server| {
+                            let record = fleet_plan::DeployedServer::from_server(server);
+                            NewServerRevision {
+                                name: record.name,
+                                hash: record.hash,
+                                spec: record.spec,
+                            }
+                        })
+                        .collect(),
+                },
+                submission.kind,
+                submission.reason,
+            )
             .await?;
         let fleet = Arc::new(fleet);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(fleet.clone());
@@ -244,11 +270,13 @@ impl Deployer {
     /// See [`DeployError`]: no such revision, nothing before the current one, a stored
     /// revision that no longer validates.
     pub(crate) async fn rollback(&self, target: RollbackTarget) -> Result<Prepared, DeployError> {
+        // Taken first: the deployment before, just ended, must be on record to go back from.
+        let turn = self.take_turn().await?;
         let store = &self.store;
-        let current = store
-            .latest_fleet_revision()
-            .await?
-            .ok_or_else(|| DeployError::NoRollbackTarget("nothing has been deployed yet".into()))?;
+        // What serves, not the latest recorded: that may have failed and been rolled back.
+        let nothing = || DeployError::NoRollbackTarget("nothing has been deployed yet".into());
+        let serving = store.serving_fleet_revision().await?.ok_or_else(nothing)?;
+        let current = store.fleet_revision(serving).await?.ok_or_else(nothing)?;
         let (fleet, source, path, default_reason) = match &target.server {
             None => {
                 let number = match target.to {
@@ -331,14 +359,17 @@ impl Deployer {
                 )
             }
         };
-        self.prepare(Submission {
-            fleet,
-            source,
-            path,
-            author: target.author,
-            reason: Some(target.reason.unwrap_or(default_reason)),
-            kind: DeploymentKind::Rollback,
-        })
+        self.prepare_in_turn(
+            turn,
+            Submission {
+                fleet,
+                source,
+                path,
+                author: target.author,
+                reason: Some(target.reason.unwrap_or(default_reason)),
+                kind: DeploymentKind::Rollback,
+            },
+        )
         .await
     }
 
@@ -441,6 +472,11 @@ impl Prepared {
 
     /// Carries the deployment out and records how it ended: the deployment's state, and
     /// each changed server's revision as serving, replaced or failed.
+    ///
+    /// Journal order: the `apply` step is written before anything changes (if it cannot
+    /// be, nothing changes and the deployment fails), the revision states are written
+    /// before it is confirmed, the deployment's end last. So a crash after the
+    /// confirmation leaves only the final record for recovery to write.
     pub(crate) async fn run(self) -> DeploymentOutcome {
         let Prepared {
             deployer,
@@ -453,52 +489,38 @@ impl Prepared {
         let journal = |e: fleet_store::StoreError| {
             tracing::error!("cannot write the deployment journal: {e}");
         };
-        let before = deployer.engine.deployed();
-        let step = serde_json::json!({ "apply": plan.changes });
-        let seq = store
-            .append_step(deployment, step)
-            .await
-            .map_err(journal)
-            .ok();
-        fleet_engine::failpoint("deployment-begun", None, Some(deployment)).await;
-        let outcome = deployer.engine.deploy(&desired, &plan).await;
-        if let Some(seq) = seq {
-            let result = if outcome.state == DeploymentState::Succeeded {
-                StepOutcome::Done
-            } else {
-                StepOutcome::Failed
-            };
-            let _ = store
-                .confirm_step(deployment, seq, result, outcome.reason.clone())
-                .await
-                .map_err(journal);
-        }
-        let after = deployer.engine.deployed();
-        for (server, &revision) in &desired.revisions {
-            let serving = after.iter().find(|s| &s.name == server).map(|s| s.revision);
-            let was = before
-                .iter()
-                .find(|s| &s.name == server)
-                .map(|s| s.revision);
-            if was == Some(revision) {
-                continue;
-            }
-            let (state, reason) = if serving == Some(revision) {
-                (RevisionState::Active, None)
-            } else {
-                (RevisionState::Failed, outcome.reason.clone())
-            };
-            let _ = store
-                .set_server_revision_state(server, revision, state, reason)
-                .await
-                .map_err(journal);
-            if let (RevisionState::Active, Some(old)) = (state, was) {
+        let step = serde_json::json!({ APPLY: plan.changes });
+        let seq = match store.append_step(deployment, step).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                // A change the journal does not know of is one a restart after a crash
+                // could not settle.
+                let reason =
+                    format!("cannot write the deployment journal, so nothing was changed: {e}");
+                tracing::error!("deployment {deployment}: {reason}");
+                let outcome = deployer.engine.refuse(&desired, &plan, reason.clone());
                 let _ = store
-                    .set_server_revision_state(server, old, RevisionState::Superseded, None)
+                    .finish_deployment(deployment, DeploymentStatus::Failed, Some(reason))
                     .await
                     .map_err(journal);
+                return outcome;
             }
-        }
+        };
+        let active = deployer.active_revisions(&desired).await;
+        fleet_engine::failpoint("deployment-begun", None, Some(deployment)).await;
+        let outcome = deployer.engine.deploy(&desired, &plan).await;
+        deployer
+            .record_revision_states(&desired, &active, &outcome)
+            .await;
+        let result = if outcome.state == DeploymentState::Succeeded {
+            StepOutcome::Done
+        } else {
+            StepOutcome::Failed
+        };
+        let _ = store
+            .confirm_step(deployment, seq, result, outcome.reason.clone())
+            .await
+            .map_err(journal);
         let status = match outcome.state {
             DeploymentState::Succeeded => DeploymentStatus::Succeeded,
             DeploymentState::RolledBack => DeploymentStatus::RolledBack,
@@ -517,14 +539,92 @@ impl Prepared {
     }
 }
 
+/// The key of the journal step that stands for a whole deployment (`{"apply": changes}`),
+/// written before the engine's per-server steps.
+const APPLY: &str = "apply";
+
 impl Deployer {
+    /// The revisions of `desired`'s servers recorded as active (serving) before it is
+    /// deployed, server by server.
+    ///
+    /// From the store, not from the engine: a control plane started afresh (after `down`,
+    /// or a crash) runs nothing yet, but the revisions it replaces are still the ones
+    /// recorded as active. Read before the deployment runs, so that once it has ended only
+    /// writes stand between its end and the next deployment.
+    async fn active_revisions(&self, desired: &Desired) -> BTreeMap<String, Vec<u64>> {
+        let mut active = BTreeMap::new();
+        for server in desired.revisions.keys() {
+            match self.store.server_revisions(server).await {
+                Ok(revisions) => {
+                    let numbers = revisions
+                        .iter()
+                        .filter(|r| r.state == RevisionState::Active)
+                        .map(|r| r.number)
+                        .collect();
+                    active.insert(server.clone(), numbers);
+                }
+                Err(e) => tracing::error!("cannot read the revisions of `{server}`: {e}"),
+            }
+        }
+        active
+    }
+
+    /// Records each server revision of `desired` as the deployment left it: a revision
+    /// that serves is active (and the revisions `active` before it superseded), one that
+    /// does not serve and was not active before has failed.
+    async fn record_revision_states(
+        &self,
+        desired: &Desired,
+        active: &BTreeMap<String, Vec<u64>>,
+        outcome: &DeploymentOutcome,
+    ) {
+        let serving = self.engine.deployed();
+        for (server, &revision) in &desired.revisions {
+            let Some(active) = active.get(server) else {
+                continue;
+            };
+            let serves = serving
+                .iter()
+                .any(|s| &s.name == server && s.revision == revision);
+            let changes: Vec<(u64, RevisionState, Option<String>)> = if serves {
+                if *active == [revision] {
+                    continue;
+                }
+                std::iter::once((revision, RevisionState::Active, None))
+                    .chain(
+                        active
+                            .iter()
+                            .filter(|&&old| old != revision)
+                            .map(|&old| (old, RevisionState::Superseded, None)),
+                    )
+                    .collect()
+            } else if active.contains(&revision) {
+                // It served before this deployment and will when the fleet comes up again.
+                continue;
+            } else {
+                vec![(revision, RevisionState::Failed, outcome.reason.clone())]
+            };
+            for (number, state, reason) in changes {
+                if let Err(e) = self
+                    .store
+                    .set_server_revision_state(server, number, state, reason)
+                    .await
+                {
+                    tracing::error!("cannot record revision {number} of `{server}`: {e}");
+                }
+            }
+        }
+    }
+
     /// Settles what a control plane that died (`kill -9`, a crash, a power cut) left
     /// unfinished, before the first deployment of this one. Its processes are gone by now
-    /// (reaped at start), so nothing of an interrupted deployment runs: it is recorded as
-    /// rolled back (`on_failure: rollback`, the default) or failed-and-resumed (`pause`,
-    /// `continue`). When `submission` is the interrupted revision itself (a restart with
-    /// the same file), a rollback brings up the last revision deployed before it instead.
-    /// Returns what to deploy and what was done, one line each.
+    /// (reaped at start), so nothing of an interrupted deployment runs: its new server
+    /// revisions are recorded as failed, and it is recorded as rolled back when `up` was
+    /// given the interrupted revision's file again (a restart with the same file) and
+    /// `on_failure: rollback` (the default) brings up the revision that served before it
+    /// instead; otherwise as failed, and the file `up` was given is deployed (`pause`,
+    /// `continue`: the interrupted one again). Returns what to deploy and what was done,
+    /// one line each.
     ///
     /// # Errors
     /// The store cannot be read or written.
@@ -536,7 +636,6 @@ impl Deployer {
         let mut notes = Vec::new();
         for interrupted in self.store.unfinished_deployments().await? {
             let id = interrupted.id;
-            let apply = interrupted.steps.first();
             if interrupted.state == DeploymentStatus::Paused {
                 let why = "the control plane stopped while the deployment was paused".to_string();
                 self.store
@@ -545,12 +644,17 @@ impl Deployer {
                 notes.push(format!("deployment {id}: {why}"));
                 continue;
             }
-            if let Some(apply) = apply.filter(|a| a.state != fleet_store::StepState::Pending) {
-                // Everything was done; only the final record is missing.
-                let (state, why) = if apply.state == fleet_store::StepState::Done {
+            let apply = interrupted
+                .steps
+                .iter()
+                .find(|s| s.step.get(APPLY).is_some());
+            if let Some(apply) = apply.filter(|a| a.state != StepState::Pending) {
+                // Everything was done, revision states included; only the final record is
+                // missing.
+                let (state, why) = if apply.state == StepState::Done {
                     (DeploymentStatus::Succeeded, None)
                 } else {
-                    (DeploymentStatus::Failed, apply.detail.clone())
+                    (unsuccessful_end(&interrupted.steps), apply.detail.clone())
                 };
                 self.store.finish_deployment(id, state, why).await?;
                 notes.push(format!(
@@ -562,7 +666,7 @@ impl Deployer {
                 .steps
                 .iter()
                 .rev()
-                .find(|s| s.state == fleet_store::StepState::Pending && s.seq > 1)
+                .find(|s| s.state == StepState::Pending && s.step.get(APPLY).is_none())
                 .map_or_else(
                     || "before it changed anything".to_string(),
                     |s| format!("during step {} ({})", s.seq, describe_step(&s.step)),
@@ -601,61 +705,115 @@ impl Deployer {
                 None => None,
             };
             let why = format!("the control plane stopped {during}");
-            match (policy, previous) {
-                (OnFailure::Rollback, Some(previous)) => {
-                    self.store
-                        .finish_deployment(
-                            id,
-                            DeploymentStatus::RolledBack,
-                            Some(format!(
-                                "{why}; rolled back to fleet revision {}",
-                                previous.number
-                            )),
-                        )
-                        .await?;
-                    notes.push(format!(
-                        "deployment {id} (fleet revision {}): {why}; rolled back to fleet revision {}",
-                        interrupted.fleet_revision, previous.number
-                    ));
-                    if resubmitted {
-                        let fleet = self.materialize(&previous).await?;
-                        submission = Submission {
-                            fleet,
-                            source: previous.source.clone(),
-                            path: previous.source_path.clone(),
-                            author: submission.author,
-                            reason: Some(format!(
-                                "recovery: deployment {id} was interrupted ({why})"
-                            )),
-                            kind: DeploymentKind::Rollback,
-                        };
+            if let Some(target) = &target {
+                self.fail_pending_revisions(target, previous.as_ref(), id, &why)
+                    .await?;
+            }
+            // Read back before anything is recorded: the record says what happens.
+            let rollback = match previous {
+                Some(previous) if resubmitted && policy == OnFailure::Rollback => {
+                    match self.materialize(&previous).await {
+                        Ok(fleet) => Ok((previous, fleet)),
+                        Err(e) => Err(format!(
+                            "fleet revision {} cannot be deployed again ({e})",
+                            previous.number
+                        )),
                     }
                 }
-                _ => {
-                    let state = if policy == OnFailure::Rollback {
-                        DeploymentStatus::RolledBack
-                    } else {
-                        DeploymentStatus::Failed
+                _ => Err(String::new()),
+            };
+            let revision = interrupted.fleet_revision;
+            let (state, ending, doing) = match rollback {
+                Ok((previous, fleet)) => {
+                    let back = format!("rolled back to fleet revision {}", previous.number);
+                    submission = Submission {
+                        fleet,
+                        source: previous.source.clone(),
+                        path: previous.source_path.clone(),
+                        author: submission.author,
+                        reason: Some(format!("recovery: deployment {id} was interrupted ({why})")),
+                        kind: DeploymentKind::Rollback,
                     };
-                    self.store
-                        .finish_deployment(
-                            id,
-                            state,
-                            Some(format!("{why}; deployed again at restart")),
-                        )
-                        .await?;
-                    notes.push(format!(
-                        "deployment {id} (fleet revision {}): {why}; deploying again",
-                        interrupted.fleet_revision
-                    ));
-                    if resubmitted && submission.reason.is_none() {
+                    (DeploymentStatus::RolledBack, back.clone(), back)
+                }
+                Err(unable) if resubmitted => {
+                    if submission.reason.is_none() {
                         submission.reason =
                             Some(format!("recovery: resumes interrupted deployment {id}"));
                     }
+                    let unable = if unable.is_empty() {
+                        unable
+                    } else {
+                        format!("{unable}; ")
+                    };
+                    (
+                        DeploymentStatus::Failed,
+                        format!("{unable}deployed again at restart"),
+                        format!("{unable}deploying again"),
+                    )
                 }
-            }
+                Err(_) => (
+                    DeploymentStatus::Failed,
+                    "replaced at restart by the fleet file `up` was given".to_string(),
+                    "nothing of it runs; deploying the fleet file `up` was given instead"
+                        .to_string(),
+                ),
+            };
+            self.store
+                .finish_deployment(id, state, Some(format!("{why}; {ending}")))
+                .await?;
+            notes.push(format!(
+                "deployment {id} (fleet revision {revision}): {why}; {doing}"
+            ));
         }
         Ok((submission, notes))
+    }
+
+    /// Records as failed the server revisions an interrupted deployment was bringing in
+    /// and never saw serving (still pending): those of `target` that `previous` (what
+    /// served before it) does not have.
+    async fn fail_pending_revisions(
+        &self,
+        target: &fleet_store::FleetRevision,
+        previous: Option<&fleet_store::FleetRevision>,
+        deployment: u64,
+        why: &str,
+    ) -> Result<(), DeployError> {
+        for (server, &number) in &target.servers {
+            if previous.and_then(|p| p.servers.get(server)) == Some(&number) {
+                continue;
+            }
+            let pending = self
+                .store
+                .server_revision(server, number)
+                .await?
+                .is_some_and(|r| r.state == RevisionState::Pending);
+            if pending {
+                self.store
+                    .set_server_revision_state(
+                        server,
+                        number,
+                        RevisionState::Failed,
+                        Some(format!("deployment {deployment} was interrupted: {why}")),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a deployment whose `apply` step was confirmed as failed ended: the engine journals an
+/// `undo` step for each server it puts back, so undo steps all done mean it rolled back.
+fn unsuccessful_end(steps: &[JournalEntry]) -> DeploymentStatus {
+    let mut undos = steps
+        .iter()
+        .filter(|s| s.step["action"] == "undo")
+        .peekable();
+    if undos.peek().is_some() && undos.all(|s| s.state == StepState::Done) {
+        DeploymentStatus::RolledBack
+    } else {
+        DeploymentStatus::Failed
     }
 }
 

@@ -7,7 +7,9 @@
 //! `failpoint <phase> reached` and hang there, for the test to `kill -9` it. Phases:
 //! `deployment-begun`, `step-written`, `swap`, `step-confirmed`, `before-finish`.
 
-use crate::{Engine, Shared};
+use crate::{DeploymentOutcome, Desired, Engine, Shared};
+use fleet_api::types::{DeploymentState, EventKind, ServerState};
+use fleet_plan::Plan;
 use fleet_runtime::Runtime;
 use fleet_store::StepOutcome;
 use serde_json::json;
@@ -18,23 +20,64 @@ impl<R: Runtime + 'static> Engine<R> {
         let _ = self.shared.journal.set(store);
     }
 
-    /// Writes a step (`action` on `server` at `revision`) before its effect; its number,
-    /// if the journal took it.
+    /// Writes a step (`action` on `server` at `revision`) before its effect; its number
+    /// (`None` without a journal).
+    ///
+    /// # Errors
+    /// The journal cannot take it: the server is marked failed with that reason and the
+    /// deployment aborted, and the caller must not have the effect — one the journal does
+    /// not know of is one a restart after a crash could not settle. An `undo` goes ahead
+    /// all the same (never an error): it puts back what served, which a restart would do
+    /// too.
     pub(crate) async fn step_begins(
         &self,
         action: &str,
         server: &str,
         revision: u64,
-    ) -> Option<u64> {
-        let (store, deployment) = self.journal()?;
+    ) -> Result<Option<u64>, String> {
+        let Some((store, deployment)) = self.journal() else {
+            return Ok(None);
+        };
         let step = json!({ "action": action, "server": server, "revision": revision });
-        let seq = store
-            .append_step(deployment, step)
-            .await
-            .map_err(|e| tracing::error!("cannot write the deployment journal: {e}"))
-            .ok();
+        let seq = match store.append_step(deployment, step).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(e) => {
+                let why = format!(
+                    "cannot write the deployment journal before the {action} of `{server}` \
+                     to revision {revision}: {e}"
+                );
+                tracing::error!("{why}");
+                if action == "undo" {
+                    Ok(None)
+                } else {
+                    self.shared.update(|s| {
+                        s.set_server(server, ServerState::Failed, Some(why.clone()));
+                        s.abort_if(true);
+                    });
+                    self.shared
+                        .emit(EventKind::ServerFailed, Some(server), None, why.clone());
+                    Err(why)
+                }
+            }
+        };
         self.shared.failpoint("step-written", Some(server)).await;
         seq
+    }
+
+    /// Ends a deployment the journal could not take before it changed anything: failed,
+    /// with `reason`, nothing started or stopped. Followers of the deployment's events see
+    /// it start and fail.
+    pub fn refuse(&self, desired: &Desired, plan: &Plan, reason: String) -> DeploymentOutcome {
+        let shared = &self.shared;
+        shared.update(|s| {
+            s.begin(&desired.fleet, plan);
+            s.finish(DeploymentState::Failed, Some(reason.clone()));
+        });
+        shared.emit(EventKind::DeploymentFailed, None, None, reason.clone());
+        DeploymentOutcome {
+            state: DeploymentState::Failed,
+            reason: Some(reason),
+        }
     }
 
     /// Confirms a step written by [`Engine::step_begins`].

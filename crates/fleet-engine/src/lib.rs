@@ -624,15 +624,27 @@ impl<R: Runtime + 'static> Engine<R> {
 
         let outcome = match failures.first() {
             None => {
+                let mut kept = Vec::new();
                 for deleted in &plan.deletes {
                     let revision = self.serving(&deleted.name).map_or(0, |r| r.revision);
-                    let step = self.step_begins("delete", &deleted.name, revision).await;
-                    self.delete_server(&deleted.name).await;
-                    self.step_ends(step, &deleted.name, &Ok(())).await;
+                    match self.step_begins("delete", &deleted.name, revision).await {
+                        Ok(step) => {
+                            self.delete_server(&deleted.name).await;
+                            self.step_ends(step, &deleted.name, &Ok(())).await;
+                        }
+                        Err(why) => kept.push(format!("{}: {why}", deleted.name)),
+                    }
                 }
-                DeploymentOutcome {
-                    state: DeploymentState::Succeeded,
-                    reason: None,
+                if kept.is_empty() {
+                    DeploymentOutcome {
+                        state: DeploymentState::Succeeded,
+                        reason: None,
+                    }
+                } else {
+                    DeploymentOutcome {
+                        state: DeploymentState::Failed,
+                        reason: Some(kept.join("; ")),
+                    }
                 }
             }
             Some((name, why)) => {
@@ -678,7 +690,12 @@ impl<R: Runtime + 'static> Engine<R> {
                             let previous = before.get(*name).cloned();
                             let revision = previous.as_ref().map_or(0, |r| r.revision);
                             let updated = previous.is_some();
-                            let step = self.step_begins("undo", name, revision).await;
+                            // Never refused: an undo goes ahead unjournaled if need be.
+                            let step = self
+                                .step_begins("undo", name, revision)
+                                .await
+                                .ok()
+                                .flatten();
                             let result = self.undo(name, previous).await;
                             if updated && result == Ok(true) {
                                 shared.update(|s| s.count_rollback(name, "failed_update"));
@@ -772,7 +789,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let revision = release.revision;
         match serving {
             Some(old) if matches!(change, Change::Update { .. }) => {
-                let step = self.step_begins("update", &name, revision).await;
+                let step = self.step_begins("update", &name, revision).await?;
                 let on_failure = server.on_failure;
                 let result = self.update(old, release).await.inspect_err(|_| {
                     shared.update(|s| s.abort_if(on_failure != OnFailure::Continue));
@@ -781,7 +798,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 result
             }
             _ => {
-                let step = self.step_begins("create", &name, revision).await;
+                let step = self.step_begins("create", &name, revision).await?;
                 let result = self.create(release).await;
                 self.step_ends(step, &name, &result).await;
                 result

@@ -96,6 +96,30 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         reason: Option<String>,
     ) -> StoreFuture<'_, ()>;
 
+    /// The fleet revision serving as a whole: the one the newest deployment that ended
+    /// well left serving — a succeeded deployment's own, or the one a rolled-back deployment
+    /// went back to (its `from_revision`). Failed, aborted and unfinished deployments are
+    /// passed over: they leave the fleet as it was, or mixed. `None` if nothing ever served.
+    ///
+    /// Not simply the latest fleet revision: that may be one that failed and was rolled back.
+    fn serving_fleet_revision(&self) -> StoreFuture<'_, Option<u64>>;
+
+    /// Records a new fleet revision (as [`record_fleet_revision`](StateStore::record_fleet_revision)
+    /// does) and starts its deployment from the serving fleet revision
+    /// ([`serving_fleet_revision`](StateStore::serving_fleet_revision)), in one transaction:
+    /// after a crash there is either a revision and its deployment, or neither — never a
+    /// revision no deployment names.
+    ///
+    /// # Errors
+    ///
+    /// As [`record_fleet_revision`](StateStore::record_fleet_revision).
+    fn record_and_begin_deployment(
+        &self,
+        revision: NewFleetRevision,
+        kind: DeploymentKind,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, (FleetRevision, DeploymentRecord)>;
+
     /// Starts a deployment: [`DeploymentStatus::InProgress`], started now, no steps.
     ///
     /// # Errors

@@ -6,9 +6,9 @@ mod schema;
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    AuditRecord, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment, NewEvent,
-    NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore, StepOutcome,
-    StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
+    AuditRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment,
+    NewEvent, NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore,
+    StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
 use rusqlite::{Connection, OpenFlags};
 use schema::open_error;
@@ -154,6 +154,21 @@ impl StateStore for SqliteStore {
         let server = server.to_owned();
         self.run(move |conn| {
             queries::set_server_revision_state(conn, &server, number, state, reason)
+        })
+    }
+
+    fn serving_fleet_revision(&self) -> StoreFuture<'_, Option<u64>> {
+        self.run(queries::serving_fleet_revision)
+    }
+
+    fn record_and_begin_deployment(
+        &self,
+        revision: NewFleetRevision,
+        kind: DeploymentKind,
+        reason: Option<String>,
+    ) -> StoreFuture<'_, (FleetRevision, DeploymentRecord)> {
+        self.run(move |conn| {
+            queries::record_and_begin_deployment(conn, revision, kind, reason, &now())
         })
     }
 

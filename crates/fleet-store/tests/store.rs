@@ -622,3 +622,99 @@ async fn a_damaged_row_is_reported_not_panicked_on() {
     let err = store.events(0, 10).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
+
+/// Rev 1 served, rev 2 failed and was rolled back: rev 3 is deployed from rev 1, the one
+/// serving, not from rev 2, the latest recorded.
+#[tokio::test]
+async fn a_deployment_starts_from_the_fleet_revision_serving_not_the_latest() {
+    let dir = TempDir::new("serving");
+    let store = open(&db(&dir));
+    assert_eq!(store.serving_fleet_revision().await.unwrap(), None);
+    let begin = |hash: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .record_and_begin_deployment(
+                    fleet(vec![server("a", hash)]),
+                    DeploymentKind::Deploy,
+                    Some(format!("deploy {hash}")),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let (first, d1) = begin("1").await;
+    assert_eq!(
+        (first.number, d1.fleet_revision, d1.from_revision),
+        (1, 1, None)
+    );
+    assert_eq!(d1.reason.as_deref(), Some("deploy 1"));
+    assert_eq!(store.deployment(d1.id).await.unwrap(), Some(d1.clone()));
+    store
+        .finish_deployment(d1.id, DeploymentStatus::Succeeded, None)
+        .await
+        .unwrap();
+    assert_eq!(store.serving_fleet_revision().await.unwrap(), Some(1));
+
+    let (_, d2) = begin("2").await;
+    assert_eq!(d2.from_revision, Some(1));
+    store
+        .finish_deployment(d2.id, DeploymentStatus::RolledBack, None)
+        .await
+        .unwrap();
+    assert_eq!(store.serving_fleet_revision().await.unwrap(), Some(1));
+
+    let (third, d3) = begin("3").await;
+    assert_eq!((third.number, d3.from_revision), (3, Some(1)));
+    // Failed (nothing rolled back) and unfinished deployments are passed over too.
+    store
+        .finish_deployment(d3.id, DeploymentStatus::Failed, None)
+        .await
+        .unwrap();
+    let (_, d4) = begin("4").await;
+    assert_eq!(d4.from_revision, Some(1));
+    assert_eq!(store.serving_fleet_revision().await.unwrap(), Some(1));
+    store
+        .finish_deployment(d4.id, DeploymentStatus::Succeeded, None)
+        .await
+        .unwrap();
+    assert_eq!(store.serving_fleet_revision().await.unwrap(), Some(4));
+}
+
+#[tokio::test]
+async fn a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all() {
+    let dir = TempDir::new("together");
+    let store = open(&db(&dir));
+    let refused = store
+        .record_and_begin_deployment(
+            fleet(vec![server("a", "1"), server("a", "2")]),
+            DeploymentKind::Deploy,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.latest_fleet_revision().await.unwrap(), None);
+    assert!(store.deployments().await.unwrap().is_empty());
+
+    let (revision, deployment) = store
+        .record_and_begin_deployment(
+            fleet(vec![server("a", "1")]),
+            DeploymentKind::Rollback,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revision.servers["a"], 1);
+    assert_eq!(
+        (deployment.fleet_revision, deployment.kind, deployment.state),
+        (
+            revision.number,
+            DeploymentKind::Rollback,
+            DeploymentStatus::InProgress
+        )
+    );
+    assert_eq!(store.fleet_revisions().await.unwrap(), vec![revision]);
+}

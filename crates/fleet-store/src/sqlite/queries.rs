@@ -2,9 +2,9 @@
 //! store's connection. Each write is one transaction.
 
 use crate::{
-    AuditRecord, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
-    NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision, StateExport,
-    StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
+    AuditRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry,
+    NewDeployment, NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision,
+    StateExport, StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
 };
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
 use serde::Serialize;
@@ -13,6 +13,69 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn record_fleet_revision(
     conn: &mut Connection,
+    new: NewFleetRevision,
+    now: &str,
+) -> Result<FleetRevision, StoreError> {
+    let tx = write(conn)?;
+    let revision = insert_fleet_revision(&tx, new, now)?;
+    tx.commit().db()?;
+    Ok(revision)
+}
+
+pub(super) fn record_and_begin_deployment(
+    conn: &mut Connection,
+    revision: NewFleetRevision,
+    kind: DeploymentKind,
+    reason: Option<String>,
+    now: &str,
+) -> Result<(FleetRevision, DeploymentRecord), StoreError> {
+    let tx = write(conn)?;
+    // Read in the write transaction: nothing can finish a deployment in between.
+    let from_revision = select_serving_fleet_revision(&tx)?;
+    let revision = insert_fleet_revision(&tx, revision, now)?;
+    let deployment = insert_deployment(
+        &tx,
+        NewDeployment {
+            fleet_revision: revision.number,
+            from_revision,
+            kind,
+            reason,
+        },
+        now,
+    )?;
+    tx.commit().db()?;
+    Ok((revision, deployment))
+}
+
+pub(super) fn serving_fleet_revision(conn: &mut Connection) -> Result<Option<u64>, StoreError> {
+    let tx = conn.transaction().db()?;
+    select_serving_fleet_revision(&tx)
+}
+
+fn select_serving_fleet_revision(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let (succeeded, rolled_back) = (
+        text(DeploymentStatus::Succeeded)?,
+        text(DeploymentStatus::RolledBack)?,
+    );
+    let newest: Option<(String, u64, Option<u64>)> = conn
+        .query_row(
+            "SELECT state, fleet_revision, from_revision FROM deployments
+             WHERE state IN (?1, ?2) ORDER BY id DESC LIMIT 1",
+            [&succeeded, &rolled_back],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .db()?;
+    Ok(match newest {
+        None => None,
+        Some((state, fleet_revision, _)) if state == succeeded => Some(fleet_revision),
+        Some((_, _, from_revision)) => from_revision,
+    })
+}
+
+/// Inserts a fleet revision and its new server revisions into `tx`.
+fn insert_fleet_revision(
+    tx: &Connection,
     new: NewFleetRevision,
     now: &str,
 ) -> Result<FleetRevision, StoreError> {
@@ -25,7 +88,6 @@ pub(super) fn record_fleet_revision(
             ),
         });
     }
-    let tx = write(conn)?;
     let number: u64 = tx
         .query_row(
             "SELECT coalesce(max(number), 0) + 1 FROM fleet_revisions",
@@ -99,7 +161,6 @@ pub(super) fn record_fleet_revision(
         .db()?;
         servers.insert(server.name.clone(), server_number);
     }
-    tx.commit().db()?;
     Ok(FleetRevision {
         number,
         fleet: new.fleet,
@@ -175,6 +236,17 @@ pub(super) fn begin_deployment(
     now: &str,
 ) -> Result<DeploymentRecord, StoreError> {
     let tx = write(conn)?;
+    let deployment = insert_deployment(&tx, new, now)?;
+    tx.commit().db()?;
+    Ok(deployment)
+}
+
+/// Inserts a deployment, in progress, into `tx`.
+fn insert_deployment(
+    tx: &Connection,
+    new: NewDeployment,
+    now: &str,
+) -> Result<DeploymentRecord, StoreError> {
     for number in std::iter::once(new.fleet_revision).chain(new.from_revision) {
         let known = tx
             .query_row(
@@ -204,8 +276,7 @@ pub(super) fn begin_deployment(
         ],
     )
     .db()?;
-    let id = id_of_last_insert(&tx)?;
-    tx.commit().db()?;
+    let id = id_of_last_insert(tx)?;
     Ok(DeploymentRecord {
         id,
         fleet_revision: new.fleet_revision,

@@ -347,3 +347,58 @@ fn export_then_import_into_a_fresh_state_dir_gives_the_same_document() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&again).unwrap(), exported);
 }
+
+/// Waits until `api`'s revisions are `expected` as `(number, state)`: a deployment's
+/// followers see it end just before its record is written.
+fn assert_revision_states(fleet: &Fleet, expected: [(u64, &str); 2]) {
+    let started = Instant::now();
+    loop {
+        let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let revisions: Vec<ServerRevisionEntry> = serde_json::from_slice(&out.stdout).unwrap();
+        let found: Vec<(u64, &str)> = revisions
+            .iter()
+            .map(|r| (r.number, r.state.as_str()))
+            .collect();
+        if found == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "api's revisions are {found:?}, not {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Regression: a control plane started afresh runs nothing yet, but the revision it
+/// replaces is the one the store has as active: after `down` and `up` with a changed file
+/// that one is superseded (not two active), and `rollback api` brings it back.
+#[test]
+fn after_down_and_up_with_a_changed_file_the_old_revision_is_superseded_and_comes_back() {
+    let fleet = Fleet::new("hist-restart", &one_server("hist-restart", ""));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    rewrite(
+        &fleet,
+        &one_server("hist-restart", r#", "--name", "second""#),
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_revision_states(&fleet, [(1, "superseded"), (2, "active")]);
+    let out = fleet.mcpfleet(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history: Vec<HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (history[1].revision, history[1].from_revision),
+        (2, Some(1)),
+        "{history:#?}"
+    );
+
+    let out = fleet.mcpfleet(&["rollback", "api"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server(&fleet.status(), "api").revision, Some(1));
+    assert_revision_states(&fleet, [(1, "active"), (2, "superseded")]);
+}

@@ -165,8 +165,7 @@ fn alive(pid: u32) -> bool {
         .next()
         .and_then(|r| r.split_whitespace().next())
         == Some("Z");
-    !zombie
-        || std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
+    !zombie || std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
 /// Processes whose command line contains `marker`.

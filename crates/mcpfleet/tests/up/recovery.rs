@@ -32,36 +32,44 @@ gateway:
 fn crash_at(test: &str, phase: &str, on_failure: &str) -> (Fleet, String, Status) {
     let marker = format!("{test}-{}", std::process::id());
     let fleet = Fleet::new(test, "version: 1\nname: x\nservers: {}\n");
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        crash_fleet(&marker, 1, on_failure),
-    )
-    .unwrap();
+    write_fleet(&fleet, &crash_fleet(&marker, 1, on_failure));
+    let control_plane = up_stopping_at(&fleet, &format!("{phase}#2"));
+    write_fleet(&fleet, &crash_fleet(&marker, 2, on_failure));
+    deploy_and_kill_at(&fleet, control_plane, &format!("{phase}#2"));
+    let status = up_again(&fleet, control_plane);
+    (fleet, marker, status)
+}
+
+fn write_fleet(fleet: &Fleet, yaml: &str) {
+    std::fs::write(fleet.dir.join("mcpfleet.yaml"), yaml).unwrap();
+}
+
+/// `up -d` with `MCPFLEET_FAILPOINT=failpoint`; the control plane's pid.
+fn up_stopping_at(fleet: &Fleet, failpoint: &str) -> u32 {
     let up = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
         .args(["up", "-d", "--state-dir"])
         .arg(fleet.state_dir())
         .current_dir(&fleet.dir)
-        .env("MCPFLEET_FAILPOINT", format!("{phase}#2"))
+        .env("MCPFLEET_FAILPOINT", failpoint)
         .output()
         .unwrap();
     assert!(up.status.success(), "{}", text(&up));
-    let control_plane = fleet.status().pid;
+    fleet.status().pid
+}
 
-    std::fs::write(
-        fleet.dir.join("mcpfleet.yaml"),
-        crash_fleet(&marker, 2, on_failure),
-    )
-    .unwrap();
+/// Deploys the fleet file and kills the control plane with SIGKILL once it has reached
+/// `failpoint`.
+fn deploy_and_kill_at(fleet: &Fleet, control_plane: u32, failpoint: &str) {
     let deploy = fleet.deploy_in_background();
     let log = fleet.state_dir().join("control.log");
     let started = Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
-        .contains(&format!("failpoint {phase}#2 reached"))
+        .contains(&format!("failpoint {failpoint} reached"))
     {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "the failpoint {phase} was never reached"
+            "the failpoint {failpoint} was never reached"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -69,12 +77,41 @@ fn crash_at(test: &str, phase: &str, on_failure: &str) -> (Fleet, String, Status
     // It ends with the connection (before `before-finish` it has seen the deployment
     // complete; earlier it fails).
     deploy.join().unwrap();
+}
 
+/// `up -d` after the control plane `killed` was killed.
+fn up_again(fleet: &Fleet, killed: u32) -> Status {
     let again = fleet.up();
     assert!(again.status.success(), "{}", text(&again));
     let status = fleet.status();
-    assert_ne!(status.pid, control_plane);
-    (fleet, marker, status)
+    assert_ne!(status.pid, killed);
+    status
+}
+
+/// Waits until `api`'s revisions (`mcpfleet history api`) are `expected` as `(number,
+/// state)`: a deployment's followers see it end just before its record is written.
+fn assert_api_revisions(fleet: &Fleet, expected: &[(u64, &str)]) {
+    let expected: Vec<(u64, String)> = expected
+        .iter()
+        .map(|(n, s)| (*n, (*s).to_string()))
+        .collect();
+    let started = Instant::now();
+    loop {
+        let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let revisions: Vec<fleet_api::types::ServerRevisionEntry> =
+            serde_json::from_slice(&out.stdout).unwrap();
+        let found: Vec<(u64, String)> =
+            revisions.into_iter().map(|r| (r.number, r.state)).collect();
+        if found == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "api's revisions are {found:?}, not {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One live process per server instance that should run, none of the other revision.
@@ -111,10 +148,13 @@ fn assert_rolled_back(test: &str, phase: &str, during: &str) {
     assert!(note.contains("deployment 2"), "{note}");
     assert!(note.contains(during), "{note}");
     assert!(note.contains("rolled back to fleet revision 1"), "{note}");
+    // The revision the interrupted deployment brought in did not stay pending.
+    assert_api_revisions(&fleet, &[(1, "active"), (2, "failed")]);
     // And the fleet deploys normally afterwards.
     let deployed = fleet.mcpfleet(&["deploy"]);
     assert!(deployed.status.success(), "{}", text(&deployed));
     assert_eq!(server(&fleet.status(), "api").revision, Some(2));
+    assert_api_revisions(&fleet, &[(1, "superseded"), (2, "active")]);
 }
 
 #[test]
@@ -154,6 +194,8 @@ fn killed_after_every_step_the_deployment_is_recorded_as_done() {
         note.contains("deployment 2: had finished; recorded as Succeeded"),
         "{note}"
     );
+    // Written before the apply step was confirmed.
+    assert_api_revisions(&fleet, &[(1, "superseded"), (2, "active")]);
 }
 
 #[test]
@@ -163,4 +205,96 @@ fn with_on_failure_pause_an_interrupted_deployment_is_resumed() {
     assert_runs_only(&marker, 2);
     let note = recovered(&fleet);
     assert!(note.contains("deploying again"), "{note}");
+}
+
+/// Regression: rev 2 failed and was rolled back (rev 1 serves); rev 3 is interrupted.
+/// Recovery goes back to rev 1, the one serving, not to rev 2, the latest recorded.
+#[test]
+fn an_interrupted_deployment_goes_back_to_the_revision_serving_not_to_a_rolled_back_one() {
+    let marker = format!("crash-after-failed-{}", std::process::id());
+    let fleet = Fleet::new("crash-after-failed", "version: 1\nname: x\nservers: {}\n");
+    write_fleet(&fleet, &crash_fleet(&marker, 1, "rollback"));
+    let control_plane = up_stopping_at(&fleet, "step-written#3");
+
+    // Revision 2 expects a tool the server does not offer: it never becomes ready.
+    let failing = crash_fleet(&marker, 2, "rollback").replace(
+        "    rollout:",
+        "    health: { mcp: { expect_tools: [nope] } }\n    rollout:",
+    );
+    write_fleet(&fleet, &failing);
+    let deployed = fleet.mcpfleet(&["deploy"]);
+    assert_eq!(deployed.status.code(), Some(1), "{}", text(&deployed));
+    assert_eq!(server(&fleet.status(), "api").revision, Some(1));
+
+    write_fleet(&fleet, &crash_fleet(&marker, 3, "rollback"));
+    deploy_and_kill_at(&fleet, control_plane, "step-written#3");
+    let status = up_again(&fleet, control_plane);
+
+    assert_eq!(server(&status, "api").revision, Some(1), "{status:#?}");
+    assert_eq!(processes_with(&format!("api1-{marker}")).len(), 1);
+    assert!(processes_with(&format!("api2-{marker}")).is_empty());
+    assert!(processes_with(&format!("api3-{marker}")).is_empty());
+    let note = recovered(&fleet);
+    assert!(
+        note.contains("deployment 3 (fleet revision 3)")
+            && note.contains("rolled back to fleet revision 1"),
+        "{note}"
+    );
+
+    let out = fleet.mcpfleet(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history: Vec<fleet_api::types::HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    let of = |d: u64| history.iter().find(|h| h.deployment == d).unwrap();
+    assert_eq!(
+        (of(2).from_revision, of(2).state.as_str()),
+        (Some(1), "rolled-back")
+    );
+    assert_eq!(
+        (of(3).from_revision, of(3).state.as_str()),
+        (Some(1), "rolled-back")
+    );
+    // The recovery's own deployment: back to revision 1, from revision 1.
+    assert_eq!(of(4).from_revision, Some(1), "{history:#?}");
+    assert_eq!(of(4).servers["api"], 1);
+    assert_api_revisions(&fleet, &[(1, "active"), (2, "failed"), (3, "failed")]);
+}
+
+/// `up` after the crash is given another file: nothing is rolled back to, and the record
+/// does not say so.
+#[test]
+fn killed_then_started_with_another_file_deploys_that_file_and_claims_no_rollback() {
+    let marker = format!("crash-other-{}", std::process::id());
+    let fleet = Fleet::new("crash-other", "version: 1\nname: x\nservers: {}\n");
+    write_fleet(&fleet, &crash_fleet(&marker, 1, "rollback"));
+    let control_plane = up_stopping_at(&fleet, "step-written#2");
+    write_fleet(&fleet, &crash_fleet(&marker, 2, "rollback"));
+    deploy_and_kill_at(&fleet, control_plane, "step-written#2");
+    write_fleet(&fleet, &crash_fleet(&marker, 3, "rollback"));
+    let status = up_again(&fleet, control_plane);
+
+    assert_eq!(server(&status, "api").revision, Some(3), "{status:#?}");
+    assert_eq!(processes_with(&format!("api3-{marker}")).len(), 1);
+    let note = recovered(&fleet);
+    assert!(
+        note.contains("deployment 2 (fleet revision 2)")
+            && note.contains("deploying the fleet file `up` was given instead")
+            && !note.contains("rolled back"),
+        "{note}"
+    );
+    let out = fleet.mcpfleet(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history: Vec<fleet_api::types::HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history[1].state, "failed", "{history:#?}");
+    assert!(
+        !history[1]
+            .outcome
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rolled back")
+    );
+    assert_eq!(
+        (history[2].revision, history[2].from_revision),
+        (3, Some(1))
+    );
+    assert_api_revisions(&fleet, &[(1, "superseded"), (2, "failed"), (3, "active")]);
 }

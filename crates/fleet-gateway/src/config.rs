@@ -31,11 +31,19 @@ pub struct GatewayConfig {
     pub max_session_concurrency: usize,
     /// Where a record of every tool call goes; `None` = counted, not recorded.
     pub audit: Option<AuditSink>,
+    /// How long a client may take to send a request head: from the accept for a
+    /// connection's first request, from the head's first byte for later ones.
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive in full, after its head.
+    pub body_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
 }
 
 impl GatewayConfig {
     /// Defaults: 4 MiB bodies, 60 s upstream timeout, 30 min idle sessions, 64
-    /// requests in flight per session, no tokens, no rate limit, no audit sink,
+    /// requests in flight per session, 10 s to send a request head, 30 s for its body,
+    /// 60 s idle keep-alive connections, no tokens, no rate limit, no audit sink,
     /// loopback hosts and origins only.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
@@ -50,6 +58,9 @@ impl GatewayConfig {
             rate_limit: None,
             max_session_concurrency: 64,
             audit: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

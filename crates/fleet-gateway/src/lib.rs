@@ -11,6 +11,8 @@
 //!   to its revision; unknown or expired ids get 404 so clients re-initialize;
 //! - raw passthrough of JSON-RPC (never re-encoded), SSE streamed unbuffered,
 //!   `Mcp-*` headers forwarded, the client's credentials and hop-by-hop headers not;
+//! - the listener: HTTP/1.1 connections with header-read, body-read and idle
+//!   timeouts, so slow clients cannot hold connections before admission;
 //! - admission: `Host`/`Origin` (DNS rebinding), scoped bearer tokens, body size,
 //!   per-token (or per-IP) rate limits, upstream timeouts;
 //! - the upstream connections: pooled HTTP/1.1, `https://` over TLS ([`fleet_tls`]);
@@ -31,6 +33,7 @@ mod error;
 mod hub;
 mod jsonrpc;
 mod link;
+mod listener;
 mod metrics;
 mod pins;
 mod pool;
@@ -45,11 +48,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -218,7 +220,8 @@ pub enum ServeError {
 /// # Errors
 /// [`ServeError::NonLoopbackWithoutAuth`] before serving anything when the listener
 /// is reachable from other machines and no token is configured;
-/// [`ServeError::Io`] when the listener fails.
+/// [`ServeError::Io`] when the listener's address cannot be read (a failed accept is
+/// logged and the next one tried).
 pub async fn serve(
     listener: TcpListener,
     gateway: Gateway,
@@ -228,16 +231,6 @@ pub async fn serve(
     if !address.ip().is_loopback() && !gateway.requires_auth() {
         return Err(ServeError::NonLoopbackWithoutAuth { address });
     }
-    let app = gateway
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    // Without TCP_NODELAY a relayed SSE answer (head, then the event as its own
-    // write) stalls ~40 ms on Nagle + delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
     // Idle sessions end on time even when no new session comes along: a per-session
     // stdio process is stopped when its session ends.
     let sweeper = tokio::spawn({
@@ -253,11 +246,14 @@ pub async fn serve(
             }
         }
     });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let config = &gateway.shared.config;
+    let timeouts = listener::ConnectionTimeouts {
+        header_read: config.header_read_timeout,
+        body_read: config.body_read_timeout,
+        idle: config.idle_timeout,
+    };
+    listener::run(listener, gateway.router(), timeouts, shutdown).await;
     sweeper.abort();
-    served?;
     Ok(())
 }
 
@@ -266,7 +262,12 @@ async fn healthz() -> StatusCode {
 }
 
 /// 200 when every server can take a new session; else 503 naming those that cannot.
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+/// The `Host`/`Origin` policy of `/mcp` applies: a page on a rebound DNS name learns
+/// nothing about the fleet.
+async fn readyz(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if let Err(error) = shared.policy.check_request(&request) {
+        return error.into_response();
+    }
     let routes = shared.routes.current();
     let missing = routes.servers_without_instances();
     if missing.is_empty() {

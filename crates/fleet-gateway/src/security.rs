@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Request, header};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::{GatewayConfig, RateLimit, TokenConfig};
@@ -38,6 +38,26 @@ impl OriginPolicy {
             .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
             .collect();
         Self { hosts, origins }
+    }
+
+    /// [`OriginPolicy::check`] on `request`'s `Host` (or its URI's authority) and
+    /// `Origin`.
+    ///
+    /// # Errors
+    /// [`GatewayError::HostNotAllowed`] or [`GatewayError::OriginNotAllowed`].
+    pub(crate) fn check_request<B>(&self, request: &Request<B>) -> Result<(), GatewayError> {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        self.check(
+            host,
+            request
+                .headers()
+                .get(header::ORIGIN)
+                .map(|origin| origin.as_bytes()),
+        )
     }
 
     /// # Errors

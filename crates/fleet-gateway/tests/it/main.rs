@@ -7,6 +7,7 @@
 
 mod audit;
 mod conformance;
+mod connections;
 mod inspector;
 mod legacy;
 mod modern;

@@ -1,0 +1,383 @@
+//! The gateway's listener: accepts TCP connections, serves HTTP/1.1 on each with hyper,
+//! and bounds how long a client may hold a connection without making progress.
+//!
+//! Owns:
+//! - the accept loop (TCP_NODELAY on every connection, the client's address handed to
+//!   the router as [`ConnectInfo`]);
+//! - the connection timeouts, all enforced before a request reaches admission (so an
+//!   unauthenticated client cannot hold connections open): the first request head must
+//!   arrive within the header-read timeout of the accept, a kept-alive connection may
+//!   wait the idle timeout for its next request (whose head, once its first byte is in,
+//!   has the header-read timeout again), and a request body must arrive in full within
+//!   the body-read timeout of its head;
+//! - graceful shutdown: no new connections, requests in flight finish.
+//!
+//! Does not own: what a request means (the router), TLS settings (`tls.rs`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tower_service::Service as _;
+
+/// How long a client may take, per connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionTimeouts {
+    pub(crate) header_read: Duration,
+    pub(crate) body_read: Duration,
+    pub(crate) idle: Duration,
+}
+
+/// Accepts connections on `listener` and serves `router` on each until `shutdown`
+/// completes; then stops accepting and waits for the connections to finish their
+/// requests.
+pub(crate) async fn run(
+    listener: TcpListener,
+    router: axum::Router,
+    timeouts: ConnectionTimeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    // Every connection task holds a clone of `open`; `closed` ends when the last drops.
+    let (open, mut closed) = mpsc::channel::<Infallible>(1);
+    // Connections watch this to start their graceful shutdown.
+    let (stopping, stop) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY a relayed SSE answer (head, then the event as its own
+        // write) stalls ~40 ms on Nagle + delayed ACK.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let connection = Connection {
+            router: router.clone(),
+            peer,
+            timeouts,
+        };
+        let open = open.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            connection.serve(tcp, stop).await;
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    drop(open);
+    // `recv` yields `None` once every connection task has dropped its sender.
+    let _ = closed.recv().await;
+}
+
+/// Errors such as EMFILE would repeat at once: pause before the next accept.
+async fn accept_failed(error: &std::io::Error) {
+    tracing::warn!(%error, "the gateway cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// One accepted connection, before it is served.
+struct Connection {
+    router: axum::Router,
+    peer: SocketAddr,
+    timeouts: ConnectionTimeouts,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, mut stop: watch::Receiver<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::new(ReadActivity::new());
+        let io = TokioIo::new(ActivityIo {
+            io,
+            activity: Arc::clone(&activity),
+        });
+        let timer = HeadTimer {
+            activity,
+            header_read: self.timeouts.header_read,
+            idle: self.timeouts.idle,
+        };
+        let service = RequestService {
+            router: self.router,
+            peer: self.peer,
+            body_read: self.timeouts.body_read,
+        };
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(timer)
+            .header_read_timeout(self.timeouts.header_read);
+        let mut connection = std::pin::pin!(builder.serve_connection(io, service));
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(peer = %self.peer, %error, "connection ended");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|stop| *stop), if !stopping => {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Hands each request to the router, with the client's address and a body that
+/// must arrive in time.
+#[derive(Clone)]
+struct RequestService {
+    router: axum::Router,
+    peer: SocketAddr,
+    body_read: Duration,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let deadline = tokio::time::Instant::now() + self.body_read;
+        let mut request = request.map(|body| {
+            Body::new(TimedBody {
+                body,
+                deadline,
+                timer: None,
+            })
+        });
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        // A clone of the router is a reference count (axum's own `serve` does the same).
+        self.router.clone().call(request)
+    }
+}
+
+/// A request body that fails once its deadline passes before its end arrives.
+struct TimedBody {
+    body: Incoming,
+    deadline: tokio::time::Instant,
+    /// Made only when the body is not all there yet: most bodies arrive with their
+    /// head and never need one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+enum RequestBodyError {
+    /// The connection failed while the body was read.
+    #[error("reading the request body: {0}")]
+    Read(#[from] hyper::Error),
+    /// The body did not arrive in full within the body-read timeout.
+    #[error("the request body did not arrive within the body-read timeout")]
+    TimedOut,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(RequestBodyError::Read)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(RequestBodyError::TimedOut)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// When the connection last started reading bytes of a request head, shared by the
+/// connection's reader ([`ActivityIo`]) and its head timer ([`HeadTimer`]).
+#[derive(Debug)]
+struct ReadActivity {
+    origin: Instant,
+    /// Nanoseconds after `origin` (plus one; 0 = none yet) of the first bytes read
+    /// since the head timer last started waiting.
+    first_read: AtomicU64,
+    /// The connection has waited for a request head before: later waits are
+    /// keep-alive waits.
+    waited_before: AtomicBool,
+}
+
+impl ReadActivity {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            first_read: AtomicU64::new(0),
+            waited_before: AtomicBool::new(false),
+        }
+    }
+
+    fn bytes_read(&self) {
+        if self.first_read.load(Ordering::Relaxed) == 0 {
+            let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.first_read
+                .store(since.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// A new wait for a request head begins: bytes read before it belong to earlier
+    /// requests.
+    fn start_wait(&self) -> bool {
+        self.first_read.store(0, Ordering::Relaxed);
+        self.waited_before.swap(true, Ordering::Relaxed)
+    }
+
+    fn first_read(&self) -> Option<Instant> {
+        match self.first_read.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.origin + Duration::from_nanos(since - 1)),
+        }
+    }
+}
+
+/// The connection's stream, noting when bytes are read.
+struct ActivityIo<I> {
+    io: I,
+    activity: Arc<ReadActivity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// hyper's timer for its header-read timeout, which hyper starts whenever it waits for
+/// a request head: on a fresh connection, and after each response on a kept-alive one.
+/// The first wait gets the header-read timeout; later waits get the idle timeout until
+/// the next head's first bytes arrive, then the header-read timeout from those bytes.
+#[derive(Debug, Clone)]
+struct HeadTimer {
+    activity: Arc<ReadActivity>,
+    header_read: Duration,
+    idle: Duration,
+}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let keep_alive = self.activity.start_wait();
+        let started = deadline.checked_sub(self.header_read).unwrap_or(deadline);
+        let until = if keep_alive {
+            started + self.idle
+        } else {
+            deadline
+        };
+        Box::pin(HeadWait {
+            activity: Arc::clone(&self.activity),
+            header_read: self.header_read,
+            waiting_for_bytes: keep_alive,
+            sleep: Box::pin(tokio::time::sleep_until(until.into())),
+        })
+    }
+}
+
+/// One wait for a request head ([`HeadTimer`]).
+struct HeadWait {
+    activity: Arc<ReadActivity>,
+    header_read: Duration,
+    /// Idle on a kept-alive connection: the deadline moves when bytes arrive.
+    waiting_for_bytes: bool,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Future for HeadWait {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // hyper polls this after every read that leaves the head incomplete, so the
+        // first bytes of a head are seen here as soon as they arrive.
+        if self.waiting_for_bytes
+            && let Some(first_read) = self.activity.first_read()
+        {
+            self.waiting_for_bytes = false;
+            let deadline = first_read + self.header_read;
+            self.sleep.as_mut().reset(deadline.into());
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadWait {}

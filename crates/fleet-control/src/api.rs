@@ -49,6 +49,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/v1/servers/{name}/revisions", get(server_revisions))
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/gateway/tokens", get(gateway_tokens))
+        .route("/v1/deployed", get(deployed))
         .route("/v1/check", post(check))
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
@@ -58,13 +59,13 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(read_only_router(state))
 }
 
-/// The routes that change nothing and stream nothing: all the TCP listener serves, since
-/// the admin side has no authentication (validation keeps that listener on loopback).
+/// The routes that change nothing, stream nothing and show no specs: all the TCP listener
+/// serves, since the admin side has no authentication (validation keeps that listener on
+/// loopback). `/v1/deployed` is not one of them: it shows every server's spec.
 pub(crate) fn read_only_router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
-        .route("/v1/deployed", get(deployed))
         .route("/healthz", get(healthz))
         .with_state(state)
 }

@@ -4,6 +4,8 @@
 
 use crate::{StateDir, StateDirError};
 use fleet_store::{SqliteStore, StateExport, StateStore, StoreError};
+use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Why an export or import did not happen. Nothing was changed.
@@ -19,12 +21,104 @@ pub enum BackupError {
     /// another format or that contradicts itself, a damaged database).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The document names a fleet, server or environment with a name no fleet file can
+    /// have. Such names become paths (the default state directory, instance logs), so
+    /// `../x` would write outside the state root: refused before anything is written.
+    #[error(
+        "the export holds names no fleet file can have ({}): {}; nothing was imported",
+        fleet_spec::NAME_RULE,
+        found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    InvalidNames {
+        /// Every refused name, each once.
+        found: Vec<InvalidName>,
+    },
     /// Putting the imported store in place failed.
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A name in a state export that the fleet file's name rule refuses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InvalidName {
+    /// What it names.
+    pub kind: NameKind,
+    /// The name as the document has it.
+    pub name: String,
+}
+
+/// What a name in a state export names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NameKind {
+    /// A fleet (`fleet_revisions[].fleet`): it names the default state directory.
+    Fleet,
+    /// A server (`fleet_revisions[].servers`, `server_revisions[].server`): it names
+    /// its instances' logs and process records.
+    Server,
+    /// An environment overlay (`fleet_revisions[].env`).
+    Environment,
+}
+
+impl fmt::Display for NameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fleet => "fleet",
+            Self::Server => "server",
+            Self::Environment => "environment",
+        })
+    }
+}
+
+/// Longest part of a refused name an error quotes: the name came from a file, and
+/// the message must stay readable.
+const QUOTED_NAME_CHARS: usize = 80;
+
+impl fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: String = self.name.chars().take(QUOTED_NAME_CHARS).collect();
+        let more = if shown.len() < self.name.len() {
+            "…"
+        } else {
+            ""
+        };
+        write!(f, "{} {:?}{more}", self.kind, shown)
+    }
+}
+
+/// Checks every name of `export` that can become a path (fleet, server and environment
+/// names) with the fleet file's rule ([`fleet_spec::is_valid_name`]).
+///
+/// # Errors
+/// [`BackupError::InvalidNames`] with every name refused.
+pub fn check_import_names(export: &StateExport) -> Result<(), BackupError> {
+    let fleets = export.fleet_revisions.iter().flat_map(|revision| {
+        let servers = revision.servers.keys().map(|name| (NameKind::Server, name));
+        std::iter::once((NameKind::Fleet, &revision.fleet))
+            .chain(revision.env.iter().map(|env| (NameKind::Environment, env)))
+            .chain(servers)
+    });
+    let servers = export
+        .server_revisions
+        .iter()
+        .map(|revision| (NameKind::Server, &revision.server));
+    let found: BTreeSet<InvalidName> = fleets
+        .chain(servers)
+        .filter(|(_, name)| !fleet_spec::is_valid_name(name))
+        .map(|(kind, name)| InvalidName {
+            kind,
+            name: name.clone(),
+        })
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(BackupError::InvalidNames {
+            found: found.into_iter().collect(),
+        })
+    }
 }
 
 /// The whole store of the state directory at `dir`, read in one transaction.
@@ -43,10 +137,11 @@ pub async fn export_state(dir: &Path) -> Result<StateExport, BackupError> {
 /// this call created is removed again.
 ///
 /// # Errors
-/// See [`BackupError`]: a control plane holds the directory ([`StateDirError::Locked`]), the
-/// store already holds data ([`StoreError::NotEmpty`]), the document has another format or
-/// contradicts itself.
+/// See [`BackupError`]: a name no fleet file can have ([`BackupError::InvalidNames`]), a
+/// control plane holds the directory ([`StateDirError::Locked`]), the store already holds
+/// data ([`StoreError::NotEmpty`]), the document has another format or contradicts itself.
 pub async fn import_state(dir: &Path, state: StateExport) -> Result<(), BackupError> {
+    check_import_names(&state)?;
     let created = !dir.exists();
     let result = async {
         let held = StateDir::acquire(dir)?;

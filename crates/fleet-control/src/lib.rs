@@ -17,7 +17,9 @@ mod event_log;
 pub mod record;
 mod state_dir;
 
-pub use backup::{BackupError, export_state, import_state};
+pub use backup::{
+    BackupError, InvalidName, NameKind, check_import_names, export_state, import_state,
+};
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};

@@ -220,6 +220,63 @@ mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_stream_is_scanned_without_panicking(
+            stream in proptest::collection::vec(any::<u8>(), 0..512),
+            cut in any::<usize>(),
+        ) {
+            let outcome = ToolOutcome::of_sse(&stream);
+            prop_assert!(ToolOutcome::ALL.contains(&outcome));
+            let cut = cut % (stream.len() + 1);
+            let mut scan = SseScan::default();
+            scan.push(&stream[..cut]);
+            scan.push(&stream[cut..]);
+            prop_assert_eq!(scan.response(), sse_response(&stream));
+            prop_assert_eq!(scan.outcome(), outcome);
+        }
+
+        #[test]
+        fn the_response_of_an_event_stream_is_read_faithfully(
+            notes in proptest::collection::vec(any::<String>(), 0..4),
+            id in any::<i64>(),
+            is_error in any::<Option<bool>>(),
+            crlf in any::<bool>(),
+            chunk in 1_usize..64,
+        ) {
+            let mut stream = String::new();
+            for note in &notes {
+                let message = serde_json::json!({
+                    "jsonrpc": "2.0", "method": "notifications/message",
+                    "params": { "data": note },
+                });
+                stream.push_str(&format!("event: message\ndata: {message}\n\n"));
+            }
+            let mut result = serde_json::json!({ "content": [] });
+            if let Some(is_error) = is_error {
+                result["isError"] = is_error.into();
+            }
+            let response =
+                serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result }).to_string();
+            stream.push_str(&format!("id: 1\nevent: message\ndata: {response}\n\n"));
+            if crlf {
+                stream = stream.replace('\n', "\r\n");
+            }
+            let mut scan = SseScan::default();
+            for piece in stream.as_bytes().chunks(chunk) {
+                scan.push(piece);
+            }
+            prop_assert_eq!(scan.response(), Some(response));
+            let expected = if is_error == Some(true) {
+                ToolOutcome::ToolError
+            } else {
+                ToolOutcome::Ok
+            };
+            prop_assert_eq!(scan.outcome(), expected);
+        }
+    }
 
     #[test]
     fn outcomes_are_read_from_json_and_sse() {

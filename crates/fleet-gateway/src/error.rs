@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::jsonrpc;
+use crate::jsonrpc::{self, MAX_NAME_BYTES};
 
 /// Why a request was not (successfully) forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,55 @@ pub enum GatewayError {
     /// The body is not JSON.
     #[error("the request body is not JSON")]
     Parse,
+    /// The body is JSON but not a JSON-RPC message: not an object, or an object with
+    /// neither `method` nor `id`.
+    #[error(
+        "the body is not a JSON-RPC message: send one JSON object with `method` (a request or notification) or `id` (a response)"
+    )]
+    NotAMessage,
+    /// A JSON array: a JSON-RPC batch. MCP removed batches in 2025-06-18.
+    #[error(
+        "JSON-RPC batches are not part of MCP (removed in 2025-06-18); send one message per request"
+    )]
+    Batch,
+    /// `jsonrpc` is missing or not `"2.0"`.
+    #[error("the message must have `\"jsonrpc\": \"2.0\"`")]
+    InvalidVersion {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// The id is not a string or an integer within 64 bits (or is null in a request).
+    #[error(
+        "the id must be a string or an integer within 64 bits, without fraction or exponent (and not null in a request)"
+    )]
+    InvalidId,
+    /// `method` is not a string of 1 to 128 printable ASCII characters.
+    #[error(
+        "`method` must be a string of 1 to {} printable ASCII characters, without spaces",
+        MAX_NAME_BYTES
+    )]
+    InvalidMethod {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// A member the gateway reads has the wrong type, or a member appears twice.
+    #[error(
+        "a member of the message has the wrong type or appears twice (`params` and `params._meta` are objects, `params.requestState` is a string)"
+    )]
+    MalformedMembers {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// A `tools/call` whose `params.name` is missing, not a string, too long or has
+    /// characters no tool name has.
+    #[error(
+        "a tools/call needs `params.name`, a tool name of 1 to {} printable ASCII characters without spaces",
+        MAX_NAME_BYTES
+    )]
+    InvalidToolName {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
     /// `Mcp-Method` differs from the body's method.
     #[error("Mcp-Method header does not match the body's method")]
     HeaderMismatch {
@@ -125,6 +174,8 @@ pub enum UpstreamFailure {
 /// JSON-RPC error codes of gateway-made answers.
 pub(crate) mod code {
     pub(crate) const PARSE_ERROR: i64 = -32700;
+    pub(crate) const INVALID_REQUEST: i64 = -32600;
+    pub(crate) const INVALID_PARAMS: i64 = -32602;
     pub(crate) const HEADER_MISMATCH: i64 = -32020;
     pub(crate) const INTERNAL_ERROR: i64 = -32603;
     pub(crate) const GATEWAY_POLICY: i64 = -32000;
@@ -143,9 +194,17 @@ impl GatewayError {
             Self::StreamOpen => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::SessionBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::MissingSession | Self::Parse | Self::HeaderMismatch { .. } | Self::BodyRead => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingSession
+            | Self::Parse
+            | Self::NotAMessage
+            | Self::Batch
+            | Self::InvalidVersion { .. }
+            | Self::InvalidId
+            | Self::InvalidMethod { .. }
+            | Self::MalformedMembers { .. }
+            | Self::InvalidToolName { .. }
+            | Self::HeaderMismatch { .. }
+            | Self::BodyRead => StatusCode::BAD_REQUEST,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -153,6 +212,13 @@ impl GatewayError {
     fn code(&self) -> i64 {
         match self {
             Self::Parse => code::PARSE_ERROR,
+            Self::NotAMessage
+            | Self::Batch
+            | Self::InvalidVersion { .. }
+            | Self::InvalidId
+            | Self::InvalidMethod { .. }
+            | Self::MalformedMembers { .. } => code::INVALID_REQUEST,
+            Self::InvalidToolName { .. } => code::INVALID_PARAMS,
             Self::HeaderMismatch { .. } => code::HEADER_MISMATCH,
             Self::Upstream { .. } => code::INTERNAL_ERROR,
             _ => code::GATEWAY_POLICY,
@@ -162,6 +228,10 @@ impl GatewayError {
     fn id(&self) -> Option<&serde_json::Value> {
         match self {
             Self::HeaderMismatch { id }
+            | Self::InvalidVersion { id }
+            | Self::InvalidMethod { id }
+            | Self::MalformedMembers { id }
+            | Self::InvalidToolName { id }
             | Self::Upstream { id, .. }
             | Self::SessionLimit { id, .. }
             | Self::SessionBusy { id, .. } => id.as_ref(),

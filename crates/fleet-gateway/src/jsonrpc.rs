@@ -1,32 +1,71 @@
 //! The little the gateway reads of a JSON-RPC message: method, id, the modern
-//! protocol version in `_meta`, and whether a response is an error. Messages are
-//! forwarded as the client's bytes; nothing here re-encodes them.
+//! protocol version in `_meta`, and whether a response is an error; and whether a
+//! client's message is one the gateway forwards at all. Messages are forwarded as the
+//! client's bytes; nothing here re-encodes them.
+//!
+//! A client's POST body must be one JSON-RPC 2.0 message, else the gateway answers
+//! 400 itself (an upstream would ignore it, or the client would wait for an answer
+//! that never comes):
+//! - one JSON object: a JSON array (a batch) is refused, batches left MCP in
+//!   2025-06-18 and no stdio server reads them;
+//! - `"jsonrpc": "2.0"`;
+//! - a request (`method` and `id`) has an id that is a string or an integer within
+//!   i64 or u64 (MCP: "a string or integer", never null); a response (`id` without
+//!   `method`) may also have a null id (JSON-RPC's answer to an unreadable request);
+//!   an id with a fraction or an exponent, or too large, is refused;
+//! - `method` and a `tools/call`'s `params.name` are 1 to [`MAX_NAME_BYTES`]
+//!   printable ASCII characters without spaces: the tool name becomes a metric label
+//!   and an audit record, so neither may be of any length.
+//!
+//! The body is parsed once (again only to find the id of a message whose members have
+//! the wrong types); the members checked here are kept as borrowed raw text and read
+//! from it, so a bad one is told apart from bad JSON and the refusal keeps the id.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+/// Longest method and tool name forwarded, in bytes: MCP asks tool names to be 1 to
+/// 128 characters, and no MCP method comes near it.
+pub(crate) const MAX_NAME_BYTES: usize = 128;
 
 /// The routing facts of one client message.
 #[derive(Debug, Default)]
 pub(crate) struct Peek<'a> {
-    /// `None` for responses, batches and bodies that are not JSON-RPC.
+    /// `None` for responses.
     pub(crate) method: Option<Cow<'a, str>>,
     /// The request id, echoed in gateway-made error responses.
     pub(crate) id: Option<serde_json::Value>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (modern requests).
     pub(crate) meta_protocol_version: Option<Cow<'a, str>>,
-    /// `params.name`: the tool of a `tools/call`.
+    /// `params.name`: the tool of a `tools/call` (always set for one).
     pub(crate) name: Option<Cow<'a, str>>,
     /// `params.requestState`: an MRTR retry (modern).
     pub(crate) request_state: Option<Cow<'a, str>>,
 }
 
+/// A member as the body has it; `null` is a value here, not an absence.
+#[derive(Debug, Default)]
+struct Member<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| Self(Some(raw)))
+    }
+}
+
 #[derive(Deserialize)]
 struct Message<'a> {
-    #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
-    id: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    jsonrpc: Member<'a>,
+    #[serde(default, borrow)]
+    method: Member<'a>,
+    #[serde(default, borrow)]
+    id: Member<'a>,
     #[serde(borrow)]
     params: Option<Params<'a>>,
 }
@@ -35,8 +74,8 @@ struct Message<'a> {
 struct Params<'a> {
     #[serde(rename = "_meta", borrow)]
     meta: Option<Meta<'a>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Member<'a>,
     #[serde(rename = "requestState", borrow)]
     request_state: Option<Cow<'a, str>>,
 }
@@ -47,29 +86,129 @@ struct Meta<'a> {
     protocol_version: Option<Cow<'a, str>>,
 }
 
-/// Reads the routing facts of `body`. `Err` when it is not JSON at all; a batch (a
-/// JSON array) or a non-object reads as an empty peek.
-pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, serde_json::Error> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {
-            let message: Message<'_> = serde_json::from_slice(body)?;
-            let (meta, name, request_state) = match message.params {
-                Some(params) => (params.meta, params.name, params.request_state),
-                None => (None, None, None),
-            };
-            Ok(Peek {
-                method: message.method,
-                id: message.id,
-                meta_protocol_version: meta.and_then(|m| m.protocol_version),
-                name,
-                request_state,
-            })
+/// Only the id: read again when the message's other members do not fit their types,
+/// so the refusal still answers the request.
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(default, borrow)]
+    id: Member<'a>,
+}
+
+/// Reads the routing facts of `body`, a client's message.
+///
+/// # Errors
+/// [`GatewayError::Parse`] when it is not JSON; when it is not one valid JSON-RPC 2.0
+/// message (see the module docs), the `GatewayError` saying what is wrong, with the
+/// request's id when it is usable.
+pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
+    let message: Message<'_> = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(body).map_err(|error| mistyped(body, &error))?,
+        first => {
+            serde_json::from_slice::<IgnoredAny>(body).map_err(|_| GatewayError::Parse)?;
+            return Err(if first == Some(&b'[') {
+                GatewayError::Batch
+            } else {
+                GatewayError::NotAMessage
+            });
         }
-        _ => {
-            serde_json::from_slice::<IgnoredAny>(body)?;
-            Ok(Peek::default())
-        }
+    };
+    let id = message.id.0.map(request_id);
+    let usable_id = || id.clone().and_then(Result::ok);
+    let version = message.jsonrpc.0.and_then(string);
+    if version.as_deref() != Some("2.0") {
+        return Err(GatewayError::InvalidVersion { id: usable_id() });
     }
+    let method = match message.method.0 {
+        None => None,
+        Some(raw) => {
+            Some(bounded_name(raw).ok_or_else(|| GatewayError::InvalidMethod { id: usable_id() })?)
+        }
+    };
+    let id = match (id, &method) {
+        (None, None) => return Err(GatewayError::NotAMessage),
+        (Some(Err(())), _) | (Some(Ok(serde_json::Value::Null)), Some(_)) => {
+            return Err(GatewayError::InvalidId);
+        }
+        (id, _) => id.and_then(Result::ok),
+    };
+    let (meta, name, request_state) = match message.params {
+        Some(params) => (params.meta, params.name, params.request_state),
+        None => (None, Member::default(), None),
+    };
+    let name = if method.as_deref() == Some("tools/call") {
+        match name.0.and_then(bounded_name) {
+            Some(name) => Some(name),
+            None => return Err(GatewayError::InvalidToolName { id }),
+        }
+    } else {
+        None
+    };
+    Ok(Peek {
+        method,
+        id,
+        meta_protocol_version: meta.and_then(|m| m.protocol_version),
+        name,
+        request_state,
+    })
+}
+
+/// The refusal of an object that is JSON but whose members do not fit their types.
+fn mistyped(body: &[u8], error: &serde_json::Error) -> GatewayError {
+    if error.classify() != serde_json::error::Category::Data {
+        return GatewayError::Parse;
+    }
+    let id = serde_json::from_slice::<IdOnly<'_>>(body)
+        .ok()
+        .and_then(|m| m.id.0)
+        .and_then(|raw| request_id(raw).ok());
+    GatewayError::MalformedMembers { id }
+}
+
+/// A JSON-RPC id as the gateway forwards it: a string, an integer within i64 or u64,
+/// or null (whether null may be depends on the message).
+fn request_id(raw: &RawValue) -> Result<serde_json::Value, ()> {
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text)
+            .map(serde_json::Value::String)
+            .map_err(drop),
+        Some(b'n') => Ok(serde_json::Value::Null),
+        // Digits only: a fraction or an exponent is no integer, and a longer one
+        // than 64 bits holds is no id an upstream can echo exactly.
+        Some(b'-' | b'0'..=b'9') => text
+            .parse::<i64>()
+            .map(serde_json::Value::from)
+            .or_else(|_| text.parse::<u64>().map(serde_json::Value::from))
+            .map_err(drop),
+        _ => Err(()),
+    }
+}
+
+/// `raw` when it is a JSON string.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<&str>(raw.get())
+        .map(Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+        .ok()
+}
+
+/// Longest JSON text of a name within [`MAX_NAME_BYTES`]: every character escaped
+/// (`\u0041`), and the quotes.
+const MAX_NAME_TEXT: usize = MAX_NAME_BYTES * 6 + 2;
+
+/// `raw` when it is a string that may name a method or a tool.
+fn bounded_name(raw: &RawValue) -> Option<Cow<'_, str>> {
+    // Longer text cannot decode to a name in bounds: it is never copied.
+    if raw.get().len() > MAX_NAME_TEXT {
+        return None;
+    }
+    string(raw).filter(|name| is_bounded_name(name))
+}
+
+/// 1 to [`MAX_NAME_BYTES`] printable ASCII characters, no spaces: what MCP asks of a
+/// tool name (`A-Z a-z 0-9 _ - .`) and the `/` or `:` some servers use besides.
+fn is_bounded_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[derive(Deserialize)]
@@ -112,15 +251,251 @@ pub(crate) fn is_modern_revision(version: &str) -> bool {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
     #[test]
     fn peeks_only_what_routing_needs() {
         let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","other":{"deep":[1,2]}}}}"#;
         let peek = peek(body).unwrap();
         assert_eq!(peek.method.as_deref(), Some("tools/call"));
         assert_eq!(peek.id, Some(serde_json::json!(7)));
+        assert_eq!(peek.name.as_deref(), Some("x"));
         assert_eq!(peek.meta_protocol_version.as_deref(), Some("2026-07-28"));
-        assert!(super::peek(b"[]").unwrap().method.is_none());
-        assert!(super::peek(b"{nope").is_err());
+        assert!(matches!(super::peek(b"{nope"), Err(GatewayError::Parse)));
+        let response = super::peek(br#"{"jsonrpc":"2.0","id":null,"result":{}}"#).unwrap();
+        assert!(response.method.is_none());
+        assert_eq!(response.id, Some(serde_json::Value::Null));
+        let escaped = super::peek(br#"{"jsonrpc":"2\u002e0","method":"tools\/list","id":"a"}"#);
+        assert_eq!(escaped.unwrap().method.as_deref(), Some("tools/list"));
+    }
+
+    /// The refusal of `body`: (HTTP status, JSON-RPC code, id in the error body).
+    fn refusal(body: &[u8]) -> (u16, i64, serde_json::Value) {
+        let error = match peek(body) {
+            Ok(peek) => panic!("{} was accepted: {peek:?}", String::from_utf8_lossy(body)),
+            Err(error) => error,
+        };
+        let answer: serde_json::Value = serde_json::from_slice(&error.json_rpc_body()).unwrap();
+        (
+            error.status().as_u16(),
+            answer["error"]["code"].as_i64().unwrap(),
+            answer["id"].clone(),
+        )
+    }
+
+    #[test]
+    fn refuses_what_is_no_json_rpc_2_message_with_invalid_request() {
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","method":"ping","id":1{}}}"#,
+            "0".repeat(5000)
+        );
+        for (body, id) in [
+            (r#"{"method":"ping","id":1}"#, serde_json::json!(1)),
+            (
+                r#"{"jsonrpc":true,"method":"ping","id":"a"}"#,
+                serde_json::json!("a"),
+            ),
+            (
+                r#"{"jsonrpc":"1.0","method":"ping","id":2}"#,
+                serde_json::json!(2),
+            ),
+            (
+                r#"{"jsonrpc":null,"method":"ping","id":2}"#,
+                serde_json::json!(2),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"ping","id":1e400}"#,
+                serde_json::Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"ping","id":1.5}"#,
+                serde_json::Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"ping","id":18446744073709551616}"#,
+                serde_json::Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"ping","id":null}"#,
+                serde_json::Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"ping","id":[1]}"#,
+                serde_json::Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":5,"id":3}"#,
+                serde_json::json!(3),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"","id":3}"#,
+                serde_json::json!(3),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"a b","id":3}"#,
+                serde_json::json!(3),
+            ),
+            (r#"{"jsonrpc":"2.0","result":{}}"#, serde_json::Value::Null),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","id":4,"params":{"_meta":7}}"#,
+                serde_json::json!(4),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","id":4,"id":5}"#,
+                serde_json::Value::Null,
+            ),
+            (
+                r#"[{"jsonrpc":"2.0","method":"ping","id":1}]"#,
+                serde_json::Value::Null,
+            ),
+            ("7", serde_json::Value::Null),
+            (big.as_str(), serde_json::Value::Null),
+        ] {
+            assert_eq!(refusal(body.as_bytes()), (400, -32600, id), "{body}");
+        }
+    }
+
+    #[test]
+    fn a_tools_call_needs_a_bounded_tool_name() {
+        let call = |name: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":{name}}}}}"#
+            )
+        };
+        let long = format!("\"{}\"", "x".repeat(MAX_NAME_BYTES + 1));
+        for name in [
+            long.as_str(),
+            "\"\"",
+            "\"a b\"",
+            "\"a\\nb\"",
+            "\"é\"",
+            "5",
+            "null",
+        ] {
+            assert_eq!(
+                refusal(call(name).as_bytes()),
+                (400, -32602, serde_json::json!(9)),
+                "{name}"
+            );
+        }
+        let no_name = br#"{"jsonrpc":"2.0","id":9,"method":"tools/call"}"#;
+        assert_eq!(refusal(no_name), (400, -32602, serde_json::json!(9)));
+        let longest = format!("\"{}\"", "x".repeat(MAX_NAME_BYTES));
+        for name in [longest.as_str(), "\"ns/tool.v2:x_y-z\"", "\"\\u0065cho\""] {
+            assert!(
+                peek(call(name).as_bytes()).unwrap().name.is_some(),
+                "{name}"
+            );
+        }
+    }
+
+    /// A JSON-RPC id as MCP allows it.
+    fn valid_id() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+        ]
+    }
+
+    /// A method or tool name within the bounds.
+    fn valid_name() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[!-~]{1,128}").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_is_peeked_or_refused_with_a_json_rpc_error(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(error) = peek(&body) {
+                let answer: serde_json::Value = serde_json::from_slice(&error.json_rpc_body()).unwrap();
+                prop_assert_eq!(&answer["jsonrpc"], "2.0");
+                prop_assert!(answer["error"]["code"].is_i64());
+                prop_assert_eq!(error.status().as_u16(), 400);
+            }
+        }
+
+        #[test]
+        fn any_json_value_is_peeked_or_refused(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            match peek(&body) {
+                Ok(peek) => {
+                    prop_assert_eq!(&value["jsonrpc"], "2.0");
+                    prop_assert_eq!(peek.method.as_deref(), value["method"].as_str());
+                }
+                Err(error) => prop_assert_eq!(error.status().as_u16(), 400),
+            }
+        }
+
+        #[test]
+        fn valid_requests_are_read_faithfully(id in valid_id(), method in valid_name(), tool in valid_name(), state in any::<Option<String>>()) {
+            let message = serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "method": method,
+                "params": { "name": tool, "requestState": state, "arguments": { "x": [1, {}] } },
+            });
+            let body = serde_json::to_vec(&message).unwrap();
+            let peek = peek(&body).unwrap();
+            prop_assert_eq!(peek.id, Some(id));
+            prop_assert_eq!(peek.method.as_deref(), Some(method.as_str()));
+            prop_assert_eq!(peek.request_state.as_deref(), state.as_deref());
+            if method == "tools/call" {
+                prop_assert_eq!(peek.name.as_deref(), Some(tool.as_str()));
+            }
+            let call = serde_json::json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": { "name": tool },
+            });
+            let body = serde_json::to_vec(&call).unwrap();
+            let called = super::peek(&body).unwrap();
+            prop_assert_eq!(called.name.as_deref(), Some(tool.as_str()));
+        }
+
+        #[test]
+        fn invalid_ids_are_refused_with_invalid_request(id in prop_oneof![
+            any::<f64>().prop_filter("not an integer", |f| f.fract() != 0.0 && f.is_finite()).prop_map(|f| f.to_string()),
+            "[1-9][0-9]{20,400}",
+            Just("true".to_owned()),
+            Just("{}".to_owned()),
+        ]) {
+            let body = format!(r#"{{"jsonrpc":"2.0","method":"ping","id":{id}}}"#);
+            prop_assert_eq!(refusal(body.as_bytes()), (400, -32600, serde_json::Value::Null));
+        }
+    }
+
+    /// Any JSON value, shallow: objects sometimes with the members peek reads.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("2.0".to_owned()),
+                Just("tools/call".to_owned()),
+                any::<String>()
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("jsonrpc".to_owned()),
+                        Just("id".to_owned()),
+                        Just("method".to_owned()),
+                        Just("params".to_owned()),
+                        Just("name".to_owned()),
+                        Just("_meta".to_owned()),
+                        Just("requestState".to_owned()),
+                        any::<String>(),
+                    ],
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

@@ -15,10 +15,14 @@
 //! as `ok`; only its transport outcome is known. Latency is until the full body for
 //! JSON responses and until the response head for SSE.
 //!
+//! Tool calls are counted by tool name, a label only for names the upstream accepted
+//! (answered a call of with a result), at most 256 per server over all its revisions;
+//! every other call counts under `(other tools)`.
+//!
 //! The hot path only touches atomics: the per-revision series is looked up when a
 //! route table is compiled, not per request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,9 +113,33 @@ impl MethodLabel {
     }
 }
 
-/// Distinct tool names counted per series; later ones are counted as `other`
-/// (tool names come from the server, and a label set must stay bounded).
+/// Distinct tool names a server's series label, over all its revisions; calls of any
+/// other tool are counted under [`OTHER_TOOLS`]. Tool names come from clients, and a
+/// label set must stay bounded.
 const MAX_TOOLS: usize = 256;
+
+/// The `tool` label of calls whose tool has no series of its own: past [`MAX_TOOLS`],
+/// or never accepted by the upstream. Its space keeps it apart from every tool name
+/// the gateway forwards (see `jsonrpc::is_bounded_name`).
+pub(crate) const OTHER_TOOLS: &str = "(other tools)";
+
+/// The tool names a server's series may label, shared by all its revisions. A name
+/// gets in only when the upstream accepted a call of it (it answered with a result):
+/// unknown tools, however many, mint no label.
+#[derive(Debug, Default)]
+struct ToolNames {
+    names: Mutex<BTreeSet<String>>,
+}
+
+impl ToolNames {
+    /// Whether calls of `tool` are labelled with its name; `accepted`: this call was
+    /// answered with a result, so the tool exists.
+    fn labels(&self, tool: &str, accepted: bool) -> bool {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.contains(tool)
+            || (accepted && names.len() < MAX_TOOLS && names.insert(tool.to_owned()))
+    }
+}
 
 /// The live counters of one (server, revision).
 #[derive(Debug)]
@@ -121,15 +149,18 @@ pub(crate) struct SeriesCounters {
     sum_micros: AtomicU64,
     /// Tool calls by tool and [`ToolOutcome`].
     tools: Mutex<BTreeMap<String, [u64; 4]>>,
+    /// The server's labelled tool names (shared with its other revisions).
+    tool_names: Arc<ToolNames>,
 }
 
 impl SeriesCounters {
-    fn new() -> Self {
+    fn new(tool_names: Arc<ToolNames>) -> Self {
         Self {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_micros: AtomicU64::new(0),
             tools: Mutex::default(),
+            tool_names,
         }
     }
 
@@ -139,12 +170,13 @@ impl SeriesCounters {
             .iter()
             .position(|o| *o == outcome)
             .unwrap_or(0);
-        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
-        let key = if tools.contains_key(tool) || tools.len() < MAX_TOOLS {
+        let accepted = matches!(outcome, ToolOutcome::Ok | ToolOutcome::ToolError);
+        let key = if self.tool_names.labels(tool, accepted) {
             tool
         } else {
-            "other"
+            OTHER_TOOLS
         };
+        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
         match tools.get_mut(key) {
             Some(counts) => counts[index] += 1,
             None => {
@@ -180,6 +212,8 @@ type SeriesKey = (String, Option<u64>);
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     series: Mutex<BTreeMap<SeriesKey, Arc<SeriesCounters>>>,
+    /// Per server: the tool names its series label.
+    tool_names: Mutex<BTreeMap<String, Arc<ToolNames>>>,
 }
 
 impl Registry {
@@ -187,7 +221,11 @@ impl Registry {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         series
             .entry((server.to_owned(), revision))
-            .or_insert_with(|| Arc::new(SeriesCounters::new()))
+            .or_insert_with(|| {
+                let mut tool_names = self.tool_names.lock().unwrap_or_else(|e| e.into_inner());
+                let names = tool_names.entry(server.to_owned()).or_default();
+                Arc::new(SeriesCounters::new(Arc::clone(names)))
+            })
             .clone()
     }
 
@@ -234,7 +272,8 @@ pub struct RevisionStats {
 /// One non-zero tool call counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolCount {
-    /// The tool's name (`other` past the first 256 names).
+    /// The tool's name, or `(other tools)`: calls of tools the upstream never answered
+    /// with a result, and of names past the server's first 256.
     pub tool: String,
     /// How the calls ended.
     pub outcome: ToolOutcome,
@@ -525,6 +564,43 @@ mod tests {
             text.contains("mcpfleet_gateway_sessions_active{server=\"a\"} 3"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_server_labels_at_most_max_tools_names_over_all_its_revisions() {
+        let registry = Registry::default();
+        for revision in 1..=3 {
+            let series = registry.series("a", Some(revision));
+            for n in 0..MAX_TOOLS {
+                series.record_tool(&format!("r{revision}-tool-{n}"), ToolOutcome::Ok);
+            }
+            series.record_tool("unknown", ToolOutcome::JsonRpcError);
+        }
+        registry
+            .series("b", Some(1))
+            .record_tool("b-tool", ToolOutcome::ToolError);
+        let snapshot = registry.snapshot(BTreeMap::new());
+        let labels = |server: &str| {
+            snapshot
+                .revisions
+                .iter()
+                .filter(|r| r.server == server)
+                .flat_map(|r| r.tool_calls.iter().map(|t| t.tool.clone()))
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(labels("a").len(), MAX_TOOLS + 1);
+        assert!(labels("a").contains(OTHER_TOOLS));
+        assert!(!labels("a").contains("unknown"));
+        assert_eq!(labels("b"), BTreeSet::from(["b-tool".to_owned()]));
+        let other = snapshot
+            .revision("a", Some(3))
+            .unwrap()
+            .tool_calls
+            .iter()
+            .filter(|t| t.tool == OTHER_TOOLS)
+            .map(|t| t.count)
+            .sum::<u64>();
+        assert_eq!(other, MAX_TOOLS as u64 + 1);
     }
 
     #[test]

@@ -135,7 +135,7 @@ async fn handle(
         Bytes::new()
     };
     let peek = if method == Method::POST {
-        jsonrpc::peek(&body).map_err(|_| GatewayError::Parse)?
+        jsonrpc::peek(&body)?
     } else {
         jsonrpc::Peek::default()
     };

@@ -20,7 +20,9 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Severity, Source, Span};
 pub use model::ValidFleet;
-pub use validate::{Checked, LoadOptions, ReadError, load_bytes, load_file, load_str};
+pub use validate::{
+    Checked, LoadOptions, NAME_RULE, ReadError, is_valid_name, load_bytes, load_file, load_str,
+};
 
 /// The JSON Schema of the fleet file, generated from [`raw::RawFleet`].
 pub fn json_schema() -> serde_json::Value {

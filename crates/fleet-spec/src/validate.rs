@@ -255,9 +255,13 @@ struct Validator {
     base_dir: PathBuf,
 }
 
-const NAME_RULE: &str = "use 1 to 63 characters: lowercase letters, digits, `-` and `_`, starting with a letter or digit";
+/// What [`is_valid_name`] accepts, as help for a refused name.
+pub const NAME_RULE: &str = "use 1 to 63 characters: lowercase letters, digits, `-` and `_`, starting with a letter or digit";
 
-fn is_valid_name(name: &str) -> bool {
+/// Whether `name` may name a fleet, server or environment. Such names become path
+/// components (state directories, instance logs), so the rule is also what keeps them
+/// inside their directory.
+pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && name.len() <= 63

@@ -244,6 +244,11 @@ pub(crate) async fn import_state(
             return Ok(ExitCode::from(REFUSED));
         }
     };
+    // Before any name becomes a path: the exported fleet's name may choose the directory.
+    if let Err(e) = fleet_control::check_import_names(&export) {
+        let what = format!("import {}", input.display());
+        return Ok(backup_failure(&e, &what));
+    }
     // The state directory: as given, else the fleet file's, else the exported fleet's.
     let dir = match (state_dir, file.exists()) {
         (Some(dir), _) => dir,
@@ -275,7 +280,9 @@ fn backup_failure(error: &BackupError, what: &str) -> ExitCode {
     eprintln!("error: cannot {what}: {error}");
     match error {
         BackupError::StateDir(StateDirError::Locked { .. }) => ExitCode::from(NOT_RUNNING),
-        BackupError::NoStore { .. } | BackupError::Store(_) => ExitCode::from(REFUSED),
+        BackupError::NoStore { .. } | BackupError::Store(_) | BackupError::InvalidNames { .. } => {
+            ExitCode::from(REFUSED)
+        }
         BackupError::StateDir(_) | BackupError::Io { .. } => ExitCode::from(2),
     }
 }

@@ -217,3 +217,67 @@ fn import_writes_a_fleet_file_that_validates() {
     let out = mcpfleet(&["import", "vscode", "nope.json"], &dir);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression (issue 13): the exported fleet's name chooses the default state directory,
+/// so `../../escape` wrote outside the state root.
+#[test]
+fn import_state_refuses_a_fleet_name_that_leaves_the_state_root_and_writes_nothing() {
+    let dir = scratch_dir("import-state-escape");
+    let export = serde_json::json!({
+        "format": 1,
+        "fleet_revisions": [{
+            "number": 1, "fleet": "../../escape", "created_at": "2026-12-01T00:00:00Z",
+            "author": "x", "reason": null, "source": "", "source_path": "",
+            "env": null, "servers": { "ok": 1, "../up": 1 }
+        }],
+        "server_revisions": [],
+        "deployments": [],
+        "events": [],
+        "audit": []
+    });
+    let file = dir.join("export.json");
+    std::fs::write(&file, export.to_string()).unwrap();
+    let state_home = dir.join("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        .args(["import-state", file.to_str().unwrap()])
+        .current_dir(&dir)
+        .env("XDG_STATE_HOME", &state_home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "fleet \"../../escape\"",
+        "server \"../up\"",
+        "lowercase letters",
+        "nothing was imported",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected}: {}",
+            transcript(&out)
+        );
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["export.json"], "a refused import wrote");
+
+    // With the state directory given the names are refused all the same.
+    let out = mcpfleet(
+        &[
+            "import-state",
+            file.to_str().unwrap(),
+            "--state-dir",
+            state_home.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    assert!(
+        !state_home.exists(),
+        "a refused import created its directory"
+    );
+}

@@ -1,5 +1,6 @@
 //! Tool calls are counted per tool and audited (who, what, how it ended, how long),
-//! through HTTP and stdio upstreams; a session's requests in flight are bounded.
+//! through HTTP and stdio upstreams; a session's requests in flight are bounded, and so
+//! are the tool names and labels clients can make the gateway keep.
 
 use std::time::Duration;
 
@@ -111,7 +112,8 @@ async fn every_tool_call_is_counted_and_audited_without_its_arguments() {
     for line in [
         r#"mcpfleet_gateway_tool_calls_total{server="alpha",revision="1",tool="fail",outcome="tool_error"} 1"#,
         r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="echo",outcome="ok"} 1"#,
-        r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="no-such-tool",outcome="jsonrpc_error"} 1"#,
+        // A tool the upstream does not know gets no series of its own.
+        r#"mcpfleet_gateway_tool_calls_total{server="solo",revision="1",tool="(other tools)",outcome="jsonrpc_error"} 1"#,
         // The error inside the answer's event stream counts as the request's outcome too:
         // canary analysis reads these counters.
         r#"mcpfleet_gateway_requests_total{server="alpha",revision="1",method="tools/call",outcome="jsonrpc_error"} 1"#,
@@ -220,4 +222,91 @@ async fn raw_sessions_with_equal_ids_on_a_shared_process_are_audited() {
     }
     let got = records(&mut audit, 4).await;
     assert!(got.iter().all(|r| r.outcome == ToolOutcome::Ok), "{got:?}");
+}
+
+/// Regression (issue 13): three calls with a 3 MiB tool name grew the state store by
+/// 9.5 MB and `/metrics` by 9.4 MB. Such a call is refused before it is counted or
+/// audited.
+#[tokio::test]
+async fn a_huge_tool_name_is_refused_and_leaves_metrics_and_audit_bounded() {
+    let upstream = HttpSampleServer::start(&[]).await;
+    let (sink, mut audit) = mpsc::unbounded_channel();
+    let gateway = TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |c| {
+        c.audit = Some(sink);
+    })
+    .await;
+    let url = gateway.url("alpha");
+    let session = raw_session(&url).await;
+    let call = |id: u64, name: &str| {
+        raw_post(&url)
+            .header("mcp-session-id", session.clone())
+            .json(&serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": { "name": name, "arguments": { "message": "m" } }
+            }))
+            .send()
+    };
+    let huge = "x".repeat(3 * 1024 * 1024);
+    for id in 1..=3 {
+        let response = call(id, &huge).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body = response.text().await.unwrap();
+        assert!(body.len() < 1024, "the refusal echoes the name");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        assert_eq!(answer["id"], id, "{answer}");
+    }
+    let response = call(4, "echo").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("\"m\""));
+    // The echo call is the first record: the refused ones made none.
+    let got = records(&mut audit, 1).await;
+    assert_eq!(got[0].tool, "echo");
+    let text = gateway.gateway.prometheus_text();
+    assert!(text.len() < 16 * 1024, "{} bytes of metrics", text.len());
+    assert!(!text.contains("xxxxxxxx"), "{text}");
+}
+
+/// Regression (issue 13): every distinct name a client called minted a `tool` label,
+/// answered or not. Names the upstream refuses count under one label.
+#[tokio::test]
+async fn many_unknown_tool_names_do_not_grow_the_label_set() {
+    let upstream = HttpSampleServer::start(&[]).await;
+    let gateway =
+        TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
+    let client = legacy_client(&gateway.url("alpha"), None).await;
+    const UNKNOWN: usize = 300;
+    for n in 0..UNKNOWN {
+        let unknown = client
+            .peer()
+            .call_tool(CallToolRequestParams::new(format!("no-such-tool-{n}")))
+            .await;
+        assert!(unknown.is_err(), "{unknown:?}");
+    }
+    client.peer().call_tool(echo("x")).await.unwrap();
+    let tool_lines = || -> Vec<String> {
+        gateway
+            .gateway
+            .prometheus_text()
+            .lines()
+            .filter(|l| l.starts_with("mcpfleet_gateway_tool_calls_total{"))
+            .map(str::to_owned)
+            .collect()
+    };
+    // An answer's stream may end (and its call be counted) just after the client read it.
+    fleet_testkit::wait_until("every call is counted", DEADLINE, || {
+        let counted: u64 = tool_lines()
+            .iter()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        counted == UNKNOWN as u64 + 1
+    })
+    .await;
+    assert_eq!(
+        tool_lines(),
+        [
+            r#"mcpfleet_gateway_tool_calls_total{server="alpha",revision="1",tool="(other tools)",outcome="jsonrpc_error"} 300"#,
+            r#"mcpfleet_gateway_tool_calls_total{server="alpha",revision="1",tool="echo",outcome="ok"} 1"#,
+        ]
+    );
 }

@@ -1,11 +1,14 @@
-//! Admission through a real socket: tokens, Host, Origin, body size, rate limits.
+//! Admission through a real socket: tokens, Host, Origin, body size, rate limits, and
+//! the JSON-RPC envelope of what clients send.
 
 use fleet_gateway::{RateLimit, TokenConfig};
 use sha2::{Digest as _, Sha256};
 
 use fleet_testkit::HttpSampleServer;
 
-use crate::{TestGateway, echo, initialize_body, legacy_client, raw_initialize, raw_post, text};
+use crate::{
+    TestGateway, echo, initialize_body, legacy_client, raw_initialize, raw_post, raw_session, text,
+};
 
 const ALPHA_TOKEN: &str = "alpha-token-0123456789abcdef";
 const BETA_TOKEN: &str = "beta-token-fedcba9876543210";
@@ -186,4 +189,81 @@ async fn the_rate_limit_answers_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
+}
+
+/// Regression (issue 13): a message without a valid JSON-RPC 2.0 envelope, or with an id
+/// no upstream can echo, was forwarded; a stdio server ignores it and the client waited
+/// for the upstream timeout. The gateway answers 400 with Invalid Request at once, with
+/// the request's id when it has a usable one, and the session goes on.
+#[tokio::test]
+async fn bad_envelopes_get_invalid_request_at_once_from_http_and_stdio_upstreams() {
+    let upstream = HttpSampleServer::start(&[]).await;
+    let (stdio, _child) = crate::stdio::shared_table("memory", &["--tools", "echo"]);
+    let tables = fleet_gateway::RouteTable::new(
+        crate::table("alpha", &[(1, 100, &[("a", &upstream.url)])])
+            .servers()
+            .chain(stdio.servers())
+            .map(|(server, revisions)| (server.to_owned(), revisions.to_vec())),
+    )
+    .unwrap();
+    // Far longer than the test waits: a forwarded message would hang, not time out.
+    let gateway = TestGateway::start(tables, |c| {
+        c.upstream_timeout = crate::DEADLINE * 10;
+    })
+    .await;
+    let many_digits = format!(
+        r#"{{"jsonrpc":"2.0","id":1{},"method":"ping"}}"#,
+        "0".repeat(5000)
+    );
+    let cases = [
+        (r#"{"id":1,"method":"ping"}"#, serde_json::json!(1)),
+        (
+            r#"{"jsonrpc":true,"id":2,"method":"ping"}"#,
+            serde_json::json!(2),
+        ),
+        (
+            r#"{"jsonrpc":"1.0","id":"three","method":"ping"}"#,
+            serde_json::json!("three"),
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#,
+            serde_json::Value::Null,
+        ),
+        (many_digits.as_str(), serde_json::Value::Null),
+        (
+            r#"[{"jsonrpc":"2.0","id":4,"method":"ping"}]"#,
+            serde_json::Value::Null,
+        ),
+    ];
+    for server in ["alpha", "memory"] {
+        let url = gateway.url(server);
+        let session = raw_session(&url).await;
+        for (body, id) in &cases {
+            let sent = raw_post(&url)
+                .header("mcp-session-id", session.clone())
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send();
+            let response = tokio::time::timeout(crate::DEADLINE, sent)
+                .await
+                .unwrap_or_else(|_| panic!("{server}: no answer in time to {body:.80}"))
+                .unwrap();
+            assert_eq!(response.status(), 400, "{server}: {body:.80}");
+            let answer: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(answer["error"]["code"], -32600, "{server}: {answer}");
+            assert_eq!(&answer["id"], id, "{server}: {answer}");
+            assert!(
+                answer.to_string().len() < 1024,
+                "the refusal echoes the body: {answer}"
+            );
+        }
+        let ping = raw_post(&url)
+            .header("mcp-session-id", session.clone())
+            .json(&serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ping.status(), 200, "{server}: the session goes on");
+        assert!(ping.text().await.unwrap().contains("\"id\":5"));
+    }
 }

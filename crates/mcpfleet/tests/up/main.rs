@@ -750,6 +750,8 @@ servers:
         ("POST", "/v1/check"),
         ("GET", "/v1/events"),
         ("GET", "/v1/servers/search/logs"),
+        // The deployed specs stay on the unix socket.
+        ("GET", "/v1/deployed"),
     ] {
         let answer = admin_request(address, method, path, None);
         assert!(

@@ -188,3 +188,73 @@ fn remove_database(path: &Path) {
         let _ = std::fs::remove_file(PathBuf::from(file));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_store::{FleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision};
+
+    fn export(fleet: &str, env: Option<&str>, servers: &[&str]) -> StateExport {
+        StateExport {
+            format: STATE_EXPORT_FORMAT,
+            fleet_revisions: vec![FleetRevision {
+                number: 1,
+                fleet: fleet.to_owned(),
+                created_at: String::new(),
+                author: String::new(),
+                reason: None,
+                source: String::new(),
+                source_path: String::new(),
+                env: env.map(str::to_owned),
+                servers: servers.iter().map(|s| ((*s).to_owned(), 1)).collect(),
+            }],
+            server_revisions: servers
+                .iter()
+                .map(|s| ServerRevision {
+                    server: (*s).to_owned(),
+                    number: 1,
+                    hash: String::new(),
+                    spec: serde_json::Value::Null,
+                    created_at: String::new(),
+                    fleet_revision: 1,
+                    state: RevisionState::Active,
+                    reason: None,
+                })
+                .collect(),
+            deployments: Vec::new(),
+            events: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_name_that_becomes_a_path_is_checked_and_each_refused_once() {
+        assert!(check_import_names(&export("notes", Some("prod"), &["api", "db-1"])).is_ok());
+        let long = "x/".repeat(1000);
+        let Err(error) =
+            check_import_names(&export("../../x", Some("a b"), &["ok", "../up", &long]))
+        else {
+            panic!("names with slashes were accepted");
+        };
+        let BackupError::InvalidNames { found } = &error else {
+            panic!("{error:?}");
+        };
+        let kinds: Vec<_> = found.iter().map(|n| (n.kind, n.name.len())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (NameKind::Fleet, 7),
+                (NameKind::Server, 5),
+                (NameKind::Server, 2000),
+                (NameKind::Environment, 3),
+            ]
+        );
+        let message = error.to_string();
+        assert!(message.contains(r#"fleet "../../x""#), "{message}");
+        assert!(message.contains("lowercase letters"), "{message}");
+        assert!(
+            message.len() < 600,
+            "the whole long name is quoted: {message}"
+        );
+    }
+}

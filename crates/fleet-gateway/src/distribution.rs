@@ -73,6 +73,7 @@ pub(crate) struct Revision {
 
 #[derive(Debug)]
 pub(crate) struct Server {
+    name: Arc<str>,
     revisions: Vec<Revision>,
     /// Where requests the gateway refuses are counted.
     pub(crate) rejections: Arc<SeriesCounters>,
@@ -81,6 +82,7 @@ pub(crate) struct Server {
 /// A chosen upstream.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
+    pub(crate) server: Arc<str>,
     pub(crate) revision: u64,
     pub(crate) instance: Arc<Instance>,
     pub(crate) metrics: Arc<SeriesCounters>,
@@ -90,6 +92,7 @@ impl Target {
     /// Where an MRTR retry of a request answered here must go.
     pub(crate) fn pin(&self) -> Pinned {
         Pinned {
+            server: Arc::clone(&self.server),
             revision: self.revision,
             instance: self.instance.id.clone(),
         }
@@ -137,6 +140,7 @@ impl Server {
             .map(|offset| &revision.instances[(start + offset) % count])
             .min_by_key(|i| i.outstanding.load(Ordering::Relaxed))?;
         Some(Target {
+            server: Arc::clone(&self.name),
             revision: revision.revision,
             instance: Arc::clone(instance),
             metrics: Arc::clone(&revision.metrics),
@@ -151,6 +155,7 @@ impl Server {
             .iter()
             .min_by_key(|i| i.outstanding.load(Ordering::Relaxed))?;
         Some(Target {
+            server: Arc::clone(&self.name),
             revision,
             instance: Arc::clone(instance),
             metrics: Arc::clone(&found.metrics),
@@ -162,6 +167,7 @@ impl Server {
         let found = self.revisions.iter().find(|r| r.revision == revision)?;
         let instance = found.instances.iter().find(|i| i.id == instance_id)?;
         Some(Target {
+            server: Arc::clone(&self.name),
             revision,
             instance: Arc::clone(instance),
             metrics: Arc::clone(&found.metrics),
@@ -211,6 +217,7 @@ impl Routes {
                     })
                     .collect();
                 let server = Server {
+                    name: Arc::from(name),
                     revisions,
                     rejections: registry.series(name, None),
                 };

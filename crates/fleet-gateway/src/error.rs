@@ -138,6 +138,13 @@ pub enum GatewayError {
         /// The request id.
         id: Option<serde_json::Value>,
     },
+    /// A response to a server→client request that was not sent to this session (another
+    /// session's, or none): dropped, never forwarded.
+    #[error("this session was sent no server request with id {id}")]
+    NotAsked {
+        /// The id the response carried.
+        id: serde_json::Value,
+    },
     /// `Mcp-Method` differs from the body's method.
     #[error("Mcp-Method header does not match the body's method")]
     HeaderMismatch {
@@ -175,6 +182,7 @@ pub enum UpstreamFailure {
 pub(crate) mod code {
     pub(crate) const PARSE_ERROR: i64 = -32700;
     pub(crate) const INVALID_REQUEST: i64 = -32600;
+    pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
     pub(crate) const INVALID_PARAMS: i64 = -32602;
     pub(crate) const HEADER_MISMATCH: i64 = -32020;
     pub(crate) const INTERNAL_ERROR: i64 = -32603;
@@ -204,7 +212,8 @@ impl GatewayError {
             | Self::MalformedMembers { .. }
             | Self::InvalidToolName { .. }
             | Self::HeaderMismatch { .. }
-            | Self::BodyRead => StatusCode::BAD_REQUEST,
+            | Self::BodyRead
+            | Self::NotAsked { .. } => StatusCode::BAD_REQUEST,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -217,7 +226,8 @@ impl GatewayError {
             | Self::InvalidVersion { .. }
             | Self::InvalidId
             | Self::InvalidMethod { .. }
-            | Self::MalformedMembers { .. } => code::INVALID_REQUEST,
+            | Self::MalformedMembers { .. }
+            | Self::NotAsked { .. } => code::INVALID_REQUEST,
             Self::InvalidToolName { .. } => code::INVALID_PARAMS,
             Self::HeaderMismatch { .. } => code::HEADER_MISMATCH,
             Self::Upstream { .. } => code::INTERNAL_ERROR,

@@ -182,11 +182,6 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A virtual connection's hub (mcpfleet's own health check), not a client's.
-    pub(crate) fn is_raw(&self) -> bool {
-        self.state().raw.is_some()
-    }
-
     /// Opens the stream of request `id` (with its progress token): it gets the
     /// request's related messages and ends with its response.
     pub(crate) fn begin(&self, id: &RawValue, token: Option<&RawValue>) -> Stream {

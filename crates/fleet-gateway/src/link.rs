@@ -5,14 +5,22 @@
 //! message through byte for byte. A *shared* link (`isolation: shared`) has many:
 //! client request ids and progress tokens are rewritten into the link's own number
 //! space on the way up and restored on the way down, and `notifications/cancelled`
-//! follows the rewritten id, so sessions never see each other's responses. A shared
-//! process is initialized once, by the first session's `initialize` (mcpfleet's own
-//! health check, in a running fleet); later `initialize`s are answered from that
-//! result and their `notifications/initialized` are not repeated.
+//! follows the rewritten id, so sessions never see each other's responses.
+//!
+//! A shared process is initialized once, by the link itself, when the first session
+//! asks: with every client capability the gateway can relay (roots, sampling,
+//! elicitation) — not the capabilities of whichever client came first. Each session's
+//! `initialize` is answered from that result, with the protocol revision the client
+//! asked for when the server's answer allows it; clients' `notifications/initialized`
+//! are not repeated.
 //!
 //! Messages from the server are routed to the session that owns them: responses by id,
-//! progress by token, server→client requests to the client session with the newest
-//! request in flight (stdio carries no other hint; never mcpfleet's health check). Other
+//! progress by token. A server→client request (sampling, elicitation, roots) on a shared
+//! link goes to the session whose request caused it — named by a progress token it
+//! carries, else the only session with a request in flight — and only if that session
+//! declared the capability; when the owner cannot be told, the link answers the server
+//! with an error instead of showing one session another's prompt. A client's answer to
+//! a server→client request is taken only from the session it was delivered to. Other
 //! notifications go to the one session of an exclusive link (log messages on the stream
 //! of its newest request), and to every session of a shared one. Only the top-level
 //! `id` and the token (or cancelled id) in `params` are ever re-encoded.
@@ -38,6 +46,14 @@ const NOBODY: u64 = 0;
 
 /// Messages queued for a process's stdin before senders wait.
 const OUTBOX: usize = 1024;
+
+/// The revision a shared link initializes its process with: the newest legacy one
+/// (a modern server answers it too, as its latest legacy revision or an error).
+const SHARED_INIT_REVISION: &str = "2025-11-25";
+
+/// Legacy protocol revisions, oldest first. A client asking for one of these no newer
+/// than the shared process's is answered with its own.
+const LEGACY_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// A stdio process's pipes, shared by the sessions attached to it. Cheap to clone;
 /// the link ends when the process closes its stdout.
@@ -79,6 +95,8 @@ struct State {
     next_number: u64,
     next_attachment: u64,
     attachments: BTreeMap<u64, Arc<Hub>>,
+    /// Shared links: what each session declared in its `initialize`.
+    capabilities: HashMap<u64, Capabilities>,
     /// Shared links: upstream request id → whose request it is.
     pending: HashMap<u64, Pending>,
     /// Shared links: upstream progress token → (attachment, the client's token).
@@ -92,20 +110,59 @@ struct Pending {
     attachment: u64,
     original: Box<RawValue>,
     token: Option<u64>,
+    /// The link's own `initialize` (its attachment is [`NOBODY`]).
     initialize: bool,
+    /// While it is in flight, the server may ask its session something (any request
+    /// but `ping`; `initialize` is the link's own).
+    may_ask: bool,
+}
+
+/// The client capabilities that let a server ask a session something.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct Capabilities {
+    #[serde(default, deserialize_with = "present")]
+    roots: bool,
+    #[serde(default, deserialize_with = "present")]
+    sampling: bool,
+    #[serde(default, deserialize_with = "present")]
+    elicitation: bool,
+}
+
+/// A capability is declared by being there, whatever its (object) value.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let value = serde::de::IgnoredAny::deserialize(deserializer);
+    value.map(|_| true)
+}
+
+impl Capabilities {
+    /// Whether a session that declared these can be sent `method`; `Err` names the
+    /// missing capability.
+    fn allow(self, method: &str) -> Result<(), &'static str> {
+        match method {
+            "roots/list" if !self.roots => Err("roots"),
+            "sampling/createMessage" if !self.sampling => Err("sampling"),
+            "elicitation/create" if !self.elicitation => Err("elicitation"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A session waiting for the shared process's `initialize` result.
+struct Waiter {
+    attachment: u64,
+    id: Box<RawValue>,
+    /// The `protocolVersion` it asked for.
+    version: Option<String>,
 }
 
 #[derive(Default)]
 enum Init {
     #[default]
     Fresh,
-    /// The first `initialize` is on its way; these wait for its result.
-    InFlight { waiters: Vec<(u64, Box<RawValue>)> },
-    /// The process is initialized; later sessions get this result.
-    Done {
-        result: Box<RawValue>,
-        initialized_sent: bool,
-    },
+    /// The link's `initialize` is on its way; these wait for its result.
+    InFlight { waiters: Vec<Waiter> },
+    /// The process is initialized; every session's `initialize` is answered from this.
+    Done { result: Box<RawValue> },
 }
 
 impl StdioLink {
@@ -259,25 +316,29 @@ impl Inner {
             match (&fields.method, fields.id) {
                 (None, Some(id)) => self.route_response(&mut state, &message, id, &mut deliveries),
                 (Some(method), Some(id)) => {
-                    let key = id_key(id);
-                    let owner = if self.shared {
-                        newest_requester(&state)
-                    } else {
-                        state.attachments.keys().next().copied()
-                    };
-                    match owner.and_then(|a| state.attachments.get(&a).map(|h| (a, h))) {
-                        Some((attachment, hub)) => {
-                            deliveries.push((Arc::clone(hub), Routed::Related(message.clone())));
-                            state.server_requests.insert(key, attachment);
+                    match self.owner(&state, method, fields.params) {
+                        Ok((attachment, hub)) => {
+                            deliveries.push((hub, Routed::Related(message.clone())));
+                            state.server_requests.insert(id_key(id), attachment);
                         }
-                        None if method == "ping" => {
+                        // Liveness between the link and its process: a shared process's
+                        // pings are no client's business, and with no client there is
+                        // still the link to answer.
+                        Err(_) if method == "ping" => {
                             self.reply(result_body(id.get(), "{}"));
                         }
-                        None => self.reply(jsonrpc::error_body(
-                            serde_json::from_str(id.get()).ok().as_ref(),
-                            code::INTERNAL_ERROR,
-                            "no client session is waiting on this server",
-                        )),
+                        Err(why) => {
+                            tracing::debug!(link = self.name, %method, %why, "server request refused");
+                            let code = match why {
+                                Unowned::Undeclared(_) => code::METHOD_NOT_FOUND,
+                                _ => code::INTERNAL_ERROR,
+                            };
+                            self.reply(jsonrpc::error_body(
+                                serde_json::from_str(id.get()).ok().as_ref(),
+                                code,
+                                &why.to_string(),
+                            ));
+                        }
                     }
                 }
                 (Some(method), None) => {
@@ -289,6 +350,25 @@ impl Inner {
         for (hub, routed) in deliveries {
             hub.deliver(routed);
         }
+    }
+
+    /// The session a server→client request `method` goes to (see the module docs).
+    fn owner(
+        &self,
+        state: &State,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<(u64, Arc<Hub>), Unowned> {
+        let attachment = if !self.shared {
+            state.attachments.keys().next().copied()
+        } else if method == "ping" {
+            None
+        } else {
+            Some(owner_of_server_request(state, method, params)?)
+        };
+        attachment
+            .and_then(|a| Some((a, Arc::clone(state.attachments.get(&a)?))))
+            .ok_or(Unowned::NoSession)
     }
 
     fn route_response(
@@ -335,19 +415,22 @@ impl Inner {
                 Some(result) => {
                     state.init = Init::Done {
                         result: result.clone(),
-                        initialized_sent: false,
                     };
+                    // Sent before any session learns the result, so before any of
+                    // their requests.
+                    self.reply(INITIALIZED.to_vec());
                 }
+                // The next session's `initialize` tries again.
                 None => state.init = Init::Fresh,
             }
-            for (attachment, original) in waiters {
-                if let Some(hub) = state.attachments.get(&attachment) {
+            for waiter in waiters {
+                if let Some(hub) = state.attachments.get(&waiter.attachment) {
                     let answer = match &result {
-                        Some(result) => result_body(original.get(), result.get()),
-                        None => with_id(message, &original).unwrap_or_default(),
+                        Some(result) => initialize_answer(&waiter, result),
+                        None => with_id(message, &waiter.id).unwrap_or_default(),
                     };
                     let routed = Routed::Response {
-                        key: id_key(&original),
+                        key: id_key(&waiter.id),
                         message: Bytes::from(answer),
                     };
                     deliveries.push((Arc::clone(hub), routed));
@@ -454,29 +537,53 @@ impl Inner {
     }
 }
 
-/// The attachment with the newest request in flight, else the only one.
-/// The client session with the newest request in flight, else the only one. mcpfleet's
-/// own health check is never asked: it cannot answer for a client.
-fn newest_requester(state: &State) -> Option<u64> {
-    let is_client = |attachment: &u64| {
-        state
-            .attachments
-            .get(attachment)
-            .is_some_and(|hub| !hub.is_raw())
-    };
-    state
-        .pending
-        .iter()
-        .filter(|(_, p)| is_client(&p.attachment))
-        .max_by_key(|(number, _)| **number)
-        .map(|(_, p)| p.attachment)
-        .or_else(|| {
-            let mut clients = state.attachments.keys().filter(|a| is_client(a));
-            match (clients.next(), clients.next()) {
-                (Some(only), None) => Some(*only),
-                _ => None,
+/// Why a server→client request on a shared link goes to no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Unowned {
+    /// No session has a request in flight that could have caused it.
+    #[error("no client session has a request in flight on this server")]
+    NoSession,
+    /// Several sessions do, and the request names none of them.
+    #[error(
+        "several client sessions share this server and have requests in flight; the gateway cannot tell which one this request is for"
+    )]
+    Ambiguous,
+    /// Its session did not declare the capability the request needs.
+    #[error("the client did not declare the `{0}` capability")]
+    Undeclared(&'static str),
+}
+
+/// The session a shared process's request `method` is for: the one whose progress
+/// token it carries, else the only session with a request in flight — provided that
+/// session declared the capability `method` needs.
+fn owner_of_server_request(
+    state: &State,
+    method: &str,
+    params: Option<&RawValue>,
+) -> Result<u64, Unowned> {
+    let by_token = params
+        .and_then(|p| serde_json::from_str::<ClientParams<'_>>(p.get()).ok())
+        .and_then(|p| p.meta?.progress_token?.get().parse::<u64>().ok())
+        .and_then(|token| state.tokens.get(&token))
+        .map(|(attachment, _)| *attachment);
+    let owner = match by_token {
+        Some(owner) => owner,
+        None => {
+            let mut askers = state
+                .pending
+                .values()
+                .filter(|p| p.may_ask && p.attachment != NOBODY)
+                .map(|p| p.attachment);
+            let first = askers.next().ok_or(Unowned::NoSession)?;
+            if askers.any(|other| other != first) {
+                return Err(Unowned::Ambiguous);
             }
-        })
+            first
+        }
+    };
+    let declared = state.capabilities.get(&owner).copied().unwrap_or_default();
+    declared.allow(method).map_err(Unowned::Undeclared)?;
+    Ok(owner)
 }
 
 async fn write_loop(
@@ -558,10 +665,17 @@ impl fmt::Debug for Attachment {
     }
 }
 
-/// The process behind a link is gone.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the stdio server's process has ended")]
-pub(crate) struct LinkClosed;
+/// Why a client message was not sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SendError {
+    /// The process behind the link is gone.
+    #[error("the stdio server's process has ended")]
+    Closed,
+    /// A response to a server→client request this session was never sent (another
+    /// session's, or none at all): dropped, never forwarded.
+    #[error("this session was sent no server request with that id")]
+    NotAsked,
+}
 
 impl Attachment {
     pub(crate) fn is_closed(&self) -> bool {
@@ -574,9 +688,9 @@ impl Attachment {
         &self,
         message: &ClientMessage<'_>,
         bytes: Bytes,
-    ) -> Result<(), LinkClosed> {
+    ) -> Result<(), SendError> {
         if self.is_closed() {
-            return Err(LinkClosed);
+            return Err(SendError::Closed);
         }
         if message.method.as_deref() == Some("notifications/cancelled")
             && let Some(id) = message.cancelled_request
@@ -585,7 +699,7 @@ impl Attachment {
             self.hub.end(id);
         }
         let bytes = if self.inner.shared {
-            match self.rewrite(message, bytes) {
+            match self.rewrite(message, bytes)? {
                 Some(bytes) => bytes,
                 None => return Ok(()),
             }
@@ -597,68 +711,109 @@ impl Attachment {
             }
             bytes
         };
-        self.inner.outbox.send(bytes).await.map_err(|_| LinkClosed)
+        self.inner
+            .outbox
+            .send(bytes)
+            .await
+            .map_err(|_| SendError::Closed)
     }
 
-    /// A shared link's view of a client message: `None` when nothing goes upstream.
-    fn rewrite(&self, message: &ClientMessage<'_>, bytes: Bytes) -> Option<Bytes> {
+    /// A shared link's view of a client message: `Ok(None)` when nothing goes upstream.
+    ///
+    /// # Errors
+    /// [`SendError::NotAsked`] for an answer to a server→client request this session
+    /// was not sent.
+    fn rewrite(
+        &self,
+        message: &ClientMessage<'_>,
+        bytes: Bytes,
+    ) -> Result<Option<Bytes>, SendError> {
         let mut state = self.inner.state();
-        match (message.method.as_deref(), message.id) {
-            (Some("initialize"), Some(id)) => match &mut state.init {
-                Init::Done { result, .. } => {
-                    let routed = Routed::Response {
-                        key: id_key(id),
-                        message: Bytes::from(result_body(id.get(), result.get())),
-                    };
-                    drop(state);
-                    self.hub.deliver(routed);
-                    None
+        let upstream = match (message.method.as_deref(), message.id) {
+            (Some("initialize"), Some(id)) => {
+                state
+                    .capabilities
+                    .insert(self.id, message.capabilities.unwrap_or_default());
+                let waiter = Waiter {
+                    attachment: self.id,
+                    id: id.to_owned(),
+                    version: message.protocol_version.as_deref().map(str::to_owned),
+                };
+                match &mut state.init {
+                    Init::Done { result } => {
+                        let routed = Routed::Response {
+                            key: id_key(id),
+                            message: Bytes::from(initialize_answer(&waiter, result)),
+                        };
+                        drop(state);
+                        self.hub.deliver(routed);
+                        None
+                    }
+                    Init::InFlight { waiters } => {
+                        waiters.push(waiter);
+                        None
+                    }
+                    Init::Fresh => {
+                        state.init = Init::InFlight {
+                            waiters: vec![waiter],
+                        };
+                        state.next_number += 1;
+                        let number = state.next_number;
+                        let id = RawValue::from_string(number.to_string()).ok();
+                        id.map(|original| {
+                            state.pending.insert(
+                                number,
+                                Pending {
+                                    attachment: NOBODY,
+                                    original,
+                                    token: None,
+                                    initialize: true,
+                                    may_ask: false,
+                                },
+                            );
+                            Bytes::from(shared_initialize(number))
+                        })
+                    }
                 }
-                Init::InFlight { waiters } => {
-                    waiters.push((self.id, id.to_owned()));
-                    None
-                }
-                Init::Fresh => {
-                    state.init = Init::InFlight {
-                        waiters: Vec::new(),
-                    };
-                    self.request_upstream(&mut state, message, &bytes, id, true)
-                }
-            },
-            (Some(_), Some(id)) => self.request_upstream(&mut state, message, &bytes, id, false),
-            (Some("notifications/initialized"), None) => match &mut state.init {
-                Init::Done {
-                    initialized_sent, ..
-                } if !*initialized_sent => {
-                    *initialized_sent = true;
-                    Some(bytes)
-                }
-                _ => None,
-            },
+            }
+            (Some(_), Some(id)) => self.request_upstream(&mut state, message, &bytes, id),
+            // The link sent its own once the process answered its `initialize`.
+            (Some("notifications/initialized"), None) => None,
             (Some("notifications/cancelled"), None) => {
-                let original = id_key(message.cancelled_request?);
-                let number = state
-                    .pending
-                    .iter()
-                    .find(|(_, p)| p.attachment == self.id && id_key(&p.original) == original)
-                    .map(|(n, _)| *n)?;
-                // The server will not answer a cancelled request: forget it now.
-                if let Some(token) = state.pending.remove(&number).and_then(|p| p.token) {
-                    state.tokens.remove(&token);
-                }
-                let number = RawValue::from_string(number.to_string()).ok()?;
-                with_param(&bytes, "requestId", &number)
-                    .ok()
-                    .map(Bytes::from)
+                self.cancel(&mut state, message.cancelled_request, &bytes)
             }
             (Some(_), None) => Some(bytes),
             (None, Some(id)) => {
-                // A client's answer to a server→client request: ids are the server's.
-                state.server_requests.remove(&id_key(id));
+                // A client's answer to a server→client request: ids are the server's,
+                // and only the session that was asked may answer.
+                let key = id_key(id);
+                if state.server_requests.get(&key) != Some(&self.id) {
+                    return Err(SendError::NotAsked);
+                }
+                state.server_requests.remove(&key);
                 Some(bytes)
             }
             (None, None) => None,
+        };
+        Ok(upstream)
+    }
+
+    /// `notifications/cancelled` for one of this session's requests, in the link's ids.
+    fn cancel(&self, state: &mut State, request: Option<&RawValue>, bytes: &[u8]) -> Option<Bytes> {
+        let original = id_key(request?);
+        let number = state
+            .pending
+            .iter()
+            .find(|(_, p)| p.attachment == self.id && id_key(&p.original) == original)
+            .map(|(n, _)| *n)?;
+        // The server will not answer a cancelled request: forget it now.
+        if let Some(token) = state.pending.remove(&number).and_then(|p| p.token) {
+            state.tokens.remove(&token);
         }
+        let number = RawValue::from_string(number.to_string()).ok()?;
+        with_param(bytes, "requestId", &number)
+            .ok()
+            .map(Bytes::from)
     }
 
     fn request_upstream(
@@ -667,7 +822,6 @@ impl Attachment {
         message: &ClientMessage<'_>,
         bytes: &[u8],
         id: &RawValue,
-        initialize: bool,
     ) -> Option<Bytes> {
         state.next_number += 1;
         let number = state.next_number;
@@ -684,7 +838,8 @@ impl Attachment {
                 attachment: self.id,
                 original: id.to_owned(),
                 token,
-                initialize,
+                initialize: false,
+                may_ask: message.method.as_deref() != Some("ping"),
             },
         );
         match rewrite_request(bytes, number, token) {
@@ -706,18 +861,12 @@ impl Drop for Attachment {
         let mut state = self.inner.state();
         state.attachments.remove(&self.id);
         let id = self.id;
-        // The process's first `initialize` still completes for those waiting on it:
-        // its answer goes to no one (attachment 0 is never used).
-        for pending in state.pending.values_mut() {
-            if pending.attachment == id && pending.initialize {
-                pending.attachment = NOBODY;
-            }
-        }
+        state.capabilities.remove(&id);
         state.pending.retain(|_, p| p.attachment != id);
         state.tokens.retain(|_, (a, _)| *a != id);
         state.server_requests.retain(|_, a| *a != id);
         if let Init::InFlight { waiters } = &mut state.init {
-            waiters.retain(|(a, _)| *a != id);
+            waiters.retain(|w| w.attachment != id);
         }
         drop(state);
         if !self.inner.shared {
@@ -735,6 +884,10 @@ pub(crate) struct ClientMessage<'a> {
     pub(crate) progress_token: Option<&'a RawValue>,
     /// `params.requestId` of `notifications/cancelled`.
     pub(crate) cancelled_request: Option<&'a RawValue>,
+    /// `params.protocolVersion` of `initialize`.
+    protocol_version: Option<Cow<'a, str>>,
+    /// `params.capabilities` of `initialize`.
+    capabilities: Option<Capabilities>,
 }
 
 impl<'a> ClientMessage<'a> {
@@ -745,15 +898,14 @@ impl<'a> ClientMessage<'a> {
             .params
             .map(|p| serde_json::from_str::<ClientParams<'a>>(p.get()))
             .transpose()?;
-        let (progress_token, cancelled_request) = match params {
-            Some(p) => (p.meta.and_then(|m| m.progress_token), p.request_id),
-            None => (None, None),
-        };
+        let params = params.unwrap_or_default();
         Ok(Self {
             method: fields.method,
             id: fields.id,
-            progress_token,
-            cancelled_request,
+            progress_token: params.meta.and_then(|m| m.progress_token),
+            cancelled_request: params.request_id,
+            protocol_version: params.protocol_version,
+            capabilities: params.capabilities,
         })
     }
 
@@ -773,12 +925,15 @@ struct Fields<'a> {
     params: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct ClientParams<'a> {
     #[serde(rename = "_meta", borrow)]
     meta: Option<ClientMeta<'a>>,
     #[serde(rename = "requestId", borrow)]
     request_id: Option<&'a RawValue>,
+    #[serde(rename = "protocolVersion", borrow)]
+    protocol_version: Option<Cow<'a, str>>,
+    capabilities: Option<Capabilities>,
 }
 
 #[derive(Deserialize)]
@@ -811,6 +966,64 @@ pub(crate) fn id_key(id: &RawValue) -> String {
 
 fn result_body(id: &str, result: &str) -> Vec<u8> {
     format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#).into_bytes()
+}
+
+/// What a shared link tells its process once it is initialized.
+const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// The `initialize` a shared link sends its process: every client capability the
+/// gateway relays to the session that a server→client request is for.
+fn shared_initialize(id: u64) -> Vec<u8> {
+    let message = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": SHARED_INIT_REVISION,
+            "capabilities": {
+                "roots": { "listChanged": true },
+                "sampling": {},
+                "elicitation": {},
+            },
+            "clientInfo": { "name": "mcpfleet-gateway", "version": env!("CARGO_PKG_VERSION") },
+        },
+    });
+    serde_json::to_vec(&message).unwrap_or_default()
+}
+
+/// A session's answer to its `initialize` from the shared process's `result`: the
+/// revision it asked for when that is a legacy revision no newer than the process's
+/// (which then speaks it too), else the process's (the client decides whether it can
+/// go on with it, as with any server).
+fn initialize_answer(waiter: &Waiter, result: &RawValue) -> Vec<u8> {
+    #[derive(Deserialize)]
+    struct InitializeResult<'a> {
+        #[serde(rename = "protocolVersion", borrow)]
+        protocol_version: Option<Cow<'a, str>>,
+    }
+    let agreed = serde_json::from_str::<InitializeResult<'_>>(result.get())
+        .ok()
+        .and_then(|r| r.protocol_version);
+    let older = match (waiter.version.as_deref(), agreed.as_deref()) {
+        (Some(asked), Some(agreed))
+            if asked < agreed
+                && LEGACY_REVISIONS.contains(&asked)
+                && LEGACY_REVISIONS.contains(&agreed) =>
+        {
+            Some(asked)
+        }
+        _ => None,
+    };
+    let adapted = older.and_then(|asked| with_version(result, asked));
+    result_body(waiter.id.get(), adapted.as_deref().unwrap_or(result.get()))
+}
+
+/// An `initialize` result with another `protocolVersion`.
+fn with_version(result: &RawValue, version: &str) -> Option<String> {
+    let mut object: Object = serde_json::from_str(result.get()).ok()?;
+    let version = serde_json::value::to_raw_value(version).ok()?;
+    object.insert("protocolVersion".to_owned(), version);
+    serde_json::to_string(&object).ok()
 }
 
 type Object = BTreeMap<String, Box<RawValue>>;

@@ -4,9 +4,11 @@
 //! (and, when it is still there, the instance) that issued the state — a canary's
 //! state means nothing to the stable revision. The gateway remembers which upstream
 //! issued each state it relays, for a while, and routes retries carrying it there.
+//! States are remembered per server: a state learnt from one server never steers a
+//! request to another.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -19,13 +21,18 @@ const CAPACITY: usize = 10_000;
 /// Where a retry carrying a `requestState` goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pinned {
+    pub(crate) server: Arc<str>,
     pub(crate) revision: u64,
     pub(crate) instance: String,
 }
 
+/// (server, `requestState`).
+type StateKey = (Arc<str>, String);
+
 #[derive(Debug, Default)]
 pub(crate) struct Pins {
-    states: Mutex<HashMap<String, (Pinned, Instant)>>,
+    /// Where each state was issued, and when.
+    states: Mutex<HashMap<StateKey, (Pinned, Instant)>>,
 }
 
 impl Pins {
@@ -73,14 +80,16 @@ impl Pins {
                 states.remove(&oldest);
             }
         }
-        states.insert(state, (pin(), now));
+        let pin = pin();
+        states.insert((Arc::clone(&pin.server), state), (pin, now));
     }
 
-    /// Where the retry carrying `state` goes, if the gateway relayed that state.
-    pub(crate) fn get(&self, state: &str) -> Option<Pinned> {
+    /// Where the retry to `server` carrying `state` goes, if the gateway relayed that
+    /// state from that server.
+    pub(crate) fn get(&self, server: &str, state: &str) -> Option<Pinned> {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         states
-            .get(state)
+            .get(&(Arc::from(server), state.to_owned()))
             .filter(|(_, at)| at.elapsed() < TTL)
             .map(|(pin, _)| pin.clone())
     }
@@ -100,6 +109,7 @@ mod tests {
     fn input_required_answers_pin_their_state() {
         let pins = Pins::default();
         let pin = || Pinned {
+            server: Arc::from("api"),
             revision: 2,
             instance: "canary-0".into(),
         };
@@ -108,7 +118,9 @@ mod tests {
             br#"{"id":1,"result":{"resultType":"input_required","inputRequests":{},"requestState":"s1"}}"#,
             pin,
         );
-        assert_eq!(pins.get("s1"), Some(pin()));
-        assert_eq!(pins.get("other"), None);
+        assert_eq!(pins.get("api", "s1"), Some(pin()));
+        assert_eq!(pins.get("api", "other"), None);
+        // Another server's retry carrying the same state is routed as any request.
+        assert_eq!(pins.get("billing", "s1"), None);
     }
 }

@@ -172,7 +172,7 @@ async fn handle(
             .request_state
             .as_deref()
             .filter(|_| !initialize)
-            .and_then(|state| shared.pins.get(state))
+            .and_then(|state| shared.pins.get(server, state))
             .and_then(|pin| {
                 routes
                     .find(pin.revision, &pin.instance)
@@ -187,6 +187,7 @@ async fn handle(
             let body = body.clone();
             let request = stdio_http::Request {
                 headers: &parts.headers,
+                token,
                 body,
                 label,
                 tool_call,
@@ -208,6 +209,7 @@ async fn handle(
         if initialize && let Some(upstream_session) = response.upstream_session.take() {
             let session = Session {
                 server: Arc::from(server),
+                token: token.map(Arc::from),
                 revision: target.revision,
                 instance: target.instance,
                 upstream: SessionUpstream::Http(upstream_session),
@@ -233,7 +235,7 @@ async fn handle(
 
     let session = shared
         .sessions
-        .touch(&session_id, server)
+        .touch(&session_id, server, token)
         .ok_or(GatewayError::UnknownSession)?;
     // A session whose instance left the table is over (an aborted canary, say): 404
     // makes the client initialize again, on what the table says now.
@@ -257,6 +259,7 @@ async fn handle(
         SessionUpstream::Stdio { .. } => {
             let request = stdio_http::Request {
                 headers: &parts.headers,
+                token,
                 body: body.clone(),
                 label,
                 tool_call,

@@ -1,7 +1,8 @@
 //! Gateway sessions: the ids the gateway mints and what each maps to (server,
 //! revision, instance, upstream session id). A session is pinned to its revision and
-//! instance for life; it ends on `DELETE`, after the idle timeout, when the upstream
-//! forgets it (404), or when its instance leaves the route table.
+//! instance for life, and bound to the token that opened it (another token, however
+//! valid, gets 404 on it); it ends on `DELETE`, after the idle timeout, when the
+//! upstream forgets it (404), or when its instance leaves the route table.
 //!
 //! In memory, one map behind a mutex that is never held across an await (nor while a
 //! session is dropped: dropping a stdio session gives its process back). (A sealed,
@@ -56,6 +57,8 @@ impl SessionId {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) server: Arc<str>,
+    /// The name of the token that opened it; `None` when the gateway needs none.
+    pub(crate) token: Option<Arc<str>>,
     pub(crate) revision: u64,
     pub(crate) instance: Arc<Instance>,
     pub(crate) upstream: SessionUpstream,
@@ -196,9 +199,14 @@ impl Sessions {
             .collect()
     }
 
-    /// The session `id` of `server`, marked as used; `None` when unknown, expired or
-    /// another server's.
-    pub(crate) fn touch(&self, id: &SessionId, server: &str) -> Option<Arc<Session>> {
+    /// The session `id` of `server`, opened with `token`, marked as used; `None` when
+    /// unknown, expired, another server's or another token's.
+    pub(crate) fn touch(
+        &self,
+        id: &SessionId,
+        server: &str,
+        token: Option<&str>,
+    ) -> Option<Arc<Session>> {
         let now = Instant::now();
         let mut state = self.state();
         let entry = state.sessions.get_mut(id)?;
@@ -208,7 +216,7 @@ impl Sessions {
             drop(expired);
             return None;
         }
-        if &*entry.session.server != server {
+        if &*entry.session.server != server || entry.session.token.as_deref() != token {
             return None;
         }
         entry.last_used = now;

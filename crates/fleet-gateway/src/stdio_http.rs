@@ -20,7 +20,7 @@ use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::hub::{Event, EventId, Stream};
 use crate::jsonrpc;
-use crate::link::ClientMessage;
+use crate::link::{ClientMessage, SendError};
 use crate::metrics::{MethodLabel, Outcome};
 use crate::pins::Pins;
 use crate::pool::AcquireError;
@@ -32,6 +32,8 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// One client request, as the handler read it.
 pub(crate) struct Request<'a> {
     pub(crate) headers: &'a HeaderMap,
+    /// The name of the caller's token (a new session is bound to it).
+    pub(crate) token: Option<&'a str>,
     pub(crate) body: Bytes,
     pub(crate) label: MethodLabel,
     pub(crate) tool_call: Option<ToolCall>,
@@ -85,6 +87,7 @@ pub(crate) async fn open(
     })?;
     let session = Arc::new(Session {
         server: Arc::from(server),
+        token: request.token.map(Arc::from),
         revision: target.revision,
         instance: Arc::clone(&target.instance),
         upstream: SessionUpstream::Stdio {
@@ -187,6 +190,7 @@ async fn post(
     };
     let Request {
         headers,
+        token: _,
         body,
         label,
         tool_call,
@@ -206,8 +210,15 @@ async fn post(
         _guard: target.instance.begin(),
     };
     let (Some(id), true) = (message.id, message.is_request()) else {
-        if attachment.send(message, body).await.is_err() {
-            return Err(measure.fail(UpstreamFailure::Broken, None));
+        match attachment.send(message, body).await {
+            Ok(()) => {}
+            Err(SendError::Closed) => return Err(measure.fail(UpstreamFailure::Broken, None)),
+            Err(SendError::NotAsked) => {
+                drop(measure);
+                return Err(GatewayError::NotAsked {
+                    id: id_value().unwrap_or_default(),
+                });
+            }
         }
         measure.record(None);
         return Ok(Response::builder()

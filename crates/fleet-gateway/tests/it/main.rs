@@ -9,6 +9,7 @@ mod audit;
 mod conformance;
 mod connections;
 mod inspector;
+mod isolation;
 mod legacy;
 mod modern;
 mod peers;

@@ -175,9 +175,12 @@ fn a_canary_that_fails_calls_is_aborted_and_stable_sessions_never_notice() {
 
 #[test]
 fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
+    // This test is about steps and promote. Millisecond latencies of two revisions
+    // on a loaded 2-core machine differ by more than 1.25× by chance: latency is not
+    // judged here (a p95 regression has its own tests in the engine).
     let rollout = r"      strategy: canary
       steps: [{ weight: 30, pause: 1s }, { weight: 60, pause: {} }]
-      analysis: { interval: 300ms, min_requests: 3 }";
+      analysis: { interval: 300ms, min_requests: 3, max_latency_p95_ratio: 1000 }";
     let fleet = Fleet::new("canary-good", &canary_fleet("", rollout));
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));

@@ -29,7 +29,7 @@ use event_log::EventLog;
 use fleet_api::types::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
 use fleet_runtime::ProcessRuntime;
-use fleet_spec::model::ValidFleet;
+use fleet_spec::model::{GatewayTls, ValidFleet};
 use fleet_spec::template::Host;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -49,6 +49,10 @@ pub enum StartError {
     /// The gateway's address is taken or not allowed.
     #[error("the gateway cannot listen on {address}: {message}")]
     Gateway { address: String, message: String },
+    /// The gateway's certificate or key file (`gateway.tls`) cannot be used; the error
+    /// names the file, never the key.
+    #[error("the gateway cannot serve TLS: {0}")]
+    GatewayTls(#[from] fleet_gateway::TlsFileError),
     /// The TCP admin listener's address (`admin.listen`) is taken or not allowed.
     #[error("the admin API cannot listen on {address}: {message}")]
     Admin { address: String, message: String },
@@ -114,7 +118,10 @@ impl ControlPlane {
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
             concurrency: 32,
-            gateway_url: Some(format!("http://{gateway_address}")),
+            gateway_url: Some(format!(
+                "{}://{gateway_address}",
+                gateway_scheme(&fleet.gateway)
+            )),
         };
         let engine = Engine::new(runtime, config, &fleet.name);
         // Before anything can emit an event (recovery, the first deployment).
@@ -371,11 +378,25 @@ fn gateway_config(
     config.max_session_concurrency = gateway.max_requests_in_flight as usize;
     config.session_idle_timeout = gateway.session_idle_timeout;
     config.upstream_timeout = gateway.upstream_timeout;
+    config.header_read_timeout = gateway.header_read_timeout;
+    config.body_read_timeout = gateway.body_read_timeout;
+    config.idle_timeout = gateway.idle_timeout;
     config.tokens = gateway_tokens(fleet).map_err(|message| StartError::Gateway {
         address: listen.to_string(),
         message,
     })?;
+    if let Some(GatewayTls::Files { cert, key }) = &gateway.tls {
+        config.tls = Some(fleet_gateway::ServerTls::load(cert, key)?);
+    }
     Ok(config)
+}
+
+/// How the gateway's clients reach it: `https` when it serves TLS itself.
+pub fn gateway_scheme(gateway: &fleet_spec::model::Gateway) -> &'static str {
+    match gateway.tls {
+        Some(GatewayTls::Files { .. }) => "https",
+        Some(GatewayTls::TerminatedByProxy) | None => "http",
+    }
 }
 
 /// The fleet file's `gateway.auth.tokens` as the gateway checks them.

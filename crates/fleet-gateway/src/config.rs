@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::audit::AuditSink;
+use crate::tls::ServerTls;
 
 /// How the gateway behaves; everything but the routes.
 #[derive(Debug, Clone)]
@@ -38,12 +39,14 @@ pub struct GatewayConfig {
     pub body_read_timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     pub idle_timeout: Duration,
+    /// The certificate and key the listener shows; `None` = plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl GatewayConfig {
     /// Defaults: 4 MiB bodies, 60 s upstream timeout, 30 min idle sessions, 64
     /// requests in flight per session, 10 s to send a request head, 30 s for its body,
-    /// 60 s idle keep-alive connections, no tokens, no rate limit, no audit sink,
+    /// 60 s idle keep-alive connections, plain HTTP, no tokens, no rate limit, no audit sink,
     /// loopback hosts and origins only.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
@@ -61,6 +64,7 @@ impl GatewayConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }

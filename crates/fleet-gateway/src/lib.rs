@@ -12,7 +12,8 @@
 //! - raw passthrough of JSON-RPC (never re-encoded), SSE streamed unbuffered,
 //!   `Mcp-*` headers forwarded, the client's credentials and hop-by-hop headers not;
 //! - the listener: HTTP/1.1 connections with header-read, body-read and idle
-//!   timeouts, so slow clients cannot hold connections before admission;
+//!   timeouts, so slow clients cannot hold connections before admission; TLS from
+//!   certificate files read again when they change ([`ServerTls`]);
 //! - admission: `Host`/`Origin` (DNS rebinding), scoped bearer tokens, body size,
 //!   per-token (or per-IP) rate limits, upstream timeouts;
 //! - the upstream connections: pooled HTTP/1.1, `https://` over TLS ([`fleet_tls`]);
@@ -42,6 +43,7 @@ mod routes;
 mod security;
 mod sessions;
 mod stdio_http;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +70,7 @@ pub use metrics::{
 };
 pub use pool::{AcquireError, SessionProcesses, StdioLease};
 pub use routes::{RevisionRoute, RouteTable, RouteTableError, Upstream};
+pub use tls::{ServerTls, TlsFileError};
 
 use distribution::RouteWatch;
 use metrics::Registry;
@@ -252,8 +255,14 @@ pub async fn serve(
         body_read: config.body_read_timeout,
         idle: config.idle_timeout,
     };
-    listener::run(listener, gateway.router(), timeouts, shutdown).await;
+    let tls = config.tls.clone();
+    let acceptor = tls.as_ref().map(ServerTls::acceptor);
+    let reloader = tls.map(|tls| tokio::spawn(tls.reload_on_change()));
+    listener::run(listener, gateway.router(), timeouts, acceptor, shutdown).await;
     sweeper.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //!   wait the idle timeout for its next request (whose head, once its first byte is in,
 //!   has the header-read timeout again), and a request body must arrive in full within
 //!   the body-read timeout of its head;
+//! - the TLS handshake when the gateway serves TLS, bounded by the header-read timeout;
 //! - graceful shutdown: no new connections, requests in flight finish.
 //!
 //! Does not own: what a request means (the router), TLS settings (`tls.rs`).
@@ -32,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service as _;
 
 /// How long a client may take, per connection.
@@ -49,6 +51,7 @@ pub(crate) async fn run(
     listener: TcpListener,
     router: axum::Router,
     timeouts: ConnectionTimeouts,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     // Every connection task holds a clone of `open`; `closed` ends when the last drops.
@@ -79,8 +82,21 @@ pub(crate) async fn run(
         };
         let open = open.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            connection.serve(tcp, stop).await;
+            match tls {
+                None => connection.serve(tcp, stop).await,
+                Some(tls) => {
+                    // A client that stalls its handshake is a slow client too.
+                    match tokio::time::timeout(timeouts.header_read, tls.accept(tcp)).await {
+                        Ok(Ok(stream)) => connection.serve(stream, stop).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(open);
         });
     }

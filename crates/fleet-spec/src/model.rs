@@ -55,12 +55,35 @@ pub struct Gateway {
     pub session_idle_timeout: Duration,
     #[serde(serialize_with = "duration_text")]
     pub upstream_timeout: Duration,
+    /// `None`: plain HTTP (the listen address is then loopback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GatewayTls>,
+    #[serde(serialize_with = "duration_text")]
+    pub header_read_timeout: Duration,
+    #[serde(serialize_with = "duration_text")]
+    pub body_read_timeout: Duration,
+    #[serde(serialize_with = "duration_text")]
+    pub idle_timeout: Duration,
 }
 
 impl Gateway {
     pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: u32 = 64;
     pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
     pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// Who ends the TLS of the gateway's clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayTls {
+    /// The gateway, showing this certificate chain and key (PEM files, resolved against
+    /// the fleet file's directory).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A proxy in front of the gateway; the gateway serves plain HTTP.
+    TerminatedByProxy,
 }
 
 /// Requests per token (or client): `per_second` sustained, `burst` at once.

@@ -81,9 +81,21 @@ pub struct RawSecret {
 #[schemars(rename = "Gateway")]
 pub struct RawGateway {
     /// Address to listen on, `IP:PORT`. Default `127.0.0.1:7470`. A non-loopback address
-    /// requires `auth`.
+    /// requires `auth` and `tls`.
     pub listen: Option<Spanned<String>>,
     pub auth: Option<RawAuth>,
+    /// TLS for the gateway's clients: `{ cert: FILE, key: FILE }` served by the gateway, or
+    /// `{ terminated_by: proxy }` when an Ingress or proxy in front of it ends TLS.
+    /// Absent: plain HTTP, allowed on a loopback `listen` only.
+    pub tls: Option<Spanned<RawGatewayTls>>,
+    /// How long a client may take to send a request head (for a new connection, from
+    /// its accept). Default `10s`.
+    pub header_read_timeout: Option<Spanned<DurationText>>,
+    /// How long a request body may take to arrive in full after its head. Default `30s`.
+    pub body_read_timeout: Option<Spanned<DurationText>>,
+    /// A kept-alive client connection without a request this long is closed. Default
+    /// `60s`.
+    pub idle_timeout: Option<Spanned<DurationText>>,
     /// Requests per second per bearer token (per client address without auth).
     /// Absent: no rate limit.
     pub rate_limit: Option<RawRateLimit>,
@@ -94,6 +106,31 @@ pub struct RawGateway {
     pub session_idle_timeout: Option<Spanned<DurationText>>,
     /// How long the gateway waits for an upstream's answer to begin. Default `60s`.
     pub upstream_timeout: Option<Spanned<DurationText>>,
+}
+
+/// Who ends the TLS of the gateway's clients: the gateway (`cert` and `key`), or a proxy
+/// in front of it (`terminated_by`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "GatewayTls")]
+pub struct RawGatewayTls {
+    /// The certificate chain, PEM, leaf first; relative to the fleet file. A renewed file
+    /// is picked up without a restart.
+    pub cert: Option<Spanned<String>>,
+    /// The certificate's private key, PEM (PKCS #8, PKCS #1 or SEC1); relative to the
+    /// fleet file.
+    pub key: Option<Spanned<String>>,
+    /// `proxy`: TLS ends before the gateway (an Ingress, load balancer or reverse proxy)
+    /// and the gateway serves plain HTTP behind it.
+    pub terminated_by: Option<Spanned<TlsTerminator>>,
+}
+
+/// What ends TLS in front of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsTerminator {
+    /// An Ingress, load balancer or reverse proxy.
+    Proxy,
 }
 
 /// A token bucket: `per_second` sustained, `burst` at once after a quiet spell.

@@ -529,6 +529,16 @@ impl Validator {
             self.error(format!("the gateway would listen on {listen} without authentication"), span).help =
                 Some("add tokens under `gateway.auth.tokens` (mcpfleet token create NAME), or listen on 127.0.0.1".into());
         }
+        let raw_tls = raw.and_then(|g| g.tls.as_ref());
+        let tls = raw_tls.and_then(|t| self.gateway_tls(t));
+        // A `tls` with an error has its own message.
+        if !listen.ip().is_loopback() && raw_tls.is_none() {
+            let span = raw
+                .and_then(|g| g.listen.as_ref())
+                .map_or(Span::point(1, 1), |l| l.span);
+            self.error(format!("the gateway would listen on {listen} without TLS"), span).help =
+                Some("bearer tokens in plain HTTP are readable on the network: add `gateway.tls: { cert: ./gateway.crt, key: ./gateway.key }`, or `gateway.tls: { terminated_by: proxy }` when an Ingress or proxy in front ends TLS, or listen on 127.0.0.1".into());
+        }
         let rate_limit = raw
             .and_then(|g| g.rate_limit.as_ref())
             .and_then(|r| self.rate_limit(r));
@@ -550,6 +560,73 @@ impl Validator {
                 raw.and_then(|g| g.upstream_timeout.as_ref()),
                 Gateway::DEFAULT_UPSTREAM_TIMEOUT,
             ),
+            tls,
+            header_read_timeout: self.duration(
+                raw.and_then(|g| g.header_read_timeout.as_ref()),
+                Gateway::DEFAULT_HEADER_READ_TIMEOUT,
+            ),
+            body_read_timeout: self.duration(
+                raw.and_then(|g| g.body_read_timeout.as_ref()),
+                Gateway::DEFAULT_BODY_READ_TIMEOUT,
+            ),
+            idle_timeout: self.duration(
+                raw.and_then(|g| g.idle_timeout.as_ref()),
+                Gateway::DEFAULT_IDLE_TIMEOUT,
+            ),
+        }
+    }
+
+    /// A `gateway.tls` file, resolved against the fleet file's directory. Only warned
+    /// about when missing: it may be written before the fleet starts.
+    fn tls_file(&mut self, file: &Spanned<String>) -> PathBuf {
+        let path = self.base_dir.join(&file.value);
+        if !self.host.file_exists(&path) {
+            self.warning(
+                format!("TLS file `{}` does not exist", path.display()),
+                file.span,
+            )
+            .help = Some(
+                "the gateway will not start until it exists; paths are relative to the fleet file"
+                    .into(),
+            );
+        }
+        path
+    }
+
+    /// `gateway.tls`: both files, or who terminates TLS instead; `None` after an error.
+    fn gateway_tls(&mut self, raw: &Spanned<RawGatewayTls>) -> Option<GatewayTls> {
+        let t = &raw.value;
+        match (&t.cert, &t.key, &t.terminated_by) {
+            (Some(cert), Some(key), None) => Some(GatewayTls::Files {
+                cert: self.tls_file(cert),
+                key: self.tls_file(key),
+            }),
+            (None, None, Some(by)) => match by.value {
+                TlsTerminator::Proxy => Some(GatewayTls::TerminatedByProxy),
+            },
+            (Some(_) | None, Some(_) | None, Some(by)) => {
+                self.error("`terminated_by` and `cert`/`key` exclude each other", by.span).help =
+                    Some("keep `cert` and `key` for TLS served by the gateway, or `terminated_by: proxy` alone when TLS ends in front of it".into());
+                None
+            }
+            (Some(_), None, None) => {
+                self.error("`gateway.tls` has a `cert` but no `key`", raw.span)
+                    .help =
+                    Some("add `key: ./gateway.key` (the certificate's private key, PEM)".into());
+                None
+            }
+            (None, Some(_), None) => {
+                self.error("`gateway.tls` has a `key` but no `cert`", raw.span)
+                    .help = Some(
+                    "add `cert: ./gateway.crt` (the certificate chain, PEM, leaf first)".into(),
+                );
+                None
+            }
+            (None, None, None) => {
+                self.error("`gateway.tls` is empty", raw.span).help =
+                    Some("write `{ cert: ./gateway.crt, key: ./gateway.key }`, or `{ terminated_by: proxy }` when an Ingress or proxy in front of the gateway ends TLS".into());
+                None
+            }
         }
     }
 

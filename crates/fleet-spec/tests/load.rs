@@ -325,3 +325,103 @@ fn the_admin_listener_is_optional_loopback_only_and_overlaid() {
         ]
     );
 }
+
+#[test]
+fn gateway_tls_is_required_beyond_loopback_and_its_errors_are_located() {
+    let base = "version: 1\nname: demo\nservers:\n  a: { stdio: { command: a } }\n";
+    let token = "auth: { tokens: [ { name: ci, sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, servers: ['*'] } ] }";
+    let text = format!(
+        "{base}gateway:\n  listen: 127.0.0.1:7470\n  {token}\nenvironments:
+  open: {{ gateway: {{ listen: 0.0.0.0:7470 }} }}
+  proxied: {{ gateway: {{ listen: 0.0.0.0:7470, tls: {{ terminated_by: proxy }} }} }}
+  served: {{ gateway: {{ listen: 0.0.0.0:7470, tls: {{ cert: tls/gw.crt, key: tls/gw.key }} }} }}
+  keyless: {{ gateway: {{ tls: {{ cert: tls/gw.crt }} }} }}
+  both: {{ gateway: {{ tls: {{ cert: a, key: b, terminated_by: proxy }} }} }}
+  empty: {{ gateway: {{ tls: {{}} }} }}
+"
+    );
+    let load = |environment: &str| {
+        load_str(
+            "f.yaml",
+            &text,
+            PathBuf::from("/srv/fleet"),
+            &options(Some(environment)),
+        )
+    };
+    let errors = |environment: &str| -> Vec<(u32, String)> {
+        load(environment)
+            .diagnostics
+            .iter()
+            .map(|d| (d.span.unwrap().line, d.message.clone()))
+            .collect()
+    };
+
+    assert_eq!(
+        errors("open"),
+        [(
+            9,
+            "the gateway would listen on 0.0.0.0:7470 without TLS".to_owned()
+        )]
+    );
+    let open = load("open");
+    let help = open.diagnostics[0].help.as_deref().unwrap();
+    assert!(
+        help.contains("cert:") && help.contains("terminated_by: proxy"),
+        "{help}"
+    );
+
+    let proxied = load("proxied").into_valid().unwrap();
+    assert_eq!(
+        proxied.gateway.tls,
+        Some(fleet_spec::model::GatewayTls::TerminatedByProxy)
+    );
+    let served = load("served").into_valid().unwrap();
+    assert_eq!(
+        served.gateway.tls,
+        Some(fleet_spec::model::GatewayTls::Files {
+            cert: PathBuf::from("/srv/fleet/tls/gw.crt"),
+            key: PathBuf::from("/srv/fleet/tls/gw.key"),
+        }),
+        "paths are relative to the fleet file"
+    );
+
+    assert_eq!(
+        errors("keyless"),
+        [(12, "`gateway.tls` has a `cert` but no `key`".to_owned())]
+    );
+    assert_eq!(
+        errors("both"),
+        [(
+            13,
+            "`terminated_by` and `cert`/`key` exclude each other".to_owned()
+        )]
+    );
+    assert_eq!(errors("empty"), [(14, "`gateway.tls` is empty".to_owned())]);
+}
+
+#[test]
+fn gateway_connection_timeouts_default_and_are_read() {
+    let base = "version: 1\nname: demo\nservers:\n  a: { stdio: { command: a } }\n";
+    let fleet = load_str("f.yaml", base, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.gateway.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(fleet.gateway.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(fleet.gateway.idle_timeout, Duration::from_secs(60));
+    let text = format!(
+        "{base}gateway: {{ header_read_timeout: 2s, body_read_timeout: 5s, idle_timeout: 0s }}\n"
+    );
+    let checked = load_str("f.yaml", &text, PathBuf::new(), &options(None));
+    let found: Vec<&str> = checked
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(found, ["the duration must be longer than zero"]);
+    let text = format!("{base}gateway: {{ header_read_timeout: 2s, body_read_timeout: 5s }}\n");
+    let fleet = load_str("f.yaml", &text, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.gateway.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(fleet.gateway.body_read_timeout, Duration::from_secs(5));
+}

@@ -26,6 +26,9 @@ const PKI_DIR: &str = "MCPFLEET_TEST_PKI_DIR";
 pub struct ServerIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// The leaf certificate and the key, PEM, as a server's files hold them.
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl Clone for ServerIdentity {
@@ -33,6 +36,8 @@ impl Clone for ServerIdentity {
         Self {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
         }
     }
 }
@@ -60,21 +65,35 @@ impl ServerIdentity {
         Self {
             chain: vec![cert.der().clone(), ca.der().clone()],
             key: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
+    }
+
+    /// Writes the certificate and key as PEM files, as a TLS server is given them.
+    ///
+    /// # Panics
+    /// When a file cannot be written.
+    pub fn write_pem(&self, cert: &Path, key: &Path) {
+        std::fs::write(cert, &self.cert_pem).expect("write the certificate");
+        std::fs::write(key, &self.key_pem).expect("write the key");
     }
 
     fn write(&self, dir: &Path) {
         std::fs::write(dir.join("server.der"), &self.chain[0]).expect("write server.der");
         std::fs::write(dir.join("server.key.der"), self.key.secret_der())
             .expect("write server.key.der");
+        self.write_pem(&dir.join("server.pem"), &dir.join("server.key.pem"));
     }
 
     fn read(dir: &Path) -> Self {
-        let cert = std::fs::read(dir.join("server.der")).expect("read server.der");
-        let key = std::fs::read(dir.join("server.key.der")).expect("read server.key.der");
+        let read = |name: &str| std::fs::read(dir.join(name)).expect("read the test identity");
+        let text = |name: &str| String::from_utf8(read(name)).expect("PEM is text");
         Self {
-            chain: vec![CertificateDer::from(cert)],
-            key: PrivatePkcs8KeyDer::from(key).into(),
+            chain: vec![CertificateDer::from(read("server.der"))],
+            key: PrivatePkcs8KeyDer::from(read("server.key.der")).into(),
+            cert_pem: text("server.pem"),
+            key_pem: text("server.key.pem"),
         }
     }
 }

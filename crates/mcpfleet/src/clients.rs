@@ -153,5 +153,6 @@ async fn gateway_base(fleet: &ValidFleet, state_dir: Option<std::path::PathBuf>)
     } else {
         host
     };
-    format!("http://{host}:{}", listen.port())
+    let scheme = fleet_control::gateway_scheme(&fleet.gateway);
+    format!("{scheme}://{host}:{}", listen.port())
 }

@@ -51,8 +51,9 @@ pub enum StartError {
     Gateway { address: String, message: String },
     /// The gateway's certificate or key file (`gateway.tls`) cannot be used; the error
     /// names the file, never the key.
+    // Not a `source`: the message already says all of it, and a chain would repeat it.
     #[error("the gateway cannot serve TLS: {0}")]
-    GatewayTls(#[from] fleet_gateway::TlsFileError),
+    GatewayTls(fleet_gateway::TlsFileError),
     /// The TCP admin listener's address (`admin.listen`) is taken or not allowed.
     #[error("the admin API cannot listen on {address}: {message}")]
     Admin { address: String, message: String },
@@ -385,10 +386,23 @@ fn gateway_config(
         address: listen.to_string(),
         message,
     })?;
-    if let Some(GatewayTls::Files { cert, key }) = &gateway.tls {
-        config.tls = Some(fleet_gateway::ServerTls::load(cert, key)?);
-    }
+    config.tls = gateway_tls(fleet)?;
     Ok(config)
+}
+
+/// The certificate and key the gateway serves, read from the files `gateway.tls`
+/// names; `None` when the gateway serves plain HTTP. `up -d` calls this before it
+/// detaches, so an unusable file is reported in the terminal.
+///
+/// # Errors
+/// [`StartError::GatewayTls`] naming the file that cannot be read or used.
+pub fn gateway_tls(fleet: &ValidFleet) -> Result<Option<fleet_gateway::ServerTls>, StartError> {
+    match &fleet.gateway.tls {
+        Some(GatewayTls::Files { cert, key }) => fleet_gateway::ServerTls::load(cert, key)
+            .map(Some)
+            .map_err(StartError::GatewayTls),
+        Some(GatewayTls::TerminatedByProxy) | None => Ok(None),
+    }
 }
 
 /// How the gateway's clients reach it: `https` when it serves TLS itself.

@@ -68,6 +68,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
         );
     }
     if args.detach && !args.detached_child {
+        // Here, not only in the background process: its errors go to its log.
+        fleet_control::gateway_tls(&fleet)?;
         return detach(&args, &state_dir).await;
     }
     let dir = StateDir::acquire(&state_dir)?;

@@ -12,6 +12,7 @@ mod canary;
 mod deploy;
 mod history;
 mod recovery;
+mod tls;
 
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_mcpfleet"))

@@ -293,14 +293,14 @@ fn rollback_runs(
 
 /// A fleet file and its state directory, driven by the `mcpfleet` binary; `down` on drop so
 /// an error leaves nothing running.
-struct Fleet {
+pub(crate) struct Fleet {
     mcpfleet: PathBuf,
     file: PathBuf,
     state: PathBuf,
 }
 
 impl Fleet {
-    fn create(bin: &Path, work: &Path) -> Result<Self> {
+    pub(crate) fn create(bin: &Path, work: &Path) -> Result<Self> {
         let _ = std::fs::remove_dir_all(work);
         std::fs::create_dir_all(work)?;
         Ok(Self {
@@ -310,7 +310,7 @@ impl Fleet {
         })
     }
 
-    fn write(&self, text: &str) -> Result<()> {
+    pub(crate) fn write(&self, text: &str) -> Result<()> {
         write(&self.file, text)
     }
 
@@ -328,7 +328,7 @@ impl Fleet {
             .context("run mcpfleet")
     }
 
-    fn succeed(&self, args: &[&str], with_file: bool) -> Result<Output> {
+    pub(crate) fn succeed(&self, args: &[&str], with_file: bool) -> Result<Output> {
         let out = self.mcpfleet(args, with_file)?;
         if !out.status.success() {
             bail!("mcpfleet {} failed:\n{}", args.join(" "), text_of(&out));
@@ -336,12 +336,12 @@ impl Fleet {
         Ok(out)
     }
 
-    fn status(&self) -> Result<Value> {
+    pub(crate) fn status(&self) -> Result<Value> {
         let out = self.succeed(&["status", "--output", "json"], true)?;
         serde_json::from_slice(&out.stdout).context("status is not JSON")
     }
 
-    fn api(status: &Value) -> Result<&Value> {
+    pub(crate) fn api(status: &Value) -> Result<&Value> {
         status["servers"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["name"] == "api"))
@@ -358,6 +358,7 @@ impl Fleet {
         Ok(Target {
             url,
             tool: "whoami",
+            token: None,
         })
     }
 

@@ -19,6 +19,7 @@
 mod bench;
 mod bench_gateway;
 mod bench_rollout;
+mod debian;
 mod peers;
 
 use anyhow::{Context, Result, bail};

@@ -204,10 +204,23 @@ impl<R: Runtime + 'static> SessionPool<R> {
 
     /// Stops a process in the background.
     fn stop(&self, id: InstanceId) {
+        self.stop_then(id, false);
+    }
+
+    /// Stops the process of a session that ended, and deletes its logs: it is never
+    /// looked at again, and a stream of short sessions must not fill the disk.
+    fn stop_and_discard(&self, id: InstanceId) {
+        self.stop_then(id, true);
+    }
+
+    fn stop_then(&self, id: InstanceId, discard_logs: bool) {
         self.state().ids.remove(&id.0);
         if let Some(shared) = self.shared.upgrade() {
             tokio::spawn(async move {
                 let _ = shared.runtime.stop(&id).await;
+                if discard_logs {
+                    shared.runtime.discard_logs(&id).await;
+                }
             });
         }
     }
@@ -257,7 +270,7 @@ impl<R: Runtime + 'static> Drop for Release<R> {
             };
             // A closed pool stopped all its processes already; its ids may be reused.
             if !closed {
-                pool.stop(id);
+                pool.stop_and_discard(id);
                 pool.refill();
             }
         }

@@ -30,6 +30,10 @@ pub struct GatewayConfig {
     pub rate_limit: Option<RateLimit>,
     /// Requests in flight on one session, at most; more get 429.
     pub max_session_concurrency: usize,
+    /// Live sessions, at most (idle ones are ended to make room; see `sessions`).
+    pub max_sessions: usize,
+    /// Live sessions per token (per client address without auth), at most.
+    pub max_sessions_per_token: usize,
     /// Where a record of every tool call goes; `None` = counted, not recorded.
     pub audit: Option<AuditSink>,
     /// How long a client may take to send a request head: from the accept for a
@@ -45,8 +49,9 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     /// Defaults: 4 MiB bodies, 60 s upstream timeout, 30 min idle sessions, 64
-    /// requests in flight per session, 10 s to send a request head, 30 s for its body,
-    /// 60 s idle keep-alive connections, plain HTTP, no tokens, no rate limit, no audit sink,
+    /// requests in flight per session, 20,000 sessions (5,000 per token), 10 s to send
+    /// a request head, 30 s for its body, 60 s idle keep-alive connections, plain HTTP,
+    /// no tokens, no rate limit, no audit sink,
     /// loopback hosts and origins only.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
@@ -60,6 +65,8 @@ impl GatewayConfig {
             session_idle_timeout: Duration::from_secs(30 * 60),
             rate_limit: None,
             max_session_concurrency: 64,
+            max_sessions: 20_000,
+            max_sessions_per_token: 5_000,
             audit: None,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),

@@ -54,6 +54,23 @@ pub enum GatewayError {
         /// The request id.
         id: Option<serde_json::Value>,
     },
+    /// The gateway holds `gateway.max_sessions` sessions and none is idle.
+    #[error("the gateway is at its limit of {max} sessions, all busy; try again when one ends")]
+    GatewayFull {
+        /// The limit.
+        max: usize,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// The token (or client address) holds `gateway.max_sessions_per_token` sessions
+    /// and none is idle.
+    #[error("this token is at its limit of {max} sessions, all busy; end one (DELETE) first")]
+    CallerFull {
+        /// The limit.
+        max: usize,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
     /// The session has `limit` requests in flight already.
     #[error("this session has {limit} requests in flight; wait for one to finish")]
     SessionBusy {
@@ -198,10 +215,14 @@ impl GatewayError {
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownServer { .. } | Self::UnknownSession => StatusCode::NOT_FOUND,
-            Self::NoInstances { .. } | Self::SessionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoInstances { .. } | Self::SessionLimit { .. } | Self::GatewayFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::StreamOpen => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } | Self::SessionBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::SessionBusy { .. } | Self::CallerFull { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::MissingSession
             | Self::Parse
             | Self::NotAMessage
@@ -244,6 +265,8 @@ impl GatewayError {
             | Self::InvalidToolName { id }
             | Self::Upstream { id, .. }
             | Self::SessionLimit { id, .. }
+            | Self::GatewayFull { id, .. }
+            | Self::CallerFull { id, .. }
             | Self::SessionBusy { id, .. } => id.as_ref(),
             _ => None,
         }

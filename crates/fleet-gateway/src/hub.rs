@@ -22,6 +22,11 @@ use crate::link::id_key;
 
 /// Events kept per session for `Last-Event-ID`.
 const REPLAY: usize = 256;
+/// Events waiting for one stream's reader (a replay always fits). A reader that falls
+/// further behind loses the stream, not the events: they stay in the replay log, and
+/// the client resumes with `Last-Event-ID`. Nothing the server says ever waits on a
+/// slow client (on a shared process that would stall every session).
+const STREAM_BUFFER: usize = REPLAY;
 /// Messages kept for a session without an open GET stream.
 const BACKLOG: usize = 128;
 /// The GET stream's number.
@@ -77,7 +82,7 @@ pub(crate) struct Event {
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub(crate) number: u64,
-    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    pub(crate) events: mpsc::Receiver<Event>,
 }
 
 /// A session's side of a link.
@@ -93,7 +98,7 @@ struct HubState {
     requests: HashMap<String, Slot>,
     /// Progress token key → request key.
     tokens: HashMap<String, String>,
-    standalone: Option<mpsc::UnboundedSender<Event>>,
+    standalone: Option<mpsc::Sender<Event>>,
     /// GET-stream events no GET stream has taken yet.
     backlog: VecDeque<Event>,
     /// The session's recent events, every stream, for `Last-Event-ID`.
@@ -108,7 +113,7 @@ struct Slot {
     stream: u64,
     original: Box<RawValue>,
     /// `None` while its client is away (it may resume).
-    sink: Option<mpsc::UnboundedSender<Event>>,
+    sink: Option<mpsc::Sender<Event>>,
 }
 
 impl HubState {
@@ -118,7 +123,7 @@ impl HubState {
         stream: u64,
         message: Bytes,
         last: bool,
-        sink: Option<&mpsc::UnboundedSender<Event>>,
+        sink: Option<&mpsc::Sender<Event>>,
     ) -> bool {
         self.next_number += 1;
         let event = Event {
@@ -133,7 +138,7 @@ impl HubState {
             self.log.pop_front();
         }
         self.log.push_back(event.clone());
-        sink.is_some_and(|sink| sink.send(event).is_ok())
+        sink.is_some_and(|sink| sink.try_send(event).is_ok())
     }
 
     fn send_standalone(&mut self, message: Bytes) {
@@ -185,7 +190,7 @@ impl Hub {
     /// Opens the stream of request `id` (with its progress token): it gets the
     /// request's related messages and ends with its response.
     pub(crate) fn begin(&self, id: &RawValue, token: Option<&RawValue>) -> Stream {
-        let (sink, events) = mpsc::unbounded_channel();
+        let (sink, events) = mpsc::channel(STREAM_BUFFER);
         let key = id_key(id);
         let mut state = self.state();
         state.next_stream += 1;
@@ -224,9 +229,9 @@ impl Hub {
         if state.standalone.as_ref().is_some_and(|s| !s.is_closed()) {
             return None;
         }
-        let (sink, events) = mpsc::unbounded_channel();
+        let (sink, events) = mpsc::channel(STREAM_BUFFER);
         for event in state.backlog.drain(..) {
-            let _ = sink.send(event);
+            let _ = sink.try_send(event);
         }
         if !state.closed {
             state.standalone = Some(sink);
@@ -243,13 +248,13 @@ impl Hub {
     /// gateway has noticed yet.
     pub(crate) fn resume(&self, after: EventId) -> Stream {
         let mut state = self.state();
-        let (sink, events) = mpsc::unbounded_channel();
+        let (sink, events) = mpsc::channel(STREAM_BUFFER);
         for event in state
             .log
             .iter()
             .filter(|e| e.id.stream == after.stream && e.id.number > after.number)
         {
-            let _ = sink.send(event.clone());
+            let _ = sink.try_send(event.clone());
         }
         if after.stream == STANDALONE {
             // The backlog is in the log too: what the client missed was just replayed.
@@ -388,6 +393,32 @@ mod tests {
         assert_eq!(again.events.try_recv().unwrap().message, "progress 2");
         assert!(again.events.try_recv().unwrap().last);
         assert!(again.events.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_loses_its_stream_not_the_events() {
+        let hub = Hub::default();
+        let mut stream = hub.begin(&raw("1"), Some(&raw(r#""tok""#)));
+        for n in 0..STREAM_BUFFER + 10 {
+            hub.deliver(Routed::Progress {
+                token: r#""tok""#.to_owned(),
+                message: Bytes::from(format!("progress {n}")),
+            });
+        }
+        hub.deliver(response(1));
+        // Nothing waited on the reader: it holds what fit, then its stream ends.
+        let got: Vec<Event> = std::iter::from_fn(|| stream.events.try_recv().ok()).collect();
+        assert_eq!(got.len(), STREAM_BUFFER);
+        assert_eq!(
+            stream.events.try_recv().unwrap_err(),
+            mpsc::error::TryRecvError::Disconnected
+        );
+        // Resuming where it stopped gives the rest, up to the response.
+        let mut resumed = hub.resume(got.last().unwrap().id);
+        let rest: Vec<Event> = std::iter::from_fn(|| resumed.events.try_recv().ok()).collect();
+        assert_eq!(rest.len(), 11, "{rest:?}");
+        assert_eq!(rest[0].message, format!("progress {STREAM_BUFFER}"));
+        assert!(rest[10].last);
     }
 
     #[test]

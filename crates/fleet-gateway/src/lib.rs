@@ -111,7 +111,13 @@ impl Gateway {
             tokens: std::sync::RwLock::new(Arc::new(Tokens::new(config.tokens.clone()))),
             limiter: RateLimiter::new(config.rate_limit),
             routes: RouteWatch::new(routes, Arc::clone(&registry)),
-            sessions: Sessions::new(config.session_idle_timeout),
+            sessions: Sessions::new(
+                config.session_idle_timeout,
+                sessions::Limits {
+                    max_sessions: config.max_sessions.max(1),
+                    max_sessions_per_caller: config.max_sessions_per_token.max(1),
+                },
+            ),
             registry,
             client,
             pins: Arc::default(),

@@ -629,14 +629,26 @@ async fn write_line(stdin: &mut (impl AsyncWrite + Unpin), message: &[u8]) -> st
     stdin.write_all(b"\n").await
 }
 
+/// The longest line a server may write; a longer one is dropped (its request then
+/// times out) instead of growing the gateway's memory without bound.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
 async fn read_loop(inner: Arc<Inner>, stdout: Pin<Box<dyn AsyncRead + Send>>) {
     let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match stdout.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
+        match read_line(&mut stdout, &mut line, MAX_LINE).await {
+            Ok(Line::End) | Err(_) => break,
+            Ok(Line::TooLong(length)) => {
+                tracing::warn!(
+                    link = inner.name,
+                    length,
+                    limit = MAX_LINE,
+                    "a line longer than the limit on stdout was dropped"
+                );
+            }
+            Ok(Line::Complete) => {
                 let message = line.trim_ascii();
                 if !message.is_empty() {
                     inner.receive(Bytes::copy_from_slice(message));
@@ -646,6 +658,54 @@ async fn read_loop(inner: Arc<Inner>, stdout: Pin<Box<dyn AsyncRead + Send>>) {
     }
     tracing::debug!(link = inner.name, "stdout ended");
     inner.end();
+}
+
+/// What [`read_line`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line, in the buffer (without its `\n`).
+    Complete,
+    /// A line of this many bytes, over the limit: skipped, the buffer left empty.
+    TooLong(usize),
+    /// The stream ended (a last line without `\n` is [`Line::Complete`] first).
+    End,
+}
+
+/// Reads one line into `line`, never holding more than `limit` bytes of it.
+async fn read_line(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Line> {
+    let mut length = 0;
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(match length {
+                0 => Line::End,
+                n if n > limit => Line::TooLong(n),
+                _ => Line::Complete,
+            });
+        }
+        let (chunk, used, done) = match buffer.iter().position(|b| *b == b'\n') {
+            Some(end) => (&buffer[..end], end + 1, true),
+            None => (buffer, buffer.len(), false),
+        };
+        length += chunk.len();
+        if length > limit {
+            line.clear();
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        reader.consume(used);
+        if done {
+            return Ok(if length > limit {
+                Line::TooLong(length)
+            } else {
+                Line::Complete
+            });
+        }
+    }
 }
 
 /// A client session's place on a link. Dropping it detaches the session (and closes
@@ -1104,6 +1164,31 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&back).unwrap()["id"],
             "a"
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_over_the_limit_are_skipped_whole() {
+        let input: &[u8] = b"short\n0123456789abcdef\nnext\nlast";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut line = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            line.clear();
+            let read = read_line(&mut reader, &mut line, 8).await.unwrap();
+            if read == Line::End {
+                break;
+            }
+            seen.push((read, String::from_utf8(line.clone()).unwrap()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (Line::Complete, "short".to_owned()),
+                (Line::TooLong(16), String::new()),
+                (Line::Complete, "next".to_owned()),
+                (Line::Complete, "last".to_owned()),
+            ]
         );
     }
 

@@ -187,13 +187,20 @@ async fn handle(
             let body = body.clone();
             let request = stdio_http::Request {
                 headers: &parts.headers,
-                token,
+                caller: &caller,
                 body,
                 label,
                 tool_call,
                 learn_pins: !initialize,
             };
             return stdio_http::open(shared, server, target, initialize, request).await;
+        }
+        if initialize {
+            let ended = shared
+                .sessions
+                .make_room(&caller)
+                .map_err(|full| full.refusal(peek.id.clone()))?;
+            end_sessions(shared, ended);
         }
         let exchange = Exchange {
             method,
@@ -209,7 +216,7 @@ async fn handle(
         if initialize && let Some(upstream_session) = response.upstream_session.take() {
             let session = Session {
                 server: Arc::from(server),
-                token: token.map(Arc::from),
+                caller: caller.clone(),
                 revision: target.revision,
                 instance: target.instance,
                 upstream: SessionUpstream::Http(upstream_session),
@@ -235,7 +242,7 @@ async fn handle(
 
     let session = shared
         .sessions
-        .touch(&session_id, server, token)
+        .touch(&session_id, server, &caller)
         .ok_or(GatewayError::UnknownSession)?;
     // A session whose instance left the table is over (an aborted canary, say): 404
     // makes the client initialize again, on what the table says now.
@@ -259,7 +266,7 @@ async fn handle(
         SessionUpstream::Stdio { .. } => {
             let request = stdio_http::Request {
                 headers: &parts.headers,
-                token,
+                caller: &caller,
                 body: body.clone(),
                 label,
                 tool_call,
@@ -295,6 +302,14 @@ async fn handle(
         .headers_mut()
         .insert(MCP_SESSION_ID, session_id.header_value());
     Ok(holding(response, in_flight))
+}
+
+/// Ends sessions the gateway let go (idle, or to make room): HTTP upstreams are told,
+/// stdio sessions give back their place and process as they drop.
+pub(crate) fn end_sessions(shared: &Shared, sessions: Vec<Arc<Session>>) {
+    for session in sessions {
+        end_upstream_session(shared, &session);
+    }
 }
 
 /// Tells an HTTP upstream that a session the gateway ended (idle) is over, in the

@@ -188,6 +188,16 @@ impl Tokens {
 }
 
 impl Caller {
+    /// Whether `other` may use what this caller opened: with auth only the same token;
+    /// without, anyone who reaches the gateway (addresses are no identity).
+    pub(crate) fn may_use(&self, other: &Caller) -> bool {
+        match (self, other) {
+            (Caller::Token(mine), Caller::Token(theirs)) => mine == theirs,
+            (Caller::Client(_), Caller::Client(_)) => true,
+            _ => false,
+        }
+    }
+
     /// The name of the token it presented, if any.
     pub(crate) fn token_name(&self) -> Option<&str> {
         match self {

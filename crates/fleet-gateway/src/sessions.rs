@@ -4,6 +4,13 @@
 //! valid, gets 404 on it); it ends on `DELETE`, after the idle timeout, when the
 //! upstream forgets it (404), or when its instance leaves the route table.
 //!
+//! Sessions are bounded: at most `max_sessions` in all and `max_sessions_per_caller`
+//! per token (per client address without auth). A new session over either limit ends
+//! the least recently used *idle* session (no request in flight) of the caller that
+//! holds the most — the newcomer's own when it is over its limit — and is refused only
+//! when every candidate is busy. A full per-session stdio pool is freed the same way,
+//! so one token cannot keep a pool to itself with sessions it no longer uses.
+//!
 //! In memory, one map behind a mutex that is never held across an await (nor while a
 //! session is dropped: dropping a stdio session gives its process back). (A sealed,
 //! self-describing id would let gateway replicas share no state — DESIGN §7; not yet.)
@@ -18,6 +25,7 @@ use axum::http::HeaderValue;
 use crate::distribution::Instance;
 use crate::link::Attachment;
 use crate::pool::StdioLease;
+use crate::security::Caller;
 
 /// A gateway session id: 256 random bits, written as 64 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,8 +65,8 @@ impl SessionId {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) server: Arc<str>,
-    /// The name of the token that opened it; `None` when the gateway needs none.
-    pub(crate) token: Option<Arc<str>>,
+    /// Who opened it: with auth its token, which alone may use it.
+    pub(crate) caller: Caller,
     pub(crate) revision: u64,
     pub(crate) instance: Arc<Instance>,
     pub(crate) upstream: SessionUpstream,
@@ -126,9 +134,77 @@ impl Entry {
     }
 }
 
-#[derive(Debug)]
+impl Entry {
+    fn idle(&self) -> bool {
+        self.session.in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+#[derive(Debug, Default)]
 struct State {
     sessions: HashMap<SessionId, Entry>,
+    /// Live sessions per caller (kept with `sessions`).
+    per_caller: HashMap<Caller, usize>,
+}
+
+impl State {
+    fn remove(&mut self, id: &SessionId) -> Option<Arc<Session>> {
+        let entry = self.sessions.remove(id)?;
+        if let Some(count) = self.per_caller.get_mut(&entry.session.caller) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_caller.remove(&entry.session.caller);
+            }
+        }
+        Some(entry.session)
+    }
+
+    /// The least recently used idle session among those `eligible`, of the caller that
+    /// holds the most of them.
+    fn least_recently_used(&self, eligible: impl Fn(&Entry) -> bool) -> Option<SessionId> {
+        let mut held: HashMap<&Caller, usize> = HashMap::new();
+        for entry in self.sessions.values().filter(|e| eligible(e)) {
+            *held.entry(&entry.session.caller).or_default() += 1;
+        }
+        let idle = || {
+            self.sessions
+                .iter()
+                .filter(|(_, e)| e.idle() && eligible(e))
+        };
+        let biggest = idle()
+            .map(|(_, e)| &e.session.caller)
+            .max_by_key(|caller| held.get(caller).copied().unwrap_or(0))?;
+        idle()
+            .filter(|(_, e)| &e.session.caller == biggest)
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// The session limits (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_sessions: usize,
+    pub(crate) max_sessions_per_caller: usize,
+}
+
+/// Why no session could be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The gateway holds `max` sessions, all busy.
+    Gateway { max: usize },
+    /// The caller holds `max` sessions, all busy.
+    Caller { max: usize },
+}
+
+impl Full {
+    /// The refusal of request `id`.
+    pub(crate) fn refusal(self, id: Option<serde_json::Value>) -> crate::GatewayError {
+        match self {
+            Self::Gateway { max } => crate::GatewayError::GatewayFull { max, id },
+            Self::Caller { max } => crate::GatewayError::CallerFull { max, id },
+        }
+    }
 }
 
 /// Every live session.
@@ -136,15 +212,15 @@ struct State {
 pub(crate) struct Sessions {
     state: Mutex<State>,
     idle_timeout: Duration,
+    limits: Limits,
 }
 
 impl Sessions {
-    pub(crate) fn new(idle_timeout: Duration) -> Self {
+    pub(crate) fn new(idle_timeout: Duration, limits: Limits) -> Self {
         Self {
-            state: Mutex::new(State {
-                sessions: HashMap::new(),
-            }),
+            state: Mutex::default(),
             idle_timeout,
+            limits,
         }
     }
 
@@ -165,7 +241,9 @@ impl Sessions {
         let id = SessionId::mint()?;
         let now = Instant::now();
         let idle_timeout = idle_timeout.map_or(self.idle_timeout, |t| t.min(self.idle_timeout));
-        self.state().sessions.insert(
+        let mut state = self.state();
+        *state.per_caller.entry(session.caller.clone()).or_default() += 1;
+        state.sessions.insert(
             id,
             Entry {
                 session,
@@ -174,6 +252,45 @@ impl Sessions {
             },
         );
         Ok(id)
+    }
+
+    /// Makes room for a new session of `caller` within the limits, ending idle sessions
+    /// as the module docs say; returns those it ended (to be dropped by the caller, out
+    /// of the lock: a stdio session gives its process back, an HTTP one should be told).
+    /// Concurrent new sessions may overshoot a limit by their number.
+    ///
+    /// # Errors
+    /// [`Full`] when a limit is reached and every candidate session is busy.
+    pub(crate) fn make_room(&self, caller: &Caller) -> Result<Vec<Arc<Session>>, Full> {
+        let Limits {
+            max_sessions,
+            max_sessions_per_caller,
+        } = self.limits;
+        let mut state = self.state();
+        let mut ended = Vec::new();
+        while state.per_caller.get(caller).copied().unwrap_or(0) >= max_sessions_per_caller {
+            let victim = state
+                .least_recently_used(|e| &e.session.caller == caller)
+                .ok_or(Full::Caller {
+                    max: max_sessions_per_caller,
+                })?;
+            ended.extend(state.remove(&victim));
+        }
+        while state.sessions.len() >= max_sessions {
+            let victim = state
+                .least_recently_used(|_| true)
+                .ok_or(Full::Gateway { max: max_sessions })?;
+            ended.extend(state.remove(&victim));
+        }
+        Ok(ended)
+    }
+
+    /// Ends the least recently used idle session on `instance` (a full per-session
+    /// pool), of the caller holding the most there.
+    pub(crate) fn end_one_idle_on(&self, instance: &Arc<Instance>) -> Option<Arc<Session>> {
+        let mut state = self.state();
+        let victim = state.least_recently_used(|e| Arc::ptr_eq(&e.session.instance, instance))?;
+        state.remove(&victim)
     }
 
     /// How often [`sweep`](Self::sweep) should run.
@@ -192,31 +309,27 @@ impl Sessions {
             .filter(|(_, entry)| entry.expired(now) || entry.session.process_gone())
             .map(|(id, _)| *id)
             .collect();
-        expired
-            .iter()
-            .filter_map(|id| state.sessions.remove(id))
-            .map(|entry| entry.session)
-            .collect()
+        expired.iter().filter_map(|id| state.remove(id)).collect()
     }
 
-    /// The session `id` of `server`, opened with `token`, marked as used; `None` when
-    /// unknown, expired, another server's or another token's.
+    /// The session `id` of `server`, marked as used, for `caller`; `None` when unknown,
+    /// expired, another server's or (with auth) another token's.
     pub(crate) fn touch(
         &self,
         id: &SessionId,
         server: &str,
-        token: Option<&str>,
+        caller: &Caller,
     ) -> Option<Arc<Session>> {
         let now = Instant::now();
         let mut state = self.state();
         let entry = state.sessions.get_mut(id)?;
         if entry.expired(now) {
-            let expired = state.sessions.remove(id);
+            let expired = state.remove(id);
             drop(state);
             drop(expired);
             return None;
         }
-        if &*entry.session.server != server || entry.session.token.as_deref() != token {
+        if &*entry.session.server != server || !entry.session.caller.may_use(caller) {
             return None;
         }
         entry.last_used = now;
@@ -224,7 +337,7 @@ impl Sessions {
     }
 
     pub(crate) fn remove(&self, id: &SessionId) {
-        let removed = self.state().sessions.remove(id);
+        let removed = self.state().remove(id);
         drop(removed);
     }
 

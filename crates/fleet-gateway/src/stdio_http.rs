@@ -25,6 +25,7 @@ use crate::metrics::{MethodLabel, Outcome};
 use crate::pins::Pins;
 use crate::pool::AcquireError;
 use crate::proxy::MCP_SESSION_ID;
+use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
@@ -32,8 +33,8 @@ const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// One client request, as the handler read it.
 pub(crate) struct Request<'a> {
     pub(crate) headers: &'a HeaderMap,
-    /// The name of the caller's token (a new session is bound to it).
-    pub(crate) token: Option<&'a str>,
+    /// Who asks (a new session is bound to it).
+    pub(crate) caller: &'a Caller,
     pub(crate) body: Bytes,
     pub(crate) label: MethodLabel,
     pub(crate) tool_call: Option<ToolCall>,
@@ -56,10 +57,26 @@ pub(crate) async fn open(
             .id
             .and_then(|id| serde_json::from_str(id.get()).ok())
     };
+    if initialize {
+        let ended = shared
+            .sessions
+            .make_room(request.caller)
+            .map_err(|full| full.refusal(id()))?;
+        crate::proxy::end_sessions(shared, ended);
+    }
     let (attachment, lease, idle_timeout) = match &target.instance.kind {
         Kind::Stdio(link) => (link.attach(), None, None),
         Kind::StdioPerSession(processes) => {
-            let lease = processes.acquire().await.map_err(|error| match error {
+            let mut acquired = processes.acquire().await;
+            // A full pool gives up the least recently used idle session (of whoever
+            // holds the most there) rather than turn the newcomer away.
+            if matches!(acquired, Err(AcquireError::AtCapacity { .. }))
+                && let Some(idle) = shared.sessions.end_one_idle_on(&target.instance)
+            {
+                drop(idle);
+                acquired = processes.acquire().await;
+            }
+            let lease = acquired.map_err(|error| match error {
                 AcquireError::AtCapacity { max } => GatewayError::SessionLimit {
                     server: server.to_owned(),
                     max,
@@ -87,7 +104,7 @@ pub(crate) async fn open(
     })?;
     let session = Arc::new(Session {
         server: Arc::from(server),
-        token: request.token.map(Arc::from),
+        caller: request.caller.clone(),
         revision: target.revision,
         instance: Arc::clone(&target.instance),
         upstream: SessionUpstream::Stdio {
@@ -190,7 +207,7 @@ async fn post(
     };
     let Request {
         headers,
-        token: _,
+        caller: _,
         body,
         label,
         tool_call,

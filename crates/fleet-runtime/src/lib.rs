@@ -81,4 +81,9 @@ pub trait Runtime: Send + Sync {
 
     /// A snapshot of every instance the runtime knows, sorted by id.
     fn statuses(&self) -> Vec<InstanceStatus>;
+
+    /// Deletes the logs of a stopped instance nobody will ask about again (a
+    /// per-session process whose session ended): a stream of short-lived sessions must
+    /// not fill the disk with their files. Missing logs are not an error.
+    fn discard_logs(&self, id: &InstanceId) -> impl Future<Output = ()> + Send;
 }

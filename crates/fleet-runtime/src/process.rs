@@ -283,4 +283,22 @@ impl Runtime for ProcessRuntime {
             .map(|e| lock(&e.status).clone())
             .collect()
     }
+
+    async fn discard_logs(&self, id: &InstanceId) {
+        let live = log_path(&self.shared.state_dir, id);
+        let keep = self.shared.rotation.keep;
+        let removed = tokio::task::spawn_blocking(move || {
+            let files =
+                std::iter::once(live.clone()).chain((1..=keep).map(|n| rotated_log_path(&live, n)));
+            for file in files {
+                match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(file = %file.display(), error = %e, "cannot remove a log");
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let _ = removed.await;
+    }
 }

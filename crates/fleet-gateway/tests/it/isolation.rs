@@ -19,7 +19,7 @@ fn all_capabilities() -> Value {
 
 /// A raw legacy session: `initialize` asking for `version` with `capabilities`, then
 /// `notifications/initialized`. Its session id and the `initialize` result.
-async fn session_with(
+pub(crate) async fn session_with(
     url: &str,
     version: &str,
     capabilities: Value,
@@ -55,7 +55,7 @@ async fn session(url: &str) -> String {
         .0
 }
 
-async fn post(
+pub(crate) async fn post(
     url: &str,
     session: Option<&str>,
     token: Option<&str>,
@@ -71,7 +71,7 @@ async fn post(
     request.send().await.unwrap()
 }
 
-fn tools_call(id: u64, tool: &str, arguments: Value) -> Value {
+pub(crate) fn tools_call(id: u64, tool: &str, arguments: Value) -> Value {
     json!({
         "jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": { "name": tool, "arguments": arguments }
@@ -90,13 +90,13 @@ fn messages(body: &str) -> Vec<Value> {
 }
 
 /// An SSE answer read as it arrives.
-struct Answer {
+pub(crate) struct Answer {
     response: reqwest::Response,
     seen: String,
 }
 
 impl Answer {
-    fn new(response: reqwest::Response) -> Self {
+    pub(crate) fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
         Self {
             response,
@@ -105,7 +105,7 @@ impl Answer {
     }
 
     /// The first message matching `wanted` (waiting for it), and every message so far.
-    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    pub(crate) async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
         tokio::time::timeout(DEADLINE, async {
             loop {
                 let all = messages(&self.seen);

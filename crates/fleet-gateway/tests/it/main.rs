@@ -11,6 +11,7 @@ mod connections;
 mod inspector;
 mod isolation;
 mod legacy;
+mod limits;
 mod modern;
 mod peers;
 mod security;

@@ -65,6 +65,13 @@ impl Drop for Release {
     }
 }
 
+impl Spawner {
+    /// Processes running now.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
 impl SessionProcesses for Spawner {
     fn acquire(&self) -> BoxFuture<'_, Result<StdioLease, AcquireError>> {
         Box::pin(async move {
@@ -197,11 +204,23 @@ async fn every_session_gets_its_own_process_and_gives_it_back() {
 }
 
 #[tokio::test]
-async fn per_session_servers_refuse_new_sessions_at_their_cap() {
+async fn per_session_servers_refuse_new_sessions_at_their_cap_when_all_are_busy() {
     let (_spawner, table) = per_session(&[], 1, Duration::from_secs(60));
     let gateway = TestGateway::start(table, |_| {}).await;
-    let _first = legacy_client(&gateway.url("solo"), None).await;
-    let response = raw_initialize(&gateway.url("solo")).await;
+    let url = gateway.url("solo");
+    let busy = raw_session(&url).await;
+    let sleep = serde_json::json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "sleep", "arguments": { "ms": 5_000 } }
+    });
+    let call = raw_post(&url)
+        .header("mcp-session-id", busy)
+        .json(&sleep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200, "the call is in flight");
+    let response = raw_initialize(&url).await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["id"], 1);

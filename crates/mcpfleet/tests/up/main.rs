@@ -1176,6 +1176,17 @@ impl RawSession {
             .to_owned()
     }
 
+    /// The HTTP status of calling `tool` without arguments.
+    async fn try_call(&self, id: u64, tool: &str) -> u16 {
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": { "name": tool, "arguments": {} }
+        })
+        .to_string();
+        let response = post(&self.http, &self.url, Some(&self.id), &body).await;
+        response.status().as_u16()
+    }
+
     async fn close(self) {
         let response = self
             .http
@@ -1186,6 +1197,15 @@ impl RawSession {
             .unwrap();
         assert!(response.status().is_success());
     }
+}
+
+/// The log file in `logs` of the process with `pid` (its `--- started pid N` line).
+fn log_of(logs: &Path, pid: u32) -> Option<PathBuf> {
+    let marker = format!("--- started pid {pid} ");
+    std::fs::read_dir(logs)
+        .unwrap()
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .find(|path| std::fs::read_to_string(path).is_ok_and(|text| text.contains(&marker)))
 }
 
 /// A reqwest client. This process has no `main` of mcpfleet's to install the rustls
@@ -1258,13 +1278,33 @@ servers:
             a.call(3, "echo", serde_json::json!({"message": "a"})).await,
             "a"
         );
-        // max_sessions: 2 → the third is refused until one ends.
-        assert_eq!(RawSession::open(&solo_url).await.err(), Some(503));
+        // max_sessions: 2 → a third session ends the least recently used idle one (b's:
+        // a made the last call); its process stops and its log goes with it.
+        let b_pid: u32 = pid_b.trim_start_matches("pid ").parse().unwrap();
+        let logs = fleet.state_dir().join("logs");
+        assert!(log_of(&logs, b_pid).is_some(), "b's process has a log");
+        let c = RawSession::open(&solo_url).await.unwrap();
+        let pid_c = c.call(2, "whoami", serde_json::json!({})).await;
+        assert!(![&pid_a, &pid_b].contains(&&pid_c), "{pid_c}");
+        assert_eq!(b.try_call(4, "echo").await, 404, "b's session was ended");
+        wait_until_gone(b_pid).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(log) = log_of(&logs, b_pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{} is still there",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            a.call(5, "echo", serde_json::json!({"message": "a"})).await,
+            "a"
+        );
+        // DELETE gives a process back at once.
         let a_pid: u32 = pid_a.trim_start_matches("pid ").parse().unwrap();
         a.close().await;
         wait_until_gone(a_pid).await;
-        let c = RawSession::open(&solo_url).await.unwrap();
-        assert_ne!(c.call(2, "whoami", serde_json::json!({})).await, pid_a);
 
         // Shared: every session on the one checked instance, ids rewritten.
         let x = RawSession::open(&common_url).await.unwrap();

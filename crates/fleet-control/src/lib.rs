@@ -377,6 +377,8 @@ fn gateway_config(
         burst: r.burst,
     });
     config.max_session_concurrency = gateway.max_requests_in_flight as usize;
+    config.max_sessions = gateway.max_sessions as usize;
+    config.max_sessions_per_token = gateway.max_sessions_per_token as usize;
     config.session_idle_timeout = gateway.session_idle_timeout;
     config.upstream_timeout = gateway.upstream_timeout;
     config.header_read_timeout = gateway.header_read_timeout;

@@ -51,6 +51,8 @@ pub struct Gateway {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     pub max_requests_in_flight: u32,
+    pub max_sessions: u32,
+    pub max_sessions_per_token: u32,
     #[serde(serialize_with = "duration_text")]
     pub session_idle_timeout: Duration,
     #[serde(serialize_with = "duration_text")]
@@ -68,6 +70,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: u32 = 64;
+    pub const DEFAULT_MAX_SESSIONS: u32 = 20_000;
+    pub const DEFAULT_MAX_SESSIONS_PER_TOKEN: u32 = 5_000;
     pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
     pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

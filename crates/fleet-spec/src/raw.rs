@@ -102,6 +102,13 @@ pub struct RawGateway {
     /// Requests of one client session in flight at once, at most; more get 429.
     /// Default 64.
     pub max_requests_in_flight: Option<Spanned<u32>>,
+    /// Live client sessions, at most. A new session past it ends the least recently used
+    /// idle one (of whoever holds the most); when all are busy it gets 503. Default 20000.
+    pub max_sessions: Option<Spanned<u32>>,
+    /// Live client sessions per bearer token (per client address without auth), at most.
+    /// A new one past it ends that token's least recently used idle session; when all are
+    /// busy it gets 429. Default 5000.
+    pub max_sessions_per_token: Option<Spanned<u32>>,
     /// A client session unused this long ends (its upstream session too). Default `30m`.
     pub session_idle_timeout: Option<Spanned<DurationText>>,
     /// How long the gateway waits for an upstream's answer to begin. Default `60s`.

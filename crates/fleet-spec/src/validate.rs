@@ -552,6 +552,18 @@ impl Validator {
                 1,
                 "max_requests_in_flight",
             ),
+            max_sessions: self.count(
+                raw.and_then(|g| g.max_sessions.as_ref()),
+                Gateway::DEFAULT_MAX_SESSIONS,
+                1,
+                "max_sessions",
+            ),
+            max_sessions_per_token: self.count(
+                raw.and_then(|g| g.max_sessions_per_token.as_ref()),
+                Gateway::DEFAULT_MAX_SESSIONS_PER_TOKEN,
+                1,
+                "max_sessions_per_token",
+            ),
             session_idle_timeout: self.duration(
                 raw.and_then(|g| g.session_idle_timeout.as_ref()),
                 Gateway::DEFAULT_SESSION_IDLE_TIMEOUT,

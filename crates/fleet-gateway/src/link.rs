@@ -1167,6 +1167,82 @@ mod tests {
         );
     }
 
+    /// JSON without floats (whose spelling serde may change) or duplicate keys.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn json_id() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<String>().prop_map(serde_json::Value::from),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A shared link rewrites the id and progress token of a request and nothing
+        /// else, and gives the client back its own id on the answer.
+        #[test]
+        fn rewriting_ids_and_tokens_keeps_everything_else(
+            id in json_id(),
+            token in proptest::option::of(json_id()),
+            arguments in json_value(),
+            meta_extra in json_value(),
+            number in 1..u64::MAX / 2,
+        ) {
+            let mut meta = serde_json::json!({ "other": meta_extra });
+            if let Some(token) = &token {
+                meta["progressToken"] = token.clone();
+            }
+            let request = serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": { "name": "t", "arguments": arguments, "_meta": meta },
+            });
+            let bytes = serde_json::to_vec(&request).unwrap();
+            let message = ClientMessage::parse(&bytes).unwrap();
+            let link_token = message.progress_token.map(|_| number + 1);
+            let rewritten: serde_json::Value =
+                serde_json::from_slice(&rewrite_request(&bytes, number, link_token).unwrap()).unwrap();
+            let mut expected = request.clone();
+            expected["id"] = number.into();
+            if let Some(link_token) = link_token {
+                expected["params"]["_meta"]["progressToken"] = link_token.into();
+            }
+            proptest::prop_assert_eq!(rewritten, expected);
+
+            let original = RawValue::from_string(serde_json::to_string(&id).unwrap()).unwrap();
+            let answer = serde_json::json!({ "jsonrpc": "2.0", "id": number, "result": { "echo": arguments } });
+            let restored: serde_json::Value = serde_json::from_slice(
+                &with_id(&serde_json::to_vec(&answer).unwrap(), &original).unwrap(),
+            ).unwrap();
+            proptest::prop_assert_eq!(&restored["id"], &id);
+            proptest::prop_assert_eq!(&restored["result"], &answer["result"]);
+        }
+
+        /// Bytes that are not a JSON object are refused, never a panic.
+        #[test]
+        fn rewriting_garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)) {
+            let _ = rewrite_request(&bytes, 1, Some(2));
+            let _ = with_id(&bytes, &raw("1"));
+            let _ = ClientMessage::parse(&bytes);
+        }
+    }
+
     #[tokio::test]
     async fn lines_over_the_limit_are_skipped_whole() {
         let input: &[u8] = b"short\n0123456789abcdef\nnext\nlast";

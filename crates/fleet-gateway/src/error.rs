@@ -4,7 +4,8 @@
 //! Bodies are JSON-RPC error objects (`{"jsonrpc":"2.0","id":…,"error":{…}}`) so MCP
 //! clients surface them as errors of the request they sent; the id is the request's
 //! when the gateway had read it, else `null`. Codes: -32700 unparsable body, -32020
-//! header mismatch (MCP 2026-07-28), -32603 upstream failure, -32000 gateway policy.
+//! header mismatch (MCP 2026-07-28), -32601 a method 2026-07-28 does not have, -32602
+//! invalid `_meta`, -32603 upstream failure, -32000 gateway policy.
 //! No message ever contains a token.
 
 use std::time::Duration;
@@ -168,6 +169,51 @@ pub enum GatewayError {
         /// The request id.
         id: Option<serde_json::Value>,
     },
+    /// A modern (2026-07-28) request lacks a header that version requires on every
+    /// request (`MCP-Protocol-Version`, `Mcp-Method`, or `Mcp-Name` for a call naming a
+    /// tool, prompt or resource).
+    #[error("the {header} header is required on a 2026-07-28 request")]
+    MissingHeader {
+        /// The header.
+        header: &'static str,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// `Mcp-Name` differs from the body's `params.name` (`params.uri` for
+    /// `resources/read`).
+    #[error(
+        "Mcp-Name header does not match the body's params.name (params.uri for resources/read)"
+    )]
+    NameHeaderMismatch {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// `MCP-Protocol-Version` differs from `params._meta`'s protocol version.
+    #[error(
+        "MCP-Protocol-Version header does not match params._meta[\"io.modelcontextprotocol/protocolVersion\"]"
+    )]
+    VersionHeaderMismatch {
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// A modern request's `params._meta` lacks a member 2026-07-28 requires.
+    #[error("invalid params: params._meta must have \"{member}\" in a 2026-07-28 request")]
+    MissingMeta {
+        /// The member.
+        member: &'static str,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
+    /// A method 2026-07-28 does not have (`initialize`, `ping`, `logging/setLevel`,
+    /// `resources/subscribe`, `resources/unsubscribe`): refused before a stdio server
+    /// sees it, since it would answer it as a session-era server.
+    #[error("method not found: `{method}` does not exist in MCP 2026-07-28")]
+    RemovedMethod {
+        /// The method.
+        method: String,
+        /// The request id.
+        id: Option<serde_json::Value>,
+    },
     /// The upstream could not be reached, failed, or did not answer in time.
     #[error("upstream {kind}")]
     Upstream {
@@ -202,6 +248,8 @@ pub(crate) mod code {
     pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
     pub(crate) const INVALID_PARAMS: i64 = -32602;
     pub(crate) const HEADER_MISMATCH: i64 = -32020;
+    pub(crate) const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     pub(crate) const INTERNAL_ERROR: i64 = -32603;
     pub(crate) const GATEWAY_POLICY: i64 = -32000;
 }
@@ -214,7 +262,9 @@ impl GatewayError {
                 StatusCode::FORBIDDEN
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::UnknownServer { .. } | Self::UnknownSession => StatusCode::NOT_FOUND,
+            Self::UnknownServer { .. } | Self::UnknownSession | Self::RemovedMethod { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::NoInstances { .. } | Self::SessionLimit { .. } | Self::GatewayFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -233,6 +283,10 @@ impl GatewayError {
             | Self::MalformedMembers { .. }
             | Self::InvalidToolName { .. }
             | Self::HeaderMismatch { .. }
+            | Self::MissingHeader { .. }
+            | Self::NameHeaderMismatch { .. }
+            | Self::VersionHeaderMismatch { .. }
+            | Self::MissingMeta { .. }
             | Self::BodyRead
             | Self::NotAsked { .. } => StatusCode::BAD_REQUEST,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -249,8 +303,12 @@ impl GatewayError {
             | Self::InvalidMethod { .. }
             | Self::MalformedMembers { .. }
             | Self::NotAsked { .. } => code::INVALID_REQUEST,
-            Self::InvalidToolName { .. } => code::INVALID_PARAMS,
-            Self::HeaderMismatch { .. } => code::HEADER_MISMATCH,
+            Self::InvalidToolName { .. } | Self::MissingMeta { .. } => code::INVALID_PARAMS,
+            Self::HeaderMismatch { .. }
+            | Self::MissingHeader { .. }
+            | Self::NameHeaderMismatch { .. }
+            | Self::VersionHeaderMismatch { .. } => code::HEADER_MISMATCH,
+            Self::RemovedMethod { .. } => code::METHOD_NOT_FOUND,
             Self::Upstream { .. } => code::INTERNAL_ERROR,
             _ => code::GATEWAY_POLICY,
         }
@@ -259,6 +317,11 @@ impl GatewayError {
     fn id(&self) -> Option<&serde_json::Value> {
         match self {
             Self::HeaderMismatch { id }
+            | Self::NameHeaderMismatch { id }
+            | Self::VersionHeaderMismatch { id }
+            | Self::MissingHeader { id, .. }
+            | Self::MissingMeta { id, .. }
+            | Self::RemovedMethod { id, .. }
             | Self::InvalidVersion { id }
             | Self::InvalidMethod { id }
             | Self::MalformedMembers { id }

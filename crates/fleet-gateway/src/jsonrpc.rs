@@ -1,6 +1,6 @@
 //! The little the gateway reads of a JSON-RPC message: method, id, the modern
-//! protocol version in `_meta`, and whether a response is an error; and whether a
-//! client's message is one the gateway forwards at all. Messages are forwarded as the
+//! request metadata in `_meta`, the name `Mcp-Name` must repeat, and a response's
+//! error code; and whether a client's message is one the gateway forwards at all. Messages are forwarded as the
 //! client's bytes; nothing here re-encodes them.
 //!
 //! A client's POST body must be one JSON-RPC 2.0 message, else the gateway answers
@@ -42,8 +42,14 @@ pub(crate) struct Peek<'a> {
     pub(crate) id: Option<serde_json::Value>,
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (modern requests).
     pub(crate) meta_protocol_version: Option<Cow<'a, str>>,
+    /// `params._meta["io.modelcontextprotocol/clientCapabilities"]` is there (required
+    /// in modern requests).
+    pub(crate) meta_client_capabilities: bool,
     /// `params.name`: the tool of a `tools/call` (always set for one).
     pub(crate) name: Option<Cow<'a, str>>,
+    /// What a modern request's `Mcp-Name` header must say: `params.name` of a
+    /// `tools/call` or `prompts/get`, `params.uri` of a `resources/read`.
+    pub(crate) header_name: Option<Cow<'a, str>>,
     /// `params.requestState`: an MRTR retry (modern).
     pub(crate) request_state: Option<Cow<'a, str>>,
 }
@@ -76,6 +82,8 @@ struct Params<'a> {
     meta: Option<Meta<'a>>,
     #[serde(default, borrow)]
     name: Member<'a>,
+    #[serde(default, borrow)]
+    uri: Member<'a>,
     #[serde(rename = "requestState", borrow)]
     request_state: Option<Cow<'a, str>>,
 }
@@ -84,6 +92,8 @@ struct Params<'a> {
 struct Meta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
     protocol_version: Option<Cow<'a, str>>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities")]
+    client_capabilities: Option<IgnoredAny>,
 }
 
 /// Only the id: read again when the message's other members do not fit their types,
@@ -131,23 +141,30 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
         }
         (id, _) => id.and_then(Result::ok),
     };
-    let (meta, name, request_state) = match message.params {
-        Some(params) => (params.meta, params.name, params.request_state),
-        None => (None, Member::default(), None),
+    let (meta, name, uri, request_state) = match message.params {
+        Some(params) => (params.meta, params.name, params.uri, params.request_state),
+        None => (None, Member::default(), Member::default(), None),
     };
-    let name = if method.as_deref() == Some("tools/call") {
-        match name.0.and_then(bounded_name) {
-            Some(name) => Some(name),
+    let (name, header_name) = match method.as_deref() {
+        Some("tools/call") => match name.0.and_then(bounded_name) {
+            Some(name) => (Some(name.clone()), Some(name)),
             None => return Err(GatewayError::InvalidToolName { id }),
-        }
-    } else {
-        None
+        },
+        Some("prompts/get") => (None, name.0.and_then(string)),
+        Some("resources/read") => (None, uri.0.and_then(string)),
+        _ => (None, None),
+    };
+    let (meta_protocol_version, meta_client_capabilities) = match meta {
+        Some(meta) => (meta.protocol_version, meta.client_capabilities.is_some()),
+        None => (None, false),
     };
     Ok(Peek {
         method,
         id,
-        meta_protocol_version: meta.and_then(|m| m.protocol_version),
+        meta_protocol_version,
+        meta_client_capabilities,
         name,
+        header_name,
         request_state,
     })
 }
@@ -214,6 +231,25 @@ fn is_bounded_name(name: &str) -> bool {
 #[derive(Deserialize)]
 struct ResponseShape {
     error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponseShape {
+    error: Option<ErrorShape>,
+}
+
+#[derive(Deserialize)]
+struct ErrorShape {
+    code: i64,
+}
+
+/// The code of the JSON-RPC error `body` (one response) carries; `None` for a result
+/// or what is no response.
+pub(crate) fn error_code(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<ErrorResponseShape>(body)
+        .ok()?
+        .error
+        .map(|error| error.code)
 }
 
 /// Whether a JSON response body carries a JSON-RPC error (for a batch: any element).

@@ -37,8 +37,9 @@ use crate::stdio_http;
 pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
-const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub(crate) const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+pub(crate) const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Request headers never forwarded: credentials (token passthrough is forbidden),
 /// hop-by-hop headers, and those the gateway sets itself.
@@ -163,7 +164,10 @@ async fn handle(
         if method != Method::POST {
             return Err(GatewayError::MissingSession);
         }
-        let initialize = peek.method.as_deref() == Some("initialize");
+        // `initialize` under a modern revision's header is a method that revision does
+        // not have, not a new session.
+        let initialize =
+            peek.method.as_deref() == Some("initialize") && !modern_header(&parts.headers);
         if !initialize && !is_modern(&parts.headers, &peek) {
             return Err(GatewayError::MissingSession);
         }
@@ -184,6 +188,9 @@ async fn handle(
                 server: server.to_owned(),
             })?;
         if !matches!(target.instance.kind, Kind::Http(_)) {
+            if !initialize {
+                stdio_http::check_stateless(&parts.headers, &peek)?;
+            }
             let body = body.clone();
             let request = stdio_http::Request {
                 headers: &parts.headers,
@@ -191,7 +198,7 @@ async fn handle(
                 body,
                 label,
                 tool_call,
-                learn_pins: !initialize,
+                stateless: !initialize,
             };
             return stdio_http::open(shared, server, target, initialize, request).await;
         }
@@ -270,7 +277,7 @@ async fn handle(
                 body: body.clone(),
                 label,
                 tool_call,
-                learn_pins: false,
+                stateless: false,
             };
             let response =
                 stdio_http::in_session(shared, &target, session_id, session, &method, request)
@@ -374,14 +381,19 @@ impl<G: Unpin> hyper::body::Body for Holding<G> {
 /// speak a modern revision (header or `_meta`).
 fn is_modern(headers: &HeaderMap, peek: &jsonrpc::Peek<'_>) -> bool {
     peek.method.as_deref() == Some("server/discover")
-        || headers
-            .get(&MCP_PROTOCOL_VERSION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(jsonrpc::is_modern_revision)
+        || modern_header(headers)
         || peek
             .meta_protocol_version
             .as_deref()
             .is_some_and(jsonrpc::is_modern_revision)
+}
+
+/// `MCP-Protocol-Version` names a modern revision.
+fn modern_header(headers: &HeaderMap) -> bool {
+    headers
+        .get(&MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(jsonrpc::is_modern_revision)
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {

@@ -6,6 +6,11 @@
 //! else one JSON body (those related messages then go to the GET stream). GET opens
 //! the session's stream for everything else; DELETE ends the session and gives back
 //! its process.
+//!
+//! A stateless (2026-07-28) request is checked here as that revision's Streamable HTTP
+//! server must check it (the process behind never sees the headers), and a JSON-RPC
+//! error answering it leaves with the HTTP status that revision maps it to, so the
+//! answer is held until the first message shows whether it is one.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,18 +22,39 @@ use bytes::Bytes;
 use crate::Shared;
 use crate::audit::{ToolCall, ToolOutcome};
 use crate::distribution::{Kind, OutstandingGuard, Target};
-use crate::error::{GatewayError, UpstreamFailure};
+use crate::error::{GatewayError, UpstreamFailure, code};
 use crate::hub::{Event, EventId, Stream};
 use crate::jsonrpc;
 use crate::link::{ClientMessage, SendError};
 use crate::metrics::{MethodLabel, Outcome};
 use crate::pins::Pins;
 use crate::pool::AcquireError;
-use crate::proxy::MCP_SESSION_ID;
+use crate::proxy::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// The reconnection delay (SSE `retry:`) the gateway's streams ask of a client that
+/// loses one: the hub keeps a stream's events, so a prompt `Last-Event-ID` resumption
+/// finds them (2025-11-25, "Resumability and Redelivery").
+const RECONNECT_AFTER_MS: u64 = 1000;
+
+/// Session-era methods MCP 2026-07-28 does not have. A stdio server speaking both
+/// eras would answer them (and a shared process's link answers `initialize` itself),
+/// so the gateway refuses them as unknown methods.
+const REMOVED_METHODS: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// The `Mcp-Name` value that carries a name not fit for a header:
+/// `=?base64?<standard Base64 of the UTF-8 name>?=` (2026-07-28).
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
 
 /// One client request, as the handler read it.
 pub(crate) struct Request<'a> {
@@ -38,8 +64,99 @@ pub(crate) struct Request<'a> {
     pub(crate) body: Bytes,
     pub(crate) label: MethodLabel,
     pub(crate) tool_call: Option<ToolCall>,
-    /// A stateless request: remember where an MRTR `requestState` came from.
-    pub(crate) learn_pins: bool,
+    /// A stateless (modern) request: its error leaves with the status 2026-07-28 maps
+    /// it to, and an MRTR `requestState` in its answer is remembered.
+    pub(crate) stateless: bool,
+}
+
+/// Checks a stateless request for a stdio upstream as a 2026-07-28 Streamable HTTP
+/// server must before handling it: the standard headers (`Mcp-Method`'s value is
+/// checked for every upstream, before routing), the required `_meta` members, and a
+/// method that revision has.
+///
+/// # Errors
+/// The first rule broken, as [`GatewayError::MissingHeader`],
+/// [`GatewayError::NameHeaderMismatch`], [`GatewayError::MissingMeta`],
+/// [`GatewayError::VersionHeaderMismatch`] or [`GatewayError::RemovedMethod`].
+pub(crate) fn check_stateless(
+    headers: &HeaderMap,
+    peek: &jsonrpc::Peek<'_>,
+) -> Result<(), GatewayError> {
+    // Only requests carry `_meta` and name headers; a stray notification or response
+    // goes on as before.
+    let (Some(method), Some(_)) = (peek.method.as_deref(), &peek.id) else {
+        return Ok(());
+    };
+    let id = || peek.id.clone();
+    let missing_header = |header| GatewayError::MissingHeader { header, id: id() };
+    let version = headers
+        .get(&MCP_PROTOCOL_VERSION)
+        .ok_or_else(|| missing_header("MCP-Protocol-Version"))?;
+    if !headers.contains_key(&MCP_METHOD) {
+        return Err(missing_header("Mcp-Method"));
+    }
+    if let Some(expected) = peek.header_name.as_deref() {
+        let value = headers
+            .get(&MCP_NAME)
+            .ok_or_else(|| missing_header("Mcp-Name"))?;
+        if header_text(value).as_deref() != Some(expected) {
+            return Err(GatewayError::NameHeaderMismatch { id: id() });
+        }
+    }
+    let missing_meta = |member| GatewayError::MissingMeta { member, id: id() };
+    let meta_version = peek
+        .meta_protocol_version
+        .as_deref()
+        .ok_or_else(|| missing_meta("io.modelcontextprotocol/protocolVersion"))?;
+    if !peek.meta_client_capabilities {
+        return Err(missing_meta("io.modelcontextprotocol/clientCapabilities"));
+    }
+    if version.to_str().ok().map(str::trim) != Some(meta_version) {
+        return Err(GatewayError::VersionHeaderMismatch { id: id() });
+    }
+    if REMOVED_METHODS.contains(&method) {
+        return Err(GatewayError::RemovedMethod {
+            method: method.to_owned(),
+            id: id(),
+        });
+    }
+    Ok(())
+}
+
+/// A standard header's value as text: surrounding whitespace is no part of it (RFC
+/// 9110 §5.5), and the Base64 form is decoded. `None` when it is no text.
+fn header_text(value: &HeaderValue) -> Option<String> {
+    use base64::Engine as _;
+    let text = value.to_str().ok()?.trim();
+    match text
+        .strip_prefix(BASE64_PREFIX)
+        .and_then(|inner| inner.strip_suffix(BASE64_SUFFIX))
+    {
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(text.to_owned()),
+    }
+}
+
+/// The HTTP status of a stateless request's answer, as 2026-07-28's Streamable HTTP
+/// transport maps JSON-RPC errors: a header mismatch, a missing client capability and
+/// an unsupported protocol version are the request's fault (400), an unknown method
+/// is 404. Any other error, like a result, leaves with 200: a failing tool or a bad
+/// argument is the method's answer, not the transport's.
+fn modern_status(response: &[u8]) -> StatusCode {
+    match jsonrpc::error_code(response) {
+        Some(
+            code::HEADER_MISMATCH
+            | code::MISSING_CLIENT_CAPABILITY
+            | code::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        Some(code::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
 }
 
 /// A new session (`initialize`) or a stateless modern request on a stdio upstream.
@@ -211,7 +328,7 @@ async fn post(
         body,
         label,
         tool_call,
-        learn_pins,
+        stateless,
     } = request;
     let id_value = || {
         message
@@ -223,7 +340,7 @@ async fn post(
         label,
         started: Instant::now(),
         tool_call,
-        pins: learn_pins.then(|| Arc::clone(&shared.pins)),
+        pins: stateless.then(|| Arc::clone(&shared.pins)),
         _guard: target.instance.begin(),
     };
     let (Some(id), true) = (message.id, message.is_request()) else {
@@ -248,46 +365,60 @@ async fn post(
         attachment.hub.end(id);
         return Err(measure.fail(UpstreamFailure::Broken, id_value()));
     }
-    if accepts_sse(headers) {
-        let events = RequestEvents {
-            stream,
-            primed: false,
-            measure: Some(measure),
-            silence: shared.config.upstream_timeout,
-            hub: Arc::clone(&attachment.hub),
-            id: id.to_owned(),
-            ended: false,
-            _session: Arc::clone(session),
-        };
-        return Ok(sse_response(Body::from_stream(events.into_stream())));
-    }
-    // JSON: wait for the response; what else comes meanwhile goes to the GET stream.
     let deadline = tokio::time::Instant::from_std(measure.started) + shared.config.upstream_timeout;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.events.recv()).await {
-            Err(_) => {
-                attachment.hub.end(id);
-                return Err(measure.fail(UpstreamFailure::Timeout, id_value()));
-            }
-            Ok(None) => return Err(measure.fail(UpstreamFailure::Broken, id_value())),
-            Ok(Some(Event {
-                message,
-                last: false,
-                ..
-            })) => attachment.hub.send_standalone(message),
-            Ok(Some(Event {
-                message,
-                last: true,
-                ..
-            })) => {
-                measure.record(Some(&message));
-                return Ok(Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(message))
-                    .unwrap_or_default());
+    let sse = accepts_sse(headers);
+    // A stateless answer's status depends on its response: wait for the first message
+    // (an SSE answer's headers go out with it). A session's SSE answer starts at once.
+    let mut first = None;
+    if stateless || !sse {
+        loop {
+            match tokio::time::timeout_at(deadline, stream.events.recv()).await {
+                Err(_) => {
+                    attachment.hub.end(id);
+                    return Err(measure.fail(UpstreamFailure::Timeout, id_value()));
+                }
+                Ok(None) => return Err(measure.fail(UpstreamFailure::Broken, id_value())),
+                // JSON: what comes before the response goes to the GET stream.
+                Ok(Some(event)) if !sse && !event.last => {
+                    attachment.hub.send_standalone(event.message);
+                }
+                Ok(Some(event)) => {
+                    first = Some(event);
+                    break;
+                }
             }
         }
     }
+    if let Some(event) = first.take_if(|event| event.last) {
+        let status = if stateless {
+            modern_status(&event.message)
+        } else {
+            StatusCode::OK
+        };
+        // An error the status carries leaves as JSON, like the rest of the answer
+        // when the client asked for no stream.
+        if !sse || status != StatusCode::OK {
+            measure.record(Some(&event.message));
+            return Ok(Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(event.message))
+                .unwrap_or_default());
+        }
+        first = Some(event);
+    }
+    let events = RequestEvents {
+        stream,
+        primed: false,
+        first,
+        measure: Some(measure),
+        silence: shared.config.upstream_timeout,
+        hub: Arc::clone(&attachment.hub),
+        id: id.to_owned(),
+        ended: false,
+        _session: Arc::clone(session),
+    };
+    Ok(sse_response(Body::from_stream(events.into_stream())))
 }
 
 fn accepts_sse(headers: &HeaderMap) -> bool {
@@ -356,9 +487,11 @@ impl Measure {
 /// until its answer is sent.
 struct RequestEvents {
     stream: Stream,
-    /// The first event, an id without data, lets a client that loses the stream
-    /// before any message resume it.
+    /// The first event, an id (and the reconnection delay) without data, lets a client
+    /// that loses the stream before any message resume it.
     primed: bool,
+    /// A message received before the stream began, sent first.
+    first: Option<Event>,
     measure: Option<Measure>,
     /// Longest wait for the next event (a response, progress, a log message) before the
     /// request is answered with a timeout error: a stuck server must not hold the client.
@@ -379,24 +512,28 @@ impl RequestEvents {
                     stream: events.stream.number,
                     number: 0,
                 };
-                return Some((Ok(Bytes::from(format!("id: {id}\ndata: \n\n"))), events));
+                let priming = format!("id: {id}\nretry: {RECONNECT_AFTER_MS}\ndata: \n\n");
+                return Some((Ok(Bytes::from(priming)), events));
             }
             if events.ended {
                 return None;
             }
-            let event =
-                match tokio::time::timeout(events.silence, events.stream.events.recv()).await {
-                    Ok(event) => event?,
-                    Err(_) => {
-                        events.ended = true;
-                        events.hub.end(&events.id);
-                        let measure = events.measure.take()?;
-                        let id = serde_json::from_str(events.id.get()).ok();
-                        let error = measure.fail(UpstreamFailure::Timeout, id);
-                        let frame = crate::proxy::sse_event(&error.json_rpc_body());
-                        return Some((Ok(frame), events));
-                    }
-                };
+            let received = match events.first.take() {
+                Some(event) => Ok(Some(event)),
+                None => tokio::time::timeout(events.silence, events.stream.events.recv()).await,
+            };
+            let event = match received {
+                Ok(event) => event?,
+                Err(_) => {
+                    events.ended = true;
+                    events.hub.end(&events.id);
+                    let measure = events.measure.take()?;
+                    let id = serde_json::from_str(events.id.get()).ok();
+                    let error = measure.fail(UpstreamFailure::Timeout, id);
+                    let frame = crate::proxy::sse_event(&error.json_rpc_body());
+                    return Some((Ok(frame), events));
+                }
+            };
             if event.last
                 && let Some(measure) = events.measure.take()
             {
@@ -425,14 +562,17 @@ impl Drop for RequestEvents {
     }
 }
 
-/// A GET stream: the session's own messages, or a resumed answer stream.
+/// A GET stream: the session's own messages, or a resumed answer stream, after the
+/// reconnection delay a client that loses it should keep to.
 fn stream_events(
     stream: Stream,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    futures::stream::unfold(stream, |mut stream| async move {
+    let retry = Bytes::from(format!("retry: {RECONNECT_AFTER_MS}\n\n"));
+    let messages = futures::stream::unfold(stream, |mut stream| async move {
         let event = stream.events.recv().await?;
         Some((Ok(event_frame(&event)), stream))
-    })
+    });
+    futures::StreamExt::chain(futures::stream::once(async { Ok(retry) }), messages)
 }
 
 /// One SSE event with its id.

@@ -1,9 +1,11 @@
-//! The official MCP conformance suite (`@modelcontextprotocol/conformance`, its
-//! active legacy suite) against the sample server directly and through the gateway,
-//! with the server as an HTTP upstream, a per-session stdio upstream and a shared stdio
-//! upstream (one process every scenario's session uses, ids rewritten). The direct
-//! run is the baseline: the gateway must pass every check the server passes on its
-//! own. Compared per check from each run's `checks.json` files, not by exit code.
+//! The official MCP conformance suite (`@modelcontextprotocol/conformance`) against
+//! the sample server directly and through the gateway: its active legacy suite with
+//! the server as an HTTP upstream, a per-session stdio upstream and a shared stdio
+//! upstream (one process every scenario's session uses, ids rewritten), and its
+//! 2026-07-28 requirements with the stdio upstreams (where the gateway is the HTTP
+//! server). The direct run is the baseline: the gateway must pass every check the
+//! server passes on its own. Compared per check from each run's `checks.json` files,
+//! not by exit code.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,17 +52,21 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
     let (shared_table, _child) = shared_table("shared", &["--conformance"]);
     let shared_gateway = TestGateway::start(shared_table, |_| {}).await;
 
-    let direct_run = conformance("direct", &upstream.url).await;
+    let direct_run = conformance(Suite::Legacy, "direct", &upstream.url).await;
     let direct = &direct_run.checks;
-    let through_http = conformance("gateway-http", &gateway.url("conf"))
+    let through_http = conformance(Suite::Legacy, "gateway-http", &gateway.url("conf"))
         .await
         .checks;
-    let through_stdio = conformance("gateway-stdio", &stdio_gateway.url("solo"))
+    let through_stdio = conformance(Suite::Legacy, "gateway-stdio", &stdio_gateway.url("solo"))
         .await
         .checks;
-    let through_shared = conformance("gateway-shared", &shared_gateway.url("shared"))
-        .await
-        .checks;
+    let through_shared = conformance(
+        Suite::Legacy,
+        "gateway-shared",
+        &shared_gateway.url("shared"),
+    )
+    .await
+    .checks;
     let passed = |report: &Report| report.values().filter(|c| c.status == "SUCCESS").count();
     eprintln!(
         "conformance: direct {}/{} checks passed; through the gateway, HTTP upstream {}/{}, \
@@ -94,12 +100,68 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
         direct_run.output
     );
 
+    assert_no_lost_checks(
+        direct,
+        &[
+            ("http", &through_http),
+            ("stdio", &through_stdio),
+            ("shared", &through_shared),
+        ],
+    );
+}
+
+/// The 2026-07-28 suite (stateless requests: `server/discover`, `_meta`, the
+/// `MCP-Protocol-Version` / `Mcp-Method` / `Mcp-Name` headers and the HTTP status each
+/// error leaves with). Over stdio the gateway is the HTTP server, so every check the
+/// sample server passes over HTTP on its own is the gateway's to pass; the direct run
+/// is the baseline, whatever it fails itself.
+#[tokio::test]
+async fn the_gateway_passes_every_2026_07_28_check_the_server_passes_over_stdio() {
+    let upstream = HttpSampleServer::start(&["--conformance"]).await;
+    let (_processes, stdio_table) = per_session(&["--conformance"], 64, Duration::from_secs(60));
+    let stdio_gateway = TestGateway::start(stdio_table, |_| {}).await;
+    let (shared_table, _child) = shared_table("shared", &["--conformance"]);
+    let shared_gateway = TestGateway::start(shared_table, |_| {}).await;
+
+    let direct = conformance(Suite::Modern, "modern-direct", &upstream.url)
+        .await
+        .checks;
+    let through_stdio = conformance(Suite::Modern, "modern-stdio", &stdio_gateway.url("solo"))
+        .await
+        .checks;
+    let through_shared = conformance(
+        Suite::Modern,
+        "modern-shared",
+        &shared_gateway.url("shared"),
+    )
+    .await
+    .checks;
+    let passed = |report: &Report| report.values().filter(|c| c.status == "SUCCESS").count();
+    eprintln!(
+        "conformance 2026-07-28: direct {}/{} checks passed; through the gateway, \
+         per-session stdio upstream {}/{}, shared stdio upstream {}/{}",
+        passed(&direct),
+        direct.len(),
+        passed(&through_stdio),
+        through_stdio.len(),
+        passed(&through_shared),
+        through_shared.len()
+    );
+    assert!(
+        passed(&direct) > 0,
+        "the sample server passed no 2026-07-28 check on its own: {direct:#?}"
+    );
+    assert_no_lost_checks(
+        &direct,
+        &[("stdio", &through_stdio), ("shared", &through_shared)],
+    );
+}
+
+/// Fails naming every check that passes in `direct` but not in one of `through`
+/// (labelled by upstream kind).
+fn assert_no_lost_checks(direct: &Report, through: &[(&str, &Report)]) {
     let mut lost = String::new();
-    for (upstream, through) in [
-        ("http", &through_http),
-        ("stdio", &through_stdio),
-        ("shared", &through_shared),
-    ] {
+    for (upstream, through) in through {
         for ((scenario, id), check) in direct {
             let (status, why) = match through.get(&(scenario.clone(), id.clone())) {
                 Some(other) => (other.status.as_str(), other.why.as_str()),
@@ -124,12 +186,27 @@ async fn the_gateway_passes_every_conformance_check_the_server_passes() {
     );
 }
 
-/// Runs the active suite against `url`; every check of every scenario.
-async fn conformance(label: &str, url: &str) -> Run {
+/// Which conformance suite a run uses.
+#[derive(Debug, Clone, Copy)]
+enum Suite {
+    /// `conformance` 0.1.x, its active suite: the legacy (session) revisions.
+    Legacy,
+    /// `conformance-2026` (the 0.2 alpha line), exactly what 2026-07-28 requires.
+    Modern,
+}
+
+/// Runs `suite` against `url`; every check of every scenario.
+async fn conformance(suite: Suite, label: &str, url: &str) -> Run {
     let dir = scratch_dir(&format!("conformance-{label}"));
-    let mut command = node_script("conformance");
+    let (script, selection) = match suite {
+        Suite::Legacy => ("conformance", ["--suite", "active"]),
+        Suite::Modern => ("conformance-2026", ["--requirements", "2026-07-28"]),
+    };
+    let mut command = node_script(script);
     command
-        .args(["server", "--url", url, "--suite", "active", "-o"])
+        .args(["server", "--url", url])
+        .args(selection)
+        .arg("-o")
         .arg(&dir)
         .current_dir(&dir);
     let what = format!("conformance ({label})");

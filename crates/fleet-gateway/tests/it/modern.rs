@@ -1,7 +1,10 @@
 //! Modern era (2026-07-28, stateless) through the gateway.
 
+use std::time::Duration;
+
 use fleet_testkit::{HttpSampleServer, wait_until};
 
+use crate::stdio::per_session;
 use crate::{DEADLINE, TestGateway, echo, modern_client, raw_post, table, text};
 
 #[tokio::test]
@@ -133,5 +136,161 @@ async fn mrtr_retries_return_to_the_revision_that_asked() {
         by.keys().collect::<Vec<_>>(),
         ["confirmed by canary", "confirmed by stable"],
         "{by:?}"
+    );
+}
+
+/// A 2026-07-28 request as a conforming client sends it: `_meta` in `params` and the
+/// standard headers (`Mcp-Name` when the body names a tool).
+fn modern_request(
+    url: &str,
+    id: u64,
+    method: &str,
+    params: serde_json::Value,
+) -> reqwest::RequestBuilder {
+    let mut params = params;
+    params["_meta"] = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": { "name": "raw", "version": "0" },
+    });
+    let mut request = raw_post(url)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = params["name"].as_str() {
+        request = request.header("mcp-name", name);
+    }
+    request
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+}
+
+/// One header, to replace the value [`modern_request`] set (`header` would add another).
+fn replacing(name: &'static str, value: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(name, value.parse().unwrap());
+    headers
+}
+
+/// (HTTP status, JSON-RPC error code, id) of a JSON error answer.
+async fn refusal(response: reqwest::Response) -> (u16, Option<i64>, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("a JSON answer, got {status}: {text}"));
+    (status, body["error"]["code"].as_i64(), body["id"].clone())
+}
+
+#[tokio::test]
+async fn an_unknown_method_on_a_stdio_server_is_404_method_not_found() {
+    let (_processes, table) = per_session(&[], 8, Duration::from_secs(60));
+    let gateway = TestGateway::start(table, |_| {}).await;
+    let url = gateway.url("solo");
+    // The server's own -32601 leaves with 404, whether the client takes JSON or SSE.
+    for accept in ["application/json", "application/json, text/event-stream"] {
+        let response = modern_request(&url, 3, "no/such-method", serde_json::json!({}))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            refusal(response).await,
+            (404, Some(-32601), serde_json::json!(3)),
+            "{accept}"
+        );
+    }
+    // Session-era methods 2026-07-28 does not have, though the server would answer them.
+    for (id, method) in [(4, "ping"), (5, "initialize"), (6, "logging/setLevel")] {
+        let response = modern_request(&url, id, method, serde_json::json!({"level": "info"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            refusal(response).await,
+            (404, Some(-32601), serde_json::json!(id)),
+            "{method}"
+        );
+    }
+    // A result still leaves with 200.
+    let response = modern_request(&url, 7, "tools/list", serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("echo"));
+}
+
+#[tokio::test]
+async fn a_modern_request_whose_headers_disagree_with_its_body_is_400_on_a_stdio_server() {
+    let (_processes, table) = per_session(&["--tools", "echo"], 8, Duration::from_secs(60));
+    let gateway = TestGateway::start(table, |_| {}).await;
+    let url = gateway.url("solo");
+    let call = || serde_json::json!({"name": "echo", "arguments": {"message": "hi"}});
+
+    let version_mismatch = modern_request(&url, 1, "tools/call", call())
+        .headers(replacing("mcp-protocol-version", "2099-01-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(version_mismatch).await,
+        (400, Some(-32020), serde_json::json!(1))
+    );
+
+    let name_mismatch = modern_request(&url, 2, "tools/call", call())
+        .headers(replacing("mcp-name", "add"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(name_mismatch).await,
+        (400, Some(-32020), serde_json::json!(2))
+    );
+
+    let mut no_capabilities = call();
+    no_capabilities["_meta"] =
+        serde_json::json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": no_capabilities});
+    let missing_meta = raw_post(&url)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(missing_meta).await,
+        (400, Some(-32602), serde_json::json!(3))
+    );
+
+    // Whitespace around a header value is no part of it, and the Base64 form names
+    // the same tool.
+    for name in ["  echo  ", "=?base64?ZWNobw==?="] {
+        let response = modern_request(&url, 4, "tools/call", call())
+            .headers(replacing("mcp-name", name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        assert!(response.text().await.unwrap().contains("hi"), "{name}");
+    }
+
+    // A version the server does not speak: the server's own -32022 leaves with 400.
+    let mut unsupported = call();
+    unsupported["_meta"] = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": unsupported});
+    let response = raw_post(&url)
+        .header("mcp-protocol-version", "2099-01-01")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(response).await,
+        (400, Some(-32022), serde_json::json!(5))
     );
 }

@@ -8,7 +8,11 @@
 //!   requests;
 //! - sessions: the gateway mints its own `Mcp-Session-Id`s (256 random bits) and maps
 //!   each to (server, revision, instance, upstream session); a session stays pinned
-//!   to its revision; unknown or expired ids get 404 so clients re-initialize;
+//!   to its revision and bound to its token; unknown or expired ids get 404 so clients
+//!   re-initialize; the number of sessions is bounded, in all and per token;
+//! - stdio upstreams: the gateway owns the pipes, one process per session or one shared
+//!   by all (ids and progress tokens rewritten, server→client requests delivered only
+//!   to the session that owns them);
 //! - raw passthrough of JSON-RPC (never re-encoded), SSE streamed unbuffered,
 //!   `Mcp-*` headers forwarded, the client's credentials and hop-by-hop headers not;
 //! - the listener: HTTP/1.1 connections with header-read, body-read and idle
@@ -17,15 +21,15 @@
 //! - admission: `Host`/`Origin` (DNS rebinding), scoped bearer tokens, body size,
 //!   per-token (or per-IP) rate limits, upstream timeouts;
 //! - the upstream connections: pooled HTTP/1.1, `https://` over TLS ([`fleet_tls`]);
-//! - request metrics per (server, revision) for rollout analysis and Prometheus.
+//! - request metrics per (server, revision) for rollout analysis and Prometheus, and
+//!   the tool-call audit records.
 //!
 //! Does not own: which instances exist or how healthy they are (the engine decides
 //! and publishes a new [`RouteTable`]), processes (the runtime), the admin API and
 //! `/metrics` endpoint (the control plane serves [`Gateway::prometheus_text`]).
 //!
-//! Not yet: stdio upstreams ([`Upstream`] is an enum so they can be added), sharing
-//! one upstream among sessions (id rewriting), audit records, per-session
-//! concurrency limits, a sealed session id for replicated gateways.
+//! Not yet: a sealed session id for replicated gateways (sessions live in this
+//! process's memory).
 
 mod audit;
 mod config;

@@ -30,7 +30,8 @@ pub(crate) fn shared_table(server: &str, args: &[&str]) -> (RouteTable, Child) {
     (table(server, Upstream::stdio("shared-0", link)), child)
 }
 
-fn table(server: &str, upstream: Upstream) -> RouteTable {
+/// One server of one revision with one instance.
+pub(crate) fn table(server: &str, upstream: Upstream) -> RouteTable {
     RouteTable::new([(
         server.to_owned(),
         vec![RevisionRoute {

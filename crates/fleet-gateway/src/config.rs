@@ -20,9 +20,11 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Largest JSON (non-SSE) upstream response the gateway buffers to count errors.
+    /// Most of a JSON (non-SSE) upstream answer the gateway keeps while relaying it, to
+    /// count a JSON-RPC error and audit a tool call; a larger one is relayed all the same.
     pub max_response_bytes: usize,
-    /// How long to wait for an upstream's response head (and a JSON body).
+    /// How long an upstream may stay silent: before its response head, and between the
+    /// parts of a request's answer (never a bound on the whole answer).
     pub upstream_timeout: Duration,
     /// A session unused this long is forgotten (its next request gets 404).
     pub session_idle_timeout: Duration,

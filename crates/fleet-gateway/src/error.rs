@@ -230,15 +230,12 @@ pub enum UpstreamFailure {
     /// The connection was refused or could not be made.
     #[error("unreachable")]
     Connect,
-    /// No response head within the upstream timeout.
+    /// No response head, or no next part of an answer, within the upstream timeout.
     #[error("timed out")]
     Timeout,
     /// The connection broke before a complete response.
     #[error("connection lost")]
     Broken,
-    /// The upstream's response was larger than the gateway buffers.
-    #[error("response too large")]
-    TooLarge,
 }
 
 /// JSON-RPC error codes of gateway-made answers.

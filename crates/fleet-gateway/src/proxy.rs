@@ -1,12 +1,14 @@
 //! The `/mcp/{server}` handler: admission, session mapping, era-aware routing and the
 //! raw passthrough to HTTP upstreams.
 //!
-//! Bodies go upstream as the client's bytes. JSON answers are buffered (bounded) to
-//! count JSON-RPC errors; SSE answers are relayed frame by frame, unparsed. If an
-//! upstream breaks an SSE answer to a request, the relay ends it with one JSON-RPC
-//! error event for that request's id, so the client gets an error instead of waiting.
+//! Bodies go upstream as the client's bytes, and answers of any content type come back
+//! as they arrive, never held whole: a request's answer is kept (bounded) only as it
+//! passes, to count a JSON-RPC error and audit a tool call when it ends. An upstream
+//! silent for longer than the upstream timeout, or broken mid-answer, ends the answer:
+//! an SSE answer with one JSON-RPC error event for the request's id, a JSON answer with
+//! the gateway's JSON-RPC error when none of it was sent yet, else cut off (an error
+//! the client sees, never a truncated body that looks whole).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use serde::de::IgnoredAny;
 
 use crate::Shared;
 use crate::audit::{SseScan, ToolCall, ToolOutcome};
@@ -509,68 +512,53 @@ async fn forward(
         Outcome::Ok
     };
 
-    let body = if is_sse {
-        let latency = started.elapsed();
-        // A GET stream is counted when it opens; a request's stream when it ends.
-        let pending = if method == Method::POST {
-            Some(Pending {
-                metrics: Arc::clone(&target.metrics),
-                label,
-                latency,
-                outcome: status_outcome,
-            })
-        } else {
-            target.metrics.record(label, status_outcome, Some(latency));
-            None
-        };
-        let failure_event = (method == Method::POST).then_some(id).flatten();
-        let timeout = shared.config.upstream_timeout;
-        Body::new(SseRelay {
-            inner: incoming,
-            // A request's answer must not hang on a stuck upstream; a GET stream may be
-            // quiet for as long as the client keeps it.
-            silence: (method == Method::POST)
-                .then(|| (timeout, Box::pin(tokio::time::sleep(timeout)))),
-            failure_event,
-            pending,
-            // Every answer's response is looked at: a JSON-RPC error inside an event stream
-            // counts as one (canary analysis judges revisions by it).
-            scan: (method == Method::POST).then(SseScan::default),
-            tool_call: tool_call.map(|call| (call, target.clone())),
-            pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
-            mrtr_seen: false,
-            _guard: Some(guard),
-            finished: false,
+    let is_request = method == Method::POST;
+    let latency = started.elapsed();
+    // A GET stream (or a DELETE's answer) is counted when it opens; a request's answer
+    // when it ends.
+    let pending = if is_request {
+        Some(Pending {
+            metrics: Arc::clone(&target.metrics),
+            label,
+            latency,
+            outcome: status_outcome,
         })
     } else {
-        let limit = shared.config.max_response_bytes;
-        let bytes = match tokio::time::timeout_at(deadline, Limited::new(incoming, limit).collect())
-            .await
-        {
-            Err(_) => return Err(failure(UpstreamFailure::Timeout, id)),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err(failure(UpstreamFailure::TooLarge, id));
-            }
-            Ok(Err(_)) => return Err(failure(UpstreamFailure::Broken, id)),
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
-        drop(guard);
-        let outcome = if status_outcome == Outcome::Ok && jsonrpc::is_error_response(&bytes) {
-            Outcome::JsonRpcError
-        } else {
-            status_outcome
-        };
-        target
-            .metrics
-            .record(label, outcome, Some(started.elapsed()));
-        if let Some(call) = tool_call {
-            call.finish(target, ToolOutcome::of_response(&bytes));
-        }
-        if learn_pins {
-            shared.pins.learn(&bytes, || target.pin());
-        }
-        Body::from(bytes)
+        target.metrics.record(label, status_outcome, Some(latency));
+        None
     };
+    let framing = if is_sse {
+        Framing::Sse
+    } else {
+        // The relay's length may differ from the upstream's (an error replacing an
+        // answer that never came): hyper frames it.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Framing::Json
+    };
+    // Every answer's response is looked at: a JSON-RPC error counts as one (canary
+    // analysis judges revisions by it), wherever it is.
+    let scan = is_request.then(|| match framing {
+        Framing::Sse => Scan::Sse(SseScan::default()),
+        Framing::Json => Scan::Json(JsonScan::new(shared.config.max_response_bytes)),
+    });
+    let timeout = shared.config.upstream_timeout;
+    let body = Body::new(Relay {
+        inner: incoming,
+        framing,
+        // A request's answer must not hang on a stuck upstream; a GET stream may be
+        // quiet for as long as the client keeps it.
+        silence: is_request.then(|| (timeout, Box::pin(tokio::time::sleep(timeout)))),
+        failure_id: is_request.then_some(id).flatten(),
+        pending,
+        scan,
+        tool_call: tool_call.map(|call| (call, target.clone())),
+        pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
+        mrtr_seen: false,
+        _guard: Some(guard),
+        relayed: false,
+        finished: false,
+        cut: false,
+    });
     Ok(Forwarded {
         response: Response::from_parts(parts, body),
         upstream_session,
@@ -636,37 +624,132 @@ impl Gathered {
     }
 }
 
-/// Relays an upstream SSE body as it arrives. Never fails: a broken upstream ends
-/// the stream, after one JSON-RPC error event when the request's id is known.
-struct SseRelay {
+/// How an answer's body is framed, which decides how a failure ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `text/event-stream`: a failure adds an error event.
+    Sse,
+    /// Anything else (a JSON answer): a failure is the whole answer when none of it was
+    /// sent, else cuts it off.
+    Json,
+}
+
+/// What a request's answer is kept as while it passes, to read its response at the end.
+enum Scan {
+    Sse(SseScan),
+    Json(JsonScan),
+}
+
+impl Scan {
+    fn push(&mut self, data: &[u8]) {
+        match self {
+            Self::Sse(scan) => scan.push(data),
+            Self::Json(scan) => scan.push(data),
+        }
+    }
+
+    /// The answer's response, once it is all there.
+    fn response(&self) -> Option<String> {
+        match self {
+            Self::Sse(scan) => scan.response(),
+            Self::Json(scan) => scan.response(),
+        }
+    }
+
+    fn outcome(&self) -> ToolOutcome {
+        match self {
+            Self::Sse(scan) => scan.outcome(),
+            Self::Json(scan) => scan.outcome(),
+        }
+    }
+}
+
+/// The bytes of a JSON answer, up to a limit: past it the answer is relayed on but no
+/// longer kept, and judged as answered.
+struct JsonScan {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl JsonScan {
+    fn new(limit: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.overflowed || self.bytes.len() + data.len() > self.limit {
+            self.overflowed = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(data);
+        }
+    }
+
+    /// The response, when the bytes so far are one whole JSON value.
+    fn response(&self) -> Option<String> {
+        if self.overflowed {
+            return None;
+        }
+        serde_json::from_slice::<IgnoredAny>(&self.bytes).ok()?;
+        String::from_utf8(self.bytes.clone()).ok()
+    }
+
+    fn outcome(&self) -> ToolOutcome {
+        if self.overflowed {
+            // Too large to judge; it did end normally.
+            ToolOutcome::Ok
+        } else {
+            ToolOutcome::of_response(&self.bytes)
+        }
+    }
+}
+
+/// The client's side of an answer the upstream broke after part of it was sent.
+fn cut_off() -> std::io::Error {
+    std::io::Error::other("the upstream broke the answer")
+}
+
+/// Relays an upstream body as it arrives. A broken or silent upstream ends it as its
+/// [`Framing`] says.
+struct Relay {
     inner: Incoming,
+    framing: Framing,
     /// How long the upstream may stay silent before the answer ends with a timeout error,
     /// and the timer (reset by every frame).
     silence: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
-    failure_event: Option<serde_json::Value>,
+    /// The request's id, for the error that ends an answer the upstream failed.
+    failure_id: Option<serde_json::Value>,
     pending: Option<Pending>,
-    /// The answer, kept when its response matters: a `tools/call`'s outcome, or
-    /// an MRTR `requestState` to pin.
-    scan: Option<SseScan>,
+    /// The answer, kept to read its response at the end.
+    scan: Option<Scan>,
     tool_call: Option<(ToolCall, Target)>,
     pins: Option<(Arc<Pins>, Pinned)>,
     /// The answer mentioned `input_required`: look for its response on every frame.
     mrtr_seen: bool,
-    /// Keeps the instance's outstanding count up while the stream is open.
+    /// Keeps the instance's outstanding count up while the answer is open.
     _guard: Option<OutstandingGuard>,
+    /// Some of the answer went to the client.
+    relayed: bool,
     finished: bool,
+    /// A JSON answer broke after some of it was sent: the client's body ends in an error.
+    cut: bool,
 }
 
-impl hyper::body::Body for SseRelay {
+impl hyper::body::Body for Relay {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if self.finished {
-            return Poll::Ready(None);
+            return Poll::Ready(std::mem::take(&mut self.cut).then(|| Err(cut_off())));
         }
         // Everything the upstream has already sent goes out in one write: an answer's
         // events and the stream's end often arrive together, and every separate frame
@@ -681,14 +764,7 @@ impl hyper::body::Body for SseRelay {
                             .as_mut()
                             .is_some_and(|(_, timer)| timer.as_mut().poll(cx).is_ready());
                     if silent_too_long {
-                        self.finish(Some(Outcome::TransportError));
-                        if let Some(id) = self.failure_event.take() {
-                            let error = GatewayError::Upstream {
-                                kind: UpstreamFailure::Timeout,
-                                id: Some(id),
-                            };
-                            gathered.push(sse_event(&error.json_rpc_body()));
-                        }
+                        self.fail(UpstreamFailure::Timeout, &mut gathered);
                     }
                     break;
                 }
@@ -697,7 +773,7 @@ impl hyper::body::Body for SseRelay {
                         let at = tokio::time::Instant::now() + *limit;
                         timer.as_mut().reset(at);
                     }
-                    // Trailers mean nothing on an event stream; only data is relayed.
+                    // Trailers mean nothing to MCP; only data is relayed.
                     if let Ok(data) = frame.into_data() {
                         if let Some(scan) = &mut self.scan {
                             scan.push(&data);
@@ -714,15 +790,8 @@ impl hyper::body::Body for SseRelay {
                     break;
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    tracing::debug!(%error, "upstream broke an SSE stream");
-                    self.finish(Some(Outcome::TransportError));
-                    if let Some(id) = self.failure_event.take() {
-                        let error = GatewayError::Upstream {
-                            kind: UpstreamFailure::Broken,
-                            id: Some(id),
-                        };
-                        gathered.push(sse_event(&error.json_rpc_body()));
-                    }
+                    tracing::debug!(%error, "upstream broke an answer");
+                    self.fail(UpstreamFailure::Broken, &mut gathered);
                     break;
                 }
             }
@@ -730,41 +799,67 @@ impl hyper::body::Body for SseRelay {
         // An MRTR state is pinned before the client can read it and retry.
         if self.mrtr_seen
             && self.pins.is_some()
-            && let Some(response) = self.scan.as_ref().and_then(SseScan::response)
+            && let Some(response) = self.scan.as_ref().and_then(Scan::response)
             && let Some((pins, pin)) = self.pins.take()
         {
             pins.learn(response.as_bytes(), || pin);
         }
         match gathered.into_bytes() {
-            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-            None if self.finished => Poll::Ready(None),
+            Some(bytes) => {
+                self.relayed = true;
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            None if self.finished => {
+                Poll::Ready(std::mem::take(&mut self.cut).then(|| Err(cut_off())))
+            }
             None => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished
+        self.finished && !self.cut
     }
 }
 
-impl SseRelay {
+impl Relay {
+    /// The upstream failed: ends the answer, with the request's error where the framing
+    /// has room for it.
+    fn fail(&mut self, kind: UpstreamFailure, gathered: &mut Gathered) {
+        self.finish(Some(Outcome::TransportError));
+        let id = self.failure_id.take();
+        let for_a_request = id.is_some();
+        let error = GatewayError::Upstream { kind, id };
+        match self.framing {
+            Framing::Sse if for_a_request => {
+                gathered.push(sse_event(&error.json_rpc_body()));
+            }
+            Framing::Sse => {}
+            Framing::Json if !self.relayed && gathered.is_empty() => {
+                gathered.push(Bytes::from(error.json_rpc_body()));
+            }
+            Framing::Json => self.cut = true,
+        }
+    }
+
     fn finish(&mut self, outcome: Option<Outcome>) {
         self.finished = true;
         self._guard = None;
-        let scan = self.scan.take().unwrap_or_default();
-        self.count(&scan, outcome);
-        if let (Some((pins, pin)), Some(response)) = (self.pins.take(), scan.response()) {
+        let scan = self.scan.take();
+        self.count(scan.as_ref(), outcome);
+        if let (Some((pins, pin)), Some(response)) =
+            (self.pins.take(), scan.as_ref().and_then(Scan::response))
+        {
             pins.learn(response.as_bytes(), || pin);
         }
     }
 
     /// Counts the request and audits its tool call, the answer's response read once.
-    /// `failure`: the stream broke (else the response, if any, decides).
-    fn count(&mut self, scan: &SseScan, failure: Option<Outcome>) {
+    /// `failure`: the upstream failed (else the response, if any, decides).
+    fn count(&mut self, scan: Option<&Scan>, failure: Option<Outcome>) {
         if self.pending.is_none() && self.tool_call.is_none() {
             return;
         }
-        let answer = scan.outcome();
+        let answer = scan.map_or(ToolOutcome::TransportError, Scan::outcome);
         if let Some(pending) = self.pending.take() {
             let answered_with_error =
                 (answer == ToolOutcome::JsonRpcError).then_some(Outcome::JsonRpcError);
@@ -780,12 +875,12 @@ impl SseRelay {
     }
 }
 
-impl Drop for SseRelay {
+impl Drop for Relay {
     fn drop(&mut self) {
         // The client went away first (often right after reading the response, before the
         // stream's end): the request counts as its response says, else as it began.
-        let scan = self.scan.take().unwrap_or_default();
-        self.count(&scan, None);
+        let scan = self.scan.take();
+        self.count(scan.as_ref(), None);
     }
 }
 

@@ -16,6 +16,7 @@ mod modern;
 mod peers;
 mod security;
 mod stdio;
+mod streams;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

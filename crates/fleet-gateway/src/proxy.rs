@@ -223,7 +223,12 @@ async fn handle(
             learn_pins: !initialize,
         };
         let mut response = forward(shared, &target, exchange).await?;
-        if initialize && let Some(upstream_session) = response.upstream_session.take() {
+        // An upstream that refused the `initialize` (an error status) has no session for
+        // the gateway to map, whatever headers it sent.
+        if initialize
+            && response.response.status().is_success()
+            && let Some(upstream_session) = response.upstream_session.take()
+        {
             let session = Session {
                 server: Arc::from(server),
                 caller: caller.clone(),

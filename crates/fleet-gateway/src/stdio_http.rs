@@ -18,6 +18,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 
 use crate::Shared;
 use crate::audit::{ToolCall, ToolOutcome};
@@ -244,18 +245,30 @@ pub(crate) async fn open(
                 id: id(),
             }
         })?;
-    let mut response = match post(shared, &target, &session, &message, request).await {
+    // The client never learns the id of a session whose `initialize` failed or was
+    // refused: it ends now (a per-session process is given back at once).
+    let response = match post(shared, &target, &session, &message, request).await {
         Ok(response) => response,
         Err(error) => {
-            // The client never learns this session's id: end it now.
             shared.sessions.remove(&session_id);
             return Err(error);
         }
     };
-    response
-        .headers_mut()
-        .insert(MCP_SESSION_ID, session_id.header_value());
-    Ok(response)
+    // An `initialize` answer is one JSON body (see `post`), already complete.
+    let (mut parts, body) = response.into_parts();
+    let answer = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    if jsonrpc::is_error_response(&answer) || answer.is_empty() {
+        shared.sessions.remove(&session_id);
+    } else {
+        parts
+            .headers
+            .insert(MCP_SESSION_ID, session_id.header_value());
+    }
+    Ok(Response::from_parts(parts, Body::from(answer)))
 }
 
 /// A request on an existing session of a stdio upstream.
@@ -366,7 +379,10 @@ async fn post(
         return Err(measure.fail(UpstreamFailure::Broken, id_value()));
     }
     let deadline = tokio::time::Instant::from_std(measure.started) + shared.config.upstream_timeout;
-    let sse = accepts_sse(headers);
+    // A new session's `initialize` is answered with one JSON body, once the server has
+    // answered: whether a session exists depends on that answer.
+    let initialize = message.method.as_deref() == Some("initialize");
+    let sse = accepts_sse(headers) && !initialize;
     // A stateless answer's status depends on its response: wait for the first message
     // (an SSE answer's headers go out with it). A session's SSE answer starts at once.
     let mut first = None;

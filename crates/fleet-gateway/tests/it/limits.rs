@@ -142,3 +142,27 @@ async fn one_token_cannot_keep_a_per_session_pool_to_itself() {
         "never more processes than the pool allows"
     );
 }
+
+#[tokio::test]
+async fn an_initialize_the_server_refuses_mints_no_session_and_holds_no_process() {
+    // A 2026-07-28-only server refuses the legacy handshake.
+    let (spawner, table) = per_session(&["--era", "modern"], 2, Duration::from_secs(600));
+    let gateway = TestGateway::start(table, |_| {}).await;
+    let url = gateway.url("solo");
+    for _ in 0..3 {
+        let response = crate::raw_initialize(&url).await;
+        assert!(
+            !response.headers().contains_key("mcp-session-id"),
+            "{:?}",
+            response.headers()
+        );
+        let body = response.text().await.unwrap();
+        assert!(body.contains("\"error\""), "{body}");
+    }
+    fleet_testkit::wait_until(
+        "every refused session's process is given back",
+        DEADLINE,
+        || spawner.live() == 0,
+    )
+    .await;
+}

@@ -25,7 +25,9 @@ pub enum GatewayError {
     #[error("Origin not allowed")]
     OriginNotAllowed,
     /// Tokens are configured and the request has none, or an unknown one.
-    #[error("a valid bearer token is required")]
+    #[error(
+        "this gateway requires a mcpfleet bearer token: create one with `mcpfleet token create NAME`, add the line it prints to the fleet file, and send `Authorization: Bearer <token>`"
+    )]
     Unauthorized,
     /// The token is valid but not for this server.
     #[error("this token may not use server `{server}`")]
@@ -352,7 +354,15 @@ impl IntoResponse for GatewayError {
         let headers = response.headers_mut();
         match &self {
             Self::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                // A bare `Bearer` challenge sends OAuth-capable clients into discovery the
+                // gateway does not offer; `invalid_token` with a description tells them, and
+                // their user, that a static token is what is missing.
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer error=\"invalid_token\", error_description=\"a mcpfleet bearer token is required; create one with mcpfleet token create\"",
+                    ),
+                );
             }
             Self::RateLimited { retry_after } => {
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

@@ -1,9 +1,10 @@
 //! Interop with MCP clients beyond import: gateway tokens (`token create`) and client
 //! configurations pointing at the gateway (`client-config`).
 
-use crate::commands::{ImportKind, check as check_file, print_diagnostics};
+use crate::commands::{ImportKind, check as check_file};
 use anyhow::{Result, bail};
-use fleet_spec::model::{Transport, ValidFleet};
+use fleet_spec::diag::render_all;
+use fleet_spec::model::ValidFleet;
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::process::ExitCode;
@@ -76,42 +77,50 @@ fn base64url(bytes: &[u8]) -> String {
         .replace('/', "_")
 }
 
+/// The environment variable a Cursor configuration reads the token from (Cursor expands
+/// `${env:NAME}` in headers); `mcpfleet call` reads the same one.
+pub(crate) const TOKEN_ENV: &str = "MCPFLEET_TOKEN";
+
+/// The variable that carries the `Authorization` value into `mcp-remote` for Claude
+/// Desktop. Claude Desktop expands nothing, so the value is a placeholder in the entry's
+/// `env`; `mcp-remote` puts it into its `--header` argument. No space after the colon:
+/// Claude Desktop on Windows does not quote arguments with spaces.
+const BRIDGE_HEADER_ENV: &str = "AUTH_HEADER";
+
 /// `mcpfleet client-config KIND [FILE]`: the client's configuration for every server the
-/// gateway serves.
+/// gateway serves (all of them: stdio servers too), in the shape of the client's own file.
+/// A token is never printed: the configuration names where the client takes it from.
 pub(crate) async fn client_config(
     kind: ImportKind,
     file: &Path,
     state_dir: Option<std::path::PathBuf>,
 ) -> Result<ExitCode> {
     let checked = check_file(file, None)?;
-    print_diagnostics(&checked);
+    if !checked.is_valid() {
+        // Warnings were shown by `validate` and `up`; a configuration for the clipboard
+        // repeats only what stops it.
+        let errors: Vec<_> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .cloned()
+            .collect();
+        eprint!("{}", render_all(&errors, &checked.source));
+        return Ok(ExitCode::from(1));
+    }
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(1));
     };
     let base = gateway_base(&fleet, state_dir).await;
     let auth = !fleet.gateway.tokens.is_empty();
-    let mut servers = serde_json::Map::new();
-    let mut skipped = Vec::new();
-    for server in &fleet.servers {
-        if matches!(server.transport, Transport::Stdio { .. }) {
-            skipped.push(server.name.as_str());
-            continue;
-        }
-        let url = format!("{base}/mcp/{}", server.name);
-        let mut entry = serde_json::json!({ "url": url });
-        if kind == ImportKind::Vscode {
-            entry["type"] = "http".into();
-        }
-        if auth {
-            let token = if kind == ImportKind::Vscode {
-                "${input:mcpfleet-token}"
-            } else {
-                "<your mcpfleet token>"
-            };
-            entry["headers"] = serde_json::json!({ "Authorization": format!("Bearer {token}") });
-        }
-        servers.insert(server.name.clone(), entry);
-    }
+    let servers: serde_json::Map<String, serde_json::Value> = fleet
+        .servers
+        .iter()
+        .map(|server| {
+            let url = format!("{base}/mcp/{}", server.name);
+            (server.name.clone(), client_entry(kind, &url, auth))
+        })
+        .collect();
     let config = match kind {
         ImportKind::Vscode if auth => serde_json::json!({
             "inputs": [{ "type": "promptString", "id": "mcpfleet-token", "description": "mcpfleet gateway token", "password": true }],
@@ -123,13 +132,66 @@ pub(crate) async fn client_config(
         }
     };
     println!("{}", serde_json::to_string_pretty(&config)?);
-    if !skipped.is_empty() {
-        eprintln!(
-            "note: stdio servers are not behind the gateway yet, so they are left out: {}",
-            skipped.join(", ")
-        );
+    match kind {
+        ImportKind::ClaudeDesktop => {
+            eprintln!(
+                "note: Claude Desktop starts its servers as commands, so each entry bridges to the gateway through the npm package `mcp-remote` (run by `npx`; needs Node.js)"
+            );
+            if auth {
+                eprintln!(
+                    "note: replace `<your mcpfleet token>` in each entry's {BRIDGE_HEADER_ENV} with a token from `mcpfleet token create NAME`"
+                );
+            }
+        }
+        ImportKind::Cursor if auth => eprintln!(
+            "note: Cursor reads the token from the environment variable {TOKEN_ENV} (make one with `mcpfleet token create NAME`)"
+        ),
+        ImportKind::Vscode if auth => eprintln!(
+            "note: VS Code asks for the token (from `mcpfleet token create NAME`) when it first starts a server"
+        ),
+        ImportKind::Cursor | ImportKind::Vscode => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One server's entry in the client's file.
+fn client_entry(kind: ImportKind, url: &str, auth: bool) -> serde_json::Value {
+    match kind {
+        ImportKind::ClaudeDesktop => {
+            let mut args = vec!["-y", "mcp-remote", url];
+            // mcp-remote refuses plain http except to localhost; the gateway speaks http
+            // unless `gateway.tls` is set.
+            if url.starts_with("http://") {
+                args.push("--allow-http");
+            }
+            let header = format!("Authorization:${{{BRIDGE_HEADER_ENV}}}");
+            if auth {
+                args.extend(["--header", header.as_str()]);
+            }
+            let mut entry = serde_json::json!({ "command": "npx", "args": args });
+            if auth {
+                entry["env"] =
+                    serde_json::json!({ BRIDGE_HEADER_ENV: "Bearer <your mcpfleet token>" });
+            }
+            entry
+        }
+        ImportKind::Vscode => {
+            let mut entry = serde_json::json!({ "type": "http", "url": url });
+            if auth {
+                entry["headers"] =
+                    serde_json::json!({ "Authorization": "Bearer ${input:mcpfleet-token}" });
+            }
+            entry
+        }
+        ImportKind::Cursor => {
+            let mut entry = serde_json::json!({ "url": url });
+            if auth {
+                entry["headers"] =
+                    serde_json::json!({ "Authorization": format!("Bearer ${{env:{TOKEN_ENV}}}") });
+            }
+            entry
+        }
+    }
 }
 
 /// The gateway's base URL: the running control plane's (its port may have been chosen by the

@@ -281,3 +281,157 @@ fn import_state_refuses_a_fleet_name_that_leaves_the_state_root_and_writes_nothi
         "a refused import created its directory"
     );
 }
+
+/// A fleet of stdio servers (and one http server) behind a token-guarded gateway; an
+/// unused secret gives `validate` a warning that `client-config` must not repeat.
+const CLIENT_FLEET: &str = r#"version: 1
+name: desk
+secrets:
+  unused: { env: MCPFLEET_TEST_UNSET_VARIABLE }
+gateway:
+  listen: 127.0.0.1:7999
+  auth:
+    tokens:
+      - { name: ci, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", servers: ["*"] }
+servers:
+  memory:
+    stdio: { command: npx, args: ["-y", "@modelcontextprotocol/server-memory"] }
+  time:
+    stdio: { command: uvx, args: ["mcp-server-time"] }
+  search:
+    http: { command: search-server, args: ["--port", "{{ port }}"] }
+"#;
+
+const CLIENT_SERVERS: [&str; 3] = ["memory", "search", "time"];
+
+/// `client-config KIND` for `yaml`, its stdout parsed, and its stderr.
+fn client_config(test: &str, kind: &str, yaml: &str) -> (serde_json::Value, String) {
+    let dir = scratch_dir(test);
+    std::fs::write(dir.join("mcpfleet.yaml"), yaml).unwrap();
+    // An empty state directory: no control plane, so the URLs come from `gateway.listen`.
+    let out = mcpfleet(&["client-config", kind, "--state-dir", "state"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let config =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", transcript(&out)));
+    (config, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn names(servers: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = servers
+        .as_object()
+        .expect("a map of servers")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+fn gateway_url(server: &str) -> String {
+    format!("http://127.0.0.1:7999/mcp/{server}")
+}
+
+/// Issue 14: stdio servers were left out ("not behind the gateway yet"), and Claude
+/// Desktop was given `{url, headers}`, which its config file does not load.
+#[test]
+fn client_config_for_claude_desktop_bridges_every_server_through_mcp_remote() {
+    let (config, stderr) = client_config("cc-claude", "claude-desktop", CLIENT_FLEET);
+    let servers = &config["mcpServers"];
+    assert_eq!(names(servers), CLIENT_SERVERS, "{config:#}");
+    for name in CLIENT_SERVERS {
+        // claude_desktop_config.json: mcpServers.NAME.{command, args, env}.
+        let entry = servers[name].as_object().unwrap();
+        let mut keys: Vec<&str> = entry.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["args", "command", "env"], "{name}: {config:#}");
+        assert_eq!(entry["command"], "npx");
+        let args: Vec<&str> = entry["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let url = gateway_url(name);
+        assert_eq!(args[..3], ["-y", "mcp-remote", url.as_str()], "{name}");
+        // mcp-remote's idiom: the header from an environment variable, no space after `:`.
+        let header = args.iter().position(|a| *a == "--header").unwrap();
+        assert_eq!(args[header + 1], "Authorization:${AUTH_HEADER}");
+        assert_eq!(entry["env"]["AUTH_HEADER"], "Bearer <your mcpfleet token>");
+    }
+    assert!(stderr.contains("mcp-remote"), "{stderr}");
+    assert!(!stderr.contains("stdio"), "{stderr}");
+    assert!(
+        !stderr.contains("warning"),
+        "setup warnings repeated: {stderr}"
+    );
+}
+
+#[test]
+fn client_config_for_vscode_lists_every_server_with_a_password_input() {
+    let (config, stderr) = client_config("cc-vscode", "vscode", CLIENT_FLEET);
+    // .vscode/mcp.json: servers.NAME.{type: "http", url, headers}, inputs for secrets.
+    let servers = &config["servers"];
+    assert_eq!(names(servers), CLIENT_SERVERS, "{config:#}");
+    for name in CLIENT_SERVERS {
+        assert_eq!(
+            servers[name],
+            serde_json::json!({
+                "type": "http",
+                "url": gateway_url(name),
+                "headers": { "Authorization": "Bearer ${input:mcpfleet-token}" }
+            })
+        );
+    }
+    assert_eq!(
+        config["inputs"],
+        serde_json::json!([{ "type": "promptString", "id": "mcpfleet-token", "description": "mcpfleet gateway token", "password": true }])
+    );
+    assert!(
+        !stderr.contains("warning"),
+        "setup warnings repeated: {stderr}"
+    );
+}
+
+#[test]
+fn client_config_for_cursor_lists_every_server_with_the_token_from_the_environment() {
+    let (config, stderr) = client_config("cc-cursor", "cursor", CLIENT_FLEET);
+    // ~/.cursor/mcp.json: mcpServers.NAME.{url, headers}; Cursor expands `${env:NAME}`.
+    let servers = &config["mcpServers"];
+    assert_eq!(names(servers), CLIENT_SERVERS, "{config:#}");
+    for name in CLIENT_SERVERS {
+        assert_eq!(
+            servers[name],
+            serde_json::json!({
+                "url": gateway_url(name),
+                "headers": { "Authorization": "Bearer ${env:MCPFLEET_TOKEN}" }
+            })
+        );
+    }
+    assert!(stderr.contains("MCPFLEET_TOKEN"), "{stderr}");
+    assert!(
+        !stderr.contains("warning"),
+        "setup warnings repeated: {stderr}"
+    );
+}
+
+#[test]
+fn client_config_without_tokens_has_no_authorization_anywhere() {
+    let open = CLIENT_FLEET
+        .lines()
+        .filter(|l| !l.contains("auth:") && !l.contains("tokens:") && !l.contains("sha256"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for kind in ["claude-desktop", "vscode", "cursor"] {
+        let (config, _) = client_config(&format!("cc-open-{kind}"), kind, &open);
+        let text = config.to_string();
+        assert!(
+            !text.contains("Authorization") && !text.contains("inputs") && !text.contains("env"),
+            "{kind}: {config:#}"
+        );
+    }
+    let (config, _) = client_config("cc-open-claude-args", "claude-desktop", &open);
+    assert_eq!(
+        config["mcpServers"]["memory"]["args"],
+        serde_json::json!(["-y", "mcp-remote", gateway_url("memory"), "--allow-http"])
+    );
+}

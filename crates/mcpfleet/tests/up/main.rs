@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod canary;
 mod deploy;
+mod first_use;
 mod history;
 mod recovery;
 mod tls;

@@ -204,6 +204,18 @@ fn default_fleet_name(out: &Path) -> String {
     }
 }
 
+/// `mcpfleet version`: the version, and with `--output json` `{name, version}`.
+pub(crate) fn version(json: bool) -> Result<ExitCode> {
+    let (name, version) = (env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    if json {
+        let out = serde_json::json!({ "name": name, "version": version });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{name} {version}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn init(file: &Path, force: bool) -> Result<ExitCode> {
     write_new_file(file, fleet_spec::import::STARTER, force)?;
     eprintln!(

@@ -3,6 +3,7 @@
 //! imported file, a deployment, a check) failed, 2 usage or I/O error, 3 no control plane
 //! is running.
 
+mod call;
 mod clients;
 mod commands;
 mod fleet;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Output format for machines (`json`) or people (`text`).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(subcommand)]
     command: Command,
@@ -53,8 +54,10 @@ enum Command {
     },
     /// Show the deployment plan: dependency waves and the diff against what is deployed.
     Plan {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
         /// `dot` and `mermaid` draw the dependency graph.
@@ -69,7 +72,7 @@ enum Command {
         /// The client's configuration file (e.g. claude_desktop_config.json, .vscode/mcp.json).
         file: PathBuf,
         /// Where to write the fleet file; `-` for standard output.
-        #[arg(short = 'o', long = "out", default_value = "mcpfleet.yaml")]
+        #[arg(long = "out", default_value = "mcpfleet.yaml")]
         out: PathBuf,
         /// Name of the fleet (default: the output file's directory name).
         #[arg(long)]
@@ -81,8 +84,10 @@ enum Command {
     /// Start the fleet's control plane and deploy the fleet, wave by wave, each server
     /// gated on its health checks. Runs in the foreground until Ctrl-C (or `-d`).
     Up {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
         /// Run the control plane in the background and return once the fleet is deployed.
@@ -98,8 +103,10 @@ enum Command {
     /// then create, update (by each server's rollout strategy) and delete servers.
     /// Unchanged servers are not touched.
     Deploy {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
         /// Why, kept with the new revision (`mcpfleet history`).
@@ -108,6 +115,7 @@ enum Command {
         /// Keep watching the file and deploy every saved change (Ctrl-C stops).
         #[arg(long)]
         watch: bool,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -123,8 +131,10 @@ enum Command {
         /// Why, kept with the new revision.
         #[arg(long)]
         reason: Option<String>,
+        /// The fleet file.
         #[arg(long, default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -139,21 +149,27 @@ enum Command {
     Resume(Steer),
     /// Show every server's state, endpoint and last check.
     Status {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// Print the fleet's metrics in the Prometheus text format (gateway and engine).
     Metrics {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// Print a server's log (stderr; also stdout for http servers).
     Logs {
+        /// The server whose log to print.
         server: String,
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
         /// Keep printing new lines as they are written.
@@ -162,12 +178,14 @@ enum Command {
         /// How many of the last lines to print first.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// Print what happened: deployments, starts, checks, exits, restarts — every event the
     /// state store recorded, earlier runs of the control plane included.
     Events {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
         /// Keep printing events as they happen.
@@ -176,6 +194,7 @@ enum Command {
         /// Only events after this id (`--output json` shows each event's id).
         #[arg(long, value_name = "ID", default_value_t = 0)]
         after: u64,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -184,19 +203,23 @@ enum Command {
     History {
         /// One server's revisions instead.
         server: Option<String>,
+        /// The fleet file.
         #[arg(long, default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// List every tool call through the gateway: who, which tool, how it ended, how long it
     /// took (never the arguments).
     Audit {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
         /// Only records after this id.
         #[arg(long, value_name = "ID", default_value_t = 0)]
         after: u64,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -206,8 +229,10 @@ enum Command {
         /// Where to write it (replaced if it exists).
         #[arg(value_name = "FILE")]
         to: PathBuf,
+        /// The fleet file.
         #[arg(long, default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -217,6 +242,7 @@ enum Command {
         /// The file `export-state` wrote.
         #[arg(value_name = "FILE")]
         from: PathBuf,
+        /// The fleet file.
         #[arg(long, default_value = "mcpfleet.yaml")]
         file: PathBuf,
         /// Where to import (default: the fleet file's, else the exported fleet's).
@@ -225,15 +251,19 @@ enum Command {
     },
     /// Run every health check of the running fleet once and report; exit 1 if any fails.
     Check {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// Stop every server (dependents first) and the control plane.
     Down {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -242,15 +272,50 @@ enum Command {
     Token(TokenCommand),
     /// Print an MCP client's configuration for the servers the gateway serves.
     ClientConfig {
+        /// Which client's configuration file to print.
         #[arg(value_enum)]
         kind: commands::ImportKind,
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Call a tool through the running fleet's gateway and print its result; exit 1 when
+    /// the tool reports an error.
+    Call {
+        /// The server, as named in the fleet file.
+        server: String,
+        /// The tool to call.
+        tool: String,
+        /// An argument of the tool, as KEY=VALUE (repeat for more). VALUE is JSON when it
+        /// parses as JSON (`5`, `true`, `["a"]`, `"5"`), else a string.
+        // Parsed by `call`, not clap: clap's error would repeat the value, maybe a secret.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// Read the gateway token from this environment variable (default: MCPFLEET_TOKEN,
+        /// when set).
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// The fleet file (to find the fleet's state directory).
+        #[arg(long, default_value = "mcpfleet.yaml")]
+        file: PathBuf,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print mcpfleet's version.
+    Version,
+    /// Print a shell completion script: `mcpfleet completions bash > /etc/bash_completion.d/mcpfleet`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write a commented starter fleet file.
     Init {
+        /// The fleet file.
         #[arg(default_value = "mcpfleet.yaml")]
         file: PathBuf,
         /// Overwrite an existing file.
@@ -264,8 +329,10 @@ enum Command {
 struct Steer {
     /// The server whose rollout to steer.
     server: String,
+    /// The fleet file.
     #[arg(default_value = "mcpfleet.yaml")]
     file: PathBuf,
+    /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -341,6 +408,32 @@ fn main() -> ExitCode {
             force,
         } => commands::import(kind, &file, &out, name, force, json),
         Command::Init { file, force } => commands::init(&file, force),
+        Command::Version => commands::version(json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "mcpfleet",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            server,
+            tool,
+            args,
+            token_env,
+            file,
+            state_dir,
+        } => block_on(call::call(call::CallArgs {
+            server,
+            tool,
+            args,
+            token_env,
+            file,
+            state_dir,
+            json,
+        })),
         Command::Token(TokenCommand::Create {
             name,
             servers,
@@ -454,5 +547,34 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Issue 14: `--state-dir`, `--env` and most FILE arguments had no help text.
+    #[test]
+    fn every_option_and_argument_has_help_text() {
+        fn undocumented(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+                if arg.get_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "mcpfleet", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
     }
 }

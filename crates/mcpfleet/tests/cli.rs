@@ -435,3 +435,68 @@ fn client_config_without_tokens_has_no_authorization_anywhere() {
         serde_json::json!(["-y", "mcp-remote", gateway_url("memory"), "--allow-http"])
     );
 }
+
+/// Issue 14: no `version` command, and `-o json` was not accepted.
+#[test]
+fn version_prints_the_version_and_json_with_the_short_output_flag() {
+    let dir = scratch_dir("version");
+    let out = mcpfleet(&["version"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("mcpfleet {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = mcpfleet(&["version", "-o", "json"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let version: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        version,
+        serde_json::json!({ "name": "mcpfleet", "version": env!("CARGO_PKG_VERSION") })
+    );
+}
+
+/// `-o` is `--output` everywhere; `import` writes its file with `--out`.
+#[test]
+fn short_output_flag_means_json_output_and_import_writes_with_out() {
+    let out = mcpfleet(
+        &["validate", "invalid/unknown-dependency.yaml", "-o", "json"],
+        &fixtures(),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+
+    let dir = scratch_dir("import-out");
+    let source = repo().join("crates/fleet-spec/tests/import/claude_desktop_config.json");
+    let source = source.to_str().unwrap();
+    let out = mcpfleet(
+        &["import", "claude-desktop", source, "--out", "desk.yaml"],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert!(dir.join("desk.yaml").exists());
+    let out = mcpfleet(
+        &["import", "claude-desktop", source, "-o", "other.yaml"],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    assert!(!dir.join("other.yaml").exists());
+}
+
+#[test]
+fn completions_for_each_shell_name_every_subcommand() {
+    let dir = scratch_dir("completions");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mcpfleet(&["completions", shell], &dir);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["client-config", "call", "deploy", "state-dir", "mcpfleet"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let bash = mcpfleet(&["completions", "bash"], &dir);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F"));
+    assert_eq!(
+        mcpfleet(&["completions", "tcsh"], &dir).status.code(),
+        Some(2)
+    );
+}

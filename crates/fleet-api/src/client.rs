@@ -158,6 +158,15 @@ impl Client {
         self.json(Method::GET, "/v1/gateway/tokens").await
     }
 
+    /// The running fleet's `gateway` and `admin` settings (tokens as hashes), as the
+    /// control plane's `fleet_settings` writes them.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn settings(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::GET, "/v1/settings").await
+    }
+
     /// Deploys a fleet file through the running control plane. The answer streams the
     /// deployment's events and ends with it.
     ///

@@ -49,6 +49,7 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .route("/v1/servers/{name}/revisions", get(server_revisions))
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/gateway/tokens", get(gateway_tokens))
+        .route("/v1/settings", get(settings))
         .route("/v1/deployed", get(deployed))
         .route("/v1/check", post(check))
         .route("/v1/deploy", post(deploy))
@@ -179,6 +180,18 @@ async fn gateway_tokens(State(state): State<AppState>) -> Json<Vec<GatewayToken>
     )
 }
 
+/// `GET /v1/settings`: the running fleet's `gateway` and `admin` settings (tokens as
+/// hashes), as [`crate::fleet_settings`] writes them.
+async fn settings(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(
+        state
+            .deployer
+            .current_fleet()
+            .map(|fleet| crate::fleet_settings(&fleet))
+            .unwrap_or_default(),
+    )
+}
+
 /// `POST /v1/rollback`: rolls the fleet, or one server, forward to a stored revision;
 /// streams the deployment's events like `POST /v1/deploy`.
 async fn rollback(State(state): State<AppState>, Json(request): Json<RollbackRequest>) -> Response {
@@ -207,7 +220,7 @@ fn deploy_failure(e: &crate::DeployError) -> Response {
 fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Response {
     // Subscribed before the deployment starts: its first event is not missed.
     let (_, live) = state.engine.subscribe();
-    crate::swap_gateway_tokens(&state.gateway, prepared.fleet());
+    crate::apply_gateway_settings(&state.gateway, prepared.fleet());
     let run = tokio::spawn(prepared.run());
     let stream = futures::stream::unfold(Some((live, run)), |following| async move {
         let (mut live, run) = following?;

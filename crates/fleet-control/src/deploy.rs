@@ -47,9 +47,9 @@ pub enum DeployError {
     OtherFleet { running: String, submitted: String },
     /// The file changes settings only a restart applies.
     #[error(
-        "`{section}` changed; the gateway and admin listeners are set when the control plane starts: apply it with `mcpfleet down` then `mcpfleet up`"
+        "`{section}` changed, and it is set when the control plane starts (its listeners, TLS and connection timeouts): apply it with `mcpfleet down` then `mcpfleet up`"
     )]
-    NeedsRestart { section: &'static str },
+    NeedsRestart { section: String },
     /// The dependency graph has a cycle (validation reports it, located).
     #[error("the dependency graph has a cycle")]
     Cycle,
@@ -837,7 +837,9 @@ fn describe_step(step: &serde_json::Value) -> String {
     }
 }
 
-/// The settings a running control plane cannot change: its listeners and the gateway's.
+/// The settings a running control plane cannot change: its listeners, the gateway's TLS
+/// and connection timeouts. Tokens and limits change while it runs (see
+/// [`crate::LIVE_GATEWAY_SETTINGS`]).
 fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), DeployError> {
     if current.name != new.name {
         return Err(DeployError::OtherFleet {
@@ -845,18 +847,11 @@ fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), Deploy
             submitted: new.name.clone(),
         });
     }
-    // Tokens are swapped while the gateway runs (see `Prepared::fleet`); the rest of
-    // `gateway` is the listener's.
-    let without_tokens = |gateway: &fleet_spec::model::Gateway| {
-        let mut gateway = gateway.clone();
-        gateway.tokens.clear();
-        serde_json::to_value(gateway).ok()
-    };
-    if without_tokens(&current.gateway) != without_tokens(&new.gateway) {
-        return Err(DeployError::NeedsRestart { section: "gateway" });
+    match crate::changed_settings(current, new)
+        .into_iter()
+        .find(|key| !crate::LIVE_GATEWAY_SETTINGS.contains(&key.as_str()))
+    {
+        Some(section) => Err(DeployError::NeedsRestart { section }),
+        None => Ok(()),
     }
-    if serde_json::to_value(&current.admin).ok() != serde_json::to_value(&new.admin).ok() {
-        return Err(DeployError::NeedsRestart { section: "admin" });
-    }
-    Ok(())
 }

@@ -444,11 +444,68 @@ pub fn token_summaries(fleet: &ValidFleet) -> Vec<fleet_api::types::GatewayToken
     tokens
 }
 
-/// Gives the running gateway the tokens of `fleet` (a deployment's, as it starts).
-fn swap_gateway_tokens(gateway: &fleet_gateway::Gateway, fleet: &ValidFleet) {
+/// Gives the running gateway the tokens and limits of `fleet` (a deployment's, as it
+/// starts).
+fn apply_gateway_settings(gateway: &fleet_gateway::Gateway, fleet: &ValidFleet) {
     let swapped = gateway_tokens(fleet)
         .and_then(|tokens| gateway.set_tokens(tokens).map_err(|e| e.to_string()));
     if let Err(why) = swapped {
         tracing::error!("the gateway keeps its tokens: {why}");
     }
+    gateway.set_limits(live_limits(&fleet.gateway));
+}
+
+/// The `gateway` keys a deployment applies while the control plane runs; any other
+/// change of `gateway` or `admin` needs a restart.
+pub const LIVE_GATEWAY_SETTINGS: [&str; 6] = [
+    "gateway.tokens",
+    "gateway.rate_limit",
+    "gateway.max_requests_in_flight",
+    "gateway.max_sessions",
+    "gateway.max_sessions_per_token",
+    "gateway.upstream_timeout",
+];
+
+fn live_limits(gateway: &fleet_spec::model::Gateway) -> fleet_gateway::LiveLimits {
+    fleet_gateway::LiveLimits {
+        rate_limit: gateway.rate_limit.map(|r| fleet_gateway::RateLimit {
+            per_second: r.per_second,
+            burst: r.burst,
+        }),
+        max_session_concurrency: gateway.max_requests_in_flight as usize,
+        upstream_timeout: gateway.upstream_timeout,
+        max_sessions: gateway.max_sessions as usize,
+        max_sessions_per_token: gateway.max_sessions_per_token as usize,
+    }
+}
+
+/// The fleet-wide settings of `fleet` — its `gateway` and `admin` sections, tokens as
+/// hashes — as `GET /v1/settings` serves the running ones: what a deployment compares.
+pub fn fleet_settings(fleet: &ValidFleet) -> serde_json::Value {
+    serde_json::json!({ "gateway": fleet.gateway, "admin": fleet.admin })
+}
+
+/// The keys (`gateway.rate_limit`, `admin.listen`, …) whose values differ between the
+/// settings of `current` and `new`, sorted.
+pub fn changed_settings(current: &ValidFleet, new: &ValidFleet) -> Vec<String> {
+    changed_keys(&fleet_settings(current), &fleet_settings(new))
+}
+
+/// The `section.key`s whose values differ between two [`fleet_settings`].
+pub fn changed_keys(current: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let mut changed = std::collections::BTreeSet::new();
+    for section in ["gateway", "admin"] {
+        let keys = |v: &serde_json::Value| {
+            v[section]
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        for key in keys(current).into_iter().chain(keys(new)) {
+            if current[section][&key] != new[section][&key] {
+                changed.insert(format!("{section}.{key}"));
+            }
+        }
+    }
+    changed.into_iter().collect()
 }

@@ -52,6 +52,7 @@ mod tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -84,16 +85,44 @@ use sessions::Sessions;
 /// State shared by every request.
 #[derive(Debug)]
 struct Shared {
+    /// As the gateway started; what [`Admission`] holds is read from there instead.
     config: GatewayConfig,
     policy: OriginPolicy,
-    /// Replaced as a whole by [`Gateway::set_tokens`]; a request reads it once.
-    tokens: std::sync::RwLock<Arc<Tokens>>,
-    limiter: RateLimiter,
+    /// Replaced as a whole by [`Gateway::set_tokens`] and [`Gateway::set_limits`]; a
+    /// request reads it once.
+    admission: std::sync::RwLock<Arc<Admission>>,
     routes: RouteWatch,
     sessions: Sessions,
     registry: Arc<Registry>,
     client: proxy::UpstreamClient,
     pins: Arc<pins::Pins>,
+}
+
+/// What a request is admitted and bounded by: the settings a running gateway changes.
+#[derive(Debug, Clone)]
+struct Admission {
+    tokens: Arc<Tokens>,
+    rate_limit: Option<RateLimit>,
+    /// Its buckets survive a token swap; a new rate starts new buckets.
+    limiter: Arc<RateLimiter>,
+    max_session_concurrency: usize,
+    upstream_timeout: Duration,
+}
+
+/// The limits a running gateway can change ([`Gateway::set_limits`]); the rest of
+/// [`GatewayConfig`] is fixed when it starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveLimits {
+    /// [`GatewayConfig::rate_limit`].
+    pub rate_limit: Option<RateLimit>,
+    /// [`GatewayConfig::max_session_concurrency`].
+    pub max_session_concurrency: usize,
+    /// [`GatewayConfig::upstream_timeout`].
+    pub upstream_timeout: Duration,
+    /// [`GatewayConfig::max_sessions`].
+    pub max_sessions: usize,
+    /// [`GatewayConfig::max_sessions_per_token`].
+    pub max_sessions_per_token: usize,
 }
 
 /// A gateway: its router, plus read access to its metrics. Cheap to clone.
@@ -110,10 +139,16 @@ impl Gateway {
         // elsewhere in the process, which panic without a default one.
         fleet_tls::install_default_provider();
         let client = upstream_client(&config);
+        let admission = Admission {
+            tokens: Arc::new(Tokens::new(config.tokens.clone())),
+            rate_limit: config.rate_limit,
+            limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            max_session_concurrency: config.max_session_concurrency,
+            upstream_timeout: config.upstream_timeout,
+        };
         let shared = Shared {
             policy: OriginPolicy::new(&config),
-            tokens: std::sync::RwLock::new(Arc::new(Tokens::new(config.tokens.clone()))),
-            limiter: RateLimiter::new(config.rate_limit),
+            admission: std::sync::RwLock::new(Arc::new(admission)),
             routes: RouteWatch::new(routes, Arc::clone(&registry)),
             sessions: Sessions::new(
                 config.session_idle_timeout,
@@ -157,7 +192,7 @@ impl Gateway {
     }
 
     fn requires_auth(&self) -> bool {
-        !self.shared.tokens().is_empty()
+        !self.shared.admission().tokens.is_empty()
     }
 
     /// Replaces the bearer tokens while the gateway runs: the next request is checked
@@ -176,19 +211,42 @@ impl Gateway {
                 address: self.shared.config.listen,
             });
         }
-        *self
-            .shared
-            .tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Tokens::new(tokens));
+        self.shared.change_admission(|admission| {
+            admission.tokens = Arc::new(Tokens::new(tokens));
+        });
         Ok(())
+    }
+
+    /// Changes the limits while the gateway runs: the next request is held to `limits`
+    /// (a new rate limit starts with full buckets; sessions past a lowered cap give way
+    /// as new ones arrive, as the caps say).
+    pub fn set_limits(&self, limits: LiveLimits) {
+        self.shared.change_admission(|admission| {
+            if admission.rate_limit != limits.rate_limit {
+                admission.rate_limit = limits.rate_limit;
+                admission.limiter = Arc::new(RateLimiter::new(limits.rate_limit));
+            }
+            admission.max_session_concurrency = limits.max_session_concurrency;
+            admission.upstream_timeout = limits.upstream_timeout;
+        });
+        self.shared.sessions.set_limits(sessions::Limits {
+            max_sessions: limits.max_sessions.max(1),
+            max_sessions_per_caller: limits.max_sessions_per_token.max(1),
+        });
     }
 }
 
 impl Shared {
-    /// The bearer tokens now.
-    fn tokens(&self) -> Arc<Tokens> {
-        Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()))
+    /// What requests are admitted and bounded by, now.
+    fn admission(&self) -> Arc<Admission> {
+        Arc::clone(&self.admission.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn change_admission(&self, change: impl FnOnce(&mut Admission)) {
+        let mut admission = self.admission.write().unwrap_or_else(|p| p.into_inner());
+        let mut changed = Admission::clone(&admission);
+        change(&mut changed);
+        *admission = Arc::new(changed);
     }
 }
 

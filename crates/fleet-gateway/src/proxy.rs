@@ -118,8 +118,9 @@ async fn handle(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
-    let caller = shared.tokens().authorize(&parts.headers, peer, server)?;
-    shared.limiter.admit(&caller)?;
+    let admission = shared.admission();
+    let caller = admission.tokens.authorize(&parts.headers, peer, server)?;
+    admission.limiter.admit(&caller)?;
     let token = caller.token_name();
     let routes = shared.routes.current();
     let routes = routes
@@ -267,7 +268,7 @@ async fn handle(
     };
     // Only POSTs count: an open GET stream or a DELETE is not work in flight (and a
     // session at its limit can still be ended).
-    let limit = shared.config.max_session_concurrency;
+    let limit = admission.max_session_concurrency;
     let in_flight = if method == Method::POST {
         Some(session.begin(limit).ok_or(GatewayError::SessionBusy {
             limit,
@@ -342,7 +343,7 @@ pub(crate) fn end_upstream_session(shared: &Shared, session: &Session) {
         .headers_mut()
         .insert(MCP_SESSION_ID, upstream_session.clone());
     let sent = shared.client.request(request);
-    let timeout = shared.config.upstream_timeout;
+    let timeout = shared.admission().upstream_timeout;
     tokio::spawn(async move {
         if let Ok(Err(error)) = tokio::time::timeout(timeout, sent).await {
             tracing::debug!(%error, "upstream DELETE of an idle session failed");
@@ -483,7 +484,7 @@ async fn forward(
     *request.headers_mut() = headers;
 
     let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started) + shared.config.upstream_timeout;
+    let deadline = tokio::time::Instant::from_std(started) + shared.admission().upstream_timeout;
     let guard = target.instance.begin();
     let mut failure = |kind: UpstreamFailure, id: Option<serde_json::Value>| {
         target
@@ -546,7 +547,7 @@ async fn forward(
         Framing::Sse => Scan::Sse(SseScan::default()),
         Framing::Json => Scan::Json(JsonScan::new(shared.config.max_response_bytes)),
     });
-    let timeout = shared.config.upstream_timeout;
+    let timeout = shared.admission().upstream_timeout;
     let body = Body::new(Relay {
         inner: incoming,
         framing,

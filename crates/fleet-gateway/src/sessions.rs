@@ -212,7 +212,7 @@ impl Full {
 pub(crate) struct Sessions {
     state: Mutex<State>,
     idle_timeout: Duration,
-    limits: Limits,
+    limits: Mutex<Limits>,
 }
 
 impl Sessions {
@@ -220,8 +220,13 @@ impl Sessions {
         Self {
             state: Mutex::default(),
             idle_timeout,
-            limits,
+            limits: Mutex::new(limits),
         }
+    }
+
+    /// New limits, for the next new session.
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -265,7 +270,7 @@ impl Sessions {
         let Limits {
             max_sessions,
             max_sessions_per_caller,
-        } = self.limits;
+        } = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = self.state();
         let mut ended = Vec::new();
         while state.per_caller.get(caller).copied().unwrap_or(0) >= max_sessions_per_caller {

@@ -378,7 +378,8 @@ async fn post(
         attachment.hub.end(id);
         return Err(measure.fail(UpstreamFailure::Broken, id_value()));
     }
-    let deadline = tokio::time::Instant::from_std(measure.started) + shared.config.upstream_timeout;
+    let deadline =
+        tokio::time::Instant::from_std(measure.started) + shared.admission().upstream_timeout;
     // A new session's `initialize` is answered with one JSON body, once the server has
     // answered: whether a session exists depends on that answer.
     let initialize = message.method.as_deref() == Some("initialize");
@@ -428,7 +429,7 @@ async fn post(
         primed: false,
         first,
         measure: Some(measure),
-        silence: shared.config.upstream_timeout,
+        silence: shared.admission().upstream_timeout,
         hub: Arc::clone(&attachment.hub),
         id: id.to_owned(),
         ended: false,

@@ -281,17 +281,29 @@ pub(crate) async fn deploy(args: &DeployArgs) -> Result<ExitCode> {
     let plan = fleet_plan::plan(&fleet, Some(&deployed))
         .map_err(|_| anyhow::anyhow!("the dependency graph has a cycle"))?;
     let output = Progress::new(args.json);
+    // Fleet-wide settings change too: tokens and limits while the control plane runs;
+    // a changed listener is refused by it, saying what to do. Never "nothing to deploy"
+    // for a file that changes anything.
+    let settings = fleet_control::changed_keys(
+        &client.settings().await?,
+        &fleet_control::fleet_settings(&fleet),
+    );
     if !args.json {
-        eprint!("{}", fleet_plan::render_text(&plan));
+        // The servers' plan; "no changes" only when nothing else changes either.
+        if !plan.changes.is_empty() || settings.is_empty() {
+            eprint!("{}", fleet_plan::render_text(&plan));
+        }
+        for key in &settings {
+            if fleet_control::LIVE_GATEWAY_SETTINGS.contains(&key.as_str()) {
+                eprintln!("~ {key} (applied without a restart)");
+            } else {
+                eprintln!("~ {key} (needs a restart)");
+            }
+        }
     }
-    // Tokens are the one fleet setting a deployment changes besides servers.
-    let tokens_changed = client.gateway_tokens().await? != fleet_control::token_summaries(&fleet);
-    if tokens_changed && !args.json {
-        eprintln!("Gateway tokens change (applied without a restart)");
-    }
-    if plan.changes.is_empty() && !tokens_changed {
+    if plan.changes.is_empty() && settings.is_empty() {
         if !args.json {
-            eprintln!("nothing to deploy: every server runs this spec already");
+            eprintln!("nothing to deploy: the running fleet matches this file");
         }
         return Ok(ExitCode::SUCCESS);
     }

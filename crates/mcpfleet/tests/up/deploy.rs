@@ -486,3 +486,63 @@ fn history_events_and_audit_are_read_from_the_store_once_the_fleet_is_down() {
         "{audit:?}"
     );
 }
+
+#[test]
+fn a_deploy_that_changes_only_gateway_settings_applies_limits_live_and_refuses_a_new_listener() {
+    let servers = r#"
+version: 1
+name: gateway-only
+servers:
+  api:
+    stdio: { command: SAMPLE, args: ["--transport", "stdio", "--tools", "echo"] }
+"#
+    .replace("SAMPLE", &sample());
+    let file = |gateway: &str| format!("{servers}gateway:\n  listen: 127.0.0.1:0\n{gateway}");
+    let fleet = Fleet::new("deploy-gateway-only", &file(""));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
+
+    // Only a limit changes: it is deployed, not "nothing to deploy", and holds at once.
+    fleet.rewrite(&file("  rate_limit: { per_second: 0.01, burst: 2 }\n"));
+    let deployed = fleet.mcpfleet(&["deploy"]);
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    let stderr = String::from_utf8_lossy(&deployed.stderr);
+    assert!(
+        stderr.contains("gateway.rate_limit (applied without a restart)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nothing to deploy"), "{stderr}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses: Vec<u16> = runtime.block_on(async {
+        let http = http_client();
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"up-test","version":"0"}}}"#;
+            statuses.push(post(&http, &endpoint, None, body).await.status().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [200, 200, 429]);
+
+    // The same file again: nothing changes.
+    let again = fleet.mcpfleet(&["deploy"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing to deploy"),
+        "{}",
+        text(&again)
+    );
+
+    // A new listen address needs a restart: refused, saying which key and what to do.
+    let moved = format!("{servers}gateway:\n  listen: 127.0.0.1:1\n");
+    fleet.rewrite(&moved);
+    let refused = fleet.mcpfleet(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("gateway.listen"), "{stderr}");
+    assert!(stderr.contains("mcpfleet down"), "{stderr}");
+}

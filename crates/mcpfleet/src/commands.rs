@@ -7,7 +7,7 @@ use fleet_spec::diag::render_all;
 use fleet_spec::import::ClientKind;
 use fleet_spec::{Checked, LoadOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const INVALID: u8 = 1;
@@ -84,9 +84,12 @@ fn s(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-pub(crate) fn plan(
+/// `plan`: the waves, and each server's change against what is deployed (see
+/// [`crate::record::deployed`]: the running control plane, else the stopped fleet's store).
+pub(crate) async fn plan(
     file: &Path,
     environment: Option<String>,
+    state_dir: Option<PathBuf>,
     format: PlanFormat,
 ) -> Result<ExitCode> {
     let checked = check(file, environment)?;
@@ -95,8 +98,12 @@ pub(crate) fn plan(
         Ok(fleet) => fleet,
         Err(_) => return Ok(ExitCode::from(INVALID)),
     };
-    // Until the state store exists nothing is deployed: the diff is against nothing.
-    let Ok(plan) = fleet_plan::plan(&fleet, None) else {
+    let dir = state_dir.unwrap_or_else(|| fleet_control::default_state_dir(&fleet.name));
+    let deployed = match crate::record::deployed(&dir).await? {
+        Ok(deployed) => deployed,
+        Err(code) => return Ok(code),
+    };
+    let Ok(plan) = fleet_plan::plan(&fleet, deployed.as_ref()) else {
         bail!("the dependency graph has a cycle that validation did not report");
     };
     let out = match format {

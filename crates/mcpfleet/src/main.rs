@@ -63,6 +63,10 @@ enum Command {
         /// `dot` and `mermaid` draw the dependency graph.
         #[arg(long, value_enum)]
         format: Option<PlanFormat>,
+        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>); what
+        /// is deployed is read from it.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Turn an MCP client's configuration into a fleet file.
     Import {
@@ -392,13 +396,14 @@ fn main() -> ExitCode {
             file,
             environment,
             format,
+            state_dir,
         } => {
             let format = match (format, json) {
                 (Some(f), _) => f,
                 (None, true) => PlanFormat::Json,
                 (None, false) => PlanFormat::Text,
             };
-            commands::plan(&file, environment, format)
+            block_on(commands::plan(&file, environment, state_dir, format))
         }
         Command::Import {
             kind,

@@ -1,5 +1,5 @@
 //! Commands that read the fleet's record in the state store, and back it up: `history`,
-//! `audit`, `export-state`, `import-state`. Exit codes: 0 success, 1 refused (an import
+//! `audit`, `export-state`, `import-state`; and what is deployed, for `plan`. Exit codes: 0 success, 1 refused (an import
 //! into a store that holds data, a file that is not a state export, nothing to export),
 //! 2 usage or I/O error, 3 a control plane runs where none may (import) or none answers.
 
@@ -7,6 +7,8 @@ use crate::fleet::state_dir_of;
 use anyhow::{Context, Result};
 use fleet_api::Client;
 use fleet_control::{BackupError, StateDirError, StateExport, default_state_dir, record};
+use fleet_plan::{DeployedFleet, DeployedServer};
+use fleet_store::{StateStore, StoreError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -128,12 +130,16 @@ pub(crate) enum Source {
 
 /// The record of the fleet of `file` / `state_dir`, whether its control plane runs or not.
 pub(crate) async fn read(file: &Path, state_dir: Option<PathBuf>) -> Result<Source> {
-    let dir = state_dir_of(file, state_dir)?;
-    let client = Client::new(&dir);
+    read_dir(&state_dir_of(file, state_dir)?).await
+}
+
+/// The record of the fleet whose state directory is `dir`.
+async fn read_dir(dir: &Path) -> Result<Source> {
+    let client = Client::new(dir);
     if client.is_running().await {
         return Ok(Source::Running(client));
     }
-    Ok(match record::open_stopped(&dir).await {
+    Ok(match record::open_stopped(dir).await {
         Ok(fleet) => Source::Stopped(Some(fleet)),
         Err(BackupError::NoStore { .. }) => Source::Stopped(None),
         Err(e) => Source::Failed(backup_failure(
@@ -141,6 +147,57 @@ pub(crate) async fn read(file: &Path, state_dir: Option<PathBuf>) -> Result<Sour
             &format!("read the record in {}", dir.display()),
         )),
     })
+}
+
+/// What is deployed in the fleet whose state directory is `dir`, for `plan` to diff
+/// against: what the running control plane serves, else what the store of the stopped
+/// fleet records as serving (its serving fleet revision's server revisions), else nothing
+/// (`None`: everything is new). `Err`: neither could be read (the reason was printed).
+pub(crate) async fn deployed(dir: &Path) -> Result<Result<Option<DeployedFleet>, ExitCode>> {
+    let servers: Vec<DeployedServer> = match read_dir(dir).await? {
+        Source::Running(client) => client
+            .deployed()
+            .await?
+            .into_iter()
+            .map(|s| DeployedServer {
+                name: s.name,
+                hash: s.hash,
+                spec: s.spec,
+            })
+            .collect(),
+        Source::Stopped(Some(fleet)) => match serving_servers(fleet.store()).await? {
+            Some(servers) => servers,
+            None => return Ok(Ok(None)),
+        },
+        Source::Stopped(None) => return Ok(Ok(None)),
+        Source::Failed(code) => return Ok(Err(code)),
+    };
+    Ok(Ok(Some(servers.into_iter().collect())))
+}
+
+/// The server revisions of the store's serving fleet revision; `None` if nothing ever
+/// served.
+async fn serving_servers(
+    store: &dyn StateStore,
+) -> Result<Option<Vec<DeployedServer>>, StoreError> {
+    let Some(number) = store.serving_fleet_revision().await? else {
+        return Ok(None);
+    };
+    let Some(revision) = store.fleet_revision(number).await? else {
+        return Ok(None);
+    };
+    let mut servers = Vec::with_capacity(revision.servers.len());
+    for (name, number) in &revision.servers {
+        // A fleet revision names only server revisions recorded with it.
+        if let Some(server) = store.server_revision(name, *number).await? {
+            servers.push(DeployedServer {
+                name: server.server,
+                hash: server.hash,
+                spec: server.spec,
+            });
+        }
+    }
+    Ok(Some(servers))
 }
 
 /// How many audit records one request asks for.

@@ -13,6 +13,7 @@ mod deploy;
 mod first_use;
 mod history;
 mod recovery;
+mod status;
 mod tls;
 
 fn bin_dir() -> PathBuf {

@@ -81,17 +81,7 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let profile = crate::bench::binaries(smoke, &["xtask", "fleet-testkit", "mcpfleet"])?;
     // The client and the gateway are both this program: measure them optimized.
     if profile == "release" && cfg!(debug_assertions) {
-        let release = root().join("target/release/xtask");
-        eprintln!("+ {} bench gateway {}", release.display(), args.join(" "));
-        let status = Command::new(&release)
-            .args(["bench", "gateway"])
-            .args(args)
-            .status()
-            .with_context(|| format!("start {}", release.display()))?;
-        if !status.success() {
-            bail!("bench gateway (release) failed ({status})");
-        }
-        return Ok(());
+        return rerun_optimized("gateway", args);
     }
     let profile_dir = root().join("target").join(profile);
     let sample = profile_dir.join("mcp-sample-server");
@@ -132,6 +122,21 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         out_dir.join("gateway.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
+    Ok(())
+}
+
+/// Runs `bench TASK ARGS` with the release build of this program (just built).
+pub(crate) fn rerun_optimized(task: &str, args: &[&str]) -> Result<()> {
+    let release = root().join("target/release/xtask");
+    eprintln!("+ {} bench {task} {}", release.display(), args.join(" "));
+    let status = Command::new(&release)
+        .args(["bench", task])
+        .args(args)
+        .status()
+        .with_context(|| format!("start {}", release.display()))?;
+    if !status.success() {
+        bail!("bench {task} (release) failed ({status})");
+    }
     Ok(())
 }
 
@@ -610,7 +615,7 @@ fn rust_proxy_config(port: u16, upstream: &str) -> String {
 
 /// Polls with an MCP `initialize` until the peer answers, its process dies, or
 /// [`START_TIMEOUT`] passes.
-async fn wait_until_serving(target: &Target, processes: &mut [Process]) -> Result<()> {
+pub(crate) async fn wait_until_serving(target: &Target, processes: &mut [Process]) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         match Session::open(target).await {
@@ -732,43 +737,12 @@ async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
     let before_mb = rss_mb(gateway)?;
     let upstream_before_mb = rss_mb(upstream)?;
 
-    // Sessions, not connections, are measured: 16 keep-alive connections each initialize
-    // their share of the sessions one after another and leave them open.
-    let openers = IDLE_CONNECTIONS.min(options.idle_sessions);
-    let tasks: Vec<_> = (0..openers)
-        .map(|i| {
-            let target = target.clone();
-            let count =
-                options.idle_sessions / openers + usize::from(i < options.idle_sessions % openers);
-            tokio::spawn(async move {
-                let mut connection = Session::connect(&target).await?;
-                let mut ids = Vec::with_capacity(count);
-                for _ in 0..count {
-                    connection.id = None;
-                    connection.initialize().await?;
-                    ids.push(connection.resumable());
-                }
-                anyhow::Ok((connection, ids))
-            })
-        })
-        .collect();
-    let (mut connections, mut ids) = (Vec::new(), Vec::with_capacity(options.idle_sessions));
-    for task in tasks {
-        let (connection, opened) = task.await??;
-        connections.push(connection);
-        ids.extend(opened);
-    }
+    let idle = IdleSessions::open(&target, options.idle_sessions).await?;
     settle().await;
     let after_mb = rss_mb(gateway)?;
-    drop(connections);
+    let openers = idle.connections.len();
     let upstream_growth_mb = rss_mb(upstream)? - upstream_before_mb;
-    for (id, version) in ids.iter().step_by((ids.len() / 10).max(1)) {
-        let mut session = Session::resume(&target, id.clone(), version.clone()).await?;
-        session
-            .echo()
-            .await
-            .context("an idle session no longer works")?;
-    }
+    idle.check_alive(&target).await?;
     warm.close().await;
     drop(running);
     Ok(IdleMemory {
@@ -780,12 +754,63 @@ async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
     })
 }
 
+/// Sessions opened and left idle: [`IDLE_CONNECTIONS`] keep-alive connections each
+/// initialize their share one after another (sessions, not connections, are measured).
+pub(crate) struct IdleSessions {
+    connections: Vec<Session>,
+    /// Each session's id and protocol revision, to use it again from a new connection.
+    ids: Vec<(Option<String>, String)>,
+}
+
+impl IdleSessions {
+    pub(crate) async fn open(target: &Target, sessions: usize) -> Result<Self> {
+        let openers = IDLE_CONNECTIONS.min(sessions).max(1);
+        let tasks: Vec<_> = (0..openers)
+            .map(|i| {
+                let target = target.clone();
+                let count = sessions / openers + usize::from(i < sessions % openers);
+                tokio::spawn(async move {
+                    let mut connection = Session::connect(&target).await?;
+                    let mut ids = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        connection.id = None;
+                        connection.initialize().await?;
+                        ids.push(connection.resumable());
+                    }
+                    anyhow::Ok((connection, ids))
+                })
+            })
+            .collect();
+        let (mut connections, mut ids) = (Vec::new(), Vec::with_capacity(sessions));
+        for task in tasks {
+            let (connection, opened) = task.await??;
+            connections.push(connection);
+            ids.extend(opened);
+        }
+        Ok(Self { connections, ids })
+    }
+
+    /// Closes the opening connections (the sessions stay), then calls every tenth
+    /// session from a new connection: they are still alive.
+    pub(crate) async fn check_alive(self, target: &Target) -> Result<()> {
+        drop(self.connections);
+        for (id, version) in self.ids.iter().step_by((self.ids.len() / 10).max(1)) {
+            let mut session = Session::resume(target, id.clone(), version.clone()).await?;
+            session
+                .echo()
+                .await
+                .context("an idle session no longer works")?;
+        }
+        Ok(())
+    }
+}
+
 /// Lets the processes finish what the last requests started before memory is read.
-async fn settle() {
+pub(crate) async fn settle() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
-fn rss_mb(pid: u32) -> Result<f64> {
+pub(crate) fn rss_mb(pid: u32) -> Result<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))?
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -801,7 +826,7 @@ fn free_port() -> Result<u16> {
 
 /// A child process in its own process group; the whole group is ended on drop, so the
 /// stdio servers the bridges spawn go with them, on error paths too.
-struct Process {
+pub(crate) struct Process {
     child: Child,
     name: String,
 }
@@ -809,7 +834,7 @@ struct Process {
 impl Process {
     /// Starts a program that prints `listening on URL` on stderr (the sample server and
     /// `bench-gateway-serve`) and returns that URL.
-    fn announcing(command: &mut Command, name: &str) -> Result<(Self, String)> {
+    pub(crate) fn announcing(command: &mut Command, name: &str) -> Result<(Self, String)> {
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -857,7 +882,7 @@ impl Process {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -965,7 +990,7 @@ impl Session {
         Ok(session)
     }
 
-    async fn echo(&mut self) -> Result<()> {
+    pub(crate) async fn echo(&mut self) -> Result<()> {
         let result = self
             .request(
                 "tools/call",
@@ -1419,7 +1444,11 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
         )])
         .map_err(|errors| anyhow!("route table: {errors:?}"))?;
         let (_routes, receiver) = tokio::sync::watch::channel(table);
-        let gateway = Gateway::new(GatewayConfig::new(address), receiver);
+        let mut config = GatewayConfig::new(address);
+        // Every session of the benchmarks comes from one address without a token: the
+        // per-address cap would end the soak's idle sessions (`bench soak` opens 11,000).
+        config.max_sessions_per_token = config.max_sessions;
+        let gateway = Gateway::new(config, receiver);
         eprintln!("listening on http://{address}/mcp/sample");
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

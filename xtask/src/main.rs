@@ -15,10 +15,14 @@
 //! - `bench rollout [--runs N] [--interval-ms N] [--smoke]`  how fast a failing canary stops
 //!   getting traffic and a blue-green rollback serves the old revision; writes
 //!   bench-results/rollout.json
+//! - `bench soak [--active N] [--seconds N] [--idle N]`  10,000 idle sessions held and 1,000
+//!   calling for 60 s against the gateway: failed calls, RSS over time, memory per idle
+//!   session; writes bench-results/soak.json (by hand, not in CI)
 
 mod bench;
 mod bench_gateway;
 mod bench_rollout;
+mod bench_soak;
 mod debian;
 mod peers;
 
@@ -38,6 +42,7 @@ fn main() -> Result<()> {
         ["bench", "up", rest @ ..] => bench::up(rest),
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
         ["bench", "rollout", rest @ ..] => bench_rollout::run(rest),
+        ["bench", "soak", rest @ ..] => bench_soak::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
         ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
         // Hidden: load one endpoint by hand (e.g. under `perf`): URL SESSIONS SECONDS.
@@ -46,7 +51,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N]"
             );
             std::process::exit(2);
         }

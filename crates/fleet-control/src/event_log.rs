@@ -3,23 +3,36 @@
 //! outlive the control plane, and `events -f` joins the stored history to live events
 //! without a gap or a duplicate.
 //!
-//! One task per kind writes, in batches of what has queued up (no timer: an event is in the
-//! store as soon as the previous write is done). Readers of live events get them from this
-//! log's own channel, each with its store id, *after* it is stored.
+//! One task per kind writes. Events go in batches of what has queued up (no timer: an event
+//! is in the store as soon as the previous write is done). Tool calls arrive at the rate of
+//! the gateway's traffic, so their writer gathers them for up to [`AUDIT_LINGER`] and
+//! writes them in one transaction: one commit (and fsync) per interval, not one per few
+//! calls, which under load cost the gateway's process more CPU than relaying the calls.
+//! Readers of live events get them from this log's own channel, each with its store id,
+//! *after* it is stored.
 
 use fleet_api::types::{Event, EventKind, EventRecord};
 use fleet_engine::Engine;
 use fleet_runtime::ProcessRuntime;
 use fleet_store::{AuditRecord, NewEvent, StateStore, StoredEvent};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How many stored events one store read returns while a reader catches up.
 const PAGE: usize = 500;
 
-/// The most events or audit records written in one transaction.
+/// The most events written in one transaction.
 const BATCH: usize = 256;
+
+/// How long the audit writer gathers tool calls before it writes them: how late a record
+/// may reach the store (a flush, as at shutdown, writes at once).
+const AUDIT_LINGER: Duration = Duration::from_millis(100);
+
+/// The most audit records written in one transaction; a full batch is written before its
+/// linger ends.
+const AUDIT_BATCH: usize = 4096;
 
 /// Engine events, recorded in the store and served from it.
 #[derive(Clone, Debug)]
@@ -241,8 +254,9 @@ pub(crate) fn record_of(stored: StoredEvent) -> Option<EventRecord> {
 }
 
 /// Appends every tool call the gateway reports to the store's audit table, in the
-/// background; the returned sink is the gateway's, the writer flushes what it was sent. The
-/// store file is owner-only (0600), and a record never holds a call's arguments or result.
+/// background, in batches gathered for up to [`AUDIT_LINGER`]; the returned sink is the
+/// gateway's (sending never waits), the writer flushes what it was sent. The store file is
+/// owner-only (0600), and a record never holds a call's arguments or result.
 pub(crate) fn audit_to_store(
     store: Arc<dyn StateStore>,
 ) -> (fleet_gateway::AuditSink, AuditWriter) {
@@ -250,23 +264,40 @@ pub(crate) fn audit_to_store(
     let (flushes, mut flush_requests) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
     tokio::spawn(async move {
         let mut batch = Vec::new();
-        loop {
-            tokio::select! {
-                received = calls.recv_many(&mut batch, BATCH) => {
-                    if received == 0 {
-                        break;
-                    }
-                    write_audit(store.as_ref(), &mut batch).await;
+        let mut flushed = Vec::new();
+        // When the batch's first record came, plus the linger: when it is written.
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut closed = false;
+        while !closed {
+            let linger = async move {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
                 }
+            };
+            let room = AUDIT_BATCH.saturating_sub(batch.len());
+            tokio::select! {
+                received = calls.recv_many(&mut batch, room), if room > 0 => {
+                    closed = received == 0;
+                    due.get_or_insert_with(|| tokio::time::Instant::now() + AUDIT_LINGER);
+                }
+                () = linger => due = Some(tokio::time::Instant::now()),
                 Some(done) = flush_requests.recv() => {
                     // Everything sent before the request is in the channel by now.
                     while let Ok(call) = calls.try_recv() {
                         batch.push(call);
-                        if batch.len() == BATCH {
-                            write_audit(store.as_ref(), &mut batch).await;
-                        }
                     }
-                    write_audit(store.as_ref(), &mut batch).await;
+                    flushed.push(done);
+                }
+            }
+            let write_now = closed
+                || !flushed.is_empty()
+                || batch.len() >= AUDIT_BATCH
+                || due.is_some_and(|due| due <= tokio::time::Instant::now());
+            if write_now {
+                write_audit(store.as_ref(), &mut batch).await;
+                due = None;
+                for done in flushed.drain(..) {
                     let _ = done.send(());
                 }
             }
@@ -316,6 +347,59 @@ impl AuditWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Instant, SystemTime};
+
+    fn call(tool: &str) -> fleet_gateway::ToolCallRecord {
+        fleet_gateway::ToolCallRecord {
+            time: SystemTime::now(),
+            token: Some("ci".into()),
+            server: "api".into(),
+            revision: 1,
+            tool: tool.into(),
+            outcome: fleet_gateway::ToolOutcome::Ok,
+            duration: Duration::from_micros(250),
+        }
+    }
+
+    #[tokio::test]
+    async fn audited_calls_reach_the_store_within_the_linger_and_at_once_on_a_flush() {
+        let dir = std::env::temp_dir().join(format!(
+            "mcpfleet-audit-writer-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: Arc<dyn StateStore> =
+            Arc::new(fleet_store::SqliteStore::open(&dir.join("state.db")).unwrap());
+        let (sink, writer) = audit_to_store(Arc::clone(&store));
+
+        // More than one batch's worth, sent faster than a write: none is lost, and a
+        // flush returns once all of them are stored.
+        let sent = AUDIT_BATCH + 100;
+        for i in 0..sent {
+            sink.send(call(&format!("tool-{i}"))).unwrap();
+        }
+        writer.flush().await;
+        let stored = store.audit(0, 10_000).await.unwrap();
+        assert_eq!(stored.len(), sent);
+        assert_eq!(stored[sent - 1].record.tool, format!("tool-{}", sent - 1));
+
+        // Without a flush, a lone call is stored once its linger has passed.
+        let last = stored[sent - 1].id;
+        sink.send(call("late")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let late = store.audit(last, 10).await.unwrap();
+            if let [one] = late.as_slice() {
+                assert_eq!(one.record.tool, "late");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the call was never stored");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn every_kind_is_stored_by_its_snake_case_name_and_read_back() {

@@ -7,6 +7,7 @@
 //! the relay keeps the bytes of a `tools/call` stream (bounded) and reads its final
 //! response event when the stream ends.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -94,24 +95,30 @@ pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
         id: Option<serde::de::IgnoredAny>,
         method: Option<serde::de::IgnoredAny>,
     }
-    let text = String::from_utf8_lossy(stream).replace("\r\n", "\n");
-    text.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            let data = data.join("\n");
-            match serde_json::from_str::<Shape>(&data) {
-                Ok(Shape {
-                    id: Some(_),
-                    method: None,
-                }) => Some(data),
-                _ => None,
-            }
-        })
-        .last()
+    let text = String::from_utf8_lossy(stream);
+    // Only a stream with CRLF line ends pays for a copy.
+    let text = if text.contains('\r') {
+        Cow::Owned(text.replace("\r\n", "\n"))
+    } else {
+        text
+    };
+    // From the end: the response is nearly always the last event, so the events before
+    // it (priming, progress) are not parsed at all.
+    text.rsplit("\n\n").find_map(|event| {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        let data = data.join("\n");
+        match serde_json::from_str::<Shape>(&data) {
+            Ok(Shape {
+                id: Some(_),
+                method: None,
+            }) => Some(data),
+            _ => None,
+        }
+    })
 }
 
 /// One audited tool call.

@@ -20,12 +20,14 @@
 //! every other call counts under `(other tools)`.
 //!
 //! The hot path only touches atomics: the per-revision series is looked up when a
-//! route table is compiled, not per request.
+//! route table is compiled, not per request; a tool call's counter is found under a
+//! read lock (shared, never waited on by other calls) and the write lock is taken only
+//! the first time a tool name is seen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::audit::ToolOutcome;
@@ -128,18 +130,29 @@ pub(crate) const OTHER_TOOLS: &str = "(other tools)";
 /// unknown tools, however many, mint no label.
 #[derive(Debug, Default)]
 struct ToolNames {
-    names: Mutex<BTreeSet<String>>,
+    names: RwLock<BTreeSet<String>>,
 }
 
 impl ToolNames {
     /// Whether calls of `tool` are labelled with its name; `accepted`: this call was
     /// answered with a result, so the tool exists.
     fn labels(&self, tool: &str, accepted: bool) -> bool {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(tool)
+        {
+            return true;
+        }
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
         names.contains(tool)
             || (accepted && names.len() < MAX_TOOLS && names.insert(tool.to_owned()))
     }
 }
+
+/// One tool's calls by [`ToolOutcome`].
+type ToolCounts = Arc<[AtomicU64; 4]>;
 
 /// The live counters of one (server, revision).
 #[derive(Debug)]
@@ -148,7 +161,7 @@ pub(crate) struct SeriesCounters {
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
     /// Tool calls by tool and [`ToolOutcome`].
-    tools: Mutex<BTreeMap<String, [u64; 4]>>,
+    tools: RwLock<BTreeMap<String, ToolCounts>>,
     /// The server's labelled tool names (shared with its other revisions).
     tool_names: Arc<ToolNames>,
 }
@@ -159,7 +172,7 @@ impl SeriesCounters {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_micros: AtomicU64::new(0),
-            tools: Mutex::default(),
+            tools: RwLock::default(),
             tool_names,
         }
     }
@@ -176,15 +189,17 @@ impl SeriesCounters {
         } else {
             OTHER_TOOLS
         };
-        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
-        match tools.get_mut(key) {
-            Some(counts) => counts[index] += 1,
-            None => {
-                let mut counts = [0; 4];
-                counts[index] = 1;
-                tools.insert(key.to_owned(), counts);
-            }
-        }
+        let known = self
+            .tools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        let counts = known.unwrap_or_else(|| {
+            let mut tools = self.tools.write().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(tools.entry(key.to_owned()).or_default())
+        });
+        counts[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one request; `latency` is `None` for rejections (not timed).
@@ -392,18 +407,19 @@ impl RevisionStats {
         let sum_seconds = counters.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let tool_calls = counters
             .tools
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .flat_map(|(tool, counts)| {
                 ToolOutcome::ALL
                     .iter()
-                    .zip(counts)
-                    .filter(|(_, count)| **count > 0)
+                    .zip(counts.iter())
+                    .map(|(outcome, count)| (outcome, count.load(Ordering::Relaxed)))
+                    .filter(|(_, count)| *count > 0)
                     .map(|(outcome, count)| ToolCount {
                         tool: tool.clone(),
                         outcome: *outcome,
-                        count: *count,
+                        count,
                     })
             })
             .collect();

@@ -1,12 +1,15 @@
 //! Request admission: `Host` and `Origin` (DNS rebinding), bearer tokens (SHA-256,
 //! constant-time comparison, scoped to servers) and per-client token buckets.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Request, header};
+use governor::Quota;
+use governor::clock::Clock as _;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::{GatewayConfig, RateLimit, TokenConfig};
@@ -225,70 +228,82 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-/// Token buckets per caller.
-#[derive(Debug)]
+/// Token buckets per caller, as GCRA states (governor's keyed limiter): each caller's
+/// state is one atomic in a sharded concurrent map, so callers never wait on a lock
+/// shared by all requests. Semantics are a token bucket's: `burst` requests at once,
+/// refilled at `per_second`.
 pub(crate) struct RateLimiter {
-    limit: Option<RateLimit>,
-    buckets: Mutex<HashMap<Caller, Bucket>>,
+    buckets: Option<KeyedBuckets>,
+    /// Admissions so far, to sweep the map every [`SWEEP_EVERY`] of them.
+    admitted: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
+type KeyedBuckets = governor::DefaultKeyedRateLimiter<Caller>;
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("callers", &self.buckets.as_ref().map(|b| b.len()))
+            .finish_non_exhaustive()
+    }
 }
 
-/// Buckets idle this long are full again and can be forgotten.
+/// Callers remembered before buckets that refilled completely (they carry no state
+/// worth keeping) are forgotten.
 const BUCKET_SWEEP_THRESHOLD: usize = 4096;
+/// How often (in admissions) the number of callers is checked against
+/// [`BUCKET_SWEEP_THRESHOLD`]: the sweep is O(callers), so it is amortized over at
+/// least as many requests.
+const SWEEP_EVERY: u64 = 4096;
+/// The longest `Retry-After`.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl RateLimiter {
     pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        let buckets = limit.map(|limit| {
+            // One request's worth of refill; at least a nanosecond (governor's unit).
+            let period = Duration::from_secs_f64(1.0 / limit.per_second.max(f64::MIN_POSITIVE))
+                .max(Duration::from_nanos(1));
+            let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(period)
+                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+                .allow_burst(burst);
+            KeyedBuckets::keyed(quota)
+        });
         Self {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets,
+            admitted: AtomicU64::new(0),
         }
     }
 
     /// Takes one request from `caller`'s bucket.
     ///
     /// # Errors
-    /// [`GatewayError::RateLimited`] when the bucket is empty.
+    /// [`GatewayError::RateLimited`] when the bucket is empty, with the time until it
+    /// holds a request again.
     pub(crate) fn admit(&self, caller: &Caller) -> Result<(), GatewayError> {
-        let Some(limit) = self.limit else {
+        let Some(buckets) = &self.buckets else {
             return Ok(());
         };
-        let burst = f64::from(limit.burst.max(1));
-        let rate = limit.per_second.max(f64::MIN_POSITIVE);
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= BUCKET_SWEEP_THRESHOLD {
-            // A bucket that has refilled completely carries no state worth keeping.
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
-            });
+        if self.admitted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
+            && buckets.len() >= BUCKET_SWEEP_THRESHOLD
+        {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
         }
-        let bucket = buckets.entry(caller.clone()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        let refill = now.duration_since(bucket.updated).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / rate;
-            Err(GatewayError::RateLimited {
-                retry_after: Duration::from_secs_f64(wait.min(3600.0)),
-            })
-        }
+        buckets.check_key(caller).map_err(|not_until| {
+            let wait = not_until.wait_time_from(buckets.clock().now());
+            GatewayError::RateLimited {
+                retry_after: wait.min(MAX_RETRY_AFTER),
+            }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn host_names_lose_their_port() {
@@ -331,5 +346,93 @@ mod tests {
             Err(GatewayError::RateLimited { .. })
         ));
         assert!(limiter.admit(&Caller::Token(Arc::from("other"))).is_ok());
+    }
+
+    #[test]
+    fn a_refused_request_is_told_when_the_bucket_holds_one_again() {
+        // One request per 100 s: the wait after the burst is about that, never more.
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 0.01,
+            burst: 1,
+        }));
+        let caller = Caller::Client(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        assert!(limiter.admit(&caller).is_ok());
+        let Err(GatewayError::RateLimited { retry_after }) = limiter.admit(&caller) else {
+            panic!("the second request within the period was admitted");
+        };
+        assert!(
+            retry_after > Duration::from_secs(99) && retry_after <= Duration::from_secs(100),
+            "{retry_after:?}"
+        );
+    }
+
+    #[test]
+    fn a_bucket_refills_at_the_configured_rate() {
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 50.0,
+            burst: 1,
+        }));
+        let caller = Caller::Token(Arc::from("ci"));
+        assert!(limiter.admit(&caller).is_ok());
+        let Err(GatewayError::RateLimited { retry_after }) = limiter.admit(&caller) else {
+            panic!("admitted past the burst");
+        };
+        assert!(retry_after <= Duration::from_millis(20), "{retry_after:?}");
+        // Refusals take nothing from the bucket: asking again and again, the request is
+        // admitted once a refill's time has passed.
+        let refused = Instant::now();
+        while limiter.admit(&caller).is_err() {
+            assert!(refused.elapsed() < Duration::from_secs(5), "never refilled");
+            std::thread::yield_now();
+        }
+        assert!(refused.elapsed() >= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn many_callers_at_once_each_get_their_own_burst() {
+        let limiter = Arc::new(RateLimiter::new(Some(RateLimit {
+            per_second: 0.001,
+            burst: 3,
+        })));
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let limiter = Arc::clone(&limiter);
+                std::thread::spawn(move || {
+                    (0..500u16)
+                        .map(|c| {
+                            let caller = Caller::Client(IpAddr::V4(std::net::Ipv4Addr::new(
+                                10,
+                                t,
+                                (c >> 8) as u8,
+                                c as u8,
+                            )));
+                            (0..5).filter(|_| limiter.admit(&caller).is_ok()).count()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert!(thread.join().unwrap().iter().all(|admitted| *admitted == 3));
+        }
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten_past_the_threshold() {
+        // A refill in a microsecond: every bucket is full again by the sweep.
+        let limiter = RateLimiter::new(Some(RateLimit {
+            per_second: 1_000_000.0,
+            burst: 1,
+        }));
+        let callers = 2 * BUCKET_SWEEP_THRESHOLD;
+        for c in 0..callers {
+            let caller = Caller::Token(Arc::from(format!("t{c}")));
+            assert!(limiter.admit(&caller).is_ok());
+        }
+        for _ in 0..SWEEP_EVERY {
+            let _ = limiter.admit(&Caller::Token(Arc::from("ci")));
+        }
+        let remembered = limiter.buckets.as_ref().map_or(0, |b| b.len());
+        assert!(remembered < callers / 2, "{remembered} callers remembered");
     }
 }

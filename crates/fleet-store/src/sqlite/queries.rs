@@ -466,8 +466,13 @@ pub(super) fn append_audit(
     records: &[AuditRecord],
 ) -> Result<(), StoreError> {
     let tx = write(conn)?;
-    for record in records {
-        insert_audit(&tx, None, record)?;
+    {
+        // Prepared once: the gateway's audit writes thousands of records per
+        // transaction, and parsing the statement again for each showed in its profile.
+        let mut insert = tx.prepare(INSERT_AUDIT).db()?;
+        for record in records {
+            insert_audit(&mut insert, None, record)?;
+        }
     }
     tx.commit().db()
 }
@@ -634,8 +639,9 @@ fn import_rows(tx: &Connection, state: &StateExport) -> Result<(), StoreError> {
     for e in &state.events {
         insert_event(tx, Some(e.id), &e.event)?;
     }
+    let mut insert = tx.prepare(INSERT_AUDIT).db()?;
     for a in &state.audit {
-        insert_audit(tx, Some(a.id), &a.record)?;
+        insert_audit(&mut insert, Some(a.id), &a.record)?;
     }
     Ok(())
 }
@@ -660,8 +666,17 @@ fn insert_event(conn: &Connection, id: Option<u64>, e: &NewEvent) -> Result<(), 
     Ok(())
 }
 
-/// Inserts an audit record with the next id, or with `id` (import).
-fn insert_audit(conn: &Connection, id: Option<u64>, a: &AuditRecord) -> Result<(), StoreError> {
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (id, time, token, server, revision, tool, outcome, duration_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Inserts an audit record with the next id, or with `id` (import), by `insert`, a
+/// prepared [`INSERT_AUDIT`].
+fn insert_audit(
+    insert: &mut rusqlite::Statement<'_>,
+    id: Option<u64>,
+    a: &AuditRecord,
+) -> Result<(), StoreError> {
     // SQLite stores NaN as NULL: it would come back as a corrupt row.
     if !a.duration_ms.is_finite() {
         return Err(StoreError::Invalid {
@@ -671,10 +686,8 @@ fn insert_audit(conn: &Connection, id: Option<u64>, a: &AuditRecord) -> Result<(
             ),
         });
     }
-    conn.execute(
-        "INSERT INTO audit (id, time, token, server, revision, tool, outcome, duration_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+    insert
+        .execute(params![
             id,
             a.time,
             a.token,
@@ -683,9 +696,8 @@ fn insert_audit(conn: &Connection, id: Option<u64>, a: &AuditRecord) -> Result<(
             a.tool,
             a.outcome,
             a.duration_ms
-        ],
-    )
-    .input()?;
+        ])
+        .input()?;
     Ok(())
 }
 

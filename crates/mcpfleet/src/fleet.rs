@@ -150,6 +150,8 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
         .append(true)
         .open(&log)
         .with_context(|| format!("cannot open {}", log.display()))?;
+    // Where this run's lines start: earlier runs' are in the same log.
+    let run_starts = log_file.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("cannot find the mcpfleet executable")?;
     let mut command = tokio::process::Command::new(exe);
     command
@@ -173,7 +175,8 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
     while !client.is_running().await {
         if let Some(status) = child.try_wait()? {
             bail!(
-                "the control plane exited ({status}) before it was up; see {}",
+                "the control plane exited ({status}) before it was up: {}\n(its log: {})",
+                why_it_stopped(&log, run_starts),
                 log.display()
             );
         }
@@ -201,7 +204,8 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
     let Ok(status) = client.status().await else {
         // The control plane ended before its deployment did: that deployment failed.
         eprintln!(
-            "the control plane stopped during the deployment; see {}",
+            "the control plane stopped during the deployment: {}\n(its log: {})",
+            why_it_stopped(&log, run_starts),
             log.display()
         );
         return Ok(ExitCode::from(FAILED));
@@ -224,6 +228,29 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::from(FAILED)
     })
+}
+
+/// Why a detached control plane stopped, from what it wrote to `log` after byte `from`:
+/// its `error:` lines (the binary prints its reason so), else its last lines.
+fn why_it_stopped(log: &Path, from: u64) -> String {
+    /// Enough to hold a reason and its context, not a whole run's progress.
+    const LAST_LINES: usize = 5;
+    let text = std::fs::read(log).unwrap_or_default();
+    let run = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let lines: Vec<&str> = run.lines().filter(|l| !l.trim().is_empty()).collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("error:"))
+        .map(|l| l.trim_start_matches("error:").trim())
+        .collect();
+    if !errors.is_empty() {
+        return errors.join("; ");
+    }
+    match lines.len() {
+        0 => "it wrote no reason".into(),
+        n => lines[n.saturating_sub(LAST_LINES)..].join("\n"),
+    }
 }
 
 /// `path` made absolute against the working directory (as it is, if that fails).
@@ -435,9 +462,11 @@ pub(crate) async fn steer(
     }
 }
 
+/// `status`: every server (with its rollout, if one runs); with `wide`, every instance too.
 pub(crate) async fn status(
     file: &Path,
     state_dir: Option<PathBuf>,
+    wide: bool,
     json: bool,
 ) -> Result<ExitCode> {
     let status = match with_client(file, state_dir, async |c| c.status().await).await? {
@@ -448,6 +477,9 @@ pub(crate) async fn status(
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         Progress::new(false).summary(&status);
+        if wide {
+            print_instances(&status);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -678,21 +710,132 @@ impl Progress {
             println!("admin: {admin} (metrics at {admin}/metrics)");
         }
         println!(
-            "{:<20} {:<14} {:<7} {:>8}  ENDPOINT / REASON",
-            "SERVER", "STATE", "KIND", "RESTARTS"
+            "{:<20} {:<14} {:<7} {:>4} {:>8}  ENDPOINT / REASON",
+            "SERVER", "STATE", "KIND", "REV", "RESTARTS"
         );
         for s in &status.servers {
             let restarts: u32 = s.instances.iter().map(|i| i.restarts).sum();
-            let state = format!("{:?}", s.state).to_lowercase();
             let where_ = match (&s.reason, &s.endpoint, s.state) {
                 (Some(reason), _, st) if st != ServerState::Ready => reason.clone(),
                 (_, Some(endpoint), _) => endpoint.clone(),
                 _ if s.transport == "stdio" => "stdio (the gateway will give it a URL)".into(),
                 _ => String::new(),
             };
+            let revision = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
             println!(
-                "{:<20} {:<14} {:<7} {:>8}  {}",
-                s.name, state, s.transport, restarts, where_
+                "{:<20} {:<14} {:<7} {:>4} {:>8}  {}",
+                s.name,
+                state_name(s.state),
+                s.transport,
+                revision,
+                restarts,
+                where_
+            );
+            for line in rollout_lines(s) {
+                println!("    {line}");
+            }
+        }
+    }
+}
+
+/// A state as the API names it (`crash-looping`, `ready`).
+fn state_name(state: ServerState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
+}
+
+/// What a server's rollout is doing: strategy, step and state, how new sessions are
+/// shared between its revisions, and the last analysis with its figures. Nothing when
+/// one revision takes every session and no rollout runs.
+fn rollout_lines(server: &fleet_api::types::ServerStatus) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(r) = &server.rollout {
+        lines.push(format!(
+            "rollout {} r{}→r{}: step {}/{}, {}{}",
+            r.strategy,
+            r.from_revision,
+            r.to_revision,
+            r.step,
+            r.steps,
+            r.state,
+            match r.failures_in_a_row {
+                0 => String::new(),
+                n => format!(", {n} failed analyses in a row"),
+            }
+        ));
+    }
+    if server.rollout.is_some() || server.traffic.len() > 1 {
+        let total: u32 = server.traffic.iter().map(|t| t.weight).sum();
+        let shares: Vec<String> = server
+            .traffic
+            .iter()
+            .map(|t| {
+                let percent = if total == 0 {
+                    0.0
+                } else {
+                    f64::from(t.weight) * 100.0 / f64::from(total)
+                };
+                format!("r{} {percent:.0}%", t.revision)
+            })
+            .collect();
+        lines.push(format!("weights: {}", shares.join(", ")));
+    }
+    if let Some(a) = server
+        .rollout
+        .as_ref()
+        .and_then(|r| r.last_analysis.as_ref())
+    {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"));
+        let errors = a
+            .error_rate
+            .map_or_else(|| "-".into(), |e| format!("{:.1}%", e * 100.0));
+        lines.push(format!(
+            "last analysis: {} ({} requests, errors {errors}, p95 {} vs stable {}) at {}{}",
+            a.verdict,
+            a.requests,
+            ms(a.canary_p95_ms),
+            ms(a.stable_p95_ms),
+            a.at,
+            if a.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", a.reason)
+            }
+        ));
+    }
+    lines
+}
+
+/// `status --wide`: one row per instance.
+fn print_instances(status: &Status) {
+    println!();
+    println!(
+        "{:<28} {:>4} {:>8} {:<14} {:>8} {:>6}  LAST CHECK",
+        "INSTANCE", "REV", "PID", "STATE", "RESTARTS", "PORT"
+    );
+    for s in &status.servers {
+        for i in &s.instances {
+            let check = i.last_check.as_ref().map_or_else(
+                || "-".to_string(),
+                |c| {
+                    let result = if c.passed { "ok" } else { "FAIL" };
+                    format!(
+                        "{} {result} {:.1} ms at {}: {}",
+                        c.kind, c.took_ms, c.at, c.detail
+                    )
+                },
+            );
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!(
+                "{:<28} {:>4} {:>8} {:<14} {:>8} {:>6}  {check}",
+                i.id,
+                i.revision,
+                or_dash(i.pid.map(|p| p.to_string())),
+                state_name(i.state),
+                i.restarts,
+                or_dash(i.port.map(|p| p.to_string())),
             );
         }
     }

@@ -159,6 +159,9 @@ enum Command {
         /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Also one row per instance: revision, pid, state, restarts, port, last check.
+        #[arg(short = 'w', long)]
+        wide: bool,
     },
     /// Print the fleet's metrics in the Prometheus text format (gateway and engine).
     Metrics {
@@ -508,7 +511,11 @@ fn main() -> ExitCode {
         Command::Abort(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "abort")),
         Command::Pause(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "pause")),
         Command::Resume(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "resume")),
-        Command::Status { file, state_dir } => block_on(fleet::status(&file, state_dir, json)),
+        Command::Status {
+            file,
+            state_dir,
+            wide,
+        } => block_on(fleet::status(&file, state_dir, wide, json)),
         Command::Metrics { file, state_dir } => block_on(fleet::metrics(&file, state_dir)),
         Command::Logs {
             server,

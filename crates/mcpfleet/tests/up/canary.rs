@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// `api` (http, canary with `ROLLOUT`) with extra `ARGS`.
-fn canary_fleet(args: &str, rollout: &str) -> String {
+pub(super) fn canary_fleet(args: &str, rollout: &str) -> String {
     format!(
         r#"
 version: 1
@@ -25,7 +25,7 @@ servers:
 }
 
 /// Waits until `api`'s canary waits for `mcpfleet promote`.
-fn wait_for_promote(fleet: &Fleet) -> Status {
+pub(super) fn wait_for_promote(fleet: &Fleet) -> Status {
     fleet.wait_for(
         "the canary to wait for promote",
         Duration::from_secs(30),

@@ -1117,12 +1117,22 @@ fn describe_plan(plan: &Plan) -> String {
     let c = &plan.changes;
     if plan.nothing_deployed {
         let servers = c.create;
-        return format!("deploying {servers} servers in {} waves", plan.waves.len());
+        let waves = plan.waves.len();
+        return format!(
+            "deploying {servers} server{} in {waves} wave{}",
+            plural(servers),
+            plural(waves)
+        );
     }
     format!(
         "deploying: {} to create, {} to update, {} to delete, {} unchanged",
         c.create, c.update, c.delete, c.unchanged
     )
+}
+
+/// `s` for a count other than one.
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
 }
 
 /// How long an engine waits for anything that has no deadline of its own.

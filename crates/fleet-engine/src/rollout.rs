@@ -21,17 +21,17 @@ impl<R: Runtime + 'static> Engine<R> {
     pub(crate) async fn update(&self, old: Release, new: Release) -> Result<(), String> {
         let name = new.server.name.clone();
         let strategy = new.server.rollout.strategy;
-        self.shared.emit_revision(
-            EventKind::ServerStarting,
-            &name,
-            new.revision,
-            format!(
-                "updating from revision {} to {} ({})",
-                old.revision,
+        let updating = |how: &str| {
+            self.shared.emit_revision(
+                EventKind::ServerStarting,
+                &name,
                 new.revision,
-                strategy_name(strategy)
-            ),
-        );
+                format!(
+                    "updating from revision {} to {} ({how})",
+                    old.revision, new.revision
+                ),
+            );
+        };
         // Still running and ready (kept for a blue-green rollback window, say): going back
         // to it is a route swap, whatever the strategy — no process starts. A revision
         // that failed (an aborted canary still draining) is not taken back that way: it
@@ -43,11 +43,13 @@ impl<R: Runtime + 'static> Engine<R> {
                 && self.shared.ready_instances(&name, new.revision)
                     >= replica_count(&new.server) as usize
             {
+                updating("route swap: it still runs");
                 self.promote(&old, &new, &running).await;
                 return Ok(());
             }
             self.stop_revision(&name, new.revision).await;
         }
+        updating(strategy_name(strategy));
         // The strategies below start `new` afresh: a rollback window running out meanwhile
         // concerns other instances.
         drop(transition);

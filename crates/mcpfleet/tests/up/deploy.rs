@@ -254,6 +254,17 @@ fn blue_green_serves_green_only_once_ready_and_rolls_back_by_a_route_swap() {
             && e.deployment.unwrap_or(0) > 2),
         "{events:#?}"
     );
+    // And it says so: a swap, not the server's strategy.
+    let rollback_event = events
+        .iter()
+        .rfind(|e| e.message.starts_with("updating from revision 2 to 1"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(
+        rollback_event
+            .message
+            .ends_with("(route swap: it still runs)"),
+        "{rollback_event:?}"
+    );
 
     let metrics = String::from_utf8(fleet.mcpfleet(&["metrics"]).stdout).unwrap();
     assert!(
@@ -501,6 +512,13 @@ servers:
     let fleet = Fleet::new("deploy-gateway-only", &file(""));
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        events(&fleet)
+            .iter()
+            .any(|e| e.message == "deploying 1 server in 1 wave"),
+        "{:#?}",
+        events(&fleet)
+    );
     let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
 
     // Only a limit changes: it is deployed, not "nothing to deploy", and holds at once.

@@ -503,7 +503,12 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     let (mut parts, incoming) = response.into_parts();
-    let upstream_session = parts.headers.get(&MCP_SESSION_ID).cloned();
+    // Copied, not cloned: a parsed header value is a slice of the connection's whole read
+    // buffer, which a session kept for its life would pin (kilobytes per idle session).
+    let upstream_session = parts
+        .headers
+        .get(&MCP_SESSION_ID)
+        .and_then(|value| HeaderValue::from_bytes(value.as_bytes()).ok());
     strip_connection_listed(&mut parts.headers);
     for name in &DROPPED_RESPONSE_HEADERS {
         parts.headers.remove(name);

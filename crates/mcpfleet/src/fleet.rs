@@ -258,13 +258,43 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Who runs this command, as revisions record it: `user@host`.
+/// Who runs this command, as revisions record it: `user@host`. The user is `$USER`, else
+/// the name of this process's uid (`$USER` is often unset in containers and services),
+/// else `uid N`.
 pub(crate) fn author() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .or_else(user_of_this_uid)
+        .unwrap_or_else(|| "unknown".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
+}
+
+/// The name `/etc/passwd` gives this process's real uid, else `uid N`.
+fn user_of_this_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid: u32 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    Some(user_named_in(&passwd, uid).unwrap_or_else(|| format!("uid {uid}")))
+}
+
+/// The user name of `uid` in a `passwd` file's text (`name:password:uid:…` lines).
+fn user_named_in(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let listed: u32 = fields.nth(1)?.parse().ok()?;
+        (listed == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 pub(crate) struct DeployArgs {
@@ -838,5 +868,20 @@ fn print_instances(status: &Status) {
                 or_dash(i.port.map(|p| p.to_string())),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_author_without_user_is_the_uids_name_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment\nbroken line\nada:x:1000:1000:Ada:/home/ada:/bin/sh\n";
+        assert_eq!(user_named_in(passwd, 1000).as_deref(), Some("ada"));
+        assert_eq!(user_named_in(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_named_in(passwd, 42), None);
+        // This process has a uid, named or not: never "unknown".
+        assert!(user_of_this_uid().is_some_and(|user| !user.is_empty()));
     }
 }

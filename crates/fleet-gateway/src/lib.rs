@@ -311,9 +311,7 @@ pub async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                for session in shared.sessions.sweep() {
-                    proxy::end_upstream_session(&shared, &session);
-                }
+                proxy::end_sessions(&shared, shared.sessions.sweep());
             }
         }
     });

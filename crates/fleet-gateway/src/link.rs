@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::sync::{mpsc, watch};
@@ -117,21 +118,13 @@ struct Pending {
     may_ask: bool,
 }
 
-/// The client capabilities that let a server ask a session something.
+/// The client capabilities that let a server ask a session something; one is declared
+/// by being there (its value is an object of options).
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 struct Capabilities {
-    #[serde(default, deserialize_with = "present")]
-    roots: bool,
-    #[serde(default, deserialize_with = "present")]
-    sampling: bool,
-    #[serde(default, deserialize_with = "present")]
-    elicitation: bool,
-}
-
-/// A capability is declared by being there, whatever its (object) value.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    let value = serde::de::IgnoredAny::deserialize(deserializer);
-    value.map(|_| true)
+    roots: Option<IgnoredAny>,
+    sampling: Option<IgnoredAny>,
+    elicitation: Option<IgnoredAny>,
 }
 
 impl Capabilities {
@@ -139,9 +132,9 @@ impl Capabilities {
     /// missing capability.
     fn allow(self, method: &str) -> Result<(), &'static str> {
         match method {
-            "roots/list" if !self.roots => Err("roots"),
-            "sampling/createMessage" if !self.sampling => Err("sampling"),
-            "elicitation/create" if !self.elicitation => Err("elicitation"),
+            "roots/list" if self.roots.is_none() => Err("roots"),
+            "sampling/createMessage" if self.sampling.is_none() => Err("sampling"),
+            "elicitation/create" if self.elicitation.is_none() => Err("elicitation"),
             _ => Ok(()),
         }
     }

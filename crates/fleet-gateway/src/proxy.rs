@@ -34,6 +34,7 @@ use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
 use crate::pins::{self, Pinned, Pins};
+use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
 
@@ -104,16 +105,8 @@ async fn handle(
     server: &str,
     request: Request,
 ) -> Result<Response<Body>, GatewayError> {
+    shared.policy.check_request(&request)?;
     let (mut parts, body) = request.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    shared.policy.check(
-        host,
-        parts.headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
-    )?;
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -203,15 +196,12 @@ async fn handle(
                 label,
                 tool_call,
                 stateless: !initialize,
+                upstream_timeout: admission.upstream_timeout,
             };
             return stdio_http::open(shared, server, target, initialize, request).await;
         }
         if initialize {
-            let ended = shared
-                .sessions
-                .make_room(&caller)
-                .map_err(|full| full.refusal(peek.id.clone()))?;
-            end_sessions(shared, ended);
+            make_room(shared, &caller, || peek.id.clone())?;
         }
         let exchange = Exchange {
             method,
@@ -222,6 +212,7 @@ async fn handle(
             id: peek.id,
             tool_call,
             learn_pins: !initialize,
+            upstream_timeout: admission.upstream_timeout,
         };
         let mut response = forward(shared, &target, exchange).await?;
         // An upstream that refused the `initialize` (an error status) has no session for
@@ -287,6 +278,7 @@ async fn handle(
                 label,
                 tool_call,
                 stateless: false,
+                upstream_timeout: admission.upstream_timeout,
             };
             let response =
                 stdio_http::in_session(shared, &target, session_id, session, &method, request)
@@ -304,6 +296,7 @@ async fn handle(
         id: peek.id,
         tool_call,
         learn_pins: false,
+        upstream_timeout: admission.upstream_timeout,
     };
     let result = forward(shared, &target, exchange).await;
     if is_delete {
@@ -318,6 +311,24 @@ async fn handle(
         .headers_mut()
         .insert(MCP_SESSION_ID, session_id.header_value());
     Ok(holding(response, in_flight))
+}
+
+/// Makes room for a new session of `caller` within the session limits, ending the idle
+/// sessions that give way.
+///
+/// # Errors
+/// The refusal of request `id` when every candidate session is busy.
+pub(crate) fn make_room(
+    shared: &Shared,
+    caller: &Caller,
+    id: impl FnOnce() -> Option<serde_json::Value>,
+) -> Result<(), GatewayError> {
+    let ended = shared
+        .sessions
+        .make_room(caller)
+        .map_err(|full| full.refusal(id()))?;
+    end_sessions(shared, ended);
+    Ok(())
 }
 
 /// Ends sessions the gateway let go (idle, or to make room): HTTP upstreams are told,
@@ -454,6 +465,8 @@ struct Exchange {
     /// A stateless request: remember where an MRTR `requestState` in its answer
     /// came from.
     learn_pins: bool,
+    /// The request's admission's (read once per request).
+    upstream_timeout: Duration,
 }
 
 struct Forwarded {
@@ -474,6 +487,7 @@ async fn forward(
         id,
         mut tool_call,
         learn_pins,
+        upstream_timeout,
     } = exchange;
     let mut request = hyper::Request::new(Full::new(body));
     *request.method_mut() = method.clone();
@@ -484,7 +498,7 @@ async fn forward(
     *request.headers_mut() = headers;
 
     let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started) + shared.admission().upstream_timeout;
+    let deadline = tokio::time::Instant::from_std(started) + upstream_timeout;
     let guard = target.instance.begin();
     let mut failure = |kind: UpstreamFailure, id: Option<serde_json::Value>| {
         target
@@ -552,13 +566,15 @@ async fn forward(
         Framing::Sse => Scan::Sse(SseScan::default()),
         Framing::Json => Scan::Json(JsonScan::new(shared.config.max_response_bytes)),
     });
-    let timeout = shared.admission().upstream_timeout;
     let body = Body::new(Relay {
         inner: incoming,
         framing,
         // A request's answer must not hang on a stuck upstream; a GET stream may be
         // quiet for as long as the client keeps it.
-        silence: is_request.then(|| (timeout, Box::pin(tokio::time::sleep(timeout)))),
+        silence: is_request.then(|| {
+            let timer = Box::pin(tokio::time::sleep(upstream_timeout));
+            (upstream_timeout, timer)
+        }),
         failure_id: is_request.then_some(id).flatten(),
         pending,
         scan,

@@ -65,11 +65,7 @@ impl OriginPolicy {
 
     /// # Errors
     /// [`GatewayError::HostNotAllowed`] or [`GatewayError::OriginNotAllowed`].
-    pub(crate) fn check(
-        &self,
-        host: Option<&str>,
-        origin: Option<&[u8]>,
-    ) -> Result<(), GatewayError> {
+    fn check(&self, host: Option<&str>, origin: Option<&[u8]>) -> Result<(), GatewayError> {
         let host = host.map(host_name).ok_or(GatewayError::HostNotAllowed)?;
         if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
             return Err(GatewayError::HostNotAllowed);

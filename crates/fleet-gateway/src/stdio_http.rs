@@ -68,6 +68,8 @@ pub(crate) struct Request<'a> {
     /// A stateless (modern) request: its error leaves with the status 2026-07-28 maps
     /// it to, and an MRTR `requestState` in its answer is remembered.
     pub(crate) stateless: bool,
+    /// The request's admission's (read once per request).
+    pub(crate) upstream_timeout: std::time::Duration,
 }
 
 /// Checks a stateless request for a stdio upstream as a 2026-07-28 Streamable HTTP
@@ -176,11 +178,7 @@ pub(crate) async fn open(
             .and_then(|id| serde_json::from_str(id.get()).ok())
     };
     if initialize {
-        let ended = shared
-            .sessions
-            .make_room(request.caller)
-            .map_err(|full| full.refusal(id()))?;
-        crate::proxy::end_sessions(shared, ended);
+        crate::proxy::make_room(shared, request.caller, id)?;
     }
     let (attachment, lease, idle_timeout) = match &target.instance.kind {
         Kind::Stdio(link) => (link.attach(), None, None),
@@ -342,6 +340,7 @@ async fn post(
         label,
         tool_call,
         stateless,
+        upstream_timeout,
     } = request;
     let id_value = || {
         message
@@ -378,8 +377,7 @@ async fn post(
         attachment.hub.end(id);
         return Err(measure.fail(UpstreamFailure::Broken, id_value()));
     }
-    let deadline =
-        tokio::time::Instant::from_std(measure.started) + shared.admission().upstream_timeout;
+    let deadline = tokio::time::Instant::from_std(measure.started) + upstream_timeout;
     // A new session's `initialize` is answered with one JSON body, once the server has
     // answered: whether a session exists depends on that answer.
     let initialize = message.method.as_deref() == Some("initialize");
@@ -429,7 +427,7 @@ async fn post(
         primed: false,
         first,
         measure: Some(measure),
-        silence: shared.admission().upstream_timeout,
+        silence: upstream_timeout,
         hub: Arc::clone(&attachment.hub),
         id: id.to_owned(),
         ended: false,

@@ -1,7 +1,7 @@
 //! The little the gateway reads of a JSON-RPC message: method, id, the modern
 //! request metadata in `_meta`, the name `Mcp-Name` must repeat, and a response's
-//! error code; and whether a client's message is one the gateway forwards at all. Messages are forwarded as the
-//! client's bytes; nothing here re-encodes them.
+//! error code; and whether a client's message is one the gateway forwards at all.
+//! Messages are forwarded as the client's bytes; nothing here re-encodes them.
 //!
 //! A client's POST body must be one JSON-RPC 2.0 message, else the gateway answers
 //! 400 itself (an upstream would ignore it, or the client would wait for an answer

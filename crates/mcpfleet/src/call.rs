@@ -51,22 +51,34 @@ fn parse_tool_arg(text: &str) -> Result<ToolArg> {
     })
 }
 
-/// What `mcpfleet call` was given.
+/// What `mcpfleet call` is given.
+#[derive(Debug, clap::Args)]
 pub(crate) struct CallArgs {
+    /// The server, as named in the fleet file.
     pub server: String,
+    /// The tool to call.
     pub tool: String,
-    /// The `--arg KEY=VALUE`s as given.
+    /// An argument of the tool, as KEY=VALUE (repeat for more). VALUE is JSON when it
+    /// parses as JSON (`5`, `true`, `["a"]`, `"5"`), else a string.
+    // Parsed by `call`, not clap: clap's error would repeat the value, maybe a secret.
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
     pub args: Vec<String>,
+    /// Read the gateway token from this environment variable (default: MCPFLEET_TOKEN,
+    /// when set).
+    #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
+    /// The fleet file (to find the fleet's state directory).
+    #[arg(long, default_value = "mcpfleet.yaml")]
     pub file: PathBuf,
+    /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    pub json: bool,
 }
 
 /// Calls the tool and prints its result: the text contents (other contents as JSON) for
 /// people, the whole `CallToolResult` with `--output json`. Exit 1 for a tool error or a
 /// JSON-RPC error, 3 without a control plane.
-pub(crate) async fn call(args: CallArgs) -> Result<ExitCode> {
+pub(crate) async fn call(args: CallArgs, json: bool) -> Result<ExitCode> {
     let mut arguments = serde_json::Map::new();
     for text in &args.args {
         let ToolArg { key, value } = parse_tool_arg(text).context("--arg")?;
@@ -102,7 +114,7 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode> {
     let outcome = client.peer().call_tool(request).await;
     let _ = client.close_with_timeout(CLOSE_TIMEOUT).await;
     match outcome {
-        Ok(result) => print_result(&args.tool, &result, args.json),
+        Ok(result) => print_result(&args.tool, &result, json),
         Err(ServiceError::McpError(e)) => {
             eprintln!("error: `{}` refused the call: {}", args.tool, e.message);
             Ok(ExitCode::from(FAILED))

@@ -291,27 +291,7 @@ enum Command {
     },
     /// Call a tool through the running fleet's gateway and print its result; exit 1 when
     /// the tool reports an error.
-    Call {
-        /// The server, as named in the fleet file.
-        server: String,
-        /// The tool to call.
-        tool: String,
-        /// An argument of the tool, as KEY=VALUE (repeat for more). VALUE is JSON when it
-        /// parses as JSON (`5`, `true`, `["a"]`, `"5"`), else a string.
-        // Parsed by `call`, not clap: clap's error would repeat the value, maybe a secret.
-        #[arg(long = "arg", value_name = "KEY=VALUE")]
-        args: Vec<String>,
-        /// Read the gateway token from this environment variable (default: MCPFLEET_TOKEN,
-        /// when set).
-        #[arg(long, value_name = "VAR")]
-        token_env: Option<String>,
-        /// The fleet file (to find the fleet's state directory).
-        #[arg(long, default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
-    },
+    Call(call::CallArgs),
     /// Print mcpfleet's version.
     Version,
     /// Print a shell completion script: `mcpfleet completions bash > /etc/bash_completion.d/mcpfleet`.
@@ -426,22 +406,7 @@ fn main() -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call {
-            server,
-            tool,
-            args,
-            token_env,
-            file,
-            state_dir,
-        } => block_on(call::call(call::CallArgs {
-            server,
-            tool,
-            args,
-            token_env,
-            file,
-            state_dir,
-            json,
-        })),
+        Command::Call(args) => block_on(call::call(args, json)),
         Command::Token(TokenCommand::Create {
             name,
             servers,

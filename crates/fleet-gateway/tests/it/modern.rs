@@ -170,6 +170,25 @@ fn replacing(name: &'static str, value: &str) -> reqwest::header::HeaderMap {
     headers
 }
 
+/// A `tools/call` of `echo` with `_meta` as given, under `MCP-Protocol-Version: version`
+/// (unlike [`modern_request`], which writes a conforming `_meta`).
+async fn echo_with_meta(
+    url: &str,
+    id: u64,
+    version: &str,
+    meta: serde_json::Value,
+) -> reqwest::Response {
+    let params = serde_json::json!({"name": "echo", "arguments": {"message": "hi"}, "_meta": meta});
+    raw_post(url)
+        .header("mcp-protocol-version", version)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// (HTTP status, JSON-RPC error code, id) of a JSON error answer.
 async fn refusal(response: reqwest::Response) -> (u16, Option<i64>, serde_json::Value) {
     let status = response.status().as_u16();
@@ -245,18 +264,9 @@ async fn a_modern_request_whose_headers_disagree_with_its_body_is_400_on_a_stdio
         (400, Some(-32020), serde_json::json!(2))
     );
 
-    let mut no_capabilities = call();
-    no_capabilities["_meta"] =
+    let no_capabilities =
         serde_json::json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": no_capabilities});
-    let missing_meta = raw_post(&url)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let missing_meta = echo_with_meta(&url, 3, "2026-07-28", no_capabilities).await;
     assert_eq!(
         refusal(missing_meta).await,
         (400, Some(-32602), serde_json::json!(3))
@@ -275,20 +285,11 @@ async fn a_modern_request_whose_headers_disagree_with_its_body_is_400_on_a_stdio
     }
 
     // A version the server does not speak: the server's own -32022 leaves with 400.
-    let mut unsupported = call();
-    unsupported["_meta"] = serde_json::json!({
+    let unsupported = serde_json::json!({
         "io.modelcontextprotocol/protocolVersion": "2099-01-01",
         "io.modelcontextprotocol/clientCapabilities": {},
     });
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": unsupported});
-    let response = raw_post(&url)
-        .header("mcp-protocol-version", "2099-01-01")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = echo_with_meta(&url, 5, "2099-01-01", unsupported).await;
     assert_eq!(
         refusal(response).await,
         (400, Some(-32022), serde_json::json!(5))

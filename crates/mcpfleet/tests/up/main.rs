@@ -617,13 +617,7 @@ servers:
     let status = fleet.status();
     let endpoint = server(&status, "search").endpoint.clone().unwrap();
     assert!(endpoint.ends_with("/mcp/search"), "{endpoint}");
-    let mut check = default_check();
-    check.call = Some(fleet_spec::model::SmokeCall {
-        tool: "echo".into(),
-        arguments: serde_json::json!({ "message": "through the gateway" }),
-        expect_contains: Some("through the gateway".into()),
-        expect_error: false,
-    });
+    let check = echo_check("through the gateway");
     let report = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -671,13 +665,7 @@ servers:
         .enable_all()
         .build()
         .unwrap();
-    let mut check = default_check();
-    check.call = Some(fleet_spec::model::SmokeCall {
-        tool: "echo".into(),
-        arguments: serde_json::json!({ "message": "counted" }),
-        expect_contains: Some("counted".into()),
-        expect_error: false,
-    });
+    let check = echo_check("counted");
     let report = runtime.block_on(fleet_mcp::probe_http(
         &endpoint,
         &[],
@@ -811,6 +799,19 @@ fn admin_request(address: &str, method: &str, path: &str, host: Option<&str>) ->
         status,
         content_type,
         body: body.to_owned(),
+    }
+}
+
+/// [`default_check`] with a smoke call of `echo` that must answer `message`.
+fn echo_check(message: &str) -> fleet_spec::model::McpCheck {
+    fleet_spec::model::McpCheck {
+        call: Some(fleet_spec::model::SmokeCall {
+            tool: "echo".into(),
+            arguments: serde_json::json!({ "message": message }),
+            expect_contains: Some(message.into()),
+            expect_error: false,
+        }),
+        ..default_check()
     }
 }
 

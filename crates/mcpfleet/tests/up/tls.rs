@@ -3,7 +3,7 @@
 
 use fleet_testkit::{ServerIdentity, trusting_a_test_ca};
 
-use crate::{Fleet, default_check, server, text};
+use crate::{Fleet, echo_check, server, text};
 
 const FLEET: &str = r#"
 version: 1
@@ -36,13 +36,7 @@ fn a_fleet_with_gateway_tls_answers_over_https() {
     assert!(out.status.success(), "{}", text(&out));
     let endpoint = server(&fleet.status(), "search").endpoint.clone().unwrap();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let mut check = default_check();
-    check.call = Some(fleet_spec::model::SmokeCall {
-        tool: "echo".into(),
-        arguments: serde_json::json!({ "message": "over https" }),
-        expect_contains: Some("over https".into()),
-        expect_error: false,
-    });
+    let check = echo_check("over https");
     fleet_tls::install_default_provider();
     let report = runtime.block_on(fleet_mcp::probe_http(
         &endpoint,

@@ -617,15 +617,7 @@ servers:
     let status = fleet.status();
     let endpoint = server(&status, "search").endpoint.clone().unwrap();
     assert!(endpoint.ends_with("/mcp/search"), "{endpoint}");
-    let check = echo_check("through the gateway");
-    let report = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            fleet_mcp::probe_http(&endpoint, &[], fleet_spec::model::Era::Legacy, &check).await
-        });
-    assert!(report.passed(), "{report}");
+    assert_echo_answers(&endpoint, "through the gateway");
 }
 
 #[test]
@@ -661,18 +653,7 @@ servers:
         text(&shown)
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let check = echo_check("counted");
-    let report = runtime.block_on(fleet_mcp::probe_http(
-        &endpoint,
-        &[],
-        fleet_spec::model::Era::Legacy,
-        &check,
-    ));
-    assert!(report.passed(), "{report}");
+    assert_echo_answers(&endpoint, "counted");
 
     let out = fleet.mcpfleet(&["metrics"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -800,6 +781,23 @@ fn admin_request(address: &str, method: &str, path: &str, host: Option<&str>) ->
         content_type,
         body: body.to_owned(),
     }
+}
+
+/// An MCP check of `endpoint` as a legacy client, calling `echo` with `message`, passes.
+fn assert_echo_answers(endpoint: &str, message: &str) {
+    fleet_tls::install_default_provider();
+    let check = echo_check(message);
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fleet_mcp::probe_http(
+            endpoint,
+            &[],
+            fleet_spec::model::Era::Legacy,
+            &check,
+        ));
+    assert!(report.passed(), "{report}");
 }
 
 /// [`default_check`] with a smoke call of `echo` that must answer `message`.

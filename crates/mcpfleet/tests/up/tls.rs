@@ -3,7 +3,7 @@
 
 use fleet_testkit::{ServerIdentity, trusting_a_test_ca};
 
-use crate::{Fleet, echo_check, server, text};
+use crate::{Fleet, assert_echo_answers, server, text};
 
 const FLEET: &str = r#"
 version: 1
@@ -36,15 +36,7 @@ fn a_fleet_with_gateway_tls_answers_over_https() {
     assert!(out.status.success(), "{}", text(&out));
     let endpoint = server(&fleet.status(), "search").endpoint.clone().unwrap();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
-    let check = echo_check("over https");
-    fleet_tls::install_default_provider();
-    let report = runtime.block_on(fleet_mcp::probe_http(
-        &endpoint,
-        &[],
-        fleet_spec::model::Era::Legacy,
-        &check,
-    ));
-    assert!(report.passed(), "{report}");
+    assert_echo_answers(&endpoint, "over https");
 }
 
 #[test]

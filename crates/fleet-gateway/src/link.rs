@@ -812,20 +812,16 @@ impl Attachment {
                         };
                         state.next_number += 1;
                         let number = state.next_number;
-                        let id = RawValue::from_string(number.to_string()).ok();
-                        id.map(|original| {
-                            state.pending.insert(
-                                number,
-                                Pending {
-                                    attachment: NOBODY,
-                                    original,
-                                    token: None,
-                                    initialize: true,
-                                    may_ask: false,
-                                },
-                            );
-                            Bytes::from(shared_initialize(number))
-                        })
+                        // Answered to no session: the waiters get its result.
+                        let own = Pending {
+                            attachment: NOBODY,
+                            original: serde_json::value::to_raw_value(&number).unwrap_or_default(),
+                            token: None,
+                            initialize: true,
+                            may_ask: false,
+                        };
+                        state.pending.insert(number, own);
+                        Some(Bytes::from(shared_initialize(number)))
                     }
                 }
             }

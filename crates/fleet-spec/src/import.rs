@@ -107,6 +107,8 @@ pub struct Imported {
     /// secrets, renamed servers, settings that could not be carried over. Never holds a
     /// secret value.
     pub notes: Vec<String>,
+    /// Every secret the file reads, each with the environment variable to export.
+    pub secrets: Vec<SecretOut>,
 }
 
 /// Why a client configuration could not be imported.
@@ -214,7 +216,11 @@ pub fn import(kind: ClientKind, json: &str, fleet_name: &str) -> Result<Imported
             None => n.text,
         })
         .collect();
-    Ok(Imported { yaml, notes })
+    Ok(Imported {
+        yaml,
+        notes,
+        secrets: importer.secrets,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -496,10 +502,23 @@ struct Note {
     text: String,
 }
 
-#[derive(Debug)]
-struct SecretOut {
-    name: String,
-    env: String,
+/// A secret the imported file declares (the value itself was never copied).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretOut {
+    /// The secret's name in the fleet file (`{{ secret('name') }}`).
+    pub name: String,
+    /// The environment variable it is read from: what the user exports before deploying.
+    pub env: String,
+    /// The servers (their fleet names) that use it, in the input's order.
+    pub servers: Vec<String>,
+}
+
+impl SecretOut {
+    fn used_by(&mut self, server: &str) {
+        if !self.servers.iter().any(|s| s == server) {
+            self.servers.push(server.to_string());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -543,6 +562,9 @@ struct Field<'a> {
     what: &'a str,
     /// Whether the key's name says it holds a secret.
     secret_key: bool,
+    /// Whether `label` is the user's own environment variable name (a key of `env`): a
+    /// secret made from the value reads that same variable.
+    variable: bool,
 }
 
 const URL_TYPES: &[&str] = &["http", "sse", "streamable-http", "streamableHttp"];
@@ -753,6 +775,7 @@ impl Importer {
             label: "url",
             what: "the URL",
             secret_key: false,
+            variable: false,
         };
         let url = self.value(server, raw_url, field);
         let headers = self.pairs(
@@ -808,6 +831,7 @@ impl Importer {
                 label: key,
                 what: &label,
                 secret_key: key_looks_secret(key),
+                variable: what == "env" && is_env_name(key),
             };
             let rendered = self.value(server, &raw, field);
             match out.iter_mut().find(|(k, _)| k == key) {
@@ -843,6 +867,7 @@ impl Importer {
                     label: flag.trim_start_matches('-'),
                     what: &what,
                     secret_key: true,
+                    variable: false,
                 };
                 self.protect(server, text, field)
             } else if let Some((flag, value)) =
@@ -853,6 +878,7 @@ impl Importer {
                     label,
                     what: &what,
                     secret_key: key_looks_secret(label),
+                    variable: false,
                 };
                 prefixed(format!("{flag}="), self.protect(server, value, field))
             } else if let Some((name, value)) = header_line(text) {
@@ -860,6 +886,7 @@ impl Importer {
                     label: name,
                     what: &what,
                     secret_key: key_looks_secret(name),
+                    variable: false,
                 };
                 prefixed(
                     text[..text.len() - value.len()].to_string(),
@@ -870,6 +897,7 @@ impl Importer {
                     label: "token",
                     what: &what,
                     secret_key: false,
+                    variable: false,
                 };
                 self.protect(server, text, field)
             };
@@ -913,7 +941,7 @@ impl Importer {
             rest = &rest[start + len + 1..];
             let piece = match inner.split_once(':') {
                 Some(("env", var)) if is_env_name(var) && env_as_secret => {
-                    let name = self.secret_reading(&snake(var), var);
+                    let name = self.secret_reading(server, &snake(var), var);
                     self.note(Some(server), format!("`{whole}` became secret `{name}`, read from the environment variable {var}"));
                     Piece::Secret(name)
                 }
@@ -957,7 +985,7 @@ impl Importer {
             } else {
                 format!("the part after `{}`", scheme.trim_end())
             };
-            let secret = self.literal_secret(server, field.label, field.what, &part);
+            let secret = self.literal_secret(server, field, &part);
             return prefixed(scheme.to_string(), vec![Piece::Secret(secret)]);
         }
         if value.contains("://") {
@@ -1015,10 +1043,15 @@ impl Importer {
         let mut last = 0;
         for (s, e, label, what) in cuts {
             pieces.push(Piece::Text(url[last..s].to_string()));
+            let field = Field {
+                label: &label,
+                what: &what,
+                secret_key: true,
+                variable: false,
+            };
             pieces.push(Piece::Secret(self.literal_secret(
                 server,
-                &label,
-                &what,
+                field,
                 "its value",
             )));
             last = e;
@@ -1028,43 +1061,61 @@ impl Importer {
         pieces
     }
 
-    /// A new secret for a literal value, with its own environment variable.
-    fn literal_secret(&mut self, server: &str, label: &str, what: &str, part: &str) -> String {
-        let wanted = secret_name(server, label);
-        let name = unique(&wanted, '_', |n| {
-            self.secrets
-                .iter()
-                .any(|s| s.name == n || s.env == n.to_ascii_uppercase())
+    /// A new secret for a literal value, with its own environment variable: the user's own
+    /// variable name when the value sat under one (`env: {API_KEY: …}` reads `API_KEY`),
+    /// prefixed with the server's name only when another secret already reads it.
+    fn literal_secret(&mut self, server: &str, field: Field<'_>, part: &str) -> String {
+        let taken = |secrets: &[SecretOut], name: &str, env: &str| {
+            secrets.iter().any(|s| s.name == name || s.env == env)
+        };
+        let own = field
+            .variable
+            .then(|| (snake(field.label), field.label.to_string()))
+            .filter(|(name, env)| !taken(&self.secrets, name, env));
+        let (name, env) = own.unwrap_or_else(|| {
+            let wanted = secret_name(server, field.label);
+            let name = unique(&wanted, '_', |n| {
+                taken(&self.secrets, n, &n.to_ascii_uppercase())
+            });
+            let env = name.to_ascii_uppercase();
+            (name, env)
         });
-        let env = name.to_ascii_uppercase();
+        let what = field.what;
         self.note(Some(server), format!("{what} is a secret and was not copied: it now reads secret `{name}` — set the environment variable {env} to {part} before deploying"));
         self.secrets.push(SecretOut {
             name: name.clone(),
             env,
+            servers: vec![server.to_string()],
         });
         name
     }
 
     /// The secret read from environment variable `env`, declared once however often it is used.
-    fn secret_reading(&mut self, wanted: &str, env: &str) -> String {
-        if let Some(s) = self.secrets.iter().find(|s| s.env == env) {
+    fn secret_reading(&mut self, server: &str, wanted: &str, env: &str) -> String {
+        if let Some(s) = self.secrets.iter_mut().find(|s| s.env == env) {
+            s.used_by(server);
             return s.name.clone();
         }
         let name = unique(wanted, '_', |n| self.secrets.iter().any(|s| s.name == n));
         self.secrets.push(SecretOut {
             name: name.clone(),
             env: env.to_string(),
+            servers: vec![server.to_string()],
         });
         name
     }
 
     fn input_secret(&mut self, server: &str, id: &str) -> String {
         if let Some((_, name)) = self.input_secrets.iter().find(|(i, _)| i == id) {
-            return name.clone();
+            let name = name.clone();
+            if let Some(s) = self.secrets.iter_mut().find(|s| s.name == name) {
+                s.used_by(server);
+            }
+            return name;
         }
         let wanted = snake(id);
         let env = wanted.to_ascii_uppercase();
-        let name = self.secret_reading(&wanted, &env);
+        let name = self.secret_reading(server, &wanted, &env);
         let prompt = match self.inputs.iter().find(|i| i.id == id) {
             Some(Input {
                 description: Some(d),

@@ -698,3 +698,78 @@ fn hostile_strings_cannot_break_out_of_the_yaml() {
             .all(|l| l.chars().all(|c| !c.is_control() && c != '\u{202e}'))
     );
 }
+
+/// Issue 14, item 8: a secret keeps the variable name the user gave it (Claude Desktop's
+/// `API_KEY` stays `API_KEY`, as VS Code's `${input:api-key}` becomes `API_KEY`); only a
+/// second, different secret under the same name gets its server's name in front. The
+/// import lists every variable to export with the servers that read it.
+#[test]
+fn secrets_keep_the_users_variable_names_and_are_prefixed_only_on_a_clash() {
+    let input = r#"{"mcpServers": {
+        "everything": {"command": "npx", "args": ["server-everything"],
+                       "env": {"API_KEY": "Zk4Lq9Wm2Xr7Tp1Vn8Hs3Jd6Fb0Gc5Ya"}},
+        "search": {"command": "npx", "args": ["server-search"],
+                   "env": {"API_KEY": "Qw8Er5Ty2Ui9Op4As7Df1Gh6Jk3Lz0Xc"}},
+        "docs": {"url": "https://docs.example/mcp",
+                 "headers": {"Authorization": "Bearer Mn3Bv6Cx9Za2Sd5Fg8Hj1Kl4Qw7Er0Ty"}}
+    }}"#;
+    let imported = import(ClientKind::ClaudeDesktop, input, "team").expect("imports");
+    let fleet = validate(&imported);
+    assert_eq!(
+        fleet.secrets,
+        BTreeMap::from([
+            ("api_key".to_string(), SecretRef::Env("API_KEY".into())),
+            (
+                "search_api_key".to_string(),
+                SecretRef::Env("SEARCH_API_KEY".into())
+            ),
+            (
+                "docs_authorization".to_string(),
+                SecretRef::Env("DOCS_AUTHORIZATION".into())
+            ),
+        ]),
+        "{}",
+        imported.yaml
+    );
+    let listed: Vec<(&str, &str, Vec<&str>)> = imported
+        .secrets
+        .iter()
+        .map(|s| {
+            let servers = s.servers.iter().map(String::as_str).collect();
+            (s.name.as_str(), s.env.as_str(), servers)
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("api_key", "API_KEY", vec!["everything"]),
+            ("search_api_key", "SEARCH_API_KEY", vec!["search"]),
+            ("docs_authorization", "DOCS_AUTHORIZATION", vec!["docs"]),
+        ]
+    );
+    for value in [
+        "Zk4Lq9Wm2Xr7Tp1Vn8Hs3Jd6Fb0Gc5Ya",
+        "Qw8Er5Ty2Ui9Op4As7Df1Gh6Jk3Lz0Xc",
+        "Mn3Bv6Cx9Za2Sd5Fg8Hj1Kl4Qw7Er0Ty",
+    ] {
+        assert!(!imported.yaml.contains(value), "a secret value was copied");
+    }
+}
+
+/// A VS Code input used by two servers is one secret, one variable to export, listed with
+/// both servers.
+#[test]
+fn an_input_shared_by_two_servers_is_one_variable_to_export() {
+    let input = r#"{
+        "inputs": [{"type": "promptString", "id": "api-key", "password": true}],
+        "servers": {
+            "one": {"command": "one", "env": {"KEY": "${input:api-key}"}},
+            "two": {"command": "two", "env": {"TOKEN": "${input:api-key}"}}
+        }
+    }"#;
+    let imported = import(ClientKind::Vscode, input, "team").expect("imports");
+    validate(&imported);
+    assert_eq!(imported.secrets.len(), 1, "{:?}", imported.secrets);
+    assert_eq!(imported.secrets[0].env, "API_KEY");
+    assert_eq!(imported.secrets[0].servers, ["one", "two"]);
+}

@@ -163,12 +163,27 @@ pub(crate) fn import(
         write_new_file(out, &imported.yaml, force)?;
     }
     if json {
-        let report =
-            serde_json::json!({ "file": out.display().to_string(), "notes": imported.notes });
+        let report = serde_json::json!({
+            "file": out.display().to_string(),
+            "notes": imported.notes,
+            "secrets": imported.secrets,
+        });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for note in &imported.notes {
             eprintln!("note: {note}");
+        }
+        if !imported.secrets.is_empty() {
+            eprintln!("secret values were not copied; export these before deploying:");
+            let width = imported
+                .secrets
+                .iter()
+                .map(|s| s.env.len())
+                .max()
+                .unwrap_or(0);
+            for secret in &imported.secrets {
+                eprintln!("  {:width$}  ({})", secret.env, secret.servers.join(", "));
+            }
         }
         if out != Path::new("-") {
             eprintln!(

@@ -212,6 +212,14 @@ fn import_writes_a_fleet_file_that_validates() {
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
     let written = std::fs::read_to_string(dir.join("mcpfleet.yaml")).unwrap();
     assert!(written.contains("name: \"desk\""), "{written}");
+    // The variables to export, each with the servers that read it (issue 14, item 8).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("export these before deploying:")
+            && stderr.contains("GITHUB_PERSONAL_ACCESS_TOKEN  (github)")
+            && stderr.contains("BRAVE_API_KEY                 (brave-search)"),
+        "{stderr}"
+    );
     let out = mcpfleet(&["validate"], &dir);
     assert!(out.status.success(), "{}", transcript(&out));
     let out = mcpfleet(&["import", "vscode", "nope.json"], &dir);

@@ -36,6 +36,7 @@ pub(crate) fn validate(args: &[&str]) -> Result<()> {
             let start = Instant::now();
             let out = Command::new(&binary)
                 .args(&cmd)
+                .arg("--file")
                 .arg(&fleet_path)
                 .output()
                 .context("run mcpfleet")?;
@@ -257,6 +258,8 @@ pub(crate) fn up(args: &[&str]) -> Result<()> {
     let mcpfleet = |args: &[&str]| -> Result<std::process::Output> {
         Command::new(bin.join("mcpfleet"))
             .args(args)
+            // `--file`, not `-f`: in `events` `-f` is `--follow`.
+            .arg("--file")
             .arg(&fleet)
             .arg("--state-dir")
             .arg(&state)

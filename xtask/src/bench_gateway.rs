@@ -398,7 +398,7 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
                  gateway:\n  listen: 127.0.0.1:0\n{auth}admin:\n  listen: 127.0.0.1:0\n"
             ))?;
             let fleet = running.fleet.insert(fleet);
-            fleet.succeed(&["up", "-d"], true)?;
+            fleet.succeed(&["up", "-d"])?;
             let status = fleet.status()?;
             Fleet::api(&status)?["endpoint"]
                 .as_str()

@@ -164,7 +164,7 @@ fn canary_runs(
         )
     };
     fleet.write(&text(""))?;
-    fleet.succeed(&["up", "-d"], true)?;
+    fleet.succeed(&["up", "-d"])?;
     let target = fleet.target()?;
     let mut results = Vec::new();
     for run in 1..=runs {
@@ -173,7 +173,7 @@ fn canary_runs(
         fleet.write(&text(&format!(
             ", \"--error-rate\", \"1\", \"--name\", \"bad-{run}\""
         )))?;
-        let deploy = fleet.mcpfleet(&["deploy", "--reason", "bench: bad canary"], true)?;
+        let deploy = fleet.mcpfleet(&["deploy", "--reason", "bench: bad canary"])?;
         if deploy.status.success() {
             bail!("the failing canary was not aborted:\n{}", text_of(&deploy));
         }
@@ -242,13 +242,13 @@ fn rollback_runs(
         )
     };
     fleet.write(&text("blue"))?;
-    fleet.succeed(&["up", "-d"], true)?;
+    fleet.succeed(&["up", "-d"])?;
     let target = fleet.target()?;
     let blue = fleet.pids(1)?;
     let mut results = Vec::new();
     for run in 1..=runs {
         fleet.write(&text(&format!("green-{run}")))?;
-        fleet.succeed(&["deploy", "--reason", "bench: green"], true)?;
+        fleet.succeed(&["deploy", "--reason", "bench: green"])?;
         let green = fleet.serving_revision()?;
         if green == 1 {
             bail!("run {run}: the new revision does not serve after deploy");
@@ -257,7 +257,7 @@ fn rollback_runs(
         load.wait_for_calls(runtime, 20)?;
         let started = now_ms();
         let at = std::time::Instant::now();
-        fleet.succeed(&["rollback", "api", "--to", "1"], false)?;
+        fleet.succeed(&["rollback", "api", "--to", "1"])?;
         let command = at.elapsed().as_secs_f64() * 1000.0;
         load.wait_for_calls(runtime, 20)?;
         let samples = load.stop(runtime);
@@ -314,22 +314,21 @@ impl Fleet {
         write(&self.file, text)
     }
 
-    /// Runs `mcpfleet ARGS [FILE] --state-dir STATE`.
-    fn mcpfleet(&self, args: &[&str], with_file: bool) -> Result<Output> {
-        let mut command = Command::new(&self.mcpfleet);
-        command.args(args);
-        if with_file {
-            command.arg(&self.file);
-        }
-        command
+    /// Runs `mcpfleet ARGS --file FILE --state-dir STATE` (`--file`, not `-f`: in `events`
+    /// `-f` is `--follow`).
+    fn mcpfleet(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.mcpfleet)
+            .args(args)
+            .arg("--file")
+            .arg(&self.file)
             .arg("--state-dir")
             .arg(&self.state)
             .output()
             .context("run mcpfleet")
     }
 
-    pub(crate) fn succeed(&self, args: &[&str], with_file: bool) -> Result<Output> {
-        let out = self.mcpfleet(args, with_file)?;
+    pub(crate) fn succeed(&self, args: &[&str]) -> Result<Output> {
+        let out = self.mcpfleet(args)?;
         if !out.status.success() {
             bail!("mcpfleet {} failed:\n{}", args.join(" "), text_of(&out));
         }
@@ -337,7 +336,7 @@ impl Fleet {
     }
 
     pub(crate) fn status(&self) -> Result<Value> {
-        let out = self.succeed(&["status", "--output", "json"], true)?;
+        let out = self.succeed(&["status", "--output", "json"])?;
         serde_json::from_slice(&out.stdout).context("status is not JSON")
     }
 
@@ -386,7 +385,7 @@ impl Fleet {
     }
 
     fn events(&self) -> Result<Vec<Value>> {
-        let out = self.succeed(&["events", "--output", "json"], false)?;
+        let out = self.succeed(&["events", "--output", "json"])?;
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).context("event is not JSON"))
@@ -394,14 +393,14 @@ impl Fleet {
     }
 
     fn down(self) -> Result<()> {
-        self.succeed(&["down"], true)?;
+        self.succeed(&["down"])?;
         Ok(())
     }
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let _ = self.mcpfleet(&["down"], true);
+        let _ = self.mcpfleet(&["down"]);
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::clients::TOKEN_ENV;
 use crate::fleet::with_client;
+use crate::{FleetArgs, server_name};
 use anyhow::{Context as _, Result, anyhow, bail};
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig};
 use rmcp::model::{Implementation, ProtocolVersion};
@@ -14,7 +15,6 @@ use rmcp::transport::streamable_http_client::{
 };
 use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -55,6 +55,7 @@ fn parse_tool_arg(text: &str) -> Result<ToolArg> {
 #[derive(Debug, clap::Args)]
 pub(crate) struct CallArgs {
     /// The server, as named in the fleet file.
+    #[arg(value_parser = server_name)]
     pub server: String,
     /// The tool to call.
     pub tool: String,
@@ -67,12 +68,8 @@ pub(crate) struct CallArgs {
     /// when set).
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
-    /// The fleet file (to find the fleet's state directory).
-    #[arg(long, default_value = "mcpfleet.yaml")]
-    pub file: PathBuf,
-    /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// Calls the tool and prints its result: the text contents (other contents as JSON) for
@@ -87,7 +84,11 @@ pub(crate) async fn call(args: CallArgs, json: bool) -> Result<ExitCode> {
         }
     }
     let token = token(args.token_env.as_deref())?;
-    let status = match with_client(&args.file, args.state_dir, async |c| c.status().await).await? {
+    let status = match with_client(&args.fleet.file, args.fleet.state_dir, async |c| {
+        c.status().await
+    })
+    .await?
+    {
         Ok(status) => status,
         Err(code) => return Ok(code),
     };

@@ -18,7 +18,7 @@ pub(crate) fn check(file: &Path, environment: Option<String>) -> Result<Checked>
     if !file.exists() {
         if file == Path::new("mcpfleet.yaml") {
             bail!(
-                "no mcpfleet.yaml in this directory; pass a fleet file, or run `mcpfleet init` to write one"
+                "no mcpfleet.yaml in this directory; name the fleet file with -f FILE, or run `mcpfleet init` to write one"
             );
         }
         bail!("{} does not exist", file.display());

@@ -22,20 +22,24 @@ pub(crate) fn state_dir_of(file: &Path, explicit: Option<PathBuf>) -> Result<Pat
     if let Some(dir) = explicit {
         return Ok(dir);
     }
+    Ok(default_state_dir(&fleet_name(file)?))
+}
+
+/// The `name:` of the fleet file, read without validating the rest.
+fn fleet_name(file: &Path) -> Result<String> {
     let text = std::fs::read_to_string(file).with_context(|| {
         format!(
-            "cannot read {} to find the fleet's name; pass the fleet file or --state-dir",
+            "cannot read {} to find the fleet's name; pass the fleet file (-f FILE) or --state-dir",
             file.display()
         )
     })?;
-    let name = fleet_spec::yaml::parse(&text)
+    fleet_spec::yaml::parse(&text)
         .ok()
         .and_then(|root| {
             root.get("name")
                 .and_then(|n| n.as_str().map(str::to_string))
         })
-        .with_context(|| format!("{} has no `name:`; pass --state-dir", file.display()))?;
-    Ok(default_state_dir(&name))
+        .with_context(|| format!("{} has no `name:`; pass --state-dir", file.display()))
 }
 
 pub(crate) struct UpArgs {
@@ -156,6 +160,7 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("up")
+        .arg("--file")
         .arg(&args.file)
         .arg("--state-dir")
         .arg(state_dir)
@@ -626,11 +631,19 @@ pub(crate) async fn events(
 }
 
 pub(crate) async fn down(file: &Path, state_dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
-    let client = Client::new(&state_dir_of(file, state_dir)?);
+    let dir = state_dir_of(file, state_dir)?;
+    let client = Client::new(&dir);
     let mut events = match client.shutdown().await {
         Ok(events) => events,
         Err(ClientError::NotRunning { .. }) => {
-            eprintln!("nothing to stop: no control plane is running for this fleet");
+            // Say where it looked: a wrong fleet file or --state-dir is the usual cause.
+            match fleet_name(file) {
+                Ok(name) => eprintln!(
+                    "nothing running for fleet `{name}` (state directory {})",
+                    dir.display()
+                ),
+                Err(_) => eprintln!("nothing running in state directory {}", dir.display()),
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => return Err(e.into()),

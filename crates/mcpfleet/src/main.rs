@@ -45,28 +45,22 @@ enum PlanFormat {
 enum Command {
     /// Check a fleet file and report every problem with its location.
     Validate {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        file: FleetFile,
         /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
     },
     /// Show the deployment plan: dependency waves and the diff against what is deployed.
     Plan {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
         /// `dot` and `mermaid` draw the dependency graph.
         #[arg(long, value_enum)]
         format: Option<PlanFormat>,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>); what
-        /// is deployed is read from it.
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
     },
     /// Turn an MCP client's configuration into a fleet file.
     Import {
@@ -74,7 +68,8 @@ enum Command {
         #[arg(value_enum)]
         kind: commands::ImportKind,
         /// The client's configuration file (e.g. claude_desktop_config.json, .vscode/mcp.json).
-        file: PathBuf,
+        #[arg(value_name = "FILE")]
+        client_file: PathBuf,
         /// Where to write the fleet file; `-` for standard output.
         #[arg(long = "out", default_value = "mcpfleet.yaml")]
         out: PathBuf,
@@ -88,18 +83,14 @@ enum Command {
     /// Start the fleet's control plane and deploy the fleet, wave by wave, each server
     /// gated on its health checks. Runs in the foreground until Ctrl-C (or `-d`).
     Up {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
         /// Run the control plane in the background and return once the fleet is deployed.
         #[arg(short = 'd', long)]
         detach: bool,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
         #[arg(long = "detached-child", hide = true)]
         detached_child: bool,
     },
@@ -107,9 +98,8 @@ enum Command {
     /// then create, update (by each server's rollout strategy) and delete servers.
     /// Unchanged servers are not touched.
     Deploy {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Apply the `environments.<E>` overlay.
         #[arg(long = "env", value_name = "E")]
         environment: Option<String>,
@@ -119,15 +109,13 @@ enum Command {
         /// Keep watching the file and deploy every saved change (Ctrl-C stops).
         #[arg(long)]
         watch: bool,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
     },
     /// Go back to a stored revision: the whole fleet to the fleet revision deployed before
     /// (or `--to N`), or one server to its previous revision (or server revision `--to N`).
     /// A revision still running (a blue-green rollback window) comes back by a route swap.
     Rollback {
         /// One server; without it, the whole fleet.
+        #[arg(value_parser = server_name)]
         server: Option<String>,
         /// The revision to go back to.
         #[arg(long, value_name = "N")]
@@ -135,12 +123,8 @@ enum Command {
         /// Why, kept with the new revision.
         #[arg(long)]
         reason: Option<String>,
-        /// The fleet file.
-        #[arg(long, default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// End the current step of a server's canary now (at the last step: give the new
     /// revision every new session).
@@ -153,82 +137,62 @@ enum Command {
     Resume(Steer),
     /// Show every server's state, endpoint and last check.
     Status {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// Also one row per instance: revision, pid, state, restarts, port, last check.
         #[arg(short = 'w', long)]
         wide: bool,
     },
     /// Print the fleet's metrics in the Prometheus text format (gateway and engine).
     Metrics {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Print a server's log (stderr; also stdout for http servers).
+    #[command(mut_arg("file", follow_owns_short_f))]
     Logs {
         /// The server whose log to print.
+        #[arg(value_parser = logs_server_name)]
         server: String,
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
         /// Keep printing new lines as they are written.
         #[arg(short = 'f', long)]
         follow: bool,
         /// How many of the last lines to print first.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Print what happened: deployments, starts, checks, exits, restarts — every event the
     /// state store recorded, earlier runs of the control plane included.
+    #[command(mut_arg("file", follow_owns_short_f))]
     Events {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
         /// Keep printing events as they happen.
         #[arg(short = 'f', long)]
         follow: bool,
         /// Only events after this id (`--output json` shows each event's id).
         #[arg(long, value_name = "ID", default_value_t = 0)]
         after: u64,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// List every deployment (newest last) with its fleet revision, or with SERVER that
     /// server's revisions.
     History {
         /// One server's revisions instead.
+        #[arg(value_parser = server_name)]
         server: Option<String>,
-        /// The fleet file.
-        #[arg(long, default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// List every tool call through the gateway: who, which tool, how it ended, how long it
     /// took (never the arguments).
     Audit {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
         /// Only records after this id.
         #[arg(long, value_name = "ID", default_value_t = 0)]
         after: u64,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Write the whole state store (revisions, deployments, events, audit) to one JSON file
     /// (owner-only), through the control plane if one runs, else from the store directly.
@@ -236,12 +200,8 @@ enum Command {
         /// Where to write it (replaced if it exists).
         #[arg(value_name = "FILE")]
         to: PathBuf,
-        /// The fleet file.
-        #[arg(long, default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Load an `export-state` file into a state directory whose store is empty or absent,
     /// while no control plane runs there. Nothing is written if it fails.
@@ -249,30 +209,21 @@ enum Command {
         /// The file `export-state` wrote.
         #[arg(value_name = "FILE")]
         from: PathBuf,
-        /// The fleet file.
-        #[arg(long, default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        file: FleetFile,
         /// Where to import (default: the fleet file's, else the exported fleet's).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// Run every health check of the running fleet once and report; exit 1 if any fails.
     Check {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Stop every server (dependents first) and the control plane.
     Down {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Gateway tokens.
     #[command(subcommand)]
@@ -282,12 +233,8 @@ enum Command {
         /// Which client's configuration file to print.
         #[arg(value_enum)]
         kind: commands::ImportKind,
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
-        /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Call a tool through the running fleet's gateway and print its result; exit 1 when
     /// the tool reports an error.
@@ -302,26 +249,140 @@ enum Command {
     },
     /// Write a commented starter fleet file.
     Init {
-        /// The fleet file.
-        #[arg(default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        file: FleetFile,
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
     },
 }
 
+/// The fleet file of a command that needs nothing else to find its fleet. Every command
+/// names its fleet file the same way, `-f FILE`, never positionally (issue 14).
+#[derive(Debug, clap::Args)]
+pub(crate) struct FleetFile {
+    /// The fleet file.
+    #[arg(
+        short = 'f',
+        long,
+        value_name = "FILE",
+        default_value = "mcpfleet.yaml"
+    )]
+    pub file: PathBuf,
+}
+
+/// Which fleet a command acts on: its file, and where its state lives.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FleetArgs {
+    /// The fleet file (its `name:` chooses the default state directory).
+    #[arg(
+        short = 'f',
+        long,
+        value_name = "FILE",
+        default_value = "mcpfleet.yaml"
+    )]
+    pub file: PathBuf,
+    /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// In `logs` and `events` `-f` is `--follow`, as in kubectl and docker compose: the fleet
+/// file is `--file` only there.
+fn follow_owns_short_f(file: clap::Arg) -> clap::Arg {
+    file.short(None)
+        .help("The fleet file (`--file` only: here `-f` is `--follow`).")
+}
+
+/// A SERVER argument. Server names have no `.`, so an existing `*.yaml` / `*.yml` given
+/// here is the fleet file where it went before `-f` (`mcpfleet history fleet.yaml`): say
+/// so rather than look for a server of that name.
+///
+/// # Errors
+/// When `name` is such a file.
+pub(crate) fn server_name(name: &str) -> anyhow::Result<String> {
+    not_a_fleet_file(name, "-f")
+}
+
+/// [`server_name`] for `logs`, where `-f` is `--follow`.
+fn logs_server_name(name: &str) -> anyhow::Result<String> {
+    not_a_fleet_file(name, "--file")
+}
+
+fn not_a_fleet_file(name: &str, file_option: &str) -> anyhow::Result<String> {
+    if is_yaml(name) && std::path::Path::new(name).is_file() {
+        anyhow::bail!("`{name}` is a file: name the fleet with {file_option} {name}");
+    }
+    Ok(name.to_owned())
+}
+
+/// Named like a fleet file: `*.yaml` or `*.yml`.
+fn is_yaml(arg: &str) -> bool {
+    std::path::Path::new(arg)
+        .extension()
+        .is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+/// A fleet file left where it went before `-f` (`mcpfleet status fleet.yaml`, `mcpfleet
+/// logs fleet.yaml api`) makes clap report an unexpected argument, maybe another one; its
+/// error then also says how to name the fleet now. `args` is the command line.
+fn with_file_hint(mut error: clap::Error, args: &[String]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return error;
+    }
+    // The unexpected argument, else an existing file given as a positional (not the value
+    // of an option that takes a file).
+    let unexpected = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if is_yaml(arg) => Some(arg.clone()),
+        _ => None,
+    };
+    let misplaced = unexpected.or_else(|| {
+        let positional = |(i, arg): &(usize, &String)| {
+            !arg.starts_with('-') && !matches!(args[i - 1].as_str(), "-f" | "--file" | "--out")
+        };
+        args.iter()
+            .enumerate()
+            .skip(1)
+            .filter(positional)
+            .map(|(_, arg)| arg)
+            .find(|arg| is_yaml(arg) && std::path::Path::new(arg).is_file())
+            .cloned()
+    });
+    let Some(file) = misplaced else {
+        return error;
+    };
+    let file_option = if args.iter().any(|a| a == "logs" || a == "events") {
+        "--file"
+    } else {
+        "-f"
+    };
+    let mut tips = match error.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(tips)) => tips.clone(),
+        _ => Vec::new(),
+    };
+    tips.insert(
+        0,
+        format!("name the fleet file with {file_option} {file}").into(),
+    );
+    error.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    error
+}
+
 /// The arguments of `promote`, `abort`, `pause` and `resume`.
 #[derive(Debug, clap::Args)]
 struct Steer {
     /// The server whose rollout to steer.
+    #[arg(value_parser = server_name)]
     server: String,
-    /// The fleet file.
-    #[arg(default_value = "mcpfleet.yaml")]
-    file: PathBuf,
-    /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    fleet: FleetArgs,
+}
+
+impl Steer {
+    async fn steer(self, action: &str) -> anyhow::Result<ExitCode> {
+        fleet::steer(&self.fleet.file, self.fleet.state_dir, &self.server, action).await
+    }
 }
 
 /// Runs an async command on a multi-threaded runtime (only the commands that need one).
@@ -362,40 +423,48 @@ enum TokenCommand {
         /// Servers the token may reach (default: all).
         #[arg(long, value_delimiter = ',')]
         servers: Vec<String>,
-        /// The fleet file the token is for (to check the server names).
-        #[arg(long, default_value = "mcpfleet.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        file: FleetFile,
     },
 }
 
 fn main() -> ExitCode {
     // Before any reqwest client exists: reqwest has no provider of its own in this build.
     fleet_tls::install_default_provider();
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| with_file_hint(e, &args).exit());
     let json = cli.output == Output::Json;
     let result = match cli.command {
-        Command::Validate { file, environment } => commands::validate(&file, environment, json),
+        Command::Validate { file, environment } => {
+            commands::validate(&file.file, environment, json)
+        }
         Command::Plan {
-            file,
+            fleet,
             environment,
             format,
-            state_dir,
         } => {
             let format = match (format, json) {
                 (Some(f), _) => f,
                 (None, true) => PlanFormat::Json,
                 (None, false) => PlanFormat::Text,
             };
-            block_on(commands::plan(&file, environment, state_dir, format))
+            block_on(commands::plan(
+                &fleet.file,
+                environment,
+                fleet.state_dir,
+                format,
+            ))
         }
         Command::Import {
             kind,
-            file,
+            client_file,
             out,
             name,
             force,
-        } => commands::import(kind, &file, &out, name, force, json),
-        Command::Init { file, force } => commands::init(&file, force),
+        } => commands::import(kind, &client_file, &out, name, force, json),
+        Command::Init { file, force } => commands::init(&file.file, force),
         Command::Version => commands::version(json),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -411,41 +480,37 @@ fn main() -> ExitCode {
             name,
             servers,
             file,
-        }) => clients::token_create(&name, &servers, &file, json),
-        Command::ClientConfig {
-            kind,
-            file,
-            state_dir,
-        } => block_on(clients::client_config(kind, &file, state_dir)),
+        }) => clients::token_create(&name, &servers, &file.file, json),
+        Command::ClientConfig { kind, fleet } => {
+            block_on(clients::client_config(kind, &fleet.file, fleet.state_dir))
+        }
         Command::Up {
-            file,
+            fleet,
             environment,
             detach,
-            state_dir,
             detached_child,
         } => {
             init_logging(detached_child);
             let args = fleet::UpArgs {
-                file,
+                file: fleet.file,
                 environment,
                 detach,
                 detached_child,
-                state_dir,
+                state_dir: fleet.state_dir,
                 json,
             };
             block_on(fleet::up(args))
         }
         Command::Deploy {
-            file,
+            fleet,
             environment,
             reason,
             watch,
-            state_dir,
         } => {
             let args = fleet::DeployArgs {
-                file,
+                file: fleet.file,
                 environment,
-                state_dir,
+                state_dir: fleet.state_dir,
                 reason,
                 json,
             };
@@ -459,11 +524,10 @@ fn main() -> ExitCode {
             server,
             to,
             reason,
-            file,
-            state_dir,
+            fleet,
         } => block_on(fleet::rollback(
-            &file,
-            state_dir,
+            &fleet.file,
+            fleet.state_dir,
             fleet_api::types::RollbackRequest {
                 server,
                 to,
@@ -472,51 +536,59 @@ fn main() -> ExitCode {
             },
             json,
         )),
-        Command::Promote(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "promote")),
-        Command::Abort(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "abort")),
-        Command::Pause(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "pause")),
-        Command::Resume(a) => block_on(fleet::steer(&a.file, a.state_dir, &a.server, "resume")),
-        Command::Status {
-            file,
-            state_dir,
-            wide,
-        } => block_on(fleet::status(&file, state_dir, wide, json)),
-        Command::Metrics { file, state_dir } => block_on(fleet::metrics(&file, state_dir)),
+        Command::Promote(a) => block_on(a.steer("promote")),
+        Command::Abort(a) => block_on(a.steer("abort")),
+        Command::Pause(a) => block_on(a.steer("pause")),
+        Command::Resume(a) => block_on(a.steer("resume")),
+        Command::Status { fleet, wide } => {
+            block_on(fleet::status(&fleet.file, fleet.state_dir, wide, json))
+        }
+        Command::Metrics { fleet } => block_on(fleet::metrics(&fleet.file, fleet.state_dir)),
         Command::Logs {
             server,
-            file,
             follow,
             lines,
-            state_dir,
-        } => block_on(fleet::logs(&file, state_dir, &server, lines, follow)),
-        Command::Check { file, state_dir } => block_on(fleet::check(&file, state_dir, json)),
+            fleet,
+        } => block_on(fleet::logs(
+            &fleet.file,
+            fleet.state_dir,
+            &server,
+            lines,
+            follow,
+        )),
+        Command::Check { fleet } => block_on(fleet::check(&fleet.file, fleet.state_dir, json)),
         Command::Events {
-            file,
             follow,
             after,
-            state_dir,
-        } => block_on(fleet::events(&file, state_dir, after, follow, json)),
-        Command::History {
-            server,
-            file,
-            state_dir,
-        } => block_on(record::history(&file, state_dir, server.as_deref(), json)),
-        Command::Audit {
-            file,
+            fleet,
+        } => block_on(fleet::events(
+            &fleet.file,
+            fleet.state_dir,
             after,
-            state_dir,
-        } => block_on(record::audit(&file, state_dir, after, json)),
-        Command::ExportState {
-            to,
-            file,
-            state_dir,
-        } => block_on(record::export_state(&to, &file, state_dir, json)),
+            follow,
+            json,
+        )),
+        Command::History { server, fleet } => block_on(record::history(
+            &fleet.file,
+            fleet.state_dir,
+            server.as_deref(),
+            json,
+        )),
+        Command::Audit { after, fleet } => {
+            block_on(record::audit(&fleet.file, fleet.state_dir, after, json))
+        }
+        Command::ExportState { to, fleet } => block_on(record::export_state(
+            &to,
+            &fleet.file,
+            fleet.state_dir,
+            json,
+        )),
         Command::ImportState {
             from,
             file,
             state_dir,
-        } => block_on(record::import_state(&from, &file, state_dir, json)),
-        Command::Down { file, state_dir } => block_on(fleet::down(&file, state_dir, json)),
+        } => block_on(record::import_state(&from, &file.file, state_dir, json)),
+        Command::Down { fleet } => block_on(fleet::down(&fleet.file, fleet.state_dir, json)),
     };
     match result {
         Ok(code) => code,
@@ -531,13 +603,97 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+    use std::path::Path;
 
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
 
-    /// Issue 14: `--state-dir`, `--env` and most FILE arguments had no help text.
+    /// Every command that reads a fleet file, with its other required arguments.
+    const READ_A_FLEET_FILE: [&[&str]; 24] = [
+        &["validate"],
+        &["plan"],
+        &["up"],
+        &["deploy"],
+        &["rollback"],
+        &["promote", "api"],
+        &["abort", "api"],
+        &["pause", "api"],
+        &["resume", "api"],
+        &["status"],
+        &["metrics"],
+        &["logs", "api"],
+        &["events"],
+        &["history"],
+        &["audit"],
+        &["export-state", "out.json"],
+        &["import-state", "in.json"],
+        &["check"],
+        &["down"],
+        &["token", "create", "ci"],
+        &["client-config", "vscode"],
+        &["call", "api", "echo"],
+        &["init"],
+        &["history", "api"],
+    ];
+
+    /// The fleet file `argv` names, as clap parsed it.
+    fn parsed_file(argv: &[&str]) -> PathBuf {
+        let matches = Cli::command()
+            .try_get_matches_from(argv)
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let mut command = matches.subcommand().expect("a subcommand").1;
+        while let Some((_, sub)) = command.subcommand() {
+            command = sub;
+        }
+        command.get_one::<PathBuf>("file").expect("a file").clone()
+    }
+
+    /// Issue 14: `history`/`rollback` took `--file`, the other commands the fleet file
+    /// positionally, so `history fleet.yaml` and `logs fleet.yaml api` misread it.
+    #[test]
+    fn every_command_names_its_fleet_file_with_f_and_defaults_to_mcpfleet_yaml() {
+        for command in READ_A_FLEET_FILE {
+            // `-f` is `--follow` there, as in kubectl and docker compose.
+            let option = match command[0] {
+                "logs" | "events" => "--file",
+                _ => "-f",
+            };
+            let argv = [&["mcpfleet"], command, &[option, "x.yaml"]].concat();
+            assert_eq!(parsed_file(&argv), Path::new("x.yaml"), "{argv:?}");
+            let argv = [&["mcpfleet"], command, &["--file=x.yaml"]].concat();
+            assert_eq!(parsed_file(&argv), Path::new("x.yaml"), "{argv:?}");
+            let argv = [&["mcpfleet"], command].concat();
+            assert_eq!(parsed_file(&argv), Path::new("mcpfleet.yaml"), "{argv:?}");
+            // Refused, or (`history x.yaml`) a SERVER: never the fleet file.
+            let argv = [&["mcpfleet"], command, &["x.yaml"]].concat();
+            if Cli::try_parse_from(&argv).is_ok() {
+                assert_eq!(parsed_file(&argv), Path::new("mcpfleet.yaml"), "{argv:?}");
+            }
+        }
+        for argv in [
+            &["mcpfleet", "logs", "api", "-f"][..],
+            &["mcpfleet", "events", "-f"],
+        ] {
+            let command = Cli::try_parse_from(argv).map(|cli| cli.command);
+            let Ok(Command::Logs { follow, .. } | Command::Events { follow, .. }) = command else {
+                panic!("{argv:?}: {command:?}");
+            };
+            assert!(follow, "{argv:?}: -f is --follow");
+        }
+        let listed: std::collections::BTreeSet<&str> =
+            READ_A_FLEET_FILE.iter().map(|c| c[0]).collect();
+        let reads_none = ["import", "version", "completions"];
+        for command in Cli::command().get_subcommands() {
+            let name = command.get_name();
+            assert!(
+                listed.contains(name) || reads_none.contains(&name),
+                "`{name}` is not in the table: does it read a fleet file?"
+            );
+        }
+    }
+
     #[test]
     fn every_option_and_argument_has_help_text() {
         fn undocumented(command: &clap::Command, path: &str, out: &mut Vec<String>) {

@@ -55,7 +55,7 @@ fn every_broken_fleet_file_gets_a_located_error() {
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
         let relative = format!("invalid/{name}.yaml");
-        let mut args = vec!["validate", relative.as_str()];
+        let mut args = vec!["validate", "-f", relative.as_str()];
         let extra: Vec<&str> = text
             .lines()
             .next()
@@ -83,6 +83,7 @@ fn validate_reports_json_for_machines() {
     let out = mcpfleet(
         &[
             "validate",
+            "-f",
             "invalid/unknown-dependency.yaml",
             "--output",
             "json",
@@ -99,7 +100,13 @@ fn validate_reports_json_for_machines() {
     assert_eq!(d["label"], "did you mean `database`?");
 
     let out = mcpfleet(
-        &["validate", "examples/devtools.yaml", "--output", "json"],
+        &[
+            "validate",
+            "-f",
+            "examples/devtools.yaml",
+            "--output",
+            "json",
+        ],
         &repo(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
@@ -118,7 +125,7 @@ fn validate_reports_json_for_machines() {
 fn plans_of_the_example_fleet() {
     for format in ["text", "json", "dot", "mermaid"] {
         let out = mcpfleet(
-            &["plan", "examples/devtools.yaml", "--format", format],
+            &["plan", "-f", "examples/devtools.yaml", "--format", format],
             &repo(),
         );
         assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
@@ -131,6 +138,7 @@ fn plans_of_the_example_fleet() {
     let out = mcpfleet(
         &[
             "plan",
+            "-f",
             "examples/devtools.yaml",
             "--env",
             "production",
@@ -145,7 +153,10 @@ fn plans_of_the_example_fleet() {
 
 #[test]
 fn plan_refuses_an_invalid_file() {
-    let out = mcpfleet(&["plan", "invalid/dependency-cycle.yaml"], &fixtures());
+    let out = mcpfleet(
+        &["plan", "-f", "invalid/dependency-cycle.yaml"],
+        &fixtures(),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dependency cycle"));
     assert!(out.stdout.is_empty());
@@ -158,7 +169,9 @@ fn usage_and_io_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mcpfleet init"));
     assert_eq!(
-        mcpfleet(&["validate", "missing.yaml"], &dir).status.code(),
+        mcpfleet(&["validate", "-f", "missing.yaml"], &dir)
+            .status
+            .code(),
         Some(2)
     );
     assert_eq!(
@@ -174,7 +187,7 @@ fn a_ten_megabyte_file_is_refused_quickly() {
     let big = dir.join("big.yaml");
     let line = "# ".to_string() + &"x".repeat(1000) + "\n";
     std::fs::write(&big, line.repeat(10 * 1024)).unwrap();
-    let out = mcpfleet(&["validate", "big.yaml"], &dir);
+    let out = mcpfleet(&["validate", "-f", "big.yaml"], &dir);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fleet files are limited to 8 MiB"));
 }
@@ -467,7 +480,13 @@ fn version_prints_the_version_and_json_with_the_short_output_flag() {
 #[test]
 fn short_output_flag_means_json_output_and_import_writes_with_out() {
     let out = mcpfleet(
-        &["validate", "invalid/unknown-dependency.yaml", "-o", "json"],
+        &[
+            "validate",
+            "-f",
+            "invalid/unknown-dependency.yaml",
+            "-o",
+            "json",
+        ],
         &fixtures(),
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -506,5 +525,133 @@ fn completions_for_each_shell_name_every_subcommand() {
     assert_eq!(
         mcpfleet(&["completions", "tcsh"], &dir).status.code(),
         Some(2)
+    );
+}
+
+/// Issue 14: every command names its fleet file the same way, `-f FILE` (`--file` in
+/// `logs` and `events`, where `-f` is `--follow`), and reads that file.
+#[test]
+fn every_command_reads_the_fleet_file_given_with_f() {
+    let dir = scratch_dir("dash-f");
+    let commands: [&[&str]; 20] = [
+        &["validate", "-f"],
+        &["plan", "-f"],
+        &["up", "-d", "-f"],
+        &["deploy", "-f"],
+        &["rollback", "-f"],
+        &["promote", "api", "-f"],
+        &["abort", "api", "-f"],
+        &["pause", "api", "-f"],
+        &["resume", "api", "-f"],
+        &["status", "-f"],
+        &["metrics", "-f"],
+        &["logs", "api", "--file"],
+        &["events", "--file"],
+        &["history", "-f"],
+        &["audit", "-f"],
+        &["export-state", "out.json", "-f"],
+        &["check", "-f"],
+        &["down", "-f"],
+        &["client-config", "vscode", "-f"],
+        &["call", "api", "echo", "-f"],
+    ];
+    for command in commands {
+        let args = [command, &["elsewhere/missing.yaml"]].concat();
+        let out = mcpfleet(&args, &dir);
+        let shown = transcript(&out);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {shown}");
+        assert!(
+            shown.contains("elsewhere/missing.yaml") && !shown.contains("unexpected argument"),
+            "{args:?} did not read the file: {shown}"
+        );
+    }
+    // `token create` names the file it is for (where to add the token).
+    let out = mcpfleet(
+        &["token", "create", "ci", "-f", "elsewhere/missing.yaml"],
+        &dir,
+    );
+    assert!(
+        transcript(&out).contains("elsewhere/missing.yaml"),
+        "{}",
+        transcript(&out)
+    );
+    let out = mcpfleet(&["init", "-f", "starter.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let out = mcpfleet(&["validate", "--file", "starter.yaml"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+}
+
+/// Issue 14: `history fleet.yaml` said "no server `fleet.yaml` was ever deployed" and
+/// `logs fleet.yaml api` failed without saying why.
+#[test]
+fn a_fleet_file_given_where_it_went_before_f_gets_the_f_hint() {
+    let dir = scratch_dir("file-hint");
+    std::fs::write(
+        dir.join("fleet.yaml"),
+        "version: 1\nname: demo\nservers: {}\n",
+    )
+    .unwrap();
+    for (args, hint) in [
+        (
+            &["history", "fleet.yaml"][..],
+            "`fleet.yaml` is a file: name the fleet with -f fleet.yaml",
+        ),
+        (
+            &["rollback", "fleet.yaml"],
+            "`fleet.yaml` is a file: name the fleet with -f fleet.yaml",
+        ),
+        (
+            &["promote", "fleet.yaml"],
+            "`fleet.yaml` is a file: name the fleet with -f fleet.yaml",
+        ),
+        (
+            &["call", "fleet.yaml", "echo"],
+            "`fleet.yaml` is a file: name the fleet with -f fleet.yaml",
+        ),
+        (
+            &["logs", "fleet.yaml"],
+            "`fleet.yaml` is a file: name the fleet with --file fleet.yaml",
+        ),
+        (
+            &["logs", "fleet.yaml", "api"],
+            "name the fleet file with --file fleet.yaml",
+        ),
+        (
+            &["status", "fleet.yaml"],
+            "name the fleet file with -f fleet.yaml",
+        ),
+        (
+            &["validate", "other.yml"],
+            "name the fleet file with -f other.yml",
+        ),
+    ] {
+        let out = mcpfleet(args, &dir);
+        let shown = transcript(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(shown.contains(hint), "{args:?}: {shown}");
+    }
+}
+
+/// Issue 14: `down` with nothing running said only "no control plane is running for this
+/// fleet", not which fleet or state directory it looked at.
+#[test]
+fn down_with_nothing_running_names_the_fleet_and_its_state_directory() {
+    let dir = scratch_dir("down-idle");
+    std::fs::write(
+        dir.join("mcpfleet.yaml"),
+        "version: 1\nname: demo\nservers: {}\n",
+    )
+    .unwrap();
+    let out = mcpfleet(&["down"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "nothing running for fleet `demo` (state directory /home/tester/.local/state/mcpfleet/demo)\n"
+    );
+    let out = mcpfleet(&["down", "--state-dir", "idle"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "nothing running for fleet `demo` (state directory idle)\n"
     );
 }

@@ -187,7 +187,7 @@ pub(crate) fn import(
         }
         if out != Path::new("-") {
             eprintln!(
-                "wrote {}; check it with `mcpfleet validate {}`",
+                "wrote {}; check it with `mcpfleet validate -f {}`",
                 out.display(),
                 out.display()
             );
@@ -241,7 +241,7 @@ pub(crate) fn version(json: bool) -> Result<ExitCode> {
 pub(crate) fn init(file: &Path, force: bool) -> Result<ExitCode> {
     write_new_file(file, fleet_spec::import::STARTER, force)?;
     eprintln!(
-        "wrote {}; next: `mcpfleet validate {}` and `mcpfleet plan {}`",
+        "wrote {}; next: `mcpfleet validate -f {}` and `mcpfleet plan -f {}`",
         file.display(),
         file.display(),
         file.display()

@@ -577,6 +577,12 @@ fn every_command_reads_the_fleet_file_given_with_f() {
     );
     let out = mcpfleet(&["init", "-f", "starter.yaml"], &dir);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    // The next steps it suggests work as written.
+    assert!(
+        transcript(&out).contains("`mcpfleet validate -f starter.yaml`"),
+        "{}",
+        transcript(&out)
+    );
     let out = mcpfleet(&["validate", "--file", "starter.yaml"], &dir);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
 }

@@ -2,7 +2,7 @@
 
 use crate::types::{
     ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, Event, EventRecord,
-    GatewayToken, HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
+    GatewayToken, HistoryEntry, Restarted, RollbackRequest, ServerRevisionEntry, Status,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -208,6 +208,16 @@ impl Client {
         self.body(Method::POST, &format!("/v1/servers/{server}/{command}"))
             .await
             .map(drop)
+    }
+
+    /// Restarts `server`'s instances one at a time; the answer comes once every instance has
+    /// been replaced by a ready one.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn restart(&self, server: &str) -> Result<Restarted, ClientError> {
+        self.json(Method::POST, &format!("/v1/servers/{server}/restart"))
+            .await
     }
 
     /// Every recorded event (from the state store, across control-plane restarts), then

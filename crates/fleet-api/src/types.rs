@@ -346,6 +346,16 @@ pub struct GatewayToken {
     pub servers: Vec<String>,
 }
 
+/// The answer to `POST /v1/servers/{name}/restart`: the instances replaced, one at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarted {
+    pub server: String,
+    /// The revision that was restarted (still the one serving).
+    pub revision: u64,
+    /// How many instances were replaced.
+    pub instances: usize,
+}
+
 /// An error body: every non-2xx answer carries one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {

@@ -260,16 +260,49 @@ async fn steer(
         "abort" => fleet_engine::RolloutCommand::Abort,
         "pause" => fleet_engine::RolloutCommand::Pause,
         "resume" => fleet_engine::RolloutCommand::Resume,
+        "restart" => return restart(&state, &name).await,
         other => {
             return ApiFailure(
                 StatusCode::NOT_FOUND,
-                format!("no command `{other}` (promote, abort, pause, resume)"),
+                format!("no command `{other}` (promote, abort, pause, resume, restart)"),
             )
             .into_response();
         }
     };
     match state.engine.command(&name, command).await {
         Ok(()) => Json(serde_json::json!({ "server": name, "accepted": true })).into_response(),
+        Err(why) => ApiFailure(StatusCode::CONFLICT, why).into_response(),
+    }
+}
+
+/// Restarts a server's instances one at a time, in the deployments' turn (never beside a
+/// deployment); answers once every instance has been replaced by a ready one.
+async fn restart(state: &AppState, name: &str) -> Response {
+    let deployed = state.engine.deployed();
+    if !deployed.iter().any(|s| s.name == name) {
+        let hint = fleet_spec::diag::did_you_mean(name, deployed.iter().map(|s| s.name.as_str()))
+            .map(|close| format!("; did you mean `{close}`?"))
+            .unwrap_or_default();
+        return ApiFailure(
+            StatusCode::NOT_FOUND,
+            format!("no server `{name}` is deployed{hint}"),
+        )
+        .into_response();
+    }
+    let Ok(_turn) = state.deployer.take_turn().await else {
+        return ApiFailure(
+            StatusCode::CONFLICT,
+            format!("a deployment is in progress; restart `{name}` once it has ended (`mcpfleet status`)"),
+        )
+        .into_response();
+    };
+    match state.engine.restart(name).await {
+        Ok((revision, instances)) => Json(fleet_api::types::Restarted {
+            server: name.to_string(),
+            revision,
+            instances,
+        })
+        .into_response(),
         Err(why) => ApiFailure(StatusCode::CONFLICT, why).into_response(),
     }
 }

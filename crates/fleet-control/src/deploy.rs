@@ -161,7 +161,7 @@ impl Deployer {
     ///
     /// # Errors
     /// [`DeployError::Busy`] while another deployment runs.
-    async fn take_turn(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, DeployError> {
+    pub(crate) async fn take_turn(&self) -> Result<tokio::sync::OwnedMutexGuard<()>, DeployError> {
         match self.running.clone().try_lock_owned() {
             Ok(running) => Ok(running),
             // The engine announces a deployment's end before the deployment's record is

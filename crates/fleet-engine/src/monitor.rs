@@ -49,6 +49,8 @@ pub(crate) struct InstanceMonitor<R> {
     shared: Arc<Shared<R>>,
     server: Server,
     revision: u64,
+    /// Its number among the revision's instances (in its id: `<server>-r<revision>-<replica>`).
+    replica: u32,
     id: InstanceId,
     target: Target,
     others: Vec<OtherCheck>,
@@ -157,6 +159,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             shared: shared.clone(),
             server: server.clone(),
             revision,
+            replica,
             id: id.clone(),
             target,
             others,
@@ -233,6 +236,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
     pub(crate) fn revision(&self) -> u64 {
         self.revision
+    }
+
+    pub(crate) fn replica(&self) -> u32 {
+        self.replica
     }
 
     pub(crate) fn id(&self) -> &str {

@@ -9,7 +9,7 @@ use crate::state::FleetState;
 use crate::{Engine, Release, SHUTTING_DOWN, replica_count};
 use fleet_api::types::{EventKind, ServerState};
 use fleet_runtime::Runtime;
-use fleet_spec::model::Strategy;
+use fleet_spec::model::{Strategy, Transport};
 use std::sync::Arc;
 
 impl<R: Runtime + 'static> Engine<R> {
@@ -299,7 +299,7 @@ impl<R: Runtime + 'static> Engine<R> {
         back.extend(draining.iter().map(|&r| (r, 0)));
         self.shared.set_weights(server, &back);
         let started = if running.is_empty() {
-            self.restart(&previous).await.inspect_err(|why| {
+            self.start_again(&previous).await.inspect_err(|why| {
                 self.shared
                     .update(|s| s.set_server(server, ServerState::Failed, Some(why.clone())));
                 self.shared.emit_revision(
@@ -322,7 +322,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Starts every replica of a revision `recreate` had stopped, and waits until all are
     /// ready — also when the deployment has failed (that is why it runs), but not once the
     /// control plane is stopping.
-    async fn restart(&self, release: &Release) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {
+    async fn start_again(&self, release: &Release) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {
         let mut started = Vec::new();
         for replica in 1..=replica_count(&release.server) {
             let monitor = self
@@ -339,6 +339,127 @@ impl<R: Runtime + 'static> Engine<R> {
                 .map_err(|why| format!("revision {} did not come back: {why}", release.revision))?;
         }
         Ok(started)
+    }
+
+    /// Restarts every instance of the revision serving `server`, one at a time: a
+    /// replacement starts beside each instance and must pass its health checks before the
+    /// instance it replaces stops, so the server keeps serving throughout. An http server
+    /// on a fixed port cannot run twice: each of its instances stops before its
+    /// replacement starts. Nothing is recorded as a new revision. A replacement that fails
+    /// stops the restart; the instances not yet replaced keep serving.
+    ///
+    /// Returns the revision restarted and how many instances were replaced.
+    ///
+    /// # Errors
+    /// `server` is not deployed or has nothing running here (a remote server), a rollout of
+    /// it is in progress, or a replacement did not become ready.
+    pub async fn restart(&self, server: &str) -> Result<(u64, usize), String> {
+        let _transition = self.shared.transition(server).await;
+        let release = self
+            .serving(server)
+            .ok_or_else(|| format!("`{server}` has no revision serving (see `mcpfleet status`)"))?;
+        let in_place = match &release.server.transport {
+            Transport::Remote { .. } => {
+                return Err(format!(
+                    "`{server}` is a remote server: nothing of it runs here to restart"
+                ));
+            }
+            Transport::Http { port, .. } => port.is_some(),
+            Transport::Stdio { .. } => false,
+        };
+        if self.rolling_out(server) {
+            return Err(format!(
+                "a rollout of `{server}` is in progress: promote or abort it first"
+            ));
+        }
+        let old = self.monitors_of(server, release.revision);
+        let how = if in_place {
+            "its port is fixed: each instance stops before its replacement starts"
+        } else {
+            "each replacement is ready before the instance it replaces stops"
+        };
+        self.shared.emit_revision(
+            EventKind::ServerStarting,
+            server,
+            release.revision,
+            format!(
+                "restarting revision {}: {} instance{}, one at a time ({how})",
+                release.revision,
+                old.len(),
+                if old.len() == 1 { "" } else { "s" }
+            ),
+        );
+        let mut replacements = Vec::with_capacity(old.len());
+        for instance in &old {
+            if in_place {
+                self.forget(instance).await;
+            }
+            let replica = self.free_replica(server, release.revision);
+            let replacement = match self
+                .start_instance(&release, replica, FleetState::shutting_down, SHUTTING_DOWN)
+                .await
+            {
+                Ok(monitor) => match monitor.wait_ready().await {
+                    Ok(()) => Ok(monitor),
+                    Err(why) => {
+                        self.forget(&monitor).await;
+                        Err(why)
+                    }
+                },
+                Err(why) => Err(why),
+            };
+            let monitor = replacement.map_err(|why| {
+                let left = if in_place {
+                    format!("{} stopped and is not running", instance.id())
+                } else {
+                    "the instances not yet replaced keep serving".to_string()
+                };
+                let why = format!(
+                    "the restart of `{server}` stopped: the replacement for {} did not become ready: {why}; {left}",
+                    instance.id()
+                );
+                self.shared
+                    .emit_revision(EventKind::ServerFailed, server, release.revision, why.clone());
+                why
+            })?;
+            if !in_place {
+                self.forget(instance).await;
+            }
+            replacements.push(monitor);
+        }
+        self.serve(&release, &replacements);
+        Ok((release.revision, replacements.len()))
+    }
+
+    /// Whether a canary of `server` is in progress (steered by promote and abort).
+    fn rolling_out(&self, server: &str) -> bool {
+        self.shared
+            .rollouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(server)
+    }
+
+    /// The lowest instance number no live instance of `server`'s `revision` has.
+    fn free_replica(&self, server: &str, revision: u64) -> u32 {
+        let taken: Vec<u32> = self
+            .monitors_of(server, revision)
+            .iter()
+            .map(|m| m.replica())
+            .collect();
+        (1..).find(|n| !taken.contains(n)).unwrap_or(1)
+    }
+
+    /// Stops one instance for good and forgets it.
+    async fn forget(&self, monitor: &Arc<InstanceMonitor<R>>) {
+        monitor.stop().await;
+        let (server, id) = (monitor.server(), monitor.id());
+        self.shared
+            .monitors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| !Arc::ptr_eq(m, monitor));
+        self.shared.update(|s| s.remove_instance(server, id));
     }
 
     /// The live monitors of `server`'s `revision`.

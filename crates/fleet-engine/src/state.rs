@@ -234,8 +234,17 @@ impl FleetState {
 
     /// Forgets the instances of `server`'s `revision` (stopped for good).
     pub(crate) fn remove_revision(&mut self, server: &str, revision: u64) {
+        self.forget_instances(server, |i| i.revision == revision);
+    }
+
+    /// Forgets one instance of `server` (replaced by a restart).
+    pub(crate) fn remove_instance(&mut self, server: &str, id: &str) {
+        self.forget_instances(server, |i| i.id == id);
+    }
+
+    fn forget_instances(&mut self, server: &str, gone: impl Fn(&InstanceStatus) -> bool) {
         if let Some(s) = self.server_mut(server) {
-            s.instances.retain(|i| i.revision != revision);
+            s.instances.retain(|i| !gone(i));
             // The state came from the worst instance, maybe one just removed.
             if s.deployed && !s.instances.is_empty() {
                 s.derive_state();

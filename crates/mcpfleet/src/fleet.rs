@@ -491,7 +491,7 @@ pub(crate) async fn steer(
         }
         Ok(Err(code)) => Ok(code),
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("error: {e:#}");
             Ok(ExitCode::from(FAILED))
         }
     }
@@ -513,10 +513,67 @@ pub(crate) async fn status(
     } else {
         Progress::new(false).summary(&status);
         if wide {
+            println!();
             print_instances(&status);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ps`: one row per instance of every server (`status -w` without the server table).
+pub(crate) async fn ps(file: &Path, state_dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let status = match with_client(file, state_dir, async |c| c.status().await).await? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if json {
+        let mut rows = Vec::new();
+        for server in &status.servers {
+            for instance in &server.instances {
+                let mut row = serde_json::to_value(instance)?;
+                row["server"] = server.name.clone().into();
+                rows.push(row);
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_instances(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restart`: replaces a server's instances one at a time through the control plane.
+pub(crate) async fn restart(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    server: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    if !json {
+        eprintln!(
+            "restarting `{server}`: one instance at a time, each replacement checked before the old one stops"
+        );
+    }
+    match with_client(file, state_dir, async |c| c.restart(server).await).await {
+        Ok(Ok(done)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                let n = done.instances;
+                eprintln!(
+                    "restarted `{server}`: {n} instance{} of revision {} replaced",
+                    if n == 1 { "" } else { "s" },
+                    done.revision
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(code)) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(FAILED))
+        }
+    }
 }
 
 /// The Prometheus text as the control plane renders it; `--output json` changes nothing (the
@@ -853,7 +910,6 @@ fn rollout_lines(server: &fleet_api::types::ServerStatus) -> Vec<String> {
 
 /// `status --wide`: one row per instance.
 fn print_instances(status: &Status) {
-    println!();
     println!(
         "{:<28} {:>4} {:>8} {:<14} {:>8} {:>6}  LAST CHECK",
         "INSTANCE", "REV", "PID", "STATE", "RESTARTS", "PORT"

@@ -135,6 +135,20 @@ enum Command {
     Pause(Steer),
     /// Let a paused canary go on.
     Resume(Steer),
+    /// Restart a server's instances one at a time, each replacement ready before the
+    /// instance it replaces stops (the revision stays the same); refused during a deployment.
+    Restart {
+        /// The server to restart.
+        #[arg(value_parser = server_name)]
+        server: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// List every instance: revision, pid, state, restarts, port, last check.
+    Ps {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
     /// Show every server's state, endpoint and last check.
     Status {
         #[command(flatten)]
@@ -543,6 +557,10 @@ fn main() -> ExitCode {
         Command::Status { fleet, wide } => {
             block_on(fleet::status(&fleet.file, fleet.state_dir, wide, json))
         }
+        Command::Restart { server, fleet } => {
+            block_on(fleet::restart(&fleet.file, fleet.state_dir, &server, json))
+        }
+        Command::Ps { fleet } => block_on(fleet::ps(&fleet.file, fleet.state_dir, json)),
         Command::Metrics { fleet } => block_on(fleet::metrics(&fleet.file, fleet.state_dir)),
         Command::Logs {
             server,
@@ -611,7 +629,7 @@ mod tests {
     }
 
     /// Every command that reads a fleet file, with its other required arguments.
-    const READ_A_FLEET_FILE: [&[&str]; 24] = [
+    const READ_A_FLEET_FILE: [&[&str]; 26] = [
         &["validate"],
         &["plan"],
         &["up"],
@@ -621,6 +639,8 @@ mod tests {
         &["abort", "api"],
         &["pause", "api"],
         &["resume", "api"],
+        &["restart", "api"],
+        &["ps"],
         &["status"],
         &["metrics"],
         &["logs", "api"],

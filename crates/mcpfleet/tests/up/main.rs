@@ -13,6 +13,7 @@ mod deploy;
 mod first_use;
 mod history;
 mod recovery;
+mod restart;
 mod status;
 mod tls;
 

@@ -296,7 +296,8 @@ pub(crate) struct FleetArgs {
         default_value = "mcpfleet.yaml"
     )]
     pub file: PathBuf,
-    /// Where the fleet's state lives (default: ~/.local/state/mcpfleet/<fleet>).
+    /// Where the fleet's state lives (default: $XDG_STATE_HOME/mcpfleet/<fleet>, else
+    /// ~/.local/state/mcpfleet/<fleet>).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -711,6 +712,121 @@ mod tests {
                 listed.contains(name) || reads_none.contains(&name),
                 "`{name}` is not in the table: does it read a fleet file?"
             );
+        }
+    }
+
+    /// Each `## \`mcpfleet …\`` heading of docs/cli.md: the commands it documents and the
+    /// options its synopsis shows.
+    fn documented_synopses() -> Vec<(Vec<String>, Vec<String>)> {
+        let doc = include_str!("../../../docs/cli.md");
+        let mut out = Vec::new();
+        for line in doc.lines() {
+            let Some(synopsis) = line.strip_prefix("## `mcpfleet ") else {
+                continue;
+            };
+            let words: Vec<&str> = synopsis.trim_end_matches('`').split_whitespace().collect();
+            // Leading command words, with `a | b` alternatives; then a nested subcommand.
+            let root = Cli::command();
+            let mut commands: Vec<String> = Vec::new();
+            let mut i = 0;
+            while let Some(word) = words.get(i).filter(|w| root.find_subcommand(w).is_some()) {
+                commands.push((*word).to_string());
+                i += 1;
+                if words.get(i) != Some(&"|") {
+                    break;
+                }
+                i += 1;
+            }
+            if let ([parent], Some(word)) = (commands.as_slice(), words.get(i)) {
+                let nested = root
+                    .find_subcommand(parent)
+                    .and_then(|p| p.find_subcommand(word));
+                if nested.is_some() {
+                    commands = vec![format!("{parent} {word}")];
+                }
+            }
+            let options = words
+                .iter()
+                .map(|w| w.trim_matches(|c| matches!(c, '[' | ']' | '…' | '(' | ')')))
+                .filter(|w| w.starts_with('-'))
+                .map(|w| w.split('=').next().unwrap().to_string())
+                .collect();
+            out.push((commands, options));
+        }
+        out
+    }
+
+    /// Issue 14, item 9: docs/cli.md said what the program did not do. Every command and
+    /// option it shows exists, every command is in it, and every option of a command is
+    /// in that command's synopsis.
+    #[test]
+    fn docs_cli_md_shows_every_command_and_option_and_nothing_else() {
+        let root = Cli::command();
+        let mut documented = std::collections::BTreeSet::new();
+        for (commands, options) in documented_synopses() {
+            assert!(!commands.is_empty(), "a cli.md heading names no command");
+            for path in commands {
+                let mut command = &root;
+                for word in path.split(' ') {
+                    command = command.find_subcommand(word).unwrap_or_else(|| {
+                        panic!("cli.md documents `{path}`, which does not exist")
+                    });
+                }
+                let args: Vec<&clap::Arg> = command.get_arguments().collect();
+                for option in &options {
+                    let exists = args.iter().any(|a| {
+                        option.strip_prefix("--").map_or_else(
+                            || {
+                                option.strip_prefix('-').and_then(|s| s.chars().next())
+                                    == a.get_short()
+                            },
+                            |long| a.get_long() == Some(long),
+                        )
+                    });
+                    assert!(
+                        exists,
+                        "cli.md shows `{option}` for `{path}`, which has no such option"
+                    );
+                }
+                for arg in args
+                    .iter()
+                    .filter(|a| !a.is_hide_set() && !a.is_positional())
+                {
+                    let Some(long) = arg.get_long() else { continue };
+                    if matches!(long, "help" | "output") {
+                        continue; // every command's, said once at the top of cli.md
+                    }
+                    let shown = options.iter().any(|o| {
+                        o == &format!("--{long}")
+                            || arg.get_short().is_some_and(|s| o == &format!("-{s}"))
+                    });
+                    assert!(
+                        shown,
+                        "cli.md's synopsis of `{path}` does not show --{long}"
+                    );
+                }
+                documented.insert(path);
+            }
+        }
+        for command in root.get_subcommands().filter(|c| c.get_name() != "help") {
+            let subcommands: Vec<&clap::Command> = command
+                .get_subcommands()
+                .filter(|c| c.get_name() != "help")
+                .collect();
+            let paths: Vec<String> = if subcommands.is_empty() {
+                vec![command.get_name().to_string()]
+            } else {
+                subcommands
+                    .iter()
+                    .map(|s| format!("{} {}", command.get_name(), s.get_name()))
+                    .collect()
+            };
+            for path in paths {
+                assert!(
+                    documented.contains(&path),
+                    "`mcpfleet {path}` is not in docs/cli.md"
+                );
+            }
         }
     }
 

@@ -45,6 +45,30 @@ pub enum DeploymentState {
 }
 
 impl DeploymentState {
+    /// Every state, in declaration order.
+    pub const ALL: [DeploymentState; 7] = [
+        DeploymentState::InProgress,
+        DeploymentState::Succeeded,
+        DeploymentState::Failed,
+        DeploymentState::RolledBack,
+        DeploymentState::Paused,
+        DeploymentState::Stopping,
+        DeploymentState::Stopped,
+    ];
+
+    /// The state's name in JSON, docs and text output (`rolled-back`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::InProgress => "in-progress",
+            DeploymentState::Succeeded => "succeeded",
+            DeploymentState::Failed => "failed",
+            DeploymentState::RolledBack => "rolled-back",
+            DeploymentState::Paused => "paused",
+            DeploymentState::Stopping => "stopping",
+            DeploymentState::Stopped => "stopped",
+        }
+    }
+
     /// Whether the deployment has come to an end (successful or not).
     pub fn is_final(self) -> bool {
         !matches!(
@@ -147,6 +171,38 @@ pub enum ServerState {
     Stopped,
 }
 
+impl ServerState {
+    /// Every state, in declaration order.
+    pub const ALL: [ServerState; 10] = [
+        ServerState::Pending,
+        ServerState::Starting,
+        ServerState::Checking,
+        ServerState::Ready,
+        ServerState::Unhealthy,
+        ServerState::Restarting,
+        ServerState::CrashLooping,
+        ServerState::Failed,
+        ServerState::Stopping,
+        ServerState::Stopped,
+    ];
+
+    /// The state's name in JSON, docs and text output (`crash-looping`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Pending => "pending",
+            ServerState::Starting => "starting",
+            ServerState::Checking => "checking",
+            ServerState::Ready => "ready",
+            ServerState::Unhealthy => "unhealthy",
+            ServerState::Restarting => "restarting",
+            ServerState::CrashLooping => "crash-looping",
+            ServerState::Failed => "failed",
+            ServerState::Stopping => "stopping",
+            ServerState::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     pub id: String,
@@ -168,7 +224,7 @@ pub struct CheckSummary {
     pub kind: String,
     pub passed: bool,
     pub took_ms: f64,
-    /// What passed ("legacy 2025-06-18, 4 tools, handshake 3 ms") or why it failed.
+    /// What passed ("modern 2026-07-28, mcp-sample-server 0.1.0, 4 tools") or why it failed.
     pub detail: String,
 }
 
@@ -297,6 +353,73 @@ pub enum EventKind {
     Recovered,
 }
 
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 17] = [
+        EventKind::DeploymentStarted,
+        EventKind::DeploymentCompleted,
+        EventKind::DeploymentFailed,
+        EventKind::ServerStarting,
+        EventKind::ServerReady,
+        EventKind::ServerFailed,
+        EventKind::ServerStopped,
+        EventKind::HealthCheckPassed,
+        EventKind::HealthCheckFailed,
+        EventKind::InstanceExited,
+        EventKind::InstanceRestarted,
+        EventKind::CrashLooping,
+        EventKind::RollbackStarted,
+        EventKind::RollbackCompleted,
+        EventKind::RolloutStep,
+        EventKind::PerformanceAlert,
+        EventKind::Recovered,
+    ];
+
+    /// The kind's one name: in JSON, in the state store, in docs and in text output
+    /// (`server_ready`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::DeploymentStarted => "deployment_started",
+            EventKind::DeploymentCompleted => "deployment_completed",
+            EventKind::DeploymentFailed => "deployment_failed",
+            EventKind::ServerStarting => "server_starting",
+            EventKind::ServerReady => "server_ready",
+            EventKind::ServerFailed => "server_failed",
+            EventKind::ServerStopped => "server_stopped",
+            EventKind::HealthCheckPassed => "health_check_passed",
+            EventKind::HealthCheckFailed => "health_check_failed",
+            EventKind::InstanceExited => "instance_exited",
+            EventKind::InstanceRestarted => "instance_restarted",
+            EventKind::CrashLooping => "crash_looping",
+            EventKind::RollbackStarted => "rollback_started",
+            EventKind::RollbackCompleted => "rollback_completed",
+            EventKind::RolloutStep => "rollout_step",
+            EventKind::PerformanceAlert => "performance_alert",
+            EventKind::Recovered => "recovered",
+        }
+    }
+
+    /// The kind named `name` (see [`EventKind::as_str`]); `None` for a name this build
+    /// does not know (an event a newer version recorded).
+    pub fn named(name: &str) -> Option<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+/// Each enum is shown by the name its JSON uses, so text and JSON never spell it twice.
+macro_rules! display_as_str {
+    ($($name:ty),*) => {$(
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(EventKind, DeploymentState, ServerState);
+
 /// `POST /v1/deploy`: a fleet file, as the command line read and validated it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployRequest {
@@ -360,4 +483,34 @@ pub struct Restarted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text name and the JSON name are one: a kind added to the enum but not to
+    /// `as_str` (or renamed in one place only) fails here.
+    #[test]
+    fn every_enum_prints_the_name_its_json_uses() {
+        fn json_name(value: impl Serialize) -> String {
+            serde_json::to_value(value)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+        for kind in EventKind::ALL {
+            assert_eq!(json_name(kind), kind.to_string());
+            assert_eq!(EventKind::named(kind.as_str()), Some(kind));
+        }
+        for state in DeploymentState::ALL {
+            assert_eq!(json_name(state), state.to_string());
+        }
+        for state in ServerState::ALL {
+            assert_eq!(json_name(state), state.to_string());
+        }
+        assert_eq!(EventKind::named("from_the_future"), None);
+        assert_eq!(format!("{:<14}|", ServerState::Ready), "ready         |");
+    }
 }

@@ -658,7 +658,8 @@ impl Deployer {
                 };
                 self.store.finish_deployment(id, state, why).await?;
                 notes.push(format!(
-                    "deployment {id}: had finished; recorded as {state:?}"
+                    "deployment {id}: had finished; recorded as {}",
+                    crate::record::name_of(&state)
                 ));
                 continue;
             }

@@ -212,7 +212,7 @@ fn lost(missed: u64) {
 fn new_event(event: &Event) -> NewEvent {
     NewEvent {
         time: event.time.clone(),
-        kind: kind_name(event.kind),
+        kind: event.kind.as_str().to_string(),
         server: event.server.clone(),
         revision: event.revision,
         deployment: event.deployment,
@@ -221,23 +221,13 @@ fn new_event(event: &Event) -> NewEvent {
     }
 }
 
-fn kind_name(kind: EventKind) -> String {
-    match serde_json::to_value(kind) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => format!("{kind:?}"),
-    }
-}
-
 /// A stored event as the API serves it; `None` (and a warning) for a kind this build does
 /// not know (written by a newer mcpfleet, then imported).
 pub(crate) fn record_of(stored: StoredEvent) -> Option<EventRecord> {
     let e = stored.event;
-    let kind = match serde_json::from_value(serde_json::Value::String(e.kind.clone())) {
-        Ok(kind) => kind,
-        Err(_) => {
-            tracing::warn!("event {}: unknown kind `{}`, not shown", stored.id, e.kind);
-            return None;
-        }
+    let Some(kind) = EventKind::named(&e.kind) else {
+        tracing::warn!("event {}: unknown kind `{}`, not shown", stored.id, e.kind);
+        return None;
     };
     Some(EventRecord {
         id: stored.id,

@@ -169,7 +169,7 @@ pub async fn open_stopped(dir: &Path) -> Result<StoppedFleet, BackupError> {
 }
 
 /// A store enum's name as it serializes (`rolled-back`, `superseded`, …).
-fn name_of(value: &impl serde::Serialize) -> String {
+pub(crate) fn name_of(value: &impl serde::Serialize) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(name)) => name,
         _ => String::new(),

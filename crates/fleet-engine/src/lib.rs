@@ -843,7 +843,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let name = &release.server.name;
         let detail = started
             .first()
-            .and_then(|m| m.last_detail())
+            .and_then(|m| m.last_mcp_detail())
             .unwrap_or_default();
         shared
             .releases

@@ -65,7 +65,10 @@ pub(crate) struct InstanceMonitor<R> {
     link: Mutex<Option<StdioLink>>,
     /// A per-session stdio server's processes for clients (replica 0 starts them).
     pool: Mutex<Option<Arc<SessionPool<R>>>>,
-    last_detail: Mutex<Option<String>>,
+    /// What the last passing MCP check found (era, protocol, server, tools): what the
+    /// ready event says. Only the MCP check's: another check (an http server's tcp check,
+    /// run after it) passing says nothing about the server's MCP.
+    last_mcp_detail: Mutex<Option<String>>,
     /// (rendered, shown) pairs of texts holding secrets, replaced in everything reported.
     redactions: Vec<(String, String)>,
 }
@@ -170,7 +173,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             session: tokio::sync::Mutex::new(None),
             link: Mutex::new(None),
             pool: Mutex::new(None),
-            last_detail: Mutex::new(None),
+            last_mcp_detail: Mutex::new(None),
             redactions: redactions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         });
         shared.update(|s| {
@@ -250,8 +253,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn last_detail(&self) -> Option<String> {
-        self.last_detail
+    pub(crate) fn last_mcp_detail(&self) -> Option<String> {
+        self.last_mcp_detail
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -344,9 +347,11 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
     fn record(&self, report: &CheckReport) {
         let summary = self.summary(report);
-        if summary.passed {
-            *self.last_detail.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(summary.detail.clone());
+        if summary.passed && report.kind == CheckKind::Mcp {
+            *self
+                .last_mcp_detail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(summary.detail.clone());
         }
         self.shared
             .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
@@ -484,7 +489,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         let why = format!(
                             "exited ({}) after {}",
                             exit_text(code, signal),
-                            fleet_spec::model::format_duration(ran_for)
+                            fleet_spec::model::human_duration(ran_for)
                         );
                         // `Restarting` only once the runtime says a start is coming
                         // (`BackingOff`): its restart policy may say none is.
@@ -505,7 +510,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 Lifecycle::BackingOff { attempt, delay } => {
                     let why = format!(
                         "restart {attempt} in {}",
-                        fleet_spec::model::format_duration(delay)
+                        fleet_spec::model::human_duration(delay)
                     );
                     self.set_state(ServerState::Restarting, Some(why));
                 }

@@ -15,7 +15,8 @@ use rmcp::service::{Peer, RoleClient, ServiceError};
 use tokio::time::Instant;
 
 use crate::era::rpc_error_text;
-use crate::report::{CheckFailure, CheckPass, DetectedEra, McpFacts, measured};
+use crate::report::{CheckFailure, CheckPass, DetectedEra, McpFacts};
+use fleet_spec::model::human_duration;
 
 /// What the handshake established.
 #[derive(Debug, Clone)]
@@ -176,7 +177,7 @@ fn detail(
         if tools.len() == 1 { "tool" } else { "tools" }
     ));
     if let (Some(call), Some(took)) = (call, call_took) {
-        out.push_str(&format!(", {} ok in {}", call.tool, measured(took)));
+        out.push_str(&format!(", {} ok in {}", call.tool, human_duration(took)));
     }
     out
 }

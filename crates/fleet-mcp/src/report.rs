@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fleet_spec::model::format_duration;
+use fleet_spec::model::{format_duration, human_duration};
 use serde::ser::SerializeStruct as _;
 use serde::{Serialize, Serializer};
 
@@ -81,14 +81,14 @@ impl fmt::Display for CheckReport {
                 f,
                 "{} check passed in {}: {}",
                 self.kind,
-                measured(self.took),
+                human_duration(self.took),
                 pass.detail
             ),
             Err(failure) => write!(
                 f,
                 "{} check failed after {}: {failure}",
                 self.kind,
-                measured(self.took)
+                human_duration(self.took)
             ),
         }
     }
@@ -198,7 +198,7 @@ pub enum CheckFailure {
     UnexpectedResult { tool: String, reason: String },
     /// Handshake + tools/list + smoke call took longer than `max_latency`. A step still
     /// running at the limit is abandoned, so `took` is then the limit.
-    #[error("MCP probe took {}, over the max_latency of {}", measured(*took), format_duration(*limit))]
+    #[error("MCP probe took {}, over the max_latency of {}", human_duration(*took), format_duration(*limit))]
     TooSlow {
         #[serde(rename = "took_ms", serialize_with = "ser_millis")]
         took: Duration,
@@ -270,18 +270,6 @@ fn tail_text(tail: &str) -> String {
     }
 }
 
-/// A measured duration for people: `0.4ms`, `834ms`, `1.23s`.
-pub(crate) fn measured(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.1}ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else {
-        format!("{:.2}s", d.as_secs_f64())
-    }
-}
-
 fn millis(d: Duration) -> f64 {
     // Microsecond resolution is plenty and keeps the JSON short.
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
@@ -330,7 +318,7 @@ mod tests {
                     took: Duration::from_millis(1234),
                     limit: Duration::from_secs(1),
                 },
-                "MCP probe took 1.23s, over the max_latency of 1s",
+                "MCP probe took 1.2s, over the max_latency of 1s",
             ),
             (
                 CheckFailure::HttpStatus {
@@ -411,12 +399,5 @@ mod tests {
         assert_eq!(json["mcp"]["era"], "modern");
         assert_eq!(json["mcp"]["handshake_ms"], 0.8);
         assert_eq!(json["mcp"]["call_ms"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn measured_durations_keep_small_values_visible() {
-        assert_eq!(measured(Duration::from_micros(420)), "0.4ms");
-        assert_eq!(measured(Duration::from_millis(834)), "834ms");
-        assert_eq!(measured(Duration::from_millis(1234)), "1.23s");
     }
 }

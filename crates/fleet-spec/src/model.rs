@@ -364,6 +364,48 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// Formats a measured duration for people to read, in every message and text output (a
+/// setting from the fleet file is echoed exactly, as [`format_duration`] writes it, so it
+/// can be found in the file): at most two units, rounded — `0.4ms` and `3.2ms`
+/// (tenths below 10 ms keep fast measurements visible), `850ms`, `2.3s`, `1m28s`, `2h5m`.
+pub fn human_duration(d: Duration) -> String {
+    // Each branch rounds at its own unit first, so 999.6 ms reads `1s`, not `1000ms`.
+    let tenths_of_ms = (d.as_secs_f64() * 10_000.0).round() as u64;
+    if tenths_of_ms < 100 {
+        return with_tenths(tenths_of_ms, "ms");
+    }
+    let ms = (d.as_secs_f64() * 1000.0).round() as u64;
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let tenths_of_s = (d.as_secs_f64() * 10.0).round() as u64;
+    if tenths_of_s < 600 {
+        return with_tenths(tenths_of_s, "s");
+    }
+    let s = d.as_secs_f64().round() as u64;
+    if s < 3600 {
+        return two_units(s / 60, "m", s % 60, "s");
+    }
+    let m = (d.as_secs_f64() / 60.0).round() as u64;
+    two_units(m / 60, "h", m % 60, "m")
+}
+
+/// `tenths` of `unit` with one decimal, dropped when it is zero (`2.3s`, `5s`).
+fn with_tenths(tenths: u64, unit: &str) -> String {
+    match tenths % 10 {
+        0 => format!("{}{unit}", tenths / 10),
+        decimal => format!("{}.{decimal}{unit}", tenths / 10),
+    }
+}
+
+/// `1m28s`, or `2m` when the smaller unit is zero.
+fn two_units(big: u64, big_unit: &str, small: u64, small_unit: &str) -> String {
+    match small {
+        0 => format!("{big}{big_unit}"),
+        small => format!("{big}{big_unit}{small}{small_unit}"),
+    }
+}
+
 fn duration_text<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
@@ -420,6 +462,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_for_people_have_at_most_two_units_rounded() {
+        for (d, text) in [
+            (Duration::ZERO, "0ms"),
+            (Duration::from_micros(420), "0.4ms"),
+            (Duration::from_micros(3_250), "3.3ms"),
+            (Duration::from_micros(9_990), "10ms"),
+            (Duration::from_millis(850), "850ms"),
+            (Duration::from_micros(999_600), "1s"),
+            (Duration::from_millis(2_340), "2.3s"),
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(59_960), "1m"),
+            (Duration::from_millis(88_082), "1m28s"),
+            (Duration::from_secs(3_599), "59m59s"),
+            (Duration::from_millis(3_599_600), "1h"),
+            (Duration::from_secs(7_500), "2h5m"),
+            (Duration::from_secs(30 * 3600), "30h"),
+        ] {
+            assert_eq!(human_duration(d), text, "{d:?}");
+        }
+    }
 
     #[test]
     fn durations_round_trip() {

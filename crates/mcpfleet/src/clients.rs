@@ -3,7 +3,7 @@
 
 use crate::commands::{ImportKind, check as check_file};
 use anyhow::{Result, bail};
-use fleet_spec::diag::render_all;
+use fleet_spec::diag::{did_you_mean, render_all};
 use fleet_spec::model::ValidFleet;
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
@@ -33,10 +33,13 @@ pub(crate) fn token_create(
         // Name the servers the fleet has, so a typo is caught now rather than as a 403 later.
         let checked = check_file(file, None)?;
         if let Some(fleet) = &checked.fleet {
-            for s in servers.iter().filter(|s| *s != "*") {
-                if fleet.server(s).is_none() {
-                    bail!("{} has no server `{s}`", file.display());
+            let unknown = unknown_servers(fleet, &servers);
+            if !unknown.is_empty() {
+                for why in &unknown {
+                    eprintln!("error: {why}");
                 }
+                eprintln!("no token was created; fix `--servers` and run it again");
+                return Ok(ExitCode::from(REFUSED));
             }
         }
     }
@@ -67,6 +70,26 @@ pub(crate) fn token_create(
         eprintln!("      - {{ name: {name}, sha256: \"{sha256}\", servers: [{list}] }}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code of a refused command (docs/cli.md).
+const REFUSED: u8 = 1;
+
+/// Why each of `servers` the fleet lacks is refused, with the likely typo's fix; empty when
+/// the fleet has them all (`*` is every server).
+fn unknown_servers(fleet: &ValidFleet, servers: &[String]) -> Vec<String> {
+    let names = || fleet.servers.iter().map(|s| s.name.as_str());
+    servers
+        .iter()
+        .filter(|s| *s != "*" && fleet.server(s).is_none())
+        .map(|s| match did_you_mean(s, names()) {
+            Some(close) => format!("no server `{s}` in the fleet; did you mean `{close}`?"),
+            None => format!(
+                "no server `{s}` in the fleet (its servers: {})",
+                names().collect::<Vec<_>>().join(", ")
+            ),
+        })
+        .collect()
 }
 
 /// Unpadded base64url: tokens travel in headers and shells.

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use fleet_api::types::{DeploymentState, Event, EventKind, ServerState, Status};
 use fleet_api::{Client, ClientError};
 use fleet_control::{ControlPlane, StateDir, Submission, default_state_dir};
+use fleet_spec::model::human_duration;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -599,8 +600,11 @@ pub(crate) async fn check(file: &Path, state_dir: Option<PathBuf>, json: bool) -
             for c in &instance.checks {
                 let mark = if c.passed { "ok  " } else { "FAIL" };
                 println!(
-                    "{mark} {:<24} {:<8} {:>8.1} ms  {}",
-                    instance.instance, c.kind, c.took_ms, c.detail
+                    "{mark} {:<24} {:<8} {:>8}  {}",
+                    instance.instance,
+                    c.kind,
+                    millis_for_people(c.took_ms),
+                    c.detail
                 );
             }
         }
@@ -653,12 +657,7 @@ pub(crate) async fn events(
         ..Progress::new(json)
     };
     let show = |record: &fleet_api::types::EventRecord| -> Result<()> {
-        if json {
-            // With its id, to page or resume with `--after`.
-            println!("{}", serde_json::to_string(record)?);
-        } else {
-            output.event(&record.event);
-        }
+        output.recorded(record);
         Ok(())
     };
     match crate::record::read(file, state_dir).await? {
@@ -760,8 +759,23 @@ impl Progress {
     fn event(&self, event: &Event) {
         if self.json {
             println!("{}", serde_json::to_string(event).unwrap_or_default());
-            return;
+        } else {
+            self.event_line(event, None);
         }
+    }
+
+    /// An event the store recorded, with its id: the number `--after` takes to page or
+    /// resume.
+    fn recorded(&self, record: &fleet_api::types::EventRecord) {
+        if self.json {
+            println!("{}", serde_json::to_string(record).unwrap_or_default());
+        } else {
+            self.event_line(&record.event, Some(record.id));
+        }
+    }
+
+    fn event_line(&self, event: &Event, id: Option<u64>) {
+        let id = id.map(|id| format!("#{id} ")).unwrap_or_default();
         let who = event
             .instance
             .as_deref()
@@ -780,10 +794,10 @@ impl Progress {
         };
         if self.tty {
             let time = event.time.get(11..23).unwrap_or(&event.time);
-            self.line(format!("{time} {mark} {who}: {}", event.message));
+            self.line(format!("{id}{time} {mark} {who}: {}", event.message));
         } else {
             self.line(format!(
-                "{} {who} {:?}: {}",
+                "{id}{} {who} {}: {}",
                 event.time, event.kind, event.message
             ));
         }
@@ -796,7 +810,7 @@ impl Progress {
         }
         println!();
         println!(
-            "fleet {}: deployment {:?}{}",
+            "fleet {}: deployment {}{}",
             status.fleet,
             status.deployment.state,
             status
@@ -824,26 +838,13 @@ impl Progress {
             let revision = s.revision.map_or_else(|| "-".into(), |r| r.to_string());
             println!(
                 "{:<20} {:<14} {:<7} {:>4} {:>8}  {}",
-                s.name,
-                state_name(s.state),
-                s.transport,
-                revision,
-                restarts,
-                where_
+                s.name, s.state, s.transport, revision, restarts, where_
             );
             for line in rollout_lines(s) {
                 println!("    {line}");
             }
         }
     }
-}
-
-/// A state as the API names it (`crash-looping`, `ready`).
-fn state_name(state: ServerState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
 }
 
 /// What a server's rollout is doing: strategy, step and state, how new sessions are
@@ -887,7 +888,7 @@ fn rollout_lines(server: &fleet_api::types::ServerStatus) -> Vec<String> {
         .as_ref()
         .and_then(|r| r.last_analysis.as_ref())
     {
-        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"));
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), millis_for_people);
         let errors = a
             .error_rate
             .map_or_else(|| "-".into(), |e| format!("{:.1}%", e * 100.0));
@@ -908,6 +909,12 @@ fn rollout_lines(server: &fleet_api::types::ServerStatus) -> Vec<String> {
     lines
 }
 
+/// A duration the API gives in milliseconds, as every text output shows durations
+/// ([`human_duration`]); `-` for a value no duration has (negative, not a number).
+pub(crate) fn millis_for_people(ms: f64) -> String {
+    Duration::try_from_secs_f64(ms / 1000.0).map_or_else(|_| "-".into(), human_duration)
+}
+
 /// `status --wide`: one row per instance.
 fn print_instances(status: &Status) {
     println!(
@@ -921,8 +928,11 @@ fn print_instances(status: &Status) {
                 |c| {
                     let result = if c.passed { "ok" } else { "FAIL" };
                     format!(
-                        "{} {result} {:.1} ms at {}: {}",
-                        c.kind, c.took_ms, c.at, c.detail
+                        "{} {result} {} at {}: {}",
+                        c.kind,
+                        millis_for_people(c.took_ms),
+                        c.at,
+                        c.detail
                     )
                 },
             );
@@ -932,7 +942,7 @@ fn print_instances(status: &Status) {
                 i.id,
                 i.revision,
                 or_dash(i.pid.map(|p| p.to_string())),
-                state_name(i.state),
+                i.state,
                 i.restarts,
                 or_dash(i.port.map(|p| p.to_string())),
             );

@@ -233,11 +233,11 @@ pub(crate) async fn audit(
     }
     println!(
         "{:<6} {:<24} {:<16} {:<16} {:>3} {:<20} {:<16} {:>10}",
-        "ID", "TIME", "TOKEN", "SERVER", "REV", "TOOL", "OUTCOME", "MS"
+        "ID", "TIME", "TOKEN", "SERVER", "REV", "TOOL", "OUTCOME", "TOOK"
     );
     for r in &records {
         println!(
-            "{:<6} {:<24} {:<16} {:<16} {:>3} {:<20} {:<16} {:>10.1}",
+            "{:<6} {:<24} {:<16} {:<16} {:>3} {:<20} {:<16} {:>10}",
             r.id,
             r.time,
             r.token.as_deref().unwrap_or("-"),
@@ -245,7 +245,7 @@ pub(crate) async fn audit(
             r.revision,
             r.tool,
             r.outcome,
-            r.duration_ms
+            crate::fleet::millis_for_people(r.duration_ms)
         );
     }
     Ok(ExitCode::SUCCESS)

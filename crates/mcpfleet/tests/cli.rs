@@ -661,3 +661,38 @@ fn down_with_nothing_running_names_the_fleet_and_its_state_directory() {
         "nothing running for fleet `demo` (state directory idle)\n"
     );
 }
+
+/// A typo in `token create --servers` is a refusal (exit 1, as docs/cli.md says), names
+/// the server it meant, and creates no token.
+#[test]
+fn token_create_for_a_misspelt_server_is_refused_with_did_you_mean() {
+    let dir = scratch_dir("token-typo");
+    std::fs::write(
+        dir.join("mcpfleet.yaml"),
+        "version: 1\nname: typo\nservers:\n  clock:\n    stdio: { command: clock-server }\n  calendar:\n    stdio: { command: calendar-server }\n",
+    )
+    .unwrap();
+    let out = mcpfleet(&["token", "create", "ci", "--servers", "clok"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "a token was printed: {}",
+        transcript(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: no server `clok` in the fleet; did you mean `clock`?"),
+        "{}",
+        transcript(&out)
+    );
+
+    // Nothing close: the fleet's servers are listed instead.
+    let out = mcpfleet(&["token", "create", "ci", "--servers", "weather"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no server `weather` in the fleet (its servers: clock, calendar)"),
+        "{}",
+        transcript(&out)
+    );
+}

@@ -12,6 +12,7 @@ mod canary;
 mod deploy;
 mod first_use;
 mod history;
+mod messages;
 mod recovery;
 mod restart;
 mod status;
@@ -867,7 +868,7 @@ servers:
         .current_dir(&fleet.dir)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     // Only the hash goes into the file.
     let path = fleet.dir.join("mcpfleet.yaml");

@@ -191,7 +191,7 @@ fn killed_after_every_step_the_deployment_is_recorded_as_done() {
     assert_runs_only(&marker, 2);
     let note = recovered(&fleet);
     assert!(
-        note.contains("deployment 2: had finished; recorded as Succeeded"),
+        note.contains("deployment 2: had finished; recorded as succeeded"),
         "{note}"
     );
     // Written before the apply step was confirmed.

@@ -400,6 +400,22 @@ impl Steer {
     }
 }
 
+/// `mcpfleet events | head` ends quietly when `head` has read enough, as other command-line
+/// tools do, instead of panicking on the broken pipe: Rust ignores SIGPIPE, so `println!`
+/// panics, and setting SIGPIPE back takes `unsafe`, which the workspace forbids. Exit 141
+/// is what a shell reports for a process SIGPIPE ended. Not for `up`: a control plane's
+/// output must not decide its life.
+fn die_quietly_on_a_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
 /// Runs an async command on a multi-threaded runtime (only the commands that need one).
 fn block_on(
     f: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
@@ -451,6 +467,9 @@ fn main() -> ExitCode {
         .collect();
     let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| with_file_hint(e, &args).exit());
     let json = cli.output == Output::Json;
+    if !matches!(cli.command, Command::Up { .. }) {
+        die_quietly_on_a_closed_pipe();
+    }
     let result = match cli.command {
         Command::Validate { file, environment } => {
             commands::validate(&file.file, environment, json)

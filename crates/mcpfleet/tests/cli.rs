@@ -696,3 +696,28 @@ fn token_create_for_a_misspelt_server_is_refused_with_did_you_mean() {
         transcript(&out)
     );
 }
+
+/// `mcpfleet … | head` must end quietly when the reader has gone, not panic with "failed
+/// printing to stdout: Broken pipe".
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    let dir = scratch_dir("closed-pipe");
+    let fleet = repo().join("examples/quickstart.yaml");
+    for args in [
+        &["completions", "bash"][..],
+        &["validate", "-o", "json", "-f", fleet.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // every write now fails with EPIPE
+        let out = Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+            .args(args)
+            .current_dir(&dir)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

@@ -663,7 +663,8 @@ async fn sequential(target: &Target, options: &Options) -> Result<Latency> {
 }
 
 /// `bench-gateway-load URL SESSIONS SECONDS`: the sequential latency and the concurrent
-/// throughput of one endpoint, for profiling a peer by hand.
+/// throughput of one endpoint, for profiling a peer by hand (with the bearer token in
+/// `BENCH_GATEWAY_TOKEN`, if set).
 pub(crate) fn load(url: &str, sessions: &str, seconds: &str) -> Result<()> {
     let options = Options {
         smoke: false,
@@ -676,7 +677,7 @@ pub(crate) fn load(url: &str, sessions: &str, seconds: &str) -> Result<()> {
     let target = Target {
         url: url.to_owned(),
         tool: "echo",
-        token: None,
+        token: std::env::var("BENCH_GATEWAY_TOKEN").ok(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,12 +2,13 @@
 //! raw passthrough to HTTP upstreams.
 //!
 //! Bodies go upstream as the client's bytes, and answers of any content type come back
-//! as they arrive, never held whole: a request's answer is kept (bounded) only as it
-//! passes, to count a JSON-RPC error and audit a tool call when it ends. An upstream
-//! silent for longer than the upstream timeout, or broken mid-answer, ends the answer:
-//! an SSE answer with one JSON-RPC error event for the request's id, a JSON answer with
-//! the gateway's JSON-RPC error when none of it was sent yet, else cut off (an error
-//! the client sees, never a truncated body that looks whole).
+//! as they arrive, never held whole (a request's answer waits at most [`HOLD`] at its
+//! start, so that a quick one leaves in one write): a request's answer is kept
+//! (bounded) only as it passes, to count a JSON-RPC error and audit a tool call when it
+//! ends. An upstream silent for longer than the upstream timeout, or broken mid-answer,
+//! ends the answer: an SSE answer with one JSON-RPC error event for the request's id, a
+//! JSON answer with the gateway's JSON-RPC error when none of it was sent yet, else cut
+//! off (an error the client sees, never a truncated body that looks whole).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCod
 use axum::response::IntoResponse as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -566,7 +567,7 @@ async fn forward(
         Framing::Sse => Scan::Sse(SseScan::default()),
         Framing::Json => Scan::Json(JsonScan::new(shared.config.max_response_bytes)),
     });
-    let body = Body::new(Relay {
+    let mut relay = Relay {
         inner: incoming,
         framing,
         // A request's answer must not hang on a stuck upstream; a GET stream may be
@@ -582,10 +583,22 @@ async fn forward(
         pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
         mrtr_seen: false,
         _guard: Some(guard),
+        held: Gathered::default(),
+        hold: is_request.then(|| Box::pin(tokio::time::sleep(HOLD))),
         relayed: false,
         finished: false,
         cut: false,
-    });
+    };
+    if is_request {
+        // The head waits with the answer's start (see [`HOLD`]): a quick answer leaves
+        // as one write, head to end.
+        std::future::poll_fn(|cx| match relay.poll_gather(cx) {
+            Poll::Pending if relay.hold.is_some() => Poll::Pending,
+            _ => Poll::Ready(()),
+        })
+        .await;
+    }
+    let body = Body::new(relay);
     Ok(Forwarded {
         response: Response::from_parts(parts, body),
         upstream_session,
@@ -613,6 +626,14 @@ impl Pending {
 /// Most bytes relayed in one frame.
 const GATHER_LIMIT: usize = 64 * 1024;
 
+/// How long the start of a request's answer (its head too) may wait for the rest of it.
+/// Most answers are whole within microseconds of their head, but arrive in pieces: the
+/// head with a priming event, the response, the stream's end. Relayed as they came,
+/// each piece is a write for the gateway and a wake-up for the client; held this long,
+/// a quick answer is one write. A slow answer's start is late by at most this, its
+/// later events not at all.
+const HOLD: Duration = Duration::from_millis(5);
+
 /// Data frames that were ready at once, joined.
 #[derive(Default)]
 struct Gathered {
@@ -623,6 +644,13 @@ struct Gathered {
 impl Gathered {
     fn is_empty(&self) -> bool {
         self.first.is_none()
+    }
+
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or_else(
+            || self.first.as_ref().map_or(0, Bytes::len),
+            bytes::BytesMut::len,
+        )
     }
 
     /// Adds a frame; returns the bytes gathered so far.
@@ -637,10 +665,7 @@ impl Gathered {
             }
             (Some(_), Some(more)) => more.extend_from_slice(&data),
         }
-        self.more.as_ref().map_or_else(
-            || self.first.as_ref().map_or(0, Bytes::len),
-            bytes::BytesMut::len,
-        )
+        self.len()
     }
 
     fn into_bytes(self) -> Option<Bytes> {
@@ -760,6 +785,10 @@ struct Relay {
     mrtr_seen: bool,
     /// Keeps the instance's outstanding count up while the answer is open.
     _guard: Option<OutstandingGuard>,
+    /// What the upstream sent that has not gone to the client yet.
+    held: Gathered,
+    /// A request's answer is held until the answer ends or this fires ([`HOLD`]), once.
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Some of the answer went to the client.
     relayed: bool,
     finished: bool,
@@ -775,13 +804,41 @@ impl hyper::body::Body for Relay {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::task::ready!(self.poll_gather(cx));
+        match std::mem::take(&mut self.held).into_bytes() {
+            Some(bytes) => {
+                self.relayed = true;
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            None => Poll::Ready(std::mem::take(&mut self.cut).then(|| Err(cut_off()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && !self.cut && self.held.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        // An answer that was whole before its head left goes out with its length.
+        if self.finished && !self.cut {
+            hyper::body::SizeHint::with_exact(self.held.len() as u64)
+        } else {
+            hyper::body::SizeHint::default()
+        }
+    }
+}
+
+impl Relay {
+    /// Takes in everything the upstream has already sent; ready when what is held
+    /// should go to the client, or the answer has ended.
+    fn poll_gather(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.finished {
-            return Poll::Ready(std::mem::take(&mut self.cut).then(|| Err(cut_off())));
+            return Poll::Ready(());
         }
         // Everything the upstream has already sent goes out in one write: an answer's
         // events and the stream's end often arrive together, and every separate frame
         // costs the client (and the gateway) a wake-up and a system call.
-        let mut gathered = Gathered::default();
+        let mut gathered = std::mem::take(&mut self.held);
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => {
@@ -823,6 +880,7 @@ impl hyper::body::Body for Relay {
                 }
             }
         }
+        self.held = gathered;
         // An MRTR state is pinned before the client can read it and retry.
         if self.mrtr_seen
             && self.pins.is_some()
@@ -831,24 +889,30 @@ impl hyper::body::Body for Relay {
         {
             pins.learn(response.as_bytes(), || pin);
         }
-        match gathered.into_bytes() {
-            Some(bytes) => {
-                self.relayed = true;
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
-            }
-            None if self.finished => {
-                Poll::Ready(std::mem::take(&mut self.cut).then(|| Err(cut_off())))
-            }
-            None => Poll::Pending,
+        if self.finished || self.held.len() >= GATHER_LIMIT || !self.holding(cx) {
+            self.hold = None;
+            return if self.finished || !self.held.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
         }
+        Poll::Pending
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.finished && !self.cut
+    /// Whether the answer is still held back ([`HOLD`]); if so, this body is woken when
+    /// the hold ends.
+    fn holding(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = &mut self.hold else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return true;
+        }
+        self.hold = None;
+        false
     }
-}
 
-impl Relay {
     /// The upstream failed: ends the answer, with the request's error where the framing
     /// has room for it.
     fn fail(&mut self, kind: UpstreamFailure, gathered: &mut Gathered) {

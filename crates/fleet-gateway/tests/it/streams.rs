@@ -223,3 +223,51 @@ async fn stdio_answer_streams_tell_the_client_when_to_reconnect() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_quick_answer_that_arrives_in_pieces_reaches_the_client_in_one_write() {
+    // The head and the first line, a pause, the rest and the end: the way most answers
+    // come, in pieces well within the gateway's hold.
+    let upstream = ScriptedUpstream::start(vec![
+        Step::Chunk(FIRST_LINE),
+        Step::Pause(Duration::from_millis(1)),
+        Step::Chunk(RESPONSE),
+    ])
+    .await;
+    let gateway =
+        TestGateway::start(table("alpha", &[(1, 100, &[("a", &upstream.url)])]), |_| {}).await;
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen",
+        "params": { "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }},
+    })
+    .to_string();
+    let request = format!(
+        "POST /mcp/alpha HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n\
+         Mcp-Method: subscriptions/listen\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = TcpStream::connect(gateway.address).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+
+    // Every separate write would be a separate read here: the client is already waiting.
+    let mut buffer = vec![0_u8; 64 * 1024];
+    let read = tokio::time::timeout(DEADLINE, client.read(&mut buffer))
+        .await
+        .expect("the answer arrives")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..read]);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!(
+            "content-length: {}",
+            FIRST_LINE.len() + RESPONSE.len()
+        )),
+        "a whole answer goes out with its length: {answer}"
+    );
+    assert_eq!(body, format!("{FIRST_LINE}{RESPONSE}"));
+}

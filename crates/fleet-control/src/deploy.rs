@@ -13,8 +13,9 @@ use fleet_store::{
     DeploymentKind, DeploymentStatus, JournalEntry, NewFleetRevision, NewServerRevision,
     RevisionState, StateStore, StepOutcome, StepState,
 };
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A validated fleet file and where it came from.
 #[derive(Debug, Clone)]
@@ -128,10 +129,7 @@ impl Deployer {
 
     /// The fleet the last deployment submitted.
     pub(crate) fn current_fleet(&self) -> Option<Arc<ValidFleet>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.lock().clone()
     }
 
     /// Whether the engine is carrying a deployment out (or holds it paused).
@@ -181,11 +179,7 @@ impl Deployer {
         submission: Submission,
     ) -> Result<Prepared, DeployError> {
         let fleet = submission.fleet;
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let current = self.current.lock().clone();
         if let Some(current) = &current {
             check_compatible(current, &fleet)?;
         }
@@ -232,7 +226,7 @@ impl Deployer {
             )
             .await?;
         let fleet = Arc::new(fleet);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(fleet.clone());
+        *self.current.lock() = Some(fleet.clone());
         Ok(Prepared {
             deployer: self.clone(),
             desired: Desired {

@@ -303,11 +303,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let ended = || format!("the rollout of `{server}` ended before it took the command");
         let (taken, acknowledged) = oneshot::channel();
         {
-            let rollouts = self
-                .shared
-                .rollouts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let rollouts = self.shared.rollouts.lock();
             let active = rollouts.get(server).ok_or_else(|| {
                 format!("`{server}` has no rollout in progress (see `mcpfleet status`)")
             })?;
@@ -320,11 +316,7 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     fn set_rollout(&self, server: &str, rollout: Option<ActiveRollout>) {
-        let mut rollouts = self
-            .shared
-            .rollouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut rollouts = self.shared.rollouts.lock();
         match rollout {
             Some(r) => rollouts.insert(server.to_string(), r),
             None => rollouts.remove(server),
@@ -334,11 +326,7 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     fn update_rollout(&self, server: &str, change: impl FnOnce(&mut RolloutStatus)) {
-        let mut rollouts = self
-            .shared
-            .rollouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut rollouts = self.shared.rollouts.lock();
         if let Some(active) = rollouts.get_mut(server) {
             change(&mut active.status);
         }
@@ -383,18 +371,10 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     fn shutting_down(&self) -> bool {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .shutting_down()
+        self.shared.state.lock().shutting_down()
     }
 
     fn health_failures(&self, server: &str, revision: u64) -> u64 {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check_failures_of(server, revision)
+        self.shared.state.lock().check_failures_of(server, revision)
     }
 }

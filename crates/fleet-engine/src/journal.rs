@@ -102,11 +102,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     fn journal(&self) -> Option<(std::sync::Arc<dyn fleet_store::StateStore>, u64)> {
         let store = self.shared.journal.get()?.clone();
-        let deployment = (*self
-            .shared
-            .deployment
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()))?;
+        let deployment = (*self.shared.deployment.lock())?;
         Some((store, deployment))
     }
 }
@@ -115,7 +111,7 @@ impl<R> Shared<R> {
     /// Hangs forever if `MCPFLEET_FAILPOINT` names this phase (and server, and the running
     /// deployment, when it names them). For crash tests only.
     pub(crate) async fn failpoint(&self, phase: &str, server: Option<&str>) {
-        let deployment = *self.deployment.lock().unwrap_or_else(|p| p.into_inner());
+        let deployment = *self.deployment.lock();
         failpoint(phase, server, deployment).await;
     }
 }

@@ -30,11 +30,12 @@ use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
 use monitor::InstanceMonitor;
+use parking_lot::Mutex;
 use pool::SessionPool;
 use state::FleetState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
 
@@ -126,7 +127,6 @@ impl<R: Runtime + 'static> Shared<R> {
         let lock = Arc::clone(
             self.transitions
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .entry(server.to_owned())
                 .or_default(),
         );
@@ -135,7 +135,7 @@ impl<R: Runtime + 'static> Shared<R> {
 
     /// Records whether `server`'s `revision` failed (see `failed`).
     pub(crate) fn set_failed(&self, server: &str, revision: u64, failed: bool) {
-        let mut set = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.failed.lock();
         let key = (server.to_owned(), revision);
         if failed {
             set.insert(key);
@@ -145,10 +145,7 @@ impl<R: Runtime + 'static> Shared<R> {
     }
 
     pub(crate) fn has_failed(&self, server: &str, revision: u64) -> bool {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(server.to_owned(), revision))
+        self.failed.lock().contains(&(server.to_owned(), revision))
     }
 
     /// The session pool of `server`'s `revision`, made by `make` if it has none.
@@ -158,7 +155,7 @@ impl<R: Runtime + 'static> Shared<R> {
         revision: u64,
         make: impl FnOnce() -> Arc<SessionPool<R>>,
     ) -> Arc<SessionPool<R>> {
-        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pools = self.pools.lock();
         Arc::clone(
             pools
                 .entry((server.to_owned(), revision))
@@ -268,7 +265,7 @@ impl<R> Shared<R> {
 
     /// How many instances of `server`'s `revision` are ready (take traffic when routed).
     pub(crate) fn ready_instances(&self, server: &str, revision: u64) -> usize {
-        let routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        let routing = self.routing.lock();
         routing
             .ready
             .get(server)
@@ -278,7 +275,7 @@ impl<R> Shared<R> {
 
     /// The weights `server`'s revisions have now.
     pub(crate) fn weights(&self, server: &str) -> Vec<(u64, u32)> {
-        let routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        let routing = self.routing.lock();
         routing
             .weights
             .get(server)
@@ -288,7 +285,7 @@ impl<R> Shared<R> {
 
     /// Changes the routing; publishes the table when `change` says it changed.
     fn route(&self, change: impl FnOnce(&mut Routing) -> bool) {
-        let mut routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routing = self.routing.lock();
         if !change(&mut routing) {
             return;
         }
@@ -312,7 +309,7 @@ impl<R> Shared<R> {
 
     /// Applies a change to the fleet state and wakes whoever waits on it.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut FleetState) -> T) -> T {
-        let out = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        let out = f(&mut self.state.lock());
         self.changed.send_modify(|v| *v += 1);
         out
     }
@@ -352,12 +349,12 @@ impl<R> Shared<R> {
             kind,
             server: server.map(str::to_string),
             revision,
-            deployment: *self.deployment.lock().unwrap_or_else(|p| p.into_inner()),
+            deployment: *self.deployment.lock(),
             instance: instance.map(str::to_string),
             message,
         };
         tracing::info!(kind = ?event.kind, server = ?event.server, instance = ?event.instance, "{}", event.message);
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = self.history.lock();
         if history.len() == HISTORY {
             history.pop_front();
         }
@@ -468,13 +465,8 @@ impl<R: Runtime + 'static> Engine<R> {
             .shared
             .state
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .to_status(&self.shared.config.state_dir);
-        let rollouts = self
-            .shared
-            .rollouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let rollouts = self.shared.rollouts.lock();
         for server in &mut status.servers {
             server.rollout = rollouts.get(&server.name).map(|r| r.status.clone());
             server.traffic = self
@@ -505,7 +497,6 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .releases
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|release| {
                 let record = fleet_plan::DeployedServer::from_server(&release.server);
@@ -522,20 +513,12 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Every instance's readiness, restarts and failed checks, and how long the last
     /// deployment took.
     pub fn metrics(&self) -> EngineMetrics {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .metrics()
+        self.shared.state.lock().metrics()
     }
 
     /// The event history and a receiver of everything that follows it.
     pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
-        let history = self
-            .shared
-            .history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let history = self.shared.history.lock();
         (
             history.iter().cloned().collect(),
             self.shared.events.subscribe(),
@@ -583,18 +566,14 @@ impl<R: Runtime + 'static> Engine<R> {
                 reason: Some(SHUTTING_DOWN.into()),
             };
         }
-        *shared.deployment.lock().unwrap_or_else(|p| p.into_inner()) = desired.deployment;
+        *shared.deployment.lock() = desired.deployment;
         shared.emit(
             EventKind::DeploymentStarted,
             None,
             None,
             describe_plan(plan),
         );
-        let before = shared
-            .releases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let before = shared.releases.lock().clone();
         let limit = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let order: Vec<(&str, &Change)> = plan
             .waves
@@ -661,11 +640,7 @@ impl<R: Runtime + 'static> Engine<R> {
                     .unwrap_or(OnFailure::Rollback);
                 let reason = format!("{name}: {why}");
                 let shutting_down = matches!(
-                    shared
-                        .state
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .deployment_state(),
+                    shared.state.lock().deployment_state(),
                     DeploymentState::Stopping | DeploymentState::Stopped
                 );
                 match policy {
@@ -748,7 +723,7 @@ impl<R: Runtime + 'static> Engine<R> {
             ),
             Some(reason) => shared.emit(EventKind::DeploymentFailed, None, None, reason.clone()),
         }
-        *shared.deployment.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *shared.deployment.lock() = None;
         outcome
     }
 
@@ -845,11 +820,7 @@ impl<R: Runtime + 'static> Engine<R> {
             .first()
             .and_then(|m| m.last_mcp_detail())
             .unwrap_or_default();
-        shared
-            .releases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), release.clone());
+        shared.releases.lock().insert(name.clone(), release.clone());
         shared.set_failed(name, release.revision, false);
         shared.update(|s| {
             s.set_revision(name, release.revision);
@@ -893,8 +864,8 @@ impl<R: Runtime + 'static> Engine<R> {
         // A shutdown or rollback may have taken its snapshot of the monitors while this
         // one was starting: joining the list and checking for that happen under one lock.
         let refused = {
-            let mut monitors = shared.monitors.lock().unwrap_or_else(|p| p.into_inner());
-            let refused = refused(&shared.state.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut monitors = shared.monitors.lock();
+            let refused = refused(&shared.state.lock());
             if !refused {
                 monitors.push(monitor.clone());
             }
@@ -909,21 +880,12 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Whether a failure (or a shutdown) means no further server may start.
     fn aborted(&self) -> bool {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .aborted()
+        self.shared.state.lock().aborted()
     }
 
     /// The release serving `server`, if any.
     fn serving(&self, server: &str) -> Option<Release> {
-        self.shared
-            .releases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(server)
-            .cloned()
+        self.shared.releases.lock().get(server).cloned()
     }
 
     /// Marks a server failed. Unless its policy is `continue`, no further server starts.
@@ -950,7 +912,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let mut shown: Option<String> = None;
         loop {
             let waiting = {
-                let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                let state = self.shared.state.lock();
                 let mut waiting = None;
                 for dep in &server.depends_on {
                     let dep_state = state.server_state(&dep.server);
@@ -1000,12 +962,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Runs every check of every running instance once, now.
     pub async fn check_now(&self) -> CheckRun {
-        let monitors: Vec<_> = self
-            .shared
-            .monitors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let monitors: Vec<_> = self.shared.monitors.lock().clone();
         let runs = monitors
             .iter()
             .filter(|m| !m.is_stopped())
@@ -1025,11 +982,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// one wave stop together.
     pub async fn stop_all(&self) {
         let shared = &self.shared;
-        let waves = shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .waves_in_reverse();
+        let waves = shared.state.lock().waves_in_reverse();
         shared.update(|s| s.abort_if(true));
         for wave in waves {
             let stops = wave.iter().map(|server| self.stop_server(server));
@@ -1042,7 +995,6 @@ impl<R: Runtime + 'static> Engine<R> {
             .shared
             .monitors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|m| m.server() == server && !m.is_stopped())
             .cloned()
@@ -1054,7 +1006,7 @@ impl<R: Runtime + 'static> Engine<R> {
             .update(|s| s.set_server(server, ServerState::Stopping, None));
         futures::future::join_all(monitors.iter().map(|m| m.stop())).await;
         let pools: Vec<_> = {
-            let mut pools = self.shared.pools.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pools = self.shared.pools.lock();
             let keys: Vec<_> = pools.keys().filter(|(s, _)| s == server).cloned().collect();
             keys.iter().filter_map(|k| pools.remove(k)).collect()
         };
@@ -1062,11 +1014,7 @@ impl<R: Runtime + 'static> Engine<R> {
             // Out of the route table by now: no new session gets a process.
             pool.close().await;
         }
-        self.shared
-            .releases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(server);
+        self.shared.releases.lock().remove(server);
         self.shared
             .update(|s| s.set_server(server, ServerState::Stopped, None));
         self.shared
@@ -1077,11 +1025,7 @@ impl<R: Runtime + 'static> Engine<R> {
     async fn delete_server(&self, server: &str) {
         self.shared.set_weights(server, &[]);
         self.stop_server(server).await;
-        self.shared
-            .monitors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|m| m.server() != server);
+        self.shared.monitors.lock().retain(|m| m.server() != server);
         self.shared.update(|s| s.remove_server(server));
     }
 

@@ -11,9 +11,10 @@ use fleet_mcp::{
 use fleet_runtime::{InstanceId, InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -109,10 +110,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 .render(t, &server.name)
                 .map_err(|e| e.to_string())?;
             if t.shown.contains("***") && out != t.shown {
-                redactions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((out.clone(), t.shown.clone()));
+                redactions.lock().push((out.clone(), t.shown.clone()));
             }
             Ok::<_, String>(out)
         };
@@ -174,7 +172,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             link: Mutex::new(None),
             pool: Mutex::new(None),
             last_mcp_detail: Mutex::new(None),
-            redactions: redactions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            redactions: redactions.lock().clone(),
         });
         shared.update(|s| {
             s.add_instance(&server.name, &id.0, revision, port);
@@ -222,7 +220,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             let pool = shared.session_pool(&server.name, revision, || {
                 SessionPool::new(&shared, spec.clone(), warm, max_sessions, idle_timeout)
             });
-            *monitor.pool.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool);
+            *monitor.pool.lock() = Some(pool);
         }
         let instance = shared
             .runtime
@@ -254,10 +252,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     }
 
     pub(crate) fn last_mcp_detail(&self) -> Option<String> {
-        self.last_mcp_detail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_mcp_detail.lock().clone()
     }
 
     /// Waits until the instance is ready for the first time.
@@ -329,15 +324,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             Target::Stdio(Isolation::Shared) => self
                 .link
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .clone()
                 .map(|link| Upstream::stdio(id, link)),
             Target::Stdio(Isolation::PerSession { .. }) => {
-                let pool = self
-                    .pool
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()?;
+                let pool = self.pool.lock().clone()?;
                 pool.refill();
                 let processes: Arc<dyn SessionProcesses> = pool;
                 Some(Upstream::stdio_per_session(id, processes))
@@ -348,10 +338,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     fn record(&self, report: &CheckReport) {
         let summary = self.summary(report);
         if summary.passed && report.kind == CheckKind::Mcp {
-            *self
-                .last_mcp_detail
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(summary.detail.clone());
+            *self.last_mcp_detail.lock() = Some(summary.detail.clone());
         }
         self.shared
             .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
@@ -588,7 +575,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         declared => declared,
                     };
                     let link = StdioLink::shared(self.id.0.clone(), pipes.stdin, pipes.stdout);
-                    *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.clone());
+                    *self.link.lock() = Some(link.clone());
                     let (stdin, stdout) = link
                         .connect()
                         .ok_or("the process closed its stdout at once")?;

@@ -10,8 +10,9 @@
 //! a new one. They are never health-checked either; the server's own instances
 //! (`replicas`) are, and a probed process is never handed to a client.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fleet_gateway::{AcquireError, SessionProcesses, StdioLease};
@@ -93,13 +94,9 @@ impl<R: Runtime + 'static> SessionPool<R> {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Starts processes until `warm` are ready (or being started), within `max`.
     pub(crate) fn refill(&self) {
-        let mut state = self.state();
+        let mut state = self.state.lock();
         while !state.closed
             && (state.ready.len() as u32) + state.starting < self.warm
             && state.live < self.max
@@ -113,7 +110,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
                 let Some(pool) = me.upgrade() else { return };
                 let started = pool.start_one(number).await;
                 let unwanted = {
-                    let mut state = pool.state();
+                    let mut state = pool.state.lock();
                     state.starting -= 1;
                     match started {
                         Ok(started) if !state.closed => {
@@ -148,11 +145,11 @@ impl<R: Runtime + 'static> SessionPool<R> {
             self.spec.server, self.spec.revision
         ));
         let id = spec.id.clone();
-        self.state().ids.insert(id.0.clone());
+        self.state.lock().ids.insert(id.0.clone());
         let mut instance = match shared.runtime.start(spec).await {
             Ok(instance) => instance,
             Err(error) => {
-                self.state().ids.remove(&id.0);
+                self.state.lock().ids.remove(&id.0);
                 return Err(error.to_string());
             }
         };
@@ -167,7 +164,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
             }
         };
         // Closed while it started: `close` took its id before there was a process to stop.
-        if self.state().closed {
+        if self.state.lock().closed {
             drop(shared);
             self.stop(id);
             return Err("the server is stopping".into());
@@ -181,7 +178,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
                     && let Some(pool) = me.upgrade()
                 {
                     let was_ready = {
-                        let mut state = pool.state();
+                        let mut state = pool.state.lock();
                         let before = state.ready.len();
                         state.ready.retain(|s| s.id != watched);
                         let removed = state.ready.len() < before;
@@ -214,7 +211,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
     }
 
     fn stop_then(&self, id: InstanceId, discard_logs: bool) {
-        self.state().ids.remove(&id.0);
+        self.state.lock().ids.remove(&id.0);
         if let Some(shared) = self.shared.upgrade() {
             tokio::spawn(async move {
                 let _ = shared.runtime.stop(&id).await;
@@ -229,7 +226,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
     /// gone.
     pub(crate) async fn close(&self) {
         let ids: Vec<String> = {
-            let mut state = self.state();
+            let mut state = self.state.lock();
             state.closed = true;
             state.ready.clear();
             std::mem::take(&mut state.ids).into_iter().collect()
@@ -264,7 +261,7 @@ impl<R: Runtime + 'static> Drop for Release<R> {
     fn drop(&mut self) {
         if let (Some(pool), Some(id)) = (self.pool.upgrade(), self.id.take()) {
             let closed = {
-                let mut state = pool.state();
+                let mut state = pool.state.lock();
                 state.live -= 1;
                 state.closed
             };
@@ -283,7 +280,7 @@ impl<R: Runtime + 'static> SessionProcesses for SessionPool<R> {
             let number = loop {
                 let warmed = self.warmed.notified();
                 let next = {
-                    let mut state = self.state();
+                    let mut state = self.state.lock();
                     if state.closed {
                         return Err(AcquireError::Failed("the server is stopping".into()));
                     }
@@ -322,7 +319,7 @@ impl<R: Runtime + 'static> SessionProcesses for SessionPool<R> {
                         Ok(pool.lease(started))
                     }
                     Err(why) => {
-                        pool.state().live -= 1;
+                        pool.state.lock().live -= 1;
                         Err(AcquireError::Failed(why))
                     }
                 }

@@ -433,11 +433,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// Whether a canary of `server` is in progress (steered by promote and abort).
     fn rolling_out(&self, server: &str) -> bool {
-        self.shared
-            .rollouts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(server)
+        self.shared.rollouts.lock().contains_key(server)
     }
 
     /// The lowest instance number no live instance of `server`'s `revision` has.
@@ -457,7 +453,6 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .monitors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .retain(|m| !Arc::ptr_eq(m, monitor));
         self.shared.update(|s| s.remove_instance(server, id));
     }
@@ -467,7 +462,6 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .monitors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|m| m.server() == server && m.revision() == revision && !m.is_stopped())
             .cloned()
@@ -480,7 +474,6 @@ impl<R: Runtime + 'static> Engine<R> {
             .shared
             .monitors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|m| m.server() == server && !m.is_stopped())
             .map(|m| m.revision())
@@ -499,7 +492,6 @@ impl<R: Runtime + 'static> Engine<R> {
             .shared
             .pools
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .remove(&(server.to_string(), revision));
         if let Some(pool) = pool {
             pool.close().await;
@@ -507,7 +499,6 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .monitors
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .retain(|m| !(m.server() == server && m.revision() == revision));
         self.shared.update(|s| s.remove_revision(server, revision));
     }

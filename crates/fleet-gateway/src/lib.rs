@@ -90,7 +90,7 @@ struct Shared {
     policy: OriginPolicy,
     /// Replaced as a whole by [`Gateway::set_tokens`] and [`Gateway::set_limits`]; a
     /// request reads it once.
-    admission: std::sync::RwLock<Arc<Admission>>,
+    admission: parking_lot::RwLock<Arc<Admission>>,
     routes: RouteWatch,
     sessions: Sessions,
     registry: Arc<Registry>,
@@ -148,7 +148,7 @@ impl Gateway {
         };
         let shared = Shared {
             policy: OriginPolicy::new(&config),
-            admission: std::sync::RwLock::new(Arc::new(admission)),
+            admission: parking_lot::RwLock::new(Arc::new(admission)),
             routes: RouteWatch::new(routes, Arc::clone(&registry)),
             sessions: Sessions::new(
                 config.session_idle_timeout,
@@ -239,11 +239,11 @@ impl Gateway {
 impl Shared {
     /// What requests are admitted and bounded by, now.
     fn admission(&self) -> Arc<Admission> {
-        Arc::clone(&self.admission.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.admission.read())
     }
 
     fn change_admission(&self, change: impl FnOnce(&mut Admission)) {
-        let mut admission = self.admission.write().unwrap_or_else(|p| p.into_inner());
+        let mut admission = self.admission.write();
         let mut changed = Admission::clone(&admission);
         change(&mut changed);
         *admission = Arc::new(changed);

@@ -5,8 +5,9 @@
 //! Owns the server settings: rustls with *ring*, TLS 1.2 and 1.3, no client
 //! certificates, ALPN `http/1.1`. Does not own the outbound side (`fleet_tls`).
 
+use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -135,11 +136,7 @@ impl ServerTls {
         };
         let digest = files.digest();
         {
-            let mut seen = self
-                .current
-                .files
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut seen = self.current.files.write();
             if *seen == digest {
                 return;
             }
@@ -147,11 +144,7 @@ impl ServerTls {
         }
         match certified_key(&files, &self.cert, &self.key, &self.provider) {
             Ok(identity) => {
-                *self
-                    .current
-                    .identity
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(identity);
+                *self.current.identity.write() = Arc::new(identity);
                 tracing::info!(cert = %self.cert.display(), "the gateway serves its renewed TLS certificate");
             }
             Err(error) => {
@@ -170,9 +163,7 @@ struct CurrentIdentity {
 
 impl ResolvesServerCert for CurrentIdentity {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.identity.read().unwrap_or_else(|p| p.into_inner()),
-        ))
+        Some(Arc::clone(&self.identity.read()))
     }
 }
 
@@ -250,7 +241,7 @@ mod tests {
     }
 
     fn served(tls: &ServerTls) -> CertificateDer<'static> {
-        tls.current.identity.read().unwrap().cert[0].clone()
+        tls.current.identity.read().cert[0].clone()
     }
 
     #[test]

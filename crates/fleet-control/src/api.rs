@@ -271,7 +271,7 @@ async fn steer(
     };
     match state.engine.command(&name, command).await {
         Ok(()) => Json(serde_json::json!({ "server": name, "accepted": true })).into_response(),
-        Err(why) => ApiFailure(StatusCode::CONFLICT, why).into_response(),
+        Err(why) => ApiFailure(StatusCode::CONFLICT, why.to_string()).into_response(),
     }
 }
 
@@ -303,7 +303,7 @@ async fn restart(state: &AppState, name: &str) -> Response {
             instances,
         })
         .into_response(),
-        Err(why) => ApiFailure(StatusCode::CONFLICT, why).into_response(),
+        Err(why) => ApiFailure(StatusCode::CONFLICT, why.to_string()).into_response(),
     }
 }
 

@@ -8,7 +8,7 @@
 //! last step the new revision gets every new session, as in blue-green.
 
 use crate::analysis::{self, IntervalResult, Verdict};
-use crate::{Engine, Release};
+use crate::{Engine, EngineError, Release};
 use fleet_api::types::{AnalysisSummary, EventKind, RolloutStatus};
 use fleet_runtime::Runtime;
 use fleet_spec::model::OnAbort;
@@ -42,7 +42,8 @@ pub(crate) struct ActiveRollout {
 /// How a step ended.
 enum StepEnd {
     Next,
-    Abort(String),
+    /// Aborted: [`EngineError::CanaryAbortedByCommand`] or [`EngineError::AnalysisFailed`].
+    Abort(EngineError),
     /// The control plane is stopping: it stops every revision itself.
     Shutdown,
 }
@@ -53,7 +54,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// # Errors
     /// Why the canary was aborted (analysis, health, `mcpfleet abort`) or did not start; the
     /// stable revision serves again by then.
-    pub(crate) async fn canary(&self, old: Release, new: Release) -> Result<(), String> {
+    pub(crate) async fn canary(&self, old: Release, new: Release) -> Result<(), EngineError> {
         let name = new.server.name.clone();
         let started = self.start_revision(&new).await?;
         let rollout = &new.server.rollout;
@@ -110,7 +111,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 StepEnd::Abort(why) => return Err(self.abort_canary(&old, &new, why).await),
                 StepEnd::Shutdown => {
                     self.set_rollout(&name, None);
-                    return Err(crate::SHUTTING_DOWN.into());
+                    return Err(EngineError::ShuttingDown);
                 }
             }
         }
@@ -198,10 +199,10 @@ impl<R: Runtime + 'static> Engine<R> {
                     let limit_reached = *failures >= analysis.failure_limit.max(1);
                     self.record_analysis(name, &result, *failures);
                     if limit_reached {
-                        return StepEnd::Abort(format!(
-                            "analysis failed {} times in a row: {}",
-                            failures, result.reason
-                        ));
+                        return StepEnd::Abort(EngineError::AnalysisFailed {
+                            failures: *failures,
+                            reason: result.reason.clone(),
+                        });
                     }
                     if passed && over && paused_with.is_none() {
                         return StepEnd::Next;
@@ -225,7 +226,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 match command {
                     Some(RolloutCommand::Promote) => return StepEnd::Next,
                     Some(RolloutCommand::Abort) | None => {
-                        return StepEnd::Abort("aborted by `mcpfleet abort`".into());
+                        return StepEnd::Abort(EngineError::CanaryAbortedByCommand);
                     }
                     Some(RolloutCommand::Pause) => {
                         if paused_with.is_none() {
@@ -253,7 +254,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Ends a canary: the stable revision gets every new session back; the canary's
     /// sessions end (clients re-initialize onto stable) or drain, per `on_abort`; its
     /// instances stop. Returns `why`.
-    async fn abort_canary(&self, old: &Release, new: &Release, why: String) -> String {
+    async fn abort_canary(&self, old: &Release, new: &Release, why: EngineError) -> EngineError {
         let name = &new.server.name;
         self.shared.emit_revision(
             EventKind::RollbackStarted,
@@ -263,10 +264,9 @@ impl<R: Runtime + 'static> Engine<R> {
         );
         self.set_rollout(name, None);
         self.shared.set_failed(name, new.revision, true);
-        let reason = if why.starts_with("aborted by") {
-            "abort"
-        } else {
-            "analysis"
+        let reason = match why {
+            EngineError::CanaryAbortedByCommand => "abort",
+            _ => "analysis",
         };
         self.shared.update(|s| s.count_rollback(name, reason));
         match new.server.rollout.on_abort {
@@ -299,14 +299,14 @@ impl<R: Runtime + 'static> Engine<R> {
     ///
     /// # Errors
     /// `server` has no rollout in progress, or it ended before it took the command.
-    pub async fn command(&self, server: &str, command: RolloutCommand) -> Result<(), String> {
-        let ended = || format!("the rollout of `{server}` ended before it took the command");
+    pub async fn command(&self, server: &str, command: RolloutCommand) -> Result<(), EngineError> {
+        let ended = || EngineError::RolloutEnded(server.to_owned());
         let (taken, acknowledged) = oneshot::channel();
         {
             let rollouts = self.shared.rollouts.lock();
-            let active = rollouts.get(server).ok_or_else(|| {
-                format!("`{server}` has no rollout in progress (see `mcpfleet status`)")
-            })?;
+            let active = rollouts
+                .get(server)
+                .ok_or_else(|| EngineError::NoRollout(server.to_owned()))?;
             active
                 .commands
                 .send((command, taken))

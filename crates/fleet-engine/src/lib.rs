@@ -9,6 +9,8 @@
 
 mod analysis;
 mod canary;
+mod error;
+mod instance_id;
 mod journal;
 mod metrics;
 mod monitor;
@@ -17,6 +19,7 @@ mod rollout;
 mod state;
 
 pub use canary::RolloutCommand;
+pub use error::EngineError;
 pub use journal::failpoint;
 pub use metrics::{EngineMetrics, InstanceMetrics};
 
@@ -29,6 +32,7 @@ use fleet_plan::{Change, Plan};
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
+use instance_id::InstanceId;
 use monitor::InstanceMonitor;
 use parking_lot::Mutex;
 use pool::SessionPool;
@@ -38,12 +42,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
-
-/// Why a server did not start: another one failed, or the fleet is shutting down.
-const ABORTED: &str = "the deployment was aborted";
-
-/// Why a deployment was refused or a rollout ended: the control plane is stopping.
-const SHUTTING_DOWN: &str = "the control plane is stopping";
 
 /// Events kept for `GET /v1/events` and late subscribers.
 const HISTORY: usize = 2_000;
@@ -318,10 +316,11 @@ impl<R> Shared<R> {
         &self,
         kind: EventKind,
         server: Option<&str>,
-        instance: Option<&str>,
+        instance: Option<&InstanceId>,
         message: impl Into<String>,
     ) {
-        let revision = instance.and_then(revision_of_instance);
+        let revision = instance.map(|id| id.revision);
+        let instance = instance.map(InstanceId::to_string);
         self.publish(kind, server, revision, instance, message.into());
     }
 
@@ -341,7 +340,7 @@ impl<R> Shared<R> {
         kind: EventKind,
         server: Option<&str>,
         revision: Option<u64>,
-        instance: Option<&str>,
+        instance: Option<String>,
         message: String,
     ) {
         let event = Event {
@@ -350,7 +349,7 @@ impl<R> Shared<R> {
             server: server.map(str::to_string),
             revision,
             deployment: *self.deployment.lock(),
-            instance: instance.map(str::to_string),
+            instance,
             message,
         };
         tracing::info!(kind = ?event.kind, server = ?event.server, instance = ?event.instance, "{}", event.message);
@@ -406,13 +405,6 @@ pub(crate) struct Release {
     pub(crate) host: Arc<dyn Host>,
     pub(crate) server: Server,
     pub(crate) revision: u64,
-}
-
-/// The revision in an instance id (`<server>-r<revision>-<replica>`).
-pub(crate) fn revision_of_instance(id: &str) -> Option<u64> {
-    let (rest, _replica) = id.rsplit_once('-')?;
-    let (_, revision) = rest.rsplit_once("-r")?;
-    revision.parse().ok()
 }
 
 /// How many instances a server runs: a remote server is one endpoint, however many
@@ -563,7 +555,7 @@ impl<R: Runtime + 'static> Engine<R> {
         if refused {
             return DeploymentOutcome {
                 state: DeploymentState::Failed,
-                reason: Some(SHUTTING_DOWN.into()),
+                reason: Some(EngineError::ShuttingDown.to_string()),
             };
         }
         *shared.deployment.lock() = desired.deployment;
@@ -594,8 +586,8 @@ impl<R: Runtime + 'static> Engine<R> {
             let change = (*change).clone();
             Some(async move { engine.apply(release, &change, &limit).await })
         });
-        let results: Vec<Result<(), String>> = futures::future::join_all(tasks).await;
-        let failures: Vec<(&str, &String)> = order
+        let results: Vec<Result<(), EngineError>> = futures::future::join_all(tasks).await;
+        let failures: Vec<(&str, &EngineError)> = order
             .iter()
             .zip(&results)
             .filter_map(|(name, r)| r.as_ref().err().map(|e| (name.0, e)))
@@ -630,7 +622,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 // The strictest policy among the servers that failed on their own decides.
                 let policy = failures
                     .iter()
-                    .filter(|(_, why)| why.as_str() != ABORTED)
+                    .filter(|(_, why)| !matches!(why, EngineError::Aborted))
                     .filter_map(|(name, _)| fleet.server(name).map(|s| s.on_failure))
                     .max_by_key(|p| match p {
                         OnFailure::Rollback => 2,
@@ -672,11 +664,11 @@ impl<R: Runtime + 'static> Engine<R> {
                                 .ok()
                                 .flatten();
                             let result = self.undo(name, previous).await;
-                            if updated && result == Ok(true) {
+                            if updated && matches!(result, Ok(true)) {
                                 shared.update(|s| s.count_rollback(name, "failed_update"));
                             }
                             let result = result.map(|_| ());
-                            self.step_ends(step, name, &result).await;
+                            self.step_ends(step, name, &journaled(&result)).await;
                             if let Err(why) = result {
                                 not_undone.push(format!("{name}: {why}"));
                             }
@@ -734,7 +726,7 @@ impl<R: Runtime + 'static> Engine<R> {
         release: Release,
         change: &Change,
         limit: &Semaphore,
-    ) -> Result<(), String> {
+    ) -> Result<(), EngineError> {
         let shared = &self.shared;
         let server = &release.server;
         if *change == Change::Unchanged || *change == Change::Delete {
@@ -743,46 +735,49 @@ impl<R: Runtime + 'static> Engine<R> {
         self.wait_for_dependencies(server)
             .await
             .inspect_err(|why| {
+                let why = why.to_string();
                 shared
                     .update(|s| s.set_server(&server.name, ServerState::Failed, Some(why.clone())));
-                shared.emit(
-                    EventKind::ServerFailed,
-                    Some(&server.name),
-                    None,
-                    why.clone(),
-                );
+                shared.emit(EventKind::ServerFailed, Some(&server.name), None, why);
             })?;
+        // Nobody closes the semaphore: failing to acquire it means the engine is gone.
         let _permit = limit
             .acquire()
             .await
-            .map_err(|_| "the engine is shutting down".to_string())?;
+            .map_err(|_| EngineError::EngineStopped)?;
         if self.aborted() {
-            return Err(ABORTED.into());
+            return Err(EngineError::Aborted);
         }
         let serving = self.serving(&server.name);
         let name = server.name.clone();
         let revision = release.revision;
         match serving {
             Some(old) if matches!(change, Change::Update { .. }) => {
-                let step = self.step_begins("update", &name, revision).await?;
+                let step = self
+                    .step_begins("update", &name, revision)
+                    .await
+                    .map_err(EngineError::Journal)?;
                 let on_failure = server.on_failure;
                 let result = self.update(old, release).await.inspect_err(|_| {
                     shared.update(|s| s.abort_if(on_failure != OnFailure::Continue));
                 });
-                self.step_ends(step, &name, &result).await;
+                self.step_ends(step, &name, &journaled(&result)).await;
                 result
             }
             _ => {
-                let step = self.step_begins("create", &name, revision).await?;
+                let step = self
+                    .step_begins("create", &name, revision)
+                    .await
+                    .map_err(EngineError::Journal)?;
                 let result = self.create(release).await;
-                self.step_ends(step, &name, &result).await;
+                self.step_ends(step, &name, &journaled(&result)).await;
                 result
             }
         }
     }
 
     /// Starts a server that has no revision running, and waits until it is ready.
-    async fn create(&self, release: Release) -> Result<(), String> {
+    async fn create(&self, release: Release) -> Result<(), EngineError> {
         let shared = &self.shared;
         let server = &release.server;
         shared.update(|s| s.set_server(&server.name, ServerState::Starting, None));
@@ -842,8 +837,8 @@ impl<R: Runtime + 'static> Engine<R> {
         &self,
         release: &Release,
         replica: u32,
-    ) -> Result<Arc<InstanceMonitor<R>>, String> {
-        self.start_instance(release, replica, FleetState::aborted, ABORTED)
+    ) -> Result<Arc<InstanceMonitor<R>>, EngineError> {
+        self.start_instance(release, replica, FleetState::aborted, EngineError::Aborted)
             .await
     }
 
@@ -857,8 +852,8 @@ impl<R: Runtime + 'static> Engine<R> {
         release: &Release,
         replica: u32,
         refused: fn(&FleetState) -> bool,
-        why: &str,
-    ) -> Result<Arc<InstanceMonitor<R>>, String> {
+        why: EngineError,
+    ) -> Result<Arc<InstanceMonitor<R>>, EngineError> {
         let shared = &self.shared;
         let monitor = InstanceMonitor::start(shared.clone(), release, replica).await?;
         // A shutdown or rollback may have taken its snapshot of the monitors while this
@@ -873,7 +868,7 @@ impl<R: Runtime + 'static> Engine<R> {
         };
         if refused {
             monitor.stop().await;
-            return Err(why.into());
+            return Err(why);
         }
         Ok(monitor)
     }
@@ -889,17 +884,14 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     /// Marks a server failed. Unless its policy is `continue`, no further server starts.
-    fn fail_server(&self, server: &Server, why: String) -> String {
+    fn fail_server(&self, server: &Server, why: EngineError) -> EngineError {
+        let text = why.to_string();
         self.shared.update(|s| {
-            s.set_server(&server.name, ServerState::Failed, Some(why.clone()));
+            s.set_server(&server.name, ServerState::Failed, Some(text.clone()));
             s.abort_if(server.on_failure != OnFailure::Continue);
         });
-        self.shared.emit(
-            EventKind::ServerFailed,
-            Some(&server.name),
-            None,
-            why.clone(),
-        );
+        self.shared
+            .emit(EventKind::ServerFailed, Some(&server.name), None, text);
         why
     }
 
@@ -907,7 +899,7 @@ impl<R: Runtime + 'static> Engine<R> {
     ///
     /// # Errors
     /// A dependency failed, so this server can never start.
-    async fn wait_for_dependencies(&self, server: &Server) -> Result<(), String> {
+    async fn wait_for_dependencies(&self, server: &Server) -> Result<(), EngineError> {
         let mut changes = self.shared.changed.subscribe();
         let mut shown: Option<String> = None;
         loop {
@@ -930,18 +922,17 @@ impl<R: Runtime + 'static> Engine<R> {
                             | ServerState::Stopped
                             | ServerState::Stopping
                     ) {
-                        return Err(format!(
-                            "dependency `{}` is {}",
-                            dep.server,
-                            state::state_name(dep_state)
-                        ));
+                        return Err(EngineError::DependencyDown {
+                            server: dep.server.clone(),
+                            state: dep_state,
+                        });
                     }
                     if !met && waiting.is_none() {
                         waiting = Some(dep.server.clone());
                     }
                 }
                 if state.aborted() {
-                    return Err(ABORTED.into());
+                    return Err(EngineError::Aborted);
                 }
                 waiting
             };
@@ -955,7 +946,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 shown = Some(dep);
             }
             if changes.changed().await.is_err() {
-                return Err("the engine stopped".into());
+                return Err(EngineError::EngineStopped);
             }
         }
     }
@@ -1072,6 +1063,11 @@ fn describe_plan(plan: &Plan) -> String {
         "deploying: {} to create, {} to update, {} to delete, {} unchanged",
         c.create, c.update, c.delete, c.unchanged
     )
+}
+
+/// A step's result as the journal takes it: the failure's text.
+fn journaled(result: &Result<(), EngineError>) -> Result<(), String> {
+    result.as_ref().map_err(ToString::to_string).copied()
 }
 
 /// `s` for a count other than one.

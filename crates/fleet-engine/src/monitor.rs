@@ -1,14 +1,15 @@
 //! One instance, from start to stop: start it, gate it on its readiness checks, watch its
 //! liveness, follow its restarts.
 
+use crate::instance_id::InstanceId;
 use crate::pool::SessionPool;
-use crate::{Release, STOP_GRACE, Shared};
+use crate::{EngineError, Release, STOP_GRACE, Shared};
 use fleet_api::types::{CheckSummary, EventKind, ServerState};
 use fleet_gateway::{SessionProcesses, StdioLink, Upstream};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
-use fleet_runtime::{InstanceId, InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
+use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use parking_lot::Mutex;
@@ -41,7 +42,7 @@ enum Target {
 
 /// A check other than the MCP one, resolved for this instance.
 struct OtherCheck {
-    spec: Result<CheckSpec, String>,
+    spec: Result<CheckSpec, EngineError>,
     cadence: Cadence,
     kind: CheckKind,
 }
@@ -49,10 +50,9 @@ struct OtherCheck {
 pub(crate) struct InstanceMonitor<R> {
     shared: Arc<Shared<R>>,
     server: Server,
-    revision: u64,
-    /// Its number among the revision's instances (in its id: `<server>-r<revision>-<replica>`).
-    replica: u32,
     id: InstanceId,
+    /// `id` as the runtime knows it (the names of its pidfile and log).
+    runtime_id: fleet_runtime::InstanceId,
     target: Target,
     others: Vec<OtherCheck>,
     readiness: watch::Sender<Readiness>,
@@ -84,7 +84,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         shared: Arc<Shared<R>>,
         release: &Release,
         replica: u32,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, EngineError> {
         let Release {
             fleet,
             host,
@@ -92,7 +92,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             revision,
         } = release;
         let (server, revision) = (server.clone(), *revision);
-        let id = InstanceId(format!("{}-r{revision}-{replica}", server.name));
+        let id = InstanceId::replica(&server.name, revision, replica);
+        let runtime_id = fleet_runtime::InstanceId::from(&id);
         let port = match &server.transport {
             Transport::Http {
                 port: Some(fixed), ..
@@ -101,18 +102,16 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             _ => None,
         };
         let templates = InstanceTemplates::new(fleet, host.clone(), port, revision)
-            .map_err(|e| format!("cannot render its templates: {e}"))?;
+            .map_err(EngineError::Templates)?;
         // Rendered texts that carry a secret, with their shown form: what check reports say
         // about a target (a URL with a token in it) is redacted with these.
         let redactions = Mutex::new(Vec::new());
         let render = |t: &fleet_spec::model::Text| {
-            let out = templates
-                .render(t, &server.name)
-                .map_err(|e| e.to_string())?;
+            let out = templates.render(t, &server.name)?;
             if t.shown.contains("***") && out != t.shown {
                 redactions.lock().push((out.clone(), t.shown.clone()));
             }
-            Ok::<_, String>(out)
+            Ok::<_, EngineError>(out)
         };
         let (target, command) = match &server.transport {
             Transport::Stdio { command, isolation } => (Target::Stdio(*isolation), Some(command)),
@@ -130,7 +129,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 let headers = headers
                     .iter()
                     .map(|(k, v)| Ok((k.clone(), render(v)?)))
-                    .collect::<Result<_, String>>()?;
+                    .collect::<Result<_, EngineError>>()?;
                 (
                     Target::Url {
                         url: render(url)?,
@@ -159,9 +158,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let monitor = Arc::new(InstanceMonitor {
             shared: shared.clone(),
             server: server.clone(),
-            revision,
-            replica,
-            id: id.clone(),
+            id,
+            runtime_id: runtime_id.clone(),
             target,
             others,
             readiness: watch::channel(Readiness::Pending).0,
@@ -175,7 +173,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             redactions: redactions.lock().clone(),
         });
         shared.update(|s| {
-            s.add_instance(&server.name, &id.0, revision, port);
+            s.add_instance(&server.name, runtime_id.as_str(), revision, port);
             if let Some(base) = &shared.config.gateway_url {
                 s.set_endpoint(&server.name, format!("{base}/mcp/{}", server.name));
             }
@@ -188,7 +186,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         };
         let program = render(&command.command)?;
         let spec = InstanceSpec {
-            id: id.clone(),
+            id: runtime_id,
             server: server.name.clone(),
             revision,
             program: resolve_program(&program, &fleet.base_dir),
@@ -197,7 +195,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 .env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), render(v)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, EngineError>>()?,
             cwd: command
                 .cwd
                 .as_ref()
@@ -226,7 +224,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             .runtime
             .start(spec)
             .await
-            .map_err(|e| monitor.redact(e.to_string()))?;
+            .map_err(|e| EngineError::Spawn(monitor.redact(e.to_string())))?;
         tokio::spawn(monitor.clone().watch_process(instance.events));
         Ok(monitor)
     }
@@ -236,15 +234,15 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     }
 
     pub(crate) fn revision(&self) -> u64 {
-        self.revision
+        self.id.revision
     }
 
-    pub(crate) fn replica(&self) -> u32 {
-        self.replica
+    pub(crate) fn id(&self) -> &InstanceId {
+        &self.id
     }
 
-    pub(crate) fn id(&self) -> &str {
-        &self.id.0
+    pub(crate) fn runtime_id(&self) -> &fleet_runtime::InstanceId {
+        &self.runtime_id
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
@@ -259,14 +257,14 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     ///
     /// # Errors
     /// Why it will not become ready.
-    pub(crate) async fn wait_ready(&self) -> Result<(), String> {
+    pub(crate) async fn wait_ready(&self) -> Result<(), EngineError> {
         let mut rx = self.readiness.subscribe();
         let state = rx
             .wait_for(|r| *r != Readiness::Pending)
             .await
-            .map_err(|_| "its monitor stopped".to_string())?;
+            .map_err(|_| EngineError::MonitorStopped)?;
         match &*state {
-            Readiness::Failed(why) => Err(why.clone()),
+            Readiness::Failed(why) => Err(EngineError::NotReady(why.clone())),
             _ => Ok(()),
         }
     }
@@ -276,13 +274,17 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         self.fail_readiness("stopped before it was ready".into());
         // Out of the route table before the process gets its stop signal: no new session
         // or stateless request may reach an instance that is shutting down.
-        self.shared
-            .set_upstream(&self.server.name, self.revision, &self.id.0, None);
+        self.shared.set_upstream(
+            &self.server.name,
+            self.id.revision,
+            self.runtime_id.as_str(),
+            None,
+        );
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }
         if !matches!(self.target, Target::Url { .. }) || self.is_process() {
-            let _ = self.shared.runtime.stop(&self.id).await;
+            let _ = self.shared.runtime.stop(&self.runtime_id).await;
         }
         self.stopped.store(true, Ordering::SeqCst);
         self.set_state(ServerState::Stopped, None);
@@ -305,20 +307,24 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     /// state takes it out of the route table.
     fn set_state(&self, state: ServerState, reason: Option<String>) {
         self.shared
-            .update(|s| s.set_instance(&self.server.name, &self.id.0, state, reason));
+            .update(|s| s.set_instance(&self.server.name, self.runtime_id.as_str(), state, reason));
         let upstream = if state == ServerState::Ready {
             self.upstream()
         } else {
             None
         };
-        self.shared
-            .set_upstream(&self.server.name, self.revision, &self.id.0, upstream);
+        self.shared.set_upstream(
+            &self.server.name,
+            self.id.revision,
+            self.runtime_id.as_str(),
+            upstream,
+        );
     }
 
     /// How the gateway reaches this instance (for a per-session server: its pool,
     /// warmed now that the server is known to work).
     fn upstream(&self) -> Option<Upstream> {
-        let id = self.id.0.clone();
+        let id = self.runtime_id.to_string();
         match &self.target {
             Target::Url { url, .. } => Some(Upstream::http(id, url.clone())),
             Target::Stdio(Isolation::Shared) => self
@@ -341,15 +347,14 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             *self.last_mcp_detail.lock() = Some(summary.detail.clone());
         }
         self.shared
-            .update(|s| s.record_check(&self.server.name, &self.id.0, summary));
+            .update(|s| s.record_check(&self.server.name, self.runtime_id.as_str(), summary));
     }
 
     /// Counts a failed check for `mcpfleet_health_check_failures_total`: every liveness
     /// check that fails, and a readiness that fails — once, not each poll of an instance
     /// still starting up, so a restart alone does not look like failing checks.
     fn count_check_failure(&self) {
-        self.shared
-            .update(|s| s.count_check_failure(&self.server.name, &self.id.0));
+        self.shared.update(|s| s.count_check_failure(&self.id));
     }
 
     fn redact(&self, text: String) -> String {
@@ -427,7 +432,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 Lifecycle::Running { pid, pipes } => {
                     let restarted = self.was_ready.load(Ordering::SeqCst);
                     self.shared.update(|s| {
-                        if let Some(i) = s.instance(&self.server.name, &self.id.0) {
+                        if let Some(i) = s.instance(&self.server.name, self.runtime_id.as_str()) {
                             i.pid = Some(pid);
                             if restarted {
                                 i.restarts += 1;
@@ -438,7 +443,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         self.shared.emit(
                             EventKind::InstanceRestarted,
                             Some(&self.server.name),
-                            Some(&self.id.0),
+                            Some(&self.id),
                             format!("running again as pid {pid}"),
                         );
                     }
@@ -451,7 +456,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                             Ok(()) => {}
                             Err(why) => {
                                 self.count_check_failure();
-                                self.not_ready(why).await;
+                                self.not_ready(why.to_string()).await;
                             }
                         },
                         event = events.recv() => {
@@ -489,7 +494,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         self.shared.emit(
                             EventKind::InstanceExited,
                             Some(&self.server.name),
-                            Some(&self.id.0),
+                            Some(&self.id),
                             why,
                         );
                     }
@@ -510,7 +515,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     self.shared.emit(
                         EventKind::CrashLooping,
                         Some(&self.server.name),
-                        Some(&self.id.0),
+                        Some(&self.id),
                         why,
                     );
                 }
@@ -521,7 +526,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 Lifecycle::Stopped => {
                     self.fail_readiness("stopped before it was ready".into());
                     self.shared.update(|s| {
-                        if let Some(i) = s.instance(&self.server.name, &self.id.0) {
+                        if let Some(i) = s.instance(&self.server.name, self.runtime_id.as_str()) {
                             i.pid = None;
                             if i.state != ServerState::Failed {
                                 i.state = ServerState::Stopped;
@@ -542,24 +547,24 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         self.shared.emit(
             EventKind::HealthCheckFailed,
             Some(&self.server.name),
-            Some(&self.id.0),
+            Some(&self.id),
             message.clone(),
         );
         if self.was_ready.load(Ordering::SeqCst) {
             self.set_state(ServerState::Unhealthy, Some(message));
-            let _ = self.shared.runtime.restart(&self.id).await;
+            let _ = self.shared.runtime.restart(&self.runtime_id).await;
         } else {
             self.fail_readiness(why.clone());
             self.set_state(ServerState::Failed, Some(why));
             // Our own stop: its exit is not a crash to report.
             self.stop_requested.send_replace(true);
-            let _ = self.shared.runtime.stop(&self.id).await;
+            let _ = self.shared.runtime.stop(&self.runtime_id).await;
         }
     }
 
     /// Runs the checks until each has passed its `success_threshold` times in a row, within
     /// the handshake timeout.
-    async fn become_ready(&self, pipes: Option<StdioPipes>) -> Result<(), String> {
+    async fn become_ready(&self, pipes: Option<StdioPipes>) -> Result<(), EngineError> {
         let mcp = &self.server.health.mcp;
         let started = Instant::now();
         let deadline = started + mcp.cadence.timeout;
@@ -574,18 +579,18 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         Era::Auto => Era::Legacy,
                         declared => declared,
                     };
-                    let link = StdioLink::shared(self.id.0.clone(), pipes.stdin, pipes.stdout);
+                    let link =
+                        StdioLink::shared(self.runtime_id.to_string(), pipes.stdin, pipes.stdout);
                     *self.link.lock() = Some(link.clone());
-                    let (stdin, stdout) = link
-                        .connect()
-                        .ok_or("the process closed its stdout at once")?;
+                    let (stdin, stdout) = link.connect().ok_or(EngineError::StdoutClosed)?;
                     StdioSession::connect(stdin, stdout, era, mcp).await
                 }
                 Isolation::PerSession { .. } => {
                     StdioSession::connect(pipes.stdin, pipes.stdout, era, mcp).await
                 }
             };
-            let (session, report) = connected.map_err(|report| self.describe_failure(&report))?;
+            let (session, report) = connected
+                .map_err(|report| EngineError::NotReady(self.describe_failure(&report)))?;
             self.record(&report);
             *self.session.lock().await = Some(session);
         }
@@ -621,7 +626,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     Some(earlier) if cut_short => earlier,
                     _ => failed,
                 };
-                return Err(self.describe_failure(why));
+                return Err(EngineError::NotReady(self.describe_failure(why)));
             }
             if failed.outcome.is_err() {
                 earlier_failure = Some(failed.clone());
@@ -712,7 +717,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 other.kind,
                 CheckFailure::Connect {
                     target: "check".into(),
-                    message: why.clone(),
+                    message: why.to_string(),
                 },
             ),
         }
@@ -725,6 +730,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             Ok(()) if self.mark_ready() => {}
             Ok(()) => return,
             Err(why) => {
+                let why = why.to_string();
                 self.count_check_failure();
                 self.fail_readiness(why.clone());
                 self.set_state(ServerState::Failed, Some(why));
@@ -789,21 +795,23 @@ fn resolve_program(program: &str, base_dir: &Path) -> String {
 
 /// A port the OS says is free now. Another program could take it before the server binds
 /// it; the server then fails its readiness check with a clear message and is restarted.
-fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, EngineError> {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("cannot allocate a port: {e}"))
+        .map_err(EngineError::NoFreePort)
 }
 
-fn claim_port(port: u16) -> Result<u16, String> {
-    std::net::TcpListener::bind(("127.0.0.1", port)).map(|_| port).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            format!("port {port} is already in use by another program; stop it, choose another `port:`, or remove `port:` to let mcpfleet allocate one")
-        } else {
-            format!("cannot use port {port}: {e}")
-        }
-    })
+fn claim_port(port: u16) -> Result<u16, EngineError> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(|_| port)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                EngineError::PortInUse(port)
+            } else {
+                EngineError::PortUnusable { port, source }
+            }
+        })
 }
 
 fn resolve_check(
@@ -811,8 +819,8 @@ fn resolve_check(
     base_dir: &Path,
     port: Option<u16>,
     target: &Target,
-    render: &dyn Fn(&fleet_spec::model::Text) -> Result<String, String>,
-) -> Result<CheckSpec, String> {
+    render: &dyn Fn(&fleet_spec::model::Text) -> Result<String, EngineError>,
+) -> Result<CheckSpec, EngineError> {
     let absolute = |p: String| -> PathBuf { base_dir.join(p) };
     Ok(match probe {
         CheckProbe::Http {
@@ -827,7 +835,7 @@ fn resolve_check(
                         format!("{origin}{t}")
                     }
                     (None, Target::Stdio(_)) => {
-                        return Err("an http check of a stdio server needs a full `url`".into());
+                        return Err(EngineError::HttpCheckNeedsUrl);
                     }
                 }
             } else {
@@ -844,7 +852,7 @@ fn resolve_check(
                 address: format!("127.0.0.1:{port}"),
             },
             (None, None) => {
-                return Err("a tcp check of a server without a port needs `address`".into());
+                return Err(EngineError::TcpCheckNeedsAddress);
             }
         },
         CheckProbe::Command { command, args } => CheckSpec::Command {

@@ -20,7 +20,7 @@ use fleet_runtime::{InstanceId, InstanceSpec, Lifecycle, Runtime, StdioPipes};
 use fleet_spec::model::RestartPolicyKind;
 use futures::future::BoxFuture;
 
-use crate::Shared;
+use crate::{EngineError, Shared};
 
 pub(crate) struct SessionPool<R> {
     shared: Weak<Shared<R>>,
@@ -123,7 +123,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
                         }
                         Err(why) => {
                             state.live -= 1;
-                            tracing::warn!(server = pool.spec.server, why, "cannot warm a process");
+                            tracing::warn!(server = pool.spec.server, %why, "cannot warm a process");
                             None
                         }
                     }
@@ -137,12 +137,13 @@ impl<R: Runtime + 'static> SessionPool<R> {
     }
 
     /// Starts process `number` and waits for its pipes.
-    async fn start_one(&self, number: u64) -> Result<Started, String> {
-        let shared = self.shared.upgrade().ok_or("the engine is gone")?;
+    async fn start_one(&self, number: u64) -> Result<Started, EngineError> {
+        let shared = self.shared.upgrade().ok_or(EngineError::EngineGone)?;
         let mut spec = self.spec.clone();
-        spec.id = InstanceId(format!(
-            "{}-r{}-s{number}",
-            self.spec.server, self.spec.revision
+        spec.id = InstanceId::from(&crate::InstanceId::session(
+            &self.spec.server,
+            self.spec.revision,
+            number,
         ));
         let id = spec.id.clone();
         self.state.lock().ids.insert(id.0.clone());
@@ -150,7 +151,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
             Ok(instance) => instance,
             Err(error) => {
                 self.state.lock().ids.remove(&id.0);
-                return Err(error.to_string());
+                return Err(EngineError::Spawn(error.to_string()));
             }
         };
         let pipes = match instance.events.recv().await {
@@ -160,14 +161,14 @@ impl<R: Runtime + 'static> SessionPool<R> {
             other => {
                 drop(shared);
                 self.stop(id);
-                return Err(format!("did not start: {other:?}"));
+                return Err(EngineError::DidNotStart(format!("{other:?}")));
             }
         };
         // Closed while it started: `close` took its id before there was a process to stop.
         if self.state.lock().closed {
             drop(shared);
             self.stop(id);
-            return Err("the server is stopping".into());
+            return Err(EngineError::ServerStopping);
         }
         // Drain its events; a warm process that dies leaves the pool.
         let me = self.me.clone();
@@ -320,7 +321,7 @@ impl<R: Runtime + 'static> SessionProcesses for SessionPool<R> {
                     }
                     Err(why) => {
                         pool.state.lock().live -= 1;
-                        Err(AcquireError::Failed(why))
+                        Err(AcquireError::Failed(why.to_string()))
                     }
                 }
             });

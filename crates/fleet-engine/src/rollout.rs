@@ -4,9 +4,10 @@
 //! Traffic moves through the route table's weights: a revision the table leaves out takes
 //! no traffic and its sessions end; weight 0 keeps its sessions (they drain).
 
+use crate::instance_id::Replica;
 use crate::monitor::InstanceMonitor;
 use crate::state::FleetState;
-use crate::{Engine, Release, SHUTTING_DOWN, replica_count};
+use crate::{Engine, EngineError, Release, replica_count};
 use fleet_api::types::{EventKind, ServerState};
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Strategy, Transport};
@@ -18,7 +19,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// # Errors
     /// Why `new` did not become ready. Strategies that keep `old` running until `new` is
     /// ready (blue-green, rolling) leave `old` serving; `recreate` leaves nothing.
-    pub(crate) async fn update(&self, old: Release, new: Release) -> Result<(), String> {
+    pub(crate) async fn update(&self, old: Release, new: Release) -> Result<(), EngineError> {
         let name = new.server.name.clone();
         let strategy = new.server.rollout.strategy;
         let updating = |how: &str| {
@@ -67,7 +68,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Starts every replica of `new` beside `old`, waits until all are ready, then moves
     /// all new sessions to `new` in one route-table swap. `old` keeps its sessions for
     /// `rollout.rollback_window` (an instant rollback is a swap back), then stops.
-    async fn blue_green(&self, old: Release, new: Release) -> Result<(), String> {
+    async fn blue_green(&self, old: Release, new: Release) -> Result<(), EngineError> {
         let started = self.start_revision(&new).await?;
         self.promote(&old, &new, &started).await;
         Ok(())
@@ -131,7 +132,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Replaces `old`'s replicas with `new`'s a few at a time: never more than `replicas +
     /// max_surge` instances, never fewer than `replicas - max_unavailable` ready ones.
     /// New sessions are shared in proportion to each revision's ready replicas.
-    async fn rolling(&self, old: Release, new: Release) -> Result<(), String> {
+    async fn rolling(&self, old: Release, new: Release) -> Result<(), EngineError> {
         let name = new.server.name.clone();
         let replicas = replica_count(&new.server);
         let rollout = &new.server.rollout;
@@ -198,7 +199,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// A rolling update failed: stops what `new` started and gives `old` its traffic
     /// back (restarting its missing replicas); returns `why`.
-    async fn abandon(&self, old: &Release, new: &Release, why: String) -> String {
+    async fn abandon(&self, old: &Release, new: &Release, why: EngineError) -> EngineError {
         let name = &new.server.name;
         self.shared.set_weights(name, &[(old.revision, 100)]);
         self.stop_revision(name, new.revision).await;
@@ -216,7 +217,7 @@ impl<R: Runtime + 'static> Engine<R> {
     pub(crate) async fn start_revision(
         &self,
         release: &Release,
-    ) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {
+    ) -> Result<Vec<Arc<InstanceMonitor<R>>>, EngineError> {
         let name = &release.server.name;
         let mut started = Vec::new();
         let mut failure = None;
@@ -266,7 +267,7 @@ impl<R: Runtime + 'static> Engine<R> {
         &self,
         server: &str,
         previous: Option<Release>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, EngineError> {
         let _transition = self.shared.transition(server).await;
         let Some(previous) = previous else {
             self.stop_server(server).await;
@@ -300,14 +301,11 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared.set_weights(server, &back);
         let started = if running.is_empty() {
             self.start_again(&previous).await.inspect_err(|why| {
+                let why = why.to_string();
                 self.shared
                     .update(|s| s.set_server(server, ServerState::Failed, Some(why.clone())));
-                self.shared.emit_revision(
-                    EventKind::ServerFailed,
-                    server,
-                    previous.revision,
-                    why.clone(),
-                );
+                self.shared
+                    .emit_revision(EventKind::ServerFailed, server, previous.revision, why);
             })?
         } else {
             running
@@ -322,21 +320,34 @@ impl<R: Runtime + 'static> Engine<R> {
     /// Starts every replica of a revision `recreate` had stopped, and waits until all are
     /// ready — also when the deployment has failed (that is why it runs), but not once the
     /// control plane is stopping.
-    async fn start_again(&self, release: &Release) -> Result<Vec<Arc<InstanceMonitor<R>>>, String> {
+    async fn start_again(
+        &self,
+        release: &Release,
+    ) -> Result<Vec<Arc<InstanceMonitor<R>>>, EngineError> {
+        let revision = release.revision;
         let mut started = Vec::new();
         for replica in 1..=replica_count(&release.server) {
             let monitor = self
-                .start_instance(release, replica, FleetState::shutting_down, SHUTTING_DOWN)
+                .start_instance(
+                    release,
+                    replica,
+                    FleetState::shutting_down,
+                    EngineError::ShuttingDown,
+                )
                 .await;
-            started.push(monitor.map_err(|why| {
-                format!("cannot start revision {} again: {why}", release.revision)
+            started.push(monitor.map_err(|why| EngineError::CannotStartAgain {
+                revision,
+                source: Box::new(why),
             })?);
         }
         for monitor in &started {
             monitor
                 .wait_ready()
                 .await
-                .map_err(|why| format!("revision {} did not come back: {why}", release.revision))?;
+                .map_err(|why| EngineError::DidNotComeBack {
+                    revision,
+                    source: Box::new(why),
+                })?;
         }
         Ok(started)
     }
@@ -353,24 +364,20 @@ impl<R: Runtime + 'static> Engine<R> {
     /// # Errors
     /// `server` is not deployed or has nothing running here (a remote server), a rollout of
     /// it is in progress, or a replacement did not become ready.
-    pub async fn restart(&self, server: &str) -> Result<(u64, usize), String> {
+    pub async fn restart(&self, server: &str) -> Result<(u64, usize), EngineError> {
         let _transition = self.shared.transition(server).await;
         let release = self
             .serving(server)
-            .ok_or_else(|| format!("`{server}` has no revision serving (see `mcpfleet status`)"))?;
+            .ok_or_else(|| EngineError::NotServing(server.to_owned()))?;
         let in_place = match &release.server.transport {
             Transport::Remote { .. } => {
-                return Err(format!(
-                    "`{server}` is a remote server: nothing of it runs here to restart"
-                ));
+                return Err(EngineError::RemoteRestart(server.to_owned()));
             }
             Transport::Http { port, .. } => port.is_some(),
             Transport::Stdio { .. } => false,
         };
         if self.rolling_out(server) {
-            return Err(format!(
-                "a rollout of `{server}` is in progress: promote or abort it first"
-            ));
+            return Err(EngineError::RolloutInProgress(server.to_owned()));
         }
         let old = self.monitors_of(server, release.revision);
         let how = if in_place {
@@ -396,7 +403,12 @@ impl<R: Runtime + 'static> Engine<R> {
             }
             let replica = self.free_replica(server, release.revision);
             let replacement = match self
-                .start_instance(&release, replica, FleetState::shutting_down, SHUTTING_DOWN)
+                .start_instance(
+                    &release,
+                    replica,
+                    FleetState::shutting_down,
+                    EngineError::ShuttingDown,
+                )
                 .await
             {
                 Ok(monitor) => match monitor.wait_ready().await {
@@ -409,17 +421,18 @@ impl<R: Runtime + 'static> Engine<R> {
                 Err(why) => Err(why),
             };
             let monitor = replacement.map_err(|why| {
-                let left = if in_place {
-                    format!("{} stopped and is not running", instance.id())
-                } else {
-                    "the instances not yet replaced keep serving".to_string()
+                let why = EngineError::RestartStopped {
+                    server: server.to_owned(),
+                    instance: instance.id().to_string(),
+                    in_place,
+                    source: Box::new(why),
                 };
-                let why = format!(
-                    "the restart of `{server}` stopped: the replacement for {} did not become ready: {why}; {left}",
-                    instance.id()
+                self.shared.emit_revision(
+                    EventKind::ServerFailed,
+                    server,
+                    release.revision,
+                    why.to_string(),
                 );
-                self.shared
-                    .emit_revision(EventKind::ServerFailed, server, release.revision, why.clone());
                 why
             })?;
             if !in_place {
@@ -438,23 +451,25 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// The lowest instance number no live instance of `server`'s `revision` has.
     fn free_replica(&self, server: &str, revision: u64) -> u32 {
-        let taken: Vec<u32> = self
+        let taken: Vec<Replica> = self
             .monitors_of(server, revision)
             .iter()
-            .map(|m| m.replica())
+            .map(|m| m.id().replica)
             .collect();
-        (1..).find(|n| !taken.contains(n)).unwrap_or(1)
+        (1..)
+            .find(|n| !taken.contains(&Replica::Numbered(*n)))
+            .unwrap_or(1)
     }
 
     /// Stops one instance for good and forgets it.
     async fn forget(&self, monitor: &Arc<InstanceMonitor<R>>) {
         monitor.stop().await;
-        let (server, id) = (monitor.server(), monitor.id());
         self.shared
             .monitors
             .lock()
             .retain(|m| !Arc::ptr_eq(m, monitor));
-        self.shared.update(|s| s.remove_instance(server, id));
+        self.shared
+            .update(|s| s.remove_instance(monitor.server(), monitor.runtime_id().as_str()));
     }
 
     /// The live monitors of `server`'s `revision`.

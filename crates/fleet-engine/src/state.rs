@@ -1,5 +1,6 @@
 //! The fleet as the engine sees it, and its translation into the admin API's [`Status`].
 
+use crate::instance_id::InstanceId;
 use crate::metrics::{EngineMetrics, InstanceMetrics};
 use fleet_api::types::{
     CheckSummary, Deployment, DeploymentState, InstanceStatus, ServerState, ServerStatus, Status,
@@ -46,7 +47,7 @@ pub(crate) struct FleetState {
     /// Failed checks by (server, instance) — liveness checks, failed readiness — for the
     /// life of the control plane: a counter must not go back when a redeployment replaces
     /// the server records.
-    check_failures: BTreeMap<(String, String), u64>,
+    check_failures: BTreeMap<InstanceId, u64>,
     /// Rollbacks by (server, reason), for the life of the control plane.
     rollbacks: BTreeMap<(String, &'static str), u64>,
 }
@@ -301,11 +302,8 @@ impl FleetState {
         }
     }
 
-    pub(crate) fn count_check_failure(&mut self, server: &str, id: &str) {
-        *self
-            .check_failures
-            .entry((server.to_string(), id.to_string()))
-            .or_default() += 1;
+    pub(crate) fn count_check_failure(&mut self, id: &InstanceId) {
+        *self.check_failures.entry(id.clone()).or_default() += 1;
     }
 
     pub(crate) fn count_rollback(&mut self, server: &str, reason: &'static str) {
@@ -319,7 +317,7 @@ impl FleetState {
     pub(crate) fn check_failures_of(&self, server: &str, revision: u64) -> u64 {
         self.check_failures
             .iter()
-            .filter(|((s, id), _)| s == server && crate::revision_of_instance(id) == Some(revision))
+            .filter(|(id, _)| id.server == server && id.revision == revision)
             .map(|(_, n)| n)
             .sum()
     }
@@ -368,6 +366,12 @@ impl FleetState {
 
     /// Every instance's counters and the last deployment's duration.
     pub(crate) fn metrics(&self) -> EngineMetrics {
+        // By the text the status shows each instance under.
+        let check_failures: BTreeMap<String, u64> = self
+            .check_failures
+            .iter()
+            .map(|(id, n)| (id.to_string(), *n))
+            .collect();
         let instances = self
             .servers
             .iter()
@@ -377,11 +381,7 @@ impl FleetState {
                 instance: i.id.clone(),
                 up: i.state == ServerState::Ready,
                 restarts: i.restarts,
-                health_check_failures: self
-                    .check_failures
-                    .get(&(s.name.clone(), i.id.clone()))
-                    .copied()
-                    .unwrap_or(0),
+                health_check_failures: check_failures.get(&i.id).copied().unwrap_or(0),
             })
             .collect();
         EngineMetrics {

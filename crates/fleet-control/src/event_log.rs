@@ -377,16 +377,14 @@ mod tests {
         // Without a flush, a lone call is stored once its linger has passed.
         let last = stored[sent - 1].id;
         sink.send(call("late")).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let late = store.audit(last, 10).await.unwrap();
-            if let [one] = late.as_slice() {
-                assert_eq!(one.record.tool, "late");
-                break;
-            }
-            assert!(Instant::now() < deadline, "the call was never stored");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let late =
+            fleet_testkit::wait_until("the call is stored", Duration::from_secs(5), async || {
+                let late = store.audit(last, 10).await.unwrap();
+                (!late.is_empty()).then_some(late)
+            })
+            .await;
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0].record.tool, "late");
         drop(sink);
         let _ = std::fs::remove_dir_all(&dir);
     }

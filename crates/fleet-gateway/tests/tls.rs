@@ -10,7 +10,9 @@ use std::time::Duration;
 use fleet_gateway::{
     Gateway, GatewayConfig, RevisionRoute, RouteTable, ServerTls, Upstream, serve,
 };
-use fleet_testkit::{HttpSampleServer, ServerIdentity, TempDir, TlsFront, trusting_a_test_ca};
+use fleet_testkit::{
+    HttpSampleServer, ServerIdentity, TempDir, TlsFront, trusting_a_test_ca, wait_until,
+};
 use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
@@ -164,13 +166,12 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
         &dir.path().join("gateway.crt"),
         &dir.path().join("gateway.key"),
     );
-    tokio::time::timeout(DEADLINE, async {
-        while healthz_over_https(address).await.ok() != Some(200) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("a new handshake shows the renewed certificate");
+    wait_until(
+        "a new handshake shows the renewed certificate",
+        DEADLINE,
+        async || healthz_over_https(address).await.ok() == Some(200),
+    )
+    .await;
 }
 
 #[tokio::test]

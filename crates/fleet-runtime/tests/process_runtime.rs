@@ -12,7 +12,7 @@ use fleet_runtime::{
     LogRotation, ProcessRuntime, ReapOutcome, follow_log, log_path, reap_leftovers,
 };
 use fleet_spec::model::{Restart, RestartPolicyKind};
-use fleet_testkit::TempDir;
+use fleet_testkit::{TempDir, wait_until};
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -24,14 +24,6 @@ use tokio::sync::mpsc;
 
 /// Generous: the machine running the tests may be small and busy.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn wait_until<F: FnMut() -> bool>(what: &str, mut condition: F) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn next(events: &mut mpsc::UnboundedReceiver<Lifecycle>) -> Lifecycle {
     tokio::time::timeout(DEADLINE, events.recv())
@@ -118,7 +110,10 @@ async fn stop_kills_the_whole_group_including_grandchildren() {
         .await
         .unwrap();
     let pid = expect_running(next(&mut instance.events).await);
-    wait_until("the shell and both sleeps run", || group(pid).len() >= 3).await;
+    wait_until("the shell and both sleeps run", DEADLINE, async || {
+        group(pid).len() >= 3
+    })
+    .await;
     let pidfile = pidfile_path(dir.path(), &id);
     assert!(pidfile.exists());
 
@@ -173,7 +168,7 @@ async fn stop_escalates_to_sigkill_after_the_grace_period() {
     s.stop_grace = Duration::from_millis(300);
     let mut instance = runtime.start(s).await.unwrap();
     let pid = expect_running(next(&mut instance.events).await);
-    wait_until("the trap is set", || {
+    wait_until("the trap is set", DEADLINE, async || {
         read_log(dir.path(), "stubborn-r1-1").contains("ready")
     })
     .await;
@@ -364,7 +359,7 @@ async fn on_failure_does_not_restart_a_clean_exit_but_always_does() {
             ..
         }
     ));
-    wait_until("the instance is idle", || {
+    wait_until("the instance is idle", DEADLINE, async || {
         runtime.statuses()[0].state == InstanceState::Exited
     })
     .await;
@@ -669,7 +664,10 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     // Left running by a "previous control plane": a leader with two children.
     let mut leftover = spawn_group("sleep 1000 & sleep 1000 & wait");
     let leader = leftover.id();
-    wait_until("the leftover group is up", || group(leader).len() >= 3).await;
+    wait_until("the leftover group is up", DEADLINE, async || {
+        group(leader).len() >= 3
+    })
+    .await;
     write_pidfile(dir.path(), "leftover-r1-1", leader, stat(leader).unwrap().2);
 
     // A leader that died, leaving its children in the group.
@@ -677,7 +675,10 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     let orphaning_pid = orphaning.id();
     let orphaning_start = stat(orphaning_pid).unwrap().2;
     orphaning.wait().unwrap();
-    wait_until("the orphans are up", || group(orphaning_pid).len() >= 2).await;
+    wait_until("the orphans are up", DEADLINE, async || {
+        group(orphaning_pid).len() >= 2
+    })
+    .await;
     write_pidfile(dir.path(), "orphans-r1-1", orphaning_pid, orphaning_start);
 
     // A live, unrelated process whose PID a stale pidfile names, with another start time.

@@ -43,23 +43,109 @@ pub fn sample_server_binary() -> PathBuf {
     path
 }
 
-/// Polls `condition` every few milliseconds until it holds.
+/// What one look at a condition returns: whether it holds, the value a test wants once it
+/// does and, while it does not, what was seen instead (for the timeout's message).
 ///
-/// Tests wait on facts, never on sleeps: this is the one place that sleeps.
+/// `bool` says only whether; `Option<T>` gives `T` once `Some`; `Result<T, E>` gives `T`
+/// once `Ok` and shows the last `Err` if the deadline passes.
+pub trait Satisfied {
+    /// What [`wait_until`] and [`wait_until_blocking`] return once the condition holds.
+    type Value;
+
+    /// `Ok(value)` when the condition holds; otherwise what was seen, if it says anything.
+    ///
+    /// # Errors
+    /// While the condition does not hold.
+    fn satisfied(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl Satisfied for bool {
+    type Value = ();
+
+    fn satisfied(self) -> Result<(), Option<String>> {
+        if self { Ok(()) } else { Err(None) }
+    }
+}
+
+impl<T> Satisfied for Option<T> {
+    type Value = T;
+
+    fn satisfied(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: std::fmt::Debug> Satisfied for Result<T, E> {
+    type Value = T;
+
+    fn satisfied(self) -> Result<T, Option<String>> {
+        self.map_err(|seen| Some(format!("{seen:#?}")))
+    }
+}
+
+/// The first pause between looks; it doubles up to [`LONGEST_PAUSE`]. Short first, so a
+/// condition that holds almost at once costs the test little; capped, so a condition that
+/// is expensive to look at (one that runs a command) does not load a busy machine.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
+
+/// Looks at `condition` again and again, pausing a few milliseconds between looks, until
+/// it holds; returns what it gave then (see [`Satisfied`]).
+///
+/// Tests wait on facts, never on sleeps: this and [`wait_until_blocking`] are the only
+/// places that sleep.
 ///
 /// # Panics
-/// When `deadline` passes first; the message names `what`.
-pub async fn wait_until<F: FnMut() -> bool>(what: &str, deadline: Duration, mut condition: F) {
+/// When `deadline` passes first; the message names `what` and the last thing seen.
+pub async fn wait_until<S: Satisfied>(
+    what: &str,
+    deadline: Duration,
+    mut condition: impl AsyncFnMut() -> S,
+) -> S::Value {
     let started = Instant::now();
+    let mut pause = FIRST_PAUSE;
     loop {
-        if condition() {
-            return;
+        match condition().await.satisfied() {
+            Ok(value) => return value,
+            Err(seen) => timed_out_unless_within(started, deadline, what, seen),
         }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// [`wait_until`] for a test without an async runtime: the thread sleeps between looks.
+///
+/// # Panics
+/// When `deadline` passes first; the message names `what` and the last thing seen.
+#[track_caller]
+pub fn wait_until_blocking<S: Satisfied>(
+    what: &str,
+    deadline: Duration,
+    mut condition: impl FnMut() -> S,
+) -> S::Value {
+    let started = Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match condition().satisfied() {
+            Ok(value) => return value,
+            Err(seen) => timed_out_unless_within(started, deadline, what, seen),
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+#[track_caller]
+fn timed_out_unless_within(started: Instant, deadline: Duration, what: &str, seen: Option<String>) {
+    if started.elapsed() < deadline {
+        return;
+    }
+    match seen {
+        Some(seen) => {
+            panic!("timed out after {deadline:?} waiting until {what}; last seen: {seen}")
+        }
+        None => panic!("timed out after {deadline:?} waiting until {what}"),
     }
 }
 

@@ -11,7 +11,7 @@ pub mod sample_server;
 mod tls;
 
 pub use harness::{
-    HttpSampleServer, TempDir, free_port, sample_server_binary, scratch_dir, stdio_process,
-    stdio_sample_server, wait_until,
+    HttpSampleServer, Satisfied, TempDir, free_port, sample_server_binary, scratch_dir,
+    stdio_process, stdio_sample_server, wait_until, wait_until_blocking,
 };
 pub use tls::{ServerIdentity, TlsFront, trusting_a_test_ca};

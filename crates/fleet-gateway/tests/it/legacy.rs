@@ -30,7 +30,7 @@ async fn initialize_list_and_call_through_the_gateway() {
 
     // An SSE answer is counted when its stream ends, just after the client has read it.
     let call_line = "mcpfleet_gateway_requests_total{server=\"alpha\",revision=\"1\",method=\"tools/call\",outcome=\"ok\"} 1";
-    wait_until("the call is counted", DEADLINE, || {
+    wait_until("the call is counted", DEADLINE, async || {
         gateway.gateway.prometheus_text().contains(call_line)
     })
     .await;
@@ -43,16 +43,20 @@ async fn initialize_list_and_call_through_the_gateway() {
     assert_eq!(snapshot.sessions_active.get("alpha"), Some(&1));
 
     client.cancel().await.expect("close the session");
-    wait_until("the DELETE ended the gateway session", DEADLINE, || {
-        gateway
-            .gateway
-            .metrics()
-            .sessions_active
-            .get("alpha")
-            .copied()
-            .unwrap_or(0)
-            == 0
-    })
+    wait_until(
+        "the DELETE ended the gateway session",
+        DEADLINE,
+        async || {
+            gateway
+                .gateway
+                .metrics()
+                .sessions_active
+                .get("alpha")
+                .copied()
+                .unwrap_or(0)
+                == 0
+        },
+    )
     .await;
 }
 
@@ -184,7 +188,7 @@ async fn weights_place_new_sessions_and_sessions_stay_pinned() {
     wait_until(
         "the pinned calls are counted on revision 1",
         DEADLINE,
-        || calls(1) == 3,
+        async || calls(1) == 3,
     )
     .await;
     assert_eq!(calls(2), 0);
@@ -214,7 +218,7 @@ async fn a_killed_upstream_is_an_error_not_a_hang_and_new_sessions_recover() {
         );
         peer.call_tool(sleep).await
     });
-    wait_until("the upstream is in the sleep call", DEADLINE, || {
+    wait_until("the upstream is in the sleep call", DEADLINE, async || {
         doomed.logged("tools/call sleep")
     })
     .await;
@@ -296,7 +300,7 @@ async fn an_idle_session_ends_upstream_too() {
     wait_until(
         "the gateway ends the idle session upstream",
         DEADLINE,
-        || upstream.logged("DELETE session"),
+        async || upstream.logged("DELETE session"),
     )
     .await;
     let ping = raw_post(&gateway.url("alpha"))

@@ -107,17 +107,15 @@ async fn busy_sessions_are_never_ended_to_make_room() {
     // Once its call is answered it is idle, and gives way.
     answer.until(|m| m["id"] == 1).await;
     drop(answer);
-    let newcomer = tokio::time::timeout(DEADLINE, async {
-        loop {
+    let newcomer = fleet_testkit::wait_until(
+        "a session once the busy one is idle",
+        DEADLINE,
+        async || {
             let response = post(&url, None, None, &initialize).await;
-            if response.status() == 200 {
-                break response;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("a session once the busy one is idle");
+            (response.status() == 200).then_some(response)
+        },
+    )
+    .await;
     assert!(newcomer.headers().contains_key("mcp-session-id"));
     assert_eq!(echo(&url, &busy, None).await, 404);
 }
@@ -162,7 +160,7 @@ async fn an_initialize_the_server_refuses_mints_no_session_and_holds_no_process(
     fleet_testkit::wait_until(
         "every refused session's process is given back",
         DEADLINE,
-        || spawner.live() == 0,
+        async || spawner.live() == 0,
     )
     .await;
 }

@@ -21,7 +21,7 @@ async fn a_stateless_call_through_the_gateway() {
     assert_eq!(text(&result), "stateless");
     assert!(upstream.logged("server/discover"));
     // An SSE answer is counted when its stream ends, just after the client has read it.
-    wait_until("discover and the call are counted", DEADLINE, || {
+    wait_until("discover and the call are counted", DEADLINE, async || {
         let snapshot = gateway.gateway.metrics();
         snapshot.revision("alpha", Some(1)).is_some_and(|stats| {
             ["server/discover", "tools/call"]

@@ -197,7 +197,7 @@ async fn every_session_gets_its_own_process_and_gives_it_back() {
     assert_eq!(text(&y.unwrap()), "from b");
 
     a.cancel().await.expect("DELETE the session");
-    wait_until("a's process is given back", DEADLINE, || {
+    wait_until("a's process is given back", DEADLINE, async || {
         spawner.live.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -236,9 +236,11 @@ async fn an_idle_session_ends_and_its_process_is_stopped() {
     let client = legacy_client(&gateway.url("solo"), None).await;
     client.peer().list_all_tools().await.unwrap();
     assert_eq!(spawner.live.load(Ordering::SeqCst), 1);
-    wait_until("the idle session's process is stopped", DEADLINE, || {
-        spawner.live.load(Ordering::SeqCst) == 0
-    })
+    wait_until(
+        "the idle session's process is stopped",
+        DEADLINE,
+        async || spawner.live.load(Ordering::SeqCst) == 0,
+    )
     .await;
     assert!(client.peer().list_all_tools().await.is_err());
 }

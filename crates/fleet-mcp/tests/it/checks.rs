@@ -217,7 +217,7 @@ async fn a_command_past_its_timeout_is_killed_with_everything_it_started() {
     wait_until(
         "the background sleep is gone",
         Duration::from_secs(5),
-        || !alive(&pid),
+        async || !alive(&pid),
     )
     .await;
 }

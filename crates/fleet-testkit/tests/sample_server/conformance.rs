@@ -171,7 +171,7 @@ async fn fixtures_answer_as_the_suite_expects() {
 async fn fixtures_reach_back_to_the_client() {
     let (_server, client, recorder) = conformance_client().await;
     call_fixture(&client, "test_tool_with_logging", json!({})).await;
-    wait_until("three log notifications arrive", DEADLINE, || {
+    wait_until("three log notifications arrive", DEADLINE, async || {
         recorder.count("log ") == 3
     })
     .await;
@@ -196,7 +196,7 @@ async fn dynamic_tool_notifies_subscribers_of_the_watched_resource() {
         .await
         .unwrap();
     call_fixture(&client, "test_dynamic_tool", json!({})).await;
-    wait_until("list_changed and updated arrive", DEADLINE, || {
+    wait_until("list_changed and updated arrive", DEADLINE, async || {
         recorder.count("tools/list_changed") == 1 && recorder.count("updated ") == 1
     })
     .await;

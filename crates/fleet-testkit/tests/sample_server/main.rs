@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleet_testkit::sample_server::INJECTED_CRASH_EXIT_CODE;
-use fleet_testkit::{free_port, sample_server_binary, scratch_dir, wait_until};
+use fleet_testkit::{
+    free_port, sample_server_binary, scratch_dir, wait_until, wait_until_blocking,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rmcp::model::{
@@ -65,7 +67,7 @@ impl Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let args = [&["--transport", "http", "--port", "0"], args].concat();
         let (server, _stdout, _stdin) = Self::spawn(&args);
-        wait_until("the server prints its address", DEADLINE, || {
+        wait_until("the server prints its address", DEADLINE, async || {
             server.stderr_contains("listening on http://")
         })
         .await;
@@ -215,9 +217,11 @@ async fn http_honours_port_and_path() {
     ];
     let (server, _stdout, _stdin) = Server::spawn(&args);
     let url = format!("http://127.0.0.1:{port}/x/mcp");
-    wait_until("the server listens on the given port", DEADLINE, || {
-        server.stderr_contains(&format!("listening on {url}"))
-    })
+    wait_until(
+        "the server listens on the given port",
+        DEADLINE,
+        async || server.stderr_contains(&format!("listening on {url}")),
+    )
     .await;
     let client = http_client(&url).await;
     assert_eq!(client.list_all_tools().await.unwrap().len(), 4);
@@ -294,7 +298,7 @@ async fn exit_after_exits_3() {
         server.exit_status().await.code(),
         Some(INJECTED_CRASH_EXIT_CODE)
     );
-    wait_until("stderr says why", DEADLINE, || {
+    wait_until("stderr says why", DEADLINE, async || {
         server.stderr_contains("injected crash: --exit-after")
     })
     .await;
@@ -519,7 +523,7 @@ async fn log_stderr_logs_each_request() {
     call(&client, "echo", json!({"message": "x"}))
         .await
         .unwrap();
-    wait_until("the call is logged", DEADLINE, || {
+    wait_until("the call is logged", DEADLINE, async || {
         server.stderr_contains("[logged] tools/call echo")
     })
     .await;
@@ -529,7 +533,36 @@ async fn log_stderr_logs_each_request() {
 #[tokio::test]
 #[should_panic(expected = "waiting until pigs fly")]
 async fn wait_until_names_what_timed_out() {
-    wait_until("pigs fly", Duration::from_millis(20), || false).await;
+    wait_until("pigs fly", Duration::from_millis(20), async || false).await;
+}
+
+#[test]
+#[should_panic(expected = "waiting until the count reaches 3; last seen: 2")]
+fn wait_until_blocking_names_what_timed_out_and_what_it_saw_last() {
+    wait_until_blocking("the count reaches 3", Duration::from_millis(20), || {
+        Err::<(), _>(2)
+    });
+}
+
+#[tokio::test]
+async fn wait_until_returns_what_the_condition_found_once_it_holds() {
+    let mut looks = 0;
+    let found = wait_until("the third look", DEADLINE, async || {
+        looks += 1;
+        (looks == 3).then_some(looks * 10)
+    })
+    .await;
+    assert_eq!((found, looks), (30, 3));
+}
+
+#[test]
+fn wait_until_blocking_returns_what_the_condition_found_once_it_holds() {
+    let mut looks = 0;
+    let found = wait_until_blocking("the second look", DEADLINE, || {
+        looks += 1;
+        if looks == 2 { Ok("done") } else { Err(looks) }
+    });
+    assert_eq!((found, looks), ("done", 2));
 }
 
 #[test]

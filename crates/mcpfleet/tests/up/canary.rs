@@ -27,7 +27,7 @@ servers:
 /// Waits until `api`'s canary waits for `mcpfleet promote`.
 pub(super) fn wait_for_promote(fleet: &Fleet) -> Status {
     fleet.wait_for(
-        "the canary to wait for promote",
+        "the canary waits for promote",
         Duration::from_secs(30),
         |s| {
             server(s, "api")
@@ -194,7 +194,7 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
     let deploy = fleet.deploy_in_background();
 
     let waiting = fleet.wait_for(
-        "the second step to wait for promote",
+        "the second step waits for promote",
         Duration::from_secs(30),
         |s| {
             server(s, "api")
@@ -215,7 +215,7 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
     // Passing intervals do not end a `pause: {}` step: only promote does.
     let first = rollout_now.last_analysis.as_ref().map(|a| a.at.clone());
     let later = fleet.wait_for(
-        "two more analysis intervals",
+        "two more analysis intervals pass",
         Duration::from_secs(30),
         |s| {
             let rollout = server(s, "api").rollout.as_ref();
@@ -371,7 +371,7 @@ fn a_rollback_window_running_out_leaves_a_later_canary_alone() {
     fleet.rewrite(&fleet_with(r#", "--name", "v3""#, canary));
     let deploy = fleet.deploy_in_background();
     let gone = fleet.wait_for(
-        "revision 1 to stop when its window runs out",
+        "revision 1 stops when its window runs out",
         Duration::from_secs(30),
         |s| {
             let api = server(s, "api");

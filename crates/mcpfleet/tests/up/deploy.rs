@@ -193,7 +193,7 @@ fn blue_green_serves_green_only_once_ready_and_rolls_back_by_a_route_swap() {
         .enable_all()
         .build()
         .unwrap();
-    fleet.wait_for("green to be starting", Duration::from_secs(20), |s| {
+    fleet.wait_for("green is starting", Duration::from_secs(20), |s| {
         server(s, "api").instances.iter().any(|i| i.revision == 2)
     });
     let mut during = 0;
@@ -425,13 +425,13 @@ fn deploy_watch_deploys_every_saved_change() {
         .spawn()
         .unwrap();
     write(r#", "--name", "two""#);
-    fleet.wait_for("revision 2", Duration::from_secs(30), |s| {
+    fleet.wait_for("revision 2 serves", Duration::from_secs(30), |s| {
         server(s, "api").revision == Some(2)
     });
     // An invalid save in between does not end the watch; the next good one deploys.
     fleet.rewrite("version: 1\nname: deploys\nservers: [oops\n");
     write(r#", "--name", "three""#);
-    fleet.wait_for("revision 3", Duration::from_secs(30), |s| {
+    fleet.wait_for("revision 3 serves", Duration::from_secs(30), |s| {
         server(s, "api").revision == Some(3)
     });
     assert!(watch.try_wait().unwrap().is_none(), "still watching");

@@ -351,24 +351,22 @@ fn export_then_import_into_a_fresh_state_dir_gives_the_same_document() {
 /// Waits until `api`'s revisions are `expected` as `(number, state)`: a deployment's
 /// followers see it end just before its record is written.
 fn assert_revision_states(fleet: &Fleet, expected: [(u64, &str); 2]) {
-    let started = Instant::now();
-    loop {
-        let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
-        assert!(out.status.success(), "{}", text(&out));
-        let revisions: Vec<ServerRevisionEntry> = serde_json::from_slice(&out.stdout).unwrap();
-        let found: Vec<(u64, &str)> = revisions
-            .iter()
-            .map(|r| (r.number, r.state.as_str()))
-            .collect();
-        if found == expected {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "api's revisions are {found:?}, not {expected:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_blocking(
+        &format!("api's revisions are {expected:?}"),
+        Duration::from_secs(10),
+        || {
+            let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
+            assert!(out.status.success(), "{}", text(&out));
+            let revisions: Vec<ServerRevisionEntry> = serde_json::from_slice(&out.stdout).unwrap();
+            let found: Vec<(u64, String)> =
+                revisions.into_iter().map(|r| (r.number, r.state)).collect();
+            if found.iter().map(|(n, s)| (*n, s.as_str())).eq(expected) {
+                Ok(())
+            } else {
+                Err(found)
+            }
+        },
+    );
 }
 
 /// Regression: a control plane started afresh runs nothing yet, but the revision it

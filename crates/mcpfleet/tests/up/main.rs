@@ -4,6 +4,7 @@
 
 use fleet_api::Client;
 use fleet_api::types::{EventKind, ServerState, Status};
+use fleet_testkit::{wait_until, wait_until_blocking};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -122,24 +123,21 @@ impl Fleet {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The first status `f` accepts; the timeout's message shows the last one it refused.
     fn wait_for(
         &self,
         what: &str,
         deadline: Duration,
         mut f: impl FnMut(&Status) -> bool,
     ) -> Status {
-        let start = Instant::now();
-        loop {
+        wait_until_blocking(what, deadline, || {
             let status = self.status();
             if f(&status) {
-                return status;
+                Ok(status)
+            } else {
+                Err(Box::new(status))
             }
-            assert!(
-                start.elapsed() < deadline,
-                "timed out waiting for {what}: {status:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 }
 
@@ -302,16 +300,14 @@ servers:
         "{shown}"
     );
     // Rolled back: no process of this deployment is left.
-    let start = Instant::now();
-    while !(processes_with("silent-fine-marker").is_empty()
-        && processes_with("silent-mute-marker").is_empty())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "processes survived the rollback"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_blocking(
+        "no process survives the rollback",
+        Duration::from_secs(15),
+        || {
+            processes_with("silent-fine-marker").is_empty()
+                && processes_with("silent-mute-marker").is_empty()
+        },
+    );
 }
 
 #[test]
@@ -337,7 +333,7 @@ servers:
     let pid = server(&before, "steady").instances[0].pid.unwrap();
     nix_kill9(pid);
     let after = fleet.wait_for(
-        "steady to be restarted and ready",
+        "steady is restarted and ready",
         Duration::from_secs(20),
         |s| {
             let i = &server(s, "steady").instances[0];
@@ -346,7 +342,7 @@ servers:
     );
     assert_eq!(server(&after, "steady").state, ServerState::Ready);
 
-    let looping = fleet.wait_for("flaky to be crash-looping", Duration::from_secs(30), |s| {
+    let looping = fleet.wait_for("flaky is crash-looping", Duration::from_secs(30), |s| {
         server(s, "flaky").state == ServerState::CrashLooping
     });
     let flaky = server(&looping, "flaky");
@@ -387,14 +383,11 @@ fn nix_kill9(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
-    let killed = Instant::now();
-    while alive(pid) {
-        assert!(
-            killed.elapsed() < Duration::from_secs(10),
-            "process {pid} still runs 10 s after kill -9"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_blocking(
+        &format!("process {pid} is gone after kill -9"),
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
 }
 
 #[test]
@@ -416,11 +409,9 @@ servers:
     assert!(out.status.success(), "{}", text(&out));
     let first = fleet.status();
     // `tool` is per-session: its checked instance, and one warm process for sessions.
-    let start = Instant::now();
-    while processes_with("crash-tool-marker").len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(10), "no warm process");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_blocking("a warm process runs", Duration::from_secs(10), || {
+        processes_with("crash-tool-marker").len() >= 2
+    });
     let old: Vec<u32> = first
         .servers
         .iter()
@@ -428,11 +419,11 @@ servers:
         .chain(processes_with("crash-tool-marker"))
         .collect();
     nix_kill9(first.pid);
-    let start = Instant::now();
-    while alive(first.pid) {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_blocking(
+        "the killed control plane is gone",
+        Duration::from_secs(10),
+        || !alive(first.pid),
+    );
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let second = fleet.status();
@@ -450,11 +441,9 @@ servers:
         2,
         "duplicates of web"
     );
-    let start = Instant::now();
-    while processes_with("crash-tool-marker").len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(10), "no warm process");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_blocking("a warm process runs", Duration::from_secs(10), || {
+        processes_with("crash-tool-marker").len() >= 2
+    });
     assert_eq!(
         processes_with("crash-tool-marker").len(),
         2,
@@ -547,15 +536,12 @@ servers:
 "#,
     );
     let child = fleet.up_in_foreground();
-    let client_up = Instant::now();
-    while !fleet.state_dir().join("control.sock").exists() {
-        assert!(
-            client_up.elapsed() < Duration::from_secs(20),
-            "the control plane never opened its socket"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    fleet.wait_for("the fleet to be ready", Duration::from_secs(20), |s| {
+    wait_until_blocking(
+        "the control plane opens its socket",
+        Duration::from_secs(20),
+        || fleet.state_dir().join("control.sock").exists(),
+    );
+    fleet.wait_for("the fleet is ready", Duration::from_secs(20), |s| {
         !s.servers.is_empty() && s.servers.iter().all(|s| s.state == ServerState::Ready)
     });
 
@@ -962,14 +948,9 @@ servers:
 "#,
     );
     let child = fleet.up_in_foreground();
-    let start = Instant::now();
-    while processes_with("interrupted-slow-marker").is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "slow never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_blocking("slow starts", Duration::from_secs(20), || {
+        !processes_with("interrupted-slow-marker").is_empty()
+    });
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -1036,7 +1017,7 @@ servers:
     };
     assert!(at(EventKind::ServerStarting, "early") < at(EventKind::ServerReady, "slow"));
     // `restart: never`: once it exits it stays down, and says so — not "restarting".
-    let done = fleet.wait_for("once to exit", Duration::from_secs(20), |s| {
+    let done = fleet.wait_for("once exits", Duration::from_secs(20), |s| {
         server(s, "once").state != ServerState::Ready
     });
     let once = server(&done, "once");
@@ -1295,15 +1276,15 @@ servers:
         assert!(![&pid_a, &pid_b].contains(&&pid_c), "{pid_c}");
         assert_eq!(b.try_call(4, "echo").await, 404, "b's session was ended");
         wait_until_gone(b_pid).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Some(log) = log_of(&logs, b_pid) {
-            assert!(
-                Instant::now() < deadline,
-                "{} is still there",
-                log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(
+            "b's process's log is removed",
+            Duration::from_secs(10),
+            async || match log_of(&logs, b_pid) {
+                Some(log) => Err(log),
+                None => Ok(()),
+            },
+        )
+        .await;
         assert_eq!(
             a.call(5, "echo", serde_json::json!({"message": "a"})).await,
             "a"
@@ -1326,20 +1307,20 @@ servers:
         assert_eq!((p.as_str(), q.as_str()), ("from x", "from y"));
     });
     // Every tool call is in the store's audit, arguments left out.
-    let start = Instant::now();
-    let records = loop {
-        let out = fleet.mcpfleet(&["audit", "--output", "json"]);
-        assert!(out.status.success(), "{}", text(&out));
-        let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        if records.len() >= 8 {
-            break records;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "audit: {records:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let records = wait_until_blocking(
+        "the audit holds every call",
+        Duration::from_secs(10),
+        || {
+            let out = fleet.mcpfleet(&["audit", "--output", "json"]);
+            assert!(out.status.success(), "{}", text(&out));
+            let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+            if records.len() >= 8 {
+                Ok(records)
+            } else {
+                Err(records)
+            }
+        },
+    );
     assert!(records.iter().any(|r| r["server"] == "common"
         && r["tool"] == "echo"
         && r["outcome"] == "ok"
@@ -1372,11 +1353,12 @@ servers:
 }
 
 async fn wait_until_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "pid {pid} still runs");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        &format!("pid {pid} is gone"),
+        Duration::from_secs(10),
+        async || !alive(pid),
+    )
+    .await;
 }
 
 #[test]

@@ -62,17 +62,15 @@ fn up_stopping_at(fleet: &Fleet, failpoint: &str) -> u32 {
 fn deploy_and_kill_at(fleet: &Fleet, control_plane: u32, failpoint: &str) {
     let deploy = fleet.deploy_in_background();
     let log = fleet.state_dir().join("control.log");
-    let started = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains(&format!("failpoint {failpoint} reached"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the failpoint {failpoint} was never reached"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_blocking(
+        &format!("the failpoint {failpoint} is reached"),
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&format!("failpoint {failpoint} reached"))
+        },
+    );
     nix_kill9(control_plane);
     // It ends with the connection (before `before-finish` it has seen the deployment
     // complete; earlier it fails).
@@ -95,23 +93,23 @@ fn assert_api_revisions(fleet: &Fleet, expected: &[(u64, &str)]) {
         .iter()
         .map(|(n, s)| (*n, (*s).to_string()))
         .collect();
-    let started = Instant::now();
-    loop {
-        let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
-        assert!(out.status.success(), "{}", text(&out));
-        let revisions: Vec<fleet_api::types::ServerRevisionEntry> =
-            serde_json::from_slice(&out.stdout).unwrap();
-        let found: Vec<(u64, String)> =
-            revisions.into_iter().map(|r| (r.number, r.state)).collect();
-        if found == expected {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "api's revisions are {found:?}, not {expected:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_blocking(
+        &format!("api's revisions are {expected:?}"),
+        Duration::from_secs(10),
+        || {
+            let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
+            assert!(out.status.success(), "{}", text(&out));
+            let revisions: Vec<fleet_api::types::ServerRevisionEntry> =
+                serde_json::from_slice(&out.stdout).unwrap();
+            let found: Vec<(u64, String)> =
+                revisions.into_iter().map(|r| (r.number, r.state)).collect();
+            if found == expected {
+                Ok(())
+            } else {
+                Err(found)
+            }
+        },
+    );
 }
 
 /// One live process per server instance that should run, none of the other revision.

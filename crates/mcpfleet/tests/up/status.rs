@@ -87,7 +87,7 @@ fn status_text_during_a_canary_shows_strategy_step_weights_and_the_last_verdict(
     fleet.rewrite(&canary_fleet(r#", "--name", "v2""#, rollout));
     let deploy = fleet.deploy_in_background();
     wait_for_promote(&fleet);
-    let analysed = fleet.wait_for("an analysis", Duration::from_secs(30), |s| {
+    let analysed = fleet.wait_for("an analysis is shown", Duration::from_secs(30), |s| {
         server(s, "api")
             .rollout
             .as_ref()

@@ -4,14 +4,15 @@
 //! One deployment at a time: a second one asked for while one runs is refused, not queued.
 
 use fleet_api::types::{DeployedServer, DeploymentState};
-use fleet_engine::{DeploymentOutcome, Desired, Engine};
+use fleet_engine::recovery::{self, Assessment, Resolution, UnfinishedDeployment};
+use fleet_engine::{DeploymentOutcome, Desired, Engine, JournalStep};
 use fleet_plan::{DeployedFleet, Plan};
 use fleet_runtime::ProcessRuntime;
-use fleet_spec::model::{OnFailure, ValidFleet};
+use fleet_spec::model::ValidFleet;
 use fleet_spec::template::Host;
 use fleet_store::{
-    DeploymentKind, DeploymentStatus, JournalEntry, NewFleetRevision, NewServerRevision,
-    RevisionState, StateStore, StepOutcome, StepState,
+    DeploymentKind, DeploymentStatus, NewFleetRevision, NewServerRevision, RevisionState,
+    StateStore, StepOutcome,
 };
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -63,6 +64,9 @@ pub enum DeployError {
     /// The store could not record the deployment.
     #[error("cannot record the deployment: {0}")]
     Store(#[from] fleet_store::StoreError),
+    /// An unfinished deployment's journal cannot be read back, so it cannot be settled.
+    #[error("{0}")]
+    Journal(#[from] recovery::JournalError),
 }
 
 /// How long a deployment asked for waits for the previous one, already ended, to finish
@@ -483,8 +487,8 @@ impl Prepared {
         let journal = |e: fleet_store::StoreError| {
             tracing::error!("cannot write the deployment journal: {e}");
         };
-        let step = serde_json::json!({ APPLY: plan.changes });
-        let seq = match store.append_step(deployment, step).await {
+        let step = JournalStep::Apply(plan.changes);
+        let seq = match fleet_engine::append_step(&**store, deployment, &step).await {
             Ok(seq) => seq,
             Err(e) => {
                 // A change the journal does not know of is one a restart after a crash
@@ -532,10 +536,6 @@ impl Prepared {
         outcome
     }
 }
-
-/// The key of the journal step that stands for a whole deployment (`{"apply": changes}`),
-/// written before the engine's per-server steps.
-const APPLY: &str = "apply";
 
 impl Deployer {
     /// The revisions of `desired`'s servers recorded as active (serving) before it is
@@ -620,146 +620,77 @@ impl Deployer {
     /// `continue`: the interrupted one again). Returns what to deploy and what was done,
     /// one line each.
     ///
+    /// The decisions are [`fleet_engine::recovery`]'s; this reads and writes the store and
+    /// reads stored revisions back as fleets.
+    ///
     /// # Errors
-    /// The store cannot be read or written.
+    /// The store cannot be read or written, or a journal step cannot be read back.
     pub(crate) async fn recover(
         &self,
         submission: Submission,
     ) -> Result<(Submission, Vec<String>), DeployError> {
         let mut submission = submission;
         let mut notes = Vec::new();
-        for interrupted in self.store.unfinished_deployments().await? {
-            let id = interrupted.id;
-            if interrupted.state == DeploymentStatus::Paused {
-                let why = "the control plane stopped while the deployment was paused".to_string();
-                self.store
-                    .finish_deployment(id, DeploymentStatus::Failed, Some(why.clone()))
-                    .await?;
-                notes.push(format!("deployment {id}: {why}"));
-                continue;
-            }
-            let apply = interrupted
-                .steps
-                .iter()
-                .find(|s| s.step.get(APPLY).is_some());
-            if let Some(apply) = apply.filter(|a| a.state != StepState::Pending) {
-                // Everything was done, revision states included; only the final record is
-                // missing.
-                let (state, why) = if apply.state == StepState::Done {
-                    (DeploymentStatus::Succeeded, None)
-                } else {
-                    (unsuccessful_end(&interrupted.steps), apply.detail.clone())
-                };
-                self.store.finish_deployment(id, state, why).await?;
-                notes.push(format!(
-                    "deployment {id}: had finished; recorded as {}",
-                    crate::record::name_of(&state)
-                ));
-                continue;
-            }
-            let during = interrupted
-                .steps
-                .iter()
-                .rev()
-                .find(|s| s.state == StepState::Pending && s.step.get(APPLY).is_none())
-                .map_or_else(
-                    || "before it changed anything".to_string(),
-                    |s| format!("during step {} ({})", s.seq, describe_step(&s.step)),
-                );
-            let target = self
-                .store
-                .fleet_revision(interrupted.fleet_revision)
-                .await?;
-            // The servers the deployment was changing decide; before it changed any, all.
-            let touched: Vec<&str> = interrupted
-                .steps
-                .iter()
-                .filter_map(|s| s.step["server"].as_str())
-                .collect();
-            let policy = match &target {
+        for record in self.store.unfinished_deployments().await? {
+            let id = record.id;
+            let interruption = match recovery::assess(&UnfinishedDeployment::read(&record)?) {
+                Assessment::Paused(settled) | Assessment::Finished(settled) => {
+                    self.store
+                        .finish_deployment(id, settled.state, settled.reason)
+                        .await?;
+                    notes.push(settled.note);
+                    continue;
+                }
+                Assessment::Interrupted(interruption) => interruption,
+            };
+            let target = self.store.fleet_revision(record.fleet_revision).await?;
+            let servers = match &target {
                 Some(t) => self
                     .materialize(t)
                     .await
-                    .ok()
-                    .and_then(|fleet| {
-                        fleet
-                            .servers
-                            .iter()
-                            .filter(|s| touched.is_empty() || touched.contains(&s.name.as_str()))
-                            .map(|s| s.on_failure)
-                            .max_by_key(|p| strictness(*p))
-                    })
-                    .unwrap_or(OnFailure::Rollback),
-                None => OnFailure::Rollback,
+                    .map(|fleet| fleet.servers)
+                    .unwrap_or_default(),
+                None => Vec::new(),
             };
+            let policy =
+                interruption.policy(servers.iter().map(|s| (s.name.as_str(), s.on_failure)));
             let resubmitted = target.as_ref().is_some_and(|t| {
                 t.source == submission.source && t.env == submission.fleet.environment
             });
-            let previous = match interrupted.from_revision {
+            let previous = match record.from_revision {
                 Some(n) => self.store.fleet_revision(n).await?,
                 None => None,
             };
-            let why = format!("the control plane stopped {during}");
             if let Some(target) = &target {
-                self.fail_pending_revisions(target, previous.as_ref(), id, &why)
+                self.fail_pending_revisions(target, previous.as_ref(), id, &interruption.why)
                     .await?;
             }
+            let mut resolution =
+                interruption.resolve(policy, resubmitted, previous.as_ref().map(|p| p.number));
             // Read back before anything is recorded: the record says what happens.
-            let rollback = match previous {
-                Some(previous) if resubmitted && policy == OnFailure::Rollback => {
-                    match self.materialize(&previous).await {
-                        Ok(fleet) => Ok((previous, fleet)),
-                        Err(e) => Err(format!(
-                            "fleet revision {} cannot be deployed again ({e})",
-                            previous.number
-                        )),
+            if let (&Resolution::RollBack { to }, Some(previous)) = (&resolution, previous) {
+                match self.materialize(&previous).await {
+                    Ok(fleet) => {
+                        submission = Submission {
+                            fleet,
+                            source: previous.source,
+                            path: previous.source_path,
+                            author: submission.author,
+                            reason: interruption.reason_to_deploy(&resolution, None),
+                            kind: DeploymentKind::Rollback,
+                        };
                     }
+                    Err(e) => resolution = Resolution::cannot_roll_back(to, &e),
                 }
-                _ => Err(String::new()),
-            };
-            let revision = interrupted.fleet_revision;
-            let (state, ending, doing) = match rollback {
-                Ok((previous, fleet)) => {
-                    let back = format!("rolled back to fleet revision {}", previous.number);
-                    submission = Submission {
-                        fleet,
-                        source: previous.source.clone(),
-                        path: previous.source_path.clone(),
-                        author: submission.author,
-                        reason: Some(format!("recovery: deployment {id} was interrupted ({why})")),
-                        kind: DeploymentKind::Rollback,
-                    };
-                    (DeploymentStatus::RolledBack, back.clone(), back)
-                }
-                Err(unable) if resubmitted => {
-                    if submission.reason.is_none() {
-                        submission.reason =
-                            Some(format!("recovery: resumes interrupted deployment {id}"));
-                    }
-                    let unable = if unable.is_empty() {
-                        unable
-                    } else {
-                        format!("{unable}; ")
-                    };
-                    (
-                        DeploymentStatus::Failed,
-                        format!("{unable}deployed again at restart"),
-                        format!("{unable}deploying again"),
-                    )
-                }
-                Err(_) => (
-                    DeploymentStatus::Failed,
-                    "replaced at restart by the fleet file `up` was given".to_string(),
-                    "nothing of it runs; deploying the fleet file `up` was given instead"
-                        .to_string(),
-                ),
-            };
+            }
+            if !matches!(resolution, Resolution::RollBack { .. }) {
+                submission.reason = interruption.reason_to_deploy(&resolution, submission.reason);
+            }
+            let settled = interruption.settle(&resolution);
             self.store
-                .finish_deployment(id, state, Some(format!("{why}; {ending}")))
+                .finish_deployment(id, settled.state, settled.reason)
                 .await?;
-            notes.push(format!(
-                "deployment {id} (fleet revision {revision}): {why}; {doing}"
-            ));
+            notes.push(settled.note);
         }
         Ok((submission, notes))
     }
@@ -795,40 +726,6 @@ impl Deployer {
             }
         }
         Ok(())
-    }
-}
-
-/// How a deployment whose `apply` step was confirmed as failed ended: the engine journals an
-/// `undo` step for each server it puts back, so undo steps all done mean it rolled back.
-fn unsuccessful_end(steps: &[JournalEntry]) -> DeploymentStatus {
-    let mut undos = steps
-        .iter()
-        .filter(|s| s.step["action"] == "undo")
-        .peekable();
-    if undos.peek().is_some() && undos.all(|s| s.state == StepState::Done) {
-        DeploymentStatus::RolledBack
-    } else {
-        DeploymentStatus::Failed
-    }
-}
-
-/// How strict an `on_failure` policy is: the strictest of a fleet's servers decides.
-fn strictness(policy: OnFailure) -> u8 {
-    match policy {
-        OnFailure::Rollback => 2,
-        OnFailure::Pause => 1,
-        OnFailure::Continue => 0,
-    }
-}
-
-/// `update of api to revision 2`, from a journal step.
-fn describe_step(step: &serde_json::Value) -> String {
-    match (step["action"].as_str(), step["server"].as_str()) {
-        (Some(action), Some(server)) => format!(
-            "{action} of `{server}` to revision {}",
-            step["revision"].as_u64().unwrap_or(0)
-        ),
-        _ => step.to_string(),
     }
 }
 

@@ -15,12 +15,15 @@ mod journal;
 mod metrics;
 mod monitor;
 mod pool;
+pub mod recovery;
 mod rollout;
 mod state;
 
 pub use canary::RolloutCommand;
 pub use error::EngineError;
-pub use journal::failpoint;
+pub use journal::{
+    JOURNAL_FORMAT, JournalStep, ServerAction, ServerStep, StepError, append_step, failpoint,
+};
 pub use metrics::{EngineMetrics, InstanceMetrics};
 
 use fleet_api::types::{
@@ -598,7 +601,10 @@ impl<R: Runtime + 'static> Engine<R> {
                 let mut kept = Vec::new();
                 for deleted in &plan.deletes {
                     let revision = self.serving(&deleted.name).map_or(0, |r| r.revision);
-                    match self.step_begins("delete", &deleted.name, revision).await {
+                    match self
+                        .step_begins(ServerAction::Delete, &deleted.name, revision)
+                        .await
+                    {
                         Ok(step) => {
                             self.delete_server(&deleted.name).await;
                             self.step_ends(step, &deleted.name, &Ok(())).await;
@@ -659,7 +665,7 @@ impl<R: Runtime + 'static> Engine<R> {
                             let updated = previous.is_some();
                             // Never refused: an undo goes ahead unjournaled if need be.
                             let step = self
-                                .step_begins("undo", name, revision)
+                                .step_begins(ServerAction::Undo, name, revision)
                                 .await
                                 .ok()
                                 .flatten();
@@ -754,7 +760,7 @@ impl<R: Runtime + 'static> Engine<R> {
         match serving {
             Some(old) if matches!(change, Change::Update { .. }) => {
                 let step = self
-                    .step_begins("update", &name, revision)
+                    .step_begins(ServerAction::Update, &name, revision)
                     .await
                     .map_err(EngineError::Journal)?;
                 let on_failure = server.on_failure;
@@ -766,7 +772,7 @@ impl<R: Runtime + 'static> Engine<R> {
             }
             _ => {
                 let step = self
-                    .step_begins("create", &name, revision)
+                    .step_begins(ServerAction::Create, &name, revision)
                     .await
                     .map_err(EngineError::Journal)?;
                 let result = self.create(release).await;

@@ -47,7 +47,7 @@ pub struct PlannedDependency {
 }
 
 /// How many servers each kind of change touches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeCounts {
     pub create: usize,
     pub update: usize,

@@ -195,6 +195,9 @@ impl ControlPlane {
                 tracing::error!("gateway stopped: {e}");
             }
         });
+        // Before the first deployment starts a process: a signal from then on must stop
+        // what it started, not kill the control plane and leave the process running.
+        shutdown_on_signals(shutdown_requested.clone());
         tokio::spawn(first.run());
         let plane = ControlPlane {
             engine,
@@ -205,7 +208,6 @@ impl ControlPlane {
             finished,
             server,
         };
-        shutdown_on_signals(plane.shutdown_requested.clone());
         plane.watch_finish(finished_tx, deployer, audit_writer);
         Ok(plane)
     }
@@ -310,21 +312,25 @@ pub(crate) fn status(
 
 /// SIGINT and SIGTERM ask for a graceful shutdown from the moment the control plane starts
 /// — during a deployment too, when they would otherwise kill it and leave servers running.
+///
+/// The handlers are installed before this returns (a spawned task could install them only
+/// once it first runs, and a signal before that would kill the process).
 fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
-    tokio::spawn(async move {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term = async move {
-            match terminate.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
+                signal.recv().await;
             }
-        };
+            None => std::future::pending::<()>().await,
+        }
+    }
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            () = received(interrupt) => {}
+            () = received(terminate) => {}
         }
         shutdown.send_replace(true);
     });

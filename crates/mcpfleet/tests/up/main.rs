@@ -3,7 +3,7 @@
 //! plane. Every test has its own state directory, so they run in parallel.
 
 use fleet_api::Client;
-use fleet_api::types::{EventKind, ServerState, Status};
+use fleet_api::types::{DeploymentState, EventKind, ServerState, Status};
 use fleet_testkit::{wait_until, wait_until_blocking};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -541,9 +541,15 @@ servers:
         Duration::from_secs(20),
         || fleet.state_dir().join("control.sock").exists(),
     );
-    fleet.wait_for("the fleet is ready", Duration::from_secs(20), |s| {
-        !s.servers.is_empty() && s.servers.iter().all(|s| s.state == ServerState::Ready)
-    });
+    fleet.wait_for(
+        "the fleet is deployed and ready",
+        Duration::from_secs(20),
+        |s| {
+            s.deployment.state == DeploymentState::Succeeded
+                && !s.servers.is_empty()
+                && s.servers.iter().all(|s| s.state == ServerState::Ready)
+        },
+    );
 
     // The http server's log holds what it printed on stderr; `-f` streams it.
     let out = fleet.mcpfleet(&["logs", "web", "-n", "20"]);

@@ -107,8 +107,7 @@ pub struct ServerStatus {
 /// A canary in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RolloutStatus {
-    /// `canary`.
-    pub strategy: String,
+    pub strategy: RolloutStrategy,
     /// The stable revision.
     pub from_revision: u64,
     /// The revision being rolled out.
@@ -118,8 +117,7 @@ pub struct RolloutStatus {
     pub steps: usize,
     /// The new revision's share of new sessions, in percent.
     pub weight: u32,
-    /// `progressing`, `paused`, `waiting-for-promote` or `waiting-for-a-passing-analysis`.
-    pub state: String,
+    pub state: RolloutState,
     /// Failed analysis intervals in a row (`failure_limit` aborts).
     pub failures_in_a_row: u32,
     pub last_analysis: Option<AnalysisSummary>,
@@ -129,8 +127,7 @@ pub struct RolloutStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisSummary {
     pub at: String,
-    /// `pass`, `fail` or `inconclusive` (too little traffic: never a pass).
-    pub verdict: String,
+    pub verdict: Verdict,
     /// Requests to the new revision in the interval.
     pub requests: u64,
     /// Their error rate (a fraction), if there were any.
@@ -139,6 +136,86 @@ pub struct AnalysisSummary {
     pub canary_p95_ms: Option<f64>,
     pub stable_p95_ms: Option<f64>,
     pub reason: String,
+}
+
+/// How a rollout in progress replaces the serving revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutStrategy {
+    /// New sessions move to the new revision step by step, each step judged by analysis.
+    Canary,
+}
+
+impl RolloutStrategy {
+    /// Every strategy, in declaration order.
+    pub const ALL: [RolloutStrategy; 1] = [RolloutStrategy::Canary];
+
+    /// The strategy's name in JSON, docs and text output (`canary`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStrategy::Canary => "canary",
+        }
+    }
+}
+
+/// Where a canary stands within its current step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    /// The step's time is running.
+    Progressing,
+    /// Held by `mcpfleet pause` until `mcpfleet resume`.
+    Paused,
+    /// A `pause: {}` step: only `mcpfleet promote` moves it on.
+    WaitingForPromote,
+    /// The step's time is up, but it needs a passing analysis interval first.
+    WaitingForAPassingAnalysis,
+}
+
+impl RolloutState {
+    /// Every state, in declaration order.
+    pub const ALL: [RolloutState; 4] = [
+        RolloutState::Progressing,
+        RolloutState::Paused,
+        RolloutState::WaitingForPromote,
+        RolloutState::WaitingForAPassingAnalysis,
+    ];
+
+    /// The state's name in JSON, docs and text output (`waiting-for-promote`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Progressing => "progressing",
+            RolloutState::Paused => "paused",
+            RolloutState::WaitingForPromote => "waiting-for-promote",
+            RolloutState::WaitingForAPassingAnalysis => "waiting-for-a-passing-analysis",
+        }
+    }
+}
+
+/// What one analysis interval concluded about the new revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// As good as the stable revision.
+    Pass,
+    /// Worse than allowed (errors, latency or failed health checks).
+    Fail,
+    /// Too little traffic to judge: never a pass.
+    Inconclusive,
+}
+
+impl Verdict {
+    /// Every verdict, in declaration order.
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Fail, Verdict::Inconclusive];
+
+    /// The verdict's name in JSON, docs and text output (`inconclusive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
 }
 
 /// One revision's share of a server's new sessions.
@@ -294,8 +371,7 @@ pub struct HistoryEntry {
     pub revision: u64,
     /// The fleet revision that ran before, if any.
     pub from_revision: Option<u64>,
-    /// `deploy` or `rollback`.
-    pub kind: String,
+    pub kind: DeploymentKind,
     /// `in-progress`, `paused`, `succeeded`, `failed`, `rolled-back` or `aborted`.
     pub state: String,
     /// Why it was deployed (`--reason`), as recorded with the fleet revision.
@@ -310,14 +386,70 @@ pub struct HistoryEntry {
     pub servers: std::collections::BTreeMap<String, u64>,
 }
 
+/// What a recorded deployment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentKind {
+    /// Moved to a new fleet revision.
+    Deploy,
+    /// Moved back to a stored fleet revision.
+    Rollback,
+}
+
+impl DeploymentKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [DeploymentKind; 2] = [DeploymentKind::Deploy, DeploymentKind::Rollback];
+
+    /// The kind's name in JSON, docs and text output (`rollback`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentKind::Deploy => "deploy",
+            DeploymentKind::Rollback => "rollback",
+        }
+    }
+}
+
+/// Where a server revision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevisionState {
+    /// Recorded, not (yet) serving.
+    Pending,
+    /// Serving.
+    Active,
+    /// Was serving; replaced by a newer revision.
+    Superseded,
+    /// Failed to deploy or was aborted.
+    Failed,
+}
+
+impl RevisionState {
+    /// Every state, in declaration order.
+    pub const ALL: [RevisionState; 4] = [
+        RevisionState::Pending,
+        RevisionState::Active,
+        RevisionState::Superseded,
+        RevisionState::Failed,
+    ];
+
+    /// The state's name in JSON, docs and text output (`superseded`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionState::Pending => "pending",
+            RevisionState::Active => "active",
+            RevisionState::Superseded => "superseded",
+            RevisionState::Failed => "failed",
+        }
+    }
+}
+
 /// `GET /v1/servers/{name}/revisions`: one revision of a server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerRevisionEntry {
     pub server: String,
     /// 1, 2, … per server.
     pub number: u64,
-    /// `pending`, `active`, `superseded` or `failed`.
-    pub state: String,
+    pub state: RevisionState,
     /// The rendered spec's content hash.
     pub hash: String,
     pub created_at: String,
@@ -418,7 +550,16 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(EventKind, DeploymentState, ServerState);
+display_as_str!(
+    EventKind,
+    DeploymentState,
+    ServerState,
+    RolloutStrategy,
+    RolloutState,
+    Verdict,
+    DeploymentKind,
+    RevisionState
+);
 
 /// `POST /v1/deploy`: a fleet file, as the command line read and validated it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -510,7 +651,92 @@ mod tests {
         for state in ServerState::ALL {
             assert_eq!(json_name(state), state.to_string());
         }
+        for strategy in RolloutStrategy::ALL {
+            assert_eq!(json_name(strategy), strategy.to_string());
+        }
+        for state in RolloutState::ALL {
+            assert_eq!(json_name(state), state.to_string());
+        }
+        for verdict in Verdict::ALL {
+            assert_eq!(json_name(verdict), verdict.to_string());
+        }
+        for kind in DeploymentKind::ALL {
+            assert_eq!(json_name(kind), kind.to_string());
+        }
+        for state in RevisionState::ALL {
+            assert_eq!(json_name(state), state.to_string());
+        }
         assert_eq!(EventKind::named("from_the_future"), None);
         assert_eq!(format!("{:<14}|", ServerState::Ready), "ready         |");
+    }
+
+    /// The typed fields are the strings `--output json` has always had, byte for byte, and
+    /// read back as they were written.
+    #[test]
+    fn typed_fields_keep_their_json_strings() {
+        let rollout = RolloutStatus {
+            strategy: RolloutStrategy::Canary,
+            from_revision: 1,
+            to_revision: 2,
+            step: 1,
+            steps: 3,
+            weight: 10,
+            state: RolloutState::WaitingForAPassingAnalysis,
+            failures_in_a_row: 0,
+            last_analysis: Some(AnalysisSummary {
+                at: "2026-12-05T06:00:00Z".into(),
+                verdict: Verdict::Inconclusive,
+                requests: 0,
+                error_rate: None,
+                canary_p95_ms: None,
+                stable_p95_ms: None,
+                reason: "too little traffic".into(),
+            }),
+        };
+        let json = r#"{"strategy":"canary","from_revision":1,"to_revision":2,"step":1,"steps":3,"weight":10,"state":"waiting-for-a-passing-analysis","failures_in_a_row":0,"last_analysis":{"at":"2026-12-05T06:00:00Z","verdict":"inconclusive","requests":0,"error_rate":null,"canary_p95_ms":null,"stable_p95_ms":null,"reason":"too little traffic"}}"#;
+        assert_eq!(serde_json::to_string(&rollout).unwrap(), json);
+        assert_eq!(
+            serde_json::from_str::<RolloutStatus>(json).unwrap(),
+            rollout
+        );
+
+        let revision = ServerRevisionEntry {
+            server: "api".into(),
+            number: 2,
+            state: RevisionState::Superseded,
+            hash: "ab12".into(),
+            created_at: "2026-12-05T06:00:00Z".into(),
+            fleet_revision: 3,
+            reason: None,
+        };
+        let json = r#"{"server":"api","number":2,"state":"superseded","hash":"ab12","created_at":"2026-12-05T06:00:00Z","fleet_revision":3,"reason":null}"#;
+        assert_eq!(serde_json::to_string(&revision).unwrap(), json);
+        assert_eq!(
+            serde_json::from_str::<ServerRevisionEntry>(json).unwrap(),
+            revision
+        );
+
+        let names = |value: serde_json::Value| value.as_str().unwrap().to_owned();
+        assert_eq!(
+            Verdict::ALL.map(|v| names(serde_json::to_value(v).unwrap())),
+            ["pass", "fail", "inconclusive"]
+        );
+        assert_eq!(
+            RolloutState::ALL.map(|s| names(serde_json::to_value(s).unwrap())),
+            [
+                "progressing",
+                "paused",
+                "waiting-for-promote",
+                "waiting-for-a-passing-analysis"
+            ]
+        );
+        assert_eq!(
+            DeploymentKind::ALL.map(|k| names(serde_json::to_value(k).unwrap())),
+            ["deploy", "rollback"]
+        );
+        assert_eq!(
+            RevisionState::ALL.map(|s| names(serde_json::to_value(s).unwrap())),
+            ["pending", "active", "superseded", "failed"]
+        );
     }
 }

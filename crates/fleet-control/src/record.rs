@@ -4,7 +4,9 @@
 
 use crate::backup::{BackupError, open_store};
 use crate::{StateDir, event_log};
-use fleet_api::types::{AuditEntry, EventRecord, HistoryEntry, ServerRevisionEntry};
+use fleet_api::types::{
+    AuditEntry, DeploymentKind, EventRecord, HistoryEntry, RevisionState, ServerRevisionEntry,
+};
 use fleet_store::{SqliteStore, StateStore, StoreError};
 use std::path::Path;
 
@@ -38,7 +40,10 @@ pub async fn history(store: &dyn StateStore) -> Result<Vec<HistoryEntry>, StoreE
                 deployment: d.id,
                 revision: d.fleet_revision,
                 from_revision: d.from_revision,
-                kind: name_of(&d.kind),
+                kind: match d.kind {
+                    fleet_store::DeploymentKind::Deploy => DeploymentKind::Deploy,
+                    fleet_store::DeploymentKind::Rollback => DeploymentKind::Rollback,
+                },
                 state: name_of(&d.state),
                 // The deployment's reason starts as the revision's and is replaced by what
                 // ended it.
@@ -78,7 +83,12 @@ pub async fn server_revisions(
         .map(|r| ServerRevisionEntry {
             server: r.server,
             number: r.number,
-            state: name_of(&r.state),
+            state: match r.state {
+                fleet_store::RevisionState::Pending => RevisionState::Pending,
+                fleet_store::RevisionState::Active => RevisionState::Active,
+                fleet_store::RevisionState::Superseded => RevisionState::Superseded,
+                fleet_store::RevisionState::Failed => RevisionState::Failed,
+            },
             hash: r.hash,
             created_at: r.created_at,
             fleet_revision: r.fleet_revision,

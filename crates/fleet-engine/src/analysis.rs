@@ -6,17 +6,9 @@
 //! of the interval's histograms (coarse buckets: an estimate, good enough to compare). Too
 //! little canary traffic is inconclusive, never a pass.
 
+use fleet_api::types::Verdict;
 use fleet_gateway::{Histogram, MetricsSnapshot, OutcomeCounts, RevisionStats, ToolOutcome};
 use fleet_spec::model::Analysis;
-
-/// The three outcomes of an interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Pass,
-    Fail,
-    /// Fewer than `min_requests` canary requests: nothing to judge.
-    Inconclusive,
-}
 
 /// What one interval showed.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,9 +7,11 @@
 //! never a pass), or on `promote`. A step with `pause: {}` waits for `promote`. After the
 //! last step the new revision gets every new session, as in blue-green.
 
-use crate::analysis::{self, IntervalResult, Verdict};
+use crate::analysis::{self, IntervalResult};
 use crate::{Engine, EngineError, Release};
-use fleet_api::types::{AnalysisSummary, EventKind, RolloutStatus};
+use fleet_api::types::{
+    AnalysisSummary, EventKind, RolloutState, RolloutStatus, RolloutStrategy, Verdict,
+};
 use fleet_runtime::Runtime;
 use fleet_spec::model::OnAbort;
 use std::time::Duration;
@@ -65,13 +67,13 @@ impl<R: Runtime + 'static> Engine<R> {
             Some(ActiveRollout {
                 commands,
                 status: RolloutStatus {
-                    strategy: "canary".into(),
+                    strategy: RolloutStrategy::Canary,
                     from_revision: old.revision,
                     to_revision: new.revision,
                     step: 0,
                     steps,
                     weight: 0,
-                    state: "progressing".into(),
+                    state: RolloutState::Progressing,
                     failures_in_a_row: 0,
                     last_analysis: None,
                 },
@@ -146,12 +148,12 @@ impl<R: Runtime + 'static> Engine<R> {
                 return StepEnd::Shutdown;
             }
             let state = match (paused_with, ends_at) {
-                (Some(_), _) => "paused",
-                (None, None) => "waiting-for-promote",
-                (None, Some(_)) if over => "waiting-for-a-passing-analysis",
-                (None, Some(_)) => "progressing",
+                (Some(_), _) => RolloutState::Paused,
+                (None, None) => RolloutState::WaitingForPromote,
+                (None, Some(_)) if over => RolloutState::WaitingForAPassingAnalysis,
+                (None, Some(_)) => RolloutState::Progressing,
             };
-            self.update_rollout(name, |s| s.state = state.into());
+            self.update_rollout(name, |s| s.state = state);
             let step_over = async {
                 match ends_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -335,12 +337,7 @@ impl<R: Runtime + 'static> Engine<R> {
     fn record_analysis(&self, server: &str, result: &IntervalResult, failures: u32) {
         let summary = AnalysisSummary {
             at: crate::state::now(),
-            verdict: match result.verdict {
-                Verdict::Pass => "pass",
-                Verdict::Fail => "fail",
-                Verdict::Inconclusive => "inconclusive",
-            }
-            .into(),
+            verdict: result.verdict,
             requests: result.requests,
             error_rate: result.error_rate,
             canary_p95_ms: result

@@ -2,6 +2,7 @@
 //! revision, steps and `promote` on a good one.
 
 use super::*;
+use fleet_api::types::{RolloutState, Verdict};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -33,7 +34,7 @@ pub(super) fn wait_for_promote(fleet: &Fleet) -> Status {
             server(s, "api")
                 .rollout
                 .as_ref()
-                .is_some_and(|r| r.state == "waiting-for-promote")
+                .is_some_and(|r| r.state == RolloutState::WaitingForPromote)
         },
     )
 }
@@ -200,7 +201,7 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
             server(s, "api")
                 .rollout
                 .as_ref()
-                .is_some_and(|r| r.step == 2 && r.state == "waiting-for-promote")
+                .is_some_and(|r| r.step == 2 && r.state == RolloutState::WaitingForPromote)
         },
     );
     let rollout_now = server(&waiting, "api").rollout.clone().unwrap();
@@ -227,13 +228,13 @@ fn a_healthy_canary_goes_through_its_steps_and_waits_for_promote() {
                 && rollout.is_some_and(|r| {
                     r.last_analysis
                         .as_ref()
-                        .is_some_and(|a| a.verdict == "pass")
+                        .is_some_and(|a| a.verdict == Verdict::Pass)
                 })
         },
     );
     assert_eq!(
         server(&later, "api").rollout.as_ref().unwrap().state,
-        "waiting-for-promote"
+        RolloutState::WaitingForPromote
     );
     assert!(!deploy.is_finished());
 
@@ -393,7 +394,10 @@ fn a_rollback_window_running_out_leaves_a_later_canary_alone() {
         ],
         "{gone:#?}"
     );
-    assert_eq!(api.rollout.as_ref().unwrap().state, "waiting-for-promote");
+    assert_eq!(
+        api.rollout.as_ref().unwrap().state,
+        RolloutState::WaitingForPromote
+    );
     let promoted = fleet.mcpfleet(&["promote", "api"]);
     assert!(promoted.status.success(), "{}", text(&promoted));
     let deployed = deploy.join().unwrap();

@@ -358,8 +358,10 @@ fn assert_revision_states(fleet: &Fleet, expected: [(u64, &str); 2]) {
             let out = fleet.mcpfleet(&["history", "api", "--output", "json"]);
             assert!(out.status.success(), "{}", text(&out));
             let revisions: Vec<ServerRevisionEntry> = serde_json::from_slice(&out.stdout).unwrap();
-            let found: Vec<(u64, String)> =
-                revisions.into_iter().map(|r| (r.number, r.state)).collect();
+            let found: Vec<(u64, String)> = revisions
+                .into_iter()
+                .map(|r| (r.number, r.state.to_string()))
+                .collect();
             if found.iter().map(|(n, s)| (*n, s.as_str())).eq(expected) {
                 Ok(())
             } else {

@@ -101,8 +101,10 @@ fn assert_api_revisions(fleet: &Fleet, expected: &[(u64, &str)]) {
             assert!(out.status.success(), "{}", text(&out));
             let revisions: Vec<fleet_api::types::ServerRevisionEntry> =
                 serde_json::from_slice(&out.stdout).unwrap();
-            let found: Vec<(u64, String)> =
-                revisions.into_iter().map(|r| (r.number, r.state)).collect();
+            let found: Vec<(u64, String)> = revisions
+                .into_iter()
+                .map(|r| (r.number, r.state.to_string()))
+                .collect();
             if found == expected {
                 Ok(())
             } else {

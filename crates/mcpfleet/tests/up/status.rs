@@ -97,7 +97,7 @@ fn status_text_during_a_canary_shows_strategy_step_weights_and_the_last_verdict(
         .rollout
         .as_ref()
         .and_then(|r| r.last_analysis.as_ref())
-        .map(|a| a.verdict.clone())
+        .map(|a| a.verdict)
         .unwrap();
 
     let out = fleet.mcpfleet(&["status"]);

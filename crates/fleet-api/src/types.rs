@@ -42,11 +42,13 @@ pub enum DeploymentState {
     Paused,
     Stopping,
     Stopped,
+    /// Ended by the user (`mcpfleet abort`); seen in the recorded history.
+    Aborted,
 }
 
 impl DeploymentState {
     /// Every state, in declaration order.
-    pub const ALL: [DeploymentState; 7] = [
+    pub const ALL: [DeploymentState; 8] = [
         DeploymentState::InProgress,
         DeploymentState::Succeeded,
         DeploymentState::Failed,
@@ -54,6 +56,7 @@ impl DeploymentState {
         DeploymentState::Paused,
         DeploymentState::Stopping,
         DeploymentState::Stopped,
+        DeploymentState::Aborted,
     ];
 
     /// The state's name in JSON, docs and text output (`rolled-back`).
@@ -66,6 +69,7 @@ impl DeploymentState {
             DeploymentState::Paused => "paused",
             DeploymentState::Stopping => "stopping",
             DeploymentState::Stopped => "stopped",
+            DeploymentState::Aborted => "aborted",
         }
     }
 
@@ -373,7 +377,7 @@ pub struct HistoryEntry {
     pub from_revision: Option<u64>,
     pub kind: DeploymentKind,
     /// `in-progress`, `paused`, `succeeded`, `failed`, `rolled-back` or `aborted`.
-    pub state: String,
+    pub state: DeploymentState,
     /// Why it was deployed (`--reason`), as recorded with the fleet revision.
     pub reason: Option<String>,
     /// Why the deployment is in its state (e.g. what failed), if said.
@@ -728,6 +732,19 @@ mod tests {
                 "paused",
                 "waiting-for-promote",
                 "waiting-for-a-passing-analysis"
+            ]
+        );
+        assert_eq!(
+            DeploymentState::ALL.map(|s| names(serde_json::to_value(s).unwrap())),
+            [
+                "in-progress",
+                "succeeded",
+                "failed",
+                "rolled-back",
+                "paused",
+                "stopping",
+                "stopped",
+                "aborted"
             ]
         );
         assert_eq!(

@@ -524,6 +524,7 @@ impl Prepared {
             DeploymentState::RolledBack => DeploymentStatus::RolledBack,
             DeploymentState::Paused => DeploymentStatus::Paused,
             DeploymentState::InProgress => DeploymentStatus::InProgress,
+            DeploymentState::Aborted => DeploymentStatus::Aborted,
             DeploymentState::Failed | DeploymentState::Stopping | DeploymentState::Stopped => {
                 DeploymentStatus::Failed
             }

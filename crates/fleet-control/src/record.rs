@@ -5,9 +5,10 @@
 use crate::backup::{BackupError, open_store};
 use crate::{StateDir, event_log};
 use fleet_api::types::{
-    AuditEntry, DeploymentKind, EventRecord, HistoryEntry, RevisionState, ServerRevisionEntry,
+    AuditEntry, DeploymentKind, DeploymentState, EventRecord, HistoryEntry, RevisionState,
+    ServerRevisionEntry,
 };
-use fleet_store::{SqliteStore, StateStore, StoreError};
+use fleet_store::{DeploymentStatus, SqliteStore, StateStore, StoreError};
 use std::path::Path;
 
 /// Why a server's revisions cannot be listed.
@@ -44,7 +45,14 @@ pub async fn history(store: &dyn StateStore) -> Result<Vec<HistoryEntry>, StoreE
                     fleet_store::DeploymentKind::Deploy => DeploymentKind::Deploy,
                     fleet_store::DeploymentKind::Rollback => DeploymentKind::Rollback,
                 },
-                state: name_of(&d.state),
+                state: match d.state {
+                    DeploymentStatus::InProgress => DeploymentState::InProgress,
+                    DeploymentStatus::Paused => DeploymentState::Paused,
+                    DeploymentStatus::Succeeded => DeploymentState::Succeeded,
+                    DeploymentStatus::Failed => DeploymentState::Failed,
+                    DeploymentStatus::RolledBack => DeploymentState::RolledBack,
+                    DeploymentStatus::Aborted => DeploymentState::Aborted,
+                },
                 // The deployment's reason starts as the revision's and is replaced by what
                 // ended it.
                 outcome: d.reason.filter(|r| Some(r) != reason.as_ref()),
@@ -176,12 +184,4 @@ pub async fn open_stopped(dir: &Path) -> Result<StoppedFleet, BackupError> {
     let held = StateDir::acquire(dir)?;
     let store = open_store(db).await?;
     Ok(StoppedFleet { _held: held, store })
-}
-
-/// A store enum's name as it serializes (`rolled-back`, `superseded`, …).
-pub(crate) fn name_of(value: &impl serde::Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => String::new(),
-    }
 }

@@ -460,7 +460,7 @@ fn history_events_and_audit_are_read_from_the_store_once_the_fleet_is_down() {
     let history: Vec<fleet_api::types::HistoryEntry> =
         serde_json::from_slice(&history.stdout).unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
-    assert_eq!(history[0].state, "succeeded");
+    assert_eq!(history[0].state, DeploymentState::Succeeded);
 
     let revisions = fleet.mcpfleet(&["history", "api", "--output", "json"]);
     assert!(revisions.status.success(), "{}", text(&revisions));

@@ -284,7 +284,7 @@ fn killed_then_started_with_another_file_deploys_that_file_and_claims_no_rollbac
     let out = fleet.mcpfleet(&["history", "--output", "json"]);
     assert!(out.status.success(), "{}", text(&out));
     let history: Vec<fleet_api::types::HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(history[1].state, "failed", "{history:#?}");
+    assert_eq!(history[1].state, DeploymentState::Failed, "{history:#?}");
     assert!(
         !history[1]
             .outcome

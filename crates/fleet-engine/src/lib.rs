@@ -626,16 +626,12 @@ impl<R: Runtime + 'static> Engine<R> {
             }
             Some((name, why)) => {
                 // The strictest policy among the servers that failed on their own decides.
-                let policy = failures
-                    .iter()
-                    .filter(|(_, why)| !matches!(why, EngineError::Aborted))
-                    .filter_map(|(name, _)| fleet.server(name).map(|s| s.on_failure))
-                    .max_by_key(|p| match p {
-                        OnFailure::Rollback => 2,
-                        OnFailure::Pause => 1,
-                        OnFailure::Continue => 0,
-                    })
-                    .unwrap_or(OnFailure::Rollback);
+                let policy = recovery::strictest(
+                    failures
+                        .iter()
+                        .filter(|(_, why)| !matches!(why, EngineError::Aborted))
+                        .filter_map(|(name, _)| fleet.server(name).map(|s| s.on_failure)),
+                );
                 let reason = format!("{name}: {why}");
                 let shutting_down = matches!(
                     shared.state.lock().deployment_state(),

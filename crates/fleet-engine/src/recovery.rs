@@ -228,12 +228,14 @@ impl Interruption {
     /// among those it touched (all of them when it touched none); `rollback` when there are
     /// none (its fleet file can no longer be read).
     pub fn policy<'a>(&self, servers: impl IntoIterator<Item = (&'a str, OnFailure)>) -> OnFailure {
-        servers
-            .into_iter()
-            .filter(|(name, _)| self.touched.is_empty() || self.touched.iter().any(|t| t == name))
-            .map(|(_, policy)| policy)
-            .max_by_key(|policy| strictness(*policy))
-            .unwrap_or(OnFailure::Rollback)
+        strictest(
+            servers
+                .into_iter()
+                .filter(|(name, _)| {
+                    self.touched.is_empty() || self.touched.iter().any(|t| t == name)
+                })
+                .map(|(_, policy)| policy),
+        )
     }
 
     /// What to do: `resubmitted` when `up` was given the interrupted revision's file (and
@@ -305,13 +307,18 @@ impl Interruption {
     }
 }
 
-/// How strict an `on_failure` policy is: the strictest of a fleet's servers decides.
-fn strictness(policy: OnFailure) -> u8 {
-    match policy {
-        OnFailure::Rollback => 2,
-        OnFailure::Pause => 1,
-        OnFailure::Continue => 0,
-    }
+/// The strictest of some servers' `on_failure` policies (`rollback`, then `pause`, then
+/// `continue`), which decides for them all: when a deployment fails, and when recovery
+/// settles an interrupted one. `rollback`, the default, when there are none.
+pub(crate) fn strictest(policies: impl IntoIterator<Item = OnFailure>) -> OnFailure {
+    policies
+        .into_iter()
+        .max_by_key(|policy| match policy {
+            OnFailure::Rollback => 2,
+            OnFailure::Pause => 1,
+            OnFailure::Continue => 0,
+        })
+        .unwrap_or(OnFailure::Rollback)
 }
 
 #[cfg(test)]
@@ -383,6 +390,15 @@ mod tests {
         let policy =
             interruption.policy([("api", OnFailure::Continue), ("keep", OnFailure::Pause)]);
         assert_eq!(policy, OnFailure::Pause);
+    }
+
+    #[test]
+    fn the_strictest_on_failure_decides_and_none_means_rollback() {
+        use OnFailure::{Continue, Pause, Rollback};
+        assert_eq!(strictest([]), Rollback);
+        assert_eq!(strictest([Continue, Pause, Continue]), Pause);
+        assert_eq!(strictest([Pause, Rollback, Continue]), Rollback);
+        assert_eq!(strictest([Continue]), Continue);
     }
 
     #[test]

@@ -14,11 +14,10 @@ use fleet_api::types::{
     GatewayToken, HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
 };
 use fleet_engine::Engine;
-use fleet_runtime::ProcessRuntime;
+use fleet_runtime::{ProcessRuntime, Runtime as _};
 use futures::StreamExt;
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::path::PathBuf;
 use tokio::sync::watch;
 
 #[derive(Clone)]
@@ -29,7 +28,8 @@ pub(crate) struct AppState {
     pub(crate) events: crate::event_log::EventLog,
     /// Audit, history and export read it.
     pub(crate) store: std::sync::Arc<dyn fleet_store::StateStore>,
-    pub(crate) state_dir: PathBuf,
+    /// The engine's runtime, for reading instances' logs.
+    pub(crate) runtime: ProcessRuntime,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
     /// Its metrics are half of `GET /metrics`.
@@ -517,15 +517,15 @@ async fn logs(
     let instances: Vec<String> = server.instances.iter().map(|i| i.id.clone()).collect();
     let prefix = instances.len() > 1;
     let streams = instances.into_iter().map(|id| {
-        let path =
-            fleet_runtime::log_path(&state.state_dir, &fleet_runtime::InstanceId(id.clone()));
+        let lines = state
+            .runtime
+            .logs(&fleet_runtime::InstanceId(id.clone()), q.lines, q.follow);
         let tag = if prefix {
             format!("[{id}] ")
         } else {
             String::new()
         };
-        fleet_runtime::follow_log(path, q.lines, q.follow)
-            .map(move |line| Ok::<_, Infallible>(format!("{tag}{line}\n")))
+        lines.map(move |line| Ok::<_, Infallible>(format!("{tag}{line}\n")))
     });
     ndjson(futures::stream::select_all(streams))
 }

@@ -124,7 +124,7 @@ impl ControlPlane {
                 gateway_scheme(&fleet.gateway)
             )),
         };
-        let engine = Engine::new(runtime, config, &fleet.name);
+        let engine = Engine::new(runtime.clone(), config, &fleet.name);
         // Before anything can emit an event (recovery, the first deployment).
         let events = EventLog::start(&engine, store.clone());
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
@@ -155,7 +155,7 @@ impl ControlPlane {
             deployer: deployer.clone(),
             events: events.clone(),
             store,
-            state_dir: state_dir.path().to_path_buf(),
+            runtime,
             shutdown_requested: shutdown_requested.clone(),
             finished: finished.clone(),
             gateway: gateway.clone(),

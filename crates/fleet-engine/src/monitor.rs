@@ -9,10 +9,11 @@ use fleet_gateway::{SessionProcesses, StdioLink, Upstream};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
-use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Runtime, StdioPipes};
+use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use parking_lot::Mutex;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,15 +30,36 @@ enum Readiness {
 /// Where the MCP check reaches the instance.
 enum Target {
     /// Its stdin/stdout, handed over by the runtime at every (re)start. A shared
-    /// server's pipes go to a gateway link, and the checks run through it like any
+    /// server's attachment goes to a gateway link, and the checks run through it like any
     /// session; a per-session server's instance is a probe only, checked on its own
-    /// pipes, while clients get processes of its [`SessionPool`].
+    /// attachment, while clients get instances of its [`SessionPool`].
     Stdio(Isolation),
-    /// A Streamable HTTP endpoint.
+    /// The Streamable HTTP endpoint of a server we run: `path` at the address the
+    /// runtime reports at every (re)start (`None` until the first).
+    Served {
+        path: String,
+        address: Mutex<Option<SocketAddr>>,
+    },
+    /// A remote Streamable HTTP endpoint.
     Url {
         url: String,
         headers: Vec<(String, String)>,
     },
+}
+
+impl Target {
+    /// The URL and headers of an HTTP endpoint; `None` for stdio, and for a served one
+    /// whose address is not known yet.
+    fn http_endpoint(&self) -> Option<(String, &[(String, String)])> {
+        match self {
+            Target::Stdio(_) => None,
+            Target::Served { path, address } => {
+                let address = (*address.lock())?;
+                Some((format!("http://{address}{path}"), &[]))
+            }
+            Target::Url { url, headers } => Some((url.clone(), headers)),
+        }
+    }
 }
 
 /// A check other than the MCP one, resolved for this instance.
@@ -115,16 +137,13 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         };
         let (target, command) = match &server.transport {
             Transport::Stdio { command, isolation } => (Target::Stdio(*isolation), Some(command)),
-            Transport::Http { command, path, .. } => {
-                let url = format!("http://127.0.0.1:{}{path}", port.unwrap_or_default());
-                (
-                    Target::Url {
-                        url,
-                        headers: Vec::new(),
-                    },
-                    Some(command),
-                )
-            }
+            Transport::Http { command, path, .. } => (
+                Target::Served {
+                    path: path.clone(),
+                    address: Mutex::new(None),
+                },
+                Some(command),
+            ),
             Transport::Remote { url, headers } => {
                 let headers = headers
                     .iter()
@@ -201,10 +220,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 .as_ref()
                 .map(|c| render(c).map(|c| fleet.base_dir.join(c)))
                 .transpose()?,
-            io: if matches!(server.transport, Transport::Stdio { .. }) {
-                InstanceIo::Stdio
-            } else {
-                InstanceIo::Logged
+            // Only an http server has a port (a remote one has returned above).
+            io: match port {
+                Some(port) => InstanceIo::Listen { port },
+                None => InstanceIo::Stdio,
             },
             restart: server.restart.clone(),
             stop_grace: STOP_GRACE,
@@ -283,7 +302,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         if let Some(session) = self.session.lock().await.take() {
             session.close().await;
         }
-        if !matches!(self.target, Target::Url { .. }) || self.is_process() {
+        if self.is_process() {
             let _ = self.shared.runtime.stop(&self.runtime_id).await;
         }
         self.stopped.store(true, Ordering::SeqCst);
@@ -326,7 +345,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     fn upstream(&self) -> Option<Upstream> {
         let id = self.runtime_id.to_string();
         match &self.target {
-            Target::Url { url, .. } => Some(Upstream::http(id, url.clone())),
+            Target::Served { .. } | Target::Url { .. } => {
+                let (url, _) = self.target.http_endpoint()?;
+                Some(Upstream::http(id, url))
+            }
             Target::Stdio(Isolation::Shared) => self
                 .link
                 .lock()
@@ -429,11 +451,11 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 },
             };
             match event {
-                Lifecycle::Running { pid, pipes } => {
+                Lifecycle::Running { reach, handle } => {
                     let restarted = self.was_ready.load(Ordering::SeqCst);
                     self.shared.update(|s| {
                         if let Some(i) = s.instance(&self.server.name, self.runtime_id.as_str()) {
-                            i.pid = Some(pid);
+                            i.pid = handle.pid();
                             if restarted {
                                 i.restarts += 1;
                             }
@@ -444,12 +466,22 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                             EventKind::InstanceRestarted,
                             Some(&self.server.name),
                             Some(&self.id),
-                            format!("running again as pid {pid}"),
+                            format!("running again as {handle}"),
                         );
                     }
+                    let attachment = match reach {
+                        Reach::Stdio(attachment) => Some(attachment),
+                        Reach::Address(reached) => {
+                            if let Target::Served { address, .. } = &self.target {
+                                *address.lock() = Some(reached);
+                            }
+                            None
+                        }
+                        Reach::Nowhere => None,
+                    };
                     self.set_state(ServerState::Checking, None);
                     tokio::select! {
-                        ready = self.become_ready(pipes) => match ready {
+                        ready = self.become_ready(attachment) => match ready {
                             Ok(()) if self.mark_ready() => {
                                 pending = self.stay_live(&mut events).await;
                             }
@@ -564,11 +596,12 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
     /// Runs the checks until each has passed its `success_threshold` times in a row, within
     /// the handshake timeout.
-    async fn become_ready(&self, pipes: Option<StdioPipes>) -> Result<(), EngineError> {
+    async fn become_ready(&self, attachment: Option<StdioAttachment>) -> Result<(), EngineError> {
         let mcp = &self.server.health.mcp;
         let started = Instant::now();
         let deadline = started + mcp.cadence.timeout;
-        if let (Target::Stdio(isolation), Some(pipes)) = (&self.target, pipes) {
+        if let (Target::Stdio(isolation), Some(attachment)) = (&self.target, attachment) {
+            let StdioAttachment { stdin, stdout } = attachment;
             let era = self.server.era;
             let connected = match isolation {
                 Isolation::Shared => {
@@ -579,14 +612,13 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         Era::Auto => Era::Legacy,
                         declared => declared,
                     };
-                    let link =
-                        StdioLink::shared(self.runtime_id.to_string(), pipes.stdin, pipes.stdout);
+                    let link = StdioLink::shared(self.runtime_id.to_string(), stdin, stdout);
                     *self.link.lock() = Some(link.clone());
                     let (stdin, stdout) = link.connect().ok_or(EngineError::StdoutClosed)?;
                     StdioSession::connect(stdin, stdout, era, mcp).await
                 }
                 Isolation::PerSession { .. } => {
-                    StdioSession::connect(pipes.stdin, pipes.stdout, era, mcp).await
+                    StdioSession::connect(stdin, stdout, era, mcp).await
                 }
             };
             let (session, report) = connected
@@ -683,8 +715,16 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     async fn mcp_check(&self, deadline: Option<Instant>) -> CheckReport {
         let mcp = &self.server.health.mcp;
         match &self.target {
-            Target::Url { url, headers } => {
-                let probe = fleet_mcp::probe_http(url, headers, self.server.era, mcp);
+            Target::Served { .. } | Target::Url { .. } => {
+                let Some((url, headers)) = self.target.http_endpoint() else {
+                    return failed(
+                        CheckKind::Mcp,
+                        CheckFailure::Disconnected {
+                            message: "no address to reach it at: the process is not running".into(),
+                        },
+                    );
+                };
+                let probe = fleet_mcp::probe_http(&url, headers, self.server.era, mcp);
                 match deadline {
                     None => probe.await,
                     Some(d) => match tokio::time::timeout_at(d.into(), probe).await {
@@ -834,7 +874,7 @@ fn resolve_check(
                         let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
                         format!("{origin}{t}")
                     }
-                    (None, Target::Stdio(_)) => {
+                    (None, Target::Stdio(_) | Target::Served { .. }) => {
                         return Err(EngineError::HttpCheckNeedsUrl);
                     }
                 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fleet_gateway::{AcquireError, SessionProcesses, StdioLease};
-use fleet_runtime::{InstanceId, InstanceSpec, Lifecycle, Runtime, StdioPipes};
+use fleet_runtime::{InstanceId, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
 use fleet_spec::model::RestartPolicyKind;
 use futures::future::BoxFuture;
 
@@ -52,7 +52,7 @@ struct PoolState {
 
 struct Started {
     id: InstanceId,
-    pipes: StdioPipes,
+    attachment: StdioAttachment,
 }
 
 /// What a session's acquire does next.
@@ -136,7 +136,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
         }
     }
 
-    /// Starts process `number` and waits for its pipes.
+    /// Starts process `number` and waits for its stdio attachment.
     async fn start_one(&self, number: u64) -> Result<Started, EngineError> {
         let shared = self.shared.upgrade().ok_or(EngineError::EngineGone)?;
         let mut spec = self.spec.clone();
@@ -154,10 +154,11 @@ impl<R: Runtime + 'static> SessionPool<R> {
                 return Err(EngineError::Spawn(error.to_string()));
             }
         };
-        let pipes = match instance.events.recv().await {
+        let attachment = match instance.events.recv().await {
             Some(Lifecycle::Running {
-                pipes: Some(pipes), ..
-            }) => pipes,
+                reach: Reach::Stdio(attachment),
+                ..
+            }) => attachment,
             other => {
                 drop(shared);
                 self.stop(id);
@@ -197,7 +198,7 @@ impl<R: Runtime + 'static> SessionPool<R> {
                 }
             }
         });
-        Ok(Started { id, pipes })
+        Ok(Started { id, attachment })
     }
 
     /// Stops a process in the background.
@@ -242,12 +243,12 @@ impl<R: Runtime + 'static> SessionPool<R> {
     }
 
     fn lease(&self, started: Started) -> StdioLease {
-        let Started { id, pipes } = started;
+        let Started { id, attachment } = started;
         let release = Release {
             pool: self.me.clone(),
             id: Some(id.clone()),
         };
-        StdioLease::new(id.0, pipes.stdin, pipes.stdout, release)
+        StdioLease::new(id.0, attachment.stdin, attachment.stdout, release)
     }
 }
 

@@ -3,9 +3,11 @@
 use fleet_spec::model::Restart;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 /// Names one instance: server, revision and replica, e.g. `search-r3-1`.
@@ -92,29 +94,97 @@ impl std::fmt::Debug for InstanceSpec {
     }
 }
 
-/// What the instance's stdin and stdout are for.
+/// How the instance is reached, which decides what its stdin and stdout are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceIo {
-    /// stdin/stdout carry the MCP protocol; they are handed to the caller in
-    /// [`Lifecycle::Running`]. stderr goes to the log.
+    /// stdin/stdout carry the MCP protocol; the runtime hands them to the caller as a
+    /// [`Reach::Stdio`] attachment. stderr goes to the log.
     Stdio,
-    /// The instance talks over the network; stdin is `/dev/null`, stdout and stderr go to
-    /// the log.
+    /// The instance serves on `port` (the engine renders it into the command line); the
+    /// runtime reports where that port is reachable as a [`Reach::Address`] — for a
+    /// process, `127.0.0.1:port`; a runtime that maps ports reports the mapped one. stdin
+    /// is empty, stdout and stderr go to the log.
+    Listen { port: u16 },
+    /// No way in that the runtime knows of (a worker, a test program): [`Reach::Nowhere`].
+    /// stdin is empty, stdout and stderr go to the log.
     Logged,
 }
 
-/// The protocol pipes of a [`InstanceIo::Stdio`] instance; the caller owns them.
+/// The protocol channel of a stdio instance: what the runtime hands the caller in
+/// [`Reach::Stdio`], and what the gateway and the MCP checks talk over.
+///
+/// Boxed halves, so that nothing above the runtime depends on how the bytes travel: a
+/// child's pipes, a container's attached stream, or an in-memory duplex to an in-process
+/// server in a test all fit.
 ///
 /// Closing `stdin` (dropping it) is how a stdio server is asked to exit: the runtime cannot
 /// close a handle it has given away, so the caller closes it before
 /// [`stop`](crate::Runtime::stop), which then gives the instance half its grace period to
-/// exit on its own before signalling it. The old pipes of a restarted instance reach EOF /
-/// broken pipe.
+/// exit on its own before forcing it. A restarted instance gets a new attachment; the old
+/// one reaches EOF / broken pipe.
+pub struct StdioAttachment {
+    /// Requests to the server.
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    /// The server's answers and notifications.
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl StdioAttachment {
+    /// An attachment over any writer (the server's input) and reader (its output).
+    pub fn new(
+        stdin: impl AsyncWrite + Send + 'static,
+        stdout: impl AsyncRead + Send + 'static,
+    ) -> Self {
+        StdioAttachment {
+            stdin: Box::pin(stdin),
+            stdout: Box::pin(stdout),
+        }
+    }
+}
+
+impl fmt::Debug for StdioAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StdioAttachment")
+    }
+}
+
+/// Where a running instance is reachable: what the caller talks to it over.
 #[derive(Debug)]
-pub struct StdioPipes {
-    pub stdin: ChildStdin,
-    pub stdout: ChildStdout,
+pub enum Reach {
+    /// Over its stdin/stdout ([`InstanceIo::Stdio`]).
+    Stdio(StdioAttachment),
+    /// At a network address ([`InstanceIo::Listen`]).
+    Address(SocketAddr),
+    /// Not at all: the spec asked for no way in ([`InstanceIo::Logged`]).
+    Nowhere,
+}
+
+/// Which of the runtime's own objects runs an instance at the moment: what status shows
+/// and logs name. Never needed to reach the instance (that is [`Reach`]) or to control it
+/// (that is the [`InstanceId`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceHandle {
+    /// A local process (and the process group it leads).
+    Process { pid: u32 },
+}
+
+impl InstanceHandle {
+    /// The process id, for a runtime that runs processes.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            InstanceHandle::Process { pid } => Some(*pid),
+        }
+    }
+}
+
+impl fmt::Display for InstanceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstanceHandle::Process { pid } => write!(f, "pid {pid}"),
+        }
+    }
 }
 
 /// What happened to an instance, in order.
@@ -127,9 +197,13 @@ pub struct StdioPipes {
 /// always last.
 #[derive(Debug)]
 pub enum Lifecycle {
-    /// A process is running. `pipes` is `Some` for [`InstanceIo::Stdio`] only, and new after
-    /// every restart (the old ones reach EOF / broken pipe when the old process dies).
-    Running { pid: u32, pipes: Option<StdioPipes> },
+    /// The instance runs (again): `reach` says where to talk to it — a stdio attachment is
+    /// new after every restart, the old one reaches EOF / broken pipe — and `handle` what
+    /// runs it now.
+    Running {
+        reach: Reach,
+        handle: InstanceHandle,
+    },
     /// The process ended (by itself, or because it was stopped or restarted).
     Exited {
         code: Option<i32>,
@@ -211,8 +285,8 @@ pub struct InstanceStatus {
     pub id: InstanceId,
     pub server: String,
     pub revision: u64,
-    /// The current process, while one runs.
-    pub pid: Option<u32>,
+    /// What runs the instance now (its current process), while something does.
+    pub handle: Option<InstanceHandle>,
     pub state: InstanceState,
     /// Starts after the first (automatic and explicit).
     pub restarts: u32,

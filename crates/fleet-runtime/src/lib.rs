@@ -1,8 +1,8 @@
 //! Runtimes: where mcpfleet instances actually run.
 //!
 //! This crate owns the [`Runtime`] trait — start an instance of a server revision, stop it
-//! (graceful, then forced), restart it, report its lifecycle and status — and its
-//! implementations. Today that is [`process`], the local process supervisor: argv arrays (never
+//! (graceful, then forced), restart it, report its lifecycle, where it is reachable and its
+//! status, read its logs — and its implementations. Today that is [`process`], the local process supervisor: argv arrays (never
 //! a shell), a process group per instance, rotating log files, restart policies with
 //! exponential backoff and an explicit crash-looping state, and pidfiles that let a restarted
 //! control plane reap what a killed one left behind.
@@ -11,8 +11,8 @@
 //! - *what* to run: the engine renders a [`fleet_spec::model::Server`] into an [`InstanceSpec`]
 //!   (templates, secrets, ports, relative paths are resolved before they get here);
 //! - *when* to run it: waves, rollouts and health verdicts belong to the engine;
-//! - the MCP protocol: for stdio servers the runtime hands the pipes ([`StdioPipes`]) to the
-//!   caller and never reads or writes a protocol byte;
+//! - the MCP protocol: for stdio servers the runtime hands the caller a
+//!   [`StdioAttachment`] and never reads or writes a protocol byte;
 //! - health checks beyond "the process is alive" (fleet-mcp's probes do that).
 //!
 //! Later: a `container` module (Docker Engine API) and a `fleet-runtime-kube` crate.
@@ -23,19 +23,37 @@ pub mod process;
 
 pub use error::{RuntimeError, StartError};
 pub use instance::{
-    ExitInfo, Instance, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
-    Lifecycle, StdioPipes,
+    ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState,
+    InstanceStatus, Lifecycle, Reach, StdioAttachment,
 };
-pub use process::{
-    LogRotation, ProcessRuntime, ReapOutcome, Reaped, follow_log, log_path, reap_leftovers,
-};
+pub use process::{LogRotation, ProcessRuntime, ReapOutcome, Reaped, reap_leftovers};
 
+use futures::stream::BoxStream;
 use std::future::Future;
 
 /// Starts, stops and watches instances. The engine is generic over it (no `dyn`).
 ///
-/// Every instance reports what happens to it, in order, on the [`Instance::events`] channel
-/// returned by [`start`](Runtime::start): see [`Lifecycle`] for the sequence.
+/// The contract every runtime meets — a process supervisor today; containers and
+/// Kubernetes workloads are meant to fit the same shape — so that nothing above it knows
+/// which runtime runs:
+///
+/// - **Events in order.** Every instance reports what happens to it on the
+///   [`Instance::events`] channel returned by [`start`](Runtime::start): see [`Lifecycle`]
+///   for the sequence. [`Lifecycle::Stopped`] is last.
+/// - **Reach, not handles.** [`Lifecycle::Running`] says where the instance is reachable
+///   ([`Reach`]): a [`StdioAttachment`] for [`InstanceIo::Stdio`] (boxed byte streams,
+///   never the runtime's own pipe types), an address for [`InstanceIo::Listen`] (the one
+///   that reaches the instance's port from the control plane, which need not be the port
+///   itself). The [`InstanceHandle`] (a pid, a container id) is for status and logs only.
+/// - **Closing stdin asks a stdio server to exit**; [`stop`](Runtime::stop) gives it time
+///   to do so before forcing it.
+/// - **Everything goes.** Stopping an instance stops everything it started (a process
+///   group, a container, a pod) before `stop` returns.
+/// - **Logs by id.** [`logs`](Runtime::logs) reads an instance's output by its
+///   [`InstanceId`], while it runs and after it stopped, until
+///   [`discard_logs`](Runtime::discard_logs).
+/// - **Ids name the instance for its whole life**, across restarts; they are the engine's
+///   (server, revision, replica), so a runtime can tag what it runs with them.
 pub trait Runtime: Send + Sync {
     /// Starts a new instance and supervises it until [`stop`](Runtime::stop).
     ///
@@ -86,4 +104,14 @@ pub trait Runtime: Send + Sync {
     /// per-session process whose session ended): a stream of short-lived sessions must
     /// not fill the disk with their files. Missing logs are not an error.
     fn discard_logs(&self, id: &InstanceId) -> impl Future<Output = ()> + Send;
+
+    /// The output of instance `id` (stderr, and stdout unless it carries the protocol),
+    /// line by line, like `tail -n lines` — then, with `follow`, every new line as it is
+    /// written, until the stream is dropped (like `tail -F`: a log that does not exist yet
+    /// is waited for, a restart or a rotation does not end it). Lines come without their
+    /// newline. An instance with no logs yields nothing (or, with `follow`, waits).
+    ///
+    /// A log that cannot be read yields one line saying so and ends the stream; there is
+    /// no error to handle, because whoever reads logs shows them to a person.
+    fn logs(&self, id: &InstanceId, lines: usize, follow: bool) -> BoxStream<'static, String>;
 }

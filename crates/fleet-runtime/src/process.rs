@@ -5,7 +5,7 @@
 //! - **A small environment**: [`INHERITED_ENV`] plus the spec's `env`.
 //! - **A process group per instance.** Stopping signals the whole group, so helpers an MCP
 //!   server spawned (`npx` → `node`) go too. Stop = (stdio instances: the caller has closed
-//!   stdin, see [`StdioPipes`](crate::StdioPipes); wait half the grace period for an exit on
+//!   stdin, see [`StdioAttachment`](crate::StdioAttachment); wait half the grace period for an exit on
 //!   EOF) → SIGTERM to the group (wait the grace period) → SIGKILL. Whenever
 //!   the leader exits, by itself or not, what is left of its group gets the same
 //!   SIGTERM → SIGKILL treatment before the next start. Signals go to a group only while
@@ -42,8 +42,10 @@ pub use spawn::INHERITED_ENV;
 use crate::Runtime;
 use crate::error::{RuntimeError, StartError};
 use crate::instance::{
-    Instance, InstanceId, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
+    Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
 };
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use logs::{RotatingLog, spawn_log_task};
 use spawn::SpawnContext;
 use std::collections::BTreeMap;
@@ -151,7 +153,7 @@ impl Runtime for ProcessRuntime {
             id: spec.id.clone(),
             server: spec.server.clone(),
             revision: spec.revision,
-            pid: None,
+            handle: None,
             state: InstanceState::Starting,
             restarts: 0,
             last_exit: None,
@@ -210,13 +212,10 @@ impl Runtime for ProcessRuntime {
         {
             let mut status = lock(&status);
             status.state = InstanceState::Running;
-            status.pid = Some(spawned.pid);
+            status.handle = Some(InstanceHandle::Process { pid: spawned.pid });
             status.started_at = Some(spawned.started_at);
         }
-        let _ = events_tx.send(Lifecycle::Running {
-            pid: spawned.pid,
-            pipes: spawned.pipes.take(),
-        });
+        let _ = events_tx.send(spawned.running());
         let id = spec.id.clone();
         let supervisor = Supervisor::new(
             spec,
@@ -300,5 +299,9 @@ impl Runtime for ProcessRuntime {
             }
         });
         let _ = removed.await;
+    }
+
+    fn logs(&self, id: &InstanceId, lines: usize, follow: bool) -> BoxStream<'static, String> {
+        follow_log(log_path(&self.shared.state_dir, id), lines, follow).boxed()
     }
 }

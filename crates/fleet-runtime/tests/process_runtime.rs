@@ -4,13 +4,12 @@
 //! output); the runtime itself never runs a shell. Every wait is on a condition with a
 //! generous deadline, never a bare sleep.
 
-use fleet_runtime::process::{Pidfile, pidfile_path, rotated_log_path};
+use fleet_runtime::process::{Pidfile, follow_log, log_path, pidfile_path, rotated_log_path};
 use fleet_runtime::{
-    InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle, Runtime, StartError,
+    InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle, Reach, Runtime,
+    StartError,
 };
-use fleet_runtime::{
-    LogRotation, ProcessRuntime, ReapOutcome, follow_log, log_path, reap_leftovers,
-};
+use fleet_runtime::{LogRotation, ProcessRuntime, ReapOutcome, reap_leftovers};
 use fleet_spec::model::{Restart, RestartPolicyKind};
 use fleet_testkit::{TempDir, wait_until};
 use futures::{Stream, StreamExt};
@@ -61,7 +60,10 @@ fn spec(id: &str, program: &str, args: &[&str]) -> InstanceSpec {
 
 fn expect_running(event: Lifecycle) -> u32 {
     match event {
-        Lifecycle::Running { pid, .. } => pid,
+        Lifecycle::Running {
+            handle: InstanceHandle::Process { pid },
+            ..
+        } => pid,
         other => panic!("expected Running, got {other:?}"),
     }
 }
@@ -119,7 +121,7 @@ async fn stop_kills_the_whole_group_including_grandchildren() {
 
     let statuses = runtime.statuses();
     assert_eq!(statuses.len(), 1);
-    assert_eq!(statuses[0].pid, Some(pid));
+    assert_eq!(statuses[0].handle, Some(InstanceHandle::Process { pid }));
     assert_eq!(statuses[0].state, InstanceState::Running);
     assert_eq!(statuses[0].server, "tree");
 
@@ -238,7 +240,13 @@ async fn restarts_with_backoff_after_kill_9() {
     let second = expect_running(next(&mut instance.events).await);
     assert_ne!(first, second);
     let status = &runtime.statuses()[0];
-    assert_eq!((status.pid, status.restarts), (Some(second), 1));
+    assert_eq!(
+        (
+            status.handle.as_ref().and_then(InstanceHandle::pid),
+            status.restarts
+        ),
+        (Some(second), 1)
+    );
     assert_eq!(status.last_exit.unwrap().signal, Some(9));
 
     // A second failure backs off twice as long.
@@ -328,7 +336,7 @@ async fn crash_loops_after_give_up_after_without_hot_looping() {
 
     let status = &runtime.statuses()[0];
     assert_eq!(status.state, InstanceState::CrashLooping);
-    assert_eq!((status.pid, status.restarts), (None, 3));
+    assert_eq!((status.handle.clone(), status.restarts), (None, 3));
     assert!(
         tokio::time::timeout(Duration::from_millis(500), instance.events.recv())
             .await
@@ -535,12 +543,13 @@ async fn stdio_pipes_round_trip_and_stderr_goes_to_the_log() {
     s.io = InstanceIo::Stdio;
     let mut instance = runtime.start(s).await.unwrap();
     let Lifecycle::Running {
-        pipes: Some(pipes), ..
+        reach: Reach::Stdio(attachment),
+        ..
     } = next(&mut instance.events).await
     else {
-        panic!("stdio instances come with pipes");
+        panic!("stdio instances are reached over a stdio attachment");
     };
-    let (mut stdin, stdout) = (pipes.stdin, pipes.stdout);
+    let (mut stdin, stdout) = (attachment.stdin, attachment.stdout);
     let mut stdout = BufReader::new(stdout).lines();
     let request = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     stdin
@@ -574,6 +583,87 @@ async fn stdio_pipes_round_trip_and_stderr_goes_to_the_log() {
 }
 
 #[tokio::test]
+async fn a_listening_instance_is_reached_at_the_address_the_runtime_reports() {
+    let dir = TempDir::new("listen");
+    let runtime = ProcessRuntime::new(dir.path());
+    let port = fleet_testkit::free_port();
+    let program = fleet_testkit::sample_server_binary();
+    let port_arg = port.to_string();
+    let mut s = spec(
+        "web-r1-1",
+        program.to_str().unwrap(),
+        &["--transport", "http", "--port", &port_arg],
+    );
+    s.io = InstanceIo::Listen { port };
+    let mut instance = runtime.start(s).await.unwrap();
+    let Lifecycle::Running {
+        reach: Reach::Address(address),
+        handle: InstanceHandle::Process { .. },
+    } = next(&mut instance.events).await
+    else {
+        panic!("a listening instance is reached at an address");
+    };
+    assert_eq!(address, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    // The address is where the server answers, not only a number passed through.
+    wait_until(
+        "the server listens at the reported address",
+        DEADLINE,
+        async || tokio::net::TcpStream::connect(address).await.is_ok(),
+    )
+    .await;
+    runtime.stop(&instance.id).await.unwrap();
+}
+
+/// Reads `lines` until one contains `needle`.
+async fn read_until(lines: &mut (impl Stream<Item = String> + Unpin), needle: &str) {
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next().await {
+            if line.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no log line with `{needle}`");
+}
+
+#[tokio::test]
+async fn logs_read_through_the_runtime_tail_then_follow_an_instance_by_its_id() {
+    let dir = TempDir::new("logs-trait");
+    let runtime = ProcessRuntime::new(dir.path());
+    let mut s = spec(
+        "talk-r1-1",
+        "sh",
+        &[
+            "-c",
+            "echo first >&2; read line; echo \"got $line\" >&2; exec cat",
+        ],
+    );
+    s.io = InstanceIo::Stdio;
+    let mut instance = runtime.start(s).await.unwrap();
+    let Lifecycle::Running {
+        reach: Reach::Stdio(mut attachment),
+        ..
+    } = next(&mut instance.events).await
+    else {
+        panic!("stdio instances are reached over a stdio attachment");
+    };
+    let mut lines = runtime.logs(&instance.id, 10, true);
+    // The tail shows what the instance wrote; following shows what it writes later.
+    read_until(&mut lines, "first").await;
+    attachment.stdin.write_all(b"hello\n").await.unwrap();
+    attachment.stdin.flush().await.unwrap();
+    read_until(&mut lines, "got hello").await;
+    drop(attachment);
+    runtime.stop(&instance.id).await.unwrap();
+
+    // After the stop the log is still there by id, without following.
+    let tail: Vec<String> = runtime.logs(&instance.id, 100, false).collect().await;
+    assert!(tail.iter().any(|l| l == "got hello"), "{tail:?}");
+}
+
+#[tokio::test]
 async fn stopping_a_stdio_instance_whose_stdin_is_open_signals_after_half_the_grace() {
     let dir = TempDir::new("stdio-open");
     let runtime = ProcessRuntime::new(dir.path());
@@ -582,11 +672,11 @@ async fn stopping_a_stdio_instance_whose_stdin_is_open_signals_after_half_the_gr
     s.stop_grace = Duration::from_millis(600);
     let mut instance = runtime.start(s).await.unwrap();
     let Lifecycle::Running {
-        pipes: Some(_pipes),
+        reach: Reach::Stdio(_attachment),
         ..
     } = next(&mut instance.events).await
     else {
-        panic!("stdio instances come with pipes");
+        panic!("stdio instances are reached over a stdio attachment");
     };
     let begun = Instant::now();
     runtime.stop(&instance.id).await.unwrap();

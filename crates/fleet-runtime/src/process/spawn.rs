@@ -5,10 +5,13 @@ use super::logs::{LogWriter, spawn_line_copier};
 use super::pidfile::Pidfile;
 use super::procfs;
 use crate::error::StartError;
-use crate::instance::{InstanceIo, InstanceSpec, StdioPipes};
+use crate::instance::{
+    InstanceHandle, InstanceIo, InstanceSpec, Lifecycle, Reach, StdioAttachment,
+};
 use nix::sys::signal::Signal;
 use std::ffi::OsStr;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -113,11 +116,22 @@ pub(crate) struct Spawned {
     pub(crate) pid: u32,
     pub(crate) started: Instant,
     pub(crate) started_at: SystemTime,
-    /// For [`InstanceIo::Stdio`]: the pipes, taken by the `Running` event.
-    pub(crate) pipes: Option<StdioPipes>,
+    /// Where the process is reached; handed over (once) by [`running`](Self::running).
+    reach: Option<Reach>,
     /// Tasks copying stdout/stderr to the log; they end at EOF.
     pub(crate) copiers: Vec<JoinHandle<()>>,
     pub(crate) pidfile: PathBuf,
+}
+
+impl Spawned {
+    /// The `Running` event announcing this process, carrying its stdio attachment, which
+    /// only the first call has.
+    pub(crate) fn running(&mut self) -> Lifecycle {
+        Lifecycle::Running {
+            reach: self.reach.take().unwrap_or(Reach::Nowhere),
+            handle: InstanceHandle::Process { pid: self.pid },
+        }
+    }
 }
 
 /// What [`spawn`] needs besides the spec.
@@ -157,7 +171,9 @@ pub(crate) async fn spawn(
     }
     match spec.io {
         InstanceIo::Stdio => command.stdin(Stdio::piped()).stdout(Stdio::piped()),
-        InstanceIo::Logged => command.stdin(Stdio::null()).stdout(Stdio::piped()),
+        InstanceIo::Listen { .. } | InstanceIo::Logged => {
+            command.stdin(Stdio::null()).stdout(Stdio::piped())
+        }
     };
     let mut child = command
         .spawn()
@@ -176,11 +192,19 @@ pub(crate) async fn spawn(
     if let Some(stderr) = child.stderr.take() {
         copiers.push(spawn_line_copier(stderr, cx.log.clone(), cx.max_line));
     }
-    let pipes = match (spec.io, child.stdin.take(), child.stdout.take()) {
-        (InstanceIo::Stdio, Some(stdin), Some(stdout)) => Some(StdioPipes { stdin, stdout }),
-        (_, _, stdout) => {
+    let reach = match (spec.io, child.stdin.take(), child.stdout.take()) {
+        (InstanceIo::Stdio, Some(stdin), Some(stdout)) => {
+            Reach::Stdio(StdioAttachment::new(stdin, stdout))
+        }
+        (io, _, stdout) => {
             copiers.extend(stdout.map(|out| spawn_line_copier(out, cx.log.clone(), cx.max_line)));
-            None
+            match io {
+                // A local process shares the host's network: its port is the host's.
+                InstanceIo::Listen { port } => {
+                    Reach::Address(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                }
+                InstanceIo::Stdio | InstanceIo::Logged => Reach::Nowhere,
+            }
         }
     };
     cx.log
@@ -224,7 +248,7 @@ pub(crate) async fn spawn(
         pid,
         started,
         started_at,
-        pipes,
+        reach: Some(reach),
         copiers,
         pidfile,
     })

@@ -5,7 +5,7 @@ use super::logs::LogWriter;
 use super::spawn::{SpawnContext, Spawned, spawn};
 use super::{Shared, lock, pidfile, procfs};
 use crate::instance::{
-    ExitInfo, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
+    ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
 };
 use nix::sys::signal::Signal;
 use std::future::Future;
@@ -196,7 +196,7 @@ impl Supervisor {
         };
         self.marker(exit_marker(&exit)).await;
         self.update(|s| {
-            s.pid = None;
+            s.handle = None;
             s.last_exit = Some(exit);
         });
         self.emit(Lifecycle::Exited {
@@ -313,14 +313,11 @@ impl Supervisor {
             Ok(mut spawned) => {
                 self.update(|s| {
                     s.state = InstanceState::Running;
-                    s.pid = Some(spawned.pid);
+                    s.handle = Some(InstanceHandle::Process { pid: spawned.pid });
                     s.started_at = Some(spawned.started_at);
                     s.restarts = s.restarts.saturating_add(1);
                 });
-                self.emit(Lifecycle::Running {
-                    pid: spawned.pid,
-                    pipes: spawned.pipes.take(),
-                });
+                self.emit(spawned.running());
                 Phase::Run(Box::new(spawned))
             }
             Err(e) => {
@@ -347,7 +344,7 @@ impl Supervisor {
         {
             let mut status = lock(&status);
             status.state = InstanceState::Stopped;
-            status.pid = None;
+            status.handle = None;
         }
         let _ = events.send(Lifecycle::Stopped);
         drop(registration);

@@ -187,6 +187,17 @@ impl fmt::Display for InstanceHandle {
     }
 }
 
+/// An instance that runs but that this runtime did not start: left by an earlier control
+/// plane (see [`Runtime::discover`](crate::Runtime::discover)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub id: InstanceId,
+    pub server: String,
+    pub revision: u64,
+    /// What runs it (the recorded process, verified to be that very process).
+    pub handle: InstanceHandle,
+}
+
 /// What happened to an instance, in order.
 ///
 /// A typical life: `Running` → (`Exited` → `BackingOff` → `Running`)* → `Exited` → `Stopped`.

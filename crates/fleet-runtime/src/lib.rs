@@ -23,8 +23,8 @@ pub mod process;
 
 pub use error::{RuntimeError, StartError};
 pub use instance::{
-    ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState,
-    InstanceStatus, Lifecycle, Reach, StdioAttachment,
+    Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
+    InstanceState, InstanceStatus, Lifecycle, Reach, StdioAttachment,
 };
 pub use process::{LogRotation, ProcessRuntime, ReapOutcome, Reaped, reap_leftovers};
 
@@ -104,6 +104,20 @@ pub trait Runtime: Send + Sync {
     /// per-session process whose session ended): a stream of short-lived sessions must
     /// not fill the disk with their files. Missing logs are not an error.
     fn discard_logs(&self, id: &InstanceId) -> impl Future<Output = ()> + Send;
+
+    /// The instances of this runtime's fleet that run although this runtime did not start
+    /// them: what an earlier control plane left when it was killed, found by the runtime's
+    /// own records (pidfiles for processes; labels, for a container runtime). Never one this
+    /// runtime supervises, so it does not overlap [`statuses`](Runtime::statuses). Reads
+    /// only: nothing is stopped, signalled or forgotten.
+    ///
+    /// Adopting them — supervising one again instead of reaping it and starting afresh — is
+    /// not part of the contract yet: a process runtime cannot wait on a process it did not
+    /// spawn (it would watch `/proc` instead), and a stdio process's pipes died with the
+    /// control plane that held them, so only an instance reached at an address could be
+    /// taken over. Until then the control plane reaps what was left
+    /// ([`reap_leftovers`]).
+    fn discover(&self) -> impl Future<Output = Vec<Discovered>> + Send;
 
     /// The output of instance `id` (stderr, and stdout unless it carries the protocol),
     /// line by line, like `tail -n lines` — then, with `follow`, every new line as it is

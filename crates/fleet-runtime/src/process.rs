@@ -22,8 +22,8 @@
 //!   the count. A start that ends before that counts as failed — even a clean exit under
 //!   `always`, so nothing can restart in a tight loop — and `give_up_after` failed starts
 //!   in a row make the instance [`CrashLooping`](crate::Lifecycle::CrashLooping).
-//! - **Pidfiles** with the process start time, and [`reap_leftovers`] for what a killed
-//!   control plane left running (reaped, not adopted).
+//! - **Pidfiles** with the process start time: [`discover`](Runtime::discover) reads them
+//!   to find what a killed control plane left running, [`reap_leftovers`] stops it.
 //!
 //! Dropping the last [`ProcessRuntime`] handle stops its instances gracefully in the
 //! background (if the tokio runtime lives on); stop them explicitly to wait for it.
@@ -42,7 +42,7 @@ pub use spawn::INHERITED_ENV;
 use crate::Runtime;
 use crate::error::{RuntimeError, StartError};
 use crate::instance::{
-    Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
+    Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
 };
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
@@ -299,6 +299,23 @@ impl Runtime for ProcessRuntime {
             }
         });
         let _ = removed.await;
+    }
+
+    async fn discover(&self) -> Vec<Discovered> {
+        let records = pidfile::live_records(&self.shared.state_dir).await;
+        let supervised = lock(&self.shared.instances);
+        let mut found: Vec<Discovered> = records
+            .into_iter()
+            .filter(|record| !supervised.contains_key(&record.id))
+            .map(|record| Discovered {
+                id: record.id,
+                server: record.server,
+                revision: record.revision,
+                handle: InstanceHandle::Process { pid: record.pid },
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
     }
 
     fn logs(&self, id: &InstanceId, lines: usize, follow: bool) -> BoxStream<'static, String> {

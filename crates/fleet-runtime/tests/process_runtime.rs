@@ -6,8 +6,8 @@
 
 use fleet_runtime::process::{Pidfile, follow_log, log_path, pidfile_path, rotated_log_path};
 use fleet_runtime::{
-    InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle, Reach, Runtime,
-    StartError,
+    Discovered, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle,
+    Reach, Runtime, StartError,
 };
 use fleet_runtime::{LogRotation, ProcessRuntime, ReapOutcome, reap_leftovers};
 use fleet_spec::model::{Restart, RestartPolicyKind};
@@ -745,6 +745,82 @@ fn write_pidfile(state_dir: &Path, name: &str, pid: u32, start_time_ticks: u64) 
     let path = pidfile_path(state_dir, &record.id);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, serde_json::to_vec(&record).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn discover_finds_what_another_control_plane_left_running_and_touches_nothing() {
+    let dir = TempDir::new("discover");
+    // The control plane that "crashed": its runtime still runs one instance.
+    let earlier = ProcessRuntime::new(dir.path());
+    let mut left = earlier
+        .start(spec("left-r2-1", "sleep", &["1000"]))
+        .await
+        .unwrap();
+    let left_pid = expect_running(next(&mut left.events).await);
+
+    // A pidfile whose process has exited since.
+    let mut exited = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let exited_pid = exited.id();
+    write_pidfile(
+        dir.path(),
+        "exited-r1-1",
+        exited_pid,
+        stat(exited_pid).unwrap().2,
+    );
+    exited.kill().unwrap();
+    exited.wait().unwrap();
+    // A pidfile whose PID now belongs to an unrelated process (another start time).
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let unrelated_pid = unrelated.id();
+    let unrelated_start = stat(unrelated_pid).unwrap().2;
+    write_pidfile(
+        dir.path(),
+        "reused-r1-1",
+        unrelated_pid,
+        unrelated_start + 12_345,
+    );
+    std::fs::write(dir.path().join("run/garbage.json"), b"{ not json").unwrap();
+
+    assert_eq!(
+        earlier.discover().await,
+        Vec::new(),
+        "a runtime supervises what it started; it does not discover it"
+    );
+    let later = ProcessRuntime::new(dir.path());
+    assert_eq!(
+        later.discover().await,
+        vec![Discovered {
+            id: InstanceId("left-r2-1".into()),
+            server: "left".into(),
+            revision: 1,
+            handle: InstanceHandle::Process { pid: left_pid },
+        }]
+    );
+    // Discovery only reads: everything still runs, every pidfile is still there.
+    assert!(is_live(left_pid) && is_live(unrelated_pid));
+    for name in ["left-r2-1", "exited-r1-1", "reused-r1-1"] {
+        assert!(
+            pidfile_path(dir.path(), &InstanceId(name.into())).exists(),
+            "{name}"
+        );
+    }
+
+    earlier.stop(&left.id).await.unwrap();
+    assert_eq!(
+        later.discover().await,
+        Vec::new(),
+        "a stopped instance is gone"
+    );
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! rename) right after spawn and removed once the process has been reaped. If the control
 //! plane dies without stopping its instances (`kill -9`, a crash, power loss), the files
 //! remain; the next control plane calls [`reap_leftovers`] before it starts anything.
+//! [`live_records`] finds those whose process still runs without touching them, for
+//! [`Runtime::discover`](crate::Runtime::discover).
 //!
 //! Leftovers are reaped, not adopted: a process we did not spawn cannot be waited on, and its
 //! stdio pipes died with the old control plane, so the engine starts fresh instances.
@@ -148,6 +150,38 @@ pub async fn reap_leftovers(state_dir: &Path) -> Vec<Reaped> {
     }
     reaped.sort_by(|a, b| a.pidfile.cmp(&b.pidfile));
     reaped
+}
+
+/// The pidfiles under `state_dir` whose recorded process still runs — that very process
+/// (same start time), not another one that got its PID. Reads only; signals nothing and
+/// removes nothing. An instance whose leader is gone is not among them even if helpers of
+/// its group live on: there is nothing to adopt, only to reap.
+pub(crate) async fn live_records(state_dir: &Path) -> Vec<Pidfile> {
+    let run_dir = state_dir.join("run");
+    let Ok(mut entries) = tokio::fs::read_dir(&run_dir).await else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        if !entry.file_name().to_string_lossy().ends_with(".json") {
+            continue;
+        }
+        // Unreadable ones are for reaping to report, not for discovery to guess at.
+        if let Ok(bytes) = tokio::fs::read(entry.path()).await
+            && let Ok(record) = serde_json::from_slice::<Pidfile>(&bytes)
+        {
+            records.push(record);
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        records.retain(|record| {
+            procfs::read_stat(record.pid)
+                .is_some_and(|now| now.is_live() && now.start_time_ticks == record.start_time_ticks)
+        });
+        records
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Processes that verifiably belong to the recorded instance: the leader if its start time

@@ -481,7 +481,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     };
                     self.set_state(ServerState::Checking, None);
                     tokio::select! {
-                        ready = self.become_ready(attachment) => match ready {
+                        // Boxed for the same reason as the checks in `stay_live`.
+                        ready = Box::pin(self.become_ready(attachment)) => match ready {
                             Ok(()) if self.mark_ready() => {
                                 pending = self.stay_live(&mut events).await;
                             }
@@ -697,7 +698,9 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             tokio::select! {
                 event = events.recv() => return event,
                 () = tokio::time::sleep_until(at.into()) => {
-                    let report = if next == 0 { self.mcp_check(None).await } else { self.run_other(&self.others[next - 1]).await };
+                    // Boxed: a check's future is large and alive only while it runs, and
+                    // this loop lives as long as the instance (a thousand of them per fleet).
+                    let report = if next == 0 { Box::pin(self.mcp_check(None)).await } else { Box::pin(self.run_other(&self.others[next - 1])).await };
                     self.record(&report);
                     if report.outcome.is_err() {
                         self.count_check_failure();

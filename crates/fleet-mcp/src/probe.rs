@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use fleet_spec::model::{McpCheck, SmokeCall};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ServerPeerInfo};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ServerPeerInfo, Tool};
 use rmcp::service::{Peer, RoleClient, ServiceError};
 use tokio::time::Instant;
 
@@ -103,9 +103,33 @@ impl Budget {
     }
 }
 
+/// What a check asks of an established MCP session: rmcp's client over HTTP, our own
+/// over stdio ([`stdio::StdioSession`]).
+pub(crate) trait ToolSession: Sync {
+    /// Every tool, following `nextCursor`.
+    fn list_all_tools(&self) -> impl Future<Output = Result<Vec<Tool>, ServiceError>> + Send;
+    fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+    ) -> impl Future<Output = Result<CallToolResult, ServiceError>> + Send;
+}
+
+impl ToolSession for Peer<RoleClient> {
+    fn list_all_tools(&self) -> impl Future<Output = Result<Vec<Tool>, ServiceError>> + Send {
+        Peer::<RoleClient>::list_all_tools(self)
+    }
+
+    fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+    ) -> impl Future<Output = Result<CallToolResult, ServiceError>> + Send {
+        Peer::<RoleClient>::call_tool(self, params)
+    }
+}
+
 /// Lists tools, checks them, runs and judges the smoke call, enforces the latency.
 pub(crate) async fn exercise(
-    peer: &Peer<RoleClient>,
+    peer: &impl ToolSession,
     check: &McpCheck,
     handshake: &Handshake,
     budget: Budget,

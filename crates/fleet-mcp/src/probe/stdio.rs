@@ -1,49 +1,52 @@
 //! A long-lived MCP session over a stdio instance's own pipes.
 //!
-//! The runtime owns the process; we get its stdin/stdout. The handshake is done here,
-//! on raw lines, rather than by rmcp's `serve_with_lifecycle`, because over one pair
-//! of pipes there is no second chance: rmcp's `Auto` waits a fixed 10 s for an
-//! unanswered `server/discover` (longer than a typical 5 s handshake timeout) and its
-//! legacy fallback reuses request id 0, so a late discover reply would be taken for
-//! the `initialize` answer. Our discover/initialize use ids of their own, the discover
-//! wait is half the handshake budget, and noise on stdout fails loudly. Once the
-//! session is up it is handed to rmcp (`serve_directly`) for `tools/list` and
-//! `tools/call`.
+//! The runtime owns the process; we get its stdin/stdout. The whole session is ours, on
+//! raw lines, rather than rmcp's: over one pair of pipes there is no second chance
+//! (rmcp's `Auto` waits a fixed 10 s for an unanswered `server/discover`, longer than a
+//! typical 5 s handshake timeout, and its legacy fallback reuses request id 0, so a late
+//! discover reply would be taken for the `initialize` answer), noise on stdout must fail
+//! loudly, and a check is one request at a time — so a session is a line reader and a
+//! request counter, not rmcp's service with its channels and tasks (which cost a control
+//! plane running a thousand servers some 40 KB per server). rmcp's model types still
+//! build and read every message, so the wire format is rmcp's.
 
 mod lines;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use fleet_spec::model::{Era, McpCheck};
-use rmcp::ClientCacheConfig;
 use rmcp::model::{
-    ClientConfig, ClientJsonRpcMessage, ClientRequest, DiscoverRequest, DiscoverRequestParams,
-    DiscoverResult, ErrorData, InitializeRequest, InitializeResult, RequestId, RequestMetaObject,
-    ServerPeerInfo,
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientConfig, ClientJsonRpcMessage,
+    ClientRequest, DiscoverRequest, DiscoverRequestParams, DiscoverResult, ErrorData, GetMeta as _,
+    InitializeRequest, InitializeResult, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
+    RequestId, RequestMetaObject, ServerPeerInfo, Tool,
 };
-use rmcp::service::{RoleClient, RunningService, serve_directly};
+use rmcp::service::ServiceError;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use self::lines::{Inbound, LineTransport, Noise};
 use crate::era::{self, AfterDiscover};
-use crate::probe::{Budget, Handshake, exercise};
+use crate::probe::{Budget, Handshake, ToolSession, exercise};
 use crate::report::{CheckFailure, CheckKind, CheckPass, CheckReport, DetectedEra};
 
 const DISCOVER_ID: &str = "mcpfleet-discover";
 const INITIALIZE_ID: &str = "mcpfleet-initialize";
-/// How long [`StdioSession::close`] waits for rmcp to wind the session down.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An MCP client session on a stdio server's pipes, kept open for repeated checks.
 ///
 /// Dropping it closes the pipes too; [`close`](Self::close) does so in order.
 #[derive(Debug)]
 pub struct StdioSession {
-    service: RunningService<RoleClient, ClientConfig>,
+    /// One request at a time: a check is a sequence of them.
+    transport: tokio::sync::Mutex<LineTransport>,
+    /// Set by the line reader when the server closes its stdout.
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    /// What a modern session's every request carries in `_meta`; `None` for legacy.
+    modern: Option<ClientConfig>,
+    next_id: AtomicU64,
     handshake: Handshake,
     noise: Arc<Noise>,
     /// Noise lines already reported by a check.
@@ -74,6 +77,7 @@ impl StdioSession {
         let started = Instant::now();
         let mut transport = LineTransport::new(stdin, stdout);
         let noise = transport.noise();
+        let closed = transport.closed();
         let limit = check.cadence.timeout;
         let deadline = started + limit;
         let established =
@@ -90,16 +94,15 @@ impl StdioSession {
             };
         let handshake =
             Handshake::from_peer_info(established.era, &established.info, started.elapsed());
-        let client = era::client_config(established.info.protocol_version.clone());
-        let service = serve_directly(client, transport, Some(established.info));
-        // A probe must ask the server every time; rmcp would answer a repeated
-        // tools/list from its cache, and serve a stale copy when the server fails.
-        service
-            .peer()
-            .set_response_cache_config(ClientCacheConfig::disabled())
-            .await;
+        // As rmcp does: a revision without `initialize` carries the lifecycle in every
+        // request's `_meta`.
+        let version = established.info.protocol_version.clone();
+        let modern = (!version.has_initialize()).then(|| era::client_config(version));
         let session = StdioSession {
-            service,
+            transport: tokio::sync::Mutex::new(transport),
+            closed,
+            modern,
+            next_id: AtomicU64::new(1),
             handshake,
             noise,
             noise_reported: AtomicU64::new(0),
@@ -133,14 +136,37 @@ impl StdioSession {
 
     /// Whether the server has closed its stdout (it exited, or is about to).
     pub fn is_closed(&self) -> bool {
-        self.service.is_closed() || self.service.peer().is_transport_closed()
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Ends the session: closes stdin (a stdio server's cue to exit) and stops reading.
     /// Waiting for the process to exit is the runtime's job.
-    pub async fn close(mut self) {
-        if let Ok(None) = self.service.close_with_timeout(CLOSE_TIMEOUT).await {
-            tracing::debug!("stdio session did not wind down within {CLOSE_TIMEOUT:?}");
+    pub async fn close(self) {
+        self.transport.into_inner().close().await;
+    }
+
+    /// Sends one request and waits for its answer (skipping noise, notifications and
+    /// answers to requests a timeout gave up on; refusing the server's own requests).
+    async fn request(&self, mut request: ClientRequest) -> Result<Value, ServiceError> {
+        if let Some(client) = &self.modern {
+            let meta = request.get_meta_mut();
+            meta.set_protocol_version(client.protocol_version.clone());
+            meta.set_client_info(client.client_info.clone());
+            meta.set_client_capabilities(client.capabilities.clone());
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = ClientJsonRpcMessage::request(request, RequestId::Number(id as i64));
+        let mut transport = self.transport.lock().await;
+        let value = serde_json::to_value(&message)
+            .map_err(|e| ServiceError::McpError(ErrorData::internal_error(e.to_string(), None)))?;
+        transport
+            .send_value(&value)
+            .await
+            .map_err(|_| ServiceError::TransportClosed)?;
+        match await_reply(&mut transport, &json!(id), false).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(error)) => Err(ServiceError::McpError(error)),
+            Err(_) => Err(ServiceError::TransportClosed),
         }
     }
 
@@ -151,7 +177,7 @@ impl StdioSession {
                     .to_owned(),
             });
         }
-        let outcome = exercise(self.service.peer(), check, &self.handshake, budget).await;
+        let outcome = exercise(self, check, &self.handshake, budget).await;
         match outcome {
             // Reported on a check that would otherwise pass, so it is never lost
             // behind another failure.
@@ -252,7 +278,7 @@ async fn discover(transport: &mut LineTransport) -> Result<Discovered, CheckFail
         RequestId::String(DISCOVER_ID.into()),
     );
     send(transport, &message, "server/discover").await?;
-    let reply = await_reply(transport, DISCOVER_ID).await.map_err(|stop| {
+    let reply = await_reply(transport, &json!(DISCOVER_ID), true).await.map_err(|stop| {
         stop.into_failure(
             "after server/discover — older stdio servers exit on a request before initialize; use era: legacy for this server",
         )
@@ -301,7 +327,7 @@ async fn initialize(
         RequestId::String(INITIALIZE_ID.into()),
     );
     send(transport, &message, "initialize").await?;
-    let reply = await_reply(transport, INITIALIZE_ID)
+    let reply = await_reply(transport, &json!(INITIALIZE_ID), true)
         .await
         .map_err(|stop| {
             stop.into_failure(
@@ -374,15 +400,19 @@ impl Stop {
 }
 
 /// Reads until the reply to request `id`, answering pings and skipping notifications
-/// and replies to other ids (a late `server/discover` answer, say).
+/// and replies to other ids (a late `server/discover` answer, say). A noise line ends the
+/// wait when `noise_stops` (the handshake); in a running session it is only counted, and
+/// the check reports it.
 async fn await_reply(
     transport: &mut LineTransport,
-    id: &str,
+    id: &Value,
+    noise_stops: bool,
 ) -> Result<Result<Value, ErrorData>, Stop> {
     loop {
         let value = match transport.next().await {
             None => return Err(Stop::Closed),
-            Some(Inbound::Noise(sample)) => return Err(Stop::Noise(sample)),
+            Some(Inbound::Noise(sample)) if noise_stops => return Err(Stop::Noise(sample)),
+            Some(Inbound::Noise(_)) => continue,
             Some(Inbound::Json(value)) => value,
         };
         let message_id = value.get("id");
@@ -393,10 +423,9 @@ async fn await_reply(
             continue;
         }
         let ours = match message_id {
-            Some(Value::String(s)) => s == id,
             // An error without an id is the server failing to read our request.
             None | Some(Value::Null) => value.get("error").is_some(),
-            Some(_) => false,
+            Some(other) => other == id,
         };
         if !ours {
             continue;
@@ -411,8 +440,8 @@ async fn await_reply(
     }
 }
 
-/// Before the session is up, a server may only ping (legacy); anything else is
-/// refused so it does not wait on us.
+/// A probe declares no client capabilities: it answers `ping` and refuses anything else
+/// (sampling, elicitation, roots) so the server does not wait on it.
 async fn answer_server_request(transport: &LineTransport, method: &str, id: &Value) {
     let reply = if method == "ping" {
         json!({ "jsonrpc": "2.0", "id": id, "result": {} })
@@ -420,10 +449,37 @@ async fn answer_server_request(transport: &LineTransport, method: &str, id: &Val
         json!({
             "jsonrpc": "2.0",
             "id": id,
-            "error": { "code": -32601, "message": "the probe answers no requests before the handshake completes" },
+            "error": { "code": -32601, "message": "a health probe answers no requests" },
         })
     };
     if let Err(e) = transport.send_value(&reply).await {
         tracing::debug!("could not answer the server's {method}: {e}");
+    }
+}
+
+impl ToolSession for StdioSession {
+    async fn list_all_tools(&self) -> Result<Vec<Tool>, ServiceError> {
+        let mut tools = Vec::new();
+        let mut cursor = None;
+        loop {
+            let params = PaginatedRequestParams::default().with_cursor(cursor);
+            let request = ClientRequest::ListToolsRequest(ListToolsRequest::with_param(params));
+            let page: ListToolsResult = serde_json::from_value(self.request(request).await?)
+                .map_err(|_| ServiceError::UnexpectedResponse)?;
+            tools.extend(page.tools);
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                return Ok(tools);
+            }
+        }
+    }
+
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+    ) -> Result<CallToolResult, ServiceError> {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        serde_json::from_value(self.request(request).await?)
+            .map_err(|_| ServiceError::UnexpectedResponse)
     }
 }

@@ -284,3 +284,45 @@ async fn noise_after_the_handshake_fails_the_next_check_once() {
     let status = exits_after_close(child).await;
     assert!(status.success(), "{status}");
 }
+
+/// After the handshake: 2,000 log notifications (far more than a pipe holds) and a ping;
+/// `tools/list` is answered only once the ping has its answer.
+const CHATTY_AND_PINGING: &str = r#"
+read init
+printf '%s\n' '{"jsonrpc":"2.0","id":"mcpfleet-initialize","result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"chatty","version":"1"}}}'
+read initialized
+i=0
+while [ $i -lt 2000 ]; do
+  printf '%s\n' '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"chatter chatter chatter"}}'
+  i=$((i+1))
+done
+printf '%s\n' '{"jsonrpc":"2.0","id":"srv-1","method":"ping"}'
+pong=0
+pending=""
+answer() {
+  id=$(printf '%s' "$1" | sed 's/.*"id":\([0-9][0-9]*\).*/\1/')
+  printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}\n' "$id"
+}
+while read line; do
+  case "$line" in
+    *'"id":"srv-1"'*'"result"'*) pong=1; if [ -n "$pending" ]; then answer "$pending"; pending=""; fi ;;
+    *tools/list*) if [ $pong = 1 ]; then answer "$line"; else pending="$line"; fi ;;
+  esac
+done
+"#;
+
+/// A server that logs a lot and pings its client is never left blocked on a full pipe
+/// or waiting for a pong: the session reads (and drops) notifications and answers pings
+/// as they come, between checks too.
+#[tokio::test]
+async fn a_chatty_server_that_pings_is_answered_and_never_blocked() {
+    let mut child = scripted_server(CHATTY_AND_PINGING);
+    let check = with_timeout(mcp_check(&["echo"], None), Duration::from_secs(5));
+    let (session, report) = session(connect(&mut child, Era::Legacy, &check).await);
+    passed(&report);
+    let again = session.check(&check).await;
+    passed(&again);
+    session.close().await;
+    let status = exits_after_close(child).await;
+    assert!(status.success(), "{status}");
+}

@@ -68,6 +68,12 @@ pub fn rotated_log_path(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Buffer sizes of the per-process log path. Small on purpose: a fleet of a thousand
+/// servers runs two thousand processes, each with a stderr reader and a log writer, and
+/// stderr is low-volume — a longer line only costs another read or write call.
+const LOG_WRITE_BUFFER: usize = 2 * 1024;
+const LOG_READ_BUFFER: usize = 2 * 1024;
+
 /// A log file that rotates itself. Synchronous: the async side batches lines and writes
 /// them on a blocking thread.
 #[derive(Debug)]
@@ -93,7 +99,7 @@ impl RotatingLog {
         Ok(RotatingLog {
             path,
             rotation,
-            file: BufWriter::new(file),
+            file: BufWriter::with_capacity(LOG_WRITE_BUFFER, file),
             size,
         })
     }
@@ -129,7 +135,7 @@ impl RotatingLog {
             }
             rename_if_exists(&self.path, &rotated_log_path(&self.path, 1))?;
         }
-        self.file = BufWriter::new(open_append(&self.path)?);
+        self.file = BufWriter::with_capacity(LOG_WRITE_BUFFER, open_append(&self.path)?);
         self.size = 0;
         Ok(())
     }
@@ -235,7 +241,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(16 * 1024, reader);
+        let mut reader = BufReader::with_capacity(LOG_READ_BUFFER, reader);
         let limit = max_line.saturating_sub(1).max(1);
         let mut line = Vec::new();
         loop {

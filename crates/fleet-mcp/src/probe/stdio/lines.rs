@@ -3,14 +3,15 @@
 //! Ours rather than rmcp's `AsyncRwTransport` because a probe must *see* what that
 //! transport forgives: rmcp silently skips lines that are not JSON, so a server that
 //! logs to stdout would pass a probe and then corrupt a real client's stream. Here
-//! every non-JSON line is recorded as [`Noise`], and the handshake can read raw
-//! replies (with ids of its own choosing) before rmcp takes over the session.
+//! every non-JSON line is recorded as [`Noise`], and the session reads raw replies with
+//! ids of its own choosing. The reader answers the server's pings and drops its
+//! notifications itself, so a chatty server is never blocked on a full pipe between
+//! checks.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rmcp::service::{RoleClient, RxJsonRpcMessage, TxJsonRpcMessage};
-use rmcp::transport::Transport;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::AsyncWrite;
 use tokio::io::{
     AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
@@ -69,6 +70,8 @@ pub(crate) struct LineTransport {
     inbound: mpsc::Receiver<Inbound>,
     stdin: Arc<tokio::sync::Mutex<Option<Stdin>>>,
     noise: Arc<Noise>,
+    /// Set once stdout has closed (or cannot be read).
+    closed: Arc<AtomicBool>,
     reader: JoinHandle<()>,
 }
 
@@ -87,17 +90,44 @@ impl LineTransport {
     ) -> Self {
         let (tx, inbound) = mpsc::channel(64);
         let noise = Arc::new(Noise::default());
-        let reader = tokio::spawn(read_lines(stdout, tx, noise.clone()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let stdin: Arc<tokio::sync::Mutex<Option<Stdin>>> =
+            Arc::new(tokio::sync::Mutex::new(Some(Box::new(stdin))));
+        let reader = Reader {
+            tx,
+            noise: noise.clone(),
+            stdin: stdin.clone(),
+        };
+        let reader = tokio::spawn({
+            let closed = closed.clone();
+            async move {
+                reader.run(stdout).await;
+                closed.store(true, Ordering::Relaxed);
+            }
+        });
         Self {
             inbound,
-            stdin: Arc::new(tokio::sync::Mutex::new(Some(Box::new(stdin)))),
+            stdin,
             noise,
+            closed,
             reader,
         }
     }
 
     pub(crate) fn noise(&self) -> Arc<Noise> {
         self.noise.clone()
+    }
+
+    pub(crate) fn closed(&self) -> Arc<AtomicBool> {
+        self.closed.clone()
+    }
+
+    /// Closes stdin — how a stdio client says goodbye; the server should exit — and stops
+    /// reading.
+    pub(crate) async fn close(self) {
+        if let Some(mut stdin) = self.stdin.lock().await.take() {
+            let _ = stdin.shutdown().await;
+        }
     }
 
     /// The next line; `None` once stdout is closed.
@@ -137,66 +167,60 @@ async fn write_line(
     pipe.flush().await
 }
 
-impl Transport<RoleClient> for LineTransport {
-    type Error = std::io::Error;
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleClient>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let stdin = self.stdin.clone();
-        async move { write_line(&stdin, serde_json::to_vec(&item)?).await }
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        // Cancellation-safe: rmcp polls this inside `select!`, and a channel receive
-        // loses nothing when dropped.
-        loop {
-            match self.inbound.recv().await? {
-                Inbound::Json(value) => match serde_json::from_value(value) {
-                    Ok(message) => return Some(message),
-                    // Well-formed JSON that rmcp has no type for (a custom
-                    // notification, say): not ours to judge, like rmcp itself.
-                    Err(e) => tracing::debug!("skipping an unrecognised message: {e}"),
-                },
-                Inbound::Noise(_) => {}
-            }
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        // Closing stdin is how a stdio client says goodbye; the server should exit.
-        if let Some(mut stdin) = self.stdin.lock().await.take() {
-            let _ = stdin.shutdown().await;
-        }
-        Ok(())
-    }
+/// The task reading the server's stdout.
+struct Reader {
+    tx: mpsc::Sender<Inbound>,
+    noise: Arc<Noise>,
+    stdin: Arc<tokio::sync::Mutex<Option<Stdin>>>,
 }
 
-async fn read_lines(stdout: impl AsyncRead + Unpin, tx: mpsc::Sender<Inbound>, noise: Arc<Noise>) {
-    let mut reader = BufReader::new(stdout);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let inbound = match read_bounded_line(&mut reader, &mut line).await {
-            Ok(LineRead::Eof) => return,
-            Ok(LineRead::TooLong) => {
-                Inbound::Noise(format!("a line longer than {MAX_LINE_BYTES} bytes"))
+impl Reader {
+    async fn run(self, stdout: impl AsyncRead + Unpin) {
+        // Small: one per server in a fleet; a long answer only costs more reads.
+        let mut reader = BufReader::with_capacity(2 * 1024, stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let inbound = match read_bounded_line(&mut reader, &mut line).await {
+                Ok(LineRead::Eof) => return,
+                Ok(LineRead::TooLong) => {
+                    Inbound::Noise(format!("a line longer than {MAX_LINE_BYTES} bytes"))
+                }
+                Ok(LineRead::Line) => match classify(&line) {
+                    Some(inbound) => inbound,
+                    None => continue,
+                },
+                Err(e) => {
+                    tracing::debug!("reading the server's stdout failed: {e}");
+                    return;
+                }
+            };
+            match &inbound {
+                Inbound::Noise(sample) => self.noise.record(sample),
+                Inbound::Json(message) if message.get("method").is_some() => {
+                    match message.get("id") {
+                        // Nobody waits for a notification.
+                        None => continue,
+                        Some(id) if message["method"] == "ping" => {
+                            let pong = json!({ "jsonrpc": "2.0", "id": id, "result": {} });
+                            match serde_json::to_vec(&pong) {
+                                Ok(pong) => {
+                                    if let Err(e) = write_line(&self.stdin, pong).await {
+                                        tracing::debug!("could not answer the server's ping: {e}");
+                                    }
+                                }
+                                Err(e) => tracing::debug!("could not encode a pong: {e}"),
+                            }
+                            continue;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Inbound::Json(_) => {}
             }
-            Ok(LineRead::Line) => match classify(&line) {
-                Some(inbound) => inbound,
-                None => continue,
-            },
-            Err(e) => {
-                tracing::debug!("reading the server's stdout failed: {e}");
+            if self.tx.send(inbound).await.is_err() {
                 return;
             }
-        };
-        if let Inbound::Noise(sample) = &inbound {
-            noise.record(sample);
-        }
-        if tx.send(inbound).await.is_err() {
-            return;
         }
     }
 }

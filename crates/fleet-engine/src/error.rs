@@ -23,7 +23,7 @@ pub enum EngineError {
     #[error("the engine stopped")]
     EngineStopped,
     /// A dependency failed or stopped, so the server that waits for it can never start.
-    #[error("dependency `{server}` is {}", crate::state::state_name(*state))]
+    #[error("dependency `{server}` is {}", state.as_str())]
     DependencyDown {
         /// The dependency.
         server: String,

@@ -15,21 +15,6 @@ pub(crate) fn now() -> String {
     fleet_spec::template::rfc3339(std::time::SystemTime::now())
 }
 
-pub(crate) fn state_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Pending => "pending",
-        ServerState::Starting => "starting",
-        ServerState::Checking => "checking",
-        ServerState::Ready => "ready",
-        ServerState::Unhealthy => "unhealthy",
-        ServerState::Restarting => "restarting",
-        ServerState::CrashLooping => "crash-looping",
-        ServerState::Failed => "failed",
-        ServerState::Stopping => "stopping",
-        ServerState::Stopped => "stopped",
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct FleetState {
     fleet: String,

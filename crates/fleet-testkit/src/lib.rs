@@ -1,11 +1,13 @@
 //! Test support for mcpfleet: the `mcp-sample-server` binary (a configurable,
 //! fault-injecting MCP server) and the small helpers every integration test
 //! needs (locating that binary, free ports, scratch directories, waiting on a
-//! condition with a deadline, TLS fixtures).
+//! condition with a deadline, TLS fixtures) — and [`fake_runtime`], the fake of
+//! fleet-runtime's `Runtime` the engine's unit tests run on.
 //!
-//! It deliberately holds no production logic and no fakes of production
-//! traits yet; nothing outside tests and benchmarks may depend on it.
+//! It deliberately holds no production logic; nothing outside tests and
+//! benchmarks may depend on it.
 
+pub mod fake_runtime;
 mod harness;
 pub mod sample_server;
 mod tls;

@@ -1,0 +1,253 @@
+//! The engine on fleet-testkit's fake runtime: deployments whose servers are in-process
+//! fakes scripted to be slow, mute or broken, on a paused clock — deterministic, and no
+//! process, socket or real wait involved.
+
+use fleet_api::types::{DeploymentState, ServerState};
+use fleet_engine::{Desired, Engine, EngineConfig};
+use fleet_plan::{DeployedFleet, DeployedServer, Plan};
+use fleet_runtime::InstanceId;
+use fleet_spec::ValidFleet;
+use fleet_spec::template::SystemHost;
+use fleet_testkit::fake_runtime::{FakeRecord, FakeRuntime, FakeScript};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn fleet(yaml: &str) -> ValidFleet {
+    let checked = fleet_spec::load_str(
+        "fleet.yaml",
+        yaml,
+        PathBuf::from("/nonexistent"),
+        &fleet_spec::LoadOptions::default(),
+    );
+    checked
+        .into_valid()
+        .unwrap_or_else(|d| panic!("invalid test fleet: {d:?}"))
+}
+
+fn engine(runtime: &FakeRuntime) -> Engine<FakeRuntime> {
+    let config = EngineConfig {
+        state_dir: PathBuf::from("/nonexistent/state"),
+        concurrency: 8,
+        gateway_url: None,
+    };
+    Engine::new(runtime.clone(), config, "fake")
+}
+
+/// What `fleet` deploys at `revision` (every server), planned against `deployed`.
+fn desired(fleet: ValidFleet, revision: u64, deployed: Option<&ValidFleet>) -> (Desired, Plan) {
+    let deployed: Option<DeployedFleet> =
+        deployed.map(|d| d.servers.iter().map(DeployedServer::from_server).collect());
+    let plan = fleet_plan::plan(&fleet, deployed.as_ref()).expect("no dependency cycle");
+    let revisions: BTreeMap<String, u64> = fleet
+        .servers
+        .iter()
+        .map(|s| (s.name.clone(), revision))
+        .collect();
+    let desired = Desired {
+        fleet: Arc::new(fleet),
+        host: Arc::new(SystemHost),
+        revisions,
+        deployment: None,
+        is_rollback: false,
+    };
+    (desired, plan)
+}
+
+fn position(records: &[FakeRecord], wanted: impl Fn(&FakeRecord) -> bool) -> usize {
+    records
+        .iter()
+        .position(wanted)
+        .unwrap_or_else(|| panic!("not recorded: {records:#?}"))
+}
+
+fn of(id: &InstanceId, server: &str) -> bool {
+    id.as_str().starts_with(&format!("{server}-"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_starts_only_after_its_dependency_answers_its_checks() {
+    let runtime = FakeRuntime::new();
+    runtime.script(
+        "base",
+        FakeScript::new().answer_after(Duration::from_secs(2)),
+    );
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(
+        fleet(
+            r#"
+version: 1
+name: waves
+servers:
+  base:
+    stdio: { command: fake, isolation: shared }
+  app:
+    stdio: { command: fake, isolation: shared }
+    depends_on: [base]
+"#,
+        ),
+        1,
+        None,
+    );
+
+    let outcome = engine.deploy(&desired, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    let records = runtime.records();
+    let base_checked = position(
+        &records,
+        |r| matches!(r, FakeRecord::Checked(id) if of(id, "base")),
+    );
+    let app_started = position(
+        &records,
+        |r| matches!(r, FakeRecord::Started(id) if of(id, "app")),
+    );
+    assert!(
+        base_checked < app_started,
+        "`app` started before `base` was ready: {records:#?}"
+    );
+}
+
+/// A fleet whose `mute` server (after `base`) never answers, with `mute`'s `on_failure`.
+fn with_a_mute_server(on_failure: &str) -> ValidFleet {
+    fleet(&format!(
+        r#"
+version: 1
+name: mute
+servers:
+  base:
+    stdio: {{ command: fake, isolation: shared }}
+  mute:
+    stdio: {{ command: fake, isolation: shared }}
+    depends_on: [base]
+    on_failure: {on_failure}
+    health:
+      mcp: {{ handshake_timeout: 2s }}
+"#
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_becomes_ready_rolls_the_deployment_back_under_on_failure_rollback() {
+    let runtime = FakeRuntime::new();
+    runtime.script("mute", FakeScript::new().never_ready());
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(with_a_mute_server("rollback"), 1, None);
+
+    let outcome = engine.deploy(&desired, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::RolledBack, "{outcome:?}");
+    let reason = outcome.reason.unwrap_or_default();
+    assert!(reason.starts_with("mute:"), "{reason}");
+    // What the deployment created is gone again: every start has its stop.
+    let records = runtime.records();
+    assert_eq!(runtime.most_running_at_once("base-"), 1, "{records:#?}");
+    for server in ["base", "mute"] {
+        let started = records
+            .iter()
+            .filter(|r| matches!(r, FakeRecord::Started(id) if of(id, server)))
+            .count();
+        let stopped = records
+            .iter()
+            .filter(|r| matches!(r, FakeRecord::Stopped(id) if of(id, server)))
+            .count();
+        assert_eq!((started, stopped), (1, 1), "{server}: {records:#?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_becomes_ready_pauses_the_deployment_under_on_failure_pause() {
+    let runtime = FakeRuntime::new();
+    runtime.script("mute", FakeScript::new().never_ready());
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(with_a_mute_server("pause"), 1, None);
+
+    let outcome = engine.deploy(&desired, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Paused, "{outcome:?}");
+    let status = engine.status();
+    let state = |name: &str| {
+        status
+            .servers
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state)
+    };
+    assert_eq!(state("base"), Some(ServerState::Ready), "{status:#?}");
+    assert_eq!(state("mute"), Some(ServerState::Failed), "{status:#?}");
+    // Paused leaves what is ready running.
+    let records = runtime.records();
+    assert!(
+        !records
+            .iter()
+            .any(|r| matches!(r, FakeRecord::Stopped(id) if of(id, "base"))),
+        "{records:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_whose_start_fails_fails_the_deployment_with_the_runtimes_reason() {
+    let runtime = FakeRuntime::new();
+    runtime.script("mute", FakeScript::new().fail_to_start());
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(with_a_mute_server("continue"), 1, None);
+
+    let outcome = engine.deploy(&desired, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Failed, "{outcome:?}");
+    let reason = outcome.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("mute:") && reason.contains("scripted to fail this start"),
+        "{reason}"
+    );
+}
+
+fn rolling(version: &str) -> ValidFleet {
+    fleet(&format!(
+        r#"
+version: 1
+name: rolling
+servers:
+  api:
+    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
+    replicas: 3
+    rollout: {{ strategy: rolling, max_surge: 1, max_unavailable: 0 }}
+"#
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rolling_update_with_max_surge_1_never_runs_more_than_replicas_plus_one() {
+    let runtime = FakeRuntime::new();
+    let engine = engine(&runtime);
+    let (first, plan) = desired(rolling("v1"), 1, None);
+    let outcome = engine.deploy(&first, &plan).await;
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+
+    let old = rolling("v1");
+    let (second, plan) = desired(rolling("v2"), 2, Some(&old));
+    let outcome = engine.deploy(&second, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    let records = runtime.records();
+    let started = |revision: &str| {
+        records
+            .iter()
+            .filter(|r| matches!(r, FakeRecord::Started(id) if id.as_str().starts_with(revision)))
+            .count()
+    };
+    assert_eq!(
+        (started("api-r1-"), started("api-r2-")),
+        (3, 3),
+        "{records:#?}"
+    );
+    assert_eq!(
+        runtime.most_running_at_once("api-"),
+        4,
+        "replicas 3 + max_surge 1: {records:#?}"
+    );
+    let status = engine.status();
+    let api = status.servers.iter().find(|s| s.name == "api").unwrap();
+    assert_eq!(api.revision, Some(2), "{status:#?}");
+}

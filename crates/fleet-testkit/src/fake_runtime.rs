@@ -1,0 +1,411 @@
+//! [`FakeRuntime`]: a fake [`Runtime`] for the engine's unit tests. Its instances are
+//! in-process tasks, each serving a tiny MCP server over an in-memory duplex attachment, so
+//! an engine test runs no process, opens no socket and — on a paused tokio clock — waits
+//! for no real time.
+//!
+//! What each server does is scripted by its name ([`FakeScript`]): fail to start, never
+//! answer, answer only after a delay, exit after a while, crash on its Nth check. Every
+//! start, stop and answered check is recorded in order ([`FakeRecord`]) so a test can
+//! assert on waves and rollouts.
+//!
+//! It deliberately does not restart anything on its own: an instance that exits stays
+//! exited (as under `restart: never`) until the engine calls
+//! [`restart`](Runtime::restart) or [`stop`](Runtime::stop). It keeps no logs and discovers
+//! nothing.
+
+use fleet_runtime::{
+    Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
+    Lifecycle, Reach, Runtime, RuntimeError, StartError, StdioAttachment,
+};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The protocol revision the fake server answers `initialize` with: a legacy one.
+const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// The exit code of a scripted crash or exit.
+pub const FAKE_CRASH_EXIT_CODE: i32 = 3;
+
+/// How the instances of one server behave. The default serves at once and forever.
+#[derive(Debug, Clone, Default)]
+pub struct FakeScript {
+    fail_to_start: bool,
+    never_ready: bool,
+    answer_after: Option<Duration>,
+    exit_after: Option<Duration>,
+    crash_on_check: Option<u32>,
+}
+
+impl FakeScript {
+    /// Serves at once and forever.
+    pub fn new() -> Self {
+        FakeScript::default()
+    }
+
+    /// [`start`](Runtime::start) fails, as for a program that does not exist.
+    pub fn fail_to_start(mut self) -> Self {
+        self.fail_to_start = true;
+        self
+    }
+
+    /// Reads every request and answers none: the handshake times out.
+    pub fn never_ready(mut self) -> Self {
+        self.never_ready = true;
+        self
+    }
+
+    /// Reads nothing until `delay` has passed (a slow start-up), then serves.
+    pub fn answer_after(mut self, delay: Duration) -> Self {
+        self.answer_after = Some(delay);
+        self
+    }
+
+    /// Exits (code [`FAKE_CRASH_EXIT_CODE`]) `after` it started.
+    pub fn exit_after(mut self, after: Duration) -> Self {
+        self.exit_after = Some(after);
+        self
+    }
+
+    /// Exits (code [`FAKE_CRASH_EXIT_CODE`]) on its `nth` check (`tools/list`), counted
+    /// from 1 for each start, instead of answering it.
+    pub fn crash_on_check(mut self, nth: u32) -> Self {
+        self.crash_on_check = Some(nth);
+        self
+    }
+}
+
+/// What the fake runtime saw happen, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FakeRecord {
+    /// An instance was started (not a restart).
+    Started(InstanceId),
+    /// An instance was stopped: it runs no more.
+    Stopped(InstanceId),
+    /// An instance answered a check (`tools/list`).
+    Checked(InstanceId),
+}
+
+/// An in-memory [`Runtime`]; cheap to clone, every clone is the same runtime (give one to
+/// the engine, keep one to script and inspect).
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FakeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeRuntime")
+            .field("instances", &lock(&self.inner.instances).len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    scripts: Mutex<HashMap<String, FakeScript>>,
+    instances: Mutex<BTreeMap<InstanceId, Running>>,
+    records: Mutex<Vec<FakeRecord>>,
+}
+
+/// One instance the fake supervises.
+struct Running {
+    spec: InstanceSpec,
+    events: mpsc::UnboundedSender<Lifecycle>,
+    /// The task serving the current process; finished once it exited.
+    task: JoinHandle<()>,
+    restarts: u32,
+}
+
+/// A test's mutex: a panic elsewhere in the test must not hide behind a poisoned lock.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FakeRuntime {
+    /// A runtime whose servers all serve at once and forever until scripted otherwise.
+    pub fn new() -> Self {
+        FakeRuntime::default()
+    }
+
+    /// Scripts every instance of `server` started from now on.
+    pub fn script(&self, server: &str, script: FakeScript) {
+        lock(&self.inner.scripts).insert(server.to_owned(), script);
+    }
+
+    /// Everything recorded so far, in order.
+    pub fn records(&self) -> Vec<FakeRecord> {
+        lock(&self.inner.records).clone()
+    }
+
+    /// The most instances whose id starts with `prefix` (`api-` for server `api`) that ran
+    /// at the same time, by the recorded starts and stops.
+    pub fn most_running_at_once(&self, prefix: &str) -> usize {
+        let (mut running, mut most) = (0usize, 0usize);
+        for record in lock(&self.inner.records).iter() {
+            match record {
+                FakeRecord::Started(id) if id.as_str().starts_with(prefix) => {
+                    running += 1;
+                    most = most.max(running);
+                }
+                FakeRecord::Stopped(id) if id.as_str().starts_with(prefix) => {
+                    running = running.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+        most
+    }
+
+    fn record(&self, record: FakeRecord) {
+        lock(&self.inner.records).push(record);
+    }
+
+    fn script_of(&self, server: &str) -> FakeScript {
+        lock(&self.inner.scripts)
+            .get(server)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Starts one process of `spec`'s instance: says it runs (with the attachment the
+    /// engine talks to it over), then starts the task serving it — in that order, so that
+    /// its `Exited` always follows its `Running`.
+    fn spawn(
+        &self,
+        spec: &InstanceSpec,
+        events: mpsc::UnboundedSender<Lifecycle>,
+    ) -> JoinHandle<()> {
+        let (engine_end, server_end) = tokio::io::duplex(64 * 1024);
+        let (stdout, stdin) = tokio::io::split(engine_end);
+        let _ = events.send(Lifecycle::Running {
+            reach: Reach::Stdio(StdioAttachment::new(stdin, stdout)),
+            // No process runs it, and a handle is a process's: pid 0 names none.
+            handle: InstanceHandle::Process { pid: 0 },
+        });
+        let script = self.script_of(&spec.server);
+        let runtime = self.clone();
+        let id = spec.id.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let code = runtime.serve(&id, &script, server_end).await;
+            let _ = events.send(Lifecycle::Exited {
+                code: Some(code),
+                signal: None,
+                ran_for: started.elapsed(),
+            });
+        })
+    }
+
+    /// Serves MCP on `io` as `script` says; returns the exit code.
+    async fn serve(&self, id: &InstanceId, script: &FakeScript, io: DuplexStream) -> i32 {
+        let exit = async {
+            match script.exit_after {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = exit => FAKE_CRASH_EXIT_CODE,
+            code = self.answer(id, script, io) => code,
+        }
+    }
+
+    /// Answers requests line by line until stdin closes (exit 0) or a scripted crash.
+    async fn answer(&self, id: &InstanceId, script: &FakeScript, io: DuplexStream) -> i32 {
+        if let Some(delay) = script.answer_after {
+            tokio::time::sleep(delay).await;
+        }
+        let (reader, mut writer) = tokio::io::split(io);
+        let mut lines = BufReader::new(reader).lines();
+        let mut checks = 0u32;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if script.never_ready {
+                continue;
+            }
+            let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            // Notifications and the answers to our own requests need no reply.
+            let (Some(method), Some(request)) = (
+                message.get("method").and_then(Value::as_str),
+                message.get("id"),
+            ) else {
+                continue;
+            };
+            if method == "tools/list" {
+                checks += 1;
+                if script.crash_on_check == Some(checks) {
+                    return FAKE_CRASH_EXIT_CODE;
+                }
+            }
+            let reply = match reply_to(method, message.get("params")) {
+                Ok(result) => json!({ "jsonrpc": "2.0", "id": request, "result": result }),
+                Err((code, text)) => json!({
+                    "jsonrpc": "2.0",
+                    "id": request,
+                    "error": { "code": code, "message": text },
+                }),
+            };
+            let mut out = reply.to_string();
+            out.push('\n');
+            if writer.write_all(out.as_bytes()).await.is_err() {
+                break;
+            }
+            if method == "tools/list" {
+                self.record(FakeRecord::Checked(id.clone()));
+            }
+        }
+        0
+    }
+
+    /// Ends the serving task of `running`, saying so if it still ran.
+    async fn kill(running: Running) -> (InstanceSpec, mpsc::UnboundedSender<Lifecycle>, u32) {
+        running.task.abort();
+        if let Err(e) = running.task.await
+            && e.is_cancelled()
+        {
+            let _ = running.events.send(Lifecycle::Exited {
+                code: None,
+                signal: Some(9),
+                ran_for: Duration::ZERO,
+            });
+        }
+        (running.spec, running.events, running.restarts)
+    }
+}
+
+/// The tiny MCP server's answer to `method`: a result, or a JSON-RPC error.
+fn reply_to(method: &str, params: Option<&Value>) -> Result<Value, (i64, String)> {
+    match method {
+        "initialize" => Ok(json!({
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": { "tools": {} },
+            "serverInfo": { "name": "fake-mcp-server", "version": "1.0.0" },
+        })),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({
+            "tools": [{
+                "name": "echo",
+                "description": "Returns its text.",
+                "inputSchema": {
+                    "type": "object",
+                    "properties": { "text": { "type": "string" } },
+                },
+            }],
+        })),
+        "tools/call" => {
+            let params = params.cloned().unwrap_or_default();
+            match params.get("name").and_then(Value::as_str) {
+                Some("echo") => {
+                    let text = params
+                        .pointer("/arguments/text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    Ok(json!({ "content": [{ "type": "text", "text": text }] }))
+                }
+                other => Err((-32602, format!("unknown tool {other:?}"))),
+            }
+        }
+        // `server/discover` among them: `era: auto` falls back to `initialize`.
+        _ => Err((-32601, format!("method not found: {method}"))),
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        if self.script_of(&spec.server).fail_to_start {
+            return Err(StartError::Spawn {
+                program: spec.program.clone(),
+                source: std::io::Error::other("the fake runtime was scripted to fail this start"),
+            });
+        }
+        let mut instances = lock(&self.inner.instances);
+        if instances.contains_key(&spec.id) {
+            return Err(StartError::AlreadyRunning { id: spec.id });
+        }
+        let (events, receiver) = mpsc::unbounded_channel();
+        let task = self.spawn(&spec, events.clone());
+        let id = spec.id.clone();
+        self.record(FakeRecord::Started(id.clone()));
+        instances.insert(
+            id.clone(),
+            Running {
+                spec,
+                events,
+                task,
+                restarts: 0,
+            },
+        );
+        Ok(Instance {
+            id,
+            events: receiver,
+        })
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let Some(running) = lock(&self.inner.instances).remove(id) else {
+            return Ok(());
+        };
+        let (_, events, _) = FakeRuntime::kill(running).await;
+        self.record(FakeRecord::Stopped(id.clone()));
+        let _ = events.send(Lifecycle::Stopped);
+        Ok(())
+    }
+
+    async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let Some(running) = lock(&self.inner.instances).remove(id) else {
+            return Err(RuntimeError::NotFound { id: id.clone() });
+        };
+        let (spec, events, restarts) = FakeRuntime::kill(running).await;
+        let task = self.spawn(&spec, events.clone());
+        lock(&self.inner.instances).insert(
+            id.clone(),
+            Running {
+                spec,
+                events,
+                task,
+                restarts: restarts + 1,
+            },
+        );
+        Ok(())
+    }
+
+    fn statuses(&self) -> Vec<InstanceStatus> {
+        lock(&self.inner.instances)
+            .values()
+            .map(|running| InstanceStatus {
+                id: running.spec.id.clone(),
+                server: running.spec.server.clone(),
+                revision: running.spec.revision,
+                handle: None,
+                state: if running.task.is_finished() {
+                    InstanceState::Exited
+                } else {
+                    InstanceState::Running
+                },
+                restarts: running.restarts,
+                last_exit: None,
+                started_at: None,
+            })
+            .collect()
+    }
+
+    async fn discard_logs(&self, _id: &InstanceId) {}
+
+    async fn discover(&self) -> Vec<Discovered> {
+        Vec::new()
+    }
+
+    fn logs(&self, _id: &InstanceId, _lines: usize, _follow: bool) -> BoxStream<'static, String> {
+        futures::stream::empty().boxed()
+    }
+}

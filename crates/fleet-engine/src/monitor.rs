@@ -17,8 +17,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+// tokio's clock, not std's: deadlines and timers agree, also on a paused test clock.
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Readiness {
@@ -697,7 +699,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 .unwrap_or((0, Instant::now()));
             tokio::select! {
                 event = events.recv() => return event,
-                () = tokio::time::sleep_until(at.into()) => {
+                () = tokio::time::sleep_until(at) => {
                     // Boxed: a check's future is large and alive only while it runs, and
                     // this loop lives as long as the instance (a thousand of them per fleet).
                     let report = if next == 0 { Box::pin(self.mcp_check(None)).await } else { Box::pin(self.run_other(&self.others[next - 1])).await };
@@ -730,7 +732,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 let probe = fleet_mcp::probe_http(&url, headers, self.server.era, mcp);
                 match deadline {
                     None => probe.await,
-                    Some(d) => match tokio::time::timeout_at(d.into(), probe).await {
+                    Some(d) => match tokio::time::timeout_at(d, probe).await {
                         Ok(report) => report,
                         Err(_) => failed(
                             CheckKind::Mcp,

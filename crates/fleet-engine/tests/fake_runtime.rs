@@ -251,3 +251,158 @@ async fn a_rolling_update_with_max_surge_1_never_runs_more_than_replicas_plus_on
     let api = status.servers.iter().find(|s| s.name == "api").unwrap();
     assert_eq!(api.revision, Some(2), "{status:#?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_ready_instance_that_exits_is_restarted_and_serves_again() {
+    let runtime = FakeRuntime::new();
+    runtime.script(
+        "flaky",
+        FakeScript::new().exit_after(Duration::from_secs(30)),
+    );
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(
+        fleet(
+            r#"
+version: 1
+name: flaky
+servers:
+  flaky:
+    stdio: { command: fake, isolation: shared }
+    restart: { policy: on-failure }
+"#,
+        ),
+        1,
+        None,
+    );
+    let outcome = engine.deploy(&desired, &plan).await;
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+
+    fleet_testkit::wait_until(
+        "`flaky` has been restarted and is ready again",
+        Duration::from_secs(10),
+        async || {
+            let status = engine.status();
+            status.servers[0]
+                .instances
+                .iter()
+                .any(|i| i.restarts >= 1 && i.state == ServerState::Ready)
+        },
+    )
+    .await;
+    // A restart is the same instance, not a new one.
+    let started = runtime
+        .records()
+        .iter()
+        .filter(|r| matches!(r, FakeRecord::Started(_)))
+        .count();
+    assert_eq!(started, 1);
+}
+
+fn blue_green(version: &str) -> ValidFleet {
+    fleet(&format!(
+        r#"
+version: 1
+name: blue-green
+servers:
+  api:
+    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
+    replicas: 2
+    rollout: {{ strategy: blue-green }}
+"#
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_blue_green_update_keeps_the_old_revision_until_every_new_replica_is_ready() {
+    let runtime = FakeRuntime::new();
+    let engine = engine(&runtime);
+    let (first, plan) = desired(blue_green("v1"), 1, None);
+    let outcome = engine.deploy(&first, &plan).await;
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    runtime.script(
+        "api",
+        FakeScript::new().answer_after(Duration::from_secs(3)),
+    );
+
+    let old = blue_green("v1");
+    let (second, plan) = desired(blue_green("v2"), 2, Some(&old));
+    let outcome = engine.deploy(&second, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    let records = runtime.records();
+    let first_checked = |replica: &str| {
+        position(
+            &records,
+            |r| matches!(r, FakeRecord::Checked(id) if id.as_str() == replica),
+        )
+    };
+    let new_ready = first_checked("api-r2-1").max(first_checked("api-r2-2"));
+    let old_stopped = records
+        .iter()
+        .position(|r| matches!(r, FakeRecord::Stopped(id) if id.as_str().starts_with("api-r1-")));
+    assert!(
+        old_stopped.is_none_or(|stopped| stopped > new_ready),
+        "an old replica stopped before the new revision was ready: {records:#?}"
+    );
+    assert_eq!(runtime.most_running_at_once("api-"), 4, "{records:#?}");
+    let status = engine.status();
+    let api = &status.servers[0];
+    assert_eq!(api.revision, Some(2), "{status:#?}");
+    let new_share: Vec<(u64, u32)> = api
+        .traffic
+        .iter()
+        .filter(|w| w.weight > 0)
+        .map(|w| (w.revision, w.weight))
+        .collect();
+    assert_eq!(new_share, [(2, 100)], "{status:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_crashes_on_every_liveness_check_ends_crash_looping() {
+    let runtime = FakeRuntime::new();
+    // Ready after two checks (the handshake's and readiness'), every start crashes on its
+    // first liveness check.
+    runtime.script("crashy", FakeScript::new().crash_on_check(3));
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(
+        fleet(
+            r#"
+version: 1
+name: crashy
+servers:
+  crashy:
+    stdio: { command: fake, isolation: shared }
+    restart: { policy: always, give_up_after: 3 }
+"#,
+        ),
+        1,
+        None,
+    );
+    let outcome = engine.deploy(&desired, &plan).await;
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+
+    let restarts = fleet_testkit::wait_until(
+        "`crashy` is crash-looping",
+        Duration::from_secs(10),
+        async || {
+            let status = engine.status();
+            let instance = &status.servers[0].instances[0];
+            (instance.state == ServerState::CrashLooping).then_some(instance.restarts)
+        },
+    )
+    .await;
+    // Three failed starts: the first and two restarts, then no more.
+    assert_eq!(restarts, 2);
+    let (history, _) = engine.subscribe();
+    let crash_looping: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == fleet_api::types::EventKind::CrashLooping)
+        .collect();
+    assert_eq!(crash_looping.len(), 1, "{history:#?}");
+    assert!(
+        crash_looping[0]
+            .message
+            .contains("3 failed starts in a row"),
+        "{crash_looping:?}"
+    );
+}

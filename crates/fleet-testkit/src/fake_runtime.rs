@@ -8,15 +8,15 @@
 //! start, stop and answered check is recorded in order ([`FakeRecord`]) so a test can
 //! assert on waves and rollouts.
 //!
-//! It deliberately does not restart anything on its own: an instance that exits stays
-//! exited (as under `restart: never`) until the engine calls
-//! [`restart`](Runtime::restart) or [`stop`](Runtime::stop). It keeps no logs and discovers
-//! nothing.
+//! An instance that exits is restarted as its restart policy says (backoff without jitter,
+//! crash-looping after `give_up_after` failures), like the process runtime. It keeps no
+//! logs and discovers nothing.
 
 use fleet_runtime::{
     Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
     Lifecycle, Reach, Runtime, RuntimeError, StartError, StdioAttachment,
 };
+use fleet_spec::model::RestartPolicyKind;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use serde_json::{Value, json};
@@ -176,33 +176,67 @@ impl FakeRuntime {
             .unwrap_or_default()
     }
 
-    /// Starts one process of `spec`'s instance: says it runs (with the attachment the
-    /// engine talks to it over), then starts the task serving it — in that order, so that
-    /// its `Exited` always follows its `Running`.
+    /// Starts `spec`'s instance: its first process, and the task that serves it and —
+    /// as its restart policy says — the processes after it.
     fn spawn(
         &self,
         spec: &InstanceSpec,
         events: mpsc::UnboundedSender<Lifecycle>,
     ) -> JoinHandle<()> {
-        let (engine_end, server_end) = tokio::io::duplex(64 * 1024);
-        let (stdout, stdin) = tokio::io::split(engine_end);
-        let _ = events.send(Lifecycle::Running {
-            reach: Reach::Stdio(StdioAttachment::new(stdin, stdout)),
-            // No process runs it, and a handle is a process's: pid 0 names none.
-            handle: InstanceHandle::Process { pid: 0 },
-        });
-        let script = self.script_of(&spec.server);
+        let first = attach(&events);
         let runtime = self.clone();
-        let id = spec.id.clone();
-        tokio::spawn(async move {
+        let spec = spec.clone();
+        tokio::spawn(async move { runtime.supervise(spec, events, first).await })
+    }
+
+    /// Serves one process after another: after an exit, the restart policy decides
+    /// whether another follows (after its backoff — without jitter, so tests are
+    /// deterministic) or the instance is crash-looping.
+    async fn supervise(
+        &self,
+        spec: InstanceSpec,
+        events: mpsc::UnboundedSender<Lifecycle>,
+        mut io: DuplexStream,
+    ) {
+        let script = self.script_of(&spec.server);
+        let restart = &spec.restart;
+        let mut failures = 0u32;
+        loop {
             let started = tokio::time::Instant::now();
-            let code = runtime.serve(&id, &script, server_end).await;
+            let code = self.serve(&spec.id, &script, io).await;
+            let ran_for = started.elapsed();
             let _ = events.send(Lifecycle::Exited {
                 code: Some(code),
                 signal: None,
-                ran_for: started.elapsed(),
+                ran_for,
             });
-        })
+            let again = match restart.policy {
+                RestartPolicyKind::Always => true,
+                RestartPolicyKind::OnFailure => code != 0,
+                RestartPolicyKind::Never => false,
+            };
+            if !again {
+                return;
+            }
+            if ran_for >= restart.stable_after {
+                failures = 0;
+            }
+            failures += 1;
+            if failures >= restart.give_up_after {
+                let _ = events.send(Lifecycle::CrashLooping { failures });
+                return;
+            }
+            let grown = restart
+                .backoff_initial
+                .mul_f64(restart.backoff_multiplier.powi(failures as i32 - 1));
+            let delay = grown.min(restart.backoff_max);
+            let _ = events.send(Lifecycle::BackingOff {
+                attempt: failures,
+                delay,
+            });
+            tokio::time::sleep(delay).await;
+            io = attach(&events);
+        }
     }
 
     /// Serves MCP on `io` as `script` says; returns the exit code.
@@ -281,6 +315,20 @@ impl FakeRuntime {
         }
         (running.spec, running.events, running.restarts)
     }
+}
+
+/// A new process's attachment: says it runs, with the attachment the engine talks to it
+/// over, and returns the server's end. Sent before the process serves, so that its
+/// `Exited` always follows its `Running`.
+fn attach(events: &mpsc::UnboundedSender<Lifecycle>) -> DuplexStream {
+    let (engine_end, server_end) = tokio::io::duplex(64 * 1024);
+    let (stdout, stdin) = tokio::io::split(engine_end);
+    let _ = events.send(Lifecycle::Running {
+        reach: Reach::Stdio(StdioAttachment::new(stdin, stdout)),
+        // No process runs it, and a handle is a process's: pid 0 names none.
+        handle: InstanceHandle::Process { pid: 0 },
+    });
+    server_end
 }
 
 /// The tiny MCP server's answer to `method`: a result, or a JSON-RPC error.

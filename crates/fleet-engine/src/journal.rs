@@ -12,7 +12,7 @@
 //! `failpoint <phase> reached` and hang there, for the test to `kill -9` it. Phases:
 //! `deployment-begun`, `step-written`, `swap`, `step-confirmed`, `before-finish`.
 
-use crate::{DeploymentOutcome, Desired, Engine, Shared};
+use crate::{DeploymentOutcome, Desired, Engine, EngineError, Shared};
 use fleet_api::types::{DeploymentState, EventKind, ServerState};
 use fleet_plan::{ChangeCounts, Plan};
 use fleet_runtime::Runtime;
@@ -183,7 +183,7 @@ impl<R: Runtime + 'static> Engine<R> {
         action: ServerAction,
         server: &str,
         revision: u64,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, EngineError> {
         let Some((store, deployment)) = self.journal() else {
             return Ok(None);
         };
@@ -210,7 +210,7 @@ impl<R: Runtime + 'static> Engine<R> {
                     });
                     self.shared
                         .emit(EventKind::ServerFailed, Some(server), None, why.clone());
-                    Err(why)
+                    Err(EngineError::Journal(why))
                 }
             }
         };
@@ -239,14 +239,14 @@ impl<R: Runtime + 'static> Engine<R> {
         &self,
         seq: Option<u64>,
         server: &str,
-        result: &Result<(), String>,
+        result: &Result<(), EngineError>,
     ) {
         let (Some(seq), Some((store, deployment))) = (seq, self.journal()) else {
             return;
         };
         let (outcome, detail) = match result {
             Ok(()) => (StepOutcome::Done, None),
-            Err(why) => (StepOutcome::Failed, Some(why.clone())),
+            Err(why) => (StepOutcome::Failed, Some(why.to_string())),
         };
         if let Err(e) = store.confirm_step(deployment, seq, outcome, detail).await {
             tracing::error!("cannot write the deployment journal: {e}");

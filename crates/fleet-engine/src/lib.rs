@@ -670,7 +670,7 @@ impl<R: Runtime + 'static> Engine<R> {
                                 shared.update(|s| s.count_rollback(name, "failed_update"));
                             }
                             let result = result.map(|_| ());
-                            self.step_ends(step, name, &journaled(&result)).await;
+                            self.step_ends(step, name, &result).await;
                             if let Err(why) = result {
                                 not_undone.push(format!("{name}: {why}"));
                             }
@@ -757,22 +757,20 @@ impl<R: Runtime + 'static> Engine<R> {
             Some(old) if matches!(change, Change::Update { .. }) => {
                 let step = self
                     .step_begins(ServerAction::Update, &name, revision)
-                    .await
-                    .map_err(EngineError::Journal)?;
+                    .await?;
                 let on_failure = server.on_failure;
                 let result = self.update(old, release).await.inspect_err(|_| {
                     shared.update(|s| s.abort_if(on_failure != OnFailure::Continue));
                 });
-                self.step_ends(step, &name, &journaled(&result)).await;
+                self.step_ends(step, &name, &result).await;
                 result
             }
             _ => {
                 let step = self
                     .step_begins(ServerAction::Create, &name, revision)
-                    .await
-                    .map_err(EngineError::Journal)?;
+                    .await?;
                 let result = self.create(release).await;
-                self.step_ends(step, &name, &journaled(&result)).await;
+                self.step_ends(step, &name, &result).await;
                 result
             }
         }
@@ -1065,11 +1063,6 @@ fn describe_plan(plan: &Plan) -> String {
         "deploying: {} to create, {} to update, {} to delete, {} unchanged",
         c.create, c.update, c.delete, c.unchanged
     )
-}
-
-/// A step's result as the journal takes it: the failure's text.
-fn journaled(result: &Result<(), EngineError>) -> Result<(), String> {
-    result.as_ref().map_err(ToString::to_string).copied()
 }
 
 /// `s` for a count other than one.

@@ -267,11 +267,26 @@ pub(crate) fn audit_to_store(
             };
             let room = AUDIT_BATCH.saturating_sub(batch.len());
             tokio::select! {
-                received = calls.recv_many(&mut batch, room), if room > 0 => {
+                // Only while no batch is pending: a pending batch collects the rest when its
+                // linger ends, so the gateway's sends wake this task once per batch, not
+                // once per tool call.
+                received = calls.recv_many(&mut batch, room), if room > 0 && due.is_none() => {
                     closed = received == 0;
                     due.get_or_insert_with(|| tokio::time::Instant::now() + AUDIT_LINGER);
                 }
-                () = linger => due = Some(tokio::time::Instant::now()),
+                () = linger => {
+                    due = Some(tokio::time::Instant::now());
+                    while batch.len() < AUDIT_BATCH {
+                        match calls.try_recv() {
+                            Ok(call) => batch.push(call),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
                 Some(done) = flush_requests.recv() => {
                     // Everything sent before the request is in the channel by now.
                     while let Ok(call) = calls.try_recv() {

@@ -498,47 +498,48 @@ pub(crate) async fn steer(
     }
 }
 
-/// `status`: every server (with its rollout, if one runs); with `wide`, every instance too.
+/// What `status` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusView {
+    /// Every server, with its rollout if one runs.
+    Servers,
+    /// The servers, then one row per instance (`status -w`).
+    Wide,
+    /// Only the instance rows (`ps`); in JSON, a list of instances with their `server`.
+    Instances,
+}
+
+/// `status` and `ps`: the running fleet's state, as `view` says.
 pub(crate) async fn status(
     file: &Path,
     state_dir: Option<PathBuf>,
-    wide: bool,
+    view: StatusView,
     json: bool,
 ) -> Result<ExitCode> {
     let status = match with_client(file, state_dir, async |c| c.status().await).await? {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        Progress::new(false).summary(&status);
-        if wide {
+    match (view, json) {
+        (StatusView::Instances, true) => {
+            let mut rows = Vec::new();
+            for server in &status.servers {
+                for instance in &server.instances {
+                    let mut row = serde_json::to_value(instance)?;
+                    row["server"] = server.name.clone().into();
+                    rows.push(row);
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        (_, true) => println!("{}", serde_json::to_string_pretty(&status)?),
+        (StatusView::Instances, false) => print_instances(&status),
+        (StatusView::Servers, false) => Progress::new(false).summary(&status),
+        (StatusView::Wide, false) => {
+            Progress::new(false).summary(&status);
             println!();
             print_instances(&status);
         }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `ps`: one row per instance of every server (`status -w` without the server table).
-pub(crate) async fn ps(file: &Path, state_dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
-    let status = match with_client(file, state_dir, async |c| c.status().await).await? {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    if json {
-        let mut rows = Vec::new();
-        for server in &status.servers {
-            for instance in &server.instances {
-                let mut row = serde_json::to_value(instance)?;
-                row["server"] = server.name.clone().into();
-                rows.push(row);
-            }
-        }
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print_instances(&status);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -575,12 +575,22 @@ fn main() -> ExitCode {
         Command::Pause(a) => block_on(a.steer("pause")),
         Command::Resume(a) => block_on(a.steer("resume")),
         Command::Status { fleet, wide } => {
-            block_on(fleet::status(&fleet.file, fleet.state_dir, wide, json))
+            let view = if wide {
+                fleet::StatusView::Wide
+            } else {
+                fleet::StatusView::Servers
+            };
+            block_on(fleet::status(&fleet.file, fleet.state_dir, view, json))
         }
         Command::Restart { server, fleet } => {
             block_on(fleet::restart(&fleet.file, fleet.state_dir, &server, json))
         }
-        Command::Ps { fleet } => block_on(fleet::ps(&fleet.file, fleet.state_dir, json)),
+        Command::Ps { fleet } => block_on(fleet::status(
+            &fleet.file,
+            fleet.state_dir,
+            fleet::StatusView::Instances,
+            json,
+        )),
         Command::Metrics { fleet } => block_on(fleet::metrics(&fleet.file, fleet.state_dir)),
         Command::Logs {
             server,

@@ -399,8 +399,8 @@ impl Stop {
     }
 }
 
-/// Reads until the reply to request `id`, answering pings and skipping notifications
-/// and replies to other ids (a late `server/discover` answer, say). A noise line ends the
+/// Reads until the reply to request `id`, refusing the server's requests (its pings the
+/// line reader answers itself) and skipping replies to other ids (a late `server/discover` answer, say). A noise line ends the
 /// wait when `noise_stops` (the handshake); in a running session it is only counted, and
 /// the check reports it.
 async fn await_reply(
@@ -418,7 +418,7 @@ async fn await_reply(
         let message_id = value.get("id");
         if let Some(method) = value.get("method").and_then(Value::as_str) {
             if let Some(request_id) = message_id {
-                answer_server_request(transport, method, request_id).await;
+                refuse_server_request(transport, method, request_id).await;
             }
             continue;
         }
@@ -440,20 +440,17 @@ async fn await_reply(
     }
 }
 
-/// A probe declares no client capabilities: it answers `ping` and refuses anything else
-/// (sampling, elicitation, roots) so the server does not wait on it.
-async fn answer_server_request(transport: &LineTransport, method: &str, id: &Value) {
-    let reply = if method == "ping" {
-        json!({ "jsonrpc": "2.0", "id": id, "result": {} })
-    } else {
-        json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": { "code": -32601, "message": "a health probe answers no requests" },
-        })
-    };
-    if let Err(e) = transport.send_value(&reply).await {
-        tracing::debug!("could not answer the server's {method}: {e}");
+/// A probe declares no client capabilities: it refuses the server's requests (sampling,
+/// elicitation, roots) so the server does not wait on it. Pings never get here: the line
+/// reader answers them as they come.
+async fn refuse_server_request(transport: &LineTransport, method: &str, id: &Value) {
+    let refusal = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": -32601, "message": "a health probe answers no requests" },
+    });
+    if let Err(e) = transport.send_value(&refusal).await {
+        tracing::debug!("could not refuse the server's {method}: {e}");
     }
 }
 

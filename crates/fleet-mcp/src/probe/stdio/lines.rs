@@ -141,7 +141,7 @@ impl LineTransport {
     ///
     /// The pipe's write error, or `NotConnected` after [`Transport::close`].
     pub(crate) async fn send_value(&self, message: &Value) -> std::io::Result<()> {
-        write_line(&self.stdin, serde_json::to_vec(message)?).await
+        send_json(&self.stdin, message).await
     }
 }
 
@@ -151,10 +151,12 @@ impl Drop for LineTransport {
     }
 }
 
-async fn write_line(
+/// Writes one message as one line.
+async fn send_json(
     stdin: &tokio::sync::Mutex<Option<Stdin>>,
-    mut line: Vec<u8>,
+    message: &Value,
 ) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message)?;
     line.push(b'\n');
     let mut stdin = stdin.lock().await;
     let Some(pipe) = stdin.as_mut() else {
@@ -195,28 +197,24 @@ impl Reader {
                     return;
                 }
             };
-            match &inbound {
-                Inbound::Noise(sample) => self.noise.record(sample),
-                Inbound::Json(message) if message.get("method").is_some() => {
-                    match message.get("id") {
-                        // Nobody waits for a notification.
-                        None => continue,
-                        Some(id) if message["method"] == "ping" => {
-                            let pong = json!({ "jsonrpc": "2.0", "id": id, "result": {} });
-                            match serde_json::to_vec(&pong) {
-                                Ok(pong) => {
-                                    if let Err(e) = write_line(&self.stdin, pong).await {
-                                        tracing::debug!("could not answer the server's ping: {e}");
-                                    }
-                                }
-                                Err(e) => tracing::debug!("could not encode a pong: {e}"),
-                            }
-                            continue;
+            if let Inbound::Noise(sample) = &inbound {
+                self.noise.record(sample);
+            }
+            if let Inbound::Json(message) = &inbound
+                && let Some(method) = message.get("method")
+            {
+                match message.get("id") {
+                    // Nobody waits for a notification.
+                    None => continue,
+                    Some(id) if method == "ping" => {
+                        let pong = json!({ "jsonrpc": "2.0", "id": id, "result": {} });
+                        if let Err(e) = send_json(&self.stdin, &pong).await {
+                            tracing::debug!("could not answer the server's ping: {e}");
                         }
-                        Some(_) => {}
+                        continue;
                     }
+                    Some(_) => {}
                 }
-                Inbound::Json(_) => {}
             }
             if self.tx.send(inbound).await.is_err() {
                 return;

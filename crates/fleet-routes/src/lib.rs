@@ -1,0 +1,7 @@
+//! What the engine and the gateway exchange, as plain data, so neither depends on the
+//! other: the engine publishes a route table (server → revisions → weights → instance
+//! addresses, [`table`]) and reads what traffic each revision saw ([`traffic`]) to judge
+//! a canary; the gateway routes with the table and counts the traffic.
+
+pub mod table;
+pub mod traffic;

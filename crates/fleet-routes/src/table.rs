@@ -1,0 +1,1 @@
+//! The route table: server → revisions → weights → instance addresses.

@@ -1,0 +1,2 @@
+//! Traffic counters per server revision, as the gateway reports them and canary
+//! analysis reads them.

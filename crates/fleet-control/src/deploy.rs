@@ -4,7 +4,7 @@
 //! One deployment at a time: a second one asked for while one runs is refused, not queued.
 
 use fleet_api::types::{DeployedServer, DeploymentState};
-use fleet_engine::recovery::{self, Assessment, Resolution, UnfinishedDeployment};
+use fleet_engine::recovery::{self, Given, Redeploy, StoredFleets};
 use fleet_engine::{DeploymentOutcome, Desired, Engine, JournalStep};
 use fleet_plan::{DeployedFleet, Plan};
 use fleet_runtime::ProcessRuntime;
@@ -64,9 +64,9 @@ pub enum DeployError {
     /// The store could not record the deployment.
     #[error("cannot record the deployment: {0}")]
     Store(#[from] fleet_store::StoreError),
-    /// An unfinished deployment's journal cannot be read back, so it cannot be settled.
+    /// What a control plane that died left unfinished cannot be settled.
     #[error("{0}")]
-    Journal(#[from] recovery::JournalError),
+    Recovery(#[from] recovery::RecoveryError),
 }
 
 /// How long a deployment asked for waits for the previous one, already ended, to finish
@@ -611,122 +611,45 @@ impl Deployer {
         }
     }
 
-    /// Settles what a control plane that died (`kill -9`, a crash, a power cut) left
-    /// unfinished, before the first deployment of this one. Its processes are gone by now
-    /// (reaped at start), so nothing of an interrupted deployment runs: its new server
-    /// revisions are recorded as failed, and it is recorded as rolled back when `up` was
-    /// given the interrupted revision's file again (a restart with the same file) and
-    /// `on_failure: rollback` (the default) brings up the revision that served before it
-    /// instead; otherwise as failed, and the file `up` was given is deployed (`pause`,
-    /// `continue`: the interrupted one again). Returns what to deploy and what was done,
-    /// one line each.
-    ///
-    /// The decisions are [`fleet_engine::recovery`]'s; this reads and writes the store and
-    /// reads stored revisions back as fleets.
+    /// Settles what a control plane that died left unfinished (see [`Engine::recover`]),
+    /// before the first deployment of this one: `submission`, or what recovery deploys
+    /// instead of it (a rollback to the revision that served before an interrupted one).
     ///
     /// # Errors
     /// The store cannot be read or written, or a journal step cannot be read back.
-    pub(crate) async fn recover(
-        &self,
-        submission: Submission,
-    ) -> Result<(Submission, Vec<String>), DeployError> {
-        let mut submission = submission;
-        let mut notes = Vec::new();
-        for record in self.store.unfinished_deployments().await? {
-            let id = record.id;
-            let interruption = match recovery::assess(&UnfinishedDeployment::read(&record)?) {
-                Assessment::Paused(settled) | Assessment::Finished(settled) => {
-                    self.store
-                        .finish_deployment(id, settled.state, settled.reason)
-                        .await?;
-                    notes.push(settled.note);
-                    continue;
-                }
-                Assessment::Interrupted(interruption) => interruption,
-            };
-            let target = self.store.fleet_revision(record.fleet_revision).await?;
-            let servers = match &target {
-                Some(t) => self
-                    .materialize(t)
-                    .await
-                    .map(|fleet| fleet.servers)
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            };
-            let policy =
-                interruption.policy(servers.iter().map(|s| (s.name.as_str(), s.on_failure)));
-            let resubmitted = target.as_ref().is_some_and(|t| {
-                t.source == submission.source && t.env == submission.fleet.environment
-            });
-            let previous = match record.from_revision {
-                Some(n) => self.store.fleet_revision(n).await?,
-                None => None,
-            };
-            if let Some(target) = &target {
-                self.fail_pending_revisions(target, previous.as_ref(), id, &interruption.why)
-                    .await?;
-            }
-            let mut resolution =
-                interruption.resolve(policy, resubmitted, previous.as_ref().map(|p| p.number));
-            // Read back before anything is recorded: the record says what happens.
-            if let (&Resolution::RollBack { to }, Some(previous)) = (&resolution, previous) {
-                match self.materialize(&previous).await {
-                    Ok(fleet) => {
-                        submission = Submission {
-                            fleet,
-                            source: previous.source,
-                            path: previous.source_path,
-                            author: submission.author,
-                            reason: interruption.reason_to_deploy(&resolution, None),
-                            kind: DeploymentKind::Rollback,
-                        };
-                    }
-                    Err(e) => resolution = Resolution::cannot_roll_back(to, &e),
-                }
-            }
-            if !matches!(resolution, Resolution::RollBack { .. }) {
-                submission.reason = interruption.reason_to_deploy(&resolution, submission.reason);
-            }
-            let settled = interruption.settle(&resolution);
-            self.store
-                .finish_deployment(id, settled.state, settled.reason)
-                .await?;
-            notes.push(settled.note);
-        }
-        Ok((submission, notes))
+    pub(crate) async fn recover(&self, submission: Submission) -> Result<Submission, DeployError> {
+        let given = Given {
+            source: submission.source.clone(),
+            environment: submission.fleet.environment.clone(),
+            reason: submission.reason.clone(),
+        };
+        let recovery = self.engine.recover(&*self.store, given, self).await?;
+        Ok(match recovery.deploy {
+            Redeploy::Given { reason } => Submission {
+                reason,
+                ..submission
+            },
+            Redeploy::RollBack(rollback) => Submission {
+                fleet: rollback.fleet,
+                source: rollback.revision.source,
+                path: rollback.revision.source_path,
+                author: submission.author,
+                reason: rollback.reason,
+                kind: DeploymentKind::Rollback,
+            },
+        })
     }
+}
 
-    /// Records as failed the server revisions an interrupted deployment was bringing in
-    /// and never saw serving (still pending): those of `target` that `previous` (what
-    /// served before it) does not have.
-    async fn fail_pending_revisions(
+/// Recovery reads stored revisions back as the control plane does for a rollback.
+impl StoredFleets for Deployer {
+    type Error = DeployError;
+
+    fn fleet(
         &self,
-        target: &fleet_store::FleetRevision,
-        previous: Option<&fleet_store::FleetRevision>,
-        deployment: u64,
-        why: &str,
-    ) -> Result<(), DeployError> {
-        for (server, &number) in &target.servers {
-            if previous.and_then(|p| p.servers.get(server)) == Some(&number) {
-                continue;
-            }
-            let pending = self
-                .store
-                .server_revision(server, number)
-                .await?
-                .is_some_and(|r| r.state == RevisionState::Pending);
-            if pending {
-                self.store
-                    .set_server_revision_state(
-                        server,
-                        number,
-                        RevisionState::Failed,
-                        Some(format!("deployment {deployment} was interrupted: {why}")),
-                    )
-                    .await?;
-            }
-        }
-        Ok(())
+        revision: &fleet_store::FleetRevision,
+    ) -> impl Future<Output = Result<ValidFleet, DeployError>> + Send {
+        self.materialize(revision)
     }
 }
 

@@ -143,11 +143,7 @@ impl ControlPlane {
                 source,
             })?;
         let deployer = Deployer::new(engine.clone(), store.clone(), host);
-        let (submission, recovered) = deployer.recover(submission).await?;
-        for note in &recovered {
-            tracing::warn!("recovered: {note}");
-        }
-        engine.note_recovery(&recovered);
+        let submission = deployer.recover(submission).await?;
         let first = deployer.prepare(submission).await?;
         first.announce();
         let api_state = api::AppState {

@@ -475,7 +475,7 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     /// Tells the event stream what crash recovery did at start (one line each).
-    pub fn note_recovery(&self, notes: &[String]) {
+    pub(crate) fn note_recovery(&self, notes: &[String]) {
         for note in notes {
             self.shared
                 .emit(EventKind::Recovered, None, None, note.clone());

@@ -1,13 +1,21 @@
-//! What a deployment left unfinished by a control plane that died (`kill -9`, a crash, a
-//! power cut) amounts to, read from its journal: whether it had in fact finished, what it was
-//! doing when it stopped, which servers it touched, and how it is settled per `on_failure`.
+//! Crash recovery: what a deployment left unfinished by a control plane that died (`kill -9`,
+//! a crash, a power cut) amounts to, read from its journal — whether it had in fact finished,
+//! what it was doing when it stopped, which servers it touched, how it is settled per
+//! `on_failure` — and [`Engine::recover`], which settles it in the store and says what to
+//! deploy next.
 //!
-//! Decisions only, over the stored record: reading and writing the store and turning stored
-//! fleet revisions back into fleets is the control plane's (fleet-control's `recover`).
+//! The engine owns the decisions and the store reads and writes; turning a stored fleet
+//! revision back into a fleet needs the control plane's templating context, so the control
+//! plane passes that in ([`StoredFleets`]).
 
+use crate::Engine;
 use crate::journal::{JournalStep, ServerAction, ServerStep, StepError};
-use fleet_spec::model::OnFailure;
-use fleet_store::{DeploymentRecord, DeploymentStatus, StepState};
+use fleet_runtime::Runtime;
+use fleet_spec::model::{OnFailure, ValidFleet};
+use fleet_store::{
+    DeploymentRecord, DeploymentStatus, FleetRevision, RevisionState, StateStore, StepState,
+    StoreError,
+};
 
 /// A stored deployment still in progress or paused, its journal read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +313,217 @@ impl Interruption {
             ),
         }
     }
+}
+
+/// Reads stored fleet revisions back as fleets: the control plane's to do, since a stored
+/// fleet file is validated anew with its context (secrets, environment, the folder it was
+/// read from).
+pub trait StoredFleets: Sync {
+    /// Why a stored revision cannot be read back (it no longer validates, say).
+    type Error: std::fmt::Display;
+
+    /// `revision` as a fleet again, each server at the revision it names.
+    fn fleet(
+        &self,
+        revision: &FleetRevision,
+    ) -> impl Future<Output = Result<ValidFleet, Self::Error>> + Send;
+}
+
+/// The fleet file `up` was given, as recovery compares it with an interrupted revision's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Given {
+    /// The file's text, as read.
+    pub source: String,
+    /// Its environment overlay, if any.
+    pub environment: Option<String>,
+    /// Why (`--reason`).
+    pub reason: Option<String>,
+}
+
+/// What to deploy once recovery has settled what was unfinished.
+#[derive(Debug, Clone)]
+pub enum Redeploy {
+    /// The file `up` was given, with this reason (recovery's own when it deploys an
+    /// interrupted revision again).
+    Given { reason: Option<String> },
+    /// A rollback to the fleet revision that served before an interrupted one.
+    RollBack(Box<RollBack>),
+}
+
+/// The fleet revision that served before an interrupted deployment, to deploy again.
+#[derive(Debug, Clone)]
+pub struct RollBack {
+    pub revision: FleetRevision,
+    /// `revision`, read back.
+    pub fleet: ValidFleet,
+    /// The reason the rollback is recorded with.
+    pub reason: Option<String>,
+}
+
+impl Redeploy {
+    /// The reason the deployment recovery asks for is recorded with.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Redeploy::Given { reason } => reason.as_deref(),
+            Redeploy::RollBack(rollback) => rollback.reason.as_deref(),
+        }
+    }
+}
+
+/// What [`Engine::recover`] did and what it asks to deploy.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub deploy: Redeploy,
+    /// One line for the operator per deployment settled (see [`Settlement::note`]).
+    pub notes: Vec<String>,
+}
+
+/// Why recovery could not settle what was left unfinished.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The store cannot be read or written.
+    #[error("cannot settle the deployments left unfinished: {0}")]
+    Store(#[from] StoreError),
+    /// A journal step cannot be read back, so its deployment cannot be settled safely.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl<R: Runtime + 'static> Engine<R> {
+    /// Settles what a control plane that died left unfinished in `store`, before the first
+    /// deployment of this one, and tells event followers what was done. Its processes are
+    /// gone by now (reaped at start), so nothing of an interrupted deployment runs: its new
+    /// server revisions are recorded as failed, and it is recorded as rolled back when `up`
+    /// was given the interrupted revision's file again (a restart with the same file) and
+    /// `on_failure: rollback` (the default) brings up the revision that served before it
+    /// instead; otherwise as failed, and the file `up` was given is deployed (`pause`,
+    /// `continue`: the interrupted one again).
+    ///
+    /// # Errors
+    /// The store cannot be read or written, or a journal step cannot be read back.
+    pub async fn recover(
+        &self,
+        store: &dyn StateStore,
+        given: Given,
+        fleets: &impl StoredFleets,
+    ) -> Result<Recovery, RecoveryError> {
+        let recovery = recover(store, given, fleets).await?;
+        for note in &recovery.notes {
+            tracing::warn!("recovered: {note}");
+        }
+        self.note_recovery(&recovery.notes);
+        Ok(recovery)
+    }
+}
+
+/// [`Engine::recover`] without the telling: settles each unfinished deployment in the store.
+async fn recover(
+    store: &dyn StateStore,
+    given: Given,
+    fleets: &impl StoredFleets,
+) -> Result<Recovery, RecoveryError> {
+    // What would be deployed so far: a rollback replaces the file `up` was given, and the
+    // next interrupted deployment (if any) is compared with what replaced it.
+    let (mut source, mut environment) = (given.source, given.environment);
+    let mut deploy = Redeploy::Given {
+        reason: given.reason,
+    };
+    let mut notes = Vec::new();
+    for record in store.unfinished_deployments().await? {
+        let id = record.id;
+        let interruption = match assess(&UnfinishedDeployment::read(&record)?) {
+            Assessment::Paused(settled) | Assessment::Finished(settled) => {
+                store
+                    .finish_deployment(id, settled.state, settled.reason)
+                    .await?;
+                notes.push(settled.note);
+                continue;
+            }
+            Assessment::Interrupted(interruption) => interruption,
+        };
+        let target = store.fleet_revision(record.fleet_revision).await?;
+        let servers = match &target {
+            Some(t) => fleets
+                .fleet(t)
+                .await
+                .map(|fleet| fleet.servers)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let policy = interruption.policy(servers.iter().map(|s| (s.name.as_str(), s.on_failure)));
+        let resubmitted = target
+            .as_ref()
+            .is_some_and(|t| t.source == source && t.env == environment);
+        let previous = match record.from_revision {
+            Some(n) => store.fleet_revision(n).await?,
+            None => None,
+        };
+        if let Some(target) = &target {
+            fail_pending_revisions(store, target, previous.as_ref(), id, &interruption.why).await?;
+        }
+        let mut resolution =
+            interruption.resolve(policy, resubmitted, previous.as_ref().map(|p| p.number));
+        // Read back before anything is recorded: the record says what happens.
+        if let (&Resolution::RollBack { to }, Some(previous)) = (&resolution, previous) {
+            match fleets.fleet(&previous).await {
+                Ok(fleet) => {
+                    source.clone_from(&previous.source);
+                    environment.clone_from(&fleet.environment);
+                    deploy = Redeploy::RollBack(Box::new(RollBack {
+                        reason: interruption.reason_to_deploy(&resolution, None),
+                        revision: previous,
+                        fleet,
+                    }));
+                }
+                Err(e) => resolution = Resolution::cannot_roll_back(to, &e),
+            }
+        }
+        if !matches!(resolution, Resolution::RollBack { .. }) {
+            let reason = match &mut deploy {
+                Redeploy::Given { reason } => reason,
+                Redeploy::RollBack(rollback) => &mut rollback.reason,
+            };
+            *reason = interruption.reason_to_deploy(&resolution, reason.take());
+        }
+        let settled = interruption.settle(&resolution);
+        store
+            .finish_deployment(id, settled.state, settled.reason)
+            .await?;
+        notes.push(settled.note);
+    }
+    Ok(Recovery { deploy, notes })
+}
+
+/// Records as failed the server revisions an interrupted deployment was bringing in and
+/// never saw serving (still pending): those of `target` that `previous` (what served before
+/// it) does not have.
+async fn fail_pending_revisions(
+    store: &dyn StateStore,
+    target: &FleetRevision,
+    previous: Option<&FleetRevision>,
+    deployment: u64,
+    why: &str,
+) -> Result<(), StoreError> {
+    for (server, &number) in &target.servers {
+        if previous.and_then(|p| p.servers.get(server)) == Some(&number) {
+            continue;
+        }
+        let pending = store
+            .server_revision(server, number)
+            .await?
+            .is_some_and(|r| r.state == RevisionState::Pending);
+        if pending {
+            store
+                .set_server_revision_state(
+                    server,
+                    number,
+                    RevisionState::Failed,
+                    Some(format!("deployment {deployment} was interrupted: {why}")),
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The strictest of some servers' `on_failure` policies (`rollback`, then `pause`, then

@@ -15,10 +15,9 @@ use crate::bench_rollout::Fleet;
 use crate::root;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use fleet_gateway::{
-    AcquireError, Gateway, GatewayConfig, RevisionRoute, RouteTable, SessionProcesses, StdioLease,
-    Upstream,
-};
+use fleet_gateway::{Gateway, GatewayConfig};
+use fleet_routes::table::{Instance, RevisionRoute, RouteTable};
+use fleet_stdio::{AcquireError, SessionProcesses, StdioEndpoint, StdioInstances, StdioLease};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
@@ -1424,12 +1423,18 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let stdio = StdioInstances::new();
         let upstream = match args {
-            [url] if !url.starts_with('-') => Upstream::http("sample-1", *url),
+            [url] if !url.starts_with('-') => Instance::http("sample-1", *url),
             ["--stdio", program, args @ ..] => {
                 let spawner = StdioSpawner::new(program, args);
                 spawner.fill();
-                Upstream::stdio_per_session("sample-1", Arc::new(spawner))
+                stdio.insert(
+                    "sample",
+                    "sample-1",
+                    StdioEndpoint::PerSession(Arc::new(spawner)),
+                );
+                Instance::stdio_per_session("sample-1")
             }
             _ => bail!("usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS..."),
         };
@@ -1449,7 +1454,7 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
         // Every session of the benchmarks comes from one address without a token: the
         // per-address cap would end the soak's idle sessions (`bench soak` opens 11,000).
         config.max_sessions_per_token = config.max_sessions;
-        let gateway = Gateway::new(config, receiver);
+        let gateway = Gateway::new(config, receiver, stdio);
         eprintln!("listening on http://{address}/mcp/sample");
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -130,7 +130,8 @@ impl ControlPlane {
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
         let (audit, audit_writer) = event_log::audit_to_store(store.clone());
         gateway_config.audit = Some(audit);
-        let gateway = fleet_gateway::Gateway::new(gateway_config, engine.routes());
+        let gateway =
+            fleet_gateway::Gateway::new(gateway_config, engine.routes(), engine.stdio_instances());
         engine.watch_traffic(gateway.clone());
         engine.journal_to(store.clone());
         let (shutdown_requested, _) = watch::channel(false);

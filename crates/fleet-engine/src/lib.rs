@@ -30,11 +30,12 @@ use fleet_api::types::{
     CheckRun, DeploymentState, Event, EventKind, InstanceChecks, RevisionWeight, ServerState,
     Status,
 };
-use fleet_gateway::{RevisionRoute, RouteTable, Upstream};
 use fleet_plan::{Change, Plan};
+use fleet_routes::table::{Instance, RevisionRoute, RouteTable, RouteTableError};
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
+use fleet_stdio::{StdioEndpoint, StdioInstances};
 use instance_id::InstanceId;
 use monitor::InstanceMonitor;
 use parking_lot::Mutex;
@@ -102,6 +103,8 @@ pub(crate) struct Shared<R> {
     /// Ready instances and traffic shares: the source of the gateway's route table.
     routing: Mutex<Routing>,
     routes: watch::Sender<RouteTable>,
+    /// The links and session pools of the stdio instances the route table names.
+    stdio: StdioInstances,
     /// The release serving each server.
     releases: Mutex<BTreeMap<String, Release>>,
     /// The store's id of the deployment running, for its events.
@@ -172,19 +175,24 @@ type RevisionKey = (String, u64);
 #[derive(Debug, Default)]
 struct Routing {
     /// Ready instances: server → revision → instance id → how to reach it.
-    ready: BTreeMap<String, BTreeMap<u64, BTreeMap<String, Upstream>>>,
+    ready: BTreeMap<String, BTreeMap<u64, BTreeMap<String, Instance>>>,
     /// Traffic shares: server → revision → weight. A revision missing here takes no
     /// traffic and the gateway ends its sessions; weight 0 keeps its sessions (drain).
     weights: BTreeMap<String, BTreeMap<u64, u32>>,
 }
 
 impl Routing {
+    /// Whether `server`'s `revision` has `instance` among its ready instances.
+    fn is_ready(&self, server: &str, revision: u64, instance: &str) -> bool {
+        self.ready
+            .get(server)
+            .and_then(|r| r.get(&revision))
+            .is_some_and(|i| i.contains_key(instance))
+    }
+
     /// The gateway's table: every server with weights, each revision with its ready
     /// instances.
-    fn table(
-        &self,
-        left_out: &BTreeSet<String>,
-    ) -> Result<RouteTable, Vec<fleet_gateway::RouteTableError>> {
+    fn table(&self, left_out: &BTreeSet<String>) -> Result<RouteTable, Vec<RouteTableError>> {
         let servers = self
             .weights
             .iter()
@@ -207,9 +215,19 @@ impl Routing {
     }
 }
 
+/// How the gateway reaches a ready instance.
+#[derive(Debug, Clone)]
+pub(crate) enum Upstream {
+    /// Its Streamable HTTP endpoint.
+    Http(String),
+    /// Its stdio process (shared), or the pool that starts one per session.
+    Stdio(StdioEndpoint),
+}
+
 impl<R> Shared<R> {
     /// Adds (`Some`) or removes a ready instance of `server`'s `revision` and publishes
-    /// the new table if that changes it.
+    /// the new table if that changes it. A stdio instance's link or pool is registered
+    /// before a table names it, and forgotten after the table without it is out.
     pub(crate) fn set_upstream(
         &self,
         server: &str,
@@ -224,16 +242,29 @@ impl<R> Shared<R> {
                 .or_default()
                 .entry(revision)
                 .or_default();
-            match upstream {
-                Some(upstream) => {
-                    instances
-                        .insert(instance.to_string(), upstream.clone())
-                        .as_ref()
-                        != Some(&upstream)
+            let Some(upstream) = upstream else {
+                return instances.remove(instance).is_some();
+            };
+            let (route, stdio_changed) = match upstream {
+                Upstream::Http(url) => (Instance::http(instance, url), false),
+                Upstream::Stdio(endpoint) => {
+                    let route = match endpoint {
+                        StdioEndpoint::Shared(_) => Instance::stdio(instance),
+                        StdioEndpoint::PerSession(_) => Instance::stdio_per_session(instance),
+                    };
+                    // A new process behind the same id (a restart) changes no route, but
+                    // the gateway must compile the table again to find the new link.
+                    let changed = self.stdio.get(server, instance).as_ref() != Some(&endpoint);
+                    self.stdio.insert(server, instance, endpoint);
+                    (route, changed)
                 }
-                None => instances.remove(instance).is_some(),
-            }
+            };
+            let previous = instances.insert(instance.to_string(), route.clone());
+            stdio_changed || previous.as_ref() != Some(&route)
         });
+        if !self.routing.lock().is_ready(server, revision, instance) {
+            self.stdio.remove(server, instance);
+        }
     }
 
     /// Sets how `server`'s new sessions are shared between its revisions, all at once (an
@@ -447,6 +478,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 traffic: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
                 routes: watch::channel(RouteTable::empty()).0,
+                stdio: StdioInstances::new(),
                 pools: Mutex::new(BTreeMap::new()),
                 transitions: Mutex::new(BTreeMap::new()),
                 failed: Mutex::new(BTreeSet::new()),
@@ -518,6 +550,11 @@ impl<R: Runtime + 'static> Engine<R> {
             history.iter().cloned().collect(),
             self.shared.events.subscribe(),
         )
+    }
+
+    /// The stdio instances the published route tables name (for the gateway).
+    pub fn stdio_instances(&self) -> StdioInstances {
+        self.shared.stdio.clone()
     }
 
     /// The gateway's route table, updated as instances become ready or stop being ready.

@@ -3,15 +3,15 @@
 
 use crate::instance_id::InstanceId;
 use crate::pool::SessionPool;
-use crate::{EngineError, Release, STOP_GRACE, Shared};
+use crate::{EngineError, Release, STOP_GRACE, Shared, Upstream};
 use fleet_api::types::{CheckSummary, EventKind, ServerState};
-use fleet_gateway::{SessionProcesses, StdioLink, Upstream};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
 use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
+use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -345,22 +345,21 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     /// How the gateway reaches this instance (for a per-session server: its pool,
     /// warmed now that the server is known to work).
     fn upstream(&self) -> Option<Upstream> {
-        let id = self.runtime_id.to_string();
         match &self.target {
             Target::Served { .. } | Target::Url { .. } => {
                 let (url, _) = self.target.http_endpoint()?;
-                Some(Upstream::http(id, url))
+                Some(Upstream::Http(url))
             }
             Target::Stdio(Isolation::Shared) => self
                 .link
                 .lock()
                 .clone()
-                .map(|link| Upstream::stdio(id, link)),
+                .map(|link| Upstream::Stdio(StdioEndpoint::Shared(link))),
             Target::Stdio(Isolation::PerSession { .. }) => {
                 let pool = self.pool.lock().clone()?;
                 pool.refill();
                 let processes: Arc<dyn SessionProcesses> = pool;
-                Some(Upstream::stdio_per_session(id, processes))
+                Some(Upstream::Stdio(StdioEndpoint::PerSession(processes)))
             }
         }
     }

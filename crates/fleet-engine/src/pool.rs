@@ -15,9 +15,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use fleet_gateway::{AcquireError, SessionProcesses, StdioLease};
 use fleet_runtime::{InstanceId, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
 use fleet_spec::model::RestartPolicyKind;
+use fleet_stdio::{AcquireError, SessionProcesses, StdioLease};
 use futures::future::BoxFuture;
 
 use crate::{EngineError, Shared};

@@ -1,5 +1,6 @@
-//! The gateway's compiled view of the published [`RouteTable`]: parsed URIs, load
-//! counters that survive table swaps, metric handles; and the choice of an upstream
+//! The gateway's compiled view of the published [`RouteTable`]: parsed URIs, the stdio
+//! links and session pools its instance ids name, load counters that survive table
+//! swaps, metric handles; and the choice of an upstream
 //! for a new session or a stateless request (revision by weight, then the instance
 //! with the fewest outstanding requests, ties broken at random).
 
@@ -11,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use hyper::Uri;
 use tokio::sync::watch;
 
-use crate::link::StdioLink;
+use fleet_routes::table::{Address, RouteTable, parse_http_url};
+use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioInstances, StdioLink};
+
 use crate::metrics::{Registry, SeriesCounters};
 use crate::pins::Pinned;
-use crate::pool::SessionProcesses;
-use crate::routes::{RouteTable, Upstream, parse_http_url};
 
 /// One upstream instance as the gateway uses it.
 #[derive(Debug)]
@@ -198,7 +199,12 @@ impl Routes {
         names
     }
 
-    fn compile(table: &RouteTable, previous: &Self, registry: &Registry) -> Self {
+    fn compile(
+        table: &RouteTable,
+        previous: &Self,
+        stdio: &StdioInstances,
+        registry: &Registry,
+    ) -> Self {
         let servers = table
             .servers()
             .map(|(name, revisions)| {
@@ -211,7 +217,7 @@ impl Routes {
                         instances: route
                             .instances
                             .iter()
-                            .filter_map(|upstream| compile_instance(upstream, old))
+                            .filter_map(|instance| compile_instance(name, instance, old, stdio))
                             .collect(),
                         metrics: registry.series(name, Some(route.revision)),
                     })
@@ -228,16 +234,37 @@ impl Routes {
     }
 }
 
-/// Reuses the instance (and its load counter) of the previous table when the id
-/// and the way to reach it are unchanged.
-fn compile_instance(upstream: &Upstream, old: Option<&Server>) -> Option<Arc<Instance>> {
-    let kind = match upstream {
+/// Resolves an instance of `server` to what reaches it; reuses the instance (and its load
+/// counter) of the previous table when the id and the way to reach it are unchanged. A
+/// stdio instance missing from `stdio` (it left between the table's publication and now)
+/// is left out.
+fn compile_instance(
+    server: &str,
+    instance: &fleet_routes::table::Instance,
+    old: Option<&Server>,
+    stdio: &StdioInstances,
+) -> Option<Arc<Instance>> {
+    let id = instance.id.as_str();
+    let kind = match (&instance.address, stdio.get(server, id)) {
         // RouteTable::new validated the URL; a failure here is unreachable in practice.
-        Upstream::Http { url, .. } => Kind::Http(parse_http_url(url).ok()?),
-        Upstream::Stdio { link, .. } => Kind::Stdio(link.clone()),
-        Upstream::StdioPerSession { processes, .. } => Kind::StdioPerSession(Arc::clone(processes)),
+        (Address::Http { url }, _) => Kind::Http(parse_http_url(url).ok()?),
+        (Address::Stdio, Some(StdioEndpoint::Shared(link))) => Kind::Stdio(link),
+        (Address::StdioPerSession, Some(StdioEndpoint::PerSession(processes))) => {
+            Kind::StdioPerSession(processes)
+        }
+        (address, found) => {
+            tracing::warn!(
+                "`{server}` instance `{id}`: the route table says {address:?}, the stdio \
+                 registry has {}; left out",
+                if found.is_some() {
+                    "another kind"
+                } else {
+                    "nothing"
+                }
+            );
+            return None;
+        }
     };
-    let id = upstream.id();
     let reused = old.and_then(|server| {
         server
             .revisions
@@ -262,14 +289,25 @@ fn compile_instance(upstream: &Upstream, old: Option<&Server>) -> Option<Arc<Ins
 #[derive(Debug)]
 pub(crate) struct RouteWatch {
     state: Mutex<(watch::Receiver<RouteTable>, Arc<Routes>)>,
+    stdio: StdioInstances,
     registry: Arc<Registry>,
 }
 
 impl RouteWatch {
-    pub(crate) fn new(mut receiver: watch::Receiver<RouteTable>, registry: Arc<Registry>) -> Self {
-        let routes = Routes::compile(&receiver.borrow_and_update(), &Routes::default(), &registry);
+    pub(crate) fn new(
+        mut receiver: watch::Receiver<RouteTable>,
+        stdio: StdioInstances,
+        registry: Arc<Registry>,
+    ) -> Self {
+        let routes = Routes::compile(
+            &receiver.borrow_and_update(),
+            &Routes::default(),
+            &stdio,
+            &registry,
+        );
         Self {
             state: Mutex::new((receiver, Arc::new(routes))),
+            stdio,
             registry,
         }
     }
@@ -281,7 +319,12 @@ impl RouteWatch {
         let (receiver, routes) = &mut *state;
         // A closed channel keeps the last table.
         if receiver.has_changed().unwrap_or(false) {
-            let compiled = Routes::compile(&receiver.borrow_and_update(), routes, &self.registry);
+            let compiled = Routes::compile(
+                &receiver.borrow_and_update(),
+                routes,
+                &self.stdio,
+                &self.registry,
+            );
             *routes = Arc::new(compiled);
         }
         Arc::clone(routes)
@@ -316,7 +359,7 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::RevisionRoute;
+    use fleet_routes::table::{Instance as RouteInstance, RevisionRoute};
 
     fn table(weights: &[(u64, u32, &[&str])]) -> RouteTable {
         RouteTable::new([(
@@ -328,7 +371,7 @@ mod tests {
                     weight: *weight,
                     instances: ids
                         .iter()
-                        .map(|id| Upstream::http(*id, format!("http://127.0.0.1:1/{id}")))
+                        .map(|id| RouteInstance::http(*id, format!("http://127.0.0.1:1/{id}")))
                         .collect(),
                 })
                 .collect(),
@@ -337,7 +380,12 @@ mod tests {
     }
 
     fn compile(table: &RouteTable) -> Routes {
-        Routes::compile(table, &Routes::default(), &Registry::default())
+        Routes::compile(
+            table,
+            &Routes::default(),
+            &StdioInstances::new(),
+            &Registry::default(),
+        )
     }
 
     #[test]
@@ -374,7 +422,13 @@ mod tests {
     #[test]
     fn load_counters_survive_a_table_swap() {
         let registry = Registry::default();
-        let first = Routes::compile(&table(&[(1, 1, &["a"])]), &Routes::default(), &registry);
+        let stdio = StdioInstances::new();
+        let first = Routes::compile(
+            &table(&[(1, 1, &["a"])]),
+            &Routes::default(),
+            &stdio,
+            &registry,
+        );
         let _guard = first
             .server("s")
             .unwrap()
@@ -382,8 +436,41 @@ mod tests {
             .unwrap()
             .instance
             .begin();
-        let second = Routes::compile(&table(&[(1, 1, &["a"]), (2, 1, &["b"])]), &first, &registry);
+        let second = Routes::compile(
+            &table(&[(1, 1, &["a"]), (2, 1, &["b"])]),
+            &first,
+            &stdio,
+            &registry,
+        );
         let a = second.server("s").unwrap().find(1, "a").unwrap();
         assert_eq!(a.instance.outstanding.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn stdio_instances_are_found_by_id_and_left_out_when_not_registered() {
+        let table = RouteTable::new([(
+            "s".to_owned(),
+            vec![RevisionRoute {
+                revision: 1,
+                weight: 1,
+                instances: vec![RouteInstance::stdio("a"), RouteInstance::stdio("b")],
+            }],
+        )])
+        .unwrap();
+        let stdio = StdioInstances::new();
+        let (_their_stdin, stdin) = tokio::io::duplex(64);
+        let (stdout, _their_stdout) = tokio::io::duplex(64);
+        let link = StdioLink::shared("a", stdin, stdout);
+        stdio.insert("s", "a", StdioEndpoint::Shared(link.clone()));
+        let routes = Routes::compile(&table, &Routes::default(), &stdio, &Registry::default());
+        let server = routes.server("s").unwrap();
+        let found = server
+            .find(1, "a")
+            .expect("a registered instance is routed");
+        assert!(matches!(&found.instance.kind, Kind::Stdio(l) if *l == link));
+        assert!(
+            server.find(1, "b").is_none(),
+            "an instance the registry does not know routes nowhere"
+        );
     }
 }

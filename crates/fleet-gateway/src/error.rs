@@ -242,14 +242,10 @@ pub enum UpstreamFailure {
 
 /// JSON-RPC error codes of gateway-made answers.
 pub(crate) mod code {
-    pub(crate) const PARSE_ERROR: i64 = -32700;
-    pub(crate) const INVALID_REQUEST: i64 = -32600;
-    pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
-    pub(crate) const INVALID_PARAMS: i64 = -32602;
+    pub(crate) use fleet_stdio::jsonrpc::code::*;
     pub(crate) const HEADER_MISMATCH: i64 = -32020;
     pub(crate) const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     pub(crate) const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
-    pub(crate) const INTERNAL_ERROR: i64 = -32603;
     pub(crate) const GATEWAY_POLICY: i64 = -32000;
 }
 

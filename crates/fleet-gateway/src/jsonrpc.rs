@@ -265,15 +265,7 @@ pub(crate) fn is_error_response(body: &[u8]) -> bool {
     }
 }
 
-/// A JSON-RPC error response, as bytes.
-pub(crate) fn error_body(id: Option<&serde_json::Value>, code: i64, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id.unwrap_or(&serde_json::Value::Null),
-        "error": { "code": code, "message": message },
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
-}
+pub(crate) use fleet_stdio::jsonrpc::error_body;
 
 /// Protocol revisions up to this one use `initialize` and sessions.
 const LAST_LEGACY_REVISION: &str = "2025-11-25";

@@ -2,7 +2,7 @@
 //! (`/mcp/{server}`), fronting that server's instances.
 //!
 //! Owns:
-//! - routing: the [`RouteTable`] published by the engine on a `watch` channel (server
+//! - routing: the route table published by the engine on a `watch` channel (server
 //!   → revisions → weight → instances); new sessions and stateless modern requests
 //!   pick a revision by weight, then the instance with the fewest outstanding
 //!   requests;
@@ -25,7 +25,7 @@
 //!   the tool-call audit records.
 //!
 //! Does not own: which instances exist or how healthy they are (the engine decides
-//! and publishes a new [`RouteTable`]), processes (the runtime), the admin API and
+//! and publishes a new route table), processes (the runtime), the admin API and
 //! `/metrics` endpoint (the control plane serves [`Gateway::prometheus_text`]).
 //!
 //! Not yet: a sealed session id for replicated gateways (sessions live in this
@@ -35,15 +35,11 @@ mod audit;
 mod config;
 mod distribution;
 mod error;
-mod hub;
 mod jsonrpc;
-mod link;
 mod listener;
 mod metrics;
 mod pins;
-mod pool;
 mod proxy;
-mod routes;
 mod security;
 mod sessions;
 mod stdio_http;
@@ -59,6 +55,8 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
+use fleet_routes::table::RouteTable;
+use fleet_stdio::StdioInstances;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -68,13 +66,10 @@ use tokio::sync::watch;
 pub use audit::{AuditSink, ToolCallRecord, ToolOutcome};
 pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
 pub use error::{GatewayError, UpstreamFailure};
-pub use link::StdioLink;
 pub use metrics::{
     Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts,
     RevisionStats, ToolCount, escape_label_value,
 };
-pub use pool::{AcquireError, SessionProcesses, StdioLease};
-pub use routes::{RevisionRoute, RouteTable, RouteTableError, Upstream};
 pub use tls::{ServerTls, TlsFileError};
 
 use distribution::RouteWatch;
@@ -132,8 +127,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway with `config`, following the route tables published on `routes`.
-    pub fn new(config: GatewayConfig, routes: watch::Receiver<RouteTable>) -> Self {
+    /// A gateway with `config`, following the route tables published on `routes`; the
+    /// stdio instances they name are looked up in `stdio`.
+    pub fn new(
+        config: GatewayConfig,
+        routes: watch::Receiver<RouteTable>,
+        stdio: StdioInstances,
+    ) -> Self {
         let registry = Arc::new(Registry::default());
         // The upstream client names its provider; this is for reqwest clients built
         // elsewhere in the process, which panic without a default one.
@@ -149,7 +149,7 @@ impl Gateway {
         let shared = Shared {
             policy: OriginPolicy::new(&config),
             admission: parking_lot::RwLock::new(Arc::new(admission)),
-            routes: RouteWatch::new(routes, Arc::clone(&registry)),
+            routes: RouteWatch::new(routes, stdio, Arc::clone(&registry)),
             sessions: Sessions::new(
                 config.session_idle_timeout,
                 sessions::Limits {
@@ -264,11 +264,6 @@ fn upstream_client(config: &GatewayConfig) -> proxy::UpstreamClient {
         .enable_http1()
         .wrap_connector(tcp);
     Client::builder(TokioExecutor::new()).build(connector)
-}
-
-/// A router for a new gateway; use [`Gateway`] to read its metrics too.
-pub fn router(config: GatewayConfig, routes: watch::Receiver<RouteTable>) -> axum::Router {
-    Gateway::new(config, routes).router()
 }
 
 /// Why [`serve`] stopped or did not start.

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 
 use crate::distribution::Instance;
-use crate::link::Attachment;
-use crate::pool::StdioLease;
 use crate::security::Caller;
+use fleet_stdio::StdioLease;
+use fleet_stdio::link::Attachment;
 
 /// A gateway session id: 256 random bits, written as 64 lower-case hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

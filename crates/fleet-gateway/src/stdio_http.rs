@@ -24,15 +24,15 @@ use crate::Shared;
 use crate::audit::{ToolCall, ToolOutcome};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure, code};
-use crate::hub::{Event, EventId, Stream};
 use crate::jsonrpc;
-use crate::link::{ClientMessage, SendError};
 use crate::metrics::{MethodLabel, Outcome};
 use crate::pins::Pins;
-use crate::pool::AcquireError;
 use crate::proxy::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
+use fleet_stdio::AcquireError;
+use fleet_stdio::hub::{Event, EventId, Stream};
+use fleet_stdio::link::{ClientMessage, SendError};
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
@@ -511,7 +511,7 @@ struct RequestEvents {
     /// Longest wait for the next event (a response, progress, a log message) before the
     /// request is answered with a timeout error: a stuck server must not hold the client.
     silence: std::time::Duration,
-    hub: Arc<crate::hub::Hub>,
+    hub: Arc<fleet_stdio::hub::Hub>,
     id: Box<serde_json::value::RawValue>,
     /// Answered with a timeout: nothing more to send.
     ended: bool,

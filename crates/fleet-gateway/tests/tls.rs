@@ -7,9 +7,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use fleet_gateway::{
-    Gateway, GatewayConfig, RevisionRoute, RouteTable, ServerTls, Upstream, serve,
-};
+use fleet_gateway::{Gateway, GatewayConfig, ServerTls, serve};
+use fleet_routes::table::{Instance, RevisionRoute, RouteTable};
 use fleet_testkit::{
     HttpSampleServer, ServerIdentity, TempDir, TlsFront, trusting_a_test_ca, wait_until,
 };
@@ -40,14 +39,14 @@ async fn start_gateway(upstream_url: &str, tls: Option<ServerTls>) -> SocketAddr
         vec![RevisionRoute {
             revision: 1,
             weight: 100,
-            instances: vec![Upstream::http("r", upstream_url)],
+            instances: vec![Instance::http("r", upstream_url)],
         }],
     )])
     .expect("an https upstream is a valid route");
     let (routes, receiver) = tokio::sync::watch::channel(table);
     let mut config = GatewayConfig::new(address);
     config.tls = tls;
-    let gateway = Gateway::new(config, receiver);
+    let gateway = Gateway::new(config, receiver, fleet_stdio::StdioInstances::new());
     tokio::spawn(async move {
         // The gateway follows the table only while its sender lives.
         let _routes = routes;

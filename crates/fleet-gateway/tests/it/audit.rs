@@ -51,18 +51,9 @@ fn fail(message: &str) -> CallToolRequestParams {
 async fn every_tool_call_is_counted_and_audited_without_its_arguments() {
     let upstream = HttpSampleServer::start(&[]).await;
     let (sink, mut audit) = mpsc::unbounded_channel();
-    let mut tables = table("alpha", &[(1, 100, &[("a", &upstream.url)])]);
     let (_processes, stdio) = per_session(&[], 4, Duration::from_secs(60));
-    for (server, revisions) in stdio.servers() {
-        tables = fleet_gateway::RouteTable::new(
-            tables
-                .servers()
-                .map(|(s, r)| (s.to_owned(), r.to_vec()))
-                .chain([(server.to_owned(), revisions.to_vec())]),
-        )
-        .unwrap();
-    }
-    let gateway = TestGateway::start(tables, |c| {
+    let routing = stdio.and(table("alpha", &[(1, 100, &[("a", &upstream.url)])]));
+    let gateway = TestGateway::start(routing, |c| {
         c.tokens = vec![TokenConfig::new("ci", &sha256_hex(TOKEN), ["*"]).unwrap()];
         c.audit = Some(sink);
     })

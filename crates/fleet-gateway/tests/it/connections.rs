@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fleet_gateway::{RouteTable, TokenConfig};
+use fleet_gateway::TokenConfig;
+use fleet_routes::table::RouteTable;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 

@@ -5,7 +5,7 @@
 
 use std::process::Stdio;
 
-use fleet_gateway::{StdioLink, Upstream};
+use fleet_stdio::{StdioEndpoint, StdioLink};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -264,7 +264,7 @@ async fn a_shared_process_is_initialized_with_what_the_gateway_can_relay() {
         child.stdin.take().unwrap(),
         child.stdout.take().unwrap(),
     );
-    let table = crate::stdio::table("everything", Upstream::stdio("everything-0", link));
+    let table = crate::Routing::stdio("everything", "everything-0", StdioEndpoint::Shared(link));
     let gateway = TestGateway::start(table, |_| {}).await;
     let url = gateway.url("everything");
     // First in: a client without capabilities.

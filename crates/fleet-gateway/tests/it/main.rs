@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use fleet_gateway::{Gateway, GatewayConfig, RevisionRoute, RouteTable, Upstream, serve};
+use fleet_gateway::{Gateway, GatewayConfig, serve};
+use fleet_routes::table::{Instance, RevisionRoute, RouteTable};
+use fleet_stdio::{StdioEndpoint, StdioInstances};
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
 };
@@ -44,8 +46,68 @@ struct TestGateway {
     routes: watch::Sender<RouteTable>,
 }
 
+/// What a test gateway routes: a table, and the stdio instances it names.
+pub(crate) struct Routing {
+    table: RouteTable,
+    stdio: Vec<(String, String, StdioEndpoint)>,
+}
+
+impl From<RouteTable> for Routing {
+    fn from(table: RouteTable) -> Self {
+        Self {
+            table,
+            stdio: Vec::new(),
+        }
+    }
+}
+
+impl Routing {
+    /// `server` with one revision and one stdio instance reached through `endpoint`.
+    pub(crate) fn stdio(server: &str, id: &str, endpoint: StdioEndpoint) -> Self {
+        let instance = match endpoint {
+            StdioEndpoint::Shared(_) => Instance::stdio(id),
+            StdioEndpoint::PerSession(_) => Instance::stdio_per_session(id),
+        };
+        let table = RouteTable::new([(
+            server.to_owned(),
+            vec![RevisionRoute {
+                revision: 1,
+                weight: 100,
+                instances: vec![instance],
+            }],
+        )])
+        .expect("a valid route table");
+        Self {
+            table,
+            stdio: vec![(server.to_owned(), id.to_owned(), endpoint)],
+        }
+    }
+
+    /// The servers of both.
+    pub(crate) fn and(mut self, other: impl Into<Routing>) -> Self {
+        let other = other.into();
+        self.table = RouteTable::new(
+            self.table
+                .servers()
+                .chain(other.table.servers())
+                .map(|(server, revisions)| (server.to_owned(), revisions.to_vec())),
+        )
+        .expect("servers of both tables differ");
+        self.stdio.extend(other.stdio);
+        self
+    }
+}
+
 impl TestGateway {
-    async fn start(table: RouteTable, configure: impl FnOnce(&mut GatewayConfig)) -> Self {
+    async fn start(
+        routing: impl Into<Routing>,
+        configure: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
+        let Routing { table, stdio } = routing.into();
+        let instances = StdioInstances::new();
+        for (server, id, endpoint) in stdio {
+            instances.insert(&server, &id, endpoint);
+        }
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind the gateway");
@@ -53,7 +115,7 @@ impl TestGateway {
         let mut config = GatewayConfig::new(address);
         configure(&mut config);
         let (routes, receiver) = watch::channel(table);
-        let gateway = Gateway::new(config, receiver);
+        let gateway = Gateway::new(config, receiver, instances);
         tokio::spawn(serve(listener, gateway.clone(), std::future::pending()));
         Self {
             gateway,
@@ -85,7 +147,7 @@ fn table(server: &str, revisions: &[Revision<'_>]) -> RouteTable {
                 weight: *weight,
                 instances: instances
                     .iter()
-                    .map(|(id, url)| Upstream::http(*id, *url))
+                    .map(|(id, url)| Instance::http(*id, *url))
                     .collect(),
             })
             .collect(),

@@ -2,6 +2,7 @@
 //! the JSON-RPC envelope of what clients send.
 
 use fleet_gateway::{RateLimit, TokenConfig};
+use fleet_routes::table::{Instance, RevisionRoute, RouteTable};
 use sha2::{Digest as _, Sha256};
 
 use fleet_testkit::HttpSampleServer;
@@ -20,13 +21,13 @@ fn hash(token: &str) -> String {
         .collect()
 }
 
-fn two_servers(url: &str) -> fleet_gateway::RouteTable {
-    let route = |id: &str| fleet_gateway::RevisionRoute {
+fn two_servers(url: &str) -> RouteTable {
+    let route = |id: &str| RevisionRoute {
         revision: 1,
         weight: 1,
-        instances: vec![fleet_gateway::Upstream::http(id, url)],
+        instances: vec![Instance::http(id, url)],
     };
-    fleet_gateway::RouteTable::new([
+    RouteTable::new([
         ("alpha".to_owned(), vec![route("a")]),
         ("beta".to_owned(), vec![route("b")]),
     ])
@@ -206,13 +207,7 @@ async fn the_rate_limit_answers_429_with_retry_after() {
 async fn bad_envelopes_get_invalid_request_at_once_from_http_and_stdio_upstreams() {
     let upstream = HttpSampleServer::start(&[]).await;
     let (stdio, _child) = crate::stdio::shared_table("memory", &["--tools", "echo"]);
-    let tables = fleet_gateway::RouteTable::new(
-        crate::table("alpha", &[(1, 100, &[("a", &upstream.url)])])
-            .servers()
-            .chain(stdio.servers())
-            .map(|(server, revisions)| (server.to_owned(), revisions.to_vec())),
-    )
-    .unwrap();
+    let tables = stdio.and(crate::table("alpha", &[(1, 100, &[("a", &upstream.url)])]));
     // Far longer than the test waits: a forwarded message would hang, not time out.
     let gateway = TestGateway::start(tables, |c| {
         c.upstream_timeout = crate::DEADLINE * 10;

@@ -7,40 +7,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fleet_gateway::{
-    AcquireError, RevisionRoute, RouteTable, SessionProcesses, StdioLease, StdioLink, Upstream,
-};
+use fleet_stdio::{AcquireError, SessionProcesses, StdioEndpoint, StdioLease, StdioLink};
 use fleet_testkit::{sample_server_binary, stdio_process, wait_until};
 use futures::future::{BoxFuture, join_all};
 use rmcp::model::CallToolRequestParams;
 use tokio::process::Child;
 
 use crate::{
-    DEADLINE, TestGateway, echo, legacy_client, raw_initialize, raw_post, raw_session, text,
+    DEADLINE, Routing, TestGateway, echo, legacy_client, raw_initialize, raw_post, raw_session,
+    text,
 };
 
 /// One shared process behind `server`.
-pub(crate) fn shared_table(server: &str, args: &[&str]) -> (RouteTable, Child) {
+pub(crate) fn shared_table(server: &str, args: &[&str]) -> (Routing, Child) {
     let mut child = stdio_process(&sample_server_binary(), &sample_args(args));
     let link = StdioLink::shared(
         "shared-0",
         child.stdin.take().unwrap(),
         child.stdout.take().unwrap(),
     );
-    (table(server, Upstream::stdio("shared-0", link)), child)
-}
-
-/// One server of one revision with one instance.
-pub(crate) fn table(server: &str, upstream: Upstream) -> RouteTable {
-    RouteTable::new([(
-        server.to_owned(),
-        vec![RevisionRoute {
-            revision: 1,
-            weight: 100,
-            instances: vec![upstream],
-        }],
-    )])
-    .expect("a valid route table")
+    let routing = Routing::stdio(server, "shared-0", StdioEndpoint::Shared(link));
+    (routing, child)
 }
 
 /// Spawns a sample server per session; counts the live ones.
@@ -111,7 +98,7 @@ pub(crate) fn per_session(
     args: &[&str],
     max: u32,
     idle_timeout: Duration,
-) -> (Arc<Spawner>, RouteTable) {
+) -> (Arc<Spawner>, Routing) {
     per_session_of(
         &sample_server_binary(),
         &sample_args(args),
@@ -126,7 +113,7 @@ pub(crate) fn per_session_of(
     args: &[String],
     max: u32,
     idle_timeout: Duration,
-) -> (Arc<Spawner>, RouteTable) {
+) -> (Arc<Spawner>, Routing) {
     let spawner = Arc::new(Spawner {
         program: program.to_owned(),
         args: args.to_vec(),
@@ -136,8 +123,8 @@ pub(crate) fn per_session_of(
         pids: std::sync::Mutex::default(),
     });
     let processes: Arc<dyn SessionProcesses> = spawner.clone();
-    let table = table("solo", Upstream::stdio_per_session("pool", processes));
-    (spawner, table)
+    let routing = Routing::stdio("solo", "pool", StdioEndpoint::PerSession(processes));
+    (spawner, routing)
 }
 
 fn whoami() -> CallToolRequestParams {

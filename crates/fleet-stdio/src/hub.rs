@@ -16,8 +16,8 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::error::code;
 use crate::jsonrpc;
+use crate::jsonrpc::code;
 use crate::link::id_key;
 
 /// Events kept per session for `Last-Event-ID`.
@@ -34,7 +34,7 @@ const STANDALONE: u64 = 0;
 
 /// What a message from the server is to a session.
 #[derive(Debug)]
-pub(crate) enum Routed {
+pub enum Routed {
     /// The response to the session's request `key`.
     Response { key: String, message: Bytes },
     /// Progress for the session's request with progress token `token`.
@@ -47,9 +47,9 @@ pub(crate) enum Routed {
 
 /// Where an event sits in a session: `<stream>-<number>` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EventId {
-    pub(crate) stream: u64,
-    pub(crate) number: u64,
+pub struct EventId {
+    pub stream: u64,
+    pub number: u64,
 }
 
 impl fmt::Display for EventId {
@@ -60,7 +60,7 @@ impl fmt::Display for EventId {
 
 impl EventId {
     /// An id this gateway wrote, from a `Last-Event-ID` header.
-    pub(crate) fn parse(text: &str) -> Option<Self> {
+    pub fn parse(text: &str) -> Option<Self> {
         let (stream, number) = text.split_once('-')?;
         Some(Self {
             stream: stream.parse().ok()?,
@@ -71,23 +71,23 @@ impl EventId {
 
 /// One event of a session's stream.
 #[derive(Debug, Clone)]
-pub(crate) struct Event {
-    pub(crate) id: EventId,
-    pub(crate) message: Bytes,
+pub struct Event {
+    pub id: EventId,
+    pub message: Bytes,
     /// The response that ends its request's stream.
-    pub(crate) last: bool,
+    pub last: bool,
 }
 
 /// An answer stream: its number and its events.
 #[derive(Debug)]
-pub(crate) struct Stream {
-    pub(crate) number: u64,
-    pub(crate) events: mpsc::Receiver<Event>,
+pub struct Stream {
+    pub number: u64,
+    pub events: mpsc::Receiver<Event>,
 }
 
 /// A session's side of a link.
 #[derive(Debug, Default)]
-pub(crate) struct Hub {
+pub struct Hub {
     state: Mutex<HubState>,
 }
 
@@ -174,7 +174,7 @@ impl HubState {
 }
 
 impl Hub {
-    pub(crate) fn raw(sink: mpsc::UnboundedSender<Bytes>) -> Self {
+    pub fn raw(sink: mpsc::UnboundedSender<Bytes>) -> Self {
         Self {
             state: Mutex::new(HubState {
                 raw: Some(sink),
@@ -189,7 +189,7 @@ impl Hub {
 
     /// Opens the stream of request `id` (with its progress token): it gets the
     /// request's related messages and ends with its response.
-    pub(crate) fn begin(&self, id: &RawValue, token: Option<&RawValue>) -> Stream {
+    pub fn begin(&self, id: &RawValue, token: Option<&RawValue>) -> Stream {
         let (sink, events) = mpsc::channel(STREAM_BUFFER);
         let key = id_key(id);
         let mut state = self.state();
@@ -215,7 +215,7 @@ impl Hub {
     }
 
     /// Forgets request `id` (it failed, or was cancelled): its answer stream ends.
-    pub(crate) fn end(&self, id: &RawValue) {
+    pub fn end(&self, id: &RawValue) {
         let key = id_key(id);
         let mut state = self.state();
         state.requests.remove(&key);
@@ -224,7 +224,7 @@ impl Hub {
 
     /// Opens the session's GET stream, with what was kept for it; `None` when one is
     /// already open.
-    pub(crate) fn standalone(&self) -> Option<Stream> {
+    pub fn standalone(&self) -> Option<Stream> {
         let mut state = self.state();
         if state.standalone.as_ref().is_some_and(|s| !s.is_closed()) {
             return None;
@@ -246,7 +246,7 @@ impl Hub {
     /// the rest of it if it is still open. The stream moves here from wherever it was:
     /// a client resumes because its old connection is gone, whether or not the
     /// gateway has noticed yet.
-    pub(crate) fn resume(&self, after: EventId) -> Stream {
+    pub fn resume(&self, after: EventId) -> Stream {
         let mut state = self.state();
         let (sink, events) = mpsc::channel(STREAM_BUFFER);
         for event in state
@@ -282,11 +282,11 @@ impl Hub {
     }
 
     /// A message for the GET stream, or kept for it (the oldest dropped past the limit).
-    pub(crate) fn send_standalone(&self, message: Bytes) {
+    pub fn send_standalone(&self, message: Bytes) {
         self.state().send_standalone(message);
     }
 
-    pub(crate) fn deliver(&self, routed: Routed) {
+    pub fn deliver(&self, routed: Routed) {
         let mut state = self.state();
         if let Some(raw) = &state.raw {
             let message = match routed {
@@ -328,7 +328,7 @@ impl Hub {
     }
 
     /// The process is gone: every open request gets a JSON-RPC error, streams end.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         let mut state = self.state();
         state.closed = true;
         state.standalone = None;

@@ -38,9 +38,9 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::sync::{mpsc, watch};
 
-use crate::error::code;
 use crate::hub::{Hub, Routed};
 use crate::jsonrpc;
+use crate::jsonrpc::code;
 
 /// The attachment id no session has (ids start at 1).
 const NOBODY: u64 = 0;
@@ -261,7 +261,7 @@ impl StdioLink {
 
     /// Attaches a new client session; `None` when the link is closed, or exclusive
     /// and already in use.
-    pub(crate) fn attach(&self) -> Option<Attachment> {
+    pub fn attach(&self) -> Option<Attachment> {
         self.attach_hub(Arc::new(Hub::default()))
     }
 
@@ -703,10 +703,10 @@ async fn read_line(
 
 /// A client session's place on a link. Dropping it detaches the session (and closes
 /// an exclusive link).
-pub(crate) struct Attachment {
+pub struct Attachment {
     inner: Arc<Inner>,
     id: u64,
-    pub(crate) hub: Arc<Hub>,
+    pub hub: Arc<Hub>,
 }
 
 impl fmt::Debug for Attachment {
@@ -720,7 +720,7 @@ impl fmt::Debug for Attachment {
 
 /// Why a client message was not sent upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum SendError {
+pub enum SendError {
     /// The process behind the link is gone.
     #[error("the stdio server's process has ended")]
     Closed,
@@ -731,17 +731,13 @@ pub(crate) enum SendError {
 }
 
 impl Attachment {
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         *self.inner.closed.borrow()
     }
 
     /// Sends a client message upstream (rewritten on a shared link). A shared link
     /// answers a repeated `initialize` itself, through this session's hub.
-    pub(crate) async fn send(
-        &self,
-        message: &ClientMessage<'_>,
-        bytes: Bytes,
-    ) -> Result<(), SendError> {
+    pub async fn send(&self, message: &ClientMessage<'_>, bytes: Bytes) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
@@ -926,13 +922,13 @@ impl Drop for Attachment {
 
 /// What the gateway reads of a client message bound for a stdio server.
 #[derive(Debug, Default)]
-pub(crate) struct ClientMessage<'a> {
-    pub(crate) method: Option<Cow<'a, str>>,
-    pub(crate) id: Option<&'a RawValue>,
+pub struct ClientMessage<'a> {
+    pub method: Option<Cow<'a, str>>,
+    pub id: Option<&'a RawValue>,
     /// `params._meta.progressToken`.
-    pub(crate) progress_token: Option<&'a RawValue>,
+    pub progress_token: Option<&'a RawValue>,
     /// `params.requestId` of `notifications/cancelled`.
-    pub(crate) cancelled_request: Option<&'a RawValue>,
+    pub cancelled_request: Option<&'a RawValue>,
     /// `params.protocolVersion` of `initialize`.
     protocol_version: Option<Cow<'a, str>>,
     /// `params.capabilities` of `initialize`.
@@ -941,7 +937,7 @@ pub(crate) struct ClientMessage<'a> {
 
 impl<'a> ClientMessage<'a> {
     /// Reads a single JSON-RPC message (batches are not stdio messages).
-    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
         let fields: Fields<'a> = serde_json::from_slice(bytes)?;
         let params = fields
             .params
@@ -959,7 +955,7 @@ impl<'a> ClientMessage<'a> {
     }
 
     /// A request (not a notification or a response).
-    pub(crate) fn is_request(&self) -> bool {
+    pub fn is_request(&self) -> bool {
         self.method.is_some() && self.id.is_some()
     }
 }
@@ -1007,7 +1003,7 @@ struct ResultField<'a> {
 
 /// A JSON-RPC id (or progress token) in one canonical spelling, so `1` and `1.0`
 /// or differently escaped strings written by client and server compare equal.
-pub(crate) fn id_key(id: &RawValue) -> String {
+pub fn id_key(id: &RawValue) -> String {
     serde_json::from_str::<serde_json::Value>(id.get())
         .map(|v| v.to_string())
         .unwrap_or_else(|_| id.get().to_owned())

@@ -38,7 +38,7 @@ pub enum AcquireError {
 /// One process lent to one session: its pipes, and whatever gives it back when
 /// dropped.
 pub struct StdioLease {
-    pub(crate) link: StdioLink,
+    pub link: StdioLink,
     _release: Box<dyn Send + Sync>,
 }
 

@@ -132,7 +132,7 @@ impl ControlPlane {
         gateway_config.audit = Some(audit);
         let gateway =
             fleet_gateway::Gateway::new(gateway_config, engine.routes(), engine.stdio_instances());
-        engine.watch_traffic(gateway.clone());
+        engine.watch_traffic(Arc::new(gateway.clone()));
         engine.journal_to(store.clone());
         let (shutdown_requested, _) = watch::channel(false);
         let (finished_tx, finished) = watch::channel(false);

@@ -1,5 +1,5 @@
 //! Canary analysis: is the new revision as good as the stable one, judged on one interval
-//! of gateway traffic? Pure: two metric snapshots in, a verdict out.
+//! of traffic? Pure: two reads of the server's traffic counters in, a verdict out.
 //!
 //! Errors are JSON-RPC errors and transport failures per answered request; tool results
 //! with `isError` count only with `count_tool_errors`. Latency compares p95 upper bounds
@@ -7,7 +7,7 @@
 //! little canary traffic is inconclusive, never a pass.
 
 use fleet_api::types::Verdict;
-use fleet_gateway::{Histogram, MetricsSnapshot, OutcomeCounts, RevisionStats, ToolOutcome};
+use fleet_routes::traffic::{LATENCY_BUCKETS, RevisionTraffic, ServerTraffic};
 use fleet_spec::model::Analysis;
 
 /// What one interval showed.
@@ -29,14 +29,13 @@ pub(crate) struct IntervalResult {
 /// canary's failed health checks in the interval.
 pub(crate) fn judge(
     analysis: &Analysis,
-    before: &MetricsSnapshot,
-    after: &MetricsSnapshot,
-    server: &str,
+    before: &ServerTraffic,
+    after: &ServerTraffic,
     stable: u64,
     canary: u64,
     health_failures: u64,
 ) -> IntervalResult {
-    let window = |revision| Window::between(before, after, server, revision);
+    let window = |revision| interval(before, after, revision);
     let (c, s) = (window(canary), window(stable));
     let mut errors = c.totals.jsonrpc_error + c.totals.transport_error;
     if analysis.count_tool_errors {
@@ -110,7 +109,7 @@ pub(crate) fn judge(
 
 /// The lower bound of the latency bucket whose upper bound is `upper`.
 fn lower_bound(upper: f64) -> f64 {
-    let buckets = &fleet_gateway::LATENCY_BUCKETS;
+    let buckets = &LATENCY_BUCKETS;
     match buckets.iter().position(|b| *b >= upper) {
         Some(0) => 0.0,
         Some(i) => buckets[i - 1],
@@ -126,86 +125,19 @@ fn millis(seconds: f64) -> String {
     }
 }
 
-/// One revision's counters over an interval.
-#[derive(Debug)]
-struct Window {
-    totals: OutcomeCounts,
-    tool_errors: u64,
-    latency: Histogram,
-}
-
-impl Default for Window {
-    fn default() -> Self {
-        Window {
-            totals: OutcomeCounts::default(),
-            tool_errors: 0,
-            latency: Histogram {
-                counts: Vec::new(),
-                sum_seconds: 0.0,
-            },
-        }
-    }
-}
-
-impl Window {
-    fn between(
-        before: &MetricsSnapshot,
-        after: &MetricsSnapshot,
-        server: &str,
-        revision: u64,
-    ) -> Self {
-        let (Some(later), earlier) = (
-            after.revision(server, Some(revision)),
-            before.revision(server, Some(revision)),
-        ) else {
-            return Window::default();
-        };
-        let zero = Window::default();
-        let earlier = earlier.map_or(zero, Window::of);
-        let later = Window::of(later);
-        let minus = |a: u64, b: u64| a.saturating_sub(b);
-        Window {
-            totals: OutcomeCounts {
-                ok: minus(later.totals.ok, earlier.totals.ok),
-                jsonrpc_error: minus(later.totals.jsonrpc_error, earlier.totals.jsonrpc_error),
-                transport_error: minus(
-                    later.totals.transport_error,
-                    earlier.totals.transport_error,
-                ),
-                rejected: minus(later.totals.rejected, earlier.totals.rejected),
-            },
-            tool_errors: minus(later.tool_errors, earlier.tool_errors),
-            latency: Histogram {
-                counts: later
-                    .latency
-                    .counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| minus(n, earlier.latency.counts.get(i).copied().unwrap_or(0)))
-                    .collect(),
-                sum_seconds: (later.latency.sum_seconds - earlier.latency.sum_seconds).max(0.0),
-            },
-        }
-    }
-
-    fn of(stats: &RevisionStats) -> Self {
-        Window {
-            totals: stats.totals,
-            tool_errors: stats
-                .tool_calls
-                .iter()
-                .filter(|t| t.outcome == ToolOutcome::ToolError)
-                .map(|t| t.count)
-                .sum(),
-            latency: stats.latency.clone(),
-        }
-    }
+/// What `revision` saw between the two reads (nothing when it is in neither).
+fn interval(before: &ServerTraffic, after: &ServerTraffic, revision: u64) -> RevisionTraffic {
+    let nothing = RevisionTraffic::default();
+    after
+        .revision(revision)
+        .unwrap_or(&nothing)
+        .since(before.revision(revision).unwrap_or(&nothing))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_gateway::ToolCount;
+    use fleet_routes::traffic::{Histogram, OutcomeCounts};
     use std::time::Duration;
 
     fn analysis() -> Analysis {
@@ -221,84 +153,66 @@ mod tests {
 
     /// Counters of one revision: `ok` answers, `errors` JSON-RPC errors, all in the bucket
     /// of `latency` seconds, and `tool_errors` isError results.
-    fn stats(revision: u64, ok: u64, errors: u64, latency: f64, tool_errors: u64) -> RevisionStats {
-        let bucket = fleet_gateway::LATENCY_BUCKETS
-            .iter()
-            .position(|b| latency <= *b)
-            .unwrap_or(fleet_gateway::LATENCY_BUCKETS.len());
-        let mut counts = vec![0; fleet_gateway::LATENCY_BUCKETS.len() + 1];
-        counts[bucket] = ok + errors;
-        RevisionStats {
-            server: "api".into(),
-            revision: Some(revision),
-            requests: Vec::new(),
+    fn stats(ok: u64, errors: u64, latency: f64, tool_errors: u64) -> RevisionTraffic {
+        let mut counts = vec![0; LATENCY_BUCKETS.len() + 1];
+        counts[Histogram::bucket_of(latency)] = ok + errors;
+        RevisionTraffic {
             totals: OutcomeCounts {
                 ok,
                 jsonrpc_error: errors,
                 ..OutcomeCounts::default()
             },
+            tool_errors,
             latency: Histogram {
                 counts,
                 #[allow(clippy::cast_precision_loss)]
                 sum_seconds: latency * (ok + errors) as f64,
             },
-            tool_calls: vec![ToolCount {
-                tool: "echo".into(),
-                outcome: ToolOutcome::ToolError,
-                count: tool_errors,
-            }],
         }
     }
 
-    fn snapshot(revisions: Vec<RevisionStats>) -> MetricsSnapshot {
-        MetricsSnapshot {
-            revisions,
-            sessions_active: Default::default(),
+    fn snapshot(stable: RevisionTraffic, canary: RevisionTraffic) -> ServerTraffic {
+        ServerTraffic {
+            revisions: [(1, stable), (2, canary)].into(),
         }
     }
 
     fn judge_interval(
         analysis: &Analysis,
-        stable: RevisionStats,
-        canary: RevisionStats,
+        stable: RevisionTraffic,
+        canary: RevisionTraffic,
     ) -> IntervalResult {
         // Counters only grow: the interval is what was added to a non-empty start.
-        let before = snapshot(vec![stats(1, 100, 0, 0.002, 0), stats(2, 5, 0, 0.002, 0)]);
-        let add = |a: &RevisionStats, b: RevisionStats| {
+        let (stable_before, canary_before) = (stats(100, 0, 0.002, 0), stats(5, 0, 0.002, 0));
+        let add = |a: &RevisionTraffic, b: RevisionTraffic| {
             let mut sum = b;
             sum.totals.ok += a.totals.ok;
             sum.totals.jsonrpc_error += a.totals.jsonrpc_error;
             for (i, n) in a.latency.counts.iter().enumerate() {
                 sum.latency.counts[i] += n;
             }
-            sum.tool_calls[0].count += a.tool_calls[0].count;
+            sum.tool_errors += a.tool_errors;
             sum
         };
-        let after = snapshot(vec![
-            add(&before.revisions[0], stable),
-            add(&before.revisions[1], canary),
-        ]);
-        judge(analysis, &before, &after, "api", 1, 2, 0)
+        let after = snapshot(add(&stable_before, stable), add(&canary_before, canary));
+        let before = snapshot(stable_before, canary_before);
+        judge(analysis, &before, &after, 1, 2, 0)
     }
 
     #[test]
     fn errors_above_the_limit_fail_and_below_pass() {
         let a = analysis();
-        let failing = judge_interval(&a, stats(1, 100, 0, 0.002, 0), stats(2, 80, 20, 0.002, 0));
+        let failing = judge_interval(&a, stats(100, 0, 0.002, 0), stats(80, 20, 0.002, 0));
         assert_eq!(failing.verdict, Verdict::Fail, "{failing:?}");
         assert_eq!(failing.error_rate, Some(0.2));
         assert!(failing.reason.contains("20.0%"), "{}", failing.reason);
-        let passing = judge_interval(&a, stats(1, 100, 0, 0.002, 0), stats(2, 99, 1, 0.002, 0));
+        let passing = judge_interval(&a, stats(100, 0, 0.002, 0), stats(99, 1, 0.002, 0));
         assert_eq!(passing.verdict, Verdict::Pass, "{passing:?}");
     }
 
     #[test]
     fn too_few_requests_are_inconclusive_even_when_all_fail() {
-        let result = judge_interval(
-            &analysis(),
-            stats(1, 100, 0, 0.002, 0),
-            stats(2, 0, 19, 0.002, 0),
-        );
+        let result = judge_interval(&analysis(), stats(100, 0, 0.002, 0), stats(0, 19, 0.002, 0));
         assert_eq!(result.verdict, Verdict::Inconclusive, "{result:?}");
         assert_eq!(result.requests, 19);
     }
@@ -309,17 +223,13 @@ mod tests {
             min_requests: 0,
             ..analysis()
         };
-        let result = judge_interval(&a, stats(1, 100, 0, 0.002, 0), stats(2, 0, 0, 0.002, 0));
+        let result = judge_interval(&a, stats(100, 0, 0.002, 0), stats(0, 0, 0.002, 0));
         assert_eq!(result.verdict, Verdict::Inconclusive, "{result:?}");
     }
 
     #[test]
     fn a_slower_canary_fails_on_its_p95_ratio() {
-        let result = judge_interval(
-            &analysis(),
-            stats(1, 100, 0, 0.002, 0),
-            stats(2, 100, 0, 0.02, 0),
-        );
+        let result = judge_interval(&analysis(), stats(100, 0, 0.002, 0), stats(100, 0, 0.02, 0));
         assert_eq!(result.verdict, Verdict::Fail, "{result:?}");
         assert!(result.reason.contains("p95"), "{}", result.reason);
     }
@@ -329,8 +239,8 @@ mod tests {
         // 1.5 ms vs 0.8 ms: buckets (1, 2.5] and (0, 1] — perhaps only 1.0× apart.
         let result = judge_interval(
             &analysis(),
-            stats(1, 100, 0, 0.0008, 0),
-            stats(2, 100, 0, 0.0015, 0),
+            stats(100, 0, 0.0008, 0),
+            stats(100, 0, 0.0015, 0),
         );
         assert_eq!(result.verdict, Verdict::Pass, "{result:?}");
     }
@@ -338,22 +248,22 @@ mod tests {
     #[test]
     fn tool_errors_count_only_when_configured() {
         let mut a = analysis();
-        let canary = || stats(2, 100, 0, 0.002, 30);
+        let canary = || stats(100, 0, 0.002, 30);
         assert_eq!(
-            judge_interval(&a, stats(1, 100, 0, 0.002, 0), canary()).verdict,
+            judge_interval(&a, stats(100, 0, 0.002, 0), canary()).verdict,
             Verdict::Pass
         );
         a.count_tool_errors = true;
         assert_eq!(
-            judge_interval(&a, stats(1, 100, 0, 0.002, 0), canary()).verdict,
+            judge_interval(&a, stats(100, 0, 0.002, 0), canary()).verdict,
             Verdict::Fail
         );
     }
 
     #[test]
     fn failed_health_checks_fail_whatever_the_traffic() {
-        let empty = snapshot(Vec::new());
-        let result = judge(&analysis(), &empty, &empty, "api", 1, 2, 1);
+        let empty = ServerTraffic::default();
+        let result = judge(&analysis(), &empty, &empty, 1, 2, 1);
         assert_eq!(result.verdict, Verdict::Fail);
         assert!(result.reason.contains("health check"), "{}", result.reason);
     }

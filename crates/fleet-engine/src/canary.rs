@@ -1,5 +1,5 @@
 //! Canary rollouts: the new revision takes a growing share of new sessions, step by step,
-//! while every `analysis.interval` judges it against the stable revision on live gateway
+//! while every `analysis.interval` judges it against the stable revision on live
 //! traffic ([`crate::analysis`]). `failure_limit` failed intervals in a row abort it;
 //! `mcpfleet promote | abort | pause | resume` steer it.
 //!
@@ -12,6 +12,7 @@ use crate::{Engine, EngineError, Release};
 use fleet_api::types::{
     AnalysisSummary, EventKind, RolloutState, RolloutStatus, RolloutStrategy, Verdict,
 };
+use fleet_routes::traffic::ServerTraffic;
 use fleet_runtime::Runtime;
 use fleet_spec::model::OnAbort;
 use std::time::Duration;
@@ -140,7 +141,7 @@ impl<R: Runtime + 'static> Engine<R> {
         // The pause is over; the step waits for a passing interval.
         let mut over = false;
         let mut next_tick = Instant::now() + analysis.interval;
-        let mut before = self.traffic();
+        let mut before = self.traffic(name);
         let mut health_before = self.health_failures(name, new.revision);
         let mut changes = self.shared.changed.subscribe();
         loop {
@@ -163,13 +164,12 @@ impl<R: Runtime + 'static> Engine<R> {
             tokio::select! {
                 () = tokio::time::sleep_until(next_tick) => {
                     next_tick += analysis.interval;
-                    let after = self.traffic();
+                    let after = self.traffic(name);
                     let health = self.health_failures(name, new.revision);
                     let result = analysis::judge(
                         analysis,
                         &before,
                         &after,
-                        name,
                         old.revision,
                         new.revision,
                         health.saturating_sub(health_before),
@@ -356,15 +356,14 @@ impl<R: Runtime + 'static> Engine<R> {
         });
     }
 
-    /// The gateway's counters now (empty without a gateway: every interval inconclusive).
-    fn traffic(&self) -> fleet_gateway::MetricsSnapshot {
-        match self.shared.traffic.get() {
-            Some(gateway) => gateway.metrics(),
-            None => fleet_gateway::MetricsSnapshot {
-                revisions: Vec::new(),
-                sessions_active: Default::default(),
-            },
-        }
+    /// `server`'s traffic counters now (none without a source: every interval
+    /// inconclusive).
+    fn traffic(&self, server: &str) -> ServerTraffic {
+        self.shared
+            .traffic
+            .get()
+            .map(|source| source.traffic(server))
+            .unwrap_or_default()
     }
 
     fn shutting_down(&self) -> bool {

@@ -113,8 +113,8 @@ pub(crate) struct Shared<R> {
     pub(crate) rollouts: Mutex<BTreeMap<String, canary::ActiveRollout>>,
     /// Where deployment steps are journaled.
     pub(crate) journal: std::sync::OnceLock<Arc<dyn fleet_store::StateStore>>,
-    /// The gateway whose counters canary analysis reads.
-    pub(crate) traffic: std::sync::OnceLock<fleet_gateway::Gateway>,
+    /// Where canary analysis reads traffic counters (the gateway, in production).
+    pub(crate) traffic: std::sync::OnceLock<Arc<dyn fleet_routes::traffic::TrafficSource>>,
     /// Processes for the sessions of each per-session stdio server, by (server, revision).
     pools: Mutex<BTreeMap<RevisionKey, Arc<SessionPool<R>>>>,
     /// One lock per server, for the moves that act on running revisions: taking one back
@@ -514,9 +514,10 @@ impl<R: Runtime + 'static> Engine<R> {
         }
     }
 
-    /// Reads canary analysis traffic from `gateway` (the one fronting this engine's routes).
-    pub fn watch_traffic(&self, gateway: fleet_gateway::Gateway) {
-        let _ = self.shared.traffic.set(gateway);
+    /// Reads canary analysis traffic from `source` (the gateway fronting this engine's
+    /// routes). Without one, every analysis interval is inconclusive.
+    pub fn watch_traffic(&self, source: Arc<dyn fleet_routes::traffic::TrafficSource>) {
+        let _ = self.shared.traffic.set(source);
     }
 
     /// What runs now: each server's serving revision and its spec.

@@ -1,7 +1,7 @@
 //! What the engine counts about the fleet, and its Prometheus text (the gateway renders its
 //! own families; the control plane serves both at `GET /metrics`).
 
-use fleet_gateway::escape_label_value;
+use fleet_routes::traffic::escape_label_value;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -160,8 +160,6 @@ mcpfleet_deployment_duration_seconds 1.25
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label_value(r#"a\b"c"#), r#"a\\b\"c"#);
-        assert_eq!(escape_label_value("two\nlines"), "two\\nlines");
         let metrics = EngineMetrics {
             instances: vec![InstanceMetrics {
                 server: "odd\"name".into(),

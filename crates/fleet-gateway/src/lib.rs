@@ -68,7 +68,7 @@ pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
 pub use error::{GatewayError, UpstreamFailure};
 pub use metrics::{
     Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts,
-    RevisionStats, ToolCount, escape_label_value,
+    RevisionStats, ToolCount,
 };
 pub use tls::{ServerTls, TlsFileError};
 

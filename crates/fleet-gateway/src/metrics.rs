@@ -1,6 +1,7 @@
 //! In-process request metrics per (server, revision): counters by method and outcome,
-//! and a fixed-bucket latency histogram. Rollout analysis reads [`MetricsSnapshot`];
-//! `/metrics` renders the same numbers as Prometheus text (names from DESIGN §7).
+//! and a fixed-bucket latency histogram. `/metrics` renders them as Prometheus text
+//! (names from DESIGN §7); canary analysis reads the same numbers through fleet-routes'
+//! [`TrafficSource`], which the [`Gateway`](crate::Gateway) implements.
 //!
 //! What "outcome" means:
 //! - `ok`: the upstream answered and, for a JSON body, it was not a JSON-RPC error;
@@ -31,11 +32,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::audit::ToolOutcome;
-
-/// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implied.
-pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+pub use fleet_routes::traffic::{Histogram, LATENCY_BUCKETS, OutcomeCounts};
+use fleet_routes::traffic::{RevisionTraffic, ServerTraffic, TrafficSource, escape_label_value};
 
 /// How a request ended (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -207,12 +205,8 @@ impl SeriesCounters {
         let outcome_index = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         self.requests[method.0][outcome_index].fetch_add(1, Ordering::Relaxed);
         if let Some(latency) = latency {
-            let seconds = latency.as_secs_f64();
-            let bucket = LATENCY_BUCKETS
-                .iter()
-                .position(|bound| seconds <= *bound)
-                .unwrap_or(LATENCY_BUCKETS.len());
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            self.buckets[Histogram::bucket_of(latency.as_secs_f64())]
+                .fetch_add(1, Ordering::Relaxed);
             let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
             self.sum_micros.fetch_add(micros, Ordering::Relaxed);
         }
@@ -242,6 +236,23 @@ impl Registry {
                 Arc::new(SeriesCounters::new(Arc::clone(names)))
             })
             .clone()
+    }
+
+    /// The counters of `server`'s revisions, as canary analysis reads them.
+    fn traffic(&self, server: &str) -> ServerTraffic {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let revisions = series
+            .iter()
+            .filter(|((name, _), _)| name == server)
+            .filter_map(|((name, revision), counters)| {
+                let revision = (*revision)?;
+                Some((
+                    revision,
+                    RevisionStats::read(name, Some(revision), counters).traffic(),
+                ))
+            })
+            .collect();
+        ServerTraffic { revisions }
     }
 
     pub(crate) fn snapshot(&self, sessions_active: BTreeMap<String, u64>) -> MetricsSnapshot {
@@ -308,85 +319,27 @@ pub struct MethodCount {
     pub count: u64,
 }
 
-/// Request totals by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OutcomeCounts {
-    /// Answered, not an error.
-    pub ok: u64,
-    /// JSON-RPC (or HTTP status) errors from the upstream.
-    pub jsonrpc_error: u64,
-    /// Transport failures.
-    pub transport_error: u64,
-    /// Refused by the gateway.
-    pub rejected: u64,
-}
-
-impl OutcomeCounts {
-    /// All requests.
-    pub fn total(&self) -> u64 {
-        self.ok + self.jsonrpc_error + self.transport_error + self.rejected
-    }
-
-    /// (JSON-RPC + transport errors) / answered-or-failed requests; `None` without
-    /// any. Rejections are the client's problem, not the revision's.
-    pub fn error_rate(&self) -> Option<f64> {
-        let errors = self.jsonrpc_error + self.transport_error;
-        let counted = self.ok + errors;
-        #[allow(clippy::cast_precision_loss)]
-        (counted > 0).then(|| errors as f64 / counted as f64)
-    }
-
-    fn add(&mut self, outcome: Outcome, count: u64) {
-        match outcome {
-            Outcome::Ok => self.ok += count,
-            Outcome::JsonRpcError => self.jsonrpc_error += count,
-            Outcome::TransportError => self.transport_error += count,
-            Outcome::Rejected => self.rejected += count,
-        }
-    }
-}
-
-/// A latency histogram with [`LATENCY_BUCKETS`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Histogram {
-    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
-    pub counts: Vec<u64>,
-    /// Sum of all observations, in seconds.
-    pub sum_seconds: f64,
-}
-
-impl Histogram {
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// The upper bound of the bucket holding quantile `q` (0..=1): an upper estimate
-    /// good enough to compare revisions. `None` without observations;
-    /// `f64::INFINITY` when it falls past the last bound.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        #[allow(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss
-        )]
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (index, count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY));
-            }
-        }
-        Some(f64::INFINITY)
+impl TrafficSource for crate::Gateway {
+    fn traffic(&self, server: &str) -> ServerTraffic {
+        self.shared.registry.traffic(server)
     }
 }
 
 impl RevisionStats {
+    /// What canary analysis reads of these counters.
+    pub fn traffic(&self) -> RevisionTraffic {
+        RevisionTraffic {
+            totals: self.totals,
+            tool_errors: self
+                .tool_calls
+                .iter()
+                .filter(|t| t.outcome == ToolOutcome::ToolError)
+                .map(|t| t.count)
+                .sum(),
+            latency: self.latency.clone(),
+        }
+    }
+
     fn read(server: &str, revision: Option<u64>, counters: &SeriesCounters) -> Self {
         let mut requests = Vec::new();
         let mut totals = OutcomeCounts::default();
@@ -394,7 +347,7 @@ impl RevisionStats {
             for (outcome, counter) in Outcome::ALL.iter().zip(by_outcome) {
                 let count = counter.load(Ordering::Relaxed);
                 if count > 0 {
-                    totals.add(*outcome, count);
+                    count_outcome(&mut totals, *outcome, count);
                     requests.push(MethodCount {
                         method: METHODS[method_index],
                         outcome: *outcome,
@@ -528,13 +481,14 @@ fn revision_label(revision: Option<u64>) -> String {
     revision.map_or_else(|| "none".to_owned(), |r| r.to_string())
 }
 
-/// A Prometheus label value as the text format wants it: backslash, double quote and
-/// newline escaped. Public so every `/metrics` family is written the same way.
-pub fn escape_label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Adds `count` requests that ended in `outcome` to `totals`.
+fn count_outcome(totals: &mut OutcomeCounts, outcome: Outcome, count: u64) {
+    match outcome {
+        Outcome::Ok => totals.ok += count,
+        Outcome::JsonRpcError => totals.jsonrpc_error += count,
+        Outcome::TransportError => totals.transport_error += count,
+        Outcome::Rejected => totals.rejected += count,
+    }
 }
 
 #[cfg(test)]
@@ -617,6 +571,45 @@ mod tests {
             .map(|t| t.count)
             .sum::<u64>();
         assert_eq!(other, MAX_TOOLS as u64 + 1);
+    }
+
+    #[test]
+    fn the_traffic_of_a_server_is_its_revisions_counters_without_rejections() {
+        let registry = Registry::default();
+        let canary = registry.series("a", Some(2));
+        canary.record(
+            MethodLabel::of(Some("tools/call")),
+            Outcome::Ok,
+            Some(Duration::from_millis(3)),
+        );
+        canary.record_tool("echo", ToolOutcome::ToolError);
+        canary.record(
+            MethodLabel::of(Some("tools/call")),
+            Outcome::TransportError,
+            Some(Duration::from_millis(40)),
+        );
+        registry
+            .series("a", None)
+            .record(MethodLabel::UNKNOWN, Outcome::Rejected, None);
+        registry
+            .series("b", Some(2))
+            .record(MethodLabel::GET, Outcome::Ok, None);
+
+        let traffic = registry.traffic("a");
+
+        assert_eq!(traffic.revisions.keys().copied().collect::<Vec<_>>(), [2]);
+        let revision = traffic.revision(2).unwrap();
+        assert_eq!(
+            revision.totals,
+            OutcomeCounts {
+                ok: 1,
+                transport_error: 1,
+                ..OutcomeCounts::default()
+            }
+        );
+        assert_eq!(revision.tool_errors, 1);
+        assert_eq!(revision.latency.count(), 2);
+        assert_eq!(revision.latency.quantile(1.0), Some(0.05));
     }
 
     #[test]

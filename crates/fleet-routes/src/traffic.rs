@@ -1,2 +1,242 @@
 //! Traffic counters per server revision, as the gateway reports them and canary
-//! analysis reads them.
+//! analysis reads them: outcome totals, tool errors and a fixed-bucket latency
+//! histogram ([`RevisionTraffic`]), read through [`TrafficSource`] so the engine needs
+//! no gateway. Counters are cumulative; an interval is the difference of two reads
+//! ([`RevisionTraffic::since`]).
+//!
+//! It also holds the one Prometheus label escape both sides' `/metrics` text uses.
+
+use std::collections::BTreeMap;
+
+/// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implied.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Where canary analysis reads what traffic each revision of a server saw.
+pub trait TrafficSource: Send + Sync {
+    /// The cumulative counters of every revision of `server` that has seen traffic
+    /// (requests the gateway rejected belong to no revision and are not here).
+    fn traffic(&self, server: &str) -> ServerTraffic;
+}
+
+/// The counters of one server's revisions at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerTraffic {
+    /// By revision.
+    pub revisions: BTreeMap<u64, RevisionTraffic>,
+}
+
+impl ServerTraffic {
+    /// The counters of `revision`; `None` when it has seen no traffic.
+    pub fn revision(&self, revision: u64) -> Option<&RevisionTraffic> {
+        self.revisions.get(&revision)
+    }
+}
+
+/// What one revision was asked and how it answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RevisionTraffic {
+    /// Requests by outcome.
+    pub totals: OutcomeCounts,
+    /// Tool calls answered with a result carrying `isError` (also counted `ok` above).
+    pub tool_errors: u64,
+    /// Latency of answered requests.
+    pub latency: Histogram,
+}
+
+impl RevisionTraffic {
+    /// What was added since `earlier`, a read of the same counters before this one.
+    /// Counters only grow; a smaller one (they were reset) counts as nothing added.
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            totals: self.totals.since(&earlier.totals),
+            tool_errors: self.tool_errors.saturating_sub(earlier.tool_errors),
+            latency: self.latency.since(&earlier.latency),
+        }
+    }
+}
+
+/// Request totals by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Answered, not an error.
+    pub ok: u64,
+    /// JSON-RPC (or HTTP status) errors from the upstream.
+    pub jsonrpc_error: u64,
+    /// Transport failures.
+    pub transport_error: u64,
+    /// Refused by the gateway.
+    pub rejected: u64,
+}
+
+impl OutcomeCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.ok + self.jsonrpc_error + self.transport_error + self.rejected
+    }
+
+    /// (JSON-RPC + transport errors) / answered-or-failed requests; `None` without
+    /// any. Rejections are the client's problem, not the revision's.
+    pub fn error_rate(&self) -> Option<f64> {
+        let errors = self.jsonrpc_error + self.transport_error;
+        let counted = self.ok + errors;
+        #[allow(clippy::cast_precision_loss)]
+        (counted > 0).then(|| errors as f64 / counted as f64)
+    }
+
+    /// What was added since `earlier` (see [`RevisionTraffic::since`]).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            ok: self.ok.saturating_sub(earlier.ok),
+            jsonrpc_error: self.jsonrpc_error.saturating_sub(earlier.jsonrpc_error),
+            transport_error: self.transport_error.saturating_sub(earlier.transport_error),
+            rejected: self.rejected.saturating_sub(earlier.rejected),
+        }
+    }
+}
+
+/// A latency histogram with [`LATENCY_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`. Empty without
+    /// observations.
+    pub counts: Vec<u64>,
+    /// Sum of all observations, in seconds.
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The index in [`Histogram::counts`] of the bucket holding `seconds`.
+    pub fn bucket_of(seconds: f64) -> usize {
+        LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len())
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1): an upper estimate
+    /// good enough to compare revisions. `None` without observations;
+    /// `f64::INFINITY` when it falls past the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+
+    /// What was observed since `earlier` (see [`RevisionTraffic::since`]).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            counts: self
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| n.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+                .collect(),
+            sum_seconds: (self.sum_seconds - earlier.sum_seconds).max(0.0),
+        }
+    }
+}
+
+/// A Prometheus label value as the text format wants it: backslash, double quote and
+/// newline escaped. Shared so every `/metrics` family, the gateway's and the engine's,
+/// is written the same way.
+pub fn escape_label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(latencies: &[f64]) -> Histogram {
+        let mut counts = vec![0; LATENCY_BUCKETS.len() + 1];
+        for latency in latencies {
+            counts[Histogram::bucket_of(*latency)] += 1;
+        }
+        Histogram {
+            counts,
+            sum_seconds: latencies.iter().sum(),
+        }
+    }
+
+    #[test]
+    fn an_interval_is_what_the_counters_gained_since_the_earlier_read() {
+        let earlier = RevisionTraffic {
+            totals: OutcomeCounts {
+                ok: 10,
+                jsonrpc_error: 1,
+                ..OutcomeCounts::default()
+            },
+            tool_errors: 2,
+            latency: histogram(&[0.002; 11]),
+        };
+        let later = RevisionTraffic {
+            totals: OutcomeCounts {
+                ok: 15,
+                jsonrpc_error: 1,
+                transport_error: 3,
+                ..OutcomeCounts::default()
+            },
+            tool_errors: 2,
+            latency: histogram(&[[0.002; 11].as_slice(), &[0.2; 8]].concat()),
+        };
+        let interval = later.since(&earlier);
+        assert_eq!(
+            interval.totals,
+            OutcomeCounts {
+                ok: 5,
+                transport_error: 3,
+                ..OutcomeCounts::default()
+            }
+        );
+        assert_eq!(interval.tool_errors, 0);
+        assert_eq!(interval.latency.count(), 8);
+        assert_eq!(interval.latency.quantile(0.95), Some(0.25));
+        // Counters that went backwards (a restarted gateway) add nothing.
+        assert_eq!(earlier.since(&later).totals.total(), 0);
+        // From nothing (a revision first seen) an interval is everything.
+        assert_eq!(later.since(&RevisionTraffic::default()), later);
+    }
+
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        assert_eq!(Histogram::default().quantile(0.95), None);
+        let h = histogram(&[0.0005, 0.003, 0.003, 0.04]);
+        assert_eq!(h.quantile(0.5), Some(0.005));
+        assert_eq!(h.quantile(1.0), Some(0.05));
+        assert_eq!(histogram(&[60.0]).quantile(0.5), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline() {
+        assert_eq!(escape_label_value(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label_value("two\nlines"), "two\\nlines");
+    }
+}

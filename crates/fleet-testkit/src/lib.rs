@@ -2,12 +2,14 @@
 //! fault-injecting MCP server) and the small helpers every integration test
 //! needs (locating that binary, free ports, scratch directories, waiting on a
 //! condition with a deadline, TLS fixtures) — and [`fake_runtime`], the fake of
-//! fleet-runtime's `Runtime` the engine's unit tests run on.
+//! fleet-runtime's `Runtime` the engine's unit tests run on, and [`fake_traffic`], the
+//! traffic counters their canaries are judged on.
 //!
 //! It deliberately holds no production logic; nothing outside tests and
 //! benchmarks may depend on it.
 
 pub mod fake_runtime;
+pub mod fake_traffic;
 mod harness;
 pub mod sample_server;
 mod tls;

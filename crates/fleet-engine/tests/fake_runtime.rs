@@ -14,6 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+// A test crate's root finds its modules beside it, not in a directory of its name.
+#[path = "fake_runtime/rollouts.rs"]
+mod rollouts;
+#[path = "fake_runtime/sessions.rs"]
+mod sessions;
+
 fn fleet(yaml: &str) -> ValidFleet {
     let checked = fleet_spec::load_str(
         "fleet.yaml",
@@ -27,9 +33,14 @@ fn fleet(yaml: &str) -> ValidFleet {
 }
 
 fn engine(runtime: &FakeRuntime) -> Engine<FakeRuntime> {
+    engine_starting_at_most(runtime, 8)
+}
+
+/// An engine that starts at most `concurrency` servers at once.
+fn engine_starting_at_most(runtime: &FakeRuntime, concurrency: usize) -> Engine<FakeRuntime> {
     let config = EngineConfig {
         state_dir: PathBuf::from("/nonexistent/state"),
-        concurrency: 8,
+        concurrency,
         gateway_url: None,
     };
     Engine::new(runtime.clone(), config, "fake")
@@ -203,55 +214,6 @@ async fn a_server_whose_start_fails_fails_the_deployment_with_the_runtimes_reaso
     );
 }
 
-fn rolling(version: &str) -> ValidFleet {
-    fleet(&format!(
-        r#"
-version: 1
-name: rolling
-servers:
-  api:
-    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
-    replicas: 3
-    rollout: {{ strategy: rolling, max_surge: 1, max_unavailable: 0 }}
-"#
-    ))
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_rolling_update_with_max_surge_1_never_runs_more_than_replicas_plus_one() {
-    let runtime = FakeRuntime::new();
-    let engine = engine(&runtime);
-    let (first, plan) = desired(rolling("v1"), 1, None);
-    let outcome = engine.deploy(&first, &plan).await;
-    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
-
-    let old = rolling("v1");
-    let (second, plan) = desired(rolling("v2"), 2, Some(&old));
-    let outcome = engine.deploy(&second, &plan).await;
-
-    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
-    let records = runtime.records();
-    let started = |revision: &str| {
-        records
-            .iter()
-            .filter(|r| matches!(r, FakeRecord::Started(id) if id.as_str().starts_with(revision)))
-            .count()
-    };
-    assert_eq!(
-        (started("api-r1-"), started("api-r2-")),
-        (3, 3),
-        "{records:#?}"
-    );
-    assert_eq!(
-        runtime.most_running_at_once("api-"),
-        4,
-        "replicas 3 + max_surge 1: {records:#?}"
-    );
-    let status = engine.status();
-    let api = status.servers.iter().find(|s| s.name == "api").unwrap();
-    assert_eq!(api.revision, Some(2), "{status:#?}");
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_ready_instance_that_exits_is_restarted_and_serves_again() {
     let runtime = FakeRuntime::new();
@@ -296,65 +258,6 @@ servers:
         .filter(|r| matches!(r, FakeRecord::Started(_)))
         .count();
     assert_eq!(started, 1);
-}
-
-fn blue_green(version: &str) -> ValidFleet {
-    fleet(&format!(
-        r#"
-version: 1
-name: blue-green
-servers:
-  api:
-    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
-    replicas: 2
-    rollout: {{ strategy: blue-green }}
-"#
-    ))
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_blue_green_update_keeps_the_old_revision_until_every_new_replica_is_ready() {
-    let runtime = FakeRuntime::new();
-    let engine = engine(&runtime);
-    let (first, plan) = desired(blue_green("v1"), 1, None);
-    let outcome = engine.deploy(&first, &plan).await;
-    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
-    runtime.script(
-        "api",
-        FakeScript::new().answer_after(Duration::from_secs(3)),
-    );
-
-    let old = blue_green("v1");
-    let (second, plan) = desired(blue_green("v2"), 2, Some(&old));
-    let outcome = engine.deploy(&second, &plan).await;
-
-    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
-    let records = runtime.records();
-    let first_checked = |replica: &str| {
-        position(
-            &records,
-            |r| matches!(r, FakeRecord::Checked(id) if id.as_str() == replica),
-        )
-    };
-    let new_ready = first_checked("api-r2-1").max(first_checked("api-r2-2"));
-    let old_stopped = records
-        .iter()
-        .position(|r| matches!(r, FakeRecord::Stopped(id) if id.as_str().starts_with("api-r1-")));
-    assert!(
-        old_stopped.is_none_or(|stopped| stopped > new_ready),
-        "an old replica stopped before the new revision was ready: {records:#?}"
-    );
-    assert_eq!(runtime.most_running_at_once("api-"), 4, "{records:#?}");
-    let status = engine.status();
-    let api = &status.servers[0];
-    assert_eq!(api.revision, Some(2), "{status:#?}");
-    let new_share: Vec<(u64, u32)> = api
-        .traffic
-        .iter()
-        .filter(|w| w.weight > 0)
-        .map(|w| (w.revision, w.weight))
-        .collect();
-    assert_eq!(new_share, [(2, 100)], "{status:#?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -405,4 +308,137 @@ servers:
             .contains("3 failed starts in a row"),
         "{crash_looping:?}"
     );
+}
+
+/// `server`'s revisions in the published route table: (revision, weight, instances).
+fn routes_of(engine: &Engine<FakeRuntime>, server: &str) -> Vec<(u64, u32, usize)> {
+    let table = engine.routes().borrow().clone();
+    table
+        .get(server)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| (r.revision, r.weight, r.instances.len()))
+        .collect()
+}
+
+fn count(records: &[FakeRecord], wanted: impl Fn(&FakeRecord) -> bool) -> usize {
+    records.iter().filter(|r| wanted(r)).count()
+}
+
+fn started_with(record: &FakeRecord, prefix: &str) -> bool {
+    matches!(record, FakeRecord::Started(id) if id.as_str().starts_with(prefix))
+}
+
+fn stopped_with(record: &FakeRecord, prefix: &str) -> bool {
+    matches!(record, FakeRecord::Stopped(id) if id.as_str().starts_with(prefix))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wave_starts_at_most_concurrency_servers_at_once_highest_priority_first() {
+    let runtime = FakeRuntime::new();
+    for server in ["high", "mid", "low", "lowest"] {
+        runtime.script(
+            server,
+            FakeScript::new().answer_after(Duration::from_secs(2)),
+        );
+    }
+    let engine = engine_starting_at_most(&runtime, 2);
+    // Listed out of order and named against the alphabet: only priority orders them.
+    let (desired, plan) = desired(
+        fleet(
+            r#"
+version: 1
+name: priorities
+servers:
+  lowest: { stdio: { command: fake, isolation: shared }, priority: -5 }
+  low: { stdio: { command: fake, isolation: shared } }
+  high: { stdio: { command: fake, isolation: shared }, priority: 10 }
+  mid: { stdio: { command: fake, isolation: shared }, priority: 5 }
+"#,
+        ),
+        1,
+        None,
+    );
+
+    let outcome = engine.deploy(&desired, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    let records = runtime.records();
+    let starts: Vec<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            FakeRecord::Started(id) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, ["high-r1-1", "mid-r1-1", "low-r1-1", "lowest-r1-1"]);
+    // Starting: started and not yet answered a check.
+    let (mut starting, mut most) = (std::collections::BTreeSet::new(), 0);
+    for record in &records {
+        match record {
+            FakeRecord::Started(id) => {
+                starting.insert(id.clone());
+            }
+            FakeRecord::Checked(id) => {
+                starting.remove(id);
+            }
+            FakeRecord::Stopped(_) => {}
+        }
+        most = most.max(starting.len());
+    }
+    assert_eq!(most, 2, "{records:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fakes_restart_of_an_instance_backing_off_does_nothing() {
+    use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Runtime as _};
+    use fleet_spec::model::{Restart, RestartPolicyKind};
+
+    let runtime = FakeRuntime::new();
+    runtime.script(
+        "flaky",
+        FakeScript::new().exit_after(Duration::from_secs(1)),
+    );
+    let id = InstanceId("flaky-r1-1".to_owned());
+    let spec = InstanceSpec {
+        id: id.clone(),
+        server: "flaky".to_owned(),
+        revision: 1,
+        program: "fake".to_owned(),
+        args: Vec::new(),
+        env: Vec::new(),
+        cwd: None,
+        io: InstanceIo::Stdio,
+        restart: Restart {
+            policy: RestartPolicyKind::Always,
+            backoff_initial: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(60),
+            backoff_multiplier: 2.0,
+            jitter: 0.0,
+            give_up_after: 5,
+            stable_after: Duration::from_secs(60),
+        },
+        stop_grace: Duration::from_secs(1),
+    };
+    let mut instance = runtime.start(spec).await.expect("the fake starts it");
+    let delay = loop {
+        match instance.events.recv().await {
+            Some(Lifecycle::BackingOff { delay, .. }) => break delay,
+            Some(_) => {}
+            None => panic!("no backoff"),
+        }
+    };
+    let backing_off_since = tokio::time::Instant::now();
+
+    runtime.restart(&id).await.expect("a known instance");
+
+    // The next thing that happens is the start the backoff promised, when it promised it.
+    let next = instance.events.recv().await;
+    assert!(
+        matches!(next, Some(Lifecycle::Running { .. })),
+        "restarted during its backoff: {:?}",
+        next.map(|e| std::mem::discriminant(&e))
+    );
+    assert!(backing_off_since.elapsed() >= delay);
+    assert_eq!(runtime.statuses()[0].restarts, 0);
 }

@@ -3,7 +3,8 @@
 //! an engine test runs no process, opens no socket and — on a paused tokio clock — waits
 //! for no real time.
 //!
-//! What each server does is scripted by its name ([`FakeScript`]): fail to start, never
+//! What each server does is scripted by its name, or by its name and revision
+//! ([`FakeScript`]): fail to start, never
 //! answer, answer only after a delay, exit after a while, crash on its Nth check. Every
 //! start, stop and answered check is recorded in order ([`FakeRecord`]) so a test can
 //! assert on waves and rollouts.
@@ -21,6 +22,7 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream};
@@ -109,7 +111,8 @@ impl std::fmt::Debug for FakeRuntime {
 
 #[derive(Default)]
 struct Inner {
-    scripts: Mutex<HashMap<String, FakeScript>>,
+    /// By server, and revision (`None`: every revision not scripted on its own).
+    scripts: Mutex<HashMap<(String, Option<u64>), FakeScript>>,
     instances: Mutex<BTreeMap<InstanceId, Running>>,
     records: Mutex<Vec<FakeRecord>>,
 }
@@ -120,6 +123,9 @@ struct Running {
     events: mpsc::UnboundedSender<Lifecycle>,
     /// The task serving the current process; finished once it exited.
     task: JoinHandle<()>,
+    /// Set while the task waits out a backoff: a start is already coming, so a
+    /// [`restart`](Runtime::restart) then does nothing.
+    backing_off: Arc<AtomicBool>,
     restarts: u32,
 }
 
@@ -138,7 +144,14 @@ impl FakeRuntime {
 
     /// Scripts every instance of `server` started from now on.
     pub fn script(&self, server: &str, script: FakeScript) {
-        lock(&self.inner.scripts).insert(server.to_owned(), script);
+        lock(&self.inner.scripts).insert((server.to_owned(), None), script);
+    }
+
+    /// Scripts every instance of `server`'s `revision` started from now on, whatever
+    /// [`script`](Self::script) says for the server: a broken new revision beside an old
+    /// one that still serves, and starts again on a rollback.
+    pub fn script_revision(&self, server: &str, revision: u64, script: FakeScript) {
+        lock(&self.inner.scripts).insert((server.to_owned(), Some(revision)), script);
     }
 
     /// Everything recorded so far, in order.
@@ -169,9 +182,12 @@ impl FakeRuntime {
         lock(&self.inner.records).push(record);
     }
 
-    fn script_of(&self, server: &str) -> FakeScript {
-        lock(&self.inner.scripts)
-            .get(server)
+    fn script_of(&self, spec: &InstanceSpec) -> FakeScript {
+        let scripts = lock(&self.inner.scripts);
+        let server = spec.server.clone();
+        scripts
+            .get(&(server.clone(), Some(spec.revision)))
+            .or_else(|| scripts.get(&(server, None)))
             .cloned()
             .unwrap_or_default()
     }
@@ -182,11 +198,14 @@ impl FakeRuntime {
         &self,
         spec: &InstanceSpec,
         events: mpsc::UnboundedSender<Lifecycle>,
+        backing_off: Arc<AtomicBool>,
     ) -> JoinHandle<()> {
         let first = attach(&events);
         let runtime = self.clone();
         let spec = spec.clone();
-        tokio::spawn(async move { runtime.supervise(spec, events, first).await })
+        tokio::spawn(async move {
+            runtime.supervise(spec, events, backing_off, first).await;
+        })
     }
 
     /// Serves one process after another: after an exit, the restart policy decides
@@ -196,9 +215,10 @@ impl FakeRuntime {
         &self,
         spec: InstanceSpec,
         events: mpsc::UnboundedSender<Lifecycle>,
+        backing_off: Arc<AtomicBool>,
         mut io: DuplexStream,
     ) {
-        let script = self.script_of(&spec.server);
+        let script = self.script_of(&spec);
         let restart = &spec.restart;
         let mut failures = 0u32;
         loop {
@@ -234,7 +254,9 @@ impl FakeRuntime {
                 attempt: failures,
                 delay,
             });
+            backing_off.store(true, Ordering::SeqCst);
             tokio::time::sleep(delay).await;
+            backing_off.store(false, Ordering::SeqCst);
             io = attach(&events);
         }
     }
@@ -370,7 +392,7 @@ fn reply_to(method: &str, params: Option<&Value>) -> Result<Value, (i64, String)
 
 impl Runtime for FakeRuntime {
     async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
-        if self.script_of(&spec.server).fail_to_start {
+        if self.script_of(&spec).fail_to_start {
             return Err(StartError::Spawn {
                 program: spec.program.clone(),
                 source: std::io::Error::other("the fake runtime was scripted to fail this start"),
@@ -381,7 +403,8 @@ impl Runtime for FakeRuntime {
             return Err(StartError::AlreadyRunning { id: spec.id });
         }
         let (events, receiver) = mpsc::unbounded_channel();
-        let task = self.spawn(&spec, events.clone());
+        let backing_off = Arc::new(AtomicBool::new(false));
+        let task = self.spawn(&spec, events.clone(), backing_off.clone());
         let id = spec.id.clone();
         self.record(FakeRecord::Started(id.clone()));
         instances.insert(
@@ -390,6 +413,7 @@ impl Runtime for FakeRuntime {
                 spec,
                 events,
                 task,
+                backing_off,
                 restarts: 0,
             },
         );
@@ -410,17 +434,29 @@ impl Runtime for FakeRuntime {
     }
 
     async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let Some(running) = lock(&self.inner.instances).remove(id) else {
-            return Err(RuntimeError::NotFound { id: id.clone() });
+        let running = {
+            let mut instances = lock(&self.inner.instances);
+            let Some(running) = instances.remove(id) else {
+                return Err(RuntimeError::NotFound { id: id.clone() });
+            };
+            // The contract: a start is already coming; killing the task now would start
+            // one at once and cut short the backoff a crash loop relies on.
+            if running.backing_off.load(Ordering::SeqCst) && !running.task.is_finished() {
+                instances.insert(id.clone(), running);
+                return Ok(());
+            }
+            running
         };
         let (spec, events, restarts) = FakeRuntime::kill(running).await;
-        let task = self.spawn(&spec, events.clone());
+        let backing_off = Arc::new(AtomicBool::new(false));
+        let task = self.spawn(&spec, events.clone(), backing_off.clone());
         lock(&self.inner.instances).insert(
             id.clone(),
             Running {
                 spec,
                 events,
                 task,
+                backing_off,
                 restarts: restarts + 1,
             },
         );

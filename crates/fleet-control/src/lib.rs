@@ -28,7 +28,7 @@ use deploy::Deployer;
 use event_log::EventLog;
 use fleet_api::types::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
-use fleet_runtime::ProcessRuntime;
+use fleet_runtime::{ProcessRuntime, Runtime as _};
 use fleet_spec::model::{GatewayTls, ValidFleet};
 use fleet_spec::template::Host;
 use std::sync::Arc;
@@ -93,8 +93,8 @@ impl ControlPlane {
         host: Arc<dyn Host>,
     ) -> Result<Self, StartError> {
         let fleet = &submission.fleet;
-        let reaped = fleet_runtime::reap_leftovers(state_dir.path()).await;
-        for r in &reaped {
+        let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
+        for r in runtime.reap_leftovers().await {
             tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
         }
         let store = {
@@ -115,7 +115,6 @@ impl ControlPlane {
         let admin_url = admin_listener
             .as_ref()
             .map(|(_, address)| format!("http://{address}"));
-        let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
             concurrency: 32,

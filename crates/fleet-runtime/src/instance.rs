@@ -198,6 +198,40 @@ pub struct Discovered {
     pub handle: InstanceHandle,
 }
 
+/// One leftover of an earlier control plane that
+/// [`Runtime::reap_leftovers`](crate::Runtime::reap_leftovers) dealt with. Its record is
+/// gone afterwards in every case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    /// Where the runtime had recorded it (a pidfile's path for processes).
+    pub record: String,
+    /// The instance it was, when the record could be read.
+    pub id: Option<InstanceId>,
+    pub outcome: ReapOutcome,
+}
+
+/// What reaping found of a leftover and did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReapOutcome {
+    /// It was still running and has been stopped: `leader` is whether the recorded process
+    /// (container) itself was among what ran, `members` how many other processes of its
+    /// group there were, `forced` whether it had to be killed.
+    Stopped {
+        leader: bool,
+        members: usize,
+        forced: bool,
+    },
+    /// Some processes survived even SIGKILL (stuck in the kernel); their PIDs.
+    Survivors { pids: Vec<u32> },
+    /// Nothing of it was running any more.
+    Gone,
+    /// The record names a process that is not ours any more (a reused PID: its start time
+    /// differs); it was not touched.
+    PidReused,
+    /// The record could not be read or parsed.
+    Unreadable { error: String },
+}
+
 /// What happened to an instance, in order.
 ///
 /// A typical life: `Running` → (`Exited` → `BackingOff` → `Running`)* → `Exited` → `Stopped`.

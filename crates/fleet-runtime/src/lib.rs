@@ -24,9 +24,9 @@ pub mod process;
 pub use error::{RuntimeError, StartError};
 pub use instance::{
     Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
-    InstanceState, InstanceStatus, Lifecycle, Reach, StdioAttachment,
+    InstanceState, InstanceStatus, Lifecycle, Reach, ReapOutcome, Reaped, StdioAttachment,
 };
-pub use process::{LogRotation, ProcessRuntime, ReapOutcome, Reaped, reap_leftovers};
+pub use process::{LogRotation, ProcessRuntime};
 
 use futures::stream::BoxStream;
 use std::future::Future;
@@ -113,11 +113,18 @@ pub trait Runtime: Send + Sync {
     ///
     /// Adopting them — supervising one again instead of reaping it and starting afresh — is
     /// not part of the contract yet: a process runtime cannot wait on a process it did not
-    /// spawn (it would watch `/proc` instead), and a stdio process's pipes died with the
-    /// control plane that held them, so only an instance reached at an address could be
-    /// taken over. Until then the control plane reaps what was left
-    /// ([`reap_leftovers`]).
+    /// spawn (it would watch `/proc` instead), and a process's pipes (a stdio server's
+    /// protocol, every server's output to its log) died with the control plane that held
+    /// them, so the process runtime has nothing to take over. Until a runtime can (a
+    /// container's streams outlive the control plane), the control plane reaps what was
+    /// left ([`reap_leftovers`](Runtime::reap_leftovers)).
     fn discover(&self) -> impl Future<Output = Vec<Discovered>> + Send;
+
+    /// Stops what an earlier control plane of this fleet left running — everything
+    /// [`discover`](Runtime::discover) finds, and the records of instances already gone —
+    /// and forgets its records. Never touches an instance this runtime supervises. The
+    /// control plane calls it once at start, before its first deployment.
+    fn reap_leftovers(&self) -> impl Future<Output = Vec<Reaped>> + Send;
 
     /// The output of instance `id` (stderr, and stdout unless it carries the protocol),
     /// line by line, like `tail -n lines` — then, with `follow`, every new line as it is

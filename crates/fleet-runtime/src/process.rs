@@ -23,7 +23,7 @@
 //!   `always`, so nothing can restart in a tight loop — and `give_up_after` failed starts
 //!   in a row make the instance [`CrashLooping`](crate::Lifecycle::CrashLooping).
 //! - **Pidfiles** with the process start time: [`discover`](Runtime::discover) reads them
-//!   to find what a killed control plane left running, [`reap_leftovers`] stops it.
+//!   to find what a killed control plane left running, and stop it.
 //!
 //! Dropping the last [`ProcessRuntime`] handle stops its instances gracefully in the
 //! background (if the tokio runtime lives on); stop them explicitly to wait for it.
@@ -36,13 +36,14 @@ mod spawn;
 mod supervisor;
 
 pub use logs::{LogRotation, follow_log, log_path, rotated_log_path};
-pub use pidfile::{Pidfile, ReapOutcome, Reaped, pidfile_path, reap_leftovers};
+pub use pidfile::{Pidfile, pidfile_path};
 pub use spawn::INHERITED_ENV;
 
 use crate::Runtime;
 use crate::error::{RuntimeError, StartError};
 use crate::instance::{
     Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
+    Reaped,
 };
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
@@ -299,6 +300,12 @@ impl Runtime for ProcessRuntime {
             }
         });
         let _ = removed.await;
+    }
+
+    async fn reap_leftovers(&self) -> Vec<Reaped> {
+        let supervised: std::collections::HashSet<InstanceId> =
+            lock(&self.shared.instances).keys().cloned().collect();
+        pidfile::reap_leftovers(&self.shared.state_dir, |id| supervised.contains(id)).await
     }
 
     async fn discover(&self) -> Vec<Discovered> {

@@ -9,7 +9,7 @@ use fleet_runtime::{
     Discovered, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle,
     Reach, Runtime, StartError,
 };
-use fleet_runtime::{LogRotation, ProcessRuntime, ReapOutcome, reap_leftovers};
+use fleet_runtime::{LogRotation, ProcessRuntime, ReapOutcome};
 use fleet_spec::model::{Restart, RestartPolicyKind};
 use fleet_testkit::{TempDir, wait_until};
 use futures::{Stream, StreamExt};
@@ -864,11 +864,12 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
 
     std::fs::write(dir.path().join("run/garbage.json"), b"{ not json").unwrap();
 
-    let reaped = reap_leftovers(dir.path()).await;
+    let runtime = ProcessRuntime::new(dir.path().to_path_buf());
+    let reaped = runtime.reap_leftovers().await;
     let outcome = |name: &str| {
         reaped
             .iter()
-            .find(|r| r.pidfile.ends_with(format!("{name}.json")))
+            .find(|r| r.record.ends_with(&format!("{name}.json")))
             .map(|r| r.outcome.clone())
             .unwrap()
     };
@@ -904,7 +905,29 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     leftover.wait().unwrap();
     unrelated.kill().unwrap();
     unrelated.wait().unwrap();
-    assert!(reap_leftovers(dir.path()).await.is_empty());
+    assert!(runtime.reap_leftovers().await.is_empty());
+}
+
+#[tokio::test]
+async fn reaping_leftovers_never_touches_what_the_runtime_itself_supervises() {
+    let dir = TempDir::new("reap-own");
+    let runtime = ProcessRuntime::new(dir.path());
+    let id = InstanceId("own-r1-1".into());
+    let mut instance = runtime
+        .start(spec("own-r1-1", "sleep", &["1000"]))
+        .await
+        .unwrap();
+    let pid = expect_running(next(&mut instance.events).await);
+    assert!(
+        runtime.reap_leftovers().await.is_empty(),
+        "a supervised instance is not a leftover"
+    );
+    assert!(is_live(pid), "the supervised instance still runs");
+    assert!(
+        pidfile_path(dir.path(), &id).exists(),
+        "its pidfile is kept"
+    );
+    runtime.stop(&id).await.unwrap();
 }
 
 async fn expect_line(lines: &mut (impl Stream<Item = String> + Unpin), want: &str) {

@@ -15,7 +15,7 @@
 
 use fleet_runtime::{
     Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
-    Lifecycle, Reach, Runtime, RuntimeError, StartError, StdioAttachment,
+    Lifecycle, Reach, Reaped, Runtime, RuntimeError, StartError, StdioAttachment,
 };
 use fleet_spec::model::RestartPolicyKind;
 use futures::StreamExt as _;
@@ -486,6 +486,11 @@ impl Runtime for FakeRuntime {
     async fn discard_logs(&self, _id: &InstanceId) {}
 
     async fn discover(&self) -> Vec<Discovered> {
+        Vec::new()
+    }
+
+    // Nothing outlives a fake runtime, so nothing is left to reap.
+    async fn reap_leftovers(&self) -> Vec<Reaped> {
         Vec::new()
     }
 

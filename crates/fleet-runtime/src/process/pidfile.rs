@@ -3,7 +3,7 @@
 //! Every running instance has `STATE/run/<id>.json`, written atomically (temp file +
 //! rename) right after spawn and removed once the process has been reaped. If the control
 //! plane dies without stopping its instances (`kill -9`, a crash, power loss), the files
-//! remain; the next control plane calls [`reap_leftovers`] before it starts anything.
+//! remain; the next control plane reaps them ([`reap_leftovers`]) before it starts anything.
 //! [`live_records`] finds those whose process still runs without touching them, for
 //! [`Runtime::discover`](crate::Runtime::discover).
 //!
@@ -11,7 +11,7 @@
 //! stdio pipes died with the old control plane, so the engine starts fresh instances.
 
 use super::procfs::{self, ProcStat};
-use crate::instance::InstanceId;
+use crate::instance::{InstanceId, ReapOutcome, Reaped};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -69,50 +69,22 @@ pub(crate) async fn remove(path: &Path) {
     }
 }
 
-/// One pidfile [`reap_leftovers`] dealt with. The pidfile is gone afterwards in every case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reaped {
-    pub pidfile: PathBuf,
-    /// What the pidfile said, when it could be read.
-    pub recorded: Option<Pidfile>,
-    pub outcome: ReapOutcome,
-}
-
-/// What [`reap_leftovers`] found and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReapOutcome {
-    /// Processes of the instance were still running and have been stopped: `leader` is
-    /// whether the recorded process itself was among them, `members` how many other
-    /// processes of its group there were, `forced` whether SIGKILL was needed.
-    Stopped {
-        leader: bool,
-        members: usize,
-        forced: bool,
-    },
-    /// Some processes survived even SIGKILL (stuck in the kernel); their PIDs.
-    Survivors { pids: Vec<u32> },
-    /// Nothing of the instance was running any more.
-    Gone,
-    /// The PID now belongs to an unrelated process (its start time differs); it was not
-    /// touched.
-    PidReused,
-    /// The pidfile could not be read or parsed.
-    Unreadable { error: String },
-}
-
 /// How long processes get to die after SIGKILL before reaping gives up on them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// Stops every instance a previous control plane left running under `state_dir`, and removes
-/// its pidfiles. Call it once at start-up, before starting instances with the same state
-/// directory (it would reap those too).
+/// Stops every instance a previous control plane left running under `state_dir`, except
+/// those `supervised` says this runtime runs, and removes their pidfiles
+/// ([`Runtime::reap_leftovers`](crate::Runtime::reap_leftovers)).
 ///
 /// For each pidfile: if the recorded PID is alive with the recorded start time, its process
 /// group gets SIGTERM, the instance's grace period, then SIGKILL. Members of the group that
 /// outlived their leader (same group id, started no earlier than the leader) are stopped
 /// the same way. A PID whose start time differs belongs to someone else now and is never
 /// signalled.
-pub async fn reap_leftovers(state_dir: &Path) -> Vec<Reaped> {
+pub(crate) async fn reap_leftovers(
+    state_dir: &Path,
+    supervised: impl Fn(&InstanceId) -> bool,
+) -> Vec<Reaped> {
     let run_dir = state_dir.join("run");
     let Ok(mut entries) = tokio::fs::read_dir(&run_dir).await else {
         return Vec::new();
@@ -133,22 +105,23 @@ pub async fn reap_leftovers(state_dir: &Path) -> Vec<Reaped> {
             Ok(bytes) => serde_json::from_slice::<Pidfile>(&bytes).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let (recorded, outcome) = match parsed {
+        let (id, outcome) = match parsed {
+            Ok(pidfile) if supervised(&pidfile.id) => continue,
             Ok(pidfile) => {
                 let outcome = reap_one(&pidfile).await;
-                (Some(pidfile), outcome)
+                (Some(pidfile.id), outcome)
             }
             Err(error) => (None, ReapOutcome::Unreadable { error }),
         };
         tracing::info!(pidfile = %path.display(), ?outcome, "reaped leftover instance");
         remove(&path).await;
         reaped.push(Reaped {
-            pidfile: path,
-            recorded,
+            record: path.display().to_string(),
+            id,
             outcome,
         });
     }
-    reaped.sort_by(|a, b| a.pidfile.cmp(&b.pidfile));
+    reaped.sort_by(|a, b| a.record.cmp(&b.record));
     reaped
 }
 

@@ -572,10 +572,8 @@ async fn forward(
         framing,
         // A request's answer must not hang on a stuck upstream; a GET stream may be
         // quiet for as long as the client keeps it.
-        silence: is_request.then(|| {
-            let timer = Box::pin(tokio::time::sleep(upstream_timeout));
-            (upstream_timeout, timer)
-        }),
+        silence: is_request.then_some(upstream_timeout),
+        heard: tokio::time::Instant::now(),
         failure_id: is_request.then_some(id).flatten(),
         pending,
         scan,
@@ -584,7 +582,9 @@ async fn forward(
         mrtr_seen: false,
         _guard: Some(guard),
         held: Gathered::default(),
-        hold: is_request.then(|| Box::pin(tokio::time::sleep(HOLD))),
+        hold_until: is_request.then(|| tokio::time::Instant::now() + HOLD),
+        timer: None,
+        handed_over: true,
         relayed: false,
         finished: false,
         cut: false,
@@ -593,7 +593,7 @@ async fn forward(
         // The head waits with the answer's start (see [`HOLD`]): a quick answer leaves
         // as one write, head to end.
         std::future::poll_fn(|cx| match relay.poll_gather(cx) {
-            Poll::Pending if relay.hold.is_some() => Poll::Pending,
+            Poll::Pending if relay.hold_until.is_some() => Poll::Pending,
             _ => Poll::Ready(()),
         })
         .await;
@@ -771,9 +771,10 @@ fn cut_off() -> std::io::Error {
 struct Relay {
     inner: Incoming,
     framing: Framing,
-    /// How long the upstream may stay silent before the answer ends with a timeout error,
-    /// and the timer (reset by every frame).
-    silence: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// How long the upstream may stay silent before the answer ends with a timeout error.
+    silence: Option<Duration>,
+    /// When the upstream last sent a frame (or the answer began).
+    heard: tokio::time::Instant,
     /// The request's id, for the error that ends an answer the upstream failed.
     failure_id: Option<serde_json::Value>,
     pending: Option<Pending>,
@@ -787,8 +788,16 @@ struct Relay {
     _guard: Option<OutstandingGuard>,
     /// What the upstream sent that has not gone to the client yet.
     held: Gathered,
-    /// A request's answer is held until the answer ends or this fires ([`HOLD`]), once.
-    hold: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A request's answer is held until it ends or this instant passes ([`HOLD`]).
+    hold_until: Option<tokio::time::Instant>,
+    /// The answer's one timer, for the earliest of the hold's end and the silence limit.
+    /// Made only when a wait needs the clock, and moved rather than re-made: arming a
+    /// timer takes the runtime's timer lock and, for a deadline earlier than any other,
+    /// wakes a parked worker; frames only note when they came ([`Self::heard`]).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The upstream's connection handed over a frame (or the answer began) since the
+    /// last wait: while held, the next wait lets it run before arming the timer.
+    handed_over: bool,
     /// Some of the answer went to the client.
     relayed: bool,
     finished: bool,
@@ -841,21 +850,11 @@ impl Relay {
         let mut gathered = std::mem::take(&mut self.held);
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => {
-                    let silent_too_long = gathered.is_empty()
-                        && self
-                            .silence
-                            .as_mut()
-                            .is_some_and(|(_, timer)| timer.as_mut().poll(cx).is_ready());
-                    if silent_too_long {
-                        self.fail(UpstreamFailure::Timeout, &mut gathered);
-                    }
-                    break;
-                }
+                Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some((limit, timer)) = &mut self.silence {
-                        let at = tokio::time::Instant::now() + *limit;
-                        timer.as_mut().reset(at);
+                    self.handed_over = true;
+                    if self.silence.is_some() {
+                        self.heard = tokio::time::Instant::now();
                     }
                     // Trailers mean nothing to MCP; only data is relayed.
                     if let Ok(data) = frame.into_data() {
@@ -889,28 +888,69 @@ impl Relay {
         {
             pins.learn(response.as_bytes(), || pin);
         }
-        if self.finished || self.held.len() >= GATHER_LIMIT || !self.holding(cx) {
-            self.hold = None;
-            return if self.finished || !self.held.is_empty() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
+        loop {
+            if self.finished || self.held.len() >= GATHER_LIMIT || self.hold_until.is_none() {
+                self.hold_until = None;
+                if self.finished || !self.held.is_empty() {
+                    return Poll::Ready(());
+                }
+            }
+            // Waiting: the upstream's next frame wakes this body, the timer the clock.
+            // hyper's connection task passes a body on one frame at a time, after the
+            // head and after each frame taken, and runs once this task yields: a quick
+            // answer is then whole without a timer, which would take the runtime's timer
+            // lock and, its deadline the earliest, wake a parked worker. A yield that
+            // brought nothing arms the timer.
+            if self.hold_until.is_some() && std::mem::take(&mut self.handed_over) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let Some(deadline) = self.next_deadline() else {
+                return Poll::Pending;
             };
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The clock reached `deadline`: whatever was due by then is over. Anything
+            // else moved later meanwhile (a frame came) and gets the timer next.
+            if self.hold_until.is_some_and(|until| until <= deadline) {
+                self.hold_until = None;
+            }
+            if self.held.is_empty()
+                && self
+                    .silence_deadline()
+                    .is_some_and(|limit| limit <= deadline)
+            {
+                let mut gathered = std::mem::take(&mut self.held);
+                self.fail(UpstreamFailure::Timeout, &mut gathered);
+                self.held = gathered;
+            }
         }
-        Poll::Pending
     }
 
-    /// Whether the answer is still held back ([`HOLD`]); if so, this body is woken when
-    /// the hold ends.
-    fn holding(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(timer) = &mut self.hold else {
-            return false;
+    /// When the upstream has been silent too long, for a request's answer.
+    fn silence_deadline(&self) -> Option<tokio::time::Instant> {
+        self.silence.map(|limit| self.heard + limit)
+    }
+
+    /// The next moment the clock matters while waiting: the hold's end, and the silence
+    /// limit while nothing is held (what is held goes out before the limit counts).
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        let silence = if self.held.is_empty() {
+            self.silence_deadline()
+        } else {
+            None
         };
-        if timer.as_mut().poll(cx).is_pending() {
-            return true;
+        match (self.hold_until, silence) {
+            (Some(hold), Some(silence)) => Some(hold.min(silence)),
+            (hold, silence) => hold.or(silence),
         }
-        self.hold = None;
-        false
     }
 
     /// The upstream failed: ends the answer, with the request's error where the framing

@@ -241,28 +241,10 @@ fn now() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T03:04:05.000Z`. (fleet-spec has the same
-/// formatter for templates; depending on it for twenty lines is not worth the coupling.)
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T03:04:05.000Z` (as
+/// `fleet_spec::template::rfc3339`, through the same library).
 fn rfc3339(t: std::time::SystemTime) -> String {
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let (secs, millis) = (since.as_secs(), since.subsec_millis());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = i64::try_from(days).unwrap_or(i64::MAX / 2) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -10,10 +10,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fleet_api::types::{
-    ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, EventKind, EventRecord,
-    GatewayToken, HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
+    ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, EventRecord, GatewayToken,
+    HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
 };
 use fleet_engine::Engine;
+use fleet_engine::report::EventKind;
 use fleet_runtime::{ProcessRuntime, Runtime as _};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -138,7 +139,14 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 async fn deployed(State(state): State<AppState>) -> Json<Vec<DeployedServer>> {
-    Json(state.deployer.deployed())
+    Json(
+        state
+            .deployer
+            .deployed()
+            .into_iter()
+            .map(crate::to_api::deployed)
+            .collect(),
+    )
 }
 
 /// Validates the fleet file, records it and deploys it, streaming the deployment's events;
@@ -245,9 +253,7 @@ fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Res
             }
         }
     });
-    ndjson(
-        stream.map(|e| Ok::<_, Infallible>(serde_json::to_string(&e).unwrap_or_default() + "\n")),
-    )
+    ndjson(stream.map(event_line))
 }
 
 /// `promote`, `abort`, `pause` or `resume` the rollout of a server.
@@ -308,7 +314,7 @@ async fn restart(state: &AppState, name: &str) -> Response {
 }
 
 async fn check(State(state): State<AppState>) -> Json<CheckRun> {
-    Json(state.engine.check_now().await)
+    Json(crate::to_api::check_run(state.engine.check_now().await))
 }
 
 #[derive(Deserialize)]
@@ -360,13 +366,10 @@ fn run_events(state: &AppState, follow: bool) -> Response {
             }
         }
     });
-    let lines = |e: fleet_api::types::Event| {
-        Ok::<_, Infallible>(serde_json::to_string(&e).unwrap_or_default() + "\n")
-    };
     if follow {
-        ndjson(history.chain(live).map(lines))
+        ndjson(history.chain(live).map(event_line))
     } else {
-        ndjson(history.map(lines))
+        ndjson(history.map(event_line))
     }
 }
 
@@ -551,9 +554,13 @@ async fn shutdown(State(state): State<AppState>) -> Response {
             _ = async { finished.wait_for(|f| *f).await.is_ok() } => None,
         }
     });
-    ndjson(
-        stream.map(|e| Ok::<_, Infallible>(serde_json::to_string(&e).unwrap_or_default() + "\n")),
-    )
+    ndjson(stream.map(event_line))
+}
+
+/// An engine event as one line of an event stream: the API's JSON.
+fn event_line(event: fleet_engine::report::Event) -> Result<String, Infallible> {
+    let event = crate::to_api::event(event);
+    Ok(serde_json::to_string(&event).unwrap_or_default() + "\n")
 }
 
 fn ndjson(

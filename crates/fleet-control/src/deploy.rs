@@ -3,8 +3,8 @@
 //!
 //! One deployment at a time: a second one asked for while one runs is refused, not queued.
 
-use fleet_api::types::{DeployedServer, DeploymentState};
 use fleet_engine::recovery::{self, Given, Redeploy, StoredFleets};
+use fleet_engine::report::{DeploymentState, ServingRevision};
 use fleet_engine::{DeploymentOutcome, Desired, Engine, JournalStep};
 use fleet_plan::{DeployedFleet, Plan};
 use fleet_runtime::ProcessRuntime;
@@ -145,7 +145,7 @@ impl Deployer {
     }
 
     /// What runs now, server by server.
-    pub(crate) fn deployed(&self) -> Vec<DeployedServer> {
+    pub(crate) fn deployed(&self) -> Vec<ServingRevision> {
         self.engine.deployed()
     }
 
@@ -524,7 +524,6 @@ impl Prepared {
             DeploymentState::RolledBack => DeploymentStatus::RolledBack,
             DeploymentState::Paused => DeploymentStatus::Paused,
             DeploymentState::InProgress => DeploymentStatus::InProgress,
-            DeploymentState::Aborted => DeploymentStatus::Aborted,
             DeploymentState::Failed | DeploymentState::Stopping | DeploymentState::Stopped => {
                 DeploymentStatus::Failed
             }

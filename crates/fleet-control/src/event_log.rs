@@ -11,6 +11,7 @@
 //! Readers of live events get them from this log's own channel, each with its store id,
 //! *after* it is stored.
 
+use crate::to_api;
 use fleet_api::types::{Event, EventKind, EventRecord};
 use fleet_engine::Engine;
 use fleet_runtime::ProcessRuntime;
@@ -148,17 +149,17 @@ struct Writer {
 impl Writer {
     async fn run(
         self,
-        history: Vec<Event>,
-        mut events: broadcast::Receiver<Event>,
+        history: Vec<fleet_engine::report::Event>,
+        mut events: broadcast::Receiver<fleet_engine::report::Event>,
         mut flush_requests: mpsc::Receiver<oneshot::Sender<()>>,
     ) {
-        let mut batch = history;
+        let mut batch: Vec<Event> = history.into_iter().map(to_api::event).collect();
         let mut flushed = Vec::new();
         loop {
             if batch.is_empty() {
                 tokio::select! {
                     received = events.recv() => match received {
-                        Ok(event) => batch.push(event),
+                        Ok(event) => batch.push(to_api::event(event)),
                         Err(RecvError::Lagged(missed)) => lost(missed),
                         Err(RecvError::Closed) => return,
                     },
@@ -169,7 +170,7 @@ impl Writer {
             // it was asked for.
             loop {
                 match events.try_recv() {
-                    Ok(event) => batch.push(event),
+                    Ok(event) => batch.push(to_api::event(event)),
                     Err(TryRecvError::Lagged(missed)) => lost(missed),
                     Err(_) => break,
                 }

@@ -16,6 +16,7 @@ mod deploy;
 mod event_log;
 pub mod record;
 mod state_dir;
+pub mod to_api;
 
 pub use backup::{
     BackupError, InvalidName, NameKind, check_import_names, export_state, import_state,
@@ -26,7 +27,7 @@ pub use state_dir::{StateDir, StateDirError, default_state_dir};
 
 use deploy::Deployer;
 use event_log::EventLog;
-use fleet_api::types::DeploymentState;
+use fleet_engine::report::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
 use fleet_runtime::{ProcessRuntime, Runtime as _};
 use fleet_spec::model::{GatewayTls, ValidFleet};
@@ -301,9 +302,7 @@ pub(crate) fn status(
     engine: &Engine<ProcessRuntime>,
     admin_url: Option<&str>,
 ) -> fleet_api::types::Status {
-    let mut status = engine.status();
-    status.admin_url = admin_url.map(str::to_string);
-    status
+    to_api::status(engine.status(), admin_url)
 }
 
 /// SIGINT and SIGTERM ask for a graceful shutdown from the moment the control plane starts

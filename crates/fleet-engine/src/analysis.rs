@@ -6,7 +6,7 @@
 //! of the interval's histograms (coarse buckets: an estimate, good enough to compare). Too
 //! little canary traffic is inconclusive, never a pass.
 
-use fleet_api::types::Verdict;
+use crate::report::Verdict;
 use fleet_routes::traffic::{LATENCY_BUCKETS, RevisionTraffic, ServerTraffic};
 use fleet_spec::model::Analysis;
 

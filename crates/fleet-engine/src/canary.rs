@@ -8,10 +8,10 @@
 //! last step the new revision gets every new session, as in blue-green.
 
 use crate::analysis::{self, IntervalResult};
-use crate::{Engine, EngineError, Release};
-use fleet_api::types::{
-    AnalysisSummary, EventKind, RolloutState, RolloutStatus, RolloutStrategy, Verdict,
+use crate::report::{
+    EventKind, IntervalSummary, RolloutProgress, RolloutState, RolloutStrategy, Verdict,
 };
+use crate::{Engine, EngineError, Release};
 use fleet_routes::traffic::ServerTraffic;
 use fleet_runtime::Runtime;
 use fleet_spec::model::OnAbort;
@@ -39,7 +39,7 @@ type Steering = (RolloutCommand, oneshot::Sender<()>);
 #[derive(Debug)]
 pub(crate) struct ActiveRollout {
     pub(crate) commands: mpsc::UnboundedSender<Steering>,
-    pub(crate) status: RolloutStatus,
+    pub(crate) status: RolloutProgress,
 }
 
 /// How a step ended.
@@ -67,7 +67,7 @@ impl<R: Runtime + 'static> Engine<R> {
             &name,
             Some(ActiveRollout {
                 commands,
-                status: RolloutStatus {
+                status: RolloutProgress {
                     strategy: RolloutStrategy::Canary,
                     from_revision: old.revision,
                     to_revision: new.revision,
@@ -327,7 +327,7 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared.changed.send_modify(|v| *v += 1);
     }
 
-    fn update_rollout(&self, server: &str, change: impl FnOnce(&mut RolloutStatus)) {
+    fn update_rollout(&self, server: &str, change: impl FnOnce(&mut RolloutProgress)) {
         let mut rollouts = self.shared.rollouts.lock();
         if let Some(active) = rollouts.get_mut(server) {
             change(&mut active.status);
@@ -335,7 +335,7 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     fn record_analysis(&self, server: &str, result: &IntervalResult, failures: u32) {
-        let summary = AnalysisSummary {
+        let summary = IntervalSummary {
             at: crate::state::now(),
             verdict: result.verdict,
             requests: result.requests,

@@ -6,7 +6,7 @@
 //! sentence shown, and code that needs to know *which* failure it has (an abort caused by
 //! another server, a shutdown) matches the variant, never the text.
 
-use fleet_api::types::ServerState;
+use crate::report::ServerState;
 use fleet_spec::template::RenderError;
 
 /// Why the engine could not start, update, restart or steer a server.

@@ -12,8 +12,8 @@
 //! `failpoint <phase> reached` and hang there, for the test to `kill -9` it. Phases:
 //! `deployment-begun`, `step-written`, `swap`, `step-confirmed`, `before-finish`.
 
+use crate::report::{DeploymentState, EventKind, ServerState};
 use crate::{DeploymentOutcome, Desired, Engine, EngineError, Shared};
-use fleet_api::types::{DeploymentState, EventKind, ServerState};
 use fleet_plan::{ChangeCounts, Plan};
 use fleet_runtime::Runtime;
 use fleet_store::{StateStore, StepOutcome, StoreError};

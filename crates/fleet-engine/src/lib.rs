@@ -16,6 +16,7 @@ mod metrics;
 mod monitor;
 mod pool;
 pub mod recovery;
+pub mod report;
 mod rollout;
 mod state;
 
@@ -26,9 +27,9 @@ pub use journal::{
 };
 pub use metrics::{EngineMetrics, InstanceMetrics};
 
-use fleet_api::types::{
-    CheckRun, DeploymentState, Event, EventKind, InstanceChecks, RevisionWeight, ServerState,
-    Status,
+use crate::report::{
+    CheckRun, DeploymentState, Event, EventKind, FleetStatus, InstanceChecks, ServerState,
+    ServingRevision, TrafficShare,
 };
 use fleet_plan::{Change, Plan};
 use fleet_routes::table::{Instance, RevisionRoute, RouteTable, RouteTableError};
@@ -486,8 +487,8 @@ impl<R: Runtime + 'static> Engine<R> {
         }
     }
 
-    /// The fleet's status, as the admin API shows it.
-    pub fn status(&self) -> Status {
+    /// The fleet's status now.
+    pub fn status(&self) -> FleetStatus {
         let mut status = self
             .shared
             .state
@@ -500,7 +501,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 .shared
                 .weights(&server.name)
                 .into_iter()
-                .map(|(revision, weight)| RevisionWeight { revision, weight })
+                .map(|(revision, weight)| TrafficShare { revision, weight })
                 .collect();
         }
         status
@@ -521,14 +522,14 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     /// What runs now: each server's serving revision and its spec.
-    pub fn deployed(&self) -> Vec<fleet_api::types::DeployedServer> {
+    pub fn deployed(&self) -> Vec<ServingRevision> {
         self.shared
             .releases
             .lock()
             .values()
             .map(|release| {
                 let record = fleet_plan::DeployedServer::from_server(&release.server);
-                fleet_api::types::DeployedServer {
+                ServingRevision {
                     name: record.name,
                     revision: release.revision,
                     hash: record.hash,

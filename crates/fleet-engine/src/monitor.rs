@@ -3,8 +3,8 @@
 
 use crate::instance_id::InstanceId;
 use crate::pool::SessionPool;
+use crate::report::{CheckResult, EventKind, ServerState};
 use crate::{EngineError, Release, STOP_GRACE, Shared, Upstream};
-use fleet_api::types::{CheckSummary, EventKind, ServerState};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
@@ -316,7 +316,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     }
 
     /// Runs every check once, now (for `mcpfleet check`).
-    pub(crate) async fn check_now(&self) -> Vec<CheckSummary> {
+    pub(crate) async fn check_now(&self) -> Vec<CheckResult> {
         let mut out = vec![self.summary(&self.mcp_check(None).await)];
         for other in &self.others {
             out.push(self.summary(&self.run_other(other).await));
@@ -386,8 +386,8 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             .fold(text, |t, (real, shown)| t.replace(real.as_str(), shown))
     }
 
-    fn summary(&self, report: &CheckReport) -> CheckSummary {
-        CheckSummary {
+    fn summary(&self, report: &CheckReport) -> CheckResult {
+        CheckResult {
             at: crate::state::now(),
             kind: report.kind.to_string(),
             passed: report.outcome.is_ok(),

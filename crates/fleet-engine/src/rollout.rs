@@ -6,9 +6,9 @@
 
 use crate::instance_id::Replica;
 use crate::monitor::InstanceMonitor;
+use crate::report::{EventKind, ServerState};
 use crate::state::FleetState;
 use crate::{Engine, EngineError, Release, replica_count};
-use fleet_api::types::{EventKind, ServerState};
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Strategy, Transport};
 use std::sync::Arc;

@@ -1,9 +1,10 @@
-//! The fleet as the engine sees it, and its translation into the admin API's [`Status`].
+//! The fleet as the engine sees it, and its snapshot as a [`FleetStatus`].
 
 use crate::instance_id::InstanceId;
 use crate::metrics::{EngineMetrics, InstanceMetrics};
-use fleet_api::types::{
-    CheckSummary, Deployment, DeploymentState, InstanceStatus, ServerState, ServerStatus, Status,
+use crate::report::{
+    CheckResult, DeploymentState, DeploymentStatus, FleetStatus, InstanceStatus, ServerState,
+    ServerStatus,
 };
 use fleet_plan::Plan;
 use fleet_spec::model::ValidFleet;
@@ -18,7 +19,7 @@ pub(crate) fn now() -> String {
 #[derive(Debug)]
 pub(crate) struct FleetState {
     fleet: String,
-    deployment: Deployment,
+    deployment: DeploymentStatus,
     servers: Vec<ServerRecord>,
     /// Set when a failure means no further server should start.
     aborted: bool,
@@ -70,7 +71,7 @@ impl FleetState {
     pub(crate) fn new(fleet: &str) -> Self {
         FleetState {
             fleet: fleet.to_string(),
-            deployment: Deployment {
+            deployment: DeploymentStatus {
                 state: DeploymentState::InProgress,
                 started_at: now(),
                 finished_at: None,
@@ -91,7 +92,7 @@ impl FleetState {
     /// theirs until they are stopped.
     pub(crate) fn begin(&mut self, fleet: &ValidFleet, plan: &Plan) {
         self.fleet = fleet.name.clone();
-        self.deployment = Deployment {
+        self.deployment = DeploymentStatus {
             state: DeploymentState::InProgress,
             started_at: now(),
             finished_at: None,
@@ -281,7 +282,7 @@ impl FleetState {
         }
     }
 
-    pub(crate) fn record_check(&mut self, server: &str, id: &str, summary: CheckSummary) {
+    pub(crate) fn record_check(&mut self, server: &str, id: &str, summary: CheckResult) {
         if let Some(i) = self.instance(server, id) {
             i.last_check = Some(summary);
         }
@@ -380,11 +381,10 @@ impl FleetState {
         }
     }
 
-    pub(crate) fn to_status(&self, state_dir: &Path) -> Status {
-        Status {
+    pub(crate) fn to_status(&self, state_dir: &Path) -> FleetStatus {
+        FleetStatus {
             fleet: self.fleet.clone(),
-            pid: std::process::id(),
-            state_dir: state_dir.display().to_string(),
+            state_dir: state_dir.to_path_buf(),
             deployment: self.deployment.clone(),
             servers: self
                 .servers
@@ -402,7 +402,6 @@ impl FleetState {
                     instances: s.instances.clone(),
                 })
                 .collect(),
-            admin_url: None,
         }
     }
 }

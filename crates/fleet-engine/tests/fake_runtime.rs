@@ -2,7 +2,7 @@
 //! fakes scripted to be slow, mute or broken, on a paused clock — deterministic, and no
 //! process, socket or real wait involved.
 
-use fleet_api::types::{DeploymentState, ServerState};
+use fleet_engine::report::{DeploymentState, ServerState};
 use fleet_engine::{Desired, Engine, EngineConfig};
 use fleet_plan::{DeployedFleet, DeployedServer, Plan};
 use fleet_runtime::InstanceId;
@@ -299,7 +299,7 @@ servers:
     let (history, _) = engine.subscribe();
     let crash_looping: Vec<_> = history
         .iter()
-        .filter(|e| e.kind == fleet_api::types::EventKind::CrashLooping)
+        .filter(|e| e.kind == fleet_engine::report::EventKind::CrashLooping)
         .collect();
     assert_eq!(crash_looping.len(), 1, "{history:#?}");
     assert!(

@@ -3,8 +3,8 @@
 //! each kind of step it writes; [`Engine::recover`] settles deployment 2 as the rules say —
 //! how it is recorded, which revisions are marked failed, and what is deployed next.
 
-use fleet_api::types::EventKind;
 use fleet_engine::recovery::{Given, Redeploy, StoredFleets};
+use fleet_engine::report::EventKind;
 use fleet_engine::{Engine, EngineConfig, JournalStep, ServerAction, ServerStep, append_step};
 use fleet_plan::ChangeCounts;
 use fleet_spec::ValidFleet;

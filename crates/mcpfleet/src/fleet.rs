@@ -6,7 +6,7 @@ use crate::commands::{check as check_file, print_diagnostics};
 use anyhow::{Context, Result, bail};
 use fleet_api::types::{DeploymentState, Event, EventKind, ServerState, Status};
 use fleet_api::{Client, ClientError};
-use fleet_control::{ControlPlane, StateDir, Submission, default_state_dir};
+use fleet_control::{ControlPlane, StateDir, Submission, default_state_dir, to_api};
 use fleet_spec::model::human_duration;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -94,20 +94,21 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     let plane = ControlPlane::start(submission, dir, host).await?;
     let (history, mut live) = plane.engine().subscribe();
     for event in history {
-        output.event(&event);
+        output.event(&to_api::event(event));
     }
     let outcome = loop {
         tokio::select! {
-            event = live.recv() => if let Ok(event) = event { output.event(&event) },
+            event = live.recv() => if let Ok(event) = event { output.event(&to_api::event(event)) },
             outcome = plane.deployment() => break outcome,
         }
     };
     while let Ok(event) = live.try_recv() {
-        output.event(&event);
+        output.event(&to_api::event(event));
     }
     let status = plane.status();
     output.summary(&status);
-    match outcome.state {
+    let state = to_api::deployment_state(outcome.state);
+    match state {
         // Interrupted (Ctrl-C, SIGTERM, `down`) while deploying: everything is stopping.
         DeploymentState::Stopping | DeploymentState::Stopped => {
             plane.run_until_shutdown().await;
@@ -133,12 +134,12 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     }
     let printer = tokio::spawn(async move {
         while let Ok(event) = live.recv().await {
-            output.event(&event);
+            output.event(&to_api::event(event));
         }
     });
     plane.run_until_shutdown().await;
     printer.abort();
-    Ok(if outcome.state == DeploymentState::Succeeded {
+    Ok(if state == DeploymentState::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(FAILED)

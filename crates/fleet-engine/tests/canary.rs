@@ -3,7 +3,9 @@
 //! pause and resume. The clock is paused: every analysis interval is exactly the rate the
 //! test set times the interval, and minutes of rollout take no real time.
 
-use fleet_api::types::{DeploymentState, Event, EventKind, RolloutState, ServerStatus, Verdict};
+use fleet_engine::report::{
+    DeploymentState, Event, EventKind, RolloutState, ServerStatus, Verdict,
+};
 use fleet_engine::{DeploymentOutcome, Desired, Engine, EngineConfig, RolloutCommand};
 use fleet_plan::{DeployedFleet, DeployedServer};
 use fleet_spec::ValidFleet;

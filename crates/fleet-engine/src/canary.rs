@@ -83,7 +83,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let mut failures = 0;
         for (index, step) in rollout.steps.iter().enumerate() {
             let weight = step.weight.min(100);
-            self.shared.set_weights(
+            self.shared.routes.set_weights(
                 &name,
                 &[(old.revision, 100 - weight), (new.revision, weight)],
             );
@@ -91,7 +91,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 s.step = index + 1;
                 s.weight = weight;
             });
-            self.shared.emit_revision(
+            self.shared.events.emit_revision(
                 EventKind::RolloutStep,
                 &name,
                 new.revision,
@@ -186,7 +186,7 @@ impl<R: Runtime + 'static> Engine<R> {
                         Verdict::Fail => {
                             *failures += 1;
                             passed = false;
-                            self.shared.emit_revision(
+                            self.shared.events.emit_revision(
                                 EventKind::PerformanceAlert,
                                 name,
                                 new.revision,
@@ -258,7 +258,7 @@ impl<R: Runtime + 'static> Engine<R> {
     /// instances stop. Returns `why`.
     async fn abort_canary(&self, old: &Release, new: &Release, why: EngineError) -> EngineError {
         let name = &new.server.name;
-        self.shared.emit_revision(
+        self.shared.events.emit_revision(
             EventKind::RollbackStarted,
             name,
             new.revision,
@@ -273,11 +273,12 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared.update(|s| s.count_rollback(name, reason));
         match new.server.rollout.on_abort {
             OnAbort::EndSessions => {
-                self.shared.set_weights(name, &[(old.revision, 100)]);
+                self.shared.routes.set_weights(name, &[(old.revision, 100)]);
                 self.stop_revision(name, new.revision).await;
             }
             OnAbort::Drain => {
                 self.shared
+                    .routes
                     .set_weights(name, &[(old.revision, 100), (new.revision, 0)]);
                 let draining = self.monitors_of(name, new.revision);
                 self.retire_after(
@@ -288,7 +289,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 );
             }
         }
-        self.shared.emit_revision(
+        self.shared.events.emit_revision(
             EventKind::RollbackCompleted,
             name,
             old.revision,

@@ -208,8 +208,12 @@ impl<R: Runtime + 'static> Engine<R> {
                         s.set_server(server, ServerState::Failed, Some(why.clone()));
                         s.abort_if(true);
                     });
-                    self.shared
-                        .emit(EventKind::ServerFailed, Some(server), None, why.clone());
+                    self.shared.events.emit(
+                        EventKind::ServerFailed,
+                        Some(server),
+                        None,
+                        why.clone(),
+                    );
                     Err(EngineError::Journal(why))
                 }
             }
@@ -227,7 +231,9 @@ impl<R: Runtime + 'static> Engine<R> {
             s.begin(&desired.fleet, plan);
             s.finish(DeploymentState::Failed, Some(reason.clone()));
         });
-        shared.emit(EventKind::DeploymentFailed, None, None, reason.clone());
+        shared
+            .events
+            .emit(EventKind::DeploymentFailed, None, None, reason.clone());
         DeploymentOutcome {
             state: DeploymentState::Failed,
             reason: Some(reason),
@@ -256,7 +262,7 @@ impl<R: Runtime + 'static> Engine<R> {
 
     fn journal(&self) -> Option<(std::sync::Arc<dyn fleet_store::StateStore>, u64)> {
         let store = self.shared.journal.get()?.clone();
-        let deployment = (*self.shared.deployment.lock())?;
+        let deployment = self.shared.events.deployment()?;
         Some((store, deployment))
     }
 }
@@ -265,7 +271,7 @@ impl<R> Shared<R> {
     /// Hangs forever if `MCPFLEET_FAILPOINT` names this phase (and server, and the running
     /// deployment, when it names them). For crash tests only.
     pub(crate) async fn failpoint(&self, phase: &str, server: Option<&str>) {
-        let deployment = *self.deployment.lock();
+        let deployment = self.events.deployment();
         failpoint(phase, server, deployment).await;
     }
 }

@@ -10,6 +10,7 @@
 mod analysis;
 mod canary;
 mod error;
+mod events;
 mod instance_id;
 mod journal;
 mod metrics;
@@ -18,6 +19,7 @@ mod pool;
 pub mod recovery;
 pub mod report;
 mod rollout;
+mod routing;
 mod state;
 
 pub use canary::RolloutCommand;
@@ -31,25 +33,24 @@ use crate::report::{
     CheckRun, DeploymentState, Event, EventKind, FleetStatus, InstanceChecks, ServerState,
     ServingRevision, TrafficShare,
 };
+use events::EventBus;
 use fleet_plan::{Change, Plan};
-use fleet_routes::table::{Instance, RevisionRoute, RouteTable, RouteTableError};
+use fleet_routes::table::RouteTable;
 use fleet_runtime::Runtime;
 use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
-use fleet_stdio::{StdioEndpoint, StdioInstances};
+use fleet_stdio::StdioInstances;
 use instance_id::InstanceId;
 use monitor::InstanceMonitor;
 use parking_lot::Mutex;
 use pool::SessionPool;
+use routing::RouteBook;
 use state::FleetState;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
-
-/// Events kept for `GET /v1/events` and late subscribers.
-const HISTORY: usize = 2_000;
 
 /// Settings of an engine.
 #[derive(Clone)]
@@ -98,18 +99,12 @@ pub(crate) struct Shared<R> {
     pub(crate) state: Mutex<FleetState>,
     /// Bumped on every state change; dependency waits watch it.
     pub(crate) changed: watch::Sender<u64>,
-    pub(crate) events: broadcast::Sender<Event>,
-    history: Mutex<VecDeque<Event>>,
+    pub(crate) events: EventBus,
     pub(crate) monitors: Mutex<Vec<Arc<InstanceMonitor<R>>>>,
-    /// Ready instances and traffic shares: the source of the gateway's route table.
-    routing: Mutex<Routing>,
-    routes: watch::Sender<RouteTable>,
-    /// The links and session pools of the stdio instances the route table names.
-    stdio: StdioInstances,
+    /// Ready instances and traffic shares, published as the gateway's route table.
+    pub(crate) routes: RouteBook,
     /// The release serving each server.
     releases: Mutex<BTreeMap<String, Release>>,
-    /// The store's id of the deployment running, for its events.
-    deployment: Mutex<Option<u64>>,
     /// Canaries in progress, by server.
     pub(crate) rollouts: Mutex<BTreeMap<String, canary::ActiveRollout>>,
     /// Where deployment steps are journaled.
@@ -172,229 +167,12 @@ impl<R: Runtime + 'static> Shared<R> {
 /// A server's revision: (server, revision number).
 type RevisionKey = (String, u64);
 
-/// What the route table is made of.
-#[derive(Debug, Default)]
-struct Routing {
-    /// Ready instances: server → revision → instance id → how to reach it.
-    ready: BTreeMap<String, BTreeMap<u64, BTreeMap<String, Instance>>>,
-    /// Traffic shares: server → revision → weight. A revision missing here takes no
-    /// traffic and the gateway ends its sessions; weight 0 keeps its sessions (drain).
-    weights: BTreeMap<String, BTreeMap<u64, u32>>,
-}
-
-impl Routing {
-    /// Whether `server`'s `revision` has `instance` among its ready instances.
-    fn is_ready(&self, server: &str, revision: u64, instance: &str) -> bool {
-        self.ready
-            .get(server)
-            .and_then(|r| r.get(&revision))
-            .is_some_and(|i| i.contains_key(instance))
-    }
-
-    /// The gateway's table: every server with weights, each revision with its ready
-    /// instances.
-    fn table(&self, left_out: &BTreeSet<String>) -> Result<RouteTable, Vec<RouteTableError>> {
-        let servers = self
-            .weights
-            .iter()
-            .filter(|(server, _)| !left_out.contains(*server));
-        RouteTable::new(servers.map(|(server, weights)| {
-            let ready = self.ready.get(server);
-            let revisions = weights
-                .iter()
-                .map(|(&revision, &weight)| RevisionRoute {
-                    revision,
-                    weight,
-                    instances: ready
-                        .and_then(|r| r.get(&revision))
-                        .map(|i| i.values().cloned().collect())
-                        .unwrap_or_default(),
-                })
-                .collect();
-            (server.clone(), revisions)
-        }))
-    }
-}
-
-/// How the gateway reaches a ready instance.
-#[derive(Debug, Clone)]
-pub(crate) enum Upstream {
-    /// Its Streamable HTTP endpoint.
-    Http(String),
-    /// Its stdio process (shared), or the pool that starts one per session.
-    Stdio(StdioEndpoint),
-}
-
 impl<R> Shared<R> {
-    /// Adds (`Some`) or removes a ready instance of `server`'s `revision` and publishes
-    /// the new table if that changes it. A stdio instance's link or pool is registered
-    /// before a table names it, and forgotten after the table without it is out.
-    pub(crate) fn set_upstream(
-        &self,
-        server: &str,
-        revision: u64,
-        instance: &str,
-        upstream: Option<Upstream>,
-    ) {
-        self.route(|routing| {
-            let instances = routing
-                .ready
-                .entry(server.to_string())
-                .or_default()
-                .entry(revision)
-                .or_default();
-            let Some(upstream) = upstream else {
-                return instances.remove(instance).is_some();
-            };
-            let (route, stdio_changed) = match upstream {
-                Upstream::Http(url) => (Instance::http(instance, url), false),
-                Upstream::Stdio(endpoint) => {
-                    let route = match endpoint {
-                        StdioEndpoint::Shared(_) => Instance::stdio(instance),
-                        StdioEndpoint::PerSession(_) => Instance::stdio_per_session(instance),
-                    };
-                    // A new process behind the same id (a restart) changes no route, but
-                    // the gateway must compile the table again to find the new link.
-                    let changed = self.stdio.get(server, instance).as_ref() != Some(&endpoint);
-                    self.stdio.insert(server, instance, endpoint);
-                    (route, changed)
-                }
-            };
-            let previous = instances.insert(instance.to_string(), route.clone());
-            stdio_changed || previous.as_ref() != Some(&route)
-        });
-        if !self.routing.lock().is_ready(server, revision, instance) {
-            self.stdio.remove(server, instance);
-        }
-    }
-
-    /// Sets how `server`'s new sessions are shared between its revisions, all at once (an
-    /// empty list takes the server out of the table). Revisions left out lose their
-    /// sessions; weight 0 keeps them.
-    pub(crate) fn set_weights(&self, server: &str, weights: &[(u64, u32)]) {
-        self.route(|routing| {
-            let new: BTreeMap<u64, u32> = weights.iter().copied().collect();
-            if new.is_empty() {
-                return routing.weights.remove(server).is_some();
-            }
-            routing.weights.insert(server.to_string(), new.clone()) != Some(new)
-        });
-    }
-
-    /// Takes `server`'s `revision` out of its weights (its sessions end), leaving the other
-    /// revisions' shares as they are.
-    pub(crate) fn remove_weight(&self, server: &str, revision: u64) {
-        self.route(|routing| {
-            let Some(weights) = routing.weights.get_mut(server) else {
-                return false;
-            };
-            let removed = weights.remove(&revision).is_some();
-            if weights.is_empty() {
-                routing.weights.remove(server);
-            }
-            removed
-        });
-    }
-
-    /// How many instances of `server`'s `revision` are ready (take traffic when routed).
-    pub(crate) fn ready_instances(&self, server: &str, revision: u64) -> usize {
-        let routing = self.routing.lock();
-        routing
-            .ready
-            .get(server)
-            .and_then(|r| r.get(&revision))
-            .map_or(0, BTreeMap::len)
-    }
-
-    /// The weights `server`'s revisions have now.
-    pub(crate) fn weights(&self, server: &str) -> Vec<(u64, u32)> {
-        let routing = self.routing.lock();
-        routing
-            .weights
-            .get(server)
-            .map(|w| w.iter().map(|(&r, &w)| (r, w)).collect())
-            .unwrap_or_default()
-    }
-
-    /// Changes the routing; publishes the table when `change` says it changed.
-    fn route(&self, change: impl FnOnce(&mut Routing) -> bool) {
-        let mut routing = self.routing.lock();
-        if !change(&mut routing) {
-            return;
-        }
-        // Published under the lock: tables go out in the order their changes happened.
-        // A server whose entry the gateway refuses is left out (it takes no traffic), so
-        // one bad entry never freezes every other server's routes.
-        let table = routing.table(&BTreeSet::new()).or_else(|errors| {
-            for error in &errors {
-                tracing::error!("`{}` left out of the route table: {error}", error.server());
-            }
-            let left_out = errors.iter().map(|e| e.server().to_owned()).collect();
-            routing.table(&left_out)
-        });
-        match table {
-            Ok(table) => {
-                self.routes.send_replace(table);
-            }
-            Err(errors) => tracing::error!("route table rejected: {} problems", errors.len()),
-        }
-    }
-
     /// Applies a change to the fleet state and wakes whoever waits on it.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut FleetState) -> T) -> T {
         let out = f(&mut self.state.lock());
         self.changed.send_modify(|v| *v += 1);
         out
-    }
-
-    pub(crate) fn emit(
-        &self,
-        kind: EventKind,
-        server: Option<&str>,
-        instance: Option<&InstanceId>,
-        message: impl Into<String>,
-    ) {
-        let revision = instance.map(|id| id.revision);
-        let instance = instance.map(InstanceId::to_string);
-        self.publish(kind, server, revision, instance, message.into());
-    }
-
-    /// An event about one revision of a server.
-    pub(crate) fn emit_revision(
-        &self,
-        kind: EventKind,
-        server: &str,
-        revision: u64,
-        message: impl Into<String>,
-    ) {
-        self.publish(kind, Some(server), Some(revision), None, message.into());
-    }
-
-    fn publish(
-        &self,
-        kind: EventKind,
-        server: Option<&str>,
-        revision: Option<u64>,
-        instance: Option<String>,
-        message: String,
-    ) {
-        let event = Event {
-            time: state::now(),
-            kind,
-            server: server.map(str::to_string),
-            revision,
-            deployment: *self.deployment.lock(),
-            instance,
-            message,
-        };
-        tracing::info!(kind = ?event.kind, server = ?event.server, instance = ?event.instance, "{}", event.message);
-        let mut history = self.history.lock();
-        if history.len() == HISTORY {
-            history.pop_front();
-        }
-        history.push_back(event.clone());
-        // Sent while holding the history lock so a subscriber sees history + live without gaps.
-        let _ = self.events.send(event);
     }
 }
 
@@ -462,24 +240,19 @@ pub struct DeploymentOutcome {
 impl<R: Runtime + 'static> Engine<R> {
     pub fn new(runtime: R, config: EngineConfig, fleet_name: &str) -> Self {
         let (changed, _) = watch::channel(0);
-        let (events, _) = broadcast::channel(4_096);
         Engine {
             shared: Arc::new(Shared {
                 runtime,
                 config,
                 state: Mutex::new(FleetState::new(fleet_name)),
                 changed,
-                events,
-                history: Mutex::new(VecDeque::new()),
+                events: EventBus::default(),
                 monitors: Mutex::new(Vec::new()),
-                routing: Mutex::new(Routing::default()),
                 releases: Mutex::new(BTreeMap::new()),
-                deployment: Mutex::new(None),
                 rollouts: Mutex::new(BTreeMap::new()),
                 traffic: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
-                routes: watch::channel(RouteTable::empty()).0,
-                stdio: StdioInstances::new(),
+                routes: RouteBook::default(),
                 pools: Mutex::new(BTreeMap::new()),
                 transitions: Mutex::new(BTreeMap::new()),
                 failed: Mutex::new(BTreeSet::new()),
@@ -499,6 +272,7 @@ impl<R: Runtime + 'static> Engine<R> {
             server.rollout = rollouts.get(&server.name).map(|r| r.status.clone());
             server.traffic = self
                 .shared
+                .routes
                 .weights(&server.name)
                 .into_iter()
                 .map(|(revision, weight)| TrafficShare { revision, weight })
@@ -511,6 +285,7 @@ impl<R: Runtime + 'static> Engine<R> {
     pub(crate) fn note_recovery(&self, notes: &[String]) {
         for note in notes {
             self.shared
+                .events
                 .emit(EventKind::Recovered, None, None, note.clone());
         }
     }
@@ -547,16 +322,12 @@ impl<R: Runtime + 'static> Engine<R> {
 
     /// The event history and a receiver of everything that follows it.
     pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
-        let history = self.shared.history.lock();
-        (
-            history.iter().cloned().collect(),
-            self.shared.events.subscribe(),
-        )
+        self.shared.events.subscribe()
     }
 
     /// The stdio instances the published route tables name (for the gateway).
     pub fn stdio_instances(&self) -> StdioInstances {
-        self.shared.stdio.clone()
+        self.shared.routes.stdio()
     }
 
     /// The gateway's route table, updated as instances become ready or stop being ready.
@@ -600,8 +371,8 @@ impl<R: Runtime + 'static> Engine<R> {
                 reason: Some(EngineError::ShuttingDown.to_string()),
             };
         }
-        *shared.deployment.lock() = desired.deployment;
-        shared.emit(
+        shared.events.set_deployment(desired.deployment);
+        shared.events.emit(
             EventKind::DeploymentStarted,
             None,
             None,
@@ -683,7 +454,7 @@ impl<R: Runtime + 'static> Engine<R> {
                         reason: Some(reason),
                     },
                     OnFailure::Rollback => {
-                        shared.emit(
+                        shared.events.emit(
                             EventKind::RollbackStarted,
                             None,
                             None,
@@ -715,7 +486,7 @@ impl<R: Runtime + 'static> Engine<R> {
                             }
                         }
                         if not_undone.is_empty() {
-                            shared.emit(
+                            shared.events.emit(
                                 EventKind::RollbackCompleted,
                                 None,
                                 None,
@@ -748,15 +519,19 @@ impl<R: Runtime + 'static> Engine<R> {
         };
         shared.update(|s| s.finish(outcome.state, outcome.reason.clone()));
         match &outcome.reason {
-            None => shared.emit(
+            None => shared.events.emit(
                 EventKind::DeploymentCompleted,
                 None,
                 None,
                 "every server is ready",
             ),
-            Some(reason) => shared.emit(EventKind::DeploymentFailed, None, None, reason.clone()),
+            Some(reason) => {
+                shared
+                    .events
+                    .emit(EventKind::DeploymentFailed, None, None, reason.clone())
+            }
         }
-        *shared.deployment.lock() = None;
+        shared.events.set_deployment(None);
         outcome
     }
 
@@ -779,7 +554,9 @@ impl<R: Runtime + 'static> Engine<R> {
                 let why = why.to_string();
                 shared
                     .update(|s| s.set_server(&server.name, ServerState::Failed, Some(why.clone())));
-                shared.emit(EventKind::ServerFailed, Some(&server.name), None, why);
+                shared
+                    .events
+                    .emit(EventKind::ServerFailed, Some(&server.name), None, why);
             })?;
         // Nobody closes the semaphore: failing to acquire it means the engine is gone.
         let _permit = limit
@@ -820,13 +597,15 @@ impl<R: Runtime + 'static> Engine<R> {
         let shared = &self.shared;
         let server = &release.server;
         shared.update(|s| s.set_server(&server.name, ServerState::Starting, None));
-        shared.emit_revision(
+        shared.events.emit_revision(
             EventKind::ServerStarting,
             &server.name,
             release.revision,
             describe_start(server, release.revision),
         );
-        shared.set_weights(&server.name, &[(release.revision, 100)]);
+        shared
+            .routes
+            .set_weights(&server.name, &[(release.revision, 100)]);
         let mut started = Vec::new();
         for replica in 1..=replica_count(server) {
             started.push(
@@ -860,7 +639,7 @@ impl<R: Runtime + 'static> Engine<R> {
             s.set_revision(name, release.revision);
             s.set_server(name, ServerState::Ready, None);
         });
-        shared.emit_revision(
+        shared.events.emit_revision(
             EventKind::ServerReady,
             name,
             release.revision,
@@ -930,6 +709,7 @@ impl<R: Runtime + 'static> Engine<R> {
             s.abort_if(server.on_failure != OnFailure::Continue);
         });
         self.shared
+            .events
             .emit(EventKind::ServerFailed, Some(&server.name), None, text);
         why
     }
@@ -1048,12 +828,13 @@ impl<R: Runtime + 'static> Engine<R> {
         self.shared
             .update(|s| s.set_server(server, ServerState::Stopped, None));
         self.shared
+            .events
             .emit(EventKind::ServerStopped, Some(server), None, "stopped");
     }
 
     /// Stops a server the fleet no longer has and forgets it.
     async fn delete_server(&self, server: &str) {
-        self.shared.set_weights(server, &[]);
+        self.shared.routes.set_weights(server, &[]);
         self.stop_server(server).await;
         self.shared.monitors.lock().retain(|m| m.server() != server);
         self.shared.update(|s| s.remove_server(server));

@@ -4,7 +4,8 @@
 use crate::instance_id::InstanceId;
 use crate::pool::SessionPool;
 use crate::report::{CheckResult, EventKind, ServerState};
-use crate::{EngineError, Release, STOP_GRACE, Shared, Upstream};
+use crate::routing::Upstream;
+use crate::{EngineError, Release, STOP_GRACE, Shared};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
@@ -295,7 +296,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         self.fail_readiness("stopped before it was ready".into());
         // Out of the route table before the process gets its stop signal: no new session
         // or stateless request may reach an instance that is shutting down.
-        self.shared.set_upstream(
+        self.shared.routes.set_upstream(
             &self.server.name,
             self.id.revision,
             self.runtime_id.as_str(),
@@ -334,7 +335,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         } else {
             None
         };
-        self.shared.set_upstream(
+        self.shared.routes.set_upstream(
             &self.server.name,
             self.id.revision,
             self.runtime_id.as_str(),
@@ -463,7 +464,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         }
                     });
                     if restarted {
-                        self.shared.emit(
+                        self.shared.events.emit(
                             EventKind::InstanceRestarted,
                             Some(&self.server.name),
                             Some(&self.id),
@@ -525,7 +526,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                             ServerState::Failed
                         };
                         self.set_state(state, Some(why.clone()));
-                        self.shared.emit(
+                        self.shared.events.emit(
                             EventKind::InstanceExited,
                             Some(&self.server.name),
                             Some(&self.id),
@@ -546,7 +547,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     );
                     self.fail_readiness(why.clone());
                     self.set_state(ServerState::CrashLooping, Some(why.clone()));
-                    self.shared.emit(
+                    self.shared.events.emit(
                         EventKind::CrashLooping,
                         Some(&self.server.name),
                         Some(&self.id),
@@ -578,7 +579,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     /// is stopped); later it counts as a crash and the runtime restarts it with backoff.
     async fn not_ready(&self, why: String) {
         let message = format!("not ready: {why}");
-        self.shared.emit(
+        self.shared.events.emit(
             EventKind::HealthCheckFailed,
             Some(&self.server.name),
             Some(&self.id),

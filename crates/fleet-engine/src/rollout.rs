@@ -23,7 +23,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let name = new.server.name.clone();
         let strategy = new.server.rollout.strategy;
         let updating = |how: &str| {
-            self.shared.emit_revision(
+            self.shared.events.emit_revision(
                 EventKind::ServerStarting,
                 &name,
                 new.revision,
@@ -41,7 +41,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let running = self.monitors_of(&name, new.revision);
         if !running.is_empty() {
             if !self.shared.has_failed(&name, new.revision)
-                && self.shared.ready_instances(&name, new.revision)
+                && self.shared.routes.ready_instances(&name, new.revision)
                     >= replica_count(&new.server) as usize
             {
                 updating("route swap: it still runs");
@@ -86,6 +86,7 @@ impl<R: Runtime + 'static> Engine<R> {
         let name = new.server.name.clone();
         self.shared.failpoint("swap", Some(&name)).await;
         self.shared
+            .routes
             .set_weights(&name, &[(old.revision, 0), (new.revision, 100)]);
         self.serve(new, started);
         let draining = self.monitors_of(&name, old.revision);
@@ -124,7 +125,7 @@ impl<R: Runtime + 'static> Engine<R> {
             {
                 return;
             }
-            engine.shared.remove_weight(&server, revision);
+            engine.shared.routes.remove_weight(&server, revision);
             engine.stop_revision(&server, revision).await;
         });
     }
@@ -177,7 +178,9 @@ impl<R: Runtime + 'static> Engine<R> {
             }
             self.weigh(&name, &old, &new, old_left.len(), ready.len());
         }
-        self.shared.set_weights(&name, &[(new.revision, 100)]);
+        self.shared
+            .routes
+            .set_weights(&name, &[(new.revision, 100)]);
         self.stop_revision(&name, old.revision).await;
         self.serve(&new, &ready);
         Ok(())
@@ -193,7 +196,7 @@ impl<R: Runtime + 'static> Engine<R> {
             weights.push((new.revision, new_ready as u32));
         }
         if !weights.is_empty() {
-            self.shared.set_weights(name, &weights);
+            self.shared.routes.set_weights(name, &weights);
         }
     }
 
@@ -201,9 +204,9 @@ impl<R: Runtime + 'static> Engine<R> {
     /// back (restarting its missing replicas); returns `why`.
     async fn abandon(&self, old: &Release, new: &Release, why: EngineError) -> EngineError {
         let name = &new.server.name;
-        self.shared.set_weights(name, &[(old.revision, 100)]);
+        self.shared.routes.set_weights(name, &[(old.revision, 100)]);
         self.stop_revision(name, new.revision).await;
-        self.shared.emit_revision(
+        self.shared.events.emit_revision(
             EventKind::ServerFailed,
             name,
             new.revision,
@@ -242,7 +245,7 @@ impl<R: Runtime + 'static> Engine<R> {
             None => Ok(started),
             Some(why) => {
                 self.stop_revision(name, release.revision).await;
-                self.shared.emit_revision(
+                self.shared.events.emit_revision(
                     EventKind::ServerFailed,
                     name,
                     release.revision,
@@ -271,10 +274,10 @@ impl<R: Runtime + 'static> Engine<R> {
         let _transition = self.shared.transition(server).await;
         let Some(previous) = previous else {
             self.stop_server(server).await;
-            self.shared.set_weights(server, &[]);
+            self.shared.routes.set_weights(server, &[]);
             return Ok(true);
         };
-        let weights = self.shared.weights(server);
+        let weights = self.shared.routes.weights(server);
         let draining: Vec<u64> = weights
             .iter()
             .filter(|&&(r, w)| w == 0 && r != previous.revision)
@@ -298,14 +301,18 @@ impl<R: Runtime + 'static> Engine<R> {
         }
         let mut back: Vec<(u64, u32)> = vec![(previous.revision, 100)];
         back.extend(draining.iter().map(|&r| (r, 0)));
-        self.shared.set_weights(server, &back);
+        self.shared.routes.set_weights(server, &back);
         let started = if running.is_empty() {
             self.start_again(&previous).await.inspect_err(|why| {
                 let why = why.to_string();
                 self.shared
                     .update(|s| s.set_server(server, ServerState::Failed, Some(why.clone())));
-                self.shared
-                    .emit_revision(EventKind::ServerFailed, server, previous.revision, why);
+                self.shared.events.emit_revision(
+                    EventKind::ServerFailed,
+                    server,
+                    previous.revision,
+                    why,
+                );
             })?
         } else {
             running
@@ -385,7 +392,7 @@ impl<R: Runtime + 'static> Engine<R> {
         } else {
             "each replacement is ready before the instance it replaces stops"
         };
-        self.shared.emit_revision(
+        self.shared.events.emit_revision(
             EventKind::ServerStarting,
             server,
             release.revision,
@@ -427,7 +434,7 @@ impl<R: Runtime + 'static> Engine<R> {
                     in_place,
                     source: Box::new(why),
                 };
-                self.shared.emit_revision(
+                self.shared.events.emit_revision(
                     EventKind::ServerFailed,
                     server,
                     release.revision,

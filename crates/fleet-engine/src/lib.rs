@@ -355,13 +355,12 @@ impl<R: Runtime + 'static> Engine<R> {
     /// failed. Unchanged servers are not touched. The fleet stays supervised afterwards.
     pub async fn deploy(&self, desired: &Desired, plan: &Plan) -> DeploymentOutcome {
         let shared = &self.shared;
-        let fleet = &desired.fleet;
         // Checked under the state lock the shutdown takes too: once it has begun, no
         // deployment starts anything it would not stop.
         let refused = shared.update(|s| {
             let refused = s.shutting_down();
             if !refused {
-                s.begin(fleet, plan);
+                s.begin(&desired.fleet, plan);
             }
             refused
         });
@@ -379,143 +378,22 @@ impl<R: Runtime + 'static> Engine<R> {
             describe_plan(plan),
         );
         let before = shared.releases.lock().clone();
-        let limit = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
         let order: Vec<(&str, &Change)> = plan
             .waves
             .iter()
             .flat_map(|w| w.servers.iter().map(|s| (s.name.as_str(), &s.change)))
             .collect();
-        if desired.is_rollback {
-            for (name, change) in &order {
-                if matches!(change, Change::Update { .. }) {
-                    shared.update(|s| s.count_rollback(name, "command"));
-                }
-            }
-        }
-        let tasks = order.iter().filter_map(|(name, change)| {
-            let release = desired.release(fleet.server(name)?);
-            let engine = self.clone();
-            let limit = limit.clone();
-            let change = (*change).clone();
-            Some(async move { engine.apply(release, &change, &limit).await })
-        });
-        let results: Vec<Result<(), EngineError>> = futures::future::join_all(tasks).await;
+        let results = self.apply_all(desired, &order).await;
         let failures: Vec<(&str, &EngineError)> = order
             .iter()
             .zip(&results)
             .filter_map(|(name, r)| r.as_ref().err().map(|e| (name.0, e)))
             .collect();
-
-        let outcome = match failures.first() {
-            None => {
-                let mut kept = Vec::new();
-                for deleted in &plan.deletes {
-                    let revision = self.serving(&deleted.name).map_or(0, |r| r.revision);
-                    match self
-                        .step_begins(ServerAction::Delete, &deleted.name, revision)
-                        .await
-                    {
-                        Ok(step) => {
-                            self.delete_server(&deleted.name).await;
-                            self.step_ends(step, &deleted.name, &Ok(())).await;
-                        }
-                        Err(why) => kept.push(format!("{}: {why}", deleted.name)),
-                    }
-                }
-                if kept.is_empty() {
-                    DeploymentOutcome {
-                        state: DeploymentState::Succeeded,
-                        reason: None,
-                    }
-                } else {
-                    DeploymentOutcome {
-                        state: DeploymentState::Failed,
-                        reason: Some(kept.join("; ")),
-                    }
-                }
-            }
-            Some((name, why)) => {
-                // The strictest policy among the servers that failed on their own decides.
-                let policy = recovery::strictest(
-                    failures
-                        .iter()
-                        .filter(|(_, why)| !matches!(why, EngineError::Aborted))
-                        .filter_map(|(name, _)| fleet.server(name).map(|s| s.on_failure)),
-                );
-                let reason = format!("{name}: {why}");
-                let shutting_down = matches!(
-                    shared.state.lock().deployment_state(),
-                    DeploymentState::Stopping | DeploymentState::Stopped
-                );
-                match policy {
-                    // A shutdown in progress stops everything anyway.
-                    _ if shutting_down => DeploymentOutcome {
-                        state: DeploymentState::Stopping,
-                        reason: Some(reason),
-                    },
-                    OnFailure::Rollback => {
-                        shared.events.emit(
-                            EventKind::RollbackStarted,
-                            None,
-                            None,
-                            format!("rolling back: {reason}"),
-                        );
-                        let undone = order
-                            .iter()
-                            .rev()
-                            .filter(|(_, c)| matches!(c, Change::Create | Change::Update { .. }));
-                        let mut not_undone = Vec::new();
-                        for (name, _) in undone {
-                            let previous = before.get(*name).cloned();
-                            let revision = previous.as_ref().map_or(0, |r| r.revision);
-                            let updated = previous.is_some();
-                            // Never refused: an undo goes ahead unjournaled if need be.
-                            let step = self
-                                .step_begins(ServerAction::Undo, name, revision)
-                                .await
-                                .ok()
-                                .flatten();
-                            let result = self.undo(name, previous).await;
-                            if updated && matches!(result, Ok(true)) {
-                                shared.update(|s| s.count_rollback(name, "failed_update"));
-                            }
-                            let result = result.map(|_| ());
-                            self.step_ends(step, name, &result).await;
-                            if let Err(why) = result {
-                                not_undone.push(format!("{name}: {why}"));
-                            }
-                        }
-                        if not_undone.is_empty() {
-                            shared.events.emit(
-                                EventKind::RollbackCompleted,
-                                None,
-                                None,
-                                "what this deployment changed is back as it was",
-                            );
-                            DeploymentOutcome {
-                                state: DeploymentState::RolledBack,
-                                reason: Some(reason),
-                            }
-                        } else {
-                            DeploymentOutcome {
-                                state: DeploymentState::Failed,
-                                reason: Some(format!(
-                                    "{reason}; the rollback failed too: {}",
-                                    not_undone.join("; ")
-                                )),
-                            }
-                        }
-                    }
-                    OnFailure::Pause => DeploymentOutcome {
-                        state: DeploymentState::Paused,
-                        reason: Some(reason),
-                    },
-                    OnFailure::Continue => DeploymentOutcome {
-                        state: DeploymentState::Failed,
-                        reason: Some(reason),
-                    },
-                }
-            }
+        let outcome = if failures.is_empty() {
+            self.delete_removed(plan).await
+        } else {
+            self.after_failure(&desired.fleet, &order, &failures, &before)
+                .await
         };
         shared.update(|s| s.finish(outcome.state, outcome.reason.clone()));
         match &outcome.reason {
@@ -533,6 +411,156 @@ impl<R: Runtime + 'static> Engine<R> {
         }
         shared.events.set_deployment(None);
         outcome
+    }
+
+    /// Creates or updates every server of `order` at once, each waiting for its
+    /// dependencies, at most `concurrency` starting at a time; one result per server.
+    async fn apply_all(
+        &self,
+        desired: &Desired,
+        order: &[(&str, &Change)],
+    ) -> Vec<Result<(), EngineError>> {
+        if desired.is_rollback {
+            for (name, change) in order {
+                if matches!(change, Change::Update { .. }) {
+                    self.shared.update(|s| s.count_rollback(name, "command"));
+                }
+            }
+        }
+        let limit = Arc::new(Semaphore::new(self.shared.config.concurrency.max(1)));
+        let tasks = order.iter().filter_map(|(name, change)| {
+            let release = desired.release(desired.fleet.server(name)?);
+            let engine = self.clone();
+            let limit = limit.clone();
+            let change = (*change).clone();
+            Some(async move { engine.apply(release, &change, &limit).await })
+        });
+        futures::future::join_all(tasks).await
+    }
+
+    /// Deletes the servers the plan removes (once every other server is in place).
+    async fn delete_removed(&self, plan: &Plan) -> DeploymentOutcome {
+        let mut kept = Vec::new();
+        for deleted in &plan.deletes {
+            let revision = self.serving(&deleted.name).map_or(0, |r| r.revision);
+            match self
+                .step_begins(ServerAction::Delete, &deleted.name, revision)
+                .await
+            {
+                Ok(step) => {
+                    self.delete_server(&deleted.name).await;
+                    self.step_ends(step, &deleted.name, &Ok(())).await;
+                }
+                Err(why) => kept.push(format!("{}: {why}", deleted.name)),
+            }
+        }
+        if kept.is_empty() {
+            DeploymentOutcome {
+                state: DeploymentState::Succeeded,
+                reason: None,
+            }
+        } else {
+            DeploymentOutcome {
+                state: DeploymentState::Failed,
+                reason: Some(kept.join("; ")),
+            }
+        }
+    }
+
+    /// What a deployment with failed servers ends as: the strictest `on_failure` among the
+    /// servers that failed on their own decides (a shutdown in progress stops everything
+    /// anyway).
+    async fn after_failure(
+        &self,
+        fleet: &ValidFleet,
+        order: &[(&str, &Change)],
+        failures: &[(&str, &EngineError)],
+        before: &BTreeMap<String, Release>,
+    ) -> DeploymentOutcome {
+        let (name, why) = failures[0];
+        let policy = recovery::strictest(
+            failures
+                .iter()
+                .filter(|(_, why)| !matches!(why, EngineError::Aborted))
+                .filter_map(|(name, _)| fleet.server(name).map(|s| s.on_failure)),
+        );
+        let reason = format!("{name}: {why}");
+        let shutting_down = matches!(
+            self.shared.state.lock().deployment_state(),
+            DeploymentState::Stopping | DeploymentState::Stopped
+        );
+        let (state, reason) = match policy {
+            _ if shutting_down => (DeploymentState::Stopping, reason),
+            OnFailure::Rollback => return self.roll_back(order, before, reason).await,
+            OnFailure::Pause => (DeploymentState::Paused, reason),
+            OnFailure::Continue => (DeploymentState::Failed, reason),
+        };
+        DeploymentOutcome {
+            state,
+            reason: Some(reason),
+        }
+    }
+
+    /// Undoes what this deployment created or updated, last first: each server back to the
+    /// release that served `before` (or gone, if it had none).
+    async fn roll_back(
+        &self,
+        order: &[(&str, &Change)],
+        before: &BTreeMap<String, Release>,
+        reason: String,
+    ) -> DeploymentOutcome {
+        let shared = &self.shared;
+        shared.events.emit(
+            EventKind::RollbackStarted,
+            None,
+            None,
+            format!("rolling back: {reason}"),
+        );
+        let undone = order
+            .iter()
+            .rev()
+            .filter(|(_, c)| matches!(c, Change::Create | Change::Update { .. }));
+        let mut not_undone = Vec::new();
+        for (name, _) in undone {
+            let previous = before.get(*name).cloned();
+            let revision = previous.as_ref().map_or(0, |r| r.revision);
+            let updated = previous.is_some();
+            // Never refused: an undo goes ahead unjournaled if need be.
+            let step = self
+                .step_begins(ServerAction::Undo, name, revision)
+                .await
+                .ok()
+                .flatten();
+            let result = self.undo(name, previous).await;
+            if updated && matches!(result, Ok(true)) {
+                shared.update(|s| s.count_rollback(name, "failed_update"));
+            }
+            let result = result.map(|_| ());
+            self.step_ends(step, name, &result).await;
+            if let Err(why) = result {
+                not_undone.push(format!("{name}: {why}"));
+            }
+        }
+        if not_undone.is_empty() {
+            shared.events.emit(
+                EventKind::RollbackCompleted,
+                None,
+                None,
+                "what this deployment changed is back as it was",
+            );
+            DeploymentOutcome {
+                state: DeploymentState::RolledBack,
+                reason: Some(reason),
+            }
+        } else {
+            DeploymentOutcome {
+                state: DeploymentState::Failed,
+                reason: Some(format!(
+                    "{reason}; the rollback failed too: {}",
+                    not_undone.join("; ")
+                )),
+            }
+        }
     }
 
     /// Creates or updates one server once its dependencies allow, and waits until its new

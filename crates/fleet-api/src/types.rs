@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How a tool call ended (`GET /v1/audit`): one type with the gateway and the store.
+pub use fleet_routes::audit::ToolOutcome;
+
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -362,7 +365,7 @@ pub struct AuditEntry {
     pub revision: u64,
     pub tool: String,
     /// `ok`, `tool_error`, `jsonrpc_error` or `transport_error`.
-    pub outcome: String,
+    pub outcome: ToolOutcome,
     pub duration_ms: f64,
 }
 

@@ -14,8 +14,9 @@
 use crate::to_api;
 use fleet_api::types::{Event, EventKind, EventRecord};
 use fleet_engine::Engine;
+use fleet_routes::audit::ToolCallRecord;
 use fleet_runtime::ProcessRuntime;
-use fleet_store::{AuditRecord, NewEvent, StateStore, StoredEvent};
+use fleet_store::{NewEvent, StateStore, StoredEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -251,7 +252,7 @@ pub(crate) fn record_of(stored: StoredEvent) -> Option<EventRecord> {
 pub(crate) fn audit_to_store(
     store: Arc<dyn StateStore>,
 ) -> (fleet_gateway::AuditSink, AuditWriter) {
-    let (sink, mut calls) = mpsc::unbounded_channel::<fleet_gateway::ToolCallRecord>();
+    let (sink, mut calls) = mpsc::unbounded_channel::<ToolCallRecord>();
     let (flushes, mut flush_requests) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
     tokio::spawn(async move {
         let mut batch = Vec::new();
@@ -312,23 +313,11 @@ pub(crate) fn audit_to_store(
     (sink, AuditWriter { flushes })
 }
 
-async fn write_audit(store: &dyn StateStore, batch: &mut Vec<fleet_gateway::ToolCallRecord>) {
+async fn write_audit(store: &dyn StateStore, batch: &mut Vec<ToolCallRecord>) {
     if batch.is_empty() {
         return;
     }
-    let records: Vec<AuditRecord> = batch
-        .drain(..)
-        .map(|call| AuditRecord {
-            time: fleet_spec::template::rfc3339(call.time),
-            token: call.token,
-            server: call.server,
-            revision: call.revision,
-            tool: call.tool,
-            outcome: call.outcome.as_str().to_string(),
-            duration_ms: call.duration.as_secs_f64() * 1000.0,
-        })
-        .collect();
-    if let Err(error) = store.append_audit(records).await {
+    if let Err(error) = store.append_audit(std::mem::take(batch)).await {
         tracing::error!("cannot record tool calls in the state store's audit: {error}");
     }
 }
@@ -355,14 +344,14 @@ mod tests {
     use super::*;
     use std::time::{Instant, SystemTime};
 
-    fn call(tool: &str) -> fleet_gateway::ToolCallRecord {
-        fleet_gateway::ToolCallRecord {
+    fn call(tool: &str) -> ToolCallRecord {
+        ToolCallRecord {
             time: SystemTime::now(),
             token: Some("ci".into()),
             server: "api".into(),
             revision: 1,
             tool: tool.into(),
-            outcome: fleet_gateway::ToolOutcome::Ok,
+            outcome: fleet_routes::audit::ToolOutcome::Ok,
             duration: Duration::from_micros(250),
         }
     }

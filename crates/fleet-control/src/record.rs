@@ -120,13 +120,13 @@ pub async fn audit(
         .into_iter()
         .map(|r| AuditEntry {
             id: r.id,
-            time: r.record.time,
+            time: fleet_spec::template::rfc3339(r.record.time),
+            duration_ms: r.record.duration_ms(),
             token: r.record.token,
             server: r.record.server,
             revision: r.record.revision,
             tool: r.record.tool,
             outcome: r.record.outcome,
-            duration_ms: r.record.duration_ms,
         })
         .collect())
 }

@@ -9,9 +9,10 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use fleet_routes::audit::{ToolCallRecord, ToolOutcome};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::distribution::Target;
@@ -22,70 +23,38 @@ pub type AuditSink = mpsc::UnboundedSender<ToolCallRecord>;
 /// Most bytes of an SSE `tools/call` answer kept to find its outcome.
 const SCAN_LIMIT: usize = 1024 * 1024;
 
-/// How a tool call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ToolOutcome {
-    /// A result without `isError`.
-    Ok,
-    /// A result with `isError: true`: the tool ran and reported a failure.
-    ToolError,
-    /// A JSON-RPC error response.
-    JsonRpcError,
-    /// No response: the upstream failed, timed out, or the client went away first.
-    TransportError,
+/// The outcome a JSON-RPC response message says.
+pub(crate) fn outcome_of_response(message: &[u8]) -> ToolOutcome {
+    #[derive(Deserialize)]
+    struct Response {
+        error: Option<serde::de::IgnoredAny>,
+        result: Option<ResultShape>,
+    }
+    #[derive(Deserialize)]
+    struct ResultShape {
+        #[serde(rename = "isError", default)]
+        is_error: Option<bool>,
+    }
+    match serde_json::from_slice::<Response>(message) {
+        Ok(Response { error: Some(_), .. }) => ToolOutcome::JsonRpcError,
+        Ok(Response {
+            result: Some(ResultShape {
+                is_error: Some(true),
+            }),
+            ..
+        }) => ToolOutcome::ToolError,
+        Ok(Response {
+            result: Some(_), ..
+        }) => ToolOutcome::Ok,
+        _ => ToolOutcome::TransportError,
+    }
 }
 
-impl ToolOutcome {
-    pub(crate) const ALL: [Self; 4] = [
-        Self::Ok,
-        Self::ToolError,
-        Self::JsonRpcError,
-        Self::TransportError,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::ToolError => "tool_error",
-            Self::JsonRpcError => "jsonrpc_error",
-            Self::TransportError => "transport_error",
-        }
-    }
-
-    /// The outcome a JSON-RPC response message says.
-    pub(crate) fn of_response(message: &[u8]) -> Self {
-        #[derive(Deserialize)]
-        struct Response {
-            error: Option<serde::de::IgnoredAny>,
-            result: Option<ResultShape>,
-        }
-        #[derive(Deserialize)]
-        struct ResultShape {
-            #[serde(rename = "isError", default)]
-            is_error: Option<bool>,
-        }
-        match serde_json::from_slice::<Response>(message) {
-            Ok(Response { error: Some(_), .. }) => Self::JsonRpcError,
-            Ok(Response {
-                result:
-                    Some(ResultShape {
-                        is_error: Some(true),
-                    }),
-                ..
-            }) => Self::ToolError,
-            Ok(Response {
-                result: Some(_), ..
-            }) => Self::Ok,
-            _ => Self::TransportError,
-        }
-    }
-
-    /// The outcome of an SSE answer: its last event that is a response.
-    pub(crate) fn of_sse(stream: &[u8]) -> Self {
-        sse_response(stream).map_or(Self::TransportError, |r| Self::of_response(r.as_bytes()))
-    }
+/// The outcome of an SSE answer: its last event that is a response.
+pub(crate) fn outcome_of_sse(stream: &[u8]) -> ToolOutcome {
+    sse_response(stream).map_or(ToolOutcome::TransportError, |r| {
+        outcome_of_response(r.as_bytes())
+    })
 }
 
 /// The data of the last event of an SSE stream that is a JSON-RPC response.
@@ -119,22 +88,6 @@ pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
             _ => None,
         }
     })
-}
-
-/// One audited tool call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ToolCallRecord {
-    /// When the call ended.
-    #[serde(with = "unix_millis")]
-    pub time: SystemTime,
-    /// The bearer token's name; `None` when the gateway has no tokens.
-    pub token: Option<String>,
-    pub server: String,
-    pub revision: u64,
-    pub tool: String,
-    pub outcome: ToolOutcome,
-    #[serde(rename = "duration_ms", with = "millis")]
-    pub duration: Duration,
 }
 
 /// A `tools/call` on its way: finished once, by whoever sees its end.
@@ -189,38 +142,13 @@ impl SseScan {
     }
 
     pub(crate) fn outcome(&self) -> ToolOutcome {
-        let outcome = ToolOutcome::of_sse(&self.bytes);
+        let outcome = outcome_of_sse(&self.bytes);
         if outcome == ToolOutcome::TransportError && self.overflowed {
             // Too large to judge; it did end normally.
             ToolOutcome::Ok
         } else {
             outcome
         }
-    }
-}
-
-mod unix_millis {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub(super) fn serialize<S: serde::Serializer>(
-        time: &SystemTime,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        serializer.serialize_u64(millis)
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: serde::Serializer>(
-        duration: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(duration.as_secs_f64() * 1000.0)
     }
 }
 
@@ -235,7 +163,7 @@ mod tests {
             stream in proptest::collection::vec(any::<u8>(), 0..512),
             cut in any::<usize>(),
         ) {
-            let outcome = ToolOutcome::of_sse(&stream);
+            let outcome = outcome_of_sse(&stream);
             prop_assert!(ToolOutcome::ALL.contains(&outcome));
             let cut = cut % (stream.len() + 1);
             let mut scan = SseScan::default();
@@ -288,21 +216,21 @@ mod tests {
     #[test]
     fn outcomes_are_read_from_json_and_sse() {
         assert_eq!(
-            ToolOutcome::of_response(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#),
+            outcome_of_response(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#),
             ToolOutcome::Ok
         );
         assert_eq!(
-            ToolOutcome::of_response(br#"{"id":1,"result":{"content":[],"isError":true}}"#),
+            outcome_of_response(br#"{"id":1,"result":{"content":[],"isError":true}}"#),
             ToolOutcome::ToolError
         );
         assert_eq!(
-            ToolOutcome::of_response(br#"{"id":1,"error":{"code":-1,"message":"x"}}"#),
+            outcome_of_response(br#"{"id":1,"error":{"code":-1,"message":"x"}}"#),
             ToolOutcome::JsonRpcError
         );
         let sse = b"id: 1\ndata: \n\nevent: message\ndata: {\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\ndata: {\"id\":1,\"result\":{\"isError\":true}}\n\n";
-        assert_eq!(ToolOutcome::of_sse(sse), ToolOutcome::ToolError);
+        assert_eq!(outcome_of_sse(sse), ToolOutcome::ToolError);
         assert_eq!(
-            ToolOutcome::of_sse(b"data: {\"method\":\"x\"}\n\n"),
+            outcome_of_sse(b"data: {\"method\":\"x\"}\n\n"),
             ToolOutcome::TransportError
         );
     }

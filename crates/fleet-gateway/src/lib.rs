@@ -63,7 +63,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use audit::{AuditSink, ToolCallRecord, ToolOutcome};
+pub use audit::AuditSink;
 pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
 pub use error::{GatewayError, UpstreamFailure};
 pub use metrics::{

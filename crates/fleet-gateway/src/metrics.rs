@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::audit::ToolOutcome;
+use fleet_routes::audit::ToolOutcome;
 pub use fleet_routes::traffic::{Histogram, LATENCY_BUCKETS, OutcomeCounts};
 use fleet_routes::traffic::{RevisionTraffic, ServerTraffic, TrafficSource, escape_label_value};
 

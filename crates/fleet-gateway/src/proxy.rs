@@ -21,6 +21,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use axum::response::IntoResponse as _;
 use bytes::Bytes;
+use fleet_routes::audit::ToolOutcome;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper_rustls::HttpsConnector;
@@ -29,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::de::IgnoredAny;
 
 use crate::Shared;
-use crate::audit::{SseScan, ToolCall, ToolOutcome};
+use crate::audit::{SseScan, ToolCall, outcome_of_response};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
@@ -756,7 +757,7 @@ impl JsonScan {
             // Too large to judge; it did end normally.
             ToolOutcome::Ok
         } else {
-            ToolOutcome::of_response(&self.bytes)
+            outcome_of_response(&self.bytes)
         }
     }
 }

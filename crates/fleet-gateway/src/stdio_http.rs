@@ -18,10 +18,11 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use bytes::Bytes;
+use fleet_routes::audit::ToolOutcome;
 use http_body_util::BodyExt as _;
 
 use crate::Shared;
-use crate::audit::{ToolCall, ToolOutcome};
+use crate::audit::{ToolCall, outcome_of_response};
 use crate::distribution::{Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure, code};
 use crate::jsonrpc;
@@ -477,7 +478,7 @@ impl Measure {
             .metrics
             .record(self.label, outcome, Some(self.started.elapsed()));
         if let (Some(call), Some(response)) = (self.tool_call, response) {
-            call.finish(&self.target, ToolOutcome::of_response(response));
+            call.finish(&self.target, outcome_of_response(response));
         }
         if let (Some(pins), Some(response)) = (self.pins, response) {
             pins.learn(response, || self.target.pin());

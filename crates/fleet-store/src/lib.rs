@@ -25,13 +25,13 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use model::{
-    AuditRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry,
-    NewDeployment, NewEvent, NewFleetRevision, NewServerRevision, RevisionState,
-    STATE_EXPORT_FORMAT, ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord,
-    StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
+    NewEvent, NewFleetRevision, NewServerRevision, RevisionState, STATE_EXPORT_FORMAT,
+    ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord, StoredEvent,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
+use fleet_routes::audit::ToolCallRecord;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -196,11 +196,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Invalid`] if a duration is not a finite number or a revision number is
-    /// above `i64::MAX`.
-    fn append_audit(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, ()>;
+    /// [`StoreError::Invalid`] if a time is beyond what RFC 3339 text can say or a
+    /// revision number is above `i64::MAX`.
+    fn append_audit(&self, records: Vec<ToolCallRecord>) -> StoreFuture<'_, ()>;
 
     /// Up to `limit` audit records with an id above `after`, in ascending id order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] if a row does not read back as a record, e.g. an outcome
+    /// written by a newer mcpfleet.
     fn audit(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>>;
 
     /// The whole store as one document, read in one transaction.

@@ -3,8 +3,10 @@
 //! Times are RFC 3339 UTC strings with millisecond precision (`2026-11-22T03:04:05.000Z`):
 //! they sort as text and read the same in every export.
 
+use fleet_routes::audit::{ToolCallRecord, UnknownOutcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A fleet revision to record: what the user deployed, by whom and why, and the rendered
 /// server revisions it is made of.
@@ -243,33 +245,155 @@ pub struct StoredEvent {
     pub event: NewEvent,
 }
 
-/// One tool call through the gateway (never its arguments).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// When the call was made.
-    pub time: String,
-    /// The name of the token the client used, if any (never the token itself).
-    pub token: Option<String>,
-    /// The server called.
-    pub server: String,
-    /// The server revision that answered.
-    pub revision: u64,
-    /// The tool called.
-    pub tool: String,
-    /// How it ended, e.g. `ok` or `error`.
-    pub outcome: String,
-    /// How long it took, in milliseconds.
-    pub duration_ms: f64,
-}
-
-/// A recorded audit record: the record and its id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A recorded tool call through the gateway: the gateway's record and its id. Kept and
+/// exported as flat fields ([`AuditRow`]): `time` as RFC 3339 text, `outcome` by its name,
+/// `duration_ms` as a number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "AuditRow")]
 pub struct StoredAuditRecord {
     /// 1, 2, … in recording order.
     pub id: u64,
     /// The record.
-    #[serde(flatten)]
-    pub record: AuditRecord,
+    pub record: ToolCallRecord,
+}
+
+impl Serialize for StoredAuditRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        AuditRow::of(self.id, &self.record)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+/// A tool call as the store writes it down: the columns of an `audit` row, the fields of
+/// an export's `audit` entry.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AuditRow {
+    /// 0 until the database numbers it.
+    pub(crate) id: u64,
+    pub(crate) time: String,
+    pub(crate) token: Option<String>,
+    pub(crate) server: String,
+    pub(crate) revision: u64,
+    pub(crate) tool: String,
+    pub(crate) outcome: String,
+    pub(crate) duration_ms: f64,
+}
+
+/// Why a tool call cannot be written down, or a written-down one read back.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadAuditRecord {
+    /// The time is outside the years RFC 3339 text can say (0000 to 9999): a clock this
+    /// wrong is a bug.
+    #[error("audit record for tool `{tool}` of `{server}`: its time is out of range")]
+    TimeOutOfRange {
+        /// The tool called.
+        tool: String,
+        /// The server called.
+        server: String,
+    },
+    /// The stored time is not RFC 3339 text.
+    #[error("audit record {id}: time `{time}` is not an RFC 3339 time")]
+    Time {
+        /// The record's id.
+        id: u64,
+        /// The text found.
+        time: String,
+    },
+    /// The stored outcome is not one this build knows (a newer mcpfleet wrote it).
+    #[error("audit record {id}: {source}")]
+    Outcome {
+        /// The record's id.
+        id: u64,
+        /// The unknown name.
+        source: UnknownOutcome,
+    },
+    /// The stored duration is not a non-negative, finite number of milliseconds.
+    #[error("audit record {id}: duration {duration_ms} ms is not a non-negative finite number")]
+    Duration {
+        /// The record's id.
+        id: u64,
+        /// The number found.
+        duration_ms: f64,
+    },
+}
+
+impl AuditRow {
+    /// How `record` is written down, with its id (0 if it has none yet).
+    pub(crate) fn of(id: u64, record: &ToolCallRecord) -> Result<Self, BadAuditRecord> {
+        let time = rfc3339(record.time).ok_or_else(|| BadAuditRecord::TimeOutOfRange {
+            tool: record.tool.clone(),
+            server: record.server.clone(),
+        })?;
+        Ok(AuditRow {
+            id,
+            time,
+            token: record.token.clone(),
+            server: record.server.clone(),
+            revision: record.revision,
+            tool: record.tool.clone(),
+            outcome: record.outcome.as_str().to_owned(),
+            duration_ms: record.duration_ms(),
+        })
+    }
+}
+
+impl TryFrom<AuditRow> for StoredAuditRecord {
+    type Error = BadAuditRecord;
+
+    fn try_from(row: AuditRow) -> Result<Self, BadAuditRecord> {
+        let id = row.id;
+        let time = chrono::DateTime::parse_from_rfc3339(&row.time)
+            .map_err(|_| BadAuditRecord::Time {
+                id,
+                time: row.time.clone(),
+            })?
+            .into();
+        let outcome = row
+            .outcome
+            .parse()
+            .map_err(|source| BadAuditRecord::Outcome { id, source })?;
+        // By whole nanoseconds, the gateway's resolution: a duration it measured reads
+        // back exactly, and so writes the same number again.
+        let nanos = (row.duration_ms * 1e6).round();
+        if !(0.0..u64::MAX as f64).contains(&nanos) {
+            return Err(BadAuditRecord::Duration {
+                id,
+                duration_ms: row.duration_ms,
+            });
+        }
+        let duration = Duration::from_nanos(nanos as u64);
+        Ok(StoredAuditRecord {
+            id,
+            record: ToolCallRecord {
+                time,
+                token: row.token,
+                server: row.server,
+                revision: row.revision,
+                tool: row.tool,
+                outcome,
+                duration,
+            },
+        })
+    }
+}
+
+/// `t` as RFC 3339 UTC text with milliseconds, e.g. `2026-11-22T03:04:05.000Z` (as
+/// `fleet_spec::template::rfc3339`, through the same library); `None` outside the years
+/// 0000 to 9999, which RFC 3339 cannot say (and beyond chrono's range its own conversion
+/// would panic).
+pub(crate) fn rfc3339(t: SystemTime) -> Option<String> {
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let time = match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => epoch.checked_add_signed(chrono::TimeDelta::from_std(after).ok()?),
+        Err(before) => {
+            epoch.checked_sub_signed(chrono::TimeDelta::from_std(before.duration()).ok()?)
+        }
+    }?;
+    if !(0..=9999).contains(&chrono::Datelike::year(&time)) {
+        return None;
+    }
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// The format version of [`StateExport`] documents this build writes and reads.

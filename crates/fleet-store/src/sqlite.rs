@@ -6,10 +6,11 @@ mod schema;
 pub use schema::SCHEMA_VERSION;
 
 use crate::{
-    AuditRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment,
-    NewEvent, NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore,
-    StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment, NewEvent,
+    NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore, StepOutcome,
+    StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
+use fleet_routes::audit::ToolCallRecord;
 use rusqlite::{Connection, OpenFlags};
 use schema::open_error;
 use std::fs::OpenOptions;
@@ -219,7 +220,7 @@ impl StateStore for SqliteStore {
         self.run(move |conn| queries::events(conn, after, limit))
     }
 
-    fn append_audit(&self, records: Vec<AuditRecord>) -> StoreFuture<'_, ()> {
+    fn append_audit(&self, records: Vec<ToolCallRecord>) -> StoreFuture<'_, ()> {
         self.run(move |conn| queries::append_audit(conn, &records))
     }
 
@@ -238,27 +239,27 @@ impl StateStore for SqliteStore {
 
 /// Now, as the store writes times.
 fn now() -> String {
-    rfc3339(std::time::SystemTime::now())
-}
-
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-22T03:04:05.000Z` (as
-/// `fleet_spec::template::rfc3339`, through the same library).
-fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    // Today's clock is well inside chrono's range of years.
+    crate::model::rfc3339(std::time::SystemTime::now()).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use crate::model::rfc3339;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn rfc3339_formats_utc_with_millis() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_316_645_042);
-        assert_eq!(rfc3339(t), "2026-11-22T03:04:05.042Z");
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(t).unwrap(), "2026-11-22T03:04:05.042Z");
+        assert_eq!(rfc3339(UNIX_EPOCH).unwrap(), "1970-01-01T00:00:00.000Z");
         // 2024 is a leap year.
         let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800);
-        assert_eq!(rfc3339(leap), "2024-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(leap).unwrap(), "2024-02-29T00:00:00.000Z");
+        let before = UNIX_EPOCH - Duration::from_millis(1);
+        assert_eq!(rfc3339(before).unwrap(), "1969-12-31T23:59:59.999Z");
+        // Beyond RFC 3339's four-digit years, and beyond chrono's: no text, and no panic.
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1 << 38)), None);
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1 << 45)), None);
     }
 }

@@ -1,9 +1,10 @@
 //! The SQLite store against real database files, one temp directory per test.
 
+use fleet_routes::audit::{ToolCallRecord, ToolOutcome};
 use fleet_store::{
-    AuditRecord, DeploymentKind, DeploymentStatus, NewDeployment, NewEvent, NewFleetRevision,
-    NewServerRevision, RevisionState, SCHEMA_VERSION, STATE_EXPORT_FORMAT, SqliteStore, StateStore,
-    StepOutcome, StepState, StoreError,
+    DeploymentKind, DeploymentStatus, NewDeployment, NewEvent, NewFleetRevision, NewServerRevision,
+    RevisionState, SCHEMA_VERSION, STATE_EXPORT_FORMAT, SqliteStore, StateStore, StepOutcome,
+    StepState, StoreError,
 };
 use fleet_testkit::TempDir;
 use serde_json::json;
@@ -12,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The store file in a test's directory.
 fn db(dir: &TempDir) -> PathBuf {
@@ -63,15 +65,16 @@ fn event(kind: &str) -> NewEvent {
     }
 }
 
-fn audit_record(tool: &str) -> AuditRecord {
-    AuditRecord {
-        time: "2026-01-02T03:04:05.006Z".to_owned(),
+/// A tool call at 2026-01-02T03:04:05.006Z that took 12.5 ms.
+fn audit_record(tool: &str) -> ToolCallRecord {
+    ToolCallRecord {
+        time: UNIX_EPOCH + Duration::from_millis(1_767_323_045_006),
         token: Some("ci".to_owned()),
         server: "memory".to_owned(),
         revision: 1,
         tool: tool.to_owned(),
-        outcome: "ok".to_owned(),
-        duration_ms: 12.5,
+        outcome: ToolOutcome::Ok,
+        duration: Duration::from_micros(12_500),
     }
 }
 
@@ -568,12 +571,18 @@ async fn events_and_audit_page_by_id() {
     assert_eq!((page[0].id, &page[0].record), (2, &audit_record("t2")));
     assert_eq!(store.audit(0, 10).await.unwrap().len(), 3);
 
-    let nan = AuditRecord {
-        duration_ms: f64::NAN,
+    // A time RFC 3339 cannot say (a clock gone wild) is refused, with the whole batch.
+    let far_future = ToolCallRecord {
+        time: UNIX_EPOCH + Duration::from_secs(1 << 40),
         ..audit_record("t4")
     };
-    let err = store.append_audit(vec![audit_record("t5"), nan]).await;
-    assert!(matches!(err, Err(StoreError::Invalid { .. })), "{err:?}");
+    let err = store
+        .append_audit(vec![audit_record("t5"), far_future])
+        .await;
+    assert!(
+        matches!(&err, Err(StoreError::Invalid { what }) if what.contains("tool `t4` of `memory`")),
+        "{err:?}"
+    );
     assert_eq!(
         store.audit(0, 10).await.unwrap().len(),
         3,
@@ -717,4 +726,106 @@ async fn a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all
         )
     );
     assert_eq!(store.fleet_revisions().await.unwrap(), vec![revision]);
+}
+
+#[tokio::test]
+async fn audit_records_are_exported_in_the_same_json_as_before() {
+    let dir = TempDir::new("audit-json");
+    let store = open(&db(&dir));
+    // A duration as the gateway measures it, to the nanosecond.
+    let measured = ToolCallRecord {
+        token: None,
+        outcome: ToolOutcome::TransportError,
+        duration: Duration::from_nanos(1_234_567_891),
+        ..audit_record("search")
+    };
+    store
+        .append_audit(vec![audit_record("read_graph"), measured.clone()])
+        .await
+        .unwrap();
+
+    let exported = store.export().await.unwrap();
+    let json: Vec<String> = exported
+        .audit
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    assert_eq!(
+        json,
+        [
+            r#"{"id":1,"time":"2026-01-02T03:04:05.006Z","token":"ci","server":"memory","revision":1,"tool":"read_graph","outcome":"ok","duration_ms":12.5}"#,
+            r#"{"id":2,"time":"2026-01-02T03:04:05.006Z","token":null,"server":"memory","revision":1,"tool":"search","outcome":"transport_error","duration_ms":1234.567891}"#,
+        ]
+    );
+    // The row holds what the gateway's measurement gave, and reads back exactly.
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    let (time, outcome, duration_ms): (String, String, f64) = conn
+        .query_row(
+            "SELECT time, outcome, duration_ms FROM audit WHERE id = 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (time.as_str(), outcome.as_str(), duration_ms),
+        (
+            "2026-01-02T03:04:05.006Z",
+            "transport_error",
+            measured.duration.as_secs_f64() * 1000.0
+        )
+    );
+    assert_eq!(store.audit(1, 1).await.unwrap()[0].record, measured);
+}
+
+#[tokio::test]
+async fn an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic() {
+    let dir = TempDir::new("audit-newer");
+    let store = open(&db(&dir));
+    store
+        .append_audit(vec![audit_record("read_graph")])
+        .await
+        .unwrap();
+    let document = serde_json::to_string(&store.export().await.unwrap()).unwrap();
+
+    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
+    conn.execute(
+        "UPDATE audit SET outcome = 'cancelled_by_user' WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    for err in [
+        store.audit(0, 10).await.unwrap_err(),
+        store.export().await.unwrap_err(),
+    ] {
+        let StoreError::Corrupt { what } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(what.contains("audit record 1"), "{what}");
+        assert!(what.contains("`cancelled_by_user`"), "{what}");
+        assert!(what.contains("newer mcpfleet"), "{what}");
+    }
+
+    // The same in an export document: the import is refused with the reason.
+    let newer = document.replace(r#""outcome":"ok""#, r#""outcome":"cancelled_by_user""#);
+    let err = serde_json::from_str::<fleet_store::StateExport>(&newer).unwrap_err();
+    assert!(err.to_string().contains("`cancelled_by_user`"), "{err}");
+    assert!(err.to_string().contains("newer mcpfleet"), "{err}");
+    // So is a time that is not RFC 3339 text, or a duration below zero.
+    for (from, to, says) in [
+        (
+            "2026-01-02T03:04:05.006Z",
+            "yesterday",
+            "`yesterday` is not an RFC 3339 time",
+        ),
+        (
+            r#""duration_ms":12.5"#,
+            r#""duration_ms":-1"#,
+            "-1 ms is not",
+        ),
+    ] {
+        let err = serde_json::from_str::<fleet_store::StateExport>(&document.replace(from, to))
+            .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }

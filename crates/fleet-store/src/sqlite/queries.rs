@@ -1,11 +1,13 @@
 //! The SQL behind each [`StateStore`](crate::StateStore) method, run synchronously on the
 //! store's connection. Each write is one transaction.
 
+use crate::model::AuditRow;
 use crate::{
-    AuditRecord, DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry,
-    NewDeployment, NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision,
-    StateExport, StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
+    NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision, StateExport,
+    StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
 };
+use fleet_routes::audit::ToolCallRecord;
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -463,7 +465,7 @@ pub(super) fn events(
 
 pub(super) fn append_audit(
     conn: &mut Connection,
-    records: &[AuditRecord],
+    records: &[ToolCallRecord],
 ) -> Result<(), StoreError> {
     let tx = write(conn)?;
     {
@@ -490,21 +492,24 @@ pub(super) fn audit(
         .db()?;
     let rows = stmt
         .query_map(params![page_start(after), page_size(limit)], |r| {
-            Ok(StoredAuditRecord {
+            Ok(AuditRow {
                 id: r.get(0)?,
-                record: AuditRecord {
-                    time: r.get(1)?,
-                    token: r.get(2)?,
-                    server: r.get(3)?,
-                    revision: r.get(4)?,
-                    tool: r.get(5)?,
-                    outcome: r.get(6)?,
-                    duration_ms: r.get(7)?,
-                },
+                time: r.get(1)?,
+                token: r.get(2)?,
+                server: r.get(3)?,
+                revision: r.get(4)?,
+                tool: r.get(5)?,
+                outcome: r.get(6)?,
+                duration_ms: r.get(7)?,
             })
         })
         .db()?;
-    rows.map(Db::db).collect()
+    rows.map(|row| {
+        StoredAuditRecord::try_from(row.db()?).map_err(|e| StoreError::Corrupt {
+            what: e.to_string(),
+        })
+    })
+    .collect()
 }
 
 pub(super) fn export(conn: &mut Connection) -> Result<StateExport, StoreError> {
@@ -675,17 +680,11 @@ const INSERT_AUDIT: &str =
 fn insert_audit(
     insert: &mut rusqlite::Statement<'_>,
     id: Option<u64>,
-    a: &AuditRecord,
+    record: &ToolCallRecord,
 ) -> Result<(), StoreError> {
-    // SQLite stores NaN as NULL: it would come back as a corrupt row.
-    if !a.duration_ms.is_finite() {
-        return Err(StoreError::Invalid {
-            what: format!(
-                "audit record for tool `{}` of `{}`: duration {} ms is not a finite number",
-                a.tool, a.server, a.duration_ms
-            ),
-        });
-    }
+    let a = AuditRow::of(id.unwrap_or_default(), record).map_err(|e| StoreError::Invalid {
+        what: e.to_string(),
+    })?;
     insert
         .execute(params![
             id,

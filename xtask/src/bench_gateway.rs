@@ -24,6 +24,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -32,8 +33,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Targets from the gateway issues. The added p50 of the path users run is judged against
@@ -1534,8 +1535,8 @@ impl StdioSpawner {
         Ok(child)
     }
 
-    fn warm(&self) -> std::sync::MutexGuard<'_, VecDeque<tokio::process::Child>> {
-        self.warm.lock().unwrap_or_else(|p| p.into_inner())
+    fn warm(&self) -> parking_lot::MutexGuard<'_, VecDeque<tokio::process::Child>> {
+        self.warm.lock()
     }
 
     /// Starts processes until [`STDIO_WARM`] are waiting, within [`STDIO_MAX`]. A failed

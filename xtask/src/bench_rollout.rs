@@ -11,12 +11,13 @@ use crate::bench::{binaries, flag, millis_of_day, write};
 use crate::bench_gateway::{Session, Target};
 use crate::root;
 use anyhow::{Context, Result, bail};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Target from the revisions issue: the breach to no new canary traffic within one analysis
@@ -451,10 +452,10 @@ impl Load {
 
     /// Waits until `count` more calls were answered (bounded: a stuck gateway fails the run).
     fn wait_for_calls(&self, runtime: &tokio::runtime::Runtime, count: usize) -> Result<()> {
-        let goal = self.samples.lock().map_or(0, |s| s.len()) + count;
+        let goal = self.samples.lock().len() + count;
         runtime.block_on(async {
             tokio::time::timeout(Duration::from_secs(30), async {
-                while self.samples.lock().map_or(0, |s| s.len()) < goal {
+                while self.samples.lock().len() < goal {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
@@ -470,7 +471,7 @@ impl Load {
                 let _ = client.await;
             }
         });
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.samples.lock())
     }
 }
 
@@ -478,9 +479,7 @@ impl Load {
 /// calls, closed. A session the gateway ended is left at once, as a client would.
 async fn client_session(target: &Target, samples: &Mutex<Vec<Sample>>) {
     let record = |sent, served| {
-        if let Ok(mut samples) = samples.lock() {
-            samples.push(Sample { sent, served });
-        }
+        samples.lock().push(Sample { sent, served });
     };
     let sent = now_ms();
     let Ok(mut session) = Session::open(target).await else {

@@ -4,10 +4,11 @@
 //! for a new session or a stateless request (revision by weight, then the instance
 //! with the fewest outstanding requests, ties broken at random).
 
+use parking_lot::Mutex;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use hyper::Uri;
 use tokio::sync::watch;
@@ -315,7 +316,7 @@ impl RouteWatch {
     /// The current routes. Holds a lock only while comparing (and, after a change,
     /// compiling) — never across an await.
     pub(crate) fn current(&self) -> Arc<Routes> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         let (receiver, routes) = &mut *state;
         // A closed channel keeps the last table.
         if receiver.has_changed().unwrap_or(false) {

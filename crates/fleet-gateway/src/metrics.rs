@@ -25,10 +25,11 @@
 //! read lock (shared, never waited on by other calls) and the write lock is taken only
 //! the first time a tool name is seen.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use fleet_routes::audit::ToolOutcome;
@@ -135,15 +136,10 @@ impl ToolNames {
     /// Whether calls of `tool` are labelled with its name; `accepted`: this call was
     /// answered with a result, so the tool exists.
     fn labels(&self, tool: &str, accepted: bool) -> bool {
-        if self
-            .names
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(tool)
-        {
+        if self.names.read().contains(tool) {
             return true;
         }
-        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        let mut names = self.names.write();
         names.contains(tool)
             || (accepted && names.len() < MAX_TOOLS && names.insert(tool.to_owned()))
     }
@@ -187,14 +183,9 @@ impl SeriesCounters {
         } else {
             OTHER_TOOLS
         };
-        let known = self
-            .tools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned();
+        let known = self.tools.read().get(key).cloned();
         let counts = known.unwrap_or_else(|| {
-            let mut tools = self.tools.write().unwrap_or_else(|e| e.into_inner());
+            let mut tools = self.tools.write();
             Arc::clone(tools.entry(key.to_owned()).or_default())
         });
         counts[index].fetch_add(1, Ordering::Relaxed);
@@ -227,11 +218,11 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn series(&self, server: &str, revision: Option<u64>) -> Arc<SeriesCounters> {
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut series = self.series.lock();
         series
             .entry((server.to_owned(), revision))
             .or_insert_with(|| {
-                let mut tool_names = self.tool_names.lock().unwrap_or_else(|e| e.into_inner());
+                let mut tool_names = self.tool_names.lock();
                 let names = tool_names.entry(server.to_owned()).or_default();
                 Arc::new(SeriesCounters::new(Arc::clone(names)))
             })
@@ -240,7 +231,7 @@ impl Registry {
 
     /// The counters of `server`'s revisions, as canary analysis reads them.
     fn traffic(&self, server: &str) -> ServerTraffic {
-        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let series = self.series.lock();
         let revisions = series
             .iter()
             .filter(|((name, _), _)| name == server)
@@ -256,7 +247,7 @@ impl Registry {
     }
 
     pub(crate) fn snapshot(&self, sessions_active: BTreeMap<String, u64>) -> MetricsSnapshot {
-        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let series = self.series.lock();
         let revisions = series
             .iter()
             .map(|((server, revision), counters)| RevisionStats::read(server, *revision, counters))
@@ -361,7 +352,6 @@ impl RevisionStats {
         let tool_calls = counters
             .tools
             .read()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .flat_map(|(tool, counts)| {
                 ToolOutcome::ALL

@@ -7,8 +7,9 @@
 //! States are remembered per server: a state learnt from one server never steers a
 //! request to another.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -68,7 +69,7 @@ impl Pins {
             return;
         }
         let now = Instant::now();
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = self.states.lock();
         if states.len() >= CAPACITY {
             states.retain(|_, (_, at)| now.duration_since(*at) < TTL);
             if states.len() >= CAPACITY
@@ -87,7 +88,7 @@ impl Pins {
     /// Where the retry to `server` carrying `state` goes, if the gateway relayed that
     /// state from that server.
     pub(crate) fn get(&self, server: &str, state: &str) -> Option<Pinned> {
-        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let states = self.states.lock();
         states
             .get(&(Arc::from(server), state.to_owned()))
             .filter(|(_, at)| at.elapsed() < TTL)

@@ -15,9 +15,10 @@
 //! session is dropped: dropping a stdio session gives its process back). (A sealed,
 //! self-describing id would let gateway replicas share no state — DESIGN §7; not yet.)
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
@@ -226,11 +227,11 @@ impl Sessions {
 
     /// New limits, for the next new session.
     pub(crate) fn set_limits(&self, limits: Limits) {
-        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+        *self.limits.lock() = limits;
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Remembers a new session and returns its id. `idle_timeout` shortens the
@@ -270,7 +271,7 @@ impl Sessions {
         let Limits {
             max_sessions,
             max_sessions_per_caller,
-        } = *self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        } = *self.limits.lock();
         let mut state = self.state();
         let mut ended = Vec::new();
         while state.per_caller.get(caller).copied().unwrap_or(0) >= max_sessions_per_caller {

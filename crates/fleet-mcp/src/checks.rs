@@ -2,9 +2,10 @@
 //! existence. Specs arrive resolved (templates rendered, the server's own address
 //! filled in) — resolving them is the engine's job.
 
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -213,10 +214,7 @@ async fn command(
         kill_group();
         readers.shutdown().await;
     }
-    let output_tail = tail
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .last_lines(OUTPUT_TAIL_LINES);
+    let output_tail = tail.lock().last_lines(OUTPUT_TAIL_LINES);
     match status {
         Ok(status) if status.success() => pass(format!("command {program} exited with code 0")),
         Ok(status) => Err(CheckFailure::CommandFailed {
@@ -259,9 +257,7 @@ async fn collect(mut pipe: impl AsyncRead + Unpin, tail: Arc<Mutex<Tail>>) {
         if n == 0 {
             break;
         }
-        tail.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(&buf[..n]);
+        tail.lock().push(&buf[..n]);
     }
 }
 

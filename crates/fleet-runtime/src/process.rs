@@ -48,11 +48,12 @@ use crate::instance::{
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use logs::{RotatingLog, spawn_log_task};
+use parking_lot::Mutex;
 use spawn::SpawnContext;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use supervisor::{Control, Supervisor};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -81,13 +82,9 @@ struct Entry {
     status: Arc<Mutex<InstanceStatus>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     fn forget(&self, id: &InstanceId, generation: u64) {
-        let mut instances = lock(&self.instances);
+        let mut instances = self.instances.lock();
         if instances
             .get(id)
             .is_some_and(|e| e.generation == generation)
@@ -161,7 +158,7 @@ impl Runtime for ProcessRuntime {
             started_at: None,
         }));
         {
-            let mut instances = lock(&shared.instances);
+            let mut instances = shared.instances.lock();
             if instances.contains_key(&spec.id) {
                 return Err(StartError::AlreadyRunning { id: spec.id });
             }
@@ -211,7 +208,7 @@ impl Runtime for ProcessRuntime {
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         {
-            let mut status = lock(&status);
+            let mut status = status.lock();
             status.state = InstanceState::Running;
             status.handle = Some(InstanceHandle::Process { pid: spawned.pid });
             status.started_at = Some(spawned.started_at);
@@ -242,7 +239,10 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let handle = lock(&self.shared.instances)
+        let handle = self
+            .shared
+            .instances
+            .lock()
             .get(id)
             .map(|e| (e.control.clone(), e.done.clone()));
         let Some((control, mut done)) = handle else {
@@ -257,12 +257,12 @@ impl Runtime for ProcessRuntime {
     async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
         let stopping = || RuntimeError::Stopping { id: id.clone() };
         let control = {
-            let instances = lock(&self.shared.instances);
+            let instances = self.shared.instances.lock();
             let entry = instances
                 .get(id)
                 .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
             if matches!(
-                lock(&entry.status).state,
+                entry.status.lock().state,
                 InstanceState::Stopping | InstanceState::Stopped
             ) {
                 return Err(stopping());
@@ -278,9 +278,11 @@ impl Runtime for ProcessRuntime {
     }
 
     fn statuses(&self) -> Vec<InstanceStatus> {
-        lock(&self.shared.instances)
+        self.shared
+            .instances
+            .lock()
             .values()
-            .map(|e| lock(&e.status).clone())
+            .map(|e| e.status.lock().clone())
             .collect()
     }
 
@@ -304,13 +306,13 @@ impl Runtime for ProcessRuntime {
 
     async fn reap_leftovers(&self) -> Vec<Reaped> {
         let supervised: std::collections::HashSet<InstanceId> =
-            lock(&self.shared.instances).keys().cloned().collect();
+            self.shared.instances.lock().keys().cloned().collect();
         pidfile::reap_leftovers(&self.shared.state_dir, |id| supervised.contains(id)).await
     }
 
     async fn discover(&self) -> Vec<Discovered> {
         let records = pidfile::live_records(&self.shared.state_dir).await;
-        let supervised = lock(&self.shared.instances);
+        let supervised = self.shared.instances.lock();
         let mut found: Vec<Discovered> = records
             .into_iter()
             .filter(|record| !supervised.contains_key(&record.id))

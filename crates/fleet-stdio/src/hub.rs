@@ -8,9 +8,9 @@
 //! last [`REPLAY`] events of the session) and, if the request is still open, goes on
 //! with it until its response.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -183,8 +183,8 @@ impl Hub {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, HubState> {
+        self.state.lock()
     }
 
     /// Opens the stream of request `id` (with its progress token): it gets the

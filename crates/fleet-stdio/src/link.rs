@@ -25,11 +25,12 @@
 //! of its newest request), and to every session of a shared one. Only the top-level
 //! `id` and the token (or cancelled id) in `params` are ever re-encoded.
 
+use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -282,8 +283,8 @@ impl StdioLink {
 }
 
 impl Inner {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     fn close(&self) {

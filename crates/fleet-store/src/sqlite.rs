@@ -11,12 +11,13 @@ use crate::{
     StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
+use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use schema::open_error;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a write waits for another connection's lock (another mcpfleet process reading or
@@ -105,7 +106,7 @@ impl SqliteStore {
             tokio::task::spawn_blocking(move || {
                 // A panic cannot leave a transaction half-applied (dropping it rolls back),
                 // so a poisoned lock still guards a consistent connection.
-                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut conn = conn.lock();
                 work(&mut conn)
             })
             .await

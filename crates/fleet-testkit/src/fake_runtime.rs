@@ -20,10 +20,11 @@ use fleet_runtime::{
 use fleet_spec::model::RestartPolicyKind;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream};
 use tokio::sync::mpsc;
@@ -104,7 +105,7 @@ pub struct FakeRuntime {
 impl std::fmt::Debug for FakeRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeRuntime")
-            .field("instances", &lock(&self.inner.instances).len())
+            .field("instances", &self.inner.instances.lock().len())
             .finish_non_exhaustive()
     }
 }
@@ -129,13 +130,6 @@ struct Running {
     restarts: u32,
 }
 
-/// A test's mutex: a panic elsewhere in the test must not hide behind a poisoned lock.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl FakeRuntime {
     /// A runtime whose servers all serve at once and forever until scripted otherwise.
     pub fn new() -> Self {
@@ -144,26 +138,32 @@ impl FakeRuntime {
 
     /// Scripts every instance of `server` started from now on.
     pub fn script(&self, server: &str, script: FakeScript) {
-        lock(&self.inner.scripts).insert((server.to_owned(), None), script);
+        self.inner
+            .scripts
+            .lock()
+            .insert((server.to_owned(), None), script);
     }
 
     /// Scripts every instance of `server`'s `revision` started from now on, whatever
     /// [`script`](Self::script) says for the server: a broken new revision beside an old
     /// one that still serves, and starts again on a rollback.
     pub fn script_revision(&self, server: &str, revision: u64, script: FakeScript) {
-        lock(&self.inner.scripts).insert((server.to_owned(), Some(revision)), script);
+        self.inner
+            .scripts
+            .lock()
+            .insert((server.to_owned(), Some(revision)), script);
     }
 
     /// Everything recorded so far, in order.
     pub fn records(&self) -> Vec<FakeRecord> {
-        lock(&self.inner.records).clone()
+        self.inner.records.lock().clone()
     }
 
     /// The most instances whose id starts with `prefix` (`api-` for server `api`) that ran
     /// at the same time, by the recorded starts and stops.
     pub fn most_running_at_once(&self, prefix: &str) -> usize {
         let (mut running, mut most) = (0usize, 0usize);
-        for record in lock(&self.inner.records).iter() {
+        for record in self.inner.records.lock().iter() {
             match record {
                 FakeRecord::Started(id) if id.as_str().starts_with(prefix) => {
                     running += 1;
@@ -179,11 +179,11 @@ impl FakeRuntime {
     }
 
     fn record(&self, record: FakeRecord) {
-        lock(&self.inner.records).push(record);
+        self.inner.records.lock().push(record);
     }
 
     fn script_of(&self, spec: &InstanceSpec) -> FakeScript {
-        let scripts = lock(&self.inner.scripts);
+        let scripts = self.inner.scripts.lock();
         let server = spec.server.clone();
         scripts
             .get(&(server.clone(), Some(spec.revision)))
@@ -398,7 +398,7 @@ impl Runtime for FakeRuntime {
                 source: std::io::Error::other("the fake runtime was scripted to fail this start"),
             });
         }
-        let mut instances = lock(&self.inner.instances);
+        let mut instances = self.inner.instances.lock();
         if instances.contains_key(&spec.id) {
             return Err(StartError::AlreadyRunning { id: spec.id });
         }
@@ -424,7 +424,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let Some(running) = lock(&self.inner.instances).remove(id) else {
+        let Some(running) = self.inner.instances.lock().remove(id) else {
             return Ok(());
         };
         let (_, events, _) = FakeRuntime::kill(running).await;
@@ -435,7 +435,7 @@ impl Runtime for FakeRuntime {
 
     async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
         let running = {
-            let mut instances = lock(&self.inner.instances);
+            let mut instances = self.inner.instances.lock();
             let Some(running) = instances.remove(id) else {
                 return Err(RuntimeError::NotFound { id: id.clone() });
             };
@@ -450,7 +450,7 @@ impl Runtime for FakeRuntime {
         let (spec, events, restarts) = FakeRuntime::kill(running).await;
         let backing_off = Arc::new(AtomicBool::new(false));
         let task = self.spawn(&spec, events.clone(), backing_off.clone());
-        lock(&self.inner.instances).insert(
+        self.inner.instances.lock().insert(
             id.clone(),
             Running {
                 spec,
@@ -464,7 +464,9 @@ impl Runtime for FakeRuntime {
     }
 
     fn statuses(&self) -> Vec<InstanceStatus> {
-        lock(&self.inner.instances)
+        self.inner
+            .instances
+            .lock()
             .values()
             .map(|running| InstanceStatus {
                 id: running.spec.id.clone(),

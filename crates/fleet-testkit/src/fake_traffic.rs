@@ -6,12 +6,12 @@
 //! It knows nothing of weights: a test sets each revision's rate as the traffic it wants
 //! the canary judged on.
 
-use crate::fake_runtime::lock;
 use fleet_routes::traffic::{
     Histogram, LATENCY_BUCKETS, RevisionTraffic, ServerTraffic, TrafficSource,
 };
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -88,7 +88,7 @@ impl FakeTraffic {
     /// From now on `revision` of `server` is asked at `rate` (what it saw until now stays
     /// counted).
     pub fn serve(&self, server: &str, revision: u64, rate: Rate) {
-        let mut flows = lock(&self.flows);
+        let mut flows = self.flows.lock();
         let key = (server.to_owned(), revision);
         let counted = flows.get(&key).map(Flow::now).unwrap_or_default();
         flows.insert(
@@ -104,7 +104,9 @@ impl FakeTraffic {
 
 impl TrafficSource for FakeTraffic {
     fn traffic(&self, server: &str) -> ServerTraffic {
-        let revisions = lock(&self.flows)
+        let revisions = self
+            .flows
+            .lock()
             .iter()
             .filter(|((name, _), _)| name == server)
             .map(|((_, revision), flow)| (*revision, flow.now()))

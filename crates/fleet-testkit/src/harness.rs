@@ -2,11 +2,12 @@
 //! (HTTP or stdio), free ports, per-test scratch directories and waiting on a
 //! condition with a deadline.
 
+use parking_lot::Mutex;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -256,7 +257,7 @@ impl HttpSampleServer {
         let sink = Arc::clone(&log);
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                sink.lock().push(line);
             }
         });
         Self { url, child, log }
@@ -264,11 +265,7 @@ impl HttpSampleServer {
 
     /// Whether it has logged a line containing `needle`.
     pub fn logged(&self, needle: &str) -> bool {
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|line| line.contains(needle))
+        self.log.lock().iter().any(|line| line.contains(needle))
     }
 }
 

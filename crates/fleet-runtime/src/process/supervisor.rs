@@ -3,15 +3,16 @@
 use super::backoff::{Decision, Ending, FailureCount, random_unit};
 use super::logs::LogWriter;
 use super::spawn::{SpawnContext, Spawned, spawn};
-use super::{Shared, lock, pidfile, procfs};
+use super::{Shared, pidfile, procfs};
 use crate::instance::{
     ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
 };
 use nix::sys::signal::Signal;
+use parking_lot::Mutex;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -142,7 +143,7 @@ impl Supervisor {
     }
 
     fn update(&self, f: impl FnOnce(&mut InstanceStatus)) {
-        f(&mut lock(&self.status));
+        f(&mut self.status.lock());
     }
 
     /// Logs one of mcpfleet's own lines and waits until it is on disk: whoever hears of the
@@ -342,7 +343,7 @@ impl Supervisor {
         drop(log);
         let _ = timeout(Duration::from_secs(2), log_task).await;
         {
-            let mut status = lock(&status);
+            let mut status = status.lock();
             status.state = InstanceState::Stopped;
             status.handle = None;
         }

@@ -5,12 +5,13 @@
 // (2026-07-28) but still part of the legacy eras.
 #![expect(deprecated)]
 
+use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Display;
 use std::hash::BuildHasher as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -95,10 +96,8 @@ impl Shared {
         self.pending_confirms().remove(state)
     }
 
-    fn pending_confirms(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.pending_confirms
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn pending_confirms(&self) -> parking_lot::MutexGuard<'_, HashSet<String>> {
+        self.pending_confirms.lock()
     }
 }
 
@@ -120,20 +119,15 @@ impl Default for Session {
 
 impl Session {
     pub(super) fn log_level(&self) -> LoggingLevel {
-        *self
-            .log_level
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.log_level.lock()
     }
 
     pub(super) fn is_subscribed(&self, uri: &str) -> bool {
         self.subscriptions().contains(uri)
     }
 
-    fn subscriptions(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn subscriptions(&self) -> parking_lot::MutexGuard<'_, BTreeSet<String>> {
+        self.subscriptions.lock()
     }
 }
 
@@ -557,11 +551,7 @@ impl ServerHandler for SampleServer {
     ) -> Result<(), McpError> {
         self.log(format_args!("logging/setLevel {:?}", request.level));
         self.require_conformance("logging/setLevel")?;
-        *self
-            .session
-            .log_level
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = request.level;
+        *self.session.log_level.lock() = request.level;
         Ok(())
     }
 }

@@ -8,8 +8,9 @@
 //! notifications itself, so a chatty server is never blocked on a full pipe between
 //! checks.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWrite;
@@ -52,16 +53,13 @@ pub(crate) struct NoiseLog {
 
 impl Noise {
     fn record(&self, sample: &str) {
-        let mut log = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self.inner.lock();
         log.lines += 1;
         log.latest = Some(sample.to_owned());
     }
 
     pub(crate) fn snapshot(&self) -> NoiseLog {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.lock().clone()
     }
 }
 

@@ -6,17 +6,17 @@
 use fleet_engine::report::{
     DeploymentState, Event, EventKind, RolloutState, ServerStatus, Verdict,
 };
-use fleet_engine::{DeploymentOutcome, Desired, Engine, EngineConfig, RolloutCommand};
-use fleet_plan::{DeployedFleet, DeployedServer};
+use fleet_engine::{DeploymentOutcome, Engine, RolloutCommand};
 use fleet_spec::ValidFleet;
-use fleet_spec::template::SystemHost;
 use fleet_testkit::fake_runtime::{FakeRecord, FakeRuntime};
 use fleet_testkit::fake_traffic::{FakeTraffic, Rate};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod support;
+
+use support::{desired, engine, fleet};
 
 const FAST: Duration = Duration::from_millis(2);
 
@@ -34,14 +34,7 @@ servers:
 {rollout}
 "#
     );
-    fleet_spec::load_str(
-        "fleet.yaml",
-        &yaml,
-        PathBuf::from("/nonexistent"),
-        &fleet_spec::LoadOptions::default(),
-    )
-    .into_valid()
-    .unwrap_or_else(|d| panic!("invalid test fleet: {d:?}"))
+    fleet(&yaml)
 }
 
 /// An engine on `runtime` whose canaries are judged on `traffic`, serving revision 1 of
@@ -51,12 +44,7 @@ async fn serving_revision_1(
     traffic: &FakeTraffic,
     rollout: &str,
 ) -> (Engine<FakeRuntime>, Deploying) {
-    let config = EngineConfig {
-        state_dir: PathBuf::from("/nonexistent/state"),
-        concurrency: 8,
-        gateway_url: None,
-    };
-    let engine = Engine::new(runtime.clone(), config, "fake");
+    let engine = engine(runtime);
     engine.watch_traffic(Arc::new(traffic.clone()));
     let first = canary_fleet("v1", rollout);
     let outcome = deploy(&engine, first.clone(), 1, None).await;
@@ -77,21 +65,7 @@ fn deploy(
 ) -> Deploying {
     let engine = engine.clone();
     Box::pin(async move {
-        let deployed: Option<DeployedFleet> =
-            deployed.map(|d| d.servers.iter().map(DeployedServer::from_server).collect());
-        let plan = fleet_plan::plan(&fleet, deployed.as_ref()).expect("no dependency cycle");
-        let revisions: BTreeMap<String, u64> = fleet
-            .servers
-            .iter()
-            .map(|s| (s.name.clone(), revision))
-            .collect();
-        let desired = Desired {
-            fleet: Arc::new(fleet),
-            host: Arc::new(SystemHost),
-            revisions,
-            deployment: None,
-            is_rollback: false,
-        };
+        let (desired, plan) = desired(fleet, revision, deployed.as_ref());
         engine.deploy(&desired, &plan).await
     })
 }

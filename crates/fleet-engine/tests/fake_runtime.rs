@@ -2,69 +2,21 @@
 //! fakes scripted to be slow, mute or broken, on a paused clock — deterministic, and no
 //! process, socket or real wait involved.
 
+use fleet_engine::Engine;
 use fleet_engine::report::{DeploymentState, ServerState};
-use fleet_engine::{Desired, Engine, EngineConfig};
-use fleet_plan::{DeployedFleet, DeployedServer, Plan};
 use fleet_runtime::InstanceId;
 use fleet_spec::ValidFleet;
-use fleet_spec::template::SystemHost;
 use fleet_testkit::fake_runtime::{FakeRecord, FakeRuntime, FakeScript};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
+use support::{desired, engine, engine_starting_at_most, fleet};
+
+mod support;
 
 // A test crate's root finds its modules beside it, not in a directory of its name.
 #[path = "fake_runtime/rollouts.rs"]
 mod rollouts;
 #[path = "fake_runtime/sessions.rs"]
 mod sessions;
-
-fn fleet(yaml: &str) -> ValidFleet {
-    let checked = fleet_spec::load_str(
-        "fleet.yaml",
-        yaml,
-        PathBuf::from("/nonexistent"),
-        &fleet_spec::LoadOptions::default(),
-    );
-    checked
-        .into_valid()
-        .unwrap_or_else(|d| panic!("invalid test fleet: {d:?}"))
-}
-
-fn engine(runtime: &FakeRuntime) -> Engine<FakeRuntime> {
-    engine_starting_at_most(runtime, 8)
-}
-
-/// An engine that starts at most `concurrency` servers at once.
-fn engine_starting_at_most(runtime: &FakeRuntime, concurrency: usize) -> Engine<FakeRuntime> {
-    let config = EngineConfig {
-        state_dir: PathBuf::from("/nonexistent/state"),
-        concurrency,
-        gateway_url: None,
-    };
-    Engine::new(runtime.clone(), config, "fake")
-}
-
-/// What `fleet` deploys at `revision` (every server), planned against `deployed`.
-fn desired(fleet: ValidFleet, revision: u64, deployed: Option<&ValidFleet>) -> (Desired, Plan) {
-    let deployed: Option<DeployedFleet> =
-        deployed.map(|d| d.servers.iter().map(DeployedServer::from_server).collect());
-    let plan = fleet_plan::plan(&fleet, deployed.as_ref()).expect("no dependency cycle");
-    let revisions: BTreeMap<String, u64> = fleet
-        .servers
-        .iter()
-        .map(|s| (s.name.clone(), revision))
-        .collect();
-    let desired = Desired {
-        fleet: Arc::new(fleet),
-        host: Arc::new(SystemHost),
-        revisions,
-        deployment: None,
-        is_rollback: false,
-    };
-    (desired, plan)
-}
 
 fn position(records: &[FakeRecord], wanted: impl Fn(&FakeRecord) -> bool) -> usize {
     records

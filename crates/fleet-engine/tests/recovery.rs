@@ -5,7 +5,7 @@
 
 use fleet_engine::recovery::{Given, Redeploy, StoredFleets};
 use fleet_engine::report::EventKind;
-use fleet_engine::{Engine, EngineConfig, JournalStep, ServerAction, ServerStep, append_step};
+use fleet_engine::{Engine, JournalStep, ServerAction, ServerStep, append_step};
 use fleet_plan::ChangeCounts;
 use fleet_spec::ValidFleet;
 use fleet_store::{
@@ -14,7 +14,9 @@ use fleet_store::{
 };
 use fleet_testkit::TempDir;
 use fleet_testkit::fake_runtime::FakeRuntime;
-use std::path::PathBuf;
+mod support;
+
+use support::validate;
 
 /// The fleet file of revision `api_revision`: only `api` changes between revisions.
 fn fleet_file(api_revision: u32, on_failure: &str) -> String {
@@ -30,17 +32,6 @@ servers:
     stdio: {{ command: fake, args: ["keep"], isolation: shared }}
 "#
     )
-}
-
-fn validate(source: &str) -> Result<ValidFleet, String> {
-    fleet_spec::load_str(
-        "fleet.yaml",
-        source,
-        PathBuf::from("/nonexistent"),
-        &fleet_spec::LoadOptions::default(),
-    )
-    .into_valid()
-    .map_err(|diagnostics| format!("{} diagnostics", diagnostics.len()))
 }
 
 /// Reads stored revisions back by validating their text again; `unreadable` is a revision
@@ -180,12 +171,7 @@ async fn crashed(dir: &TempDir, on_failure: &str, cut: Cut, api2: RevisionState)
 }
 
 fn engine() -> Engine<FakeRuntime> {
-    let config = EngineConfig {
-        state_dir: PathBuf::from("/nonexistent/state"),
-        concurrency: 8,
-        gateway_url: None,
-    };
-    Engine::new(FakeRuntime::new(), config, "crashes")
+    support::engine(&FakeRuntime::new())
 }
 
 fn given(source: String) -> Given {

@@ -4,18 +4,43 @@
 
 use super::*;
 
-fn rolling(version: &str) -> ValidFleet {
+/// `api` at `version`: `replicas` replicas, updated by `rollout` (a YAML flow mapping).
+fn api_at(version: &str, replicas: u32, rollout: &str) -> ValidFleet {
     fleet(&format!(
         r#"
 version: 1
-name: rolling
+name: rollouts
 servers:
   api:
     stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
-    replicas: 3
-    rollout: {{ strategy: rolling, max_surge: 1, max_unavailable: 0 }}
+    replicas: {replicas}
+    rollout: {rollout}
 "#
     ))
+}
+
+fn rolling(version: &str) -> ValidFleet {
+    api_at(
+        version,
+        3,
+        "{ strategy: rolling, max_surge: 1, max_unavailable: 0 }",
+    )
+}
+
+fn rolling_unavailable(version: &str) -> ValidFleet {
+    api_at(
+        version,
+        3,
+        "{ strategy: rolling, max_surge: 0, max_unavailable: 1 }",
+    )
+}
+
+fn blue_green(version: &str) -> ValidFleet {
+    api_at(version, 2, "{ strategy: blue-green }")
+}
+
+fn blue_green_with_window(version: &str) -> ValidFleet {
+    api_at(version, 2, "{ strategy: blue-green, rollback_window: 60s }")
 }
 
 #[tokio::test(start_paused = true)]
@@ -51,20 +76,6 @@ async fn a_rolling_update_with_max_surge_1_never_runs_more_than_replicas_plus_on
     let status = engine.status();
     let api = status.servers.iter().find(|s| s.name == "api").unwrap();
     assert_eq!(api.revision, Some(2), "{status:#?}");
-}
-
-fn blue_green(version: &str) -> ValidFleet {
-    fleet(&format!(
-        r#"
-version: 1
-name: blue-green
-servers:
-  api:
-    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
-    replicas: 2
-    rollout: {{ strategy: blue-green }}
-"#
-    ))
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,20 +144,6 @@ fn serving_over_time(records: &[FakeRecord], prefix: &str) -> Vec<usize> {
         .collect()
 }
 
-fn rolling_unavailable(version: &str) -> ValidFleet {
-    fleet(&format!(
-        r#"
-version: 1
-name: rolling
-servers:
-  api:
-    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
-    replicas: 3
-    rollout: {{ strategy: rolling, max_surge: 0, max_unavailable: 1 }}
-"#
-    ))
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_rolling_update_with_max_unavailable_1_keeps_replicas_minus_one_serving_throughout() {
     let runtime = FakeRuntime::new();
@@ -180,20 +177,6 @@ async fn a_rolling_update_with_max_unavailable_1_keeps_replicas_minus_one_servin
         "max_surge 0: {records:#?}"
     );
     assert_eq!(routes_of(&engine, "api"), [(2, 100, 3)]);
-}
-
-fn blue_green_with_window(version: &str) -> ValidFleet {
-    fleet(&format!(
-        r#"
-version: 1
-name: blue-green
-servers:
-  api:
-    stdio: {{ command: fake, args: ["{version}"], isolation: shared }}
-    replicas: 2
-    rollout: {{ strategy: blue-green, rollback_window: 60s }}
-"#
-    ))
 }
 
 /// Deploys `api` at revision 1, then at revision 2 by blue-green.

@@ -710,9 +710,12 @@ pub(crate) async fn down(file: &Path, state_dir: Option<PathBuf>, json: bool) ->
     while let Some(event) = events.next_event().await? {
         output.event(&event);
     }
-    // The answer ends when the servers are stopped; the process exits right after.
+    // The answer ends when the servers are stopped; the process exits right after, and
+    // its lock on the state directory goes with it. Waiting for the lock, not only for the
+    // admin socket to close (which happens first), means a command run next (`plan`, `up`)
+    // finds the fleet stopped.
     let started = Instant::now();
-    while client.is_running().await && started.elapsed() < Duration::from_secs(10) {
+    while StateDir::acquire(&dir).is_err() && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if !json {

@@ -267,14 +267,6 @@ pub(crate) fn is_error_response(body: &[u8]) -> bool {
 
 pub(crate) use fleet_stdio::jsonrpc::error_body;
 
-/// Protocol revisions up to this one use `initialize` and sessions.
-const LAST_LEGACY_REVISION: &str = "2025-11-25";
-
-/// Whether `version` (a `YYYY-MM-DD` revision) is a modern, stateless revision.
-pub(crate) fn is_modern_revision(version: &str) -> bool {
-    version.len() == LAST_LEGACY_REVISION.len() && version > LAST_LEGACY_REVISION
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,13 +529,5 @@ mod tests {
         assert!(is_error_response(
             br#"[{"id":1,"result":{}},{"id":2,"error":{}}]"#
         ));
-    }
-
-    #[test]
-    fn tells_eras_apart() {
-        assert!(is_modern_revision("2026-07-28"));
-        assert!(!is_modern_revision("2025-11-25"));
-        assert!(!is_modern_revision("2025-03-26"));
-        assert!(!is_modern_revision("garbage"));
     }
 }

@@ -407,7 +407,7 @@ fn is_modern(headers: &HeaderMap, peek: &jsonrpc::Peek<'_>) -> bool {
         || peek
             .meta_protocol_version
             .as_deref()
-            .is_some_and(jsonrpc::is_modern_revision)
+            .is_some_and(fleet_stdio::protocol::is_modern_revision)
 }
 
 /// `MCP-Protocol-Version` names a modern revision.
@@ -415,7 +415,7 @@ fn modern_header(headers: &HeaderMap) -> bool {
     headers
         .get(&MCP_PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(jsonrpc::is_modern_revision)
+        .is_some_and(fleet_stdio::protocol::is_modern_revision)
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {

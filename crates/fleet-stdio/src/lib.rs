@@ -19,6 +19,7 @@ pub mod hub;
 pub mod jsonrpc;
 pub mod link;
 mod pool;
+pub mod protocol;
 mod registry;
 
 pub use link::StdioLink;

@@ -42,20 +42,13 @@ use tokio::sync::{mpsc, watch};
 use crate::hub::{Hub, Routed};
 use crate::jsonrpc;
 use crate::jsonrpc::code;
+use crate::protocol::{LATEST_LEGACY_REVISION, LEGACY_REVISIONS};
 
 /// The attachment id no session has (ids start at 1).
 const NOBODY: u64 = 0;
 
 /// Messages queued for a process's stdin before senders wait.
 const OUTBOX: usize = 1024;
-
-/// The revision a shared link initializes its process with: the newest legacy one
-/// (a modern server answers it too, as its latest legacy revision or an error).
-const SHARED_INIT_REVISION: &str = "2025-11-25";
-
-/// Legacy protocol revisions, oldest first. A client asking for one of these no newer
-/// than the shared process's is answered with its own.
-const LEGACY_REVISIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// A stdio process's pipes, shared by the sessions attached to it. Cheap to clone;
 /// the link ends when the process closes its stdout.
@@ -1025,7 +1018,7 @@ fn shared_initialize(id: u64) -> Vec<u8> {
         "id": id,
         "method": "initialize",
         "params": {
-            "protocolVersion": SHARED_INIT_REVISION,
+            "protocolVersion": LATEST_LEGACY_REVISION,
             "capabilities": {
                 "roots": { "listChanged": true },
                 "sampling": {},
@@ -1050,6 +1043,8 @@ fn initialize_answer(waiter: &Waiter, result: &RawValue) -> Vec<u8> {
     let agreed = serde_json::from_str::<InitializeResult<'_>>(result.get())
         .ok()
         .and_then(|r| r.protocol_version);
+    // A client asking for a legacy revision older than the one the process agreed to is
+    // answered with its own.
     let older = match (waiter.version.as_deref(), agreed.as_deref()) {
         (Some(asked), Some(agreed))
             if asked < agreed

@@ -67,9 +67,54 @@ impl Target {
 
 /// A check other than the MCP one, resolved for this instance.
 struct OtherCheck {
-    spec: Result<CheckSpec, EngineError>,
+    spec: Result<OtherSpec, EngineError>,
     cadence: Cadence,
     kind: CheckKind,
+}
+
+/// What a check other than the MCP one probes.
+#[derive(Debug, PartialEq)]
+enum OtherSpec {
+    /// The same thing at every run.
+    Fixed(CheckSpec),
+    /// An http path, or a tcp connection, at the address the runtime reports for a served
+    /// instance at every (re)start — not the configured port: a container's published port,
+    /// say, is another one.
+    AtInstance(Relative),
+}
+
+/// A check relative to a served instance's address.
+#[derive(Debug, PartialEq)]
+enum Relative {
+    Http {
+        path: String,
+        expect_status: Option<u16>,
+    },
+    Tcp,
+}
+
+impl OtherSpec {
+    /// The check to run now, with the instance's current address for a relative one;
+    /// `None` for a relative one while the instance has no address (it is not running).
+    fn at(&self, address: Option<SocketAddr>) -> Option<CheckSpec> {
+        let relative = match self {
+            Self::Fixed(spec) => return Some(spec.clone()),
+            Self::AtInstance(relative) => relative,
+        };
+        let address = address?;
+        Some(match relative {
+            Relative::Http {
+                path,
+                expect_status,
+            } => CheckSpec::Http {
+                url: format!("http://{address}{path}"),
+                expect_status: *expect_status,
+            },
+            Relative::Tcp => CheckSpec::Tcp {
+                address: address.to_string(),
+            },
+        })
+    }
 }
 
 pub(crate) struct InstanceMonitor<R> {
@@ -756,13 +801,23 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     }
 
     async fn run_other(&self, other: &OtherCheck) -> CheckReport {
-        match &other.spec {
-            Ok(spec) => fleet_mcp::run_check(spec, other.cadence.timeout).await,
-            Err(why) => failed(
+        let address = match &self.target {
+            Target::Served { address, .. } => *address.lock(),
+            Target::Stdio(_) | Target::Url { .. } => None,
+        };
+        let spec = match &other.spec {
+            Ok(spec) => spec
+                .at(address)
+                .ok_or_else(|| "no address to reach it at: the process is not running".to_owned()),
+            Err(why) => Err(why.to_string()),
+        };
+        match spec {
+            Ok(spec) => fleet_mcp::run_check(&spec, other.cadence.timeout).await,
+            Err(message) => failed(
                 other.kind,
                 CheckFailure::Connect {
                     target: "check".into(),
-                    message: why.to_string(),
+                    message,
                 },
             ),
         }
@@ -865,21 +920,28 @@ fn resolve_check(
     port: Option<u16>,
     target: &Target,
     render: &dyn Fn(&fleet_spec::model::Text) -> Result<String, EngineError>,
-) -> Result<CheckSpec, EngineError> {
+) -> Result<OtherSpec, EngineError> {
     let absolute = |p: String| -> PathBuf { base_dir.join(p) };
-    Ok(match probe {
+    let served = matches!(target, Target::Served { .. });
+    Ok(OtherSpec::Fixed(match probe {
         CheckProbe::Http {
             target: t,
             expect_status,
         } => {
             let url = if t.starts_with('/') {
                 match (port, target) {
+                    (_, Target::Served { .. }) => {
+                        return Ok(OtherSpec::AtInstance(Relative::Http {
+                            path: t.clone(),
+                            expect_status: *expect_status,
+                        }));
+                    }
                     (Some(port), _) => format!("http://127.0.0.1:{port}{t}"),
                     (None, Target::Url { url, .. }) => {
                         let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
                         format!("{origin}{t}")
                     }
-                    (None, Target::Stdio(_) | Target::Served { .. }) => {
+                    (None, Target::Stdio(_)) => {
                         return Err(EngineError::HttpCheckNeedsUrl);
                     }
                 }
@@ -893,6 +955,7 @@ fn resolve_check(
         }
         CheckProbe::Tcp { address } => match (address, port) {
             (Some(a), _) => CheckSpec::Tcp { address: a.clone() },
+            (None, _) if served => return Ok(OtherSpec::AtInstance(Relative::Tcp)),
             (None, Some(port)) => CheckSpec::Tcp {
                 address: format!("127.0.0.1:{port}"),
             },
@@ -908,5 +971,74 @@ fn resolve_check(
         CheckProbe::File { path } => CheckSpec::File {
             path: absolute(render(path)?),
         },
-    })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served() -> Target {
+        Target::Served {
+            path: "/mcp".into(),
+            address: Mutex::new(None),
+        }
+    }
+
+    fn resolve(probe: &CheckProbe, port: Option<u16>, target: &Target) -> OtherSpec {
+        let render = |_: &fleet_spec::model::Text| -> Result<String, EngineError> {
+            unreachable!("http and tcp checks render nothing")
+        };
+        resolve_check(probe, Path::new("/"), port, target, &render).expect("resolves")
+    }
+
+    #[test]
+    fn a_served_instances_relative_checks_follow_the_address_the_runtime_reports() {
+        let http = CheckProbe::Http {
+            target: "/healthz".into(),
+            expect_status: Some(204),
+        };
+        let tcp = CheckProbe::Tcp { address: None };
+        // The configured port is not where a runtime may publish it (a container's host
+        // port): the checks use the reported address, whatever the port says.
+        let reported: SocketAddr = "10.0.0.7:31000".parse().unwrap();
+        let http = resolve(&http, Some(8080), &served());
+        assert_eq!(
+            http.at(Some(reported)),
+            Some(CheckSpec::Http {
+                url: "http://10.0.0.7:31000/healthz".into(),
+                expect_status: Some(204),
+            })
+        );
+        assert_eq!(http.at(None), None, "not running: no address yet");
+        let tcp = resolve(&tcp, Some(8080), &served());
+        assert_eq!(
+            tcp.at(Some(reported)),
+            Some(CheckSpec::Tcp {
+                address: "10.0.0.7:31000".into()
+            })
+        );
+    }
+
+    #[test]
+    fn checks_with_their_own_address_or_of_a_stdio_server_stay_as_written() {
+        let tcp = CheckProbe::Tcp {
+            address: Some("127.0.0.1:5432".into()),
+        };
+        let fixed = resolve(&tcp, Some(8080), &served());
+        assert_eq!(
+            fixed.at(None),
+            Some(CheckSpec::Tcp {
+                address: "127.0.0.1:5432".into()
+            })
+        );
+        let own_port = CheckProbe::Tcp { address: None };
+        let stdio = Target::Stdio(Isolation::Shared);
+        assert_eq!(
+            resolve(&own_port, Some(9000), &stdio).at(None),
+            Some(CheckSpec::Tcp {
+                address: "127.0.0.1:9000".into()
+            })
+        );
+    }
 }

@@ -30,7 +30,7 @@ pub(crate) struct SessionPool<R> {
     max: u32,
     idle_timeout: Duration,
     state: Mutex<PoolState>,
-    /// Woken whenever a warm start ends (ready or failed).
+    /// Woken whenever a warm start ends (ready or failed) or a given-back process is gone.
     warmed: tokio::sync::Notify,
     me: Weak<Self>,
 }
@@ -42,8 +42,10 @@ struct PoolState {
     /// Being started for the warm pool.
     starting: u32,
     /// Every process of the pool that runs or is being started (leased, ready,
-    /// starting): what `max` bounds.
+    /// starting, stopping): what `max` bounds.
     live: u32,
+    /// Given back by their sessions and not gone yet: their slots free once they are.
+    stopping: u32,
     /// Ids of every process that may run, for stopping them all.
     ids: BTreeSet<String>,
     next: u64,
@@ -203,25 +205,39 @@ impl<R: Runtime + 'static> SessionPool<R> {
 
     /// Stops a process in the background.
     fn stop(&self, id: InstanceId) {
-        self.stop_then(id, false);
-    }
-
-    /// Stops the process of a session that ended, and deletes its logs: it is never
-    /// looked at again, and a stream of short sessions must not fill the disk.
-    fn stop_and_discard(&self, id: InstanceId) {
-        self.stop_then(id, true);
-    }
-
-    fn stop_then(&self, id: InstanceId, discard_logs: bool) {
         self.state.lock().ids.remove(&id.0);
         if let Some(shared) = self.shared.upgrade() {
             tokio::spawn(async move {
                 let _ = shared.runtime.stop(&id).await;
-                if discard_logs {
-                    shared.runtime.discard_logs(&id).await;
-                }
             });
         }
+    }
+
+    /// Stops the process of a session that ended and deletes its logs (it is never looked
+    /// at again, and a stream of short sessions must not fill the disk); then frees its
+    /// slot — counted in `stopping` until the process is gone, so the pool never runs more
+    /// than `max` — and refills the warm pool.
+    fn give_back(&self, id: InstanceId) {
+        self.state.lock().ids.remove(&id.0);
+        let (Some(shared), Some(pool)) = (self.shared.upgrade(), self.me.upgrade()) else {
+            // The engine is gone: nothing will stop the process, and its slot is free.
+            let mut state = self.state.lock();
+            state.stopping -= 1;
+            state.live -= 1;
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = shared.runtime.stop(&id).await;
+            shared.runtime.discard_logs(&id).await;
+            {
+                let mut state = pool.state.lock();
+                state.stopping -= 1;
+                state.live -= 1;
+            }
+            pool.refill();
+            // An acquire at the cap waits for this slot.
+            pool.warmed.notify_waiters();
+        });
     }
 
     /// No more sessions: stops every process, lent or not, and returns once they are
@@ -252,8 +268,8 @@ impl<R: Runtime + 'static> SessionPool<R> {
     }
 }
 
-/// Gives a process back when its session ends: it is stopped, and the warm pool
-/// refilled.
+/// Gives a process back when its session ends: it is stopped, and once it is gone its
+/// slot is free and the warm pool refilled (never more than `max` processes at once).
 struct Release<R: Runtime + 'static> {
     pool: Weak<SessionPool<R>>,
     id: Option<InstanceId>,
@@ -264,13 +280,16 @@ impl<R: Runtime + 'static> Drop for Release<R> {
         if let (Some(pool), Some(id)) = (self.pool.upgrade(), self.id.take()) {
             let closed = {
                 let mut state = pool.state.lock();
-                state.live -= 1;
+                if state.closed {
+                    state.live -= 1;
+                } else {
+                    state.stopping += 1;
+                }
                 state.closed
             };
             // A closed pool stopped all its processes already; its ids may be reused.
             if !closed {
-                pool.stop_and_discard(id);
-                pool.refill();
+                pool.give_back(id);
             }
         }
     }
@@ -292,8 +311,9 @@ impl<R: Runtime + 'static> SessionProcesses for SessionPool<R> {
                         state.live += 1;
                         state.next += 1;
                         Next::Start(state.next - 1)
-                    } else if state.starting > 0 {
-                        // At the cap, but a warm process is on its way.
+                    } else if state.starting > 0 || state.stopping > 0 {
+                        // At the cap, but a warm process is on its way, or a slot frees
+                        // once a given-back process is gone.
                         Next::Wait
                     } else {
                         return Err(AcquireError::AtCapacity { max: self.max });

@@ -44,6 +44,7 @@ pub struct FakeScript {
     answer_after: Option<Duration>,
     exit_after: Option<Duration>,
     crash_on_check: Option<u32>,
+    stop_takes: Option<Duration>,
 }
 
 impl FakeScript {
@@ -80,6 +81,13 @@ impl FakeScript {
     /// from 1 for each start, instead of answering it.
     pub fn crash_on_check(mut self, nth: u32) -> Self {
         self.crash_on_check = Some(nth);
+        self
+    }
+
+    /// A [`stop`](Runtime::stop) takes `delay` before the instance is gone (a server that
+    /// finishes its work, or ignores its closed stdin until killed).
+    pub fn stop_takes(mut self, delay: Duration) -> Self {
+        self.stop_takes = Some(delay);
         self
     }
 }
@@ -427,6 +435,9 @@ impl Runtime for FakeRuntime {
         let Some(running) = self.inner.instances.lock().remove(id) else {
             return Ok(());
         };
+        if let Some(delay) = self.script_of(&running.spec).stop_takes {
+            tokio::time::sleep(delay).await;
+        }
         let (_, events, _) = FakeRuntime::kill(running).await;
         self.record(FakeRecord::Stopped(id.clone()));
         let _ = events.send(Lifecycle::Stopped);

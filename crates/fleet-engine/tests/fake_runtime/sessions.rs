@@ -62,3 +62,52 @@ servers:
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_given_back_at_the_cap_frees_its_slot_only_once_its_process_is_gone() {
+    let runtime = FakeRuntime::new();
+    // A process takes 5 s to go: long enough for a new session to overlap it if the pool
+    // freed the slot at once.
+    runtime.script(
+        "files",
+        FakeScript::new().stop_takes(Duration::from_secs(5)),
+    );
+    let engine = engine(&runtime);
+    let (desired, plan) = desired(
+        fleet(
+            r#"
+version: 1
+name: sessions
+servers:
+  files:
+    stdio: { command: fake, isolation: per-session, warm: 1, max_sessions: 2 }
+"#,
+        ),
+        1,
+        None,
+    );
+    let outcome = engine.deploy(&desired, &plan).await;
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    let table = engine.routes().borrow().clone();
+    let instance = table.get("files").unwrap()[0].instances[0].id.clone();
+    let Some(fleet_stdio::StdioEndpoint::PerSession(pool)) =
+        engine.stdio_instances().get("files", &instance)
+    else {
+        panic!("`files` has no session pool: {table:#?}");
+    };
+
+    let first = pool.acquire().await.expect("a first session");
+    let _second = pool.acquire().await.expect("a second session");
+    drop(first);
+    let _third = pool
+        .acquire()
+        .await
+        .expect("a session once the given-back process is gone");
+
+    assert_eq!(
+        runtime.most_running_at_once("files-r1-s"),
+        2,
+        "max_sessions 2, even while a given-back process stops: {:#?}",
+        runtime.records()
+    );
+}

@@ -3,10 +3,15 @@
 
 use super::*;
 
-#[tokio::test(start_paused = true)]
-async fn a_per_session_server_starts_a_process_per_session_up_to_max_sessions_and_stops_it_after() {
-    let runtime = FakeRuntime::new();
-    let engine = engine(&runtime);
+/// An engine on `runtime` running `files`, a per-session server (`warm: 1`,
+/// `max_sessions: 2`), and the session pool it registered for the gateway.
+async fn files_pool(
+    runtime: &FakeRuntime,
+) -> (
+    Engine<FakeRuntime>,
+    std::sync::Arc<dyn fleet_stdio::SessionProcesses>,
+) {
+    let engine = engine(runtime);
     let (desired, plan) = desired(
         fleet(
             r#"
@@ -29,6 +34,13 @@ servers:
     else {
         panic!("`files` has no session pool: {table:#?}");
     };
+    (engine, pool)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_session_server_starts_a_process_per_session_up_to_max_sessions_and_stops_it_after() {
+    let runtime = FakeRuntime::new();
+    let (_engine, pool) = files_pool(&runtime).await;
     let sessions =
         |runtime: &FakeRuntime| count(&runtime.records(), |r| started_with(r, "files-r1-s"));
 
@@ -72,29 +84,7 @@ async fn a_session_given_back_at_the_cap_frees_its_slot_only_once_its_process_is
         "files",
         FakeScript::new().stop_takes(Duration::from_secs(5)),
     );
-    let engine = engine(&runtime);
-    let (desired, plan) = desired(
-        fleet(
-            r#"
-version: 1
-name: sessions
-servers:
-  files:
-    stdio: { command: fake, isolation: per-session, warm: 1, max_sessions: 2 }
-"#,
-        ),
-        1,
-        None,
-    );
-    let outcome = engine.deploy(&desired, &plan).await;
-    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
-    let table = engine.routes().borrow().clone();
-    let instance = table.get("files").unwrap()[0].instances[0].id.clone();
-    let Some(fleet_stdio::StdioEndpoint::PerSession(pool)) =
-        engine.stdio_instances().get("files", &instance)
-    else {
-        panic!("`files` has no session pool: {table:#?}");
-    };
+    let (_engine, pool) = files_pool(&runtime).await;
 
     let first = pool.acquire().await.expect("a first session");
     let _second = pool.acquire().await.expect("a second session");

@@ -281,15 +281,6 @@ impl<R: Runtime + 'static> Engine<R> {
         status
     }
 
-    /// Tells the event stream what crash recovery did at start (one line each).
-    pub(crate) fn note_recovery(&self, notes: &[String]) {
-        for note in notes {
-            self.shared
-                .events
-                .emit(EventKind::Recovered, None, None, note.clone());
-        }
-    }
-
     /// Reads canary analysis traffic from `source` (the gateway fronting this engine's
     /// routes). Without one, every analysis interval is inconclusive.
     pub fn watch_traffic(&self, source: Arc<dyn fleet_routes::traffic::TrafficSource>) {

@@ -10,6 +10,7 @@
 
 use crate::Engine;
 use crate::journal::{JournalStep, ServerAction, ServerStep, StepError};
+use crate::report::EventKind;
 use fleet_runtime::Runtime;
 use fleet_spec::model::{OnFailure, ValidFleet};
 use fleet_store::{
@@ -408,10 +409,12 @@ impl<R: Runtime + 'static> Engine<R> {
         fleets: &impl StoredFleets,
     ) -> Result<Recovery, RecoveryError> {
         let recovery = recover(store, given, fleets).await?;
+        // Each line goes to the event stream (which logs it too).
         for note in &recovery.notes {
-            tracing::warn!("recovered: {note}");
+            self.shared
+                .events
+                .emit(EventKind::Recovered, None, None, note.clone());
         }
-        self.note_recovery(&recovery.notes);
         Ok(recovery)
     }
 }

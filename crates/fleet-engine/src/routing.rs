@@ -51,36 +51,40 @@ impl RouteBook {
         instance: &str,
         upstream: Option<Upstream>,
     ) {
+        let Some(upstream) = upstream else {
+            self.route(|routing| {
+                routing
+                    .ready
+                    .get_mut(server)
+                    .and_then(|revisions| revisions.get_mut(&revision))
+                    .is_some_and(|instances| instances.remove(instance).is_some())
+            });
+            self.stdio.remove(server, instance);
+            return;
+        };
+        let (route, stdio_changed) = match upstream {
+            Upstream::Http(url) => (Instance::http(instance, url), false),
+            Upstream::Stdio(endpoint) => {
+                let route = match endpoint {
+                    StdioEndpoint::Shared(_) => Instance::stdio(instance),
+                    StdioEndpoint::PerSession(_) => Instance::stdio_per_session(instance),
+                };
+                // A new process behind the same id (a restart) changes no route, but the
+                // gateway must compile the table again to find the new link.
+                let previous = self.stdio.insert(server, instance, endpoint.clone());
+                (route, previous.as_ref() != Some(&endpoint))
+            }
+        };
         self.route(|routing| {
-            let instances = routing
+            let previous = routing
                 .ready
                 .entry(server.to_string())
                 .or_default()
                 .entry(revision)
-                .or_default();
-            let Some(upstream) = upstream else {
-                return instances.remove(instance).is_some();
-            };
-            let (route, stdio_changed) = match upstream {
-                Upstream::Http(url) => (Instance::http(instance, url), false),
-                Upstream::Stdio(endpoint) => {
-                    let route = match endpoint {
-                        StdioEndpoint::Shared(_) => Instance::stdio(instance),
-                        StdioEndpoint::PerSession(_) => Instance::stdio_per_session(instance),
-                    };
-                    // A new process behind the same id (a restart) changes no route, but
-                    // the gateway must compile the table again to find the new link.
-                    let changed = self.stdio.get(server, instance).as_ref() != Some(&endpoint);
-                    self.stdio.insert(server, instance, endpoint);
-                    (route, changed)
-                }
-            };
-            let previous = instances.insert(instance.to_string(), route.clone());
+                .or_default()
+                .insert(instance.to_string(), route.clone());
             stdio_changed || previous.as_ref() != Some(&route)
         });
-        if !self.routing.lock().is_ready(server, revision, instance) {
-            self.stdio.remove(server, instance);
-        }
     }
 
     /// Sets how `server`'s new sessions are shared between its revisions, all at once (an
@@ -167,14 +171,6 @@ struct Routing {
 }
 
 impl Routing {
-    /// Whether `server`'s `revision` has `instance` among its ready instances.
-    fn is_ready(&self, server: &str, revision: u64, instance: &str) -> bool {
-        self.ready
-            .get(server)
-            .and_then(|r| r.get(&revision))
-            .is_some_and(|i| i.contains_key(instance))
-    }
-
     /// The gateway's table: every server with weights, each revision with its ready
     /// instances.
     fn table(&self, left_out: &BTreeSet<String>) -> Result<RouteTable, Vec<RouteTableError>> {

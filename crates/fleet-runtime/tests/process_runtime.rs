@@ -747,6 +747,25 @@ fn write_pidfile(state_dir: &Path, name: &str, pid: u32, start_time_ticks: u64) 
     std::fs::write(path, serde_json::to_vec(&record).unwrap()).unwrap();
 }
 
+/// A `sleep 1000` leading a process group of its own.
+fn sleeper() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+/// A live process unrelated to any instance, and a pidfile `name` naming its PID with
+/// another start time (as when the PID was reused); the process, its PID and start time.
+fn under_a_stale_pidfile(state_dir: &Path, name: &str) -> (std::process::Child, u32, u64) {
+    let process = sleeper();
+    let pid = process.id();
+    let start = stat(pid).unwrap().2;
+    write_pidfile(state_dir, name, pid, start + 12_345);
+    (process, pid, start)
+}
+
 #[tokio::test]
 async fn discover_finds_what_another_control_plane_left_running_and_touches_nothing() {
     let dir = TempDir::new("discover");
@@ -759,11 +778,7 @@ async fn discover_finds_what_another_control_plane_left_running_and_touches_noth
     let left_pid = expect_running(next(&mut left.events).await);
 
     // A pidfile whose process has exited since.
-    let mut exited = std::process::Command::new("sleep")
-        .arg("1000")
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut exited = sleeper();
     let exited_pid = exited.id();
     write_pidfile(
         dir.path(),
@@ -774,19 +789,7 @@ async fn discover_finds_what_another_control_plane_left_running_and_touches_noth
     exited.kill().unwrap();
     exited.wait().unwrap();
     // A pidfile whose PID now belongs to an unrelated process (another start time).
-    let mut unrelated = std::process::Command::new("sleep")
-        .arg("1000")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let unrelated_pid = unrelated.id();
-    let unrelated_start = stat(unrelated_pid).unwrap().2;
-    write_pidfile(
-        dir.path(),
-        "reused-r1-1",
-        unrelated_pid,
-        unrelated_start + 12_345,
-    );
+    let (mut unrelated, unrelated_pid, _) = under_a_stale_pidfile(dir.path(), "reused-r1-1");
     std::fs::write(dir.path().join("run/garbage.json"), b"{ not json").unwrap();
 
     assert_eq!(
@@ -848,19 +851,8 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     write_pidfile(dir.path(), "orphans-r1-1", orphaning_pid, orphaning_start);
 
     // A live, unrelated process whose PID a stale pidfile names, with another start time.
-    let mut unrelated = std::process::Command::new("sleep")
-        .arg("1000")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let unrelated_pid = unrelated.id();
-    let unrelated_start = stat(unrelated_pid).unwrap().2;
-    write_pidfile(
-        dir.path(),
-        "stale-r1-1",
-        unrelated_pid,
-        unrelated_start + 12_345,
-    );
+    let (mut unrelated, unrelated_pid, unrelated_start) =
+        under_a_stale_pidfile(dir.path(), "stale-r1-1");
 
     std::fs::write(dir.path().join("run/garbage.json"), b"{ not json").unwrap();
 

@@ -54,11 +54,16 @@ impl StdioInstances {
         Self::default()
     }
 
-    /// Registers (or replaces) how `server`'s `instance` is reached.
-    pub fn insert(&self, server: &str, instance: &str, endpoint: StdioEndpoint) {
+    /// Registers (or replaces) how `server`'s `instance` is reached; what it replaced.
+    pub fn insert(
+        &self,
+        server: &str,
+        instance: &str,
+        endpoint: StdioEndpoint,
+    ) -> Option<StdioEndpoint> {
         self.by_id
             .write()
-            .insert((server.to_owned(), instance.to_owned()), endpoint);
+            .insert((server.to_owned(), instance.to_owned()), endpoint)
     }
 
     /// Forgets `server`'s `instance`.

@@ -246,25 +246,11 @@ fn compile_instance(
     stdio: &StdioInstances,
 ) -> Option<Arc<Instance>> {
     let id = instance.id.as_str();
-    let kind = match (&instance.address, stdio.get(server, id)) {
+    let kind = match &instance.address {
         // RouteTable::new validated the URL; a failure here is unreachable in practice.
-        (Address::Http { url }, _) => Kind::Http(parse_http_url(url).ok()?),
-        (Address::Stdio, Some(StdioEndpoint::Shared(link))) => Kind::Stdio(link),
-        (Address::StdioPerSession, Some(StdioEndpoint::PerSession(processes))) => {
-            Kind::StdioPerSession(processes)
-        }
-        (address, found) => {
-            tracing::warn!(
-                "`{server}` instance `{id}`: the route table says {address:?}, the stdio \
-                 registry has {}; left out",
-                if found.is_some() {
-                    "another kind"
-                } else {
-                    "nothing"
-                }
-            );
-            return None;
-        }
+        Address::Http { url } => Kind::Http(parse_http_url(url).ok()?),
+        // Only stdio instances are in the registry: an HTTP one costs no lookup.
+        address => stdio_kind(server, id, address, stdio)?,
     };
     let reused = old.and_then(|server| {
         server
@@ -283,6 +269,29 @@ fn compile_instance(
         },
         Arc::clone,
     ))
+}
+
+/// The registered stdio endpoint of `server`'s instance `id`, when it is the kind
+/// `address` says; else `None`, with a warning.
+fn stdio_kind(server: &str, id: &str, address: &Address, stdio: &StdioInstances) -> Option<Kind> {
+    match (address, stdio.get(server, id)) {
+        (Address::Stdio, Some(StdioEndpoint::Shared(link))) => Some(Kind::Stdio(link)),
+        (Address::StdioPerSession, Some(StdioEndpoint::PerSession(processes))) => {
+            Some(Kind::StdioPerSession(processes))
+        }
+        (address, found) => {
+            tracing::warn!(
+                "`{server}` instance `{id}`: the route table says {address:?}, the stdio \
+                 registry has {}; left out",
+                if found.is_some() {
+                    "another kind"
+                } else {
+                    "nothing"
+                }
+            );
+            None
+        }
+    }
 }
 
 /// Follows the route-table channel; compiles a new table lazily, on the first

@@ -568,13 +568,14 @@ async fn forward(
         Framing::Sse => Scan::Sse(SseScan::default()),
         Framing::Json => Scan::Json(JsonScan::new(shared.config.max_response_bytes)),
     });
+    let now = tokio::time::Instant::now();
     let mut relay = Relay {
         inner: incoming,
         framing,
         // A request's answer must not hang on a stuck upstream; a GET stream may be
         // quiet for as long as the client keeps it.
         silence: is_request.then_some(upstream_timeout),
-        heard: tokio::time::Instant::now(),
+        heard: now,
         failure_id: is_request.then_some(id).flatten(),
         pending,
         scan,
@@ -583,7 +584,7 @@ async fn forward(
         mrtr_seen: false,
         _guard: Some(guard),
         held: Gathered::default(),
-        hold_until: is_request.then(|| tokio::time::Instant::now() + HOLD),
+        hold_until: is_request.then(|| now + HOLD),
         timer: None,
         handed_over: true,
         relayed: false,
@@ -848,7 +849,6 @@ impl Relay {
         // Everything the upstream has already sent goes out in one write: an answer's
         // events and the stream's end often arrive together, and every separate frame
         // costs the client (and the gateway) a wake-up and a system call.
-        let mut gathered = std::mem::take(&mut self.held);
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => break,
@@ -864,7 +864,7 @@ impl Relay {
                         }
                         self.mrtr_seen |=
                             self.pins.is_some() && pins::mentions_input_required(&data);
-                        if gathered.push(data) >= GATHER_LIMIT {
+                        if self.held.push(data) >= GATHER_LIMIT {
                             break;
                         }
                     }
@@ -875,12 +875,11 @@ impl Relay {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     tracing::debug!(%error, "upstream broke an answer");
-                    self.fail(UpstreamFailure::Broken, &mut gathered);
+                    self.fail(UpstreamFailure::Broken);
                     break;
                 }
             }
         }
-        self.held = gathered;
         // An MRTR state is pinned before the client can read it and retry.
         if self.mrtr_seen
             && self.pins.is_some()
@@ -928,9 +927,7 @@ impl Relay {
                     .silence_deadline()
                     .is_some_and(|limit| limit <= deadline)
             {
-                let mut gathered = std::mem::take(&mut self.held);
-                self.fail(UpstreamFailure::Timeout, &mut gathered);
-                self.held = gathered;
+                self.fail(UpstreamFailure::Timeout);
             }
         }
     }
@@ -956,18 +953,18 @@ impl Relay {
 
     /// The upstream failed: ends the answer, with the request's error where the framing
     /// has room for it.
-    fn fail(&mut self, kind: UpstreamFailure, gathered: &mut Gathered) {
+    fn fail(&mut self, kind: UpstreamFailure) {
         self.finish(Some(Outcome::TransportError));
         let id = self.failure_id.take();
         let for_a_request = id.is_some();
         let error = GatewayError::Upstream { kind, id };
         match self.framing {
             Framing::Sse if for_a_request => {
-                gathered.push(sse_event(&error.json_rpc_body()));
+                self.held.push(sse_event(&error.json_rpc_body()));
             }
             Framing::Sse => {}
-            Framing::Json if !self.relayed && gathered.is_empty() => {
-                gathered.push(Bytes::from(error.json_rpc_body()));
+            Framing::Json if !self.relayed && self.held.is_empty() => {
+                self.held.push(Bytes::from(error.json_rpc_body()));
             }
             Framing::Json => self.cut = true,
         }

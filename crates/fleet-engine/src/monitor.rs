@@ -9,7 +9,7 @@ use crate::{EngineError, Release, STOP_GRACE, Shared};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
-use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
+use fleet_runtime::{InstanceIo, InstanceSpec, Launch, Lifecycle, Reach, Runtime, StdioAttachment};
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
@@ -256,18 +256,20 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             id: runtime_id,
             server: server.name.clone(),
             revision,
-            program: resolve_program(&program, &fleet.base_dir),
+            launch: Launch::Process {
+                program: resolve_program(&program, &fleet.base_dir),
+                cwd: command
+                    .cwd
+                    .as_ref()
+                    .map(|c| render(c).map(|c| fleet.base_dir.join(c)))
+                    .transpose()?,
+            },
             args: command.args.iter().map(&render).collect::<Result<_, _>>()?,
             env: command
                 .env
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), render(v)?)))
                 .collect::<Result<_, EngineError>>()?,
-            cwd: command
-                .cwd
-                .as_ref()
-                .map(|c| render(c).map(|c| fleet.base_dir.join(c)))
-                .transpose()?,
             // Only an http server has a port (a remote one has returned above).
             io: match port {
                 Some(port) => InstanceIo::Listen { port },

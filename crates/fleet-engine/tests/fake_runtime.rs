@@ -343,7 +343,7 @@ servers:
 
 #[tokio::test(start_paused = true)]
 async fn the_fakes_restart_of_an_instance_backing_off_does_nothing() {
-    use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Runtime as _};
+    use fleet_runtime::{InstanceIo, InstanceSpec, Launch, Lifecycle, Runtime as _};
     use fleet_spec::model::{Restart, RestartPolicyKind};
 
     let runtime = FakeRuntime::new();
@@ -356,10 +356,12 @@ async fn the_fakes_restart_of_an_instance_backing_off_does_nothing() {
         id: id.clone(),
         server: "flaky".to_owned(),
         revision: 1,
-        program: "fake".to_owned(),
+        launch: Launch::Process {
+            program: "fake".to_owned(),
+            cwd: None,
+        },
         args: Vec::new(),
         env: Vec::new(),
-        cwd: None,
         io: InstanceIo::Stdio,
         restart: Restart {
             policy: RestartPolicyKind::Always,

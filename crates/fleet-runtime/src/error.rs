@@ -13,6 +13,16 @@ pub enum StartError {
         problem: &'static str,
     },
 
+    /// The spec asks for what another runtime runs (a container given to the process
+    /// runtime, or the other way round).
+    #[error("instance `{id}` runs {launch}, which the {runtime} runtime cannot start")]
+    WrongRuntime {
+        id: InstanceId,
+        /// [`Launch::kind`](crate::Launch::kind).
+        launch: &'static str,
+        runtime: &'static str,
+    },
+
     /// An instance with this id is already supervised.
     #[error("instance `{id}` is already running; stop it first or use another id")]
     AlreadyRunning { id: InstanceId },

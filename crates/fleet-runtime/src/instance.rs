@@ -62,15 +62,15 @@ pub struct InstanceSpec {
     pub id: InstanceId,
     pub server: String,
     pub revision: u64,
-    /// A path (absolute, or relative to `cwd` when it contains a `/`) or a bare name looked
-    /// up on the instance's `PATH`.
-    pub program: String,
+    /// What runs: a local program or an image.
+    pub launch: Launch,
+    /// The program's arguments (for an image: its command, replacing the image's CMD when
+    /// not empty).
     pub args: Vec<String>,
-    /// Added to (and overriding) the small inherited environment; see
-    /// [`process::INHERITED_ENV`](crate::process::INHERITED_ENV).
+    /// For a process, added to (and overriding) the small inherited environment (see
+    /// [`process::INHERITED_ENV`](crate::process::INHERITED_ENV)); for a container, added to
+    /// the image's.
     pub env: Vec<(String, String)>,
-    /// Working directory; `None` = the control plane's.
-    pub cwd: Option<PathBuf>,
     pub io: InstanceIo,
     pub restart: Restart,
     /// How long a stopping instance gets after SIGTERM before SIGKILL.
@@ -84,14 +84,102 @@ impl std::fmt::Debug for InstanceSpec {
             .field("id", &self.id)
             .field("server", &self.server)
             .field("revision", &self.revision)
-            .field("program", &self.program)
+            .field("launch", &self.launch)
             .field("args", &format_args!("[{} arguments]", self.args.len()))
             .field("env", &env_names)
-            .field("cwd", &self.cwd)
             .field("io", &self.io)
             .field("stop_grace", &self.stop_grace)
             .finish_non_exhaustive()
     }
+}
+
+/// What an instance runs. Each runtime starts one kind and refuses the other
+/// ([`StartError::WrongRuntime`](crate::StartError::WrongRuntime)).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launch {
+    /// A local process.
+    Process {
+        /// A path (absolute, or relative to `cwd` when it contains a `/`) or a bare name
+        /// looked up on the instance's `PATH`.
+        program: String,
+        /// Working directory; `None` = the control plane's.
+        cwd: Option<PathBuf>,
+    },
+    /// A container, run by a container engine.
+    Container(ContainerLaunch),
+}
+
+impl Launch {
+    /// What runs, for messages: "a process" or "a container".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Launch::Process { .. } => "a process",
+            Launch::Container(_) => "a container",
+        }
+    }
+}
+
+/// A container: its image and how it is confined. Holds no secret (those travel in the
+/// spec's `env`), so its `Debug` shows everything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerLaunch {
+    /// An image reference: `name:tag`, `name@sha256:…` or an image id.
+    pub image: String,
+    /// Replaces the image's entrypoint; `None` keeps it.
+    pub entrypoint: Option<String>,
+    /// Working directory inside the container; `None` = the image's.
+    pub workdir: Option<String>,
+    /// `user[:group]` inside the container; `None` = the image's user unless that is root
+    /// or unset, then `65534:65534` (nobody).
+    pub user: Option<String>,
+    pub network: ContainerNetwork,
+    pub resources: ContainerResources,
+    pub volumes: Vec<ContainerVolume>,
+    /// A read-only root filesystem (a tmpfs `/tmp` stays writable).
+    pub read_only_root: bool,
+    pub pull: PullPolicy,
+}
+
+/// The network a container joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerNetwork {
+    /// None at all: only loopback inside the container.
+    None,
+    /// The engine's default bridge network.
+    Bridge,
+    /// A network by name, created beforehand.
+    Named(String),
+}
+
+/// Limits on what a container may use; `None` = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ContainerResources {
+    /// CPUs, fractions allowed.
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u32>,
+}
+
+/// A host path or a named volume mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerVolume {
+    /// An absolute host path, or a volume name.
+    pub source: String,
+    /// An absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// When an image is pulled from its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Never: a missing image is an error.
+    Never,
+    /// When the engine does not have it.
+    IfMissing,
+    /// Before every start.
+    Always,
 }
 
 /// How the instance is reached, which decides what its stdin and stdout are for.
@@ -351,10 +439,12 @@ mod tests {
             id: InstanceId::from("web-r1-1"),
             server: "web".into(),
             revision: 1,
-            program: "server".into(),
+            launch: Launch::Process {
+                program: "server".into(),
+                cwd: None,
+            },
             args: vec!["--token".into(), "s3cr3t-arg".into()],
             env: vec![("API_KEY".into(), "s3cr3t-env".into())],
-            cwd: None,
             io: InstanceIo::Logged,
             restart: Restart {
                 policy: RestartPolicyKind::Never,

@@ -23,8 +23,9 @@ pub mod process;
 
 pub use error::{RuntimeError, StartError};
 pub use instance::{
-    Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
-    InstanceState, InstanceStatus, Lifecycle, Reach, ReapOutcome, Reaped, StdioAttachment,
+    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerVolume, Discovered, ExitInfo,
+    Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
+    Launch, Lifecycle, PullPolicy, Reach, ReapOutcome, Reaped, StdioAttachment,
 };
 pub use process::{LogRotation, ProcessRuntime};
 

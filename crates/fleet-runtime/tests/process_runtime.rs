@@ -6,10 +6,13 @@
 
 use fleet_runtime::process::{Pidfile, follow_log, log_path, pidfile_path, rotated_log_path};
 use fleet_runtime::{
+    ContainerLaunch, ContainerNetwork, ContainerResources, Launch, LogRotation, ProcessRuntime,
+    PullPolicy, ReapOutcome,
+};
+use fleet_runtime::{
     Discovered, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Lifecycle,
     Reach, Runtime, StartError,
 };
-use fleet_runtime::{LogRotation, ProcessRuntime, ReapOutcome};
 use fleet_spec::model::{Restart, RestartPolicyKind};
 use fleet_testkit::{TempDir, wait_until};
 use futures::{Stream, StreamExt};
@@ -48,14 +51,24 @@ fn spec(id: &str, program: &str, args: &[&str]) -> InstanceSpec {
         id: InstanceId(id.to_owned()),
         server: id.split('-').next().unwrap_or(id).to_owned(),
         revision: 1,
-        program: program.to_owned(),
+        launch: Launch::Process {
+            program: program.to_owned(),
+            cwd: None,
+        },
         args: args.iter().map(|&a| a.to_owned()).collect(),
         env: Vec::new(),
-        cwd: None,
         io: InstanceIo::Logged,
         restart: restart(RestartPolicyKind::Never),
         stop_grace: Duration::from_secs(5),
     }
+}
+
+/// `spec` run in `cwd`.
+fn in_dir(mut spec: InstanceSpec, cwd: std::path::PathBuf) -> InstanceSpec {
+    if let Launch::Process { cwd: dir, .. } = &mut spec.launch {
+        *dir = Some(cwd);
+    }
+    spec
 }
 
 fn expect_running(event: Lifecycle) -> u32 {
@@ -397,6 +410,31 @@ async fn on_failure_does_not_restart_a_clean_exit_but_always_does() {
 }
 
 #[tokio::test]
+async fn a_container_spec_is_refused_and_nothing_runs() {
+    let dir = TempDir::new("wrongrt");
+    let runtime = ProcessRuntime::new(dir.path());
+    let mut s = spec("box-r1-1", "sleep", &["1000"]);
+    s.launch = Launch::Container(ContainerLaunch {
+        image: "localhost/box:1".into(),
+        entrypoint: None,
+        workdir: None,
+        user: None,
+        network: ContainerNetwork::None,
+        resources: ContainerResources::default(),
+        volumes: Vec::new(),
+        read_only_root: true,
+        pull: PullPolicy::Never,
+    });
+    let err = runtime.start(s).await.unwrap_err();
+    assert!(matches!(err, StartError::WrongRuntime { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "instance `box-r1-1` runs a container, which the process runtime cannot start"
+    );
+    assert!(runtime.statuses().is_empty());
+}
+
+#[tokio::test]
 async fn spawn_errors_name_the_program_or_directory() {
     let dir = TempDir::new("spawnfail");
     let runtime = ProcessRuntime::new(dir.path());
@@ -423,8 +461,10 @@ async fn spawn_errors_name_the_program_or_directory() {
         "{err}"
     );
 
-    let mut s = spec("a-r1-1", "sleep", &["1000"]);
-    s.cwd = Some(dir.path().join("missing"));
+    let s = in_dir(
+        spec("a-r1-1", "sleep", &["1000"]),
+        dir.path().join("missing"),
+    );
     let err = runtime.start(s).await.unwrap_err();
     assert!(matches!(err, StartError::CwdMissing { .. }));
     let message = err.to_string();
@@ -694,9 +734,8 @@ async fn stopping_a_stdio_instance_whose_stdin_is_open_signals_after_half_the_gr
 async fn environment_is_minimal_plus_the_spec() {
     let dir = TempDir::new("env");
     let runtime = ProcessRuntime::new(dir.path());
-    let mut s = spec("env-r1-1", "env", &[]);
+    let mut s = in_dir(spec("env-r1-1", "env", &[]), dir.path().to_owned());
     s.env = vec![("MCP_TOKEN".into(), "t0k3n".into())];
-    s.cwd = Some(dir.path().to_owned());
     let mut instance = runtime.start(s).await.unwrap();
     expect_running(next(&mut instance.events).await);
     assert!(matches!(

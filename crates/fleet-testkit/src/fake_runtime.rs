@@ -402,7 +402,7 @@ impl Runtime for FakeRuntime {
     async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
         if self.script_of(&spec).fail_to_start {
             return Err(StartError::Spawn {
-                program: spec.program.clone(),
+                program: format!("{:?}", spec.launch),
                 source: std::io::Error::other("the fake runtime was scripted to fail this start"),
             });
         }

@@ -6,7 +6,7 @@ use super::pidfile::Pidfile;
 use super::procfs;
 use crate::error::StartError;
 use crate::instance::{
-    InstanceHandle, InstanceIo, InstanceSpec, Lifecycle, Reach, StdioAttachment,
+    InstanceHandle, InstanceIo, InstanceSpec, Launch, Lifecycle, Reach, StdioAttachment,
 };
 use nix::sys::signal::Signal;
 use std::ffi::OsStr;
@@ -152,8 +152,15 @@ pub(crate) async fn spawn(
         .iter()
         .find(|(n, _)| n == "PATH")
         .map(|(_, v)| v.as_str());
-    let cwd = check_cwd(spec.cwd.as_deref())?;
-    let program = resolve_program(&spec.program, cwd.as_deref(), path_var)?;
+    let Launch::Process { program, cwd } = &spec.launch else {
+        return Err(StartError::WrongRuntime {
+            id: spec.id.clone(),
+            launch: spec.launch.kind(),
+            runtime: "process",
+        });
+    };
+    let cwd = check_cwd(cwd.as_deref())?;
+    let program = resolve_program(program, cwd.as_deref(), path_var)?;
 
     let mut command = Command::new(&program);
     command

@@ -3,7 +3,8 @@
 //!
 //! - `schema [--check]`  write (or verify) schema/mcpfleet.schema.json from the Rust types
 //! - `peers`             install the third-party MCP servers the interop tests use
-//!   (Node 22, npm and PyPI packages) into target/peers
+//!   (Node 22, npm and PyPI packages) into target/peers, and Podman (Debian packages) for
+//!   the container tests
 //! - `ci`                the whole CI gate: peers, fmt, clippy, schema, tests, benchmark smoke
 //! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
 //!   generated fleet with the release binary; writes bench-results/validate.json
@@ -25,6 +26,7 @@ mod bench_rollout;
 mod bench_soak;
 mod debian;
 mod peers;
+mod podman;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -37,7 +39,7 @@ fn main() -> Result<()> {
         ["schema"] => schema(false),
         ["schema", "--check"] => schema(true),
         ["ci"] => ci(),
-        ["peers"] => peers::install(),
+        ["peers"] => install_test_peers(),
         ["bench", "validate", rest @ ..] => bench::validate(rest),
         ["bench", "up", rest @ ..] => bench::up(rest),
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
@@ -96,9 +98,15 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Everything the tests run besides our own binaries: the MCP peers and Podman.
+fn install_test_peers() -> Result<()> {
+    peers::install()?;
+    podman::install()
+}
+
 /// The CI gate. Everything is built once in the dev profile and reused by every step.
 fn ci() -> Result<()> {
-    peers::install()?;
+    install_test_peers()?;
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
         "cargo",

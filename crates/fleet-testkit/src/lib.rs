@@ -3,7 +3,8 @@
 //! needs (locating that binary, free ports, scratch directories, waiting on a
 //! condition with a deadline, TLS fixtures) — and [`fake_runtime`], the fake of
 //! fleet-runtime's `Runtime` the engine's unit tests run on, and [`fake_traffic`], the
-//! traffic counters their canaries are judged on.
+//! traffic counters their canaries are judged on, and [`podman`], what the container tests
+//! share (the API service, sample-server images, cleanup by label).
 //!
 //! It deliberately holds no production logic; nothing outside tests and
 //! benchmarks may depend on it.
@@ -11,6 +12,7 @@
 pub mod fake_runtime;
 pub mod fake_traffic;
 mod harness;
+pub mod podman;
 pub mod sample_server;
 mod tls;
 

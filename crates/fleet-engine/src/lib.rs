@@ -37,7 +37,7 @@ use events::EventBus;
 use fleet_plan::{Change, Plan};
 use fleet_routes::table::RouteTable;
 use fleet_runtime::Runtime;
-use fleet_spec::model::{Condition, OnFailure, Server, Transport, ValidFleet};
+use fleet_spec::model::{Condition, Executable, OnFailure, Server, Transport, ValidFleet};
 use fleet_spec::template::Host;
 use fleet_stdio::StdioInstances;
 use instance_id::InstanceId;
@@ -872,17 +872,25 @@ fn describe_start(server: &Server, revision: u64) -> String {
     match &server.transport {
         Transport::Stdio { command, .. } => {
             format!(
-                "starting `{}` (stdio), revision {revision}",
-                command.command.shown
+                "starting {} (stdio), revision {revision}",
+                describe_executable(&command.executable)
             )
         }
         Transport::Http { command, .. } => {
             format!(
-                "starting `{}` (http), revision {revision}",
-                command.command.shown
+                "starting {} (http), revision {revision}",
+                describe_executable(&command.executable)
             )
         }
         Transport::Remote { url, .. } => format!("checking {}, revision {revision}", url.shown),
+    }
+}
+
+/// What runs, for people: `` `npx` `` or `` image `ghcr.io/org/files:1.2` ``.
+fn describe_executable(executable: &Executable) -> String {
+    match executable {
+        Executable::Program { command } => format!("`{}`", command.shown),
+        Executable::Image { image, .. } => format!("image `{}`", image.shown),
     }
 }
 

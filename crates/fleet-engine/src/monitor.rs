@@ -10,7 +10,7 @@ use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
 use fleet_runtime::{InstanceIo, InstanceSpec, Launch, Lifecycle, Reach, Runtime, StdioAttachment};
-use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
+use fleet_spec::model::{Cadence, CheckProbe, Era, Executable, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
 use parking_lot::Mutex;
@@ -251,7 +251,15 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             tokio::spawn(monitor.clone().watch_remote());
             return Ok(monitor);
         };
-        let program = render(&command.command)?;
+        let program = match &command.executable {
+            Executable::Program { command } => render(command)?,
+            Executable::Image { .. } => {
+                return Err(EngineError::Spawn(format!(
+                    "server `{}` runs from an image; this build cannot run containers yet",
+                    server.name
+                )));
+            }
+        };
         let spec = InstanceSpec {
             id: runtime_id,
             server: server.name.clone(),

@@ -6,7 +6,7 @@
 //! logs never contain a secret value.
 
 use crate::diag::Span;
-pub use crate::raw::{Condition, Era, OnAbort, OnFailure, RestartPolicyKind, Strategy};
+pub use crate::raw::{Condition, Era, OnAbort, OnFailure, Pull, RestartPolicyKind, Strategy};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -203,12 +203,109 @@ impl Default for Isolation {
 /// An argv array with its environment. Never run through a shell.
 #[derive(Debug, Clone, Serialize)]
 pub struct Command {
-    pub command: Text,
+    /// Flattened so that a local program serializes exactly as it did before images
+    /// existed (`"command": …, "args": …`): plan hashes of stored revisions are computed
+    /// from this form, and a changed form would make every server look changed.
+    #[serde(flatten)]
+    pub executable: Executable,
     pub args: Vec<Text>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, Text>,
+    /// For a program, relative to the fleet file; for an image, an absolute path inside
+    /// the container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<Text>,
+}
+
+/// What runs: a local program or a container image.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Executable {
+    /// A local program: a path or a name on PATH.
+    Program { command: Text },
+    /// An image the container engine runs; `command` replaces its entrypoint.
+    Image {
+        image: Text,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        command: Option<Text>,
+        container: Container,
+    },
+}
+
+/// How an image server's container runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Container {
+    /// `None`: the image's user, or nobody when that is root or unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub network: ContainerNetwork,
+    pub resources: Resources,
+    pub volumes: Vec<Volume>,
+    /// The root filesystem is read-only (`/tmp` stays writable).
+    pub read_only: bool,
+    pub pull: Pull,
+}
+
+/// The network a container joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerNetwork {
+    /// No network at all (loopback only).
+    None,
+    /// The container engine's default bridge.
+    Bridge,
+    /// A network the container engine knows by this name.
+    Named(String),
+}
+
+impl Serialize for ContainerNetwork {
+    /// As the file writes it: `none`, `bridge` or the name.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            ContainerNetwork::None => "none",
+            ContainerNetwork::Bridge => "bridge",
+            ContainerNetwork::Named(name) => name,
+        })
+    }
+}
+
+/// Limits on a container; `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Resources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+/// A mount into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub source: VolumeSource,
+    /// An absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What a volume mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A host path, absolute (resolved against the fleet file's directory).
+    Path(PathBuf),
+    /// A volume the container engine manages, by name.
+    Named(String),
+}
+
+impl Serialize for VolumeSource {
+    /// The path or the name, as one string (a path always starts with `/`).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            VolumeSource::Path(path) => path.serialize(s),
+            VolumeSource::Named(name) => s.serialize_str(name),
+        }
+    }
 }
 
 /// A templated string: what was written, and what may be shown.

@@ -199,7 +199,8 @@ pub struct RawDefaults {
     pub on_failure: Option<Spanned<OnFailure>>,
 }
 
-/// One MCP server. Exactly one of `stdio`, `http` or `remote`.
+/// One MCP server. Exactly one of `stdio`, `http` or `remote`; `stdio` and `http` run either
+/// a local program (`command`) or a container (`image`).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Server")]
@@ -210,6 +211,9 @@ pub struct RawServer {
     pub http: Option<Spanned<RawHttp>>,
     /// A server someone else runs: proxied and health-checked, never started.
     pub remote: Option<Spanned<RawRemote>>,
+    /// How the container of an `image:` server runs; only for a `stdio` or `http` server
+    /// with `image`.
+    pub container: Option<Spanned<RawContainer>>,
     /// Servers that must be ready (or started) before this one starts.
     pub depends_on: Option<Spanned<RawDependsOn>>,
     /// Order within a dependency wave: higher starts first. Default 0.
@@ -238,12 +242,19 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Stdio")]
 pub struct RawStdio {
-    pub command: Spanned<String>,
+    /// The program to run: a path (relative to the fleet file) or a name on `PATH`. With
+    /// `image`, the program inside the container that replaces the image's entrypoint.
+    pub command: Option<Spanned<String>>,
+    /// A container image to run instead of a local program (`name:tag`, `name@sha256:…`);
+    /// its settings are in the server's `container:` block.
+    pub image: Option<Spanned<String>>,
+    /// Arguments; with `image`, they replace the image's `CMD`.
     #[serde(default)]
     pub args: Vec<Spanned<String>>,
     #[serde(default)]
     pub env: Named<Spanned<String>>,
-    /// Working directory, relative to the fleet file.
+    /// Working directory, relative to the fleet file; with `image`, an absolute path inside
+    /// the container.
     pub cwd: Option<Spanned<String>>,
     /// `per-session` (default): every client session gets its own process. `shared`:
     /// `replicas` long-lived processes that every session uses.
@@ -275,16 +286,100 @@ pub enum IsolationMode {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Http")]
 pub struct RawHttp {
-    pub command: Spanned<String>,
+    /// The program to run: a path (relative to the fleet file) or a name on `PATH`. With
+    /// `image`, the program inside the container that replaces the image's entrypoint.
+    pub command: Option<Spanned<String>>,
+    /// A container image to run instead of a local program (`name:tag`, `name@sha256:…`);
+    /// its settings are in the server's `container:` block.
+    pub image: Option<Spanned<String>>,
+    /// Arguments; with `image`, they replace the image's `CMD`.
     #[serde(default)]
     pub args: Vec<Spanned<String>>,
     #[serde(default)]
     pub env: Named<Spanned<String>>,
+    /// Working directory, relative to the fleet file; with `image`, an absolute path inside
+    /// the container.
     pub cwd: Option<Spanned<String>>,
     /// Path of the MCP endpoint on the server. Default `/mcp`.
     pub path: Option<Spanned<String>>,
-    /// A fixed port instead of an allocated one (then only one replica can run).
+    /// A fixed port instead of an allocated one (then only one replica of a local program
+    /// can run). With `image`: the port the server listens on inside the container, which
+    /// is published on a loopback port mcpfleet picks.
     pub port: Option<Spanned<u16>>,
+}
+
+/// How an `image:` server's container runs. Every key is optional.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Container")]
+pub struct RawContainer {
+    /// `USER`, `UID` or `UID:GID` to run as. Default: the image's user, or `65534:65534`
+    /// (nobody) when that is root or unset.
+    pub user: Option<Spanned<String>>,
+    /// `none` (no network), `bridge` (the engine's default bridge) or the name of a network
+    /// the container engine knows. Default `none` for stdio, `bridge` for http (its port
+    /// is published on 127.0.0.1).
+    pub network: Option<Spanned<String>>,
+    /// Limits on the container's CPU, memory and processes. Default: none.
+    pub resources: Option<Spanned<RawResources>>,
+    /// Mounts, `SOURCE:TARGET` or `SOURCE:TARGET:ro|rw` (default `rw`). SOURCE is a host
+    /// path (starting with `/`, `./`, `../` or `~/`; relative to the fleet file) or a
+    /// named volume; TARGET is an absolute path in the container.
+    pub volumes: Option<Vec<Spanned<String>>>,
+    /// Whether the root filesystem is read-only (`/tmp` is a writable tmpfs either way).
+    /// Default true.
+    pub read_only: Option<Spanned<bool>>,
+    /// When the image is pulled: `never`, `if-missing` (default) or `always`.
+    pub pull: Option<Spanned<Pull>>,
+}
+
+/// Limits on a container.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Resources")]
+pub struct RawResources {
+    /// CPUs the container may use, above 0; fractions allowed (`0.5`).
+    pub cpus: Option<Spanned<f64>>,
+    /// Memory limit: bytes, or a number with `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024) or
+    /// `K`, `M`, `G`, `T` (powers of 1000): `256Mi`, `1G`.
+    pub memory: Option<Spanned<MemoryText>>,
+    /// Most processes (and threads) at once, at least 1.
+    #[schemars(range(min = 1))]
+    pub pids: Option<Spanned<u32>>,
+}
+
+/// When the container engine pulls an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pull {
+    /// Never: the image must already be there.
+    Never,
+    /// Only when the image is not there yet (default).
+    #[default]
+    IfMissing,
+    /// Before every start.
+    Always,
+}
+
+/// A memory size as written: bytes, or a number and a unit (`256Mi`, `1G`). Parsed during
+/// validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct MemoryText(pub String);
+
+impl JsonSchema for MemoryText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Memory".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes, or a number with Ki, Mi, Gi, Ti (powers of 1024) or K, M, G, T (powers of 1000).",
+            "anyOf": [
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?([KMGT]i?)?$", "examples": ["256Mi"] }
+            ]
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

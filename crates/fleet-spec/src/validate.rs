@@ -693,15 +693,101 @@ impl Validator {
         }
     }
 
+    /// The program or image of a `stdio:` or `http:` block, with its arguments and
+    /// environment; `container` is the server's `container:` block.
     fn command(
+        &mut self,
+        t: &Templates,
+        scope: Scope<'_>,
+        keys: CommandKeys<'_>,
+        container: Option<&Spanned<RawContainer>>,
+    ) -> Command {
+        let CommandKeys {
+            kind,
+            block,
+            command,
+            image,
+            args,
+            env,
+            cwd,
+        } = keys;
+        let executable = match (image, command) {
+            (Some(image), command) => {
+                let image = self.image(t, scope, image);
+                let command = command.map(|c| {
+                    let entrypoint = self.render(t, c, scope);
+                    if entrypoint.shown.trim().is_empty() {
+                        self.error("the command is empty", c.span).help =
+                            Some("leave `command` out to run the image's own entrypoint".into());
+                    }
+                    entrypoint
+                });
+                let container = self.container(container, kind);
+                Executable::Image {
+                    image,
+                    command,
+                    container,
+                }
+            }
+            (None, Some(command)) => Executable::Program {
+                command: self.program(t, scope, command, args),
+            },
+            (None, None) => {
+                self.error(
+                    format!("the `{kind}` block names neither `command` nor `image`"),
+                    block,
+                )
+                .help = Some(
+                    "give `command:` to run a local program, or `image:` to run a container".into(),
+                );
+                Executable::Program {
+                    command: Text {
+                        template: String::new(),
+                        shown: String::new(),
+                    },
+                }
+            }
+        };
+        let cwd = cwd.map(|c| {
+            let dir = self.render(t, c, scope);
+            if image.is_some() && !dir.shown.starts_with('/') {
+                self.error(
+                    format!("`{}` is not an absolute path", dir.shown),
+                    c.span,
+                )
+                .help = Some(
+                    "with `image`, `cwd` is the working directory inside the container: write an absolute path such as `/data`"
+                        .into(),
+                );
+            }
+            dir
+        });
+        let mut vars = BTreeMap::new();
+        for (key, value) in &env.0 {
+            if key.value.is_empty() || key.value.contains(['=', '\0']) {
+                self.error(
+                    format!("invalid environment variable name `{}`", key.value),
+                    key.span,
+                );
+            }
+            vars.insert(key.value.clone(), self.render(t, value, scope));
+        }
+        Command {
+            executable,
+            args: args.iter().map(|a| self.render(t, a, scope)).collect(),
+            env: vars,
+            cwd,
+        }
+    }
+
+    /// A local program: a path or a name on `PATH`, never a shell line.
+    fn program(
         &mut self,
         t: &Templates,
         scope: Scope<'_>,
         command: &Spanned<String>,
         args: &[Spanned<String>],
-        env: &Named<Spanned<String>>,
-        cwd: Option<&Spanned<String>>,
-    ) -> Command {
+    ) -> Text {
         let program = self.render(t, command, scope);
         if program.shown.trim().is_empty() {
             self.error("the command is empty", command.span).help =
@@ -719,22 +805,238 @@ impl Validator {
             )
             .help = Some("put the program in `command:` and each argument in `args:`".into());
         }
-        let mut vars = BTreeMap::new();
-        for (key, value) in &env.0 {
-            if key.value.is_empty() || key.value.contains(['=', '\0']) {
-                self.error(
-                    format!("invalid environment variable name `{}`", key.value),
-                    key.span,
+        program
+    }
+
+    /// An image reference. It is shown in plans and status and is the same for every
+    /// instance, so it may use `var()` and `env()` but no secret and no per-instance value.
+    fn image(&mut self, t: &Templates, scope: Scope<'_>, raw: &Spanned<String>) -> Text {
+        let reported = self.diags.len();
+        let image = self.render(t, raw, scope);
+        if self.diags.len() > reported {
+            // Its template error is reported; the raw template is not worth more errors.
+            return image;
+        }
+        let shown = image.shown.as_str();
+        if shown.trim().is_empty() {
+            self.error("the image is empty", raw.span).help =
+                Some("name an image, e.g. `ghcr.io/org/server:1.2`".into());
+        } else if shown.contains("***") {
+            self.error("the image reference uses a secret", raw.span).help = Some(
+                "image references are shown in plans and status: use `var()` or `env()`, and give registry credentials to the container engine".into(),
+            );
+        } else if shown.contains(['<', '>']) {
+            self.error("the image must be the same for every instance", raw.span)
+                .help = Some(
+                "`port`, `revision`, `random_string()` and `now()` differ per instance; use `var()` or `env()`".into(),
+            );
+        } else if shown.contains(char::is_whitespace) {
+            self.error(
+                format!("`{shown}` is not an image reference: it contains whitespace"),
+                raw.span,
+            )
+            .help =
+                Some("write `NAME:TAG` or `NAME@sha256:DIGEST`; arguments go in `args:`".into());
+        }
+        image
+    }
+
+    /// The `container:` block of an image server (absent: every default). `kind` is the
+    /// transport, which decides the default network.
+    fn container(&mut self, raw: Option<&Spanned<RawContainer>>, kind: &str) -> Container {
+        let default = RawContainer::default();
+        let c = raw.map_or(&default, |c| &c.value);
+        let user = c.user.as_ref().map(|u| {
+            let valid = |part: &str| !part.is_empty() && !part.contains(char::is_whitespace);
+            let ok = match u.value.split_once(':') {
+                Some((user, group)) => valid(user) && valid(group) && !group.contains(':'),
+                None => valid(&u.value),
+            };
+            if !ok {
+                self.error(format!("`{}` is not a user", u.value), u.span).help = Some(
+                    "write a user name or UID, optionally with `:GROUP` or `:GID`, e.g. `1000:1000`"
+                        .into(),
                 );
             }
-            vars.insert(key.value.clone(), self.render(t, value, scope));
+            u.value.clone()
+        });
+        let network = match &c.network {
+            None if kind == "http" => ContainerNetwork::Bridge,
+            None => ContainerNetwork::None,
+            Some(n) => self.network(n, kind),
+        };
+        let resources = c
+            .resources
+            .as_ref()
+            .map(|r| self.resources(&r.value))
+            .unwrap_or_default();
+        let mut volumes: Vec<Volume> = Vec::new();
+        for text in c.volumes.iter().flatten() {
+            let Some(volume) = self.volume(text) else {
+                continue;
+            };
+            if volumes.iter().any(|v| v.target == volume.target) {
+                self.error(
+                    format!("two volumes are mounted at `{}`", volume.target),
+                    text.span,
+                );
+            }
+            volumes.push(volume);
         }
-        Command {
-            command: program,
-            args: args.iter().map(|a| self.render(t, a, scope)).collect(),
-            env: vars,
-            cwd: cwd.map(|c| self.render(t, c, scope)),
+        Container {
+            user,
+            network,
+            resources,
+            volumes,
+            read_only: c.read_only.as_ref().is_none_or(|r| r.value),
+            pull: c.pull.as_ref().map_or(Pull::IfMissing, |p| p.value),
         }
+    }
+
+    fn network(&mut self, raw: &Spanned<String>, kind: &str) -> ContainerNetwork {
+        match raw.value.as_str() {
+            "none" if kind == "http" => {
+                self.error(
+                    "an http server's port cannot be published with `network: none`",
+                    raw.span,
+                )
+                .help =
+                    Some("use `network: bridge` (the default for http) or a named network".into());
+                ContainerNetwork::None
+            }
+            "none" => ContainerNetwork::None,
+            "bridge" => ContainerNetwork::Bridge,
+            "host" => {
+                self.error(
+                    "`network: host` would share the host's network with the container",
+                    raw.span,
+                )
+                .help = Some(
+                    "use `none`, `bridge` or a named network; an http server's port is published on 127.0.0.1".into(),
+                );
+                ContainerNetwork::None
+            }
+            name if is_engine_name(name) => ContainerNetwork::Named(name.to_string()),
+            name => {
+                self.error(format!("`{name}` is not a network name"), raw.span)
+                    .help = Some(format!(
+                    "write `none`, `bridge` or a network's name: {ENGINE_NAME_RULE}"
+                ));
+                ContainerNetwork::None
+            }
+        }
+    }
+
+    fn resources(&mut self, raw: &RawResources) -> Resources {
+        let cpus = raw.cpus.as_ref().and_then(|c| {
+            if c.value.is_finite() && c.value > 0.0 {
+                Some(c.value)
+            } else {
+                self.error("`cpus` must be a number above zero", c.span)
+                    .help = Some("fractions are allowed: `0.5` is half a CPU".into());
+                None
+            }
+        });
+        let memory = raw
+            .memory
+            .as_ref()
+            .and_then(|m| match parse_memory(&m.value.0) {
+                Ok(bytes) => Some(bytes),
+                Err(message) => {
+                    self.error(format!("invalid memory size: {message}"), m.span)
+                        .help = Some(
+                        "write bytes, or a number and a unit: `256Mi`, `1Gi` (powers of 1024), `512M`, `1G` (powers of 1000)".into(),
+                    );
+                    None
+                }
+            });
+        let pids = raw.pids.as_ref().and_then(|p| {
+            if p.value == 0 {
+                self.error("`pids` must be at least 1", p.span).help = Some(
+                    "it caps the container's processes and threads; leave it out for no limit"
+                        .into(),
+                );
+                None
+            } else {
+                Some(p.value)
+            }
+        });
+        Resources { cpus, memory, pids }
+    }
+
+    /// `SOURCE:TARGET[:ro|rw]`; `None` after an error.
+    fn volume(&mut self, raw: &Spanned<String>) -> Option<Volume> {
+        let parts: Vec<&str> = raw.value.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [source, target] => (*source, *target, false),
+            [source, target, "ro"] => (*source, *target, true),
+            [source, target, "rw"] => (*source, *target, false),
+            [_, _, mode] => {
+                self.error(format!("unknown volume mode `{mode}`"), raw.span)
+                    .help = Some("use `ro` (read-only) or `rw` (read-write, the default)".into());
+                return None;
+            }
+            _ => {
+                self.error(format!("`{}` is not a volume", raw.value), raw.span).help = Some(
+                    "write `SOURCE:TARGET` or `SOURCE:TARGET:ro`, e.g. `./data:/data:ro` or `cache:/cache`".into(),
+                );
+                return None;
+            }
+        };
+        if !target.starts_with('/') {
+            self.error(
+                format!("the volume's target `{target}` is not an absolute path"),
+                raw.span,
+            )
+            .help =
+                Some("the target is where it appears inside the container, e.g. `/data`".into());
+            return None;
+        }
+        let source = if source == "~" || source.starts_with("~/") {
+            let Some(home) = self.host.env_var("HOME") else {
+                self.error(
+                    format!("`{source}` needs $HOME, which is not set here"),
+                    raw.span,
+                );
+                return None;
+            };
+            VolumeSource::Path(normalize(
+                &Path::new(&home).join(source.trim_start_matches(['~', '/'])),
+            ))
+        } else if source.starts_with('/')
+            || source.starts_with("./")
+            || source.starts_with("../")
+            || source == "."
+            || source == ".."
+        {
+            let joined = self.base_dir.join(source);
+            match std::path::absolute(&joined) {
+                Ok(path) => VolumeSource::Path(normalize(&path)),
+                Err(e) => {
+                    self.error(
+                        format!("cannot resolve `{}`: {e}", joined.display()),
+                        raw.span,
+                    );
+                    return None;
+                }
+            }
+        } else if is_engine_name(source) {
+            VolumeSource::Named(source.to_string())
+        } else {
+            self.error(
+                format!("`{source}` is neither a host path nor a volume name"),
+                raw.span,
+            )
+            .help = Some(format!(
+                "start a host path with `/`, `./`, `../` or `~/`; a volume name: {ENGINE_NAME_RULE}"
+            ));
+            return None;
+        };
+        Some(Volume {
+            source,
+            target: target.to_string(),
+            read_only,
+        })
     }
 
     fn duration(&mut self, text: Option<&Spanned<DurationText>>, default: Duration) -> Duration {
@@ -796,7 +1098,16 @@ impl Validator {
         };
         let transport = if let Some(http) = &raw.http {
             let h = &http.value;
-            let command = self.command(t, scope, &h.command, &h.args, &h.env, h.cwd.as_ref());
+            let keys = CommandKeys {
+                kind: "http",
+                block: http.span,
+                command: h.command.as_ref(),
+                image: h.image.as_ref(),
+                args: &h.args,
+                env: &h.env,
+                cwd: h.cwd.as_ref(),
+            };
+            let command = self.command(t, scope, keys, raw.container.as_ref());
             let path = h
                 .path
                 .as_ref()
@@ -809,7 +1120,9 @@ impl Validator {
                 self.error("port 0 cannot be reached", port.span).help =
                     Some("leave `port` out to let mcpfleet allocate one, and pass `{{ port }}` to the server".into());
             }
-            let mentions_port = std::iter::once(&h.command)
+            let mentions_port = h
+                .command
+                .iter()
                 .chain(&h.args)
                 .chain(h.env.0.iter().map(|(_, v)| v))
                 .any(|s| s.value.contains("port"));
@@ -824,8 +1137,17 @@ impl Validator {
             }
         } else if let Some(stdio) = &raw.stdio {
             let s = &stdio.value;
+            let keys = CommandKeys {
+                kind: "stdio",
+                block: stdio.span,
+                command: s.command.as_ref(),
+                image: s.image.as_ref(),
+                args: &s.args,
+                env: &s.env,
+                cwd: s.cwd.as_ref(),
+            };
             Transport::Stdio {
-                command: self.command(t, scope, &s.command, &s.args, &s.env, s.cwd.as_ref()),
+                command: self.command(t, scope, keys, raw.container.as_ref()),
                 isolation: self.isolation(s),
             }
         } else if let Some(remote) = &raw.remote {
@@ -842,9 +1164,11 @@ impl Validator {
         } else {
             Transport::Stdio {
                 command: Command {
-                    command: Text {
-                        template: String::new(),
-                        shown: String::new(),
+                    executable: Executable::Program {
+                        command: Text {
+                            template: String::new(),
+                            shown: String::new(),
+                        },
                     },
                     args: vec![],
                     env: BTreeMap::new(),
@@ -854,6 +1178,21 @@ impl Validator {
             }
         };
 
+        let has_image = raw.stdio.as_ref().is_some_and(|s| s.value.image.is_some())
+            || raw.http.as_ref().is_some_and(|h| h.value.image.is_some());
+        if let Some(container) = raw.container.as_ref().filter(|_| !has_image) {
+            let help = if raw.remote.is_some() {
+                "a remote server is not run by mcpfleet; remove `container:`"
+            } else {
+                "add `image:` to the transport block to run the server in a container, or remove `container:`"
+            };
+            self.error(
+                "`container:` only applies to a server with `image:`",
+                container.span,
+            )
+            .help = Some(help.into());
+        }
+
         let replicas = self.count(raw.replicas.as_ref(), 1, 1, "replicas");
         if let (Some(r), true) = (&raw.replicas, replicas > 1) {
             if raw.remote.is_some() {
@@ -861,7 +1200,12 @@ impl Validator {
                     "a remote server cannot have replicas: mcpfleet does not run it",
                     r.span,
                 );
-            } else if raw.http.as_ref().is_some_and(|h| h.value.port.is_some()) {
+            } else if raw
+                .http
+                .as_ref()
+                // A container's port is its own; the runtime publishes each on another.
+                .is_some_and(|h| h.value.port.is_some() && h.value.image.is_none())
+            {
                 self.error(
                     "replicas of an http server with a fixed `port` would collide",
                     r.span,
@@ -1440,6 +1784,87 @@ impl Validator {
     }
 }
 
+/// The keys `stdio:` and `http:` share: what runs, with which arguments and environment.
+struct CommandKeys<'a> {
+    /// `stdio` or `http`.
+    kind: &'static str,
+    /// The whole block, for what is missing from it.
+    block: Span,
+    command: Option<&'a Spanned<String>>,
+    image: Option<&'a Spanned<String>>,
+    args: &'a [Spanned<String>],
+    env: &'a Named<Spanned<String>>,
+    cwd: Option<&'a Spanned<String>>,
+}
+
+/// What [`is_engine_name`] accepts, as help for a refused network or volume name.
+const ENGINE_NAME_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter or digit";
+
+/// Whether the container engine accepts `name` as a network or volume name.
+fn is_engine_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// `path` without `.` and `..` components (lexically: a volume's source may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Parses a memory size: bytes (`268435456`), or a number and a unit, `Ki`/`Mi`/`Gi`/`Ti`
+/// (powers of 1024) or `K`/`M`/`G`/`T` (powers of 1000); fractions only with a unit.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let factor: u64 = match unit {
+        "" => 1,
+        "K" => 1000,
+        "M" => 1000_u64.pow(2),
+        "G" => 1000_u64.pow(3),
+        "T" => 1000_u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => return Err(format!("`{other}` is not a unit of memory")),
+    };
+    let bytes = if unit.is_empty() {
+        number
+            .parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a whole number of bytes"))?
+    } else {
+        let n: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a memory size"))?;
+        let bytes = (n * factor as f64).floor();
+        if bytes >= u64::MAX as f64 {
+            return Err(format!("`{text}` is too large"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let bytes = bytes as u64;
+        bytes
+    };
+    if bytes == 0 {
+        return Err("the size must be above zero".into());
+    }
+    Ok(bytes)
+}
+
 fn cadence_span(check: Option<&RawTcpCheck>) -> Span {
     check
         .and_then(|c| c.interval.as_ref().map(|i| i.span))
@@ -1452,5 +1877,43 @@ fn strategy_name(s: Strategy) -> &'static str {
         Strategy::Rolling => "rolling",
         Strategy::BlueGreen => "blue-green",
         Strategy::Canary => "canary",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_read_binary_and_decimal_units_and_plain_bytes() {
+        for (text, bytes) in [
+            ("256Mi", 256 << 20),
+            ("1Gi", 1 << 30),
+            ("512M", 512_000_000),
+            ("1G", 1_000_000_000),
+            ("1.5Gi", 3 << 29),
+            ("268435456", 268_435_456),
+        ] {
+            assert_eq!(parse_memory(text), Ok(bytes), "{text}");
+        }
+        for (text, error) in [
+            ("256MB", "not a unit"),
+            ("1.5", "whole number"),
+            ("0Mi", "above zero"),
+            ("Mi", "not a memory size"),
+            ("99999999999Ti", "too large"),
+        ] {
+            let e = parse_memory(text).unwrap_err();
+            assert!(e.contains(error), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn volume_paths_are_normalized_lexically() {
+        assert_eq!(
+            normalize(Path::new("/srv/fleet/./data/../cache")),
+            Path::new("/srv/fleet/cache")
+        );
+        assert_eq!(normalize(Path::new("/../x")), Path::new("/x"));
     }
 }

@@ -3,7 +3,7 @@
 
 use fleet_spec::ValidFleet;
 use fleet_spec::import::{ClientKind, ImportError, Imported, STARTER, import};
-use fleet_spec::model::{Isolation, SecretRef, Text, Transport};
+use fleet_spec::model::{Command, Executable, Isolation, SecretRef, Text, Transport};
 use fleet_spec::{LoadOptions, load_str};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,14 @@ const FIXTURE_SECRETS: &[&str] = &[
     "Sup3rS3cretPw",
     "xoxb-2231-9845-Zx7QpLm3Rt",
 ];
+
+/// The local program a command runs; imports never produce images.
+fn program(command: &Command) -> &str {
+    match &command.executable {
+        Executable::Program { command } => &command.shown,
+        Executable::Image { image, .. } => panic!("imported an image `{}`", image.shown),
+    }
+}
 
 fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,7 +120,7 @@ fn assert_round_trip(
             Transport::Stdio { command, isolation } => {
                 assert_eq!(*isolation, Isolation::default(), "{fleet_name}");
                 assert_eq!(
-                    command.command.shown,
+                    program(command),
                     entry["command"].as_str().unwrap(),
                     "{fleet_name}"
                 );
@@ -283,7 +291,7 @@ fn vscode_mcp_json_with_comments_and_inputs() {
     else {
         panic!("stdio")
     };
-    assert_eq!(github.command.shown, "npx");
+    assert_eq!(program(github), "npx");
     assert_eq!(
         shown(&github.args),
         ["-y", "@modelcontextprotocol/server-github"]
@@ -307,7 +315,7 @@ fn vscode_mcp_json_with_comments_and_inputs() {
     else {
         panic!()
     };
-    assert_eq!(perplexity.command.shown, "docker");
+    assert_eq!(program(perplexity), "docker");
     assert_eq!(
         shown(&perplexity.args),
         [
@@ -502,7 +510,7 @@ fn unsupported_settings_are_noted_not_dropped() {
     else {
         panic!()
     };
-    assert_eq!(shell.command.shown, "python");
+    assert_eq!(program(shell), "python");
     assert_eq!(shown(&shell.args), ["-m", "my_server"]);
 }
 
@@ -656,7 +664,7 @@ fn starter_validates() {
         ["create_entities", "read_graph"]
     );
     assert!(
-        matches!(&memory.transport, Transport::Stdio { command: c, .. } if c.command.shown == "npx")
+        matches!(&memory.transport, Transport::Stdio { command: c, .. } if program(c) == "npx")
     );
 }
 
@@ -677,7 +685,7 @@ fn hostile_strings_cannot_break_out_of_the_yaml() {
     let Transport::Stdio { command, .. } = &server.transport else {
         panic!("{}", imported.yaml)
     };
-    assert_eq!(command.command.shown, "run\u{7f}\u{202e}");
+    assert_eq!(program(command), "run\u{7f}\u{202e}");
     assert_eq!(
         shown(&command.args),
         ["--x\r\n- y", "# not a comment", "\u{2028}"]

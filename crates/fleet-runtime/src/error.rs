@@ -58,6 +58,50 @@ pub enum StartError {
         source: io::Error,
     },
 
+    /// The container engine refused a request (create, start, attach, inspect, …).
+    #[error("container engine could not {action} for instance `{id}`: {message}")]
+    Engine {
+        id: InstanceId,
+        /// What was asked, e.g. "create container mcpfleet-demo-web-r1-1".
+        action: String,
+        /// The engine's own words.
+        message: String,
+    },
+
+    /// The image is not on the engine and the pull policy forbids fetching it.
+    #[error(
+        "image {image} is not present and pull is `never`: build or pull it (`podman pull {image}`)"
+    )]
+    ImageMissing { image: String },
+
+    /// Pulling the image failed (no registry reachable, no such image, no access).
+    #[error(
+        "cannot pull image {image}: {message}; check the name and the registry, or build it locally and set `pull: never`"
+    )]
+    Pull { image: String, message: String },
+
+    /// A container with the instance's name exists and is not one of this fleet's.
+    #[error(
+        "container name `{name}` is already taken by a container mcpfleet did not start \
+         (no `io.mcpfleet.fleet` label of this fleet); remove or rename it (`podman rm {name}`)"
+    )]
+    NameTaken { name: String },
+
+    /// An http server in a container cannot be published without a network.
+    #[error(
+        "instance `{id}` listens on a port but its container has no network; \
+         set `container.network` to `bridge` (or a named network)"
+    )]
+    NoNetworkToPublish { id: InstanceId },
+
+    /// The container stopped before it could be reached (its port was never published).
+    #[error("container of instance `{id}` exited right after it started{}", last_lines(.output))]
+    ExitedAtStart {
+        id: InstanceId,
+        /// Its last lines of output, oldest first.
+        output: Vec<String>,
+    },
+
     /// The runtime could not write its logs or pidfiles.
     #[error("cannot write `{}` in the state directory: {source}; check its permissions and free space", path.display())]
     StateDir {
@@ -65,6 +109,52 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Formats a container's last output lines for an error message.
+pub(crate) fn last_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        "; it printed nothing".to_owned()
+    } else {
+        format!("; its last output:\n  {}", lines.join("\n  "))
+    }
+}
+
+/// Why no container engine could be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `DOCKER_HOST` (or an address given explicitly) is not one this runtime can use.
+    #[error(
+        "container engine address `{value}` is not usable: give `unix:///path/to/socket` or \
+         `tcp://host:port` in DOCKER_HOST"
+    )]
+    InvalidHost { value: String },
+
+    /// No engine answered on any of the sockets tried.
+    #[error("{}", no_engine(.tried))]
+    NoEngine {
+        /// Each endpoint tried, with why it did not answer.
+        tried: Vec<(String, String)>,
+    },
+
+    /// The fleet name cannot be part of a container name.
+    #[error(
+        "fleet name `{fleet}` cannot name containers: use letters, digits, `_`, `.` and `-`, \
+         starting with a letter or digit"
+    )]
+    InvalidFleet { fleet: String },
+}
+
+fn no_engine(tried: &[(String, String)]) -> String {
+    let mut message = String::from("no container engine reachable; tried:");
+    for (endpoint, problem) in tried {
+        message.push_str(&format!("\n  {endpoint}: {problem}"));
+    }
+    message.push_str(
+        "\nstart one (`systemctl start docker`, or `podman system service --time 0 \
+         unix:///run/podman/podman.sock &`), or set DOCKER_HOST to the engine's socket",
+    );
+    message
 }
 
 /// Why an operation on an existing instance failed.

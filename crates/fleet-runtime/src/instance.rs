@@ -256,6 +256,8 @@ pub enum Reach {
 pub enum InstanceHandle {
     /// A local process (and the process group it leads).
     Process { pid: u32 },
+    /// A container, by its full engine id.
+    Container { id: String },
 }
 
 impl InstanceHandle {
@@ -263,6 +265,7 @@ impl InstanceHandle {
     pub fn pid(&self) -> Option<u32> {
         match self {
             InstanceHandle::Process { pid } => Some(*pid),
+            InstanceHandle::Container { .. } => None,
         }
     }
 }
@@ -271,6 +274,10 @@ impl fmt::Display for InstanceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InstanceHandle::Process { pid } => write!(f, "pid {pid}"),
+            // The short form `docker ps` and `podman ps` show.
+            InstanceHandle::Container { id } => {
+                write!(f, "container {}", id.get(..12).unwrap_or(id))
+            }
         }
     }
 }
@@ -403,6 +410,10 @@ pub struct ExitInfo {
     /// The signal that killed it, if one did.
     pub signal: Option<i32>,
     pub ran_for: Duration,
+    /// The kernel killed it for exceeding its memory limit (containers; a process runtime
+    /// cannot tell).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl ExitInfo {

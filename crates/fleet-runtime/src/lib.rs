@@ -2,10 +2,14 @@
 //!
 //! This crate owns the [`Runtime`] trait — start an instance of a server revision, stop it
 //! (graceful, then forced), restart it, report its lifecycle, where it is reachable and its
-//! status, read its logs — and its implementations. Today that is [`process`], the local process supervisor: argv arrays (never
-//! a shell), a process group per instance, rotating log files, restart policies with
-//! exponential backoff and an explicit crash-looping state, and pidfiles that let a restarted
-//! control plane reap what a killed one left behind.
+//! status, read its logs — and its implementations:
+//! - [`process`], the local process supervisor: argv arrays (never a shell), a process group
+//!   per instance, rotating log files, restart policies with exponential backoff and an
+//!   explicit crash-looping state, and pidfiles that let a restarted control plane reap what
+//!   a killed one left behind;
+//! - [`container`], containers of a Docker-compatible engine (Docker, Podman) through its
+//!   API: the same supervision, backoff and log files, hardened containers, labels instead
+//!   of pidfiles.
 //!
 //! It deliberately does not own:
 //! - *what* to run: the engine renders a [`fleet_spec::model::Server`] into an [`InstanceSpec`]
@@ -15,13 +19,15 @@
 //!   [`StdioAttachment`] and never reads or writes a protocol byte;
 //! - health checks beyond "the process is alive" (fleet-mcp's probes do that).
 //!
-//! Later: a `container` module (Docker Engine API) and a `fleet-runtime-kube` crate.
+//! Later: a `fleet-runtime-kube` crate.
 
+pub mod container;
 mod error;
 mod instance;
 pub mod process;
 
-pub use error::{RuntimeError, StartError};
+pub use container::{ContainerRuntime, ContainerSettings, EngineEndpoint, Ulimit};
+pub use error::{ConnectError, RuntimeError, StartError};
 pub use instance::{
     ContainerLaunch, ContainerNetwork, ContainerResources, ContainerVolume, Discovered, ExitInfo,
     Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,

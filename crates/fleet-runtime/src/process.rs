@@ -28,8 +28,8 @@
 //! Dropping the last [`ProcessRuntime`] handle stops its instances gracefully in the
 //! background (if the tokio runtime lives on); stop them explicitly to wait for it.
 
-mod backoff;
-mod logs;
+pub(crate) mod backoff;
+pub(crate) mod logs;
 mod pidfile;
 mod procfs;
 mod spawn;

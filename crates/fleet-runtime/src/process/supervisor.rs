@@ -194,6 +194,7 @@ impl Supervisor {
             code: status.and_then(|s| s.code()),
             signal: status.and_then(|s| s.signal()),
             ran_for,
+            oom_killed: false,
         };
         self.marker(exit_marker(&exit)).await;
         self.update(|s| {

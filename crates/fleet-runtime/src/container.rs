@@ -1,0 +1,708 @@
+//! The container runtime: instances as containers of a Docker-compatible engine (Docker,
+//! or Podman's compatible service), driven through its HTTP API with `bollard`.
+//!
+//! - **Finding the engine**: `DOCKER_HOST` when set, else Docker's socket, then Podman's
+//!   (see [`EngineEndpoint::candidates`]); [`ContainerRuntime::connect`] pings it and,
+//!   when nothing answers, says which sockets it tried and how to start an engine.
+//! - **One container per instance**, named `mcpfleet-<fleet>-<instance id>` and labelled
+//!   `io.mcpfleet.fleet`, `.server`, `.revision`, `.instance`: the labels are this runtime's
+//!   records (what pidfiles are to the process runtime), so [`discover`](Runtime::discover)
+//!   and [`reap_leftovers`](Runtime::reap_leftovers) find what a killed control plane left.
+//!   A container holding the name without this fleet's label is never touched.
+//! - **Hardened**: no new privileges, every capability dropped, the engine's default
+//!   seccomp profile, a read-only root filesystem unless the spec says otherwise (a tmpfs
+//!   `/tmp` stays writable), [`ContainerSettings::ulimits`], a non-root user unless the
+//!   spec names one (the image's, or `65534:65534` when the image's is root or unset),
+//!   published ports on 127.0.0.1 only at a host port the engine picks.
+//! - **Streams**: the runtime attaches before it starts the container. A stdio instance's
+//!   stdout is the [`StdioAttachment`](crate::StdioAttachment)'s reader, its writer is the
+//!   container's stdin, and dropping the writer closes that stdin; everything else
+//!   (stderr, and stdout when it is not the protocol) goes to the same log files as the
+//!   process runtime's ([`log_path`]), so `mcpfleet logs` reads both alike.
+//! - **Supervision** as for processes (see [`process`](crate::process)): the engine's
+//!   `wait` says when a run ends, the same restart policy and backoff decide, and a restart
+//!   starts the same container again. An OOM kill shows in
+//!   [`ExitInfo::oom_killed`](crate::ExitInfo::oom_killed).
+//! - **Stop**: (stdio: wait half the grace period for an exit on EOF) → the engine's stop
+//!   (SIGTERM, SIGKILL after the grace period) → remove the container.
+//!
+//! Adopting a container a killed control plane left (instead of reaping it) is not done
+//! yet; its streams outlive the control plane, so it can be added behind `discover`.
+
+mod attach;
+mod create;
+mod engine;
+mod supervisor;
+
+pub use engine::EngineEndpoint;
+
+use crate::Runtime;
+use crate::error::{ConnectError, RuntimeError, StartError};
+use crate::instance::{
+    ContainerLaunch, ContainerNetwork, Discovered, Instance, InstanceHandle, InstanceId,
+    InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Launch, PullPolicy, ReapOutcome,
+    Reaped,
+};
+use crate::process::logs::{RotatingLog, spawn_log_task};
+use crate::process::{LogRotation, follow_log, log_path, rotated_log_path};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, ImageInspect};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    StopContainerOptions,
+};
+use create::{CreateContext, LABEL_FLEET, LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVER};
+use engine::{Engine, describe, is_not_found};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use supervisor::{Control, RunContext, Supervisor, remove_container, short, start_run};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// One resource limit applied to every container (`HostConfig.Ulimits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// `nofile`, `nproc`, …
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+/// How the runtime runs every container, whatever the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSettings {
+    /// Limits set on every container. The default, `nofile` 1024:1024 and `nproc`
+    /// 1000:1000, is what rootful Podman needs on hosts whose own limits it cannot pass on
+    /// (without them the OCI runtime refuses to start the container); it is also a sane
+    /// cap for an MCP server.
+    pub ulimits: Vec<Ulimit>,
+    /// Size cap and retention of the instances' log files.
+    pub log_rotation: LogRotation,
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        let limit = |name: &str, value| Ulimit {
+            name: name.to_owned(),
+            soft: value,
+            hard: value,
+        };
+        ContainerSettings {
+            ulimits: vec![limit("nofile", 1024), limit("nproc", 1000)],
+            log_rotation: LogRotation::default(),
+        }
+    }
+}
+
+/// Runs instances as containers. Cheap to clone; clones share the instances.
+#[derive(Debug, Clone)]
+pub struct ContainerRuntime {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    engine: Engine,
+    fleet: String,
+    state_dir: PathBuf,
+    settings: ContainerSettings,
+    instances: Mutex<BTreeMap<InstanceId, Entry>>,
+    generations: AtomicU64,
+}
+
+/// The runtime's handle on one supervised instance.
+#[derive(Debug)]
+struct Entry {
+    /// Tells this entry apart from an earlier or later instance with the same id.
+    generation: u64,
+    control: mpsc::UnboundedSender<Control>,
+    /// `true` once the supervisor has finished (the instance is stopped).
+    done: watch::Receiver<bool>,
+    status: Arc<Mutex<InstanceStatus>>,
+}
+
+impl Shared {
+    fn forget(&self, id: &InstanceId, generation: u64) {
+        let mut instances = self.instances.lock();
+        if instances
+            .get(id)
+            .is_some_and(|e| e.generation == generation)
+        {
+            instances.remove(id);
+        }
+    }
+}
+
+/// Removes a reserved entry if `start` fails or is cancelled before the supervisor runs.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    id: InstanceId,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.forget(&self.id, self.generation);
+        }
+    }
+}
+
+/// A fleet name fit for container names (`[A-Za-z0-9][A-Za-z0-9_.-]*`).
+fn valid_fleet_name(fleet: &str) -> bool {
+    fleet.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && fleet
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl ContainerRuntime {
+    /// Connects to the engine found from the environment
+    /// ([`EngineEndpoint::from_env`]) with the default [`ContainerSettings`], for the
+    /// containers of fleet `fleet`, keeping logs in `state_dir/logs`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`] when `DOCKER_HOST` is not an address, no engine answers, or the
+    /// fleet name cannot be part of a container name.
+    pub async fn connect(fleet: &str, state_dir: PathBuf) -> Result<Self, ConnectError> {
+        Self::connect_with(
+            fleet,
+            state_dir,
+            EngineEndpoint::from_env()?,
+            ContainerSettings::default(),
+        )
+        .await
+    }
+
+    /// Like [`connect`](Self::connect), trying `candidates` in order, with `settings`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`connect`](Self::connect).
+    pub async fn connect_with(
+        fleet: &str,
+        state_dir: PathBuf,
+        candidates: Vec<EngineEndpoint>,
+        settings: ContainerSettings,
+    ) -> Result<Self, ConnectError> {
+        if !valid_fleet_name(fleet) {
+            return Err(ConnectError::InvalidFleet {
+                fleet: fleet.to_owned(),
+            });
+        }
+        let engine = engine::connect(candidates).await?;
+        tracing::debug!(endpoint = %engine.endpoint, "connected to the container engine");
+        Ok(ContainerRuntime {
+            shared: Arc::new(Shared {
+                engine,
+                fleet: fleet.to_owned(),
+                state_dir,
+                settings,
+                instances: Mutex::new(BTreeMap::new()),
+                generations: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The engine this runtime talks to.
+    pub fn endpoint(&self) -> &EngineEndpoint {
+        &self.shared.engine.endpoint
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.shared.state_dir
+    }
+
+    /// The name the container of instance `id` gets.
+    pub fn container_name(&self, id: &InstanceId) -> String {
+        create::container_name(&self.shared.fleet, id)
+    }
+
+    /// Makes sure the image is on the engine, as the pull policy says.
+    async fn ensure_image(
+        &self,
+        id: &InstanceId,
+        launch: &ContainerLaunch,
+    ) -> Result<ImageInspect, StartError> {
+        let docker = &self.shared.engine.docker;
+        let image = &launch.image;
+        if launch.pull != PullPolicy::Always {
+            match docker.inspect_image(image).await {
+                Ok(found) => return Ok(found),
+                Err(e) if is_not_found(&e) => {
+                    if launch.pull == PullPolicy::Never {
+                        return Err(StartError::ImageMissing {
+                            image: image.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    return Err(StartError::Engine {
+                        id: id.clone(),
+                        action: format!("inspect image {image}"),
+                        message: describe(&e),
+                    });
+                }
+            }
+        }
+        let options = CreateImageOptions {
+            from_image: Some(image.clone()),
+            ..Default::default()
+        };
+        let mut progress = docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                return Err(StartError::Pull {
+                    image: image.clone(),
+                    message: describe(&e),
+                });
+            }
+        }
+        docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| StartError::Pull {
+                image: image.clone(),
+                message: describe(&e),
+            })
+    }
+
+    /// Frees the instance's container name: a leftover of this fleet is removed, anyone
+    /// else's container is an error.
+    async fn clear_name(
+        &self,
+        id: &InstanceId,
+        name: &str,
+        log: &crate::process::logs::LogWriter,
+    ) -> Result<(), StartError> {
+        let engine = &self.shared.engine;
+        match engine
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(StartError::Engine {
+                id: id.clone(),
+                action: format!("inspect container {name}"),
+                message: describe(&e),
+            }),
+            Ok(existing) => {
+                let ours = existing
+                    .config
+                    .and_then(|c| c.labels)
+                    .is_some_and(|labels| {
+                        labels.get(LABEL_FLEET).map(String::as_str)
+                            == Some(self.shared.fleet.as_str())
+                    });
+                if !ours {
+                    return Err(StartError::NameTaken {
+                        name: name.to_owned(),
+                    });
+                }
+                let container = existing.id.unwrap_or_else(|| name.to_owned());
+                log.line(
+                    format!(
+                        "--- removing leftover container {} of an earlier control plane",
+                        short(&container)
+                    )
+                    .into_bytes(),
+                )
+                .await;
+                remove_container(engine, &container, log).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Pulls, names and creates the container of `spec`; returns its id.
+    async fn create(
+        &self,
+        spec: &InstanceSpec,
+        launch: &ContainerLaunch,
+        log: &crate::process::logs::LogWriter,
+    ) -> Result<String, StartError> {
+        let image = self.ensure_image(&spec.id, launch).await?;
+        let image_user = image.config.and_then(|c| c.user);
+        let name = self.container_name(&spec.id);
+        self.clear_name(&spec.id, &name, log).await?;
+        let body = create::create_body(
+            spec,
+            launch,
+            CreateContext {
+                fleet: &self.shared.fleet,
+                user: create::effective_user(launch, image_user.as_deref()),
+                ulimits: &self.shared.settings.ulimits,
+            },
+        );
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        match self
+            .shared
+            .engine
+            .docker
+            .create_container(Some(options), body)
+            .await
+        {
+            Ok(created) => Ok(created.id),
+            // Taken between our look and our create.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(StartError::NameTaken { name }),
+            Err(e) => Err(StartError::Engine {
+                id: spec.id.clone(),
+                action: format!("create container {name}"),
+                message: describe(&e),
+            }),
+        }
+    }
+
+    /// Every container carrying this fleet's label, running or not.
+    async fn fleet_containers(&self) -> Vec<ContainerSummary> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{LABEL_FLEET}={}", self.shared.fleet)],
+            )])),
+            ..Default::default()
+        };
+        match self
+            .shared
+            .engine
+            .docker
+            .list_containers(Some(options))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "cannot list the fleet's containers");
+                Vec::new()
+            }
+        }
+    }
+
+    fn supervised(&self) -> HashSet<InstanceId> {
+        self.shared.instances.lock().keys().cloned().collect()
+    }
+}
+
+/// A listed container's label.
+fn label<'a>(container: &'a ContainerSummary, name: &str) -> Option<&'a str> {
+    container.labels.as_ref()?.get(name).map(String::as_str)
+}
+
+fn is_running(container: &ContainerSummary) -> bool {
+    matches!(
+        container.state,
+        Some(
+            ContainerSummaryStateEnum::RUNNING
+                | ContainerSummaryStateEnum::PAUSED
+                | ContainerSummaryStateEnum::RESTARTING
+        )
+    )
+}
+
+impl Runtime for ContainerRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        if let Some(problem) = spec.id.file_name_problem() {
+            return Err(StartError::InvalidId {
+                id: spec.id,
+                problem,
+            });
+        }
+        let Launch::Container(launch) = &spec.launch else {
+            return Err(StartError::WrongRuntime {
+                id: spec.id.clone(),
+                launch: spec.launch.kind(),
+                runtime: "container",
+            });
+        };
+        if matches!(spec.io, InstanceIo::Listen { .. }) && launch.network == ContainerNetwork::None
+        {
+            return Err(StartError::NoNetworkToPublish { id: spec.id });
+        }
+        let shared = &self.shared;
+        let generation = shared.generations.fetch_add(1, Ordering::Relaxed);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = watch::channel(false);
+        let status = Arc::new(Mutex::new(InstanceStatus {
+            id: spec.id.clone(),
+            server: spec.server.clone(),
+            revision: spec.revision,
+            handle: None,
+            state: InstanceState::Starting,
+            restarts: 0,
+            last_exit: None,
+            started_at: None,
+        }));
+        {
+            let mut instances = shared.instances.lock();
+            if instances.contains_key(&spec.id) {
+                return Err(StartError::AlreadyRunning { id: spec.id });
+            }
+            instances.insert(
+                spec.id.clone(),
+                Entry {
+                    generation,
+                    control: control_tx,
+                    done: done_rx,
+                    status: status.clone(),
+                },
+            );
+        }
+        let mut reservation = Reservation {
+            shared,
+            id: spec.id.clone(),
+            generation,
+            armed: true,
+        };
+
+        let path = log_path(&shared.state_dir, &spec.id);
+        let rotation = shared.settings.log_rotation;
+        let log = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || RotatingLog::open(path, rotation))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        }
+        .map_err(|source| StartError::StateDir {
+            path: path.clone(),
+            source,
+        })?;
+        let (log, log_task) = spawn_log_task(log);
+
+        let started = async {
+            let container = self.create(&spec, launch, &log).await?;
+            let cx = RunContext {
+                engine: &shared.engine,
+                container: &container,
+                log: &log,
+                log_path: &path,
+                max_line: rotation.max_line(),
+            };
+            match start_run(&spec, cx).await {
+                Ok(run) => Ok((container, run)),
+                Err(e) => {
+                    remove_container(&shared.engine, &container, &log).await;
+                    Err(e)
+                }
+            }
+        };
+        let (container, mut run) = match started.await {
+            Ok(started) => started,
+            Err(e) => {
+                log.line(format!("--- start failed: {e}").into_bytes())
+                    .await;
+                // On disk before the caller hears of it (`mcpfleet logs` shows why).
+                log.synced().await;
+                return Err(e);
+            }
+        };
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        {
+            let mut status = status.lock();
+            status.state = InstanceState::Running;
+            status.handle = Some(InstanceHandle::Container {
+                id: container.clone(),
+            });
+            status.started_at = Some(run.started_at);
+        }
+        let _ = events_tx.send(run.running(&container));
+        let id = spec.id.clone();
+        let supervisor = Supervisor::new(
+            spec,
+            supervisor::Wiring {
+                runtime: Arc::downgrade(shared),
+                generation,
+                engine: shared.engine.clone(),
+                container,
+                log_path: path,
+                max_line: rotation.max_line(),
+                control: control_rx,
+                events: events_tx,
+                status,
+                done: done_tx,
+                log,
+                log_task,
+            },
+        );
+        tokio::spawn(supervisor.run(run));
+        reservation.armed = false;
+        Ok(Instance {
+            id,
+            events: events_rx,
+        })
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let handle = self
+            .shared
+            .instances
+            .lock()
+            .get(id)
+            .map(|e| (e.control.clone(), e.done.clone()));
+        let Some((control, mut done)) = handle else {
+            return Ok(());
+        };
+        let _ = control.send(Control::Stop);
+        // An error means the supervisor is gone, which is as stopped as it gets.
+        let _ = done.wait_for(|done| *done).await;
+        Ok(())
+    }
+
+    async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
+        let stopping = || RuntimeError::Stopping { id: id.clone() };
+        let control = {
+            let instances = self.shared.instances.lock();
+            let entry = instances
+                .get(id)
+                .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
+            if matches!(
+                entry.status.lock().state,
+                InstanceState::Stopping | InstanceState::Stopped
+            ) {
+                return Err(stopping());
+            }
+            entry.control.clone()
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        control
+            .send(Control::Restart(ack_tx))
+            .map_err(|_| stopping())?;
+        // Dropped unanswered: a stop got there first.
+        ack_rx.await.map_err(|_| stopping())
+    }
+
+    fn statuses(&self) -> Vec<InstanceStatus> {
+        self.shared
+            .instances
+            .lock()
+            .values()
+            .map(|e| e.status.lock().clone())
+            .collect()
+    }
+
+    async fn discard_logs(&self, id: &InstanceId) {
+        let live = log_path(&self.shared.state_dir, id);
+        let keep = self.shared.settings.log_rotation.keep;
+        let removed = tokio::task::spawn_blocking(move || {
+            let files =
+                std::iter::once(live.clone()).chain((1..=keep).map(|n| rotated_log_path(&live, n)));
+            for file in files {
+                match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(file = %file.display(), error = %e, "cannot remove a log");
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let _ = removed.await;
+    }
+
+    async fn discover(&self) -> Vec<Discovered> {
+        let containers = self.fleet_containers().await;
+        let supervised = self.supervised();
+        let mut found: Vec<Discovered> = containers
+            .iter()
+            .filter(|c| is_running(c))
+            .filter_map(|c| {
+                let id = InstanceId::from(label(c, LABEL_INSTANCE)?);
+                if supervised.contains(&id) {
+                    return None;
+                }
+                Some(Discovered {
+                    id,
+                    server: label(c, LABEL_SERVER).unwrap_or_default().to_owned(),
+                    revision: label(c, LABEL_REVISION)
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or_default(),
+                    handle: InstanceHandle::Container {
+                        id: c.id.clone().unwrap_or_default(),
+                    },
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    async fn reap_leftovers(&self) -> Vec<Reaped> {
+        let containers = self.fleet_containers().await;
+        let supervised = self.supervised();
+        let engine = &self.shared.engine;
+        let mut reaped = Vec::new();
+        for container in containers {
+            let instance = label(&container, LABEL_INSTANCE).map(InstanceId::from);
+            if instance.as_ref().is_some_and(|id| supervised.contains(id)) {
+                continue;
+            }
+            let Some(container_id) = container.id.clone() else {
+                continue;
+            };
+            let outcome = if is_running(&container) {
+                // No timeout given: the engine uses the grace period recorded at create.
+                if let Err(e) = engine
+                    .docker
+                    .stop_container(&container_id, None::<StopContainerOptions>)
+                    .await
+                {
+                    tracing::warn!(container = %container_id, error = %describe(&e), "cannot stop a leftover container; removing it by force");
+                }
+                let exit_code = engine
+                    .docker
+                    .inspect_container(&container_id, None::<InspectContainerOptions>)
+                    .await
+                    .ok()
+                    .and_then(|c| c.state)
+                    .and_then(|s| s.exit_code);
+                ReapOutcome::Stopped {
+                    leader: true,
+                    members: 0,
+                    // The engine's SIGKILL after the grace period shows as 128 + 9.
+                    forced: exit_code == Some(137),
+                }
+            } else {
+                ReapOutcome::Gone
+            };
+            let options = bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                v: true,
+                link: false,
+            };
+            if let Err(e) = engine
+                .docker
+                .remove_container(&container_id, Some(options))
+                .await
+                && !is_not_found(&e)
+            {
+                tracing::warn!(container = %container_id, error = %describe(&e), "cannot remove a leftover container");
+            }
+            let name = container
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map_or(container_id.as_str(), |n| n.trim_start_matches('/'));
+            reaped.push(Reaped {
+                record: format!("container {name}"),
+                id: instance,
+                outcome,
+            });
+        }
+        reaped
+    }
+
+    fn logs(&self, id: &InstanceId, lines: usize, follow: bool) -> BoxStream<'static, String> {
+        follow_log(log_path(&self.shared.state_dir, id), lines, follow).boxed()
+    }
+}

@@ -1,0 +1,557 @@
+//! One task per instance: runs its container, watches it exit, restarts it by the spec's
+//! policy, stops and removes it.
+
+use super::Shared;
+use super::attach::{Attached, attach};
+use super::engine::{Engine, describe, is_not_found};
+use crate::error::StartError;
+use crate::instance::{
+    ExitInfo, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
+    Lifecycle, Reach,
+};
+use crate::process::backoff::{Decision, Ending, FailureCount, random_unit};
+use crate::process::logs::{LogWriter, follow_log};
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use futures::StreamExt as _;
+use parking_lot::Mutex;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout, timeout_at};
+
+/// What the runtime asks of a supervisor.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Stop for good.
+    Stop,
+    /// Kill now and start again; answered once the old run is over.
+    Restart(oneshot::Sender<()>),
+}
+
+/// How long a container gets to be gone after the engine was told to kill it.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the attach tasks get to drain after the container exited.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// One run of the container: from `start` to its exit.
+#[derive(Debug)]
+pub(crate) struct Run {
+    started: Instant,
+    pub(crate) started_at: SystemTime,
+    /// Handed over (once) by [`running`](Self::running).
+    reach: Option<Reach>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What [`start_run`] needs besides the spec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunContext<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) container: &'a str,
+    pub(crate) log: &'a LogWriter,
+    pub(crate) log_path: &'a Path,
+    pub(crate) max_line: usize,
+}
+
+/// How many of its last lines a container that exits at start shows in the error.
+const LAST_LINES: usize = 10;
+
+/// Starts the container once more: attach (before start, so nothing is missed), start,
+/// then find where it is reachable.
+pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result<Run, StartError> {
+    let RunContext {
+        engine,
+        container,
+        log,
+        log_path,
+        max_line,
+    } = cx;
+    let engine_error = |action: &str, e: &bollard::errors::Error| StartError::Engine {
+        id: spec.id.clone(),
+        action: format!("{action} container {}", short(container)),
+        message: describe(e),
+    };
+    let stdio = spec.io == InstanceIo::Stdio;
+    let Attached { stdio, tasks } = attach(&engine.docker, container, stdio, log, max_line)
+        .await
+        .map_err(|e| engine_error("attach to", &e))?;
+    if let Err(e) = engine
+        .docker
+        .start_container(container, None::<StartContainerOptions>)
+        .await
+    {
+        for task in tasks {
+            task.abort();
+        }
+        return Err(engine_error("start", &e));
+    }
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    log.line(
+        format!(
+            "--- started container {} at {}",
+            short(container),
+            fleet_spec::template::rfc3339(started_at)
+        )
+        .into_bytes(),
+    )
+    .await;
+    let reach = match (spec.io, stdio) {
+        (InstanceIo::Stdio, Some(attachment)) => Reach::Stdio(attachment),
+        (InstanceIo::Listen { port }, _) => match published_port(engine, container, port).await {
+            Some(host_port) => Reach::Address(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port))),
+            None => {
+                // Without a published port the container has stopped already (the engine
+                // unpublishes on exit): nothing to reach, and its output says why.
+                for task in tasks {
+                    let _ = timeout(DRAIN_WAIT, task).await;
+                }
+                log.synced().await;
+                let output = follow_log(log_path, LAST_LINES, false)
+                    .filter(|line| std::future::ready(!line.starts_with("--- ")))
+                    .collect()
+                    .await;
+                return Err(StartError::ExitedAtStart {
+                    id: spec.id.clone(),
+                    output,
+                });
+            }
+        },
+        _ => Reach::Nowhere,
+    };
+    Ok(Run {
+        started,
+        started_at,
+        reach: Some(reach),
+        tasks,
+    })
+}
+
+/// The host port the engine published container port `port` on (on 127.0.0.1).
+async fn published_port(engine: &Engine, container: &str, port: u16) -> Option<u16> {
+    let inspected = engine
+        .docker
+        .inspect_container(container, None::<InspectContainerOptions>)
+        .await
+        .ok()?;
+    let ports = inspected.network_settings?.ports?;
+    let bindings = ports.get(&super::create::port_key(port))?.as_ref()?;
+    bindings
+        .iter()
+        .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+        .find(|&p| p != 0)
+}
+
+/// The 12-character id `podman ps` shows.
+pub(crate) fn short(container: &str) -> &str {
+    container.get(..12).unwrap_or(container)
+}
+
+impl Run {
+    /// The `Running` event announcing this run.
+    pub(crate) fn running(&mut self, container: &str) -> Lifecycle {
+        Lifecycle::Running {
+            reach: self.reach.take().unwrap_or(Reach::Nowhere),
+            handle: InstanceHandle::Container {
+                id: container.to_owned(),
+            },
+        }
+    }
+}
+
+/// Everything connecting a supervisor to the runtime and the engine.
+#[derive(Debug)]
+pub(crate) struct Wiring {
+    /// Weak, so dropping the last runtime handle closes `control` and stops the instance.
+    pub(crate) runtime: Weak<Shared>,
+    pub(crate) generation: u64,
+    pub(crate) engine: Engine,
+    pub(crate) container: String,
+    pub(crate) log_path: PathBuf,
+    pub(crate) max_line: usize,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
+    pub(crate) events: mpsc::UnboundedSender<Lifecycle>,
+    pub(crate) status: Arc<Mutex<InstanceStatus>>,
+    pub(crate) done: watch::Sender<bool>,
+    pub(crate) log: LogWriter,
+    pub(crate) log_task: JoinHandle<()>,
+}
+
+/// Unregisters the instance when the supervisor ends, however it ends, so `stop` never
+/// waits forever and the id can be used again.
+#[derive(Debug)]
+struct Registration {
+    runtime: Weak<Shared>,
+    id: InstanceId,
+    generation: u64,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.upgrade() {
+            runtime.forget(&self.id, self.generation);
+        }
+        self.done.send_replace(true);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Supervisor {
+    spec: InstanceSpec,
+    engine: Engine,
+    container: String,
+    log_path: PathBuf,
+    max_line: usize,
+    control: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::UnboundedSender<Lifecycle>,
+    status: Arc<Mutex<InstanceStatus>>,
+    log: LogWriter,
+    log_task: JoinHandle<()>,
+    failures: FailureCount,
+    registration: Registration,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Run(Box<Run>),
+    Start,
+    BackOff { attempt: u32, delay: Duration },
+    Idle(InstanceState),
+    Finish,
+}
+
+/// Why a run ended.
+enum Reason {
+    Exited,
+    Stop,
+    Restart(oneshot::Sender<()>),
+}
+
+impl Supervisor {
+    pub(crate) fn new(spec: InstanceSpec, wiring: Wiring) -> Self {
+        Supervisor {
+            registration: Registration {
+                runtime: wiring.runtime,
+                id: spec.id.clone(),
+                generation: wiring.generation,
+                done: wiring.done,
+            },
+            spec,
+            engine: wiring.engine,
+            container: wiring.container,
+            log_path: wiring.log_path,
+            max_line: wiring.max_line,
+            control: wiring.control,
+            events: wiring.events,
+            status: wiring.status,
+            log: wiring.log,
+            log_task: wiring.log_task,
+            failures: FailureCount::default(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, first: Run) {
+        let mut phase = Phase::Run(Box::new(first));
+        loop {
+            phase = match phase {
+                Phase::Run(run) => self.supervise(*run).await,
+                Phase::Start => self.restart_container().await,
+                Phase::BackOff { attempt, delay } => self.back_off(attempt, delay).await,
+                Phase::Idle(state) => self.idle(state).await,
+                Phase::Finish => break,
+            };
+        }
+        self.finish().await;
+    }
+
+    fn emit(&self, event: Lifecycle) {
+        // The engine may have dropped its receiver; the instance carries on regardless.
+        let _ = self.events.send(event);
+    }
+
+    fn update(&self, f: impl FnOnce(&mut InstanceStatus)) {
+        f(&mut self.status.lock());
+    }
+
+    /// Logs one of mcpfleet's own lines and waits until it is on disk.
+    async fn marker(&self, text: String) {
+        self.log.line(format!("--- {text}").into_bytes()).await;
+        self.log.synced().await;
+    }
+
+    /// Resolves when the container is no longer running.
+    async fn exited(engine: Engine, container: String) {
+        let mut wait = engine.waiter.wait_container(&container, None);
+        // Any answer — an exit code, a non-zero "error", a lost connection — means the
+        // run is over as far as waiting goes; `inspect` tells how it ended.
+        let _ = wait.next().await;
+    }
+
+    async fn supervise(&mut self, run: Run) -> Phase {
+        let Run { started, tasks, .. } = run;
+        let mut exited = pin!(Self::exited(self.engine.clone(), self.container.clone()));
+        let command = tokio::select! {
+            () = &mut exited => None,
+            command = self.control.recv() => Some(command),
+        };
+        let reason = match command {
+            None => Reason::Exited,
+            Some(None | Some(Control::Stop)) => {
+                self.update(|s| s.state = InstanceState::Stopping);
+                self.terminate(exited.as_mut()).await;
+                Reason::Stop
+            }
+            Some(Some(Control::Restart(ack))) => {
+                self.marker(format!(
+                    "killing container {} for a restart",
+                    short(&self.container)
+                ))
+                .await;
+                let kill = KillContainerOptions {
+                    signal: "SIGKILL".to_owned(),
+                };
+                let _ = self
+                    .engine
+                    .docker
+                    .kill_container(&self.container, Some(kill))
+                    .await;
+                let _ = timeout(KILL_WAIT, exited.as_mut()).await;
+                Reason::Restart(ack)
+            }
+        };
+        let ran_for = started.elapsed();
+        for mut task in tasks {
+            if timeout(DRAIN_WAIT, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+        let exit = self.exit_info(ran_for).await;
+        self.marker(exit_marker(&exit)).await;
+        self.update(|s| {
+            s.handle = None;
+            s.last_exit = Some(exit);
+        });
+        self.emit(Lifecycle::Exited {
+            code: exit.code,
+            signal: exit.signal,
+            ran_for,
+        });
+        match reason {
+            Reason::Stop => Phase::Finish,
+            Reason::Exited => self.decide(Ending::Exited(exit)).await,
+            Reason::Restart(ack) => {
+                let _ = ack.send(());
+                self.decide(Ending::RestartRequested).await
+            }
+        }
+    }
+
+    /// How the run ended, from the engine's record of the container.
+    async fn exit_info(&self, ran_for: Duration) -> ExitInfo {
+        let state = self
+            .engine
+            .docker
+            .inspect_container(&self.container, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state);
+        let code = state
+            .as_ref()
+            .and_then(|s| s.exit_code)
+            .and_then(|c| i32::try_from(c).ok());
+        ExitInfo {
+            code,
+            // The engine reports a death by signal as code 128 + n, like a shell.
+            signal: None,
+            ran_for,
+            oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
+        }
+    }
+
+    /// (stdio: wait grace/2 for an exit on EOF, the caller having closed stdin) → the
+    /// engine's stop (SIGTERM, then SIGKILL after the grace period) → wait for the exit.
+    async fn terminate<F: Future<Output = ()>>(&self, mut exited: Pin<&mut F>) {
+        let grace = self.spec.stop_grace;
+        if self.spec.io == InstanceIo::Stdio && timeout(grace / 2, exited.as_mut()).await.is_ok() {
+            return;
+        }
+        let seconds = grace.as_secs_f64().ceil().max(1.0) as i32;
+        let stop = StopContainerOptions {
+            signal: None,
+            t: Some(seconds),
+        };
+        if let Err(e) = self
+            .engine
+            .docker
+            .stop_container(&self.container, Some(stop))
+            .await
+        {
+            self.marker(format!(
+                "stopping container {} failed: {}",
+                short(&self.container),
+                describe(&e)
+            ))
+            .await;
+        }
+        if timeout(grace + KILL_WAIT, exited).await.is_err() {
+            tracing::warn!(instance = %self.spec.id, container = %self.container, "container still running after stop");
+        }
+    }
+
+    async fn decide(&mut self, ending: Ending) -> Phase {
+        match self
+            .failures
+            .record(&self.spec.restart, ending, random_unit())
+        {
+            Decision::Restart { attempt, delay } => Phase::BackOff { attempt, delay },
+            Decision::GiveUp { failures } => {
+                self.marker(format!(
+                    "crash-looping: {failures} failed starts in a row; not restarting"
+                ))
+                .await;
+                self.emit(Lifecycle::CrashLooping { failures });
+                Phase::Idle(InstanceState::CrashLooping)
+            }
+            Decision::Stay => Phase::Idle(InstanceState::Exited),
+        }
+    }
+
+    async fn back_off(&mut self, attempt: u32, delay: Duration) -> Phase {
+        self.update(|s| s.state = InstanceState::BackingOff);
+        self.emit(Lifecycle::BackingOff { attempt, delay });
+        let deadline = Instant::now() + delay;
+        loop {
+            match timeout_at(deadline, self.control.recv()).await {
+                Err(_elapsed) => return Phase::Start,
+                Ok(None | Some(Control::Stop)) => return Phase::Finish,
+                // A start is coming anyway.
+                Ok(Some(Control::Restart(ack))) => {
+                    let _ = ack.send(());
+                }
+            }
+        }
+    }
+
+    async fn idle(&mut self, state: InstanceState) -> Phase {
+        self.update(|s| s.state = state);
+        match self.control.recv().await {
+            None | Some(Control::Stop) => Phase::Finish,
+            Some(Control::Restart(ack)) => {
+                self.failures.reset();
+                let _ = ack.send(());
+                Phase::Start
+            }
+        }
+    }
+
+    /// Starts the same container again (a new attachment for stdio).
+    async fn restart_container(&mut self) -> Phase {
+        self.update(|s| s.state = InstanceState::Starting);
+        let cx = RunContext {
+            engine: &self.engine,
+            container: &self.container,
+            log: &self.log,
+            log_path: &self.log_path,
+            max_line: self.max_line,
+        };
+        match start_run(&self.spec, cx).await {
+            Ok(mut run) => {
+                self.update(|s| {
+                    s.state = InstanceState::Running;
+                    s.handle = Some(InstanceHandle::Container {
+                        id: self.container.clone(),
+                    });
+                    s.started_at = Some(run.started_at);
+                    s.restarts = s.restarts.saturating_add(1);
+                });
+                self.emit(run.running(&self.container));
+                Phase::Run(Box::new(run))
+            }
+            Err(e) => {
+                let error = e.to_string();
+                self.marker(format!("start failed: {error}")).await;
+                self.emit(Lifecycle::SpawnFailed { error });
+                self.decide(Ending::SpawnFailed).await
+            }
+        }
+    }
+
+    async fn finish(self) {
+        let Supervisor {
+            engine,
+            container,
+            events,
+            status,
+            log,
+            log_task,
+            registration,
+            ..
+        } = self;
+        remove_container(&engine, &container, &log).await;
+        // Every line, including the exit marker, is on disk before `Stopped` is reported.
+        drop(log);
+        let _ = timeout(Duration::from_secs(2), log_task).await;
+        {
+            let mut status = status.lock();
+            status.state = InstanceState::Stopped;
+            status.handle = None;
+        }
+        let _ = events.send(Lifecycle::Stopped);
+        drop(registration);
+    }
+}
+
+/// Removes a container, running or not; one already gone is fine.
+pub(crate) async fn remove_container(engine: &Engine, container: &str, log: &LogWriter) {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        link: false,
+    };
+    match engine
+        .docker
+        .remove_container(container, Some(options))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => {
+            log.line(
+                format!(
+                    "--- cannot remove container {}: {}",
+                    short(container),
+                    describe(&e)
+                )
+                .into_bytes(),
+            )
+            .await;
+            tracing::warn!(container, error = %describe(&e), "cannot remove a container");
+        }
+    }
+}
+
+fn exit_marker(exit: &ExitInfo) -> String {
+    let how = match exit.code {
+        Some(code) => format!("code {code}"),
+        None => "for an unknown reason".to_owned(),
+    };
+    let oom = if exit.oom_killed {
+        " (killed for exceeding its memory limit)"
+    } else {
+        ""
+    };
+    format!(
+        "exited {how}{oom} after {:.3}s at {}",
+        exit.ran_for.as_secs_f64(),
+        fleet_spec::template::rfc3339(SystemTime::now())
+    )
+}

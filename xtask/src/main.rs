@@ -25,6 +25,7 @@ mod bench_gateway;
 mod bench_rollout;
 mod bench_soak;
 mod debian;
+mod image;
 mod peers;
 mod podman;
 
@@ -40,6 +41,7 @@ fn main() -> Result<()> {
         ["schema", "--check"] => schema(true),
         ["ci"] => ci(),
         ["peers"] => install_test_peers(),
+        ["image", rest @ ..] => image::build(rest),
         ["bench", "validate", rest @ ..] => bench::validate(rest),
         ["bench", "up", rest @ ..] => bench::up(rest),
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),

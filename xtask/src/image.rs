@@ -1,0 +1,167 @@
+//! `cargo xtask image`: mcpfleet's own container image, built from the release binary.
+//!
+//! No base image can be pulled here (and none is needed): the build context is a root
+//! filesystem holding the stripped binary, the C libraries `ldd` lists for it, the CA
+//! certificates (outbound TLS verifies against the OS store), a non-root user and a `/tmp`;
+//! `deploy/container/Containerfile` copies it onto `scratch`. The image is then run the way
+//! a hardened fleet runs containers (read-only root, no capabilities, no new privileges, no
+//! network) to show the binary works in it and does not run as root.
+
+use crate::{root, run};
+use anyhow::{Context, Result, bail, ensure};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The image's user: not root, and not `nobody` (which by design owns nothing).
+const USER: &str = "65532:65532";
+
+pub(crate) fn build(args: &[&str]) -> Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let tag = match args {
+        [] => format!("localhost/mcpfleet:{version}"),
+        ["--tag", tag] => (*tag).to_owned(),
+        _ => bail!("usage: cargo xtask image [--tag NAME:TAG]"),
+    };
+    run("cargo", &["build", "--quiet", "--release", "-p", "mcpfleet"])?;
+    let context = root().join("target/image");
+    assemble(&root().join("target/release/mcpfleet"), &context)?;
+    let containerfile = root().join("deploy/container/Containerfile");
+    podman_output(&[
+        "build",
+        "--quiet",
+        "--tag",
+        &tag,
+        "--file",
+        path(&containerfile)?,
+        path(&context)?,
+    ])?;
+    verify(&tag, version)
+}
+
+/// The build context: `rootfs/` (copied to `/`) and `home/` (the user's, owned by it).
+fn assemble(binary: &Path, context: &Path) -> Result<()> {
+    if context.exists() {
+        std::fs::remove_dir_all(context)
+            .with_context(|| format!("remove {}", context.display()))?;
+    }
+    let rootfs = context.join("rootfs");
+    let bin = rootfs.join("usr/local/bin/mcpfleet");
+    copy(binary, &bin)?;
+    run("strip", &[path(&bin)?])?;
+    for library in linked_libraries(binary)? {
+        let inside = library.strip_prefix("/").unwrap_or(&library);
+        copy(&library, &rootfs.join(inside))?;
+    }
+    let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if certs.exists() {
+        copy(certs, &rootfs.join("etc/ssl/certs/ca-certificates.crt"))?;
+    }
+    let (uid, gid) = USER.split_once(':').expect("USER is uid:gid");
+    write(
+        &rootfs.join("etc/passwd"),
+        &format!(
+            "root:x:0:0:root:/root:/sbin/nologin\n\
+             nonroot:x:{uid}:{gid}:nonroot:/home/nonroot:/sbin/nologin\n"
+        ),
+    )?;
+    write(
+        &rootfs.join("etc/group"),
+        &format!("root:x:0:\nnonroot:x:{gid}:\n"),
+    )?;
+    let tmp = rootfs.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    set_mode(&tmp, 0o1777)?;
+    std::fs::create_dir_all(context.join("home/nonroot"))?;
+    Ok(())
+}
+
+/// The shared libraries the dynamic loader maps for `binary`, and the loader itself.
+fn linked_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let output = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("run ldd")?;
+    ensure!(output.status.success(), "ldd {} failed", binary.display());
+    let listing = String::from_utf8(output.stdout).context("ldd output")?;
+    // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux… (0x…)`;
+    // the vDSO has no file.
+    Ok(listing
+        .lines()
+        .filter_map(|line| {
+            let file = line.split("=>").last()?.split_whitespace().next()?;
+            file.starts_with('/').then(|| PathBuf::from(file))
+        })
+        .collect())
+}
+
+/// Runs the image as a hardened fleet would and checks what it says and who it runs as.
+fn verify(tag: &str, version: &str) -> Result<()> {
+    let output = podman_output(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1000:1000",
+        tag,
+        "--version",
+    ])?;
+    let expected = format!("mcpfleet {version}");
+    ensure!(
+        output.trim() == expected,
+        "the image's binary says {output:?}, expected {expected:?}"
+    );
+    let user = podman_output(&["image", "inspect", "--format", "{{.Config.User}}", tag])?;
+    ensure!(user.trim() == USER, "the image runs as {user:?}, not {USER}");
+    let size = podman_output(&["image", "inspect", "--format", "{{.Size}}", tag])?;
+    let megabytes = size.trim().parse::<f64>().unwrap_or(0.0) / 1e6;
+    eprintln!("image {tag}: {expected}, user {USER}, {megabytes:.1} MB");
+    Ok(())
+}
+
+fn podman_output(args: &[&str]) -> Result<String> {
+    // The global flags this machine kind needs (the runtime, the cgroup manager).
+    let output = Command::new("podman")
+        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+        .args(args)
+        .output()
+        .context("run podman")?;
+    if !output.status.success() {
+        bail!(
+            "`podman {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    String::from_utf8(output.stdout).context("podman output")
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to.parent().expect("a file in a directory"))?;
+    std::fs::copy(from, to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn write(file: &Path, text: &str) -> Result<()> {
+    std::fs::create_dir_all(file.parent().expect("a file in a directory"))?;
+    std::fs::write(file, text).with_context(|| format!("write {}", file.display()))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+fn path(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}

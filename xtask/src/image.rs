@@ -7,7 +7,7 @@
 //! a hardened fleet runs containers (read-only root, no capabilities, no new privileges, no
 //! network) to show the binary works in it and does not run as root.
 
-use crate::{root, run};
+use crate::{podman, root, run};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +22,10 @@ pub(crate) fn build(args: &[&str]) -> Result<()> {
         ["--tag", tag] => (*tag).to_owned(),
         _ => bail!("usage: cargo xtask image [--tag NAME:TAG]"),
     };
-    run("cargo", &["build", "--quiet", "--release", "-p", "mcpfleet"])?;
+    run(
+        "cargo",
+        &["build", "--quiet", "--release", "-p", "mcpfleet"],
+    )?;
     let context = root().join("target/image");
     assemble(&root().join("target/release/mcpfleet"), &context)?;
     let containerfile = root().join("deploy/container/Containerfile");
@@ -96,7 +99,38 @@ fn linked_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 
 /// Runs the image as a hardened fleet would and checks what it says and who it runs as.
 fn verify(tag: &str, version: &str) -> Result<()> {
-    let output = podman_output(&[
+    let said = run_hardened(tag, &[], &["--version"])?;
+    let expected = format!("mcpfleet {version}");
+    ensure!(
+        said.trim() == expected,
+        "the image's binary says {said:?}, expected {expected:?}"
+    );
+    // Reads and checks a fleet file: the binary does real work in the image.
+    let examples = format!("{}:/fleet:ro", path(&root().join("examples"))?);
+    let validated = run_hardened(
+        tag,
+        &["--volume", &examples],
+        &["validate", "-f", "/fleet/quickstart.yaml"],
+    )?;
+    ensure!(
+        validated.contains("is valid"),
+        "the image could not validate the quick start fleet: {validated:?}"
+    );
+    let user = podman_output(&["image", "inspect", "--format", "{{.Config.User}}", tag])?;
+    ensure!(
+        user.trim() == USER,
+        "the image runs as {user:?}, not {USER}"
+    );
+    let size = podman_output(&["image", "inspect", "--format", "{{.Size}}", tag])?;
+    let megabytes = size.trim().parse::<f64>().unwrap_or(0.0) / 1e6;
+    eprintln!("image {tag}: {expected}, user {USER}, {megabytes:.1} MB");
+    Ok(())
+}
+
+/// `podman run` of the image with a read-only root, no capabilities, no new privileges
+/// and no network; `options` go before the image, `args` to mcpfleet.
+fn run_hardened(tag: &str, options: &[&str], args: &[&str]) -> Result<String> {
+    let mut command = vec![
         "run",
         "--rm",
         "--read-only",
@@ -110,26 +144,15 @@ fn verify(tag: &str, version: &str) -> Result<()> {
         "nofile=1024:1024",
         "--ulimit",
         "nproc=1000:1000",
-        tag,
-        "--version",
-    ])?;
-    let expected = format!("mcpfleet {version}");
-    ensure!(
-        output.trim() == expected,
-        "the image's binary says {output:?}, expected {expected:?}"
-    );
-    let user = podman_output(&["image", "inspect", "--format", "{{.Config.User}}", tag])?;
-    ensure!(user.trim() == USER, "the image runs as {user:?}, not {USER}");
-    let size = podman_output(&["image", "inspect", "--format", "{{.Size}}", tag])?;
-    let megabytes = size.trim().parse::<f64>().unwrap_or(0.0) / 1e6;
-    eprintln!("image {tag}: {expected}, user {USER}, {megabytes:.1} MB");
-    Ok(())
+    ];
+    command.extend(options);
+    command.push(tag);
+    command.extend(args);
+    podman_output(&command)
 }
 
 fn podman_output(args: &[&str]) -> Result<String> {
-    // The global flags this machine kind needs (the runtime, the cgroup manager).
-    let output = Command::new("podman")
-        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+    let output = podman::command()
         .args(args)
         .output()
         .context("run podman")?;

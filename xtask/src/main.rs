@@ -128,6 +128,8 @@ fn ci() -> Result<()> {
     bench::up(&["--smoke"])?;
     bench_gateway::run(&["--smoke"])?;
     bench_rollout::run(&["--smoke"])?;
+    // Last: the only step that needs a release build.
+    image::build(&[])?;
     eprintln!("CI gate passed");
     // The closing line CI reads: every test of the workspace, summed.
     println!("tests: {passed} passed, {failed} failed");

@@ -11,6 +11,13 @@ use std::process::Command;
 /// runtime, and cgroupfs because the test machines run no systemd to manage cgroups through.
 const GLOBAL_FLAGS: &[&str] = &["--runtime", "runc", "--cgroup-manager", "cgroupfs"];
 
+/// `podman` with [`GLOBAL_FLAGS`].
+pub(crate) fn command() -> Command {
+    let mut podman = Command::new("podman");
+    podman.args(GLOBAL_FLAGS);
+    podman
+}
+
 /// Installs podman and what its tests need, then runs `podman info` with the tests' flags.
 ///
 /// # Errors
@@ -25,8 +32,7 @@ pub(crate) fn install() -> Result<()> {
     debian::ensure("iptables", "iptables")?;
     // The sample image holds a stripped copy of the sample server.
     debian::ensure("strip", "binutils")?;
-    let output = Command::new("podman")
-        .args(GLOBAL_FLAGS)
+    let output = command()
         .args([
             "info",
             "--format",

@@ -551,11 +551,11 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         },
                         event = events.recv() => {
                             // The process ended before it was ready.
-                            if let Some(Lifecycle::Exited { code, signal, .. }) = &event
+                            if let Some(Lifecycle::Exited { code, signal, oom_killed, last_output, .. }) = &event
                                 && !self.was_ready.load(Ordering::SeqCst)
                                 && !*self.stop_requested.borrow()
                             {
-                                self.not_ready(format!("exited ({}) before it was ready", exit_text(*code, *signal))).await;
+                                self.not_ready(format!("exited ({}) before it was ready{}", exit_text(*code, *signal, *oom_killed), output_text(last_output))).await;
                             }
                             pending = event;
                         }
@@ -565,13 +565,16 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     code,
                     signal,
                     ran_for,
+                    oom_killed,
+                    last_output,
                 } => {
                     *self.session.lock().await = None;
                     if !*self.stop_requested.borrow() {
                         let why = format!(
-                            "exited ({}) after {}",
-                            exit_text(code, signal),
-                            fleet_spec::model::human_duration(ran_for)
+                            "exited ({}) after {}{}",
+                            exit_text(code, signal, oom_killed),
+                            fleet_spec::model::human_duration(ran_for),
+                            output_text(&last_output)
                         );
                         // `Restarting` only once the runtime says a start is coming
                         // (`BackingOff`): its restart policy may say none is.
@@ -885,11 +888,25 @@ fn ready_tracker(cadence: &Cadence) -> HealthTracker {
     tracker
 }
 
-fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
-    match (code, signal) {
+fn exit_text(code: Option<i32>, signal: Option<i32>, oom_killed: bool) -> String {
+    let status = match (code, signal) {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("signal {s}"),
         (None, None) => "unknown status".into(),
+    };
+    if oom_killed {
+        format!("{status}, out of memory: killed for exceeding its memory limit")
+    } else {
+        status
+    }
+}
+
+/// The last lines an instance printed, for a message on one line.
+fn output_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; last output: {}", lines.join(" | "))
     }
 }
 
@@ -987,6 +1004,20 @@ fn resolve_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exit_message_says_out_of_memory_and_shows_the_last_output() {
+        assert_eq!(exit_text(Some(1), None, false), "exit code 1");
+        assert_eq!(
+            exit_text(Some(137), None, true),
+            "exit code 137, out of memory: killed for exceeding its memory limit"
+        );
+        assert_eq!(output_text(&[]), "");
+        assert_eq!(
+            output_text(&["error: bad flag".into(), "usage: x".into()]),
+            "; last output: error: bad flag | usage: x"
+        );
+    }
 
     fn served() -> Target {
         Target::Served {

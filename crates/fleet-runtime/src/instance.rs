@@ -349,6 +349,13 @@ pub enum Lifecycle {
         code: Option<i32>,
         signal: Option<i32>,
         ran_for: Duration,
+        /// The kernel killed it for exceeding its memory limit (a runtime that can tell:
+        /// containers; always `false` for processes).
+        oom_killed: bool,
+        /// Its last lines of output, oldest first, when it failed right after it started
+        /// (the reason is usually among them); empty otherwise, and from runtimes that do
+        /// not collect them (processes: their log has them).
+        last_output: Vec<String>,
     },
     /// The next start comes after `delay`; `attempt` counts consecutive failed starts.
     BackingOff { attempt: u32, delay: Duration },

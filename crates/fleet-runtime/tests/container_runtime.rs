@@ -355,6 +355,70 @@ async fn on_failure_restarts_a_container_that_exits_with_an_error() {
 }
 
 #[tokio::test]
+async fn a_container_that_fails_at_start_says_why_in_its_exit_event() {
+    let fleet = Fleet::new("badflag").await;
+    let spec = spec("files-r1-1", InstanceIo::Stdio, &["--bogus"]);
+    let mut instance = fleet.runtime.start(spec).await.unwrap();
+    running(next(&mut instance.events).await);
+    let exited = next(&mut instance.events).await;
+    let id = InstanceId::from("files-r1-1");
+    let log: Vec<String> = futures::StreamExt::collect(fleet.runtime.logs(&id, 100, false)).await;
+    match exited {
+        Lifecycle::Exited {
+            code: Some(2),
+            oom_killed: false,
+            last_output,
+            ..
+        } => assert!(
+            last_output
+                .iter()
+                .any(|l| l.contains("unexpected argument '--bogus'")),
+            "{last_output:?}; the log: {log:#?}"
+        ),
+        other => panic!("expected an exit with code 2, got {other:?}"),
+    }
+    fleet.runtime.stop(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_http_container_that_fails_at_start_says_why() {
+    let fleet = Fleet::new("badhttp").await;
+    let spec = spec("web-r1-1", InstanceIo::Listen { port: 8080 }, &["--bogus"]);
+    // Whether the engine still shows the published port when the runtime looks decides
+    // which way it is reported; either way the reason reaches the caller.
+    let said = match fleet.runtime.start(spec).await {
+        Err(error) => {
+            assert!(matches!(error, StartError::ExitedAtStart { .. }), "{error}");
+            error.to_string()
+        }
+        Ok(mut instance) => {
+            running(next(&mut instance.events).await);
+            let exited = next(&mut instance.events).await;
+            fleet
+                .runtime
+                .stop(&InstanceId::from("web-r1-1"))
+                .await
+                .unwrap();
+            format!("{exited:?}")
+        }
+    };
+    assert!(said.contains("unexpected argument '--bogus'"), "{said}");
+}
+
+#[tokio::test]
+async fn a_process_spec_is_refused_by_the_container_runtime() {
+    let fleet = Fleet::new("wrong").await;
+    let mut spec = stdio_spec("files-r1-1");
+    spec.launch = Launch::Process {
+        program: "/bin/true".into(),
+        cwd: None,
+    };
+    let error = fleet.runtime.start(spec).await.unwrap_err();
+    assert!(matches!(error, StartError::WrongRuntime { .. }), "{error}");
+    assert!(error.to_string().contains("container"), "{error}");
+}
+
+#[tokio::test]
 async fn an_unreachable_engine_names_the_socket_it_tried_and_how_to_start_one() {
     let dir = TempDir::new("crt-unreachable");
     let socket = dir.path().join("no-engine.sock");

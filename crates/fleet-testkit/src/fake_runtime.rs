@@ -237,6 +237,8 @@ impl FakeRuntime {
                 code: Some(code),
                 signal: None,
                 ran_for,
+                oom_killed: false,
+                last_output: Vec::new(),
             });
             let again = match restart.policy {
                 RestartPolicyKind::Always => true,
@@ -341,6 +343,8 @@ impl FakeRuntime {
                 code: None,
                 signal: Some(9),
                 ran_for: Duration::ZERO,
+                oom_killed: false,
+                last_output: Vec::new(),
             });
         }
         (running.spec, running.events, running.restarts)

@@ -13,8 +13,10 @@ use crate::process::logs::{LogWriter, spawn_line_copier};
 use bollard::container::LogOutput;
 use bollard::query_parameters::AttachContainerOptions;
 use futures::StreamExt as _;
+use std::time::Duration;
 use tokio::io::{AsyncWriteExt as _, duplex};
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout_at};
 
 /// Buffer between the demultiplexer and a reader (the attachment, a log copier), and
 /// between the attachment's writer and the container's stdin. Each pipe is a duplex used
@@ -22,14 +24,51 @@ use tokio::task::JoinHandle;
 /// would not give.
 const PIPE_BUFFER: usize = 64 * 1024;
 
+/// How long the output gets to reach the log after the container exited: the engine ends
+/// the attach stream once it has passed on everything the container wrote, which a busy
+/// machine may take a moment to do.
+const OUTPUT_WAIT: Duration = Duration::from_secs(5);
+
 /// The streams of one run of a container.
 #[derive(Debug)]
 pub(crate) struct Attached {
     /// For a stdio instance: what the caller talks over.
     pub(crate) stdio: Option<StdioAttachment>,
-    /// The demultiplexer, the log copiers and the stdin pump; they end when the container
-    /// does.
-    pub(crate) tasks: Vec<JoinHandle<()>>,
+    pub(crate) tasks: StreamTasks,
+}
+
+/// The tasks moving one run's bytes.
+#[derive(Debug)]
+pub(crate) struct StreamTasks {
+    /// The demultiplexer and the log copiers: they end with the attach stream.
+    output: Vec<JoinHandle<()>>,
+    /// Copies the attachment's writer to the container's stdin; it would wait for the
+    /// caller to drop the writer, which a caller holding on to an exited run never does.
+    stdin: Option<JoinHandle<()>>,
+}
+
+impl StreamTasks {
+    /// After the container exited: every line it printed reaches the log (briefly waited
+    /// for), and writes to the old attachment fail from now on.
+    pub(crate) async fn finish(self) {
+        if let Some(stdin) = self.stdin {
+            stdin.abort();
+        }
+        let deadline = Instant::now() + OUTPUT_WAIT;
+        for mut task in self.output {
+            if timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    /// The run never started: nothing to wait for.
+    pub(crate) fn abort(self) {
+        self.output
+            .iter()
+            .chain(&self.stdin)
+            .for_each(|t| t.abort());
+    }
 }
 
 /// Attaches to container `id` (before it starts, so no output is missed).
@@ -51,6 +90,7 @@ pub(crate) async fn attach(
     let connection = docker.attach_container(id, Some(options)).await?;
     let mut output = connection.output;
     let mut tasks = Vec::new();
+    let mut stdin_pump = None;
 
     let (stderr_reader, mut stderr) = duplex(PIPE_BUFFER);
     tasks.push(spawn_line_copier(stderr_reader, log.clone(), max_line));
@@ -58,7 +98,7 @@ pub(crate) async fn attach(
     let attachment = if stdio {
         let (stdin_reader, stdin_writer) = duplex(PIPE_BUFFER);
         let mut input = connection.input;
-        tasks.push(tokio::spawn(async move {
+        stdin_pump = Some(tokio::spawn(async move {
             let mut stdin_reader = stdin_reader;
             // Ends when the caller drops the writer (EOF) or the container is gone (error).
             let _ = tokio::io::copy(&mut stdin_reader, &mut input).await;
@@ -90,6 +130,9 @@ pub(crate) async fn attach(
     }));
     Ok(Attached {
         stdio: attachment,
-        tasks,
+        tasks: StreamTasks {
+            output: tasks,
+            stdin: stdin_pump,
+        },
     })
 }

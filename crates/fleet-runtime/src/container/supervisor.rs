@@ -2,14 +2,14 @@
 //! policy, stops and removes it.
 
 use super::Shared;
-use super::attach::{Attached, attach};
+use super::attach::{Attached, StreamTasks, attach};
 use super::engine::{Engine, describe, is_not_found};
 use crate::error::StartError;
 use crate::instance::{
     ExitInfo, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
     Lifecycle, Reach,
 };
-use crate::process::backoff::{Decision, Ending, FailureCount, random_unit};
+use crate::process::backoff::{Decision, Ending, FailureCount, MIN_STABLE, random_unit};
 use crate::process::logs::{LogWriter, follow_log};
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptions, RemoveContainerOptions, StartContainerOptions,
@@ -38,9 +38,6 @@ pub(crate) enum Control {
 /// How long a container gets to be gone after the engine was told to kill it.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// How long the attach tasks get to drain after the container exited.
-const DRAIN_WAIT: Duration = Duration::from_secs(1);
-
 /// One run of the container: from `start` to its exit.
 #[derive(Debug)]
 pub(crate) struct Run {
@@ -48,7 +45,7 @@ pub(crate) struct Run {
     pub(crate) started_at: SystemTime,
     /// Handed over (once) by [`running`](Self::running).
     reach: Option<Reach>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: StreamTasks,
 }
 
 /// What [`start_run`] needs besides the spec.
@@ -83,27 +80,26 @@ pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result
     let Attached { stdio, tasks } = attach(&engine.docker, container, stdio, log, max_line)
         .await
         .map_err(|e| engine_error("attach to", &e))?;
-    if let Err(e) = engine
-        .docker
-        .start_container(container, None::<StartContainerOptions>)
-        .await
-    {
-        for task in tasks {
-            task.abort();
-        }
-        return Err(engine_error("start", &e));
-    }
     let started = Instant::now();
     let started_at = SystemTime::now();
+    // Queued before the start, so it precedes everything this run prints.
     log.line(
         format!(
-            "--- started container {} at {}",
+            "{STARTING_MARKER}{} at {}",
             short(container),
             fleet_spec::template::rfc3339(started_at)
         )
         .into_bytes(),
     )
     .await;
+    if let Err(e) = engine
+        .docker
+        .start_container(container, None::<StartContainerOptions>)
+        .await
+    {
+        tasks.abort();
+        return Err(engine_error("start", &e));
+    }
     let reach = match (spec.io, stdio) {
         (InstanceIo::Stdio, Some(attachment)) => Reach::Stdio(attachment),
         (InstanceIo::Listen { port }, _) => match published_port(engine, container, port).await {
@@ -111,17 +107,11 @@ pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result
             None => {
                 // Without a published port the container has stopped already (the engine
                 // unpublishes on exit): nothing to reach, and its output says why.
-                for task in tasks {
-                    let _ = timeout(DRAIN_WAIT, task).await;
-                }
+                tasks.finish().await;
                 log.synced().await;
-                let output = follow_log(log_path, LAST_LINES, false)
-                    .filter(|line| std::future::ready(!line.starts_with("--- ")))
-                    .collect()
-                    .await;
                 return Err(StartError::ExitedAtStart {
                     id: spec.id.clone(),
-                    output,
+                    output: last_output(log_path).await,
                 });
             }
         },
@@ -133,6 +123,27 @@ pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result
         reach: Some(reach),
         tasks,
     })
+}
+
+/// The marker that opens a run in the log (followed by the container's short id).
+const STARTING_MARKER: &str = "--- starting container ";
+
+/// The last [`LAST_LINES`] lines the latest run printed (mcpfleet's own `--- ` lines left
+/// out), read back from the log, which holds every line once the log is synced.
+async fn last_output(log_path: &Path) -> Vec<String> {
+    // Room for the run's marker lines besides its output.
+    let tail: Vec<String> = follow_log(log_path, LAST_LINES * 4, false).collect().await;
+    let run_start = tail
+        .iter()
+        .rposition(|line| line.starts_with(STARTING_MARKER))
+        .map_or(0, |i| i + 1);
+    let mut output: Vec<String> = tail
+        .into_iter()
+        .skip(run_start)
+        .filter(|line| !line.starts_with("--- "))
+        .collect();
+    output.drain(..output.len().saturating_sub(LAST_LINES));
+    output
 }
 
 /// The host port the engine published container port `port` on (on 127.0.0.1).
@@ -329,21 +340,27 @@ impl Supervisor {
             }
         };
         let ran_for = started.elapsed();
-        for mut task in tasks {
-            if timeout(DRAIN_WAIT, &mut task).await.is_err() {
-                task.abort();
-            }
-        }
+        tasks.finish().await;
         let exit = self.exit_info(ran_for).await;
         self.marker(exit_marker(&exit)).await;
         self.update(|s| {
             s.handle = None;
             s.last_exit = Some(exit);
         });
+        // A failure right after the start: what it printed usually says why.
+        let failed_at_start =
+            matches!(reason, Reason::Exited) && exit.is_failure() && ran_for < MIN_STABLE;
+        let last_output = if failed_at_start {
+            last_output(&self.log_path).await
+        } else {
+            Vec::new()
+        };
         self.emit(Lifecycle::Exited {
             code: exit.code,
             signal: exit.signal,
             ran_for,
+            oom_killed: exit.oom_killed,
+            last_output,
         });
         match reason {
             Reason::Stop => Phase::Finish,

@@ -205,6 +205,8 @@ impl Supervisor {
             code: exit.code,
             signal: exit.signal,
             ran_for,
+            oom_killed: false,
+            last_output: Vec::new(),
         });
         match reason {
             Reason::Stop => Phase::Finish,

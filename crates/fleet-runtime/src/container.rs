@@ -23,8 +23,9 @@
 //!   `wait` says when a run ends, the same restart policy and backoff decide, and a restart
 //!   starts the same container again. An OOM kill shows in
 //!   [`ExitInfo::oom_killed`](crate::ExitInfo::oom_killed).
-//! - **Stop**: (stdio: wait half the grace period for an exit on EOF) → the engine's stop
-//!   (SIGTERM, SIGKILL after the grace period) → remove the container.
+//! - **Stop**: (stdio: the runtime closes the container's stdin itself — the caller may
+//!   still hold the attachment — and waits half the grace period for an exit on EOF) → the
+//!   engine's stop (SIGTERM, SIGKILL after the grace period) → remove the container.
 //!
 //! Adopting a container a killed control plane left (instead of reaping it) is not done
 //! yet; its streams outlive the control plane, so it can be added behind `discover`.

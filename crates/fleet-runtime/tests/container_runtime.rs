@@ -247,6 +247,42 @@ async fn closing_stdin_ends_a_stdio_container_and_stop_removes_it() {
 }
 
 #[tokio::test]
+async fn stop_closes_a_stdio_containers_stdin_so_it_exits_cleanly() {
+    let fleet = Fleet::new("stopeof").await;
+    let id = InstanceId::from("files-r1-1");
+    let mut spec = stdio_spec("files-r1-1");
+    // Long, so a stop that only signalled would show: half of it before SIGTERM.
+    spec.stop_grace = Duration::from_secs(30);
+    let mut instance = fleet.runtime.start(spec).await.unwrap();
+    let (reach, _) = running(next(&mut instance.events).await);
+    // The caller still holds the attachment, as the gateway does while it serves.
+    let Reach::Stdio(mut attachment) = reach else {
+        panic!("expected a stdio attachment");
+    };
+    assert!(
+        initialize_stdio(&mut attachment)
+            .await
+            .contains("serverInfo")
+    );
+    let started = std::time::Instant::now();
+    fleet.runtime.stop(&id).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the server exits on EOF, well before the grace period ends: {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited { code: Some(0), .. }
+    ));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Stopped
+    ));
+    assert_eq!(fleet.containers.ids(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn an_http_container_is_reachable_on_the_reported_loopback_address() {
     let fleet = Fleet::new("http").await;
     let mut instance = fleet.runtime.start(http_spec("web-r1-1")).await.unwrap();

@@ -15,6 +15,7 @@ use bollard::query_parameters::AttachContainerOptions;
 use futures::StreamExt as _;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt as _, duplex};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
@@ -45,9 +46,19 @@ pub(crate) struct StreamTasks {
     /// Copies the attachment's writer to the container's stdin; it would wait for the
     /// caller to drop the writer, which a caller holding on to an exited run never does.
     stdin: Option<JoinHandle<()>>,
+    /// Tells the stdin copier to close the container's stdin now.
+    close_stdin: Option<oneshot::Sender<()>>,
 }
 
 impl StreamTasks {
+    /// Closes the container's stdin (as if the caller had dropped the attachment's writer):
+    /// what asks a stdio server to exit. Anything written after it is lost.
+    pub(crate) fn close_stdin(&mut self) {
+        if let Some(close) = self.close_stdin.take() {
+            let _ = close.send(());
+        }
+    }
+
     /// After the container exited: every line it printed reaches the log (briefly waited
     /// for), and writes to the old attachment fail from now on.
     pub(crate) async fn finish(self) {
@@ -91,6 +102,7 @@ pub(crate) async fn attach(
     let mut output = connection.output;
     let mut tasks = Vec::new();
     let mut stdin_pump = None;
+    let mut close_stdin = None;
 
     let (stderr_reader, mut stderr) = duplex(PIPE_BUFFER);
     tasks.push(spawn_line_copier(stderr_reader, log.clone(), max_line));
@@ -98,10 +110,17 @@ pub(crate) async fn attach(
     let attachment = if stdio {
         let (stdin_reader, stdin_writer) = duplex(PIPE_BUFFER);
         let mut input = connection.input;
+        let (close, closed) = oneshot::channel::<()>();
+        close_stdin = Some(close);
         stdin_pump = Some(tokio::spawn(async move {
             let mut stdin_reader = stdin_reader;
-            // Ends when the caller drops the writer (EOF) or the container is gone (error).
-            let _ = tokio::io::copy(&mut stdin_reader, &mut input).await;
+            // Until the caller drops the writer (EOF), the container is gone (an error), or
+            // the runtime closes stdin (a stop).
+            tokio::select! {
+                _ = tokio::io::copy(&mut stdin_reader, &mut input) => {}
+                _ = closed => {}
+            }
+            // A half-close: the engine closes the container's stdin, the output goes on.
             let _ = input.shutdown().await;
         }));
         Some(StdioAttachment::new(stdin_writer, stdout_reader))
@@ -133,6 +152,7 @@ pub(crate) async fn attach(
         tasks: StreamTasks {
             output: tasks,
             stdin: stdin_pump,
+            close_stdin,
         },
     })
 }

@@ -308,7 +308,9 @@ impl Supervisor {
     }
 
     async fn supervise(&mut self, run: Run) -> Phase {
-        let Run { started, tasks, .. } = run;
+        let Run {
+            started, mut tasks, ..
+        } = run;
         let mut exited = pin!(Self::exited(self.engine.clone(), self.container.clone()));
         let command = tokio::select! {
             () = &mut exited => None,
@@ -318,7 +320,7 @@ impl Supervisor {
             None => Reason::Exited,
             Some(None | Some(Control::Stop)) => {
                 self.update(|s| s.state = InstanceState::Stopping);
-                self.terminate(exited.as_mut()).await;
+                self.terminate(&mut tasks, exited.as_mut()).await;
                 Reason::Stop
             }
             Some(Some(Control::Restart(ack))) => {
@@ -394,12 +396,19 @@ impl Supervisor {
         }
     }
 
-    /// (stdio: wait grace/2 for an exit on EOF, the caller having closed stdin) → the
-    /// engine's stop (SIGTERM, then SIGKILL after the grace period) → wait for the exit.
-    async fn terminate<F: Future<Output = ()>>(&self, mut exited: Pin<&mut F>) {
+    /// (stdio: close its stdin, wait grace/2 for an exit on EOF) → the engine's stop
+    /// (SIGTERM, then SIGKILL after the grace period) → wait for the exit.
+    async fn terminate<F: Future<Output = ()>>(
+        &self,
+        tasks: &mut StreamTasks,
+        mut exited: Pin<&mut F>,
+    ) {
         let grace = self.spec.stop_grace;
-        if self.spec.io == InstanceIo::Stdio && timeout(grace / 2, exited.as_mut()).await.is_ok() {
-            return;
+        if self.spec.io == InstanceIo::Stdio {
+            tasks.close_stdin();
+            if timeout(grace / 2, exited.as_mut()).await.is_ok() {
+                return;
+            }
         }
         let seconds = grace.as_secs_f64().ceil().max(1.0) as i32;
         let stop = StopContainerOptions {

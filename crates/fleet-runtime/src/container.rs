@@ -27,6 +27,9 @@
 //!   still hold the attachment — and waits half the grace period for an exit on EOF) → the
 //!   engine's stop (SIGTERM, SIGKILL after the grace period) → remove the container.
 //!
+//! Dropping the last [`ContainerRuntime`] handle stops and removes its containers in the
+//! background (if the tokio runtime lives on); stop them explicitly to wait for it.
+//!
 //! Adopting a container a killed control plane left (instead of reaping it) is not done
 //! yet; its streams outlive the control plane, so it can be added behind `discover`.
 
@@ -44,8 +47,9 @@ use crate::instance::{
     InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Launch, PullPolicy, ReapOutcome,
     Reaped,
 };
-use crate::process::logs::{RotatingLog, spawn_log_task};
-use crate::process::{LogRotation, follow_log, log_path, rotated_log_path};
+use crate::process::logs::{discard_instance_logs, open_instance_log};
+use crate::process::{LogRotation, follow_log, log_path};
+use crate::supervised::Supervised;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, ImageInspect};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
@@ -55,13 +59,11 @@ use create::{CreateContext, LABEL_FLEET, LABEL_INSTANCE, LABEL_REVISION, LABEL_S
 use engine::{Engine, describe, is_not_found};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use supervisor::{Control, RunContext, Supervisor, remove_container, short, start_run};
-use tokio::sync::{mpsc, oneshot, watch};
+use supervisor::{RunContext, Supervisor, remove_container, short, start_run};
+use tokio::sync::mpsc;
 
 /// One resource limit applied to every container (`HostConfig.Ulimits`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,52 +107,13 @@ pub struct ContainerRuntime {
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+struct Shared {
     engine: Engine,
     fleet: String,
     state_dir: PathBuf,
     settings: ContainerSettings,
-    instances: Mutex<BTreeMap<InstanceId, Entry>>,
-    generations: AtomicU64,
-}
-
-/// The runtime's handle on one supervised instance.
-#[derive(Debug)]
-struct Entry {
-    /// Tells this entry apart from an earlier or later instance with the same id.
-    generation: u64,
-    control: mpsc::UnboundedSender<Control>,
-    /// `true` once the supervisor has finished (the instance is stopped).
-    done: watch::Receiver<bool>,
-    status: Arc<Mutex<InstanceStatus>>,
-}
-
-impl Shared {
-    fn forget(&self, id: &InstanceId, generation: u64) {
-        let mut instances = self.instances.lock();
-        if instances
-            .get(id)
-            .is_some_and(|e| e.generation == generation)
-        {
-            instances.remove(id);
-        }
-    }
-}
-
-/// Removes a reserved entry if `start` fails or is cancelled before the supervisor runs.
-struct Reservation<'a> {
-    shared: &'a Shared,
-    id: InstanceId,
-    generation: u64,
-    armed: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.forget(&self.id, self.generation);
-        }
-    }
+    /// The only strong reference: dropping the runtime stops (and removes) its containers.
+    supervised: Arc<Supervised>,
 }
 
 /// A fleet name fit for container names (`[A-Za-z0-9][A-Za-z0-9_.-]*`).
@@ -204,8 +167,7 @@ impl ContainerRuntime {
                 fleet: fleet.to_owned(),
                 state_dir,
                 settings,
-                instances: Mutex::new(BTreeMap::new()),
-                generations: AtomicU64::new(0),
+                supervised: Arc::default(),
             }),
         })
     }
@@ -390,10 +352,6 @@ impl ContainerRuntime {
             }
         }
     }
-
-    fn supervised(&self) -> HashSet<InstanceId> {
-        self.shared.instances.lock().keys().cloned().collect()
-    }
 }
 
 /// A listed container's label.
@@ -432,54 +390,11 @@ impl Runtime for ContainerRuntime {
             return Err(StartError::NoNetworkToPublish { id: spec.id });
         }
         let shared = &self.shared;
-        let generation = shared.generations.fetch_add(1, Ordering::Relaxed);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = watch::channel(false);
-        let status = Arc::new(Mutex::new(InstanceStatus {
-            id: spec.id.clone(),
-            server: spec.server.clone(),
-            revision: spec.revision,
-            handle: None,
-            state: InstanceState::Starting,
-            restarts: 0,
-            last_exit: None,
-            started_at: None,
-        }));
-        {
-            let mut instances = shared.instances.lock();
-            if instances.contains_key(&spec.id) {
-                return Err(StartError::AlreadyRunning { id: spec.id });
-            }
-            instances.insert(
-                spec.id.clone(),
-                Entry {
-                    generation,
-                    control: control_tx,
-                    done: done_rx,
-                    status: status.clone(),
-                },
-            );
-        }
-        let mut reservation = Reservation {
-            shared,
-            id: spec.id.clone(),
-            generation,
-            armed: true,
-        };
-
-        let path = log_path(&shared.state_dir, &spec.id);
+        let reservation = shared.supervised.reserve(&spec)?;
+        let status = reservation.status.clone();
         let rotation = shared.settings.log_rotation;
-        let log = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || RotatingLog::open(path, rotation))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        }
-        .map_err(|source| StartError::StateDir {
-            path: path.clone(),
-            source,
-        })?;
-        let (log, log_task) = spawn_log_task(log);
+        let (log, log_task) = open_instance_log(&shared.state_dir, &spec.id, rotation).await?;
+        let path = log_path(&shared.state_dir, &spec.id);
 
         let started = async {
             let container = self.create(&spec, launch, &log).await?;
@@ -520,25 +435,23 @@ impl Runtime for ContainerRuntime {
         }
         let _ = events_tx.send(run.running(&container));
         let id = spec.id.clone();
+        let (control, registration) = reservation.supervise();
         let supervisor = Supervisor::new(
             spec,
             supervisor::Wiring {
-                runtime: Arc::downgrade(shared),
-                generation,
+                registration,
                 engine: shared.engine.clone(),
                 container,
                 log_path: path,
                 max_line: rotation.max_line(),
-                control: control_rx,
+                control,
                 events: events_tx,
                 status,
-                done: done_tx,
                 log,
                 log_task,
             },
         );
         tokio::spawn(supervisor.run(run));
-        reservation.armed = false;
         Ok(Instance {
             id,
             events: events_rx,
@@ -546,74 +459,26 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let handle = self
-            .shared
-            .instances
-            .lock()
-            .get(id)
-            .map(|e| (e.control.clone(), e.done.clone()));
-        let Some((control, mut done)) = handle else {
-            return Ok(());
-        };
-        let _ = control.send(Control::Stop);
-        // An error means the supervisor is gone, which is as stopped as it gets.
-        let _ = done.wait_for(|done| *done).await;
+        self.shared.supervised.stop(id).await;
         Ok(())
     }
 
     async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let stopping = || RuntimeError::Stopping { id: id.clone() };
-        let control = {
-            let instances = self.shared.instances.lock();
-            let entry = instances
-                .get(id)
-                .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
-            if matches!(
-                entry.status.lock().state,
-                InstanceState::Stopping | InstanceState::Stopped
-            ) {
-                return Err(stopping());
-            }
-            entry.control.clone()
-        };
-        let (ack_tx, ack_rx) = oneshot::channel();
-        control
-            .send(Control::Restart(ack_tx))
-            .map_err(|_| stopping())?;
-        // Dropped unanswered: a stop got there first.
-        ack_rx.await.map_err(|_| stopping())
+        self.shared.supervised.restart(id).await
     }
 
     fn statuses(&self) -> Vec<InstanceStatus> {
-        self.shared
-            .instances
-            .lock()
-            .values()
-            .map(|e| e.status.lock().clone())
-            .collect()
+        self.shared.supervised.statuses()
     }
 
     async fn discard_logs(&self, id: &InstanceId) {
-        let live = log_path(&self.shared.state_dir, id);
         let keep = self.shared.settings.log_rotation.keep;
-        let removed = tokio::task::spawn_blocking(move || {
-            let files =
-                std::iter::once(live.clone()).chain((1..=keep).map(|n| rotated_log_path(&live, n)));
-            for file in files {
-                match std::fs::remove_file(&file) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        tracing::warn!(file = %file.display(), error = %e, "cannot remove a log");
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let _ = removed.await;
+        discard_instance_logs(&self.shared.state_dir, id, keep).await;
     }
 
     async fn discover(&self) -> Vec<Discovered> {
         let containers = self.fleet_containers().await;
-        let supervised = self.supervised();
+        let supervised = self.shared.supervised.ids();
         let mut found: Vec<Discovered> = containers
             .iter()
             .filter(|c| is_running(c))
@@ -640,7 +505,7 @@ impl Runtime for ContainerRuntime {
 
     async fn reap_leftovers(&self) -> Vec<Reaped> {
         let containers = self.fleet_containers().await;
-        let supervised = self.supervised();
+        let supervised = self.shared.supervised.ids();
         let engine = &self.shared.engine;
         let mut reaped = Vec::new();
         for container in containers {

@@ -25,6 +25,7 @@ pub mod container;
 mod error;
 mod instance;
 pub mod process;
+mod supervised;
 
 pub use container::{ContainerRuntime, ContainerSettings, EngineEndpoint, Ulimit};
 pub use error::{ConnectError, RuntimeError, StartError};

@@ -45,17 +45,15 @@ use crate::instance::{
     Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
     Reaped,
 };
+use crate::supervised::Supervised;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use logs::{RotatingLog, spawn_log_task};
-use parking_lot::Mutex;
+use logs::{discard_instance_logs, open_instance_log};
 use spawn::SpawnContext;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use supervisor::{Control, Supervisor};
-use tokio::sync::{mpsc, oneshot, watch};
+use supervisor::Supervisor;
+use tokio::sync::mpsc;
 
 /// Runs instances as local processes. Cheap to clone; clones share the instances.
 #[derive(Debug, Clone)]
@@ -67,47 +65,8 @@ pub struct ProcessRuntime {
 struct Shared {
     state_dir: PathBuf,
     rotation: LogRotation,
-    instances: Mutex<BTreeMap<InstanceId, Entry>>,
-    generations: AtomicU64,
-}
-
-/// The runtime's handle on one supervised instance.
-#[derive(Debug)]
-struct Entry {
-    /// Tells this entry apart from an earlier or later instance with the same id.
-    generation: u64,
-    control: mpsc::UnboundedSender<Control>,
-    /// `true` once the supervisor has finished (the instance is stopped).
-    done: watch::Receiver<bool>,
-    status: Arc<Mutex<InstanceStatus>>,
-}
-
-impl Shared {
-    fn forget(&self, id: &InstanceId, generation: u64) {
-        let mut instances = self.instances.lock();
-        if instances
-            .get(id)
-            .is_some_and(|e| e.generation == generation)
-        {
-            instances.remove(id);
-        }
-    }
-}
-
-/// Removes a reserved entry if `start` fails or is cancelled before the supervisor runs.
-struct Reservation<'a> {
-    shared: &'a Shared,
-    id: InstanceId,
-    generation: u64,
-    armed: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.forget(&self.id, self.generation);
-        }
-    }
+    /// The only strong reference: dropping the runtime stops its instances.
+    supervised: Arc<Supervised>,
 }
 
 impl ProcessRuntime {
@@ -123,8 +82,7 @@ impl ProcessRuntime {
             shared: Arc::new(Shared {
                 state_dir: state_dir.into(),
                 rotation,
-                instances: Mutex::new(BTreeMap::new()),
-                generations: AtomicU64::new(0),
+                supervised: Arc::default(),
             }),
         }
     }
@@ -144,51 +102,10 @@ impl Runtime for ProcessRuntime {
             });
         }
         let shared = &self.shared;
-        let generation = shared.generations.fetch_add(1, Ordering::Relaxed);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = watch::channel(false);
-        let status = Arc::new(Mutex::new(InstanceStatus {
-            id: spec.id.clone(),
-            server: spec.server.clone(),
-            revision: spec.revision,
-            handle: None,
-            state: InstanceState::Starting,
-            restarts: 0,
-            last_exit: None,
-            started_at: None,
-        }));
-        {
-            let mut instances = shared.instances.lock();
-            if instances.contains_key(&spec.id) {
-                return Err(StartError::AlreadyRunning { id: spec.id });
-            }
-            instances.insert(
-                spec.id.clone(),
-                Entry {
-                    generation,
-                    control: control_tx,
-                    done: done_rx,
-                    status: status.clone(),
-                },
-            );
-        }
-        let mut reservation = Reservation {
-            shared,
-            id: spec.id.clone(),
-            generation,
-            armed: true,
-        };
-
-        let path = log_path(&shared.state_dir, &spec.id);
+        let reservation = shared.supervised.reserve(&spec)?;
+        let status = reservation.status.clone();
         let rotation = shared.rotation;
-        let log = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || RotatingLog::open(path, rotation))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        }
-        .map_err(|source| StartError::StateDir { path, source })?;
-        let (log, log_task) = spawn_log_task(log);
+        let (log, log_task) = open_instance_log(&shared.state_dir, &spec.id, rotation).await?;
 
         let context = SpawnContext {
             state_dir: &shared.state_dir,
@@ -215,23 +132,21 @@ impl Runtime for ProcessRuntime {
         }
         let _ = events_tx.send(spawned.running());
         let id = spec.id.clone();
+        let (control, registration) = reservation.supervise();
         let supervisor = Supervisor::new(
             spec,
             shared.state_dir.clone(),
             rotation.max_line(),
             supervisor::Wiring {
-                runtime: Arc::downgrade(shared),
-                generation,
-                control: control_rx,
+                registration,
+                control,
                 events: events_tx,
                 status,
-                done: done_tx,
                 log,
                 log_task,
             },
         );
         tokio::spawn(supervisor.run(spawned));
-        reservation.armed = false;
         Ok(Instance {
             id,
             events: events_rx,
@@ -239,83 +154,33 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let handle = self
-            .shared
-            .instances
-            .lock()
-            .get(id)
-            .map(|e| (e.control.clone(), e.done.clone()));
-        let Some((control, mut done)) = handle else {
-            return Ok(());
-        };
-        let _ = control.send(Control::Stop);
-        // An error means the supervisor is gone, which is as stopped as it gets.
-        let _ = done.wait_for(|done| *done).await;
+        self.shared.supervised.stop(id).await;
         Ok(())
     }
 
     async fn restart(&self, id: &InstanceId) -> Result<(), RuntimeError> {
-        let stopping = || RuntimeError::Stopping { id: id.clone() };
-        let control = {
-            let instances = self.shared.instances.lock();
-            let entry = instances
-                .get(id)
-                .ok_or_else(|| RuntimeError::NotFound { id: id.clone() })?;
-            if matches!(
-                entry.status.lock().state,
-                InstanceState::Stopping | InstanceState::Stopped
-            ) {
-                return Err(stopping());
-            }
-            entry.control.clone()
-        };
-        let (ack_tx, ack_rx) = oneshot::channel();
-        control
-            .send(Control::Restart(ack_tx))
-            .map_err(|_| stopping())?;
-        // Dropped unanswered: a stop got there first.
-        ack_rx.await.map_err(|_| stopping())
+        self.shared.supervised.restart(id).await
     }
 
     fn statuses(&self) -> Vec<InstanceStatus> {
-        self.shared
-            .instances
-            .lock()
-            .values()
-            .map(|e| e.status.lock().clone())
-            .collect()
+        self.shared.supervised.statuses()
     }
 
     async fn discard_logs(&self, id: &InstanceId) {
-        let live = log_path(&self.shared.state_dir, id);
-        let keep = self.shared.rotation.keep;
-        let removed = tokio::task::spawn_blocking(move || {
-            let files =
-                std::iter::once(live.clone()).chain((1..=keep).map(|n| rotated_log_path(&live, n)));
-            for file in files {
-                match std::fs::remove_file(&file) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        tracing::warn!(file = %file.display(), error = %e, "cannot remove a log");
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let _ = removed.await;
+        discard_instance_logs(&self.shared.state_dir, id, self.shared.rotation.keep).await;
     }
 
     async fn reap_leftovers(&self) -> Vec<Reaped> {
-        let supervised: std::collections::HashSet<InstanceId> =
-            self.shared.instances.lock().keys().cloned().collect();
+        let supervised = self.shared.supervised.ids();
         pidfile::reap_leftovers(&self.shared.state_dir, |id| supervised.contains(id)).await
     }
 
     async fn discover(&self) -> Vec<Discovered> {
         let records = pidfile::live_records(&self.shared.state_dir).await;
-        let supervised = self.shared.instances.lock();
+        let supervised = &self.shared.supervised;
         let mut found: Vec<Discovered> = records
             .into_iter()
-            .filter(|record| !supervised.contains_key(&record.id))
+            .filter(|record| !supervised.contains(&record.id))
             .map(|record| Discovered {
                 id: record.id,
                 server: record.server,

@@ -519,6 +519,27 @@ async fn a_name_taken_by_a_foreign_container_is_refused_and_left_alone() {
     assert_eq!(foreign.ids().len(), 1, "the foreign container is untouched");
 }
 
+#[tokio::test]
+async fn dropping_the_runtime_stops_and_removes_its_containers() {
+    let Fleet {
+        runtime,
+        containers,
+        _dir,
+    } = Fleet::new("dropped").await;
+    let mut instance = runtime.start(http_spec("web-r1-1")).await.unwrap();
+    running(next(&mut instance.events).await);
+    drop(runtime);
+    // Stopped in the background, as a control plane shutting down without `stop` leaves it.
+    loop {
+        match next(&mut instance.events).await {
+            Lifecycle::Stopped => break,
+            Lifecycle::Exited { .. } => {}
+            other => panic!("expected the instance to stop, got {other:?}"),
+        }
+    }
+    assert_eq!(containers.ids(), Vec::<String>::new());
+}
+
 #[test]
 fn a_container_left_by_a_killed_control_plane_is_discovered_and_reaped() {
     let name = format!("t{}-reap", std::process::id());

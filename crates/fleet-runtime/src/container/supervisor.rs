@@ -1,16 +1,16 @@
 //! One task per instance: runs its container, watches it exit, restarts it by the spec's
 //! policy, stops and removes it.
 
-use super::Shared;
 use super::attach::{Attached, StreamTasks, attach};
 use super::engine::{Engine, describe, is_not_found};
 use crate::error::StartError;
 use crate::instance::{
-    ExitInfo, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
-    Lifecycle, Reach,
+    ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
+    Reach,
 };
 use crate::process::backoff::{Decision, Ending, FailureCount, MIN_STABLE, random_unit};
 use crate::process::logs::{LogWriter, follow_log};
+use crate::supervised::{Control, Registration};
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptions, RemoveContainerOptions, StartContainerOptions,
     StopContainerOptions,
@@ -20,20 +20,11 @@ use parking_lot::Mutex;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
-
-/// What the runtime asks of a supervisor.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Stop for good.
-    Stop,
-    /// Kill now and start again; answered once the old run is over.
-    Restart(oneshot::Sender<()>),
-}
 
 /// How long a container gets to be gone after the engine was told to kill it.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -181,9 +172,7 @@ impl Run {
 /// Everything connecting a supervisor to the runtime and the engine.
 #[derive(Debug)]
 pub(crate) struct Wiring {
-    /// Weak, so dropping the last runtime handle closes `control` and stops the instance.
-    pub(crate) runtime: Weak<Shared>,
-    pub(crate) generation: u64,
+    pub(crate) registration: Registration,
     pub(crate) engine: Engine,
     pub(crate) container: String,
     pub(crate) log_path: PathBuf,
@@ -191,28 +180,8 @@ pub(crate) struct Wiring {
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
     pub(crate) events: mpsc::UnboundedSender<Lifecycle>,
     pub(crate) status: Arc<Mutex<InstanceStatus>>,
-    pub(crate) done: watch::Sender<bool>,
     pub(crate) log: LogWriter,
     pub(crate) log_task: JoinHandle<()>,
-}
-
-/// Unregisters the instance when the supervisor ends, however it ends, so `stop` never
-/// waits forever and the id can be used again.
-#[derive(Debug)]
-struct Registration {
-    runtime: Weak<Shared>,
-    id: InstanceId,
-    generation: u64,
-    done: watch::Sender<bool>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.upgrade() {
-            runtime.forget(&self.id, self.generation);
-        }
-        self.done.send_replace(true);
-    }
 }
 
 #[derive(Debug)]
@@ -250,12 +219,7 @@ enum Reason {
 impl Supervisor {
     pub(crate) fn new(spec: InstanceSpec, wiring: Wiring) -> Self {
         Supervisor {
-            registration: Registration {
-                runtime: wiring.runtime,
-                id: spec.id.clone(),
-                generation: wiring.generation,
-                done: wiring.done,
-            },
+            registration: wiring.registration,
             spec,
             engine: wiring.engine,
             container: wiring.container,

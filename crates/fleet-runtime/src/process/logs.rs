@@ -155,6 +155,43 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Opens (or creates) instance `id`'s log under `state_dir` and starts the task that
+/// writes it.
+pub(crate) async fn open_instance_log(
+    state_dir: &Path,
+    id: &InstanceId,
+    rotation: LogRotation,
+) -> Result<(LogWriter, JoinHandle<()>), crate::StartError> {
+    let path = log_path(state_dir, id);
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || RotatingLog::open(path, rotation))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    };
+    let log = opened.map_err(|source| crate::StartError::StateDir { path, source })?;
+    Ok(spawn_log_task(log))
+}
+
+/// Deletes instance `id`'s log files under `state_dir`, the live one and those rotated
+/// out; missing ones are fine.
+pub(crate) async fn discard_instance_logs(state_dir: &Path, id: &InstanceId, keep: usize) {
+    let live = log_path(state_dir, id);
+    let removed = tokio::task::spawn_blocking(move || {
+        let files =
+            std::iter::once(live.clone()).chain((1..=keep).map(|n| rotated_log_path(&live, n)));
+        for file in files {
+            match fs::remove_file(&file) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot remove a log");
+                }
+                _ => {}
+            }
+        }
+    });
+    let _ = removed.await;
+}
+
 /// Sends complete lines to an instance's log task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct LogWriter {

@@ -3,29 +3,21 @@
 use super::backoff::{Decision, Ending, FailureCount, random_unit};
 use super::logs::LogWriter;
 use super::spawn::{SpawnContext, Spawned, spawn};
-use super::{Shared, pidfile, procfs};
+use super::{pidfile, procfs};
 use crate::instance::{
     ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
 };
+use crate::supervised::{Control, Registration};
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
-
-/// What the runtime asks of a supervisor.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Stop for good.
-    Stop,
-    /// Kill now and start again; answered once the old process is gone.
-    Restart(oneshot::Sender<()>),
-}
 
 /// How long processes get to die after SIGKILL before we stop waiting for them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -37,34 +29,12 @@ const COPIER_WAIT: Duration = Duration::from_secs(1);
 /// Everything connecting a supervisor to the runtime and the engine.
 #[derive(Debug)]
 pub(crate) struct Wiring {
-    /// Weak, so dropping the last runtime handle closes `control` and stops the instance.
-    pub(crate) runtime: Weak<Shared>,
-    pub(crate) generation: u64,
+    pub(crate) registration: Registration,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
     pub(crate) events: mpsc::UnboundedSender<Lifecycle>,
     pub(crate) status: Arc<Mutex<InstanceStatus>>,
-    pub(crate) done: watch::Sender<bool>,
     pub(crate) log: LogWriter,
     pub(crate) log_task: JoinHandle<()>,
-}
-
-/// Unregisters the instance when the supervisor ends, however it ends (even by panic), so
-/// `stop` never waits forever and the id can be used again.
-#[derive(Debug)]
-struct Registration {
-    runtime: Weak<Shared>,
-    spec_id: crate::InstanceId,
-    generation: u64,
-    done: watch::Sender<bool>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.upgrade() {
-            runtime.forget(&self.spec_id, self.generation);
-        }
-        self.done.send_replace(true);
-    }
 }
 
 #[derive(Debug)]
@@ -105,12 +75,7 @@ impl Supervisor {
         wiring: Wiring,
     ) -> Self {
         Supervisor {
-            registration: Registration {
-                runtime: wiring.runtime,
-                spec_id: spec.id.clone(),
-                generation: wiring.generation,
-                done: wiring.done,
-            },
+            registration: wiring.registration,
             spec,
             state_dir,
             max_line,

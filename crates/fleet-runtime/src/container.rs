@@ -21,8 +21,9 @@
 //!   process runtime's ([`log_path`]), so `mcpfleet logs` reads both alike.
 //! - **Supervision** as for processes (see [`process`](crate::process)): the engine's
 //!   `wait` says when a run ends, the same restart policy and backoff decide, and a restart
-//!   starts the same container again. An OOM kill shows in
-//!   [`ExitInfo::oom_killed`](crate::ExitInfo::oom_killed).
+//!   starts the same container again. An OOM kill shows in the `Exited` event and in
+//!   [`ExitInfo::oom_killed`](crate::ExitInfo::oom_killed); a run that fails right after
+//!   its start carries its last lines of output in the event.
 //! - **Stop**: (stdio: the runtime closes the container's stdin itself — the caller may
 //!   still hold the attachment — and waits half the grace period for an exit on EOF) → the
 //!   engine's stop (SIGTERM, SIGKILL after the grace period) → remove the container.
@@ -31,7 +32,10 @@
 //! background (if the tokio runtime lives on); stop them explicitly to wait for it.
 //!
 //! Adopting a container a killed control plane left (instead of reaping it) is not done
-//! yet; its streams outlive the control plane, so it can be added behind `discover`.
+//! yet. An http or logged container runs on when the control plane dies (a new attach, or
+//! the engine's logs, and a new `wait` would take it over), so adoption can be added
+//! behind `discover`; a stdio container loses its stdin with the attach connection and
+//! its server exits.
 
 mod attach;
 mod create;
@@ -278,7 +282,7 @@ impl ContainerRuntime {
                     .into_bytes(),
                 )
                 .await;
-                remove_container(engine, &container, log).await;
+                remove_container(engine, &container, Some(log)).await;
                 Ok(())
             }
         }
@@ -408,7 +412,7 @@ impl Runtime for ContainerRuntime {
             match start_run(&spec, cx).await {
                 Ok(run) => Ok((container, run)),
                 Err(e) => {
-                    remove_container(&shared.engine, &container, &log).await;
+                    remove_container(&shared.engine, &container, Some(&log)).await;
                     Err(e)
                 }
             }
@@ -541,19 +545,7 @@ impl Runtime for ContainerRuntime {
             } else {
                 ReapOutcome::Gone
             };
-            let options = bollard::query_parameters::RemoveContainerOptions {
-                force: true,
-                v: true,
-                link: false,
-            };
-            if let Err(e) = engine
-                .docker
-                .remove_container(&container_id, Some(options))
-                .await
-                && !is_not_found(&e)
-            {
-                tracing::warn!(container = %container_id, error = %describe(&e), "cannot remove a leftover container");
-            }
+            remove_container(engine, &container_id, None).await;
             let name = container
                 .names
                 .as_ref()

@@ -341,6 +341,15 @@ async fn an_http_container_is_reachable_on_the_reported_loopback_address() {
         inspected["Config"]["User"], "65534:65534",
         "root image → nobody"
     );
+    assert!(host["Tmpfs"]["/tmp"].is_string(), "{}", host["Tmpfs"]);
+    assert_eq!(host["NanoCpus"], 500_000_000);
+    assert_eq!(host["Memory"], 128 * 1024 * 1024);
+    assert_eq!(host["PidsLimit"], 64);
+    let ulimits = host["Ulimits"].to_string();
+    assert!(
+        ulimits.contains("RLIMIT_NOFILE") || ulimits.contains("nofile"),
+        "the runtime's ulimits: {ulimits}"
+    );
     fleet
         .runtime
         .stop(&InstanceId::from("web-r1-1"))

@@ -486,7 +486,7 @@ impl Supervisor {
             registration,
             ..
         } = self;
-        remove_container(&engine, &container, &log).await;
+        remove_container(&engine, &container, Some(&log)).await;
         // Every line, including the exit marker, is on disk before `Stopped` is reported.
         drop(log);
         let _ = timeout(Duration::from_secs(2), log_task).await;
@@ -500,8 +500,9 @@ impl Supervisor {
     }
 }
 
-/// Removes a container, running or not; one already gone is fine.
-pub(crate) async fn remove_container(engine: &Engine, container: &str, log: &LogWriter) {
+/// Removes a container, running or not (and its anonymous volumes); one already gone is
+/// fine. A failure is logged, in the instance's log too when there is one.
+pub(crate) async fn remove_container(engine: &Engine, container: &str, log: Option<&LogWriter>) {
     let options = RemoveContainerOptions {
         force: true,
         v: true,
@@ -515,15 +516,14 @@ pub(crate) async fn remove_container(engine: &Engine, container: &str, log: &Log
         Ok(()) => {}
         Err(e) if is_not_found(&e) => {}
         Err(e) => {
-            log.line(
-                format!(
+            if let Some(log) = log {
+                let line = format!(
                     "--- cannot remove container {}: {}",
                     short(container),
                     describe(&e)
-                )
-                .into_bytes(),
-            )
-            .await;
+                );
+                log.line(line.into_bytes()).await;
+            }
             tracing::warn!(container, error = %describe(&e), "cannot remove a container");
         }
     }

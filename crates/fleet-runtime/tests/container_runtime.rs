@@ -529,6 +529,62 @@ async fn a_name_taken_by_a_foreign_container_is_refused_and_left_alone() {
 }
 
 #[tokio::test]
+async fn an_explicit_restart_starts_the_same_container_again_and_logs_can_be_discarded() {
+    let fleet = Fleet::new("restart-now").await;
+    let id = InstanceId::from("web-r1-1");
+    let mut instance = fleet.runtime.start(http_spec("web-r1-1")).await.unwrap();
+    let (_, first) = running(next(&mut instance.events).await);
+    fleet.runtime.restart(&id).await.unwrap();
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited { .. }
+    ));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::BackingOff { attempt: 1, .. }
+    ));
+    let (reach, second) = running(next(&mut instance.events).await);
+    assert_eq!(first, second);
+    assert!(matches!(reach, Reach::Address(_)), "{reach:?}");
+    assert_eq!(fleet.runtime.statuses()[0].restarts, 1);
+    fleet.runtime.stop(&id).await.unwrap();
+    assert!(matches!(
+        fleet.runtime.restart(&id).await,
+        Err(fleet_runtime::RuntimeError::NotFound { .. })
+    ));
+
+    let log = fleet_runtime::process::log_path(fleet.runtime.state_dir(), &id);
+    assert!(log.exists());
+    fleet.runtime.discard_logs(&id).await;
+    assert!(!log.exists());
+}
+
+#[tokio::test]
+async fn a_leftover_container_of_the_same_fleet_gives_way_to_a_new_start() {
+    let fleet = Fleet::new("leftover").await;
+    let id = InstanceId::from("files-r1-1");
+    let name = fleet.runtime.container_name(&id);
+    // What a killed control plane of this fleet left under the instance's name.
+    let fleet_label = fleet.containers.label().to_owned();
+    let created = podman::podman()
+        .args(["create", "--name", &name, "--label", &fleet_label])
+        .arg(podman::sample_image("1"))
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let leftover = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let mut instance = fleet.runtime.start(stdio_spec("files-r1-1")).await.unwrap();
+    let (_, container) = running(next(&mut instance.events).await);
+    assert_ne!(container, leftover);
+    assert_eq!(fleet.containers.ids(), [container]);
+    fleet.runtime.stop(&id).await.unwrap();
+}
+
+#[tokio::test]
 async fn dropping_the_runtime_stops_and_removes_its_containers() {
     let Fleet {
         runtime,

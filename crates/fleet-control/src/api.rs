@@ -15,7 +15,7 @@ use fleet_api::types::{
 };
 use fleet_engine::Engine;
 use fleet_engine::report::EventKind;
-use fleet_runtime::{ProcessRuntime, Runtime as _};
+use fleet_runtime::{LocalRuntime, Runtime as _};
 use futures::StreamExt;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -23,14 +23,14 @@ use tokio::sync::watch;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) engine: Engine<ProcessRuntime>,
+    pub(crate) engine: Engine<LocalRuntime>,
     pub(crate) deployer: crate::deploy::Deployer,
     /// The record of events: what `GET /v1/events` serves.
     pub(crate) events: crate::event_log::EventLog,
     /// Audit, history and export read it.
     pub(crate) store: std::sync::Arc<dyn fleet_store::StateStore>,
     /// The engine's runtime, for reading instances' logs.
-    pub(crate) runtime: ProcessRuntime,
+    pub(crate) runtime: LocalRuntime,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
     /// Its metrics are half of `GET /metrics`.

@@ -7,7 +7,7 @@ use fleet_engine::recovery::{self, Given, Redeploy, StoredFleets};
 use fleet_engine::report::{DeploymentState, ServingRevision};
 use fleet_engine::{DeploymentOutcome, Desired, Engine, JournalStep};
 use fleet_plan::{DeployedFleet, Plan};
-use fleet_runtime::ProcessRuntime;
+use fleet_runtime::LocalRuntime;
 use fleet_spec::model::ValidFleet;
 use fleet_spec::template::Host;
 use fleet_store::{
@@ -76,7 +76,7 @@ const RECORDING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Runs deployments, one at a time, and records them.
 #[derive(Clone)]
 pub(crate) struct Deployer {
-    engine: Engine<ProcessRuntime>,
+    engine: Engine<LocalRuntime>,
     store: Arc<dyn StateStore>,
     host: Arc<dyn Host>,
     /// The fleet the last deployment submitted (its gateway and admin settings are the
@@ -110,7 +110,7 @@ impl std::fmt::Debug for Prepared {
 
 impl Deployer {
     pub(crate) fn new(
-        engine: Engine<ProcessRuntime>,
+        engine: Engine<LocalRuntime>,
         store: Arc<dyn StateStore>,
         host: Arc<dyn Host>,
     ) -> Self {

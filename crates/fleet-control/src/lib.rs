@@ -29,8 +29,8 @@ use deploy::Deployer;
 use event_log::EventLog;
 use fleet_engine::report::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
-use fleet_runtime::{ProcessRuntime, Runtime as _};
-use fleet_spec::model::{GatewayTls, ValidFleet};
+use fleet_runtime::{LocalRuntime, ProcessRuntime, Runtime as _};
+use fleet_spec::model::{GatewayTls, Transport, ValidFleet};
 use fleet_spec::template::Host;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -41,6 +41,9 @@ pub enum StartError {
     /// The state directory is unusable or locked by another control plane.
     #[error(transparent)]
     StateDir(#[from] StateDirError),
+    /// The fleet has image servers and no container engine can be used.
+    #[error(transparent)]
+    Containers(#[from] fleet_runtime::ConnectError),
     /// The admin socket could not be opened.
     #[error("cannot listen on {path}: {source}")]
     Socket {
@@ -69,7 +72,7 @@ pub enum StartError {
 /// A running control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
-    engine: Engine<ProcessRuntime>,
+    engine: Engine<LocalRuntime>,
     /// The engine's events, recorded in the state store.
     events: EventLog,
     state_dir: StateDir,
@@ -94,9 +97,17 @@ impl ControlPlane {
         host: Arc<dyn Host>,
     ) -> Result<Self, StartError> {
         let fleet = &submission.fleet;
-        let runtime = ProcessRuntime::new(state_dir.path().to_path_buf());
+        let runtime = LocalRuntime::new(
+            &fleet.name,
+            ProcessRuntime::new(state_dir.path().to_path_buf()),
+        );
         for r in runtime.reap_leftovers().await {
             tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
+        }
+        if runs_images(fleet) {
+            // Before anything starts: a fleet that cannot run its containers says so now,
+            // not as a failed server in the middle of its first wave.
+            runtime.connect_containers().await?;
         }
         let store = {
             let path = state_dir.store_path();
@@ -236,7 +247,7 @@ impl ControlPlane {
         });
     }
 
-    pub fn engine(&self) -> &Engine<ProcessRuntime> {
+    pub fn engine(&self) -> &Engine<LocalRuntime> {
         &self.engine
     }
 
@@ -299,7 +310,7 @@ impl ControlPlane {
 
 /// The engine's status, with what only the control plane knows.
 pub(crate) fn status(
-    engine: &Engine<ProcessRuntime>,
+    engine: &Engine<LocalRuntime>,
     admin_url: Option<&str>,
 ) -> fleet_api::types::Status {
     to_api::status(engine.status(), admin_url)
@@ -509,4 +520,14 @@ pub fn changed_keys(current: &serde_json::Value, new: &serde_json::Value) -> Vec
         }
     }
     changed.into_iter().collect()
+}
+
+/// Whether any server of `fleet` runs from an image.
+fn runs_images(fleet: &ValidFleet) -> bool {
+    fleet.servers.iter().any(|server| match &server.transport {
+        Transport::Stdio { command, .. } | Transport::Http { command, .. } => {
+            command.executable.is_image()
+        }
+        Transport::Remote { .. } => false,
+    })
 }

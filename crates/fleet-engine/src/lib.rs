@@ -13,6 +13,7 @@ mod error;
 mod events;
 mod instance_id;
 mod journal;
+mod launch;
 mod metrics;
 mod monitor;
 mod pool;

@@ -2,6 +2,7 @@
 //! liveness, follow its restarts.
 
 use crate::instance_id::InstanceId;
+use crate::launch::{launch, resolve_program};
 use crate::pool::SessionPool;
 use crate::report::{CheckResult, EventKind, ServerState};
 use crate::routing::Upstream;
@@ -9,8 +10,8 @@ use crate::{EngineError, Release, STOP_GRACE, Shared};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
-use fleet_runtime::{InstanceIo, InstanceSpec, Launch, Lifecycle, Reach, Runtime, StdioAttachment};
-use fleet_spec::model::{Cadence, CheckProbe, Era, Executable, Isolation, Server, Transport};
+use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
+use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
 use parking_lot::Mutex;
@@ -165,6 +166,12 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let id = InstanceId::replica(&server.name, revision, replica);
         let runtime_id = fleet_runtime::InstanceId::from(&id);
         let port = match &server.transport {
+            // Inside its container: every replica has the port to itself.
+            Transport::Http {
+                port: Some(fixed),
+                command,
+                ..
+            } if command.executable.is_image() => Some(*fixed),
             Transport::Http {
                 port: Some(fixed), ..
             } => Some(claim_port(*fixed)?),
@@ -251,27 +258,11 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             tokio::spawn(monitor.clone().watch_remote());
             return Ok(monitor);
         };
-        let program = match &command.executable {
-            Executable::Program { command } => render(command)?,
-            Executable::Image { .. } => {
-                return Err(EngineError::Spawn(format!(
-                    "server `{}` runs from an image; this build cannot run containers yet",
-                    server.name
-                )));
-            }
-        };
         let spec = InstanceSpec {
             id: runtime_id,
             server: server.name.clone(),
             revision,
-            launch: Launch::Process {
-                program: resolve_program(&program, &fleet.base_dir),
-                cwd: command
-                    .cwd
-                    .as_ref()
-                    .map(|c| render(c).map(|c| fleet.base_dir.join(c)))
-                    .transpose()?,
-            },
+            launch: launch(command, &fleet.base_dir, &render)?,
             args: command.args.iter().map(&render).collect::<Result<_, _>>()?,
             env: command
                 .env
@@ -907,16 +898,6 @@ fn output_text(lines: &[String]) -> String {
         String::new()
     } else {
         format!("; last output: {}", lines.join(" | "))
-    }
-}
-
-/// `./server` and `bin/server` are relative to the fleet file; a bare name is looked up in
-/// PATH by the runtime.
-fn resolve_program(program: &str, base_dir: &Path) -> String {
-    if program.contains('/') && !Path::new(program).is_absolute() {
-        base_dir.join(program).display().to_string()
-    } else {
-        program.to_string()
     }
 }
 

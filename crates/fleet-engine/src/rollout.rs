@@ -380,7 +380,10 @@ impl<R: Runtime + 'static> Engine<R> {
             Transport::Remote { .. } => {
                 return Err(EngineError::RemoteRestart(server.to_owned()));
             }
-            Transport::Http { port, .. } => port.is_some(),
+            // A fixed port on this machine cannot be held twice (one inside a container can).
+            Transport::Http { port, command, .. } => {
+                port.is_some() && !command.executable.is_image()
+            }
             Transport::Stdio { .. } => false,
         };
         if self.rolling_out(server) {

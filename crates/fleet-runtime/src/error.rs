@@ -23,6 +23,10 @@ pub enum StartError {
         runtime: &'static str,
     },
 
+    /// A container was to start and no container engine could be used.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+
     /// An instance with this id is already supervised.
     #[error("instance `{id}` is already running; stop it first or use another id")]
     AlreadyRunning { id: InstanceId },

@@ -24,6 +24,7 @@
 pub mod container;
 mod error;
 mod instance;
+mod local;
 pub mod process;
 mod supervised;
 
@@ -34,6 +35,7 @@ pub use instance::{
     Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
     Launch, Lifecycle, PullPolicy, Reach, ReapOutcome, Reaped, StdioAttachment,
 };
+pub use local::LocalRuntime;
 pub use process::{LogRotation, ProcessRuntime};
 
 use futures::stream::BoxStream;

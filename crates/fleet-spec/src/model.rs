@@ -232,6 +232,14 @@ pub enum Executable {
     },
 }
 
+impl Executable {
+    /// A container image rather than a local program: its port and paths are inside the
+    /// container, not on this machine.
+    pub fn is_image(&self) -> bool {
+        matches!(self, Executable::Image { .. })
+    }
+}
+
 /// How an image server's container runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Container {

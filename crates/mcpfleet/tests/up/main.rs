@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod canary;
+mod containers;
 mod deploy;
 mod first_use;
 mod history;
@@ -38,6 +39,8 @@ fn sample() -> String {
 
 struct Fleet {
     dir: PathBuf,
+    /// Set for every mcpfleet command (`DOCKER_HOST` for container fleets).
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -52,7 +55,25 @@ impl Fleet {
             yaml.push_str("\ngateway:\n  listen: 127.0.0.1:0\n");
         }
         std::fs::write(dir.join("mcpfleet.yaml"), yaml).unwrap();
-        Fleet { dir }
+        Fleet {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// Every mcpfleet command of this fleet gets `name=value` in its environment.
+    fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// mcpfleet run in the fleet's directory with its environment.
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
+        command
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -64,11 +85,8 @@ impl Fleet {
     }
 
     fn mcpfleet_with_path(&self, args: &[&str], extra_path: Option<&Path>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
-        cmd.args(args)
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .current_dir(&self.dir);
+        let mut cmd = self.command();
+        cmd.args(args).arg("--state-dir").arg(self.state_dir());
         if let Some(p) = extra_path {
             cmd.env(
                 "PATH",
@@ -88,10 +106,9 @@ impl Fleet {
 
     /// `mcpfleet up` without `-d`: the control plane is this child process.
     fn up_in_foreground(&self) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_mcpfleet"))
+        self.command()
             .args(["up", "--state-dir"])
             .arg(self.state_dir())
-            .current_dir(&self.dir)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -105,11 +122,10 @@ impl Fleet {
     }
 
     fn deploy_in_background(&self) -> std::thread::JoinHandle<Output> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
+        let mut command = self.command();
         command
             .args(["deploy", "--state-dir"])
-            .arg(self.state_dir())
-            .current_dir(&self.dir);
+            .arg(self.state_dir());
         std::thread::spawn(move || command.output().unwrap())
     }
 

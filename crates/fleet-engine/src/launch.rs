@@ -1,0 +1,77 @@
+//! What a server's instance launches: its file's `command:` or `image:`, rendered with the
+//! instance's values and turned into the runtime's [`Launch`].
+
+use crate::error::EngineError;
+use fleet_runtime::{
+    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerVolume, Launch, PullPolicy,
+};
+use fleet_spec::model::{self, Command, Executable, Text, VolumeSource};
+use std::path::Path;
+
+/// The launch of `command`, its texts rendered by `render`. A program's path and working
+/// directory resolve against `base_dir` (the fleet file's); an image's working directory is
+/// a path inside the container, taken as written.
+///
+/// # Errors
+/// A template fails with the instance's values.
+pub(crate) fn launch(
+    command: &Command,
+    base_dir: &Path,
+    render: &dyn Fn(&Text) -> Result<String, EngineError>,
+) -> Result<Launch, EngineError> {
+    let cwd = command.cwd.as_ref().map(render).transpose()?;
+    Ok(match &command.executable {
+        Executable::Program { command } => Launch::Process {
+            program: resolve_program(&render(command)?, base_dir),
+            cwd: cwd.map(|c| base_dir.join(c)),
+        },
+        Executable::Image {
+            image,
+            command,
+            container,
+        } => Launch::Container(ContainerLaunch {
+            image: render(image)?,
+            entrypoint: command.as_ref().map(render).transpose()?,
+            workdir: cwd,
+            user: container.user.clone(),
+            network: match &container.network {
+                model::ContainerNetwork::None => ContainerNetwork::None,
+                model::ContainerNetwork::Bridge => ContainerNetwork::Bridge,
+                model::ContainerNetwork::Named(name) => ContainerNetwork::Named(name.clone()),
+            },
+            resources: ContainerResources {
+                cpus: container.resources.cpus,
+                memory_bytes: container.resources.memory,
+                pids: container.resources.pids,
+            },
+            volumes: container
+                .volumes
+                .iter()
+                .map(|v| ContainerVolume {
+                    source: match &v.source {
+                        VolumeSource::Path(path) => path.display().to_string(),
+                        VolumeSource::Named(name) => name.clone(),
+                    },
+                    target: v.target.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            read_only_root: container.read_only,
+            pull: match container.pull {
+                model::Pull::Never => PullPolicy::Never,
+                model::Pull::IfMissing => PullPolicy::IfMissing,
+                model::Pull::Always => PullPolicy::Always,
+            },
+        }),
+    })
+}
+
+/// A program path as the runtime needs it: `./x` and `dir/x` relative to the fleet file's
+/// directory, bare names (looked up on `PATH`) and absolute paths unchanged.
+pub(crate) fn resolve_program(program: &str, base_dir: &Path) -> String {
+    if program.contains('/') && !Path::new(program).is_absolute() {
+        base_dir.join(program).display().to_string()
+    } else {
+        program.to_string()
+    }
+}

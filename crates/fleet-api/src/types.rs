@@ -294,6 +294,9 @@ pub struct InstanceStatus {
     #[serde(default)]
     pub revision: u64,
     pub pid: Option<u32>,
+    /// The container's short id, for an instance that runs in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub state: ServerState,
     pub restarts: u32,
     pub port: Option<u16>,

@@ -504,6 +504,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     self.shared.update(|s| {
                         if let Some(i) = s.instance(&self.server.name, self.runtime_id.as_str()) {
                             i.pid = handle.pid();
+                            i.container = handle.container().map(str::to_owned);
                             if restarted {
                                 i.restarts += 1;
                             }
@@ -612,6 +613,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     self.shared.update(|s| {
                         if let Some(i) = s.instance(&self.server.name, self.runtime_id.as_str()) {
                             i.pid = None;
+                            i.container = None;
                             if i.state != ServerState::Failed {
                                 i.state = ServerState::Stopped;
                             }

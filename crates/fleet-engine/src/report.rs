@@ -214,6 +214,8 @@ pub struct InstanceStatus {
     /// The server revision it runs.
     pub revision: u64,
     pub pid: Option<u32>,
+    /// The container's short id, for an instance that runs in one.
+    pub container: Option<String>,
     pub state: ServerState,
     pub restarts: u32,
     pub port: Option<u16>,

@@ -212,6 +212,7 @@ impl FleetState {
             id: id.to_string(),
             revision,
             pid: None,
+            container: None,
             state: ServerState::Starting,
             restarts: 0,
             port,

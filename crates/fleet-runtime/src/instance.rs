@@ -268,6 +268,15 @@ impl InstanceHandle {
             InstanceHandle::Container { .. } => None,
         }
     }
+
+    /// The container id, short (12 characters) as `docker ps` and `podman ps` show it, for
+    /// a runtime that runs containers.
+    pub fn container(&self) -> Option<&str> {
+        match self {
+            InstanceHandle::Process { .. } => None,
+            InstanceHandle::Container { id } => Some(id.get(..12).unwrap_or(id)),
+        }
+    }
 }
 
 impl fmt::Display for InstanceHandle {
@@ -275,8 +284,8 @@ impl fmt::Display for InstanceHandle {
         match self {
             InstanceHandle::Process { pid } => write!(f, "pid {pid}"),
             // The short form `docker ps` and `podman ps` show.
-            InstanceHandle::Container { id } => {
-                write!(f, "container {}", id.get(..12).unwrap_or(id))
+            InstanceHandle::Container { .. } => {
+                write!(f, "container {}", self.container().unwrap_or_default())
             }
         }
     }

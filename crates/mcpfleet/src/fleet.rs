@@ -946,7 +946,7 @@ fn print_instances(status: &Status) {
                 "{:<28} {:>4} {:>8} {:<14} {:>8} {:>6}  {check}",
                 i.id,
                 i.revision,
-                or_dash(i.pid.map(|p| p.to_string())),
+                or_dash(i.pid.map(|p| p.to_string()).or_else(|| i.container.clone())),
                 i.state,
                 i.restarts,
                 or_dash(i.port.map(|p| p.to_string())),

@@ -361,9 +361,9 @@ pub enum Lifecycle {
         /// The kernel killed it for exceeding its memory limit (a runtime that can tell:
         /// containers; always `false` for processes).
         oom_killed: bool,
-        /// Its last lines of output, oldest first, when it failed right after it started
-        /// (the reason is usually among them); empty otherwise, and from runtimes that do
-        /// not collect them (processes: their log has them).
+        /// Its last lines of output, oldest first, when it failed by itself (the reason is
+        /// usually among them); empty otherwise, and from runtimes that do not collect them
+        /// (processes: their log has them).
         last_output: Vec<String>,
     },
     /// The next start comes after `delay`; `attempt` counts consecutive failed starts.

@@ -8,7 +8,7 @@ use crate::instance::{
     ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
     Reach,
 };
-use crate::process::backoff::{Decision, Ending, FailureCount, MIN_STABLE, random_unit};
+use crate::process::backoff::{Decision, Ending, FailureCount, random_unit};
 use crate::process::logs::{LogWriter, follow_log};
 use crate::supervised::{Control, Registration};
 use bollard::query_parameters::{
@@ -313,10 +313,10 @@ impl Supervisor {
             s.handle = None;
             s.last_exit = Some(exit);
         });
-        // A failure right after the start: what it printed usually says why.
-        let failed_at_start =
-            matches!(reason, Reason::Exited) && exit.is_failure() && ran_for < MIN_STABLE;
-        let last_output = if failed_at_start {
+        // A failure by itself: what it printed last usually says why. Not only right after
+        // the start: how long a failing start takes depends on the machine's load.
+        let failed = matches!(reason, Reason::Exited) && exit.is_failure();
+        let last_output = if failed {
             last_output(&self.log_path).await
         } else {
             Vec::new()

@@ -64,6 +64,10 @@ pub enum DeployError {
     /// The store could not record the deployment.
     #[error("cannot record the deployment: {0}")]
     Store(#[from] fleet_store::StoreError),
+    /// An image could not be resolved to the exact image it names (no engine, missing
+    /// with `pull: never`, a failed pull): a revision is recorded only with its images pinned.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Unpinned(Vec<fleet_engine::UnpinnedImage>),
     /// What a control plane that died left unfinished cannot be settled.
     #[error("{0}")]
     Recovery(#[from] recovery::RecoveryError),
@@ -77,6 +81,8 @@ const RECORDING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) struct Deployer {
     engine: Engine<LocalRuntime>,
+    /// The engine's runtime, which pins images.
+    runtime: LocalRuntime,
     store: Arc<dyn StateStore>,
     host: Arc<dyn Host>,
     /// The fleet the last deployment submitted (its gateway and admin settings are the
@@ -111,11 +117,13 @@ impl std::fmt::Debug for Prepared {
 impl Deployer {
     pub(crate) fn new(
         engine: Engine<LocalRuntime>,
+        runtime: LocalRuntime,
         store: Arc<dyn StateStore>,
         host: Arc<dyn Host>,
     ) -> Self {
         Deployer {
             engine,
+            runtime,
             store,
             host,
             current: Arc::new(Mutex::new(None)),
@@ -182,11 +190,16 @@ impl Deployer {
         running: tokio::sync::OwnedMutexGuard<()>,
         submission: Submission,
     ) -> Result<Prepared, DeployError> {
-        let fleet = submission.fleet;
+        let mut fleet = submission.fleet;
         let current = self.current.lock().clone();
         if let Some(current) = &current {
             check_compatible(current, &fleet)?;
         }
+        // Before the revision is recorded, so that it records the exact images; a server
+        // brought back from a stored revision keeps the images it ran.
+        fleet_engine::pin_images(&mut fleet, &self.runtime)
+            .await
+            .map_err(DeployError::Unpinned)?;
         let deployed: DeployedFleet = self
             .engine
             .deployed()
@@ -391,16 +404,23 @@ impl Deployer {
 
     /// A stored fleet revision as a fleet again: its file's text validated anew (secrets
     /// and environment variables read now), each server at the revision the fleet revision
-    /// names (a server rolled back alone comes from the revision that first recorded it).
+    /// names (a server rolled back alone comes from the revision that first recorded it),
+    /// running the images that revision pinned.
     async fn materialize(
         &self,
         revision: &fleet_store::FleetRevision,
     ) -> Result<ValidFleet, DeployError> {
         let mut fleet = load_source(revision)?;
+        let mut recorded = Vec::with_capacity(revision.servers.len());
         for (name, &number) in &revision.servers {
             let Some(stored) = self.store.server_revision(name, number).await? else {
                 continue;
             };
+            recorded.push(fleet_plan::DeployedServer {
+                name: stored.server,
+                hash: stored.hash,
+                spec: stored.spec,
+            });
             if stored.fleet_revision == revision.number {
                 continue;
             }
@@ -414,6 +434,7 @@ impl Deployer {
                 *slot = spec;
             }
         }
+        fleet_plan::keep_pins(&mut fleet, &recorded.into_iter().collect());
         Ok(fleet)
     }
 }

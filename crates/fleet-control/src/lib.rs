@@ -154,7 +154,7 @@ impl ControlPlane {
                 path: socket.display().to_string(),
                 source,
             })?;
-        let deployer = Deployer::new(engine.clone(), store.clone(), host);
+        let deployer = Deployer::new(engine.clone(), runtime.clone(), store.clone(), host);
         let submission = deployer.recover(submission).await?;
         let first = deployer.prepare(submission).await?;
         first.announce();
@@ -410,6 +410,20 @@ fn gateway_config(
 ///
 /// # Errors
 /// [`StartError::GatewayTls`] naming the file that cannot be read or used.
+/// Pins `fleet`'s images as a deployment would (see [`fleet_engine::pin`]), through the
+/// container engine found from the environment: what `plan` compares with the deployed
+/// revisions. A fleet without image servers needs no engine.
+///
+/// # Errors
+/// Every image that could not be pinned (its servers keep no digest).
+pub async fn pin_images(
+    fleet: &mut ValidFleet,
+    state_dir: &std::path::Path,
+) -> Result<(), Vec<fleet_engine::UnpinnedImage>> {
+    let runtime = LocalRuntime::new(&fleet.name, ProcessRuntime::new(state_dir));
+    fleet_engine::pin_images(fleet, &runtime).await
+}
+
 pub fn gateway_tls(fleet: &ValidFleet) -> Result<Option<fleet_gateway::ServerTls>, StartError> {
     match &fleet.gateway.tls {
         Some(GatewayTls::Files { cert, key }) => fleet_gateway::ServerTls::load(cert, key)

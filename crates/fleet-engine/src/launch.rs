@@ -1,4 +1,5 @@
-//! What a server's instance launches: its file's `command:` or `image:`, rendered with the
+//! What a server's instance launches: its file's `command:` or `image:` (the image pinned
+//! to a digest when the revision was deployed, see [`crate::pin`]), rendered with the
 //! instance's values and turned into the runtime's [`Launch`].
 
 use crate::error::EngineError;
@@ -27,10 +28,16 @@ pub(crate) fn launch(
         },
         Executable::Image {
             image,
+            digest,
             command,
             container,
         } => Launch::Container(ContainerLaunch {
-            image: render(image)?,
+            // The pinned image when there is one: what the revision recorded, wherever the
+            // tag points now.
+            image: match digest {
+                Some(digest) => digest.clone(),
+                None => render(image)?,
+            },
             entrypoint: command.as_ref().map(render).transpose()?,
             workdir: cwd,
             user: container.user.clone(),
@@ -57,13 +64,23 @@ pub(crate) fn launch(
                 })
                 .collect(),
             read_only_root: container.read_only,
-            pull: match container.pull {
-                model::Pull::Never => PullPolicy::Never,
-                model::Pull::IfMissing => PullPolicy::IfMissing,
-                model::Pull::Always => PullPolicy::Always,
+            // Pinning pulled as the file says; a pinned image is fetched again only if it is
+            // gone (`always` would fetch the tag, not the pinned bytes).
+            pull: match (digest, pull_policy(container.pull)) {
+                (Some(_), PullPolicy::Always) => PullPolicy::IfMissing,
+                (_, pull) => pull,
             },
         }),
     })
+}
+
+/// The runtime's pull policy for the file's `pull`.
+pub(crate) fn pull_policy(pull: model::Pull) -> PullPolicy {
+    match pull {
+        model::Pull::Never => PullPolicy::Never,
+        model::Pull::IfMissing => PullPolicy::IfMissing,
+        model::Pull::Always => PullPolicy::Always,
+    }
 }
 
 /// A program path as the runtime needs it: `./x` and `dir/x` relative to the fleet file's

@@ -16,6 +16,7 @@ mod journal;
 mod launch;
 mod metrics;
 mod monitor;
+pub mod pin;
 mod pool;
 pub mod recovery;
 pub mod report;
@@ -29,6 +30,7 @@ pub use journal::{
     JOURNAL_FORMAT, JournalStep, ServerAction, ServerStep, StepError, append_step, failpoint,
 };
 pub use metrics::{EngineMetrics, InstanceMetrics};
+pub use pin::{ImageResolver, UnpinnedImage, pin_images};
 
 use crate::report::{
     CheckRun, DeploymentState, Event, EventKind, FleetStatus, InstanceChecks, ServerState,
@@ -891,6 +893,15 @@ fn describe_start(server: &Server, revision: u64) -> String {
 fn describe_executable(executable: &Executable) -> String {
     match executable {
         Executable::Program { command } => format!("`{}`", command.shown),
+        Executable::Image {
+            image,
+            digest: Some(digest),
+            ..
+        } => format!(
+            "image `{}` ({})",
+            image.shown,
+            fleet_spec::model::short_digest(digest)
+        ),
         Executable::Image { image, .. } => format!("image `{}`", image.shown),
     }
 }

@@ -8,7 +8,7 @@
 use crate::graph::DependencyGraph;
 use crate::plan::PlannedDependency;
 use fleet_spec::ValidFleet;
-use fleet_spec::model::Server;
+use fleet_spec::model::{Executable, Server};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -93,6 +93,11 @@ impl DeployedServer {
         }
     }
 
+    /// The image this revision was pinned to, if it runs a pinned image.
+    pub fn pinned_image(&self) -> Option<PinnedImage> {
+        self.summary().pinned_image()
+    }
+
     /// The parts of the spec a plan shows. Specs written by other versions may lack or mistype
     /// some fields; those read as empty rather than failing the plan.
     pub(crate) fn summary(&self) -> SpecSummary {
@@ -112,12 +117,76 @@ pub(crate) struct SpecSummary {
 }
 
 impl SpecSummary {
+    /// The transport block's `image` and `digest`, when it has both.
+    fn pinned_image(&self) -> Option<PinnedImage> {
+        let block = self.transport.values().next()?;
+        serde_json::from_value(block.clone()).ok()
+    }
+
     pub(crate) fn transport(&self) -> &str {
         self.transport
             .keys()
             .next()
             .map_or("unknown", String::as_str)
     }
+}
+
+/// An image as a revision recorded it: the reference the file gave, and the exact image
+/// it named then (see the model's `Executable::Image`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedImage {
+    pub image: String,
+    pub digest: String,
+}
+
+/// Gives each image server of `fleet` that has no digest the one `deployed` recorded for
+/// it, when both name the same image: a stored revision validated anew (its file's text
+/// knows no digests) gets its pins back, and a plan that cannot ask an engine compares as
+/// if no tag had moved.
+pub fn keep_pins(fleet: &mut ValidFleet, deployed: &DeployedFleet) {
+    for server in &mut fleet.servers {
+        let Some(pinned) = deployed
+            .get(&server.name)
+            .and_then(DeployedServer::pinned_image)
+        else {
+            continue;
+        };
+        if let Some(Executable::Image {
+            image,
+            digest: digest @ None,
+            ..
+        }) = server.transport.executable_mut()
+            && image.shown == pinned.image
+        {
+            *digest = Some(pinned.digest);
+        }
+    }
+}
+
+/// The tag of an unchanged image reference that now names other bytes than `deployed`
+/// recorded: what a plan shows, since the file does not.
+pub fn moved_image(
+    desired: &DeployedServer,
+    deployed: Option<&DeployedServer>,
+) -> Option<MovedImage> {
+    let now = desired.pinned_image()?;
+    let was = deployed?.pinned_image()?;
+    (now.image == was.image && now.digest != was.digest).then_some(MovedImage {
+        image: now.image,
+        digest: now.digest,
+        was: was.digest,
+    })
+}
+
+/// An image reference whose tag moved since it was deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MovedImage {
+    /// The reference, as the file writes it.
+    pub image: String,
+    /// What it names now.
+    pub digest: String,
+    /// What the deployed revision pinned.
+    pub was: String,
 }
 
 /// The spec of a server: its model serialized to JSON, secrets shown as `***`.
@@ -366,6 +435,76 @@ servers:
             .map(|(s, _)| s.name.as_str())
             .collect();
         assert_eq!(names, vec!["top", "mid", "alone", "base"]);
+    }
+
+    /// The fleet of one image server, pinned to `digest` when given.
+    fn pinned(digest: Option<&str>) -> ValidFleet {
+        let mut pinned = fleet("servers:\n  a: { stdio: { image: \"localhost/a:1\" } }\n");
+        if let Some(Executable::Image { digest: pin, .. }) =
+            pinned.servers[0].transport.executable_mut()
+        {
+            *pin = digest.map(str::to_owned);
+        }
+        pinned
+    }
+
+    #[test]
+    fn a_tag_that_moved_is_a_change_the_plan_names() {
+        let deployed =
+            DeployedFleet::from_fleet(&pinned(Some("localhost/a@sha256:0123456789abcdef")));
+        let now = DeployedServer::from_server(
+            &pinned(Some("localhost/a@sha256:fedcba9876543210")).servers[0],
+        );
+        assert_eq!(
+            compare(&now, deployed.get("a")),
+            Change::Update {
+                fields: vec!["transport".into()]
+            }
+        );
+        let moved = moved_image(&now, deployed.get("a")).unwrap();
+        assert_eq!(
+            (
+                moved.image.as_str(),
+                moved.digest.as_str(),
+                moved.was.as_str()
+            ),
+            (
+                "localhost/a:1",
+                "localhost/a@sha256:fedcba9876543210",
+                "localhost/a@sha256:0123456789abcdef"
+            )
+        );
+        let plan = crate::plan(
+            &pinned(Some("localhost/a@sha256:fedcba9876543210")),
+            Some(&deployed),
+        )
+        .unwrap();
+        assert!(
+            crate::render_text(&plan)
+                .contains("(image localhost/a:1 now sha256:fedcba987654, was sha256:0123456789ab)"),
+            "{}",
+            crate::render_text(&plan)
+        );
+    }
+
+    #[test]
+    fn an_unpinned_server_keeps_the_deployed_pin_of_the_same_image_only() {
+        let deployed = DeployedFleet::from_fleet(&pinned(Some("sha256:1d")));
+        let mut unpinned = pinned(None);
+        keep_pins(&mut unpinned, &deployed);
+        assert_eq!(
+            compare(
+                &DeployedServer::from_server(&unpinned.servers[0]),
+                deployed.get("a")
+            ),
+            Change::Unchanged
+        );
+        let mut other = fleet("servers:\n  a: { stdio: { image: \"localhost/a:2\" } }\n");
+        keep_pins(&mut other, &deployed);
+        assert_eq!(
+            DeployedServer::from_server(&other.servers[0]).pinned_image(),
+            None
+        );
     }
 
     #[test]

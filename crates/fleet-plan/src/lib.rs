@@ -12,7 +12,9 @@ pub mod graph;
 pub mod plan;
 pub mod render;
 
-pub use diff::{Change, DeployedFleet, DeployedServer, content_hash};
+pub use diff::{
+    Change, DeployedFleet, DeployedServer, MovedImage, PinnedImage, content_hash, keep_pins,
+};
 pub use graph::{Cycle, DependencyGraph};
 pub use plan::{ChangeCounts, Plan, PlannedDependency, PlannedServer, Wave, plan};
 pub use render::{render_dot, render_mermaid, render_text};

@@ -2,7 +2,7 @@
 //!
 //! Its JSON form (`--output json`) is an interface: fields are only ever added.
 
-use crate::diff::{self, Change, DeployedFleet, DeployedServer, SpecSummary};
+use crate::diff::{self, Change, DeployedFleet, DeployedServer, MovedImage, SpecSummary};
 use crate::graph::{Cycle, DependencyGraph};
 use fleet_spec::ValidFleet;
 use fleet_spec::model::{Condition, Server};
@@ -38,6 +38,9 @@ pub struct PlannedServer {
     pub priority: i32,
     pub depends_on: Vec<PlannedDependency>,
     pub change: Change,
+    /// The server's image tag names other bytes than the deployed revision pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_moved: Option<MovedImage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,12 +85,14 @@ impl ChangeCounts {
 /// [`check`](crate::check) reports it as a located diagnostic.
 pub fn plan(fleet: &ValidFleet, deployed: Option<&DeployedFleet>) -> Result<Plan, Cycle> {
     let waves = DependencyGraph::from_fleet(fleet).waves()?;
-    let change = |server: &Server| match deployed {
-        None => Change::Create,
-        Some(deployed) => diff::compare(
-            &DeployedServer::from_server(server),
-            deployed.get(&server.name),
-        ),
+    let planned = |server: &Server| {
+        let Some(deployed) = deployed else {
+            return PlannedServer::desired(server, Change::Create, None);
+        };
+        let desired = DeployedServer::from_server(server);
+        let old = deployed.get(&server.name);
+        let change = diff::compare(&desired, old);
+        PlannedServer::desired(server, change, diff::moved_image(&desired, old))
     };
     let waves: Vec<Wave> = waves
         .into_iter()
@@ -96,7 +101,7 @@ pub fn plan(fleet: &ValidFleet, deployed: Option<&DeployedFleet>) -> Result<Plan
             let servers = members
                 .into_iter()
                 .map(|i| &fleet.servers[i])
-                .map(|server| PlannedServer::desired(server, change(server)))
+                .map(planned)
                 .collect();
             Wave { index, servers }
         })
@@ -119,7 +124,7 @@ pub fn plan(fleet: &ValidFleet, deployed: Option<&DeployedFleet>) -> Result<Plan
 }
 
 impl PlannedServer {
-    fn desired(server: &Server, change: Change) -> Self {
+    fn desired(server: &Server, change: Change, image_moved: Option<MovedImage>) -> Self {
         PlannedServer {
             name: server.name.clone(),
             transport: server.transport.kind().to_string(),
@@ -134,6 +139,7 @@ impl PlannedServer {
                 })
                 .collect(),
             change,
+            image_moved,
         }
     }
 
@@ -145,6 +151,7 @@ impl PlannedServer {
             priority: summary.priority,
             depends_on: summary.depends_on,
             change: Change::Delete,
+            image_moved: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::diff::Change;
 use crate::plan::{Plan, PlannedServer};
-use fleet_spec::model::Condition;
+use fleet_spec::model::{Condition, short_digest};
 use std::fmt::Write as _;
 
 /// The plan as terminal text: waves with change markers (`+` create, `~` update, `-` delete,
@@ -79,6 +79,15 @@ fn text_line(out: &mut String, server: &PlannedServer, name_width: usize, transp
     }
     if let Change::Update { fields } = &server.change {
         let _ = write!(line, "  changed: {}", fields.join(", "));
+    }
+    if let Some(moved) = &server.image_moved {
+        let _ = write!(
+            line,
+            "  (image {} now {}, was {})",
+            moved.image,
+            short_digest(&moved.digest),
+            short_digest(&moved.was)
+        );
     }
     out.push_str(line.trim_end());
     out.push('\n');

@@ -120,6 +120,33 @@ struct Shared {
     supervised: Arc<Supervised>,
 }
 
+/// What pins `image` given the engine's inspection of it: a repo digest of its own
+/// repository, else any repo digest (the digest names the same bytes under every name),
+/// else the image id.
+fn pinned_reference(image: &str, found: &ImageInspect) -> Option<String> {
+    let digests = found.repo_digests.as_deref().unwrap_or_default();
+    let repository = repository_of(image);
+    digests
+        .iter()
+        .find(|d| {
+            d.split_once('@')
+                .is_some_and(|(name, _)| name == repository)
+        })
+        .or_else(|| digests.first())
+        .cloned()
+        .or_else(|| found.id.clone())
+}
+
+/// `image` without its tag or digest: `localhost/x:1` → `localhost/x`, while a registry's
+/// port (`host:5000/x`) stays.
+fn repository_of(image: &str) -> &str {
+    let name = image.split_once('@').map_or(image, |(name, _)| name);
+    match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => name,
+    }
+}
+
 /// A fleet name fit for container names (`[A-Za-z0-9][A-Za-z0-9_.-]*`).
 fn valid_fleet_name(fleet: &str) -> bool {
     fleet.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -191,42 +218,40 @@ impl ContainerRuntime {
         create::container_name(&self.shared.fleet, id)
     }
 
-    /// Makes sure the image is on the engine, as the pull policy says.
+    /// Makes sure `image` is on the engine, as `pull` says, and inspects it.
     async fn ensure_image(
         &self,
-        id: &InstanceId,
-        launch: &ContainerLaunch,
+        image: &str,
+        pull: PullPolicy,
     ) -> Result<ImageInspect, StartError> {
         let docker = &self.shared.engine.docker;
-        let image = &launch.image;
-        if launch.pull != PullPolicy::Always {
+        if pull != PullPolicy::Always {
             match docker.inspect_image(image).await {
                 Ok(found) => return Ok(found),
                 Err(e) if is_not_found(&e) => {
-                    if launch.pull == PullPolicy::Never {
+                    if pull == PullPolicy::Never {
                         return Err(StartError::ImageMissing {
-                            image: image.clone(),
+                            image: image.to_owned(),
                         });
                     }
                 }
                 Err(e) => {
-                    return Err(StartError::Engine {
-                        id: id.clone(),
-                        action: format!("inspect image {image}"),
+                    return Err(StartError::InspectImage {
+                        image: image.to_owned(),
                         message: describe(&e),
                     });
                 }
             }
         }
         let options = CreateImageOptions {
-            from_image: Some(image.clone()),
+            from_image: Some(image.to_owned()),
             ..Default::default()
         };
         let mut progress = docker.create_image(Some(options), None, None);
         while let Some(step) = progress.next().await {
             if let Err(e) = step {
                 return Err(StartError::Pull {
-                    image: image.clone(),
+                    image: image.to_owned(),
                     message: describe(&e),
                 });
             }
@@ -235,9 +260,25 @@ impl ContainerRuntime {
             .inspect_image(image)
             .await
             .map_err(|e| StartError::Pull {
-                image: image.clone(),
+                image: image.to_owned(),
                 message: describe(&e),
             })
+    }
+
+    /// The exact image `image` names now, pulled first as `pull` says: its repo digest
+    /// (`name@sha256:…`, of `image`'s own repository when it has one there), else its id
+    /// (`sha256:…`), which is all a locally built or imported image may have. Either is a
+    /// reference that runs those bytes however the tag moves later.
+    ///
+    /// # Errors
+    /// [`StartError::ImageMissing`] (not present, `pull: never`), [`StartError::Pull`], or
+    /// [`StartError::InspectImage`].
+    pub async fn resolve_image(&self, image: &str, pull: PullPolicy) -> Result<String, StartError> {
+        let found = self.ensure_image(image, pull).await?;
+        pinned_reference(image, &found).ok_or_else(|| StartError::InspectImage {
+            image: image.to_owned(),
+            message: "the engine reported neither a digest nor an id".to_owned(),
+        })
     }
 
     /// Frees the instance's container name: a leftover of this fleet is removed, anyone
@@ -295,7 +336,7 @@ impl ContainerRuntime {
         launch: &ContainerLaunch,
         log: &crate::process::logs::LogWriter,
     ) -> Result<String, StartError> {
-        let image = self.ensure_image(&spec.id, launch).await?;
+        let image = self.ensure_image(&launch.image, launch.pull).await?;
         let image_user = image.config.and_then(|c| c.user);
         let name = self.container_name(&spec.id);
         self.clear_name(&spec.id, &name, log).await?;
@@ -562,5 +603,53 @@ impl Runtime for ContainerRuntime {
 
     fn logs(&self, id: &InstanceId, lines: usize, follow: bool) -> BoxStream<'static, String> {
         follow_log(log_path(&self.shared.state_dir, id), lines, follow).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inspected(id: &str, digests: &[&str]) -> ImageInspect {
+        ImageInspect {
+            id: Some(id.to_owned()),
+            repo_digests: Some(digests.iter().map(|d| (*d).to_owned()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pin_prefers_the_digest_of_the_images_own_repository() {
+        let found = inspected(
+            "sha256:1d",
+            &["other/x@sha256:aa", "registry:5000/org/x@sha256:aa"],
+        );
+        assert_eq!(
+            pinned_reference("registry:5000/org/x:1.2", &found).as_deref(),
+            Some("registry:5000/org/x@sha256:aa")
+        );
+        assert_eq!(
+            pinned_reference("elsewhere/y:1", &found).as_deref(),
+            Some("other/x@sha256:aa"),
+            "any repo digest names the same bytes"
+        );
+    }
+
+    #[test]
+    fn an_image_without_a_repo_digest_is_pinned_by_its_id() {
+        let found = inspected("sha256:1d", &[]);
+        assert_eq!(
+            pinned_reference("built-here:dev", &found).as_deref(),
+            Some("sha256:1d")
+        );
+    }
+
+    #[test]
+    fn a_repository_keeps_its_registry_port_and_loses_its_tag_or_digest() {
+        assert_eq!(repository_of("localhost/x:1"), "localhost/x");
+        assert_eq!(repository_of("host:5000/x"), "host:5000/x");
+        assert_eq!(repository_of("host:5000/x:2"), "host:5000/x");
+        assert_eq!(repository_of("x@sha256:aa"), "x");
+        assert_eq!(repository_of("x"), "x");
     }
 }

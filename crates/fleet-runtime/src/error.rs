@@ -72,6 +72,14 @@ pub enum StartError {
         message: String,
     },
 
+    /// The engine could not say what an image is.
+    #[error("container engine could not inspect image {image}: {message}")]
+    InspectImage {
+        image: String,
+        /// The engine's own words.
+        message: String,
+    },
+
     /// The image is not on the engine and the pull policy forbids fetching it.
     #[error(
         "image {image} is not present and pull is `never`: build or pull it (`podman pull {image}`)"

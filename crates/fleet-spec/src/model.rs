@@ -155,6 +155,16 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// What a local server runs; `None` for a remote one.
+    pub fn executable_mut(&mut self) -> Option<&mut Executable> {
+        match self {
+            Transport::Stdio { command, .. } | Transport::Http { command, .. } => {
+                Some(&mut command.executable)
+            }
+            Transport::Remote { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Transport::Stdio { .. } => "stdio",
@@ -226,6 +236,12 @@ pub enum Executable {
     /// An image the container engine runs; `command` replaces its entrypoint.
     Image {
         image: Text,
+        /// The exact image `image` named when the revision was deployed: its repo digest
+        /// (`name@sha256:…`), or its id (`sha256:…`) when it has none. Never in the file:
+        /// pinning sets it, the stored revision keeps it, and instances run it, so a tag
+        /// that moves later changes the spec (and its hash) but not what a revision runs.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         command: Option<Text>,
         container: Container,
@@ -238,6 +254,18 @@ impl Executable {
     pub fn is_image(&self) -> bool {
         matches!(self, Executable::Image { .. })
     }
+}
+
+/// A pinned image for people: `sha256:` and the first 12 hex digits of its digest or id,
+/// without the repository (`localhost/x@sha256:0123456789abcdef…` → `sha256:0123456789ab`).
+pub fn short_digest(pinned: &str) -> &str {
+    let digest = pinned.rsplit_once('@').map_or(pinned, |(_, digest)| digest);
+    let end = digest
+        .find(':')
+        .map_or(0, |colon| colon + 1)
+        .saturating_add(12)
+        .min(digest.len());
+    digest.get(..end).unwrap_or(digest)
 }
 
 /// How an image server's container runs.

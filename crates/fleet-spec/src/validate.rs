@@ -725,6 +725,7 @@ impl Validator {
                 let container = self.container(container, kind);
                 Executable::Image {
                     image,
+                    digest: None,
                     command,
                     container,
                 }

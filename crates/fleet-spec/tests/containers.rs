@@ -68,6 +68,7 @@ fn image_of(server: &Server) -> (&str, Option<&str>, &Container) {
             image,
             command,
             container,
+            ..
         } => (
             &image.shown,
             command.as_ref().map(|c| c.shown.as_str()),

@@ -94,7 +94,7 @@ pub(crate) async fn plan(
 ) -> Result<ExitCode> {
     let checked = check(file, environment)?;
     print_diagnostics(&checked);
-    let fleet = match checked.into_valid() {
+    let mut fleet = match checked.into_valid() {
         Ok(fleet) => fleet,
         Err(_) => return Ok(ExitCode::from(INVALID)),
     };
@@ -103,6 +103,16 @@ pub(crate) async fn plan(
         Ok(deployed) => deployed,
         Err(code) => return Ok(code),
     };
+    // Image tags are resolved as a deployment would, so a tag that moved shows as a change.
+    if let Err(unpinned) = fleet_control::pin_images(&mut fleet, &dir).await {
+        for image in &unpinned {
+            eprintln!("note: {image}");
+        }
+        eprintln!("note: compared as if those image tags still named what is deployed");
+    }
+    if let Some(deployed) = &deployed {
+        fleet_plan::keep_pins(&mut fleet, deployed);
+    }
     let Ok(plan) = fleet_plan::plan(&fleet, deployed.as_ref()) else {
         bail!("the dependency graph has a cycle that validation did not report");
     };

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod canary;
+mod container_digests;
 mod containers;
 mod deploy;
 mod first_use;

@@ -298,6 +298,8 @@ pub(crate) struct Fleet {
     mcpfleet: PathBuf,
     file: PathBuf,
     state: PathBuf,
+    /// Set on every `mcpfleet` command (the control plane `up -d` starts inherits it).
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -308,7 +310,14 @@ impl Fleet {
             mcpfleet: bin.join("mcpfleet"),
             file: work.join("mcpfleet.yaml"),
             state: work.join("state"),
+            env: Vec::new(),
         })
+    }
+
+    /// Runs every command with `key=value` in its environment (e.g. `DOCKER_HOST`).
+    pub(crate) fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     pub(crate) fn write(&self, text: &str) -> Result<()> {
@@ -324,6 +333,7 @@ impl Fleet {
             .arg(&self.file)
             .arg("--state-dir")
             .arg(&self.state)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .context("run mcpfleet")
     }

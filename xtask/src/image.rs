@@ -48,13 +48,7 @@ fn assemble(binary: &Path, context: &Path) -> Result<()> {
             .with_context(|| format!("remove {}", context.display()))?;
     }
     let rootfs = context.join("rootfs");
-    let bin = rootfs.join("usr/local/bin/mcpfleet");
-    copy(binary, &bin)?;
-    run("strip", &[path(&bin)?])?;
-    for library in linked_libraries(binary)? {
-        let inside = library.strip_prefix("/").unwrap_or(&library);
-        copy(&library, &rootfs.join(inside))?;
-    }
+    minimal_rootfs(binary, "usr/local/bin/mcpfleet", &rootfs)?;
     let certs = Path::new("/etc/ssl/certs/ca-certificates.crt");
     if certs.exists() {
         copy(certs, &rootfs.join("etc/ssl/certs/ca-certificates.crt"))?;
@@ -71,11 +65,24 @@ fn assemble(binary: &Path, context: &Path) -> Result<()> {
         &rootfs.join("etc/group"),
         &format!("root:x:0:\nnonroot:x:{gid}:\n"),
     )?;
-    let tmp = rootfs.join("tmp");
-    std::fs::create_dir_all(&tmp)?;
-    set_mode(&tmp, 0o1777)?;
     std::fs::create_dir_all(context.join("home/nonroot"))?;
     Ok(())
+}
+
+/// The least a dynamically linked binary runs on: `binary` stripped at `inside` (relative to
+/// `rootfs`), the libraries `ldd` lists for it and an empty `/tmp` (mode 1777; a read-only
+/// root mounts a tmpfs there, which needs the directory). Shared with `bench containers`.
+pub(crate) fn minimal_rootfs(binary: &Path, inside: &str, rootfs: &Path) -> Result<()> {
+    let bin = rootfs.join(inside);
+    copy(binary, &bin)?;
+    run("strip", &[path(&bin)?])?;
+    for library in linked_libraries(binary)? {
+        let inside = library.strip_prefix("/").unwrap_or(&library);
+        copy(&library, &rootfs.join(inside))?;
+    }
+    let tmp = rootfs.join("tmp");
+    std::fs::create_dir_all(&tmp)?;
+    set_mode(&tmp, 0o1777)
 }
 
 /// The shared libraries the dynamic loader maps for `binary`, and the loader itself.
@@ -151,7 +158,7 @@ fn run_hardened(tag: &str, options: &[&str], args: &[&str]) -> Result<String> {
     podman_output(&command)
 }
 
-fn podman_output(args: &[&str]) -> Result<String> {
+pub(crate) fn podman_output(args: &[&str]) -> Result<String> {
     let output = podman::command()
         .args(args)
         .output()

@@ -16,11 +16,16 @@
 //! - `bench rollout [--runs N] [--interval-ms N] [--smoke]`  how fast a failing canary stops
 //!   getting traffic and a blue-green rollback serves the old revision; writes
 //!   bench-results/rollout.json
+//! - `bench containers [--runs N] [--calls N] [--smoke]`  start-to-ready of the sample server
+//!   as a container through `mcpfleet up -d` vs `podman run` plus the MCP handshake, and the
+//!   gateway's added latency to it vs to the same server as a process; writes
+//!   bench-results/containers.json (needs Podman: `cargo xtask peers`)
 //! - `bench soak [--active N] [--seconds N] [--idle N]`  10,000 idle sessions held and 1,000
 //!   calling for 60 s against the gateway: failed calls, RSS over time, memory per idle
 //!   session; writes bench-results/soak.json (by hand, not in CI)
 
 mod bench;
+mod bench_containers;
 mod bench_gateway;
 mod bench_rollout;
 mod bench_soak;
@@ -47,6 +52,7 @@ fn main() -> Result<()> {
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
         ["bench", "rollout", rest @ ..] => bench_rollout::run(rest),
         ["bench", "soak", rest @ ..] => bench_soak::run(rest),
+        ["bench", "containers", rest @ ..] => bench_containers::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
         ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
         // Hidden: load one endpoint by hand (e.g. under `perf`): URL SESSIONS SECONDS.
@@ -55,7 +61,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N] | bench containers [--runs N] [--calls N] [--smoke]"
             );
             std::process::exit(2);
         }
@@ -128,6 +134,7 @@ fn ci() -> Result<()> {
     bench::up(&["--smoke"])?;
     bench_gateway::run(&["--smoke"])?;
     bench_rollout::run(&["--smoke"])?;
+    bench_containers::run(&["--smoke"])?;
     // Last: the only step that needs a release build.
     image::build(&[])?;
     eprintln!("CI gate passed");

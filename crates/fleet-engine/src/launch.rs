@@ -4,7 +4,8 @@
 
 use crate::error::EngineError;
 use fleet_runtime::{
-    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerVolume, Launch, PullPolicy,
+    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerSecret, ContainerVolume,
+    Launch, PullPolicy,
 };
 use fleet_spec::model::{self, Command, Executable, Text, VolumeSource};
 use std::path::Path;
@@ -70,6 +71,17 @@ pub(crate) fn launch(
                 (Some(_), PullPolicy::Always) => PullPolicy::IfMissing,
                 (_, pull) => pull,
             },
+            // The values go to the runtime's files and nowhere else.
+            secrets: container
+                .secrets
+                .iter()
+                .map(|s| {
+                    Ok(ContainerSecret {
+                        target: s.target.clone(),
+                        value: render(&s.value)?,
+                    })
+                })
+                .collect::<Result<_, EngineError>>()?,
         }),
     })
 }

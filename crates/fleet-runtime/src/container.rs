@@ -40,6 +40,7 @@
 mod attach;
 mod create;
 mod engine;
+mod secrets;
 mod supervisor;
 
 pub use engine::EngineEndpoint;
@@ -63,6 +64,7 @@ use create::{CreateContext, LABEL_FLEET, LABEL_INSTANCE, LABEL_REVISION, LABEL_S
 use engine::{Engine, describe, is_not_found};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
+use secrets::SecretFiles;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +90,9 @@ pub struct ContainerSettings {
     pub ulimits: Vec<Ulimit>,
     /// Size cap and retention of the instances' log files.
     pub log_rotation: LogRotation,
+    /// Where containers' secret files are written: a tmpfs, so a value never reaches a
+    /// disk. Default `/dev/shm`.
+    pub secrets_dir: PathBuf,
 }
 
 impl Default for ContainerSettings {
@@ -100,6 +105,7 @@ impl Default for ContainerSettings {
         ContainerSettings {
             ulimits: vec![limit("nofile", 1024), limit("nproc", 1000)],
             log_rotation: LogRotation::default(),
+            secrets_dir: PathBuf::from("/dev/shm"),
         }
     }
 }
@@ -329,38 +335,58 @@ impl ContainerRuntime {
         }
     }
 
-    /// Pulls, names and creates the container of `spec`; returns its id.
+    /// The directory of instance `id`'s secret files.
+    fn secrets_dir(&self, id: &InstanceId) -> PathBuf {
+        secrets::instance_dir(&self.shared.settings.secrets_dir, &self.shared.fleet, id)
+    }
+
+    /// Pulls, names and creates the container of `spec` with its secret files; returns its
+    /// id and the files (already removed when this fails).
     async fn create(
         &self,
         spec: &InstanceSpec,
         launch: &ContainerLaunch,
         log: &crate::process::logs::LogWriter,
-    ) -> Result<String, StartError> {
+    ) -> Result<(String, SecretFiles), StartError> {
         let image = self.ensure_image(&launch.image, launch.pull).await?;
         let image_user = image.config.and_then(|c| c.user);
         let name = self.container_name(&spec.id);
         self.clear_name(&spec.id, &name, log).await?;
+        let user = create::effective_user(launch, image_user.as_deref());
+        let dir = self.secrets_dir(&spec.id);
+        let files = SecretFiles::write(dir.clone(), &launch.secrets, &user).map_err(|source| {
+            secrets::remove_dir(&dir).ok();
+            StartError::SecretFiles {
+                id: spec.id.clone(),
+                dir: self.shared.settings.secrets_dir.clone(),
+                source,
+            }
+        })?;
         let body = create::create_body(
             spec,
             launch,
             CreateContext {
                 fleet: &self.shared.fleet,
-                user: create::effective_user(launch, image_user.as_deref()),
+                user,
                 ulimits: &self.shared.settings.ulimits,
+                secret_binds: files.binds().collect(),
             },
         );
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             ..Default::default()
         };
-        match self
+        let created = self
             .shared
             .engine
             .docker
             .create_container(Some(options), body)
-            .await
-        {
-            Ok(created) => Ok(created.id),
+            .await;
+        if created.is_err() {
+            files.remove();
+        }
+        match created {
+            Ok(created) => Ok((created.id, files)),
             // Taken between our look and our create.
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
@@ -442,7 +468,7 @@ impl Runtime for ContainerRuntime {
         let path = log_path(&shared.state_dir, &spec.id);
 
         let started = async {
-            let container = self.create(&spec, launch, &log).await?;
+            let (container, secret_files) = self.create(&spec, launch, &log).await?;
             let cx = RunContext {
                 engine: &shared.engine,
                 container: &container,
@@ -451,14 +477,15 @@ impl Runtime for ContainerRuntime {
                 max_line: rotation.max_line(),
             };
             match start_run(&spec, cx).await {
-                Ok(run) => Ok((container, run)),
+                Ok(run) => Ok((container, secret_files, run)),
                 Err(e) => {
                     remove_container(&shared.engine, &container, Some(&log)).await;
+                    secret_files.remove();
                     Err(e)
                 }
             }
         };
-        let (container, mut run) = match started.await {
+        let (container, secret_files, mut run) = match started.await {
             Ok(started) => started,
             Err(e) => {
                 log.line(format!("--- start failed: {e}").into_bytes())
@@ -487,6 +514,7 @@ impl Runtime for ContainerRuntime {
                 registration,
                 engine: shared.engine.clone(),
                 container,
+                secret_files,
                 log_path: path,
                 max_line: rotation.max_line(),
                 control,
@@ -587,6 +615,12 @@ impl Runtime for ContainerRuntime {
                 ReapOutcome::Gone
             };
             remove_container(engine, &container_id, None).await;
+            if let Some(id) = &instance {
+                let dir = self.secrets_dir(id);
+                if let Err(e) = secrets::remove_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a leftover container's secret files");
+                }
+            }
             let name = container
                 .names
                 .as_ref()

@@ -80,6 +80,19 @@ pub enum StartError {
         message: String,
     },
 
+    /// A container's secret files could not be written to the host's secrets directory.
+    #[error(
+        "cannot write the secret files of instance `{id}` under {}: {source}; \
+         check that the directory exists and is writable",
+        dir.display()
+    )]
+    SecretFiles {
+        id: InstanceId,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// The image is not on the engine and the pull policy forbids fetching it.
     #[error(
         "image {image} is not present and pull is `never`: build or pull it (`podman pull {image}`)"

@@ -119,8 +119,8 @@ impl Launch {
     }
 }
 
-/// A container: its image and how it is confined. Holds no secret (those travel in the
-/// spec's `env`), so its `Debug` shows everything.
+/// A container: its image, how it is confined and the secrets it gets as files (whose
+/// values its `Debug` hides).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerLaunch {
     /// An image reference: `name:tag`, `name@sha256:…` or an image id.
@@ -138,6 +138,27 @@ pub struct ContainerLaunch {
     /// A read-only root filesystem (a tmpfs `/tmp` stays writable).
     pub read_only_root: bool,
     pub pull: PullPolicy,
+    /// Secrets mounted as read-only files: never in the container's environment or
+    /// command line, which the engine shows to anyone who may `inspect` it.
+    pub secrets: Vec<ContainerSecret>,
+}
+
+/// A secret handed to a container as a read-only file at `target`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContainerSecret {
+    /// An absolute path inside the container.
+    pub target: String,
+    /// The file's content.
+    pub value: String,
+}
+
+impl std::fmt::Debug for ContainerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSecret")
+            .field("target", &self.target)
+            .field("value", &"***")
+            .finish()
+    }
 }
 
 /// The network a container joins.

@@ -31,9 +31,10 @@ mod supervised;
 pub use container::{ContainerRuntime, ContainerSettings, EngineEndpoint, Ulimit};
 pub use error::{ConnectError, RuntimeError, StartError};
 pub use instance::{
-    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerVolume, Discovered, ExitInfo,
-    Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, InstanceStatus,
-    Launch, Lifecycle, PullPolicy, Reach, ReapOutcome, Reaped, StdioAttachment,
+    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerSecret, ContainerVolume,
+    Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
+    InstanceState, InstanceStatus, Launch, Lifecycle, PullPolicy, Reach, ReapOutcome, Reaped,
+    StdioAttachment,
 };
 pub use local::LocalRuntime;
 pub use process::{LogRotation, ProcessRuntime};

@@ -5,9 +5,10 @@
 //! missing is a failure, not a skip. Every wait is on a condition with a deadline.
 
 use fleet_runtime::{
-    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerRuntime, ContainerSettings,
-    EngineEndpoint, InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Launch,
-    Lifecycle, PullPolicy, Reach, ReapOutcome, Runtime, StartError, StdioAttachment,
+    ContainerLaunch, ContainerNetwork, ContainerResources, ContainerRuntime, ContainerSecret,
+    ContainerSettings, EngineEndpoint, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
+    InstanceState, Launch, Lifecycle, PullPolicy, Reach, ReapOutcome, Runtime, StartError,
+    StdioAttachment,
 };
 use fleet_spec::model::{Restart, RestartPolicyKind};
 use fleet_testkit::podman::{self, LabelledContainers};
@@ -96,6 +97,7 @@ fn launch(image: String) -> ContainerLaunch {
         volumes: Vec::new(),
         read_only_root: true,
         pull: PullPolicy::Never,
+        secrets: Vec::new(),
     }
 }
 
@@ -647,4 +649,60 @@ fn a_container_left_by_a_killed_control_plane_is_discovered_and_reaped() {
         assert!(runtime.discover().await.is_empty());
     });
     assert_eq!(containers.ids(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_secret_reaches_the_container_as_a_file_its_user_can_read_and_goes_with_it() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    const VALUE: &str = "container-secret-9d2e";
+    let fleet = Fleet::new("secret").await;
+    let id = InstanceId::from("files-r1-1");
+    let mut spec = spec(
+        "files-r1-1",
+        InstanceIo::Stdio,
+        &[
+            "--transport",
+            "stdio",
+            "--require-file",
+            "/run/secrets/token",
+        ],
+    );
+    let Launch::Container(launch) = &mut spec.launch else {
+        unreachable!()
+    };
+    launch.secrets = vec![ContainerSecret {
+        target: "/run/secrets/token".into(),
+        value: VALUE.into(),
+    }];
+    let mut instance = fleet.runtime.start(spec).await.unwrap();
+    let (reach, container) = running(next(&mut instance.events).await);
+    let Reach::Stdio(mut attachment) = reach else {
+        panic!("expected a stdio attachment");
+    };
+    // It answers only if it could read the file as its user (nobody: the image has none).
+    let answer = initialize_stdio(&mut attachment).await;
+    let logs: Vec<String> = futures::StreamExt::collect(fleet.runtime.logs(&id, 100, false)).await;
+    assert!(
+        answer.contains(r#""serverInfo""#),
+        "{answer}; the log: {logs:#?}"
+    );
+    let read = format!("read /run/secrets/token: {} bytes, sha256 ", VALUE.len());
+    assert!(logs.iter().any(|l| l.starts_with(&read)), "{logs:#?}");
+
+    // On the host: a tmpfs, mode 0400, owned by the container's user.
+    let dir = std::path::Path::new("/dev/shm")
+        .join(format!("mcpfleet-t{}-secret", std::process::id()))
+        .join("files-r1-1");
+    let file = std::fs::metadata(dir.join("0")).unwrap();
+    assert_eq!(file.permissions().mode() & 0o777, 0o400);
+    assert_eq!((file.uid(), file.gid()), (65534, 65534));
+    // The engine shows where the file comes from, never what it holds.
+    let inspected = inspect(&container).to_string();
+    assert!(inspected.contains("/run/secrets/token"), "{inspected}");
+    assert!(!inspected.contains(VALUE), "inspect shows the secret");
+
+    fleet.runtime.stop(&id).await.unwrap();
+    while !matches!(next(&mut instance.events).await, Lifecycle::Stopped) {}
+    assert!(!dir.exists(), "the secret files outlive the container");
+    std::fs::remove_dir(dir.parent().unwrap()).unwrap();
 }

@@ -424,6 +424,7 @@ async fn a_container_spec_is_refused_and_nothing_runs() {
         volumes: Vec::new(),
         read_only_root: true,
         pull: PullPolicy::Never,
+        secrets: Vec::new(),
     });
     let err = runtime.start(s).await.unwrap_err();
     assert!(matches!(err, StartError::WrongRuntime { .. }), "{err}");

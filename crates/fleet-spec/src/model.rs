@@ -230,6 +230,10 @@ pub struct Command {
 /// What runs: a local program or a container image.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per server of a fleet file: boxing would only add indirection"
+)]
 pub enum Executable {
     /// A local program: a path or a name on PATH.
     Program { command: Text },
@@ -280,6 +284,21 @@ pub struct Container {
     /// The root filesystem is read-only (`/tmp` stays writable).
     pub read_only: bool,
     pub pull: Pull,
+    /// Secrets the container gets as files, in file order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretFile>,
+}
+
+/// A secret handed to a container as a read-only file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretFile {
+    /// An absolute path inside the container.
+    pub target: String,
+    /// The secret's name under the fleet's `secrets:`.
+    pub secret: String,
+    /// `{{ secret('name') }}`: rendered for an instance, it reads the value.
+    #[serde(skip)]
+    pub value: Text,
 }
 
 /// The network a container joins.

@@ -331,6 +331,11 @@ pub struct RawContainer {
     pub read_only: Option<Spanned<bool>>,
     /// When the image is pulled: `never`, `if-missing` (default) or `always`.
     pub pull: Option<Spanned<Pull>>,
+    /// Secrets handed to the container as read-only files: an absolute path inside the
+    /// container → the name of a secret under the fleet's `secrets:`. The server reads the
+    /// file (e.g. `--token-file /run/secrets/token`); unlike `env` and `args`, a file's
+    /// content is not shown by the engine's `inspect`.
+    pub secrets: Option<Named<Spanned<String>>>,
 }
 
 /// Limits on a container.

@@ -722,7 +722,7 @@ impl Validator {
                     }
                     entrypoint
                 });
-                let container = self.container(container, kind);
+                let container = self.container(t, scope, container, kind);
                 Executable::Image {
                     image,
                     digest: None,
@@ -771,13 +771,51 @@ impl Validator {
                     key.span,
                 );
             }
-            vars.insert(key.value.clone(), self.render(t, value, scope));
+            let text = self.render(t, value, scope);
+            if image.is_some() {
+                self.no_secret_in_container_config(&text, value.span, "environment");
+            }
+            vars.insert(key.value.clone(), text);
+        }
+        let args = args
+            .iter()
+            .map(|a| {
+                let text = self.render(t, a, scope);
+                if image.is_some() {
+                    self.no_secret_in_container_config(&text, a.span, "command line");
+                }
+                text
+            })
+            .collect();
+        if let (
+            Some(c),
+            Executable::Image {
+                command: Some(entrypoint),
+                ..
+            },
+        ) = (command, &executable)
+        {
+            self.no_secret_in_container_config(entrypoint, c.span, "command line");
         }
         Command {
             executable,
-            args: args.iter().map(|a| self.render(t, a, scope)).collect(),
+            args,
             env: vars,
             cwd,
+        }
+    }
+
+    /// A container's environment and command line are part of its configuration, which
+    /// the engine shows to anyone who may `inspect` it: a secret there is an error.
+    fn no_secret_in_container_config(&mut self, text: &Text, span: Span, part: &str) {
+        if text.shown.contains("***") {
+            self.error(
+                format!("a secret in a container's {part} is shown by the container engine's `inspect`"),
+                span,
+            )
+            .help = Some(
+                "hand it over as a file instead: `container: { secrets: { /run/secrets/NAME: NAME } }`, and have the server read that file (e.g. `--token-file /run/secrets/NAME`)".into(),
+            );
         }
     }
 
@@ -844,7 +882,13 @@ impl Validator {
 
     /// The `container:` block of an image server (absent: every default). `kind` is the
     /// transport, which decides the default network.
-    fn container(&mut self, raw: Option<&Spanned<RawContainer>>, kind: &str) -> Container {
+    fn container(
+        &mut self,
+        t: &Templates,
+        scope: Scope<'_>,
+        raw: Option<&Spanned<RawContainer>>,
+        kind: &str,
+    ) -> Container {
         let default = RawContainer::default();
         let c = raw.map_or(&default, |c| &c.value);
         let user = c.user.as_ref().map(|u| {
@@ -884,6 +928,19 @@ impl Validator {
             }
             volumes.push(volume);
         }
+        let mut secrets: Vec<SecretFile> = Vec::new();
+        for (target, name) in c.secrets.iter().flat_map(|s| &s.0) {
+            let Some(file) = self.secret_file(t, scope, target, name) else {
+                continue;
+            };
+            if secrets.iter().any(|s| s.target == file.target)
+                || volumes.iter().any(|v| v.target == file.target)
+            {
+                self.error(format!("two mounts are at `{}`", file.target), target.span)
+                    .help = Some("give each secret its own path".into());
+            }
+            secrets.push(file);
+        }
         Container {
             user,
             network,
@@ -891,6 +948,55 @@ impl Validator {
             volumes,
             read_only: c.read_only.as_ref().is_none_or(|r| r.value),
             pull: c.pull.as_ref().map_or(Pull::IfMissing, |p| p.value),
+            secrets,
+        }
+    }
+
+    /// One entry of `container.secrets`: an absolute path in the container → a declared
+    /// secret's name; `None` after an error.
+    fn secret_file(
+        &mut self,
+        t: &Templates,
+        scope: Scope<'_>,
+        target: &Spanned<String>,
+        name: &Spanned<String>,
+    ) -> Option<SecretFile> {
+        let path = target.value.as_str();
+        let problem = if !path.starts_with('/') {
+            Some("is not an absolute path")
+        } else if path.ends_with('/') {
+            Some("names a directory, not a file")
+        } else if path.split('/').any(|part| part == "..") {
+            Some("contains `..`")
+        } else if path.contains([':', ',', '\0']) {
+            // The engine's mount syntax separates its fields with these.
+            Some("contains `:` or `,`")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.error(format!("the secret's path `{path}` {problem}"), target.span)
+                .help = Some(
+                "write the absolute path of the file inside the container, e.g. `/run/secrets/token`".into(),
+            );
+            return None;
+        }
+        // Read like `{{ secret('name') }}` everywhere else: the same errors for an unknown
+        // name, and the secret counts as used.
+        let template = format!(
+            "{{{{ secret({}) }}}}",
+            serde_json::Value::from(name.value.as_str())
+        );
+        match t.render(&template, scope) {
+            Ok(shown) => Some(SecretFile {
+                target: path.to_owned(),
+                secret: name.value.clone(),
+                value: Text { template, shown },
+            }),
+            Err(e) => {
+                self.error(e.message, name.span).help = e.help;
+                None
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! defaults and located errors, and the promise that process servers did not change.
 
 use fleet_spec::model::{
-    Container, ContainerNetwork, Executable, Pull, Resources, Server, Transport, Volume,
-    VolumeSource,
+    Container, ContainerNetwork, Executable, Pull, Resources, SecretFile, Server, Text, Transport,
+    Volume, VolumeSource,
 };
 use fleet_spec::template::Host;
 use fleet_spec::{Checked, LoadOptions, load_str};
@@ -126,8 +126,8 @@ fn an_image_server_reads_every_container_setting() {
     stdio:
       image: "localhost/files:{{{{ env('TAG') }}}}"
       command: /bin/files
-      args: [--root, /data]
-      env: {{ TOKEN: "{{{{ secret('token') }}}}" }}
+      args: [--root, /data, --token-file, /run/secrets/token]
+      env: {{ LOG: "{{{{ env('TAG') }}}}" }}
       cwd: /data
       isolation: shared
     container:
@@ -137,6 +137,7 @@ fn an_image_server_reads_every_container_setting() {
       volumes: ["./data:/data:ro", "cache:/cache", "/var/lib/x:/x:rw", "~/notes:/notes"]
       read_only: false
       pull: always
+      secrets: {{ /run/secrets/token: token }}
 "#
     ));
     let (image, entrypoint, container) = image_of(&servers[0]);
@@ -169,6 +170,14 @@ fn an_image_server_reads_every_container_setting() {
             ],
             read_only: false,
             pull: Pull::Always,
+            secrets: vec![SecretFile {
+                target: "/run/secrets/token".into(),
+                secret: "token".into(),
+                value: Text {
+                    template: "{{ secret(\"token\") }}".into(),
+                    shown: "***".into(),
+                },
+            }],
         }
     );
     let Transport::Stdio { command, .. } = &servers[0].transport else {
@@ -179,8 +188,8 @@ fn an_image_server_reads_every_container_setting() {
         "/data",
         "a container's cwd is not resolved against the fleet file"
     );
-    // What plans (and their hashes) see: the image, then the process keys as before; the
-    // secret stays hidden.
+    // What plans (and their hashes) see: the image, then the process keys as before; a
+    // secret file shows its path and the secret's name, never the value.
     let json = serde_json::to_value(&servers[0].transport).unwrap();
     assert_eq!(
         json["stdio"],
@@ -198,10 +207,11 @@ fn an_image_server_reads_every_container_setting() {
                     { "source": "/home/tester/notes", "target": "/notes", "read_only": false }
                 ],
                 "read_only": false,
-                "pull": "always"
+                "pull": "always",
+                "secrets": [{ "target": "/run/secrets/token", "secret": "token" }]
             },
-            "args": ["--root", "/data"],
-            "env": { "TOKEN": "***" },
+            "args": ["--root", "/data", "--token-file", "/run/secrets/token"],
+            "env": { "LOG": "1.2" },
             "cwd": "/data",
             "isolation": { "mode": "shared" }
         })
@@ -225,6 +235,7 @@ fn image_servers_without_a_container_block_get_safe_defaults() {
         volumes: vec![],
         read_only: true,
         pull: Pull::IfMissing,
+        secrets: vec![],
     };
     let (_, entrypoint, files) = image_of(&servers[0]);
     assert_eq!(entrypoint, None, "the image's own entrypoint runs");
@@ -364,5 +375,59 @@ environments:
             read_only: false,
         }],
         "a list replaces the base's"
+    );
+}
+
+#[test]
+fn container_secrets_become_files_and_secrets_in_what_inspect_shows_are_refused() {
+    let servers = load(&format!(
+        r#"{HEAD}  files:
+    stdio: {{ image: localhost/files:1, args: [--token-file, /run/secrets/token] }}
+    container:
+      secrets: {{ /run/secrets/token: token }}
+"#
+    ));
+    let (_, _, container) = image_of(&servers[0]);
+    assert_eq!(container.secrets.len(), 1);
+    assert_eq!(container.secrets[0].target, "/run/secrets/token");
+    assert_eq!(container.secrets[0].secret, "token");
+    assert_eq!(container.secrets[0].value.shown, "***");
+    let found = errors(&format!(
+        r#"{HEAD}  files:
+    stdio:
+      image: localhost/files:1
+      command: "/bin/files-{{{{ secret('token') }}}}"
+      args: ["--token={{{{ secret('token') }}}}"]
+      env: {{ TOKEN: "{{{{ secret('token') }}}}" }}
+    container:
+      volumes: ["./d:/data"]
+      secrets:
+        run/token: token
+        /run/missing: tokn
+        /data: token
+        /a:b: token
+"#
+    ));
+    let found: Vec<(u32, &str)> = found.iter().map(|(l, m)| (*l, m.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (
+                9,
+                "a secret in a container's command line is shown by the container engine's `inspect`"
+            ),
+            (
+                10,
+                "a secret in a container's command line is shown by the container engine's `inspect`"
+            ),
+            (
+                11,
+                "a secret in a container's environment is shown by the container engine's `inspect`"
+            ),
+            (15, "the secret's path `run/token` is not an absolute path"),
+            (16, "unknown secret `tokn` (did you mean `token`?)"),
+            (17, "two mounts are at `/data`"),
+            (18, "the secret's path `/a:b` contains `:` or `,`"),
+        ]
     );
 }

@@ -24,6 +24,7 @@ use rmcp::transport::stdio_pipes;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
+use sha2::Digest as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -103,6 +104,11 @@ pub struct SampleServerArgs {
     /// Log every request to stderr.
     #[arg(long)]
     pub log_stderr: bool,
+    /// Refuse to start unless this file can be read and is not empty; on success, print
+    /// `read PATH: N bytes, sha256 HEX` to stderr (the hash, never the content: tests hand
+    /// secrets over this way).
+    #[arg(long, value_name = "PATH")]
+    pub require_file: Option<std::path::PathBuf>,
 }
 
 /// How clients reach the server.
@@ -175,6 +181,22 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 pub async fn run(args: SampleServerArgs) -> anyhow::Result<()> {
     if args.garbage_stdout && args.transport == Transport::Http {
         bail!("--garbage-stdout only applies to --transport stdio");
+    }
+    if let Some(path) = &args.require_file {
+        let content = std::fs::read(path)
+            .with_context(|| format!("--require-file: cannot read {}", path.display()))?;
+        if content.is_empty() {
+            bail!("--require-file: {} is empty", path.display());
+        }
+        let hash: String = sha2::Sha256::digest(&content)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        eprintln!(
+            "read {}: {} bytes, sha256 {hash}",
+            path.display(),
+            content.len()
+        );
     }
     // Installed first so that a SIGTERM during --startup-delay is a clean stop.
     let mut terminate = signal(SignalKind::terminate()).context("install a SIGTERM handler")?;

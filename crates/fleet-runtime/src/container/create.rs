@@ -49,6 +49,8 @@ pub(crate) struct CreateContext<'a> {
     /// From [`effective_user`].
     pub(crate) user: String,
     pub(crate) ulimits: &'a [Ulimit],
+    /// Read-only binds of the secret files, `HOST:TARGET:ro`.
+    pub(crate) secret_binds: Vec<String>,
 }
 
 /// The create request for `spec`, whose launch is `launch`.
@@ -96,6 +98,7 @@ pub(crate) fn create_body(
             let mode = if v.read_only { "ro" } else { "rw" };
             format!("{}:{}:{mode}", v.source, v.target)
         })
+        .chain(cx.secret_binds)
         .collect();
     let resources = launch.resources;
     let host_config = HostConfig {
@@ -153,7 +156,9 @@ pub(crate) fn create_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::{ContainerResources, ContainerVolume, Launch, PullPolicy};
+    use crate::instance::{
+        ContainerResources, ContainerSecret, ContainerVolume, Launch, PullPolicy,
+    };
     use fleet_spec::model::{Restart, RestartPolicyKind};
     use std::time::Duration;
 
@@ -176,6 +181,10 @@ mod tests {
             }],
             read_only_root: true,
             pull: PullPolicy::IfMissing,
+            secrets: vec![ContainerSecret {
+                target: "/run/secrets/token".into(),
+                value: "s3cret-value".into(),
+            }],
         }
     }
 
@@ -214,6 +223,9 @@ mod tests {
                 fleet: "demo",
                 user: "65534:65534".into(),
                 ulimits: &ulimits,
+                secret_binds: vec![
+                    "/dev/shm/mcpfleet-demo/files-r2-1/0:/run/secrets/token:ro".into(),
+                ],
             },
         )
     }
@@ -230,7 +242,13 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(500_000_000));
         assert_eq!(host.memory, Some(256 * 1024 * 1024));
         assert_eq!(host.pids_limit, Some(128));
-        assert_eq!(host.binds.unwrap(), ["/srv/data:/data:ro"]);
+        assert_eq!(
+            host.binds.unwrap(),
+            [
+                "/srv/data:/data:ro",
+                "/dev/shm/mcpfleet-demo/files-r2-1/0:/run/secrets/token:ro"
+            ]
+        );
         assert_eq!(host.ulimits.unwrap()[0].name.as_deref(), Some("nofile"));
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_FLEET], "demo");
@@ -240,6 +258,18 @@ mod tests {
         assert_eq!(body.cmd.unwrap(), ["--root", "/data"]);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.open_stdin, Some(false));
+    }
+
+    #[test]
+    fn a_secret_value_is_nowhere_in_the_create_request() {
+        let request = format!("{:?}", body(InstanceIo::Stdio));
+        assert!(request.contains("/run/secrets/token"), "{request}");
+        assert!(!request.contains("s3cret-value"), "{request}");
+        let launch = format!("{:?}", launch());
+        assert!(
+            !launch.contains("s3cret-value"),
+            "Debug shows the value: {launch}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::attach::{Attached, StreamTasks, attach};
 use super::engine::{Engine, describe, is_not_found};
+use super::secrets::SecretFiles;
 use crate::error::StartError;
 use crate::instance::{
     ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
@@ -175,6 +176,8 @@ pub(crate) struct Wiring {
     pub(crate) registration: Registration,
     pub(crate) engine: Engine,
     pub(crate) container: String,
+    /// Removed with the container.
+    pub(crate) secret_files: SecretFiles,
     pub(crate) log_path: PathBuf,
     pub(crate) max_line: usize,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
@@ -189,6 +192,7 @@ pub(crate) struct Supervisor {
     spec: InstanceSpec,
     engine: Engine,
     container: String,
+    secret_files: SecretFiles,
     log_path: PathBuf,
     max_line: usize,
     control: mpsc::UnboundedReceiver<Control>,
@@ -223,6 +227,7 @@ impl Supervisor {
             spec,
             engine: wiring.engine,
             container: wiring.container,
+            secret_files: wiring.secret_files,
             log_path: wiring.log_path,
             max_line: wiring.max_line,
             control: wiring.control,
@@ -479,6 +484,7 @@ impl Supervisor {
         let Supervisor {
             engine,
             container,
+            secret_files,
             events,
             status,
             log,
@@ -487,6 +493,7 @@ impl Supervisor {
             ..
         } = self;
         remove_container(&engine, &container, Some(&log)).await;
+        secret_files.remove();
         // Every line, including the exit marker, is on disk before `Stopped` is reported.
         drop(log);
         let _ = timeout(Duration::from_secs(2), log_task).await;

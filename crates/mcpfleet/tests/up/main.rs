@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod canary;
 mod container_digests;
+mod container_secrets;
 mod containers;
 mod deploy;
 mod first_use;

@@ -400,6 +400,11 @@ impl ContainerRuntime {
     }
 
     /// Every container carrying this fleet's label, running or not.
+    ///
+    /// Podman lists a container whose process has just exited as `stopped` until its
+    /// cleanup has run (a fraction of a second), a state Docker's API does not have: the
+    /// client then refuses the whole list. Right after a control plane was killed its
+    /// stdio containers are in that state, so a list refused this way is asked for again.
     async fn fleet_containers(&self) -> Vec<ContainerSummary> {
         let options = ListContainersOptions {
             all: true,
@@ -409,21 +414,33 @@ impl ContainerRuntime {
             )])),
             ..Default::default()
         };
-        match self
-            .shared
-            .engine
-            .docker
-            .list_containers(Some(options))
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %describe(&e), "cannot list the fleet's containers");
-                Vec::new()
+        let patience = tokio::time::Instant::now() + LIST_PATIENCE;
+        loop {
+            match self
+                .shared
+                .engine
+                .docker
+                .list_containers(Some(options.clone()))
+                .await
+            {
+                Ok(found) => return found,
+                Err(bollard::errors::Error::JsonDataError { .. })
+                    if tokio::time::Instant::now() < patience =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "cannot list the fleet's containers");
+                    return Vec::new();
+                }
             }
         }
     }
 }
+
+/// How long [`ContainerRuntime::fleet_containers`] asks again for a list the client
+/// cannot read (a container between its exit and Podman's cleanup of it).
+const LIST_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A listed container's label.
 fn label<'a>(container: &'a ContainerSummary, name: &str) -> Option<&'a str> {

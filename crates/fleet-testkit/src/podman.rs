@@ -117,6 +117,9 @@ fn start_service(socket: &Path) -> Child {
             .args(["system", "service", "--time"])
             .arg(SERVICE_IDLE.as_secs().to_string())
             .arg(format!("unix://{}", socket.display()))
+            // conmon writes an `oom` marker into its working directory when a container
+            // is OOM-killed: into the scratch directory, not the crate under test.
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("share the service log"))
             .stderr(log),

@@ -74,6 +74,14 @@ pub struct SampleServerArgs {
     /// Wait this long before serving (before reading stdin or binding).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub startup_delay: Option<Duration>,
+    /// Allocate this many MiB (every page written) after `--startup-delay` and hold them
+    /// until exit: a server that outgrows a container's memory limit.
+    #[arg(long, value_name = "MIB")]
+    pub allocate_mib: Option<usize>,
+    /// Allocate `--allocate-mib` this long after the start instead, while serving: a
+    /// server that was healthy, then grew.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "allocate_mib")]
+    pub allocate_after: Option<Duration>,
     /// Added to every tools/call before it is answered.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub latency: Option<Duration>,
@@ -207,10 +215,22 @@ pub async fn run(args: SampleServerArgs) -> anyhow::Result<()> {
             injected_crash(&format!("--exit-after {limit:?} elapsed"));
         });
     }
+    if let (Some(mib), Some(after)) = (args.allocate_mib, args.allocate_after) {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _held = allocate(mib);
+            std::future::pending::<()>().await
+        });
+    }
     let serve = async {
         if let Some(delay) = args.startup_delay {
             tokio::time::sleep(delay).await;
         }
+        // Held while serving: the memory stays in use until the process ends.
+        let _held = args
+            .allocate_mib
+            .filter(|_| args.allocate_after.is_none())
+            .map(allocate);
         match args.transport {
             Transport::Stdio => serve_stdio(&args).await,
             Transport::Http => serve_http(&args).await,
@@ -221,6 +241,14 @@ pub async fn run(args: SampleServerArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => Ok(()),
         _ = interrupt.recv() => Ok(()),
     }
+}
+
+/// `mib` MiB, every byte written so that each page is really in use (counted against a
+/// memory limit), not only reserved.
+fn allocate(mib: usize) -> Vec<u8> {
+    let bytes = vec![1u8; mib << 20];
+    stderr_line(format_args!("mcp-sample-server: holding {mib} MiB"));
+    std::hint::black_box(bytes)
 }
 
 /// Exits the process with [`INJECTED_CRASH_EXIT_CODE`], saying why on stderr.

@@ -66,7 +66,7 @@ async fn try_call(session: &RawSession, id: u64, tool: &str) -> Result<String, S
 
 /// Keeps opening sessions and calling `echo` on them until `stop`, as new clients would:
 /// some land on the canary. Counts the calls made.
-async fn new_clients(endpoint: String, stop: Arc<AtomicBool>, calls: Arc<AtomicU64>) {
+pub(super) async fn new_clients(endpoint: String, stop: Arc<AtomicBool>, calls: Arc<AtomicU64>) {
     let mut id = 10;
     while !stop.load(Ordering::SeqCst) {
         let Ok(session) = RawSession::open(&endpoint).await else {

@@ -484,6 +484,8 @@ pub enum EventKind {
     HealthCheckFailed,
     InstanceExited,
     InstanceRestarted,
+    /// An instance an earlier control plane left running was taken over, not restarted.
+    InstanceAdopted,
     CrashLooping,
     RollbackStarted,
     RollbackCompleted,
@@ -497,7 +499,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::DeploymentStarted,
         EventKind::DeploymentCompleted,
         EventKind::DeploymentFailed,
@@ -509,6 +511,7 @@ impl EventKind {
         EventKind::HealthCheckFailed,
         EventKind::InstanceExited,
         EventKind::InstanceRestarted,
+        EventKind::InstanceAdopted,
         EventKind::CrashLooping,
         EventKind::RollbackStarted,
         EventKind::RollbackCompleted,
@@ -532,6 +535,7 @@ impl EventKind {
             EventKind::HealthCheckFailed => "health_check_failed",
             EventKind::InstanceExited => "instance_exited",
             EventKind::InstanceRestarted => "instance_restarted",
+            EventKind::InstanceAdopted => "instance_adopted",
             EventKind::CrashLooping => "crash_looping",
             EventKind::RollbackStarted => "rollback_started",
             EventKind::RollbackCompleted => "rollback_completed",

@@ -32,6 +32,7 @@ use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
 use fleet_runtime::{LocalRuntime, ProcessRuntime, Runtime as _};
 use fleet_spec::model::{GatewayTls, Transport, ValidFleet};
 use fleet_spec::template::Host;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -101,9 +102,17 @@ impl ControlPlane {
             &fleet.name,
             ProcessRuntime::new(state_dir.path().to_path_buf()),
         );
-        for r in runtime.reap_leftovers().await {
-            tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
-        }
+        // What a killed predecessor left: what the runtime can take over waits for the
+        // first deployment to adopt it (if its revision is still the one deployed); the rest
+        // goes now, before anything starts.
+        let adoptable: HashSet<fleet_runtime::InstanceId> = runtime
+            .discover()
+            .await
+            .into_iter()
+            .filter(|found| found.adoptable)
+            .map(|found| found.id)
+            .collect();
+        reap_leftovers(&runtime, &adoptable).await;
         if runs_images(fleet) {
             // Before anything starts: a fleet that cannot run its containers says so now,
             // not as a failed server in the middle of its first wave.
@@ -136,6 +145,7 @@ impl ControlPlane {
             )),
         };
         let engine = Engine::new(runtime.clone(), config, &fleet.name);
+        engine.offer_leftovers(adoptable);
         // Before anything can emit an event (recovery, the first deployment).
         let events = EventLog::start(&engine, store.clone());
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
@@ -163,7 +173,7 @@ impl ControlPlane {
             deployer: deployer.clone(),
             events: events.clone(),
             store,
-            runtime,
+            runtime: runtime.clone(),
             shutdown_requested: shutdown_requested.clone(),
             finished: finished.clone(),
             gateway: gateway.clone(),
@@ -206,7 +216,13 @@ impl ControlPlane {
         // Before the first deployment starts a process: a signal from then on must stop
         // what it started, not kill the control plane and leave the process running.
         shutdown_on_signals(shutdown_requested.clone());
-        tokio::spawn(first.run());
+        let after_first = runtime.clone();
+        tokio::spawn(async move {
+            first.run().await;
+            // Leftovers the first deployment did not adopt (their revision is no longer
+            // the one deployed) go now.
+            reap_leftovers(&after_first, &HashSet::new()).await;
+        });
         let plane = ControlPlane {
             engine,
             events,
@@ -544,4 +560,11 @@ fn runs_images(fleet: &ValidFleet) -> bool {
         }
         Transport::Remote { .. } => false,
     })
+}
+
+/// Reaps what a killed predecessor left, but `spare`.
+async fn reap_leftovers(runtime: &LocalRuntime, spare: &HashSet<fleet_runtime::InstanceId>) {
+    for r in runtime.reap_leftovers(spare).await {
+        tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
+    }
 }

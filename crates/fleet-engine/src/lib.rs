@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 use pool::SessionPool;
 use routing::RouteBook;
 use state::FleetState;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,9 +122,37 @@ pub(crate) struct Shared<R> {
     /// Revisions that failed (an aborted canary), until they serve: never taken back by a
     /// route swap.
     failed: Mutex<BTreeSet<RevisionKey>>,
+    /// Instances an earlier control plane left running that the runtime can take over:
+    /// each is adopted instead of started, once (see [`Engine::offer_leftovers`]).
+    leftovers: Mutex<HashSet<fleet_runtime::InstanceId>>,
 }
 
 impl<R: Runtime + 'static> Shared<R> {
+    /// Runs the instance `spec` describes: adopts it when an earlier control plane left it
+    /// running (see [`Engine::offer_leftovers`]), else starts it.
+    pub(crate) async fn launch(
+        &self,
+        spec: fleet_runtime::InstanceSpec,
+        id: &InstanceId,
+    ) -> Result<fleet_runtime::Instance, fleet_runtime::StartError> {
+        if self.leftovers.lock().remove(&spec.id) {
+            match self.runtime.adopt(spec.clone()).await {
+                Ok(instance) => {
+                    self.events.emit(
+                        EventKind::InstanceAdopted,
+                        Some(&spec.server),
+                        Some(id),
+                        "left running by the previous control plane: taken over, not restarted"
+                            .to_owned(),
+                    );
+                    return Ok(instance);
+                }
+                Err(e) => tracing::info!("{e}; starting it afresh"),
+            }
+        }
+        self.runtime.start(spec).await
+    }
+
     /// Waits for `server`'s turn to move between revisions (see `transitions`).
     pub(crate) async fn transition(&self, server: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = Arc::clone(
@@ -259,6 +287,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 pools: Mutex::new(BTreeMap::new()),
                 transitions: Mutex::new(BTreeMap::new()),
                 failed: Mutex::new(BTreeSet::new()),
+                leftovers: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -282,6 +311,14 @@ impl<R: Runtime + 'static> Engine<R> {
                 .collect();
         }
         status
+    }
+
+    /// Instances an earlier control plane left running (what the runtime's `discover` found
+    /// adoptable): an instance of a revision this engine deploys with one of these ids is
+    /// taken over ([`Runtime::adopt`]) instead of started, then checked like any other; one
+    /// the runtime cannot adopt after all is started afresh. Each is offered once.
+    pub fn offer_leftovers(&self, ids: impl IntoIterator<Item = fleet_runtime::InstanceId>) {
+        self.shared.leftovers.lock().extend(ids);
     }
 
     /// Reads canary analysis traffic from `source` (the gateway fronting this engine's

@@ -289,8 +289,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             *monitor.pool.lock() = Some(pool);
         }
         let instance = shared
-            .runtime
-            .start(spec)
+            .launch(spec, &monitor.id)
             .await
             .map_err(|e| EngineError::Spawn(monitor.redact(e.to_string())))?;
         tokio::spawn(monitor.clone().watch_process(instance.events));

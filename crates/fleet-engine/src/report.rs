@@ -122,6 +122,9 @@ pub enum EventKind {
     InstanceExited,
     /// An instance was started again.
     InstanceRestarted,
+    /// An instance an earlier control plane started and left running was taken over, not
+    /// restarted.
+    InstanceAdopted,
     /// An instance failed to start too many times in a row.
     CrashLooping,
     /// What a failed deployment or canary changed is being undone.

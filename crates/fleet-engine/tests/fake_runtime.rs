@@ -328,7 +328,7 @@ servers:
     let (mut starting, mut most) = (std::collections::BTreeSet::new(), 0);
     for record in &records {
         match record {
-            FakeRecord::Started(id) => {
+            FakeRecord::Started(id) | FakeRecord::Adopted(id) => {
                 starting.insert(id.clone());
             }
             FakeRecord::Checked(id) => {
@@ -395,4 +395,57 @@ async fn the_fakes_restart_of_an_instance_backing_off_does_nothing() {
     );
     assert!(backing_off_since.elapsed() >= delay);
     assert_eq!(runtime.statuses()[0].restarts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_left_running_is_adopted_checked_and_the_rest_started() {
+    let runtime = FakeRuntime::new();
+    // An earlier control plane left `web`'s instance running, and one of a revision that is
+    // not deployed now.
+    runtime.leave_running("web-r1-1");
+    runtime.leave_running("old-r7-1");
+    let engine = engine(&runtime);
+    engine.offer_leftovers([InstanceId::from("web-r1-1"), InstanceId::from("old-r7-1")]);
+    let (desired, plan) = desired(
+        fleet(
+            r#"
+version: 1
+name: adopt
+servers:
+  web:
+    stdio: { command: fake, isolation: shared }
+  api:
+    stdio: { command: fake, isolation: shared }
+"#,
+        ),
+        1,
+        None,
+    );
+
+    let outcome = engine.deploy(&desired, &plan).await;
+
+    assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
+    let records = runtime.records();
+    let web = InstanceId::from("web-r1-1");
+    assert!(
+        records.contains(&FakeRecord::Adopted(web.clone())),
+        "{records:#?}"
+    );
+    assert!(
+        !records.contains(&FakeRecord::Started(web.clone())),
+        "{records:#?}"
+    );
+    // Adopted, then checked like any instance before it serves.
+    assert!(
+        records.contains(&FakeRecord::Checked(web.clone())),
+        "{records:#?}"
+    );
+    assert!(records.contains(&FakeRecord::Started(InstanceId::from("api-r1-1"))));
+    let (history, _) = engine.subscribe();
+    let adopted: Vec<_> = history
+        .iter()
+        .filter(|e| e.kind == fleet_engine::report::EventKind::InstanceAdopted)
+        .filter_map(|e| e.server.as_deref())
+        .collect();
+    assert_eq!(adopted, ["web"]);
 }

@@ -31,11 +31,10 @@
 //! Dropping the last [`ContainerRuntime`] handle stops and removes its containers in the
 //! background (if the tokio runtime lives on); stop them explicitly to wait for it.
 //!
-//! Adopting a container a killed control plane left (instead of reaping it) is not done
-//! yet. An http or logged container runs on when the control plane dies (a new attach, or
-//! the engine's logs, and a new `wait` would take it over), so adoption can be added
-//! behind `discover`; a stdio container loses its stdin with the attach connection and
-//! its server exits.
+//! - **Adoption**: an http or logged container runs on when the control plane dies;
+//!   [`adopt`](Runtime::adopt) takes it over (a new attach for its output, a new `wait`)
+//!   without restarting it. A stdio container loses its stdin with the attach connection
+//!   and its server exits, so it is never adoptable (label `io.mcpfleet.io`).
 
 mod attach;
 mod create;
@@ -52,24 +51,28 @@ use crate::instance::{
     InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Launch, PullPolicy, ReapOutcome,
     Reaped,
 };
-use crate::process::logs::{discard_instance_logs, open_instance_log};
+use crate::process::logs::{LogWriter, discard_instance_logs, open_instance_log};
 use crate::process::{LogRotation, follow_log, log_path};
-use crate::supervised::Supervised;
+use crate::supervised::{Reservation, Supervised};
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum, ImageInspect};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     StopContainerOptions,
 };
-use create::{CreateContext, LABEL_FLEET, LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVER};
+use create::{
+    CreateContext, LABEL_FLEET, LABEL_INSTANCE, LABEL_IO, LABEL_REVISION, LABEL_SERVER, io_label,
+};
 use engine::{Engine, describe, is_not_found};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use secrets::SecretFiles;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use supervisor::{RunContext, Supervisor, remove_container, short, start_run};
+use std::time::SystemTime;
+use supervisor::{Run, RunContext, Supervisor, adopt_run, remove_container, short, start_run};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// One resource limit applied to every container (`HostConfig.Ulimits`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +220,54 @@ impl ContainerRuntime {
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.shared.state_dir
+    }
+
+    /// Hands a run that has begun (started or adopted) to a supervisor of its own and
+    /// announces it: the instance's first event is `Running`.
+    fn supervise(
+        &self,
+        spec: InstanceSpec,
+        reservation: Reservation<'_>,
+        (log, log_task): (LogWriter, JoinHandle<()>),
+        (container, secret_files): (String, SecretFiles),
+        mut run: Run,
+    ) -> Instance {
+        let shared = &self.shared;
+        let status = reservation.status.clone();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        {
+            let mut status = status.lock();
+            status.state = InstanceState::Running;
+            status.handle = Some(InstanceHandle::Container {
+                id: container.clone(),
+            });
+            status.started_at = Some(run.started_at);
+        }
+        let _ = events_tx.send(run.running(&container));
+        let id = spec.id.clone();
+        let (control, registration) = reservation.supervise();
+        let rotation = shared.settings.log_rotation;
+        let supervisor = Supervisor::new(
+            spec,
+            supervisor::Wiring {
+                registration,
+                engine: shared.engine.clone(),
+                log_path: log_path(&shared.state_dir, &id),
+                container,
+                secret_files,
+                max_line: rotation.max_line(),
+                control,
+                events: events_tx,
+                status,
+                log,
+                log_task,
+            },
+        );
+        tokio::spawn(supervisor.run(run));
+        Instance {
+            id,
+            events: events_rx,
+        }
     }
 
     /// The name the container of instance `id` gets.
@@ -399,19 +450,24 @@ impl ContainerRuntime {
         }
     }
 
-    /// Every container carrying this fleet's label, running or not.
+    /// The containers carrying this fleet's label: every one, or only the running ones.
     ///
     /// Podman lists a container whose process has just exited as `stopped` until its
     /// cleanup has run (a fraction of a second), a state Docker's API does not have: the
     /// client then refuses the whole list. Right after a control plane was killed its
     /// stdio containers are in that state, so a list refused this way is asked for again.
-    async fn fleet_containers(&self) -> Vec<ContainerSummary> {
+    /// A list of the running ones never holds such a container.
+    async fn fleet_containers(&self, running_only: bool) -> Vec<ContainerSummary> {
+        let mut filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_FLEET}={}", self.shared.fleet)],
+        )]);
+        if running_only {
+            filters.insert("status".to_owned(), vec!["running".to_owned()]);
+        }
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([(
-                "label".to_owned(),
-                vec![format!("{LABEL_FLEET}={}", self.shared.fleet)],
-            )])),
+            filters: Some(filters),
             ..Default::default()
         };
         let patience = tokio::time::Instant::now() + LIST_PATIENCE;
@@ -479,7 +535,6 @@ impl Runtime for ContainerRuntime {
         }
         let shared = &self.shared;
         let reservation = shared.supervised.reserve(&spec)?;
-        let status = reservation.status.clone();
         let rotation = shared.settings.log_rotation;
         let (log, log_task) = open_instance_log(&shared.state_dir, &spec.id, rotation).await?;
         let path = log_path(&shared.state_dir, &spec.id);
@@ -502,7 +557,7 @@ impl Runtime for ContainerRuntime {
                 }
             }
         };
-        let (container, secret_files, mut run) = match started.await {
+        let (container, secret_files, run) = match started.await {
             Ok(started) => started,
             Err(e) => {
                 log.line(format!("--- start failed: {e}").into_bytes())
@@ -513,39 +568,84 @@ impl Runtime for ContainerRuntime {
             }
         };
 
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        {
-            let mut status = status.lock();
-            status.state = InstanceState::Running;
-            status.handle = Some(InstanceHandle::Container {
-                id: container.clone(),
-            });
-            status.started_at = Some(run.started_at);
-        }
-        let _ = events_tx.send(run.running(&container));
-        let id = spec.id.clone();
-        let (control, registration) = reservation.supervise();
-        let supervisor = Supervisor::new(
+        Ok(self.supervise(
             spec,
-            supervisor::Wiring {
-                registration,
-                engine: shared.engine.clone(),
-                container,
-                secret_files,
-                log_path: path,
-                max_line: rotation.max_line(),
-                control,
-                events: events_tx,
-                status,
-                log,
-                log_task,
-            },
-        );
-        tokio::spawn(supervisor.run(run));
-        Ok(Instance {
-            id,
-            events: events_rx,
-        })
+            reservation,
+            (log, log_task),
+            (container, secret_files),
+            run,
+        ))
+    }
+
+    async fn adopt(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        let not_adoptable = |why: &str| StartError::NotAdoptable {
+            id: spec.id.clone(),
+            why: why.to_owned(),
+        };
+        if !matches!(spec.launch, Launch::Container(_)) {
+            return Err(not_adoptable("it is not a container"));
+        }
+        if spec.io == InstanceIo::Stdio {
+            return Err(not_adoptable(
+                "a stdio container's stdin was attached to the control plane that started it",
+            ));
+        }
+        let shared = &self.shared;
+        let name = self.container_name(&spec.id);
+        let found = shared
+            .engine
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| not_adoptable(&describe(&e)))?;
+        let labels = found
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let labelled = |key: &str, value: &str| labels.get(key).map(String::as_str) == Some(value);
+        if !(labelled(LABEL_FLEET, &shared.fleet)
+            && labelled(LABEL_INSTANCE, spec.id.as_str())
+            && labelled(LABEL_REVISION, &spec.revision.to_string())
+            && labelled(LABEL_IO, io_label(spec.io)))
+        {
+            return Err(not_adoptable(&format!(
+                "container {name} was not started for this instance and revision"
+            )));
+        }
+        let state = found.state.unwrap_or_default();
+        if state.running != Some(true) {
+            return Err(not_adoptable(&format!("container {name} is not running")));
+        }
+        let since = state
+            .started_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(SystemTime::now, SystemTime::from);
+        let container = found.id.unwrap_or(name);
+
+        let reservation = shared.supervised.reserve(&spec)?;
+        let rotation = shared.settings.log_rotation;
+        let (log, log_task) = open_instance_log(&shared.state_dir, &spec.id, rotation).await?;
+        let path = log_path(&shared.state_dir, &spec.id);
+        let cx = RunContext {
+            engine: &shared.engine,
+            container: &container,
+            log: &log,
+            log_path: &path,
+            max_line: rotation.max_line(),
+        };
+        let run = adopt_run(&spec, cx, since).await?;
+        // Its secret files are where the killed control plane wrote them, mounted; they go
+        // when the container goes.
+        let secret_files = SecretFiles::adopted(self.secrets_dir(&spec.id));
+        Ok(self.supervise(
+            spec,
+            reservation,
+            (log, log_task),
+            (container, secret_files),
+            run,
+        ))
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
@@ -567,7 +667,7 @@ impl Runtime for ContainerRuntime {
     }
 
     async fn discover(&self) -> Vec<Discovered> {
-        let containers = self.fleet_containers().await;
+        let containers = self.fleet_containers(true).await;
         let supervised = self.shared.supervised.ids();
         let mut found: Vec<Discovered> = containers
             .iter()
@@ -586,6 +686,8 @@ impl Runtime for ContainerRuntime {
                     handle: InstanceHandle::Container {
                         id: c.id.clone().unwrap_or_default(),
                     },
+                    // Labelled before adoption existed: not known to be reachable.
+                    adoptable: label(c, LABEL_IO).is_some_and(|io| io != "stdio"),
                 })
             })
             .collect();
@@ -593,14 +695,17 @@ impl Runtime for ContainerRuntime {
         found
     }
 
-    async fn reap_leftovers(&self) -> Vec<Reaped> {
-        let containers = self.fleet_containers().await;
+    async fn reap_leftovers(&self, spare: &HashSet<InstanceId>) -> Vec<Reaped> {
+        let containers = self.fleet_containers(false).await;
         let supervised = self.shared.supervised.ids();
         let engine = &self.shared.engine;
         let mut reaped = Vec::new();
         for container in containers {
             let instance = label(&container, LABEL_INSTANCE).map(InstanceId::from);
-            if instance.as_ref().is_some_and(|id| supervised.contains(id)) {
+            if instance
+                .as_ref()
+                .is_some_and(|id| supervised.contains(id) || spare.contains(id))
+            {
                 continue;
             }
             let Some(container_id) = container.id.clone() else {

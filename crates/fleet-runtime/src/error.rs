@@ -27,6 +27,10 @@ pub enum StartError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
 
+    /// [`adopt`](crate::Runtime::adopt) found nothing to take over; start it afresh.
+    #[error("instance `{id}` cannot be adopted: {why}")]
+    NotAdoptable { id: InstanceId, why: String },
+
     /// An instance with this id is already supervised.
     #[error("instance `{id}` is already running; stop it first or use another id")]
     AlreadyRunning { id: InstanceId },

@@ -321,6 +321,9 @@ pub struct Discovered {
     pub revision: u64,
     /// What runs it (the recorded process, verified to be that very process).
     pub handle: InstanceHandle,
+    /// Whether [`adopt`](crate::Runtime::adopt) can take it over (it still runs, and the
+    /// runtime can reach it without the streams the killed control plane held).
+    pub adoptable: bool,
 }
 
 /// One leftover of an earlier control plane that

@@ -40,6 +40,7 @@ pub use local::LocalRuntime;
 pub use process::{LogRotation, ProcessRuntime};
 
 use futures::stream::BoxStream;
+use std::collections::HashSet;
 use std::future::Future;
 
 /// Starts, stops and watches instances. The engine is generic over it (no `dyn`).
@@ -120,22 +121,42 @@ pub trait Runtime: Send + Sync {
     /// them: what an earlier control plane left when it was killed, found by the runtime's
     /// own records (pidfiles for processes; labels, for a container runtime). Never one this
     /// runtime supervises, so it does not overlap [`statuses`](Runtime::statuses). Reads
-    /// only: nothing is stopped, signalled or forgotten.
-    ///
-    /// Adopting them — supervising one again instead of reaping it and starting afresh — is
-    /// not part of the contract yet: a process runtime cannot wait on a process it did not
-    /// spawn (it would watch `/proc` instead), and a process's pipes (a stdio server's
-    /// protocol, every server's output to its log) died with the control plane that held
-    /// them, so the process runtime has nothing to take over. Until a runtime can (a
-    /// container's streams outlive the control plane), the control plane reaps what was
-    /// left ([`reap_leftovers`](Runtime::reap_leftovers)).
+    /// only: nothing is stopped, signalled or forgotten. Each says whether
+    /// [`adopt`](Runtime::adopt) could take it over.
     fn discover(&self) -> impl Future<Output = Vec<Discovered>> + Send;
 
+    /// Takes over the instance `spec` names that an earlier control plane started and left
+    /// running ([`discover`](Runtime::discover) found it, adoptable) — without restarting
+    /// it — and supervises it from now on as if [`start`](Runtime::start) had started it:
+    /// the first event is [`Lifecycle::Running`] with where it is reachable, its output goes
+    /// to its log again, its exits follow `spec`'s restart policy.
+    ///
+    /// The caller vouches that `spec` is what the instance was started from (the same
+    /// server revision); the runtime checks what it can (the id, the revision, that it
+    /// runs).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NotAdoptable`] when there is nothing to take over: no such instance,
+    /// not running, or nothing this runtime can reach any more — a process's pipes (a stdio
+    /// server's protocol, every server's output) and a stdio container's attached stdin died
+    /// with the control plane that held them. Nothing is stopped or changed then: the caller
+    /// starts the instance afresh.
+    fn adopt(
+        &self,
+        spec: InstanceSpec,
+    ) -> impl Future<Output = Result<Instance, StartError>> + Send;
+
     /// Stops what an earlier control plane of this fleet left running — everything
-    /// [`discover`](Runtime::discover) finds, and the records of instances already gone —
-    /// and forgets its records. Never touches an instance this runtime supervises. The
-    /// control plane calls it once at start, before its first deployment.
-    fn reap_leftovers(&self) -> impl Future<Output = Vec<Reaped>> + Send;
+    /// [`discover`](Runtime::discover) finds but the ids in `spare`, and the records of
+    /// instances already gone — and forgets their records. Never touches an instance this
+    /// runtime supervises. The control plane calls it at start, sparing what it means to
+    /// adopt, and once more after its first deployment, sparing nothing: what was not
+    /// adopted by then goes.
+    fn reap_leftovers(
+        &self,
+        spare: &HashSet<InstanceId>,
+    ) -> impl Future<Output = Vec<Reaped>> + Send;
 
     /// The output of instance `id` (stderr, and stdout unless it carries the protocol),
     /// line by line, like `tail -n lines` — then, with `follow`, every new line as it is

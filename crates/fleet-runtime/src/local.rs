@@ -15,6 +15,7 @@ use crate::instance::{
 };
 use crate::process::ProcessRuntime;
 use futures::stream::BoxStream;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -53,6 +54,19 @@ impl LocalRuntime {
     /// The container runtime, if it is connected.
     fn containers(&self) -> Option<&ContainerRuntime> {
         self.containers.get()
+    }
+
+    /// The container runtime, connected if an engine answers: to look for leftovers, which a
+    /// fleet may have although its file has no image server any more. No engine is no
+    /// leftover.
+    async fn reachable_containers(&self) -> Option<&ContainerRuntime> {
+        match self.connect_containers().await {
+            Ok(containers) => Some(containers),
+            Err(e) => {
+                tracing::debug!("no container leftovers to look for: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -94,23 +108,28 @@ impl Runtime for LocalRuntime {
         self.processes.discard_logs(id).await;
     }
 
+    /// Processes from pidfiles, and the fleet's labelled containers when an engine answers.
     async fn discover(&self) -> Vec<Discovered> {
         let mut found = self.processes.discover().await;
-        if let Some(containers) = self.containers() {
+        if let Some(containers) = self.reachable_containers().await {
             found.extend(containers.discover().await);
             found.sort_by(|a, b| a.id.cmp(&b.id));
         }
         found
     }
 
-    /// Processes from pidfiles, and the fleet's labelled containers when an engine answers:
-    /// a fleet that ran containers before its control plane was killed may have none in its
-    /// file now, and its leftovers must go all the same. No engine is no leftover.
-    async fn reap_leftovers(&self) -> Vec<Reaped> {
-        let mut reaped = self.processes.reap_leftovers().await;
-        match self.connect_containers().await {
-            Ok(containers) => reaped.extend(containers.reap_leftovers().await),
-            Err(e) => tracing::debug!("no container leftovers to look for: {e}"),
+    async fn adopt(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        match spec.launch {
+            Launch::Process { .. } => self.processes.adopt(spec).await,
+            Launch::Container(_) => self.connect_containers().await?.adopt(spec).await,
+        }
+    }
+
+    /// Processes from pidfiles, and the fleet's labelled containers when an engine answers.
+    async fn reap_leftovers(&self, spare: &HashSet<InstanceId>) -> Vec<Reaped> {
+        let mut reaped = self.processes.reap_leftovers(spare).await;
+        if let Some(containers) = self.reachable_containers().await {
+            reaped.extend(containers.reap_leftovers(spare).await);
         }
         reaped
     }

@@ -50,6 +50,7 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use logs::{discard_instance_logs, open_instance_log};
 use spawn::SpawnContext;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use supervisor::Supervisor;
@@ -170,9 +171,21 @@ impl Runtime for ProcessRuntime {
         discard_instance_logs(&self.shared.state_dir, id, self.shared.rotation.keep).await;
     }
 
-    async fn reap_leftovers(&self) -> Vec<Reaped> {
+    async fn reap_leftovers(&self, spare: &HashSet<InstanceId>) -> Vec<Reaped> {
         let supervised = self.shared.supervised.ids();
-        pidfile::reap_leftovers(&self.shared.state_dir, |id| supervised.contains(id)).await
+        pidfile::reap_leftovers(&self.shared.state_dir, |id| {
+            supervised.contains(id) || spare.contains(id)
+        })
+        .await
+    }
+
+    /// Never: a process's pipes died with the control plane that spawned it, and a
+    /// process that is not our child cannot be waited on.
+    async fn adopt(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        Err(StartError::NotAdoptable {
+            id: spec.id,
+            why: "a process's pipes died with the control plane that started it".to_owned(),
+        })
     }
 
     async fn discover(&self) -> Vec<Discovered> {
@@ -186,6 +199,7 @@ impl Runtime for ProcessRuntime {
                 server: record.server,
                 revision: record.revision,
                 handle: InstanceHandle::Process { pid: record.pid },
+                adoptable: false,
             })
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));

@@ -13,6 +13,7 @@ use fleet_runtime::{
 use fleet_spec::model::{Restart, RestartPolicyKind};
 use fleet_testkit::podman::{self, LabelledContainers};
 use fleet_testkit::{TempDir, wait_until};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -640,7 +641,7 @@ fn a_container_left_by_a_killed_control_plane_is_discovered_and_reaped() {
                 id: container.clone()
             }
         );
-        let reaped = runtime.reap_leftovers().await;
+        let reaped = runtime.reap_leftovers(&HashSet::new()).await;
         assert_eq!(reaped.len(), 1, "{reaped:?}");
         assert!(
             matches!(reaped[0].outcome, ReapOutcome::Stopped { .. }),
@@ -705,4 +706,77 @@ async fn a_secret_reaches_the_container_as_a_file_its_user_can_read_and_goes_wit
     while !matches!(next(&mut instance.events).await, Lifecycle::Stopped) {}
     assert!(!dir.exists(), "the secret files outlive the container");
     std::fs::remove_dir(dir.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_restarted_control_plane_adopts_a_running_http_container_without_restarting_it() {
+    let name = format!("t{}-adopt", std::process::id());
+    let dir = TempDir::new(&name);
+    let containers = LabelledContainers::new(format!("io.mcpfleet.fleet={name}"));
+    // A control plane killed with an http and a stdio instance running.
+    let killed = tokio::runtime::Runtime::new().unwrap();
+    let (web, files) = killed.block_on(async {
+        let runtime = connect(&name, &dir).await;
+        let mut web = runtime.start(http_spec("web-r1-1")).await.unwrap();
+        let (_, web) = running(next(&mut web.events).await);
+        let mut files = runtime.start(stdio_spec("files-r1-1")).await.unwrap();
+        let (_, files) = running(next(&mut files.events).await);
+        std::mem::forget(runtime);
+        (web, files)
+    });
+    killed.shutdown_background();
+
+    let next_plane = tokio::runtime::Runtime::new().unwrap();
+    next_plane.block_on(async {
+        let runtime = connect(&name, &dir).await;
+        let found = runtime.discover().await;
+        let adoptable: HashSet<InstanceId> = found
+            .iter()
+            .filter(|f| f.adoptable)
+            .map(|f| f.id.clone())
+            .collect();
+        // The http one can be taken over; the stdio one lost its stdin with the control
+        // plane (it may even be gone already).
+        assert_eq!(
+            adoptable,
+            HashSet::from([InstanceId::from("web-r1-1")]),
+            "{found:?}"
+        );
+        let reaped = runtime.reap_leftovers(&adoptable).await;
+        assert!(
+            reaped
+                .iter()
+                .all(|r| r.id.as_ref() != Some(&InstanceId::from("web-r1-1")))
+        );
+        assert!(
+            !containers.ids().contains(&files),
+            "the stdio leftover is gone"
+        );
+
+        let mut adopted = runtime.adopt(http_spec("web-r1-1")).await.unwrap();
+        let (reach, container) = running(next(&mut adopted.events).await);
+        assert_eq!(container, web, "the same container, not a new one");
+        let Reach::Address(address) = reach else {
+            panic!("an http instance is reached at an address, got {reach:?}");
+        };
+        assert!(initialize_http(address).await.contains("mcp-sample-server"));
+        let status = &runtime.statuses()[0];
+        assert_eq!(status.restarts, 0);
+        assert!(
+            status.started_at.unwrap() < std::time::SystemTime::now() - Duration::from_millis(1),
+            "started when the killed control plane started it"
+        );
+        // A second adoption of the same instance is refused; a stdio spec is never adopted.
+        assert!(matches!(
+            runtime.adopt(http_spec("web-r1-1")).await,
+            Err(StartError::AlreadyRunning { .. })
+        ));
+        assert!(matches!(
+            runtime.adopt(stdio_spec("files-r1-1")).await,
+            Err(StartError::NotAdoptable { .. })
+        ));
+        // Supervised again: stop stops and removes it.
+        runtime.stop(&InstanceId::from("web-r1-1")).await.unwrap();
+    });
+    assert_eq!(containers.ids(), Vec::<String>::new());
 }

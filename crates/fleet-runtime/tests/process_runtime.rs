@@ -18,6 +18,7 @@ use fleet_testkit::{TempDir, wait_until};
 use futures::{Stream, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::collections::HashSet;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -845,6 +846,8 @@ async fn discover_finds_what_another_control_plane_left_running_and_touches_noth
             server: "left".into(),
             revision: 1,
             handle: InstanceHandle::Process { pid: left_pid },
+            // Its pipes died with the control plane that spawned it.
+            adoptable: false,
         }]
     );
     // Discovery only reads: everything still runs, every pidfile is still there.
@@ -897,7 +900,7 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     std::fs::write(dir.path().join("run/garbage.json"), b"{ not json").unwrap();
 
     let runtime = ProcessRuntime::new(dir.path().to_path_buf());
-    let reaped = runtime.reap_leftovers().await;
+    let reaped = runtime.reap_leftovers(&HashSet::new()).await;
     let outcome = |name: &str| {
         reaped
             .iter()
@@ -937,7 +940,7 @@ async fn reap_leftovers_kills_our_groups_and_spares_reused_pids() {
     leftover.wait().unwrap();
     unrelated.kill().unwrap();
     unrelated.wait().unwrap();
-    assert!(runtime.reap_leftovers().await.is_empty());
+    assert!(runtime.reap_leftovers(&HashSet::new()).await.is_empty());
 }
 
 #[tokio::test]
@@ -951,7 +954,7 @@ async fn reaping_leftovers_never_touches_what_the_runtime_itself_supervises() {
         .unwrap();
     let pid = expect_running(next(&mut instance.events).await);
     assert!(
-        runtime.reap_leftovers().await.is_empty(),
+        runtime.reap_leftovers(&HashSet::new()).await.is_empty(),
         "a supervised instance is not a leftover"
     );
     assert!(is_live(pid), "the supervised instance still runs");

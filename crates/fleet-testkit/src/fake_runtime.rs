@@ -15,14 +15,14 @@
 
 use fleet_runtime::{
     Discovered, Instance, InstanceHandle, InstanceId, InstanceSpec, InstanceState, InstanceStatus,
-    Lifecycle, Reach, Reaped, Runtime, RuntimeError, StartError, StdioAttachment,
+    Lifecycle, Reach, ReapOutcome, Reaped, Runtime, RuntimeError, StartError, StdioAttachment,
 };
 use fleet_spec::model::RestartPolicyKind;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -97,6 +97,8 @@ impl FakeScript {
 pub enum FakeRecord {
     /// An instance was started (not a restart).
     Started(InstanceId),
+    /// A leftover was taken over instead of started ([`FakeRuntime::leave_running`]).
+    Adopted(InstanceId),
     /// An instance was stopped: it runs no more.
     Stopped(InstanceId),
     /// An instance answered a check (`tools/list`).
@@ -124,6 +126,8 @@ struct Inner {
     scripts: Mutex<HashMap<(String, Option<u64>), FakeScript>>,
     instances: Mutex<BTreeMap<InstanceId, Running>>,
     records: Mutex<Vec<FakeRecord>>,
+    /// Instances "a killed control plane left running" that `adopt` can take over.
+    leftovers: Mutex<BTreeSet<InstanceId>>,
 }
 
 /// One instance the fake supervises.
@@ -184,6 +188,12 @@ impl FakeRuntime {
             }
         }
         most
+    }
+
+    /// Pretends that an earlier control plane left instance `id` running: `discover` finds
+    /// it (adoptable) and `adopt` takes it over, once.
+    pub fn leave_running(&self, id: &str) {
+        self.inner.leftovers.lock().insert(InstanceId::from(id));
     }
 
     fn record(&self, record: FakeRecord) {
@@ -402,14 +412,9 @@ fn reply_to(method: &str, params: Option<&Value>) -> Result<Value, (i64, String)
     }
 }
 
-impl Runtime for FakeRuntime {
-    async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
-        if self.script_of(&spec).fail_to_start {
-            return Err(StartError::Spawn {
-                program: format!("{:?}", spec.launch),
-                source: std::io::Error::other("the fake runtime was scripted to fail this start"),
-            });
-        }
+impl FakeRuntime {
+    /// Supervises `spec` from now on; `record` says how it came to run.
+    fn take_on(&self, spec: InstanceSpec, record: FakeRecord) -> Result<Instance, StartError> {
         let mut instances = self.inner.instances.lock();
         if instances.contains_key(&spec.id) {
             return Err(StartError::AlreadyRunning { id: spec.id });
@@ -418,7 +423,7 @@ impl Runtime for FakeRuntime {
         let backing_off = Arc::new(AtomicBool::new(false));
         let task = self.spawn(&spec, events.clone(), backing_off.clone());
         let id = spec.id.clone();
-        self.record(FakeRecord::Started(id.clone()));
+        self.record(record);
         instances.insert(
             id.clone(),
             Running {
@@ -433,6 +438,19 @@ impl Runtime for FakeRuntime {
             id,
             events: receiver,
         })
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        if self.script_of(&spec).fail_to_start {
+            return Err(StartError::Spawn {
+                program: format!("{:?}", spec.launch),
+                source: std::io::Error::other("the fake runtime was scripted to fail this start"),
+            });
+        }
+        let id = spec.id.clone();
+        self.take_on(spec, FakeRecord::Started(id))
     }
 
     async fn stop(&self, id: &InstanceId) -> Result<(), RuntimeError> {
@@ -503,12 +521,45 @@ impl Runtime for FakeRuntime {
     async fn discard_logs(&self, _id: &InstanceId) {}
 
     async fn discover(&self) -> Vec<Discovered> {
-        Vec::new()
+        self.inner
+            .leftovers
+            .lock()
+            .iter()
+            .map(|id| Discovered {
+                id: id.clone(),
+                server: id.as_str().split('-').next().unwrap_or_default().to_owned(),
+                revision: 1,
+                handle: InstanceHandle::Process { pid: 0 },
+                adoptable: true,
+            })
+            .collect()
     }
 
-    // Nothing outlives a fake runtime, so nothing is left to reap.
-    async fn reap_leftovers(&self) -> Vec<Reaped> {
-        Vec::new()
+    async fn adopt(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
+        if !self.inner.leftovers.lock().remove(&spec.id) {
+            return Err(StartError::NotAdoptable {
+                id: spec.id,
+                why: "the fake runtime has no such leftover".to_owned(),
+            });
+        }
+        let id = spec.id.clone();
+        self.take_on(spec, FakeRecord::Adopted(id))
+    }
+
+    /// Forgets the leftovers not spared: they "stop".
+    async fn reap_leftovers(&self, spare: &std::collections::HashSet<InstanceId>) -> Vec<Reaped> {
+        let mut leftovers = self.inner.leftovers.lock();
+        let reaped = leftovers
+            .iter()
+            .filter(|id| !spare.contains(*id))
+            .map(|id| Reaped {
+                record: format!("fake leftover {id}"),
+                id: Some(id.clone()),
+                outcome: ReapOutcome::Gone,
+            })
+            .collect();
+        leftovers.retain(|id| spare.contains(id));
+        reaped
     }
 
     fn logs(&self, _id: &InstanceId, _lines: usize, _follow: bool) -> BoxStream<'static, String> {

@@ -11,6 +11,9 @@ pub(crate) const LABEL_FLEET: &str = "io.mcpfleet.fleet";
 pub(crate) const LABEL_SERVER: &str = "io.mcpfleet.server";
 pub(crate) const LABEL_REVISION: &str = "io.mcpfleet.revision";
 pub(crate) const LABEL_INSTANCE: &str = "io.mcpfleet.instance";
+/// How the instance is reached: `stdio`, `listen` or `logged`. A restarted control plane
+/// adopts only what it can reach without the streams its predecessor held (not `stdio`).
+pub(crate) const LABEL_IO: &str = "io.mcpfleet.io";
 
 /// The user a container runs as when neither the spec nor the image names a non-root one.
 const NOBODY: &str = "65534:65534";
@@ -18,6 +21,15 @@ const NOBODY: &str = "65534:65534";
 /// `mcpfleet-<fleet>-<instance id>`: unique per fleet and instance, readable in `podman ps`.
 pub(crate) fn container_name(fleet: &str, id: &InstanceId) -> String {
     format!("mcpfleet-{fleet}-{id}")
+}
+
+/// The [`LABEL_IO`] value of `io`.
+pub(crate) fn io_label(io: InstanceIo) -> &'static str {
+    match io {
+        InstanceIo::Stdio => "stdio",
+        InstanceIo::Listen { .. } => "listen",
+        InstanceIo::Logged => "logged",
+    }
 }
 
 /// The port key the engine uses for a TCP port: `8080/tcp`.
@@ -70,6 +82,7 @@ pub(crate) fn create_body(
         (LABEL_SERVER.to_owned(), spec.server.clone()),
         (LABEL_REVISION.to_owned(), spec.revision.to_string()),
         (LABEL_INSTANCE.to_owned(), spec.id.to_string()),
+        (LABEL_IO.to_owned(), io_label(spec.io).to_owned()),
     ]);
     let (exposed_ports, port_bindings) = match spec.io {
         InstanceIo::Listen { port } => (
@@ -255,6 +268,7 @@ mod tests {
         assert_eq!(labels[LABEL_SERVER], "files");
         assert_eq!(labels[LABEL_REVISION], "2");
         assert_eq!(labels[LABEL_INSTANCE], "files-r2-1");
+        assert_eq!(labels[LABEL_IO], "logged");
         assert_eq!(body.cmd.unwrap(), ["--root", "/data"]);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.open_stdin, Some(false));

@@ -75,6 +75,15 @@ impl SecretFiles {
         Ok(files)
     }
 
+    /// The files in `dir` an earlier control plane wrote for a container that is being
+    /// adopted: mounted already, removed with it.
+    pub(crate) fn adopted(dir: PathBuf) -> SecretFiles {
+        SecretFiles {
+            dir,
+            mounts: Vec::new(),
+        }
+    }
+
     /// The engine's bind specifications: `HOST:TARGET:ro`.
     pub(crate) fn binds(&self) -> impl Iterator<Item = String> + '_ {
         self.mounts

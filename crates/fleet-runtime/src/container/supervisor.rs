@@ -56,6 +56,31 @@ const LAST_LINES: usize = 10;
 /// Starts the container once more: attach (before start, so nothing is missed), start,
 /// then find where it is reachable.
 pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result<Run, StartError> {
+    begin_run(spec, cx, Begin::Start).await
+}
+
+/// Takes over the run of a container an earlier control plane started: attach to its
+/// output (from now on) and find where it is reachable. `since` is when it started.
+pub(crate) async fn adopt_run(
+    spec: &InstanceSpec,
+    cx: RunContext<'_>,
+    since: SystemTime,
+) -> Result<Run, StartError> {
+    begin_run(spec, cx, Begin::Adopt { since }).await
+}
+
+/// How a run begins: the runtime starts the container, or takes over one that runs.
+#[derive(Debug, Clone, Copy)]
+enum Begin {
+    Start,
+    Adopt { since: SystemTime },
+}
+
+async fn begin_run(
+    spec: &InstanceSpec,
+    cx: RunContext<'_>,
+    begin: Begin,
+) -> Result<Run, StartError> {
     let RunContext {
         engine,
         container,
@@ -72,22 +97,34 @@ pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result
     let Attached { stdio, tasks } = attach(&engine.docker, container, stdio, log, max_line)
         .await
         .map_err(|e| engine_error("attach to", &e))?;
-    let started = Instant::now();
-    let started_at = SystemTime::now();
+    let (started, started_at) = match begin {
+        Begin::Start => (Instant::now(), SystemTime::now()),
+        // How long it has run counts toward `stable_after` and `ran_for`.
+        Begin::Adopt { since } => {
+            let ran = SystemTime::now().duration_since(since).unwrap_or_default();
+            let now = Instant::now();
+            (now.checked_sub(ran).unwrap_or(now), since)
+        }
+    };
     // Queued before the start, so it precedes everything this run prints.
+    let marker = match begin {
+        Begin::Start => STARTING_MARKER,
+        Begin::Adopt { .. } => ADOPTED_MARKER,
+    };
     log.line(
         format!(
-            "{STARTING_MARKER}{} at {}",
+            "{marker}{} at {}",
             short(container),
             fleet_spec::template::rfc3339(started_at)
         )
         .into_bytes(),
     )
     .await;
-    if let Err(e) = engine
-        .docker
-        .start_container(container, None::<StartContainerOptions>)
-        .await
+    if let Begin::Start = begin
+        && let Err(e) = engine
+            .docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await
     {
         tasks.abort();
         return Err(engine_error("start", &e));
@@ -119,6 +156,9 @@ pub(crate) async fn start_run(spec: &InstanceSpec, cx: RunContext<'_>) -> Result
 
 /// The marker that opens a run in the log (followed by the container's short id).
 const STARTING_MARKER: &str = "--- starting container ";
+/// The marker that opens an adopted run: the container was started by an earlier control
+/// plane, at the time the marker gives.
+const ADOPTED_MARKER: &str = "--- adopted container ";
 
 /// The last [`LAST_LINES`] lines the latest run printed (mcpfleet's own `--- ` lines left
 /// out), read back from the log, which holds every line once the log is synced.
@@ -127,7 +167,7 @@ async fn last_output(log_path: &Path) -> Vec<String> {
     let tail: Vec<String> = follow_log(log_path, LAST_LINES * 4, false).collect().await;
     let run_start = tail
         .iter()
-        .rposition(|line| line.starts_with(STARTING_MARKER))
+        .rposition(|line| line.starts_with(STARTING_MARKER) || line.starts_with(ADOPTED_MARKER))
         .map_or(0, |i| i + 1);
     let mut output: Vec<String> = tail
         .into_iter()

@@ -438,31 +438,65 @@ gateway:
     )
 }
 
-/// After `up` following a kill -9: the fleet's expected containers, each started afresh
-/// (none of `before` is left), and the control log says the leftovers were reaped.
-fn assert_started_afresh(fleet: &Fleet, name: &str, before: &[Container]) {
+/// When each of `containers` started (`State.StartedAt`): an adopted container keeps it.
+fn started_at(containers: &[Container]) -> Vec<(String, String)> {
+    containers
+        .iter()
+        .map(|c| (c.id.clone(), inspect(&c.id, "{{.State.StartedAt}}")))
+        .collect()
+}
+
+/// After `up` following a kill -9 (`before`: the fleet's containers then, `started`: when
+/// they started): exactly the fleet's expected containers. web's running revision-1
+/// containers are the very ones (adopted: same id, never restarted, events say so); tool's
+/// is new (a stdio container's stdin died with the control plane); nothing else of `before`
+/// is left; the gateway answers through the adopted ones.
+fn assert_recovered(fleet: &Fleet, name: &str, before: &[Container], started: &[(String, String)]) {
     let status = fleet.status();
     assert!(
         status.servers.iter().all(|s| s.state == ServerState::Ready),
         "{status:#?}"
     );
     let now = wait_for_containers(name, &[("web", 1), ("web", 1), ("tool", 1)]);
+    let adoptable = |c: &Container| c.server == "web" && c.revision == 1 && c.running();
+    assert_eq!(
+        before.iter().filter(|c| adoptable(c)).count(),
+        2,
+        "{before:?}"
+    );
     for old in before {
-        assert!(
-            now.iter().all(|c| c.id != old.id),
-            "{old:?} survived the next up: {now:?}"
-        );
+        let kept = now.iter().any(|c| c.id == old.id);
+        if adoptable(old) {
+            assert!(kept, "{old:?} was replaced, not adopted: {now:?}");
+            let (_, then) = started.iter().find(|(id, _)| *id == old.id).unwrap();
+            assert_eq!(
+                &inspect(&old.id, "{{.State.StartedAt}}"),
+                then,
+                "{old:?} was restarted"
+            );
+        } else {
+            assert!(!kept, "{old:?} survived the next up: {now:?}");
+        }
     }
     assert_status_shows(&status, &now);
-    let log = std::fs::read_to_string(fleet.state_dir().join("control.log")).unwrap();
-    assert!(
-        log.contains("reaped a leftover of a previous control plane"),
-        "{log}"
-    );
+    let adopted = events(fleet)
+        .iter()
+        .filter(|e| e.kind == EventKind::InstanceAdopted)
+        .count();
+    assert_eq!(adopted, 2);
+    let endpoint = server(&status, "web").endpoint.clone().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let session = RawSession::open(&endpoint).await.unwrap();
+        let said = session
+            .call(2, "echo", serde_json::json!({ "message": "adopted" }))
+            .await;
+        assert_eq!(said, "adopted");
+    });
 }
 
 #[test]
-fn after_a_kill_9_at_rest_the_next_up_leaves_exactly_the_fleets_containers() {
+fn after_a_kill_9_at_rest_the_next_up_adopts_the_http_containers_and_replaces_the_rest() {
     let name = format!("ctr-crash-rest-{}", std::process::id());
     let _containers = LabelledContainers::new(format!("io.mcpfleet.fleet={name}"));
     let image = podman::sample_image("up-crash");
@@ -471,17 +505,19 @@ fn after_a_kill_9_at_rest_the_next_up_leaves_exactly_the_fleets_containers() {
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let before = wait_for_containers(&name, &[("web", 1), ("web", 1), ("tool", 1)]);
+    let started = started_at(&before);
     let control_plane = fleet.status().pid;
 
     super::nix_kill9(control_plane);
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     assert_ne!(fleet.status().pid, control_plane);
-    assert_started_afresh(&fleet, &name, &before);
+    assert_recovered(&fleet, &name, &before, &started);
 }
 
 #[test]
-fn after_a_kill_9_during_a_slow_deployment_the_next_up_leaves_exactly_the_fleets_containers() {
+fn after_a_kill_9_during_a_slow_deployment_the_next_up_adopts_the_stable_revision_and_removes_the_new()
+ {
     let name = format!("ctr-crash-deploy-{}", std::process::id());
     let _containers = LabelledContainers::new(format!("io.mcpfleet.fleet={name}"));
     let image = podman::sample_image("up-crash");
@@ -507,6 +543,7 @@ fn after_a_kill_9_during_a_slow_deployment_the_next_up_leaves_exactly_the_fleets
             }
         },
     );
+    let started = started_at(&during);
     super::nix_kill9(control_plane);
     let _ = deploy.join().unwrap();
 
@@ -519,7 +556,7 @@ fn after_a_kill_9_during_a_slow_deployment_the_next_up_leaves_exactly_the_fleets
         "{:#?}",
         fleet.status()
     );
-    assert_started_afresh(&fleet, &name, &during);
+    assert_recovered(&fleet, &name, &during, &started);
 }
 
 /// The kernel kills a container over its memory limit. Podman 4.3.1 on this machine's

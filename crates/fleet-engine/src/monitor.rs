@@ -276,6 +276,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             },
             restart: server.restart.clone(),
             stop_grace: STOP_GRACE,
+            deployment: shared.events.deployment(),
         };
         if let Target::Stdio(Isolation::PerSession {
             warm,

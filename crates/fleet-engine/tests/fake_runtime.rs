@@ -373,6 +373,7 @@ async fn the_fakes_restart_of_an_instance_backing_off_does_nothing() {
             stable_after: Duration::from_secs(60),
         },
         stop_grace: Duration::from_secs(1),
+        deployment: None,
     };
     let mut instance = runtime.start(spec).await.expect("the fake starts it");
     let delay = loop {

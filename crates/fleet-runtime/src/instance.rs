@@ -75,6 +75,9 @@ pub struct InstanceSpec {
     pub restart: Restart,
     /// How long a stopping instance gets after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+    /// The deployment that starts it (the state store's id), for the runtime's records — a
+    /// container's `io.mcpfleet.deployment` label; `None` outside a deployment.
+    pub deployment: Option<u64>,
 }
 
 impl std::fmt::Debug for InstanceSpec {
@@ -507,6 +510,7 @@ mod tests {
                 stable_after: Duration::from_secs(1),
             },
             stop_grace: Duration::from_secs(1),
+            deployment: None,
         };
         let shown = format!("{spec:?}");
         assert!(

@@ -117,6 +117,7 @@ fn spec(id: &str, io: InstanceIo, args: &[&str]) -> InstanceSpec {
         io,
         restart: restart(RestartPolicyKind::Never),
         stop_grace: Duration::from_secs(5),
+        deployment: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn spec(id: &str, program: &str, args: &[&str]) -> InstanceSpec {
         io: InstanceIo::Logged,
         restart: restart(RestartPolicyKind::Never),
         stop_grace: Duration::from_secs(5),
+        deployment: None,
     }
 }
 

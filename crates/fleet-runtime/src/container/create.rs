@@ -11,6 +11,8 @@ pub(crate) const LABEL_FLEET: &str = "io.mcpfleet.fleet";
 pub(crate) const LABEL_SERVER: &str = "io.mcpfleet.server";
 pub(crate) const LABEL_REVISION: &str = "io.mcpfleet.revision";
 pub(crate) const LABEL_INSTANCE: &str = "io.mcpfleet.instance";
+/// The deployment that started the container (the state store's id), when one did.
+pub(crate) const LABEL_DEPLOYMENT: &str = "io.mcpfleet.deployment";
 /// How the instance is reached: `stdio`, `listen` or `logged`. A restarted control plane
 /// adopts only what it can reach without the streams its predecessor held (not `stdio`).
 pub(crate) const LABEL_IO: &str = "io.mcpfleet.io";
@@ -77,13 +79,16 @@ pub(crate) fn create_body(
     cx: CreateContext<'_>,
 ) -> ContainerCreateBody {
     let stdio = spec.io == InstanceIo::Stdio;
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_FLEET.to_owned(), cx.fleet.to_owned()),
         (LABEL_SERVER.to_owned(), spec.server.clone()),
         (LABEL_REVISION.to_owned(), spec.revision.to_string()),
         (LABEL_INSTANCE.to_owned(), spec.id.to_string()),
         (LABEL_IO.to_owned(), io_label(spec.io).to_owned()),
     ]);
+    if let Some(deployment) = spec.deployment {
+        labels.insert(LABEL_DEPLOYMENT.to_owned(), deployment.to_string());
+    }
     let (exposed_ports, port_bindings) = match spec.io {
         InstanceIo::Listen { port } => (
             Some(vec![port_key(port)]),
@@ -220,6 +225,7 @@ mod tests {
                 stable_after: Duration::from_secs(1),
             },
             stop_grace: Duration::from_secs(5),
+            deployment: Some(7),
         }
     }
 
@@ -269,6 +275,7 @@ mod tests {
         assert_eq!(labels[LABEL_REVISION], "2");
         assert_eq!(labels[LABEL_INSTANCE], "files-r2-1");
         assert_eq!(labels[LABEL_IO], "logged");
+        assert_eq!(labels[LABEL_DEPLOYMENT], "7");
         assert_eq!(body.cmd.unwrap(), ["--root", "/data"]);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.open_stdin, Some(false));

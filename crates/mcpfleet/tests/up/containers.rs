@@ -43,6 +43,39 @@ servers:
     )
 }
 
+/// `tools/call echo` by the official MCP inspector's CLI (a peer: `cargo xtask peers`) at
+/// the gateway URL `url`; the tool's text.
+fn inspector_echo(url: &str, message: &str) -> String {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/peers/bin");
+    assert!(
+        peers.join("inspector").exists(),
+        "the MCP inspector is not installed: run `cargo xtask peers` (CI does)"
+    );
+    let out = std::process::Command::new(peers.join("node"))
+        .arg(peers.join("inspector"))
+        .args([
+            "--cli",
+            url,
+            "--transport",
+            "http",
+            "--method",
+            "tools/call",
+        ])
+        .args(["--tool-name", "echo", "--tool-arg"])
+        .arg(format!("message={message}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "inspector: {}", text(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("inspector output is not JSON ({e}): {}", text(&out)));
+    assert_ne!(result["isError"], true, "{result}");
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {result}"))
+        .to_owned()
+}
+
 fn inspect(container: &str, format: &str) -> String {
     let out = podman::podman()
         .args(["inspect", "--format", format, container])
@@ -102,6 +135,11 @@ fn a_fleet_of_a_process_and_containers_comes_up_in_waves_and_answers_through_the
     );
     assert_eq!(bindings, "8080/tcp 127.0.0.1");
     assert_eq!(inspect(&web, "{{.HostConfig.ReadonlyRootfs}}"), "true");
+    // Labelled with what started it: the fleet's first deployment.
+    assert_eq!(
+        inspect(&web, r#"{{index .Config.Labels "io.mcpfleet.deployment"}}"#),
+        "1"
+    );
     assert_eq!(inspect(&web, "{{.EffectiveCaps}}"), "[]");
     assert_eq!(
         inspect(&web, "{{.HostConfig.SecurityOpt}}"),
@@ -127,6 +165,12 @@ fn a_fleet_of_a_process_and_containers_comes_up_in_waves_and_answers_through_the
             session.close().await;
         }
     });
+    // The official inspector drives both containerized stdio servers through the gateway.
+    for name in ["solo", "common"] {
+        let url = server(&status, name).endpoint.clone().unwrap();
+        let said = inspector_echo(&url, &format!("inspected {name}"));
+        assert_eq!(said, format!("inspected {name}"), "{name}");
+    }
 
     let out = fleet.mcpfleet(&["down"]);
     assert!(out.status.success(), "{}", text(&out));

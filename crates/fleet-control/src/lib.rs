@@ -104,26 +104,33 @@ impl ControlPlane {
         );
         // What a killed predecessor left: what the runtime can take over waits for the
         // first deployment to adopt it (if its revision is still the one deployed); the rest
-        // goes now, before anything starts.
-        let adoptable: HashSet<fleet_runtime::InstanceId> = runtime
-            .discover()
-            .await
-            .into_iter()
-            .filter(|found| found.adoptable)
-            .map(|found| found.id)
-            .collect();
-        reap_leftovers(&runtime, &adoptable).await;
-        if runs_images(fleet) {
-            // Before anything starts: a fleet that cannot run its containers says so now,
-            // not as a failed server in the middle of its first wave.
-            runtime.connect_containers().await?;
-        }
-        let store = {
+        // goes now, before anything starts. The engine's answers are awaited while the
+        // store opens, which needs none of them.
+        let leftovers = async {
+            let adoptable: HashSet<fleet_runtime::InstanceId> = runtime
+                .discover()
+                .await
+                .into_iter()
+                .filter(|found| found.adoptable)
+                .map(|found| found.id)
+                .collect();
+            reap_leftovers(&runtime, &adoptable).await;
+            if runs_images(fleet) {
+                // Before anything starts: a fleet that cannot run its containers says so
+                // now, not as a failed server in the middle of its first wave.
+                runtime.connect_containers().await?;
+            }
+            Ok::<_, StartError>(adoptable)
+        };
+        let store = async {
             let path = state_dir.store_path();
             tokio::task::spawn_blocking(move || fleet_store::SqliteStore::open(&path))
                 .await
-                .map_err(|e| fleet_store::StoreError::Database(e.to_string()))??
+                .map_err(|e| fleet_store::StoreError::Database(e.to_string()))?
         };
+        let (adoptable, store) = tokio::join!(leftovers, store);
+        let adoptable = adoptable?;
+        let store = store?;
         let store: Arc<dyn fleet_store::StateStore> = Arc::new(store);
         let gateway_listener = bind_gateway(fleet).await?;
         let gateway_address = gateway_listener

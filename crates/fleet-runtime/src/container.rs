@@ -65,6 +65,7 @@ use create::{
 use engine::{Engine, describe, is_not_found};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
+use parking_lot::Mutex;
 use secrets::SecretFiles;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -125,6 +126,11 @@ struct Shared {
     fleet: String,
     state_dir: PathBuf,
     settings: ContainerSettings,
+    /// The configured user of each image this runtime knows by a pinned reference (a repo
+    /// digest or an id), which is all a create needs from the image and cannot change for
+    /// those bytes: an image pinned for a deployment is not inspected again for each of its
+    /// containers. Whether it is still there, the create itself says.
+    image_users: Mutex<HashMap<String, Option<String>>>,
     /// The only strong reference: dropping the runtime stops (and removes) its containers.
     supervised: Arc<Supervised>,
 }
@@ -154,6 +160,22 @@ fn repository_of(image: &str) -> &str {
         Some((repository, tag)) if !tag.contains('/') => repository,
         _ => name,
     }
+}
+
+/// Whether `image` names fixed bytes: a repo digest (`name@sha256:…`) or an image id
+/// (`sha256:…`), as [`ContainerRuntime::resolve_image`] pins them.
+fn is_pinned(image: &str) -> bool {
+    image.contains('@') || image.starts_with("sha256:")
+}
+
+/// Who holds a container name.
+#[derive(Debug)]
+enum NameHolder {
+    Nobody,
+    /// A container of this fleet, by id.
+    Leftover(String),
+    /// A container without this fleet's label: never touched.
+    Foreign,
 }
 
 /// A fleet name fit for container names (`[A-Za-z0-9][A-Za-z0-9_.-]*`).
@@ -207,6 +229,7 @@ impl ContainerRuntime {
                 fleet: fleet.to_owned(),
                 state_dir,
                 settings,
+                image_users: Mutex::default(),
                 supervised: Arc::default(),
             }),
         })
@@ -325,34 +348,55 @@ impl ContainerRuntime {
     /// The exact image `image` names now, pulled first as `pull` says: its repo digest
     /// (`name@sha256:…`, of `image`'s own repository when it has one there), else its id
     /// (`sha256:…`), which is all a locally built or imported image may have. Either is a
-    /// reference that runs those bytes however the tag moves later.
+    /// reference that runs those bytes however the tag moves later. Containers created from
+    /// the pinned reference afterwards do not inspect the image again.
     ///
     /// # Errors
     /// [`StartError::ImageMissing`] (not present, `pull: never`), [`StartError::Pull`], or
     /// [`StartError::InspectImage`].
     pub async fn resolve_image(&self, image: &str, pull: PullPolicy) -> Result<String, StartError> {
         let found = self.ensure_image(image, pull).await?;
-        pinned_reference(image, &found).ok_or_else(|| StartError::InspectImage {
+        let pinned = pinned_reference(image, &found).ok_or_else(|| StartError::InspectImage {
             image: image.to_owned(),
             message: "the engine reported neither a digest nor an id".to_owned(),
-        })
+        })?;
+        self.remember_image(&pinned, &found);
+        Ok(pinned)
     }
 
-    /// Frees the instance's container name: a leftover of this fleet is removed, anyone
-    /// else's container is an error.
-    async fn clear_name(
+    /// Keeps what a create needs from the image `reference` pins (see [`Shared::image_users`]).
+    fn remember_image(&self, reference: &str, found: &ImageInspect) {
+        let user = found.config.as_ref().and_then(|c| c.user.clone());
+        self.shared
+            .image_users
+            .lock()
+            .insert(reference.to_owned(), user);
+    }
+
+    /// The configured user of `launch`'s image, from an inspection after making sure the
+    /// image is there as its pull policy says.
+    async fn checked_image_user(
         &self,
-        id: &InstanceId,
-        name: &str,
-        log: &crate::process::logs::LogWriter,
-    ) -> Result<(), StartError> {
-        let engine = &self.shared.engine;
-        match engine
+        launch: &ContainerLaunch,
+    ) -> Result<Option<String>, StartError> {
+        let found = self.ensure_image(&launch.image, launch.pull).await?;
+        if is_pinned(&launch.image) {
+            self.remember_image(&launch.image, &found);
+        }
+        Ok(found.config.and_then(|c| c.user))
+    }
+
+    /// Who holds container name `name`, looked at when a create failed: nobody, a
+    /// container of this fleet (a leftover of an earlier control plane), or someone else's.
+    async fn name_holder(&self, id: &InstanceId, name: &str) -> Result<NameHolder, StartError> {
+        match self
+            .shared
+            .engine
             .docker
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
         {
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(NameHolder::Nobody),
             Err(e) => Err(StartError::Engine {
                 id: id.clone(),
                 action: format!("inspect container {name}"),
@@ -366,22 +410,11 @@ impl ContainerRuntime {
                         labels.get(LABEL_FLEET).map(String::as_str)
                             == Some(self.shared.fleet.as_str())
                     });
-                if !ours {
-                    return Err(StartError::NameTaken {
-                        name: name.to_owned(),
-                    });
-                }
-                let container = existing.id.unwrap_or_else(|| name.to_owned());
-                log.line(
-                    format!(
-                        "--- removing leftover container {} of an earlier control plane",
-                        short(&container)
-                    )
-                    .into_bytes(),
-                )
-                .await;
-                remove_container(engine, &container, Some(log)).await;
-                Ok(())
+                Ok(if ours {
+                    NameHolder::Leftover(existing.id.unwrap_or_else(|| name.to_owned()))
+                } else {
+                    NameHolder::Foreign
+                })
             }
         }
     }
@@ -391,62 +424,97 @@ impl ContainerRuntime {
         secrets::instance_dir(&self.shared.settings.secrets_dir, &self.shared.fleet, id)
     }
 
-    /// Pulls, names and creates the container of `spec` with its secret files; returns its
-    /// id and the files (already removed when this fails).
+    /// Pulls as needed, names and creates the container of `spec` with its secret files;
+    /// returns its id and the files (already removed when this fails).
+    ///
+    /// The create is tried first, so the usual start makes one request here. An image this
+    /// runtime pinned is not looked at again: when it has gone since, the create answers
+    /// 404 and the image is pulled as `pull` says. The name is looked at only when the
+    /// create fails (Podman reports a name in use as an error 500, Docker as 409): a
+    /// leftover of this fleet holding it is removed and the create tried once more; anyone
+    /// else's container is [`StartError::NameTaken`].
     async fn create(
         &self,
         spec: &InstanceSpec,
         launch: &ContainerLaunch,
         log: &crate::process::logs::LogWriter,
     ) -> Result<(String, SecretFiles), StartError> {
-        let image = self.ensure_image(&launch.image, launch.pull).await?;
-        let image_user = image.config.and_then(|c| c.user);
         let name = self.container_name(&spec.id);
-        self.clear_name(&spec.id, &name, log).await?;
-        let user = create::effective_user(launch, image_user.as_deref());
-        let dir = self.secrets_dir(&spec.id);
-        let files = SecretFiles::write(dir.clone(), &launch.secrets, &user).map_err(|source| {
-            secrets::remove_dir(&dir).ok();
-            StartError::SecretFiles {
-                id: spec.id.clone(),
-                dir: self.shared.settings.secrets_dir.clone(),
-                source,
-            }
-        })?;
-        let body = create::create_body(
-            spec,
-            launch,
-            CreateContext {
-                fleet: &self.shared.fleet,
-                user,
-                ulimits: &self.shared.settings.ulimits,
-                secret_binds: files.binds().collect(),
-            },
-        );
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
+        let known = self.shared.image_users.lock().get(&launch.image).cloned();
+        let (mut image_user, mut image_checked) = match known {
+            Some(user) => (user, false),
+            None => (self.checked_image_user(launch).await?, true),
         };
-        let created = self
-            .shared
-            .engine
-            .docker
-            .create_container(Some(options), body)
-            .await;
-        if created.is_err() {
+        let mut leftover_removed = false;
+        loop {
+            let user = create::effective_user(launch, image_user.as_deref());
+            let dir = self.secrets_dir(&spec.id);
+            let files =
+                SecretFiles::write(dir.clone(), &launch.secrets, &user).map_err(|source| {
+                    secrets::remove_dir(&dir).ok();
+                    StartError::SecretFiles {
+                        id: spec.id.clone(),
+                        dir: self.shared.settings.secrets_dir.clone(),
+                        source,
+                    }
+                })?;
+            let body = create::create_body(
+                spec,
+                launch,
+                CreateContext {
+                    fleet: &self.shared.fleet,
+                    user,
+                    ulimits: &self.shared.settings.ulimits,
+                    secret_binds: files.binds().collect(),
+                },
+            );
+            let options = CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            let error = match self
+                .shared
+                .engine
+                .docker
+                .create_container(Some(options), body)
+                .await
+            {
+                Ok(created) => return Ok((created.id, files)),
+                Err(e) => e,
+            };
             files.remove();
-        }
-        match created {
-            Ok(created) => Ok((created.id, files)),
-            // Taken between our look and our create.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Err(StartError::NameTaken { name }),
-            Err(e) => Err(StartError::Engine {
-                id: spec.id.clone(),
-                action: format!("create container {name}"),
-                message: describe(&e),
-            }),
+            if !image_checked && is_not_found(&error) {
+                // The pinned image has gone since it was pinned.
+                self.shared.image_users.lock().remove(&launch.image);
+                image_user = self.checked_image_user(launch).await?;
+                image_checked = true;
+                continue;
+            }
+            match self.name_holder(&spec.id, &name).await? {
+                NameHolder::Nobody => {
+                    return Err(StartError::Engine {
+                        id: spec.id.clone(),
+                        action: format!("create container {name}"),
+                        message: describe(&error),
+                    });
+                }
+                NameHolder::Leftover(container) if !leftover_removed => {
+                    log.line(
+                        format!(
+                            "--- removing leftover container {} of an earlier control plane",
+                            short(&container)
+                        )
+                        .into_bytes(),
+                    )
+                    .await;
+                    remove_container(&self.shared.engine, &container, Some(log)).await;
+                    leftover_removed = true;
+                }
+                // Someone else's, or a leftover that came back: taken.
+                NameHolder::Leftover(_) | NameHolder::Foreign => {
+                    return Err(StartError::NameTaken { name });
+                }
+            }
         }
     }
 

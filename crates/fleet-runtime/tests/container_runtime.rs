@@ -506,6 +506,37 @@ async fn pull_never_with_a_missing_image_says_to_build_or_pull_it() {
     assert!(fleet.runtime.statuses().is_empty());
 }
 
+/// A start from a pinned image does not inspect it again: when the image has gone since it
+/// was pinned, the create's 404 sends the runtime to look for it as `pull` says.
+#[tokio::test]
+async fn a_pinned_image_removed_before_the_start_is_looked_for_as_pull_says() {
+    let fleet = Fleet::new("unpinned").await;
+    let image = podman::sample_image("removed-after-pin");
+    let pinned = fleet
+        .runtime
+        .resolve_image(&image, PullPolicy::Never)
+        .await
+        .unwrap();
+    let removed = podman::podman()
+        .args(["rmi", "--force", &image])
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let mut spec = stdio_spec("files-r1-1");
+    let Launch::Container(launch) = &mut spec.launch else {
+        unreachable!()
+    };
+    launch.image = pinned.clone();
+    let error = fleet.runtime.start(spec).await.unwrap_err();
+    assert!(matches!(error, StartError::ImageMissing { .. }), "{error}");
+    assert!(error.to_string().contains(&pinned), "{error}");
+    assert!(fleet.runtime.statuses().is_empty());
+}
+
 #[tokio::test]
 async fn a_name_taken_by_a_foreign_container_is_refused_and_left_alone() {
     let fleet = Fleet::new("taken").await;

@@ -1,14 +1,19 @@
 //! The instances a runtime supervises, whatever runs them: one entry per id with its
 //! supervisor's control channel and status, and the operations on them that do not depend
 //! on the runtime — reserving an id, stop, restart, statuses. The process and container
-//! runtimes each own one and run their own supervisor task per entry.
+//! runtimes each own one and run their own supervisor task per entry, which share what
+//! happens between runs ([`after_run`], [`back_off`], [`idle`]).
 
 use crate::error::{RuntimeError, StartError};
-use crate::instance::{InstanceId, InstanceSpec, InstanceState, InstanceStatus};
+use crate::instance::{InstanceId, InstanceSpec, InstanceState, InstanceStatus, Lifecycle};
+use crate::process::backoff::{Decision, Ending, FailureCount, random_unit};
+use crate::process::logs::LogWriter;
+use fleet_spec::model::Restart;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// What the runtime asks of a supervisor.
@@ -212,5 +217,85 @@ impl Drop for Registration {
             supervised.forget(&self.id, self.generation);
         }
         self.done.send_replace(true);
+    }
+}
+
+/// Where a supervisor goes when a run is over, whatever runs its instances.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Start the instance again now.
+    Start,
+    /// Wait `delay`, then start it again ([`back_off`]).
+    BackOff { attempt: u32, delay: Duration },
+    /// Run nothing until told to ([`idle`]).
+    Idle(InstanceState),
+    /// Stop supervising.
+    Finish,
+}
+
+/// What the restart policy says after a run ended (`ending`), with what the engine and
+/// the log are told when it gives up.
+pub(crate) async fn after_run(
+    failures: &mut FailureCount,
+    restart: &Restart,
+    ending: Ending,
+    log: &LogWriter,
+    events: &mpsc::UnboundedSender<Lifecycle>,
+) -> Next {
+    match failures.record(restart, ending, random_unit()) {
+        Decision::Restart { attempt, delay } => Next::BackOff { attempt, delay },
+        Decision::GiveUp { failures } => {
+            log.line(
+                format!("--- crash-looping: {failures} failed starts in a row; not restarting")
+                    .into_bytes(),
+            )
+            .await;
+            log.synced().await;
+            let _ = events.send(Lifecycle::CrashLooping { failures });
+            Next::Idle(InstanceState::CrashLooping)
+        }
+        Decision::Stay => Next::Idle(InstanceState::Exited),
+    }
+}
+
+/// Waits out a backoff: [`Next::Start`] when it is over, [`Next::Finish`] on a stop. A
+/// restart asked for meanwhile is answered at once (a start is coming anyway).
+pub(crate) async fn back_off(
+    attempt: u32,
+    delay: Duration,
+    status: &Mutex<InstanceStatus>,
+    events: &mpsc::UnboundedSender<Lifecycle>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Next {
+    status.lock().state = InstanceState::BackingOff;
+    let _ = events.send(Lifecycle::BackingOff { attempt, delay });
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        match tokio::time::timeout_at(deadline, control.recv()).await {
+            Err(_elapsed) => return Next::Start,
+            Ok(None | Some(Control::Stop)) => return Next::Finish,
+            Ok(Some(Control::Restart(ack))) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+/// Runs nothing, in `state`, until a restart ([`Next::Start`], with the failed starts
+/// forgotten: an explicit restart is an operator's decision to try again) or a stop.
+pub(crate) async fn idle(
+    state: InstanceState,
+    status: &Mutex<InstanceStatus>,
+    failures: &mut FailureCount,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Next {
+    status.lock().state = state;
+    match control.recv().await {
+        None | Some(Control::Stop) => Next::Finish,
+        Some(Control::Restart(ack)) => {
+            failures.reset();
+            let _ = ack.send(());
+            Next::Start
+        }
     }
 }

@@ -9,9 +9,9 @@ use crate::instance::{
     ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
     Reach,
 };
-use crate::process::backoff::{Decision, Ending, FailureCount, random_unit};
+use crate::process::backoff::{Ending, FailureCount};
 use crate::process::logs::{LogWriter, follow_log};
-use crate::supervised::{Control, Registration};
+use crate::supervised::{self, Control, Next, Registration};
 use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptions, RemoveContainerOptions, StartContainerOptions,
     StopContainerOptions,
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 
 /// How long a container gets to be gone after the engine was told to kill it.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -253,6 +253,17 @@ enum Phase {
     Finish,
 }
 
+impl From<Next> for Phase {
+    fn from(next: Next) -> Self {
+        match next {
+            Next::Start => Phase::Start,
+            Next::BackOff { attempt, delay } => Phase::BackOff { attempt, delay },
+            Next::Idle(state) => Phase::Idle(state),
+            Next::Finish => Phase::Finish,
+        }
+    }
+}
+
 /// Why a run ended.
 enum Reason {
     Exited,
@@ -443,49 +454,33 @@ impl Supervisor {
     }
 
     async fn decide(&mut self, ending: Ending) -> Phase {
-        match self
-            .failures
-            .record(&self.spec.restart, ending, random_unit())
-        {
-            Decision::Restart { attempt, delay } => Phase::BackOff { attempt, delay },
-            Decision::GiveUp { failures } => {
-                self.marker(format!(
-                    "crash-looping: {failures} failed starts in a row; not restarting"
-                ))
-                .await;
-                self.emit(Lifecycle::CrashLooping { failures });
-                Phase::Idle(InstanceState::CrashLooping)
-            }
-            Decision::Stay => Phase::Idle(InstanceState::Exited),
-        }
+        supervised::after_run(
+            &mut self.failures,
+            &self.spec.restart,
+            ending,
+            &self.log,
+            &self.events,
+        )
+        .await
+        .into()
     }
 
     async fn back_off(&mut self, attempt: u32, delay: Duration) -> Phase {
-        self.update(|s| s.state = InstanceState::BackingOff);
-        self.emit(Lifecycle::BackingOff { attempt, delay });
-        let deadline = Instant::now() + delay;
-        loop {
-            match timeout_at(deadline, self.control.recv()).await {
-                Err(_elapsed) => return Phase::Start,
-                Ok(None | Some(Control::Stop)) => return Phase::Finish,
-                // A start is coming anyway.
-                Ok(Some(Control::Restart(ack))) => {
-                    let _ = ack.send(());
-                }
-            }
-        }
+        supervised::back_off(
+            attempt,
+            delay,
+            &self.status,
+            &self.events,
+            &mut self.control,
+        )
+        .await
+        .into()
     }
 
     async fn idle(&mut self, state: InstanceState) -> Phase {
-        self.update(|s| s.state = state);
-        match self.control.recv().await {
-            None | Some(Control::Stop) => Phase::Finish,
-            Some(Control::Restart(ack)) => {
-                self.failures.reset();
-                let _ = ack.send(());
-                Phase::Start
-            }
-        }
+        supervised::idle(state, &self.status, &mut self.failures, &mut self.control)
+            .await
+            .into()
     }
 
     /// Starts the same container again (a new attachment for stdio).

@@ -1,13 +1,13 @@
 //! One task per instance: watches the process, stops and restarts it, reports events.
 
-use super::backoff::{Decision, Ending, FailureCount, random_unit};
+use super::backoff::{Ending, FailureCount};
 use super::logs::LogWriter;
 use super::spawn::{SpawnContext, Spawned, spawn};
 use super::{pidfile, procfs};
 use crate::instance::{
     ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
 };
-use crate::supervised::{Control, Registration};
+use crate::supervised::{self, Control, Next, Registration};
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -58,6 +58,17 @@ enum Phase {
     BackOff { attempt: u32, delay: Duration },
     Idle(InstanceState),
     Finish,
+}
+
+impl From<Next> for Phase {
+    fn from(next: Next) -> Self {
+        match next {
+            Next::Start => Phase::Spawn,
+            Next::BackOff { attempt, delay } => Phase::BackOff { attempt, delay },
+            Next::Idle(state) => Phase::Idle(state),
+            Next::Finish => Phase::Finish,
+        }
+    }
 }
 
 /// Why a supervised process ended.
@@ -226,49 +237,33 @@ impl Supervisor {
     }
 
     async fn decide(&mut self, ending: Ending) -> Phase {
-        match self
-            .failures
-            .record(&self.spec.restart, ending, random_unit())
-        {
-            Decision::Restart { attempt, delay } => Phase::BackOff { attempt, delay },
-            Decision::GiveUp { failures } => {
-                self.marker(format!(
-                    "crash-looping: {failures} failed starts in a row; not restarting"
-                ))
-                .await;
-                self.emit(Lifecycle::CrashLooping { failures });
-                Phase::Idle(InstanceState::CrashLooping)
-            }
-            Decision::Stay => Phase::Idle(InstanceState::Exited),
-        }
+        supervised::after_run(
+            &mut self.failures,
+            &self.spec.restart,
+            ending,
+            &self.log,
+            &self.events,
+        )
+        .await
+        .into()
     }
 
     async fn back_off(&mut self, attempt: u32, delay: Duration) -> Phase {
-        self.update(|s| s.state = InstanceState::BackingOff);
-        self.emit(Lifecycle::BackingOff { attempt, delay });
-        let deadline = Instant::now() + delay;
-        loop {
-            match timeout_at(deadline, self.control.recv()).await {
-                Err(_elapsed) => return Phase::Spawn,
-                Ok(None | Some(Control::Stop)) => return Phase::Finish,
-                // A start is coming anyway.
-                Ok(Some(Control::Restart(ack))) => {
-                    let _ = ack.send(());
-                }
-            }
-        }
+        supervised::back_off(
+            attempt,
+            delay,
+            &self.status,
+            &self.events,
+            &mut self.control,
+        )
+        .await
+        .into()
     }
 
     async fn idle(&mut self, state: InstanceState) -> Phase {
-        self.update(|s| s.state = state);
-        match self.control.recv().await {
-            None | Some(Control::Stop) => Phase::Finish,
-            Some(Control::Restart(ack)) => {
-                self.failures.reset();
-                let _ = ack.send(());
-                Phase::Spawn
-            }
-        }
+        supervised::idle(state, &self.status, &mut self.failures, &mut self.control)
+            .await
+            .into()
     }
 
     async fn respawn(&mut self) -> Phase {

@@ -30,7 +30,7 @@ use event_log::EventLog;
 use fleet_engine::report::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
 use fleet_runtime::{LocalRuntime, ProcessRuntime, Runtime as _};
-use fleet_spec::model::{GatewayTls, Transport, ValidFleet};
+use fleet_spec::model::{Executable, GatewayTls, ValidFleet};
 use fleet_spec::template::Host;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -561,11 +561,11 @@ pub fn changed_keys(current: &serde_json::Value, new: &serde_json::Value) -> Vec
 
 /// Whether any server of `fleet` runs from an image.
 fn runs_images(fleet: &ValidFleet) -> bool {
-    fleet.servers.iter().any(|server| match &server.transport {
-        Transport::Stdio { command, .. } | Transport::Http { command, .. } => {
-            command.executable.is_image()
-        }
-        Transport::Remote { .. } => false,
+    fleet.servers.iter().any(|server| {
+        server
+            .transport
+            .executable()
+            .is_some_and(Executable::is_image)
     })
 }
 

@@ -165,17 +165,16 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let (server, revision) = (server.clone(), *revision);
         let id = InstanceId::replica(&server.name, revision, replica);
         let runtime_id = fleet_runtime::InstanceId::from(&id);
-        let port = match &server.transport {
-            // Inside its container: every replica has the port to itself.
-            Transport::Http {
-                port: Some(fixed),
-                command,
-                ..
-            } if command.executable.is_image() => Some(*fixed),
-            Transport::Http {
-                port: Some(fixed), ..
-            } => Some(claim_port(*fixed)?),
-            Transport::Http { port: None, .. } => Some(free_port()?),
+        let port = match (&server.transport, server.transport.fixed_host_port()) {
+            (_, Some(fixed)) => Some(claim_port(fixed)?),
+            // An image's port, inside its container: nothing to claim here.
+            (
+                Transport::Http {
+                    port: Some(inside), ..
+                },
+                None,
+            ) => Some(*inside),
+            (Transport::Http { port: None, .. }, None) => Some(free_port()?),
             _ => None,
         };
         let templates = InstanceTemplates::new(fleet, host.clone(), port, revision)

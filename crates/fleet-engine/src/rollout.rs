@@ -380,10 +380,7 @@ impl<R: Runtime + 'static> Engine<R> {
             Transport::Remote { .. } => {
                 return Err(EngineError::RemoteRestart(server.to_owned()));
             }
-            // A fixed port on this machine cannot be held twice (one inside a container can).
-            Transport::Http { port, command, .. } => {
-                port.is_some() && !command.executable.is_image()
-            }
+            Transport::Http { .. } => release.server.transport.fixed_host_port().is_some(),
             Transport::Stdio { .. } => false,
         };
         if self.rolling_out(server) {

@@ -156,6 +156,30 @@ pub enum Transport {
 
 impl Transport {
     /// What a local server runs; `None` for a remote one.
+    pub fn executable(&self) -> Option<&Executable> {
+        match self {
+            Transport::Stdio { command, .. } | Transport::Http { command, .. } => {
+                Some(&command.executable)
+            }
+            Transport::Remote { .. } => None,
+        }
+    }
+
+    /// The port the server holds on this machine while it runs: an http program's fixed
+    /// `port`, which two instances cannot hold at once. An image's `port` is inside its
+    /// container (every replica has it to itself), and an allocated one is not fixed.
+    pub fn fixed_host_port(&self) -> Option<u16> {
+        match self {
+            Transport::Http {
+                port: Some(port),
+                command,
+                ..
+            } if !command.executable.is_image() => Some(*port),
+            _ => None,
+        }
+    }
+
+    /// What a local server runs; `None` for a remote one.
     pub fn executable_mut(&mut self) -> Option<&mut Executable> {
         match self {
             Transport::Stdio { command, .. } | Transport::Http { command, .. } => {

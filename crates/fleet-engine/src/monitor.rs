@@ -10,7 +10,9 @@ use crate::{EngineError, Release, STOP_GRACE, Shared};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
 };
-use fleet_runtime::{InstanceIo, InstanceSpec, Lifecycle, Reach, Runtime, StdioAttachment};
+use fleet_runtime::{
+    InstanceIo, InstanceSpec, Lifecycle, OutOfMemory, Reach, Runtime, StdioAttachment,
+};
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
@@ -542,11 +544,11 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                         },
                         event = events.recv() => {
                             // The process ended before it was ready.
-                            if let Some(Lifecycle::Exited { code, signal, oom_killed, last_output, .. }) = &event
+                            if let Some(Lifecycle::Exited { code, signal, out_of_memory, last_output, .. }) = &event
                                 && !self.was_ready.load(Ordering::SeqCst)
                                 && !*self.stop_requested.borrow()
                             {
-                                self.not_ready(format!("exited ({}) before it was ready{}", exit_text(*code, *signal, *oom_killed), output_text(last_output))).await;
+                                self.not_ready(format!("exited ({}) before it was ready{}", exit_text(*code, *signal, *out_of_memory), output_text(last_output))).await;
                             }
                             pending = event;
                         }
@@ -556,14 +558,14 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     code,
                     signal,
                     ran_for,
-                    oom_killed,
+                    out_of_memory,
                     last_output,
                 } => {
                     *self.session.lock().await = None;
                     if !*self.stop_requested.borrow() {
                         let why = format!(
                             "exited ({}) after {}{}",
-                            exit_text(code, signal, oom_killed),
+                            exit_text(code, signal, out_of_memory),
                             fleet_spec::model::human_duration(ran_for),
                             output_text(&last_output)
                         );
@@ -880,17 +882,13 @@ fn ready_tracker(cadence: &Cadence) -> HealthTracker {
     tracker
 }
 
-fn exit_text(code: Option<i32>, signal: Option<i32>, oom_killed: bool) -> String {
+fn exit_text(code: Option<i32>, signal: Option<i32>, out_of_memory: OutOfMemory) -> String {
     let status = match (code, signal) {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => format!("signal {s}"),
         (None, None) => "unknown status".into(),
     };
-    if oom_killed {
-        format!("{status}, out of memory: killed for exceeding its memory limit")
-    } else {
-        status
-    }
+    format!("{status}{}", out_of_memory.describe())
 }
 
 /// The last lines an instance printed, for a message on one line.
@@ -989,10 +987,14 @@ mod tests {
 
     #[test]
     fn an_exit_message_says_out_of_memory_and_shows_the_last_output() {
-        assert_eq!(exit_text(Some(1), None, false), "exit code 1");
+        assert_eq!(exit_text(Some(1), None, OutOfMemory::No), "exit code 1");
         assert_eq!(
-            exit_text(Some(137), None, true),
+            exit_text(Some(137), None, OutOfMemory::Reported),
             "exit code 137, out of memory: killed for exceeding its memory limit"
+        );
+        assert!(
+            exit_text(Some(137), None, OutOfMemory::Likely { limit: 32 << 20 })
+                .starts_with("exit code 137, probably out of memory: killed by SIGKILL under its 32 MiB memory limit")
         );
         assert_eq!(output_text(&[]), "");
         assert_eq!(

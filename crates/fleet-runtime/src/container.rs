@@ -22,7 +22,8 @@
 //! - **Supervision** as for processes (see [`process`](crate::process)): the engine's
 //!   `wait` says when a run ends, the same restart policy and backoff decide, and a restart
 //!   starts the same container again. An OOM kill shows in the `Exited` event and in
-//!   [`ExitInfo::oom_killed`](crate::ExitInfo::oom_killed); a run that fails right after
+//!   [`ExitInfo::out_of_memory`](crate::ExitInfo::out_of_memory) — reported by the engine,
+//!   or likely (a SIGKILL mcpfleet did not send under a memory limit); a run that fails right after
 //!   its start carries its last lines of output in the event.
 //! - **Stop**: (stdio: the runtime closes the container's stdin itself — the caller may
 //!   still hold the attachment — and waits half the grace period for an exit on EOF) → the

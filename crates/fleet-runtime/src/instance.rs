@@ -385,9 +385,9 @@ pub enum Lifecycle {
         code: Option<i32>,
         signal: Option<i32>,
         ran_for: Duration,
-        /// The kernel killed it for exceeding its memory limit (a runtime that can tell:
-        /// containers; always `false` for processes).
-        oom_killed: bool,
+        /// Whether the kernel killed it for exceeding its memory limit (containers; a
+        /// process runtime cannot tell).
+        out_of_memory: OutOfMemory,
         /// Its last lines of output, oldest first, when it failed by itself (the reason is
         /// usually among them); empty otherwise, and from runtimes that do not collect them
         /// (processes: their log has them).
@@ -453,10 +453,58 @@ pub struct ExitInfo {
     /// The signal that killed it, if one did.
     pub signal: Option<i32>,
     pub ran_for: Duration,
-    /// The kernel killed it for exceeding its memory limit (containers; a process runtime
-    /// cannot tell).
+    /// Whether the kernel killed it for exceeding its memory limit (containers; a process
+    /// runtime cannot tell).
     #[serde(default)]
-    pub oom_killed: bool,
+    pub out_of_memory: OutOfMemory,
+}
+
+/// Whether the kernel's OOM killer ended an instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutOfMemory {
+    /// Not for memory, as far as the runtime can tell (processes: it cannot).
+    #[default]
+    No,
+    /// The container engine reports an OOM kill.
+    Reported,
+    /// Killed by SIGKILL that mcpfleet did not send, while limited to `limit` bytes: the
+    /// kernel's OOM killer is the usual sender. Engines that do not report OOM kills leave
+    /// only this (Podman 4 on cgroup v1: its conmon notices the kill but the engine's
+    /// `OOMKilled` stays false).
+    Likely { limit: u64 },
+}
+
+impl OutOfMemory {
+    /// Appended to an exit's description (`exit code 137, out of memory: …`); empty for
+    /// [`OutOfMemory::No`].
+    pub fn describe(self) -> String {
+        match self {
+            OutOfMemory::No => String::new(),
+            OutOfMemory::Reported => {
+                ", out of memory: killed for exceeding its memory limit".to_owned()
+            }
+            OutOfMemory::Likely { limit } => format!(
+                ", probably out of memory: killed by SIGKILL under its {} memory limit (the \
+                 container engine does not report OOM kills; raise `resources.memory` if the \
+                 server needs more)",
+                mebibytes(limit)
+            ),
+        }
+    }
+}
+
+/// `32 MiB`, `2 GiB` or `1000000 bytes`: a memory limit exactly, as people write it.
+fn mebibytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 impl ExitInfo {

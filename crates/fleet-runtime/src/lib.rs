@@ -33,8 +33,8 @@ pub use error::{ConnectError, RuntimeError, StartError};
 pub use instance::{
     ContainerLaunch, ContainerNetwork, ContainerResources, ContainerSecret, ContainerVolume,
     Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
-    InstanceState, InstanceStatus, Launch, Lifecycle, PullPolicy, Reach, ReapOutcome, Reaped,
-    StdioAttachment,
+    InstanceState, InstanceStatus, Launch, Lifecycle, OutOfMemory, PullPolicy, Reach, ReapOutcome,
+    Reaped, StdioAttachment,
 };
 pub use local::LocalRuntime;
 pub use process::{LogRotation, ProcessRuntime};

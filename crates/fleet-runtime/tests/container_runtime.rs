@@ -394,7 +394,10 @@ async fn on_failure_restarts_a_container_that_exits_with_an_error() {
     let status = &fleet.runtime.statuses()[0];
     assert_eq!(status.restarts, 1);
     assert_eq!(status.last_exit.unwrap().code, Some(3));
-    assert!(!status.last_exit.unwrap().oom_killed);
+    assert_eq!(
+        status.last_exit.unwrap().out_of_memory,
+        fleet_runtime::OutOfMemory::No
+    );
     fleet
         .runtime
         .stop(&InstanceId::from("crashy-r1-1"))
@@ -415,7 +418,7 @@ async fn a_container_that_fails_at_start_says_why_in_its_exit_event() {
     match exited {
         Lifecycle::Exited {
             code: Some(2),
-            oom_killed: false,
+            out_of_memory: fleet_runtime::OutOfMemory::No,
             last_output,
             ..
         } => assert!(

@@ -247,7 +247,7 @@ impl FakeRuntime {
                 code: Some(code),
                 signal: None,
                 ran_for,
-                oom_killed: false,
+                out_of_memory: fleet_runtime::OutOfMemory::No,
                 last_output: Vec::new(),
             });
             let again = match restart.policy {
@@ -353,7 +353,7 @@ impl FakeRuntime {
                 code: None,
                 signal: Some(9),
                 ran_for: Duration::ZERO,
-                oom_killed: false,
+                out_of_memory: fleet_runtime::OutOfMemory::No,
                 last_output: Vec::new(),
             });
         }

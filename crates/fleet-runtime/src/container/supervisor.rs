@@ -6,8 +6,8 @@ use super::engine::{Engine, describe, is_not_found};
 use super::secrets::SecretFiles;
 use crate::error::StartError;
 use crate::instance::{
-    ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Lifecycle,
-    Reach,
+    ExitInfo, InstanceHandle, InstanceIo, InstanceSpec, InstanceState, InstanceStatus, Launch,
+    Lifecycle, OutOfMemory, Reach,
 };
 use crate::process::backoff::{Ending, FailureCount};
 use crate::process::logs::{LogWriter, follow_log};
@@ -363,7 +363,9 @@ impl Supervisor {
         };
         let ran_for = started.elapsed();
         tasks.finish().await;
-        let exit = self.exit_info(ran_for).await;
+        let exit = self
+            .exit_info(ran_for, matches!(reason, Reason::Exited))
+            .await;
         self.marker(exit_marker(&exit)).await;
         self.update(|s| {
             s.handle = None;
@@ -381,7 +383,7 @@ impl Supervisor {
             code: exit.code,
             signal: exit.signal,
             ran_for,
-            oom_killed: exit.oom_killed,
+            out_of_memory: exit.out_of_memory,
             last_output,
         });
         match reason {
@@ -394,8 +396,9 @@ impl Supervisor {
         }
     }
 
-    /// How the run ended, from the engine's record of the container.
-    async fn exit_info(&self, ran_for: Duration) -> ExitInfo {
+    /// How the run ended, from the engine's record of the container. `by_itself`: mcpfleet
+    /// neither stopped nor killed it.
+    async fn exit_info(&self, ran_for: Duration, by_itself: bool) -> ExitInfo {
         let state = self
             .engine
             .docker
@@ -407,12 +410,24 @@ impl Supervisor {
             .as_ref()
             .and_then(|s| s.exit_code)
             .and_then(|c| i32::try_from(c).ok());
+        let reported = state.and_then(|s| s.oom_killed).unwrap_or(false);
+        let limit = match &self.spec.launch {
+            Launch::Container(launch) => launch.resources.memory_bytes,
+            Launch::Process { .. } => None,
+        };
+        let out_of_memory = match (reported, limit) {
+            (true, _) => OutOfMemory::Reported,
+            // The engine reports a death by signal as code 128 + n, like a shell: 137 is
+            // SIGKILL, which only the kernel sends a container that mcpfleet did not kill
+            // (or someone with access to the engine).
+            (false, Some(limit)) if by_itself && code == Some(137) => OutOfMemory::Likely { limit },
+            _ => OutOfMemory::No,
+        };
         ExitInfo {
             code,
-            // The engine reports a death by signal as code 128 + n, like a shell.
             signal: None,
             ran_for,
-            oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
+            out_of_memory,
         }
     }
 
@@ -576,13 +591,9 @@ fn exit_marker(exit: &ExitInfo) -> String {
         Some(code) => format!("code {code}"),
         None => "for an unknown reason".to_owned(),
     };
-    let oom = if exit.oom_killed {
-        " (killed for exceeding its memory limit)"
-    } else {
-        ""
-    };
     format!(
-        "exited {how}{oom} after {:.3}s at {}",
+        "exited {how}{} after {:.3}s at {}",
+        exit.out_of_memory.describe(),
         exit.ran_for.as_secs_f64(),
         fleet_spec::template::rfc3339(SystemTime::now())
     )

@@ -119,7 +119,7 @@ mod tests {
             code: Some(code),
             signal: None,
             ran_for: Duration::from_secs(ran_for_secs),
-            oom_killed: false,
+            out_of_memory: crate::instance::OutOfMemory::No,
         })
     }
 

@@ -170,7 +170,7 @@ impl Supervisor {
             code: status.and_then(|s| s.code()),
             signal: status.and_then(|s| s.signal()),
             ran_for,
-            oom_killed: false,
+            out_of_memory: crate::instance::OutOfMemory::No,
         };
         self.marker(exit_marker(&exit)).await;
         self.update(|s| {
@@ -181,7 +181,7 @@ impl Supervisor {
             code: exit.code,
             signal: exit.signal,
             ran_for,
-            oom_killed: false,
+            out_of_memory: crate::instance::OutOfMemory::No,
             last_output: Vec::new(),
         });
         match reason {

@@ -7,7 +7,9 @@
 //! - npm, in a prefix of its own: the conformance suite's alpha line, the one that checks
 //!   MCP 2026-07-28 (its package has the same name and bin as the legacy suite's), linked
 //!   as `conformance-2026`;
-//! - PyPI (in a virtualenv): `mcp-server-time` and `mcp-proxy` (another peer gateway).
+//! - PyPI (each in a virtualenv of its own): `mcp-server-time`, `mcp-proxy` (another peer
+//!   gateway) and `kubernetes-validate` (the official Kubernetes OpenAPI schemas, 1.35 to
+//!   1.37, offline: what the rendered manifests are checked against in strict mode).
 //!
 //! Everything lands behind one directory, `target/peers/bin`, which tests put first on PATH.
 //! Re-running is cheap: a stamp file records what was installed.
@@ -41,9 +43,12 @@ const MODERN_CONFORMANCE_BIN: &str = "conformance-2026";
 const PYPI_PACKAGES: &[(&str, &str)] = &[
     ("mcp-server-time==2026.10.19", "mcp-server-time"),
     ("mcp-proxy==0.13.0", "mcp-proxy"),
+    // Bundles the schemas of every Kubernetes minor up to 1.37 (strict and not); the three
+    // newest are the ones fleet_testkit::kube::SUPPORTED_VERSIONS validates against.
+    ("kubernetes-validate==1.37.0", "kubernetes-validate"),
 ];
 /// Change this (or the lists above) to force a reinstall.
-const STAMP: &str = "peers-v3";
+const STAMP: &str = "peers-v4";
 
 pub(crate) fn bin_dir() -> PathBuf {
     root().join("target/peers/bin")

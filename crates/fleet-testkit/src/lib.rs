@@ -4,7 +4,9 @@
 //! condition with a deadline, TLS fixtures) — and [`fake_runtime`], the fake of
 //! fleet-runtime's `Runtime` the engine's unit tests run on, and [`fake_traffic`], the
 //! traffic counters their canaries are judged on, and [`podman`], what the container tests
-//! share (the API service, sample-server images, cleanup by label).
+//! share (the API service, sample-server images, cleanup by label), and [`kube`], what the
+//! Kubernetes manifest tests share (strict schema validation, the restricted Pod Security
+//! Standard).
 //!
 //! It deliberately holds no production logic; nothing outside tests and
 //! benchmarks may depend on it.
@@ -12,6 +14,7 @@
 pub mod fake_runtime;
 pub mod fake_traffic;
 mod harness;
+pub mod kube;
 pub mod podman;
 pub mod sample_server;
 mod tls;

@@ -8,6 +8,7 @@ mod clients;
 mod commands;
 mod fleet;
 mod record;
+mod render;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -242,6 +243,9 @@ enum Command {
     /// Gateway tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write what runs the fleet on another platform.
+    #[command(subcommand)]
+    Render(RenderCommand),
     /// Print an MCP client's configuration for the servers the gateway serves.
     ClientConfig {
         /// Which client's configuration file to print.
@@ -459,6 +463,23 @@ enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum RenderCommand {
+    /// Print the Kubernetes manifests that run the fleet, as one YAML stream, or write
+    /// them into a directory, one file per object.
+    Kubernetes {
+        #[command(flatten)]
+        file: FleetFile,
+        /// Apply the `environments.<E>` overlay.
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
+        /// Write one file per object into DIR (created if needed), replacing the files an
+        /// earlier render wrote there.
+        #[arg(long = "out", value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     // Before any reqwest client exists: reqwest has no provider of its own in this build.
     fleet_tls::install_default_provider();
@@ -515,6 +536,11 @@ fn main() -> ExitCode {
             servers,
             file,
         }) => clients::token_create(&name, &servers, &file.file, json),
+        Command::Render(RenderCommand::Kubernetes {
+            file,
+            environment,
+            out,
+        }) => render::kubernetes(&file.file, environment, out.as_deref(), json),
         Command::ClientConfig { kind, fleet } => {
             block_on(clients::client_config(kind, &fleet.file, fleet.state_dir))
         }
@@ -659,7 +685,7 @@ mod tests {
     }
 
     /// Every command that reads a fleet file, with its other required arguments.
-    const READ_A_FLEET_FILE: [&[&str]; 26] = [
+    const READ_A_FLEET_FILE: [&[&str]; 27] = [
         &["validate"],
         &["plan"],
         &["up"],
@@ -682,6 +708,7 @@ mod tests {
         &["check"],
         &["down"],
         &["token", "create", "ci"],
+        &["render", "kubernetes"],
         &["client-config", "vscode"],
         &["call", "api", "echo"],
         &["init"],

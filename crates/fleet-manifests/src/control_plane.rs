@@ -1,0 +1,285 @@
+//! The control plane's objects: its least-privilege RBAC, the fleet file as a ConfigMap,
+//! the volume of its state, its Deployment, Service and NetworkPolicy, and the CronJob
+//! that exports its state every night.
+
+use crate::meta::{self, Names};
+use crate::pod;
+use serde_json::{Map, Value, json};
+
+/// The name of the control plane's ServiceAccount, Role, RoleBinding, Deployment and
+/// Service.
+const NAME: &str = "mcpfleet";
+const CONFIG: &str = "mcpfleet-config";
+const STATE: &str = "mcpfleet-state";
+/// Where the fleet file is mounted, and the state directory on the state volume.
+const FLEET_FILE: &str = "/etc/mcpfleet/fleet.yaml";
+const STATE_DIR: &str = "/var/lib/mcpfleet/state";
+const BACKUP_DIR: &str = "/var/lib/mcpfleet/backups";
+/// The admin listener's port when the fleet file sets none (fleet-file.md's example).
+const DEFAULT_ADMIN_PORT: u16 = 7471;
+const BACKUP_SCHEDULE: &str = "0 3 * * *";
+const BACKUP_SIZE: &str = "1Gi";
+
+/// The labels that pick the control plane's pods: the only pods servers accept traffic
+/// from.
+pub(crate) fn selector(names: &Names<'_>) -> Map<String, Value> {
+    let mut labels = Map::new();
+    labels.insert(meta::NAME.into(), NAME.into());
+    labels.insert(meta::COMPONENT.into(), "control-plane".into());
+    labels.insert(meta::FLEET.into(), names.fleet.name.clone().into());
+    labels
+}
+
+fn labels(names: &Names<'_>) -> Map<String, Value> {
+    let mut labels = names.labels(NAME);
+    labels.insert(meta::COMPONENT.into(), "control-plane".into());
+    labels
+}
+
+pub(crate) fn service_account(names: &Names<'_>) -> Value {
+    names.object("v1", "ServiceAccount", NAME, json!({}))
+}
+
+/// What the control plane may do, in its namespace only: apply the objects it renders,
+/// manage and attach to the servers' pods (a per-session pool is managed pod by pod), read
+/// events, and read Secrets to check before a deployment that the ones it references exist.
+pub(crate) fn role(names: &Names<'_>) -> Value {
+    let apply = ["get", "list", "watch", "create", "patch", "delete"];
+    names.object(
+        "rbac.authorization.k8s.io/v1",
+        "Role",
+        NAME,
+        json!({
+            "rules": [
+                { "apiGroups": ["apps"], "resources": ["deployments"], "verbs": apply },
+                { "apiGroups": [""], "resources": ["services", "configmaps"], "verbs": apply },
+                { "apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": apply },
+                { "apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": apply },
+                { "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": apply },
+                { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete", "patch"] },
+                { "apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create"] },
+                { "apiGroups": [""], "resources": ["events"], "verbs": ["list"] },
+                { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] },
+            ]
+        }),
+    )
+}
+
+pub(crate) fn role_binding(names: &Names<'_>) -> Value {
+    names.object(
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        NAME,
+        json!({
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME },
+            "subjects": [{ "kind": "ServiceAccount", "name": NAME, "namespace": names.namespace() }],
+        }),
+    )
+}
+
+/// The ConfigMap, state volume, NetworkPolicy, Deployment, Service and backup CronJob.
+pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
+    let fleet = names.fleet;
+    let gateway_port = fleet.gateway.listen.port();
+    let admin_port = fleet
+        .admin
+        .listen
+        .map_or(DEFAULT_ADMIN_PORT, |listen| listen.port());
+    let labels = labels(names);
+    let config = names.labelled(
+        "v1",
+        "ConfigMap",
+        CONFIG,
+        labels.clone(),
+        json!({ "data": { "fleet.yaml": names.options.fleet_file } }),
+    );
+    let state = names.labelled(
+        "v1",
+        "PersistentVolumeClaim",
+        STATE,
+        labels.clone(),
+        json!({
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": BACKUP_SIZE } },
+            }
+        }),
+    );
+    // Clients and Prometheus come from anywhere the cluster allows; the control plane
+    // reaches the API server, its servers and remote servers, whose addresses a manifest
+    // cannot know.
+    let policy = names.labelled(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        NAME,
+        labels.clone(),
+        json!({
+            "spec": {
+                "egress": [{}],
+                "ingress": [{ "ports": [
+                    { "port": gateway_port, "protocol": "TCP" },
+                    { "port": admin_port, "protocol": "TCP" },
+                ] }],
+                "podSelector": { "matchLabels": selector(names) },
+                "policyTypes": ["Ingress", "Egress"],
+            }
+        }),
+    );
+    let mut args = vec!["up", "-f", FLEET_FILE, "--state-dir", STATE_DIR];
+    if let Some(environment) = &fleet.environment {
+        args.extend(["--env", environment]);
+    }
+    let mut pod_labels = labels.clone();
+    pod_labels.extend(selector(names));
+    let deployment = names.labelled(
+        "apps/v1",
+        "Deployment",
+        NAME,
+        labels.clone(),
+        json!({
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": selector(names) },
+                // One writer of the state store, on a volume one node mounts at a time.
+                "strategy": { "type": "Recreate" },
+                "template": {
+                    "metadata": {
+                        // A changed fleet file restarts the control plane with it.
+                        "annotations": { "mcpfleet.io/config": fleet_plan::content_hash(&Value::from(names.options.fleet_file.as_str())) },
+                        "labels": pod_labels,
+                    },
+                    "spec": {
+                        "containers": [{
+                            "args": args,
+                            "image": names.options.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "name": NAME,
+                            "ports": [
+                                { "containerPort": gateway_port, "name": "gateway", "protocol": "TCP" },
+                                { "containerPort": admin_port, "name": "admin", "protocol": "TCP" },
+                            ],
+                            "securityContext": pod::container_security(true),
+                            "volumeMounts": [
+                                { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },
+                                { "mountPath": STATE_DIR, "name": "state", "subPath": "state" },
+                                pod::tmp_mount(),
+                            ],
+                        }],
+                        "enableServiceLinks": false,
+                        "securityContext": pod::pod_security((pod::NONROOT, pod::NONROOT)),
+                        "serviceAccountName": NAME,
+                        "volumes": [
+                            { "configMap": { "name": CONFIG }, "name": "config" },
+                            { "name": "state", "persistentVolumeClaim": { "claimName": STATE } },
+                            pod::tmp_volume(),
+                        ],
+                    },
+                },
+            }
+        }),
+    );
+    let service = names.labelled(
+        "v1",
+        "Service",
+        NAME,
+        labels.clone(),
+        json!({
+            "spec": {
+                "ports": [
+                    { "name": "gateway", "port": gateway_port, "protocol": "TCP", "targetPort": "gateway" },
+                    { "name": "admin", "port": admin_port, "protocol": "TCP", "targetPort": "admin" },
+                ],
+                "selector": selector(names),
+            }
+        }),
+    );
+    let service = with_annotations(
+        service,
+        json!({
+            "prometheus.io/path": "/metrics",
+            "prometheus.io/port": admin_port.to_string(),
+            "prometheus.io/scrape": "true",
+        }),
+    );
+    vec![
+        config,
+        state,
+        policy,
+        deployment,
+        service,
+        backup(names, labels),
+    ]
+}
+
+/// `mcpfleet export-state` every night into the state volume's `backups/`, one file per
+/// run named after its Job. It goes through the running control plane's socket on the same
+/// volume, so its pod must run on the control plane's node (the volume is ReadWriteOnce).
+fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
+    let export = format!("{BACKUP_DIR}/$(JOB_NAME).json");
+    names.labelled(
+        "batch/v1",
+        "CronJob",
+        "mcpfleet-backup",
+        labels,
+        json!({
+            "spec": {
+                "concurrencyPolicy": "Forbid",
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": { "spec": {
+                    "backoffLimit": 2,
+                    "template": { "spec": {
+                        "affinity": { "podAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": [{
+                                "labelSelector": { "matchLabels": selector(names) },
+                                "topologyKey": "kubernetes.io/hostname",
+                            }],
+                        } },
+                        "automountServiceAccountToken": false,
+                        "containers": [{
+                            "args": ["export-state", export, "-f", FLEET_FILE, "--state-dir", STATE_DIR],
+                            "env": [{
+                                "name": "JOB_NAME",
+                                "valueFrom": { "fieldRef": {
+                                    "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']",
+                                } },
+                            }],
+                            "image": names.options.image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "name": "export-state",
+                            "securityContext": pod::container_security(true),
+                            "volumeMounts": [
+                                { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },
+                                { "mountPath": STATE_DIR, "name": "state", "subPath": "state" },
+                                { "mountPath": BACKUP_DIR, "name": "state", "subPath": "backups" },
+                                pod::tmp_mount(),
+                            ],
+                        }],
+                        "enableServiceLinks": false,
+                        "restartPolicy": "OnFailure",
+                        "securityContext": pod::pod_security((pod::NONROOT, pod::NONROOT)),
+                        "volumes": [
+                            { "configMap": { "name": CONFIG }, "name": "config" },
+                            { "name": "state", "persistentVolumeClaim": { "claimName": STATE } },
+                            pod::tmp_volume(),
+                        ],
+                    } },
+                } },
+                "schedule": BACKUP_SCHEDULE,
+                "successfulJobsHistoryLimit": 3,
+            }
+        }),
+    )
+}
+
+fn with_annotations(mut object: Value, annotations: Value) -> Value {
+    let metadata = &mut object["metadata"];
+    if metadata.get("annotations").is_none() {
+        metadata["annotations"] = json!({});
+    }
+    if let (Some(existing), Value::Object(more)) =
+        (metadata["annotations"].as_object_mut(), annotations)
+    {
+        existing.extend(more);
+    }
+    object
+}

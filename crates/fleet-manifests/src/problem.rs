@@ -1,0 +1,108 @@
+//! Why a valid fleet cannot run on a cluster: each reason once, with the server and the
+//! place in the fleet file, so the command line can show them like validation errors.
+
+use fleet_spec::{Diagnostic, Span};
+
+/// A fleet that cannot be rendered, with every reason (not just the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the fleet cannot run on Kubernetes:{}", list(problems))]
+pub struct RenderError {
+    pub problems: Vec<Problem>,
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("\n  {p}")).collect()
+}
+
+impl RenderError {
+    /// The problems as fleet-file diagnostics, located at the server they are about.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.problems
+            .iter()
+            .map(|problem| {
+                Diagnostic::error(problem.to_string(), problem.span()).with_help(problem.help())
+            })
+            .collect()
+    }
+}
+
+/// One reason a fleet cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The server runs a program on this machine; a cluster only runs images.
+    #[error(
+        "server `{server}` runs a local program (`command:`); a cluster runs images: give it `image:`"
+    )]
+    LocalProgram { server: String, span: Span },
+    /// The server's name cannot name a Kubernetes object (a Service's name is an RFC 1035
+    /// label, so `_` and a leading digit are out), or it is one the control plane's
+    /// objects use.
+    #[error("server `{server}`: its name cannot name Kubernetes objects")]
+    ServerName { server: String, span: Span },
+    /// The fleet's name cannot name its namespace (an RFC 1123 label).
+    #[error("fleet `{fleet}`: its name cannot name a Kubernetes namespace")]
+    FleetName { fleet: String },
+    /// The server mounts a directory of this machine, which no pod may (and which the
+    /// cluster's nodes do not have).
+    #[error("server `{server}` mounts a host path ({path}); a cluster has no host paths")]
+    HostPath {
+        server: String,
+        span: Span,
+        path: String,
+    },
+    /// The server's container runs as root, which the restricted Pod Security Standard
+    /// refuses.
+    #[error("server `{server}` runs as root (`container.user: {user}`)")]
+    RootUser {
+        server: String,
+        span: Span,
+        user: String,
+    },
+    /// A string of the server uses a value that exists only when mcpfleet starts a local
+    /// instance (`revision`, `now()`, `random_string()`), or a secret; a manifest is
+    /// written once, for every pod.
+    #[error("server `{server}`: `{field}` uses a value known only when an instance starts")]
+    PerInstanceValue {
+        server: String,
+        span: Span,
+        field: String,
+    },
+}
+
+impl Problem {
+    /// Where in the fleet file: the server's name.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            Problem::LocalProgram { span, .. }
+            | Problem::ServerName { span, .. }
+            | Problem::HostPath { span, .. }
+            | Problem::RootUser { span, .. }
+            | Problem::PerInstanceValue { span, .. } => Some(*span),
+            Problem::FleetName { .. } => None,
+        }
+    }
+
+    /// What to do about it.
+    pub fn help(&self) -> &'static str {
+        match self {
+            Problem::LocalProgram { .. } => {
+                "build the program into an image, or keep this server in a fleet that runs locally"
+            }
+            Problem::ServerName { .. } => {
+                "use lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit, not `mcpfleet` nor `mcpfleet-…`"
+            }
+            Problem::FleetName { .. } => {
+                "use lowercase letters, digits and `-`, starting and ending with a letter or digit"
+            }
+            Problem::HostPath { .. } => {
+                "use a named volume (rendered as a PersistentVolumeClaim of that name) or bake the files into the image"
+            }
+            Problem::RootUser { .. } => {
+                "run the container as a numeric non-root user, e.g. `user: \"65532:65532\"`"
+            }
+            Problem::PerInstanceValue { .. } => {
+                "write the value out, or take it from the pod's environment; secrets go through `container.secrets`"
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! A fleet file rendered as Kubernetes manifests: the golden manifests of
+//! examples/kubernetes.yaml, the hardening every pod gets, secrets that stay references, and
+//! the servers a cluster cannot run, all named at once.
+
+use fleet_manifests::yaml::to_yaml_stream;
+use fleet_manifests::{Options, Problem, file_names, render};
+use fleet_spec::model::Executable;
+use fleet_spec::template::Host;
+use fleet_spec::{LoadOptions, ValidFleet, load_str};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const GITHUB_TOKEN: &str = "ghp_thevalueofthesecret";
+const DOCS_TOKEN: &str = "docs-token-value-9f8e7d";
+
+/// A machine whose environment holds the example's secrets, so that a manifest that
+/// copied one would show it.
+struct SecretsInEnvironment;
+
+impl Host for SecretsInEnvironment {
+    fn env_var(&self, name: &str) -> Option<String> {
+        match name {
+            "GITHUB_TOKEN" => Some(GITHUB_TOKEN.into()),
+            "DOCS_TOKEN" => Some(DOCS_TOKEN.into()),
+            _ => None,
+        }
+    }
+    fn file_exists(&self, _: &Path) -> bool {
+        true
+    }
+    fn read_file(&self, _: &Path) -> std::io::Result<String> {
+        Ok(GITHUB_TOKEN.into())
+    }
+}
+
+fn load(text: &str) -> ValidFleet {
+    let options = LoadOptions {
+        environment: None,
+        host: Arc::new(SecretsInEnvironment),
+    };
+    load_str("fleet.yaml", text, PathBuf::from("/fleet"), &options)
+        .into_valid()
+        .unwrap_or_else(|errors| panic!("{errors:#?}"))
+}
+
+fn example() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes.yaml");
+    std::fs::read_to_string(path).expect("examples/kubernetes.yaml")
+}
+
+fn render_example() -> Vec<Value> {
+    let text = example();
+    render(&load(&text), &Options::new(text)).expect("the example renders")
+}
+
+/// The pod specs of an object: a Deployment's template, a CronJob's job template.
+fn pod_spec(object: &Value) -> Option<&Value> {
+    object
+        .pointer("/spec/template/spec")
+        .or_else(|| object.pointer("/spec/jobTemplate/spec/template/spec"))
+}
+
+#[test]
+fn the_kubernetes_example_renders_as_its_golden_manifests() {
+    insta::assert_snapshot!("kubernetes_example", to_yaml_stream(&render_example()));
+}
+
+#[test]
+fn the_example_renders_each_server_as_the_design_says() {
+    let objects = render_example();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    assert_eq!(objects[0]["kind"], "Namespace", "the namespace comes first");
+    // http: replicas, a Service, the port; stdio: stdin, no Service.
+    assert_eq!(find("Deployment", "search")["spec"]["replicas"], 2);
+    assert_eq!(find("Service", "search")["spec"]["ports"][0]["port"], 8080);
+    let github = find("Deployment", "github");
+    assert_eq!(github["spec"]["replicas"], 2);
+    assert_eq!(
+        github["spec"]["template"]["spec"]["containers"][0]["stdin"],
+        true
+    );
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["kind"] == "Service" && o["metadata"]["name"] == "github")
+    );
+    // Per-session: the warm pool, picked by a label a session's pod leaves.
+    let scratchpad = find("Deployment", "scratchpad");
+    assert_eq!(scratchpad["spec"]["replicas"], 3);
+    assert_eq!(
+        scratchpad["spec"]["selector"]["matchLabels"]["mcpfleet.io/pool"],
+        "warm"
+    );
+    // Remote: nothing in the cluster.
+    assert!(!objects.iter().any(|o| o["metadata"]["name"] == "docs"));
+    // Requests are limits, in Kubernetes quantities.
+    let resources =
+        &find("Deployment", "search")["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["limits"], resources["requests"]);
+    assert_eq!(resources["limits"]["cpu"], "500m");
+    assert_eq!(resources["limits"]["memory"], "256Mi");
+    // The user of the file, numeric; `{{ port }}` is the server's port.
+    let search = &find("Deployment", "search")["spec"]["template"]["spec"];
+    assert_eq!(search["securityContext"]["runAsUser"], 1000);
+    assert_eq!(search["containers"][0]["args"][1], "8080");
+    // The control plane reads the fleet file from its ConfigMap.
+    assert_eq!(
+        find("ConfigMap", "mcpfleet-config")["data"]["fleet.yaml"],
+        example()
+    );
+    let service = find("Service", "mcpfleet");
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/port"],
+        "7471"
+    );
+    let backup = find("CronJob", "mcpfleet-backup");
+    let args = &backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[0], "export-state");
+}
+
+#[test]
+fn every_pod_template_meets_the_restricted_pod_security_standard() {
+    let objects = render_example();
+    let pods: Vec<(&Value, &Value)> = objects
+        .iter()
+        .filter_map(|o| pod_spec(o).map(|spec| (o, spec)))
+        .collect();
+    // search, github, scratchpad, the control plane, the backup.
+    assert_eq!(pods.len(), 5);
+    for (object, spec) in pods {
+        let name = &object["metadata"]["name"];
+        let pod = &spec["securityContext"];
+        assert_eq!(pod["runAsNonRoot"], true, "{name}");
+        assert_ne!(pod["runAsUser"], 0, "{name}");
+        assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+        let tmp = spec["volumes"].as_array().unwrap().iter();
+        assert!(
+            tmp.clone()
+                .any(|v| v["name"] == "tmp" && v["emptyDir"].is_object()),
+            "{name}"
+        );
+        for container in spec["containers"].as_array().unwrap() {
+            let security = &container["securityContext"];
+            assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(
+                security["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
+            assert_eq!(security["privileged"], false, "{name}");
+            assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(security["runAsNonRoot"], true, "{name}");
+            assert_eq!(
+                security["seccompProfile"]["type"], "RuntimeDefault",
+                "{name}"
+            );
+            let mounts = container["volumeMounts"].as_array().unwrap();
+            assert!(
+                mounts
+                    .iter()
+                    .any(|m| m["mountPath"] == "/tmp" && m["name"] == "tmp"),
+                "{name}"
+            );
+        }
+        for volume in spec["volumes"].as_array().unwrap() {
+            assert!(volume.get("hostPath").is_none(), "{name}: {volume}");
+        }
+    }
+}
+
+#[test]
+fn secrets_are_referenced_and_their_values_never_written() {
+    let objects = render_example();
+    let text = to_yaml_stream(&objects);
+    for value in [GITHUB_TOKEN, DOCS_TOKEN] {
+        assert!(
+            !text.contains(value),
+            "a secret's value is in the manifests"
+        );
+    }
+    // The secret file is a key of the fleet's Secret, mounted where the file says.
+    let github = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "github")
+        .unwrap();
+    let spec = &github["spec"]["template"]["spec"];
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v.get("secret").is_some())
+        .expect("a secret volume");
+    assert_eq!(volume["secret"]["secretName"], "tools-secrets");
+    assert_eq!(
+        volume["secret"]["items"],
+        serde_json::json!([{ "key": "github_token", "path": "github_token" }])
+    );
+    let mount = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/run/secrets/github_token");
+    assert_eq!(mount["subPath"], "github_token");
+    assert_eq!(mount["readOnly"], true);
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "Secret"),
+        "secrets are the user's to create"
+    );
+}
+
+#[test]
+fn servers_a_cluster_cannot_run_are_all_named_with_where_they_are() {
+    let text = "\
+version: 1
+name: tools
+servers:
+  local:
+    stdio: { command: ./server.sh }
+  ok:
+    stdio: { image: registry.example/ok:1 }
+  mounts:
+    stdio: { image: registry.example/m:1 }
+    container: { volumes: [\"/srv/data:/data\"] }
+  bad_name:
+    stdio: { image: registry.example/b:1 }
+  stamped:
+    http:
+      image: registry.example/s:1
+      args: [\"--started\", \"{{ now() }}\"]
+  root:
+    stdio: { image: registry.example/r:1 }
+    container: { user: \"0:0\" }
+";
+    let fleet = load(text);
+    let error = render(&fleet, &Options::new(text)).expect_err("cannot render");
+    let names: Vec<(&str, u32)> = error
+        .problems
+        .iter()
+        .map(|p| match p {
+            Problem::LocalProgram { server, span }
+            | Problem::ServerName { server, span }
+            | Problem::HostPath { server, span, .. }
+            | Problem::RootUser { server, span, .. }
+            | Problem::PerInstanceValue { server, span, .. } => (server.as_str(), span.line),
+            Problem::FleetName { .. } => ("", 0),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("local", 4),
+            ("mounts", 8),
+            ("bad_name", 11),
+            ("stamped", 13),
+            ("root", 17)
+        ]
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "server `local` runs a local program (`command:`); a cluster runs images: give it `image:`"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("`args[1]`"), "{message}");
+    assert!(message.contains("/srv/data"), "{message}");
+    let diagnostics = error.diagnostics();
+    assert_eq!(diagnostics.len(), 5);
+    assert!(
+        diagnostics
+            .iter()
+            .all(|d| d.is_error() && d.span.is_some() && d.help.is_some())
+    );
+}
+
+#[test]
+fn pods_run_the_pinned_digest_when_a_cluster_can_pull_it() {
+    let text = example();
+    let mut fleet = load(&text);
+    let pin = |fleet: &mut ValidFleet, server: &str, pinned: &str| {
+        let server = fleet.servers.iter_mut().find(|s| s.name == server).unwrap();
+        if let Some(Executable::Image { digest, .. }) = server.transport.executable_mut() {
+            *digest = Some(pinned.into());
+        }
+    };
+    let by_digest = "registry.example/search@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    pin(&mut fleet, "search", by_digest);
+    // A bare image id: only the machine that built it knows it.
+    pin(
+        &mut fleet,
+        "scratchpad",
+        "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+    );
+    let objects = render(&fleet, &Options::new(text)).unwrap();
+    let image = |name: &str| {
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+            .unwrap();
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"].clone()
+    };
+    assert_eq!(image("search"), by_digest);
+    assert_eq!(image("scratchpad"), "registry.example/scratchpad:3.1");
+}
+
+#[test]
+fn a_deployment_marks_every_object_it_applies() {
+    let text = example();
+    let options = Options {
+        deployment: Some(42),
+        ..Options::new(text.clone())
+    };
+    let objects = render(&load(&text), &options).unwrap();
+    for object in &objects {
+        assert_eq!(
+            object["metadata"]["annotations"]["mcpfleet.io/deployment"], "42",
+            "{}",
+            object["metadata"]["name"]
+        );
+    }
+    // Without one, no object claims a deployment.
+    assert!(render_example().iter().all(|o| {
+        o["metadata"]["annotations"]
+            .get("mcpfleet.io/deployment")
+            .is_none()
+    }));
+}
+
+#[test]
+fn manifest_files_are_named_in_apply_order_by_kind_and_name() {
+    let names = file_names(&render_example());
+    assert_eq!(names[0], "00-namespace-tools.yaml");
+    assert!(
+        names.contains(&"01-serviceaccount-mcpfleet.yaml".to_string()),
+        "{names:?}"
+    );
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, names, "file order is apply order");
+}

@@ -1,0 +1,150 @@
+//! What a cluster would say about the rendered manifests, without a cluster: every object of
+//! examples/kubernetes.yaml and of generated fleets, as the bytes `mcpfleet render
+//! kubernetes -o DIR` writes, validates against the official schema of every supported
+//! Kubernetes version in strict mode (an unknown field is an error), no pod template breaks
+//! the restricted Pod Security Standard or mcpfleet's read-only root filesystem, and no
+//! secret's value is anywhere in them. Needs `cargo xtask peers` (`kubernetes-validate`);
+//! fails, never skips, without it.
+
+use fleet_manifests::yaml::to_yaml;
+use fleet_manifests::{Options, file_names, render};
+use fleet_spec::template::Host;
+use fleet_spec::{LoadOptions, ValidFleet, load_str};
+use fleet_testkit::TempDir;
+use fleet_testkit::kube::{
+    SUPPORTED_VERSIONS, hardened_violations, parse_yaml_documents, validate_strict,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The value every secret has on this "machine": a manifest that copied one would show it.
+const SECRET_VALUE: &str = "s3cr3t-value-that-must-never-render-7c1d";
+
+/// A machine where every environment variable and file holds [`SECRET_VALUE`].
+struct SecretsEverywhere;
+
+impl Host for SecretsEverywhere {
+    fn env_var(&self, _: &str) -> Option<String> {
+        Some(SECRET_VALUE.into())
+    }
+    fn file_exists(&self, _: &Path) -> bool {
+        true
+    }
+    fn read_file(&self, _: &Path) -> std::io::Result<String> {
+        Ok(SECRET_VALUE.into())
+    }
+}
+
+fn load(text: &str) -> ValidFleet {
+    let options = LoadOptions {
+        environment: None,
+        host: Arc::new(SecretsEverywhere),
+    };
+    load_str("fleet.yaml", text, PathBuf::from("/fleet"), &options)
+        .into_valid()
+        .unwrap_or_else(|errors| panic!("{errors:#?}\n{text}"))
+}
+
+/// Renders `text` into a fresh directory the way `render -o DIR` lays it out, then holds
+/// it to every check; `what` names the fleet in failures.
+fn check(what: &str, text: &str) {
+    let objects = render(&load(text), &Options::new(text))
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{:#?}", e.problems));
+    let dir = TempDir::new(&format!("manifests-{what}"));
+    let mut files = Vec::new();
+    for (object, name) in objects.iter().zip(file_names(&objects)) {
+        let yaml = to_yaml(object);
+        assert!(
+            !yaml.contains(SECRET_VALUE),
+            "{what}: {name} holds a secret's value:\n{yaml}"
+        );
+        // What was written is what is checked: the YAML read back is the object rendered.
+        let read_back = parse_yaml_documents(&yaml)
+            .unwrap_or_else(|e| panic!("{what}: {name} is not YAML: {e}\n{yaml}"));
+        assert_eq!(
+            read_back,
+            std::slice::from_ref(object),
+            "{what}: {name} reads back differently"
+        );
+        let violations = hardened_violations(object);
+        assert!(
+            violations.is_empty(),
+            "{what}: {name} breaks the restricted Pod Security Standard:\n{}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let path = dir.path().join(&name);
+        std::fs::write(&path, yaml).unwrap();
+        files.push(path);
+    }
+    assert!(
+        objects.iter().any(|o| o["kind"] == "Deployment"),
+        "{what}: no pod template was checked"
+    );
+    for version in SUPPORTED_VERSIONS {
+        validate_strict(&files, version).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
+#[test]
+fn the_kubernetes_example_is_valid_on_every_supported_version_and_restricted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/kubernetes.yaml");
+    check("example", &text);
+}
+
+/// A fleet of `count` image servers cycling through every shape the model has: http with
+/// replicas, a shared stdio server with a secret file, a per-session stdio server with a
+/// warm pool, with and without resources, users, named volumes and networks.
+fn many_servers(count: usize) -> String {
+    let mut text = String::from(
+        "version: 1\nname: big-fleet\nsecrets:\n  api_key: { env: API_KEY }\n  \
+         db_password: { file: /run/db-password }\nservers:\n",
+    );
+    for n in 0..count {
+        let server = match n % 4 {
+            0 => format!(
+                "  web-{n}:\n    http:\n      image: registry.example/web:{n}\n      port: 8080\n      \
+                 path: /mcp\n      args: [\"--port\", \"{{{{ port }}}}\"]\n      env: {{ LEVEL: debug }}\n    \
+                 replicas: {}\n    container:\n      user: \"{}:{}\"\n      resources: {{ cpus: 0.25, memory: 128Mi }}\n",
+                1 + n % 3,
+                1000 + n,
+                1000 + n
+            ),
+            1 => format!(
+                "  shared-{n}:\n    stdio:\n      image: ghcr.io/example/shared:{n}\n      \
+                 args: [\"--key-file\", /run/secrets/api_key]\n      isolation: shared\n    \
+                 replicas: 2\n    container:\n      network: bridge\n      \
+                 secrets: {{ /run/secrets/api_key: api_key, /run/secrets/db: db_password }}\n"
+            ),
+            2 => format!(
+                "  session-{n}:\n    stdio:\n      image: registry.example/session:{n}\n      \
+                 isolation: per-session\n      warm: {}\n      max_sessions: 20\n    \
+                 container:\n      resources: {{ memory: 64Mi }}\n      volumes: [\"cache-{n}:/cache\"]\n",
+                n % 5
+            ),
+            _ => format!(
+                "  plain-{n}:\n    stdio:\n      image: registry.example/plain@sha256:{:064x}\n",
+                n
+            ),
+        };
+        text.push_str(&server);
+    }
+    text
+}
+
+#[test]
+fn a_fleet_of_many_servers_of_every_shape_is_valid_and_restricted() {
+    check("many", &many_servers(40));
+}
+
+#[test]
+fn the_smallest_fleet_is_valid_and_restricted() {
+    check(
+        "smallest",
+        "version: 1\nname: one\nservers:\n  only:\n    http: { image: registry.example/only:1, port: 3000 }\n",
+    );
+}

@@ -1,0 +1,264 @@
+//! Connecting to a cluster, and what a failed API request means for the user.
+
+use std::path::PathBuf;
+
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+
+/// The field manager every mcpfleet write uses: server-side apply records the fields
+/// mcpfleet owns under this name, so a later apply can drop what the fleet no longer sets
+/// and a conflict with another tool names both sides.
+pub const FIELD_MANAGER: &str = "mcpfleet";
+
+/// Where the cluster's address and credentials come from.
+#[derive(Debug, Clone)]
+pub enum ClusterAccess {
+    /// A kubeconfig file, as `kubectl` reads it.
+    Kubeconfig {
+        /// The file; `None` is `$KUBECONFIG` (a list of files, merged) or else
+        /// `~/.kube/config`.
+        path: Option<PathBuf>,
+        /// The context to use; `None` is the kubeconfig's `current-context`.
+        context: Option<String>,
+    },
+    /// The service account of the pod this process runs in
+    /// (`KUBERNETES_SERVICE_HOST` and the mounted token).
+    InCluster,
+}
+
+/// Why [`Cluster::connect`] could not build a client. Nothing is sent to the cluster
+/// while connecting: an unreachable API server shows up as [`ApiError::Unreachable`] on
+/// the first request.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// There is no kubeconfig where one was looked for.
+    #[error(
+        "no kubeconfig at {}: point KUBECONFIG at one, or create it with your cluster's \
+         tooling (e.g. `gcloud container clusters get-credentials`, `aws eks update-kubeconfig`, `kind export kubeconfig`)",
+        path.display()
+    )]
+    NoKubeconfig {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// Neither `$KUBECONFIG` nor a home directory says where a kubeconfig would be.
+    #[error(
+        "no kubeconfig: KUBECONFIG is not set and there is no home directory to find ~/.kube/config in; set KUBECONFIG"
+    )]
+    NoKubeconfigPath,
+    /// The requested context is not in the kubeconfig.
+    #[error(
+        "kubeconfig has no context `{context}`; it has: {}",
+        list_or_none(known)
+    )]
+    UnknownContext {
+        /// The context asked for.
+        context: String,
+        /// The contexts the kubeconfig defines.
+        known: Vec<String>,
+    },
+    /// No context was requested and the kubeconfig sets no `current-context`.
+    #[error(
+        "kubeconfig sets no current-context; name one (`kubernetes.context` in the fleet file, \
+         or `kubectl config use-context NAME`); it has: {}",
+        list_or_none(known)
+    )]
+    NoCurrentContext {
+        /// The contexts the kubeconfig defines.
+        known: Vec<String>,
+    },
+    /// The kubeconfig exists but cannot be used (bad YAML, a context naming a missing
+    /// cluster, an unreadable certificate, …); the source says which.
+    #[error("kubeconfig is not usable: {source}")]
+    Kubeconfig {
+        /// kube's reason.
+        #[source]
+        source: KubeconfigError,
+    },
+    /// In-cluster access was asked for outside a pod, or the pod has no service account
+    /// token mounted.
+    #[error(
+        "not running in a cluster (or no service account token is mounted): {source}; \
+         outside a cluster, use a kubeconfig"
+    )]
+    NotInCluster {
+        /// kube's reason.
+        #[source]
+        source: kube::config::InClusterError,
+    },
+    /// The configuration is complete but no client could be built from it (usually TLS
+    /// material the TLS stack rejects).
+    #[error("cannot build a client for {url}: {source}")]
+    Client {
+        /// The API server's URL.
+        url: String,
+        /// kube's reason.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A request to the API server that did not succeed, classified by what the user does
+/// about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No answer from the API server: connection refused, DNS, TLS handshake, timeout.
+    #[error(
+        "cannot reach the Kubernetes API at {url}: {source}; check the cluster is up and \
+         the kubeconfig context points at it (`kubectl cluster-info`)"
+    )]
+    Unreachable {
+        /// The API server's URL, as the kubeconfig gives it.
+        url: String,
+        /// The transport's reason.
+        #[source]
+        source: kube::Error,
+    },
+    /// The credentials could not be obtained (an exec plugin failed, a token file is
+    /// missing).
+    #[error("cannot authenticate to {url}: {source}")]
+    Credentials {
+        /// The API server's URL.
+        url: String,
+        /// kube's reason.
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server answered with an error status.
+    #[error("the API server answered {code} {reason}: {message}")]
+    Status {
+        /// The HTTP status code.
+        code: u16,
+        /// The machine-readable reason (`Forbidden`, `Invalid`, `NotFound`, …).
+        reason: String,
+        /// The API server's message.
+        message: String,
+    },
+    /// The answer could not be read, or the request could not be built (a bug on our
+    /// side or an API server that is not Kubernetes).
+    #[error("unexpected answer from the API server at {url}: {source}")]
+    Protocol {
+        /// The API server's URL.
+        url: String,
+        /// kube's reason.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A connection to one cluster's API server.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) client: kube::Client,
+    /// Kept for error messages: the URL a failed request was sent to.
+    pub(crate) url: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// A client for the cluster `access` names. Reads the kubeconfig (and runs no
+    /// request: the first API call shows whether the server is reachable).
+    ///
+    /// # Errors
+    /// [`ConnectError`]: no kubeconfig, an unknown or unset context (listing the ones
+    /// there), an unusable kubeconfig, not in a cluster.
+    pub async fn connect(access: &ClusterAccess) -> Result<Self, ConnectError> {
+        let config = match access {
+            ClusterAccess::Kubeconfig { path, context } => {
+                let kubeconfig = read_kubeconfig(path.as_deref())?;
+                check_context(&kubeconfig, context.as_deref())?;
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..Default::default()
+                };
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|source| ConnectError::Kubeconfig { source })?
+            }
+            ClusterAccess::InCluster => {
+                kube::Config::incluster().map_err(|source| ConnectError::NotInCluster { source })?
+            }
+        };
+        let url = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|source| ConnectError::Client {
+            url: url.clone(),
+            source,
+        })?;
+        Ok(Self { client, url })
+    }
+
+    /// A cluster reached through a client built elsewhere (a test's mock service, a
+    /// caller's own middleware); `url` is only used in error messages.
+    pub fn from_client(client: kube::Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Classifies a failed request for the user.
+    pub(crate) fn api_error(&self, error: kube::Error) -> ApiError {
+        let url = self.url.clone();
+        match error {
+            kube::Error::Api(status) => ApiError::Status {
+                code: status.code,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+            },
+            kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::RustlsTls(_) => {
+                ApiError::Unreachable { url, source: error }
+            }
+            kube::Error::Auth(_) => ApiError::Credentials { url, source: error },
+            source => ApiError::Protocol { url, source },
+        }
+    }
+}
+
+fn read_kubeconfig(path: Option<&std::path::Path>) -> Result<Kubeconfig, ConnectError> {
+    let read = match path {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    };
+    read.map_err(|source| match source {
+        KubeconfigError::ReadConfig(io, path) if io.kind() == std::io::ErrorKind::NotFound => {
+            ConnectError::NoKubeconfig { path }
+        }
+        KubeconfigError::FindPath => ConnectError::NoKubeconfigPath,
+        source => ConnectError::Kubeconfig { source },
+    })
+}
+
+/// Checks the context up front: kube's own error names the missing context but not the
+/// ones there, which is what the user needs to pick the right one.
+fn check_context(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<(), ConnectError> {
+    let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
+    match context.or(kubeconfig.current_context.as_deref()) {
+        None => Err(ConnectError::NoCurrentContext { known }),
+        Some(wanted) if !known.iter().any(|name| name == wanted) => {
+            Err(ConnectError::UnknownContext {
+                context: wanted.to_owned(),
+                known,
+            })
+        }
+        Some(_) => Ok(()),
+    }
+}

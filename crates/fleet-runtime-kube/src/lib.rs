@@ -1,0 +1,27 @@
+//! mcpfleet's Kubernetes cluster client: it connects to a cluster named by a kubeconfig
+//! context (or the one it runs in), server-side applies the objects `fleet-manifests`
+//! renders, and follows a Deployment's rollout to ready.
+//!
+//! What it owns:
+//! - [`Cluster::connect`]: a client from a kubeconfig and an optional context, or the
+//!   in-cluster service account, with errors that say what to fix ([`ConnectError`]).
+//! - [`Cluster::apply`]: server-side apply of each object in order, as field manager
+//!   `mcpfleet` and never forced: a field another manager owns is a
+//!   [`ApplyError::Conflict`] naming that manager, not an overwrite. Kinds are resolved
+//!   from a fixed table of what mcpfleet renders ([`kinds`]), so applying needs no
+//!   discovery round trips.
+//! - [`rollout_state`] (pure) and [`Cluster::wait_rollout`]: when a Deployment's rollout
+//!   is done, failed, or how far it got.
+//!
+//! What it deliberately does not: render objects (that is `fleet-manifests`, which has no
+//! I/O), decide what to apply (the CLI), or run servers (the Kubernetes runtime, later).
+//! It talks only to the API server; tests replace the server with `tower_test::mock`.
+
+mod apply;
+mod cluster;
+pub mod kinds;
+mod rollout;
+
+pub use apply::{AppliedObject, ApplyError, ApplyOutcome, ApplyReport, FieldConflict, ObjectRef};
+pub use cluster::{ApiError, Cluster, ClusterAccess, ConnectError, FIELD_MANAGER};
+pub use rollout::{RolloutError, RolloutState, rollout_state};

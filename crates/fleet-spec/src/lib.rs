@@ -21,7 +21,8 @@ pub mod yaml;
 pub use diag::{Diagnostic, Severity, Source, Span};
 pub use model::ValidFleet;
 pub use validate::{
-    Checked, LoadOptions, NAME_RULE, ReadError, is_valid_name, load_bytes, load_file, load_str,
+    Checked, DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, LoadOptions, NAME_RULE, ReadError, is_dns_label,
+    is_dns_subdomain, is_valid_name, load_bytes, load_file, load_str,
 };
 
 /// The JSON Schema of the fleet file, generated from [`raw::RawFleet`].

@@ -6,10 +6,13 @@
 //! logs never contain a secret value.
 
 use crate::diag::Span;
-pub use crate::raw::{Condition, Era, OnAbort, OnFailure, Pull, RestartPolicyKind, Strategy};
+pub use crate::raw::{
+    Condition, Era, OnAbort, OnFailure, Pull, RestartPolicyKind, RuntimeKind, Spread, Strategy,
+    TaintEffect, TolerationOperator,
+};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +27,11 @@ pub struct ValidFleet {
     /// `vars`, as written and as shown; instances render them again with real values.
     pub vars: BTreeMap<String, Text>,
     pub secrets: BTreeMap<String, SecretRef>,
+    /// Where the fleet runs. Whether its servers can run there (a local program cannot run
+    /// on Kubernetes) is for whoever runs or renders it to say, not this model.
+    pub runtime: RuntimeKind,
+    /// How the fleet runs on Kubernetes, every default filled; local `up` ignores it.
+    pub kubernetes: Kubernetes,
     pub gateway: Gateway,
     pub admin: Admin,
     /// In file order.
@@ -130,6 +138,157 @@ pub struct Server {
     pub rollout: Rollout,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Kubernetes only. Any server may set it, but only `image:` servers are rendered to
+    /// Kubernetes objects (a HorizontalPodAutoscaler); local `up` ignores it.
+    // Left out of the spec when unset (here and below) so that a server's content hash,
+    // which decides whether a deployment touches it, is what it was before these keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+    /// Kubernetes only: placement and egress of the server's pods; local `up` ignores it.
+    #[serde(skip_serializing_if = "ServerKubernetes::is_empty")]
+    pub kubernetes: ServerKubernetes,
+}
+
+/// The fleet on Kubernetes, with every default filled.
+///
+/// Names the file sets are checked against Kubernetes' rules. Names derived from the
+/// fleet's (the namespace, the default Secret) are checked only when the fleet says it
+/// is for Kubernetes (`runtime: kubernetes` or a `kubernetes:` block), so a local fleet
+/// named `my_tools` stays valid; a renderer of any other fleet checks them itself
+/// ([`crate::is_dns_label`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kubernetes {
+    /// A DNS-1123 label; default the fleet's name.
+    pub namespace: String,
+    /// The kubeconfig context; `None`: the current one.
+    pub context: Option<String>,
+    /// The control plane's image; default `mcpfleet:<version>`.
+    pub image: String,
+    pub ingress: Option<Ingress>,
+    /// Whether to render a prometheus-operator ServiceMonitor.
+    pub service_monitor: bool,
+    pub backup: Backup,
+    pub quota: Option<Quota>,
+    /// Where each declared secret's value is on Kubernetes, by the secret's name.
+    pub secrets: BTreeMap<String, KubernetesSecret>,
+}
+
+impl Kubernetes {
+    /// The Secret a secret is read from when the file names none: `<fleet>-secrets`.
+    pub fn default_secret(fleet: &str) -> String {
+        format!("{fleet}-secrets")
+    }
+}
+
+/// An Ingress routing `host` to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ingress {
+    pub host: String,
+    /// `None`: the cluster's default IngressClass.
+    pub class: Option<String>,
+    /// A `kubernetes.io/tls` Secret; `None`: no TLS at the Ingress.
+    pub tls_secret: Option<String>,
+}
+
+/// The CronJob exporting the control plane's state, and the volume it keeps exports on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backup {
+    /// A cron schedule of 5 fields.
+    pub schedule: String,
+    /// Exports kept, at least 1.
+    pub keep: u32,
+    /// Size of the volume, bytes.
+    pub size: u64,
+}
+
+impl Backup {
+    pub const DEFAULT_SCHEDULE: &str = "0 3 * * *";
+    pub const DEFAULT_KEEP: u32 = 7;
+    pub const DEFAULT_SIZE: u64 = 1 << 30;
+}
+
+/// Limits on the namespace as a whole; at least one is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Quota {
+    /// CPU, in millicores (1000 = one CPU).
+    pub cpu_millis: Option<u64>,
+    /// Memory, bytes.
+    pub memory: Option<u64>,
+    pub pods: Option<u32>,
+}
+
+/// A key of a Secret in the fleet's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesSecret {
+    /// The Secret's name, a DNS-1123 subdomain.
+    pub secret: String,
+    /// The key within it (`[-._a-zA-Z0-9]+`).
+    pub key: String,
+}
+
+/// A HorizontalPodAutoscaler's bounds and targets: at least one target is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Autoscale {
+    /// At least 1.
+    pub min: u32,
+    /// At least `min`.
+    pub max: u32,
+    /// Average CPU use, percent of the request (1 to 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// Average memory use, percent of the request (1 to 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u32>,
+    /// Live client sessions per pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_per_pod: Option<u32>,
+}
+
+/// Where a server's pods run and may connect on Kubernetes. Default: anywhere, no
+/// spreading, no egress but DNS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServerKubernetes {
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub priority_class: Option<String>,
+    pub spread: Spread,
+    pub egress: Vec<Egress>,
+}
+
+impl ServerKubernetes {
+    /// Whether nothing is set (every key at its default).
+    pub fn is_empty(&self) -> bool {
+        *self == ServerKubernetes::default()
+    }
+}
+
+/// A taint a server's pods tolerate. `Exists` never has a value; `Equal` always has a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Toleration {
+    /// `None`: every key (only with `Exists`).
+    pub key: Option<String>,
+    pub operator: TolerationOperator,
+    pub value: Option<String>,
+    /// `None`: every effect.
+    pub effect: Option<TaintEffect>,
+}
+
+/// A destination a server's pods may connect to: a network, and one port or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Egress {
+    /// The network's address, host bits zero.
+    pub network: IpAddr,
+    /// Prefix length: at most 32 (IPv4) or 128 (IPv6).
+    pub prefix: u8,
+    /// `None`: every port.
+    pub port: Option<u16>,
+}
+
+impl Egress {
+    /// The network in CIDR notation: `10.0.0.0/8`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.network, self.prefix)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -19,6 +19,13 @@ pub struct RawFleet {
     pub version: Option<Spanned<u32>>,
     /// Name of the fleet: lowercase letters, digits and `-`; names the state directory.
     pub name: Option<Spanned<String>>,
+    /// Where the fleet runs: `local` (processes and containers on this machine, the
+    /// default) or `kubernetes` (`mcpfleet render kubernetes` writes its manifests).
+    #[serde(default)]
+    pub runtime: Recover<Spanned<RuntimeKind>>,
+    /// How the fleet runs on Kubernetes; every key has a default. Local `up` ignores it.
+    #[serde(default)]
+    pub kubernetes: Recover<RawKubernetes>,
     /// Values for `{{ var('name') }}`. Values may use `env()`.
     #[serde(default)]
     pub vars: Recover<Named<Spanned<String>>>,
@@ -49,6 +56,11 @@ pub struct RawFleet {
 #[schemars(rename = "Overlay")]
 pub struct RawOverlay {
     #[serde(default)]
+    pub runtime: Recover<Spanned<RuntimeKind>>,
+    /// Keys set here replace the base file's, key by key.
+    #[serde(default)]
+    pub kubernetes: Option<RawKubernetes>,
+    #[serde(default)]
     pub vars: Option<Named<Spanned<String>>>,
     #[serde(default)]
     pub secrets: Option<Named<Recover<RawSecret>>>,
@@ -73,6 +85,207 @@ pub struct RawSecret {
     /// Path of a file (relative to the fleet file) holding the value; one trailing newline
     /// is ignored.
     pub file: Option<Spanned<String>>,
+    /// Where the value is on Kubernetes: a key of a Secret in the fleet's namespace.
+    /// Default: Secret `<fleet>-secrets`, key = this secret's name. Local `up` ignores it.
+    pub kubernetes: Option<Spanned<RawSecretKubernetes>>,
+}
+
+/// A key of a Kubernetes Secret in the fleet's namespace.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SecretKubernetes")]
+pub struct RawSecretKubernetes {
+    /// The Secret's name (a DNS-1123 subdomain). Default `<fleet>-secrets`.
+    pub secret: Option<Spanned<String>>,
+    /// The key within the Secret (letters, digits, `-`, `_`, `.`). Default: the secret's
+    /// name in this file.
+    pub key: Option<Spanned<String>>,
+}
+
+/// Where a fleet runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// Processes and containers on this machine, run by `mcpfleet up` (default).
+    #[default]
+    Local,
+    /// A Kubernetes cluster: `mcpfleet render kubernetes` writes the manifests.
+    Kubernetes,
+}
+
+/// The fleet on Kubernetes. Every key is optional.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Kubernetes")]
+pub struct RawKubernetes {
+    /// The namespace everything goes in (a DNS-1123 label). Default: the fleet's name.
+    pub namespace: Option<Spanned<String>>,
+    /// The kubeconfig context to use. Default: the current one.
+    pub context: Option<Spanned<String>>,
+    /// The control plane's container image. Default `mcpfleet:<version of mcpfleet>`.
+    pub image: Option<Spanned<String>>,
+    /// An Ingress in front of the gateway. Absent: none.
+    #[serde(default)]
+    pub ingress: Recover<RawIngress>,
+    /// Also render a prometheus-operator ServiceMonitor for the admin port. Default false.
+    pub service_monitor: Option<Spanned<bool>>,
+    /// The CronJob that exports the control plane's state to a volume.
+    #[serde(default)]
+    pub backup: Recover<RawBackup>,
+    /// A ResourceQuota (and LimitRange) for the namespace. Absent: none.
+    #[serde(default)]
+    pub quota: Recover<Spanned<RawQuota>>,
+}
+
+/// An Ingress routing a host to the gateway.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Ingress")]
+pub struct RawIngress {
+    /// The host clients use (`mcp.example.com`, or `*.example.com`).
+    pub host: Spanned<String>,
+    /// The IngressClass. Default: the cluster's default class.
+    pub class: Option<Spanned<String>>,
+    /// A Secret of type `kubernetes.io/tls` holding the host's certificate. Absent: plain
+    /// HTTP at the Ingress.
+    pub tls_secret: Option<Spanned<String>>,
+}
+
+/// The state export CronJob.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Backup")]
+pub struct RawBackup {
+    /// When it runs: a cron schedule of 5 fields. Default `0 3 * * *` (03:00 daily).
+    pub schedule: Option<Spanned<String>>,
+    /// Exports kept, at least 1. Default 7.
+    #[schemars(range(min = 1))]
+    pub keep: Option<Spanned<u32>>,
+    /// Size of the volume the exports are kept on. Default `1Gi`.
+    pub size: Option<Spanned<MemoryText>>,
+}
+
+/// Limits on everything in the fleet's namespace together. At least one key.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Quota")]
+pub struct RawQuota {
+    /// CPUs: `8`, `0.5` or millicores (`500m`).
+    pub cpu: Option<Spanned<CpuText>>,
+    /// Memory: bytes, or a number with `Ki`, `Mi`, `Gi`, `Ti` or `K`, `M`, `G`, `T`.
+    pub memory: Option<Spanned<MemoryText>>,
+    /// Pods, at least 1.
+    #[schemars(range(min = 1))]
+    pub pods: Option<Spanned<u32>>,
+}
+
+/// An amount of CPU as written: a number of CPUs (`8`, `0.5`) or millicores (`500m`).
+/// Parsed during validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct CpuText(pub String);
+
+impl JsonSchema for CpuText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Cpu".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "CPUs (`8`, `0.5`) or millicores (`500m`).",
+            "anyOf": [
+                { "type": "number", "exclusiveMinimum": 0 },
+                { "type": "string", "pattern": "^([0-9]+(\\.[0-9]+)?|[0-9]+m)$", "examples": ["500m"] }
+            ]
+        })
+    }
+}
+
+/// Horizontal autoscaling of an `image:` server on Kubernetes (a HorizontalPodAutoscaler).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Autoscale")]
+pub struct RawAutoscale {
+    /// Fewest replicas, at least 1.
+    #[schemars(range(min = 1))]
+    pub min: Spanned<u32>,
+    /// Most replicas, at least `min`.
+    pub max: Spanned<u32>,
+    /// Target average CPU use, percent of the request (1 to 1000).
+    #[schemars(range(min = 1, max = 1000))]
+    pub cpu: Option<Spanned<u32>>,
+    /// Target average memory use, percent of the request (1 to 1000).
+    #[schemars(range(min = 1, max = 1000))]
+    pub memory: Option<Spanned<u32>>,
+    /// Target live client sessions per pod (a metric from the control plane).
+    #[schemars(range(min = 1))]
+    pub sessions_per_pod: Option<Spanned<u32>>,
+}
+
+/// How a server's pods are placed on Kubernetes. Every key is optional.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ServerKubernetes")]
+pub struct RawServerKubernetes {
+    /// Node labels a pod's node must have.
+    pub node_selector: Option<Named<Spanned<String>>>,
+    /// Taints the pods tolerate.
+    pub tolerations: Option<Vec<Recover<Spanned<RawToleration>>>>,
+    /// The pods' PriorityClass.
+    pub priority_class: Option<Spanned<String>>,
+    /// Spreading replicas across nodes: `none` (default), `preferred` or `required`.
+    #[serde(default)]
+    pub spread: Recover<Spread>,
+    /// Where the pods may connect besides DNS: `CIDR` or `CIDR:PORT` (`10.0.0.0/8:5432`,
+    /// `0.0.0.0/0:443`). Default: nowhere.
+    pub egress: Option<Vec<Spanned<String>>>,
+}
+
+/// A taint a pod tolerates.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Toleration")]
+pub struct RawToleration {
+    /// The taint's key. Absent (with `Exists`): every taint.
+    pub key: Option<Spanned<String>>,
+    /// `Equal`: the taint's value is `value`. `Exists`: any value.
+    pub operator: Spanned<TolerationOperator>,
+    /// With `Equal`: the taint's value.
+    pub value: Option<Spanned<String>>,
+    /// The taint effect tolerated. Absent: every effect.
+    pub effect: Option<Spanned<TaintEffect>>,
+}
+
+/// How a toleration matches a taint's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+pub enum TolerationOperator {
+    /// The values are equal.
+    Equal,
+    /// Any value.
+    Exists,
+}
+
+/// What a taint does to pods that do not tolerate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+pub enum TaintEffect {
+    /// New pods that do not tolerate it are not scheduled on the node.
+    NoSchedule,
+    /// The scheduler avoids the node for pods that do not tolerate it.
+    PreferNoSchedule,
+    /// Pods that do not tolerate it are also evicted from the node.
+    NoExecute,
+}
+
+/// Spreading a server's replicas across nodes (pod anti-affinity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Spread {
+    /// No preference (default).
+    #[default]
+    None,
+    /// On different nodes when the scheduler can.
+    Preferred,
+    /// Always on different nodes; a replica without a free node stays pending.
+    Required,
 }
 
 /// The gateway: one Streamable HTTP endpoint per server at `/mcp/<server>`.
@@ -232,6 +445,14 @@ pub struct RawServer {
     pub on_failure: Option<Spanned<OnFailure>>,
     /// Free text shown in `status`.
     pub description: Option<String>,
+    /// Kubernetes only: a HorizontalPodAutoscaler between `min` and `max` replicas. Only
+    /// `image:` servers are rendered; local `up` ignores it.
+    #[serde(default)]
+    pub autoscale: Recover<Spanned<RawAutoscale>>,
+    /// Kubernetes only: how the server's pods are placed and where they may connect.
+    /// Local `up` ignores it.
+    #[serde(default)]
+    pub kubernetes: Recover<RawServerKubernetes>,
 }
 
 /// A program speaking MCP on stdin/stdout: an argv array, never a shell line, and how client

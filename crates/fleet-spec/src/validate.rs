@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod kubernetes;
+pub use kubernetes::{DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, is_dns_label, is_dns_subdomain};
+
 /// Fleet files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 /// The listen address when the file sets none.
@@ -348,6 +351,11 @@ impl Validator {
             .map(|(k, v): (&String, &Text)| (k.clone(), v.shown.clone()))
             .collect();
         let templates = Templates::new(self.host.clone(), shown, declared, Mode::Plan);
+        let runtime = raw
+            .runtime
+            .get()
+            .map_or_else(RuntimeKind::default, |r| r.value);
+        let kubernetes = self.kubernetes(&raw, &name);
         let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
         let admin = self.admin(raw.admin.0.as_ref());
         let defaults = raw.defaults.0.unwrap_or_default();
@@ -394,6 +402,8 @@ impl Validator {
             base_dir: self.base_dir.clone(),
             vars,
             secrets,
+            runtime,
+            kubernetes,
             gateway,
             admin,
             servers,
@@ -1044,19 +1054,7 @@ impl Validator {
                 None
             }
         });
-        let memory = raw
-            .memory
-            .as_ref()
-            .and_then(|m| match parse_memory(&m.value.0) {
-                Ok(bytes) => Some(bytes),
-                Err(message) => {
-                    self.error(format!("invalid memory size: {message}"), m.span)
-                        .help = Some(
-                        "write bytes, or a number and a unit: `256Mi`, `1Gi` (powers of 1024), `512M`, `1G` (powers of 1000)".into(),
-                    );
-                    None
-                }
-            });
+        let memory = raw.memory.as_ref().and_then(|m| self.memory(m));
         let pids = raw.pids.as_ref().and_then(|p| {
             if p.value == 0 {
                 self.error("`pids` must be at least 1", p.span).help = Some(
@@ -1069,6 +1067,20 @@ impl Validator {
             }
         });
         Resources { cpus, memory, pids }
+    }
+
+    /// A memory size in bytes; `None` after an error.
+    fn memory(&mut self, raw: &Spanned<MemoryText>) -> Option<u64> {
+        match parse_memory(&raw.value.0) {
+            Ok(bytes) => Some(bytes),
+            Err(message) => {
+                self.error(format!("invalid memory size: {message}"), raw.span)
+                    .help = Some(
+                    "write bytes, or a number and a unit: `256Mi`, `1Gi` (powers of 1024), `512M`, `1G` (powers of 1000)".into(),
+                );
+                None
+            }
+        }
     }
 
     /// `SOURCE:TARGET[:ro|rw]`; `None` after an error.
@@ -1345,6 +1357,8 @@ impl Validator {
             health: self.health(raw.health.get(), defaults.health.get(), t, scope),
             rollout: self.rollout(raw.rollout.get(), defaults.rollout.get(), replicas),
             description: raw.description.clone(),
+            autoscale: raw.autoscale.get().and_then(|a| self.autoscale(a)),
+            kubernetes: self.server_kubernetes(raw.kubernetes.get()),
         }
     }
 

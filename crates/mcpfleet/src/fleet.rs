@@ -59,6 +59,11 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(FAILED));
     };
+    if fleet.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
+        bail!(
+            "this fleet runs on Kubernetes (runtime: kubernetes): `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
+        );
+    }
     let plan = fleet_plan::plan(&fleet, None)
         .map_err(|_| anyhow::anyhow!("the dependency graph has a cycle"))?;
     let state_dir = args

@@ -721,3 +721,32 @@ fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
 }
+
+/// Issue 17: a fleet for Kubernetes is not run on this machine by mistake: `up` (attached
+/// or detached) refuses it before anything starts and says what to use instead.
+#[test]
+fn up_refuses_a_kubernetes_fleet_before_anything_starts() {
+    let dir = scratch_dir("up-kubernetes");
+    std::fs::write(
+        dir.join("mcpfleet.yaml"),
+        "version: 1\nname: demo\nruntime: kubernetes\nservers:\n  search:\n    http: { image: registry.example/search:1.2, port: 8080 }\n",
+    )
+    .unwrap();
+    for detach in [false, true] {
+        let mut args = vec!["up", "--state-dir", "state"];
+        if detach {
+            args.push("-d");
+        }
+        let out = mcpfleet(&args, &dir);
+        let shown = transcript(&out);
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        assert!(
+            shown.contains("this fleet runs on Kubernetes (runtime: kubernetes): `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"),
+            "{shown}"
+        );
+        assert!(
+            !dir.join("state").exists(),
+            "nothing may start, not even the state directory"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The fleet file's Kubernetes keys: `runtime:`, the `kubernetes:` block, each secret's and
+//! each server's Kubernetes settings — their defaults, their located errors (golden files
+//! beside their fleet files in `kubernetes/`), and environments switching a fleet to a
+//! cluster.
+
+use fleet_spec::diag::render_all;
+use fleet_spec::model::{Backup, KubernetesSecret, RuntimeKind, ServerKubernetes, Spread};
+use fleet_spec::template::Host;
+use fleet_spec::{Checked, LoadOptions, load_str};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A machine with a fixed environment, so results do not depend on who runs the tests.
+struct FixedHost;
+
+impl Host for FixedHost {
+    fn env_var(&self, name: &str) -> Option<String> {
+        matches!(name, "GITHUB_TOKEN" | "DB_PASSWORD").then(|| "s3cr3t-value".into())
+    }
+    fn file_exists(&self, _: &Path) -> bool {
+        true
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            path.display().to_string(),
+        ))
+    }
+}
+
+fn check(name: &str, text: &str, environment: Option<&str>) -> Checked {
+    let options = LoadOptions {
+        environment: environment.map(str::to_string),
+        host: Arc::new(FixedHost),
+    };
+    load_str(name, text, PathBuf::from("/srv/fleet"), &options)
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kubernetes")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn golden(name: &str, shown: String) {
+    insta::with_settings!({ snapshot_path => "kubernetes", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!(name, shown);
+    });
+}
+
+#[test]
+fn a_kubernetes_fleet_normalizes_to_its_model() {
+    let checked = check("valid_fleet.yaml", &fixture("valid_fleet.yaml"), None);
+    assert_eq!(checked.diagnostics, vec![], "{:#?}", checked.diagnostics);
+    let fleet = checked.into_valid().unwrap();
+    assert_eq!(fleet.runtime, RuntimeKind::Kubernetes);
+    let json = serde_json::to_string_pretty(&fleet).unwrap();
+    assert!(
+        !json.contains("s3cr3t-value"),
+        "a secret value leaked: {json}"
+    );
+    golden("valid_fleet_normalized", json);
+}
+
+#[test]
+fn every_kubernetes_error_is_located_and_none_hides_another() {
+    let text = fixture("invalid_fleet.yaml");
+    let checked = check("invalid_fleet.yaml", &text, None);
+    golden(
+        "invalid_fleet_errors",
+        render_all(&checked.diagnostics, &checked.source),
+    );
+    // One error per mistake in the file, across the fleet's block, a secret, both servers.
+    let lines: Vec<u32> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.span.expect("located").line)
+        .collect();
+    for line in [
+        5, 6, 7, 8, 9, 10, 11, 15, 20, 22, 24, 25, 26, 27, 28, 29, 32,
+    ] {
+        assert!(lines.contains(&line), "no error on line {line}: {lines:?}");
+    }
+}
+
+#[test]
+fn every_kubernetes_key_has_a_default() {
+    let text = "version: 1\nname: tools\nsecrets:\n  token: { env: GITHUB_TOKEN }\nservers:\n  echo:\n    stdio: { command: echo }\n";
+    let fleet = check("f.yaml", text, None).into_valid().unwrap();
+    assert_eq!(fleet.runtime, RuntimeKind::Local);
+    let k = &fleet.kubernetes;
+    assert_eq!(k.namespace, "tools", "the namespace is the fleet's name");
+    assert_eq!(k.context, None);
+    assert_eq!(k.image, format!("mcpfleet:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        (k.ingress.clone(), k.quota, k.service_monitor),
+        (None, None, false)
+    );
+    assert_eq!(
+        k.backup,
+        Backup {
+            schedule: "0 3 * * *".into(),
+            keep: 7,
+            size: 1 << 30
+        }
+    );
+    assert_eq!(
+        k.secrets["token"],
+        KubernetesSecret {
+            secret: "tools-secrets".into(),
+            key: "token".into()
+        }
+    );
+    let echo = fleet.server("echo").unwrap();
+    assert_eq!(echo.autoscale, None);
+    assert_eq!(echo.kubernetes, ServerKubernetes::default());
+    assert_eq!(echo.kubernetes.spread, Spread::None);
+    // Unset, the keys stay out of the server's spec: upgrading does not change its hash.
+    let spec = serde_json::to_value(echo).unwrap();
+    assert!(spec.get("autoscale").is_none() && spec.get("kubernetes").is_none());
+}
+
+#[test]
+fn names_derived_from_the_fleet_are_checked_only_for_a_kubernetes_fleet() {
+    let local = "version: 1\nname: my_tools\nsecrets:\n  api key: { env: GITHUB_TOKEN }\nservers:\n  a:\n    remote: { url: \"https://a.example/mcp\", headers: { x: \"{{ secret('api key') }}\" } }\n";
+    let checked = check("f.yaml", local, None);
+    assert!(checked.is_valid(), "{:#?}", checked.diagnostics);
+
+    let cluster = local.replace("name: my_tools\n", "name: my_tools\nruntime: kubernetes\n");
+    let errors: Vec<(u32, String)> = check("f.yaml", &cluster, None)
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.span.unwrap().line, d.message.clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (2, "the Kubernetes namespace defaults to the fleet's name `my_tools`, which is not a DNS-1123 label".to_string()),
+            (5, "secret `api key` is read from the Secret `my_tools-secrets`, which is not a valid Kubernetes name".to_string()),
+            (5, "secret `api key` is its own Secret key by default, which is not a valid key".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn a_production_environment_moves_the_fleet_to_a_cluster() {
+    let text = "\
+version: 1
+name: tools
+kubernetes:
+  namespace: tools-dev
+  service_monitor: true
+environments:
+  prod:
+    runtime: kubernetes
+    kubernetes:
+      namespace: tools-prod
+      context: prod-eu
+    servers:
+      search:
+        autoscale: { min: 2, max: 6, cpu: 75 }
+servers:
+  search:
+    http: { image: registry.example/search:1.2, port: 8080 }
+";
+    let dev = check("f.yaml", text, None).into_valid().unwrap();
+    assert_eq!(dev.runtime, RuntimeKind::Local);
+    assert_eq!(dev.kubernetes.namespace, "tools-dev");
+    assert_eq!(dev.server("search").unwrap().autoscale, None);
+
+    let prod = check("f.yaml", text, Some("prod")).into_valid().unwrap();
+    assert_eq!(prod.runtime, RuntimeKind::Kubernetes);
+    assert_eq!(prod.kubernetes.namespace, "tools-prod");
+    assert_eq!(prod.kubernetes.context.as_deref(), Some("prod-eu"));
+    assert!(
+        prod.kubernetes.service_monitor,
+        "keys the overlay does not set stay as the base file has them"
+    );
+    let autoscale = prod.server("search").unwrap().autoscale.unwrap();
+    assert_eq!(
+        (autoscale.min, autoscale.max, autoscale.cpu),
+        (2, 6, Some(75))
+    );
+}
+
+#[test]
+fn an_environments_kubernetes_keys_are_checked_like_the_base_files() {
+    let text = "version: 1\nname: tools\nenvironments:\n  prod:\n    runtime: cluster\n    kubernetes: { namespaces: x }\nservers: {}\n";
+    let errors: Vec<(u32, String)> = check("f.yaml", text, None)
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.span.unwrap().line, d.message.clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (5, "unknown value `cluster`".to_string()),
+            (6, "unknown key `namespaces`".to_string())
+        ]
+    );
+}

@@ -1,9 +1,10 @@
 //! The control plane's objects: its least-privilege RBAC, the fleet file as a ConfigMap,
-//! the volume of its state, its Deployment, Service and NetworkPolicy, and the CronJob
-//! that exports its state every night.
+//! the volume of its state, its Deployment, Service and NetworkPolicy, the CronJob that
+//! exports its state on a schedule, and the optional Ingress and ServiceMonitor.
 
 use crate::meta::{self, Names};
 use crate::pod;
+use fleet_spec::model::Ingress;
 use serde_json::{Map, Value, json};
 
 /// The name of the control plane's ServiceAccount, Role, RoleBinding, Deployment and
@@ -17,8 +18,6 @@ const STATE_DIR: &str = "/var/lib/mcpfleet/state";
 const BACKUP_DIR: &str = "/var/lib/mcpfleet/backups";
 /// The admin listener's port when the fleet file sets none (fleet-file.md's example).
 const DEFAULT_ADMIN_PORT: u16 = 7471;
-const BACKUP_SCHEDULE: &str = "0 3 * * *";
-const BACKUP_SIZE: &str = "1Gi";
 
 /// The labels that pick the control plane's pods: the only pods servers accept traffic
 /// from.
@@ -101,7 +100,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
         json!({
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
-                "resources": { "requests": { "storage": BACKUP_SIZE } },
+                "resources": { "requests": { "storage": pod::memory_quantity(fleet.kubernetes.backup.size) } },
             }
         }),
     );
@@ -151,7 +150,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                     "spec": {
                         "containers": [{
                             "args": args,
-                            "image": names.options.image,
+                            "image": fleet.kubernetes.image,
                             "imagePullPolicy": "IfNotPresent",
                             "name": NAME,
                             "ports": [
@@ -201,18 +200,59 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             "prometheus.io/scrape": "true",
         }),
     );
-    vec![
-        config,
-        state,
-        policy,
-        deployment,
-        service,
-        backup(names, labels),
-    ]
+    let mut objects = vec![config, state, policy, deployment, service];
+    if let Some(ingress) = &fleet.kubernetes.ingress {
+        objects.push(ingress_object(names, ingress, labels.clone()));
+    }
+    if fleet.kubernetes.service_monitor {
+        objects.push(names.labelled(
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+            NAME,
+            labels.clone(),
+            json!({
+                "spec": {
+                    "endpoints": [{ "path": "/metrics", "port": "admin" }],
+                    // The control plane's Service, by its labels.
+                    "selector": { "matchLabels": labels },
+                }
+            }),
+        ));
+    }
+    objects.push(backup(names, labels));
+    objects
 }
 
-/// `mcpfleet export-state` every night into the state volume's `backups/`, one file per
-/// run named after its Job. It goes through the running control plane's socket on the same
+/// Clients from outside the cluster reach the gateway at `host`, over TLS with that Secret
+/// when it names one.
+fn ingress_object(names: &Names<'_>, ingress: &Ingress, labels: Map<String, Value>) -> Value {
+    let mut spec = json!({
+        "rules": [{
+            "host": ingress.host,
+            "http": { "paths": [{
+                "backend": { "service": { "name": NAME, "port": { "name": "gateway" } } },
+                "path": "/",
+                "pathType": "Prefix",
+            }] },
+        }],
+    });
+    if let Some(class) = &ingress.class {
+        spec["ingressClassName"] = class.as_str().into();
+    }
+    if let Some(secret) = &ingress.tls_secret {
+        spec["tls"] = json!([{ "hosts": [ingress.host], "secretName": secret }]);
+    }
+    names.labelled(
+        "networking.k8s.io/v1",
+        "Ingress",
+        NAME,
+        labels,
+        json!({ "spec": spec }),
+    )
+}
+
+/// `mcpfleet export-state` on the backup schedule into the state volume's `backups/`, one
+/// file per run named after its Job, keeping the newest `keep`. It goes through the running control plane's socket on the same
 /// volume, so its pod must run on the control plane's node (the volume is ReadWriteOnce).
 fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
     let export = format!("{BACKUP_DIR}/$(JOB_NAME).json");
@@ -236,14 +276,18 @@ fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
                         } },
                         "automountServiceAccountToken": false,
                         "containers": [{
-                            "args": ["export-state", export, "-f", FLEET_FILE, "--state-dir", STATE_DIR],
+                            "args": [
+                                "export-state", export,
+                                "--keep", names.fleet.kubernetes.backup.keep.to_string(),
+                                "-f", FLEET_FILE, "--state-dir", STATE_DIR,
+                            ],
                             "env": [{
                                 "name": "JOB_NAME",
                                 "valueFrom": { "fieldRef": {
                                     "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']",
                                 } },
                             }],
-                            "image": names.options.image,
+                            "image": names.fleet.kubernetes.image,
                             "imagePullPolicy": "IfNotPresent",
                             "name": "export-state",
                             "securityContext": pod::container_security(true),
@@ -264,7 +308,7 @@ fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
                         ],
                     } },
                 } },
-                "schedule": BACKUP_SCHEDULE,
+                "schedule": names.fleet.kubernetes.backup.schedule,
                 "successfulJobsHistoryLimit": 3,
             }
         }),

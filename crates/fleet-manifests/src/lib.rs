@@ -3,8 +3,9 @@
 //! Owns: turning a [`ValidFleet`] (its environment overlay already applied) into the
 //! Kubernetes objects that run it, as `serde_json::Value`s in apply order ([`render`]) —
 //! the namespace and its default-deny policy, the control plane's RBAC, ConfigMap, volume,
-//! Deployment and Service, and per image server a Deployment, Service, PodDisruptionBudget
-//! and NetworkPolicy — plus the YAML they are written as ([`yaml`]) and the file each goes
+//! Deployment, Service, backup CronJob and optional Ingress and ServiceMonitor, a quota,
+//! and per image server a Deployment, Service, PodDisruptionBudget, NetworkPolicy and
+//! HorizontalPodAutoscaler — plus the YAML they are written as ([`yaml`]) and the file each goes
 //! to ([`file_names`]). Every pod template meets the "restricted" Pod Security Standard and
 //! secrets are referenced, never copied: nothing here reads a secret's value.
 //!
@@ -22,6 +23,7 @@ pub mod yaml;
 pub use problem::{Problem, RenderError};
 
 use fleet_spec::ValidFleet;
+use fleet_spec::model::Quota;
 use meta::Names;
 use serde_json::{Value, json};
 
@@ -30,28 +32,19 @@ use serde_json::{Value, json};
 pub struct Options {
     /// The fleet file's text, which the control plane reads from its ConfigMap.
     pub fleet_file: String,
-    /// The control plane's image.
-    pub image: String,
     /// The deployment these manifests carry out, when mcpfleet applies them itself:
     /// written on every object as the `mcpfleet.io/deployment` annotation.
     pub deployment: Option<u64>,
 }
 
 impl Options {
-    /// Manifests of `fleet_file` that run [`default_image`], outside any deployment.
+    /// Manifests of `fleet_file`, outside any deployment.
     pub fn new(fleet_file: impl Into<String>) -> Self {
         Options {
             fleet_file: fleet_file.into(),
-            image: default_image(),
             deployment: None,
         }
     }
-}
-
-/// The control plane's image when the fleet names none: this version of mcpfleet, as
-/// `cargo xtask image` tags it.
-pub fn default_image() -> String {
-    format!("mcpfleet:{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The objects that run `fleet` on Kubernetes, in the order they are applied: the
@@ -73,16 +66,60 @@ pub fn render(fleet: &ValidFleet, options: &Options) -> Result<Vec<Value>, Rende
     if !problems.is_empty() {
         return Err(RenderError { problems });
     }
-    let mut objects = vec![
-        names.object("v1", "Namespace", names.namespace(), json!({})),
+    let mut objects = vec![names.object("v1", "Namespace", names.namespace(), json!({}))];
+    if let Some(quota) = &fleet.kubernetes.quota {
+        objects.extend(quota_objects(&names, quota));
+    }
+    objects.extend([
         control_plane::service_account(&names),
         control_plane::role(&names),
         control_plane::role_binding(&names),
         default_deny(&names),
-    ];
+    ]);
     objects.extend(servers.into_iter().flatten());
     objects.extend(control_plane::objects(&names));
     Ok(objects)
+}
+
+/// The namespace's budget, and the defaults that let a container that requests nothing
+/// in under it (a quota on CPU or memory refuses pods that do not say what they use).
+fn quota_objects(names: &Names<'_>, quota: &Quota) -> [Value; 2] {
+    let mut hard = serde_json::Map::new();
+    if let Some(millis) = quota.cpu_millis {
+        let cpu = pod::millis_quantity(millis);
+        hard.insert("limits.cpu".into(), cpu.clone().into());
+        hard.insert("requests.cpu".into(), cpu.into());
+    }
+    if let Some(bytes) = quota.memory {
+        let memory = pod::memory_quantity(bytes);
+        hard.insert("limits.memory".into(), memory.clone().into());
+        hard.insert("requests.memory".into(), memory.into());
+    }
+    if let Some(pods) = quota.pods {
+        hard.insert("pods".into(), pods.to_string().into());
+    }
+    let defaults = json!({
+        "cpu": pod::millis_quantity(pod::DEFAULT_CPU_MILLIS),
+        "memory": pod::memory_quantity(pod::DEFAULT_MEMORY),
+    });
+    [
+        names.object(
+            "v1",
+            "ResourceQuota",
+            "mcpfleet-quota",
+            json!({ "spec": { "hard": hard } }),
+        ),
+        names.object(
+            "v1",
+            "LimitRange",
+            "mcpfleet-limits",
+            json!({ "spec": { "limits": [{
+                "default": defaults,
+                "defaultRequest": defaults,
+                "type": "Container",
+            }] } }),
+        ),
+    ]
 }
 
 /// The namespace's baseline: no pod talks to or is reached by anything until a policy of

@@ -4,6 +4,7 @@
 use crate::Options;
 use crate::problem::Problem;
 use fleet_spec::ValidFleet;
+use fleet_spec::model::Kubernetes;
 use serde_json::{Map, Value, json};
 
 pub(crate) const NAME: &str = "app.kubernetes.io/name";
@@ -25,27 +26,35 @@ pub(crate) struct Names<'a> {
 }
 
 impl<'a> Names<'a> {
-    /// Also records a problem when the fleet's name cannot name its namespace.
+    /// Also records a problem when the namespace is not a valid name: the fleet file
+    /// checks it only for a fleet it knows is for Kubernetes.
     pub(crate) fn new(
         fleet: &'a ValidFleet,
         options: &'a Options,
         problems: &mut Vec<Problem>,
     ) -> Self {
-        if !is_namespace_name(&fleet.name) {
-            problems.push(Problem::FleetName {
-                fleet: fleet.name.clone(),
+        if !fleet_spec::is_dns_label(&fleet.kubernetes.namespace) {
+            problems.push(Problem::Namespace {
+                namespace: fleet.kubernetes.namespace.clone(),
             });
         }
         Names { fleet, options }
     }
 
     pub(crate) fn namespace(&self) -> &str {
-        &self.fleet.name
+        &self.fleet.kubernetes.namespace
     }
 
-    /// The Kubernetes Secret and key that hold the fleet's secret `name`.
+    /// The Kubernetes Secret and key that hold the fleet's secret `name`: as the file maps
+    /// it, else key `name` of `<fleet>-secrets`.
     pub(crate) fn secret_key(&self, name: &str) -> (String, String) {
-        (format!("{}-secrets", self.fleet.name), name.to_owned())
+        match self.fleet.kubernetes.secrets.get(name) {
+            Some(secret) => (secret.secret.clone(), secret.key.clone()),
+            None => (
+                Kubernetes::default_secret(&self.fleet.name),
+                name.to_owned(),
+            ),
+        }
     }
 
     /// The labels of a fleet-wide object (`name` is its `app.kubernetes.io/name`).
@@ -83,15 +92,6 @@ impl<'a> Names<'a> {
             object.extend(body);
         }
         object
-    }
-}
-
-/// An RFC 1123 label, what a namespace's name must be: as [`is_dns_label`], but it may
-/// start with a digit.
-fn is_namespace_name(name: &str) -> bool {
-    match name.strip_prefix(|c: char| c.is_ascii_digit()) {
-        Some(rest) => is_dns_label(&format!("a{rest}")),
-        None => is_dns_label(name),
     }
 }
 

@@ -73,9 +73,17 @@ pub(crate) fn resources(resources: &Resources) -> Option<Value> {
     (!amounts.is_empty()).then(|| json!({ "limits": amounts, "requests": amounts }))
 }
 
+/// What a container that says nothing gets under a quota (the LimitRange's default).
+pub(crate) const DEFAULT_CPU_MILLIS: u64 = 250;
+pub(crate) const DEFAULT_MEMORY: u64 = 256 << 20;
+
 /// CPUs as a quantity: whole CPUs (`2`) or millicores (`500m`), at least `1m`.
 pub(crate) fn cpu_quantity(cpus: f64) -> String {
-    let millis = ((cpus * 1000.0).round() as u64).max(1);
+    millis_quantity(((cpus * 1000.0).round() as u64).max(1))
+}
+
+/// Millicores as a quantity: whole CPUs when they are (`2`), else `500m`.
+pub(crate) fn millis_quantity(millis: u64) -> String {
     if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {

@@ -39,9 +39,31 @@ pub enum Problem {
     /// objects use.
     #[error("server `{server}`: its name cannot name Kubernetes objects")]
     ServerName { server: String, span: Span },
-    /// The fleet's name cannot name its namespace (an RFC 1123 label).
-    #[error("fleet `{fleet}`: its name cannot name a Kubernetes namespace")]
-    FleetName { fleet: String },
+    /// The namespace (by default the fleet's name) is not an RFC 1123 label.
+    #[error("namespace `{namespace}` is not a valid Kubernetes name")]
+    Namespace { namespace: String },
+    /// A secret the server mounts is read from a Secret whose name Kubernetes refuses (by
+    /// default `<fleet>-secrets`, from a fleet name with `_`).
+    #[error(
+        "server `{server}`: secret `{secret}` is read from the Secret `{name}`, which is not a valid Kubernetes name"
+    )]
+    SecretName {
+        server: String,
+        span: Span,
+        secret: String,
+        name: String,
+    },
+    /// The server scales on a resource it requests none of: a HorizontalPodAutoscaler
+    /// measures use as a share of the request.
+    #[error(
+        "server `{server}` scales on `{resource}` use but requests no {resource} (`container.resources.{field}`)"
+    )]
+    AutoscaleWithoutRequest {
+        server: String,
+        span: Span,
+        resource: &'static str,
+        field: &'static str,
+    },
     /// The server mounts a directory of this machine, which no pod may (and which the
     /// cluster's nodes do not have).
     #[error("server `{server}` mounts a host path ({path}); a cluster has no host paths")]
@@ -77,8 +99,10 @@ impl Problem {
             | Problem::ServerName { span, .. }
             | Problem::HostPath { span, .. }
             | Problem::RootUser { span, .. }
-            | Problem::PerInstanceValue { span, .. } => Some(*span),
-            Problem::FleetName { .. } => None,
+            | Problem::PerInstanceValue { span, .. }
+            | Problem::SecretName { span, .. }
+            | Problem::AutoscaleWithoutRequest { span, .. } => Some(*span),
+            Problem::Namespace { .. } => None,
         }
     }
 
@@ -91,8 +115,14 @@ impl Problem {
             Problem::ServerName { .. } => {
                 "use lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit, not `mcpfleet` nor `mcpfleet-…`"
             }
-            Problem::FleetName { .. } => {
-                "use lowercase letters, digits and `-`, starting and ending with a letter or digit"
+            Problem::Namespace { .. } => {
+                "set `kubernetes.namespace` to lowercase letters, digits and `-`, starting and ending with a letter or digit"
+            }
+            Problem::SecretName { .. } => {
+                "name the Secret in the secret's `kubernetes: { secret: … }`"
+            }
+            Problem::AutoscaleWithoutRequest { .. } => {
+                "set `container.resources` for it (requests equal limits), or scale on another target"
             }
             Problem::HostPath { .. } => {
                 "use a named volume (rendered as a PersistentVolumeClaim of that name) or bake the files into the image"

@@ -1,11 +1,12 @@
-//! One image server's objects: its NetworkPolicy, Deployment, Service (http servers) and
-//! PodDisruptionBudget.
+//! One image server's objects: its NetworkPolicy, Deployment, HorizontalPodAutoscaler
+//! (with `autoscale`), Service (http servers) and PodDisruptionBudget.
 
 use crate::meta::{self, Names};
 use crate::pod;
 use crate::problem::Problem;
 use fleet_spec::model::{
-    Container, ContainerNetwork, Executable, Isolation, Server, Text, Transport, VolumeSource,
+    Autoscale, Container, ContainerNetwork, Executable, Isolation, Server, Spread, Text, Transport,
+    VolumeSource,
 };
 use serde_json::{Map, Value, json};
 
@@ -112,6 +113,31 @@ pub(crate) fn render(
         // The control plane attaches to the container's stdin through the API server.
         main.insert("stdin".into(), true.into());
     }
+    if let Some(autoscale) = &server.autoscale {
+        for (target, resource, field, requested) in [
+            (
+                autoscale.cpu,
+                "cpu",
+                "cpus",
+                container.resources.cpus.is_some(),
+            ),
+            (
+                autoscale.memory,
+                "memory",
+                "memory",
+                container.resources.memory.is_some(),
+            ),
+        ] {
+            if target.is_some() && !requested {
+                found.push(Problem::AutoscaleWithoutRequest {
+                    server: server.name.clone(),
+                    span: server.span,
+                    resource,
+                    field,
+                });
+            }
+        }
+    }
     let files = Files::new(names, server, container, &mut found);
     main.insert("volumeMounts".into(), files.mounts.into());
     if !found.is_empty() {
@@ -138,39 +164,47 @@ pub(crate) fn render(
     };
 
     let policy = network_policy(names, server, &selector, labels.clone(), port, container);
+    let mut pod_spec = json!({
+        // Servers do not talk to the API server, nor see the namespace's Services in
+        // their environment.
+        "automountServiceAccountToken": false,
+        "containers": [main],
+        "enableServiceLinks": false,
+        "securityContext": pod::pod_security(files.user),
+        "volumes": files.volumes,
+    });
+    placement(&mut pod_spec, server, &selector);
+    let mut deployment_spec = json!({
+        "selector": { "matchLabels": pod_selector },
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                // Both 0 cannot roll; the file's `rolling` refuses it already.
+                "maxSurge": server.rollout.max_surge.max(u32::from(server.rollout.max_unavailable == 0)),
+                "maxUnavailable": server.rollout.max_unavailable,
+            },
+        },
+        "template": {
+            "metadata": { "labels": pod_labels },
+            "spec": pod_spec,
+        },
+    });
+    // With an autoscaler the replica count is its to set: an applied count would undo
+    // its decision at every apply.
+    if server.autoscale.is_none() {
+        deployment_spec["replicas"] = replicas.into();
+    }
     let deployment = names.labelled(
         "apps/v1",
         "Deployment",
         &server.name,
         labels.clone(),
-        json!({
-            "spec": {
-                "replicas": replicas,
-                "selector": { "matchLabels": pod_selector },
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {
-                        // Both 0 cannot roll; the file's `rolling` refuses it already.
-                        "maxSurge": server.rollout.max_surge.max(u32::from(server.rollout.max_unavailable == 0)),
-                        "maxUnavailable": server.rollout.max_unavailable,
-                    },
-                },
-                "template": {
-                    "metadata": { "labels": pod_labels },
-                    "spec": {
-                        // Servers do not talk to the API server, nor see the namespace's
-                        // Services in their environment.
-                        "automountServiceAccountToken": false,
-                        "containers": [main],
-                        "enableServiceLinks": false,
-                        "securityContext": pod::pod_security(files.user),
-                        "volumes": files.volumes,
-                    },
-                },
-            }
-        }),
+        json!({ "spec": deployment_spec }),
     );
     let mut objects = vec![policy, deployment];
+    if let Some(autoscale) = &server.autoscale {
+        objects.push(autoscaler(names, server, autoscale, labels.clone()));
+    }
     if let Some(port) = port {
         objects.push(names.labelled(
             "v1",
@@ -202,7 +236,8 @@ pub(crate) fn render(
 
 /// Who may reach the server's pods and whom they may reach: ingress only from the control
 /// plane and only to an http server's port (a stdio server is attached to through the API
-/// server, not the pod network); egress DNS, or nothing with `container.network: none`.
+/// server, not the pod network); egress DNS (not with `container.network: none`) and the
+/// destinations of `kubernetes.egress`.
 fn network_policy(
     names: &Names<'_>,
     server: &Server,
@@ -218,12 +253,19 @@ fn network_policy(
         }]),
         None => json!([]),
     };
-    let egress = match container.network {
-        ContainerNetwork::None => json!([]),
-        ContainerNetwork::Bridge | ContainerNetwork::Named(_) => json!([{
+    let mut egress = match container.network {
+        ContainerNetwork::None => Vec::new(),
+        ContainerNetwork::Bridge | ContainerNetwork::Named(_) => vec![json!({
             "ports": [{ "port": 53, "protocol": "UDP" }, { "port": 53, "protocol": "TCP" }],
-        }]),
+        })],
     };
+    for destination in &server.kubernetes.egress {
+        let mut rule = json!({ "to": [{ "ipBlock": { "cidr": destination.cidr() } }] });
+        if let Some(port) = destination.port {
+            rule["ports"] = json!([{ "port": port, "protocol": "TCP" }]);
+        }
+        egress.push(rule);
+    }
     names.labelled(
         "networking.k8s.io/v1",
         "NetworkPolicy",
@@ -235,6 +277,97 @@ fn network_policy(
                 "ingress": ingress,
                 "podSelector": { "matchLabels": selector },
                 "policyTypes": ["Ingress", "Egress"],
+            }
+        }),
+    )
+}
+
+/// Where the pods may run: `kubernetes:`'s node selector, tolerations and priority class,
+/// and its spreading of replicas across nodes as pod anti-affinity to the server's own pods.
+fn placement(pod_spec: &mut Value, server: &Server, selector: &Map<String, Value>) {
+    let placement = &server.kubernetes;
+    if !placement.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(placement.node_selector);
+    }
+    if !placement.tolerations.is_empty() {
+        let tolerations: Vec<Value> = (placement.tolerations.iter())
+            .map(|t| {
+                let mut toleration = json!({ "operator": t.operator });
+                if let Some(key) = &t.key {
+                    toleration["key"] = key.as_str().into();
+                }
+                if let Some(value) = &t.value {
+                    toleration["value"] = value.as_str().into();
+                }
+                if let Some(effect) = &t.effect {
+                    toleration["effect"] = json!(effect);
+                }
+                toleration
+            })
+            .collect();
+        pod_spec["tolerations"] = tolerations.into();
+    }
+    if let Some(class) = &placement.priority_class {
+        pod_spec["priorityClassName"] = class.as_str().into();
+    }
+    let term = json!({
+        "labelSelector": { "matchLabels": selector },
+        "topologyKey": "kubernetes.io/hostname",
+    });
+    let anti_affinity = match placement.spread {
+        Spread::None => return,
+        Spread::Preferred => json!({
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                { "podAffinityTerm": term, "weight": 100 },
+            ],
+        }),
+        Spread::Required => json!({ "requiredDuringSchedulingIgnoredDuringExecution": [term] }),
+    };
+    pod_spec["affinity"] = json!({ "podAntiAffinity": anti_affinity });
+}
+
+/// A HorizontalPodAutoscaler between `min` and `max` replicas on the targets the file
+/// sets: CPU and memory as a share of the request, and live client sessions per pod from
+/// the gateway's `mcpfleet_sessions` metric, which reaches the autoscaler only through a
+/// custom-metrics adapter (prometheus-adapter, KEDA) the cluster must run.
+fn autoscaler(
+    names: &Names<'_>,
+    server: &Server,
+    autoscale: &Autoscale,
+    labels: Map<String, Value>,
+) -> Value {
+    let mut metrics = Vec::new();
+    for (resource, target) in [("cpu", autoscale.cpu), ("memory", autoscale.memory)] {
+        if let Some(percent) = target {
+            metrics.push(json!({
+                "resource": {
+                    "name": resource,
+                    "target": { "averageUtilization": percent, "type": "Utilization" },
+                },
+                "type": "Resource",
+            }));
+        }
+    }
+    if let Some(sessions) = autoscale.sessions_per_pod {
+        metrics.push(json!({
+            "pods": {
+                "metric": { "name": "mcpfleet_sessions" },
+                "target": { "averageValue": sessions.to_string(), "type": "AverageValue" },
+            },
+            "type": "Pods",
+        }));
+    }
+    names.labelled(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        &server.name,
+        labels,
+        json!({
+            "spec": {
+                "maxReplicas": autoscale.max,
+                "metrics": metrics,
+                "minReplicas": autoscale.min,
+                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": server.name },
             }
         }),
     )
@@ -320,7 +453,7 @@ impl Files {
                 user: container.user.clone().unwrap_or_default(),
             });
         }
-        files.secrets(names, container);
+        files.secrets(names, server, container, problems);
         for (i, volume) in container.volumes.iter().enumerate() {
             match &volume.source {
                 VolumeSource::Path(path) => problems.push(Problem::HostPath {
@@ -348,10 +481,24 @@ impl Files {
     /// Secret files, by reference only: one `secret` volume per Kubernetes Secret with the
     /// keys the server uses as `items`, each key mounted read-only at its path. Readable
     /// by the container's group (`fsGroup`), as locally by its user.
-    fn secrets(&mut self, names: &Names<'_>, container: &Container) {
+    fn secrets(
+        &mut self,
+        names: &Names<'_>,
+        server: &Server,
+        container: &Container,
+        problems: &mut Vec<Problem>,
+    ) {
         let mut by_secret: Vec<(String, Vec<String>)> = Vec::new();
         for file in &container.secrets {
             let (secret, key) = names.secret_key(&file.secret);
+            if !fleet_spec::is_dns_subdomain(&secret) {
+                problems.push(Problem::SecretName {
+                    server: server.name.clone(),
+                    span: server.span,
+                    secret: file.secret.clone(),
+                    name: secret.clone(),
+                });
+            }
             let index = match by_secret.iter().position(|(s, _)| *s == secret) {
                 Some(index) => index,
                 None => {

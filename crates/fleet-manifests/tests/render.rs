@@ -7,6 +7,7 @@ use fleet_manifests::{Options, Problem, file_names, render};
 use fleet_spec::model::Executable;
 use fleet_spec::template::Host;
 use fleet_spec::{LoadOptions, ValidFleet, load_str};
+use fleet_testkit::kube;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,9 +77,60 @@ fn the_example_renders_each_server_as_the_design_says() {
             .unwrap_or_else(|| panic!("no {kind} {name}"))
     };
     assert_eq!(objects[0]["kind"], "Namespace", "the namespace comes first");
-    // http: replicas, a Service, the port; stdio: stdin, no Service.
-    assert_eq!(find("Deployment", "search")["spec"]["replicas"], 2);
+    assert_eq!(objects[0]["metadata"]["name"], "mcp-tools");
+    // http: a Service on the port; autoscaled, so the autoscaler sets the replicas.
+    assert!(
+        find("Deployment", "search")["spec"]
+            .get("replicas")
+            .is_none()
+    );
+    let hpa = &find("HorizontalPodAutoscaler", "search")["spec"];
+    assert_eq!(
+        (&hpa["minReplicas"], &hpa["maxReplicas"]),
+        (&2.into(), &10.into())
+    );
+    assert_eq!(
+        hpa["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    assert_eq!(
+        hpa["metrics"][1]["pods"]["metric"]["name"],
+        "mcpfleet_sessions"
+    );
     assert_eq!(find("Service", "search")["spec"]["ports"][0]["port"], 8080);
+    // Placement, and replicas spread over nodes when the scheduler can.
+    let pod = &find("Deployment", "search")["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["pool"], "mcp");
+    assert_eq!(pod["tolerations"][0]["effect"], "NoSchedule");
+    assert_eq!(pod["priorityClassName"], "mcp-high");
+    let spread =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        spread["podAffinityTerm"]["labelSelector"]["matchLabels"]["mcpfleet.io/server"],
+        "search"
+    );
+    // Declared egress beside DNS.
+    let egress = &find("NetworkPolicy", "github")["spec"]["egress"];
+    assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "0.0.0.0/0");
+    assert_eq!(egress[1]["ports"][0]["port"], 443);
+    // The namespace's quota, and defaults for containers that request nothing.
+    assert_eq!(
+        find("ResourceQuota", "mcpfleet-quota")["spec"]["hard"]["requests.cpu"],
+        "8"
+    );
+    assert_eq!(
+        find("LimitRange", "mcpfleet-limits")["spec"]["limits"][0]["type"],
+        "Container"
+    );
+    // The gateway from outside, over TLS.
+    let ingress = &find("Ingress", "mcpfleet")["spec"];
+    assert_eq!(ingress["ingressClassName"], "nginx");
+    assert_eq!(ingress["tls"][0]["secretName"], "mcp-tls");
+    assert_eq!(ingress["rules"][0]["host"], "mcp.example.com");
+    assert!(
+        !objects.iter().any(|o| o["kind"] == "ServiceMonitor"),
+        "not asked for"
+    );
     let github = find("Deployment", "github");
     assert_eq!(github["spec"]["replicas"], 2);
     assert_eq!(
@@ -126,44 +178,34 @@ fn the_example_renders_each_server_as_the_design_says() {
     let backup = find("CronJob", "mcpfleet-backup");
     let args = &backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "export-state");
+    assert_eq!(backup["spec"]["schedule"], "30 2 * * *");
+    let state = find("PersistentVolumeClaim", "mcpfleet-state");
+    assert_eq!(state["spec"]["resources"]["requests"]["storage"], "2Gi");
+    let control_plane =
+        &find("Deployment", "mcpfleet")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(control_plane["image"], "registry.example/mcpfleet:0.1.0");
 }
 
 #[test]
 fn every_pod_template_meets_the_restricted_pod_security_standard() {
     let objects = render_example();
-    let pods: Vec<(&Value, &Value)> = objects
-        .iter()
-        .filter_map(|o| pod_spec(o).map(|spec| (o, spec)))
-        .collect();
+    let pods: Vec<&Value> = objects.iter().filter(|o| pod_spec(o).is_some()).collect();
     // search, github, scratchpad, the control plane, the backup.
     assert_eq!(pods.len(), 5);
-    for (object, spec) in pods {
+    for object in pods {
+        let violations = kube::hardened_violations(object);
+        assert!(violations.is_empty(), "{violations:#?}");
+        // And the writable /tmp a read-only root needs.
+        let spec = pod_spec(object).unwrap();
         let name = &object["metadata"]["name"];
-        let pod = &spec["securityContext"];
-        assert_eq!(pod["runAsNonRoot"], true, "{name}");
-        assert_ne!(pod["runAsUser"], 0, "{name}");
-        assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{name}");
-        let tmp = spec["volumes"].as_array().unwrap().iter();
+        let volumes = spec["volumes"].as_array().unwrap();
         assert!(
-            tmp.clone()
+            volumes
+                .iter()
                 .any(|v| v["name"] == "tmp" && v["emptyDir"].is_object()),
             "{name}"
         );
         for container in spec["containers"].as_array().unwrap() {
-            let security = &container["securityContext"];
-            assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
-            assert_eq!(
-                security["capabilities"]["drop"],
-                serde_json::json!(["ALL"]),
-                "{name}"
-            );
-            assert_eq!(security["privileged"], false, "{name}");
-            assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
-            assert_eq!(security["runAsNonRoot"], true, "{name}");
-            assert_eq!(
-                security["seccompProfile"]["type"], "RuntimeDefault",
-                "{name}"
-            );
             let mounts = container["volumeMounts"].as_array().unwrap();
             assert!(
                 mounts
@@ -172,8 +214,21 @@ fn every_pod_template_meets_the_restricted_pod_security_standard() {
                 "{name}"
             );
         }
-        for volume in spec["volumes"].as_array().unwrap() {
-            assert!(volume.get("hostPath").is_none(), "{name}: {volume}");
+    }
+}
+
+#[test]
+fn the_written_manifests_validate_against_every_supported_kubernetes_and_read_back_unchanged() {
+    let objects = render_example();
+    let text = to_yaml_stream(&objects);
+    let read = kube::parse_yaml_documents(&text).expect("the stream parses");
+    assert_eq!(read, objects, "the YAML writer changed a value");
+    let dir = fleet_testkit::TempDir::new("manifests");
+    let file = dir.path().join("tools.yaml");
+    std::fs::write(&file, &text).unwrap();
+    for version in kube::SUPPORTED_VERSIONS {
+        if let Err(error) = kube::validate_strict(std::slice::from_ref(&file), version) {
+            panic!("{error}");
         }
     }
 }
@@ -200,10 +255,11 @@ fn secrets_are_referenced_and_their_values_never_written() {
         .iter()
         .find(|v| v.get("secret").is_some())
         .expect("a secret volume");
-    assert_eq!(volume["secret"]["secretName"], "tools-secrets");
+    // As the file maps it: key `token` of the Secret `github`.
+    assert_eq!(volume["secret"]["secretName"], "github");
     assert_eq!(
         volume["secret"]["items"],
-        serde_json::json!([{ "key": "github_token", "path": "github_token" }])
+        serde_json::json!([{ "key": "token", "path": "token" }])
     );
     let mount = spec["containers"][0]["volumeMounts"]
         .as_array()
@@ -212,7 +268,7 @@ fn secrets_are_referenced_and_their_values_never_written() {
         .find(|m| m["name"] == volume["name"])
         .unwrap();
     assert_eq!(mount["mountPath"], "/run/secrets/github_token");
-    assert_eq!(mount["subPath"], "github_token");
+    assert_eq!(mount["subPath"], "token");
     assert_eq!(mount["readOnly"], true);
     assert!(
         !objects.iter().any(|o| o["kind"] == "Secret"),
@@ -253,8 +309,10 @@ servers:
             | Problem::ServerName { server, span }
             | Problem::HostPath { server, span, .. }
             | Problem::RootUser { server, span, .. }
-            | Problem::PerInstanceValue { server, span, .. } => (server.as_str(), span.line),
-            Problem::FleetName { .. } => ("", 0),
+            | Problem::PerInstanceValue { server, span, .. }
+            | Problem::SecretName { server, span, .. }
+            | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
+            Problem::Namespace { namespace } => (namespace.as_str(), 0),
         })
         .collect();
     assert_eq!(
@@ -341,12 +399,82 @@ fn a_deployment_marks_every_object_it_applies() {
 #[test]
 fn manifest_files_are_named_in_apply_order_by_kind_and_name() {
     let names = file_names(&render_example());
-    assert_eq!(names[0], "00-namespace-tools.yaml");
+    assert_eq!(names[0], "00-namespace-mcp-tools.yaml");
     assert!(
-        names.contains(&"01-serviceaccount-mcpfleet.yaml".to_string()),
+        names.contains(&"01-resourcequota-mcpfleet-quota.yaml".to_string()),
         "{names:?}"
     );
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(sorted, names, "file order is apply order");
+}
+
+#[test]
+fn a_local_fleet_whose_names_kubernetes_refuses_is_told_what_to_set() {
+    // A fleet not marked for Kubernetes: the file's checks leave its derived names alone.
+    let text = "\
+version: 1
+name: my_tools
+secrets:
+  key: { env: GITHUB_TOKEN }
+servers:
+  scaled:
+    stdio: { image: registry.example/s:1 }
+    autoscale: { min: 1, max: 4, cpu: 80 }
+    container: { secrets: { /run/key: key } }
+";
+    let error = render(&load(text), &Options::new(text)).expect_err("cannot render");
+    assert_eq!(
+        error.problems,
+        [
+            Problem::Namespace {
+                namespace: "my_tools".into()
+            },
+            Problem::AutoscaleWithoutRequest {
+                server: "scaled".into(),
+                span: error.problems[1].span().unwrap(),
+                resource: "cpu",
+                field: "cpus",
+            },
+            Problem::SecretName {
+                server: "scaled".into(),
+                span: error.problems[2].span().unwrap(),
+                secret: "key".into(),
+                name: "my_tools-secrets".into(),
+            },
+        ]
+    );
+    assert!(
+        error.diagnostics()[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("kubernetes.namespace")
+    );
+}
+
+#[test]
+fn a_service_monitor_is_rendered_when_the_fleet_asks_for_one() {
+    let text = example().replace(
+        "kubernetes:\n  namespace: mcp-tools\n",
+        "kubernetes:\n  namespace: mcp-tools\n  service_monitor: true\n",
+    );
+    let objects = render(&load(&text), &Options::new(text.clone())).unwrap();
+    let monitor = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceMonitor")
+        .expect("a ServiceMonitor");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
+    // It selects the control plane's Service, by that Service's labels.
+    let service = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "mcpfleet")
+        .unwrap();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap();
+    for (key, value) in selector {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
 }

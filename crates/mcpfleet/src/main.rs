@@ -215,6 +215,10 @@ enum Command {
         /// Where to write it (replaced if it exists).
         #[arg(value_name = "FILE")]
         to: PathBuf,
+        /// Then keep only the N newest exports in FILE's directory (FILE among them):
+        /// older files there that read as state exports are removed, nothing else.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
         #[command(flatten)]
         fleet: FleetArgs,
     },
@@ -651,8 +655,9 @@ fn main() -> ExitCode {
         Command::Audit { after, fleet } => {
             block_on(record::audit(&fleet.file, fleet.state_dir, after, json))
         }
-        Command::ExportState { to, fleet } => block_on(record::export_state(
+        Command::ExportState { to, keep, fleet } => block_on(record::export_state(
             &to,
+            keep,
             &fleet.file,
             fleet.state_dir,
             json,

@@ -254,8 +254,10 @@ pub(crate) async fn audit(
 /// `export-state FILE`: the whole state store as one JSON document, written atomically and
 /// owner-only. Through the control plane when one runs (one read transaction, while it
 /// goes on working), else from the store file directly under the state directory's lock.
+/// With `keep`, older exports beside it are then removed ([`prune_exports`]).
 pub(crate) async fn export_state(
     out: &Path,
+    keep: Option<u32>,
     file: &Path,
     state_dir: Option<PathBuf>,
     json: bool,
@@ -276,7 +278,53 @@ pub(crate) async fn export_state(
     };
     let text = serde_json::to_string_pretty(&export)? + "\n";
     crate::commands::write_atomically(out, &text, 0o600)?;
-    report(&export, "exported", &dir, out, json)
+    let code = report(&export, "exported", &dir, out, json)?;
+    if let Some(keep) = keep {
+        for removed in prune_exports(out, keep as usize)? {
+            if !json {
+                println!("removed the older export {}", removed.display());
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Keeps the `keep` newest state exports in `out`'s directory, `out` (just written) among
+/// them, and removes the older ones: a scheduled backup's retention. A file counts as an
+/// export only when it is a `*.json` file that reads as one, so nothing else in the
+/// directory is ever removed. Returns what it removed.
+fn prune_exports(out: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut older = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.file_name() == out.file_name()
+            || path.extension().is_none_or(|e| e != "json")
+            || !entry.file_type()?.is_file()
+        {
+            continue;
+        }
+        let is_export = std::fs::read(&path)
+            .is_ok_and(|bytes| serde_json::from_slice::<StateExport>(&bytes).is_ok());
+        if is_export {
+            older.push((entry.metadata()?.modified()?, path));
+        }
+    }
+    // Newest first; `out` takes one of the places kept.
+    older.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    let removed: Vec<PathBuf> = older
+        .into_iter()
+        .skip(keep.saturating_sub(1))
+        .map(|(_, path)| path)
+        .collect();
+    for path in &removed {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(removed)
 }
 
 /// `import-state FILE`: loads an export into a state directory whose store is empty or

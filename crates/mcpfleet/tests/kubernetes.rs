@@ -1,4 +1,5 @@
-//! `mcpfleet render kubernetes` as users run it: the real binary, real files.
+//! `mcpfleet render kubernetes` as users run it, and the retention its backup CronJob
+//! relies on (`export-state --keep`): the real binary, real files.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -87,7 +88,7 @@ fn render_kubernetes_out_writes_a_file_per_object_and_replaces_only_its_own() {
     assert!(render().status.success());
     // An object the fleet no longer has, from an earlier render; and files of the user's.
     let stale = manifests.join("40-deployment-retired.yaml");
-    std::fs::copy(manifests.join("00-namespace-tools.yaml"), &stale).unwrap();
+    std::fs::copy(manifests.join("00-namespace-mcp-tools.yaml"), &stale).unwrap();
     std::fs::write(manifests.join("kustomization.yaml"), "resources: []\n").unwrap();
     std::fs::write(manifests.join("README.md"), "ours\n").unwrap();
     let out = render();
@@ -107,9 +108,9 @@ fn render_kubernetes_out_writes_a_file_per_object_and_replaces_only_its_own() {
         "{files:?}"
     );
     assert!(files.contains(&"README.md".to_string()), "{files:?}");
-    assert_eq!(files[0], "00-namespace-tools.yaml");
+    assert_eq!(files[0], "00-namespace-mcp-tools.yaml");
     assert!(
-        files.contains(&"01-serviceaccount-mcpfleet.yaml".to_string()),
+        files.contains(&"03-serviceaccount-mcpfleet.yaml".to_string()),
         "{files:?}"
     );
     let rendered: Vec<&String> = files
@@ -160,6 +161,70 @@ fn render_kubernetes_refuses_a_local_program_and_names_it_where_it_is() {
     assert!(
         stderr.contains("fleet.yaml:4:3"),
         "located at the server: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The backup CronJob runs `export-state FILE --keep N` into a directory of exports.
+#[test]
+fn export_state_keep_leaves_the_newest_exports_and_touches_nothing_else() {
+    let dir = scratch_dir("keep");
+    let state = dir.join("state");
+    let backups = dir.join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let empty = dir.join("empty.json");
+    std::fs::write(
+        &empty,
+        r#"{"format":1,"fleet_revisions":[],"server_revisions":[],"deployments":[],"events":[],"audit":[]}"#,
+    )
+    .unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let out = mcpfleet(
+        &["import-state", &path(&empty), "--state-dir", &path(&state)],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Three earlier exports, the oldest first, and files that are not exports.
+    let now = std::time::SystemTime::now();
+    for (hours_ago, name) in [(30, "a.json"), (20, "b.json"), (10, "c.json")] {
+        let export = backups.join(name);
+        std::fs::copy(&empty, &export).unwrap();
+        let file = std::fs::File::options().write(true).open(&export).unwrap();
+        file.set_modified(now - std::time::Duration::from_secs(hours_ago * 3600))
+            .unwrap();
+    }
+    std::fs::write(backups.join("notes.json"), "{\"not\": \"an export\"}\n").unwrap();
+    std::fs::write(backups.join("README.md"), "exports\n").unwrap();
+    let export = |name: &str, keep: &str| {
+        let file = path(&backups.join(name));
+        mcpfleet(
+            &[
+                "export-state",
+                &file,
+                "--keep",
+                keep,
+                "--state-dir",
+                &path(&state),
+            ],
+            &dir,
+        )
+    };
+    assert!(
+        !export("x.json", "0").status.success(),
+        "--keep 0 keeps nothing"
+    );
+    let out = export("d.json", "2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut files: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["README.md", "c.json", "d.json", "notes.json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("removed the older export") && stdout.contains("a.json"),
+        "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

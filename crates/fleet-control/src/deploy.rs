@@ -47,6 +47,12 @@ pub enum DeployError {
         "this control plane runs fleet `{running}`, not `{submitted}`; deploy `{submitted}` with its own `mcpfleet up`"
     )]
     OtherFleet { running: String, submitted: String },
+    /// The file moves the fleet to a cluster (`runtime: kubernetes`); this control plane
+    /// runs servers on its own machine.
+    #[error(
+        "this fleet runs on Kubernetes (runtime: kubernetes) and this control plane runs servers on this machine: `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
+    )]
+    OnKubernetes,
     /// The file changes settings only a restart applies.
     #[error(
         "`{section}` changed, and it is set when the control plane starts (its listeners, TLS and connection timeouts): apply it with `mcpfleet down` then `mcpfleet up`"
@@ -682,6 +688,9 @@ fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), Deploy
             running: current.name.clone(),
             submitted: new.name.clone(),
         });
+    }
+    if new.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
+        return Err(DeployError::OnKubernetes);
     }
     match crate::changed_settings(current, new)
         .into_iter()

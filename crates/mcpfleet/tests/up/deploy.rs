@@ -563,4 +563,12 @@ servers:
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("gateway.listen"), "{stderr}");
     assert!(stderr.contains("mcpfleet down"), "{stderr}");
+
+    // A file that moves the fleet to a cluster is refused, not run here.
+    fleet.rewrite(&format!("{}runtime: kubernetes\n", file("")));
+    let refused = fleet.mcpfleet(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("runs on Kubernetes"), "{stderr}");
+    assert!(stderr.contains("mcpfleet render kubernetes"), "{stderr}");
 }

@@ -12,6 +12,9 @@
 //!   discovery round trips.
 //! - [`rollout_state`] (pure) and [`Cluster::wait_rollout`]: when a Deployment's rollout
 //!   is done, failed, or how far it got.
+//! - [`Cluster::preflight`]: before the first apply, whether the deploy can work — the API
+//!   server's version, the namespace, every RBAC permission apply and the runtime need,
+//!   the referenced Secret keys, ResourceQuota room — as lines that say what to do.
 //!
 //! What it deliberately does not: render objects (that is `fleet-manifests`, which has no
 //! I/O), decide what to apply (the CLI), or run servers (the Kubernetes runtime, later).
@@ -20,8 +23,13 @@
 mod apply;
 mod cluster;
 pub mod kinds;
+mod preflight;
+mod quantity;
 mod rollout;
 
 pub use apply::{AppliedObject, ApplyError, ApplyOutcome, ApplyReport, FieldConflict, ObjectRef};
 pub use cluster::{ApiError, Cluster, ClusterAccess, ConnectError, FIELD_MANAGER};
+pub use preflight::{
+    Check, CheckArea, OLDEST_SUPPORTED_MINOR, PreflightReport, SecretKeyRef, Severity,
+};
 pub use rollout::{RolloutError, RolloutState, rollout_state};

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use fleet_runtime_kube::{
-    ApiError, ApplyError, ApplyOutcome, Cluster, ClusterAccess, ConnectError, FieldConflict,
-    ObjectRef, RolloutError, RolloutState,
+    ApiError, ApplyError, ApplyOutcome, CheckArea, Cluster, ClusterAccess, ConnectError,
+    FieldConflict, ObjectRef, PreflightReport, RolloutError, RolloutState, SecretKeyRef, Severity,
 };
 use fleet_testkit::{TempDir, free_port};
 use http::{Method, Request, Response, StatusCode};
@@ -609,5 +609,321 @@ async fn apply_to_an_unreachable_api_names_the_url_tried() {
             "cannot reach the Kubernetes API at http://127.0.0.1:{port}/"
         )),
         "{error}"
+    );
+}
+
+/// A cluster for preflight: answers each request by what it asks (access reviews run
+/// concurrently, so not by order) and records what was asked.
+#[derive(Clone)]
+struct FakeCluster {
+    minor: &'static str,
+    namespace_exists: bool,
+    /// (verb, resource) pairs the user may not do.
+    denied: Vec<(&'static str, &'static str)>,
+    /// Secret name → its `data`.
+    secrets: Vec<(&'static str, Value)>,
+    quotas: Vec<Value>,
+}
+
+impl Default for FakeCluster {
+    fn default() -> Self {
+        Self {
+            minor: "35",
+            namespace_exists: true,
+            denied: Vec::new(),
+            secrets: Vec::new(),
+            quotas: Vec::new(),
+        }
+    }
+}
+
+impl FakeCluster {
+    /// Serves until the client is dropped; returns each request as `METHOD path` (access
+    /// reviews as `review VERB RESOURCE`).
+    async fn serve(self, mut handle: Handle) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some((request, respond)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let body = body.collect_bytes().await.unwrap();
+            let path = parts.uri.path().to_owned();
+            let (status, reply) = match (parts.method.as_str(), path.as_str()) {
+                ("GET", "/version") => (
+                    200,
+                    json!({
+                        "major": "1", "minor": self.minor, "gitVersion": format!("v1.{}.2", self.minor),
+                        "gitCommit": "0", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                        "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64",
+                    }),
+                ),
+                ("GET", "/api/v1/namespaces/tools") if self.namespace_exists => (
+                    200,
+                    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "tools" } }),
+                ),
+                ("GET", "/api/v1/namespaces/tools") => (404, not_found()),
+                ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews") => {
+                    let mut review: Value = serde_json::from_slice(&body).unwrap();
+                    let attributes = &review["spec"]["resourceAttributes"];
+                    let verb = attributes["verb"].as_str().unwrap().to_owned();
+                    let resource = attributes["resource"].as_str().unwrap().to_owned();
+                    seen.push(format!("review {verb} {resource}"));
+                    let allowed = !self
+                        .denied
+                        .iter()
+                        .any(|(v, r)| *v == verb && *r == resource);
+                    review["status"] = json!({ "allowed": allowed });
+                    (201, review)
+                }
+                ("GET", "/api/v1/namespaces/tools/resourcequotas") => (
+                    200,
+                    json!({ "apiVersion": "v1", "kind": "ResourceQuotaList", "metadata": {}, "items": self.quotas }),
+                ),
+                ("GET", secret) if secret.starts_with("/api/v1/namespaces/tools/secrets/") => {
+                    let name = secret.rsplit('/').next().unwrap();
+                    match self.secrets.iter().find(|(n, _)| *n == name) {
+                        Some((_, data)) => (
+                            200,
+                            json!({ "apiVersion": "v1", "kind": "Secret",
+                            "metadata": { "name": name, "namespace": "tools" }, "data": data }),
+                        ),
+                        None => (404, not_found()),
+                    }
+                }
+                (method, path) => panic!("unexpected request {method} {path}"),
+            };
+            if !path.ends_with("selfsubjectaccessreviews") {
+                seen.push(format!("{} {path}", parts.method));
+            }
+            answer(respond, status, &reply);
+        }
+        seen
+    }
+}
+
+/// The fleet's objects: its namespace, the control plane's Role (what it does at run
+/// time), one Deployment (2 replicas of 500m/256Mi) and its Service.
+fn fleet_objects() -> Vec<Value> {
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": { "name": "mcpfleet", "namespace": "tools" },
+        "rules": [
+            { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete", "patch"] },
+            { "apiGroups": [""], "resources": ["pods/attach"], "verbs": ["create"] },
+            { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] },
+        ],
+    });
+    let mut deployment = deployment();
+    deployment["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({ "requests": { "cpu": "500m", "memory": "256Mi" } });
+    vec![namespace(), role, deployment, service()]
+}
+
+fn github_token() -> Vec<SecretKeyRef> {
+    vec![SecretKeyRef {
+        secret: "github".into(),
+        key: "token".into(),
+    }]
+}
+
+async fn preflight(fake: FakeCluster, secrets: &[SecretKeyRef]) -> (PreflightReport, Vec<String>) {
+    let (cluster, handle) = mock_cluster();
+    let server = tokio::spawn(fake.serve(handle));
+    let report = cluster.preflight(&fleet_objects(), secrets).await;
+    drop(cluster);
+    (
+        report,
+        server
+            .await
+            .expect("the fake cluster saw only what it knows"),
+    )
+}
+
+fn lines(report: &PreflightReport) -> Vec<String> {
+    report.checks.iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test]
+async fn mock_preflight_passes_a_cluster_that_has_everything() {
+    let fake = FakeCluster {
+        secrets: vec![("github", json!({ "token": "c2VjcmV0LXZhbHVl" }))],
+        quotas: vec![json!({ "metadata": { "name": "team" }, "status": {
+            "hard": { "requests.cpu": "4", "requests.memory": "8Gi", "pods": "20" },
+            "used": { "requests.cpu": "1", "requests.memory": "1Gi", "pods": "3" } } })],
+        ..FakeCluster::default()
+    };
+    let (report, seen) = preflight(fake, &github_token()).await;
+    assert!(report.passed(), "{:#?}", lines(&report));
+    assert_eq!(report.server_version.as_deref(), Some("v1.35.2"));
+    assert_eq!(
+        lines(&report),
+        [
+            "ok: Kubernetes v1.35.2 (supported: 1.33 or newer)",
+            "ok: namespace tools exists",
+            "ok: you hold all 20 permissions apply and the runtime need",
+            "ok: Secret tools/github has key `token`",
+            "ok: ResourceQuota team leaves room for the fleet",
+        ]
+    );
+    for review in [
+        "review patch namespaces",
+        "review create deployments",
+        "review patch services",
+        "review create pods",
+        "review get secrets",
+    ] {
+        assert!(seen.iter().any(|s| s == review), "{review} in {seen:#?}");
+    }
+}
+
+#[tokio::test]
+async fn mock_preflight_reports_each_denied_permission_with_whom_to_ask() {
+    let fake = FakeCluster {
+        denied: vec![("patch", "deployments"), ("patch", "namespaces")],
+        ..FakeCluster::default()
+    };
+    let (report, _) = preflight(fake, &[]).await;
+    assert!(!report.passed());
+    let failures: Vec<String> = report.failures().map(ToString::to_string).collect();
+    assert_eq!(
+        failures,
+        [
+            "failed: cannot patch namespaces (cluster-wide): ask an admin for a ClusterRole and ClusterRoleBinding granting it",
+            "failed: cannot patch deployments.apps in namespace tools: ask an admin for a Role and RoleBinding in tools granting it",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn mock_preflight_names_missing_secrets_and_keys_without_their_values() {
+    let fake = FakeCluster {
+        secrets: vec![(
+            "github",
+            json!({ "api-token": "c2VjcmV0LXZhbHVl", "user": "Ym90" }),
+        )],
+        ..FakeCluster::default()
+    };
+    let secrets = [
+        SecretKeyRef {
+            secret: "github".into(),
+            key: "token".into(),
+        },
+        SecretKeyRef {
+            secret: "search-secrets".into(),
+            key: "api_key".into(),
+        },
+    ];
+    let (report, seen) = preflight(fake, &secrets).await;
+    let failures: Vec<String> = report.failures().map(ToString::to_string).collect();
+    assert_eq!(
+        failures,
+        [
+            "failed: Secret tools/github has no key `token` (it has: api-token, user): add it",
+            "failed: Secret tools/search-secrets does not exist: create it (`kubectl -n tools create secret generic search-secrets --from-literal=api_key=…`)",
+        ]
+    );
+    let everything = format!("{report:?}");
+    assert!(
+        !everything.contains("c2VjcmV0LXZhbHVl") && !everything.contains("secret-value"),
+        "no value: {everything}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.contains("/secrets/github"))
+            .count(),
+        1,
+        "each Secret read once"
+    );
+}
+
+#[tokio::test]
+async fn mock_preflight_warns_when_a_resource_quota_leaves_no_room() {
+    let fake = FakeCluster {
+        quotas: vec![json!({ "metadata": { "name": "team" }, "status": {
+            "hard": { "requests.cpu": "2", "requests.memory": "8Gi", "pods": "10" },
+            "used": { "requests.cpu": "1500m", "requests.memory": "1Gi", "pods": "9" } } })],
+        ..FakeCluster::default()
+    };
+    let (report, _) = preflight(fake, &[]).await;
+    assert!(
+        report.passed(),
+        "a quota shortfall is a warning: {:#?}",
+        lines(&report)
+    );
+    let quota = report
+        .checks
+        .iter()
+        .find(|check| check.area == CheckArea::Quota)
+        .unwrap();
+    assert_eq!(quota.severity, Severity::Warning);
+    assert!(
+        quota.message.contains("pods 2 requested, 1 left of 10"),
+        "{quota}"
+    );
+    assert!(
+        quota
+            .message
+            .contains("requests.cpu 1 requested, 500m left of 2"),
+        "{quota}"
+    );
+    assert!(!quota.message.contains("memory"), "memory fits: {quota}");
+}
+
+#[tokio::test]
+async fn mock_preflight_refuses_a_cluster_older_than_1_33() {
+    let (report, _) = preflight(
+        FakeCluster {
+            minor: "32",
+            ..FakeCluster::default()
+        },
+        &[],
+    )
+    .await;
+    let failures: Vec<String> = report.failures().map(ToString::to_string).collect();
+    assert_eq!(
+        failures,
+        [
+            "failed: Kubernetes v1.32.2 is older than mcpfleet supports (1.33 or newer): upgrade the cluster or use another context"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn mock_preflight_a_missing_namespace_you_cannot_create_is_a_failure() {
+    let fake = FakeCluster {
+        namespace_exists: false,
+        denied: vec![("create", "namespaces")],
+        ..FakeCluster::default()
+    };
+    let (report, seen) = preflight(fake, &github_token()).await;
+    let failures: Vec<String> = report.failures().map(ToString::to_string).collect();
+    assert_eq!(
+        failures,
+        [
+            "failed: namespace tools does not exist and you cannot create namespaces: ask a cluster admin to create it (`kubectl create namespace tools`)",
+            "failed: Secret tools/github (key `token`) cannot exist before its namespace: create the namespace, then the Secret (`kubectl -n tools create secret generic github --from-literal=token=…`)",
+        ]
+    );
+    assert!(
+        !seen.iter().any(|s| s.contains("resourcequotas")),
+        "no quota in a namespace that does not exist"
+    );
+}
+
+#[tokio::test]
+async fn preflight_of_an_unreachable_api_is_one_failure_naming_the_url() {
+    let port = free_port();
+    let dir = TempDir::new("kube-preflight-unreachable");
+    let access = ClusterAccess::Kubeconfig {
+        path: Some(kubeconfig_file(&dir, port)),
+        context: None,
+    };
+    let cluster = Cluster::connect(&access).await.unwrap();
+    let report = cluster.preflight(&fleet_objects(), &github_token()).await;
+    assert_eq!(report.checks.len(), 1, "{report:#?}");
+    assert!(
+        report.checks[0].to_string().starts_with(&format!(
+            "failed: cannot reach the Kubernetes API at http://127.0.0.1:{port}/"
+        )),
+        "{}",
+        report.checks[0]
     );
 }

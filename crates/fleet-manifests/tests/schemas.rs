@@ -184,6 +184,8 @@ servers:
     http: { image: registry.example/search:1.2, port: 8080 }
     replicas: 2
     autoscale: { min: 2, max: 10, cpu: 70, memory: 80, sessions_per_pod: 50 }
+    # An autoscaler measures CPU and memory use as a share of the request.
+    container: { resources: { cpus: 0.5, memory: 256Mi } }
     kubernetes:
       node_selector: { pool: mcp, topology.kubernetes.io/zone: eu-1a }
       tolerations:

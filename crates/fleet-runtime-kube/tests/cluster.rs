@@ -211,6 +211,91 @@ async fn mock_apply_sends_each_object_with_field_manager_mcpfleet() {
     assert_no_more_requests(cluster, handle).await;
 }
 
+/// Every object `render kubernetes` makes of the example fleet (asked for a ServiceMonitor
+/// too) is one apply knows where to send, sent as rendered: a kind fleet-manifests renders
+/// and this crate's table lacks would otherwise show only against a cluster.
+#[tokio::test]
+async fn mock_apply_sends_every_object_of_a_rendered_fleet() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes.yaml");
+    let text = std::fs::read_to_string(example).unwrap().replacen(
+        "\nkubernetes:\n",
+        "\nkubernetes:\n  service_monitor: true\n",
+        1,
+    );
+    assert!(
+        text.contains("service_monitor: true"),
+        "the example has a kubernetes: block"
+    );
+    let fleet = fleet_spec::load_str(
+        "fleet.yaml",
+        &text,
+        "/fleet".into(),
+        &fleet_spec::LoadOptions::default(),
+    )
+    .into_valid()
+    .unwrap_or_else(|errors| panic!("{errors:#?}"));
+    let objects =
+        fleet_manifests::render(&fleet, &fleet_manifests::Options::new(text.as_str())).unwrap();
+    let kinds: std::collections::BTreeSet<&str> =
+        objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    // The example renders every kind there is (its ServiceMonitor asked for above): the
+    // table of kinds apply knows is exactly what render makes, no more, no less.
+    let table: std::collections::BTreeSet<&str> = fleet_runtime_kube::kinds::RENDERED
+        .iter()
+        .map(|kind| kind.kind)
+        .collect();
+    assert_eq!(kinds, table, "render's kinds and kinds::RENDERED differ");
+
+    let (cluster, mut handle) = mock_cluster();
+    let server = {
+        let objects = objects.clone();
+        tokio::spawn(async move {
+            for object in &objects {
+                let api_version = object["apiVersion"].as_str().unwrap();
+                let prefix = if api_version == "v1" {
+                    "/api/v1".to_owned()
+                } else {
+                    format!("/apis/{api_version}")
+                };
+                let name = object["metadata"]["name"].as_str().unwrap();
+                let (seen, respond) = next(&mut handle).await;
+                assert_eq!(seen.method, Method::GET);
+                answer(respond, 404, &not_found());
+                let (seen, respond) = next(&mut handle).await;
+                seen.assert_apply(&seen.path);
+                assert!(
+                    seen.path.starts_with(&prefix) && seen.path.ends_with(&format!("/{name}")),
+                    "{seen:?}"
+                );
+                match object["metadata"]["namespace"].as_str() {
+                    Some(namespace) => assert!(
+                        seen.path.contains(&format!("/namespaces/{namespace}/")),
+                        "{seen:?}"
+                    ),
+                    None => assert_eq!(seen.path, format!("/api/v1/namespaces/{name}")),
+                }
+                assert_eq!(seen.body.as_ref(), Some(object), "sent as rendered");
+                answer(respond, 201, &stored(object, "1"));
+            }
+            handle
+        })
+    };
+    let report = cluster
+        .apply(&objects)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let handle = server.await.expect("the API server saw every object");
+    assert_eq!(report.objects.len(), objects.len());
+    assert!(
+        report
+            .objects
+            .iter()
+            .all(|applied| applied.outcome == ApplyOutcome::Created)
+    );
+    assert_no_more_requests(cluster, handle).await;
+}
+
 #[tokio::test]
 async fn mock_apply_conflict_names_the_other_manager() {
     let (cluster, mut handle) = mock_cluster();

@@ -128,9 +128,25 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     if let Some(environment) = &fleet.environment {
         args.extend(["--env", environment]);
     }
+    // The fleet's secrets reach the control plane as the environment variables the file
+    // reads them from, each a reference to its Secret key: never a value in a manifest.
+    let env: Vec<Value> = fleet
+        .secrets
+        .iter()
+        .filter_map(|(name, source)| match source {
+            fleet_spec::model::SecretRef::Env(variable) => {
+                let (secret, key) = names.secret_key(name);
+                Some(json!({
+                    "name": variable,
+                    "valueFrom": { "secretKeyRef": { "key": key, "name": secret } },
+                }))
+            }
+            fleet_spec::model::SecretRef::File(_) => None,
+        })
+        .collect();
     let mut pod_labels = labels.clone();
     pod_labels.extend(selector(names));
-    let deployment = names.labelled(
+    let mut deployment = names.labelled(
         "apps/v1",
         "Deployment",
         NAME,
@@ -150,6 +166,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                     "spec": {
                         "containers": [{
                             "args": args,
+                            "env": env,
                             "image": fleet.kubernetes.image,
                             "imagePullPolicy": "IfNotPresent",
                             "name": NAME,
@@ -177,6 +194,13 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             }
         }),
     );
+    if env.is_empty()
+        && let Some(container) = deployment
+            .pointer_mut("/spec/template/spec/containers/0")
+            .and_then(Value::as_object_mut)
+    {
+        container.remove("env");
+    }
     let service = names.labelled(
         "v1",
         "Service",

@@ -31,5 +31,6 @@ pub use apply::{AppliedObject, ApplyError, ApplyOutcome, ApplyReport, FieldConfl
 pub use cluster::{ApiError, Cluster, ClusterAccess, ConnectError, FIELD_MANAGER};
 pub use preflight::{
     Check, CheckArea, OLDEST_SUPPORTED_MINOR, PreflightReport, SecretKeyRef, Severity,
+    referenced_secrets,
 };
 pub use rollout::{RolloutError, RolloutState, rollout_state};

@@ -69,14 +69,33 @@ pub struct Check {
     pub message: String,
 }
 
-impl fmt::Display for Check {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let label = match self.severity {
+impl Severity {
+    /// `ok`, `warning` or `failed`: how a report line starts, and its name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Severity::Ok => "ok",
             Severity::Warning => "warning",
             Severity::Failure => "failed",
-        };
-        write!(f, "{label}: {}", self.message)
+        }
+    }
+}
+
+impl CheckArea {
+    /// `api`, `namespace`, `access`, `secret` or `quota`: its name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckArea::Api => "api",
+            CheckArea::Namespace => "namespace",
+            CheckArea::Access => "access",
+            CheckArea::Secret => "secret",
+            CheckArea::Quota => "quota",
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.severity.as_str(), self.message)
     }
 }
 
@@ -517,6 +536,56 @@ fn check_version(report: &mut PreflightReport, major: &str, minor: &str, git_ver
 
 /// The namespace the fleet deploys to: the Namespace object's, else the first namespaced
 /// object's.
+/// Every Secret key the objects' pods read — the `items` of `secret` volumes (the way
+/// `render kubernetes` mounts them) and `env` `secretKeyRef`s — and each TLS Secret of an
+/// Ingress (`tls.crt`), sorted and without repeats: what [`Cluster::preflight`] checks is
+/// there.
+pub fn referenced_secrets(objects: &[Value]) -> Vec<SecretKeyRef> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut add = |secret: &Value, key: &str| {
+        if let Some(secret) = secret.as_str() {
+            found.insert((secret.to_owned(), key.to_owned()));
+        }
+    };
+    for object in objects {
+        let pod = object
+            .pointer("/spec/template/spec")
+            .or_else(|| object.pointer("/spec/jobTemplate/spec/template/spec"));
+        if let Some(pod) = pod {
+            for volume in pod["volumes"].as_array().into_iter().flatten() {
+                let secret = &volume["secret"];
+                for item in secret["items"].as_array().into_iter().flatten() {
+                    add(
+                        &secret["secretName"],
+                        item["key"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+            let containers = ["containers", "initContainers"]
+                .iter()
+                .flat_map(|list| pod[*list].as_array().into_iter().flatten());
+            for container in containers {
+                for env in container["env"].as_array().into_iter().flatten() {
+                    let reference = &env["valueFrom"]["secretKeyRef"];
+                    add(
+                        &reference["name"],
+                        reference["key"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        if object["kind"] == "Ingress" {
+            for tls in object["spec"]["tls"].as_array().into_iter().flatten() {
+                add(&tls["secretName"], "tls.crt");
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(secret, key)| SecretKeyRef { secret, key })
+        .collect()
+}
+
 fn fleet_namespace(objects: &[Value]) -> Option<String> {
     let named = |pointer| {
         objects

@@ -1012,3 +1012,39 @@ async fn preflight_of_an_unreachable_api_is_one_failure_naming_the_url() {
         report.checks[0]
     );
 }
+
+#[test]
+fn the_secrets_a_rendered_fleet_reads_are_the_ones_preflight_checks() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let fleet = fleet_spec::load_str(
+        "fleet.yaml",
+        &text,
+        "/fleet".into(),
+        &fleet_spec::LoadOptions::default(),
+    )
+    .into_valid()
+    .unwrap_or_else(|errors| panic!("{errors:#?}"));
+    let objects =
+        fleet_manifests::render(&fleet, &fleet_manifests::Options::new(text.as_str())).unwrap();
+    let found: Vec<(String, String)> = fleet_runtime_kube::referenced_secrets(&objects)
+        .into_iter()
+        .map(|r| (r.secret, r.key))
+        .collect();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(s, k)| ((*s).to_owned(), (*k).to_owned()))
+            .collect()
+    };
+    // The server's secret file, the control plane's environment (the remote server's
+    // header), the Ingress's TLS certificate.
+    assert_eq!(
+        found,
+        pairs(&[
+            ("github", "token"),
+            ("mcp-tls", "tls.crt"),
+            ("tools-secrets", "docs_token")
+        ])
+    );
+}

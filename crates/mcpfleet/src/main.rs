@@ -7,6 +7,7 @@ mod call;
 mod clients;
 mod commands;
 mod fleet;
+mod preflight;
 mod record;
 mod render;
 
@@ -250,6 +251,22 @@ enum Command {
     /// Write what runs the fleet on another platform.
     #[command(subcommand)]
     Render(RenderCommand),
+    /// Ask the fleet's Kubernetes cluster, read-only, whether the fleet can be deployed
+    /// there: API version, namespace, permissions, Secrets, quota.
+    Preflight {
+        #[command(flatten)]
+        file: FleetFile,
+        /// Apply the `environments.<E>` overlay.
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
+        /// The kubeconfig file (default: `$KUBECONFIG`, else `~/.kube/config`).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// The kubeconfig context (default: the fleet file's `kubernetes.context`, else the
+        /// kubeconfig's current one).
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+    },
     /// Print an MCP client's configuration for the servers the gateway serves.
     ClientConfig {
         /// Which client's configuration file to print.
@@ -545,6 +562,18 @@ fn main() -> ExitCode {
             environment,
             out,
         }) => render::kubernetes(&file.file, environment, out.as_deref(), json),
+        Command::Preflight {
+            file,
+            environment,
+            kubeconfig,
+            context,
+        } => block_on(preflight::preflight(
+            &file.file,
+            environment,
+            kubeconfig,
+            context,
+            json,
+        )),
         Command::ClientConfig { kind, fleet } => {
             block_on(clients::client_config(kind, &fleet.file, fleet.state_dir))
         }

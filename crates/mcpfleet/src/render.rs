@@ -5,6 +5,7 @@
 use crate::commands::{check, print_diagnostics, write_atomically};
 use anyhow::{Context, Result};
 use fleet_manifests::yaml::{to_yaml, to_yaml_stream};
+use fleet_spec::ValidFleet;
 use fleet_spec::diag::render_all;
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,31 +16,62 @@ const HEADER: &str = "# Written by `mcpfleet render kubernetes`";
 
 const REFUSED: u8 = 1;
 
+/// A fleet file's Kubernetes objects, in apply order, with the fleet they came from.
+pub(crate) struct Rendered {
+    pub fleet: ValidFleet,
+    pub objects: Vec<serde_json::Value>,
+    /// The fleet file's name, as diagnostics show it.
+    pub source_name: String,
+}
+
+/// Reads, checks and renders a fleet file. `Ok(Err(code))`: the file or its servers were
+/// refused, the reasons printed (located), `code` is the exit code to return.
+///
+/// # Errors
+/// When the file cannot be read.
+pub(crate) fn objects(
+    file: &Path,
+    environment: Option<String>,
+) -> Result<std::result::Result<Rendered, ExitCode>> {
+    let checked = check(file, environment)?;
+    print_diagnostics(&checked);
+    let source = checked.source.clone();
+    let Ok(fleet) = checked.into_valid() else {
+        return Ok(Err(ExitCode::from(REFUSED)));
+    };
+    let options = fleet_manifests::Options::new(source.text.as_ref());
+    match fleet_manifests::render(&fleet, &options) {
+        Ok(objects) => Ok(Ok(Rendered {
+            fleet,
+            objects,
+            source_name: source.name.clone(),
+        })),
+        Err(error) => {
+            eprint!("{}", render_all(&error.diagnostics(), &source));
+            Ok(Err(ExitCode::from(REFUSED)))
+        }
+    }
+}
+
 pub(crate) fn kubernetes(
     file: &Path,
     environment: Option<String>,
     out: Option<&Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    let checked = check(file, environment)?;
-    print_diagnostics(&checked);
-    let source = checked.source.clone();
-    let Ok(fleet) = checked.into_valid() else {
-        return Ok(ExitCode::from(REFUSED));
-    };
-    let options = fleet_manifests::Options::new(source.text.as_ref());
-    let objects = match fleet_manifests::render(&fleet, &options) {
-        Ok(objects) => objects,
-        Err(error) => {
-            eprint!("{}", render_all(&error.diagnostics(), &source));
-            return Ok(ExitCode::from(REFUSED));
-        }
+    let Rendered {
+        objects,
+        source_name,
+        ..
+    } = match objects(file, environment)? {
+        Ok(rendered) => rendered,
+        Err(code) => return Ok(code),
     };
     let Some(dir) = out else {
         print!("{}", to_yaml_stream(&objects));
         return Ok(ExitCode::SUCCESS);
     };
-    let names = write_directory(dir, &objects, &source.name)?;
+    let names = write_directory(dir, &objects, &source_name)?;
     if json {
         let report = serde_json::json!({ "dir": dir, "files": names });
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -228,3 +228,289 @@ fn export_state_keep_leaves_the_newest_exports_and_touches_nothing_else() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A mock of the Kubernetes API server (no real one can run here): plain HTTP/1.1 on a
+/// loopback port, answering what `preflight` asks about the example's namespace
+/// `mcp-tools`, and recording every request.
+mod mock_api_server {
+    use serde_json::{Value, json};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    pub(super) struct Cluster {
+        /// (verb, resource) pairs the credentials may not do.
+        pub denied: Vec<(&'static str, &'static str)>,
+        /// Secret name → its keys.
+        pub secrets: Vec<(&'static str, Vec<&'static str>)>,
+    }
+
+    pub(super) struct Running {
+        pub port: u16,
+        /// `METHOD path` of each request, access reviews as `review VERB RESOURCE`.
+        pub seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    pub(super) fn start(cluster: Cluster) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let cluster = Arc::new(cluster);
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (cluster, record) = (Arc::clone(&cluster), Arc::clone(&record));
+                std::thread::spawn(move || serve(stream, &cluster, &record));
+            }
+        });
+        Running { port, seen }
+    }
+
+    /// Answers requests on one keep-alive connection until the client closes it.
+    fn serve(stream: TcpStream, cluster: &Cluster, seen: &Mutex<Vec<String>>) {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                let header = header.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut words = request_line.split_whitespace();
+            let method = words.next().unwrap_or_default().to_owned();
+            let target = words.next().unwrap_or_default();
+            let path = target.split('?').next().unwrap_or_default().to_owned();
+            let (status, reply) = answer(cluster, &method, &path, &body, seen);
+            let reply = reply.to_string();
+            write!(
+                writer,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                reply.len()
+            )
+            .unwrap();
+        }
+    }
+
+    fn answer(
+        cluster: &Cluster,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        seen: &Mutex<Vec<String>>,
+    ) -> (u16, Value) {
+        let not_found = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404 });
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && method == "POST" {
+            let mut review: Value = serde_json::from_slice(body).unwrap();
+            let attributes = &review["spec"]["resourceAttributes"];
+            let verb = attributes["verb"].as_str().unwrap_or_default().to_owned();
+            let resource = attributes["resource"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let allowed = !cluster
+                .denied
+                .iter()
+                .any(|(v, r)| *v == verb && *r == resource);
+            seen.lock()
+                .unwrap()
+                .push(format!("review {verb} {resource}"));
+            review["status"] = json!({ "allowed": allowed });
+            return (201, review);
+        }
+        seen.lock().unwrap().push(format!("{method} {path}"));
+        match (method, path) {
+            ("GET", "/version") => (
+                200,
+                json!({ "major": "1", "minor": "35", "gitVersion": "v1.35.2", "gitCommit": "0",
+                        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                        "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64" }),
+            ),
+            ("GET", "/api/v1/namespaces/mcp-tools") => (
+                200,
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "mcp-tools" } }),
+            ),
+            ("GET", "/api/v1/namespaces/mcp-tools/resourcequotas") => (
+                200,
+                json!({ "apiVersion": "v1", "kind": "ResourceQuotaList", "metadata": {}, "items": [] }),
+            ),
+            ("GET", secret) if secret.starts_with("/api/v1/namespaces/mcp-tools/secrets/") => {
+                let name = secret.rsplit('/').next().unwrap_or_default();
+                match cluster.secrets.iter().find(|(n, _)| *n == name) {
+                    Some((_, keys)) => {
+                        let data: serde_json::Map<String, Value> = keys
+                            .iter()
+                            .map(|key| ((*key).to_owned(), json!("c2VjcmV0")))
+                            .collect();
+                        (
+                            200,
+                            json!({ "apiVersion": "v1", "kind": "Secret",
+                                    "metadata": { "name": name, "namespace": "mcp-tools" }, "data": data }),
+                        )
+                    }
+                    None => (404, not_found),
+                }
+            }
+            _ => (404, not_found),
+        }
+    }
+}
+
+/// A kubeconfig whose context `mock` points at the mock API server.
+fn mock_kubeconfig(dir: &Path, port: u16) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster: {{ server: \"http://127.0.0.1:{port}\" }}\n\
+             users:\n- name: tester\n  user: {{ token: not-a-real-token }}\ncontexts:\n- name: mock\n  context: {{ cluster: mock, user: tester }}\ncurrent-context: mock\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn example() -> String {
+    repo()
+        .join("examples/kubernetes.yaml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn mock_preflight_of_the_example_passes_a_cluster_that_has_everything_and_writes_nothing() {
+    let dir = scratch_dir("preflight-pass");
+    let api = mock_api_server::start(mock_api_server::Cluster {
+        denied: Vec::new(),
+        secrets: vec![
+            ("github", vec!["token"]),
+            ("tools-secrets", vec!["docs_token"]),
+            ("mcp-tls", vec!["tls.crt", "tls.key"]),
+        ],
+    });
+    let kubeconfig = mock_kubeconfig(&dir, api.port);
+    let out = mcpfleet(
+        &[
+            "preflight",
+            "-f",
+            &example(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--context",
+            "mock",
+        ],
+        &dir,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(
+        stdout.starts_with(&format!(
+            "cluster http://127.0.0.1:{}/ (v1.35.2), namespace mcp-tools",
+            api.port
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("preflight passed"), "{stdout}");
+    assert!(
+        stdout.contains("github"),
+        "the referenced Secrets are checked: {stdout}"
+    );
+    let seen = api.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s == "review patch deployments"),
+        "permissions are reviewed: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.starts_with("GET ") || s.starts_with("review ")),
+        "preflight only reads (and asks for access reviews): {seen:?}"
+    );
+}
+
+#[test]
+fn mock_preflight_reports_each_failure_with_what_to_do_and_exits_1() {
+    let dir = scratch_dir("preflight-fail");
+    let api = mock_api_server::start(mock_api_server::Cluster {
+        denied: vec![("patch", "deployments")],
+        secrets: vec![
+            ("tools-secrets", vec!["docs_token"]),
+            ("mcp-tls", vec!["tls.crt"]),
+        ],
+    });
+    let kubeconfig = mock_kubeconfig(&dir, api.port);
+    let out = mcpfleet(
+        &[
+            "preflight",
+            "-f",
+            &example(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--context",
+            "mock",
+            "--output",
+            "json",
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["namespace"], "mcp-tools");
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["severity"] == "failed")
+        .map(|c| c["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("cannot patch deployments.apps in namespace mcp-tools")),
+        "{failed:#?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("Secret mcp-tools/github does not exist")
+                && m.contains("kubectl -n mcp-tools create secret generic github")),
+        "{failed:#?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET_VALUE));
+}
+
+#[test]
+fn preflight_without_a_kubeconfig_says_where_it_looked() {
+    let dir = scratch_dir("preflight-no-kubeconfig");
+    let missing = dir.join("no-such-kubeconfig");
+    let out = mcpfleet(
+        &[
+            "preflight",
+            "-f",
+            &example(),
+            "--kubeconfig",
+            missing.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("no kubeconfig at {}", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+}

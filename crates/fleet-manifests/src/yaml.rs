@@ -110,7 +110,7 @@ fn string(s: &str, indent: usize) -> String {
     } else if let Some(block) = literal_block(s, indent) {
         block
     } else {
-        double_quoted(s)
+        fleet_spec::yaml::double_quoted(s)
     }
 }
 
@@ -179,29 +179,6 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
         }
     }
     Some(out)
-}
-
-/// A JSON string, which is also a YAML double-quoted scalar; characters YAML does not allow
-/// raw (C1 controls, DEL, line and paragraph separators, BOM) are escaped as well.
-fn double_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}') => {
-                // Writing into a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! Does not own: reading files or choosing where they live (the CLI), or checking the result:
 //! [`crate::load_str`] checks an imported file like any other.
 
+use crate::yaml::{double_quoted, needs_escape};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
@@ -1419,7 +1420,7 @@ fn write_fleet(
     }
     y.push_str("# Check it with `mcpfleet validate`.\n");
     y.push_str("version: 1\n");
-    let _ = writeln!(y, "name: {}", quoted(name));
+    let _ = writeln!(y, "name: {}", double_quoted(name));
     if !secrets.is_empty() {
         y.push_str("\nsecrets:\n");
         for secret in secrets {
@@ -1427,7 +1428,7 @@ fn write_fleet(
                 y,
                 "  {}:\n    env: {}",
                 key(&secret.name),
-                quoted(&secret.env)
+                double_quoted(&secret.env)
             );
         }
     }
@@ -1455,21 +1456,21 @@ fn write_fleet(
                 cwd,
             } => {
                 y.push_str("    stdio:\n");
-                let _ = writeln!(y, "      command: {}", quoted(command));
+                let _ = writeln!(y, "      command: {}", double_quoted(command));
                 if !args.is_empty() {
                     y.push_str("      args:\n");
                     for arg in args {
-                        let _ = writeln!(y, "        - {}", quoted(arg));
+                        let _ = writeln!(y, "        - {}", double_quoted(arg));
                     }
                 }
                 write_pairs(&mut y, "env", env);
                 if let Some(cwd) = cwd {
-                    let _ = writeln!(y, "      cwd: {}", quoted(cwd));
+                    let _ = writeln!(y, "      cwd: {}", double_quoted(cwd));
                 }
             }
             TransportOut::Remote { url, headers } => {
                 y.push_str("    remote:\n");
-                let _ = writeln!(y, "      url: {}", quoted(url));
+                let _ = writeln!(y, "      url: {}", double_quoted(url));
                 write_pairs(&mut y, "headers", headers);
             }
         }
@@ -1483,7 +1484,7 @@ fn write_pairs(y: &mut String, section: &str, pairs: &[(String, String)]) {
     }
     let _ = writeln!(y, "      {section}:");
     for (k, v) in pairs {
-        let _ = writeln!(y, "        {}: {}", key(k), quoted(v));
+        let _ = writeln!(y, "        {}: {}", key(k), double_quoted(v));
     }
 }
 
@@ -1499,35 +1500,8 @@ fn key(text: &str) -> String {
     if plain {
         text.to_string()
     } else {
-        quoted(text)
+        double_quoted(text)
     }
-}
-
-/// A double-quoted scalar that is both valid YAML and valid JSON. Characters YAML does not
-/// allow raw, and invisible ones that could hide what a line says, are escaped.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}')
 }
 
 /// User text inside a note: in backticks, with line breaks and invisible characters escaped

@@ -14,7 +14,6 @@
 //! shows them anyway.
 
 use serde_json::{Map, Value};
-use std::fmt::Write as _;
 
 /// One object as a YAML document (without the `---` separator), ending in a newline.
 pub fn to_yaml(value: &Value) -> String {

@@ -382,6 +382,37 @@ fn check_duplicate_keys(entries: &[(Node, Node)]) -> Result<(), Diagnostic> {
     Ok(())
 }
 
+/// A double-quoted scalar that is both valid YAML and valid JSON, for YAML that mcpfleet
+/// writes (`import`, `render kubernetes`). Characters YAML does not allow raw, and invisible
+/// ones that could hide what a line says, are escaped.
+pub fn double_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                // Writing into a String cannot fail.
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Control characters, zero-width and bidirectional marks, line and paragraph separators,
+/// the byte-order mark and non-characters: never written raw.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,35 +443,4 @@ mod tests {
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("aliases expand"), "{err:?}");
     }
-}
-
-/// A double-quoted scalar that is both valid YAML and valid JSON, for YAML that mcpfleet
-/// writes (`import`, `render kubernetes`). Characters YAML does not allow raw, and invisible
-/// ones that could hide what a line says, are escaped.
-pub fn double_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
-                // Writing into a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Control characters, zero-width and bidirectional marks, line and paragraph separators,
-/// the byte-order mark and non-characters: never written raw.
-pub fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}')
 }

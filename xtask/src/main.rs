@@ -106,10 +106,14 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Everything the tests run besides our own binaries: the MCP peers and Podman.
+/// Everything the tests run besides our own binaries: the MCP peers, Podman, and Debian's
+/// `prometheus` (promtool checks and unit-tests the shipped alert rules; a real Prometheus
+/// scrapes a live fleet for every dashboard query).
 fn install_test_peers() -> Result<()> {
     peers::install()?;
-    podman::install()
+    podman::install()?;
+    debian::ensure("promtool", "prometheus")?;
+    debian::ensure("prometheus", "prometheus").map(drop)
 }
 
 /// The CI gate. Everything is built once in the dev profile and reused by every step.

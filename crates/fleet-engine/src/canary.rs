@@ -40,6 +40,8 @@ type Steering = (RolloutCommand, oneshot::Sender<()>);
 pub(crate) struct ActiveRollout {
     pub(crate) commands: mpsc::UnboundedSender<Steering>,
     pub(crate) status: RolloutProgress,
+    /// When `mcpfleet pause` held it, while it is held.
+    pub(crate) paused_since: Option<Instant>,
 }
 
 /// How a step ended.
@@ -78,6 +80,7 @@ impl<R: Runtime + 'static> Engine<R> {
                     failures_in_a_row: 0,
                     last_analysis: None,
                 },
+                paused_since: None,
             }),
         );
         let mut failures = 0;
@@ -155,6 +158,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 (None, Some(_)) => RolloutState::Progressing,
             };
             self.update_rollout(name, |s| s.state = state);
+            self.set_paused_since(name, paused_with.is_some());
             let step_over = async {
                 match ends_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -326,6 +330,18 @@ impl<R: Runtime + 'static> Engine<R> {
         };
         drop(rollouts);
         self.shared.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Marks when the rollout of `server` was paused (kept while it stays paused), or that
+    /// it is not.
+    fn set_paused_since(&self, server: &str, paused: bool) {
+        let mut rollouts = self.shared.rollouts.lock();
+        if let Some(active) = rollouts.get_mut(server) {
+            active.paused_since = match (paused, active.paused_since) {
+                (false, _) => None,
+                (true, since) => Some(since.unwrap_or_else(Instant::now)),
+            };
+        }
     }
 
     fn update_rollout(&self, server: &str, change: impl FnOnce(&mut RolloutProgress)) {

@@ -29,7 +29,9 @@ pub use error::EngineError;
 pub use journal::{
     JOURNAL_FORMAT, JournalStep, ServerAction, ServerStep, StepError, append_step, failpoint,
 };
-pub use metrics::{EngineMetrics, InstanceMetrics};
+pub use metrics::{
+    CanaryMetrics, DEPLOYMENT_BUCKETS, DurationHistogram, EngineMetrics, InstanceMetrics,
+};
 pub use pin::{ImageResolver, UnpinnedImage, pin_images};
 
 use crate::report::{
@@ -345,10 +347,42 @@ impl<R: Runtime + 'static> Engine<R> {
             .collect()
     }
 
-    /// Every instance's readiness, restarts and failed checks, and how long the last
-    /// deployment took.
+    /// Every instance's readiness, restarts and failed checks, how long deployments took,
+    /// each server's traffic weights and stable revision, and the canaries in progress.
     pub fn metrics(&self) -> EngineMetrics {
-        self.shared.state.lock().metrics()
+        let mut metrics = self.shared.state.lock().metrics();
+        metrics.stable = self
+            .shared
+            .releases
+            .lock()
+            .iter()
+            .map(|(server, release)| (server.clone(), release.revision))
+            .collect();
+        metrics.traffic = metrics
+            .stable
+            .iter()
+            .flat_map(|(server, _)| {
+                self.shared
+                    .routes
+                    .weights(server)
+                    .into_iter()
+                    .map(move |(revision, weight)| (server.clone(), revision, weight))
+            })
+            .collect();
+        metrics.canaries = self
+            .shared
+            .rollouts
+            .lock()
+            .iter()
+            .map(|(server, rollout)| CanaryMetrics {
+                server: server.clone(),
+                revision: rollout.status.to_revision,
+                paused_for: rollout
+                    .paused_since
+                    .map_or(Duration::ZERO, |since| since.elapsed()),
+            })
+            .collect();
+        metrics
     }
 
     /// The event history and a receiver of everything that follows it.

@@ -1,5 +1,6 @@
 //! What the engine counts about the fleet, and its Prometheus text (the gateway renders its
-//! own families; the control plane serves both at `GET /metrics`).
+//! own families; the control plane serves both at `GET /metrics`). The dashboard and alert
+//! rules in `deploy/observability/` query these names: rename none without them.
 
 use fleet_routes::traffic::escape_label_value;
 use std::fmt::Write as _;
@@ -16,6 +17,51 @@ pub struct EngineMetrics {
     /// `abort` (`mcpfleet abort`), `failed_update` (a failed deployment put the previous
     /// revision back), `command` (`mcpfleet rollback`, or crash recovery).
     pub rollbacks: Vec<((String, &'static str), u64)>,
+    /// Each server's share of new sessions by revision: `(server, revision, percent)`.
+    pub traffic: Vec<(String, u64, u32)>,
+    /// The revision serving each server (during a canary, the stable one).
+    pub stable: Vec<(String, u64)>,
+    /// Canaries in progress.
+    pub canaries: Vec<CanaryMetrics>,
+    /// Finished deployments' durations, by how they ended (`succeeded`, `failed`,
+    /// `rolled_back`, `paused`).
+    pub deployments: Vec<(&'static str, DurationHistogram)>,
+}
+
+/// A canary in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryMetrics {
+    pub server: String,
+    /// The revision being rolled out.
+    pub revision: u64,
+    /// How long `mcpfleet pause` has held it; zero while it is not paused.
+    pub paused_for: Duration,
+}
+
+/// Upper bounds of the deployment duration buckets, in seconds: a fleet of processes is up
+/// in seconds, a canary's steps take minutes to hours.
+pub const DEPLOYMENT_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Durations counted into [`DEPLOYMENT_BUCKETS`] (the last count: above the last bound).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurationHistogram {
+    pub counts: [u64; DEPLOYMENT_BUCKETS.len() + 1],
+    pub sum_seconds: f64,
+}
+
+impl DurationHistogram {
+    /// Counts one duration.
+    pub fn observe(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = DEPLOYMENT_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DEPLOYMENT_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_seconds += seconds;
+    }
 }
 
 /// One instance's gauges and counters.
@@ -80,6 +126,7 @@ impl EngineMetrics {
                 escape_label_value(server)
             );
         }
+        self.write_rollouts(&mut out);
         out.push_str("# HELP mcpfleet_deployment_duration_seconds How long the last finished deployment took.\n");
         out.push_str("# TYPE mcpfleet_deployment_duration_seconds gauge\n");
         if let Some(took) = self.last_deployment {
@@ -89,7 +136,64 @@ impl EngineMetrics {
                 took.as_secs_f64()
             );
         }
+        out.push_str("# HELP mcpfleet_deployment_seconds How long finished deployments took, by how they ended.\n");
+        out.push_str("# TYPE mcpfleet_deployment_seconds histogram\n");
+        for (state, histogram) in &self.deployments {
+            let mut cumulative = 0;
+            for (index, count) in histogram.counts.iter().enumerate() {
+                cumulative += count;
+                let bound = DEPLOYMENT_BUCKETS
+                    .get(index)
+                    .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+                let _ = writeln!(
+                    out,
+                    "mcpfleet_deployment_seconds_bucket{{state=\"{state}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "mcpfleet_deployment_seconds_sum{{state=\"{state}\"}} {}",
+                histogram.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "mcpfleet_deployment_seconds_count{{state=\"{state}\"}} {cumulative}"
+            );
+        }
         out
+    }
+
+    /// Traffic weights, stable revisions and canaries.
+    fn write_rollouts(&self, out: &mut String) {
+        out.push_str("# HELP mcpfleet_traffic_weight Percent of a server's new sessions that go to the revision.\n");
+        out.push_str("# TYPE mcpfleet_traffic_weight gauge\n");
+        for (server, revision, weight) in &self.traffic {
+            let _ = writeln!(
+                out,
+                "mcpfleet_traffic_weight{{server=\"{}\",revision=\"{revision}\"}} {weight}",
+                escape_label_value(server)
+            );
+        }
+        out.push_str("# HELP mcpfleet_stable_revision The revision serving the server (a canary's stable one); always 1.\n");
+        out.push_str("# TYPE mcpfleet_stable_revision gauge\n");
+        for (server, revision) in &self.stable {
+            let _ = writeln!(
+                out,
+                "mcpfleet_stable_revision{{server=\"{}\",revision=\"{revision}\"}} 1",
+                escape_label_value(server)
+            );
+        }
+        out.push_str("# HELP mcpfleet_canary_paused_seconds How long mcpfleet pause has held the canary of the revision (0: not paused).\n");
+        out.push_str("# TYPE mcpfleet_canary_paused_seconds gauge\n");
+        for canary in &self.canaries {
+            let _ = writeln!(
+                out,
+                "mcpfleet_canary_paused_seconds{{server=\"{}\",revision=\"{}\"}} {}",
+                escape_label_value(&canary.server),
+                canary.revision,
+                canary.paused_for.as_secs_f64()
+            );
+        }
     }
 }
 
@@ -121,6 +225,7 @@ mod tests {
             ],
             last_deployment: Some(Duration::from_millis(1_250)),
             rollbacks: vec![(("search".into(), "analysis"), 1)],
+            ..EngineMetrics::default()
         };
         assert_eq!(
             metrics.prometheus_text(),
@@ -140,11 +245,70 @@ mcpfleet_health_check_failures_total{server=\"notes\",instance=\"notes-r1-1\"} 0
 # HELP mcpfleet_rollbacks_total Times a server went back to an earlier revision, by reason.
 # TYPE mcpfleet_rollbacks_total counter
 mcpfleet_rollbacks_total{server=\"search\",reason=\"analysis\"} 1
+# HELP mcpfleet_traffic_weight Percent of a server's new sessions that go to the revision.
+# TYPE mcpfleet_traffic_weight gauge
+# HELP mcpfleet_stable_revision The revision serving the server (a canary's stable one); always 1.
+# TYPE mcpfleet_stable_revision gauge
+# HELP mcpfleet_canary_paused_seconds How long mcpfleet pause has held the canary of the revision (0: not paused).
+# TYPE mcpfleet_canary_paused_seconds gauge
 # HELP mcpfleet_deployment_duration_seconds How long the last finished deployment took.
 # TYPE mcpfleet_deployment_duration_seconds gauge
 mcpfleet_deployment_duration_seconds 1.25
+# HELP mcpfleet_deployment_seconds How long finished deployments took, by how they ended.
+# TYPE mcpfleet_deployment_seconds histogram
 "
         );
+    }
+
+    #[test]
+    fn a_canary_shows_its_weights_its_stable_revision_and_how_long_it_is_paused() {
+        let metrics = EngineMetrics {
+            traffic: vec![("api".into(), 1, 75), ("api".into(), 2, 25)],
+            stable: vec![("api".into(), 1)],
+            canaries: vec![CanaryMetrics {
+                server: "api".into(),
+                revision: 2,
+                paused_for: Duration::from_millis(90_500),
+            }],
+            ..EngineMetrics::default()
+        };
+        let text = metrics.prometheus_text();
+        for line in [
+            r#"mcpfleet_traffic_weight{server="api",revision="1"} 75"#,
+            r#"mcpfleet_traffic_weight{server="api",revision="2"} 25"#,
+            r#"mcpfleet_stable_revision{server="api",revision="1"} 1"#,
+            r#"mcpfleet_canary_paused_seconds{server="api",revision="2"} 90.5"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn deployment_durations_are_a_cumulative_histogram_by_how_they_ended() {
+        let mut succeeded = DurationHistogram::default();
+        succeeded.observe(Duration::from_millis(800));
+        succeeded.observe(Duration::from_secs(4));
+        succeeded.observe(Duration::from_secs(7_200));
+        let mut failed = DurationHistogram::default();
+        failed.observe(Duration::from_secs(30));
+        let metrics = EngineMetrics {
+            deployments: vec![("failed", failed), ("succeeded", succeeded)],
+            ..EngineMetrics::default()
+        };
+        let text = metrics.prometheus_text();
+        for line in [
+            r#"mcpfleet_deployment_seconds_bucket{state="succeeded",le="1"} 1"#,
+            r#"mcpfleet_deployment_seconds_bucket{state="succeeded",le="5"} 2"#,
+            r#"mcpfleet_deployment_seconds_bucket{state="succeeded",le="3600"} 2"#,
+            r#"mcpfleet_deployment_seconds_bucket{state="succeeded",le="+Inf"} 3"#,
+            r#"mcpfleet_deployment_seconds_sum{state="succeeded"} 7204.8"#,
+            r#"mcpfleet_deployment_seconds_count{state="succeeded"} 3"#,
+            r#"mcpfleet_deployment_seconds_bucket{state="failed",le="15"} 0"#,
+            r#"mcpfleet_deployment_seconds_bucket{state="failed",le="30"} 1"#,
+            r#"mcpfleet_deployment_seconds_count{state="failed"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]
@@ -168,8 +332,7 @@ mcpfleet_deployment_duration_seconds 1.25
                 restarts: 0,
                 health_check_failures: 0,
             }],
-            last_deployment: None,
-            rollbacks: Vec::new(),
+            ..EngineMetrics::default()
         };
         assert!(
             metrics

@@ -1,7 +1,7 @@
 //! The fleet as the engine sees it, and its snapshot as a [`FleetStatus`].
 
 use crate::instance_id::InstanceId;
-use crate::metrics::{EngineMetrics, InstanceMetrics};
+use crate::metrics::{DurationHistogram, EngineMetrics, InstanceMetrics};
 use crate::report::{
     CheckResult, DeploymentState, DeploymentStatus, FleetStatus, InstanceStatus, ServerState,
     ServerStatus,
@@ -36,6 +36,8 @@ pub(crate) struct FleetState {
     check_failures: BTreeMap<InstanceId, u64>,
     /// Rollbacks by (server, reason), for the life of the control plane.
     rollbacks: BTreeMap<(String, &'static str), u64>,
+    /// Finished deployments' durations by how they ended, for the life of the control plane.
+    deployments: BTreeMap<&'static str, DurationHistogram>,
 }
 
 impl ServerRecord {
@@ -84,6 +86,7 @@ impl FleetState {
             last_deployment: None,
             check_failures: BTreeMap::new(),
             rollbacks: BTreeMap::new(),
+            deployments: BTreeMap::new(),
         }
     }
 
@@ -153,7 +156,21 @@ impl FleetState {
         }
         self.deployment.reason = reason;
         self.deployment.finished_at = Some(now());
-        self.last_deployment = Some(self.deployment_began.elapsed());
+        let took = self.deployment_began.elapsed();
+        self.last_deployment = Some(took);
+        // A deployment a shutdown cut short did not end on its own: no duration to count.
+        let ended = match self.deployment.state {
+            DeploymentState::Succeeded => Some("succeeded"),
+            DeploymentState::Failed => Some("failed"),
+            DeploymentState::RolledBack => Some("rolled_back"),
+            DeploymentState::Paused => Some("paused"),
+            DeploymentState::InProgress | DeploymentState::Stopping | DeploymentState::Stopped => {
+                None
+            }
+        };
+        if let Some(ended) = ended {
+            self.deployments.entry(ended).or_default().observe(took);
+        }
     }
 
     pub(crate) fn deployment_state(&self) -> DeploymentState {
@@ -379,6 +396,12 @@ impl FleetState {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
+            deployments: self
+                .deployments
+                .iter()
+                .map(|(state, histogram)| (*state, histogram.clone()))
+                .collect(),
+            ..EngineMetrics::default()
         }
     }
 

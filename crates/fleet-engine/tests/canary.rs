@@ -228,12 +228,30 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert_eq!(rollout_state(&engine), Some((1, 20, RolloutState::Paused)));
     assert_eq!(weights(&engine), [(1, 80), (2, 20)]);
+    // What the "canary paused too long" alert and the weight panel read.
+    let metrics = engine.metrics();
+    let [canary] = metrics.canaries.as_slice() else {
+        panic!("one canary: {metrics:#?}")
+    };
+    assert_eq!((canary.server.as_str(), canary.revision), ("api", 2));
+    assert!(canary.paused_for >= Duration::from_secs(300), "{canary:?}");
+    assert_eq!(metrics.stable, [("api".to_owned(), 1)]);
+    assert_eq!(
+        metrics.traffic,
+        [("api".to_owned(), 1, 80), ("api".to_owned(), 2, 20)]
+    );
 
     engine
         .command("api", RolloutCommand::Resume)
         .await
         .expect("the canary takes `resume`");
     let resumed = tokio::time::Instant::now();
+    fleet_testkit::wait_until(
+        "the resumed canary no longer counts as paused",
+        Duration::from_secs(15),
+        async || engine.metrics().canaries[0].paused_for.is_zero(),
+    )
+    .await;
     fleet_testkit::wait_until(
         "the canary is at its second step",
         Duration::from_secs(60),
@@ -255,4 +273,14 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
     let outcome = deploying.await.expect("the deployment did not panic");
     assert_eq!(outcome.state, DeploymentState::Succeeded, "{outcome:?}");
     assert_eq!(weights(&engine), [(2, 100)]);
+    let metrics = engine.metrics();
+    assert!(metrics.canaries.is_empty(), "{metrics:#?}");
+    assert_eq!(metrics.stable, [("api".to_owned(), 2)]);
+    // Both deployments (revision 1, then the canary) counted as succeeded.
+    let succeeded = metrics
+        .deployments
+        .iter()
+        .find(|(state, _)| *state == "succeeded")
+        .map(|(_, histogram)| histogram.counts.iter().sum::<u64>());
+    assert_eq!(succeeded, Some(2), "{metrics:#?}");
 }

@@ -17,6 +17,7 @@ mod deploy;
 mod first_use;
 mod history;
 mod messages;
+mod observability;
 mod recovery;
 mod restart;
 mod status;

@@ -491,6 +491,10 @@ pub enum EventKind {
     RollbackCompleted,
     /// A canary moved to its next traffic step.
     RolloutStep,
+    /// A canary was paused (`mcpfleet pause`).
+    RolloutPaused,
+    /// A canary's revision took every new session.
+    RolloutPromoted,
     /// An analysis interval failed.
     PerformanceAlert,
     /// At start, what a control plane that died left unfinished was settled.
@@ -499,7 +503,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::DeploymentStarted,
         EventKind::DeploymentCompleted,
         EventKind::DeploymentFailed,
@@ -516,6 +520,8 @@ impl EventKind {
         EventKind::RollbackStarted,
         EventKind::RollbackCompleted,
         EventKind::RolloutStep,
+        EventKind::RolloutPaused,
+        EventKind::RolloutPromoted,
         EventKind::PerformanceAlert,
         EventKind::Recovered,
     ];
@@ -540,6 +546,8 @@ impl EventKind {
             EventKind::RollbackStarted => "rollback_started",
             EventKind::RollbackCompleted => "rollback_completed",
             EventKind::RolloutStep => "rollout_step",
+            EventKind::RolloutPaused => "rollout_paused",
+            EventKind::RolloutPromoted => "rollout_promoted",
             EventKind::PerformanceAlert => "performance_alert",
             EventKind::Recovered => "recovered",
         }

@@ -37,6 +37,8 @@ pub(crate) struct AppState {
     pub(crate) gateway: fleet_gateway::Gateway,
     /// `http://<admin.listen>`, when the TCP listener runs.
     pub(crate) admin_url: Option<String>,
+    /// Each deployment gives them its fleet's receivers.
+    pub(crate) webhooks: crate::webhooks::Webhooks,
 }
 
 /// Every admin route: the unix socket's.
@@ -229,6 +231,7 @@ fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Res
     // Subscribed before the deployment starts: its first event is not missed.
     let (_, live) = state.engine.subscribe();
     crate::apply_gateway_settings(&state.gateway, prepared.fleet());
+    state.webhooks.configure(prepared.fleet());
     let run = tokio::spawn(prepared.run());
     let stream = futures::stream::unfold(Some((live, run)), |following| async move {
         let (mut live, run) = following?;

@@ -6,7 +6,8 @@
 //! fleet), reaping what a killed predecessor left, the admin routes (`GET /metrics` puts the
 //! gateway's and the engine's metrics together), recording the engine's events and the
 //! gateway's tool calls in the state store (and serving them from it), `export-state` /
-//! `import-state` on a stopped fleet's store, shutdown on signal or request. Does not
+//! `import-state` on a stopped fleet's store, webhooks on rollout events (`webhooks`),
+//! shutdown on signal or request. Does not
 //! own: deployment logic (fleet-engine), process supervision (fleet-runtime), the data
 //! plane (fleet-gateway), the command line (mcpfleet).
 
@@ -17,6 +18,7 @@ mod event_log;
 pub mod record;
 mod state_dir;
 pub mod to_api;
+mod webhooks;
 
 pub use backup::{
     BackupError, InvalidName, NameKind, check_import_names, export_state, import_state,
@@ -155,6 +157,7 @@ impl ControlPlane {
         engine.offer_leftovers(adoptable);
         // Before anything can emit an event (recovery, the first deployment).
         let events = EventLog::start(&engine, store.clone());
+        let webhooks = webhooks::Webhooks::start(&engine, &fleet.name, host.clone());
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
         let (audit, audit_writer) = event_log::audit_to_store(store.clone());
         gateway_config.audit = Some(audit);
@@ -175,6 +178,7 @@ impl ControlPlane {
         let submission = deployer.recover(submission).await?;
         let first = deployer.prepare(submission).await?;
         first.announce();
+        webhooks.configure(first.fleet());
         let api_state = api::AppState {
             engine: engine.clone(),
             deployer: deployer.clone(),
@@ -185,6 +189,7 @@ impl ControlPlane {
             finished: finished.clone(),
             gateway: gateway.clone(),
             admin_url: admin_url.clone(),
+            webhooks,
         };
         if let Some((tcp, _)) = admin_listener {
             let router = api::tcp_router(api_state.clone());

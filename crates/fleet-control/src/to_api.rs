@@ -189,6 +189,8 @@ fn event_kind(kind: engine::EventKind) -> api::EventKind {
         engine::EventKind::RollbackStarted => api::EventKind::RollbackStarted,
         engine::EventKind::RollbackCompleted => api::EventKind::RollbackCompleted,
         engine::EventKind::RolloutStep => api::EventKind::RolloutStep,
+        engine::EventKind::RolloutPaused => api::EventKind::RolloutPaused,
+        engine::EventKind::RolloutPromoted => api::EventKind::RolloutPromoted,
         engine::EventKind::PerformanceAlert => api::EventKind::PerformanceAlert,
         engine::EventKind::Recovered => api::EventKind::Recovered,
     }
@@ -233,6 +235,8 @@ mod tests {
             api::EventKind::RollbackStarted => engine::EventKind::RollbackStarted,
             api::EventKind::RollbackCompleted => engine::EventKind::RollbackCompleted,
             api::EventKind::RolloutStep => engine::EventKind::RolloutStep,
+            api::EventKind::RolloutPaused => engine::EventKind::RolloutPaused,
+            api::EventKind::RolloutPromoted => engine::EventKind::RolloutPromoted,
             api::EventKind::PerformanceAlert => engine::EventKind::PerformanceAlert,
             api::EventKind::Recovered => engine::EventKind::Recovered,
         }

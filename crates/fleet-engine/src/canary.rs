@@ -123,6 +123,12 @@ impl<R: Runtime + 'static> Engine<R> {
         }
         self.set_rollout(&name, None);
         self.promote(&old, &new, &started).await;
+        self.shared.events.emit_revision(
+            EventKind::RolloutPromoted,
+            &name,
+            new.revision,
+            format!("revision {} takes every new session", new.revision),
+        );
         Ok(())
     }
 
@@ -242,6 +248,15 @@ impl<R: Runtime + 'static> Engine<R> {
                             if pause.is_some() {
                                 ends_at = None;
                             }
+                            self.shared.events.emit_revision(
+                                EventKind::RolloutPaused,
+                                name,
+                                new.revision,
+                                format!(
+                                    "the canary of revision {} is paused until `mcpfleet resume`",
+                                    new.revision
+                                ),
+                            );
                         }
                     }
                     Some(RolloutCommand::Resume) => {

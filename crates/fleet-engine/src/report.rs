@@ -133,6 +133,10 @@ pub enum EventKind {
     RollbackCompleted,
     /// A canary moved to its next traffic step.
     RolloutStep,
+    /// A canary was paused (`mcpfleet pause`): it stays at its step until resumed.
+    RolloutPaused,
+    /// A canary's revision took every new session: the rollout is over.
+    RolloutPromoted,
     /// An analysis interval failed.
     PerformanceAlert,
     /// At start, what a control plane that died left unfinished was settled.

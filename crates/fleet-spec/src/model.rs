@@ -8,7 +8,7 @@
 use crate::diag::Span;
 pub use crate::raw::{
     Condition, Era, OnAbort, OnFailure, Pull, RestartPolicyKind, RuntimeKind, Spread, Strategy,
-    TaintEffect, TolerationOperator,
+    TaintEffect, TolerationOperator, WebhookEvent, WebhookFormat,
 };
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -34,6 +34,9 @@ pub struct ValidFleet {
     pub kubernetes: Kubernetes,
     pub gateway: Gateway,
     pub admin: Admin,
+    /// Left out when empty, as the fleet read before the key existed.
+    #[serde(skip_serializing_if = "Notifications::is_empty")]
+    pub notifications: Notifications,
     /// In file order.
     pub servers: Vec<Server>,
 }
@@ -837,4 +840,37 @@ mod tests {
         assert!(parse_duration("5 sec").is_err());
         assert!(parse_duration("5d").unwrap_err().contains("not a unit"));
     }
+}
+
+/// Who is told when a deployment or rollout changes course (`notifications:`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Notifications {
+    /// In file order.
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Notifications {
+    pub fn is_empty(&self) -> bool {
+        self.webhooks.is_empty()
+    }
+}
+
+/// A receiver of signed webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Webhook {
+    /// http(s); may hold a secret (shown as `***`), so it is logged as shown only.
+    pub url: Text,
+    /// The HMAC-SHA256 key (a `secret()` reference); `None`: deliveries are unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Text>,
+    /// The events sent, each once, in [`WebhookEvent::ALL`] order.
+    pub events: Vec<WebhookEvent>,
+    pub format: WebhookFormat,
+    /// How long one delivery attempt may take.
+    #[serde(serialize_with = "duration_text")]
+    pub timeout: Duration,
+}
+
+impl Webhook {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 }

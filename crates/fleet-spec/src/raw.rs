@@ -45,6 +45,9 @@ pub struct RawFleet {
     /// Settings every server inherits unless it sets its own.
     #[serde(default)]
     pub defaults: Recover<RawDefaults>,
+    /// Who is told when a deployment or rollout changes course.
+    #[serde(default)]
+    pub notifications: Recover<RawNotifications>,
     /// The MCP servers of the fleet, by name.
     #[serde(default)]
     pub servers: Named<Recover<RawServer>>,
@@ -70,6 +73,8 @@ pub struct RawOverlay {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub defaults: Option<RawDefaults>,
+    #[serde(default)]
+    pub notifications: Option<RawNotifications>,
     /// Per-server overrides; every key of a server may appear.
     #[serde(default)]
     pub servers: Option<Named<Recover<RawServer>>>,
@@ -1029,4 +1034,100 @@ impl JsonSchema for RawPause {
             "anyOf": [ duration, { "type": "object", "additionalProperties": false } ]
         })
     }
+}
+
+// --- notifications: ---------------------------------------------------------------------
+
+/// Who is told when a deployment or rollout changes course.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Notifications")]
+pub struct RawNotifications {
+    /// HTTP endpoints that are POSTed each event they subscribe to, in order, signed.
+    #[serde(default)]
+    pub webhooks: Vec<Recover<Spanned<RawWebhook>>>,
+}
+
+/// One receiver of webhooks.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Webhook")]
+pub struct RawWebhook {
+    /// `https://…` (or `http://` to this machine). May use `secret()`: a Slack webhook's
+    /// URL is itself a credential.
+    pub url: Option<Spanned<String>>,
+    /// The HMAC-SHA256 key of the `X-Mcpfleet-Signature` header, as
+    /// `{{ secret('name') }}`. Absent: deliveries are not signed.
+    pub secret: Option<Spanned<String>>,
+    /// The events sent. Default: all of them.
+    pub events: Option<Vec<Spanned<WebhookEvent>>>,
+    /// `json` (default): mcpfleet's own body; `slack`: `{"text": …}` for a Slack (or
+    /// compatible) incoming webhook.
+    pub format: Option<Spanned<WebhookFormat>>,
+    /// How long one delivery attempt may take. Default `10s`.
+    pub timeout: Option<Spanned<DurationText>>,
+}
+
+/// What a webhook is sent for.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookEvent {
+    /// A deployment began.
+    Started,
+    /// A canary moved to its next traffic step.
+    Step,
+    /// A canary was paused (`mcpfleet pause`). A deployment that stops where it failed
+    /// (`on_failure: pause`) is `failed`.
+    Paused,
+    /// A canary was aborted (by `mcpfleet abort` or its analysis).
+    Aborted,
+    /// What a failed deployment or aborted canary changed is undone.
+    RolledBack,
+    /// A canary's revision took all traffic.
+    Promoted,
+    /// A deployment ended with a server not ready (rolled back, paused or left as it is).
+    Failed,
+    /// A deployment ended with every server ready.
+    Succeeded,
+}
+
+impl WebhookEvent {
+    /// Every event, in declaration order.
+    pub const ALL: [WebhookEvent; 8] = [
+        WebhookEvent::Started,
+        WebhookEvent::Step,
+        WebhookEvent::Paused,
+        WebhookEvent::Aborted,
+        WebhookEvent::RolledBack,
+        WebhookEvent::Promoted,
+        WebhookEvent::Failed,
+        WebhookEvent::Succeeded,
+    ];
+
+    /// The event's one name: in the fleet file and in the body sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::Started => "started",
+            WebhookEvent::Step => "step",
+            WebhookEvent::Paused => "paused",
+            WebhookEvent::Aborted => "aborted",
+            WebhookEvent::RolledBack => "rolled-back",
+            WebhookEvent::Promoted => "promoted",
+            WebhookEvent::Failed => "failed",
+            WebhookEvent::Succeeded => "succeeded",
+        }
+    }
+}
+
+/// The body a webhook receiver is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookFormat {
+    /// `{event, fleet, server?, revision?, deployment?, message, time}`.
+    #[default]
+    Json,
+    /// `{"text": "…"}`: the same facts in one line.
+    Slack,
 }

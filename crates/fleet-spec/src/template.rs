@@ -303,6 +303,17 @@ impl InstanceTemplates {
             )
             .map_err(|e| RenderError { message: e.message })
     }
+
+    /// Renders one of the fleet's own strings (a webhook's URL or secret), outside any
+    /// server.
+    ///
+    /// # Errors
+    /// The template fails with real values (unset variable, unreadable secret).
+    pub fn render_fleet(&self, text: &Text) -> Result<String, RenderError> {
+        self.templates
+            .render(&text.template, Scope::FLEET)
+            .map_err(|e| RenderError { message: e.message })
+    }
 }
 
 fn read_secret(

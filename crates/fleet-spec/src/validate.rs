@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod kubernetes;
+mod notifications;
 pub use kubernetes::{DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, is_dns_label, is_dns_subdomain};
 
 /// Fleet files larger than this are refused before parsing.
@@ -358,6 +359,7 @@ impl Validator {
         let kubernetes = self.kubernetes(&raw, &name);
         let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
         let admin = self.admin(raw.admin.0.as_ref());
+        let notifications = self.notifications(raw.notifications.0.as_ref(), &templates);
         let defaults = raw.defaults.0.unwrap_or_default();
 
         let mut servers = Vec::new();
@@ -406,6 +408,7 @@ impl Validator {
             kubernetes,
             gateway,
             admin,
+            notifications,
             servers,
         }
     }
@@ -1272,7 +1275,7 @@ impl Validator {
         } else if let Some(remote) = &raw.remote {
             let r = &remote.value;
             let url = self.render(t, &r.url, scope);
-            self.check_url(&url, r.url.span);
+            self.check_url(&url, r.url.span, UrlUse::Server);
             let headers = r
                 .headers
                 .0
@@ -1429,7 +1432,7 @@ impl Validator {
         }
     }
 
-    fn check_url(&mut self, url: &Text, span: Span) {
+    fn check_url(&mut self, url: &Text, span: Span, used_for: UrlUse) {
         if url.shown.contains("***") {
             return; // the URL carries a secret; it is checked when it is rendered for real.
         }
@@ -1439,9 +1442,7 @@ impl Validator {
                     format!("URL scheme `{}` is not supported", u.scheme()),
                     span,
                 )
-                .help = Some(
-                    "remote servers speak Streamable HTTP: use an http:// or https:// URL".into(),
-                );
+                .help = Some(used_for.scheme_help().into());
             }
             Ok(u) if u.host().is_none() => {
                 self.error("the URL has no host", span);
@@ -1449,16 +1450,15 @@ impl Validator {
             Ok(u) => {
                 let local = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
                 if u.scheme() == "http" && !local {
-                    self.warning(
-                        "plain http:// to a remote host sends credentials unencrypted",
-                        span,
-                    )
-                    .help = Some("use https://".into());
+                    self.warning(used_for.plain_http_warning(), span).help =
+                        Some("use https://".into());
                 }
             }
             Err(e) => {
-                self.error(format!("invalid URL: {e}"), span).help =
-                    Some("write the full endpoint, e.g. `https://mcp.example.com/mcp`".into());
+                self.error(format!("invalid URL: {e}"), span).help = Some(format!(
+                    "write the full endpoint, e.g. `{}`",
+                    used_for.example()
+                ));
             }
         }
     }
@@ -1639,7 +1639,7 @@ impl Validator {
                 }
                 (None, Some(u)) => {
                     let text = self.render(t, u, scope);
-                    self.check_url(&text, u.span);
+                    self.check_url(&text, u.span, UrlUse::Server);
                     text.shown
                 }
                 (Some(_), Some(u)) => {
@@ -1922,6 +1922,42 @@ struct CommandKeys<'a> {
 const ENGINE_NAME_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter or digit";
 
 /// Whether the container engine accepts `name` as a network or volume name.
+/// What a URL of the fleet file is for, which decides what its diagnostics say.
+#[derive(Debug, Clone, Copy)]
+enum UrlUse {
+    /// A remote server's endpoint or an http check's.
+    Server,
+    /// Where webhooks are POSTed.
+    Webhook,
+}
+
+impl UrlUse {
+    fn scheme_help(self) -> &'static str {
+        match self {
+            UrlUse::Server => {
+                "remote servers speak Streamable HTTP: use an http:// or https:// URL"
+            }
+            UrlUse::Webhook => "webhooks are POSTed over HTTP: use an https:// URL",
+        }
+    }
+
+    fn plain_http_warning(self) -> &'static str {
+        match self {
+            UrlUse::Server => "plain http:// to a remote host sends credentials unencrypted",
+            UrlUse::Webhook => {
+                "plain http:// to a remote host sends the fleet's events unencrypted: anyone on the way can read them, and replay one while its timestamp is fresh"
+            }
+        }
+    }
+
+    fn example(self) -> &'static str {
+        match self {
+            UrlUse::Server => "https://mcp.example.com/mcp",
+            UrlUse::Webhook => "https://hooks.example.com/mcpfleet",
+        }
+    }
+}
+
 fn is_engine_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())

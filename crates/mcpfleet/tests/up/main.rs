@@ -22,6 +22,7 @@ mod recovery;
 mod restart;
 mod status;
 mod tls;
+mod webhooks;
 
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_mcpfleet"))

@@ -17,6 +17,7 @@ use fleet_store::{
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 /// A validated fleet file and where it came from.
 #[derive(Debug, Clone)]
@@ -503,6 +504,12 @@ impl Prepared {
     /// before it is confirmed, the deployment's end last. So a crash after the
     /// confirmation leaves only the final record for recovery to write.
     pub(crate) async fn run(self) -> DeploymentOutcome {
+        // What is logged while it runs (its steps and the engine's work for it) names it.
+        let span = tracing::info_span!("deployment", deployment = self.deployment);
+        self.carry_out().instrument(span).await
+    }
+
+    async fn carry_out(self) -> DeploymentOutcome {
         let Prepared {
             deployer,
             plan,

@@ -89,7 +89,16 @@ impl EventBus {
             instance,
             message,
         };
-        tracing::info!(kind = ?event.kind, server = ?event.server, instance = ?event.instance, "{}", event.message);
+        // Absent fields are left out: a log collector sees `server` only on a server's lines.
+        tracing::info!(
+            kind = ?event.kind,
+            server = event.server.as_deref(),
+            revision = event.revision,
+            deployment = event.deployment,
+            instance = event.instance.as_deref(),
+            "{}",
+            event.message
+        );
         let mut history = self.history.lock();
         if history.len() == HISTORY {
             history.pop_front();

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 // tokio's clock, not std's: deadlines and timers agree, also on a paused test clock.
 use tokio::time::Instant;
 
@@ -167,6 +168,15 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let (server, revision) = (server.clone(), *revision);
         let id = InstanceId::replica(&server.name, revision, replica);
         let runtime_id = fleet_runtime::InstanceId::from(&id);
+        // What is logged while the instance is watched names it. Its own root: an instance
+        // outlives the deployment that started it.
+        let span = tracing::info_span!(
+            parent: None,
+            "instance",
+            server = %server.name,
+            revision,
+            instance = %id
+        );
         let port = match (&server.transport, server.transport.fixed_host_port()) {
             (_, Some(fixed)) => Some(claim_port(fixed)?),
             // An image's port, inside its container: nothing to claim here.
@@ -256,7 +266,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
 
         let Some(command) = command else {
             // A remote server: nothing to start, only to check.
-            tokio::spawn(monitor.clone().watch_remote());
+            tokio::spawn(monitor.clone().watch_remote().instrument(span));
             return Ok(monitor);
         };
         let spec = InstanceSpec {
@@ -292,9 +302,15 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         }
         let instance = shared
             .launch(spec, &monitor.id)
+            .instrument(span.clone())
             .await
             .map_err(|e| EngineError::Spawn(monitor.redact(e.to_string())))?;
-        tokio::spawn(monitor.clone().watch_process(instance.events));
+        tokio::spawn(
+            monitor
+                .clone()
+                .watch_process(instance.events)
+                .instrument(span),
+        );
         Ok(monitor)
     }
 

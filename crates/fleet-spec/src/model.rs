@@ -7,8 +7,8 @@
 
 use crate::diag::Span;
 pub use crate::raw::{
-    Condition, Era, OnAbort, OnFailure, Pull, RestartPolicyKind, RuntimeKind, Spread, Strategy,
-    TaintEffect, TolerationOperator, WebhookEvent, WebhookFormat,
+    Condition, Era, LogFormat, OnAbort, OnFailure, Pull, RestartPolicyKind, RuntimeKind, Spread,
+    Strategy, TaintEffect, TolerationOperator, WebhookEvent, WebhookFormat,
 };
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -39,6 +39,7 @@ pub struct ValidFleet {
     pub notifications: Notifications,
     /// In file order.
     pub servers: Vec<Server>,
+    pub logging: Logging,
 }
 
 impl ValidFleet {
@@ -113,6 +114,13 @@ pub struct RateLimit {
 pub struct Admin {
     /// The read-only TCP admin listener (metrics, status), always on a loopback address.
     pub listen: Option<SocketAddr>,
+}
+
+/// The log of the control plane and its gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Logging {
+    /// The format when the command line names none.
+    pub format: LogFormat,
 }
 
 /// A gateway token, known only by its hash.

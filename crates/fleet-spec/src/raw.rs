@@ -51,6 +51,9 @@ pub struct RawFleet {
     /// The MCP servers of the fleet, by name.
     #[serde(default)]
     pub servers: Named<Recover<RawServer>>,
+    /// How the control plane and its gateway write their log.
+    #[serde(default)]
+    pub logging: Recover<RawLogging>,
 }
 
 /// What an environment may override.
@@ -78,6 +81,8 @@ pub struct RawOverlay {
     /// Per-server overrides; every key of a server may appear.
     #[serde(default)]
     pub servers: Option<Named<Recover<RawServer>>>,
+    #[serde(default)]
+    pub logging: Option<RawLogging>,
 }
 
 /// Where a secret's value comes from. Exactly one of `env` or `file`.
@@ -116,6 +121,27 @@ pub enum RuntimeKind {
     Local,
     /// A Kubernetes cluster: `mcpfleet render kubernetes` writes the manifests.
     Kubernetes,
+}
+
+/// The log of the control plane and its gateway.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Logging")]
+pub struct RawLogging {
+    /// `text` (default) or `json`, one object per line. `mcpfleet --log-format` wins.
+    pub format: Option<Spanned<LogFormat>>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Lines for people: time, level, spans, message, fields (default).
+    #[default]
+    Text,
+    /// One JSON object per line for log collectors: `time`, `level`, `message`, `target`,
+    /// `fleet`, and `server`, `revision`, `deployment` when the line concerns one.
+    Json,
 }
 
 /// The fleet on Kubernetes. Every key is optional.

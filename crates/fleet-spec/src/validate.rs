@@ -360,6 +360,14 @@ impl Validator {
         let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
         let admin = self.admin(raw.admin.0.as_ref());
         let notifications = self.notifications(raw.notifications.0.as_ref(), &templates);
+        let logging = Logging {
+            format: raw
+                .logging
+                .0
+                .as_ref()
+                .and_then(|l| l.format.as_ref())
+                .map_or_else(LogFormat::default, |f| f.value),
+        };
         let defaults = raw.defaults.0.unwrap_or_default();
 
         let mut servers = Vec::new();
@@ -410,6 +418,7 @@ impl Validator {
             admin,
             notifications,
             servers,
+            logging,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Loading fleet files end to end: overlays, error collection, secrets staying secret.
 
-use fleet_spec::model::{Isolation, Transport};
+use fleet_spec::model::{Isolation, LogFormat, Transport};
 use fleet_spec::template::Host;
 use fleet_spec::template::InstanceTemplates;
 use fleet_spec::{LoadOptions, load_str};
@@ -424,4 +424,36 @@ fn gateway_connection_timeouts_default_and_are_read() {
         .unwrap();
     assert_eq!(fleet.gateway.header_read_timeout, Duration::from_secs(2));
     assert_eq!(fleet.gateway.body_read_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn the_log_format_is_text_unless_the_file_or_its_environment_says_json() {
+    let base = "version: 1\nname: demo\nservers:\n  a: { stdio: { command: a } }\n";
+    let fleet = load_str("f.yaml", base, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.logging.format, LogFormat::Text);
+
+    let text = format!(
+        "{base}logging: {{ format: json }}\nenvironments:\n  dev: {{ logging: {{ format: text }} }}\n"
+    );
+    let fleet = load_str("f.yaml", &text, PathBuf::new(), &options(None))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.logging.format, LogFormat::Json);
+    let fleet = load_str("f.yaml", &text, PathBuf::new(), &options(Some("dev")))
+        .into_valid()
+        .unwrap();
+    assert_eq!(fleet.logging.format, LogFormat::Text);
+
+    let text = format!("{base}logging: {{ format: logfmt }}\n");
+    let broken = load_str("f.yaml", &text, PathBuf::new(), &options(None));
+    let found: Vec<(u32, &str)> = broken
+        .diagnostics
+        .iter()
+        .map(|d| (d.span.unwrap().line, d.message.as_str()))
+        .collect();
+    assert_eq!(found, [(5, "unknown value `logfmt`")]);
+    let help = broken.diagnostics[0].help.as_deref().unwrap_or_default();
+    assert!(help.contains("text") && help.contains("json"), "{help}");
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use fleet_api::types::{DeploymentState, Event, EventKind, ServerState, Status};
 use fleet_api::{Client, ClientError};
 use fleet_control::{ControlPlane, StateDir, Submission, default_state_dir, to_api};
-use fleet_spec::model::human_duration;
+use fleet_spec::model::{LogFormat, human_duration};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,15 +50,23 @@ pub(crate) struct UpArgs {
     pub detached_child: bool,
     pub state_dir: Option<PathBuf>,
     pub json: bool,
+    /// `--log-format`; else the fleet file says.
+    pub log_format: Option<LogFormat>,
 }
 
 pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     let checked = check_file(&args.file, args.environment.clone())?;
-    print_diagnostics(&checked);
+    // A detached control plane's `up -d` has just shown the warnings of the same file: its
+    // log need not repeat them.
+    if !(args.detached_child && checked.is_valid()) {
+        print_diagnostics(&checked);
+    }
     let source = checked.source.text.to_string();
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(FAILED));
     };
+    let log_format = args.log_format.unwrap_or(fleet.logging.format);
+    crate::logging::init(args.detached_child, log_format, &fleet.name);
     if fleet.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
         bail!(
             "this fleet runs on Kubernetes (runtime: kubernetes): `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
@@ -80,11 +88,13 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     if args.detach && !args.detached_child {
         // Here, not only in the background process: its errors go to its log.
         fleet_control::gateway_tls(&fleet)?;
-        return detach(&args, &state_dir).await;
+        return detach(&args, &state_dir, log_format).await;
     }
     let dir = StateDir::acquire(&state_dir)?;
     let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
-    let output = Progress::new(args.json || args.detached_child);
+    let mut output = Progress::new(args.json || args.detached_child);
+    // A detached control plane's JSON log already has each event as a line of its own.
+    output.quiet = args.detached_child && log_format == LogFormat::Json;
     if !args.detached_child {
         output.plan(&plan);
     }
@@ -152,7 +162,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
 }
 
 /// `up -d`: start the control plane as a background process, follow its deployment, return.
-async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
+async fn detach(args: &UpArgs, state_dir: &Path, log_format: LogFormat) -> Result<ExitCode> {
     // Creates the directory (0700) and checks nobody holds it, then lets the child take it.
     drop(StateDir::acquire(state_dir)?);
     let log = state_dir.join("control.log");
@@ -171,6 +181,11 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
         .arg(&args.file)
         .arg("--state-dir")
         .arg(state_dir)
+        .arg("--log-format")
+        .arg(match log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
         .arg(DETACHED_CHILD);
     if let Some(env) = &args.environment {
         command.arg("--env").arg(env);
@@ -243,18 +258,20 @@ async fn detach(args: &UpArgs, state_dir: &Path) -> Result<ExitCode> {
 }
 
 /// Why a detached control plane stopped, from what it wrote to `log` after byte `from`:
-/// its `error:` lines (the binary prints its reason so), else its last lines.
+/// its `error:` lines (the binary prints its reason so, or logs it as a JSON line of level
+/// `ERROR`), else its last lines.
 fn why_it_stopped(log: &Path, from: u64) -> String {
     /// Enough to hold a reason and its context, not a whole run's progress.
     const LAST_LINES: usize = 5;
     let text = std::fs::read(log).unwrap_or_default();
     let run = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
     let lines: Vec<&str> = run.lines().filter(|l| !l.trim().is_empty()).collect();
-    let errors: Vec<&str> = lines
+    let errors: Vec<String> = lines
         .iter()
-        .copied()
-        .filter(|l| l.starts_with("error:"))
-        .map(|l| l.trim_start_matches("error:").trim())
+        .filter_map(|l| match l.strip_prefix("error:") {
+            Some(reason) => Some(reason.trim().to_owned()),
+            None => logged_error(l),
+        })
         .collect();
     if !errors.is_empty() {
         return errors.join("; ");
@@ -263,6 +280,15 @@ fn why_it_stopped(log: &Path, from: u64) -> String {
         0 => "it wrote no reason".into(),
         n => lines[n.saturating_sub(LAST_LINES)..].join("\n"),
     }
+}
+
+/// The message of a JSON log line of level `ERROR`.
+fn logged_error(line: &str) -> Option<String> {
+    let line: serde_json::Value = serde_json::from_str(line).ok()?;
+    if line.get("level")?.as_str()? != "ERROR" {
+        return None;
+    }
+    Some(line.get("message")?.as_str()?.to_owned())
 }
 
 /// `path` made absolute against the working directory (as it is, if that fails).
@@ -734,6 +760,8 @@ pub(crate) async fn down(file: &Path, state_dir: Option<PathBuf>, json: bool) ->
 #[derive(Clone, Copy)]
 struct Progress {
     json: bool,
+    /// Prints nothing: what it would print is in the log already.
+    quiet: bool,
     tty: bool,
     /// Events are the output itself (`events`), not progress beside it (`up`, `down`).
     to_stdout: bool,
@@ -743,6 +771,7 @@ impl Progress {
     fn new(json: bool) -> Self {
         Progress {
             json,
+            quiet: false,
             tty: std::io::stderr().is_terminal(),
             to_stdout: false,
         }
@@ -757,7 +786,7 @@ impl Progress {
     }
 
     fn plan(&self, plan: &fleet_plan::Plan) {
-        if self.json {
+        if self.json || self.quiet {
             return;
         }
         for wave in &plan.waves {
@@ -767,6 +796,9 @@ impl Progress {
     }
 
     fn event(&self, event: &Event) {
+        if self.quiet {
+            return;
+        }
         if self.json {
             println!("{}", serde_json::to_string(event).unwrap_or_default());
         } else {
@@ -814,6 +846,9 @@ impl Progress {
     }
 
     fn summary(&self, status: &Status) {
+        if self.quiet {
+            return;
+        }
         if self.json {
             println!("{}", serde_json::to_string(status).unwrap_or_default());
             return;

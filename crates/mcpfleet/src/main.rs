@@ -7,6 +7,7 @@ mod call;
 mod clients;
 mod commands;
 mod fleet;
+mod logging;
 mod preflight;
 mod record;
 mod render;
@@ -25,6 +26,10 @@ struct Cli {
     /// Output format for machines (`json`) or people (`text`).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// How the control plane writes its log (`up`): `text` for people or `json`, one object
+    /// per line, for log collectors. Default: the fleet file's `logging.format`, else text.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +38,21 @@ struct Cli {
 enum Output {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl From<LogFormat> for fleet_spec::model::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -451,25 +471,6 @@ fn block_on(
         .block_on(f)
 }
 
-/// The control plane logs through tracing: warnings in the foreground (progress lines say
-/// the rest), everything to the log file when detached. `MCPFLEET_LOG` overrides.
-fn init_logging(detached: bool) {
-    // The MCP SDK and HTTP client log request URLs, which may carry a secret (a remote
-    // server's token in a query): they stay silent; mcpfleet reports failures itself.
-    let default = if detached {
-        "info,rmcp=off,reqwest=off,hyper=off,hyper_util=off"
-    } else {
-        "warn,rmcp=off,reqwest=off,hyper=off,hyper_util=off"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(!detached)
-        .try_init();
-}
-
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Create a random 256-bit gateway token: shown once, stored by its SHA-256.
@@ -583,7 +584,6 @@ fn main() -> ExitCode {
             detach,
             detached_child,
         } => {
-            init_logging(detached_child);
             let args = fleet::UpArgs {
                 file: fleet.file,
                 environment,
@@ -591,6 +591,7 @@ fn main() -> ExitCode {
                 detached_child,
                 state_dir: fleet.state_dir,
                 json,
+                log_format: cli.log_format.map(Into::into),
             };
             block_on(fleet::up(args))
         }
@@ -701,7 +702,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if logging::writes_json() {
+                // The log's last line: a detached control plane's `up -d` reads it there.
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }

@@ -16,6 +16,7 @@ mod containers;
 mod deploy;
 mod first_use;
 mod history;
+mod logs;
 mod messages;
 mod observability;
 mod recovery;

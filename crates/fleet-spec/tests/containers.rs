@@ -1,42 +1,24 @@
 //! Servers that run from a container image: the `image:` and `container:` keys, their
 //! defaults and located errors, and the promise that process servers did not change.
 
+mod common;
+use common::FixedHost;
 use fleet_spec::model::{
     Container, ContainerNetwork, Executable, Pull, Resources, SecretFile, Server, Text, Transport,
     Volume, VolumeSource,
 };
-use fleet_spec::template::Host;
 use fleet_spec::{Checked, LoadOptions, load_str};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-
-/// A machine with a fixed environment, so results do not depend on who runs the tests.
-struct FixedHost;
-
-impl Host for FixedHost {
-    fn env_var(&self, name: &str) -> Option<String> {
-        match name {
-            "HOME" => Some("/home/tester".into()),
-            "GITHUB_TOKEN" => Some("ghp_supersecretvalue".into()),
-            "TAG" => Some("1.2".into()),
-            _ => None,
-        }
-    }
-    fn file_exists(&self, _: &Path) -> bool {
-        true
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
 
 fn check(text: &str, environment: Option<&str>) -> Checked {
     let options = LoadOptions {
         environment: environment.map(str::to_string),
-        host: Arc::new(FixedHost),
+        host: Arc::new(FixedHost(vec![
+            ("HOME", "/home/tester"),
+            ("GITHUB_TOKEN", "ghp_supersecretvalue"),
+            ("TAG", "1.2"),
+        ])),
     };
     load_str("f.yaml", text, PathBuf::from("/srv/fleet"), &options)
 }

@@ -3,35 +3,21 @@
 //! beside their fleet files in `kubernetes/`), and environments switching a fleet to a
 //! cluster.
 
+mod common;
+use common::FixedHost;
 use fleet_spec::diag::render_all;
 use fleet_spec::model::{Backup, KubernetesSecret, RuntimeKind, ServerKubernetes, Spread};
-use fleet_spec::template::Host;
 use fleet_spec::{Checked, LoadOptions, load_str};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A machine with a fixed environment, so results do not depend on who runs the tests.
-struct FixedHost;
-
-impl Host for FixedHost {
-    fn env_var(&self, name: &str) -> Option<String> {
-        matches!(name, "GITHUB_TOKEN" | "DB_PASSWORD").then(|| "s3cr3t-value".into())
-    }
-    fn file_exists(&self, _: &Path) -> bool {
-        true
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
-
 fn check(name: &str, text: &str, environment: Option<&str>) -> Checked {
     let options = LoadOptions {
         environment: environment.map(str::to_string),
-        host: Arc::new(FixedHost),
+        host: Arc::new(FixedHost(vec![
+            ("GITHUB_TOKEN", "s3cr3t-value"),
+            ("DB_PASSWORD", "s3cr3t-value"),
+        ])),
     };
     load_str(name, text, PathBuf::from("/srv/fleet"), &options)
 }

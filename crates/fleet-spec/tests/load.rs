@@ -1,33 +1,13 @@
 //! Loading fleet files end to end: overlays, error collection, secrets staying secret.
 
+mod common;
+use common::FixedHost;
 use fleet_spec::model::{Isolation, LogFormat, Transport};
-use fleet_spec::template::Host;
 use fleet_spec::template::InstanceTemplates;
 use fleet_spec::{LoadOptions, load_str};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A machine with a fixed environment, so results do not depend on who runs the tests.
-struct FixedHost(Vec<(&'static str, &'static str)>);
-
-impl Host for FixedHost {
-    fn env_var(&self, name: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    }
-    fn file_exists(&self, _: &Path) -> bool {
-        true
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
 
 fn options(environment: Option<&str>) -> LoadOptions {
     LoadOptions {
@@ -245,7 +225,8 @@ fn instances_render_real_values_that_plans_never_show() {
     let fleet = load_str("devtools.yaml", &devtools(), PathBuf::new(), &options(None))
         .into_valid()
         .unwrap();
-    let host: Arc<dyn Host> = Arc::new(FixedHost(vec![("GITHUB_TOKEN", "ghp_supersecretvalue")]));
+    let host: Arc<dyn fleet_spec::template::Host> =
+        Arc::new(FixedHost(vec![("GITHUB_TOKEN", "ghp_supersecretvalue")]));
     let github = fleet.server("github").unwrap();
     let Transport::Stdio { command, .. } = &github.transport else {
         panic!()

@@ -2,36 +2,19 @@
 //! defaults and secrets hidden, and every mistake a located error (golden file in
 //! `notifications/`).
 
+mod common;
+use common::FixedHost;
 use fleet_spec::diag::render_all;
 use fleet_spec::model::{WebhookEvent, WebhookFormat};
-use fleet_spec::template::Host;
 use fleet_spec::{Checked, LoadOptions, load_str};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A machine with a fixed environment, so results do not depend on who runs the tests.
-struct FixedHost;
-
-impl Host for FixedHost {
-    fn env_var(&self, name: &str) -> Option<String> {
-        (name == "HOOK_KEY").then(|| "s3cr3t-value".into())
-    }
-    fn file_exists(&self, _: &Path) -> bool {
-        true
-    }
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            path.display().to_string(),
-        ))
-    }
-}
 
 fn check(text: &str) -> Checked {
     let options = LoadOptions {
         environment: None,
-        host: Arc::new(FixedHost),
+        host: Arc::new(FixedHost(vec![("HOOK_KEY", "s3cr3t-value")])),
     };
     load_str("f.yaml", text, PathBuf::from("/srv/fleet"), &options)
 }

@@ -725,7 +725,7 @@ mod tests {
     }
 
     /// Every command that reads a fleet file, with its other required arguments.
-    const READ_A_FLEET_FILE: [&[&str]; 27] = [
+    const READ_A_FLEET_FILE: [&[&str]; 28] = [
         &["validate"],
         &["plan"],
         &["up"],
@@ -749,6 +749,7 @@ mod tests {
         &["down"],
         &["token", "create", "ci"],
         &["render", "kubernetes"],
+        &["preflight"],
         &["client-config", "vscode"],
         &["call", "api", "echo"],
         &["init"],

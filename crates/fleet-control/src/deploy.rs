@@ -48,10 +48,10 @@ pub enum DeployError {
         "this control plane runs fleet `{running}`, not `{submitted}`; deploy `{submitted}` with its own `mcpfleet up`"
     )]
     OtherFleet { running: String, submitted: String },
-    /// The file moves the fleet to a cluster (`runtime: kubernetes`); this control plane
-    /// runs servers on its own machine.
+    /// The file puts the fleet on a cluster (`runtime: kubernetes`); a control plane runs
+    /// servers on its own machine. `up` refuses such a file with the same sentence.
     #[error(
-        "this fleet runs on Kubernetes (runtime: kubernetes) and this control plane runs servers on this machine: `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
+        "this fleet runs on Kubernetes (runtime: kubernetes), and mcpfleet runs servers on this machine only: `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
     )]
     OnKubernetes,
     /// The file changes settings only a restart applies.

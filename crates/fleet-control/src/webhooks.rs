@@ -463,13 +463,12 @@ pub(crate) fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
     signed.extend_from_slice(timestamp.as_bytes());
     signed.push(b'.');
     signed.extend_from_slice(body);
-    let mac = hmac_sha256(key, &signed);
-    let mut hex = String::with_capacity(7 + 64);
-    hex.push_str("sha256=");
-    for byte in mac {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    format!("sha256={}", hex(&hmac_sha256(key, &signed)))
+}
+
+/// Lowercase hexadecimal, two digits a byte.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// HMAC-SHA256 (RFC 2104): `H((K ^ opad) || H((K ^ ipad) || message))`, the key padded
@@ -496,10 +495,6 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
 
     #[test]
     fn hmac_sha256_gives_rfc_4231s_results_for_short_and_long_keys() {

@@ -2,7 +2,7 @@
 //! own families; the control plane serves both at `GET /metrics`). The dashboard and alert
 //! rules in `deploy/observability/` query these names: rename none without them.
 
-use fleet_routes::traffic::escape_label_value;
+use fleet_routes::traffic::{escape_label_value, write_histogram};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -139,25 +139,13 @@ impl EngineMetrics {
         out.push_str("# HELP mcpfleet_deployment_seconds How long finished deployments took, by how they ended.\n");
         out.push_str("# TYPE mcpfleet_deployment_seconds histogram\n");
         for (state, histogram) in &self.deployments {
-            let mut cumulative = 0;
-            for (index, count) in histogram.counts.iter().enumerate() {
-                cumulative += count;
-                let bound = DEPLOYMENT_BUCKETS
-                    .get(index)
-                    .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
-                let _ = writeln!(
-                    out,
-                    "mcpfleet_deployment_seconds_bucket{{state=\"{state}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "mcpfleet_deployment_seconds_sum{{state=\"{state}\"}} {}",
-                histogram.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "mcpfleet_deployment_seconds_count{{state=\"{state}\"}} {cumulative}"
+            write_histogram(
+                &mut out,
+                "mcpfleet_deployment_seconds",
+                &format!("state=\"{state}\""),
+                &DEPLOYMENT_BUCKETS,
+                &histogram.counts,
+                histogram.sum_seconds,
             );
         }
         out

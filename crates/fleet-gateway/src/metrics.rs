@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use fleet_routes::audit::ToolOutcome;
 pub use fleet_routes::traffic::{Histogram, LATENCY_BUCKETS, OutcomeCounts};
-use fleet_routes::traffic::{RevisionTraffic, ServerTraffic, TrafficSource, escape_label_value};
+use fleet_routes::traffic::{
+    RevisionTraffic, ServerTraffic, TrafficSource, escape_label_value, write_histogram,
+};
 
 /// How a request ended (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -418,25 +420,13 @@ impl MetricsSnapshot {
                 escape_label_value(&stats.server),
                 revision_label(stats.revision)
             );
-            let mut cumulative = 0;
-            for (index, count) in stats.latency.counts.iter().enumerate() {
-                cumulative += count;
-                let bound = LATENCY_BUCKETS
-                    .get(index)
-                    .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
-                let _ = writeln!(
-                    out,
-                    "mcpfleet_gateway_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "mcpfleet_gateway_request_duration_seconds_sum{{{labels}}} {}",
-                stats.latency.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "mcpfleet_gateway_request_duration_seconds_count{{{labels}}} {cumulative}"
+            write_histogram(
+                &mut out,
+                "mcpfleet_gateway_request_duration_seconds",
+                &labels,
+                &LATENCY_BUCKETS,
+                &stats.latency.counts,
+                stats.latency.sum_seconds,
             );
         }
         out.push_str("# HELP mcpfleet_gateway_tool_calls_total Tool calls by server, revision, tool and outcome.\n");

@@ -99,10 +99,5 @@ impl<'a> Names<'a> {
 /// name rendered from a server's: lowercase letters, digits and `-`, starting with a letter
 /// and ending with a letter or digit, at most 63 characters.
 pub(crate) fn is_dns_label(name: &str) -> bool {
-    name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    fleet_spec::is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())
 }

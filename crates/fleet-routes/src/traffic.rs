@@ -4,7 +4,8 @@
 //! no gateway. Counters are cumulative; an interval is the difference of two reads
 //! ([`RevisionTraffic::since`]).
 //!
-//! It also holds the one Prometheus label escape both sides' `/metrics` text uses.
+//! It also holds what both sides' `/metrics` text is written with: the label escape and
+//! the histogram series.
 
 use std::collections::BTreeMap;
 
@@ -169,6 +170,31 @@ pub fn escape_label_value(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// One Prometheus histogram series: a cumulative `NAME_bucket` line per bucket (`le` from
+/// `bounds`, then `+Inf`), `NAME_sum` and `NAME_count`. `counts` are per bucket, not
+/// cumulative; `labels` are `name="value"` pairs, escaped and joined by commas.
+pub fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum_seconds: f64,
+) {
+    use std::fmt::Write as _;
+    let mut cumulative = 0;
+    for (index, count) in counts.iter().enumerate() {
+        cumulative += count;
+        let bound = bounds
+            .get(index)
+            .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
+        // Writing into a String cannot fail.
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_seconds}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
 }
 
 #[cfg(test)]

@@ -68,9 +68,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     let log_format = args.log_format.unwrap_or(fleet.logging.format);
     crate::logging::init(args.detached_child, log_format, &fleet.name);
     if fleet.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
-        bail!(
-            "this fleet runs on Kubernetes (runtime: kubernetes): `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
-        );
+        bail!(fleet_control::DeployError::OnKubernetes);
     }
     let plan = fleet_plan::plan(&fleet, None)
         .map_err(|_| anyhow::anyhow!("the dependency graph has a cycle"))?;

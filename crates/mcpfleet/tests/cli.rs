@@ -741,7 +741,7 @@ fn up_refuses_a_kubernetes_fleet_before_anything_starts() {
         let shown = transcript(&out);
         assert_eq!(out.status.code(), Some(2), "{shown}");
         assert!(
-            shown.contains("this fleet runs on Kubernetes (runtime: kubernetes): `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"),
+            shown.contains("this fleet runs on Kubernetes (runtime: kubernetes), and mcpfleet runs servers on this machine only: `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"),
             "{shown}"
         );
         assert!(

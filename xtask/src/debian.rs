@@ -1,9 +1,9 @@
-//! Debian packages the benchmarks run, installed with `apt-get` when missing. Kept apart
+//! Debian packages the tests and benchmarks run, installed with `apt-get` when missing. Kept apart
 //! from `peers` (npm and PyPI, into `target/peers`): these go system-wide, so they need
 //! root, as on CI's machines.
 
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `program` from `PATH`, after `apt-get install package` if it is not there yet.
@@ -27,6 +27,38 @@ pub(crate) fn ensure(program: &str, package: &str) -> Result<PathBuf> {
         );
     }
     find(program).with_context(|| format!("`apt-get install {package}` did not provide {program}"))
+}
+
+/// Writes the installed version of each of `packages` to `record` (`package version`, one
+/// a line), as `target/peers/stamp` records the npm and PyPI peers: what a test run used,
+/// to compare when a result changes after an upgrade.
+///
+/// # Errors
+/// When a package is not installed or the file cannot be written.
+pub(crate) fn record_versions(packages: &[&str], record: &Path) -> Result<()> {
+    let output = Command::new("dpkg-query")
+        .args(["--show", "--showformat", "${Package} ${Version}\n"])
+        .args(packages)
+        .output()
+        .context("start dpkg-query")?;
+    if !output.status.success() {
+        bail!(
+            "`dpkg-query --show {}` failed: {}",
+            packages.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    if let Some(dir) = record.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(record, &output.stdout)
+        .with_context(|| format!("write {}", record.display()))?;
+    eprintln!(
+        "Debian packages (recorded in {}):\n{}",
+        record.display(),
+        String::from_utf8_lossy(&output.stdout).trim_end()
+    );
+    Ok(())
 }
 
 fn find(program: &str) -> Option<PathBuf> {

@@ -3,8 +3,9 @@
 //!
 //! - `schema [--check]`  write (or verify) schema/mcpfleet.schema.json from the Rust types
 //! - `peers`             install the third-party MCP servers the interop tests use
-//!   (Node 22, npm and PyPI packages) into target/peers, and Podman (Debian packages) for
-//!   the container tests
+//!   (Node 22, npm and PyPI packages) into target/peers, and the Debian packages: Podman
+//!   for the container tests, Prometheus for the observability tests, Chromium and its
+//!   WebDriver server for the dashboard's browser tests
 //! - `ci`                the whole CI gate: peers, fmt, clippy, schema, tests, benchmark smoke
 //! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
 //!   generated fleet with the release binary; writes bench-results/validate.json
@@ -29,6 +30,7 @@ mod bench_containers;
 mod bench_gateway;
 mod bench_rollout;
 mod bench_soak;
+mod chromium;
 mod debian;
 mod image;
 mod peers;
@@ -106,14 +108,32 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Everything the tests run besides our own binaries: the MCP peers, Podman, and Debian's
+/// The Debian packages [`install_test_peers`] installs, whose versions it records in
+/// `target/peers/debian-packages`.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "podman",
+    "runc",
+    "iptables",
+    "binutils",
+    "prometheus",
+    "chromium",
+    "chromium-driver",
+];
+
+/// Everything the tests run besides our own binaries: the MCP peers, Podman, Debian's
 /// `prometheus` (promtool checks and unit-tests the shipped alert rules; a real Prometheus
-/// scrapes a live fleet for every dashboard query).
+/// scrapes a live fleet for every dashboard query) and Debian's `chromium` with
+/// `chromium-driver` (the dashboard, driven in a headless browser over WebDriver).
 fn install_test_peers() -> Result<()> {
     peers::install()?;
     podman::install()?;
     debian::ensure("promtool", "prometheus")?;
-    debian::ensure("prometheus", "prometheus").map(drop)
+    debian::ensure("prometheus", "prometheus")?;
+    chromium::install()?;
+    debian::record_versions(
+        DEBIAN_PACKAGES,
+        &root().join("target/peers/debian-packages"),
+    )
 }
 
 /// The CI gate. Everything is built once in the dev profile and reused by every step.

@@ -6,7 +6,7 @@
 //! traffic counters their canaries are judged on, and [`podman`], what the container tests
 //! share (the API service, sample-server images, cleanup by label), and [`kube`], what the
 //! Kubernetes manifest tests share (strict schema validation, the restricted Pod Security
-//! Standard).
+//! Standard), and [`webdriver`], a headless Chromium the browser tests drive.
 //!
 //! It deliberately holds no production logic; nothing outside tests and
 //! benchmarks may depend on it.
@@ -18,6 +18,7 @@ pub mod kube;
 pub mod podman;
 pub mod sample_server;
 mod tls;
+pub mod webdriver;
 
 pub use harness::{
     HttpSampleServer, Satisfied, TempDir, free_port, sample_server_binary, scratch_dir,

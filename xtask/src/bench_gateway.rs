@@ -159,6 +159,10 @@ enum Peer {
     Direct,
     /// socat between the client and the sample server: what any hop costs.
     Relay,
+    /// The simplest async byte relay (`bench-gateway-serve --relay`): tokio's
+    /// `copy_bidirectional` per connection, on the same runtime the gateway runs on. The
+    /// physical floor of a hop's CPU, which the gateway's CPU per request is set against.
+    TokioRelay,
     /// The bare data plane (`bench-gateway-serve`): no control plane, audit or tokens.
     Gateway,
     /// The path users run: `mcpfleet up`, the sample server as a `remote` server.
@@ -172,9 +176,10 @@ enum Peer {
 }
 
 impl Peer {
-    const ALL: [Peer; 9] = [
+    const ALL: [Peer; 10] = [
         Peer::Direct,
         Peer::Relay,
+        Peer::TokioRelay,
         Peer::Gateway,
         Peer::Fleet,
         Peer::FleetToken,
@@ -191,6 +196,7 @@ impl Peer {
         match self {
             Peer::Direct => "direct (sample server, HTTP)",
             Peer::Relay => "L4 relay (socat, nodelay) → HTTP upstream",
+            Peer::TokioRelay => "L4 relay (tokio copy_bidirectional, nodelay) → HTTP upstream",
             Peer::Gateway => "mcpfleet gateway data plane → HTTP upstream",
             Peer::Fleet => "mcpfleet up (control plane, audit, metrics) → remote upstream",
             Peer::FleetToken => "mcpfleet up, bearer token → remote upstream",
@@ -205,6 +211,7 @@ impl Peer {
         match self {
             Peer::Direct => "direct",
             Peer::Relay => "relay_socat",
+            Peer::TokioRelay => "relay_tokio",
             Peer::Gateway => "gateway_http",
             Peer::Fleet => "fleet_remote",
             Peer::FleetToken => "fleet_remote_token",
@@ -373,6 +380,25 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
             ]);
             processes.push(Process::logging(&mut command, "socat", &log("socat"))?);
             format!("http://127.0.0.1:{port}{}", upstream.path())
+        }
+        Peer::TokioRelay => {
+            let (upstream, upstream_url) = Process::announcing(
+                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
+                "sample server",
+            )?;
+            processes.push(upstream);
+            let upstream: hyper::Uri = upstream_url.parse().context("sample server URL")?;
+            let authority = upstream.authority().context("sample server URL")?;
+            let (relay, url) = Process::announcing(
+                Command::new(&bins.gateway).args([
+                    "bench-gateway-serve",
+                    "--relay",
+                    authority.as_str(),
+                ]),
+                "relay",
+            )?;
+            processes.push(relay);
+            format!("{url}{}", upstream.path())
         }
         Peer::Fleet | Peer::FleetToken => {
             let (upstream, upstream_url) = Process::announcing(
@@ -1253,6 +1279,19 @@ impl Report {
                     ),
                     judged.then_some(row.cpu_us_per_request <= TARGET_CPU_US_PER_REQUEST),
                 ));
+                let floor_cpu = self
+                    .row(Peer::TokioRelay)
+                    .map(|floor| floor.cpu_us_per_request);
+                if let Some(floor_cpu) = floor_cpu {
+                    checks.push((
+                        format!(
+                            "{}: CPU per request = {:.2}× the floor's (tokio byte relay: {floor_cpu:.0} µs)",
+                            peer.label(),
+                            row.cpu_us_per_request / floor_cpu.max(1.0),
+                        ),
+                        None,
+                    ));
+                }
                 ratios.insert(
                     format!("{}_vs_relay", peer.key()),
                     json!({
@@ -1260,6 +1299,7 @@ impl Report {
                         "added_p50_ratio": p50_vs_relay,
                         "concurrent_ratio": concurrent_vs_relay,
                         "cpu_us_per_request": row.cpu_us_per_request,
+                        "cpu_vs_floor": floor_cpu.map(|floor| row.cpu_us_per_request / floor.max(1.0)),
                     }),
                 );
             }
@@ -1423,6 +1463,9 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let ["--relay", upstream] = args {
+        return runtime.block_on(relay(upstream));
+    }
     runtime.block_on(async {
         let stdio = StdioInstances::new();
         let upstream = match args {
@@ -1437,7 +1480,9 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
                 );
                 Instance::stdio_per_session("sample-1")
             }
-            _ => bail!("usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS..."),
+            _ => bail!(
+                "usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS... | --relay HOST:PORT"
+            ),
         };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let address = listener.local_addr()?;
@@ -1475,6 +1520,40 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
         fleet_gateway::serve(listener, gateway, shutdown).await?;
         Ok(())
     })
+}
+
+/// `bench-gateway-serve --relay HOST:PORT`: the simplest async byte relay to `upstream`,
+/// TCP_NODELAY on both sides, one task per connection — what a hop costs in CPU with no
+/// HTTP, JSON, routing, audit or metrics at all. Serves until its stdin closes.
+async fn relay(upstream: &str) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    let upstream = upstream.to_owned();
+    let accept = async move {
+        loop {
+            let (mut client, _) = listener.accept().await?;
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    };
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        drop(closed);
+    });
+    tokio::select! {
+        result = accept => result,
+        _ = stdin_closed => Ok(()),
+    }
 }
 
 /// Processes started ahead of demand, so a new session does not wait for a spawn.

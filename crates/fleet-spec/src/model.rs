@@ -114,6 +114,18 @@ pub struct RateLimit {
 pub struct Admin {
     /// The read-only TCP admin listener (metrics, status), always on a loopback address.
     pub listen: Option<SocketAddr>,
+    /// The admin tokens. Left out when empty, as the fleet read before the key existed (a
+    /// running control plane compares these settings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<AdminTokenRef>,
+}
+
+/// An admin token, known only by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminTokenRef {
+    pub name: String,
+    /// Lowercase hex.
+    pub sha256: String,
 }
 
 /// The log of the control plane and its gateway.

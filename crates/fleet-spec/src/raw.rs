@@ -396,15 +396,30 @@ pub struct RawRateLimit {
 }
 
 /// The admin side. The admin API always listens on the unix socket `control.sock` in the
-/// state directory; `listen` adds a read-only TCP listener for Prometheus and dashboards.
+/// state directory; `listen` adds a TCP listener for Prometheus and dashboards.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Admin")]
 pub struct RawAdmin {
     /// Address of a read-only admin listener (`GET /metrics`, `GET /v1/status`,
-    /// `GET /healthz`), `IP:PORT`. Loopback only: the admin side has no authentication.
+    /// `GET /healthz`), `IP:PORT`. Loopback only: it answers without authentication.
     /// Absent: no TCP listener.
     pub listen: Option<Spanned<String>>,
+    /// Admin bearer tokens, stored by their SHA-256 (create them with
+    /// `mcpfleet token create NAME --admin`). Never gateway tokens: neither kind opens the
+    /// other's door.
+    #[serde(default)]
+    pub tokens: Vec<Spanned<RawAdminToken>>,
+}
+
+/// An admin token: a name (who acted, in events and history) and its hash.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "AdminToken")]
+pub struct RawAdminToken {
+    pub name: Spanned<String>,
+    /// Lowercase hex SHA-256 of the token (64 characters).
+    pub sha256: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -358,7 +358,7 @@ impl Validator {
             .map_or_else(RuntimeKind::default, |r| r.value);
         let kubernetes = self.kubernetes(&raw, &name);
         let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
-        let admin = self.admin(raw.admin.0.as_ref());
+        let admin = self.admin(raw.admin.0.as_ref(), &gateway);
         let notifications = self.notifications(raw.notifications.0.as_ref(), &templates);
         let logging = Logging {
             format: raw
@@ -501,21 +501,7 @@ impl Validator {
             .unwrap_or_default()
         {
             let t = &token.value;
-            if !names.insert(t.name.value.clone()) {
-                self.error(
-                    format!("duplicate token name `{}`", t.name.value),
-                    t.name.span,
-                );
-            }
-            let hash = &t.sha256.value;
-            if hash.len() != 64
-                || !hash
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-            {
-                self.error("`sha256` must be 64 lowercase hex characters", t.sha256.span).help =
-                    Some("store the token's SHA-256, never the token: `mcpfleet token create NAME` prints both".into());
-            }
+            self.token_identity(&mut names, &t.name, &t.sha256, "mcpfleet token create NAME");
             for s in &t.servers {
                 if s.value != "*" && !servers.0.iter().any(|(n, _)| n.value == s.value) {
                     let d = self.error(
@@ -540,7 +526,7 @@ impl Validator {
             }
             tokens.push(TokenRef {
                 name: t.name.value.clone(),
-                sha256: hash.clone(),
+                sha256: t.sha256.value.clone(),
                 servers: t.servers.iter().map(|s| s.value.clone()).collect(),
             });
         }
@@ -607,6 +593,32 @@ impl Validator {
                 raw.and_then(|g| g.idle_timeout.as_ref()),
                 Gateway::DEFAULT_IDLE_TIMEOUT,
             ),
+        }
+    }
+
+    /// What gateway and admin tokens share: a name unique among `names` (the other
+    /// tokens of its list) and a hash that is 64 lowercase hex characters. `create` is the
+    /// command that makes such a token.
+    fn token_identity(
+        &mut self,
+        names: &mut BTreeSet<String>,
+        name: &Spanned<String>,
+        sha256: &Spanned<String>,
+        create: &str,
+    ) {
+        if !names.insert(name.value.clone()) {
+            self.error(format!("duplicate token name `{}`", name.value), name.span);
+        }
+        let hash = &sha256.value;
+        if hash.len() != 64
+            || !hash
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            self.error("`sha256` must be 64 lowercase hex characters", sha256.span)
+                .help = Some(format!(
+                "store the token's SHA-256, never the token: `{create}` prints both"
+            ));
         }
     }
 
@@ -677,25 +689,69 @@ impl Validator {
         Some(RateLimit { per_second, burst })
     }
 
-    /// The admin side has no authentication yet, so its TCP listener stays on loopback.
-    fn admin(&mut self, raw: Option<&RawAdmin>) -> Admin {
-        let Some(l) = raw.and_then(|a| a.listen.as_ref()) else {
+    /// `admin`: the TCP listener, which serves reads without authentication and so stays
+    /// on loopback, and the admin tokens, which must differ from every gateway token (one
+    /// secret never opens both the servers and the fleet's steering).
+    fn admin(&mut self, raw: Option<&RawAdmin>, gateway: &Gateway) -> Admin {
+        let Some(raw) = raw else {
             return Admin::default();
+        };
+        let mut tokens = Vec::new();
+        let mut names = BTreeSet::new();
+        for token in &raw.tokens {
+            let t = &token.value;
+            self.token_identity(
+                &mut names,
+                &t.name,
+                &t.sha256,
+                "mcpfleet token create NAME --admin",
+            );
+            if let Some(shared) = gateway.tokens.iter().find(|g| g.sha256 == t.sha256.value) {
+                self.error(
+                    format!(
+                        "admin token `{}` is also gateway token `{}`",
+                        t.name.value, shared.name
+                    ),
+                    t.sha256.span,
+                )
+                .help = Some("admin and gateway tokens must be different secrets: create one with `mcpfleet token create NAME --admin`".into());
+            }
+            tokens.push(AdminTokenRef {
+                name: t.name.value.clone(),
+                sha256: t.sha256.value.clone(),
+            });
+        }
+        let Some(l) = &raw.listen else {
+            if let Some(first) = raw.tokens.first() {
+                self.warning("admin tokens without `admin.listen` are never asked for", first.span)
+                    .help = Some("admin tokens are asked for on the admin TCP listener only: add `listen: 127.0.0.1:7471` (the unix socket needs no token)".into());
+            }
+            return Admin {
+                listen: None,
+                tokens,
+            };
         };
         let Ok(listen) = l.value.parse::<SocketAddr>() else {
             self.error(format!("`{}` is not an IP:PORT address", l.value), l.span)
                 .help = Some(
                 "write e.g. `127.0.0.1:7471` or `[::1]:7471`; host names are not resolved".into(),
             );
-            return Admin::default();
+            return Admin {
+                listen: None,
+                tokens,
+            };
         };
         if !listen.ip().is_loopback() {
             self.error(format!("the admin API would listen on {listen}, which is not a loopback address"), l.span).help =
-                Some("the admin side has no authentication yet: bind it to loopback (`127.0.0.1:7471`) and put an authenticating proxy in front".into());
-            return Admin::default();
+                Some("it answers reads without authentication: bind it to loopback (`127.0.0.1:7471`) and put an authenticating proxy in front".into());
+            return Admin {
+                listen: None,
+                tokens,
+            };
         }
         Admin {
             listen: Some(listen),
+            tokens,
         }
     }
 

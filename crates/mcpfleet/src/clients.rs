@@ -1,4 +1,4 @@
-//! Interop with MCP clients beyond import: gateway tokens (`token create`) and client
+//! Interop with MCP clients beyond import: gateway and admin tokens (`token create`) and client
 //! configurations pointing at the gateway (`client-config`).
 
 use crate::commands::{ImportKind, check as check_file};
@@ -9,11 +9,14 @@ use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// `mcpfleet token create NAME [--servers a,b]`: a random 256-bit token, shown once; the
-/// fleet file stores only its SHA-256.
+/// `mcpfleet token create NAME [--servers a,b | --admin]`: a random 256-bit token, shown
+/// once; the fleet file stores only its SHA-256, under `gateway.auth.tokens` (reaching
+/// `servers`) or, with `admin`, under `admin.tokens` (steering the fleet over the admin TCP
+/// listener).
 pub(crate) fn token_create(
     name: &str,
     servers: &[String],
+    admin: bool,
     file: &Path,
     json: bool,
 ) -> Result<ExitCode> {
@@ -24,12 +27,17 @@ pub(crate) fn token_create(
     {
         bail!("invalid token name `{name}`: use letters, digits, `-` and `_`");
     }
+    if admin && !servers.is_empty() {
+        bail!(
+            "`--servers` does not go with `--admin`: an admin token reaches no server, it steers the fleet (promote, abort, pause, resume, rollback) over the admin listener; create a gateway token without `--admin` for servers"
+        );
+    }
     let servers: Vec<String> = if servers.is_empty() {
         vec!["*".into()]
     } else {
         servers.to_vec()
     };
-    if file.exists() {
+    if !admin && file.exists() {
         // Name the servers the fleet has, so a typo is caught now rather than as a 403 later.
         let checked = check_file(file, None)?;
         if let Some(fleet) = &checked.fleet {
@@ -55,8 +63,23 @@ pub(crate) fn token_create(
         .map(|s| format!("\"{s}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    let (key, line) = if admin {
+        (
+            "admin.tokens",
+            format!("{{ name: {name}, sha256: \"{sha256}\" }}"),
+        )
+    } else {
+        (
+            "gateway.auth.tokens",
+            format!("{{ name: {name}, sha256: \"{sha256}\", servers: [{list}] }}"),
+        )
+    };
     if json {
-        let out = serde_json::json!({ "name": name, "token": token, "sha256": sha256, "servers": servers });
+        let out = if admin {
+            serde_json::json!({ "name": name, "token": token, "sha256": sha256, "admin": true })
+        } else {
+            serde_json::json!({ "name": name, "token": token, "sha256": sha256, "servers": servers })
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{token}");
@@ -64,10 +87,10 @@ pub(crate) fn token_create(
             "\nThis is token `{name}`; it is shown once and mcpfleet keeps only its SHA-256."
         );
         eprintln!(
-            "Store it in your client's secret store, and add this under `gateway.auth.tokens` in {}:\n",
+            "Store it in your client's secret store, and add this under `{key}` in {}:\n",
             file.display()
         );
-        eprintln!("      - {{ name: {name}, sha256: \"{sha256}\", servers: [{list}] }}");
+        eprintln!("      - {line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -265,7 +265,7 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
-    /// Gateway tokens.
+    /// Gateway and admin tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Write what runs the fleet on another platform.
@@ -473,13 +473,17 @@ fn block_on(
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create a random 256-bit gateway token: shown once, stored by its SHA-256.
+    /// Create a random 256-bit gateway (or admin) token: shown once, stored by its SHA-256.
     Create {
-        /// A name for the token (shown in audit logs and metrics, never the token).
+        /// A name for the token (shown in audit logs, metrics and events, never the token).
         name: String,
         /// Servers the token may reach (default: all).
         #[arg(long, value_delimiter = ',')]
         servers: Vec<String>,
+        /// An admin token (for `admin.tokens`): it reaches no server but may promote,
+        /// abort, pause, resume and roll back over the admin TCP listener.
+        #[arg(long)]
+        admin: bool,
         #[command(flatten)]
         file: FleetFile,
     },
@@ -556,8 +560,9 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create {
             name,
             servers,
+            admin,
             file,
-        }) => clients::token_create(&name, &servers, &file.file, json),
+        }) => clients::token_create(&name, &servers, admin, &file.file, json),
         Command::Render(RenderCommand::Kubernetes {
             file,
             environment,

@@ -697,6 +697,59 @@ fn token_create_for_a_misspelt_server_is_refused_with_did_you_mean() {
     );
 }
 
+/// `token create --admin` prints a token once and the `admin.tokens` line that makes the
+/// fleet file accept it (no `servers`: an admin token reaches none); `--servers` with
+/// `--admin` is an error that creates nothing.
+#[test]
+fn token_create_admin_prints_the_line_for_admin_tokens_and_refuses_servers() {
+    let dir = scratch_dir("admin-token");
+    let out = mcpfleet(&["token", "create", "ops", "--admin"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("mcpf_"), "{}", transcript(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("under `admin.tokens` in mcpfleet.yaml"),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("- { name: ops"))
+        .unwrap_or_else(|| panic!("no line to add: {stderr}"));
+    assert!(!line.contains("servers"), "{line}");
+    assert!(
+        !stderr.contains(&token),
+        "the token was shown twice: {stderr}"
+    );
+
+    // The line, pasted under `admin.tokens`, is a valid fleet file.
+    std::fs::write(
+        dir.join("mcpfleet.yaml"),
+        format!(
+            "version: 1\nname: ops\nadmin:\n  listen: 127.0.0.1:0\n  tokens:\n{line}\nservers: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let out = mcpfleet(&["validate"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+
+    let out = mcpfleet(
+        &["token", "create", "ops", "--admin", "--servers", "api"],
+        &dir,
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "a token was printed: {}",
+        transcript(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`--servers` does not go with `--admin`"),
+        "{}",
+        transcript(&out)
+    );
+}
+
 /// `mcpfleet … | head` must end quietly when the reader has gone, not panic with "failed
 /// printing to stdout: Broken pipe".
 #[test]

@@ -65,13 +65,15 @@ pub(crate) fn router(state: AppState) -> axum::Router {
 
 /// The routes that change nothing, stream nothing and show no specs: all the TCP listener
 /// serves, since the admin side has no authentication (validation keeps that listener on
-/// loopback). `/v1/deployed` is not one of them: it shows every server's spec.
+/// loopback). `/v1/deployed` is not one of them: it shows every server's spec. The
+/// dashboard (`GET /` and its assets) is one of them: it only reads.
 pub(crate) fn read_only_router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::dashboard::router(state))
 }
 
 /// [`read_only_router`] behind a `Host` check: a web page whose domain is rebound to

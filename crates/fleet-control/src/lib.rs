@@ -6,13 +6,14 @@
 //! fleet), reaping what a killed predecessor left, the admin routes (`GET /metrics` puts the
 //! gateway's and the engine's metrics together), recording the engine's events and the
 //! gateway's tool calls in the state store (and serving them from it), `export-state` /
-//! `import-state` on a stopped fleet's store, webhooks on rollout events (`webhooks`),
-//! shutdown on signal or request. Does not
+//! `import-state` on a stopped fleet's store, webhooks on rollout events (`webhooks`), the
+//! web dashboard on the admin listeners (`dashboard`), shutdown on signal or request. Does not
 //! own: deployment logic (fleet-engine), process supervision (fleet-runtime), the data
 //! plane (fleet-gateway), the command line (mcpfleet).
 
 mod api;
 mod backup;
+mod dashboard;
 mod deploy;
 mod event_log;
 pub mod record;

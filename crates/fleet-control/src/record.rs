@@ -118,17 +118,37 @@ pub async fn audit(
         .audit(after, limit)
         .await?
         .into_iter()
-        .map(|r| AuditEntry {
-            id: r.id,
-            time: fleet_spec::template::rfc3339(r.record.time),
-            duration_ms: r.record.duration_ms(),
-            token: r.record.token,
-            server: r.record.server,
-            revision: r.record.revision,
-            tool: r.record.tool,
-            outcome: r.record.outcome,
-        })
+        .map(audit_entry)
         .collect())
+}
+
+/// The newest `limit` tool calls through the gateway, oldest first.
+///
+/// # Errors
+/// The store cannot be read.
+pub async fn latest_audit(
+    store: &dyn StateStore,
+    limit: usize,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    Ok(store
+        .latest_audit(limit)
+        .await?
+        .into_iter()
+        .map(audit_entry)
+        .collect())
+}
+
+fn audit_entry(r: fleet_store::StoredAuditRecord) -> AuditEntry {
+    AuditEntry {
+        id: r.id,
+        time: fleet_spec::template::rfc3339(r.record.time),
+        duration_ms: r.record.duration_ms(),
+        token: r.record.token,
+        server: r.record.server,
+        revision: r.record.revision,
+        tool: r.record.tool,
+        outcome: r.record.outcome,
+    }
 }
 
 /// Up to `limit` recorded events after event `after`, oldest first (events of a kind this
@@ -143,6 +163,22 @@ pub async fn events(
 ) -> Result<Vec<EventRecord>, StoreError> {
     Ok(store
         .events(after, limit)
+        .await?
+        .into_iter()
+        .filter_map(event_log::record_of)
+        .collect())
+}
+
+/// The newest `limit` recorded events, oldest first (of a kind this version knows).
+///
+/// # Errors
+/// The store cannot be read.
+pub async fn latest_events(
+    store: &dyn StateStore,
+    limit: usize,
+) -> Result<Vec<EventRecord>, StoreError> {
+    Ok(store
+        .latest_events(limit)
         .await?
         .into_iter()
         .filter_map(event_log::record_of)

@@ -192,6 +192,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// last id seen; `after = 0` starts at the beginning.
     fn events(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredEvent>>;
 
+    /// The newest `limit` events, in ascending id order: the tail a dashboard shows, read
+    /// without paging through every event before it.
+    fn latest_events(&self, limit: usize) -> StoreFuture<'_, Vec<StoredEvent>>;
+
     /// Appends tool-call audit records in one transaction.
     ///
     /// # Errors
@@ -207,6 +211,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// [`StoreError::Corrupt`] if a row does not read back as a record, e.g. an outcome
     /// written by a newer mcpfleet.
     fn audit(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>>;
+
+    /// The newest `limit` audit records, in ascending id order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] as for [`StateStore::audit`].
+    fn latest_audit(&self, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>>;
 
     /// The whole store as one document, read in one transaction.
     fn export(&self) -> StoreFuture<'_, StateExport>;

@@ -221,12 +221,20 @@ impl StateStore for SqliteStore {
         self.run(move |conn| queries::events(conn, after, limit))
     }
 
+    fn latest_events(&self, limit: usize) -> StoreFuture<'_, Vec<StoredEvent>> {
+        self.run(move |conn| queries::latest_events(conn, limit))
+    }
+
     fn append_audit(&self, records: Vec<ToolCallRecord>) -> StoreFuture<'_, ()> {
         self.run(move |conn| queries::append_audit(conn, &records))
     }
 
     fn audit(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>> {
         self.run(move |conn| queries::audit(conn, after, limit))
+    }
+
+    fn latest_audit(&self, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>> {
+        self.run(move |conn| queries::latest_audit(conn, limit))
     }
 
     fn export(&self) -> StoreFuture<'_, StateExport> {

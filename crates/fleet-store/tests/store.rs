@@ -537,7 +537,7 @@ async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn events_and_audit_page_by_id() {
+async fn events_and_audit_page_by_id_and_read_their_newest() {
     let dir = TempDir::new("paging");
     let store = open(&db(&dir));
     assert_eq!(
@@ -560,6 +560,12 @@ async fn events_and_audit_page_by_id() {
     assert_eq!(store.events(5, 10).await.unwrap(), []);
     assert_eq!(store.events(u64::MAX, usize::MAX).await.unwrap(), []);
     assert_eq!(store.events(0, 0).await.unwrap(), []);
+    // The tail, oldest first, without paging from the start.
+    let tail = store.latest_events(2).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(tail[1].event, event("e"));
+    assert_eq!(store.latest_events(usize::MAX).await.unwrap().len(), 5);
+    assert_eq!(store.latest_events(0).await.unwrap(), []);
 
     let tools = ["t1", "t2", "t3"];
     store
@@ -570,6 +576,13 @@ async fn events_and_audit_page_by_id() {
     assert_eq!(page.len(), 1);
     assert_eq!((page[0].id, &page[0].record), (2, &audit_record("t2")));
     assert_eq!(store.audit(0, 10).await.unwrap().len(), 3);
+    let tail = store.latest_audit(2).await.unwrap();
+    assert_eq!(
+        tail.iter()
+            .map(|r| (r.id, r.record.tool.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "t2"), (3, "t3")]
+    );
 
     // A time RFC 3339 cannot say (a clock gone wild) is refused, with the whole batch.
     let far_future = ToolCallRecord {

@@ -438,14 +438,38 @@ pub(super) fn events(
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, time, kind, server, revision, deployment, instance, message FROM events
-             WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )
-        .db()?;
+    select_events(
+        conn,
+        &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"),
+        params![page_start(after), page_size(limit)],
+    )
+}
+
+pub(super) fn latest_events(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    select_events(
+        conn,
+        &format!(
+            "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM events ORDER BY id DESC LIMIT ?1)
+             ORDER BY id"
+        ),
+        params![page_size(limit)],
+    )
+}
+
+const EVENT_COLUMNS: &str = "id, time, kind, server, revision, deployment, instance, message";
+
+/// The events `sql` selects ([`EVENT_COLUMNS`], in that order).
+fn select_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn.prepare(sql).db()?;
     let rows = stmt
-        .query_map(params![page_start(after), page_size(limit)], |r| {
+        .query_map(params, |r| {
             Ok(StoredEvent {
                 id: r.get(0)?,
                 event: NewEvent {
@@ -484,14 +508,38 @@ pub(super) fn audit(
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredAuditRecord>, StoreError> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT id, time, token, server, revision, tool, outcome, duration_ms FROM audit
-             WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )
-        .db()?;
+    select_audit(
+        conn,
+        &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"),
+        params![page_start(after), page_size(limit)],
+    )
+}
+
+pub(super) fn latest_audit(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<StoredAuditRecord>, StoreError> {
+    select_audit(
+        conn,
+        &format!(
+            "SELECT * FROM (SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1)
+             ORDER BY id"
+        ),
+        params![page_size(limit)],
+    )
+}
+
+const AUDIT_COLUMNS: &str = "id, time, token, server, revision, tool, outcome, duration_ms";
+
+/// The audit records `sql` selects ([`AUDIT_COLUMNS`], in that order).
+fn select_audit(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<Vec<StoredAuditRecord>, StoreError> {
+    let mut stmt = conn.prepare(sql).db()?;
     let rows = stmt
-        .query_map(params![page_start(after), page_size(limit)], |r| {
+        .query_map(params, |r| {
             Ok(AuditRow {
                 id: r.get(0)?,
                 time: r.get(1)?,

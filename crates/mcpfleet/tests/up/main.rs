@@ -13,6 +13,7 @@ mod canary;
 mod container_digests;
 mod container_secrets;
 mod containers;
+mod dashboard;
 mod deploy;
 mod first_use;
 mod history;
@@ -762,7 +763,19 @@ servers:
 struct Answer {
     status: u16,
     content_type: Option<String>,
+    /// Every header line, as `name: value`.
+    head: String,
     body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (any case), if the answer has it.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
 }
 
 /// One plain HTTP/1.1 request on its own connection (`Connection: close`), read to the end.
@@ -786,16 +799,14 @@ fn admin_request(address: &str, method: &str, path: &str, host: Option<&str>) ->
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head}"));
-    let content_type = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-type")
-            .then(|| value.trim().to_owned())
-    });
-    Answer {
+    let mut answer = Answer {
         status,
-        content_type,
+        content_type: None,
+        head: head.to_owned(),
         body: body.to_owned(),
-    }
+    };
+    answer.content_type = answer.header("content-type").map(str::to_owned);
+    answer
 }
 
 /// An MCP check of `endpoint` as a legacy client, calling `echo` with `message`, passes.

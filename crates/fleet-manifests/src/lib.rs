@@ -81,6 +81,56 @@ pub fn render(fleet: &ValidFleet, options: &Options) -> Result<Vec<Value>, Rende
     Ok(objects)
 }
 
+/// The Deployment that runs revision `revision` of image server `server` under the
+/// Kubernetes runtime: named `<server>-r<revision>`, with `mcpfleet.io/revision:
+/// "<revision>"` in its labels and its selector (so that two revisions of a server, a
+/// canary and its baseline, never pick each other's pods), `options.deployment` as its
+/// `mcpfleet.io/deployment` annotation, and the very pod template [`render`] writes —
+/// hardened, secrets by reference only. `spec.replicas` is left out: the runtime sets it to
+/// the instances it runs of that revision.
+///
+/// `revision` is the state store's revision number the runtime is given, where `render`
+/// (which has no store) labels with the server's content hash.
+///
+/// # Errors
+/// What [`render`] says about this server (or the fleet's namespace); an unknown or remote
+/// server is [`Problem::NotInCluster`].
+pub fn revision_deployment(
+    fleet: &ValidFleet,
+    server: &str,
+    revision: u64,
+    options: &Options,
+) -> Result<Value, RenderError> {
+    let mut problems = Vec::new();
+    let names = Names::new(fleet, options, &mut problems);
+    let Some(found) = fleet.server(server) else {
+        return Err(RenderError {
+            problems: vec![Problem::NotInCluster {
+                server: server.to_owned(),
+            }],
+        });
+    };
+    let pods = server::pods(&names, found, &mut problems);
+    match pods {
+        Some(pods) if problems.is_empty() => {
+            let shape = server::Shape {
+                name: format!("{server}-r{revision}"),
+                revision: revision.to_string(),
+                per_revision: true,
+                replicas: None,
+            };
+            Ok(server::deployment(&names, found, &pods, &shape))
+        }
+        // A remote server has no pods and no problem of its own.
+        None if problems.is_empty() => Err(RenderError {
+            problems: vec![Problem::NotInCluster {
+                server: server.to_owned(),
+            }],
+        }),
+        _ => Err(RenderError { problems }),
+    }
+}
+
 /// The namespace's budget, and the defaults that let a container that requests nothing
 /// in under it (a quota on CPU or memory refuses pods that do not say what they use).
 fn quota_objects(names: &Names<'_>, quota: &Quota) -> [Value; 2] {

@@ -80,6 +80,10 @@ pub enum Problem {
         span: Span,
         user: String,
     },
+    /// The fleet has no server of that name that runs in the cluster (none at all, or a
+    /// remote one): there is no Deployment to render for it.
+    #[error("server `{server}` runs no pods: the fleet has no image server of that name")]
+    NotInCluster { server: String },
     /// A string of the server uses a value that exists only when mcpfleet starts a local
     /// instance (`revision`, `now()`, `random_string()`), or a secret; a manifest is
     /// written once, for every pod.
@@ -102,7 +106,7 @@ impl Problem {
             | Problem::PerInstanceValue { span, .. }
             | Problem::SecretName { span, .. }
             | Problem::AutoscaleWithoutRequest { span, .. } => Some(*span),
-            Problem::Namespace { .. } => None,
+            Problem::Namespace { .. } | Problem::NotInCluster { .. } => None,
         }
     }
 
@@ -126,6 +130,9 @@ impl Problem {
             }
             Problem::HostPath { .. } => {
                 "use a named volume (rendered as a PersistentVolumeClaim of that name) or bake the files into the image"
+            }
+            Problem::NotInCluster { .. } => {
+                "start only the fleet's image servers on Kubernetes; remote servers are reached where they are"
             }
             Problem::RootUser { .. } => {
                 "run the container as a numeric non-root user, e.g. `user: \"65532:65532\"`"

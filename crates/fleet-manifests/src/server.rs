@@ -14,6 +14,35 @@ use serde_json::{Map, Value, json};
 /// mcpfleet allocates one per instance, in a cluster every pod has its own network.
 pub(crate) const DEFAULT_HTTP_PORT: u16 = 8080;
 
+/// A server's pods as every Deployment of it runs them — the one `render` writes and the
+/// one per revision the Kubernetes runtime applies — so that one place knows the pod
+/// template.
+pub(crate) struct Pods {
+    /// `mcpfleet.io/fleet` and `mcpfleet.io/server`: what picks every pod of the server.
+    selector: Map<String, Value>,
+    /// The pod spec: container, hardening, volumes, placement.
+    spec: Value,
+    /// The http port, for an http server.
+    port: Option<u16>,
+    /// The replicas the file asks for (a per-session server's warm pool).
+    replicas: u32,
+    /// A per-session stdio server's pods carry (and are selected by) `mcpfleet.io/pool: warm`.
+    pooled: bool,
+}
+
+/// Which Deployment of a server's pods to write.
+pub(crate) struct Shape {
+    /// `metadata.name`.
+    pub(crate) name: String,
+    /// The `mcpfleet.io/revision` label of the Deployment and its pods.
+    pub(crate) revision: String,
+    /// Whether the revision is part of the selector: a Deployment per revision must not
+    /// pick another revision's pods.
+    pub(crate) per_revision: bool,
+    /// `spec.replicas`; `None` leaves it to someone else (an autoscaler, the runtime).
+    pub(crate) replicas: Option<u32>,
+}
+
 /// The server's objects; `None` for a remote server (nothing runs in the cluster) and for a
 /// server with problems, which are added to `problems`.
 pub(crate) fn render(
@@ -21,6 +50,122 @@ pub(crate) fn render(
     server: &Server,
     problems: &mut Vec<Problem>,
 ) -> Option<Vec<Value>> {
+    let pods = pods(names, server, problems)?;
+    let container = image_container(server)?;
+    let revision = fleet_plan::DeployedServer::from_server(server).hash;
+    let mut labels = names.labels(&server.name);
+    labels.insert(meta::SERVER.into(), server.name.clone().into());
+    labels.insert(meta::REVISION.into(), revision.clone().into());
+    let selector = &pods.selector;
+    let policy = network_policy(
+        names,
+        server,
+        selector,
+        labels.clone(),
+        pods.port,
+        container,
+    );
+    // With an autoscaler the replica count is its to set: an applied count would undo
+    // its decision at every apply.
+    let shape = Shape {
+        name: server.name.clone(),
+        revision,
+        per_revision: false,
+        replicas: server.autoscale.is_none().then_some(pods.replicas),
+    };
+    let mut objects = vec![policy, deployment(names, server, &pods, &shape)];
+    if let Some(autoscale) = &server.autoscale {
+        objects.push(autoscaler(names, server, autoscale, labels.clone()));
+    }
+    if let Some(port) = pods.port {
+        objects.push(names.labelled(
+            "v1",
+            "Service",
+            &server.name,
+            labels.clone(),
+            json!({
+                "spec": {
+                    "ports": [{ "name": "http", "port": port, "protocol": "TCP", "targetPort": "http" }],
+                    "selector": selector,
+                }
+            }),
+        ));
+    }
+    objects.push(names.labelled(
+        "policy/v1",
+        "PodDisruptionBudget",
+        &server.name,
+        labels,
+        json!({
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": { "matchLabels": selector },
+            }
+        }),
+    ));
+    Some(objects)
+}
+
+/// The `container:` block of an image server.
+fn image_container(server: &Server) -> Option<&Container> {
+    let command = match &server.transport {
+        Transport::Remote { .. } => return None,
+        Transport::Stdio { command, .. } | Transport::Http { command, .. } => command,
+    };
+    match &command.executable {
+        Executable::Image { container, .. } => Some(container),
+        _ => None,
+    }
+}
+
+/// A Deployment of the server's pods, shaped by `shape`.
+pub(crate) fn deployment(names: &Names<'_>, server: &Server, pods: &Pods, shape: &Shape) -> Value {
+    let mut labels = names.labels(&server.name);
+    labels.insert(meta::SERVER.into(), server.name.clone().into());
+    labels.insert(meta::REVISION.into(), shape.revision.clone().into());
+    let mut pod_labels = labels.clone();
+    let mut pod_selector = pods.selector.clone();
+    if shape.per_revision {
+        pod_selector.insert(meta::REVISION.into(), shape.revision.clone().into());
+    }
+    if pods.pooled {
+        pod_selector.insert(meta::POOL.into(), "warm".into());
+        pod_labels.insert(meta::POOL.into(), "warm".into());
+    }
+    let mut deployment_spec = json!({
+        "selector": { "matchLabels": pod_selector },
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                // Both 0 cannot roll; the file's `rolling` refuses it already.
+                "maxSurge": server.rollout.max_surge.max(u32::from(server.rollout.max_unavailable == 0)),
+                "maxUnavailable": server.rollout.max_unavailable,
+            },
+        },
+        "template": {
+            "metadata": { "labels": pod_labels },
+            "spec": pods.spec,
+        },
+    });
+    if let Some(replicas) = shape.replicas {
+        deployment_spec["replicas"] = replicas.into();
+    }
+    names.labelled(
+        "apps/v1",
+        "Deployment",
+        &shape.name,
+        labels,
+        json!({ "spec": deployment_spec }),
+    )
+}
+
+/// The server's pods; `None` for a remote server and for a server with problems, which
+/// are added to `problems`.
+pub(crate) fn pods(
+    names: &Names<'_>,
+    server: &Server,
+    problems: &mut Vec<Problem>,
+) -> Option<Pods> {
     let (command, stdio) = match &server.transport {
         Transport::Remote { .. } => return None,
         Transport::Stdio { command, isolation } => (command, Some(*isolation)),
@@ -145,26 +290,14 @@ pub(crate) fn render(
         return None;
     }
 
-    let revision = fleet_plan::DeployedServer::from_server(server).hash;
     let mut selector = Map::new();
     selector.insert(meta::FLEET.into(), names.fleet.name.clone().into());
     selector.insert(meta::SERVER.into(), server.name.clone().into());
-    let mut labels = names.labels(&server.name);
-    labels.insert(meta::SERVER.into(), server.name.clone().into());
-    labels.insert(meta::REVISION.into(), revision.into());
-    let mut pod_labels = labels.clone();
-    let mut pod_selector = selector.clone();
-    let replicas = match stdio {
-        Some(Isolation::PerSession { warm, .. }) => {
-            pod_selector.insert(meta::POOL.into(), "warm".into());
-            pod_labels.insert(meta::POOL.into(), "warm".into());
-            warm
-        }
-        Some(Isolation::Shared) | None => server.replicas,
+    let (replicas, pooled) = match stdio {
+        Some(Isolation::PerSession { warm, .. }) => (warm, true),
+        Some(Isolation::Shared) | None => (server.replicas, false),
     };
-
-    let policy = network_policy(names, server, &selector, labels.clone(), port, container);
-    let mut pod_spec = json!({
+    let mut spec = json!({
         // Servers do not talk to the API server, nor see the namespace's Services in
         // their environment.
         "automountServiceAccountToken": false,
@@ -173,65 +306,14 @@ pub(crate) fn render(
         "securityContext": pod::pod_security(files.user),
         "volumes": files.volumes,
     });
-    placement(&mut pod_spec, server, &selector);
-    let mut deployment_spec = json!({
-        "selector": { "matchLabels": pod_selector },
-        "strategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": {
-                // Both 0 cannot roll; the file's `rolling` refuses it already.
-                "maxSurge": server.rollout.max_surge.max(u32::from(server.rollout.max_unavailable == 0)),
-                "maxUnavailable": server.rollout.max_unavailable,
-            },
-        },
-        "template": {
-            "metadata": { "labels": pod_labels },
-            "spec": pod_spec,
-        },
-    });
-    // With an autoscaler the replica count is its to set: an applied count would undo
-    // its decision at every apply.
-    if server.autoscale.is_none() {
-        deployment_spec["replicas"] = replicas.into();
-    }
-    let deployment = names.labelled(
-        "apps/v1",
-        "Deployment",
-        &server.name,
-        labels.clone(),
-        json!({ "spec": deployment_spec }),
-    );
-    let mut objects = vec![policy, deployment];
-    if let Some(autoscale) = &server.autoscale {
-        objects.push(autoscaler(names, server, autoscale, labels.clone()));
-    }
-    if let Some(port) = port {
-        objects.push(names.labelled(
-            "v1",
-            "Service",
-            &server.name,
-            labels.clone(),
-            json!({
-                "spec": {
-                    "ports": [{ "name": "http", "port": port, "protocol": "TCP", "targetPort": "http" }],
-                    "selector": selector,
-                }
-            }),
-        ));
-    }
-    objects.push(names.labelled(
-        "policy/v1",
-        "PodDisruptionBudget",
-        &server.name,
-        labels,
-        json!({
-            "spec": {
-                "maxUnavailable": 1,
-                "selector": { "matchLabels": selector },
-            }
-        }),
-    ));
-    Some(objects)
+    placement(&mut spec, server, &selector);
+    Some(Pods {
+        selector,
+        spec,
+        port,
+        replicas,
+        pooled,
+    })
 }
 
 /// Who may reach the server's pods and whom they may reach: ingress only from the control

@@ -3,7 +3,7 @@
 //! the servers a cluster cannot run, all named at once.
 
 use fleet_manifests::yaml::to_yaml_stream;
-use fleet_manifests::{Options, Problem, file_names, render};
+use fleet_manifests::{Options, Problem, file_names, render, revision_deployment};
 use fleet_spec::model::Executable;
 use fleet_spec::template::Host;
 use fleet_spec::{LoadOptions, ValidFleet, load_str};
@@ -313,6 +313,7 @@ servers:
             | Problem::SecretName { server, span, .. }
             | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
             Problem::Namespace { namespace } => (namespace.as_str(), 0),
+            Problem::NotInCluster { server } => (server.as_str(), 0),
         })
         .collect();
     assert_eq!(
@@ -477,4 +478,57 @@ fn a_service_monitor_is_rendered_when_the_fleet_asks_for_one() {
     for (key, value) in selector {
         assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
     }
+}
+
+#[test]
+fn a_revisions_deployment_runs_the_pod_template_render_writes() {
+    let fleet = load(&example());
+    let options = Options {
+        fleet_file: example(),
+        deployment: Some(12),
+    };
+    let rendered = render(&fleet, &options).unwrap();
+    let rendered = (rendered.iter())
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "search")
+        .unwrap();
+    let revision = revision_deployment(&fleet, "search", 3, &options).unwrap();
+    assert_eq!(revision["metadata"]["name"], "search-r3");
+    let pick = |object: &Value, key: &str| object.pointer(key).cloned();
+    assert_eq!(
+        pick(&revision, "/spec/template/spec"),
+        pick(rendered, "/spec/template/spec"),
+        "one pod template for both"
+    );
+    assert_eq!(
+        pick(&revision, "/spec/selector/matchLabels"),
+        Some(serde_json::json!({
+            "mcpfleet.io/fleet": "tools", "mcpfleet.io/server": "search", "mcpfleet.io/revision": "3",
+        }))
+    );
+    assert_eq!(
+        pick(
+            &revision,
+            "/spec/template/metadata/labels/mcpfleet.io~1revision"
+        ),
+        Some("3".into())
+    );
+    assert_eq!(
+        pick(&revision, "/metadata/annotations/mcpfleet.io~1deployment"),
+        Some("12".into())
+    );
+    assert_eq!(
+        pick(&revision, "/spec/replicas"),
+        None,
+        "the runtime sets the replicas"
+    );
+    assert!(kube::hardened_violations(&revision).is_empty());
+
+    let remote = revision_deployment(&fleet, "docs", 3, &options).unwrap_err();
+    assert_eq!(
+        remote.problems,
+        [Problem::NotInCluster {
+            server: "docs".into()
+        }]
+    );
+    assert!(revision_deployment(&fleet, "nope", 3, &options).is_err());
 }

@@ -16,9 +16,13 @@
 //!   server's version, the namespace, every RBAC permission apply and the runtime need,
 //!   the referenced Secret keys, ResourceQuota room — as lines that say what to do.
 //!
+//! - [`KubeRuntime`]: fleet-runtime's `Runtime` on a cluster — an instance is a pod of a
+//!   Deployment per server revision, claimed by a label ([`runtime`]).
+//!
 //! What it deliberately does not: render objects (that is `fleet-manifests`, which has no
-//! I/O), decide what to apply (the CLI), or run servers (the Kubernetes runtime, later).
-//! It talks only to the API server; tests replace the server with `tower_test::mock`.
+//! I/O; the runtime gets its Deployments rendered), or decide what to apply (the CLI). It
+//! talks only to the API server; tests replace the server with `tower_test::mock` or
+//! fleet-testkit's fake API server.
 
 mod apply;
 mod cluster;
@@ -26,6 +30,7 @@ pub mod kinds;
 mod preflight;
 mod quantity;
 mod rollout;
+pub mod runtime;
 
 pub use apply::{AppliedObject, ApplyError, ApplyOutcome, ApplyReport, FieldConflict, ObjectRef};
 pub use cluster::{ApiError, Cluster, ClusterAccess, ConnectError, FIELD_MANAGER};
@@ -34,3 +39,4 @@ pub use preflight::{
     referenced_secrets,
 };
 pub use rollout::{RolloutError, RolloutState, rollout_state};
+pub use runtime::{KubeRuntime, KubeSettings};

@@ -131,6 +131,36 @@ pub enum StartError {
         output: Vec<String>,
     },
 
+    /// The cluster refused or failed a request while starting (applying the revision's
+    /// Deployment, claiming a pod).
+    #[error("Kubernetes could not {action} for instance `{id}`: {message}")]
+    Cluster {
+        id: InstanceId,
+        /// What was asked, e.g. "apply Deployment tools/search-r3".
+        action: String,
+        /// The API server's (or the client's) own words.
+        message: String,
+    },
+
+    /// No pod of the instance's Deployment became ready in time.
+    #[error(
+        "no pod of Deployment {deployment} became ready for instance `{id}` within {waited:?}: {why}; \
+         `kubectl -n {namespace} describe deployment {deployment}` and its pods' events say more"
+    )]
+    PodNotReady {
+        id: InstanceId,
+        namespace: String,
+        deployment: String,
+        waited: std::time::Duration,
+        /// What the pods were doing (pending, waiting for an image, crashing, …).
+        why: String,
+    },
+
+    /// The spec cannot run as a pod the way it is given (a stdio server, for now; values
+    /// the pod template must carry instead; a Deployment that is not this instance's).
+    #[error("instance `{id}` cannot run as a pod: {why}")]
+    NotAPod { id: InstanceId, why: String },
+
     /// The runtime could not write its logs or pidfiles.
     #[error("cannot write `{}` in the state directory: {source}; check its permissions and free space", path.display())]
     StateDir {
@@ -196,4 +226,15 @@ pub enum RuntimeError {
     /// The instance is being stopped; it will not be restarted.
     #[error("instance `{id}` is stopping")]
     Stopping { id: InstanceId },
+
+    /// The cluster refused or failed a request (scaling down, deleting a pod), or the pod
+    /// did not go in time; the instance may still run.
+    #[error("Kubernetes could not {action} for instance `{id}`: {message}")]
+    Cluster {
+        id: InstanceId,
+        /// What was asked, e.g. "delete pod tools/search-r3-7d9f-x2x4q".
+        action: String,
+        /// The API server's (or the client's) own words.
+        message: String,
+    },
 }

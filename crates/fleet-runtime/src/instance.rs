@@ -110,6 +110,8 @@ pub enum Launch {
     },
     /// A container, run by a container engine.
     Container(ContainerLaunch),
+    /// A pod of a Kubernetes Deployment.
+    Pod(PodLaunch),
 }
 
 impl Launch {
@@ -118,6 +120,7 @@ impl Launch {
         match self {
             Launch::Process { .. } => "a process",
             Launch::Container(_) => "a container",
+            Launch::Pod(_) => "a pod",
         }
     }
 }
@@ -144,6 +147,22 @@ pub struct ContainerLaunch {
     /// Secrets mounted as read-only files: never in the container's environment or
     /// command line, which the engine shows to anyone who may `inspect` it.
     pub secrets: Vec<ContainerSecret>,
+}
+
+/// A pod of a Kubernetes Deployment, one per revision of a server.
+///
+/// Unlike the other launches this carries no resolved value: a pod's command, environment
+/// and secret files are its template's, the same for every pod, and secrets in it are
+/// references to Kubernetes Secrets that the kubelet resolves (`secretKeyRef`, `secret`
+/// volumes). So an instance spec with a pod launch has empty `args` and `env` — the
+/// Kubernetes runtime refuses any — and a secret's value never passes through mcpfleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodLaunch {
+    /// The revision's `apps/v1` Deployment as `fleet_manifests::revision_deployment`
+    /// renders it: named `<server>-r<revision>`, selecting its pods by
+    /// `mcpfleet.io/{fleet,server,revision}`, with the hardened pod template. Its
+    /// `spec.replicas` is the runtime's to set.
+    pub deployment: serde_json::Value,
 }
 
 /// A secret handed to a container as a read-only file at `target`.
@@ -282,6 +301,8 @@ pub enum InstanceHandle {
     Process { pid: u32 },
     /// A container, by its full engine id.
     Container { id: String },
+    /// A Kubernetes pod, by name (in the runtime's namespace).
+    Pod { name: String },
 }
 
 impl InstanceHandle {
@@ -289,7 +310,7 @@ impl InstanceHandle {
     pub fn pid(&self) -> Option<u32> {
         match self {
             InstanceHandle::Process { pid } => Some(*pid),
-            InstanceHandle::Container { .. } => None,
+            InstanceHandle::Container { .. } | InstanceHandle::Pod { .. } => None,
         }
     }
 
@@ -297,7 +318,7 @@ impl InstanceHandle {
     /// a runtime that runs containers.
     pub fn container(&self) -> Option<&str> {
         match self {
-            InstanceHandle::Process { .. } => None,
+            InstanceHandle::Process { .. } | InstanceHandle::Pod { .. } => None,
             InstanceHandle::Container { id } => Some(id.get(..12).unwrap_or(id)),
         }
     }
@@ -311,6 +332,7 @@ impl fmt::Display for InstanceHandle {
             InstanceHandle::Container { .. } => {
                 write!(f, "container {}", self.container().unwrap_or_default())
             }
+            InstanceHandle::Pod { name } => write!(f, "pod {name}"),
         }
     }
 }

@@ -19,7 +19,8 @@
 //!   [`StdioAttachment`] and never reads or writes a protocol byte;
 //! - health checks beyond "the process is alive" (fleet-mcp's probes do that).
 //!
-//! Later: a `fleet-runtime-kube` crate.
+//! The Kubernetes runtime lives in `fleet-runtime-kube` (pods of a Deployment per revision,
+//! [`Launch::Pod`]).
 
 pub mod container;
 mod error;
@@ -33,8 +34,8 @@ pub use error::{ConnectError, RuntimeError, StartError};
 pub use instance::{
     ContainerLaunch, ContainerNetwork, ContainerResources, ContainerSecret, ContainerVolume,
     Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
-    InstanceState, InstanceStatus, Launch, Lifecycle, OutOfMemory, PullPolicy, Reach, ReapOutcome,
-    Reaped, StdioAttachment,
+    InstanceState, InstanceStatus, Launch, Lifecycle, OutOfMemory, PodLaunch, PullPolicy, Reach,
+    ReapOutcome, Reaped, StdioAttachment,
 };
 pub use local::LocalRuntime;
 pub use process::{LogRotation, ProcessRuntime};

@@ -75,6 +75,7 @@ impl Runtime for LocalRuntime {
         match spec.launch {
             Launch::Process { .. } => self.processes.start(spec).await,
             Launch::Container(_) => self.connect_containers().await?.start(spec).await,
+            Launch::Pod(_) => Err(wrong_runtime(&spec)),
         }
     }
 
@@ -122,6 +123,7 @@ impl Runtime for LocalRuntime {
         match spec.launch {
             Launch::Process { .. } => self.processes.adopt(spec).await,
             Launch::Container(_) => self.connect_containers().await?.adopt(spec).await,
+            Launch::Pod(_) => Err(wrong_runtime(&spec)),
         }
     }
 
@@ -137,5 +139,14 @@ impl Runtime for LocalRuntime {
     fn logs(&self, id: &InstanceId, lines: usize, follow: bool) -> BoxStream<'static, String> {
         // The same files for both runtimes.
         self.processes.logs(id, lines, follow)
+    }
+}
+
+/// A pod is the Kubernetes runtime's to start.
+fn wrong_runtime(spec: &InstanceSpec) -> StartError {
+    StartError::WrongRuntime {
+        id: spec.id.clone(),
+        launch: spec.launch.kind(),
+        runtime: "local",
     }
 }

@@ -3,15 +3,19 @@
 //! through the PyPI peer `kubernetes-validate`, offline), the restricted Pod Security
 //! Standard ([`restricted_violations`]) and mcpfleet's hardening on top of it
 //! ([`hardened_violations`]), and a reader of multi-document YAML into
-//! `serde_json::Value`s for them ([`parse_yaml_documents`]).
+//! `serde_json::Value`s for them ([`parse_yaml_documents`]) — and [`FakeApi`], an
+//! in-process fake API server the Kubernetes runtime's tests run against.
 //!
 //! No API server runs here; these are the checks a cluster's admission would make, done
 //! on the bytes `mcpfleet render kubernetes` writes. The validator is a peer like the MCP
 //! ones: `cargo xtask peers` installs it, and a test that needs it fails (never skips)
 //! when it is missing.
 
+mod fake_api;
 mod restricted;
 mod yaml;
+
+pub use fake_api::{Applied, FakeApi, POD_DELETION_COST};
 
 pub use restricted::{Rule, Violation, hardened_violations, restricted_violations};
 pub use yaml::{YamlError, parse_yaml_documents};

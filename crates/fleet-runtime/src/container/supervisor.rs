@@ -413,7 +413,7 @@ impl Supervisor {
         let reported = state.and_then(|s| s.oom_killed).unwrap_or(false);
         let limit = match &self.spec.launch {
             Launch::Container(launch) => launch.resources.memory_bytes,
-            Launch::Process { .. } => None,
+            Launch::Process { .. } | Launch::Pod(_) => None,
         };
         let out_of_memory = match (reported, limit) {
             (true, _) => OutOfMemory::Reported,

@@ -1,0 +1,572 @@
+//! The Kubernetes runtime against fleet-testkit's fake API server (an in-process HTTP
+//! server with a ReplicaSet controller; the test plays the kubelet). Tests are named
+//! `mock_…`: no real API server runs here.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fleet_runtime::{
+    InstanceHandle, InstanceId, InstanceIo, InstanceSpec, InstanceState, Launch, Lifecycle,
+    OutOfMemory, PodLaunch, Reach, ReapOutcome, Runtime, RuntimeError, StartError,
+};
+use fleet_runtime_kube::runtime::{LABEL_INSTANCE, POD_DELETION_COST};
+use fleet_runtime_kube::{Cluster, KubeRuntime, KubeSettings};
+use fleet_testkit::kube::{FakeApi, hardened_violations};
+use futures::StreamExt as _;
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const NAMESPACE: &str = "mcp-tools";
+const SECRET_VALUE: &str = "s3cr3t-api-key-value";
+
+/// An http image server with a secret file: the pod template must reference the secret's
+/// Kubernetes Secret and never hold its value.
+const FLEET: &str = r#"
+version: 1
+name: tools
+runtime: kubernetes
+kubernetes: { namespace: mcp-tools }
+secrets:
+  api_key:
+    env: MCPFLEET_KUBE_RUNTIME_TEST_KEY
+    kubernetes: { secret: search-keys, key: api }
+servers:
+  search:
+    http:
+      image: registry.example/search:1.2
+      port: 8080
+      path: /mcp
+      args: ["--port", "{{ port }}"]
+    container:
+      user: "1000:1000"
+      resources: { cpus: 0.5, memory: 256Mi }
+      secrets: { /run/secrets/api_key: api_key }
+"#;
+
+fn fleet() -> fleet_spec::ValidFleet {
+    fleet_spec::load_str(
+        "fleet.yaml",
+        FLEET,
+        "/fleet".into(),
+        &fleet_spec::LoadOptions::default(),
+    )
+    .into_valid()
+    .unwrap_or_else(|errors| panic!("{errors:#?}"))
+}
+
+/// Instance `id` of revision `revision` of `search`, started by deployment 7: what the
+/// engine will hand the runtime (the Deployment rendered by fleet-manifests, no values).
+fn spec(id: &str, revision: u64) -> InstanceSpec {
+    let fleet = fleet();
+    let options = fleet_manifests::Options {
+        fleet_file: FLEET.to_owned(),
+        deployment: Some(7),
+    };
+    let deployment = fleet_manifests::revision_deployment(&fleet, "search", revision, &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    InstanceSpec {
+        id: InstanceId::from(id),
+        server: "search".into(),
+        revision,
+        launch: Launch::Pod(PodLaunch { deployment }),
+        args: Vec::new(),
+        env: Vec::new(),
+        io: InstanceIo::Listen { port: 8080 },
+        restart: fleet.server("search").unwrap().restart.clone(),
+        stop_grace: Duration::from_secs(5),
+        deployment: Some(7),
+    }
+}
+
+fn settings() -> KubeSettings {
+    KubeSettings {
+        ready_timeout: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(20),
+    }
+}
+
+async fn runtime(api: &FakeApi) -> KubeRuntime {
+    let config = kube::Config::new(api.url().parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    KubeRuntime::new(
+        Cluster::from_client(client, api.url()),
+        "tools",
+        NAMESPACE,
+        settings(),
+    )
+}
+
+/// The next event, within a deadline.
+async fn next(events: &mut UnboundedReceiver<Lifecycle>) -> Lifecycle {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the events channel is open")
+}
+
+/// The pod and address of a `Running` event.
+fn running(event: Lifecycle) -> (String, Option<SocketAddr>) {
+    match event {
+        Lifecycle::Running {
+            reach,
+            handle: InstanceHandle::Pod { name },
+        } => (
+            name,
+            match reach {
+                Reach::Address(address) => Some(address),
+                _ => None,
+            },
+        ),
+        other => panic!("expected Running in a pod, got {other:?}"),
+    }
+}
+
+fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.pointer("/metadata/labels")?.get(key)?.as_str()
+}
+
+fn replicas(api: &FakeApi, deployment: &str) -> Option<u64> {
+    api.deployment(NAMESPACE, deployment)?
+        .pointer("/spec/replicas")?
+        .as_u64()
+}
+
+fn pod_names(api: &FakeApi) -> Vec<String> {
+    (api.pods(NAMESPACE).iter())
+        .filter_map(|pod| pod.pointer("/metadata/name")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn mock_start_applies_the_revisions_deployment_and_reports_the_claimed_pods_address() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut instance = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    let (pod_name, address) = running(next(&mut instance.events).await);
+
+    let applies = api.applies();
+    assert_eq!(applies.len(), 1, "{applies:#?}");
+    let applied = &applies[0];
+    assert_eq!(
+        (applied.name.as_str(), applied.namespace.as_str()),
+        ("search-r3", NAMESPACE)
+    );
+    assert_eq!(applied.field_manager, "mcpfleet");
+    assert!(!applied.force, "mcpfleet never forces an apply");
+    let body = &applied.body;
+    assert_eq!(body.pointer("/spec/replicas"), Some(&1.into()));
+    let selector = body.pointer("/spec/selector/matchLabels").unwrap();
+    assert_eq!(
+        selector,
+        &serde_json::json!({
+            "mcpfleet.io/fleet": "tools", "mcpfleet.io/server": "search", "mcpfleet.io/revision": "3",
+        })
+    );
+    assert_eq!(
+        body.pointer("/metadata/annotations/mcpfleet.io~1deployment"),
+        Some(&"7".into())
+    );
+    assert_eq!(
+        label(body, "mcpfleet.io/revision"),
+        Some("3"),
+        "the Deployment's labels name the revision"
+    );
+    let violations = hardened_violations(body);
+    assert!(violations.is_empty(), "{violations:#?}");
+    let volumes = body.pointer("/spec/template/spec/volumes").unwrap();
+    assert!(
+        volumes
+            .to_string()
+            .contains(r#""secretName":"search-keys""#),
+        "the secret file is a secret volume: {volumes}"
+    );
+    assert!(!body.to_string().contains(SECRET_VALUE));
+
+    let pod = api
+        .pod(NAMESPACE, &pod_name)
+        .expect("the claimed pod exists");
+    assert_eq!(label(&pod, LABEL_INSTANCE), Some("search-r3-1"));
+    let ip = pod.pointer("/status/podIP").unwrap().as_str().unwrap();
+    assert_eq!(address, Some(format!("{ip}:8080").parse().unwrap()));
+    let statuses = runtime.statuses();
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].state, InstanceState::Running);
+    assert_eq!(
+        statuses[0].handle,
+        Some(InstanceHandle::Pod { name: pod_name })
+    );
+}
+
+#[tokio::test]
+async fn mock_two_starts_claim_two_distinct_pods() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let (one, two) = tokio::join!(
+        runtime.start(spec("search-r3-1", 3)),
+        runtime.start(spec("search-r3-2", 3))
+    );
+    let (mut one, mut two) = (one.unwrap(), two.unwrap());
+    let (pod_one, _) = running(next(&mut one.events).await);
+    let (pod_two, _) = running(next(&mut two.events).await);
+    assert_ne!(pod_one, pod_two);
+    assert_eq!(replicas(&api, "search-r3"), Some(2));
+    let claimed =
+        |pod: &str| label(&api.pod(NAMESPACE, pod).unwrap(), LABEL_INSTANCE).map(str::to_owned);
+    assert_eq!(claimed(&pod_one).as_deref(), Some("search-r3-1"));
+    assert_eq!(claimed(&pod_two).as_deref(), Some("search-r3-2"));
+}
+
+#[tokio::test]
+async fn mock_stop_removes_exactly_that_pod_and_scales_down() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut first = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    let (first_pod, _) = running(next(&mut first.events).await);
+    let mut second = runtime.start(spec("search-r3-2", 3)).await.unwrap();
+    let (second_pod, _) = running(next(&mut second.events).await);
+
+    // The first pod is the older: a ReplicaSet left to itself would remove the newer one.
+    runtime.stop(&"search-r3-1".into()).await.unwrap();
+    assert_eq!(pod_names(&api), vec![second_pod.clone()]);
+    assert_eq!(replicas(&api, "search-r3"), Some(1));
+    let second = api.pod(NAMESPACE, &second_pod).unwrap();
+    assert_eq!(label(&second, LABEL_INSTANCE), Some("search-r3-2"));
+    assert!(
+        second
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(POD_DELETION_COST))
+            .is_none(),
+        "only the stopped pod is marked for deletion"
+    );
+    assert!(matches!(
+        next(&mut first.events).await,
+        Lifecycle::Exited { .. }
+    ));
+    assert!(matches!(next(&mut first.events).await, Lifecycle::Stopped));
+    assert!(!pod_names(&api).contains(&first_pod));
+    let ids: Vec<String> = (runtime.statuses().iter())
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(ids, ["search-r3-2"]);
+    // Stopping again, or an id never started, is done at once.
+    runtime.stop(&"search-r3-1".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn mock_the_last_stop_deletes_the_deployment() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut old = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    running(next(&mut old.events).await);
+    let mut new = runtime.start(spec("search-r4-1", 4)).await.unwrap();
+    running(next(&mut new.events).await);
+    assert_eq!(api.deployment_names(NAMESPACE), ["search-r3", "search-r4"]);
+
+    runtime.stop(&"search-r3-1".into()).await.unwrap();
+    assert_eq!(api.deployment_names(NAMESPACE), ["search-r4"]);
+    assert_eq!(pod_names(&api).len(), 1);
+    runtime.stop(&"search-r4-1".into()).await.unwrap();
+    assert!(api.deployment_names(NAMESPACE).is_empty());
+    assert!(pod_names(&api).is_empty());
+}
+
+#[tokio::test]
+async fn mock_an_oom_killed_container_is_an_exit_out_of_memory() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut instance = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    let (pod, address) = running(next(&mut instance.events).await);
+
+    api.kill_container(NAMESPACE, &pod, 137, "OOMKilled");
+    match next(&mut instance.events).await {
+        Lifecycle::Exited {
+            code,
+            out_of_memory,
+            ..
+        } => {
+            assert_eq!(code, Some(137));
+            assert_eq!(out_of_memory, OutOfMemory::Reported);
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::BackingOff { attempt: 1, .. }
+    ));
+    // The kubelet started the container again in the same pod.
+    assert_eq!(running(next(&mut instance.events).await), (pod, address));
+    let status = &runtime.statuses()[0];
+    assert_eq!(status.restarts, 1);
+    let exit = status.last_exit.unwrap();
+    assert_eq!(
+        (exit.code, exit.out_of_memory),
+        (Some(137), OutOfMemory::Reported)
+    );
+}
+
+#[tokio::test]
+async fn mock_crash_loop_back_off_is_crash_looping_until_the_container_recovers() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut instance = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    let (pod, _) = running(next(&mut instance.events).await);
+
+    api.crash_loop(NAMESPACE, &pod, 1, "Error");
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited {
+            code: Some(1),
+            out_of_memory: OutOfMemory::No,
+            ..
+        }
+    ));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::BackingOff { .. }
+    ));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::CrashLooping { failures: 1 }
+    ));
+    assert_eq!(runtime.statuses()[0].state, InstanceState::CrashLooping);
+    // The kubelet keeps trying; when a start sticks, the instance runs again.
+    api.set_ready(NAMESPACE, &pod);
+    assert_eq!(running(next(&mut instance.events).await).0, pod);
+    assert_eq!(runtime.statuses()[0].state, InstanceState::Running);
+}
+
+#[tokio::test]
+async fn mock_restart_claims_a_fresh_pod_for_the_same_id() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut instance = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    let (old_pod, _) = running(next(&mut instance.events).await);
+
+    runtime.restart(&"search-r3-1".into()).await.unwrap();
+    assert!(
+        api.pod(NAMESPACE, &old_pod).is_none(),
+        "restart returns once the old pod is gone"
+    );
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited { .. }
+    ));
+    let (new_pod, _) = running(next(&mut instance.events).await);
+    assert_ne!(new_pod, old_pod);
+    let claimed = api.pod(NAMESPACE, &new_pod).unwrap();
+    assert_eq!(label(&claimed, LABEL_INSTANCE), Some("search-r3-1"));
+    assert_eq!(replicas(&api, "search-r3"), Some(1));
+    let status = &runtime.statuses()[0];
+    assert_eq!(status.restarts, 1);
+    assert_eq!(status.handle, Some(InstanceHandle::Pod { name: new_pod }));
+    assert!(matches!(
+        runtime.restart(&"search-r9-1".into()).await,
+        Err(RuntimeError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn mock_a_new_control_plane_discovers_and_adopts_its_pods_from_labels() {
+    let api = FakeApi::start().await;
+    let before = runtime(&api).await;
+    let mut instance = before.start(spec("search-r3-1", 3)).await.unwrap();
+    let (pod, address) = running(next(&mut instance.events).await);
+    let mut unready = before.start(spec("search-r3-2", 3)).await.unwrap();
+    let (unready_pod, _) = running(next(&mut unready.events).await);
+    // The control plane is killed: its runtime goes, the pods stay.
+    drop(before);
+    api.crash_loop(NAMESPACE, &unready_pod, 1, "Error");
+
+    let after = runtime(&api).await;
+    let found = after.discover().await;
+    let summary: Vec<(String, u64, bool)> = (found.iter())
+        .map(|d| (d.id.to_string(), d.revision, d.adoptable))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("search-r3-1".to_owned(), 3, true),
+            ("search-r3-2".to_owned(), 3, false)
+        ]
+    );
+    assert_eq!(found[0].handle, InstanceHandle::Pod { name: pod.clone() });
+
+    let mut adopted = after.adopt(spec("search-r3-1", 3)).await.unwrap();
+    assert_eq!(
+        running(next(&mut adopted.events).await),
+        (pod.clone(), address)
+    );
+    assert!(matches!(
+        after.adopt(spec("search-r3-2", 3)).await,
+        Err(StartError::NotAdoptable { .. })
+    ));
+    assert!(matches!(
+        after.adopt(spec("search-r4-1", 4)).await,
+        Err(StartError::NotAdoptable { .. })
+    ));
+    // Adopted means supervised: discover no longer lists it, its exits are reported.
+    let left: Vec<String> = (after.discover().await.iter())
+        .map(|d| d.id.to_string())
+        .collect();
+    assert_eq!(left, ["search-r3-2"]);
+    api.kill_container(NAMESPACE, &pod, 2, "Error");
+    assert!(matches!(
+        next(&mut adopted.events).await,
+        Lifecycle::Exited { code: Some(2), .. }
+    ));
+}
+
+#[tokio::test]
+async fn mock_reap_removes_the_pods_and_deployments_not_spared() {
+    let api = FakeApi::start().await;
+    let before = runtime(&api).await;
+    for (id, revision) in [("search-r3-1", 3), ("search-r3-2", 3), ("search-r4-1", 4)] {
+        let mut instance = before.start(spec(id, revision)).await.unwrap();
+        running(next(&mut instance.events).await);
+    }
+    let pod_of = |id: &str| {
+        (api.pods(NAMESPACE).into_iter())
+            .find(|pod| label(pod, LABEL_INSTANCE) == Some(id))
+            .and_then(|pod| pod.pointer("/metadata/name")?.as_str().map(str::to_owned))
+    };
+    let kept_pod = pod_of("search-r3-1").unwrap();
+    drop(before);
+
+    let after = runtime(&api).await;
+    let spare: HashSet<InstanceId> = [InstanceId::from("search-r3-1")].into();
+    let mut reaped: Vec<(String, Option<String>, bool)> = (after.reap_leftovers(&spare).await)
+        .into_iter()
+        .map(|r| {
+            let stopped = matches!(r.outcome, ReapOutcome::Stopped { .. });
+            (r.record, r.id.map(|id| id.to_string()), stopped)
+        })
+        .collect();
+    reaped.sort();
+    let records: Vec<&str> = reaped
+        .iter()
+        .map(|(record, _, _)| record.as_str())
+        .collect();
+    assert!(
+        records.contains(&"Deployment mcp-tools/search-r4"),
+        "{reaped:#?}"
+    );
+    assert!(reaped.iter().all(|(_, _, stopped)| *stopped), "{reaped:#?}");
+    let ids: HashSet<Option<String>> = reaped.iter().map(|(_, id, _)| id.clone()).collect();
+    assert!(ids.contains(&Some("search-r3-2".to_owned())));
+    assert!(ids.contains(&Some("search-r4-1".to_owned())));
+    assert_eq!(api.deployment_names(NAMESPACE), ["search-r3"]);
+    assert_eq!(pod_of("search-r3-1"), Some(kept_pod));
+    assert_eq!(pod_of("search-r3-2"), None);
+    assert_eq!(pod_of("search-r4-1"), None);
+    // Nothing is left to reap when nothing is spared but the spared one was adopted.
+    let mut adopted = after.adopt(spec("search-r3-1", 3)).await.unwrap();
+    running(next(&mut adopted.events).await);
+    let again = after.reap_leftovers(&HashSet::new()).await;
+    assert!(again.is_empty(), "{again:#?}");
+}
+
+#[tokio::test]
+async fn mock_logs_are_the_pods_log_tailed_and_followed() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut instance = runtime.start(spec("search-r3-1", 3)).await.unwrap();
+    let (pod, _) = running(next(&mut instance.events).await);
+    for line in ["one", "two", "three"] {
+        api.log(NAMESPACE, &pod, line);
+    }
+    let id = InstanceId::from("search-r3-1");
+    let tail: Vec<String> = runtime.logs(&id, 2, false).collect().await;
+    assert_eq!(tail, ["two", "three"]);
+
+    let mut follow = runtime.logs(&id, 1, true);
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("a line within 10 s")
+    };
+    assert_eq!(next_line().await.as_deref(), Some("three"));
+    api.log(NAMESPACE, &pod, "four");
+    assert_eq!(next_line().await.as_deref(), Some("four"));
+    // A restart does not end a followed log: the new pod's lines follow.
+    runtime.restart(&id).await.unwrap();
+    let (new_pod, _) = loop {
+        if let Lifecycle::Running { .. } = &next(&mut instance.events).await {
+            break (runtime.statuses()[0].handle.clone(), ());
+        }
+    };
+    let Some(InstanceHandle::Pod { name: new_pod }) = new_pod else {
+        panic!("no pod after the restart");
+    };
+    api.log(NAMESPACE, &new_pod, "five");
+    assert_eq!(next_line().await.as_deref(), Some("five"));
+}
+
+#[tokio::test]
+async fn mock_what_cannot_run_as_a_pod_is_refused_before_anything_is_applied() {
+    let api = FakeApi::start().await;
+    let runtime = runtime(&api).await;
+    let mut stdio = spec("search-r3-1", 3);
+    stdio.io = InstanceIo::Stdio;
+    let refused = runtime.start(stdio).await.unwrap_err();
+    assert!(matches!(refused, StartError::NotAPod { .. }));
+    assert!(refused.to_string().contains("stdio"), "{refused}");
+
+    let mut with_values = spec("search-r3-1", 3);
+    with_values.env = vec![("API_KEY".into(), SECRET_VALUE.into())];
+    let refused = runtime.start(with_values).await.unwrap_err();
+    assert!(matches!(refused, StartError::NotAPod { .. }), "{refused}");
+    assert!(!refused.to_string().contains(SECRET_VALUE));
+
+    let mut other_revision = spec("search-r3-1", 3);
+    other_revision.revision = 4;
+    assert!(matches!(
+        runtime.start(other_revision).await,
+        Err(StartError::NotAPod { .. })
+    ));
+    let mut process = spec("search-r3-1", 3);
+    process.launch = Launch::Process {
+        program: "search".into(),
+        cwd: None,
+    };
+    assert!(matches!(
+        runtime.start(process).await,
+        Err(StartError::WrongRuntime { .. })
+    ));
+    assert!(api.applies().is_empty());
+    assert!(runtime.statuses().is_empty());
+}
+
+#[tokio::test]
+async fn mock_no_ready_pod_in_time_fails_the_start_and_takes_the_replica_back() {
+    let api = FakeApi::start().await;
+    api.hold_new_pods(true);
+    let config = kube::Config::new(api.url().parse().unwrap());
+    let runtime = KubeRuntime::new(
+        Cluster::from_client(kube::Client::try_from(config).unwrap(), api.url()),
+        "tools",
+        NAMESPACE,
+        KubeSettings {
+            ready_timeout: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(20),
+        },
+    );
+    let failed = runtime.start(spec("search-r3-1", 3)).await.unwrap_err();
+    let StartError::PodNotReady {
+        deployment, why, ..
+    } = &failed
+    else {
+        panic!("expected PodNotReady, got {failed}");
+    };
+    assert_eq!(deployment, "search-r3");
+    assert!(why.contains("Pending"), "{why}");
+    assert!(
+        failed
+            .to_string()
+            .contains("kubectl -n mcp-tools describe deployment search-r3")
+    );
+    // Nothing keeps running: the Deployment of the only instance went with it.
+    assert!(api.deployment_names(NAMESPACE).is_empty());
+    assert!(pod_names(&api).is_empty());
+    assert!(runtime.statuses().is_empty());
+}

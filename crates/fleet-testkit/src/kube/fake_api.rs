@@ -1,0 +1,780 @@
+//! A fake Kubernetes API server, in process, over real HTTP: enough of the API for the
+//! Kubernetes runtime's client, and the controllers and kubelet behaviour it relies on.
+//!
+//! It serves, in any namespace:
+//! - Deployments (`apps/v1`): server-side apply (`PATCH` with
+//!   `application/apply-patch+yaml`, which needs `fieldManager`), `GET`, `LIST` with a label
+//!   selector, and `DELETE`, which also deletes the Deployment's pods (the garbage
+//!   collector's background cascade);
+//! - pods (`v1`): `GET`, `LIST` with a label selector (`k=v`, `k!=v`, `k`, `!k`), JSON merge
+//!   patch (RFC 7386) with `metadata.resourceVersion` as a precondition (a stale one is
+//!   `409 Conflict`, as the API conventions' optimistic concurrency says), `DELETE`, and
+//!   `pods/log` (`tailLines`, `follow`: lines as they come until the pod is gone);
+//! - a ReplicaSet controller, run after every write: each Deployment gets exactly
+//!   `spec.replicas` pods matching its selector, new ones from its pod template (Running
+//!   and Ready with an IP unless [`FakeApi::hold_new_pods`]); surplus pods go in the order
+//!   the ReplicaSet documentation gives — not ready before ready, then lower
+//!   `controller.kubernetes.io/pod-deletion-cost` first, then the newest first
+//!   (<https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#scaling-a-replicaset>).
+//!
+//! The test plays the kubelet: [`FakeApi::set_ready`], [`FakeApi::kill_container`] (the
+//! kubelet restarts it: `restartCount`, `lastState.terminated` with the exit code and
+//! reason), [`FakeApi::crash_loop`], [`FakeApi::log`].
+//!
+//! Deliberately simpler than a cluster: deletion is immediate (no grace period spent
+//! `Terminating`), there are no ReplicaSet objects, owner references or watches, and a
+//! server-side apply replaces the applied object's labels, annotations and spec (one field
+//! manager, so no conflicts). It is the contract a real API server meets, not a
+//! substitute for the real-cluster tests.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The annotation a ReplicaSet reads to choose which pod to remove on a scale-down.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// One server-side apply the fake received.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// `Deployment`.
+    pub kind: String,
+    /// The namespace in the path.
+    pub namespace: String,
+    /// The name in the path.
+    pub name: String,
+    /// The `fieldManager` query parameter.
+    pub field_manager: String,
+    /// Whether `force=true` was sent (mcpfleet never forces).
+    pub force: bool,
+    /// The applied object.
+    pub body: Value,
+}
+
+/// The fake API server; it stops when dropped.
+pub struct FakeApi {
+    state: Arc<Shared>,
+    address: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApi")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct Shared {
+    objects: Mutex<Objects>,
+    /// Bumped on every change, for `follow`ed logs.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Objects {
+    resource_version: u64,
+    created: u64,
+    deployments: BTreeMap<(String, String), Value>,
+    pods: BTreeMap<(String, String), Pod>,
+    applies: Vec<Applied>,
+    hold_new_pods: bool,
+}
+
+struct Pod {
+    object: Value,
+    /// Creation order, for "newest first".
+    created: u64,
+    log: Vec<String>,
+}
+
+type Key = (String, String);
+
+impl FakeApi {
+    /// Starts the fake on a free port of 127.0.0.1.
+    ///
+    /// # Panics
+    /// When no port can be bound.
+    pub async fn start() -> FakeApi {
+        let (changed, _) = watch::channel(0);
+        let state = Arc::new(Shared {
+            objects: Mutex::new(Objects::default()),
+            changed,
+        });
+        let app = Router::new()
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/deployments",
+                get(list_deployments),
+            )
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+                get(get_deployment)
+                    .patch(apply_deployment)
+                    .delete(delete_deployment),
+            )
+            .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}",
+                get(get_pod).patch(patch_pod).delete(delete_pod),
+            )
+            .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .fallback(|request: axum::extract::Request| async move {
+                status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!(
+                        "the fake API server does not serve {} {}",
+                        request.method(),
+                        request.uri()
+                    ),
+                )
+            })
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake API server");
+        let address = listener.local_addr().expect("its address");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeApi {
+            state,
+            address,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, the API server's URL for a client.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every server-side apply so far, in order.
+    pub fn applies(&self) -> Vec<Applied> {
+        self.state.objects.lock().applies.clone()
+    }
+
+    /// The Deployment, as stored.
+    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Value> {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.state.objects.lock().deployments.get(&key).cloned()
+    }
+
+    /// The names of the namespace's Deployments, sorted.
+    pub fn deployment_names(&self, namespace: &str) -> Vec<String> {
+        let objects = self.state.objects.lock();
+        (objects.deployments.keys())
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// The pod, as stored.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let objects = self.state.objects.lock();
+        objects.pods.get(&key).map(|pod| pod.object.clone())
+    }
+
+    /// The namespace's pods, by name.
+    pub fn pods(&self, namespace: &str) -> Vec<Value> {
+        let objects = self.state.objects.lock();
+        (objects.pods.iter())
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, pod)| pod.object.clone())
+            .collect()
+    }
+
+    /// New pods stay Pending, without an IP, until [`set_ready`](Self::set_ready) (`true`),
+    /// or start Running and Ready (`false`, the default).
+    pub fn hold_new_pods(&self, hold: bool) {
+        self.state.objects.lock().hold_new_pods = hold;
+    }
+
+    /// The kubelet reports the pod's container running and ready (a held pod started, or
+    /// a crash-looping container's start stuck); its restarts are kept.
+    pub fn set_ready(&self, namespace: &str, name: &str) {
+        self.kubelet(namespace, name, |pod, ip| {
+            let last = pod
+                .pointer("/status/containerStatuses/0/lastState")
+                .cloned();
+            pod["status"] = running_status(ip, container_status(pod, restart_count(pod), last));
+        });
+    }
+
+    /// The pod's container exited with `exit_code` (`reason`: `Error`, `OOMKilled`, …) and
+    /// the kubelet started it again: `restartCount` up by one, `lastState.terminated` says
+    /// how it ended, and it runs and is ready again.
+    pub fn kill_container(&self, namespace: &str, name: &str, exit_code: i32, reason: &str) {
+        self.kubelet(namespace, name, |pod, ip| {
+            let restarts = restart_count(pod) + 1;
+            let last = terminated(exit_code, reason, restarts);
+            pod["status"] = running_status(ip, container_status(pod, restarts, Some(last)));
+        });
+    }
+
+    /// The pod's container exited with `exit_code` again and the kubelet waits before the
+    /// next start: state `waiting` with reason `CrashLoopBackOff`, not ready.
+    pub fn crash_loop(&self, namespace: &str, name: &str, exit_code: i32, reason: &str) {
+        self.kubelet(namespace, name, |pod, ip| {
+            let restarts = restart_count(pod) + 1;
+            let mut container = container_status(pod, restarts, Some(terminated(exit_code, reason, restarts)));
+            container["ready"] = false.into();
+            container["started"] = false.into();
+            container["state"] = json!({ "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": format!("back-off 10s restarting failed container={}", container["name"].as_str().unwrap_or_default()),
+            }});
+            let mut status = running_status(ip, container);
+            status["conditions"] = conditions(false);
+            pod["status"] = status;
+        });
+    }
+
+    /// The pod's container writes `line` to its output.
+    pub fn log(&self, namespace: &str, name: &str, line: &str) {
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(pod) = self.state.objects.lock().pods.get_mut(&key) {
+            pod.log.push(line.to_owned());
+        }
+        self.state.changed.send_modify(|n| *n += 1);
+    }
+
+    fn kubelet(&self, namespace: &str, name: &str, change: impl FnOnce(&mut Value, String)) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut objects = self.state.objects.lock();
+        let version = objects.next_version();
+        let ip = format!("10.0.0.{}", objects.created % 250 + 1);
+        let pod = objects
+            .pods
+            .get_mut(&key)
+            .unwrap_or_else(|| panic!("no pod {namespace}/{name} in the fake"));
+        let ip =
+            (pod.object.pointer("/status/podIP").and_then(Value::as_str)).map_or(ip, str::to_owned);
+        change(&mut pod.object, ip);
+        pod.object["metadata"]["resourceVersion"] = version.into();
+        drop(objects);
+        self.state.changed.send_modify(|n| *n += 1);
+    }
+}
+
+impl Objects {
+    fn next_version(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    /// The ReplicaSet controller: every Deployment's pod count made `spec.replicas`.
+    fn reconcile(&mut self) {
+        let deployments: Vec<(Key, Value)> = (self.deployments.iter())
+            .map(|(key, d)| (key.clone(), d.clone()))
+            .collect();
+        for ((namespace, name), deployment) in deployments {
+            let selector = (deployment.pointer("/spec/selector/matchLabels"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let wanted = (deployment.pointer("/spec/replicas"))
+                .and_then(Value::as_u64)
+                .unwrap_or(1) as usize;
+            let mut owned: Vec<Key> = (self.pods.iter())
+                .filter(|((ns, _), pod)| *ns == namespace && matches_labels(&pod.object, &selector))
+                .map(|(key, _)| key.clone())
+                .collect();
+            while owned.len() < wanted {
+                let pod = self.new_pod(&namespace, &name, &deployment);
+                owned.push(pod);
+            }
+            if owned.len() > wanted {
+                owned.sort_by_key(|key| {
+                    let pod = &self.pods[key];
+                    (
+                        is_ready(&pod.object),
+                        deletion_cost(&pod.object),
+                        std::cmp::Reverse(pod.created),
+                    )
+                });
+                for key in owned.drain(..owned.len() - wanted) {
+                    self.pods.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn new_pod(&mut self, namespace: &str, deployment: &str, object: &Value) -> Key {
+        self.created += 1;
+        let name = format!("{deployment}-{:05x}", self.created);
+        let template = object
+            .pointer("/spec/template")
+            .cloned()
+            .unwrap_or_default();
+        let mut pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": format!("pod-uid-{}", self.created),
+                "resourceVersion": self.next_version(),
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+            },
+            "spec": template.get("spec").cloned().unwrap_or(json!({})),
+            "status": { "phase": "Pending", "conditions": conditions(false) },
+        });
+        if !self.hold_new_pods {
+            let ip = format!("10.0.0.{}", self.created % 250 + 1);
+            pod["status"] = running_status(ip, container_status(&pod, 0, None));
+        }
+        let key = (namespace.to_owned(), name);
+        self.pods.insert(
+            key.clone(),
+            Pod {
+                object: pod,
+                created: self.created,
+                log: Vec::new(),
+            },
+        );
+        key
+    }
+}
+
+fn restart_count(pod: &Value) -> u64 {
+    (pod.pointer("/status/containerStatuses/0/restartCount"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn terminated(exit_code: i32, reason: &str, restarts: u64) -> Value {
+    json!({ "terminated": {
+        "exitCode": exit_code,
+        "reason": reason,
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:01Z",
+        "containerID": format!("containerd://run-{restarts}"),
+    }})
+}
+
+/// The main container's status: running and ready, `restarts` restarts, `last` its last
+/// termination.
+fn container_status(pod: &Value, restarts: u64, last: Option<Value>) -> Value {
+    let name = (pod.pointer("/spec/containers/0/name"))
+        .and_then(Value::as_str)
+        .unwrap_or("main");
+    let image = (pod.pointer("/spec/containers/0/image"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!({
+        "name": name,
+        "image": image,
+        "imageID": "",
+        "containerID": format!("containerd://run-{}", restarts + 1),
+        "ready": true,
+        "started": true,
+        "restartCount": restarts,
+        "state": { "running": { "startedAt": "2026-01-01T00:00:02Z" } },
+        "lastState": last.unwrap_or(json!({})),
+    })
+}
+
+fn running_status(ip: String, container: Value) -> Value {
+    json!({
+        "phase": "Running",
+        "podIP": ip,
+        "conditions": conditions(true),
+        "containerStatuses": [container],
+    })
+}
+
+fn conditions(ready: bool) -> Value {
+    let ready = if ready { "True" } else { "False" };
+    json!([
+        { "type": "PodScheduled", "status": "True" },
+        { "type": "ContainersReady", "status": ready },
+        { "type": "Ready", "status": ready },
+    ])
+}
+
+fn is_ready(pod: &Value) -> bool {
+    (pod.pointer("/status/conditions").and_then(Value::as_array))
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn deletion_cost(pod: &Value) -> i64 {
+    (pod.pointer("/metadata/annotations")
+        .and_then(|a| a.get(POD_DELETION_COST)))
+    .and_then(Value::as_str)
+    .and_then(|cost| cost.parse().ok())
+    .unwrap_or(0)
+}
+
+fn labels_of(object: &Value) -> Map<String, Value> {
+    (object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object))
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn matches_labels(object: &Value, wanted: &Map<String, Value>) -> bool {
+    let labels = labels_of(object);
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A label selector as the API takes it: `k=v`, `k==v`, `k!=v`, `k` (exists), `!k`.
+fn matches_selector(object: &Value, selector: &str) -> bool {
+    let labels = labels_of(object);
+    let label = |key: &str| labels.get(key.trim()).and_then(Value::as_str);
+    selector
+        .split(',')
+        .filter(|term| !term.trim().is_empty())
+        .all(|term| {
+            if let Some((key, value)) = term.split_once("!=") {
+                label(key) != Some(value.trim())
+            } else if let Some((key, value)) = term.split_once('=') {
+                label(key) == Some(value.trim_start_matches('=').trim())
+            } else if let Some(key) = term.trim().strip_prefix('!') {
+                label(key).is_none()
+            } else {
+                label(term).is_some()
+            }
+        })
+}
+
+/// A `Status` answer, as the API server sends for every error.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+fn not_found(kind: &str, name: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("{kind} \"{name}\" not found"),
+    )
+}
+
+fn list(kind: &str, api_version: &str, items: Vec<Value>, version: u64) -> Response {
+    axum::Json(json!({
+        "kind": format!("{kind}List"),
+        "apiVersion": api_version,
+        "metadata": { "resourceVersion": version.to_string() },
+        "items": items,
+    }))
+    .into_response()
+}
+
+type Params = Query<HashMap<String, String>>;
+type AppState = State<Arc<Shared>>;
+
+async fn list_deployments(state: AppState, Path(ns): Path<String>, query: Params) -> Response {
+    let selector = query.get("labelSelector").cloned().unwrap_or_default();
+    let objects = state.objects.lock();
+    let items = (objects.deployments.iter())
+        .filter(|((n, _), d)| *n == ns && matches_selector(d, &selector))
+        .map(|(_, d)| d.clone())
+        .collect();
+    list("Deployment", "apps/v1", items, objects.resource_version)
+}
+
+async fn get_deployment(state: AppState, Path((ns, name)): Path<(String, String)>) -> Response {
+    let objects = state.objects.lock();
+    match objects.deployments.get(&(ns, name.clone())) {
+        Some(d) => axum::Json(d.clone()).into_response(),
+        None => not_found("deployments.apps", &name),
+    }
+}
+
+async fn apply_deployment(
+    state: AppState,
+    Path((ns, name)): Path<(String, String)>,
+    query: Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = (headers.get(header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/apply-patch+yaml" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the fake takes only server-side apply for Deployments, not {content_type}"),
+        );
+    }
+    let Some(manager) = query.get("fieldManager").cloned() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+    };
+    // kube sends the applied configuration as JSON, which is YAML.
+    let Ok(applied) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+        );
+    };
+    if applied.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the name of the object does not match the name on the URL",
+        );
+    }
+    let mut objects = state.objects.lock();
+    objects.applies.push(Applied {
+        kind: "Deployment".into(),
+        namespace: ns.clone(),
+        name: name.clone(),
+        field_manager: manager,
+        force: query.get("force").is_some_and(|f| f == "true"),
+        body: applied.clone(),
+    });
+    let key = (ns.clone(), name.clone());
+    let before = objects.deployments.get(&key).cloned();
+    let mut object = before.clone().unwrap_or_else(|| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {
+                "name": name, "namespace": ns, "uid": format!("deployment-uid-{name}"),
+                "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 0,
+            },
+        })
+    });
+    for field in ["labels", "annotations"] {
+        match applied["metadata"].get(field) {
+            Some(value) => object["metadata"][field] = value.clone(),
+            None => {
+                if let Some(metadata) = object["metadata"].as_object_mut() {
+                    metadata.remove(field);
+                }
+            }
+        }
+    }
+    let mut spec = applied.get("spec").cloned().unwrap_or(json!({}));
+    if spec.get("replicas").is_none() {
+        // Defaulted on create; kept afterwards when the apply does not set it.
+        spec["replicas"] = before
+            .as_ref()
+            .and_then(|b| b.pointer("/spec/replicas").cloned())
+            .unwrap_or(1.into());
+    }
+    let changed = before.as_ref() != Some(&object) || object.get("spec") != Some(&spec);
+    if object.get("spec") != Some(&spec) {
+        let generation = object["metadata"]["generation"].as_u64().unwrap_or(0) + 1;
+        object["metadata"]["generation"] = generation.into();
+    }
+    object["spec"] = spec;
+    if changed {
+        object["metadata"]["resourceVersion"] = objects.next_version().into();
+    }
+    let created = before.is_none();
+    objects.deployments.insert(key, object.clone());
+    objects.reconcile();
+    drop(objects);
+    state.changed.send_modify(|n| *n += 1);
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(object)).into_response()
+}
+
+async fn delete_deployment(state: AppState, Path((ns, name)): Path<(String, String)>) -> Response {
+    let mut objects = state.objects.lock();
+    let Some(deployment) = objects.deployments.remove(&(ns.clone(), name.clone())) else {
+        return not_found("deployments.apps", &name);
+    };
+    let selector = (deployment.pointer("/spec/selector/matchLabels"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    objects
+        .pods
+        .retain(|(n, _), pod| *n != ns || !matches_labels(&pod.object, &selector));
+    drop(objects);
+    state.changed.send_modify(|n| *n += 1);
+    axum::Json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": { "name": name, "group": "apps", "kind": "deployments" },
+    }))
+    .into_response()
+}
+
+async fn list_pods(state: AppState, Path(ns): Path<String>, query: Params) -> Response {
+    let selector = query.get("labelSelector").cloned().unwrap_or_default();
+    let objects = state.objects.lock();
+    let items = (objects.pods.iter())
+        .filter(|((n, _), pod)| *n == ns && matches_selector(&pod.object, &selector))
+        .map(|(_, pod)| pod.object.clone())
+        .collect();
+    list("Pod", "v1", items, objects.resource_version)
+}
+
+async fn get_pod(state: AppState, Path((ns, name)): Path<(String, String)>) -> Response {
+    let objects = state.objects.lock();
+    match objects.pods.get(&(ns, name.clone())) {
+        Some(pod) => axum::Json(pod.object.clone()).into_response(),
+        None => not_found("pods", &name),
+    }
+}
+
+async fn patch_pod(
+    state: AppState,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = (headers.get(header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/merge-patch+json" {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!("the fake takes only JSON merge patches for pods, not {content_type}"),
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not JSON",
+        );
+    };
+    let mut objects = state.objects.lock();
+    let version = objects.resource_version + 1;
+    let Some(pod) = objects.pods.get_mut(&(ns, name.clone())) else {
+        return not_found("pods", &name);
+    };
+    if let Some(wanted) = patch.pointer("/metadata/resourceVersion")
+        && Some(wanted) != pod.object.pointer("/metadata/resourceVersion")
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
+        );
+    }
+    merge(&mut pod.object, &patch);
+    pod.object["metadata"]["resourceVersion"] = version.to_string().into();
+    let object = pod.object.clone();
+    objects.resource_version = version;
+    objects.reconcile();
+    drop(objects);
+    state.changed.send_modify(|n| *n += 1);
+    axum::Json(object).into_response()
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Value::Object(target) = target else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+async fn delete_pod(state: AppState, Path((ns, name)): Path<(String, String)>) -> Response {
+    let mut objects = state.objects.lock();
+    let Some(pod) = objects.pods.remove(&(ns, name.clone())) else {
+        return not_found("pods", &name);
+    };
+    objects.reconcile();
+    drop(objects);
+    state.changed.send_modify(|n| *n += 1);
+    axum::Json(pod.object).into_response()
+}
+
+async fn pod_log(
+    state: AppState,
+    Path((ns, name)): Path<(String, String)>,
+    query: Params,
+) -> Response {
+    let key = (ns, name.clone());
+    let tail = query.get("tailLines").and_then(|n| n.parse::<usize>().ok());
+    let follow = query.get("follow").is_some_and(|f| f == "true");
+    let start = {
+        let objects = state.objects.lock();
+        let Some(pod) = objects.pods.get(&key) else {
+            return not_found("pods", &name);
+        };
+        tail.map_or(0, |tail| pod.log.len().saturating_sub(tail))
+    };
+    if !follow {
+        let objects = state.objects.lock();
+        let text: String = objects.pods[&key].log[start..]
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
+    }
+    let changes = state.changed.subscribe();
+    let stream = futures::stream::unfold(
+        (state.0.clone(), key, start, changes),
+        |(state, key, mut sent, mut changes)| async move {
+            loop {
+                let chunk = {
+                    let objects = state.objects.lock();
+                    let pod = objects.pods.get(&key)?;
+                    let lines: String = pod.log[sent..]
+                        .iter()
+                        .map(|line| format!("{line}\n"))
+                        .collect();
+                    sent = pod.log.len();
+                    lines
+                };
+                if !chunk.is_empty() {
+                    let item = Ok::<_, std::convert::Infallible>(Bytes::from(chunk));
+                    return Some((item, (state, key, sent, changes)));
+                }
+                changes.changed().await.ok()?;
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -218,6 +218,46 @@ async fn mock_two_starts_claim_two_distinct_pods() {
 }
 
 #[tokio::test]
+async fn mock_two_claims_of_one_pod_leave_it_to_one_instance() {
+    let api = FakeApi::start().await;
+    api.hold_new_pods(true);
+    // Both starts read the one ready pod and patch it before either patch lands.
+    api.delay_pod_patches(Duration::from_millis(300));
+    let runtime = runtime(&api).await;
+    let kubelet = async {
+        let pods = wait_for(|| (pod_names(&api).len() == 2).then(|| pod_names(&api))).await;
+        api.set_ready(NAMESPACE, &pods[0]);
+        wait_for(|| label(&api.pod(NAMESPACE, &pods[0])?, LABEL_INSTANCE).map(drop)).await;
+        api.set_ready(NAMESPACE, &pods[1]);
+    };
+    let (one, two, ()) = tokio::join!(
+        runtime.start(spec("search-r3-1", 3)),
+        runtime.start(spec("search-r3-2", 3)),
+        kubelet
+    );
+    let (mut one, mut two) = (one.unwrap(), two.unwrap());
+    let (pod_one, _) = running(next(&mut one.events).await);
+    let (pod_two, _) = running(next(&mut two.events).await);
+    assert_ne!(pod_one, pod_two, "one pod claimed by two instances");
+    let claimed =
+        |pod: &str| label(&api.pod(NAMESPACE, pod).unwrap(), LABEL_INSTANCE).map(str::to_owned);
+    assert_eq!(claimed(&pod_one).as_deref(), Some("search-r3-1"));
+    assert_eq!(claimed(&pod_two).as_deref(), Some("search-r3-2"));
+}
+
+/// `found()`'s value once it has one, within 10 s.
+async fn wait_for<T>(mut found: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
 async fn mock_stop_removes_exactly_that_pod_and_scales_down() {
     let api = FakeApi::start().await;
     let runtime = runtime(&api).await;

@@ -95,6 +95,8 @@ struct Objects {
     pods: BTreeMap<(String, String), Pod>,
     applies: Vec<Applied>,
     hold_new_pods: bool,
+    /// How long a pod patch waits before it is applied.
+    patch_delay: std::time::Duration,
 }
 
 struct Pod {
@@ -205,6 +207,12 @@ impl FakeApi {
     /// or start Running and Ready (`false`, the default).
     pub fn hold_new_pods(&self, hold: bool) {
         self.state.objects.lock().hold_new_pods = hold;
+    }
+
+    /// Every pod patch waits `delay` before it is applied, so that two clients that read
+    /// the same pod both patch it before either patch lands: a race made certain.
+    pub fn delay_pod_patches(&self, delay: std::time::Duration) {
+        self.state.objects.lock().patch_delay = delay;
     }
 
     /// The kubelet reports the pod's container running and ready (a held pod started, or
@@ -668,6 +676,8 @@ async fn patch_pod(
             "the body is not JSON",
         );
     };
+    let delay = state.objects.lock().patch_delay;
+    tokio::time::sleep(delay).await;
     let mut objects = state.objects.lock();
     let version = objects.resource_version + 1;
     let Some(pod) = objects.pods.get_mut(&(ns, name.clone())) else {

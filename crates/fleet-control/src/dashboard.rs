@@ -344,13 +344,21 @@ fn canary(out: &mut String, server: &str, rollout: &RolloutStatus) -> fmt::Resul
         Some(a) => {
             write!(
                 out,
-                r#"<dl class="analysis"><dt>verdict</dt><dd>{verdict} at {at}</dd><dt>requests</dt><dd>{requests}</dd><dt>error rate</dt><dd>{error_rate}</dd><dt>p95 canary / stable</dt><dd>{canary} / {stable}</dd><dt>why</dt><dd>{reason}</dd></dl>"#,
+                r#"<dl class="analysis"><dt>verdict</dt><dd>{verdict} at {at}</dd><dt>requests</dt><dd>{requests}</dd><dt>error rate</dt><dd>{error_rate}</dd><dt>p95 canary / stable</dt><dd>{canary} / {stable}{ratio}</dd><dt>why</dt><dd>{reason}</dd></dl>"#,
                 verdict = Badge(a.verdict.as_str()),
                 at = Time(&a.at),
                 requests = a.requests,
                 error_rate = Or(a.error_rate.map(|r| format!("{:.1}%", r * 100.0)), "—"),
                 canary = Or(a.canary_p95_ms.map(|ms| format!("{ms:.1} ms")), "—"),
                 stable = Or(a.stable_p95_ms.map(|ms| format!("{ms:.1} ms")), "—"),
+                // What `max_latency_p95_ratio` is compared with.
+                ratio = Or(
+                    a.canary_p95_ms
+                        .zip(a.stable_p95_ms)
+                        .filter(|(_, stable)| *stable > 0.0)
+                        .map(|(canary, stable)| format!(" ({:.2}×)", canary / stable)),
+                    ""
+                ),
                 reason = Esc(&a.reason),
             )?;
         }
@@ -418,9 +426,11 @@ fn events(out: &mut String, events: &Result<Vec<EventRecord>, StoreError>) -> fm
                 let e = &record.event;
                 write!(
                     out,
-                    r#"<tr data-event-id="{id}" data-kind="{kind}"><td>{time}</td><td>{kind}</td><td>{server}{revision}</td><td>{message}</td></tr>"#,
+                    r#"<tr data-event-id="{id}" data-kind="{kind}"><td>{time}</td><td>{kind_words}</td><td>{server}{revision}</td><td class="message">{message}</td></tr>"#,
                     id = record.id,
                     kind = e.kind,
+                    // `server_ready` as words, which wrap.
+                    kind_words = e.kind.as_str().replace('_', " "),
                     time = Time(&e.time),
                     server = Esc(e.server.as_deref().unwrap_or("")),
                     revision = Or(e.revision.map(|r| format!(" r{r}")), ""),

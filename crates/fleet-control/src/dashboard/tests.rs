@@ -191,7 +191,7 @@ fn a_canary_shows_both_revisions_its_analysis_and_the_buttons_that_steer_it() {
         r#"<tr data-revision="2" data-weight="30">"#,
         r#"<section class="canary" id="canary-api" data-server="api" data-state="waiting-for-a-passing-analysis" data-step="1" data-steps="3" data-weight="30" data-from="1" data-to="2" data-verdict="fail""#,
         "<dd>25.0%</dd>",
-        "<dd>120.0 ms / 80.0 ms</dd>",
+        "<dd>120.0 ms / 80.0 ms (1.50×)</dd>",
         "error rate 25.0% above 5.0%",
         r#"data-action="abort" data-server="api""#,
         r#"data-action="promote" data-server="api""#,

@@ -33,8 +33,10 @@ pub(crate) struct AppState {
     pub(crate) runtime: LocalRuntime,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
-    /// Its metrics are half of `GET /metrics`.
+    /// A deployment applies its fleet's gateway settings to it.
     pub(crate) gateway: fleet_gateway::Gateway,
+    /// What `GET /metrics` serves: the gateway's and the engine's families.
+    pub(crate) metrics: std::sync::Arc<prometheus_client::registry::Registry>,
     /// `http://<admin.listen>`, when the TCP listener runs.
     pub(crate) admin_url: Option<String>,
     /// Each deployment gives them its fleet's receivers.
@@ -82,8 +84,34 @@ pub(crate) fn tcp_router(state: AppState) -> axum::Router {
     read_only_router(state).layer(axum::middleware::from_fn(loopback_host_only))
 }
 
-/// The content type of the Prometheus text exposition format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of OpenMetrics 1.0, which `GET /metrics` answers when it is accepted.
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The control plane's one registry: the gateway's families, then the engine's.
+pub(crate) fn metrics_registry(
+    gateway: &fleet_gateway::Gateway,
+    engine: &Engine<LocalRuntime>,
+) -> prometheus_client::registry::Registry {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(gateway.metrics_collector()));
+    registry.register_collector(Box::new(EngineFamilies(engine.clone())));
+    registry
+}
+
+/// The engine's families, from a fresh snapshot at each scrape.
+struct EngineFamilies(Engine<LocalRuntime>);
+
+impl std::fmt::Debug for EngineFamilies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineFamilies")
+    }
+}
+
+impl prometheus_client::collector::Collector for EngineFamilies {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        self.0.metrics().encode(encoder)
+    }
+}
 
 /// Every error answer of the admin API.
 struct ApiFailure(StatusCode, String);
@@ -99,14 +127,29 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
 }
 
 /// The gateway's families (requests, durations, tool calls, sessions), then the engine's
-/// (instances, restarts, failed checks, deployment duration).
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.gateway.prometheus_text();
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&state.engine.metrics().prometheus_text());
-    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
+/// (instances, restarts, failed checks, deployments, rollouts): OpenMetrics 1.0, with the
+/// latency exemplars, when the scraper accepts `application/openmetrics-text`; otherwise
+/// the Prometheus text format 0.0.4, which has no syntax for exemplars.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let media_type = range.split(';').next().unwrap_or_default().trim();
+            media_type.eq_ignore_ascii_case("application/openmetrics-text")
+        });
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let content_type = if openmetrics {
+        let _ = prometheus_client::encoding::text::encode(&mut text, &state.metrics);
+        OPENMETRICS_TEXT
+    } else {
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &state.metrics);
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    };
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -188,6 +188,7 @@ impl ControlPlane {
             runtime: runtime.clone(),
             shutdown_requested: shutdown_requested.clone(),
             finished: finished.clone(),
+            metrics: std::sync::Arc::new(api::metrics_registry(&gateway, &engine)),
             gateway: gateway.clone(),
             admin_url: admin_url.clone(),
             webhooks,

@@ -1,9 +1,11 @@
-//! What the engine counts about the fleet, and its Prometheus text (the gateway renders its
-//! own families; the control plane serves both at `GET /metrics`). The dashboard and alert
+//! What the engine counts about the fleet, and how its families are written to a
+//! prometheus-client registry (the gateway writes its own; the control plane's one registry
+//! holds both and serves them at `GET /metrics`). The dashboard and alert
 //! rules in `deploy/observability/` query these names: rename none without them.
 
-use fleet_routes::traffic::{escape_label_value, write_histogram};
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use std::time::Duration;
 
 /// A snapshot of the engine's metrics.
@@ -78,111 +80,146 @@ pub struct InstanceMetrics {
 }
 
 impl EngineMetrics {
-    /// The Prometheus text exposition (version 0.0.4) of these metrics: `HELP` and `TYPE`
-    /// for every family, label values escaped.
-    pub fn prometheus_text(&self) -> String {
-        let mut out = String::new();
-        let per_instance: [(&str, &str, &str, InstanceValue); 3] = [
+    /// Writes every family, each with its help and type, to a prometheus-client registry's
+    /// encoder (the control plane's registry reads a fresh snapshot at each scrape).
+    ///
+    /// # Errors
+    ///
+    /// Only what the encoder's writer returns.
+    pub fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let per_instance: [(&str, MetricType, &str, InstanceValue); 3] = [
             (
                 "mcpfleet_instance_up",
-                "gauge",
+                MetricType::Gauge,
                 "Whether the instance is ready (passing its checks and taking traffic).",
                 |i| u64::from(i.up),
             ),
             (
-                "mcpfleet_instance_restarts_total",
-                "counter",
+                "mcpfleet_instance_restarts",
+                MetricType::Counter,
                 "Times the instance was restarted after an exit or failed liveness checks.",
                 |i| u64::from(i.restarts),
             ),
             (
-                "mcpfleet_health_check_failures_total",
-                "counter",
+                "mcpfleet_health_check_failures",
+                MetricType::Counter,
                 "Failed health checks of the instance: liveness checks, and readiness that failed.",
                 |i| i.health_check_failures,
             ),
         ];
         for (name, kind, help, value) in per_instance {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for i in &self.instances {
-                let _ = writeln!(
-                    out,
-                    "{name}{{server=\"{}\",instance=\"{}\"}} {}",
-                    escape_label_value(&i.server),
-                    escape_label_value(&i.instance),
-                    value(i)
-                );
+                let labels = [
+                    ("server", i.server.as_str()),
+                    ("instance", i.instance.as_str()),
+                ];
+                let mut metric = family.encode_family(&labels)?;
+                if kind == MetricType::Counter {
+                    metric.encode_counter::<NoLabelSet, _, u64>(&value(i), None)?;
+                } else {
+                    metric.encode_gauge(&value(i))?;
+                }
             }
         }
-        out.push_str(
-            "# HELP mcpfleet_rollbacks_total Times a server went back to an earlier revision, by reason.\n",
-        );
-        out.push_str("# TYPE mcpfleet_rollbacks_total counter\n");
+        let mut family = encoder.encode_descriptor(
+            "mcpfleet_rollbacks",
+            "Times a server went back to an earlier revision, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
         for ((server, reason), count) in &self.rollbacks {
-            let _ = writeln!(
-                out,
-                "mcpfleet_rollbacks_total{{server=\"{}\",reason=\"{reason}\"}} {count}",
-                escape_label_value(server)
-            );
+            family
+                .encode_family(&[("server", server.as_str()), ("reason", reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(count, None)?;
         }
-        self.write_rollouts(&mut out);
-        out.push_str("# HELP mcpfleet_deployment_duration_seconds How long the last finished deployment took.\n");
-        out.push_str("# TYPE mcpfleet_deployment_duration_seconds gauge\n");
+        self.encode_rollouts(&mut encoder)?;
+        let mut family = encoder.encode_descriptor(
+            "mcpfleet_deployment_duration_seconds",
+            "How long the last finished deployment took.",
+            None,
+            MetricType::Gauge,
+        )?;
         if let Some(took) = self.last_deployment {
-            let _ = writeln!(
-                out,
-                "mcpfleet_deployment_duration_seconds {}",
-                took.as_secs_f64()
-            );
+            family.encode_gauge(&took.as_secs_f64())?;
         }
-        out.push_str("# HELP mcpfleet_deployment_seconds How long finished deployments took, by how they ended.\n");
-        out.push_str("# TYPE mcpfleet_deployment_seconds histogram\n");
+        let mut family = encoder.encode_descriptor(
+            "mcpfleet_deployment_seconds",
+            "How long finished deployments took, by how they ended.",
+            None,
+            MetricType::Histogram,
+        )?;
         for (state, histogram) in &self.deployments {
-            write_histogram(
-                &mut out,
-                "mcpfleet_deployment_seconds",
-                &format!("state=\"{state}\""),
-                &DEPLOYMENT_BUCKETS,
-                &histogram.counts,
-                histogram.sum_seconds,
-            );
+            let buckets: Vec<(f64, u64)> = DEPLOYMENT_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(histogram.counts)
+                .collect();
+            family
+                .encode_family(&[("state", *state)])?
+                .encode_histogram::<NoLabelSet>(
+                    histogram.sum_seconds,
+                    histogram.counts.iter().sum(),
+                    &buckets,
+                    None,
+                )?;
         }
-        out
+        Ok(())
     }
 
     /// Traffic weights, stable revisions and canaries.
-    fn write_rollouts(&self, out: &mut String) {
-        out.push_str("# HELP mcpfleet_traffic_weight Percent of a server's new sessions that go to the revision.\n");
-        out.push_str("# TYPE mcpfleet_traffic_weight gauge\n");
+    fn encode_rollouts(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "mcpfleet_traffic_weight",
+            "Percent of a server's new sessions that go to the revision.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (server, revision, weight) in &self.traffic {
-            let _ = writeln!(
-                out,
-                "mcpfleet_traffic_weight{{server=\"{}\",revision=\"{revision}\"}} {weight}",
-                escape_label_value(server)
-            );
+            family
+                .encode_family(&revision_labels(server, *revision))?
+                .encode_gauge(weight)?;
         }
-        out.push_str("# HELP mcpfleet_stable_revision The revision serving the server (a canary's stable one); always 1.\n");
-        out.push_str("# TYPE mcpfleet_stable_revision gauge\n");
+        let mut family = encoder.encode_descriptor(
+            "mcpfleet_stable_revision",
+            "The revision serving the server (a canary's stable one); always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (server, revision) in &self.stable {
-            let _ = writeln!(
-                out,
-                "mcpfleet_stable_revision{{server=\"{}\",revision=\"{revision}\"}} 1",
-                escape_label_value(server)
-            );
+            family
+                .encode_family(&revision_labels(server, *revision))?
+                .encode_gauge(&1u32)?;
         }
-        out.push_str("# HELP mcpfleet_canary_paused_seconds How long mcpfleet pause has held the canary of the revision (0: not paused).\n");
-        out.push_str("# TYPE mcpfleet_canary_paused_seconds gauge\n");
+        let mut family = encoder.encode_descriptor(
+            "mcpfleet_canary_paused_seconds",
+            "How long mcpfleet pause has held the canary of the revision (0: not paused).",
+            None,
+            MetricType::Gauge,
+        )?;
         for canary in &self.canaries {
-            let _ = writeln!(
-                out,
-                "mcpfleet_canary_paused_seconds{{server=\"{}\",revision=\"{}\"}} {}",
-                escape_label_value(&canary.server),
-                canary.revision,
-                canary.paused_for.as_secs_f64()
-            );
+            family
+                .encode_family(&revision_labels(&canary.server, canary.revision))?
+                .encode_gauge(&canary.paused_for.as_secs_f64())?;
         }
+        Ok(())
     }
+}
+
+/// A snapshot is a collector of itself: what a test or a one-off exposition registers.
+impl Collector for EngineMetrics {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        EngineMetrics::encode(self, encoder)
+    }
+}
+
+/// `server` and `revision` labels.
+fn revision_labels(server: &str, revision: u64) -> [(&'static str, String); 2] {
+    [
+        ("server", server.to_owned()),
+        ("revision", revision.to_string()),
+    ]
 }
 
 /// Reads one family's value off an instance.
@@ -191,6 +228,16 @@ type InstanceValue = fn(&InstanceMetrics) -> u64;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `metrics` in the Prometheus text format (version 0.0.4), as `/metrics` serves it
+    /// without OpenMetrics.
+    fn prometheus_text(metrics: &EngineMetrics) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(metrics.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        text
+    }
 
     #[test]
     fn every_family_has_help_and_type_and_one_line_per_instance() {
@@ -216,7 +263,7 @@ mod tests {
             ..EngineMetrics::default()
         };
         assert_eq!(
-            metrics.prometheus_text(),
+            prometheus_text(&metrics),
             "\
 # HELP mcpfleet_instance_up Whether the instance is ready (passing its checks and taking traffic).
 # TYPE mcpfleet_instance_up gauge
@@ -260,7 +307,7 @@ mcpfleet_deployment_duration_seconds 1.25
             }],
             ..EngineMetrics::default()
         };
-        let text = metrics.prometheus_text();
+        let text = prometheus_text(&metrics);
         for line in [
             r#"mcpfleet_traffic_weight{server="api",revision="1"} 75"#,
             r#"mcpfleet_traffic_weight{server="api",revision="2"} 25"#,
@@ -283,7 +330,7 @@ mcpfleet_deployment_duration_seconds 1.25
             deployments: vec![("failed", failed), ("succeeded", succeeded)],
             ..EngineMetrics::default()
         };
-        let text = metrics.prometheus_text();
+        let text = prometheus_text(&metrics);
         for line in [
             r#"mcpfleet_deployment_seconds_bucket{state="succeeded",le="1"} 1"#,
             r#"mcpfleet_deployment_seconds_bucket{state="succeeded",le="5"} 2"#,
@@ -301,7 +348,7 @@ mcpfleet_deployment_duration_seconds 1.25
 
     #[test]
     fn a_deployment_in_progress_has_no_duration_yet() {
-        let text = EngineMetrics::default().prometheus_text();
+        let text = prometheus_text(&EngineMetrics::default());
         assert!(text.contains("# TYPE mcpfleet_deployment_duration_seconds gauge\n"));
         assert!(
             !text
@@ -323,8 +370,7 @@ mcpfleet_deployment_duration_seconds 1.25
             ..EngineMetrics::default()
         };
         assert!(
-            metrics
-                .prometheus_text()
+            prometheus_text(&metrics)
                 .contains(r#"mcpfleet_instance_up{server="odd\"name",instance="x\\y"} 1"#)
         );
     }

@@ -26,7 +26,7 @@
 //!
 //! Does not own: which instances exist or how healthy they are (the engine decides
 //! and publishes a new route table), processes (the runtime), the admin API and
-//! `/metrics` endpoint (the control plane serves [`Gateway::prometheus_text`]).
+//! `/metrics` endpoint (the control plane's registry holds [`Gateway::metrics_collector`]).
 //!
 //! Not yet: a sealed session id for replicated gateways (sessions live in this
 //! process's memory).
@@ -44,6 +44,7 @@ mod security;
 mod sessions;
 mod stdio_http;
 mod tls;
+mod trace_context;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,10 +68,11 @@ pub use audit::AuditSink;
 pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
 pub use error::{GatewayError, UpstreamFailure};
 pub use metrics::{
-    Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome, OutcomeCounts,
-    RevisionStats, ToolCount,
+    GatewayMetrics, Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome,
+    OutcomeCounts, RevisionStats, ToolCount,
 };
 pub use tls::{ServerTls, TlsFileError};
+pub use trace_context::TraceId;
 
 use distribution::RouteWatch;
 use metrics::Registry;
@@ -186,9 +188,23 @@ impl Gateway {
             .snapshot(self.shared.sessions.active_per_server())
     }
 
-    /// [`Gateway::metrics`] in the Prometheus text format.
+    /// The gateway's metric families, for a prometheus-client registry (read live at
+    /// each scrape).
+    pub fn metrics_collector(&self) -> GatewayMetrics {
+        GatewayMetrics {
+            gateway: self.clone(),
+        }
+    }
+
+    /// The gateway's families alone in the Prometheus text format (version 0.0.4), for
+    /// whoever holds a gateway but no registry.
     pub fn prometheus_text(&self) -> String {
-        self.metrics().prometheus_text()
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self.metrics_collector()));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        text
     }
 
     fn requires_auth(&self) -> bool {

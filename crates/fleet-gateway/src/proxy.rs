@@ -39,6 +39,7 @@ use crate::pins::{self, Pinned, Pins};
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
+use crate::trace_context::TraceId;
 
 pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -92,9 +93,12 @@ pub(crate) async fn mcp(
                 GatewayError::Upstream { .. } | GatewayError::UnknownServer { .. }
             ) && let Some(routes) = shared.routes.current().server(&server)
             {
-                routes
-                    .rejections
-                    .record(MethodLabel::UNKNOWN, Outcome::Rejected, None);
+                routes.rejections.observe_request(
+                    MethodLabel::UNKNOWN,
+                    Outcome::Rejected,
+                    None,
+                    None,
+                );
             }
             tracing::debug!(server, %error, "request refused");
             error.into_response()
@@ -497,15 +501,19 @@ async fn forward(
         unreachable!("stdio upstreams are bridged, not proxied");
     };
     *request.uri_mut() = uri.clone();
+    let trace_id = TraceId::of_request(&headers);
     *request.headers_mut() = headers;
 
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started) + upstream_timeout;
     let guard = target.instance.begin();
     let mut failure = |kind: UpstreamFailure, id: Option<serde_json::Value>| {
-        target
-            .metrics
-            .record(label, Outcome::TransportError, Some(started.elapsed()));
+        target.metrics.observe_request(
+            label,
+            Outcome::TransportError,
+            Some(started.elapsed()),
+            trace_id,
+        );
         if let Some(call) = tool_call.take() {
             call.finish(target, ToolOutcome::TransportError);
         }
@@ -549,9 +557,12 @@ async fn forward(
             label,
             latency,
             outcome: status_outcome,
+            trace_id,
         })
     } else {
-        target.metrics.record(label, status_outcome, Some(latency));
+        target
+            .metrics
+            .observe_request(label, status_outcome, Some(latency), trace_id);
         None
     };
     let framing = if is_sse {
@@ -613,14 +624,17 @@ struct Pending {
     label: MethodLabel,
     latency: Duration,
     outcome: Outcome,
+    /// The trace the request belongs to, for its latency's exemplar.
+    trace_id: Option<TraceId>,
 }
 
 impl Pending {
     fn record(self, outcome: Option<Outcome>) {
-        self.metrics.record(
+        self.metrics.observe_request(
             self.label,
             outcome.unwrap_or(self.outcome),
             Some(self.latency),
+            self.trace_id,
         );
     }
 }

@@ -31,6 +31,7 @@ use crate::pins::Pins;
 use crate::proxy::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
+use crate::trace_context::TraceId;
 use fleet_stdio::AcquireError;
 use fleet_stdio::hub::{Event, EventId, Stream};
 use fleet_stdio::link::{ClientMessage, SendError};
@@ -291,7 +292,9 @@ pub(crate) async fn in_session(
     let mut response = match *method {
         Method::DELETE => {
             shared.sessions.remove(&session_id);
-            target.metrics.record(label, Outcome::Ok, None);
+            target
+                .metrics
+                .observe_request(label, Outcome::Ok, None, None);
             Response::new(Body::empty())
         }
         Method::GET => {
@@ -307,7 +310,9 @@ pub(crate) async fn in_session(
                     .standalone()
                     .ok_or(GatewayError::StreamOpen)?,
             };
-            target.metrics.record(label, Outcome::Ok, None);
+            target
+                .metrics
+                .observe_request(label, Outcome::Ok, None, None);
             sse_response(Body::from_stream(stream_events(stream)))
         }
         _ => {
@@ -352,6 +357,7 @@ async fn post(
         target: target.clone(),
         label,
         started: Instant::now(),
+        trace_id: TraceId::of_request(headers),
         tool_call,
         pins: stateless.then(|| Arc::clone(&shared.pins)),
         _guard: target.instance.begin(),
@@ -461,6 +467,8 @@ struct Measure {
     target: Target,
     label: MethodLabel,
     started: Instant,
+    /// The trace the request belongs to, for its latency's exemplar.
+    trace_id: Option<TraceId>,
     tool_call: Option<ToolCall>,
     pins: Option<Arc<Pins>>,
     _guard: OutstandingGuard,
@@ -474,9 +482,12 @@ impl Measure {
         } else {
             Outcome::Ok
         };
-        self.target
-            .metrics
-            .record(self.label, outcome, Some(self.started.elapsed()));
+        self.target.metrics.observe_request(
+            self.label,
+            outcome,
+            Some(self.started.elapsed()),
+            self.trace_id,
+        );
         if let (Some(call), Some(response)) = (self.tool_call, response) {
             call.finish(&self.target, outcome_of_response(response));
         }
@@ -487,10 +498,11 @@ impl Measure {
 
     /// Failed upstream: the error for the client.
     fn fail(self, kind: UpstreamFailure, id: Option<serde_json::Value>) -> GatewayError {
-        self.target.metrics.record(
+        self.target.metrics.observe_request(
             self.label,
             Outcome::TransportError,
             Some(self.started.elapsed()),
+            self.trace_id,
         );
         if let Some(call) = self.tool_call {
             call.finish(&self.target, ToolOutcome::TransportError);

@@ -3,9 +3,6 @@
 //! histogram ([`RevisionTraffic`]), read through [`TrafficSource`] so the engine needs
 //! no gateway. Counters are cumulative; an interval is the difference of two reads
 //! ([`RevisionTraffic::since`]).
-//!
-//! It also holds what both sides' `/metrics` text is written with: the label escape and
-//! the histogram series.
 
 use std::collections::BTreeMap;
 
@@ -162,41 +159,6 @@ impl Histogram {
     }
 }
 
-/// A Prometheus label value as the text format wants it: backslash, double quote and
-/// newline escaped. Shared so every `/metrics` family, the gateway's and the engine's,
-/// is written the same way.
-pub fn escape_label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// One Prometheus histogram series: a cumulative `NAME_bucket` line per bucket (`le` from
-/// `bounds`, then `+Inf`), `NAME_sum` and `NAME_count`. `counts` are per bucket, not
-/// cumulative; `labels` are `name="value"` pairs, escaped and joined by commas.
-pub fn write_histogram(
-    out: &mut String,
-    name: &str,
-    labels: &str,
-    bounds: &[f64],
-    counts: &[u64],
-    sum_seconds: f64,
-) {
-    use std::fmt::Write as _;
-    let mut cumulative = 0;
-    for (index, count) in counts.iter().enumerate() {
-        cumulative += count;
-        let bound = bounds
-            .get(index)
-            .map_or_else(|| "+Inf".to_owned(), ToString::to_string);
-        // Writing into a String cannot fail.
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_seconds}");
-    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,11 +220,5 @@ mod tests {
         assert_eq!(h.quantile(0.5), Some(0.005));
         assert_eq!(h.quantile(1.0), Some(0.05));
         assert_eq!(histogram(&[60.0]).quantile(0.5), Some(f64::INFINITY));
-    }
-
-    #[test]
-    fn label_values_escape_backslash_quote_and_newline() {
-        assert_eq!(escape_label_value(r#"a\b"c"#), r#"a\\b\"c"#);
-        assert_eq!(escape_label_value("two\nlines"), "two\\nlines");
     }
 }

@@ -3,6 +3,7 @@
 //! traffic through the gateway, is paused and is aborted; then every query of the
 //! dashboard returns series, its template variables list the fleet's servers and
 //! revisions, and `promtool check metrics` finds nothing to say about the scraped text.
+//! Also: an OpenMetrics scrape carries a traced request's trace id as an exemplar.
 
 use super::canary::{canary_fleet, wait_for_promote};
 use super::*;
@@ -270,6 +271,12 @@ fn a_real_prometheus_scraping_a_live_fleet_answers_every_dashboard_query() {
             .await
             .unwrap()
     });
+    assert_promtool_checks_metrics(&exposition);
+}
+
+/// `promtool check metrics` finds nothing to say about `exposition` (Prometheus text 0.0.4,
+/// the only format it reads).
+fn assert_promtool_checks_metrics(exposition: &str) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -284,4 +291,109 @@ fn a_real_prometheus_scraping_a_live_fleet_answers_every_dashboard_query() {
         "{}\n{exposition}",
         text(&checked)
     );
+}
+
+/// The accept header of a Prometheus scrape (its default scrape protocols, in order).
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,\
+    application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
+
+/// Scrapers that accept OpenMetrics (Prometheus does by default) get it, ending in `# EOF`,
+/// with the trace id of a request sent with a W3C `traceparent` through the gateway as the
+/// exemplar of its latency bucket; others get the Prometheus text format, without exemplars
+/// (it has no syntax for them), which promtool finds clean. (promtool reads only that format;
+/// the real Prometheus of the dashboard test parses the OpenMetrics: it asks for it.)
+#[test]
+fn an_openmetrics_scrape_carries_the_trace_id_of_a_traced_request_as_exemplar() {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let fleet = Fleet::new(
+        "openmetrics",
+        r#"
+version: 1
+name: openmetrics
+admin: { listen: 127.0.0.1:0 }
+servers:
+  search:
+    http: { command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }
+"#,
+    );
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let endpoint = server(&status, "search").endpoint.clone().unwrap();
+    let admin = status.admin_url.clone().expect("the admin listener is on");
+    let http = http_client();
+    let scrape = async |accept: Option<&str>| {
+        let mut request = http.get(format!("{admin}/metrics"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (content_type, response.text().await.unwrap())
+    };
+    let traced_bucket = |line: &str| {
+        line.starts_with("mcpfleet_gateway_request_duration_seconds_bucket{")
+            && line.contains(r#"server="search",revision="1""#)
+            && line.contains(&format!(r#" # {{trace_id="{TRACE_ID}"}} "#))
+    };
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ((openmetrics_type, openmetrics), (plain_type, plain)) = runtime.block_on(async {
+        let session = RawSession::open(&endpoint).await.unwrap();
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": { "name": "echo", "arguments": { "message": "traced" } }
+        });
+        let response = http
+            .post(&endpoint)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session.id)
+            .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.text().await.unwrap().contains("traced"));
+        // An answer is counted when its relay ends, which may be just after the client
+        // has read it.
+        let openmetrics = wait_until(
+            "the traced request is counted",
+            Duration::from_secs(10),
+            async || {
+                let (content_type, body) = scrape(Some(PROMETHEUS_ACCEPT)).await;
+                if body.lines().any(traced_bucket) {
+                    Ok((content_type, body))
+                } else {
+                    Err(body)
+                }
+            },
+        )
+        .await;
+        (openmetrics, scrape(None).await)
+    });
+
+    assert_eq!(
+        openmetrics_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(openmetrics.ends_with("\n# EOF\n"), "{openmetrics}");
+    assert!(
+        openmetrics.contains("# TYPE mcpfleet_gateway_requests counter\n"),
+        "{openmetrics}"
+    );
+    assert_eq!(plain_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(
+        !plain.contains("# EOF") && !plain.contains("trace_id"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("# TYPE mcpfleet_gateway_requests_total counter\n"),
+        "{plain}"
+    );
+    assert_promtool_checks_metrics(&plain);
 }

@@ -56,7 +56,7 @@ pub enum DeployError {
     OnKubernetes,
     /// The file changes settings only a restart applies.
     #[error(
-        "`{section}` changed, and it is set when the control plane starts (its listeners, TLS and connection timeouts): apply it with `mcpfleet down` then `mcpfleet up`"
+        "`{section}` changed, and it is set when the control plane starts (its listeners, TLS, connection timeouts and trace export): apply it with `mcpfleet down` then `mcpfleet up`"
     )]
     NeedsRestart { section: String },
     /// The dependency graph has a cycle (validation reports it, located).
@@ -504,9 +504,27 @@ impl Prepared {
     /// before it is confirmed, the deployment's end last. So a crash after the
     /// confirmation leaves only the final record for recovery to write.
     pub(crate) async fn run(self) -> DeploymentOutcome {
-        // What is logged while it runs (its steps and the engine's work for it) names it.
-        let span = tracing::info_span!("deployment", deployment = self.deployment);
-        self.carry_out().instrument(span).await
+        // What is logged while it runs (its steps and the engine's work for it) names it,
+        // and it is the root of the deployment's trace: waves, server steps, checks.
+        let span = tracing::info_span!(
+            parent: None,
+            "deployment",
+            deployment = self.deployment,
+            fleet = self.desired.fleet.name.as_str(),
+            rollback = self.desired.is_rollback,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        let outcome = self.carry_out().instrument(span.clone()).await;
+        span.record("outcome", outcome.state.as_str());
+        if outcome.state != DeploymentState::Succeeded {
+            span.record("otel.status_code", "ERROR");
+            if let Some(reason) = &outcome.reason {
+                span.record("otel.status_message", reason.as_str());
+            }
+        }
+        outcome
     }
 
     async fn carry_out(self) -> DeploymentOutcome {

@@ -535,10 +535,11 @@ fn live_limits(gateway: &fleet_spec::model::Gateway) -> fleet_gateway::LiveLimit
     }
 }
 
-/// The fleet-wide settings of `fleet` — its `gateway` and `admin` sections, tokens as
-/// hashes — as `GET /v1/settings` serves the running ones: what a deployment compares.
+/// The fleet-wide settings of `fleet` — its `gateway`, `admin` and `tracing` sections,
+/// tokens as hashes, secrets as `***` — as `GET /v1/settings` serves the running ones:
+/// what a deployment compares.
 pub fn fleet_settings(fleet: &ValidFleet) -> serde_json::Value {
-    serde_json::json!({ "gateway": fleet.gateway, "admin": fleet.admin })
+    serde_json::json!({ "gateway": fleet.gateway, "admin": fleet.admin, "tracing": fleet.tracing })
 }
 
 /// The keys (`gateway.rate_limit`, `admin.listen`, …) whose values differ between the
@@ -550,7 +551,7 @@ pub fn changed_settings(current: &ValidFleet, new: &ValidFleet) -> Vec<String> {
 /// The `section.key`s whose values differ between two [`fleet_settings`].
 pub fn changed_keys(current: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     let mut changed = std::collections::BTreeSet::new();
-    for section in ["gateway", "admin"] {
+    for section in ["gateway", "admin", "tracing"] {
         let keys = |v: &serde_json::Value| {
             v[section]
                 .as_object()

@@ -22,6 +22,7 @@ pub mod recovery;
 pub mod report;
 mod rollout;
 mod routing;
+mod spans;
 mod state;
 
 pub use canary::RolloutCommand;
@@ -56,6 +57,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, watch};
+use tracing::Instrument as _;
 
 /// Settings of an engine.
 #[derive(Clone)]
@@ -448,7 +450,7 @@ impl<R: Runtime + 'static> Engine<R> {
             .iter()
             .flat_map(|w| w.servers.iter().map(|s| (s.name.as_str(), &s.change)))
             .collect();
-        let results = self.apply_all(desired, &order).await;
+        let results = self.apply_all(desired, plan, &order).await;
         let failures: Vec<(&str, &EngineError)> = order
             .iter()
             .zip(&results)
@@ -478,11 +480,13 @@ impl<R: Runtime + 'static> Engine<R> {
         outcome
     }
 
-    /// Creates or updates every server of `order` at once, each waiting for its
-    /// dependencies, at most `concurrency` starting at a time; one result per server.
+    /// Creates or updates every server of `order` (`plan`'s, wave by wave) at once, each
+    /// waiting for its dependencies, at most `concurrency` starting at a time; one result
+    /// per server.
     async fn apply_all(
         &self,
         desired: &Desired,
+        plan: &Plan,
         order: &[(&str, &Change)],
     ) -> Vec<Result<(), EngineError>> {
         if desired.is_rollback {
@@ -493,12 +497,24 @@ impl<R: Runtime + 'static> Engine<R> {
             }
         }
         let limit = Arc::new(Semaphore::new(self.shared.config.concurrency.max(1)));
+        let waves: BTreeMap<&str, spans::WaveMember> = plan
+            .waves
+            .iter()
+            .flat_map(|wave| {
+                let span = spans::WaveSpan::new(wave.index + 1, wave.servers.len());
+                wave.servers
+                    .iter()
+                    .map(move |s| (s.name.as_str(), span.member()))
+            })
+            .collect();
+        let mut waves = waves;
         let tasks = order.iter().filter_map(|(name, change)| {
+            let wave = waves.remove(name)?;
             let release = desired.release(desired.fleet.server(name)?);
             let engine = self.clone();
             let limit = limit.clone();
             let change = (*change).clone();
-            Some(async move { engine.apply(release, &change, &limit).await })
+            Some(async move { engine.apply(release, &change, &limit, wave).await })
         });
         futures::future::join_all(tasks).await
     }
@@ -508,15 +524,25 @@ impl<R: Runtime + 'static> Engine<R> {
         let mut kept = Vec::new();
         for deleted in &plan.deletes {
             let revision = self.serving(&deleted.name).map_or(0, |r| r.revision);
-            match self
-                .step_begins(ServerAction::Delete, &deleted.name, revision)
-                .await
-            {
-                Ok(step) => {
-                    self.delete_server(&deleted.name).await;
-                    self.step_ends(step, &deleted.name, &Ok(())).await;
-                }
-                Err(why) => kept.push(format!("{}: {why}", deleted.name)),
+            let span = spans::server_step(
+                &tracing::Span::current(),
+                ServerAction::Delete,
+                &deleted.name,
+                revision,
+            );
+            let result = async {
+                let step = self
+                    .step_begins(ServerAction::Delete, &deleted.name, revision)
+                    .await?;
+                self.delete_server(&deleted.name).await;
+                self.step_ends(step, &deleted.name, &Ok(())).await;
+                Ok(())
+            }
+            .instrument(span.clone())
+            .await;
+            spans::step_ended(&span, &result);
+            if let Err(why) = result {
+                kept.push(format!("{}: {why}", deleted.name));
             }
         }
         if kept.is_empty() {
@@ -590,18 +616,30 @@ impl<R: Runtime + 'static> Engine<R> {
             let previous = before.get(*name).cloned();
             let revision = previous.as_ref().map_or(0, |r| r.revision);
             let updated = previous.is_some();
-            // Never refused: an undo goes ahead unjournaled if need be.
-            let step = self
-                .step_begins(ServerAction::Undo, name, revision)
-                .await
-                .ok()
-                .flatten();
-            let result = self.undo(name, previous).await;
-            if updated && matches!(result, Ok(true)) {
-                shared.update(|s| s.count_rollback(name, "failed_update"));
+            let span = spans::server_step(
+                &tracing::Span::current(),
+                ServerAction::Undo,
+                name,
+                revision,
+            );
+            let result = async {
+                // Never refused: an undo goes ahead unjournaled if need be.
+                let step = self
+                    .step_begins(ServerAction::Undo, name, revision)
+                    .await
+                    .ok()
+                    .flatten();
+                let result = self.undo(name, previous).await;
+                if updated && matches!(result, Ok(true)) {
+                    shared.update(|s| s.count_rollback(name, "failed_update"));
+                }
+                let result = result.map(|_| ());
+                self.step_ends(step, name, &result).await;
+                result
             }
-            let result = result.map(|_| ());
-            self.step_ends(step, name, &result).await;
+            .instrument(span.clone())
+            .await;
+            spans::step_ended(&span, &result);
             if let Err(why) = result {
                 not_undone.push(format!("{name}: {why}"));
             }
@@ -635,6 +673,7 @@ impl<R: Runtime + 'static> Engine<R> {
         release: Release,
         change: &Change,
         limit: &Semaphore,
+        wave: spans::WaveMember,
     ) -> Result<(), EngineError> {
         let shared = &self.shared;
         let server = &release.server;
@@ -659,30 +698,32 @@ impl<R: Runtime + 'static> Engine<R> {
         if self.aborted() {
             return Err(EngineError::Aborted);
         }
-        let serving = self.serving(&server.name);
+        let serving = self
+            .serving(&server.name)
+            .filter(|_| matches!(change, Change::Update { .. }));
         let name = server.name.clone();
         let revision = release.revision;
-        match serving {
-            Some(old) if matches!(change, Change::Update { .. }) => {
-                let step = self
-                    .step_begins(ServerAction::Update, &name, revision)
-                    .await?;
-                let on_failure = server.on_failure;
-                let result = self.update(old, release).await.inspect_err(|_| {
+        let action = match serving {
+            Some(_) => ServerAction::Update,
+            None => ServerAction::Create,
+        };
+        let on_failure = server.on_failure;
+        let span = spans::server_step(&wave.span(), action, &name, revision);
+        let result = async {
+            let step = self.step_begins(action, &name, revision).await?;
+            let result = match serving {
+                Some(old) => self.update(old, release).await.inspect_err(|_| {
                     shared.update(|s| s.abort_if(on_failure != OnFailure::Continue));
-                });
-                self.step_ends(step, &name, &result).await;
-                result
-            }
-            _ => {
-                let step = self
-                    .step_begins(ServerAction::Create, &name, revision)
-                    .await?;
-                let result = self.create(release).await;
-                self.step_ends(step, &name, &result).await;
-                result
-            }
+                }),
+                None => self.create(release).await,
+            };
+            self.step_ends(step, &name, &result).await;
+            result
         }
+        .instrument(span.clone())
+        .await;
+        spans::step_ended(&span, &result);
+        result
     }
 
     /// Starts a server that has no revision running, and waits until it is ready.

@@ -6,6 +6,7 @@ use crate::launch::{launch, resolve_program};
 use crate::pool::SessionPool;
 use crate::report::{CheckResult, EventKind, ServerState};
 use crate::routing::Upstream;
+use crate::spans;
 use crate::{EngineError, Release, STOP_GRACE, Shared};
 use fleet_mcp::{
     CheckFailure, CheckKind, CheckReport, CheckSpec, HealthTracker, StdioSession, Verdict,
@@ -16,6 +17,7 @@ use fleet_runtime::{
 use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
+use futures::future::Either;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -146,6 +148,10 @@ pub(crate) struct InstanceMonitor<R> {
     last_mcp_detail: Mutex<Option<String>>,
     /// (rendered, shown) pairs of texts holding secrets, replaced in everything reported.
     redactions: Vec<(String, String)>,
+    /// The server step that started the instance, until its first readiness is decided:
+    /// the parent of the spans of its readiness checks. Let go of then, so that the step's
+    /// span can close.
+    step_span: Mutex<Option<tracing::Span>>,
 }
 
 impl<R: Runtime + 'static> InstanceMonitor<R> {
@@ -256,6 +262,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             pool: Mutex::new(None),
             last_mcp_detail: Mutex::new(None),
             redactions: redactions.lock().clone(),
+            step_span: Mutex::new(
+                Some(tracing::Span::current())
+                    .filter(|span| span.metadata().is_some_and(|m| m.name() == "server step")),
+            ),
         });
         shared.update(|s| {
             s.add_instance(&server.name, runtime_id.as_str(), revision, port);
@@ -473,6 +483,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     /// The instance passed its readiness checks: it takes traffic — unless it is being
     /// stopped, which the checks could not know. Returns whether it is ready.
     fn mark_ready(&self) -> bool {
+        self.step_span.lock().take();
         if *self.stop_requested.borrow() {
             return false;
         }
@@ -491,6 +502,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
     }
 
     fn fail_readiness(&self, why: String) {
+        self.step_span.lock().take();
         self.readiness.send_if_modified(|r| {
             if *r == Readiness::Pending {
                 *r = Readiness::Failed(why);
@@ -671,10 +683,13 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         let mcp = &self.server.health.mcp;
         let started = Instant::now();
         let deadline = started + mcp.cadence.timeout;
+        // Only a deployment's readiness is traced: a restarted instance's is not a step.
+        let step = self.step_span.lock().take();
+        let step = step.as_ref();
         if let (Target::Stdio(isolation), Some(attachment)) = (&self.target, attachment) {
             let StdioAttachment { stdin, stdout } = attachment;
             let era = self.server.era;
-            let connected = match isolation {
+            let handshake = match isolation {
                 Isolation::Shared => {
                     // Our handshake is the process's one and only: over stdio a server
                     // keeps the era of its first exchange, and sessions need it legacy
@@ -686,10 +701,22 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                     let link = StdioLink::shared(self.runtime_id.to_string(), stdin, stdout);
                     *self.link.lock() = Some(link.clone());
                     let (stdin, stdout) = link.connect().ok_or(EngineError::StdoutClosed)?;
-                    StdioSession::connect(stdin, stdout, era, mcp).await
+                    Either::Left(StdioSession::connect(stdin, stdout, era, mcp))
                 }
                 Isolation::PerSession { .. } => {
-                    StdioSession::connect(stdin, stdout, era, mcp).await
+                    Either::Right(StdioSession::connect(stdin, stdout, era, mcp))
+                }
+            };
+            let connected = match step {
+                None => handshake.await,
+                Some(step) => {
+                    let span = spans::health_check(step, CheckKind::Mcp, &self.id);
+                    let connected = handshake.instrument(span.clone()).await;
+                    let report = match &connected {
+                        Ok((_, report)) | Err(report) => report,
+                    };
+                    spans::check_ended(&span, report, || self.describe_failure(report));
+                    connected
                 }
             };
             let (session, report) = connected
@@ -706,9 +733,12 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
         // instance was not ready (a missing tool, a failed call) better than "timed out".
         let mut earlier_failure: Option<CheckReport> = None;
         loop {
-            let mut reports = vec![self.mcp_check(Some(deadline)).await];
+            let mut reports = vec![
+                self.traced(step, CheckKind::Mcp, self.mcp_check(Some(deadline)))
+                    .await,
+            ];
             for other in &self.others {
-                reports.push(self.run_other(other).await);
+                reports.push(self.traced(step, other.kind, self.run_other(other)).await);
             }
             let mut all_ready = true;
             for (tracker, report) in trackers.iter_mut().zip(&reports) {
@@ -737,6 +767,22 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 2).min(Duration::from_millis(250));
         }
+    }
+
+    /// Runs `check`, in a span of its own in the server step's (`step`) when there is one.
+    async fn traced(
+        &self,
+        step: Option<&tracing::Span>,
+        kind: CheckKind,
+        check: impl Future<Output = CheckReport>,
+    ) -> CheckReport {
+        let Some(step) = step else {
+            return check.await;
+        };
+        let span = spans::health_check(step, kind, &self.id);
+        let report = check.instrument(span.clone()).await;
+        spans::check_ended(&span, &report, || self.describe_failure(&report));
+        report
     }
 
     /// Liveness: each check at its own interval until the process leaves the running state;

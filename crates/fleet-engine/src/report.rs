@@ -88,6 +88,19 @@ pub enum DeploymentState {
 }
 
 impl DeploymentState {
+    /// The state's name in snake case (`rolled_back`), as metrics and traces say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::InProgress => "in_progress",
+            DeploymentState::Succeeded => "succeeded",
+            DeploymentState::Failed => "failed",
+            DeploymentState::RolledBack => "rolled_back",
+            DeploymentState::Paused => "paused",
+            DeploymentState::Stopping => "stopping",
+            DeploymentState::Stopped => "stopped",
+        }
+    }
+
     /// Whether the deployment has come to an end (successful or not).
     pub fn is_final(self) -> bool {
         !matches!(

@@ -40,6 +40,9 @@ pub struct ValidFleet {
     /// In file order.
     pub servers: Vec<Server>,
     pub logging: Logging,
+    /// Left out when off, as the fleet read before the key existed.
+    #[serde(skip_serializing_if = "Tracing::is_off")]
+    pub tracing: Tracing,
 }
 
 impl ValidFleet {
@@ -133,6 +136,39 @@ pub struct AdminTokenRef {
 pub struct Logging {
     /// The format when the command line names none.
     pub format: LogFormat,
+}
+
+/// Traces of the control plane and its gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tracing {
+    /// `None`: the file exports no spans (`OTEL_EXPORTER_OTLP_ENDPOINT` may still turn
+    /// them on when the control plane starts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<Otlp>,
+}
+
+impl Tracing {
+    pub fn is_off(&self) -> bool {
+        self.otlp.is_none()
+    }
+}
+
+/// Spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Otlp {
+    /// The collector's base URL (spans go to `<endpoint>/v1/traces`); `None`: the
+    /// environment's `OTEL_EXPORTER_OTLP_ENDPOINT`. May hold a secret, shown as `***`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Text>,
+    /// Sent with every export; values may hold secrets.
+    pub headers: BTreeMap<String, Text>,
+    /// The share of new traces kept, in `0..=1`.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Otlp {
+    pub const DEFAULT_SERVICE_NAME: &str = "mcpfleet";
 }
 
 /// A gateway token, known only by its hash.

@@ -54,6 +54,9 @@ pub struct RawFleet {
     /// How the control plane and its gateway write their log.
     #[serde(default)]
     pub logging: Recover<RawLogging>,
+    /// Traces of deployments and gateway requests, sent to an OpenTelemetry collector.
+    #[serde(default)]
+    pub tracing: Recover<RawTracing>,
 }
 
 /// What an environment may override.
@@ -83,6 +86,8 @@ pub struct RawOverlay {
     pub servers: Option<Named<Recover<RawServer>>>,
     #[serde(default)]
     pub logging: Option<RawLogging>,
+    #[serde(default)]
+    pub tracing: Option<RawTracing>,
 }
 
 /// Where a secret's value comes from. Exactly one of `env` or `file`.
@@ -130,6 +135,37 @@ pub enum RuntimeKind {
 pub struct RawLogging {
     /// `text` (default) or `json`, one object per line. `mcpfleet --log-format` wins.
     pub format: Option<Spanned<LogFormat>>,
+}
+
+/// Traces: spans of deployments (waves, server steps, health checks) and gateway requests.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Tracing")]
+pub struct RawTracing {
+    /// Send spans to an OpenTelemetry collector over OTLP/HTTP. Absent: none are sent,
+    /// unless the control plane's environment sets `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default)]
+    pub otlp: Recover<Spanned<RawOtlp>>,
+}
+
+/// Where and how spans are exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Otlp")]
+pub struct RawOtlp {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://collector:4318`; spans are POSTed
+    /// to `<endpoint>/v1/traces`. Default: `OTEL_EXPORTER_OTLP_ENDPOINT` of the control
+    /// plane's environment.
+    pub endpoint: Option<Spanned<String>>,
+    /// Headers sent with every export, e.g. `authorization: "Bearer {{ secret('otlp') }}"`.
+    #[serde(default)]
+    pub headers: Named<Spanned<String>>,
+    /// The share of traces kept, from 0 to 1. Default 1 (all). A request whose client sent
+    /// a sampled `traceparent` is kept whatever the ratio.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_ratio: Option<Spanned<f64>>,
+    /// `service.name` of the spans. Default `mcpfleet`.
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// How log lines are written.

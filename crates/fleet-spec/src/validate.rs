@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod kubernetes;
 mod notifications;
+mod tracing;
 pub use kubernetes::{DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, is_dns_label, is_dns_subdomain};
 
 /// Fleet files larger than this are refused before parsing.
@@ -368,6 +369,7 @@ impl Validator {
                 .and_then(|l| l.format.as_ref())
                 .map_or_else(LogFormat::default, |f| f.value),
         };
+        let tracing = self.tracing(raw.tracing.0.as_ref(), &templates);
         let defaults = raw.defaults.0.unwrap_or_default();
 
         let mut servers = Vec::new();
@@ -419,6 +421,7 @@ impl Validator {
             notifications,
             servers,
             logging,
+            tracing,
         }
     }
 
@@ -1994,6 +1997,8 @@ enum UrlUse {
     Server,
     /// Where webhooks are POSTed.
     Webhook,
+    /// The OpenTelemetry collector spans are exported to.
+    Collector,
 }
 
 impl UrlUse {
@@ -2003,6 +2008,9 @@ impl UrlUse {
                 "remote servers speak Streamable HTTP: use an http:// or https:// URL"
             }
             UrlUse::Webhook => "webhooks are POSTed over HTTP: use an https:// URL",
+            UrlUse::Collector => {
+                "spans are exported over OTLP/HTTP: use the collector's http:// or https:// URL (gRPC is not supported)"
+            }
         }
     }
 
@@ -2012,6 +2020,9 @@ impl UrlUse {
             UrlUse::Webhook => {
                 "plain http:// to a remote host sends the fleet's events unencrypted: anyone on the way can read them, and replay one while its timestamp is fresh"
             }
+            UrlUse::Collector => {
+                "plain http:// to a remote host sends spans (server, tool and method names) and the export headers unencrypted"
+            }
         }
     }
 
@@ -2019,6 +2030,7 @@ impl UrlUse {
         match self {
             UrlUse::Server => "https://mcp.example.com/mcp",
             UrlUse::Webhook => "https://hooks.example.com/mcpfleet",
+            UrlUse::Collector => "http://collector:4318",
         }
     }
 }

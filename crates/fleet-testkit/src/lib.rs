@@ -6,7 +6,8 @@
 //! traffic counters their canaries are judged on, and [`podman`], what the container tests
 //! share (the API service, sample-server images, cleanup by label), and [`kube`], what the
 //! Kubernetes manifest tests share (strict schema validation, the restricted Pod Security
-//! Standard), and [`webdriver`], a headless Chromium the browser tests drive.
+//! Standard), [`webdriver`], a headless Chromium the browser tests drive, and [`otlp`], an
+//! OpenTelemetry collector the trace tests export to.
 //!
 //! It deliberately holds no production logic; nothing outside tests and
 //! benchmarks may depend on it.
@@ -15,6 +16,7 @@ pub mod fake_runtime;
 pub mod fake_traffic;
 mod harness;
 pub mod kube;
+pub mod otlp;
 pub mod podman;
 pub mod sample_server;
 mod tls;

@@ -3,11 +3,12 @@
 //! or I/O error, 3 no control plane is running.
 
 use crate::commands::{check as check_file, print_diagnostics};
+use crate::traces::Traces;
 use anyhow::{Context, Result, bail};
 use fleet_api::types::{DeploymentState, Event, EventKind, ServerState, Status};
 use fleet_api::{Client, ClientError};
 use fleet_control::{ControlPlane, StateDir, Submission, default_state_dir, to_api};
-use fleet_spec::model::{LogFormat, human_duration};
+use fleet_spec::model::{LogFormat, ValidFleet, human_duration};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -66,7 +67,36 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(FAILED));
     };
     let log_format = args.log_format.unwrap_or(fleet.logging.format);
-    crate::logging::init(args.detached_child, log_format, &fleet.name);
+    let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
+    // Only the process that runs the control plane exports; `up -d` checks the settings
+    // before it starts one, so their errors reach the terminal.
+    let traces = if args.detach && !args.detached_child {
+        Traces::check(&fleet, host.clone())?;
+        None
+    } else {
+        Traces::start(&fleet, host.clone())?
+    };
+    crate::logging::init(
+        args.detached_child,
+        log_format,
+        &fleet.name,
+        traces.as_ref(),
+    );
+    let result = run_up(args, fleet, source, log_format, host).await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    result
+}
+
+/// `up` once the file is valid and the log started.
+async fn run_up(
+    args: UpArgs,
+    fleet: ValidFleet,
+    source: String,
+    log_format: LogFormat,
+    host: std::sync::Arc<fleet_spec::template::SystemHost>,
+) -> Result<ExitCode> {
     if fleet.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
         bail!(fleet_control::DeployError::OnKubernetes);
     }
@@ -89,7 +119,6 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
         return detach(&args, &state_dir, log_format).await;
     }
     let dir = StateDir::acquire(&state_dir)?;
-    let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
     let mut output = Progress::new(args.json || args.detached_child);
     // A detached control plane's JSON log already has each event as a line of its own.
     output.quiet = args.detached_child && log_format == LogFormat::Json;

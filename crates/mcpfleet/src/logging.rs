@@ -6,6 +6,7 @@
 //! fields and its `message`. Which lines are written (`MCPFLEET_LOG`) does not depend on
 //! the format.
 
+use crate::traces::Traces;
 use fleet_spec::model::LogFormat;
 use serde_json::{Map, Value};
 use std::io::Write as _;
@@ -29,8 +30,9 @@ pub(crate) fn writes_json() -> bool {
 }
 
 /// Starts the log of a control plane running `fleet`: warnings in the foreground (progress
-/// lines say the rest), everything to the log file when detached.
-pub(crate) fn init(detached: bool, format: LogFormat, fleet: &str) {
+/// lines say the rest), everything to the log file when detached. With `traces`, its layer
+/// too: `MCPFLEET_LOG` filters the log only, never what is traced.
+pub(crate) fn init(detached: bool, format: LogFormat, fleet: &str, traces: Option<&Traces>) {
     // The MCP SDK and HTTP client log request URLs, which may carry a secret (a remote
     // server's token in a query): they stay silent; mcpfleet reports failures itself.
     let default = if detached {
@@ -40,21 +42,27 @@ pub(crate) fn init(detached: bool, format: LogFormat, fleet: &str) {
     };
     let filter =
         EnvFilter::try_from_env("MCPFLEET_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let registry = tracing_subscriber::registry().with(traces.map(Traces::layer));
     // Only the first call installs a logger: the others find one and leave it.
     match format {
         LogFormat::Text => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(!detached)
+            let _ = registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(!detached)
+                        .with_filter(filter),
+                )
                 .try_init();
         }
         LogFormat::Json => {
-            let installed = tracing_subscriber::registry()
-                .with(filter)
-                .with(JsonLines {
-                    fleet: fleet.to_owned(),
-                })
+            let installed = registry
+                .with(
+                    JsonLines {
+                        fleet: fleet.to_owned(),
+                    }
+                    .with_filter(filter),
+                )
                 .try_init();
             if installed.is_ok() {
                 WRITES_JSON.store(true, Ordering::Relaxed);

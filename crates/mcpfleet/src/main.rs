@@ -11,6 +11,7 @@ mod logging;
 mod preflight;
 mod record;
 mod render;
+mod traces;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -24,6 +24,7 @@ mod recovery;
 mod restart;
 mod status;
 mod tls;
+mod traces;
 mod webhooks;
 
 fn bin_dir() -> PathBuf {

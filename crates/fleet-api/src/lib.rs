@@ -21,8 +21,10 @@
 //! - `GET /metrics` → the Prometheus text format (`text/plain; version=0.0.4`)
 //! - `GET /healthz` → `ok` while the control plane runs
 //!
-//! With `admin.listen` the read-only routes (`/metrics`, `/v1/status`, `/healthz`) are served
-//! on that loopback TCP address too.
+//! With `admin.listen` that loopback TCP address serves what reads (`/metrics`,
+//! `/v1/status`, `/healthz`, `/v1/events/stream`, `/v1/history`, `/v1/audit`) and, with an
+//! admin token (`Authorization: Bearer`), the rollout actions (`promote`, `abort`, `pause`,
+//! `resume`, `/v1/rollback`); docs/api.md#the-tcp-listener.
 
 mod client;
 pub mod types;

@@ -16,7 +16,7 @@ pub struct Status {
     pub deployment: Deployment,
     /// In plan order: wave by wave.
     pub servers: Vec<ServerStatus>,
-    /// The read-only TCP admin listener (`admin.listen`), e.g. `http://127.0.0.1:7471`;
+    /// The TCP admin listener (`admin.listen`), e.g. `http://127.0.0.1:7471`;
     /// absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_url: Option<String>,
@@ -606,7 +606,9 @@ pub struct RollbackRequest {
     /// A server revision (with `server`) or a fleet revision; absent: the one before.
     pub to: Option<u64>,
     pub reason: Option<String>,
-    /// Who (user@host).
+    /// Who (user@host). Over the TCP listener the admin token says who instead
+    /// (`admin:<token name>`), so it may be left out there.
+    #[serde(default)]
     pub author: String,
 }
 

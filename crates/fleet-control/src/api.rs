@@ -1,14 +1,16 @@
 //! The admin routes (see fleet-api for the contract). Errors become responses in one place:
 //! [`ApiFailure`]. The unix socket serves them all; the optional TCP listener (`admin.listen`)
-//! only those that read ([`read_only_router`]).
+//! those that read and, for the holders of an admin token, the rollout actions
+//! ([`tcp_router`]).
 
-use axum::Json;
+use crate::admin_auth::Actor;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use fleet_api::types::{
     ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, EventRecord, GatewayToken,
     HistoryEntry, RollbackRequest, ServerRevisionEntry, Status,
@@ -65,10 +67,9 @@ pub(crate) fn router(state: AppState) -> axum::Router {
         .merge(read_only_router(state))
 }
 
-/// The routes that change nothing, stream nothing and show no specs: all the TCP listener
-/// serves, since the admin side has no authentication (validation keeps that listener on
-/// loopback). `/v1/deployed` is not one of them: it shows every server's spec. The
-/// dashboard (`GET /` and its assets) is one of them: it only reads.
+/// The routes that change nothing, stream nothing and show no specs: what Prometheus,
+/// probes and the dashboard (`GET /` and its assets) read. `/v1/deployed` is not one of
+/// them: it shows every server's spec.
 pub(crate) fn read_only_router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(metrics))
@@ -78,10 +79,27 @@ pub(crate) fn read_only_router(state: AppState) -> axum::Router {
         .merge(crate::dashboard::router(state))
 }
 
-/// [`read_only_router`] behind a `Host` check: a web page whose domain is rebound to
-/// 127.0.0.1 (DNS rebinding) must not read the fleet's status or metrics.
+/// The TCP listener's routes, behind a `Host` check (a web page whose domain is rebound to
+/// 127.0.0.1 — DNS rebinding — must not reach them): [`read_only_router`], the event
+/// stream, history and audit for anyone on the machine (validation keeps the listener on
+/// loopback); the rollout actions only for an admin token ([`crate::admin_auth`]). Not
+/// `check`, `shutdown`, `restart`, logs, specs or the export: they stay on the unix socket.
 pub(crate) fn tcp_router(state: AppState) -> axum::Router {
-    read_only_router(state).layer(axum::middleware::from_fn(loopback_host_only))
+    // Around the POSTs only: another method is a 405, not a question of tokens.
+    let admin_only =
+        || axum::middleware::from_fn_with_state(state.clone(), crate::admin_auth::admin_only);
+    axum::Router::new()
+        .route("/v1/events/stream", get(event_stream))
+        .route("/v1/history", get(history))
+        .route("/v1/audit", get(audit))
+        .route(
+            "/v1/servers/{name}/{command}",
+            post(steer_rollout).route_layer(admin_only()),
+        )
+        .route("/v1/rollback", post(rollback).route_layer(admin_only()))
+        .with_state(state.clone())
+        .merge(read_only_router(state))
+        .layer(axum::middleware::from_fn(loopback_host_only))
 }
 
 /// The content type of OpenMetrics 1.0, which `GET /metrics` answers when it is accepted.
@@ -114,7 +132,7 @@ impl prometheus_client::collector::Collector for EngineFamilies {
 }
 
 /// Every error answer of the admin API.
-struct ApiFailure(StatusCode, String);
+pub(crate) struct ApiFailure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
@@ -248,13 +266,18 @@ async fn settings(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// `POST /v1/rollback`: rolls the fleet, or one server, forward to a stored revision;
-/// streams the deployment's events like `POST /v1/deploy`.
-async fn rollback(State(state): State<AppState>, Json(request): Json<RollbackRequest>) -> Response {
+/// streams the deployment's events like `POST /v1/deploy`. Over TCP its author is the
+/// admin token's [`Actor`], whatever the request says.
+async fn rollback(
+    State(state): State<AppState>,
+    actor: Option<Extension<Actor>>,
+    Json(request): Json<RollbackRequest>,
+) -> Response {
     let target = crate::RollbackTarget {
         server: request.server,
         to: request.to,
         reason: request.reason,
-        author: request.author,
+        author: actor.map_or(request.author, |Extension(actor)| actor.0),
     };
     match state.deployer.rollback(target).await {
         Ok(prepared) => follow_deployment(&state, prepared),
@@ -304,26 +327,39 @@ fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Res
     ndjson(stream.map(event_line))
 }
 
-/// `promote`, `abort`, `pause` or `resume` the rollout of a server.
+/// `restart` a server, or steer its rollout ([`steer_rollout`]).
 async fn steer(
     State(state): State<AppState>,
     Path((name, command)): Path<(String, String)>,
+) -> Response {
+    if command == "restart" {
+        return restart(&state, &name).await;
+    }
+    steer_rollout(State(state), Path((name, command)), None).await
+}
+
+/// `promote`, `abort`, `pause` or `resume` the rollout of a server; over TCP the events it
+/// brings name the admin token's [`Actor`].
+async fn steer_rollout(
+    State(state): State<AppState>,
+    Path((name, command)): Path<(String, String)>,
+    actor: Option<Extension<Actor>>,
 ) -> Response {
     let command = match command.as_str() {
         "promote" => fleet_engine::RolloutCommand::Promote,
         "abort" => fleet_engine::RolloutCommand::Abort,
         "pause" => fleet_engine::RolloutCommand::Pause,
         "resume" => fleet_engine::RolloutCommand::Resume,
-        "restart" => return restart(&state, &name).await,
         other => {
             return ApiFailure(
                 StatusCode::NOT_FOUND,
-                format!("no command `{other}` (promote, abort, pause, resume, restart)"),
+                format!("no rollout command `{other}` (promote, abort, pause, resume)"),
             )
             .into_response();
         }
     };
-    match state.engine.command(&name, command).await {
+    let by = actor.map(|Extension(actor)| actor.0);
+    match state.engine.command(&name, command, by.as_deref()).await {
         Ok(()) => Json(serde_json::json!({ "server": name, "accepted": true })).into_response(),
         Err(why) => ApiFailure(StatusCode::CONFLICT, why.to_string()).into_response(),
     }

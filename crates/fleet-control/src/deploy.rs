@@ -706,7 +706,7 @@ impl StoredFleets for Deployer {
 
 /// The settings a running control plane cannot change: its listeners, the gateway's TLS
 /// and connection timeouts. Tokens and limits change while it runs (see
-/// [`crate::LIVE_GATEWAY_SETTINGS`]).
+/// [`crate::LIVE_SETTINGS`]).
 fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), DeployError> {
     if current.name != new.name {
         return Err(DeployError::OtherFleet {
@@ -719,7 +719,7 @@ fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), Deploy
     }
     match crate::changed_settings(current, new)
         .into_iter()
-        .find(|key| !crate::LIVE_GATEWAY_SETTINGS.contains(&key.as_str()))
+        .find(|key| !crate::LIVE_SETTINGS.contains(&key.as_str()))
     {
         Some(section) => Err(DeployError::NeedsRestart { section }),
         None => Ok(()),

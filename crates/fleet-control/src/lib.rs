@@ -1,6 +1,7 @@
 //! The control plane: one long-running process per fleet that owns the fleet's state
 //! directory, runs the engine over the process runtime and the gateway, and serves the admin
-//! API on a unix socket in that directory (and its read-only part on `admin.listen`).
+//! API on a unix socket in that directory (and its reads and, for admin tokens, its rollout
+//! actions on `admin.listen`).
 //!
 //! Owns: the state directory (created 0700, locked so only one control plane runs per
 //! fleet), reaping what a killed predecessor left, the admin routes (`GET /metrics` puts the
@@ -11,6 +12,7 @@
 //! own: deployment logic (fleet-engine), process supervision (fleet-runtime), the data
 //! plane (fleet-gateway), the command line (mcpfleet).
 
+mod admin_auth;
 mod api;
 mod backup;
 mod dashboard;
@@ -511,9 +513,10 @@ fn apply_gateway_settings(gateway: &fleet_gateway::Gateway, fleet: &ValidFleet) 
     gateway.set_limits(live_limits(&fleet.gateway));
 }
 
-/// The `gateway` keys a deployment applies while the control plane runs; any other
-/// change of `gateway` or `admin` needs a restart.
-pub const LIVE_GATEWAY_SETTINGS: [&str; 6] = [
+/// The `gateway` and `admin` keys a deployment applies while the control plane runs; any
+/// other change of them needs a restart.
+pub const LIVE_SETTINGS: [&str; 7] = [
+    "admin.tokens",
     "gateway.tokens",
     "gateway.rate_limit",
     "gateway.max_requests_in_flight",

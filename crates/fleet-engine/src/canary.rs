@@ -32,8 +32,8 @@ pub enum RolloutCommand {
     Resume,
 }
 
-/// A command and the way to tell its sender it was taken.
-type Steering = (RolloutCommand, oneshot::Sender<()>);
+/// A command, who sent it (see [`Engine::command`]) and the way to tell them it was taken.
+type Steering = (RolloutCommand, Option<String>, oneshot::Sender<()>);
 
 /// A rollout in progress: how to steer it and what it shows.
 #[derive(Debug)]
@@ -46,7 +46,8 @@ pub(crate) struct ActiveRollout {
 
 /// How a step ended.
 enum StepEnd {
-    Next,
+    /// Its time is over, or (with who asked, when named) `promote` ended it.
+    Next { promoted_by: Option<String> },
     /// Aborted: [`EngineError::CanaryAbortedByCommand`] or [`EngineError::AnalysisFailed`].
     Abort(EngineError),
     /// The control plane is stopping: it stops every revision itself.
@@ -84,6 +85,8 @@ impl<R: Runtime + 'static> Engine<R> {
             }),
         );
         let mut failures = 0;
+        // Who promoted the previous step, named by the event of what follows it.
+        let mut promoted_by: Option<String> = None;
         for (index, step) in rollout.steps.iter().enumerate() {
             let weight = step.weight.min(100);
             self.shared.routes.set_weights(
@@ -99,21 +102,22 @@ impl<R: Runtime + 'static> Engine<R> {
                 &name,
                 new.revision,
                 format!(
-                    "step {}/{steps}: {weight}% of new sessions to revision {}{}",
+                    "step {}/{steps}: {weight}% of new sessions to revision {}{}{}",
                     index + 1,
                     new.revision,
                     match step.pause {
                         Some(pause) =>
                             format!(" for {}", fleet_spec::model::format_duration(pause)),
                         None => ", until `mcpfleet promote`".into(),
-                    }
+                    },
+                    promoted_by_suffix(promoted_by.take()),
                 ),
             );
             match self
                 .run_step(&old, &new, step.pause, &mut inbox, &mut failures)
                 .await
             {
-                StepEnd::Next => {}
+                StepEnd::Next { promoted_by: by } => promoted_by = by,
                 StepEnd::Abort(why) => return Err(self.abort_canary(&old, &new, why).await),
                 StepEnd::Shutdown => {
                     self.set_rollout(&name, None);
@@ -127,7 +131,11 @@ impl<R: Runtime + 'static> Engine<R> {
             EventKind::RolloutPromoted,
             &name,
             new.revision,
-            format!("revision {} takes every new session", new.revision),
+            format!(
+                "revision {} takes every new session{}",
+                new.revision,
+                promoted_by_suffix(promoted_by)
+            ),
         );
         Ok(())
     }
@@ -217,28 +225,31 @@ impl<R: Runtime + 'static> Engine<R> {
                         });
                     }
                     if passed && over && paused_with.is_none() {
-                        return StepEnd::Next;
+                        return StepEnd::Next { promoted_by: None };
                     }
                 }
                 // Any change of the fleet's state: the loop's head looks for a shutdown.
                 _ = changes.changed() => {}
                 () = step_over, if !over && paused_with.is_none() && ends_at.is_some() => {
                     if passed {
-                        return StepEnd::Next;
+                        return StepEnd::Next { promoted_by: None };
                     }
                     // Over, but nothing has passed yet: the next passing interval ends it.
                     over = true;
                 }
                 steering = inbox.recv() => {
-                let command = steering.map(|(command, taken)| {
-                    // The sender may have gone (a client that hung up): the command holds.
-                    let _ = taken.send(());
-                    command
-                });
+                let (command, by) = match steering {
+                    Some((command, by, taken)) => {
+                        // The sender may have gone (a client that hung up): the command holds.
+                        let _ = taken.send(());
+                        (Some(command), by)
+                    }
+                    None => (None, None),
+                };
                 match command {
-                    Some(RolloutCommand::Promote) => return StepEnd::Next,
+                    Some(RolloutCommand::Promote) => return StepEnd::Next { promoted_by: by },
                     Some(RolloutCommand::Abort) | None => {
-                        return StepEnd::Abort(EngineError::CanaryAbortedByCommand);
+                        return StepEnd::Abort(EngineError::CanaryAbortedByCommand { by });
                     }
                     Some(RolloutCommand::Pause) => {
                         if paused_with.is_none() {
@@ -253,8 +264,9 @@ impl<R: Runtime + 'static> Engine<R> {
                                 name,
                                 new.revision,
                                 format!(
-                                    "the canary of revision {} is paused until `mcpfleet resume`",
-                                    new.revision
+                                    "the canary of revision {} is paused until `mcpfleet resume`{}",
+                                    new.revision,
+                                    by.map(|by| format!(" (paused by {by})")).unwrap_or_default()
                                 ),
                             );
                         }
@@ -286,7 +298,7 @@ impl<R: Runtime + 'static> Engine<R> {
         self.set_rollout(name, None);
         self.shared.set_failed(name, new.revision, true);
         let reason = match why {
-            EngineError::CanaryAbortedByCommand => "abort",
+            EngineError::CanaryAbortedByCommand { .. } => "abort",
             _ => "analysis",
         };
         self.shared.update(|s| s.count_rollback(name, reason));
@@ -318,10 +330,17 @@ impl<R: Runtime + 'static> Engine<R> {
     }
 
     /// Steers the rollout of `server`; returns once the rollout has taken the command.
+    /// `by` names who asked (`admin:ops`, an admin token's holder) in the events and the
+    /// outcome the command brings; `None`: the admin socket's `mcpfleet` commands.
     ///
     /// # Errors
     /// `server` has no rollout in progress, or it ended before it took the command.
-    pub async fn command(&self, server: &str, command: RolloutCommand) -> Result<(), EngineError> {
+    pub async fn command(
+        &self,
+        server: &str,
+        command: RolloutCommand,
+        by: Option<&str>,
+    ) -> Result<(), EngineError> {
         let ended = || EngineError::RolloutEnded(server.to_owned());
         let (taken, acknowledged) = oneshot::channel();
         {
@@ -331,7 +350,7 @@ impl<R: Runtime + 'static> Engine<R> {
                 .ok_or_else(|| EngineError::NoRollout(server.to_owned()))?;
             active
                 .commands
-                .send((command, taken))
+                .send((command, by.map(str::to_owned), taken))
                 .map_err(|_| ended())?;
         }
         acknowledged.await.map_err(|_| ended())
@@ -405,4 +424,10 @@ impl<R: Runtime + 'static> Engine<R> {
     fn health_failures(&self, server: &str, revision: u64) -> u64 {
         self.shared.state.lock().check_failures_of(server, revision)
     }
+}
+
+/// ` (promoted by admin:ops)` after the event that follows a named promote; nothing else.
+fn promoted_by_suffix(by: Option<String>) -> String {
+    by.map(|by| format!(" (promoted by {by})"))
+        .unwrap_or_default()
 }

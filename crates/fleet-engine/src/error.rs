@@ -127,9 +127,12 @@ pub enum EngineError {
         /// Why the replacement is not ready.
         source: Box<EngineError>,
     },
-    /// `mcpfleet abort` ended a canary.
-    #[error("aborted by `mcpfleet abort`")]
-    CanaryAbortedByCommand,
+    /// `mcpfleet abort` (or an admin token's holder) ended a canary.
+    #[error("aborted by {}", by.as_deref().unwrap_or("`mcpfleet abort`"))]
+    CanaryAbortedByCommand {
+        /// Who asked (`admin:ops`), when not the admin socket.
+        by: Option<String>,
+    },
     /// Canary analysis failed `failure_limit` intervals in a row.
     #[error("analysis failed {failures} times in a row: {reason}")]
     AnalysisFailed {
@@ -194,8 +197,14 @@ mod tests {
                 "analysis failed 3 times in a row: error rate 0.5 above 0.1",
             ),
             (
-                EngineError::CanaryAbortedByCommand,
+                EngineError::CanaryAbortedByCommand { by: None },
                 "aborted by `mcpfleet abort`",
+            ),
+            (
+                EngineError::CanaryAbortedByCommand {
+                    by: Some("admin:ops".into()),
+                },
+                "aborted by admin:ops",
             ),
         ];
         for (error, text) in cases {

@@ -221,7 +221,7 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
     let paused = tokio::time::Instant::now();
 
     engine
-        .command("api", RolloutCommand::Pause)
+        .command("api", RolloutCommand::Pause, None)
         .await
         .expect("the canary takes `pause`");
     // Ten times the step's pause, with every interval passing.
@@ -242,7 +242,7 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
     );
 
     engine
-        .command("api", RolloutCommand::Resume)
+        .command("api", RolloutCommand::Resume, None)
         .await
         .expect("the canary takes `resume`");
     let resumed = tokio::time::Instant::now();
@@ -267,7 +267,7 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
     );
     assert_eq!(weights(&engine), [(1, 40), (2, 60)]);
     engine
-        .command("api", RolloutCommand::Promote)
+        .command("api", RolloutCommand::Promote, None)
         .await
         .expect("the canary takes `promote`");
     let outcome = deploying.await.expect("the deployment did not panic");

@@ -174,8 +174,8 @@ impl TokenConfig {
     }
 }
 
-/// Lower- or upper-case hex → 32 bytes.
-pub(crate) fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+/// Lower- or upper-case hex → 32 bytes (a token's SHA-256 as fleet files write it).
+pub fn decode_hex32(text: &str) -> Option<[u8; 32]> {
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;

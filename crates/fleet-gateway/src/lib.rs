@@ -65,12 +65,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use audit::AuditSink;
-pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError};
+pub use config::{GatewayConfig, RateLimit, TokenConfig, TokenConfigError, decode_hex32};
 pub use error::{GatewayError, UpstreamFailure};
 pub use metrics::{
     GatewayMetrics, Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome,
     OutcomeCounts, RevisionStats, ToolCount,
 };
+pub use security::presented_token;
 pub use tls::{ServerTls, TlsFileError};
 pub use trace_context::TraceId;
 

@@ -161,20 +161,7 @@ impl Tokens {
                 peer.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip()),
             ));
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| bearer(v.as_bytes()))
-            .ok_or(GatewayError::Unauthorized)?;
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        // Every token is compared, and each comparison takes the same time whatever
-        // the bytes: no early exit reveals how much of a hash matched.
-        let mut found = None;
-        for (index, token) in self.tokens.iter().enumerate() {
-            if constant_time_eq(&digest, &token.sha256) {
-                found = Some(index);
-            }
-        }
-        let token = found
+        let token = presented_token(headers, self.tokens.iter().map(|t| &t.sha256))
             .and_then(|index| self.tokens.get(index))
             .ok_or(GatewayError::Unauthorized)?;
         if !token.allows(server) {
@@ -204,6 +191,28 @@ impl Caller {
             Caller::Client(_) => None,
         }
     }
+}
+
+/// Which of `hashes` (the SHA-256 of each known token) the `Authorization: Bearer` token of
+/// `headers` is: its index; `None` without a bearer token or for an unknown one. The
+/// gateway's tokens and the control plane's admin tokens are matched by it alike.
+pub fn presented_token<'a>(
+    headers: &HeaderMap,
+    hashes: impl IntoIterator<Item = &'a [u8; 32]>,
+) -> Option<usize> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer(v.as_bytes()))?;
+    let digest: [u8; 32] = Sha256::digest(presented).into();
+    // Every hash is compared, and each comparison takes the same time whatever the bytes:
+    // no early exit reveals how much of a hash matched.
+    let mut found = None;
+    for (index, hash) in hashes.into_iter().enumerate() {
+        if constant_time_eq(&digest, hash) {
+            found = Some(index);
+        }
+    }
+    found
 }
 
 /// `Bearer <token>` (scheme case-insensitive) → the token bytes.

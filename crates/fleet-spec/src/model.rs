@@ -115,9 +115,10 @@ pub struct RateLimit {
 /// The admin side beyond the unix socket.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Admin {
-    /// The read-only TCP admin listener (metrics, status), always on a loopback address.
+    /// The TCP admin listener, always on a loopback address: reads for anyone, rollout
+    /// actions with an admin token.
     pub listen: Option<SocketAddr>,
-    /// The admin tokens. Left out when empty, as the fleet read before the key existed (a
+    /// Who may act over the TCP listener. Left out when empty, as the fleet read before the key existed (a
     /// running control plane compares these settings).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<AdminTokenRef>,

@@ -437,13 +437,14 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Admin")]
 pub struct RawAdmin {
-    /// Address of a read-only admin listener (`GET /metrics`, `GET /v1/status`,
-    /// `GET /healthz`), `IP:PORT`. Loopback only: it answers without authentication.
-    /// Absent: no TCP listener.
+    /// Address of the admin TCP listener, `IP:PORT`: what reads (metrics, status, events,
+    /// history, audit) for anyone on the machine, the rollout actions (promote, abort,
+    /// pause, resume, rollback) only with an admin token. Loopback only. Absent: no TCP
+    /// listener.
     pub listen: Option<Spanned<String>>,
-    /// Admin bearer tokens, stored by their SHA-256 (create them with
-    /// `mcpfleet token create NAME --admin`). Never gateway tokens: neither kind opens the
-    /// other's door.
+    /// Bearer tokens for the actions on the TCP listener, stored by their SHA-256 (create
+    /// them with `mcpfleet token create NAME --admin`). Never gateway tokens: neither kind
+    /// opens the other's door.
     #[serde(default)]
     pub tokens: Vec<Spanned<RawAdminToken>>,
 }

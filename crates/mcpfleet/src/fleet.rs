@@ -416,7 +416,7 @@ pub(crate) async fn deploy(args: &DeployArgs) -> Result<ExitCode> {
             eprint!("{}", fleet_plan::render_text(&plan));
         }
         for key in &settings {
-            if fleet_control::LIVE_GATEWAY_SETTINGS.contains(&key.as_str()) {
+            if fleet_control::LIVE_SETTINGS.contains(&key.as_str()) {
                 eprintln!("~ {key} (applied without a restart)");
             } else {
                 eprintln!("~ {key} (needs a restart)");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod admin_auth;
 mod canary;
 mod container_digests;
 mod container_secrets;

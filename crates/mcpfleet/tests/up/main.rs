@@ -15,6 +15,7 @@ mod container_digests;
 mod container_secrets;
 mod containers;
 mod dashboard;
+mod dashboard_browser;
 mod deploy;
 mod first_use;
 mod history;

@@ -22,7 +22,9 @@
 //!   per-token (or per-IP) rate limits, upstream timeouts;
 //! - the upstream connections: pooled HTTP/1.1, `https://` over TLS ([`fleet_tls`]);
 //! - request metrics per (server, revision) for rollout analysis and Prometheus, and
-//!   the tool-call audit records.
+//!   the tool-call audit records;
+//! - a `gateway request` span per relayed request when traces are exported, continuing
+//!   the client's W3C `traceparent` and passing the span's own on to HTTP upstreams.
 //!
 //! Does not own: which instances exist or how healthy they are (the engine decides
 //! and publishes a new route table), processes (the runtime), the admin API and
@@ -40,6 +42,7 @@ mod listener;
 mod metrics;
 mod pins;
 mod proxy;
+mod request_span;
 mod security;
 mod sessions;
 mod stdio_http;

@@ -129,6 +129,11 @@ impl MethodLabel {
             Some(m) => Self(METHODS[..15].iter().position(|k| *k == m).unwrap_or(19)),
         }
     }
+
+    /// The label's text: an MCP method, or a catch-all (`notification`, `GET`, ...).
+    pub(crate) fn as_str(self) -> &'static str {
+        METHODS[self.0]
+    }
 }
 
 /// Distinct tool names a server's series label, over all its revisions; calls of any

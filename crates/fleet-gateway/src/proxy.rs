@@ -36,6 +36,7 @@ use crate::error::{GatewayError, UpstreamFailure};
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
 use crate::pins::{self, Pinned, Pins};
+use crate::request_span::RequestSpan;
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
@@ -487,7 +488,7 @@ async fn forward(
 ) -> Result<Forwarded, GatewayError> {
     let Exchange {
         method,
-        headers,
+        mut headers,
         body,
         label,
         id,
@@ -501,7 +502,20 @@ async fn forward(
         unreachable!("stdio upstreams are bridged, not proxied");
     };
     *request.uri_mut() = uri.clone();
-    let trace_id = TraceId::of_request(&headers);
+    let mut span = RequestSpan::start(
+        &headers,
+        &target.server,
+        target.revision,
+        label,
+        tool_call.as_ref().map(|call| call.tool.as_str()),
+    );
+    let trace_id = match &span {
+        Some(span) => {
+            span.propagate(&mut headers);
+            span.trace_id()
+        }
+        None => TraceId::of_request(&headers),
+    };
     *request.headers_mut() = headers;
 
     let started = Instant::now();
@@ -518,7 +532,12 @@ async fn forward(
             call.finish(target, ToolOutcome::TransportError);
         }
         tracing::debug!(instance = target.instance.id, %kind, "upstream failure");
-        GatewayError::Upstream { kind, id }
+        let error = GatewayError::Upstream { kind, id };
+        if let Some(span) = span.take() {
+            span.status(error.status());
+            span.end(Outcome::TransportError);
+        }
+        error
     };
     let response = match tokio::time::timeout_at(deadline, shared.client.request(request)).await {
         Err(_) => return Err(failure(UpstreamFailure::Timeout, id)),
@@ -547,6 +566,9 @@ async fn forward(
         Outcome::Ok
     };
 
+    if let Some(span) = &span {
+        span.status(parts.status);
+    }
     let is_request = method == Method::POST;
     let latency = started.elapsed();
     // A GET stream (or a DELETE's answer) is counted when it opens; a request's answer
@@ -558,11 +580,15 @@ async fn forward(
             latency,
             outcome: status_outcome,
             trace_id,
+            span,
         })
     } else {
         target
             .metrics
             .observe_request(label, status_outcome, Some(latency), trace_id);
+        if let Some(span) = span {
+            span.end(status_outcome);
+        }
         None
     };
     let framing = if is_sse {
@@ -626,16 +652,18 @@ struct Pending {
     outcome: Outcome,
     /// The trace the request belongs to, for its latency's exemplar.
     trace_id: Option<TraceId>,
+    /// Ends with the answer.
+    span: Option<RequestSpan>,
 }
 
 impl Pending {
     fn record(self, outcome: Option<Outcome>) {
-        self.metrics.observe_request(
-            self.label,
-            outcome.unwrap_or(self.outcome),
-            Some(self.latency),
-            self.trace_id,
-        );
+        let outcome = outcome.unwrap_or(self.outcome);
+        self.metrics
+            .observe_request(self.label, outcome, Some(self.latency), self.trace_id);
+        if let Some(span) = self.span {
+            span.end(outcome);
+        }
     }
 }
 

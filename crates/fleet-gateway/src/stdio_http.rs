@@ -29,6 +29,7 @@ use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome};
 use crate::pins::Pins;
 use crate::proxy::{MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+use crate::request_span::RequestSpan;
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::trace_context::TraceId;
@@ -289,12 +290,26 @@ pub(crate) async fn in_session(
         shared.sessions.remove(&session_id);
         return Err(GatewayError::UnknownSession);
     }
+    // A GET stream or DELETE is answered here at once: its span ends as it opens.
+    let answered_here = || {
+        if let Some(span) = RequestSpan::start(
+            request.headers,
+            &target.server,
+            target.revision,
+            label,
+            None,
+        ) {
+            span.status(StatusCode::OK);
+            span.end(Outcome::Ok);
+        }
+    };
     let mut response = match *method {
         Method::DELETE => {
             shared.sessions.remove(&session_id);
             target
                 .metrics
                 .observe_request(label, Outcome::Ok, None, None);
+            answered_here();
             Response::new(Body::empty())
         }
         Method::GET => {
@@ -313,6 +328,7 @@ pub(crate) async fn in_session(
             target
                 .metrics
                 .observe_request(label, Outcome::Ok, None, None);
+            answered_here();
             sse_response(Body::from_stream(stream_events(stream)))
         }
         _ => {
@@ -353,11 +369,23 @@ async fn post(
             .id
             .and_then(|id| serde_json::from_str(id.get()).ok())
     };
-    let measure = Measure {
+    let span = RequestSpan::start(
+        headers,
+        &target.server,
+        target.revision,
+        label,
+        tool_call.as_ref().map(|call| call.tool.as_str()),
+    );
+    let mut measure = Measure {
         target: target.clone(),
         label,
         started: Instant::now(),
-        trace_id: TraceId::of_request(headers),
+        trace_id: match &span {
+            Some(span) => span.trace_id(),
+            None => TraceId::of_request(headers),
+        },
+        span,
+        status: None,
         tool_call,
         pins: stateless.then(|| Arc::clone(&shared.pins)),
         _guard: target.instance.begin(),
@@ -373,6 +401,7 @@ async fn post(
                 });
             }
         }
+        measure.status = Some(StatusCode::ACCEPTED);
         measure.record(None);
         return Ok(Response::builder()
             .status(StatusCode::ACCEPTED)
@@ -420,6 +449,7 @@ async fn post(
         // An error the status carries leaves as JSON, like the rest of the answer
         // when the client asked for no stream.
         if !sse || status != StatusCode::OK {
+            measure.status = Some(status);
             measure.record(Some(&event.message));
             return Ok(Response::builder()
                 .status(status)
@@ -429,6 +459,7 @@ async fn post(
         }
         first = Some(event);
     }
+    measure.status = Some(StatusCode::OK);
     let events = RequestEvents {
         stream,
         primed: false,
@@ -469,6 +500,10 @@ struct Measure {
     started: Instant,
     /// The trace the request belongs to, for its latency's exemplar.
     trace_id: Option<TraceId>,
+    span: Option<RequestSpan>,
+    /// The answer's HTTP status once its head is decided (a failure after it is an
+    /// error event in a `200` stream).
+    status: Option<StatusCode>,
     tool_call: Option<ToolCall>,
     pins: Option<Arc<Pins>>,
     _guard: OutstandingGuard,
@@ -488,6 +523,10 @@ impl Measure {
             Some(self.started.elapsed()),
             self.trace_id,
         );
+        if let Some(span) = self.span {
+            span.status(self.status.unwrap_or(StatusCode::OK));
+            span.end(outcome);
+        }
         if let (Some(call), Some(response)) = (self.tool_call, response) {
             call.finish(&self.target, outcome_of_response(response));
         }
@@ -507,7 +546,12 @@ impl Measure {
         if let Some(call) = self.tool_call {
             call.finish(&self.target, ToolOutcome::TransportError);
         }
-        GatewayError::Upstream { kind, id }
+        let error = GatewayError::Upstream { kind, id };
+        if let Some(span) = self.span {
+            span.status(self.status.unwrap_or_else(|| error.status()));
+            span.end(Outcome::TransportError);
+        }
+        error
     }
 }
 

@@ -1,7 +1,7 @@
-//! The W3C Trace Context a request arrives with: the trace id of its `traceparent`
-//! header (<https://www.w3.org/TR/trace-context/#traceparent-header>), which the latency
-//! histogram keeps as an exemplar. Only parsing lives here; starting and propagating
-//! spans does not.
+//! The W3C Trace Context a request arrives with: its `traceparent` header
+//! (<https://www.w3.org/TR/trace-context/#traceparent-header>), whose trace id the latency
+//! histogram keeps as an exemplar and whose parent the `gateway request` span continues.
+//! Only parsing lives here; starting and propagating spans is [`crate::request_span`]'s.
 
 use axum::http::HeaderMap;
 use std::fmt;
@@ -24,14 +24,36 @@ impl TraceId {
     /// The trace id of a request's `traceparent` header; `None` without one, or when it
     /// is malformed (the spec says to ignore such a header, not to refuse the request).
     pub fn of_request(headers: &HeaderMap) -> Option<Self> {
-        Self::from_traceparent(headers.get("traceparent")?.as_bytes())
+        TraceParent::of_request(headers).map(|parent| parent.trace_id)
     }
 
-    /// The trace id of a `traceparent` value, `version-traceid-parentid-flags` in lowercase
-    /// hex: `None` when it is malformed, the version is `ff`, or the trace or parent id is
-    /// all zeros. Version `00` is exactly 55 characters; a later version may append fields
-    /// after a `-`, which are ignored.
+    /// The trace id of a `traceparent` value, as `TraceParent::parse` reads it.
     pub fn from_traceparent(value: &[u8]) -> Option<Self> {
+        TraceParent::parse(value).map(|parent| parent.trace_id)
+    }
+}
+
+/// A valid `traceparent`: the caller's span, in its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    pub(crate) trace_id: TraceId,
+    /// The caller's span id, never all zeros.
+    pub(crate) parent_id: [u8; 8],
+    /// `trace-flags`; bit 0 says the caller sampled the trace.
+    pub(crate) flags: u8,
+}
+
+impl TraceParent {
+    /// A request's `traceparent` header; `None` without one, or when it is malformed.
+    pub(crate) fn of_request(headers: &HeaderMap) -> Option<Self> {
+        Self::parse(headers.get("traceparent")?.as_bytes())
+    }
+
+    /// A `traceparent` value, `version-traceid-parentid-flags` in lowercase hex: `None`
+    /// when it is malformed, the version is `ff`, or the trace or parent id is all zeros.
+    /// Version `00` is exactly 55 characters; a later version may append fields after a
+    /// `-`, which are ignored.
+    pub(crate) fn parse(value: &[u8]) -> Option<Self> {
         let (head, rest) = value.split_at_checked(55)?;
         let version = lowercase_hex::<1>(&head[..2])?;
         let well_formed = head[2] == b'-' && head[35] == b'-' && head[52] == b'-';
@@ -40,12 +62,16 @@ impl TraceId {
             [0xff] => false,
             _ => rest.first().is_none_or(|b| *b == b'-'),
         };
-        let parent = lowercase_hex::<8>(&head[36..52])?;
-        lowercase_hex::<1>(&head[53..55])?;
-        if !well_formed || !trailing_ok || parent == [0; 8] {
+        let parent_id = lowercase_hex::<8>(&head[36..52])?;
+        let [flags] = lowercase_hex::<1>(&head[53..55])?;
+        if !well_formed || !trailing_ok || parent_id == [0; 8] {
             return None;
         }
-        Self::from_bytes(lowercase_hex::<16>(&head[3..35])?)
+        Some(Self {
+            trace_id: TraceId::from_bytes(lowercase_hex::<16>(&head[3..35])?)?,
+            parent_id,
+            flags,
+        })
     }
 }
 
@@ -85,6 +111,13 @@ mod tests {
     fn a_valid_traceparent_gives_its_trace_id() {
         let id = TraceId::from_traceparent(VALID.as_bytes()).unwrap();
         assert_eq!(id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let parent = TraceParent::parse(VALID.as_bytes()).unwrap();
+        assert_eq!(parent.trace_id, id);
+        assert_eq!(
+            parent.parent_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(parent.flags, 0x01);
         let later_version = format!("cc{}-what-comes-later", &VALID[2..]);
         assert_eq!(
             TraceId::from_traceparent(later_version.as_bytes()),

@@ -4,6 +4,7 @@
 //! ([`tcp_router`]).
 
 use crate::admin_auth::Actor;
+use crate::runtime::FleetRuntime;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,7 +18,7 @@ use fleet_api::types::{
 };
 use fleet_engine::Engine;
 use fleet_engine::report::EventKind;
-use fleet_runtime::{LocalRuntime, Runtime as _};
+use fleet_runtime::Runtime as _;
 use futures::StreamExt;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -25,14 +26,14 @@ use tokio::sync::watch;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) engine: Engine<LocalRuntime>,
+    pub(crate) engine: Engine<FleetRuntime>,
     pub(crate) deployer: crate::deploy::Deployer,
     /// The record of events: what `GET /v1/events` serves.
     pub(crate) events: crate::event_log::EventLog,
     /// Audit, history and export read it.
     pub(crate) store: std::sync::Arc<dyn fleet_store::StateStore>,
     /// The engine's runtime, for reading instances' logs.
-    pub(crate) runtime: LocalRuntime,
+    pub(crate) runtime: FleetRuntime,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) finished: watch::Receiver<bool>,
     /// A deployment applies its fleet's gateway settings to it.
@@ -108,7 +109,7 @@ const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The control plane's one registry: the gateway's families, then the engine's.
 pub(crate) fn metrics_registry(
     gateway: &fleet_gateway::Gateway,
-    engine: &Engine<LocalRuntime>,
+    engine: &Engine<FleetRuntime>,
 ) -> prometheus_client::registry::Registry {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(gateway.metrics_collector()));
@@ -117,7 +118,7 @@ pub(crate) fn metrics_registry(
 }
 
 /// The engine's families, from a fresh snapshot at each scrape.
-struct EngineFamilies(Engine<LocalRuntime>);
+struct EngineFamilies(Engine<FleetRuntime>);
 
 impl std::fmt::Debug for EngineFamilies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -3,12 +3,12 @@
 //!
 //! One deployment at a time: a second one asked for while one runs is refused, not queued.
 
+use crate::runtime::FleetRuntime;
 use fleet_engine::recovery::{self, Given, Redeploy, StoredFleets};
 use fleet_engine::report::{DeploymentState, ServingRevision};
 use fleet_engine::{DeploymentOutcome, Desired, Engine, JournalStep};
 use fleet_plan::{DeployedFleet, Plan};
-use fleet_runtime::LocalRuntime;
-use fleet_spec::model::ValidFleet;
+use fleet_spec::model::{RuntimeKind, ValidFleet};
 use fleet_spec::template::Host;
 use fleet_store::{
     DeploymentKind, DeploymentStatus, NewFleetRevision, NewServerRevision, RevisionState,
@@ -48,15 +48,13 @@ pub enum DeployError {
         "this control plane runs fleet `{running}`, not `{submitted}`; deploy `{submitted}` with its own `mcpfleet up`"
     )]
     OtherFleet { running: String, submitted: String },
-    /// The file puts the fleet on a cluster (`runtime: kubernetes`); a control plane runs
-    /// servers on its own machine. `up` refuses such a file with the same sentence.
-    #[error(
-        "this fleet runs on Kubernetes (runtime: kubernetes), and mcpfleet runs servers on this machine only: `mcpfleet render kubernetes` writes its manifests; deploying to a cluster from mcpfleet is not built yet"
-    )]
-    OnKubernetes,
+    /// The fleet runs on Kubernetes and a server of it cannot run there (a local program,
+    /// a stdio server, …): every reason. `up` and `deploy` show the same, located in the file.
+    #[error(transparent)]
+    NotForCluster(fleet_manifests::RenderError),
     /// The file changes settings only a restart applies.
     #[error(
-        "`{section}` changed, and it is set when the control plane starts (its listeners, TLS, connection timeouts and trace export): apply it with `mcpfleet down` then `mcpfleet up`"
+        "`{section}` changed, and it is set when the control plane starts (its runtime, listeners, TLS, connection timeouts and trace export): apply it with `mcpfleet down` then `mcpfleet up`"
     )]
     NeedsRestart { section: String },
     /// The dependency graph has a cycle (validation reports it, located).
@@ -87,9 +85,9 @@ const RECORDING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Runs deployments, one at a time, and records them.
 #[derive(Clone)]
 pub(crate) struct Deployer {
-    engine: Engine<LocalRuntime>,
+    engine: Engine<FleetRuntime>,
     /// The engine's runtime, which pins images.
-    runtime: LocalRuntime,
+    runtime: FleetRuntime,
     store: Arc<dyn StateStore>,
     host: Arc<dyn Host>,
     /// The fleet the last deployment submitted (its gateway and admin settings are the
@@ -123,8 +121,8 @@ impl std::fmt::Debug for Prepared {
 
 impl Deployer {
     pub(crate) fn new(
-        engine: Engine<LocalRuntime>,
-        runtime: LocalRuntime,
+        engine: Engine<FleetRuntime>,
+        runtime: FleetRuntime,
         store: Arc<dyn StateStore>,
         host: Arc<dyn Host>,
     ) -> Self {
@@ -202,11 +200,17 @@ impl Deployer {
         if let Some(current) = &current {
             check_compatible(current, &fleet)?;
         }
+        if fleet.runtime == RuntimeKind::Kubernetes {
+            fleet_manifests::check_runnable(&fleet).map_err(DeployError::NotForCluster)?;
+        }
         // Before the revision is recorded, so that it records the exact images; a server
-        // brought back from a stored revision keeps the images it ran.
-        fleet_engine::pin_images(&mut fleet, &self.runtime)
-            .await
-            .map_err(DeployError::Unpinned)?;
+        // brought back from a stored revision keeps the images it ran. On Kubernetes the
+        // cluster resolves images: each node pulls the file's reference as `pull` says.
+        if let Some(local) = self.runtime.local() {
+            fleet_engine::pin_images(&mut fleet, local)
+                .await
+                .map_err(DeployError::Unpinned)?;
+        }
         let deployed: DeployedFleet = self
             .engine
             .deployed()
@@ -714,8 +718,20 @@ fn check_compatible(current: &ValidFleet, new: &ValidFleet) -> Result<(), Deploy
             submitted: new.name.clone(),
         });
     }
-    if new.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
-        return Err(DeployError::OnKubernetes);
+    // The control plane's runtime and its cluster connection are made when it starts.
+    let moved = if current.runtime != new.runtime {
+        Some("runtime")
+    } else if current.kubernetes.namespace != new.kubernetes.namespace {
+        Some("kubernetes.namespace")
+    } else if current.kubernetes.context != new.kubernetes.context {
+        Some("kubernetes.context")
+    } else {
+        None
+    };
+    if let Some(section) = moved {
+        return Err(DeployError::NeedsRestart {
+            section: section.to_owned(),
+        });
     }
     match crate::changed_settings(current, new)
         .into_iter()

@@ -11,11 +11,11 @@
 //! Readers of live events get them from this log's own channel, each with its store id,
 //! *after* it is stored.
 
+use crate::runtime::FleetRuntime;
 use crate::to_api;
 use fleet_api::types::{Event, EventKind, EventRecord};
 use fleet_engine::Engine;
 use fleet_routes::audit::ToolCallRecord;
-use fleet_runtime::LocalRuntime;
 use fleet_store::{NewEvent, StateStore, StoredEvent};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +48,7 @@ pub(crate) struct EventLog {
 
 impl EventLog {
     /// Starts recording `engine`'s events, from its first (its in-memory history) on.
-    pub(crate) fn start(engine: &Engine<LocalRuntime>, store: Arc<dyn StateStore>) -> Self {
+    pub(crate) fn start(engine: &Engine<FleetRuntime>, store: Arc<dyn StateStore>) -> Self {
         let (history, events) = engine.subscribe();
         let (stored, _) = broadcast::channel(4_096);
         let (flushes, flush_requests) = mpsc::channel(64);

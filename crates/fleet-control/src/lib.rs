@@ -1,7 +1,8 @@
 //! The control plane: one long-running process per fleet that owns the fleet's state
-//! directory, runs the engine over the process runtime and the gateway, and serves the admin
-//! API on a unix socket in that directory (and its reads and, for admin tokens, its rollout
-//! actions on `admin.listen`).
+//! directory, runs the engine over the fleet's runtime (this machine's processes and
+//! containers, or a Kubernetes cluster's pods: [`FleetRuntime`]) and the gateway, and
+//! serves the admin API on a unix socket in that directory (and its reads and, for admin
+//! tokens, its rollout actions on `admin.listen`).
 //!
 //! Owns: the state directory (created 0700, locked so only one control plane runs per
 //! fleet), reaping what a killed predecessor left, the admin routes (`GET /metrics` puts the
@@ -9,8 +10,8 @@
 //! gateway's tool calls in the state store (and serving them from it), `export-state` /
 //! `import-state` on a stopped fleet's store, webhooks on rollout events (`webhooks`), the
 //! web dashboard on the admin listeners (`dashboard`), shutdown on signal or request. Does not
-//! own: deployment logic (fleet-engine), process supervision (fleet-runtime), the data
-//! plane (fleet-gateway), the command line (mcpfleet).
+//! own: deployment logic (fleet-engine), supervision (fleet-runtime, fleet-runtime-kube),
+//! the data plane (fleet-gateway), the command line (mcpfleet).
 
 mod admin_auth;
 mod api;
@@ -19,6 +20,7 @@ mod dashboard;
 mod deploy;
 mod event_log;
 pub mod record;
+mod runtime;
 mod state_dir;
 pub mod to_api;
 mod webhooks;
@@ -28,6 +30,7 @@ pub use backup::{
 };
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
+pub use runtime::FleetRuntime;
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 
 use deploy::Deployer;
@@ -35,6 +38,7 @@ use event_log::EventLog;
 use fleet_engine::report::DeploymentState;
 use fleet_engine::{DeploymentOutcome, Engine, EngineConfig};
 use fleet_runtime::{LocalRuntime, ProcessRuntime, Runtime as _};
+use fleet_spec::model::RuntimeKind;
 use fleet_spec::model::{Executable, GatewayTls, ValidFleet};
 use fleet_spec::template::Host;
 use std::collections::HashSet;
@@ -50,6 +54,11 @@ pub enum StartError {
     /// The fleet has image servers and no container engine can be used.
     #[error(transparent)]
     Containers(#[from] fleet_runtime::ConnectError),
+    /// The fleet runs on Kubernetes and its cluster cannot be connected to (no kubeconfig,
+    /// an unknown context).
+    // Not a `source`: the message already says all of it, and a chain would repeat it.
+    #[error("cannot connect to the fleet's cluster: {0}")]
+    Cluster(fleet_runtime_kube::ConnectError),
     /// The admin socket could not be opened.
     #[error("cannot listen on {path}: {source}")]
     Socket {
@@ -78,7 +87,7 @@ pub enum StartError {
 /// A running control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
-    engine: Engine<LocalRuntime>,
+    engine: Engine<FleetRuntime>,
     /// The engine's events, recorded in the state store.
     events: EventLog,
     state_dir: StateDir,
@@ -103,10 +112,9 @@ impl ControlPlane {
         host: Arc<dyn Host>,
     ) -> Result<Self, StartError> {
         let fleet = &submission.fleet;
-        let runtime = LocalRuntime::new(
-            &fleet.name,
-            ProcessRuntime::new(state_dir.path().to_path_buf()),
-        );
+        let runtime = FleetRuntime::for_fleet(fleet, state_dir.path())
+            .await
+            .map_err(StartError::Cluster)?;
         // What a killed predecessor left: what the runtime can take over waits for the
         // first deployment to adopt it (if its revision is still the one deployed); the rest
         // goes now, before anything starts. The engine's answers are awaited while the
@@ -120,10 +128,12 @@ impl ControlPlane {
                 .map(|found| found.id)
                 .collect();
             reap_leftovers(&runtime, &adoptable).await;
-            if runs_images(fleet) {
+            if let Some(local) = runtime.local()
+                && runs_images(fleet)
+            {
                 // Before anything starts: a fleet that cannot run its containers says so
                 // now, not as a failed server in the middle of its first wave.
-                runtime.connect_containers().await?;
+                local.connect_containers().await?;
             }
             Ok::<_, StartError>(adoptable)
         };
@@ -279,7 +289,7 @@ impl ControlPlane {
         });
     }
 
-    pub fn engine(&self) -> &Engine<LocalRuntime> {
+    pub fn engine(&self) -> &Engine<FleetRuntime> {
         &self.engine
     }
 
@@ -342,7 +352,7 @@ impl ControlPlane {
 
 /// The engine's status, with what only the control plane knows.
 pub(crate) fn status(
-    engine: &Engine<LocalRuntime>,
+    engine: &Engine<FleetRuntime>,
     admin_url: Option<&str>,
 ) -> fleet_api::types::Status {
     to_api::status(engine.status(), admin_url)
@@ -436,15 +446,10 @@ fn gateway_config(
     Ok(config)
 }
 
-/// The certificate and key the gateway serves, read from the files `gateway.tls`
-/// names; `None` when the gateway serves plain HTTP. `up -d` calls this before it
-/// detaches, so an unusable file is reported in the terminal.
-///
-/// # Errors
-/// [`StartError::GatewayTls`] naming the file that cannot be read or used.
 /// Pins `fleet`'s images as a deployment would (see [`fleet_engine::pin`]), through the
 /// container engine found from the environment: what `plan` compares with the deployed
-/// revisions. A fleet without image servers needs no engine.
+/// revisions. A fleet without image servers needs no engine, and one on Kubernetes is not
+/// pinned (its cluster resolves images).
 ///
 /// # Errors
 /// Every image that could not be pinned (its servers keep no digest).
@@ -452,10 +457,19 @@ pub async fn pin_images(
     fleet: &mut ValidFleet,
     state_dir: &std::path::Path,
 ) -> Result<(), Vec<fleet_engine::UnpinnedImage>> {
+    if fleet.runtime == RuntimeKind::Kubernetes {
+        return Ok(());
+    }
     let runtime = LocalRuntime::new(&fleet.name, ProcessRuntime::new(state_dir));
     fleet_engine::pin_images(fleet, &runtime).await
 }
 
+/// The certificate and key the gateway serves, read from the files `gateway.tls`
+/// names; `None` when the gateway serves plain HTTP. `up -d` calls this before it
+/// detaches, so an unusable file is reported in the terminal.
+///
+/// # Errors
+/// [`StartError::GatewayTls`] naming the file that cannot be read or used.
 pub fn gateway_tls(fleet: &ValidFleet) -> Result<Option<fleet_gateway::ServerTls>, StartError> {
     match &fleet.gateway.tls {
         Some(GatewayTls::Files { cert, key }) => fleet_gateway::ServerTls::load(cert, key)
@@ -581,7 +595,7 @@ fn runs_images(fleet: &ValidFleet) -> bool {
 }
 
 /// Reaps what a killed predecessor left, but `spare`.
-async fn reap_leftovers(runtime: &LocalRuntime, spare: &HashSet<fleet_runtime::InstanceId>) {
+async fn reap_leftovers(runtime: &FleetRuntime, spare: &HashSet<fleet_runtime::InstanceId>) {
     for r in runtime.reap_leftovers(spare).await {
         tracing::warn!("reaped a leftover of a previous control plane: {r:?}");
     }

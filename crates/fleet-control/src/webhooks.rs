@@ -16,9 +16,9 @@
 //! ([`hmac_sha256`], checked against RFC 4231's vectors) rather than one more crate for
 //! twenty lines.
 
+use crate::runtime::FleetRuntime;
 use fleet_engine::Engine;
 use fleet_engine::report::{Event, EventKind};
-use fleet_runtime::LocalRuntime;
 use fleet_spec::model::{ValidFleet, Webhook, WebhookEvent, WebhookFormat};
 use fleet_spec::template::{Host, InstanceTemplates};
 use parking_lot::Mutex;
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Webhooks {
 impl Webhooks {
     /// Starts reading `engine`'s events, from its first on; nothing is sent until
     /// [`Webhooks::configure`] names receivers.
-    pub(crate) fn start(engine: &Engine<LocalRuntime>, fleet: &str, host: Arc<dyn Host>) -> Self {
+    pub(crate) fn start(engine: &Engine<FleetRuntime>, fleet: &str, host: Arc<dyn Host>) -> Self {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(fleet_tls::client_config())
             .user_agent(concat!("mcpfleet/", env!("CARGO_PKG_VERSION")))

@@ -57,6 +57,10 @@ pub enum EngineError {
     /// A template of the server fails with real values (a missing variable or secret).
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The server cannot run on the fleet's cluster (its revision's Deployment cannot be
+    /// rendered).
+    #[error(transparent)]
+    NotForCluster(#[from] fleet_manifests::RenderError),
     /// An `http` check with a path only (`/health`) on a stdio server, which has no port.
     #[error("an http check of a stdio server needs a full `url`")]
     HttpCheckNeedsUrl,

@@ -1,12 +1,14 @@
 //! What a server's instance launches: its file's `command:` or `image:` (the image pinned
 //! to a digest when the revision was deployed, see [`crate::pin`]), rendered with the
-//! instance's values and turned into the runtime's [`Launch`].
+//! instance's values and turned into the runtime's [`Launch`] — or, on a fleet that runs on
+//! Kubernetes, its revision's Deployment ([`pod_launch`]).
 
 use crate::error::EngineError;
 use fleet_runtime::{
     ContainerLaunch, ContainerNetwork, ContainerResources, ContainerSecret, ContainerVolume,
-    Launch, PullPolicy,
+    Launch, PodLaunch, PullPolicy,
 };
+use fleet_spec::ValidFleet;
 use fleet_spec::model::{self, Command, Executable, Text, VolumeSource};
 use std::path::Path;
 
@@ -84,6 +86,28 @@ pub(crate) fn launch(
                 .collect::<Result<_, EngineError>>()?,
         }),
     })
+}
+
+/// The launch of `server`'s `revision` on Kubernetes: the revision's Deployment as
+/// `render kubernetes` writes its pods, annotated with `deployment`. It carries no rendered
+/// value — a pod's command, environment and secret files are its template's, resolved by
+/// the kubelet — so the instance's spec has no arguments or environment of its own.
+///
+/// # Errors
+/// The server cannot run in a cluster (a local program, a stdio server, …).
+pub(crate) fn pod_launch(
+    fleet: &ValidFleet,
+    server: &str,
+    revision: u64,
+    deployment: Option<u64>,
+) -> Result<Launch, EngineError> {
+    let options = fleet_manifests::Options {
+        // Only the control plane's ConfigMap holds the file; a server's Deployment does not.
+        fleet_file: String::new(),
+        deployment,
+    };
+    let deployment = fleet_manifests::revision_deployment(fleet, server, revision, &options)?;
+    Ok(Launch::Pod(PodLaunch { deployment }))
 }
 
 /// The runtime's pull policy for the file's `pull`.

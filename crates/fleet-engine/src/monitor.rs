@@ -2,7 +2,7 @@
 //! liveness, follow its restarts.
 
 use crate::instance_id::InstanceId;
-use crate::launch::{launch, resolve_program};
+use crate::launch::{launch, pod_launch, resolve_program};
 use crate::pool::SessionPool;
 use crate::report::{CheckResult, EventKind, ServerState};
 use crate::routing::Upstream;
@@ -14,7 +14,7 @@ use fleet_mcp::{
 use fleet_runtime::{
     InstanceIo, InstanceSpec, Lifecycle, OutOfMemory, Reach, Runtime, StdioAttachment,
 };
-use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, Server, Transport};
+use fleet_spec::model::{Cadence, CheckProbe, Era, Isolation, RuntimeKind, Server, Transport};
 use fleet_spec::template::InstanceTemplates;
 use fleet_stdio::{SessionProcesses, StdioEndpoint, StdioLink};
 use futures::future::Either;
@@ -183,6 +183,7 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             revision,
             instance = %id
         );
+        let on_cluster = fleet.runtime == RuntimeKind::Kubernetes;
         let port = match (&server.transport, server.transport.fixed_host_port()) {
             (_, Some(fixed)) => Some(claim_port(fixed)?),
             // An image's port, inside its container: nothing to claim here.
@@ -192,6 +193,10 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
                 },
                 None,
             ) => Some(*inside),
+            // Every pod has its own network: the port its Deployment declares.
+            (Transport::Http { port: None, .. }, None) if on_cluster => {
+                Some(fleet_manifests::DEFAULT_HTTP_PORT)
+            }
             (Transport::Http { port: None, .. }, None) => Some(free_port()?),
             _ => None,
         };
@@ -279,17 +284,26 @@ impl<R: Runtime + 'static> InstanceMonitor<R> {
             tokio::spawn(monitor.clone().watch_remote().instrument(span));
             return Ok(monitor);
         };
+        let (launch, args, env) = if on_cluster {
+            let deployment = shared.events.deployment();
+            let pod = pod_launch(fleet, &server.name, revision, deployment)?;
+            (pod, Vec::new(), Vec::new())
+        } else {
+            (
+                launch(command, &fleet.base_dir, &render)?,
+                command.args.iter().map(&render).collect::<Result<_, _>>()?,
+                (command.env.iter())
+                    .map(|(k, v)| Ok((k.clone(), render(v)?)))
+                    .collect::<Result<_, EngineError>>()?,
+            )
+        };
         let spec = InstanceSpec {
             id: runtime_id,
             server: server.name.clone(),
             revision,
-            launch: launch(command, &fleet.base_dir, &render)?,
-            args: command.args.iter().map(&render).collect::<Result<_, _>>()?,
-            env: command
-                .env
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render(v)?)))
-                .collect::<Result<_, EngineError>>()?,
+            launch,
+            args,
+            env,
             // Only an http server has a port (a remote one has returned above).
             io: match port {
                 Some(port) => InstanceIo::Listen { port },

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 /// The port an http image server listens on when the file leaves it to mcpfleet: locally
 /// mcpfleet allocates one per instance, in a cluster every pod has its own network.
-pub(crate) const DEFAULT_HTTP_PORT: u16 = 8080;
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// A server's pods as every Deployment of it runs them — the one `render` writes and the
 /// one per revision the Kubernetes runtime applies — so that one place knows the pod

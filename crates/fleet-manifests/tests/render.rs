@@ -3,7 +3,7 @@
 //! the servers a cluster cannot run, all named at once.
 
 use fleet_manifests::yaml::to_yaml_stream;
-use fleet_manifests::{Options, Problem, file_names, render, revision_deployment};
+use fleet_manifests::{Options, Problem, check_runnable, file_names, render, revision_deployment};
 use fleet_spec::model::Executable;
 use fleet_spec::template::Host;
 use fleet_spec::{LoadOptions, ValidFleet, load_str};
@@ -277,6 +277,50 @@ fn secrets_are_referenced_and_their_values_never_written() {
 }
 
 #[test]
+fn check_runnable_refuses_what_render_refuses_and_every_stdio_server() {
+    let text = "\
+version: 1
+name: tools
+runtime: kubernetes
+servers:
+  web:
+    http: { image: registry.example/web:1, port: 8080 }
+  local:
+    http: { command: ./server.sh }
+  notes:
+    stdio: { image: registry.example/notes:1 }
+  docs:
+    remote: { url: https://docs.example/mcp }
+";
+    let error = check_runnable(&load(text)).expect_err("cannot run");
+    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
+        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "server `local` runs a local program (`command:`); a cluster runs images: give it `image:`".to_owned(),
+                Some(7)
+            ),
+            (
+                "server `notes` is a stdio server; mcpfleet runs only http servers on Kubernetes so far (attaching to a pod's stdin is not built yet)".to_owned(),
+                Some(9)
+            ),
+        ]
+    );
+    assert!(
+        error.diagnostics()[1]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("serve it over http")
+    );
+    let runnable = "version: 1\nname: tools\nruntime: kubernetes\nservers:\n  web:\n    http: { image: registry.example/web:1 }\n  docs:\n    remote: { url: https://docs.example/mcp }\n";
+    assert_eq!(check_runnable(&load(runnable)), Ok(()));
+}
+
+#[test]
 fn servers_a_cluster_cannot_run_are_all_named_with_where_they_are() {
     let text = "\
 version: 1
@@ -310,6 +354,7 @@ servers:
             | Problem::HostPath { server, span, .. }
             | Problem::RootUser { server, span, .. }
             | Problem::PerInstanceValue { server, span, .. }
+            | Problem::StdioInCluster { server, span }
             | Problem::SecretName { server, span, .. }
             | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
             Problem::Namespace { namespace } => (namespace.as_str(), 0),

@@ -124,7 +124,8 @@ pub enum RuntimeKind {
     /// Processes and containers on this machine, run by `mcpfleet up` (default).
     #[default]
     Local,
-    /// A Kubernetes cluster: `mcpfleet render kubernetes` writes the manifests.
+    /// A Kubernetes cluster: `mcpfleet up` runs its http servers as pods (the control plane
+    /// in the cluster); `mcpfleet render kubernetes` writes the manifests.
     Kubernetes,
 }
 

@@ -44,6 +44,24 @@ fn fleet_name(file: &Path) -> Result<String> {
         .with_context(|| format!("{} has no `name:`; pass --state-dir", file.display()))
 }
 
+/// Whether mcpfleet can run `fleet` where its file puts it; on Kubernetes every server
+/// that cannot run in the cluster is shown, located in the file, before anything starts.
+fn runs_on_its_runtime(fleet: &ValidFleet, source: &fleet_spec::Source) -> bool {
+    if fleet.runtime != fleet_spec::model::RuntimeKind::Kubernetes {
+        return true;
+    }
+    match fleet_manifests::check_runnable(fleet) {
+        Ok(()) => true,
+        Err(error) => {
+            eprint!(
+                "{}",
+                fleet_spec::diag::render_all(&error.diagnostics(), source)
+            );
+            false
+        }
+    }
+}
+
 pub(crate) struct UpArgs {
     pub file: PathBuf,
     pub environment: Option<String>,
@@ -62,10 +80,14 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     if !(args.detached_child && checked.is_valid()) {
         print_diagnostics(&checked);
     }
+    let located = checked.source.clone();
     let source = checked.source.text.to_string();
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(FAILED));
     };
+    if !runs_on_its_runtime(&fleet, &located) {
+        return Ok(ExitCode::from(FAILED));
+    }
     let log_format = args.log_format.unwrap_or(fleet.logging.format);
     let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
     // Only the process that runs the control plane exports; `up -d` checks the settings
@@ -97,9 +119,6 @@ async fn run_up(
     log_format: LogFormat,
     host: std::sync::Arc<fleet_spec::template::SystemHost>,
 ) -> Result<ExitCode> {
-    if fleet.runtime == fleet_spec::model::RuntimeKind::Kubernetes {
-        bail!(fleet_control::DeployError::OnKubernetes);
-    }
     let plan = fleet_plan::plan(&fleet, None)
         .map_err(|_| anyhow::anyhow!("the dependency graph has a cycle"))?;
     let state_dir = args
@@ -375,10 +394,14 @@ pub(crate) struct DeployArgs {
 pub(crate) async fn deploy(args: &DeployArgs) -> Result<ExitCode> {
     let checked = check_file(&args.file, args.environment.clone())?;
     print_diagnostics(&checked);
+    let located = checked.source.clone();
     let source = checked.source.text.to_string();
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(FAILED));
     };
+    if !runs_on_its_runtime(&fleet, &located) {
+        return Ok(ExitCode::from(FAILED));
+    }
     let state_dir = args
         .state_dir
         .clone()

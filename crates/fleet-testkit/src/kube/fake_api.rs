@@ -12,7 +12,8 @@
 //!   `pods/log` (`tailLines`, `follow`: lines as they come until the pod is gone);
 //! - a ReplicaSet controller, run after every write: each Deployment gets exactly
 //!   `spec.replicas` pods matching its selector, new ones from its pod template (Running
-//!   and Ready with an IP unless [`FakeApi::hold_new_pods`]); surplus pods go in the order
+//!   and Ready with an IP — its own, or the one [`FakeApi::pods_at`] gives — unless
+//!   [`FakeApi::hold_new_pods`]); surplus pods go in the order
 //!   the ReplicaSet documentation gives — not ready before ready, then lower
 //!   `controller.kubernetes.io/pod-deletion-cost` first, then the newest first
 //!   (<https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#scaling-a-replicaset>).
@@ -95,6 +96,8 @@ struct Objects {
     pods: BTreeMap<(String, String), Pod>,
     applies: Vec<Applied>,
     hold_new_pods: bool,
+    /// The address every pod gets, instead of one of its own (see [`FakeApi::pods_at`]).
+    pod_ip: Option<std::net::IpAddr>,
     /// How long a pod patch waits before it is applied.
     patch_delay: std::time::Duration,
 }
@@ -209,6 +212,14 @@ impl FakeApi {
         self.state.objects.lock().hold_new_pods = hold;
     }
 
+    /// Every pod started from now on gets the address `ip` — `127.0.0.1`, so that a
+    /// control plane outside any cluster reaches, at "the pod's" IP and container port, a
+    /// real server the test runs on that port of loopback — instead of an address of its own
+    /// in 10.0.0.0/24.
+    pub fn pods_at(&self, ip: std::net::IpAddr) {
+        self.state.objects.lock().pod_ip = Some(ip);
+    }
+
     /// Every pod patch waits `delay` before it is applied, so that two clients that read
     /// the same pod both patch it before either patch lands: a race made certain.
     pub fn delay_pod_patches(&self, delay: std::time::Duration) {
@@ -268,7 +279,7 @@ impl FakeApi {
         let key = (namespace.to_owned(), name.to_owned());
         let mut objects = self.state.objects.lock();
         let version = objects.next_version();
-        let ip = format!("10.0.0.{}", objects.created % 250 + 1);
+        let ip = objects.pod_ip(objects.created);
         let pod = objects
             .pods
             .get_mut(&key)
@@ -283,6 +294,14 @@ impl FakeApi {
 }
 
 impl Objects {
+    /// The address of the `created`-th pod.
+    fn pod_ip(&self, created: u64) -> String {
+        match self.pod_ip {
+            Some(ip) => ip.to_string(),
+            None => format!("10.0.0.{}", created % 250 + 1),
+        }
+    }
+
     fn next_version(&mut self) -> String {
         self.resource_version += 1;
         self.resource_version.to_string()
@@ -347,7 +366,7 @@ impl Objects {
             "status": { "phase": "Pending", "conditions": conditions(false) },
         });
         if !self.hold_new_pods {
-            let ip = format!("10.0.0.{}", self.created % 250 + 1);
+            let ip = self.pod_ip(self.created);
             pod["status"] = running_status(ip, container_status(&pod, 0, None));
         }
         let key = (namespace.to_owned(), name);

@@ -167,7 +167,7 @@ fn a_revision_that_fails_its_checks_leaves_the_old_one_serving() {
 }
 
 /// Reads `whoami` through a fresh session: the pid of the instance new sessions reach.
-async fn new_session_pid(endpoint: &str) -> String {
+pub(super) async fn new_session_pid(endpoint: &str) -> String {
     let session = RawSession::open(endpoint).await.unwrap();
     let pid = session.call(2, "whoami", serde_json::json!({})).await;
     session.close().await;
@@ -564,11 +564,23 @@ servers:
     assert!(stderr.contains("gateway.listen"), "{stderr}");
     assert!(stderr.contains("mcpfleet down"), "{stderr}");
 
-    // A file that moves the fleet to a cluster is refused, not run here.
+    // A file that moves the fleet to a cluster needs a control plane on that runtime:
+    // refused, saying what to do, and nothing is run here.
+    let on_cluster = "version: 1\nname: gateway-only\nruntime: kubernetes\nservers:\n  api:\n    http: { image: registry.example/api:1, port: 8080 }\ngateway:\n  listen: 127.0.0.1:0\n";
+    fleet.rewrite(on_cluster);
+    let refused = fleet.mcpfleet(&["deploy"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("`runtime` changed"), "{stderr}");
+    assert!(stderr.contains("mcpfleet down"), "{stderr}");
+    // And one whose servers cannot run in a cluster says why, located in the file.
     fleet.rewrite(&format!("{}runtime: kubernetes\n", file("")));
     let refused = fleet.mcpfleet(&["deploy"]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("runs on Kubernetes"), "{stderr}");
-    assert!(stderr.contains("mcpfleet render kubernetes"), "{stderr}");
+    assert!(
+        stderr.contains("server `api` is a stdio server") && stderr.contains("mcpfleet.yaml:5:3"),
+        "{stderr}"
+    );
+    assert_eq!(server(&fleet.status(), "api").revision, Some(1));
 }

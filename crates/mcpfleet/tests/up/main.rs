@@ -19,6 +19,7 @@ mod dashboard_browser;
 mod deploy;
 mod first_use;
 mod history;
+mod kubernetes;
 mod logs;
 mod messages;
 mod observability;

@@ -85,12 +85,6 @@ pub enum Problem {
     /// remote one): there is no Deployment to render for it.
     #[error("server `{server}` runs no pods: the fleet has no image server of that name")]
     NotInCluster { server: String },
-    /// The server speaks MCP on stdin and stdout: the Kubernetes runtime reaches a pod at
-    /// its address only (its manifests render; mcpfleet cannot run it in a cluster yet).
-    #[error(
-        "server `{server}` is a stdio server; mcpfleet runs only http servers on Kubernetes so far (attaching to a pod's stdin is not built yet)"
-    )]
-    StdioInCluster { server: String, span: Span },
     /// A string of the server uses a value that exists only when mcpfleet starts a local
     /// instance (`revision`, `now()`, `random_string()`), or a secret; a manifest is
     /// written once, for every pod.
@@ -111,7 +105,6 @@ impl Problem {
             | Problem::HostPath { span, .. }
             | Problem::RootUser { span, .. }
             | Problem::PerInstanceValue { span, .. }
-            | Problem::StdioInCluster { span, .. }
             | Problem::SecretName { span, .. }
             | Problem::AutoscaleWithoutRequest { span, .. } => Some(*span),
             Problem::Namespace { .. } | Problem::NotInCluster { .. } => None,
@@ -144,9 +137,6 @@ impl Problem {
             }
             Problem::RootUser { .. } => {
                 "run the container as a numeric non-root user, e.g. `user: \"65532:65532\"`"
-            }
-            Problem::StdioInCluster { .. } => {
-                "serve it over http (`http:` with `image:` and `port:`) so the gateway reaches its pods, or run this fleet with `runtime: local`"
             }
             Problem::PerInstanceValue { .. } => {
                 "write the value out, or take it from the pod's environment; secrets go through `container.secrets`"

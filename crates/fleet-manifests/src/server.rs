@@ -255,8 +255,11 @@ pub(crate) fn pods(
         pod::container_security(container.read_only),
     );
     if stdio.is_some() {
-        // The control plane attaches to the container's stdin through the API server.
+        // The control plane attaches to the container's stdin and stdout through the API
+        // server: stdin stays open across attaches, and no TTY mangles the protocol's bytes.
         main.insert("stdin".into(), true.into());
+        main.insert("stdinOnce".into(), false.into());
+        main.insert("tty".into(), false.into());
     }
     if let Some(autoscale) = &server.autoscale {
         for (target, resource, field, requested) in [

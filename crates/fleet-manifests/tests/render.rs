@@ -133,9 +133,15 @@ fn the_example_renders_each_server_as_the_design_says() {
     );
     let github = find("Deployment", "github");
     assert_eq!(github["spec"]["replicas"], 2);
+    // Attached to through the API server: stdin open across attaches, no TTY.
+    let container = &github["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
-        github["spec"]["template"]["spec"]["containers"][0]["stdin"],
-        true
+        (
+            &container["stdin"],
+            &container["stdinOnce"],
+            &container["tty"]
+        ),
+        (&true.into(), &false.into(), &false.into())
     );
     assert!(
         !objects
@@ -277,7 +283,7 @@ fn secrets_are_referenced_and_their_values_never_written() {
 }
 
 #[test]
-fn check_runnable_refuses_what_render_refuses_and_every_stdio_server() {
+fn check_runnable_refuses_what_render_refuses_and_runs_stdio_servers() {
     let text = "\
 version: 1
 name: tools
@@ -303,20 +309,10 @@ servers:
                 "server `local` runs a local program (`command:`); a cluster runs images: give it `image:`".to_owned(),
                 Some(7)
             ),
-            (
-                "server `notes` is a stdio server; mcpfleet runs only http servers on Kubernetes so far (attaching to a pod's stdin is not built yet)".to_owned(),
-                Some(9)
-            ),
         ]
     );
-    assert!(
-        error.diagnostics()[1]
-            .help
-            .as_deref()
-            .unwrap()
-            .contains("serve it over http")
-    );
-    let runnable = "version: 1\nname: tools\nruntime: kubernetes\nservers:\n  web:\n    http: { image: registry.example/web:1 }\n  docs:\n    remote: { url: https://docs.example/mcp }\n";
+    // A stdio image server runs: the runtime attaches to its pods.
+    let runnable = "version: 1\nname: tools\nruntime: kubernetes\nservers:\n  web:\n    http: { image: registry.example/web:1 }\n  notes:\n    stdio: { image: registry.example/notes:1 }\n  docs:\n    remote: { url: https://docs.example/mcp }\n";
     assert_eq!(check_runnable(&load(runnable)), Ok(()));
 }
 
@@ -354,7 +350,6 @@ servers:
             | Problem::HostPath { server, span, .. }
             | Problem::RootUser { server, span, .. }
             | Problem::PerInstanceValue { server, span, .. }
-            | Problem::StdioInCluster { server, span }
             | Problem::SecretName { server, span, .. }
             | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
             Problem::Namespace { namespace } => (namespace.as_str(), 0),

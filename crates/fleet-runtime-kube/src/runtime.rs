@@ -17,28 +17,41 @@
 //! crash looping, `restartCount` counts restarts — the kubelet restarts containers
 //! (`restartPolicy: Always`), not this runtime.
 //!
+//! A stdio instance's pod keeps its container's stdin open (`stdin: true`, no TTY); the
+//! runtime attaches to it through the API server (`pods/attach`, a WebSocket to the
+//! kubelet) for stdin and stdout, and that stream is the instance's [`StdioAttachment`]:
+//! the server's image needs no mcpfleet binary. stderr stays in the container's log
+//! (`pods/log`, the instance's log here). The attach is the instance's life, as a pipe is a
+//! local process's: when it ends (the container exited, the pod went, the connection
+//! broke) the instance has exited, and its restart policy decides — a restart deletes the
+//! pod, whose server state went with the attach, and attaches to a fresh one after the
+//! backoff.
+//!
 //! The cluster's labels are the record: [`discover`](Runtime::discover),
 //! [`adopt`](Runtime::adopt) and [`reap_leftovers`](Runtime::reap_leftovers) find what an
-//! earlier control plane left by `mcpfleet.io/fleet` and `mcpfleet.io/instance`.
+//! earlier control plane left by `mcpfleet.io/fleet` and `mcpfleet.io/instance`. A stdio
+//! instance is not adoptable: its attach ended with the control plane that opened it (as a
+//! local stdio process's pipes do), so its pod is reaped and replaced.
 //!
-//! Not yet: stdio servers (attaching to a pod's stdin through the API), and reaching pods
-//! from outside the cluster.
+//! Not yet: reaching pods from outside the cluster.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use fleet_runtime::process::backoff::{Decision, Ending, FailureCount, random_unit};
 use fleet_runtime::{
     Discovered, ExitInfo, Instance, InstanceHandle, InstanceId, InstanceIo, InstanceSpec,
     InstanceState, InstanceStatus, Launch, Lifecycle, OutOfMemory, Reach, ReapOutcome, Reaped,
-    Runtime, RuntimeError, StartError,
+    Runtime, RuntimeError, StartError, StdioAttachment,
 };
+use fleet_spec::model::Restart;
 use futures::stream::BoxStream;
 use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -64,6 +77,10 @@ const STOPPED: ReapOutcome = ReapOutcome::Stopped {
     members: 0,
     forced: false,
 };
+
+/// The buffer of each direction of a stdio instance's attach (kube's default is 1 KiB, less
+/// than one MCP message with a tool list).
+const ATTACH_BUFFER: usize = 64 * 1024;
 
 /// How long the runtime waits, and how often it looks.
 #[derive(Debug, Clone)]
@@ -167,6 +184,35 @@ impl Failed {
     }
 }
 
+/// Why a stdio instance's pod cannot be taken over.
+const STDIO_NOT_ADOPTABLE: &str = "a stdio server is reached through the attach to its pod, \
+    which ended with the control plane that opened it (as a local stdio process's pipes do): \
+    its pod is replaced";
+
+/// A stdio instance's attach to its pod: while it lasts, the instance runs.
+struct Attached {
+    /// Fires when the attach ended.
+    ended: oneshot::Receiver<()>,
+    /// Ends the attach (a stop, a replacement, the supervisor's end).
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Until `attached`'s attach ends; never without one.
+async fn attach_ended(attached: &mut Option<Attached>) {
+    match attached {
+        Some(attached) => {
+            let _ = (&mut attached.ended).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
@@ -206,13 +252,6 @@ impl KubeRuntime {
                 id: spec.id.clone(),
                 problem,
             });
-        }
-        if spec.io == InstanceIo::Stdio {
-            return Err(not_a_pod(
-                "stdio servers do not run on Kubernetes yet (attaching to a pod's stdin comes \
-                 next); run the server over http"
-                    .into(),
-            ));
         }
         if !spec.args.is_empty() || !spec.env.is_empty() {
             return Err(not_a_pod(
@@ -260,6 +299,17 @@ impl KubeRuntime {
                 return Err(not_a_pod(format!(
                     "its pod template does not declare port {port}, which the instance listens on"
                 )));
+            }
+        }
+        if spec.io == InstanceIo::Stdio {
+            let container = deployment.pointer("/spec/template/spec/containers/0");
+            let flag = |key: &str| container.and_then(|c| c.get(key)).and_then(Value::as_bool);
+            if flag("stdin") != Some(true) || flag("tty") == Some(true) {
+                return Err(not_a_pod(
+                    "its pod template's container does not keep stdin open without a TTY \
+                     (`stdin: true`, `tty: false`), which attaching to a stdio server needs"
+                        .into(),
+                ));
             }
         }
         let mut deployment = deployment.clone();
@@ -314,13 +364,15 @@ impl KubeRuntime {
         })
     }
 
-    /// Hands a claimed pod to a supervisor of its own; the first event is `Running`.
+    /// Hands a claimed pod, reached by `reach`, to a supervisor of its own; the first event
+    /// is `Running`.
     fn supervise(
         &self,
         spec: &InstanceSpec,
         revision: Arc<Revision>,
         reserved: Reserved,
         pod: &Pod,
+        (reach, attached): (Reach, Option<Attached>),
     ) -> Instance {
         let (events, events_rx) = mpsc::unbounded_channel();
         let mut supervisor = Supervisor {
@@ -336,8 +388,12 @@ impl KubeRuntime {
             status: reserved.status,
             explicit_restarts: 0,
             seen: Seen::default(),
+            restart: spec.restart.clone(),
+            failures: FailureCount::default(),
+            attached,
+            not_before: None,
         };
-        supervisor.running(pod);
+        supervisor.running(pod, reach);
         tokio::spawn(supervisor.run(reserved.control, reserved.done));
         Instance {
             id: spec.id.clone(),
@@ -354,6 +410,66 @@ struct Reserved {
 }
 
 impl Shared {
+    /// How the instance reaches `pod`: its address, or for a stdio instance an attach to
+    /// its container's stdin and stdout.
+    async fn reach(&self, io: InstanceIo, pod: &Pod) -> Result<(Reach, Option<Attached>), Failed> {
+        match io {
+            InstanceIo::Listen { port } => Ok((
+                pod_ip(pod).map_or(Reach::Nowhere, |ip| {
+                    Reach::Address(SocketAddr::new(ip, port))
+                }),
+                None,
+            )),
+            InstanceIo::Stdio => {
+                let (attachment, attached) = self.attach(pod).await?;
+                Ok((Reach::Stdio(attachment), Some(attached)))
+            }
+            InstanceIo::Logged => Ok((Reach::Nowhere, None)),
+        }
+    }
+
+    /// Attaches to the stdin and stdout of `pod`'s container.
+    async fn attach(&self, pod: &Pod) -> Result<(StdioAttachment, Attached), Failed> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let action = || format!("attach to pod {}/{name}", self.namespace);
+        let mut params = AttachParams::default()
+            .stdin(true)
+            .stdout(true)
+            // The container's stderr is in its log (`pods/log`), the instance's log here;
+            // on the attach it would have to be drained or it would stall stdout.
+            .stderr(false)
+            .max_stdin_buf_size(ATTACH_BUFFER)
+            .max_stdout_buf_size(ATTACH_BUFFER);
+        if let Some(container) = (pod.spec.as_ref()).and_then(|spec| spec.containers.first()) {
+            params = params.container(container.name.clone());
+        }
+        let mut process = (self.pods().attach(&name, &params))
+            .await
+            .map_err(|e| Failed::new(action(), &e))?;
+        let (Some(stdin), Some(stdout)) = (process.stdin(), process.stdout()) else {
+            return Err(Failed {
+                action: action(),
+                message: "the attach has no stdin or stdout".into(),
+            });
+        };
+        let (ended_tx, ended) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            // Ends when the API server closes the stream: the container exited, the pod
+            // was deleted, or the connection broke.
+            if let Err(e) = process.join().await {
+                tracing::debug!(error = %e, "a pod attach ended with an error");
+            }
+            let _ = ended_tx.send(());
+        });
+        Ok((
+            StdioAttachment::new(stdin, stdout),
+            Attached {
+                ended,
+                task: task.abort_handle(),
+            },
+        ))
+    }
+
     fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.cluster.client.clone(), &self.namespace)
     }
@@ -560,6 +676,14 @@ fn pod_ip(pod: &Pod) -> Option<IpAddr> {
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
 
+/// A stdio server's pod: its container keeps stdin open for an attach.
+fn keeps_stdin_open(pod: &Pod) -> bool {
+    (pod.spec.as_ref())
+        .and_then(|spec| spec.containers.first())
+        .and_then(|container| container.stdin)
+        == Some(true)
+}
+
 fn main_container(pod: &Pod) -> Option<&ContainerStatus> {
     pod.status.as_ref()?.container_statuses.as_ref()?.first()
 }
@@ -617,8 +741,18 @@ struct Supervisor {
     pod: Option<String>,
     events: mpsc::UnboundedSender<Lifecycle>,
     status: Arc<Mutex<InstanceStatus>>,
+    /// Restarts that replaced the pod (asked for, or a stdio instance's ended attach): the
+    /// pod's own `restartCount` does not count them.
     explicit_restarts: u32,
     seen: Seen,
+    /// The policy a stdio instance's ended attach is judged by; an http pod's container
+    /// restarts are the kubelet's (`restartPolicy: Always`).
+    restart: Restart,
+    failures: FailureCount,
+    /// A stdio instance's attach to its pod.
+    attached: Option<Attached>,
+    /// A stdio instance backing off takes its next pod no sooner.
+    not_before: Option<Instant>,
 }
 
 impl Supervisor {
@@ -643,13 +777,14 @@ impl Supervisor {
                     }
                 },
                 () = tokio::time::sleep(self.settings.poll_interval) => self.poll().await,
+                () = attach_ended(&mut self.attached) => self.attach_ended().await,
             }
         }
         let _ = done.send(true);
     }
 
-    /// The instance runs in `pod` (newly claimed, or adopted).
-    fn running(&mut self, pod: &Pod) {
+    /// The instance runs in `pod` (newly claimed, or adopted), reached by `reach`.
+    fn running(&mut self, pod: &Pod, reach: Reach) {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let container = main_container(pod);
         self.seen = Seen {
@@ -667,12 +802,13 @@ impl Supervisor {
             status.started_at = Some(SystemTime::now());
         }
         let _ = self.events.send(Lifecycle::Running {
-            reach: self.reach(pod),
+            reach,
             handle: InstanceHandle::Pod { name },
         });
     }
 
-    fn reach(&self, pod: &Pod) -> Reach {
+    /// Where an http instance's pod is reached; nothing else is reached by address.
+    fn address(&self, pod: &Pod) -> Reach {
         match (self.io, pod_ip(pod)) {
             (InstanceIo::Listen { port }, Some(ip)) => Reach::Address(SocketAddr::new(ip, port)),
             _ => Reach::Nowhere,
@@ -682,9 +818,15 @@ impl Supervisor {
     /// Reads the pod and reports what changed.
     async fn poll(&mut self) {
         let Some(name) = self.pod.clone() else {
-            self.reclaim().await;
+            if self.not_before.is_none_or(|t| Instant::now() >= t) {
+                self.reclaim().await;
+            }
             return;
         };
+        if self.io == InstanceIo::Stdio {
+            // Its attach says when it ends: the container's exit, the pod's deletion.
+            return;
+        }
         match self.pods.get_opt(&name).await {
             Ok(Some(pod)) => self.observe(&pod),
             Ok(None) => {
@@ -736,7 +878,7 @@ impl Supervisor {
                 status.started_at = Some(SystemTime::now());
             }
             let _ = self.events.send(Lifecycle::Running {
-                reach: self.reach(pod),
+                reach: self.address(pod),
                 handle: InstanceHandle::Pod {
                     name: pod.metadata.name.clone().unwrap_or_default(),
                 },
@@ -765,18 +907,19 @@ impl Supervisor {
         });
     }
 
-    fn exited(&mut self, code: Option<i32>, out_of_memory: OutOfMemory) {
+    fn exited(&mut self, code: Option<i32>, out_of_memory: OutOfMemory) -> ExitInfo {
         let ran_for = self.seen.since.map_or(Duration::ZERO, |t| t.elapsed());
         self.seen.up = false;
+        let exit = ExitInfo {
+            code,
+            signal: None,
+            ran_for,
+            out_of_memory,
+        };
         {
             let mut status = self.status.lock();
             status.state = InstanceState::Exited;
-            status.last_exit = Some(ExitInfo {
-                code,
-                signal: None,
-                ran_for,
-                out_of_memory,
-            });
+            status.last_exit = Some(exit);
         }
         let _ = self.events.send(Lifecycle::Exited {
             code,
@@ -785,6 +928,62 @@ impl Supervisor {
             out_of_memory,
             last_output: Vec::new(),
         });
+        exit
+    }
+
+    /// A stdio instance's attach ended: the instance exited (with the container's exit
+    /// code when its pod says it terminated), and its restart policy says what follows.
+    async fn attach_ended(&mut self) {
+        self.attached = None;
+        let Some(name) = self.pod.clone() else {
+            return;
+        };
+        let pod = self.pods.get_opt(&name).await.ok().flatten();
+        let ended = pod.as_ref().and_then(main_container).and_then(|container| {
+            let state = container.state.as_ref();
+            let last = container.last_state.as_ref();
+            (state.and_then(|s| s.terminated.clone())).or_else(|| {
+                (container.restart_count > self.seen.restarts)
+                    .then(|| last.and_then(|s| s.terminated.clone()))
+                    .flatten()
+            })
+        });
+        let out_of_memory = match &ended {
+            Some(ended) if ended.reason.as_deref() == Some("OOMKilled") => OutOfMemory::Reported,
+            _ => OutOfMemory::No,
+        };
+        let exit = self.exited(ended.map(|e| e.exit_code), out_of_memory);
+        tracing::info!(instance = %self.id, pod = %name, code = ?exit.code, "the attach to the instance's pod ended");
+        match self
+            .failures
+            .record(&self.restart, Ending::Exited(exit), random_unit())
+        {
+            Decision::Restart { attempt, delay } => {
+                self.status.lock().state = InstanceState::BackingOff;
+                let _ = self.events.send(Lifecycle::BackingOff { attempt, delay });
+                // The server's session state went with the attach: the next run is a new
+                // pod, as a restarted local process is a new process.
+                self.pod = None;
+                self.explicit_restarts += 1;
+                {
+                    let mut status = self.status.lock();
+                    status.restarts = self.restarts();
+                    status.handle = None;
+                }
+                self.not_before = Some(Instant::now() + delay);
+                if let Some(shared) = self.shared.upgrade()
+                    && let Err(failed) = shared.delete_pod(&name, self.stop_grace).await
+                {
+                    tracing::warn!(instance = %self.id, action = %failed.action, error = %failed.message, "cannot delete the pod of an ended attach");
+                }
+            }
+            Decision::GiveUp { failures } => {
+                self.status.lock().state = InstanceState::CrashLooping;
+                let _ = self.events.send(Lifecycle::CrashLooping { failures });
+            }
+            // Exited, as the policy says; `stop` deletes the pod.
+            Decision::Stay => {}
+        }
     }
 
     fn restarts(&self) -> u32 {
@@ -800,8 +999,22 @@ impl Supervisor {
         let mut seen = String::new();
         match shared.claim_once(&self.id, &self.revision, &mut seen).await {
             Ok(Some(pod)) => {
+                let reach = match shared.reach(self.io, &pod).await {
+                    Ok(reach) => reach,
+                    Err(failed) => {
+                        // Claimed but unusable: it goes, the next poll claims another.
+                        tracing::warn!(instance = %self.id, action = %failed.action, error = %failed.message, "cannot reach a claimed pod");
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let _ = shared.delete_pod(&name, self.stop_grace).await;
+                        self.status.lock().state = InstanceState::Starting;
+                        return;
+                    }
+                };
                 let restarts = self.restarts();
-                self.running(&pod);
+                let (reach, attached) = reach;
+                self.attached = attached;
+                self.not_before = None;
+                self.running(&pod, reach);
                 // The new pod's own count starts again; the instance's does not.
                 self.explicit_restarts =
                     restarts.saturating_sub(u32::try_from(self.seen.restarts).unwrap_or(0));
@@ -819,6 +1032,10 @@ impl Supervisor {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };
+        // An operator's decision to try again: no backoff, no failures remembered.
+        self.attached = None;
+        self.failures.reset();
+        self.not_before = None;
         if let Some(name) = self.pod.take() {
             shared
                 .delete_pod(&name, self.stop_grace)
@@ -841,6 +1058,9 @@ impl Supervisor {
     /// the revision's last instance), and is gone before this returns.
     async fn stop(&mut self) -> Result<(), RuntimeError> {
         self.status.lock().state = InstanceState::Stopping;
+        // The container's stdin stays open without an attach (`stdinOnce: false`): the
+        // pod's deletion, with its grace period, is what stops the server.
+        self.attached = None;
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };
@@ -867,7 +1087,9 @@ impl Supervisor {
         }
         if let Some(name) = self.pod.take() {
             match shared.delete_pod(&name, self.stop_grace).await {
-                Ok(()) => self.exited(None, OutOfMemory::No),
+                Ok(()) => {
+                    self.exited(None, OutOfMemory::No);
+                }
                 Err(failed) => {
                     first_error.get_or_insert(failed);
                 }
@@ -900,8 +1122,22 @@ impl Runtime for KubeRuntime {
                 .map_err(|failed| failed.start(&spec.id))?;
             shared.claim(&spec.id, &revision).await
         };
-        match claimed.await {
-            Ok(pod) => Ok(self.supervise(&spec, revision, reserved, &pod)),
+        let reached = async {
+            let pod = claimed.await?;
+            match shared.reach(spec.io, &pod).await {
+                Ok(reach) => Ok((pod, reach)),
+                Err(failed) => {
+                    // Claimed but unusable: it goes, and the ReplicaSet makes another.
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    if let Err(deleted) = shared.delete_pod(&name, spec.stop_grace).await {
+                        tracing::warn!(instance = %spec.id, action = %deleted.action, error = %deleted.message, "cannot delete a pod that could not be attached to");
+                    }
+                    Err(failed.start(&spec.id))
+                }
+            }
+        };
+        match reached.await {
+            Ok((pod, reach)) => Ok(self.supervise(&spec, revision, reserved, &pod, reach)),
             Err(e) => {
                 // Nothing keeps running: the replica asked for goes again.
                 shared.forget(&spec.id);
@@ -979,7 +1215,7 @@ impl Runtime for KubeRuntime {
                     handle: InstanceHandle::Pod {
                         name: pod.metadata.name.clone().unwrap_or_default(),
                     },
-                    adoptable: claimable(pod),
+                    adoptable: claimable(pod) && !keeps_stdin_open(pod),
                 })
             })
             .collect();
@@ -993,6 +1229,9 @@ impl Runtime for KubeRuntime {
             id: spec.id.clone(),
             why,
         };
+        if spec.io == InstanceIo::Stdio {
+            return Err(not_adoptable(STDIO_NOT_ADOPTABLE.into()));
+        }
         let labels = format!("{},{LABEL_INSTANCE}={}", revision.selector, spec.id);
         let pods = (self.shared.pods())
             .list(&ListParams::default().labels(&labels))
@@ -1012,8 +1251,10 @@ impl Runtime for KubeRuntime {
                 )
             }));
         };
+        let reach =
+            (self.shared.reach(spec.io, pod).await).map_err(|failed| failed.start(&spec.id))?;
         let reserved = self.reserve(&spec, &revision)?;
-        Ok(self.supervise(&spec, revision, reserved, pod))
+        Ok(self.supervise(&spec, revision, reserved, pod, reach))
     }
 
     /// Deletes the fleet's claimed pods no instance here runs and `spare` does not name,

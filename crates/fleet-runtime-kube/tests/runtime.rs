@@ -15,6 +15,7 @@ use fleet_runtime_kube::{Cluster, KubeRuntime, KubeSettings};
 use fleet_testkit::kube::{FakeApi, hardened_violations};
 use futures::StreamExt as _;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const NAMESPACE: &str = "mcp-tools";
@@ -548,9 +549,10 @@ async fn mock_what_cannot_run_as_a_pod_is_refused_before_anything_is_applied() {
     let runtime = runtime(&api).await;
     let mut stdio = spec("search-r3-1", 3);
     stdio.io = InstanceIo::Stdio;
+    // An http server's pods keep no stdin open to attach to.
     let refused = runtime.start(stdio).await.unwrap_err();
     assert!(matches!(refused, StartError::NotAPod { .. }));
-    assert!(refused.to_string().contains("stdio"), "{refused}");
+    assert!(refused.to_string().contains("`stdin: true`"), "{refused}");
 
     let mut with_values = spec("search-r3-1", 3);
     with_values.env = vec![("API_KEY".into(), SECRET_VALUE.into())];
@@ -609,4 +611,146 @@ async fn mock_no_ready_pod_in_time_fails_the_start_and_takes_the_replica_back() 
     assert!(api.deployment_names(NAMESPACE).is_empty());
     assert!(pod_names(&api).is_empty());
     assert!(runtime.statuses().is_empty());
+}
+
+/// A stdio image server, restarted after a failure at once (the policy's smallest backoff).
+const STDIO_FLEET: &str = r#"
+version: 1
+name: tools
+runtime: kubernetes
+kubernetes: { namespace: mcp-tools }
+servers:
+  notes:
+    stdio: { image: registry.example/notes:1 }
+    container: { user: "1000:1000" }
+    restart: { backoff: { initial: 100ms, jitter: 0 } }
+"#;
+
+/// Instance `id` of revision 1 of the stdio server `notes`, as the engine hands it over.
+fn stdio_spec(id: &str) -> InstanceSpec {
+    let fleet = fleet_spec::load_str(
+        "fleet.yaml",
+        STDIO_FLEET,
+        "/fleet".into(),
+        &fleet_spec::LoadOptions::default(),
+    )
+    .into_valid()
+    .unwrap_or_else(|errors| panic!("{errors:#?}"));
+    let options = fleet_manifests::Options {
+        fleet_file: STDIO_FLEET.to_owned(),
+        deployment: Some(1),
+    };
+    let deployment = fleet_manifests::revision_deployment(&fleet, "notes", 1, &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    InstanceSpec {
+        id: InstanceId::from(id),
+        server: "notes".into(),
+        revision: 1,
+        launch: Launch::Pod(PodLaunch { deployment }),
+        args: Vec::new(),
+        env: Vec::new(),
+        io: InstanceIo::Stdio,
+        restart: fleet.server("notes").unwrap().restart.clone(),
+        stop_grace: Duration::from_secs(5),
+        deployment: Some(1),
+    }
+}
+
+/// The pod and attachment of a `Running` event of a stdio instance.
+fn attached(event: Lifecycle) -> (String, fleet_runtime::StdioAttachment) {
+    match event {
+        Lifecycle::Running {
+            reach: Reach::Stdio(attachment),
+            handle: InstanceHandle::Pod { name },
+        } => (name, attachment),
+        other => panic!("expected Running over an attach, got {other:?}"),
+    }
+}
+
+/// `initialize` over the attachment: the `serverInfo.name` of the server that answered.
+async fn initialize(attachment: &mut fleet_runtime::StdioAttachment) -> String {
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
+    attachment
+        .stdin
+        .write_all(format!("{request}\n").as_bytes())
+        .await
+        .unwrap();
+    attachment.stdin.flush().await.unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(&mut attachment.stdout);
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+        .await
+        .expect("an answer to initialize within 10 s")
+        .unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    answer["result"]["serverInfo"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn mock_a_stdio_instance_talks_mcp_over_its_pods_attach_and_a_dead_process_is_an_exit_and_a_fresh_pod()
+ {
+    let api = FakeApi::start().await;
+    api.attach_runs(
+        fleet_testkit::sample_server_binary(),
+        &["--transport", "stdio", "--name", "notes-in-a-pod"],
+    );
+    let runtime = runtime(&api).await;
+    let mut instance = runtime.start(stdio_spec("notes-r1-1")).await.unwrap();
+    let (pod, mut attachment) = attached(next(&mut instance.events).await);
+    assert_eq!(api.attaches(), 1);
+    // Real MCP, through kube's attach and the fake's WebSocket, to the pod's process.
+    assert_eq!(initialize(&mut attachment).await, "notes-in-a-pod");
+    let pid = api
+        .process_id(NAMESPACE, &pod)
+        .expect("the pod's process runs");
+
+    // The process dies: the attach ends, the instance exited (the kubelet's exit code),
+    // and by its policy a fresh pod is attached to after the backoff.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match next(&mut instance.events).await {
+        Lifecycle::Exited { code, .. } => assert_eq!(code, Some(137)),
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::BackingOff { attempt: 1, .. }
+    ));
+    let (second, mut attachment) = attached(next(&mut instance.events).await);
+    assert_ne!(
+        second, pod,
+        "the server's state went with the attach: a new pod"
+    );
+    assert!(
+        api.pod(NAMESPACE, &pod).is_none(),
+        "the old pod was deleted"
+    );
+    assert_eq!(initialize(&mut attachment).await, "notes-in-a-pod");
+    assert_ne!(api.process_id(NAMESPACE, &second), Some(pid));
+    let status = &runtime.statuses()[0];
+    assert_eq!((status.state, status.restarts), (InstanceState::Running, 1));
+    assert_eq!(status.last_exit.unwrap().code, Some(137));
+
+    // A new control plane cannot take the attach over: the pod is found, not adoptable.
+    let successor = self::runtime(&api).await;
+    let found = successor.discover().await;
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].adoptable, "{found:?}");
+    let refused = successor.adopt(stdio_spec("notes-r1-1")).await.unwrap_err();
+    assert!(
+        matches!(refused, StartError::NotAdoptable { .. }),
+        "{refused}"
+    );
+    drop(successor);
+
+    // Stopping deletes the pod, and its process with it.
+    runtime.stop(&InstanceId::from("notes-r1-1")).await.unwrap();
+    assert!(pod_names(&api).is_empty());
+    wait_for(|| api.process_id(NAMESPACE, &second).is_none().then_some(())).await;
 }

@@ -28,7 +28,7 @@
 //! Dropping the last [`ProcessRuntime`] handle stops its instances gracefully in the
 //! background (if the tokio runtime lives on); stop them explicitly to wait for it.
 
-pub(crate) mod backoff;
+pub mod backoff;
 pub(crate) mod logs;
 mod pidfile;
 mod procfs;

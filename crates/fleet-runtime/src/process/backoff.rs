@@ -1,5 +1,6 @@
 //! Restart decisions: whether to restart, how long to wait, when to give up. The rules are
-//! described in the `process` module docs.
+//! described in the `process` module docs; every runtime that restarts by the file's policy
+//! decides with [`FailureCount`] (the Kubernetes runtime for a stdio pod's ended attach).
 
 use crate::instance::ExitInfo;
 use fleet_spec::model::{Restart, RestartPolicyKind};
@@ -13,7 +14,7 @@ pub(crate) const MIN_STABLE: Duration = Duration::from_secs(1);
 
 /// Why a process ended, as far as the restart policy is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
+pub enum Ending {
     /// It exited by itself (or was killed by someone else).
     Exited(ExitInfo),
     /// The runtime killed it on request (a failed liveness check).
@@ -24,7 +25,7 @@ pub(crate) enum Ending {
 
 /// What to do after an ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
+pub enum Decision {
     /// Start again after `delay`; `attempt` consecutive failed starts so far.
     Restart { attempt: u32, delay: Duration },
     /// Too many failed starts in a row.
@@ -35,7 +36,7 @@ pub(crate) enum Decision {
 
 /// Consecutive failed starts of one instance.
 #[derive(Debug, Default)]
-pub(crate) struct FailureCount(u32);
+pub struct FailureCount(u32);
 
 impl FailureCount {
     /// Records an ending and decides what comes next. `unit` is a uniform random number in
@@ -44,7 +45,7 @@ impl FailureCount {
     /// A run of at least `stable_after` clears the count first, so one failure after a long
     /// stable run waits only `initial`. Then every ending that leads to a restart counts —
     /// including a clean exit under `always`, which would otherwise restart in a tight loop.
-    pub(crate) fn record(&mut self, restart: &Restart, ending: Ending, unit: f64) -> Decision {
+    pub fn record(&mut self, restart: &Restart, ending: Ending, unit: f64) -> Decision {
         let (restarts, ran_for) = match ending {
             Ending::Exited(exit) => {
                 let restarts = match restart.policy {
@@ -75,7 +76,7 @@ impl FailureCount {
     }
 
     /// Forgets past failures (an explicit restart).
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.0 = 0;
     }
 }
@@ -94,7 +95,7 @@ pub(crate) fn delay(restart: &Restart, attempt: u32, unit: f64) -> Duration {
 
 /// A uniform random number in `[0, 1)` from the operating system; 0.5 (no jitter) if it is
 /// unavailable.
-pub(crate) fn random_unit() -> f64 {
+pub fn random_unit() -> f64 {
     getrandom::u64().map_or(0.5, |x| (x >> 11) as f64 / (1u64 << 53) as f64)
 }
 

@@ -18,6 +18,9 @@
 //!   `controller.kubernetes.io/pod-deletion-cost` first, then the newest first
 //!   (<https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#scaling-a-replicaset>).
 //!
+//! - `pods/attach` over a WebSocket (the remote-command protocol, v5 or v4) to a real
+//!   process that plays the pod's container ([`FakeApi::attach_runs`], see `attach`).
+//!
 //! The test plays the kubelet: [`FakeApi::set_ready`], [`FakeApi::kill_container`] (the
 //! kubelet restarts it: `restartCount`, `lastState.terminated` with the exit code and
 //! reason), [`FakeApi::crash_loop`], [`FakeApi::log`].
@@ -40,6 +43,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
+
+mod attach;
 
 /// The annotation a ReplicaSet reads to choose which pod to remove on a scale-down.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -79,6 +84,10 @@ impl std::fmt::Debug for FakeApi {
 impl Drop for FakeApi {
     fn drop(&mut self) {
         self.server.abort();
+        // Their children are killed on drop.
+        for process in self.state.objects.lock().processes.values() {
+            process.task.abort();
+        }
     }
 }
 
@@ -100,6 +109,12 @@ struct Objects {
     pod_ip: Option<std::net::IpAddr>,
     /// How long a pod patch waits before it is applied.
     patch_delay: std::time::Duration,
+    /// What a pod's container runs when attached to ([`FakeApi::attach_runs`]).
+    attach_command: Option<attach::AttachCommand>,
+    /// The process of each pod attached to, while it runs.
+    processes: HashMap<Key, attach::PodProcess>,
+    /// Attaches so far.
+    attaches: u64,
 }
 
 struct Pod {
@@ -139,6 +154,10 @@ impl FakeApi {
                 get(get_pod).patch(patch_pod).delete(delete_pod),
             )
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}/attach",
+                get(attach::attach_pod),
+            )
             .fallback(|request: axum::extract::Request| async move {
                 status(
                     StatusCode::NOT_FOUND,
@@ -155,6 +174,11 @@ impl FakeApi {
             .await
             .expect("bind the fake API server");
         let address = listener.local_addr().expect("its address");
+        // As a real API server (Go sets TCP_NODELAY): an attach's small frames go out at
+        // once, not after the peer's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -218,6 +242,29 @@ impl FakeApi {
     /// in 10.0.0.0/24.
     pub fn pods_at(&self, ip: std::net::IpAddr) {
         self.state.objects.lock().pod_ip = Some(ip);
+    }
+
+    /// A pod's container is `program` with `args`: the first attach to the pod starts it
+    /// with its stdio piped to the attach (stdin from channel 0, stdout to 1, stderr to 2
+    /// and the pod's log), and it runs until it exits — which the kubelet reports as a
+    /// container termination and restart, ending the attach — or the pod is deleted.
+    pub fn attach_runs(&self, program: impl Into<std::path::PathBuf>, args: &[&str]) {
+        self.state.objects.lock().attach_command = Some(attach::AttachCommand {
+            program: program.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        });
+    }
+
+    /// The pid of the process pod `name`'s container runs, once attached to and until it
+    /// exits.
+    pub fn process_id(&self, namespace: &str, name: &str) -> Option<u32> {
+        let key = (namespace.to_owned(), name.to_owned());
+        self.state.objects.lock().processes.get(&key).map(|p| p.pid)
+    }
+
+    /// How many attaches the fake has accepted.
+    pub fn attaches(&self) -> u64 {
+        self.state.objects.lock().attaches
     }
 
     /// Every pod patch waits `delay` before it is applied, so that two clients that read

@@ -579,7 +579,8 @@ servers:
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains("server `api` is a stdio server") && stderr.contains("mcpfleet.yaml:5:3"),
+        stderr.contains("server `api` runs a local program")
+            && stderr.contains("mcpfleet.yaml:5:3"),
         "{stderr}"
     );
     assert_eq!(server(&fleet.status(), "api").revision, Some(1));

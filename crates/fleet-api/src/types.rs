@@ -127,13 +127,21 @@ pub struct RolloutStatus {
     pub state: RolloutState,
     /// Failed analysis intervals in a row (`failure_limit` aborts).
     pub failures_in_a_row: u32,
+    /// The interval judged last (the newest of `analyses`).
     pub last_analysis: Option<AnalysisSummary>,
+    /// The rollout's latest analysis intervals, every step's, oldest first: at most 20
+    /// (empty from an older control plane, which kept only the last).
+    #[serde(default)]
+    pub analyses: Vec<AnalysisSummary>,
 }
 
 /// One analysis interval's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisSummary {
     pub at: String,
+    /// The rollout step it was judged in (1-based; 0 from an older control plane).
+    #[serde(default)]
+    pub step: usize,
     pub verdict: Verdict,
     /// Requests to the new revision in the interval.
     pub requests: u64,
@@ -698,6 +706,16 @@ mod tests {
     /// read back as they were written.
     #[test]
     fn typed_fields_keep_their_json_strings() {
+        let interval = AnalysisSummary {
+            at: "2026-12-05T06:00:00Z".into(),
+            step: 1,
+            verdict: Verdict::Inconclusive,
+            requests: 0,
+            error_rate: None,
+            canary_p95_ms: None,
+            stable_p95_ms: None,
+            reason: "too little traffic".into(),
+        };
         let rollout = RolloutStatus {
             strategy: RolloutStrategy::Canary,
             from_revision: 1,
@@ -707,21 +725,25 @@ mod tests {
             weight: 10,
             state: RolloutState::WaitingForAPassingAnalysis,
             failures_in_a_row: 0,
-            last_analysis: Some(AnalysisSummary {
-                at: "2026-12-05T06:00:00Z".into(),
-                verdict: Verdict::Inconclusive,
-                requests: 0,
-                error_rate: None,
-                canary_p95_ms: None,
-                stable_p95_ms: None,
-                reason: "too little traffic".into(),
-            }),
+            last_analysis: Some(interval.clone()),
+            analyses: vec![interval],
         };
-        let json = r#"{"strategy":"canary","from_revision":1,"to_revision":2,"step":1,"steps":3,"weight":10,"state":"waiting-for-a-passing-analysis","failures_in_a_row":0,"last_analysis":{"at":"2026-12-05T06:00:00Z","verdict":"inconclusive","requests":0,"error_rate":null,"canary_p95_ms":null,"stable_p95_ms":null,"reason":"too little traffic"}}"#;
+        let interval_json = r#"{"at":"2026-12-05T06:00:00Z","step":1,"verdict":"inconclusive","requests":0,"error_rate":null,"canary_p95_ms":null,"stable_p95_ms":null,"reason":"too little traffic"}"#;
+        let json = format!(
+            r#"{{"strategy":"canary","from_revision":1,"to_revision":2,"step":1,"steps":3,"weight":10,"state":"waiting-for-a-passing-analysis","failures_in_a_row":0,"last_analysis":{interval_json},"analyses":[{interval_json}]}}"#
+        );
         assert_eq!(serde_json::to_string(&rollout).unwrap(), json);
         assert_eq!(
-            serde_json::from_str::<RolloutStatus>(json).unwrap(),
+            serde_json::from_str::<RolloutStatus>(&json).unwrap(),
             rollout
+        );
+        // What an older control plane answers (no `analyses`, no `step`) still reads.
+        let older = r#"{"strategy":"canary","from_revision":1,"to_revision":2,"step":1,"steps":3,"weight":10,"state":"waiting-for-a-passing-analysis","failures_in_a_row":0,"last_analysis":{"at":"2026-12-05T06:00:00Z","verdict":"inconclusive","requests":0,"error_rate":null,"canary_p95_ms":null,"stable_p95_ms":null,"reason":"too little traffic"}}"#;
+        let read = serde_json::from_str::<RolloutStatus>(older).unwrap();
+        assert!(read.analyses.is_empty());
+        assert_eq!(
+            read.last_analysis.map(|a| (a.step, a.verdict)),
+            Some((0, Verdict::Inconclusive))
         );
 
         let revision = ServerRevisionEntry {

@@ -28,7 +28,9 @@
 //! - `#canary-NAME` while a canary runs: `data-state` (`progressing`, `paused`, …),
 //!   `data-step`, `data-steps`, `data-weight`, `data-from`, `data-to`, `data-verdict` (the
 //!   last analysis: `pass`, `fail`, `inconclusive`, or `none` before the first), and
-//!   `button[data-action=promote|pause|resume|abort][data-server=NAME]`.
+//!   `button[data-action=promote|pause|resume|abort][data-server=NAME]`; in it
+//!   `#analyses-NAME` once an interval was judged: the newest ten intervals, newest first,
+//!   each `tr[data-at=RFC3339][data-step=N][data-verdict=V]`.
 //! - `#events` (`tr[data-event-id=N][data-kind=KIND]`, newest first), `#history`
 //!   (`tr[data-deployment=N][data-state=STATE]`), `#audit` (`tr[data-audit-id=N]`).
 
@@ -38,7 +40,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fleet_api::types::{
-    AuditEntry, EventRecord, HistoryEntry, InstanceStatus, RolloutStatus, ServerStatus, Status,
+    AnalysisSummary, AuditEntry, EventRecord, HistoryEntry, InstanceStatus, RolloutStatus,
+    ServerStatus, Status,
 };
 use fleet_store::StoreError;
 use std::fmt::{self, Display, Write as _};
@@ -51,6 +54,8 @@ const ICON: &str = include_str!("dashboard/favicon.svg");
 const EVENTS_SHOWN: usize = 50;
 const DEPLOYMENTS_SHOWN: usize = 20;
 const TOOL_CALLS_SHOWN: usize = 50;
+/// A canary's analysis intervals: ten rows keep its section within a laptop's screen.
+const INTERVALS_SHOWN: usize = 10;
 
 /// Only this origin's script, style and connections; no frames, no forms, no `<base>`.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
@@ -339,30 +344,7 @@ fn canary(out: &mut String, server: &str, rollout: &RolloutStatus) -> fmt::Resul
         badge = Badge(rollout.state.as_str()),
         failures = rollout.failures_in_a_row,
     )?;
-    match &rollout.last_analysis {
-        None => out.push_str(r#"<p class="empty">No analysis interval has ended yet.</p>"#),
-        Some(a) => {
-            write!(
-                out,
-                r#"<dl class="analysis"><dt>verdict</dt><dd>{verdict} at {at}</dd><dt>requests</dt><dd>{requests}</dd><dt>error rate</dt><dd>{error_rate}</dd><dt>p95 canary / stable</dt><dd>{canary} / {stable}{ratio}</dd><dt>why</dt><dd>{reason}</dd></dl>"#,
-                verdict = Badge(a.verdict.as_str()),
-                at = Time(&a.at),
-                requests = a.requests,
-                error_rate = Or(a.error_rate.map(|r| format!("{:.1}%", r * 100.0)), "—"),
-                canary = Or(a.canary_p95_ms.map(|ms| format!("{ms:.1} ms")), "—"),
-                stable = Or(a.stable_p95_ms.map(|ms| format!("{ms:.1} ms")), "—"),
-                // What `max_latency_p95_ratio` is compared with.
-                ratio = Or(
-                    a.canary_p95_ms
-                        .zip(a.stable_p95_ms)
-                        .filter(|(_, stable)| *stable > 0.0)
-                        .map(|(canary, stable)| format!(" ({:.2}×)", canary / stable)),
-                    ""
-                ),
-                reason = Esc(&a.reason),
-            )?;
-        }
-    }
+    analyses(out, server, &rollout.analyses)?;
     write!(
         out,
         r#"<div class="actions" role="group" aria-label="Steer the canary of {name}">"#
@@ -379,6 +361,52 @@ fn canary(out: &mut String, server: &str, rollout: &RolloutStatus) -> fmt::Resul
         )?;
     }
     out.push_str("</div></section>");
+    Ok(())
+}
+
+/// A canary's analysis intervals, newest first: when each was judged, in which step, its
+/// verdict, the canary's requests, error rate and p95 against the stable revision's, and why.
+fn analyses(out: &mut String, server: &str, analyses: &[AnalysisSummary]) -> fmt::Result {
+    if analyses.is_empty() {
+        out.push_str(r#"<p class="empty">No analysis interval has ended yet.</p>"#);
+        return Ok(());
+    }
+    let more = if analyses.len() > INTERVALS_SHOWN {
+        format!(" (the last {INTERVALS_SHOWN})")
+    } else {
+        String::new()
+    };
+    write!(
+        out,
+        r#"<table class="intervals" id="analyses-{name}"><caption>Analysis intervals, newest first{more}</caption><thead><tr><th scope="col">time</th><th scope="col">step</th><th scope="col">verdict</th><th scope="col">requests</th><th scope="col">error rate</th><th scope="col">p95 ratio <span class="detail">canary / stable</span></th><th scope="col">why</th></tr></thead><tbody>"#,
+        name = Esc(server),
+    )?;
+    for a in analyses.iter().rev().take(INTERVALS_SHOWN) {
+        write!(
+            out,
+            r#"<tr data-at="{at}" data-step="{step}" data-verdict="{verdict}"><th scope="row">{time}</th><td>{step}</td><td>{badge}</td><td>{requests}</td><td>{error_rate}</td><td>{ratio} <span class="detail">{canary} / {stable}</span></td><td class="message">{reason}</td></tr>"#,
+            at = Esc(&a.at),
+            time = Time(&a.at),
+            step = a.step,
+            verdict = a.verdict,
+            badge = Badge(a.verdict.as_str()),
+            requests = a.requests,
+            error_rate = Or(a.error_rate.map(|r| format!("{:.1}%", r * 100.0)), "—"),
+            // Of the buckets' upper bounds: near what `max_latency_p95_ratio` limits (the
+            // analysis holds the canary's lower bound against it, as `reason` says).
+            ratio = Or(
+                a.canary_p95_ms
+                    .zip(a.stable_p95_ms)
+                    .filter(|(_, stable)| *stable > 0.0)
+                    .map(|(canary, stable)| format!("{:.2}×", canary / stable)),
+                "—"
+            ),
+            canary = Or(a.canary_p95_ms.map(|ms| format!("{ms:.1}")), "—"),
+            stable = Or(a.stable_p95_ms.map(|ms| format!("{ms:.1} ms")), "— ms"),
+            reason = Esc(&a.reason),
+        )?;
+    }
+    out.push_str("</tbody></table>");
     Ok(())
 }
 

@@ -89,19 +89,25 @@ fn rollout(rollout: engine::RolloutProgress) -> api::RolloutStatus {
             }
         },
         failures_in_a_row: rollout.failures_in_a_row,
-        last_analysis: rollout.last_analysis.map(|interval| api::AnalysisSummary {
-            at: interval.at,
-            verdict: match interval.verdict {
-                engine::Verdict::Pass => api::Verdict::Pass,
-                engine::Verdict::Fail => api::Verdict::Fail,
-                engine::Verdict::Inconclusive => api::Verdict::Inconclusive,
-            },
-            requests: interval.requests,
-            error_rate: interval.error_rate,
-            canary_p95_ms: interval.canary_p95_ms,
-            stable_p95_ms: interval.stable_p95_ms,
-            reason: interval.reason,
-        }),
+        last_analysis: rollout.last_analysis().cloned().map(analysis),
+        analyses: rollout.analyses.into_iter().map(analysis).collect(),
+    }
+}
+
+fn analysis(interval: engine::IntervalSummary) -> api::AnalysisSummary {
+    api::AnalysisSummary {
+        at: interval.at,
+        step: interval.step,
+        verdict: match interval.verdict {
+            engine::Verdict::Pass => api::Verdict::Pass,
+            engine::Verdict::Fail => api::Verdict::Fail,
+            engine::Verdict::Inconclusive => api::Verdict::Inconclusive,
+        },
+        requests: interval.requests,
+        error_rate: interval.error_rate,
+        canary_p95_ms: interval.canary_p95_ms,
+        stable_p95_ms: interval.stable_p95_ms,
+        reason: interval.reason,
     }
 }
 
@@ -292,6 +298,7 @@ mod tests {
         ] {
             let summary = |verdict| engine::IntervalSummary {
                 at: String::new(),
+                step: 1,
                 verdict,
                 requests: 0,
                 error_rate: None,
@@ -300,10 +307,11 @@ mod tests {
                 reason: String::new(),
             };
             let converted = rollout(engine::RolloutProgress {
-                last_analysis: Some(summary(ours)),
+                analyses: vec![summary(ours)],
                 ..canary(engine::RolloutState::Progressing)
             });
             assert_eq!(converted.last_analysis.unwrap().verdict, theirs);
+            assert_eq!(converted.analyses[0].verdict, theirs);
         }
         for (ours, theirs) in [
             (
@@ -334,7 +342,7 @@ mod tests {
             weight: 10,
             state,
             failures_in_a_row: 2,
-            last_analysis: None,
+            analyses: Vec::new(),
         }
     }
 
@@ -400,15 +408,28 @@ mod tests {
                         },
                     ],
                     rollout: Some(engine::RolloutProgress {
-                        last_analysis: Some(engine::IntervalSummary {
-                            at: "2026-12-05T06:00:02Z".into(),
-                            verdict: engine::Verdict::Fail,
-                            requests: 40,
-                            error_rate: Some(0.25),
-                            canary_p95_ms: Some(120.0),
-                            stable_p95_ms: Some(80.0),
-                            reason: "error rate 25% > 5%".into(),
-                        }),
+                        analyses: vec![
+                            engine::IntervalSummary {
+                                at: "2026-12-05T06:00:01Z".into(),
+                                step: 1,
+                                verdict: engine::Verdict::Inconclusive,
+                                requests: 3,
+                                error_rate: Some(0.0),
+                                canary_p95_ms: None,
+                                stable_p95_ms: Some(80.0),
+                                reason: "3 requests < 20".into(),
+                            },
+                            engine::IntervalSummary {
+                                at: "2026-12-05T06:00:02Z".into(),
+                                step: 1,
+                                verdict: engine::Verdict::Fail,
+                                requests: 40,
+                                error_rate: Some(0.25),
+                                canary_p95_ms: Some(120.0),
+                                stable_p95_ms: Some(80.0),
+                                reason: "error rate 25% > 5%".into(),
+                            },
+                        ],
                         ..canary(engine::RolloutState::WaitingForAPassingAnalysis)
                     }),
                     instances: vec![
@@ -421,6 +442,7 @@ mod tests {
         let json =
             serde_json::to_string(&super::status(status, Some("http://127.0.0.1:7471"))).unwrap();
         let check = r#"{"at":"2026-12-05T06:00:01Z","kind":"mcp","passed":true,"took_ms":1.5,"detail":"modern 2026-07-28, mcp-sample-server 0.1.0, 4 tools"}"#;
+        let failed = r#"{"at":"2026-12-05T06:00:02Z","step":1,"verdict":"fail","requests":40,"error_rate":0.25,"canary_p95_ms":120.0,"stable_p95_ms":80.0,"reason":"error rate 25% > 5%"}"#;
         let expected = [
             r#"{"fleet":"shop","pid":PID,"state_dir":"/var/lib/mcpfleet/shop","#,
             r#""deployment":{"state":"in-progress","started_at":"2026-12-05T06:00:00Z","finished_at":null,"reason":null},"#,
@@ -429,7 +451,8 @@ mod tests {
             r#"{"name":"api","transport":"http","wave":1,"state":"ready","reason":null,"endpoint":"http://127.0.0.1:7470/mcp/api","revision":1,"#,
             r#""traffic":[{"revision":1,"weight":90},{"revision":2,"weight":10}],"#,
             r#""rollout":{"strategy":"canary","from_revision":1,"to_revision":2,"step":1,"steps":3,"weight":10,"state":"waiting-for-a-passing-analysis","failures_in_a_row":2,"#,
-            r#""last_analysis":{"at":"2026-12-05T06:00:02Z","verdict":"fail","requests":40,"error_rate":0.25,"canary_p95_ms":120.0,"stable_p95_ms":80.0,"reason":"error rate 25% > 5%"}},"#,
+            r#""last_analysis":FAILED,"#,
+            r#""analyses":[{"at":"2026-12-05T06:00:01Z","step":1,"verdict":"inconclusive","requests":3,"error_rate":0.0,"canary_p95_ms":null,"stable_p95_ms":80.0,"reason":"3 requests < 20"},FAILED]},"#,
             r#""instances":["#,
             r#"{"id":"api@1#1","revision":1,"pid":4101,"state":"ready","restarts":0,"port":9001,"last_check":CHECK},"#,
             r#"{"id":"api@2#1","revision":2,"pid":4102,"state":"ready","restarts":1,"port":9002,"last_check":CHECK}"#,
@@ -437,7 +460,8 @@ mod tests {
         ]
         .concat()
         .replace("PID", &std::process::id().to_string())
-        .replace("CHECK", check);
+        .replace("CHECK", check)
+        .replace("FAILED", failed);
         assert_eq!(json, expected);
     }
 

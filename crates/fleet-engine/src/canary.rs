@@ -9,7 +9,8 @@
 
 use crate::analysis::{self, IntervalResult};
 use crate::report::{
-    EventKind, IntervalSummary, RolloutProgress, RolloutState, RolloutStrategy, Verdict,
+    ANALYSES_KEPT, EventKind, IntervalSummary, RolloutProgress, RolloutState, RolloutStrategy,
+    Verdict,
 };
 use crate::{Engine, EngineError, Release};
 use fleet_routes::traffic::ServerTraffic;
@@ -79,7 +80,7 @@ impl<R: Runtime + 'static> Engine<R> {
                     weight: 0,
                     state: RolloutState::Progressing,
                     failures_in_a_row: 0,
-                    last_analysis: None,
+                    analyses: Vec::new(),
                 },
                 paused_since: None,
             }),
@@ -385,25 +386,26 @@ impl<R: Runtime + 'static> Engine<R> {
         }
     }
 
+    /// Keeps `result` as the rollout's newest interval, judged in its current step.
     fn record_analysis(&self, server: &str, result: &IntervalResult, failures: u32) {
-        let summary = IntervalSummary {
-            at: crate::state::now(),
-            verdict: result.verdict,
-            requests: result.requests,
-            error_rate: result.error_rate,
-            canary_p95_ms: result
-                .canary_p95
-                .filter(|p| p.is_finite())
-                .map(|p| p * 1000.0),
-            stable_p95_ms: result
-                .stable_p95
-                .filter(|p| p.is_finite())
-                .map(|p| p * 1000.0),
-            reason: result.reason.clone(),
-        };
+        let at = crate::state::now();
+        // Seconds to milliseconds; an unbounded p95 (the `+Inf` bucket) shows as none.
+        let ms = |p: Option<f64>| p.filter(|p| p.is_finite()).map(|p| p * 1000.0);
         self.update_rollout(server, |s| {
             s.failures_in_a_row = failures;
-            s.last_analysis = Some(summary);
+            if s.analyses.len() == ANALYSES_KEPT {
+                s.analyses.remove(0);
+            }
+            s.analyses.push(IntervalSummary {
+                at,
+                step: s.step,
+                verdict: result.verdict,
+                requests: result.requests,
+                error_rate: result.error_rate,
+                canary_p95_ms: ms(result.canary_p95),
+                stable_p95_ms: ms(result.stable_p95),
+                reason: result.reason.clone(),
+            });
         });
     }
 

@@ -287,7 +287,19 @@ pub struct RolloutProgress {
     pub state: RolloutState,
     /// Failed analysis intervals in a row (`failure_limit` aborts).
     pub failures_in_a_row: u32,
-    pub last_analysis: Option<IntervalSummary>,
+    /// The rollout's latest analysis intervals, oldest first: at most [`ANALYSES_KEPT`],
+    /// every step's (a rollout can run for hours; status stays small).
+    pub analyses: Vec<IntervalSummary>,
+}
+
+/// How many of a rollout's analysis intervals [`RolloutProgress::analyses`] keeps.
+pub const ANALYSES_KEPT: usize = 20;
+
+impl RolloutProgress {
+    /// The interval judged last, if one has been.
+    pub fn last_analysis(&self) -> Option<&IntervalSummary> {
+        self.analyses.last()
+    }
 }
 
 /// How a rollout replaces the serving revision.
@@ -315,6 +327,8 @@ pub enum RolloutState {
 pub struct IntervalSummary {
     /// When it was judged (RFC 3339).
     pub at: String,
+    /// The step it was judged in (1-based).
+    pub step: usize,
     pub verdict: Verdict,
     /// Requests to the new revision in the interval.
     pub requests: u64,

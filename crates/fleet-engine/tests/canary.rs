@@ -4,7 +4,7 @@
 //! test set times the interval, and minutes of rollout take no real time.
 
 use fleet_engine::report::{
-    DeploymentState, Event, EventKind, RolloutState, ServerStatus, Verdict,
+    ANALYSES_KEPT, DeploymentState, Event, EventKind, RolloutState, ServerStatus, Verdict,
 };
 use fleet_engine::{DeploymentOutcome, Engine, RolloutCommand};
 use fleet_spec::ValidFleet;
@@ -157,9 +157,18 @@ async fn too_little_canary_traffic_is_inconclusive_and_never_ends_a_step() {
     assert_eq!((rollout.step, rollout.weight), (1, 10), "{rollout:#?}");
     assert_eq!(rollout.state, RolloutState::WaitingForAPassingAnalysis);
     assert_eq!(rollout.failures_in_a_row, 0);
-    let last = rollout.last_analysis.expect("intervals were judged");
+    let last = rollout.last_analysis().expect("intervals were judged");
     assert_eq!(last.verdict, Verdict::Inconclusive, "{last:#?}");
     assert_eq!(last.requests, 10);
+    // Thirty intervals were judged: the newest are kept, each in step 1.
+    assert_eq!(rollout.analyses.len(), ANALYSES_KEPT, "{rollout:#?}");
+    assert!(
+        rollout
+            .analyses
+            .iter()
+            .all(|a| a.step == 1 && a.requests == 10),
+        "{rollout:#?}"
+    );
     assert_eq!(weights(&engine), [(1, 90), (2, 10)]);
     assert!(!deploying.is_finished());
 
@@ -211,11 +220,7 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
     fleet_testkit::wait_until(
         "the canary's first interval was judged",
         Duration::from_secs(15),
-        async || {
-            api(&engine)
-                .rollout
-                .is_some_and(|r| r.last_analysis.is_some())
-        },
+        async || api(&engine).rollout.is_some_and(|r| !r.analyses.is_empty()),
     )
     .await;
     let paused = tokio::time::Instant::now();
@@ -266,6 +271,28 @@ async fn a_paused_step_holds_until_resumed_then_waits_for_promote() {
         resumed.elapsed()
     );
     assert_eq!(weights(&engine), [(1, 40), (2, 60)]);
+    // The kept intervals span both steps, oldest first, each naming the step it judged.
+    fleet_testkit::wait_until(
+        "an interval of step 2 was judged",
+        Duration::from_secs(60),
+        async || {
+            api(&engine)
+                .rollout
+                .is_some_and(|r| r.last_analysis().is_some_and(|a| a.step == 2))
+        },
+    )
+    .await;
+    let analyses = api(&engine).rollout.expect("still waiting").analyses;
+    assert_eq!(analyses.len(), ANALYSES_KEPT, "{analyses:#?}");
+    assert_eq!(analyses[0].step, 1, "{analyses:#?}");
+    assert!(
+        analyses.windows(2).all(|w| w[0].step <= w[1].step),
+        "{analyses:#?}"
+    );
+    assert!(
+        analyses.iter().all(|a| a.verdict == Verdict::Pass),
+        "{analyses:#?}"
+    );
     engine
         .command("api", RolloutCommand::Promote, None)
         .await

@@ -81,6 +81,9 @@ fn every_value_from_the_fleet_or_its_record_is_escaped() {
     let mut api = server("api");
     api.reason = Some(HOSTILE.into());
     api.instances[0].last_check.as_mut().unwrap().detail = HOSTILE.into();
+    let mut canary = rollout(Some(Verdict::Fail));
+    canary.analyses[0].reason = HOSTILE.into();
+    api.rollout = Some(canary);
     let mut page = snapshot(vec![api]);
     page.status.deployment.reason = Some(HOSTILE.into());
     page.events = Ok(vec![event(1, HOSTILE)]);
@@ -111,9 +114,9 @@ fn every_value_from_the_fleet_or_its_record_is_escaped() {
     // One script element: the page's own, loaded from this origin.
     assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(!html.contains("alert(\""), "{html}");
-    // The deployment, server, check, event, history (reason, outcome, author), audit
-    // (tool, token): each shown, as text.
-    assert_eq!(html.matches(HOSTILE_ESCAPED).count(), 9, "{html}");
+    // The deployment, server, check, analysis interval, event, history (reason, outcome,
+    // author), audit (tool, token): each shown, as text.
+    assert_eq!(html.matches(HOSTILE_ESCAPED).count(), 10, "{html}");
 }
 
 #[test]
@@ -150,6 +153,19 @@ fn the_page_has_no_inline_script_style_or_handlers() {
 }
 
 fn rollout(verdict: Option<Verdict>) -> RolloutStatus {
+    let analyses: Vec<AnalysisSummary> = verdict
+        .map(|verdict| AnalysisSummary {
+            at: "2026-12-05T06:00:02.000Z".into(),
+            step: 1,
+            verdict,
+            requests: 40,
+            error_rate: Some(0.25),
+            canary_p95_ms: Some(120.0),
+            stable_p95_ms: Some(80.0),
+            reason: "error rate 25.0% above 5.0%".into(),
+        })
+        .into_iter()
+        .collect();
     RolloutStatus {
         strategy: RolloutStrategy::Canary,
         from_revision: 1,
@@ -159,15 +175,22 @@ fn rollout(verdict: Option<Verdict>) -> RolloutStatus {
         weight: 30,
         state: RolloutState::WaitingForAPassingAnalysis,
         failures_in_a_row: 1,
-        last_analysis: verdict.map(|verdict| AnalysisSummary {
-            at: "2026-12-05T06:00:02.000Z".into(),
-            verdict,
-            requests: 40,
-            error_rate: Some(0.25),
-            canary_p95_ms: Some(120.0),
-            stable_p95_ms: Some(80.0),
-            reason: "error rate 25.0% above 5.0%".into(),
-        }),
+        last_analysis: analyses.last().cloned(),
+        analyses,
+    }
+}
+
+/// The `n`th interval of a canary judged every second (`n` from 1), in `step`.
+fn interval(n: usize, step: usize, verdict: Verdict) -> AnalysisSummary {
+    AnalysisSummary {
+        at: format!("2026-12-05T06:{:02}:{:02}.000Z", n / 60, n % 60),
+        step,
+        verdict,
+        requests: 10 * n as u64,
+        error_rate: Some(0.0),
+        canary_p95_ms: None,
+        stable_p95_ms: Some(80.0),
+        reason: format!("interval {n}"),
     }
 }
 
@@ -190,9 +213,9 @@ fn a_canary_shows_both_revisions_its_analysis_and_the_buttons_that_steer_it() {
         r#"<tr data-revision="1" data-weight="70">"#,
         r#"<tr data-revision="2" data-weight="30">"#,
         r#"<section class="canary" id="canary-api" data-server="api" data-state="waiting-for-a-passing-analysis" data-step="1" data-steps="3" data-weight="30" data-from="1" data-to="2" data-verdict="fail""#,
-        "<dd>25.0%</dd>",
-        "<dd>120.0 ms / 80.0 ms (1.50×)</dd>",
-        "error rate 25.0% above 5.0%",
+        r#"<table class="intervals" id="analyses-api"><caption>Analysis intervals, newest first</caption>"#,
+        r#"<th scope="col">p95 ratio <span class="detail">canary / stable</span></th>"#,
+        r#"<tr data-at="2026-12-05T06:00:02.000Z" data-step="1" data-verdict="fail"><th scope="row"><time datetime="2026-12-05T06:00:02.000Z" title="2026-12-05T06:00:02.000Z">06:00:02</time></th><td>1</td><td><span class="badge" data-state="fail">fail</span></td><td>40</td><td>25.0%</td><td>1.50× <span class="detail">120.0 / 80.0 ms</span></td><td class="message">error rate 25.0% above 5.0%</td></tr>"#,
         r#"data-action="abort" data-server="api""#,
         r#"data-action="promote" data-server="api""#,
         r#"data-action="pause" data-server="api""#,
@@ -210,6 +233,66 @@ fn a_canary_shows_both_revisions_its_analysis_and_the_buttons_that_steer_it() {
     waiting.rollout = Some(rollout(None));
     let html = render_page(&snapshot(vec![waiting]));
     assert!(html.contains(r#"data-verdict="none""#), "{html}");
+    assert!(
+        html.contains("No analysis interval has ended yet."),
+        "{html}"
+    );
+    assert!(!html.contains(r#"id="analyses-api""#), "{html}");
+}
+
+/// Every interval of the rollout, newest first, at most ten: which step each judged and
+/// its verdict; the section's `data-verdict` stays the newest one's.
+#[test]
+fn a_canary_lists_its_latest_analysis_intervals_newest_first() {
+    // Twelve intervals: inconclusive, then the pass that ended step 1, then step 2's.
+    let judged = |n: usize| match n {
+        ..=3 => (1, Verdict::Inconclusive),
+        4 => (1, Verdict::Pass),
+        12 => (2, Verdict::Fail),
+        _ => (2, Verdict::Pass),
+    };
+    let mut api = server("api");
+    let mut rollout = rollout(None);
+    rollout.step = 2;
+    rollout.analyses = (1..=12)
+        .map(|n| {
+            let (step, verdict) = judged(n);
+            interval(n, step, verdict)
+        })
+        .collect();
+    rollout.last_analysis = rollout.analyses.last().cloned();
+    api.rollout = Some(rollout);
+    let html = render_page(&snapshot(vec![api]));
+
+    assert!(
+        html.contains(r#"data-to="2" data-verdict="fail""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("<caption>Analysis intervals, newest first (the last 10)</caption>"),
+        "{html}"
+    );
+    let table = &html[html.find(r#"id="analyses-api""#).unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let rows: Vec<&str> = table.split("<tr ").skip(1).collect();
+    // Newest first: 12 down to 3; 1 and 2 are not shown.
+    let heads: Vec<&str> = rows.iter().map(|r| &r[..r.find('>').unwrap()]).collect();
+    let expected: Vec<String> = (3..=12)
+        .rev()
+        .map(|n| {
+            let (step, verdict) = judged(n);
+            format!(r#"data-at="2026-12-05T06:00:{n:02}.000Z" data-step="{step}" data-verdict="{verdict}""#)
+        })
+        .collect();
+    assert_eq!(heads, expected, "{table}");
+    // No canary p95 in the interval: no ratio, the stable p95 still shown.
+    assert!(
+        rows[0].contains(
+            "<td>120</td><td>0.0%</td><td>— <span class=\"detail\">— / 80.0 ms</span></td>"
+        ),
+        "{}",
+        rows[0]
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use super::canary::{canary_fleet, wait_for_promote};
 use super::*;
+use fleet_api::types::{AnalysisSummary, Verdict};
 
 /// A server that reports a name with markup in it: the `server_ready` event and the check's
 /// detail carry it onto the page.
@@ -129,7 +130,7 @@ servers:
 }
 
 #[test]
-fn during_a_canary_the_dashboard_shows_both_revisions_with_their_weights() {
+fn during_a_canary_the_dashboard_shows_both_revisions_and_each_analysis_interval() {
     let rollout = r"      strategy: canary
       steps: [{ weight: 40, pause: {} }]
       analysis: { interval: 300ms, min_requests: 1, failure_limit: 100 }";
@@ -154,6 +155,56 @@ fn during_a_canary_the_dashboard_shows_both_revisions_with_their_weights() {
     ] {
         assert!(page.body.contains(shown), "{shown} missing:\n{}", page.body);
     }
+
+    // Two intervals judged (no traffic: inconclusive): `status --output json` lists both,
+    // oldest first, and the fragment the page re-renders shows each as a row.
+    let status = fleet.wait_for(
+        "two analysis intervals were judged",
+        Duration::from_secs(30),
+        |s| {
+            server(s, "api")
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.analyses.len() >= 2)
+        },
+    );
+    let rollout = server(&status, "api").rollout.clone().unwrap();
+    assert_eq!(rollout.last_analysis.as_ref(), rollout.analyses.last());
+    assert!(
+        rollout.analyses.windows(2).all(|w| w[0].at < w[1].at),
+        "{rollout:#?}"
+    );
+    let fragment = admin_request(&address, "GET", "/fragments/fleet", None);
+    assert!(
+        fragment
+            .body
+            .contains(r#"<table class="intervals" id="analyses-api">"#),
+        "{}",
+        fragment.body
+    );
+    for interval in &rollout.analyses {
+        assert_eq!(
+            (interval.step, interval.verdict),
+            (1, Verdict::Inconclusive)
+        );
+        let row = format!(
+            r#"<tr data-at="{}" data-step="1" data-verdict="inconclusive">"#,
+            interval.at
+        );
+        assert!(
+            fragment.body.contains(&row),
+            "{row} missing:\n{}",
+            fragment.body
+        );
+    }
+    // Newest first (later intervals may have been judged since the status was read).
+    let at =
+        |interval: &AnalysisSummary| fragment.body.find(&format!(r#"data-at="{}""#, interval.at));
+    assert!(
+        at(&rollout.analyses[1]) < at(&rollout.analyses[0]),
+        "{}",
+        fragment.body
+    );
 
     let aborted = fleet.mcpfleet(&["abort", "api"]);
     assert!(aborted.status.success(), "{}", text(&aborted));

@@ -1,8 +1,8 @@
 //! The dashboard in a real browser: headless Chromium, driven over WebDriver
 //! (`fleet_testkit::webdriver`), opens the admin listener of a live fleet. The page lists
-//! the fleet's servers; a canary's weights and verdict change on the open page as the
-//! canary moves (no reload); the abort button without an admin token shows the refusal and
-//! the canary keeps running; with the token typed in, it aborts the canary.
+//! the fleet's servers; a canary's weights, verdict and analysis intervals change on the
+//! open page as the canary moves (no reload); the abort button without an admin token shows
+//! the refusal and the canary keeps running; with the token typed in, it aborts the canary.
 //!
 //! Screenshots go to `target/screenshots/` (docs/images/dashboard.png is one of them).
 //! Needs Debian's `chromium` and `chromium-driver` (`cargo xtask peers`): without them these
@@ -161,6 +161,13 @@ fn dashboard_follows_a_canary_live_and_aborts_it_only_with_the_admin_token() {
                 Duration::from_secs(20),
             )
             .await;
+        // Its analysis intervals: the pass that ended step 1, then step 2's.
+        for interval in [
+            r#"#analyses-api tr[data-step="1"][data-verdict="pass"]"#,
+            r#"#analyses-api tr[data-step="2"][data-verdict="pass"]"#,
+        ] {
+            browser.wait_for(interval, SHOWN).await;
+        }
         browser
             .wait_for(
                 r#"[data-server="api"] [data-revision="2"][data-weight="60"]"#,

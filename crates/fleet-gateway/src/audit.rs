@@ -23,47 +23,66 @@ pub type AuditSink = mpsc::UnboundedSender<ToolCallRecord>;
 /// Most bytes of an SSE `tools/call` answer kept to find its outcome.
 const SCAN_LIMIT: usize = 1024 * 1024;
 
+/// As much of a JSON-RPC message as its outcome needs, read in one parse: whether it is a
+/// response (an id and no method) and what it says.
+#[derive(Deserialize)]
+struct Message {
+    id: Option<serde::de::IgnoredAny>,
+    method: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+    result: Option<ResultShape>,
+}
+
+#[derive(Deserialize)]
+struct ResultShape {
+    #[serde(rename = "isError", default)]
+    is_error: Option<bool>,
+}
+
+impl Message {
+    fn is_response(&self) -> bool {
+        self.id.is_some() && self.method.is_none()
+    }
+
+    fn outcome(&self) -> ToolOutcome {
+        match self {
+            Message { error: Some(_), .. } => ToolOutcome::JsonRpcError,
+            Message {
+                result:
+                    Some(ResultShape {
+                        is_error: Some(true),
+                    }),
+                ..
+            } => ToolOutcome::ToolError,
+            Message {
+                result: Some(_), ..
+            } => ToolOutcome::Ok,
+            _ => ToolOutcome::TransportError,
+        }
+    }
+}
+
 /// The outcome a JSON-RPC response message says.
 pub(crate) fn outcome_of_response(message: &[u8]) -> ToolOutcome {
-    #[derive(Deserialize)]
-    struct Response {
-        error: Option<serde::de::IgnoredAny>,
-        result: Option<ResultShape>,
-    }
-    #[derive(Deserialize)]
-    struct ResultShape {
-        #[serde(rename = "isError", default)]
-        is_error: Option<bool>,
-    }
-    match serde_json::from_slice::<Response>(message) {
-        Ok(Response { error: Some(_), .. }) => ToolOutcome::JsonRpcError,
-        Ok(Response {
-            result: Some(ResultShape {
-                is_error: Some(true),
-            }),
-            ..
-        }) => ToolOutcome::ToolError,
-        Ok(Response {
-            result: Some(_), ..
-        }) => ToolOutcome::Ok,
-        _ => ToolOutcome::TransportError,
-    }
+    serde_json::from_slice::<Message>(message)
+        .map_or(ToolOutcome::TransportError, |message| message.outcome())
 }
 
 /// The outcome of an SSE answer: its last event that is a response.
 pub(crate) fn outcome_of_sse(stream: &[u8]) -> ToolOutcome {
-    sse_response(stream).map_or(ToolOutcome::TransportError, |r| {
-        outcome_of_response(r.as_bytes())
+    last_response(stream).map_or(ToolOutcome::TransportError, |(_, message)| {
+        message.outcome()
     })
 }
 
 /// The data of the last event of an SSE stream that is a JSON-RPC response.
 pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Shape {
-        id: Option<serde::de::IgnoredAny>,
-        method: Option<serde::de::IgnoredAny>,
-    }
+    last_response(stream).map(|(data, _)| data)
+}
+
+/// The last event of an SSE stream that is a JSON-RPC response: its data, and the data
+/// read as a [`Message`] (every answer is judged by it: parsed once).
+fn last_response(stream: &[u8]) -> Option<(String, Message)> {
     let text = String::from_utf8_lossy(stream);
     // Only a stream with CRLF line ends pays for a copy.
     let text = if text.contains('\r') {
@@ -80,13 +99,8 @@ pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
             .map(|d| d.strip_prefix(' ').unwrap_or(d))
             .collect();
         let data = data.join("\n");
-        match serde_json::from_str::<Shape>(&data) {
-            Ok(Shape {
-                id: Some(_),
-                method: None,
-            }) => Some(data),
-            _ => None,
-        }
+        let message = serde_json::from_str::<Message>(&data).ok()?;
+        message.is_response().then_some((data, message))
     })
 }
 

@@ -1017,8 +1017,9 @@ impl Relay {
         self._guard = None;
         let scan = self.scan.take();
         self.count(scan.as_ref(), outcome);
-        if let (Some((pins, pin)), Some(response)) =
-            (self.pins.take(), scan.as_ref().and_then(Scan::response))
+        // The response is read for pins only: most answers have none to learn.
+        if let Some((pins, pin)) = self.pins.take()
+            && let Some(response) = scan.as_ref().and_then(Scan::response)
         {
             pins.learn(response.as_bytes(), || pin);
         }

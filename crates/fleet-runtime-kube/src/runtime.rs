@@ -1264,7 +1264,19 @@ impl Runtime for KubeRuntime {
     /// takes; the next apply of the revision sets its replica count right.
     async fn reap_leftovers(&self, spare: &HashSet<InstanceId>) -> Vec<Reaped> {
         let shared = &self.shared;
-        let supervised: HashSet<InstanceId> = shared.instances.lock().keys().cloned().collect();
+        // The Deployments of supervised instances stay even while an instance has no pod
+        // claimed (between an ended attach and its fresh pod): deleting one would leave the
+        // instance nothing to claim.
+        let (supervised, in_use): (HashSet<InstanceId>, HashSet<String>) = {
+            let instances = shared.instances.lock();
+            (
+                instances.keys().cloned().collect(),
+                instances
+                    .values()
+                    .map(|e| e.revision.name.clone())
+                    .collect(),
+            )
+        };
         let pods = match shared.claimed_pods().await {
             Ok(pods) => pods,
             Err(e) => {
@@ -1315,10 +1327,10 @@ impl Runtime for KubeRuntime {
                 let labels = pod.metadata.labels.clone().unwrap_or_default();
                 selector.iter().all(|(k, v)| labels.get(k) == Some(v))
             };
-            if selector.is_empty() || kept.iter().any(selects) {
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            if selector.is_empty() || in_use.contains(&name) || kept.iter().any(selects) {
                 continue;
             }
-            let name = deployment.metadata.name.clone().unwrap_or_default();
             let outcome = match (shared.deployments())
                 .delete(&name, &DeleteParams::background())
                 .await

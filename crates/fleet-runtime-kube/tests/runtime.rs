@@ -754,3 +754,44 @@ async fn mock_a_stdio_instance_talks_mcp_over_its_pods_attach_and_a_dead_process
     assert!(pod_names(&api).is_empty());
     wait_for(|| api.process_id(NAMESPACE, &second).is_none().then_some(())).await;
 }
+
+#[tokio::test]
+async fn mock_a_reap_while_a_stdio_instance_waits_for_its_fresh_pod_keeps_its_deployment() {
+    // What the control plane does after its first deployment (reap, sparing nothing) can
+    // come while an instance is between pods: its attach ended, its pod deleted, its
+    // backoff not over. The instance's Deployment must stay, or it has nothing to claim.
+    let api = FakeApi::start().await;
+    api.attach_runs(
+        fleet_testkit::sample_server_binary(),
+        &["--transport", "stdio", "--name", "notes-in-a-pod"],
+    );
+    let runtime = runtime(&api).await;
+    let mut spec = stdio_spec("notes-r1-1");
+    // Long enough that the instance is surely still between pods when the reap runs.
+    spec.restart.backoff_initial = Duration::from_secs(60);
+    spec.restart.backoff_max = Duration::from_secs(60);
+    let mut instance = runtime.start(spec).await.unwrap();
+    let (pod, _attachment) = attached(next(&mut instance.events).await);
+    let pid = api
+        .process_id(NAMESPACE, &pod)
+        .expect("the pod's process runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited { .. }
+    ));
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::BackingOff { attempt: 1, .. }
+    ));
+    wait_for(|| api.pod(NAMESPACE, &pod).is_none().then_some(())).await;
+
+    let reaped = runtime.reap_leftovers(&HashSet::new()).await;
+    assert!(reaped.is_empty(), "{reaped:?}");
+    assert_eq!(replicas(&api, "notes-r1"), Some(1), "the Deployment stays");
+    runtime.stop(&InstanceId::from("notes-r1-1")).await.unwrap();
+}

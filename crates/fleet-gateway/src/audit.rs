@@ -77,31 +77,62 @@ pub(crate) fn outcome_of_sse(stream: &[u8]) -> ToolOutcome {
 
 /// The data of the last event of an SSE stream that is a JSON-RPC response.
 pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
-    last_response(stream).map(|(data, _)| data)
+    last_response(stream).map(|(data, _)| String::from_utf8_lossy(&data).into_owned())
 }
 
 /// The last event of an SSE stream that is a JSON-RPC response: its data, and the data
 /// read as a [`Message`] (every answer is judged by it: parsed once).
-fn last_response(stream: &[u8]) -> Option<(String, Message)> {
-    let text = String::from_utf8_lossy(stream);
-    // Only a stream with CRLF line ends pays for a copy.
-    let text = if text.contains('\r') {
-        Cow::Owned(text.replace("\r\n", "\n"))
-    } else {
-        text
+fn last_response(stream: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
+    if stream.contains(&b'\r') {
+        // Only a stream with CR LF line ends pays for a copy.
+        let lf = String::from_utf8_lossy(stream).replace("\r\n", "\n");
+        return last_response_lf(lf.as_bytes())
+            .map(|(data, message)| (Cow::Owned(data.into_owned()), message));
+    }
+    last_response_lf(stream)
+}
+
+/// [`last_response`] of a stream whose lines end in LF. From the end: the response is
+/// nearly always the last event, so the events before it (priming, progress) are not
+/// parsed at all.
+fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
+    let mut end = stream.len();
+    loop {
+        let start = stream[..end]
+            .windows(2)
+            .rposition(|pair| pair == b"\n\n")
+            .map_or(0, |blank| blank + 2);
+        if let Some(found) = response_event(&stream[start..end]) {
+            return Some(found);
+        }
+        if start == 0 {
+            return None;
+        }
+        end = start - 2;
+    }
+}
+
+/// The data of an event, when it is a JSON-RPC response. Borrowed when the event has one
+/// `data:` line, as nearly every answer does: nothing is copied.
+fn response_event(event: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
+    let mut lines = event
+        .split(|&byte| byte == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data:"))
+        .map(|data| data.strip_prefix(b" ").unwrap_or(data));
+    let first = lines.next()?;
+    let data = match lines.next() {
+        None => Cow::Borrowed(first),
+        Some(second) => {
+            let mut joined = [first, second].join(&b'\n');
+            for more in lines {
+                joined.push(b'\n');
+                joined.extend_from_slice(more);
+            }
+            Cow::Owned(joined)
+        }
     };
-    // From the end: the response is nearly always the last event, so the events before
-    // it (priming, progress) are not parsed at all.
-    text.rsplit("\n\n").find_map(|event| {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        let data = data.join("\n");
-        let message = serde_json::from_str::<Message>(&data).ok()?;
-        message.is_response().then_some((data, message))
-    })
+    let message = serde_json::from_slice::<Message>(&data).ok()?;
+    message.is_response().then_some((data, message))
 }
 
 /// A `tools/call` on its way: finished once, by whoever sees its end.
@@ -225,6 +256,30 @@ mod tests {
             };
             prop_assert_eq!(scan.outcome(), expected);
         }
+    }
+
+    #[test]
+    fn the_response_is_the_last_response_event_whatever_the_line_ends() {
+        let response = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#;
+        let lf = format!(
+            "id: 1\ndata: \n\nevent: message\ndata: {{\"method\":\"notifications/progress\"}}\n\nevent: message\ndata: {response}\n\n"
+        );
+        assert_eq!(sse_response(lf.as_bytes()).as_deref(), Some(response));
+        let crlf = lf.replace('\n', "\r\n");
+        assert_eq!(sse_response(crlf.as_bytes()).as_deref(), Some(response));
+        // A notification after the response does not hide it.
+        let later =
+            format!("{lf}event: message\ndata: {{\"method\":\"notifications/message\"}}\n\n");
+        assert_eq!(sse_response(later.as_bytes()).as_deref(), Some(response));
+        // Data lines of one event are joined with LF (a JSON value may span them).
+        let split = b"data: {\"id\":1,\ndata: \"result\":{\"isError\":true}}\n\n";
+        assert_eq!(
+            sse_response(split).as_deref(),
+            Some("{\"id\":1,\n\"result\":{\"isError\":true}}")
+        );
+        assert_eq!(outcome_of_sse(split), ToolOutcome::ToolError);
+        assert_eq!(sse_response(b"data: {\"method\":\"x\",\"id\":1}\n\n"), None);
+        assert_eq!(sse_response(b"event: message\n\n"), None);
     }
 
     #[test]

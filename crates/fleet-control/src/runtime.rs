@@ -8,7 +8,7 @@ use fleet_runtime::{
     Reaped, Runtime, RuntimeError, StartError,
 };
 use fleet_runtime_kube::{Cluster, ClusterAccess, ConnectError, KubeRuntime, KubeSettings};
-use fleet_spec::model::{RuntimeKind, ValidFleet};
+use fleet_spec::model::{PodReach, RuntimeKind, ValidFleet};
 use futures::stream::BoxStream;
 use std::collections::HashSet;
 use std::path::Path;
@@ -38,12 +38,17 @@ impl FleetRuntime {
                 ProcessRuntime::new(state_dir.to_path_buf()),
             ))),
             RuntimeKind::Kubernetes => {
-                let cluster = Cluster::connect(&cluster_access(fleet)).await?;
+                let access = cluster_access(fleet);
+                let settings = KubeSettings {
+                    reach: fleet.kubernetes.reach.unwrap_or(default_reach(&access)),
+                    ..KubeSettings::default()
+                };
+                let cluster = Cluster::connect(&access).await?;
                 Ok(FleetRuntime::Kubernetes(Arc::new(KubeRuntime::new(
                     cluster,
                     &fleet.name,
                     &fleet.kubernetes.namespace,
-                    KubeSettings::default(),
+                    settings,
                 ))))
             }
         }
@@ -70,6 +75,17 @@ fn cluster_access(fleet: &ValidFleet) -> ClusterAccess {
             path: None,
             context: fleet.kubernetes.context.clone(),
         }
+    }
+}
+
+/// How http pods are reached when the fleet file does not say (`kubernetes.reach`): a
+/// control plane with the pod's service account runs in the cluster and reaches pod IPs;
+/// one with a kubeconfig is taken to run outside, where pod IPs are not routed, and
+/// forwards through the API server.
+fn default_reach(access: &ClusterAccess) -> PodReach {
+    match access {
+        ClusterAccess::InCluster => PodReach::PodIp,
+        ClusterAccess::Kubeconfig { .. } => PodReach::PortForward,
     }
 }
 
@@ -135,5 +151,20 @@ impl Runtime for FleetRuntime {
             FleetRuntime::Local(local) => local.logs(id, lines, follow),
             FleetRuntime::Kubernetes(kube) => kube.logs(id, lines, follow),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_are_reached_at_their_ip_from_inside_the_cluster_and_forwarded_to_from_outside() {
+        assert_eq!(default_reach(&ClusterAccess::InCluster), PodReach::PodIp);
+        let kubeconfig = ClusterAccess::Kubeconfig {
+            path: None,
+            context: None,
+        };
+        assert_eq!(default_reach(&kubeconfig), PodReach::PortForward);
     }
 }

@@ -17,7 +17,9 @@
 //!   the referenced Secret keys, ResourceQuota room — as lines that say what to do.
 //!
 //! - [`KubeRuntime`]: fleet-runtime's `Runtime` on a cluster — an instance is a pod of a
-//!   Deployment per server revision, claimed by a label ([`runtime`]).
+//!   Deployment per server revision, claimed by a label ([`runtime`]); from outside the
+//!   cluster an http pod is reached through a local port forwarded over the API server's
+//!   `pods/portforward`.
 //!
 //! What it deliberately does not: render objects (that is `fleet-manifests`, which has no
 //! I/O; the runtime gets its Deployments rendered), or decide what to apply (the CLI). It
@@ -26,6 +28,7 @@
 
 mod apply;
 mod cluster;
+mod forward;
 pub mod kinds;
 mod preflight;
 mod quantity;

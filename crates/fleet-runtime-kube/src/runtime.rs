@@ -5,8 +5,12 @@
 //! that revision this runtime runs, waits for a Ready pod of it that no instance has
 //! claimed, and claims it by setting its `mcpfleet.io/instance` label — with the pod's
 //! `resourceVersion` as a precondition, so that of two concurrent claims one gets a
-//! `409 Conflict` and tries another pod. The instance is reached at the pod's IP and port:
-//! the control plane runs in the cluster.
+//! `409 Conflict` and tries another pod. An http instance is reached at the pod's IP and
+//! port when the control plane runs in the cluster ([`PodReach::PodIp`]); from outside it
+//! ([`PodReach::PortForward`]), at a port of 127.0.0.1 whose every connection the runtime
+//! carries to the pod over the API server's `pods/portforward` (see `forward`). That
+//! forwarder is the claimed pod's: it closes when the instance stops or its pod is
+//! replaced, and the replacement gets its own.
 //!
 //! [`stop`](Runtime::stop) makes the pod the one its ReplicaSet removes
 //! (`controller.kubernetes.io/pod-deletion-cost: -1000`), applies the Deployment one
@@ -32,8 +36,6 @@
 //! earlier control plane left by `mcpfleet.io/fleet` and `mcpfleet.io/instance`. A stdio
 //! instance is not adoptable: its attach ended with the control plane that opened it (as a
 //! local stdio process's pipes do), so its pod is reaped and replaced.
-//!
-//! Not yet: reaching pods from outside the cluster.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -46,7 +48,7 @@ use fleet_runtime::{
     InstanceState, InstanceStatus, Launch, Lifecycle, OutOfMemory, Reach, ReapOutcome, Reaped,
     Runtime, RuntimeError, StartError, StdioAttachment,
 };
-use fleet_spec::model::Restart;
+use fleet_spec::model::{PodReach, Restart};
 use futures::stream::BoxStream;
 use futures::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -57,6 +59,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cluster::{Cluster, FIELD_MANAGER};
+use crate::forward::{self, Forwarder};
 
 /// The fleet a Deployment or pod belongs to.
 pub const LABEL_FLEET: &str = "mcpfleet.io/fleet";
@@ -90,6 +93,9 @@ pub struct KubeSettings {
     pub ready_timeout: Duration,
     /// How often a claimed pod's status is read, and a claim retried.
     pub poll_interval: Duration,
+    /// How an http instance's pod is reached: the control plane's choice, by where it
+    /// runs (`kubernetes.reach` in the fleet file).
+    pub reach: PodReach,
 }
 
 impl Default for KubeSettings {
@@ -97,6 +103,7 @@ impl Default for KubeSettings {
         KubeSettings {
             ready_timeout: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
+            reach: PodReach::PodIp,
         }
     }
 }
@@ -201,6 +208,15 @@ impl Drop for Attached {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// How an instance reaches its claimed pod, and what keeps that way open.
+struct Reached {
+    reach: Reach,
+    /// A stdio instance's attach.
+    attached: Option<Attached>,
+    /// An http instance's port-forward, when the control plane runs outside the cluster.
+    forwarder: Option<Forwarder>,
 }
 
 /// Until `attached`'s attach ends; never without one.
@@ -372,7 +388,7 @@ impl KubeRuntime {
         revision: Arc<Revision>,
         reserved: Reserved,
         pod: &Pod,
-        (reach, attached): (Reach, Option<Attached>),
+        reached: Reached,
     ) -> Instance {
         let (events, events_rx) = mpsc::unbounded_channel();
         let mut supervisor = Supervisor {
@@ -390,10 +406,11 @@ impl KubeRuntime {
             seen: Seen::default(),
             restart: spec.restart.clone(),
             failures: FailureCount::default(),
-            attached,
+            attached: reached.attached,
+            forwarder: reached.forwarder,
             not_before: None,
         };
-        supervisor.running(pod, reach);
+        supervisor.running(pod, reached.reach);
         tokio::spawn(supervisor.run(reserved.control, reserved.done));
         Instance {
             id: spec.id.clone(),
@@ -410,21 +427,46 @@ struct Reserved {
 }
 
 impl Shared {
-    /// How the instance reaches `pod`: its address, or for a stdio instance an attach to
-    /// its container's stdin and stdout.
-    async fn reach(&self, io: InstanceIo, pod: &Pod) -> Result<(Reach, Option<Attached>), Failed> {
-        match io {
-            InstanceIo::Listen { port } => Ok((
-                pod_ip(pod).map_or(Reach::Nowhere, |ip| {
+    /// How the instance reaches `pod`: its address (or from outside the cluster, a local
+    /// port forwarded to it), or for a stdio instance an attach to its container's stdin
+    /// and stdout.
+    async fn reach(&self, io: InstanceIo, pod: &Pod) -> Result<Reached, Failed> {
+        let reached = |reach| Reached {
+            reach,
+            attached: None,
+            forwarder: None,
+        };
+        match (io, self.settings.reach) {
+            (InstanceIo::Listen { port }, PodReach::PodIp) => {
+                Ok(reached(pod_ip(pod).map_or(Reach::Nowhere, |ip| {
                     Reach::Address(SocketAddr::new(ip, port))
-                }),
-                None,
-            )),
-            InstanceIo::Stdio => {
-                let (attachment, attached) = self.attach(pod).await?;
-                Ok((Reach::Stdio(attachment), Some(attached)))
+                })))
             }
-            InstanceIo::Logged => Ok((Reach::Nowhere, None)),
+            (InstanceIo::Listen { port }, PodReach::PortForward) => {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let forwarder =
+                    (forward::open(self.pods(), name.clone(), port).await).map_err(|e| Failed {
+                        action: format!(
+                            "listen on 127.0.0.1 to forward to port {port} of pod {}/{name}",
+                            self.namespace
+                        ),
+                        message: e.to_string(),
+                    })?;
+                Ok(Reached {
+                    reach: Reach::Address(forwarder.address),
+                    attached: None,
+                    forwarder: Some(forwarder),
+                })
+            }
+            (InstanceIo::Stdio, _) => {
+                let (attachment, attached) = self.attach(pod).await?;
+                Ok(Reached {
+                    reach: Reach::Stdio(attachment),
+                    attached: Some(attached),
+                    forwarder: None,
+                })
+            }
+            (InstanceIo::Logged, _) => Ok(reached(Reach::Nowhere)),
         }
     }
 
@@ -751,6 +793,9 @@ struct Supervisor {
     failures: FailureCount,
     /// A stdio instance's attach to its pod.
     attached: Option<Attached>,
+    /// An http instance's port-forward to its pod (from outside the cluster): it goes with
+    /// the pod.
+    forwarder: Option<Forwarder>,
     /// A stdio instance backing off takes its next pod no sooner.
     not_before: Option<Instant>,
 }
@@ -807,10 +852,14 @@ impl Supervisor {
         });
     }
 
-    /// Where an http instance's pod is reached; nothing else is reached by address.
+    /// Where an http instance's pod is reached (its forwarder's port, from outside the
+    /// cluster); nothing else is reached by address.
     fn address(&self, pod: &Pod) -> Reach {
-        match (self.io, pod_ip(pod)) {
-            (InstanceIo::Listen { port }, Some(ip)) => Reach::Address(SocketAddr::new(ip, port)),
+        match (self.io, &self.forwarder, pod_ip(pod)) {
+            (InstanceIo::Listen { .. }, Some(forwarder), _) => Reach::Address(forwarder.address),
+            (InstanceIo::Listen { port }, None, Some(ip)) => {
+                Reach::Address(SocketAddr::new(ip, port))
+            }
             _ => Reach::Nowhere,
         }
     }
@@ -835,6 +884,7 @@ impl Supervisor {
                 tracing::warn!(instance = %self.id, pod = %name, "the instance's pod went away; claiming its replacement");
                 self.exited(None, OutOfMemory::No);
                 self.pod = None;
+                self.forwarder = None;
                 self.reclaim().await;
             }
             Err(e) => {
@@ -1011,10 +1061,10 @@ impl Supervisor {
                     }
                 };
                 let restarts = self.restarts();
-                let (reach, attached) = reach;
-                self.attached = attached;
+                self.attached = reach.attached;
+                self.forwarder = reach.forwarder;
                 self.not_before = None;
-                self.running(&pod, reach);
+                self.running(&pod, reach.reach);
                 // The new pod's own count starts again; the instance's does not.
                 self.explicit_restarts =
                     restarts.saturating_sub(u32::try_from(self.seen.restarts).unwrap_or(0));
@@ -1034,6 +1084,8 @@ impl Supervisor {
         };
         // An operator's decision to try again: no backoff, no failures remembered.
         self.attached = None;
+        // The forward is to the pod that goes; the next one's is opened when it is claimed.
+        self.forwarder = None;
         self.failures.reset();
         self.not_before = None;
         if let Some(name) = self.pod.take() {
@@ -1061,6 +1113,7 @@ impl Supervisor {
         // The container's stdin stays open without an attach (`stdinOnce: false`): the
         // pod's deletion, with its grace period, is what stops the server.
         self.attached = None;
+        self.forwarder = None;
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };

@@ -12,6 +12,7 @@ use fleet_runtime::{
 };
 use fleet_runtime_kube::runtime::{LABEL_INSTANCE, POD_DELETION_COST};
 use fleet_runtime_kube::{Cluster, KubeRuntime, KubeSettings};
+use fleet_spec::model::PodReach;
 use fleet_testkit::kube::{FakeApi, hardened_violations};
 use futures::StreamExt as _;
 use serde_json::Value;
@@ -84,6 +85,7 @@ fn settings() -> KubeSettings {
     KubeSettings {
         ready_timeout: Duration::from_secs(5),
         poll_interval: Duration::from_millis(20),
+        reach: PodReach::PodIp,
     }
 }
 
@@ -590,7 +592,7 @@ async fn mock_no_ready_pod_in_time_fails_the_start_and_takes_the_replica_back() 
         NAMESPACE,
         KubeSettings {
             ready_timeout: Duration::from_millis(300),
-            poll_interval: Duration::from_millis(20),
+            ..settings()
         },
     );
     let failed = runtime.start(spec("search-r3-1", 3)).await.unwrap_err();
@@ -794,4 +796,116 @@ async fn mock_a_reap_while_a_stdio_instance_waits_for_its_fresh_pod_keeps_its_de
     assert!(reaped.is_empty(), "{reaped:?}");
     assert_eq!(replicas(&api, "notes-r1"), Some(1), "the Deployment stays");
     runtime.stop(&InstanceId::from("notes-r1-1")).await.unwrap();
+}
+
+/// A server on a free port of loopback, playing what an http pod's container serves: it
+/// answers each line with `pod: LINE`. The fake API server forwards a pod's port to
+/// loopback's.
+async fn line_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if write
+                        .write_all(format!("pod: {line}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// `line` sent to `address`; the answer, or `None` when the connection closed first.
+async fn ask(address: SocketAddr, line: &str) -> Option<String> {
+    let socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (read, mut write) = socket.into_split();
+    write.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(read).lines().next_line(),
+    )
+    .await
+    .expect("an answer or a close within 10 s");
+    answer.ok().flatten()
+}
+
+/// Until nothing listens on `address` any more.
+async fn closed(address: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(address).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{address} still listens 10 s on"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn mock_from_outside_the_cluster_an_http_pod_is_reached_through_a_port_forward_that_goes_with_the_pod()
+ {
+    let api = FakeApi::start().await;
+    // Addresses nothing routes to (TEST-NET-1): only the forward reaches the server.
+    api.pods_at("192.0.2.7".parse().unwrap());
+    let (port, server) = line_server().await;
+    let config = kube::Config::new(api.url().parse().unwrap());
+    let runtime = KubeRuntime::new(
+        Cluster::from_client(kube::Client::try_from(config).unwrap(), api.url()),
+        "tools",
+        NAMESPACE,
+        KubeSettings {
+            reach: PodReach::PortForward,
+            ..settings()
+        },
+    );
+    let mut spec = spec("search-r3-1", 3);
+    let Launch::Pod(launch) = &mut spec.launch else {
+        unreachable!()
+    };
+    launch.deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+        port.into();
+    spec.io = InstanceIo::Listen { port };
+    let mut instance = runtime.start(spec).await.unwrap();
+
+    // The instance is at a local port; each connection to it is a forward to the pod.
+    let (pod, address) = running(next(&mut instance.events).await);
+    let address = address.expect("an address");
+    assert!(address.ip().is_loopback(), "{address}");
+    assert_eq!(ask(address, "hello").await.as_deref(), Some("pod: hello"));
+    assert_eq!(ask(address, "again").await.as_deref(), Some("pod: again"));
+    assert_eq!(api.forwards(), [(pod.clone(), port), (pod.clone(), port)]);
+
+    // A restart replaces the pod: its forward closes, the new pod's is elsewhere.
+    runtime.restart(&"search-r3-1".into()).await.unwrap();
+    assert!(matches!(
+        next(&mut instance.events).await,
+        Lifecycle::Exited { .. }
+    ));
+    let (fresh, moved) = running(next(&mut instance.events).await);
+    let moved = moved.expect("an address");
+    assert_ne!(fresh, pod);
+    assert_ne!(moved, address);
+    closed(address).await;
+    assert_eq!(ask(moved, "fresh").await.as_deref(), Some("pod: fresh"));
+    assert_eq!(api.forwards().last(), Some(&(fresh.clone(), port)));
+
+    // Nothing listens on the pod's port: the forward fails and the client's connection is
+    // closed, as connecting to the pod itself would fail.
+    server.abort();
+    let _ = server.await;
+    assert_eq!(ask(moved, "anyone?").await, None);
+
+    // Stopping the instance closes its forward.
+    runtime.stop(&"search-r3-1".into()).await.unwrap();
+    closed(moved).await;
 }

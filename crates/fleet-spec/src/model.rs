@@ -7,8 +7,8 @@
 
 use crate::diag::Span;
 pub use crate::raw::{
-    Condition, Era, LogFormat, OnAbort, OnFailure, Pull, RestartPolicyKind, RuntimeKind, Spread,
-    Strategy, TaintEffect, TolerationOperator, WebhookEvent, WebhookFormat,
+    Condition, Era, LogFormat, OnAbort, OnFailure, PodReach, Pull, RestartPolicyKind, RuntimeKind,
+    Spread, Strategy, TaintEffect, TolerationOperator, WebhookEvent, WebhookFormat,
 };
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -222,6 +222,9 @@ pub struct Kubernetes {
     pub namespace: String,
     /// The kubeconfig context; `None`: the current one.
     pub context: Option<String>,
+    /// How the control plane reaches http pods; `None`: by where it runs (the control
+    /// plane decides: `pod-ip` in the cluster, `port-forward` with a kubeconfig).
+    pub reach: Option<PodReach>,
     /// The control plane's image; default `mcpfleet:<version>`.
     pub image: String,
     pub ingress: Option<Ingress>,

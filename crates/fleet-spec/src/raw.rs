@@ -190,6 +190,11 @@ pub struct RawKubernetes {
     pub namespace: Option<Spanned<String>>,
     /// The kubeconfig context to use. Default: the current one.
     pub context: Option<Spanned<String>>,
+    /// How the control plane reaches an http server's pods: at the pod's IP (it runs in
+    /// the cluster), or through the API server's `pods/portforward` (it runs outside).
+    /// Default: `pod-ip` with the in-cluster service account, `port-forward` with a
+    /// kubeconfig.
+    pub reach: Option<Spanned<PodReach>>,
     /// The control plane's container image. Default `mcpfleet:<version of mcpfleet>`.
     pub image: Option<Spanned<String>>,
     /// An Ingress in front of the gateway. Absent: none.
@@ -203,6 +208,17 @@ pub struct RawKubernetes {
     /// A ResourceQuota (and LimitRange) for the namespace. Absent: none.
     #[serde(default)]
     pub quota: Recover<Spanned<RawQuota>>,
+}
+
+/// How the control plane reaches an http server's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodReach {
+    /// At the pod's IP and container port: the control plane runs in the cluster.
+    PodIp,
+    /// Through a local port the control plane forwards over the API server's
+    /// `pods/portforward`: the control plane runs outside the cluster.
+    PortForward,
 }
 
 /// An Ingress routing a host to the gateway.

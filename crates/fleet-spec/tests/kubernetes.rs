@@ -6,7 +6,9 @@
 mod common;
 use common::FixedHost;
 use fleet_spec::diag::render_all;
-use fleet_spec::model::{Backup, KubernetesSecret, RuntimeKind, ServerKubernetes, Spread};
+use fleet_spec::model::{
+    Backup, KubernetesSecret, PodReach, RuntimeKind, ServerKubernetes, Spread,
+};
 use fleet_spec::{Checked, LoadOptions, load_str};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,6 +81,7 @@ fn every_kubernetes_key_has_a_default() {
     let k = &fleet.kubernetes;
     assert_eq!(k.namespace, "tools", "the namespace is the fleet's name");
     assert_eq!(k.context, None);
+    assert_eq!(k.reach, None, "the control plane decides, by where it runs");
     assert_eq!(k.image, format!("mcpfleet:{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(
         (k.ingress.clone(), k.quota, k.service_monitor),
@@ -106,6 +109,33 @@ fn every_kubernetes_key_has_a_default() {
     // Unset, the keys stay out of the server's spec: upgrading does not change its hash.
     let spec = serde_json::to_value(echo).unwrap();
     assert!(spec.get("autoscale").is_none() && spec.get("kubernetes").is_none());
+}
+
+#[test]
+fn how_pods_are_reached_is_pod_ip_or_port_forward_and_anything_else_is_located() {
+    let file = |reach: &str| {
+        format!(
+            "version: 1\nname: tools\nruntime: kubernetes\nkubernetes:\n  reach: {reach}\nservers:\n  a:\n    http: {{ image: registry.example/a:1, port: 8080 }}\n"
+        )
+    };
+    for (written, reach) in [
+        ("pod-ip", PodReach::PodIp),
+        ("port-forward", PodReach::PortForward),
+    ] {
+        let fleet = check("f.yaml", &file(written), None).into_valid().unwrap();
+        assert_eq!(fleet.kubernetes.reach, Some(reach));
+    }
+    let checked = check("f.yaml", &file("tunnel"), None);
+    let errors: Vec<u32> = (checked.diagnostics.iter())
+        .filter(|d| d.is_error())
+        .map(|d| d.span.unwrap().line)
+        .collect();
+    assert_eq!(errors, [5]);
+    let shown = render_all(&checked.diagnostics, &checked.source);
+    assert!(
+        shown.contains("`tunnel`") && shown.contains("pod-ip") && shown.contains("port-forward"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -246,6 +246,7 @@ impl Validator {
         Kubernetes {
             namespace,
             context,
+            reach: k.reach.as_ref().map(|r| r.value),
             image,
             ingress,
             service_monitor: k.service_monitor.as_ref().is_some_and(|s| s.value),

@@ -19,7 +19,9 @@
 //!   (<https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#scaling-a-replicaset>).
 //!
 //! - `pods/attach` over a WebSocket (the remote-command protocol, v5 or v4) to a real
-//!   process that plays the pod's container ([`FakeApi::attach_runs`], see `attach`).
+//!   process that plays the pod's container ([`FakeApi::attach_runs`], see `attach`);
+//! - `pods/portforward` over a WebSocket (v4) to `127.0.0.1:PORT`, whatever IP the pod
+//!   reports ([`FakeApi::forwards`], see `portforward`).
 //!
 //! The test plays the kubelet: [`FakeApi::set_ready`], [`FakeApi::kill_container`] (the
 //! kubelet restarts it: `restartCount`, `lastState.terminated` with the exit code and
@@ -45,6 +47,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 mod attach;
+mod portforward;
+mod websocket;
 
 /// The annotation a ReplicaSet reads to choose which pod to remove on a scale-down.
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
@@ -115,6 +119,8 @@ struct Objects {
     processes: HashMap<Key, attach::PodProcess>,
     /// Attaches so far.
     attaches: u64,
+    /// The pod and port of each port-forward accepted, in order.
+    forwards: Vec<(String, u16)>,
 }
 
 struct Pod {
@@ -157,6 +163,10 @@ impl FakeApi {
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}/attach",
                 get(attach::attach_pod),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+                get(portforward::forward_pod),
             )
             .fallback(|request: axum::extract::Request| async move {
                 status(
@@ -265,6 +275,12 @@ impl FakeApi {
     /// How many attaches the fake has accepted.
     pub fn attaches(&self) -> u64 {
         self.state.objects.lock().attaches
+    }
+
+    /// The pod and port of each port-forward the fake has accepted (one per forwarded
+    /// connection), in order.
+    pub fn forwards(&self) -> Vec<(String, u16)> {
+        self.state.objects.lock().forwards.clone()
     }
 
     /// Every pod patch waits `delay` before it is applied, so that two clients that read

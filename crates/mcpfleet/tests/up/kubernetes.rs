@@ -97,14 +97,20 @@ impl Drop for PodServer {
     }
 }
 
-/// `api`, an http image server whose container port is `port`, rolled out by `rollout`.
+/// `api`, an http image server whose container port is `port`, rolled out by `rollout`,
+/// reached at its pods' IP (the mock's are loopback's).
 fn kube_fleet(port: u16, rollout: &str) -> String {
+    kube_fleet_reaching(port, rollout, "pod-ip")
+}
+
+/// [`kube_fleet`], its pods reached as `reach` says (`pod-ip`, `port-forward`).
+fn kube_fleet_reaching(port: u16, rollout: &str, reach: &str) -> String {
     format!(
         r#"
 version: 1
 name: kube-up
 runtime: kubernetes
-kubernetes: {{ namespace: {NAMESPACE} }}
+kubernetes: {{ namespace: {NAMESPACE}, reach: {reach} }}
 servers:
   api:
     http:
@@ -186,6 +192,108 @@ fn mock_cluster_up_applies_a_deployment_per_revision_and_serves_its_pod_through_
     );
 
     // `down` stops the instance: its Deployment goes, and its pod with it.
+    let down = fleet.mcpfleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(cluster.deployments(), Vec::<String>::new());
+    assert_eq!(cluster.pods(), Vec::<String>::new());
+}
+
+/// The TCP ports process `pid` listens on, from /proc: its sockets' inodes, and which of
+/// them are listening (`st` 0A) in /proc/net/tcp.
+fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+    let inodes: std::collections::HashSet<String> = (std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten())
+    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+    .filter_map(|target| {
+        let target = target.to_string_lossy().into_owned();
+        Some(
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_owned(),
+        )
+    })
+    .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    (table.lines().skip(1))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            let port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            (*state == "0A" && inodes.contains(*inode)).then_some(port)
+        })
+        .collect()
+}
+
+#[test]
+fn mock_cluster_control_plane_outside_the_cluster_reaches_an_http_pod_through_port_forward() {
+    let cluster = MockCluster::start("forward");
+    // Pod IPs nothing routes to (TEST-NET-1): only the API server's port-forward, which
+    // the mock connects to loopback's port, reaches the server.
+    cluster.api.pods_at("192.0.2.10".parse().unwrap());
+    let pod = PodServer::start("kube-forward");
+    let fleet = Fleet::new(
+        "kube-forward",
+        &kube_fleet_reaching(pod.port, "", "port-forward"),
+    )
+    .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap());
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Ready: the MCP check went through the forward, and so does a tools/call through
+    // the gateway.
+    let status = fleet.status();
+    let api = server(&status, "api");
+    assert_eq!(api.state, ServerState::Ready, "{status:#?}");
+    let first = api.instances[0].id.clone();
+    let endpoint = api.endpoint.clone().unwrap();
+    assert_eq!(
+        whoami(&cluster.runtime, &endpoint),
+        format!("pid {}", pod.pid())
+    );
+    let first_pod = cluster.pods()[0].clone();
+    let forwards = cluster.api.forwards();
+    assert!(!forwards.is_empty());
+    assert!(
+        forwards.iter().all(|f| *f == (first_pod.clone(), pod.port)),
+        "{forwards:?}"
+    );
+    let listening = listening_ports(status.pid);
+
+    // A restart replaces the instance with one in a new pod, with a forward of its own;
+    // the replaced instance's forward closes with it: the control plane listens on as
+    // many ports as before, one of them new.
+    let restarted = fleet.mcpfleet(&["restart", "api"]);
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    let status = fleet.status();
+    let api = server(&status, "api");
+    assert_ne!(api.instances[0].id, first, "{status:#?}");
+    let second_pod = cluster.pods();
+    assert_eq!(second_pod.len(), 1);
+    assert_ne!(second_pod[0], first_pod);
+    assert_eq!(
+        whoami(&cluster.runtime, &endpoint),
+        format!("pid {}", pod.pid())
+    );
+    assert_eq!(
+        cluster.api.forwards().last(),
+        Some(&(second_pod[0].clone(), pod.port))
+    );
+    wait_until_blocking(
+        "the replaced instance's forward closes",
+        Duration::from_secs(10),
+        || {
+            let now = listening_ports(status.pid);
+            let new = now.difference(&listening).count();
+            if now.len() == listening.len() && new == 1 {
+                Ok(())
+            } else {
+                Err((listening.clone(), now))
+            }
+        },
+    );
+
     let down = fleet.mcpfleet(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(cluster.deployments(), Vec::<String>::new());
@@ -546,6 +654,63 @@ fn mock_cluster_attach_latency_against_a_local_stdio_server() {
     }
     println!(
         "  the attach adds                      p50 {:>7.0}  p90 {:>7.0}",
+        report[0].1 - report[1].1,
+        report[0].2 - report[1].2
+    );
+}
+
+/// tools/call latency through the gateway to an http server's pod: reached through the
+/// API server's port-forward (a control plane outside the cluster; the mock: a local
+/// listener, kube's client, a WebSocket per connection, the fake's socket to the server)
+/// against reached at the pod's IP (here loopback, as in the cluster). A measurement, not
+/// a check: `cargo test -p mcpfleet --test up -- --ignored --nocapture
+/// mock_cluster_port_forward_latency` prints both; docs/kubernetes.md has the numbers.
+#[test]
+#[ignore = "a measurement: run it by name"]
+fn mock_cluster_port_forward_latency_against_the_pod_ip() {
+    const CALLS: u64 = 1000;
+    let cluster = MockCluster::start("forward-latency");
+    let pod = PodServer::start("kube-forward-latency");
+    let mut report = Vec::new();
+    for reach in ["port-forward", "pod-ip"] {
+        let fleet = Fleet::new(
+            &format!("kube-latency-{reach}"),
+            &kube_fleet_reaching(pod.port, "", reach),
+        )
+        .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap());
+        let out = fleet.up();
+        assert!(out.status.success(), "{}", text(&out));
+        let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
+        let mut micros: Vec<f64> = cluster.runtime.block_on(async {
+            let session = RawSession::open(&endpoint).await.unwrap();
+            for id in 0..50 {
+                session
+                    .call(id, "echo", serde_json::json!({ "text": "warm" }))
+                    .await;
+            }
+            let mut micros = Vec::new();
+            for id in 100..100 + CALLS {
+                let started = std::time::Instant::now();
+                session
+                    .call(id, "echo", serde_json::json!({ "text": "ping" }))
+                    .await;
+                micros.push(started.elapsed().as_secs_f64() * 1e6);
+            }
+            session.close().await;
+            micros
+        });
+        micros.sort_by(f64::total_cmp);
+        let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+        report.push((reach, at(0.5), at(0.9), at(0.99)));
+        let down = fleet.mcpfleet(&["down"]);
+        assert!(down.status.success(), "{}", text(&down));
+    }
+    println!("tools/call `echo` through the gateway, {CALLS} calls on one session (µs):");
+    for (reach, p50, p90, p99) in &report {
+        println!("  {reach:<14} p50 {p50:>7.0}  p90 {p90:>7.0}  p99 {p99:>7.0}");
+    }
+    println!(
+        "  the forward adds p50 {:>7.0}  p90 {:>7.0}",
         report[0].1 - report[1].1,
         report[0].2 - report[1].2
     );

@@ -15,11 +15,12 @@
 //! output), and a restarted container's process starts at the next attach rather than at
 //! once.
 
+use super::websocket::Upgrade;
 use super::{AppState, Key, Params, Shared, status};
 use axum::body::Bytes;
 use axum::extract::{Path, Request};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -29,8 +30,6 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -78,40 +77,10 @@ pub(super) async fn attach_pod(
 ) -> Response {
     let flag = |key: &str| query.get(key).is_some_and(|v| v == "true" || v == "1");
     let (stdin, stdout, stderr) = (flag("stdin"), flag("stdout"), flag("stderr"));
-    let headers = request.headers();
-    let is_upgrade = (headers.get(header::UPGRADE))
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "pods/attach is a WebSocket: Sec-WebSocket-Key is missing",
-        );
+    let upgrade = match Upgrade::from_request(&mut request, &PROTOCOLS, "pods/attach") {
+        Ok(upgrade) => upgrade,
+        Err(refused) => return *refused,
     };
-    let offered = (headers.get(header::SEC_WEBSOCKET_PROTOCOL))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let Some(protocol) = PROTOCOLS
-        .into_iter()
-        .find(|p| offered.split(',').any(|o| o.trim() == *p))
-    else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!(
-                "the fake attaches over v5.channel.k8s.io or v4.channel.k8s.io, not `{offered}`"
-            ),
-        );
-    };
-    if !is_upgrade {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "pods/attach needs `Upgrade: websocket`",
-        );
-    }
     let k: Key = (ns, name.clone());
     let number = {
         let mut objects = state.objects.lock();
@@ -168,16 +137,6 @@ pub(super) async fn attach_pod(
         objects.attaches += 1;
         objects.attaches
     };
-    let Some(upgrade) = request
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-    else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "the connection cannot be upgraded",
-        );
-    };
     let (frames_tx, frames) = mpsc::unbounded_channel();
     let input = {
         let mut objects = state.objects.lock();
@@ -197,14 +156,7 @@ pub(super) async fn attach_pod(
         process.input.clone()
     };
     let shared = state.0.clone();
-    tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let socket = WebSocketStream::from_raw_socket(
-            hyper_util::rt::TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
+    upgrade.accept(move |socket| async move {
         session(socket, stdin.then_some(input), frames).await;
         let mut objects = shared.objects.lock();
         if let Some(process) = objects.processes.get_mut(&k)
@@ -215,19 +167,7 @@ pub(super) async fn attach_pod(
         {
             process.attacher = None;
         }
-    });
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let out = response.headers_mut();
-    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    out.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        out.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    out.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(protocol),
-    );
-    response
+    })
 }
 
 /// One attach: stdin frames to the process, its output to the client, until either side

@@ -4,7 +4,7 @@
 
 use crate::meta::{self, Names};
 use crate::pod;
-use fleet_spec::model::Ingress;
+use fleet_spec::model::{Ingress, PodReach};
 use serde_json::{Map, Value, json};
 
 /// The name of the control plane's ServiceAccount, Role, RoleBinding, Deployment and
@@ -42,9 +42,11 @@ pub(crate) fn service_account(names: &Names<'_>) -> Value {
 /// What the control plane may do, in its namespace only: apply the objects it renders,
 /// manage and attach to the servers' pods (a per-session pool is managed pod by pod), read
 /// events, and read Secrets to check before a deployment that the ones it references exist.
+/// Port-forwarding to pods only when the fleet says its control plane reaches them so
+/// (`kubernetes.reach: port-forward`): in the cluster it reaches pod IPs.
 pub(crate) fn role(names: &Names<'_>) -> Value {
     let apply = ["get", "list", "watch", "create", "patch", "delete"];
-    names.object(
+    let mut role = names.object(
         "rbac.authorization.k8s.io/v1",
         "Role",
         NAME,
@@ -61,7 +63,15 @@ pub(crate) fn role(names: &Names<'_>) -> Value {
                 { "apiGroups": [""], "resources": ["secrets"], "verbs": ["get"] },
             ]
         }),
-    )
+    );
+    if names.fleet.kubernetes.reach == Some(PodReach::PortForward)
+        && let Some(rules) = role["rules"].as_array_mut()
+    {
+        rules.push(
+            json!({ "apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["create"] }),
+        );
+    }
+    role
 }
 
 pub(crate) fn role_binding(names: &Names<'_>) -> Value {

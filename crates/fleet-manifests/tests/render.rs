@@ -521,6 +521,31 @@ fn a_service_monitor_is_rendered_when_the_fleet_asks_for_one() {
 }
 
 #[test]
+fn the_control_plane_may_port_forward_only_when_the_fleet_reaches_pods_so() {
+    let port_forwards = |text: String| {
+        let objects = render(&load(&text), &Options::new(text.clone())).unwrap();
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "mcpfleet")
+            .expect("the control plane's Role");
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|rule| rule["resources"] == serde_json::json!(["pods/portforward"]))
+    };
+    assert!(
+        !port_forwards(example()),
+        "in the cluster it reaches pod IPs"
+    );
+    let forwarding = example().replace(
+        "kubernetes:\n  namespace: mcp-tools\n",
+        "kubernetes:\n  namespace: mcp-tools\n  reach: port-forward\n",
+    );
+    assert!(port_forwards(forwarding));
+}
+
+#[test]
 fn a_revisions_deployment_runs_the_pod_template_render_writes() {
     let fleet = load(&example());
     let options = Options {

@@ -4,11 +4,15 @@
 //! port-forward` opens a stream per connection).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+
+/// How long the listener waits after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The listener of one pod's forward; dropping it closes the listener and ends every
 /// connection carried through it.
@@ -42,8 +46,12 @@ pub(crate) async fn open(pods: Api<Pod>, pod: String, port: u16) -> std::io::Res
                         connections.spawn(carry(pods.clone(), pod.clone(), port, client));
                     }
                     // A connection that failed before it was accepted, or no descriptors
-                    // left: the listener itself stays usable.
-                    Err(e) => tracing::warn!(%pod, port, error = %e, "cannot accept a connection to forward"),
+                    // left: the listener itself stays usable. A pause, as hyper's servers
+                    // take, so that running out of descriptors is not a busy loop.
+                    Err(e) => {
+                        tracing::warn!(%pod, port, error = %e, "cannot accept a connection to forward");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
+                    }
                 },
                 Some(_) = connections.join_next() => {}
             }

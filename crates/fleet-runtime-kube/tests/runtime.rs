@@ -711,11 +711,7 @@ async fn mock_a_stdio_instance_talks_mcp_over_its_pods_attach_and_a_dead_process
 
     // The process dies: the attach ends, the instance exited (the kubelet's exit code),
     // and by its policy a fresh pod is attached to after the backoff.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9(pid);
     match next(&mut instance.events).await {
         Lifecycle::Exited { code, .. } => assert_eq!(code, Some(137)),
         other => panic!("expected Exited, got {other:?}"),
@@ -777,11 +773,7 @@ async fn mock_a_reap_while_a_stdio_instance_waits_for_its_fresh_pod_keeps_its_de
     let pid = api
         .process_id(NAMESPACE, &pod)
         .expect("the pod's process runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9(pid);
     assert!(matches!(
         next(&mut instance.events).await,
         Lifecycle::Exited { .. }
@@ -908,4 +900,13 @@ async fn mock_from_outside_the_cluster_an_http_pod_is_reached_through_a_port_for
     // Stopping the instance closes its forward.
     runtime.stop(&"search-r3-1".into()).await.unwrap();
     closed(moved).await;
+}
+
+/// What `kill -9` does to a pod's process.
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }

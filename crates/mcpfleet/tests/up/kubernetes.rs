@@ -621,32 +621,8 @@ fn mock_cluster_attach_latency_against_a_local_stdio_server() {
         ("pod over attach (mock API server)", &in_pod),
         ("local process", &local),
     ] {
-        let out = fleet.up();
-        assert!(out.status.success(), "{}", text(&out));
-        let endpoint = server(&fleet.status(), "notes").endpoint.clone().unwrap();
-        let mut micros: Vec<f64> = cluster.runtime.block_on(async {
-            let session = RawSession::open(&endpoint).await.unwrap();
-            for id in 0..50 {
-                session
-                    .call(id, "echo", serde_json::json!({ "text": "warm" }))
-                    .await;
-            }
-            let mut micros = Vec::new();
-            for id in 100..100 + CALLS {
-                let started = std::time::Instant::now();
-                session
-                    .call(id, "echo", serde_json::json!({ "text": "ping" }))
-                    .await;
-                micros.push(started.elapsed().as_secs_f64() * 1e6);
-            }
-            session.close().await;
-            micros
-        });
-        micros.sort_by(f64::total_cmp);
-        let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
-        report.push((label, at(0.5), at(0.9), at(0.99)));
-        let down = fleet.mcpfleet(&["down"]);
-        assert!(down.status.success(), "{}", text(&down));
+        let [p50, p90, p99] = echo_latency(&cluster, fleet, "notes", CALLS);
+        report.push((label, p50, p90, p99));
     }
     println!("tools/call `echo` through the gateway, {CALLS} calls on one session (µs):");
     for (label, p50, p90, p99) in &report {
@@ -678,32 +654,8 @@ fn mock_cluster_port_forward_latency_against_the_pod_ip() {
             &kube_fleet_reaching(pod.port, "", reach),
         )
         .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap());
-        let out = fleet.up();
-        assert!(out.status.success(), "{}", text(&out));
-        let endpoint = server(&fleet.status(), "api").endpoint.clone().unwrap();
-        let mut micros: Vec<f64> = cluster.runtime.block_on(async {
-            let session = RawSession::open(&endpoint).await.unwrap();
-            for id in 0..50 {
-                session
-                    .call(id, "echo", serde_json::json!({ "text": "warm" }))
-                    .await;
-            }
-            let mut micros = Vec::new();
-            for id in 100..100 + CALLS {
-                let started = std::time::Instant::now();
-                session
-                    .call(id, "echo", serde_json::json!({ "text": "ping" }))
-                    .await;
-                micros.push(started.elapsed().as_secs_f64() * 1e6);
-            }
-            session.close().await;
-            micros
-        });
-        micros.sort_by(f64::total_cmp);
-        let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
-        report.push((reach, at(0.5), at(0.9), at(0.99)));
-        let down = fleet.mcpfleet(&["down"]);
-        assert!(down.status.success(), "{}", text(&down));
+        let [p50, p90, p99] = echo_latency(&cluster, &fleet, "api", CALLS);
+        report.push((reach, p50, p90, p99));
     }
     println!("tools/call `echo` through the gateway, {CALLS} calls on one session (µs):");
     for (reach, p50, p90, p99) in &report {
@@ -714,4 +666,38 @@ fn mock_cluster_port_forward_latency_against_the_pod_ip() {
         report[0].1 - report[1].1,
         report[0].2 - report[1].2
     );
+}
+
+/// Brings `fleet` up, times `calls` tools/call `echo` on one session to `server` through
+/// the gateway (after 50 to warm up), and takes it down: p50, p90, p99 in µs.
+fn echo_latency(cluster: &MockCluster, fleet: &Fleet, server_name: &str, calls: u64) -> [f64; 3] {
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let endpoint = server(&fleet.status(), server_name)
+        .endpoint
+        .clone()
+        .unwrap();
+    let mut micros: Vec<f64> = cluster.runtime.block_on(async {
+        let session = RawSession::open(&endpoint).await.unwrap();
+        for id in 0..50 {
+            session
+                .call(id, "echo", serde_json::json!({ "text": "warm" }))
+                .await;
+        }
+        let mut micros = Vec::new();
+        for id in 100..100 + calls {
+            let started = std::time::Instant::now();
+            session
+                .call(id, "echo", serde_json::json!({ "text": "ping" }))
+                .await;
+            micros.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        session.close().await;
+        micros
+    });
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    let down = fleet.mcpfleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    [at(0.5), at(0.9), at(0.99)]
 }

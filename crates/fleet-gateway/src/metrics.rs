@@ -646,8 +646,10 @@ mod tests {
     #[test]
     fn a_latency_keeps_the_trace_id_of_its_request_as_exemplar_in_openmetrics_only() {
         let registry = Arc::new(Registry::default());
-        let traced =
-            TraceId::from_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let traced = crate::trace_context::TraceParent::parse(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .map(|parent| parent.trace_id);
         let series = registry.series("a", Some(1));
         series.observe_request(
             MethodLabel::of(Some("tools/call")),

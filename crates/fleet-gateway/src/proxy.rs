@@ -509,13 +509,10 @@ async fn forward(
         label,
         tool_call.as_ref().map(|call| call.tool.as_str()),
     );
-    let trace_id = match &span {
-        Some(span) => {
-            span.propagate(&mut headers);
-            span.trace_id()
-        }
-        None => TraceId::of_request(&headers),
-    };
+    if let Some(span) = &span {
+        span.propagate(&mut headers);
+    }
+    let trace_id = RequestSpan::trace_of(span.as_ref(), &headers);
     *request.headers_mut() = headers;
 
     let started = Instant::now();

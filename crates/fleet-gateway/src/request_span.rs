@@ -77,6 +77,15 @@ impl RequestSpan {
         TraceId::from_bytes(self.context.trace_id().to_bytes())
     }
 
+    /// The trace a request belongs to, for its latency's exemplar: its span's when it has
+    /// one, else the client's `traceparent`'s.
+    pub(crate) fn trace_of(span: Option<&Self>, headers: &HeaderMap) -> Option<TraceId> {
+        match span {
+            Some(span) => span.trace_id(),
+            None => TraceId::of_request(headers),
+        }
+    }
+
     /// Tells the upstream the span's context, replacing the client's: `traceparent` with
     /// the span's id as parent-id, `tracestate` as the client sent it (when valid).
     pub(crate) fn propagate(&self, headers: &mut HeaderMap) {

@@ -380,10 +380,7 @@ async fn post(
         target: target.clone(),
         label,
         started: Instant::now(),
-        trace_id: match &span {
-            Some(span) => span.trace_id(),
-            None => TraceId::of_request(headers),
-        },
+        trace_id: RequestSpan::trace_of(span.as_ref(), headers),
         span,
         status: None,
         tool_call,

@@ -671,19 +671,7 @@ fn attached(event: Lifecycle) -> (String, fleet_runtime::StdioAttachment) {
 
 /// `initialize` over the attachment: the `serverInfo.name` of the server that answered.
 async fn initialize(attachment: &mut fleet_runtime::StdioAttachment) -> String {
-    let request = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
-    attachment
-        .stdin
-        .write_all(format!("{request}\n").as_bytes())
-        .await
-        .unwrap();
-    attachment.stdin.flush().await.unwrap();
-    let mut line = String::new();
-    let mut reader = BufReader::new(&mut attachment.stdout);
-    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
-        .await
-        .expect("an answer to initialize within 10 s")
-        .unwrap();
+    let line = fleet_testkit::initialize_over(attachment, Duration::from_secs(10)).await;
     let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     answer["result"]["serverInfo"]["name"]
         .as_str()

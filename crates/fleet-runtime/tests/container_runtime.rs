@@ -16,7 +16,7 @@ use fleet_testkit::{TempDir, wait_until};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Generous: the machine running the tests may be small and busy.
@@ -152,23 +152,6 @@ fn running(event: Lifecycle) -> (Reach, String) {
 
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
 
-/// Sends `initialize` over a stdio attachment and returns the answer line.
-async fn initialize_stdio(attachment: &mut StdioAttachment) -> String {
-    attachment
-        .stdin
-        .write_all(format!("{INITIALIZE}\n").as_bytes())
-        .await
-        .unwrap();
-    attachment.stdin.flush().await.unwrap();
-    let mut line = String::new();
-    let mut reader = BufReader::new(&mut attachment.stdout);
-    tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
-        .await
-        .expect("an answer to initialize")
-        .unwrap();
-    line
-}
-
 /// POSTs `initialize` to `http://address/mcp` and returns the whole response.
 async fn initialize_http(address: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -195,7 +178,7 @@ async fn a_stdio_container_answers_initialize_through_its_attachment() {
     let Reach::Stdio(mut attachment) = reach else {
         panic!("a stdio instance is reached over stdio, got {reach:?}");
     };
-    let answer = initialize_stdio(&mut attachment).await;
+    let answer = fleet_testkit::initialize_over(&mut attachment, DEADLINE).await;
     assert!(answer.contains(r#""serverInfo""#), "{answer}");
     let status = &fleet.runtime.statuses()[0];
     assert_eq!(status.state, InstanceState::Running);
@@ -264,7 +247,7 @@ async fn stop_closes_a_stdio_containers_stdin_so_it_exits_cleanly() {
         panic!("expected a stdio attachment");
     };
     assert!(
-        initialize_stdio(&mut attachment)
+        fleet_testkit::initialize_over(&mut attachment, DEADLINE)
             .await
             .contains("serverInfo")
     );
@@ -716,7 +699,7 @@ async fn a_secret_reaches_the_container_as_a_file_its_user_can_read_and_goes_wit
         panic!("expected a stdio attachment");
     };
     // It answers only if it could read the file as its user (nobody: the image has none).
-    let answer = initialize_stdio(&mut attachment).await;
+    let answer = fleet_testkit::initialize_over(&mut attachment, DEADLINE).await;
     let logs: Vec<String> = futures::StreamExt::collect(fleet.runtime.logs(&id, 100, false)).await;
     assert!(
         answer.contains(r#""serverInfo""#),

@@ -298,3 +298,29 @@ pub fn stdio_process(program: &std::path::Path, args: &[String]) -> tokio::proce
         .spawn()
         .unwrap_or_else(|error| panic!("start {}: {error}", program.display()))
 }
+
+/// Sends `initialize` (protocol 2025-06-18) over a stdio instance's attachment and returns
+/// the answer's line, read within `deadline`.
+///
+/// # Panics
+/// When writing fails or no line comes in time.
+pub async fn initialize_over(
+    attachment: &mut fleet_runtime::StdioAttachment,
+    deadline: Duration,
+) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
+    attachment
+        .stdin
+        .write_all(format!("{INITIALIZE}\n").as_bytes())
+        .await
+        .unwrap();
+    attachment.stdin.flush().await.unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(&mut attachment.stdout);
+    tokio::time::timeout(deadline, reader.read_line(&mut line))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to initialize within {deadline:?}"))
+        .unwrap();
+    line
+}

@@ -23,7 +23,7 @@ mod tls;
 pub mod webdriver;
 
 pub use harness::{
-    HttpSampleServer, Satisfied, TempDir, free_port, sample_server_binary, scratch_dir,
-    stdio_process, stdio_sample_server, wait_until, wait_until_blocking,
+    HttpSampleServer, Satisfied, TempDir, free_port, initialize_over, sample_server_binary,
+    scratch_dir, stdio_process, stdio_sample_server, wait_until, wait_until_blocking,
 };
 pub use tls::{ServerIdentity, TlsFront, trusting_a_test_ca};

@@ -49,6 +49,18 @@ impl MockCluster {
         self.api.deployment_names(NAMESPACE)
     }
 
+    /// Waits until `name` is the fleet's only Deployment.
+    fn wait_for_only_deployment(&self, name: &str) {
+        wait_until_blocking(
+            &format!("{name} is the only Deployment"),
+            Duration::from_secs(15),
+            || match self.deployments() {
+                names if names == [name] => Ok(()),
+                names => Err(names),
+            },
+        );
+    }
+
     /// The names of the fleet's pods.
     fn pods(&self) -> Vec<String> {
         (self.api.pods(NAMESPACE).iter())
@@ -338,14 +350,8 @@ fn mock_cluster_canary_runs_two_deployments_rollback_reapplies_and_a_restart_ado
     assert!(promoted.status.success(), "{}", text(&promoted));
     let deployed = deploy.join().unwrap();
     assert!(deployed.status.success(), "{}", text(&deployed));
-    wait_until_blocking(
-        "revision 1's Deployment goes once its window runs out",
-        Duration::from_secs(15),
-        || match cluster.deployments() {
-            names if names == ["api-r2"] => Ok(()),
-            names => Err(names),
-        },
-    );
+    // Revision 1's Deployment goes once its window runs out.
+    cluster.wait_for_only_deployment("api-r2");
     assert_eq!(
         whoami(&cluster.runtime, &endpoint),
         format!("pid {}", green.pid())
@@ -370,14 +376,8 @@ fn mock_cluster_canary_runs_two_deployments_rollback_reapplies_and_a_restart_ado
     assert!(promoted.status.success(), "{}", text(&promoted));
     let rolled = rollback.join().unwrap();
     assert!(rolled.status.success(), "{}", text(&rolled));
-    wait_until_blocking(
-        "revision 2's Deployment goes once its window runs out",
-        Duration::from_secs(15),
-        || match cluster.deployments() {
-            names if names == ["api-r1"] => Ok(()),
-            names => Err(names),
-        },
-    );
+    // Revision 2's Deployment goes once its window runs out.
+    cluster.wait_for_only_deployment("api-r1");
     let status = fleet.status();
     assert_eq!(server(&status, "api").revision, Some(1), "{status:#?}");
     assert_eq!(

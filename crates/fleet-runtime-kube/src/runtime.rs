@@ -210,22 +210,28 @@ impl Drop for Attached {
     }
 }
 
-/// How an instance reaches its claimed pod, and what keeps that way open.
-struct Reached {
-    reach: Reach,
-    /// A stdio instance's attach.
-    attached: Option<Attached>,
+/// What keeps an instance's way to its claimed pod open; dropping it closes that way.
+enum Link {
+    /// A stdio instance's attach to its pod.
+    Attach(Attached),
     /// An http instance's port-forward, when the control plane runs outside the cluster.
-    forwarder: Option<Forwarder>,
+    Forward(Forwarder),
 }
 
-/// Until `attached`'s attach ends; never without one.
-async fn attach_ended(attached: &mut Option<Attached>) {
-    match attached {
-        Some(attached) => {
+/// How an instance reaches its claimed pod, and what keeps that way open (nothing when it
+/// is reached at the pod's IP).
+struct Reached {
+    reach: Reach,
+    link: Option<Link>,
+}
+
+/// Until `link`'s attach ends; never without one.
+async fn attach_ended(link: &mut Option<Link>) {
+    match link {
+        Some(Link::Attach(attached)) => {
             let _ = (&mut attached.ended).await;
         }
-        None => std::future::pending().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -406,8 +412,7 @@ impl KubeRuntime {
             seen: Seen::default(),
             restart: spec.restart.clone(),
             failures: FailureCount::default(),
-            attached: reached.attached,
-            forwarder: reached.forwarder,
+            link: reached.link,
             not_before: None,
         };
         supervisor.running(pod, reached.reach);
@@ -431,11 +436,7 @@ impl Shared {
     /// port forwarded to it), or for a stdio instance an attach to its container's stdin
     /// and stdout.
     async fn reach(&self, io: InstanceIo, pod: &Pod) -> Result<Reached, Failed> {
-        let reached = |reach| Reached {
-            reach,
-            attached: None,
-            forwarder: None,
-        };
+        let reached = |reach| Reached { reach, link: None };
         match (io, self.settings.reach) {
             (InstanceIo::Listen { port }, PodReach::PodIp) => {
                 Ok(reached(pod_ip(pod).map_or(Reach::Nowhere, |ip| {
@@ -454,16 +455,14 @@ impl Shared {
                     })?;
                 Ok(Reached {
                     reach: Reach::Address(forwarder.address),
-                    attached: None,
-                    forwarder: Some(forwarder),
+                    link: Some(Link::Forward(forwarder)),
                 })
             }
             (InstanceIo::Stdio, _) => {
                 let (attachment, attached) = self.attach(pod).await?;
                 Ok(Reached {
                     reach: Reach::Stdio(attachment),
-                    attached: Some(attached),
-                    forwarder: None,
+                    link: Some(Link::Attach(attached)),
                 })
             }
             (InstanceIo::Logged, _) => Ok(reached(Reach::Nowhere)),
@@ -791,11 +790,9 @@ struct Supervisor {
     /// restarts are the kubelet's (`restartPolicy: Always`).
     restart: Restart,
     failures: FailureCount,
-    /// A stdio instance's attach to its pod.
-    attached: Option<Attached>,
-    /// An http instance's port-forward to its pod (from outside the cluster): it goes with
-    /// the pod.
-    forwarder: Option<Forwarder>,
+    /// A stdio instance's attach to its pod, or an http instance's port-forward to it (from
+    /// outside the cluster): it goes with the pod.
+    link: Option<Link>,
     /// A stdio instance backing off takes its next pod no sooner.
     not_before: Option<Instant>,
 }
@@ -822,7 +819,7 @@ impl Supervisor {
                     }
                 },
                 () = tokio::time::sleep(self.settings.poll_interval) => self.poll().await,
-                () = attach_ended(&mut self.attached) => self.attach_ended().await,
+                () = attach_ended(&mut self.link) => self.attach_ended().await,
             }
         }
         let _ = done.send(true);
@@ -855,8 +852,10 @@ impl Supervisor {
     /// Where an http instance's pod is reached (its forwarder's port, from outside the
     /// cluster); nothing else is reached by address.
     fn address(&self, pod: &Pod) -> Reach {
-        match (self.io, &self.forwarder, pod_ip(pod)) {
-            (InstanceIo::Listen { .. }, Some(forwarder), _) => Reach::Address(forwarder.address),
+        match (self.io, &self.link, pod_ip(pod)) {
+            (InstanceIo::Listen { .. }, Some(Link::Forward(forwarder)), _) => {
+                Reach::Address(forwarder.address)
+            }
             (InstanceIo::Listen { port }, None, Some(ip)) => {
                 Reach::Address(SocketAddr::new(ip, port))
             }
@@ -884,7 +883,7 @@ impl Supervisor {
                 tracing::warn!(instance = %self.id, pod = %name, "the instance's pod went away; claiming its replacement");
                 self.exited(None, OutOfMemory::No);
                 self.pod = None;
-                self.forwarder = None;
+                self.link = None;
                 self.reclaim().await;
             }
             Err(e) => {
@@ -984,7 +983,7 @@ impl Supervisor {
     /// A stdio instance's attach ended: the instance exited (with the container's exit
     /// code when its pod says it terminated), and its restart policy says what follows.
     async fn attach_ended(&mut self) {
-        self.attached = None;
+        self.link = None;
         let Some(name) = self.pod.clone() else {
             return;
         };
@@ -1061,8 +1060,7 @@ impl Supervisor {
                     }
                 };
                 let restarts = self.restarts();
-                self.attached = reach.attached;
-                self.forwarder = reach.forwarder;
+                self.link = reach.link;
                 self.not_before = None;
                 self.running(&pod, reach.reach);
                 // The new pod's own count starts again; the instance's does not.
@@ -1083,9 +1081,9 @@ impl Supervisor {
             return Ok(());
         };
         // An operator's decision to try again: no backoff, no failures remembered.
-        self.attached = None;
-        // The forward is to the pod that goes; the next one's is opened when it is claimed.
-        self.forwarder = None;
+        // The attach or forward is to the pod that goes; the next one's is opened when it
+        // is claimed.
+        self.link = None;
         self.failures.reset();
         self.not_before = None;
         if let Some(name) = self.pod.take() {
@@ -1112,8 +1110,7 @@ impl Supervisor {
         self.status.lock().state = InstanceState::Stopping;
         // The container's stdin stays open without an attach (`stdinOnce: false`): the
         // pod's deletion, with its grace period, is what stops the server.
-        self.attached = None;
-        self.forwarder = None;
+        self.link = None;
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };

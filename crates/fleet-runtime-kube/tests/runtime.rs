@@ -890,6 +890,106 @@ async fn mock_from_outside_the_cluster_an_http_pod_is_reached_through_a_port_for
     closed(moved).await;
 }
 
+/// A server on a free port of loopback that takes each message in two parts: it reads one
+/// byte, says so on `parts`, reads the next byte, and answers with one byte.
+async fn two_part_server() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (parts, first_parts) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.set_nodelay(true).unwrap();
+        let mut byte = [0u8; 1];
+        while socket.read_exact(&mut byte).await.is_ok() {
+            let _ = parts.send(());
+            if socket.read_exact(&mut byte).await.is_err() || socket.write_all(b"!").await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, first_parts, task)
+}
+
+#[tokio::test]
+async fn mock_a_small_write_right_after_another_crosses_the_port_forward_without_waiting() {
+    use tokio::io::AsyncReadExt as _;
+    let api = FakeApi::start().await;
+    api.pods_at("192.0.2.8".parse().unwrap());
+    let (port, mut first_parts, _server) = two_part_server().await;
+    // Connected as the control plane connects: from a kubeconfig.
+    let dir = fleet_testkit::TempDir::new("kube-nodelay");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: mock\nclusters:\n- name: mock\n  cluster: {{ server: \"{}\" }}\n\
+             contexts:\n- name: mock\n  context: {{ cluster: mock, user: mock }}\nusers:\n- name: mock\n  user: {{ token: not-a-real-token }}\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    let access = fleet_runtime_kube::ClusterAccess::Kubeconfig {
+        path: Some(kubeconfig),
+        context: None,
+    };
+    let runtime = KubeRuntime::new(
+        Cluster::connect(&access).await.unwrap(),
+        "tools",
+        NAMESPACE,
+        KubeSettings {
+            reach: PodReach::PortForward,
+            ..settings()
+        },
+    );
+    let mut spec = spec("search-r3-1", 3);
+    let Launch::Pod(launch) = &mut spec.launch else {
+        unreachable!()
+    };
+    launch.deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+        port.into();
+    spec.io = InstanceIo::Listen { port };
+    let mut instance = runtime.start(spec).await.unwrap();
+    let (_, address) = running(next(&mut instance.events).await);
+    let mut socket = tokio::net::TcpStream::connect(address.expect("an address"))
+        .await
+        .unwrap();
+    socket.set_nodelay(true).unwrap();
+
+    // Each message's second byte is written once the first has reached the server, while
+    // the API server (the fake's socket, in Linux's delayed-ACK mode after an exchange)
+    // has not acknowledged it yet. A client connection without TCP_NODELAY holds the
+    // second byte until that ACK comes (~40 ms); with it the byte goes at once.
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        socket.write_all(b"a").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), first_parts.recv())
+            .await
+            .expect("the first byte arrives")
+            .unwrap();
+        let sent = std::time::Instant::now();
+        socket.write_all(b"b").await.unwrap();
+        let mut answer = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        waits.push(sent.elapsed());
+    }
+    waits.sort();
+    // The median: one slow round on a busy machine does not decide.
+    assert!(
+        waits[waits.len() / 2] < Duration::from_millis(20),
+        "a small write waited for an ACK: {waits:?}"
+    );
+    runtime.stop(&"search-r3-1".into()).await.unwrap();
+}
+
 /// What `kill -9` does to a pod's process.
 fn kill9(pid: u32) {
     nix::sys::signal::kill(

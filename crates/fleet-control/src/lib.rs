@@ -30,7 +30,7 @@ pub use backup::{
 };
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
-pub use runtime::FleetRuntime;
+pub use runtime::{ClusterUnusable, FleetRuntime, check_cluster};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 
 use deploy::Deployer;

@@ -63,6 +63,80 @@ impl FleetRuntime {
     }
 }
 
+/// Why a `runtime: kubernetes` fleet cannot start on its cluster, as one line: which
+/// fleet, namespace and cluster, what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run fleet `{fleet}` in namespace `{namespace}` of {cluster}: {problem}")]
+pub struct ClusterUnusable {
+    /// The fleet's name.
+    pub fleet: String,
+    /// The fleet's namespace.
+    pub namespace: String,
+    /// Which cluster: `context `NAME``, or this pod's.
+    pub cluster: String,
+    /// What is wrong, and what to do.
+    pub problem: String,
+}
+
+/// Whether `fleet`'s cluster can take it, asked before anything is created: on
+/// Kubernetes the kubeconfig is usable, the API server answers the credentials, and the
+/// fleet's namespace exists (`render` writes it; `file` and `environment` are how the
+/// fleet was read, for the command that renders it). A local fleet always can.
+///
+/// # Errors
+/// [`ClusterUnusable`]: a kubeconfig missing or broken, an unknown context, an API server
+/// unreachable or refusing the credentials, a namespace that does not exist.
+pub async fn check_cluster(
+    fleet: &ValidFleet,
+    file: &Path,
+    environment: Option<&str>,
+) -> Result<(), ClusterUnusable> {
+    if fleet.runtime != RuntimeKind::Kubernetes {
+        return Ok(());
+    }
+    let access = cluster_access(fleet);
+    let namespace = &fleet.kubernetes.namespace;
+    let unusable = |cluster: String, problem: String| ClusterUnusable {
+        fleet: fleet.name.clone(),
+        namespace: namespace.clone(),
+        cluster,
+        problem,
+    };
+    let named = |context: Option<&str>| match (&access, context) {
+        (ClusterAccess::InCluster, _) => "this pod's cluster (its service account)".to_owned(),
+        (ClusterAccess::Kubeconfig { .. }, Some(context)) => format!("context `{context}`"),
+        (ClusterAccess::Kubeconfig { .. }, None) => "the kubeconfig's current context".to_owned(),
+    };
+    let cluster = match Cluster::connect(&access).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            let asked = match &access {
+                ClusterAccess::Kubeconfig { context, .. } => context.as_deref(),
+                ClusterAccess::InCluster => None,
+            };
+            return Err(unusable(named(asked), error.to_string()));
+        }
+    };
+    match cluster.namespace_missing(namespace).await {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            let env = environment
+                .map(|e| format!(" --env {e}"))
+                .unwrap_or_default();
+            Err(unusable(
+                named(cluster.context()),
+                format!(
+                    "the namespace does not exist: create it and the control plane's RBAC with \
+                     `mcpfleet render kubernetes -f {}{env} | kubectl apply -f -` (or only the \
+                     namespace: `kubectl create namespace {namespace}`)",
+                    file.display()
+                ),
+            ))
+        }
+        Err(error) => Err(unusable(named(cluster.context()), error.to_string())),
+    }
+}
+
 /// How the control plane reaches its cluster: the kubeconfig `kubectl` would use — unless
 /// there is none to name and the process runs in a pod (`KUBERNETES_SERVICE_HOST`, as
 /// the rendered control plane Deployment does), then the pod's service account.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
 /// The field manager every mcpfleet write uses: server-side apply records the fields
@@ -105,14 +106,32 @@ fn list_or_none(names: &[String]) -> String {
     }
 }
 
+/// `error` and its causes, joined by `: `, each said once: kube wraps hyper's error
+/// (`client error (Connect)`), whose last cause (`Connection refused`) is what tells the
+/// user what happened.
+fn with_causes(error: &kube::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// A request to the API server that did not succeed, classified by what the user does
 /// about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No answer from the API server: connection refused, DNS, TLS handshake, timeout.
     #[error(
-        "cannot reach the Kubernetes API at {url}: {source}; check the cluster is up and \
-         the kubeconfig context points at it (`kubectl cluster-info`)"
+        "cannot reach the Kubernetes API at {url}: {}; check the cluster is up and \
+         the kubeconfig context points at it (`kubectl cluster-info`)",
+        with_causes(source)
     )]
     Unreachable {
         /// The API server's URL, as the kubeconfig gives it.
@@ -159,12 +178,15 @@ pub struct Cluster {
     pub(crate) client: kube::Client,
     /// Kept for error messages: the URL a failed request was sent to.
     pub(crate) url: String,
+    /// Kept for error messages: the kubeconfig context connected with.
+    context: Option<String>,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("url", &self.url)
+            .field("context", &self.context)
             .finish_non_exhaustive()
     }
 }
@@ -177,10 +199,11 @@ impl Cluster {
     /// [`ConnectError`]: no kubeconfig, an unknown or unset context (listing the ones
     /// there), an unusable kubeconfig, not in a cluster.
     pub async fn connect(access: &ClusterAccess) -> Result<Self, ConnectError> {
+        let mut used_context = None;
         let config = match access {
             ClusterAccess::Kubeconfig { path, context } => {
                 let kubeconfig = read_kubeconfig(path.as_deref())?;
-                check_context(&kubeconfig, context.as_deref())?;
+                used_context = Some(check_context(&kubeconfig, context.as_deref())?);
                 let options = KubeConfigOptions {
                     context: context.clone(),
                     ..Default::default()
@@ -198,7 +221,11 @@ impl Cluster {
             url: url.clone(),
             source,
         })?;
-        Ok(Self { client, url })
+        Ok(Self {
+            client,
+            url,
+            context: used_context,
+        })
     }
 
     /// A cluster reached through a client built elsewhere (a test's mock service, a
@@ -207,12 +234,35 @@ impl Cluster {
         Self {
             client,
             url: url.into(),
+            context: None,
         }
     }
 
     /// The API server's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The kubeconfig context connected with (the one asked for, else the kubeconfig's
+    /// current one); `None` with a pod's service account or a client built elsewhere.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
+    /// Whether the API server says that `namespace` does not exist. Credentials that may
+    /// not read Namespace objects — a Role in the namespace, as the rendered control
+    /// plane's — cannot tell, and that is not "missing": their first request in the
+    /// namespace will say more.
+    ///
+    /// # Errors
+    /// [`ApiError`]: the API server unreachable, the credentials refused, …
+    pub async fn namespace_missing(&self, namespace: &str) -> Result<bool, ApiError> {
+        let namespaces: kube::Api<Namespace> = kube::Api::all(self.client.clone());
+        match namespaces.get_opt(namespace).await {
+            Ok(found) => Ok(found.is_none()),
+            Err(kube::Error::Api(status)) if status.code == 403 => Ok(false),
+            Err(error) => Err(self.api_error(error)),
+        }
     }
 
     /// Classifies a failed request for the user.
@@ -289,8 +339,8 @@ fn read_kubeconfig(path: Option<&std::path::Path>) -> Result<Kubeconfig, Connect
 }
 
 /// Checks the context up front: kube's own error names the missing context but not the
-/// ones there, which is what the user needs to pick the right one.
-fn check_context(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<(), ConnectError> {
+/// ones there, which is what the user needs to pick the right one. The context to use.
+fn check_context(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<String, ConnectError> {
     let known: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
     match context.or(kubeconfig.current_context.as_deref()) {
         None => Err(ConnectError::NoCurrentContext { known }),
@@ -300,6 +350,6 @@ fn check_context(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<(), C
                 known,
             })
         }
-        Some(_) => Ok(()),
+        Some(wanted) => Ok(wanted.to_owned()),
     }
 }

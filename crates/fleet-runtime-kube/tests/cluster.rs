@@ -697,6 +697,27 @@ async fn apply_to_an_unreachable_api_names_the_url_tried() {
     );
 }
 
+#[tokio::test]
+async fn mock_a_namespace_is_missing_only_when_the_api_server_says_not_found() {
+    let (cluster, mut handle) = mock_cluster();
+    let forbidden = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "Forbidden", "code": 403,
+        "message": "namespaces \"tools\" is forbidden: User \"system:serviceaccount:tools:mcpfleet\" cannot get resource \"namespaces\" in API group \"\" at the cluster scope" });
+    let server = tokio::spawn(async move {
+        for (status, body) in [(200, namespace()), (404, not_found()), (403, forbidden)] {
+            let (seen, respond) = next(&mut handle).await;
+            seen.assert_get("/api/v1/namespaces/tools");
+            answer(respond, status, &body);
+        }
+    });
+    assert!(!cluster.namespace_missing("tools").await.unwrap());
+    assert!(cluster.namespace_missing("tools").await.unwrap());
+    // A Role in the namespace (the control plane's) cannot read Namespace objects: that
+    // does not make the namespace missing.
+    assert!(!cluster.namespace_missing("tools").await.unwrap());
+    server.await.unwrap();
+}
+
 /// A cluster for preflight: answers each request by what it asks (access reviews run
 /// concurrently, so not by order) and records what was asked.
 #[derive(Clone)]

@@ -132,6 +132,9 @@ async fn run_up(
             state_dir.display()
         );
     }
+    // A cluster that cannot take the fleet says so in one line: before the plan, and
+    // before the state directory (or anything in it) exists.
+    fleet_control::check_cluster(&fleet, &args.file, args.environment.as_deref()).await?;
     if args.detach && !args.detached_child {
         // Here, not only in the background process: its errors go to its log.
         fleet_control::gateway_tls(&fleet)?;

@@ -777,7 +777,7 @@ fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
 
 /// Issue 17: a fleet for Kubernetes runs on its cluster, never on this machine by
 /// mistake: without a kubeconfig `up` (attached or detached) fails, saying once where it
-/// looked and what to do.
+/// looked and what to do, before it creates its state directory.
 #[test]
 fn up_of_a_kubernetes_fleet_without_a_kubeconfig_says_where_it_looked() {
     let dir = scratch_dir("up-kubernetes");
@@ -794,7 +794,9 @@ fn up_of_a_kubernetes_fleet_without_a_kubeconfig_says_where_it_looked() {
         let out = mcpfleet(&args, &dir);
         let shown = transcript(&out);
         assert_eq!(out.status.code(), Some(2), "{shown}");
-        let said = "cannot connect to the fleet's cluster: no kubeconfig at /home/tester/.kube/config: point KUBECONFIG at one";
+        let said = "error: cannot run fleet `demo` in namespace `demo` of the kubeconfig's current \
+                    context: no kubeconfig at /home/tester/.kube/config: point KUBECONFIG at one";
         assert_eq!(shown.matches(said).count(), 1, "{shown}");
+        assert!(!dir.join("state").exists(), "{shown}");
     }
 }

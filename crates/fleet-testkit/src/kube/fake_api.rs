@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server, in process, over real HTTP: enough of the API for the
 //! Kubernetes runtime's client, and the controllers and kubelet behaviour it relies on.
 //!
-//! It serves, in any namespace:
+//! It serves namespaces (`GET` of one: every namespace exists unless the test names the
+//! ones that do, [`FakeApi::namespaces`]) and, in any namespace:
 //! - Deployments (`apps/v1`): server-side apply (`PATCH` with
 //!   `application/apply-patch+yaml`, which needs `fieldManager`), `GET`, `LIST` with a label
 //!   selector, and `DELETE`, which also deletes the Deployment's pods (the garbage
@@ -121,6 +122,8 @@ struct Objects {
     attaches: u64,
     /// The pod and port of each port-forward accepted, in order.
     forwards: Vec<(String, u16)>,
+    /// The namespaces that exist; `None`: every one.
+    namespaces: Option<std::collections::BTreeSet<String>>,
 }
 
 struct Pod {
@@ -144,6 +147,7 @@ impl FakeApi {
             changed,
         });
         let app = Router::new()
+            .route("/api/v1/namespaces/{name}", get(get_namespace))
             .route(
                 "/apis/apps/v1/namespaces/{ns}/deployments",
                 get(list_deployments),
@@ -281,6 +285,14 @@ impl FakeApi {
     /// connection), in order.
     pub fn forwards(&self) -> Vec<(String, u16)> {
         self.state.objects.lock().forwards.clone()
+    }
+
+    /// From now on exactly the namespaces `names` exist: a `GET` of another is
+    /// `404 NotFound`, as the API server answers for a namespace nobody created. (Objects
+    /// are still served in any namespace.)
+    pub fn namespaces(&self, names: &[&str]) {
+        self.state.objects.lock().namespaces =
+            Some(names.iter().map(|n| (*n).to_owned()).collect());
     }
 
     /// Every pod patch waits `delay` before it is applied, so that two clients that read
@@ -578,6 +590,19 @@ fn list(kind: &str, api_version: &str, items: Vec<Value>, version: u64) -> Respo
 
 type Params = Query<HashMap<String, String>>;
 type AppState = State<Arc<Shared>>;
+
+async fn get_namespace(state: AppState, Path(name): Path<String>) -> Response {
+    let objects = state.objects.lock();
+    if (objects.namespaces.as_ref()).is_some_and(|names| !names.contains(&name)) {
+        return not_found("namespaces", &name);
+    }
+    axum::Json(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": name, "uid": format!("namespace-uid-{name}") },
+        "status": { "phase": "Active" },
+    }))
+    .into_response()
+}
 
 async fn list_deployments(state: AppState, Path(ns): Path<String>, query: Params) -> Response {
     let selector = query.get("labelSelector").cloned().unwrap_or_default();

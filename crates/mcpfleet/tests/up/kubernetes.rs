@@ -27,16 +27,7 @@ impl MockCluster {
         api.pods_at(std::net::Ipv4Addr::LOCALHOST.into());
         let dir = std::env::temp_dir().join(format!("mcpfleet-kube-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster: {{ server: \"{}\" }}\n\
-                 users:\n- name: tester\n  user: {{ token: not-a-real-token }}\ncontexts:\n- name: mock\n  context: {{ cluster: mock, user: tester }}\ncurrent-context: mock\n",
-                api.url()
-            ),
-        )
-        .unwrap();
+        let kubeconfig = kubeconfig_for(&dir, &api.url());
         MockCluster {
             api,
             kubeconfig,
@@ -67,6 +58,20 @@ impl MockCluster {
             .filter_map(|pod| pod.pointer("/metadata/name")?.as_str().map(str::to_owned))
             .collect()
     }
+}
+
+/// `dir/kubeconfig`, whose current context `mock` is the API server at `url`.
+fn kubeconfig_for(dir: &Path, url: &str) -> PathBuf {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster: {{ server: \"{url}\" }}\n\
+             users:\n- name: tester\n  user: {{ token: not-a-real-token }}\ncontexts:\n- name: mock\n  context: {{ cluster: mock, user: tester }}\ncurrent-context: mock\n"
+        ),
+    )
+    .unwrap();
+    kubeconfig
 }
 
 /// A real MCP server over Streamable HTTP on a free port of loopback: what a pod of the
@@ -208,6 +213,90 @@ fn mock_cluster_up_applies_a_deployment_per_revision_and_serves_its_pod_through_
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(cluster.deployments(), Vec::<String>::new());
     assert_eq!(cluster.pods(), Vec::<String>::new());
+}
+
+/// `up` that stops at once, with exactly one line: `error: …` naming what is wrong — and
+/// having printed no plan, created no state directory and applied nothing.
+fn up_fails_in_one_line(fleet: &Fleet, args: &[&str]) -> String {
+    let out = fleet.mcpfleet(args);
+    assert!(!out.status.success(), "{}", text(&out));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = all.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {all}");
+    assert!(lines[0].starts_with("error: "), "{all}");
+    assert!(
+        !fleet.state_dir().exists(),
+        "no state directory before the cluster can take the fleet"
+    );
+    lines[0].to_owned()
+}
+
+#[test]
+fn mock_cluster_up_fails_early_and_in_one_line_when_the_cluster_cannot_take_the_fleet() {
+    // The namespace does not exist: say so, and how the rendered manifests create it.
+    let cluster = MockCluster::start("no-namespace");
+    cluster.api.namespaces(&["default"]);
+    let fleet = Fleet::new("kube-no-namespace", &kube_fleet(1, ""))
+        .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap());
+    // In the foreground, where `up` prints the plan before it starts.
+    let line = up_fails_in_one_line(&fleet, &["up"]);
+    assert_eq!(
+        line,
+        format!(
+            "error: cannot run fleet `kube-up` in namespace `{NAMESPACE}` of context `mock`: the \
+             namespace does not exist: create it and the control plane's RBAC with `mcpfleet \
+             render kubernetes -f mcpfleet.yaml | kubectl apply -f -` (or only the namespace: \
+             `kubectl create namespace {NAMESPACE}`)"
+        )
+    );
+    assert!(cluster.api.applies().is_empty());
+    up_fails_in_one_line(&fleet, &["up", "-d"]);
+
+    // Once it exists, the same `up` goes ahead.
+    cluster.api.namespaces(&["default", NAMESPACE]);
+    let pod = PodServer::start("kube-namespace-r1");
+    fleet.rewrite(&kube_fleet(pod.port, ""));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let down = fleet.mcpfleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+
+    // An API server nothing answers for: its URL and the context.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = Fleet::new("kube-unreachable", &kube_fleet(1, ""));
+    let kubeconfig = kubeconfig_for(&unreachable.dir, &format!("http://127.0.0.1:{port}"));
+    let unreachable = unreachable.with_env("KUBECONFIG", kubeconfig.to_str().unwrap());
+    let line = up_fails_in_one_line(&unreachable, &["up", "-d"]);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot run fleet `kube-up` in namespace `{NAMESPACE}` of context `mock`: \
+             cannot reach the Kubernetes API at http://127.0.0.1:{port}/"
+        )),
+        "{line}"
+    );
+    assert!(line.contains("kubectl cluster-info"), "{line}");
+
+    // No kubeconfig where KUBECONFIG points.
+    let missing = Fleet::new("kube-no-kubeconfig", &kube_fleet(1, ""));
+    let nowhere = missing.dir.join("no-such-kubeconfig");
+    let missing = missing.with_env("KUBECONFIG", nowhere.to_str().unwrap());
+    let line = up_fails_in_one_line(&missing, &["up", "-d"]);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot run fleet `kube-up` in namespace `{NAMESPACE}` of the kubeconfig's \
+             current context: no kubeconfig at {}: point KUBECONFIG at one",
+            nowhere.display()
+        )),
+        "{line}"
+    );
 }
 
 /// The TCP ports process `pid` listens on, from /proc: its sockets' inodes, and which of

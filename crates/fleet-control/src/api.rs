@@ -6,11 +6,13 @@
 use crate::admin_auth::Actor;
 use crate::runtime::FleetRuntime;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::{Extension, Json};
 use fleet_api::types::{
     ApiError, AuditEntry, CheckRun, DeployRequest, DeployedServer, EventRecord, GatewayToken,
@@ -101,6 +103,69 @@ pub(crate) fn tcp_router(state: AppState) -> axum::Router {
         .with_state(state.clone())
         .merge(read_only_router(state))
         .layer(axum::middleware::from_fn(loopback_host_only))
+}
+
+/// The address a TCP connection came in on (its local end), which tells the admin listener
+/// on a pod's network the pod itself (loopback: a port-forward, a process in the pod) from
+/// everyone else.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAddress(std::net::SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for LocalAddress {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        // An accepted socket has a local address; the unspecified one, should the OS not
+        // say, counts as the pod's network (the narrower answer).
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        LocalAddress(stream.io().local_addr().unwrap_or(unspecified))
+    }
+}
+
+/// The admin port on a pod's network (`up --pod-network`), bound on every address of the
+/// pod: connections to a loopback address (a `kubectl port-forward`, a process in the pod)
+/// get what the file's `admin.listen` serves ([`tcp_router`]), or, without one, what
+/// everyone gets; every other connection only `GET /metrics` (Prometheus) and `GET
+/// /healthz` (the probes), the reads the Service is for — no status, events, history, audit
+/// or dashboard for whoever else can reach the pod, and no actions. Served with
+/// [`LocalAddress`] as the connect info.
+pub(crate) fn pod_network_router(state: AppState, admin_listen: bool) -> axum::Router {
+    let everyone = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state.clone());
+    let on_loopback = if admin_listen {
+        tcp_router(state)
+    } else {
+        everyone.clone()
+    };
+    axum::Router::new()
+        .fallback(by_local_address)
+        .with_state(PodNetworkRoutes {
+            on_loopback,
+            everyone,
+        })
+}
+
+#[derive(Clone)]
+struct PodNetworkRoutes {
+    on_loopback: axum::Router,
+    everyone: axum::Router,
+}
+
+async fn by_local_address(
+    State(routes): State<PodNetworkRoutes>,
+    ConnectInfo(LocalAddress(local)): ConnectInfo<LocalAddress>,
+    request: Request,
+) -> Response {
+    let mut router = if local.ip().is_loopback() {
+        routes.on_loopback
+    } else {
+        routes.everyone
+    };
+    // A Router is always ready, and its error is Infallible.
+    match tower_service::Service::call(&mut router, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 /// The content type of OpenMetrics 1.0, which `GET /metrics` answers when it is accepted.

@@ -84,6 +84,42 @@ pub enum StartError {
     Deploy(#[from] DeployError),
 }
 
+/// Where the control plane's TCP listeners are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listen {
+    /// At `gateway.listen` and `admin.listen`, as the fleet file says.
+    #[default]
+    AsWritten,
+    /// On every address of the machine — in a pod, of the pod (`mcpfleet up
+    /// --pod-network`, what the rendered control plane runs): the gateway at
+    /// `gateway.listen`'s port, the admin port ([`fleet_spec::model::Admin::pod_port`]) for
+    /// Prometheus and the probes, each on the unspecified address of its listen address's
+    /// family. Connections to a loopback address get what the file's listeners serve;
+    /// others to the admin port only `/metrics` and `/healthz`. The gateway accepts the
+    /// names of the rendered Service and Ingress as `Host`s
+    /// ([`fleet_manifests::gateway_hosts`]), and counts as
+    /// beyond loopback (it refuses to run without tokens); the caller checks the rest of
+    /// [`fleet_manifests::pod_network_problems`] first.
+    PodNetwork,
+}
+
+impl Listen {
+    /// Where a listener written at `written` binds, and for the admin port at which port.
+    fn address(self, written: std::net::SocketAddr) -> std::net::SocketAddr {
+        match self {
+            Listen::AsWritten => written,
+            Listen::PodNetwork => {
+                let every: std::net::IpAddr = if written.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                };
+                std::net::SocketAddr::new(every, written.port())
+            }
+        }
+    }
+}
+
 /// A running control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -110,6 +146,7 @@ impl ControlPlane {
         submission: Submission,
         state_dir: StateDir,
         host: Arc<dyn Host>,
+        listen: Listen,
     ) -> Result<Self, StartError> {
         let fleet = &submission.fleet;
         let runtime = FleetRuntime::for_fleet(fleet, state_dir.path())
@@ -147,22 +184,35 @@ impl ControlPlane {
         let adoptable = adoptable?;
         let store = store?;
         let store: Arc<dyn fleet_store::StateStore> = Arc::new(store);
-        let gateway_listener = bind_gateway(fleet).await?;
+        let gateway_listener = bind_gateway(fleet, listen).await?;
         let gateway_address = gateway_listener
             .local_addr()
             .map_err(|e| StartError::Gateway {
                 address: fleet.gateway.listen.to_string(),
                 message: e.to_string(),
             })?;
-        let admin_listener = bind_admin(fleet).await?;
-        let admin_url = admin_listener
-            .as_ref()
-            .map(|(_, address)| format!("http://{address}"));
+        let admin_listener = bind_admin(fleet, listen).await?;
+        let admin_listen_written = fleet.admin.listen.is_some();
+        // The addresses shown (status, endpoints) are the written ones with the bound
+        // ports: on a pod's network they are what a port-forward or a process in the pod
+        // reaches.
+        let admin_url =
+            admin_listener
+                .as_ref()
+                .zip(fleet.admin.listen)
+                .map(|((_, bound), written)| {
+                    format!(
+                        "http://{}",
+                        std::net::SocketAddr::new(written.ip(), bound.port())
+                    )
+                });
+        let gateway_shown =
+            std::net::SocketAddr::new(fleet.gateway.listen.ip(), gateway_address.port());
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
             concurrency: 32,
             gateway_url: Some(format!(
-                "{}://{gateway_address}",
+                "{}://{gateway_shown}",
                 gateway_scheme(&fleet.gateway)
             )),
         };
@@ -172,6 +222,11 @@ impl ControlPlane {
         let events = EventLog::start(&engine, store.clone());
         let webhooks = webhooks::Webhooks::start(&engine, &fleet.name, host.clone());
         let mut gateway_config = gateway_config(fleet, gateway_address)?;
+        if listen == Listen::PodNetwork {
+            // Beyond loopback clients come through the Service or the Ingress, by their
+            // names (a `Host` that is none of them is refused, as locally).
+            gateway_config.allowed_hosts = fleet_manifests::gateway_hosts(fleet);
+        }
         let (audit, audit_writer) = event_log::audit_to_store(store.clone());
         gateway_config.audit = Some(audit);
         let gateway =
@@ -206,12 +261,18 @@ impl ControlPlane {
             webhooks,
         };
         if let Some((tcp, _)) = admin_listener {
-            let router = api::tcp_router(api_state.clone());
+            let router = match listen {
+                Listen::AsWritten => api::tcp_router(api_state.clone()),
+                Listen::PodNetwork => {
+                    api::pod_network_router(api_state.clone(), admin_listen_written)
+                }
+            };
             let mut done = finished.clone();
             tokio::spawn(async move {
                 let stop = async move {
                     let _ = done.wait_for(|f| *f).await;
                 };
+                let router = router.into_make_service_with_connect_info::<api::LocalAddress>();
                 if let Err(e) = axum::serve(tcp, router).with_graceful_shutdown(stop).await {
                     tracing::error!("admin listener stopped: {e}");
                 }
@@ -385,8 +446,11 @@ fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
 }
 
 /// Binds the gateway's listener first, so a taken address fails `up` before anything starts.
-async fn bind_gateway(fleet: &ValidFleet) -> Result<tokio::net::TcpListener, StartError> {
-    let address = fleet.gateway.listen;
+async fn bind_gateway(
+    fleet: &ValidFleet,
+    listen: Listen,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let address = listen.address(fleet.gateway.listen);
     tokio::net::TcpListener::bind(address).await.map_err(|e| StartError::Gateway {
         address: address.to_string(),
         message: if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -397,14 +461,21 @@ async fn bind_gateway(fleet: &ValidFleet) -> Result<tokio::net::TcpListener, Sta
     })
 }
 
-/// Binds the TCP admin listener (`admin.listen`), if the fleet has one, before anything
-/// starts, and says where it listens (port 0 picks one). Validation keeps it on loopback.
+/// Binds the TCP admin listener (`admin.listen`), if the fleet has one or it runs on a
+/// pod's network, before anything starts, and says where it listens (port 0 picks one).
+/// Validation keeps `admin.listen` on loopback.
 async fn bind_admin(
     fleet: &ValidFleet,
+    listen: Listen,
 ) -> Result<Option<(tokio::net::TcpListener, std::net::SocketAddr)>, StartError> {
-    let Some(address) = fleet.admin.listen else {
-        return Ok(None);
+    let written = match (listen, fleet.admin.listen) {
+        (_, Some(written)) => written,
+        (Listen::PodNetwork, None) => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, fleet.admin.pod_port()))
+        }
+        (Listen::AsWritten, None) => return Ok(None),
     };
+    let address = listen.address(written);
     let failed = |e: std::io::Error| StartError::Admin {
         address: address.to_string(),
         message: if e.kind() == std::io::ErrorKind::AddrInUse {

@@ -9,15 +9,13 @@ use serde_json::{Map, Value, json};
 
 /// The name of the control plane's ServiceAccount, Role, RoleBinding, Deployment and
 /// Service.
-const NAME: &str = "mcpfleet";
+pub(crate) const NAME: &str = "mcpfleet";
 const CONFIG: &str = "mcpfleet-config";
 const STATE: &str = "mcpfleet-state";
 /// Where the fleet file is mounted, and the state directory on the state volume.
 const FLEET_FILE: &str = "/etc/mcpfleet/fleet.yaml";
 const STATE_DIR: &str = "/var/lib/mcpfleet/state";
 const BACKUP_DIR: &str = "/var/lib/mcpfleet/backups";
-/// The admin listener's port when the fleet file sets none (fleet-file.md's example).
-const DEFAULT_ADMIN_PORT: u16 = 7471;
 
 /// The labels that pick the control plane's pods: the only pods servers accept traffic
 /// from.
@@ -90,10 +88,7 @@ pub(crate) fn role_binding(names: &Names<'_>) -> Value {
 pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     let fleet = names.fleet;
     let gateway_port = fleet.gateway.listen.port();
-    let admin_port = fleet
-        .admin
-        .listen
-        .map_or(DEFAULT_ADMIN_PORT, |listen| listen.port());
+    let admin_port = fleet.admin.pod_port();
     let labels = labels(names);
     let config = names.labelled(
         "v1",
@@ -134,7 +129,17 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             }
         }),
     );
-    let mut args = vec!["up", "-f", FLEET_FILE, "--state-dir", STATE_DIR];
+    // `--pod-network`: the gateway and the admin port on the pod's address as well as
+    // loopback — what the Service, the Ingress, Prometheus and the probes reach. On it the
+    // admin port answers only `/metrics` and `/healthz`.
+    let mut args = vec![
+        "up",
+        "-f",
+        FLEET_FILE,
+        "--state-dir",
+        STATE_DIR,
+        "--pod-network",
+    ];
     if let Some(environment) = &fleet.environment {
         args.extend(["--env", environment]);
     }
@@ -184,6 +189,12 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                                 { "containerPort": gateway_port, "name": "gateway", "protocol": "TCP" },
                                 { "containerPort": admin_port, "name": "admin", "protocol": "TCP" },
                             ],
+                            // Service traffic once the listeners are open (they open
+                            // together, before the first deployment; a server is routed
+                            // to only after its checks). No liveness probe: the start
+                            // may wait on the API server for long, and a control plane
+                            // that fails exits.
+                            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "admin" } },
                             "securityContext": pod::container_security(true),
                             "volumeMounts": [
                                 { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },

@@ -55,9 +55,53 @@ impl Options {
 /// # Errors
 /// Every server (and the fleet itself) that cannot run on a cluster, with why and where:
 /// a local program (`command:`), a name Kubernetes does not accept, a host-path volume, a
-/// root user, or a string that needs a value only a local instance has.
+/// root user, or a string that needs a value only a local instance has; and a gateway
+/// that the rendered control plane could not serve on its pod's network
+/// ([`pod_network_problems`]).
 pub fn render(fleet: &ValidFleet, options: &Options) -> Result<Vec<Value>, RenderError> {
+    render_checked(fleet, options, pod_network_problems(fleet))
+}
+
+/// Why the control plane could not serve `fleet`'s gateway on a pod's network (`mcpfleet
+/// up --pod-network`, what the rendered control plane runs): there its clients are every
+/// pod and, through the Service or Ingress, whoever reaches those — so, as for a
+/// `gateway.listen` beyond loopback, the gateway needs bearer tokens and TLS (served by it,
+/// or ended by a proxy in front, `terminated_by: proxy`).
+pub fn pod_network_problems(fleet: &ValidFleet) -> Vec<Problem> {
+    let span = fleet.gateway.listen_span;
     let mut problems = Vec::new();
+    if fleet.gateway.tokens.is_empty() {
+        problems.push(Problem::GatewayWithoutTokens { span });
+    }
+    if fleet.gateway.tls.is_none() {
+        problems.push(Problem::GatewayWithoutTls { span });
+    }
+    problems
+}
+
+/// The names the rendered control plane's gateway is reached by, which it accepts as the
+/// `Host` of a request on its pod's network besides loopback's: its Service's DNS names
+/// (`mcpfleet`, `mcpfleet.<namespace>`, `….svc`, `….svc.cluster.local`) and the Ingress's
+/// host.
+pub fn gateway_hosts(fleet: &ValidFleet) -> Vec<String> {
+    let service = control_plane::NAME;
+    let namespace = &fleet.kubernetes.namespace;
+    let mut hosts = vec![
+        service.to_owned(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ];
+    hosts.extend(fleet.kubernetes.ingress.iter().map(|i| i.host.clone()));
+    hosts
+}
+
+/// [`render`] after `problems` of the fleet as a whole.
+fn render_checked(
+    fleet: &ValidFleet,
+    options: &Options,
+    mut problems: Vec<Problem>,
+) -> Result<Vec<Value>, RenderError> {
     let names = Names::new(fleet, options, &mut problems);
     let servers: Vec<_> = fleet
         .servers
@@ -132,14 +176,16 @@ pub fn revision_deployment(
     }
 }
 
-/// Whether mcpfleet can run `fleet` on its cluster itself (`up`, `deploy` with the
-/// Kubernetes runtime): everything [`render`] needs. stdio servers run too: the runtime
-/// attaches to their pods' stdin and stdout.
+/// Whether mcpfleet can run `fleet`'s servers on its cluster itself (`up`, `deploy` with
+/// the Kubernetes runtime): everything [`render`] needs of them. stdio servers run too:
+/// the runtime attaches to their pods' stdin and stdout. The gateway is not asked about:
+/// a control plane outside the cluster serves it where the file says, and one in a pod
+/// checks [`pod_network_problems`] itself.
 ///
 /// # Errors
 /// Every reason at once, located at its server, as [`render`] reports them.
 pub fn check_runnable(fleet: &ValidFleet) -> Result<(), RenderError> {
-    render(fleet, &Options::new(String::new())).map(drop)
+    render_checked(fleet, &Options::new(String::new()), Vec::new()).map(drop)
 }
 
 /// The namespace's budget, and the defaults that let a container that requests nothing

@@ -85,6 +85,16 @@ pub enum Problem {
     /// remote one): there is no Deployment to render for it.
     #[error("server `{server}` runs no pods: the fleet has no image server of that name")]
     NotInCluster { server: String },
+    /// The control plane serves the pod's network (`mcpfleet up --pod-network`, as the
+    /// rendered Deployment runs it) and the gateway has no bearer tokens: every pod, and
+    /// through the Service or Ingress every client, could use every server.
+    #[error("the gateway would serve the pod's network without authentication")]
+    GatewayWithoutTokens { span: Option<Span> },
+    /// The control plane serves the pod's network and the gateway's clients would send
+    /// their bearer tokens in plain HTTP: the file neither gives the gateway a certificate
+    /// nor says that a proxy in front of it ends TLS.
+    #[error("the gateway would serve the pod's network without TLS")]
+    GatewayWithoutTls { span: Option<Span> },
     /// A string of the server uses a value that exists only when mcpfleet starts a local
     /// instance (`revision`, `now()`, `random_string()`), or a secret; a manifest is
     /// written once, for every pod.
@@ -97,7 +107,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    /// Where in the fleet file: the server's name.
+    /// Where in the fleet file: the server's name (`gateway.listen` for the gateway).
     pub fn span(&self) -> Option<Span> {
         match self {
             Problem::LocalProgram { span, .. }
@@ -107,6 +117,7 @@ impl Problem {
             | Problem::PerInstanceValue { span, .. }
             | Problem::SecretName { span, .. }
             | Problem::AutoscaleWithoutRequest { span, .. } => Some(*span),
+            Problem::GatewayWithoutTokens { span } | Problem::GatewayWithoutTls { span } => *span,
             Problem::Namespace { .. } | Problem::NotInCluster { .. } => None,
         }
     }
@@ -137,6 +148,12 @@ impl Problem {
             }
             Problem::RootUser { .. } => {
                 "run the container as a numeric non-root user, e.g. `user: \"65532:65532\"`"
+            }
+            Problem::GatewayWithoutTokens { .. } => {
+                "add tokens under `gateway.auth.tokens` (`mcpfleet token create NAME`): in the cluster the gateway listens on the pod's address, not on loopback"
+            }
+            Problem::GatewayWithoutTls { .. } => {
+                "bearer tokens in plain HTTP are readable on the network: add `gateway.tls: { terminated_by: proxy }` when the Ingress (`kubernetes.ingress.tls_secret`) or another proxy in front ends TLS, or `{ cert: …, key: … }` for TLS served by the gateway"
             }
             Problem::PerInstanceValue { .. } => {
                 "write the value out, or take it from the pod's environment; secrets go through `container.secrets`"

@@ -50,6 +50,10 @@ fn example() -> String {
     std::fs::read_to_string(path).expect("examples/kubernetes.yaml")
 }
 
+/// What a rendered fleet's gateway needs, since the control plane serves it on its pod's
+/// network: tokens, and TLS (here ended by the Ingress).
+const SERVED_GATEWAY: &str = "gateway:\n  auth:\n    tokens: [{ name: ci, sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\", servers: [\"*\"] }]\n  tls: { terminated_by: proxy }\n";
+
 fn render_example() -> Vec<Value> {
     let text = example();
     render(&load(&text), &Options::new(text)).expect("the example renders")
@@ -339,6 +343,7 @@ servers:
     stdio: { image: registry.example/r:1 }
     container: { user: \"0:0\" }
 ";
+    let text = &format!("{text}{SERVED_GATEWAY}");
     let fleet = load(text);
     let error = render(&fleet, &Options::new(text)).expect_err("cannot render");
     let names: Vec<(&str, u32)> = error
@@ -354,6 +359,9 @@ servers:
             | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
             Problem::Namespace { namespace } => (namespace.as_str(), 0),
             Problem::NotInCluster { server } => (server.as_str(), 0),
+            Problem::GatewayWithoutTokens { .. } | Problem::GatewayWithoutTls { .. } => {
+                ("gateway", 0)
+            }
         })
         .collect();
     assert_eq!(
@@ -464,6 +472,7 @@ servers:
     autoscale: { min: 1, max: 4, cpu: 80 }
     container: { secrets: { /run/key: key } }
 ";
+    let text = &format!("{text}{SERVED_GATEWAY}");
     let error = render(&load(text), &Options::new(text)).expect_err("cannot render");
     assert_eq!(
         error.problems,
@@ -596,4 +605,85 @@ fn a_revisions_deployment_runs_the_pod_template_render_writes() {
         }]
     );
     assert!(revision_deployment(&fleet, "nope", 3, &options).is_err());
+}
+
+#[test]
+fn a_gateway_the_pod_network_would_reach_without_tokens_or_tls_is_refused_at_its_listen() {
+    let text = "\
+version: 1
+name: tools
+gateway:
+  listen: 127.0.0.1:7470
+servers:
+  web:
+    http: { image: registry.example/web:1, port: 8080 }
+";
+    let fleet = load(text);
+    let error = render(&fleet, &Options::new(text)).expect_err("an open gateway");
+    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
+        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "the gateway would serve the pod's network without authentication".to_owned(),
+                Some(4)
+            ),
+            (
+                "the gateway would serve the pod's network without TLS".to_owned(),
+                Some(4)
+            ),
+        ]
+    );
+    assert!(
+        error.diagnostics()[1]
+            .help
+            .as_deref()
+            .is_some_and(|help| help.contains("terminated_by: proxy"))
+    );
+    // A control plane outside the cluster serves the gateway where the file says: its
+    // servers still run there.
+    assert_eq!(check_runnable(&fleet), Ok(()));
+    // Tokens and TLS ended in front: rendered.
+    let served = text.replace("gateway:\n  listen: 127.0.0.1:7470\n", "") + SERVED_GATEWAY;
+    assert!(render(&load(&served), &Options::new(served.clone())).is_ok());
+}
+
+#[test]
+fn the_control_plane_serves_its_pod_network_where_the_service_scrape_and_probe_point() {
+    let objects = render_example();
+    let find = |kind: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == "mcpfleet")
+            .unwrap_or_else(|| panic!("no {kind} mcpfleet"))
+    };
+    let container = &find("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = (container["args"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--pod-network"), "{args:?}");
+    let probe = &container["readinessProbe"]["httpGet"];
+    assert_eq!(
+        (&probe["path"], &probe["port"]),
+        (&"/healthz".into(), &"admin".into())
+    );
+    let port = |name: &str| {
+        (container["ports"].as_array().unwrap().iter())
+            .find(|p| p["name"] == name)
+            .map(|p| p["containerPort"].clone())
+            .unwrap()
+    };
+    // The file's ports, which `up --pod-network` opens on the pod's address.
+    assert_eq!((port("gateway"), port("admin")), (7470.into(), 7471.into()));
+    let service = find("Service");
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/port"],
+        "7471"
+    );
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/path"],
+        "/metrics"
+    );
 }

@@ -45,9 +45,19 @@ fn load(text: &str) -> ValidFleet {
         .unwrap_or_else(|errors| panic!("{errors:#?}\n{text}"))
 }
 
-/// Renders `text` into a fresh directory the way `render -o DIR` lays it out, then holds
-/// it to every check; `what` names the fleet in failures.
+/// What a rendered fleet's gateway needs, since the control plane serves it on its pod's
+/// network: tokens, and TLS (here ended by the Ingress).
+const SERVED_GATEWAY: &str = "gateway:\n  auth:\n    tokens: [{ name: ci, sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\", servers: [\"*\"] }]\n  tls: { terminated_by: proxy }\n";
+
+/// Renders `text` (with [`SERVED_GATEWAY`] when it has no gateway) into a fresh directory
+/// the way `render -o DIR` lays it out, then holds it to every check; `what` names the
+/// fleet in failures.
 fn check(what: &str, text: &str) {
+    let text = &if text.contains("\ngateway:") {
+        text.to_owned()
+    } else {
+        format!("{text}{SERVED_GATEWAY}")
+    };
     let objects = render(&load(text), &Options::new(text))
         .unwrap_or_else(|e| panic!("{what}: {e}\n{:#?}", e.problems));
     let dir = TempDir::new(&format!("manifests-{what}"));

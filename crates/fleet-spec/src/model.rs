@@ -62,6 +62,10 @@ pub enum SecretRef {
 #[derive(Debug, Clone, Serialize)]
 pub struct Gateway {
     pub listen: SocketAddr,
+    /// Where `gateway.listen` is written, if it is: what diagnostics about the gateway's
+    /// exposure point at.
+    #[serde(skip)]
+    pub listen_span: Option<Span>,
     pub tokens: Vec<TokenRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
@@ -122,6 +126,19 @@ pub struct Admin {
     /// running control plane compares these settings).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<AdminTokenRef>,
+}
+
+impl Admin {
+    /// The admin port on a pod's network (`mcpfleet up --pod-network`, which the rendered
+    /// control plane runs): `listen`'s port, else this one.
+    pub const DEFAULT_POD_PORT: u16 = 7471;
+
+    /// The port of the admin listener on a pod's network: Prometheus's scrape and the
+    /// probes.
+    pub fn pod_port(&self) -> u16 {
+        self.listen
+            .map_or(Self::DEFAULT_POD_PORT, |listen| listen.port())
+    }
 }
 
 /// An admin token, known only by its hash.

@@ -555,6 +555,7 @@ impl Validator {
             .and_then(|r| self.rate_limit(r));
         Gateway {
             listen,
+            listen_span: raw.and_then(|g| g.listen.as_ref()).map(|l| l.span),
             tokens,
             rate_limit,
             max_requests_in_flight: self.count(

@@ -62,10 +62,26 @@ fn runs_on_its_runtime(fleet: &ValidFleet, source: &fleet_spec::Source) -> bool 
     }
 }
 
+/// Whether the control plane may serve `fleet`'s gateway on every address (`up
+/// --pod-network`): as for a `gateway.listen` beyond loopback, with tokens and TLS. What
+/// is missing is shown, located in the file, before anything starts.
+fn serves_a_pod_network(fleet: &ValidFleet, source: &fleet_spec::Source) -> bool {
+    let problems = fleet_manifests::pod_network_problems(fleet);
+    if problems.is_empty() {
+        return true;
+    }
+    let diagnostics = fleet_manifests::RenderError { problems }.diagnostics();
+    eprint!("{}", fleet_spec::diag::render_all(&diagnostics, source));
+    false
+}
+
 pub(crate) struct UpArgs {
     pub file: PathBuf,
     pub environment: Option<String>,
     pub detach: bool,
+    /// `--pod-network`: the listeners on every address, under the rules of a gateway
+    /// beyond loopback.
+    pub pod_network: bool,
     pub detached_child: bool,
     pub state_dir: Option<PathBuf>,
     pub json: bool,
@@ -85,7 +101,9 @@ pub(crate) async fn up(args: UpArgs) -> Result<ExitCode> {
     let Ok(fleet) = checked.into_valid() else {
         return Ok(ExitCode::from(FAILED));
     };
-    if !runs_on_its_runtime(&fleet, &located) {
+    if !runs_on_its_runtime(&fleet, &located)
+        || (args.pod_network && !serves_a_pod_network(&fleet, &located))
+    {
         return Ok(ExitCode::from(FAILED));
     }
     let log_format = args.log_format.unwrap_or(fleet.logging.format);
@@ -155,7 +173,12 @@ async fn run_up(
         reason: None,
         kind: fleet_control::DeploymentKind::Deploy,
     };
-    let plane = ControlPlane::start(submission, dir, host).await?;
+    let listen = if args.pod_network {
+        fleet_control::Listen::PodNetwork
+    } else {
+        fleet_control::Listen::AsWritten
+    };
+    let plane = ControlPlane::start(submission, dir, host, listen).await?;
     let (history, mut live) = plane.engine().subscribe();
     for event in history {
         output.event(&to_api::event(event));
@@ -238,6 +261,9 @@ async fn detach(args: &UpArgs, state_dir: &Path, log_format: LogFormat) -> Resul
         .arg(DETACHED_CHILD);
     if let Some(env) = &args.environment {
         command.arg("--env").arg(env);
+    }
+    if args.pod_network {
+        command.arg("--pod-network");
     }
     command
         .stdin(std::process::Stdio::null())

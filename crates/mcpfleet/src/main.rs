@@ -114,6 +114,12 @@ enum Command {
         /// Run the control plane in the background and return once the fleet is deployed.
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Serve on every address of the machine — in a pod, the pod's network (the
+        /// rendered control plane Deployment passes it): the gateway at the port of
+        /// `gateway.listen`, which then needs tokens and TLS (or `terminated_by: proxy`),
+        /// and `/metrics` and `/healthz` at the admin port (`admin.listen`'s, else 7471).
+        #[arg(long)]
+        pod_network: bool,
         #[arg(long = "detached-child", hide = true)]
         detached_child: bool,
     },
@@ -588,12 +594,14 @@ fn main() -> ExitCode {
             fleet,
             environment,
             detach,
+            pod_network,
             detached_child,
         } => {
             let args = fleet::UpArgs {
                 file: fleet.file,
                 environment,
                 detach,
+                pod_network,
                 detached_child,
                 state_dir: fleet.state_dir,
                 json,

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 const ADMIN_TOKEN: &str = "mcpf_admin-token-for-the-ops-team";
 const GATEWAY_TOKEN: &str = "mcpf_gateway-token-for-ci";
 
-fn sha256_hex(token: &str) -> String {
+pub(super) fn sha256_hex(token: &str) -> String {
     Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -79,7 +79,7 @@ fn admin_get<T: serde::de::DeserializeOwned>(admin: &str, path: &str) -> (u16, T
     })
 }
 
-fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+pub(super) fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,7 +95,7 @@ fn still_waiting_for_promote(fleet: &Fleet) -> bool {
 }
 
 /// An `initialize` at the gateway with `token`: the HTTP status.
-fn gateway_initialize(endpoint: &str, token: &str) -> u16 {
+pub(super) fn gateway_initialize(endpoint: &str, token: &str) -> u16 {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"up-test","version":"0"}}}"#;
     block_on(async {
         http_client()

@@ -23,6 +23,7 @@ mod kubernetes;
 mod logs;
 mod messages;
 mod observability;
+mod pod_network;
 mod recovery;
 mod restart;
 mod status;

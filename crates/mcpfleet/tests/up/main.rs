@@ -20,6 +20,7 @@ mod deploy;
 mod first_use;
 mod history;
 mod kubernetes;
+mod kubernetes_e2e;
 mod logs;
 mod messages;
 mod observability;

@@ -12,7 +12,26 @@ use std::process::Command;
 /// When the program is missing and cannot be installed (not root, no package index):
 /// the message says what to install by hand.
 pub(crate) fn ensure(program: &str, package: &str) -> Result<PathBuf> {
-    if let Some(path) = find(program) {
+    ensure_found(program, package, || find(program))
+}
+
+/// `file` (a program outside `PATH`, e.g. PostgreSQL's `initdb`), after `apt-get install
+/// package` if it is not there yet.
+///
+/// # Errors
+/// As [`ensure`].
+pub(crate) fn ensure_file(file: &Path, package: &str) -> Result<PathBuf> {
+    let found = || file.is_file().then(|| file.to_path_buf());
+    ensure_found(&file.display().to_string(), package, found)
+}
+
+/// What `found` finds, after `apt-get install package` if it finds nothing yet.
+fn ensure_found(
+    program: &str,
+    package: &str,
+    found: impl Fn() -> Option<PathBuf>,
+) -> Result<PathBuf> {
+    if let Some(path) = found() {
         return Ok(path);
     }
     eprintln!("{program} is not installed: installing the Debian package `{package}`");
@@ -26,7 +45,7 @@ pub(crate) fn ensure(program: &str, package: &str) -> Result<PathBuf> {
              `apt-get install {package}` (as root)"
         );
     }
-    find(program).with_context(|| format!("`apt-get install {package}` did not provide {program}"))
+    found().with_context(|| format!("`apt-get install {package}` did not provide {program}"))
 }
 
 /// Writes the installed version of each of `packages` to `record` (`package version`, one

@@ -5,7 +5,8 @@
 //! - `peers`             install the third-party MCP servers the interop tests use
 //!   (Node 22, npm and PyPI packages) into target/peers, and the Debian packages: Podman
 //!   for the container tests, Prometheus for the observability tests, Chromium and its
-//!   WebDriver server for the dashboard's browser tests
+//!   WebDriver server for the dashboard's browser tests, PostgreSQL 15 for the state store's
+//!   tests
 //! - `ci`                the whole CI gate: peers, fmt, clippy, schema, tests, benchmark smoke
 //! - `bench validate [--servers N] [--runs N] [--smoke]`  time validate + plan of a
 //!   generated fleet with the release binary; writes bench-results/validate.json
@@ -35,6 +36,7 @@ mod debian;
 mod image;
 mod peers;
 mod podman;
+mod postgres;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -118,18 +120,21 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     "chromium",
     "chromium-driver",
+    "postgresql-15",
 ];
 
 /// Everything the tests run besides our own binaries: the MCP peers, Podman, Debian's
 /// `prometheus` (promtool checks and unit-tests the shipped alert rules; a real Prometheus
 /// scrapes a live fleet for every dashboard query) and Debian's `chromium` with
-/// `chromium-driver` (the dashboard, driven in a headless browser over WebDriver).
+/// `chromium-driver` (the dashboard, driven in a headless browser over WebDriver), and
+/// PostgreSQL 15 (the state store's second backend; each test process starts its own).
 fn install_test_peers() -> Result<()> {
     peers::install()?;
     podman::install()?;
     debian::ensure("promtool", "prometheus")?;
     debian::ensure("prometheus", "prometheus")?;
     chromium::install()?;
+    postgres::install()?;
     debian::record_versions(
         DEBIAN_PACKAGES,
         &root().join("target/peers/debian-packages"),

@@ -6,7 +6,8 @@
 //! traffic counters their canaries are judged on, and [`podman`], what the container tests
 //! share (the API service, sample-server images, cleanup by label), and [`kube`], what the
 //! Kubernetes manifest tests share (strict schema validation, the restricted Pod Security
-//! Standard), [`webdriver`], a headless Chromium the browser tests drive, and [`otlp`], an
+//! Standard), [`postgres`], a private PostgreSQL cluster with a fresh database per test for
+//! the state store, [`webdriver`], a headless Chromium the browser tests drive, and [`otlp`], an
 //! OpenTelemetry collector the trace tests export to.
 //!
 //! It deliberately holds no production logic; nothing outside tests and
@@ -18,6 +19,7 @@ mod harness;
 pub mod kube;
 pub mod otlp;
 pub mod podman;
+pub mod postgres;
 pub mod sample_server;
 mod tls;
 pub mod webdriver;

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 /// An error from a [`StateStore`](crate::StateStore).
 ///
-/// Database-specific errors are carried as text so that every implementation (SQLite now,
-/// PostgreSQL later) shares this type.
+/// Database-specific errors are carried as text so that every implementation (SQLite,
+/// PostgreSQL) shares this type. A PostgreSQL database is named by its URL without the
+/// password.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -24,17 +25,28 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// The PostgreSQL state database could not be reached or refused the login.
+    #[error(
+        "cannot connect to the state database {database}: {reason}; check that PostgreSQL \
+         runs there and that the URL's user, password and database are right"
+    )]
+    Connect {
+        /// The database's URL, password removed.
+        database: String,
+        /// Why, as the client or the server said.
+        reason: String,
+    },
+
     /// The database's schema is newer than this build knows: it was written by a newer
     /// mcpfleet. Nothing was changed.
     #[error(
-        "the state database {} was written by a newer mcpfleet (schema version {found}, this \
-         mcpfleet knows up to {supported}); upgrade mcpfleet, or export the state with the \
-         newer mcpfleet and restore it with import-state",
-        path.display()
+        "the state database {database} was written by a newer mcpfleet (schema version \
+         {found}, this mcpfleet knows up to {supported}); upgrade mcpfleet, or export the \
+         state with the newer mcpfleet and restore it with import-state"
     )]
     NewerSchema {
-        /// The database file.
-        path: PathBuf,
+        /// The database: the file, or the URL without its password.
+        database: String,
         /// The schema version found in the database.
         found: u64,
         /// The newest schema version this build knows.
@@ -51,7 +63,7 @@ pub enum StoreError {
     /// An import was refused because the store already holds data. Nothing was changed.
     #[error(
         "the state store already holds data; import into a fresh state directory (one with no \
-         state database yet)"
+         state database yet) or an empty PostgreSQL database"
     )]
     NotEmpty,
 

@@ -17,10 +17,13 @@
 //!   and specs arrive already masked.
 //!
 //! [`StateStore`] is the trait the engine codes against (`Arc<dyn StateStore>`);
-//! [`SqliteStore`] is the embedded implementation, one database file in the state directory.
+//! [`SqliteStore`] is the embedded implementation, one database file in the state directory;
+//! [`PostgresStore`] the networked one, a PostgreSQL database several control planes can
+//! share. Both keep the same schema and write the same export documents.
 
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 
 pub use error::StoreError;
@@ -29,6 +32,7 @@ pub use model::{
     NewEvent, NewFleetRevision, NewServerRevision, RevisionState, STATE_EXPORT_FORMAT,
     ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord, StoredEvent,
 };
+pub use postgres::{PostgresStore, redacted};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use fleet_routes::audit::ToolCallRecord;

@@ -396,6 +396,12 @@ pub(crate) fn rfc3339(t: SystemTime) -> Option<String> {
     Some(time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// Now, as the stores write times.
+pub(crate) fn now() -> String {
+    // Today's clock is well inside chrono's range of years.
+    rfc3339(SystemTime::now()).unwrap_or_default()
+}
+
 /// The format version of [`StateExport`] documents this build writes and reads.
 pub const STATE_EXPORT_FORMAT: u32 = 1;
 

@@ -5,6 +5,7 @@ mod schema;
 
 pub use schema::SCHEMA_VERSION;
 
+use crate::model::now;
 use crate::{
     DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment, NewEvent,
     NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore, StepOutcome,
@@ -244,12 +245,6 @@ impl StateStore for SqliteStore {
     fn import(&self, state: StateExport) -> StoreFuture<'_, ()> {
         self.run(move |conn| queries::import(conn, &state))
     }
-}
-
-/// Now, as the store writes times.
-fn now() -> String {
-    // Today's clock is well inside chrono's range of years.
-    crate::model::rfc3339(std::time::SystemTime::now()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         })?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
-                path: path.to_path_buf(),
+                database: path.display().to_string(),
                 found,
                 supported: SCHEMA_VERSION,
             });

@@ -1,21 +1,163 @@
-//! The SQLite store against real database files, one temp directory per test.
+//! The state store against real databases: every behavioural test runs on both backends
+//! (`sqlite::…` on a database file in a temp directory, `postgres::…` on a fresh database in
+//! the test process's private PostgreSQL cluster), then what only one backend has (a
+//! file's mode, a second control plane on one database) and moving state between the two.
 
 use fleet_routes::audit::{ToolCallRecord, ToolOutcome};
 use fleet_store::{
     DeploymentKind, DeploymentStatus, NewDeployment, NewEvent, NewFleetRevision, NewServerRevision,
-    RevisionState, SCHEMA_VERSION, STATE_EXPORT_FORMAT, SqliteStore, StateStore, StepOutcome,
-    StepState, StoreError,
+    PostgresStore, RevisionState, SCHEMA_VERSION, STATE_EXPORT_FORMAT, SqliteStore, StateStore,
+    StepOutcome, StepState, StoreError,
 };
 use fleet_testkit::TempDir;
+use fleet_testkit::postgres as pg;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The store file in a test's directory.
+/// Each test below, once per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::new(super::Kind::Sqlite, stringify!($test)))
+                        .await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(super::Backend::new(super::Kind::Postgres, stringify!($test)))
+                        .await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    server_revisions_are_reused_while_their_hash_is_unchanged,
+    revision_states_and_invalid_revisions,
+    journal_keeps_steps_in_order_and_confirms_each_once,
+    an_unfinished_deployment_survives_reopening,
+    export_then_import_gives_the_same_document,
+    import_into_a_store_with_data_is_refused_and_changes_nothing,
+    events_and_audit_page_by_id_and_read_their_newest,
+    a_damaged_row_is_reported_not_panicked_on,
+    a_deployment_starts_from_the_fleet_revision_serving_not_the_latest,
+    a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all,
+    audit_records_are_exported_in_the_same_json_as_before,
+    an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic,
+);
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A backend for one test: where its databases go.
+#[derive(Debug)]
+struct Backend {
+    kind: Kind,
+    /// SQLite's files.
+    dir: TempDir,
+    made: AtomicU32,
+}
+
+impl Backend {
+    fn new(kind: Kind, test: &str) -> Self {
+        Backend {
+            kind,
+            dir: TempDir::new(test),
+            made: AtomicU32::new(0),
+        }
+    }
+
+    /// A new, empty database (no store opened it yet).
+    fn database(&self) -> Db {
+        match self.kind {
+            Kind::Sqlite => {
+                let n = self.made.fetch_add(1, Ordering::Relaxed);
+                Db::File(self.dir.path().join(format!("state-{n}.db")))
+            }
+            Kind::Postgres => Db::Url(pg::fresh_database()),
+        }
+    }
+}
+
+/// One database of a [`Backend`].
+#[derive(Debug)]
+enum Db {
+    File(PathBuf),
+    Url(String),
+}
+
+impl Db {
+    /// A store on it, as the control plane opens one.
+    async fn open(&self) -> Arc<dyn StateStore> {
+        match self {
+            Db::File(path) => Arc::new(SqliteStore::open(path).unwrap()),
+            Db::Url(url) => Arc::new(PostgresStore::connect(url).await.unwrap()),
+        }
+    }
+
+    /// Runs `sql` on it beside the store, as someone editing it by hand would.
+    fn execute(&self, sql: &str) {
+        match self {
+            Db::File(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+            Db::Url(url) => {
+                pg::cluster().psql(database_name(url), sql);
+            }
+        }
+    }
+
+    /// The one row `sql` selects, each column as text.
+    fn row(&self, sql: &str) -> Vec<String> {
+        match self {
+            Db::File(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(sql, [], |r| {
+                    (0..r.as_ref().column_count())
+                        .map(|i| {
+                            Ok(match r.get::<_, rusqlite::types::Value>(i)? {
+                                rusqlite::types::Value::Real(x) => x.to_string(),
+                                rusqlite::types::Value::Integer(n) => n.to_string(),
+                                rusqlite::types::Value::Text(t) => t,
+                                other => format!("{other:?}"),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+            }
+            Db::Url(url) => {
+                let printed = pg::cluster().psql(database_name(url), sql);
+                printed.trim_end().split('|').map(str::to_owned).collect()
+            }
+        }
+    }
+}
+
+/// The database a `postgres://…/NAME` URL names.
+fn database_name(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(_, name)| name)
+}
+
+/// The store file in a SQLite-only test's directory.
 fn db(dir: &TempDir) -> PathBuf {
     dir.path().join("state.db")
 }
@@ -78,10 +220,9 @@ fn audit_record(tool: &str) -> ToolCallRecord {
     }
 }
 
-#[tokio::test]
-async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
-    let dir = TempDir::new("numbering");
-    let store = open(&db(&dir));
+async fn server_revisions_are_reused_while_their_hash_is_unchanged(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
 
     let first = store
         .record_fleet_revision(fleet(vec![server("memory", "m1"), server("github", "g1")]))
@@ -138,10 +279,9 @@ async fn server_revisions_are_reused_while_their_hash_is_unchanged() {
     assert_eq!(all[0], first);
 }
 
-#[tokio::test]
-async fn revision_states_and_invalid_revisions() {
-    let dir = TempDir::new("states");
-    let store = open(&db(&dir));
+async fn revision_states_and_invalid_revisions(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     assert_eq!(store.latest_fleet_revision().await.unwrap(), None);
 
     let twice = store
@@ -178,10 +318,9 @@ async fn revision_states_and_invalid_revisions() {
     assert!(matches!(huge, Err(StoreError::Invalid { .. })), "{huge:?}");
 }
 
-#[tokio::test]
-async fn journal_keeps_steps_in_order_and_confirms_each_once() {
-    let dir = TempDir::new("journal");
-    let store = open(&db(&dir));
+async fn journal_keeps_steps_in_order_and_confirms_each_once(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     store
         .record_fleet_revision(fleet(vec![server("a", "1")]))
         .await
@@ -277,10 +416,9 @@ async fn journal_keeps_steps_in_order_and_confirms_each_once() {
     assert_eq!(store.deployment(2).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn an_unfinished_deployment_survives_reopening() {
-    let dir = TempDir::new("reopen");
-    let store = open(&db(&dir));
+async fn an_unfinished_deployment_survives_reopening(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     store
         .record_fleet_revision(fleet(vec![server("a", "1")]))
         .await
@@ -298,7 +436,7 @@ async fn an_unfinished_deployment_survives_reopening() {
     // The control plane dies here: nothing is finished or closed.
     drop(store);
 
-    let store = open(&db(&dir));
+    let store = db.open().await;
     let unfinished = store.unfinished_deployments().await.unwrap();
     assert_eq!(unfinished.len(), 1, "{unfinished:?}");
     assert_eq!(unfinished[0].id, crashed.id);
@@ -307,6 +445,8 @@ async fn an_unfinished_deployment_survives_reopening() {
     assert_eq!(unfinished[0].steps[0].state, StepState::Pending);
     assert_eq!(unfinished[0].steps[0].step, json!({ "start": "a" }));
 }
+
+// SQLite only: the file itself.
 
 /// Set for the child process of [`a_killed_writer_loses_no_acknowledged_step`].
 const CHILD_DB: &str = "FLEET_STORE_TEST_CHILD_DB";
@@ -469,10 +609,8 @@ async fn populate(store: &dyn StateStore) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn export_then_import_gives_the_same_document() {
-    let dir = TempDir::new("export");
-    let old = open(&dir.path().join("old.db"));
+async fn export_then_import_gives_the_same_document(b: Backend) {
+    let old = b.database().open().await;
     populate(&*old).await;
     let exported = old.export().await.unwrap();
     assert_eq!(exported.format, STATE_EXPORT_FORMAT);
@@ -483,7 +621,7 @@ async fn export_then_import_gives_the_same_document() {
 
     // Through JSON, as `export-state` / `import-state` do.
     let document = serde_json::to_string_pretty(&exported).unwrap();
-    let new = open(&dir.path().join("new.db"));
+    let new = b.database().open().await;
     new.import(serde_json::from_str(&document).unwrap())
         .await
         .unwrap();
@@ -501,14 +639,12 @@ async fn export_then_import_gives_the_same_document() {
     assert_eq!(new.unfinished_deployments().await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
-    let dir = TempDir::new("import");
-    let source = open(&dir.path().join("source.db"));
+async fn import_into_a_store_with_data_is_refused_and_changes_nothing(b: Backend) {
+    let source = b.database().open().await;
     populate(&*source).await;
     let exported = source.export().await.unwrap();
 
-    let target = open(&dir.path().join("target.db"));
+    let target = b.database().open().await;
     target.append_events(vec![event("mine")]).await.unwrap();
     let before = target.export().await.unwrap();
     let err = target.import(exported.clone()).await.unwrap_err();
@@ -520,7 +656,7 @@ async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
         format: STATE_EXPORT_FORMAT + 1,
         ..exported.clone()
     };
-    let fresh = open(&dir.path().join("fresh.db"));
+    let fresh = b.database().open().await;
     let err = fresh.import(future).await.unwrap_err();
     assert!(matches!(err, StoreError::ExportFormat { .. }), "{err:?}");
 
@@ -536,10 +672,9 @@ async fn import_into_a_store_with_data_is_refused_and_changes_nothing() {
     assert_eq!(fresh.events(0, 10).await.unwrap(), []);
 }
 
-#[tokio::test]
-async fn events_and_audit_page_by_id_and_read_their_newest() {
-    let dir = TempDir::new("paging");
-    let store = open(&db(&dir));
+async fn events_and_audit_page_by_id_and_read_their_newest(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     assert_eq!(
         store.append_events(vec![]).await.unwrap(),
         Vec::<u64>::new()
@@ -603,10 +738,9 @@ async fn events_and_audit_page_by_id_and_read_their_newest() {
     );
 }
 
-#[tokio::test]
-async fn a_damaged_row_is_reported_not_panicked_on() {
-    let dir = TempDir::new("corrupt");
-    let store = open(&db(&dir));
+async fn a_damaged_row_is_reported_not_panicked_on(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     store
         .record_fleet_revision(fleet(vec![server("memory", "m1")]))
         .await
@@ -614,14 +748,11 @@ async fn a_damaged_row_is_reported_not_panicked_on() {
     let d = store.begin_deployment(deploy(1)).await.unwrap();
     store.append_step(d.id, json!({})).await.unwrap();
 
-    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    conn.execute_batch(
+    db.execute(
         "UPDATE server_revisions SET spec = '{not json';
          UPDATE journal SET state = 'half-done';
          INSERT INTO events (time, kind, message, revision) VALUES ('t', 'k', 'm', -1);",
-    )
-    .unwrap();
-    drop(conn);
+    );
 
     let err = store.server_revision("memory", 1).await.unwrap_err();
     let StoreError::Corrupt { what } = &err else {
@@ -647,10 +778,9 @@ async fn a_damaged_row_is_reported_not_panicked_on() {
 
 /// Rev 1 served, rev 2 failed and was rolled back: rev 3 is deployed from rev 1, the one
 /// serving, not from rev 2, the latest recorded.
-#[tokio::test]
-async fn a_deployment_starts_from_the_fleet_revision_serving_not_the_latest() {
-    let dir = TempDir::new("serving");
-    let store = open(&db(&dir));
+async fn a_deployment_starts_from_the_fleet_revision_serving_not_the_latest(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     assert_eq!(store.serving_fleet_revision().await.unwrap(), None);
     let begin = |hash: &'static str| {
         let store = store.clone();
@@ -703,10 +833,9 @@ async fn a_deployment_starts_from_the_fleet_revision_serving_not_the_latest() {
     assert_eq!(store.serving_fleet_revision().await.unwrap(), Some(4));
 }
 
-#[tokio::test]
-async fn a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all() {
-    let dir = TempDir::new("together");
-    let store = open(&db(&dir));
+async fn a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     let refused = store
         .record_and_begin_deployment(
             fleet(vec![server("a", "1"), server("a", "2")]),
@@ -741,10 +870,9 @@ async fn a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all
     assert_eq!(store.fleet_revisions().await.unwrap(), vec![revision]);
 }
 
-#[tokio::test]
-async fn audit_records_are_exported_in_the_same_json_as_before() {
-    let dir = TempDir::new("audit-json");
-    let store = open(&db(&dir));
+async fn audit_records_are_exported_in_the_same_json_as_before(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     // A duration as the gateway measures it, to the nanosecond.
     let measured = ToolCallRecord {
         token: None,
@@ -771,16 +899,13 @@ async fn audit_records_are_exported_in_the_same_json_as_before() {
         ]
     );
     // The row holds what the gateway's measurement gave, and reads back exactly.
-    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    let (time, outcome, duration_ms): (String, String, f64) = conn
-        .query_row(
-            "SELECT time, outcome, duration_ms FROM audit WHERE id = 2",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let row = db.row("SELECT time, outcome, duration_ms FROM audit WHERE id = 2");
     assert_eq!(
-        (time.as_str(), outcome.as_str(), duration_ms),
+        (
+            row[0].as_str(),
+            row[1].as_str(),
+            row[2].parse::<f64>().unwrap()
+        ),
         (
             "2026-01-02T03:04:05.006Z",
             "transport_error",
@@ -790,23 +915,16 @@ async fn audit_records_are_exported_in_the_same_json_as_before() {
     assert_eq!(store.audit(1, 1).await.unwrap()[0].record, measured);
 }
 
-#[tokio::test]
-async fn an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic() {
-    let dir = TempDir::new("audit-newer");
-    let store = open(&db(&dir));
+async fn an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
     store
         .append_audit(vec![audit_record("read_graph")])
         .await
         .unwrap();
     let document = serde_json::to_string(&store.export().await.unwrap()).unwrap();
 
-    let conn = rusqlite::Connection::open(db(&dir)).unwrap();
-    conn.execute(
-        "UPDATE audit SET outcome = 'cancelled_by_user' WHERE id = 1",
-        [],
-    )
-    .unwrap();
-    drop(conn);
+    db.execute("UPDATE audit SET outcome = 'cancelled_by_user' WHERE id = 1");
     for err in [
         store.audit(0, 10).await.unwrap_err(),
         store.export().await.unwrap_err(),
@@ -841,4 +959,173 @@ async fn an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic() {
             .unwrap_err();
         assert!(err.to_string().contains(says), "{err}");
     }
+}
+
+// PostgreSQL only: several control planes on one database, a server that goes away.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_control_planes_on_one_database_never_number_alike() {
+    let url = pg::fresh_database();
+    // Both start at once on a new database: one migrates, the other waits and finds the
+    // schema current.
+    let (first, second) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    let stores = [first.unwrap(), second.unwrap()];
+    stores[0]
+        .record_fleet_revision(fleet(vec![server("a", "setup")]))
+        .await
+        .unwrap();
+    let d = stores[0].begin_deployment(deploy(1)).await.unwrap();
+
+    const EACH: u64 = 25;
+    let mut tasks = tokio::task::JoinSet::new();
+    for store in &stores {
+        for i in 0..EACH {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let revision = store
+                    .record_fleet_revision(fleet(vec![server("a", &format!("h{i}"))]))
+                    .await
+                    .unwrap();
+                let seq = store.append_step(d.id, json!({ "i": i })).await.unwrap();
+                let ids = store
+                    .append_events(vec![event("x"), event("y")])
+                    .await
+                    .unwrap();
+                (revision.number, seq, ids)
+            });
+        }
+    }
+    let (mut revisions, mut seqs, mut ids) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    while let Some(done) = tasks.join_next().await {
+        let (revision, seq, batch) = done.unwrap();
+        assert!(
+            revisions.insert(revision),
+            "fleet revision {revision} twice"
+        );
+        assert!(seqs.insert(seq), "step {seq} twice");
+        // A batch's ids are consecutive: no other writer's rows in between.
+        assert_eq!(batch[1], batch[0] + 1, "{batch:?}");
+        assert!(
+            ids.insert(batch[0]) && ids.insert(batch[1]),
+            "{batch:?} twice"
+        );
+    }
+    assert_eq!(revisions, (2..=2 * EACH + 1).collect());
+    assert_eq!(seqs, (1..=2 * EACH).collect());
+    assert_eq!(ids, (1..=4 * EACH).collect());
+    // Two stores recording one spec share its server revision: h0 … h24 and the setup's.
+    let numbers: Vec<u64> = stores[1]
+        .server_revisions("a")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.number)
+        .collect();
+    assert_eq!(numbers, (1..=EACH + 1).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn postgres_a_terminated_connection_is_replaced_by_the_next_call() {
+    let url = pg::fresh_database();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(store.append_events(vec![event("a")]).await.unwrap(), [1]);
+    let terminate = || {
+        // Materialized first, so that only the store's backend is terminated (not psql's);
+        // each waits (up to 5 s) until the backend has gone.
+        let sql = format!(
+            "WITH store AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = '{}')
+             SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM store",
+            database_name(&url)
+        );
+        assert_eq!(pg::cluster().psql("postgres", &sql).trim(), "1");
+    };
+
+    terminate();
+    assert_eq!(store.append_events(vec![event("b")]).await.unwrap(), [2]);
+    terminate();
+    let kinds: Vec<_> = store
+        .events(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.kind)
+        .collect();
+    assert_eq!(kinds, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn postgres_a_newer_schema_is_refused_and_left_alone() {
+    let url = pg::fresh_database();
+    drop(PostgresStore::connect(&url).await.unwrap());
+    let cluster = pg::cluster();
+    cluster.psql(
+        database_name(&url),
+        "UPDATE mcpfleet_schema SET version = 999",
+    );
+
+    let err = PostgresStore::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NewerSchema { found: 999, supported, database }
+            if *supported == SCHEMA_VERSION && *database == url),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains(&url), "{message}");
+    assert!(message.contains("upgrade mcpfleet"), "{message}");
+    let version = cluster.psql(database_name(&url), "SELECT version FROM mcpfleet_schema");
+    assert_eq!(version.trim(), "999");
+}
+
+#[tokio::test]
+async fn postgres_errors_never_show_the_password() {
+    let secret = "s3cret-Pa55";
+    let port = pg::cluster().port();
+    let absent = format!("postgres://postgres:{secret}@127.0.0.1:{port}/no_such_database");
+    let err = PostgresStore::connect(&absent).await.unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("postgres:***@127.0.0.1"), "{message}");
+    assert!(
+        message.contains("\"no_such_database\" does not exist"),
+        "{message}"
+    );
+
+    let nobody = fleet_testkit::free_port();
+    let unreachable = format!("postgresql://fleet:{secret}@127.0.0.1:{nobody}/state");
+    let not_a_url = format!("postgres://fleet:{secret}@127.0.0.1:no-port/state");
+    let keywords = format!("host=127.0.0.1 port={nobody} user=fleet password='{secret} x'");
+    let query = format!("postgres://fleet@127.0.0.1:{nobody}/state?password={secret}");
+    for url in [unreachable, not_a_url, keywords, query] {
+        let err = PostgresStore::connect(&url).await.unwrap_err();
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
+}
+
+// Between the backends.
+
+#[tokio::test]
+async fn state_moves_from_sqlite_to_postgres_and_back_unchanged() {
+    let dir = TempDir::new("move");
+    let sqlite = open(&dir.path().join("from.db"));
+    populate(&*sqlite).await;
+    let document = serde_json::to_string_pretty(&sqlite.export().await.unwrap()).unwrap();
+
+    let postgres = PostgresStore::connect(&pg::fresh_database()).await.unwrap();
+    postgres
+        .import(serde_json::from_str(&document).unwrap())
+        .await
+        .unwrap();
+    let from_postgres = postgres.export().await.unwrap();
+    assert_eq!(
+        serde_json::to_string_pretty(&from_postgres).unwrap(),
+        document
+    );
+
+    let back = open(&dir.path().join("back.db"));
+    back.import(from_postgres).await.unwrap();
+    let again = back.export().await.unwrap();
+    assert_eq!(serde_json::to_string_pretty(&again).unwrap(), document);
 }

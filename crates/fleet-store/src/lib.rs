@@ -21,6 +21,7 @@
 //! [`PostgresStore`] the networked one, a PostgreSQL database several control planes can
 //! share. Both keep the same schema and write the same export documents.
 
+mod columns;
 mod error;
 mod model;
 mod postgres;

@@ -4,6 +4,7 @@
 //! statements as SQLite's (`sqlite/queries.rs`) wherever the two dialects agree.
 
 use super::{db_error, schema::IDENTITIES};
+use crate::columns::{page_size, page_start, parse, parse_json, text};
 use crate::model::AuditRow;
 use crate::{
     DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
@@ -11,8 +12,6 @@ use crate::{
     StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
@@ -956,40 +955,6 @@ fn opt_uint(row: &Row, idx: usize) -> Result<Option<u64>, StoreError> {
         })
     })
     .transpose()
-}
-
-/// Ids are never above `i64::MAX`: any larger `after` is past the end.
-fn page_start(after: u64) -> i64 {
-    i64::try_from(after).unwrap_or(i64::MAX)
-}
-
-fn page_size(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// An enum's serde spelling, which is also how it is stored.
-fn text<T: Serialize>(value: T) -> Result<String, StoreError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        other => Err(StoreError::Database(format!(
-            "cannot store {other:?} as a column value"
-        ))),
-    }
-}
-
-/// An enum from its stored serde spelling.
-fn parse<T: DeserializeOwned>(s: &str, what: impl FnOnce() -> String) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
-        StoreError::Corrupt {
-            what: format!("{}: {e}", what()),
-        }
-    })
-}
-
-fn parse_json(s: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
-        what: format!("{} is not JSON: {e}", what()),
-    })
 }
 
 /// Column `idx` of `row`: a value of another type, or a NULL where the model has none, is

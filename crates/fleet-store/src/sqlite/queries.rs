@@ -1,6 +1,7 @@
 //! The SQL behind each [`StateStore`](crate::StateStore) method, run synchronously on the
 //! store's connection. Each write is one transaction.
 
+use crate::columns::{page_size, page_start, parse, parse_json, text};
 use crate::model::AuditRow;
 use crate::{
     DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
@@ -9,8 +10,6 @@ use crate::{
 };
 use fleet_routes::audit::ToolCallRecord;
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn record_fleet_revision(
@@ -961,40 +960,6 @@ fn write(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError>
 fn id_of_last_insert(conn: &Connection) -> Result<u64, StoreError> {
     u64::try_from(conn.last_insert_rowid()).map_err(|_| StoreError::Corrupt {
         what: format!("negative row id {}", conn.last_insert_rowid()),
-    })
-}
-
-/// Ids are never above `i64::MAX`: any larger `after` is past the end.
-fn page_start(after: u64) -> i64 {
-    i64::try_from(after).unwrap_or(i64::MAX)
-}
-
-fn page_size(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// An enum's serde spelling, which is also how it is stored.
-fn text<T: Serialize>(value: T) -> Result<String, StoreError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        other => Err(StoreError::Database(format!(
-            "cannot store {other:?} as a column value"
-        ))),
-    }
-}
-
-/// An enum from its stored serde spelling.
-fn parse<T: DeserializeOwned>(s: &str, what: impl FnOnce() -> String) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| {
-        StoreError::Corrupt {
-            what: format!("{}: {e}", what()),
-        }
-    })
-}
-
-fn parse_json(s: &str, what: impl FnOnce() -> String) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
-        what: format!("{} is not JSON: {e}", what()),
     })
 }
 

@@ -58,6 +58,7 @@ on_both_backends!(
     a_fleet_revision_and_its_deployment_are_recorded_together_or_not_at_all,
     audit_records_are_exported_in_the_same_json_as_before,
     an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic,
+    a_killed_writer_loses_no_acknowledged_step,
 );
 
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +105,23 @@ enum Db {
 }
 
 impl Db {
+    /// The database [`locator`](Db::locator) gave.
+    fn at(locator: String) -> Db {
+        if locator.starts_with("postgres://") {
+            Db::Url(locator)
+        } else {
+            Db::File(PathBuf::from(locator))
+        }
+    }
+
+    /// Where it is, as text another process can take: the file's path or the URL.
+    fn locator(&self) -> String {
+        match self {
+            Db::File(path) => path.display().to_string(),
+            Db::Url(url) => url.clone(),
+        }
+    }
+
     /// A store on it, as the control plane opens one.
     async fn open(&self) -> Arc<dyn StateStore> {
         match self {
@@ -446,9 +464,8 @@ async fn an_unfinished_deployment_survives_reopening(b: Backend) {
     assert_eq!(unfinished[0].steps[0].step, json!({ "start": "a" }));
 }
 
-// SQLite only: the file itself.
-
-/// Set for the child process of [`a_killed_writer_loses_no_acknowledged_step`].
+/// Set for the child process of [`a_killed_writer_loses_no_acknowledged_step`]: its
+/// database ([`Db::locator`]).
 const CHILD_DB: &str = "FLEET_STORE_TEST_CHILD_DB";
 
 /// Not a test on its own: the child process of the kill test, which runs it by name with
@@ -457,10 +474,10 @@ const CHILD_DB: &str = "FLEET_STORE_TEST_CHILD_DB";
 #[tokio::test]
 #[ignore = "the child process of a_killed_writer_loses_no_acknowledged_step, which runs it"]
 async fn journal_steps_until_killed() {
-    let path = std::env::var_os(CHILD_DB).expect(
+    let db = std::env::var(CHILD_DB).expect(
         "run by a_killed_writer_loses_no_acknowledged_step, which sets FLEET_STORE_TEST_CHILD_DB",
     );
-    let store = open(Path::new(&path));
+    let store = Db::at(db).open().await;
     store
         .record_fleet_revision(fleet(vec![server("a", "1")]))
         .await
@@ -472,9 +489,8 @@ async fn journal_steps_until_killed() {
     }
 }
 
-#[test]
-fn a_killed_writer_loses_no_acknowledged_step() {
-    let dir = TempDir::new("kill");
+async fn a_killed_writer_loses_no_acknowledged_step(b: Backend) {
+    let db = b.database();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -482,13 +498,15 @@ fn a_killed_writer_loses_no_acknowledged_step() {
             "journal_steps_until_killed",
             "--nocapture",
         ])
-        .env(CHILD_DB, db(&dir))
+        .env(CHILD_DB, db.locator())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Blocking reads: nothing else runs on this test's runtime meanwhile.
     let mut acknowledged = 0;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if let Some(seq) = line.unwrap().strip_prefix("step ") {
+        // The first after libtest's `test NAME ... `, on the same line.
+        if let Some((_, seq)) = line.unwrap().split_once("step ") {
             acknowledged = seq.parse().unwrap();
             if acknowledged >= 20 {
                 break;
@@ -499,16 +517,13 @@ fn a_killed_writer_loses_no_acknowledged_step() {
     child.wait().unwrap();
     assert_eq!(acknowledged, 20, "the child stopped early");
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let unfinished = runtime
-        .block_on(open(&db(&dir)).unfinished_deployments())
-        .unwrap();
+    let unfinished = db.open().await.unfinished_deployments().await.unwrap();
     let steps = &unfinished[0].steps;
     assert!(steps.len() >= acknowledged, "{} steps", steps.len());
     assert!(steps.iter().zip(1..).all(|(s, seq)| s.seq == seq));
 }
+
+// SQLite only: the file itself.
 
 #[tokio::test]
 async fn a_newer_schema_is_refused_and_left_alone() {

@@ -1144,3 +1144,69 @@ async fn state_moves_from_sqlite_to_postgres_and_back_unchanged() {
     let again = back.export().await.unwrap();
     assert_eq!(serde_json::to_string_pretty(&again).unwrap(), document);
 }
+
+#[tokio::test]
+async fn postgres_a_connection_lost_mid_call_fails_that_call_alone() {
+    let url = pg::fresh_database();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    store
+        .record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let d = store.begin_deployment(deploy(1)).await.unwrap();
+
+    // Another session locks the deployment's row, so the store's next write to it waits in
+    // the middle of its call, its transaction begun.
+    let (mut other, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let locking = other.transaction().await.unwrap();
+    locking
+        .execute("SELECT 1 FROM deployments WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let finishing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .finish_deployment(d.id, DeploymentStatus::Succeeded, None)
+                .await
+        })
+    };
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        database_name(&url)
+    );
+    fleet_testkit::wait_until(
+        "the store's write waits for the row",
+        Duration::from_secs(10),
+        async || pg::cluster().psql("postgres", &waiting).trim() == "1",
+    )
+    .await;
+    locking
+        .execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // That call fails, naming the database, and left nothing behind.
+    let err = finishing.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Database(what) if what.starts_with(&url)),
+        "{err:?}"
+    );
+    locking.rollback().await.unwrap();
+    let unfinished = store.deployment(d.id).await.unwrap().unwrap();
+    assert_eq!(unfinished.state, DeploymentStatus::InProgress);
+    // The next call connects again.
+    store
+        .finish_deployment(d.id, DeploymentStatus::Succeeded, None)
+        .await
+        .unwrap();
+    assert_eq!(store.serving_fleet_revision().await.unwrap(), Some(1));
+}

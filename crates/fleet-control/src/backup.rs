@@ -2,8 +2,9 @@
 //! store read or loaded directly, under the directory's lock. (While a control plane runs,
 //! `GET /v1/state/export` exports through it; an import never happens under a running one.)
 
-use crate::{StateDir, StateDirError};
-use fleet_store::{SqliteStore, StateExport, StateStore, StoreError};
+use crate::store::open_sqlite;
+use crate::{StateDir, StateDirError, StoreLocation};
+use fleet_store::{StateExport, StateStore, StoreError};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -121,38 +122,51 @@ pub fn check_import_names(export: &StateExport) -> Result<(), BackupError> {
     }
 }
 
-/// The whole store of the state directory at `dir`, read in one transaction.
+/// The whole store of the fleet whose state directory is `dir` and whose store is at
+/// `location`, read in one transaction.
 ///
 /// # Errors
 /// See [`BackupError`]: no store, a control plane holds the directory
 /// ([`StateDirError::Locked`]), the store cannot be read.
-pub async fn export_state(dir: &Path) -> Result<StateExport, BackupError> {
-    let stopped = crate::record::open_stopped(dir).await?;
+pub async fn export_state(
+    dir: &Path,
+    location: &StoreLocation,
+) -> Result<StateExport, BackupError> {
+    let stopped = crate::record::open_stopped(dir, location).await?;
     Ok(stopped.store().export().await?)
 }
 
-/// Loads `state` into the state directory at `dir` (created if missing), whose store must be
-/// empty or absent. On any failure nothing is left behind: an absent store is built in a
-/// temporary file and renamed into place only once the import succeeded, and a directory
-/// this call created is removed again.
+/// Loads `state` into the store of the fleet whose state directory is `dir` and whose store
+/// is at `location`; the store must be empty or absent. On any failure nothing is left
+/// behind: a PostgreSQL store imports in one transaction; an absent state directory store
+/// is built in a temporary file and renamed into place only once the import succeeded, and
+/// a directory this call created is removed again.
 ///
 /// # Errors
 /// See [`BackupError`]: a name no fleet file can have ([`BackupError::InvalidNames`]), a
 /// control plane holds the directory ([`StateDirError::Locked`]), the store already holds
-/// data ([`StoreError::NotEmpty`]), the document has another format or contradicts itself.
-pub async fn import_state(dir: &Path, state: StateExport) -> Result<(), BackupError> {
+/// data ([`StoreError::NotEmpty`]), the document has another format or contradicts itself,
+/// the database cannot be reached.
+pub async fn import_state(
+    dir: &Path,
+    location: &StoreLocation,
+    state: StateExport,
+) -> Result<(), BackupError> {
     check_import_names(&state)?;
+    if let StoreLocation::Postgres { .. } = location {
+        return Ok(location.open(dir).await?.import(state).await?);
+    }
     let created = !dir.exists();
     let result = async {
         let held = StateDir::acquire(dir)?;
         let db = held.store_path();
         if db.exists() {
-            return Ok(open_store(db).await?.import(state).await?);
+            return Ok(open_sqlite(db).await?.import(state).await?);
         }
         let building = dir.join(format!("{}.importing", crate::state_dir::STORE));
         remove_database(&building);
         let loaded = async {
-            let store = open_store(building.clone()).await?;
+            let store = open_sqlite(building.clone()).await?;
             store.import(state).await?;
             // Closed before the rename: SQLite folds its write-ahead log into the file.
             drop(store);
@@ -172,12 +186,6 @@ pub async fn import_state(dir: &Path, state: StateExport) -> Result<(), BackupEr
         let _ = std::fs::remove_dir_all(dir);
     }
     result
-}
-
-pub(crate) async fn open_store(path: PathBuf) -> Result<SqliteStore, StoreError> {
-    tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-        .await
-        .map_err(|e| StoreError::Database(e.to_string()))?
 }
 
 /// Removes a database file and SQLite's files beside it.

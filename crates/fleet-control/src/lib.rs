@@ -22,6 +22,7 @@ mod event_log;
 pub mod record;
 mod runtime;
 mod state_dir;
+mod store;
 pub mod to_api;
 mod webhooks;
 
@@ -32,6 +33,7 @@ pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
 pub use runtime::{ClusterUnusable, FleetRuntime, check_cluster};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
+pub use store::StoreLocation;
 
 use deploy::Deployer;
 use event_log::EventLog;
@@ -175,15 +177,13 @@ impl ControlPlane {
             Ok::<_, StartError>(adoptable)
         };
         let store = async {
-            let path = state_dir.store_path();
-            tokio::task::spawn_blocking(move || fleet_store::SqliteStore::open(&path))
+            StoreLocation::of(fleet, host.clone())?
+                .open(state_dir.path())
                 .await
-                .map_err(|e| fleet_store::StoreError::Database(e.to_string()))?
         };
         let (adoptable, store) = tokio::join!(leftovers, store);
         let adoptable = adoptable?;
         let store = store?;
-        let store: Arc<dyn fleet_store::StateStore> = Arc::new(store);
         let gateway_listener = bind_gateway(fleet, listen).await?;
         let gateway_address = gateway_listener
             .local_addr()
@@ -623,11 +623,16 @@ fn live_limits(gateway: &fleet_spec::model::Gateway) -> fleet_gateway::LiveLimit
     }
 }
 
-/// The fleet-wide settings of `fleet` — its `gateway`, `admin` and `tracing` sections,
-/// tokens as hashes, secrets as `***` — as `GET /v1/settings` serves the running ones:
-/// what a deployment compares.
+/// The fleet-wide settings of `fleet` — its `gateway`, `admin`, `tracing` and `state`
+/// sections, tokens as hashes, secrets as `***` — as `GET /v1/settings` serves the running
+/// ones: what a deployment compares.
 pub fn fleet_settings(fleet: &ValidFleet) -> serde_json::Value {
-    serde_json::json!({ "gateway": fleet.gateway, "admin": fleet.admin, "tracing": fleet.tracing })
+    serde_json::json!({
+        "gateway": fleet.gateway,
+        "admin": fleet.admin,
+        "tracing": fleet.tracing,
+        "state": fleet.state,
+    })
 }
 
 /// The keys (`gateway.rate_limit`, `admin.listen`, …) whose values differ between the
@@ -639,7 +644,7 @@ pub fn changed_settings(current: &ValidFleet, new: &ValidFleet) -> Vec<String> {
 /// The `section.key`s whose values differ between two [`fleet_settings`].
 pub fn changed_keys(current: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     let mut changed = std::collections::BTreeSet::new();
-    for section in ["gateway", "admin", "tracing"] {
+    for section in ["gateway", "admin", "tracing", "state"] {
         let keys = |v: &serde_json::Value| {
             v[section]
                 .as_object()

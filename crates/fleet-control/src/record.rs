@@ -2,14 +2,15 @@
 //! audit, events — from the state store: through the admin API while a control plane runs,
 //! and from the store file directly once the fleet is down ([`open_stopped`]).
 
-use crate::backup::{BackupError, open_store};
-use crate::{StateDir, event_log};
+use crate::backup::BackupError;
+use crate::{StateDir, StoreLocation, event_log};
 use fleet_api::types::{
     AuditEntry, DeploymentKind, DeploymentState, EventRecord, HistoryEntry, RevisionState,
     ServerRevisionEntry,
 };
-use fleet_store::{DeploymentStatus, SqliteStore, StateStore, StoreError};
+use fleet_store::{DeploymentStatus, StateStore, StoreError};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Why a server's revisions cannot be listed.
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +186,11 @@ pub async fn latest_events(
         .collect())
 }
 
-/// The store of a fleet no control plane runs, held (the state directory locked) while
-/// it is read.
+/// The store of a fleet no control plane of this state directory runs, held (the
+/// directory locked, when the store is its file) while it is read.
 pub struct StoppedFleet {
-    _held: StateDir,
-    store: SqliteStore,
+    _held: Option<StateDir>,
+    store: Arc<dyn StateStore>,
 }
 
 impl std::fmt::Debug for StoppedFleet {
@@ -200,24 +201,35 @@ impl std::fmt::Debug for StoppedFleet {
 
 impl StoppedFleet {
     pub fn store(&self) -> &dyn StateStore {
-        &self.store
+        self.store.as_ref()
     }
 }
 
-/// Opens the store of the state directory at `dir` for reading its record.
+/// Opens the store of the fleet whose state directory is `dir` and whose store is at
+/// `location`, for reading its record.
 ///
 /// # Errors
 /// See [`BackupError`]: no store (nothing was ever deployed), a control plane holds the
-/// directory, the store cannot be opened.
-pub async fn open_stopped(dir: &Path) -> Result<StoppedFleet, BackupError> {
-    let db = dir.join(crate::state_dir::STORE);
+/// directory, the store cannot be opened or reached.
+pub async fn open_stopped(
+    dir: &Path,
+    location: &StoreLocation,
+) -> Result<StoppedFleet, BackupError> {
+    if let StoreLocation::Postgres { .. } = location {
+        // Shared by every control plane of the fleet: read without taking a directory.
+        let store = location.open(dir).await?;
+        return Ok(StoppedFleet { _held: None, store });
+    }
     // Checked before taking the directory, which would create it.
-    if !db.exists() {
+    if !dir.join(crate::state_dir::STORE).exists() {
         return Err(BackupError::NoStore {
             dir: dir.to_path_buf(),
         });
     }
     let held = StateDir::acquire(dir)?;
-    let store = open_store(db).await?;
-    Ok(StoppedFleet { _held: held, store })
+    let store = location.open(dir).await?;
+    Ok(StoppedFleet {
+        _held: Some(held),
+        store,
+    })
 }

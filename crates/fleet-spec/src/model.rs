@@ -43,6 +43,10 @@ pub struct ValidFleet {
     /// Left out when off, as the fleet read before the key existed.
     #[serde(skip_serializing_if = "Tracing::is_off")]
     pub tracing: Tracing,
+    /// Left out when it is the state directory's SQLite file, as the fleet read before
+    /// the key existed.
+    #[serde(skip_serializing_if = "State::is_local")]
+    pub state: State,
 }
 
 impl ValidFleet {
@@ -169,6 +173,28 @@ impl Tracing {
     pub fn is_off(&self) -> bool {
         self.otlp.is_none()
     }
+}
+
+/// Where the control plane keeps its state store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct State {
+    /// `None`: the SQLite database in the state directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<Postgres>,
+}
+
+impl State {
+    /// Whether the store is the state directory's own SQLite file.
+    pub fn is_local(&self) -> bool {
+        self.postgres.is_none()
+    }
+}
+
+/// A PostgreSQL database holding the state store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Postgres {
+    /// The connection URL; a password in it comes from a secret, shown as `***`.
+    pub url: Text,
 }
 
 /// Spans exported over OTLP/HTTP.

@@ -57,6 +57,10 @@ pub struct RawFleet {
     /// Traces of deployments and gateway requests, sent to an OpenTelemetry collector.
     #[serde(default)]
     pub tracing: Recover<RawTracing>,
+    /// Where the control plane keeps its state (revisions, deployments, events, audit).
+    /// Absent: a SQLite database in the state directory.
+    #[serde(default)]
+    pub state: Recover<RawState>,
 }
 
 /// What an environment may override.
@@ -88,6 +92,8 @@ pub struct RawOverlay {
     pub logging: Option<RawLogging>,
     #[serde(default)]
     pub tracing: Option<RawTracing>,
+    #[serde(default)]
+    pub state: Option<RawState>,
 }
 
 /// Where a secret's value comes from. Exactly one of `env` or `file`.
@@ -167,6 +173,28 @@ pub struct RawOtlp {
     pub sample_ratio: Option<Spanned<f64>>,
     /// `service.name` of the spans. Default `mcpfleet`.
     pub service_name: Option<Spanned<String>>,
+}
+
+/// Where the control plane keeps its state store.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "State")]
+pub struct RawState {
+    /// A PostgreSQL database instead of the state directory's SQLite file: what several
+    /// control planes share.
+    #[serde(default)]
+    pub postgres: Recover<Spanned<RawPostgres>>,
+}
+
+/// A PostgreSQL database holding the state store.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Postgres")]
+pub struct RawPostgres {
+    /// The connection URL, `postgres://USER@HOST:PORT/DATABASE` (libpq's URL form, its
+    /// query parameters included). A password must come from a secret:
+    /// `"{{ secret('state_db') }}"` for the whole URL, or in place of the password.
+    pub url: Option<Spanned<String>>,
 }
 
 /// How log lines are written.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod kubernetes;
 mod notifications;
+mod state;
 mod tracing;
 pub use kubernetes::{DNS_LABEL_RULE, DNS_SUBDOMAIN_RULE, is_dns_label, is_dns_subdomain};
 
@@ -370,6 +371,7 @@ impl Validator {
                 .map_or_else(LogFormat::default, |f| f.value),
         };
         let tracing = self.tracing(raw.tracing.0.as_ref(), &templates);
+        let state = self.state(raw.state.0.as_ref(), &templates);
         let defaults = raw.defaults.0.unwrap_or_default();
 
         let mut servers = Vec::new();
@@ -422,6 +424,7 @@ impl Validator {
             servers,
             logging,
             tracing,
+            state,
         }
     }
 

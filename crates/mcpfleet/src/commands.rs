@@ -3,12 +3,14 @@
 
 use crate::PlanFormat;
 use anyhow::{Context, Result, bail};
+use fleet_control::StoreLocation;
 use fleet_spec::diag::render_all;
 use fleet_spec::import::ClientKind;
 use fleet_spec::{Checked, LoadOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 const INVALID: u8 = 1;
 
@@ -99,7 +101,8 @@ pub(crate) async fn plan(
         Err(_) => return Ok(ExitCode::from(INVALID)),
     };
     let dir = state_dir.unwrap_or_else(|| fleet_control::default_state_dir(&fleet.name));
-    let deployed = match crate::record::deployed(&dir).await? {
+    let location = StoreLocation::of(&fleet, Arc::new(fleet_spec::template::SystemHost))?;
+    let deployed = match crate::record::deployed(&dir, &location).await? {
         Ok(deployed) => deployed,
         Err(code) => return Ok(code),
     };

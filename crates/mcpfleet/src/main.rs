@@ -249,6 +249,9 @@ enum Command {
         keep: Option<u32>,
         #[command(flatten)]
         fleet: FleetArgs,
+        /// Apply the `environments.<E>` overlay (its `state:` names the store).
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
     },
     /// Load an `export-state` file into a state directory whose store is empty or absent,
     /// while no control plane runs there. Nothing is written if it fails.
@@ -261,6 +264,9 @@ enum Command {
         /// Where to import (default: the fleet file's, else the exported fleet's).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Apply the `environments.<E>` overlay (its `state:` names the store).
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
     },
     /// Run every health check of the running fleet once and report; exit 1 if any fails.
     Check {
@@ -699,18 +705,31 @@ fn main() -> ExitCode {
         Command::Audit { after, fleet } => {
             block_on(record::audit(&fleet.file, fleet.state_dir, after, json))
         }
-        Command::ExportState { to, keep, fleet } => block_on(record::export_state(
+        Command::ExportState {
+            to,
+            keep,
+            fleet,
+            environment,
+        } => block_on(record::export_state(
             &to,
             keep,
             &fleet.file,
             fleet.state_dir,
+            environment,
             json,
         )),
         Command::ImportState {
             from,
             file,
             state_dir,
-        } => block_on(record::import_state(&from, &file.file, state_dir, json)),
+            environment,
+        } => block_on(record::import_state(
+            &from,
+            &file.file,
+            state_dir,
+            environment,
+            json,
+        )),
         Command::Down { fleet } => block_on(fleet::down(&fleet.file, fleet.state_dir, json)),
     };
     match result {

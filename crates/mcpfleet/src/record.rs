@@ -6,7 +6,9 @@
 use crate::fleet::state_dir_of;
 use anyhow::{Context, Result};
 use fleet_api::Client;
-use fleet_control::{BackupError, StateDirError, StateExport, default_state_dir, record};
+use fleet_control::{
+    BackupError, StateDirError, StateExport, StoreLocation, default_state_dir, record,
+};
 use fleet_plan::{DeployedFleet, DeployedServer};
 use fleet_store::{StateStore, StoreError};
 use std::path::{Path, PathBuf};
@@ -130,16 +132,51 @@ pub(crate) enum Source {
 
 /// The record of the fleet of `file` / `state_dir`, whether its control plane runs or not.
 pub(crate) async fn read(file: &Path, state_dir: Option<PathBuf>) -> Result<Source> {
-    read_dir(&state_dir_of(file, state_dir)?).await
+    let location = store_location(file, None)?;
+    read_dir(&state_dir_of(file, state_dir)?, &location).await
 }
 
-/// The record of the fleet whose state directory is `dir`.
-async fn read_dir(dir: &Path) -> Result<Source> {
+/// Where the fleet of `file` (with the overlay of environment `env`) keeps its state store:
+/// the PostgreSQL database of its `state.postgres`, its secrets read now, else its state
+/// directory. Only a file that says `state:` somewhere is validated for it: a mistake
+/// elsewhere in the file does not keep a stopped fleet's record from being read.
+pub(crate) fn store_location(file: &Path, env: Option<String>) -> Result<StoreLocation> {
+    let says_state = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| fleet_spec::yaml::parse(&text).ok())
+        .is_some_and(|root| {
+            let in_environments = match root.get("environments").map(|e| &e.value) {
+                Some(fleet_spec::yaml::Value::Map(entries)) => entries
+                    .iter()
+                    .any(|(_, overlay)| overlay.get("state").is_some()),
+                _ => false,
+            };
+            root.get("state").is_some() || in_environments
+        });
+    if !says_state {
+        return Ok(StoreLocation::StateDir);
+    }
+    let checked = crate::commands::check(file, env)?;
+    crate::commands::print_diagnostics(&checked);
+    let Ok(fleet) = checked.into_valid() else {
+        anyhow::bail!(
+            "{} is not valid, so where its state store is cannot be told; fix it (`mcpfleet validate`)",
+            file.display()
+        );
+    };
+    Ok(StoreLocation::of(
+        &fleet,
+        std::sync::Arc::new(fleet_spec::template::SystemHost),
+    )?)
+}
+
+/// The record of the fleet whose state directory is `dir` and whose store is at `location`.
+async fn read_dir(dir: &Path, location: &StoreLocation) -> Result<Source> {
     let client = Client::new(dir);
     if client.is_running().await {
         return Ok(Source::Running(client));
     }
-    Ok(match record::open_stopped(dir).await {
+    Ok(match record::open_stopped(dir, location).await {
         Ok(fleet) => Source::Stopped(Some(fleet)),
         Err(BackupError::NoStore { .. }) => Source::Stopped(None),
         Err(e) => Source::Failed(backup_failure(
@@ -149,12 +186,16 @@ async fn read_dir(dir: &Path) -> Result<Source> {
     })
 }
 
-/// What is deployed in the fleet whose state directory is `dir`, for `plan` to diff
+/// What is deployed in the fleet whose state directory is `dir` and whose store is at
+/// `location`, for `plan` to diff
 /// against: what the running control plane serves, else what the store of the stopped
 /// fleet records as serving (its serving fleet revision's server revisions), else nothing
 /// (`None`: everything is new). `Err`: neither could be read (the reason was printed).
-pub(crate) async fn deployed(dir: &Path) -> Result<Result<Option<DeployedFleet>, ExitCode>> {
-    let servers: Vec<DeployedServer> = match read_dir(dir).await? {
+pub(crate) async fn deployed(
+    dir: &Path,
+    location: &StoreLocation,
+) -> Result<Result<Option<DeployedFleet>, ExitCode>> {
+    let servers: Vec<DeployedServer> = match read_dir(dir, location).await? {
         Source::Running(client) => client
             .deployed()
             .await?
@@ -260,25 +301,27 @@ pub(crate) async fn export_state(
     keep: Option<u32>,
     file: &Path,
     state_dir: Option<PathBuf>,
+    environment: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
     let dir = state_dir_of(file, state_dir)?;
+    let location = store_location(file, environment)?;
     let client = Client::new(&dir);
     let export: StateExport = if client.is_running().await {
         let body = client.export_state().await?;
         serde_json::from_slice(&body).context("the control plane's export does not parse")?
     } else {
-        match fleet_control::export_state(&dir).await {
+        match fleet_control::export_state(&dir, &location).await {
             Ok(export) => export,
             Err(e) => {
-                let what = format!("export the state of {}", dir.display());
+                let what = format!("export the state of {}", store_named(&dir, &location));
                 return Ok(backup_failure(&e, &what));
             }
         }
     };
     let text = serde_json::to_string_pretty(&export)? + "\n";
     crate::commands::write_atomically(out, &text, 0o600)?;
-    let code = report(&export, "exported", &dir, out, json)?;
+    let code = report(&export, "exported", &dir, &location, out, json)?;
     if let Some(keep) = keep {
         for removed in prune_exports(out, keep as usize)? {
             if !json {
@@ -333,6 +376,7 @@ pub(crate) async fn import_state(
     input: &Path,
     file: &Path,
     state_dir: Option<PathBuf>,
+    environment: Option<String>,
     json: bool,
 ) -> Result<ExitCode> {
     let text = std::fs::read_to_string(input)
@@ -373,11 +417,28 @@ pub(crate) async fn import_state(
         );
         return Ok(ExitCode::from(NOT_RUNNING));
     }
-    if let Err(e) = fleet_control::import_state(&dir, export.clone()).await {
-        let what = format!("import {} into {}", input.display(), dir.display());
+    let location = match file.exists() {
+        true => store_location(file, environment)?,
+        false => StoreLocation::StateDir,
+    };
+    if let Err(e) = fleet_control::import_state(&dir, &location, export.clone()).await {
+        let what = format!(
+            "import {} into {}",
+            input.display(),
+            store_named(&dir, &location)
+        );
         return Ok(backup_failure(&e, &what));
     }
-    report(&export, "imported", &dir, input, json)
+    report(&export, "imported", &dir, &location, input, json)
+}
+
+/// The store as messages name it: the state directory, or the database's URL as the fleet
+/// file shows it (secrets as `***`).
+fn store_named(dir: &Path, location: &StoreLocation) -> String {
+    match location {
+        StoreLocation::StateDir => dir.display().to_string(),
+        StoreLocation::Postgres { shown, .. } => shown.clone(),
+    }
 }
 
 /// Says why an export or import did not happen; the exit code.
@@ -396,11 +457,14 @@ fn report(
     export: &StateExport,
     done: &str,
     dir: &Path,
+    location: &StoreLocation,
     file: &Path,
     json: bool,
 ) -> Result<ExitCode> {
+    let store = store_named(dir, location);
     let counts = serde_json::json!({
         "state_dir": dir.display().to_string(),
+        "store": store,
         "file": file.display().to_string(),
         "format": export.format,
         "fleet_revisions": export.fleet_revisions.len(),
@@ -412,10 +476,11 @@ fn report(
     if json {
         println!("{}", serde_json::to_string_pretty(&counts)?);
     } else {
+        let file = file.display().to_string();
         let (from, to) = if done == "exported" {
-            (dir, file)
+            (&store, &file)
         } else {
-            (file, dir)
+            (&file, &store)
         };
         eprintln!(
             "{done} {} fleet revisions, {} server revisions, {} deployments, {} events and {} audit records from {} to {}",
@@ -424,8 +489,8 @@ fn report(
             export.deployments.len(),
             export.events.len(),
             export.audit.len(),
-            from.display(),
-            to.display()
+            from,
+            to
         );
     }
     Ok(ExitCode::SUCCESS)

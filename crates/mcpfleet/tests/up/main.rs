@@ -25,6 +25,7 @@ mod logs;
 mod messages;
 mod observability;
 mod pod_network;
+mod postgres;
 mod recovery;
 mod restart;
 mod status;

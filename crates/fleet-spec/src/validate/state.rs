@@ -1,0 +1,126 @@
+//! The fleet file's `state:` block: where the control plane keeps its state store (the
+//! state directory's SQLite file, or a PostgreSQL database), checked into [`State`].
+//!
+//! Deliberately not here: reading the URL's secret or connecting (the control plane does,
+//! when it starts).
+
+use super::Validator;
+use crate::model::{Postgres, State};
+use crate::raw::RawState;
+use crate::template::{Scope, Templates};
+
+/// How a URL's secret appears in the shown text.
+const HIDDEN: &str = "***";
+
+impl Validator {
+    pub(super) fn state(&mut self, raw: Option<&RawState>, templates: &Templates) -> State {
+        // A `postgres:` that did not decode has its error already.
+        let Some(postgres) = raw.and_then(|s| s.postgres.0.as_ref()) else {
+            return State::default();
+        };
+        let Some(url) = &postgres.value.url else {
+            self.error("the `postgres` block has no `url`", postgres.span)
+                .help = Some(
+                "add `url: \"{{ secret('state_db') }}\"` with a secret holding `postgres://USER:PASSWORD@HOST:5432/DATABASE`"
+                    .into(),
+            );
+            return State::default();
+        };
+        let text = self.render(templates, url, Scope::FLEET);
+        if let Some(problem) = url_problem(&text.shown) {
+            let help = match problem {
+                UrlProblem::Scheme => {
+                    "write a PostgreSQL URL, `postgres://USER@HOST:5432/DATABASE` (libpq's key=value form is not read)"
+                }
+                UrlProblem::Password => {
+                    "a password written in the file would be kept in every revision the store records: declare a secret and write `postgres://USER:{{ secret('state_db_password') }}@HOST/DATABASE`, or the whole URL as `{{ secret('state_db') }}`"
+                }
+            };
+            self.error(problem.message(), url.span).help = Some(help.into());
+        }
+        State {
+            postgres: Some(Postgres { url: text }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UrlProblem {
+    Scheme,
+    Password,
+}
+
+impl UrlProblem {
+    fn message(self) -> &'static str {
+        match self {
+            UrlProblem::Scheme => "the state database's URL is not a `postgres://` URL",
+            UrlProblem::Password => "the state database's password is written in the file",
+        }
+    }
+}
+
+/// What is wrong with a PostgreSQL URL as shown (secrets as `***`), if anything can be
+/// told before its secrets are read. A URL that is a secret as a whole is checked when
+/// the control plane reads it.
+fn url_problem(shown: &str) -> Option<UrlProblem> {
+    if shown.starts_with(HIDDEN) {
+        return None;
+    }
+    let rest = shown
+        .strip_prefix("postgres://")
+        .or_else(|| shown.strip_prefix("postgresql://"));
+    let Some(rest) = rest else {
+        return Some(UrlProblem::Scheme);
+    };
+    let (authority, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, query),
+        None => (rest, ""),
+    };
+    let authority = authority.split('/').next().unwrap_or_default();
+    let in_userinfo = authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password);
+    // libpq also reads a password from the query string.
+    let in_query = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "password")
+        .map(|(_, password)| password);
+    let written = [in_userinfo, in_query]
+        .into_iter()
+        .flatten()
+        .any(|password| !password.is_empty() && !password.contains(HIDDEN));
+    written.then_some(UrlProblem::Password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UrlProblem, url_problem};
+
+    #[test]
+    fn a_password_must_come_from_a_secret() {
+        for fine in [
+            "***",
+            "postgres://mcpfleet@db:5432/state",
+            "postgresql://mcpfleet:***@db/state",
+            "postgres:///state?host=/run/postgresql",
+            "postgres://mcpfleet@db/state?password=***&sslmode=require",
+            "postgres://db/state?application_name=a:b@c",
+        ] {
+            assert_eq!(url_problem(fine), None, "{fine}");
+        }
+        for (bad, problem) in [
+            ("postgres://mcpfleet:hunter2@db/state", UrlProblem::Password),
+            ("postgres://u:hunter2@***/state", UrlProblem::Password),
+            (
+                "postgres://u@db/state?sslmode=require&password=hunter2",
+                UrlProblem::Password,
+            ),
+            ("mysql://u@db/state", UrlProblem::Scheme),
+            ("host=db user=mcpfleet", UrlProblem::Scheme),
+        ] {
+            assert_eq!(url_problem(bad), Some(problem), "{bad}");
+        }
+    }
+}

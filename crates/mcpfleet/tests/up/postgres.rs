@@ -1,0 +1,234 @@
+//! A fleet whose state store is a PostgreSQL database (`state.postgres`): a real PostgreSQL
+//! (the test process's private cluster, a fresh database per test), `mcpfleet up` keeping
+//! its record there across `down` and `up`, and `export-state` / `import-state` moving a
+//! fleet between SQLite and PostgreSQL both ways.
+
+use super::*;
+use fleet_api::types::HistoryEntry;
+
+/// The password the state database's URL carries: it must never be shown or stored.
+const PASSWORD: &str = "pg-pass-7c1d";
+
+/// `url` with [`PASSWORD`] as its password (the private cluster trusts every login, so
+/// any password connects).
+fn with_password(url: &str) -> String {
+    url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{PASSWORD}@"),
+        1,
+    )
+}
+
+/// One http server, the store in the database of the secret `STATE_DB` when `postgres`.
+fn one_server(name: &str, args: &str, postgres: bool) -> String {
+    let state = if postgres {
+        "secrets:\n  state_db: { env: STATE_DB }\nstate:\n  postgres:\n    url: \"{{ secret('state_db') }}\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+version: 1
+name: {name}
+{state}servers:
+  api:
+    http: {{ command: SAMPLE, args: ["--transport", "http", "--port", "{{{{ port }}}}"{args}] }}
+gateway:
+  listen: 127.0.0.1:0
+"#
+    )
+}
+
+fn history(fleet: &Fleet) -> Vec<HistoryEntry> {
+    let out = fleet.mcpfleet(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every file under `dir`, read as bytes, does not hold `secret`.
+fn assert_nowhere_under(dir: &Path, secret: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_nowhere_under(&path, secret);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{} holds the database password", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_fleet_on_postgres_keeps_its_record_there_across_down_and_up() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-record", &one_server("pg-record", "", true))
+        .with_env("STATE_DB", &with_password(&url));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(PASSWORD), "{}", text(&out));
+    assert!(
+        !fleet.state_dir().join("state.db").exists(),
+        "the store is the database, not the state directory's file"
+    );
+    let cluster = fleet_testkit::postgres::cluster();
+    let database = url.rsplit('/').next().unwrap();
+    let rows = cluster.psql(database, "SELECT count(*) FROM deployments");
+    assert_eq!(rows.trim(), "1", "the deployment is a row of the database");
+
+    // Moving the store needs a restart: refused, saying so.
+    let moved = fleet.dir.join("mcpfleet.yaml");
+    let file = std::fs::read_to_string(&moved).unwrap();
+    std::fs::write(
+        &moved,
+        one_server("pg-record", "", false).replace("SAMPLE", &sample()),
+    )
+    .unwrap();
+    let out = fleet.mcpfleet(&["deploy"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("state.postgres"), "{}", text(&out));
+    std::fs::write(&moved, file).unwrap();
+
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Stopped: `history` reads the database the file names.
+    assert_eq!(history(&fleet).len(), 1);
+
+    let changed = one_server("pg-record", r#", "--name", "second""#, true);
+    std::fs::write(&moved, changed.replace("SAMPLE", &sample())).unwrap();
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let history = history(&fleet);
+    assert_eq!(
+        history
+            .iter()
+            .map(|h| (h.revision, h.from_revision))
+            .collect::<Vec<_>>(),
+        [(1, None), (2, Some(1))],
+        "the second `up` went on from the database's record: {history:#?}"
+    );
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nowhere_under(&fleet.dir, PASSWORD);
+    let stored = cluster.psql(database, "SELECT source FROM fleet_revisions");
+    assert!(!stored.contains(PASSWORD), "{stored}");
+}
+
+#[test]
+fn export_state_moves_a_fleet_from_sqlite_to_postgres_and_back() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-move", &one_server("pg-move", "", false))
+        .with_env("STATE_DB", &with_password(&url));
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let from_sqlite = fleet.dir.join("from-sqlite.json");
+    let out = fleet.mcpfleet(&["export-state", from_sqlite.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The same fleet, its store now the database.
+    let file = fleet.dir.join("mcpfleet.yaml");
+    std::fs::write(
+        &file,
+        one_server("pg-move", "", true).replace("SAMPLE", &sample()),
+    )
+    .unwrap();
+    let out = fleet.mcpfleet(&[
+        "import-state",
+        from_sqlite.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["deployments"], 1, "{report}");
+    // The database, named without its password.
+    let store = report["store"].as_str().unwrap();
+    assert!(
+        store.starts_with("postgres://postgres:***@127.0.0.1:"),
+        "{report}"
+    );
+    assert!(!text(&out).contains(PASSWORD), "{}", text(&out));
+    // A second import finds the database holding data: refused, nothing changed.
+    let out = fleet.mcpfleet(&["import-state", from_sqlite.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("already holds data"), "{}", text(&out));
+    assert!(!text(&out).contains(PASSWORD), "{}", text(&out));
+
+    let from_postgres = fleet.dir.join("from-postgres.json");
+    let out = fleet.mcpfleet(&["export-state", from_postgres.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&from_postgres).unwrap(),
+        std::fs::read_to_string(&from_sqlite).unwrap(),
+        "every id and number kept"
+    );
+
+    // `up` on the database goes on from the imported record.
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server(&fleet.status(), "api").revision, Some(1));
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // And back: into a fresh state directory's SQLite file.
+    let after = fleet.dir.join("after.json");
+    let out = fleet.mcpfleet(&["export-state", after.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(
+        &file,
+        one_server("pg-move", "", false).replace("SAMPLE", &sample()),
+    )
+    .unwrap();
+    let fresh = fleet.dir.join("fresh");
+    let on_fresh = |command: &str, path: &Path| {
+        fleet
+            .command()
+            .arg(command)
+            .arg(path)
+            .arg("--state-dir")
+            .arg(&fresh)
+            .output()
+            .unwrap()
+    };
+    let out = on_fresh("import-state", &after);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = fleet.dir.join("again.json");
+    let out = on_fresh("export-state", &again);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        std::fs::read_to_string(&after).unwrap()
+    );
+}
+
+#[test]
+fn an_unreachable_state_database_stops_up_with_a_clear_error_and_no_password() {
+    let cluster = fleet_testkit::postgres::cluster();
+    // A database that does not exist on the running server: refused at login.
+    let url = format!(
+        "postgres://postgres:{PASSWORD}@127.0.0.1:{}/no_such_database",
+        cluster.port()
+    );
+    let fleet = Fleet::new("pg-unreachable", &one_server("pg-unreachable", "", true))
+        .with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("state database"), "{said}");
+    assert!(said.contains("no_such_database"), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert_nowhere_under(&fleet.dir, PASSWORD);
+
+    // A secret that is not a PostgreSQL URL: said before anything starts.
+    let fleet = Fleet::new("pg-not-a-url", &one_server("pg-not-a-url", "", true))
+        .with_env("STATE_DB", &format!("mysql://root:{PASSWORD}@db/x"));
+    let out = fleet.up();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a postgres:// URL"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(PASSWORD), "{}", text(&out));
+}

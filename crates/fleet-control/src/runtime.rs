@@ -8,7 +8,7 @@ use fleet_runtime::{
     Reaped, Runtime, RuntimeError, StartError,
 };
 use fleet_runtime_kube::{Cluster, ClusterAccess, ConnectError, KubeRuntime, KubeSettings};
-use fleet_spec::model::{PodReach, RuntimeKind, ValidFleet};
+use fleet_spec::model::{RuntimeKind, ValidFleet};
 use futures::stream::BoxStream;
 use std::collections::HashSet;
 use std::path::Path;
@@ -40,7 +40,7 @@ impl FleetRuntime {
             RuntimeKind::Kubernetes => {
                 let access = cluster_access(fleet);
                 let settings = KubeSettings {
-                    reach: fleet.kubernetes.reach.unwrap_or(default_reach(&access)),
+                    reach: fleet.kubernetes.reach.unwrap_or(access.default_reach()),
                     ..KubeSettings::default()
                 };
                 let cluster = Cluster::connect(&access).await?;
@@ -152,17 +152,6 @@ fn cluster_access(fleet: &ValidFleet) -> ClusterAccess {
     }
 }
 
-/// How http pods are reached when the fleet file does not say (`kubernetes.reach`): a
-/// control plane with the pod's service account runs in the cluster and reaches pod IPs;
-/// one with a kubeconfig is taken to run outside, where pod IPs are not routed, and
-/// forwards through the API server.
-fn default_reach(access: &ClusterAccess) -> PodReach {
-    match access {
-        ClusterAccess::InCluster => PodReach::PodIp,
-        ClusterAccess::Kubeconfig { .. } => PodReach::PortForward,
-    }
-}
-
 impl Runtime for FleetRuntime {
     async fn start(&self, spec: InstanceSpec) -> Result<Instance, StartError> {
         match self {
@@ -225,20 +214,5 @@ impl Runtime for FleetRuntime {
             FleetRuntime::Local(local) => local.logs(id, lines, follow),
             FleetRuntime::Kubernetes(kube) => kube.logs(id, lines, follow),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pods_are_reached_at_their_ip_from_inside_the_cluster_and_forwarded_to_from_outside() {
-        assert_eq!(default_reach(&ClusterAccess::InCluster), PodReach::PodIp);
-        let kubeconfig = ClusterAccess::Kubeconfig {
-            path: None,
-            context: None,
-        };
-        assert_eq!(default_reach(&kubeconfig), PodReach::PortForward);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use fleet_spec::model::PodReach;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
@@ -24,6 +25,19 @@ pub enum ClusterAccess {
     /// The service account of the pod this process runs in
     /// (`KUBERNETES_SERVICE_HOST` and the mounted token).
     InCluster,
+}
+
+impl ClusterAccess {
+    /// How http pods are reached when the fleet file does not say (`kubernetes.reach`): a
+    /// control plane with the pod's service account runs in the cluster and reaches pod
+    /// IPs; one with a kubeconfig is taken to run outside, where pod IPs are not routed,
+    /// and forwards through the API server.
+    pub fn default_reach(&self) -> PodReach {
+        match self {
+            ClusterAccess::InCluster => PodReach::PodIp,
+            ClusterAccess::Kubeconfig { .. } => PodReach::PortForward,
+        }
+    }
 }
 
 /// Why [`Cluster::connect`] could not build a client. Nothing is sent to the cluster
@@ -351,5 +365,20 @@ fn check_context(kubeconfig: &Kubeconfig, context: Option<&str>) -> Result<Strin
             })
         }
         Some(wanted) => Ok(wanted.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_are_reached_at_their_ip_from_inside_the_cluster_and_forwarded_to_from_outside() {
+        assert_eq!(ClusterAccess::InCluster.default_reach(), PodReach::PodIp);
+        let kubeconfig = ClusterAccess::Kubeconfig {
+            path: None,
+            context: None,
+        };
+        assert_eq!(kubeconfig.default_reach(), PodReach::PortForward);
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use fleet_spec::model::PodReach;
 use futures::StreamExt as _;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -12,6 +13,8 @@ use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
+#[cfg(doc)]
+use crate::cluster::ClusterAccess;
 use crate::cluster::{ApiError, Cluster};
 use crate::kinds::{self, Scope};
 use crate::quantity::Quantity;
@@ -170,13 +173,21 @@ impl Cluster {
     /// newer); the namespace exists or may be created; the credentials hold every
     /// permission apply and the runtime need (one SelfSubjectAccessReview each); every
     /// referenced Secret key exists (values are never read into the report); any
-    /// ResourceQuota in the namespace leaves room for the fleet's Deployments.
+    /// ResourceQuota in the namespace leaves room for the fleet's Deployments. `reach` is
+    /// how a control plane run with these credentials reaches http pods (the fleet's
+    /// `kubernetes.reach`, else [`ClusterAccess::default_reach`]): with
+    /// [`PodReach::PortForward`] they also need `create` on `pods/portforward`.
     ///
     /// When `/version` fails (the API server unreachable, the credentials refused) that
     /// one failure is the report; other failed requests become lines and the checks go on.
     /// A quota that may be too small is a warning: a running fleet's own pods are still
     /// counted in its `used`.
-    pub async fn preflight(&self, objects: &[Value], secrets: &[SecretKeyRef]) -> PreflightReport {
+    pub async fn preflight(
+        &self,
+        objects: &[Value],
+        secrets: &[SecretKeyRef],
+        reach: PodReach,
+    ) -> PreflightReport {
         let mut report = PreflightReport::default();
         match self.client.apiserver_version().await {
             Ok(info) => {
@@ -196,7 +207,8 @@ impl Cluster {
             return report;
         };
         let namespace_exists = self.check_namespace(&mut report, &namespace).await;
-        self.check_access(&mut report, objects, &namespace).await;
+        self.check_access(&mut report, objects, &namespace, reach)
+            .await;
         self.check_secrets(&mut report, &namespace, namespace_exists, secrets)
             .await;
         if namespace_exists {
@@ -271,8 +283,14 @@ impl Cluster {
         }
     }
 
-    async fn check_access(&self, report: &mut PreflightReport, objects: &[Value], namespace: &str) {
-        let needed = needed_permissions(objects, namespace);
+    async fn check_access(
+        &self,
+        report: &mut PreflightReport,
+        objects: &[Value],
+        namespace: &str,
+        reach: PodReach,
+    ) {
+        let needed = needed_permissions(objects, namespace, reach);
         let reviews: Vec<(Permission, Result<Review, ApiError>)> = futures::stream::iter(needed)
             .map(|permission| async move {
                 let review = self.review(&permission).await;
@@ -601,10 +619,11 @@ fn fleet_namespace(objects: &[Value]) -> Option<String> {
 }
 
 /// Every permission the deploy needs, sorted and without repeats: [`APPLY_VERBS`] on
-/// each kind applied, [`ROLLOUT_VERBS`] on Deployments, and every rule of each Role the
-/// fleet applies — the control plane's permissions at run time, which RBAC lets a user
-/// grant only if the user holds them.
-fn needed_permissions(objects: &[Value], namespace: &str) -> Vec<Permission> {
+/// each kind applied, [`ROLLOUT_VERBS`] on Deployments, every rule of each Role the fleet
+/// applies — the control plane's permissions at run time, which RBAC lets a user grant
+/// only if the user holds them — and, when a control plane with these credentials
+/// reaches http pods through port-forward (`reach`), `create` on `pods/portforward`.
+fn needed_permissions(objects: &[Value], namespace: &str, reach: PodReach) -> Vec<Permission> {
     let in_namespace = |verb: &str, group: &str, resource: &str| {
         let (resource, subresource) = match resource.split_once('/') {
             Some((resource, subresource)) => (resource, Some(subresource.to_owned())),
@@ -643,6 +662,14 @@ fn needed_permissions(objects: &[Value], namespace: &str) -> Vec<Permission> {
     }
     for verb in ROLLOUT_VERBS {
         needed.push(in_namespace(verb, "apps", "deployments"));
+    }
+    // A control plane run with these credentials — outside the cluster, where `reach`
+    // defaults to port-forward — forwards to its http pods as this user. The rendered
+    // Role need not say so: it is the in-cluster control plane's, whose default is pod-ip,
+    // and it grants port-forward exactly when the file says `reach: port-forward` (its
+    // rules above then ask for it too).
+    if reach == PodReach::PortForward {
+        needed.push(in_namespace("create", "", "pods/portforward"));
     }
     needed.sort();
     needed.dedup();

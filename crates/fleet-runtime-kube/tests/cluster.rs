@@ -8,6 +8,7 @@ use fleet_runtime_kube::{
     ApiError, ApplyError, ApplyOutcome, CheckArea, Cluster, ClusterAccess, ConnectError,
     FieldConflict, ObjectRef, PreflightReport, RolloutError, RolloutState, SecretKeyRef, Severity,
 };
+use fleet_spec::model::PodReach;
 use fleet_testkit::{TempDir, free_port};
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
@@ -833,7 +834,9 @@ fn github_token() -> Vec<SecretKeyRef> {
 async fn preflight(fake: FakeCluster, secrets: &[SecretKeyRef]) -> (PreflightReport, Vec<String>) {
     let (cluster, handle) = mock_cluster();
     let server = tokio::spawn(fake.serve(handle));
-    let report = cluster.preflight(&fleet_objects(), secrets).await;
+    let report = cluster
+        .preflight(&fleet_objects(), secrets, PodReach::PodIp)
+        .await;
     drop(cluster);
     (
         report,
@@ -1023,7 +1026,9 @@ async fn preflight_of_an_unreachable_api_is_one_failure_naming_the_url() {
         context: None,
     };
     let cluster = Cluster::connect(&access).await.unwrap();
-    let report = cluster.preflight(&fleet_objects(), &github_token()).await;
+    let report = cluster
+        .preflight(&fleet_objects(), &github_token(), PodReach::PodIp)
+        .await;
     assert_eq!(report.checks.len(), 1, "{report:#?}");
     assert!(
         report.checks[0].to_string().starts_with(&format!(

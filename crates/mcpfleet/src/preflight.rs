@@ -27,8 +27,10 @@ pub(crate) async fn preflight(
         context: context.or_else(|| fleet.kubernetes.context.clone()),
     };
     let cluster = Cluster::connect(&access).await?;
+    // How `up` with this kubeconfig would reach the fleet's http pods.
+    let reach = fleet.kubernetes.reach.unwrap_or(access.default_reach());
     let report = cluster
-        .preflight(&objects, &referenced_secrets(&objects))
+        .preflight(&objects, &referenced_secrets(&objects), reach)
         .await;
     let namespace = &fleet.kubernetes.namespace;
     if json {

@@ -239,7 +239,8 @@ mod mock_api_server {
     use std::sync::{Arc, Mutex};
 
     pub(super) struct Cluster {
-        /// (verb, resource) pairs the credentials may not do.
+        /// (verb, resource) pairs the credentials may not do (`pods/attach` for a
+        /// subresource).
         pub denied: Vec<(&'static str, &'static str)>,
         /// Secret name → its keys.
         pub secrets: Vec<(&'static str, Vec<&'static str>)>,
@@ -247,7 +248,8 @@ mod mock_api_server {
 
     pub(super) struct Running {
         pub port: u16,
-        /// `METHOD path` of each request, access reviews as `review VERB RESOURCE`.
+        /// `METHOD path` of each request, access reviews as `review VERB RESOURCE` (or
+        /// `RESOURCE/SUBRESOURCE`).
         pub seen: Arc<Mutex<Vec<String>>>,
     }
 
@@ -318,10 +320,13 @@ mod mock_api_server {
             let mut review: Value = serde_json::from_slice(body).unwrap();
             let attributes = &review["spec"]["resourceAttributes"];
             let verb = attributes["verb"].as_str().unwrap_or_default().to_owned();
-            let resource = attributes["resource"]
+            let mut resource = attributes["resource"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
+            if let Some(subresource) = attributes["subresource"].as_str() {
+                resource = format!("{resource}/{subresource}");
+            }
             let allowed = !cluster
                 .denied
                 .iter()
@@ -491,6 +496,41 @@ fn mock_preflight_reports_each_failure_with_what_to_do_and_exits_1() {
         "{failed:#?}"
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET_VALUE));
+}
+
+#[test]
+fn mock_preflight_with_a_kubeconfig_checks_that_you_may_port_forward() {
+    // The example does not say `kubernetes.reach`: a control plane run with this
+    // kubeconfig reaches its http pods through port-forward, as this user.
+    let dir = scratch_dir("preflight-port-forward");
+    let api = mock_api_server::start(mock_api_server::Cluster {
+        denied: vec![("create", "pods/portforward")],
+        secrets: vec![
+            ("github", vec!["token"]),
+            ("tools-secrets", vec!["docs_token"]),
+            ("mcp-tls", vec!["tls.crt", "tls.key"]),
+        ],
+    });
+    let kubeconfig = mock_kubeconfig(&dir, api.port);
+    let out = mcpfleet(
+        &[
+            "preflight",
+            "-f",
+            &example(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", stderr(&out));
+    assert!(
+        stdout.contains(
+            "failed: cannot create pods/portforward in namespace mcp-tools: ask an admin for a \
+             Role and RoleBinding in mcp-tools granting it"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

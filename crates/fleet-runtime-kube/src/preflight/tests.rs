@@ -41,7 +41,7 @@ fn permissions_cover_applying_each_kind_following_rollouts_and_the_roles_rules()
         json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "a", "namespace": "tools" } }),
         json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "b", "namespace": "tools" } }),
     ];
-    let needed: Vec<String> = needed_permissions(&objects, "tools")
+    let needed: Vec<String> = needed_permissions(&objects, "tools", PodReach::PodIp)
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -64,6 +64,21 @@ fn permissions_cover_applying_each_kind_following_rollouts_and_the_roles_rules()
         ],
         "one review per permission, not per object"
     );
+}
+
+#[test]
+fn a_control_plane_that_port_forwards_needs_to_create_pods_portforward() {
+    let objects = [
+        json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "a", "namespace": "tools" } }),
+    ];
+    let forward = "create pods/portforward in namespace tools";
+    let needs = |reach| {
+        needed_permissions(&objects, "tools", reach)
+            .iter()
+            .any(|permission| permission.to_string() == forward)
+    };
+    assert!(needs(PodReach::PortForward));
+    assert!(!needs(PodReach::PodIp));
 }
 
 #[test]

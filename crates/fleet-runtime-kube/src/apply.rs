@@ -248,7 +248,7 @@ impl Cluster {
 /// The contested fields of a 409 from server-side apply. The API server lists them as
 /// `FieldManagerConflict` causes (`conflict with "helm" using apps/v1`, field
 /// `.spec.replicas`); without causes, the message is all there is.
-fn field_conflicts(status: &kube::core::Status) -> Vec<FieldConflict> {
+pub(crate) fn field_conflicts(status: &kube::core::Status) -> Vec<FieldConflict> {
     let causes = status.details.iter().flat_map(|details| &details.causes);
     let conflicts: Vec<FieldConflict> = causes
         .filter(|cause| cause.reason == "FieldManagerConflict")

@@ -160,6 +160,8 @@ enum Control {
 struct Failed {
     action: String,
     message: String,
+    /// The API server answered and refused: the request changed nothing.
+    refused: bool,
 }
 
 impl Failed {
@@ -171,6 +173,7 @@ impl Failed {
         Failed {
             action: action.into(),
             message,
+            refused: matches!(error, kube::Error::Api(_)),
         }
     }
 
@@ -189,6 +192,41 @@ impl Failed {
             message: self.message,
         }
     }
+}
+
+/// What a server-side apply of Deployment `namespace/name` refused with `409 Conflict`
+/// means: fields that another field manager owns, which mcpfleet never takes over. The
+/// name is mcpfleet's (`<server>-r<revision>`), so the way out is the other tool's
+/// letting go of the Deployment, or deleting it for mcpfleet to create it again.
+fn conflict_message(namespace: &str, name: &str, status: &kube::core::Status) -> String {
+    let conflicts = crate::apply::field_conflicts(status);
+    let owned = match &conflicts[..] {
+        [one] => format!(
+            "field `{}` is owned by field manager `{}`",
+            one.field, one.manager
+        ),
+        many => {
+            let fields: Vec<String> = (many.iter())
+                .map(|c| format!("`{}` (field manager `{}`)", c.field, c.manager))
+                .collect();
+            format!(
+                "fields {} are owned by other field managers",
+                fields.join(", ")
+            )
+        }
+    };
+    let mut managers: Vec<String> = (conflicts.iter())
+        .map(|c| format!("`{}`", c.manager))
+        .collect();
+    managers.sort();
+    managers.dedup();
+    format!(
+        "{owned}, and mcpfleet never takes over another manager's fields (it does not force \
+         its applies); Deployment names `<server>-r<revision>` are mcpfleet's: stop {} \
+         managing {name}, or delete it (`kubectl -n {namespace} delete deployment {name}`) for \
+         mcpfleet to create it again, then deploy again",
+        managers.join(" and ")
+    )
 }
 
 /// Why a stdio instance's pod cannot be taken over.
@@ -452,6 +490,7 @@ impl Shared {
                             self.namespace
                         ),
                         message: e.to_string(),
+                        refused: false,
                     })?;
                 Ok(Reached {
                     reach: Reach::Address(forwarder.address),
@@ -491,6 +530,7 @@ impl Shared {
             return Err(Failed {
                 action: action(),
                 message: "the attach has no stdin or stdout".into(),
+                refused: false,
             });
         };
         let (ended_tx, ended) = oneshot::channel();
@@ -551,13 +591,18 @@ impl Shared {
             .await
             .map(drop)
             .map_err(|e| {
-                Failed::new(
-                    format!(
-                        "apply Deployment {}/{name} with {replicas} replicas",
-                        self.namespace
-                    ),
-                    &e,
-                )
+                let action = format!(
+                    "apply Deployment {}/{name} with {replicas} replicas",
+                    self.namespace
+                );
+                match &e {
+                    kube::Error::Api(status) if status.code == 409 => Failed {
+                        action,
+                        message: conflict_message(&self.namespace, name, status),
+                        refused: true,
+                    },
+                    _ => Failed::new(action, &e),
+                }
             })
     }
 
@@ -656,6 +701,7 @@ impl Shared {
                             "it is still there {:?} after it was deleted",
                             grace + Duration::from_secs(30)
                         ),
+                        refused: false,
                     });
                 }
                 Ok(Some(_)) => tokio::time::sleep(self.settings.poll_interval).await,
@@ -1165,11 +1211,13 @@ impl Runtime for KubeRuntime {
         let revision = self.revision(&spec)?;
         let reserved = self.reserve(&spec, &revision)?;
         let shared = &self.shared;
+        // Whether the API server refused the apply of the replica asked for.
+        let mut refused = false;
         let claimed = async {
-            shared
-                .scale(&revision)
-                .await
-                .map_err(|failed| failed.start(&spec.id))?;
+            shared.scale(&revision).await.map_err(|failed| {
+                refused = failed.refused;
+                failed.start(&spec.id)
+            })?;
             shared.claim(&spec.id, &revision).await
         };
         let reached = async {
@@ -1189,8 +1237,13 @@ impl Runtime for KubeRuntime {
         match reached.await {
             Ok((pod, reach)) => Ok(self.supervise(&spec, revision, reserved, &pod, reach)),
             Err(e) => {
-                // Nothing keeps running: the replica asked for goes again.
+                // Nothing keeps running: the replica asked for goes again — unless the API
+                // server refused to add it. Then nothing changed, and a Deployment of that
+                // name that another field manager owns is not mcpfleet's to scale or delete.
                 shared.forget(&spec.id);
+                if refused {
+                    return Err(e);
+                }
                 if let Err(failed) = shared.scale(&revision).await {
                     tracing::warn!(instance = %spec.id, action = %failed.action, error = %failed.message, "cannot scale back down after a failed start");
                 }

@@ -28,11 +28,17 @@
 //! kubelet restarts it: `restartCount`, `lastState.terminated` with the exit code and
 //! reason), [`FakeApi::crash_loop`], [`FakeApi::log`].
 //!
+//! Server-side apply records which field manager owns each field it sets, and refuses
+//! (`409 Conflict`, a `FieldManagerConflict` cause per field naming the other manager) an
+//! apply that is not forced and would change a field another manager owns;
+//! [`FakeApi::apply_as`] applies as another tool.
+//!
 //! Deliberately simpler than a cluster: deletion is immediate (no grace period spent
-//! `Terminating`), there are no ReplicaSet objects, owner references or watches, and a
-//! server-side apply replaces the applied object's labels, annotations and spec (one field
-//! manager, so no conflicts). It is the contract a real API server meets, not a
-//! substitute for the real-cluster tests.
+//! `Terminating`), there are no ReplicaSet objects, owner references or watches, a
+//! server-side apply replaces the applied object's labels, annotations and spec (it does
+//! not merge what other managers set), and a list is one field (the API server merges
+//! some lists by key). It is the contract a real API server meets, not a substitute for
+//! the real-cluster tests.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -122,6 +128,8 @@ struct Objects {
     attaches: u64,
     /// The pod and port of each port-forward accepted, in order.
     forwards: Vec<(String, u16)>,
+    /// Each Deployment's fields (`.spec.replicas`) and the field manager that owns each.
+    owners: HashMap<Key, BTreeMap<String, String>>,
     /// The namespaces that exist; `None`: every one.
     namespaces: Option<std::collections::BTreeSet<String>>,
 }
@@ -285,6 +293,28 @@ impl FakeApi {
     /// connection), in order.
     pub fn forwards(&self) -> Vec<(String, u16)> {
         self.state.objects.lock().forwards.clone()
+    }
+
+    /// A server-side apply of `deployment` (its `metadata.namespace` and `metadata.name`)
+    /// by field manager `manager`, not forced, as another tool (`helm`, `kubectl apply
+    /// --server-side`) would send it: the fields it sets are that manager's, and an apply
+    /// by another manager that would change one of them is refused with `409 Conflict`.
+    ///
+    /// # Panics
+    /// When the Deployment has no namespace or name, or the apply conflicts.
+    pub fn apply_as(&self, manager: &str, deployment: Value) {
+        let text = |pointer| {
+            (deployment.pointer(pointer).and_then(Value::as_str))
+                .unwrap_or_else(|| panic!("the Deployment has no {pointer}"))
+                .to_owned()
+        };
+        let (ns, name) = (text("/metadata/namespace"), text("/metadata/name"));
+        let applied =
+            (self.state.objects.lock()).apply_deployment(&ns, &name, manager, false, deployment);
+        if let Err(conflict) = applied {
+            panic!("{manager}'s apply of {ns}/{name} conflicts: {conflict}");
+        }
+        self.state.changed.send_modify(|n| *n += 1);
     }
 
     /// From now on exactly the namespaces `names` exist: a `GET` of another is
@@ -661,64 +691,158 @@ async fn apply_deployment(
             "the name of the object does not match the name on the URL",
         );
     }
+    let force = query.get("force").is_some_and(|f| f == "true");
     let mut objects = state.objects.lock();
-    objects.applies.push(Applied {
-        kind: "Deployment".into(),
-        namespace: ns.clone(),
-        name: name.clone(),
-        field_manager: manager,
-        force: query.get("force").is_some_and(|f| f == "true"),
-        body: applied.clone(),
-    });
-    let key = (ns.clone(), name.clone());
-    let before = objects.deployments.get(&key).cloned();
-    let mut object = before.clone().unwrap_or_else(|| {
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {
-                "name": name, "namespace": ns, "uid": format!("deployment-uid-{name}"),
-                "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 0,
-            },
-        })
-    });
-    for field in ["labels", "annotations"] {
-        match applied["metadata"].get(field) {
-            Some(value) => object["metadata"][field] = value.clone(),
-            None => {
-                if let Some(metadata) = object["metadata"].as_object_mut() {
-                    metadata.remove(field);
+    let applied = objects.apply_deployment(&ns, &name, &manager, force, applied);
+    drop(objects);
+    match applied {
+        Ok((created, object)) => {
+            state.changed.send_modify(|n| *n += 1);
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (code, axum::Json(object)).into_response()
+        }
+        Err(conflict) => (StatusCode::CONFLICT, axum::Json(conflict)).into_response(),
+    }
+}
+
+/// Every field `value` sets, as the API server names fields in a conflict
+/// (`.spec.replicas`), with its value: the leaves of its objects. A list is one field —
+/// the API server merges some lists by key (`containers[name="main"]`); the fake does not.
+fn fields(value: &Value, path: &str, found: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, inner) in map {
+                fields(inner, &format!("{path}.{key}"), found);
+            }
+        }
+        leaf => found.push((path.to_owned(), leaf.clone())),
+    }
+}
+
+impl Objects {
+    /// A server-side apply of Deployment `ns/name` by field manager `manager`: created, or
+    /// its labels, annotations and spec replaced by the applied ones (one object, not a
+    /// merge of every manager's fields), and the fields it sets owned by `manager`.
+    /// Refused — unless `force` takes them over — when it would change a field another
+    /// manager owns: the `409 Conflict` status to answer, a cause per field naming it and
+    /// that manager, as the API server's field manager does.
+    fn apply_deployment(
+        &mut self,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        force: bool,
+        applied: Value,
+    ) -> Result<(bool, Value), Value> {
+        self.applies.push(Applied {
+            kind: "Deployment".into(),
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            field_manager: manager.to_owned(),
+            force,
+            body: applied.clone(),
+        });
+        let key = (ns.to_owned(), name.to_owned());
+        let before = self.deployments.get(&key).cloned();
+        let set_by = |object: &Value| {
+            let mut set = Vec::new();
+            for part in ["metadata", "spec"] {
+                fields(&object[part], &format!(".{part}"), &mut set);
+            }
+            // The object's identity is the URL's, not a field anyone owns.
+            set.retain(|(field, _)| field != ".metadata.name" && field != ".metadata.namespace");
+            set
+        };
+        let set = set_by(&applied);
+        let current: HashMap<String, Value> = before
+            .as_ref()
+            .map(set_by)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let owners = self.owners.entry(key.clone()).or_default();
+        let conflicts: Vec<(&String, &String)> = (set.iter())
+            .filter_map(|(field, value)| {
+                let owner = owners.get(field).filter(|owner| *owner != manager)?;
+                (current.get(field) != Some(value)).then_some((field, owner))
+            })
+            .collect();
+        if !conflicts.is_empty() && !force {
+            let causes: Vec<Value> = (conflicts.iter())
+                .map(|(field, owner)| {
+                    json!({
+                        "reason": "FieldManagerConflict",
+                        "message": format!("conflict with \"{owner}\" using apps/v1"),
+                        "field": field,
+                    })
+                })
+                .collect();
+            let listed: Vec<String> = (conflicts.iter())
+                .map(|(field, owner)| format!("conflict with \"{owner}\" using apps/v1: {field}"))
+                .collect();
+            let message = format!(
+                "Apply failed with {} conflict{}: {}",
+                conflicts.len(),
+                if conflicts.len() == 1 { "" } else { "s" },
+                listed.join("; ")
+            );
+            let body = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": message, "reason": "Conflict",
+                "details": { "name": name, "group": "apps", "kind": "deployments", "causes": causes },
+                "code": 409,
+            });
+            return Err(body);
+        }
+        owners.retain(|_, owner| owner != manager);
+        for (field, _) in &set {
+            owners.insert(field.clone(), manager.to_owned());
+        }
+        let mut object = before.clone().unwrap_or_else(|| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {
+                    "name": name, "namespace": ns, "uid": format!("deployment-uid-{name}"),
+                    "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 0,
+                },
+            })
+        });
+        for field in ["labels", "annotations"] {
+            match applied["metadata"].get(field) {
+                Some(value) => object["metadata"][field] = value.clone(),
+                None => {
+                    if let Some(metadata) = object["metadata"].as_object_mut() {
+                        metadata.remove(field);
+                    }
                 }
             }
         }
+        let mut spec = applied.get("spec").cloned().unwrap_or(json!({}));
+        if spec.get("replicas").is_none() {
+            // Defaulted on create; kept afterwards when the apply does not set it.
+            spec["replicas"] = before
+                .as_ref()
+                .and_then(|b| b.pointer("/spec/replicas").cloned())
+                .unwrap_or(1.into());
+        }
+        let changed = before.as_ref() != Some(&object) || object.get("spec") != Some(&spec);
+        if object.get("spec") != Some(&spec) {
+            let generation = object["metadata"]["generation"].as_u64().unwrap_or(0) + 1;
+            object["metadata"]["generation"] = generation.into();
+        }
+        object["spec"] = spec;
+        if changed {
+            object["metadata"]["resourceVersion"] = self.next_version().into();
+        }
+        let created = before.is_none();
+        self.deployments.insert(key, object.clone());
+        self.reconcile();
+        Ok((created, object))
     }
-    let mut spec = applied.get("spec").cloned().unwrap_or(json!({}));
-    if spec.get("replicas").is_none() {
-        // Defaulted on create; kept afterwards when the apply does not set it.
-        spec["replicas"] = before
-            .as_ref()
-            .and_then(|b| b.pointer("/spec/replicas").cloned())
-            .unwrap_or(1.into());
-    }
-    let changed = before.as_ref() != Some(&object) || object.get("spec") != Some(&spec);
-    if object.get("spec") != Some(&spec) {
-        let generation = object["metadata"]["generation"].as_u64().unwrap_or(0) + 1;
-        object["metadata"]["generation"] = generation.into();
-    }
-    object["spec"] = spec;
-    if changed {
-        object["metadata"]["resourceVersion"] = objects.next_version().into();
-    }
-    let created = before.is_none();
-    objects.deployments.insert(key, object.clone());
-    objects.reconcile();
-    drop(objects);
-    state.changed.send_modify(|n| *n += 1);
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    (code, axum::Json(object)).into_response()
 }
 
 async fn delete_deployment(state: AppState, Path((ns, name)): Path<(String, String)>) -> Response {
@@ -726,6 +850,7 @@ async fn delete_deployment(state: AppState, Path((ns, name)): Path<(String, Stri
     let Some(deployment) = objects.deployments.remove(&(ns.clone(), name.clone())) else {
         return not_found("deployments.apps", &name);
     };
+    objects.owners.remove(&(ns.clone(), name.clone()));
     let selector = (deployment.pointer("/spec/selector/matchLabels"))
         .and_then(Value::as_object)
         .cloned()

@@ -299,6 +299,52 @@ fn mock_cluster_up_fails_early_and_in_one_line_when_the_cluster_cannot_take_the_
     );
 }
 
+#[test]
+fn mock_cluster_apply_conflict_with_another_field_manager_fails_the_deploy_and_says_what_to_do() {
+    let cluster = MockCluster::start("conflict");
+    let pod = PodServer::start("kube-conflict-r1");
+    // Another tool already manages a Deployment by the name revision 1's gets, with 3
+    // replicas: its fields are that tool's.
+    cluster.api.apply_as(
+        "helm",
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "api-r1", "namespace": NAMESPACE, "labels": { "app": "api" } },
+            "spec": {
+                "replicas": 3,
+                "selector": { "matchLabels": { "app": "api" } },
+                "template": { "metadata": { "labels": { "app": "api" } } },
+            },
+        }),
+    );
+    let fleet = Fleet::new("kube-conflict", &kube_fleet(pod.port, ""))
+        .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap());
+    let out = fleet.up();
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // The deploy failed, saying which object, which field, whose, and what to do.
+    let shown = text(&out);
+    for said in [
+        format!("apply Deployment {NAMESPACE}/api-r1"),
+        "field `.spec.replicas` is owned by field manager `helm`".to_owned(),
+        "mcpfleet never takes over another manager's fields".to_owned(),
+        format!(
+            "stop `helm` managing api-r1, or delete it (`kubectl -n {NAMESPACE} delete \
+             deployment api-r1`) for mcpfleet to create it again"
+        ),
+    ] {
+        assert!(shown.contains(&said), "{said:?} in {shown}");
+    }
+    // mcpfleet never forced its apply: the other tool keeps its replicas.
+    let ours: Vec<_> = (cluster.api.applies().into_iter())
+        .filter(|apply| apply.field_manager == "mcpfleet")
+        .collect();
+    assert!(!ours.is_empty());
+    assert!(ours.iter().all(|apply| !apply.force), "{ours:#?}");
+    let theirs = cluster.api.deployment(NAMESPACE, "api-r1").unwrap();
+    assert_eq!(theirs.pointer("/spec/replicas"), Some(&Value::from(3)));
+}
+
 /// The TCP ports process `pid` listens on, from /proc: its sockets' inodes, and which of
 /// them are listening (`st` 0A) in /proc/net/tcp.
 fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {

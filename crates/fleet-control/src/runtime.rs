@@ -41,6 +41,8 @@ impl FleetRuntime {
                 let access = cluster_access(fleet);
                 let settings = KubeSettings {
                     reach: fleet.kubernetes.reach.unwrap_or(access.default_reach()),
+                    // The same deadline the Deployment's rollout has.
+                    ready_timeout: fleet.kubernetes.progress_deadline(),
                     ..KubeSettings::default()
                 };
                 let cluster = Cluster::connect(&access).await?;

@@ -150,6 +150,11 @@ pub(crate) fn deployment(names: &Names<'_>, server: &Server, pods: &Pods, shape:
     if let Some(replicas) = shape.replicas {
         deployment_spec["replicas"] = replicas.into();
     }
+    if let Some(deadline) = names.fleet.kubernetes.progress_deadline {
+        // Whole seconds, rounded up: a deadline is never shorter than the file's.
+        let seconds = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
+        deployment_spec["progressDeadlineSeconds"] = seconds.into();
+    }
     names.labelled(
         "apps/v1",
         "Deployment",

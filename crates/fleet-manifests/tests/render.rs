@@ -555,6 +555,31 @@ fn the_control_plane_may_port_forward_only_when_the_fleet_reaches_pods_so() {
 }
 
 #[test]
+fn a_progress_deadline_is_every_server_deployments_and_none_is_the_clusters_default() {
+    let deadlines = |text: String| -> Vec<Option<u64>> {
+        let objects = render(&load(&text), &Options::new(text.clone())).unwrap();
+        (objects.iter())
+            .filter(|o| o["kind"] == "Deployment" && o["metadata"]["name"] != "mcpfleet")
+            .map(|o| {
+                o.pointer("/spec/progressDeadlineSeconds")
+                    .and_then(Value::as_u64)
+            })
+            .collect()
+    };
+    let unset = deadlines(example());
+    assert!(
+        !unset.is_empty() && unset.iter().all(Option::is_none),
+        "{unset:?}"
+    );
+    // Whole seconds, rounded up.
+    let set = deadlines(example().replace(
+        "kubernetes:\n  namespace: mcp-tools\n",
+        "kubernetes:\n  namespace: mcp-tools\n  progress_deadline: 2m500ms\n",
+    ));
+    assert!(set.iter().all(|s| *s == Some(121)), "{set:?}");
+}
+
+#[test]
 fn a_revisions_deployment_runs_the_pod_template_render_writes() {
     let fleet = load(&example());
     let options = Options {

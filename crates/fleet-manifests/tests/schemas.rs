@@ -178,6 +178,7 @@ name: tools
 runtime: kubernetes
 kubernetes:
   namespace: mcp-tools
+  progress_deadline: 5m
   image: registry.example/mcpfleet:0.1.0
   ingress: { host: mcp.example.com, class: nginx, tls_secret: mcp-tls }
   service_monitor: true

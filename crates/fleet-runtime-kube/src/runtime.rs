@@ -89,7 +89,8 @@ const ATTACH_BUFFER: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct KubeSettings {
     /// How long [`start`](Runtime::start) waits for a Ready pod to claim: pulling an image
-    /// and scheduling take a while on a cluster.
+    /// and scheduling take a while on a cluster. The fleet's `kubernetes.progress_deadline`,
+    /// by default Kubernetes' own 10 minutes.
     pub ready_timeout: Duration,
     /// How often a claimed pod's status is read, and a claim retried.
     pub poll_interval: Duration,
@@ -101,7 +102,7 @@ pub struct KubeSettings {
 impl Default for KubeSettings {
     fn default() -> Self {
         KubeSettings {
-            ready_timeout: Duration::from_secs(300),
+            ready_timeout: fleet_spec::model::Kubernetes::DEFAULT_PROGRESS_DEADLINE,
             poll_interval: Duration::from_secs(2),
             reach: PodReach::PodIp,
         }

@@ -268,6 +268,12 @@ pub struct Kubernetes {
     /// How the control plane reaches http pods; `None`: by where it runs (the control
     /// plane decides: `pod-ip` in the cluster, `port-forward` with a kubeconfig).
     pub reach: Option<PodReach>,
+    /// How long a server's Deployment may take to get a new pod Ready: rendered as its
+    /// `progressDeadlineSeconds`, and the runtime's wait for a Ready pod to claim.
+    /// `None`: [`Kubernetes::DEFAULT_PROGRESS_DEADLINE`], rendered as nothing (the
+    /// cluster's default is the same).
+    #[serde(serialize_with = "opt_duration_text")]
+    pub progress_deadline: Option<Duration>,
     /// The control plane's image; default `mcpfleet:<version>`.
     pub image: String,
     pub ingress: Option<Ingress>,
@@ -280,6 +286,15 @@ pub struct Kubernetes {
 }
 
 impl Kubernetes {
+    /// Kubernetes' default `progressDeadlineSeconds`: 10 minutes.
+    pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
+    /// How long a server's Deployment may take to get a new pod Ready.
+    pub fn progress_deadline(&self) -> Duration {
+        self.progress_deadline
+            .unwrap_or(Self::DEFAULT_PROGRESS_DEADLINE)
+    }
+
     /// The Secret a secret is read from when the file names none: `<fleet>-secrets`.
     pub fn default_secret(fleet: &str) -> String {
         format!("{fleet}-secrets")

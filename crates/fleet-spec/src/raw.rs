@@ -223,6 +223,11 @@ pub struct RawKubernetes {
     /// Default: `pod-ip` with the in-cluster service account, `port-forward` with a
     /// kubeconfig.
     pub reach: Option<Spanned<PodReach>>,
+    /// How long a server's Deployment may take to make progress — a new pod scheduled,
+    /// its image pulled, started and Ready — before it has failed: its
+    /// `progressDeadlineSeconds`, and how long the control plane waits for a Ready pod to
+    /// start an instance on. Default 10m, Kubernetes' own.
+    pub progress_deadline: Option<Spanned<DurationText>>,
     /// The control plane's container image. Default `mcpfleet:<version of mcpfleet>`.
     pub image: Option<Spanned<String>>,
     /// An Ingress in front of the gateway. Absent: none.

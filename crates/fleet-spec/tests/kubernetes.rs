@@ -12,6 +12,7 @@ use fleet_spec::model::{
 use fleet_spec::{Checked, LoadOptions, load_str};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 fn check(name: &str, text: &str, environment: Option<&str>) -> Checked {
     let options = LoadOptions {
@@ -82,6 +83,15 @@ fn every_kubernetes_key_has_a_default() {
     assert_eq!(k.namespace, "tools", "the namespace is the fleet's name");
     assert_eq!(k.context, None);
     assert_eq!(k.reach, None, "the control plane decides, by where it runs");
+    assert_eq!(
+        k.progress_deadline, None,
+        "rendered as nothing: the cluster's default"
+    );
+    assert_eq!(
+        k.progress_deadline(),
+        Duration::from_secs(600),
+        "Kubernetes' own default"
+    );
     assert_eq!(k.image, format!("mcpfleet:{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(
         (k.ingress.clone(), k.quota, k.service_monitor),
@@ -136,6 +146,28 @@ fn how_pods_are_reached_is_pod_ip_or_port_forward_and_anything_else_is_located()
         shown.contains("`tunnel`") && shown.contains("pod-ip") && shown.contains("port-forward"),
         "{shown}"
     );
+}
+
+#[test]
+fn a_progress_deadline_is_a_duration_and_a_wrong_one_is_located() {
+    let file = |deadline: &str| {
+        format!(
+            "version: 1\nname: tools\nruntime: kubernetes\nkubernetes:\n  progress_deadline: {deadline}\nservers:\n  a:\n    http: {{ image: registry.example/a:1, port: 8080 }}\n"
+        )
+    };
+    let fleet = check("f.yaml", &file("90s"), None).into_valid().unwrap();
+    assert_eq!(
+        fleet.kubernetes.progress_deadline,
+        Some(Duration::from_secs(90))
+    );
+    for wrong in ["soon", "0s"] {
+        let checked = check("f.yaml", &file(wrong), None);
+        let errors: Vec<u32> = (checked.diagnostics.iter())
+            .filter(|d| d.is_error())
+            .map(|d| d.span.unwrap().line)
+            .collect();
+        assert_eq!(errors, [5], "{wrong}");
+    }
 }
 
 #[test]

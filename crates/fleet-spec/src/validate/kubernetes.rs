@@ -247,6 +247,8 @@ impl Validator {
             namespace,
             context,
             reach: k.reach.as_ref().map(|r| r.value),
+            progress_deadline: (k.progress_deadline.as_ref())
+                .map(|d| self.duration(Some(d), Kubernetes::DEFAULT_PROGRESS_DEADLINE)),
             image,
             ingress,
             service_monitor: k.service_monitor.as_ref().is_some_and(|s| s.value),

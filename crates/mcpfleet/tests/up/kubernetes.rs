@@ -345,6 +345,39 @@ fn mock_cluster_apply_conflict_with_another_field_manager_fails_the_deploy_and_s
     assert_eq!(theirs.pointer("/spec/replicas"), Some(&Value::from(3)));
 }
 
+#[test]
+fn mock_cluster_progress_deadline_bounds_the_wait_for_a_ready_pod() {
+    let cluster = MockCluster::start("deadline");
+    // Its pods stay Pending, as pods whose image cannot be pulled do.
+    cluster.api.hold_new_pods(true);
+    let fleet = Fleet::new(
+        "kube-deadline",
+        &kube_fleet(1, "").replace("reach: pod-ip }", "reach: pod-ip, progress_deadline: 2s }"),
+    )
+    .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap());
+    let started = std::time::Instant::now();
+    let out = fleet.up();
+    assert!(!out.status.success(), "{}", text(&out));
+    // The file's 2 s, not the 10 minutes Kubernetes gives by default.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let shown = text(&out);
+    assert!(
+        shown
+            .contains("no pod of Deployment api-r1 became ready for instance `api-r1-1` within 2s"),
+        "{shown}"
+    );
+    // The rendered Deployment says the same deadline to the cluster.
+    let applied = &cluster.api.applies()[0].body;
+    assert_eq!(
+        applied.pointer("/spec/progressDeadlineSeconds"),
+        Some(&Value::from(2))
+    );
+}
+
 /// The TCP ports process `pid` listens on, from /proc: its sockets' inodes, and which of
 /// them are listening (`st` 0A) in /proc/net/tcp.
 fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {

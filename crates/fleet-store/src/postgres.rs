@@ -3,6 +3,7 @@
 
 mod queries;
 mod schema;
+mod tls;
 
 use crate::model::now;
 use crate::{
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::error::Severity;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 /// [`WRITE_LOCK`] as a literal, for [`WRITE_BEGIN`].
 macro_rules! write_lock {
@@ -51,8 +52,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// control planes sharing the database never number two things alike. Reads of several
 /// statements (a deployment and its journal, an export) see one snapshot.
 ///
-/// Connects without TLS: over a trusted network, a Unix socket (`host=/run/postgresql`) or
-/// a local TLS proxy.
+/// TLS follows the URL's `sslmode` (libpq's values) and `sslrootcert`, and whenever TLS is
+/// used the server's certificate and name are verified; with no `sslmode`, a database on
+/// this machine is reached in plain and any other in TLS or not at all (see `tls.rs`).
 ///
 /// Cloning is cheap and shares the connection.
 #[derive(Debug, Clone)]
@@ -63,6 +65,7 @@ pub struct PostgresStore {
 #[derive(Debug)]
 struct Inner {
     config: Config,
+    tls: tls::Rustls,
     /// The URL without its password, for every error.
     database: String,
     client: Mutex<Option<Client>>,
@@ -93,17 +96,30 @@ impl PostgresStore {
     /// fails (it is rolled back). No error shows the password.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let database = redacted(url);
-        let mut config = Config::from_str(url).map_err(|e| StoreError::Invalid {
-            what: format!("the state database URL {database} does not parse: {e}"),
-        })?;
+        let invalid = |what: String| StoreError::Invalid {
+            what: format!("the state database URL {database} does not parse: {what}"),
+        };
+        let (rest, params) = tls::take_params(url).map_err(invalid)?;
+        let mut config = Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let mut client = connect(&config, &database).await?;
+        let mode = params
+            .mode
+            .unwrap_or_else(|| tls::Mode::default_for(config.get_hosts()));
+        config.ssl_mode(mode.ssl_mode());
+        let tls = tls::client_config(params.root_cert.as_deref())
+            .map(|config| tls::Rustls(Arc::new(config)))
+            .map_err(|reason| StoreError::Connect {
+                database: database.clone(),
+                reason,
+            })?;
+        let mut client = connect(&config, &tls, &database).await?;
         schema::migrate(&mut client, &database).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
+                tls,
                 database,
                 client: Mutex::new(Some(client)),
             }),
@@ -128,7 +144,7 @@ impl PostgresStore {
             // midway drops the connection too, and the server rolls its transaction back.
             let mut client = match slot.take() {
                 Some(client) if !client.is_closed() => client,
-                _ => connect(&inner.config, &inner.database).await?,
+                _ => connect(&inner.config, &inner.tls, &inner.database).await?,
             };
             if let Err(e) = client.batch_execute(access.begin()).await {
                 if !ended_the_session(&e) {
@@ -137,7 +153,7 @@ impl PostgresStore {
                 // The connection had broken before the call (a restarted server, a
                 // terminated backend): nothing of it can have taken effect, so it runs once
                 // on a new connection.
-                client = connect(&inner.config, &inner.database).await?;
+                client = connect(&inner.config, &inner.tls, &inner.database).await?;
                 client
                     .batch_execute(access.begin())
                     .await
@@ -212,14 +228,21 @@ impl Inner {
 }
 
 /// A new connection, its driver spawned on the current tokio runtime.
-async fn connect(config: &Config, database: &str) -> Result<Client, StoreError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| StoreError::Connect {
+async fn connect(config: &Config, tls: &tls::Rustls, database: &str) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect(tls.clone()).await.map_err(|e| {
+        let mut reason = db_error(&e);
+        if reason.contains("certificate") {
+            reason.push_str(
+                " (the server's certificate must be issued by a CA the URL's \
+                         `sslrootcert=FILE` or the system's trust store holds, for the host \
+                         name in the URL)",
+            );
+        }
+        StoreError::Connect {
             database: database.to_owned(),
-            reason: db_error(&e),
-        })?;
+            reason,
+        }
+    })?;
     // Ends when the connection does; its error shows on the next call as a closed client.
     tokio::spawn(connection);
     Ok(client)

@@ -18,6 +18,7 @@
 //! missing these helpers panic saying so: the tests fail, never skip.
 
 use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +56,12 @@ impl Cluster {
     /// The cluster's directory: `data/` (the cluster), `server.log`, the socket.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The CA certificate (PEM) that issued the server's: what `sslrootcert` names for a
+    /// verified TLS connection. Nothing else trusts it.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`.
@@ -155,11 +162,29 @@ fn start() -> Cluster {
             .args(["--locale", "C"]),
         "initdb",
     );
+    // TLS on, with a certificate for 127.0.0.1 and localhost from a CA only `ca.pem`
+    // trusts: plain and TLS connections both work, as with most servers.
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    crate::tls::ServerIdentity::issued_by_a_new_ca(&dir.join("ca.pem")).write_pem(&cert, &key);
+    // The server refuses a key others can read.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .expect("make the server key private");
+    if as_postgres {
+        succeed(
+            Command::new("chown")
+                .arg(format!("{SUPERUSER}:{SUPERUSER}"))
+                .arg(&cert)
+                .arg(&key),
+            "hand the server's certificate and key to the postgres user",
+        );
+    }
     let port = free_port();
     let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-         -c full_page_writes=off",
-        dir.display()
+        "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+         -c full_page_writes=off -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}",
+        dir = dir.display(),
+        cert = cert.display(),
+        key = key.display(),
     );
     let log = dir.join("server.log");
     let started = server_command(as_postgres, "pg_ctl")

@@ -51,6 +51,17 @@ impl ServerIdentity {
         Self::issued(&new_ca("mcpfleet untrusted test CA"))
     }
 
+    /// An identity issued by a brand-new CA whose certificate is written, PEM, to
+    /// `ca_pem`: trusted only by whoever is given that file.
+    ///
+    /// # Panics
+    /// When rcgen fails or the file cannot be written.
+    pub fn issued_by_a_new_ca(ca_pem: &Path) -> Self {
+        let ca = new_ca("mcpfleet test CA");
+        std::fs::write(ca_pem, ca.pem()).expect("write the CA certificate");
+        Self::issued(&ca)
+    }
+
     fn issued(ca: &CertifiedIssuer<'static, KeyPair>) -> Self {
         let key = KeyPair::generate().expect("a server key");
         let mut params =

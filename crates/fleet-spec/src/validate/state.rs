@@ -37,6 +37,15 @@ impl Validator {
                 }
             };
             self.error(problem.message(), url.span).help = Some(help.into());
+        } else if plain_to_another_host(&text.shown) {
+            self.warning(
+                "`sslmode=disable` to another host: the fleet's state and the database password travel unencrypted",
+                url.span,
+            )
+            .help = Some(
+                "leave `sslmode` out (TLS, the certificate verified) and name the server's CA with `sslrootcert=FILE` if the system does not trust it"
+                    .into(),
+            );
         }
         State {
             postgres: Some(Postgres { url: text }),
@@ -94,9 +103,59 @@ fn url_problem(shown: &str) -> Option<UrlProblem> {
     written.then_some(UrlProblem::Password)
 }
 
+/// Whether the URL turns TLS off for a host that is not this machine (TLS is on by default
+/// for every other host).
+fn plain_to_another_host(shown: &str) -> bool {
+    let Some((before, query)) = shown.split_once('?') else {
+        return false;
+    };
+    let disabled = query.split('&').any(|pair| pair == "sslmode=disable");
+    let authority = before
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or_default());
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let local = host.is_empty()
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || query
+            .split('&')
+            .any(|pair| pair.starts_with("host=%2F") || pair.starts_with("host=/"));
+    disabled && !local
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{UrlProblem, url_problem};
+    use super::{UrlProblem, plain_to_another_host, url_problem};
+
+    #[test]
+    fn only_plain_connections_to_other_hosts_are_warned_of() {
+        for (url, warned) in [
+            ("postgres://u@db.internal/state?sslmode=disable", true),
+            (
+                "postgres://u:***@10.0.0.7:5432/state?application_name=a&sslmode=disable",
+                true,
+            ),
+            ("postgres://u@db.internal/state", false),
+            ("postgres://u@db.internal/state?sslmode=require", false),
+            ("postgres://u@127.0.0.1:5432/state?sslmode=disable", false),
+            ("postgres://u@[::1]/state?sslmode=disable", false),
+            ("postgres://u@localhost/state?sslmode=disable", false),
+            (
+                "postgres:///state?host=/run/postgresql&sslmode=disable",
+                false,
+            ),
+        ] {
+            assert_eq!(plain_to_another_host(url), warned, "{url}");
+        }
+    }
 
     #[test]
     fn a_password_must_come_from_a_secret() {

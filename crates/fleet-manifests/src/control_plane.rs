@@ -1,10 +1,13 @@
 //! The control plane's objects: its least-privilege RBAC, the fleet file as a ConfigMap,
-//! the volume of its state, its Deployment, Service and NetworkPolicy, the CronJob that
-//! exports its state on a schedule, and the optional Ingress and ServiceMonitor.
+//! the volume of its state (or, with the store in PostgreSQL, of its backups), its
+//! Deployment, Service and NetworkPolicy, the CronJob that exports its state on a schedule,
+//! and the optional Ingress and ServiceMonitor.
 
 use crate::meta::{self, Names};
 use crate::pod;
-use fleet_spec::model::{Ingress, PodReach};
+use crate::problem::Problem;
+use fleet_spec::ValidFleet;
+use fleet_spec::model::{Ingress, PodReach, SecretRef};
 use serde_json::{Map, Value, json};
 
 /// The name of the control plane's ServiceAccount, Role, RoleBinding, Deployment and
@@ -12,10 +15,19 @@ use serde_json::{Map, Value, json};
 pub(crate) const NAME: &str = "mcpfleet";
 const CONFIG: &str = "mcpfleet-config";
 const STATE: &str = "mcpfleet-state";
+/// The backups' own volume when the store is a PostgreSQL database.
+const BACKUPS: &str = "mcpfleet-backups";
+const BACKUP: &str = "mcpfleet-backup";
 /// Where the fleet file is mounted, and the state directory on the state volume.
 const FLEET_FILE: &str = "/etc/mcpfleet/fleet.yaml";
 const STATE_DIR: &str = "/var/lib/mcpfleet/state";
 const BACKUP_DIR: &str = "/var/lib/mcpfleet/backups";
+/// With the store in PostgreSQL, the scratch volume that holds the state directory.
+const SCRATCH_DIR: &str = "/var/lib/mcpfleet";
+/// The scratch volume's bound: the state directory then holds the admin socket and the
+/// lock (and the log files of local processes, which a pod does not run), so a fill-up
+/// means something is wrong; the kubelet evicts the pod past it.
+const SCRATCH_SIZE: &str = "256Mi";
 
 /// The labels that pick the control plane's pods: the only pods servers accept traffic
 /// from.
@@ -97,10 +109,14 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
         labels.clone(),
         json!({ "data": { "fleet.yaml": names.options.fleet_file } }),
     );
-    let state = names.labelled(
+    let in_database = fleet.state.postgres.is_some();
+    // The volume that outlives the pod: the state directory with its store and the
+    // backups beside it; with the store in PostgreSQL the backups alone.
+    let claim = if in_database { BACKUPS } else { STATE };
+    let volume = names.labelled(
         "v1",
         "PersistentVolumeClaim",
-        STATE,
+        claim,
         labels.clone(),
         json!({
             "spec": {
@@ -143,24 +159,24 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     if let Some(environment) = &fleet.environment {
         args.extend(["--env", environment]);
     }
-    // The fleet's secrets reach the control plane as the environment variables the file
-    // reads them from, each a reference to its Secret key: never a value in a manifest.
-    let env: Vec<Value> = fleet
-        .secrets
-        .iter()
-        .filter_map(|(name, source)| match source {
-            fleet_spec::model::SecretRef::Env(variable) => {
-                let (secret, key) = names.secret_key(name);
-                Some(json!({
-                    "name": variable,
-                    "valueFrom": { "secretKeyRef": { "key": key, "name": secret } },
-                }))
-            }
-            fleet_spec::model::SecretRef::File(_) => None,
-        })
-        .collect();
+    let env = secret_env(names);
     let mut pod_labels = labels.clone();
     pod_labels.extend(selector(names));
+    // The state directory: on the claim, where the store is; with the store in
+    // PostgreSQL only the socket and the lock are there, on a scratch volume of the pod
+    // (the whole volume, so that the control plane creates the directory owner-only, as
+    // it requires, where an emptyDir's own root is open to all).
+    let (state_mount, state_volume) = if in_database {
+        (
+            json!({ "mountPath": SCRATCH_DIR, "name": "state" }),
+            json!({ "emptyDir": { "sizeLimit": SCRATCH_SIZE }, "name": "state" }),
+        )
+    } else {
+        (
+            json!({ "mountPath": STATE_DIR, "name": "state", "subPath": "state" }),
+            json!({ "name": "state", "persistentVolumeClaim": { "claimName": STATE } }),
+        )
+    };
     let mut deployment = names.labelled(
         "apps/v1",
         "Deployment",
@@ -168,9 +184,17 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
         labels.clone(),
         json!({
             "spec": {
+                // One control plane: more replicas wait for the leader lease in the
+                // PostgreSQL store (standbys that take over when the leader stops
+                // renewing it); until then a second one would be a second writer.
                 "replicas": 1,
                 "selector": { "matchLabels": selector(names) },
-                // One writer of the state store, on a volume one node mounts at a time.
+                // One writer of the state store at a time. On the volume, because one
+                // node mounts it at a time. In PostgreSQL too, until the lease fences a
+                // deposed writer: a RollingUpdate, even with maxSurge 0, starts the new
+                // pod as soon as the old one is told to stop, and the old one may write
+                // through its whole grace period; Recreate starts the new pod only once
+                // the old one is gone.
                 "strategy": { "type": "Recreate" },
                 "template": {
                     "metadata": {
@@ -198,7 +222,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                             "securityContext": pod::container_security(true),
                             "volumeMounts": [
                                 { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },
-                                { "mountPath": STATE_DIR, "name": "state", "subPath": "state" },
+                                state_mount,
                                 pod::tmp_mount(),
                             ],
                         }],
@@ -207,7 +231,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                         "serviceAccountName": NAME,
                         "volumes": [
                             { "configMap": { "name": CONFIG }, "name": "config" },
-                            { "name": "state", "persistentVolumeClaim": { "claimName": STATE } },
+                            state_volume,
                             pod::tmp_volume(),
                         ],
                     },
@@ -245,7 +269,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             "prometheus.io/scrape": "true",
         }),
     );
-    let mut objects = vec![config, state, policy, deployment, service];
+    let mut objects = vec![config, volume, policy, deployment, service];
     if let Some(ingress) = &fleet.kubernetes.ingress {
         objects.push(ingress_object(names, ingress, labels.clone()));
     }
@@ -264,8 +288,75 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             }),
         ));
     }
+    if in_database {
+        objects.push(backup_policy(names, labels.clone()));
+    }
     objects.push(backup(names, labels));
     objects
+}
+
+/// The fleet's secrets as the environment variables the file reads them from, each a
+/// reference to its Secret key: never a value in a manifest. A secret read from a file
+/// has none: it does not reach the control plane's pod ([`state_problems`]).
+fn secret_env(names: &Names<'_>) -> Vec<Value> {
+    (names.fleet.secrets.iter())
+        .filter_map(|(name, source)| match source {
+            SecretRef::Env(variable) => {
+                let (secret, key) = names.secret_key(name);
+                Some(json!({
+                    "name": variable,
+                    "valueFrom": { "secretKeyRef": { "key": key, "name": secret } },
+                }))
+            }
+            SecretRef::File(_) => None,
+        })
+        .collect()
+}
+
+/// Why the rendered control plane could not open `fleet`'s state store: a secret of the
+/// PostgreSQL URL read from a file. The control plane's pod gets the fleet's secrets only
+/// as environment variables (a file path of the machine the file was written on means
+/// nothing in a pod, and mounting this one file would make the store the one exception);
+/// the pod would start and fail to connect, so the render refuses it, at the URL.
+pub(crate) fn state_problems(fleet: &ValidFleet) -> Vec<Problem> {
+    let Some(postgres) = &fleet.state.postgres else {
+        return Vec::new();
+    };
+    (postgres.secrets.iter())
+        .filter(|name| matches!(fleet.secrets.get(*name), Some(SecretRef::File(_))))
+        .map(|name| Problem::StateSecretFromFile {
+            secret: name.clone(),
+            span: postgres.span,
+        })
+        .collect()
+}
+
+/// The labels of a backup Job's pod: not the control plane's, so that no server admits it.
+fn backup_selector(names: &Names<'_>) -> Map<String, Value> {
+    let mut labels = Map::new();
+    labels.insert(meta::NAME.into(), BACKUP.into());
+    labels.insert(meta::COMPONENT.into(), "backup".into());
+    labels.insert(meta::FLEET.into(), names.fleet.name.clone().into());
+    labels
+}
+
+/// With the store in PostgreSQL the backup reads the database, which the namespace's
+/// default deny would keep it from: it may reach anything (the database's address is in
+/// a Secret, which a manifest cannot know), and nothing reaches it.
+fn backup_policy(names: &Names<'_>, labels: Map<String, Value>) -> Value {
+    names.labelled(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        BACKUP,
+        labels,
+        json!({
+            "spec": {
+                "egress": [{}],
+                "podSelector": { "matchLabels": backup_selector(names) },
+                "policyTypes": ["Ingress", "Egress"],
+            }
+        }),
+    )
 }
 
 /// Clients from outside the cluster reach the gateway at `host`, over TLS with that Secret
@@ -296,15 +387,105 @@ fn ingress_object(names: &Names<'_>, ingress: &Ingress, labels: Map<String, Valu
     )
 }
 
-/// `mcpfleet export-state` on the backup schedule into the state volume's `backups/`, one
-/// file per run named after its Job, keeping the newest `keep`. It goes through the running control plane's socket on the same
-/// volume, so its pod must run on the control plane's node (the volume is ReadWriteOnce).
+/// `mcpfleet export-state` on the backup schedule into `backups/`, one file per run named
+/// after its Job, keeping the newest `keep`.
+///
+/// With the store on the state volume it goes through the running control plane's socket
+/// there, into the same volume, so its pod must run on the control plane's node (the volume
+/// is ReadWriteOnce). With the store in PostgreSQL it reads the database itself (no control
+/// plane answers on its empty state directory) with the secrets the control plane has,
+/// into a volume of its own, wherever it is scheduled.
 fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
+    let fleet = names.fleet;
     let export = format!("{BACKUP_DIR}/$(JOB_NAME).json");
+    let keep = fleet.kubernetes.backup.keep.to_string();
+    let mut args = vec![
+        "export-state",
+        export.as_str(),
+        "--keep",
+        keep.as_str(),
+        "-f",
+        FLEET_FILE,
+        "--state-dir",
+        STATE_DIR,
+    ];
+    // The environment's overlay may be what puts the store in PostgreSQL.
+    if let Some(environment) = &fleet.environment {
+        args.extend(["--env", environment]);
+    }
+    let mut env = vec![json!({
+        "name": "JOB_NAME",
+        "valueFrom": { "fieldRef": {
+            "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']",
+        } },
+    })];
+    let mut spec = if fleet.state.postgres.is_some() {
+        // Every secret the control plane has, not only the URL's: export-state reads the
+        // fleet file as the control plane does, its `vars` (which may read secrets)
+        // before the URL.
+        env.extend(secret_env(names));
+        json!({
+            "volumes": [
+                { "configMap": { "name": CONFIG }, "name": "config" },
+                { "name": "backups", "persistentVolumeClaim": { "claimName": BACKUPS } },
+                pod::tmp_volume(),
+            ],
+            "volumeMounts": [
+                { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },
+                { "mountPath": BACKUP_DIR, "name": "backups" },
+                pod::tmp_mount(),
+            ],
+        })
+    } else {
+        json!({
+            "affinity": { "podAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": { "matchLabels": selector(names) },
+                    "topologyKey": "kubernetes.io/hostname",
+                }],
+            } },
+            "volumes": [
+                { "configMap": { "name": CONFIG }, "name": "config" },
+                { "name": "state", "persistentVolumeClaim": { "claimName": STATE } },
+                pod::tmp_volume(),
+            ],
+            "volumeMounts": [
+                { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },
+                { "mountPath": STATE_DIR, "name": "state", "subPath": "state" },
+                { "mountPath": BACKUP_DIR, "name": "state", "subPath": "backups" },
+                pod::tmp_mount(),
+            ],
+        })
+    };
+    let mounts = spec
+        .as_object_mut()
+        .and_then(|spec| spec.remove("volumeMounts"))
+        .unwrap_or_default();
+    let container = json!({
+        "args": args,
+        "env": env,
+        "image": fleet.kubernetes.image,
+        "imagePullPolicy": "IfNotPresent",
+        "name": "export-state",
+        "securityContext": pod::container_security(true),
+        "volumeMounts": mounts,
+    });
+    if let Some(spec) = spec.as_object_mut() {
+        spec.extend([
+            ("automountServiceAccountToken".into(), false.into()),
+            ("containers".into(), json!([container])),
+            ("enableServiceLinks".into(), false.into()),
+            ("restartPolicy".into(), "OnFailure".into()),
+            (
+                "securityContext".into(),
+                pod::pod_security((pod::NONROOT, pod::NONROOT)),
+            ),
+        ]);
+    }
     names.labelled(
         "batch/v1",
         "CronJob",
-        "mcpfleet-backup",
+        BACKUP,
         labels,
         json!({
             "spec": {
@@ -312,48 +493,12 @@ fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
                 "failedJobsHistoryLimit": 3,
                 "jobTemplate": { "spec": {
                     "backoffLimit": 2,
-                    "template": { "spec": {
-                        "affinity": { "podAffinity": {
-                            "requiredDuringSchedulingIgnoredDuringExecution": [{
-                                "labelSelector": { "matchLabels": selector(names) },
-                                "topologyKey": "kubernetes.io/hostname",
-                            }],
-                        } },
-                        "automountServiceAccountToken": false,
-                        "containers": [{
-                            "args": [
-                                "export-state", export,
-                                "--keep", names.fleet.kubernetes.backup.keep.to_string(),
-                                "-f", FLEET_FILE, "--state-dir", STATE_DIR,
-                            ],
-                            "env": [{
-                                "name": "JOB_NAME",
-                                "valueFrom": { "fieldRef": {
-                                    "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']",
-                                } },
-                            }],
-                            "image": names.fleet.kubernetes.image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "name": "export-state",
-                            "securityContext": pod::container_security(true),
-                            "volumeMounts": [
-                                { "mountPath": "/etc/mcpfleet", "name": "config", "readOnly": true },
-                                { "mountPath": STATE_DIR, "name": "state", "subPath": "state" },
-                                { "mountPath": BACKUP_DIR, "name": "state", "subPath": "backups" },
-                                pod::tmp_mount(),
-                            ],
-                        }],
-                        "enableServiceLinks": false,
-                        "restartPolicy": "OnFailure",
-                        "securityContext": pod::pod_security((pod::NONROOT, pod::NONROOT)),
-                        "volumes": [
-                            { "configMap": { "name": CONFIG }, "name": "config" },
-                            { "name": "state", "persistentVolumeClaim": { "claimName": STATE } },
-                            pod::tmp_volume(),
-                        ],
-                    } },
+                    "template": {
+                        "metadata": { "labels": backup_selector(names) },
+                        "spec": spec,
+                    },
                 } },
-                "schedule": names.fleet.kubernetes.backup.schedule,
+                "schedule": fleet.kubernetes.backup.schedule,
                 "successfulJobsHistoryLimit": 3,
             }
         }),

@@ -2,8 +2,9 @@
 //!
 //! Owns: turning a [`ValidFleet`] (its environment overlay already applied) into the
 //! Kubernetes objects that run it, as `serde_json::Value`s in apply order ([`render`]) —
-//! the namespace and its default-deny policy, the control plane's RBAC, ConfigMap, volume,
-//! Deployment, Service, backup CronJob and optional Ingress and ServiceMonitor, a quota,
+//! the namespace and its default-deny policy, the control plane's RBAC, ConfigMap, volume
+//! (of its state, or of its backups when the state is in PostgreSQL), Deployment, Service,
+//! backup CronJob and optional Ingress and ServiceMonitor, a quota,
 //! and per image server a Deployment, Service, PodDisruptionBudget, NetworkPolicy and
 //! HorizontalPodAutoscaler — plus the YAML they are written as ([`yaml`]) and the file each goes
 //! to ([`file_names`]). Every pod template meets the "restricted" Pod Security Standard and
@@ -55,11 +56,14 @@ impl Options {
 /// # Errors
 /// Every server (and the fleet itself) that cannot run on a cluster, with why and where:
 /// a local program (`command:`), a name Kubernetes does not accept, a host-path volume, a
-/// root user, or a string that needs a value only a local instance has; and a gateway
-/// that the rendered control plane could not serve on its pod's network
-/// ([`pod_network_problems`]).
+/// root user, or a string that needs a value only a local instance has; a gateway that
+/// the rendered control plane could not serve on its pod's network
+/// ([`pod_network_problems`]); and a PostgreSQL state store whose URL reads a secret from
+/// a file, which the control plane's pod does not get.
 pub fn render(fleet: &ValidFleet, options: &Options) -> Result<Vec<Value>, RenderError> {
-    render_checked(fleet, options, pod_network_problems(fleet))
+    let mut problems = pod_network_problems(fleet);
+    problems.extend(control_plane::state_problems(fleet));
+    render_checked(fleet, options, problems)
 }
 
 /// Why the control plane could not serve `fleet`'s gateway on a pod's network (`mcpfleet

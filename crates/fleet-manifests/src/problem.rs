@@ -104,10 +104,18 @@ pub enum Problem {
         span: Span,
         field: String,
     },
+    /// The state store's PostgreSQL URL reads a secret from a file, and the control
+    /// plane's pod gets the fleet's secrets only as environment variables: it could not
+    /// connect.
+    #[error(
+        "the state database's URL reads secret `{secret}` from a file, which does not reach the control plane's pod"
+    )]
+    StateSecretFromFile { secret: String, span: Span },
 }
 
 impl Problem {
-    /// Where in the fleet file: the server's name (`gateway.listen` for the gateway).
+    /// Where in the fleet file: the server's name (`gateway.listen` for the gateway,
+    /// `state.postgres.url` for the state store).
     pub fn span(&self) -> Option<Span> {
         match self {
             Problem::LocalProgram { span, .. }
@@ -116,7 +124,8 @@ impl Problem {
             | Problem::RootUser { span, .. }
             | Problem::PerInstanceValue { span, .. }
             | Problem::SecretName { span, .. }
-            | Problem::AutoscaleWithoutRequest { span, .. } => Some(*span),
+            | Problem::AutoscaleWithoutRequest { span, .. }
+            | Problem::StateSecretFromFile { span, .. } => Some(*span),
             Problem::GatewayWithoutTokens { span } | Problem::GatewayWithoutTls { span } => *span,
             Problem::Namespace { .. } | Problem::NotInCluster { .. } => None,
         }
@@ -157,6 +166,9 @@ impl Problem {
             }
             Problem::PerInstanceValue { .. } => {
                 "write the value out, or take it from the pod's environment; secrets go through `container.secrets`"
+            }
+            Problem::StateSecretFromFile { .. } => {
+                "read the secret from an environment variable (`env: STATE_DB`): the pod gets it from its Kubernetes Secret key (the secret's `kubernetes: { secret, key }`)"
             }
         }
     }

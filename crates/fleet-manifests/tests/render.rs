@@ -1,6 +1,7 @@
 //! A fleet file rendered as Kubernetes manifests: the golden manifests of
-//! examples/kubernetes.yaml, the hardening every pod gets, secrets that stay references, and
-//! the servers a cluster cannot run, all named at once.
+//! examples/kubernetes.yaml and examples/kubernetes-postgres.yaml, the hardening every pod
+//! gets, secrets that stay references, the control plane and backup of a fleet whose state
+//! is in PostgreSQL, and the servers a cluster cannot run, all named at once.
 
 use fleet_manifests::yaml::to_yaml_stream;
 use fleet_manifests::{Options, Problem, check_runnable, file_names, render, revision_deployment};
@@ -36,8 +37,13 @@ impl Host for SecretsInEnvironment {
 }
 
 fn load(text: &str) -> ValidFleet {
+    load_in(text, None)
+}
+
+/// `text` with the overlay of `environment`.
+fn load_in(text: &str, environment: Option<&str>) -> ValidFleet {
     let options = LoadOptions {
-        environment: None,
+        environment: environment.map(str::to_owned),
         host: Arc::new(SecretsInEnvironment),
     };
     load_str("fleet.yaml", text, PathBuf::from("/fleet"), &options)
@@ -46,8 +52,14 @@ fn load(text: &str) -> ValidFleet {
 }
 
 fn example() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes.yaml");
-    std::fs::read_to_string(path).expect("examples/kubernetes.yaml")
+    example_named("kubernetes.yaml")
+}
+
+fn example_named(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    std::fs::read_to_string(path).unwrap_or_else(|_| panic!("examples/{name}"))
 }
 
 /// What a rendered fleet's gateway needs, since the control plane serves it on its pod's
@@ -198,10 +210,16 @@ fn the_example_renders_each_server_as_the_design_says() {
 
 #[test]
 fn every_pod_template_meets_the_restricted_pod_security_standard() {
-    let objects = render_example();
-    let pods: Vec<&Value> = objects.iter().filter(|o| pod_spec(o).is_some()).collect();
-    // search, github, scratchpad, the control plane, the backup.
-    assert_eq!(pods.len(), 5);
+    // search, github, scratchpad, the control plane, the backup; notes, the control
+    // plane on its scratch volume, the backup of the database.
+    for (objects, count) in [(render_example(), 5), (render_postgres_example(), 3)] {
+        let pods: Vec<&Value> = objects.iter().filter(|o| pod_spec(o).is_some()).collect();
+        assert_eq!(pods.len(), count);
+        every_pod_is_hardened(pods);
+    }
+}
+
+fn every_pod_is_hardened(pods: Vec<&Value>) {
     for object in pods {
         let violations = kube::hardened_violations(object);
         assert!(violations.is_empty(), "{violations:#?}");
@@ -357,6 +375,7 @@ servers:
             | Problem::PerInstanceValue { server, span, .. }
             | Problem::SecretName { server, span, .. }
             | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
+            Problem::StateSecretFromFile { secret, span } => (secret.as_str(), span.line),
             Problem::Namespace { namespace } => (namespace.as_str(), 0),
             Problem::NotInCluster { server } => (server.as_str(), 0),
             Problem::GatewayWithoutTokens { .. } | Problem::GatewayWithoutTls { .. } => {
@@ -711,4 +730,211 @@ fn the_control_plane_serves_its_pod_network_where_the_service_scrape_and_probe_p
         service["metadata"]["annotations"]["prometheus.io/path"],
         "/metrics"
     );
+}
+
+fn render_postgres_example() -> Vec<Value> {
+    let text = example_named("kubernetes-postgres.yaml");
+    render(&load(&text), &Options::new(text)).expect("the example renders")
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    (objects.iter())
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_postgres_example_renders_as_its_golden_manifests() {
+    insta::assert_snapshot!(
+        "kubernetes_postgres_example",
+        to_yaml_stream(&render_postgres_example())
+    );
+}
+
+#[test]
+fn with_the_state_in_postgres_the_control_plane_keeps_no_volume_and_connects_with_the_secret() {
+    let objects = render_postgres_example();
+    assert!(
+        !(objects.iter()).any(|o| o["metadata"]["name"] == "mcpfleet-state"),
+        "the store is the database: no state volume"
+    );
+    let deployment = find(&objects, "Deployment", "mcpfleet");
+    let spec = &deployment["spec"];
+    // One writer at a time until the leader lease: the old pod gone before the new starts.
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["strategy"], serde_json::json!({ "type": "Recreate" }));
+    let pod = &spec["template"]["spec"];
+    let state = (pod["volumes"].as_array().unwrap().iter())
+        .find(|v| v["name"] == "state")
+        .unwrap();
+    assert_eq!(state["emptyDir"]["sizeLimit"], "256Mi");
+    assert!(state.get("persistentVolumeClaim").is_none());
+    let container = &pod["containers"][0];
+    // The whole scratch volume, so that `up` creates the state directory owner-only in it
+    // (an emptyDir's root is open to all, which it refuses).
+    let mount = (container["volumeMounts"].as_array().unwrap().iter())
+        .find(|m| m["name"] == "state")
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/var/lib/mcpfleet");
+    assert!(mount.get("subPath").is_none());
+    let args: Vec<&str> = (container["args"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--state-dir", "/var/lib/mcpfleet/state"]),
+        "{args:?}"
+    );
+    // The URL's secret, as the variable the file reads it from, from the Secret's key.
+    assert_eq!(
+        container["env"],
+        serde_json::json!([{
+            "name": "MCPFLEET_STATE_DB",
+            "valueFrom": { "secretKeyRef": { "key": "url", "name": "notes-db" } },
+        }])
+    );
+    assert!(!objects.iter().any(|o| o["kind"] == "Secret"));
+}
+
+#[test]
+fn with_the_state_in_postgres_the_backup_exports_the_database_into_its_own_volume() {
+    let objects = render_postgres_example();
+    let backups = find(&objects, "PersistentVolumeClaim", "mcpfleet-backups");
+    assert_eq!(backups["spec"]["resources"]["requests"]["storage"], "5Gi");
+    let cron = find(&objects, "CronJob", "mcpfleet-backup");
+    assert_eq!(cron["spec"]["schedule"], "15 1 * * *");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let template = &cron["spec"]["jobTemplate"]["spec"]["template"];
+    let pod = &template["spec"];
+    assert!(
+        pod.get("affinity").is_none(),
+        "no volume shared with the control plane: any node"
+    );
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = (container["args"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    // No control plane answers on that (absent) state directory: export-state reads the
+    // database the fleet file names.
+    assert_eq!(
+        args,
+        [
+            "export-state",
+            "/var/lib/mcpfleet/backups/$(JOB_NAME).json",
+            "--keep",
+            "10",
+            "-f",
+            "/etc/mcpfleet/fleet.yaml",
+            "--state-dir",
+            "/var/lib/mcpfleet/state",
+        ]
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(env.contains(&serde_json::json!({
+        "name": "MCPFLEET_STATE_DB",
+        "valueFrom": { "secretKeyRef": { "key": "url", "name": "notes-db" } },
+    })));
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(volumes.contains(&serde_json::json!({
+        "name": "backups", "persistentVolumeClaim": { "claimName": "mcpfleet-backups" },
+    })));
+    assert!(
+        !volumes
+            .iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == "mcpfleet-state")
+    );
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&serde_json::json!({
+        "mountPath": "/var/lib/mcpfleet/backups", "name": "backups",
+    })));
+    // The default deny would keep it from the database: its own policy lets it out, and
+    // its labels are not the control plane's, which servers admit.
+    let labels = &template["metadata"]["labels"];
+    let policy = find(&objects, "NetworkPolicy", "mcpfleet-backup");
+    assert_eq!(&policy["spec"]["podSelector"]["matchLabels"], labels);
+    assert_eq!(policy["spec"]["egress"], serde_json::json!([{}]));
+    assert!(policy["spec"].get("ingress").is_none());
+    let control_plane =
+        &find(&objects, "Deployment", "mcpfleet")["spec"]["selector"]["matchLabels"];
+    let selected = |labels: &Value| {
+        (control_plane.as_object().unwrap().iter()).all(|(key, value)| &labels[key] == value)
+    };
+    assert!(!selected(labels), "{labels}");
+    // With the store on the state volume the backup needs no network.
+    assert!(
+        !render_example()
+            .iter()
+            .any(|o| o["metadata"]["name"] == "mcpfleet-backup" && o["kind"] == "NetworkPolicy")
+    );
+}
+
+#[test]
+fn an_environment_that_moves_the_store_to_postgres_renders_its_backup_in_that_environment() {
+    let text = format!(
+        "version: 1\nname: tools\nsecrets:\n  state_db: {{ env: STATE_DB }}\nservers:\n  web:\n    http: {{ image: registry.example/web:1, port: 8080 }}\n{SERVED_GATEWAY}environments:\n  production:\n    state:\n      postgres: {{ url: \"{{{{ secret('state_db') }}}}\" }}\n"
+    );
+    let args = |objects: &[Value], kind: &str, name: &str| -> Vec<String> {
+        let object = find(objects, kind, name);
+        let container = object
+            .pointer("/spec/template/spec/containers/0")
+            .or_else(|| object.pointer("/spec/jobTemplate/spec/template/spec/containers/0"))
+            .unwrap();
+        (container["args"].as_array().unwrap().iter())
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let production = render(
+        &load_in(&text, Some("production")),
+        &Options::new(text.clone()),
+    )
+    .unwrap();
+    for (kind, name) in [("Deployment", "mcpfleet"), ("CronJob", "mcpfleet-backup")] {
+        let args = args(&production, kind, name);
+        assert!(
+            args.ends_with(&["--env".to_owned(), "production".to_owned()]),
+            "{kind}: {args:?}"
+        );
+    }
+    assert!(
+        (production.iter()).any(|o| o["metadata"]["name"] == "mcpfleet-backups"),
+        "the overlay's store"
+    );
+    // Without the overlay the store is the state volume, as before.
+    let development = render(&load(&text), &Options::new(text.clone())).unwrap();
+    assert!((development.iter()).any(|o| o["metadata"]["name"] == "mcpfleet-state"));
+    assert!(!args(&development, "CronJob", "mcpfleet-backup").contains(&"--env".to_owned()));
+}
+
+#[test]
+fn a_state_url_reading_a_secret_from_a_file_is_refused_at_the_url() {
+    let text = format!(
+        "version: 1\nname: tools\nsecrets:\n  db_password: {{ file: /run/db-password }}\n  db_user: {{ env: DB_USER }}\nstate:\n  postgres:\n    url: \"postgres://{{{{ secret('db_user') }}}}:{{{{ secret('db_password') }}}}@db/state\"\nservers:\n  web:\n    http: {{ image: registry.example/web:1, port: 8080 }}\n{SERVED_GATEWAY}"
+    );
+    let fleet = load(&text);
+    let error = render(&fleet, &Options::new(text.clone())).expect_err("a file secret");
+    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
+        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "the state database's URL reads secret `db_password` from a file, which does not reach the control plane's pod".to_owned(),
+            Some(8)
+        )]
+    );
+    assert!(
+        error.diagnostics()[0]
+            .help
+            .as_deref()
+            .is_some_and(|help| help.contains("env:"))
+    );
+    // Servers that mcpfleet runs on the cluster from a control plane elsewhere are not
+    // concerned: that control plane reads the file where it runs.
+    assert_eq!(check_runnable(&fleet), Ok(()));
+    // Read from the environment, it renders.
+    let from_env = text.replace(
+        "db_password: { file: /run/db-password }",
+        "db_password: { env: DB_PASSWORD }",
+    );
+    assert!(render(&load(&from_env), &Options::new(from_env.clone())).is_ok());
 }

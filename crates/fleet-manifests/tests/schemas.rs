@@ -1,5 +1,5 @@
 //! What a cluster would say about the rendered manifests, without a cluster: every object of
-//! examples/kubernetes.yaml and of generated fleets, as the bytes `mcpfleet render
+//! examples/kubernetes.yaml, examples/kubernetes-postgres.yaml and of generated fleets, as the bytes `mcpfleet render
 //! kubernetes -o DIR` writes, validates against the official schema of every supported
 //! Kubernetes version in strict mode (an unknown field is an error), no pod template breaks
 //! the restricted Pod Security Standard or mcpfleet's read-only root filesystem, and no
@@ -114,6 +114,14 @@ fn the_kubernetes_example_is_valid_on_every_supported_version_and_restricted() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes.yaml");
     let text = std::fs::read_to_string(path).expect("examples/kubernetes.yaml");
     check("example", &text);
+}
+
+#[test]
+fn the_postgres_example_is_valid_on_every_supported_version_and_restricted() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/kubernetes-postgres.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/kubernetes-postgres.yaml");
+    check("postgres-example", &text);
 }
 
 /// A fleet of `count` image servers cycling through every shape the model has: http with

@@ -11,7 +11,7 @@ pub use crate::raw::{
     Spread, Strategy, TaintEffect, TolerationOperator, WebhookEvent, WebhookFormat,
 };
 use serde::{Serialize, Serializer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -195,6 +195,13 @@ impl State {
 pub struct Postgres {
     /// The connection URL; a password in it comes from a secret, shown as `***`.
     pub url: Text,
+    /// The secrets the URL reads (`secret('…')` in it): what a control plane needs to
+    /// connect, e.g. in the pod a Kubernetes manifest gives them to.
+    #[serde(skip)]
+    pub secrets: BTreeSet<String>,
+    /// Where the URL is written.
+    #[serde(skip)]
+    pub span: Span,
 }
 
 /// Spans exported over OTLP/HTTP.

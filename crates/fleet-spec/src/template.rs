@@ -224,6 +224,25 @@ impl Templates {
         })
     }
 
+    /// What `render` returns, and the names of the secrets the templates it renders refer
+    /// to (those alone: what was rendered before still counts as used).
+    pub(crate) fn noting_secrets<T>(&self, render: impl FnOnce() -> T) -> (T, BTreeSet<String>) {
+        let take = || {
+            self.used_secrets
+                .lock()
+                .map(|mut used| std::mem::take(&mut *used))
+                .unwrap_or_default()
+        };
+        let before = take();
+        let result = render();
+        let noted = take();
+        if let Ok(mut used) = self.used_secrets.lock() {
+            used.extend(before);
+            used.extend(noted.iter().cloned());
+        }
+        (result, noted)
+    }
+
     /// Names of the secrets the rendered templates referred to.
     pub(crate) fn used_secrets(&self) -> BTreeSet<String> {
         self.used_secrets
@@ -488,6 +507,27 @@ mod tests {
         assert_eq!(out.unwrap(), "web debug /home/me *** <port>");
         assert_eq!(t.used_secrets(), BTreeSet::from(["token".to_string()]));
         assert_eq!(t.render("{{ 'hi' | base64 }}", scope).unwrap(), "aGk=");
+    }
+
+    #[test]
+    fn the_secrets_of_one_string_are_told_apart_and_every_use_still_counts() {
+        let t = templates();
+        let scope = Scope::FLEET;
+        t.render("{{ secret('token') }}", scope).unwrap();
+        // A secret used only before is not this string's.
+        let (shown, secrets) = t.noting_secrets(|| t.render("{{ secret('key') }}", scope));
+        assert_eq!(shown.unwrap(), "***");
+        assert_eq!(secrets, BTreeSet::from(["key".into()]));
+        // One used before is, when this string uses it too.
+        let (_, secrets) = t.noting_secrets(|| t.render("a{{ secret('token') }}", scope));
+        assert_eq!(secrets, BTreeSet::from(["token".into()]));
+        let (_, none) = t.noting_secrets(|| t.render("plain", scope));
+        assert_eq!(none, BTreeSet::new());
+        // And every use still counts for "declared but never used".
+        assert_eq!(
+            t.used_secrets(),
+            BTreeSet::from(["key".into(), "token".into()])
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ fn a_postgres_store_keeps_its_password_hidden() {
         postgres.url.shown,
         "postgres://mcpfleet:***@db.internal:5432/mcpfleet?sslmode=require"
     );
+    // What a control plane elsewhere (a rendered pod) must be given to connect, and where
+    // to point when it cannot be.
+    assert_eq!(postgres.secrets.iter().collect::<Vec<_>>(), ["db_password"]);
+    assert_eq!((postgres.span.line, postgres.span.column), (7, 10));
     let json = serde_json::to_string(&fleet).unwrap();
     assert!(!json.contains("s3cr3t-value"), "a secret leaked: {json}");
     assert!(json.contains("\"state\""), "{json}");

@@ -26,7 +26,8 @@ impl Validator {
             );
             return State::default();
         };
-        let text = self.render(templates, url, Scope::FLEET);
+        let (text, secrets) =
+            templates.noting_secrets(|| self.render(templates, url, Scope::FLEET));
         if let Some(problem) = url_problem(&text.shown) {
             let help = match problem {
                 UrlProblem::Scheme => {
@@ -48,7 +49,11 @@ impl Validator {
             );
         }
         State {
-            postgres: Some(Postgres { url: text }),
+            postgres: Some(Postgres {
+                url: text,
+                secrets,
+                span: url.span,
+            }),
         }
     }
 }

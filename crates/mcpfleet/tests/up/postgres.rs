@@ -232,3 +232,112 @@ fn an_unreachable_state_database_stops_up_with_a_clear_error_and_no_password() {
     );
     assert!(!text(&out).contains(PASSWORD), "{}", text(&out));
 }
+
+/// The backup CronJob `render kubernetes` writes for a fleet whose environment puts its
+/// store in PostgreSQL, run here as its pod would run it: its arguments and environment as
+/// rendered (a Secret key's value standing in for each `secretKeyRef`, the Job's name for
+/// `$(JOB_NAME)`, nothing else), a state directory that does not exist, while the fleet's
+/// control plane runs elsewhere. It exports the database, keeps the newest `keep`, and
+/// creates no state directory.
+#[test]
+fn the_rendered_backup_job_exports_the_database_while_the_control_plane_runs() {
+    let url = with_password(&fleet_testkit::postgres::fresh_database());
+    let fleet_file = |server: &str, gateway: &str| {
+        format!(
+            "version: 1\nname: pg-backup\nkubernetes: {{ backup: {{ keep: 2 }} }}\nsecrets:\n  state_db: {{ env: STATE_DB }}\nservers:\n  api:\n    http: {server}\n{gateway}environments:\n  cluster:\n    state:\n      postgres: {{ url: \"{{{{ secret('state_db') }}}}\" }}\n"
+        )
+    };
+    let fleet = Fleet::new(
+        "pg-backup",
+        &fleet_file(
+            r#"{ command: SAMPLE, args: ["--transport", "http", "--port", "{{ port }}"] }"#,
+            "gateway:\n  listen: 127.0.0.1:0\n",
+        ),
+    )
+    .with_env("STATE_DB", &url);
+    let out = fleet.mcpfleet(&["up", "-d", "--env", "cluster"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The same fleet as the cluster would run it: an image, a gateway for the pod network.
+    let twin = fleet.dir.join("cluster.yaml");
+    std::fs::write(
+        &twin,
+        fleet_file(
+            "{ image: registry.example/api:1, port: 8080 }",
+            "gateway:\n  auth:\n    tokens: [{ name: ci, sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\", servers: [\"*\"] }]\n  tls: { terminated_by: proxy }\n",
+        ),
+    )
+    .unwrap();
+    let out = fleet
+        .command()
+        .args(["render", "kubernetes", "--env", "cluster", "-f"])
+        .arg(&twin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let objects =
+        fleet_testkit::kube::parse_yaml_documents(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let cron = (objects.iter())
+        .find(|o| o["kind"] == "CronJob")
+        .expect("a backup CronJob");
+    let container = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+
+    let backups = fleet.dir.join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let absent = fleet.dir.join("no-state-dir");
+    let job = |number: u32| {
+        let job_name = format!("mcpfleet-backup-{number}");
+        let args: Vec<String> = (container["args"].as_array().unwrap().iter())
+            .map(|arg| {
+                arg.as_str()
+                    .unwrap()
+                    .replace("$(JOB_NAME)", &job_name)
+                    .replace("/var/lib/mcpfleet/backups", backups.to_str().unwrap())
+                    .replace("/var/lib/mcpfleet/state", absent.to_str().unwrap())
+                    .replace("/etc/mcpfleet/fleet.yaml", twin.to_str().unwrap())
+            })
+            .collect();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
+        command.env_clear().current_dir(&fleet.dir).args(&args);
+        for variable in container["env"].as_array().unwrap() {
+            let name = variable["name"].as_str().unwrap();
+            let from = &variable["valueFrom"];
+            let value = if from["secretKeyRef"]
+                == serde_json::json!({ "key": "state_db", "name": "pg-backup-secrets" })
+            {
+                url.clone()
+            } else if from["fieldRef"].is_object() {
+                job_name.clone()
+            } else {
+                panic!("an environment variable the test cannot give: {variable}")
+            };
+            command.env(name, value);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{args:?}\n{}", text(&out));
+        assert!(!text(&out).contains(PASSWORD), "{}", text(&out));
+    };
+    for number in 1..=3 {
+        job(number);
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["mcpfleet-backup-2.json", "mcpfleet-backup-3.json"],
+        "keep: 2"
+    );
+    let export: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backups.join("mcpfleet-backup-3.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        export["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "the running control plane's deployment, read from the database: {export}"
+    );
+    assert!(!absent.exists(), "the backup made no state directory");
+    assert_nowhere_under(&backups, PASSWORD);
+}

@@ -102,6 +102,28 @@ pub enum StoreError {
         what: String,
     },
 
+    /// A write or renewal by a control plane whose leadership lease was taken over: another
+    /// control plane took the lease since (or the token was never this database's). Nothing
+    /// was written. The caller has been deposed and must stop acting as the leader.
+    #[error(
+        "this control plane's leadership lease (token {mine}) is no longer current: {}; \
+         nothing was written. Stop acting as the leader (start no step, write nothing more) \
+         and acquire the lease again before leading",
+        match (holder, token) {
+            (Some(holder), Some(token)) =>
+                format!("`{holder}` took the lease since (token {token})"),
+            _ => "no lease was ever taken on this database".to_owned(),
+        }
+    )]
+    Fenced {
+        /// The token the caller held.
+        mine: u64,
+        /// Who took the lease last, if anyone ever did.
+        holder: Option<String>,
+        /// The lease's current token, if any lease was ever taken.
+        token: Option<u64>,
+    },
+
     /// Any other database failure (disk full, I/O error, a lock held too long, …).
     #[error("state database error: {0}")]
     Database(String),

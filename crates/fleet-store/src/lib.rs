@@ -7,6 +7,8 @@
 //!   confirmed after, so that after a crash the engine can tell what it was doing
 //!   ([`StateStore::unfinished_deployments`]);
 //! - **events** and the gateway's **tool-call audit**, both paged by id;
+//! - the **leadership lease** of the fleet's control plane and its **fencing** token, which
+//!   a fenced store handle checks in every write ([`StateStore::fenced`]);
 //! - the **schema** and its migrations, and **export/import** of the whole store as one JSON
 //!   document ([`StateExport`]).
 //!
@@ -23,15 +25,17 @@
 
 mod columns;
 mod error;
+mod lease;
 mod model;
 mod postgres;
 mod sqlite;
 
 pub use error::StoreError;
 pub use model::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
-    NewEvent, NewFleetRevision, NewServerRevision, RevisionState, STATE_EXPORT_FORMAT,
-    ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, Lease,
+    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, NewServerRevision, RevisionState,
+    STATE_EXPORT_FORMAT, ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord,
+    StoredEvent,
 };
 pub use postgres::{PostgresStore, redacted};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
@@ -39,6 +43,8 @@ pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 use fleet_routes::audit::ToolCallRecord;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// What every [`StateStore`] method returns: a boxed future, so the trait stays usable as
 /// `dyn StateStore` and a networked implementation can do real async I/O.
@@ -58,6 +64,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// [`StoreError::Invalid`] when given a number above `i64::MAX` (no store holds one; paging
 /// positions are the exception, they just reach the end). Each method lists the errors
 /// particular to it.
+///
+/// A handle made by [`fenced`](StateStore::fenced) can also fail every write with
+/// [`StoreError::Fenced`].
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records a new fleet revision, numbered one above the latest, and its server revisions.
     ///
@@ -237,4 +246,44 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// [`STATE_EXPORT_FORMAT`]; [`StoreError::Invalid`] if the document contradicts itself
     /// (for example a fleet revision naming a server revision the document does not hold).
     fn import(&self, state: StateExport) -> StoreFuture<'_, ()>;
+
+    /// Takes the lease on the leadership of the fleet's control plane for `holder` (a name
+    /// unique to one control plane), for `ttl` by the database's clock, so that control
+    /// planes on hosts whose clocks disagree still agree on who leads.
+    ///
+    /// Taken when no one ever held it, its holder released it or it expired: the new lease's
+    /// fencing token is one above the last ever handed out on this database (released and
+    /// expired ones included). When `holder`'s own lease is live, renews it (same token,
+    /// later expiry). `None` while another holder's lease is live. Never fenced.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] if `ttl` is under 1 ms or over a day.
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> StoreFuture<'_, Option<Lease>>;
+
+    /// Extends `lease` to `ttl` from now, by the database's clock, and returns it with its
+    /// new expiry. Also after it expired, as long as no one took the lease since. Never
+    /// fenced.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] if another holder took the lease since: the caller no longer
+    /// leads and must stop acting as the leader. [`StoreError::Invalid`] for a `ttl` as in
+    /// [`acquire_lease`](StateStore::acquire_lease).
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreFuture<'_, Lease>;
+
+    /// Gives `lease` up: it expires now, so another control plane can acquire it at once.
+    /// Nothing happens if it was superseded or has lapsed already. Never fenced.
+    fn release_lease(&self, lease: &Lease) -> StoreFuture<'_, ()>;
+
+    /// The last lease handed out, whether it is still live (by the database's clock), or
+    /// `None` if none ever was.
+    fn lease(&self) -> StoreFuture<'_, Option<LeaseInfo>>;
+
+    /// A handle on the same store (the same connection) whose every write call first checks,
+    /// inside its own transaction, that `token` is still the current lease's fencing token,
+    /// and otherwise fails with [`StoreError::Fenced`] having written nothing: a leader that
+    /// was deposed while it was stopped or cut off can never write again. Reads and the
+    /// lease calls are not fenced. A handle never fenced writes whatever the lease.
+    fn fenced(&self, token: u64) -> Arc<dyn StateStore>;
 }

@@ -421,3 +421,34 @@ pub struct StateExport {
     /// Every audit record, ascending.
     pub audit: Vec<StoredAuditRecord>,
 }
+
+/// A lease on the leadership of the fleet's control plane, as its holder has it: what
+/// [`StateStore::acquire_lease`](crate::StateStore::acquire_lease) and
+/// [`renew_lease`](crate::StateStore::renew_lease) return. Times are the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Who holds it: a name unique to one control plane (e.g. its host and process id).
+    pub holder: String,
+    /// Its fencing token: one above the token of every lease handed out before, on this
+    /// database, so a newer leader's token is always the larger.
+    pub token: u64,
+    /// When this holder took it (renewals keep it).
+    pub acquired_at: String,
+    /// When it lapses unless renewed.
+    pub expires_at: String,
+}
+
+/// The lease as status shows it: the last one handed out, live or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Who took it last.
+    pub holder: String,
+    /// Its fencing token, the highest handed out.
+    pub token: u64,
+    /// When its holder took it.
+    pub acquired_at: String,
+    /// When it lapses or lapsed; a released lease lapsed when it was released.
+    pub expires_at: String,
+    /// Whether it is still held: not expired and not released, by the database's clock.
+    pub live: bool,
+}

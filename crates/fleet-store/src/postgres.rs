@@ -5,11 +5,12 @@ mod queries;
 mod schema;
 mod tls;
 
+use crate::lease;
 use crate::model::now;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment, NewEvent,
-    NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore, StepOutcome,
-    StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, Lease, LeaseInfo,
+    NewDeployment, NewEvent, NewFleetRevision, RevisionState, ServerRevision, StateExport,
+    StateStore, StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use std::future::Future;
@@ -56,10 +57,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// used the server's certificate and name are verified; with no `sslmode`, a database on
 /// this machine is reached in plain and any other in TLS or not at all (see `tls.rs`).
 ///
+/// The lease's times are the database server's clock (`clock_timestamp()`), so control
+/// planes on hosts whose clocks disagree agree on when it expires. A fenced handle checks
+/// its token after taking the write lock, which acquiring the lease takes too.
+///
 /// Cloning is cheap and shares the connection.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
+    /// The fencing token every write checks, on a [`fenced`](StateStore::fenced) handle.
+    fence: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -74,8 +81,12 @@ struct Inner {
 /// What a call's transaction does.
 #[derive(Debug, Clone, Copy)]
 enum Access {
-    /// Writes, under the store's write lock.
+    /// Writes, under the store's write lock; on a fenced handle only while its token is
+    /// the current lease's.
     Write,
+    /// Writes the lease, under the store's write lock, never fenced: taking the lease over
+    /// is what fences the previous leader.
+    Lease,
     /// Reads, all from one snapshot.
     Read,
 }
@@ -123,6 +134,7 @@ impl PostgresStore {
                 database,
                 client: Mutex::new(Some(client)),
             }),
+            fence: None,
         })
     }
 
@@ -159,7 +171,17 @@ impl PostgresStore {
                     .await
                     .map_err(|e| inner.failed(&e))?;
             }
-            let result = match work(&client).await.map_err(|e| inner.named(e)) {
+            let fence = match access {
+                Access::Write => self.fence,
+                Access::Lease | Access::Read => None,
+            };
+            let checked_work = async {
+                if let Some(token) = fence {
+                    queries::check_fence(&client, token).await?;
+                }
+                work(&client).await
+            };
+            let result = match checked_work.await.map_err(|e| inner.named(e)) {
                 Ok(value) => client
                     .batch_execute("COMMIT")
                     .await
@@ -185,7 +207,7 @@ impl Access {
         match self {
             // Read committed: each statement after the lock sees every write committed
             // before it was granted.
-            Access::Write => WRITE_BEGIN,
+            Access::Write | Access::Lease => WRITE_BEGIN,
             Access::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         }
     }
@@ -491,6 +513,40 @@ impl StateStore for PostgresStore {
     fn import(&self, state: StateExport) -> StoreFuture<'_, ()> {
         self.run(Access::Write, move |tx| {
             Box::pin(async move { queries::import(tx, &state).await })
+        })
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> StoreFuture<'_, Option<Lease>> {
+        let holder = holder.to_owned();
+        self.run(Access::Lease, move |tx| {
+            Box::pin(
+                async move { queries::acquire_lease(tx, &holder, lease::ttl_millis(ttl)?).await },
+            )
+        })
+    }
+
+    fn renew_lease(&self, held: &Lease, ttl: Duration) -> StoreFuture<'_, Lease> {
+        let held = held.clone();
+        self.run(Access::Lease, move |tx| {
+            Box::pin(async move { queries::renew_lease(tx, &held, lease::ttl_millis(ttl)?).await })
+        })
+    }
+
+    fn release_lease(&self, held: &Lease) -> StoreFuture<'_, ()> {
+        let held = held.clone();
+        self.run(Access::Lease, move |tx| {
+            Box::pin(async move { queries::release_lease(tx, &held).await })
+        })
+    }
+
+    fn lease(&self) -> StoreFuture<'_, Option<LeaseInfo>> {
+        self.run(Access::Read, |tx| Box::pin(queries::lease(tx)))
+    }
+
+    fn fenced(&self, token: u64) -> Arc<dyn StateStore> {
+        Arc::new(Self {
+            fence: Some(token),
+            ..self.clone()
         })
     }
 }

@@ -5,11 +5,12 @@ mod schema;
 
 pub use schema::SCHEMA_VERSION;
 
+use crate::lease;
 use crate::model::now;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, NewDeployment, NewEvent,
-    NewFleetRevision, RevisionState, ServerRevision, StateExport, StateStore, StepOutcome,
-    StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, Lease, LeaseInfo,
+    NewDeployment, NewEvent, NewFleetRevision, RevisionState, ServerRevision, StateExport,
+    StateStore, StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use parking_lot::Mutex;
@@ -37,10 +38,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// one call at a time over one connection; the lock is never held across an `.await`. A call
 /// whose future is dropped still completes or rolls back as a whole. Cloning is cheap and
 /// shares the connection.
+///
+/// The lease's times are SQLite's clock, which is the machine's: control planes sharing the
+/// file run on one machine.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// The fencing token every write checks, on a [`fenced`](StateStore::fenced) handle.
+    fence: Option<u64>,
 }
 
 impl SqliteStore {
@@ -88,6 +94,7 @@ impl SqliteStore {
         Ok(Self {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
+            fence: None,
         })
     }
 
@@ -118,7 +125,8 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     fn record_fleet_revision(&self, new: NewFleetRevision) -> StoreFuture<'_, FleetRevision> {
-        self.run(move |conn| queries::record_fleet_revision(conn, new, &now()))
+        let fence = self.fence;
+        self.run(move |conn| queries::record_fleet_revision(conn, fence, new, &now()))
     }
 
     fn fleet_revision(&self, number: u64) -> StoreFuture<'_, Option<FleetRevision>> {
@@ -154,9 +162,9 @@ impl StateStore for SqliteStore {
         state: RevisionState,
         reason: Option<String>,
     ) -> StoreFuture<'_, ()> {
-        let server = server.to_owned();
+        let (server, fence) = (server.to_owned(), self.fence);
         self.run(move |conn| {
-            queries::set_server_revision_state(conn, &server, number, state, reason)
+            queries::set_server_revision_state(conn, fence, &server, number, state, reason)
         })
     }
 
@@ -170,17 +178,20 @@ impl StateStore for SqliteStore {
         kind: DeploymentKind,
         reason: Option<String>,
     ) -> StoreFuture<'_, (FleetRevision, DeploymentRecord)> {
+        let fence = self.fence;
         self.run(move |conn| {
-            queries::record_and_begin_deployment(conn, revision, kind, reason, &now())
+            queries::record_and_begin_deployment(conn, fence, revision, kind, reason, &now())
         })
     }
 
     fn begin_deployment(&self, new: NewDeployment) -> StoreFuture<'_, DeploymentRecord> {
-        self.run(move |conn| queries::begin_deployment(conn, new, &now()))
+        let fence = self.fence;
+        self.run(move |conn| queries::begin_deployment(conn, fence, new, &now()))
     }
 
     fn append_step(&self, deployment: u64, step: serde_json::Value) -> StoreFuture<'_, u64> {
-        self.run(move |conn| queries::append_step(conn, deployment, &step, &now()))
+        let fence = self.fence;
+        self.run(move |conn| queries::append_step(conn, fence, deployment, &step, &now()))
     }
 
     fn confirm_step(
@@ -190,7 +201,10 @@ impl StateStore for SqliteStore {
         outcome: StepOutcome,
         detail: Option<String>,
     ) -> StoreFuture<'_, ()> {
-        self.run(move |conn| queries::confirm_step(conn, deployment, seq, outcome, detail, &now()))
+        let fence = self.fence;
+        self.run(move |conn| {
+            queries::confirm_step(conn, fence, deployment, seq, outcome, detail, &now())
+        })
     }
 
     fn finish_deployment(
@@ -199,7 +213,8 @@ impl StateStore for SqliteStore {
         state: DeploymentStatus,
         reason: Option<String>,
     ) -> StoreFuture<'_, ()> {
-        self.run(move |conn| queries::finish_deployment(conn, id, state, reason, &now()))
+        let fence = self.fence;
+        self.run(move |conn| queries::finish_deployment(conn, fence, id, state, reason, &now()))
     }
 
     fn deployment(&self, id: u64) -> StoreFuture<'_, Option<DeploymentRecord>> {
@@ -215,7 +230,8 @@ impl StateStore for SqliteStore {
     }
 
     fn append_events(&self, events: Vec<NewEvent>) -> StoreFuture<'_, Vec<u64>> {
-        self.run(move |conn| queries::append_events(conn, &events))
+        let fence = self.fence;
+        self.run(move |conn| queries::append_events(conn, fence, &events))
     }
 
     fn events(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredEvent>> {
@@ -227,7 +243,8 @@ impl StateStore for SqliteStore {
     }
 
     fn append_audit(&self, records: Vec<ToolCallRecord>) -> StoreFuture<'_, ()> {
-        self.run(move |conn| queries::append_audit(conn, &records))
+        let fence = self.fence;
+        self.run(move |conn| queries::append_audit(conn, fence, &records))
     }
 
     fn audit(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<StoredAuditRecord>> {
@@ -243,7 +260,34 @@ impl StateStore for SqliteStore {
     }
 
     fn import(&self, state: StateExport) -> StoreFuture<'_, ()> {
-        self.run(move |conn| queries::import(conn, &state))
+        let fence = self.fence;
+        self.run(move |conn| queries::import(conn, fence, &state))
+    }
+
+    fn acquire_lease(&self, holder: &str, ttl: Duration) -> StoreFuture<'_, Option<Lease>> {
+        let holder = holder.to_owned();
+        self.run(move |conn| queries::acquire_lease(conn, &holder, lease::ttl_millis(ttl)?))
+    }
+
+    fn renew_lease(&self, held: &Lease, ttl: Duration) -> StoreFuture<'_, Lease> {
+        let held = held.clone();
+        self.run(move |conn| queries::renew_lease(conn, &held, lease::ttl_millis(ttl)?))
+    }
+
+    fn release_lease(&self, held: &Lease) -> StoreFuture<'_, ()> {
+        let held = held.clone();
+        self.run(move |conn| queries::release_lease(conn, &held))
+    }
+
+    fn lease(&self) -> StoreFuture<'_, Option<LeaseInfo>> {
+        self.run(queries::lease)
+    }
+
+    fn fenced(&self, token: u64) -> Arc<dyn StateStore> {
+        Arc::new(Self {
+            fence: Some(token),
+            ..self.clone()
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use fleet_testkit::TempDir;
 use fleet_testkit::postgres as pg;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,6 +59,11 @@ on_both_backends!(
     audit_records_are_exported_in_the_same_json_as_before,
     an_audit_row_a_newer_mcpfleet_wrote_is_a_clear_error_not_a_panic,
     a_killed_writer_loses_no_acknowledged_step,
+    a_lease_is_held_until_it_lapses_then_taken_over_with_the_next_token,
+    a_deposed_leaders_fenced_writes_fail_and_write_nothing,
+    a_released_lease_is_taken_at_once_and_its_token_never_reused,
+    a_version_1_database_gains_the_lease_and_keeps_its_data,
+    a_leader_stopped_past_its_lease_never_writes_after_resuming,
 );
 
 #[derive(Debug, Clone, Copy)]
@@ -521,6 +526,366 @@ async fn a_killed_writer_loses_no_acknowledged_step(b: Backend) {
     let steps = &unfinished[0].steps;
     assert!(steps.len() >= acknowledged, "{} steps", steps.len());
     assert!(steps.iter().zip(1..).all(|(s, seq)| s.seq == seq));
+}
+
+// The leadership lease and fencing.
+
+/// Long enough that a lease taken with it cannot lapse during a test.
+const HELD: Duration = Duration::from_secs(60);
+
+/// How long a test lets a short lease run before another may take it over. Each wait
+/// polls the store, so a slow machine waits longer, never wrongly.
+const TAKEOVER: Duration = Duration::from_secs(10);
+
+/// The lease a standby (`c`) takes once the lease it contends for lapses by the database's
+/// clock. Polling the store is the waiting: a lease's lapse is the very thing under test.
+async fn take_over(standby: &dyn StateStore, holder: &str) -> fleet_store::Lease {
+    fleet_testkit::wait_until("the lapsed lease is taken over", TAKEOVER, async || {
+        standby.acquire_lease(holder, HELD).await.unwrap()
+    })
+    .await
+}
+
+async fn a_lease_is_held_until_it_lapses_then_taken_over_with_the_next_token(b: Backend) {
+    let db = b.database();
+    // Two control planes on one database: two stores, two connections.
+    let (leader, standby) = (db.open().await, db.open().await);
+    assert_eq!(leader.lease().await.unwrap(), None);
+
+    let held = leader.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    assert_eq!((held.holder.as_str(), held.token), ("cp-a", 1));
+    assert!(held.expires_at > held.acquired_at, "{held:?}");
+    assert_eq!(standby.acquire_lease("cp-b", HELD).await.unwrap(), None);
+    // Acquiring again while holding it renews it: the same token, the same start.
+    let again = leader.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    assert_eq!((again.token, &again.acquired_at), (1, &held.acquired_at));
+    let status = standby.lease().await.unwrap().unwrap();
+    assert_eq!(
+        (status.holder.as_str(), status.token, status.live),
+        ("cp-a", 1, true)
+    );
+
+    // The leader's last renewal is short; then it stops renewing (killed, stopped, cut off).
+    let last = leader
+        .renew_lease(&held, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(last.token, 1);
+    assert!(last.expires_at < again.expires_at, "{last:?} {again:?}");
+    let taken = take_over(&*standby, "cp-b").await;
+    assert_eq!((taken.holder.as_str(), taken.token), ("cp-b", 2));
+    // Both times are the database's: the standby got it only once the lease had lapsed.
+    assert!(taken.acquired_at >= last.expires_at, "{taken:?} {last:?}");
+    let status = leader.lease().await.unwrap().unwrap();
+    assert_eq!(
+        (status.holder.as_str(), status.token, status.live),
+        ("cp-b", 2, true)
+    );
+
+    // The old leader, waking up, can neither renew nor take it back.
+    let err = leader.renew_lease(&held, HELD).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Fenced { mine: 1, holder: Some(h), token: Some(2) } if h == "cp-b"),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("`cp-b` took the lease since (token 2)"),
+        "{message}"
+    );
+    assert!(message.contains("Stop acting as the leader"), "{message}");
+    assert_eq!(leader.acquire_lease("cp-a", HELD).await.unwrap(), None);
+    // The new leader renews its own.
+    let renewed = standby.renew_lease(&taken, HELD).await.unwrap();
+    assert_eq!(
+        (renewed.token, &renewed.acquired_at),
+        (2, &taken.acquired_at)
+    );
+
+    let err = leader
+        .acquire_lease("cp-a", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().contains("ttl"), "{err}");
+}
+
+async fn a_deposed_leaders_fenced_writes_fail_and_write_nothing(b: Backend) {
+    let db = b.database();
+    let (old, new) = (db.open().await, db.open().await);
+    old.record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let d = old.begin_deployment(deploy(1)).await.unwrap();
+
+    let lease = old
+        .acquire_lease("cp-a", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let journal = old.fenced(lease.token);
+    // While its token is current the fenced handle writes, even past the lease's expiry:
+    // no one else can have led in between.
+    assert_eq!(
+        journal.append_step(d.id, json!({ "i": 1 })).await.unwrap(),
+        1
+    );
+
+    let taken = take_over(&*new, "cp-b").await;
+    assert_eq!(taken.token, 2);
+    let before = new.export().await.unwrap();
+    let is_fenced = |what: &str, result: Result<(), StoreError>| match result {
+        Err(StoreError::Fenced {
+            mine: 1,
+            holder: Some(holder),
+            token: Some(2),
+        }) if holder == "cp-b" => {}
+        other => panic!("{what} of the deposed leader: {other:?}"),
+    };
+    is_fenced(
+        "append_step",
+        journal.append_step(d.id, json!({ "i": 2 })).await.map(drop),
+    );
+    is_fenced(
+        "confirm_step",
+        journal.confirm_step(d.id, 1, StepOutcome::Done, None).await,
+    );
+    is_fenced(
+        "finish_deployment",
+        journal
+            .finish_deployment(d.id, DeploymentStatus::Succeeded, None)
+            .await,
+    );
+    is_fenced(
+        "append_events",
+        journal.append_events(vec![event("x")]).await.map(drop),
+    );
+    is_fenced(
+        "append_audit",
+        journal.append_audit(vec![audit_record("search")]).await,
+    );
+    is_fenced(
+        "set_server_revision_state",
+        journal
+            .set_server_revision_state("a", 1, RevisionState::Superseded, None)
+            .await,
+    );
+    is_fenced(
+        "record_and_begin_deployment",
+        journal
+            .record_and_begin_deployment(
+                fleet(vec![server("a", "2")]),
+                DeploymentKind::Deploy,
+                None,
+            )
+            .await
+            .map(drop),
+    );
+    // Nothing was written, and the deposed handle still reads.
+    assert_eq!(new.export().await.unwrap(), before);
+    assert_eq!(
+        journal.deployment(d.id).await.unwrap().unwrap().steps.len(),
+        1
+    );
+
+    // The new leader's fenced handle carries on the journal.
+    let leading = new.fenced(taken.token);
+    assert_eq!(
+        leading.append_step(d.id, json!({ "i": 2 })).await.unwrap(),
+        2
+    );
+    leading
+        .finish_deployment(d.id, DeploymentStatus::Succeeded, None)
+        .await
+        .unwrap();
+    // A handle never fenced writes whatever the lease: one control plane, no lease.
+    old.append_events(vec![event("unfenced")]).await.unwrap();
+    // A token no lease ever had is fenced too.
+    let err = new
+        .fenced(7)
+        .append_events(vec![event("x")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                mine: 7,
+                token: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// Not a test on its own: the child process of
+/// [`a_leader_stopped_past_its_lease_never_writes_after_resuming`], which runs it by name with
+/// `--ignored`. It takes the lease, then for each line on stdin journals a step through its
+/// fenced handle, renews the lease and prints `step N`; once fenced it prints the error and
+/// ends.
+#[tokio::test]
+#[ignore = "the child process of a_leader_stopped_past_its_lease_never_writes_after_resuming"]
+async fn lead_until_fenced() {
+    let db = std::env::var(CHILD_DB).expect(
+        "run by a_leader_stopped_past_its_lease_never_writes_after_resuming, which sets \
+         FLEET_STORE_TEST_CHILD_DB",
+    );
+    let store = Db::at(db).open().await;
+    let ttl = Duration::from_millis(300);
+    let mut lease = store
+        .acquire_lease("cp-stopped", ttl)
+        .await
+        .unwrap()
+        .expect("no one leads before the child");
+    let journal = store.fenced(lease.token);
+    for go in std::io::stdin().lines() {
+        go.unwrap();
+        match journal.append_step(1, json!({ "by": "cp-stopped" })).await {
+            Ok(seq) => {
+                lease = store.renew_lease(&lease, ttl).await.unwrap();
+                // Printed last: the parent stops this process once it reads the line.
+                println!("step {seq}");
+            }
+            Err(e @ StoreError::Fenced { .. }) => {
+                println!("fenced: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+async fn a_leader_stopped_past_its_lease_never_writes_after_resuming(b: Backend) {
+    let db = b.database();
+    let standby = db.open().await;
+    standby
+        .record_fleet_revision(fleet(vec![server("a", "1")]))
+        .await
+        .unwrap();
+    let d = standby.begin_deployment(deploy(1)).await.unwrap();
+    let mut leader = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "lead_until_fenced", "--nocapture"])
+        .env(CHILD_DB, db.locator())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut go = leader.stdin.take().unwrap();
+    let mut said = BufReader::new(leader.stdout.take().unwrap()).lines();
+    // Blocking reads: nothing else runs on this test's runtime meanwhile. The first line
+    // follows libtest's `test NAME ... ` on the same line.
+    let mut next = move || loop {
+        let line = said.next().expect("the leader ended early").unwrap();
+        if let Some(at) = line.find("step ").or_else(|| line.find("fenced: ")) {
+            return line[at..].to_owned();
+        }
+    };
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), leader.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name}");
+    };
+    for seq in 1..=3 {
+        writeln!(go, "go").unwrap();
+        assert_eq!(next(), format!("step {seq}"));
+    }
+
+    // Stopped between two steps (outside any transaction), the leader stops renewing; its
+    // lease lapses and the standby takes over. Then it resumes and journals its next step.
+    signal("STOP");
+    let taken = take_over(&*standby, "cp-standby").await;
+    assert_eq!(taken.token, 2);
+    writeln!(go, "go").unwrap();
+    signal("CONT");
+    let last = next();
+    assert!(
+        last.starts_with("fenced: ")
+            && last.contains("`cp-standby` took the lease since (token 2)"),
+        "{last}"
+    );
+    assert!(leader.wait().unwrap().success());
+    let steps = standby.deployment(d.id).await.unwrap().unwrap().steps;
+    assert_eq!(steps.len(), 3, "{steps:?}");
+}
+
+async fn a_released_lease_is_taken_at_once_and_its_token_never_reused(b: Backend) {
+    let db = b.database();
+    let (a, c) = (db.open().await, db.open().await);
+    let err = a
+        .fenced(1)
+        .append_events(vec![event("x")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                mine: 1,
+                holder: None,
+                token: None
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no lease was ever taken"), "{err}");
+
+    let first = a.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    a.release_lease(&first).await.unwrap();
+    let status = c.lease().await.unwrap().unwrap();
+    assert_eq!(
+        (status.holder.as_str(), status.token, status.live),
+        ("cp-a", 1, false)
+    );
+    // Released with a minute left: the other control plane takes it without waiting.
+    let second = c.acquire_lease("cp-b", HELD).await.unwrap().unwrap();
+    assert_eq!((second.holder.as_str(), second.token), ("cp-b", 2));
+    // Releasing a superseded lease changes nothing.
+    a.release_lease(&first).await.unwrap();
+    assert!(c.lease().await.unwrap().unwrap().live);
+    assert_eq!(a.acquire_lease("cp-a", HELD).await.unwrap(), None);
+
+    c.release_lease(&second).await.unwrap();
+    // The same holder as before gets a new token, never an old one.
+    let third = a.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    assert_eq!(third.token, 3);
+
+    // The lease is not part of the state: exports leave it out, and it does not make a
+    // store too full to import into.
+    let exported = serde_json::to_value(a.export().await.unwrap()).unwrap();
+    assert_eq!(exported["format"], json!(STATE_EXPORT_FORMAT));
+    assert!(exported.get("lease").is_none(), "{exported}");
+    let source = b.database().open().await;
+    populate(&*source).await;
+    a.import(source.export().await.unwrap()).await.unwrap();
+    assert_eq!(a.export().await.unwrap(), source.export().await.unwrap());
+    assert_eq!(c.lease().await.unwrap().unwrap().token, 3);
+}
+
+async fn a_version_1_database_gains_the_lease_and_keeps_its_data(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
+    populate(&*store).await;
+    let before = store.export().await.unwrap();
+    drop(store);
+    // What the previous mcpfleet left: schema version 1, no lease table.
+    db.execute(match &db {
+        Db::File(_) => "DROP TABLE lease; PRAGMA user_version = 1;",
+        Db::Url(_) => "DROP TABLE lease; UPDATE mcpfleet_schema SET version = 1;",
+    });
+
+    let store = db.open().await;
+    assert_eq!(SCHEMA_VERSION, 2);
+    let version = match &db {
+        Db::File(_) => db.row("PRAGMA user_version"),
+        Db::Url(_) => db.row("SELECT version FROM mcpfleet_schema"),
+    };
+    assert_eq!(version, ["2"]);
+    assert_eq!(store.export().await.unwrap(), before);
+    let lease = store.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    assert_eq!(lease.token, 1);
 }
 
 // SQLite only: the file itself.
@@ -1037,6 +1402,35 @@ async fn postgres_two_control_planes_on_one_database_never_number_alike() {
         .map(|r| r.number)
         .collect();
     assert_eq!(numbers, (1..=EACH + 1).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_control_planes_racing_for_the_lease_get_one_leader_and_unique_tokens() {
+    let url = pg::fresh_database();
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(PostgresStore::connect(&url).await.unwrap());
+    }
+    let mut tokens = BTreeSet::new();
+    for round in 1..=5u64 {
+        let mut racing = tokio::task::JoinSet::new();
+        for (i, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            racing.spawn(async move { store.acquire_lease(&format!("cp-{i}"), HELD).await });
+        }
+        let won: Vec<_> = racing
+            .join_all()
+            .await
+            .into_iter()
+            .filter_map(|acquired| acquired.unwrap())
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        let leader = &won[0];
+        assert_eq!(leader.token, round, "{leader:?}");
+        assert!(tokens.insert(leader.token), "token {} twice", leader.token);
+        // The winner steps down, and the next round races again.
+        stores[0].release_lease(leader).await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -5,11 +5,13 @@
 
 use super::{db_error, schema::IDENTITIES};
 use crate::columns::{page_size, page_start, parse, parse_json, text};
+use crate::lease;
 use crate::model::AuditRow;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
-    NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision, StateExport,
-    StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, Lease,
+    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT,
+    ServerRevision, StateExport, StepOutcome, StepState, StoreError, StoredAuditRecord,
+    StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use std::collections::{BTreeMap, BTreeSet};
@@ -923,6 +925,104 @@ async fn deployment_state(tx: &Client, id: u64) -> Result<DeploymentStatus, Stor
             format!("deployment {id}: state")
         }),
     }
+}
+
+/// A fenced handle's write goes ahead only while `token` is the current lease's: checked
+/// after the write lock, which every acquire takes too.
+pub(super) async fn check_fence(tx: &Client, token: u64) -> Result<(), StoreError> {
+    lease::check_fence(select_lease(tx).await?, token)
+}
+
+pub(super) async fn acquire_lease(
+    tx: &Client,
+    holder: &str,
+    ttl_ms: u32,
+) -> Result<Option<Lease>, StoreError> {
+    let clock = clock(tx, ttl_ms).await?;
+    let Some(lease) = lease::acquire(select_lease(tx).await?, holder, clock) else {
+        return Ok(None);
+    };
+    write_lease(tx, &lease).await?;
+    Ok(Some(lease))
+}
+
+pub(super) async fn renew_lease(
+    tx: &Client,
+    lease: &Lease,
+    ttl_ms: u32,
+) -> Result<Lease, StoreError> {
+    let clock = clock(tx, ttl_ms).await?;
+    let renewed = lease::renew(select_lease(tx).await?, lease, clock)?;
+    write_lease(tx, &renewed).await?;
+    Ok(renewed)
+}
+
+pub(super) async fn release_lease(tx: &Client, lease: &Lease) -> Result<(), StoreError> {
+    let now = clock(tx, 0).await?.now;
+    if let Some(released) = lease::release(select_lease(tx).await?, lease, now) {
+        write_lease(tx, &released).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn lease(tx: &Client) -> Result<Option<LeaseInfo>, StoreError> {
+    let now = clock(tx, 0).await?.now;
+    Ok(select_lease(tx).await?.map(|held| lease::info(held, &now)))
+}
+
+/// The server's clock, now and `ttl_ms` later, in the stores' time format (UTC, so that
+/// they compare as text). `clock_timestamp()`, not `now()`: the transaction may have begun
+/// long before, waiting for the write lock.
+async fn clock(tx: &Client, ttl_ms: u32) -> Result<lease::Clock, StoreError> {
+    let row = tx
+        .query_one(
+            r#"SELECT to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                      to_char(t + make_interval(secs => $1), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+               FROM (SELECT clock_timestamp() AT TIME ZONE 'UTC' AS t) AS clock"#,
+            &[&(f64::from(ttl_ms) / 1000.0)],
+        )
+        .await
+        .db()?;
+    Ok(lease::Clock {
+        now: get(&row, 0)?,
+        expires: get(&row, 1)?,
+    })
+}
+
+async fn select_lease(tx: &Client) -> Result<Option<Lease>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT holder, token, acquired_at, expires_at FROM lease WHERE id = 1",
+            &[],
+        )
+        .await
+        .db()?;
+    row.map(|r| {
+        Ok(Lease {
+            holder: get(&r, 0)?,
+            token: uint(&r, 1)?,
+            acquired_at: get(&r, 2)?,
+            expires_at: get(&r, 3)?,
+        })
+    })
+    .transpose()
+}
+
+async fn write_lease(tx: &Client, lease: &Lease) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO lease (id, holder, token, acquired_at, expires_at) VALUES (1, $1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+             acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+        &[
+            &lease.holder,
+            &int(lease.token)?,
+            &lease.acquired_at,
+            &lease.expires_at,
+        ],
+    )
+    .await
+    .db()?;
+    Ok(())
 }
 
 /// A number as PostgreSQL's `BIGINT`: none above `i64::MAX` can be stored.

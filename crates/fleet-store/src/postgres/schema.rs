@@ -86,6 +86,17 @@ const MIGRATIONS: &[&str] = &[
         duration_ms DOUBLE PRECISION NOT NULL
     );
     ",
+    // 2: the leadership lease, one row: the last lease handed out. Never deleted (a
+    // release only moves its expiry), so its token only grows.
+    "
+    CREATE TABLE lease (
+        id          BIGINT PRIMARY KEY CHECK (id = 1),
+        holder      TEXT NOT NULL,
+        token       BIGINT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The tables whose identity column numbers rows, and that column: what an import moves

@@ -2,11 +2,13 @@
 //! store's connection. Each write is one transaction.
 
 use crate::columns::{page_size, page_start, parse, parse_json, text};
+use crate::lease;
 use crate::model::AuditRow;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, NewDeployment,
-    NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT, ServerRevision, StateExport,
-    StepOutcome, StepState, StoreError, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, Lease,
+    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT,
+    ServerRevision, StateExport, StepOutcome, StepState, StoreError, StoredAuditRecord,
+    StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
@@ -14,10 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn record_fleet_revision(
     conn: &mut Connection,
+    fence: Option<u64>,
     new: NewFleetRevision,
     now: &str,
 ) -> Result<FleetRevision, StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let revision = insert_fleet_revision(&tx, new, now)?;
     tx.commit().db()?;
     Ok(revision)
@@ -25,12 +28,13 @@ pub(super) fn record_fleet_revision(
 
 pub(super) fn record_and_begin_deployment(
     conn: &mut Connection,
+    fence: Option<u64>,
     revision: NewFleetRevision,
     kind: DeploymentKind,
     reason: Option<String>,
     now: &str,
 ) -> Result<(FleetRevision, DeploymentRecord), StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     // Read in the write transaction: nothing can finish a deployment in between.
     let from_revision = select_serving_fleet_revision(&tx)?;
     let revision = insert_fleet_revision(&tx, revision, now)?;
@@ -212,12 +216,14 @@ pub(super) fn server_revisions(
 
 pub(super) fn set_server_revision_state(
     conn: &mut Connection,
+    fence: Option<u64>,
     server: &str,
     number: u64,
     state: RevisionState,
     reason: Option<String>,
 ) -> Result<(), StoreError> {
-    let changed = conn
+    let tx = write(conn, fence)?;
+    let changed = tx
         .execute(
             "UPDATE server_revisions SET state = ?3, reason = ?4 WHERE server = ?1 AND number = ?2",
             params![server, number, text(state)?, reason],
@@ -228,15 +234,16 @@ pub(super) fn set_server_revision_state(
             what: format!("revision {number} of server `{server}`"),
         });
     }
-    Ok(())
+    tx.commit().db()
 }
 
 pub(super) fn begin_deployment(
     conn: &mut Connection,
+    fence: Option<u64>,
     new: NewDeployment,
     now: &str,
 ) -> Result<DeploymentRecord, StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let deployment = insert_deployment(&tx, new, now)?;
     tx.commit().db()?;
     Ok(deployment)
@@ -293,11 +300,12 @@ fn insert_deployment(
 
 pub(super) fn append_step(
     conn: &mut Connection,
+    fence: Option<u64>,
     deployment: u64,
     step: &serde_json::Value,
     now: &str,
 ) -> Result<u64, StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let state = deployment_state(&tx, deployment)?;
     if state.is_finished() {
         return Err(StoreError::Conflict {
@@ -331,13 +339,14 @@ pub(super) fn append_step(
 
 pub(super) fn confirm_step(
     conn: &mut Connection,
+    fence: Option<u64>,
     deployment: u64,
     seq: u64,
     outcome: StepOutcome,
     detail: Option<String>,
     now: &str,
 ) -> Result<(), StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let state: Option<String> = tx
         .query_row(
             "SELECT state FROM journal WHERE deployment = ?1 AND seq = ?2",
@@ -373,12 +382,13 @@ pub(super) fn confirm_step(
 
 pub(super) fn finish_deployment(
     conn: &mut Connection,
+    fence: Option<u64>,
     id: u64,
     state: DeploymentStatus,
     reason: Option<String>,
     now: &str,
 ) -> Result<(), StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let current = deployment_state(&tx, id)?;
     if current.is_finished() {
         return Err(StoreError::Conflict {
@@ -420,9 +430,10 @@ pub(super) fn unfinished_deployments(
 
 pub(super) fn append_events(
     conn: &mut Connection,
+    fence: Option<u64>,
     events: &[NewEvent],
 ) -> Result<Vec<u64>, StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let mut ids = Vec::with_capacity(events.len());
     for event in events {
         insert_event(&tx, None, event)?;
@@ -488,9 +499,10 @@ fn select_events(
 
 pub(super) fn append_audit(
     conn: &mut Connection,
+    fence: Option<u64>,
     records: &[ToolCallRecord],
 ) -> Result<(), StoreError> {
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     {
         // Prepared once: the gateway's audit writes thousands of records per
         // transaction, and parsing the statement again for each showed in its profile.
@@ -573,14 +585,18 @@ pub(super) fn export(conn: &mut Connection) -> Result<StateExport, StoreError> {
     Ok(state)
 }
 
-pub(super) fn import(conn: &mut Connection, state: &StateExport) -> Result<(), StoreError> {
+pub(super) fn import(
+    conn: &mut Connection,
+    fence: Option<u64>,
+    state: &StateExport,
+) -> Result<(), StoreError> {
     if state.format != STATE_EXPORT_FORMAT {
         return Err(StoreError::ExportFormat {
             found: state.format,
             supported: STATE_EXPORT_FORMAT,
         });
     }
-    let tx = write(conn)?;
+    let tx = write(conn, fence)?;
     let tables = [
         "fleet_revisions",
         "server_revisions",
@@ -951,10 +967,114 @@ fn deployment_state(conn: &Connection, id: u64) -> Result<DeploymentStatus, Stor
 }
 
 /// A write transaction that takes the write lock at once, so that its reads (the next
-/// number) and writes cannot interleave with another process's.
-fn write(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()
+/// number) and writes cannot interleave with another process's. With a `fence` (a fenced
+/// handle's token) it goes ahead only while that token is the current lease's: checked under
+/// the lock, so no acquire can come between the check and the write.
+fn write(
+    conn: &mut Connection,
+    fence: Option<u64>,
+) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()?;
+    if let Some(token) = fence {
+        lease::check_fence(select_lease(&tx)?, token)?;
+    }
+    Ok(tx)
+}
+
+pub(super) fn acquire_lease(
+    conn: &mut Connection,
+    holder: &str,
+    ttl_ms: u32,
+) -> Result<Option<Lease>, StoreError> {
+    let tx = write(conn, None)?;
+    let clock = clock(&tx, ttl_ms)?;
+    let Some(lease) = lease::acquire(select_lease(&tx)?, holder, clock) else {
+        return Ok(None);
+    };
+    write_lease(&tx, &lease)?;
+    tx.commit().db()?;
+    Ok(Some(lease))
+}
+
+pub(super) fn renew_lease(
+    conn: &mut Connection,
+    lease: &Lease,
+    ttl_ms: u32,
+) -> Result<Lease, StoreError> {
+    let tx = write(conn, None)?;
+    let clock = clock(&tx, ttl_ms)?;
+    let renewed = lease::renew(select_lease(&tx)?, lease, clock)?;
+    write_lease(&tx, &renewed)?;
+    tx.commit().db()?;
+    Ok(renewed)
+}
+
+pub(super) fn release_lease(conn: &mut Connection, lease: &Lease) -> Result<(), StoreError> {
+    let tx = write(conn, None)?;
+    let now = clock(&tx, 0)?.now;
+    if let Some(released) = lease::release(select_lease(&tx)?, lease, now) {
+        write_lease(&tx, &released)?;
+    }
+    tx.commit().db()
+}
+
+pub(super) fn lease(conn: &mut Connection) -> Result<Option<LeaseInfo>, StoreError> {
+    let tx = conn.transaction().db()?;
+    let now = clock(&tx, 0)?.now;
+    Ok(select_lease(&tx)?.map(|held| lease::info(held, &now)))
+}
+
+/// SQLite's clock (the machine's: every process on the file shares it), now and `ttl_ms`
+/// later, in the stores' time format. `'now'` is one instant within a statement.
+fn clock(conn: &Connection, ttl_ms: u32) -> Result<lease::Clock, StoreError> {
+    let later = format!("+{}.{:03} seconds", ttl_ms / 1000, ttl_ms % 1000);
+    conn.query_row(
+        "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)",
+        [later],
+        |r| {
+            Ok(lease::Clock {
+                now: r.get(0)?,
+                expires: r.get(1)?,
+            })
+        },
+    )
+    .db()
+}
+
+fn select_lease(conn: &Connection) -> Result<Option<Lease>, StoreError> {
+    conn.query_row(
+        "SELECT holder, token, acquired_at, expires_at FROM lease WHERE id = 1",
+        [],
+        |r| {
+            Ok(Lease {
+                holder: r.get(0)?,
+                token: r.get(1)?,
+                acquired_at: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .db()
+}
+
+fn write_lease(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO lease (id, holder, token, acquired_at, expires_at) VALUES (1, ?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, token = excluded.token,
+             acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+        params![
+            lease.holder,
+            lease.token,
+            lease.acquired_at,
+            lease.expires_at
+        ],
+    )
+    .db()?;
+    Ok(())
 }
 
 fn id_of_last_insert(conn: &Connection) -> Result<u64, StoreError> {

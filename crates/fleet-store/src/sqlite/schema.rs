@@ -82,6 +82,17 @@ const MIGRATIONS: &[&str] = &[
         duration_ms REAL NOT NULL
     );
     ",
+    // 2: the leadership lease, one row: the last lease handed out. Never deleted (a
+    // release only moves its expiry), so its token only grows.
+    "
+    CREATE TABLE lease (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        holder      TEXT NOT NULL,
+        token       INTEGER NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build creates and understands.

@@ -22,6 +22,9 @@
 //!   as a container through `mcpfleet up -d` vs `podman run` plus the MCP handshake, and the
 //!   gateway's added latency to it vs to the same server as a process; writes
 //!   bench-results/containers.json (needs Podman: `cargo xtask peers`)
+//! - `bench store [--runs N] [--servers N] [--smoke]`  deploy and rollback of a fleet from
+//!   `mcpfleet up` with its state in SQLite and in PostgreSQL (a cluster the run starts),
+//!   side by side; writes bench-results/store.json (needs PostgreSQL: `cargo xtask peers`)
 //! - `bench soak [--active N] [--seconds N] [--idle N]`  10,000 idle sessions held and 1,000
 //!   calling for 60 s against the gateway: failed calls, RSS over time, memory per idle
 //!   session; writes bench-results/soak.json (by hand, not in CI)
@@ -31,6 +34,7 @@ mod bench_containers;
 mod bench_gateway;
 mod bench_rollout;
 mod bench_soak;
+mod bench_store;
 mod chromium;
 mod debian;
 mod image;
@@ -56,6 +60,7 @@ fn main() -> Result<()> {
         ["bench", "gateway", rest @ ..] => bench_gateway::run(rest),
         ["bench", "rollout", rest @ ..] => bench_rollout::run(rest),
         ["bench", "soak", rest @ ..] => bench_soak::run(rest),
+        ["bench", "store", rest @ ..] => bench_store::run(rest),
         ["bench", "containers", rest @ ..] => bench_containers::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
         ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
@@ -65,7 +70,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N] | bench containers [--runs N] [--calls N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N] | bench containers [--runs N] [--calls N] [--smoke] | bench store [--runs N] [--servers N] [--smoke]"
             );
             std::process::exit(2);
         }
@@ -164,6 +169,7 @@ fn ci() -> Result<()> {
     bench_gateway::run(&["--smoke"])?;
     bench_rollout::run(&["--smoke"])?;
     bench_containers::run(&["--smoke"])?;
+    bench_store::run(&["--smoke"])?;
     // Last: the only step that needs a release build.
     image::build(&[])?;
     eprintln!("CI gate passed");

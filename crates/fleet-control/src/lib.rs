@@ -19,6 +19,7 @@ mod backup;
 mod dashboard;
 mod deploy;
 mod event_log;
+mod leadership;
 pub mod record;
 mod runtime;
 mod state_dir;
@@ -31,6 +32,7 @@ pub use backup::{
 };
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
+pub use leadership::{LOST as LOST_LEADERSHIP, STANDING_BY};
 pub use runtime::{ClusterUnusable, FleetRuntime, check_cluster};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 pub use store::StoreLocation;
@@ -136,6 +138,8 @@ pub struct ControlPlane {
     /// The admin API server; it finishes the answers in flight (the shutdown's above all)
     /// before the process exits.
     server: tokio::task::JoinHandle<()>,
+    /// The lease this control plane leads by, when its store is shared.
+    leadership: Option<leadership::Leadership>,
 }
 
 impl ControlPlane {
@@ -176,14 +180,21 @@ impl ControlPlane {
             }
             Ok::<_, StartError>(adoptable)
         };
-        let store = async {
-            StoreLocation::of(fleet, host.clone())?
-                .open(state_dir.path())
-                .await
+        let location = StoreLocation::of(fleet, host.clone())?;
+        let (adoptable, store, leadership) = match &location {
+            StoreLocation::StateDir => {
+                let (adoptable, store) = tokio::join!(leftovers, location.open(state_dir.path()));
+                (adoptable?, store?, None)
+            }
+            // A store control planes share: another may lead, and until this one does,
+            // nothing of the runtime is its to touch.
+            StoreLocation::Postgres { lease, .. } => {
+                let store = location.open(state_dir.path()).await?;
+                let (leadership, fenced) =
+                    leadership::Leadership::take(store, &fleet.name, *lease).await?;
+                (leftovers.await?, fenced, Some(leadership))
+            }
         };
-        let (adoptable, store) = tokio::join!(leftovers, store);
-        let adoptable = adoptable?;
-        let store = store?;
         let gateway_listener = bind_gateway(fleet, listen).await?;
         let gateway_address = gateway_listener
             .local_addr()
@@ -318,6 +329,7 @@ impl ControlPlane {
             shutdown_requested,
             finished,
             server,
+            leadership,
         };
         plane.watch_finish(finished_tx, deployer, audit_writer);
         Ok(plane)
@@ -408,6 +420,11 @@ impl ControlPlane {
         // process: give answers in flight a moment, then go.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server).await;
         self.state_dir.remove_socket();
+        // Everything is recorded: a standby may take over now rather than when the lease
+        // lapses.
+        if let Some(leadership) = &self.leadership {
+            leadership.release().await;
+        }
     }
 }
 

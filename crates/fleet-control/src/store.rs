@@ -19,6 +19,8 @@ pub enum StoreLocation {
         url: String,
         /// The URL with its password as `***`: what messages show.
         shown: String,
+        /// How long the leader's lease lasts unless renewed.
+        lease: std::time::Duration,
     },
 }
 
@@ -50,6 +52,7 @@ impl StoreLocation {
         Ok(Self::Postgres {
             shown: fleet_store::redacted(&url),
             url,
+            lease: postgres.lease,
         })
     }
 

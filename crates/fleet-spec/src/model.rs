@@ -202,6 +202,13 @@ pub struct Postgres {
     /// Where the URL is written.
     #[serde(skip)]
     pub span: Span,
+    /// How long the leader's lease lasts unless renewed.
+    #[serde(serialize_with = "duration_text")]
+    pub lease: Duration,
+}
+
+impl Postgres {
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 }
 
 /// Spans exported over OTLP/HTTP.

@@ -195,6 +195,10 @@ pub struct RawPostgres {
     /// query parameters included). A password must come from a secret:
     /// `"{{ secret('state_db') }}"` for the whole URL, or in place of the password.
     pub url: Option<Spanned<String>>,
+    /// How long the leading control plane's lease on the database lasts unless renewed (it
+    /// renews every third of it): how soon a standby control plane on the same database
+    /// takes over from one that died. Default `15s`.
+    pub lease: Option<Spanned<DurationText>>,
 }
 
 /// How log lines are written.

@@ -39,6 +39,11 @@ fn a_postgres_store_keeps_its_password_hidden() {
     let json = serde_json::to_string(&fleet).unwrap();
     assert!(!json.contains("s3cr3t-value"), "a secret leaked: {json}");
     assert!(json.contains("\"state\""), "{json}");
+    assert_eq!(
+        postgres.lease,
+        std::time::Duration::from_secs(15),
+        "the default"
+    );
 }
 
 #[test]
@@ -94,7 +99,13 @@ servers:
         &format!("version: 1\nname: tools\nstate:\n  postgres: {{}}\n{SERVERS}"),
         None,
     );
-    let rendered = [&base, &with_a, &without_url]
+    let short_lease = check(
+        &format!(
+            "version: 1\nname: tools\nstate:\n  postgres:\n    url: postgres://u@db/x\n    lease: 300ms\n{SERVERS}"
+        ),
+        None,
+    );
+    let rendered = [&base, &with_a, &without_url, &short_lease]
         .map(|c| render_all(&c.diagnostics, &c.source))
         .join("---\n");
     insta::with_settings!({ snapshot_path => "state", prepend_module_to_snapshot => false }, {
@@ -112,4 +123,5 @@ servers:
     assert_eq!(errors(&base), [5, 12]);
     assert_eq!(errors(&with_a), [9, 12]);
     assert_eq!(errors(&without_url), [4]);
+    assert_eq!(errors(&short_lease), [6]);
 }

@@ -267,8 +267,22 @@ async fn connect(config: &Config, tls: &tls::Rustls, database: &str) -> Result<C
     })?;
     // Ends when the connection does; its error shows on the next call as a closed client.
     tokio::spawn(connection);
+    // A control plane stopped inside a transaction (SIGSTOP, a frozen VM) would hold the
+    // write lock every writer takes, a standby's lease included, for as long as it stays
+    // stopped: the server ends such a session instead. No call of the store idles inside a
+    // transaction for more than milliseconds.
+    client
+        .batch_execute(IDLE_IN_TRANSACTION)
+        .await
+        .map_err(|e| StoreError::Connect {
+            database: database.to_owned(),
+            reason: db_error(&e),
+        })?;
     Ok(client)
 }
+
+/// How long a session may sit inside a transaction before the server ends it.
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = '5s'";
 
 /// A PostgreSQL error as text: the server's message with its detail when the server said
 /// something, else the client's.

@@ -282,6 +282,14 @@ async fn detach(args: &UpArgs, state_dir: &Path, log_format: LogFormat) -> Resul
                 log.display()
             );
         }
+        if let Some(standing_by) = standing_by(&log, run_starts) {
+            // It serves nothing until it leads: there is no deployment to follow.
+            eprintln!(
+                "the control plane is {standing_by}\n(its log: {})",
+                log.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         if started.elapsed() > Duration::from_secs(30) {
             bail!(
                 "the control plane did not open its socket within 30s; see {}",
@@ -355,6 +363,22 @@ fn why_it_stopped(log: &Path, from: u64) -> String {
         0 => "it wrote no reason".into(),
         n => lines[n.saturating_sub(LAST_LINES)..].join("\n"),
     }
+}
+
+/// The line in which a control plane started at `from` in `log` says it stands by for
+/// another that leads its fleet, from `standing by:` on (text or JSON log).
+fn standing_by(log: &Path, from: u64) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let run = String::from_utf8_lossy(text.get(from as usize..)?);
+    let line = run
+        .lines()
+        .find(|l| l.contains(fleet_control::STANDING_BY))?;
+    let message = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(json) => json.get("message")?.as_str()?.to_owned(),
+        Err(_) => line.to_owned(),
+    };
+    let at = message.find(fleet_control::STANDING_BY)?;
+    Some(message[at..].to_owned())
 }
 
 /// The message of a JSON log line of level `ERROR`.

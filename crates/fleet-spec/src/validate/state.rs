@@ -9,6 +9,9 @@ use crate::model::{Postgres, State};
 use crate::raw::RawState;
 use crate::template::{Scope, Templates};
 
+/// The shortest lease: the leader renews every third of it, a round trip to the database each.
+const MIN_LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a URL's secret appears in the shown text.
 const HIDDEN: &str = "***";
 
@@ -48,11 +51,25 @@ impl Validator {
                     .into(),
             );
         }
+        let lease = self.duration(postgres.value.lease.as_ref(), Postgres::DEFAULT_LEASE);
+        if let Some(written) = &postgres.value.lease
+            && lease < MIN_LEASE
+        {
+            self.error(
+                format!("a lease of {} is shorter than a second", written.value.0),
+                written.span,
+            )
+            .help = Some(
+                "the leader renews every third of it, across the network: give it at least `1s` (default `15s`)"
+                    .into(),
+            );
+        }
         State {
             postgres: Some(Postgres {
                 url: text,
                 secrets,
                 span: url.span,
+                lease,
             }),
         }
     }

@@ -341,3 +341,155 @@ fn the_rendered_backup_job_exports_the_database_while_the_control_plane_runs() {
     assert!(!absent.exists(), "the backup made no state directory");
     assert_nowhere_under(&backups, PASSWORD);
 }
+
+/// Two stdio servers (they end with the control plane whose pipes they read), the store in
+/// the database of `STATE_DB`, the leader's lease one second.
+fn led_fleet(name: &str) -> String {
+    format!(
+        r#"
+version: 1
+name: {name}
+secrets:
+  state_db: {{ env: STATE_DB }}
+state:
+  postgres:
+    url: "{{{{ secret('state_db') }}}}"
+    lease: 1s
+servers:
+  api:
+    stdio: {{ command: SAMPLE }}
+  docs:
+    stdio: {{ command: SAMPLE }}
+gateway:
+  listen: 127.0.0.1:0
+"#
+    )
+}
+
+/// A second control plane of `fleet`, in the state directory `state-b` beside the first.
+struct Second<'a> {
+    fleet: &'a Fleet,
+    dir: PathBuf,
+}
+
+impl<'a> Second<'a> {
+    fn of(fleet: &'a Fleet) -> Self {
+        Second {
+            fleet,
+            dir: fleet.dir.join("state-b"),
+        }
+    }
+
+    fn mcpfleet(&self, args: &[&str]) -> Output {
+        self.fleet
+            .command()
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap()
+    }
+
+    fn is_running(&self) -> bool {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(Client::new(&self.dir).is_running())
+    }
+
+    fn status(&self) -> Status {
+        let out = self.mcpfleet(&["status", "--output", "json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Starts the second control plane, which stands by while the first leads.
+fn stand_by(second: &Second<'_>, fleet: &str) {
+    let out = second.mcpfleet(&["up", "-d"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("standing by:"), "{said}");
+    assert!(said.contains(&format!("leads fleet `{fleet}`")), "{said}");
+    assert!(!second.is_running(), "a standby serves nothing");
+}
+
+fn all_ready(status: &Status) -> bool {
+    status.servers.len() == 2 && status.servers.iter().all(|s| s.state == ServerState::Ready)
+}
+
+#[test]
+fn a_second_control_plane_on_the_database_stands_by_and_takes_over_when_the_leader_is_killed() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-standby", &led_fleet("pg-standby")).with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = fleet.status().pid;
+    let second = Second::of(&fleet);
+    stand_by(&second, "pg-standby");
+
+    let killed = Instant::now();
+    nix_kill9(leader);
+    // The lease lapses a second after the leader's last renewal; the standby looks every
+    // third of a second.
+    wait_until_blocking("the standby takes over", Duration::from_secs(20), || {
+        second.is_running()
+    });
+    // What docs/running.md reports (`--nocapture`).
+    println!(
+        "failover: the standby served {:?} after kill -9",
+        killed.elapsed()
+    );
+    wait_until_blocking("its servers are ready", Duration::from_secs(20), || {
+        all_ready(&second.status())
+    });
+    // One record: the standby went on from the leader's deployment.
+    let out = second.mcpfleet(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history: Vec<HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(history.len() >= 2, "{history:#?}");
+    assert_eq!(history[0].revision, 1, "{history:#?}");
+    let out = second.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_leader_stopped_past_its_lease_is_fenced_and_stops_when_it_resumes() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-fenced", &led_fleet("pg-fenced")).with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = fleet.status().pid;
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &leader.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let second = Second::of(&fleet);
+    let out = second.mcpfleet(&["up", "-d"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until_blocking(
+        "the standby takes over from the stopped leader",
+        Duration::from_secs(30),
+        || second.is_running(),
+    );
+    signal("-CONT");
+    // Its next renewal finds the lease taken: it ends, leaving the servers to the new
+    // leader.
+    wait_until_blocking("the old leader stops", Duration::from_secs(20), || {
+        !alive(leader)
+    });
+    let log = std::fs::read_to_string(fleet.state_dir().join("control.log")).unwrap();
+    assert!(log.contains("lost the leadership"), "{log}");
+    wait_until_blocking(
+        "the new leader's servers are ready",
+        Duration::from_secs(20),
+        || all_ready(&second.status()),
+    );
+    let out = second.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

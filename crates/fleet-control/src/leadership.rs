@@ -1,0 +1,123 @@
+//! Which control plane leads a fleet whose store several share (PostgreSQL): the one that
+//! holds the store's lease.
+//!
+//! A control plane takes the lease before it touches the runtime (another's servers are not
+//! its to reap), writes only through a store handle fenced with the lease's token (a deposed
+//! leader's writes are refused by the database), renews the lease every third of its length,
+//! and ends its process the moment the lease is lost or cannot be renewed in time — as a
+//! killed control plane ends, which the next leader recovers from exactly as after a crash.
+//! Until it leads, a control plane stands by: it polls the lease and serves nothing.
+
+use fleet_store::{Lease, StateStore, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a standing-by control plane's log line begins: `up -d` recognises it.
+pub const STANDING_BY: &str = "standing by:";
+
+/// The exit code of a control plane that lost the leadership.
+pub const LOST: i32 = 4;
+
+/// The lease this control plane leads by.
+#[derive(Debug, Clone)]
+pub(crate) struct Leadership {
+    store: Arc<dyn StateStore>,
+    lease: Arc<parking_lot::Mutex<Lease>>,
+}
+
+impl Leadership {
+    /// Waits until this control plane holds the lease of `store` (polling every third of
+    /// `ttl` while another leads, saying so once), then keeps it renewed. Returns the store
+    /// handle fenced with the lease's token, for every write from then on.
+    ///
+    /// # Errors
+    /// The store cannot be read or written.
+    pub(crate) async fn take(
+        store: Arc<dyn StateStore>,
+        fleet: &str,
+        ttl: Duration,
+    ) -> Result<(Self, Arc<dyn StateStore>), StoreError> {
+        let holder = holder();
+        let mut stood_by = false;
+        let lease = loop {
+            if let Some(lease) = store.acquire_lease(&holder, ttl).await? {
+                break lease;
+            }
+            if !stood_by {
+                let leader = store.lease().await?;
+                let (who, until) = leader.map(|l| (l.holder, l.expires_at)).unwrap_or_default();
+                tracing::info!(
+                    "{STANDING_BY} {who} leads fleet `{fleet}` (its lease runs until {until}); this control plane ({holder}) takes over when it stops renewing"
+                );
+                stood_by = true;
+            }
+            tokio::time::sleep(ttl / 3).await;
+        };
+        tracing::info!(
+            token = lease.token,
+            "this control plane ({holder}) leads fleet `{fleet}`"
+        );
+        let fenced = store.fenced(lease.token);
+        let leadership = Leadership {
+            store,
+            lease: Arc::new(parking_lot::Mutex::new(lease)),
+        };
+        leadership.keep(fleet.to_owned(), ttl);
+        Ok((leadership, fenced))
+    }
+
+    /// Renews the lease every third of `ttl`; ends the process when another took it, or when
+    /// renewals failed for half of `ttl` (before the lease can lapse, by this machine's
+    /// clock: the servers it runs must not see two control planes act).
+    fn keep(&self, fleet: String, ttl: Duration) {
+        let store = self.store.clone();
+        let current = self.lease.clone();
+        tokio::spawn(async move {
+            let mut renewed = Instant::now();
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let lease = current.lock().clone();
+                match store.renew_lease(&lease, ttl).await {
+                    Ok(lease) => {
+                        *current.lock() = lease;
+                        renewed = Instant::now();
+                    }
+                    Err(e @ StoreError::Fenced { .. }) => lost(&fleet, &e.to_string()),
+                    Err(e) if renewed.elapsed() >= ttl / 2 => lost(
+                        &fleet,
+                        &format!(
+                            "its lease could not be renewed for {:.1}s (half of it): {e}",
+                            renewed.elapsed().as_secs_f64()
+                        ),
+                    ),
+                    Err(e) => tracing::warn!("the lease on fleet `{fleet}` was not renewed: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Gives the lease up, so that a standby takes over at once.
+    pub(crate) async fn release(&self) {
+        let lease = self.lease.lock().clone();
+        if let Err(e) = self.store.release_lease(&lease).await {
+            tracing::warn!("the lease was not released (a standby takes over when it lapses): {e}");
+        }
+    }
+}
+
+/// Ends the process: it no longer leads, so it must not act on the servers (another
+/// control plane does) nor stop them.
+fn lost(fleet: &str, why: &str) -> ! {
+    tracing::error!(
+        "this control plane lost the leadership of fleet `{fleet}` and stops, leaving its servers to the new leader: {why}"
+    );
+    std::process::exit(LOST)
+}
+
+/// A name unique to this control plane: the host and the process id.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}

@@ -1,0 +1,201 @@
+//! `bench store`: how long `mcpfleet deploy` and `mcpfleet rollback` of a real fleet take
+//! with its state in the state directory's SQLite file and in PostgreSQL, side by side: the
+//! same fleet from `mcpfleet up`, the same steps, one machine, one run.
+//!
+//! PostgreSQL is a cluster this run starts on loopback with the server's shipped
+//! durability (fsync on, as SQLite's `synchronous=FULL`). Each deploy changes every
+//! server's arguments, so every server gets a new revision: the store journals a step
+//! before and after each effect, which is what differs between the backends.
+
+use crate::bench::{binaries, flag, write};
+use crate::postgres::Cluster;
+use crate::root;
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// What one backend's run measured.
+struct Measured {
+    backend: Backend,
+    up: Duration,
+    deploys: Vec<Duration>,
+    rollbacks: Vec<Duration>,
+}
+
+/// `bench store [--runs N] [--servers N] [--smoke]`.
+pub(crate) fn run(args: &[&str]) -> Result<()> {
+    let smoke = args.contains(&"--smoke");
+    let runs = flag(args, "--runs")?.unwrap_or(if smoke { 1 } else { 5 });
+    let servers = flag(args, "--servers")?.unwrap_or(if smoke { 3 } else { 20 });
+    if runs == 0 || servers == 0 {
+        bail!("--runs and --servers need a number above 0");
+    }
+    let profile = binaries(smoke, &["mcpfleet", "fleet-testkit"])?;
+    let bin = root().join("target").join(profile);
+    let out_dir = root().join("bench-results");
+    let cluster = Cluster::start(&out_dir.join("store-cluster"))?;
+    let url = cluster.database("bench_store")?;
+    let mut results = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let work = out_dir.join(format!("store-fleet-{}", backend.name()));
+        results.push(measure(&bin, &work, backend, &url, servers, runs)?);
+    }
+    drop(cluster);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let median = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let spread = |v: &[Duration]| {
+        let (min, max) = (v.iter().min(), v.iter().max());
+        format!(
+            "{:.0}–{:.0}",
+            min.map_or(0.0, |d| ms(*d)),
+            max.map_or(0.0, |d| ms(*d))
+        )
+    };
+    let mut table = format!(
+        "## bench store ({profile}, {servers} stdio servers, {runs} deploys and rollbacks each)\n\n\
+         | store | up to ready (ms) | deploy median (ms) | deploy min–max | rollback median (ms) | rollback min–max |\n\
+         |---|---|---|---|---|---|\n"
+    );
+    for m in &results {
+        let _ = writeln!(
+            table,
+            "| {} | {:.0} | {:.0} | {} | {:.0} | {} |",
+            m.backend.name(),
+            ms(m.up),
+            ms(median(&m.deploys)),
+            spread(&m.deploys),
+            ms(median(&m.rollbacks)),
+            spread(&m.rollbacks)
+        );
+    }
+    let ratio =
+        |f: fn(&Measured) -> &[Duration]| ms(median(f(&results[1]))) / ms(median(f(&results[0])));
+    let deploy_ratio = ratio(|m| &m.deploys);
+    let rollback_ratio = ratio(|m| &m.rollbacks);
+    let _ = writeln!(
+        table,
+        "\nPostgreSQL / SQLite, medians: deploy {deploy_ratio:.2}×, rollback {rollback_ratio:.2}×"
+    );
+    print!("{table}");
+    let json = serde_json::json!({
+        "benchmark": "store",
+        "profile": profile,
+        "servers": servers,
+        "runs": runs,
+        "results": results.iter().map(|m| serde_json::json!({
+            "store": m.backend.name(),
+            "up_ms": ms(m.up),
+            "deploy_ms": m.deploys.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "rollback_ms": m.rollbacks.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "postgres_over_sqlite": { "deploy": deploy_ratio, "rollback": rollback_ratio },
+    });
+    write(
+        &out_dir.join("store.json"),
+        &serde_json::to_string_pretty(&json)?,
+    )?;
+    write(&out_dir.join("store.md"), &table)
+}
+
+/// `up`, then `runs` times a deploy of new arguments for every server and a rollback of the
+/// whole fleet, then `down`.
+fn measure(
+    bin: &Path,
+    work: &Path,
+    backend: Backend,
+    url: &str,
+    servers: usize,
+    runs: usize,
+) -> Result<Measured> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let file = work.join("mcpfleet.yaml");
+    let state = work.join("state");
+    let sample = bin.join("mcp-sample-server");
+    let write_fleet = |revision: usize| {
+        std::fs::write(&file, fleet(&sample, backend, servers, revision))
+            .with_context(|| format!("write {}", file.display()))
+    };
+    let mcpfleet = |args: &[&str]| -> Result<Duration> {
+        let started = Instant::now();
+        let out = Command::new(bin.join("mcpfleet"))
+            .args(args)
+            .arg("--file")
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("STATE_DB", url)
+            .output()
+            .context("run mcpfleet")?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            bail!(
+                "mcpfleet {} ({}) failed:\n{}",
+                args.join(" "),
+                backend.name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(took)
+    };
+    write_fleet(1)?;
+    let up = mcpfleet(&["up", "-d"])?;
+    let mut measured = Measured {
+        backend,
+        up,
+        deploys: Vec::new(),
+        rollbacks: Vec::new(),
+    };
+    let result = (|| {
+        for run in 0..runs {
+            write_fleet(run + 2)?;
+            measured.deploys.push(mcpfleet(&["deploy"])?);
+            measured.rollbacks.push(mcpfleet(&["rollback"])?);
+        }
+        Ok(())
+    })();
+    let down = mcpfleet(&["down"]);
+    result.and(down).map(|_| measured)
+}
+
+/// `servers` stdio sample servers whose arguments name `revision`; the store in the
+/// database of the `STATE_DB` secret for PostgreSQL.
+fn fleet(sample: &Path, backend: Backend, servers: usize, revision: usize) -> String {
+    let mut text = String::from("version: 1\nname: bench-store\ngateway:\n  listen: 127.0.0.1:0\n");
+    if backend == Backend::Postgres {
+        text.push_str(
+            "secrets:\n  state_db: { env: STATE_DB }\nstate:\n  postgres:\n    url: \"{{ secret('state_db') }}\"\n",
+        );
+    }
+    text.push_str("servers:\n");
+    for i in 0..servers {
+        let _ = writeln!(
+            text,
+            "  s{i}:\n    stdio: {{ command: {}, args: [\"--tools\", \"echo\", \"--name\", \"r{revision}\"] }}",
+            sample.display()
+        );
+    }
+    text
+}

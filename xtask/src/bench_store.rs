@@ -6,6 +6,11 @@
 //! durability (fsync on, as SQLite's `synchronous=FULL`). Each deploy changes every
 //! server's arguments, so every server gets a new revision: the store journals a step
 //! before and after each effect, which is what differs between the backends.
+//!
+//! The floor, in the same run: one durable write of each store on its own (the store's
+//! smallest write, one event appended, committed), the cost every journaled step pays; and
+//! beneath the PostgreSQL store's, the bare commit of one row through the same client
+//! library (what any program pays for a durable write to that server).
 
 use crate::bench::{binaries, flag, write};
 use crate::postgres::Cluster;
@@ -57,6 +62,17 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         let work = out_dir.join(format!("store-fleet-{}", backend.name()));
         results.push(measure(&bin, &work, backend, &url, servers, runs)?);
     }
+    let writes = if smoke { 20 } else { 200 };
+    let floor = [
+        one_write(Backend::Sqlite, &out_dir, &url, writes)?,
+        one_write(
+            Backend::Postgres,
+            &out_dir,
+            &cluster.database("bench_store_floor")?,
+            writes,
+        )?,
+    ];
+    let bare = bare_commit(&cluster.database("bench_store_bare")?, writes)?;
     drop(cluster);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -96,7 +112,15 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let rollback_ratio = ratio(|m| &m.rollbacks);
     let _ = writeln!(
         table,
-        "\nPostgreSQL / SQLite, medians: deploy {deploy_ratio:.2}×, rollback {rollback_ratio:.2}×"
+        "\nPostgreSQL / SQLite, medians: deploy {deploy_ratio:.2}×, rollback {rollback_ratio:.2}×\n\n\
+         Floor, one durable store write (one event appended and committed, median of {writes}): \
+         sqlite {:.2} ms, postgres {:.2} ms ({:.2}×); a bare PostgreSQL commit of one row \
+         (tokio-postgres, autocommit INSERT): {:.2} ms, so the store's write is {:.2}× the bare commit",
+        ms(floor[0]),
+        ms(floor[1]),
+        ms(floor[1]) / ms(floor[0]),
+        ms(bare),
+        ms(floor[1]) / ms(bare)
     );
     print!("{table}");
     let json = serde_json::json!({
@@ -111,6 +135,12 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             "rollback_ms": m.rollbacks.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "postgres_over_sqlite": { "deploy": deploy_ratio, "rollback": rollback_ratio },
+        "floor_one_write_ms": {
+            "sqlite": ms(floor[0]),
+            "postgres": ms(floor[1]),
+            "postgres_bare_commit": ms(bare),
+            "writes": writes,
+        },
     });
     write(
         &out_dir.join("store.json"),
@@ -178,6 +208,70 @@ fn measure(
     })();
     let down = mcpfleet(&["down"]);
     result.and(down).map(|_| measured)
+}
+
+/// The median of `writes` single-event appends, each committed, on a fresh store of
+/// `backend`: what one journaled step costs the store at least.
+fn one_write(backend: Backend, out_dir: &Path, url: &str, writes: usize) -> Result<Duration> {
+    use fleet_store::{NewEvent, PostgresStore, SqliteStore, StateStore};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store: Box<dyn StateStore> = match backend {
+            Backend::Sqlite => {
+                let dir = out_dir.join("store-floor-sqlite");
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)?;
+                Box::new(SqliteStore::open(&dir.join("state.db"))?)
+            }
+            Backend::Postgres => Box::new(PostgresStore::connect(url).await?),
+        };
+        let mut took = Vec::with_capacity(writes);
+        for i in 0..writes {
+            let event = NewEvent {
+                time: "2026-01-01T00:00:00.000Z".to_owned(),
+                kind: "bench".to_owned(),
+                server: None,
+                revision: None,
+                deployment: None,
+                instance: None,
+                message: format!("write {i}"),
+            };
+            let started = Instant::now();
+            store.append_events(vec![event]).await?;
+            took.push(started.elapsed());
+        }
+        took.sort();
+        Ok(took[took.len() / 2])
+    })
+}
+
+/// The median of `writes` one-row INSERTs, each its own transaction, straight through
+/// tokio-postgres: PostgreSQL's own price of a durable write here.
+fn bare_commit(url: &str, writes: usize) -> Result<Duration> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TABLE floor (id bigserial PRIMARY KEY, message text NOT NULL)")
+            .await?;
+        let insert = client
+            .prepare("INSERT INTO floor (message) VALUES ($1)")
+            .await?;
+        let mut took = Vec::with_capacity(writes);
+        for i in 0..writes {
+            let message = format!("write {i}");
+            let started = Instant::now();
+            client.execute(&insert, &[&message]).await?;
+            took.push(started.elapsed());
+        }
+        took.sort();
+        Ok(took[took.len() / 2])
+    })
 }
 
 /// `servers` stdio sample servers whose arguments name `revision`; the store in the

@@ -493,3 +493,86 @@ fn a_leader_stopped_past_its_lease_is_fenced_and_stops_when_it_resumes() {
     let out = second.mcpfleet(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// `api`, a stdio server rolled out by a canary that waits for `promote` at half the
+/// traffic, its revision named `v{revision}`; the store in the database of `STATE_DB`.
+fn canary_fleet(revision: u32) -> String {
+    format!(
+        r#"
+version: 1
+name: pg-canary
+secrets:
+  state_db: {{ env: STATE_DB }}
+state:
+  postgres:
+    url: "{{{{ secret('state_db') }}}}"
+    lease: 1s
+servers:
+  api:
+    stdio: {{ command: SAMPLE, args: ["--name", "v{revision}"] }}
+    rollout:
+      strategy: canary
+      steps: [{{ weight: 50, pause: {{}} }}]
+    on_failure: rollback
+gateway:
+  listen: 127.0.0.1:0
+"#
+    )
+}
+
+#[test]
+fn the_standby_of_a_leader_killed_during_a_canary_rolls_it_back_as_after_a_crash() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-canary", &canary_fleet(1)).with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = fleet.status().pid;
+    fleet.rewrite(&canary_fleet(2).replace("SAMPLE", &sample()));
+    let deploy = fleet.deploy_in_background();
+    super::canary::wait_for_promote(&fleet);
+    // The standby is given the file of the deployment in progress, as every control plane
+    // of a fleet on Kubernetes reads one ConfigMap.
+    let second = Second::of(&fleet);
+    stand_by(&second, "pg-canary");
+    nix_kill9(leader);
+    deploy.join().unwrap();
+    wait_until_blocking("the standby takes over", Duration::from_secs(20), || {
+        second.is_running()
+    });
+    // The journal shows deployment 2 paused mid-canary: `on_failure: rollback` takes the
+    // fleet back to revision 1, once.
+    let status = wait_until_blocking("api is back on revision 1", Duration::from_secs(20), || {
+        let status = second.status();
+        let api = server(&status, "api");
+        let seen = (api.revision, api.state, api.rollout.is_some());
+        (seen == (Some(1), ServerState::Ready, false))
+            .then_some(status.clone())
+            .ok_or(seen)
+    });
+    assert_eq!(server(&status, "api").instances.len(), 1, "{status:#?}");
+    let out = second.mcpfleet(&["history", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let history: Vec<HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<(u64, &str)> = history
+        .iter()
+        .map(|h| (h.deployment, h.state.as_str()))
+        .collect();
+    assert_eq!(
+        &states[..2],
+        [(1, "succeeded"), (2, "rolled-back")],
+        "{history:#?}"
+    );
+    assert!(
+        history[1]
+            .outcome
+            .as_deref()
+            .is_some_and(|o| o.contains("rolled back to fleet revision 1")),
+        "{history:#?}"
+    );
+    assert!(
+        history[2..].iter().all(|h| h.servers["api"] == 1),
+        "after the takeover only revision 1 was deployed: {history:#?}"
+    );
+    let out = second.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -39,6 +39,10 @@ impl Leadership {
     ) -> Result<(Self, Arc<dyn StateStore>), StoreError> {
         let holder = holder();
         let mut stood_by = false;
+        // A standby holds nothing (no lease, no server, no socket): a signal ends it at
+        // once. Its own handlers, because a process that is a container's PID 1 ignores a
+        // signal it does not handle.
+        let mut signals = Signals::new();
         let lease = loop {
             if let Some(lease) = store.acquire_lease(&holder, ttl).await? {
                 break lease;
@@ -51,7 +55,13 @@ impl Leadership {
                 );
                 stood_by = true;
             }
-            tokio::time::sleep(ttl / 3).await;
+            tokio::select! {
+                () = tokio::time::sleep(ttl / 3) => {}
+                () = signals.received() => {
+                    tracing::info!("stopped while standing by for fleet `{fleet}`");
+                    std::process::exit(0);
+                }
+            }
         };
         tracing::info!(
             token = lease.token,
@@ -101,6 +111,37 @@ impl Leadership {
         let lease = self.lease.lock().clone();
         if let Err(e) = self.store.release_lease(&lease).await {
             tracing::warn!("the lease was not released (a standby takes over when it lapses): {e}");
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, for a standby to end at.
+struct Signals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            terminate: signal(SignalKind::terminate()).ok(),
+            interrupt: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn received(&mut self) {
+        async fn one(signal: Option<&mut tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            () = one(self.terminate.as_mut()) => {}
+            () = one(self.interrupt.as_mut()) => {}
         }
     }
 }

@@ -576,3 +576,29 @@ fn the_standby_of_a_leader_killed_during_a_canary_rolls_it_back_as_after_a_crash
     let out = second.mcpfleet(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_standby_stops_at_sigterm_and_never_leads() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-sigterm", &led_fleet("pg-sigterm")).with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let second = Second::of(&fleet);
+    stand_by(&second, "pg-sigterm");
+    let standby = processes_with(&second.dir.display().to_string());
+    assert_eq!(standby.len(), 1, "one standby process: {standby:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &standby[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until_blocking("the standby ends", Duration::from_secs(10), || {
+        !alive(standby[0])
+    });
+    let log = std::fs::read_to_string(second.dir.join("control.log")).unwrap();
+    assert!(log.contains("stopped while standing by"), "{log}");
+    // The leader's `down` hands the lease to no one: the standby is gone.
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!second.is_running());
+}

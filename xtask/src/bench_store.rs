@@ -7,6 +7,9 @@
 //! server's arguments, so every server gets a new revision: the store journals a step
 //! before and after each effect, which is what differs between the backends.
 //!
+//! Failover, too: a leader and a standby on one database, the leader killed with SIGKILL,
+//! timed to the standby's socket accepting; its floor is the lease, which must lapse first.
+//!
 //! The floor, in the same run: one durable write of each store on its own (the store's
 //! smallest write, one event appended, committed), the cost every journaled step pays; and
 //! beneath the PostgreSQL store's, the bare commit of one row through the same client
@@ -44,7 +47,7 @@ struct Measured {
     rollbacks: Vec<Duration>,
 }
 
-/// `bench store [--runs N] [--servers N] [--smoke]`.
+/// `bench store [--runs N] [--servers N] [--lease-ms N] [--smoke]`.
 pub(crate) fn run(args: &[&str]) -> Result<()> {
     let smoke = args.contains(&"--smoke");
     let runs = flag(args, "--runs")?.unwrap_or(if smoke { 1 } else { 5 });
@@ -73,6 +76,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         )?,
     ];
     let bare = bare_commit(&cluster.database("bench_store_bare")?, writes)?;
+    let lease_ms = flag(args, "--lease-ms")?.unwrap_or(1000);
+    let failovers = failover(
+        &bin,
+        &out_dir.join("store-failover"),
+        &cluster.database("bench_store_failover")?,
+        Duration::from_millis(lease_ms as u64),
+        runs,
+    )?;
     drop(cluster);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -122,6 +133,14 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         ms(bare),
         ms(floor[1]) / ms(bare)
     );
+    let _ = writeln!(
+        table,
+        "\nFailover (SIGKILL of the leader to the standby's socket accepting, lease {lease_ms} ms, \
+         {runs} runs): median {:.0} ms, {} ms min–max; {:.2}× the lease (the floor: it must lapse)",
+        ms(median(&failovers)),
+        spread(&failovers),
+        ms(median(&failovers)) / lease_ms as f64
+    );
     print!("{table}");
     let json = serde_json::json!({
         "benchmark": "store",
@@ -135,6 +154,8 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
             "rollback_ms": m.rollbacks.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "postgres_over_sqlite": { "deploy": deploy_ratio, "rollback": rollback_ratio },
+        "failover_ms": failovers.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+        "lease_ms": lease_ms,
         "floor_one_write_ms": {
             "sqlite": ms(floor[0]),
             "postgres": ms(floor[1]),
@@ -208,6 +229,85 @@ fn measure(
     })();
     let down = mcpfleet(&["down"]);
     result.and(down).map(|_| measured)
+}
+
+/// `runs` times: a leader (`up -d`) and a standby (`up -d` in a second state directory) of
+/// a fleet of two stdio servers on `url` with a lease of `lease`, the leader killed with
+/// SIGKILL, and the time from the kill to the standby's admin socket accepting.
+fn failover(
+    bin: &Path,
+    work: &Path,
+    url: &str,
+    lease: Duration,
+    runs: usize,
+) -> Result<Vec<Duration>> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let file = work.join("mcpfleet.yaml");
+    let sample = bin.join("mcp-sample-server");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nname: bench-failover\ngateway:\n  listen: 127.0.0.1:0\nsecrets:\n  state_db: {{ env: STATE_DB }}\n\
+             state:\n  postgres:\n    url: \"{{{{ secret('state_db') }}}}\"\n    lease: {}ms\nservers:\n  \
+             a:\n    stdio: {{ command: {} }}\n  b:\n    stdio: {{ command: {} }}\n",
+            lease.as_millis(),
+            sample.display(),
+            sample.display()
+        ),
+    )?;
+    let mcpfleet = |state: &Path, args: &[&str]| -> Result<std::process::Output> {
+        let out = Command::new(bin.join("mcpfleet"))
+            .args(args)
+            .arg("--file")
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(state)
+            .env("STATE_DB", url)
+            .output()
+            .context("run mcpfleet")?;
+        if !out.status.success() {
+            bail!(
+                "mcpfleet {} failed:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out)
+    };
+    let mut took = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let (leader, standby) = (
+            work.join(format!("leader-{run}")),
+            work.join(format!("standby-{run}")),
+        );
+        mcpfleet(&leader, &["up", "-d"])?;
+        let status: serde_json::Value =
+            serde_json::from_slice(&mcpfleet(&leader, &["status", "--output", "json"])?.stdout)?;
+        let pid = status["pid"].as_u64().context("status has no pid")?;
+        let said = mcpfleet(&standby, &["up", "-d"])?;
+        if !String::from_utf8_lossy(&said.stderr).contains("standing by") {
+            bail!("the second control plane did not stand by");
+        }
+        let socket = standby.join("control.sock");
+        let killed = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if killed.elapsed() > lease * 4 + Duration::from_secs(10) {
+                bail!(
+                    "the standby did not take over within {:?}",
+                    killed.elapsed()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        took.push(killed.elapsed());
+        mcpfleet(&standby, &["down"])?;
+    }
+    Ok(took)
 }
 
 /// The median of `writes` single-event appends, each committed, on a fresh store of

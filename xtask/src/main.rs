@@ -22,7 +22,7 @@
 //!   as a container through `mcpfleet up -d` vs `podman run` plus the MCP handshake, and the
 //!   gateway's added latency to it vs to the same server as a process; writes
 //!   bench-results/containers.json (needs Podman: `cargo xtask peers`)
-//! - `bench store [--runs N] [--servers N] [--smoke]`  deploy and rollback of a fleet from
+//! - `bench store [--runs N] [--servers N] [--lease-ms N] [--smoke]`  deploy and rollback of a fleet from
 //!   `mcpfleet up` with its state in SQLite and in PostgreSQL (a cluster the run starts),
 //!   side by side; writes bench-results/store.json (needs PostgreSQL: `cargo xtask peers`)
 //! - `bench soak [--active N] [--seconds N] [--idle N]`  10,000 idle sessions held and 1,000
@@ -70,7 +70,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N] | bench containers [--runs N] [--calls N] [--smoke] | bench store [--runs N] [--servers N] [--smoke]"
+                "usage: cargo xtask schema [--check] | peers | ci | bench validate [--servers N] [--runs N] [--smoke] | bench up [--waves N] [--per-wave N] [--delay-ms N] [--smoke] | bench gateway [--calls N] [--smoke] | bench rollout [--runs N] [--interval-ms N] [--smoke] | bench soak [--active N] [--seconds N] [--idle N] | bench containers [--runs N] [--calls N] [--smoke] | bench store [--runs N] [--servers N] [--lease-ms N] [--smoke]"
             );
             std::process::exit(2);
         }

@@ -40,7 +40,11 @@ gateway:
 }
 
 fn history(fleet: &Fleet) -> Vec<HistoryEntry> {
-    let out = fleet.mcpfleet(&["history", "--output", "json"]);
+    history_in(fleet.mcpfleet(&["history", "--output", "json"]))
+}
+
+/// What `history --output json` printed.
+fn history_in(out: Output) -> Vec<HistoryEntry> {
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -366,6 +370,25 @@ gateway:
     )
 }
 
+/// A fleet of `yaml` on a fresh database, up: it and its control plane's pid.
+fn leading(name: &str, yaml: &str) -> (Fleet, u32) {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new(name, yaml).with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = fleet.status().pid;
+    (fleet, leader)
+}
+
+/// `kill -SIGNAL pid`.
+fn send(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
 /// A second control plane of `fleet`, in the state directory `state-b` beside the first.
 struct Second<'a> {
     fleet: &'a Fleet,
@@ -421,11 +444,7 @@ fn all_ready(status: &Status) -> bool {
 
 #[test]
 fn a_second_control_plane_on_the_database_stands_by_and_takes_over_when_the_leader_is_killed() {
-    let url = fleet_testkit::postgres::fresh_database();
-    let fleet = Fleet::new("pg-standby", &led_fleet("pg-standby")).with_env("STATE_DB", &url);
-    let out = fleet.up();
-    assert!(out.status.success(), "{}", text(&out));
-    let leader = fleet.status().pid;
+    let (fleet, leader) = leading("pg-standby", &led_fleet("pg-standby"));
     let second = Second::of(&fleet);
     stand_by(&second, "pg-standby");
 
@@ -445,9 +464,7 @@ fn a_second_control_plane_on_the_database_stands_by_and_takes_over_when_the_lead
         all_ready(&second.status())
     });
     // One record: the standby went on from the leader's deployment.
-    let out = second.mcpfleet(&["history", "--output", "json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let history: Vec<HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    let history = history_in(second.mcpfleet(&["history", "--output", "json"]));
     assert!(history.len() >= 2, "{history:#?}");
     assert_eq!(history[0].revision, 1, "{history:#?}");
     let out = second.mcpfleet(&["down"]);
@@ -456,19 +473,8 @@ fn a_second_control_plane_on_the_database_stands_by_and_takes_over_when_the_lead
 
 #[test]
 fn a_leader_stopped_past_its_lease_is_fenced_and_stops_when_it_resumes() {
-    let url = fleet_testkit::postgres::fresh_database();
-    let fleet = Fleet::new("pg-fenced", &led_fleet("pg-fenced")).with_env("STATE_DB", &url);
-    let out = fleet.up();
-    assert!(out.status.success(), "{}", text(&out));
-    let leader = fleet.status().pid;
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &leader.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    signal("-STOP");
+    let (fleet, leader) = leading("pg-fenced", &led_fleet("pg-fenced"));
+    send("-STOP", leader);
     let second = Second::of(&fleet);
     let out = second.mcpfleet(&["up", "-d"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -477,7 +483,7 @@ fn a_leader_stopped_past_its_lease_is_fenced_and_stops_when_it_resumes() {
         Duration::from_secs(30),
         || second.is_running(),
     );
-    signal("-CONT");
+    send("-CONT", leader);
     // Its next renewal finds the lease taken: it ends, leaving the servers to the new
     // leader.
     wait_until_blocking("the old leader stops", Duration::from_secs(20), || {
@@ -522,11 +528,7 @@ gateway:
 
 #[test]
 fn the_standby_of_a_leader_killed_during_a_canary_rolls_it_back_as_after_a_crash() {
-    let url = fleet_testkit::postgres::fresh_database();
-    let fleet = Fleet::new("pg-canary", &canary_fleet(1)).with_env("STATE_DB", &url);
-    let out = fleet.up();
-    assert!(out.status.success(), "{}", text(&out));
-    let leader = fleet.status().pid;
+    let (fleet, leader) = leading("pg-canary", &canary_fleet(1));
     fleet.rewrite(&canary_fleet(2).replace("SAMPLE", &sample()));
     let deploy = fleet.deploy_in_background();
     super::canary::wait_for_promote(&fleet);
@@ -550,9 +552,7 @@ fn the_standby_of_a_leader_killed_during_a_canary_rolls_it_back_as_after_a_crash
             .ok_or(seen)
     });
     assert_eq!(server(&status, "api").instances.len(), 1, "{status:#?}");
-    let out = second.mcpfleet(&["history", "--output", "json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let history: Vec<HistoryEntry> = serde_json::from_slice(&out.stdout).unwrap();
+    let history = history_in(second.mcpfleet(&["history", "--output", "json"]));
     let states: Vec<(u64, &str)> = history
         .iter()
         .map(|h| (h.deployment, h.state.as_str()))
@@ -579,19 +579,12 @@ fn the_standby_of_a_leader_killed_during_a_canary_rolls_it_back_as_after_a_crash
 
 #[test]
 fn a_standby_stops_at_sigterm_and_never_leads() {
-    let url = fleet_testkit::postgres::fresh_database();
-    let fleet = Fleet::new("pg-sigterm", &led_fleet("pg-sigterm")).with_env("STATE_DB", &url);
-    let out = fleet.up();
-    assert!(out.status.success(), "{}", text(&out));
+    let (fleet, _) = leading("pg-sigterm", &led_fleet("pg-sigterm"));
     let second = Second::of(&fleet);
     stand_by(&second, "pg-sigterm");
     let standby = processes_with(&second.dir.display().to_string());
     assert_eq!(standby.len(), 1, "one standby process: {standby:?}");
-    let status = Command::new("kill")
-        .args(["-TERM", &standby[0].to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send("-TERM", standby[0]);
     wait_until_blocking("the standby ends", Duration::from_secs(10), || {
         !alive(standby[0])
     });

@@ -23,6 +23,9 @@ pub const LOST: i32 = 4;
 pub(crate) struct Leadership {
     store: Arc<dyn StateStore>,
     lease: Arc<parking_lot::Mutex<Lease>>,
+    /// The task renewing the lease: stopped before the lease is released, or it could
+    /// renew the released lease and keep a standby waiting for a whole lease.
+    renewing: Arc<parking_lot::Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl Leadership {
@@ -71,15 +74,17 @@ impl Leadership {
         let leadership = Leadership {
             store,
             lease: Arc::new(parking_lot::Mutex::new(lease)),
+            renewing: Arc::default(),
         };
-        leadership.keep(fleet.to_owned(), ttl);
+        let renewing = leadership.keep(fleet.to_owned(), ttl);
+        *leadership.renewing.lock() = Some(renewing);
         Ok((leadership, fenced))
     }
 
     /// Renews the lease every third of `ttl`; ends the process when another took it, or when
     /// renewals failed for half of `ttl` (before the lease can lapse, by this machine's
     /// clock: the servers it runs must not see two control planes act).
-    fn keep(&self, fleet: String, ttl: Duration) {
+    fn keep(&self, fleet: String, ttl: Duration) -> tokio::task::AbortHandle {
         let store = self.store.clone();
         let current = self.lease.clone();
         tokio::spawn(async move {
@@ -103,11 +108,15 @@ impl Leadership {
                     Err(e) => tracing::warn!("the lease on fleet `{fleet}` was not renewed: {e}"),
                 }
             }
-        });
+        })
+        .abort_handle()
     }
 
     /// Gives the lease up, so that a standby takes over at once.
     pub(crate) async fn release(&self) {
+        if let Some(renewing) = self.renewing.lock().take() {
+            renewing.abort();
+        }
         let lease = self.lease.lock().clone();
         if let Err(e) = self.store.release_lease(&lease).await {
             tracing::warn!("the lease was not released (a standby takes over when it lapses): {e}");

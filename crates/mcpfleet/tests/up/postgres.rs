@@ -595,3 +595,27 @@ fn a_standby_stops_at_sigterm_and_never_leads() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(!second.is_running());
 }
+
+#[test]
+fn down_of_the_leader_hands_the_lease_over_before_it_lapses() {
+    // A 12 s lease: the standby looks every 4 s, so it takes a released lease within 4 s;
+    // one that lapses instead does so at least 8 s after the leader's last renewal.
+    let yaml = led_fleet("pg-handover").replace("lease: 1s", "lease: 12s");
+    let (fleet, _) = leading("pg-handover", &yaml);
+    let second = Second::of(&fleet);
+    stand_by(&second, "pg-handover");
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let down = Instant::now();
+    wait_until_blocking(
+        "the standby takes the released lease",
+        Duration::from_secs(7),
+        || second.is_running(),
+    );
+    println!(
+        "handover: the standby served {:?} after down",
+        down.elapsed()
+    );
+    let out = second.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -784,6 +784,7 @@ const EVENT_PAGE: usize = 1_000;
 pub(crate) async fn events(
     file: &Path,
     state_dir: Option<PathBuf>,
+    environment: Option<String>,
     after: u64,
     follow: bool,
     json: bool,
@@ -796,7 +797,7 @@ pub(crate) async fn events(
         output.recorded(record);
         Ok(())
     };
-    match crate::record::read(file, state_dir).await? {
+    match crate::record::read(file, state_dir, environment).await? {
         crate::record::Source::Running(client) => {
             let mut stream = client.events_after(after, follow).await?;
             while let Some(record) = stream.next_record().await? {

@@ -218,6 +218,10 @@ enum Command {
         after: u64,
         #[command(flatten)]
         fleet: FleetArgs,
+        /// Apply the `environments.<E>` overlay (its `state:` names the store of a stopped
+        /// fleet).
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
     },
     /// List every deployment (newest last) with its fleet revision, or with SERVER that
     /// server's revisions.
@@ -227,6 +231,10 @@ enum Command {
         server: Option<String>,
         #[command(flatten)]
         fleet: FleetArgs,
+        /// Apply the `environments.<E>` overlay (its `state:` names the store of a stopped
+        /// fleet).
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
     },
     /// List every tool call through the gateway: who, which tool, how it ended, how long it
     /// took (never the arguments).
@@ -236,6 +244,10 @@ enum Command {
         after: u64,
         #[command(flatten)]
         fleet: FleetArgs,
+        /// Apply the `environments.<E>` overlay (its `state:` names the store of a stopped
+        /// fleet).
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
     },
     /// Write the whole state store (revisions, deployments, events, audit) to one JSON file
     /// (owner-only), through the control plane if one runs, else from the store directly.
@@ -689,22 +701,37 @@ fn main() -> ExitCode {
             follow,
             after,
             fleet,
+            environment,
         } => block_on(fleet::events(
             &fleet.file,
             fleet.state_dir,
+            environment,
             after,
             follow,
             json,
         )),
-        Command::History { server, fleet } => block_on(record::history(
+        Command::History {
+            server,
+            fleet,
+            environment,
+        } => block_on(record::history(
             &fleet.file,
             fleet.state_dir,
+            environment,
             server.as_deref(),
             json,
         )),
-        Command::Audit { after, fleet } => {
-            block_on(record::audit(&fleet.file, fleet.state_dir, after, json))
-        }
+        Command::Audit {
+            after,
+            fleet,
+            environment,
+        } => block_on(record::audit(
+            &fleet.file,
+            fleet.state_dir,
+            environment,
+            after,
+            json,
+        )),
         Command::ExportState {
             to,
             keep,

@@ -21,13 +21,14 @@ const NOT_RUNNING: u8 = 3;
 pub(crate) async fn history(
     file: &Path,
     state_dir: Option<PathBuf>,
+    environment: Option<String>,
     server: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
     if let Some(server) = server {
-        return server_history(file, state_dir, server, json).await;
+        return server_history(file, state_dir, environment, server, json).await;
     }
-    let deployments = match read(file, state_dir).await? {
+    let deployments = match read(file, state_dir, environment).await? {
         Source::Running(client) => client.history().await?,
         Source::Stopped(Some(fleet)) => record::history(fleet.store()).await?,
         Source::Stopped(None) => Vec::new(),
@@ -78,10 +79,11 @@ pub(crate) async fn history(
 async fn server_history(
     file: &Path,
     state_dir: Option<PathBuf>,
+    environment: Option<String>,
     server: &str,
     json: bool,
 ) -> Result<ExitCode> {
-    let revisions = match read(file, state_dir).await? {
+    let revisions = match read(file, state_dir, environment).await? {
         Source::Running(client) => client
             .server_revisions(server)
             .await
@@ -130,9 +132,14 @@ pub(crate) enum Source {
     Failed(ExitCode),
 }
 
-/// The record of the fleet of `file` / `state_dir`, whether its control plane runs or not.
-pub(crate) async fn read(file: &Path, state_dir: Option<PathBuf>) -> Result<Source> {
-    let location = store_location(file, None)?;
+/// The record of the fleet of `file` / `state_dir` (its store named by the file with the
+/// overlay of `environment`), whether its control plane runs or not.
+pub(crate) async fn read(
+    file: &Path,
+    state_dir: Option<PathBuf>,
+    environment: Option<String>,
+) -> Result<Source> {
+    let location = store_location(file, environment)?;
     read_dir(&state_dir_of(file, state_dir)?, &location).await
 }
 
@@ -248,10 +255,11 @@ const AUDIT_PAGE: usize = 1_000;
 pub(crate) async fn audit(
     file: &Path,
     state_dir: Option<PathBuf>,
+    environment: Option<String>,
     after: u64,
     json: bool,
 ) -> Result<ExitCode> {
-    let source = match read(file, state_dir).await? {
+    let source = match read(file, state_dir, environment).await? {
         Source::Failed(code) => return Ok(code),
         Source::Stopped(None) => None,
         source => Some(source),

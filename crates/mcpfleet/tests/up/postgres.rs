@@ -619,3 +619,26 @@ fn down_of_the_leader_hands_the_lease_over_before_it_lapses() {
     let out = second.mcpfleet(&["down"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn history_of_a_stopped_fleet_reads_the_store_its_environment_names() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let yaml = one_server("pg-env", "", false)
+        + "environments:\n  prod:\n    secrets:\n      state_db: { env: STATE_DB }\n    state:\n      postgres:\n        url: \"{{ secret('state_db') }}\"\n";
+    let fleet = Fleet::new("pg-env", &yaml).with_env("STATE_DB", &url);
+    let out = fleet.mcpfleet(&["up", "-d", "--env", "prod"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = fleet.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Without the environment: the state directory, where nothing was ever recorded.
+    assert_eq!(history(&fleet).len(), 0);
+    let with_env = history_in(fleet.mcpfleet(&["history", "--env", "prod", "--output", "json"]));
+    assert_eq!(with_env.len(), 1, "{with_env:#?}");
+    let out = fleet.mcpfleet(&["events", "--env", "prod", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deployment_completed"),
+        "{}",
+        text(&out)
+    );
+}

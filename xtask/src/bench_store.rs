@@ -191,25 +191,8 @@ fn measure(
     };
     let mcpfleet = |args: &[&str]| -> Result<Duration> {
         let started = Instant::now();
-        let out = Command::new(bin.join("mcpfleet"))
-            .args(args)
-            .arg("--file")
-            .arg(&file)
-            .arg("--state-dir")
-            .arg(&state)
-            .env("STATE_DB", url)
-            .output()
-            .context("run mcpfleet")?;
-        let took = started.elapsed();
-        if !out.status.success() {
-            bail!(
-                "mcpfleet {} ({}) failed:\n{}",
-                args.join(" "),
-                backend.name(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(took)
+        mcpfleet(bin, &file, &state, url, args)?;
+        Ok(started.elapsed())
     };
     write_fleet(1)?;
     let up = mcpfleet(&["up", "-d"])?;
@@ -256,25 +239,7 @@ fn failover(
             sample.display()
         ),
     )?;
-    let mcpfleet = |state: &Path, args: &[&str]| -> Result<std::process::Output> {
-        let out = Command::new(bin.join("mcpfleet"))
-            .args(args)
-            .arg("--file")
-            .arg(&file)
-            .arg("--state-dir")
-            .arg(state)
-            .env("STATE_DB", url)
-            .output()
-            .context("run mcpfleet")?;
-        if !out.status.success() {
-            bail!(
-                "mcpfleet {} failed:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(out)
-    };
+    let mcpfleet = |state: &Path, args: &[&str]| mcpfleet(bin, &file, state, url, args);
     let mut took = Vec::with_capacity(runs);
     for run in 0..runs {
         let (leader, standby) = (
@@ -308,6 +273,35 @@ fn failover(
         mcpfleet(&standby, &["down"])?;
     }
     Ok(took)
+}
+
+/// `mcpfleet ARGS` of the fleet `file` with its state in `state` and the database URL in
+/// `STATE_DB` (the PostgreSQL fleets' secret); its output, or an error with what it said.
+fn mcpfleet(
+    bin: &Path,
+    file: &Path,
+    state: &Path,
+    url: &str,
+    args: &[&str],
+) -> Result<std::process::Output> {
+    let out = Command::new(bin.join("mcpfleet"))
+        .args(args)
+        .arg("--file")
+        .arg(file)
+        .arg("--state-dir")
+        .arg(state)
+        .env("STATE_DB", url)
+        .output()
+        .context("run mcpfleet")?;
+    if !out.status.success() {
+        bail!(
+            "mcpfleet {} ({}) failed:\n{}",
+            args.join(" "),
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
 }
 
 /// The median of `writes` single-event appends, each committed, on a fresh store of

@@ -124,14 +124,16 @@ impl Leadership {
     }
 }
 
-/// SIGTERM and SIGINT, for a standby to end at.
-struct Signals {
+/// SIGTERM and SIGINT, handled from the moment this is made (a signal before a task first
+/// polls them must not kill the process): what a standby ends at and what asks a leader for
+/// a graceful shutdown.
+pub(crate) struct Signals {
     terminate: Option<tokio::signal::unix::Signal>,
     interrupt: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         use tokio::signal::unix::{SignalKind, signal};
         Signals {
             terminate: signal(SignalKind::terminate()).ok(),
@@ -139,7 +141,8 @@ impl Signals {
         }
     }
 
-    async fn received(&mut self) {
+    /// Waits for either signal.
+    pub(crate) async fn received(&mut self) {
         async fn one(signal: Option<&mut tokio::signal::unix::Signal>) {
             match signal {
                 Some(signal) => {
@@ -166,8 +169,13 @@ fn lost(fleet: &str, why: &str) -> ! {
 
 /// A name unique to this control plane: the host and the process id.
 fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// This machine's name (`localhost` if it cannot be read): what names a control plane in a
+/// lease and an author in a revision.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("{host}:{}", std::process::id())
+        .unwrap_or_else(|_| "localhost".to_owned())
 }

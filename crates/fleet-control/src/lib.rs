@@ -32,7 +32,7 @@ pub use backup::{
 };
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
-pub use leadership::{LOST as LOST_LEADERSHIP, STANDING_BY};
+pub use leadership::{LOST as LOST_LEADERSHIP, STANDING_BY, hostname};
 pub use runtime::{ClusterUnusable, FleetRuntime, check_cluster};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 pub use store::StoreLocation;
@@ -442,22 +442,9 @@ pub(crate) fn status(
 /// The handlers are installed before this returns (a spawned task could install them only
 /// once it first runs, and a signal before that would kill the process).
 fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
-    use tokio::signal::unix::{Signal, SignalKind, signal};
-    async fn received(signal: Option<Signal>) {
-        match signal {
-            Some(mut signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    }
-    let interrupt = signal(SignalKind::interrupt()).ok();
-    let terminate = signal(SignalKind::terminate()).ok();
+    let mut signals = leadership::Signals::new();
     tokio::spawn(async move {
-        tokio::select! {
-            () = received(interrupt) => {}
-            () = received(terminate) => {}
-        }
+        signals.received().await;
         shutdown.send_replace(true);
     });
 }

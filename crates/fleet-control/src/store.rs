@@ -56,6 +56,15 @@ impl StoreLocation {
         })
     }
 
+    /// The store as messages name it: the state directory `state_dir`, or the database's
+    /// URL without its password.
+    pub fn named(&self, state_dir: &Path) -> String {
+        match self {
+            Self::StateDir => state_dir.display().to_string(),
+            Self::Postgres { shown, .. } => shown.clone(),
+        }
+    }
+
     /// Opens the store (the state directory's file: `state_dir`'s, created if missing),
     /// bringing its schema up to date.
     ///

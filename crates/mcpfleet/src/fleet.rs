@@ -346,8 +346,7 @@ async fn detach(args: &UpArgs, state_dir: &Path, log_format: LogFormat) -> Resul
 fn why_it_stopped(log: &Path, from: u64) -> String {
     /// Enough to hold a reason and its context, not a whole run's progress.
     const LAST_LINES: usize = 5;
-    let text = std::fs::read(log).unwrap_or_default();
-    let run = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let run = this_run(log, from);
     let lines: Vec<&str> = run.lines().filter(|l| !l.trim().is_empty()).collect();
     let errors: Vec<String> = lines
         .iter()
@@ -368,8 +367,7 @@ fn why_it_stopped(log: &Path, from: u64) -> String {
 /// The line in which a control plane started at `from` in `log` says it stands by for
 /// another that leads its fleet, from `standing by:` on (text or JSON log).
 fn standing_by(log: &Path, from: u64) -> Option<String> {
-    let text = std::fs::read(log).ok()?;
-    let run = String::from_utf8_lossy(text.get(from as usize..)?);
+    let run = this_run(log, from);
     let line = run
         .lines()
         .find(|l| l.contains(fleet_control::STANDING_BY))?;
@@ -379,6 +377,13 @@ fn standing_by(log: &Path, from: u64) -> Option<String> {
     };
     let at = message.find(fleet_control::STANDING_BY)?;
     Some(message[at..].to_owned())
+}
+
+/// What the control plane started at byte `from` of `log` wrote there (nothing if the log
+/// cannot be read).
+fn this_run(log: &Path, from: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned()
 }
 
 /// The message of a JSON log line of level `ERROR`.
@@ -404,10 +409,7 @@ pub(crate) fn author() -> String {
         .filter(|user| !user.is_empty())
         .or_else(user_of_this_uid)
         .unwrap_or_else(|| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{user}@{host}")
+    format!("{user}@{}", fleet_control::hostname())
 }
 
 /// The name `/etc/passwd` gives this process's real uid, else `uid N`.

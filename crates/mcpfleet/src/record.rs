@@ -322,7 +322,7 @@ pub(crate) async fn export_state(
         match fleet_control::export_state(&dir, &location).await {
             Ok(export) => export,
             Err(e) => {
-                let what = format!("export the state of {}", store_named(&dir, &location));
+                let what = format!("export the state of {}", location.named(&dir));
                 return Ok(backup_failure(&e, &what));
             }
         }
@@ -430,23 +430,10 @@ pub(crate) async fn import_state(
         false => StoreLocation::StateDir,
     };
     if let Err(e) = fleet_control::import_state(&dir, &location, export.clone()).await {
-        let what = format!(
-            "import {} into {}",
-            input.display(),
-            store_named(&dir, &location)
-        );
+        let what = format!("import {} into {}", input.display(), location.named(&dir));
         return Ok(backup_failure(&e, &what));
     }
     report(&export, "imported", &dir, &location, input, json)
-}
-
-/// The store as messages name it: the state directory, or the database's URL as the fleet
-/// file shows it (secrets as `***`).
-fn store_named(dir: &Path, location: &StoreLocation) -> String {
-    match location {
-        StoreLocation::StateDir => dir.display().to_string(),
-        StoreLocation::Postgres { shown, .. } => shown.clone(),
-    }
 }
 
 /// Says why an export or import did not happen; the exit code.
@@ -469,7 +456,7 @@ fn report(
     file: &Path,
     json: bool,
 ) -> Result<ExitCode> {
-    let store = store_named(dir, location);
+    let store = location.named(dir);
     let counts = serde_json::json!({
         "state_dir": dir.display().to_string(),
         "store": store,

@@ -77,6 +77,10 @@ pub enum StartError {
     // Not a `source`: the message already says all of it, and a chain would repeat it.
     #[error("the gateway cannot serve TLS: {0}")]
     GatewayTls(fleet_gateway::TlsFileError),
+    /// A `gateway.session_keys` secret cannot be read or is no usable key; the message
+    /// never holds a secret.
+    #[error("gateway.session_keys: {0}")]
+    SessionKeys(String),
     /// The TCP admin listener's address (`admin.listen`) is taken or not allowed.
     #[error("the admin API cannot listen on {address}: {message}")]
     Admin { address: String, message: String },
@@ -232,7 +236,7 @@ impl ControlPlane {
         // Before anything can emit an event (recovery, the first deployment).
         let events = EventLog::start(&engine, store.clone());
         let webhooks = webhooks::Webhooks::start(&engine, &fleet.name, host.clone());
-        let mut gateway_config = gateway_config(fleet, gateway_address)?;
+        let mut gateway_config = gateway_config(fleet, gateway_address, host.clone())?;
         if listen == Listen::PodNetwork {
             // Beyond loopback clients come through the Service or the Ingress, by their
             // names (a `Host` that is none of them is refused, as locally).
@@ -498,6 +502,7 @@ async fn bind_admin(
 fn gateway_config(
     fleet: &ValidFleet,
     listen: std::net::SocketAddr,
+    host: Arc<dyn Host>,
 ) -> Result<fleet_gateway::GatewayConfig, StartError> {
     let mut config = fleet_gateway::GatewayConfig::new(listen);
     let gateway = &fleet.gateway;
@@ -518,7 +523,35 @@ fn gateway_config(
         message,
     })?;
     config.tls = gateway_tls(fleet)?;
+    config.session_keys = session_keys(fleet, host)?;
     Ok(config)
+}
+
+/// The fleet file's `gateway.session_keys`, their secrets read; `None` when it has none.
+/// `up -d` calls this before it detaches, so an unusable key is reported in the terminal.
+///
+/// # Errors
+/// [`StartError::SessionKeys`] when a secret cannot be read or is no usable key.
+pub fn session_keys(
+    fleet: &ValidFleet,
+    host: Arc<dyn Host>,
+) -> Result<Option<fleet_gateway::SessionKeys>, StartError> {
+    if fleet.gateway.session_keys.is_empty() {
+        return Ok(None);
+    }
+    let failed = |message: String| StartError::SessionKeys(message);
+    let templates = fleet_spec::template::InstanceTemplates::new(fleet, host, None, 0)
+        .map_err(|e| failed(e.message))?;
+    let secrets = fleet
+        .gateway
+        .session_keys
+        .iter()
+        .map(|key| templates.render_fleet(key))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| failed(e.message))?;
+    fleet_gateway::SessionKeys::from_secrets(&secrets)
+        .map(Some)
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// Pins `fleet`'s images as a deployment would (see [`fleet_engine::pin`]), through the

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::audit::AuditSink;
+use crate::seal::SessionKeys;
 use crate::tls::ServerTls;
 
 /// How the gateway behaves; everything but the routes.
@@ -47,6 +48,9 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// The certificate and key the listener shows; `None` = plain HTTP.
     pub tls: Option<ServerTls>,
+    /// The keys session ids are sealed with, shared by every replica; `None` = a key
+    /// drawn at start (the ids mean nothing to another process).
+    pub session_keys: Option<SessionKeys>,
 }
 
 impl GatewayConfig {
@@ -74,6 +78,7 @@ impl GatewayConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             tls: None,
+            session_keys: None,
         }
     }
 }

@@ -77,6 +77,10 @@ pub(crate) struct Revision {
 pub(crate) struct Server {
     name: Arc<str>,
     revisions: Vec<Revision>,
+    /// `/mcp/{server}` at the stdio home, when this gateway is a replica without the
+    /// server's stdio instances: every request of the server is relayed there (the
+    /// home holds the pipes, and chooses among the revisions as this table says).
+    pub(crate) home: Option<Uri>,
     /// Where requests the gateway refuses are counted.
     pub(crate) rejections: Arc<SeriesCounters>,
 }
@@ -104,9 +108,11 @@ impl Target {
 impl Server {
     /// Whether a new session could be placed.
     pub(crate) fn has_instances(&self) -> bool {
-        self.revisions
-            .iter()
-            .any(|r| r.weight > 0 && !r.instances.is_empty())
+        self.home.is_some()
+            || self
+                .revisions
+                .iter()
+                .any(|r| r.weight > 0 && !r.instances.is_empty())
     }
 
     /// Picks a revision by weight among those with instances, then its least-loaded
@@ -204,12 +210,22 @@ impl Routes {
         table: &RouteTable,
         previous: &Self,
         stdio: &StdioInstances,
+        home: Option<&Uri>,
         registry: &Registry,
     ) -> Self {
         let servers = table
             .servers()
             .map(|(name, revisions)| {
                 let old = previous.servers.get(name);
+                // A replica has no stdio instance: the home serves them all.
+                let home = home
+                    .filter(|_| {
+                        revisions.iter().flat_map(|r| &r.instances).any(|i| {
+                            !matches!(i.address, Address::Http { .. })
+                                && stdio.get(name, &i.id).is_none()
+                        })
+                    })
+                    .and_then(|home| home_endpoint(home, name));
                 let revisions = revisions
                     .iter()
                     .map(|route| Revision {
@@ -218,7 +234,14 @@ impl Routes {
                         instances: route
                             .instances
                             .iter()
-                            .filter_map(|instance| compile_instance(name, instance, old, stdio))
+                            .filter_map(|instance| {
+                                if home.is_some()
+                                    && !matches!(instance.address, Address::Http { .. })
+                                {
+                                    return None;
+                                }
+                                compile_instance(name, instance, old, stdio)
+                            })
                             .collect(),
                         metrics: registry.series(name, Some(route.revision)),
                     })
@@ -226,6 +249,7 @@ impl Routes {
                 let server = Server {
                     name: Arc::from(name),
                     revisions,
+                    home,
                     rejections: registry.series(name, None),
                 };
                 (name.to_owned(), server)
@@ -233,6 +257,13 @@ impl Routes {
             .collect();
         Self { servers }
     }
+}
+
+/// `server`'s endpoint at the stdio home `home` (`scheme://authority`).
+fn home_endpoint(home: &Uri, server: &str) -> Option<Uri> {
+    let scheme = home.scheme_str()?;
+    let authority = home.authority()?;
+    format!("{scheme}://{authority}/mcp/{server}").parse().ok()
 }
 
 /// Resolves an instance of `server` to what reaches it; reuses the instance (and its load
@@ -298,9 +329,19 @@ fn stdio_kind(server: &str, id: &str, address: &Address, stdio: &StdioInstances)
 /// request after it was published.
 #[derive(Debug)]
 pub(crate) struct RouteWatch {
-    state: Mutex<(watch::Receiver<RouteTable>, Arc<Routes>)>,
+    state: Mutex<Watched>,
     stdio: StdioInstances,
     registry: Arc<Registry>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    receiver: watch::Receiver<RouteTable>,
+    routes: Arc<Routes>,
+    /// The gateway holding the stdio pipes, for a replica (see [`Server::home`]).
+    home: Option<Uri>,
+    /// The home changed: compile again even if the table did not.
+    stale: bool,
 }
 
 impl RouteWatch {
@@ -313,12 +354,28 @@ impl RouteWatch {
             &receiver.borrow_and_update(),
             &Routes::default(),
             &stdio,
+            None,
             &registry,
         );
         Self {
-            state: Mutex::new((receiver, Arc::new(routes))),
+            state: Mutex::new(Watched {
+                receiver,
+                routes: Arc::new(routes),
+                home: None,
+                stale: false,
+            }),
             stdio,
             registry,
+        }
+    }
+
+    /// Makes this gateway a replica whose stdio servers are served by the gateway at
+    /// `home` (`scheme://authority`); `None` serves only what it has itself.
+    pub(crate) fn set_home(&self, home: Option<Uri>) {
+        let mut state = self.state.lock();
+        if state.home != home {
+            state.home = home;
+            state.stale = true;
         }
     }
 
@@ -326,16 +383,23 @@ impl RouteWatch {
     /// compiling) — never across an await.
     pub(crate) fn current(&self) -> Arc<Routes> {
         let mut state = self.state.lock();
-        let (receiver, routes) = &mut *state;
+        let Watched {
+            receiver,
+            routes,
+            home,
+            stale,
+        } = &mut *state;
         // A closed channel keeps the last table.
-        if receiver.has_changed().unwrap_or(false) {
+        if receiver.has_changed().unwrap_or(false) || *stale {
             let compiled = Routes::compile(
                 &receiver.borrow_and_update(),
                 routes,
                 &self.stdio,
+                home.as_ref(),
                 &self.registry,
             );
             *routes = Arc::new(compiled);
+            *stale = false;
         }
         Arc::clone(routes)
     }
@@ -394,6 +458,7 @@ mod tests {
             table,
             &Routes::default(),
             &StdioInstances::new(),
+            None,
             &Registry::default(),
         )
     }
@@ -437,6 +502,7 @@ mod tests {
             &table(&[(1, 1, &["a"])]),
             &Routes::default(),
             &stdio,
+            None,
             &registry,
         );
         let _guard = first
@@ -450,6 +516,7 @@ mod tests {
             &table(&[(1, 1, &["a"]), (2, 1, &["b"])]),
             &first,
             &stdio,
+            None,
             &registry,
         );
         let a = second.server("s").unwrap().find(1, "a").unwrap();
@@ -472,7 +539,13 @@ mod tests {
         let (stdout, _their_stdout) = tokio::io::duplex(64);
         let link = StdioLink::shared("a", stdin, stdout);
         stdio.insert("s", "a", StdioEndpoint::Shared(link.clone()));
-        let routes = Routes::compile(&table, &Routes::default(), &stdio, &Registry::default());
+        let routes = Routes::compile(
+            &table,
+            &Routes::default(),
+            &stdio,
+            None,
+            &Registry::default(),
+        );
         let server = routes.server("s").unwrap();
         let found = server
             .find(1, "a")
@@ -482,5 +555,49 @@ mod tests {
             server.find(1, "b").is_none(),
             "an instance the registry does not know routes nowhere"
         );
+    }
+
+    #[test]
+    fn a_replica_relays_stdio_servers_to_their_home_and_routes_http_itself() {
+        let table = RouteTable::new([
+            (
+                "pipes".to_owned(),
+                vec![RevisionRoute {
+                    revision: 1,
+                    weight: 1,
+                    instances: vec![RouteInstance::stdio_per_session("a")],
+                }],
+            ),
+            (
+                "web".to_owned(),
+                vec![RevisionRoute {
+                    revision: 1,
+                    weight: 1,
+                    instances: vec![RouteInstance::http("w", "http://127.0.0.1:9/mcp")],
+                }],
+            ),
+        ])
+        .unwrap();
+        let home: Uri = "http://10.1.2.3:7470".parse().unwrap();
+        let routes = Routes::compile(
+            &table,
+            &Routes::default(),
+            &StdioInstances::new(),
+            Some(&home),
+            &Registry::default(),
+        );
+        let pipes = routes.server("pipes").unwrap();
+        assert_eq!(
+            pipes.home.as_ref().map(ToString::to_string).as_deref(),
+            Some("http://10.1.2.3:7470/mcp/pipes")
+        );
+        assert!(pipes.has_instances(), "the home has them: ready");
+        let web = routes.server("web").unwrap();
+        assert!(web.home.is_none());
+        assert_eq!(web.pick().unwrap().instance.id, "w");
+        // Without a home, a stdio instance this gateway lacks routes nowhere.
+        let alone = compile(&table);
+        assert!(alone.server("pipes").unwrap().home.is_none());
+        assert_eq!(alone.servers_without_instances(), ["pipes"]);
     }
 }

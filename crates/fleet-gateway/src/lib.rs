@@ -6,8 +6,8 @@
 //!   → revisions → weight → instances); new sessions and stateless modern requests
 //!   pick a revision by weight, then the instance with the fewest outstanding
 //!   requests;
-//! - sessions: the gateway mints its own `Mcp-Session-Id`s (256 random bits) and maps
-//!   each to (server, revision, instance, upstream session); a session stays pinned
+//! - sessions: the gateway mints its own `Mcp-Session-Id`s, sealed (AEAD) records of
+//!   (server, revision, instance, token, upstream session) keyed by 128 random bits; a session stays pinned
 //!   to its revision and bound to its token; unknown or expired ids get 404 so clients
 //!   re-initialize; the number of sessions is bounded, in all and per token;
 //! - stdio upstreams: the gateway owns the pipes, one process per session or one shared
@@ -30,19 +30,23 @@
 //! and publishes a new route table), processes (the runtime), the admin API and
 //! `/metrics` endpoint (the control plane's registry holds [`Gateway::metrics_collector`]).
 //!
-//! Not yet: a sealed session id for replicated gateways (sessions live in this
-//! process's memory).
+//! Replicas: a session id is sealed ([`SessionKeys`]) with what serving the session
+//! takes, so a replica holding the same keys serves a session another opened (an HTTP
+//! upstream's); a replica relays the servers whose stdio pipes it does not hold to
+//! their home ([`Gateway::set_stdio_home`]).
 
 mod audit;
 mod config;
 mod distribution;
 mod error;
+mod home;
 mod jsonrpc;
 mod listener;
 mod metrics;
 mod pins;
 mod proxy;
 mod request_span;
+mod seal;
 mod security;
 mod sessions;
 mod stdio_http;
@@ -74,6 +78,7 @@ pub use metrics::{
     GatewayMetrics, Histogram, LATENCY_BUCKETS, MethodCount, MetricsSnapshot, Outcome,
     OutcomeCounts, RevisionStats, ToolCount,
 };
+pub use seal::{SessionKeyError, SessionKeys};
 pub use security::presented_token;
 pub use tls::{ServerTls, TlsFileError};
 pub use trace_context::TraceId;
@@ -97,6 +102,8 @@ struct Shared {
     registry: Arc<Registry>,
     client: proxy::UpstreamClient,
     pins: Arc<pins::Pins>,
+    /// Seal the ids clients hold (see [`seal`]).
+    keys: SessionKeys,
 }
 
 /// What a request is admitted and bounded by: the settings a running gateway changes.
@@ -166,6 +173,12 @@ impl Gateway {
             registry,
             client,
             pins: Arc::default(),
+            keys: config.session_keys.clone().unwrap_or_else(|| {
+                SessionKeys::ephemeral().unwrap_or_else(|error| {
+                    tracing::error!(%error, "no session can be opened");
+                    SessionKeys::none()
+                })
+            }),
             config,
         };
         Self {
@@ -235,6 +248,13 @@ impl Gateway {
             admission.tokens = Arc::new(Tokens::new(tokens));
         });
         Ok(())
+    }
+
+    /// Makes this gateway a replica of the one at `home` (`scheme://authority`, the
+    /// leading control plane's gateway): the servers whose stdio instances it does not
+    /// hold are relayed there whole. `None` serves only what it holds.
+    pub fn set_stdio_home(&self, home: Option<axum::http::Uri>) {
+        self.shared.routes.set_home(home);
     }
 
     /// Changes the limits while the gateway runs: the next request is held to `limits`

@@ -31,12 +31,14 @@ use serde::de::IgnoredAny;
 
 use crate::Shared;
 use crate::audit::{SseScan, ToolCall, outcome_of_response};
-use crate::distribution::{Kind, OutstandingGuard, Target};
+use crate::distribution::{self, Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
+use crate::home;
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
 use crate::pins::{self, Pinned, Pins};
 use crate::request_span::RequestSpan;
+use crate::seal::{SealedSession, SealedUpstream};
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
@@ -129,10 +131,6 @@ async fn handle(
             server: server.to_owned(),
         })?;
 
-    let session_id = match parts.headers.get(&MCP_SESSION_ID) {
-        Some(value) => Some(SessionId::parse(value).ok_or(GatewayError::UnknownSession)?),
-        None => None,
-    };
     let method = parts.method.clone();
     let body = if method == Method::POST {
         read_body(&parts.headers, body, shared.config.max_body_bytes).await?
@@ -154,6 +152,30 @@ async fn handle(
         Method::DELETE => MethodLabel::DELETE,
         _ => MethodLabel::of(peek.method.as_deref()),
     };
+    if let Some(home) = &routes.home {
+        return home::relay(
+            shared,
+            home,
+            parts,
+            // A reference count, not a copy: `peek` still borrows `body`.
+            body.clone(),
+            admission.upstream_timeout,
+            peek.id,
+        )
+        .await;
+    }
+    // A session id is the client's to keep as it got it: every answer carries it back.
+    let session_id = match parts.headers.get(&MCP_SESSION_ID) {
+        Some(value) => Some((
+            shared
+                .keys
+                .open(value)
+                .filter(|sealed| sealed.server == server)
+                .ok_or(GatewayError::UnknownSession)?,
+            value.clone(),
+        )),
+        None => None,
+    };
     strip_request_headers(&mut parts.headers);
     let tool_call = (peek.method.as_deref() == Some("tools/call")).then(|| ToolCall {
         server: Arc::from(server),
@@ -163,7 +185,7 @@ async fn handle(
         sink: shared.config.audit.clone(),
     });
 
-    let Some(session_id) = session_id else {
+    let Some((sealed, sealed_id)) = session_id else {
         // No session: a new legacy session, or a stateless modern request.
         if method != Method::POST {
             return Err(GatewayError::MissingSession);
@@ -236,28 +258,20 @@ async fn handle(
                 upstream: SessionUpstream::Http(upstream_session),
                 in_flight: Arc::default(),
             };
-            let id = shared
-                .sessions
-                .insert(Arc::new(session), None)
-                .map_err(|error| {
-                    tracing::error!(%error, "cannot mint a session id");
-                    GatewayError::Upstream {
-                        kind: UpstreamFailure::Broken,
-                        id: None,
-                    }
-                })?;
+            let (_, sealed_id) = remember(shared, Arc::new(session), None, || None)?;
             response
                 .response
                 .headers_mut()
-                .insert(MCP_SESSION_ID, id.header_value());
+                .insert(MCP_SESSION_ID, sealed_id);
         }
         return Ok(response.response);
     };
 
-    let session = shared
-        .sessions
-        .touch(&session_id, server, &caller)
-        .ok_or(GatewayError::UnknownSession)?;
+    let session_id = sealed.id;
+    let session = match shared.sessions.touch(&session_id, server, &caller) {
+        Some(session) => session,
+        None => adopt(shared, routes, sealed, &caller, || peek.id.clone())?,
+    };
     // A session whose instance left the table is over (an aborted canary, say): 404
     // makes the client initialize again, on what the table says now.
     let Some(target) = routes.find(session.revision, &session.instance.id) else {
@@ -287,9 +301,10 @@ async fn handle(
                 stateless: false,
                 upstream_timeout: admission.upstream_timeout,
             };
-            let response =
+            let mut response =
                 stdio_http::in_session(shared, &target, session_id, session, &method, request)
                     .await?;
+            response.headers_mut().insert(MCP_SESSION_ID, sealed_id);
             return Ok(holding(response, in_flight));
         }
     };
@@ -314,10 +329,77 @@ async fn handle(
         // The upstream forgot the session (restarted, expired): so do we.
         shared.sessions.remove(&session_id);
     }
-    response
-        .headers_mut()
-        .insert(MCP_SESSION_ID, session_id.header_value());
+    response.headers_mut().insert(MCP_SESSION_ID, sealed_id);
     Ok(holding(response, in_flight))
+}
+
+/// Remembers a new session and mints the sealed id its client gets.
+///
+/// # Errors
+/// [`GatewayError::Upstream`] (broken) for request `id` when the OS has no randomness.
+pub(crate) fn remember(
+    shared: &Shared,
+    session: Arc<Session>,
+    idle_timeout: Option<Duration>,
+    id: impl FnOnce() -> Option<serde_json::Value>,
+) -> Result<(SessionId, HeaderValue), GatewayError> {
+    let minted = SessionId::mint().ok().and_then(|session_id| {
+        let sealed = shared.keys.seal(&session.sealed(session_id))?;
+        Some((session_id, sealed))
+    });
+    let Some((session_id, sealed)) = minted else {
+        tracing::error!("cannot mint a session id: the OS gives no randomness");
+        return Err(GatewayError::Upstream {
+            kind: UpstreamFailure::Broken,
+            id: id(),
+        });
+    };
+    shared.sessions.insert_as(session_id, session, idle_timeout);
+    Ok((session_id, sealed))
+}
+
+/// Takes on a session another replica opened (its sealed id is all there is to know):
+/// an HTTP upstream's session is served by relaying to the upstream with its own id.
+/// It counts against the session limits as a new session would.
+///
+/// # Errors
+/// [`GatewayError::UnknownSession`] — the client initializes again — when this
+/// gateway's keys are its own (an id it does not know has ended here), the id was
+/// another token's, the session's instance is not in the table, or it is a stdio
+/// session (its pipes are in the gateway that opened it); the refusal of request `id`
+/// when the limits leave no room.
+fn adopt(
+    shared: &Shared,
+    routes: &distribution::Server,
+    sealed: SealedSession,
+    caller: &Caller,
+    id: impl FnOnce() -> Option<serde_json::Value>,
+) -> Result<Arc<Session>, GatewayError> {
+    let upstream = match sealed.upstream {
+        SealedUpstream::Http(upstream)
+            if shared.keys.shared() && sealed.token.as_deref() == caller.token_name() =>
+        {
+            HeaderValue::from_bytes(&upstream).map_err(|_| GatewayError::UnknownSession)?
+        }
+        _ => return Err(GatewayError::UnknownSession),
+    };
+    let target = routes
+        .find(sealed.revision, &sealed.instance)
+        .filter(|target| matches!(target.instance.kind, Kind::Http(_)))
+        .ok_or(GatewayError::UnknownSession)?;
+    make_room(shared, caller, id)?;
+    let session = Arc::new(Session {
+        server: target.server,
+        caller: caller.clone(),
+        revision: target.revision,
+        instance: target.instance,
+        upstream: SessionUpstream::Http(upstream),
+        in_flight: Arc::default(),
+    });
+    shared
+        .sessions
+        .insert_as(sealed.id, Arc::clone(&session), None);
+    Ok(session)
 }
 
 /// Makes room for a new session of `caller` within the session limits, ending the idle
@@ -448,7 +530,7 @@ fn strip_request_headers(headers: &mut HeaderMap) {
 }
 
 /// Removes the headers a `Connection` header names (they are hop-by-hop too).
-fn strip_connection_listed(headers: &mut HeaderMap) {
+pub(crate) fn strip_connection_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -24,41 +24,35 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 
 use crate::distribution::Instance;
+use crate::seal::{SealedSession, SealedUpstream};
 use crate::security::Caller;
 use fleet_stdio::StdioLease;
 use fleet_stdio::link::Attachment;
 
-/// A gateway session id: 256 random bits, written as 64 lower-case hex digits.
+/// A session's key in this gateway's table: 128 random bits, sealed into the id the
+/// client holds (see [`crate::seal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct SessionId([u8; 32]);
+pub(crate) struct SessionId([u8; SessionId::LEN]);
 
 impl SessionId {
+    pub(crate) const LEN: usize = 16;
+
     /// A fresh id from the OS's cryptographic random source.
     ///
     /// # Errors
     /// When the OS has no randomness to give.
     pub(crate) fn mint() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; 32];
+        let mut bytes = [0u8; Self::LEN];
         getrandom::fill(&mut bytes)?;
         Ok(Self(bytes))
     }
 
-    /// The id in an `Mcp-Session-Id` header; `None` if it cannot be one of ours.
-    pub(crate) fn parse(value: &HeaderValue) -> Option<Self> {
-        std::str::from_utf8(value.as_bytes())
-            .ok()
-            .and_then(crate::config::decode_hex32)
-            .map(Self)
+    pub(crate) fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        Self(bytes)
     }
 
-    pub(crate) fn header_value(&self) -> HeaderValue {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 64];
-        for (i, byte) in self.0.iter().enumerate() {
-            text[2 * i] = HEX[usize::from(byte >> 4)];
-            text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
-        }
-        HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    pub(crate) fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
     }
 }
 
@@ -76,6 +70,21 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// What the id of this session, `id` in the table, carries.
+    pub(crate) fn sealed(&self, id: SessionId) -> SealedSession {
+        SealedSession {
+            id,
+            server: self.server.to_string(),
+            revision: self.revision,
+            instance: self.instance.id.clone(),
+            token: self.caller.token_name().map(str::to_owned),
+            upstream: match &self.upstream {
+                SessionUpstream::Http(session) => SealedUpstream::Http(session.as_bytes().to_vec()),
+                SessionUpstream::Stdio { .. } => SealedUpstream::Stdio,
+            },
+        }
+    }
+
     /// A stdio session whose process has ended: its slot is free for a new session.
     pub(crate) fn process_gone(&self) -> bool {
         matches!(&self.upstream, SessionUpstream::Stdio { attachment, .. } if attachment.is_closed())
@@ -234,20 +243,20 @@ impl Sessions {
         self.state.lock()
     }
 
-    /// Remembers a new session and returns its id. `idle_timeout` shortens the
-    /// gateway's for this session (a per-session process's own timeout).
-    ///
-    /// # Errors
-    /// When no random id can be minted.
-    pub(crate) fn insert(
+    /// Remembers a session under `id` (minted here, or by the replica that opened it:
+    /// see `seal`). `idle_timeout` shortens the gateway's for this session (a
+    /// per-session process's own timeout).
+    pub(crate) fn insert_as(
         &self,
+        id: SessionId,
         session: Arc<Session>,
         idle_timeout: Option<Duration>,
-    ) -> Result<SessionId, getrandom::Error> {
-        let id = SessionId::mint()?;
+    ) {
         let now = Instant::now();
         let idle_timeout = idle_timeout.map_or(self.idle_timeout, |t| t.min(self.idle_timeout));
         let mut state = self.state();
+        // Two requests adopting one session at once: the second replaces the first.
+        let replaced = state.remove(&id);
         *state.per_caller.entry(session.caller.clone()).or_default() += 1;
         state.sessions.insert(
             id,
@@ -257,7 +266,8 @@ impl Sessions {
                 idle_timeout,
             },
         );
-        Ok(id)
+        drop(state);
+        drop(replaced);
     }
 
     /// Makes room for a new session of `caller` within the limits, ending idle sessions
@@ -366,14 +376,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_round_trip_and_differ() {
-        let a = SessionId::mint().unwrap();
-        let b = SessionId::mint().unwrap();
-        assert_ne!(a, b);
-        let header = a.header_value();
-        assert_eq!(header.len(), 64);
-        assert!(header.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)));
-        assert_eq!(SessionId::parse(&header), Some(a));
-        assert_eq!(SessionId::parse(&HeaderValue::from_static("nope")), None);
+    fn ids_differ() {
+        assert_ne!(SessionId::mint().unwrap(), SessionId::mint().unwrap());
     }
 }

@@ -236,16 +236,8 @@ pub(crate) async fn open(
         // Stateless: the attachment (and process) live as long as the answer.
         return post(shared, &target, &session, &message, request).await;
     }
-    let session_id = shared
-        .sessions
-        .insert(Arc::clone(&session), idle_timeout)
-        .map_err(|error| {
-            tracing::error!(%error, "cannot mint a session id");
-            GatewayError::Upstream {
-                kind: UpstreamFailure::Broken,
-                id: id(),
-            }
-        })?;
+    let (session_id, sealed_id) =
+        crate::proxy::remember(shared, Arc::clone(&session), idle_timeout, id)?;
     // The client never learns the id of a session whose `initialize` failed or was
     // refused: it ends now (a per-session process is given back at once).
     let response = match post(shared, &target, &session, &message, request).await {
@@ -265,9 +257,7 @@ pub(crate) async fn open(
     if jsonrpc::is_error_response(&answer) || answer.is_empty() {
         shared.sessions.remove(&session_id);
     } else {
-        parts
-            .headers
-            .insert(MCP_SESSION_ID, session_id.header_value());
+        parts.headers.insert(MCP_SESSION_ID, sealed_id);
     }
     Ok(Response::from_parts(parts, Body::from(answer)))
 }
@@ -303,7 +293,7 @@ pub(crate) async fn in_session(
             span.end(Outcome::Ok);
         }
     };
-    let mut response = match *method {
+    let response = match *method {
         Method::DELETE => {
             shared.sessions.remove(&session_id);
             target
@@ -337,9 +327,6 @@ pub(crate) async fn in_session(
             post(shared, target, &session, &message, request).await?
         }
     };
-    response
-        .headers_mut()
-        .insert(MCP_SESSION_ID, session_id.header_value());
     Ok(response)
 }
 

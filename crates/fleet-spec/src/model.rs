@@ -89,6 +89,14 @@ pub struct Gateway {
     pub body_read_timeout: Duration,
     #[serde(serialize_with = "duration_text")]
     pub idle_timeout: Duration,
+    /// The keys that seal session ids, each from a secret (shown as `***`); empty: each
+    /// gateway draws its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub session_keys: Vec<Text>,
+    /// The secrets the keys read: what a gateway needs, e.g. in the pods a Kubernetes
+    /// manifest gives them to.
+    #[serde(skip)]
+    pub session_key_secrets: BTreeSet<String>,
 }
 
 impl Gateway {

@@ -447,6 +447,12 @@ pub struct RawGateway {
     pub session_idle_timeout: Option<Spanned<DurationText>>,
     /// How long the gateway waits for an upstream's answer to begin. Default `60s`.
     pub upstream_timeout: Option<Spanned<DurationText>>,
+    /// Keys that seal the session ids clients hold, so that gateway replicas serve one
+    /// another's sessions: each `{{ secret('…') }}` of at least 32 characters (e.g.
+    /// `openssl rand -hex 32`). The first seals new ids, every one opens: rotate by
+    /// putting a new key first, and drop the old one once its sessions have ended.
+    /// Absent: each gateway draws a key of its own at start.
+    pub session_keys: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Who ends the TLS of the gateway's clients: the gateway (`cert` and `key`), or a proxy

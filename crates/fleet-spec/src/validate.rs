@@ -359,7 +359,7 @@ impl Validator {
             .get()
             .map_or_else(RuntimeKind::default, |r| r.value);
         let kubernetes = self.kubernetes(&raw, &name);
-        let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers);
+        let gateway = self.gateway(raw.gateway.0.as_ref(), &raw.servers, &templates);
         let admin = self.admin(raw.admin.0.as_ref(), &gateway);
         let notifications = self.notifications(raw.notifications.0.as_ref(), &templates);
         let logging = Logging {
@@ -480,10 +480,36 @@ impl Validator {
         out
     }
 
+    /// `gateway.session_keys`: each must read a secret (a key written in the file would
+    /// be kept in every revision the store records). Their length is checked when a
+    /// gateway reads them.
+    fn session_keys(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+        templates: &Templates,
+    ) -> (Vec<Text>, BTreeSet<String>) {
+        let mut keys = Vec::new();
+        let mut all_secrets = BTreeSet::new();
+        for key in raw.map(|r| r.value.as_slice()).unwrap_or_default() {
+            let (text, secrets) =
+                templates.noting_secrets(|| self.render(templates, key, Scope::FLEET));
+            if secrets.is_empty() {
+                self.error("a session key is written in the file", key.span).help = Some(
+                    "it would be kept in every revision the store records: declare a secret and write `\"{{ secret('gateway_session_key') }}\"`"
+                        .into(),
+                );
+            }
+            all_secrets.extend(secrets);
+            keys.push(text);
+        }
+        (keys, all_secrets)
+    }
+
     fn gateway(
         &mut self,
         raw: Option<&RawGateway>,
         servers: &Named<Recover<RawServer>>,
+        templates: &Templates,
     ) -> Gateway {
         let default_listen: SocketAddr = DEFAULT_LISTEN.parse().expect("constant address");
         let listen = match raw.and_then(|g| g.listen.as_ref()) {
@@ -556,6 +582,8 @@ impl Validator {
         let rate_limit = raw
             .and_then(|g| g.rate_limit.as_ref())
             .and_then(|r| self.rate_limit(r));
+        let (session_keys, session_key_secrets) =
+            self.session_keys(raw.and_then(|g| g.session_keys.as_ref()), templates);
         Gateway {
             listen,
             listen_span: raw.and_then(|g| g.listen.as_ref()).map(|l| l.span),
@@ -600,6 +628,8 @@ impl Validator {
                 raw.and_then(|g| g.idle_timeout.as_ref()),
                 Gateway::DEFAULT_IDLE_TIMEOUT,
             ),
+            session_keys,
+            session_key_secrets,
         }
     }
 

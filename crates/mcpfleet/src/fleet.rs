@@ -156,6 +156,7 @@ async fn run_up(
     if args.detach && !args.detached_child {
         // Here, not only in the background process: its errors go to its log.
         fleet_control::gateway_tls(&fleet)?;
+        fleet_control::session_keys(&fleet, host.clone())?;
         return detach(&args, &state_dir, log_format).await;
     }
     let dir = StateDir::acquire(&state_dir)?;

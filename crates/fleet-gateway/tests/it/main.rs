@@ -14,6 +14,7 @@ mod legacy;
 mod limits;
 mod modern;
 mod peers;
+mod replicas;
 mod security;
 mod stdio;
 mod streams;

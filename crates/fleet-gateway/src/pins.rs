@@ -38,11 +38,15 @@ pub(crate) struct Pins {
 
 impl Pins {
     /// Remembers the `requestState` of `response` (one JSON-RPC message), if it asks
-    /// for input.
-    pub(crate) fn learn(&self, response: &[u8], pin: impl FnOnce() -> Pinned) {
+    /// for input; returns that state and where it was pinned.
+    pub(crate) fn learn(
+        &self,
+        response: &[u8],
+        pin: impl FnOnce() -> Pinned,
+    ) -> Option<(String, Pinned)> {
         // Most answers are not MRTR: skip them without parsing.
         if !mentions_input_required(response) {
-            return;
+            return None;
         }
         #[derive(Deserialize)]
         struct Response {
@@ -63,10 +67,10 @@ impl Pins {
                 }),
         }) = serde_json::from_slice(response)
         else {
-            return;
+            return None;
         };
         if kind != "input_required" {
-            return;
+            return None;
         }
         let now = Instant::now();
         let mut states = self.states.lock();
@@ -82,7 +86,8 @@ impl Pins {
             }
         }
         let pin = pin();
-        states.insert((Arc::clone(&pin.server), state), (pin, now));
+        states.insert((Arc::clone(&pin.server), state.clone()), (pin.clone(), now));
+        Some((state, pin))
     }
 
     /// Where the retry to `server` carrying `state` goes, if the gateway relayed that

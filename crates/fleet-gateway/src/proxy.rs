@@ -29,6 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::de::IgnoredAny;
 
+use crate::SessionKeys;
 use crate::Shared;
 use crate::audit::{SseScan, ToolCall, outcome_of_response};
 use crate::distribution::{self, Kind, OutstandingGuard, Target};
@@ -38,7 +39,7 @@ use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
 use crate::pins::{self, Pinned, Pins};
 use crate::request_span::RequestSpan;
-use crate::seal::{SealedSession, SealedUpstream};
+use crate::seal::{SealedSession, SealedState, SealedUpstream};
 use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
@@ -197,17 +198,20 @@ async fn handle(
         if !initialize && !is_modern(&parts.headers, &peek) {
             return Err(GatewayError::MissingSession);
         }
-        // An MRTR retry goes where its requestState came from.
-        let pinned = peek
-            .request_state
-            .as_deref()
-            .filter(|_| !initialize)
-            .and_then(|state| shared.pins.get(server, state))
-            .and_then(|pin| {
-                routes
-                    .find(pin.revision, &pin.instance)
-                    .or_else(|| routes.pick_in(pin.revision))
-            });
+        // An MRTR retry goes where its requestState came from: a sealed one says where
+        // (any replica may have relayed it), and the upstream gets its own state back.
+        let state = peek.request_state.as_deref().filter(|_| !initialize);
+        let unsealed = state.and_then(|state| unseal_state(shared, server, &body, state));
+        let pin = match &unsealed {
+            Some((pin, _)) => Some(pin.clone()),
+            None => state.and_then(|state| shared.pins.get(server, state)),
+        };
+        let pinned = pin.and_then(|pin| {
+            routes
+                .find(pin.revision, &pin.instance)
+                .or_else(|| routes.pick_in(pin.revision))
+        });
+        let body = unsealed.map_or_else(|| body.clone(), |(_, restored)| restored);
         let target = pinned
             .or_else(|| routes.pick())
             .ok_or_else(|| GatewayError::NoInstances {
@@ -331,6 +335,37 @@ async fn handle(
     }
     response.headers_mut().insert(MCP_SESSION_ID, sealed_id);
     Ok(holding(response, in_flight))
+}
+
+/// A retry's sealed `requestState` (one of `server`'s, see [`SealedState`]): where it
+/// goes, and `body` with the upstream's own state in its place. `None` for a state that
+/// is not sealed (or not by these keys): the gateway's own pins may know it.
+fn unseal_state(
+    shared: &Shared,
+    server: &str,
+    body: &Bytes,
+    state: &str,
+) -> Option<(Pinned, Bytes)> {
+    let opened = shared
+        .keys
+        .open_state(state)
+        .filter(|opened| opened.server == server)?;
+    // Sealed states are base64url: written in JSON as they are, between quotes.
+    let sealed = format!("\"{state}\"");
+    let original = serde_json::to_string(&opened.state).ok()?;
+    let at = body
+        .windows(sealed.len())
+        .position(|w| w == sealed.as_bytes())?;
+    let mut restored = bytes::BytesMut::with_capacity(body.len() - sealed.len() + original.len());
+    restored.extend_from_slice(&body[..at]);
+    restored.extend_from_slice(original.as_bytes());
+    restored.extend_from_slice(&body[at + sealed.len()..]);
+    let pin = Pinned {
+        server: Arc::from(server),
+        revision: opened.revision,
+        instance: opened.instance,
+    };
+    Some((pin, restored.freeze()))
 }
 
 /// Remembers a new session and mints the sealed id its client gets.
@@ -697,6 +732,7 @@ async fn forward(
         scan,
         tool_call: tool_call.map(|call| (call, target.clone())),
         pins: learn_pins.then(|| (Arc::clone(&shared.pins), target.pin())),
+        seal_states: (learn_pins && shared.keys.shared()).then(|| shared.keys.clone()),
         mrtr_seen: false,
         _guard: Some(guard),
         held: Gathered::default(),
@@ -789,6 +825,25 @@ impl Gathered {
             (Some(_), Some(more)) => more.extend_from_slice(&data),
         }
         self.len()
+    }
+
+    /// Replaces the first `from` in what is held with `to`; false when it is not held
+    /// whole.
+    fn replace(&mut self, from: &[u8], to: &[u8]) -> bool {
+        let held: &[u8] = match (&self.first, &self.more) {
+            (_, Some(more)) => more,
+            (Some(first), None) => first,
+            (None, None) => return false,
+        };
+        let Some(at) = held.windows(from.len()).position(|w| w == from) else {
+            return false;
+        };
+        let mut replaced = bytes::BytesMut::with_capacity(held.len() - from.len() + to.len());
+        replaced.extend_from_slice(&held[..at]);
+        replaced.extend_from_slice(to);
+        replaced.extend_from_slice(&held[at + from.len()..]);
+        self.more = Some(replaced);
+        true
     }
 
     fn into_bytes(self) -> Option<Bytes> {
@@ -905,6 +960,9 @@ struct Relay {
     scan: Option<Scan>,
     tool_call: Option<(ToolCall, Target)>,
     pins: Option<(Arc<Pins>, Pinned)>,
+    /// Keys shared with other replicas: a pinned `requestState` is handed to the client
+    /// sealed ([`SealedState`]), so that its retry finds the way from any replica.
+    seal_states: Option<SessionKeys>,
     /// The answer mentioned `input_required`: look for its response on every frame.
     mrtr_seen: bool,
     /// Keeps the instance's outstanding count up while the answer is open.
@@ -1005,9 +1063,8 @@ impl Relay {
         if self.mrtr_seen
             && self.pins.is_some()
             && let Some(response) = self.scan.as_ref().and_then(Scan::response)
-            && let Some((pins, pin)) = self.pins.take()
         {
-            pins.learn(response.as_bytes(), || pin);
+            self.learn_pins(response.as_bytes());
         }
         loop {
             if self.finished || self.held.len() >= GATHER_LIMIT || self.hold_until.is_none() {
@@ -1097,10 +1154,38 @@ impl Relay {
         let scan = self.scan.take();
         self.count(scan.as_ref(), outcome);
         // The response is read for pins only: most answers have none to learn.
-        if let Some((pins, pin)) = self.pins.take()
+        if self.pins.is_some()
             && let Some(response) = scan.as_ref().and_then(Scan::response)
         {
-            pins.learn(response.as_bytes(), || pin);
+            self.learn_pins(response.as_bytes());
+        }
+    }
+
+    /// Pins the `requestState` of `response`, if it asks for input; with keys shared
+    /// by replicas, the client is handed it sealed — when the state is still held here
+    /// as the upstream wrote it (else the retry is pinned only if it comes back here).
+    fn learn_pins(&mut self, response: &[u8]) {
+        let Some((pins, pin)) = self.pins.take() else {
+            return;
+        };
+        let Some((state, pin)) = pins.learn(response, || pin) else {
+            return;
+        };
+        let Some(keys) = &self.seal_states else {
+            return;
+        };
+        let sealed = keys.seal_state(&SealedState {
+            server: pin.server.to_string(),
+            revision: pin.revision,
+            instance: pin.instance,
+            state: state.clone(),
+        });
+        if let (Some(sealed), Ok(written)) = (sealed, serde_json::to_string(&state))
+            && !self
+                .held
+                .replace(written.as_bytes(), format!("\"{sealed}\"").as_bytes())
+        {
+            tracing::debug!("an MRTR requestState left before it could be sealed");
         }
     }
 

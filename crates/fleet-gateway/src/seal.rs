@@ -24,12 +24,14 @@ use sha2::{Digest as _, Sha256};
 
 use crate::sessions::SessionId;
 
-/// Format version of the sealed plaintext; a new layout gets a new number.
-const VERSION: u8 = 1;
+/// What a sealed plaintext is, its first byte: one kind can never be taken for the other
+/// (a new layout gets a new number).
+const SESSION: u8 = 1;
+const STATE: u8 = 2;
 const KEY_ID_LEN: usize = 4;
 const TAG_LEN: usize = 16;
-/// Bound the work spent on a header that cannot be one of ours.
-const MAX_ID_LEN: usize = 2048;
+/// Bound the work spent on a header or state that cannot be one of ours.
+const MAX_ID_LEN: usize = 64 * 1024;
 /// Binds a ciphertext to its use: a key shared with something else cannot be made to
 /// open mcpfleet session ids.
 const AAD: &[u8] = b"mcpfleet session id";
@@ -159,31 +161,59 @@ impl SessionKeys {
     /// The id a client gets for `session`; `None` when the OS has no randomness for the
     /// nonce.
     pub(crate) fn seal(&self, session: &SealedSession) -> Option<HeaderValue> {
+        let mut plain = vec![SESSION];
+        session.encode(&mut plain);
+        // base64url is visible ASCII: always a valid header value.
+        HeaderValue::from_str(&self.seal_bytes(plain)?).ok()
+    }
+
+    /// What the session id `value` says, when one of these keys sealed it; `None` for
+    /// anything else.
+    pub(crate) fn open(&self, value: &HeaderValue) -> Option<SealedSession> {
+        match self.open_bytes(value.as_bytes())?.split_first() {
+            Some((&SESSION, plain)) => SealedSession::decode(plain),
+            _ => None,
+        }
+    }
+
+    /// The `requestState` a client gets in place of the upstream's (see
+    /// [`SealedState`]); `None` when the OS has no randomness for the nonce.
+    pub(crate) fn seal_state(&self, state: &SealedState) -> Option<String> {
+        let mut plain = vec![STATE];
+        state.encode(&mut plain);
+        self.seal_bytes(plain)
+    }
+
+    /// What a sealed `requestState` says; `None` for anything else (an upstream's own
+    /// state, say).
+    pub(crate) fn open_state(&self, text: &str) -> Option<SealedState> {
+        match self.open_bytes(text.as_bytes())?.split_first() {
+            Some((&STATE, plain)) => SealedState::decode(plain),
+            _ => None,
+        }
+    }
+
+    fn seal_bytes(&self, mut plain: Vec<u8>) -> Option<String> {
         let key = self.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
-        let mut sealed = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + 128 + TAG_LEN);
-        sealed.extend_from_slice(&key.id);
-        sealed.extend_from_slice(&nonce);
-        let start = sealed.len();
-        session.encode(&mut sealed);
-        let mut body = sealed.split_off(start);
         key.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(AAD),
-                &mut body,
+                &mut plain,
             )
             // Only a plaintext longer than GCM allows (64 GiB) fails.
             .ok()?;
-        sealed.extend_from_slice(&body);
-        // base64url is visible ASCII: always a valid header value.
-        HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(&sealed)).ok()
+        let mut sealed = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + plain.len());
+        sealed.extend_from_slice(&key.id);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&plain);
+        Some(URL_SAFE_NO_PAD.encode(&sealed))
     }
 
-    /// What `value` says, when one of these keys sealed it; `None` for anything else.
-    pub(crate) fn open(&self, value: &HeaderValue) -> Option<SealedSession> {
-        let text = value.as_bytes();
+    /// The plaintext of what one of these keys sealed.
+    fn open_bytes(&self, text: &[u8]) -> Option<Vec<u8>> {
         if text.len() > MAX_ID_LEN {
             return None;
         }
@@ -194,11 +224,14 @@ impl SessionKeys {
         let key = self.keys.iter().find(|k| k.id == bytes[..KEY_ID_LEN])?;
         let nonce =
             Nonce::try_assume_unique_for_key(&bytes[KEY_ID_LEN..KEY_ID_LEN + NONCE_LEN]).ok()?;
-        let plain = key
+        let length = key
             .key
             .open_in_place(nonce, Aad::from(AAD), &mut bytes[KEY_ID_LEN + NONCE_LEN..])
-            .ok()?;
-        SealedSession::decode(plain)
+            .ok()?
+            .len();
+        bytes.drain(..KEY_ID_LEN + NONCE_LEN);
+        bytes.truncate(length);
+        Some(bytes)
     }
 }
 
@@ -239,9 +272,43 @@ pub(crate) enum SealedUpstream {
     Stdio,
 }
 
+/// Where an MRTR retry goes (MCP 2026-07-28): the upstream's `requestState`, and the
+/// revision and instance that issued it. Gateway replicas hand the client this sealed
+/// in its place, so a retry that reaches another replica still finds its way; the
+/// upstream gets its own state back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SealedState {
+    pub(crate) server: String,
+    pub(crate) revision: u64,
+    pub(crate) instance: String,
+    pub(crate) state: String,
+}
+
+impl SealedState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.revision.to_be_bytes());
+        put(out, self.server.as_bytes());
+        put(out, self.instance.as_bytes());
+        out.extend_from_slice(self.state.as_bytes());
+    }
+
+    fn decode(mut input: &[u8]) -> Option<Self> {
+        let input = &mut input;
+        let revision = u64::from_be_bytes(take(input, 8)?.try_into().ok()?);
+        let server = text(get(input)?)?;
+        let instance = text(get(input)?)?;
+        let state = text(input)?;
+        Some(Self {
+            server,
+            revision,
+            instance,
+            state,
+        })
+    }
+}
+
 impl SealedSession {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(VERSION);
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(&self.revision.to_be_bytes());
         put(out, self.server.as_bytes());
@@ -264,9 +331,6 @@ impl SealedSession {
 
     fn decode(mut input: &[u8]) -> Option<Self> {
         let input = &mut input;
-        if take(input, 1)? != [VERSION] {
-            return None;
-        }
         let id = SessionId::from_bytes(take(input, SessionId::LEN)?.try_into().ok()?);
         let revision = u64::from_be_bytes(take(input, 8)?.try_into().ok()?);
         let server = text(get(input)?)?;
@@ -353,6 +417,23 @@ mod tests {
     }
 
     #[test]
+    fn sealed_states_round_trip_and_are_never_taken_for_session_ids() {
+        let keys = SessionKeys::from_secrets([KEY_A]).unwrap();
+        let state = SealedState {
+            server: "api".into(),
+            revision: 3,
+            instance: "api-3-1".into(),
+            state: "opaque \"state\" ü".into(),
+        };
+        let sealed = keys.seal_state(&state).unwrap();
+        assert_eq!(keys.open_state(&sealed), Some(state));
+        assert_eq!(keys.open(&HeaderValue::from_str(&sealed).unwrap()), None);
+        let id = keys.seal(&session(SealedUpstream::Stdio)).unwrap();
+        assert_eq!(keys.open_state(id.to_str().unwrap()), None);
+        assert_eq!(keys.open_state("an upstream's own state"), None);
+    }
+
+    #[test]
     fn two_seals_of_one_session_differ() {
         let keys = SessionKeys::from_secrets([KEY_A]).unwrap();
         let session = session(SealedUpstream::Stdio);
@@ -384,7 +465,7 @@ mod tests {
         let last = altered.len() - 3;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(keys.open(&HeaderValue::from_bytes(&altered).unwrap()), None);
-        for garbage in ["", "nope", "AAAA", &"A".repeat(5000)] {
+        for garbage in ["", "nope", "AAAA", &"A".repeat(5000), &"A".repeat(70_000)] {
             assert_eq!(keys.open(&HeaderValue::from_str(garbage).unwrap()), None);
         }
     }

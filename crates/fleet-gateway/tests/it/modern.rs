@@ -141,7 +141,7 @@ async fn mrtr_retries_return_to_the_revision_that_asked() {
 
 /// A 2026-07-28 request as a conforming client sends it: `_meta` in `params` and the
 /// standard headers (`Mcp-Name` when the body names a tool).
-fn modern_request(
+pub(crate) fn modern_request(
     url: &str,
     id: u64,
     method: &str,

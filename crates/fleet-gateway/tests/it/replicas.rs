@@ -1,8 +1,9 @@
 //! Gateway replicas: two gateways with the same session keys and route table, and a
 //! client that alternates between them request by request. A session opened on one is
 //! served by the other (its sealed id says where it goes), server→client requests still
-//! reach the stream of the session that caused them, and a replica without a server's
-//! stdio pipes relays that server to the gateway that holds them.
+//! reach the stream of the session that caused them, an MRTR retry (2026-07-28) reaches
+//! the revision that asked wherever it lands, and a replica without a server's stdio
+//! pipes relays that server to the gateway that holds them.
 
 use fleet_gateway::{GatewayConfig, SessionKeys, TokenConfig};
 use fleet_testkit::HttpSampleServer;
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::isolation::{Answer, post, session_with, tools_call};
+use crate::modern::modern_request;
 use crate::stdio::shared_table;
 use crate::{TestGateway, table};
 
@@ -205,6 +207,89 @@ async fn a_replica_relays_a_stdio_server_to_its_home() {
     assert_eq!(reply.status(), 202);
     let (result, _) = answer.until(|m| m["id"] == 1).await;
     assert!(text(&result).contains("alice"), "{result}");
+}
+
+/// The JSON-RPC response in a (JSON or SSE) answer.
+async fn response_of(answer: reqwest::Response) -> Value {
+    let body = answer.text().await.unwrap();
+    serde_json::from_str(&body)
+        .ok()
+        .or_else(|| {
+            body.lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+                .find(|message| message.get("id").is_some())
+        })
+        .unwrap_or_else(|| panic!("no response in {body}"))
+}
+
+#[tokio::test]
+async fn an_mrtr_retry_on_the_other_replica_reaches_the_revision_that_asked() {
+    // Each revision's process accepts only the requestStates it issued.
+    let stable = HttpSampleServer::start(&["--tools", "confirm", "--name", "stable"]).await;
+    let canary = HttpSampleServer::start(&["--tools", "confirm", "--name", "canary"]).await;
+    let routes = || {
+        table(
+            "alpha",
+            &[
+                (1, 50, &[("s", &stable.url)]),
+                (2, 50, &[("c", &canary.url)]),
+            ],
+        )
+    };
+    let one = TestGateway::start(routes(), keys(&[KEY])).await;
+    let two = TestGateway::start(routes(), keys(&[KEY])).await;
+    let mut by = std::collections::BTreeMap::new();
+    for n in 0..16 {
+        // Asked on one replica, retried on the other: placed by weight, about half of
+        // the retries would reach the revision that did not issue the state.
+        let (first, retry) = if n % 2 == 0 {
+            (&one, &two)
+        } else {
+            (&two, &one)
+        };
+        let asked = response_of(
+            modern_request(
+                &first.url("alpha"),
+                1,
+                "tools/call",
+                json!({ "name": "confirm" }),
+            )
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+        let state = asked["result"]["requestState"].as_str().unwrap().to_owned();
+        assert!(
+            !state.contains("stable") && !state.contains("canary"),
+            "the client holds the sealed state, not the upstream's: {state}"
+        );
+        let answered = response_of(
+            modern_request(
+                &retry.url("alpha"),
+                2,
+                "tools/call",
+                json!({
+                    "name": "confirm",
+                    "requestState": state,
+                    "inputResponses": { "confirm": { "action": "accept", "content": { "ok": true } } }
+                }),
+            )
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await;
+        *by.entry(text(&answered)).or_insert(0) += 1;
+    }
+    // Both revisions asked: the split is real, and every retry found its way.
+    assert_eq!(
+        by.keys().collect::<Vec<_>>(),
+        ["confirmed by canary", "confirmed by stable"],
+        "{by:?}"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

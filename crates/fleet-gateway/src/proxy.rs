@@ -465,7 +465,12 @@ pub(crate) fn end_sessions(shared: &Shared, sessions: Vec<Arc<Session>>) {
 
 /// Tells an HTTP upstream that a session the gateway ended (idle) is over, in the
 /// background: it can free what it holds. Stdio sessions end with their attachment.
+/// With keys shared by replicas the session may be busy on another one: this gateway
+/// only forgets it, and the upstream's own expiry ends it.
 pub(crate) fn end_upstream_session(shared: &Shared, session: &Session) {
+    if shared.keys.shared() {
+        return;
+    }
     let (SessionUpstream::Http(upstream_session), Kind::Http(uri)) =
         (&session.upstream, &session.instance.kind)
     else {

@@ -369,6 +369,11 @@ impl RouteWatch {
         }
     }
 
+    /// The home of this replica, if it is one.
+    pub(crate) fn home(&self) -> Option<Uri> {
+        self.state.lock().home.clone()
+    }
+
     /// Makes this gateway a replica whose stdio servers are served by the gateway at
     /// `home` (`scheme://authority`); `None` serves only what it has itself.
     pub(crate) fn set_home(&self, home: Option<Uri>) {

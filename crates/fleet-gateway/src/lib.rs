@@ -33,7 +33,7 @@
 //! Replicas: a session id is sealed ([`SessionKeys`]) with what serving the session
 //! takes, so a replica holding the same keys serves a session another opened (an HTTP
 //! upstream's); a replica relays the servers whose stdio pipes it does not hold to
-//! their home ([`Gateway::set_stdio_home`]).
+//! their home ([`Gateway::set_home`]), and reports its traffic there for canary analysis.
 
 mod audit;
 mod config;
@@ -45,6 +45,7 @@ mod listener;
 mod metrics;
 mod pins;
 mod proxy;
+mod reports;
 mod request_span;
 mod seal;
 mod security;
@@ -104,6 +105,8 @@ struct Shared {
     pins: Arc<pins::Pins>,
     /// Seal the ids clients hold (see [`seal`]).
     keys: SessionKeys,
+    /// At a home, what its replicas reported.
+    reports: reports::Reports,
 }
 
 /// What a request is admitted and bounded by: the settings a running gateway changes.
@@ -179,6 +182,7 @@ impl Gateway {
                     SessionKeys::none()
                 })
             }),
+            reports: reports::Reports::default(),
             config,
         };
         Self {
@@ -195,6 +199,7 @@ impl Gateway {
                 "/mcp/{server}",
                 post(proxy::mcp).get(proxy::mcp).delete(proxy::mcp),
             )
+            .route(reports::PATH, post(reports::receive))
             .with_state(Arc::clone(&self.shared))
     }
 
@@ -252,8 +257,10 @@ impl Gateway {
 
     /// Makes this gateway a replica of the one at `home` (`scheme://authority`, the
     /// leading control plane's gateway): the servers whose stdio instances it does not
-    /// hold are relayed there whole. `None` serves only what it holds.
-    pub fn set_stdio_home(&self, home: Option<axum::http::Uri>) {
+    /// hold are relayed there whole, and, with shared session keys, its traffic counters
+    /// are reported there every second for canary analysis. `None` serves only what it
+    /// holds.
+    pub fn set_home(&self, home: Option<axum::http::Uri>) {
         self.shared.routes.set_home(home);
     }
 
@@ -339,6 +346,7 @@ pub async fn serve(
     }
     // Idle sessions end on time even when no new session comes along: a per-session
     // stdio process is stopped when its session ends.
+    let reporter = tokio::spawn(reports::send(Arc::clone(&gateway.shared)));
     let sweeper = tokio::spawn({
         let shared = Arc::clone(&gateway.shared);
         async move {
@@ -361,6 +369,7 @@ pub async fn serve(
     let reloader = tls.map(|tls| tokio::spawn(tls.reload_on_change()));
     listener::run(listener, gateway.router(), timeouts, acceptor, shutdown).await;
     sweeper.abort();
+    reporter.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }

@@ -291,6 +291,21 @@ impl Registry {
         ServerTraffic { revisions }
     }
 
+    /// The counters of every server's revisions, by server.
+    pub(crate) fn all_traffic(&self) -> BTreeMap<String, ServerTraffic> {
+        let series = self.series.lock();
+        let mut servers: BTreeMap<String, ServerTraffic> = BTreeMap::new();
+        for ((name, revision), counters) in series.iter() {
+            if let Some(revision) = *revision {
+                servers.entry(name.clone()).or_default().revisions.insert(
+                    revision,
+                    RevisionStats::read(name, Some(revision), counters).traffic(),
+                );
+            }
+        }
+        servers
+    }
+
     pub(crate) fn snapshot(&self, sessions_active: BTreeMap<String, u64>) -> MetricsSnapshot {
         let series = self.series.lock();
         let revisions = series
@@ -355,9 +370,12 @@ pub struct MethodCount {
     pub count: u64,
 }
 
+/// This gateway's counters and, at a home, its replicas' latest reports.
 impl TrafficSource for crate::Gateway {
     fn traffic(&self, server: &str) -> ServerTraffic {
-        self.shared.registry.traffic(server)
+        let mut traffic = self.shared.registry.traffic(server);
+        self.shared.reports.add_to(server, &mut traffic);
+        traffic
     }
 }
 

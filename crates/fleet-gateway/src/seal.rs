@@ -28,10 +28,12 @@ use crate::sessions::SessionId;
 /// (a new layout gets a new number).
 const SESSION: u8 = 1;
 const STATE: u8 = 2;
+const REPORT: u8 = 3;
 const KEY_ID_LEN: usize = 4;
 const TAG_LEN: usize = 16;
-/// Bound the work spent on a header or state that cannot be one of ours.
-const MAX_ID_LEN: usize = 64 * 1024;
+/// Bound the work spent on a header or state that cannot be one of ours (a report is
+/// bounded by its endpoint).
+const MAX_ID_LEN: usize = 2 * 1024 * 1024;
 /// Binds a ciphertext to its use: a key shared with something else cannot be made to
 /// open mcpfleet session ids.
 const AAD: &[u8] = b"mcpfleet session id";
@@ -191,6 +193,20 @@ impl SessionKeys {
             Some((&STATE, plain)) => SealedState::decode(plain),
             _ => None,
         }
+    }
+
+    /// A replica's traffic report, sealed for its home (see `reports`).
+    pub(crate) fn seal_report(&self, report: &[u8]) -> Option<String> {
+        let mut plain = Vec::with_capacity(report.len() + 1);
+        plain.push(REPORT);
+        plain.extend_from_slice(report);
+        self.seal_bytes(plain)
+    }
+
+    /// A traffic report sealed with one of these keys.
+    pub(crate) fn open_report(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        let mut plain = self.open_bytes(sealed)?;
+        (plain.first() == Some(&REPORT)).then(|| plain.split_off(1))
     }
 
     fn seal_bytes(&self, mut plain: Vec<u8>) -> Option<String> {

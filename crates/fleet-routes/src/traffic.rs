@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// Upper bounds (seconds) of the latency histogram's buckets; `+Inf` is implied.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -19,7 +21,7 @@ pub trait TrafficSource: Send + Sync {
 }
 
 /// The counters of one server's revisions at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerTraffic {
     /// By revision.
     pub revisions: BTreeMap<u64, RevisionTraffic>,
@@ -30,10 +32,17 @@ impl ServerTraffic {
     pub fn revision(&self, revision: u64) -> Option<&RevisionTraffic> {
         self.revisions.get(&revision)
     }
+
+    /// Adds the counters of `other` (another gateway's, of the same server).
+    pub fn add(&mut self, other: &Self) {
+        for (revision, traffic) in &other.revisions {
+            self.revisions.entry(*revision).or_default().add(traffic);
+        }
+    }
 }
 
 /// What one revision was asked and how it answered.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RevisionTraffic {
     /// Requests by outcome.
     pub totals: OutcomeCounts,
@@ -44,6 +53,24 @@ pub struct RevisionTraffic {
 }
 
 impl RevisionTraffic {
+    /// Adds the counters of `other` (another gateway's, of the same revision).
+    pub fn add(&mut self, other: &Self) {
+        let (mine, theirs) = (&mut self.totals, &other.totals);
+        mine.ok += theirs.ok;
+        mine.jsonrpc_error += theirs.jsonrpc_error;
+        mine.transport_error += theirs.transport_error;
+        mine.rejected += theirs.rejected;
+        self.tool_errors += other.tool_errors;
+        let counts = &mut self.latency.counts;
+        if counts.len() < other.latency.counts.len() {
+            counts.resize(other.latency.counts.len(), 0);
+        }
+        for (mine, theirs) in counts.iter_mut().zip(&other.latency.counts) {
+            *mine += theirs;
+        }
+        self.latency.sum_seconds += other.latency.sum_seconds;
+    }
+
     /// What was added since `earlier`, a read of the same counters before this one.
     /// Counters only grow; a smaller one (they were reset) counts as nothing added.
     #[must_use]
@@ -57,7 +84,7 @@ impl RevisionTraffic {
 }
 
 /// Request totals by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeCounts {
     /// Answered, not an error.
     pub ok: u64,
@@ -97,7 +124,7 @@ impl OutcomeCounts {
 }
 
 /// A latency histogram with [`LATENCY_BUCKETS`].
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     /// Per-bucket (not cumulative) counts; the last one is `+Inf`. Empty without
     /// observations.
@@ -211,6 +238,43 @@ mod tests {
         assert_eq!(earlier.since(&later).totals.total(), 0);
         // From nothing (a revision first seen) an interval is everything.
         assert_eq!(later.since(&RevisionTraffic::default()), later);
+    }
+
+    #[test]
+    fn two_gateways_counters_add_up_per_revision() {
+        let one = RevisionTraffic {
+            totals: OutcomeCounts {
+                ok: 3,
+                jsonrpc_error: 1,
+                ..OutcomeCounts::default()
+            },
+            tool_errors: 1,
+            latency: histogram(&[0.002, 0.002, 0.2, 0.3]),
+        };
+        let two = RevisionTraffic {
+            totals: OutcomeCounts {
+                ok: 5,
+                ..OutcomeCounts::default()
+            },
+            tool_errors: 0,
+            latency: histogram(&[0.004; 5]),
+        };
+        let mut sum = ServerTraffic {
+            revisions: BTreeMap::from([(1, one.clone())]),
+        };
+        sum.add(&ServerTraffic {
+            revisions: BTreeMap::from([(1, two), (2, one.clone())]),
+        });
+        let first = sum.revision(1).unwrap();
+        assert_eq!(first.totals.ok, 8);
+        assert_eq!(first.totals.error_rate(), Some(1.0 / 9.0));
+        assert_eq!(first.tool_errors, 1);
+        assert_eq!(first.latency.count(), 9);
+        assert_eq!(sum.revision(2), Some(&one));
+        // Nothing added to nothing is nothing: an empty histogram stays empty.
+        let mut empty = RevisionTraffic::default();
+        empty.add(&RevisionTraffic::default());
+        assert_eq!(empty, RevisionTraffic::default());
     }
 
     #[test]

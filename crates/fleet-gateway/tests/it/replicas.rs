@@ -13,7 +13,8 @@ use sha2::{Digest as _, Sha256};
 use crate::isolation::{Answer, post, session_with, tools_call};
 use crate::modern::modern_request;
 use crate::stdio::shared_table;
-use crate::{TestGateway, table};
+use crate::{DEADLINE, TestGateway, table};
+use fleet_testkit::wait_until;
 
 const KEY: &str = "replica-test-key-0123456789abcdef";
 const NEXT_KEY: &str = "replica-test-key-fedcba9876543210";
@@ -186,7 +187,7 @@ async fn a_replica_relays_a_stdio_server_to_its_home() {
     );
     replica
         .gateway
-        .set_stdio_home(Some(format!("http://{}", home.address).parse().unwrap()));
+        .set_home(Some(format!("http://{}", home.address).parse().unwrap()));
     let ready = reqwest::get(format!("http://{}/readyz", replica.address))
         .await
         .unwrap();
@@ -290,6 +291,54 @@ async fn an_mrtr_retry_on_the_other_replica_reaches_the_revision_that_asked() {
         ["confirmed by canary", "confirmed by stable"],
         "{by:?}"
     );
+}
+
+#[tokio::test]
+async fn a_home_counts_its_replicas_traffic_for_canary_analysis() {
+    use fleet_routes::traffic::TrafficSource as _;
+    let upstream = HttpSampleServer::start(&[]).await;
+    let routes = || table("alpha", &[(1, 100, &[("a", &upstream.url)])]);
+    let home = TestGateway::start(routes(), keys(&[KEY])).await;
+    let replica = TestGateway::start(routes(), keys(&[KEY])).await;
+    replica
+        .gateway
+        .set_home(Some(format!("http://{}", home.address).parse().unwrap()));
+    let (session, _) = session_with(&replica.url("alpha"), "2025-11-25", json!({}), None).await;
+    let call = tools_call(1, "echo", json!({ "message": "hi" }));
+    for _ in 0..3 {
+        let answer = post(&replica.url("alpha"), Some(&session), None, &call).await;
+        assert_eq!(answer.status(), 200);
+    }
+    let answer = post(&home.url("alpha"), None, None, &crate::initialize_body()).await;
+    assert_eq!(answer.status(), 200);
+    // The replica's initialize, initialized and 3 calls, and the home's own initialize.
+    let counted = || {
+        home.gateway
+            .traffic("alpha")
+            .revision(1)
+            .map_or(0, |r| r.totals.ok)
+    };
+    wait_until(
+        "the replica's calls are counted at the home",
+        DEADLINE,
+        async || counted() == 6,
+    )
+    .await;
+
+    // Reports are authenticated by the keys: anything else is refused, and counts nothing.
+    let forged = json!({
+        "replica": "forged", "sequence": 1,
+        "servers": { "alpha": { "revisions": { "1": {
+            "totals": { "ok": 1000, "jsonrpc_error": 0, "transport_error": 0, "rejected": 0 },
+            "tool_errors": 0, "latency": { "counts": [], "sum_seconds": 0.0 } } } } }
+    });
+    let http = reqwest::Client::new();
+    let report_url = format!("http://{}/replica/traffic", home.address);
+    for body in [forged.to_string(), "AAAA".to_owned()] {
+        let refused = http.post(&report_url).body(body).send().await.unwrap();
+        assert_eq!(refused.status(), 404);
+    }
+    assert_eq!(counted(), 6);
 }
 
 fn hex(bytes: &[u8]) -> String {

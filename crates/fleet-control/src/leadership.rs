@@ -6,7 +6,8 @@
 //! leader's writes are refused by the database), renews the lease every third of its length,
 //! and ends its process the moment the lease is lost or cannot be renewed in time — as a
 //! killed control plane ends, which the next leader recovers from exactly as after a crash.
-//! Until it leads, a control plane stands by: it polls the lease and serves nothing.
+//! Until it leads, a control plane stands by: it polls the lease and serves nothing — in
+//! a pod, only its probe ([`crate::standby`]).
 
 use fleet_store::{Lease, StateStore, StoreError};
 use std::sync::Arc;
@@ -30,8 +31,9 @@ pub(crate) struct Leadership {
 
 impl Leadership {
     /// Waits until this control plane holds the lease of `store` (polling every third of
-    /// `ttl` while another leads, saying so once), then keeps it renewed. Returns the store
-    /// handle fenced with the lease's token, for every write from then on.
+    /// `ttl` while another leads, saying so once, and telling `standby` who leads at each
+    /// look), then keeps it renewed. Returns the store handle fenced with the lease's
+    /// token, for every write from then on.
     ///
     /// # Errors
     /// The store cannot be read or written.
@@ -39,24 +41,31 @@ impl Leadership {
         store: Arc<dyn StateStore>,
         fleet: &str,
         ttl: Duration,
+        standby: Option<&crate::standby::StandbyServer>,
     ) -> Result<(Self, Arc<dyn StateStore>), StoreError> {
         let holder = holder();
         let mut stood_by = false;
-        // A standby holds nothing (no lease, no server, no socket): a signal ends it at
-        // once. Its own handlers, because a process that is a container's PID 1 ignores a
-        // signal it does not handle.
+        // A standby holds nothing (no lease, no socket but, in a pod, its probe's): a
+        // signal ends it at once. Its own handlers, because a process that is a
+        // container's PID 1 ignores a signal it does not handle.
         let mut signals = Signals::new();
         let lease = loop {
             if let Some(lease) = store.acquire_lease(&holder, ttl).await? {
                 break lease;
             }
-            if !stood_by {
+            // Said once in the log; a standby's probe server names the leader of each look.
+            if !stood_by || standby.is_some() {
                 let leader = store.lease().await?;
                 let (who, until) = leader.map(|l| (l.holder, l.expires_at)).unwrap_or_default();
-                tracing::info!(
-                    "{STANDING_BY} {who} leads fleet `{fleet}` (its lease runs until {until}); this control plane ({holder}) takes over when it stops renewing"
-                );
-                stood_by = true;
+                if let Some(standby) = standby {
+                    standby.leader_is(&who);
+                }
+                if !stood_by {
+                    tracing::info!(
+                        "{STANDING_BY} {who} leads fleet `{fleet}` (its lease runs until {until}); this control plane ({holder}) takes over when it stops renewing"
+                    );
+                    stood_by = true;
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(ttl / 3) => {}
@@ -123,6 +132,72 @@ impl Leadership {
         }
     }
 }
+
+/// The label of this control plane's pod when it runs in one of the rendered Deployment
+/// (`POD_NAME` and `POD_NAMESPACE`, from the downward API): through the fleet's cluster,
+/// or the pod's own when the fleet runs elsewhere. `None` outside a pod, or when no client
+/// can be made (said in the log: the Service will not reach this control plane).
+pub(crate) async fn pod_label(
+    fleet: &fleet_spec::model::ValidFleet,
+    runtime: &crate::FleetRuntime,
+) -> Option<fleet_runtime_kube::LeaderLabel> {
+    let pod = std::env::var("POD_NAME").ok()?;
+    let namespace = std::env::var("POD_NAMESPACE").ok()?;
+    let cluster = match runtime {
+        crate::FleetRuntime::Kubernetes(kube) => kube.cluster().clone(),
+        crate::FleetRuntime::Local(_) => {
+            match fleet_runtime_kube::Cluster::connect(
+                &fleet_runtime_kube::ClusterAccess::InCluster,
+            )
+            .await
+            {
+                Ok(cluster) => cluster,
+                Err(e) => {
+                    tracing::warn!(
+                        "pod {namespace}/{pod} cannot be labelled when it leads, and the Service will not reach it: {e}"
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(fleet_runtime_kube::LeaderLabel::new(
+        cluster,
+        &namespace,
+        &pod,
+        &fleet_manifests::control_plane_pods(&fleet.name),
+        fleet_manifests::LEADER_LABEL,
+    ))
+}
+
+/// Labels this control plane's pod the leader's (and no other), retrying until the API
+/// server accepts: until then the Service reaches no control plane.
+pub(crate) fn label_leader(label: fleet_runtime_kube::LeaderLabel) {
+    tokio::spawn(async move {
+        let mut failed = false;
+        loop {
+            match label.lead().await {
+                Ok(()) if failed => {
+                    tracing::info!("this control plane's pod is labelled the leader's at last");
+                    return;
+                }
+                Ok(()) => return,
+                Err(e) if !failed => {
+                    tracing::warn!(
+                        "this control plane's pod could not be labelled the leader's (the Service reaches it once it is; retrying every {}s): {e}",
+                        RELABEL.as_secs()
+                    );
+                    failed = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(RELABEL).await;
+        }
+    });
+}
+
+/// How often a leader whose pod could not be labelled tries again.
+const RELABEL: Duration = Duration::from_secs(5);
 
 /// SIGTERM and SIGINT, handled from the moment this is made (a signal before a task first
 /// polls them must not kill the process): what a standby ends at and what asks a leader for

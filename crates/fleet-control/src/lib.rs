@@ -22,6 +22,7 @@ mod event_log;
 mod leadership;
 pub mod record;
 mod runtime;
+mod standby;
 mod state_dir;
 mod store;
 pub mod to_api;
@@ -185,18 +186,51 @@ impl ControlPlane {
             Ok::<_, StartError>(adoptable)
         };
         let location = StoreLocation::of(fleet, host.clone())?;
-        let (adoptable, store, leadership) = match &location {
+        let (adoptable, store, leadership, standby_admin) = match &location {
             StoreLocation::StateDir => {
                 let (adoptable, store) = tokio::join!(leftovers, location.open(state_dir.path()));
-                (adoptable?, store?, None)
+                (adoptable?, store?, None, None)
             }
             // A store control planes share: another may lead, and until this one does,
             // nothing of the runtime is its to touch.
             StoreLocation::Postgres { lease, .. } => {
                 let store = location.open(state_dir.path()).await?;
+                // A pod restarted in place may still carry the label of the leader it was.
+                let label = leadership::pod_label(fleet, &runtime).await;
+                if let Some(label) = &label
+                    && let Err(e) = label.stand_by().await
+                {
+                    tracing::warn!("this standby's pod may still be labelled the leader's: {e}");
+                }
+                // In a pod the probes ask the admin port from the start: a standby answers
+                // them (and says who leads to anything else) on the admin listener's
+                // socket, which the admin API takes over once this one leads.
+                let mut standby = None;
+                let mut admin = None;
+                if listen == Listen::PodNetwork
+                    && let Some((listener, bound)) = bind_admin(fleet, listen).await?
+                {
+                    let (server, kept) =
+                        standby::StandbyServer::start(listener).map_err(|e| StartError::Admin {
+                            address: bound.to_string(),
+                            message: e.to_string(),
+                        })?;
+                    tracing::info!(
+                        "until it leads, the admin port ({bound}) answers only GET /healthz"
+                    );
+                    standby = Some(server);
+                    admin = Some((kept, bound));
+                }
                 let (leadership, fenced) =
-                    leadership::Leadership::take(store, &fleet.name, *lease).await?;
-                (leftovers.await?, fenced, Some(leadership))
+                    leadership::Leadership::take(store, &fleet.name, *lease, standby.as_ref())
+                        .await?;
+                if let Some(label) = label {
+                    leadership::label_leader(label);
+                }
+                if let Some(standby) = standby {
+                    standby.stop().await;
+                }
+                (leftovers.await?, fenced, Some(leadership), admin)
             }
         };
         let gateway_listener = bind_gateway(fleet, listen).await?;
@@ -206,7 +240,10 @@ impl ControlPlane {
                 address: fleet.gateway.listen.to_string(),
                 message: e.to_string(),
             })?;
-        let admin_listener = bind_admin(fleet, listen).await?;
+        let admin_listener = match standby_admin {
+            Some(taken_over) => Some(taken_over),
+            None => bind_admin(fleet, listen).await?,
+        };
         let admin_listen_written = fleet.admin.listen.is_some();
         // The addresses shown (status, endpoints) are the written ones with the bound
         // ports: on a pod's network they are what a port-forward or a process in the pod

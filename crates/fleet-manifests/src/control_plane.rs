@@ -1,7 +1,10 @@
 //! The control plane's objects: its least-privilege RBAC, the fleet file as a ConfigMap,
 //! the volume of its state (or, with the store in PostgreSQL, of its backups), its
 //! Deployment, Service and NetworkPolicy, the CronJob that exports its state on a schedule,
-//! and the optional Ingress and ServiceMonitor.
+//! and the optional Ingress and ServiceMonitor. With the store in PostgreSQL the Deployment
+//! runs a leader and a standby (the lease in the database says which), under a
+//! PodDisruptionBudget, and the Service reaches the leader's pod alone, by the label the
+//! leader puts on it.
 
 use crate::meta::{self, Names};
 use crate::pod;
@@ -32,12 +35,25 @@ const SCRATCH_SIZE: &str = "256Mi";
 /// The labels that pick the control plane's pods: the only pods servers accept traffic
 /// from.
 pub(crate) fn selector(names: &Names<'_>) -> Map<String, Value> {
+    pods_of(&names.fleet.name)
+}
+
+/// The labels of fleet `fleet`'s control plane pods.
+pub(crate) fn pods_of(fleet: &str) -> Map<String, Value> {
     let mut labels = Map::new();
     labels.insert(meta::NAME.into(), NAME.into());
     labels.insert(meta::COMPONENT.into(), "control-plane".into());
-    labels.insert(meta::FLEET.into(), names.fleet.name.clone().into());
+    labels.insert(meta::FLEET.into(), fleet.into());
     labels
 }
+
+/// The value of [`meta::ROLE`] on the leading control plane's pod.
+pub(crate) const LEADER: &str = "leader";
+
+/// With the store in PostgreSQL: control planes, one leading (the lease's holder), the
+/// others standing by to take over — a pod or node lost costs a lease's time, not a
+/// reschedule and a start.
+const REPLICAS_SHARING_THE_STORE: u32 = 2;
 
 fn labels(names: &Names<'_>) -> Map<String, Value> {
     let mut labels = names.labels(NAME);
@@ -96,7 +112,8 @@ pub(crate) fn role_binding(names: &Names<'_>) -> Value {
     )
 }
 
-/// The ConfigMap, state volume, NetworkPolicy, Deployment, Service and backup CronJob.
+/// The ConfigMap, state volume, NetworkPolicy, Deployment, Service (and with the store in
+/// PostgreSQL PodDisruptionBudget) and backup CronJob.
 pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     let fleet = names.fleet;
     let gateway_port = fleet.gateway.listen.port();
@@ -159,7 +176,14 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     if let Some(environment) = &fleet.environment {
         args.extend(["--env", environment]);
     }
-    let env = secret_env(names);
+    let mut env = secret_env(names);
+    if in_database {
+        // The pod the control plane runs in, which it labels when it leads.
+        env.extend([
+            json!({ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }),
+            json!({ "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } }),
+        ]);
+    }
     let mut pod_labels = labels.clone();
     pod_labels.extend(selector(names));
     // The state directory: on the claim, where the store is; with the store in
@@ -184,17 +208,11 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
         labels.clone(),
         json!({
             "spec": {
-                // One control plane: more replicas wait for the leader lease in the
-                // PostgreSQL store (standbys that take over when the leader stops
-                // renewing it); until then a second one would be a second writer.
                 "replicas": 1,
                 "selector": { "matchLabels": selector(names) },
-                // One writer of the state store at a time. On the volume, because one
-                // node mounts it at a time. In PostgreSQL too, until the lease fences a
-                // deposed writer: a RollingUpdate, even with maxSurge 0, starts the new
-                // pod as soon as the old one is told to stop, and the old one may write
-                // through its whole grace period; Recreate starts the new pod only once
-                // the old one is gone.
+                // The store on the volume: one control plane, and a new pod only once the
+                // old one is gone (one node mounts the volume at a time, and SQLite has one
+                // writer). In PostgreSQL, see below.
                 "strategy": { "type": "Recreate" },
                 "template": {
                     "metadata": {
@@ -215,9 +233,10 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                             ],
                             // Service traffic once the listeners are open (they open
                             // together, before the first deployment; a server is routed
-                            // to only after its checks). No liveness probe: the start
-                            // may wait on the API server for long, and a control plane
-                            // that fails exits.
+                            // to only after its checks); a standby answers it too (its
+                            // process is healthy), and the Service picks the leader by
+                            // its label. No liveness probe: the start may wait on the
+                            // API server for long, and a control plane that fails exits.
                             "readinessProbe": { "httpGet": { "path": "/healthz", "port": "admin" } },
                             "securityContext": pod::container_security(true),
                             "volumeMounts": [
@@ -239,6 +258,27 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             }
         }),
     );
+    if in_database && let Some(spec) = deployment["spec"].as_object_mut() {
+        // Standbys wait for the lease; only its holder writes (a deposed one is fenced by
+        // the database), so a new pod may start before an old one stops: a standby is
+        // Ready (it answers the probe) and the rollout replaces one pod at a time, never
+        // with fewer than all of them up.
+        spec.insert("replicas".into(), REPLICAS_SHARING_THE_STORE.into());
+        spec.insert(
+            "strategy".into(),
+            json!({ "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 }, "type": "RollingUpdate" }),
+        );
+        // A node lost must not take the standby with the leader, where the nodes allow.
+        spec["template"]["spec"]["affinity"] = json!({ "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "podAffinityTerm": {
+                    "labelSelector": { "matchLabels": selector(names) },
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+                "weight": 100,
+            }],
+        } });
+    }
     if env.is_empty()
         && let Some(container) = deployment
             .pointer_mut("/spec/template/spec/containers/0")
@@ -257,7 +297,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                     { "name": "gateway", "port": gateway_port, "protocol": "TCP", "targetPort": "gateway" },
                     { "name": "admin", "port": admin_port, "protocol": "TCP", "targetPort": "admin" },
                 ],
-                "selector": selector(names),
+                "selector": service_selector(names),
             }
         }),
     );
@@ -270,6 +310,16 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
         }),
     );
     let mut objects = vec![config, volume, policy, deployment, service];
+    if in_database {
+        // A voluntary eviction (a node drained) leaves a control plane running.
+        objects.push(names.labelled(
+            "policy/v1",
+            "PodDisruptionBudget",
+            NAME,
+            labels.clone(),
+            json!({ "spec": { "minAvailable": 1, "selector": { "matchLabels": selector(names) } } }),
+        ));
+    }
     if let Some(ingress) = &fleet.kubernetes.ingress {
         objects.push(ingress_object(names, ingress, labels.clone()));
     }
@@ -293,6 +343,17 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     }
     objects.push(backup(names, labels));
     objects
+}
+
+/// What the control plane's Service sends traffic to: its pods — with the store in
+/// PostgreSQL, the leading one alone (the one labelled so, [`meta::ROLE`]): a standby
+/// serves neither the gateway nor the metrics.
+fn service_selector(names: &Names<'_>) -> Map<String, Value> {
+    let mut labels = selector(names);
+    if names.fleet.state.postgres.is_some() {
+        labels.insert(meta::ROLE.into(), LEADER.into());
+    }
+    labels
 }
 
 /// The fleet's secrets as the environment variables the file reads them from, each a

@@ -3,7 +3,8 @@
 //! Owns: turning a [`ValidFleet`] (its environment overlay already applied) into the
 //! Kubernetes objects that run it, as `serde_json::Value`s in apply order ([`render`]) —
 //! the namespace and its default-deny policy, the control plane's RBAC, ConfigMap, volume
-//! (of its state, or of its backups when the state is in PostgreSQL), Deployment, Service,
+//! (of its state, or of its backups when the state is in PostgreSQL), Deployment, Service
+//! (and PodDisruptionBudget with the state in PostgreSQL),
 //! backup CronJob and optional Ingress and ServiceMonitor, a quota,
 //! and per image server a Deployment, Service, PodDisruptionBudget, NetworkPolicy and
 //! HorizontalPodAutoscaler — plus the YAML they are written as ([`yaml`]) and the file each goes
@@ -98,6 +99,19 @@ pub fn gateway_hosts(fleet: &ValidFleet) -> Vec<String> {
     ];
     hosts.extend(fleet.kubernetes.ingress.iter().map(|i| i.host.clone()));
     hosts
+}
+
+/// The label the leading control plane's pod carries when the store is in PostgreSQL
+/// (the control plane puts it on its own pod when it takes the lease): what the rendered
+/// control plane Service selects besides the pods' labels.
+pub const LEADER_LABEL: (&str, &str) = (meta::ROLE, control_plane::LEADER);
+
+/// The label selector (`k=v,…`) of the pods of fleet `fleet`'s control plane.
+pub fn control_plane_pods(fleet: &str) -> String {
+    (control_plane::pods_of(fleet).iter())
+        .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// [`render`] after `problems` of the fleet as a whole.

@@ -17,6 +17,9 @@ pub(crate) const REVISION: &str = "mcpfleet.io/revision";
 /// which moves it out of the Deployment's selector; the ReplicaSet refills the pool.
 pub(crate) const POOL: &str = "mcpfleet.io/pool";
 const DEPLOYMENT: &str = "mcpfleet.io/deployment";
+/// On the control plane's pods with the store in PostgreSQL: `leader` on the one that
+/// holds the lease (the control plane sets it), which its Service selects.
+pub(crate) const ROLE: &str = "mcpfleet.io/role";
 
 /// The fleet being rendered and what every object's metadata is made from.
 #[derive(Debug)]

@@ -760,9 +760,6 @@ fn with_the_state_in_postgres_the_control_plane_keeps_no_volume_and_connects_wit
     );
     let deployment = find(&objects, "Deployment", "mcpfleet");
     let spec = &deployment["spec"];
-    // One writer at a time until the leader lease: the old pod gone before the new starts.
-    assert_eq!(spec["replicas"], 1);
-    assert_eq!(spec["strategy"], serde_json::json!({ "type": "Recreate" }));
     let pod = &spec["template"]["spec"];
     let state = (pod["volumes"].as_array().unwrap().iter())
         .find(|v| v["name"] == "state")
@@ -785,15 +782,86 @@ fn with_the_state_in_postgres_the_control_plane_keeps_no_volume_and_connects_wit
             .any(|w| w == ["--state-dir", "/var/lib/mcpfleet/state"]),
         "{args:?}"
     );
-    // The URL's secret, as the variable the file reads it from, from the Secret's key.
+    // The URL's secret, as the variable the file reads it from, from the Secret's key;
+    // the pod's name and namespace, for the leader to label its pod.
     assert_eq!(
         container["env"],
-        serde_json::json!([{
-            "name": "MCPFLEET_STATE_DB",
-            "valueFrom": { "secretKeyRef": { "key": "url", "name": "notes-db" } },
-        }])
+        serde_json::json!([
+            {
+                "name": "MCPFLEET_STATE_DB",
+                "valueFrom": { "secretKeyRef": { "key": "url", "name": "notes-db" } },
+            },
+            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+            { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+        ])
     );
     assert!(!objects.iter().any(|o| o["kind"] == "Secret"));
+}
+
+#[test]
+fn with_the_state_in_postgres_a_standby_control_plane_runs_beside_the_leader_the_service_reaches() {
+    let objects = render_postgres_example();
+    let deployment = find(&objects, "Deployment", "mcpfleet");
+    let spec = &deployment["spec"];
+    let pods = &spec["selector"]["matchLabels"];
+    // A leader and a standby; a rollout starts a new pod (a standby, Ready at its probe)
+    // before it stops an old one, so a control plane always runs.
+    assert_eq!(spec["replicas"], 2);
+    assert_eq!(
+        spec["strategy"],
+        serde_json::json!({ "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } })
+    );
+    assert!(
+        pods.get("mcpfleet.io/role").is_none(),
+        "the Deployment keeps the pods whoever leads: {pods}"
+    );
+    let spread = &spec["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&spread["labelSelector"]["matchLabels"], pods);
+    let budget = find(&objects, "PodDisruptionBudget", "mcpfleet");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], pods);
+
+    // Clients and Prometheus reach the leader alone: the pod the control plane labels so.
+    let service = find(&objects, "Service", "mcpfleet");
+    let mut leader = pods.clone();
+    let (key, value) = fleet_manifests::LEADER_LABEL;
+    leader[key] = value.into();
+    assert_eq!(service["spec"]["selector"], leader);
+    assert_eq!(
+        fleet_manifests::control_plane_pods("notes"),
+        (pods.as_object().unwrap().iter())
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+            .collect::<Vec<_>>()
+            .join(","),
+        "the control plane finds its peers by the Deployment's selector"
+    );
+    // It may label its own pods.
+    let role = find(&objects, "Role", "mcpfleet");
+    let rules = role["rules"].as_array().unwrap();
+    let pod_verbs = &(rules.iter())
+        .find(|r| r["resources"] == serde_json::json!(["pods"]))
+        .unwrap()["verbs"];
+    for verb in ["list", "patch"] {
+        assert!(
+            pod_verbs.as_array().unwrap().contains(&verb.into()),
+            "{pod_verbs}"
+        );
+    }
+
+    // With the store on a volume: one control plane, replaced only once gone.
+    let objects = render_example();
+    let spec = &find(&objects, "Deployment", "mcpfleet")["spec"];
+    assert_eq!(spec["replicas"], 1);
+    assert_eq!(spec["strategy"], serde_json::json!({ "type": "Recreate" }));
+    let service = find(&objects, "Service", "mcpfleet");
+    assert_eq!(service["spec"]["selector"], spec["selector"]["matchLabels"]);
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["kind"] == "PodDisruptionBudget" && o["metadata"]["name"] == "mcpfleet")
+    );
 }
 
 #[test]

@@ -20,6 +20,8 @@
 //!   Deployment per server revision, claimed by a label ([`runtime`]); from outside the
 //!   cluster an http pod is reached through a local port forwarded over the API server's
 //!   `pods/portforward`.
+//! - [`LeaderLabel`]: which of the control plane's own pods leads, as a label its Service
+//!   selects.
 //!
 //! What it deliberately does not: render objects (that is `fleet-manifests`, which has no
 //! I/O; the runtime gets its Deployments rendered), or decide what to apply (the CLI). It
@@ -30,6 +32,7 @@ mod apply;
 mod cluster;
 mod forward;
 pub mod kinds;
+mod leader;
 mod preflight;
 mod quantity;
 mod rollout;
@@ -37,6 +40,7 @@ pub mod runtime;
 
 pub use apply::{AppliedObject, ApplyError, ApplyOutcome, ApplyReport, FieldConflict, ObjectRef};
 pub use cluster::{ApiError, Cluster, ClusterAccess, ConnectError, FIELD_MANAGER};
+pub use leader::LeaderLabel;
 pub use preflight::{
     Check, CheckArea, OLDEST_SUPPORTED_MINOR, PreflightReport, SecretKeyRef, Severity,
     referenced_secrets,

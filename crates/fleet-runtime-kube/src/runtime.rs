@@ -294,6 +294,11 @@ impl KubeRuntime {
         }
     }
 
+    /// The cluster the instances run in.
+    pub fn cluster(&self) -> &Cluster {
+        &self.shared.cluster
+    }
+
     /// What `spec` runs: its revision's Deployment, checked against the spec and this
     /// runtime's fleet and namespace.
     fn revision(&self, spec: &InstanceSpec) -> Result<Arc<Revision>, StartError> {
@@ -1412,7 +1417,9 @@ impl Runtime for KubeRuntime {
                 }
             }
         }
-        let fleet_deployments = format!("{LABEL_FLEET}={}", shared.fleet);
+        // The servers' Deployments only: the control plane's own (in a cluster, the
+        // rendered `mcpfleet`) carries the fleet's label too, and is no leftover.
+        let fleet_deployments = format!("{LABEL_FLEET}={},{LABEL_SERVER}", shared.fleet);
         let deployments = match (shared.deployments())
             .list(&ListParams::default().labels(&fleet_deployments))
             .await

@@ -475,6 +475,29 @@ async fn mock_reap_removes_the_pods_and_deployments_not_spared() {
     };
     let kept_pod = pod_of("search-r3-1").unwrap();
     drop(before);
+    // The control plane's own Deployment (in the cluster, the rendered one) has the
+    // fleet's label too.
+    let control_plane: serde_json::Map<String, Value> =
+        (fleet_manifests::control_plane_pods("tools").split(','))
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+    api.apply_as(
+        "kubectl",
+        serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": "mcpfleet", "namespace": NAMESPACE, "labels": control_plane },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": control_plane },
+                "template": {
+                    "metadata": { "labels": control_plane },
+                    "spec": { "containers": [{ "name": "mcpfleet", "image": "registry.example/mcpfleet:1" }] },
+                },
+            },
+        }),
+    );
 
     let after = runtime(&api).await;
     let spare: HashSet<InstanceId> = [InstanceId::from("search-r3-1")].into();
@@ -498,7 +521,11 @@ async fn mock_reap_removes_the_pods_and_deployments_not_spared() {
     let ids: HashSet<Option<String>> = reaped.iter().map(|(_, id, _)| id.clone()).collect();
     assert!(ids.contains(&Some("search-r3-2".to_owned())));
     assert!(ids.contains(&Some("search-r4-1".to_owned())));
-    assert_eq!(api.deployment_names(NAMESPACE), ["search-r3"]);
+    assert_eq!(
+        api.deployment_names(NAMESPACE),
+        ["mcpfleet", "search-r3"],
+        "the control plane's own Deployment is no leftover"
+    );
     assert_eq!(pod_of("search-r3-1"), Some(kept_pod));
     assert_eq!(pod_of("search-r3-2"), None);
     assert_eq!(pod_of("search-r4-1"), None);

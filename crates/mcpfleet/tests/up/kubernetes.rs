@@ -869,3 +869,126 @@ fn echo_latency(cluster: &MockCluster, fleet: &Fleet, server_name: &str, calls: 
     assert!(down.status.success(), "{}", text(&down));
     [at(0.5), at(0.9), at(0.99)]
 }
+
+/// The pods of the mock labelled the leading control plane's.
+fn leader_pods(cluster: &MockCluster) -> Vec<String> {
+    let (key, value) = fleet_manifests::LEADER_LABEL;
+    (cluster.api.pods(NAMESPACE).iter())
+        .filter(|pod| label(pod, key) == Some(value))
+        .filter_map(|pod| pod.pointer("/metadata/name")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Labels pod `name` the leader's, as a control plane that led in it left it.
+fn label_leader(cluster: &MockCluster, name: &str) {
+    let (key, value) = fleet_manifests::LEADER_LABEL;
+    let url = format!(
+        "{}/api/v1/namespaces/{NAMESPACE}/pods/{name}",
+        cluster.api.url()
+    );
+    let status = cluster.runtime.block_on(async {
+        http_client()
+            .patch(url)
+            .header("content-type", "application/merge-patch+json")
+            .body(serde_json::json!({ "metadata": { "labels": { key: value } } }).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+}
+
+#[test]
+fn mock_cluster_control_planes_on_postgres_label_the_leaders_pod_and_move_the_label_on_failover() {
+    let cluster = MockCluster::start("leader-label");
+    let pod = PodServer::start("kube-up-r1");
+    // The control plane's own pods, as the rendered Deployment (two replicas) makes them.
+    let selector: serde_json::Map<String, Value> = (fleet_manifests::control_plane_pods("kube-up")
+        .split(','))
+    .filter_map(|pair| pair.split_once('='))
+    .map(|(k, v)| (k.to_owned(), v.into()))
+    .collect();
+    cluster.api.apply_as(
+        "kubectl",
+        serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": "mcpfleet", "namespace": NAMESPACE, "labels": selector },
+            "spec": {
+                "replicas": 2,
+                "selector": { "matchLabels": selector },
+                "template": {
+                    "metadata": { "labels": selector },
+                    "spec": { "containers": [{ "name": "mcpfleet", "image": "registry.example/mcpfleet:1" }] },
+                },
+            },
+        }),
+    );
+    let pods = cluster.pods();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let (first, second) = (pods[0].clone(), pods[1].clone());
+    // A leader before them left its label behind (stopped, or its node lost).
+    label_leader(&cluster, &second);
+
+    let yaml = kube_fleet(pod.port, "").replace(
+        "servers:",
+        "secrets:\n  state_db: { env: STATE_DB }\nstate:\n  postgres:\n    url: \"{{ secret('state_db') }}\"\n    lease: 1s\nservers:",
+    );
+    let fleet = Fleet::new("kube-leader-label", &yaml)
+        .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap())
+        .with_env("STATE_DB", &fleet_testkit::postgres::fresh_database())
+        .with_env("POD_NAMESPACE", NAMESPACE);
+    let in_pod = |name: &str, state_dir: &Path| {
+        let out = fleet
+            .command()
+            .env("POD_NAME", name)
+            .args(["up", "-d", "--state-dir"])
+            .arg(state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        out
+    };
+    in_pod(&first, &fleet.state_dir());
+    wait_until_blocking(
+        "the leader's pod alone is labelled",
+        Duration::from_secs(10),
+        || match leader_pods(&cluster) {
+            leaders if leaders == [first.as_str()] => Ok(()),
+            leaders => Err(leaders),
+        },
+    );
+
+    // The second control plane, in a pod where one led before it was restarted in place:
+    // it stands by, and its pod is no leader's.
+    label_leader(&cluster, &second);
+    let standby_dir = fleet.dir.join("state-b");
+    let out = in_pod(&second, &standby_dir);
+    assert!(text(&out).contains("standing by:"), "{}", text(&out));
+    assert_eq!(leader_pods(&cluster), [first.as_str()]);
+
+    // The leader dies (its label stays): the standby takes over and the label with it.
+    nix_kill9(fleet.status().pid);
+    wait_until_blocking(
+        "the new leader's pod alone is labelled",
+        Duration::from_secs(20),
+        || match leader_pods(&cluster) {
+            leaders if leaders == [second.as_str()] => Ok(()),
+            leaders => Err(leaders),
+        },
+    );
+    // The control plane's own Deployment is not a leftover of its servers.
+    assert!(
+        cluster.deployments().contains(&"mcpfleet".to_owned()),
+        "{:?}",
+        cluster.deployments()
+    );
+    let out = fleet
+        .command()
+        .args(["down", "--state-dir"])
+        .arg(&standby_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -620,6 +620,88 @@ fn down_of_the_leader_hands_the_lease_over_before_it_lapses() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// [`led_fleet`] as the rendered control plane runs it (`up --pod-network`): a gateway
+/// with a token behind a proxy's TLS, the admin port one the OS picks.
+fn led_pod_fleet(name: &str) -> String {
+    let served = format!(
+        "gateway:\n  listen: 127.0.0.1:0\n  auth:\n    tokens:\n      - {{ name: ci, sha256: \"{}\", servers: [\"*\"] }}\n  tls: {{ terminated_by: proxy }}\nadmin:\n  listen: 127.0.0.1:0\n",
+        super::admin_auth::sha256_hex("mcpf_pod-network-token")
+    );
+    led_fleet(name).replace("gateway:\n  listen: 127.0.0.1:0\n", &served)
+}
+
+/// `GET url`: the status and the body.
+fn get(url: &str) -> (u16, String) {
+    super::admin_auth::block_on(async {
+        let response = http_client().get(url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
+
+#[test]
+fn a_standby_in_a_pod_answers_its_probe_names_the_leader_and_leads_on_the_same_admin_port() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = Fleet::new("pg-pod", &led_pod_fleet("pg-pod")).with_env("STATE_DB", &url);
+    let out = fleet.mcpfleet(&["up", "-d", "--pod-network"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = fleet.status().pid;
+    let second = Second::of(&fleet);
+    let out = second.mcpfleet(&["up", "-d", "--pod-network"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("standing by:"), "{}", text(&out));
+
+    // The port the OS gave the standby's admin listener, as its log says.
+    let log = std::fs::read_to_string(second.dir.join("control.log")).unwrap();
+    let port = (log.lines())
+        .find_map(|line| {
+            let (_, rest) = line.split_once("the admin port (")?;
+            rest.split_once(')')?
+                .0
+                .rsplit(':')
+                .next()?
+                .parse::<u16>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("the standby's log names its admin port: {log}"));
+    let admin = format!("http://127.0.0.1:{port}");
+    // The pod's probes: a standby is healthy (and a ready replica of the Deployment).
+    assert_eq!(
+        get(&format!("{admin}/healthz")),
+        (200, "standing by\n".to_owned())
+    );
+    // Anything else: unavailable here, and who leads instead.
+    let (code, body) = get(&format!("{admin}/metrics"));
+    assert_eq!(code, 503, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let error = error["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("this control plane stands by; "),
+        "{error}"
+    );
+    assert!(error.ends_with(&format!(":{leader} leads")), "{error}");
+    assert!(!second.is_running(), "a standby serves no admin socket");
+
+    let killed = Instant::now();
+    nix_kill9(leader);
+    wait_until_blocking("the standby takes over", Duration::from_secs(20), || {
+        get(&format!("{admin}/healthz")).1 == "ok\n"
+    });
+    // What docs/kubernetes.md reports (`--nocapture`).
+    println!(
+        "failover in a pod: the admin port answered as the leader's {:?} after kill -9",
+        killed.elapsed()
+    );
+    assert!(second.is_running());
+    // The admin API on the very port the probes know.
+    assert_eq!(get(&format!("{admin}/healthz")), (200, "ok\n".to_owned()));
+    let (code, metrics) = get(&format!("{admin}/metrics"));
+    assert_eq!(code, 200, "{metrics}");
+    let status = second.status();
+    assert_eq!(status.admin_url.as_deref(), Some(admin.as_str()));
+    let out = second.mcpfleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 fn history_of_a_stopped_fleet_reads_the_store_its_environment_names() {
     let url = fleet_testkit::postgres::fresh_database();

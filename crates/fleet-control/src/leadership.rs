@@ -218,6 +218,12 @@ impl Signals {
 
     /// Waits for either signal.
     pub(crate) async fn received(&mut self) {
+        self.which().await;
+    }
+
+    /// Waits for either signal; true for SIGTERM (what a container runtime sends), false
+    /// for SIGINT (a terminal's Ctrl-C).
+    pub(crate) async fn which(&mut self) -> bool {
         async fn one(signal: Option<&mut tokio::signal::unix::Signal>) {
             match signal {
                 Some(signal) => {
@@ -227,8 +233,8 @@ impl Signals {
             }
         }
         tokio::select! {
-            () = one(self.terminate.as_mut()) => {}
-            () = one(self.interrupt.as_mut()) => {}
+            () = one(self.terminate.as_mut()) => true,
+            () = one(self.interrupt.as_mut()) => false,
         }
     }
 }

@@ -353,8 +353,17 @@ impl ControlPlane {
             }
         });
         // Before the first deployment starts a process: a signal from then on must stop
-        // what it started, not kill the control plane and leave the process running.
-        shutdown_on_signals(shutdown_requested.clone());
+        // what it started, not kill the control plane and leave the process running —
+        // unless its servers are a cluster's and another control plane takes them over.
+        match &leadership {
+            Some(leadership) if runtime.local().is_none() => hand_over_on_sigterm(
+                shutdown_requested.clone(),
+                leadership.clone(),
+                events.clone(),
+                audit_writer.clone(),
+            ),
+            _ => shutdown_on_signals(shutdown_requested.clone()),
+        }
         let after_first = runtime.clone();
         tokio::spawn(async move {
             first.run().await;
@@ -487,6 +496,36 @@ fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
     tokio::spawn(async move {
         signals.received().await;
         shutdown.send_replace(true);
+    });
+}
+
+/// SIGTERM hands the fleet over, for a leader whose servers run in a cluster and whose
+/// store standbys share: a rolling update of the rendered control plane (a changed fleet
+/// file, a drained node) must not stop every server for the next leader to start again.
+/// The control plane records what it has (events, tool calls), releases the lease and
+/// exits; its servers keep running, and the next leader adopts them as after a crash,
+/// finishing or rolling back a deployment in progress from the journal (this one's later
+/// writes are fenced). SIGINT (Ctrl-C in a terminal) and `mcpfleet down` still stop
+/// everything.
+fn hand_over_on_sigterm(
+    shutdown: watch::Sender<bool>,
+    leadership: leadership::Leadership,
+    events: EventLog,
+    audit: event_log::AuditWriter,
+) {
+    let mut signals = leadership::Signals::new();
+    tokio::spawn(async move {
+        if !signals.which().await {
+            shutdown.send_replace(true);
+            return;
+        }
+        tracing::info!(
+            "handing the fleet over: its servers keep running for the next leader to adopt"
+        );
+        let flushed = futures::future::join(events.flush(), audit.flush());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
+        leadership.release().await;
+        std::process::exit(0);
     });
 }
 

@@ -992,3 +992,73 @@ fn mock_cluster_control_planes_on_postgres_label_the_leaders_pod_and_move_the_la
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn mock_cluster_a_leader_told_to_terminate_hands_its_servers_to_the_standby_untouched() {
+    let cluster = MockCluster::start("hand-over");
+    let pod = PodServer::start("kube-up-r1");
+    let yaml = kube_fleet(pod.port, "").replace(
+        "servers:",
+        "secrets:\n  state_db: { env: STATE_DB }\nstate:\n  postgres:\n    url: \"{{ secret('state_db') }}\"\n    lease: 1s\nservers:",
+    );
+    let fleet = Fleet::new("kube-hand-over", &yaml)
+        .with_env("KUBECONFIG", cluster.kubeconfig.to_str().unwrap())
+        .with_env("STATE_DB", &fleet_testkit::postgres::fresh_database());
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let leader = fleet.status();
+    assert_eq!(server(&leader, "api").state, ServerState::Ready);
+    let standby_dir = fleet.dir.join("state-b");
+    let mut standby = fleet.command();
+    standby.args(["up", "-d", "--state-dir"]).arg(&standby_dir);
+    let out = standby.output().unwrap();
+    assert!(text(&out).contains("standing by:"), "{}", text(&out));
+    let (pods, applies) = (cluster.pods(), cluster.api.applies().len());
+
+    // What a rolling update of the control plane's Deployment does to the old pod.
+    let sent = Command::new("kill")
+        .args(["-TERM", &leader.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status_of = |dir: &Path| {
+        let out = fleet
+            .command()
+            .args(["status", "--output", "json", "--state-dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Status>(&out.stdout).map_err(|_| text(&out))
+    };
+    let taken_over = wait_until_blocking(
+        "the standby leads with the server ready",
+        Duration::from_secs(20),
+        || match status_of(&standby_dir) {
+            Ok(status) if server(&status, "api").state == ServerState::Ready => Ok(status),
+            other => Err(other.map(|s| format!("{:?}", server(&s, "api").state))),
+        },
+    );
+    wait_until_blocking("the old leader exits", Duration::from_secs(10), || {
+        !alive(leader.pid)
+    });
+    assert_ne!(taken_over.pid, leader.pid);
+    // Adopted where it ran: no pod deleted or created, nothing applied again.
+    assert_eq!(cluster.pods(), pods);
+    assert_eq!(
+        cluster.api.applies().len(),
+        applies,
+        "nothing applied again"
+    );
+    let endpoint = server(&taken_over, "api").endpoint.clone().unwrap();
+    assert_eq!(
+        whoami(&cluster.runtime, &endpoint),
+        format!("pid {}", pod.pid())
+    );
+    let out = fleet
+        .command()
+        .args(["down", "--state-dir"])
+        .arg(&standby_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use http::Uri;
+use serde::{Deserialize, Serialize};
 
 /// Where an instance of a server revision is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Address {
     /// A Streamable HTTP endpoint, `http://` or `https://host:port/path`.
@@ -28,11 +30,12 @@ pub enum Address {
 }
 
 /// One instance of a server revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     /// Unique within the server across all its revisions; sessions are pinned to it.
     pub id: String,
     /// How it is reached.
+    #[serde(flatten)]
     pub address: Address,
 }
 
@@ -63,7 +66,7 @@ impl Instance {
 }
 
 /// One revision of a server in the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionRoute {
     /// The revision number.
     pub revision: u64,
@@ -75,9 +78,32 @@ pub struct RevisionRoute {
 
 /// Where every server's traffic goes; published on a `watch` channel and swapped
 /// atomically as a whole.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// In JSON (what the control plane publishes to gateway replicas through the state store)
+/// `{"servers": {NAME: [revision, …]}}`; a table read back is validated as
+/// [`RouteTable::new`] validates one, so a damaged or hand-edited document is refused with
+/// every problem named, never routed by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
 pub struct RouteTable {
     servers: BTreeMap<String, Vec<RevisionRoute>>,
+}
+
+/// A [`RouteTable`] as read, before validation.
+#[derive(Deserialize)]
+struct Unchecked {
+    servers: BTreeMap<String, Vec<RevisionRoute>>,
+}
+
+impl TryFrom<Unchecked> for RouteTable {
+    type Error = String;
+
+    fn try_from(unchecked: Unchecked) -> Result<Self, String> {
+        RouteTable::new(unchecked.servers).map_err(|errors| {
+            let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!("not a valid route table: {}", said.join("; "))
+        })
+    }
 }
 
 /// Why a [`RouteTable`] could not be built.
@@ -298,6 +324,44 @@ mod tests {
             "scheme `ws` is not supported"
         );
         assert_eq!(parse_http_url("/mcp").unwrap_err(), "no scheme");
+    }
+
+    #[test]
+    fn a_table_goes_through_json_unchanged_and_a_bad_one_is_refused_by_name() {
+        let table = RouteTable::new([(
+            "a".to_owned(),
+            vec![
+                revision(1, 0, &["x"]),
+                RevisionRoute {
+                    revision: 2,
+                    weight: 100,
+                    instances: vec![Instance::stdio("s"), Instance::stdio_per_session("p")],
+                },
+            ],
+        )])
+        .unwrap();
+        let json = serde_json::to_value(&table).unwrap();
+        assert_eq!(
+            json["servers"]["a"][0]["instances"][0],
+            serde_json::json!({ "id": "x", "kind": "http", "url": "http://127.0.0.1:1/mcp" })
+        );
+        assert_eq!(
+            json["servers"]["a"][1]["instances"][1],
+            serde_json::json!({ "id": "p", "kind": "stdio_per_session" })
+        );
+        let back: RouteTable = serde_json::from_value(json).unwrap();
+        assert_eq!(back, table);
+
+        let zero = serde_json::json!({ "servers": { "a": [
+            { "revision": 1, "weight": 0, "instances": [
+                { "id": "x", "kind": "http", "url": "ftp://h/mcp" }
+            ] }
+        ] } });
+        let err = serde_json::from_value::<RouteTable>(zero)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add up to 0"), "{err}");
+        assert!(err.contains("instance `x`"), "{err}");
     }
 
     #[test]

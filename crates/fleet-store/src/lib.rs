@@ -9,6 +9,8 @@
 //! - **events** and the gateway's **tool-call audit**, both paged by id;
 //! - the **leadership lease** of the fleet's control plane and its **fencing** token, which
 //!   a fenced store handle checks in every write ([`StateStore::fenced`]);
+//! - the **gateway view** the leader publishes for gateway replicas, versioned so a replica
+//!   reads the body only when it changed ([`StateStore::gateway_view`]);
 //! - the **schema** and its migrations, and **export/import** of the whole store as one JSON
 //!   document ([`StateExport`]).
 //!
@@ -32,8 +34,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use model::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, Lease,
-    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, NewServerRevision, RevisionState,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, GatewayView, JournalEntry,
+    Lease, LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, NewServerRevision, RevisionState,
     STATE_EXPORT_FORMAT, ServerRevision, StateExport, StepOutcome, StepState, StoredAuditRecord,
     StoredEvent,
 };
@@ -279,6 +281,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// The last lease handed out, whether it is still live (by the database's clock), or
     /// `None` if none ever was.
     fn lease(&self) -> StoreFuture<'_, Option<LeaseInfo>>;
+
+    /// Replaces the gateway view with `body`, numbered one above the previous view's
+    /// version (or 1), and returns that version. Fenced, as every write: a deposed leader
+    /// cannot publish what it routes by.
+    fn publish_gateway_view(&self, body: serde_json::Value) -> StoreFuture<'_, u64>;
+
+    /// The gateway view, unless its version is `known` (the one the caller has): a replica
+    /// polls with the version it holds and reads the body only when it changed. `None` when
+    /// none was published or it is still `known`. `known = 0` always reads it.
+    fn gateway_view(&self, known: u64) -> StoreFuture<'_, Option<GatewayView>>;
 
     /// A handle on the same store (the same connection) whose every write call first checks,
     /// inside its own transaction, that `token` is still the current lease's fencing token,

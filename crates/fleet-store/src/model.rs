@@ -452,3 +452,18 @@ pub struct LeaseInfo {
     /// Whether it is still held: not expired and not released, by the database's clock.
     pub live: bool,
 }
+
+/// What the leading control plane last published for gateway replicas: its gateway's
+/// route table, tokens (as hashes) and limits, as JSON the control plane defines (the store
+/// keeps it opaque, as it keeps journal steps). Not part of a [`StateExport`]: the leader
+/// publishes it again whenever it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// One above the version published before, on this database: a replica reads the body
+    /// again only when the version it knows is no longer the current one.
+    pub version: u64,
+    /// When it was published, by the publisher's clock.
+    pub published_at: String,
+    /// The view.
+    pub body: serde_json::Value,
+}

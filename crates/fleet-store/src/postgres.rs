@@ -8,9 +8,9 @@ mod tls;
 use crate::lease;
 use crate::model::now;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, Lease, LeaseInfo,
-    NewDeployment, NewEvent, NewFleetRevision, RevisionState, ServerRevision, StateExport,
-    StateStore, StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, GatewayView, Lease,
+    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState, ServerRevision,
+    StateExport, StateStore, StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use std::future::Future;
@@ -555,6 +555,18 @@ impl StateStore for PostgresStore {
 
     fn lease(&self) -> StoreFuture<'_, Option<LeaseInfo>> {
         self.run(Access::Read, |tx| Box::pin(queries::lease(tx)))
+    }
+
+    fn publish_gateway_view(&self, body: serde_json::Value) -> StoreFuture<'_, u64> {
+        self.run(Access::Write, move |tx| {
+            Box::pin(async move { queries::publish_gateway_view(tx, &body, &now()).await })
+        })
+    }
+
+    fn gateway_view(&self, known: u64) -> StoreFuture<'_, Option<GatewayView>> {
+        self.run(Access::Read, move |tx| {
+            Box::pin(queries::gateway_view(tx, known))
+        })
     }
 
     fn fenced(&self, token: u64) -> Arc<dyn StateStore> {

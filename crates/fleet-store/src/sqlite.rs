@@ -8,9 +8,9 @@ pub use schema::SCHEMA_VERSION;
 use crate::lease;
 use crate::model::now;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, Lease, LeaseInfo,
-    NewDeployment, NewEvent, NewFleetRevision, RevisionState, ServerRevision, StateExport,
-    StateStore, StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, GatewayView, Lease,
+    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState, ServerRevision,
+    StateExport, StateStore, StepOutcome, StoreError, StoreFuture, StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use parking_lot::Mutex;
@@ -281,6 +281,15 @@ impl StateStore for SqliteStore {
 
     fn lease(&self) -> StoreFuture<'_, Option<LeaseInfo>> {
         self.run(queries::lease)
+    }
+
+    fn publish_gateway_view(&self, body: serde_json::Value) -> StoreFuture<'_, u64> {
+        let fence = self.fence;
+        self.run(move |conn| queries::publish_gateway_view(conn, fence, &body, &now()))
+    }
+
+    fn gateway_view(&self, known: u64) -> StoreFuture<'_, Option<GatewayView>> {
+        self.run(move |conn| queries::gateway_view(conn, known))
     }
 
     fn fenced(&self, token: u64) -> Arc<dyn StateStore> {

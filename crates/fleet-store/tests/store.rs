@@ -64,6 +64,8 @@ on_both_backends!(
     a_released_lease_is_taken_at_once_and_its_token_never_reused,
     a_version_1_database_gains_the_lease_and_keeps_its_data,
     a_leader_stopped_past_its_lease_never_writes_after_resuming,
+    the_gateway_view_is_versioned_and_its_body_read_only_when_it_changed,
+    a_version_2_database_gains_the_gateway_view_and_keeps_its_lease,
 );
 
 #[derive(Debug, Clone, Copy)]
@@ -671,6 +673,13 @@ async fn a_deposed_leaders_fenced_writes_fail_and_write_nothing(b: Backend) {
             .await,
     );
     is_fenced(
+        "publish_gateway_view",
+        journal
+            .publish_gateway_view(json!({ "routes": "stale" }))
+            .await
+            .map(drop),
+    );
+    is_fenced(
         "record_and_begin_deployment",
         journal
             .record_and_begin_deployment(
@@ -683,6 +692,7 @@ async fn a_deposed_leaders_fenced_writes_fail_and_write_nothing(b: Backend) {
     );
     // Nothing was written, and the deposed handle still reads.
     assert_eq!(new.export().await.unwrap(), before);
+    assert_eq!(new.gateway_view(0).await.unwrap(), None);
     assert_eq!(
         journal.deployment(d.id).await.unwrap().unwrap().steps.len(),
         1
@@ -872,20 +882,86 @@ async fn a_version_1_database_gains_the_lease_and_keeps_its_data(b: Backend) {
     drop(store);
     // What the previous mcpfleet left: schema version 1, no lease table.
     db.execute(match &db {
-        Db::File(_) => "DROP TABLE lease; PRAGMA user_version = 1;",
-        Db::Url(_) => "DROP TABLE lease; UPDATE mcpfleet_schema SET version = 1;",
+        Db::File(_) => "DROP TABLE lease; DROP TABLE gateway_view; PRAGMA user_version = 1;",
+        Db::Url(_) => {
+            "DROP TABLE lease; DROP TABLE gateway_view; UPDATE mcpfleet_schema SET version = 1;"
+        }
     });
 
     let store = db.open().await;
-    assert_eq!(SCHEMA_VERSION, 2);
-    let version = match &db {
-        Db::File(_) => db.row("PRAGMA user_version"),
-        Db::Url(_) => db.row("SELECT version FROM mcpfleet_schema"),
-    };
-    assert_eq!(version, ["2"]);
+    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(schema_version(&db), ["3"]);
     assert_eq!(store.export().await.unwrap(), before);
     let lease = store.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
     assert_eq!(lease.token, 1);
+}
+
+/// The schema version the database records.
+fn schema_version(db: &Db) -> Vec<String> {
+    match db {
+        Db::File(_) => db.row("PRAGMA user_version"),
+        Db::Url(_) => db.row("SELECT version FROM mcpfleet_schema"),
+    }
+}
+
+async fn a_version_2_database_gains_the_gateway_view_and_keeps_its_lease(b: Backend) {
+    let db = b.database();
+    let store = db.open().await;
+    populate(&*store).await;
+    let lease = store.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    let before = store.export().await.unwrap();
+    drop(store);
+    // What the previous mcpfleet left: schema version 2, no gateway view.
+    db.execute(match &db {
+        Db::File(_) => "DROP TABLE gateway_view; PRAGMA user_version = 2;",
+        Db::Url(_) => "DROP TABLE gateway_view; UPDATE mcpfleet_schema SET version = 2;",
+    });
+
+    let store = db.open().await;
+    assert_eq!(schema_version(&db), ["3"]);
+    assert_eq!(store.export().await.unwrap(), before);
+    assert_eq!(store.lease().await.unwrap().unwrap().token, lease.token);
+    // The leader still leads, and publishes through its fenced handle.
+    let leading = store.fenced(lease.token);
+    assert_eq!(
+        leading.publish_gateway_view(json!({ "v": 1 })).await.unwrap(),
+        1
+    );
+}
+
+async fn the_gateway_view_is_versioned_and_its_body_read_only_when_it_changed(b: Backend) {
+    let db = b.database();
+    let (leader, replica) = (db.open().await, db.open().await);
+    assert_eq!(replica.gateway_view(0).await.unwrap(), None, "none yet");
+
+    let lease = leader.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
+    let leading = leader.fenced(lease.token);
+    let first = json!({ "routes": { "servers": {} }, "tokens": [] });
+    assert_eq!(leading.publish_gateway_view(first.clone()).await.unwrap(), 1);
+    let seen = replica.gateway_view(0).await.unwrap().unwrap();
+    assert_eq!((seen.version, &seen.body), (1, &first));
+    assert!(seen.published_at.ends_with('Z'), "{seen:?}");
+    // Unchanged: nothing to read again.
+    assert_eq!(replica.gateway_view(1).await.unwrap(), None);
+
+    let second = json!({ "routes": { "servers": {} }, "tokens": [{ "name": "ci" }] });
+    assert_eq!(leading.publish_gateway_view(second.clone()).await.unwrap(), 2);
+    let seen = replica.gateway_view(1).await.unwrap().unwrap();
+    assert_eq!((seen.version, seen.body), (2, second));
+    // A version the caller has from elsewhere (a database restored from an older backup,
+    // say) is not the current one either: the body comes.
+    assert_eq!(replica.gateway_view(7).await.unwrap().unwrap().version, 2);
+
+    // Not state a backup moves: the next leader publishes its own.
+    let exported = serde_json::to_value(leader.export().await.unwrap()).unwrap();
+    assert!(!exported.to_string().contains("\"ci\""), "{exported}");
+
+    db.execute("UPDATE gateway_view SET body = '{not json'");
+    let err = replica.gateway_view(0).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { what } if what.contains("gateway view 2")),
+        "{err:?}"
+    );
 }
 
 // SQLite only: the file itself.

@@ -8,10 +8,10 @@ use crate::columns::{page_size, page_start, parse, parse_json, text};
 use crate::lease;
 use crate::model::AuditRow;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, Lease,
-    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT,
-    ServerRevision, StateExport, StepOutcome, StepState, StoreError, StoredAuditRecord,
-    StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, GatewayView, JournalEntry,
+    Lease, LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState,
+    STATE_EXPORT_FORMAT, ServerRevision, StateExport, StepOutcome, StepState, StoreError,
+    StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use std::collections::{BTreeMap, BTreeSet};
@@ -1023,6 +1023,53 @@ async fn write_lease(tx: &Client, lease: &Lease) -> Result<(), StoreError> {
     .await
     .db()?;
     Ok(())
+}
+
+pub(super) async fn publish_gateway_view(
+    tx: &Client,
+    body: &serde_json::Value,
+    now: &str,
+) -> Result<u64, StoreError> {
+    // Under the write lock: two publishers never number alike.
+    let row = tx
+        .query_one(
+            "INSERT INTO gateway_view (id, version, published_at, body) VALUES (1, 1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET version = gateway_view.version + 1,
+                 published_at = excluded.published_at, body = excluded.body
+             RETURNING version",
+            &[&now, &body.to_string()],
+        )
+        .await
+        .db()?;
+    uint(&row, 0)
+}
+
+pub(super) async fn gateway_view(
+    tx: &Client,
+    known: u64,
+) -> Result<Option<GatewayView>, StoreError> {
+    // The body is read only when the version changed: a replica's poll of an unchanged
+    // view reads one number.
+    let row = tx
+        .query_opt(
+            "SELECT version, published_at, CASE WHEN version <> $1 THEN body END
+             FROM gateway_view WHERE id = 1",
+            &[&page_start(known)],
+        )
+        .await
+        .db()?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let version = uint(&row, 0)?;
+    let Some(body) = get::<Option<String>>(&row, 2)? else {
+        return Ok(None);
+    };
+    Ok(Some(GatewayView {
+        version,
+        published_at: get(&row, 1)?,
+        body: parse_json(&body, || format!("gateway view {version}"))?,
+    }))
 }
 
 /// A number as PostgreSQL's `BIGINT`: none above `i64::MAX` can be stored.

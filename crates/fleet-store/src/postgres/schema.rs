@@ -97,6 +97,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at  TEXT NOT NULL
     );
     ",
+    // 3: the gateway view the leader publishes for gateway replicas, one row: the last one
+    // published. Its version only grows.
+    "
+    CREATE TABLE gateway_view (
+        id           BIGINT PRIMARY KEY CHECK (id = 1),
+        version      BIGINT NOT NULL,
+        published_at TEXT NOT NULL,
+        body         TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The tables whose identity column numbers rows, and that column: what an import moves

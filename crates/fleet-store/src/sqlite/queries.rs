@@ -5,10 +5,10 @@ use crate::columns::{page_size, page_start, parse, parse_json, text};
 use crate::lease;
 use crate::model::AuditRow;
 use crate::{
-    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, JournalEntry, Lease,
-    LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState, STATE_EXPORT_FORMAT,
-    ServerRevision, StateExport, StepOutcome, StepState, StoreError, StoredAuditRecord,
-    StoredEvent,
+    DeploymentKind, DeploymentRecord, DeploymentStatus, FleetRevision, GatewayView, JournalEntry,
+    Lease, LeaseInfo, NewDeployment, NewEvent, NewFleetRevision, RevisionState,
+    STATE_EXPORT_FORMAT, ServerRevision, StateExport, StepOutcome, StepState, StoreError,
+    StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
@@ -1075,6 +1075,62 @@ fn write_lease(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
     )
     .db()?;
     Ok(())
+}
+
+pub(super) fn publish_gateway_view(
+    conn: &mut Connection,
+    fence: Option<u64>,
+    body: &serde_json::Value,
+    now: &str,
+) -> Result<u64, StoreError> {
+    let tx = write(conn, fence)?;
+    let last: Option<u64> = tx
+        .query_row("SELECT version FROM gateway_view WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .db()?;
+    let version = last.unwrap_or(0) + 1;
+    tx.execute(
+        "INSERT INTO gateway_view (id, version, published_at, body) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version,
+             published_at = excluded.published_at, body = excluded.body",
+        params![version, now, body.to_string()],
+    )
+    .db()?;
+    tx.commit().db()?;
+    Ok(version)
+}
+
+pub(super) fn gateway_view(
+    conn: &mut Connection,
+    known: u64,
+) -> Result<Option<GatewayView>, StoreError> {
+    // The body is read only when the version changed: a replica's poll of an unchanged
+    // view reads one number.
+    let row = conn
+        .query_row(
+            "SELECT version, published_at, CASE WHEN version <> ?1 THEN body END
+             FROM gateway_view WHERE id = 1",
+            [page_start(known)],
+            |r| {
+                Ok((
+                    r.get::<_, u64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            },
+        )
+        .optional()
+        .db()?;
+    let Some((version, published_at, Some(body))) = row else {
+        return Ok(None);
+    };
+    Ok(Some(GatewayView {
+        version,
+        published_at,
+        body: parse_json(&body, || format!("gateway view {version}"))?,
+    }))
 }
 
 fn id_of_last_insert(conn: &Connection) -> Result<u64, StoreError> {

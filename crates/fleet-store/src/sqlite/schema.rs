@@ -93,6 +93,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at  TEXT NOT NULL
     );
     ",
+    // 3: the gateway view the leader publishes for gateway replicas, one row: the last one
+    // published. Its version only grows.
+    "
+    CREATE TABLE gateway_view (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        version      INTEGER NOT NULL,
+        published_at TEXT NOT NULL,
+        body         TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build creates and understands.

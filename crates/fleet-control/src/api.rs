@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     pub(crate) finished: watch::Receiver<bool>,
     /// A deployment applies its fleet's gateway settings to it.
     pub(crate) gateway: fleet_gateway::Gateway,
+    /// And publishes them to gateway replicas, when the store is shared.
+    pub(crate) view: Option<crate::replica::ViewPublisher>,
     /// What `GET /metrics` serves: the gateway's and the engine's families.
     pub(crate) metrics: std::sync::Arc<prometheus_client::registry::Registry>,
     /// `http://<admin.listen>`, when the TCP listener runs.
@@ -364,7 +366,7 @@ fn deploy_failure(e: &crate::DeployError) -> Response {
 fn follow_deployment(state: &AppState, prepared: crate::deploy::Prepared) -> Response {
     // Subscribed before the deployment starts: its first event is not missed.
     let (_, live) = state.engine.subscribe();
-    crate::apply_gateway_settings(&state.gateway, prepared.fleet());
+    crate::apply_gateway_settings(&state.gateway, state.view.as_ref(), prepared.fleet());
     state.webhooks.configure(prepared.fleet());
     let run = tokio::spawn(prepared.run());
     let stream = futures::stream::unfold(Some((live, run)), |following| async move {

@@ -21,6 +21,7 @@ mod deploy;
 mod event_log;
 mod leadership;
 pub mod record;
+mod replica;
 mod runtime;
 mod standby;
 mod state_dir;
@@ -34,6 +35,7 @@ pub use backup::{
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
 pub use leadership::{LOST as LOST_LEADERSHIP, STANDING_BY, hostname};
+pub use replica::{NEEDS_POSTGRES, Replica};
 pub use runtime::{ClusterUnusable, FleetRuntime, check_cluster};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 pub use store::StoreLocation;
@@ -260,6 +262,7 @@ impl ControlPlane {
                 });
         let gateway_shown =
             std::net::SocketAddr::new(fleet.gateway.listen.ip(), gateway_address.port());
+        let stdio_home = replica::stdio_home(fleet, listen, gateway_shown);
         let config = EngineConfig {
             state_dir: state_dir.path().to_path_buf(),
             concurrency: 32,
@@ -299,6 +302,10 @@ impl ControlPlane {
         let first = deployer.prepare(submission).await?;
         first.announce();
         webhooks.configure(first.fleet());
+        // Gateway replicas route by what the leader publishes to the store they share.
+        let view = matches!(location, StoreLocation::Postgres { .. }).then(|| {
+            replica::ViewPublisher::start(store.clone(), engine.routes(), first.fleet(), stdio_home)
+        });
         let api_state = api::AppState {
             engine: engine.clone(),
             deployer: deployer.clone(),
@@ -309,6 +316,7 @@ impl ControlPlane {
             finished: finished.clone(),
             metrics: std::sync::Arc::new(api::metrics_registry(&gateway, &engine)),
             gateway: gateway.clone(),
+            view,
             admin_url: admin_url.clone(),
             webhooks,
         };
@@ -701,8 +709,15 @@ pub fn token_summaries(fleet: &ValidFleet) -> Vec<fleet_api::types::GatewayToken
 }
 
 /// Gives the running gateway the tokens and limits of `fleet` (a deployment's, as it
-/// starts).
-fn apply_gateway_settings(gateway: &fleet_gateway::Gateway, fleet: &ValidFleet) {
+/// starts), and its replicas through `view`.
+fn apply_gateway_settings(
+    gateway: &fleet_gateway::Gateway,
+    view: Option<&replica::ViewPublisher>,
+    fleet: &ValidFleet,
+) {
+    if let Some(view) = view {
+        view.follow(fleet);
+    }
     let swapped = gateway_tokens(fleet)
         .and_then(|tokens| gateway.set_tokens(tokens).map_err(|e| e.to_string()));
     if let Err(why) = swapped {

@@ -924,7 +924,10 @@ async fn a_version_2_database_gains_the_gateway_view_and_keeps_its_lease(b: Back
     // The leader still leads, and publishes through its fenced handle.
     let leading = store.fenced(lease.token);
     assert_eq!(
-        leading.publish_gateway_view(json!({ "v": 1 })).await.unwrap(),
+        leading
+            .publish_gateway_view(json!({ "v": 1 }))
+            .await
+            .unwrap(),
         1
     );
 }
@@ -937,7 +940,10 @@ async fn the_gateway_view_is_versioned_and_its_body_read_only_when_it_changed(b:
     let lease = leader.acquire_lease("cp-a", HELD).await.unwrap().unwrap();
     let leading = leader.fenced(lease.token);
     let first = json!({ "routes": { "servers": {} }, "tokens": [] });
-    assert_eq!(leading.publish_gateway_view(first.clone()).await.unwrap(), 1);
+    assert_eq!(
+        leading.publish_gateway_view(first.clone()).await.unwrap(),
+        1
+    );
     let seen = replica.gateway_view(0).await.unwrap().unwrap();
     assert_eq!((seen.version, &seen.body), (1, &first));
     assert!(seen.published_at.ends_with('Z'), "{seen:?}");
@@ -945,7 +951,10 @@ async fn the_gateway_view_is_versioned_and_its_body_read_only_when_it_changed(b:
     assert_eq!(replica.gateway_view(1).await.unwrap(), None);
 
     let second = json!({ "routes": { "servers": {} }, "tokens": [{ "name": "ci" }] });
-    assert_eq!(leading.publish_gateway_view(second.clone()).await.unwrap(), 2);
+    assert_eq!(
+        leading.publish_gateway_view(second.clone()).await.unwrap(),
+        2
+    );
     let seen = replica.gateway_view(1).await.unwrap().unwrap();
     assert_eq!((seen.version, seen.body), (2, second));
     // A version the caller has from elsewhere (a database restored from an older backup,

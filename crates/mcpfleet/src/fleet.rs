@@ -437,6 +437,62 @@ fn user_named_in(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
+pub(crate) struct GatewayArgs {
+    pub file: PathBuf,
+    pub environment: Option<String>,
+    /// `--listen`; else `gateway.listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--log-format`; else the fleet file says.
+    pub log_format: Option<LogFormat>,
+}
+
+/// `mcpfleet gateway`: a gateway replica of the fleet, in the foreground until a signal.
+pub(crate) async fn gateway(args: GatewayArgs) -> Result<ExitCode> {
+    let checked = check_file(&args.file, args.environment.clone())?;
+    print_diagnostics(&checked);
+    let located = checked.source.clone();
+    let Ok(fleet) = checked.into_valid() else {
+        return Ok(ExitCode::from(FAILED));
+    };
+    if fleet.state.is_local() {
+        let mut needs = fleet_spec::diag::Diagnostic::error(
+            format!(
+                "`mcpfleet gateway` cannot run: {}",
+                fleet_control::NEEDS_POSTGRES
+            ),
+            None,
+        );
+        needs.help = Some(
+            "put the fleet's state in PostgreSQL (`state: { postgres: { url: \"{{ secret('state_db') }}\" } }`, see docs/running.md), or name the environment whose overlay does with --env".into(),
+        );
+        eprint!("{}", fleet_spec::diag::render_all(&[needs], &located));
+        return Ok(ExitCode::from(FAILED));
+    }
+    let log_format = args.log_format.unwrap_or(fleet.logging.format);
+    let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
+    let traces = Traces::start(&fleet, host.clone())?;
+    // A replica is a service: its log says what it follows, as a detached control plane's.
+    crate::logging::init(true, log_format, &fleet.name, traces.as_ref());
+    let name = fleet.name.clone();
+    let started = fleet_control::Replica::start(fleet, host, args.listen).await;
+    let result = match started {
+        Ok(replica) => {
+            tracing::info!(
+                "gateway replica of fleet `{name}` serving at {} (following {})",
+                replica.url(),
+                replica.store()
+            );
+            replica.run_until_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    result
+}
+
 pub(crate) struct DeployArgs {
     pub file: PathBuf,
     pub environment: Option<String>,

@@ -123,6 +123,21 @@ enum Command {
         #[arg(long = "detached-child", hide = true)]
         detached_child: bool,
     },
+    /// Run a gateway replica: serve the fleet's `/mcp/{server}` endpoints beside the control
+    /// plane, routing by the routes, tokens and limits the leading control plane publishes
+    /// to the state store (`state.postgres` is required). No server runs in it. Runs in the
+    /// foreground until Ctrl-C or SIGTERM.
+    Gateway {
+        #[command(flatten)]
+        file: FleetFile,
+        /// Apply the `environments.<E>` overlay.
+        #[arg(long = "env", value_name = "E")]
+        environment: Option<String>,
+        /// Where to listen (default: `gateway.listen`); on the control plane's machine, an
+        /// address of its own (port 0 picks a free one).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Deploy a changed fleet file through the running control plane: show what changes,
     /// then create, update (by each server's rollout strategy) and delete servers.
     /// Unchanged servers are not touched.
@@ -539,7 +554,7 @@ fn main() -> ExitCode {
         .collect();
     let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| with_file_hint(e, &args).exit());
     let json = cli.output == Output::Json;
-    if !matches!(cli.command, Command::Up { .. }) {
+    if !matches!(cli.command, Command::Up { .. } | Command::Gateway { .. }) {
         die_quietly_on_a_closed_pipe();
     }
     let result = match cli.command {
@@ -627,6 +642,16 @@ fn main() -> ExitCode {
             };
             block_on(fleet::up(args))
         }
+        Command::Gateway {
+            file,
+            environment,
+            listen,
+        } => block_on(fleet::gateway(fleet::GatewayArgs {
+            file: file.file,
+            environment,
+            listen,
+            log_format: cli.log_format.map(Into::into),
+        })),
         Command::Deploy {
             fleet,
             environment,
@@ -785,8 +810,9 @@ mod tests {
     }
 
     /// Every command that reads a fleet file, with its other required arguments.
-    const READ_A_FLEET_FILE: [&[&str]; 28] = [
+    const READ_A_FLEET_FILE: [&[&str]; 29] = [
         &["validate"],
+        &["gateway"],
         &["plan"],
         &["up"],
         &["deploy"],

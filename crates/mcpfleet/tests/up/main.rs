@@ -27,6 +27,7 @@ mod observability;
 mod pod_network;
 mod postgres;
 mod recovery;
+mod replicas;
 mod restart;
 mod status;
 mod tls;

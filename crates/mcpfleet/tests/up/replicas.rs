@@ -1,0 +1,340 @@
+//! Gateway replicas (`mcpfleet gateway`): real processes beside a control plane on a real
+//! PostgreSQL, routing by the view the control plane publishes to the store they share —
+//! its routes, its tokens, a canary's weights.
+
+use super::admin_auth::{block_on, gateway_initialize, sha256_hex};
+use super::*;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+
+const CI_TOKEN: &str = "mcpf_replica-ci-token";
+const OLD_TOKEN: &str = "mcpf_replica-old-token";
+
+/// A fleet on the state database of the secret `STATE_DB`: `api` (http, `ARGS` added, with
+/// `ROLLOUT` if any) and `notes` (stdio, shared), the gateway guarded by `TOKENS` (names
+/// from `ci`, `old`).
+fn replicated_fleet(name: &str, args: &str, rollout: &str, tokens: &[&str]) -> String {
+    let tokens: String = tokens
+        .iter()
+        .map(|token| {
+            let secret = match *token {
+                "ci" => CI_TOKEN,
+                _ => OLD_TOKEN,
+            };
+            format!(
+                "      - {{ name: {token}, sha256: \"{}\", servers: [\"*\"] }}\n",
+                sha256_hex(secret)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+version: 1
+name: {name}
+secrets:
+  state_db: {{ env: STATE_DB }}
+state:
+  postgres:
+    url: "{{{{ secret('state_db') }}}}"
+servers:
+  api:
+    http: {{ command: SAMPLE, args: ["--transport", "http", "--port", "{{{{ port }}}}", "--tools", "echo,whoami"{args}] }}
+{rollout}
+  notes:
+    stdio: {{ command: SAMPLE, args: ["--tools", "echo,whoami"], isolation: shared }}
+gateway:
+  listen: 127.0.0.1:0
+  auth:
+    tokens:
+{tokens}"#
+    )
+    .replace("SAMPLE", &sample())
+}
+
+/// A running `mcpfleet gateway` of a fleet, on a port of its own: what a test of gateway
+/// replicas starts beside the control plane. SIGTERM on drop.
+pub(super) struct Replica {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, as the replica says it serves.
+    pub(super) url: String,
+    /// Its log so far.
+    log: Arc<Mutex<String>>,
+}
+
+impl Replica {
+    /// Starts a replica of `fleet` (its file, its environment) listening on a free port of
+    /// 127.0.0.1, and returns once it serves.
+    pub(super) fn start(fleet: &Fleet) -> Replica {
+        let mut child = fleet
+            .command()
+            .args(["gateway", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (serving, url) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((_, rest)) = line.split_once("serving at ") {
+                    let _ = serving.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = url
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the replica did not say where it serves:\n{}",
+                    log.lock().unwrap()
+                )
+            });
+        Replica { child, url, log }
+    }
+
+    /// The replica's endpoint of `server`.
+    pub(super) fn endpoint(&self, server: &str) -> String {
+        format!("{}/mcp/{server}", self.url)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET url` (no token): the status and the body.
+fn get(url: &str) -> (u16, String) {
+    block_on(async {
+        let response = http_client().get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    })
+}
+
+/// A new session at `endpoint` with `token`, then `whoami` on it: the answer (`pid N`), or
+/// the HTTP status and body of the first refusal.
+fn whoami(endpoint: &str, token: &str) -> Result<String, String> {
+    block_on(async {
+        let http = http_client();
+        let send = |session: Option<String>, body: String| {
+            let mut request = http
+                .post(endpoint)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(body);
+            if let Some(session) = session {
+                request = request.header("mcp-session-id", session);
+            }
+            request.send()
+        };
+        let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"replica-test","version":"0"}}}"#;
+        let response = send(None, initialize.to_owned()).await.unwrap();
+        let status = response.status().as_u16();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .map(|id| id.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let Some(session) = session.filter(|_| status == 200) else {
+            return Err(format!("HTTP {status}: {text}"));
+        };
+        let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        let response = send(Some(session.clone()), initialized.to_owned())
+            .await
+            .unwrap();
+        if response.status() != 202 {
+            return Err(format!("HTTP {} to initialized", response.status()));
+        }
+        let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+        let response = send(Some(session), call.to_owned()).await.unwrap();
+        let text = response.text().await.unwrap();
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .unwrap_or(&text);
+        let message: serde_json::Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
+        message["result"]["content"][0]["text"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| message.to_string())
+    })
+}
+
+#[test]
+fn a_gateway_replica_waits_for_the_view_then_serves_with_the_fleets_tokens_as_deploys_change_them()
+{
+    let url = fleet_testkit::postgres::fresh_database();
+    let name = "replica-tokens";
+    let fleet = Fleet::new(name, &replicated_fleet(name, "", "", &["ci", "old"]))
+        .with_env("STATE_DB", &url);
+
+    // Before any control plane published a view: not ready, and `/mcp` says why.
+    let replica = Replica::start(&fleet);
+    let api = replica.endpoint("api");
+    let (status, body) = get(&format!("{}/readyz", replica.url));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("api"), "{body}");
+    let waiting = whoami(&api, CI_TOKEN).unwrap_err();
+    assert!(
+        waiting.starts_with("HTTP 503") && waiting.contains("no instances"),
+        "{waiting}"
+    );
+    assert_eq!(gateway_initialize(&api, "mcpf_not-a-token"), 401);
+
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = server(&fleet.status(), "api").instances[0].pid.unwrap();
+    // The replica follows the view: no sleep, the first answer from the server.
+    let answer = wait_until_blocking(
+        "the replica routes to the fleet's server",
+        Duration::from_secs(20),
+        || whoami(&api, CI_TOKEN),
+    );
+    assert_eq!(answer, format!("pid {pid}"));
+    assert_eq!(get(&format!("{}/readyz", replica.url)).0, 200);
+    assert_eq!(whoami(&api, OLD_TOKEN), Ok(format!("pid {pid}")));
+    // A stdio server's pipes are the control plane's: the replica relays to its gateway.
+    let notes = server(&fleet.status(), "notes").instances[0].pid.unwrap();
+    assert_eq!(
+        whoami(&replica.endpoint("notes"), CI_TOKEN),
+        Ok(format!("pid {notes}"))
+    );
+    // The fleet's tokens guard the replica too.
+    assert_eq!(gateway_initialize(&api, "mcpf_not-a-token"), 401);
+    let anonymous = block_on(async {
+        post(
+            &http_client(),
+            &api,
+            None,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        )
+        .await
+        .status()
+        .as_u16()
+    });
+    assert_eq!(anonymous, 401);
+
+    // A deployment that removes a token: the replica refuses it from then on.
+    fleet.rewrite(&replicated_fleet(name, "", "", &["ci"]));
+    let out = fleet.mcpfleet(&["deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until_blocking(
+        "the replica refuses the removed token",
+        Duration::from_secs(20),
+        || gateway_initialize(&api, OLD_TOKEN) == 401,
+    );
+    assert_eq!(whoami(&api, CI_TOKEN), Ok(format!("pid {pid}")));
+    assert!(
+        !replica.log().contains(CI_TOKEN),
+        "a token reached the log:\n{}",
+        replica.log()
+    );
+}
+
+#[test]
+fn a_canary_step_reaches_the_replica_new_sessions_land_where_the_weights_say() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let name = "replica-canary";
+    let rollout = "    rollout:\n      strategy: canary\n      steps: [{ weight: 100, pause: {} }]";
+    let fleet =
+        Fleet::new(name, &replicated_fleet(name, "", rollout, &["ci"])).with_env("STATE_DB", &url);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let stable = server(&fleet.status(), "api").instances[0].pid.unwrap();
+    let replica = Replica::start(&fleet);
+    let api = replica.endpoint("api");
+    let first = wait_until_blocking(
+        "the replica routes to the fleet's server",
+        Duration::from_secs(20),
+        || whoami(&api, CI_TOKEN),
+    );
+    assert_eq!(first, format!("pid {stable}"));
+
+    // The canary's step gives it all new sessions (weight 100, stable 0): on the replica as
+    // on the control plane's own gateway.
+    fleet.rewrite(&replicated_fleet(
+        name,
+        r#", "--name", "v2""#,
+        rollout,
+        &["ci"],
+    ));
+    let deploy = fleet.deploy_in_background();
+    let waiting = super::canary::wait_for_promote(&fleet);
+    let canary = super::deploy::instance_pids(&waiting, "api")
+        .into_iter()
+        .find(|(id, _)| id.contains("-r2-"))
+        .map(|(_, pid)| pid)
+        .unwrap();
+    let landed = wait_until_blocking(
+        "a new session on the replica lands on the canary",
+        Duration::from_secs(20),
+        || {
+            whoami(&api, CI_TOKEN)
+                .ok()
+                .filter(|a| *a != format!("pid {stable}"))
+        },
+    );
+    assert_eq!(landed, format!("pid {canary}"));
+
+    let promoted = fleet.mcpfleet(&["promote", "api"]);
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    let deployed = deploy.join().unwrap();
+    assert!(deployed.status.success(), "{}", text(&deployed));
+    assert_eq!(whoami(&api, CI_TOKEN), Ok(format!("pid {canary}")));
+}
+
+#[test]
+fn a_gateway_replica_needs_a_shared_store_and_says_so_as_up_does() {
+    // A fleet whose store is the state directory's SQLite file: refused, located.
+    let fleet = Fleet::new(
+        "replica-sqlite",
+        "version: 1\nname: replica-sqlite\nservers:\n  api:\n    http: { command: SAMPLE, args: [\"--transport\", \"http\", \"--port\", \"{{ port }}\"] }\n",
+    );
+    let out = fleet.command().arg("gateway").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("`mcpfleet gateway` cannot run"), "{said}");
+    assert!(said.contains("state.postgres"), "{said}");
+    assert!(said.contains("--> mcpfleet.yaml"), "{said}");
+
+    // A database that cannot be reached: the one line `up` says, password hidden.
+    let cluster = fleet_testkit::postgres::cluster();
+    let unreachable = format!(
+        "postgres://postgres:pw-9f3e@127.0.0.1:{}/no_such_database",
+        cluster.port()
+    );
+    let name = "replica-unreachable";
+    let fleet = Fleet::new(name, &replicated_fleet(name, "", "", &["ci"]))
+        .with_env("STATE_DB", &unreachable);
+    let error_line = |out: &Output| {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("no error line: {}", text(out)))
+            .to_owned()
+    };
+    let up = fleet.mcpfleet(&["up"]);
+    assert!(!up.status.success(), "{}", text(&up));
+    let replica = fleet.command().arg("gateway").output().unwrap();
+    assert_eq!(replica.status.code(), Some(2), "{}", text(&replica));
+    assert_eq!(error_line(&replica), error_line(&up));
+    assert!(error_line(&replica).contains("no_such_database"));
+    assert!(!text(&replica).contains("pw-9f3e"), "{}", text(&replica));
+}

@@ -35,7 +35,7 @@ pub use backup::{
 pub use deploy::{DeployError, RollbackTarget, Submission};
 pub use fleet_store::{DeploymentKind, StateExport};
 pub use leadership::{LOST as LOST_LEADERSHIP, STANDING_BY, hostname};
-pub use replica::{NEEDS_POSTGRES, Replica};
+pub use replica::{NEEDS_POSTGRES, Replica, ReplicaListen};
 pub use runtime::{ClusterUnusable, FleetRuntime, check_cluster};
 pub use state_dir::{StateDir, StateDirError, default_state_dir};
 pub use store::StoreLocation;
@@ -116,7 +116,7 @@ pub enum Listen {
 
 impl Listen {
     /// Where a listener written at `written` binds, and for the admin port at which port.
-    fn address(self, written: std::net::SocketAddr) -> std::net::SocketAddr {
+    pub(crate) fn address(self, written: std::net::SocketAddr) -> std::net::SocketAddr {
         match self {
             Listen::AsWritten => written,
             Listen::PodNetwork => {

@@ -337,6 +337,19 @@ pub(crate) fn stdio_home(
     }
 }
 
+/// Where a gateway replica listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaListen {
+    /// At `gateway.listen`.
+    AsWritten,
+    /// At this address (`--listen`).
+    At(SocketAddr),
+    /// On every address of the machine at `gateway.listen`'s port, accepting the rendered
+    /// Services' and Ingress's names as `Host` (`--pod-network`, as
+    /// [`crate::Listen::PodNetwork`]).
+    PodNetwork,
+}
+
 /// A running gateway replica (`mcpfleet gateway`).
 pub struct Replica {
     url: String,
@@ -349,8 +362,8 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Connects to `fleet`'s store (it must be PostgreSQL: `state.postgres`), binds `listen`
-    /// (default: `gateway.listen`) and serves the gateway, following the view the leading
+    /// Connects to `fleet`'s store (it must be PostgreSQL: `state.postgres`), binds where
+    /// `listen` says and serves the gateway, following the view the leading
     /// control plane publishes. Until the first view arrives `/readyz` and every `/mcp`
     /// request answer 503: the fleet's servers have no instances yet.
     ///
@@ -362,7 +375,7 @@ impl Replica {
     pub async fn start(
         fleet: ValidFleet,
         host: Arc<dyn Host>,
-        listen: Option<SocketAddr>,
+        listen: ReplicaListen,
     ) -> Result<Self, StartError> {
         // Handled from the start: a signal while connecting ends the replica cleanly.
         let signals = Signals::new();
@@ -375,7 +388,11 @@ impl Replica {
         let store_name = shown.clone();
         // A replica has no state directory: PostgreSQL needs none.
         let store = location.open(std::path::Path::new("")).await?;
-        let address = listen.unwrap_or(fleet.gateway.listen);
+        let address = match listen {
+            ReplicaListen::AsWritten => fleet.gateway.listen,
+            ReplicaListen::At(address) => address,
+            ReplicaListen::PodNetwork => crate::Listen::PodNetwork.address(fleet.gateway.listen),
+        };
         let listener =
             tokio::net::TcpListener::bind(address)
                 .await
@@ -392,6 +409,9 @@ impl Replica {
             message: e.to_string(),
         })?;
         let mut config = gateway_config(&fleet, bound, host.clone())?;
+        if listen == ReplicaListen::PodNetwork {
+            config.allowed_hosts = fleet_manifests::gateway_hosts(&fleet);
+        }
         let (audit_sink, audit) = event_log::audit_to_store(store.clone());
         config.audit = Some(audit_sink);
         // Until the first view: every server of the file, none with an instance.

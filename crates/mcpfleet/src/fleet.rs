@@ -442,6 +442,8 @@ pub(crate) struct GatewayArgs {
     pub environment: Option<String>,
     /// `--listen`; else `gateway.listen`.
     pub listen: Option<std::net::SocketAddr>,
+    /// `--pod-network`.
+    pub pod_network: bool,
     /// `--log-format`; else the fleet file says.
     pub log_format: Option<LogFormat>,
 }
@@ -468,13 +470,21 @@ pub(crate) async fn gateway(args: GatewayArgs) -> Result<ExitCode> {
         eprint!("{}", fleet_spec::diag::render_all(&[needs], &located));
         return Ok(ExitCode::from(FAILED));
     }
+    if args.pod_network && !serves_a_pod_network(&fleet, &located) {
+        return Ok(ExitCode::from(FAILED));
+    }
     let log_format = args.log_format.unwrap_or(fleet.logging.format);
     let host = std::sync::Arc::new(fleet_spec::template::SystemHost);
     let traces = Traces::start(&fleet, host.clone())?;
     // A replica is a service: its log says what it follows, as a detached control plane's.
     crate::logging::init(true, log_format, &fleet.name, traces.as_ref());
     let name = fleet.name.clone();
-    let started = fleet_control::Replica::start(fleet, host, args.listen).await;
+    let listen = match (args.listen, args.pod_network) {
+        (_, true) => fleet_control::ReplicaListen::PodNetwork,
+        (Some(address), false) => fleet_control::ReplicaListen::At(address),
+        (None, false) => fleet_control::ReplicaListen::AsWritten,
+    };
+    let started = fleet_control::Replica::start(fleet, host, listen).await;
     let result = match started {
         Ok(replica) => {
             tracing::info!(

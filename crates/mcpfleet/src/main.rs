@@ -135,8 +135,14 @@ enum Command {
         environment: Option<String>,
         /// Where to listen (default: `gateway.listen`); on the control plane's machine, an
         /// address of its own (port 0 picks a free one).
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", conflicts_with = "pod_network")]
         listen: Option<std::net::SocketAddr>,
+        /// Serve on every address of the machine — in a pod, the pod's network (the
+        /// rendered gateway Deployment passes it): at the port of `gateway.listen`, which
+        /// then needs tokens and TLS (or `terminated_by: proxy`), accepting the rendered
+        /// Services' and Ingress's names as `Host`.
+        #[arg(long)]
+        pod_network: bool,
     },
     /// Deploy a changed fleet file through the running control plane: show what changes,
     /// then create, update (by each server's rollout strategy) and delete servers.
@@ -646,10 +652,12 @@ fn main() -> ExitCode {
             file,
             environment,
             listen,
+            pod_network,
         } => block_on(fleet::gateway(fleet::GatewayArgs {
             file: file.file,
             environment,
             listen,
+            pod_network,
             log_format: cli.log_format.map(Into::into),
         })),
         Command::Deploy {

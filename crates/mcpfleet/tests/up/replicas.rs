@@ -338,3 +338,118 @@ fn a_gateway_replica_needs_a_shared_store_and_says_so_as_up_does() {
     assert!(error_line(&replica).contains("no_such_database"));
     assert!(!text(&replica).contains("pw-9f3e"), "{}", text(&replica));
 }
+
+/// `body` POSTed to `endpoint` with the `ci` token, on `session` if any: the status, the
+/// session id answered, and the last JSON-RPC message of the answer.
+fn exchange(
+    endpoint: &str,
+    session: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>, serde_json::Value) {
+    block_on(async {
+        let mut request = http_client()
+            .post(endpoint)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {CI_TOKEN}"))
+            .body(body.to_owned());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .map(|id| id.to_str().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .unwrap_or(&text);
+        (
+            status,
+            session,
+            serde_json::from_str(data).unwrap_or_default(),
+        )
+    })
+}
+
+#[test]
+fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a_replica_keeps_its_session()
+ {
+    let url = fleet_testkit::postgres::fresh_database();
+    let name = "replica-sessions";
+    let yaml = replicated_fleet(name, "", "", &["ci"])
+        .replace(
+            "secrets:\n",
+            "secrets:\n  session_key: { env: SESSION_KEY }\n",
+        )
+        .replace(
+            "gateway:\n",
+            "gateway:\n  session_keys: [\"{{ secret('session_key') }}\"]\n",
+        );
+    let fleet = Fleet::new(name, &yaml)
+        .with_env("STATE_DB", &url)
+        .with_env("SESSION_KEY", "replica-sessions-key-0123456789abcdef");
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let pid = server(&status, "api").instances[0].pid.unwrap();
+    let on_control_plane = server(&status, "api").endpoint.clone().unwrap();
+    let replica = Replica::start(&fleet);
+    let on_replica = replica.endpoint("api");
+    wait_until_blocking(
+        "the replica routes to the fleet's server",
+        Duration::from_secs(20),
+        || whoami(&on_replica, CI_TOKEN),
+    );
+
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"alternating","version":"0"}}}"#;
+    let (status, session, _) = exchange(&on_control_plane, None, initialize);
+    assert_eq!(status, 200);
+    let session = session.expect("a session id");
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(exchange(&on_replica, Some(&session), initialized).0, 202);
+    for (n, endpoint) in [
+        &on_control_plane,
+        &on_replica,
+        &on_control_plane,
+        &on_replica,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"whoami","arguments":{{}}}}}}"#,
+            n + 2
+        );
+        let (status, answered, message) = exchange(endpoint, Some(&session), &call);
+        assert_eq!(status, 200, "call {n} at {endpoint}: {message}");
+        assert_eq!(answered.as_deref(), Some(session.as_str()));
+        assert_eq!(
+            message["result"]["content"][0]["text"],
+            format!("pid {pid}"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_replica_on_a_pods_network_needs_tokens_and_tls_as_the_control_plane_does() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let name = "replica-pod-network";
+    // Tokens, but plain HTTP: on a pod's network every pod would read them.
+    let fleet =
+        Fleet::new(name, &replicated_fleet(name, "", "", &["ci"])).with_env("STATE_DB", &url);
+    let out = fleet
+        .command()
+        .args(["gateway", "--pod-network"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("TLS"), "{said}");
+    assert!(said.contains("--> mcpfleet.yaml"), "{said}");
+}

@@ -16,13 +16,13 @@ use serde_json::{Map, Value, json};
 /// The name of the control plane's ServiceAccount, Role, RoleBinding, Deployment and
 /// Service.
 pub(crate) const NAME: &str = "mcpfleet";
-const CONFIG: &str = "mcpfleet-config";
+pub(crate) const CONFIG: &str = "mcpfleet-config";
 const STATE: &str = "mcpfleet-state";
 /// The backups' own volume when the store is a PostgreSQL database.
 const BACKUPS: &str = "mcpfleet-backups";
 const BACKUP: &str = "mcpfleet-backup";
 /// Where the fleet file is mounted, and the state directory on the state volume.
-const FLEET_FILE: &str = "/etc/mcpfleet/fleet.yaml";
+pub(crate) const FLEET_FILE: &str = "/etc/mcpfleet/fleet.yaml";
 const STATE_DIR: &str = "/var/lib/mcpfleet/state";
 const BACKUP_DIR: &str = "/var/lib/mcpfleet/backups";
 /// With the store in PostgreSQL, the scratch volume that holds the state directory.
@@ -217,7 +217,7 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
                 "template": {
                     "metadata": {
                         // A changed fleet file restarts the control plane with it.
-                        "annotations": { "mcpfleet.io/config": fleet_plan::content_hash(&Value::from(names.options.fleet_file.as_str())) },
+                        "annotations": { "mcpfleet.io/config": config_hash(names) },
                         "labels": pod_labels,
                     },
                     "spec": {
@@ -345,6 +345,12 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     objects
 }
 
+/// The fleet file's hash, on the pod templates of whatever reads it: a changed file
+/// changes the template, and so restarts the pods with it.
+pub(crate) fn config_hash(names: &Names<'_>) -> String {
+    fleet_plan::content_hash(&Value::from(names.options.fleet_file.as_str()))
+}
+
 /// What the control plane's Service sends traffic to: its pods — with the store in
 /// PostgreSQL, the leading one alone (the one labelled so, [`meta::ROLE`]): a standby
 /// serves neither the gateway nor the metrics.
@@ -359,7 +365,7 @@ fn service_selector(names: &Names<'_>) -> Map<String, Value> {
 /// The fleet's secrets as the environment variables the file reads them from, each a
 /// reference to its Secret key: never a value in a manifest. A secret read from a file
 /// has none: it does not reach the control plane's pod ([`state_problems`]).
-fn secret_env(names: &Names<'_>) -> Vec<Value> {
+pub(crate) fn secret_env(names: &Names<'_>) -> Vec<Value> {
     (names.fleet.secrets.iter())
         .filter_map(|(name, source)| match source {
             SecretRef::Env(variable) => {
@@ -421,13 +427,19 @@ fn backup_policy(names: &Names<'_>, labels: Map<String, Value>) -> Value {
 }
 
 /// Clients from outside the cluster reach the gateway at `host`, over TLS with that Secret
-/// when it names one.
+/// when it names one: the gateway replicas' Service when there are replicas, else the
+/// control plane's.
 fn ingress_object(names: &Names<'_>, ingress: &Ingress, labels: Map<String, Value>) -> Value {
+    let service = if names.fleet.kubernetes.gateway_replicas.is_some() {
+        crate::gateway::NAME
+    } else {
+        NAME
+    };
     let mut spec = json!({
         "rules": [{
             "host": ingress.host,
             "http": { "paths": [{
-                "backend": { "service": { "name": NAME, "port": { "name": "gateway" } } },
+                "backend": { "service": { "name": service, "port": { "name": "gateway" } } },
                 "path": "/",
                 "pathType": "Prefix",
             }] },

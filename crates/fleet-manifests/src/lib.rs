@@ -5,7 +5,8 @@
 //! the namespace and its default-deny policy, the control plane's RBAC, ConfigMap, volume
 //! (of its state, or of its backups when the state is in PostgreSQL), Deployment, Service
 //! (and PodDisruptionBudget with the state in PostgreSQL),
-//! backup CronJob and optional Ingress and ServiceMonitor, a quota,
+//! backup CronJob and optional Ingress and ServiceMonitor, a quota, gateway replicas
+//! (`kubernetes.gateway_replicas`: Deployment, Service, NetworkPolicy, autoscaler, budget),
 //! and per image server a Deployment, Service, PodDisruptionBudget, NetworkPolicy and
 //! HorizontalPodAutoscaler — plus the YAML they are written as ([`yaml`]) and the file each goes
 //! to ([`file_names`]). Every pod template meets the "restricted" Pod Security Standard and
@@ -16,6 +17,7 @@
 //! types; tests check the objects against the official schemas instead.
 
 mod control_plane;
+mod gateway;
 mod meta;
 mod pod;
 mod problem;
@@ -59,11 +61,13 @@ impl Options {
 /// a local program (`command:`), a name Kubernetes does not accept, a host-path volume, a
 /// root user, or a string that needs a value only a local instance has; a gateway that
 /// the rendered control plane could not serve on its pod's network
-/// ([`pod_network_problems`]); and a PostgreSQL state store whose URL reads a secret from
-/// a file, which the control plane's pod does not get.
+/// ([`pod_network_problems`]); a PostgreSQL state store whose URL reads a secret from
+/// a file, which the control plane's pod does not get; and gateway replicas without the
+/// shared store or session keys they need, or with a session key read from a file.
 pub fn render(fleet: &ValidFleet, options: &Options) -> Result<Vec<Value>, RenderError> {
     let mut problems = pod_network_problems(fleet);
     problems.extend(control_plane::state_problems(fleet));
+    problems.extend(gateway::problems(fleet));
     render_checked(fleet, options, problems)
 }
 
@@ -84,19 +88,27 @@ pub fn pod_network_problems(fleet: &ValidFleet) -> Vec<Problem> {
     problems
 }
 
-/// The names the rendered control plane's gateway is reached by, which it accepts as the
-/// `Host` of a request on its pod's network besides loopback's: its Service's DNS names
-/// (`mcpfleet`, `mcpfleet.<namespace>`, `….svc`, `….svc.cluster.local`) and the Ingress's
-/// host.
+/// The names the rendered control plane's gateway (and its gateway replicas') is reached
+/// by, which it accepts as the `Host` of a request on its pod's network besides
+/// loopback's: its Service's DNS names (`mcpfleet`, `mcpfleet.<namespace>`, `….svc`,
+/// `….svc.cluster.local`), with gateway replicas theirs (`mcpfleet-gateway`, …), and the
+/// Ingress's host.
 pub fn gateway_hosts(fleet: &ValidFleet) -> Vec<String> {
-    let service = control_plane::NAME;
     let namespace = &fleet.kubernetes.namespace;
-    let mut hosts = vec![
-        service.to_owned(),
-        format!("{service}.{namespace}"),
-        format!("{service}.{namespace}.svc"),
-        format!("{service}.{namespace}.svc.cluster.local"),
-    ];
+    let mut services = vec![control_plane::NAME];
+    if fleet.kubernetes.gateway_replicas.is_some() {
+        services.push(gateway::NAME);
+    }
+    let mut hosts: Vec<String> = (services.into_iter())
+        .flat_map(|service| {
+            [
+                service.to_owned(),
+                format!("{service}.{namespace}"),
+                format!("{service}.{namespace}.svc"),
+                format!("{service}.{namespace}.svc.cluster.local"),
+            ]
+        })
+        .collect();
     hosts.extend(fleet.kubernetes.ingress.iter().map(|i| i.host.clone()));
     hosts
 }
@@ -141,6 +153,8 @@ fn render_checked(
     ]);
     objects.extend(servers.into_iter().flatten());
     objects.extend(control_plane::objects(&names));
+    // After the control plane they relay stdio servers to and report their traffic to.
+    objects.extend(gateway::objects(&names));
     Ok(objects)
 }
 

@@ -111,11 +111,30 @@ pub enum Problem {
         "the state database's URL reads secret `{secret}` from a file, which does not reach the control plane's pod"
     )]
     StateSecretFromFile { secret: String, span: Span },
+    /// Gateway replicas read the routes, tokens and limits the leading control plane
+    /// publishes to the shared store; with the state in SQLite there is none.
+    #[error(
+        "gateway replicas need the state in PostgreSQL: they read routes from the shared store"
+    )]
+    GatewayReplicasWithoutStore { span: Span },
+    /// Without shared session keys each gateway seals ids with a key of its own, and a
+    /// client's next request, on another replica, would find its session unknown.
+    #[error(
+        "gateway replicas need `gateway.session_keys`: replicas serve one another's sessions by sealed ids"
+    )]
+    GatewayReplicasWithoutSessionKeys { span: Span },
+    /// A session key reads a secret from a file, and the gateway pods get the fleet's
+    /// secrets only as environment variables.
+    #[error(
+        "session key secret `{secret}` is read from a file, which does not reach the gateway pods"
+    )]
+    SessionKeyFromFile { secret: String, span: Span },
 }
 
 impl Problem {
     /// Where in the fleet file: the server's name (`gateway.listen` for the gateway,
-    /// `state.postgres.url` for the state store).
+    /// `state.postgres.url` for the state store, `kubernetes.gateway_replicas` for what
+    /// replicas need).
     pub fn span(&self) -> Option<Span> {
         match self {
             Problem::LocalProgram { span, .. }
@@ -125,7 +144,10 @@ impl Problem {
             | Problem::PerInstanceValue { span, .. }
             | Problem::SecretName { span, .. }
             | Problem::AutoscaleWithoutRequest { span, .. }
-            | Problem::StateSecretFromFile { span, .. } => Some(*span),
+            | Problem::StateSecretFromFile { span, .. }
+            | Problem::GatewayReplicasWithoutStore { span }
+            | Problem::GatewayReplicasWithoutSessionKeys { span }
+            | Problem::SessionKeyFromFile { span, .. } => Some(*span),
             Problem::GatewayWithoutTokens { span } | Problem::GatewayWithoutTls { span } => *span,
             Problem::Namespace { .. } | Problem::NotInCluster { .. } => None,
         }
@@ -169,6 +191,15 @@ impl Problem {
             }
             Problem::StateSecretFromFile { .. } => {
                 "read the secret from an environment variable (`env: STATE_DB`): the pod gets it from its Kubernetes Secret key (the secret's `kubernetes: { secret, key }`)"
+            }
+            Problem::GatewayReplicasWithoutStore { .. } => {
+                "set `state: { postgres: { url: \"{{ secret('state_db') }}\" } }`, or remove `kubernetes.gateway_replicas` to serve from the control plane alone"
+            }
+            Problem::GatewayReplicasWithoutSessionKeys { .. } => {
+                "declare a secret of at least 32 characters (`openssl rand -hex 32`) and set `gateway.session_keys: [\"{{ secret('gateway_session_key') }}\"]`"
+            }
+            Problem::SessionKeyFromFile { .. } => {
+                "read the secret from an environment variable (`env: GATEWAY_SESSION_KEY`): the pods get it from its Kubernetes Secret key (the secret's `kubernetes: { secret, key }`)"
             }
         }
     }

@@ -75,7 +75,7 @@ pub(crate) fn render(
     };
     let mut objects = vec![policy, deployment(names, server, &pods, &shape)];
     if let Some(autoscale) = &server.autoscale {
-        objects.push(autoscaler(names, server, autoscale, labels.clone()));
+        objects.push(autoscaler(names, &server.name, autoscale, labels.clone()));
     }
     if let Some(port) = pods.port {
         objects.push(names.labelled(
@@ -325,9 +325,10 @@ pub(crate) fn pods(
 }
 
 /// Who may reach the server's pods and whom they may reach: ingress only from the control
-/// plane and only to an http server's port (a stdio server is attached to through the API
-/// server, not the pod network); egress DNS (not with `container.network: none`) and the
-/// destinations of `kubernetes.egress`.
+/// plane (and the gateway replicas, which relay to the instances themselves) and only to an
+/// http server's port (a stdio server is attached to through the API server, not the pod
+/// network); egress DNS (not with `container.network: none`) and the destinations of
+/// `kubernetes.egress`.
 fn network_policy(
     names: &Names<'_>,
     server: &Server,
@@ -336,9 +337,14 @@ fn network_policy(
     port: Option<u16>,
     container: &Container,
 ) -> Value {
+    let mut from =
+        vec![json!({ "podSelector": { "matchLabels": crate::control_plane::selector(names) } })];
+    if names.fleet.kubernetes.gateway_replicas.is_some() {
+        from.push(json!({ "podSelector": { "matchLabels": crate::gateway::selector(names) } }));
+    }
     let ingress = match port {
         Some(port) => json!([{
-            "from": [{ "podSelector": { "matchLabels": crate::control_plane::selector(names) } }],
+            "from": from,
             "ports": [{ "port": port, "protocol": "TCP" }],
         }]),
         None => json!([]),
@@ -416,13 +422,14 @@ fn placement(pod_spec: &mut Value, server: &Server, selector: &Map<String, Value
     pod_spec["affinity"] = json!({ "podAntiAffinity": anti_affinity });
 }
 
-/// A HorizontalPodAutoscaler between `min` and `max` replicas on the targets the file
-/// sets: CPU and memory as a share of the request, and live client sessions per pod from
-/// the gateway's `mcpfleet_sessions` metric, which reaches the autoscaler only through a
-/// custom-metrics adapter (prometheus-adapter, KEDA) the cluster must run.
-fn autoscaler(
+/// A HorizontalPodAutoscaler of the Deployment `name` (a server's, or the gateway
+/// replicas') between `min` and `max` replicas on the targets the file sets: CPU and
+/// memory as a share of the request, and live client sessions per pod from the gateway's
+/// `mcpfleet_sessions` metric, which reaches the autoscaler only through a custom-metrics
+/// adapter (prometheus-adapter, KEDA) the cluster must run.
+pub(crate) fn autoscaler(
     names: &Names<'_>,
-    server: &Server,
+    name: &str,
     autoscale: &Autoscale,
     labels: Map<String, Value>,
 ) -> Value {
@@ -450,14 +457,14 @@ fn autoscaler(
     names.labelled(
         "autoscaling/v2",
         "HorizontalPodAutoscaler",
-        &server.name,
+        name,
         labels,
         json!({
             "spec": {
                 "maxReplicas": autoscale.max,
                 "metrics": metrics,
                 "minReplicas": autoscale.min,
-                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": server.name },
+                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": name },
             }
         }),
     )

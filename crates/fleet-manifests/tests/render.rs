@@ -1,7 +1,9 @@
 //! A fleet file rendered as Kubernetes manifests: the golden manifests of
-//! examples/kubernetes.yaml and examples/kubernetes-postgres.yaml, the hardening every pod
-//! gets, secrets that stay references, the control plane and backup of a fleet whose state
-//! is in PostgreSQL, and the servers a cluster cannot run, all named at once.
+//! examples/kubernetes.yaml, examples/kubernetes-postgres.yaml and
+//! examples/kubernetes-gateway-replicas.yaml, the hardening every pod gets, secrets that
+//! stay references, the control plane and backup of a fleet whose state is in PostgreSQL,
+//! gateway replicas and what they need, and the servers a cluster cannot run, all named at
+//! once.
 
 use fleet_manifests::yaml::to_yaml_stream;
 use fleet_manifests::{Options, Problem, check_runnable, file_names, render, revision_deployment};
@@ -211,8 +213,13 @@ fn the_example_renders_each_server_as_the_design_says() {
 #[test]
 fn every_pod_template_meets_the_restricted_pod_security_standard() {
     // search, github, scratchpad, the control plane, the backup; notes, the control
-    // plane on its scratch volume, the backup of the database.
-    for (objects, count) in [(render_example(), 5), (render_postgres_example(), 3)] {
+    // plane on its scratch volume, the backup of the database; with gateway replicas
+    // theirs and clock's besides.
+    for (objects, count) in [
+        (render_example(), 5),
+        (render_postgres_example(), 3),
+        (render_gateway_replicas_example(), 5),
+    ] {
         let pods: Vec<&Value> = objects.iter().filter(|o| pod_spec(o).is_some()).collect();
         assert_eq!(pods.len(), count);
         every_pod_is_hardened(pods);
@@ -375,7 +382,12 @@ servers:
             | Problem::PerInstanceValue { server, span, .. }
             | Problem::SecretName { server, span, .. }
             | Problem::AutoscaleWithoutRequest { server, span, .. } => (server.as_str(), span.line),
-            Problem::StateSecretFromFile { secret, span } => (secret.as_str(), span.line),
+            Problem::StateSecretFromFile { secret, span }
+            | Problem::SessionKeyFromFile { secret, span } => (secret.as_str(), span.line),
+            Problem::GatewayReplicasWithoutStore { span }
+            | Problem::GatewayReplicasWithoutSessionKeys { span } => {
+                ("gateway_replicas", span.line)
+            }
             Problem::Namespace { namespace } => (namespace.as_str(), 0),
             Problem::NotInCluster { server } => (server.as_str(), 0),
             Problem::GatewayWithoutTokens { .. } | Problem::GatewayWithoutTls { .. } => {
@@ -1005,4 +1017,295 @@ fn a_state_url_reading_a_secret_from_a_file_is_refused_at_the_url() {
         "db_password: { env: DB_PASSWORD }",
     );
     assert!(render(&load(&from_env), &Options::new(from_env.clone())).is_ok());
+}
+
+fn render_gateway_replicas_example() -> Vec<Value> {
+    let text = example_named("kubernetes-gateway-replicas.yaml");
+    render(&load(&text), &Options::new(text)).expect("the example renders")
+}
+
+#[test]
+fn the_gateway_replicas_example_renders_as_its_golden_manifests() {
+    insta::assert_snapshot!(
+        "kubernetes_gateway_replicas_example",
+        to_yaml_stream(&render_gateway_replicas_example())
+    );
+}
+
+#[test]
+fn gateway_replicas_serve_behind_their_own_service_that_the_ingress_routes_to() {
+    let objects = render_gateway_replicas_example();
+    let deployment = find(&objects, "Deployment", "mcpfleet-gateway");
+    let spec = &deployment["spec"];
+    let pods = &spec["selector"]["matchLabels"];
+    // Between 2 and 8 pods: the autoscaler sets the count (an applied one would undo it).
+    assert!(spec.get("replicas").is_none(), "{spec}");
+    let autoscaler = find(&objects, "HorizontalPodAutoscaler", "mcpfleet-gateway");
+    assert_eq!(
+        autoscaler["spec"],
+        serde_json::json!({
+            "maxReplicas": 8,
+            "metrics": [{
+                "resource": { "name": "cpu", "target": { "averageUtilization": 70, "type": "Utilization" } },
+                "type": "Resource",
+            }],
+            "minReplicas": 2,
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "mcpfleet-gateway" },
+        })
+    );
+    let pod = &spec["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["gateway", "-f", "/etc/mcpfleet/fleet.yaml", "--pod-network"])
+    );
+    // The control plane's image, fleet file and secrets: the store's URL and the session
+    // key, by reference.
+    let control_plane = find(&objects, "Deployment", "mcpfleet");
+    let control_pod = &control_plane["spec"]["template"];
+    assert_eq!(
+        container["image"],
+        control_pod["spec"]["containers"][0]["image"]
+    );
+    assert_eq!(
+        container["env"],
+        serde_json::json!([
+            {
+                "name": "MCPFLEET_SESSION_KEY",
+                "valueFrom": { "secretKeyRef": { "key": "session-key", "name": "notes-gateway" } },
+            },
+            {
+                "name": "MCPFLEET_STATE_DB",
+                "valueFrom": { "secretKeyRef": { "key": "url", "name": "notes-db" } },
+            },
+        ])
+    );
+    assert!(
+        (pod["volumes"].as_array().unwrap().iter())
+            .any(|v| v["name"] == "config" && v["configMap"]["name"] == "mcpfleet-config")
+    );
+    // A changed fleet file restarts the replicas as it does the control plane.
+    assert_eq!(
+        spec["template"]["metadata"]["annotations"]["mcpfleet.io/config"],
+        control_pod["metadata"]["annotations"]["mcpfleet.io/config"]
+    );
+    // No API access.
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert!(pod.get("serviceAccountName").is_none());
+    // The autoscaler measures CPU as a share of the request.
+    assert_eq!(
+        container["resources"],
+        serde_json::json!({
+            "limits": { "cpu": "500m", "memory": "512Mi" },
+            "requests": { "cpu": "500m", "memory": "512Mi" },
+        })
+    );
+    assert_eq!(
+        container["readinessProbe"],
+        serde_json::json!({ "httpGet": { "path": "/healthz", "port": "gateway" } })
+    );
+    assert_eq!(
+        container["ports"],
+        serde_json::json!([{ "containerPort": 7470, "name": "gateway", "protocol": "TCP" }])
+    );
+    let spread = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        [0]["podAffinityTerm"];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&spread["labelSelector"]["matchLabels"], pods);
+    // Not the control plane's pods, which its Service and the leader label pick.
+    let control_pods = &control_plane["spec"]["selector"]["matchLabels"];
+    let picks = |selector: &Value, labels: &Value| {
+        (selector.as_object().unwrap().iter()).all(|(key, value)| &labels[key] == value)
+    };
+    let labels = &spec["template"]["metadata"]["labels"];
+    assert!(picks(pods, labels));
+    assert!(!picks(control_pods, labels), "{labels}");
+
+    let service = find(&objects, "Service", "mcpfleet-gateway");
+    assert_eq!(&service["spec"]["selector"], pods);
+    assert_eq!(
+        service["spec"]["ports"],
+        serde_json::json!([{ "name": "gateway", "port": 7470, "protocol": "TCP", "targetPort": "gateway" }])
+    );
+    let budget = find(&objects, "PodDisruptionBudget", "mcpfleet-gateway");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], pods);
+    let policy = find(&objects, "NetworkPolicy", "mcpfleet-gateway");
+    assert_eq!(
+        policy["spec"],
+        serde_json::json!({
+            "egress": [{}],
+            "ingress": [{ "ports": [{ "port": 7470, "protocol": "TCP" }] }],
+            "podSelector": { "matchLabels": pods },
+            "policyTypes": ["Ingress", "Egress"],
+        })
+    );
+    // Clients from outside reach the replicas; the control plane's Service stays for the
+    // replicas (stdio relays, traffic reports) and Prometheus.
+    let ingress = find(&objects, "Ingress", "mcpfleet");
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+        serde_json::json!({ "name": "mcpfleet-gateway", "port": { "name": "gateway" } })
+    );
+    find(&objects, "Service", "mcpfleet");
+    let text = example_named("kubernetes-gateway-replicas.yaml");
+    let hosts = fleet_manifests::gateway_hosts(&load(&text));
+    for host in [
+        "mcpfleet",
+        "mcpfleet.mcp-notes.svc.cluster.local",
+        "mcpfleet-gateway",
+        "mcpfleet-gateway.mcp-notes",
+        "mcpfleet-gateway.mcp-notes.svc",
+        "mcpfleet-gateway.mcp-notes.svc.cluster.local",
+        "mcp.example.com",
+    ] {
+        assert!(hosts.contains(&host.to_owned()), "{host}: {hosts:?}");
+    }
+    // Without the key: the control plane's Service alone, behind the Ingress too.
+    let plain = render_example();
+    assert!(
+        !(plain.iter()).any(|o| o["metadata"]["name"] == "mcpfleet-gateway"),
+        "no replicas asked for"
+    );
+    assert_eq!(
+        find(&plain, "Ingress", "mcpfleet")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+            ["name"],
+        "mcpfleet"
+    );
+    assert!(
+        !fleet_manifests::gateway_hosts(&load(&example()))
+            .iter()
+            .any(|h| h.starts_with("mcpfleet-gateway"))
+    );
+}
+
+#[test]
+fn every_server_admits_the_gateway_replicas_beside_the_control_plane() {
+    let objects = render_gateway_replicas_example();
+    let gateway_pods =
+        &find(&objects, "Deployment", "mcpfleet-gateway")["spec"]["template"]["metadata"]["labels"];
+    let control_pods =
+        &find(&objects, "Deployment", "mcpfleet")["spec"]["template"]["metadata"]["labels"];
+    let admits = |policy: &Value, labels: &Value| {
+        (policy["spec"]["ingress"].as_array().unwrap().iter()).any(|rule| {
+            (rule["from"].as_array().unwrap().iter()).any(|from| {
+                (from["podSelector"]["matchLabels"]
+                    .as_object()
+                    .unwrap()
+                    .iter())
+                .all(|(key, value)| &labels[key] == value)
+            })
+        })
+    };
+    let notes = find(&objects, "NetworkPolicy", "notes");
+    assert!(admits(notes, gateway_pods), "{notes}");
+    assert!(admits(notes, control_pods), "{notes}");
+    // A stdio server is attached to through the API server: no pod reaches it.
+    let clock = find(&objects, "NetworkPolicy", "clock");
+    assert_eq!(clock["spec"]["ingress"], serde_json::json!([]));
+    // Without replicas the control plane alone.
+    let plain = render_postgres_example();
+    let notes = find(&plain, "NetworkPolicy", "notes");
+    assert_eq!(
+        notes["spec"]["ingress"][0]["from"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_fixed_count_of_gateway_replicas_renders_no_autoscaler_and_one_no_budget() {
+    let text = example_named("kubernetes-gateway-replicas.yaml");
+    for (bounds, replicas, budget) in [
+        ("{ min: 3, max: 3 }", 3, true),
+        ("{ min: 1, max: 1 }", 1, false),
+    ] {
+        let text = text.replace("{ min: 2, max: 8, cpu: 70 }", bounds);
+        let objects = render(&load(&text), &Options::new(text.clone())).unwrap();
+        assert_eq!(
+            find(&objects, "Deployment", "mcpfleet-gateway")["spec"]["replicas"],
+            replicas
+        );
+        assert!(!(objects.iter()).any(|o| o["kind"] == "HorizontalPodAutoscaler"));
+        assert_eq!(
+            (objects.iter()).any(|o| o["kind"] == "PodDisruptionBudget"
+                && o["metadata"]["name"] == "mcpfleet-gateway"),
+            budget,
+            "{bounds}: a budget only leaves a pod serving when there are two"
+        );
+    }
+}
+
+#[test]
+fn gateway_replicas_serving_tls_themselves_are_probed_over_it() {
+    let text = example_named("kubernetes-gateway-replicas.yaml").replace(
+        "tls: { terminated_by: proxy }",
+        "tls: { cert: tls/gateway.crt, key: tls/gateway.key }",
+    );
+    let objects = render(&load(&text), &Options::new(text.clone())).unwrap();
+    let deployment = find(&objects, "Deployment", "mcpfleet-gateway");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"],
+        serde_json::json!({ "httpGet": { "path": "/healthz", "port": "gateway", "scheme": "HTTPS" } })
+    );
+}
+
+#[test]
+fn gateway_replicas_without_the_shared_store_or_session_keys_are_refused_at_the_key() {
+    let text = format!(
+        "version: 1\nname: tools\nruntime: kubernetes\nkubernetes:\n  gateway_replicas: {{ min: 2, max: 4, cpu: 70 }}\nservers:\n  web:\n    http: {{ image: registry.example/web:1, port: 8080 }}\n{SERVED_GATEWAY}"
+    );
+    let fleet = load(&text);
+    let error = render(&fleet, &Options::new(text.clone())).expect_err("no store, no keys");
+    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
+        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "gateway replicas need the state in PostgreSQL: they read routes from the shared store".to_owned(),
+                Some(5)
+            ),
+            (
+                "gateway replicas need `gateway.session_keys`: replicas serve one another's sessions by sealed ids".to_owned(),
+                Some(5)
+            ),
+        ]
+    );
+    let help: Vec<String> = (error.diagnostics().into_iter())
+        .map(|d| d.help.unwrap_or_default())
+        .collect();
+    assert!(help[0].contains("state: { postgres"), "{help:?}");
+    assert!(help[1].contains("session_keys"), "{help:?}");
+    // What mcpfleet runs on the cluster from a control plane elsewhere is not concerned.
+    assert_eq!(check_runnable(&fleet), Ok(()));
+}
+
+#[test]
+fn a_session_key_read_from_a_file_is_refused_at_gateway_replicas() {
+    let text = example_named("kubernetes-gateway-replicas.yaml").replace(
+        "    env: MCPFLEET_SESSION_KEY\n",
+        "    file: /run/secrets/session-key\n",
+    );
+    let fleet = load(&text);
+    let error = render(&fleet, &Options::new(text.clone())).expect_err("a file secret");
+    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
+        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "session key secret `session_key` is read from a file, which does not reach the gateway pods".to_owned(),
+            Some(14)
+        )]
+    );
+    assert!(
+        error.diagnostics()[0]
+            .help
+            .as_deref()
+            .is_some_and(|help| help.contains("env:"))
+    );
 }

@@ -1,5 +1,6 @@
 //! What a cluster would say about the rendered manifests, without a cluster: every object of
-//! examples/kubernetes.yaml, examples/kubernetes-postgres.yaml and of generated fleets, as the bytes `mcpfleet render
+//! examples/kubernetes.yaml, examples/kubernetes-postgres.yaml,
+//! examples/kubernetes-gateway-replicas.yaml and of generated fleets, as the bytes `mcpfleet render
 //! kubernetes -o DIR` writes, validates against the official schema of every supported
 //! Kubernetes version in strict mode (an unknown field is an error), no pod template breaks
 //! the restricted Pod Security Standard or mcpfleet's read-only root filesystem, and no
@@ -124,6 +125,14 @@ fn the_postgres_example_is_valid_on_every_supported_version_and_restricted() {
     check("postgres-example", &text);
 }
 
+#[test]
+fn the_gateway_replicas_example_is_valid_on_every_supported_version_and_restricted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/kubernetes-gateway-replicas.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/kubernetes-gateway-replicas.yaml");
+    check("gateway-replicas-example", &text);
+}
+
 /// A fleet of `count` image servers cycling through every shape the model has: http with
 /// replicas, a shared stdio server with a secret file, a per-session stdio server with a
 /// warm pool, with and without resources, users, named volumes and networks.
@@ -179,7 +188,8 @@ fn the_smallest_fleet_is_valid_and_restricted() {
 
 /// Every Kubernetes key the fleet file has: a namespace of its own, an ingress, a
 /// ServiceMonitor, backups, a quota, secrets mapped to Secrets of the cluster, autoscaling,
-/// node selection, tolerations, a priority class, spreading and egress.
+/// node selection, tolerations, a priority class, spreading and egress, and gateway
+/// replicas (with the store in PostgreSQL and shared session keys they need).
 const CLUSTER_OPTIONS: &str = r#"
 version: 1
 name: tools
@@ -192,12 +202,22 @@ kubernetes:
   service_monitor: true
   backup: { schedule: "30 2 * * *", keep: 14, size: 2Gi }
   quota: { cpu: "8", memory: 16Gi, pods: 50 }
+  gateway_replicas: { min: 2, max: 6, cpu: 60, memory: 80 }
 secrets:
   github_token:
     env: GITHUB_TOKEN
     kubernetes: { secret: github, key: token }
   db-password:
     env: DB_PASSWORD
+  state_db: { env: STATE_DB }
+  session_key: { env: SESSION_KEY }
+state:
+  postgres: { url: "{{ secret('state_db') }}" }
+gateway:
+  auth:
+    tokens: [{ name: ci, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", servers: ["*"] }]
+  tls: { terminated_by: proxy }
+  session_keys: ["{{ secret('session_key') }}"]
 servers:
   search:
     http: { image: registry.example/search:1.2, port: 8080 }

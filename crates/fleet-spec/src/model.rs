@@ -305,6 +305,10 @@ pub struct Kubernetes {
     pub quota: Option<Quota>,
     /// Where each declared secret's value is on Kubernetes, by the secret's name.
     pub secrets: BTreeMap<String, KubernetesSecret>,
+    /// Gateway replicas beside the control plane; `None`: its gateway alone. Left out
+    /// when absent, as the fleet read before the key existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_replicas: Option<GatewayReplicas>,
 }
 
 impl Kubernetes {
@@ -385,6 +389,19 @@ pub struct Autoscale {
     /// Live client sessions per pod.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions_per_pod: Option<u32>,
+}
+
+/// How many gateway replicas run, and what scales them between `min` and `max`: CPU
+/// and memory only (`sessions_per_pod` is always `None`; a target may be absent only
+/// when `min` is `max`, a fixed count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GatewayReplicas {
+    #[serde(flatten)]
+    pub scale: Autoscale,
+    /// Where `kubernetes.gateway_replicas` is written: what the render's refusals of it
+    /// point at.
+    #[serde(skip)]
+    pub span: Span,
 }
 
 /// Where a server's pods run and may connect on Kubernetes. Default: anywhere, no

@@ -245,6 +245,13 @@ pub struct RawKubernetes {
     /// A ResourceQuota (and LimitRange) for the namespace. Absent: none.
     #[serde(default)]
     pub quota: Recover<Spanned<RawQuota>>,
+    /// Gateway replicas beside the control plane (`mcpfleet gateway` pods behind a Service
+    /// of their own, which the Ingress then routes to): `min` and `max` pods, scaled on
+    /// `cpu` and `memory` (percent of each pod's request) when `max` is above `min`;
+    /// `sessions_per_pod` does not apply. Needs the state in PostgreSQL and
+    /// `gateway.session_keys`. Absent: the control plane's gateway alone.
+    #[serde(default)]
+    pub gateway_replicas: Recover<Spanned<RawAutoscale>>,
 }
 
 /// How the control plane reaches an http server's pods.

@@ -98,6 +98,15 @@ fn every_kubernetes_key_has_a_default() {
         (None, None, false)
     );
     assert_eq!(
+        k.gateway_replicas, None,
+        "the control plane's gateway alone"
+    );
+    let shown = serde_json::to_value(k).unwrap();
+    assert!(
+        shown.get("gateway_replicas").is_none(),
+        "unset, the key stays out of the model as read before it existed"
+    );
+    assert_eq!(
         k.backup,
         Backup {
             schedule: "0 3 * * *".into(),
@@ -146,6 +155,55 @@ fn how_pods_are_reached_is_pod_ip_or_port_forward_and_anything_else_is_located()
         shown.contains("`tunnel`") && shown.contains("pod-ip") && shown.contains("port-forward"),
         "{shown}"
     );
+}
+
+#[test]
+fn gateway_replicas_scale_on_cpu_or_memory_and_anything_else_is_located() {
+    let file = |replicas: &str| {
+        format!(
+            "version: 1\nname: tools\nruntime: kubernetes\nkubernetes:\n  gateway_replicas: {replicas}\nservers:\n  a:\n    http: {{ image: registry.example/a:1, port: 8080 }}\n"
+        )
+    };
+    let fleet = check("f.yaml", &file("{ min: 2, max: 8, cpu: 70 }"), None)
+        .into_valid()
+        .unwrap();
+    let replicas = fleet.kubernetes.gateway_replicas.unwrap();
+    assert_eq!(
+        (replicas.scale.min, replicas.scale.max, replicas.scale.cpu),
+        (2, 8, Some(70))
+    );
+    assert_eq!(replicas.span.line, 5);
+    // A fixed count needs no target.
+    let fixed = check("f.yaml", &file("{ min: 3, max: 3 }"), None)
+        .into_valid()
+        .unwrap();
+    assert_eq!(fixed.kubernetes.gateway_replicas.unwrap().scale.cpu, None);
+    for (wrong, message) in [
+        (
+            "{ min: 2, max: 8, cpu: 70, sessions_per_pod: 50 }",
+            "`sessions_per_pod` does not apply to gateway replicas",
+        ),
+        (
+            "{ min: 2, max: 8 }",
+            "`gateway_replicas` has no target to scale on",
+        ),
+        ("{ min: 0, max: 2, cpu: 70 }", "`min` must be at least 1"),
+        (
+            "{ min: 3, max: 2, cpu: 70 }",
+            "`max` (2) is below `min` (3)",
+        ),
+        (
+            "{ min: 1, max: 2, memory: 0 }",
+            "`memory` must be a percentage from 1 to 1000",
+        ),
+    ] {
+        let checked = check("f.yaml", &file(wrong), None);
+        let errors: Vec<(u32, &str)> = (checked.diagnostics.iter())
+            .filter(|d| d.is_error())
+            .map(|d| (d.span.unwrap().line, d.message.as_str()))
+            .collect();
+        assert_eq!(errors, [(5, message)], "{wrong}");
+    }
 }
 
 #[test]

@@ -9,8 +9,8 @@ use super::Validator;
 use crate::de::{Recover, Spanned};
 use crate::diag::Span;
 use crate::model::{
-    Autoscale, Backup, Egress, Ingress, Kubernetes, KubernetesSecret, Quota, ServerKubernetes,
-    Toleration,
+    Autoscale, Backup, Egress, GatewayReplicas, Ingress, Kubernetes, KubernetesSecret, Quota,
+    ServerKubernetes, Toleration,
 };
 use crate::raw::{
     CpuText, Named, RawAutoscale, RawBackup, RawFleet, RawKubernetes, RawQuota, RawSecret,
@@ -243,6 +243,10 @@ impl Validator {
         let backup = self.backup(k.backup.get());
         let quota = k.quota.get().and_then(|q| self.quota(q));
         let secrets = self.kubernetes_secrets(&raw.secrets, fleet, for_kubernetes);
+        let gateway_replicas = k
+            .gateway_replicas
+            .get()
+            .and_then(|r| self.gateway_replicas(r));
         Kubernetes {
             namespace,
             context,
@@ -255,6 +259,7 @@ impl Validator {
             backup,
             quota,
             secrets,
+            gateway_replicas,
         }
     }
 
@@ -400,6 +405,46 @@ impl Validator {
     pub(super) fn autoscale(&mut self, raw: &Spanned<RawAutoscale>) -> Option<Autoscale> {
         let a = &raw.value;
         let errors = self.diags.len();
+        self.scale_bounds(a);
+        if let Some(s) = a.sessions_per_pod.as_ref().filter(|s| s.value == 0) {
+            self.error("`sessions_per_pod` must be at least 1", s.span);
+        }
+        if a.cpu.is_none() && a.memory.is_none() && a.sessions_per_pod.is_none() {
+            self.error("`autoscale` has no target", raw.span).help =
+                Some("set `cpu`, `memory` (percent) or `sessions_per_pod`".into());
+        }
+        (self.diags.len() == errors).then(|| scale(a))
+    }
+
+    /// `kubernetes.gateway_replicas`; `None` after an error. A gateway pod's sessions are
+    /// any replica's (sealed ids), so live sessions per pod say nothing of its load: only
+    /// CPU and memory scale it, and none is needed for a fixed count (`min` = `max`).
+    fn gateway_replicas(&mut self, raw: &Spanned<RawAutoscale>) -> Option<GatewayReplicas> {
+        let a = &raw.value;
+        let errors = self.diags.len();
+        self.scale_bounds(a);
+        if let Some(s) = &a.sessions_per_pod {
+            self.error("`sessions_per_pod` does not apply to gateway replicas", s.span)
+                .help = Some(
+                "any replica serves any session, so sessions per pod do not measure a pod's load: scale on `cpu` or `memory` (percent of the pod's request)"
+                    .into(),
+            );
+        }
+        if a.cpu.is_none() && a.memory.is_none() && a.max.value > a.min.value {
+            self.error("`gateway_replicas` has no target to scale on", raw.span)
+                .help = Some(
+                "set `cpu` or `memory` (percent of the pod's request), or `max` equal to `min` for a fixed count"
+                    .into(),
+            );
+        }
+        (self.diags.len() == errors).then(|| GatewayReplicas {
+            scale: scale(a),
+            span: raw.span,
+        })
+    }
+
+    /// The checks every `min`/`max`/`cpu`/`memory` has.
+    fn scale_bounds(&mut self, a: &RawAutoscale) {
         if a.min.value < 1 {
             self.error("`min` must be at least 1", a.min.span).help =
                 Some("a HorizontalPodAutoscaler never scales to zero".into());
@@ -421,20 +466,6 @@ impl Validator {
                 ));
             }
         }
-        if let Some(s) = a.sessions_per_pod.as_ref().filter(|s| s.value == 0) {
-            self.error("`sessions_per_pod` must be at least 1", s.span);
-        }
-        if a.cpu.is_none() && a.memory.is_none() && a.sessions_per_pod.is_none() {
-            self.error("`autoscale` has no target", raw.span).help =
-                Some("set `cpu`, `memory` (percent) or `sessions_per_pod`".into());
-        }
-        (self.diags.len() == errors).then(|| Autoscale {
-            min: a.min.value,
-            max: a.max.value,
-            cpu: a.cpu.as_ref().map(|c| c.value),
-            memory: a.memory.as_ref().map(|m| m.value),
-            sessions_per_pod: a.sessions_per_pod.as_ref().map(|s| s.value),
-        })
     }
 
     /// A server's placement and egress.
@@ -533,6 +564,17 @@ impl Validator {
             value: t.value.as_ref().map(|v| v.value.clone()),
             effect: t.effect.as_ref().map(|e| e.value),
         }
+    }
+}
+
+/// The bounds and targets as written (checked already).
+fn scale(a: &RawAutoscale) -> Autoscale {
+    Autoscale {
+        min: a.min.value,
+        max: a.max.value,
+        cpu: a.cpu.as_ref().map(|c| c.value),
+        memory: a.memory.as_ref().map(|m| m.value),
+        sessions_per_pod: a.sessions_per_pod.as_ref().map(|s| s.value),
     }
 }
 

@@ -92,7 +92,8 @@ pub fn pod_network_problems(fleet: &ValidFleet) -> Vec<Problem> {
 /// by, which it accepts as the `Host` of a request on its pod's network besides
 /// loopback's: its Service's DNS names (`mcpfleet`, `mcpfleet.<namespace>`, `….svc`,
 /// `….svc.cluster.local`), with gateway replicas theirs (`mcpfleet-gateway`, …), and the
-/// Ingress's host.
+/// Ingress's host — the control plane's first: the leader tells replicas to relay stdio
+/// servers to the first `.svc` name (its own Service).
 pub fn gateway_hosts(fleet: &ValidFleet) -> Vec<String> {
     let namespace = &fleet.kubernetes.namespace;
     let mut services = vec![control_plane::NAME];

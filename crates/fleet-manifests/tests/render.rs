@@ -1161,6 +1161,15 @@ fn gateway_replicas_serve_behind_their_own_service_that_the_ingress_routes_to() 
     ] {
         assert!(hosts.contains(&host.to_owned()), "{host}: {hosts:?}");
     }
+    // The leader's replicas relay stdio servers to the first `.svc` name: its own Service,
+    // not the replicas'.
+    assert_eq!(
+        hosts
+            .iter()
+            .find(|host| host.ends_with(".svc"))
+            .map(String::as_str),
+        Some("mcpfleet.mcp-notes.svc")
+    );
     // Without the key: the control plane's Service alone, behind the Ingress too.
     let plain = render_example();
     assert!(

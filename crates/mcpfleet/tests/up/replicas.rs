@@ -453,3 +453,146 @@ fn a_replica_on_a_pods_network_needs_tokens_and_tls_as_the_control_plane_does() 
     assert!(said.contains("TLS"), "{said}");
     assert!(said.contains("--> mcpfleet.yaml"), "{said}");
 }
+
+/// A child process sent SIGTERM and reaped when dropped.
+struct Terminated(Child);
+
+impl Drop for Terminated {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_rendered_gateway_replica_pod_serves_the_control_planes_sessions_at_its_services_names() {
+    let url = fleet_testkit::postgres::fresh_database();
+    let key = "rendered-replica-key-0123456789abcdef";
+    let name = "replica-rendered";
+    let yaml = replicated_fleet(name, "", "", &["ci"])
+        .replace(
+            "secrets:\n",
+            "secrets:\n  session_key: { env: SESSION_KEY }\n",
+        )
+        .replace(
+            "gateway:\n",
+            "gateway:\n  session_keys: [\"{{ secret('session_key') }}\"]\n",
+        );
+    let fleet = Fleet::new(name, &yaml)
+        .with_env("STATE_DB", &url)
+        .with_env("SESSION_KEY", key);
+    let out = fleet.up();
+    assert!(out.status.success(), "{}", text(&out));
+    let status = fleet.status();
+    let pid = server(&status, "api").instances[0].pid.unwrap();
+    let on_control_plane = server(&status, "api").endpoint.clone().unwrap();
+
+    // The same fleet as the cluster would run it: images, gateway replicas, and the
+    // gateway a pod's network needs, at a port of its own (the control plane has its own).
+    let port = fleet_testkit::free_port();
+    let twin = fleet.dir.join("cluster.yaml");
+    std::fs::write(
+        &twin,
+        format!(
+            "version: 1\nname: {name}\nkubernetes:\n  gateway_replicas: {{ min: 2, max: 4, cpu: 70 }}\nsecrets:\n  state_db: {{ env: STATE_DB }}\n  session_key: {{ env: SESSION_KEY }}\nstate:\n  postgres:\n    url: \"{{{{ secret('state_db') }}}}\"\nservers:\n  api:\n    http: {{ image: registry.example/api:1, port: 8080 }}\n  notes:\n    stdio: {{ image: registry.example/notes:1, isolation: shared }}\ngateway:\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens: [{{ name: ci, sha256: \"{}\", servers: [\"*\"] }}]\n  tls: {{ terminated_by: proxy }}\n  session_keys: [\"{{{{ secret('session_key') }}}}\"]\n",
+            sha256_hex(CI_TOKEN)
+        ),
+    )
+    .unwrap();
+    let out = fleet
+        .command()
+        .args(["render", "kubernetes", "-f"])
+        .arg(&twin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let objects =
+        fleet_testkit::kube::parse_yaml_documents(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    let deployment = (objects.iter())
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "mcpfleet-gateway")
+        .expect("the replicas' Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+
+    // The container's command line and environment, as its pod would run them: nothing
+    // else in the environment, the fleet file where the ConfigMap is mounted.
+    let args: Vec<String> = (container["args"].as_array().unwrap().iter())
+        .map(|arg| {
+            (arg.as_str().unwrap()).replace("/etc/mcpfleet/fleet.yaml", twin.to_str().unwrap())
+        })
+        .collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcpfleet"));
+    command
+        .env_clear()
+        .current_dir(&fleet.dir)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(fleet.dir.join("replica.log")).unwrap());
+    for variable in container["env"].as_array().unwrap() {
+        let secret = &variable["valueFrom"]["secretKeyRef"];
+        assert_eq!(secret["name"], format!("{name}-secrets"), "{variable}");
+        let value = match secret["key"].as_str() {
+            Some("state_db") => url.as_str(),
+            Some("session_key") => key,
+            _ => panic!("an environment variable the test cannot give: {variable}"),
+        };
+        command.env(variable["name"].as_str().unwrap(), value);
+    }
+    let _replica = Terminated(command.spawn().unwrap());
+    let log = || std::fs::read_to_string(fleet.dir.join("replica.log")).unwrap_or_default();
+
+    // Ready where the readiness probe asks, on every address of the pod.
+    let probe = format!("http://127.0.0.1:{port}/healthz");
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"], "/healthz",
+        "{container}"
+    );
+    wait_until_blocking(
+        "the replica answers its probe",
+        Duration::from_secs(30),
+        || match block_on(async { http_client().get(&probe).send().await }) {
+            Ok(response) if response.status() == 200 => Ok(()),
+            other => Err(format!("{other:?}\n{}", log())),
+        },
+    );
+    let on_replica = format!("http://127.0.0.1:{port}/mcp/api");
+    wait_until_blocking(
+        "the replica routes to the fleet's server",
+        Duration::from_secs(20),
+        || whoami(&on_replica, CI_TOKEN),
+    );
+
+    // A session opened on the control plane continues on the replica, reached by the
+    // names its Service gives it; another name is refused.
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"rendered","version":"0"}}}"#;
+    let (status, session, _) = exchange(&on_control_plane, None, initialize);
+    assert_eq!(status, 200);
+    let session = session.expect("a session id");
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let at = |host: &str| {
+        block_on(async {
+            let response = http_client()
+                .post(&on_replica)
+                .header("host", host)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {CI_TOKEN}"))
+                .header("mcp-session-id", &session)
+                .body(call)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    for host in [
+        format!("mcpfleet-gateway.{name}.svc.cluster.local:{port}"),
+        format!("mcpfleet-gateway:{port}"),
+    ] {
+        let (status, body) = at(&host);
+        assert_eq!(status, 200, "{host}: {body}\n{}", log());
+        assert!(body.contains(&format!("pid {pid}")), "{host}: {body}");
+    }
+    assert_eq!(at(&format!("elsewhere.example:{port}")).0, 403);
+}

@@ -166,17 +166,7 @@ async fn handle(
         .await;
     }
     // A session id is the client's to keep as it got it: every answer carries it back.
-    let session_id = match parts.headers.get(&MCP_SESSION_ID) {
-        Some(value) => Some((
-            shared
-                .keys
-                .open(value)
-                .filter(|sealed| sealed.server == server)
-                .ok_or(GatewayError::UnknownSession)?,
-            value.clone(),
-        )),
-        None => None,
-    };
+    let session_header = parts.headers.get(&MCP_SESSION_ID).cloned();
     strip_request_headers(&mut parts.headers);
     let tool_call = (peek.method.as_deref() == Some("tools/call")).then(|| ToolCall {
         server: Arc::from(server),
@@ -186,7 +176,7 @@ async fn handle(
         sink: shared.config.audit.clone(),
     });
 
-    let Some((sealed, sealed_id)) = session_id else {
+    let Some(sealed_id) = session_header else {
         // No session: a new legacy session, or a stateless modern request.
         if method != Method::POST {
             return Err(GatewayError::MissingSession);
@@ -271,10 +261,19 @@ async fn handle(
         return Ok(response.response);
     };
 
-    let session_id = sealed.id;
-    let session = match shared.sessions.touch(&session_id, server, &caller) {
-        Some(session) => session,
-        None => adopt(shared, routes, sealed, &caller, || peek.id.clone())?,
+    let (session_id, session) = match shared.sessions.touch(&sealed_id, server, &caller) {
+        Some(known) => known,
+        // Not known here by this id: another replica's session, or no session at all.
+        None => {
+            let sealed = shared
+                .keys
+                .open(&sealed_id)
+                .filter(|sealed| sealed.server == server)
+                .ok_or(GatewayError::UnknownSession)?;
+            adopt(shared, routes, sealed, &sealed_id, &caller, || {
+                peek.id.clone()
+            })?
+        }
     };
     // A session whose instance left the table is over (an aborted canary, say): 404
     // makes the client initialize again, on what the table says now.
@@ -389,7 +388,9 @@ pub(crate) fn remember(
             id: id(),
         });
     };
-    shared.sessions.insert_as(session_id, session, idle_timeout);
+    shared
+        .sessions
+        .insert_as(session_id, sealed.clone(), session, idle_timeout);
     Ok((session_id, sealed))
 }
 
@@ -407,9 +408,10 @@ fn adopt(
     shared: &Shared,
     routes: &distribution::Server,
     sealed: SealedSession,
+    header: &HeaderValue,
     caller: &Caller,
     id: impl FnOnce() -> Option<serde_json::Value>,
-) -> Result<Arc<Session>, GatewayError> {
+) -> Result<(SessionId, Arc<Session>), GatewayError> {
     let upstream = match sealed.upstream {
         SealedUpstream::Http(upstream)
             if shared.keys.shared() && sealed.token.as_deref() == caller.token_name() =>
@@ -431,10 +433,14 @@ fn adopt(
         upstream: SessionUpstream::Http(upstream),
         in_flight: Arc::default(),
     });
+    // Copied, not cloned: a parsed header value is a slice of the connection's read
+    // buffer, which a session kept for its life would pin.
+    let header =
+        HeaderValue::from_bytes(header.as_bytes()).map_err(|_| GatewayError::UnknownSession)?;
     shared
         .sessions
-        .insert_as(sealed.id, Arc::clone(&session), None);
-    Ok(session)
+        .insert_as(sealed.id, header, Arc::clone(&session), None);
+    Ok((sealed.id, session))
 }
 
 /// Makes room for a new session of `caller` within the session limits, ending the idle

@@ -131,6 +131,8 @@ pub(crate) enum SessionUpstream {
 #[derive(Debug)]
 struct Entry {
     session: Arc<Session>,
+    /// The sealed id its client holds.
+    header: HeaderValue,
     last_used: Instant,
     idle_timeout: Duration,
 }
@@ -153,6 +155,10 @@ impl Entry {
 #[derive(Debug, Default)]
 struct State {
     sessions: HashMap<SessionId, Entry>,
+    /// Each session by the sealed id its client holds (kept with `sessions`): a request
+    /// whose id is one of these needs no decryption — it was opened or minted here
+    /// already.
+    by_header: HashMap<HeaderValue, SessionId>,
     /// Live sessions per caller (kept with `sessions`).
     per_caller: HashMap<Caller, usize>,
 }
@@ -160,6 +166,7 @@ struct State {
 impl State {
     fn remove(&mut self, id: &SessionId) -> Option<Arc<Session>> {
         let entry = self.sessions.remove(id)?;
+        self.by_header.remove(&entry.header);
         if let Some(count) = self.per_caller.get_mut(&entry.session.caller) {
             *count -= 1;
             if *count == 0 {
@@ -243,12 +250,13 @@ impl Sessions {
         self.state.lock()
     }
 
-    /// Remembers a session under `id` (minted here, or by the replica that opened it:
-    /// see `seal`). `idle_timeout` shortens the gateway's for this session (a
-    /// per-session process's own timeout).
+    /// Remembers a session under `id`, its client holding it as `header` (minted here,
+    /// or by the replica that opened it: see `seal`). `idle_timeout` shortens the
+    /// gateway's for this session (a per-session process's own timeout).
     pub(crate) fn insert_as(
         &self,
         id: SessionId,
+        header: HeaderValue,
         session: Arc<Session>,
         idle_timeout: Option<Duration>,
     ) {
@@ -258,10 +266,12 @@ impl Sessions {
         // Two requests adopting one session at once: the second replaces the first.
         let replaced = state.remove(&id);
         *state.per_caller.entry(session.caller.clone()).or_default() += 1;
+        state.by_header.insert(header.clone(), id);
         state.sessions.insert(
             id,
             Entry {
                 session,
+                header,
                 last_used: now,
                 idle_timeout,
             },
@@ -328,19 +338,21 @@ impl Sessions {
         expired.iter().filter_map(|id| state.remove(id)).collect()
     }
 
-    /// The session `id` of `server`, marked as used, for `caller`; `None` when unknown,
-    /// expired, another server's or (with auth) another token's.
+    /// The session whose client holds `header`, of `server`, marked as used, for
+    /// `caller`; `None` when not known here (by that id), expired, another server's or
+    /// (with auth) another token's.
     pub(crate) fn touch(
         &self,
-        id: &SessionId,
+        header: &HeaderValue,
         server: &str,
         caller: &Caller,
-    ) -> Option<Arc<Session>> {
+    ) -> Option<(SessionId, Arc<Session>)> {
         let now = Instant::now();
         let mut state = self.state();
-        let entry = state.sessions.get_mut(id)?;
+        let id = *state.by_header.get(header)?;
+        let entry = state.sessions.get_mut(&id)?;
         if entry.expired(now) {
-            let expired = state.remove(id);
+            let expired = state.remove(&id);
             drop(state);
             drop(expired);
             return None;
@@ -349,7 +361,7 @@ impl Sessions {
             return None;
         }
         entry.last_used = now;
-        Some(Arc::clone(&entry.session))
+        Some((id, Arc::clone(&entry.session)))
     }
 
     pub(crate) fn remove(&self, id: &SessionId) {

@@ -126,55 +126,70 @@ fn get(url: &str) -> (u16, String) {
     })
 }
 
-/// A new session at `endpoint` with `token`, then `whoami` on it: the answer (`pid N`), or
-/// the HTTP status and body of the first refusal.
-fn whoami(endpoint: &str, token: &str) -> Result<String, String> {
+/// `body` POSTed to `endpoint` with `token`, on `session` if any, as `Host: host` if
+/// given: the status, the session id answered, and the answer's text.
+fn post_as(
+    endpoint: &str,
+    token: &str,
+    session: Option<&str>,
+    host: Option<&str>,
+    body: &str,
+) -> (u16, Option<String>, String) {
     block_on(async {
-        let http = http_client();
-        let send = |session: Option<String>, body: String| {
-            let mut request = http
-                .post(endpoint)
-                .header("accept", "application/json, text/event-stream")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {token}"))
-                .body(body);
-            if let Some(session) = session {
-                request = request.header("mcp-session-id", session);
-            }
-            request.send()
-        };
-        let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"replica-test","version":"0"}}}"#;
-        let response = send(None, initialize.to_owned()).await.unwrap();
+        let mut request = http_client()
+            .post(endpoint)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_owned());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let session = response
             .headers()
             .get("mcp-session-id")
             .map(|id| id.to_str().unwrap().to_owned());
-        let text = response.text().await.unwrap();
-        let Some(session) = session.filter(|_| status == 200) else {
-            return Err(format!("HTTP {status}: {text}"));
-        };
-        let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        let response = send(Some(session.clone()), initialized.to_owned())
-            .await
-            .unwrap();
-        if response.status() != 202 {
-            return Err(format!("HTTP {} to initialized", response.status()));
-        }
-        let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
-        let response = send(Some(session), call.to_owned()).await.unwrap();
-        let text = response.text().await.unwrap();
-        let data = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .next_back()
-            .unwrap_or(&text);
-        let message: serde_json::Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
-        message["result"]["content"][0]["text"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| message.to_string())
+        (status, session, response.text().await.unwrap())
     })
+}
+
+/// The last JSON-RPC message of an (SSE or JSON) answer; `Null` if none.
+fn last_message(text: &str) -> serde_json::Value {
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .unwrap_or(text);
+    serde_json::from_str(data).unwrap_or_default()
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"replica-test","version":"0"}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+const WHOAMI: &str =
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+
+/// A new session at `endpoint` with `token`, then `whoami` on it: the answer (`pid N`), or
+/// the HTTP status and body of the first refusal.
+fn whoami(endpoint: &str, token: &str) -> Result<String, String> {
+    let (status, session, text) = post_as(endpoint, token, None, None, INITIALIZE);
+    let Some(session) = session.filter(|_| status == 200) else {
+        return Err(format!("HTTP {status}: {text}"));
+    };
+    let (status, _, _) = post_as(endpoint, token, Some(&session), None, INITIALIZED);
+    if status != 202 {
+        return Err(format!("HTTP {status} to initialized"));
+    }
+    let (_, _, text) = post_as(endpoint, token, Some(&session), None, WHOAMI);
+    let message = last_message(&text);
+    message["result"]["content"][0]["text"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{message} ({text})"))
 }
 
 #[test]
@@ -346,34 +361,8 @@ fn exchange(
     session: Option<&str>,
     body: &str,
 ) -> (u16, Option<String>, serde_json::Value) {
-    block_on(async {
-        let mut request = http_client()
-            .post(endpoint)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {CI_TOKEN}"))
-            .body(body.to_owned());
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let session = response
-            .headers()
-            .get("mcp-session-id")
-            .map(|id| id.to_str().unwrap().to_owned());
-        let text = response.text().await.unwrap();
-        let data = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .next_back()
-            .unwrap_or(&text);
-        (
-            status,
-            session,
-            serde_json::from_str(data).unwrap_or_default(),
-        )
-    })
+    let (status, session, text) = post_as(endpoint, CI_TOKEN, session, None, body);
+    (status, session, last_message(&text))
 }
 
 #[test]
@@ -406,12 +395,10 @@ fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a
         || whoami(&on_replica, CI_TOKEN),
     );
 
-    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"alternating","version":"0"}}}"#;
-    let (status, session, _) = exchange(&on_control_plane, None, initialize);
+    let (status, session, _) = exchange(&on_control_plane, None, INITIALIZE);
     assert_eq!(status, 200);
     let session = session.expect("a session id");
-    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    assert_eq!(exchange(&on_replica, Some(&session), initialized).0, 202);
+    assert_eq!(exchange(&on_replica, Some(&session), INITIALIZED).0, 202);
     for (n, endpoint) in [
         &on_control_plane,
         &on_replica,
@@ -565,26 +552,12 @@ fn the_rendered_gateway_replica_pod_serves_the_control_planes_sessions_at_its_se
 
     // A session opened on the control plane continues on the replica, reached by the
     // names its Service gives it; another name is refused.
-    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"rendered","version":"0"}}}"#;
-    let (status, session, _) = exchange(&on_control_plane, None, initialize);
+    let (status, session, _) = exchange(&on_control_plane, None, INITIALIZE);
     assert_eq!(status, 200);
     let session = session.expect("a session id");
-    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
     let at = |host: &str| {
-        block_on(async {
-            let response = http_client()
-                .post(&on_replica)
-                .header("host", host)
-                .header("accept", "application/json, text/event-stream")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {CI_TOKEN}"))
-                .header("mcp-session-id", &session)
-                .body(call)
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        })
+        let (status, _, text) = post_as(&on_replica, CI_TOKEN, Some(&session), Some(host), WHOAMI);
+        (status, text)
     };
     for host in [
         format!("mcpfleet-gateway.{name}.svc.cluster.local:{port}"),

@@ -217,6 +217,15 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
 /// latency exemplars, when the scraper accepts `application/openmetrics-text`; otherwise
 /// the Prometheus text format 0.0.4, which has no syntax for exemplars.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    metrics_text(&state.metrics, &headers)
+}
+
+/// `registry` in the format the scraper asks for: OpenMetrics when it accepts it, else
+/// Prometheus' text format.
+pub(crate) fn metrics_text(
+    registry: &prometheus_client::registry::Registry,
+    headers: &HeaderMap,
+) -> Response {
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -229,10 +238,10 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let mut text = String::new();
     // Writing into a String cannot fail.
     let content_type = if openmetrics {
-        let _ = prometheus_client::encoding::text::encode(&mut text, &state.metrics);
+        let _ = prometheus_client::encoding::text::encode(&mut text, registry);
         OPENMETRICS_TEXT
     } else {
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &state.metrics);
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, registry);
         prometheus_client::encoding::prometheus_text::CONTENT_TYPE
     };
     ([(header::CONTENT_TYPE, content_type)], text).into_response()

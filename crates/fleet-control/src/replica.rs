@@ -346,13 +346,15 @@ pub enum ReplicaListen {
     At(SocketAddr),
     /// On every address of the machine at `gateway.listen`'s port, accepting the rendered
     /// Services' and Ingress's names as `Host` (`--pod-network`, as
-    /// [`crate::Listen::PodNetwork`]).
+    /// [`crate::Listen::PodNetwork`]); `/metrics` and `/healthz` at the admin port
+    /// ([`fleet_spec::model::Admin::pod_port`]), for Prometheus.
     PodNetwork,
 }
 
 /// A running gateway replica (`mcpfleet gateway`).
 pub struct Replica {
     url: String,
+    metrics_url: Option<String>,
     store: String,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<()>,
@@ -376,6 +378,7 @@ impl Replica {
         fleet: ValidFleet,
         host: Arc<dyn Host>,
         listen: ReplicaListen,
+        metrics: Option<SocketAddr>,
     ) -> Result<Self, StartError> {
         // Handled from the start: a signal while connecting ends the replica cleanly.
         let signals = Signals::new();
@@ -422,6 +425,18 @@ impl Replica {
         let gateway =
             fleet_gateway::Gateway::new(config, followed, fleet_stdio::StdioInstances::new());
         let url = format!("{}://{bound}", gateway_scheme(&fleet.gateway));
+        let metrics = match (metrics, listen) {
+            (Some(address), _) => Some(address),
+            (None, ReplicaListen::PodNetwork) => Some(SocketAddr::new(
+                crate::Listen::PodNetwork.address(fleet.gateway.listen).ip(),
+                fleet.admin.pod_port(),
+            )),
+            (None, _) => None,
+        };
+        let metrics_url = match metrics {
+            Some(address) => Some(serve_metrics(address, &gateway).await?),
+            None => None,
+        };
         let following =
             tokio::spawn(follow(store, fleet, host, gateway.clone(), routes)).abort_handle();
         let (shutdown, mut stop) = watch::channel(false);
@@ -435,6 +450,7 @@ impl Replica {
         });
         Ok(Replica {
             url,
+            metrics_url,
             store: store_name,
             shutdown,
             serving,
@@ -447,6 +463,11 @@ impl Replica {
     /// `scheme://host:port` as bound: where clients reach this replica.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `http://host:port/metrics` as bound, when it serves its metrics.
+    pub fn metrics_url(&self) -> Option<&str> {
+        self.metrics_url.as_deref()
     }
 
     /// The store it follows, named without its password.
@@ -473,6 +494,42 @@ impl std::fmt::Debug for Replica {
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
+}
+
+/// Serves `gateway`'s metric families at `GET /metrics` (and `GET /healthz`) on `address`,
+/// for as long as the process runs; returns the metrics' URL as bound.
+///
+/// # Errors
+/// [`StartError::Admin`] when the address is taken or not allowed.
+async fn serve_metrics(
+    address: SocketAddr,
+    gateway: &fleet_gateway::Gateway,
+) -> Result<String, StartError> {
+    let failed = |e: std::io::Error| StartError::Admin {
+        address: address.to_string(),
+        message: e.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(gateway.metrics_collector()));
+    let registry = Arc::new(registry);
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+                crate::api::metrics_text(&registry, &headers)
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("the replica's metrics listener stopped: {e}");
+        }
+    });
+    Ok(format!("http://{bound}/metrics"))
 }
 
 /// Polls the store for a new view every [`POLL`] and applies each to `gateway`: its routes

@@ -578,7 +578,7 @@ fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
     )
 }
 
-fn with_annotations(mut object: Value, annotations: Value) -> Value {
+pub(crate) fn with_annotations(mut object: Value, annotations: Value) -> Value {
     let metadata = &mut object["metadata"];
     if metadata.get("annotations").is_none() {
         metadata["annotations"] = json!({});

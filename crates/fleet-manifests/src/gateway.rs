@@ -72,12 +72,14 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     let scale = &replicas.scale;
     let fleet = names.fleet;
     let port = fleet.gateway.listen.port();
+    let metrics_port = fleet.admin.pod_port();
     let mut labels = names.labels(NAME);
     labels.insert(meta::COMPONENT.into(), "gateway".into());
     let pods = selector(names);
-    // Clients from anywhere the cluster allows (the Ingress controller, other pods); out
-    // to the servers' pods, remote servers, the database and the control plane's gateway
-    // (stdio relays, traffic reports), whose addresses a manifest cannot know.
+    // Clients from anywhere the cluster allows (the Ingress controller, other pods), and
+    // Prometheus at the metrics port; out to the servers' pods, remote servers, the
+    // database and the control plane's gateway (stdio relays, traffic reports), whose
+    // addresses a manifest cannot know.
     let policy = names.labelled(
         "networking.k8s.io/v1",
         "NetworkPolicy",
@@ -86,15 +88,18 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
         json!({
             "spec": {
                 "egress": [{}],
-                "ingress": [{ "ports": [{ "port": port, "protocol": "TCP" }] }],
+                "ingress": [{ "ports": [
+                    { "port": port, "protocol": "TCP" },
+                    { "port": metrics_port, "protocol": "TCP" },
+                ] }],
                 "podSelector": { "matchLabels": pods },
                 "policyTypes": ["Ingress", "Egress"],
             }
         }),
     );
-    let mut objects = vec![
-        policy,
-        deployment(names, replicas, labels.clone()),
+    // Each replica's own `/metrics` (its requests, by server and revision), scraped pod
+    // by pod as the annotations say.
+    let service = control_plane::with_annotations(
         names.labelled(
             "v1",
             "Service",
@@ -102,12 +107,21 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
             labels.clone(),
             json!({
                 "spec": {
-                    "ports": [{ "name": "gateway", "port": port, "protocol": "TCP", "targetPort": "gateway" }],
+                    "ports": [
+                        { "name": "gateway", "port": port, "protocol": "TCP", "targetPort": "gateway" },
+                        { "name": "metrics", "port": metrics_port, "protocol": "TCP", "targetPort": "metrics" },
+                    ],
                     "selector": pods,
                 }
             }),
         ),
-    ];
+        json!({
+            "prometheus.io/path": "/metrics",
+            "prometheus.io/port": metrics_port.to_string(),
+            "prometheus.io/scrape": "true",
+        }),
+    );
+    let mut objects = vec![policy, deployment(names, replicas, labels.clone()), service];
     if scale.max > scale.min {
         objects.push(crate::server::autoscaler(
             names,
@@ -157,7 +171,10 @@ fn deployment(names: &Names<'_>, replicas: &GatewayReplicas, labels: Map<String,
         "image": fleet.kubernetes.image,
         "imagePullPolicy": "IfNotPresent",
         "name": "gateway",
-        "ports": [{ "containerPort": fleet.gateway.listen.port(), "name": "gateway", "protocol": "TCP" }],
+        "ports": [
+            { "containerPort": fleet.gateway.listen.port(), "name": "gateway", "protocol": "TCP" },
+            { "containerPort": fleet.admin.pod_port(), "name": "metrics", "protocol": "TCP" },
+        ],
         "readinessProbe": { "httpGet": probe },
         "resources": { "limits": amounts, "requests": amounts },
         "securityContext": pod::container_security(true),

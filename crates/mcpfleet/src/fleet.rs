@@ -444,6 +444,8 @@ pub(crate) struct GatewayArgs {
     pub listen: Option<std::net::SocketAddr>,
     /// `--pod-network`.
     pub pod_network: bool,
+    /// `--metrics-listen`.
+    pub metrics: Option<std::net::SocketAddr>,
     /// `--log-format`; else the fleet file says.
     pub log_format: Option<LogFormat>,
 }
@@ -484,7 +486,7 @@ pub(crate) async fn gateway(args: GatewayArgs) -> Result<ExitCode> {
         (Some(address), false) => fleet_control::ReplicaListen::At(address),
         (None, false) => fleet_control::ReplicaListen::AsWritten,
     };
-    let started = fleet_control::Replica::start(fleet, host, listen).await;
+    let started = fleet_control::Replica::start(fleet, host, listen, args.metrics).await;
     let result = match started {
         Ok(replica) => {
             tracing::info!(
@@ -492,6 +494,9 @@ pub(crate) async fn gateway(args: GatewayArgs) -> Result<ExitCode> {
                 replica.url(),
                 replica.store()
             );
+            if let Some(metrics) = replica.metrics_url() {
+                tracing::info!("its metrics at {metrics}");
+            }
             replica.run_until_signal().await;
             Ok(ExitCode::SUCCESS)
         }

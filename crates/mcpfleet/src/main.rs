@@ -140,9 +140,13 @@ enum Command {
         /// Serve on every address of the machine — in a pod, the pod's network (the
         /// rendered gateway Deployment passes it): at the port of `gateway.listen`, which
         /// then needs tokens and TLS (or `terminated_by: proxy`), accepting the rendered
-        /// Services' and Ingress's names as `Host`.
+        /// Services' and Ingress's names as `Host`; `/metrics` and `/healthz` at the admin
+        /// port (`admin.listen`'s, else 7471).
         #[arg(long)]
         pod_network: bool,
+        /// Serve the replica's Prometheus metrics (`/metrics`, and `/healthz`) here.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Deploy a changed fleet file through the running control plane: show what changes,
     /// then create, update (by each server's rollout strategy) and delete servers.
@@ -653,11 +657,13 @@ fn main() -> ExitCode {
             environment,
             listen,
             pod_network,
+            metrics_listen,
         } => block_on(fleet::gateway(fleet::GatewayArgs {
             file: file.file,
             environment,
             listen,
             pod_network,
+            metrics: metrics_listen,
             log_format: cli.log_format.map(Into::into),
         })),
         Command::Deploy {

@@ -66,9 +66,15 @@ impl Replica {
     /// Starts a replica of `fleet` (its file, its environment) listening on a free port of
     /// 127.0.0.1, and returns once it serves.
     pub(super) fn start(fleet: &Fleet) -> Replica {
+        Self::start_with(fleet, &[])
+    }
+
+    /// [`Replica::start`] with `args` added to `mcpfleet gateway`'s.
+    fn start_with(fleet: &Fleet, args: &[&str]) -> Replica {
         let mut child = fleet
             .command()
             .args(["gateway", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -96,6 +102,13 @@ impl Replica {
                 )
             });
         Replica { child, url, log }
+    }
+
+    /// Where the replica said it serves its metrics, if it does.
+    fn metrics_url(&self) -> Option<String> {
+        let log = self.log();
+        let (_, rest) = log.split_once("its metrics at ")?;
+        rest.split_whitespace().next().map(str::to_owned)
     }
 
     /// The replica's endpoint of `server`.
@@ -387,7 +400,7 @@ fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a
     let status = fleet.status();
     let pid = server(&status, "api").instances[0].pid.unwrap();
     let on_control_plane = server(&status, "api").endpoint.clone().unwrap();
-    let replica = Replica::start(&fleet);
+    let replica = Replica::start_with(&fleet, &["--metrics-listen", "127.0.0.1:0"]);
     let on_replica = replica.endpoint("api");
     wait_until_blocking(
         "the replica routes to the fleet's server",
@@ -421,6 +434,17 @@ fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a
             "{message}"
         );
     }
+    // The replica's own metrics count what it served (the calls of `whoami` above, and
+    // this session's two calls on it), by server and revision.
+    let metrics = replica.metrics_url().expect("the replica serves its metrics");
+    let (status, text) = get(&metrics);
+    assert_eq!(status, 200);
+    assert!(
+        text.lines().any(|line| line.starts_with("mcpfleet_gateway_requests_total{")
+            && line.contains("server=\"api\"")
+            && line.contains("method=\"tools/call\"")),
+        "{text}"
+    );
 }
 
 #[test]

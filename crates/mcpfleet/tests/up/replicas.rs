@@ -507,7 +507,7 @@ fn the_rendered_gateway_replica_pod_serves_the_control_planes_sessions_at_its_se
     std::fs::write(
         &twin,
         format!(
-            "version: 1\nname: {name}\nkubernetes:\n  gateway_replicas: {{ min: 2, max: 4, cpu: 70 }}\nsecrets:\n  state_db: {{ env: STATE_DB }}\n  session_key: {{ env: SESSION_KEY }}\nstate:\n  postgres:\n    url: \"{{{{ secret('state_db') }}}}\"\nservers:\n  api:\n    http: {{ image: registry.example/api:1, port: 8080 }}\n  notes:\n    stdio: {{ image: registry.example/notes:1, isolation: shared }}\ngateway:\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens: [{{ name: ci, sha256: \"{}\", servers: [\"*\"] }}]\n  tls: {{ terminated_by: proxy }}\n  session_keys: [\"{{{{ secret('session_key') }}}}\"]\n",
+            "version: 1\nname: {name}\nkubernetes:\n  gateway_replicas: {{ min: 2, max: 4, cpu: 70 }}\nsecrets:\n  state_db: {{ env: STATE_DB }}\n  session_key: {{ env: SESSION_KEY }}\nstate:\n  postgres:\n    url: \"{{{{ secret('state_db') }}}}\"\nservers:\n  api:\n    http: {{ image: registry.example/api:1, port: 8080 }}\n  notes:\n    stdio: {{ image: registry.example/notes:1, isolation: shared }}\ngateway:\n  listen: 127.0.0.1:{port}\n  auth:\n    tokens: [{{ name: ci, sha256: \"{}\", servers: [\"*\"] }}]\n  tls: {{ terminated_by: proxy }}\n  session_keys: [\"{{{{ secret('session_key') }}}}\"]\nadmin:\n  listen: 127.0.0.1:0\n",
             sha256_hex(CI_TOKEN)
         ),
     )

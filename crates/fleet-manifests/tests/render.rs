@@ -1104,9 +1104,13 @@ fn gateway_replicas_serve_behind_their_own_service_that_the_ingress_routes_to() 
         container["readinessProbe"],
         serde_json::json!({ "httpGet": { "path": "/healthz", "port": "gateway" } })
     );
+    // Its own metrics at the admin port, for Prometheus to scrape pod by pod.
     assert_eq!(
         container["ports"],
-        serde_json::json!([{ "containerPort": 7470, "name": "gateway", "protocol": "TCP" }])
+        serde_json::json!([
+            { "containerPort": 7470, "name": "gateway", "protocol": "TCP" },
+            { "containerPort": 7471, "name": "metrics", "protocol": "TCP" },
+        ])
     );
     let spread = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
         [0]["podAffinityTerm"];
@@ -1125,7 +1129,15 @@ fn gateway_replicas_serve_behind_their_own_service_that_the_ingress_routes_to() 
     assert_eq!(&service["spec"]["selector"], pods);
     assert_eq!(
         service["spec"]["ports"],
-        serde_json::json!([{ "name": "gateway", "port": 7470, "protocol": "TCP", "targetPort": "gateway" }])
+        serde_json::json!([
+            { "name": "gateway", "port": 7470, "protocol": "TCP", "targetPort": "gateway" },
+            { "name": "metrics", "port": 7471, "protocol": "TCP", "targetPort": "metrics" },
+        ])
+    );
+    assert_eq!(
+        service["metadata"]["annotations"]["prometheus.io/port"],
+        "7471",
+        "each replica is scraped for its own requests"
     );
     let budget = find(&objects, "PodDisruptionBudget", "mcpfleet-gateway");
     assert_eq!(budget["spec"]["minAvailable"], 1);
@@ -1135,7 +1147,10 @@ fn gateway_replicas_serve_behind_their_own_service_that_the_ingress_routes_to() 
         policy["spec"],
         serde_json::json!({
             "egress": [{}],
-            "ingress": [{ "ports": [{ "port": 7470, "protocol": "TCP" }] }],
+            "ingress": [{ "ports": [
+                { "port": 7470, "protocol": "TCP" },
+                { "port": 7471, "protocol": "TCP" },
+            ] }],
             "podSelector": { "matchLabels": pods },
             "policyTypes": ["Ingress", "Egress"],
         })

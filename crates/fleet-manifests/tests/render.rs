@@ -1135,8 +1135,7 @@ fn gateway_replicas_serve_behind_their_own_service_that_the_ingress_routes_to() 
         ])
     );
     assert_eq!(
-        service["metadata"]["annotations"]["prometheus.io/port"],
-        "7471",
+        service["metadata"]["annotations"]["prometheus.io/port"], "7471",
         "each replica is scraped for its own requests"
     );
     let budget = find(&objects, "PodDisruptionBudget", "mcpfleet-gateway");

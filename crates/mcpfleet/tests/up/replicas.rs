@@ -436,13 +436,16 @@ fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a
     }
     // The replica's own metrics count what it served (the calls of `whoami` above, and
     // this session's two calls on it), by server and revision.
-    let metrics = replica.metrics_url().expect("the replica serves its metrics");
+    let metrics = replica
+        .metrics_url()
+        .expect("the replica serves its metrics");
     let (status, text) = get(&metrics);
     assert_eq!(status, 200);
     assert!(
-        text.lines().any(|line| line.starts_with("mcpfleet_gateway_requests_total{")
-            && line.contains("server=\"api\"")
-            && line.contains("method=\"tools/call\"")),
+        text.lines()
+            .any(|line| line.starts_with("mcpfleet_gateway_requests_total{")
+                && line.contains("server=\"api\"")
+                && line.contains("method=\"tools/call\"")),
         "{text}"
     );
 }

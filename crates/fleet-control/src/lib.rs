@@ -413,8 +413,7 @@ impl ControlPlane {
                 }
                 // The shutdown's own events (servers stopped) and the last tool calls are
                 // part of the record, in the store before `down` is told the fleet is down.
-                let flushed = futures::future::join(events.flush(), audit.flush());
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
+                write_the_rest(&events, &audit).await;
                 finished.send_replace(true);
             }
         });
@@ -507,6 +506,13 @@ fn shutdown_on_signals(shutdown: watch::Sender<bool>) {
     });
 }
 
+/// Writes the events and tool calls not in the store yet, waiting for them at most 5 s:
+/// the last thing a control plane does before it stops or hands over.
+async fn write_the_rest(events: &EventLog, audit: &event_log::AuditWriter) {
+    let flushed = futures::future::join(events.flush(), audit.flush());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
+}
+
 /// SIGTERM hands the fleet over, for a leader whose servers run in a cluster and whose
 /// store standbys share: a rolling update of the rendered control plane (a changed fleet
 /// file, a drained node) must not stop every server for the next leader to start again.
@@ -530,8 +536,7 @@ fn hand_over_on_sigterm(
         tracing::info!(
             "handing the fleet over: its servers keep running for the next leader to adopt"
         );
-        let flushed = futures::future::join(events.flush(), audit.flush());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await;
+        write_the_rest(&events, &audit).await;
         leadership.release().await;
         std::process::exit(0);
     });

@@ -51,7 +51,7 @@ pub(crate) struct View {
     withheld: Vec<Withheld>,
     /// The gateway's tokens, by their hashes.
     tokens: Vec<GatewayToken>,
-    limits: Limits,
+    limits: fleet_gateway::LiveLimits,
     /// The leader's own gateway (`scheme://host:port`): stdio servers' pipes are there,
     /// and a replica relays their traffic to it.
     stdio_home: Option<String>,
@@ -66,53 +66,6 @@ struct Withheld {
     id: String,
 }
 
-/// [`fleet_gateway::LiveLimits`] as published.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct Limits {
-    rate_limit: Option<RateLimit>,
-    max_requests_in_flight: usize,
-    upstream_timeout_ms: u64,
-    max_sessions: usize,
-    max_sessions_per_token: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct RateLimit {
-    per_second: f64,
-    burst: u32,
-}
-
-impl From<fleet_gateway::LiveLimits> for Limits {
-    fn from(limits: fleet_gateway::LiveLimits) -> Self {
-        Limits {
-            rate_limit: limits.rate_limit.map(|r| RateLimit {
-                per_second: r.per_second,
-                burst: r.burst,
-            }),
-            max_requests_in_flight: limits.max_session_concurrency,
-            upstream_timeout_ms: u64::try_from(limits.upstream_timeout.as_millis())
-                .unwrap_or(u64::MAX),
-            max_sessions: limits.max_sessions,
-            max_sessions_per_token: limits.max_sessions_per_token,
-        }
-    }
-}
-
-impl From<Limits> for fleet_gateway::LiveLimits {
-    fn from(limits: Limits) -> Self {
-        fleet_gateway::LiveLimits {
-            rate_limit: limits.rate_limit.map(|r| fleet_gateway::RateLimit {
-                per_second: r.per_second,
-                burst: r.burst,
-            }),
-            max_session_concurrency: limits.max_requests_in_flight,
-            upstream_timeout: Duration::from_millis(limits.upstream_timeout_ms),
-            max_sessions: limits.max_sessions,
-            max_sessions_per_token: limits.max_sessions_per_token,
-        }
-    }
-}
-
 /// What of a deployed fleet the view carries besides the routes.
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
@@ -120,7 +73,7 @@ struct Settings {
     /// Remote servers whose URL carries a secret.
     secret_urls: BTreeSet<String>,
     tokens: Vec<GatewayToken>,
-    limits: Limits,
+    limits: fleet_gateway::LiveLimits,
 }
 
 impl Settings {
@@ -136,7 +89,7 @@ impl Settings {
                 .map(|s| s.name.clone())
                 .collect(),
             tokens: crate::token_summaries(fleet),
-            limits: crate::live_limits(&fleet.gateway).into(),
+            limits: crate::live_limits(&fleet.gateway),
         }
     }
 }
@@ -601,7 +554,7 @@ fn apply(
     if let Err(why) = tokens {
         tracing::error!("the gateway keeps its tokens (gateway view {version}): {why}");
     }
-    gateway.set_limits(view.limits.into());
+    gateway.set_limits(view.limits);
     let home = view.stdio_home.as_deref().and_then(|home| {
         home.parse()
             .inspect_err(|e| {
@@ -753,8 +706,8 @@ gateway:
             max_sessions: 10,
             max_sessions_per_token: 4,
         };
-        let json = serde_json::to_value(Limits::from(limits)).unwrap();
-        let back: Limits = serde_json::from_value(json).unwrap();
-        assert_eq!(fleet_gateway::LiveLimits::from(back), limits);
+        let json = serde_json::to_value(limits).unwrap();
+        let back: fleet_gateway::LiveLimits = serde_json::from_value(json).unwrap();
+        assert_eq!(back, limits);
     }
 }

@@ -91,7 +91,7 @@ impl Default for GatewayConfig {
 }
 
 /// A token bucket: `per_second` refill, `burst` capacity.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RateLimit {
     /// Sustained requests per second.
     pub per_second: f64,

@@ -225,7 +225,7 @@ impl Routes {
                                 && stdio.get(name, &i.id).is_none()
                         })
                     })
-                    .and_then(|home| home_endpoint(home, name));
+                    .and_then(|home| at_home(home, &format!("/mcp/{name}")));
                 let revisions = revisions
                     .iter()
                     .map(|route| Revision {
@@ -259,11 +259,11 @@ impl Routes {
     }
 }
 
-/// `server`'s endpoint at the stdio home `home` (`scheme://authority`).
-fn home_endpoint(home: &Uri, server: &str) -> Option<Uri> {
+/// `path` at the home `home` (`scheme://authority`).
+pub(crate) fn at_home(home: &Uri, path: &str) -> Option<Uri> {
     let scheme = home.scheme_str()?;
     let authority = home.authority()?;
-    format!("{scheme}://{authority}/mcp/{server}").parse().ok()
+    format!("{scheme}://{authority}{path}").parse().ok()
 }
 
 /// Resolves an instance of `server` to what reaches it; reuses the instance (and its load

@@ -15,16 +15,10 @@ use http_body_util::Full;
 use crate::Shared;
 use crate::error::{GatewayError, UpstreamFailure};
 
-/// Hop-by-hop headers, and those the relay sets itself.
-const NOT_RELAYED: [header::HeaderName; 10] = [
+/// Headers not relayed besides the hop-by-hop ones: those the relay sets itself, and the
+/// proxy's credentials (the client's own token goes on: the home checks it).
+const NOT_RELAYED: [header::HeaderName; 3] = [
     header::HOST,
-    header::HeaderName::from_static("keep-alive"),
-    header::HeaderName::from_static("proxy-connection"),
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
     header::CONTENT_LENGTH,
     header::PROXY_AUTHORIZATION,
 ];
@@ -64,7 +58,7 @@ pub(crate) async fn relay(
 }
 
 fn relayed(mut headers: HeaderMap) -> HeaderMap {
-    crate::proxy::strip_connection_listed(&mut headers);
+    crate::proxy::strip_hop_by_hop(&mut headers);
     for name in &NOT_RELAYED {
         headers.remove(name);
     }

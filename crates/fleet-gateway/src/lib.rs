@@ -121,8 +121,8 @@ struct Admission {
 }
 
 /// The limits a running gateway can change ([`Gateway::set_limits`]); the rest of
-/// [`GatewayConfig`] is fixed when it starts.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// [`GatewayConfig`] is fixed when it starts. Serialized as gateway replicas receive them.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LiveLimits {
     /// [`GatewayConfig::rate_limit`].
     pub rate_limit: Option<RateLimit>,

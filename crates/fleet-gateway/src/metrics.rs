@@ -276,26 +276,21 @@ impl Registry {
 
     /// The counters of `server`'s revisions, as canary analysis reads them.
     fn traffic(&self, server: &str) -> ServerTraffic {
-        let series = self.series.lock();
-        let revisions = series
-            .iter()
-            .filter(|((name, _), _)| name == server)
-            .filter_map(|((name, revision), counters)| {
-                let revision = (*revision)?;
-                Some((
-                    revision,
-                    RevisionStats::read(name, Some(revision), counters).traffic(),
-                ))
-            })
-            .collect();
-        ServerTraffic { revisions }
+        self.traffic_of(|name| name == server)
+            .remove(server)
+            .unwrap_or_default()
     }
 
     /// The counters of every server's revisions, by server.
     pub(crate) fn all_traffic(&self) -> BTreeMap<String, ServerTraffic> {
+        self.traffic_of(|_| true)
+    }
+
+    /// The counters of the revisions of the servers `wanted` picks, by server.
+    fn traffic_of(&self, wanted: impl Fn(&str) -> bool) -> BTreeMap<String, ServerTraffic> {
         let series = self.series.lock();
         let mut servers: BTreeMap<String, ServerTraffic> = BTreeMap::new();
-        for ((name, revision), counters) in series.iter() {
+        for ((name, revision), counters) in series.iter().filter(|((name, _), _)| wanted(name)) {
             if let Some(revision) = *revision {
                 servers.entry(name.clone()).or_default().revisions.insert(
                     revision,

@@ -52,35 +52,28 @@ pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp
 pub(crate) const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 pub(crate) const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
-/// Request headers never forwarded: credentials (token passthrough is forbidden),
-/// hop-by-hop headers, and those the gateway sets itself.
-const DROPPED_REQUEST_HEADERS: [HeaderName; 13] = [
+/// Hop-by-hop headers: never passed on by any hop (besides those a `Connection` header
+/// names, see [`strip_hop_by_hop`]).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Request headers never forwarded besides the hop-by-hop ones: credentials (token
+/// passthrough is forbidden) and those the gateway sets itself.
+const DROPPED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::HOST,
     header::AUTHORIZATION,
     header::PROXY_AUTHORIZATION,
     header::COOKIE,
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
     header::CONTENT_LENGTH,
     // The gateway validated it; the upstream sees the gateway as its client.
     header::ORIGIN,
-];
-
-/// Response headers never relayed: hop-by-hop, and the upstream's session id.
-const DROPPED_RESPONSE_HEADERS: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    MCP_SESSION_ID,
 ];
 
 /// `POST|GET|DELETE /mcp/{server}`.
@@ -352,19 +345,23 @@ fn unseal_state(
     // Sealed states are base64url: written in JSON as they are, between quotes.
     let sealed = format!("\"{state}\"");
     let original = serde_json::to_string(&opened.state).ok()?;
-    let at = body
-        .windows(sealed.len())
-        .position(|w| w == sealed.as_bytes())?;
-    let mut restored = bytes::BytesMut::with_capacity(body.len() - sealed.len() + original.len());
-    restored.extend_from_slice(&body[..at]);
-    restored.extend_from_slice(original.as_bytes());
-    restored.extend_from_slice(&body[at + sealed.len()..]);
+    let restored = replace_first(body, sealed.as_bytes(), original.as_bytes())?;
     let pin = Pinned {
         server: Arc::from(server),
         revision: opened.revision,
         instance: opened.instance,
     };
     Some((pin, restored.freeze()))
+}
+
+/// `bytes` with the first `from` in it replaced by `to`; `None` when there is none.
+fn replace_first(bytes: &[u8], from: &[u8], to: &[u8]) -> Option<bytes::BytesMut> {
+    let at = bytes.windows(from.len()).position(|w| w == from)?;
+    let mut replaced = bytes::BytesMut::with_capacity(bytes.len() - from.len() + to.len());
+    replaced.extend_from_slice(&bytes[..at]);
+    replaced.extend_from_slice(to);
+    replaced.extend_from_slice(&bytes[at + from.len()..]);
+    Some(replaced)
 }
 
 /// Remembers a new session and mints the sealed id its client gets.
@@ -569,14 +566,22 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_connection_listed(headers);
+    strip_hop_by_hop(headers);
     for name in &DROPPED_REQUEST_HEADERS {
         headers.remove(name);
     }
 }
 
+/// Removes the hop-by-hop headers: [`HOP_BY_HOP`] and those a `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_connection_listed(headers);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
 /// Removes the headers a `Connection` header names (they are hop-by-hop too).
-pub(crate) fn strip_connection_listed(headers: &mut HeaderMap) {
+fn strip_connection_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -677,10 +682,9 @@ async fn forward(
         .headers
         .get(&MCP_SESSION_ID)
         .and_then(|value| HeaderValue::from_bytes(value.as_bytes()).ok());
-    strip_connection_listed(&mut parts.headers);
-    for name in &DROPPED_RESPONSE_HEADERS {
-        parts.headers.remove(name);
-    }
+    // The upstream's session id stays with the gateway.
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(&MCP_SESSION_ID);
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -846,13 +850,9 @@ impl Gathered {
             (Some(first), None) => first,
             (None, None) => return false,
         };
-        let Some(at) = held.windows(from.len()).position(|w| w == from) else {
+        let Some(replaced) = replace_first(held, from, to) else {
             return false;
         };
-        let mut replaced = bytes::BytesMut::with_capacity(held.len() - from.len() + to.len());
-        replaced.extend_from_slice(&held[..at]);
-        replaced.extend_from_slice(to);
-        replaced.extend_from_slice(&held[at + from.len()..]);
         self.more = Some(replaced);
         true
     }

@@ -92,28 +92,27 @@ impl Reports {
 /// `POST /replica/traffic` at a home: 204 for a report sealed with its keys, 404 for
 /// anything else (as if there were nothing here).
 pub(crate) async fn receive(State(shared): State<Arc<Shared>>, body: Bytes) -> StatusCode {
-    let report = (body.len() <= MAX_REPORT)
+    // Keys of its own: no replica can have sealed anything for this gateway.
+    let report = (shared.keys.shared() && body.len() <= MAX_REPORT)
         .then(|| shared.keys.open_report(&body))
         .flatten()
         .and_then(|plain| serde_json::from_slice::<Report>(&plain).ok());
     match report {
-        Some(report) if shared.keys.shared() => {
+        Some(report) => {
             shared.reports.accept(report);
             StatusCode::NO_CONTENT
         }
-        _ => StatusCode::NOT_FOUND,
+        None => StatusCode::NOT_FOUND,
     }
 }
 
 /// A replica's reports to its home, every [`INTERVAL`], for as long as the gateway
 /// serves; nothing while it has no home or its keys are its own.
 pub(crate) async fn send(shared: Arc<Shared>) {
-    let mut replica = [0u8; 16];
-    if getrandom::fill(&mut replica).is_err() {
+    let Ok(replica) = getrandom::u64().map(|id| format!("{id:016x}")) else {
         tracing::error!("no randomness for a replica id: traffic is not reported");
         return;
-    }
-    let replica: String = replica.iter().map(|b| format!("{b:02x}")).collect();
+    };
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for sequence in 1.. {
@@ -132,11 +131,7 @@ pub(crate) async fn send(shared: Arc<Shared>) {
         else {
             continue;
         };
-        let uri = home
-            .scheme_str()
-            .zip(home.authority())
-            .and_then(|(scheme, authority)| format!("{scheme}://{authority}{PATH}").parse().ok());
-        let Some(uri) = uri else {
+        let Some(uri) = crate::distribution::at_home(&home, PATH) else {
             continue;
         };
         let mut request = hyper::Request::new(Full::new(Bytes::from(sealed)));

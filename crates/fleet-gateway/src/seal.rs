@@ -96,10 +96,10 @@ impl SessionKeys {
     /// Keys from secrets shared by every replica; the first seals. Each secret is
     /// hashed (SHA-256) into a 256-bit key, so any text of enough length will do.
     ///
+    /// No secret at all gives [`Self::ephemeral`] keys.
+    ///
     /// # Errors
-    /// A secret shorter than [`Self::MIN_SECRET_LEN`], or repeated; or no secret at all
-    /// ([`SessionKeyError::TooShort`] for an empty list is never returned: use
-    /// [`Self::ephemeral`]).
+    /// A secret shorter than [`Self::MIN_SECRET_LEN`], or repeated.
     pub fn from_secrets<S: AsRef<str>>(
         secrets: impl IntoIterator<Item = S>,
     ) -> Result<Self, SessionKeyError> {

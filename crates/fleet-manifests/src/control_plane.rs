@@ -145,22 +145,12 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     // Clients and Prometheus come from anywhere the cluster allows; the control plane
     // reaches the API server, its servers and remote servers, whose addresses a manifest
     // cannot know.
-    let policy = names.labelled(
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
+    let policy = open_ports_policy(
+        names,
         NAME,
         labels.clone(),
-        json!({
-            "spec": {
-                "egress": [{}],
-                "ingress": [{ "ports": [
-                    { "port": gateway_port, "protocol": "TCP" },
-                    { "port": admin_port, "protocol": "TCP" },
-                ] }],
-                "podSelector": { "matchLabels": selector(names) },
-                "policyTypes": ["Ingress", "Egress"],
-            }
-        }),
+        selector(names),
+        &[gateway_port, admin_port],
     );
     // `--pod-network`: the gateway and the admin port on the pod's address as well as
     // loopback — what the Service, the Ingress, Prometheus and the probes reach. On it the
@@ -573,6 +563,34 @@ fn backup(names: &Names<'_>, labels: Map<String, Value>) -> Value {
                 } },
                 "schedule": fleet.kubernetes.backup.schedule,
                 "successfulJobsHistoryLimit": 3,
+            }
+        }),
+    )
+}
+
+/// A NetworkPolicy of the pods `pods` picks: reached on `ports` from anywhere the cluster
+/// allows, out to anything.
+pub(crate) fn open_ports_policy(
+    names: &Names<'_>,
+    name: &str,
+    labels: Map<String, Value>,
+    pods: Map<String, Value>,
+    ports: &[u16],
+) -> Value {
+    let ports: Vec<Value> = (ports.iter())
+        .map(|port| json!({ "port": port, "protocol": "TCP" }))
+        .collect();
+    names.labelled(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        name,
+        labels,
+        json!({
+            "spec": {
+                "egress": [{}],
+                "ingress": [{ "ports": ports }],
+                "podSelector": { "matchLabels": pods },
+                "policyTypes": ["Ingress", "Egress"],
             }
         }),
     )

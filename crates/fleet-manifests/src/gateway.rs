@@ -80,22 +80,12 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     // Prometheus at the metrics port; out to the servers' pods, remote servers, the
     // database and the control plane's gateway (stdio relays, traffic reports), whose
     // addresses a manifest cannot know.
-    let policy = names.labelled(
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
+    let policy = control_plane::open_ports_policy(
+        names,
         NAME,
         labels.clone(),
-        json!({
-            "spec": {
-                "egress": [{}],
-                "ingress": [{ "ports": [
-                    { "port": port, "protocol": "TCP" },
-                    { "port": metrics_port, "protocol": "TCP" },
-                ] }],
-                "podSelector": { "matchLabels": pods },
-                "policyTypes": ["Ingress", "Egress"],
-            }
-        }),
+        pods.clone(),
+        &[port, metrics_port],
     );
     // Each replica's own `/metrics` (its requests, by server and revision), scraped pod
     // by pod as the annotations say.

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use fleet_routes::audit::{ToolCallRecord, ToolOutcome};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::distribution::Target;
+use crate::skim::{Kind, Skim};
 
 /// Where audit records go.
 pub type AuditSink = mpsc::UnboundedSender<ToolCallRecord>;
@@ -23,56 +23,82 @@ pub type AuditSink = mpsc::UnboundedSender<ToolCallRecord>;
 /// Most bytes of an SSE `tools/call` answer kept to find its outcome.
 const SCAN_LIMIT: usize = 1024 * 1024;
 
-/// As much of a JSON-RPC message as its outcome needs, read in one parse: whether it is a
-/// response (an id and no method) and what it says.
-#[derive(Deserialize)]
-struct Message {
-    id: Option<serde::de::IgnoredAny>,
-    method: Option<serde::de::IgnoredAny>,
-    error: Option<serde::de::IgnoredAny>,
-    result: Option<ResultShape>,
-}
-
-#[derive(Deserialize)]
-struct ResultShape {
-    #[serde(rename = "isError", default)]
-    is_error: Option<bool>,
-}
-
-impl Message {
-    fn is_response(&self) -> bool {
-        self.id.is_some() && self.method.is_none()
-    }
-
-    fn outcome(&self) -> ToolOutcome {
-        match self {
-            Message { error: Some(_), .. } => ToolOutcome::JsonRpcError,
-            Message {
-                result:
-                    Some(ResultShape {
-                        is_error: Some(true),
-                    }),
-                ..
-            } => ToolOutcome::ToolError,
-            Message {
-                result: Some(_), ..
-            } => ToolOutcome::Ok,
-            _ => ToolOutcome::TransportError,
+/// The outcome a JSON-RPC response says; `None` when the message is no response: not one
+/// JSON object, no id (or a null one), a method (a request or notification), or a member
+/// of these four twice. Read by a [`Skim`]: the result's other members (the content) are
+/// only checked, never visited.
+fn response_outcome(message: &[u8]) -> Option<ToolOutcome> {
+    let mut skim = Skim::new(message)?;
+    let (mut id, mut method, mut error) = (None, None, None);
+    // Seen, and what it says (`None`: null).
+    let mut result: Option<Option<ToolOutcome>> = None;
+    skim.members(|skim, name| {
+        let slot = match name {
+            b"id" => &mut id,
+            b"method" => &mut method,
+            b"error" => &mut error,
+            b"result" if result.is_none() => {
+                result = Some(result_outcome(skim)?);
+                return Some(());
+            }
+            b"result" => return None,
+            _ => return skim.value().map(drop),
+        };
+        if slot.is_some() {
+            return None;
         }
+        *slot = Some(skim.value()?);
+        Some(())
+    })?;
+    if !skim.at_end() {
+        return None;
     }
+    let given = |member: Option<Kind>| member.is_some_and(|kind| kind != Kind::Null);
+    if !given(id) || given(method) {
+        return None;
+    }
+    Some(if given(error) {
+        ToolOutcome::JsonRpcError
+    } else {
+        result.flatten().unwrap_or(ToolOutcome::TransportError)
+    })
+}
+
+/// What the result that comes next says: `None` when it is null; a transport error when
+/// it is no object, or its `isError` is no boolean.
+fn result_outcome(skim: &mut Skim<'_>) -> Option<Option<ToolOutcome>> {
+    if !skim.next_is_object() {
+        return Some(match skim.value()? {
+            Kind::Null => None,
+            _ => Some(ToolOutcome::TransportError),
+        });
+    }
+    let mut is_error = None;
+    skim.members(|skim, name| {
+        if name != b"isError" {
+            return skim.value().map(drop);
+        }
+        if is_error.is_some() {
+            return None;
+        }
+        is_error = Some(skim.value()?);
+        Some(())
+    })?;
+    Some(Some(match is_error {
+        Some(Kind::True) => ToolOutcome::ToolError,
+        None | Some(Kind::False | Kind::Null) => ToolOutcome::Ok,
+        Some(_) => ToolOutcome::TransportError,
+    }))
 }
 
 /// The outcome a JSON-RPC response message says.
 pub(crate) fn outcome_of_response(message: &[u8]) -> ToolOutcome {
-    serde_json::from_slice::<Message>(message)
-        .map_or(ToolOutcome::TransportError, |message| message.outcome())
+    response_outcome(message).unwrap_or(ToolOutcome::TransportError)
 }
 
 /// The outcome of an SSE answer: its last event that is a response.
 pub(crate) fn outcome_of_sse(stream: &[u8]) -> ToolOutcome {
-    last_response(stream).map_or(ToolOutcome::TransportError, |(_, message)| {
-        message.outcome()
-    })
+    last_response(stream).map_or(ToolOutcome::TransportError, |(_, outcome)| outcome)
 }
 
 /// The data of the last event of an SSE stream that is a JSON-RPC response.
@@ -80,14 +106,14 @@ pub(crate) fn sse_response(stream: &[u8]) -> Option<String> {
     last_response(stream).map(|(data, _)| String::from_utf8_lossy(&data).into_owned())
 }
 
-/// The last event of an SSE stream that is a JSON-RPC response: its data, and the data
-/// read as a [`Message`] (every answer is judged by it: parsed once).
-fn last_response(stream: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
+/// The last event of an SSE stream that is a JSON-RPC response: its data, and the
+/// outcome it says (every answer is judged by it: parsed once).
+fn last_response(stream: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
     if stream.contains(&b'\r') {
         // Only a stream with CR LF line ends pays for a copy.
         let lf = String::from_utf8_lossy(stream).replace("\r\n", "\n");
         return last_response_lf(lf.as_bytes())
-            .map(|(data, message)| (Cow::Owned(data.into_owned()), message));
+            .map(|(data, outcome)| (Cow::Owned(data.into_owned()), outcome));
     }
     last_response_lf(stream)
 }
@@ -95,7 +121,7 @@ fn last_response(stream: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
 /// [`last_response`] of a stream whose lines end in LF. From the end: the response is
 /// nearly always the last event, so the events before it (priming, progress) are not
 /// parsed at all.
-fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
+fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
     let mut end = stream.len();
     loop {
         let start = stream[..end]
@@ -114,7 +140,7 @@ fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
 
 /// The data of an event, when it is a JSON-RPC response. Borrowed when the event has one
 /// `data:` line, as nearly every answer does: nothing is copied.
-fn response_event(event: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
+fn response_event(event: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
     let mut lines = event
         .split(|&byte| byte == b'\n')
         .filter_map(|line| line.strip_prefix(b"data:"))
@@ -131,8 +157,8 @@ fn response_event(event: &[u8]) -> Option<(Cow<'_, [u8]>, Message)> {
             Cow::Owned(joined)
         }
     };
-    let message = serde_json::from_slice::<Message>(&data).ok()?;
-    message.is_response().then_some((data, message))
+    let outcome = response_outcome(&data)?;
+    Some((data, outcome))
 }
 
 /// A `tools/call` on its way: finished once, by whoever sees its end.
@@ -295,6 +321,41 @@ mod tests {
         assert_eq!(
             outcome_of_response(br#"{"id":1,"error":{"code":-1,"message":"x"}}"#),
             ToolOutcome::JsonRpcError
+        );
+        // `isError` is read wherever it stands, however its name is written, and only as
+        // the result's own member.
+        assert_eq!(
+            outcome_of_response(
+                br#"{"id":1,"result":{"content":[{"type":"text","text":"isError"}],"isError":true}}"#
+            ),
+            ToolOutcome::ToolError
+        );
+        assert_eq!(
+            outcome_of_response(br#"{"id":1,"result":{"is\u0045rror":true}}"#),
+            ToolOutcome::ToolError
+        );
+        assert_eq!(
+            outcome_of_response(
+                br#"{"id":1,"result":{"content":[{"isError":true,"text":"a \"quote\""}]}}"#
+            ),
+            ToolOutcome::Ok
+        );
+        assert_eq!(
+            outcome_of_response(br#"{"id":1,"result":{"isError":false}}"#),
+            ToolOutcome::Ok
+        );
+        // A result that is no object, or says `isError` in no boolean, is no answer.
+        assert_eq!(
+            outcome_of_response(br#"{"id":1,"result":5}"#),
+            ToolOutcome::TransportError
+        );
+        assert_eq!(
+            outcome_of_response(br#"{"id":1,"result":{"isError":"yes"}}"#),
+            ToolOutcome::TransportError
+        );
+        assert_eq!(
+            outcome_of_response(br#"{"id":1,"result":null}"#),
+            ToolOutcome::TransportError
         );
         let sse = b"id: 1\ndata: \n\nevent: message\ndata: {\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\ndata: {\"id\":1,\"result\":{\"isError\":true}}\n\n";
         assert_eq!(outcome_of_sse(sse), ToolOutcome::ToolError);

@@ -50,6 +50,7 @@ mod request_span;
 mod seal;
 mod security;
 mod sessions;
+mod skim;
 mod stdio_http;
 mod tls;
 mod trace_context;

@@ -566,22 +566,19 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 fn strip_request_headers(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in &DROPPED_REQUEST_HEADERS {
-        headers.remove(name);
-    }
+    strip(headers, |name| DROPPED_REQUEST_HEADERS.contains(name));
 }
 
 /// Removes the hop-by-hop headers: [`HOP_BY_HOP`] and those a `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip_connection_listed(headers);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    strip(headers, |_| false);
 }
 
-/// Removes the headers a `Connection` header names (they are hop-by-hop too).
-fn strip_connection_listed(headers: &mut HeaderMap) {
+/// Removes the hop-by-hop headers and those `also` picks. The names present are compared
+/// with the lists, and only those found are removed: a message has a few headers, and
+/// removing every listed name would hash each one whether it is there or not.
+fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    // The headers a `Connection` header names are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -589,7 +586,12 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in listed {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || listed.contains(name) || also(name))
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -1237,4 +1239,80 @@ pub(crate) fn sse_event(data: &[u8]) -> Bytes {
     event.extend_from_slice(data);
     event.extend_from_slice(b"\n\n");
     Bytes::from(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn a_request_loses_its_hop_by_hop_headers_credentials_and_those_connection_names() {
+        let mut request = headers(&[
+            ("host", "gateway.example"),
+            ("authorization", "Bearer secret"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("cookie", "a=b"),
+            ("content-length", "42"),
+            ("origin", "http://localhost"),
+            ("connection", "keep-alive, X-Private"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-private", "1"),
+            ("x-other", "2"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-session-id", "abc"),
+            ("mcp-protocol-version", "2025-11-25"),
+        ]);
+        strip_request_headers(&mut request);
+        assert_eq!(
+            names(&request),
+            [
+                "accept",
+                "content-type",
+                "mcp-protocol-version",
+                "mcp-session-id"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_answer_loses_only_its_hop_by_hop_headers() {
+        let mut answer = headers(&[
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/event-stream"),
+            ("content-length", "10"),
+            ("mcp-session-id", "abc"),
+        ]);
+        strip_hop_by_hop(&mut answer);
+        assert_eq!(
+            names(&answer),
+            ["content-length", "content-type", "mcp-session-id"]
+        );
+        // Without a `Connection` header nothing is named by one.
+        let mut plain = headers(&[("content-type", "application/json")]);
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(names(&plain), ["content-type"]);
+    }
 }

@@ -12,8 +12,11 @@
 //! so one token cannot keep a pool to itself with sessions it no longer uses.
 //!
 //! In memory, one map behind a mutex that is never held across an await (nor while a
-//! session is dropped: dropping a stdio session gives its process back). (A sealed,
-//! self-describing id would let gateway replicas share no state — DESIGN §7; not yet.)
+//! session is dropped: dropping a stdio session gives its process back). A client holds
+//! a sealed id (`seal.rs`); a gateway that does not know it opens it and adopts the
+//! session. The maps hash with foldhash, seeded per process: they only ever hold ids the
+//! gateway minted or opened, and SipHash over a sealed id (~150 characters) showed in the
+//! request path's profile.
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
+use foldhash::fast::RandomState;
 
 use crate::distribution::Instance;
 use crate::seal::{SealedSession, SealedUpstream};
@@ -154,11 +158,11 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct State {
-    sessions: HashMap<SessionId, Entry>,
+    sessions: HashMap<SessionId, Entry, RandomState>,
     /// Each session by the sealed id its client holds (kept with `sessions`): a request
     /// whose id is one of these needs no decryption — it was opened or minted here
     /// already.
-    by_header: HashMap<HeaderValue, SessionId>,
+    by_header: HashMap<HeaderValue, SessionId, RandomState>,
     /// Live sessions per caller (kept with `sessions`).
     per_caller: HashMap<Caller, usize>,
 }

@@ -1201,6 +1201,24 @@ async fn events_and_audit_page_by_id_and_read_their_newest(b: Backend) {
         3,
         "one transaction"
     );
+
+    // A batch as large as the gateway writes: every record, in order, numbered on (a
+    // PostgreSQL sequence may have skipped the ids of the refused batch).
+    let many: Vec<String> = (0..101).map(|n| format!("b{n}")).collect();
+    store
+        .append_audit(many.iter().map(|t| audit_record(t)).collect())
+        .await
+        .unwrap();
+    let written = store.audit(3, 200).await.unwrap();
+    assert_eq!(
+        written
+            .iter()
+            .map(|r| r.record.tool.as_str())
+            .collect::<Vec<_>>(),
+        many
+    );
+    assert!(written.windows(2).all(|pair| pair[0].id < pair[1].id));
+    assert_eq!(written[100].record, audit_record("b100"));
 }
 
 async fn a_damaged_row_is_reported_not_panicked_on(b: Backend) {

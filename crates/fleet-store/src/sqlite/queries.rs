@@ -503,15 +503,60 @@ pub(super) fn append_audit(
     records: &[ToolCallRecord],
 ) -> Result<(), StoreError> {
     let tx = write(conn, fence)?;
-    {
-        // Prepared once: the gateway's audit writes thousands of records per
-        // transaction, and parsing the statement again for each showed in its profile.
-        let mut insert = tx.prepare(INSERT_AUDIT).db()?;
-        for record in records {
-            insert_audit(&mut insert, None, record)?;
+    // Many rows per statement: SQLite's work per statement (the AUTOINCREMENT counter
+    // read and written, cursors opened) is paid per chunk, not per tool call. The
+    // statements are prepared once per connection (parsing one costs as much as
+    // inserting its rows), so the chunks come in a few sizes.
+    let mut rest = records;
+    for rows in AUDIT_INSERT_ROWS {
+        if rest.len() < rows {
+            continue;
         }
+        let mut insert = tx.prepare_cached(&insert_audit_rows(rows)).db()?;
+        let mut chunks = rest.chunks_exact(rows);
+        for chunk in &mut chunks {
+            insert_audit_rows_by(&mut insert, chunk)?;
+        }
+        rest = chunks.remainder();
     }
     tx.commit().db()
+}
+
+/// The sizes of the audit INSERT statements, in records (7 parameters each), largest
+/// first: any batch is written in as few statements as its binary digits.
+const AUDIT_INSERT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// An INSERT of `rows` audit records numbered by the database.
+fn insert_audit_rows(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!(
+        "INSERT INTO audit (time, token, server, revision, tool, outcome, duration_ms)
+         VALUES {values}"
+    )
+}
+
+/// Inserts `records` by `insert`, an [`insert_audit_rows`] of as many rows.
+fn insert_audit_rows_by(
+    insert: &mut rusqlite::Statement<'_>,
+    records: &[ToolCallRecord],
+) -> Result<(), StoreError> {
+    for (n, record) in records.iter().enumerate() {
+        let a = AuditRow::of(0, record).map_err(|e| StoreError::Invalid {
+            what: e.to_string(),
+        })?;
+        let first = n * 7 + 1;
+        insert.raw_bind_parameter(first, a.time).input()?;
+        insert.raw_bind_parameter(first + 1, a.token).input()?;
+        insert.raw_bind_parameter(first + 2, a.server).input()?;
+        insert.raw_bind_parameter(first + 3, a.revision).input()?;
+        insert.raw_bind_parameter(first + 4, a.tool).input()?;
+        insert.raw_bind_parameter(first + 5, a.outcome).input()?;
+        insert
+            .raw_bind_parameter(first + 6, a.duration_ms)
+            .input()?;
+    }
+    insert.raw_execute().input()?;
+    Ok(())
 }
 
 pub(super) fn audit(

@@ -124,10 +124,7 @@ fn last_response(stream: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
 fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
     let mut end = stream.len();
     loop {
-        let start = stream[..end]
-            .windows(2)
-            .rposition(|pair| pair == b"\n\n")
-            .map_or(0, |blank| blank + 2);
+        let start = after_last_blank_line(&stream[..end]);
         if let Some(found) = response_event(&stream[start..end]) {
             return Some(found);
         }
@@ -136,6 +133,19 @@ fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
         }
         end = start - 2;
     }
+}
+
+/// Where the last event of `stream` (LF line ends) begins: after its last blank line, or
+/// at 0.
+fn after_last_blank_line(stream: &[u8]) -> usize {
+    let mut end = stream.len();
+    while let Some(lf) = stream[..end].iter().rposition(|&byte| byte == b'\n') {
+        if lf > 0 && stream[lf - 1] == b'\n' {
+            return lf + 1;
+        }
+        end = lf;
+    }
+    0
 }
 
 /// The data of an event, when it is a JSON-RPC response. Borrowed when the event has one

@@ -5,6 +5,7 @@
 
 use fleet_routes::audit::{ToolCallRecord, UnknownOutcome};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -249,7 +250,7 @@ pub struct StoredEvent {
 /// exported as flat fields ([`AuditRow`]): `time` as RFC 3339 text, `outcome` by its name,
 /// `duration_ms` as a number.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "AuditRow")]
+#[serde(try_from = "AuditRow<'static>")]
 pub struct StoredAuditRecord {
     /// 1, 2, … in recording order.
     pub id: u64,
@@ -266,17 +267,18 @@ impl Serialize for StoredAuditRecord {
 }
 
 /// A tool call as the store writes it down: the columns of an `audit` row, the fields of
-/// an export's `audit` entry.
+/// an export's `audit` entry. Written from a record it borrows (the gateway's audit
+/// writes every tool call: no copies), read back owned.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct AuditRow {
+pub(crate) struct AuditRow<'a> {
     /// 0 until the database numbers it.
     pub(crate) id: u64,
     pub(crate) time: String,
-    pub(crate) token: Option<String>,
-    pub(crate) server: String,
+    pub(crate) token: Option<Cow<'a, str>>,
+    pub(crate) server: Cow<'a, str>,
     pub(crate) revision: u64,
-    pub(crate) tool: String,
-    pub(crate) outcome: String,
+    pub(crate) tool: Cow<'a, str>,
+    pub(crate) outcome: Cow<'a, str>,
     pub(crate) duration_ms: f64,
 }
 
@@ -318,9 +320,9 @@ pub(crate) enum BadAuditRecord {
     },
 }
 
-impl AuditRow {
+impl<'a> AuditRow<'a> {
     /// How `record` is written down, with its id (0 if it has none yet).
-    pub(crate) fn of(id: u64, record: &ToolCallRecord) -> Result<Self, BadAuditRecord> {
+    pub(crate) fn of(id: u64, record: &'a ToolCallRecord) -> Result<Self, BadAuditRecord> {
         let time = rfc3339(record.time).ok_or_else(|| BadAuditRecord::TimeOutOfRange {
             tool: record.tool.clone(),
             server: record.server.clone(),
@@ -328,20 +330,20 @@ impl AuditRow {
         Ok(AuditRow {
             id,
             time,
-            token: record.token.clone(),
-            server: record.server.clone(),
+            token: record.token.as_deref().map(Cow::Borrowed),
+            server: Cow::Borrowed(&record.server),
             revision: record.revision,
-            tool: record.tool.clone(),
-            outcome: record.outcome.as_str().to_owned(),
+            tool: Cow::Borrowed(&record.tool),
+            outcome: Cow::Borrowed(record.outcome.as_str()),
             duration_ms: record.duration_ms(),
         })
     }
 }
 
-impl TryFrom<AuditRow> for StoredAuditRecord {
+impl TryFrom<AuditRow<'_>> for StoredAuditRecord {
     type Error = BadAuditRecord;
 
-    fn try_from(row: AuditRow) -> Result<Self, BadAuditRecord> {
+    fn try_from(row: AuditRow<'_>) -> Result<Self, BadAuditRecord> {
         let id = row.id;
         let time = chrono::DateTime::parse_from_rfc3339(&row.time)
             .map_err(|_| BadAuditRecord::Time {
@@ -367,10 +369,10 @@ impl TryFrom<AuditRow> for StoredAuditRecord {
             id,
             record: ToolCallRecord {
                 time,
-                token: row.token,
-                server: row.server,
+                token: row.token.map(Cow::into_owned),
+                server: row.server.into_owned(),
                 revision: row.revision,
-                tool: row.tool,
+                tool: row.tool.into_owned(),
                 outcome,
                 duration,
             },

@@ -14,6 +14,7 @@ use crate::{
     StoredAuditRecord, StoredEvent,
 };
 use fleet_routes::audit::ToolCallRecord;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
@@ -536,11 +537,11 @@ async fn select_audit(
             let row = AuditRow {
                 id: uint(r, 0)?,
                 time: get(r, 1)?,
-                token: get(r, 2)?,
-                server: get(r, 3)?,
+                token: get::<Option<String>>(r, 2)?.map(Cow::Owned),
+                server: Cow::Owned(get(r, 3)?),
                 revision: uint(r, 4)?,
-                tool: get(r, 5)?,
-                outcome: get(r, 6)?,
+                tool: Cow::Owned(get(r, 5)?),
+                outcome: Cow::Owned(get(r, 6)?),
                 duration_ms: get(r, 7)?,
             };
             StoredAuditRecord::try_from(row).map_err(|e| StoreError::Corrupt {

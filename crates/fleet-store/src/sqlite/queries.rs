@@ -12,6 +12,7 @@ use crate::{
 };
 use fleet_routes::audit::ToolCallRecord;
 use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn record_fleet_revision(
@@ -599,11 +600,11 @@ fn select_audit(
             Ok(AuditRow {
                 id: r.get(0)?,
                 time: r.get(1)?,
-                token: r.get(2)?,
-                server: r.get(3)?,
+                token: r.get::<_, Option<String>>(2)?.map(Cow::Owned),
+                server: Cow::Owned(r.get(3)?),
                 revision: r.get(4)?,
-                tool: r.get(5)?,
-                outcome: r.get(6)?,
+                tool: Cow::Owned(r.get(5)?),
+                outcome: Cow::Owned(r.get(6)?),
                 duration_ms: r.get(7)?,
             })
         })

@@ -34,14 +34,14 @@ fn response_outcome(message: &[u8]) -> Option<ToolOutcome> {
     let mut result: Option<Option<ToolOutcome>> = None;
     skim.members(|skim, name| {
         let slot = match name {
-            b"id" => &mut id,
-            b"method" => &mut method,
-            b"error" => &mut error,
-            b"result" if result.is_none() => {
+            "id" => &mut id,
+            "method" => &mut method,
+            "error" => &mut error,
+            "result" if result.is_none() => {
                 result = Some(result_outcome(skim)?);
                 return Some(());
             }
-            b"result" => return None,
+            "result" => return None,
             _ => return skim.value().map(drop),
         };
         if slot.is_some() {
@@ -75,7 +75,7 @@ fn result_outcome(skim: &mut Skim<'_>) -> Option<Option<ToolOutcome>> {
     }
     let mut is_error = None;
     skim.members(|skim, name| {
-        if name != b"isError" {
+        if name != "isError" {
             return skim.value().map(drop);
         }
         if is_error.is_some() {

@@ -17,17 +17,20 @@
 //!   printable ASCII characters without spaces: the tool name becomes a metric label
 //!   and an audit record, so neither may be of any length.
 //!
-//! The body is parsed once (again only to find the id of a message whose members have
-//! the wrong types); the members checked here are kept as borrowed raw text and read
-//! from it, so a bad one is told apart from bad JSON and the refusal keeps the id.
+//! The body is read once, by a checking skim (`skim.rs`): the whole text must be JSON
+//! (UTF-8, RFC 8259's grammar), and only the members checked here are looked at, kept
+//! as borrowed raw text and read from it; a value peek has no use for (a tool's
+//! arguments) is checked and skipped, never built. So a bad member is told apart from
+//! bad JSON, and the refusal keeps the id.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
+use crate::skim::{Kind, Skim, string_text};
 
 /// Longest method and tool name forwarded, in bytes: MCP asks tool names to be 1 to
 /// 128 characters, and no MCP method comes near it.
@@ -54,54 +57,109 @@ pub(crate) struct Peek<'a> {
     pub(crate) request_state: Option<Cow<'a, str>>,
 }
 
-/// A member as the body has it; `null` is a value here, not an absence.
-#[derive(Debug, Default)]
-struct Member<'a>(Option<&'a RawValue>);
+/// A member as the body has it (`null` is a value here, not an absence): its kind and raw
+/// text.
+type Member<'a> = Option<(Kind, &'a str)>;
 
-impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        <&'a RawValue>::deserialize(deserializer).map(|raw| Self(Some(raw)))
+/// The members [`peek`] reads, read in one skim of the body.
+#[derive(Default)]
+struct Message<'a> {
+    jsonrpc: Member<'a>,
+    method: Member<'a>,
+    id: Member<'a>,
+    /// `params` (twice is malformed, like any member read here).
+    params: Member<'a>,
+    meta: Member<'a>,
+    protocol_version: Member<'a>,
+    client_capabilities: Member<'a>,
+    name: Member<'a>,
+    uri: Member<'a>,
+    request_state: Member<'a>,
+    /// A member above came twice, or `params` or `_meta` is neither an object nor null
+    /// (a cell: every member's reader may say so).
+    malformed: Cell<bool>,
+    /// `id` came twice: no refusal can echo it.
+    id_twice: bool,
+}
+
+impl<'a> Message<'a> {
+    /// Reads the next value into `slot`; a second value for the same slot is malformed.
+    fn take(slot: &mut Member<'a>, malformed: &Cell<bool>, skim: &mut Skim<'a>) -> Option<()> {
+        let value = skim.raw_value()?;
+        if slot.replace(value).is_some() {
+            malformed.set(true);
+        }
+        Some(())
+    }
+
+    /// Reads an object member (`params`, `_meta`) by `read`, or notes what else it is.
+    fn take_object(
+        slot: &mut Member<'a>,
+        malformed: &Cell<bool>,
+        skim: &mut Skim<'a>,
+        read: impl FnMut(&mut Skim<'a>, &str) -> Option<()>,
+    ) -> Option<()> {
+        if skim.next_is_object() {
+            if slot.replace((Kind::Object, "")).is_some() {
+                malformed.set(true);
+            }
+            skim.members(read)
+        } else {
+            Self::take(slot, malformed, skim)?;
+            if slot.is_some_and(|(kind, _)| kind != Kind::Null) {
+                malformed.set(true);
+            }
+            Some(())
+        }
+    }
+
+    /// The message the object that comes next is; `None` when it is not well formed.
+    fn read(skim: &mut Skim<'a>) -> Option<Self> {
+        let mut m = Message::default();
+        skim.members(|skim, name| match name {
+            "jsonrpc" => Self::take(&mut m.jsonrpc, &m.malformed, skim),
+            "method" => Self::take(&mut m.method, &m.malformed, skim),
+            "id" => {
+                m.id_twice |= m.id.is_some();
+                Self::take(&mut m.id, &m.malformed, skim)
+            }
+            "params" => {
+                Self::take_object(&mut m.params, &m.malformed, skim, |skim, name| match name {
+                    "_meta" => {
+                        Self::take_object(
+                            &mut m.meta,
+                            &m.malformed,
+                            skim,
+                            |skim, name| match name {
+                                "io.modelcontextprotocol/protocolVersion" => {
+                                    Self::take(&mut m.protocol_version, &m.malformed, skim)
+                                }
+                                "io.modelcontextprotocol/clientCapabilities" => {
+                                    Self::take(&mut m.client_capabilities, &m.malformed, skim)
+                                }
+                                _ => skim.value().map(drop),
+                            },
+                        )
+                    }
+                    "name" => Self::take(&mut m.name, &m.malformed, skim),
+                    "uri" => Self::take(&mut m.uri, &m.malformed, skim),
+                    "requestState" => Self::take(&mut m.request_state, &m.malformed, skim),
+                    _ => skim.value().map(drop),
+                })
+            }
+            _ => skim.value().map(drop),
+        })?;
+        Some(m)
     }
 }
 
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(default, borrow)]
-    jsonrpc: Member<'a>,
-    #[serde(default, borrow)]
-    method: Member<'a>,
-    #[serde(default, borrow)]
-    id: Member<'a>,
-    #[serde(borrow)]
-    params: Option<Params<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Params<'a> {
-    #[serde(rename = "_meta", borrow)]
-    meta: Option<Meta<'a>>,
-    #[serde(default, borrow)]
-    name: Member<'a>,
-    #[serde(default, borrow)]
-    uri: Member<'a>,
-    #[serde(rename = "requestState", borrow)]
-    request_state: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Meta<'a> {
-    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
-    protocol_version: Option<Cow<'a, str>>,
-    #[serde(rename = "io.modelcontextprotocol/clientCapabilities")]
-    client_capabilities: Option<IgnoredAny>,
-}
-
-/// Only the id: read again when the message's other members do not fit their types,
-/// so the refusal still answers the request.
-#[derive(Deserialize)]
-struct IdOnly<'a> {
-    #[serde(default, borrow)]
-    id: Member<'a>,
+/// A string member's text; `None` for null; `Err` for any other kind.
+fn optional_string<'a>(member: Member<'a>) -> Result<Option<Cow<'a, str>>, ()> {
+    match member {
+        None | Some((Kind::Null, _)) => Ok(None),
+        Some((Kind::String, text)) => string_text(text).map(Some).ok_or(()),
+        Some(_) => Err(()),
+    }
 }
 
 /// Reads the routing facts of `body`, a client's message.
@@ -111,26 +169,47 @@ struct IdOnly<'a> {
 /// message (see the module docs), the `GatewayError` saying what is wrong, with the
 /// request's id when it is usable.
 pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
-    let message: Message<'_> = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => serde_json::from_slice(body).map_err(|error| mistyped(body, &error))?,
-        first => {
-            serde_json::from_slice::<IgnoredAny>(body).map_err(|_| GatewayError::Parse)?;
-            return Err(if first == Some(&b'[') {
-                GatewayError::Batch
-            } else {
-                GatewayError::NotAMessage
-            });
-        }
+    let mut skim = Skim::new(body).ok_or(GatewayError::Parse)?;
+    let first = skim.first();
+    let message = if first == Some(b'{') {
+        Message::read(&mut skim)
+    } else {
+        skim.value().map(|_| Message::default())
     };
-    let id = message.id.0.map(request_id);
+    let message = message
+        .filter(|_| skim.at_end())
+        .ok_or(GatewayError::Parse)?;
+    if first != Some(b'{') {
+        return Err(if first == Some(b'[') {
+            GatewayError::Batch
+        } else {
+            GatewayError::NotAMessage
+        });
+    }
+    let request_state = optional_string(message.request_state);
+    let protocol_version = optional_string(message.protocol_version);
+    let (Ok(request_state), Ok(meta_protocol_version), false) =
+        (request_state, protocol_version, message.malformed.get())
+    else {
+        return Err(GatewayError::MalformedMembers {
+            id: message
+                .id
+                .filter(|_| !message.id_twice)
+                .and_then(|(_, raw)| request_id(raw).ok()),
+        });
+    };
+    let meta_client_capabilities = message
+        .client_capabilities
+        .is_some_and(|(kind, _)| kind != Kind::Null);
+    let id = message.id.map(|(_, raw)| request_id(raw));
     let usable_id = || id.clone().and_then(Result::ok);
-    let version = message.jsonrpc.0.and_then(string);
+    let version = message.jsonrpc.and_then(|(_, raw)| string(raw));
     if version.as_deref() != Some("2.0") {
         return Err(GatewayError::InvalidVersion { id: usable_id() });
     }
-    let method = match message.method.0 {
+    let method = match message.method {
         None => None,
-        Some(raw) => {
+        Some((_, raw)) => {
             Some(bounded_name(raw).ok_or_else(|| GatewayError::InvalidMethod { id: usable_id() })?)
         }
     };
@@ -141,22 +220,15 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
         }
         (id, _) => id.and_then(Result::ok),
     };
-    let (meta, name, uri, request_state) = match message.params {
-        Some(params) => (params.meta, params.name, params.uri, params.request_state),
-        None => (None, Member::default(), Member::default(), None),
-    };
+    let name = message.name.map(|(_, raw)| raw);
     let (name, header_name) = match method.as_deref() {
-        Some("tools/call") => match name.0.and_then(bounded_name) {
+        Some("tools/call") => match name.and_then(bounded_name) {
             Some(name) => (Some(name.clone()), Some(name)),
             None => return Err(GatewayError::InvalidToolName { id }),
         },
-        Some("prompts/get") => (None, name.0.and_then(string)),
-        Some("resources/read") => (None, uri.0.and_then(string)),
+        Some("prompts/get") => (None, name.and_then(string)),
+        Some("resources/read") => (None, message.uri.and_then(|(_, raw)| string(raw))),
         _ => (None, None),
-    };
-    let (meta_protocol_version, meta_client_capabilities) = match meta {
-        Some(meta) => (meta.protocol_version, meta.client_capabilities.is_some()),
-        None => (None, false),
     };
     Ok(Peek {
         method,
@@ -169,22 +241,10 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peek<'_>, GatewayError> {
     })
 }
 
-/// The refusal of an object that is JSON but whose members do not fit their types.
-fn mistyped(body: &[u8], error: &serde_json::Error) -> GatewayError {
-    if error.classify() != serde_json::error::Category::Data {
-        return GatewayError::Parse;
-    }
-    let id = serde_json::from_slice::<IdOnly<'_>>(body)
-        .ok()
-        .and_then(|m| m.id.0)
-        .and_then(|raw| request_id(raw).ok());
-    GatewayError::MalformedMembers { id }
-}
-
 /// A JSON-RPC id as the gateway forwards it: a string, an integer within i64 or u64,
 /// or null (whether null may be depends on the message).
-fn request_id(raw: &RawValue) -> Result<serde_json::Value, ()> {
-    let text = raw.get().trim();
+fn request_id(raw: &str) -> Result<serde_json::Value, ()> {
+    let text = raw.trim();
     match text.as_bytes().first() {
         Some(b'"') => serde_json::from_str::<String>(text)
             .map(serde_json::Value::String)
@@ -201,12 +261,9 @@ fn request_id(raw: &RawValue) -> Result<serde_json::Value, ()> {
     }
 }
 
-/// `raw` when it is a JSON string.
-fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<&str>(raw.get())
-        .map(Cow::Borrowed)
-        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
-        .ok()
+/// `raw` when it is a JSON string (checked by a skim).
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    raw.starts_with('"').then(|| string_text(raw)).flatten()
 }
 
 /// Longest JSON text of a name within [`MAX_NAME_BYTES`]: every character escaped
@@ -214,9 +271,9 @@ fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
 const MAX_NAME_TEXT: usize = MAX_NAME_BYTES * 6 + 2;
 
 /// `raw` when it is a string that may name a method or a tool.
-fn bounded_name(raw: &RawValue) -> Option<Cow<'_, str>> {
+fn bounded_name(raw: &str) -> Option<Cow<'_, str>> {
     // Longer text cannot decode to a name in bounds: it is never copied.
-    if raw.get().len() > MAX_NAME_TEXT {
+    if raw.len() > MAX_NAME_TEXT {
         return None;
     }
     string(raw).filter(|name| is_bounded_name(name))
@@ -373,6 +430,50 @@ mod tests {
         ] {
             assert_eq!(refusal(body.as_bytes()), (400, -32600, id), "{body}");
         }
+    }
+
+    #[test]
+    fn members_of_the_wrong_type_are_refused_with_the_id_and_text_that_is_no_json_as_such() {
+        for (body, id) in [
+            (
+                r#"{"jsonrpc":"2.0","method":"x","id":4,"params":5}"#,
+                serde_json::json!(4),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","params":{"requestState":5},"id":"s"}"#,
+                serde_json::json!("s"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","id":6,"params":{"_meta":{"io.modelcontextprotocol/protocolVersion":1}}}"#,
+                serde_json::json!(6),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","id":7,"params":{},"params":{}}"#,
+                serde_json::json!(7),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","id":8,"params":{"name":"a","name":"b"}}"#,
+                serde_json::json!(8),
+            ),
+        ] {
+            assert_eq!(refusal(body.as_bytes()), (400, -32600, id), "{body}");
+        }
+        // Not JSON at all, wherever it goes wrong, even after a member of the wrong type.
+        for body in [
+            &br#"{"jsonrpc":"2.0","method":"x","id":4,"params":5,}"#[..],
+            br#"{"jsonrpc":"2.0","method":"x","id":4} trailing"#,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"id\":4,\"params\":{\"a\":\"\xff\"}}",
+            br#"{"jsonrpc":"2.0","method":"x","id":4,"params":{"a":"\q"}}"#,
+        ] {
+            assert_eq!(refusal(body).1, -32700, "{}", String::from_utf8_lossy(body));
+        }
+        // Null is no value for the optional members, and escapes are read.
+        let peek = peek(br#"{"jsonrpc":"2.0","method":"x","id":1,"params":{"requestState":null,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026\u002d07-28","io.modelcontextprotocol/clientCapabilities":null}}}"#).unwrap();
+        assert_eq!(peek.request_state, None);
+        assert_eq!(peek.meta_protocol_version.as_deref(), Some("2026-07-28"));
+        assert!(!peek.meta_client_capabilities);
+        let peek = super::peek(br#"{"jsonrpc":"2.0","method":"x","id":1,"params":null}"#).unwrap();
+        assert_eq!(peek.method.as_deref(), Some("x"));
     }
 
     #[test]

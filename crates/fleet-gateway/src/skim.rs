@@ -23,6 +23,7 @@ pub(crate) enum Kind {
 
 /// A position in JSON text.
 pub(crate) struct Skim<'a> {
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
     depth: usize,
@@ -31,12 +32,19 @@ pub(crate) struct Skim<'a> {
 impl<'a> Skim<'a> {
     /// Text that is UTF-8; `None` otherwise (no JSON text is anything else).
     pub(crate) fn new(bytes: &'a [u8]) -> Option<Self> {
-        std::str::from_utf8(bytes).ok()?;
+        let text = std::str::from_utf8(bytes).ok()?;
         Some(Self {
+            text,
             bytes,
             at: 0,
             depth: 0,
         })
+    }
+
+    /// The first byte of the next value (after whitespace), if any.
+    pub(crate) fn first(&mut self) -> Option<u8> {
+        self.whitespace();
+        self.peek()
     }
 
     /// Whether only whitespace is left.
@@ -46,13 +54,13 @@ impl<'a> Skim<'a> {
     }
 
     /// The members of the object that comes next, each given to `member` with its name
-    /// (decoded, as UTF-8 bytes) and this skim before its value, which `member` must read, by
+    /// (decoded) and this skim before its value, which `member` must read, by
     /// [`value`](Self::value) or [`members`](Self::members).
     /// `None` when the next value is no object or is not well formed, or `member` says
     /// `None`.
     pub(crate) fn members(
         &mut self,
-        mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>,
+        mut member: impl FnMut(&mut Self, &str) -> Option<()>,
     ) -> Option<()> {
         self.whitespace();
         self.expect(b'{')?;
@@ -65,8 +73,7 @@ impl<'a> Skim<'a> {
         }
         loop {
             self.whitespace();
-            let name = self.string()?;
-            let name = decoded(name)?;
+            let name = string_text(self.string()?)?;
             self.whitespace();
             self.expect(b':')?;
             member(self, &name)?;
@@ -120,8 +127,16 @@ impl<'a> Skim<'a> {
 
     /// Whether the next value is an object (read it by [`members`](Self::members)).
     pub(crate) fn next_is_object(&mut self) -> bool {
+        self.first() == Some(b'{')
+    }
+
+    /// Skips the next value: its kind and its text, or `None` when it is not well formed.
+    pub(crate) fn raw_value(&mut self) -> Option<(Kind, &'a str)> {
         self.whitespace();
-        self.peek() == Some(b'{')
+        let start = self.at;
+        let kind = self.value()?;
+        // Both ends are ASCII (a value starts and ends with one): char boundaries.
+        Some((kind, &self.text[start..self.at]))
     }
 
     fn enter(&mut self) -> Option<()> {
@@ -155,7 +170,7 @@ impl<'a> Skim<'a> {
     }
 
     /// A string, quotes included, its escapes checked (not decoded).
-    fn string(&mut self) -> Option<&'a [u8]> {
+    fn string(&mut self) -> Option<&'a str> {
         let start = self.at;
         self.expect(b'"')?;
         loop {
@@ -165,7 +180,7 @@ impl<'a> Skim<'a> {
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
             match self.next()? {
-                b'"' => return Some(&self.bytes[start..self.at]),
+                b'"' => return Some(&self.text[start..self.at]),
                 b'\\' => match self.next()? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
                     b'u' => {
@@ -219,13 +234,12 @@ impl<'a> Skim<'a> {
     }
 }
 
-/// A checked string's text (the whole text is UTF-8): borrowed unless it has escapes.
-fn decoded(quoted: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let inner = &quoted[1..quoted.len() - 1];
-    if inner.contains(&b'\\') {
-        serde_json::from_slice::<String>(quoted)
-            .ok()
-            .map(|text| Cow::Owned(text.into_bytes()))
+/// The text of a string value (quotes included) that a skim checked: borrowed unless it
+/// has escapes.
+pub(crate) fn string_text(quoted: &str) -> Option<Cow<'_, str>> {
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
     } else {
         Some(Cow::Borrowed(inner))
     }
@@ -290,7 +304,7 @@ mod tests {
         let mut names = Vec::new();
         let mut skim = Skim::new(br#"{"plain":1,"is\u0045rror":2,"a\"b":{"inner":3}}"#).unwrap();
         skim.members(|skim, name| {
-            names.push(String::from_utf8(name.to_vec()).unwrap());
+            names.push(name.to_owned());
             skim.value().map(drop)
         })
         .unwrap();

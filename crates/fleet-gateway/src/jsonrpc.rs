@@ -583,40 +583,22 @@ mod tests {
 
     /// Any JSON value, shallow: objects sometimes with the members peek reads.
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(serde_json::Value::from),
-            prop_oneof![
-                Just("2.0".to_owned()),
-                Just("tools/call".to_owned()),
-                any::<String>()
-            ]
-            .prop_map(serde_json::Value::from),
+        let strings = prop_oneof![
+            Just("2.0".to_owned()),
+            Just("tools/call".to_owned()),
+            any::<String>()
         ];
-        leaf.prop_recursive(3, 24, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map(
-                    prop_oneof![
-                        Just("jsonrpc".to_owned()),
-                        Just("id".to_owned()),
-                        Just("method".to_owned()),
-                        Just("params".to_owned()),
-                        Just("name".to_owned()),
-                        Just("_meta".to_owned()),
-                        Just("requestState".to_owned()),
-                        any::<String>(),
-                    ],
-                    inner,
-                    0..6,
-                )
-                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
+        let names = prop_oneof![
+            Just("jsonrpc".to_owned()),
+            Just("id".to_owned()),
+            Just("method".to_owned()),
+            Just("params".to_owned()),
+            Just("name".to_owned()),
+            Just("_meta".to_owned()),
+            Just("requestState".to_owned()),
+            any::<String>(),
+        ];
+        crate::skim::tests::json_value_of(strings, names, 3, 6)
     }
 
     #[test]

@@ -62,26 +62,38 @@ impl<'a> Skim<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, &str) -> Option<()>,
     ) -> Option<()> {
+        self.items(b'{', b'}', |skim| {
+            skim.whitespace();
+            let name = string_text(skim.string()?)?;
+            skim.whitespace();
+            skim.expect(b':')?;
+            member(skim, &name)
+        })
+    }
+
+    /// The items of the array or object that comes next, opened by `open` and closed by
+    /// `close`, each read by `item`.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.whitespace();
-        self.expect(b'{')?;
+        self.expect(open)?;
         self.enter()?;
         self.whitespace();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.at += 1;
-            self.depth -= 1;
-            return Some(());
-        }
-        loop {
-            self.whitespace();
-            let name = string_text(self.string()?)?;
-            self.whitespace();
-            self.expect(b':')?;
-            member(self, &name)?;
-            self.whitespace();
-            match self.next()? {
-                b',' => {}
-                b'}' => break,
-                _ => return None,
+        } else {
+            loop {
+                item(self)?;
+                self.whitespace();
+                match self.next()? {
+                    b',' => {}
+                    byte if byte == close => break,
+                    _ => return None,
+                }
             }
         }
         self.depth -= 1;
@@ -97,23 +109,7 @@ impl<'a> Skim<'a> {
                 Some(Kind::Object)
             }
             b'[' => {
-                self.at += 1;
-                self.enter()?;
-                self.whitespace();
-                if self.peek() == Some(b']') {
-                    self.at += 1;
-                } else {
-                    loop {
-                        self.value()?;
-                        self.whitespace();
-                        match self.next()? {
-                            b',' => {}
-                            b']' => break,
-                            _ => return None,
-                        }
-                    }
-                }
-                self.depth -= 1;
+                self.items(b'[', b']', |skim| skim.value().map(drop))?;
                 Some(Kind::Array)
             }
             b'"' => self.string().map(|_| Kind::String),
@@ -246,7 +242,7 @@ pub(crate) fn string_text(quoted: &str) -> Option<Cow<'_, str>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -328,7 +324,14 @@ mod tests {
         }
     }
 
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    /// Any JSON value of up to `depth` levels, its strings and member names drawn from
+    /// `strings` and `names`.
+    pub(crate) fn json_value_of(
+        strings: impl Strategy<Value = String> + Clone + 'static,
+        names: impl Strategy<Value = String> + Clone + 'static,
+        depth: u32,
+        members: usize,
+    ) -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
             any::<bool>().prop_map(serde_json::Value::from),
@@ -336,14 +339,18 @@ mod tests {
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
                 .prop_map(serde_json::Value::from),
-            any::<String>().prop_map(serde_json::Value::from),
+            strings.prop_map(serde_json::Value::from),
         ];
-        leaf.prop_recursive(4, 32, 4, |inner| {
+        leaf.prop_recursive(depth, 32, members as u32, move |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map(any::<String>(), inner, 0..4)
+                proptest::collection::btree_map(names.clone(), inner, 0..members)
                     .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
             ]
         })
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        json_value_of(any::<String>(), any::<String>(), 4, 4)
     }
 }

@@ -58,9 +58,6 @@ pub(crate) async fn relay(
 }
 
 fn relayed(mut headers: HeaderMap) -> HeaderMap {
-    crate::proxy::strip_hop_by_hop(&mut headers);
-    for name in &NOT_RELAYED {
-        headers.remove(name);
-    }
+    crate::proxy::strip(&mut headers, |name| NOT_RELAYED.contains(name));
     headers
 }

@@ -53,7 +53,7 @@ pub(crate) const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
 pub(crate) const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 
 /// Hop-by-hop headers: never passed on by any hop (besides those a `Connection` header
-/// names, see [`strip_hop_by_hop`]).
+/// names, see [`strip`]).
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -569,15 +569,11 @@ fn strip_request_headers(headers: &mut HeaderMap) {
     strip(headers, |name| DROPPED_REQUEST_HEADERS.contains(name));
 }
 
-/// Removes the hop-by-hop headers: [`HOP_BY_HOP`] and those a `Connection` header names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    strip(headers, |_| false);
-}
-
-/// Removes the hop-by-hop headers and those `also` picks. The names present are compared
-/// with the lists, and only those found are removed: a message has a few headers, and
-/// removing every listed name would hash each one whether it is there or not.
-fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+/// Removes the hop-by-hop headers ([`HOP_BY_HOP`] and those a `Connection` header names)
+/// and those `also` picks. The names present are compared with the lists, and only those
+/// found are removed: a message has a few headers, and removing every listed name would
+/// hash each one whether it is there or not.
+pub(crate) fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     // The headers a `Connection` header names are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -586,12 +582,10 @@ fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name) || listed.contains(name) || also(name))
-        .cloned()
-        .collect();
-    for name in doomed {
+    let doomed =
+        |name: &&HeaderName| HOP_BY_HOP.contains(name) || listed.contains(name) || also(name);
+    // One at a time, without a list: most messages carry one or two of them.
+    while let Some(name) = headers.keys().find(&doomed).cloned() {
         headers.remove(name);
     }
 }
@@ -685,8 +679,7 @@ async fn forward(
         .get(&MCP_SESSION_ID)
         .and_then(|value| HeaderValue::from_bytes(value.as_bytes()).ok());
     // The upstream's session id stays with the gateway.
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(&MCP_SESSION_ID);
+    strip(&mut parts.headers, |name| *name == MCP_SESSION_ID);
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -1305,14 +1298,14 @@ mod tests {
             ("content-length", "10"),
             ("mcp-session-id", "abc"),
         ]);
-        strip_hop_by_hop(&mut answer);
+        strip(&mut answer, |_| false);
         assert_eq!(
             names(&answer),
             ["content-length", "content-type", "mcp-session-id"]
         );
         // Without a `Connection` header nothing is named by one.
         let mut plain = headers(&[("content-type", "application/json")]);
-        strip_hop_by_hop(&mut plain);
+        strip(&mut plain, |_| false);
         assert_eq!(names(&plain), ["content-type"]);
     }
 }

@@ -276,28 +276,13 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     {
         container.remove("env");
     }
-    let service = names.labelled(
-        "v1",
-        "Service",
+    let service = scraped_service(
+        names,
         NAME,
         labels.clone(),
-        json!({
-            "spec": {
-                "ports": [
-                    { "name": "gateway", "port": gateway_port, "protocol": "TCP", "targetPort": "gateway" },
-                    { "name": "admin", "port": admin_port, "protocol": "TCP", "targetPort": "admin" },
-                ],
-                "selector": service_selector(names),
-            }
-        }),
-    );
-    let service = with_annotations(
-        service,
-        json!({
-            "prometheus.io/path": "/metrics",
-            "prometheus.io/port": admin_port.to_string(),
-            "prometheus.io/scrape": "true",
-        }),
+        gateway_port,
+        ("admin", admin_port),
+        service_selector(names),
     );
     let mut objects = vec![config, volume, policy, deployment, service];
     if in_database {
@@ -596,7 +581,42 @@ pub(crate) fn open_ports_policy(
     )
 }
 
-pub(crate) fn with_annotations(mut object: Value, annotations: Value) -> Value {
+/// A Service of the `gateway` port and a second named port whose `/metrics` Prometheus
+/// scrapes pod by pod, as the Service's annotations say.
+pub(crate) fn scraped_service(
+    names: &Names<'_>,
+    name: &str,
+    labels: Map<String, Value>,
+    gateway_port: u16,
+    (metrics_name, metrics_port): (&str, u16),
+    selector: Map<String, Value>,
+) -> Value {
+    let service = names.labelled(
+        "v1",
+        "Service",
+        name,
+        labels,
+        json!({
+            "spec": {
+                "ports": [
+                    { "name": "gateway", "port": gateway_port, "protocol": "TCP", "targetPort": "gateway" },
+                    { "name": metrics_name, "port": metrics_port, "protocol": "TCP", "targetPort": metrics_name },
+                ],
+                "selector": selector,
+            }
+        }),
+    );
+    with_annotations(
+        service,
+        json!({
+            "prometheus.io/path": "/metrics",
+            "prometheus.io/port": metrics_port.to_string(),
+            "prometheus.io/scrape": "true",
+        }),
+    )
+}
+
+fn with_annotations(mut object: Value, annotations: Value) -> Value {
     let metadata = &mut object["metadata"];
     if metadata.get("annotations").is_none() {
         metadata["annotations"] = json!({});

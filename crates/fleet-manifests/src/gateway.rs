@@ -89,27 +89,13 @@ pub(crate) fn objects(names: &Names<'_>) -> Vec<Value> {
     );
     // Each replica's own `/metrics` (its requests, by server and revision), scraped pod
     // by pod as the annotations say.
-    let service = control_plane::with_annotations(
-        names.labelled(
-            "v1",
-            "Service",
-            NAME,
-            labels.clone(),
-            json!({
-                "spec": {
-                    "ports": [
-                        { "name": "gateway", "port": port, "protocol": "TCP", "targetPort": "gateway" },
-                        { "name": "metrics", "port": metrics_port, "protocol": "TCP", "targetPort": "metrics" },
-                    ],
-                    "selector": pods,
-                }
-            }),
-        ),
-        json!({
-            "prometheus.io/path": "/metrics",
-            "prometheus.io/port": metrics_port.to_string(),
-            "prometheus.io/scrape": "true",
-        }),
+    let service = control_plane::scraped_service(
+        names,
+        NAME,
+        labels.clone(),
+        port,
+        ("metrics", metrics_port),
+        pods.clone(),
     );
     let mut objects = vec![policy, deployment(names, replicas, labels.clone()), service];
     if scale.max > scale.min {

@@ -328,9 +328,7 @@ servers:
     remote: { url: https://docs.example/mcp }
 ";
     let error = check_runnable(&load(text)).expect_err("cannot run");
-    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
-        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
-        .collect();
+    let found = located(&error.problems);
     assert_eq!(
         found,
         [
@@ -676,9 +674,7 @@ servers:
 ";
     let fleet = load(text);
     let error = render(&fleet, &Options::new(text)).expect_err("an open gateway");
-    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
-        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
-        .collect();
+    let found = located(&error.problems);
     assert_eq!(
         found,
         [
@@ -747,6 +743,14 @@ fn the_control_plane_serves_its_pod_network_where_the_service_scrape_and_probe_p
 fn render_postgres_example() -> Vec<Value> {
     let text = example_named("kubernetes-postgres.yaml");
     render(&load(&text), &Options::new(text)).expect("the example renders")
+}
+
+/// Each problem as it reads, and the line it points at.
+fn located(problems: &[Problem]) -> Vec<(String, Option<u32>)> {
+    problems
+        .iter()
+        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
+        .collect()
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -992,9 +996,7 @@ fn a_state_url_reading_a_secret_from_a_file_is_refused_at_the_url() {
     );
     let fleet = load(&text);
     let error = render(&fleet, &Options::new(text.clone())).expect_err("a file secret");
-    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
-        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
-        .collect();
+    let found = located(&error.problems);
     assert_eq!(
         found,
         [(
@@ -1282,9 +1284,7 @@ fn gateway_replicas_without_the_shared_store_or_session_keys_are_refused_at_the_
     );
     let fleet = load(&text);
     let error = render(&fleet, &Options::new(text.clone())).expect_err("no store, no keys");
-    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
-        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
-        .collect();
+    let found = located(&error.problems);
     assert_eq!(
         found,
         [
@@ -1315,9 +1315,7 @@ fn a_session_key_read_from_a_file_is_refused_at_gateway_replicas() {
     );
     let fleet = load(&text);
     let error = render(&fleet, &Options::new(text.clone())).expect_err("a file secret");
-    let found: Vec<(String, Option<u32>)> = (error.problems.iter())
-        .map(|p| (p.to_string(), p.span().map(|s| s.line)))
-        .collect();
+    let found = located(&error.problems);
     assert_eq!(
         found,
         [(

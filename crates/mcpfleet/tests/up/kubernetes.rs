@@ -984,13 +984,7 @@ fn mock_cluster_control_planes_on_postgres_label_the_leaders_pod_and_move_the_la
         "{:?}",
         cluster.deployments()
     );
-    let out = fleet
-        .command()
-        .args(["down", "--state-dir"])
-        .arg(&standby_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    fleet.down_in(&standby_dir);
 }
 
 #[test]
@@ -1054,11 +1048,5 @@ fn mock_cluster_a_leader_told_to_terminate_hands_its_servers_to_the_standby_unto
         whoami(&cluster.runtime, &endpoint),
         format!("pid {}", pod.pid())
     );
-    let out = fleet
-        .command()
-        .args(["down", "--state-dir"])
-        .arg(&standby_dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    fleet.down_in(&standby_dir);
 }

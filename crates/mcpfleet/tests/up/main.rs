@@ -143,6 +143,18 @@ impl Fleet {
         std::thread::spawn(move || command.output().unwrap())
     }
 
+    /// `mcpfleet down` of the control plane whose state is in `state_dir` (another than this
+    /// fleet's own, as a standby's); it must succeed.
+    fn down_in(&self, state_dir: &Path) {
+        let out = self
+            .command()
+            .args(["down", "--state-dir"])
+            .arg(state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
     fn client(&self) -> Client {
         Client::new(&self.state_dir())
     }

@@ -230,11 +230,7 @@ fn a_gateway_replica_waits_for_the_view_then_serves_with_the_fleets_tokens_as_de
     assert!(out.status.success(), "{}", text(&out));
     let pid = server(&fleet.status(), "api").instances[0].pid.unwrap();
     // The replica follows the view: no sleep, the first answer from the server.
-    let answer = wait_until_blocking(
-        "the replica routes to the fleet's server",
-        Duration::from_secs(20),
-        || whoami(&api, CI_TOKEN),
-    );
+    let answer = first_answer(&api);
     assert_eq!(answer, format!("pid {pid}"));
     assert_eq!(get(&format!("{}/readyz", replica.url)).0, 200);
     assert_eq!(whoami(&api, OLD_TOKEN), Ok(format!("pid {pid}")));
@@ -288,11 +284,7 @@ fn a_canary_step_reaches_the_replica_new_sessions_land_where_the_weights_say() {
     let stable = server(&fleet.status(), "api").instances[0].pid.unwrap();
     let replica = Replica::start(&fleet);
     let api = replica.endpoint("api");
-    let first = wait_until_blocking(
-        "the replica routes to the fleet's server",
-        Duration::from_secs(20),
-        || whoami(&api, CI_TOKEN),
-    );
+    let first = first_answer(&api);
     assert_eq!(first, format!("pid {stable}"));
 
     // The canary's step gives it all new sessions (weight 100, stable 0): on the replica as
@@ -378,11 +370,9 @@ fn exchange(
     (status, session, last_message(&text))
 }
 
-#[test]
-fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a_replica_keeps_its_session()
- {
-    let url = fleet_testkit::postgres::fresh_database();
-    let name = "replica-sessions";
+/// [`replicated_fleet`] with its store at `url` and `key` as its one session key, read
+/// from the environment.
+fn keyed_fleet(name: &str, url: &str, key: &str) -> Fleet {
     let yaml = replicated_fleet(name, "", "", &["ci"])
         .replace(
             "secrets:\n",
@@ -392,9 +382,37 @@ fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a
             "gateway:\n",
             "gateway:\n  session_keys: [\"{{ secret('session_key') }}\"]\n",
         );
-    let fleet = Fleet::new(name, &yaml)
-        .with_env("STATE_DB", &url)
-        .with_env("SESSION_KEY", "replica-sessions-key-0123456789abcdef");
+    Fleet::new(name, &yaml)
+        .with_env("STATE_DB", url)
+        .with_env("SESSION_KEY", key)
+}
+
+/// The first answer of `whoami` at `endpoint` (a replica's) once it routes to the fleet's
+/// server: it follows the leader's view, so no sleep.
+fn first_answer(endpoint: &str) -> String {
+    wait_until_blocking(
+        "the replica routes to the fleet's server",
+        Duration::from_secs(20),
+        || whoami(endpoint, CI_TOKEN),
+    )
+}
+
+/// A new session at `endpoint`: its id.
+fn initialize(endpoint: &str) -> String {
+    let (status, session, _) = exchange(endpoint, None, INITIALIZE);
+    assert_eq!(status, 200);
+    session.expect("a session id")
+}
+
+#[test]
+fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a_replica_keeps_its_session()
+ {
+    let url = fleet_testkit::postgres::fresh_database();
+    let fleet = keyed_fleet(
+        "replica-sessions",
+        &url,
+        "replica-sessions-key-0123456789abcdef",
+    );
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let status = fleet.status();
@@ -402,15 +420,9 @@ fn with_shared_session_keys_a_client_alternating_between_the_control_plane_and_a
     let on_control_plane = server(&status, "api").endpoint.clone().unwrap();
     let replica = Replica::start_with(&fleet, &["--metrics-listen", "127.0.0.1:0"]);
     let on_replica = replica.endpoint("api");
-    wait_until_blocking(
-        "the replica routes to the fleet's server",
-        Duration::from_secs(20),
-        || whoami(&on_replica, CI_TOKEN),
-    );
+    first_answer(&on_replica);
 
-    let (status, session, _) = exchange(&on_control_plane, None, INITIALIZE);
-    assert_eq!(status, 200);
-    let session = session.expect("a session id");
+    let session = initialize(&on_control_plane);
     assert_eq!(exchange(&on_replica, Some(&session), INITIALIZED).0, 202);
     for (n, endpoint) in [
         &on_control_plane,
@@ -485,18 +497,7 @@ fn the_rendered_gateway_replica_pod_serves_the_control_planes_sessions_at_its_se
     let url = fleet_testkit::postgres::fresh_database();
     let key = "rendered-replica-key-0123456789abcdef";
     let name = "replica-rendered";
-    let yaml = replicated_fleet(name, "", "", &["ci"])
-        .replace(
-            "secrets:\n",
-            "secrets:\n  session_key: { env: SESSION_KEY }\n",
-        )
-        .replace(
-            "gateway:\n",
-            "gateway:\n  session_keys: [\"{{ secret('session_key') }}\"]\n",
-        );
-    let fleet = Fleet::new(name, &yaml)
-        .with_env("STATE_DB", &url)
-        .with_env("SESSION_KEY", key);
+    let fleet = keyed_fleet(name, &url, key);
     let out = fleet.up();
     assert!(out.status.success(), "{}", text(&out));
     let status = fleet.status();
@@ -571,17 +572,11 @@ fn the_rendered_gateway_replica_pod_serves_the_control_planes_sessions_at_its_se
         },
     );
     let on_replica = format!("http://127.0.0.1:{port}/mcp/api");
-    wait_until_blocking(
-        "the replica routes to the fleet's server",
-        Duration::from_secs(20),
-        || whoami(&on_replica, CI_TOKEN),
-    );
+    first_answer(&on_replica);
 
     // A session opened on the control plane continues on the replica, reached by the
     // names its Service gives it; another name is refused.
-    let (status, session, _) = exchange(&on_control_plane, None, INITIALIZE);
-    assert_eq!(status, 200);
-    let session = session.expect("a session id");
+    let session = initialize(&on_control_plane);
     let at = |host: &str| {
         let (status, _, text) = post_as(&on_replica, CI_TOKEN, Some(&session), Some(host), WHOAMI);
         (status, text)

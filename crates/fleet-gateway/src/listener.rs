@@ -91,7 +91,7 @@ pub(crate) async fn run(
         let open = open.clone();
         let stop = stop.clone();
         let tls = tls.clone();
-        workers().next().spawn(async move {
+        let serve = async move {
             let tcp = match tokio::net::TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
                 Err(error) => {
@@ -113,7 +113,11 @@ pub(crate) async fn run(
                 }
             }
             drop(open);
-        });
+        };
+        match workers().next() {
+            Some(worker) => drop(worker.spawn(serve)),
+            None => drop(tokio::spawn(serve)),
+        }
     }
     drop(listener);
     let _ = stopping.send(true);
@@ -138,10 +142,11 @@ struct Workers {
 }
 
 impl Workers {
-    /// The worker for the next connection, in turn.
-    fn next(&self) -> &tokio::runtime::Handle {
+    /// The worker for the next connection, in turn; none if no worker could start (the
+    /// connection is then served where it was accepted).
+    fn next(&self) -> Option<&tokio::runtime::Handle> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.handles[turn % self.handles.len()]
+        self.handles.get(turn.checked_rem(self.handles.len())?)
     }
 }
 
@@ -152,7 +157,7 @@ fn workers() -> &'static Workers {
     WORKERS.get_or_init(|| {
         let count =
             std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1));
-        let handles = (0..count).map(start_worker).collect();
+        let handles = (0..count).filter_map(start_worker).collect();
         Workers {
             handles,
             next: AtomicUsize::new(0),
@@ -161,29 +166,19 @@ fn workers() -> &'static Workers {
 }
 
 /// Starts worker `index`: a thread that runs its runtime until the process ends.
-fn start_worker(index: usize) -> tokio::runtime::Handle {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+fn start_worker(index: usize) -> Option<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        // Without a runtime of its own the connection is served where it was accepted.
-        Err(error) => {
-            tracing::warn!(%error, "cannot start a gateway worker thread's runtime");
-            return tokio::runtime::Handle::current();
-        }
-    };
+        .inspect_err(|error| tracing::warn!(%error, "cannot start a gateway worker's runtime"))
+        .ok()?;
     let handle = runtime.handle().clone();
-    let started = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("gateway-{index}"))
-        .spawn(move || runtime.block_on(std::future::pending::<()>()));
-    match started {
-        Ok(_) => handle,
-        Err(error) => {
-            tracing::warn!(%error, "cannot start a gateway worker thread");
-            tokio::runtime::Handle::current()
-        }
-    }
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .inspect_err(|error| tracing::warn!(%error, "cannot start a gateway worker thread"))
+        .ok()?;
+    Some(handle)
 }
 
 /// Errors such as EMFILE would repeat at once: pause before the next accept.

@@ -104,9 +104,14 @@ fn schema(check: bool) -> Result<()> {
 
 pub(crate) fn run(program: &str, args: &[&str]) -> Result<()> {
     eprintln!("+ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(root())
+    let mut command = Command::new(program);
+    command.args(args).current_dir(root());
+    succeed(command, program, args)
+}
+
+/// Runs `command` (`program args`) to its end; an error unless it succeeded.
+fn succeed(mut command: Command, program: &str, args: &[&str]) -> Result<()> {
+    let status = command
         .status()
         .with_context(|| format!("start {program}"))?;
     if !status.success() {
@@ -159,10 +164,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ];
-    let status = cargo_once(&clippy).status().context("start cargo clippy")?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", clippy.join(" "));
-    }
+    succeed(cargo_once(&clippy), "cargo", &clippy)?;
     schema(true)?;
     let (passed, failed) = test_workspace()?;
     bench::validate(&["--smoke"])?;

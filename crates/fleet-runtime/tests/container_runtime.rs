@@ -702,21 +702,22 @@ async fn a_secret_reaches_the_container_as_a_file_its_user_can_read_and_goes_wit
     let answer = fleet_testkit::initialize_over(&mut attachment, DEADLINE).await;
     assert!(answer.contains(r#""serverInfo""#), "{answer}");
     // The server's line about the file reaches the log through the engine's output stream,
-    // which may lag behind its answer: follow the log until it comes.
+    // which may lag behind its answer.
     let read = format!("read /run/secrets/token: {} bytes, sha256 ", VALUE.len());
-    let mut log = fleet.runtime.logs(&id, 100, true);
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(DEADLINE, async {
-        while let Some(line) = futures::StreamExt::next(&mut log).await {
-            if line.starts_with(&read) {
-                return true;
+    wait_until(
+        "the server's line about the secret file in its log",
+        DEADLINE,
+        async || {
+            let logs: Vec<String> =
+                futures::StreamExt::collect(fleet.runtime.logs(&id, 100, false)).await;
+            if logs.iter().any(|l| l.starts_with(&read)) {
+                Ok(())
+            } else {
+                Err(logs)
             }
-            seen.push(line);
-        }
-        false
-    })
+        },
+    )
     .await;
-    assert_eq!(found, Ok(true), "the log so far: {seen:#?}");
 
     // On the host: a tmpfs, mode 0400, owned by the container's user.
     let dir = std::path::Path::new("/dev/shm")

@@ -15,7 +15,7 @@
 //! sample server the way `cargo xtask image` assembles a root filesystem.
 
 use crate::bench::{binaries, flag, write};
-use crate::bench_gateway::{Session, Target};
+use crate::bench_gateway::{Session, Target, in_turns};
 use crate::bench_rollout::Fleet;
 use crate::image::{self, podman_output};
 use crate::{podman, root};
@@ -358,7 +358,7 @@ fn initialize_params() -> Value {
 }
 
 /// One fleet serving the http sample server as a process (`proc`) and as an image (`ctr`);
-/// `calls` sequential echoes to each of the four targets, one of each in turn.
+/// `calls` sequential echoes to each of the four targets, in turns ([`in_turns`]).
 async fn gateway_latency(
     bin: &Path,
     work: &Path,
@@ -411,8 +411,8 @@ async fn gateway_latency(
         upstreams.push(Upstream {
             label,
             key,
-            direct: Vec::with_capacity(calls),
-            gateway: Vec::with_capacity(calls),
+            direct: Vec::new(),
+            gateway: Vec::new(),
         });
     }
     // Connections and both ends' lazy paths warmed before anything is timed.
@@ -421,27 +421,19 @@ async fn gateway_latency(
             session.echo().await?;
         }
     }
-    for _ in 0..calls {
-        for (i, session) in sessions.iter_mut().enumerate() {
-            let began = Instant::now();
-            session.echo().await?;
-            let us = began.elapsed().as_secs_f64() * 1e6;
-            let upstream = &mut upstreams[i / 2];
-            if i % 2 == 0 {
-                upstream.direct.push(us);
-            } else {
-                upstream.gateway.push(us);
-            }
-        }
-    }
+    let times = in_turns(&mut sessions, calls).await;
     for session in sessions {
         session.close().await;
     }
-    fleet.succeed(&["down"])?;
-    for upstream in &mut upstreams {
-        upstream.direct.sort_by(f64::total_cmp);
-        upstream.gateway.sort_by(f64::total_cmp);
+    for (i, taken) in times.into_iter().enumerate() {
+        let upstream = &mut upstreams[i / 2];
+        if i % 2 == 0 {
+            upstream.direct = taken?;
+        } else {
+            upstream.gateway = taken?;
+        }
     }
+    fleet.succeed(&["down"])?;
     Ok(upstreams)
 }
 

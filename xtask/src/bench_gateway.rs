@@ -176,6 +176,7 @@ enum Peer {
 }
 
 impl Peer {
+    /// The rows in front of the shared HTTP upstream come first (see [`Peer::fronts_upstream`]).
     const ALL: [Peer; 10] = [
         Peer::Direct,
         Peer::Relay,
@@ -183,10 +184,10 @@ impl Peer {
         Peer::Gateway,
         Peer::Fleet,
         Peer::FleetToken,
+        Peer::RustProxy,
         Peer::GatewayStdio,
         Peer::PythonProxy,
         Peer::Supergateway,
-        Peer::RustProxy,
     ];
 
     /// The rows the targets of the path users run apply to.
@@ -260,13 +261,47 @@ struct Report {
     idle: IdleMemory,
 }
 
+impl Peer {
+    /// The shared HTTP upstream, or a hop in front of it: rows whose latency is compared by
+    /// difference (what the hop adds). The stdio rows run their own servers.
+    fn fronts_upstream(self) -> bool {
+        !matches!(
+            self,
+            Peer::GatewayStdio | Peer::PythonProxy | Peer::Supergateway
+        )
+    }
+
+    /// Third-party bridges: a row of theirs that fails is reported, not fatal. The floor,
+    /// the relay and mcpfleet's rows are what this benchmark is for: no table without them.
+    fn optional(self) -> bool {
+        matches!(
+            self,
+            Peer::PythonProxy | Peer::Supergateway | Peer::RustProxy
+        )
+    }
+}
+
+/// A peer serving: what runs for it, where it serves, and whose CPU is its cost.
+struct Started {
+    peer: Peer,
+    /// Held until the measuring is over: the peer ends when it is dropped.
+    _running: Running,
+    target: Target,
+    cpu: CpuOf,
+}
+
+/// Every peer is started first, in front of one shared upstream (the sample server, which
+/// is also the direct row). Their sequential latencies are then measured side by side, in
+/// turns, so the difference between two rows (what a hop adds) is not drift of the machine
+/// between two measurements. Throughput and CPU are measured one peer at a time, the others
+/// idle.
 async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
+    let upstream = Upstream::start(bins)?;
     let mut rows = Vec::new();
+    let mut started = Vec::new();
     for peer in Peer::ALL {
         let skipped = match peer {
-            Peer::PythonProxy | Peer::Supergateway | Peer::RustProxy if options.smoke => {
-                Some("not run in --smoke".to_string())
-            }
+            _ if peer.optional() && options.smoke => Some("not run in --smoke".to_string()),
             Peer::RustProxy if !bins.rust_proxy.exists() => Some(format!(
                 "not installed ({} missing)",
                 bins.rust_proxy.display()
@@ -280,52 +315,101 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
             });
             continue;
         }
-        eprintln!("bench gateway: {}", peer.label());
-        let outcome = measure_peer(peer, options, bins).await;
-        match outcome {
-            Ok(result) => rows.push(Row {
+        eprintln!("bench gateway: starting {}", peer.label());
+        let mut running = Running::default();
+        match start_peer(peer, bins, &upstream, &mut running).await {
+            Ok((target, cpu)) => started.push(Started {
                 peer,
-                outcome: Ok(result),
+                _running: running,
+                target,
+                cpu,
             }),
-            // The floor, the relay and mcpfleet's rows are what this benchmark is for: no
-            // table without them.
-            Err(error)
-                if !matches!(
-                    peer,
-                    Peer::PythonProxy | Peer::Supergateway | Peer::RustProxy
-                ) =>
-            {
-                return Err(error.context(peer.label()));
-            }
-            Err(error) => {
-                eprintln!("bench gateway: {} failed: {error:#}", peer.label());
-                rows.push(Row {
-                    peer,
-                    outcome: Err(format!("failed: {error:#}")),
-                });
-            }
+            Err(error) if !peer.optional() => return Err(error.context(peer.label())),
+            Err(error) => rows.push(Row::failed(peer, &error)),
         }
     }
+    // Two groups, each in turns of its own: a call to a Python or Node bridge leaves work
+    // behind (its runtime's, its stdio server's) that slowed the next call, whichever it
+    // was, so it would blur the small differences between the rows before a shared upstream.
+    let stdio = started
+        .iter()
+        .position(|s| !s.peer.fronts_upstream())
+        .unwrap_or(started.len());
+    let mut latencies = sequential(&started[..stdio], options).await;
+    latencies.extend(sequential(&started[stdio..], options).await);
+    for (peer, latency) in started.iter_mut().zip(latencies) {
+        let outcome = match latency {
+            Ok(latency) => {
+                eprintln!(
+                    "bench gateway: {} sessions, {}",
+                    options.sessions,
+                    peer.peer.label()
+                );
+                load_one(peer, latency, options).await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(measured) => rows.push(Row {
+                peer: peer.peer,
+                outcome: Ok(measured),
+            }),
+            Err(error) if !peer.peer.optional() => {
+                return Err(error.context(peer.peer.label()));
+            }
+            Err(error) => rows.push(Row::failed(peer.peer, &error)),
+        }
+    }
+    // The fleets go down (and the peers end) before their upstream does.
+    drop(started);
+    drop(upstream);
+    rows.sort_by_key(|row| Peer::ALL.iter().position(|p| *p == row.peer));
     eprintln!("bench gateway: idle sessions");
     let idle = idle_memory(options, bins).await?;
     Ok(Report { rows, idle })
 }
 
-/// Starts `peer` (and the sample server behind it), then measures it; every process is
-/// gone when this returns.
-async fn measure_peer(peer: Peer, options: &Options, bins: &Binaries) -> Result<Measured> {
-    let mut running = Running::default();
-    let (target, cpu) = start_peer(peer, bins, &mut running).await?;
-    let latency = sequential(&target, options).await?;
-    let before = cpu.ticks()?;
-    let (calls, concurrent) = concurrent(&target, options).await?;
-    let spent = cpu.ticks()?.saturating_sub(before);
-    drop(running);
+impl Row {
+    fn failed(peer: Peer, error: &anyhow::Error) -> Self {
+        eprintln!("bench gateway: {} failed: {error:#}", peer.label());
+        Self {
+            peer,
+            outcome: Err(format!("failed: {error:#}")),
+        }
+    }
+}
+
+/// The concurrent sessions' throughput through a started peer and its CPU per call.
+async fn load_one(peer: &Started, latency: Latency, options: &Options) -> Result<Measured> {
+    let before = peer.cpu.ticks()?;
+    let (calls, concurrent) = concurrent(&peer.target, options).await?;
+    let spent = peer.cpu.ticks()?.saturating_sub(before);
     Ok(Measured {
         latency,
         concurrent,
         cpu_us_per_request: ticks_to_us(spent) / calls.max(1) as f64,
     })
+}
+
+/// The sample server every HTTP-upstream row fronts.
+struct Upstream {
+    url: String,
+    pid: u32,
+    _process: Process,
+}
+
+impl Upstream {
+    fn start(bins: &Binaries) -> Result<Self> {
+        let (process, url) = Process::announcing(
+            Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
+            "sample server",
+        )?;
+        Ok(Self {
+            url,
+            pid: process.pid(),
+            _process: process,
+        })
+    }
 }
 
 /// Where a peer serves MCP, what it calls the sample server's `echo` tool, and the bearer
@@ -346,26 +430,20 @@ struct Running {
 }
 
 /// Starts `peer`; returns where it serves and whose CPU time is its cost.
-async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Result<(Target, CpuOf)> {
+async fn start_peer(
+    peer: Peer,
+    bins: &Binaries,
+    upstream: &Upstream,
+    running: &mut Running,
+) -> Result<(Target, CpuOf)> {
     let sample = bins.sample.to_str().context("sample server path")?;
     let log = |name: &str| bins.logs.join(format!("{name}.log"));
+    let upstream_url = &upstream.url;
     let mut token = None;
     let processes = &mut running.processes;
     let url = match peer {
-        Peer::Direct => {
-            let (process, url) = Process::announcing(
-                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
-                "sample server",
-            )?;
-            processes.push(process);
-            url
-        }
+        Peer::Direct => upstream.url.clone(),
         Peer::Relay => {
-            let (upstream, upstream_url) = Process::announcing(
-                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
-                "sample server",
-            )?;
-            processes.push(upstream);
             let upstream: hyper::Uri = upstream_url.parse().context("sample server URL")?;
             let port = free_port()?;
             // One child per connection (`fork`), TCP_NODELAY on both sides, as a
@@ -382,11 +460,6 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
             format!("http://127.0.0.1:{port}{}", upstream.path())
         }
         Peer::TokioRelay => {
-            let (upstream, upstream_url) = Process::announcing(
-                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
-                "sample server",
-            )?;
-            processes.push(upstream);
             let upstream: hyper::Uri = upstream_url.parse().context("sample server URL")?;
             let authority = upstream.authority().context("sample server URL")?;
             let (relay, url) = Process::announcing(
@@ -401,11 +474,6 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
             format!("{url}{}", upstream.path())
         }
         Peer::Fleet | Peer::FleetToken => {
-            let (upstream, upstream_url) = Process::announcing(
-                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
-                "sample server",
-            )?;
-            processes.push(upstream);
             let mut auth = String::new();
             if peer == Peer::FleetToken {
                 let created = token_create(&bins.profile_dir.join("mcpfleet"))?;
@@ -432,13 +500,8 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
                 .to_string()
         }
         Peer::Gateway => {
-            let (upstream, upstream_url) = Process::announcing(
-                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
-                "sample server",
-            )?;
-            processes.push(upstream);
             let (gateway, url) = Process::announcing(
-                Command::new(&bins.gateway).args(["bench-gateway-serve", &upstream_url]),
+                Command::new(&bins.gateway).args(["bench-gateway-serve", upstream_url]),
                 "gateway",
             )?;
             processes.push(gateway);
@@ -489,14 +552,9 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
             format!("http://127.0.0.1:{port}/mcp")
         }
         Peer::RustProxy => {
-            let (upstream, upstream_url) = Process::announcing(
-                Command::new(&bins.sample).args(["--transport", "http", "--tools", "echo"]),
-                "sample server",
-            )?;
-            processes.push(upstream);
             let port = free_port()?;
             let config = bins.logs.join("mcp-proxy-rust.toml");
-            std::fs::write(&config, rust_proxy_config(port, &upstream_url))?;
+            std::fs::write(&config, rust_proxy_config(port, upstream_url))?;
             let mut command = Command::new(&bins.rust_proxy);
             command.arg("--config").arg(&config);
             processes.push(Process::logging(
@@ -521,12 +579,16 @@ async fn start_peer(peer: Peer, bins: &Binaries, running: &mut Running) -> Resul
                 .context("`mcpfleet status` has no pid")?,
             children: false,
         },
+        (Peer::Direct, _) => CpuOf {
+            pid: upstream.pid,
+            children: false,
+        },
         // socat's work is done by the child it forks for each connection.
         (Peer::Relay, _) => CpuOf {
             pid: running.processes.last().context("no relay")?.pid(),
             children: true,
         },
-        // The peer in front: the last process started (the upstream, if any, came first).
+        // The peer in front: the one process started for it.
         _ => CpuOf {
             pid: running.processes.last().context("no process")?.pid(),
             children: false,
@@ -661,37 +723,98 @@ pub(crate) async fn wait_until_serving(target: &Target, processes: &mut [Process
     }
 }
 
-/// One session, `warmup` calls, then `calls` timed calls back to back.
-async fn sequential(target: &Target, options: &Options) -> Result<Latency> {
-    let mut session = Session::open(target).await?;
-    for _ in 0..options.warmup {
-        session.echo().await?;
+/// A session on each peer, warmed up, then [`in_turns`]: each peer's sequential latency
+/// (or why it has none).
+async fn sequential(peers: &[Started], options: &Options) -> Vec<Result<Latency>> {
+    let mut latencies = Vec::with_capacity(peers.len());
+    // The sessions opened, and the index of the peer each is on.
+    let (mut sessions, mut on) = (Vec::new(), Vec::new());
+    for (i, peer) in peers.iter().enumerate() {
+        let opened = async {
+            let mut session = Session::open(&peer.target).await?;
+            for _ in 0..options.warmup {
+                session.echo().await?;
+            }
+            anyhow::Ok(session)
+        }
+        .await;
+        match opened {
+            Ok(session) => {
+                sessions.push(session);
+                on.push(i);
+                latencies.push(Ok(Latency::default()));
+            }
+            Err(error) => latencies.push(Err(error)),
+        }
     }
-    let mut times = Vec::with_capacity(options.calls);
-    let started = Instant::now();
-    for _ in 0..options.calls {
-        let call = Instant::now();
-        session.echo().await?;
-        times.push(call.elapsed());
+    if sessions.is_empty() {
+        return latencies;
     }
-    let wall = started.elapsed();
-    session.close().await;
-    times.sort();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let at = |q: f64| us(times[((times.len() - 1) as f64 * q).round() as usize]);
-    Ok(Latency {
-        p50_us: at(0.50),
-        p90_us: at(0.90),
-        p99_us: at(0.99),
-        mean_us: us(times.iter().sum::<Duration>()) / times.len() as f64,
-        per_second: times.len() as f64 / wall.as_secs_f64(),
-    })
+    eprintln!(
+        "bench gateway: sequential latency, {} calls to each of {} peers in turns",
+        options.calls,
+        sessions.len()
+    );
+    let measured = in_turns(&mut sessions, options.calls).await;
+    for session in sessions {
+        session.close().await;
+    }
+    for (i, times) in on.into_iter().zip(measured) {
+        latencies[i] = times.map(|times| Latency::of(&times));
+    }
+    latencies
 }
 
-/// `bench-gateway-load URL SESSIONS SECONDS`: the sequential latency and the concurrent
-/// throughput of one endpoint, for profiling a peer by hand (with the bearer token in
-/// `BENCH_GATEWAY_TOKEN`, if set).
-pub(crate) fn load(url: &str, sessions: &str, seconds: &str) -> Result<()> {
+/// Sequential calls over several sessions side by side: `calls` timed echoes on each, made
+/// in turns (one on every session per turn, each turn starting one session further on).
+/// Whatever drifts on the machine during the run (CPU placement, frequency, other load)
+/// then weighs on every session alike, which a difference between two of them (what a hop
+/// adds) needs: measured one after another, the added p50 of one hop moved between 61 and
+/// 106 µs from run to run. Each call finds its peer idle since its last one, as an agent's
+/// calls, spaced by its thinking, do. Each session's call times in µs, sorted; a session
+/// whose call fails gets that error and sits out the remaining turns.
+pub(crate) async fn in_turns(sessions: &mut [Session], calls: usize) -> Vec<Result<Vec<f64>>> {
+    let mut times: Vec<Result<Vec<f64>>> = sessions
+        .iter()
+        .map(|_| Ok(Vec::with_capacity(calls)))
+        .collect();
+    let count = sessions.len();
+    for turn in 0..calls {
+        for i in (0..count).map(|k| (turn + k) % count) {
+            let Ok(taken) = &mut times[i] else { continue };
+            let began = Instant::now();
+            match sessions[i].echo().await {
+                Ok(()) => taken.push(began.elapsed().as_secs_f64() * 1e6),
+                Err(error) => times[i] = Err(error),
+            }
+        }
+    }
+    for taken in times.iter_mut().flatten() {
+        taken.sort_by(f64::total_cmp);
+    }
+    times
+}
+
+impl Latency {
+    /// From sorted call times in µs. Calls per second is the inverse of the mean call time:
+    /// what one client calling back to back would get.
+    fn of(times: &[f64]) -> Self {
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let mean_us = times.iter().sum::<f64>() / times.len() as f64;
+        Self {
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            mean_us,
+            per_second: 1e6 / mean_us,
+        }
+    }
+}
+
+/// `bench-gateway-load URL[,URL…] SESSIONS SECONDS`: the sequential latency (of several
+/// endpoints side by side, in turns) and the concurrent throughput of each, for profiling a
+/// peer by hand (with the bearer token in `BENCH_GATEWAY_TOKEN`, if set).
+pub(crate) fn load(urls: &str, sessions: &str, seconds: &str) -> Result<()> {
     let options = Options {
         smoke: false,
         calls: 2000,
@@ -700,21 +823,35 @@ pub(crate) fn load(url: &str, sessions: &str, seconds: &str) -> Result<()> {
         duration: Duration::from_secs(seconds.parse().context("SECONDS")?),
         idle_sessions: 0,
     };
-    let target = Target {
-        url: url.to_owned(),
-        tool: "echo",
-        token: std::env::var("BENCH_GATEWAY_TOKEN").ok(),
-    };
+    let targets: Vec<Target> = urls
+        .split(',')
+        .map(|url| Target {
+            url: url.to_owned(),
+            tool: "echo",
+            token: std::env::var("BENCH_GATEWAY_TOKEN").ok(),
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let latency = sequential(&target, &options).await?;
-        let (_, throughput) = concurrent(&target, &options).await?;
-        println!(
-            "p50 {:.0} µs, p99 {:.0} µs; {} sessions: {throughput:.0} req/s",
-            latency.p50_us, latency.p99_us, options.sessions
-        );
+        let mut opened = Vec::new();
+        for target in &targets {
+            let mut session = Session::open(target).await?;
+            for _ in 0..options.warmup {
+                session.echo().await?;
+            }
+            opened.push(session);
+        }
+        let latencies = in_turns(&mut opened, options.calls).await;
+        for (target, times) in targets.iter().zip(latencies) {
+            let latency = Latency::of(&times?);
+            let (_, throughput) = concurrent(target, &options).await?;
+            println!(
+                "{}: p50 {:.0} µs, p99 {:.0} µs; {} sessions: {throughput:.0} req/s",
+                target.url, latency.p50_us, latency.p99_us, options.sessions
+            );
+        }
         Ok(())
     })
 }
@@ -753,9 +890,11 @@ async fn concurrent(target: &Target, options: &Options) -> Result<(u64, f64)> {
 /// `idle_sessions` more sessions open (a sample of them is called at the end to show they
 /// are alive).
 async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
+    let upstream = Upstream::start(bins)?;
     let mut running = Running::default();
-    let (target, _) = start_peer(Peer::Gateway, bins, &mut running).await?;
-    let (upstream, gateway) = (running.processes[0].pid(), running.processes[1].pid());
+    let (target, _) = start_peer(Peer::Gateway, bins, &upstream, &mut running).await?;
+    let gateway = running.processes[0].pid();
+    let upstream = upstream.pid;
     let mut warm = Session::open(&target).await?;
     for _ in 0..options.warmup {
         warm.echo().await?;
@@ -1171,7 +1310,8 @@ impl Report {
 
     fn render(&self, options: &Options, profile: &str) -> (String, Value) {
         let mut md = format!(
-            "gateway: sequential `tools/call echo` over loopback, one legacy session, {} calls after {} warm-up; \
+            "gateway: sequential `tools/call echo` over loopback, one legacy session per peer, {} calls after {} warm-up, \
+             in turns (one call to each per turn) with the other peers in front of the same HTTP upstream, or with the other stdio peers; \
              {} concurrent sessions for {} s (CPU: the peer's process during that run, per call); \
              {} idle sessions; {profile} build\n\n\
              | peer | p50 µs | p90 µs | p99 µs | sequential req/s | {} sessions req/s | CPU µs/req |\n|---|---|---|---|---|---|---|\n",

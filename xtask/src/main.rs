@@ -64,9 +64,9 @@ fn main() -> Result<()> {
         ["bench", "containers", rest @ ..] => bench_containers::run(rest),
         // Hidden: the gateway process `bench gateway` measures.
         ["bench-gateway-serve", rest @ ..] => bench_gateway::serve(rest),
-        // Hidden: load one endpoint by hand (e.g. under `perf`): URL SESSIONS SECONDS.
-        ["bench-gateway-load", url, sessions, seconds] => {
-            bench_gateway::load(url, sessions, seconds)
+        // Hidden: load endpoints by hand (e.g. under `perf`): URL[,URL…] SESSIONS SECONDS.
+        ["bench-gateway-load", urls, sessions, seconds] => {
+            bench_gateway::load(urls, sessions, seconds)
         }
         _ => {
             eprintln!(

@@ -163,6 +163,10 @@ enum Peer {
     /// `copy_bidirectional` per connection, on the same runtime the gateway runs on. The
     /// physical floor of a hop's CPU, which the gateway's CPU per request is set against.
     TokioRelay,
+    /// The simplest HTTP reverse proxy (`bench-gateway-serve --http-relay`): hyper's server
+    /// and pooled client, each request sent on unchanged. The floor of a hop that reads
+    /// HTTP, as any MCP gateway must.
+    HttpRelay,
     /// The bare data plane (`bench-gateway-serve`): no control plane, audit or tokens.
     Gateway,
     /// The path users run: `mcpfleet up`, the sample server as a `remote` server.
@@ -177,10 +181,11 @@ enum Peer {
 
 impl Peer {
     /// The rows in front of the shared HTTP upstream come first (see [`Peer::fronts_upstream`]).
-    const ALL: [Peer; 10] = [
+    const ALL: [Peer; 11] = [
         Peer::Direct,
         Peer::Relay,
         Peer::TokioRelay,
+        Peer::HttpRelay,
         Peer::Gateway,
         Peer::Fleet,
         Peer::FleetToken,
@@ -198,6 +203,7 @@ impl Peer {
             Peer::Direct => "direct (sample server, HTTP)",
             Peer::Relay => "L4 relay (socat, nodelay) → HTTP upstream",
             Peer::TokioRelay => "L4 relay (tokio copy_bidirectional, nodelay) → HTTP upstream",
+            Peer::HttpRelay => "HTTP relay (hyper server + pooled client, nodelay) → HTTP upstream",
             Peer::Gateway => "mcpfleet gateway data plane → HTTP upstream",
             Peer::Fleet => "mcpfleet up (control plane, audit, metrics) → remote upstream",
             Peer::FleetToken => "mcpfleet up, bearer token → remote upstream",
@@ -213,6 +219,7 @@ impl Peer {
             Peer::Direct => "direct",
             Peer::Relay => "relay_socat",
             Peer::TokioRelay => "relay_tokio",
+            Peer::HttpRelay => "relay_http",
             Peer::Gateway => "gateway_http",
             Peer::Fleet => "fleet_remote",
             Peer::FleetToken => "fleet_remote_token",
@@ -459,15 +466,15 @@ async fn start_peer(
             processes.push(Process::logging(&mut command, "socat", &log("socat"))?);
             format!("http://127.0.0.1:{port}{}", upstream.path())
         }
-        Peer::TokioRelay => {
+        Peer::TokioRelay | Peer::HttpRelay => {
             let upstream: hyper::Uri = upstream_url.parse().context("sample server URL")?;
             let authority = upstream.authority().context("sample server URL")?;
+            let flag = match peer {
+                Peer::TokioRelay => "--relay",
+                _ => "--http-relay",
+            };
             let (relay, url) = Process::announcing(
-                Command::new(&bins.gateway).args([
-                    "bench-gateway-serve",
-                    "--relay",
-                    authority.as_str(),
-                ]),
+                Command::new(&bins.gateway).args(["bench-gateway-serve", flag, authority.as_str()]),
                 "relay",
             )?;
             processes.push(relay);
@@ -1432,11 +1439,27 @@ impl Report {
                         None,
                     ));
                 }
+                // What an HTTP hop costs at least: the product path's added p50 set against
+                // it shows how much is the gateway's own, beyond reading HTTP at all.
+                let http_added = self
+                    .row(Peer::HttpRelay)
+                    .map(|floor| floor.latency.p50_us - direct.latency.p50_us);
+                if let Some(http_added) = http_added {
+                    checks.push((
+                        format!(
+                            "{}: added p50 = {:.2}× the HTTP relay's (hyper server + client: {http_added:.0} µs)",
+                            peer.label(),
+                            added / http_added.max(1.0),
+                        ),
+                        None,
+                    ));
+                }
                 ratios.insert(
                     format!("{}_vs_relay", peer.key()),
                     json!({
                         "added_p50_us": added,
                         "added_p50_ratio": p50_vs_relay,
+                        "added_p50_vs_http_relay": http_added.map(|floor| added / floor.max(1.0)),
                         "concurrent_ratio": concurrent_vs_relay,
                         "cpu_us_per_request": row.cpu_us_per_request,
                         "cpu_vs_floor": floor_cpu.map(|floor| row.cpu_us_per_request / floor.max(1.0)),
@@ -1603,8 +1626,10 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if let ["--relay", upstream] = args {
-        return runtime.block_on(relay(upstream));
+    match args {
+        ["--relay", upstream] => return runtime.block_on(relay(upstream)),
+        ["--http-relay", upstream] => return runtime.block_on(http_relay(upstream)),
+        _ => {}
     }
     runtime.block_on(async {
         let stdio = StdioInstances::new();
@@ -1621,7 +1646,7 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
                 Instance::stdio_per_session("sample-1")
             }
             _ => bail!(
-                "usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS... | --relay HOST:PORT"
+                "usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS... | --relay HOST:PORT | --http-relay HOST:PORT"
             ),
         };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -1644,13 +1669,7 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
         eprintln!("listening on http://{address}/mcp/sample");
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            use std::io::Read as _;
-            let mut buf = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
-            drop(closed);
-        });
+        let stdin_closed = stdin_closed();
         let shutdown = async move {
             tokio::select! {
                 _ = terminate.recv() => {}
@@ -1683,6 +1702,63 @@ async fn relay(upstream: &str) -> Result<()> {
             });
         }
     };
+    until_stdin_closes(accept).await
+}
+
+/// `bench-gateway-serve --http-relay HOST:PORT`: the simplest HTTP/1.1 reverse proxy to
+/// `upstream` — hyper's server, and hyper's pooled client (TCP_NODELAY) sending each
+/// request on unchanged, its answer streamed back — with no JSON, sessions, routing, audit
+/// or metrics. What any proxy that speaks HTTP, as an MCP gateway must, costs at least.
+/// Serves until its stdin closes.
+async fn http_relay(upstream: &str) -> Result<()> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, hyper::body::Incoming> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let upstream = upstream.to_owned();
+    let accept = async move {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let (client, upstream) = (client.clone(), upstream.clone());
+            let service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    let client = client.clone();
+                    let uri = format!(
+                        "http://{upstream}{}",
+                        request.uri().path_and_query().map_or("/", |p| p.as_str())
+                    );
+                    async move {
+                        *request.uri_mut() = uri.parse()?;
+                        anyhow::Ok(client.request(request).await?)
+                    }
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    };
+    until_stdin_closes(accept).await
+}
+
+/// Runs `serve` until it fails or this process's stdin closes.
+async fn until_stdin_closes(serve: impl Future<Output = Result<()>>) -> Result<()> {
+    tokio::select! {
+        result = serve => result,
+        _ = stdin_closed() => Ok(()),
+    }
+}
+
+/// Completes when this process's stdin closes: the benchmark ending it.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
     let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         use std::io::Read as _;
@@ -1690,10 +1766,7 @@ async fn relay(upstream: &str) -> Result<()> {
         while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
         drop(closed);
     });
-    tokio::select! {
-        result = accept => result,
-        _ = stdin_closed => Ok(()),
-    }
+    stdin_closed
 }
 
 /// Processes started ahead of demand, so a new session does not wait for a spawn.

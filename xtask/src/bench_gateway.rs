@@ -4,12 +4,14 @@
 //!
 //! Every peer is a separate process on loopback, measured by the same small Streamable HTTP
 //! client (hyper, one connection per legacy session, JSON and SSE answers): sequential
-//! `tools/call echo` latency, total throughput of concurrent sessions, the CPU each peer's
-//! process spends per request under that load, and the gateway's memory for idle sessions.
+//! `tools/call echo` latency (every peer's calls in turns with the others', see
+//! [`in_turns`]), total throughput of concurrent sessions, the CPU each peer's process
+//! spends per request under that load, and the gateway's memory for idle sessions.
 //! The bare data plane runs as `xtask bench-gateway-serve` (see [`serve`]) so its RSS is its
 //! own; the path users run is a control plane from `mcpfleet up` fronting the same upstream
-//! as a `remote` server (audit and metrics on, once with a bearer token), and the yardstick
-//! for both is a plain L4 relay (socat) in front of that upstream.
+//! as a `remote` server (audit and metrics on, once with a bearer token), and the yardsticks
+//! for both are a plain L4 relay (socat) and the simplest HTTP relay (hyper) in front of
+//! that upstream.
 
 use crate::bench_rollout::Fleet;
 use crate::root;
@@ -352,7 +354,7 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
                     options.sessions,
                     peer.peer.label()
                 );
-                load_one(peer, latency, options).await
+                under_load(peer, latency, options).await
             }
             Err(error) => Err(error),
         };
@@ -387,7 +389,7 @@ impl Row {
 }
 
 /// The concurrent sessions' throughput through a started peer and its CPU per call.
-async fn load_one(peer: &Started, latency: Latency, options: &Options) -> Result<Measured> {
+async fn under_load(peer: &Started, latency: Latency, options: &Options) -> Result<Measured> {
     let before = peer.cpu.ticks()?;
     let (calls, concurrent) = concurrent(&peer.target, options).await?;
     let spent = peer.cpu.ticks()?.saturating_sub(before);

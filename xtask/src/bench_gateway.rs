@@ -346,7 +346,7 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
         .unwrap_or(started.len());
     let mut latencies = sequential(&started[..stdio], options).await;
     latencies.extend(sequential(&started[stdio..], options).await);
-    for (peer, latency) in started.iter_mut().zip(latencies) {
+    for (peer, latency) in started.iter().zip(latencies) {
         let outcome = match latency {
             Ok(latency) => {
                 eprintln!(
@@ -775,21 +775,23 @@ async fn sequential(peers: &[Started], options: &Options) -> Vec<Result<Latency>
 }
 
 /// Sequential calls over several sessions side by side: `calls` timed echoes on each, made
-/// in turns (one on every session per turn, each turn starting one session further on).
-/// Whatever drifts on the machine during the run (CPU placement, frequency, other load)
-/// then weighs on every session alike, which a difference between two of them (what a hop
-/// adds) needs: measured one after another, the added p50 of one hop moved between 61 and
-/// 106 µs from run to run. Each call finds its peer idle since its last one, as an agent's
-/// calls, spaced by its thinking, do. Each session's call times in µs, sorted; a session
-/// whose call fails gets that error and sits out the remaining turns.
+/// in turns (one on every session per turn). Whatever drifts on the machine during the run
+/// (CPU placement, frequency, other load) then weighs on every session alike, which a
+/// difference between two of them (what a hop adds) needs: measured one after another, the
+/// added p50 of one hop moved between 61 and 106 µs from run to run. Each call finds its
+/// peer idle since its last one, as an agent's calls, spaced by its thinking, do. Each
+/// turn takes the sessions in a new order ([`Shuffle`]). Each session's call times in µs,
+/// sorted; a session whose call fails gets that error and sits out the remaining turns.
 pub(crate) async fn in_turns(sessions: &mut [Session], calls: usize) -> Vec<Result<Vec<f64>>> {
     let mut times: Vec<Result<Vec<f64>>> = sessions
         .iter()
         .map(|_| Ok(Vec::with_capacity(calls)))
         .collect();
-    let count = sessions.len();
-    for turn in 0..calls {
-        for i in (0..count).map(|k| (turn + k) % count) {
+    let mut order: Vec<usize> = (0..sessions.len()).collect();
+    let mut shuffle = Shuffle::default();
+    for _ in 0..calls {
+        shuffle.apply(&mut order);
+        for &i in &order {
             let Ok(taken) = &mut times[i] else { continue };
             let began = Instant::now();
             match sessions[i].echo().await {
@@ -802,6 +804,31 @@ pub(crate) async fn in_turns(sessions: &mut [Session], calls: usize) -> Vec<Resu
         taken.sort_by(f64::total_cmp);
     }
     times
+}
+
+/// A new order for every turn of [`in_turns`]. A call finds the caches as the previous
+/// call's peer left them; in a fixed cyclic order every peer would always follow the same
+/// one (a relay after a small process, a gateway after another large one), and that
+/// showed: two builds, swapped between two places, differed by 5–12 µs at p50 by their
+/// place, whichever build held it.
+/// Fisher–Yates over xorshift64, from a fixed seed: the same orders in every run.
+struct Shuffle(u64);
+
+impl Default for Shuffle {
+    fn default() -> Self {
+        Self(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+impl Shuffle {
+    fn apply(&mut self, order: &mut [usize]) {
+        for i in (1..order.len()).rev() {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            order.swap(i, (self.0 % (i as u64 + 1)) as usize);
+        }
+    }
 }
 
 impl Latency {

@@ -378,7 +378,7 @@ async fn gateway_latency(
     ))?;
     fleet.succeed(&["up", "-d"])?;
     let status = fleet.status()?;
-    let mut upstreams = Vec::new();
+    let mut names = Vec::new();
     let mut sessions = Vec::new();
     for (name, label, key) in [
         ("proc", "http sample server as a process", "process"),
@@ -406,32 +406,26 @@ async fn gateway_latency(
                 tool: "echo",
                 token: None,
             };
-            sessions.push(Session::open(&target).await?);
+            sessions.push(Session::warmed(&target, calls.div_ceil(10).min(200)).await?);
         }
-        upstreams.push(Upstream {
-            label,
-            key,
-            direct: Vec::new(),
-            gateway: Vec::new(),
-        });
+        names.push((label, key));
     }
-    // Connections and both ends' lazy paths warmed before anything is timed.
-    for session in &mut sessions {
-        for _ in 0..calls.div_ceil(10).min(200) {
-            session.echo().await?;
-        }
-    }
-    let times = in_turns(&mut sessions, calls).await;
+    // Per upstream: the direct session's times, then the gateway's.
+    let mut times = in_turns(&mut sessions, calls).await.into_iter();
     for session in sessions {
         session.close().await;
     }
-    for (i, taken) in times.into_iter().enumerate() {
-        let upstream = &mut upstreams[i / 2];
-        if i % 2 == 0 {
-            upstream.direct = taken?;
-        } else {
-            upstream.gateway = taken?;
-        }
+    let mut upstreams = Vec::new();
+    for (label, key) in names {
+        let (Some(direct), Some(gateway)) = (times.next(), times.next()) else {
+            bail!("no call times for {label}");
+        };
+        upstreams.push(Upstream {
+            label,
+            key,
+            direct: direct?,
+            gateway: gateway?,
+        });
     }
     fleet.succeed(&["down"])?;
     Ok(upstreams)

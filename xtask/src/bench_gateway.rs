@@ -182,7 +182,6 @@ enum Peer {
 }
 
 impl Peer {
-    /// The rows in front of the shared HTTP upstream come first (see [`Peer::fronts_upstream`]).
     const ALL: [Peer; 11] = [
         Peer::Direct,
         Peer::Relay,
@@ -340,12 +339,14 @@ async fn measure(options: &Options, bins: &Binaries) -> Result<Report> {
     // Two groups, each in turns of its own: a call to a Python or Node bridge leaves work
     // behind (its runtime's, its stdio server's) that slowed the next call, whichever it
     // was, so it would blur the small differences between the rows before a shared upstream.
-    let stdio = started
-        .iter()
-        .position(|s| !s.peer.fronts_upstream())
-        .unwrap_or(started.len());
-    let mut latencies = sequential(&started[..stdio], options).await;
-    latencies.extend(sequential(&started[stdio..], options).await);
+    let (http, stdio): (Vec<Started>, Vec<Started>) =
+        started.into_iter().partition(|s| s.peer.fronts_upstream());
+    let mut latencies = Vec::new();
+    for group in [&http, &stdio] {
+        let targets: Vec<&Target> = group.iter().map(|s| &s.target).collect();
+        latencies.extend(sequential(&targets, options).await);
+    }
+    let started: Vec<Started> = http.into_iter().chain(stdio).collect();
     for (peer, latency) in started.iter().zip(latencies) {
         let outcome = match latency {
             Ok(latency) => {
@@ -732,22 +733,14 @@ pub(crate) async fn wait_until_serving(target: &Target, processes: &mut [Process
     }
 }
 
-/// A session on each peer, warmed up, then [`in_turns`]: each peer's sequential latency
+/// A warmed session on each target, then [`in_turns`]: each target's sequential latency
 /// (or why it has none).
-async fn sequential(peers: &[Started], options: &Options) -> Vec<Result<Latency>> {
-    let mut latencies = Vec::with_capacity(peers.len());
-    // The sessions opened, and the index of the peer each is on.
+async fn sequential(targets: &[&Target], options: &Options) -> Vec<Result<Latency>> {
+    let mut latencies = Vec::with_capacity(targets.len());
+    // The sessions opened, and the index of the target each is on.
     let (mut sessions, mut on) = (Vec::new(), Vec::new());
-    for (i, peer) in peers.iter().enumerate() {
-        let opened = async {
-            let mut session = Session::open(&peer.target).await?;
-            for _ in 0..options.warmup {
-                session.echo().await?;
-            }
-            anyhow::Ok(session)
-        }
-        .await;
-        match opened {
+    for (i, target) in targets.iter().enumerate() {
+        match Session::warmed(target, options.warmup).await {
             Ok(session) => {
                 sessions.push(session);
                 on.push(i);
@@ -760,7 +753,7 @@ async fn sequential(peers: &[Started], options: &Options) -> Vec<Result<Latency>
         return latencies;
     }
     eprintln!(
-        "bench gateway: sequential latency, {} calls to each of {} peers in turns",
+        "bench: sequential latency, {} calls to each of {} endpoints in turns",
         options.calls,
         sessions.len()
     );
@@ -871,17 +864,9 @@ pub(crate) fn load(urls: &str, sessions: &str, seconds: &str) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut opened = Vec::new();
-        for target in &targets {
-            let mut session = Session::open(target).await?;
-            for _ in 0..options.warmup {
-                session.echo().await?;
-            }
-            opened.push(session);
-        }
-        let latencies = in_turns(&mut opened, options.calls).await;
-        for (target, times) in targets.iter().zip(latencies) {
-            let latency = Latency::of(&times?);
+        let latencies = sequential(&targets.iter().collect::<Vec<_>>(), &options).await;
+        for (target, latency) in targets.iter().zip(latencies) {
+            let latency = latency?;
             let (_, throughput) = concurrent(target, &options).await?;
             println!(
                 "{}: p50 {:.0} µs, p99 {:.0} µs; {} sessions: {throughput:.0} req/s",
@@ -930,20 +915,16 @@ async fn idle_memory(options: &Options, bins: &Binaries) -> Result<IdleMemory> {
     let mut running = Running::default();
     let (target, _) = start_peer(Peer::Gateway, bins, &upstream, &mut running).await?;
     let gateway = running.processes[0].pid();
-    let upstream = upstream.pid;
-    let mut warm = Session::open(&target).await?;
-    for _ in 0..options.warmup {
-        warm.echo().await?;
-    }
+    let warm = Session::warmed(&target, options.warmup).await?;
     settle().await;
     let before_mb = rss_mb(gateway)?;
-    let upstream_before_mb = rss_mb(upstream)?;
+    let upstream_before_mb = rss_mb(upstream.pid)?;
 
     let idle = IdleSessions::open(&target, options.idle_sessions).await?;
     settle().await;
     let after_mb = rss_mb(gateway)?;
     let openers = idle.connections.len();
-    let upstream_growth_mb = rss_mb(upstream)? - upstream_before_mb;
+    let upstream_growth_mb = rss_mb(upstream.pid)? - upstream_before_mb;
     idle.check_alive(&target).await?;
     warm.close().await;
     drop(running);
@@ -1152,6 +1133,16 @@ impl Session {
     pub(crate) async fn open(target: &Target) -> Result<Self> {
         let mut session = Self::connect(target).await?;
         session.initialize().await?;
+        Ok(session)
+    }
+
+    /// A new session after `calls` untimed echoes: its connection and both ends' lazy
+    /// paths warmed before anything is timed.
+    pub(crate) async fn warmed(target: &Target, calls: usize) -> Result<Self> {
+        let mut session = Self::open(target).await?;
+        for _ in 0..calls {
+            session.echo().await?;
+        }
         Ok(session)
     }
 
@@ -1750,7 +1741,7 @@ async fn http_relay(upstream: &str) -> Result<()> {
     connector.set_nodelay(true);
     let client: Client<_, hyper::body::Incoming> =
         Client::builder(TokioExecutor::new()).build(connector);
-    let upstream = upstream.to_owned();
+    let upstream: hyper::http::uri::Authority = upstream.parse().context("HOST:PORT")?;
     let accept = async move {
         loop {
             let (stream, _) = listener.accept().await?;
@@ -1759,12 +1750,12 @@ async fn http_relay(upstream: &str) -> Result<()> {
             let service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     let client = client.clone();
-                    let uri = format!(
-                        "http://{upstream}{}",
-                        request.uri().path_and_query().map_or("/", |p| p.as_str())
-                    );
+                    // The client's path, on the upstream: no text formatted or parsed.
+                    let mut uri = std::mem::take(request.uri_mut()).into_parts();
+                    uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+                    uri.authority = Some(upstream.clone());
                     async move {
-                        *request.uri_mut() = uri.parse()?;
+                        *request.uri_mut() = hyper::Uri::from_parts(uri)?;
                         anyhow::Ok(client.request(request).await?)
                     }
                 });

@@ -173,10 +173,7 @@ async fn soak(
         token: None,
     };
     wait_until_serving(&target, &mut processes).await?;
-    let mut warm = Session::open(&target).await?;
-    for _ in 0..200 {
-        warm.echo().await?;
-    }
+    let warm = Session::warmed(&target, 200).await?;
     settle().await;
     // The idle sessions first, on a fresh gateway: memory the active run leaves to the
     // allocator would hide their cost. They stay open through the active run.

@@ -105,13 +105,17 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let out_dir = root().join("bench-results");
     let logs = out_dir.join("gateway-logs");
     std::fs::create_dir_all(&logs)?;
+    let rust_proxy = root().join("target/peers/cargo/bin/mcp-proxy");
+    if !smoke && !rust_proxy.exists() {
+        install_rust_proxy();
+    }
     let bins = Binaries {
         sample,
         gateway,
         profile_dir,
         socat,
         peers: root().join("target/peers/bin"),
-        rust_proxy: root().join("target/peers/cargo/bin/mcp-proxy"),
+        rust_proxy,
         fleets: out_dir.join("gateway-fleet"),
         logs,
     };
@@ -127,6 +131,34 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
         serde_json::to_string_pretty(&json)?,
     )?;
     Ok(())
+}
+
+/// The Rust `mcp-proxy` peer, pinned, installed under `target/peers/cargo` (a few minutes
+/// of compiling, once). A third-party row: when the install fails the row says so and the
+/// run goes on.
+const RUST_PROXY_VERSION: &str = "0.6.0";
+
+fn install_rust_proxy() {
+    let root_dir = root().join("target/peers/cargo");
+    let args = [
+        "install",
+        "--locked",
+        "--quiet",
+        "mcp-proxy",
+        "--version",
+        RUST_PROXY_VERSION,
+        "--root",
+    ];
+    eprintln!(
+        "+ cargo {} {} (the Rust mcp-proxy peer)",
+        args.join(" "),
+        root_dir.display()
+    );
+    match Command::new("cargo").args(args).arg(&root_dir).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("bench gateway: installing mcp-proxy failed ({status})"),
+        Err(error) => eprintln!("bench gateway: cannot run cargo install: {error}"),
+    }
 }
 
 /// Runs `bench TASK ARGS` with the release build of this program (just built).

@@ -203,6 +203,9 @@ enum Peer {
     /// and pooled client, each request sent on unchanged. The floor of a hop that reads
     /// HTTP, as any MCP gateway must.
     HttpRelay,
+    /// The least a hop that reads HTTP can do (`bench-gateway-serve --raw-http-relay`):
+    /// heads parsed with `httparse`, bodies framed, bytes passed on unchanged, no framework.
+    RawHttpRelay,
     /// The bare data plane (`bench-gateway-serve`): no control plane, audit or tokens.
     Gateway,
     /// The path users run: `mcpfleet up`, the sample server as a `remote` server.
@@ -216,11 +219,12 @@ enum Peer {
 }
 
 impl Peer {
-    const ALL: [Peer; 11] = [
+    const ALL: [Peer; 12] = [
         Peer::Direct,
         Peer::Relay,
         Peer::TokioRelay,
         Peer::HttpRelay,
+        Peer::RawHttpRelay,
         Peer::Gateway,
         Peer::Fleet,
         Peer::FleetToken,
@@ -239,6 +243,9 @@ impl Peer {
             Peer::Relay => "L4 relay (socat, nodelay) → HTTP upstream",
             Peer::TokioRelay => "L4 relay (tokio copy_bidirectional, nodelay) → HTTP upstream",
             Peer::HttpRelay => "HTTP relay (hyper server + pooled client, nodelay) → HTTP upstream",
+            Peer::RawHttpRelay => {
+                "raw HTTP relay (httparse heads, framed bodies, nodelay) → HTTP upstream"
+            }
             Peer::Gateway => "mcpfleet gateway data plane → HTTP upstream",
             Peer::Fleet => "mcpfleet up (control plane, audit, metrics) → remote upstream",
             Peer::FleetToken => "mcpfleet up, bearer token → remote upstream",
@@ -255,6 +262,7 @@ impl Peer {
             Peer::Relay => "relay_socat",
             Peer::TokioRelay => "relay_tokio",
             Peer::HttpRelay => "relay_http",
+            Peer::RawHttpRelay => "relay_http_raw",
             Peer::Gateway => "gateway_http",
             Peer::Fleet => "fleet_remote",
             Peer::FleetToken => "fleet_remote_token",
@@ -507,11 +515,12 @@ async fn start_peer(
             processes.push(Process::logging(&mut command, "socat", &log("socat"))?);
             format!("http://127.0.0.1:{port}{}", upstream.path())
         }
-        Peer::TokioRelay | Peer::HttpRelay => {
+        Peer::TokioRelay | Peer::HttpRelay | Peer::RawHttpRelay => {
             let upstream: hyper::Uri = upstream_url.parse().context("sample server URL")?;
             let authority = upstream.authority().context("sample server URL")?;
             let flag = match peer {
                 Peer::TokioRelay => "--relay",
+                Peer::RawHttpRelay => "--raw-http-relay",
                 _ => "--http-relay",
             };
             let (relay, url) = Process::announcing(
@@ -1474,11 +1483,19 @@ impl Report {
                 "relay_concurrent_added_p50_us".into(),
                 json!(relay_loaded_added),
             );
-            // What an HTTP hop costs at least, one call at a time: the product path's added
-            // p50 set against it shows how much is the gateway's own, beyond reading HTTP.
-            let http_added = self
-                .row(Peer::HttpRelay)
-                .map(|floor| floor.latency.p50_us - direct.latency.p50_us);
+            // What a hop that reads HTTP costs at least, one call at a time, on the stack
+            // mcpfleet is built on (hyper) and on none (httparse alone): the product path's
+            // added p50 set against them shows how much is the gateway's own.
+            let http_floors: Vec<(Peer, &str, f64)> = [
+                (Peer::HttpRelay, "hyper relay"),
+                (Peer::RawHttpRelay, "raw HTTP relay"),
+            ]
+            .into_iter()
+            .filter_map(|(floor, name)| {
+                let row = self.row(floor)?;
+                Some((floor, name, row.latency.p50_us - direct.latency.p50_us))
+            })
+            .collect();
             // The data plane alone is reported against the relay too, without a target: it
             // shows what the control plane's side of the path adds.
             for peer in [Peer::Gateway, Peer::Fleet, Peer::FleetToken] {
@@ -1498,10 +1515,13 @@ impl Report {
                         } else {
                             String::new()
                         },
-                        http_added.map_or(String::new(), |http_added| format!(
-                            "; {:.2}× the HTTP relay's (hyper server + client: {http_added:.0} µs)",
-                            added / http_added.max(1.0)
-                        )),
+                        http_floors
+                            .iter()
+                            .map(|(_, name, floor_added)| format!(
+                                "; {:.2}× the {name}'s ({floor_added:.0} µs)",
+                                added / floor_added.max(1.0),
+                            ))
+                            .collect::<String>(),
                     ),
                     judged.then_some(p50_vs_relay <= TARGET_ADDED_P50_VS_RELAY),
                 ));
@@ -1560,7 +1580,10 @@ impl Report {
                     json!({
                         "added_p50_us": added,
                         "added_p50_ratio": p50_vs_relay,
-                        "added_p50_vs_http_relay": http_added.map(|floor| added / floor.max(1.0)),
+                        "added_p50_vs_http_floors": http_floors
+                            .iter()
+                            .map(|(floor, _, floor_added)| (floor.key().to_owned(), json!(added / floor_added.max(1.0))))
+                            .collect::<serde_json::Map<_, _>>(),
                         "concurrent_added_p50_us": loaded_added,
                         "concurrent_added_p50_ratio": loaded_p50_vs_relay,
                         "concurrent_ratio": concurrent_vs_relay,
@@ -1732,6 +1755,9 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
     match args {
         ["--relay", upstream] => return runtime.block_on(relay(upstream)),
         ["--http-relay", upstream] => return runtime.block_on(http_relay(upstream)),
+        ["--raw-http-relay", upstream] => {
+            return runtime.block_on(crate::raw_http_relay::serve(upstream));
+        }
         _ => {}
     }
     runtime.block_on(async {
@@ -1749,7 +1775,7 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
                 Instance::stdio_per_session("sample-1")
             }
             _ => bail!(
-                "usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS... | --relay HOST:PORT | --http-relay HOST:PORT"
+                "usage: xtask bench-gateway-serve UPSTREAM_URL | --stdio PROGRAM ARGS... | --relay HOST:PORT | --http-relay HOST:PORT | --raw-http-relay HOST:PORT"
             ),
         };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -1853,7 +1879,7 @@ async fn http_relay(upstream: &str) -> Result<()> {
 }
 
 /// Runs `serve` until it fails or this process's stdin closes.
-async fn until_stdin_closes(serve: impl Future<Output = Result<()>>) -> Result<()> {
+pub(crate) async fn until_stdin_closes(serve: impl Future<Output = Result<()>>) -> Result<()> {
     tokio::select! {
         result = serve => result,
         _ = stdin_closed() => Ok(()),

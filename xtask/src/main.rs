@@ -41,6 +41,7 @@ mod image;
 mod peers;
 mod podman;
 mod postgres;
+mod raw_http_relay;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};

@@ -10,8 +10,9 @@
 //! The bare data plane runs as `xtask bench-gateway-serve` (see [`serve`]) so its RSS is its
 //! own; the path users run is a control plane from `mcpfleet up` fronting the same upstream
 //! as a `remote` server (audit and metrics on, once with a bearer token), and the yardsticks
-//! for both are a plain L4 relay (socat) and the simplest HTTP relay (hyper) in front of
-//! that upstream.
+//! for both are a plain L4 relay (socat), the simplest HTTP relay on hyper, and a raw relay
+//! that reads HTTP with nothing but `httparse` (see [`crate::raw_http_relay`]), all in front
+//! of that upstream.
 
 use crate::bench_rollout::Fleet;
 use crate::root;
@@ -42,8 +43,8 @@ use std::time::{Duration, Instant};
 /// Targets from the gateway issues. The added p50 of the path users run is judged against
 /// a plain L4 relay measured in the same run, not in absolute microseconds: most of a
 /// loopback hop is the kernel's, whatever sits in it. It is judged one call at a time, as
-/// issue 13 measured it, and reported beside the floor of a hop that reads HTTP (the hyper
-/// relay), which no HTTP gateway can undercut.
+/// issue 13 measured it, and reported beside two floors of a hop that reads HTTP: on the
+/// stack mcpfleet is built on (the hyper relay) and on none (the raw relay).
 const TARGET_ADDED_P50_VS_RELAY: f64 = 1.25;
 const TARGET_CONCURRENT_VS_RELAY: f64 = 1.0;
 const TARGET_CPU_US_PER_REQUEST: f64 = 40.0;
@@ -200,8 +201,8 @@ enum Peer {
     /// physical floor of a hop's CPU, which the gateway's CPU per request is set against.
     TokioRelay,
     /// The simplest HTTP reverse proxy (`bench-gateway-serve --http-relay`): hyper's server
-    /// and pooled client, each request sent on unchanged. The floor of a hop that reads
-    /// HTTP, as any MCP gateway must.
+    /// and pooled client, each request sent on unchanged. The floor of a hop built on the
+    /// stack mcpfleet's data plane is built on.
     HttpRelay,
     /// The least a hop that reads HTTP can do (`bench-gateway-serve --raw-http-relay`):
     /// heads parsed with `httparse`, bodies framed, bytes passed on unchanged, no framework.
@@ -888,8 +889,9 @@ impl Latency {
 }
 
 /// `bench-gateway-load URL[,URL…] SESSIONS SECONDS`: the sequential latency (of several
-/// endpoints side by side, in turns) and the concurrent throughput of each, for profiling a
-/// peer by hand (with the bearer token in `BENCH_GATEWAY_TOKEN`, if set).
+/// endpoints side by side, in turns) and the concurrent throughput and latency of each
+/// (none when SECONDS is 0), for profiling a peer by hand (with the bearer token in
+/// `BENCH_GATEWAY_TOKEN`, if set).
 pub(crate) fn load(urls: &str, sessions: &str, seconds: &str) -> Result<()> {
     let options = Options {
         smoke: false,
@@ -914,17 +916,22 @@ pub(crate) fn load(urls: &str, sessions: &str, seconds: &str) -> Result<()> {
         let latencies = sequential(&targets.iter().collect::<Vec<_>>(), &options).await;
         for (target, latency) in targets.iter().zip(latencies) {
             let latency = latency?;
-            let loaded = concurrent(target, &options).await?;
-            println!(
-                "{}: p50 {:.0} µs, p99 {:.0} µs; {} sessions: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs",
-                target.url,
-                latency.p50_us,
-                latency.p99_us,
-                options.sessions,
-                loaded.per_second,
-                loaded.latency.p50_us,
-                loaded.latency.p99_us,
+            print!(
+                "{}: p50 {:.0} µs, p99 {:.0} µs",
+                target.url, latency.p50_us, latency.p99_us
             );
+            // SECONDS 0: the sequential latency alone.
+            if !options.duration.is_zero() {
+                let loaded = concurrent(target, &options).await?;
+                print!(
+                    "; {} sessions: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs",
+                    options.sessions,
+                    loaded.per_second,
+                    loaded.latency.p50_us,
+                    loaded.latency.p99_us,
+                );
+            }
+            println!();
         }
         Ok(())
     })
@@ -1837,7 +1844,7 @@ async fn relay(upstream: &str) -> Result<()> {
 /// `bench-gateway-serve --http-relay HOST:PORT`: the simplest HTTP/1.1 reverse proxy to
 /// `upstream` — hyper's server, and hyper's pooled client (TCP_NODELAY) sending each
 /// request on unchanged, its answer streamed back — with no JSON, sessions, routing, audit
-/// or metrics. What any proxy that speaks HTTP, as an MCP gateway must, costs at least.
+/// or metrics. What a proxy built on hyper costs at least.
 /// Serves until its stdin closes.
 async fn http_relay(upstream: &str) -> Result<()> {
     use hyper_util::client::legacy::Client;

@@ -106,9 +106,10 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     let out_dir = root().join("bench-results");
     let logs = out_dir.join("gateway-logs");
     std::fs::create_dir_all(&logs)?;
-    let rust_proxy = root().join("target/peers/cargo/bin/mcp-proxy");
+    let rust_proxy_root = root().join("target/peers/cargo");
+    let rust_proxy = rust_proxy_root.join("bin/mcp-proxy");
     if !smoke && !rust_proxy.exists() {
-        install_rust_proxy();
+        install_rust_proxy(&rust_proxy_root);
     }
     let bins = Binaries {
         sample,
@@ -134,13 +135,13 @@ pub(crate) fn run(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The Rust `mcp-proxy` peer, pinned, installed under `target/peers/cargo` (a few minutes
-/// of compiling, once). A third-party row: when the install fails the row says so and the
-/// run goes on.
+/// The Rust `mcp-proxy` peer's version, pinned.
 const RUST_PROXY_VERSION: &str = "0.6.0";
 
-fn install_rust_proxy() {
-    let root_dir = root().join("target/peers/cargo");
+/// Installs the Rust `mcp-proxy` peer under `root_dir` (a few minutes of compiling, once).
+/// A third-party row: when the install fails the row says so and the run goes on.
+fn install_rust_proxy(root_dir: &Path) {
+    let root_dir = root_dir.display().to_string();
     let args = [
         "install",
         "--locked",
@@ -149,16 +150,10 @@ fn install_rust_proxy() {
         "--version",
         RUST_PROXY_VERSION,
         "--root",
+        &root_dir,
     ];
-    eprintln!(
-        "+ cargo {} {} (the Rust mcp-proxy peer)",
-        args.join(" "),
-        root_dir.display()
-    );
-    match Command::new("cargo").args(args).arg(&root_dir).status() {
-        Ok(status) if status.success() => {}
-        Ok(status) => eprintln!("bench gateway: installing mcp-proxy failed ({status})"),
-        Err(error) => eprintln!("bench gateway: cannot run cargo install: {error}"),
+    if let Err(error) = crate::run("cargo", &args) {
+        eprintln!("bench gateway: the Rust mcp-proxy peer is not installed: {error:#}");
     }
 }
 
@@ -1513,15 +1508,13 @@ impl Report {
                 let loaded_p50_vs_relay = loaded_added / relay_loaded_added.max(1.0);
                 let concurrent_vs_relay = row.concurrent / relay.concurrent;
                 let judged = Peer::PRODUCT.contains(&peer);
+                // A target's text, on the rows it is judged on.
+                let target = |text: String| if judged { text } else { String::new() };
                 checks.push((
                     format!(
                         "{}: one call at a time: adds {added:.0} µs at p50 = {p50_vs_relay:.2}× the relay's{}{}",
                         peer.label(),
-                        if judged {
-                            format!(" (target ≤ {TARGET_ADDED_P50_VS_RELAY:.2}×)")
-                        } else {
-                            String::new()
-                        },
+                        target(format!(" (target ≤ {TARGET_ADDED_P50_VS_RELAY:.2}×)")),
                         http_floors
                             .iter()
                             .map(|(_, name, floor_added)| format!(
@@ -1548,11 +1541,7 @@ impl Report {
                         peer.label(),
                         options.sessions,
                         row.concurrent,
-                        if judged {
-                            format!(" (target ≥ {TARGET_CONCURRENT_VS_RELAY:.2}×)")
-                        } else {
-                            String::new()
-                        }
+                        target(format!(" (target ≥ {TARGET_CONCURRENT_VS_RELAY:.2}×)"))
                     ),
                     judged.then_some(concurrent_vs_relay >= TARGET_CONCURRENT_VS_RELAY),
                 ));
@@ -1561,11 +1550,7 @@ impl Report {
                         "{}: {:.0} µs CPU per request in the gateway's process{}",
                         peer.label(),
                         row.cpu_us_per_request,
-                        if judged {
-                            format!(" (target ≤ {TARGET_CPU_US_PER_REQUEST:.0} µs)")
-                        } else {
-                            String::new()
-                        }
+                        target(format!(" (target ≤ {TARGET_CPU_US_PER_REQUEST:.0} µs)"))
                     ),
                     judged.then_some(row.cpu_us_per_request <= TARGET_CPU_US_PER_REQUEST),
                 ));
@@ -1821,24 +1806,18 @@ pub(crate) fn serve(args: &[&str]) -> Result<()> {
 /// TCP_NODELAY on both sides, one task per connection — what a hop costs in CPU with no
 /// HTTP, JSON, routing, audit or metrics at all. Serves until its stdin closes.
 async fn relay(upstream: &str) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
     let upstream = upstream.to_owned();
-    let accept = async move {
-        loop {
-            let (mut client, _) = listener.accept().await?;
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
+    relay_each(move |mut client| {
+        let upstream = upstream.clone();
+        async move {
+            let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         }
-    };
-    until_stdin_closes(accept).await
+    })
+    .await
 }
 
 /// `bench-gateway-serve --http-relay HOST:PORT`: the simplest HTTP/1.1 reverse proxy to
@@ -1851,44 +1830,53 @@ async fn http_relay(upstream: &str) -> Result<()> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
 
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, hyper::body::Incoming> =
         Client::builder(TokioExecutor::new()).build(connector);
     let upstream: hyper::http::uri::Authority = upstream.parse().context("HOST:PORT")?;
-    let accept = async move {
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let _ = stream.set_nodelay(true);
-            let (client, upstream) = (client.clone(), upstream.clone());
-            let service =
-                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                    let client = client.clone();
-                    // The client's path, on the upstream: no text formatted or parsed.
-                    let mut uri = std::mem::take(request.uri_mut()).into_parts();
-                    uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
-                    uri.authority = Some(upstream.clone());
-                    async move {
-                        *request.uri_mut() = hyper::Uri::from_parts(uri)?;
-                        anyhow::Ok(client.request(request).await?)
-                    }
-                });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    relay_each(move |stream| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                let client = client.clone();
+                // The client's path, on the upstream: no text formatted or parsed.
+                let mut uri = std::mem::take(request.uri_mut()).into_parts();
+                uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+                uri.authority = Some(upstream.clone());
+                async move {
+                    *request.uri_mut() = hyper::Uri::from_parts(uri)?;
+                    anyhow::Ok(client.request(request).await?)
+                }
             });
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
-    };
-    until_stdin_closes(accept).await
+    })
+    .await
 }
 
-/// Runs `serve` until it fails or this process's stdin closes.
-pub(crate) async fn until_stdin_closes(serve: impl Future<Output = Result<()>>) -> Result<()> {
+/// A relay of the benchmark's: listens on a loopback port (announced on stderr, as
+/// [`Process::announcing`] expects) and serves each accepted connection, TCP_NODELAY set,
+/// with `connection` in a task of its own, until this process's stdin closes (the
+/// benchmark ending it).
+pub(crate) async fn relay_each<C>(connection: impl Fn(tokio::net::TcpStream) -> C) -> Result<()>
+where
+    C: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    eprintln!("listening on http://{}", listener.local_addr()?);
+    let accept = async {
+        loop {
+            let (client, _) = listener.accept().await?;
+            let _ = client.set_nodelay(true);
+            tokio::spawn(connection(client));
+        }
+    };
     tokio::select! {
-        result = serve => result,
+        result = accept => result,
         _ = stdin_closed() => Ok(()),
     }
 }

@@ -9,8 +9,6 @@
 //! floor under any HTTP gateway's cost on this machine, which the hyper relay (the floor
 //! of the stack mcpfleet is built on) and the product rows are set against.
 
-use std::net::Ipv4Addr;
-
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,21 +19,16 @@ const MAX_HEADERS: usize = 64;
 
 /// Serves until its stdin closes.
 pub(crate) async fn serve(upstream: &str) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
     let upstream = upstream.to_owned();
-    let accept = async move {
-        loop {
-            let (client, _) = listener.accept().await?;
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                if let Err(error) = relay(client, &upstream).await {
-                    eprintln!("raw HTTP relay: {error:#}");
-                }
-            });
+    crate::bench_gateway::relay_each(move |client| {
+        let upstream = upstream.clone();
+        async move {
+            if let Err(error) = relay(client, &upstream).await {
+                eprintln!("raw HTTP relay: {error:#}");
+            }
         }
-    };
-    crate::bench_gateway::until_stdin_closes(accept).await
+    })
+    .await
 }
 
 /// One client connection's exchanges, in order, over one upstream connection.
@@ -43,60 +36,49 @@ async fn relay(mut client: TcpStream, upstream: &str) -> Result<()> {
     let mut server = TcpStream::connect(upstream)
         .await
         .with_context(|| format!("connect to {upstream}"))?;
-    client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let mut from_client = BytesMut::with_capacity(16 * 1024);
     let mut from_server = BytesMut::with_capacity(16 * 1024);
     loop {
-        let Some(request) = head(&mut from_client, &mut client, request_framing).await? else {
+        let Some(request) = head(&mut from_client, &mut client, request_head).await? else {
             return Ok(());
         };
-        let Framing::Length(body) = request.framing else {
+        let Some(body @ Body::Length(_)) = request.body else {
             bail!("a request body without Content-Length");
         };
         pass(
             &mut from_client,
-            request.length + body,
+            request.length,
+            body,
             &mut client,
             &mut server,
         )
         .await?;
-        let Some(response) = head(&mut from_server, &mut server, response_framing).await? else {
+        let Some(response) = head(&mut from_server, &mut server, response_head).await? else {
             bail!("the upstream closed before answering");
         };
-        match response.framing {
-            Framing::Length(body) => {
-                pass(
-                    &mut from_server,
-                    response.length + body,
-                    &mut server,
-                    &mut client,
-                )
-                .await?;
-            }
-            Framing::Chunked => {
-                pass_chunked(&mut from_server, response.length, &mut server, &mut client).await?;
-            }
-            Framing::UntilClose => {
-                client.write_all(&from_server).await?;
-                tokio::io::copy(&mut server, &mut client).await?;
-                return Ok(());
-            }
-        }
+        let Some(body) = response.body else {
+            // An answer that ends with its connection: so does this one.
+            client.write_all(&from_server).await?;
+            tokio::io::copy(&mut server, &mut client).await?;
+            return Ok(());
+        };
+        pass(
+            &mut from_server,
+            response.length,
+            body,
+            &mut server,
+            &mut client,
+        )
+        .await?;
     }
 }
 
-/// Where a message's body ends.
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-/// A parsed head: its length in bytes and its body's framing.
+/// A parsed head: its length in bytes and where its body ends (`None`: with the
+/// connection).
 struct Head {
     length: usize,
-    framing: Framing,
+    body: Option<Body>,
 }
 
 /// The next head in `buffer`, read from `from` as needed; `None` when `from` closes
@@ -121,85 +103,95 @@ async fn head(
     }
 }
 
-fn request_framing(bytes: &[u8]) -> Result<Option<Head>> {
+fn request_head(bytes: &[u8]) -> Result<Option<Head>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(length) = request.parse(bytes)? else {
         return Ok(None);
     };
-    let framing = framing(request.headers)?.unwrap_or(Framing::Length(0));
-    Ok(Some(Head { length, framing }))
+    let body = framing(request.headers)?.unwrap_or(Body::Length(0));
+    Ok(Some(Head {
+        length,
+        body: Some(body),
+    }))
 }
 
-fn response_framing(bytes: &[u8]) -> Result<Option<Head>> {
+fn response_head(bytes: &[u8]) -> Result<Option<Head>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let httparse::Status::Complete(length) = response.parse(bytes)? else {
         return Ok(None);
     };
-    let framing = match response.code {
-        Some(100..=199 | 204 | 304) => Framing::Length(0),
-        _ => framing(response.headers)?.unwrap_or(Framing::UntilClose),
+    let body = match response.code {
+        Some(100..=199 | 204 | 304) => Some(Body::Length(0)),
+        _ => framing(response.headers)?,
     };
-    Ok(Some(Head { length, framing }))
+    Ok(Some(Head { length, body }))
 }
 
 /// The framing the headers give, if any.
-fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>> {
+fn framing(headers: &[httparse::Header<'_>]) -> Result<Option<Body>> {
     for header in headers {
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Ok(Some(Framing::Chunked));
+            return Ok(Some(Body::Chunked(Chunks::default())));
         }
         if header.name.eq_ignore_ascii_case("content-length") {
             let length = std::str::from_utf8(header.value)?.trim().parse()?;
-            return Ok(Some(Framing::Length(length)));
+            return Ok(Some(Body::Length(length)));
         }
     }
     Ok(None)
 }
 
-/// Writes the first `length` bytes of the message in `buffer` to `to`, reading the rest
-/// from `from` as it comes.
+/// Writes the message at the start of `buffer` — its head of `head` bytes, then its `body`
+/// — to `to`, reading the rest from `from` as it comes, each read written on in one piece;
+/// what follows the message stays in `buffer`.
 async fn pass(
     buffer: &mut BytesMut,
-    mut length: usize,
+    head: usize,
+    mut body: Body,
     from: &mut TcpStream,
     to: &mut TcpStream,
 ) -> Result<()> {
+    let mut start = head;
     loop {
-        let ready = length.min(buffer.len());
-        to.write_all(&buffer[..ready]).await?;
-        buffer.advance(ready);
-        length -= ready;
-        if length == 0 {
+        let end = start + body.feed(&buffer[start..])?;
+        to.write_all(&buffer[..end]).await?;
+        buffer.advance(end);
+        if body.done() {
             return Ok(());
         }
+        start = 0;
         if from.read_buf(buffer).await? == 0 {
             bail!("the connection closed within a body");
         }
     }
 }
 
-/// [`pass`] for a chunked body after a head of `head` bytes: everything up to its last
-/// chunk's end.
-async fn pass_chunked(
-    buffer: &mut BytesMut,
-    head: usize,
-    from: &mut TcpStream,
-    to: &mut TcpStream,
-) -> Result<()> {
-    let mut chunks = Chunks::default();
-    let mut start = head;
-    loop {
-        let end = start + chunks.feed(&buffer[start..])?;
-        to.write_all(&buffer[..end]).await?;
-        buffer.advance(end);
-        if chunks.done {
-            return Ok(());
+/// Where a body ends.
+enum Body {
+    /// This many bytes are still to come.
+    Length(usize),
+    Chunked(Chunks),
+}
+
+impl Body {
+    /// How many of `bytes` belong to the body (see [`Chunks::feed`]).
+    fn feed(&mut self, bytes: &[u8]) -> Result<usize> {
+        match self {
+            Body::Length(left) => {
+                let taken = (*left).min(bytes.len());
+                *left -= taken;
+                Ok(taken)
+            }
+            Body::Chunked(chunks) => chunks.feed(bytes),
         }
-        start = 0;
-        if from.read_buf(buffer).await? == 0 {
-            bail!("the connection closed within a chunked body");
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            Body::Length(left) => *left == 0,
+            Body::Chunked(chunks) => chunks.done,
         }
     }
 }

@@ -10,7 +10,6 @@ use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Response, Uri, header};
 use bytes::Bytes;
-use http_body_util::Full;
 
 use crate::Shared;
 use crate::error::{GatewayError, UpstreamFailure};
@@ -37,7 +36,7 @@ pub(crate) async fn relay(
     timeout: Duration,
     id: Option<serde_json::Value>,
 ) -> Result<Response<Body>, GatewayError> {
-    let mut request = hyper::Request::new(Full::new(body));
+    let mut request = hyper::Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = endpoint.clone();
     *request.headers_mut() = relayed(parts.headers);

@@ -54,6 +54,7 @@ mod skim;
 mod stdio_http;
 mod tls;
 mod trace_context;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,9 +68,6 @@ use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use fleet_routes::table::RouteTable;
 use fleet_stdio::StdioInstances;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -102,7 +100,7 @@ struct Shared {
     routes: RouteWatch,
     sessions: Sessions,
     registry: Arc<Registry>,
-    client: proxy::UpstreamClient,
+    client: upstream::UpstreamClient,
     pins: Arc<pins::Pins>,
     /// Seal the ids clients hold (see [`seal`]).
     keys: SessionKeys,
@@ -155,7 +153,7 @@ impl Gateway {
         // The upstream client names its provider; this is for reqwest clients built
         // elsewhere in the process, which panic without a default one.
         fleet_tls::install_default_provider();
-        let client = upstream_client(&config);
+        let client = upstream::UpstreamClient::new(config.upstream_timeout);
         let admission = Admission {
             tokens: Arc::new(Tokens::new(config.tokens.clone())),
             rate_limit: config.rate_limit,
@@ -296,22 +294,6 @@ impl Shared {
         change(&mut changed);
         *admission = Arc::new(changed);
     }
-}
-
-/// The pooled HTTP/1.1 client for `http` and `remote` upstreams: `http://` in the
-/// clear, `https://` over TLS checked against the OS trust store ([`fleet_tls`]).
-fn upstream_client(config: &GatewayConfig) -> proxy::UpstreamClient {
-    let mut tcp = HttpConnector::new();
-    // Without TCP_NODELAY a relayed SSE event waits on Nagle + delayed ACK (~40 ms).
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(config.upstream_timeout));
-    tcp.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(fleet_tls::client_config())
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// Why [`serve`] stopped or did not start.

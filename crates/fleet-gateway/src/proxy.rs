@@ -22,11 +22,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCod
 use axum::response::IntoResponse as _;
 use bytes::Bytes;
 use fleet_routes::audit::ToolOutcome;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::{Body as _, Frame, Incoming};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::{Body as _, Frame};
 use serde::de::IgnoredAny;
 
 use crate::SessionKeys;
@@ -44,8 +41,7 @@ use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
 use crate::trace_context::TraceId;
-
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::upstream::UpstreamBody;
 
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -479,16 +475,16 @@ pub(crate) fn end_upstream_session(shared: &Shared, session: &Session) {
     else {
         return;
     };
-    let mut request = hyper::Request::new(Full::new(Bytes::new()));
+    let mut request = hyper::Request::new(Bytes::new());
     *request.method_mut() = Method::DELETE;
     *request.uri_mut() = uri.clone();
     request
         .headers_mut()
         .insert(MCP_SESSION_ID, upstream_session.clone());
-    let sent = shared.client.request(request);
+    let client = shared.client.clone();
     let timeout = shared.admission().upstream_timeout;
     tokio::spawn(async move {
-        if let Ok(Err(error)) = tokio::time::timeout(timeout, sent).await {
+        if let Ok(Err(error)) = tokio::time::timeout(timeout, client.request(request)).await {
             tracing::debug!(%error, "upstream DELETE of an idle session failed");
         }
     });
@@ -625,7 +621,7 @@ async fn forward(
         learn_pins,
         upstream_timeout,
     } = exchange;
-    let mut request = hyper::Request::new(Full::new(body));
+    let mut request = hyper::Request::new(body);
     *request.method_mut() = method.clone();
     let Kind::Http(uri) = &target.instance.kind else {
         unreachable!("stdio upstreams are bridged, not proxied");
@@ -672,12 +668,7 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     let (mut parts, incoming) = response.into_parts();
-    // Copied, not cloned: a parsed header value is a slice of the connection's whole read
-    // buffer, which a session kept for its life would pin (kilobytes per idle session).
-    let upstream_session = parts
-        .headers
-        .get(&MCP_SESSION_ID)
-        .and_then(|value| HeaderValue::from_bytes(value.as_bytes()).ok());
+    let upstream_session = parts.headers.get(&MCP_SESSION_ID).cloned();
     // The upstream's session id stays with the gateway.
     strip(&mut parts.headers, |name| *name == MCP_SESSION_ID);
     let is_sse = parts
@@ -748,7 +739,6 @@ async fn forward(
         held: Gathered::default(),
         hold_until: is_request.then(|| now + HOLD),
         timer: None,
-        handed_over: true,
         relayed: false,
         finished: false,
         cut: false,
@@ -953,7 +943,7 @@ fn cut_off() -> std::io::Error {
 /// Relays an upstream body as it arrives. A broken or silent upstream ends it as its
 /// [`Framing`] says.
 struct Relay {
-    inner: Incoming,
+    inner: UpstreamBody,
     framing: Framing,
     /// How long the upstream may stay silent before the answer ends with a timeout error.
     silence: Option<Duration>,
@@ -982,9 +972,6 @@ struct Relay {
     /// timer takes the runtime's timer lock and, for a deadline earlier than any other,
     /// wakes a parked worker; frames only note when they came ([`Self::heard`]).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The upstream's connection handed over a frame (or the answer began) since the
-    /// last wait: while held, the next wait lets it run before arming the timer.
-    handed_over: bool,
     /// Some of the answer went to the client.
     relayed: bool,
     finished: bool,
@@ -1038,7 +1025,6 @@ impl Relay {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => {
-                    self.handed_over = true;
                     if self.silence.is_some() {
                         self.heard = tokio::time::Instant::now();
                     }
@@ -1079,16 +1065,7 @@ impl Relay {
                     return Poll::Ready(());
                 }
             }
-            // Waiting: the upstream's next frame wakes this body, the timer the clock.
-            // hyper's connection task passes a body on one frame at a time, after the
-            // head and after each frame taken, and runs once this task yields: a quick
-            // answer is then whole without a timer, which would take the runtime's timer
-            // lock and, its deadline the earliest, wake a parked worker. A yield that
-            // brought nothing arms the timer.
-            if self.hold_until.is_some() && std::mem::take(&mut self.handed_over) {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
+            // Waiting: the upstream's socket wakes this body, the timer the clock.
             let Some(deadline) = self.next_deadline() else {
                 return Poll::Pending;
             };

@@ -18,7 +18,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use fleet_routes::traffic::ServerTraffic;
-use http_body_util::Full;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -134,7 +133,7 @@ pub(crate) async fn send(shared: Arc<Shared>) {
         let Some(uri) = crate::distribution::at_home(&home, PATH) else {
             continue;
         };
-        let mut request = hyper::Request::new(Full::new(Bytes::from(sealed)));
+        let mut request = hyper::Request::new(Bytes::from(sealed));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         request.headers_mut().insert(

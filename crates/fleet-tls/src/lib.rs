@@ -10,7 +10,7 @@
 //!   distribution's bundle. There is no switch to skip verification.
 //!
 //! Does not own: HTTP. Callers wrap [`client_config`] in their own connector
-//! (hyper-rustls in the gateway, reqwest in the probes) and choose ALPN themselves.
+//! (the gateway's own upstream client, reqwest in the probes) and choose ALPN themselves.
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,0 +1,1085 @@
+//! The gateway's HTTP/1.1 client for `http` and `remote` upstreams (and a stdio server's
+//! home): pooled keep-alive connections, `http://` in the clear, `https://` over TLS
+//! checked against the OS trust store ([`fleet_tls`]).
+//!
+//! A request runs in its caller's task, start to end: it writes the request, reads the
+//! answer's head, and its body reads the connection as the caller polls it. There is no
+//! connection task and no channel between the upstream's socket and the client's
+//! answer. hyper's pooled client hands every answer from its connection task to the
+//! caller's, which cost a relayed call about 50 µs at p50 here, as much as the whole
+//! hop of a plain TCP relay (docs/benchmarks.md).
+//!
+//! A connection goes back to the pool only when its answer ended as its framing says
+//! and the upstream did not ask to close it; an answer dropped half-read closes it.
+//! A pooled connection the upstream closed meanwhile is noticed when it is taken out
+//! and replaced by a new one.
+
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use hyper::body::{Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Most bytes of an answer's head (status line and headers); a larger one is refused.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most headers in an answer's head.
+const MAX_HEADERS: usize = 128;
+/// Most bytes of a chunk's size line or of one trailer line.
+const MAX_LINE_BYTES: usize = 4 * 1024;
+/// How long a connection may wait in the pool before it is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Most idle connections kept per upstream; more are closed as they come back.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// Free room the read buffer keeps before each read.
+const READ_RESERVE: usize = 8 * 1024;
+
+/// Why a request to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    /// No connection could be opened (resolution, TCP or the TLS handshake).
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(io::Error),
+    /// The URI cannot be requested (no host, a scheme other than http or https).
+    #[error("the upstream URI {0} has no http(s) host")]
+    Uri(Uri),
+    /// Reading or writing the connection failed.
+    #[error("the upstream connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before its answer ended.
+    #[error("the upstream closed the connection before its answer ended")]
+    Closed,
+    /// The upstream's answer is not valid HTTP/1.1.
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
+    Malformed(&'static str),
+}
+
+impl UpstreamError {
+    /// No connection was made: the request never reached the upstream.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Uri(_))
+    }
+}
+
+/// The pooled client; its clones share the pool.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamClient {
+    pool: Arc<Pool>,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+}
+
+impl UpstreamClient {
+    /// A client whose connection attempts (TCP and TLS) give up after `connect_timeout`.
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
+        let mut tls = fleet_tls::client_config();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self {
+            pool: Arc::default(),
+            tls: Arc::new(tls),
+            connect_timeout,
+        }
+    }
+
+    /// Sends `request` to its URI and returns the answer once its head has come; the
+    /// body is read from the connection as it is polled.
+    ///
+    /// # Errors
+    /// [`UpstreamError`]: no connection, a broken one, or an answer that is not HTTP.
+    pub(crate) async fn request(
+        &self,
+        request: Request<Bytes>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let key = Key::of(&parts.uri)?;
+        let mut connection = match self.pool.take(&key) {
+            Some(connection) => connection,
+            None => self.connect(&key).await?,
+        };
+        let head = request_head(&parts.method, &parts.uri, &key, &parts.headers, body.len());
+        connection
+            .stream
+            .write_all_buf(&mut bytes::Buf::chain(head.as_slice(), body))
+            .await?;
+        // TLS may hold the end of the request until flushed.
+        connection.stream.flush().await?;
+        let Head {
+            response,
+            framing,
+            reusable,
+        } = read_head(&mut connection, &parts.method).await?;
+        let mut body = UpstreamBody {
+            open: Some(Open {
+                connection,
+                framing,
+                reusable,
+                pool: Arc::clone(&self.pool),
+                key,
+            }),
+        };
+        if matches!(framing, Framing::Length(0)) {
+            body.end();
+        }
+        Ok(response.map(|()| body))
+    }
+
+    async fn connect(&self, key: &Key) -> Result<Connection, UpstreamError> {
+        let host = key.host();
+        let connecting = async {
+            let tcp = TcpStream::connect((host, key.port())).await?;
+            // Without TCP_NODELAY a relayed SSE event waits on Nagle + delayed ACK (~40 ms).
+            tcp.set_nodelay(true)?;
+            if !key.tls {
+                return Ok(Stream::Plain(tcp));
+            }
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+            let tls = TlsConnector::from(Arc::clone(&self.tls))
+                .connect(name, tcp)
+                .await?;
+            Ok(Stream::Tls(Box::new(tls)))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            .map_err(UpstreamError::Connect)?;
+        Ok(Connection {
+            stream,
+            buffer: BytesMut::with_capacity(READ_RESERVE),
+            idle_since: Instant::now(),
+        })
+    }
+}
+
+/// Where a connection goes: scheme and authority (without user info).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    tls: bool,
+    authority: Authority,
+}
+
+impl Key {
+    fn of(uri: &Uri) -> Result<Self, UpstreamError> {
+        let tls = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTPS => true,
+            Some(scheme) if *scheme == Scheme::HTTP => false,
+            _ => return Err(UpstreamError::Uri(uri.clone())),
+        };
+        let authority = match uri.authority() {
+            Some(authority) if !authority.host().is_empty() => authority,
+            _ => return Err(UpstreamError::Uri(uri.clone())),
+        };
+        // User info never goes on the wire: the Host header names host and port only.
+        let authority = match authority.as_str().rsplit_once('@') {
+            Some((_, bare)) => bare.parse().map_err(|_| UpstreamError::Uri(uri.clone()))?,
+            None => authority.clone(),
+        };
+        Ok(Self { tls, authority })
+    }
+
+    /// The host to resolve and to name in TLS: an IPv6 address without its brackets.
+    fn host(&self) -> &str {
+        self.authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.tls { 443 } else { 80 })
+    }
+}
+
+/// The request line and headers: `Host` from the URI, the body's `Content-Length`, and
+/// the caller's headers besides those two and `Transfer-Encoding` (the body is whole).
+fn request_head(
+    method: &Method,
+    uri: &Uri,
+    key: &Key,
+    headers: &HeaderMap,
+    body_length: usize,
+) -> Vec<u8> {
+    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+    let mut head = Vec::with_capacity(256 + headers.len() * 48);
+    for part in [method.as_str(), " ", target, " HTTP/1.1\r\nhost: "] {
+        head.extend_from_slice(part.as_bytes());
+    }
+    head.extend_from_slice(key.authority.as_str().as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    // As hyper: a GET or HEAD without a body says nothing about one.
+    if body_length > 0 || (method != Method::GET && method != Method::HEAD) {
+        head.extend_from_slice(format!("content-length: {body_length}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// An answer's head: the response, how its body is framed, and whether the connection
+/// may serve another request after it.
+struct Head {
+    response: Response<()>,
+    framing: Framing,
+    reusable: bool,
+}
+
+/// Reads the answer's head, skipping interim (`1xx`) answers.
+async fn read_head(connection: &mut Connection, method: &Method) -> Result<Head, UpstreamError> {
+    loop {
+        if let Some((length, head)) = parse_head(&connection.buffer, method)? {
+            connection.buffer.advance(length);
+            if let Some(head) = head {
+                return Ok(head);
+            }
+            continue;
+        }
+        if connection.buffer.len() > MAX_HEAD_BYTES {
+            return Err(UpstreamError::Malformed("the answer's head is too large"));
+        }
+        connection.buffer.reserve(READ_RESERVE);
+        if connection.stream.read_buf(&mut connection.buffer).await? == 0 {
+            return Err(UpstreamError::Closed);
+        }
+    }
+}
+
+/// One answer head parsed from the start of `buffer`, and its length; `None` for the
+/// head when it is an interim (`1xx`) answer, `None` for both while it is incomplete.
+fn parse_head(
+    buffer: &[u8],
+    method: &Method,
+) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let length = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Malformed("the answer has too many headers"));
+        }
+        Err(_) => {
+            return Err(UpstreamError::Malformed(
+                "the answer's head cannot be parsed",
+            ));
+        }
+    };
+    let status = parsed
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(UpstreamError::Malformed("the answer's status is not valid"))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(UpstreamError::Malformed("the upstream switched protocols"));
+        }
+        return Ok(Some((length, None)));
+    }
+    // Each value is a copy of its own: a slice of the read buffer would pin all of it for
+    // as long as the value lives (a session keeps its upstream's session id).
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return Err(UpstreamError::Malformed("the answer has an invalid header"));
+        };
+        headers.append(name, value);
+    }
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let (framing, delimited) = framing_of(method, status, &headers)?;
+    let close = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+    let reusable = delimited && !close && version == Version::HTTP_11;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some((
+        length,
+        Some(Head {
+            response,
+            framing,
+            reusable,
+        }),
+    )))
+}
+
+/// How the body of an answer to `method` with `status` and `headers` is framed
+/// (RFC 9112, section 6.3), and whether its end leaves the connection usable.
+fn framing_of(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), UpstreamError> {
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Length(0), true));
+    }
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|byte| *byte == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        // With a Content-Length beside it the message is suspect: not reused after.
+        let alone = !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (Framing::Chunked(Chunked::Size), alone)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|byte| *byte == b',') {
+            let item = item.trim_ascii();
+            let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                .flatten()
+                .ok_or(UpstreamError::Malformed(
+                    "the answer's Content-Length is not valid",
+                ))?;
+            if length.is_some_and(|length| length != parsed) {
+                return Err(UpstreamError::Malformed(
+                    "the answer has Content-Lengths that disagree",
+                ));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(length) => (Framing::Length(length), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+/// An answer's body, read from its connection as it is polled.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    /// `None` once the body ended (its connection back in the pool, or closed).
+    open: Option<Open>,
+}
+
+#[derive(Debug)]
+struct Open {
+    connection: Connection,
+    framing: Framing,
+    reusable: bool,
+    pool: Arc<Pool>,
+    key: Key,
+}
+
+/// How an answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// After this many more bytes.
+    Length(u64),
+    /// With the last chunk; where the decoder is.
+    Chunked(Chunked),
+    /// When the upstream closes the connection.
+    UntilClose,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Before a chunk's size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+/// What the buffered bytes gave.
+enum Decoded {
+    Data(Bytes),
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+impl UpstreamBody {
+    /// The body ended as framed: its connection goes back to the pool when reusable.
+    fn end(&mut self) {
+        if let Some(open) = self.open.take()
+            && open.reusable
+            && open.connection.buffer.is_empty()
+        {
+            open.pool.give_back(open.key, open.connection);
+        }
+    }
+}
+
+/// Takes what `buffer` holds of a body framed by `framing`, moving `framing` on.
+fn decode(framing: &mut Framing, buffer: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+    loop {
+        match framing {
+            Framing::Length(0) => return Ok(Decoded::End),
+            Framing::Length(left) => {
+                if buffer.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let take = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(buffer.len());
+                *left -= take as u64;
+                return Ok(Decoded::Data(buffer.split_to(take).freeze()));
+            }
+            Framing::UntilClose => {
+                if buffer.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                return Ok(Decoded::Data(buffer.split().freeze()));
+            }
+            Framing::Chunked(state) => match *state {
+                Chunked::Size => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Decoded::More);
+                    };
+                    let size = chunk_size(&line)?;
+                    *state = if size == 0 {
+                        Chunked::Trailers
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buffer.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(buffer.len());
+                    let left = left - take as u64;
+                    *state = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Decoded::Data(buffer.split_to(take).freeze()));
+                }
+                Chunked::DataEnd => {
+                    if buffer.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if buffer[..2] != *b"\r\n" {
+                        return Err(UpstreamError::Malformed("a chunk does not end in CRLF"));
+                    }
+                    buffer.advance(2);
+                    *state = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    // Trailers mean nothing to MCP: skipped.
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Decoded::More);
+                    };
+                    if line.is_empty() {
+                        *framing = Framing::Length(0);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The next CRLF-ended line in `buffer` (without its CRLF), taken out of it.
+fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, UpstreamError> {
+    match buffer.windows(2).position(|pair| pair == b"\r\n") {
+        Some(end) => {
+            let line = buffer.split_to(end);
+            buffer.advance(2);
+            Ok(Some(line))
+        }
+        None if buffer.len() > MAX_LINE_BYTES => {
+            Err(UpstreamError::Malformed("a chunk line is too long"))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A chunk's size from its line: hex digits, then maybe `;` and extensions.
+fn chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
+    let digits = line.split(|byte| *byte == b';').next().unwrap_or(line);
+    let digits = digits.trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(UpstreamError::Malformed("a chunk size is not valid"));
+    }
+    digits.iter().try_fold(0u64, |size, digit| {
+        let value = (*digit as char)
+            .to_digit(16)
+            .ok_or(UpstreamError::Malformed("a chunk size is not valid"))?;
+        Ok(size * 16 + u64::from(value))
+    })
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        loop {
+            let Some(open) = &mut self.open else {
+                return Poll::Ready(None);
+            };
+            match decode(&mut open.framing, &mut open.connection.buffer) {
+                Ok(Decoded::Data(data)) => {
+                    if open.framing == Framing::Length(0) {
+                        self.end();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    self.end();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => {}
+                Err(error) => {
+                    self.open = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+            let Connection { stream, buffer, .. } = &mut open.connection;
+            buffer.reserve(READ_RESERVE);
+            let read = ready!(std::pin::pin!(stream.read_buf(buffer)).poll(cx));
+            match read {
+                Ok(0) if open.framing == Framing::UntilClose => {
+                    self.open = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    self.open = None;
+                    return Poll::Ready(Some(Err(UpstreamError::Closed)));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.open = None;
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.open.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.open {
+            None => SizeHint::with_exact(0),
+            Some(Open {
+                framing: Framing::Length(left),
+                ..
+            }) => SizeHint::with_exact(*left),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// An open connection to an upstream and what was read from it but not yet used.
+#[derive(Debug)]
+struct Connection {
+    stream: Stream,
+    buffer: BytesMut,
+    /// When it last went into the pool.
+    idle_since: Instant,
+}
+
+impl Connection {
+    /// Whether the upstream may still take a request on it: not too long idle, and
+    /// nothing (no close, no stray bytes) came while it waited.
+    fn usable(&self, now: Instant) -> bool {
+        if now.duration_since(self.idle_since) >= IDLE_TIMEOUT {
+            return false;
+        }
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tcp.poll_peek(&mut cx, &mut probe).is_pending()
+    }
+}
+
+/// Idle connections by upstream.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Mutex<HashMap<Key, Vec<Connection>>>,
+}
+
+impl Pool {
+    /// The most recently used idle connection to `key` that is still usable; those
+    /// found unusable on the way are closed.
+    fn take(&self, key: &Key) -> Option<Connection> {
+        let now = Instant::now();
+        loop {
+            let connection = {
+                let mut idle = self.idle.lock();
+                let connections = idle.get_mut(key)?;
+                let connection = connections.pop();
+                if connections.is_empty() {
+                    idle.remove(key);
+                }
+                connection?
+            };
+            if connection.usable(now) {
+                return Some(connection);
+            }
+        }
+    }
+
+    /// Keeps `connection` for the next request to `key`, closing those that waited too
+    /// long (or the oldest, when `key` has as many as it may keep).
+    fn give_back(&self, key: Key, mut connection: Connection) {
+        let now = Instant::now();
+        connection.idle_since = now;
+        let closed = {
+            let mut idle = self.idle.lock();
+            let connections = idle.entry(key).or_default();
+            let stale = connections
+                .iter()
+                .take_while(|waiting| now.duration_since(waiting.idle_since) >= IDLE_TIMEOUT)
+                .count()
+                .max((connections.len() + 1).saturating_sub(MAX_IDLE_PER_UPSTREAM));
+            let closed: Vec<Connection> = connections.drain(..stale).collect();
+            connections.push(connection);
+            closed
+        };
+        // Closed outside the lock.
+        drop(closed);
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over it.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt as _;
+    use hyper::body::Body as _;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// The bytes to answer the request with this index, and whether to close after them.
+    type Answer = fn(usize) -> (Vec<u8>, bool);
+
+    /// An upstream on a loopback port that answers each request with what `answer`
+    /// gives for its index (and closes the connection after it when told to).
+    struct Scripted {
+        uri: Uri,
+        connections: Arc<AtomicUsize>,
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Scripted {
+        async fn start(answer: Answer) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let uri = format!("http://{}/mcp?x=1", listener.local_addr().unwrap())
+                .parse()
+                .unwrap();
+            let connections = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let (counted, logged) = (Arc::clone(&connections), Arc::clone(&requests));
+            tokio::spawn(async move {
+                loop {
+                    let (mut tcp, _) = listener.accept().await.unwrap();
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let logged = Arc::clone(&logged);
+                    tokio::spawn(async move {
+                        while let Some(request) = read_request(&mut tcp).await {
+                            let index = {
+                                let mut logged = logged.lock();
+                                logged.push(request);
+                                logged.len() - 1
+                            };
+                            let (bytes, close) = answer(index);
+                            tcp.write_all(&bytes).await.unwrap();
+                            if close {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            Self {
+                uri,
+                connections,
+                requests,
+            }
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+
+    /// One request's bytes (head and Content-Length body); `None` at the connection's end.
+    async fn read_request(tcp: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        loop {
+            if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&bytes[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .map_or(0, |length| length.parse().unwrap());
+                if bytes.len() >= end + 4 + length {
+                    return Some(bytes);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn post(uri: &Uri, body: &'static str) -> Request<Bytes> {
+        let mut request = Request::new(Bytes::from_static(body.as_bytes()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri.clone();
+        request.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        request
+    }
+
+    async fn body_of(
+        client: &UpstreamClient,
+        request: Request<Bytes>,
+    ) -> Result<Bytes, UpstreamError> {
+        let response = client.request(request).await?;
+        Ok(response.into_body().collect().await?.to_bytes())
+    }
+
+    fn client() -> UpstreamClient {
+        UpstreamClient::new(Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn answers_framed_by_length_come_whole_and_reuse_one_connection() {
+        let upstream = Scripted::start(|_| {
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".into(),
+                false,
+            )
+        })
+        .await;
+        let client = client();
+        for _ in 0..3 {
+            assert_eq!(
+                body_of(&client, post(&upstream.uri, "{}")).await.unwrap(),
+                "hello"
+            );
+        }
+        assert_eq!(upstream.connections(), 1);
+        let first = String::from_utf8(upstream.requests.lock()[0].clone()).unwrap();
+        let authority = upstream.uri.authority().unwrap();
+        assert_eq!(
+            first,
+            format!(
+                "POST /mcp?x=1 HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n\
+                 content-length: 2\r\n\r\n{{}}"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_get_without_a_body_says_nothing_of_one_and_user_info_stays_home() {
+        let upstream =
+            Scripted::start(|_| (b"HTTP/1.1 204 No Content\r\n\r\n".into(), false)).await;
+        let uri: Uri = format!(
+            "http://user:secret@{}/sse",
+            upstream.uri.authority().unwrap()
+        )
+        .parse()
+        .unwrap();
+        let mut request = Request::new(Bytes::new());
+        *request.uri_mut() = uri;
+        let response = client().request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert!(response.body().is_end_stream());
+        let sent = String::from_utf8(upstream.requests.lock()[0].clone()).unwrap();
+        assert_eq!(
+            sent,
+            format!(
+                "GET /sse HTTP/1.1\r\nhost: {}\r\n\r\n",
+                upstream.uri.authority().unwrap()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closes_is_not_reused() {
+        // `Connection: close`, a body that ends with the connection, and a connection the
+        // upstream closes after a well-framed answer: each next request gets a new one.
+        for answer in [
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".as_slice(),
+            b"HTTP/1.1 200 OK\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ] {
+            static ANSWER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+            *ANSWER.lock().unwrap() = answer.to_vec();
+            let upstream = Scripted::start(|_| (ANSWER.lock().unwrap().clone(), true)).await;
+            let client = client();
+            for round in 1..=2 {
+                assert_eq!(
+                    body_of(&client, post(&upstream.uri, "{}")).await.unwrap(),
+                    "ok"
+                );
+                assert_eq!(upstream.connections(), round);
+                // As an idle pooled connection would be when the next request comes.
+                fleet_testkit::wait_until(
+                    "the upstream's close to arrive",
+                    Duration::from_secs(5),
+                    async || {
+                        client
+                            .pool
+                            .idle
+                            .lock()
+                            .values()
+                            .flatten()
+                            .all(|idle| !idle.usable(Instant::now()))
+                    },
+                )
+                .await;
+            }
+            assert_eq!(
+                upstream.connections(),
+                2,
+                "{}",
+                String::from_utf8_lossy(answer)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped() {
+        let upstream = Scripted::start(|_| {
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    .into(),
+                false,
+            )
+        })
+        .await;
+        assert_eq!(
+            body_of(&client(), post(&upstream.uri, "{}")).await.unwrap(),
+            "ok"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_answers_are_errors_not_bodies() {
+        let cases: [Answer; 4] = [
+            // A head that never ends, past the limit.
+            |_| {
+                let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+                head.resize(MAX_HEAD_BYTES + 1024, b'a');
+                (head, false)
+            },
+            |_| {
+                (
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok".into(),
+                    false,
+                )
+            },
+            |_| {
+                (
+                    b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\nok".into(),
+                    false,
+                )
+            },
+            |_| (b"SSH-2.0-OpenSSH\r\n\r\n".into(), false),
+        ];
+        for answer in cases {
+            let upstream = Scripted::start(answer).await;
+            let error = client()
+                .request(post(&upstream.uri, "{}"))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, UpstreamError::Malformed(_)), "{error}");
+            assert!(!error.is_connect());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_ends_in_an_error() {
+        let upstream = Scripted::start(|_| {
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nok".into(),
+                true,
+            )
+        })
+        .await;
+        let error = body_of(&client(), post(&upstream.uri, "{}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, UpstreamError::Closed), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_listener_is_a_connect_error() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("http://{}/mcp", closed.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(closed);
+        let error = client().request(post(&uri, "{}")).await.unwrap_err();
+        assert!(error.is_connect(), "{error}");
+    }
+
+    /// Decodes `wire` fed in two pieces cut at `cut`: the data, and whether it ended.
+    fn decode_in_two(wire: &[u8], cut: usize) -> Result<(Vec<u8>, bool), UpstreamError> {
+        let mut framing = Framing::Chunked(Chunked::Size);
+        let mut buffer = BytesMut::new();
+        let mut data = Vec::new();
+        for piece in [&wire[..cut], &wire[cut..]] {
+            buffer.extend_from_slice(piece);
+            loop {
+                match decode(&mut framing, &mut buffer)? {
+                    Decoded::Data(bytes) => data.extend_from_slice(&bytes),
+                    Decoded::End => return Ok((data, buffer.is_empty())),
+                    Decoded::More => break,
+                }
+            }
+        }
+        Ok((data, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_the_same_wherever_the_reads_cut_them() {
+        let wire = b"7;ext=1\r\nevent: \r\n1E\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1}\r\n0\r\nx-trailer: t\r\n\r\n";
+        for cut in 0..=wire.len() {
+            let (data, ended) = decode_in_two(wire, cut).unwrap();
+            assert_eq!(
+                data, b"event: data: {\"jsonrpc\":\"2.0\",\"id\":1}",
+                "cut at {cut}"
+            );
+            assert!(ended, "cut at {cut}");
+        }
+        for bad in [
+            b"zz\r\nab\r\n0\r\n\r\n".as_slice(),
+            b"2\r\nabXX0\r\n\r\n",
+            b"\r\n",
+        ] {
+            assert!(matches!(
+                decode_in_two(bad, 0),
+                Err(UpstreamError::Malformed(_))
+            ));
+        }
+    }
+}

@@ -164,11 +164,15 @@ impl UpstreamClient {
     }
 }
 
-/// Where a connection goes: scheme and authority (without user info).
+/// Where a connection goes: scheme and authority (without user info), from which thread.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     tls: bool,
     authority: Authority,
+    /// A socket is served by the reactor of the runtime it was opened on: used from
+    /// another thread's runtime (the gateway serves connections on single-threaded
+    /// workers), each of its wake-ups would cross threads.
+    thread: std::thread::ThreadId,
 }
 
 impl Key {
@@ -187,7 +191,11 @@ impl Key {
             Some((_, bare)) => bare.parse().map_err(|_| UpstreamError::Uri(uri.clone()))?,
             None => authority.clone(),
         };
-        Ok(Self { tls, authority })
+        Ok(Self {
+            tls,
+            authority,
+            thread: std::thread::current().id(),
+        })
     }
 
     /// The host to resolve and to name in TLS: an IPv6 address without its brackets.
@@ -275,9 +283,11 @@ fn parse_head(
     buffer: &[u8],
     method: &Method,
 ) -> Result<Option<(usize, Option<Head>)>, UpstreamError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let length = match parsed.parse(buffer) {
+    // Uninitialised: zeroing every slot would cost more than parsing a short head.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default();
+    let length = match parsing.parse_response_with_uninit_headers(&mut parsed, buffer, &mut slots) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -650,7 +660,7 @@ impl Connection {
 /// Idle connections by upstream.
 #[derive(Debug, Default)]
 struct Pool {
-    idle: Mutex<HashMap<Key, Vec<Connection>>>,
+    idle: Mutex<HashMap<Key, Vec<Connection>, foldhash::fast::RandomState>>,
 }
 
 impl Pool {

@@ -107,7 +107,9 @@ impl UpstreamClient {
         let key = Key::of(&parts.uri)?;
         let mut connection = match self.pool.take(&key) {
             Some(connection) => connection,
-            None => self.connect(&key).await?,
+            // Boxed: connecting (TLS above all) needs a large future, which would
+            // otherwise make every request's future as large, and every call moves it.
+            None => Box::pin(self.connect(&key)).await?,
         };
         let head = request_head(&parts.method, &parts.uri, &key, &parts.headers, body.len());
         connection
@@ -309,13 +311,15 @@ fn parse_head(
         }
         return Ok(Some((length, None)));
     }
-    // Each value is a copy of its own: a slice of the read buffer would pin all of it for
-    // as long as the value lives (a session keeps its upstream's session id).
+    // The values are slices of one copy of the head, not a copy each (an allocation per
+    // header), nor slices of the read buffer, which they would pin whole. A value kept
+    // past the answer (a session's upstream id) is copied on its own by its keeper.
+    let copy = Bytes::copy_from_slice(&buffer[..length]);
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(field.value),
+            shared_value(&copy, buffer, field.value),
         ) else {
             return Err(UpstreamError::Malformed("the answer has an invalid header"));
         };
@@ -345,6 +349,20 @@ fn parse_head(
             reusable,
         }),
     )))
+}
+
+/// `value`, a slice of `buffer` whose head `copy` holds, as the same slice of `copy`.
+fn shared_value(
+    copy: &Bytes,
+    buffer: &[u8],
+    value: &[u8],
+) -> Result<HeaderValue, hyper::http::header::InvalidHeaderValue> {
+    let start = (value.as_ptr() as usize).wrapping_sub(buffer.as_ptr() as usize);
+    match start.checked_add(value.len()) {
+        Some(end) if end <= copy.len() => HeaderValue::from_maybe_shared(copy.slice(start..end)),
+        // Not from the head (httparse gives only slices of it): a copy of its own.
+        _ => HeaderValue::from_bytes(value),
+    }
 }
 
 /// How the body of an answer to `method` with `status` and `headers` is framed

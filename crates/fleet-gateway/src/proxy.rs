@@ -41,7 +41,7 @@ use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
 use crate::trace_context::TraceId;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, connection_options};
 
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -581,12 +581,8 @@ fn strip_request_headers(headers: &mut HeaderMap) {
 /// hash each one whether it is there or not.
 pub(crate) fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     // The headers a `Connection` header names are hop-by-hop too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let listed: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
     let doomed =
         |name: &&HeaderName| HOP_BY_HOP.contains(name) || listed.contains(name) || also(name);

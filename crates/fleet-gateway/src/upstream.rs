@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future as _;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -245,7 +245,8 @@ fn request_head(
     }
     // As hyper: a GET or HEAD without a body says nothing about one.
     if body_length > 0 || (method != Method::GET && method != Method::HEAD) {
-        head.extend_from_slice(format!("content-length: {body_length}\r\n").as_bytes());
+        // Into the head itself: `format!` would allocate a string per request.
+        let _ = write!(head, "content-length: {body_length}\r\n");
     }
     head.extend_from_slice(b"\r\n");
     head
@@ -331,11 +332,7 @@ fn parse_head(
         Version::HTTP_11
     };
     let (framing, delimited) = framing_of(method, status, &headers)?;
-    let close = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+    let close = connection_options(&headers).any(|option| option.eq_ignore_ascii_case(b"close"));
     let reusable = delimited && !close && version == Version::HTTP_11;
     let mut response = Response::new(());
     *response.status_mut() = status;
@@ -349,6 +346,16 @@ fn parse_head(
             reusable,
         }),
     )))
+}
+
+/// The options a message's `Connection` headers list (`close`, or the names of further
+/// hop-by-hop headers), trimmed.
+pub(crate) fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// `value`, a slice of `buffer` whose head `copy` holds, as the same slice of `copy`.
@@ -489,11 +496,7 @@ fn decode(framing: &mut Framing, buffer: &mut BytesMut) -> Result<Decoded, Upstr
                 if buffer.is_empty() {
                     return Ok(Decoded::More);
                 }
-                let take = usize::try_from(*left)
-                    .unwrap_or(usize::MAX)
-                    .min(buffer.len());
-                *left -= take as u64;
-                return Ok(Decoded::Data(buffer.split_to(take).freeze()));
+                return Ok(Decoded::Data(take_up_to(buffer, left)));
             }
             Framing::UntilClose => {
                 if buffer.is_empty() {
@@ -513,20 +516,17 @@ fn decode(framing: &mut Framing, buffer: &mut BytesMut) -> Result<Decoded, Upstr
                         Chunked::Data(size)
                     };
                 }
-                Chunked::Data(left) => {
+                Chunked::Data(mut left) => {
                     if buffer.is_empty() {
                         return Ok(Decoded::More);
                     }
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(buffer.len());
-                    let left = left - take as u64;
+                    let data = take_up_to(buffer, &mut left);
                     *state = if left == 0 {
                         Chunked::DataEnd
                     } else {
                         Chunked::Data(left)
                     };
-                    return Ok(Decoded::Data(buffer.split_to(take).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 Chunked::DataEnd => {
                     if buffer.len() < 2 {
@@ -550,6 +550,15 @@ fn decode(framing: &mut Framing, buffer: &mut BytesMut) -> Result<Decoded, Upstr
             },
         }
     }
+}
+
+/// At most `left` bytes from the start of `buffer`, counted off `left`.
+fn take_up_to(buffer: &mut BytesMut, left: &mut u64) -> Bytes {
+    let take = usize::try_from(*left)
+        .unwrap_or(usize::MAX)
+        .min(buffer.len());
+    *left -= take as u64;
+    buffer.split_to(take).freeze()
 }
 
 /// The next CRLF-ended line in `buffer` (without its CRLF), taken out of it.

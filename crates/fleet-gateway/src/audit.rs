@@ -139,7 +139,7 @@ fn last_response_lf(stream: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
 /// at 0.
 fn after_last_blank_line(stream: &[u8]) -> usize {
     let mut end = stream.len();
-    while let Some(lf) = stream[..end].iter().rposition(|&byte| byte == b'\n') {
+    while let Some(lf) = memchr::memrchr(b'\n', &stream[..end]) {
         if lf > 0 && stream[lf - 1] == b'\n' {
             return lf + 1;
         }
@@ -151,8 +151,7 @@ fn after_last_blank_line(stream: &[u8]) -> usize {
 /// The data of an event, when it is a JSON-RPC response. Borrowed when the event has one
 /// `data:` line, as nearly every answer does: nothing is copied.
 fn response_event(event: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
-    let mut lines = event
-        .split(|&byte| byte == b'\n')
+    let mut lines = lines(event)
         .filter_map(|line| line.strip_prefix(b"data:"))
         .map(|data| data.strip_prefix(b" ").unwrap_or(data));
     let first = lines.next()?;
@@ -169,6 +168,24 @@ fn response_event(event: &[u8]) -> Option<(Cow<'_, [u8]>, ToolOutcome)> {
     };
     let outcome = response_outcome(&data)?;
     Some((data, outcome))
+}
+
+/// The lines of `text` (LF ends), as `split` gives them, found by `memchr`.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b'\n', current) {
+            Some(lf) => {
+                rest = Some(&current[lf + 1..]);
+                Some(&current[..lf])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// A `tools/call` on its way: finished once, by whoever sees its end.
@@ -239,6 +256,15 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn lines_are_found_as_split_finds_them(
+            text in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..64),
+        ) {
+            let found: Vec<&[u8]> = lines(&text).collect();
+            let split: Vec<&[u8]> = text.split(|&byte| byte == b'\n').collect();
+            prop_assert_eq!(found, split);
+        }
+
         #[test]
         fn any_stream_is_scanned_without_panicking(
             stream in proptest::collection::vec(any::<u8>(), 0..512),

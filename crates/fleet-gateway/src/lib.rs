@@ -37,6 +37,7 @@
 
 mod audit;
 mod config;
+mod data_plane;
 mod distribution;
 mod error;
 mod home;
@@ -62,10 +63,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{get, post};
 use fleet_routes::table::RouteTable;
 use fleet_stdio::StdioInstances;
 use tokio::net::TcpListener;
@@ -187,19 +187,6 @@ impl Gateway {
         Self {
             shared: Arc::new(shared),
         }
-    }
-
-    /// The data-plane routes: `/healthz`, `/readyz`, `POST|GET|DELETE /mcp/{server}`.
-    pub fn router(&self) -> axum::Router {
-        axum::Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .route(
-                "/mcp/{server}",
-                post(proxy::mcp).get(proxy::mcp).delete(proxy::mcp),
-            )
-            .route(reports::PATH, post(reports::receive))
-            .with_state(Arc::clone(&self.shared))
     }
 
     /// Every request counter and latency histogram, and live sessions per server.
@@ -350,7 +337,8 @@ pub async fn serve(
     let tls = config.tls.clone();
     let acceptor = tls.as_ref().map(ServerTls::acceptor);
     let reloader = tls.map(|tls| tokio::spawn(tls.reload_on_change()));
-    listener::run(listener, gateway.router(), timeouts, acceptor, shutdown).await;
+    let data_plane = data_plane::DataPlane::new(Arc::clone(&gateway.shared));
+    listener::run(listener, data_plane, timeouts, acceptor, shutdown).await;
     sweeper.abort();
     reporter.abort();
     if let Some(reloader) = reloader {
@@ -359,15 +347,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn healthz() -> StatusCode {
-    StatusCode::OK
-}
-
 /// 200 when every server can take a new session; else 503 naming those that cannot.
 /// The `Host`/`Origin` policy of `/mcp` applies: a page on a rebound DNS name learns
 /// nothing about the fleet.
-async fn readyz(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    if let Err(error) = shared.policy.check_request(&request) {
+fn readyz(shared: &Shared, request: &Request) -> Response {
+    if let Err(error) = shared.policy.check_request(request) {
         return error.into_response();
     }
     let routes = shared.routes.current();

@@ -3,7 +3,7 @@
 //!
 //! Owns:
 //! - the accept loop (TCP_NODELAY on every connection, the client's address handed to
-//!   the router as [`ConnectInfo`]);
+//!   the data plane with each request);
 //! - the connection timeouts, all enforced before a request reaches admission (so an
 //!   unauthenticated client cannot hold connections open): the first request head must
 //!   arrive within the header-read timeout of the accept, a kept-alive connection may
@@ -13,7 +13,7 @@
 //! - the TLS handshake when the gateway serves TLS, bounded by the header-read timeout;
 //! - graceful shutdown: no new connections, requests in flight finish.
 //!
-//! Does not own: what a request means (the router), TLS settings (`tls.rs`).
+//! Does not own: what a request means (`data_plane.rs`), TLS settings (`tls.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,8 +25,8 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -34,7 +34,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tower_service::Service as _;
+
+use crate::data_plane::{Answer, DataPlane};
 
 /// How long a client may take, per connection.
 #[derive(Debug, Clone, Copy)]
@@ -44,12 +45,12 @@ pub(crate) struct ConnectionTimeouts {
     pub(crate) idle: Duration,
 }
 
-/// Accepts connections on `listener` and serves `router` on each until `shutdown`
+/// Accepts connections on `listener` and serves `data_plane` on each until `shutdown`
 /// completes; then stops accepting and waits for the connections to finish their
 /// requests.
 pub(crate) async fn run(
     listener: TcpListener,
-    router: axum::Router,
+    data_plane: DataPlane,
     timeouts: ConnectionTimeouts,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -76,7 +77,7 @@ pub(crate) async fn run(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let connection = Connection {
-            router: router.clone(),
+            data_plane: data_plane.clone(),
             peer,
             timeouts,
         };
@@ -190,7 +191,7 @@ async fn accept_failed(error: &std::io::Error) {
 
 /// One accepted connection, before it is served.
 struct Connection {
-    router: axum::Router,
+    data_plane: DataPlane,
     peer: SocketAddr,
     timeouts: ConnectionTimeouts,
 }
@@ -211,7 +212,7 @@ impl Connection {
             idle: self.timeouts.idle,
         };
         let service = RequestService {
-            router: self.router,
+            data_plane: self.data_plane,
             peer: self.peer,
             body_read: self.timeouts.body_read,
         };
@@ -238,11 +239,11 @@ impl Connection {
     }
 }
 
-/// Hands each request to the router, with the client's address and a body that
+/// Hands each request to the data plane, with the client's address and a body that
 /// must arrive in time.
 #[derive(Clone)]
 struct RequestService {
-    router: axum::Router,
+    data_plane: DataPlane,
     peer: SocketAddr,
     body_read: Duration,
 }
@@ -250,20 +251,21 @@ struct RequestService {
 impl hyper::service::Service<hyper::Request<Incoming>> for RequestService {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = axum::routing::future::RouteFuture<Infallible>;
+    type Future =
+        futures::future::Map<Answer, fn(Self::Response) -> Result<Self::Response, Infallible>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let deadline = tokio::time::Instant::now() + self.body_read;
-        let mut request = request.map(|body| {
+        let request = request.map(|body| {
             Body::new(TimedBody {
                 body,
                 deadline,
                 timer: None,
             })
         });
-        request.extensions_mut().insert(ConnectInfo(self.peer));
-        // A clone of the router is a reference count (axum's own `serve` does the same).
-        self.router.clone().call(request)
+        self.data_plane
+            .call(request, self.peer)
+            .map(Ok as fn(_) -> _)
     }
 }
 
@@ -431,16 +433,20 @@ impl hyper::rt::Timer for HeadTimer {
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         let keep_alive = self.activity.start_wait();
         let started = deadline.checked_sub(self.header_read).unwrap_or(deadline);
-        let until = if keep_alive {
-            started + self.idle
+        // Armed once, for the earliest the wait could end; when that comes, the wait's
+        // real deadline is worked out (and the timer moved to it, the rare time it is
+        // later). A head arrives in microseconds: moving the timer when its first bytes
+        // came cost every request a second trip through the runtime's timer wheel.
+        let earliest = if keep_alive {
+            started + self.idle.min(self.header_read)
         } else {
             deadline
         };
         Box::pin(HeadWait {
             activity: Arc::clone(&self.activity),
             header_read: self.header_read,
-            waiting_for_bytes: keep_alive,
-            sleep: Box::pin(tokio::time::sleep_until(until.into())),
+            idle_until: keep_alive.then(|| started + self.idle),
+            sleep: Box::pin(tokio::time::sleep_until(earliest.into())),
         })
     }
 }
@@ -449,8 +455,9 @@ impl hyper::rt::Timer for HeadTimer {
 struct HeadWait {
     activity: Arc<ReadActivity>,
     header_read: Duration,
-    /// Idle on a kept-alive connection: the deadline moves when bytes arrive.
-    waiting_for_bytes: bool,
+    /// On a kept-alive connection, when the wait ends if no byte of a head arrives
+    /// (once one does: the header-read timeout from it).
+    idle_until: Option<Instant>,
     sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -458,16 +465,20 @@ impl Future for HeadWait {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // hyper polls this after every read that leaves the head incomplete, so the
-        // first bytes of a head are seen here as soon as they arrive.
-        if self.waiting_for_bytes
-            && let Some(first_read) = self.activity.first_read()
-        {
-            self.waiting_for_bytes = false;
-            let deadline = first_read + self.header_read;
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let Some(idle_until) = self.idle_until else {
+                return Poll::Ready(());
+            };
+            let deadline = match self.activity.first_read() {
+                Some(first_read) => first_read + self.header_read,
+                None => idle_until,
+            };
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
             self.sleep.as_mut().reset(deadline.into());
         }
-        self.sleep.as_mut().poll(cx)
     }
 }
 

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use axum::response::IntoResponse as _;
 use bytes::Bytes;
@@ -72,19 +72,20 @@ const DROPPED_REQUEST_HEADERS: [HeaderName; 6] = [
     header::ORIGIN,
 ];
 
-/// `POST|GET|DELETE /mcp/{server}`.
+/// `POST|GET|DELETE /mcp/{server}`, from `peer`.
 pub(crate) async fn mcp(
-    State(shared): State<Arc<Shared>>,
-    Path(server): Path<String>,
+    shared: &Shared,
+    server: &str,
     request: Request,
+    peer: SocketAddr,
 ) -> Response<Body> {
-    match handle(&shared, &server, request).await {
+    match handle(shared, server, request, peer).await {
         Ok(response) => response,
         Err(error) => {
             if !matches!(
                 error,
                 GatewayError::Upstream { .. } | GatewayError::UnknownServer { .. }
-            ) && let Some(routes) = shared.routes.current().server(&server)
+            ) && let Some(routes) = shared.routes.current().server(server)
             {
                 routes.rejections.observe_request(
                     MethodLabel::UNKNOWN,
@@ -103,13 +104,10 @@ async fn handle(
     shared: &Shared,
     server: &str,
     request: Request,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, GatewayError> {
     shared.policy.check_request(&request)?;
     let (mut parts, body) = request.into_parts();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| *address);
     let admission = shared.admission();
     let caller = admission.tokens.authorize(&parts.headers, peer, server)?;
     admission.limiter.admit(&caller)?;
@@ -576,18 +574,20 @@ fn strip_request_headers(headers: &mut HeaderMap) {
 }
 
 /// Removes the hop-by-hop headers ([`HOP_BY_HOP`] and those a `Connection` header names)
-/// and those `also` picks. The names present are compared with the lists, and only those
-/// found are removed: a message has a few headers, and removing every listed name would
-/// hash each one whether it is there or not.
+/// and those `also` picks. The names present are compared with the lists, once each, and
+/// only those found are removed: a message has a few headers, and removing every listed
+/// name would hash each one whether it is there or not.
 pub(crate) fn strip(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
     // The headers a `Connection` header names are hop-by-hop too.
     let listed: Vec<HeaderName> = connection_options(headers)
         .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
-    let doomed =
-        |name: &&HeaderName| HOP_BY_HOP.contains(name) || listed.contains(name) || also(name);
-    // One at a time, without a list: most messages carry one or two of them.
-    while let Some(name) = headers.keys().find(&doomed).cloned() {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || listed.contains(name) || also(name))
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -734,6 +734,7 @@ async fn forward(
         // quiet for as long as the client keeps it.
         silence: is_request.then_some(upstream_timeout),
         heard: now,
+        heard_since: false,
         failure_id: is_request.then_some(id).flatten(),
         pending,
         scan,
@@ -953,8 +954,11 @@ struct Relay {
     framing: Framing,
     /// How long the upstream may stay silent before the answer ends with a timeout error.
     silence: Option<Duration>,
-    /// When the upstream last sent a frame (or the answer began).
+    /// When the upstream last sent a frame (or the answer began), as of the last wait.
     heard: tokio::time::Instant,
+    /// Frames came since [`Self::heard`] was set: the clock is read when a wait needs it,
+    /// not per frame (most answers end without one).
+    heard_since: bool,
     /// The request's id, for the error that ends an answer the upstream failed.
     failure_id: Option<serde_json::Value>,
     pending: Option<Pending>,
@@ -1031,9 +1035,7 @@ impl Relay {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => {
-                    if self.silence.is_some() {
-                        self.heard = tokio::time::Instant::now();
-                    }
+                    self.heard_since = true;
                     // Trailers mean nothing to MCP; only data is relayed.
                     if let Ok(data) = frame.into_data() {
                         if let Some(scan) = &mut self.scan {
@@ -1072,6 +1074,9 @@ impl Relay {
                 }
             }
             // Waiting: the upstream's socket wakes this body, the timer the clock.
+            if std::mem::take(&mut self.heard_since) && self.silence.is_some() {
+                self.heard = tokio::time::Instant::now();
+            }
             let Some(deadline) = self.next_deadline() else {
                 return Poll::Pending;
             };

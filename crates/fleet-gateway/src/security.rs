@@ -153,13 +153,11 @@ impl Tokens {
     pub(crate) fn authorize(
         &self,
         headers: &HeaderMap,
-        peer: Option<SocketAddr>,
+        peer: SocketAddr,
         server: &str,
     ) -> Result<Caller, GatewayError> {
         if self.tokens.is_empty() {
-            return Ok(Caller::Client(
-                peer.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |p| p.ip()),
-            ));
+            return Ok(Caller::Client(peer.ip()));
         }
         let token = presented_token(headers, self.tokens.iter().map(|t| &t.sha256))
             .and_then(|index| self.tokens.get(index))

@@ -44,6 +44,8 @@ const MAX_LINE_BYTES: usize = 4 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle connections kept per upstream; more are closed as they come back.
 const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// Upstreams (per thread) the pool keeps a list for before it drops the empty lists.
+const MAX_UPSTREAMS: usize = 64;
 /// Free room the read buffer keeps before each read.
 const READ_RESERVE: usize = 8 * 1024;
 
@@ -263,7 +265,10 @@ struct Head {
 /// Reads the answer's head, skipping interim (`1xx`) answers.
 async fn read_head(connection: &mut Connection, method: &Method) -> Result<Head, UpstreamError> {
     loop {
-        if let Some((length, head)) = parse_head(&connection.buffer, method)? {
+        // Nothing to parse before the first read (a pooled connection's buffer is empty).
+        if !connection.buffer.is_empty()
+            && let Some((length, head)) = parse_head(&connection.buffer, method)?
+        {
             connection.buffer.advance(length);
             if let Some(head) = head {
                 return Ok(head);
@@ -696,15 +701,10 @@ impl Pool {
     fn take(&self, key: &Key) -> Option<Connection> {
         let now = Instant::now();
         loop {
-            let connection = {
-                let mut idle = self.idle.lock();
-                let connections = idle.get_mut(key)?;
-                let connection = connections.pop();
-                if connections.is_empty() {
-                    idle.remove(key);
-                }
-                connection?
-            };
+            // An upstream's list stays in the map when emptied: a connection taken is
+            // usually given back within the call, and removing the list only to make a
+            // new one then cost every call a hash, an allocation and a free.
+            let connection = self.idle.lock().get_mut(key)?.pop()?;
             if connection.usable(now) {
                 return Some(connection);
             }
@@ -718,6 +718,11 @@ impl Pool {
         connection.idle_since = now;
         let closed = {
             let mut idle = self.idle.lock();
+            if idle.len() >= MAX_UPSTREAMS && !idle.contains_key(&key) {
+                // Lists left empty by upstreams gone (an instance per revision, each on
+                // its own port) are dropped before they pile up.
+                idle.retain(|_, connections| !connections.is_empty());
+            }
             let connections = idle.entry(key).or_default();
             let stale = connections
                 .iter()

@@ -8,7 +8,6 @@
 //! response event when the stream ends.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use fleet_routes::audit::{ToolCallRecord, ToolOutcome};
@@ -22,6 +21,8 @@ pub type AuditSink = mpsc::UnboundedSender<ToolCallRecord>;
 
 /// Most bytes of an SSE `tools/call` answer kept to find its outcome.
 const SCAN_LIMIT: usize = 1024 * 1024;
+/// Room made for an answer's first bytes (most answers are smaller).
+const FIRST_RESERVE: usize = 1024;
 
 /// The outcome a JSON-RPC response says; `None` when the message is no response: not one
 /// JSON object, no id (or a null one), a method (a request or notification), or a member
@@ -191,9 +192,9 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// A `tools/call` on its way: finished once, by whoever sees its end.
 #[derive(Debug)]
 pub(crate) struct ToolCall {
-    pub(crate) server: Arc<str>,
+    pub(crate) server: String,
     pub(crate) tool: String,
-    pub(crate) token: Option<Arc<str>>,
+    pub(crate) token: Option<String>,
     pub(crate) started: Instant,
     pub(crate) sink: Option<AuditSink>,
 }
@@ -204,8 +205,8 @@ impl ToolCall {
         if let Some(sink) = &self.sink {
             let record = ToolCallRecord {
                 time: SystemTime::now(),
-                token: self.token.as_deref().map(str::to_owned),
-                server: self.server.to_string(),
+                token: self.token,
+                server: self.server,
                 revision: target.revision,
                 tool: self.tool,
                 outcome,
@@ -225,6 +226,12 @@ pub(crate) struct SseScan {
 
 impl SseScan {
     pub(crate) fn push(&mut self, frame: &[u8]) {
+        if self.bytes.capacity() == 0 {
+            // Room for a usual answer at once: its pieces (a priming event, the
+            // response) grew the buffer twice.
+            self.bytes
+                .reserve(frame.len().clamp(FIRST_RESERVE, SCAN_LIMIT));
+        }
         if self.bytes.len() + frame.len() > SCAN_LIMIT {
             // Keep the tail: the response is the last event.
             self.overflowed = true;

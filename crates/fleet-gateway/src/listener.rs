@@ -470,14 +470,16 @@ impl Future for HeadWait {
             let Some(idle_until) = self.idle_until else {
                 return Poll::Ready(());
             };
-            let deadline = match self.activity.first_read() {
+            let deadline: tokio::time::Instant = match self.activity.first_read() {
                 Some(first_read) => first_read + self.header_read,
                 None => idle_until,
-            };
-            if Instant::now() >= deadline {
+            }
+            .into();
+            // The timer's own clock (which tests may pause), not the wall's.
+            if tokio::time::Instant::now() >= deadline {
                 return Poll::Ready(());
             }
-            self.sleep.as_mut().reset(deadline.into());
+            self.sleep.as_mut().reset(deadline);
         }
     }
 }

@@ -86,9 +86,6 @@ fn not_allowed(allow: &'static str) -> Response {
 
 /// A path segment with its `%XX` escapes decoded; `None` when the result is not UTF-8.
 fn percent_decoded(segment: &str) -> Option<Cow<'_, str>> {
-    if !segment.contains('%') {
-        return Some(Cow::Borrowed(segment));
-    }
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .ok()

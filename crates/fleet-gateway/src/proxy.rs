@@ -673,9 +673,9 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     let (mut parts, incoming) = response.into_parts();
-    let upstream_session = parts.headers.get(&MCP_SESSION_ID).cloned();
     // The upstream's session id stays with the gateway.
-    strip(&mut parts.headers, |name| *name == MCP_SESSION_ID);
+    let upstream_session = parts.headers.remove(&MCP_SESSION_ID);
+    strip(&mut parts.headers, |_| false);
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)

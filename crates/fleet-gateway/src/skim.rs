@@ -79,11 +79,7 @@ impl<'a> Skim<'a> {
         self.items(b'{', b'}', |skim| {
             skim.whitespace();
             let (quoted, escaped) = skim.string()?;
-            let name = if escaped {
-                string_text(quoted)?
-            } else {
-                Cow::Borrowed(&quoted[1..quoted.len() - 1])
-            };
+            let name = unquoted(quoted, escaped)?;
             skim.whitespace();
             skim.expect(b':')?;
             member(skim, &name)
@@ -253,8 +249,13 @@ impl<'a> Skim<'a> {
 /// The text of a string value (quotes included) that a skim checked: borrowed unless it
 /// has escapes.
 pub(crate) fn string_text(quoted: &str) -> Option<Cow<'_, str>> {
+    unquoted(quoted, quoted.contains('\\'))
+}
+
+/// [`string_text`] of a string whose skim said whether it has escapes.
+fn unquoted(quoted: &str, escaped: bool) -> Option<Cow<'_, str>> {
     let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
-    if inner.contains('\\') {
+    if escaped {
         serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
     } else {
         Some(Cow::Borrowed(inner))

@@ -568,7 +568,7 @@ fn take_up_to(buffer: &mut BytesMut, left: &mut u64) -> Bytes {
 
 /// The next CRLF-ended line in `buffer` (without its CRLF), taken out of it.
 fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, UpstreamError> {
-    match buffer.windows(2).position(|pair| pair == b"\r\n") {
+    match memchr::memmem::find(buffer, b"\r\n") {
         Some(end) => {
             let line = buffer.split_to(end);
             buffer.advance(2);

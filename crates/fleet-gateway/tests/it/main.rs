@@ -8,6 +8,7 @@
 mod audit;
 mod conformance;
 mod connections;
+mod http1;
 mod inspector;
 mod isolation;
 mod legacy;

@@ -40,6 +40,7 @@ mod config;
 mod data_plane;
 mod distribution;
 mod error;
+mod framing;
 mod home;
 mod jsonrpc;
 mod listener;
@@ -50,6 +51,7 @@ mod reports;
 mod request_span;
 mod seal;
 mod security;
+mod server;
 mod sessions;
 mod skim;
 mod stdio_http;
@@ -329,7 +331,7 @@ pub async fn serve(
         }
     });
     let config = &gateway.shared.config;
-    let timeouts = listener::ConnectionTimeouts {
+    let timeouts = server::ConnectionTimeouts {
         header_read: config.header_read_timeout,
         body_read: config.body_read_timeout,
         idle: config.idle_timeout,

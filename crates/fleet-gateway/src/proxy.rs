@@ -31,6 +31,7 @@ use crate::Shared;
 use crate::audit::{SseScan, ToolCall, outcome_of_response};
 use crate::distribution::{self, Kind, OutstandingGuard, Target};
 use crate::error::{GatewayError, UpstreamFailure};
+use crate::framing::connection_options;
 use crate::home;
 use crate::jsonrpc;
 use crate::metrics::{MethodLabel, Outcome, SeriesCounters};
@@ -41,7 +42,7 @@ use crate::security::Caller;
 use crate::sessions::{Session, SessionId, SessionUpstream};
 use crate::stdio_http;
 use crate::trace_context::TraceId;
-use crate::upstream::{UpstreamBody, connection_options};
+use crate::upstream::UpstreamBody;
 
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");

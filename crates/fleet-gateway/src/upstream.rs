@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap};
 use hyper::http::uri::{Authority, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use parking_lot::Mutex;
@@ -34,12 +34,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::framing::{self, Decoded, Framing, decode, has_connection_option, header_map};
+
 /// Most bytes of an answer's head (status line and headers); a larger one is refused.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers in an answer's head.
 const MAX_HEADERS: usize = 128;
-/// Most bytes of a chunk's size line or of one trailer line.
-const MAX_LINE_BYTES: usize = 4 * 1024;
 /// How long a connection may wait in the pool before it is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most idle connections kept per upstream; more are closed as they come back.
@@ -134,7 +134,7 @@ impl UpstreamClient {
                 key,
             }),
         };
-        if matches!(framing, Framing::Length(0)) {
+        if framing.ended() {
             body.end();
         }
         Ok(response.map(|()| body))
@@ -317,27 +317,16 @@ fn parse_head(
         }
         return Ok(Some((length, None)));
     }
-    // The values are slices of one copy of the head, not a copy each (an allocation per
-    // header), nor slices of the read buffer, which they would pin whole. A value kept
-    // past the answer (a session's upstream id) is copied on its own by its keeper.
     let copy = Bytes::copy_from_slice(&buffer[..length]);
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
-            shared_value(&copy, buffer, field.value),
-        ) else {
-            return Err(UpstreamError::Malformed("the answer has an invalid header"));
-        };
-        headers.append(name, value);
-    }
+    let headers = header_map(parsed.headers, &copy, buffer)
+        .map_err(|_| UpstreamError::Malformed("the answer has an invalid header"))?;
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
     let (framing, delimited) = framing_of(method, status, &headers)?;
-    let close = connection_options(&headers).any(|option| option.eq_ignore_ascii_case(b"close"));
+    let close = has_connection_option(&headers, b"close");
     let reusable = delimited && !close && version == Version::HTTP_11;
     let mut response = Response::new(());
     *response.status_mut() = status;
@@ -353,30 +342,6 @@ fn parse_head(
     )))
 }
 
-/// The options a message's `Connection` headers list (`close`, or the names of further
-/// hop-by-hop headers), trimmed.
-pub(crate) fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
-        .map(<[u8]>::trim_ascii)
-}
-
-/// `value`, a slice of `buffer` whose head `copy` holds, as the same slice of `copy`.
-fn shared_value(
-    copy: &Bytes,
-    buffer: &[u8],
-    value: &[u8],
-) -> Result<HeaderValue, hyper::http::header::InvalidHeaderValue> {
-    let start = (value.as_ptr() as usize).wrapping_sub(buffer.as_ptr() as usize);
-    match start.checked_add(value.len()) {
-        Some(end) if end <= copy.len() => HeaderValue::from_maybe_shared(copy.slice(start..end)),
-        // Not from the head (httparse gives only slices of it): a copy of its own.
-        _ => HeaderValue::from_bytes(value),
-    }
-}
-
 /// How the body of an answer to `method` with `status` and `headers` is framed
 /// (RFC 9112, section 6.3), and whether its end leaves the connection usable.
 fn framing_of(
@@ -390,42 +355,17 @@ fn framing_of(
     {
         return Ok((Framing::Length(0), true));
     }
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|byte| *byte == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if let Some(chunked) = framing::chunked(headers) {
         // With a Content-Length beside it the message is suspect: not reused after.
         let alone = !headers.contains_key(header::CONTENT_LENGTH);
         return Ok(if chunked {
-            (Framing::Chunked(Chunked::Size), alone)
+            (Framing::CHUNKED, alone)
         } else {
             (Framing::UntilClose, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|byte| *byte == b',') {
-            let item = item.trim_ascii();
-            let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
-                .flatten()
-                .ok_or(UpstreamError::Malformed(
-                    "the answer's Content-Length is not valid",
-                ))?;
-            if length.is_some_and(|length| length != parsed) {
-                return Err(UpstreamError::Malformed(
-                    "the answer has Content-Lengths that disagree",
-                ));
-            }
-            length = Some(parsed);
-        }
-    }
+    let length = framing::content_length(headers)
+        .map_err(|_| UpstreamError::Malformed("the answer's Content-Length is not valid"))?;
     Ok(match length {
         Some(length) => (Framing::Length(length), true),
         None => (Framing::UntilClose, false),
@@ -448,38 +388,6 @@ struct Open {
     key: Key,
 }
 
-/// How an answer's body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// After this many more bytes.
-    Length(u64),
-    /// With the last chunk; where the decoder is.
-    Chunked(Chunked),
-    /// When the upstream closes the connection.
-    UntilClose,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
-    /// Before a chunk's size line.
-    Size,
-    /// Inside a chunk, with this many bytes left.
-    Data(u64),
-    /// After a chunk's data, before its CRLF.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-}
-
-/// What the buffered bytes gave.
-enum Decoded {
-    Data(Bytes),
-    End,
-    /// More bytes are needed.
-    More,
-}
-
 impl UpstreamBody {
     /// The body ended as framed: its connection goes back to the pool when reusable.
     fn end(&mut self) {
@@ -490,110 +398,6 @@ impl UpstreamBody {
             open.pool.give_back(open.key, open.connection);
         }
     }
-}
-
-/// Takes what `buffer` holds of a body framed by `framing`, moving `framing` on.
-fn decode(framing: &mut Framing, buffer: &mut BytesMut) -> Result<Decoded, UpstreamError> {
-    loop {
-        match framing {
-            Framing::Length(0) => return Ok(Decoded::End),
-            Framing::Length(left) => {
-                if buffer.is_empty() {
-                    return Ok(Decoded::More);
-                }
-                return Ok(Decoded::Data(take_up_to(buffer, left)));
-            }
-            Framing::UntilClose => {
-                if buffer.is_empty() {
-                    return Ok(Decoded::More);
-                }
-                return Ok(Decoded::Data(buffer.split().freeze()));
-            }
-            Framing::Chunked(state) => match *state {
-                Chunked::Size => {
-                    let Some(line) = take_line(buffer)? else {
-                        return Ok(Decoded::More);
-                    };
-                    let size = chunk_size(&line)?;
-                    *state = if size == 0 {
-                        Chunked::Trailers
-                    } else {
-                        Chunked::Data(size)
-                    };
-                }
-                Chunked::Data(mut left) => {
-                    if buffer.is_empty() {
-                        return Ok(Decoded::More);
-                    }
-                    let data = take_up_to(buffer, &mut left);
-                    *state = if left == 0 {
-                        Chunked::DataEnd
-                    } else {
-                        Chunked::Data(left)
-                    };
-                    return Ok(Decoded::Data(data));
-                }
-                Chunked::DataEnd => {
-                    if buffer.len() < 2 {
-                        return Ok(Decoded::More);
-                    }
-                    if buffer[..2] != *b"\r\n" {
-                        return Err(UpstreamError::Malformed("a chunk does not end in CRLF"));
-                    }
-                    buffer.advance(2);
-                    *state = Chunked::Size;
-                }
-                Chunked::Trailers => {
-                    // Trailers mean nothing to MCP: skipped.
-                    let Some(line) = take_line(buffer)? else {
-                        return Ok(Decoded::More);
-                    };
-                    if line.is_empty() {
-                        *framing = Framing::Length(0);
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// At most `left` bytes from the start of `buffer`, counted off `left`.
-fn take_up_to(buffer: &mut BytesMut, left: &mut u64) -> Bytes {
-    let take = usize::try_from(*left)
-        .unwrap_or(usize::MAX)
-        .min(buffer.len());
-    *left -= take as u64;
-    buffer.split_to(take).freeze()
-}
-
-/// The next CRLF-ended line in `buffer` (without its CRLF), taken out of it.
-fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, UpstreamError> {
-    match memchr::memmem::find(buffer, b"\r\n") {
-        Some(end) => {
-            let line = buffer.split_to(end);
-            buffer.advance(2);
-            Ok(Some(line))
-        }
-        None if buffer.len() > MAX_LINE_BYTES => {
-            Err(UpstreamError::Malformed("a chunk line is too long"))
-        }
-        None => Ok(None),
-    }
-}
-
-/// A chunk's size from its line: hex digits, then maybe `;` and extensions.
-fn chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
-    let digits = line.split(|byte| *byte == b';').next().unwrap_or(line);
-    let digits = digits.trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(UpstreamError::Malformed("a chunk size is not valid"));
-    }
-    digits.iter().try_fold(0u64, |size, digit| {
-        let value = (*digit as char)
-            .to_digit(16)
-            .ok_or(UpstreamError::Malformed("a chunk size is not valid"))?;
-        Ok(size * 16 + u64::from(value))
-    })
 }
 
 impl hyper::body::Body for UpstreamBody {
@@ -610,7 +414,7 @@ impl hyper::body::Body for UpstreamBody {
             };
             match decode(&mut open.framing, &mut open.connection.buffer) {
                 Ok(Decoded::Data(data)) => {
-                    if open.framing == Framing::Length(0) {
+                    if open.framing.ended() {
                         self.end();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -620,9 +424,9 @@ impl hyper::body::Body for UpstreamBody {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::More) => {}
-                Err(error) => {
+                Err(malformed) => {
                     self.open = None;
-                    return Poll::Ready(Some(Err(error)));
+                    return Poll::Ready(Some(Err(UpstreamError::Malformed(malformed))));
                 }
             }
             let Connection { stream, buffer, .. } = &mut open.connection;
@@ -809,6 +613,7 @@ mod tests {
 
     use http_body_util::BodyExt as _;
     use hyper::body::Body as _;
+    use hyper::header::HeaderValue;
     use tokio::net::TcpListener;
 
     use super::*;
@@ -1082,46 +887,5 @@ mod tests {
         drop(closed);
         let error = client().request(post(&uri, "{}")).await.unwrap_err();
         assert!(error.is_connect(), "{error}");
-    }
-
-    /// Decodes `wire` fed in two pieces cut at `cut`: the data, and whether it ended.
-    fn decode_in_two(wire: &[u8], cut: usize) -> Result<(Vec<u8>, bool), UpstreamError> {
-        let mut framing = Framing::Chunked(Chunked::Size);
-        let mut buffer = BytesMut::new();
-        let mut data = Vec::new();
-        for piece in [&wire[..cut], &wire[cut..]] {
-            buffer.extend_from_slice(piece);
-            loop {
-                match decode(&mut framing, &mut buffer)? {
-                    Decoded::Data(bytes) => data.extend_from_slice(&bytes),
-                    Decoded::End => return Ok((data, buffer.is_empty())),
-                    Decoded::More => break,
-                }
-            }
-        }
-        Ok((data, false))
-    }
-
-    #[test]
-    fn chunked_bodies_decode_the_same_wherever_the_reads_cut_them() {
-        let wire = b"7;ext=1\r\nevent: \r\n1E\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1}\r\n0\r\nx-trailer: t\r\n\r\n";
-        for cut in 0..=wire.len() {
-            let (data, ended) = decode_in_two(wire, cut).unwrap();
-            assert_eq!(
-                data, b"event: data: {\"jsonrpc\":\"2.0\",\"id\":1}",
-                "cut at {cut}"
-            );
-            assert!(ended, "cut at {cut}");
-        }
-        for bad in [
-            b"zz\r\nab\r\n0\r\n\r\n".as_slice(),
-            b"2\r\nabXX0\r\n\r\n",
-            b"\r\n",
-        ] {
-            assert!(matches!(
-                decode_in_two(bad, 0),
-                Err(UpstreamError::Malformed(_))
-            ));
-        }
     }
 }

@@ -10,6 +10,8 @@
 use bytes::{Buf as _, Bytes, BytesMut};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::proxy::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+
 /// Most bytes of a chunk's size line or of one trailer line.
 const MAX_LINE_BYTES: usize = 4 * 1024;
 
@@ -26,7 +28,7 @@ pub(crate) fn header_map(
     let mut headers = HeaderMap::with_capacity(fields.len());
     for field in fields {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
+            header_name(field.name.as_bytes()),
             HeaderValue::from_maybe_shared(shared(copy, buffer, field.value)),
         ) else {
             return Err("an invalid header");
@@ -34,6 +36,18 @@ pub(crate) fn header_map(
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// A header's name. MCP's own names, on nearly every message, are not among HTTP's
+/// standard ones, which `HeaderName` keeps without an allocation: they are matched here
+/// and shared instead.
+fn header_name(name: &[u8]) -> Result<HeaderName, hyper::header::InvalidHeaderName> {
+    for known in [&MCP_SESSION_ID, &MCP_PROTOCOL_VERSION] {
+        if name.eq_ignore_ascii_case(known.as_str().as_bytes()) {
+            return Ok(known.clone());
+        }
+    }
+    HeaderName::from_bytes(name)
 }
 
 /// `part`, a slice of `buffer` whose head `copy` holds, as the same slice of `copy`.
@@ -282,6 +296,33 @@ mod tests {
         ] {
             assert!(decode_in_two(bad, 0).is_err());
         }
+    }
+
+    #[test]
+    fn a_parsed_head_keeps_every_header_whatever_the_case_of_its_name() {
+        let wire = b"HTTP/1.1 200 OK\r\nMcp-Session-Id: s1\r\nMCP-PROTOCOL-VERSION: v\r\nX-Other: o\r\nx-other: p\r\n\r\n";
+        let mut fields = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let Ok(httparse::Status::Complete(length)) = parsed.parse(wire) else {
+            panic!("not parsed");
+        };
+        let copy = Bytes::copy_from_slice(&wire[..length]);
+        let headers = header_map(parsed.headers, &copy, wire).unwrap();
+        assert_eq!(headers[&MCP_SESSION_ID], "s1");
+        assert_eq!(headers[&MCP_PROTOCOL_VERSION], "v");
+        let others: Vec<_> = headers.get_all("x-other").iter().collect();
+        assert_eq!(others, ["o", "p"]);
+        assert!(
+            header_map(
+                &[httparse::Header {
+                    name: "bad name",
+                    value: b"v"
+                }],
+                &copy,
+                wire
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -309,119 +309,29 @@ where
         response: Response<Body>,
         method: &Method,
         version: Version,
-        mut keep_alive: bool,
+        keep_alive: bool,
     ) -> io::Result<bool> {
         let (parts, mut body) = response.into_parts();
-        let status = parts.status;
         let bodiless = *method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let out = &mut self.out;
-        for part in [
-            "HTTP/1.1 ",
-            status.as_str(),
-            " ",
-            status.canonical_reason().unwrap_or("Unknown"),
-            "\r\n",
-        ] {
-            out.put_slice(part.as_bytes());
-        }
-        let mut length = None;
-        for (name, value) in &parts.headers {
-            if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
-                continue;
-            }
-            if name == header::CONTENT_LENGTH {
-                length = framing::content_length(&parts.headers).ok().flatten();
-            }
-            put_header(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        if !parts.headers.contains_key(header::DATE) {
-            put_header(out, b"date", &http_date());
-        }
-        let framing = if bodiless {
-            Framing::Length(0)
-        } else if let Some(length) = length {
-            Framing::Length(length)
-        } else if let Some(exact) = body.size_hint().exact() {
-            let _ = write!(out, "content-length: {exact}\r\n");
-            Framing::Length(exact)
-        } else if version == Version::HTTP_11 {
-            put_header(out, b"transfer-encoding", b"chunked");
-            Framing::CHUNKED
-        } else {
-            keep_alive = false;
-            Framing::UntilClose
+            || parts.status.is_informational()
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED;
+        let framing = (!bodiless).then(|| answer_framing(&parts.headers, &body, version));
+        let keep_alive = keep_alive && framing != Some(Framing::UntilClose);
+        put_head(&mut self.out, &parts, framing, keep_alive, version);
+        self.queue.push_back(self.out.split().freeze());
+        let mut sending = Sending {
+            chunked: framing == Some(Framing::CHUNKED),
+            ended: bodiless,
         };
-        if !keep_alive {
-            put_header(out, b"connection", b"close");
-        } else if version == Version::HTTP_10 {
-            put_header(out, b"connection", b"keep-alive");
-        }
-        out.put_slice(b"\r\n");
-        let head = out.split().freeze();
-        self.queue.push_back(head);
-        let chunked = framing == Framing::CHUNKED;
-        let mut ended = bodiless;
-        let Self {
-            wire, out, queue, ..
-        } = self;
         poll_fn(|cx| {
-            loop {
-                let mut waiting = false;
-                let mut queued: usize = queue.iter().map(Bytes::len).sum();
-                while !ended && queued < WRITE_BATCH {
-                    match Pin::new(&mut body).poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            let Ok(data) = frame.into_data() else {
-                                // Trailers mean nothing to MCP: not sent.
-                                continue;
-                            };
-                            if data.is_empty() {
-                                continue;
-                            }
-                            queued += data.len();
-                            if chunked {
-                                let _ = write!(out, "{:x}\r\n", data.len());
-                                queue.push_back(out.split().freeze());
-                                queue.push_back(data);
-                                out.put_slice(b"\r\n");
-                            } else {
-                                queue.push_back(data);
-                            }
-                        }
-                        Poll::Ready(Some(Err(error))) => {
-                            return Poll::Ready(Err(io::Error::other(error)));
-                        }
-                        Poll::Ready(None) => {
-                            ended = true;
-                            if chunked {
-                                out.put_slice(b"0\r\n\r\n");
-                            }
-                        }
-                        Poll::Pending => waiting = true,
-                    }
-                    if waiting {
-                        break;
-                    }
-                }
-                if !out.is_empty() {
-                    queue.push_back(out.split().freeze());
-                }
-                ready!(poll_write_queue(&mut wire.io, queue, cx))?;
-                ready!(Pin::new(&mut wire.io).poll_flush(cx))?;
-                if ended {
-                    return Poll::Ready(Ok(()));
-                }
-                if waiting {
-                    // While the answer waits for more, a client that leaves ends it.
-                    if wire.poll_closed(cx).is_ready() {
-                        return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
-                    }
-                    return Poll::Pending;
-                }
-            }
+            sending.poll_send(
+                &mut body,
+                &mut self.wire,
+                &mut self.out,
+                &mut self.queue,
+                cx,
+            )
         })
         .await?;
         Ok(keep_alive)
@@ -456,6 +366,141 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
+}
+
+/// How an answer's body goes out: as long as its `Content-Length` says (the handler's,
+/// else the body's own exact size), else in chunks, else (HTTP/1.0) until the close.
+fn answer_framing(headers: &HeaderMap, body: &Body, version: Version) -> Framing {
+    if let Ok(Some(length)) = framing::content_length(headers) {
+        return Framing::Length(length);
+    }
+    if let Some(exact) = body.size_hint().exact() {
+        return Framing::Length(exact);
+    }
+    if version == Version::HTTP_11 {
+        Framing::CHUNKED
+    } else {
+        Framing::UntilClose
+    }
+}
+
+/// Writes the answer's status line and headers into `out`, with the framing and
+/// connection headers the server decides (the handler's own are not sent) and a `Date`
+/// when the handler gave none. A bodiless answer (`framing` `None`: to HEAD, 204, 304)
+/// keeps the handler's `Content-Length`, which describes what a GET would get.
+fn put_head(
+    out: &mut BytesMut,
+    parts: &hyper::http::response::Parts,
+    framing: Option<Framing>,
+    keep_alive: bool,
+    version: Version,
+) {
+    let status = parts.status;
+    for part in [
+        "HTTP/1.1 ",
+        status.as_str(),
+        " ",
+        status.canonical_reason().unwrap_or("Unknown"),
+        "\r\n",
+    ] {
+        out.put_slice(part.as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        if name != header::TRANSFER_ENCODING
+            && name != header::CONNECTION
+            && (name != header::CONTENT_LENGTH || framing.is_none())
+        {
+            put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        put_header(out, b"date", &http_date());
+    }
+    match framing {
+        Some(Framing::Length(length)) => {
+            let _ = write!(out, "content-length: {length}\r\n");
+        }
+        Some(Framing::Chunked(_)) => put_header(out, b"transfer-encoding", b"chunked"),
+        Some(Framing::UntilClose) | None => {}
+    }
+    if !keep_alive {
+        put_header(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        put_header(out, b"connection", b"keep-alive");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// An answer's body on its way out.
+struct Sending {
+    chunked: bool,
+    ended: bool,
+}
+
+impl Sending {
+    /// Takes the body's frames as they come, frames them for the wire and writes them
+    /// after what `queue` holds (the head, the first time): those ready together leave
+    /// in one write. Ready when the body has gone out whole.
+    fn poll_send<I: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        body: &mut Body,
+        wire: &mut Wire<I>,
+        out: &mut BytesMut,
+        queue: &mut VecDeque<Bytes>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut waiting = false;
+            let mut queued: usize = queue.iter().map(Bytes::len).sum();
+            while !self.ended && !waiting && queued < WRITE_BATCH {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers mean nothing to MCP: not sent.
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        queued += data.len();
+                        if self.chunked {
+                            let _ = write!(out, "{:x}\r\n", data.len());
+                            queue.push_back(out.split().freeze());
+                            queue.push_back(data);
+                            out.put_slice(b"\r\n");
+                        } else {
+                            queue.push_back(data);
+                        }
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        return Poll::Ready(Err(io::Error::other(error)));
+                    }
+                    Poll::Ready(None) => {
+                        self.ended = true;
+                        if self.chunked {
+                            out.put_slice(b"0\r\n\r\n");
+                        }
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
+            if !out.is_empty() {
+                queue.push_back(out.split().freeze());
+            }
+            ready!(poll_write_queue(&mut wire.io, queue, cx))?;
+            ready!(Pin::new(&mut wire.io).poll_flush(cx))?;
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            if waiting {
+                // While the answer waits for more, a client that leaves ends it.
+                if wire.poll_closed(cx).is_ready() {
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+                }
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 /// Writes `queue` to `io`, as few writes as the slices allow.

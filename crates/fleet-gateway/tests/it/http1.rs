@@ -413,6 +413,31 @@ async fn a_streamed_answer_is_chunked_on_http_1_1() {
 }
 
 #[tokio::test]
+async fn a_streamed_answer_to_http_1_0_ends_with_the_connection() {
+    let (gateway, _upstream) = gateway_to_sample_server().await;
+    let session = raw_session(&gateway.url("alpha")).await;
+    let mut wire = Wire::connect(gateway.address).await;
+    // HTTP/1.0 has no chunks: an answer of unknown length can end only with the
+    // connection, even when the client asked to keep it.
+    let request = tools_call(&session, 2, "sleep", json!({ "ms": 200 })).replacen(
+        " HTTP/1.1\r\n",
+        " HTTP/1.0\r\nConnection: keep-alive\r\n",
+        1,
+    );
+    wire.send(request).await;
+    let answer = wire.answer().await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.header("transfer-encoding"), None, "{answer:?}");
+    assert_eq!(answer.header("content-length"), None, "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+    let message = answer.jsonrpc();
+    assert_eq!(
+        message["result"]["content"][0]["text"], "slept 200 ms",
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_mid_answer_does_not_hurt_others() {
     let (gateway, _upstream) = gateway_to_sample_server().await;
     let session = raw_session(&gateway.url("alpha")).await;

@@ -243,8 +243,9 @@ fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, &'static str> {
 
 /// A chunk's size from its line: hex digits, then maybe `;` and extensions.
 fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    // Whitespace may stand before extensions (RFC 9112, section 7.1.1), nowhere else.
     let digits = line.split(|byte| *byte == b';').next().unwrap_or(line);
-    let digits = digits.trim_ascii();
+    let digits = digits.trim_ascii_end();
     if digits.is_empty() || digits.len() > 15 {
         return Err("a chunk size is not valid");
     }

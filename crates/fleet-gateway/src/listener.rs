@@ -107,8 +107,9 @@ pub(crate) async fn run(
 
 /// The threads that serve the gateway's connections, each with a single-threaded runtime
 /// of its own. A connection lives on one of them from its accept to its close, so the
-/// hand-overs within a request (the upstream's answer, the timers) stay on one thread. On the multi-threaded runtime of the control plane they
-/// did not: its workers woke and stole from each other, and a relayed call cost
+/// hand-overs within a request (the upstream's answer, the timers) stay on one thread.
+/// On the multi-threaded runtime of the control plane they did not: its workers woke
+/// and stole from each other, and a relayed call cost
 /// 36.5–39.1 µs of CPU instead of 29.2 µs on one thread, with a higher p50 and lower
 /// throughput (docs/benchmarks.md). The upstream connection pool is shared: with more
 /// than one worker, an upstream connection opened on one may serve a request on another.

@@ -712,14 +712,10 @@ async fn forward(
         }
         None
     };
-    let framing = if is_sse {
-        Framing::Sse
-    } else {
-        // The relay's length may differ from the upstream's (an error replacing an
-        // answer that never came): hyper frames it.
-        parts.headers.remove(header::CONTENT_LENGTH);
-        Framing::Json
-    };
+    // The relay's length may differ from the upstream's (an error replacing an answer
+    // that never came, a sealed `requestState`): the server frames what the relay sends.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let framing = if is_sse { Framing::Sse } else { Framing::Json };
     // Every answer's response is looked at: a JSON-RPC error counts as one (canary
     // analysis judges revisions by it), wherever it is.
     let scan = is_request.then(|| match framing {

@@ -16,8 +16,9 @@
 //! the connection's timeouts: the first head within the header-read timeout of the
 //! accept, a kept-alive connection's next head within the idle timeout (and the
 //! header-read timeout once its first bytes came), a body within the body-read timeout
-//! of its head. A client that closes its connection while its answer is on the way ends
-//! the answer (the data plane's future and body are dropped).
+//! of its head, an answer's bytes taken by the client within the idle timeout. A client
+//! that closes its connection while its answer is on the way ends the answer (the data
+//! plane's future and body are dropped); while its request body is read, the read fails.
 //!
 //! Does not own: accepting, TLS, shutdown's signal (`listener.rs`); what a request
 //! means (`data_plane.rs`).
@@ -52,6 +53,10 @@ const MAX_HEADERS: usize = 100;
 const READ_RESERVE: usize = 8 * 1024;
 /// Answer bytes queued before they are written, whether or not more are ready.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How long closing a connection may take: the TLS close, the client's last bytes.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped from a client while its connection closes.
+const MAX_DRAIN_BYTES: usize = 1024 * 1024;
 
 /// How long a client may take, per connection.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +88,7 @@ pub(crate) async fn serve<I>(
         queue: VecDeque::new(),
         timeouts,
         clock: Box::pin(tokio::time::sleep(timeouts.header_read)),
+        unread_body: false,
     };
     let mut wait = HeadWait::First(connection.clock.deadline());
     loop {
@@ -154,7 +160,9 @@ enum HeadWait {
 /// Why a request head is refused: the answer's status.
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
+    /// 400: not HTTP/1.1, or framed ambiguously.
     BadRequest,
+    /// 431: too many headers, or a head over [`MAX_HEAD_BYTES`].
     TooLarge,
 }
 
@@ -176,8 +184,12 @@ struct Connection<I> {
     queue: VecDeque<Bytes>,
     timeouts: ConnectionTimeouts,
     /// The head timer: armed for the earliest a wait could end and moved on when it
-    /// fires early, so that a busy connection does not move it for every request.
+    /// fires early, so that a busy connection does not move it for every request. Also
+    /// the bound on an answer's write to a client that stopped reading.
     clock: Pin<Box<Sleep>>,
+    /// The last request's body was not read to its end: the client may still be
+    /// sending it when the connection closes.
+    unread_body: bool,
 }
 
 impl<I> Connection<I>
@@ -193,13 +205,20 @@ where
     ) -> Result<Option<Head>, Refusal> {
         // When the head's first bytes were seen, if it was not all there at once.
         let mut started: Option<Instant> = None;
+        // How much of the buffer is known to hold no head's end: a head that comes a
+        // byte at a time is parsed once it can be whole, not once per byte.
+        let mut searched: usize = 0;
         poll_fn(|cx| {
             loop {
                 if !self.wire.buffer.is_empty() {
-                    if let Some((length, head)) = parse_head(&self.wire.buffer)? {
+                    let unsearched = &self.wire.buffer[searched.saturating_sub(3)..];
+                    if head_may_end(unsearched)
+                        && let Some((length, head)) = parse_head(&self.wire.buffer)?
+                    {
                         self.wire.buffer.advance(length);
                         return Poll::Ready(Ok(Some(head)));
                     }
+                    searched = self.wire.buffer.len();
                     if self.wire.buffer.len() > MAX_HEAD_BYTES {
                         return Poll::Ready(Err(Refusal::TooLarge));
                     }
@@ -256,6 +275,7 @@ where
                     queue,
                     timeouts,
                     clock,
+                    ..
                 } = self;
                 let home = Arc::new(Mutex::new(None));
                 let body = Body::new(RequestBody {
@@ -263,13 +283,22 @@ where
                     framing,
                     deadline: Instant::now() + timeouts.body_read,
                     timer: None,
-                    continue_left: if expects_continue { CONTINUE.len() } else { 0 },
+                    interim: if expects_continue {
+                        Interim::Writing(0)
+                    } else {
+                        Interim::None
+                    },
                     home: Arc::clone(&home),
                 });
                 let response = data_plane.call(request.map(|()| body), peer).await;
                 // The body went with the data plane's future, unless something kept it:
                 // then the connection cannot go on.
-                let Some((wire, left)) = home.lock().take() else {
+                let Some(Returned {
+                    wire,
+                    framing: left,
+                    interim,
+                }) = home.lock().take()
+                else {
                     return Ok(None);
                 };
                 let mut connection = Self {
@@ -278,7 +307,14 @@ where
                     queue,
                     timeouts,
                     clock,
+                    unread_body: !left.ended(),
                 };
+                // An interim answer cut short is finished before the final one.
+                if let Interim::Writing(written @ 1..) = interim {
+                    connection
+                        .queue
+                        .push_back(Bytes::from_static(CONTINUE).slice(written..));
+                }
                 let keep_alive = connection
                     .respond(response, &method, version, keep_alive && left.ended())
                     .await?;
@@ -311,29 +347,27 @@ where
         version: Version,
         keep_alive: bool,
     ) -> io::Result<bool> {
-        let (parts, mut body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        if parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT {
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         let bodiless = *method == Method::HEAD
             || parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED;
         let framing = (!bodiless).then(|| answer_framing(&parts.headers, &body, version));
-        let keep_alive = keep_alive && framing != Some(Framing::UntilClose);
+        let keep_alive = keep_alive
+            && framing != Some(Framing::UntilClose)
+            && !has_connection_option(&parts.headers, b"close");
         put_head(&mut self.out, &parts, framing, keep_alive, version);
         self.queue.push_back(self.out.split().freeze());
         let mut sending = Sending {
-            chunked: framing == Some(Framing::CHUNKED),
+            body,
+            framing: framing.unwrap_or(Framing::Length(0)),
             ended: bodiless,
+            stalled_since: None,
         };
-        poll_fn(|cx| {
-            sending.poll_send(
-                &mut body,
-                &mut self.wire,
-                &mut self.out,
-                &mut self.queue,
-                cx,
-            )
-        })
-        .await?;
+        poll_fn(|cx| sending.poll_send(self, cx)).await?;
         Ok(keep_alive)
     }
 
@@ -348,16 +382,32 @@ where
             "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         );
         self.queue.push_back(self.out.split().freeze());
+        // What is left of the head may still be coming: read on while closing.
+        self.unread_body = true;
         let Self { wire, queue, .. } = &mut self;
-        let written = poll_fn(|cx| poll_write_queue(&mut wire.io, queue, cx)).await;
-        if written.is_ok() {
+        let writing = poll_fn(|cx| poll_write_queue(&mut wire.io, queue, cx));
+        if let Ok(Ok(())) = tokio::time::timeout(CLOSE_TIMEOUT, writing).await {
             self.close().await;
         }
     }
 
-    /// Ends the connection: TLS says so to the client, TCP sends its FIN.
+    /// Ends the connection: TLS says so to the client, TCP sends its FIN. When the
+    /// client may still be sending (a body not read, a head refused), what it sends is
+    /// read and dropped until it closes too: closing a socket with unread bytes resets
+    /// the connection, and the reset can destroy the answer before the client reads it.
     async fn close(mut self) {
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.wire.io).await;
+        let closing = async {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.wire.io).await;
+            let mut drained = 0;
+            while self.unread_body && drained < MAX_DRAIN_BYTES {
+                self.wire.buffer.clear();
+                match poll_fn(|cx| self.wire.poll_fill(cx)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => drained += read,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 }
 
@@ -368,14 +418,14 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// How an answer's body goes out: as long as its `Content-Length` says (the handler's,
-/// else the body's own exact size), else in chunks, else (HTTP/1.0) until the close.
+/// How an answer's body goes out: with a length (the body's own exact size, else the
+/// handler's `Content-Length`), else in chunks, else (HTTP/1.0) until the close.
 fn answer_framing(headers: &HeaderMap, body: &Body, version: Version) -> Framing {
-    if let Ok(Some(length)) = framing::content_length(headers) {
-        return Framing::Length(length);
-    }
     if let Some(exact) = body.size_hint().exact() {
         return Framing::Length(exact);
+    }
+    if let Ok(Some(length)) = framing::content_length(headers) {
+        return Framing::Length(length);
     }
     if version == Version::HTTP_11 {
         Framing::CHUNKED
@@ -433,8 +483,23 @@ fn put_head(
 
 /// An answer's body on its way out.
 struct Sending {
-    chunked: bool,
+    body: Body,
+    /// How it is framed; a length counts down as the body goes.
+    framing: Framing,
     ended: bool,
+    /// Since when the client has taken none of what is queued for it.
+    stalled_since: Option<Instant>,
+}
+
+/// Why an answer could not be sent whole: the connection ends.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    /// The body failed, or its length is not the one its head announced.
+    #[error("the answer's body: {0}")]
+    Body(String),
+    /// The client took nothing of the answer for the idle timeout.
+    #[error("the client stopped reading the answer")]
+    Stalled,
 }
 
 impl Sending {
@@ -443,17 +508,22 @@ impl Sending {
     /// in one write. Ready when the body has gone out whole.
     fn poll_send<I: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        body: &mut Body,
-        wire: &mut Wire<I>,
-        out: &mut BytesMut,
-        queue: &mut VecDeque<Bytes>,
+        connection: &mut Connection<I>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        let Connection {
+            wire,
+            out,
+            queue,
+            clock,
+            timeouts,
+            ..
+        } = connection;
         loop {
             let mut waiting = false;
-            let mut queued: usize = queue.iter().map(Bytes::len).sum();
+            let mut queued = queued_bytes(queue);
             while !self.ended && !waiting && queued < WRITE_BATCH {
-                match Pin::new(&mut *body).poll_frame(cx) {
+                match Pin::new(&mut self.body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         // Trailers mean nothing to MCP: not sent.
                         let Ok(data) = frame.into_data() else {
@@ -463,23 +533,15 @@ impl Sending {
                             continue;
                         }
                         queued += data.len();
-                        if self.chunked {
-                            let _ = write!(out, "{:x}\r\n", data.len());
-                            queue.push_back(out.split().freeze());
-                            queue.push_back(data);
-                            out.put_slice(b"\r\n");
-                        } else {
-                            queue.push_back(data);
-                        }
+                        self.frame(data, out, queue)?;
                     }
                     Poll::Ready(Some(Err(error))) => {
+                        let error = SendError::Body(error.to_string());
                         return Poll::Ready(Err(io::Error::other(error)));
                     }
                     Poll::Ready(None) => {
+                        self.end(out)?;
                         self.ended = true;
-                        if self.chunked {
-                            out.put_slice(b"0\r\n\r\n");
-                        }
                     }
                     Poll::Pending => waiting = true,
                 }
@@ -487,7 +549,22 @@ impl Sending {
             if !out.is_empty() {
                 queue.push_back(out.split().freeze());
             }
-            ready!(poll_write_queue(&mut wire.io, queue, cx))?;
+            let before = queued_bytes(queue);
+            let written = poll_write_queue(&mut wire.io, queue, cx);
+            if written.is_pending() {
+                // A client that takes nothing for the idle timeout is gone, or an
+                // attacker holding the connection: the answer ends.
+                if queued_bytes(queue) < before {
+                    self.stalled_since = None;
+                }
+                let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                if poll_until(clock, since + timeouts.idle, cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::other(SendError::Stalled)));
+                }
+                return Poll::Pending;
+            }
+            self.stalled_since = None;
+            ready!(written)?;
             ready!(Pin::new(&mut wire.io).poll_flush(cx))?;
             if self.ended {
                 return Poll::Ready(Ok(()));
@@ -501,6 +578,51 @@ impl Sending {
             }
         }
     }
+
+    /// Queues `data` as the framing says: in a chunk of its own, or counted off the
+    /// announced length (an answer longer than its head said is an error, not sent on).
+    fn frame(
+        &mut self,
+        data: Bytes,
+        out: &mut BytesMut,
+        queue: &mut VecDeque<Bytes>,
+    ) -> io::Result<()> {
+        match &mut self.framing {
+            Framing::Chunked(_) => {
+                let _ = write!(out, "{:x}\r\n", data.len());
+                queue.push_back(out.split().freeze());
+                queue.push_back(data);
+                out.put_slice(b"\r\n");
+            }
+            Framing::Length(left) => {
+                let Some(after) = left.checked_sub(data.len() as u64) else {
+                    let error = SendError::Body("longer than its Content-Length".to_owned());
+                    return Err(io::Error::other(error));
+                };
+                *left = after;
+                queue.push_back(data);
+            }
+            Framing::UntilClose => queue.push_back(data),
+        }
+        Ok(())
+    }
+
+    /// The body ended: the last chunk, or the check that the announced length went out.
+    fn end(&mut self, out: &mut BytesMut) -> io::Result<()> {
+        match self.framing {
+            Framing::Chunked(_) => out.put_slice(b"0\r\n\r\n"),
+            Framing::Length(left) if left > 0 => {
+                let error = SendError::Body("shorter than its Content-Length".to_owned());
+                return Err(io::Error::other(error));
+            }
+            Framing::Length(_) | Framing::UntilClose => {}
+        }
+        Ok(())
+    }
+}
+
+fn queued_bytes(queue: &VecDeque<Bytes>) -> usize {
+    queue.iter().map(Bytes::len).sum()
 }
 
 /// Writes `queue` to `io`, as few writes as the slices allow.
@@ -552,6 +674,12 @@ fn poll_until(clock: &mut Pin<Box<Sleep>>, deadline: Instant, cx: &mut Context<'
     }
 }
 
+/// Whether `bytes` hold the blank line that ends a head (CRLF or bare LF line ends).
+fn head_may_end(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"\n\r\n").is_some()
+        || memchr::memmem::find(bytes, b"\n\n").is_some()
+}
+
 /// A request head parsed from the start of `buffer`, and its length; `None` while it
 /// is incomplete.
 fn parse_head(buffer: &[u8]) -> Result<Option<(usize, Head)>, Refusal> {
@@ -584,6 +712,11 @@ fn parse_head(buffer: &[u8]) -> Result<Option<(usize, Head)>, Refusal> {
     } else {
         Version::HTTP_11
     };
+    // HTTP/1.0 has no transfer codings: a message that says otherwise is framed one way
+    // here and perhaps another by a proxy in front (RFC 9112, section 6.1).
+    if version == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Refusal::BadRequest);
+    }
     let framing = request_framing(&headers)?;
     let keep_alive = if version == Version::HTTP_11 {
         !has_connection_option(&headers, b"close")
@@ -635,25 +768,47 @@ struct RequestBody<I> {
     wire: Option<Wire<I>>,
     framing: Framing,
     deadline: Instant,
-    /// Made when a read has to wait.
+    /// Made when a read or the interim answer's write has to wait.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Bytes of [`CONTINUE`] still to write before the body is read.
-    continue_left: usize,
+    interim: Interim,
     home: Home<I>,
 }
 
-/// Where a lent connection comes back to, with its body's framing as far as it was read.
-type Home<I> = Arc<Mutex<Option<(Wire<I>, Framing)>>>;
+/// Where the `100 Continue` a client waits for is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interim {
+    /// Not asked for, or sent.
+    None,
+    /// Being written: this many bytes of it are out.
+    Writing(usize),
+    /// Written, being flushed (TLS holds it until then).
+    Flushing,
+}
+
+/// A lent connection as it comes back: its body's framing as far as it was read, and
+/// where its interim answer was.
+struct Returned<I> {
+    wire: Wire<I>,
+    framing: Framing,
+    interim: Interim,
+}
+
+/// Where a lent connection comes back to.
+type Home<I> = Arc<Mutex<Option<Returned<I>>>>;
 
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
 enum RequestBodyError {
+    /// The connection failed.
     #[error("reading the request body: {0}")]
     Read(#[from] io::Error),
+    /// The chunked framing is broken.
     #[error("the request body is malformed: {0}")]
     Malformed(&'static str),
+    /// The client closed the connection first.
     #[error("the client closed the connection before the request body ended")]
     Closed,
+    /// The body-read timeout passed first.
     #[error("the request body did not arrive within the body-read timeout")]
     TimedOut,
 }
@@ -663,20 +818,29 @@ impl<I: AsyncRead + AsyncWrite + Unpin> RequestBody<I> {
         let Some(wire) = &mut self.wire else {
             return Poll::Ready(None);
         };
-        while self.continue_left > 0 {
-            if !wire.buffer.is_empty() {
+        loop {
+            match self.interim {
+                Interim::None => break,
                 // The client sent its body without waiting.
-                self.continue_left = 0;
-                break;
-            }
-            let start = CONTINUE.len() - self.continue_left;
-            let written = ready!(Pin::new(&mut wire.io).poll_write(cx, &CONTINUE[start..]))?;
-            if written == 0 {
-                return Poll::Ready(Some(Err(RequestBodyError::Closed)));
-            }
-            self.continue_left -= written;
-            if self.continue_left == 0 {
-                ready!(Pin::new(&mut wire.io).poll_flush(cx))?;
+                Interim::Writing(0) if !wire.buffer.is_empty() => self.interim = Interim::None,
+                Interim::Writing(written) if written == CONTINUE.len() => {
+                    self.interim = Interim::Flushing;
+                }
+                Interim::Writing(written) => {
+                    match Pin::new(&mut wire.io).poll_write(cx, &CONTINUE[written..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Some(Err(RequestBodyError::Closed)));
+                        }
+                        Poll::Ready(Ok(more)) => self.interim = Interim::Writing(written + more),
+                        Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+                        Poll::Pending => return self.poll_deadline(cx),
+                    }
+                }
+                Interim::Flushing => match Pin::new(&mut wire.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.interim = Interim::None,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+                    Poll::Pending => return self.poll_deadline(cx),
+                },
             }
         }
         loop {
@@ -692,16 +856,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> RequestBody<I> {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(RequestBodyError::Closed))),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
-                Poll::Pending => {
-                    let deadline = self.deadline;
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    ready!(timer.as_mut().poll(cx));
-                    return Poll::Ready(Some(Err(RequestBodyError::TimedOut)));
-                }
+                Poll::Pending => return self.poll_deadline(cx),
             }
         }
+    }
+
+    /// Pending until the body-read timeout passes, then its error.
+    fn poll_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, RequestBodyError>>> {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Some(Err(RequestBodyError::TimedOut)))
     }
 }
 
@@ -733,7 +903,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> hyper::body::Body for RequestBody<I> {
 impl<I> Drop for RequestBody<I> {
     fn drop(&mut self) {
         if let Some(wire) = self.wire.take() {
-            *self.home.lock() = Some((wire, self.framing));
+            *self.home.lock() = Some(Returned {
+                wire,
+                framing: self.framing,
+                interim: self.interim,
+            });
         }
     }
 }
@@ -798,6 +972,7 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "GARBAGE\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(
                 matches!(head(text), Err(Refusal::BadRequest)),
@@ -823,6 +998,55 @@ mod tests {
             "y".repeat(MAX_HEAD_BYTES)
         );
         assert!(matches!(head(&long), Err(Refusal::TooLarge)));
+    }
+
+    #[test]
+    fn an_answer_is_sent_only_as_long_as_its_head_announced() {
+        let sending = |framing| Sending {
+            body: Body::empty(),
+            framing,
+            ended: false,
+            stalled_since: None,
+        };
+        let (mut out, mut queue) = (BytesMut::new(), VecDeque::new());
+        let mut five = sending(Framing::Length(5));
+        assert!(
+            five.frame(Bytes::from_static(b"abc"), &mut out, &mut queue)
+                .is_ok()
+        );
+        assert!(five.end(&mut out).is_err(), "two bytes short");
+        assert!(
+            five.frame(Bytes::from_static(b"def"), &mut out, &mut queue)
+                .is_err(),
+            "one too many"
+        );
+        let mut chunked = sending(Framing::CHUNKED);
+        assert!(
+            chunked
+                .frame(
+                    Bytes::from_static(b"0123456789abcdef!"),
+                    &mut out,
+                    &mut queue
+                )
+                .is_ok()
+        );
+        assert!(chunked.end(&mut out).is_ok());
+        queue.push_back(out.split().freeze());
+        let wire: Vec<u8> = queue
+            .iter()
+            .skip(1)
+            .flat_map(|bytes| bytes.to_vec())
+            .collect();
+        assert_eq!(wire, b"11\r\n0123456789abcdef!\r\n0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_its_blank_line_can_be_there() {
+        assert!(head_may_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(head_may_end(b"GET / HTTP/1.1\nHost: x\n\n"));
+        assert!(head_may_end(b"\n\r\n"));
+        assert!(!head_may_end(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!head_may_end(b"\r\n\r"));
     }
 
     #[tokio::test(start_paused = true)]

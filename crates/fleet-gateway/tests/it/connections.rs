@@ -117,3 +117,26 @@ async fn readyz_refuses_a_foreign_host() {
     let local = client.get(&readyz).send().await.unwrap();
     assert_eq!(local.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_disconnected() {
+    let gateway = gateway(DEADLINE * 2, DEADLINE * 2, SHORT).await;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small window: the gateway's answers back up soon.
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let tcp = socket.connect(gateway.address).await.expect("connect");
+    let (_never_read, mut writing) = tcp.into_split();
+    let requests = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(1000);
+    // Requests until the gateway, its answers refused, stops taking them and then
+    // gives up on the client: the writes fail once it has closed.
+    let flooding = async {
+        loop {
+            if writing.write_all(requests.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE * 2, flooding)
+        .await
+        .expect("the gateway closes a connection whose client reads nothing");
+}

@@ -471,3 +471,57 @@ async fn a_client_that_disconnects_mid_answer_does_not_hurt_others() {
     staying.send(HEALTHZ).await;
     assert_eq!(staying.answer().await.status, 200);
 }
+
+#[tokio::test]
+async fn a_head_sent_a_byte_at_a_time_is_served() {
+    let gateway = TestGateway::start(RouteTable::empty(), |_| {}).await;
+    let mut wire = Wire::connect(gateway.address).await;
+    wire.tcp.set_nodelay(true).expect("nodelay");
+    // Every cut, the blank line's included: the head is whole only with its last byte.
+    for byte in HEALTHZ.as_bytes() {
+        wire.send([*byte]).await;
+    }
+    assert_eq!(wire.answer().await.status, 200);
+    wire.send(HEALTHZ).await;
+    assert_eq!(wire.answer().await.status, 200);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_answered_413_and_the_client_reads_the_answer() {
+    let upstream = HttpSampleServer::start(&[]).await;
+    let gateway = TestGateway::start(
+        table("alpha", &[(1, 100, &[("a", &upstream.url)])]),
+        |config| {
+            config.max_body_bytes = 1024;
+        },
+    )
+    .await;
+    let body = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(256 * 1024)
+    );
+    let mut wire = Wire::connect(gateway.address).await;
+    let (mut reading, mut writing) = wire.tcp.into_split();
+    // The gateway answers before it has read the body, and closes: the client is still
+    // sending when it does, and must get the answer, not a reset.
+    let sending = tokio::spawn(async move {
+        let head = post_head(&format!("Content-Length: {}\r\n", body.len()));
+        let _ = writing.write_all(format!("{head}{body}").as_bytes()).await;
+        writing
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, reading.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "read {answer:?} then {read:?}");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    drop(sending.await);
+    wire = Wire {
+        tcp: TcpStream::connect(gateway.address).await.expect("connect"),
+        unread: Vec::new(),
+    };
+    wire.send(HEALTHZ).await;
+    assert_eq!(wire.answer().await.status, 200);
+}

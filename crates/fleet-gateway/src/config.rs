@@ -44,7 +44,8 @@ pub struct GatewayConfig {
     pub header_read_timeout: Duration,
     /// How long a request body may take to arrive in full, after its head.
     pub body_read_timeout: Duration,
-    /// How long a kept-alive connection may wait for its next request.
+    /// How long a kept-alive connection may wait for its next request, and a client may
+    /// take none of its answer before it is disconnected.
     pub idle_timeout: Duration,
     /// The certificate and key the listener shows; `None` = plain HTTP.
     pub tls: Option<ServerTls>,

@@ -259,7 +259,7 @@ where
             keep_alive,
             expects_continue,
         } = head;
-        let method = request.method().clone();
+        let to_head = request.method() == Method::HEAD;
         let version = request.version();
         // A body all in the buffer is handed over whole; any other reads the connection
         // itself, and gives it back when it is dropped.
@@ -316,7 +316,7 @@ where
                         .push_back(Bytes::from_static(CONTINUE).slice(written..));
                 }
                 let keep_alive = connection
-                    .respond(response, &method, version, keep_alive && left.ended())
+                    .respond(response, to_head, version, keep_alive && left.ended())
                     .await?;
                 return Ok(Some((connection, keep_alive)));
             }
@@ -334,27 +334,26 @@ where
         let Some(response) = response else {
             return Err(io::ErrorKind::ConnectionAborted.into());
         };
-        let keep_alive = self.respond(response, &method, version, keep_alive).await?;
+        let keep_alive = self.respond(response, to_head, version, keep_alive).await?;
         Ok(Some((self, keep_alive)))
     }
 
-    /// Writes `response` to a request for `method` in `version`: whether the connection
-    /// may serve another request (`keep_alive`, unless the answer's framing ends it).
+    /// Writes `response` to a request in `version` (a HEAD request when `to_head`):
+    /// whether the connection may serve another request (`keep_alive`, unless the
+    /// answer's framing ends it).
     async fn respond(
         &mut self,
         response: Response<Body>,
-        method: &Method,
+        to_head: bool,
         version: Version,
         keep_alive: bool,
     ) -> io::Result<bool> {
         let (mut parts, body) = response.into_parts();
-        if parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT {
+        let no_content = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
+        if no_content {
             parts.headers.remove(header::CONTENT_LENGTH);
         }
-        let bodiless = *method == Method::HEAD
-            || parts.status.is_informational()
-            || parts.status == StatusCode::NO_CONTENT
-            || parts.status == StatusCode::NOT_MODIFIED;
+        let bodiless = to_head || no_content || parts.status == StatusCode::NOT_MODIFIED;
         let framing = (!bodiless).then(|| answer_framing(&parts.headers, &body, version));
         let keep_alive = keep_alive
             && framing != Some(Framing::UntilClose)
@@ -549,12 +548,12 @@ impl Sending {
             if !out.is_empty() {
                 queue.push_back(out.split().freeze());
             }
-            let before = queued_bytes(queue);
+            let before = unsent(queue);
             let written = poll_write_queue(&mut wire.io, queue, cx);
             if written.is_pending() {
                 // A client that takes nothing for the idle timeout is gone, or an
                 // attacker holding the connection: the answer ends.
-                if queued_bytes(queue) < before {
+                if unsent(queue) != before {
                     self.stalled_since = None;
                 }
                 let since = *self.stalled_since.get_or_insert_with(Instant::now);
@@ -625,6 +624,11 @@ fn queued_bytes(queue: &VecDeque<Bytes>) -> usize {
     queue.iter().map(Bytes::len).sum()
 }
 
+/// Where the queue's unwritten bytes start: a write that took any moved it.
+fn unsent(queue: &VecDeque<Bytes>) -> (usize, usize) {
+    (queue.len(), queue.front().map_or(0, Bytes::len))
+}
+
 /// Writes `queue` to `io`, as few writes as the slices allow.
 fn poll_write_queue<I: AsyncWrite + Unpin>(
     io: &mut I,
@@ -676,8 +680,10 @@ fn poll_until(clock: &mut Pin<Box<Sleep>>, deadline: Instant, cx: &mut Context<'
 
 /// Whether `bytes` hold the blank line that ends a head (CRLF or bare LF line ends).
 fn head_may_end(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, b"\n\r\n").is_some()
-        || memchr::memmem::find(bytes, b"\n\n").is_some()
+    memchr::memchr_iter(b'\n', bytes).any(|lf| {
+        let after = &bytes[lf + 1..];
+        after.starts_with(b"\n") || after.starts_with(b"\r\n")
+    })
 }
 
 /// A request head parsed from the start of `buffer`, and its length; `None` while it

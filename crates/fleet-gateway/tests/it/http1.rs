@@ -379,17 +379,43 @@ async fn an_unknown_path_is_404_and_the_connection_stays_usable() {
     assert_eq!(wire.answer().await.status, 200);
 }
 
+/// A gateway in front of the sample server, and a connection to it on which a
+/// `tools/call` of `sleep` (for `ms`, on a fresh session) was sent as `http_1_0` says and
+/// answered: the upstream opens its event stream at once and ends it after the sleep,
+/// so the answer's end is not known when its head goes out. The answer is the slept
+/// result, checked here.
+async fn a_sleep_answered(
+    ms: u64,
+    http_1_0: bool,
+) -> (Answer, Wire, TestGateway, HttpSampleServer) {
+    let (gateway, upstream) = gateway_to_sample_server().await;
+    let session = raw_session(&gateway.url("alpha")).await;
+    let mut wire = Wire::connect(gateway.address).await;
+    let mut request = tools_call(&session, 2, "sleep", json!({ "ms": ms }));
+    if http_1_0 {
+        request = request.replacen(
+            " HTTP/1.1\r\n",
+            " HTTP/1.0\r\nConnection: keep-alive\r\n",
+            1,
+        );
+    }
+    wire.send(request).await;
+    let answer = wire.answer().await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let message = answer.jsonrpc();
+    assert_eq!(
+        message["result"]["content"][0]["text"],
+        format!("slept {ms} ms"),
+        "{message}"
+    );
+    (answer, wire, gateway, upstream)
+}
+
 /// An answer whose end is not known when its head goes out is chunked on HTTP/1.1, so
 /// the connection outlives it (an answer ended by a close would end the connection too).
 #[tokio::test]
 async fn a_streamed_answer_is_chunked_on_http_1_1() {
-    let (gateway, _upstream) = gateway_to_sample_server().await;
-    let session = raw_session(&gateway.url("alpha")).await;
-    let mut wire = Wire::connect(gateway.address).await;
-    // The upstream opens its event stream at once and ends it after the sleep.
-    wire.send(tools_call(&session, 2, "sleep", json!({ "ms": 500 })))
-        .await;
-    let answer = wire.answer().await;
+    let (answer, mut wire, _gateway, _upstream) = a_sleep_answered(500, false).await;
     assert!(
         answer
             .header("content-type")
@@ -403,38 +429,18 @@ async fn a_streamed_answer_is_chunked_on_http_1_1() {
         "{answer:?}"
     );
     assert_eq!(answer.header("content-length"), None, "{answer:?}");
-    let message = answer.jsonrpc();
-    assert_eq!(
-        message["result"]["content"][0]["text"], "slept 500 ms",
-        "{message}"
-    );
     wire.send(HEALTHZ).await;
     assert_eq!(wire.answer().await.status, 200);
 }
 
+/// HTTP/1.0 has no chunks: an answer of unknown length can end only with the
+/// connection, even when the client asked to keep it.
 #[tokio::test]
 async fn a_streamed_answer_to_http_1_0_ends_with_the_connection() {
-    let (gateway, _upstream) = gateway_to_sample_server().await;
-    let session = raw_session(&gateway.url("alpha")).await;
-    let mut wire = Wire::connect(gateway.address).await;
-    // HTTP/1.0 has no chunks: an answer of unknown length can end only with the
-    // connection, even when the client asked to keep it.
-    let request = tools_call(&session, 2, "sleep", json!({ "ms": 200 })).replacen(
-        " HTTP/1.1\r\n",
-        " HTTP/1.0\r\nConnection: keep-alive\r\n",
-        1,
-    );
-    wire.send(request).await;
-    let answer = wire.answer().await;
-    assert_eq!(answer.status, 200, "{answer:?}");
+    let (answer, _wire, _gateway, _upstream) = a_sleep_answered(200, true).await;
     assert_eq!(answer.header("transfer-encoding"), None, "{answer:?}");
     assert_eq!(answer.header("content-length"), None, "{answer:?}");
     assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
-    let message = answer.jsonrpc();
-    assert_eq!(
-        message["result"]["content"][0]["text"], "slept 200 ms",
-        "{message}"
-    );
 }
 
 #[tokio::test]
